@@ -1,0 +1,86 @@
+/*
+ * embedded_broker.c — mock cluster lifecycle and topic layout (see embedded_broker.h).
+ * The mock needs an rd_kafka_t to hang off; we use a bare producer that never connects.
+ */
+#include "processor/embedded_broker.h"
+
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "processor/kafka.h"
+#include "processor/log.h"
+#include "processor/topic_layout.h"
+
+struct kj_embedded_broker {
+    rd_kafka_t *host;
+    rd_kafka_mock_cluster_t *mock;
+    char *bootstrap;
+};
+
+static int create_topic(kj_embedded_broker *b, const char *topic, int partitions, char *errstr,
+                        size_t errstr_size) {
+    rd_kafka_resp_err_t err = rd_kafka_mock_topic_create(b->mock, topic, partitions, 1);
+    if (err) {
+        snprintf(errstr, errstr_size, "embedded broker: create topic %s: %s", topic,
+                 rd_kafka_err2str(err));
+        return -1;
+    }
+    kj_log(KJ_LOG_INFO, "topic created", "{s:s,s:i}", "topic", topic, "partitions", partitions);
+    return 0;
+}
+
+kj_embedded_broker *kj_embedded_broker_start(const kj_config *cfg, int brokers, int partitions,
+                                             char *errstr, size_t errstr_size) {
+    if (partitions <= 0) partitions = cfg->partitions;
+    if (brokers <= 0) brokers = 1;
+    kj_embedded_broker *b = calloc(1, sizeof(*b));
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set_log_cb(conf, kj_kafka_log_cb);
+    rd_kafka_conf_set(conf, "client.id", "kjobs-embedded-broker", NULL, 0);
+    b->host = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, errstr_size);
+    if (!b->host) {
+        rd_kafka_conf_destroy(conf);
+        free(b);
+        return NULL;
+    }
+    b->mock = rd_kafka_mock_cluster_new(b->host, brokers);
+    if (!b->mock) {
+        snprintf(errstr, errstr_size, "embedded broker: could not start the mock cluster");
+        kj_embedded_broker_stop(b);
+        return NULL;
+    }
+    b->bootstrap = strdup(rd_kafka_mock_cluster_bootstraps(b->mock));
+
+    kj_topic_spec *topics;
+    size_t topic_count = kj_topic_layout(cfg, &topics);
+    int rc = 0;
+    for (size_t i = 0; i < topic_count && rc == 0; i++)
+        rc = create_topic(b, topics[i].name, partitions, errstr, errstr_size);
+    kj_topic_layout_free(topics, topic_count);
+    if (rc) goto fail;
+    kj_log(KJ_LOG_INFO, "embedded broker started", "{s:s,s:i}", "bootstrap", b->bootstrap,
+           "brokers", brokers);
+    return b;
+fail:
+    kj_embedded_broker_stop(b);
+    return NULL;
+}
+
+const char *kj_embedded_broker_bootstrap(const kj_embedded_broker *b) {
+    return b->bootstrap;
+}
+
+struct rd_kafka_mock_cluster_s *kj_embedded_broker_mock(kj_embedded_broker *b) {
+    return b->mock;
+}
+
+void kj_embedded_broker_stop(kj_embedded_broker *b) {
+    if (!b) return;
+    if (b->mock) rd_kafka_mock_cluster_destroy(b->mock);
+    if (b->host) rd_kafka_destroy(b->host);
+    free(b->bootstrap);
+    free(b);
+}

@@ -1,0 +1,113 @@
+/*
+ * kafka.c — librdkafka handle construction shared by every command (see kafka.h).
+ */
+#include "processor/kafka.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "partitions/partitioner.h"
+#include "processor/log.h"
+
+void kj_kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
+    kj_log(kj_log_level_from_syslog(level), buf, "{s:s,s:s,s:s}", "component", "librdkafka",
+           "facility", fac, "client", rk ? rd_kafka_name(rk) : "");
+}
+
+int kj_kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value, char *errstr,
+                      size_t errstr_size) {
+    char rd_err[512];
+    if (rd_kafka_conf_set(conf, name, value, rd_err, sizeof(rd_err)) != RD_KAFKA_CONF_OK) {
+        /* rd_err can quote the value for enum/int properties; it never holds secrets for
+         * string properties (those accept any value), so keep it: it says what is wrong. */
+        snprintf(errstr, errstr_size, "librdkafka property %s: %s", name, rd_err);
+        return -1;
+    }
+    return 0;
+}
+
+rd_kafka_conf_t *kj_kafka_conf_new(const kj_config *cfg, char *errstr, size_t errstr_size) {
+    if (strcmp(cfg->bootstrap, "embedded") == 0) {
+        snprintf(errstr, errstr_size,
+                 "kafka.bootstrap is \"embedded\": start `kjobs broker` and pass its address with "
+                 "-b (or KJOBS_KAFKA_BOOTSTRAP), or use `kjobs run --embedded`");
+        return NULL;
+    }
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set_log_cb(conf, kj_kafka_log_cb);
+    if (kj_kafka_conf_set(conf, "bootstrap.servers", cfg->bootstrap, errstr, errstr_size) ||
+        kj_kafka_conf_set(conf, "client.id", cfg->client_id, errstr, errstr_size))
+        goto fail;
+    for (size_t i = 0; i < cfg->rdkafka_prop_count; i++) {
+        const char *prop = cfg->rdkafka_props[i];
+        const char *eq = strchr(prop, '=');
+        char name[256];
+        if (!eq || (size_t)(eq - prop) >= sizeof(name) || eq == prop) {
+            snprintf(errstr, errstr_size, "kafka.properties: expected \"name=value\"");
+            goto fail;
+        }
+        memcpy(name, prop, (size_t)(eq - prop));
+        name[eq - prop] = '\0';
+        if (kj_kafka_conf_set(conf, name, eq + 1, errstr, errstr_size)) goto fail;
+    }
+    return conf;
+fail:
+    rd_kafka_conf_destroy(conf);
+    return NULL;
+}
+
+/* Keyed messages land where Java's DefaultPartitioner puts them; unkeyed ones are spread. */
+static int32_t kjobs_partitioner(const rd_kafka_topic_t *rkt, const void *key, size_t keylen,
+                                 int32_t partition_cnt, void *rkt_opaque, void *msg_opaque) {
+    if (!key) return rd_kafka_msg_partitioner_random(rkt, key, keylen, partition_cnt, rkt_opaque,
+                                                     msg_opaque);
+    return kj_partition_for_key(key, keylen, partition_cnt);
+}
+
+rd_kafka_t *kj_kafka_producer_new(rd_kafka_conf_t *conf, char *errstr, size_t errstr_size) {
+    if (kj_kafka_conf_set(conf, "acks", "all", errstr, errstr_size) ||
+        kj_kafka_conf_set(conf, "enable.idempotence", "true", errstr, errstr_size)) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    rd_kafka_topic_conf_t *tconf = rd_kafka_topic_conf_new();
+    rd_kafka_topic_conf_set_partitioner_cb(tconf, kjobs_partitioner);
+    rd_kafka_conf_set_default_topic_conf(conf, tconf);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, errstr_size);
+    if (!rk) rd_kafka_conf_destroy(conf);
+    return rk;
+}
+
+int kj_kafka_partition_count(rd_kafka_t *rk, const char *topic, int timeout_ms, char *errstr,
+                             size_t errstr_size) {
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &md, timeout_ms);
+    rd_kafka_topic_destroy(rkt);
+    if (err) {
+        snprintf(errstr, errstr_size, "metadata for topic %s: %s", topic, rd_kafka_err2str(err));
+        return -1;
+    }
+    int count = -1;
+    if (md->topic_cnt == 1 && !md->topics[0].err) {
+        count = md->topics[0].partition_cnt;
+    } else {
+        snprintf(errstr, errstr_size, "topic %s: %s", topic,
+                 md->topic_cnt ? rd_kafka_err2str(md->topics[0].err) : "not found");
+    }
+    rd_kafka_metadata_destroy(md);
+    return count;
+}
+
+const char *kj_kafka_header_str(rd_kafka_headers_t *hdrs, const char *name, char *buf,
+                                size_t size) {
+    const void *val;
+    size_t len;
+    if (!hdrs || rd_kafka_header_get_last(hdrs, name, &val, &len) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return NULL;
+    if (!val) len = 0;
+    if (len >= size) len = size - 1;
+    if (len) memcpy(buf, val, len);
+    buf[len] = '\0';
+    return buf;
+}
