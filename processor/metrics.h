@@ -1,0 +1,242 @@
+/*
+ * metrics.h — the Prometheus metrics registry and kjobs' metric set.
+ *
+ * DESIGN
+ *   The registry is built for a hot path that runs on every job: a metric *family* (name, type,
+ *   help, label names) holds *series* (one per label-value set). A series is resolved once to a
+ *   `kj_metric_handle *` — a lookup under the family's mutex — and the handle then stays valid
+ *   for the life of the registry, so the hot path is one relaxed atomic add and never takes a
+ *   lock. Rendering takes each family's mutex only to walk its series list and reads the values
+ *   with relaxed atomic loads: it never blocks an increment, and an increment never waits for a
+ *   scrape.
+ *
+ *   - Counters are `_Atomic uint64_t` (kjobs only counts events).
+ *   - Gauges are doubles kept as bits in an `_Atomic uint64_t`; set is a store, add is a CAS loop.
+ *   - Histograms have fixed upper bounds chosen at registration: one atomic counter per bucket
+ *     (non-cumulative) plus a CAS'd double sum. `_count` and the `+Inf` bucket are rendered from
+ *     the same bucket reads, so a scrape always sees `+Inf == _count` and cumulative buckets.
+ *   - Removing a label set (a revoked partition's lag gauge) hides the series and zeroes it; the
+ *     memory is kept (a cached handle may still point at it), so writes through a stale handle
+ *     are harmless and invisible until that label set is resolved again, which revives it.
+ *     Memory is bounded by the number of distinct label sets ever seen.
+ *   - Cardinality is capped per family (KJ_METRICS_MAX_SERIES): label values come partly from
+ *     untrusted input (job types), so once a family is full further label sets resolve to one
+ *     overflow series whose every label value is "_overflow" (logged once). Label values are
+ *     truncated to KJ_METRICS_MAX_LABEL_LEN bytes and invalid UTF-8 bytes become '?', so the
+ *     exposition is always valid. Handles are therefore never NULL for a registered family.
+ *   - A family may also have a *collect callback*, run at scrape time (on the HTTP thread, with
+ *     the family mutex held), that emits computed samples — e.g. lag computed by the runtime.
+ *
+ *   Output is the Prometheus text exposition format 0.0.4: `# HELP` / `# TYPE` per family in
+ *   registration order, series in creation order, label values escaped (\\ \" \n).
+ *
+ * THE KJOBS METRIC SET (registered by the process-wide registry, kj_metrics_registry())
+ *
+ *   name                          type       labels                 meaning
+ *   kjobs_jobs_total              counter    topic, type, outcome   Jobs finished, by the topic they
+ *                                                                   were consumed from, job type and
+ *                                                                   outcome (see below).
+ *   kjobs_job_duration_seconds    histogram  type                   Handler wall-clock time per job.
+ *                                                                   Buckets 1ms … 300s. A per-batch
+ *                                                                   handler call is observed once per
+ *                                                                   job with the call's time divided by
+ *                                                                   its jobs. Jobs no handler ran
+ *                                                                   (decode errors, unknown types) are
+ *                                                                   not observed.
+ *   kjobs_batch_size              histogram  —                      Jobs per handler call.
+ *                                                                   Buckets 1 … 1000.
+ *   kjobs_consumer_lag            gauge      topic, partition       Log end offset minus committed
+ *                                                                   offset, per assigned partition;
+ *                                                                   removed when the partition is
+ *                                                                   revoked.
+ *   kjobs_commits_total           counter    result                 Offset commits; result = ok|error.
+ *   kjobs_rebalances_total        counter    —                      Rebalances (assign or revoke
+ *                                                                   callbacks) seen by this member.
+ *   kjobs_in_flight_jobs          gauge      —                      Jobs handed to handlers and not
+ *                                                                   yet finished.
+ *   kjobs_offset_resets_total     counter    —                      Consumer offset resets (jobs lost
+ *                                                                   to retention before they ran).
+ *   kjobs_retry_routed_total      counter    step                   Jobs produced to retry ladder step
+ *                                                                   N ("1" … "N").
+ *   kjobs_dlq_routed_total        counter    class                  Jobs produced to the DLQ, by
+ *                                                                   kjobs-error-class: retryable
+ *                                                                   (attempts exhausted), permanent,
+ *                                                                   decode, unknown-type, timeout.
+ *   kjobs_route_errors_total      counter    —                      Failed produces to a retry or DLQ
+ *                                                                   topic.
+ *   kjobs_decode_errors_total     counter    —                      Messages that could not be decoded
+ *                                                                   as a kjobs.Job.
+ *   kjobs_circuit_breaker_open    gauge      —                      1 while the circuit breaker is
+ *                                                                   open (handlers not called), else 0.
+ *   kjobs_ready                   gauge      —                      1 while /readyz answers 200.
+ *   kjobs_build_info              gauge      version                Always 1; the version label says
+ *                                                                   which kjobs is running.
+ *
+ *   Outcome values of kjobs_jobs_total (kj_job_outcome):
+ *     ok             the handler succeeded;
+ *     retry          the job was routed to a retry ladder step;
+ *     dead_lettered  the job was routed to the DLQ (attempts exhausted, permanent failure, decode
+ *                    error, unknown type, timeout — kjobs_dlq_routed_total{class} says which).
+ *   A job that could not be decoded has type label "_undecodable" (KJ_METRICS_TYPE_UNDECODABLE).
+ *
+ * @locality any thread, unless a function says otherwise
+ */
+#ifndef KJOBS_METRICS_H
+#define KJOBS_METRICS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/** Series per family before further label sets share the overflow series. */
+#define KJ_METRICS_MAX_SERIES 4096
+/** Label values longer than this (bytes) are truncated. */
+#define KJ_METRICS_MAX_LABEL_LEN 256
+/** Label names per family. */
+#define KJ_METRICS_MAX_LABELS 8
+/** Buckets per histogram (excluding +Inf). */
+#define KJ_METRICS_MAX_BUCKETS 32
+/** The label value every label of a family's overflow series has. */
+#define KJ_METRICS_OVERFLOW_VALUE "_overflow"
+
+typedef enum { KJ_METRIC_COUNTER, KJ_METRIC_GAUGE, KJ_METRIC_HISTOGRAM } kj_metric_type;
+
+typedef struct kj_registry kj_registry;           /* a set of families; renders to text */
+typedef struct kj_metric_family kj_metric_family; /* name, type, help, label names */
+typedef struct kj_metric_handle kj_metric_handle; /* one series: family + label values */
+typedef struct kj_collect kj_collect;             /* emitter passed to collect callbacks */
+
+/* ---- Registry ------------------------------------------------------------------------------ */
+
+kj_registry *kj_registry_new(void);
+/** Frees the registry, its families and every handle. No other thread may use them then. */
+void kj_registry_free(kj_registry *reg);
+
+/**
+ * Register a family. `label_names` has `nlabels` valid Prometheus label names (not "le" for
+ * histograms); `buckets` (histograms only) is `nbuckets` strictly increasing finite upper bounds,
+ * +Inf is implicit. Strings are copied. Returns NULL (and logs) on an invalid or duplicate name
+ * or bad arguments: a programming error, so callers may treat it as fatal.
+ * An unlabelled family has its single series created here (it renders 0 from the start).
+ */
+kj_metric_family *kj_registry_add(kj_registry *reg, const char *name, kj_metric_type type,
+                                  const char *help, const char *const *label_names,
+                                  size_t nlabels, const double *buckets, size_t nbuckets);
+
+/**
+ * Render every family in text format 0.0.4. Returns a NUL-terminated malloc'd buffer (free()
+ * it) and its length in *len (may be NULL), or NULL if out of memory. Runs collect callbacks.
+ */
+char *kj_registry_render(kj_registry *reg, size_t *len);
+
+/* ---- Families and handles ------------------------------------------------------------------ */
+
+/**
+ * Resolve a label-value set (`nlabels` strings, in label-name order; NULL reads as "") to its
+ * series, creating it if needed. Takes the family mutex: do it once and cache the handle.
+ * Never returns NULL for a non-NULL family (see overflow above). Revives a removed series.
+ */
+kj_metric_handle *kj_family_series(kj_metric_family *fam, const char *const *label_values);
+/** The series of an unlabelled family (no lookup). */
+kj_metric_handle *kj_family_default(kj_metric_family *fam);
+/**
+ * Hide the series with these label values from rendering and reset it to zero. Cached handles
+ * stay valid (writes through them are invisible until the set is resolved again).
+ * Returns 1 if a visible series was removed, 0 if there was none.
+ */
+int kj_family_remove(kj_metric_family *fam, const char *const *label_values);
+
+/**
+ * Emits one sample from a collect callback. `label_values` as for kj_family_series; the values
+ * are escaped and sanitised the same way. For histogram families this is ignored.
+ */
+void kj_collect_emit(kj_collect *c, const char *const *label_values, double value);
+typedef void(kj_collect_fn)(kj_collect *c, void *opaque);
+/**
+ * Install (or with fn NULL, remove) the family's collect callback, run at every render after the
+ * family's own series. It runs on the scraping thread with the family mutex held: it must not
+ * resolve or remove series of the same family. When this returns, a previous callback is no
+ * longer running and will not be called again, so its `opaque` can be freed.
+ */
+void kj_family_set_collector(kj_metric_family *fam, kj_collect_fn *fn, void *opaque);
+
+/* ---- Hot path: no locks, one atomic operation (histograms: bucket add + sum CAS) ----------- */
+
+void kj_counter_add(kj_metric_handle *h, uint64_t n);
+static inline void kj_counter_inc(kj_metric_handle *h) {
+    kj_counter_add(h, 1);
+}
+void kj_gauge_set(kj_metric_handle *h, double v);
+void kj_gauge_add(kj_metric_handle *h, double delta);
+void kj_histogram_observe(kj_metric_handle *h, double v);
+
+/* Reading values (tests, and the runtime when it needs a value back). */
+uint64_t kj_counter_value(const kj_metric_handle *h);
+double kj_gauge_value(const kj_metric_handle *h);
+uint64_t kj_histogram_count(const kj_metric_handle *h);
+double kj_histogram_sum(const kj_metric_handle *h);
+/** Cumulative count of observations <= bucket i's bound; i == nbuckets is +Inf. */
+uint64_t kj_histogram_bucket(const kj_metric_handle *h, size_t i);
+
+/* ---- The kjobs metric set on the process-wide registry ------------------------------------- */
+
+typedef enum {
+    KJ_JOB_OK = 0,           /* "ok" */
+    KJ_JOB_RETRY,            /* "retry" */
+    KJ_JOB_DEAD_LETTERED,    /* "dead_lettered" */
+} kj_job_outcome;
+#define KJ_JOB_OUTCOME_COUNT 3
+/** The label value for an outcome ("ok", "retry", "dead_lettered"); "unknown" if out of range. */
+const char *kj_job_outcome_name(kj_job_outcome o);
+
+/** The `type` label of a job whose value could not be decoded. */
+#define KJ_METRICS_TYPE_UNDECODABLE "_undecodable"
+
+/**
+ * The process-wide registry holding the kjobs metric set, created on first use (any kj_metrics_*
+ * call creates it; it lives until exit). kjobs_build_info starts with version "unknown" unless
+ * KJOBS_VERSION is defined at compile time.
+ */
+kj_registry *kj_metrics_registry(void);
+/** Set kjobs_build_info{version} = 1 (replacing any previous version). */
+void kj_metrics_set_version(const char *version);
+
+/* Cached handles for the hot path: resolve once per (topic, type), then kj_counter_inc(h). */
+kj_metric_handle *kj_metrics_jobs_handle(const char *topic, const char *type,
+                                         kj_job_outcome outcome);
+kj_metric_handle *kj_metrics_duration_handle(const char *type);
+kj_metric_handle *kj_metrics_lag_handle(const char *topic, int32_t partition);
+
+/**
+ * One finished job: kjobs_jobs_total{topic,type,outcome} += 1 and, if duration_seconds >= 0,
+ * observe it in kjobs_job_duration_seconds{type}. Resolves labels on every call (two mutex
+ * lookups): use the cached handles above on the per-job path.
+ */
+void kj_metrics_job_done(const char *topic, const char *type, kj_job_outcome outcome,
+                         double duration_seconds);
+void kj_metrics_batch_size(size_t njobs);
+void kj_metrics_commit(bool ok);
+void kj_metrics_rebalance(void);
+void kj_metrics_in_flight_add(int64_t delta);
+void kj_metrics_offset_reset(void);
+/** step is 1-based, as in the topic name <topic>.retry.<step>. */
+void kj_metrics_retry_routed(int step);
+/** error_class is the kjobs-error-class header value. */
+void kj_metrics_dlq_routed(const char *error_class);
+void kj_metrics_route_error(void);
+void kj_metrics_decode_error(void);
+void kj_metrics_circuit_breaker_set(bool open);
+void kj_metrics_ready_set(bool ready);
+
+/* Consumer lag: either set/remove per partition, or install a collector — not both. */
+void kj_metrics_lag_set(const char *topic, int32_t partition, int64_t lag);
+/** On revoke: the partition's lag series disappears from /metrics. */
+void kj_metrics_lag_remove(const char *topic, int32_t partition);
+/**
+ * Lag computed at scrape time: fn is called on the HTTP thread and calls kj_metrics_lag_emit
+ * for each partition. Same rules as kj_family_set_collector (pass NULL to remove).
+ */
+void kj_metrics_lag_set_collector(kj_collect_fn *fn, void *opaque);
+void kj_metrics_lag_emit(kj_collect *c, const char *topic, int32_t partition, int64_t lag);
+
+#endif /* KJOBS_METRICS_H */
