@@ -86,14 +86,15 @@ int kj_cmd_broker(int argc, char **argv) {
         return KJ_EXIT_RUNTIME;
     }
     const char *bootstrap = kj_embedded_broker_bootstrap(broker);
-    printf("%s\n", bootstrap);
-    fflush(stdout);
+    /* The file first, then stdout: whoever sees the stdout line can rely on the file. */
     if (bootstrap_file && write_bootstrap_file(bootstrap_file, bootstrap) != 0) {
         kj_log(KJ_LOG_ERROR, "cannot write bootstrap file", "{s:s}", "path", bootstrap_file);
         kj_embedded_broker_stop(broker);
         kj_cli_free(&cli);
         return KJ_EXIT_RUNTIME;
     }
+    printf("%s\n", bootstrap);
+    fflush(stdout);
     kj_cli_wait_for_stop_signal();
     kj_log(KJ_LOG_INFO, "embedded broker stopping", NULL);
     kj_embedded_broker_stop(broker);

@@ -1,0 +1,115 @@
+"""harness.py — shared plumbing for kjobs integration tests (run with /usr/bin/python3).
+
+Starts real `kjobs` processes against a real `kjobs broker` (the embedded mock cluster) and
+gives tests small helpers: run a command and capture its output, read JSON lines from peek,
+wait for a condition with a deadline. Synchronisation is by events (a process's output line,
+a process exit, data arriving), never by fixed sleeps.
+
+Tests are plain functions named test_*; `main()` runs them and prints a closing line
+"N passed, N failed" that CI reads.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+KJOBS = os.environ.get("KJOBS_BIN") or os.path.join(
+    os.path.dirname(__file__), "..", "..", "build", "kjobs")
+SOURCE_DIR = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+def kjobs_cmd(*args):
+    return [KJOBS, *args]
+
+
+class Broker:
+    """A `kjobs broker` process; the bootstrap address is its first stdout line."""
+
+    def __init__(self, partitions=4, config=None, extra=()):
+        args = kjobs_cmd("broker", "--partitions", str(partitions), *extra)
+        if config:
+            args += ["-c", config]
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
+        line = self.proc.stdout.readline().strip()
+        if not line:
+            err = self.proc.stderr.read()
+            raise RuntimeError(f"kjobs broker printed no bootstrap address: {err}")
+        self.bootstrap = line
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                rc = self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                raise AssertionError("kjobs broker did not stop on SIGTERM")
+            assert rc == 0, f"kjobs broker exited {rc} on SIGTERM"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def run(args, input=None, check=True, timeout=120, env=None):
+    """Run a command; return CompletedProcess (text)."""
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    p = subprocess.run(args, input=input, capture_output=True, text=True, timeout=timeout,
+                       env=full_env)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} exited {p.returncode}\nstderr:\n{p.stderr[-4000:]}")
+    return p
+
+
+def peek(bootstrap, topic, count, timeout=60):
+    p = run(kjobs_cmd("peek", "-b", bootstrap, "--topic", topic, "--from-beginning",
+                      "--count", str(count), "--timeout", str(timeout)))
+    lines = [json.loads(l) for l in p.stdout.splitlines() if l.strip()]
+    assert len(lines) == count, f"peek returned {len(lines)} records, wanted {count}"
+    return lines
+
+
+def log_lines(stderr_text):
+    """Parse a kjobs stderr stream; every line must be a JSON object."""
+    out = []
+    for line in stderr_text.splitlines():
+        if line.strip():
+            obj = json.loads(line)
+            assert isinstance(obj, dict) and {"ts", "level", "msg"} <= obj.keys(), line
+            out.append(obj)
+    return out
+
+
+def write_config(text):
+    f = tempfile.NamedTemporaryFile("w", suffix=".cfg", delete=False)
+    f.write(text)
+    f.close()
+    return f.name
+
+
+def main(tests):
+    only = sys.argv[1:]
+    passed = failed = 0
+    for t in tests:
+        if only and t.__name__ not in only:
+            continue
+        start = time.monotonic()
+        try:
+            t()
+            passed += 1
+            print(f"ok   {t.__name__} ({time.monotonic() - start:.1f}s)", flush=True)
+        except Exception:
+            failed += 1
+            print(f"FAIL {t.__name__}", flush=True)
+            traceback.print_exc()
+    print(f"{passed} passed, {failed} failed", flush=True)
+    sys.exit(1 if failed or not passed else 0)

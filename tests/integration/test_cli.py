@@ -1,0 +1,123 @@
+"""test_cli.py — the `kjobs` command's user-visible behaviour: help, exit codes (0 ok,
+1 runtime error, 2 usage/config error), config errors naming file and line, JSON logs on
+stderr, enqueue refusing to report success for jobs the broker never acknowledged, topics
+layout, and kcat (an independent librdkafka-based client) reading what kjobs wrote.
+Run with /usr/bin/python3."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+import harness  # noqa: E402
+from harness import kjobs_cmd, run  # noqa: E402
+
+
+def test_help_and_unknown_command():
+    p = run(kjobs_cmd("help"))
+    for name in ("run", "enqueue", "peek", "dlq", "lag", "topics", "broker", "schema"):
+        assert f"  {name} " in p.stdout, name
+    p = run(kjobs_cmd("frobnicate"), check=False)
+    assert p.returncode == 2 and "unknown command" in p.stderr
+    p = run(kjobs_cmd("enqueue", "--help"))
+    assert "--encoding" in p.stdout
+    p = run(kjobs_cmd("enqueue", "--no-such-flag"), check=False)
+    assert p.returncode == 2
+
+
+def test_config_error_names_file_line_and_setting():
+    path = harness.write_config('batch = { max_jobs = 100; };\nbatch2 = 1;\n')
+    p = run(kjobs_cmd("topics", "-c", path), check=False)
+    assert p.returncode == 2, p
+    assert f"{path}:2" in p.stderr and "batch2" in p.stderr, p.stderr
+    path = harness.write_config('\nbatch = {\n  max_jobs = 0;\n};\n')
+    p = run(kjobs_cmd("topics", "-c", path), check=False)
+    assert p.returncode == 2 and f"{path}:3" in p.stderr and "batch.max_jobs" in p.stderr, p.stderr
+    p = run(kjobs_cmd("topics", "-c", "/nonexistent/kjobs.cfg"), check=False)
+    assert p.returncode == 2 and "/nonexistent/kjobs.cfg" in p.stderr
+
+
+def test_topics_layout_follows_config():
+    path = harness.write_config('topics = { main = "emails"; partitions = 6; };\n'
+                                'retry = { delays = ["5s", "2m"]; };\n')
+    p = run(kjobs_cmd("topics", "-c", path))
+    rows = [l.split() for l in p.stdout.splitlines()[1:]]
+    assert [r[0] for r in rows] == ["emails", "emails.retry.1", "emails.retry.2", "emails.dlq"]
+    assert rows[1][3] == "5s" and rows[2][3] == "2m" and all(r[-1] == "6" for r in rows)
+
+
+def test_embedded_bootstrap_needs_a_broker_address():
+    p = run(kjobs_cmd("enqueue", "--type", "kjobs.noop"), check=False,
+            env={"KJOBS_KAFKA_BOOTSTRAP": "embedded"})
+    assert p.returncode == 2 and "kjobs broker" in p.stderr, p.stderr
+
+
+def test_enqueue_fails_when_broker_never_acknowledges():
+    # Nothing listens on this port: every job times out, none may be reported as enqueued.
+    p = run(kjobs_cmd("enqueue", "-b", "127.0.0.1:1", "-X", "message.timeout.ms=1500",
+                      "--type", "kjobs.noop", "--count", "3"), check=False)
+    assert p.returncode == 1, p
+    assert p.stdout.strip() == "", "ids printed for jobs that were never acknowledged"
+    logs = harness.log_lines(p.stderr)
+    summary = [l for l in logs if l["msg"] == "some jobs were not enqueued"]
+    assert summary and summary[0]["failed"] == 3, logs[-3:]
+
+
+def test_enqueue_rejects_bad_lines_and_keeps_good_ones():
+    with harness.Broker(partitions=2) as broker:
+        lines = ('{"type":"ok.one"}\nnot json\n{"payload":"no type"}\n'
+                 '{"type":"ok.two","meta":{"a":1}}\n{"type":"ok.three","key":"k"}\n')
+        p = run(kjobs_cmd("enqueue", "-b", broker.bootstrap), input=lines, check=False)
+        assert p.returncode == 1
+        assert len(p.stdout.split()) == 2, p.stdout
+        rejected = [l for l in harness.log_lines(p.stderr) if l["msg"] == "input line rejected"]
+        assert sorted(l["line"] for l in rejected) == [2, 3, 4], rejected
+        records = harness.peek(broker.bootstrap, "jobs", 2)
+        assert sorted(r["type"] for r in records) == ["ok.one", "ok.three"]
+
+
+def test_kcat_reads_what_kjobs_wrote_and_peek_reads_what_kcat_wrote():
+    kcat = shutil.which("kcat")
+    assert kcat, "kcat is not installed (scripts/install-deps.sh installs it)"
+    with harness.Broker(partitions=2) as broker:
+        ids = run(kjobs_cmd("enqueue", "-b", broker.bootstrap, "--type", "t", "--count", "25",
+                            "--key", "same-key")).stdout.split()
+        p = run([kcat, "-C", "-b", broker.bootstrap, "-t", "jobs", "-e", "-q", "-f",
+                 "%p %k %S\\n"])
+        rows = [l.split() for l in p.stdout.splitlines() if l.strip()]
+        assert len(rows) == 25 and len({r[0] for r in rows}) == 1, rows[:3]
+        assert all(r[1] == "same-key" for r in rows)
+        # kcat writes raw garbage and a tombstone-free empty string; peek reports, never dies
+        subprocess.run([kcat, "-P", "-b", broker.bootstrap, "-t", "jobs", "-p", "0"],
+                       input=b"this is not avro\n", check=True, timeout=60)
+        out = harness.peek(broker.bootstrap, "jobs", 26)
+        errors = [r for r in out if "error" in r]
+        assert len(errors) == 1 and "value_b64" in errors[0]
+        assert {r["id"] for r in out if "id" in r} == set(ids)
+
+
+def test_broker_writes_bootstrap_file_and_exits_cleanly():
+    path = harness.write_config("") + ".bootstrap"
+    proc = subprocess.Popen(kjobs_cmd("broker", "--bootstrap-file", path),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = proc.stdout.readline().strip()
+    assert first.startswith("127.0.0.1:"), first
+    # kjobs broker writes the file before it prints the line
+    with open(path) as f:
+        assert f.read().strip() == first
+    proc.terminate()
+    assert proc.wait(timeout=20) == 0
+    assert not os.path.exists(path), "bootstrap file left behind"
+    logs = harness.log_lines(proc.stderr.read())
+    created = [l["topic"] for l in logs if l["msg"] == "topic created"]
+    assert created == ["jobs", "jobs.retry.1", "jobs.retry.2", "jobs.retry.3", "jobs.dlq"], created
+
+
+if __name__ == "__main__":
+    harness.main([test_help_and_unknown_command, test_config_error_names_file_line_and_setting,
+                  test_topics_layout_follows_config, test_embedded_bootstrap_needs_a_broker_address,
+                  test_enqueue_fails_when_broker_never_acknowledges,
+                  test_enqueue_rejects_bad_lines_and_keeps_good_ones,
+                  test_kcat_reads_what_kjobs_wrote_and_peek_reads_what_kcat_wrote,
+                  test_broker_writes_bootstrap_file_and_exits_cleanly])
