@@ -1,0 +1,317 @@
+{{/*
+_helpers.tpl — named templates shared by the kjobs chart: names and labels (helm create's set),
+the HTTP port derived from config.http.listen, the drain-aware termination grace, the Kafka
+credential env/volumes shared by the Deployment and the topics hook Job, and validateValues,
+which collects every problem with the values and reports them in one `fail`.
+The kjobs.cfg renderer lives in _config.tpl.
+*/}}
+
+{{/*
+Expand the name of the chart.
+*/}}
+{{- define "kjobs.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Create a default fully qualified app name, truncated at 63 chars (DNS label limit).
+If the release name contains the chart name it is used as the full name.
+*/}}
+{{- define "kjobs.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Chart name and version, as used by the helm.sh/chart label.
+*/}}
+{{- define "kjobs.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Common labels: every object the chart renders carries these.
+*/}}
+{{- define "kjobs.labels" -}}
+helm.sh/chart: {{ include "kjobs.chart" . }}
+{{ include "kjobs.selectorLabels" . }}
+{{- if .Chart.AppVersion }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{- end }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: kjobs
+{{- end }}
+
+{{/*
+Selector labels: the immutable subset used by the Deployment selector, Service, PDB and spread.
+*/}}
+{{- define "kjobs.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "kjobs.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Selector of the worker pods (Deployment, Service, PDB, spread): the selector labels plus
+component=worker, so the topics hook Job's pods are never counted or selected as workers.
+*/}}
+{{- define "kjobs.workerSelectorLabels" -}}
+{{ include "kjobs.selectorLabels" . }}
+app.kubernetes.io/component: worker
+{{- end }}
+
+{{/*
+Name of the ServiceAccount to use.
+*/}}
+{{- define "kjobs.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "kjobs.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The kjobs image reference (tag defaults to the chart's appVersion).
+*/}}
+{{- define "kjobs.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/*
+The TCP port of config.http.listen ("0.0.0.0:8080", "[::]:8080", ":8080" → 8080). Probes, the
+container port and the Service target all use it, so they cannot disagree with the listener.
+*/}}
+{{- define "kjobs.httpPort" -}}
+{{- $listen := toString .Values.config.http.listen }}
+{{- $port := regexFind "[0-9]+$" $listen }}
+{{- if $port }}{{ $port }}{{ else }}8080{{ end }}
+{{- end }}
+
+{{/*
+terminationGracePeriodSeconds: explicit when set, else ceil(grace_ms / 1000) + margin. Either way
+validateValues checks it exceeds the drain time, so the kubelet never SIGKILLs a draining pod.
+*/}}
+{{- define "kjobs.terminationGrace" -}}
+{{- if gt (int64 .Values.terminationGracePeriodSeconds) 0 }}
+{{- int64 .Values.terminationGracePeriodSeconds }}
+{{- else }}
+{{- $ms := int64 .Values.config.shutdown.grace_ms }}
+{{- add (div (add $ms 999) 1000) (int64 .Values.terminationGraceMarginSeconds) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Path of the mounted broker CA file (KJOBS_RDKAFKA_SSL_CA_LOCATION).
+*/}}
+{{- define "kjobs.caFile" -}}
+{{- printf "%s/ca.crt" (trimSuffix "/" .Values.kafkaAuth.ca.mountPath) }}
+{{- end }}
+
+{{/*
+Kafka credential env: KJOBS_RDKAFKA_<PROP> with `_` for `.`, which the config loader maps to
+librdkafka properties (security.protocol, sasl.mechanism, sasl.username, sasl.password,
+ssl.ca.location). Secrets stay in Secrets: username/password come in through secretKeyRef.
+*/}}
+{{- define "kjobs.kafkaAuthEnv" -}}
+{{- with .Values.kafkaAuth }}
+{{- if .securityProtocol }}
+- name: KJOBS_RDKAFKA_SECURITY_PROTOCOL
+  value: {{ .securityProtocol | quote }}
+{{- end }}
+{{- if .saslMechanism }}
+- name: KJOBS_RDKAFKA_SASL_MECHANISM
+  value: {{ .saslMechanism | quote }}
+{{- end }}
+{{- if .existingSecret }}
+- name: KJOBS_RDKAFKA_SASL_USERNAME
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret | quote }}
+      key: {{ .usernameKey | quote }}
+- name: KJOBS_RDKAFKA_SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret | quote }}
+      key: {{ .passwordKey | quote }}
+{{- end }}
+{{- if .ca.existingSecret }}
+- name: KJOBS_RDKAFKA_SSL_CA_LOCATION
+  value: {{ include "kjobs.caFile" $ | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Volume and mount for the broker CA (only the one key, projected as ca.crt, read-only).
+*/}}
+{{- define "kjobs.caVolume" -}}
+{{- if .Values.kafkaAuth.ca.existingSecret }}
+- name: kafka-ca
+  secret:
+    secretName: {{ .Values.kafkaAuth.ca.existingSecret | quote }}
+    defaultMode: 0444
+    items:
+      - key: {{ .Values.kafkaAuth.ca.key | quote }}
+        path: ca.crt
+{{- end }}
+{{- end }}
+{{- define "kjobs.caVolumeMount" -}}
+{{- if .Values.kafkaAuth.ca.existingSecret }}
+- name: kafka-ca
+  mountPath: {{ .Values.kafkaAuth.ca.mountPath | quote }}
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/*
+Upper bound of the number of pods the chart can run: the autoscaler's maximum, else replicaCount.
+*/}}
+{{- define "kjobs.maxPods" -}}
+{{- if .Values.autoscaling.keda.enabled }}{{ int64 .Values.autoscaling.keda.maxReplicaCount }}
+{{- else if .Values.autoscaling.hpa.enabled }}{{ int64 .Values.autoscaling.hpa.maxReplicas }}
+{{- else }}{{ int64 .Values.replicaCount }}{{ end }}
+{{- end }}
+
+{{/*
+validateValues: every check appends a message; all of them are reported in one `fail`, so a
+user fixes the whole values file in one round (Bitnami's pattern).
+*/}}
+{{- define "kjobs.validateValues" -}}
+{{- $msgs := list }}
+{{- $v := .Values }}
+{{- $c := $v.config }}
+{{- $partitions := int64 $c.topics.partitions }}
+{{- $embedded := eq (toString $c.kafka.bootstrap) "embedded" }}
+
+{{- /* Replicas beyond the partition count get no main-topic partition. */}}
+{{- if not $v.allowIdleReplicas }}
+{{- if and (not $v.autoscaling.hpa.enabled) (not $v.autoscaling.keda.enabled) (gt (int64 $v.replicaCount) $partitions) }}
+{{- $msgs = append $msgs (printf "replicaCount (%d) exceeds config.topics.partitions (%d): the extra pods would sit idle. Lower it, add partitions, or set allowIdleReplicas=true." (int64 $v.replicaCount) $partitions) }}
+{{- end }}
+{{- if and $v.autoscaling.hpa.enabled (gt (int64 $v.autoscaling.hpa.maxReplicas) $partitions) }}
+{{- $msgs = append $msgs (printf "autoscaling.hpa.maxReplicas (%d) exceeds config.topics.partitions (%d): pods beyond the partition count sit idle. Lower it, or set allowIdleReplicas=true." (int64 $v.autoscaling.hpa.maxReplicas) $partitions) }}
+{{- end }}
+{{- if and $v.autoscaling.keda.enabled (gt (int64 $v.autoscaling.keda.maxReplicaCount) $partitions) }}
+{{- $msgs = append $msgs (printf "autoscaling.keda.maxReplicaCount (%d) exceeds config.topics.partitions (%d): pods beyond the partition count sit idle. Lower it, or set allowIdleReplicas=true." (int64 $v.autoscaling.keda.maxReplicaCount) $partitions) }}
+{{- end }}
+{{- end }}
+
+{{- /* Autoscalers. */}}
+{{- if and $v.autoscaling.hpa.enabled $v.autoscaling.keda.enabled }}
+{{- $msgs = append $msgs "autoscaling.hpa.enabled and autoscaling.keda.enabled are both true: KEDA creates its own HPA; enable one." }}
+{{- end }}
+{{- if and $v.autoscaling.hpa.enabled (gt (int64 $v.autoscaling.hpa.minReplicas) (int64 $v.autoscaling.hpa.maxReplicas)) }}
+{{- $msgs = append $msgs "autoscaling.hpa.minReplicas exceeds autoscaling.hpa.maxReplicas." }}
+{{- end }}
+{{- if and $v.autoscaling.hpa.enabled (eq (int64 $v.autoscaling.hpa.targetCPUUtilizationPercentage) 0) (eq (int64 $v.autoscaling.hpa.targetMemoryUtilizationPercentage) 0) }}
+{{- $msgs = append $msgs "autoscaling.hpa.enabled needs targetCPUUtilizationPercentage or targetMemoryUtilizationPercentage (both are 0)." }}
+{{- end }}
+{{- if and $v.autoscaling.keda.enabled (gt (int64 $v.autoscaling.keda.minReplicaCount) (int64 $v.autoscaling.keda.maxReplicaCount)) }}
+{{- $msgs = append $msgs "autoscaling.keda.minReplicaCount exceeds autoscaling.keda.maxReplicaCount." }}
+{{- end }}
+
+{{- /* The embedded broker lives inside one process: it cannot be shared by pods or reached by KEDA. */}}
+{{- if $embedded }}
+{{- if or (gt (int64 $v.replicaCount) 1) $v.autoscaling.hpa.enabled $v.autoscaling.keda.enabled $v.topicsJob.enabled }}
+{{- $msgs = append $msgs "config.kafka.bootstrap is \"embedded\": each pod would run its own private broker. Point it at a real Kafka cluster to use replicas, autoscaling or the topics hook Job." }}
+{{- end }}
+{{- end }}
+
+{{- /* Drain: the kubelet must not SIGKILL before shutdown.grace_ms has elapsed. */}}
+{{- $grace := int64 (include "kjobs.terminationGrace" .) }}
+{{- if le (mul $grace 1000) (int64 $c.shutdown.grace_ms) }}
+{{- $msgs = append $msgs (printf "terminationGracePeriodSeconds (%d s) must exceed config.shutdown.grace_ms (%d ms): kjobs needs the drain time plus time to commit and leave the group. Set it to 0 to compute it." $grace (int64 $c.shutdown.grace_ms)) }}
+{{- end }}
+
+{{- /* HTTP listener: probes and Service reach it on the pod IP. */}}
+{{- $listen := toString $c.http.listen }}
+{{- if not (regexMatch "^(\\[[0-9a-fA-F:.]*\\]|[^:\\[\\]]*):[0-9]{1,5}$" $listen) }}
+{{- $msgs = append $msgs (printf "config.http.listen (%q) must be HOST:PORT, e.g. 0.0.0.0:8080." $listen) }}
+{{- else if regexMatch "^(127\\.[0-9.]+|localhost|\\[::1\\]):" $listen }}
+{{- $msgs = append $msgs (printf "config.http.listen (%q) binds loopback: the kubelet's probes and Prometheus could not reach it. Use 0.0.0.0:PORT." $listen) }}
+{{- end }}
+
+{{- /* Credentials. */}}
+{{- with $v.kafkaAuth }}
+{{- $sasl := hasPrefix "SASL_" (toString .securityProtocol) }}
+{{- if and .saslMechanism (not $sasl) }}
+{{- $msgs = append $msgs "kafkaAuth.saslMechanism is set but kafkaAuth.securityProtocol is not SASL_PLAINTEXT or SASL_SSL." }}
+{{- end }}
+{{- if and $sasl (not .saslMechanism) }}
+{{- $msgs = append $msgs "kafkaAuth.securityProtocol is SASL_* but kafkaAuth.saslMechanism is empty." }}
+{{- end }}
+{{- if and $sasl (not .existingSecret) }}
+{{- $msgs = append $msgs "kafkaAuth.securityProtocol is SASL_* but kafkaAuth.existingSecret (username/password Secret) is empty." }}
+{{- end }}
+{{- if and .existingSecret (not $sasl) }}
+{{- $msgs = append $msgs "kafkaAuth.existingSecret is set but kafkaAuth.securityProtocol is not SASL_*: the credentials would be ignored." }}
+{{- end }}
+{{- if and .ca.existingSecret (not (has (toString .securityProtocol) (list "SSL" "SASL_SSL"))) }}
+{{- $msgs = append $msgs "kafkaAuth.ca.existingSecret is set but kafkaAuth.securityProtocol is not SSL or SASL_SSL." }}
+{{- end }}
+{{- end }}
+{{- range $c.kafka.properties }}
+{{- if regexMatch "^(sasl\\.password|sasl\\.username|ssl\\.key\\.password|sasl\\.oauthbearer\\.client\\.secret)=" (toString .) }}
+{{- $msgs = append $msgs (printf "config.kafka.properties sets %s in plain text in a ConfigMap: put credentials in a Secret (kafkaAuth.existingSecret)." (regexFind "^[^=]+" (toString .))) }}
+{{- end }}
+{{- end }}
+
+{{- /* Handlers. */}}
+{{- if $v.plugin.enabled }}
+{{- if not $v.plugin.image.repository }}
+{{- $msgs = append $msgs "plugin.enabled needs plugin.image.repository." }}
+{{- end }}
+{{- if not (hasPrefix "/" (toString $v.plugin.path)) }}
+{{- $msgs = append $msgs "plugin.enabled needs plugin.path, the absolute path of the .so inside the plugin image." }}
+{{- end }}
+{{- if $c.handlers.plugin }}
+{{- $msgs = append $msgs "plugin.enabled and config.handlers.plugin are both set: plugin.enabled sets handlers.plugin; clear one." }}
+{{- end }}
+{{- end }}
+{{- if $v.execHandler.enabled }}
+{{- if not $v.execHandler.image.repository }}
+{{- $msgs = append $msgs "execHandler.enabled needs execHandler.image.repository." }}
+{{- end }}
+{{- if not $v.execHandler.command }}
+{{- $msgs = append $msgs "execHandler.enabled needs execHandler.command (the handler's argv, e.g. [\"/opt/kjobs/exec/bin/handler\"])." }}
+{{- end }}
+{{- if $c.handlers.exec }}
+{{- $msgs = append $msgs "execHandler.enabled and config.handlers.exec are both set: execHandler.command sets handlers.exec; clear one." }}
+{{- end }}
+{{- end }}
+{{- if and $c.handlers.exec_types (not (or $c.handlers.exec $v.execHandler.enabled)) }}
+{{- $msgs = append $msgs "config.handlers.exec_types is set but no exec handler is configured (config.handlers.exec or execHandler)." }}
+{{- end }}
+
+{{- /* Static membership needs stable identities; a Deployment's pods share one config. */}}
+{{- if $c.kafka.group_instance_id }}
+{{- $msgs = append $msgs "config.kafka.group_instance_id is set: every pod of this Deployment would claim the same static member id and fence the others. Leave it empty (static membership needs stable pod names, i.e. a StatefulSet)." }}
+{{- end }}
+
+{{- if $msgs }}
+{{- fail (printf "\n\nkjobs chart: invalid values:\n  - %s\n" (join "\n  - " $msgs)) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Container resources with empty entries dropped (an empty limit means "no limit").
+*/}}
+{{- define "kjobs.resources" -}}
+{{- $out := dict }}
+{{- range $kind := list "requests" "limits" }}
+{{- $m := dict }}
+{{- range $k, $val := (get $.Values.resources $kind) }}
+{{- if not (eq (toString $val) "") }}{{ $_ := set $m $k $val }}{{ end }}
+{{- end }}
+{{- if $m }}{{ $_ := set $out $kind $m }}{{ end }}
+{{- end }}
+{{- toYaml $out }}
+{{- end }}
