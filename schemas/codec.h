@@ -1,0 +1,116 @@
+/*
+ * codec.h — the job codec: kjobs.Job (schemas/job.avsc) to and from Kafka record values.
+ *
+ * Wire formats (detected per message by kj_job_decode):
+ *  - plain Avro binary written with the current schema (schemas/job.avsc), as fastavro's
+ *    schemaless_writer, avsc's toBuffer or avro-c write it;
+ *  - Avro single-object encoding: C3 01, the 8-byte little-endian CRC-64-AVRO fingerprint of
+ *    the writer schema's Parsing Canonical Form, then the binary body. The writer may be any
+ *    schema version kept in schemas/ (all embedded at build time); it is resolved to the
+ *    current schema: writer fields the reader lacks are skipped, reader fields the writer
+ *    lacks take the reader's default.
+ *
+ * Design:
+ *  - Untrusted bytes are only ever read by our own bounded reader (schemas/decode.c), never
+ *    by avro-c: every length is checked against the bytes that remain before anything is
+ *    allocated, and a decoded job costs exactly one allocation, sized from the input.
+ *  - The schemas are parsed once (kj_codec_init, pthread_once). After that, all state is
+ *    read-only: every function here may be called from any thread concurrently.
+ *  - Errors: functions return 0 / -1 and write a human-readable reason to `errstr`
+ *    (always NUL-terminated when errstr_size > 0; errstr may be NULL when errstr_size is 0).
+ *
+ * @locality any thread
+ */
+#ifndef KJOBS_SCHEMAS_CODEC_H
+#define KJOBS_SCHEMAS_CODEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** One meta map entry. Both strings are NUL-terminated UTF-8 without embedded NULs. */
+typedef struct kj_meta_entry {
+    const char *key;
+    const char *value;
+} kj_meta_entry;
+
+/**
+ * A decoded or to-be-encoded job.
+ *
+ * Decoded records: every pointer points into `storage_`, the decoder's single allocation;
+ * release it with kj_job_record_free(). `id`, `type` and meta strings are NUL-terminated
+ * valid UTF-8 without embedded NULs; `payload` is never NULL (it is also followed by a NUL
+ * that is not counted in payload_len). Meta entries keep the wire order.
+ *
+ * Caller-built records (for kj_job_encode): `storage_` is NULL and the caller owns everything;
+ * `payload` may be NULL when payload_len is 0 and `meta` may be NULL when meta_count is 0.
+ */
+typedef struct kj_job_record {
+    const char *id;
+    const char *type;
+    const uint8_t *payload;
+    size_t payload_len;
+    int64_t created_at; /* epoch ms */
+    kj_meta_entry *meta;
+    size_t meta_count;
+    void *storage_; /* decoder's single allocation; NULL for caller-built records */
+} kj_job_record;
+
+typedef enum { KJ_ENCODING_BINARY = 0, KJ_ENCODING_SINGLE_OBJECT = 1 } kj_encoding;
+
+/**
+ * Parse the embedded schemas, compute their canonical forms and fingerprints and build the
+ * resolution plans. Idempotent and thread-safe (pthread_once); every other function calls it
+ * implicitly, so calling it first only matters to report a broken build early.
+ * Returns 0, or -1 with the reason (the same reason on every later call).
+ */
+int kj_codec_init(char *errstr, size_t errstr_size);
+
+/**
+ * Encode `job` with the current schema. On success `*out` is a malloc'd buffer of `*out_len`
+ * bytes that the caller frees. Fails (-1) on a NULL id/type, a string that is not valid UTF-8,
+ * or a NULL meta key/value.
+ */
+int kj_job_encode(const kj_job_record *job, kj_encoding enc, uint8_t **out, size_t *out_len,
+                  char *errstr, size_t errstr_size);
+
+/**
+ * Decode one record value. Returns 0 and fills `*out` (free with kj_job_record_free), and the
+ * detected encoding in `*enc_out` when not NULL; or -1 with the reason in errstr, leaving
+ * `*out` zeroed (kj_job_record_free on it is harmless). Never reads past buf[len-1].
+ */
+int kj_job_decode(const void *buf, size_t len, kj_job_record *out, kj_encoding *enc_out,
+                  char *errstr, size_t errstr_size);
+
+/** Free a decoded record's storage and zero the record. Frees `storage_` only. NULL is ok. */
+void kj_job_record_free(kj_job_record *job);
+
+/** The current schema's JSON text, as in schemas/job.avsc (NULL if init failed). */
+const char *kj_schema_json(void);
+/** Parsing Canonical Form of the current schema (NULL if init failed). */
+const char *kj_schema_canonical(void);
+/** CRC-64-AVRO of kj_schema_canonical() (0 if init failed). */
+uint64_t kj_schema_fingerprint(void);
+
+/**
+ * Parsing Canonical Form (Avro specification, "Parsing Canonical Form for Schemas") of any
+ * schema JSON. `*out` is malloc'd; the caller frees it. Does not need kj_codec_init.
+ */
+int kj_schema_canonical_form(const char *schema_json, char **out, char *errstr, size_t errstr_size);
+
+/** CRC-64-AVRO (the Avro specification's 64-bit Rabin fingerprint) of `len` bytes. */
+uint64_t kj_crc64_avro(const void *data, size_t len);
+
+/** Parse an encoding name: "binary" or "single-object". Returns 0, or -1 if unknown. */
+int kj_encoding_parse(const char *name, kj_encoding *out);
+
+/** The name kj_encoding_parse accepts for `enc` ("binary", "single-object"). */
+const char *kj_encoding_name(kj_encoding enc);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* KJOBS_SCHEMAS_CODEC_H */

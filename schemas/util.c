@@ -1,0 +1,111 @@
+/*
+ * util.c — small helpers the codec's files share: a growable buffer for init-time work,
+ * Avro varint writing, UTF-8 validation and errstr formatting.
+ *
+ * @locality any thread (no shared state)
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "schemas/codec_internal.h"
+
+void kj_seterr(char *errstr, size_t errstr_size, const char *fmt, ...) {
+    if (!errstr || errstr_size == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(errstr, errstr_size, fmt, ap);
+    va_end(ap);
+}
+
+void kj_buf_put(kj_buf *b, const void *data, size_t len) {
+    if (b->oom)
+        return;
+    if (len > b->cap - b->len) {
+        size_t cap = b->cap ? b->cap : 64;
+        while (cap - b->len < len) {
+            if (cap > SIZE_MAX / 2) {
+                b->oom = 1;
+                return;
+            }
+            cap *= 2;
+        }
+        uint8_t *p = realloc(b->data, cap);
+        if (!p) {
+            b->oom = 1;
+            return;
+        }
+        b->data = p;
+        b->cap = cap;
+    }
+    if (len)
+        memcpy(b->data + b->len, data, len);
+    b->len += len;
+}
+
+void kj_buf_puts(kj_buf *b, const char *s) { kj_buf_put(b, s, strlen(s)); }
+
+void kj_buf_put_long(kj_buf *b, int64_t v) {
+    uint64_t z = ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
+    uint8_t tmp[10];
+    size_t n = 0;
+    while (z >= 0x80) {
+        tmp[n++] = (uint8_t)(z | 0x80);
+        z >>= 7;
+    }
+    tmp[n++] = (uint8_t)z;
+    kj_buf_put(b, tmp, n);
+}
+
+void kj_buf_free(kj_buf *b) {
+    free(b->data);
+    memset(b, 0, sizeof(*b));
+}
+
+/* Strict UTF-8 (RFC 3629): no overlong forms, no surrogates, nothing above U+10FFFF. */
+int kj_utf8_check(const uint8_t *s, size_t n, size_t *at) {
+    size_t i = 0;
+    while (i < n) {
+        uint8_t c = s[i];
+        if (c < 0x80) {
+            if (c == 0) {
+                *at = i;
+                return 1;
+            }
+            i++;
+            continue;
+        }
+        size_t need;
+        uint32_t cp, min;
+        if (c >= 0xc2 && c <= 0xdf) {
+            need = 1, cp = c & 0x1f, min = 0x80;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            need = 2, cp = c & 0x0f, min = 0x800;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            need = 3, cp = c & 0x07, min = 0x10000;
+        } else {
+            *at = i;
+            return 2;
+        }
+        if (n - i - 1 < need) {
+            *at = i;
+            return 2;
+        }
+        for (size_t k = 1; k <= need; k++) {
+            uint8_t cc = s[i + k];
+            if ((cc & 0xc0) != 0x80) {
+                *at = i;
+                return 2;
+            }
+            cp = (cp << 6) | (cc & 0x3f);
+        }
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
+            *at = i;
+            return 2;
+        }
+        i += need + 1;
+    }
+    return 0;
+}
