@@ -14,6 +14,8 @@
 #ifndef KJOBS_LOG_H
 #define KJOBS_LOG_H
 
+#include <jansson.h> /* json_int_t for "I" fields */
+
 typedef enum { KJ_LOG_DEBUG = 0, KJ_LOG_INFO, KJ_LOG_WARN, KJ_LOG_ERROR } kj_log_level;
 
 /** Set the minimum level that is written (default info). */

@@ -1,0 +1,267 @@
+/*
+ * router.c — retry-ladder and dead-letter copies (see router.h for the rules).
+ * Each copy carries a small context (owner, offset, and what is needed to re-send it); the
+ * delivery-report callback completes the source offset or re-sends after a failure.
+ */
+#include "processor/router.h"
+
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "processor/kafka.h"
+#include "processor/log.h"
+#include "processor/metrics.h"
+
+#define RESEND_BACKOFF_MAX_MS 5000
+
+struct kj_router {
+    rd_kafka_t *rk;
+    const kj_config *cfg;
+    char **retry_topics; /* [0..N-1] */
+    char *worker_id;
+    kj_route_done_fn *done;
+    void *done_opaque;
+    atomic_long outstanding;
+    atomic_long failing;
+    struct route_ctx *resend_head; /* copies waiting for their re-send time (poll thread only) */
+};
+
+typedef struct route_ctx {
+    void *owner;
+    int64_t offset;
+    char *topic;
+    void *key;
+    size_t key_len;
+    void *value;
+    size_t value_len;
+    rd_kafka_headers_t *headers; /* a copy kept for re-sending */
+    int step;                    /* 0 = DLQ */
+    char *error_class;
+    int failures;
+    long long resend_at_ms;
+    struct route_ctx *next_resend;
+} route_ctx;
+
+static long long now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void route_ctx_free(route_ctx *c) {
+    free(c->topic);
+    free(c->key);
+    free(c->value);
+    if (c->headers) rd_kafka_headers_destroy(c->headers);
+    free(c->error_class);
+    free(c);
+}
+
+static int produce_copy(kj_router *r, route_ctx *c) {
+    rd_kafka_headers_t *hdrs = rd_kafka_headers_copy(c->headers);
+    rd_kafka_resp_err_t err = rd_kafka_producev(
+        r->rk, RD_KAFKA_V_TOPIC(c->topic), RD_KAFKA_V_KEY(c->key, c->key_len),
+        RD_KAFKA_V_VALUE(c->value, c->value_len), RD_KAFKA_V_HEADERS(hdrs),
+        RD_KAFKA_V_OPAQUE(c), RD_KAFKA_V_END);
+    if (err) rd_kafka_headers_destroy(hdrs);
+    return err ? -1 : 0;
+}
+
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque) {
+    kj_router *r = opaque;
+    route_ctx *c = msg->_private;
+    if (!msg->err) {
+        if (c->failures) atomic_fetch_sub(&r->failing, 1);
+        if (c->step)
+            kj_metrics_retry_routed(c->step);
+        else
+            kj_metrics_dlq_routed(c->error_class);
+        atomic_fetch_sub(&r->outstanding, 1);
+        r->done(c->owner, c->offset, r->done_opaque);
+        route_ctx_free(c);
+        return;
+    }
+    /* Not acknowledged: never drop it. Re-send; the source offset stays uncommittable. */
+    if (c->failures++ == 0) atomic_fetch_add(&r->failing, 1);
+    kj_metrics_route_error();
+    kj_log(KJ_LOG_ERROR, "routed copy not acknowledged, sending again", "{s:s,s:I,s:s,s:i}",
+           "topic", c->topic, "source_offset", (json_int_t)c->offset, "error",
+           rd_kafka_err2str(msg->err), "failures", c->failures);
+    if (rd_kafka_fatal_error(rk, NULL, 0)) return; /* kj_router_fatal() stops the worker */
+    long long backoff = (long long)c->failures * 200;
+    if (backoff > RESEND_BACKOFF_MAX_MS) backoff = RESEND_BACKOFF_MAX_MS;
+    c->resend_at_ms = now_ms() + backoff; /* re-sent by kj_router_poll: no sleep here */
+    c->next_resend = r->resend_head;
+    r->resend_head = c;
+}
+
+kj_router *kj_router_new(const kj_config *cfg, rd_kafka_conf_t *conf, const char *worker_id,
+                         kj_route_done_fn *done, void *done_opaque, char *errstr,
+                         size_t errstr_size) {
+    kj_router *r = calloc(1, sizeof(*r));
+    r->cfg = cfg;
+    r->done = done;
+    r->done_opaque = done_opaque;
+    r->worker_id = strdup(worker_id);
+    rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+    rd_kafka_conf_set_opaque(conf, r);
+    /* copies must reach the broker: give librdkafka a long internal retry window */
+    if (kj_kafka_conf_set(conf, "linger.ms", "5", errstr, errstr_size)) {
+        rd_kafka_conf_destroy(conf);
+        goto fail;
+    }
+    r->rk = kj_kafka_producer_new(conf, errstr, errstr_size);
+    if (!r->rk) goto fail;
+    r->retry_topics = calloc(cfg->retry_delay_count + 1, sizeof(char *));
+    for (size_t i = 0; i < cfg->retry_delay_count; i++)
+        r->retry_topics[i] = kj_config_retry_topic(cfg, (int)i + 1);
+    return r;
+fail:
+    free(r->worker_id);
+    free(r);
+    return NULL;
+}
+
+void kj_router_free(kj_router *r) {
+    if (!r) return;
+    if (r->rk) {
+        rd_kafka_flush(r->rk, 5000);
+        rd_kafka_destroy(r->rk);
+    }
+    for (size_t i = 0; r->retry_topics && i < r->cfg->retry_delay_count; i++)
+        free(r->retry_topics[i]);
+    free(r->retry_topics);
+    free(r->worker_id);
+    free(r);
+}
+
+void kj_router_decide(const kj_router *r, int attempt, const kjobs_result_t *result,
+                      int64_t now, kj_route_decision *out) {
+    const kj_config *cfg = r->cfg;
+    bool retryable = result->outcome == KJ_OUTCOME_RETRY || result->outcome == KJ_OUTCOME_TIMEOUT;
+    memset(out, 0, sizeof(*out));
+    if (!retryable || attempt >= cfg->retry_max_attempts || cfg->retry_delay_count == 0) {
+        out->to_dlq = true;
+        out->topic = cfg->dlq_topic;
+        return;
+    }
+    size_t step = (size_t)attempt < cfg->retry_delay_count ? (size_t)attempt
+                                                            : cfg->retry_delay_count;
+    int64_t delay = cfg->retry_delays_ms[step - 1];
+    if (result->outcome == KJ_OUTCOME_RETRY && result->delay_ms >= 0) delay = result->delay_ms;
+    out->step = (int)step;
+    out->not_before_ms = now + delay;
+    out->topic = r->retry_topics[step - 1];
+}
+
+static void header_set(rd_kafka_headers_t *h, const char *name, const char *value) {
+    rd_kafka_header_remove(h, name);
+    rd_kafka_header_add(h, name, -1, value, -1);
+}
+
+int kj_router_route(kj_router *r, void *owner, const rd_kafka_message_t *msg, int attempt,
+                    const kjobs_result_t *result) {
+    long long now = now_ms();
+    kj_route_decision d;
+    kj_router_decide(r, attempt, result, now, &d);
+
+    route_ctx *c = calloc(1, sizeof(*c));
+    c->owner = owner;
+    c->offset = msg->offset;
+    c->topic = strdup(d.topic);
+    c->step = d.to_dlq ? 0 : d.step;
+    c->error_class = strdup(kj_outcome_error_class(result->outcome));
+    if (msg->key) {
+        c->key = malloc(msg->key_len);
+        memcpy(c->key, msg->key, msg->key_len);
+        c->key_len = msg->key_len;
+    }
+    if (msg->payload) {
+        c->value = malloc(msg->len ? msg->len : 1);
+        memcpy(c->value, msg->payload, msg->len);
+        c->value_len = msg->len;
+    }
+    rd_kafka_headers_t *orig = NULL;
+    rd_kafka_message_headers(msg, &orig);
+    c->headers = orig ? rd_kafka_headers_copy(orig) : rd_kafka_headers_new(12);
+
+    char buf[64], hbuf[256];
+    const char *src_topic = rd_kafka_topic_name(msg->rkt);
+    /* kjobs-original-* name where the job was first consumed; they survive the ladder */
+    if (!kj_kafka_header_str(orig, "kjobs-original-topic", hbuf, sizeof(hbuf))) {
+        header_set(c->headers, "kjobs-original-topic", src_topic);
+        snprintf(buf, sizeof(buf), "%" PRId32, msg->partition);
+        header_set(c->headers, "kjobs-original-partition", buf);
+        snprintf(buf, sizeof(buf), "%" PRId64, msg->offset);
+        header_set(c->headers, "kjobs-original-offset", buf);
+    }
+    snprintf(buf, sizeof(buf), "%d", attempt);
+    header_set(c->headers, "kjobs-attempt", buf);
+    if (d.to_dlq) {
+        rd_kafka_header_remove(c->headers, "kjobs-not-before");
+    } else {
+        snprintf(buf, sizeof(buf), "%" PRId64, d.not_before_ms);
+        header_set(c->headers, "kjobs-not-before", buf);
+    }
+    char error[KJ_ERROR_MAX];
+    snprintf(error, sizeof(error), "%s", result->error[0] ? result->error : "(no message)");
+    header_set(c->headers, "kjobs-error", error);
+    header_set(c->headers, "kjobs-error-class", c->error_class);
+    snprintf(buf, sizeof(buf), "%lld", now);
+    header_set(c->headers, "kjobs-failed-at", buf);
+    header_set(c->headers, "kjobs-worker", r->worker_id);
+
+    atomic_fetch_add(&r->outstanding, 1);
+    for (int tries = 0;; tries++) {
+        if (produce_copy(r, c) == 0) return 0;
+        rd_kafka_resp_err_t err = rd_kafka_last_error();
+        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || tries > 600) {
+            kj_log(KJ_LOG_ERROR, "cannot queue routed copy", "{s:s,s:I,s:s}", "topic", c->topic,
+                   "source_offset", (json_int_t)c->offset, "error", rd_kafka_err2str(err));
+            kj_metrics_route_error();
+            atomic_fetch_add(&r->failing, 1);
+            route_ctx_free(c); /* the source offset never completes: nothing is lost */
+            return -1;
+        }
+        /* queue full: delivery reports drain it on the poll thread; wait a little */
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
+long kj_router_poll(kj_router *r, int timeout_ms) {
+    rd_kafka_poll(r->rk, timeout_ms);
+    long long now = now_ms();
+    route_ctx **link = &r->resend_head;
+    while (*link) {
+        route_ctx *c = *link;
+        if (c->resend_at_ms > now) {
+            link = &c->next_resend;
+            continue;
+        }
+        *link = c->next_resend;
+        if (produce_copy(r, c) != 0) { /* queue full or similar: try again later */
+            c->resend_at_ms = now + RESEND_BACKOFF_MAX_MS;
+            c->next_resend = *link;
+            *link = c;
+            link = &c->next_resend;
+        }
+    }
+    return atomic_load(&r->outstanding);
+}
+
+long kj_router_outstanding(const kj_router *r) {
+    return atomic_load(&r->outstanding);
+}
+
+long kj_router_failing(const kj_router *r) {
+    return atomic_load(&r->failing);
+}
+
+bool kj_router_fatal(const kj_router *r, char *errstr, size_t errstr_size) {
+    return rd_kafka_fatal_error(r->rk, errstr, errstr_size) != RD_KAFKA_RESP_ERR_NO_ERROR;
+}

@@ -1,0 +1,69 @@
+/*
+ * router.h — hands failed jobs on: to the next retry-ladder topic or to the dead-letter topic,
+ * as a copy that keeps the original key, the value byte for byte and the original headers, and
+ * adds the contract's kjobs-* headers.
+ *
+ * The decision (attempt n failed):
+ *   - permanent failure, undecodable value, unknown type      → DLQ
+ *   - retryable or timeout, n < retry.max_attempts, ladder set → step min(n, N), not before
+ *     now + that step's delay (or the handler's own delay when it asked for one)
+ *   - otherwise                                                → DLQ
+ *
+ * No loss: the copy goes through an idempotent producer with acks=all. The source offset is
+ * completed (becomes committable) only in the delivery report of an acknowledged copy. A copy
+ * that fails is produced again (with backoff) until it is acknowledged; while it is not, its
+ * partition's commit cannot pass it, the failure is logged and counted, and readiness reports
+ * it. A fatal producer error (idempotence broken) stops the worker without committing.
+ *
+ * @locality kj_router_route: worker threads. kj_router_poll: the poll thread only (delivery
+ * reports, hence completions and re-sends, run there).
+ */
+#ifndef KJOBS_ROUTER_H
+#define KJOBS_ROUTER_H
+
+#include <librdkafka/rdkafka.h>
+#include <stdbool.h>
+
+#include "processor/config.h"
+#include "processor/handlers.h"
+
+typedef struct kj_router kj_router;
+
+/** Called on the poll thread once the copy of (topic-partition `owner`, offset) is acked. */
+typedef void(kj_route_done_fn)(void *owner, int64_t offset, void *opaque);
+
+typedef struct kj_route_decision {
+    bool to_dlq;
+    int step;               /* ladder step (1..N) when !to_dlq */
+    int64_t not_before_ms;  /* when !to_dlq */
+    const char *topic;      /* destination */
+} kj_route_decision;
+
+/** Takes ownership of conf. */
+kj_router *kj_router_new(const kj_config *cfg, rd_kafka_conf_t *conf, const char *worker_id,
+                         kj_route_done_fn *done, void *done_opaque, char *errstr,
+                         size_t errstr_size);
+void kj_router_free(kj_router *router);
+
+/** Where a failed job goes (pure; exposed for tests). */
+void kj_router_decide(const kj_router *router, int attempt, const kjobs_result_t *result,
+                      int64_t now_ms, kj_route_decision *out);
+
+/**
+ * Produce the copy of `msg` (attempt `attempt` ended with `result`). `owner` identifies the
+ * source partition for the done callback. Returns 0 when the copy is queued (done comes
+ * later), -1 only if it could not even be queued after retries (logged; the offset then never
+ * becomes committable in this process).
+ */
+int kj_router_route(kj_router *router, void *owner, const rd_kafka_message_t *msg, int attempt,
+                    const kjobs_result_t *result);
+
+/** Serve delivery reports (poll thread). Returns the number of copies still unacknowledged. */
+long kj_router_poll(kj_router *router, int timeout_ms);
+/** Copies not yet acknowledged, and copies that failed at least once and are being re-sent. */
+long kj_router_outstanding(const kj_router *router);
+long kj_router_failing(const kj_router *router);
+/** True after a fatal producer error: the worker must stop without committing. */
+bool kj_router_fatal(const kj_router *router, char *errstr, size_t errstr_size);
+
+#endif /* KJOBS_ROUTER_H */
