@@ -126,6 +126,8 @@ static enum MHD_Result kj_http_handle(void *cls, struct MHD_Connection *conn, co
                                       void **req_cls) {
     static int first_call_marker;
     kj_http *http = cls;
+    (void)version;
+    (void)upload_data;
     if (*req_cls == NULL) { /* headers only so far: answer once any body has been drained */
         *req_cls = &first_call_marker;
         return MHD_YES;
@@ -183,18 +185,18 @@ static int parse_listen(const char *listen, char *host, size_t hostsz, char *por
     }
     const char *p = colon + 1;
     if (!*p || strlen(p) >= portsz) return -1;
-    long v = 0;
+    unsigned v = 0;
     for (const char *q = p; *q; q++) {
         if (*q < '0' || *q > '9') return -1;
-        v = v * 10 + (*q - '0');
+        v = v * 10 + (unsigned)(*q - '0');
         if (v > 65535) return -1;
     }
-    snprintf(port, portsz, "%ld", v);
+    snprintf(port, portsz, "%u", v & 0xFFFFu);
     return 0;
 }
 
 kj_http *kj_http_start(const char *listen, const kj_http_hooks *hooks, char *err, size_t errsz) {
-    char host[256], port[8];
+    char host[256], port[16];
     bool any;
     if (!listen || parse_listen(listen, host, sizeof(host), port, sizeof(port), &any) != 0) {
         snprintf(err, errsz, "http.listen \"%s\": expected host:port, [ipv6]:port or :port",
@@ -219,19 +221,24 @@ kj_http *kj_http_start(const char *listen, const kj_http_hooks *hooks, char *err
     if (hooks) http->hooks = *hooks;
     atomic_store(&http->starting, true);
 
-    struct addrinfo *ai;
-    for (ai = res; ai && !http->daemon; ai = ai->ai_next) {
-        if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6) continue;
-        unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
-                         MHD_USE_POLL | MHD_USE_ERROR_LOG;
-        if (ai->ai_family == AF_INET6) flags |= any ? MHD_USE_DUAL_STACK : MHD_USE_IPv6;
-        http->daemon = MHD_start_daemon(
-            flags, 0, NULL, NULL, kj_http_handle, http, MHD_OPTION_EXTERNAL_LOGGER,
-            kj_http_mhd_log, http, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-            MHD_OPTION_CONNECTION_LIMIT, (unsigned)KJ_HTTP_CONNECTION_LIMIT,
-            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)KJ_HTTP_CONNECTION_TIMEOUT_S,
-            MHD_OPTION_END);
-        if (http->daemon) break;
+    /* For a wildcard, try IPv6 dual-stack (IPv4 too) before plain IPv4; else resolver order. */
+    struct addrinfo *ai = NULL;
+    uint16_t portnum = (uint16_t)atoi(port); /* only for MHD's messages; SOCK_ADDR rules */
+    for (int pass = any ? 0 : 1; pass < 2 && !http->daemon; pass++) {
+        for (ai = res; ai; ai = ai->ai_next) {
+            if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6) continue;
+            if (pass == 0 && ai->ai_family != AF_INET6) continue;
+            unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+                             MHD_USE_POLL | MHD_USE_ERROR_LOG;
+            if (ai->ai_family == AF_INET6) flags |= any ? MHD_USE_DUAL_STACK : MHD_USE_IPv6;
+            http->daemon = MHD_start_daemon(
+                flags, portnum, NULL, NULL, kj_http_handle, http, MHD_OPTION_EXTERNAL_LOGGER,
+                kj_http_mhd_log, http, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+                MHD_OPTION_CONNECTION_LIMIT, (unsigned)KJ_HTTP_CONNECTION_LIMIT,
+                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)KJ_HTTP_CONNECTION_TIMEOUT_S,
+                MHD_OPTION_END);
+            if (http->daemon) break;
+        }
     }
     if (!http->daemon) {
         freeaddrinfo(res);
