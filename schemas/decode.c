@@ -138,9 +138,9 @@ static int kj_rd_len(kj_rd *r, size_t *n) {
         return kj_rd_fail(r, "negative length %" PRId64, v);
     }
     if ((uint64_t)v > kj_rd_left(r)) {
+        size_t left = kj_rd_left(r);
         r->p = start;
-        return kj_rd_fail(r, "truncated: length %" PRId64 " exceeds the %zu remaining bytes", v,
-                          kj_rd_left(r));
+        return kj_rd_fail(r, "truncated: length %" PRId64 " exceeds the %zu remaining bytes", v, left);
     }
     *n = (size_t)v;
     return 0;
@@ -171,9 +171,10 @@ static int kj_rd_block(kj_rd *r, int64_t *count, int64_t *size) {
         if (kj_rd_long(r, size) != 0)
             return -1;
         if (*size < 0 || (uint64_t)*size > kj_rd_left(r)) {
+            size_t left = kj_rd_left(r);
             r->p = size_at;
             return kj_rd_fail(r, "block byte size %" PRId64 " is negative or exceeds the %zu remaining bytes",
-                              *size, kj_rd_left(r));
+                              *size, left);
         }
     }
     return 0;
