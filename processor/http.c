@@ -21,16 +21,16 @@
 
 #include "processor/log.h"
 
-#define KJ_HTTP_CONNECTION_LIMIT 64
+#define KJ_HTTP_CONNECTION_LIMIT     64
 #define KJ_HTTP_CONNECTION_TIMEOUT_S 10
-#define KJ_HTTP_REASON_MAX 256
+#define KJ_HTTP_REASON_MAX           256
 
 struct kj_http {
     struct MHD_Daemon *daemon;
     kj_http_hooks hooks;
     int port;
-    _Atomic bool starting;        /* while true, MHD messages go to start_err, not the log */
-    char start_err[256];          /* last MHD message during start (bind errors) */
+    _Atomic bool starting; /* while true, MHD messages go to start_err, not the log */
+    char start_err[256];   /* last MHD message during start (bind errors) */
 };
 
 int64_t kj_mono_ms(void) {
@@ -45,7 +45,8 @@ static void kj_http_mhd_log(void *cls, const char *fmt, va_list ap) {
     char msg[256];
     vsnprintf(msg, sizeof(msg), fmt, ap);
     size_t n = strlen(msg);
-    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) msg[--n] = '\0';
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+        msg[--n] = '\0';
     if (atomic_load(&http->starting))
         snprintf(http->start_err, sizeof(http->start_err), "%s", msg);
     else
@@ -82,9 +83,8 @@ static enum MHD_Result respond_text(struct MHD_Connection *conn, unsigned status
 }
 
 /* Run a probe hook: status 200/503 and the reason, defaulting to `yes` / `no`. */
-static enum MHD_Result probe(struct MHD_Connection *conn,
-                             bool (*fn)(void *, char *, size_t), void *opaque, const char *yes,
-                             const char *no) {
+static enum MHD_Result probe(struct MHD_Connection *conn, bool (*fn)(void *, char *, size_t),
+                             void *opaque, const char *yes, const char *no) {
     char reason[KJ_HTTP_REASON_MAX] = "";
     bool ok = fn(opaque, reason, sizeof(reason));
     reason[sizeof(reason) - 1] = '\0';
@@ -100,12 +100,11 @@ static enum MHD_Result route_livez(kj_http *http, struct MHD_Connection *conn) {
     if (last == 0)
         return respond_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "main loop has not started");
     int64_t age = kj_mono_ms() - last;
-    int64_t max_age = h->heartbeat_max_age_ms > 0 ? h->heartbeat_max_age_ms
-                                                  : KJ_HTTP_HEARTBEAT_MAX_AGE_MS;
+    int64_t max_age =
+        h->heartbeat_max_age_ms > 0 ? h->heartbeat_max_age_ms : KJ_HTTP_HEARTBEAT_MAX_AGE_MS;
     if (age > max_age) {
         char msg[KJ_HTTP_REASON_MAX];
-        snprintf(msg, sizeof(msg), "main loop stalled: no heartbeat for %lld ms",
-                 (long long)age);
+        snprintf(msg, sizeof(msg), "main loop stalled: no heartbeat for %lld ms", (long long)age);
         return respond_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, msg);
     }
     return respond_text(conn, MHD_HTTP_OK, "ok");
@@ -138,9 +137,12 @@ static enum MHD_Result kj_http_handle(void *cls, struct MHD_Connection *conn, co
     }
 
     enum { R_NONE, R_METRICS, R_LIVEZ, R_READYZ } route = R_NONE;
-    if (strcmp(url, "/metrics") == 0) route = R_METRICS;
-    else if (strcmp(url, "/livez") == 0 || strcmp(url, "/healthz") == 0) route = R_LIVEZ;
-    else if (strcmp(url, "/readyz") == 0) route = R_READYZ;
+    if (strcmp(url, "/metrics") == 0)
+        route = R_METRICS;
+    else if (strcmp(url, "/livez") == 0 || strcmp(url, "/healthz") == 0)
+        route = R_LIVEZ;
+    else if (strcmp(url, "/readyz") == 0)
+        route = R_READYZ;
     if (route == R_NONE) return respond_text(conn, MHD_HTTP_NOT_FOUND, "not found");
     if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
         return respond_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed");
@@ -162,8 +164,8 @@ static enum MHD_Result kj_http_handle(void *cls, struct MHD_Connection *conn, co
 /* ---- Start / stop -------------------------------------------------------------------------- */
 
 /* Split "host:port", "[v6]:port", ":port" into host (NULL = any) and port. -1 on bad syntax. */
-static int parse_listen(const char *listen, char *host, size_t hostsz, char *port,
-                        size_t portsz, bool *any) {
+static int parse_listen(const char *listen, char *host, size_t hostsz, char *port, size_t portsz,
+                        bool *any) {
     const char *colon;
     *any = false;
     if (listen[0] == '[') {
@@ -203,7 +205,8 @@ kj_http *kj_http_start(const char *listen, const kj_http_hooks *hooks, char *err
                  listen ? listen : "");
         return NULL;
     }
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *res = NULL;
     int gai = getaddrinfo(any ? NULL : host, port, &hints, &res);
@@ -231,12 +234,12 @@ kj_http *kj_http_start(const char *listen, const kj_http_hooks *hooks, char *err
             unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
                              MHD_USE_POLL | MHD_USE_ERROR_LOG;
             if (ai->ai_family == AF_INET6) flags |= any ? MHD_USE_DUAL_STACK : MHD_USE_IPv6;
-            http->daemon = MHD_start_daemon(
-                flags, portnum, NULL, NULL, kj_http_handle, http, MHD_OPTION_EXTERNAL_LOGGER,
-                kj_http_mhd_log, http, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-                MHD_OPTION_CONNECTION_LIMIT, (unsigned)KJ_HTTP_CONNECTION_LIMIT,
-                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)KJ_HTTP_CONNECTION_TIMEOUT_S,
-                MHD_OPTION_END);
+            http->daemon =
+                MHD_start_daemon(flags, portnum, NULL, NULL, kj_http_handle, http,
+                                 MHD_OPTION_EXTERNAL_LOGGER, kj_http_mhd_log, http,
+                                 MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_CONNECTION_LIMIT,
+                                 (unsigned)KJ_HTTP_CONNECTION_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
+                                 (unsigned)KJ_HTTP_CONNECTION_TIMEOUT_S, MHD_OPTION_END);
             if (http->daemon) break;
         }
     }

@@ -29,8 +29,8 @@ struct kj_metric_handle {
     kj_metric_handle *next_all;  /* creation order, for rendering; guarded by fam->mu */
     kj_metric_handle *next_hash; /* hash chain; guarded by fam->mu */
     uint64_t hash;
-    bool visible; /* guarded by fam->mu */
-    char **values; /* fam->nlabels sanitised label values */
+    bool visible;              /* guarded by fam->mu */
+    char **values;             /* fam->nlabels sanitised label values */
     _Atomic uint64_t value;    /* counter count, or gauge double bits */
     _Atomic uint64_t sum_bits; /* histogram: double bits of the sum */
     _Atomic uint64_t *buckets; /* histogram: fam->nbuckets + 1 non-cumulative counts */
@@ -183,7 +183,8 @@ static void buf_put(kj_buf *b, const char *s, size_t n) {
     if (b->oom) return;
     if (b->len + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 4096;
-        while (b->len + n + 1 > cap) cap *= 2;
+        while (b->len + n + 1 > cap)
+            cap *= 2;
         char *p = realloc(b->p, cap);
         if (!p) {
             b->oom = true;
@@ -206,9 +207,12 @@ static void buf_escaped(kj_buf *b, const char *s, bool quote) {
     const char *run = s;
     for (const char *p = s; *p; p++) {
         const char *rep = NULL;
-        if (*p == '\\') rep = "\\\\";
-        else if (*p == '\n') rep = "\\n";
-        else if (quote && *p == '"') rep = "\\\"";
+        if (*p == '\\')
+            rep = "\\\\";
+        else if (*p == '\n')
+            rep = "\\n";
+        else if (quote && *p == '"')
+            rep = "\\\"";
         if (!rep) continue;
         buf_put(b, run, (size_t)(p - run));
         buf_puts(b, rep);
@@ -258,7 +262,8 @@ kj_registry *kj_registry_new(void) {
 static void series_free(kj_metric_handle *h, size_t nlabels) {
     if (!h) return;
     if (h->values)
-        for (size_t i = 0; i < nlabels; i++) free(h->values[i]);
+        for (size_t i = 0; i < nlabels; i++)
+            free(h->values[i]);
     free(h->values);
     free(h->buckets);
     free(h);
@@ -272,7 +277,8 @@ static void family_free(kj_metric_family *fam) {
         h = next;
     }
     series_free(fam->overflow, fam->nlabels);
-    for (size_t i = 0; i < fam->nlabels; i++) free(fam->labels[i]);
+    for (size_t i = 0; i < fam->nlabels; i++)
+        free(fam->labels[i]);
     free(fam->name);
     free(fam->help);
     pthread_mutex_destroy(&fam->mu);
@@ -325,8 +331,10 @@ static void series_reset(kj_metric_handle *h) {
 /* @locks_required fam->mu */
 static void series_append(kj_metric_family *fam, kj_metric_handle *h) {
     h->visible = true;
-    if (fam->last) fam->last->next_all = h;
-    else fam->first = h;
+    if (fam->last)
+        fam->last->next_all = h;
+    else
+        fam->first = h;
     fam->last = h;
     if (fam->nlabels) {
         size_t slot = h->hash % KJ_FAMILY_HASH_SLOTS;
@@ -337,18 +345,22 @@ static void series_append(kj_metric_family *fam, kj_metric_handle *h) {
 }
 
 kj_metric_family *kj_registry_add(kj_registry *reg, const char *name, kj_metric_type type,
-                                  const char *help, const char *const *label_names,
-                                  size_t nlabels, const double *buckets, size_t nbuckets) {
+                                  const char *help, const char *const *label_names, size_t nlabels,
+                                  const double *buckets, size_t nbuckets) {
     const char *why = NULL;
-    if (!reg || !valid_name(name, true)) why = "invalid metric name";
-    else if (nlabels > KJ_METRICS_MAX_LABELS || (nlabels && !label_names)) why = "bad labels";
+    if (!reg || !valid_name(name, true))
+        why = "invalid metric name";
+    else if (nlabels > KJ_METRICS_MAX_LABELS || (nlabels && !label_names))
+        why = "bad labels";
     else if (type == KJ_METRIC_HISTOGRAM &&
              (!buckets || nbuckets == 0 || nbuckets > KJ_METRICS_MAX_BUCKETS))
         why = "histogram needs 1..KJ_METRICS_MAX_BUCKETS buckets";
     for (size_t i = 0; !why && i < nlabels; i++) {
         const char *l = label_names[i];
-        if (!valid_name(l, false) || strncmp(l, "__", 2) == 0) why = "invalid label name";
-        else if (type == KJ_METRIC_HISTOGRAM && strcmp(l, "le") == 0) why = "label le reserved";
+        if (!valid_name(l, false) || strncmp(l, "__", 2) == 0)
+            why = "invalid label name";
+        else if (type == KJ_METRIC_HISTOGRAM && strcmp(l, "le") == 0)
+            why = "label le reserved";
         for (size_t j = 0; !why && j < i; j++)
             if (strcmp(l, label_names[j]) == 0) why = "duplicate label name";
     }
@@ -370,14 +382,16 @@ kj_metric_family *kj_registry_add(kj_registry *reg, const char *name, kj_metric_
     fam->name = strdup(name);
     fam->help = strdup(help ? help : "");
     bool ok = fam->name && fam->help;
-    for (size_t i = 0; ok && i < nlabels; i++) ok = (fam->labels[i] = strdup(label_names[i]));
+    for (size_t i = 0; ok && i < nlabels; i++)
+        ok = (fam->labels[i] = strdup(label_names[i]));
     if (type == KJ_METRIC_HISTOGRAM) {
         fam->nbuckets = nbuckets;
         memcpy(fam->bounds, buckets, nbuckets * sizeof(double));
     }
     char vals[KJ_METRICS_MAX_LABELS][KJ_METRICS_MAX_LABEL_LEN + 1];
     if (ok && nlabels) {
-        for (size_t i = 0; i < nlabels; i++) strcpy(vals[i], KJ_METRICS_OVERFLOW_VALUE);
+        for (size_t i = 0; i < nlabels; i++)
+            strcpy(vals[i], KJ_METRICS_OVERFLOW_VALUE);
         ok = (fam->overflow = series_new(fam, vals));
     } else if (ok) {
         ok = (fam->single = series_new(fam, vals));
@@ -392,8 +406,10 @@ kj_metric_family *kj_registry_add(kj_registry *reg, const char *name, kj_metric_
     for (kj_metric_family *f = reg->first; f; f = f->next)
         if (strcmp(f->name, name) == 0) ok = false;
     if (ok) {
-        if (reg->last) reg->last->next = fam;
-        else reg->first = fam;
+        if (reg->last)
+            reg->last->next = fam;
+        else
+            reg->first = fam;
         reg->last = fam;
     }
     pthread_mutex_unlock(&reg->mu);
@@ -412,7 +428,8 @@ static kj_metric_handle *series_find(kj_metric_family *fam,
     for (kj_metric_handle *h = fam->hash[hash % KJ_FAMILY_HASH_SLOTS]; h; h = h->next_hash) {
         if (h->hash != hash) continue;
         size_t i = 0;
-        while (i < fam->nlabels && strcmp(h->values[i], vals[i]) == 0) i++;
+        while (i < fam->nlabels && strcmp(h->values[i], vals[i]) == 0)
+            i++;
         if (i == fam->nlabels) return h;
     }
     return NULL;
@@ -447,9 +464,10 @@ kj_metric_handle *kj_family_series(kj_metric_family *fam, const char *const *lab
     }
     pthread_mutex_unlock(&fam->mu);
     if (log_overflow)
-        kj_log(KJ_LOG_WARN, "metric series limit reached; further label sets are counted as "
-               KJ_METRICS_OVERFLOW_VALUE, "{s:s,s:i}", "metric", fam->name, "limit",
-               KJ_METRICS_MAX_SERIES);
+        kj_log(KJ_LOG_WARN,
+               "metric series limit reached; further label sets are counted "
+               "as " KJ_METRICS_OVERFLOW_VALUE,
+               "{s:s,s:i}", "metric", fam->name, "limit", KJ_METRICS_MAX_SERIES);
     return h;
 }
 
@@ -500,7 +518,8 @@ void kj_histogram_observe(kj_metric_handle *h, double v) {
     /* Buckets are few (<= 32) and small values dominate: a linear scan beats a binary search.
      * NaN compares false everywhere and lands in +Inf, as in the Go client. */
     size_t i = 0;
-    while (i < fam->nbuckets && !(v <= fam->bounds[i])) i++;
+    while (i < fam->nbuckets && !(v <= fam->bounds[i]))
+        i++;
     atomic_fetch_add_explicit(&h->buckets[i], 1, memory_order_relaxed);
     atomic_add_dbl(&h->sum_bits, v);
 }
@@ -540,7 +559,8 @@ void kj_collect_emit(kj_collect *c, const char *const *label_values, double valu
     char vals[KJ_METRICS_MAX_LABELS][KJ_METRICS_MAX_LABEL_LEN + 1];
     char *ptrs[KJ_METRICS_MAX_LABELS];
     sanitize_all(c->fam, label_values, vals);
-    for (size_t i = 0; i < c->fam->nlabels; i++) ptrs[i] = vals[i];
+    for (size_t i = 0; i < c->fam->nlabels; i++)
+        ptrs[i] = vals[i];
     char num[40];
     format_double(num, sizeof(num), value);
     buf_sample(c->buf, c->fam, NULL, ptrs, NULL, NULL, num);
@@ -564,8 +584,10 @@ static void render_series(kj_buf *b, const kj_metric_family *fam, const kj_metri
     char le[40];
     for (size_t i = 0; i <= fam->nbuckets; i++) {
         cum += atomic_load_explicit(&h->buckets[i], memory_order_relaxed);
-        if (i < fam->nbuckets) format_double(le, sizeof(le), fam->bounds[i]);
-        else snprintf(le, sizeof(le), "+Inf");
+        if (i < fam->nbuckets)
+            format_double(le, sizeof(le), fam->bounds[i]);
+        else
+            snprintf(le, sizeof(le), "+Inf");
         snprintf(num, sizeof(num), "%" PRIu64, cum);
         buf_sample(b, fam, "_bucket", h->values, "le", le, num);
     }
@@ -632,14 +654,14 @@ static struct {
 } g_kj = {.version_mu = PTHREAD_MUTEX_INITIALIZER};
 static pthread_once_t g_kj_once = PTHREAD_ONCE_INIT;
 
-static const double kj_duration_buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                                             0.25,  0.5,    1,     2.5,  5,     10,   30,
-                                             60,    120,    300};
+static const double kj_duration_buckets[] = {
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300};
 static const double kj_batch_buckets[] = {1, 2, 5, 10, 20, 50, 100, 200, 500, 1000};
 
 #define KJ_NB(a) (sizeof(a) / sizeof((a)[0]))
 
 /* The one place the kjobs metric names, types, labels and help live (documented in metrics.h). */
+/* clang-format off */
 static const struct kj_metric_def {
     kj_metric_family **slot;
     const char *name;
@@ -685,6 +707,7 @@ static const struct kj_metric_def {
     {&g_kj.build_info, "kjobs_build_info", KJ_METRIC_GAUGE,
      "Always 1; the version label names the running kjobs build.", 1, {"version"}, NULL, 0},
 };
+/* clang-format on */
 
 #ifndef KJOBS_VERSION
 #define KJOBS_VERSION "unknown"

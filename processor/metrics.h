@@ -32,45 +32,40 @@
  *
  * THE KJOBS METRIC SET (registered by the process-wide registry, kj_metrics_registry())
  *
- *   name                          type       labels                 meaning
- *   kjobs_jobs_total              counter    topic, type, outcome   Jobs finished, by the topic they
- *                                                                   were consumed from, job type and
- *                                                                   outcome (see below).
- *   kjobs_job_duration_seconds    histogram  type                   Handler wall-clock time per job.
- *                                                                   Buckets 1ms … 300s. A per-batch
- *                                                                   handler call is observed once per
- *                                                                   job with the call's time divided by
- *                                                                   its jobs. Jobs no handler ran
- *                                                                   (decode errors, unknown types) are
- *                                                                   not observed.
- *   kjobs_batch_size              histogram  —                      Jobs per handler call.
- *                                                                   Buckets 1 … 1000.
- *   kjobs_consumer_lag            gauge      topic, partition       Log end offset minus committed
- *                                                                   offset, per assigned partition;
- *                                                                   removed when the partition is
- *                                                                   revoked.
- *   kjobs_commits_total           counter    result                 Offset commits; result = ok|error.
- *   kjobs_rebalances_total        counter    —                      Rebalances (assign or revoke
- *                                                                   callbacks) seen by this member.
- *   kjobs_in_flight_jobs          gauge      —                      Jobs handed to handlers and not
- *                                                                   yet finished.
- *   kjobs_offset_resets_total     counter    —                      Consumer offset resets (jobs lost
- *                                                                   to retention before they ran).
- *   kjobs_retry_routed_total      counter    step                   Jobs produced to retry ladder step
- *                                                                   N ("1" … "N").
- *   kjobs_dlq_routed_total        counter    class                  Jobs produced to the DLQ, by
- *                                                                   kjobs-error-class: retryable
- *                                                                   (attempts exhausted), permanent,
- *                                                                   decode, unknown-type, timeout.
- *   kjobs_route_errors_total      counter    —                      Failed produces to a retry or DLQ
- *                                                                   topic.
- *   kjobs_decode_errors_total     counter    —                      Messages that could not be decoded
- *                                                                   as a kjobs.Job.
- *   kjobs_circuit_breaker_open    gauge      —                      1 while the circuit breaker is
- *                                                                   open (handlers not called), else 0.
- *   kjobs_ready                   gauge      —                      1 while /readyz answers 200.
- *   kjobs_build_info              gauge      version                Always 1; the version label says
- *                                                                   which kjobs is running.
+ *   kjobs_jobs_total{topic,type,outcome}  counter
+ *       Jobs finished, by the topic they were consumed from, job type and outcome (below).
+ *   kjobs_job_duration_seconds{type}  histogram, buckets 0.001 .. 300
+ *       Handler wall-clock time per job. A per-batch handler call is observed once per job with
+ *       the call's time divided by its jobs. Jobs no handler ran (decode errors, unknown types)
+ *       are not observed.
+ *   kjobs_batch_size  histogram, buckets 1 .. 1000
+ *       Jobs per handler call.
+ *   kjobs_consumer_lag{topic,partition}  gauge
+ *       Log end offset minus committed offset, per assigned partition; the series disappears
+ *       when the partition is revoked.
+ *   kjobs_commits_total{result}  counter
+ *       Offset commits; result = ok | error.
+ *   kjobs_rebalances_total  counter
+ *       Rebalances (assign or revoke callbacks) seen by this member.
+ *   kjobs_in_flight_jobs  gauge
+ *       Jobs handed to handlers and not yet finished.
+ *   kjobs_offset_resets_total  counter
+ *       Consumer offset resets (jobs deleted by retention before they ran).
+ *   kjobs_retry_routed_total{step}  counter
+ *       Jobs produced to retry ladder step N ("1" .. "N", as in <topic>.retry.N).
+ *   kjobs_dlq_routed_total{class}  counter
+ *       Jobs produced to the DLQ, by kjobs-error-class: retryable (attempts exhausted),
+ *       permanent, decode, unknown-type, timeout.
+ *   kjobs_route_errors_total  counter
+ *       Failed produces to a retry or DLQ topic.
+ *   kjobs_decode_errors_total  counter
+ *       Messages that could not be decoded as a kjobs.Job.
+ *   kjobs_circuit_breaker_open  gauge
+ *       1 while the circuit breaker is open (handlers not called), else 0.
+ *   kjobs_ready  gauge
+ *       1 while the worker is ready (/readyz answers 200), else 0.
+ *   kjobs_build_info{version}  gauge
+ *       Always 1; the version label says which kjobs build is running.
  *
  *   Outcome values of kjobs_jobs_total (kj_job_outcome):
  *     ok             the handler succeeded;
@@ -120,8 +115,8 @@ void kj_registry_free(kj_registry *reg);
  * An unlabelled family has its single series created here (it renders 0 from the start).
  */
 kj_metric_family *kj_registry_add(kj_registry *reg, const char *name, kj_metric_type type,
-                                  const char *help, const char *const *label_names,
-                                  size_t nlabels, const double *buckets, size_t nbuckets);
+                                  const char *help, const char *const *label_names, size_t nlabels,
+                                  const double *buckets, size_t nbuckets);
 
 /**
  * Render every family in text format 0.0.4. Returns a NUL-terminated malloc'd buffer (free()
@@ -181,9 +176,9 @@ uint64_t kj_histogram_bucket(const kj_metric_handle *h, size_t i);
 /* ---- The kjobs metric set on the process-wide registry ------------------------------------- */
 
 typedef enum {
-    KJ_JOB_OK = 0,           /* "ok" */
-    KJ_JOB_RETRY,            /* "retry" */
-    KJ_JOB_DEAD_LETTERED,    /* "dead_lettered" */
+    KJ_JOB_OK = 0,        /* "ok" */
+    KJ_JOB_RETRY,         /* "retry" */
+    KJ_JOB_DEAD_LETTERED, /* "dead_lettered" */
 } kj_job_outcome;
 #define KJ_JOB_OUTCOME_COUNT 3
 /** The label value for an outcome ("ok", "retry", "dead_lettered"); "unknown" if out of range. */

@@ -252,8 +252,8 @@ static void test_not_found_and_method_not_allowed(void **state) {
     assert_reply(port, "/READYZ", 404, "not found\n");
 
     http_reply r;
-    assert_int_equal(http_request(port, "POST", "/metrics",
-                                  "Content-Length: 5\r\n\r\nhello", &r), 0);
+    assert_int_equal(http_request(port, "POST", "/metrics", "Content-Length: 5\r\n\r\nhello", &r),
+                     0);
     assert_int_equal(r.status, 405);
     assert_non_null(strstr(r.headers, "Allow: GET, HEAD"));
     assert_int_equal(http_request(port, "DELETE", "/readyz", NULL, &r), 0);
@@ -265,7 +265,7 @@ static void test_not_found_and_method_not_allowed(void **state) {
 
 static void test_bad_listen_addresses(void **state) {
     (void)state;
-    const char *bad[] = {"", "9090", "127.0.0.1", "127.0.0.1:", "127.0.0.1:99999",
+    const char *bad[] = {"",     "9090", "127.0.0.1", "127.0.0.1:", "127.0.0.1:99999",
                          ":abc", "[::1", "[::1]9090", "::1:9090"};
     char err[256];
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -329,7 +329,8 @@ static void blocking_collect(kj_collect *c, void *opaque) {
     pthread_mutex_lock(&g->mu);
     g->entered = true;
     pthread_cond_broadcast(&g->cv);
-    while (!g->released) pthread_cond_wait(&g->cv, &g->mu);
+    while (!g->released)
+        pthread_cond_wait(&g->cv, &g->mu);
     pthread_mutex_unlock(&g->mu);
     kj_collect_emit(c, (const char *[]){"x"}, 1);
 }
@@ -349,8 +350,8 @@ static void *scrape(void *p) {
 static void test_probe_not_blocked_by_scrape(void **state) {
     (void)state;
     kj_registry *reg = kj_registry_new();
-    kj_metric_family *f = kj_registry_add(reg, "t_slow", KJ_METRIC_GAUGE, "s",
-                                          (const char *[]){"k"}, 1, NULL, 0);
+    kj_metric_family *f =
+        kj_registry_add(reg, "t_slow", KJ_METRIC_GAUGE, "s", (const char *[]){"k"}, 1, NULL, 0);
     gate g = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
     kj_family_set_collector(f, blocking_collect, &g);
     kj_http_hooks hooks = {.registry = reg};
@@ -360,7 +361,8 @@ static void test_probe_not_blocked_by_scrape(void **state) {
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, scrape, &sa), 0);
     pthread_mutex_lock(&g.mu);
-    while (!g.entered) pthread_cond_wait(&g.cv, &g.mu); /* the scrape is inside the callback */
+    while (!g.entered)
+        pthread_cond_wait(&g.cv, &g.mu); /* the scrape is inside the callback */
     pthread_mutex_unlock(&g.mu);
 
     assert_reply(kj_http_port(http), "/livez", 200, "ok\n");

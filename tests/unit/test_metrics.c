@@ -43,7 +43,8 @@ static double sample_value(const char *text, const char *series) {
         } else if (n > 0 && line[0] != '#') {
             /* the value follows the last space (label values may contain spaces) */
             const char *sp = line + n;
-            while (sp > line && sp[-1] != ' ') sp--;
+            while (sp > line && sp[-1] != ' ')
+                sp--;
             assert_true(sp > line + 1);
             char *end;
             double v = strtod(sp, &end);
@@ -97,8 +98,7 @@ static int prom_parse(const char *text, const char *args, char *out, size_t outs
     assert_int_equal(write(fd, text, len), (ssize_t)len);
     close(fd);
     char cmd[8192];
-    snprintf(cmd, sizeof(cmd),
-             "/usr/bin/python3 %s/tests/integration/prom_parse.py %s < %s 2>&1",
+    snprintf(cmd, sizeof(cmd), "/usr/bin/python3 %s/tests/integration/prom_parse.py %s < %s 2>&1",
              KJOBS_SOURCE_DIR, args, path);
     FILE *p = popen(cmd, "r");
     assert_non_null(p);
@@ -113,7 +113,7 @@ static int prom_parse(const char *text, const char *args, char *out, size_t outs
 /* ---- Tests --------------------------------------------------------------------------------- */
 
 #define NTHREADS 8
-#define NITER 200000
+#define NITER    200000
 
 typedef struct {
     kj_metric_handle *counter, *gauge, *hist;
@@ -172,10 +172,9 @@ static void test_concurrent_increments_exact(void **state) {
     kj_registry *reg = kj_registry_new();
     kj_metric_family *c = kj_registry_add(reg, "t_ops_total", KJ_METRIC_COUNTER, "ops",
                                           (const char *[]){"k"}, 1, NULL, 0);
-    kj_metric_family *g = kj_registry_add(reg, "t_level", KJ_METRIC_GAUGE, "lvl", NULL, 0,
-                                          NULL, 0);
-    kj_metric_family *h = kj_registry_add(reg, "t_hist", KJ_METRIC_HISTOGRAM, "h", NULL, 0,
-                                          (const double[]){1}, 1);
+    kj_metric_family *g = kj_registry_add(reg, "t_level", KJ_METRIC_GAUGE, "lvl", NULL, 0, NULL, 0);
+    kj_metric_family *h =
+        kj_registry_add(reg, "t_hist", KJ_METRIC_HISTOGRAM, "h", NULL, 0, (const double[]){1}, 1);
     assert_non_null(c);
     assert_non_null(g);
     assert_non_null(h);
@@ -186,10 +185,12 @@ static void test_concurrent_increments_exact(void **state) {
     pthread_t th[NTHREADS], sc;
     worker_arg wa = {hc, kj_family_default(g), kj_family_default(h), c, &start};
     scraper_arg sa = {.reg = reg};
-    for (int i = 0; i < NTHREADS; i++) assert_int_equal(pthread_create(&th[i], NULL, worker, &wa), 0);
+    for (int i = 0; i < NTHREADS; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, worker, &wa), 0);
     assert_int_equal(pthread_create(&sc, NULL, scraper, &sa), 0);
     pthread_barrier_wait(&start);
-    for (int i = 0; i < NTHREADS; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < NTHREADS; i++)
+        pthread_join(th[i], NULL);
     atomic_store(&sa.stop, true);
     pthread_join(sc, NULL);
     pthread_barrier_destroy(&start);
@@ -216,9 +217,9 @@ static void test_concurrent_increments_exact(void **state) {
 static void test_histogram_buckets(void **state) {
     (void)state;
     kj_registry *reg = kj_registry_new();
-    kj_metric_family *f = kj_registry_add(reg, "t_dur_seconds", KJ_METRIC_HISTOGRAM, "d",
-                                          (const char *[]){"type"}, 1,
-                                          (const double[]){0.1, 1, 10}, 3);
+    kj_metric_family *f =
+        kj_registry_add(reg, "t_dur_seconds", KJ_METRIC_HISTOGRAM, "d", (const char *[]){"type"}, 1,
+                        (const double[]){0.1, 1, 10}, 3);
     assert_non_null(f);
     kj_metric_handle *h = kj_family_series(f, (const char *[]){"a"});
     const double obs[] = {0.05, 0.1 /* on the bound: le is inclusive */, 0.5, 1, 5, 100};
@@ -253,9 +254,9 @@ static void test_histogram_buckets(void **state) {
 static void test_label_escaping_and_sanitising(void **state) {
     (void)state;
     kj_registry *reg = kj_registry_new();
-    kj_metric_family *f = kj_registry_add(reg, "t_esc_total", KJ_METRIC_COUNTER,
-                                          "help with \\ and\nnewline", (const char *[]){"v"}, 1,
-                                          NULL, 0);
+    kj_metric_family *f =
+        kj_registry_add(reg, "t_esc_total", KJ_METRIC_COUNTER, "help with \\ and\nnewline",
+                        (const char *[]){"v"}, 1, NULL, 0);
     assert_non_null(f);
     kj_counter_add(kj_family_series(f, (const char *[]){"a\\b\"c\nd"}), 3);
     kj_counter_add(kj_family_series(f, (const char *[]){"bad\xff\xc3utf8 \xc3\xa9"}), 4);
@@ -317,8 +318,8 @@ static void emit_two(kj_collect *c, void *opaque) {
 static void test_collect_callback(void **state) {
     (void)state;
     kj_registry *reg = kj_registry_new();
-    kj_metric_family *f = kj_registry_add(reg, "t_computed", KJ_METRIC_GAUGE, "c",
-                                          (const char *[]){"k"}, 1, NULL, 0);
+    kj_metric_family *f =
+        kj_registry_add(reg, "t_computed", KJ_METRIC_GAUGE, "c", (const char *[]){"k"}, 1, NULL, 0);
     int calls = 0;
     kj_family_set_collector(f, emit_two, &calls);
     char *text = render(reg);
@@ -364,14 +365,14 @@ static void test_registration_rejects_bad_definitions(void **state) {
     assert_non_null(kj_registry_add(reg, "t_ok", KJ_METRIC_GAUGE, "", NULL, 0, NULL, 0));
     assert_null(kj_registry_add(reg, "t_ok", KJ_METRIC_GAUGE, "", NULL, 0, NULL, 0));
     assert_null(kj_registry_add(reg, "9bad", KJ_METRIC_GAUGE, "", NULL, 0, NULL, 0));
-    assert_null(kj_registry_add(reg, "t_x", KJ_METRIC_GAUGE, "", (const char *[]){"a-b"}, 1,
-                                NULL, 0));
-    assert_null(kj_registry_add(reg, "t_x", KJ_METRIC_GAUGE, "", (const char *[]){"a", "a"}, 2,
-                                NULL, 0));
+    assert_null(
+        kj_registry_add(reg, "t_x", KJ_METRIC_GAUGE, "", (const char *[]){"a-b"}, 1, NULL, 0));
+    assert_null(
+        kj_registry_add(reg, "t_x", KJ_METRIC_GAUGE, "", (const char *[]){"a", "a"}, 2, NULL, 0));
     assert_null(kj_registry_add(reg, "t_h", KJ_METRIC_HISTOGRAM, "", (const char *[]){"le"}, 1,
                                 (const double[]){1}, 1));
-    assert_null(kj_registry_add(reg, "t_h", KJ_METRIC_HISTOGRAM, "", NULL, 0,
-                                (const double[]){1, 1}, 2));
+    assert_null(
+        kj_registry_add(reg, "t_h", KJ_METRIC_HISTOGRAM, "", NULL, 0, (const double[]){1, 1}, 2));
     assert_null(kj_registry_add(reg, "t_h", KJ_METRIC_HISTOGRAM, "", NULL, 0, NULL, 0));
     char *text = render(reg);
     assert_string_equal(text, "# HELP t_ok \n# TYPE t_ok gauge\nt_ok 0\n");
@@ -380,13 +381,13 @@ static void test_registration_rejects_bad_definitions(void **state) {
 }
 
 static const char *const kjobs_families[][2] = {
-    {"kjobs_jobs_total", "counter"},          {"kjobs_job_duration_seconds", "histogram"},
-    {"kjobs_batch_size", "histogram"},        {"kjobs_consumer_lag", "gauge"},
-    {"kjobs_commits_total", "counter"},       {"kjobs_rebalances_total", "counter"},
-    {"kjobs_in_flight_jobs", "gauge"},        {"kjobs_offset_resets_total", "counter"},
-    {"kjobs_retry_routed_total", "counter"},  {"kjobs_dlq_routed_total", "counter"},
-    {"kjobs_route_errors_total", "counter"},  {"kjobs_decode_errors_total", "counter"},
-    {"kjobs_circuit_breaker_open", "gauge"},  {"kjobs_ready", "gauge"},
+    {"kjobs_jobs_total", "counter"},         {"kjobs_job_duration_seconds", "histogram"},
+    {"kjobs_batch_size", "histogram"},       {"kjobs_consumer_lag", "gauge"},
+    {"kjobs_commits_total", "counter"},      {"kjobs_rebalances_total", "counter"},
+    {"kjobs_in_flight_jobs", "gauge"},       {"kjobs_offset_resets_total", "counter"},
+    {"kjobs_retry_routed_total", "counter"}, {"kjobs_dlq_routed_total", "counter"},
+    {"kjobs_route_errors_total", "counter"}, {"kjobs_decode_errors_total", "counter"},
+    {"kjobs_circuit_breaker_open", "gauge"}, {"kjobs_ready", "gauge"},
     {"kjobs_build_info", "gauge"},
 };
 #define KJOBS_NFAMILIES (sizeof(kjobs_families) / sizeof(kjobs_families[0]))
@@ -446,9 +447,9 @@ static void test_kjobs_metric_set(void **state) {
             fail_msg("missing %s", want + 1);
     }
     assert_sample(text, "kjobs_jobs_total{topic=\"jobs\",type=\"kjobs.noop\",outcome=\"ok\"}", 41);
-    assert_sample(text,
-                  "kjobs_jobs_total{topic=\"jobs\",type=\"_undecodable\",outcome=\"dead_lettered\"}",
-                  1);
+    assert_sample(
+        text, "kjobs_jobs_total{topic=\"jobs\",type=\"_undecodable\",outcome=\"dead_lettered\"}",
+        1);
     assert_sample(text, "kjobs_job_duration_seconds_count{type=\"kjobs.fail\"}", 2);
     assert_no_sample(text, "kjobs_job_duration_seconds_count{type=\"_undecodable\"}");
     assert_sample(text, "kjobs_job_duration_seconds_bucket{type=\"kjobs.noop\",le=\"0.0025\"}", 1);
