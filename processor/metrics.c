@@ -11,6 +11,7 @@
  */
 #include "processor/metrics.h"
 
+#include <assert.h>
 #include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
@@ -501,20 +502,25 @@ void kj_family_set_collector(kj_metric_family *fam, kj_collect_fn *fn, void *opa
 
 /* ---- Hot path ------------------------------------------------------------------------------ */
 
+/* Using a handle of the wrong type is a programming error: caught by assert in debug builds. */
 void kj_counter_add(kj_metric_handle *h, uint64_t n) {
+    assert(h->fam->type == KJ_METRIC_COUNTER);
     atomic_fetch_add_explicit(&h->value, n, memory_order_relaxed);
 }
 
 void kj_gauge_set(kj_metric_handle *h, double v) {
+    assert(h->fam->type == KJ_METRIC_GAUGE);
     atomic_store_explicit(&h->value, dbl_bits(v), memory_order_relaxed);
 }
 
 void kj_gauge_add(kj_metric_handle *h, double delta) {
+    assert(h->fam->type == KJ_METRIC_GAUGE);
     atomic_add_dbl(&h->value, delta);
 }
 
 void kj_histogram_observe(kj_metric_handle *h, double v) {
     const kj_metric_family *fam = h->fam;
+    assert(fam->type == KJ_METRIC_HISTOGRAM);
     /* Buckets are few (<= 32) and small values dominate: a linear scan beats a binary search.
      * NaN compares false everywhere and lands in +Inf, as in the Go client. */
     size_t i = 0;
