@@ -1,0 +1,213 @@
+/*
+ * partitions/engine.h — the partition engine: per-partition FIFOs ("lanes")
+ * drained in batches by a pool of worker threads.
+ *
+ * No Kafka, Avro or config in here: a lane is an ordered queue of opaque item
+ * pointers, a batch is a callback. The processor maps one assigned partition
+ * to one lane and one job to one item.
+ *
+ * DESIGN
+ * ------
+ *
+ * Threads. kj_engine_new() starts `workers` threads. Items are pushed by ONE
+ * producer thread (the Kafka poll thread) in offset order; the same thread
+ * adds, flushes and removes lanes. Workers take batches from lanes and call
+ * the batch callback outside every engine lock.
+ *
+ * Ordering. Items of a lane are handed to the batch callback in push order:
+ * a batch is a run of consecutive items taken from the head of the lane, and
+ * a lane is handled by at most one worker thread at a time — its next batch
+ * is not started before the callback for its previous batch has returned. So
+ * for every lane, batches never overlap and never reorder, and everything a
+ * callback did is visible to the lane's next callback (on whatever thread).
+ * Different lanes run in parallel, up to `workers` at once. There is no
+ * ordering between lanes.
+ *
+ * The poll thread never blocks on a handler. kj_engine_push() takes the
+ * engine mutex (held by workers only for O(log lanes) bookkeeping, never
+ * across a callback), appends, and signals ONE sleeping worker only when the
+ * push makes the lane eligible or brings the earliest timer forward. Pushes to
+ * a lane that is already queued for, or busy in, a batch don't signal at all.
+ *
+ * Batches. A batch holds 1..max_batch items. A lane is eligible when its head
+ * item is due (now >= its not_before_ms; 0 means "now") and at least one of:
+ *   - pending >= max_batch,
+ *   - now >= the head's push time + max_wait_ms,
+ *   - the head was pushed before the last kj_engine_lane_flush() of the lane.
+ * In other words a not-yet-due head is dispatched as soon as it is due if the
+ * lane is full or flushed, and otherwise once it is due AND has waited
+ * max_wait_ms since it was pushed (a delayed item pushed long ago runs at its
+ * not_before). A batch takes the consecutive due items at the head, up to
+ * max_batch; a not-yet-due item stops the batch and holds back every item
+ * behind it (in order), so "due" only ever lets items through in push order.
+ *
+ * Scheduling. Eligible lanes wait in a FIFO ready list; a worker takes the
+ * lane at its head, runs one batch, and puts the lane back at the tail if it
+ * is still eligible: round-robin across lanes, one batch per turn. Lanes with
+ * items that are not yet eligible sit in a min-heap keyed by the time they
+ * become eligible. Idle workers sleep on a condition variable with a timed wait
+ * until the heap's earliest deadline (CLOCK_MONOTONIC timed wait of the
+ * remaining delta), or untimed when there is nothing to wait for: no polling.
+ *
+ * Back-pressure. kj_engine_lane_pending() is a lock-free read of the number of
+ * undispatched items of a lane, so the poll thread can pause the Kafka
+ * partition above a bound and resume it below a low mark.
+ * kj_engine_lane_head_not_before() tells when a lane's head becomes due, so
+ * the poll thread can pause a retry-ladder partition whose head is not yet due
+ * and resume it then, instead of sleeping.
+ *
+ * Removal. kj_engine_lane_remove() (partition revoked) stops dispatching the
+ * lane, WAITS for its in-flight batch (if any) to return, hands every
+ * undispatched item to the discard callback (on the calling thread, in push
+ * order, exactly once) and frees the lane. After it returns no callback will
+ * ever see the lane again.
+ *
+ * Shutdown. kj_engine_stop_dispatch() starts no new batch (pushes are still
+ * accepted and just queue); kj_engine_wait_idle() waits, bounded, until no
+ * batch is in flight; kj_engine_destroy() joins the workers (after their
+ * current batch returns) and frees lanes not removed, WITHOUT touching their
+ * items — remove lanes first to get the items back.
+ *
+ * Time. Deadlines use epoch milliseconds from CLOCK_REALTIME by default
+ * (not_before values come from Kafka headers written by other processes).
+ * Tests can inject a clock; with an injected clock workers never sleep on a
+ * timer (the engine cannot know how the clock moves): after advancing it, call
+ * kj_engine_kick() so sleeping workers re-read it. kj_engine_wait_idle()'s
+ * timeout is always real (monotonic) time.
+ *
+ * Memory. A lane's queue is a growable ring (it never shrinks while the lane
+ * lives); the poll thread's pause bound is what bounds it.
+ */
+#ifndef KJ_PARTITIONS_ENGINE_H
+#define KJ_PARTITIONS_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct kj_engine kj_engine;
+typedef struct kj_lane kj_lane;
+
+/**
+ * Batch callback: @p count (1..max_batch) consecutive items of @p lane in push
+ * order. The callee owns the items; the @p items array itself belongs to the
+ * engine and is valid only during the call.
+ *
+ * @locality a worker thread; never two at once for the same lane.
+ * @locks_required none are held (the callback may push, flush, or read pending,
+ * but must not kj_engine_lane_remove() its own lane, nor destroy the engine).
+ */
+typedef void(kj_batch_fn)(kj_lane *lane, void *lane_opaque, void **items, size_t count,
+                          void *engine_opaque);
+
+/** Clock: epoch milliseconds (or any monotone ms scale used consistently). */
+typedef int64_t(kj_clock_fn)(void *clock_opaque);
+
+/** Receives an undispatched item when its lane is removed; owns it afterwards. */
+typedef void(kj_discard_fn)(void *item, void *opaque);
+
+typedef struct kj_engine_config {
+    int workers;          /**< worker threads, >= 1 */
+    size_t max_batch;     /**< items per batch, >= 1 */
+    int64_t max_wait_ms;  /**< how long a head item may wait for a fuller batch, >= 0 */
+    kj_clock_fn *now_ms;  /**< NULL: CLOCK_REALTIME epoch ms. Else see "Time" above. */
+    void *clock_opaque;   /**< passed to now_ms */
+} kj_engine_config;
+
+/**
+ * Starts the engine and its workers. @p fn is called with @p opaque for every
+ * batch. Returns NULL with errno EINVAL on a bad config, or ENOMEM/EAGAIN if
+ * memory or threads are short.
+ *
+ * @locality any thread (the poll thread in kjobs)
+ */
+kj_engine *kj_engine_new(const kj_engine_config *cfg, kj_batch_fn *fn, void *opaque);
+
+/**
+ * New empty lane (one per assigned partition); @p lane_opaque is passed to
+ * every batch of it. Returns NULL with errno ENOMEM.
+ *
+ * @locality the producer (poll) thread
+ */
+kj_lane *kj_engine_lane_add(kj_engine *e, void *lane_opaque);
+
+/** The lane_opaque given to kj_engine_lane_add(). @locality any thread */
+void *kj_engine_lane_opaque(const kj_lane *lane);
+
+/**
+ * Appends @p item to @p lane, not to be dispatched before @p not_before_ms
+ * (engine clock; 0 = now). Never waits for a worker. Returns the lane's pending
+ * count after the push (>= 1), or 0 with errno ENOMEM if the queue could not
+ * grow (the item was not queued and still belongs to the caller).
+ *
+ * @locality the producer (poll) thread; a batch callback may also push, but
+ * ordering across threads pushing to one lane is then the caller's problem.
+ */
+size_t kj_engine_push(kj_lane *lane, void *item, int64_t not_before_ms);
+
+/**
+ * Everything pushed to @p lane so far is dispatched as soon as it is due,
+ * without waiting for max_wait_ms or a full batch.
+ *
+ * @locality the producer (poll) thread
+ */
+void kj_engine_lane_flush(kj_lane *lane);
+
+/** Undispatched items of @p lane (not counting its in-flight batch); 0 as soon as
+ * kj_engine_lane_remove() has begun. Lock-free. @locality any thread */
+size_t kj_engine_lane_pending(const kj_lane *lane);
+
+/** Items of @p lane inside a running batch callback (0 when none). Lock-free.
+ * @locality any thread */
+size_t kj_engine_lane_in_flight(const kj_lane *lane);
+
+/**
+ * The not_before_ms of the lane's head item if it is not yet due; 0 when the
+ * lane is empty or its head is due.
+ *
+ * @locality any thread (takes the engine lock briefly)
+ */
+int64_t kj_engine_lane_head_not_before(kj_lane *lane);
+
+/**
+ * Removes @p lane: stops its dispatch, waits until its in-flight batch (if any)
+ * has returned, calls @p discard (if not NULL) for every undispatched item in
+ * push order, and frees the lane. @p lane is invalid afterwards.
+ *
+ * @locality the producer (poll) thread; never from a batch callback of this lane
+ * (that would wait for itself; the engine aborts instead).
+ * @locks_required none; calls @p discard with no engine lock held.
+ */
+void kj_engine_lane_remove(kj_lane *lane, kj_discard_fn *discard, void *opaque);
+
+/** No new batch starts from now on (running ones finish). Not reversible.
+ * @locality any thread */
+void kj_engine_stop_dispatch(kj_engine *e);
+
+/**
+ * Waits until no batch is in flight. @p timeout_ms < 0 waits forever.
+ * Returns 0 when idle, -1 on timeout. Without kj_engine_stop_dispatch() new
+ * batches may start right after it returns.
+ *
+ * @locality any thread but a worker
+ */
+int kj_engine_wait_idle(kj_engine *e, int64_t timeout_ms);
+
+/** Items inside running batch callbacks, engine-wide. Lock-free. @locality any thread */
+size_t kj_engine_in_flight_items(const kj_engine *e);
+
+/** The engine's clock (the injected one, if any). @locality any thread */
+int64_t kj_engine_now_ms(const kj_engine *e);
+
+/** Wakes every sleeping worker to re-read the clock (needed after an injected
+ * clock moves). @locality any thread */
+void kj_engine_kick(kj_engine *e);
+
+/**
+ * Stops the workers (each finishes its running batch), joins them, frees
+ * every remaining lane without touching its items, and frees @p e.
+ *
+ * @locality any thread but a worker
+ */
+void kj_engine_destroy(kj_engine *e);
+
+#endif
