@@ -1070,8 +1070,16 @@ static void suggest(const char *key, bool env, char *buf, size_t size) {
         if (d < best_d) best_d = d, best = row;
         if (!env && strcmp(row->name, bare) == 0) bare_hits++, bare_row = row;
     }
-    if (!best && bare_hits == 1) best = bare_row;
-    if (best) snprintf(buf, size, " (did you mean %s?)", env ? best->env : best->key);
+    /* A misspelt group ("bacth = { ... }") is compared with the group names. */
+    const char *best_group = NULL;
+    for (size_t i = 0; i < KJ_NSETTINGS && !env && !strchr(key, '.'); i++) {
+        const char *g = kj_settings[i].group;
+        size_t d = g ? edit_distance(key, g) : SIZE_MAX;
+        if (d < best_d) best_d = d, best_group = g, best = NULL;
+    }
+    if (!best && !best_group && bare_hits == 1) best = bare_row;
+    if (best_group) snprintf(buf, size, " (did you mean %s?)", best_group);
+    else if (best) snprintf(buf, size, " (did you mean %s?)", env ? best->env : best->key);
     else buf[0] = '\0';
 }
 
@@ -1221,9 +1229,23 @@ static int apply_env(kj_config *cfg, char *const *envp, char *errstr, size_t err
 /* ------------------------------------------------------------------------------------------ */
 /* File                                                                                        */
 
+/* The file a setting came from, for errors: the main file, or an @include'd file with the
+ * include directory prepended when libconfig only kept the relative name. */
+static const char *place_file(const config_t *lc, const char *f, const char *main_file,
+                              char *buf, size_t size) {
+    if (!f || strcmp(f, main_file) == 0) return main_file;
+    const char *dir = config_get_include_dir(lc);
+    if (f[0] == '/' || !dir) return f;
+    snprintf(buf, size, "%s%s%s", dir, dir[0] && dir[strlen(dir) - 1] == '/' ? "" : "/", f);
+    return buf;
+}
+
+static char kj_place_buf[PATH_MAX + 64];
+
+/* @locality main thread (uses a static buffer, like the rest of loading). */
 static const char *setting_file(const config_setting_t *s, const char *fallback) {
-    const char *f = config_setting_source_file(s);
-    return f ? f : fallback;
+    return place_file(s->config, config_setting_source_file(s), fallback, kj_place_buf,
+                      sizeof(kj_place_buf));
 }
 
 static int apply_setting(kj_config *cfg, const kj_setting *row, const config_setting_t *s,
@@ -1296,8 +1318,9 @@ static int apply_tree(kj_config *cfg, config_t *lc, const char *file, char *errs
 }
 
 static void syntax_error(config_t *lc, const char *file, char *errstr, size_t errstr_size) {
-    const char *ef = config_error_file(lc);
-    snprintf(errstr, errstr_size, "%s:%d: %s", ef ? ef : file, config_error_line(lc),
+    char buf[PATH_MAX + 64];
+    const char *ef = place_file(lc, config_error_file(lc), file, buf, sizeof(buf));
+    snprintf(errstr, errstr_size, "%s:%d: %s", ef, config_error_line(lc),
              config_error_text(lc) ? config_error_text(lc) : "syntax error");
 }
 
