@@ -264,6 +264,13 @@ user fixes the whole values file in one round (Bitnami's pattern).
 {{- end }}
 {{- end }}
 
+{{- range $c.kafka.properties }}
+{{- $prop := regexFind "^[^=]+" (toString .) }}
+{{- if has $prop (list "bootstrap.servers" "group.id" "client.id" "group.instance.id" "enable.auto.commit" "enable.auto.offset.store") }}
+{{- $msgs = append $msgs (printf "config.kafka.properties sets %s, which kjobs owns: use the matching config.kafka setting instead." $prop) }}
+{{- end }}
+{{- end }}
+
 {{- /* Handlers. */}}
 {{- if $v.plugin.enabled }}
 {{- if not $v.plugin.image.repository }}

@@ -1,0 +1,733 @@
+#!/usr/bin/python3
+"""check_chart.py — checks of the kjobs Helm chart (helm/kjobs) that need more than `helm lint`.
+
+Modes (each one ctest, see tests/helm/CMakeLists.txt):
+  render        `helm template` every value set in tests/helm/values/, parse the YAML and assert
+                the facts that matter: probes and ports follow config.http.listen, the
+                KJOBS_RDKAFKA_* env names are exactly the ones the config loader maps to librdkafka
+                properties, kjobs.cfg parses and equals the values (types included), the
+                checksum/config annotation is the hash of that file and moves with it, security
+                contexts, grace > drain, PDB/HPA/KEDA/hook Job/plugin/exec wiring. Every file in
+                tests/helm/invalid/ must be refused with each of its `# expect:` messages. Every
+                value has an @param line, a README row and a values.schema.json entry.
+  check-config  feed each rendered kjobs.cfg, with the env the Deployment sets, to
+                `kjobs run --check-config -c FILE`; must exit 0 (and 2 for a broken file).
+  openapi       validate every rendered manifest with validate_openapi.cjs (offline schemas).
+
+Needs /usr/bin/python3 with python3-yaml (Debian's), helm, and for openapi node + the npm models.
+"""
+import argparse
+import copy
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import yaml
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
+CHART = os.environ.get("KJOBS_CHART_DIR", os.path.join(ROOT, "helm", "kjobs"))
+VALUES_DIR = os.path.join(HERE, "values")
+INVALID_DIR = os.path.join(HERE, "invalid")
+RELEASE = "t"
+CONFIG_PATH = "/etc/kjobs/config/kjobs.cfg"
+
+# The librdkafka properties the chart sets through the environment, and the env names the config
+# loader (processor/config.c: KJOBS_RDKAFKA_<PROP>, `_` for `.`) turns into them.
+RDKAFKA_ENV = {
+    "KJOBS_RDKAFKA_SECURITY_PROTOCOL": "security.protocol",
+    "KJOBS_RDKAFKA_SASL_MECHANISM": "sasl.mechanism",
+    "KJOBS_RDKAFKA_SASL_USERNAME": "sasl.username",
+    "KJOBS_RDKAFKA_SASL_PASSWORD": "sasl.password",
+    "KJOBS_RDKAFKA_SSL_CA_LOCATION": "ssl.ca.location",
+}
+KEDA_SASL = {"PLAIN": "plaintext", "SCRAM-SHA-256": "scram_sha256", "SCRAM-SHA-512": "scram_sha512"}
+
+failures = []
+
+
+def check(cond, msg):
+    if not cond:
+        failures.append(msg)
+    return cond
+
+
+# ---------------------------------------------------------------------------------------------
+# helm
+
+
+def helm_template(helm, values_files=(), sets=(), chart=CHART):
+    cmd = [helm, "template", RELEASE, chart, "--namespace", "jobs"]
+    for f in values_files:
+        cmd += ["-f", f]
+    for s in sets:
+        cmd += ["--set", s]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    return p.returncode, p.stdout, p.stderr
+
+
+def render(helm, values_files=(), sets=()):
+    rc, out, err = helm_template(helm, values_files, sets)
+    if rc != 0:
+        raise SystemExit(f"helm template {values_files} {sets} failed:\n{err}")
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def deep_merge(base, over):
+    out = copy.deepcopy(base)
+    for k, v in (over or {}).items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def load_yaml(path):
+    with open(path) as f:
+        return yaml.safe_load(f) or {}
+
+
+def value_sets():
+    return sorted(f for f in os.listdir(VALUES_DIR) if f.endswith(".yaml"))
+
+
+# ---------------------------------------------------------------------------------------------
+# A small libconfig reader: enough of the grammar for what the chart writes (groups, scalars,
+# arrays of scalars, comments), strict about types, so "1" and "1.0" stay int and float.
+
+TOKEN = re.compile(r"""
+    (?P<ws>\s+|\#[^\n]*|//[^\n]*|/\*.*?\*/)
+  | (?P<str>"(?:[^"\\]|\\.)*")
+  | (?P<float>[-+]?(?:\d+\.\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?\d+[eE][-+]?\d+)
+  | (?P<int>[-+]?\d+)
+  | (?P<bool>(?i:true|false)\b)
+  | (?P<name>[A-Za-z*][-A-Za-z0-9_*]*)
+  | (?P<punct>[=:;,{}\[\]()])
+""", re.X | re.S)
+
+
+def libconfig_parse(text):
+    toks, pos = [], 0
+    while pos < len(text):
+        m = TOKEN.match(text, pos)
+        if not m:
+            raise ValueError(f"libconfig: bad character at offset {pos}: {text[pos:pos + 20]!r}")
+        pos = m.end()
+        kind = m.lastgroup
+        if kind != "ws":
+            toks.append((kind, m.group()))
+    i = 0
+
+    def expect(v):
+        nonlocal i
+        if i >= len(toks) or toks[i][1] != v:
+            raise ValueError(f"libconfig: expected {v!r} at token {i}: {toks[i:i + 3]}")
+        i += 1
+
+    def value():
+        nonlocal i
+        kind, v = toks[i]
+        i += 1
+        if kind == "str":
+            s = v
+            while i < len(toks) and toks[i][0] == "str":  # adjacent literals concatenate
+                s = s[:-1] + toks[i][1][1:]
+                i += 1
+            return json.loads(s.replace("\\f", "\\u000c"))
+        if kind == "int":
+            return int(v)
+        if kind == "float":
+            return float(v)
+        if kind == "bool":
+            return v.lower() == "true"
+        if v == "{":
+            return group("}")
+        if v in "[(":
+            close = "]" if v == "[" else ")"
+            items = []
+            while toks[i][1] != close:
+                items.append(value())
+                if toks[i][1] == ",":
+                    i += 1
+            i += 1
+            return items
+        raise ValueError(f"libconfig: unexpected {v!r}")
+
+    def group(close):
+        nonlocal i
+        out = {}
+        while i < len(toks) and toks[i][1] != close:
+            kind, name = toks[i]
+            if kind != "name":
+                raise ValueError(f"libconfig: expected a setting name, got {name!r}")
+            i += 1
+            if toks[i][1] not in "=:":
+                raise ValueError(f"libconfig: expected = after {name}")
+            i += 1
+            if name in out:
+                raise ValueError(f"libconfig: duplicate setting {name}")
+            out[name] = value()
+            if i < len(toks) and toks[i][1] in ";,":
+                i += 1
+        if close:
+            expect(close)
+        return out
+
+    return group(None)
+
+
+def expected_cfg(values):
+    """kjobs.cfg as the chart should write it, from the merged values."""
+    cfg = copy.deepcopy(values["config"])
+    if values["plugin"]["enabled"]:
+        cfg["handlers"]["plugin"] = values["plugin"]["mountPath"].rstrip("/") + "/" + \
+            os.path.basename(values["plugin"]["path"])
+    if values["execHandler"]["enabled"]:
+        cfg["handlers"]["exec"] = values["execHandler"]["command"]
+    cfg["dlq"]["breaker_ratio"] = float(cfg["dlq"]["breaker_ratio"])
+    return cfg
+
+
+def same_typed(a, b):
+    """Equality that also distinguishes int from float and bool from int."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same_typed(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same_typed(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+# ---------------------------------------------------------------------------------------------
+# render checks
+
+
+def by_kind(docs, kind):
+    return [d for d in docs if d.get("kind") == kind]
+
+
+def one(docs, kind, name=None, where=""):
+    found = [d for d in by_kind(docs, kind) if name is None or d["metadata"]["name"] == name]
+    check(len(found) == 1, f"{where}: expected one {kind} {name or ''}, found {len(found)}")
+    return found[0] if found else None
+
+
+def all_containers(pod_spec):
+    return list(pod_spec.get("initContainers") or []) + list(pod_spec["containers"])
+
+
+def check_security(where, pod_spec):
+    psc = pod_spec.get("securityContext") or {}
+    check(psc.get("runAsNonRoot") is True, f"{where}: pod securityContext.runAsNonRoot is not true")
+    check((psc.get("seccompProfile") or {}).get("type") == "RuntimeDefault",
+          f"{where}: pod seccompProfile is not RuntimeDefault")
+    check(isinstance(psc.get("runAsUser"), int) and psc["runAsUser"] > 0,
+          f"{where}: pod runAsUser must be a non-zero UID (runAsNonRoot needs a numeric user)")
+    for c in all_containers(pod_spec):
+        sc = c.get("securityContext") or {}
+        cw = f"{where}: container {c['name']}"
+        check(sc.get("readOnlyRootFilesystem") is True, f"{cw}: readOnlyRootFilesystem is not true")
+        check(sc.get("allowPrivilegeEscalation") is False, f"{cw}: allowPrivilegeEscalation is not false")
+        check(sc.get("runAsNonRoot") is True, f"{cw}: runAsNonRoot is not true")
+        check((sc.get("capabilities") or {}).get("drop") == ["ALL"], f"{cw}: capabilities.drop is not [ALL]")
+        check(sc.get("capabilities", {}).get("add") in (None, []), f"{cw}: adds capabilities")
+        check((sc.get("seccompProfile") or {}).get("type") == "RuntimeDefault", f"{cw}: seccomp is not RuntimeDefault")
+
+
+def rdkafka_env(container):
+    return {e["name"]: e for e in container.get("env") or [] if e["name"].startswith("KJOBS_RDKAFKA_")}
+
+
+def check_env(where, container, pod_spec, values):
+    auth = values["kafkaAuth"]
+    env = rdkafka_env(container)
+    want = set()
+    if auth["securityProtocol"]:
+        want.add("KJOBS_RDKAFKA_SECURITY_PROTOCOL")
+    if auth["saslMechanism"]:
+        want.add("KJOBS_RDKAFKA_SASL_MECHANISM")
+    if auth["existingSecret"]:
+        want |= {"KJOBS_RDKAFKA_SASL_USERNAME", "KJOBS_RDKAFKA_SASL_PASSWORD"}
+    if auth["ca"]["existingSecret"]:
+        want.add("KJOBS_RDKAFKA_SSL_CA_LOCATION")
+    check(set(env) == want, f"{where}: KJOBS_RDKAFKA_* env {sorted(env)} != expected {sorted(want)}")
+    for name in env:
+        # The loader's mapping: strip the prefix, `_` → `.`, lower case. It must land on a real
+        # librdkafka property (the ones in RDKAFKA_ENV), or kjobs would reject it at start-up.
+        prop = name[len("KJOBS_RDKAFKA_"):].lower().replace("_", ".")
+        check(RDKAFKA_ENV.get(name) == prop, f"{where}: env {name} maps to {prop!r}, not a property the chart means")
+    if "KJOBS_RDKAFKA_SECURITY_PROTOCOL" in env:
+        check(env["KJOBS_RDKAFKA_SECURITY_PROTOCOL"].get("value") == auth["securityProtocol"],
+              f"{where}: security.protocol env value differs from kafkaAuth.securityProtocol")
+    if "KJOBS_RDKAFKA_SASL_MECHANISM" in env:
+        check(env["KJOBS_RDKAFKA_SASL_MECHANISM"].get("value") == auth["saslMechanism"],
+              f"{where}: sasl.mechanism env value differs from kafkaAuth.saslMechanism")
+    for name, key in (("KJOBS_RDKAFKA_SASL_USERNAME", auth["usernameKey"]),
+                      ("KJOBS_RDKAFKA_SASL_PASSWORD", auth["passwordKey"])):
+        if name in env:
+            ref = (env[name].get("valueFrom") or {}).get("secretKeyRef") or {}
+            check("value" not in env[name], f"{where}: {name} has a literal value (secrets must come from a Secret)")
+            check(ref.get("name") == auth["existingSecret"] and ref.get("key") == key,
+                  f"{where}: {name} secretKeyRef {ref} != {auth['existingSecret']}/{key}")
+    if "KJOBS_RDKAFKA_SSL_CA_LOCATION" in env:
+        path = env["KJOBS_RDKAFKA_SSL_CA_LOCATION"].get("value", "")
+        mounts = {m["name"]: m for m in container.get("volumeMounts") or []}
+        vols = {v["name"]: v for v in pod_spec.get("volumes") or []}
+        ok = False
+        for m in mounts.values():
+            vol = vols.get(m["name"], {})
+            sec = vol.get("secret")
+            if not sec:
+                continue
+            for item in sec.get("items") or []:
+                if os.path.join(m["mountPath"], item["path"]) == path:
+                    ok = (sec["secretName"] == auth["ca"]["existingSecret"] and item["key"] == auth["ca"]["key"])
+        check(ok, f"{where}: KJOBS_RDKAFKA_SSL_CA_LOCATION={path} is not the mounted key "
+                  f"{auth['ca']['key']} of Secret {auth['ca']['existingSecret']}")
+    # No secret may reach the environment as a literal.
+    for e in container.get("env") or []:
+        if re.search(r"PASSWORD|SECRET|TOKEN", e["name"]) and "value" in e:
+            check(False, f"{where}: env {e['name']} carries a literal value")
+
+
+def check_labels(where, obj):
+    labels = obj["metadata"].get("labels") or {}
+    for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version",
+              "app.kubernetes.io/managed-by", "helm.sh/chart"):
+        check(k in labels, f"{where}: {obj['kind']} {obj['metadata']['name']} lacks label {k}")
+
+
+def selects(selector, labels):
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def check_set(helm, name, values_file, chart_values):
+    where = name
+    values = deep_merge(chart_values, load_yaml(values_file))
+    docs = render(helm, [values_file])
+    for d in docs:
+        check_labels(where, d)
+
+    cm = one(docs, "ConfigMap", f"{RELEASE}-kjobs", where)
+    dep = one(docs, "Deployment", f"{RELEASE}-kjobs", where)
+    if not (cm and dep):
+        return docs
+    cfg_text = cm["data"]["kjobs.cfg"]
+
+    # kjobs.cfg: parses, and says exactly what the values say (types included).
+    try:
+        cfg = libconfig_parse(cfg_text)
+    except ValueError as e:
+        check(False, f"{where}: rendered kjobs.cfg does not parse: {e}")
+        cfg = None
+    if cfg is not None:
+        want = expected_cfg(values)
+        check(same_typed(cfg, want), f"{where}: kjobs.cfg differs from values:\n  got  {cfg}\n  want {want}")
+
+    pod = dep["spec"]["template"]
+    spec = pod["spec"]
+    c = next((x for x in spec["containers"] if x["name"] == "kjobs"), None)
+    if not check(c is not None, f"{where}: no kjobs container"):
+        return docs
+    check(c["args"] == ["run", "-c", CONFIG_PATH], f"{where}: kjobs args {c['args']}")
+    mount = next((m for m in c["volumeMounts"] if m["mountPath"] == os.path.dirname(CONFIG_PATH)), None)
+    cvol = next((v for v in spec["volumes"] if mount and v["name"] == mount["name"]), {})
+    check((cvol.get("configMap") or {}).get("name") == cm["metadata"]["name"],
+          f"{where}: {os.path.dirname(CONFIG_PATH)} is not the ConfigMap {cm['metadata']['name']}")
+
+    # checksum/config is the hash of exactly the mounted file.
+    ann = (pod["metadata"].get("annotations") or {}).get("checksum/config")
+    body = cfg_text[:-1] if cfg_text.endswith("\n") else cfg_text
+    check(ann == hashlib.sha256(body.encode()).hexdigest(),
+          f"{where}: checksum/config {ann} is not sha256 of the rendered kjobs.cfg")
+
+    # Port and probes follow http.listen.
+    port = int(values["config"]["http"]["listen"].rsplit(":", 1)[1])
+    ports = {p["name"]: p["containerPort"] for p in c.get("ports") or []}
+    check(ports.get("http") == port, f"{where}: containerPort http={ports.get('http')} but http.listen port is {port}")
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        pr = c.get(probe)
+        if not check(pr is not None, f"{where}: no {probe}"):
+            continue
+        get = pr.get("httpGet") or {}
+        check(get.get("path") == path, f"{where}: {probe} path {get.get('path')} != {path}")
+        p = get.get("port")
+        check((ports.get(p) if isinstance(p, str) else p) == port,
+              f"{where}: {probe} port {p} does not resolve to {port}")
+
+    # Service reaches the same port and selects these pods (and not the hook Job's).
+    pod_labels = pod["metadata"]["labels"]
+    check(selects(dep["spec"]["selector"]["matchLabels"], pod_labels), f"{where}: Deployment selector misses its pods")
+    if values["service"]["enabled"]:
+        svc = one(docs, "Service", f"{RELEASE}-kjobs", where)
+        if svc:
+            check(selects(svc["spec"]["selector"], pod_labels), f"{where}: Service selector misses the pods")
+            tp = svc["spec"]["ports"][0]["targetPort"]
+            check((ports.get(tp) if isinstance(tp, str) else tp) == port, f"{where}: Service targetPort != {port}")
+
+    check_security(where, spec)
+    check(spec.get("automountServiceAccountToken") is False, f"{where}: service account token is mounted")
+    check(spec.get("enableServiceLinks") is False, f"{where}: enableServiceLinks is not false "
+          "(service env like KJOBS_PORT could collide with KJOBS_* settings)")
+
+    # Drain: the kubelet's grace outlasts shutdown.grace_ms.
+    grace = spec.get("terminationGracePeriodSeconds")
+    check(isinstance(grace, int) and grace * 1000 > values["config"]["shutdown"]["grace_ms"],
+          f"{where}: terminationGracePeriodSeconds {grace} s does not exceed shutdown.grace_ms "
+          f"{values['config']['shutdown']['grace_ms']} ms")
+
+    check_env(where, c, spec, values)
+
+    # Resources and spread.
+    check(bool((c.get("resources") or {}).get("requests")), f"{where}: no resource requests")
+    tsc = spec.get("topologySpreadConstraints") or []
+    check(len(tsc) >= 1 and all(selects(t["labelSelector"]["matchLabels"], pod_labels) for t in tsc),
+          f"{where}: topologySpreadConstraints missing or not selecting the pods")
+
+    # PDB.
+    pdbs = by_kind(docs, "PodDisruptionBudget")
+    if values["pdb"]["enabled"]:
+        if check(len(pdbs) == 1, f"{where}: PDB enabled but {len(pdbs)} rendered"):
+            check(selects(pdbs[0]["spec"]["selector"]["matchLabels"], pod_labels), f"{where}: PDB misses the pods")
+    else:
+        check(not pdbs, f"{where}: PDB rendered though disabled")
+
+    partitions = values["config"]["topics"]["partitions"]
+    hpa_on, keda_on = values["autoscaling"]["hpa"]["enabled"], values["autoscaling"]["keda"]["enabled"]
+    check(("replicas" in dep["spec"]) == (not (hpa_on or keda_on)),
+          f"{where}: Deployment.spec.replicas must be set exactly when no autoscaler owns it")
+    if "replicas" in dep["spec"]:
+        check(dep["spec"]["replicas"] <= partitions or values["allowIdleReplicas"],
+              f"{where}: replicas {dep['spec']['replicas']} > partitions {partitions}")
+
+    # HPA.
+    hpas = by_kind(docs, "HorizontalPodAutoscaler")
+    if hpa_on:
+        if check(len(hpas) == 1, f"{where}: HPA enabled but {len(hpas)} rendered"):
+            h = hpas[0]["spec"]
+            check(h["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": dep["metadata"]["name"]},
+                  f"{where}: HPA scaleTargetRef {h['scaleTargetRef']}")
+            check(h["maxReplicas"] <= partitions, f"{where}: HPA maxReplicas {h['maxReplicas']} > partitions {partitions}")
+            check(len(h["metrics"]) >= 1, f"{where}: HPA has no metrics")
+    else:
+        check(not hpas, f"{where}: HPA rendered though disabled")
+
+    # KEDA.
+    sos = by_kind(docs, "ScaledObject")
+    tas = by_kind(docs, "TriggerAuthentication")
+    if keda_on:
+        if check(len(sos) == 1, f"{where}: KEDA enabled but {len(sos)} ScaledObjects"):
+            so = sos[0]["spec"]
+            k = values["autoscaling"]["keda"]
+            check(so["scaleTargetRef"]["name"] == dep["metadata"]["name"], f"{where}: ScaledObject targets {so['scaleTargetRef']}")
+            check(so["maxReplicaCount"] == k["maxReplicaCount"] <= partitions,
+                  f"{where}: maxReplicaCount {so['maxReplicaCount']} (partitions {partitions})")
+            check(so["minReplicaCount"] == k["minReplicaCount"], f"{where}: minReplicaCount")
+            trig = so["triggers"]
+            check(len(trig) == 1 and trig[0]["type"] == "kafka", f"{where}: triggers {trig}")
+            md = trig[0]["metadata"]
+            check(all(isinstance(v, str) for v in md.values()), f"{where}: KEDA metadata values must all be strings: {md}")
+            for key, want in (("bootstrapServers", cfg and cfg["kafka"]["bootstrap"]),
+                              ("consumerGroup", cfg and cfg["kafka"]["group"]),
+                              ("topic", cfg and cfg["topics"]["main"]),
+                              ("lagThreshold", str(k["lagThreshold"])),
+                              ("activationLagThreshold", str(k["activationLagThreshold"])),
+                              ("offsetResetPolicy", k["offsetResetPolicy"]),
+                              ("allowIdleConsumers", "true" if values["allowIdleReplicas"] else "false")):
+                check(md.get(key) == want, f"{where}: KEDA trigger {key}={md.get(key)!r}, want {want!r}")
+            auth = values["kafkaAuth"]
+            check(md.get("sasl") == KEDA_SASL.get(auth["saslMechanism"]),
+                  f"{where}: KEDA sasl={md.get('sasl')!r} for mechanism {auth['saslMechanism']!r}")
+            check(md.get("tls") == ("enable" if auth["securityProtocol"] in ("SSL", "SASL_SSL") else None),
+                  f"{where}: KEDA tls={md.get('tls')!r} for protocol {auth['securityProtocol']!r}")
+            need_auth = bool(auth["existingSecret"] or auth["ca"]["existingSecret"])
+            ref = trig[0].get("authenticationRef")
+            check(bool(ref) == need_auth and len(tas) == int(need_auth), f"{where}: TriggerAuthentication wiring")
+            if ref and tas:
+                check(ref["name"] == tas[0]["metadata"]["name"], f"{where}: authenticationRef names a missing object")
+                params = {p["parameter"]: (p["name"], p["key"]) for p in tas[0]["spec"]["secretTargetRef"]}
+                want = {}
+                if auth["existingSecret"]:
+                    want["username"] = (auth["existingSecret"], auth["usernameKey"])
+                    want["password"] = (auth["existingSecret"], auth["passwordKey"])
+                if auth["ca"]["existingSecret"]:
+                    want["ca"] = (auth["ca"]["existingSecret"], auth["ca"]["key"])
+                check(params == want, f"{where}: TriggerAuthentication params {params} != {want}")
+    else:
+        check(not sos and not tas, f"{where}: KEDA objects rendered though disabled")
+
+    # ServiceMonitor.
+    sms = by_kind(docs, "ServiceMonitor")
+    if values["serviceMonitor"]["enabled"]:
+        if check(len(sms) == 1, f"{where}: ServiceMonitor enabled but {len(sms)} rendered"):
+            ep = sms[0]["spec"]["endpoints"][0]
+            svc = one(docs, "Service", None, where)
+            check(ep["path"] == "/metrics" and ep["port"] == "http", f"{where}: ServiceMonitor endpoint {ep}")
+            check(svc is not None and selects(sms[0]["spec"]["selector"]["matchLabels"], svc["metadata"]["labels"]),
+                  f"{where}: ServiceMonitor does not select the Service")
+    else:
+        check(not sms, f"{where}: ServiceMonitor rendered though disabled")
+
+    # Topics hook Job.
+    jobs = by_kind(docs, "Job")
+    if values["topicsJob"]["enabled"]:
+        if check(len(jobs) == 1, f"{where}: topicsJob enabled but {len(jobs)} Jobs"):
+            job = jobs[0]
+            hooks = set((job["metadata"].get("annotations") or {}).get("helm.sh/hook", "").split(","))
+            check({"pre-install", "pre-upgrade"} <= hooks, f"{where}: topics Job hooks {hooks}")
+            jspec = job["spec"]["template"]["spec"]
+            jc = jspec["containers"][0]
+            check(jc["args"] == ["topics", "--create", "-c", CONFIG_PATH], f"{where}: topics Job args {jc['args']}")
+            check(jc["image"] == c["image"], f"{where}: topics Job image differs from the worker's")
+            jvol = next((v for v in jspec["volumes"] if v["name"] == "config"), {})
+            hook_cm = one(docs, "ConfigMap", (jvol.get("configMap") or {}).get("name"), where)
+            if hook_cm:
+                ann = hook_cm["metadata"].get("annotations") or {}
+                check(set(ann.get("helm.sh/hook", "").split(",")) == hooks,
+                      f"{where}: the Job's ConfigMap is not a hook of the same events (it would not exist yet)")
+                check(int(ann.get("helm.sh/hook-weight", "0")) < int(job["metadata"]["annotations"].get("helm.sh/hook-weight", "0")),
+                      f"{where}: the Job's ConfigMap is not created before the Job")
+                check(hook_cm["data"]["kjobs.cfg"] == cfg_text, f"{where}: hook ConfigMap differs from the worker's kjobs.cfg")
+            check(rdkafka_env(jc) == rdkafka_env(c), f"{where}: topics Job Kafka env differs from the worker's")
+            check_security(f"{where} (topics Job)", jspec)
+            check(not (jspec.get("serviceAccountName") and values["serviceAccount"]["create"]),
+                  f"{where}: topics Job uses the chart-created ServiceAccount, which does not exist at pre-install")
+    else:
+        check(not jobs, f"{where}: topics Job rendered though disabled")
+
+    # Handler wiring: plugin and exec trees copied by initContainers into emptyDirs.
+    inits = {x["name"]: x for x in spec.get("initContainers") or []}
+    vols = {v["name"]: v for v in spec["volumes"]}
+    cmounts = {m["name"]: m for m in c["volumeMounts"]}
+    if values["plugin"]["enabled"]:
+        ic = inits.get("copy-plugin")
+        if check(ic is not None, f"{where}: no copy-plugin initContainer"):
+            check(ic["image"].startswith(values["plugin"]["image"]["repository"] + ":"), f"{where}: plugin image {ic['image']}")
+            target = cfg and cfg["handlers"]["plugin"]
+            check(ic["command"] == ["cp", values["plugin"]["path"], target], f"{where}: copy-plugin command {ic['command']}")
+            vm = ic["volumeMounts"][0]
+            check("emptyDir" in vols.get(vm["name"], {}), f"{where}: plugin volume is not an emptyDir")
+            km = cmounts.get(vm["name"])
+            check(km is not None and target and target.startswith(km["mountPath"].rstrip("/") + "/"),
+                  f"{where}: handlers.plugin {target} is not inside the volume mounted in the kjobs container")
+    else:
+        check("copy-plugin" not in inits, f"{where}: copy-plugin rendered though disabled")
+    if values["execHandler"]["enabled"]:
+        ic = inits.get("copy-exec-handler")
+        if check(ic is not None, f"{where}: no copy-exec-handler initContainer"):
+            vm = ic["volumeMounts"][0]
+            km = cmounts.get(vm["name"])
+            check("emptyDir" in vols.get(vm["name"], {}), f"{where}: exec volume is not an emptyDir")
+            check(km is not None and km["mountPath"] == vm["mountPath"], f"{where}: exec tree not mounted at the same path in kjobs")
+            exe = cfg and cfg["handlers"]["exec"][0]
+            check(km is not None and exe and exe.startswith(km["mountPath"].rstrip("/") + "/"),
+                  f"{where}: handlers.exec[0] {exe} is not inside the copied tree")
+            check(ic["command"][:2] == ["cp", "-R"], f"{where}: copy-exec-handler command {ic['command']}")
+    else:
+        check("copy-exec-handler" not in inits, f"{where}: copy-exec-handler rendered though disabled")
+    return docs
+
+
+def check_checksum_moves(helm):
+    def ann(sets):
+        docs = render(helm, [], sets)
+        dep = one(docs, "Deployment", f"{RELEASE}-kjobs", "checksum")
+        return dep["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+    base = ann([])
+    check(ann(["config.workers=3"]) != base, "checksum/config did not change when config.workers changed")
+    check(ann(["config.retry.delays={5s,1m}"]) != base, "checksum/config did not change when retry.delays changed")
+    check(ann(["replicaCount=2"]) == base, "checksum/config changed although the config did not")
+
+
+def check_invalid(helm):
+    files = sorted(f for f in os.listdir(INVALID_DIR) if f.endswith(".yaml"))
+    check(files, "no invalid value sets found")
+    for f in files:
+        path = os.path.join(INVALID_DIR, f)
+        expects = re.findall(r"^# expect: (.+)$", open(path).read(), re.M)
+        check(expects, f"invalid/{f}: has no '# expect:' lines")
+        rc, _, err = helm_template(helm, [path])
+        if check(rc != 0, f"invalid/{f}: helm template accepted it"):
+            for e in expects:
+                check(e.strip() in err, f"invalid/{f}: error output lacks {e.strip()!r}:\n{err}")
+        # validateValues reports every problem in one fail: all messages in a single run.
+
+
+def check_notes(helm):
+    """NOTES.txt is not rendered by `helm template`; render it through a throwaway copy."""
+    with tempfile.TemporaryDirectory() as tmp:
+        chart = os.path.join(tmp, "kjobs")
+        shutil.copytree(CHART, chart)
+        notes = open(os.path.join(chart, "templates", "NOTES.txt")).read()
+        with open(os.path.join(chart, "templates", "_notes_test.tpl"), "w") as f:
+            f.write('{{- define "kjobs.notesTest" -}}\n' + notes + '\n{{- end }}\n')
+        with open(os.path.join(chart, "templates", "notes-test.yaml"), "w") as f:
+            f.write('apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n'
+                    '  notes: {{ include "kjobs.notesTest" . | toJson }}\n')
+        for sets, needles in (([], ["sit idle", "kubectl", "kjobs lag"]),
+                              (["allowIdleReplicas=true", "replicaCount=10"], ["WARNING: allowIdleReplicas"]),
+                              (["autoscaling.keda.enabled=true"], ["KEDA scales"])):
+            rc, out, err = helm_template(helm, [], sets, chart=chart)
+            if not check(rc == 0, f"NOTES render {sets} failed: {err}"):
+                continue
+            doc = next(d for d in yaml.safe_load_all(out) if d and d["metadata"]["name"] == "notes")
+            for n in needles:
+                check(n in doc["data"]["notes"], f"NOTES.txt with {sets} lacks {n!r}")
+
+
+def leaf_paths(tree, prefix=""):
+    """Documented units of values.yaml: scalars, lists and empty maps."""
+    out = []
+    for k, v in tree.items():
+        p = f"{prefix}{k}"
+        if isinstance(v, dict) and v and p not in ("updateStrategy",):
+            out += leaf_paths(v, p + ".")
+        else:
+            out.append(p)
+    return out
+
+
+def schema_has(schema, path):
+    node = schema
+    for part in path.split("."):
+        props = node.get("properties") or {}
+        if part not in props:
+            return False
+        node = props[part]
+    return True
+
+
+def check_docs(chart_values):
+    values_text = open(os.path.join(CHART, "values.yaml")).read()
+    readme = open(os.path.join(CHART, "README.md")).read()
+    schema = json.load(open(os.path.join(CHART, "values.schema.json")))
+    params = re.findall(r"^\s*## @param (\S+) ", values_text, re.M)
+    leaves = leaf_paths(chart_values)
+    check(sorted(set(params)) == sorted(leaves),
+          f"values.yaml @param lines and values differ: missing {sorted(set(leaves) - set(params))}, "
+          f"extra {sorted(set(params) - set(leaves))}")
+    for p in leaves:
+        check(f"`{p}`" in readme, f"README.md does not document `{p}`")
+        check(schema_has(schema, p), f"values.schema.json lacks {p}")
+
+    def strict(node, where):
+        if node.get("type") == "object" and "properties" in node:
+            check(node.get("additionalProperties") is False, f"values.schema.json: {where} allows unknown keys")
+            for k, v in node["properties"].items():
+                strict(v, f"{where}.{k}")
+    strict(schema, "(root)")
+
+
+def cmd_render(args):
+    chart_values = load_yaml(os.path.join(CHART, "values.yaml"))
+    rc = subprocess.run([args.helm, "lint", "--strict", CHART], capture_output=True, text=True)
+    check(rc.returncode == 0, f"helm lint --strict (defaults) failed:\n{rc.stdout}{rc.stderr}")
+    sets = value_sets()
+    for want in ("defaults", "sasl-tls", "keda", "hpa", "plugin", "exec", "topics-job"):
+        check(f"{want}.yaml" in sets, f"value set {want}.yaml is missing")
+    for f in sets:
+        path = os.path.join(VALUES_DIR, f)
+        rc = subprocess.run([args.helm, "lint", "--strict", CHART, "-f", path], capture_output=True, text=True)
+        check(rc.returncode == 0, f"helm lint --strict -f {f} failed:\n{rc.stdout}{rc.stderr}")
+        check_set(args.helm, f[:-5], path, chart_values)
+        print(f"rendered and checked: {f}")
+    check_checksum_moves(args.helm)
+    check_invalid(args.helm)
+    check_notes(args.helm)
+    check_docs(chart_values)
+
+
+# ---------------------------------------------------------------------------------------------
+# kjobs run --check-config on the rendered files
+
+
+def cmd_check_config(args):
+    kjobs = args.kjobs
+    if not (os.path.isfile(kjobs) and os.access(kjobs, os.X_OK)):
+        raise SystemExit(f"check-config: kjobs binary {kjobs} not found or not executable (build it first)")
+    ca_bundle = "/etc/ssl/certs/ca-certificates.crt"
+    with tempfile.TemporaryDirectory() as tmp:
+        base_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": tmp}
+
+        def run(cfg_text, env, label):
+            path = os.path.join(tmp, f"{label}.cfg")
+            with open(path, "w") as f:
+                f.write(cfg_text)
+            p = subprocess.run([kjobs, "run", "--check-config", "-c", path], env={**base_env, **env},
+                               capture_output=True, text=True, timeout=30, cwd=tmp)
+            return p.returncode, p.stdout + p.stderr
+
+        for f in value_sets():
+            docs = render(args.helm, [os.path.join(VALUES_DIR, f)])
+            cm = one(docs, "ConfigMap", f"{RELEASE}-kjobs", f)
+            dep = one(docs, "Deployment", f"{RELEASE}-kjobs", f)
+            c = dep["spec"]["template"]["spec"]["containers"][0]
+            env = {}
+            for e in c.get("env") or []:
+                if "value" in e:
+                    env[e["name"]] = e["value"]
+                elif "secretKeyRef" in (e.get("valueFrom") or {}):
+                    env[e["name"]] = "from-secret-" + e["valueFrom"]["secretKeyRef"]["key"]
+            if "KJOBS_RDKAFKA_SSL_CA_LOCATION" in env:
+                # The mounted Secret does not exist here; point at a real PEM bundle instead.
+                env["KJOBS_RDKAFKA_SSL_CA_LOCATION"] = ca_bundle
+            rc, out = run(cm["data"]["kjobs.cfg"], env, f[:-5])
+            check(rc == 0, f"check-config {f}: kjobs run --check-config exited {rc}:\n{out}")
+            print(f"kjobs run --check-config {f}: exit {rc}")
+
+        # The check must be able to fail: a broken file and a bad env value must exit 2.
+        docs = render(args.helm, [])
+        good = one(docs, "ConfigMap", f"{RELEASE}-kjobs", "defaults")["data"]["kjobs.cfg"]
+        rc, out = run(good.replace("workers = 2;", 'workers = "two";'), {}, "broken")
+        check(rc == 2, f"check-config: a config with workers = \"two\" exited {rc}, want 2:\n{out}")
+        rc, out = run(good, {"KJOBS_RDKAFKA_SECURITY_PROTOCOL": "CARRIER_PIGEON"}, "badenv")
+        check(rc == 2, f"check-config: security.protocol=CARRIER_PIGEON exited {rc}, want 2:\n{out}")
+
+
+# ---------------------------------------------------------------------------------------------
+# OpenAPI validation through the npm models
+
+
+def cmd_openapi(args):
+    node = shutil.which("node")
+    if not node:
+        raise SystemExit("openapi: node not found")
+    payload = {}
+    for f in value_sets():
+        payload[f[:-5]] = render(args.helm, [os.path.join(VALUES_DIR, f)])
+    payload["servicemonitor"] = [d for d in render(args.helm, [], ["serviceMonitor.enabled=true"])
+                                 if d["kind"] == "ServiceMonitor"]
+    p = subprocess.run([node, os.path.join(HERE, "validate_openapi.cjs"), args.node_modules],
+                       input=json.dumps(payload), capture_output=True, text=True)
+    sys.stdout.write(p.stdout)
+    sys.stderr.write(p.stderr)
+    check(p.returncode == 0, "openapi: some manifests do not validate")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("mode", choices=["render", "check-config", "openapi"])
+    ap.add_argument("--helm", required=True)
+    ap.add_argument("--kjobs", help="kjobs binary (check-config)")
+    ap.add_argument("--node-modules", default=os.path.join(ROOT, ".deps", "node", "node_modules"))
+    args = ap.parse_args()
+    if not os.access(args.helm, os.X_OK):
+        raise SystemExit(f"helm not found at {args.helm} (run scripts/install-deps.sh)")
+    {"render": cmd_render, "check-config": cmd_check_config, "openapi": cmd_openapi}[args.mode](args)
+    if failures:
+        print(f"\n{len(failures)} check(s) failed:", file=sys.stderr)
+        for f in failures:
+            print(f"  - {f}", file=sys.stderr)
+        sys.exit(1)
+    print(f"helm {args.mode}: all checks passed")
+
+
+if __name__ == "__main__":
+    main()
