@@ -11,11 +11,6 @@ static int not_yet(const char *name) {
     return 1;
 }
 
-int kj_cmd_run(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    return not_yet("run");
-}
 int kj_cmd_dlq(int argc, char **argv) {
     (void)argc;
     (void)argv;

@@ -70,9 +70,14 @@ rd_kafka_t *kj_kafka_producer_new(rd_kafka_conf_t *conf, char *errstr, size_t er
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
-    rd_kafka_topic_conf_t *tconf = rd_kafka_topic_conf_new();
+    /* "acks" is a topic-level property: setting it made librdkafka create the default topic
+     * conf, so attach the partitioner to that one instead of replacing it */
+    rd_kafka_topic_conf_t *tconf = rd_kafka_conf_get_default_topic_conf(conf);
+    if (!tconf) {
+        tconf = rd_kafka_topic_conf_new();
+        rd_kafka_conf_set_default_topic_conf(conf, tconf);
+    }
     rd_kafka_topic_conf_set_partitioner_cb(tconf, kjobs_partitioner);
-    rd_kafka_conf_set_default_topic_conf(conf, tconf);
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, errstr_size);
     if (!rk) rd_kafka_conf_destroy(conf);
     return rk;

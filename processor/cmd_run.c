@@ -1,0 +1,132 @@
+/*
+ * cmd_run.c — `kjobs run`: the worker. Loads config, registers handlers (built-ins, then the
+ * plugin), optionally starts an in-process embedded broker (--embedded, or
+ * kafka.bootstrap = "embedded"), starts the HTTP listener, and runs the worker until
+ * SIGINT/SIGTERM. --check-config validates file + environment and exits 0 or 2.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "processor/cli.h"
+#include "processor/commands.h"
+#include "processor/embedded_broker.h"
+#include "processor/handlers.h"
+#include "processor/http.h"
+#include "processor/log.h"
+#include "processor/metrics.h"
+#include "processor/worker.h"
+
+static const char run_usage[] =
+    "usage: kjobs run [-c FILE] [-b BROKERS] [-G GROUP] [-X prop=val] [--embedded]\n"
+    "                 [--partitions N] [--check-config]\n"
+    "\n"
+    "Runs the worker: consumes the main topic and its retry ladder in a consumer group, runs\n"
+    "handlers per partition batch, routes failures to the ladder or the dead-letter topic, and\n"
+    "commits offsets only past finished or handed-on jobs. Stops cleanly on SIGINT/SIGTERM.\n"
+    "\n"
+    "  --embedded       start an in-process embedded broker (also when kafka.bootstrap is\n"
+    "                   \"embedded\"); its address is printed as the first stdout line\n"
+    "  --partitions N   partitions per topic of the embedded broker (default topics.partitions)\n"
+    "  --check-config   validate the configuration (file + environment), print it, exit 0 or 2\n"
+    "  -c FILE          configuration file (default ./kjobs.cfg if present)\n"
+    "  -b, -G, -X       override kafka.bootstrap, kafka.group, add librdkafka properties\n";
+
+enum { OPT_EMBEDDED = KJ_OPT_COMMON_LAST + 1, OPT_CHECK_CONFIG, OPT_PARTITIONS };
+
+static kj_heartbeat run_heartbeat;
+
+int kj_cmd_run(int argc, char **argv) {
+    kj_cli cli;
+    kj_cli_init(&cli, "kjobs run", run_usage);
+    static const struct option longopts[] = {
+        KJ_CLI_COMMON_LONGOPTS,
+        {"embedded", no_argument, NULL, OPT_EMBEDDED},
+        {"check-config", no_argument, NULL, OPT_CHECK_CONFIG},
+        {"partitions", required_argument, NULL, OPT_PARTITIONS},
+        {NULL, 0, NULL, 0}};
+    int embedded = 0, check_config = 0, opt, rc;
+    long long partitions = 0;
+    while ((opt = getopt_long(argc, argv, KJ_CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
+        if ((rc = kj_cli_common_option(&cli, opt, optarg)) < 0) return KJ_EXIT_USAGE;
+        if (rc) continue;
+        if (opt == OPT_EMBEDDED) embedded = 1;
+        else if (opt == OPT_CHECK_CONFIG) check_config = 1;
+        else if (opt == OPT_PARTITIONS && kj_cli_parse_int(optarg, 1, 10000, &partitions))
+            return kj_cli_usage_error(&cli, "--partitions: expected 1..10000");
+    }
+    if (cli.help) {
+        fputs(run_usage, stdout);
+        return KJ_EXIT_OK;
+    }
+    if (optind < argc) return kj_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
+    if ((rc = kj_cli_load_config(&cli)) != KJ_EXIT_OK) return rc;
+    kj_config *cfg = &cli.cfg;
+    char err[1024];
+
+    if (check_config) {
+        printf("configuration ok: %s\n", cfg->source_path ? cfg->source_path : "(defaults)");
+        kj_cli_free(&cli);
+        return KJ_EXIT_OK;
+    }
+
+    kj_handler_registry *handlers = kj_handlers_new();
+    if (kj_builtins_register(handlers, err, sizeof(err)) != 0 ||
+        (cfg->handlers_plugin[0] &&
+         kj_handlers_load_plugin(handlers, cfg->handlers_plugin, err, sizeof(err)) != 0)) {
+        fprintf(stderr, "kjobs run: %s\n", err);
+        kj_handlers_free(handlers);
+        kj_cli_free(&cli);
+        return KJ_EXIT_USAGE;
+    }
+
+    kj_cli_install_signals();
+    int exit_code = KJ_EXIT_RUNTIME;
+    kj_embedded_broker *broker = NULL;
+    kj_http *http = NULL;
+    kj_worker *worker = NULL;
+    if (embedded || strcmp(cfg->bootstrap, "embedded") == 0) {
+        broker = kj_embedded_broker_start(cfg, 1, (int)partitions, err, sizeof(err));
+        if (!broker) {
+            kj_log(KJ_LOG_ERROR, "embedded broker failed to start", "{s:s}", "error", err);
+            goto out;
+        }
+        const char *bootstrap = kj_embedded_broker_bootstrap(broker);
+        kj_config_set(cfg, "kafka.bootstrap", bootstrap, err, sizeof(err));
+        /* the mock holds an empty Fetch for the full fetch.wait.max.ms: keep it small;
+         * added first so a user's own -X/properties value still wins */
+        char **props = calloc(cfg->rdkafka_prop_count + 1, sizeof(char *));
+        props[0] = strdup("fetch.wait.max.ms=5");
+        memcpy(props + 1, cfg->rdkafka_props, cfg->rdkafka_prop_count * sizeof(char *));
+        free(cfg->rdkafka_props);
+        cfg->rdkafka_props = props;
+        cfg->rdkafka_prop_count++;
+        printf("%s\n", bootstrap);
+        fflush(stdout);
+    }
+
+    worker = kj_worker_new(cfg, handlers, err, sizeof(err));
+    if (!worker) {
+        kj_log(KJ_LOG_ERROR, "worker failed to start", "{s:s}", "error", err);
+        goto out;
+    }
+    kj_metrics_set_version(KJOBS_VERSION_STRING);
+    if (cfg->http_listen[0]) {
+        kj_http_hooks hooks = {.ready = kj_worker_ready, .opaque = worker,
+                               .heartbeat = &run_heartbeat};
+        kj_heartbeat_beat(&run_heartbeat);
+        http = kj_http_start(cfg->http_listen, &hooks, err, sizeof(err));
+        if (!http) {
+            kj_log(KJ_LOG_ERROR, "HTTP listener failed to start", "{s:s}", "error", err);
+            goto out;
+        }
+    }
+    exit_code = kj_worker_run(worker, &kj_cli_stop_requested, &run_heartbeat);
+out:
+    kj_http_stop(http);
+    kj_worker_free(worker);
+    kj_embedded_broker_stop(broker);
+    kj_handlers_free(handlers);
+    kj_cli_free(&cli);
+    return exit_code;
+}

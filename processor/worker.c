@@ -1,0 +1,787 @@
+/*
+ * worker.c — the worker runtime: consumer loop, rebalances, batches, commits, shutdown.
+ * The design (threads, ordering, commit rule, back-pressure, resets, shutdown) is stated in
+ * worker.h; this file follows it section by section.
+ */
+#include "processor/worker.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "partitions/engine.h"
+#include "partitions/offset_tracker.h"
+#include "processor/kafka.h"
+#include "processor/log.h"
+#include "processor/metrics.h"
+#include "processor/router.h"
+#include "processor/topic_layout.h"
+
+#define KJ_TICK_MS 20
+#define KJ_LAG_INTERVAL_MS 1000
+#define KJ_PROGRESS_INTERVAL_MS 10000
+#define KJ_REVOKE_ROUTE_WAIT_MS 30000
+
+/* One assigned topic-partition. Fields marked (poll) are touched by the poll thread only;
+ * `lock` guards the tracker, which workers and the poll thread both complete into. */
+typedef struct kj_part {
+    struct kj_worker *w;
+    char *topic;
+    int32_t partition;
+    kj_topic_role role;
+    kj_lane *lane;
+    pthread_mutex_t lock;
+    kj_offset_tracker *tracker;
+    int64_t committed;     /* (poll) last committed offset, -1 none */
+    bool paused;           /* (poll) we paused it */
+    bool paused_for_delay; /* (poll) ... because the ladder head is not due */
+    struct kj_part *next;  /* (poll) assignment list */
+} kj_part;
+
+typedef struct kj_topic_slot {
+    kj_topic_spec spec;
+    const rd_kafka_topic_t *rkt; /* cache of the handle records carry */
+    kj_part **parts;             /* by partition number */
+    int32_t nparts;
+} kj_topic_slot;
+
+struct kj_worker {
+    const kj_config *cfg;
+    kj_handler_registry *handlers;
+    rd_kafka_t *consumer;
+    kj_router *router;
+    kj_engine *engine;
+    kj_topic_slot *topics;
+    size_t topic_count;
+    kj_part *parts;
+    char worker_id[256];
+    atomic_bool joined, draining;
+    atomic_int assigned;
+    bool shutdown_timed_out; /* grace ran out: lanes may still be busy, do not free them */
+    atomic_llong jobs_ok, jobs_retried, jobs_dead, resets;
+};
+
+/* One job of a running batch: per-thread scratch, reused across batches. */
+typedef struct batch_slot {
+    kjobs_job_t job;
+    kjobs_result_t result;
+    const kj_handler *handler;
+    bool decoded;
+} batch_slot;
+
+static _Thread_local batch_slot *tls_slots;
+static _Thread_local const kjobs_job_t **tls_jobs;
+static _Thread_local kjobs_result_t **tls_results;
+static _Thread_local size_t tls_capacity;
+
+static int64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static double mono_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---- partitions ------------------------------------------------------------------------ */
+
+static kj_topic_slot *topic_slot_of(kj_worker *w, const rd_kafka_topic_t *rkt, const char *name) {
+    for (size_t i = 0; i < w->topic_count; i++)
+        if (w->topics[i].rkt == rkt && rkt) return &w->topics[i];
+    if (!name) name = rd_kafka_topic_name(rkt);
+    for (size_t i = 0; i < w->topic_count; i++) {
+        if (strcmp(w->topics[i].spec.name, name) == 0) {
+            if (rkt) w->topics[i].rkt = rkt;
+            return &w->topics[i];
+        }
+    }
+    return NULL;
+}
+
+static kj_part *part_lookup(kj_worker *w, const rd_kafka_topic_t *rkt, const char *topic,
+                            int32_t partition) {
+    kj_topic_slot *slot = topic_slot_of(w, rkt, topic);
+    if (!slot || partition < 0 || partition >= slot->nparts) return NULL;
+    return slot->parts[partition];
+}
+
+static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t count,
+                      void *opaque);
+
+static kj_part *part_add(kj_worker *w, const char *topic, int32_t partition) {
+    kj_topic_slot *slot = topic_slot_of(w, NULL, topic);
+    if (!slot) return NULL;
+    if (partition >= slot->nparts) {
+        int32_t n = partition + 1;
+        slot->parts = realloc(slot->parts, (size_t)n * sizeof(*slot->parts));
+        for (int32_t i = slot->nparts; i < n; i++) slot->parts[i] = NULL;
+        slot->nparts = n;
+    }
+    if (slot->parts[partition]) return slot->parts[partition];
+    kj_part *p = calloc(1, sizeof(*p));
+    p->w = w;
+    p->topic = slot->spec.name;
+    p->partition = partition;
+    p->role = slot->spec.role;
+    p->committed = -1;
+    pthread_mutex_init(&p->lock, NULL);
+    p->tracker = kj_offset_tracker_new(1024);
+    p->lane = kj_engine_lane_add(w->engine, p);
+    p->next = w->parts;
+    w->parts = p;
+    slot->parts[partition] = p;
+    atomic_fetch_add(&w->assigned, 1);
+    return p;
+}
+
+static void discard_message(void *item, void *opaque) {
+    (void)opaque;
+    rd_kafka_message_destroy(item);
+}
+
+/* Remove a partition after its lane is drained of in-flight work. @locality poll thread */
+static void part_remove(kj_worker *w, kj_part *p, bool free_memory) {
+    kj_topic_slot *slot = topic_slot_of(w, NULL, p->topic);
+    if (slot && p->partition < slot->nparts) slot->parts[p->partition] = NULL;
+    for (kj_part **link = &w->parts; *link; link = &(*link)->next) {
+        if (*link == p) {
+            *link = p->next;
+            break;
+        }
+    }
+    atomic_fetch_sub(&w->assigned, 1);
+    kj_metrics_lag_remove(p->topic, p->partition);
+    if (!free_memory) return; /* a routed copy may still complete into it: keep it alive */
+    kj_offset_tracker_free(p->tracker);
+    pthread_mutex_destroy(&p->lock);
+    free(p);
+}
+
+/* Router callback: a copy of (p, offset) was acknowledged. @locality poll thread */
+static void on_route_done(void *owner, int64_t offset, void *opaque) {
+    (void)opaque;
+    kj_part *p = owner;
+    pthread_mutex_lock(&p->lock);
+    kj_offset_tracker_complete(p->tracker, offset);
+    pthread_mutex_unlock(&p->lock);
+}
+
+/* ---- commits ----------------------------------------------------------------------------- */
+
+/* Commit the committable offsets of `only` (a list) or of every assigned partition.
+ * @locality poll thread */
+static void commit_offsets(kj_worker *w, const rd_kafka_topic_partition_list_t *only, bool sync) {
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(8);
+    for (kj_part *p = w->parts; p; p = p->next) {
+        if (only && !rd_kafka_topic_partition_list_find(only, p->topic, p->partition)) continue;
+        pthread_mutex_lock(&p->lock);
+        int64_t committable = kj_offset_tracker_committable(p->tracker);
+        pthread_mutex_unlock(&p->lock);
+        if (committable < 0 || (committable <= p->committed && !sync)) continue;
+        rd_kafka_topic_partition_list_add(list, p->topic, p->partition)->offset = committable;
+        p->committed = committable;
+    }
+    if (list->cnt > 0) {
+        rd_kafka_resp_err_t err = rd_kafka_commit(w->consumer, list, sync ? 0 : 1);
+        if (sync) {
+            kj_metrics_commit(err == RD_KAFKA_RESP_ERR_NO_ERROR);
+            if (err)
+                kj_log(KJ_LOG_ERROR, "commit failed", "{s:s}", "error", rd_kafka_err2str(err));
+            else
+                kj_log(KJ_LOG_DEBUG, "offsets committed", "{s:i}", "partitions", list->cnt);
+        } else if (err) {
+            kj_metrics_commit(false);
+            kj_log(KJ_LOG_WARN, "async commit not sent", "{s:s}", "error", rd_kafka_err2str(err));
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(list);
+}
+
+static void on_offset_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                             rd_kafka_topic_partition_list_t *offsets, void *opaque) {
+    (void)rk;
+    (void)offsets;
+    (void)opaque;
+    if (err == RD_KAFKA_RESP_ERR__NO_OFFSET) return; /* nothing to commit */
+    kj_metrics_commit(err == RD_KAFKA_RESP_ERR_NO_ERROR);
+    if (err) kj_log(KJ_LOG_WARN, "async commit failed", "{s:s}", "error", rd_kafka_err2str(err));
+}
+
+/* ---- rebalances ---------------------------------------------------------------------------- */
+
+static void assign_partitions(kj_worker *w, rd_kafka_t *rk,
+                              rd_kafka_topic_partition_list_t *parts, bool cooperative) {
+    /* Start at the committed offset, or at the beginning where the group has none: with
+     * auto.offset.reset=error, a later reset then always means lost jobs. */
+    rd_kafka_topic_partition_list_t *start = rd_kafka_topic_partition_list_copy(parts);
+    if (start->cnt > 0) {
+        rd_kafka_resp_err_t err = rd_kafka_committed(rk, start, 30000);
+        if (err)
+            kj_log(KJ_LOG_WARN, "could not read committed offsets", "{s:s}", "error",
+                   rd_kafka_err2str(err));
+    }
+    for (int i = 0; i < start->cnt; i++) {
+        rd_kafka_topic_partition_t *tp = &start->elems[i];
+        if (tp->offset < 0) tp->offset = RD_KAFKA_OFFSET_BEGINNING;
+        kj_part *p = part_add(w, tp->topic, tp->partition);
+        if (p) kj_log(KJ_LOG_INFO, "partition assigned", "{s:s,s:i,s:I}", "topic", tp->topic,
+                      "partition", tp->partition, "offset", (json_int_t)tp->offset);
+    }
+    rd_kafka_error_t *error = NULL;
+    rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    if (cooperative)
+        error = rd_kafka_incremental_assign(rk, start);
+    else
+        err = rd_kafka_assign(rk, start);
+    if (error || err) {
+        kj_log(KJ_LOG_ERROR, "assign failed", "{s:s}", "error",
+               error ? rd_kafka_error_string(error) : rd_kafka_err2str(err));
+        if (error) rd_kafka_error_destroy(error);
+    }
+    /* librdkafka 2.0.2 keeps a partition paused across a rebalance: clear it explicitly */
+    if (start->cnt > 0) rd_kafka_resume_partitions(rk, start);
+    rd_kafka_topic_partition_list_destroy(start);
+}
+
+static void revoke_partitions(kj_worker *w, rd_kafka_t *rk,
+                              rd_kafka_topic_partition_list_t *parts, bool cooperative) {
+    bool lost = rd_kafka_assignment_lost(rk);
+    /* 1. wait for in-flight batches of these partitions; drop what never started */
+    for (int i = 0; i < parts->cnt && !w->shutdown_timed_out; i++) {
+        kj_part *p = part_lookup(w, NULL, parts->elems[i].topic, parts->elems[i].partition);
+        if (p && p->lane) {
+            kj_engine_lane_remove(p->lane, discard_message, NULL);
+            p->lane = NULL;
+        }
+    }
+    /* 2. wait (bounded) for routed copies to be acknowledged, so their offsets commit */
+    int64_t deadline = now_ms() + KJ_REVOKE_ROUTE_WAIT_MS;
+    while (kj_router_outstanding(w->router) > 0 && now_ms() < deadline &&
+           !kj_router_fatal(w->router, NULL, 0))
+        kj_router_poll(w->router, 10);
+    bool copies_pending = kj_router_outstanding(w->router) > 0;
+    /* 3. commit before giving them up (pointless if they are already lost) */
+    if (!lost) commit_offsets(w, parts, true);
+    for (int i = 0; i < parts->cnt; i++) {
+        kj_part *p = part_lookup(w, NULL, parts->elems[i].topic, parts->elems[i].partition);
+        if (!p) continue;
+        kj_log(lost ? KJ_LOG_WARN : KJ_LOG_INFO, lost ? "partition lost" : "partition revoked",
+               "{s:s,s:i,s:I}", "topic", p->topic, "partition", p->partition, "committed",
+               (json_int_t)p->committed);
+        part_remove(w, p, !copies_pending && !w->shutdown_timed_out && p->lane == NULL);
+    }
+    rd_kafka_error_t *error = NULL;
+    if (cooperative)
+        error = rd_kafka_incremental_unassign(rk, parts);
+    else
+        rd_kafka_assign(rk, NULL);
+    if (error) {
+        kj_log(KJ_LOG_ERROR, "unassign failed", "{s:s}", "error", rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+    }
+}
+
+static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque) {
+    kj_worker *w = opaque;
+    bool cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    kj_metrics_rebalance();
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        assign_partitions(w, rk, parts, cooperative);
+        atomic_store(&w->joined, true);
+    } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+        revoke_partitions(w, rk, parts, cooperative);
+    } else {
+        kj_log(KJ_LOG_ERROR, "rebalance error", "{s:s}", "error", rd_kafka_err2str(err));
+        revoke_partitions(w, rk, parts, false);
+    }
+}
+
+/* ---- the batch path (worker threads) -------------------------------------------------------- */
+
+static int attempt_of(const rd_kafka_message_t *msg) {
+    rd_kafka_headers_t *hdrs = NULL;
+    char buf[32];
+    if (rd_kafka_message_headers(msg, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR) return 1;
+    if (!kj_kafka_header_str(hdrs, "kjobs-attempt", buf, sizeof(buf))) return 1;
+    long v = strtol(buf, NULL, 10);
+    return v >= 0 && v < 1000000 ? (int)v + 1 : 1;
+}
+
+static void ensure_scratch(size_t count) {
+    if (count <= tls_capacity) return;
+    free(tls_slots);
+    free(tls_jobs);
+    free(tls_results);
+    tls_slots = calloc(count, sizeof(*tls_slots));
+    tls_jobs = calloc(count, sizeof(*tls_jobs));
+    tls_results = calloc(count, sizeof(*tls_results));
+    tls_capacity = count;
+}
+
+static kj_job_outcome metric_outcome(kj_worker *w, const batch_slot *s) {
+    if (s->result.outcome == KJ_OUTCOME_OK) return KJ_JOB_OK;
+    kj_route_decision d;
+    kj_router_decide(w->router, s->job.attempt, &s->result, 0, &d);
+    return d.to_dlq ? KJ_JOB_DEAD_LETTERED : KJ_JOB_RETRY;
+}
+
+static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t count,
+                      void *opaque) {
+    (void)lane;
+    kj_part *part = lane_opaque;
+    kj_worker *w = opaque;
+    ensure_scratch(count);
+    batch_slot *slots = tls_slots;
+    kj_metrics_batch_size(count);
+    kj_metrics_in_flight_add((int64_t)count);
+
+    /* decode and find handlers */
+    for (size_t i = 0; i < count; i++) {
+        batch_slot *s = &slots[i];
+        rd_kafka_message_t *msg = items[i];
+        memset(&s->job, 0, sizeof(s->job));
+        kj_result_reset(&s->result);
+        s->handler = NULL;
+        s->job.msg = msg;
+        s->job.topic = part->topic;
+        s->job.attempt = attempt_of(msg);
+        char err[256];
+        s->decoded = msg->payload && kj_job_decode(msg->payload, msg->len, &s->job.record, NULL,
+                                                   err, sizeof(err)) == 0;
+        if (!s->decoded) {
+            kj_result_set(&s->result, KJ_OUTCOME_DECODE, "cannot decode job: %s",
+                          msg->payload ? err : "empty value");
+            kj_metrics_decode_error();
+            continue;
+        }
+        s->handler = kj_handlers_lookup(w->handlers, s->job.record.type);
+        if (!s->handler)
+            kj_result_set(&s->result, KJ_OUTCOME_UNKNOWN_TYPE, "no handler for job type \"%s\"",
+                          s->job.record.type);
+    }
+
+    /* run handlers: per-job ones one by one, per-batch ones over runs of one handler */
+    for (size_t i = 0; i < count;) {
+        const kj_handler *h = slots[i].handler;
+        if (!h) {
+            i++;
+            continue;
+        }
+        size_t j = i + 1;
+        double start = mono_seconds();
+        if (h->job_fn) {
+            h->job_fn(&slots[i].job, &slots[i].result, h->opaque);
+        } else {
+            while (j < count && slots[j].handler == h) j++;
+            for (size_t k = i; k < j; k++) {
+                tls_jobs[k - i] = &slots[k].job;
+                tls_results[k - i] = &slots[k].result;
+            }
+            h->batch_fn((const kjobs_job_t *const *)tls_jobs, tls_results, j - i, h->opaque);
+        }
+        double per_job = (mono_seconds() - start) / (double)(j - i);
+        kj_metric_handle *duration = kj_metrics_duration_handle(slots[i].job.record.type);
+        for (size_t k = i; k < j; k++) kj_histogram_observe(duration, per_job);
+        i = j;
+    }
+
+    /* outcomes: successes complete now; failures complete when their copy is acked */
+    long long ok = 0, retried = 0, dead = 0;
+    pthread_mutex_lock(&part->lock);
+    for (size_t i = 0; i < count; i++)
+        if (slots[i].result.outcome == KJ_OUTCOME_OK)
+            kj_offset_tracker_complete(part->tracker, slots[i].job.msg->offset);
+    pthread_mutex_unlock(&part->lock);
+    bool debug = kj_log_get_level() <= KJ_LOG_DEBUG;
+    for (size_t i = 0; i < count;) {
+        /* count a run of one (type, outcome) with one metric lookup */
+        kj_job_outcome outcome = metric_outcome(w, &slots[i]);
+        const char *type = slots[i].decoded ? slots[i].job.record.type : KJ_METRICS_TYPE_UNDECODABLE;
+        size_t j = i;
+        for (; j < count; j++) {
+            batch_slot *s = &slots[j];
+            const char *t = s->decoded ? s->job.record.type : KJ_METRICS_TYPE_UNDECODABLE;
+            if (strcmp(t, type) != 0 || metric_outcome(w, s) != outcome) break;
+            if (s->result.outcome != KJ_OUTCOME_OK) {
+                kj_router_route(w->router, part, s->job.msg, s->job.attempt, &s->result);
+                /* retries are routine (debug); dead letters need attention (warn) */
+                kj_log(outcome == KJ_JOB_RETRY ? KJ_LOG_DEBUG : KJ_LOG_WARN,
+                       outcome == KJ_JOB_RETRY ? "job failed, retry routed"
+                                               : "job failed, dead-lettered",
+                       "{s:s?,s:s,s:s,s:i,s:I,s:i,s:s,s:s}", "id",
+                       s->decoded ? s->job.record.id : NULL, "type", t, "topic", part->topic,
+                       "partition", part->partition, "offset", (json_int_t)s->job.msg->offset,
+                       "attempt", s->job.attempt, "class",
+                       kj_outcome_error_class(s->result.outcome), "error", s->result.error);
+            } else if (debug) {
+                kj_log(KJ_LOG_DEBUG, "job done", "{s:s,s:s,s:s,s:i,s:I,s:i}", "id",
+                       s->job.record.id, "type", t, "topic", part->topic, "partition",
+                       part->partition, "offset", (json_int_t)s->job.msg->offset, "attempt",
+                       s->job.attempt);
+            }
+        }
+        kj_counter_add(kj_metrics_jobs_handle(part->topic, type, outcome), j - i);
+        if (outcome == KJ_JOB_OK) ok += (long long)(j - i);
+        else if (outcome == KJ_JOB_RETRY) retried += (long long)(j - i);
+        else dead += (long long)(j - i);
+        i = j;
+    }
+    for (size_t i = 0; i < count; i++) {
+        if (slots[i].decoded) kj_job_record_free(&slots[i].job.record);
+        rd_kafka_message_destroy((rd_kafka_message_t *)slots[i].job.msg);
+    }
+    atomic_fetch_add(&w->jobs_ok, ok);
+    atomic_fetch_add(&w->jobs_retried, retried);
+    atomic_fetch_add(&w->jobs_dead, dead);
+    kj_metrics_in_flight_add(-(int64_t)count);
+}
+
+/* ---- the poll loop ------------------------------------------------------------------------ */
+
+static void pause_part(kj_worker *w, kj_part *p, bool for_delay) {
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, p->topic, p->partition);
+    rd_kafka_pause_partitions(w->consumer, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    p->paused = true;
+    p->paused_for_delay = for_delay;
+    kj_log(KJ_LOG_DEBUG, for_delay ? "partition paused until due" : "partition paused (back-pressure)",
+           "{s:s,s:i}", "topic", p->topic, "partition", p->partition);
+}
+
+static void resume_part(kj_worker *w, kj_part *p) {
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, p->topic, p->partition);
+    rd_kafka_resume_partitions(w->consumer, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    p->paused = p->paused_for_delay = false;
+    kj_log(KJ_LOG_DEBUG, "partition resumed", "{s:s,s:i}", "topic", p->topic, "partition",
+           p->partition);
+}
+
+static void handle_offset_reset(kj_worker *w, rd_kafka_message_t *msg) {
+    const char *topic = msg->rkt ? rd_kafka_topic_name(msg->rkt) : "?";
+    atomic_fetch_add(&w->resets, 1);
+    kj_metrics_offset_reset();
+    kj_log(KJ_LOG_ERROR, "offset reset: committed position is gone (jobs lost to retention?)",
+           "{s:s,s:i,s:s}", "topic", topic, "partition", msg->partition, "error",
+           rd_kafka_message_errstr(msg));
+    kj_part *p = part_lookup(w, msg->rkt, NULL, msg->partition);
+    if (!p) return;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset =
+        RD_KAFKA_OFFSET_BEGINNING;
+    rd_kafka_error_t *error = rd_kafka_seek_partitions(w->consumer, l, 10000);
+    if (error) {
+        kj_log(KJ_LOG_ERROR, "seek after offset reset failed", "{s:s}", "error",
+               rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+static void handle_message(kj_worker *w, rd_kafka_message_t *msg) {
+    if (msg->err) {
+        if (msg->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET)
+            handle_offset_reset(w, msg);
+        else if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+            kj_log(KJ_LOG_WARN, "consumer error", "{s:s}", "error", rd_kafka_message_errstr(msg));
+        rd_kafka_message_destroy(msg);
+        return;
+    }
+    kj_part *p = part_lookup(w, msg->rkt, NULL, msg->partition);
+    if (!p || !p->lane) { /* not (or no longer) ours */
+        rd_kafka_message_destroy(msg);
+        return;
+    }
+    pthread_mutex_lock(&p->lock);
+    int added = kj_offset_tracker_add(p->tracker, msg->offset);
+    pthread_mutex_unlock(&p->lock);
+    if (added != 0) { /* at or below an offset already taken: a re-delivery after pause */
+        rd_kafka_message_destroy(msg);
+        return;
+    }
+    int64_t not_before = 0;
+    if (p->role == KJ_TOPIC_RETRY) {
+        rd_kafka_headers_t *hdrs = NULL;
+        char buf[32];
+        if (rd_kafka_message_headers(msg, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+            kj_kafka_header_str(hdrs, "kjobs-not-before", buf, sizeof(buf)))
+            not_before = strtoll(buf, NULL, 10);
+    }
+    size_t pending = kj_engine_push(p->lane, msg, not_before > 0 ? not_before : 0);
+    if (pending == 0) { /* out of memory: the offset stays uncommittable; stop fetching it */
+        kj_log(KJ_LOG_ERROR, "cannot queue job (out of memory)", "{s:s,s:i}", "topic", p->topic,
+               "partition", p->partition);
+        rd_kafka_message_destroy(msg);
+        if (!p->paused) pause_part(w, p, false);
+        return;
+    }
+    if (!p->paused && pending >= (size_t)w->cfg->batch_max_pending)
+        pause_part(w, p, false);
+    else if (!p->paused && not_before > now_ms())
+        pause_part(w, p, true);
+}
+
+/* Periodic work of the poll loop, everything in one place:
+ *  - resume partitions whose back-pressure cleared or whose ladder head became due,
+ *  - commit committable offsets (every KJ_COMMIT_INTERVAL_MS, async),
+ *  - refresh consumer-lag gauges (every KJ_LAG_INTERVAL_MS),
+ *  - log a progress line (every KJ_PROGRESS_INTERVAL_MS). */
+static void tick(kj_worker *w, int64_t now, int64_t *last_commit, int64_t *last_lag,
+                 int64_t *last_progress) {
+    size_t low = (size_t)w->cfg->batch_max_pending / 2;
+    for (kj_part *p = w->parts; p; p = p->next) {
+        if (!p->paused || !p->lane) continue;
+        size_t pending = kj_engine_lane_pending(p->lane);
+        if (pending > low) continue;
+        if (p->paused_for_delay && kj_engine_lane_head_not_before(p->lane) > now) continue;
+        resume_part(w, p);
+    }
+    if (now - *last_commit >= KJ_COMMIT_INTERVAL_MS) {
+        commit_offsets(w, NULL, false);
+        *last_commit = now;
+    }
+    if (now - *last_lag >= KJ_LAG_INTERVAL_MS) {
+        for (kj_part *p = w->parts; p; p = p->next) {
+            int64_t lo, hi;
+            if (rd_kafka_get_watermark_offsets(w->consumer, p->topic, p->partition, &lo, &hi) ||
+                hi < 0)
+                continue;
+            pthread_mutex_lock(&p->lock);
+            int64_t pos = kj_offset_tracker_committable(p->tracker);
+            pthread_mutex_unlock(&p->lock);
+            if (pos < 0) pos = p->committed >= 0 ? p->committed : lo;
+            kj_metrics_lag_set(p->topic, p->partition, hi > pos ? hi - pos : 0);
+        }
+        *last_lag = now;
+    }
+    if (now - *last_progress >= KJ_PROGRESS_INTERVAL_MS) {
+        kj_log(KJ_LOG_INFO, "progress", "{s:I,s:I,s:I,s:i,s:I}", "ok",
+               (json_int_t)atomic_load(&w->jobs_ok), "retried",
+               (json_int_t)atomic_load(&w->jobs_retried), "dead_lettered",
+               (json_int_t)atomic_load(&w->jobs_dead), "partitions", atomic_load(&w->assigned),
+               "in_flight", (json_int_t)kj_engine_in_flight_items(w->engine));
+        *last_progress = now;
+    }
+}
+
+static void pause_all(kj_worker *w) {
+    rd_kafka_topic_partition_list_t *l = NULL;
+    if (rd_kafka_assignment(w->consumer, &l) == RD_KAFKA_RESP_ERR_NO_ERROR && l) {
+        rd_kafka_pause_partitions(w->consumer, l);
+        rd_kafka_topic_partition_list_destroy(l);
+    }
+    for (kj_part *p = w->parts; p; p = p->next) p->paused = true;
+}
+
+int kj_worker_run(kj_worker *w, volatile sig_atomic_t *stop, kj_heartbeat *heartbeat) {
+    rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new((int)w->topic_count);
+    for (size_t i = 0; i < w->topic_count; i++)
+        if (w->topics[i].spec.role != KJ_TOPIC_DLQ)
+            rd_kafka_topic_partition_list_add(subs, w->topics[i].spec.name, RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t err = rd_kafka_subscribe(w->consumer, subs);
+    rd_kafka_topic_partition_list_destroy(subs);
+    if (err) {
+        kj_log(KJ_LOG_ERROR, "subscribe failed", "{s:s}", "error", rd_kafka_err2str(err));
+        return 1;
+    }
+    kj_log(KJ_LOG_INFO, "worker started", "{s:s,s:s,s:i,s:i,s:i}", "group", w->cfg->group,
+           "topic", w->cfg->main_topic, "workers", w->cfg->workers, "batch_max_jobs",
+           w->cfg->batch_max_jobs, "retry_steps", (int)w->cfg->retry_delay_count);
+
+    int exit_code = 0;
+    int64_t last_commit = now_ms(), last_lag = 0, last_progress = now_ms();
+    char fatal[512];
+    while (!*stop) {
+        if (heartbeat) kj_heartbeat_beat(heartbeat);
+        rd_kafka_message_t *msg = rd_kafka_consumer_poll(w->consumer, KJ_TICK_MS);
+        /* drain what is ready without waiting, bounded so ticks keep their pace */
+        for (int n = 0; msg && n < 10000; n++) {
+            handle_message(w, msg);
+            msg = rd_kafka_consumer_poll(w->consumer, 0);
+        }
+        if (msg) handle_message(w, msg);
+        kj_router_poll(w->router, 0);
+        if (kj_router_fatal(w->router, fatal, sizeof(fatal))) {
+            kj_log(KJ_LOG_ERROR, "fatal producer error: stopping without committing", "{s:s}",
+                   "error", fatal);
+            return 1;
+        }
+        tick(w, now_ms(), &last_commit, &last_lag, &last_progress);
+    }
+
+    /* Drain: stop fetching, start nothing new, finish in-flight batches and copies, commit. */
+    atomic_store(&w->draining, true);
+    kj_log(KJ_LOG_INFO, "draining", "{s:I,s:I}", "in_flight",
+           (json_int_t)kj_engine_in_flight_items(w->engine), "grace_ms",
+           (json_int_t)w->cfg->shutdown_grace_ms);
+    pause_all(w);
+    kj_engine_stop_dispatch(w->engine);
+    int64_t deadline = now_ms() + w->cfg->shutdown_grace_ms;
+    while (kj_engine_wait_idle(w->engine, 10) != 0 && now_ms() < deadline)
+        kj_router_poll(w->router, 0);
+    if (kj_engine_in_flight_items(w->engine) > 0) {
+        w->shutdown_timed_out = true;
+        exit_code = 1;
+        kj_log(KJ_LOG_ERROR, "shutdown grace expired with jobs in flight; they will run again",
+               "{s:I}", "in_flight", (json_int_t)kj_engine_in_flight_items(w->engine));
+    }
+    while (kj_router_outstanding(w->router) > 0 && now_ms() < deadline)
+        kj_router_poll(w->router, 10);
+    if (kj_router_outstanding(w->router) > 0)
+        kj_log(KJ_LOG_ERROR, "routed copies unacknowledged at shutdown; their jobs will run again",
+               "{s:I}", "copies", (json_int_t)kj_router_outstanding(w->router));
+    commit_offsets(w, NULL, true);
+    rd_kafka_consumer_close(w->consumer); /* revokes (committing again) and leaves the group */
+    kj_log(KJ_LOG_INFO, "worker stopped", "{s:I,s:I,s:I,s:I}", "ok",
+           (json_int_t)atomic_load(&w->jobs_ok), "retried",
+           (json_int_t)atomic_load(&w->jobs_retried), "dead_lettered",
+           (json_int_t)atomic_load(&w->jobs_dead), "offset_resets",
+           (json_int_t)atomic_load(&w->resets));
+    return exit_code;
+}
+
+bool kj_worker_ready(void *opaque, char *reason, size_t reason_size) {
+    kj_worker *w = opaque;
+    const char *why = NULL;
+    if (atomic_load(&w->draining))
+        why = "draining";
+    else if (!atomic_load(&w->joined))
+        why = "not ready: joining the consumer group";
+    else if (kj_router_failing(w->router) > 0)
+        why = "not ready: retry/DLQ copies are failing";
+    snprintf(reason, reason_size, "%s", why ? why : "ready");
+    return why == NULL;
+}
+
+/* ---- construction -------------------------------------------------------------------------- */
+
+static int check_topics(kj_worker *w, char *errstr, size_t errstr_size) {
+    char missing[1024] = "";
+    size_t used = 0;
+    int nmissing = 0;
+    for (size_t i = 0; i < w->topic_count; i++) {
+        char err[256];
+        if (kj_kafka_partition_count(w->consumer, w->topics[i].spec.name, 10000, err,
+                                     sizeof(err)) > 0)
+            continue;
+        nmissing++;
+        used += (size_t)snprintf(missing + used, used < sizeof(missing) ? sizeof(missing) - used : 0,
+                                 "%s%s", nmissing > 1 ? ", " : "", w->topics[i].spec.name);
+        if (used >= sizeof(missing)) used = sizeof(missing) - 1;
+    }
+    if (nmissing == 0) return 0;
+    snprintf(errstr, errstr_size,
+             "missing topics: %s (create them with `kjobs topics --create`, or use "
+             "`kjobs broker` / `kjobs run --embedded` in development)",
+             missing);
+    return -1;
+}
+
+kj_worker *kj_worker_new(const kj_config *cfg, kj_handler_registry *handlers, char *errstr,
+                         size_t errstr_size) {
+    kj_worker *w = calloc(1, sizeof(*w));
+    w->cfg = cfg;
+    w->handlers = handlers;
+    char host[128] = "unknown";
+    gethostname(host, sizeof(host) - 1);
+    snprintf(w->worker_id, sizeof(w->worker_id), "%s@%s", cfg->client_id, host);
+
+    kj_topic_spec *specs;
+    w->topic_count = kj_topic_layout(cfg, &specs);
+    w->topics = calloc(w->topic_count, sizeof(*w->topics));
+    for (size_t i = 0; i < w->topic_count; i++) w->topics[i].spec = specs[i];
+    free(specs); /* names now owned by the slots */
+
+    if (kj_codec_init(errstr, errstr_size) != 0) goto fail;
+
+    rd_kafka_conf_t *conf = kj_kafka_conf_new(cfg, errstr, errstr_size);
+    if (!conf) goto fail;
+    if (kj_kafka_conf_set(conf, "group.id", cfg->group, errstr, errstr_size) ||
+        kj_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, errstr_size) ||
+        kj_kafka_conf_set(conf, "enable.auto.offset.store", "false", errstr, errstr_size) ||
+        kj_kafka_conf_set(conf, "auto.offset.reset", "error", errstr, errstr_size) ||
+        kj_kafka_conf_set(conf, "partition.assignment.strategy", "cooperative-sticky", errstr,
+                          errstr_size) ||
+        (cfg->group_instance_id[0] &&
+         kj_kafka_conf_set(conf, "group.instance.id", cfg->group_instance_id, errstr,
+                           errstr_size))) {
+        rd_kafka_conf_destroy(conf);
+        goto fail;
+    }
+    /* user properties win over our defaults above only where they do not break the contract:
+     * re-apply the passthrough list, then force the settings the commit rule depends on */
+    for (size_t i = 0; i < cfg->rdkafka_prop_count; i++) {
+        const char *prop = cfg->rdkafka_props[i];
+        if (strncmp(prop, "partition.assignment.strategy=", 30) == 0 ||
+            strncmp(prop, "auto.offset.reset=", 18) == 0) {
+            const char *eq = strchr(prop, '=');
+            char name[64];
+            snprintf(name, sizeof(name), "%.*s", (int)(eq - prop), prop);
+            if (kj_kafka_conf_set(conf, name, eq + 1, errstr, errstr_size)) {
+                rd_kafka_conf_destroy(conf);
+                goto fail;
+            }
+        }
+    }
+    rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
+    rd_kafka_conf_set_offset_commit_cb(conf, on_offset_commit);
+    rd_kafka_conf_set_opaque(conf, w);
+    w->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, errstr_size);
+    if (!w->consumer) {
+        rd_kafka_conf_destroy(conf);
+        goto fail;
+    }
+    rd_kafka_poll_set_consumer(w->consumer);
+
+    if (check_topics(w, errstr, errstr_size) != 0) goto fail;
+
+    rd_kafka_conf_t *pconf = kj_kafka_conf_new(cfg, errstr, errstr_size);
+    if (!pconf) goto fail;
+    w->router = kj_router_new(cfg, pconf, w->worker_id, on_route_done, w, errstr, errstr_size);
+    if (!w->router) goto fail;
+
+    kj_engine_config ecfg = {.workers = cfg->workers,
+                             .max_batch = (size_t)cfg->batch_max_jobs,
+                             .max_wait_ms = cfg->batch_max_wait_ms};
+    w->engine = kj_engine_new(&ecfg, run_batch, w);
+    if (!w->engine) {
+        snprintf(errstr, errstr_size, "cannot start %d worker threads", cfg->workers);
+        goto fail;
+    }
+    return w;
+fail:
+    kj_worker_free(w);
+    return NULL;
+}
+
+void kj_worker_free(kj_worker *w) {
+    if (!w) return;
+    if (w->shutdown_timed_out) return; /* handler threads may still run: leave it to exit() */
+    /* lanes still present (e.g. consumer never closed) hold messages: give them back */
+    while (w->parts) {
+        kj_part *p = w->parts;
+        if (p->lane) kj_engine_lane_remove(p->lane, discard_message, NULL);
+        p->lane = NULL;
+        part_remove(w, p, true);
+    }
+    if (w->engine) kj_engine_destroy(w->engine);
+    if (w->router) kj_router_free(w->router);
+    if (w->consumer) rd_kafka_destroy(w->consumer);
+    for (size_t i = 0; i < w->topic_count; i++) {
+        free(w->topics[i].spec.name);
+        free(w->topics[i].parts);
+    }
+    free(w->topics);
+    free(w);
+}

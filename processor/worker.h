@@ -1,0 +1,73 @@
+/*
+ * worker.h — the kjobs worker runtime behind `kjobs run`.
+ *
+ * DESIGN
+ * ------
+ * Threads. One poll thread (the caller of kj_worker_run) owns the Kafka consumer: it polls,
+ * handles rebalances, pushes each record into its partition's lane of the partition engine
+ * (partitions/engine.h), pauses and resumes partitions, serves the router's delivery reports,
+ * and commits. `workers` engine threads decode jobs and run handlers, one partition batch at a
+ * time. The poll thread never runs a handler and never waits for one, except at the two points
+ * where the contract requires it: when partitions are revoked and at shutdown.
+ *
+ * Ordering. A partition's records enter its lane in offset order; the engine runs a lane on
+ * one thread at a time, in order (engine.h). So jobs with one key run in enqueue order, except
+ * that a failed job moves to the retry ladder and its successors do not wait for it.
+ *
+ * Commits (at-least-once). Every record's offset enters its partition's offset tracker when it
+ * is pushed. It is completed when its job succeeded, or when its retry/DLQ copy was
+ * acknowledged (router.h). The committable offset is the first offset not completed, so a
+ * commit never passes a job that is neither finished nor safely handed on. Commits are
+ * asynchronous every KJ_COMMIT_INTERVAL_MS, synchronous for partitions being revoked and at
+ * shutdown. After a crash only uncommitted jobs run again.
+ *
+ * Back-pressure. A partition with more than batch.max_pending undispatched jobs is paused
+ * and resumed below half of that, so memory is bounded whatever the backlog. A retry-ladder
+ * partition whose head is not yet due (kjobs-not-before) is paused until it is due; the engine
+ * holds the head back meanwhile, and other partitions keep flowing. Pause state is tracked
+ * here, and newly assigned partitions are explicitly resumed, because librdkafka 2.0.2 keeps a
+ * partition paused across a rebalance.
+ *
+ * Offset resets. Assigned partitions start at their committed offset, or at the beginning
+ * when the group has none. auto.offset.reset is "error", so a reset can only mean the
+ * committed position is gone (retention deleted jobs before they ran): it is logged as an
+ * error, counted (kjobs_offset_resets_total), and consumption restarts at the earliest offset.
+ *
+ * Shutdown. On stop: pause everything (stop fetching), start no new batch, wait up to
+ * shutdown.grace_ms for in-flight batches and unacknowledged copies, commit synchronously,
+ * leave the group. Jobs fetched but never started are not committed and run again elsewhere.
+ */
+#ifndef KJOBS_WORKER_H
+#define KJOBS_WORKER_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "processor/config.h"
+#include "processor/handlers.h"
+#include "processor/http.h"
+
+#define KJ_COMMIT_INTERVAL_MS 200
+
+typedef struct kj_worker kj_worker;
+
+/**
+ * Build a worker: consumer, router producer, engine. `handlers` must outlive it.
+ * Checks that the main, ladder and DLQ topics exist (error names the missing ones and the
+ * command that creates them). Returns NULL with errstr.
+ */
+kj_worker *kj_worker_new(const kj_config *cfg, kj_handler_registry *handlers, char *errstr,
+                         size_t errstr_size);
+
+/** Run until *stop becomes non-zero, beating `heartbeat` (may be NULL) every loop; returns the
+ *  process exit code (0 clean drain). */
+int kj_worker_run(kj_worker *worker, volatile sig_atomic_t *stop, kj_heartbeat *heartbeat);
+
+/** Readiness for /readyz: in the group with an assignment (or idle by design), not draining,
+ *  no routed copy failing. Any thread. */
+bool kj_worker_ready(void *worker, char *reason, size_t reason_size);
+
+void kj_worker_free(kj_worker *worker);
+
+#endif /* KJOBS_WORKER_H */
