@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "processor/cli.h"
 #include "processor/commands.h"
@@ -73,9 +74,14 @@ int kj_cmd_peek(int argc, char **argv) {
         kj_cli_free(&cli);
         return KJ_EXIT_RUNTIME;
     }
+    /* librdkafka's consumer wants a group id even with assign(); a private one, never used
+     * for commits, keeps peek invisible to the workers' group */
+    char peek_group[64];
+    snprintf(peek_group, sizeof(peek_group), "kjobs-peek-%ld", (long)getpid());
     rd_kafka_conf_t *conf = kj_kafka_conf_new(&cli.cfg, err, sizeof(err));
     if (!conf || kj_kafka_conf_set(conf, "enable.partition.eof", "true", err, sizeof(err)) ||
-        kj_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof(err))) {
+        kj_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof(err)) ||
+        kj_kafka_conf_set(conf, "group.id", peek_group, err, sizeof(err))) {
         fprintf(stderr, "kjobs peek: %s\n", err);
         if (conf) rd_kafka_conf_destroy(conf);
         kj_cli_free(&cli);

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
-  build-essential cmake pkg-config git ca-certificates unzip
+  build-essential cmake pkg-config git ca-certificates unzip curl
   librdkafka-dev libavro-dev libconfig-dev libjansson-dev libmicrohttpd-dev libcmocka-dev
   clang libclang-rt-14-dev valgrind
   kcat python3 python3-kafka python3-avro python3-prometheus-client python3-yaml

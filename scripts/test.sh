@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# test.sh — set up, build and run the whole kjobs test suite (unit + integration) with ctest.
+# Usage: scripts/test.sh [ctest args...]   e.g. scripts/test.sh -L unit
+# KJOBS_BUILD_DIR (default build) and KJOBS_SANITIZE=ON (ASan+UBSan) select the build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
+BUILD_DIR=${KJOBS_BUILD_DIR:-build}
+SANITIZE=${KJOBS_SANITIZE:-OFF}
+BUILD_TYPE=RelWithDebInfo
+[ "$SANITIZE" = ON ] && BUILD_TYPE=Debug
+cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=$BUILD_TYPE -DKJOBS_SANITIZE=$SANITIZE >/dev/null
+cmake --build "$BUILD_DIR" -j"$(nproc)"
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+cd "$BUILD_DIR"
+ctest --output-on-failure -j2 "$@"
