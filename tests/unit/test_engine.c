@@ -16,6 +16,10 @@
  * twice. A lane that was eligible when settle() began sits in the ready FIFO
  * ahead of the second probe (see the scheduling rules in engine.h), so once
  * the second probe ran, every such lane has been dispatched.
+ *
+ * One wait is on a state rather than an event: test_lane_remove yields until the
+ * removed lane's pending count reads 0, the only public sign that removal has
+ * begun (the engine has no callback for it). Everything else waits on events.
  */
 #include <setjmp.h>
 #include <stdarg.h>
