@@ -60,8 +60,8 @@ struct kj_lane {
 
     enum kj_lane_state state;
     bool removing;
-    int64_t wake_ms; /* TIMED: when it becomes eligible */
-    size_t heap_idx; /* TIMED: index in e->heap */
+    int64_t wake_ms;        /* TIMED: when it becomes eligible */
+    size_t heap_idx;        /* TIMED: index in e->heap */
     kj_lane *rnext, *rprev; /* READY: ready list links */
     kj_lane *next, *prev;   /* every lane of the engine */
 };
@@ -92,13 +92,13 @@ struct kj_engine {
     kj_lane *lanes;
     size_t lane_count;
 
-    int idle_workers;      /* workers waiting on work_cond */
-    int64_t armed;         /* >= the earliest timed-wait deadline of a sleeper; INT64_MAX if none */
-    int done_waiters;      /* threads waiting on done_cond */
+    int idle_workers; /* workers waiting on work_cond */
+    int64_t armed;    /* >= the earliest timed-wait deadline of a sleeper; INT64_MAX if none */
+    int done_waiters; /* threads waiting on done_cond */
     size_t batches_in_flight;
     _Atomic size_t items_in_flight;
-    bool stopped;          /* kj_engine_stop_dispatch() */
-    bool shutdown;         /* kj_engine_destroy() */
+    bool stopped;  /* kj_engine_stop_dispatch() */
+    bool shutdown; /* kj_engine_destroy() */
 
     int nworkers;
     struct kj_worker *workers;
@@ -177,8 +177,7 @@ static void heap_sift_up(kj_engine *e, size_t i) {
     kj_lane *l = e->heap[i];
     while (i > 0) {
         size_t parent = (i - 1) / 2;
-        if (e->heap[parent]->wake_ms <= l->wake_ms)
-            break;
+        if (e->heap[parent]->wake_ms <= l->wake_ms) break;
         heap_set(e, i, e->heap[parent]);
         i = parent;
     }
@@ -189,12 +188,9 @@ static void heap_sift_down(kj_engine *e, size_t i) {
     kj_lane *l = e->heap[i];
     for (;;) {
         size_t c = 2 * i + 1;
-        if (c >= e->heap_len)
-            break;
-        if (c + 1 < e->heap_len && e->heap[c + 1]->wake_ms < e->heap[c]->wake_ms)
-            c++;
-        if (l->wake_ms <= e->heap[c]->wake_ms)
-            break;
+        if (c >= e->heap_len) break;
+        if (c + 1 < e->heap_len && e->heap[c + 1]->wake_ms < e->heap[c]->wake_ms) c++;
+        if (l->wake_ms <= e->heap[c]->wake_ms) break;
         heap_set(e, i, e->heap[c]);
         i = c;
     }
@@ -238,8 +234,7 @@ static int64_t lane_wake(const kj_engine *e, const kj_lane *l) {
     bool flushed = l->dispatched < l->flush_mark;
     if (!full && !flushed) {
         int64_t waited = sat_add(h->pushed_at, e->max_wait_ms);
-        if (waited > wake)
-            wake = waited;
+        if (waited > wake) wake = waited;
     }
     return wake;
 }
@@ -247,18 +242,15 @@ static int64_t lane_wake(const kj_engine *e, const kj_lane *l) {
 /* Puts a lane that is not BUSY and not removing where it belongs for time @p now.
  * @locks_required e->lock */
 static void lane_schedule(kj_engine *e, kj_lane *l, int64_t now) {
-    if (l->state == KJ_LANE_READY)
-        return; /* eligibility never goes away except by dispatch */
+    if (l->state == KJ_LANE_READY) return; /* eligibility never goes away except by dispatch */
     if (l->count == 0) {
-        if (l->state == KJ_LANE_TIMED)
-            heap_remove(e, l);
+        if (l->state == KJ_LANE_TIMED) heap_remove(e, l);
         l->state = KJ_LANE_IDLE;
         return;
     }
     int64_t wake = lane_wake(e, l);
     if (wake <= now) {
-        if (l->state == KJ_LANE_TIMED)
-            heap_remove(e, l);
+        if (l->state == KJ_LANE_TIMED) heap_remove(e, l);
         ready_push(e, l);
     } else if (l->state == KJ_LANE_TIMED) {
         if (wake != l->wake_ms) {
@@ -275,8 +267,7 @@ static void lane_schedule(kj_engine *e, kj_lane *l, int64_t now) {
 /* After the producer side changed a lane: wake one worker if it now has work
  * or an earlier timer than any sleeper will notice. @locks_required e->lock */
 static void notify_producer_change(kj_engine *e, kj_lane *l) {
-    if (e->idle_workers == 0)
-        return;
+    if (e->idle_workers == 0) return;
     if (l->state == KJ_LANE_READY || heap_top_wake(e) < e->armed)
         pthread_cond_signal(&e->work_cond);
 }
@@ -297,8 +288,7 @@ static size_t lane_take(kj_engine *e, kj_lane *l, int64_t now, void **items) {
     size_t n = 0;
     while (n < e->max_batch && n < l->count) {
         struct kj_slot *s = lane_slot(l, n);
-        if (s->not_before > now)
-            break;
+        if (s->not_before > now) break;
         items[n++] = s->item;
     }
     l->head = (l->head + n) & (l->cap - 1);
@@ -347,10 +337,8 @@ static void *worker_main(void *arg) {
                 atomic_fetch_sub_explicit(&e->items_in_flight, n, memory_order_relaxed);
                 atomic_store_explicit(&l->in_flight, 0, memory_order_relaxed);
                 l->state = KJ_LANE_IDLE;
-                if (!l->removing)
-                    lane_schedule(e, l, engine_now(e));
-                if (e->done_waiters > 0)
-                    pthread_cond_broadcast(&e->done_cond);
+                if (!l->removing) lane_schedule(e, l, engine_now(e));
+                if (e->done_waiters > 0) pthread_cond_broadcast(&e->done_cond);
                 continue;
             }
         }
@@ -360,11 +348,9 @@ static void *worker_main(void *arg) {
         int64_t top = heap_top_wake(e);
         if (!e->stopped && top != INT64_MAX && !e->custom_clock) {
             int64_t delta = top - engine_now(e);
-            if (delta < 0)
-                delta = 0;
+            if (delta < 0) delta = 0;
             struct timespec ts = mono_deadline(delta);
-            if (top < e->armed)
-                e->armed = top;
+            if (top < e->armed) e->armed = top;
             pthread_cond_timedwait(&e->work_cond, &e->lock, &ts);
             if (e->armed == top)
                 e->armed = INT64_MAX; /* conservative: stays >= every remaining sleeper's */
@@ -392,8 +378,7 @@ kj_engine *kj_engine_new(const kj_engine_config *cfg, kj_batch_fn *fn, void *opa
         return NULL;
     }
     kj_engine *e = calloc(1, sizeof *e);
-    if (!e)
-        return NULL;
+    if (!e) return NULL;
     e->fn = fn;
     e->opaque = opaque;
     e->max_batch = cfg->max_batch;
@@ -413,14 +398,12 @@ kj_engine *kj_engine_new(const kj_engine_config *cfg, kj_batch_fn *fn, void *opa
     pthread_condattr_destroy(&ca);
 
     e->workers = calloc((size_t)cfg->workers, sizeof *e->workers);
-    if (!e->workers)
-        goto fail;
+    if (!e->workers) goto fail;
     e->nworkers = cfg->workers;
     for (int i = 0; i < e->nworkers; i++) {
         e->workers[i].e = e;
         e->workers[i].items = malloc(e->max_batch * sizeof(void *));
-        if (!e->workers[i].items)
-            goto fail;
+        if (!e->workers[i].items) goto fail;
     }
     for (int i = 0; i < e->nworkers; i++) {
         int rc = pthread_create(&e->workers[i].tid, NULL, worker_main, &e->workers[i]);
@@ -439,8 +422,7 @@ kj_engine *kj_engine_new(const kj_engine_config *cfg, kj_batch_fn *fn, void *opa
 
 fail:;
     int saved = errno;
-    if (e->workers)
-        free_workers(e);
+    if (e->workers) free_workers(e);
     pthread_cond_destroy(&e->work_cond);
     pthread_cond_destroy(&e->done_cond);
     pthread_mutex_destroy(&e->lock);
@@ -453,8 +435,7 @@ fail:;
 
 kj_lane *kj_engine_lane_add(kj_engine *e, void *lane_opaque) {
     kj_lane *l = calloc(1, sizeof *l);
-    if (!l)
-        return NULL;
+    if (!l) return NULL;
     l->ring = malloc(KJ_LANE_INITIAL_CAP * sizeof *l->ring);
     if (!l->ring) {
         free(l);
@@ -482,8 +463,7 @@ kj_lane *kj_engine_lane_add(kj_engine *e, void *lane_opaque) {
         e->heap_cap = ncap;
     }
     l->next = e->lanes;
-    if (e->lanes)
-        e->lanes->prev = l;
+    if (e->lanes) e->lanes->prev = l;
     e->lanes = l;
     e->lane_count++;
     pthread_mutex_unlock(&e->lock);
@@ -496,15 +476,12 @@ void *kj_engine_lane_opaque(const kj_lane *lane) {
 
 /* Doubles the ring, unwrapping it. @locks_required e->lock */
 static int lane_grow(kj_lane *l) {
-    if (l->cap > (SIZE_MAX / 2) / sizeof *l->ring)
-        return -1;
+    if (l->cap > (SIZE_MAX / 2) / sizeof *l->ring) return -1;
     size_t ncap = l->cap * 2;
     struct kj_slot *n = malloc(ncap * sizeof *n);
-    if (!n)
-        return -1;
+    if (!n) return -1;
     size_t first = l->cap - l->head;
-    if (first > l->count)
-        first = l->count;
+    if (first > l->count) first = l->count;
     memcpy(n, l->ring + l->head, first * sizeof *n);
     memcpy(n + first, l->ring, (l->count - first) * sizeof *n);
     free(l->ring);
@@ -530,13 +507,12 @@ size_t kj_engine_push(kj_lane *l, void *item, int64_t not_before_ms) {
     s->pushed_at = now;
     size_t pending = ++l->count;
     l->pushed++;
-    if (!l->removing)
-        atomic_store_explicit(&l->pending, pending, memory_order_relaxed);
+    if (!l->removing) atomic_store_explicit(&l->pending, pending, memory_order_relaxed);
 
     /* Only a new head (IDLE lane) or reaching a full batch (TIMED lane) can
      * change when the lane becomes eligible; READY/BUSY lanes need nothing. */
-    if (!l->removing && (l->state == KJ_LANE_IDLE ||
-                         (l->state == KJ_LANE_TIMED && pending == e->max_batch))) {
+    if (!l->removing &&
+        (l->state == KJ_LANE_IDLE || (l->state == KJ_LANE_TIMED && pending == e->max_batch))) {
         lane_schedule(e, l, now);
         notify_producer_change(e, l);
     }
@@ -569,8 +545,7 @@ int64_t kj_engine_lane_head_not_before(kj_lane *l) {
     pthread_mutex_lock(&e->lock);
     if (l->count > 0) {
         nb = lane_slot(l, 0)->not_before;
-        if (nb <= engine_now(e))
-            nb = 0;
+        if (nb <= engine_now(e)) nb = 0;
     }
     pthread_mutex_unlock(&e->lock);
     return nb;
@@ -599,8 +574,7 @@ void kj_engine_lane_remove(kj_lane *l, kj_discard_fn *discard, void *opaque) {
         l->prev->next = l->next;
     else
         e->lanes = l->next;
-    if (l->next)
-        l->next->prev = l->prev;
+    if (l->next) l->next->prev = l->prev;
     e->lane_count--;
     pthread_mutex_unlock(&e->lock);
 
@@ -651,8 +625,7 @@ void kj_engine_kick(kj_engine *e) {
 }
 
 void kj_engine_destroy(kj_engine *e) {
-    if (!e)
-        return;
+    if (!e) return;
     if (tl_worker_of == e) {
         fputs("kj_engine_destroy: called from a worker thread\n", stderr);
         abort();

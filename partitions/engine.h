@@ -106,11 +106,11 @@ typedef int64_t(kj_clock_fn)(void *clock_opaque);
 typedef void(kj_discard_fn)(void *item, void *opaque);
 
 typedef struct kj_engine_config {
-    int workers;          /**< worker threads, >= 1 */
-    size_t max_batch;     /**< items per batch, >= 1 */
-    int64_t max_wait_ms;  /**< how long a head item may wait for a fuller batch, >= 0 */
-    kj_clock_fn *now_ms;  /**< NULL: CLOCK_REALTIME epoch ms. Else see "Time" above. */
-    void *clock_opaque;   /**< passed to now_ms */
+    int workers;         /**< worker threads, >= 1 */
+    size_t max_batch;    /**< items per batch, >= 1 */
+    int64_t max_wait_ms; /**< how long a head item may wait for a fuller batch, >= 0 */
+    kj_clock_fn *now_ms; /**< NULL: CLOCK_REALTIME epoch ms. Else see "Time" above. */
+    void *clock_opaque;  /**< passed to now_ms */
 } kj_engine_config;
 
 /**

@@ -46,8 +46,7 @@ static inline struct kj_entry *at(const kj_offset_tracker *t, size_t i) {
 
 kj_offset_tracker *kj_offset_tracker_new(size_t capacity_hint) {
     kj_offset_tracker *t = calloc(1, sizeof *t);
-    if (!t)
-        return NULL;
+    if (!t) return NULL;
     t->cap = round_up_pow2(capacity_hint);
     t->ring = malloc(t->cap * sizeof *t->ring);
     if (!t->ring) {
@@ -59,8 +58,7 @@ kj_offset_tracker *kj_offset_tracker_new(size_t capacity_hint) {
 }
 
 void kj_offset_tracker_free(kj_offset_tracker *t) {
-    if (!t)
-        return;
+    if (!t) return;
     free(t->ring);
     free(t);
 }
@@ -73,11 +71,9 @@ static int grow(kj_offset_tracker *t) {
     }
     size_t ncap = t->cap * 2;
     struct kj_entry *n = malloc(ncap * sizeof *n);
-    if (!n)
-        return -1;
+    if (!n) return -1;
     size_t first = t->cap - t->head; /* entries from head to the physical end */
-    if (first > t->count)
-        first = t->count;
+    if (first > t->count) first = t->count;
     memcpy(n, t->ring + t->head, first * sizeof *n);
     memcpy(n + first, t->ring, (t->count - first) * sizeof *n);
     free(t->ring);
@@ -88,10 +84,8 @@ static int grow(kj_offset_tracker *t) {
 }
 
 int kj_offset_tracker_add(kj_offset_tracker *t, int64_t offset) {
-    if (offset < 0 || (t->any && offset <= t->last))
-        return -1;
-    if (t->count == t->cap && grow(t) != 0)
-        return -1;
+    if (offset < 0 || (t->any && offset <= t->last)) return -1;
+    if (t->count == t->cap && grow(t) != 0) return -1;
     struct kj_entry *e = at(t, t->count);
     e->offset = offset;
     e->done = false;
@@ -103,8 +97,7 @@ int kj_offset_tracker_add(kj_offset_tracker *t, int64_t offset) {
 }
 
 int kj_offset_tracker_complete(kj_offset_tracker *t, int64_t offset) {
-    if (t->count == 0 || offset < at(t, 0)->offset || offset > t->last)
-        return -1;
+    if (t->count == 0 || offset < at(t, 0)->offset || offset > t->last) return -1;
     /* Binary search for offset among logical indices [lo, hi). */
     size_t lo = 0, hi = t->count;
     while (lo < hi) {
@@ -115,11 +108,9 @@ int kj_offset_tracker_complete(kj_offset_tracker *t, int64_t offset) {
         else
             hi = mid;
     }
-    if (lo == t->count)
-        return -1;
+    if (lo == t->count) return -1;
     struct kj_entry *e = at(t, lo);
-    if (e->offset != offset || e->done)
-        return -1;
+    if (e->offset != offset || e->done) return -1;
     e->done = true;
     t->pending--;
     if (lo == 0) {
@@ -128,15 +119,13 @@ int kj_offset_tracker_complete(kj_offset_tracker *t, int64_t offset) {
             t->head = (t->head + 1) & (t->cap - 1);
             t->count--;
         }
-        if (t->count == 0)
-            t->head = 0;
+        if (t->count == 0) t->head = 0;
     }
     return 0;
 }
 
 int64_t kj_offset_tracker_committable(const kj_offset_tracker *t) {
-    if (t->count > 0)
-        return at(t, 0)->offset;
+    if (t->count > 0) return at(t, 0)->offset;
     return t->any ? t->last + 1 : -1;
 }
 

@@ -23,8 +23,8 @@ uint32_t kj_murmur2(const void *key, size_t len) {
     size_t blocks = len / 4;
 
     for (size_t i = 0; i < blocks; i++, p += 4) {
-        uint32_t k = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-                     (uint32_t)p[3] << 24;
+        uint32_t k =
+            (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
         k *= KJ_MURMUR2_M;
         k ^= k >> KJ_MURMUR2_R;
         k *= KJ_MURMUR2_M;
@@ -54,7 +54,6 @@ uint32_t kj_murmur2(const void *key, size_t len) {
 }
 
 int32_t kj_partition_for_key(const void *key, size_t len, int32_t partition_count) {
-    if (partition_count <= 0)
-        return -1;
+    if (partition_count <= 0) return -1;
     return (int32_t)((kj_murmur2(key, len) & UINT32_C(0x7fffffff)) % (uint32_t)partition_count);
 }

@@ -111,8 +111,7 @@ static void item_batch(kj_lane *lane, void *lane_opaque, void **items, size_t co
     struct harness *h = engine_opaque;
     int id = lc->id;
 
-    if (lc->lane != NULL && lc->lane != lane)
-        atomic_fetch_add(&h->errors, 1);
+    if (lc->lane != NULL && lc->lane != lane) atomic_fetch_add(&h->errors, 1);
     if (atomic_exchange(&h->busy[id], 1) != 0)
         atomic_fetch_add(&h->errors, 1000); /* two workers inside one lane */
     if (kj_engine_lane_in_flight(lane) != count || kj_engine_in_flight_items(h->engine) < count)
@@ -125,8 +124,7 @@ static void item_batch(kj_lane *lane, void *lane_opaque, void **items, size_t co
         while (!h->gate_open)
             pthread_cond_wait(&h->cv, &h->mu);
     }
-    if (id == h->nb_lane && h->nb_ran_at == 0)
-        h->nb_ran_at = real_ms();
+    if (id == h->nb_lane && h->nb_ran_at == 0) h->nb_ran_at = real_ms();
     for (size_t i = 0; i < count; i++) {
         uintptr_t v = (uintptr_t)items[i];
         if (v != h->next_item[id])
@@ -136,12 +134,9 @@ static void item_batch(kj_lane *lane, void *lane_opaque, void **items, size_t co
     h->delivered[id] += count;
     h->total += count;
     h->batches++;
-    if (count > h->max_batch_seen)
-        h->max_batch_seen = count;
-    if (id == h->probe_id)
-        h->probe_seen++;
-    if (h->nlog < MAX_LOG)
-        h->log[h->nlog++] = (struct batch_rec){id, (uintptr_t)items[0], count};
+    if (count > h->max_batch_seen) h->max_batch_seen = count;
+    if (id == h->probe_id) h->probe_seen++;
+    if (h->nlog < MAX_LOG) h->log[h->nlog++] = (struct batch_rec){id, (uintptr_t)items[0], count};
     pthread_mutex_unlock(&h->mu);
 
     atomic_store(&h->busy[id], 0);
@@ -262,8 +257,7 @@ static void wait_gate_entered(struct harness *h, int n) {
     struct timespec ts = deadline_in(SAFETY_MS);
     pthread_mutex_lock(&h->mu);
     while (h->gate_entered < n)
-        if (pthread_cond_timedwait(&h->cv, &h->mu, &ts) == ETIMEDOUT)
-            break;
+        if (pthread_cond_timedwait(&h->cv, &h->mu, &ts) == ETIMEDOUT) break;
     int entered = h->gate_entered;
     pthread_mutex_unlock(&h->mu);
     assert_true(entered >= n);
@@ -276,8 +270,7 @@ struct discard_rec {
 
 static void discard_cb(void *item, void *opaque) {
     struct discard_rec *d = opaque;
-    if (d->n < 64)
-        d->items[d->n] = (uintptr_t)item;
+    if (d->n < 64) d->items[d->n] = (uintptr_t)item;
     d->n++;
 }
 
@@ -320,8 +313,7 @@ static void test_order_exclusive_exactly_once(void **state) {
                 size_t pend = kj_engine_push(h->lanes[i].lane, (void *)next[i]++, 0);
                 assert_true(pend >= 1);
             }
-            if (rand() % 97 == 0)
-                kj_engine_lane_flush(h->lanes[i].lane);
+            if (rand() % 97 == 0) kj_engine_lane_flush(h->lanes[i].lane);
         }
     }
     for (int i = 0; i < LANES; i++) {
@@ -432,9 +424,9 @@ static void test_not_before_gating(void **state) {
     uintptr_t next = 1;
 
     assert_int_equal(kj_engine_lane_head_not_before(a), 0); /* empty */
-    push_n(a, &next, 2, 0);          /* 1, 2: due now */
-    push_n(a, &next, 1, t0 + 500);   /* 3: due at t0+500 */
-    push_n(a, &next, 2, 0);          /* 4, 5: due, but behind 3 */
+    push_n(a, &next, 2, 0);                                 /* 1, 2: due now */
+    push_n(a, &next, 1, t0 + 500);                          /* 3: due at t0+500 */
+    push_n(a, &next, 2, 0);                                 /* 4, 5: due, but behind 3 */
     kj_engine_lane_flush(a);
     assert_true(wait_for(h, &h->delivered[0], 2));
     settle(h);
@@ -453,8 +445,7 @@ static void test_not_before_gating(void **state) {
     size_t k = 0;
     struct batch_rec got[4];
     for (size_t i = 0; i < h->nlog && k < 4; i++)
-        if (h->log[i].lane == 0)
-            got[k++] = h->log[i];
+        if (h->log[i].lane == 0) got[k++] = h->log[i];
     pthread_mutex_unlock(&h->mu);
     assert_int_equal(k, 2);
     assert_int_equal(got[0].first, 1);

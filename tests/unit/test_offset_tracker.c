@@ -217,14 +217,10 @@ static void test_against_model(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_empty),
-        cmocka_unit_test(test_in_order),
-        cmocka_unit_test(test_out_of_order),
-        cmocka_unit_test(test_gaps),
-        cmocka_unit_test(test_rejects),
-        cmocka_unit_test(test_growth_wrapped),
-        cmocka_unit_test(test_clear_and_reset),
-        cmocka_unit_test(test_against_model),
+        cmocka_unit_test(test_empty),           cmocka_unit_test(test_in_order),
+        cmocka_unit_test(test_out_of_order),    cmocka_unit_test(test_gaps),
+        cmocka_unit_test(test_rejects),         cmocka_unit_test(test_growth_wrapped),
+        cmocka_unit_test(test_clear_and_reset), cmocka_unit_test(test_against_model),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -139,10 +139,10 @@ static void test_partition_matches_librdkafka(void **state) {
                 key[b] = (char)(key[b] ^ 0xA5);
         for (size_t c = 0; c < NELEM(counts); c++) {
             int32_t ours = kj_partition_for_key(key, (size_t)len, counts[c]);
-            int32_t rd = rd_kafka_msg_partitioner_murmur2(NULL, key, (size_t)len, counts[c],
-                                                          NULL, NULL);
-            int32_t rd_random = rd_kafka_msg_partitioner_murmur2_random(
-                NULL, key, (size_t)len, counts[c], NULL, NULL);
+            int32_t rd =
+                rd_kafka_msg_partitioner_murmur2(NULL, key, (size_t)len, counts[c], NULL, NULL);
+            int32_t rd_random = rd_kafka_msg_partitioner_murmur2_random(NULL, key, (size_t)len,
+                                                                        counts[c], NULL, NULL);
             assert_int_equal(ours, rd);
             assert_int_equal(ours, rd_random);
         }
