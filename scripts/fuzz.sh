@@ -21,9 +21,12 @@ for name in "${targets[@]}"; do
   seeds=tests/fuzz/corpus/${name#fuzz_}
   scratch=$(mktemp -d)
   echo "fuzz: $name for ${SECONDS_PER_TARGET}s (seeds: $seeds)"
+  status=0
   ./build-fuzz/tests/fuzz/"$name" "$scratch" "$seeds" -max_total_time="$SECONDS_PER_TARGET" \
-    -max_len=4096 -timeout=10 -print_final_stats=1 2>&1 | grep -E "^(stat::|Done|INFO: -max_total)|ERROR|SUMMARY" || true
-  status=${PIPESTATUS[0]}
+    -max_len=4096 -timeout=10 -print_final_stats=1 >"$scratch.log" 2>&1 || status=$?
+  grep -E "^(stat::number_of_executed_units|stat::new_units_added|Done)|ERROR|SUMMARY" "$scratch.log" || true
+  [ "$status" = 0 ] || tail -50 "$scratch.log" >&2
+  rm -f "$scratch.log"
   rm -rf "$scratch"
   if [ "$status" != 0 ]; then echo "fuzz: $name FAILED (exit $status)" >&2; exit 1; fi
 done
