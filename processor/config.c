@@ -82,7 +82,8 @@ static char *kj_cfg_concat(const char *a, const char *b) {
 
 static void strlist_free(char **list, size_t n) {
     if (!list) return;
-    for (size_t i = 0; i < n; i++) free(list[i]);
+    for (size_t i = 0; i < n; i++)
+        free(list[i]);
     free(list);
 }
 
@@ -176,8 +177,8 @@ void kj_duration_format(int64_t ms, char *buf, size_t size) {
     }
     for (size_t u = 0; u < sizeof(units) / sizeof(units[0]) && o < size; u++) {
         if (ms >= units[u].ms) {
-            int w = snprintf(buf + o, size - o, "%lld%s", (long long)(ms / units[u].ms),
-                             units[u].unit);
+            int w =
+                snprintf(buf + o, size - o, "%lld%s", (long long)(ms / units[u].ms), units[u].unit);
             if (w < 0) return;
             o += (size_t)w;
             ms %= units[u].ms;
@@ -205,8 +206,8 @@ typedef int (*kj_check_fn)(const char *value, char *why, size_t size);
 typedef struct {
     const char *group; /* NULL for a top-level setting */
     const char *name;
-    const char *key;   /* group.name, or name at top level */
-    const char *env;   /* KJOBS_<GROUP>_<NAME>, upper-cased (tests check the rule) */
+    const char *key; /* group.name, or name at top level */
+    const char *env; /* KJOBS_<GROUP>_<NAME>, upper-cased (tests check the rule) */
     kj_type type;
     size_t off, count_off; /* field, and the size_t count for lists */
     const char *def;       /* default, in the environment syntax */
@@ -267,8 +268,7 @@ static const kj_setting kj_settings[] = {
             "the environment: a JSON array of strings."},
     /* topics */
     {ROW("topics", "main", "KJOBS_TOPICS_MAIN"), .type = KT_STRING, .off = F(main_topic),
-     .def = "jobs", .flags = KF_NONEMPTY, .check = check_topic,
-     .expect = "a Kafka topic name",
+     .def = "jobs", .flags = KF_NONEMPTY, .check = check_topic, .expect = "a Kafka topic name",
      .doc = "The main jobs topic, consumed by `kjobs run`; the default --topic of the other "
             "commands."},
     {ROW("topics", "retry_prefix", "KJOBS_TOPICS_RETRY_PREFIX"), .type = KT_STRING,
@@ -364,8 +364,7 @@ static const kj_setting kj_settings[] = {
             "error class timeout and the child is restarted."},
     /* http */
     {ROW("http", "listen", "KJOBS_HTTP_LISTEN"), .type = KT_STRING, .off = F(http_listen),
-     .def = "0.0.0.0:8080", .check = check_listen,
-     .expect = "\"\" or \"host:port\"",
+     .def = "0.0.0.0:8080", .check = check_listen, .expect = "\"\" or \"host:port\"",
      .doc = "Address of the HTTP listener for /metrics, /livez, /healthz and /readyz: "
             "\"host:port\", \"[ipv6]:port\" or \":port\" (all interfaces); port 0 picks a free "
             "port. \"\" disables HTTP."},
@@ -496,15 +495,19 @@ static int check_listen(const char *v, char *why, size_t size) {
     if (!*v) return 0;
     const char *colon = strrchr(v, ':');
     bool ok = colon != NULL;
-    if (ok && v[0] == '[') ok = colon > v && colon[-1] == ']' && colon - v > 2;
-    else if (ok) ok = memchr(v, ':', (size_t)(colon - v)) == NULL; /* IPv6 needs brackets */
+    if (ok && v[0] == '[')
+        ok = colon > v && colon[-1] == ']' && colon - v > 2;
+    else if (ok)
+        ok = memchr(v, ':', (size_t)(colon - v)) == NULL; /* IPv6 needs brackets */
     if (ok) {
         const char *port = colon + 1;
         long n = 0;
         ok = *port != '\0' && strlen(port) <= 5;
         for (const char *p = port; ok && *p; p++) {
-            if (!isdigit((unsigned char)*p)) ok = false;
-            else n = n * 10 + (*p - '0');
+            if (!isdigit((unsigned char)*p))
+                ok = false;
+            else
+                n = n * 10 + (*p - '0');
         }
         ok = ok && n <= 65535;
     }
@@ -557,8 +560,9 @@ static int check_rdkafka_prop(const char *v, char *why, size_t size) {
     }
     for (const char *p = v; p < eq; p++) {
         if (isspace((unsigned char)*p) || iscntrl((unsigned char)*p)) {
-            snprintf(why, size, "expected \"name=value\" with no spaces in the name "
-                                "(value not shown)");
+            snprintf(why, size,
+                     "expected \"name=value\" with no spaces in the name "
+                     "(value not shown)");
             return -1;
         }
     }
@@ -592,17 +596,21 @@ static void describe_expected(const kj_setting *row, char *buf, size_t size) {
     char a[32], b[32];
     switch (row->type) {
     case KT_STRING:
-        if (row->expect) snprintf(buf, size, "%s", row->expect);
+        if (row->expect)
+            snprintf(buf, size, "%s", row->expect);
         else
-            snprintf(buf, size, "%s",
-                     row->flags & KF_NONEMPTY ? "a non-empty string" : "a string");
+            snprintf(buf, size, "%s", row->flags & KF_NONEMPTY ? "a non-empty string" : "a string");
         break;
     case KT_INT:
         snprintf(buf, size, "an integer from %lld to %lld", (long long)row->min,
                  (long long)row->max);
         break;
-    case KT_BOOL: snprintf(buf, size, "true or false"); break;
-    case KT_DOUBLE: snprintf(buf, size, "a number from %g to %g", row->dmin, row->dmax); break;
+    case KT_BOOL:
+        snprintf(buf, size, "true or false");
+        break;
+    case KT_DOUBLE:
+        snprintf(buf, size, "a number from %g to %g", row->dmin, row->dmax);
+        break;
     case KT_DURATION:
         kj_duration_format(row->min, a, sizeof(a));
         kj_duration_format(row->max, b, sizeof(b));
@@ -611,7 +619,9 @@ static void describe_expected(const kj_setting *row, char *buf, size_t size) {
                  "\"1m\")",
                  a, b);
         break;
-    case KT_STRLIST: snprintf(buf, size, "a list of strings"); break;
+    case KT_STRLIST:
+        snprintf(buf, size, "a list of strings");
+        break;
     case KT_DURLIST:
         kj_duration_format(row->min, a, sizeof(a));
         kj_duration_format(row->max, b, sizeof(b));
@@ -623,8 +633,10 @@ static void describe_expected(const kj_setting *row, char *buf, size_t size) {
 static void fail_expected(const kj_setting *row, const char *got, char *why, size_t size) {
     char exp[192];
     describe_expected(row, exp, sizeof(exp));
-    if (row->flags & KF_SECRET) snprintf(why, size, "expected %s (value not shown)", exp);
-    else snprintf(why, size, "expected %s, got %s", exp, got);
+    if (row->flags & KF_SECRET)
+        snprintf(why, size, "expected %s (value not shown)", exp);
+    else
+        snprintf(why, size, "expected %s, got %s", exp, got);
 }
 
 /* Range and content checks shared by every source. On failure *bad_item is the list index (or
@@ -649,7 +661,8 @@ static int value_check(const kj_setting *row, const kj_value *v, long *bad_item,
             return -1;
         }
         return 0;
-    case KT_BOOL: return 0;
+    case KT_BOOL:
+        return 0;
     case KT_DOUBLE:
         if (!isfinite(v->d) || v->d < row->dmin || v->d > row->dmax) {
             snprintf(got, sizeof(got), "%g", v->d);
@@ -731,12 +744,20 @@ static void value_store(kj_config *cfg, const kj_setting *row, kj_value *v,
         if (row->off == F(dlq_topic)) cfg->dlq_topic_auto = !*cfg->dlq_topic;
         resolve_topics(cfg);
         break;
-    case KT_INT: *(int *)f = (int)v->i; break;
-    case KT_BOOL: *(bool *)f = v->i != 0; break;
-    case KT_DOUBLE: *(double *)f = v->d; break;
+    case KT_INT:
+        *(int *)f = (int)v->i;
+        break;
+    case KT_BOOL:
+        *(bool *)f = v->i != 0;
+        break;
+    case KT_DOUBLE:
+        *(double *)f = v->d;
+        break;
     case KT_DURATION:
-        if (row->flags & KF_INT_FIELD) *(int *)f = (int)v->i;
-        else *(int64_t *)f = v->i;
+        if (row->flags & KF_INT_FIELD)
+            *(int *)f = (int)v->i;
+        else
+            *(int64_t *)f = v->i;
         break;
     case KT_STRLIST: {
         size_t *count = field_ptr(cfg, row->count_off);
@@ -775,7 +796,7 @@ static int parse_int64(const char *s, int64_t *out) {
 
 static int parse_bool(const char *s, int64_t *out) {
     static const char *const yes[] = {"true", "yes", "on", "1"}, *const no[] = {"false", "no",
-                                                                              "off", "0"};
+                                                                                "off", "0"};
     for (size_t i = 0; i < 4; i++) {
         if (strcasecmp(s, yes[i]) == 0) return *out = 1, 0;
         if (strcasecmp(s, no[i]) == 0) return *out = 0, 0;
@@ -784,10 +805,11 @@ static int parse_bool(const char *s, int64_t *out) {
 }
 
 /* Split env/CLI text into list items: a JSON array if it starts with '[', else per the row. */
-static int split_list(const kj_setting *row, const char *text, char ***items, size_t *n,
-                      char *why, size_t size) {
+static int split_list(const kj_setting *row, const char *text, char ***items, size_t *n, char *why,
+                      size_t size) {
     const char *p = text;
-    while (isspace((unsigned char)*p)) p++;
+    while (isspace((unsigned char)*p))
+        p++;
     *items = NULL;
     *n = 0;
     if (!*p) return 0; /* "" (or only spaces) is the empty list, in every syntax */
@@ -828,9 +850,11 @@ static int split_list(const kj_setting *row, const char *text, char ***items, si
     if (row->flags & KF_SPLIT_WORDS) {
         while (*p) {
             const char *start = p;
-            while (*p && !isspace((unsigned char)*p)) p++;
+            while (*p && !isspace((unsigned char)*p))
+                p++;
             strlist_push(items, n, kj_cfg_xstrndup(start, (size_t)(p - start)));
-            while (isspace((unsigned char)*p)) p++;
+            while (isspace((unsigned char)*p))
+                p++;
         }
         return 0;
     }
@@ -838,8 +862,10 @@ static int split_list(const kj_setting *row, const char *text, char ***items, si
     while (1) {
         const char *end = strchr(p, ',');
         size_t len = end ? (size_t)(end - p) : strlen(p);
-        while (len && isspace((unsigned char)*p)) p++, len--;
-        while (len && isspace((unsigned char)p[len - 1])) len--;
+        while (len && isspace((unsigned char)*p))
+            p++, len--;
+        while (len && isspace((unsigned char)p[len - 1]))
+            len--;
         if (len == 0) {
             strlist_free(*items, *n);
             *items = NULL;
@@ -860,7 +886,9 @@ static int value_from_text(const kj_setting *row, const char *text, kj_value *v,
     memset(v, 0, sizeof(*v));
     quote_for_error(text, got, sizeof(got));
     switch (row->type) {
-    case KT_STRING: v->s = kj_cfg_xstrdup(text); return 0;
+    case KT_STRING:
+        v->s = kj_cfg_xstrdup(text);
+        return 0;
     case KT_INT:
         if (parse_int64(text, &v->i) == 0) return 0;
         break;
@@ -878,7 +906,8 @@ static int value_from_text(const kj_setting *row, const char *text, kj_value *v,
     case KT_DURATION:
         if (kj_duration_parse(text, &v->i) == 0) return 0;
         break;
-    case KT_STRLIST: return split_list(row, text, &v->strs, &v->n, why, size);
+    case KT_STRLIST:
+        return split_list(row, text, &v->strs, &v->n, why, size);
     case KT_DURLIST: {
         char **items;
         size_t n;
@@ -909,16 +938,28 @@ static int value_from_text(const kj_setting *row, const char *text, kj_value *v,
 static void describe_setting(const config_setting_t *s, char *buf, size_t size) {
     switch (config_setting_type(s)) {
     case CONFIG_TYPE_INT:
-    case CONFIG_TYPE_INT64: snprintf(buf, size, "%lld", config_setting_get_int64(s)); break;
-    case CONFIG_TYPE_FLOAT: snprintf(buf, size, "%g", config_setting_get_float(s)); break;
+    case CONFIG_TYPE_INT64:
+        snprintf(buf, size, "%lld", config_setting_get_int64(s));
+        break;
+    case CONFIG_TYPE_FLOAT:
+        snprintf(buf, size, "%g", config_setting_get_float(s));
+        break;
     case CONFIG_TYPE_BOOL:
         snprintf(buf, size, "%s", config_setting_get_bool(s) ? "true" : "false");
         break;
-    case CONFIG_TYPE_STRING: quote_for_error(config_setting_get_string(s), buf, size); break;
-    case CONFIG_TYPE_GROUP: snprintf(buf, size, "a group { ... }"); break;
+    case CONFIG_TYPE_STRING:
+        quote_for_error(config_setting_get_string(s), buf, size);
+        break;
+    case CONFIG_TYPE_GROUP:
+        snprintf(buf, size, "a group { ... }");
+        break;
     case CONFIG_TYPE_ARRAY:
-    case CONFIG_TYPE_LIST: snprintf(buf, size, "a list"); break;
-    default: snprintf(buf, size, "nothing"); break;
+    case CONFIG_TYPE_LIST:
+        snprintf(buf, size, "a list");
+        break;
+    default:
+        snprintf(buf, size, "nothing");
+        break;
     }
 }
 
@@ -945,8 +986,10 @@ static int value_from_setting(const kj_setting *row, const config_setting_t *s, 
     char got[96];
     memset(v, 0, sizeof(*v));
     *bad_item = -1;
-    if (row->flags & KF_SECRET) snprintf(got, sizeof(got), "(hidden)");
-    else describe_setting(s, got, sizeof(got));
+    if (row->flags & KF_SECRET)
+        snprintf(got, sizeof(got), "(hidden)");
+    else
+        describe_setting(s, got, sizeof(got));
     int type = config_setting_type(s);
     switch (row->type) {
     case KT_STRING:
@@ -962,9 +1005,12 @@ static int value_from_setting(const kj_setting *row, const config_setting_t *s, 
         v->i = config_setting_get_bool(s);
         return 0;
     case KT_DOUBLE:
-        if (type == CONFIG_TYPE_FLOAT) v->d = config_setting_get_float(s);
-        else if (setting_is_int(s)) v->d = (double)config_setting_get_int64(s);
-        else break;
+        if (type == CONFIG_TYPE_FLOAT)
+            v->d = config_setting_get_float(s);
+        else if (setting_is_int(s))
+            v->d = (double)config_setting_get_int64(s);
+        else
+            break;
         return 0;
     case KT_DURATION:
         if (duration_from_setting(s, &v->i) == 0) return 0;
@@ -988,8 +1034,10 @@ static int value_from_setting(const kj_setting *row, const config_setting_t *s, 
                 continue;
             }
             *bad_item = i;
-            if (row->flags & KF_SECRET) snprintf(got, sizeof(got), "(hidden)");
-            else describe_setting(e, got, sizeof(got));
+            if (row->flags & KF_SECRET)
+                snprintf(got, sizeof(got), "(hidden)");
+            else
+                describe_setting(e, got, sizeof(got));
             snprintf(why, size, "expected %s, got %s",
                      row->type == KT_STRLIST ? "a string"
                                              : "a duration (milliseconds, or a string like "
@@ -1043,7 +1091,8 @@ static size_t edit_distance(const char *a, const char *b) {
     size_t la = strlen(a), lb = strlen(b);
     if (la > 64 || lb > 64) return SIZE_MAX;
     size_t prev[65], cur[65];
-    for (size_t j = 0; j <= lb; j++) prev[j] = j;
+    for (size_t j = 0; j <= lb; j++)
+        prev[j] = j;
     for (size_t i = 1; i <= la; i++) {
         cur[0] = i;
         for (size_t j = 1; j <= lb; j++) {
@@ -1078,9 +1127,12 @@ static void suggest(const char *key, bool env, char *buf, size_t size) {
         if (d < best_d) best_d = d, best_group = g, best = NULL;
     }
     if (!best && !best_group && bare_hits == 1) best = bare_row;
-    if (best_group) snprintf(buf, size, " (did you mean %s?)", best_group);
-    else if (best) snprintf(buf, size, " (did you mean %s?)", env ? best->env : best->key);
-    else buf[0] = '\0';
+    if (best_group)
+        snprintf(buf, size, " (did you mean %s?)", best_group);
+    else if (best)
+        snprintf(buf, size, " (did you mean %s?)", env ? best->env : best->key);
+    else
+        buf[0] = '\0';
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1148,8 +1200,10 @@ static int apply_text(kj_config *cfg, const kj_setting *row, const char *text,
         return -1;
     }
     if (value_check(row, &v, &bad_item, why, sizeof(why))) {
-        if (bad_item >= 0) snprintf(errstr, errstr_size, "%s: item %ld: %s", where, bad_item, why);
-        else snprintf(errstr, errstr_size, "%s: %s", where, why);
+        if (bad_item >= 0)
+            snprintf(errstr, errstr_size, "%s: item %ld: %s", where, bad_item, why);
+        else
+            snprintf(errstr, errstr_size, "%s: %s", where, why);
         value_free(&v);
         return -1;
     }
@@ -1231,8 +1285,8 @@ static int apply_env(kj_config *cfg, char *const *envp, char *errstr, size_t err
 
 /* The file a setting came from, for errors: the main file, or an @include'd file with the
  * include directory prepended when libconfig only kept the relative name. */
-static const char *place_file(const config_t *lc, const char *f, const char *main_file,
-                              char *buf, size_t size) {
+static const char *place_file(const config_t *lc, const char *f, const char *main_file, char *buf,
+                              size_t size) {
     if (!f || strcmp(f, main_file) == 0) return main_file;
     const char *dir = config_get_include_dir(lc);
     if (f[0] == '/' || !dir) return f;
@@ -1335,8 +1389,12 @@ static void place_of(const kj_config *cfg, const kj_setting *row, char *buf, siz
         snprintf(buf, size, "%s:%d: %s", cfg->source_path ? cfg->source_path : "config", o->line,
                  row->key);
         break;
-    case KJ_CONFIG_FROM_ENV: snprintf(buf, size, "environment %s", row->env); break;
-    default: snprintf(buf, size, "%s", row->key); break;
+    case KJ_CONFIG_FROM_ENV:
+        snprintf(buf, size, "environment %s", row->env);
+        break;
+    default:
+        snprintf(buf, size, "%s", row->key);
+        break;
     }
 }
 
@@ -1430,13 +1488,15 @@ int kj_config_load_env(kj_config *cfg, const char *path, char *const *envp, char
     bool explicit_path = path != NULL;
     if (!path) {
         const char *from_env = env_lookup(envp, "KJOBS_CONFIG");
-        if (from_env && *from_env) path = from_env, explicit_path = true;
-        else path = KJ_CONFIG_DEFAULT_PATH;
+        if (from_env && *from_env)
+            path = from_env, explicit_path = true;
+        else
+            path = KJ_CONFIG_DEFAULT_PATH;
     }
     FILE *f = fopen(path, "r");
     if (!f) {
-        if (!explicit_path && errno == ENOENT) return finish_load(cfg, NULL, NULL, envp, errstr,
-                                                                  errstr_size);
+        if (!explicit_path && errno == ENOENT)
+            return finish_load(cfg, NULL, NULL, envp, errstr, errstr_size);
         snprintf(errstr, errstr_size, "%s: cannot open config file: %s", path, strerror(errno));
         return -1;
     }
@@ -1533,11 +1593,16 @@ static void render_string(const char *s, char *buf, size_t size) {
     if (o + 1 < size) buf[o++] = '"';
     for (; *s && o + 5 < size; s++) {
         unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') buf[o++] = '\\', buf[o++] = (char)c;
-        else if (c == '\n') buf[o++] = '\\', buf[o++] = 'n';
-        else if (c == '\t') buf[o++] = '\\', buf[o++] = 't';
-        else if (c < 0x20 || c == 0x7f) o += (size_t)snprintf(buf + o, size - o, "\\x%02x", c);
-        else buf[o++] = (char)c;
+        if (c == '"' || c == '\\')
+            buf[o++] = '\\', buf[o++] = (char)c;
+        else if (c == '\n')
+            buf[o++] = '\\', buf[o++] = 'n';
+        else if (c == '\t')
+            buf[o++] = '\\', buf[o++] = 't';
+        else if (c < 0x20 || c == 0x7f)
+            o += (size_t)snprintf(buf + o, size - o, "\\x%02x", c);
+        else
+            buf[o++] = (char)c;
     }
     if (o + 1 < size) buf[o++] = '"';
     buf[o] = '\0';
@@ -1558,9 +1623,15 @@ static void render_value(const kj_setting *row, const kj_value *v, bool hide, ch
     char d[48];
     buf[0] = '\0';
     switch (row->type) {
-    case KT_STRING: render_string(v->s, buf, size); break;
-    case KT_INT: render_append(buf, size, "%lld", (long long)v->i); break;
-    case KT_BOOL: render_append(buf, size, "%s", v->i ? "true" : "false"); break;
+    case KT_STRING:
+        render_string(v->s, buf, size);
+        break;
+    case KT_INT:
+        render_append(buf, size, "%lld", (long long)v->i);
+        break;
+    case KT_BOOL:
+        render_append(buf, size, "%s", v->i ? "true" : "false");
+        break;
     case KT_DOUBLE:
         snprintf(d, sizeof(d), "%g", v->d);
         if (!strpbrk(d, ".eEn")) strcat(d, ".0");
@@ -1605,10 +1676,18 @@ static kj_value value_view(const kj_config *cfg, const kj_setting *row) {
     memset(&v, 0, sizeof(v));
     const void *f = field_cptr(cfg, row->off);
     switch (row->type) {
-    case KT_STRING: v.s = *(char *const *)f; break;
-    case KT_INT: v.i = *(const int *)f; break;
-    case KT_BOOL: v.i = *(const bool *)f; break;
-    case KT_DOUBLE: v.d = *(const double *)f; break;
+    case KT_STRING:
+        v.s = *(char *const *)f;
+        break;
+    case KT_INT:
+        v.i = *(const int *)f;
+        break;
+    case KT_BOOL:
+        v.i = *(const bool *)f;
+        break;
+    case KT_DOUBLE:
+        v.d = *(const double *)f;
+        break;
     case KT_DURATION:
         v.i = row->flags & KF_INT_FIELD ? *(const int *)f : *(const int64_t *)f;
         break;
@@ -1640,12 +1719,14 @@ static void write_wrapped(FILE *out, const char *prefix, const char *text) {
         size_t len = strlen(p);
         if (len > width) {
             len = width;
-            while (len > 0 && p[len] != ' ') len--;
+            while (len > 0 && p[len] != ' ')
+                len--;
             if (len == 0) len = strcspn(p, " ");
         }
         fprintf(out, "%s%.*s\n", prefix, (int)len, p);
         p += len;
-        while (*p == ' ') p++;
+        while (*p == ' ')
+            p++;
     }
 }
 
@@ -1690,18 +1771,26 @@ void kj_config_write_example(FILE *out) {
 static void describe_type(const kj_setting *row, char *buf, size_t size) {
     char a[32], b[32];
     switch (row->type) {
-    case KT_STRING: snprintf(buf, size, "string"); break;
+    case KT_STRING:
+        snprintf(buf, size, "string");
+        break;
     case KT_INT:
         snprintf(buf, size, "integer %lld..%lld", (long long)row->min, (long long)row->max);
         break;
-    case KT_BOOL: snprintf(buf, size, "boolean"); break;
-    case KT_DOUBLE: snprintf(buf, size, "number %g..%g", row->dmin, row->dmax); break;
+    case KT_BOOL:
+        snprintf(buf, size, "boolean");
+        break;
+    case KT_DOUBLE:
+        snprintf(buf, size, "number %g..%g", row->dmin, row->dmax);
+        break;
     case KT_DURATION:
         kj_duration_format(row->min, a, sizeof(a));
         kj_duration_format(row->max, b, sizeof(b));
         snprintf(buf, size, "duration %s..%s", a, b);
         break;
-    case KT_STRLIST: snprintf(buf, size, "list of strings"); break;
+    case KT_STRLIST:
+        snprintf(buf, size, "list of strings");
+        break;
     case KT_DURLIST:
         kj_duration_format(row->min, a, sizeof(a));
         kj_duration_format(row->max, b, sizeof(b));
@@ -1715,11 +1804,16 @@ static void md_cell(FILE *out, const char *s) {
     bool code = false;
     for (; *s; s++) {
         if (*s == '`') code = !code;
-        if (*s == '|') fputs("\\|", out); /* a table delimiter even inside code */
-        else if (!code && *s == '<') fputs("&lt;", out);
-        else if (!code && *s == '>') fputs("&gt;", out);
-        else if (!code && *s == '*') fputs("\\*", out);
-        else fputc(*s, out);
+        if (*s == '|')
+            fputs("\\|", out); /* a table delimiter even inside code */
+        else if (!code && *s == '<')
+            fputs("&lt;", out);
+        else if (!code && *s == '>')
+            fputs("&gt;", out);
+        else if (!code && *s == '*')
+            fputs("\\*", out);
+        else
+            fputc(*s, out);
     }
 }
 
@@ -1768,9 +1862,18 @@ void kj_config_write_effective(const kj_config *cfg, FILE *out) {
             snprintf(from, sizeof(from), "%s:%d", cfg->source_path ? cfg->source_path : "?",
                      o->line);
             break;
-        case KJ_CONFIG_FROM_ENV: snprintf(from, sizeof(from), "environment"); break;
-        case KJ_CONFIG_FROM_CLI: snprintf(from, sizeof(from), "command line"); break;
-        default: snprintf(from, sizeof(from), "default"); break;
+        case KJ_CONFIG_FROM_ENV:
+            snprintf(from, sizeof(from), "environment %s",
+                     row->type == KT_STRLIST && (row->flags & KF_SECRET)
+                         ? "(KJOBS_KAFKA_PROPERTIES / KJOBS_RDKAFKA_*)"
+                         : row->env);
+            break;
+        case KJ_CONFIG_FROM_CLI:
+            snprintf(from, sizeof(from), "command line");
+            break;
+        default:
+            snprintf(from, sizeof(from), "default");
+            break;
         }
         fprintf(out, "%s = %s;  # %s\n", row->key, value, from);
     }

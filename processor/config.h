@@ -38,26 +38,37 @@ typedef enum {
 } kj_config_origin_kind;
 
 typedef struct kj_config {
-    char *source_path;                 /* file actually read, or NULL when none */
+    char *source_path; /* file actually read, or NULL when none */
     char *bootstrap, *group, *client_id, *group_instance_id;
-    char **rdkafka_props; size_t rdkafka_prop_count;     /* "name=value", file order then env */
-    char *main_topic, *retry_prefix, *dlq_topic;         /* retry_prefix/dlq_topic resolved, never "" */
+    char **rdkafka_props;
+    size_t rdkafka_prop_count;                   /* "name=value", file order then env */
+    char *main_topic, *retry_prefix, *dlq_topic; /* retry_prefix/dlq_topic resolved, never "" */
     int partitions, replication_factor;
     int batch_max_jobs, batch_max_wait_ms, batch_max_pending;
     int workers;
-    int64_t *retry_delays_ms; size_t retry_delay_count; int retry_max_attempts; bool retry_exactly_once;
-    int breaker_consecutive, breaker_window, breaker_min_window; double breaker_ratio; int64_t breaker_cooldown_ms;
-    char *handlers_plugin; char **handlers_exec; size_t handlers_exec_count; char **handlers_exec_types; size_t handlers_exec_type_count; int64_t handlers_exec_timeout_ms;
+    int64_t *retry_delays_ms;
+    size_t retry_delay_count;
+    int retry_max_attempts;
+    bool retry_exactly_once;
+    int breaker_consecutive, breaker_window, breaker_min_window;
+    double breaker_ratio;
+    int64_t breaker_cooldown_ms;
+    char *handlers_plugin;
+    char **handlers_exec;
+    size_t handlers_exec_count;
+    char **handlers_exec_types;
+    size_t handlers_exec_type_count;
+    int64_t handlers_exec_timeout_ms;
     char *http_listen;
     int64_t shutdown_grace_ms;
     char *log_level;
 
     /* ---- internal bookkeeping; read it through the functions below ---- */
-    bool retry_prefix_auto, dlq_topic_auto;  /* "" was configured: derived from main_topic */
+    bool retry_prefix_auto, dlq_topic_auto; /* "" was configured: derived from main_topic */
     struct kj_config_origin {
-        unsigned char kind;                  /* kj_config_origin_kind */
-        int line;                            /* file line when kind == KJ_CONFIG_FROM_FILE */
-    } origin[KJ_CONFIG_MAX_SETTINGS];        /* indexed by table row */
+        unsigned char kind;           /* kj_config_origin_kind */
+        int line;                     /* file line when kind == KJ_CONFIG_FROM_FILE */
+    } origin[KJ_CONFIG_MAX_SETTINGS]; /* indexed by table row */
 } kj_config;
 
 /**

@@ -48,8 +48,8 @@ static void expect_load_error_containing(const char *text, char *const *envp, co
     int rc = load(&cfg, text, envp);
     kj_config_free(&cfg);
     if (rc != -1 || !strstr(err, needle))
-        fail_msg("config:\n%s\nexpected an error containing: %s\ngot (rc %d): %s", text, needle,
-                 rc, err);
+        fail_msg("config:\n%s\nexpected an error containing: %s\ngot (rc %d): %s", text, needle, rc,
+                 err);
 }
 
 static char *format(const kj_config *cfg, const char *key) {
@@ -66,7 +66,8 @@ static char *read_whole_file(const char *path) {
     FILE *mem = open_memstream(&buf, &len);
     char chunk[4096];
     size_t n;
-    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) fwrite(chunk, 1, n, mem);
+    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+        fwrite(chunk, 1, n, mem);
     fclose(mem);
     fclose(f);
     return buf;
@@ -247,7 +248,8 @@ static void file_text_for(const struct override_case *c, char *buf, size_t size)
     if (dot)
         snprintf(buf, size, "# first line\n%.*s = {\n  %s = %s;\n  %s\n};\n", (int)(dot - c->key),
                  c->key, dot + 1, c->file_value, c->file_extra ? c->file_extra : "");
-    else snprintf(buf, size, "# first line\n%s = %s;\n", c->key, c->file_value);
+    else
+        snprintf(buf, size, "# first line\n%s = %s;\n", c->key, c->file_value);
 }
 
 static void test_every_setting_overridable(void **state) {
@@ -286,8 +288,7 @@ static void test_every_setting_overridable(void **state) {
         char *env_only[] = {env_entry, (char *)c->env_extra, NULL};
         if (load(&cfg, "", env_only) != 0) fail_msg("%s from env: %s", c->key, err);
         if (strcmp(format(&cfg, c->key), c->env_expect) != 0)
-            fail_msg("%s from env: want %s, got %s", c->key, c->env_expect,
-                     format(&cfg, c->key));
+            fail_msg("%s from env: want %s, got %s", c->key, c->env_expect, format(&cfg, c->key));
         assert_int_equal(kj_config_origin_of(&cfg, c->key, NULL), KJ_CONFIG_FROM_ENV);
         kj_config_free(&cfg);
 
@@ -306,7 +307,8 @@ static void test_env_names_follow_rule(void **state) {
         const char *key = kj_config_setting_name(i);
         char want[128] = "KJOBS_";
         size_t o = strlen(want);
-        for (const char *p = key; *p; p++) want[o++] = *p == '.' ? '_' : (char)toupper(*p);
+        for (const char *p = key; *p; p++)
+            want[o++] = *p == '.' ? '_' : (char)toupper(*p);
         want[o] = '\0';
         assert_string_equal(kj_config_setting_env(i), want);
     }
@@ -319,34 +321,62 @@ static void test_duration_parse(void **state) {
         const char *text;
         int64_t ms;
     } good[] = {
-        {"0", 0},           {"250", 250},         {"250ms", 250},        {"10s", 10000},
-        {"1m", 60000},      {"2h", 7200000},      {"1d", 86400000},      {"1m30s", 90000},
-        {"1h0m", 3600000},  {"1s500ms", 1500},    {"007s", 7000},        {"0s", 0},
+        {"0", 0},
+        {"250", 250},
+        {"250ms", 250},
+        {"10s", 10000},
+        {"1m", 60000},
+        {"2h", 7200000},
+        {"1d", 86400000},
+        {"1m30s", 90000},
+        {"1h0m", 3600000},
+        {"1s500ms", 1500},
+        {"007s", 7000},
+        {"0s", 0},
         {"1d2h3m4s5ms", 93784005},
         {"9223372036854775807", INT64_MAX},
     };
     static const char *const bad[] = {
-        "",     "-1s",   "-5",      "1.5s",  "10 s",   " 10s", "10s ",  "10S",   "s",
-        "10x",  "1m1h",  "1s1s",    "1m30",  "+5",     "1ms2s", "ms",    "1sm",   "0x10",
-        "9223372036854775808",      "106751991167301d", "99999999999999999999s", "1h-1m",
+        "",
+        "-1s",
+        "-5",
+        "1.5s",
+        "10 s",
+        " 10s",
+        "10s ",
+        "10S",
+        "s",
+        "10x",
+        "1m1h",
+        "1s1s",
+        "1m30",
+        "+5",
+        "1ms2s",
+        "ms",
+        "1sm",
+        "0x10",
+        "9223372036854775808",
+        "106751991167301d",
+        "99999999999999999999s",
+        "1h-1m",
     };
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
         int64_t ms = -1;
         if (kj_duration_parse(good[i].text, &ms) != 0) fail_msg("rejected %s", good[i].text);
-        if (ms != good[i].ms) fail_msg("%s: want %lld got %lld", good[i].text,
-                                       (long long)good[i].ms, (long long)ms);
+        if (ms != good[i].ms)
+            fail_msg("%s: want %lld got %lld", good[i].text, (long long)good[i].ms, (long long)ms);
     }
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         int64_t ms = 12345;
-        if (kj_duration_parse(bad[i], &ms) == 0) fail_msg("accepted \"%s\" as %lld", bad[i],
-                                                          (long long)ms);
+        if (kj_duration_parse(bad[i], &ms) == 0)
+            fail_msg("accepted \"%s\" as %lld", bad[i], (long long)ms);
         assert_int_equal(ms, 12345); /* untouched on failure */
     }
     assert_int_equal(kj_duration_parse(NULL, &(int64_t){0}), -1);
 
     /* format and parse agree */
-    static const int64_t round[] = {0, 1, 999, 1000, 1500, 60000, 90000, 3600000, 86400000,
-                                    93784005, INT64_MAX};
+    static const int64_t round[] = {0,     1,       999,      1000,     1500,     60000,
+                                    90000, 3600000, 86400000, 93784005, INT64_MAX};
     for (size_t i = 0; i < sizeof(round) / sizeof(round[0]); i++) {
         char buf[64];
         int64_t back = -1;
@@ -407,12 +437,11 @@ static void test_file_errors_name_file_line_setting(void **state) {
     expect_load_error("dlq = { breaker_ratio = 1.5; };", NULL,
                       "kjobs.cfg:1: dlq.breaker_ratio: expected a number from 0 to 1, got 1.5");
     /* (libconfig dates a list item by the token after it, so the bad item is not the last.) */
-    expect_load_error("retry = {\n  delays = [\n    \"10s\",\n    \"forever\",\n    \"1m\"\n  ];\n};\n",
-                      NULL,
-                      "kjobs.cfg:4: retry.delays[1]: expected a duration (milliseconds, or a "
-                      "string like \"250ms\", \"10s\", \"1m\"), got \"forever\"");
-    expect_load_error("retry = { delays = ( \"1s\", 31d ); };", NULL,
-                      "kjobs.cfg:1: syntax error");
+    expect_load_error(
+        "retry = {\n  delays = [\n    \"10s\",\n    \"forever\",\n    \"1m\"\n  ];\n};\n", NULL,
+        "kjobs.cfg:4: retry.delays[1]: expected a duration (milliseconds, or a "
+        "string like \"250ms\", \"10s\", \"1m\"), got \"forever\"");
+    expect_load_error("retry = { delays = ( \"1s\", 31d ); };", NULL, "kjobs.cfg:1: syntax error");
     expect_load_error("retry = { delays = ( \"1s\", \"31d\" ); };", NULL,
                       "kjobs.cfg:1: retry.delays[1]: expected a duration from 0s to 30d, got 31d");
     expect_load_error("log = { level = \"verbose\"; };", NULL,
@@ -429,10 +458,10 @@ static void test_file_errors_name_file_line_setting(void **state) {
                                  "kjobs.cfg:1: kafka.group: expected a non-empty string, got \"\"");
     /* Too many ladder steps. */
     char text[1024] = "retry = { delays = [ \"1s\"";
-    for (int i = 0; i < 32; i++) strcat(text, ", \"1s\"");
+    for (int i = 0; i < 32; i++)
+        strcat(text, ", \"1s\"");
     strcat(text, " ]; };");
-    expect_load_error(text, NULL,
-                      "kjobs.cfg:1: retry.delays: expected at most 32 items, got 33");
+    expect_load_error(text, NULL, "kjobs.cfg:1: retry.delays: expected at most 32 items, got 33");
     /* Unknown keys, with suggestions. */
     expect_load_error("batch = {\n  max_job = 5;\n};", NULL,
                       "kjobs.cfg:2: batch.max_job: unknown setting (did you mean batch.max_jobs?)");
@@ -446,8 +475,7 @@ static void test_file_errors_name_file_line_setting(void **state) {
     /* libconfig syntax errors keep libconfig's line and text. */
     expect_load_error("workers = 2;\nbatch = { max_jobs = ; };\n", NULL,
                       "kjobs.cfg:2: syntax error");
-    expect_load_error("workers = 2;\nworkers = 3;\n", NULL,
-                      "kjobs.cfg:2: duplicate setting name");
+    expect_load_error("workers = 2;\nworkers = 3;\n", NULL, "kjobs.cfg:2: duplicate setting name");
     /* @include is refused for in-memory text. */
     expect_load_error_containing("@include \"/etc/passwd\"\n", NULL, "@include is not supported");
 }
@@ -476,14 +504,17 @@ static void test_env_errors(void **state) {
     char *e4[] = {"KJOBS_LOG=debug", NULL};
     expect_load_error_containing("", e4, "environment KJOBS_LOG: not a kjobs setting");
     char *e5[] = {"KJOBS_RETRY_DELAYS=1s,,2s", NULL};
-    expect_load_error("", e5, "environment KJOBS_RETRY_DELAYS: item 1: empty (expected "
-                              "comma-separated items)");
+    expect_load_error("", e5,
+                      "environment KJOBS_RETRY_DELAYS: item 1: empty (expected "
+                      "comma-separated items)");
     char *e6[] = {"KJOBS_RETRY_DELAYS=1s,2x", NULL};
-    expect_load_error_containing("", e6, "environment KJOBS_RETRY_DELAYS: item 1: expected a "
-                                         "duration");
+    expect_load_error_containing("", e6,
+                                 "environment KJOBS_RETRY_DELAYS: item 1: expected a "
+                                 "duration");
     char *e7[] = {"KJOBS_RETRY_EXACTLY_ONCE=maybe", NULL};
-    expect_load_error_containing("", e7, "environment KJOBS_RETRY_EXACTLY_ONCE: expected true "
-                                         "or false");
+    expect_load_error_containing("", e7,
+                                 "environment KJOBS_RETRY_EXACTLY_ONCE: expected true "
+                                 "or false");
     char *e8[] = {"KJOBS_HANDLERS_EXEC=[\"a\", 5]", NULL};
     expect_load_error("", e8, "environment KJOBS_HANDLERS_EXEC: item 1: expected a string");
     char *e9[] = {"KJOBS_WORKERS= 4", NULL};
@@ -491,9 +522,12 @@ static void test_env_errors(void **state) {
 
     /* Not ours, allowlisted, or passthrough: ignored. */
     kj_config cfg;
-    char *ok[] = {"KJOBS_TEST_BROKERS=x",        "KJOBS_CONFIG=",
-                  "KJOBSX_WORKERS=9",            "PATH=/bin",
-                  "KJOBS_WORKERS=3",             "KJOBS_KAFKA_GROUP_INSTANCE_ID=",
+    char *ok[] = {"KJOBS_TEST_BROKERS=x",
+                  "KJOBS_CONFIG=",
+                  "KJOBSX_WORKERS=9",
+                  "PATH=/bin",
+                  "KJOBS_WORKERS=3",
+                  "KJOBS_KAFKA_GROUP_INSTANCE_ID=",
                   NULL};
     assert_int_equal(load(&cfg, "", ok), 0);
     assert_int_equal(cfg.workers, 3);
@@ -544,7 +578,8 @@ static void test_cross_setting_rules(void **state) {
                       "topics.main");
     /* A long main name makes the derived ladder names invalid. */
     char text[600] = "topics = { main = \"";
-    for (int i = 0; i < 245; i++) strcat(text, "t");
+    for (int i = 0; i < 245; i++)
+        strcat(text, "t");
     strcat(text, "\"; };");
     expect_load_error_containing(text, NULL,
                                  "kjobs.cfg:1: topics.main: retry topic 1: expected a Kafka "
@@ -659,7 +694,8 @@ static void test_rdkafka_prop_order(void **state) {
     static const char *const want[] = {"socket.timeout.ms=1000", "client.rack=a", "client.rack=b",
                                        "socket.timeout.ms=2000", "socket.timeout.ms=3000"};
     assert_int_equal(cfg.rdkafka_prop_count, 5);
-    for (size_t i = 0; i < 5; i++) assert_string_equal(cfg.rdkafka_props[i], want[i]);
+    for (size_t i = 0; i < 5; i++)
+        assert_string_equal(cfg.rdkafka_props[i], want[i]);
     kj_config_free(&cfg);
 
     /* KJOBS_KAFKA_PROPERTIES replaces the file's list; KJOBS_RDKAFKA_* still append after it. */
@@ -676,15 +712,15 @@ static void test_rdkafka_prop_order(void **state) {
                       "kjobs.cfg:1: kafka.properties[0]: librdkafka property \"group.id\" is set "
                       "by kjobs: use kafka.group (-G) instead");
     char *env3[] = {"KJOBS_RDKAFKA_ENABLE_AUTO_COMMIT=true", NULL};
-    expect_load_error_containing("", env3, "environment KJOBS_RDKAFKA_ENABLE_AUTO_COMMIT: "
-                                           "librdkafka property \"enable.auto.commit\" is set by "
-                                           "kjobs");
+    expect_load_error_containing("", env3,
+                                 "environment KJOBS_RDKAFKA_ENABLE_AUTO_COMMIT: "
+                                 "librdkafka property \"enable.auto.commit\" is set by "
+                                 "kjobs");
     kj_config_defaults(&cfg);
     assert_int_equal(kj_config_add_rdkafka_prop(&cfg, "bootstrap.servers=h:1", err, sizeof(err)),
                      -1);
     assert_non_null(strstr(err, "kafka.bootstrap (-b)"));
-    assert_int_equal(kj_config_add_rdkafka_prop(&cfg, "no.such.property=1", err, sizeof(err)),
-                     -1);
+    assert_int_equal(kj_config_add_rdkafka_prop(&cfg, "no.such.property=1", err, sizeof(err)), -1);
     assert_string_equal(err, "unknown librdkafka property \"no.such.property\"");
     assert_int_equal(kj_config_add_rdkafka_prop(&cfg, "=1", err, sizeof(err)), -1);
     kj_config_free(&cfg);
@@ -745,8 +781,8 @@ static void test_example_file_matches_table(void **state) {
 
     /* And it loads cleanly, every setting read from it, to the same values as the defaults. */
     kj_config cfg, def;
-    int rc = kj_config_load_env(&cfg, KJOBS_SOURCE_DIR "/kjobs.cfg.example", NULL, err,
-                                sizeof(err));
+    int rc =
+        kj_config_load_env(&cfg, KJOBS_SOURCE_DIR "/kjobs.cfg.example", NULL, err, sizeof(err));
     if (rc != 0) fail_msg("kjobs.cfg.example does not load: %s", err);
     kj_config_defaults(&def);
     for (size_t i = 0; i < kj_config_setting_count(); i++) {
@@ -819,8 +855,7 @@ static void test_file_include_is_relative_to_file(void **state) {
     assert_int_equal(rc, -1);
     /* The error names the included file and its line. */
     char want[512];
-    snprintf(want, sizeof(want),
-             "%s:3: kafka.group: expected a non-empty string, got 7", inc_path);
+    snprintf(want, sizeof(want), "%s:3: kafka.group: expected a non-empty string, got 7", inc_path);
     assert_string_equal(err, want);
 }
 
