@@ -4,6 +4,7 @@
  * kafka.bootstrap = "embedded"), starts the HTTP listener, and runs the worker until
  * SIGINT/SIGTERM. --check-config validates file + environment and exits 0 or 2.
  */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,12 @@ static const char run_usage[] =
 enum { OPT_EMBEDDED = KJ_OPT_COMMON_LAST + 1, OPT_CHECK_CONFIG, OPT_PARTITIONS };
 
 static kj_heartbeat run_heartbeat;
+static kj_worker *volatile signal_worker; /* for SIGUSR1: close the DLQ circuit breaker */
+
+static void on_breaker_reset_signal(int sig) {
+    (void)sig;
+    if (signal_worker) kj_worker_request_breaker_reset(signal_worker);
+}
 
 int kj_cmd_run(int argc, char **argv) {
     kj_cli cli;
@@ -111,6 +118,8 @@ int kj_cmd_run(int argc, char **argv) {
         goto out;
     }
     kj_metrics_set_version(KJOBS_VERSION_STRING);
+    signal_worker = worker;
+    signal(SIGUSR1, on_breaker_reset_signal);
     if (cfg->http_listen[0]) {
         kj_http_hooks hooks = {.ready = kj_worker_ready, .opaque = worker,
                                .heartbeat = &run_heartbeat};
@@ -123,6 +132,8 @@ int kj_cmd_run(int argc, char **argv) {
     }
     exit_code = kj_worker_run(worker, &kj_cli_stop_requested, &run_heartbeat);
 out:
+    signal(SIGUSR1, SIG_IGN);
+    signal_worker = NULL;
     kj_http_stop(http);
     kj_worker_free(worker);
     kj_embedded_broker_stop(broker);

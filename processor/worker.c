@@ -16,6 +16,7 @@
 
 #include "partitions/engine.h"
 #include "partitions/offset_tracker.h"
+#include "processor/breaker.h"
 #include "processor/kafka.h"
 #include "processor/log.h"
 #include "processor/metrics.h"
@@ -40,6 +41,7 @@ typedef struct kj_part {
     int64_t committed;     /* (poll) last committed offset, -1 none */
     bool paused;           /* (poll) we paused it */
     bool paused_for_delay; /* (poll) ... because the ladder head is not due */
+    atomic_bool needs_rewind; /* batches were skipped while the breaker was open */
     struct kj_part *next;  /* (poll) assignment list */
 } kj_part;
 
@@ -64,6 +66,14 @@ struct kj_worker {
     atomic_int assigned;
     bool shutdown_timed_out; /* grace ran out: lanes may still be busy, do not free them */
     atomic_llong jobs_ok, jobs_retried, jobs_dead, resets;
+    /* DLQ circuit breaker: workers record outcomes under breaker_lock and set breaker_open;
+     * the poll thread pauses, rewinds and resumes (see "circuit breaker" below). */
+    pthread_mutex_t breaker_lock;
+    kj_breaker breaker;
+    atomic_bool breaker_open, breaker_reset_requested;
+    bool breaker_handled; /* (poll) the open breaker has paused everything */
+    int64_t breaker_opened_at; /* (poll) */
+    atomic_llong jobs_skipped;
 };
 
 /* One job of a running batch: per-thread scratch, reused across batches. */
@@ -334,11 +344,36 @@ static kj_job_outcome metric_outcome(kj_worker *w, const batch_slot *s) {
     return d.to_dlq ? KJ_JOB_DEAD_LETTERED : KJ_JOB_RETRY;
 }
 
+/* Feed a finished batch's outcomes to the breaker, in order. @locality worker thread */
+static void record_breaker(kj_worker *w, const batch_slot *slots, size_t count) {
+    pthread_mutex_lock(&w->breaker_lock);
+    for (size_t i = 0; i < count; i++) {
+        bool dead = slots[i].result.outcome != KJ_OUTCOME_OK &&
+                    metric_outcome(w, &slots[i]) == KJ_JOB_DEAD_LETTERED;
+        if (kj_breaker_record(&w->breaker, dead)) {
+            atomic_store(&w->breaker_open, true);
+            kj_metrics_circuit_breaker_set(true);
+            kj_log(KJ_LOG_ERROR, "circuit breaker OPEN: consumption stopped", "{s:s,s:I}",
+                   "reason", w->breaker.reason, "cooldown_ms",
+                   (json_int_t)w->cfg->breaker_cooldown_ms);
+        }
+    }
+    pthread_mutex_unlock(&w->breaker_lock);
+}
+
 static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t count,
                       void *opaque) {
     (void)lane;
     kj_part *part = lane_opaque;
     kj_worker *w = opaque;
+    if (atomic_load(&w->breaker_open)) {
+        /* Breaker open: do not run these jobs. Their offsets stay uncompleted, so nothing
+         * commits past them; the poll thread rewinds the partition before resuming. */
+        atomic_store(&part->needs_rewind, true);
+        for (size_t i = 0; i < count; i++) rd_kafka_message_destroy(items[i]);
+        atomic_fetch_add(&w->jobs_skipped, (long long)count);
+        return;
+    }
     ensure_scratch(count);
     batch_slot *slots = tls_slots;
     kj_metrics_batch_size(count);
@@ -442,6 +477,7 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
     atomic_fetch_add(&w->jobs_ok, ok);
     atomic_fetch_add(&w->jobs_retried, retried);
     atomic_fetch_add(&w->jobs_dead, dead);
+    record_breaker(w, slots, count);
     kj_metrics_in_flight_add(-(int64_t)count);
 }
 
@@ -537,10 +573,67 @@ static void handle_message(kj_worker *w, rd_kafka_message_t *msg) {
  *  - commit committable offsets (every KJ_COMMIT_INTERVAL_MS, async),
  *  - refresh consumer-lag gauges (every KJ_LAG_INTERVAL_MS),
  *  - log a progress line (every KJ_PROGRESS_INTERVAL_MS). */
+/* Circuit breaker, poll-thread side. Open: pause every partition (also ones assigned later).
+ * Resume (SIGUSR1 / kj_worker_request_breaker_reset, or after dlq.breaker_cooldown): once no
+ * batch, queued job or routed copy is left, seek every partition that skipped jobs back to its
+ * first uncompleted offset, then resume. Returns true while the breaker holds consumption. */
+static bool breaker_tick(kj_worker *w, int64_t now) {
+    if (!atomic_load(&w->breaker_open)) {
+        atomic_store(&w->breaker_reset_requested, false);
+        return false;
+    }
+    if (!w->breaker_handled) {
+        w->breaker_handled = true;
+        w->breaker_opened_at = now;
+    }
+    for (kj_part *p = w->parts; p; p = p->next)
+        if (!p->paused) pause_part(w, p, false);
+    bool cooled = w->cfg->breaker_cooldown_ms > 0 &&
+                  now - w->breaker_opened_at >= w->cfg->breaker_cooldown_ms;
+    if (!cooled && !atomic_load(&w->breaker_reset_requested)) return true;
+    if (kj_engine_in_flight_items(w->engine) > 0 || kj_router_outstanding(w->router) > 0)
+        return true;
+    for (kj_part *p = w->parts; p; p = p->next)
+        if (p->lane && kj_engine_lane_pending(p->lane) > 0) return true; /* still skipping */
+    for (kj_part *p = w->parts; p; p = p->next) {
+        if (atomic_exchange(&p->needs_rewind, false)) {
+            pthread_mutex_lock(&p->lock);
+            int64_t from = kj_offset_tracker_committable(p->tracker);
+            if (from >= 0) kj_offset_tracker_reset(p->tracker, from);
+            pthread_mutex_unlock(&p->lock);
+            if (from >= 0) {
+                rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+                rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset = from;
+                rd_kafka_error_t *error = rd_kafka_seek_partitions(w->consumer, l, 10000);
+                if (error) {
+                    kj_log(KJ_LOG_ERROR, "breaker rewind: seek failed", "{s:s,s:i,s:s}", "topic",
+                           p->topic, "partition", p->partition, "error",
+                           rd_kafka_error_string(error));
+                    rd_kafka_error_destroy(error);
+                }
+                rd_kafka_topic_partition_list_destroy(l);
+            }
+        }
+        resume_part(w, p);
+    }
+    pthread_mutex_lock(&w->breaker_lock);
+    kj_breaker_reset(&w->breaker);
+    pthread_mutex_unlock(&w->breaker_lock);
+    atomic_store(&w->breaker_reset_requested, false);
+    atomic_store(&w->breaker_open, false);
+    w->breaker_handled = false;
+    kj_metrics_circuit_breaker_set(false);
+    kj_log(KJ_LOG_WARN, "circuit breaker closed: consumption resumed", "{s:s,s:I}", "by",
+           cooled ? "cooldown" : "operator", "skipped_jobs_to_rerun",
+           (json_int_t)atomic_exchange(&w->jobs_skipped, 0));
+    return false;
+}
+
 static void tick(kj_worker *w, int64_t now, int64_t *last_commit, int64_t *last_lag,
                  int64_t *last_progress) {
     size_t low = (size_t)w->cfg->batch_max_pending / 2;
-    for (kj_part *p = w->parts; p; p = p->next) {
+    bool held = breaker_tick(w, now);
+    for (kj_part *p = w->parts; p && !held; p = p->next) {
         if (!p->paused || !p->lane) continue;
         size_t pending = kj_engine_lane_pending(p->lane);
         if (pending > low) continue;
@@ -658,6 +751,8 @@ bool kj_worker_ready(void *opaque, char *reason, size_t reason_size) {
         why = "draining";
     else if (!atomic_load(&w->joined))
         why = "not ready: joining the consumer group";
+    else if (atomic_load(&w->breaker_open))
+        why = "not ready: circuit breaker open (dead-letter rate too high)";
     else if (kj_router_failing(w->router) > 0)
         why = "not ready: retry/DLQ copies are failing";
     snprintf(reason, reason_size, "%s", why ? why : "ready");
@@ -693,6 +788,13 @@ kj_worker *kj_worker_new(const kj_config *cfg, kj_handler_registry *handlers, ch
     kj_worker *w = calloc(1, sizeof(*w));
     w->cfg = cfg;
     w->handlers = handlers;
+    pthread_mutex_init(&w->breaker_lock, NULL);
+    if (kj_breaker_init(&w->breaker, cfg->breaker_consecutive, cfg->breaker_window,
+                        cfg->breaker_min_window, cfg->breaker_ratio) != 0) {
+        snprintf(errstr, errstr_size, "dlq.breaker_*: invalid circuit breaker settings");
+        free(w);
+        return NULL;
+    }
     char host[128] = "unknown";
     gethostname(host, sizeof(host) - 1);
     snprintf(w->worker_id, sizeof(w->worker_id), "%s@%s", cfg->client_id, host);
@@ -783,5 +885,11 @@ void kj_worker_free(kj_worker *w) {
         free(w->topics[i].parts);
     }
     free(w->topics);
+    kj_breaker_free(&w->breaker);
+    pthread_mutex_destroy(&w->breaker_lock);
     free(w);
+}
+
+void kj_worker_request_breaker_reset(kj_worker *w) {
+    atomic_store(&w->breaker_reset_requested, true);
 }

@@ -33,6 +33,12 @@
  * committed position is gone (retention deleted jobs before they ran): it is logged as an
  * error, counted (kjobs_offset_resets_total), and consumption restarts at the earliest offset.
  *
+ * Circuit breaker (dlq.breaker_*, breaker.h). When dead-lettering passes the configured rate,
+ * the worker stops consuming instead of dead-lettering the backlog: every partition is paused,
+ * /readyz answers 503, kjobs_circuit_breaker_open is 1, and jobs already fetched are skipped
+ * (not run, not committed). It closes on SIGUSR1 or after dlq.breaker_cooldown; partitions that
+ * skipped jobs are first sought back to their first uncompleted offset, so nothing is lost.
+ *
  * Shutdown. On stop: pause everything (stop fetching), start no new batch, wait up to
  * shutdown.grace_ms for in-flight batches and unacknowledged copies, commit synchronously,
  * leave the group. Jobs fetched but never started are not committed and run again elsewhere.
@@ -67,6 +73,9 @@ int kj_worker_run(kj_worker *worker, volatile sig_atomic_t *stop, kj_heartbeat *
 /** Readiness for /readyz: in the group with an assignment (or idle by design), not draining,
  *  no routed copy failing. Any thread. */
 bool kj_worker_ready(void *worker, char *reason, size_t reason_size);
+
+/** Close an open DLQ circuit breaker (operator action; async-signal-safe: one atomic store). */
+void kj_worker_request_breaker_reset(kj_worker *worker);
 
 void kj_worker_free(kj_worker *worker);
 
