@@ -12,6 +12,7 @@
 #include "processor/cli.h"
 #include "processor/commands.h"
 #include "processor/embedded_broker.h"
+#include "processor/exec_handler.h"
 #include "processor/handlers.h"
 #include "processor/http.h"
 #include "processor/log.h"
@@ -73,6 +74,7 @@ int kj_cmd_run(int argc, char **argv) {
 
     if (check_config) {
         printf("configuration ok: %s\n", cfg->source_path ? cfg->source_path : "(defaults)");
+        kj_config_write_effective(cfg, stdout); /* librdkafka property values shown hidden */
         kj_cli_free(&cli);
         return KJ_EXIT_OK;
     }
@@ -85,6 +87,16 @@ int kj_cmd_run(int argc, char **argv) {
         kj_handlers_free(handlers);
         kj_cli_free(&cli);
         return KJ_EXIT_USAGE;
+    }
+    kj_exec_handler *exec_handler = NULL; /* handlers.exec: fallback for unclaimed types */
+    if (cfg->handlers_exec_count > 0) {
+        if (!(exec_handler = kj_exec_handler_new(cfg, err, sizeof(err)))) {
+            fprintf(stderr, "kjobs run: %s\n", err);
+            kj_handlers_free(handlers);
+            kj_cli_free(&cli);
+            return KJ_EXIT_USAGE;
+        }
+        kj_exec_handler_register(exec_handler, handlers);
     }
 
     kj_cli_install_signals();
@@ -136,6 +148,7 @@ out:
     signal_worker = NULL;
     kj_http_stop(http);
     kj_worker_free(worker);
+    kj_exec_handler_free(exec_handler);
     kj_embedded_broker_stop(broker);
     kj_handlers_free(handlers);
     kj_cli_free(&cli);
