@@ -649,7 +649,7 @@ def cmd_render(args):
 
 
 def cmd_check_config(args):
-    kjobs = args.kjobs
+    kjobs = os.path.abspath(args.kjobs or "")
     if not (os.path.isfile(kjobs) and os.access(kjobs, os.X_OK)):
         raise SystemExit(f"check-config: kjobs binary {kjobs} not found or not executable (build it first)")
     ca_bundle = "/etc/ssl/certs/ca-certificates.crt"
