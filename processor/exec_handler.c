@@ -1,0 +1,766 @@
+/*
+ * exec_handler.c — the handlers.exec batch handler: one long-lived child per worker thread,
+ * JSON lines on its stdin/stdout, stderr relayed to kjobs' log. Protocol, failure handling and
+ * the child's environment are described in exec_handler.h.
+ *
+ * Threading: a child belongs to the thread that started it (a _Thread_local table maps the
+ * handler's unique id to the thread's child), so the batch path takes no lock. Every child is
+ * also linked into its handler's list (under a mutex, only when a child record is created) so
+ * kj_exec_handler_free can stop them all. A TLS entry is only dereferenced when its id
+ * matches, and ids are never reused, so entries of freed handlers are harmless.
+ *
+ * I/O: the child's three pipe ends are non-blocking and a batch is one poll(2) loop that writes
+ * the request, reads the reply and drains stderr at the same time, so neither a large batch
+ * nor a chatty stderr can deadlock against the child, and the deadline covers all of it.
+ */
+#include "processor/exec_handler.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "processor/log.h"
+
+extern char **environ;
+
+#define READ_CHUNK 65536
+#define DEATH_WAIT_MS 1000 /* after EOF/EPIPE: time for the child to exit on its own */
+#define TLS_SLOTS 8
+
+typedef struct exec_child {
+    kj_exec_handler *owner;
+    pid_t pid; /* -1 when not running */
+    int in_fd, out_fd, err_fd;
+    char *out_buf; /* reply bytes read so far */
+    size_t out_len, out_cap;
+    char err_line[KJ_EXEC_STDERR_LINE_MAX];
+    size_t err_len;
+    int64_t backoff_ms;    /* delay applied at the next failure */
+    int64_t not_before_ms; /* monotonic: no (re)start before this */
+    struct exec_child *next;
+} exec_child;
+
+struct kj_exec_handler {
+    uint64_t id;
+    char **argv; /* NULL-terminated */
+    char **types;
+    size_t type_count;
+    char **envp; /* NULL-terminated; environ minus KJOBS_RDKAFKA_* */
+    int64_t timeout_ms, backoff_initial_ms, backoff_max_ms, shutdown_wait_ms;
+    size_t max_reply;
+    pthread_mutex_t lock;
+    exec_child *children;
+};
+
+static _Thread_local struct {
+    uint64_t id;
+    exec_child *child;
+} tls_children[TLS_SLOTS];
+static _Thread_local unsigned tls_evict;
+static atomic_uint_fast64_t next_handler_id = 1;
+
+/* ---- small helpers ---------------------------------------------------------------------- */
+
+static int64_t mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int64_t ms) {
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
+    }
+}
+
+static char **strv_copy(char *const *v, size_t n) {
+    char **out = calloc(n + 1, sizeof(char *));
+    for (size_t i = 0; i < n; i++) out[i] = strdup(v[i]);
+    return out;
+}
+
+static void strv_free(char **v) {
+    for (size_t i = 0; v && v[i]; i++) free(v[i]);
+    free(v);
+}
+
+/* argv[0] as posix_spawnp will find it: a path with '/', or an executable file in $PATH. */
+static bool program_exists(const char *name) {
+    struct stat st;
+    if (strchr(name, '/')) return access(name, X_OK) == 0 && stat(name, &st) == 0 && !S_ISDIR(st.st_mode);
+    const char *path = getenv("PATH");
+    if (!path || !*path) path = "/bin:/usr/bin";
+    char buf[4096];
+    for (const char *p = path;;) {
+        const char *end = strchr(p, ':');
+        size_t dlen = end ? (size_t)(end - p) : strlen(p);
+        int n = snprintf(buf, sizeof(buf), "%.*s/%s", (int)dlen, dlen ? p : ".", name);
+        if (n > 0 && (size_t)n < sizeof(buf) && access(buf, X_OK) == 0 && stat(buf, &st) == 0 &&
+            !S_ISDIR(st.st_mode))
+            return true;
+        if (!end) return false;
+        p = end + 1;
+    }
+}
+
+/* Replace bytes that are not part of valid UTF-8 with '?', in place (for log fields). */
+static void utf8_sanitize(char *s, size_t len) {
+    size_t i = 0;
+    while (i < len) {
+        unsigned char c = (unsigned char)s[i];
+        size_t n = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
+        bool ok = n > 0 && i + n <= len && !(n == 2 && c < 0xC2) && !(n == 4 && c > 0xF4);
+        for (size_t k = 1; ok && k < n; k++) ok = ((unsigned char)s[i + k] & 0xC0) == 0x80;
+        if (ok && n == 3) {
+            unsigned char c1 = (unsigned char)s[i + 1];
+            ok = !(c == 0xE0 && c1 < 0xA0) && !(c == 0xED && c1 >= 0xA0); /* overlong, surrogates */
+        }
+        if (ok && n == 4) {
+            unsigned char c1 = (unsigned char)s[i + 1];
+            ok = !(c == 0xF0 && c1 < 0x90) && !(c == 0xF4 && c1 >= 0x90);
+        }
+        if (c == 0) ok = false; /* jansson's "s" takes a C string */
+        if (!ok) {
+            s[i++] = '?';
+            continue;
+        }
+        i += n;
+    }
+}
+
+static bool utf8_valid(const char *s, size_t len) {
+    char *copy = malloc(len ? len : 1);
+    memcpy(copy, s, len);
+    utf8_sanitize(copy, len);
+    bool same = memcmp(copy, s, len) == 0;
+    free(copy);
+    return same;
+}
+
+static json_t *base64_json(const void *data, size_t len) {
+    static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const unsigned char *p = data;
+    size_t olen = (len + 2) / 3 * 4;
+    char *out = malloc(olen + 1), *o = out;
+    size_t i = 0;
+    for (; i + 2 < len; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
+        *o++ = tbl[v >> 18];
+        *o++ = tbl[(v >> 12) & 63];
+        *o++ = tbl[(v >> 6) & 63];
+        *o++ = tbl[v & 63];
+    }
+    if (i < len) {
+        uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < len ? (uint32_t)p[i + 1] << 8 : 0);
+        *o++ = tbl[v >> 18];
+        *o++ = tbl[(v >> 12) & 63];
+        *o++ = i + 1 < len ? tbl[(v >> 6) & 63] : '=';
+        *o++ = '=';
+    }
+    json_t *j = json_stringn(out, olen);
+    free(out);
+    return j;
+}
+
+/* ---- child stderr ----------------------------------------------------------------------- */
+
+static void stderr_emit(exec_child *c) {
+    size_t len = c->err_len;
+    if (len && c->err_line[len - 1] == '\r') len--;
+    c->err_line[len] = '\0';
+    utf8_sanitize(c->err_line, len);
+    kj_log(KJ_LOG_INFO, "exec child stderr", "{s:i,s:s,s:s}", "child_pid", (int)c->pid, "stream",
+           "stderr", "line", c->err_line);
+    c->err_len = 0;
+}
+
+static void stderr_feed(exec_child *c, const char *p, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '\n') {
+            stderr_emit(c);
+            continue;
+        }
+        c->err_line[c->err_len++] = p[i];
+        if (c->err_len == sizeof(c->err_line) - 1) stderr_emit(c);
+    }
+}
+
+/* Read what stderr has now (at most `budget` bytes). At EOF the fd is closed and a partial
+ * line is flushed. */
+static void stderr_drain(exec_child *c, size_t budget) {
+    char buf[READ_CHUNK];
+    while (c->err_fd >= 0 && budget > 0) {
+        ssize_t n = read(c->err_fd, buf, sizeof(buf) < budget ? sizeof(buf) : budget);
+        if (n > 0) {
+            stderr_feed(c, buf, (size_t)n);
+            budget -= (size_t)n;
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else {
+            if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+                if (c->err_len) stderr_emit(c);
+                close(c->err_fd);
+                c->err_fd = -1;
+            }
+            return;
+        }
+    }
+}
+
+/* ---- child lifecycle -------------------------------------------------------------------- */
+
+static int child_spawn(exec_child *c, char *err, size_t errsz) {
+    kj_exec_handler *h = c->owner;
+    int in[2] = {-1, -1}, out[2] = {-1, -1}, ep[2] = {-1, -1};
+    if (pipe2(in, O_CLOEXEC) || pipe2(out, O_CLOEXEC) || pipe2(ep, O_CLOEXEC)) {
+        snprintf(err, errsz, "pipe: %s", strerror(errno));
+        goto fail;
+    }
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t at;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, in[0], 0);
+    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+    posix_spawn_file_actions_adddup2(&fa, ep[1], 2);
+    posix_spawnattr_init(&at);
+    sigset_t none, deflt;
+    sigemptyset(&none);
+    sigemptyset(&deflt);
+    for (int s = 1; s < 32; s++)
+        if (s != SIGKILL && s != SIGSTOP) sigaddset(&deflt, s);
+    posix_spawnattr_setsigmask(&at, &none);
+    posix_spawnattr_setsigdefault(&at, &deflt);
+    posix_spawnattr_setpgroup(&at, 0);
+    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
+                                      POSIX_SPAWN_SETPGROUP);
+    pid_t pid;
+    int rc = posix_spawnp(&pid, h->argv[0], &fa, &at, h->argv, h->envp);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&at);
+    if (rc != 0) {
+        snprintf(err, errsz, "cannot start the handlers.exec program: %s", strerror(rc));
+        goto fail;
+    }
+    close(in[0]);
+    close(out[1]);
+    close(ep[1]);
+    c->pid = pid;
+    c->in_fd = in[1];
+    c->out_fd = out[0];
+    c->err_fd = ep[0];
+    fcntl(c->in_fd, F_SETFL, fcntl(c->in_fd, F_GETFL) | O_NONBLOCK);
+    fcntl(c->out_fd, F_SETFL, fcntl(c->out_fd, F_GETFL) | O_NONBLOCK);
+    fcntl(c->err_fd, F_SETFL, fcntl(c->err_fd, F_GETFL) | O_NONBLOCK);
+    c->out_len = 0;
+    c->err_len = 0;
+    kj_log(KJ_LOG_INFO, "exec child started", "{s:i}", "child_pid", (int)pid);
+    return 0;
+fail:
+    for (int i = 0; i < 2; i++) {
+        if (in[i] >= 0) close(in[i]);
+        if (out[i] >= 0) close(out[i]);
+        if (ep[i] >= 0) close(ep[i]);
+    }
+    return -1;
+}
+
+static bool child_has_exited(pid_t pid) {
+    siginfo_t si;
+    memset(&si, 0, sizeof(si));
+    return waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == pid;
+}
+
+/*
+ * Stop the child: give it until `deadline_ms` (monotonic) to exit on its own while its stderr
+ * is relayed, then SIGKILL its process group (before reaping, so the pid cannot have been
+ * reused), reap it, relay the rest of its stderr, close everything and log the exit.
+ * `status_out` receives "exit N" / "signal N".
+ */
+static void child_stop(exec_child *c, int64_t deadline_ms, const char *reason, kj_log_level level,
+                       char *status_out, size_t status_size) {
+    if (c->in_fd >= 0) close(c->in_fd);
+    c->in_fd = -1;
+    int64_t nap = 1;
+    while (!child_has_exited(c->pid)) {
+        int64_t left = deadline_ms - mono_ms();
+        if (left <= 0) break;
+        if (c->err_fd >= 0) {
+            struct pollfd p = {.fd = c->err_fd, .events = POLLIN};
+            if (poll(&p, 1, (int)(nap < left ? nap : left)) > 0) stderr_drain(c, 1 << 20);
+        } else {
+            sleep_ms(nap < left ? nap : left);
+        }
+        if (nap < 20) nap *= 2;
+    }
+    kill(-c->pid, SIGKILL);
+    kill(c->pid, SIGKILL);
+    int st = 0;
+    while (waitpid(c->pid, &st, 0) < 0 && errno == EINTR) {
+    }
+    stderr_drain(c, 1 << 20);
+    if (c->err_len) stderr_emit(c);
+    char status[64];
+    if (WIFEXITED(st)) snprintf(status, sizeof(status), "exit %d", WEXITSTATUS(st));
+    else if (WIFSIGNALED(st)) snprintf(status, sizeof(status), "signal %d", WTERMSIG(st));
+    else snprintf(status, sizeof(status), "status %d", st);
+    if (status_out) snprintf(status_out, status_size, "%s", status);
+    kj_log(level, "exec child exited", "{s:i,s:s,s:s}", "child_pid", (int)c->pid, "status",
+           status, "reason", reason);
+    if (c->out_fd >= 0) close(c->out_fd);
+    if (c->err_fd >= 0) close(c->err_fd);
+    c->out_fd = c->err_fd = -1;
+    c->pid = -1;
+    c->out_len = 0;
+    c->err_len = 0;
+}
+
+/* After a failure: the next start waits for the backoff, which doubles up to the maximum. */
+static int64_t schedule_restart(exec_child *c) {
+    kj_exec_handler *h = c->owner;
+    int64_t delay = c->backoff_ms;
+    c->not_before_ms = mono_ms() + delay;
+    c->backoff_ms = delay * 2 > h->backoff_max_ms ? h->backoff_max_ms : delay * 2;
+    return delay;
+}
+
+static exec_child *thread_child(kj_exec_handler *h) {
+    for (int i = 0; i < TLS_SLOTS; i++)
+        if (tls_children[i].id == h->id) return tls_children[i].child;
+    exec_child *c = calloc(1, sizeof(*c));
+    c->owner = h;
+    c->pid = -1;
+    c->in_fd = c->out_fd = c->err_fd = -1;
+    c->backoff_ms = h->backoff_initial_ms;
+    pthread_mutex_lock(&h->lock);
+    c->next = h->children;
+    h->children = c;
+    pthread_mutex_unlock(&h->lock);
+    int slot = -1;
+    for (int i = 0; i < TLS_SLOTS && slot < 0; i++)
+        if (tls_children[i].id == 0) slot = i;
+    if (slot < 0) slot = (int)(tls_evict++ % TLS_SLOTS); /* the evicted child lives until free */
+    tls_children[slot].id = h->id;
+    tls_children[slot].child = c;
+    return c;
+}
+
+/*
+ * Before a batch: relay stderr written while idle, discard stray stdout output, and notice a
+ * child that exited while idle (it is then reaped and restarted after the backoff).
+ */
+static void child_check_idle(exec_child *c) {
+    stderr_drain(c, 1 << 20);
+    size_t stray = c->out_len;
+    c->out_len = 0;
+    char buf[READ_CHUNK];
+    for (;;) {
+        ssize_t n = read(c->out_fd, buf, sizeof(buf));
+        if (n > 0) {
+            stray += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (stray)
+            kj_log(KJ_LOG_WARN, "exec child wrote output between batches; discarded",
+                   "{s:i,s:I}", "child_pid", (int)c->pid, "bytes", (json_int_t)stray);
+        if (n == 0) {
+            child_stop(c, mono_ms() + DEATH_WAIT_MS, "closed stdout while idle", KJ_LOG_WARN,
+                       NULL, 0);
+            schedule_restart(c);
+        }
+        return;
+    }
+}
+
+/* ---- one request/reply exchange ---------------------------------------------------------- */
+
+typedef enum { EX_OK, EX_TIMEOUT, EX_DIED, EX_GARBAGE } ex_status;
+
+/*
+ * Write `req` and read one reply line, relaying stderr, until `deadline_ms`. On EX_OK the line
+ * (without '\n', NUL-terminated) is c->out_buf[0 .. *line_len).
+ */
+static ex_status exchange(exec_child *c, const char *req, size_t req_len, int64_t deadline_ms,
+                          size_t *line_len, char *why, size_t whysz) {
+    kj_exec_handler *h = c->owner;
+    size_t written = 0, scanned = 0;
+    for (;;) {
+        struct pollfd fds[3];
+        int nfds = 0, in_i = -1, out_i, err_i = -1;
+        if (written < req_len) {
+            in_i = nfds;
+            fds[nfds++] = (struct pollfd){.fd = c->in_fd, .events = POLLOUT};
+        }
+        out_i = nfds;
+        fds[nfds++] = (struct pollfd){.fd = c->out_fd, .events = POLLIN};
+        if (c->err_fd >= 0) {
+            err_i = nfds;
+            fds[nfds++] = (struct pollfd){.fd = c->err_fd, .events = POLLIN};
+        }
+        int64_t left = deadline_ms - mono_ms();
+        if (left <= 0) return EX_TIMEOUT;
+        int rc = poll(fds, (nfds_t)nfds, left > 1000000 ? 1000000 : (int)left);
+        if (rc < 0) {
+            if (errno == EINTR) continue;
+            snprintf(why, whysz, "poll: %s", strerror(errno));
+            return EX_DIED;
+        }
+        if (rc == 0) continue; /* re-check the deadline */
+        if (err_i >= 0 && fds[err_i].revents) stderr_drain(c, READ_CHUNK);
+        if (in_i >= 0 && fds[in_i].revents) {
+            ssize_t n = write(c->in_fd, req + written, req_len - written);
+            if (n > 0) {
+                written += (size_t)n;
+            } else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+                snprintf(why, whysz, "writing the batch failed: %s", strerror(errno));
+                return EX_DIED; /* EPIPE: the child closed stdin or exited */
+            }
+        }
+        if (fds[out_i].revents) {
+            if (c->out_cap - c->out_len < READ_CHUNK) {
+                size_t cap = c->out_cap ? c->out_cap * 2 : 2 * READ_CHUNK;
+                if (cap > h->max_reply + 2 * READ_CHUNK) cap = h->max_reply + 2 * READ_CHUNK;
+                if (cap - c->out_len < READ_CHUNK) {
+                    snprintf(why, whysz, "reply longer than %zu bytes", h->max_reply);
+                    return EX_GARBAGE;
+                }
+                c->out_buf = realloc(c->out_buf, cap);
+                c->out_cap = cap;
+            }
+            ssize_t n = read(c->out_fd, c->out_buf + c->out_len, READ_CHUNK);
+            if (n == 0) {
+                snprintf(why, whysz, "child closed stdout");
+                return EX_DIED;
+            }
+            if (n < 0) {
+                if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) continue;
+                snprintf(why, whysz, "reading the reply failed: %s", strerror(errno));
+                return EX_DIED;
+            }
+            c->out_len += (size_t)n;
+            char *nl = memchr(c->out_buf + scanned, '\n', c->out_len - scanned);
+            scanned = c->out_len;
+            if (nl) {
+                *line_len = (size_t)(nl - c->out_buf);
+                if (*line_len > h->max_reply) {
+                    snprintf(why, whysz, "reply longer than %zu bytes", h->max_reply);
+                    return EX_GARBAGE;
+                }
+                if (written < req_len) {
+                    snprintf(why, whysz, "reply arrived before the whole batch was written");
+                    return EX_GARBAGE;
+                }
+                *nl = '\0';
+                return EX_OK;
+            }
+            if (c->out_len > h->max_reply) {
+                snprintf(why, whysz, "reply longer than %zu bytes", h->max_reply);
+                return EX_GARBAGE;
+            }
+        }
+    }
+}
+
+/* ---- request and reply -------------------------------------------------------------------- */
+
+static void set_str(json_t *obj, const char *k, const char *v) {
+    json_object_set_new(obj, k, v ? json_string(v) : json_null());
+}
+
+static char *build_request(const kjobs_job_t *const *jobs, size_t count, size_t *len_out) {
+    json_t *batch = json_array();
+    for (size_t i = 0; i < count; i++) {
+        const kjobs_job_t *job = jobs[i];
+        json_t *o = json_object();
+        set_str(o, "id", kjobs_job_id(job));
+        set_str(o, "type", kjobs_job_type(job));
+        size_t klen = 0;
+        const char *key = kjobs_job_key(job, &klen);
+        if (!key) {
+            json_object_set_new(o, "key", json_null());
+        } else if (utf8_valid(key, klen) && memchr(key, '\0', klen) == NULL) {
+            json_object_set_new(o, "key", json_stringn(key, klen));
+        } else {
+            json_object_set_new(o, "key", json_null());
+            json_object_set_new(o, "key_b64", base64_json(key, klen));
+        }
+        set_str(o, "topic", kjobs_job_topic(job));
+        json_object_set_new(o, "partition", json_integer(kjobs_job_partition(job)));
+        json_object_set_new(o, "offset", json_integer(kjobs_job_offset(job)));
+        json_object_set_new(o, "attempt", json_integer(kjobs_job_attempt(job)));
+        json_t *meta = json_object();
+        for (size_t m = 0; m < job->record.meta_count; m++)
+            set_str(meta, job->record.meta[m].key, job->record.meta[m].value);
+        json_object_set_new(o, "meta", meta);
+        size_t plen = 0;
+        const void *payload = kjobs_job_payload(job, &plen);
+        json_object_set_new(o, "payload_b64", base64_json(payload, plen));
+        json_array_append_new(batch, o);
+    }
+    json_t *root = json_object();
+    json_object_set_new(root, "batch", batch);
+    char *text = json_dumps(root, JSON_COMPACT); /* compact output has no newline */
+    json_decref(root);
+    if (!text) return NULL;
+    size_t len = strlen(text);
+    text = realloc(text, len + 2);
+    text[len] = '\n';
+    text[len + 1] = '\0';
+    *len_out = len + 1;
+    return text;
+}
+
+static uint64_t str_hash(const char *s) {
+    uint64_t x = 1469598103934665603ULL;
+    for (; *s; s++) x = (x ^ (uint8_t)*s) * 1099511628211ULL;
+    return x;
+}
+
+/* Check the reply's shape, then apply it. 0, or -1 (nothing applied) with `why`. */
+static int apply_reply(const char *line, size_t len, const kjobs_job_t *const *jobs,
+                       kjobs_result_t *const *results, size_t count, char *why, size_t whysz) {
+    json_error_t jerr;
+    json_t *root = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root) {
+        snprintf(why, whysz, "not JSON (%s at column %d)", jerr.text, jerr.column);
+        return -1;
+    }
+    json_t *arr = json_is_object(root) ? json_object_get(root, "results") : NULL;
+    if (!json_is_array(arr)) {
+        snprintf(why, whysz, "expected an object with a \"results\" array");
+        json_decref(root);
+        return -1;
+    }
+    size_t n = json_array_size(arr);
+    for (size_t i = 0; i < n; i++) {
+        json_t *r = json_array_get(arr, i);
+        json_t *id = json_object_get(r, "id"), *st = json_object_get(r, "status");
+        json_t *er = json_object_get(r, "error"), *ra = json_object_get(r, "retry_after_ms");
+        const char *s = json_string_value(st);
+        const char *bad = NULL;
+        if (!json_is_object(r)) bad = "is not an object";
+        else if (!json_is_string(id)) bad = "has no string \"id\"";
+        else if (!s || (strcmp(s, "ok") && strcmp(s, "retry") && strcmp(s, "fail")))
+            bad = "has no \"status\" of \"ok\", \"retry\" or \"fail\"";
+        else if (er && !json_is_string(er) && !json_is_null(er)) bad = "has a non-string \"error\"";
+        else if (ra && !json_is_null(ra) && !(json_is_integer(ra) && json_integer_value(ra) >= 0))
+            bad = "has a \"retry_after_ms\" that is not a non-negative integer";
+        if (bad) {
+            snprintf(why, whysz, "results[%zu] %s", i, bad);
+            json_decref(root);
+            return -1;
+        }
+    }
+
+    /* index jobs by id; jobs sharing an id take results in order */
+    size_t cap = 16;
+    while (cap < count * 2) cap *= 2;
+    size_t *table = malloc(cap * sizeof(size_t));
+    bool *done = calloc(count ? count : 1, sizeof(bool));
+    for (size_t k = 0; k < cap; k++) table[k] = SIZE_MAX;
+    for (size_t i = 0; i < count; i++) {
+        size_t k = str_hash(kjobs_job_id(jobs[i])) & (cap - 1);
+        while (table[k] != SIZE_MAX) k = (k + 1) & (cap - 1);
+        table[k] = i;
+    }
+    for (size_t r = 0; r < n; r++) {
+        json_t *res = json_array_get(arr, r);
+        const char *id = json_string_value(json_object_get(res, "id"));
+        size_t k = str_hash(id) & (cap - 1), job = SIZE_MAX;
+        for (; table[k] != SIZE_MAX; k = (k + 1) & (cap - 1)) {
+            size_t i = table[k];
+            if (!done[i] && strcmp(kjobs_job_id(jobs[i]), id) == 0) {
+                job = i;
+                break;
+            }
+        }
+        if (job == SIZE_MAX) continue; /* unknown (or repeated) id: ignored */
+        done[job] = true;
+        const char *status = json_string_value(json_object_get(res, "status"));
+        const char *error = json_string_value(json_object_get(res, "error"));
+        json_t *ra = json_object_get(res, "retry_after_ms");
+        if (strcmp(status, "ok") == 0) {
+            kjobs_result_ok(results[job]);
+        } else if (strcmp(status, "retry") == 0) {
+            int64_t delay = json_is_integer(ra) ? (int64_t)json_integer_value(ra) : -1;
+            kjobs_result_retry(results[job], delay, "%s",
+                               error && *error ? error : "retry requested by exec handler");
+        } else {
+            kjobs_result_fail(results[job], "%s", error && *error ? error : "failed by exec handler");
+        }
+    }
+    for (size_t i = 0; i < count; i++)
+        if (!done[i]) kjobs_result_retry(results[i], -1, "no result from handler");
+    free(table);
+    free(done);
+    json_decref(root);
+    return 0;
+}
+
+/* ---- the batch handler -------------------------------------------------------------------- */
+
+static void fail_all(kjobs_result_t *const *results, size_t count, kj_outcome outcome,
+                     const char *msg) {
+    for (size_t i = 0; i < count; i++) {
+        kj_result_set(results[i], outcome, "%s", msg);
+        results[i]->delay_ms = -1;
+    }
+}
+
+void kj_exec_handler_batch(const kjobs_job_t *const *jobs, kjobs_result_t *const *results,
+                           size_t count, void *opaque) {
+    kj_exec_handler *h = opaque;
+    exec_child *c = thread_child(h);
+    char err[512], msg[KJ_ERROR_MAX];
+    if (count == 0) return;
+    if (c->pid > 0) child_check_idle(c);
+    if (c->pid <= 0) {
+        int64_t wait = c->not_before_ms - mono_ms();
+        if (wait > 0) sleep_ms(wait); /* restart backoff: block this thread, never spin */
+        if (child_spawn(c, err, sizeof(err)) != 0) {
+            int64_t delay = schedule_restart(c);
+            kj_log(KJ_LOG_ERROR, "exec child failed to start", "{s:s,s:I}", "error", err,
+                   "retry_in_ms", (json_int_t)delay);
+            snprintf(msg, sizeof(msg), "exec handler: %s", err);
+            fail_all(results, count, KJ_OUTCOME_RETRY, msg);
+            return;
+        }
+    }
+    size_t req_len = 0, line_len = 0;
+    char *req = build_request(jobs, count, &req_len);
+    if (!req) {
+        fail_all(results, count, KJ_OUTCOME_RETRY, "exec handler: cannot encode the batch as JSON");
+        return;
+    }
+    int64_t deadline = mono_ms() + h->timeout_ms;
+    ex_status st = exchange(c, req, req_len, deadline, &line_len, err, sizeof(err));
+    free(req);
+    if (st == EX_OK && apply_reply(c->out_buf, line_len, jobs, results, count, err, sizeof(err)) != 0)
+        st = EX_GARBAGE;
+    if (st == EX_OK) {
+        size_t rest = c->out_len - (line_len + 1); /* anything after the line is stray output */
+        memmove(c->out_buf, c->out_buf + line_len + 1, rest);
+        c->out_len = rest;
+        c->backoff_ms = h->backoff_initial_ms;
+        return;
+    }
+    pid_t pid = c->pid;
+    char status[64];
+    if (st == EX_TIMEOUT) {
+        child_stop(c, mono_ms(), "timeout", KJ_LOG_WARN, status, sizeof(status));
+        c->not_before_ms = 0; /* the timeout itself paced this child; restart at once */
+        snprintf(msg, sizeof(msg), "exec handler: no reply within %lld ms (child %d killed)",
+                 (long long)h->timeout_ms, (int)pid);
+        fail_all(results, count, KJ_OUTCOME_TIMEOUT, msg);
+        return;
+    }
+    if (st == EX_GARBAGE) {
+        child_stop(c, mono_ms(), "invalid reply", KJ_LOG_WARN, status, sizeof(status));
+        snprintf(msg, sizeof(msg), "exec handler: invalid reply from child %d: %s", (int)pid, err);
+    } else {
+        child_stop(c, mono_ms() + DEATH_WAIT_MS, err, KJ_LOG_WARN, status, sizeof(status));
+        snprintf(msg, sizeof(msg), "exec handler: child %d exited during the batch (%s; %s)",
+                 (int)pid, status, err);
+    }
+    int64_t delay = schedule_restart(c);
+    kj_log(KJ_LOG_WARN, "exec batch failed, child restarts after backoff", "{s:i,s:s,s:I,s:I}",
+           "child_pid", (int)pid, "error", msg, "jobs", (json_int_t)count, "retry_in_ms",
+           (json_int_t)delay);
+    fail_all(results, count, KJ_OUTCOME_RETRY, msg);
+}
+
+/* ---- construction ------------------------------------------------------------------------- */
+
+kj_exec_handler *kj_exec_handler_new_opts(const kj_exec_options *o, char *errstr,
+                                          size_t errstr_size) {
+    if (!o->argv || o->argc == 0 || !o->argv[0] || !o->argv[0][0]) {
+        snprintf(errstr, errstr_size, "handlers.exec: empty command");
+        return NULL;
+    }
+    if (o->timeout_ms <= 0) {
+        snprintf(errstr, errstr_size, "handlers.exec_timeout: must be positive");
+        return NULL;
+    }
+    if (!program_exists(o->argv[0])) {
+        /* the command is not quoted: handlers.exec words may carry secrets */
+        snprintf(errstr, errstr_size,
+                 "handlers.exec: the program (first word) is not an executable file or not "
+                 "found in PATH");
+        return NULL;
+    }
+    kj_exec_handler *h = calloc(1, sizeof(*h));
+    h->id = atomic_fetch_add(&next_handler_id, 1);
+    h->argv = strv_copy(o->argv, o->argc);
+    h->types = o->type_count ? strv_copy(o->types, o->type_count) : NULL;
+    h->type_count = o->type_count;
+    h->timeout_ms = o->timeout_ms;
+    h->backoff_initial_ms = o->backoff_initial_ms > 0 ? o->backoff_initial_ms : KJ_EXEC_DEFAULT_BACKOFF_INITIAL_MS;
+    h->backoff_max_ms = o->backoff_max_ms > 0 ? o->backoff_max_ms : KJ_EXEC_DEFAULT_BACKOFF_MAX_MS;
+    if (h->backoff_max_ms < h->backoff_initial_ms) h->backoff_max_ms = h->backoff_initial_ms;
+    h->max_reply = o->max_reply_bytes > 0 ? o->max_reply_bytes : KJ_EXEC_DEFAULT_MAX_REPLY_BYTES;
+    h->shutdown_wait_ms = o->shutdown_wait_ms > 0 ? o->shutdown_wait_ms : KJ_EXEC_DEFAULT_SHUTDOWN_WAIT_MS;
+    size_t n = 0, k = 0;
+    while (environ && environ[n]) n++;
+    h->envp = calloc(n + 1, sizeof(char *));
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(environ[i], "KJOBS_RDKAFKA_", 14) != 0) h->envp[k++] = strdup(environ[i]);
+    pthread_mutex_init(&h->lock, NULL);
+    return h;
+}
+
+kj_exec_handler *kj_exec_handler_new(const kj_config *cfg, char *errstr, size_t errstr_size) {
+    kj_exec_options o = {.argv = cfg->handlers_exec,
+                         .argc = cfg->handlers_exec_count,
+                         .timeout_ms = cfg->handlers_exec_timeout_ms,
+                         .types = cfg->handlers_exec_types,
+                         .type_count = cfg->handlers_exec_type_count};
+    return kj_exec_handler_new_opts(&o, errstr, errstr_size);
+}
+
+void kj_exec_handler_register(kj_exec_handler *h, kj_handler_registry *reg) {
+    kj_handlers_set_fallback(reg, kj_exec_handler_batch, h, h->types, h->type_count);
+}
+
+int kj_exec_handler_child_pid(kj_exec_handler *h) {
+    for (int i = 0; i < TLS_SLOTS; i++)
+        if (tls_children[i].id == h->id) return tls_children[i].child->pid > 0 ? tls_children[i].child->pid : -1;
+    return -1;
+}
+
+void kj_exec_handler_free(kj_exec_handler *h) {
+    if (!h) return;
+    /* close every stdin first so the children wind down in parallel, then stop them in turn
+     * against one shared deadline */
+    for (exec_child *c = h->children; c; c = c->next)
+        if (c->pid > 0 && c->in_fd >= 0) {
+            close(c->in_fd);
+            c->in_fd = -1;
+        }
+    int64_t deadline = mono_ms() + h->shutdown_wait_ms;
+    for (exec_child *c = h->children, *next; c; c = next) {
+        next = c->next;
+        if (c->pid > 0) child_stop(c, deadline, "shutdown", KJ_LOG_INFO, NULL, 0);
+        free(c->out_buf);
+        free(c);
+    }
+    for (int i = 0; i < TLS_SLOTS; i++)
+        if (tls_children[i].id == h->id) tls_children[i].id = 0;
+    strv_free(h->argv);
+    strv_free(h->types);
+    strv_free(h->envp);
+    pthread_mutex_destroy(&h->lock);
+    free(h);
+}
