@@ -7,15 +7,18 @@
  *
  * Both append one line per handled job to the file named by $KJOBS_RECORD_FILE:
  *
- *   id \t key \t partition \t offset \t attempt \t thread-id \t pid \t topic \n
+ *   id \t key \t partition \t offset \t attempt \t thread-id \t pid \t topic \t time-ms \n
+ *
+ * (time-ms: wall clock, epoch milliseconds, when the handler finished with the job.)
  *
  * Each line goes out in a single write(2) on an O_APPEND descriptor, so lines from concurrent
  * worker threads (and from several kjobs processes sharing the file) never interleave. Tests
  * count lines per job id to prove exactly-once / at-least-once outcomes and check per-key order.
  *
  * Payload "fail" asks for a retry (kjobs_result_retry), "fail-permanent" is a permanent failure
- * (kjobs_result_fail); anything else succeeds. Failed jobs are recorded too (the line shows the
- * attempt), because the handler did run.
+ * (kjobs_result_fail), "sleep:N" takes N milliseconds before succeeding (a slow job, so tests
+ * can catch work in flight); anything else succeeds. Failed jobs are recorded too (the line
+ * shows the attempt), because the handler did run.
  *
  * Built against include/kjobs.h only: the kjobs_* symbols are resolved at load time from the
  * `kjobs` executable (built with ENABLE_EXPORTS). Load it with handlers.plugin = "path" or
@@ -27,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "kjobs.h"
@@ -57,16 +61,35 @@ static void record(const recorder *r, const kjobs_job_t *job) {
     sanitize(id, id_src, strlen(id_src));
     sanitize(key, key_src ? key_src : "", key_src ? key_len : 0);
     sanitize(topic, topic_src, strlen(topic_src));
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    long long now_ms = (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
     char line[4 * FIELD_MAX + 128];
-    int n = snprintf(line, sizeof(line), "%s\t%s\t%d\t%lld\t%d\t%ld\t%ld\t%s\n", id, key,
-                     (int)kjobs_job_partition(job), (long long)kjobs_job_offset(job),
-                     kjobs_job_attempt(job), (long)syscall(SYS_gettid), (long)getpid(), topic);
+    int n = snprintf(line, sizeof(line), "%s\t%s\t%d\t%lld\t%d\t%ld\t%ld\t%s\t%lld\n", id,
+                     key, (int)kjobs_job_partition(job), (long long)kjobs_job_offset(job),
+                     kjobs_job_attempt(job), (long)syscall(SYS_gettid), (long)getpid(), topic,
+                     now_ms);
     if (n < 0 || (size_t)n >= sizeof(line)) return; /* cannot happen with FIELD_MAX bounds */
     /* one write(2) per line: O_APPEND makes it atomic with respect to other writers */
     ssize_t w;
     do {
         w = write(r->fd, line, (size_t)n);
     } while (w < 0 && errno == EINTR);
+}
+
+/* "sleep:N": wait N milliseconds (N <= 60000), as a slow job would. */
+static void maybe_sleep(const kjobs_job_t *job) {
+    size_t len = 0;
+    const char *payload = kjobs_job_payload(job, &len);
+    char digits[16];
+    if (len <= 6 || len - 6 >= sizeof(digits) || memcmp(payload, "sleep:", 6) != 0) return;
+    memcpy(digits, payload + 6, len - 6);
+    digits[len - 6] = '\0';
+    long ms = strtol(digits, NULL, 10);
+    if (ms <= 0 || ms > 60000) return;
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
 }
 
 /* The outcome a payload asks for. */
@@ -80,6 +103,7 @@ static void decide(const kjobs_job_t *job, kjobs_result_t *result) {
 }
 
 static void handle_job(const kjobs_job_t *job, kjobs_result_t *result, void *opaque) {
+    maybe_sleep(job);
     record(opaque, job);
     decide(job, result);
 }
@@ -87,6 +111,7 @@ static void handle_job(const kjobs_job_t *job, kjobs_result_t *result, void *opa
 static void handle_batch(const kjobs_job_t *const *jobs, kjobs_result_t *const *results,
                          size_t count, void *opaque) {
     for (size_t i = 0; i < count; i++) {
+        maybe_sleep(jobs[i]);
         record(opaque, jobs[i]);
         decide(jobs[i], results[i]);
     }

@@ -1,0 +1,598 @@
+"""test_runtime.py — the worker runtime's promises, checked on what really ran.
+
+Every scenario runs real `kjobs run` processes against a real `kjobs broker` and loads the
+example plugin (examples/recorder_plugin.c) through KJOBS_HANDLERS_PLUGIN. The plugin appends
+one line per handled job to a shared file (one atomic write per line):
+
+    id  key  partition  offset  attempt  thread-id  pid  topic  time-ms
+
+so the tests count runs per job id instead of trusting the worker's own counters:
+
+  - the plugin: both handler shapes, retry/permanent outcomes, load errors (exit 2);
+  - 100k jobs over 8 partitions and 1000 keys: each handled exactly once, per key in enqueue order;
+  - a group of three processes, a fourth joining and one leaving (SIGTERM) mid-stream: one owner
+    per partition at a time, nothing lost, nothing run twice;
+  - kill -9 mid-stream and restart: nothing lost; re-runs only past the committed offsets;
+  - SIGTERM mid-batch: in-flight batches finish, offsets commit, a restart re-runs none;
+  - a partition fed only garbage: other partitions flow, garbage lands in jobs.dlq as `decode`.
+
+Synchronisation is on events: log lines, the record file reaching a count (re-read until a
+deadline), process exits. Run with /usr/bin/python3; env KJOBS_BIN (the kjobs binary) and
+KJOBS_EXAMPLE_PLUGIN (the recorder .so) are set by CMake.
+"""
+import collections
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+import harness  # noqa: E402
+from harness import kjobs_cmd, run  # noqa: E402
+
+PLUGIN = os.environ.get("KJOBS_EXAMPLE_PLUGIN") or os.path.join(
+    os.path.dirname(harness.KJOBS), "examples", "libkjobs_example_recorder.so")
+# The embedded broker answers an empty fetch after fetch.wait.max.ms: keep it short.
+FAST_FETCH = ("-X", "fetch.wait.max.ms=5")
+POLL = 0.05  # seconds between re-reads while waiting for an event
+
+
+# ---- plumbing ---------------------------------------------------------------------------------
+
+class Lines:
+    """Incremental reader of a file other processes append to: complete lines only."""
+
+    def __init__(self, path, parse):
+        self.path, self.parse, self.pos, self.items, self._rest = path, parse, 0, [], b""
+
+    def read(self):
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.pos)
+                data = f.read()
+        except FileNotFoundError:
+            return self.items
+        self.pos += len(data)
+        data = self._rest + data
+        *complete, self._rest = data.split(b"\n")
+        self.items.extend(self.parse(l.decode()) for l in complete if l)
+        return self.items
+
+
+Record = collections.namedtuple("Record", "id key partition offset attempt tid pid topic ms")
+
+
+def parse_record(line):
+    f = line.split("\t")
+    assert len(f) == 9, f"malformed record line {line!r}"
+    return Record(f[0], f[1], int(f[2]), int(f[3]), int(f[4]), int(f[5]), int(f[6]), f[7],
+                  int(f[8]))
+
+
+def parse_log(line):
+    obj = json.loads(line)
+    assert isinstance(obj, dict) and {"ts", "level", "msg"} <= obj.keys(), line
+    return obj
+
+
+def wait_until(cond, timeout, what, procs=()):
+    """Re-check `cond` until it returns a truthy value; fail at the deadline or when one of
+    `procs` (Workers expected to keep running) exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        for p in procs:
+            if p.proc.poll() is not None:
+                raise AssertionError(f"{p.name} exited {p.proc.returncode} while waiting for "
+                                     f"{what}; log tail:\n{p.tail()}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(POLL)
+
+
+class Worker:
+    """A `kjobs run` process with the recorder plugin; JSON logs go to a file."""
+
+    def __init__(self, bootstrap, workdir, name, record_file, env=None, args=()):
+        self.name = name
+        self.log_path = os.path.join(workdir, f"{name}.log")
+        full_env = dict(os.environ)
+        full_env.update({"KJOBS_HTTP_LISTEN": "", "KJOBS_LOG_LEVEL": "info",
+                         "KJOBS_HANDLERS_PLUGIN": PLUGIN, "KJOBS_RECORD_FILE": record_file,
+                         "KJOBS_KAFKA_CLIENT_ID": name})
+        full_env.update(env or {})
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(kjobs_cmd("run", "-b", bootstrap, *FAST_FETCH, *args),
+                                         stdout=subprocess.DEVNULL, stderr=log, env=full_env)
+        self.pid = self.proc.pid
+        self.log = Lines(self.log_path, parse_log)
+
+    def logs(self, msg=None):
+        items = self.log.read()
+        return [l for l in items if msg is None or l["msg"] == msg]
+
+    def tail(self, n=15):
+        with open(self.log_path, errors="replace") as f:
+            return "".join(f.readlines()[-n:])
+
+    def assigned_main(self, topic="jobs"):
+        """Main-topic partitions this worker holds now, from its assigned/revoked log lines."""
+        held = set()
+        for l in self.logs():
+            if l.get("topic") != topic:
+                continue
+            if l["msg"] == "partition assigned":
+                held.add(l["partition"])
+            elif l["msg"] in ("partition revoked", "partition lost"):
+                held.discard(l["partition"])
+        return held
+
+    def wait_assigned(self, timeout=60):
+        return wait_until(lambda: self.assigned_main(), timeout,
+                          f"{self.name} to be assigned a partition", procs=[self])
+
+    def stop(self, timeout=60):
+        """SIGTERM; return the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise AssertionError(f"{self.name} did not exit within {timeout}s of SIGTERM:\n"
+                                 f"{self.tail()}")
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+    def stopped_summary(self):
+        s = self.logs("worker stopped")
+        assert len(s) == 1, f"{self.name}: no 'worker stopped' line:\n{self.tail()}"
+        return s[0]
+
+
+class Scene:
+    """A broker, a work dir, a record file, and the workers of one test; tears all down."""
+
+    def __init__(self, partitions):
+        self.dir = tempfile.mkdtemp(prefix="kjobs-rt-")
+        self.record_file = os.path.join(self.dir, "records.tsv")
+        self.records = Lines(self.record_file, parse_record)
+        self.broker = harness.Broker(partitions=partitions)
+        self.bootstrap = self.broker.bootstrap
+        self.workers = []
+
+    def worker(self, name, env=None, args=()):
+        w = Worker(self.bootstrap, self.dir, name, self.record_file, env=env, args=args)
+        self.workers.append(w)
+        return w
+
+    def enqueue(self, jobs):
+        """Enqueue dicts as JSON lines; every job must be acknowledged."""
+        text = "".join(json.dumps(j) + "\n" for j in jobs)
+        p = run(kjobs_cmd("enqueue", "-b", self.bootstrap), input=text, timeout=300)
+        ids = p.stdout.split()
+        assert len(ids) == len(jobs), f"enqueue acknowledged {len(ids)} of {len(jobs)}"
+        return ids
+
+    def wait_records(self, n, timeout, procs=(), what=None):
+        return wait_until(lambda: len(self.records.read()) >= n, timeout,
+                          what or f"{n} recorded jobs (have {len(self.records.read())})",
+                          procs=procs)
+
+    def wait_all_ids(self, ids, timeout, procs=()):
+        want = set(ids)
+
+        def done():
+            got = {r.id for r in self.records.read()}
+            return want <= got
+        wait_until(done, timeout, f"all {len(want)} jobs recorded", procs=procs)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for w in self.workers:
+            w.kill()
+        self.broker.stop()
+        if exc[0] is None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        else:
+            print(f"   (logs and records kept in {self.dir})", flush=True)
+
+
+def runs_per_id(records):
+    return collections.Counter(r.id for r in records)
+
+
+def check_key_order(records):
+    """Ids are "<key>/<seq>" enqueued in seq order: in record-file order (which, per
+    partition, is handling order), each key's sequence numbers and offsets must increase."""
+    last = {}
+    for r in records:
+        key, seq = r.id.rsplit("/", 1)
+        assert key == r.key, f"record {r} carries key {r.key!r}, id says {key!r}"
+        seq = int(seq)
+        if key in last:
+            lseq, loff, lpart = last[key]
+            assert r.partition == lpart, f"key {key} seen on partitions {lpart} and {r.partition}"
+            assert seq > lseq and r.offset > loff, \
+                f"key {key}: seq {seq} (offset {r.offset}) handled after seq {lseq} (offset {loff})"
+        last[key] = (seq, r.offset, r.partition)
+    return len(last)
+
+
+def ownership_overlaps(workers):
+    """Replay every worker's assigned/revoked/lost lines in time order; report any partition
+    held by two processes at once (at equal timestamps a release counts first)."""
+    events = []
+    for w in workers:
+        for l in w.logs():
+            if l["msg"] == "partition assigned":
+                events.append((l["ts"], 1, w.name, l["topic"], l["partition"]))
+            elif l["msg"] in ("partition revoked", "partition lost"):
+                events.append((l["ts"], 0, w.name, l["topic"], l["partition"]))
+    events.sort(key=lambda e: (e[0], e[1]))
+    owner, overlaps = {}, []
+    for ts, kind, name, topic, part in events:
+        tp = (topic, part)
+        if kind == 1:
+            if tp in owner and owner[tp] != name:
+                overlaps.append(f"{topic}[{part}] assigned to {name} at {ts} while {owner[tp]} "
+                                "held it")
+            owner[tp] = name
+        elif owner.get(tp) == name:
+            del owner[tp]
+    return overlaps, len(events)
+
+
+def keyed_jobs(n, keys, job_type, payload=None, prefix="k"):
+    """n jobs over `keys` keys, ids "<key>/<seq>" with seq counting per key in enqueue order."""
+    jobs = []
+    for i in range(n):
+        key = f"{prefix}{i % keys:04d}"
+        job = {"type": job_type(i) if callable(job_type) else job_type, "key": key,
+               "id": f"{key}/{i // keys}"}
+        if payload is not None:
+            job["payload"] = payload
+        jobs.append(job)
+    return jobs
+
+
+# ---- the plugin -------------------------------------------------------------------------------
+
+def test_plugin_handlers_and_outcomes():
+    """Both handler shapes record every run; "fail" retries then dead-letters, "fail-permanent"
+    dead-letters at once; fields match where the record really is."""
+    env = {"KJOBS_RETRY_DELAYS": "0s", "KJOBS_RETRY_MAX_ATTEMPTS": "2"}
+    with Scene(partitions=2) as s:
+        w = s.worker("w1", env=env)
+        jobs = []
+        for t in ("example.record", "example.record-batch"):
+            jobs += [{"type": t, "key": f"{t}-{i % 5}", "id": f"{t}-ok-{i}"} for i in range(50)]
+            jobs += [{"type": t, "id": f"{t}-retry-{i}", "payload": "fail"} for i in range(3)]
+            jobs += [{"type": t, "id": f"{t}-perm-{i}", "payload": "fail-permanent"}
+                     for i in range(2)]
+            jobs.append({"type": t, "id": f"{t}-slow", "payload": "sleep:20"})
+        s.enqueue(jobs)
+        expected_runs = {j["id"]: 2 if j.get("payload") == "fail" else 1 for j in jobs}
+        s.wait_records(sum(expected_runs.values()), 90, procs=[w])
+        dlq = harness.peek(s.bootstrap, "jobs.dlq", 10)
+        assert w.stop() == 0, w.tail()
+
+        records = s.records.read()
+        assert runs_per_id(records) == collections.Counter(expected_runs), \
+            runs_per_id(records) - collections.Counter(expected_runs)
+        main = {r["id"]: r for r in harness.peek(s.bootstrap, "jobs", len(jobs))}
+        for r in records:
+            assert r.pid == w.pid and r.tid > 0, r
+            if r.attempt == 1:
+                m = main[r.id]
+                assert (r.topic, r.partition, r.offset) == ("jobs", m["partition"], m["offset"]), r
+                assert r.key == (m["key"] or ""), r
+            else:
+                assert r.attempt == 2 and r.topic == "jobs.retry.1" and "-retry-" in r.id, r
+        classes = {d["id"]: (d["headers"]["kjobs-error-class"], d["headers"]["kjobs-attempt"])
+                   for d in dlq}
+        for j in jobs:
+            if j.get("payload") == "fail":
+                assert classes.pop(j["id"]) == ("retryable", "2"), j
+            elif j.get("payload") == "fail-permanent":
+                assert classes.pop(j["id"]) == ("permanent", "1"), j
+        assert not classes, classes
+        summary = w.stopped_summary()
+        assert (summary["ok"], summary["retried"], summary["dead_lettered"]) == (102, 6, 10), \
+            summary
+
+
+def _build_plugin(workdir, name, body):
+    src = os.path.join(workdir, f"{name}.c")
+    so = os.path.join(workdir, f"{name}.so")
+    with open(src, "w") as f:
+        f.write('#include "kjobs.h"\n' + body)
+    cc = os.environ.get("CC") or shutil.which("cc") or "gcc"
+    run([cc, "-shared", "-fPIC", "-I", os.path.join(harness.SOURCE_DIR, "include"), "-o", so,
+         src])
+    return so
+
+
+def test_plugin_load_errors_exit_2():
+    """A plugin that cannot be used stops `kjobs run` before it connects: exit 2, and the
+    error names the plugin and what is wrong."""
+    workdir = tempfile.mkdtemp(prefix="kjobs-rt-plugin-")
+    env_base = {"KJOBS_HTTP_LISTEN": "", "KJOBS_RECORD_FILE": os.path.join(workdir, "r.tsv")}
+    not_a_plugin = next((p for p in ("/lib/x86_64-linux-gnu/libm.so.6", "/usr/lib/libm.so.6",
+                                     "/lib64/libm.so.6") if os.path.exists(p)), None)
+    missing_symbol = _build_plugin(workdir, "missing_symbol", """
+int kjobs_no_such_function(void);
+int kjobs_plugin_init(kjobs_registry_t *r, int abi, char *e, size_t n);
+int kjobs_plugin_init(kjobs_registry_t *r, int abi, char *e, size_t n) {
+    (void)r; (void)abi; (void)e; (void)n; return kjobs_no_such_function();
+}
+""")
+    other_abi = _build_plugin(workdir, "other_abi", """
+#include <stdio.h>
+int kjobs_plugin_init(kjobs_registry_t *r, int abi, char *e, size_t n);
+int kjobs_plugin_init(kjobs_registry_t *r, int abi, char *e, size_t n) {
+    (void)r;
+    if (abi != KJOBS_ABI_VERSION + 1) {
+        snprintf(e, n, "built for kjobs ABI %d, this kjobs has ABI %d", KJOBS_ABI_VERSION + 1, abi);
+        return -1;
+    }
+    return 0;
+}
+""")
+    cases = [
+        ("/nonexistent/plugin.so", {}, ["cannot load", "/nonexistent/plugin.so"]),
+        (missing_symbol, {}, ["cannot load", "kjobs_no_such_function"]),
+        (other_abi, {}, ["refused to load", "built for kjobs ABI 2, this kjobs has ABI 1"]),
+        (PLUGIN, {"KJOBS_RECORD_FILE": ""}, ["refused to load", "KJOBS_RECORD_FILE is not set"]),
+    ]
+    if not_a_plugin:
+        cases.append((not_a_plugin, {}, ["does not export kjobs_plugin_init"]))
+    for path, extra, needles in cases:
+        env = dict(env_base, KJOBS_HANDLERS_PLUGIN=path, **extra)
+        p = run(kjobs_cmd("run", "-b", "127.0.0.1:1"), env=env, check=False, timeout=30)
+        assert p.returncode == 2, (path, p.returncode, p.stderr[-2000:])
+        for needle in needles:
+            assert needle in p.stderr, (path, needle, p.stderr[-2000:])
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+# ---- scale, order, exactly once --------------------------------------------------------------
+
+def test_100k_jobs_once_each_in_key_order():
+    n, keys = 100_000, 1000
+    with Scene(partitions=8) as s:
+        w = s.worker("w1")
+        w.wait_assigned()
+        # both handler shapes, interleaved within a key (the runtime splits a batch by handler)
+        jobs = keyed_jobs(n, keys, lambda i: "example.record" if i % 3 == 0
+                          else "example.record-batch")
+        t0 = time.monotonic()
+        s.enqueue(jobs)
+        t_enq = time.monotonic() - t0
+        s.wait_records(n, 180, procs=[w])
+        t_all = time.monotonic() - t0
+        assert w.stop() == 0, w.tail()
+        records = s.records.read()
+        counts = runs_per_id(records)
+        dup = {i: c for i, c in counts.items() if c != 1}
+        assert not dup, f"{len(dup)} jobs not run exactly once, e.g. {list(dup.items())[:5]}"
+        assert set(counts) == {j["id"] for j in jobs}
+        assert len(records) == n
+        assert check_key_order(records) == keys
+        assert len({r.partition for r in records}) == 8
+        assert w.stopped_summary()["ok"] == n
+        print(f"   {n} jobs: enqueue {t_enq:.1f}s, enqueue+handled {t_all:.1f}s; "
+              f"threads used {len({r.tid for r in records})}", flush=True)
+
+
+# ---- a consumer group -------------------------------------------------------------------------
+
+def test_group_join_and_leave_mid_stream():
+    """Three workers, a fourth joins and one leaves (SIGTERM) mid-stream: one owner per
+    partition at a time, every job handled, and — since partitions are committed before they
+    are handed over — none handled twice."""
+    n, keys = 30_000, 600
+    with Scene(partitions=8) as s:
+        ws = [s.worker(f"w{i}") for i in (1, 2, 3)]
+
+        def group_formed():
+            held = [w.assigned_main() for w in ws]
+            return all(held) and sum(len(h) for h in held) == 8 and len(set().union(*held)) == 8
+        wait_until(group_formed, 90, "three workers sharing the 8 partitions", procs=ws)
+        jobs = keyed_jobs(n, keys, "example.record-batch", payload="sleep:1")
+        s.enqueue(jobs)
+
+        s.wait_records(n // 5, 120, procs=ws)
+        w4 = s.worker("w4")
+        w4.wait_assigned(timeout=90)
+        at_join = len(s.records.read())
+        s.wait_records(at_join + n // 10, 120, procs=ws + [w4])
+        leaver = ws[1]
+        left_with = leaver.assigned_main()
+        assert leaver.stop() == 0, leaver.tail()
+        at_leave = len(s.records.read())
+        assert at_leave < n, "the stream ended before the leave: nothing tested"
+        stayers = [ws[0], ws[2], w4]
+        s.wait_all_ids([j["id"] for j in jobs], 180, procs=stayers)
+        for w in stayers:
+            assert w.stop() == 0, w.tail()
+
+        records = s.records.read()
+        counts = runs_per_id(records)
+        missing = {j["id"] for j in jobs} - set(counts)
+        dups = sum(c - 1 for c in counts.values())
+        by_pid = collections.Counter(r.pid for r in records)
+        print(f"   jobs per process {[by_pid[w.pid] for w in ws + [w4]]}, duplicates {dups}, "
+              f"{leaver.name} left holding partitions {sorted(left_with)}", flush=True)
+        assert not missing, f"{len(missing)} jobs never ran"
+        assert by_pid[w4.pid] > 0, "the joining worker handled nothing"
+        after_leave = [r for r in records[at_leave:] if r.partition in left_with]
+        assert after_leave, "nobody took over the leaver's partitions"
+        assert dups == 0, f"{dups} jobs ran twice across clean rebalances"
+        overlaps, nevents = ownership_overlaps(ws + [w4])
+        assert not overlaps, overlaps[:5]
+        assert nevents > 3 * 8 * 4
+        # data-side ownership: per partition, handling (file) order never goes back in offsets
+        check_key_order(records)
+        last = {}
+        for r in records:
+            assert r.offset > last.get(r.partition, -1), f"partition {r.partition} went back: {r}"
+            last[r.partition] = r.offset
+
+
+# ---- crashes and shutdown ---------------------------------------------------------------------
+
+def test_kill_9_then_restart_reruns_only_uncommitted():
+    n, keys, max_pending = 12_000, 400, 500
+    env = {"KJOBS_BATCH_MAX_PENDING": str(max_pending)}
+    with Scene(partitions=8) as s:
+        w1 = s.worker("w1", env=env)
+        w1.wait_assigned()
+        jobs = keyed_jobs(n, keys, "example.record-batch", payload="sleep:1")
+        s.enqueue(jobs)
+        s.wait_records(n // 3, 120, procs=[w1])
+        kill_ms = time.time() * 1000
+        w1.kill()
+        before = list(s.records.read())
+        assert len(before) < n, "everything ran before the kill: nothing tested"
+        t0 = time.monotonic()
+        w2 = s.worker("w2", env=env)
+        s.wait_all_ids([j["id"] for j in jobs], 180, procs=[w2])
+        t_recover = time.monotonic() - t0
+        assert w2.stop() == 0, w2.tail()
+
+        records = s.records.read()
+        counts = runs_per_id(records)
+        assert set(counts) == {j["id"] for j in jobs}
+        dups = [i for i, c in counts.items() if c > 1]
+        assert all(counts[i] == 2 for i in dups), "a job ran more than twice"
+        # The restart starts each partition at its committed offset: exactly the first
+        # process's runs at or past that offset are re-run, nothing else.
+        start = {l["partition"]: l["offset"] for l in w2.logs("partition assigned")
+                 if l["topic"] == "jobs"}
+        assert len(start) == 8, start
+        expected = {r.id for r in before if r.offset >= start[r.partition]}
+        assert set(dups) == expected, (len(dups), len(expected))
+        first_run = {r.id: r.ms for r in before}
+        oldest = min((first_run[i] for i in dups), default=kill_ms)
+        bound = max_pending * 8
+        print(f"   killed after {len(before)} of {n}; re-run {len(dups)} "
+              f"(bound {bound} = max_pending x partitions); oldest re-run job first ran "
+              f"{kill_ms - oldest:.0f} ms before the kill; recovery {t_recover:.1f}s", flush=True)
+        assert len(dups) <= bound
+        # commits happen every 200 ms: only recent work may run again
+        assert kill_ms - oldest <= 2000, f"re-ran a job handled {kill_ms - oldest:.0f} ms " \
+                                         "before the kill"
+        check_key_order([r for r in records if counts[r.id] == 1])
+
+
+def test_sigterm_mid_batch_finishes_commits_and_nothing_reruns():
+    n, batch, sleep_ms = 80, 10, 100
+    env = {"KJOBS_BATCH_MAX_JOBS": str(batch), "KJOBS_WORKERS": "2"}
+    with Scene(partitions=4) as s:
+        jobs = keyed_jobs(n, 8, "example.record-batch", payload=f"sleep:{sleep_ms}")
+        s.enqueue(jobs)
+        w1 = s.worker("w1", env=env)
+        # a batch takes batch x sleep_ms = 1 s: at the first record two batches are in flight
+        s.wait_records(1, 90, procs=[w1])
+        at_term = len(s.records.read())
+        w1.proc.send_signal(signal.SIGTERM)
+        rc = w1.stop()
+        assert rc == 0, w1.tail()
+        done = s.records.read()[:]
+        summary = w1.stopped_summary()
+        print(f"   records at SIGTERM {at_term}, after exit {len(done)}; "
+              f"worker stopped ok={summary['ok']}", flush=True)
+        assert len(done) > at_term, "in-flight batches were abandoned, not finished"
+        assert len(done) <= 2 * batch, "new batches started after SIGTERM"
+        assert summary["ok"] == len(done) and all(r.pid == w1.pid for r in done)
+        committed = {l["partition"]: l["committed"] for l in w1.logs("partition revoked")
+                     if l["topic"] == "jobs"}
+        for p in range(4):
+            offsets = sorted(r.offset for r in done if r.partition == p)
+            assert offsets == list(range(len(offsets))), (p, offsets)
+            if offsets:
+                assert committed.get(p) == len(offsets), (p, committed, len(offsets))
+
+        w2 = s.worker("w2", env=env)
+        s.wait_all_ids([j["id"] for j in jobs], 90, procs=[w2])
+        assert w2.stop() == 0, w2.tail()
+        counts = runs_per_id(s.records.read())
+        twice = [i for i, c in counts.items() if c > 1]
+        assert not twice, f"re-ran after a clean SIGTERM: {twice}"
+        starts = {l["partition"]: l["offset"] for l in w2.logs("partition assigned")
+                  if l["topic"] == "jobs"}
+        for p, c in committed.items():
+            if c >= 0:
+                assert starts.get(p) == c, (p, c, starts)
+
+
+# ---- garbage ----------------------------------------------------------------------------------
+
+def test_garbage_partition_goes_to_dlq_others_flow():
+    from kafka import KafkaProducer
+    from kafka.partitioner.default import murmur2
+
+    parts, bad = 4, 0
+    garbage = [b"", b"not avro at all", b"\xff" * 64, b'{"id":"json","type":"x"}',
+               b"\xc3\x01" + b"\x00" * 8 + b"\x02a", b"\x02a\x02b\x00", b"\x80\x80\x80\x80\x80"]
+    garbage = (garbage * 6)[:40]
+    with Scene(partitions=parts) as s:
+        w = s.worker("w1")
+        w.wait_assigned()
+        producer = KafkaProducer(bootstrap_servers=s.bootstrap, acks="all")
+
+        def send_garbage():
+            for g in garbage:
+                producer.send("jobs", value=g, partition=bad)
+            producer.flush(timeout=60)
+        # good jobs only on the other partitions (kjobs uses the Java murmur2 partitioner)
+        good_keys = [k for k in (f"g{i}" for i in range(400))
+                     if (murmur2(k.encode()) & 0x7fffffff) % parts != bad][:120]
+        jobs = [{"type": "example.record", "key": good_keys[i % len(good_keys)],
+                 "id": f"{good_keys[i % len(good_keys)]}/{i // len(good_keys)}"}
+                for i in range(3000)]
+        send_garbage()
+        s.enqueue(jobs[:1500])
+        send_garbage()
+        s.enqueue(jobs[1500:])
+        producer.close()
+        s.wait_all_ids([j["id"] for j in jobs], 120, procs=[w])
+        dlq = harness.peek(s.bootstrap, "jobs.dlq", 2 * len(garbage))
+        assert w.proc.poll() is None, "the worker died"
+        records = s.records.read()
+        assert all(r.partition != bad for r in records)
+        assert len(records) == len(jobs) and check_key_order(records) == len(good_keys)
+        values = collections.Counter()
+        for d in dlq:
+            h = d["headers"]
+            assert h["kjobs-error-class"] == "decode", d
+            assert h["kjobs-original-topic"] == "jobs" and h["kjobs-original-partition"] == str(bad)
+            assert h.get("kjobs-error"), d
+            values[d.get("value_b64")] += 1
+        import base64
+        assert values == collections.Counter(base64.b64encode(g).decode() for g in garbage * 2), \
+            values
+        assert w.stop() == 0, w.tail()
+        committed = {l["partition"]: l["committed"] for l in w.logs("partition revoked")
+                     if l["topic"] == "jobs"}
+        assert committed.get(bad) == 2 * len(garbage), committed
+
+
+if __name__ == "__main__":
+    harness.main([test_plugin_handlers_and_outcomes, test_plugin_load_errors_exit_2,
+                  test_100k_jobs_once_each_in_key_order, test_group_join_and_leave_mid_stream,
+                  test_kill_9_then_restart_reruns_only_uncommitted,
+                  test_sigterm_mid_batch_finishes_commits_and_nothing_reruns,
+                  test_garbage_partition_goes_to_dlq_others_flow])
