@@ -1,0 +1,224 @@
+/*
+ * cmd_lag.c — `kjobs lag`: how far a consumer group is behind, per partition of the main topic
+ * and of each retry-ladder topic (the DLQ has no consumer group, so it is not listed).
+ *
+ * It must never disturb the group it inspects: the consumer it creates carries the group's
+ * group.id only so that rd_kafka_committed() can ask the coordinator for the group's committed
+ * offsets (OffsetFetch). It never subscribes, never assigns, never commits (enable.auto.commit
+ * is off), so it never joins the group and a running worker sees no rebalance.
+ *
+ * Columns follow kafka-consumer-groups --describe: GROUP TOPIC PARTITION CURRENT-OFFSET
+ * LOG-END-OFFSET LAG. No committed offset prints "-" and counts the whole retained log
+ * (log end - log start) as lag: a worker starts at the log start of a partition where its group
+ * has no committed offset.
+ */
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "processor/cli.h"
+#include "processor/commands.h"
+#include "processor/kafka.h"
+#include "processor/log.h"
+#include "processor/topic_layout.h"
+
+static const char lag_usage[] =
+    "usage: kjobs lag [-c FILE] [-b BROKERS] [-G GROUP] [-X prop=val] [--topic T] [--json]\n"
+    "                 [--timeout SECONDS]\n"
+    "\n"
+    "Per partition of the main topic and of each retry-ladder topic: the group's committed\n"
+    "offset (CURRENT-OFFSET, \"-\" when none), the log end offset and the lag, then a total.\n"
+    "Reads committed offsets without joining the group: running workers are not disturbed.\n"
+    "\n"
+    "  -G GROUP           consumer group to inspect (default kafka.group)\n"
+    "  --topic T          main topic (default topics.main; the ladder follows it unless\n"
+    "                     topics.retry_prefix is set explicitly)\n"
+    "  --json             one JSON object per partition instead of the table\n"
+    "  --timeout SECONDS  per broker request (default 10)\n";
+
+enum { OPT_JSON = KJ_OPT_COMMON_LAST + 1, OPT_TIMEOUT };
+
+typedef struct lag_row {
+    const char *topic; /* borrowed from the layout */
+    int32_t partition;
+    int64_t committed; /* < 0: none */
+    int64_t log_start, log_end;
+    int64_t lag;
+} lag_row;
+
+static void print_table(const char *group, const lag_row *rows, size_t count, int64_t total) {
+    static const char *heads[6] = {"GROUP",          "TOPIC", "PARTITION", "CURRENT-OFFSET",
+                                   "LOG-END-OFFSET", "LAG"};
+    size_t w[6];
+    for (int c = 0; c < 6; c++) w[c] = strlen(heads[c]);
+    char cell[6][64];
+    /* two passes: widths, then print */
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1)
+            printf("%-*s %-*s %-*s %-*s %-*s %s\n", (int)w[0], heads[0], (int)w[1], heads[1],
+                   (int)w[2], heads[2], (int)w[3], heads[3], (int)w[4], heads[4], heads[5]);
+        for (size_t i = 0; i <= count; i++) {
+            const char *g = group, *t;
+            if (i < count) {
+                t = rows[i].topic;
+                snprintf(cell[2], sizeof(cell[2]), "%" PRId32, rows[i].partition);
+                if (rows[i].committed >= 0)
+                    snprintf(cell[3], sizeof(cell[3]), "%" PRId64, rows[i].committed);
+                else
+                    snprintf(cell[3], sizeof(cell[3]), "-");
+                snprintf(cell[4], sizeof(cell[4]), "%" PRId64, rows[i].log_end);
+                snprintf(cell[5], sizeof(cell[5]), "%" PRId64, rows[i].lag);
+            } else { /* the total line */
+                t = "TOTAL";
+                snprintf(cell[2], sizeof(cell[2]), "-");
+                snprintf(cell[3], sizeof(cell[3]), "-");
+                snprintf(cell[4], sizeof(cell[4]), "-");
+                snprintf(cell[5], sizeof(cell[5]), "%" PRId64, total);
+            }
+            if (pass == 0) {
+                size_t lens[6] = {strlen(g), strlen(t), strlen(cell[2]), strlen(cell[3]),
+                                  strlen(cell[4]), strlen(cell[5])};
+                for (int c = 0; c < 6; c++)
+                    if (lens[c] > w[c]) w[c] = lens[c];
+            } else {
+                printf("%-*s %-*s %-*s %-*s %-*s %s\n", (int)w[0], g, (int)w[1], t, (int)w[2],
+                       cell[2], (int)w[3], cell[3], (int)w[4], cell[4], cell[5]);
+            }
+        }
+    }
+}
+
+int kj_cmd_lag(int argc, char **argv) {
+    kj_cli cli;
+    kj_cli_init(&cli, "kjobs lag", lag_usage);
+    static const struct option longopts[] = {KJ_CLI_COMMON_LONGOPTS,
+                                             {"json", no_argument, NULL, OPT_JSON},
+                                             {"timeout", required_argument, NULL, OPT_TIMEOUT},
+                                             {NULL, 0, NULL, 0}};
+    long long timeout_s = 10;
+    int json = 0, opt, rc;
+    while ((opt = getopt_long(argc, argv, KJ_CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
+        if ((rc = kj_cli_common_option(&cli, opt, optarg)) < 0) return KJ_EXIT_USAGE;
+        if (rc) continue;
+        if (opt == OPT_JSON) {
+            json = 1;
+        } else if (opt == OPT_TIMEOUT) {
+            if (kj_cli_parse_int(optarg, 1, 3600, &timeout_s))
+                return kj_cli_usage_error(&cli, "--timeout: expected 1..3600 seconds");
+        }
+    }
+    if (cli.help) {
+        fputs(lag_usage, stdout);
+        return KJ_EXIT_OK;
+    }
+    if (optind < argc) return kj_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
+    if ((rc = kj_cli_load_config(&cli)) != KJ_EXIT_OK) return rc;
+
+    char err[512];
+    if (strcmp(cli.topic, cli.cfg.main_topic) != 0 &&
+        kj_config_set(&cli.cfg, "topics.main", cli.topic, err, sizeof(err)) != 0) {
+        fprintf(stderr, "kjobs lag: --topic: %s\n", err);
+        kj_cli_free(&cli);
+        return KJ_EXIT_USAGE;
+    }
+    /* group.id = the inspected group, for OffsetFetch only: this handle never subscribes,
+     * assigns or commits, so it never becomes a member of the group */
+    rd_kafka_conf_t *conf = kj_kafka_conf_new(&cli.cfg, err, sizeof(err));
+    if (!conf || kj_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof(err)) ||
+        kj_kafka_conf_set(conf, "group.id", cli.cfg.group, err, sizeof(err))) {
+        fprintf(stderr, "kjobs lag: %s\n", err);
+        if (conf) rd_kafka_conf_destroy(conf);
+        kj_cli_free(&cli);
+        return KJ_EXIT_USAGE;
+    }
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+    if (!rk) {
+        fprintf(stderr, "kjobs lag: %s\n", err);
+        rd_kafka_conf_destroy(conf);
+        kj_cli_free(&cli);
+        return KJ_EXIT_USAGE;
+    }
+    int timeout_ms = (int)timeout_s * 1000;
+    int exit_code = KJ_EXIT_OK;
+    kj_topic_spec *specs = NULL;
+    size_t spec_count = kj_topic_layout(&cli.cfg, &specs);
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(16);
+    for (size_t i = 0; i < spec_count; i++) {
+        if (specs[i].role == KJ_TOPIC_DLQ) continue;
+        int n = kj_kafka_partition_count(rk, specs[i].name, timeout_ms, err, sizeof(err));
+        if (n < 0) {
+            kj_log(KJ_LOG_ERROR, "cannot read topic", "{s:s,s:s}", "topic", specs[i].name,
+                   "error", err);
+            exit_code = KJ_EXIT_RUNTIME;
+            continue;
+        }
+        for (int p = 0; p < n; p++) rd_kafka_topic_partition_list_add(list, specs[i].name, p);
+    }
+    lag_row *rows = calloc((size_t)list->cnt + 1, sizeof(*rows));
+    size_t row_count = 0;
+    int64_t total = 0;
+    rd_kafka_resp_err_t cerr = list->cnt ? rd_kafka_committed(rk, list, timeout_ms) : 0;
+    if (cerr) {
+        kj_log(KJ_LOG_ERROR, "cannot read committed offsets", "{s:s,s:s}", "group",
+               cli.cfg.group, "error", rd_kafka_err2str(cerr));
+        exit_code = KJ_EXIT_RUNTIME;
+        goto out;
+    }
+    for (int i = 0; i < list->cnt; i++) {
+        rd_kafka_topic_partition_t *tp = &list->elems[i];
+        if (tp->err) {
+            kj_log(KJ_LOG_ERROR, "cannot read committed offset", "{s:s,s:i,s:s}", "topic",
+                   tp->topic, "partition", (int)tp->partition, "error", rd_kafka_err2str(tp->err));
+            exit_code = KJ_EXIT_RUNTIME;
+            continue;
+        }
+        int64_t lo = 0, hi = 0;
+        rd_kafka_resp_err_t werr =
+            rd_kafka_query_watermark_offsets(rk, tp->topic, tp->partition, &lo, &hi, timeout_ms);
+        if (werr) {
+            kj_log(KJ_LOG_ERROR, "cannot read log end offset", "{s:s,s:i,s:s}", "topic",
+                   tp->topic, "partition", (int)tp->partition, "error", rd_kafka_err2str(werr));
+            exit_code = KJ_EXIT_RUNTIME;
+            continue;
+        }
+        lag_row *r = &rows[row_count++];
+        r->topic = tp->topic;
+        r->partition = tp->partition;
+        r->committed = tp->offset >= 0 ? tp->offset : -1;
+        r->log_start = lo;
+        r->log_end = hi;
+        r->lag = r->committed >= 0 ? hi - r->committed : hi - lo;
+        if (r->lag < 0) r->lag = 0; /* committed past the end: log truncated/recreated */
+        total += r->lag;
+    }
+    if (json) {
+        for (size_t i = 0; i < row_count; i++) {
+            json_t *o = json_pack("{s:s,s:s,s:i,s:o,s:I,s:I,s:I}", "group", cli.cfg.group,
+                                  "topic", rows[i].topic, "partition", (int)rows[i].partition,
+                                  "current_offset",
+                                  rows[i].committed >= 0 ? json_integer(rows[i].committed)
+                                                         : json_null(),
+                                  "log_start_offset", (json_int_t)rows[i].log_start,
+                                  "log_end_offset", (json_int_t)rows[i].log_end, "lag",
+                                  (json_int_t)rows[i].lag);
+            char *text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+            if (text) puts(text);
+            free(text);
+            json_decref(o);
+        }
+    } else {
+        print_table(cli.cfg.group, rows, row_count, total);
+    }
+    fflush(stdout);
+out:
+    free(rows);
+    rd_kafka_topic_partition_list_destroy(list);
+    kj_topic_layout_free(specs, spec_count);
+    /* never subscribed: close leaves no group to leave and commits nothing */
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    kj_cli_free(&cli);
+    return exit_code;
+}
