@@ -116,11 +116,13 @@ pkg_of() {    # Debian package owning a library path (tries the usrmerge spellin
 needed=$(objdump -p "$bin" 2>/dev/null | awk '$1 == "NEEDED" {print $2}') || true
 [ -n "$needed" ] || fail "objdump found no NEEDED entries in $bin (is it dynamically linked?)"
 direct_count=0
+declare -A lib_pkg=()   # soname → package, reused below
 while read -r soname arrow path _; do
   [ "$arrow" = "=>" ] || continue
   [ "$path" = "not" ] && { fail "ldd: $soname not found"; continue; }
   pkg=$(pkg_of "$path") || { fail "$soname ($path) belongs to no Debian package"; continue; }
   pkg=${pkg%%:*}
+  lib_pkg[$soname]=$pkg
   if grep -qx -- "$soname" <<<"$needed"; then
     direct_count=$((direct_count + 1))
     if [ -n "${explicit[$pkg]:-}" ]; then
@@ -144,9 +146,7 @@ done < <(ldd "$bin")
 for p in $runtime_pkgs; do
   [ "$p" = ca-certificates ] && continue   # data, not a library: TLS to brokers
   used=0
-  while read -r soname arrow path _; do
-    [ "$arrow" = "=>" ] && [ "$(pkg_of "$path" 2>/dev/null | sed 's/:.*//')" = "$p" ] && used=1
-  done < <(ldd "$bin")
+  for so in "${!lib_pkg[@]}"; do [ "${lib_pkg[$so]}" = "$p" ] && used=1; done
   [ $used = 1 ] || echo "note: runtime package $p provides no library this binary links (kept if a later build needs it)"
 done
 
