@@ -613,6 +613,11 @@ def check_docs(chart_values):
     check(sorted(set(params)) == sorted(leaves),
           f"values.yaml @param lines and values differ: missing {sorted(set(leaves) - set(params))}, "
           f"extra {sorted(set(params) - set(leaves))}")
+    sys.path.insert(0, HERE)
+    import readme_params
+    generated = readme_params.tables(os.path.join(CHART, "values.yaml"))
+    check(readme.split("\n## Parameters\n", 1)[-1] == generated,
+          "README.md parameter tables are stale: regenerate them with tests/helm/readme_params.py")
     for p in leaves:
         check(f"`{p}`" in readme, f"README.md does not document `{p}`")
         check(schema_has(schema, p), f"values.schema.json lacks {p}")
