@@ -285,7 +285,7 @@ int kj_cmd_enqueue(int argc, char **argv) {
         kj_cli_free(&cli);
         return KJ_EXIT_RUNTIME;
     }
-    rd_kafka_conf_t *conf = kj_kafka_conf_new(&cli.cfg, err, sizeof(err));
+    rd_kafka_conf_t *conf = kj_kafka_producer_conf_new(&cli.cfg, err, sizeof(err));
     if (!conf) {
         fprintf(stderr, "kjobs enqueue: %s\n", err);
         kj_cli_free(&cli);

@@ -112,14 +112,18 @@ int kj_cmd_run(int argc, char **argv) {
         }
         const char *bootstrap = kj_embedded_broker_bootstrap(broker);
         kj_config_set(cfg, "kafka.bootstrap", bootstrap, err, sizeof(err));
-        /* the mock holds an empty Fetch for the full fetch.wait.max.ms: keep it small;
-         * added first so a user's own -X/properties value still wins */
-        char **props = calloc(cfg->rdkafka_prop_count + 1, sizeof(char *));
-        props[0] = strdup("fetch.wait.max.ms=5");
-        memcpy(props + 1, cfg->rdkafka_props, cfg->rdkafka_prop_count * sizeof(char *));
+        /* Settings the mock needs (added first, so a user's own value still wins):
+         * it holds an empty Fetch for the full fetch.wait.max.ms, and forgets a member that
+         * left only after its session timeout, so a restarted worker would wait 45 s. */
+        static const char *const embedded_props[] = {
+            "fetch.wait.max.ms=5", "session.timeout.ms=6000", "heartbeat.interval.ms=500"};
+        size_t extra = sizeof(embedded_props) / sizeof(embedded_props[0]);
+        char **props = calloc(cfg->rdkafka_prop_count + extra, sizeof(char *));
+        for (size_t i = 0; i < extra; i++) props[i] = strdup(embedded_props[i]);
+        memcpy(props + extra, cfg->rdkafka_props, cfg->rdkafka_prop_count * sizeof(char *));
         free(cfg->rdkafka_props);
         cfg->rdkafka_props = props;
-        cfg->rdkafka_prop_count++;
+        cfg->rdkafka_prop_count += extra;
         printf("%s\n", bootstrap);
         fflush(stdout);
     }

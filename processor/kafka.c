@@ -26,7 +26,8 @@ int kj_kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value
     return 0;
 }
 
-rd_kafka_conf_t *kj_kafka_conf_new(const kj_config *cfg, char *errstr, size_t errstr_size) {
+static rd_kafka_conf_t *conf_new(const kj_config *cfg, bool producer, char *errstr,
+                                 size_t errstr_size) {
     if (strcmp(cfg->bootstrap, "embedded") == 0) {
         snprintf(errstr, errstr_size,
                  "kafka.bootstrap is \"embedded\": start `kjobs broker` and pass its address with "
@@ -37,6 +38,12 @@ rd_kafka_conf_t *kj_kafka_conf_new(const kj_config *cfg, char *errstr, size_t er
     rd_kafka_conf_set_log_cb(conf, kj_kafka_log_cb);
     if (kj_kafka_conf_set(conf, "bootstrap.servers", cfg->bootstrap, errstr, errstr_size) ||
         kj_kafka_conf_set(conf, "client.id", cfg->client_id, errstr, errstr_size))
+        goto fail;
+    /* Unkeyed jobs: spread each one at random rather than librdkafka's sticky partitioning
+     * (one partition per 10 ms linger window), so a burst of jobs reaches every partition
+     * and so every worker thread. A user property still wins. */
+    if (producer &&
+        kj_kafka_conf_set(conf, "sticky.partitioning.linger.ms", "0", errstr, errstr_size))
         goto fail;
     for (size_t i = 0; i < cfg->rdkafka_prop_count; i++) {
         const char *prop = cfg->rdkafka_props[i];
@@ -54,6 +61,15 @@ rd_kafka_conf_t *kj_kafka_conf_new(const kj_config *cfg, char *errstr, size_t er
 fail:
     rd_kafka_conf_destroy(conf);
     return NULL;
+}
+
+rd_kafka_conf_t *kj_kafka_conf_new(const kj_config *cfg, char *errstr, size_t errstr_size) {
+    return conf_new(cfg, false, errstr, errstr_size);
+}
+
+rd_kafka_conf_t *kj_kafka_producer_conf_new(const kj_config *cfg, char *errstr,
+                                            size_t errstr_size) {
+    return conf_new(cfg, true, errstr, errstr_size);
 }
 
 /* Keyed messages land where Java's DefaultPartitioner puts them; unkeyed ones are spread. */

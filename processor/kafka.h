@@ -24,6 +24,11 @@ typedef enum { KJ_CLIENT_PRODUCER, KJ_CLIENT_CONSUMER } kj_client_kind;
  */
 rd_kafka_conf_t *kj_kafka_conf_new(const kj_config *cfg, char *errstr, size_t errstr_size);
 
+/** Like kj_kafka_conf_new, for producers of jobs: unkeyed jobs are spread one by one over the
+ *  partitions (sticky.partitioning.linger.ms=0 unless the user set it). */
+rd_kafka_conf_t *kj_kafka_producer_conf_new(const kj_config *cfg, char *errstr,
+                                            size_t errstr_size);
+
 /** Set one property, with an error naming it (never its value). 0 ok, -1 error. */
 int kj_kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value, char *errstr,
                       size_t errstr_size);

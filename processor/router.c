@@ -6,6 +6,7 @@
 #include "processor/router.h"
 
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +29,11 @@ struct kj_router {
     atomic_long outstanding;
     atomic_long failing;
     struct route_ctx *resend_head; /* copies waiting for their re-send time (poll thread only) */
+    /* exactly-once mode: copies are produced under txn_lock (read), the commit takes it for
+     * writing, so no copy slips into a transaction after its offsets were computed */
+    bool transactional;
+    pthread_rwlock_t txn_lock;
+    atomic_long produced_in_txn;
 };
 
 typedef struct route_ctx {
@@ -114,8 +120,35 @@ kj_router *kj_router_new(const kj_config *cfg, rd_kafka_conf_t *conf, const char
         rd_kafka_conf_destroy(conf);
         goto fail;
     }
+    r->transactional = cfg->retry_exactly_once;
+    pthread_rwlockattr_t attr;
+    pthread_rwlockattr_init(&attr);
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&r->txn_lock, &attr);
+    pthread_rwlockattr_destroy(&attr);
+    if (r->transactional) {
+        /* unique per worker instance; fencing of zombies relies on the consumer group
+         * metadata sent with the offsets (KIP-447), so it need not survive restarts */
+        char txn_id[512];
+        snprintf(txn_id, sizeof(txn_id), "%s.%s", cfg->group, worker_id);
+        if (kj_kafka_conf_set(conf, "transactional.id", txn_id, errstr, errstr_size)) {
+            rd_kafka_conf_destroy(conf);
+            goto fail;
+        }
+    }
     r->rk = kj_kafka_producer_new(conf, errstr, errstr_size);
     if (!r->rk) goto fail;
+    if (r->transactional) {
+        rd_kafka_error_t *error = rd_kafka_init_transactions(r->rk, 60000);
+        if (!error) error = rd_kafka_begin_transaction(r->rk);
+        if (error) {
+            snprintf(errstr, errstr_size, "retry.exactly_once: cannot start transactions: %s",
+                     rd_kafka_error_string(error));
+            rd_kafka_error_destroy(error);
+            rd_kafka_destroy(r->rk);
+            goto fail;
+        }
+    }
     r->retry_topics = calloc(cfg->retry_delay_count + 1, sizeof(char *));
     for (size_t i = 0; i < cfg->retry_delay_count; i++)
         r->retry_topics[i] = kj_config_retry_topic(cfg, (int)i + 1);
@@ -128,6 +161,11 @@ fail:
 
 void kj_router_free(kj_router *r) {
     if (!r) return;
+    if (r->rk && r->transactional) {
+        /* anything not committed by the last commit is abandoned, never half-visible */
+        rd_kafka_error_t *error = rd_kafka_abort_transaction(r->rk, 10000);
+        if (error) rd_kafka_error_destroy(error);
+    }
     if (r->rk) {
         rd_kafka_flush(r->rk, 5000);
         rd_kafka_destroy(r->rk);
@@ -135,6 +173,7 @@ void kj_router_free(kj_router *r) {
     for (size_t i = 0; r->retry_topics && i < r->cfg->retry_delay_count; i++)
         free(r->retry_topics[i]);
     free(r->retry_topics);
+    pthread_rwlock_destroy(&r->txn_lock);
     free(r->worker_id);
     free(r);
 }
@@ -217,7 +256,13 @@ int kj_router_route(kj_router *r, void *owner, const rd_kafka_message_t *msg, in
 
     atomic_fetch_add(&r->outstanding, 1);
     for (int tries = 0;; tries++) {
-        if (produce_copy(r, c) == 0) return 0;
+        if (r->transactional) pthread_rwlock_rdlock(&r->txn_lock);
+        int rc = produce_copy(r, c);
+        if (r->transactional) {
+            if (rc == 0) atomic_fetch_add(&r->produced_in_txn, 1);
+            pthread_rwlock_unlock(&r->txn_lock); /* never wait for queue space holding it */
+        }
+        if (rc == 0) return 0;
         rd_kafka_resp_err_t err = rd_kafka_last_error();
         if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || tries > 600) {
             kj_log(KJ_LOG_ERROR, "cannot queue routed copy", "{s:s,s:I,s:s}", "topic", c->topic,
@@ -264,4 +309,69 @@ long kj_router_failing(const kj_router *r) {
 
 bool kj_router_fatal(const kj_router *r, char *errstr, size_t errstr_size) {
     return rd_kafka_fatal_error(r->rk, errstr, errstr_size) != RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
+bool kj_router_transactional(const kj_router *r) {
+    return r->transactional;
+}
+
+int kj_router_commit_transaction(kj_router *r, rd_kafka_t *consumer,
+                                 kj_router_offsets_fn *collect, void *opaque, char *errstr,
+                                 size_t errstr_size) {
+    pthread_rwlock_wrlock(&r->txn_lock);
+    /* 1. every copy of this transaction acknowledged: their offsets are now completed */
+    long long deadline = now_ms() + 60000;
+    while (kj_router_poll(r, 10) > 0 && now_ms() < deadline) {
+    }
+    int rc = 0;
+    rd_kafka_error_t *error = NULL;
+    if (atomic_load(&r->outstanding) > 0) {
+        snprintf(errstr, errstr_size, "copies still unacknowledged after 60 s");
+        rc = -1;
+        goto abort;
+    }
+    /* 2. the consumed offsets go into the same transaction as the copies */
+    rd_kafka_topic_partition_list_t *offsets = collect(opaque);
+    if (offsets && offsets->cnt > 0) {
+        rd_kafka_consumer_group_metadata_t *cgmd = rd_kafka_consumer_group_metadata(consumer);
+        error = rd_kafka_send_offsets_to_transaction(r->rk, offsets, cgmd, 30000);
+        rd_kafka_consumer_group_metadata_destroy(cgmd);
+    } else if (atomic_load(&r->produced_in_txn) == 0) {
+        if (offsets) rd_kafka_topic_partition_list_destroy(offsets);
+        pthread_rwlock_unlock(&r->txn_lock);
+        return 0; /* nothing to commit */
+    }
+    if (offsets) rd_kafka_topic_partition_list_destroy(offsets);
+    /* 3. commit, retrying what librdkafka says is retriable */
+    for (int tries = 0; !error && tries < 1; tries++) {
+        error = rd_kafka_commit_transaction(r->rk, 30000);
+        while (error && rd_kafka_error_is_retriable(error) && tries++ < 5) {
+            rd_kafka_error_destroy(error);
+            error = rd_kafka_commit_transaction(r->rk, 30000);
+        }
+    }
+    if (error) {
+        snprintf(errstr, errstr_size, "transaction commit failed: %s", rd_kafka_error_string(error));
+        rc = -1;
+        goto abort;
+    }
+    atomic_store(&r->produced_in_txn, 0);
+    kj_metrics_commit(true);
+    error = rd_kafka_begin_transaction(r->rk);
+    if (error) {
+        snprintf(errstr, errstr_size, "cannot begin transaction: %s", rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+        rc = -1;
+    }
+    pthread_rwlock_unlock(&r->txn_lock);
+    return rc;
+abort:
+    kj_metrics_commit(false);
+    if (error) rd_kafka_error_destroy(error);
+    /* Abort: the copies vanish for read_committed readers; the caller stops the worker so
+     * that a restart resumes from the last committed transaction (no loss, no duplicate). */
+    error = rd_kafka_abort_transaction(r->rk, 30000);
+    if (error) rd_kafka_error_destroy(error);
+    pthread_rwlock_unlock(&r->txn_lock);
+    return rc;
 }

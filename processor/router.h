@@ -15,6 +15,11 @@
  * partition's commit cannot pass it, the failure is logged and counted, and readiness reports
  * it. A fatal producer error (idempotence broken) stops the worker without committing.
  *
+ * Exactly-once mode (retry.exactly_once): the producer is transactional; copies and the
+ * consumed offsets are committed in one Kafka transaction (kj_router_commit_transaction), so a
+ * crash can neither lose nor duplicate a routed copy for read_committed readers. Handler side
+ * effects remain at-least-once.
+ *
  * @locality kj_router_route: worker threads. kj_router_poll: the poll thread only (delivery
  * reports, hence completions and re-sends, run there).
  */
@@ -65,5 +70,23 @@ long kj_router_outstanding(const kj_router *router);
 long kj_router_failing(const kj_router *router);
 /** True after a fatal producer error: the worker must stop without committing. */
 bool kj_router_fatal(const kj_router *router, char *errstr, size_t errstr_size);
+
+/** True in exactly-once mode (retry.exactly_once): copies are produced in transactions. */
+bool kj_router_transactional(const kj_router *router);
+
+/** Builds the offsets to commit (called under the transaction lock, after every copy of the
+ *  transaction was acknowledged). Returns a new list (may be empty) or NULL. */
+typedef rd_kafka_topic_partition_list_t *(kj_router_offsets_fn)(void *opaque);
+
+/**
+ * Exactly-once commit: hold off new copies, wait until every copy produced so far is
+ * acknowledged (their source offsets complete), then send the consumer offsets built by
+ * `collect` into the transaction and commit it, and begin the next one. On failure the
+ * transaction is aborted and -1 returned: the worker must stop without any other commit, so a
+ * restart resumes from the last committed transaction. @locality poll thread
+ */
+int kj_router_commit_transaction(kj_router *router, rd_kafka_t *consumer,
+                                 kj_router_offsets_fn *collect, void *opaque, char *errstr,
+                                 size_t errstr_size);
 
 #endif /* KJOBS_ROUTER_H */

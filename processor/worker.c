@@ -65,6 +65,7 @@ struct kj_worker {
     atomic_bool joined, draining;
     atomic_int assigned;
     bool shutdown_timed_out; /* grace ran out: lanes may still be busy, do not free them */
+    bool fatal;              /* (poll) exactly-once commit failed: stop, commit nothing more */
     atomic_llong jobs_ok, jobs_retried, jobs_dead, resets;
     /* DLQ circuit breaker: workers record outcomes under breaker_lock and set breaker_open;
      * the poll thread pauses, rewinds and resumes (see "circuit breaker" below). */
@@ -186,19 +187,40 @@ static void on_route_done(void *owner, int64_t offset, void *opaque) {
 
 /* ---- commits ----------------------------------------------------------------------------- */
 
-/* Commit the committable offsets of `only` (a list) or of every assigned partition.
- * @locality poll thread */
-static void commit_offsets(kj_worker *w, const rd_kafka_topic_partition_list_t *only, bool sync) {
+/* Committable offsets of every assigned partition that moved (all of them when `all`). */
+static rd_kafka_topic_partition_list_t *collect_offsets(kj_worker *w, bool all) {
     rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(8);
     for (kj_part *p = w->parts; p; p = p->next) {
-        if (only && !rd_kafka_topic_partition_list_find(only, p->topic, p->partition)) continue;
         pthread_mutex_lock(&p->lock);
         int64_t committable = kj_offset_tracker_committable(p->tracker);
         pthread_mutex_unlock(&p->lock);
-        if (committable < 0 || (committable <= p->committed && !sync)) continue;
+        if (committable < 0 || (committable <= p->committed && !all)) continue;
         rd_kafka_topic_partition_list_add(list, p->topic, p->partition)->offset = committable;
         p->committed = committable;
     }
+    return list;
+}
+
+static rd_kafka_topic_partition_list_t *collect_for_transaction(void *opaque) {
+    return collect_offsets(opaque, false);
+}
+
+/* Commit the committable offsets of every assigned partition: through the consumer (async in
+ * steady state, sync on revocation and shutdown), or in exactly-once mode inside the router's
+ * transaction together with the copies. @locality poll thread */
+static void commit_offsets(kj_worker *w, bool sync) {
+    if (kj_router_transactional(w->router)) {
+        char err[512];
+        if (!w->fatal &&
+            kj_router_commit_transaction(w->router, w->consumer, collect_for_transaction, w, err,
+                                         sizeof(err)) != 0) {
+            kj_log(KJ_LOG_ERROR, "exactly-once commit failed: transaction aborted, stopping",
+                   "{s:s}", "error", err);
+            w->fatal = true;
+        }
+        return;
+    }
+    rd_kafka_topic_partition_list_t *list = collect_offsets(w, sync);
     if (list->cnt > 0) {
         rd_kafka_resp_err_t err = rd_kafka_commit(w->consumer, list, sync ? 0 : 1);
         if (sync) {
@@ -279,7 +301,7 @@ static void revoke_partitions(kj_worker *w, rd_kafka_t *rk,
         kj_router_poll(w->router, 10);
     bool copies_pending = kj_router_outstanding(w->router) > 0;
     /* 3. commit before giving them up (pointless if they are already lost) */
-    if (!lost) commit_offsets(w, parts, true);
+    if (!lost) commit_offsets(w, true);
     for (int i = 0; i < parts->cnt; i++) {
         kj_part *p = part_lookup(w, NULL, parts->elems[i].topic, parts->elems[i].partition);
         if (!p) continue;
@@ -641,7 +663,7 @@ static void tick(kj_worker *w, int64_t now, int64_t *last_commit, int64_t *last_
         resume_part(w, p);
     }
     if (now - *last_commit >= KJ_COMMIT_INTERVAL_MS) {
-        commit_offsets(w, NULL, false);
+        commit_offsets(w, false);
         *last_commit = now;
     }
     if (now - *last_lag >= KJ_LAG_INTERVAL_MS) {
@@ -711,6 +733,10 @@ int kj_worker_run(kj_worker *w, volatile sig_atomic_t *stop, kj_heartbeat *heart
             return 1;
         }
         tick(w, now_ms(), &last_commit, &last_lag, &last_progress);
+        if (w->fatal) {
+            exit_code = 1;
+            break;
+        }
     }
 
     /* Drain: stop fetching, start nothing new, finish in-flight batches and copies, commit. */
@@ -734,7 +760,7 @@ int kj_worker_run(kj_worker *w, volatile sig_atomic_t *stop, kj_heartbeat *heart
     if (kj_router_outstanding(w->router) > 0)
         kj_log(KJ_LOG_ERROR, "routed copies unacknowledged at shutdown; their jobs will run again",
                "{s:I}", "copies", (json_int_t)kj_router_outstanding(w->router));
-    commit_offsets(w, NULL, true);
+    if (!w->fatal) commit_offsets(w, true);
     rd_kafka_consumer_close(w->consumer); /* revokes (committing again) and leaves the group */
     kj_log(KJ_LOG_INFO, "worker stopped", "{s:I,s:I,s:I,s:I}", "ok",
            (json_int_t)atomic_load(&w->jobs_ok), "retried",
@@ -848,7 +874,7 @@ kj_worker *kj_worker_new(const kj_config *cfg, kj_handler_registry *handlers, ch
 
     if (check_topics(w, errstr, errstr_size) != 0) goto fail;
 
-    rd_kafka_conf_t *pconf = kj_kafka_conf_new(cfg, errstr, errstr_size);
+    rd_kafka_conf_t *pconf = kj_kafka_producer_conf_new(cfg, errstr, errstr_size);
     if (!pconf) goto fail;
     w->router = kj_router_new(cfg, pconf, w->worker_id, on_route_done, w, errstr, errstr_size);
     if (!w->router) goto fail;
