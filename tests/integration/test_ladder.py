@@ -1,0 +1,309 @@
+"""test_ladder.py — the retry ladder and the dead-letter topic, end to end: a real
+`kjobs broker` and real `kjobs run` workers, ladder topics read back with `kjobs peek` (and
+with kafka-python where the raw value bytes matter). Run with /usr/bin/python3.
+
+What is checked (CONTRACT.md, "Topics" and "Semantics"):
+- kjobs.flaky N=2 passes jobs.retry.1 then jobs.retry.2 and succeeds on attempt 3; every
+  contract header at each step; kjobs-original-* name the main-topic record and do not change
+  down the ladder; kjobs-not-before = kjobs-failed-at + the step's delay; and the next attempt
+  never starts before it (recorded timestamps: headers and the next attempt's log line).
+- kjobs.fail reaches jobs.dlq after retry.max_attempts; kjobs.fail-permanent skips the ladder.
+- Undecodable bytes and an unknown type reach the DLQ (class decode / unknown-type) with the
+  value byte for byte, the key and the original headers kept.
+- A ladder step waiting 10 s blocks nothing: 50k main-topic jobs run while it waits.
+- kill -9 between copy acknowledgement and commit loses nothing (at-least-once).
+"""
+import base64
+import os
+import random
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "fault"))
+import harness  # noqa: E402
+import procs  # noqa: E402
+from procs import Worker, enqueue, log_ts_ms, peek_all  # noqa: E402
+
+CONTRACT_HEADERS = ("kjobs-attempt", "kjobs-not-before", "kjobs-error", "kjobs-error-class",
+                    "kjobs-original-topic", "kjobs-original-partition", "kjobs-original-offset",
+                    "kjobs-failed-at", "kjobs-worker")
+
+
+def find(lines, msg, **fields):
+    return [l for l in lines if l["msg"] == msg and all(l.get(k) == v for k, v in fields.items())]
+
+
+def test_flaky_job_climbs_the_ladder_and_succeeds_on_attempt_3():
+    env = {"KJOBS_RETRY_DELAYS": "1s,2s", "KJOBS_RETRY_MAX_ATTEMPTS": "4",
+           "KJOBS_KAFKA_CLIENT_ID": "ladder-flaky"}
+    with procs.Broker(partitions=2) as broker:
+        w = Worker(broker.bootstrap, env=env)
+        try:
+            w.wait_assigned()
+            [job_id] = enqueue(broker.bootstrap, "kjobs.flaky", payload="2", key="flaky-key")
+            done = w.wait_for(lambda l: l["msg"] == "job done" and l.get("id") == job_id, 30,
+                              "the flaky job to succeed")
+            assert done["attempt"] == 3 and done["topic"] == "jobs.retry.2", done
+            assert w.stop() == 0
+        finally:
+            w.close()
+        fails = find(w.lines, "job failed, retry routed", id=job_id)
+        assert [(f["topic"], f["attempt"]) for f in fails] == [("jobs", 1), ("jobs.retry.1", 2)], \
+            fails
+        assert len(find(w.lines, "job done", id=job_id)) == 1
+
+        [main] = harness.peek(broker.bootstrap, "jobs", 1)
+        [step1] = harness.peek(broker.bootstrap, "jobs.retry.1", 1)
+        [step2] = harness.peek(broker.bootstrap, "jobs.retry.2", 1)
+        assert not peek_all(broker.bootstrap, "jobs.retry.3")
+        assert not peek_all(broker.bootstrap, "jobs.dlq")
+        for step, attempt, delay in ((step1, 1, 1000), (step2, 2, 2000)):
+            h = step["headers"]
+            missing = [n for n in CONTRACT_HEADERS if n not in h]
+            assert not missing, f"step {attempt} lacks {missing}: {h}"
+            # the job itself travels unchanged: key, id, payload, created_at, meta, encoding
+            for field in ("key", "id", "type", "payload_b64", "created_at", "meta", "encoding"):
+                assert step[field] == main[field], (field, step[field], main[field])
+            assert h["kjobs-attempt"] == str(attempt)
+            assert h["kjobs-error-class"] == "retryable"
+            assert h["kjobs-error"] == f"kjobs.flaky: attempt {attempt} of 2 planned failures", h
+            assert h["kjobs-original-topic"] == "jobs"
+            assert h["kjobs-original-partition"] == str(main["partition"])
+            assert h["kjobs-original-offset"] == str(main["offset"])
+            assert h["kjobs-worker"].startswith("ladder-flaky"), h["kjobs-worker"]
+            assert int(h["kjobs-not-before"]) == int(h["kjobs-failed-at"]) + delay, h
+            assert step["partition"] == main["partition"], "the key keeps its partition"
+        # the gaps, from recorded timestamps: attempt n+1 never before attempt n's not-before
+        nb1 = int(step1["headers"]["kjobs-not-before"])
+        nb2 = int(step2["headers"]["kjobs-not-before"])
+        attempt2_at = int(step2["headers"]["kjobs-failed-at"])
+        attempt3_at = log_ts_ms(done)
+        assert log_ts_ms(fails[1]) >= nb1 and attempt2_at >= nb1, (nb1, fails[1], attempt2_at)
+        assert attempt3_at >= nb2, (nb2, done)
+        f1 = int(step1["headers"]["kjobs-failed-at"])
+        print(f"  gaps: attempt1->2 {attempt2_at - f1} ms (delay 1000), "
+              f"attempt2->3 {attempt3_at - attempt2_at} ms (delay 2000)")
+        assert attempt2_at - f1 >= 1000 and attempt3_at - attempt2_at >= 2000
+
+
+def test_fail_reaches_dlq_and_permanent_skips_the_ladder():
+    env = {"KJOBS_RETRY_DELAYS": "1s,1s", "KJOBS_RETRY_MAX_ATTEMPTS": "3",
+           "KJOBS_KAFKA_CLIENT_ID": "ladder-dlq"}
+    with procs.Broker(partitions=2) as broker:
+        w = Worker(broker.bootstrap, env=env)
+        try:
+            w.wait_assigned()
+            [fail_id] = enqueue(broker.bootstrap, "kjobs.fail", key="fail-key")
+            [perm_id] = enqueue(broker.bootstrap, "kjobs.fail-permanent", key="perm-key")
+            for job_id in (fail_id, perm_id):
+                w.wait_for(lambda l, j=job_id: l["msg"] == "job failed, dead-lettered" and
+                           l.get("id") == j, 30, f"{job_id} to be dead-lettered")
+            assert w.stop() == 0
+        finally:
+            w.close()
+        main = {r["id"]: r for r in harness.peek(broker.bootstrap, "jobs", 2)}
+        ladder = peek_all(broker.bootstrap, "jobs.retry.1") + \
+            peek_all(broker.bootstrap, "jobs.retry.2") + peek_all(broker.bootstrap, "jobs.retry.3")
+        assert sorted((r["topic"], r["headers"]["kjobs-attempt"]) for r in ladder
+                      if r["id"] == fail_id) == [("jobs.retry.1", "1"), ("jobs.retry.2", "2")]
+        assert not [r for r in ladder if r["id"] == perm_id], "permanent failure went to the ladder"
+        dlq = {r["id"]: r for r in harness.peek(broker.bootstrap, "jobs.dlq", 2)}
+        assert set(dlq) == {fail_id, perm_id}
+        for job_id, attempt, cls, error in (
+                (fail_id, "3", "retryable", "kjobs.fail: attempt 3 failed (it always does)"),
+                (perm_id, "1", "permanent", "kjobs.fail-permanent: permanent failure")):
+            rec, h, src = dlq[job_id], dlq[job_id]["headers"], main[job_id]
+            # A dead letter is not scheduled: router.c drops kjobs-not-before on DLQ copies.
+            missing = [n for n in CONTRACT_HEADERS if n not in h and n != "kjobs-not-before"]
+            assert not missing, f"{job_id} lacks {missing}: {h}"
+            assert h["kjobs-attempt"] == attempt and h["kjobs-error-class"] == cls, h
+            assert h["kjobs-error"] == error, h
+            assert (h["kjobs-original-topic"], h["kjobs-original-partition"],
+                    h["kjobs-original-offset"]) == ("jobs", str(src["partition"]),
+                                                    str(src["offset"])), (h, src)
+            assert int(h["kjobs-failed-at"]) > 0 and h["kjobs-worker"].startswith("ladder-dlq")
+            for field in ("key", "payload_b64", "created_at", "type"):
+                assert rec[field] == src[field], field
+
+
+def _zigzag(n):
+    n = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _avro_str(b):
+    return _zigzag(len(b)) + b
+
+
+def avro_job(job_id, type_, payload, created_at):
+    """A kjobs.Job in plain Avro binary, written from the schema by hand."""
+    return (_avro_str(job_id.encode()) + _avro_str(type_.encode()) + _avro_str(payload) +
+            _zigzag(created_at) + _zigzag(1) + _avro_str(b"traceparent") + _avro_str(b"00-x") +
+            b"\x00")
+
+
+def test_undecodable_and_unknown_type_reach_dlq_byte_for_byte():
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    garbage = random.Random(20240613).randbytes(64)
+    unknown = avro_job("unknown-type-job-1", "no.such.type", b"\x00\x01payload\xff",
+                       1700000000000)
+    produced = {  # name -> (key, value, headers)
+        "decode": (b"key-garbage", garbage, [("trace", b"t-1"), ("bin", b"\x00\xff\x10")]),
+        "unknown-type": (b"key-unknown", unknown, [("trace", b"t-2"), ("x-app", b"hello")]),
+    }
+    with procs.Broker(partitions=2) as broker:
+        producer = KafkaProducer(bootstrap_servers=broker.bootstrap, api_version=(2, 5, 0),
+                                 acks="all")
+        where = {}
+        for cls, (key, value, headers) in produced.items():
+            md = producer.send("jobs", key=key, value=value, headers=headers).get(timeout=30)
+            where[cls] = (md.partition, md.offset)
+        producer.flush()
+        producer.close()
+        w = Worker(broker.bootstrap, env={"KJOBS_RETRY_DELAYS": "1s"})
+        try:
+            w.wait_count("job failed, dead-lettered", 2, 30)
+            assert w.proc.poll() is None, "a bad record stopped the worker"
+            # the partition keeps flowing after the bad records
+            [after] = enqueue(broker.bootstrap, "kjobs.noop", key="key-garbage")
+            w.wait_for(lambda l: l["msg"] == "job done" and l.get("id") == after, 30,
+                       "a job after the bad records")
+            assert w.stop() == 0
+        finally:
+            w.close()
+
+        consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False,
+                                 api_version=(2, 5, 0), consumer_timeout_ms=1000)
+        parts = [TopicPartition("jobs.dlq", p) for p in consumer.partitions_for_topic("jobs.dlq")]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        records = []
+        deadline = time.monotonic() + 30
+        while len(records) < 2 and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=500).values():
+                records.extend(batch)
+        consumer.close()
+        assert len(records) == 2, records
+        by_class = {}
+        for r in records:
+            hdrs = dict(r.headers)
+            by_class[hdrs["kjobs-error-class"].decode()] = r
+        assert set(by_class) == {"decode", "unknown-type"}, list(by_class)
+        for cls, (key, value, headers) in produced.items():
+            r = by_class[cls]
+            hdrs = dict(r.headers)
+            assert base64.b64encode(r.value) == base64.b64encode(value), \
+                f"{cls}: value changed on the way to the DLQ"
+            assert r.key == key, (cls, r.key)
+            names = [n for n, _ in r.headers]
+            kept = [(n, v) for n, v in r.headers if not n.startswith("kjobs-")]
+            assert kept == headers, f"{cls}: original headers not kept: {r.headers}"
+            missing = [n for n in CONTRACT_HEADERS if n not in names and n != "kjobs-not-before"]
+            assert not missing, (cls, missing)
+            assert hdrs["kjobs-attempt"] == b"1"
+            assert (hdrs["kjobs-original-topic"], hdrs["kjobs-original-partition"],
+                    hdrs["kjobs-original-offset"]) == (b"jobs", str(where[cls][0]).encode(),
+                                                       str(where[cls][1]).encode())
+            assert r.partition == where[cls][0], "the key keeps its partition"
+        assert b"no.such.type" in dict(by_class["unknown-type"].headers)["kjobs-error"]
+
+
+def test_ladder_wait_blocks_nothing_else():
+    noops = 50000
+    env = {"KJOBS_RETRY_DELAYS": "10s", "KJOBS_RETRY_MAX_ATTEMPTS": "3"}
+    with procs.Broker(partitions=4) as broker:
+        w = Worker(broker.bootstrap, env=env)
+        try:
+            broker.check_alive()
+            w.wait_assigned()
+            [flaky] = enqueue(broker.bootstrap, "kjobs.flaky", payload="1", key="slow-one")
+            routed = w.wait_for(lambda l: l["msg"] == "job failed, retry routed" and
+                                l.get("id") == flaky, 30, "the flaky job's first failure")
+            ids = set(enqueue(broker.bootstrap, "kjobs.noop", count=noops))
+            retried = w.wait_for(lambda l: l["msg"] == "job done" and l.get("id") == flaky, 40,
+                                 "the retried job to run")
+            assert retried["attempt"] == 2 and retried["topic"] == "jobs.retry.1", retried
+            w.wait_count("job done", noops + 1, 60, "every noop job")
+            assert w.stop() == 0
+        finally:
+            w.close()
+        done = [l for l in w.lines if l["msg"] == "job done"]
+        pos = next(i for i, l in enumerate(done) if l.get("id") == flaky)
+        before = {l["id"] for l in done[:pos]}
+        [step1] = harness.peek(broker.bootstrap, "jobs.retry.1", 1)
+        not_before = int(step1["headers"]["kjobs-not-before"])
+        last_noop_ms = max(log_ts_ms(l) for l in done if l["id"] in ids)
+        print(f"  {len(before & ids)} of {noops} noop jobs done before the retried job; last "
+              f"noop {not_before - last_noop_ms} ms before its not-before; retried "
+              f"{log_ts_ms(retried) - not_before} ms after it, "
+              f"{log_ts_ms(retried) - log_ts_ms(routed)} ms after attempt 1")
+        assert before & ids == ids, f"only {len(before & ids)} of {noops} ran during the wait"
+        assert {l["id"] for l in done} >= ids
+        assert log_ts_ms(retried) >= not_before
+
+
+def test_kill9_between_copy_ack_and_commit_loses_nothing():
+    jobs = 3000
+    env = {"KJOBS_RETRY_DELAYS": "1s", "KJOBS_RETRY_MAX_ATTEMPTS": "2"}
+    args = ("-X", "session.timeout.ms=6000")
+    with procs.Broker(partitions=4) as broker:
+        ids = set(enqueue(broker.bootstrap, "kjobs.fail", count=jobs))
+        w1 = Worker(broker.bootstrap, env=dict(env, KJOBS_KAFKA_CLIENT_ID="w1",
+                                               KJOBS_HTTP_LISTEN="127.0.0.1:0"),
+                    args=args, name="w1")
+        w2 = None
+        try:
+            # Kill as soon as the first copy is acknowledged (kjobs_retry_routed_total counts
+            # acknowledged copies): commits are asynchronous every 200 ms, so acknowledged but
+            # uncommitted sources are then likely.
+            port = w1.http_port()
+            procs.wait_until(lambda: w1.metric_sum(port, "kjobs_retry_routed_total") >= 1, 30,
+                             "the first acknowledged copy")
+            w1.kill9()
+            routed_by_w1 = {l["id"] for l in w1.msgs("job failed, retry routed")}
+            w2 = Worker(broker.bootstrap, env=dict(env, KJOBS_KAFKA_CLIENT_ID="w2"), args=args,
+                        name="w2")
+            dead = set()
+
+            def all_dead(line):
+                if line["msg"] == "job failed, dead-lettered":
+                    dead.add(line["id"])
+                return dead >= ids
+            w2.wait_for(all_dead, 60, f"all {jobs} jobs dead-lettered")
+            assert w2.stop() == 0
+        finally:
+            w1.close()
+            if w2:
+                w2.close()
+        retry1 = peek_all(broker.bootstrap, "jobs.retry.1")
+        dlq = peek_all(broker.bootstrap, "jobs.dlq")
+        on_ladder = {r["id"] for r in retry1}
+        in_dlq = {r["id"] for r in dlq}
+        w1_copies = [r for r in retry1 if r["headers"]["kjobs-worker"].startswith("w1")]
+        rerun = {r["id"] for r in w1_copies} & \
+            {l["id"] for l in w2.lines if l["msg"] == "job failed, retry routed"}
+        print(f"  enqueued {jobs}; w1 logged {len(routed_by_w1)} routed before kill -9, "
+              f"{len(w1_copies)} of its copies were acknowledged; w2 re-ran {len(rerun)} of those "
+              f"(acknowledged, not committed); ladder copies {len(retry1)} "
+              f"(duplicated {len(retry1) - len(on_ladder)}), dead letters {len(dlq)} "
+              f"(duplicated {len(dlq) - len(in_dlq)}); lost {len(ids - in_dlq)}")
+        assert ids <= on_ladder, f"{len(ids - on_ladder)} jobs never reached jobs.retry.1"
+        assert ids <= in_dlq, f"{len(ids - in_dlq)} jobs never reached jobs.dlq"
+        assert on_ladder <= ids and in_dlq <= ids
+
+
+if __name__ == "__main__":
+    harness.main([test_flaky_job_climbs_the_ladder_and_succeeds_on_attempt_3,
+                  test_fail_reaches_dlq_and_permanent_skips_the_ladder,
+                  test_undecodable_and_unknown_type_reach_dlq_byte_for_byte,
+                  test_ladder_wait_blocks_nothing_else,
+                  test_kill9_between_copy_ack_and_commit_loses_nothing])
