@@ -1,0 +1,371 @@
+/*
+ * test_exec_handler.c — the exec handler driven directly, with /bin/sh -c scripts as children:
+ * result mapping by id (missing → retry "no result from handler", unknown ids ignored,
+ * retry_after_ms), the request line's shape, garbage replies and restart backoff, a child
+ * exiting mid-batch (stderr relayed, "exec child exited" logged), per-batch timeout (class
+ * timeout, process group killed, prompt restart), the reply size bound, EPIPE on a child that
+ * closed stdin, one child per thread, shutdown of a child that ignores EOF, and a missing
+ * program refused without quoting the command.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "processor/exec_handler.h"
+#include "processor/handlers.h"
+#include "processor/log.h"
+
+#define MAX_JOBS 8
+
+typedef struct {
+    struct kjobs_job jobs[MAX_JOBS];
+    kjobs_result_t results[MAX_JOBS];
+    const kjobs_job_t *jp[MAX_JOBS];
+    kjobs_result_t *rp[MAX_JOBS];
+    size_t count;
+} batch;
+
+static char tmpdir[256];
+static char logpath[512];
+
+static void batch_init(batch *b, size_t n, const char *const *ids, const char *type,
+                       const char *payload) {
+    memset(b, 0, sizeof(*b));
+    b->count = n;
+    for (size_t i = 0; i < n; i++) {
+        b->jobs[i].record.id = ids[i];
+        b->jobs[i].record.type = type;
+        b->jobs[i].record.payload = (const uint8_t *)payload;
+        b->jobs[i].record.payload_len = strlen(payload);
+        b->jobs[i].msg = NULL;
+        b->jobs[i].topic = "jobs";
+        b->jobs[i].attempt = 1;
+        kj_result_reset(&b->results[i]);
+        b->jp[i] = &b->jobs[i];
+        b->rp[i] = &b->results[i];
+    }
+}
+
+static void run(kj_exec_handler *h, batch *b) {
+    for (size_t i = 0; i < b->count; i++) kj_result_reset(&b->results[i]);
+    kj_exec_handler_batch(b->jp, b->rp, b->count, h);
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static kj_exec_handler *sh_handler(const char *script, int64_t timeout_ms, size_t max_reply) {
+    char *argv[] = {"/bin/sh", "-c", (char *)script};
+    kj_exec_options o = {.argv = argv, .argc = 3, .timeout_ms = timeout_ms,
+                         .backoff_initial_ms = 150, .backoff_max_ms = 1000,
+                         .max_reply_bytes = max_reply, .shutdown_wait_ms = 500};
+    char err[256];
+    kj_exec_handler *h = kj_exec_handler_new_opts(&o, err, sizeof(err));
+    assert_non_null(h);
+    return h;
+}
+
+/* Everything logged so far (the log fd points at logpath). */
+static char *log_text(void) {
+    FILE *f = fopen(logpath, "r");
+    assert_non_null(f);
+    static char buf[1 << 20];
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+static int setup(void **state) {
+    (void)state;
+    snprintf(tmpdir, sizeof(tmpdir), "/tmp/kjobs-exec-test-XXXXXX");
+    assert_non_null(mkdtemp(tmpdir));
+    snprintf(logpath, sizeof(logpath), "%s/log", tmpdir);
+    int fd = open(logpath, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0600);
+    assert_true(fd >= 0);
+    kj_log_set_fd(fd);
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    char cmd[600];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
+    assert_int_equal(system(cmd), 0);
+    return 0;
+}
+
+static void test_results_mapped_by_id(void **state) {
+    (void)state;
+    kj_exec_handler *h = sh_handler(
+        "while read -r l; do echo '{\"results\":[{\"id\":\"b\",\"status\":\"fail\",\"error\":"
+        "\"bad b\"},{\"id\":\"a\",\"status\":\"ok\"},{\"id\":\"c\",\"status\":\"retry\","
+        "\"error\":\"later\",\"retry_after_ms\":1234},{\"id\":\"zzz\",\"status\":\"ok\"},"
+        "{\"id\":\"e\",\"status\":\"retry\",\"retry_after_ms\":null}]}'; done",
+        5000, 0);
+    const char *ids[] = {"a", "b", "c", "d", "e"};
+    batch b;
+    batch_init(&b, 5, ids, "t", "x");
+    for (int round = 0; round < 2; round++) { /* the second batch reuses the same child */
+        run(h, &b);
+        assert_int_equal(b.results[0].outcome, KJ_OUTCOME_OK);
+        assert_int_equal(b.results[1].outcome, KJ_OUTCOME_FAIL);
+        assert_string_equal(b.results[1].error, "bad b");
+        assert_int_equal(b.results[2].outcome, KJ_OUTCOME_RETRY);
+        assert_int_equal(b.results[2].delay_ms, 1234);
+        assert_string_equal(b.results[2].error, "later");
+        assert_int_equal(b.results[3].outcome, KJ_OUTCOME_RETRY);
+        assert_int_equal(b.results[3].delay_ms, -1);
+        assert_string_equal(b.results[3].error, "no result from handler");
+        assert_int_equal(b.results[4].outcome, KJ_OUTCOME_RETRY);
+        assert_int_equal(b.results[4].delay_ms, -1);
+    }
+    int pid = kj_exec_handler_child_pid(h);
+    assert_true(pid > 0);
+    kj_exec_handler_free(h);
+    assert_int_equal(kill(pid, 0), -1); /* reaped */
+}
+
+static void test_request_shape(void **state) {
+    (void)state;
+    char script[1024], path[600];
+    snprintf(path, sizeof(path), "%s/request", tmpdir);
+    snprintf(script, sizeof(script),
+             "read -r l; printf '%%s\\n' \"$l\" > %s; echo '{\"results\":[]}'", path);
+    kj_exec_handler *h = sh_handler(script, 5000, 0);
+    const char *ids[] = {"job-1"};
+    batch b;
+    batch_init(&b, 1, ids, "email.send", "hello");
+    kj_meta_entry meta[] = {{.key = "traceparent", .value = "00-abc"}};
+    b.jobs[0].record.meta = meta;
+    b.jobs[0].record.meta_count = 1;
+    b.jobs[0].attempt = 3;
+    run(h, &b);
+    assert_int_equal(b.results[0].outcome, KJ_OUTCOME_RETRY); /* no result for it */
+    json_error_t jerr;
+    json_t *root = json_load_file(path, 0, &jerr);
+    assert_non_null(root);
+    json_t *jobs = json_object_get(root, "batch");
+    assert_int_equal(json_array_size(jobs), 1);
+    json_t *j = json_array_get(jobs, 0);
+    assert_string_equal(json_string_value(json_object_get(j, "id")), "job-1");
+    assert_string_equal(json_string_value(json_object_get(j, "type")), "email.send");
+    assert_true(json_is_null(json_object_get(j, "key")));
+    assert_string_equal(json_string_value(json_object_get(j, "topic")), "jobs");
+    assert_int_equal(json_integer_value(json_object_get(j, "partition")), -1);
+    assert_int_equal(json_integer_value(json_object_get(j, "offset")), -1);
+    assert_int_equal(json_integer_value(json_object_get(j, "attempt")), 3);
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(j, "meta"), "traceparent")), "00-abc");
+    assert_string_equal(json_string_value(json_object_get(j, "payload_b64")), "aGVsbG8=");
+    json_decref(root);
+    kj_exec_handler_free(h);
+}
+
+/* A counter file makes the first `bad` children misbehave and later ones answer "ok". */
+static void counter_script(char *out, size_t size, const char *name, int bad,
+                           const char *misbehave) {
+    snprintf(out, size,
+             "f=%s/%s; n=$(cat $f 2>/dev/null || echo 0); echo $((n+1)) > $f; "
+             "if [ $n -lt %d ]; then read -r l; %s; fi; "
+             "while read -r l; do echo '{\"results\":[{\"id\":\"a\",\"status\":\"ok\"}]}'; done",
+             tmpdir, name, bad, misbehave);
+}
+
+static void test_garbage_restarts_with_backoff(void **state) {
+    (void)state;
+    char script[1024];
+    counter_script(script, sizeof(script), "garbage", 2, "echo 'not json'; sleep 30");
+    kj_exec_handler *h = sh_handler(script, 5000, 0);
+    const char *ids[] = {"a"};
+    batch b;
+    batch_init(&b, 1, ids, "t", "");
+    run(h, &b); /* garbage: retry, killed, next start after 150 ms */
+    assert_int_equal(b.results[0].outcome, KJ_OUTCOME_RETRY);
+    assert_non_null(strstr(b.results[0].error, "invalid reply"));
+    assert_int_equal(kj_exec_handler_child_pid(h), -1);
+    double t0 = now_s();
+    run(h, &b); /* waits the backoff, garbage again: next start after 300 ms */
+    double t1 = now_s();
+    assert_int_equal(b.results[0].outcome, KJ_OUTCOME_RETRY);
+    assert_true(t1 - t0 >= 0.14);
+    run(h, &b); /* waits 300 ms, then a good child */
+    double t2 = now_s();
+    assert_int_equal(b.results[0].outcome, KJ_OUTCOME_OK);
+    assert_true(t2 - t1 >= 0.29);
+    run(h, &b); /* success reset the backoff and kept the child: no wait */
+    assert_int_equal(b.results[0].outcome, KJ_OUTCOME_OK);
+    assert_true(now_s() - t2 < 0.14);
+    kj_exec_handler_free(h);
+}
+
+static void test_crash_mid_batch(void **state) {
+    (void)state;
+    char script[1024];
+    counter_script(script, sizeof(script), "crash", 1, "echo 'crashing now' >&2; exit 3");
+    kj_exec_handler *h = sh_handler(script, 5000, 0);
+    const char *ids[] = {"a", "b"};
+    batch b;
+    batch_init(&b, 2, ids, "t", "");
+    run(h, &b);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(b.results[i].outcome, KJ_OUTCOME_RETRY);
+        assert_non_null(strstr(b.results[i].error, "exit 3"));
+    }
+    char *logs = log_text();
+    assert_non_null(strstr(logs, "\"msg\":\"exec child exited\""));
+    assert_non_null(strstr(logs, "\"stream\":\"stderr\",\"line\":\"crashing now\""));
+    run(h, &b); /* restarted after the backoff */
+    assert_int_equal(b.results[0].outcome, KJ_OUTCOME_OK);
+    assert_int_equal(b.results[1].outcome, KJ_OUTCOME_RETRY); /* "b" got no result */
+    kj_exec_handler_free(h);
+}
+
+static void test_timeout_kills_and_restarts(void **state) {
+    (void)state;
+    char script[1024];
+    counter_script(script, sizeof(script), "timeout", 1, "sleep 30");
+    kj_exec_handler *h = sh_handler(script, 300, 0);
+    const char *ids[] = {"a"};
+    batch b;
+    batch_init(&b, 1, ids, "t", "");
+    double t0 = now_s();
+    run(h, &b);
+    double t1 = now_s();
+    assert_int_equal(b.results[0].outcome, KJ_OUTCOME_TIMEOUT);
+    assert_non_null(strstr(b.results[0].error, "no reply within 300 ms"));
+    assert_true(t1 - t0 >= 0.29 && t1 - t0 < 5);
+    run(h, &b); /* a new child at once (no backoff after a timeout) */
+    assert_int_equal(b.results[0].outcome, KJ_OUTCOME_OK);
+    assert_true(now_s() - t1 < 0.14 + 1);
+    kj_exec_handler_free(h);
+}
+
+static void test_reply_size_bounded(void **state) {
+    (void)state;
+    kj_exec_handler *h = sh_handler("read -r l; head -c 100000 /dev/zero | tr '\\0' a; echo; "
+                                    "sleep 30",
+                                    5000, 1024);
+    const char *ids[] = {"a"};
+    batch b;
+    batch_init(&b, 1, ids, "t", "");
+    run(h, &b);
+    assert_int_equal(b.results[0].outcome, KJ_OUTCOME_RETRY);
+    assert_non_null(strstr(b.results[0].error, "longer than 1024 bytes"));
+    kj_exec_handler_free(h);
+}
+
+static void test_epipe_when_child_closes_stdin(void **state) {
+    (void)state;
+    kj_exec_handler *h = sh_handler("exec 0<&-; sleep 0.2; exit 0", 5000, 0);
+    static char big[1 << 20];
+    memset(big, 'x', sizeof(big) - 1);
+    const char *ids[] = {"a"};
+    batch b;
+    batch_init(&b, 1, ids, "t", big);
+    run(h, &b);
+    assert_int_equal(b.results[0].outcome, KJ_OUTCOME_RETRY);
+    assert_non_null(strstr(b.results[0].error, "exited during the batch"));
+    kj_exec_handler_free(h);
+}
+
+typedef struct {
+    kj_exec_handler *h;
+    char error[2][KJ_ERROR_MAX];
+} thread_arg;
+
+static void *thread_main(void *p) {
+    thread_arg *a = p;
+    const char *ids[] = {"a"};
+    batch b;
+    batch_init(&b, 1, ids, "t", "");
+    for (int i = 0; i < 2; i++) {
+        run(a->h, &b);
+        snprintf(a->error[i], sizeof(a->error[i]), "%s", b.results[0].error);
+    }
+    return NULL;
+}
+
+static void test_one_child_per_thread(void **state) {
+    (void)state;
+    kj_exec_handler *h = sh_handler(
+        "while read -r l; do echo \"{\\\"results\\\":[{\\\"id\\\":\\\"a\\\",\\\"status\\\":"
+        "\\\"retry\\\",\\\"error\\\":\\\"pid $$\\\"}]}\"; done",
+        5000, 0);
+    thread_arg a1 = {.h = h}, a2 = {.h = h};
+    pthread_t t1, t2;
+    pthread_create(&t1, NULL, thread_main, &a1);
+    pthread_create(&t2, NULL, thread_main, &a2);
+    pthread_join(t1, NULL);
+    pthread_join(t2, NULL);
+    assert_memory_equal(a1.error[0], "pid ", 4);
+    assert_string_equal(a1.error[0], a1.error[1]); /* same child within a thread */
+    assert_string_equal(a2.error[0], a2.error[1]);
+    assert_string_not_equal(a1.error[0], a2.error[0]); /* different children across threads */
+    kj_exec_handler_free(h);
+}
+
+static void test_shutdown_kills_child_ignoring_eof(void **state) {
+    (void)state;
+    kj_exec_handler *h = sh_handler(
+        "trap '' TERM; read -r l; echo '{\"results\":[]}'; exec 0<&-; exec sleep 100", 5000, 0);
+    const char *ids[] = {"a"};
+    batch b;
+    batch_init(&b, 1, ids, "t", "");
+    run(h, &b);
+    int pid = kj_exec_handler_child_pid(h);
+    assert_true(pid > 0);
+    double t0 = now_s();
+    kj_exec_handler_free(h); /* waits shutdown_wait_ms (500), then SIGKILL */
+    double dt = now_s() - t0;
+    assert_true(dt >= 0.45 && dt < 3);
+    assert_int_equal(kill(pid, 0), -1);
+    assert_int_equal(errno, ESRCH);
+}
+
+static void test_missing_program_not_quoted(void **state) {
+    (void)state;
+    char *argv[] = {"/nonexistent/handler-secret", "--token=s3cret"};
+    kj_exec_options o = {.argv = argv, .argc = 2, .timeout_ms = 1000};
+    char err[256];
+    assert_null(kj_exec_handler_new_opts(&o, err, sizeof(err)));
+    assert_non_null(strstr(err, "handlers.exec"));
+    assert_null(strstr(err, "secret"));
+    char *bare[] = {"no-such-program-kjobs-test"};
+    o.argv = bare;
+    o.argc = 1;
+    assert_null(kj_exec_handler_new_opts(&o, err, sizeof(err)));
+}
+
+int main(void) {
+    signal(SIGPIPE, SIG_IGN); /* as kjobs does */
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_results_mapped_by_id),
+        cmocka_unit_test(test_request_shape),
+        cmocka_unit_test(test_garbage_restarts_with_backoff),
+        cmocka_unit_test(test_crash_mid_batch),
+        cmocka_unit_test(test_timeout_kills_and_restarts),
+        cmocka_unit_test(test_reply_size_bounded),
+        cmocka_unit_test(test_epipe_when_child_closes_stdin),
+        cmocka_unit_test(test_one_child_per_thread),
+        cmocka_unit_test(test_shutdown_kills_child_ignoring_eof),
+        cmocka_unit_test(test_missing_program_not_quoted),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
