@@ -85,10 +85,29 @@ typedef struct batch_slot {
     bool decoded;
 } batch_slot;
 
-static _Thread_local batch_slot *tls_slots;
-static _Thread_local const kjobs_job_t **tls_jobs;
-static _Thread_local kjobs_result_t **tls_results;
-static _Thread_local size_t tls_capacity;
+/* Per worker thread, grown to the largest batch seen, freed when the thread exits (a
+ * pthread key destructor: _Thread_local storage would leak the buffers). */
+typedef struct batch_scratch {
+    batch_slot *slots;
+    const kjobs_job_t **jobs;
+    kjobs_result_t **results;
+    size_t capacity;
+} batch_scratch;
+
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_key_once = PTHREAD_ONCE_INIT;
+
+static void scratch_free(void *p) {
+    batch_scratch *sc = p;
+    free(sc->slots);
+    free(sc->jobs);
+    free(sc->results);
+    free(sc);
+}
+
+static void scratch_key_create(void) {
+    pthread_key_create(&scratch_key, scratch_free);
+}
 
 static int64_t now_ms(void) {
     struct timespec ts;
@@ -348,15 +367,23 @@ static int attempt_of(const rd_kafka_message_t *msg) {
     return v >= 0 && v < 1000000 ? (int)v + 1 : 1;
 }
 
-static void ensure_scratch(size_t count) {
-    if (count <= tls_capacity) return;
-    free(tls_slots);
-    free(tls_jobs);
-    free(tls_results);
-    tls_slots = calloc(count, sizeof(*tls_slots));
-    tls_jobs = calloc(count, sizeof(*tls_jobs));
-    tls_results = calloc(count, sizeof(*tls_results));
-    tls_capacity = count;
+static batch_scratch *scratch_for(size_t count) {
+    pthread_once(&scratch_key_once, scratch_key_create);
+    batch_scratch *sc = pthread_getspecific(scratch_key);
+    if (!sc) {
+        sc = calloc(1, sizeof(*sc));
+        pthread_setspecific(scratch_key, sc);
+    }
+    if (count > sc->capacity) {
+        free(sc->slots);
+        free(sc->jobs);
+        free(sc->results);
+        sc->slots = calloc(count, sizeof(*sc->slots));
+        sc->jobs = calloc(count, sizeof(*sc->jobs));
+        sc->results = calloc(count, sizeof(*sc->results));
+        sc->capacity = count;
+    }
+    return sc;
 }
 
 static kj_job_outcome metric_outcome(kj_worker *w, const batch_slot *s) {
@@ -396,8 +423,8 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
         atomic_fetch_add(&w->jobs_skipped, (long long)count);
         return;
     }
-    ensure_scratch(count);
-    batch_slot *slots = tls_slots;
+    batch_scratch *scratch = scratch_for(count);
+    batch_slot *slots = scratch->slots;
     kj_metrics_batch_size(count);
     kj_metrics_in_flight_add((int64_t)count);
 
@@ -440,10 +467,11 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
         } else {
             while (j < count && slots[j].handler == h) j++;
             for (size_t k = i; k < j; k++) {
-                tls_jobs[k - i] = &slots[k].job;
-                tls_results[k - i] = &slots[k].result;
+                scratch->jobs[k - i] = &slots[k].job;
+                scratch->results[k - i] = &slots[k].result;
             }
-            h->batch_fn((const kjobs_job_t *const *)tls_jobs, tls_results, j - i, h->opaque);
+            h->batch_fn((const kjobs_job_t *const *)scratch->jobs, scratch->results, j - i,
+                        h->opaque);
         }
         double per_job = (mono_seconds() - start) / (double)(j - i);
         kj_metric_handle *duration = kj_metrics_duration_handle(slots[i].job.record.type);
