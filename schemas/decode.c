@@ -130,7 +130,7 @@ static int kj_rd_int(kj_rd *r, int64_t *v) {
 /* A string/bytes length, checked against what remains. */
 static int kj_rd_len(kj_rd *r, size_t *n) {
     const uint8_t *start = r->p;
-    int64_t v;
+    int64_t v = 0; /* set by kj_rd_long on success; initialised for gcc -O3's analysis */
     if (kj_rd_long(r, &v) != 0)
         return -1;
     if (v < 0) {
@@ -184,7 +184,7 @@ static int kj_rd_block(kj_rd *r, int64_t *count, int64_t *size) {
 static int kj_rd_branch(kj_rd *r, const kj_schema **s) {
     while ((*s)->type == KJ_AVRO_UNION) {
         const uint8_t *start = r->p;
-        int64_t idx;
+        int64_t idx = 0;
         if (kj_rd_long(r, &idx) != 0)
             return -1;
         if (idx < 0 || (uint64_t)idx >= (*s)->n) {
@@ -380,8 +380,8 @@ static int kj_sink_meta(kj_rd *r, const kj_schema *w, kj_fill *f) {
 }
 
 static int kj_sink_read(kj_rd *r, const kj_step *st, kj_fill *f) {
-    const uint8_t *s;
-    size_t n;
+    const uint8_t *s = NULL;
+    size_t n = 0;
     int64_t v;
     const kj_schema *w = st->wtype;
     switch (st->sink) {
