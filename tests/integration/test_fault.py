@@ -1,0 +1,404 @@
+"""test_fault.py — at-least-once under faults: real `kjobs run` workers against a mock cluster
+hosted in-process by tests/fault/fault_broker.c (3 brokers, 4 partitions per topic), which
+applies rdkafka_mock.h faults on command (broker down/up, request errors on Produce, Fetch,
+OffsetCommit, RTT spikes), plus repeated kill -9 of workers under load.
+Run with /usr/bin/python3.
+
+Accounting (per scenario). Workers log at debug level, so every success is a "job done" line
+with id, topic, partition and offset. enqueued = ids printed by `kjobs enqueue` (it prints
+only acknowledged jobs); handled = "job done" lines over every worker that ran; duplicated =
+handled − distinct ids handled; lost = enqueued ids never handled. The assertion is lost = 0.
+
+The duplicate bound. A job runs twice only if a worker handled its record but the record's
+offset was not committed when the partition moved to its next owner (a kill -9, a session
+lost to an outage, a commit that failed): that owner starts at the committed offset and runs
+it again. So the bound is the in-flight work — handled but uncommitted — at each hand-over:
+for every "partition assigned" line (owner, committed start offset O), count the records the
+previous owner of that partition handled (any outcome: done, retry routed, dead-lettered)
+during its ownership at offsets >= O. Each such record can produce at most one extra success
+(directly, or through one extra ladder copy), so duplicated <= bound. A worker that gives a
+partition up cleanly commits first, so its hand-overs add nothing; a failure of the commit
+rule (a committed job running again, or a worker re-running its own jobs with no hand-over)
+breaks the inequality. Each scenario also states what it expects beyond the bound.
+"""
+import collections
+import json
+import os
+import random
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "fault"))
+import harness  # noqa: E402
+import procs  # noqa: E402
+from procs import FaultBroker, Worker, log_ts_ms  # noqa: E402
+
+RETRY_ENV = {"KJOBS_RETRY_DELAYS": "1s", "KJOBS_RETRY_MAX_ATTEMPTS": "3"}
+# a killed worker's partitions move after 6 s instead of librdkafka's default 45 s
+WORKER_ARGS = ("-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=1000")
+HANDLED_MSGS = ("job done", "job failed, retry routed", "job failed, dead-lettered")
+
+
+class Scenario:
+    """Workers of one scenario, the enqueued ids, and the accounting over all their logs."""
+
+    def __init__(self, name, broker):
+        self.name = name
+        self.broker = broker
+        self.workers = []  # every worker ever started, killed ones included
+        self.enqueued = set()
+        self.done = collections.Counter()
+        self._lock = threading.Lock()  # enqueued is filled by Enqueuer threads too
+        self._seen = {}  # worker -> lines already tallied
+
+    def start_worker(self, env=None, args=WORKER_ARGS):
+        w = Worker(self.broker.bootstrap, env=dict(RETRY_ENV, **(env or {})), args=args,
+                   name=f"{self.name}-w{len(self.workers) + 1}")
+        self.workers.append(w)
+        return w
+
+    def live(self):
+        return [w for w in self.workers if w.proc.poll() is None]
+
+    def enqueue(self, type_, count, payload=None):
+        ids = procs.enqueue(self.broker.bootstrap, type_, count=count, payload=payload)
+        with self._lock:
+            self.enqueued.update(ids)
+        return ids
+
+    def enqueued_ids(self):
+        with self._lock:
+            return set(self.enqueued)
+
+    def tally(self):
+        for w in self.workers:
+            w.poll_lines()
+            start = self._seen.get(w, 0)
+            for line in w.lines[start:]:
+                if line["msg"] == "job done":
+                    self.done[line["id"]] += 1
+            self._seen[w] = len(w.lines)
+
+    def handled_count(self):
+        self.tally()
+        return sum(self.done.values())
+
+    def wait_all_handled(self, timeout):
+        def all_handled():
+            self.tally()
+            return all(self.done[i] > 0 for i in self.enqueued_ids())
+        try:
+            procs.wait_until(all_handled, timeout, "all enqueued jobs handled")
+        except AssertionError:
+            pass  # reported as lost by the accounting below
+
+    def wait_handled(self, n, timeout):
+        procs.wait_until(lambda: self.handled_count() >= n, timeout, f"{n} jobs handled")
+
+    def hold(self, seconds):
+        """Keep a fault in place for `seconds` (the fault's duration, part of the scenario)
+        while the workers' logs keep being read; fail early if every worker died."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.tally()
+            assert self.live(), "every worker exited during the fault"
+            time.sleep(procs.POLL_S)
+
+    def duplicate_bound(self):
+        """Handled-but-uncommitted records at every partition hand-over (module docstring)."""
+        events = []  # (ts, order, worker, kind, topic, partition, offset)
+        for wi, w in enumerate(self.workers):
+            for n, line in enumerate(w.lines):
+                if line["msg"] == "partition assigned":
+                    events.append((log_ts_ms(line), 0, wi, n, "assign", line["topic"],
+                                   line["partition"], line["offset"]))
+                elif line["msg"] in HANDLED_MSGS:
+                    events.append((log_ts_ms(line), 1, wi, n, "handled", line["topic"],
+                                   line["partition"], line["offset"]))
+        events.sort()
+        owner = {}  # tp -> worker index of the current ownership epoch
+        handled = collections.defaultdict(list)  # (worker, tp) -> offsets in current epoch
+        bound = 0
+        for _ts, _o, wi, _n, kind, topic, partition, offset in events:
+            tp = (topic, partition)
+            if kind == "assign":
+                start = max(offset, 0)  # -2 (OFFSET_BEGINNING): no commit yet
+                prev = owner.get(tp)
+                if prev is not None:
+                    bound += sum(1 for o in handled[(prev, tp)] if o >= start)
+                    if prev != wi:
+                        handled[(prev, tp)] = []
+                handled[(wi, tp)] = []
+                owner[tp] = wi
+            else:
+                handled[(wi, tp)].append(offset)
+        # records still handled by a previous owner after the hand-over (a lost partition)
+        # were counted at the hand-over only if logged before it: count the rest too
+        return bound
+
+    def report_and_check(self, expect_no_duplicates=False):
+        self.tally()
+        handled = sum(self.done[i] for i in self.enqueued)
+        distinct = sum(1 for i in self.enqueued if self.done[i] > 0)
+        duplicated = handled - distinct
+        lost = len(self.enqueued) - distinct
+        bound = self.duplicate_bound()
+        stray = sum(c for i, c in self.done.items() if i not in self.enqueued)
+        print(f"  [{self.name}] enqueued={len(self.enqueued)} handled={handled} "
+              f"duplicated={duplicated} lost={lost} (duplicate bound={bound}, "
+              f"workers started={len(self.workers)})", flush=True)
+        assert stray == 0, f"{stray} jobs handled that were never enqueued"
+        assert lost == 0, f"{lost} jobs lost: e.g. {sorted(i for i in self.enqueued if not self.done[i])[:5]}"
+        assert duplicated <= bound, f"{duplicated} duplicates exceed the in-flight bound {bound}"
+        if expect_no_duplicates:
+            assert duplicated == 0, f"{duplicated} duplicates where none may occur"
+        return dict(enqueued=len(self.enqueued), handled=handled, duplicated=duplicated,
+                    lost=lost, bound=bound)
+
+    def stop_all(self, expect_clean=True):
+        codes = [w.stop() for w in self.live()]
+        self.tally()
+        if expect_clean:
+            assert all(c == 0 for c in codes), f"workers exited {codes} on SIGTERM"
+
+    def close(self):
+        for w in self.workers:
+            w.close()
+
+
+class Enqueuer(threading.Thread):
+    """Load generator: `kjobs enqueue` chunks back to back until stopped (or `chunks` sent)."""
+
+    def __init__(self, scenario, type_="kjobs.noop", chunk=400, chunks=None, payload=None):
+        super().__init__(daemon=True)
+        self.scenario, self.type_, self.chunk, self.chunks = scenario, type_, chunk, chunks
+        self.payload = payload
+        self.stopping = threading.Event()
+        self.sent = 0
+        self.error = None
+
+    def run(self):
+        try:
+            n = 0
+            while not self.stopping.is_set() and (self.chunks is None or n < self.chunks):
+                self.scenario.enqueue(self.type_, self.chunk, payload=self.payload)
+                self.sent += self.chunk
+                n += 1
+        except Exception as e:  # surfaced by finish()
+            self.error = e
+
+    def finish(self, timeout=120):
+        self.stopping.set()
+        self.join(timeout)
+        assert not self.is_alive(), "the enqueuer did not finish"
+        assert self.error is None, f"enqueue failed: {self.error}"
+
+
+def scenario(fn):
+    """Run fn(sc, broker) against a fresh fault broker; always clean up."""
+    def wrapper():
+        with FaultBroker(brokers=3, partitions=4, env=RETRY_ENV) as broker:
+            sc = Scenario(fn.__name__.replace("test_", ""), broker)
+            try:
+                fn(sc, broker)
+            finally:
+                sc.close()
+    wrapper.__name__ = fn.__name__
+    return wrapper
+
+
+@scenario
+def test_broker_down_up_mid_stream(sc, broker):
+    # Expectation: an outage delays work but loses none. Sessions (6 s) may expire during the
+    # full outage, so hand-overs without a commit are possible: duplicates within the bound.
+    workers = [sc.start_worker(), sc.start_worker()]
+    for w in workers:
+        w.wait_assigned()
+    load = Enqueuer(sc, chunk=300)
+    load.start()
+    sc.wait_handled(1500, 30)
+    broker.cmd("down 2")  # partial outage: broker 2's partition leaders
+    sc.hold(4)
+    broker.cmd("up 2")
+    sc.wait_handled(sc.handled_count() + 1000, 30)
+    broker.cmd("down -1")  # full outage: every leader and the group coordinator
+    sc.hold(3)
+    broker.cmd("up -1")
+    sc.wait_handled(sc.handled_count() + 1000, 40)
+    load.finish()
+    sc.wait_all_handled(40)
+    sc.stop_all()
+    sc.report_and_check()
+
+
+@scenario
+def test_produce_errors_while_jobs_fail(sc, broker):
+    # Every job fails once (kjobs.flaky 1), so each needs an acknowledged retry copy. Produce
+    # requests fail: retriable errors (librdkafka retries them) and a disconnect, then errors
+    # librdkafka gives up on, so the router's own re-send path runs. Expectation: every job
+    # succeeds on attempt 2; no worker restarts, so no duplicates at all.
+    ids = sc.enqueue("kjobs.flaky", 2000, payload="1")
+    broker.cmd("errors Produce 6 NOT_ENOUGH_REPLICAS")
+    broker.cmd("errors Produce 2 _TRANSPORT")
+    broker.cmd("errors Produce 4 MESSAGE_TOO_LARGE")
+    broker.cmd("errors Produce 6 REQUEST_TIMED_OUT")
+    workers = [sc.start_worker(), sc.start_worker()]
+    sc.wait_all_handled(50)
+    resent = sum(len(w.msgs("routed copy not acknowledged, sending again")) for w in workers)
+    attempts = collections.Counter(l["attempt"] for w in workers for l in w.msgs("job done"))
+    print(f"  [{sc.name}] router re-sends after failed deliveries: {resent}; successes by "
+          f"attempt: {dict(attempts)}", flush=True)
+    sc.stop_all()
+    sc.report_and_check(expect_no_duplicates=True)
+    assert set(attempts) == {2}, attempts
+    assert len(ids) == 2000
+
+
+def committed_lag(bootstrap):
+    """Per main-topic partition: log end minus the group's committed offset (`kjobs lag`)."""
+    p = harness.run(harness.kjobs_cmd("lag", "-b", bootstrap, "--json"), env=RETRY_ENV)
+    rows = [json.loads(l) for l in p.stdout.splitlines() if l.strip()]
+    return {r["partition"]: r["log_end_offset"] - (r["current_offset"] or 0)
+            for r in rows if r["topic"] == "jobs"}
+
+
+@scenario
+def test_offset_commit_errors(sc, broker):
+    # Phase 1: commits fail for a while, then succeed: once the errors are used up the group's
+    # committed offsets must catch up with the work done, without a restart, and a clean
+    # restart runs nothing again. Phase 2: commits keep failing and the worker is killed; its
+    # successor re-runs the uncommitted jobs. Expectation: duplicates only after the kill,
+    # only among phase-2 jobs.
+    problems = []
+    w1 = sc.start_worker()
+    w1.wait_assigned()
+    phase1 = set(sc.enqueue("kjobs.noop", 500))
+    sc.wait_all_handled(30)
+    procs.wait_until(lambda: not any(committed_lag(broker.bootstrap).values()), 10,
+                     "the first commits")
+    # commits fail (librdkafka retries a timed-out OffsetCommit twice, so 30 errors fail up
+    # to 10 commits) while more jobs are handled; then the errors stop
+    broker.cmd("errors OffsetCommit 30 REQUEST_TIMED_OUT")
+    phase1 |= set(sc.enqueue("kjobs.noop", 500))
+    sc.wait_all_handled(30)
+    w1.wait_count("async commit failed", 1, 15)
+    broker.cmd("clear OffsetCommit")
+    try:
+        procs.wait_until(lambda: not any(committed_lag(broker.bootstrap).values()), 10,
+                         "the group's committed offsets to catch up after commit errors")
+    except AssertionError as e:
+        problems.append(f"{e}: still behind by {committed_lag(broker.bootstrap)} while idle "
+                        "(a failed async commit is never retried)")
+    assert w1.stop() == 0
+    w2 = sc.start_worker()
+    w2.wait_assigned()
+    # the clean stop committed synchronously: w2 starts at the log end of every partition
+    procs.wait_until(lambda: not any(committed_lag(broker.bootstrap).values()), 10,
+                     "committed offsets at the log end after a clean stop")
+    sc.tally()
+    dups1 = sum(sc.done[i] - 1 for i in phase1 if sc.done[i] > 1)
+    print(f"  [{sc.name}] phase 1: {len(phase1)} jobs, "
+          f"{w1.counts['async commit failed']} commit failures, duplicates after a clean "
+          f"restart: {dups1}", flush=True)
+    assert dups1 == 0
+    broker.cmd("errors OffsetCommit 5000 REQUEST_TIMED_OUT")
+    phase2 = set(sc.enqueue("kjobs.noop", 3000))
+    sc.wait_all_handled(30)
+    assert not [i for i in phase2 if sc.done[i] > 1], "duplicates before any restart"
+    w2.wait_count("async commit failed", 1, 15)
+    w2.kill9()
+    broker.cmd("clear OffsetCommit")
+    w3 = sc.start_worker()
+    w3.wait_assigned(30)
+    procs.wait_until(lambda: not any(committed_lag(broker.bootstrap).values()), 30,
+                     "the successor to commit past the re-run jobs")
+    sc.stop_all()
+    stats = sc.report_and_check()
+    dups_phase1 = sum(sc.done[i] - 1 for i in phase1 if sc.done[i] > 1)
+    dups_phase2 = sum(sc.done[i] - 1 for i in phase2 if sc.done[i] > 1)
+    print(f"  [{sc.name}] phase 2: {len(phase2)} jobs, re-run after the kill: {dups_phase2}",
+          flush=True)
+    assert dups_phase1 == 0, f"{dups_phase1} committed phase-1 jobs ran again"
+    assert stats["duplicated"] == dups_phase2 > 0, "uncommitted jobs of a killed worker rerun"
+    assert not problems, "; ".join(problems)
+
+
+@scenario
+def test_fetch_errors(sc, broker):
+    # Fetch requests fail (leader moved, timeouts, disconnects) while jobs stream in.
+    # Expectation: fetching recovers; no restart, no hand-over: no duplicates.
+    workers = [sc.start_worker(), sc.start_worker()]
+    for w in workers:
+        w.wait_assigned()
+    load = Enqueuer(sc, chunk=500, chunks=16)
+    load.start()
+    sc.wait_handled(1000, 30)
+    broker.cmd("errors Fetch 40 NOT_LEADER_FOR_PARTITION")
+    broker.cmd("errors Fetch 20 REQUEST_TIMED_OUT")
+    broker.cmd("errors Fetch 5 _TRANSPORT")
+    broker.cmd("errors Fetch 20 UNKNOWN_SERVER_ERROR")
+    load.finish()
+    sc.wait_all_handled(40)
+    sc.stop_all()
+    sc.report_and_check(expect_no_duplicates=True)
+
+
+@scenario
+def test_rtt_spikes(sc, broker):
+    # Every broker answers 400 ms late (then 1.5 s) while jobs stream in and fail into the
+    # ladder. Expectation: slower, nothing lost, no duplicates (sessions survive 1.5 s).
+    workers = [sc.start_worker(), sc.start_worker()]
+    for w in workers:
+        w.wait_assigned()
+    load = Enqueuer(sc, chunk=300)
+    load.start()
+    flaky = sc.enqueue("kjobs.flaky", 200, payload="1")
+    sc.wait_handled(1000, 30)
+    broker.cmd("rtt -1 400")
+    sc.hold(4)
+    broker.cmd("rtt -1 1500")
+    sc.hold(3)
+    broker.cmd("rtt -1 0")
+    load.finish()
+    sc.wait_all_handled(40)
+    sc.stop_all()
+    sc.report_and_check(expect_no_duplicates=True)
+    assert all(sc.done[i] == 1 for i in flaky)
+
+
+@scenario
+def test_repeated_kill9_under_load(sc, broker):
+    # Three workers; four times, one is killed with SIGKILL mid-batch and replaced while jobs
+    # (a mix that fails into the ladder) keep coming. Expectation: nothing lost; duplicates
+    # only from work in flight at the kills, within the bound.
+    rng = random.Random(7)
+    for _ in range(3):
+        sc.start_worker()
+    for w in sc.live():
+        w.wait_assigned()
+    load = Enqueuer(sc, chunk=400)
+    load.start()
+    flaky = Enqueuer(sc, type_="kjobs.flaky", payload="1", chunk=50, chunks=10)
+    flaky.start()
+    target = 1000
+    for kill in range(4):
+        sc.wait_handled(target, 40)
+        victim = rng.choice(sc.live())
+        victim.kill9()
+        sc.start_worker()
+        target = sc.handled_count() + 1500
+    sc.wait_handled(target, 40)
+    load.finish()
+    flaky.finish()
+    sc.wait_all_handled(60)
+    sc.stop_all()
+    stats = sc.report_and_check()
+    assert stats["enqueued"] > 5000
+
+
+if __name__ == "__main__":
+    harness.main([test_broker_down_up_mid_stream, test_produce_errors_while_jobs_fail,
+                  test_offset_commit_errors, test_fetch_errors, test_rtt_spikes,
+                  test_repeated_kill9_under_load])
