@@ -533,7 +533,7 @@ static uint64_t str_hash(const char *s) {
 static int apply_reply(const char *line, size_t len, const kjobs_job_t *const *jobs,
                        kjobs_result_t *const *results, size_t count, char *why, size_t whysz) {
     json_error_t jerr;
-    json_t *root = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *root = json_loadb(line, len, 0, &jerr);
     if (!root) {
         snprintf(why, whysz, "not JSON (%s at column %d)", jerr.text, jerr.column);
         return -1;
@@ -556,8 +556,9 @@ static int apply_reply(const char *line, size_t len, const kjobs_job_t *const *j
         else if (!s || (strcmp(s, "ok") && strcmp(s, "retry") && strcmp(s, "fail")))
             bad = "has no \"status\" of \"ok\", \"retry\" or \"fail\"";
         else if (er && !json_is_string(er) && !json_is_null(er)) bad = "has a non-string \"error\"";
-        else if (ra && !json_is_null(ra) && !(json_is_integer(ra) && json_integer_value(ra) >= 0))
-            bad = "has a \"retry_after_ms\" that is not a non-negative integer";
+        else if (ra && !json_is_null(ra) &&
+                 !(json_is_number(ra) && json_number_value(ra) >= 0 && json_number_value(ra) < 9e15))
+            bad = "has a \"retry_after_ms\" that is not a non-negative number";
         if (bad) {
             snprintf(why, whysz, "results[%zu] %s", i, bad);
             json_decref(root);
@@ -595,7 +596,7 @@ static int apply_reply(const char *line, size_t len, const kjobs_job_t *const *j
         if (strcmp(status, "ok") == 0) {
             kjobs_result_ok(results[job]);
         } else if (strcmp(status, "retry") == 0) {
-            int64_t delay = json_is_integer(ra) ? (int64_t)json_integer_value(ra) : -1;
+            int64_t delay = json_is_number(ra) ? (int64_t)json_number_value(ra) : -1;
             kjobs_result_retry(results[job], delay, "%s",
                                error && *error ? error : "retry requested by exec handler");
         } else {

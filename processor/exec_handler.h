@@ -13,8 +13,9 @@
  *     {"results":[{"id","status":"ok"|"retry"|"fail","error":"...","retry_after_ms":N}]}
  *   Results are matched to jobs by id (jobs sharing an id take results in order). A job without
  *   a result is retried with error "no result from handler"; results with unknown ids are
- *   ignored. `error` and `retry_after_ms` are optional (retry_after_ms: a non-negative integer
- *   or null; it only matters with status "retry").
+ *   ignored. `error` and `retry_after_ms` are optional (retry_after_ms: a non-negative number
+ *   of milliseconds, fractions dropped, or null; it only matters with status "retry"). Extra
+ *   fields are ignored.
  *
  * FAILURES
  *   - No complete reply line within handlers.exec_timeout (measured from the first byte of the

@@ -142,6 +142,44 @@ static void test_results_mapped_by_id(void **state) {
     assert_int_equal(kill(pid, 0), -1); /* reaped */
 }
 
+static void test_wrong_shapes_are_invalid_replies(void **state) {
+    (void)state;
+    static const char *const replies[] = {
+        "not json",
+        "[1,2]",
+        "{\\\"results\\\":{}}",
+        "{\\\"results\\\":[{\\\"id\\\":\\\"a\\\",\\\"status\\\":\\\"done\\\"}]}",
+        "{\\\"results\\\":[{\\\"id\\\":1,\\\"status\\\":\\\"ok\\\"}]}",
+        "{\\\"results\\\":[{\\\"id\\\":\\\"a\\\",\\\"status\\\":\\\"retry\\\",\\\"retry_after_ms\\\":-5}]}",
+        "",
+    };
+    for (size_t i = 0; i < sizeof(replies) / sizeof(replies[0]); i++) {
+        char script[512];
+        snprintf(script, sizeof(script), "read -r l; echo \"%s\"; sleep 30", replies[i]);
+        kj_exec_handler *h = sh_handler(script, 5000, 0);
+        const char *ids[] = {"a"};
+        batch b;
+        batch_init(&b, 1, ids, "t", "");
+        run(h, &b);
+        assert_int_equal(b.results[0].outcome, KJ_OUTCOME_RETRY);
+        if (!strstr(b.results[0].error, "invalid reply")) fail_msg("reply %zu: %s", i, b.results[0].error);
+        kj_exec_handler_free(h);
+    }
+    /* a fractional retry_after_ms is accepted (fraction dropped), extra fields ignored */
+    kj_exec_handler *h = sh_handler(
+        "read -r l; echo '{\"results\":[{\"id\":\"a\",\"status\":\"retry\","
+        "\"retry_after_ms\":250.7,\"extra\":true}],\"v\":2}'; exec cat >/dev/null",
+        5000, 0);
+    const char *ids[] = {"a"};
+    batch b;
+    batch_init(&b, 1, ids, "t", "");
+    run(h, &b);
+    assert_int_equal(b.results[0].outcome, KJ_OUTCOME_RETRY);
+    assert_int_equal(b.results[0].delay_ms, 250);
+    assert_string_equal(b.results[0].error, "retry requested by exec handler");
+    kj_exec_handler_free(h);
+}
+
 static void test_request_shape(void **state) {
     (void)state;
     char script[1024], path[600];
@@ -357,6 +395,7 @@ int main(void) {
     signal(SIGPIPE, SIG_IGN); /* as kjobs does */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_results_mapped_by_id),
+        cmocka_unit_test(test_wrong_shapes_are_invalid_replies),
         cmocka_unit_test(test_request_shape),
         cmocka_unit_test(test_garbage_restarts_with_backoff),
         cmocka_unit_test(test_crash_mid_batch),
