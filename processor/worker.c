@@ -815,20 +815,30 @@ bool kj_worker_ready(void *opaque, char *reason, size_t reason_size) {
 
 /* ---- construction -------------------------------------------------------------------------- */
 
+/* One metadata request for the whole layout: every topic must exist. */
 static int check_topics(kj_worker *w, char *errstr, size_t errstr_size) {
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t err = rd_kafka_metadata(w->consumer, 1, NULL, &md, 15000);
+    if (err) {
+        snprintf(errstr, errstr_size, "cannot read topic metadata from %s: %s",
+                 w->cfg->bootstrap, rd_kafka_err2str(err));
+        return -1;
+    }
     char missing[1024] = "";
     size_t used = 0;
     int nmissing = 0;
     for (size_t i = 0; i < w->topic_count; i++) {
-        char err[256];
-        if (kj_kafka_partition_count(w->consumer, w->topics[i].spec.name, 10000, err,
-                                     sizeof(err)) > 0)
-            continue;
+        bool found = false;
+        for (int t = 0; t < md->topic_cnt && !found; t++)
+            found = !md->topics[t].err && md->topics[t].partition_cnt > 0 &&
+                    strcmp(md->topics[t].topic, w->topics[i].spec.name) == 0;
+        if (found) continue;
         nmissing++;
-        used += (size_t)snprintf(missing + used, used < sizeof(missing) ? sizeof(missing) - used : 0,
-                                 "%s%s", nmissing > 1 ? ", " : "", w->topics[i].spec.name);
-        if (used >= sizeof(missing)) used = sizeof(missing) - 1;
+        if (used < sizeof(missing))
+            used += (size_t)snprintf(missing + used, sizeof(missing) - used, "%s%s",
+                                     nmissing > 1 ? ", " : "", w->topics[i].spec.name);
     }
+    rd_kafka_metadata_destroy(md);
     if (nmissing == 0) return 0;
     snprintf(errstr, errstr_size,
              "missing topics: %s (create them with `kjobs topics --create`, or use "
