@@ -38,7 +38,7 @@
 
 #define MARK_PREFIX "kjobs-replayed:v1:"
 /* Kafka's default offset.metadata.max.bytes is 4096 */
-#define MARK_MAX_BYTES 4000
+#define MARK_MAX_BYTES   4000
 #define ERROR_COLUMN_MAX 60
 
 static const char dlq_usage[] =
@@ -94,7 +94,7 @@ typedef struct range_set {
 } range_set;
 
 typedef struct part_state {
-    int64_t low, end;  /* watermarks captured at start: read [start, end) */
+    int64_t low, end; /* watermarks captured at start: read [start, end) */
     int64_t start;
     int64_t committed; /* replay marker W; -1 when none */
     range_set marks;   /* replayed offsets >= committed, from the commit metadata */
@@ -357,8 +357,12 @@ static void add_row(dlq_run *r, json_t *o) {
     if (jstr(d, "original_topic")) {
         json_t *pp = json_object_get(d, "original_partition");
         json_t *oo = json_object_get(d, "original_offset");
-        snprintf(buf, sizeof(buf), "%s:%" JSON_INTEGER_FORMAT ":%" JSON_INTEGER_FORMAT,
-                 jstr(d, "original_topic"), json_integer_value(pp), json_integer_value(oo));
+        char ps[32] = "?", os[32] = "?";
+        if (json_is_integer(pp))
+            snprintf(ps, sizeof(ps), "%" JSON_INTEGER_FORMAT, json_integer_value(pp));
+        if (json_is_integer(oo))
+            snprintf(os, sizeof(os), "%" JSON_INTEGER_FORMAT, json_integer_value(oo));
+        snprintf(buf, sizeof(buf), "%s:%s:%s", jstr(d, "original_topic"), ps, os);
     } else {
         snprintf(buf, sizeof(buf), "-");
     }
@@ -373,7 +377,8 @@ static void add_row(dlq_run *r, json_t *o) {
     if (n > ERROR_COLUMN_MAX) {
         /* cut on a UTF-8 character boundary */
         size_t cut = ERROR_COLUMN_MAX - 3;
-        while (cut > 0 && ((unsigned char)buf[cut] & 0xC0) == 0x80) cut--;
+        while (cut > 0 && ((unsigned char)buf[cut] & 0xC0) == 0x80)
+            cut--;
         memcpy(buf + cut, "...", 4);
     }
     c[7] = strdup(buf);
@@ -383,7 +388,8 @@ static void print_rows(dlq_run *r) {
     static const char *heads[8] = {"ID",       "TYPE",      "CLASS", "ATTEMPTS",
                                    "ORIGINAL", "FAILED-AT", "STATE", "ERROR"};
     size_t w[8];
-    for (int c = 0; c < 8; c++) w[c] = strlen(heads[c]);
+    for (int c = 0; c < 8; c++)
+        w[c] = strlen(heads[c]);
     for (size_t i = 0; i < r->row_count; i++)
         for (int c = 0; c < 7; c++) {
             size_t len = strlen(r->rows[i * 8 + c]);
@@ -392,13 +398,14 @@ static void print_rows(dlq_run *r) {
     for (size_t i = 0; i <= r->row_count; i++) {
         const char *const *cells = i == 0 ? heads : (const char *const *)&r->rows[(i - 1) * 8];
         printf("%-*s  %-*s  %-*s  %-*s  %-*s  %-*s  %-*s  %s\n", (int)w[0], cells[0], (int)w[1],
-               cells[1], (int)w[2], cells[2], (int)w[3], cells[3], (int)w[4], cells[4],
-               (int)w[5], cells[5], (int)w[6], cells[6], cells[7]);
+               cells[1], (int)w[2], cells[2], (int)w[3], cells[3], (int)w[4], cells[4], (int)w[5],
+               cells[5], (int)w[6], cells[6], cells[7]);
     }
 }
 
 static void free_rows(dlq_run *r) {
-    for (size_t i = 0; i < r->row_count * 8; i++) free(r->rows[i]);
+    for (size_t i = 0; i < r->row_count * 8; i++)
+        free(r->rows[i]);
     free(r->rows);
     r->rows = NULL;
     r->row_count = 0;
@@ -433,12 +440,12 @@ static void on_record(dlq_run *r, rd_kafka_message_t *msg) {
                        : jstr(o, "id") && strcmp(jstr(o, "id"), r->f_id) == 0;
         if (hit) {
             /* the same job can be dead-lettered more than once: show the latest failure */
-            json_int_t at = json_integer_value(
-                json_object_get(json_object_get(o, "dead_letter"), "failed_at"));
-            json_int_t best = r->show_match ? json_integer_value(json_object_get(
-                                                  json_object_get(r->show_match, "dead_letter"),
-                                                  "failed_at"))
-                                            : 0;
+            json_int_t at =
+                json_integer_value(json_object_get(json_object_get(o, "dead_letter"), "failed_at"));
+            json_int_t best = r->show_match
+                                  ? json_integer_value(json_object_get(
+                                        json_object_get(r->show_match, "dead_letter"), "failed_at"))
+                                  : 0;
             if (!r->show_match || at >= best) {
                 json_decref(r->show_match);
                 r->show_match = json_incref(o);
@@ -541,8 +548,8 @@ static int load_partitions(dlq_run *r) {
     }
     rd_kafka_resp_err_t e = rd_kafka_committed(r->rk, list, remaining_ms(r));
     if (e) {
-        kj_log(KJ_LOG_ERROR, "cannot read the replay marker", "{s:s,s:s}", "group",
-               r->replay_group, "error", rd_kafka_err2str(e));
+        kj_log(KJ_LOG_ERROR, "cannot read the replay marker", "{s:s,s:s}", "group", r->replay_group,
+               "error", rd_kafka_err2str(e));
         rd_kafka_topic_partition_list_destroy(list);
         return KJ_EXIT_RUNTIME;
     }
@@ -570,8 +577,7 @@ static int load_partitions(dlq_run *r) {
 }
 
 static int read_dlq(dlq_run *r) {
-    rd_kafka_topic_partition_list_t *assignment =
-        rd_kafka_topic_partition_list_new(r->partitions);
+    rd_kafka_topic_partition_list_t *assignment = rd_kafka_topic_partition_list_new(r->partitions);
     int pending = 0;
     for (int p = 0; p < r->partitions; p++) {
         part_state *ps = &r->parts[p];
@@ -593,8 +599,8 @@ static int read_dlq(dlq_run *r) {
             break;
         }
         if (kj_now_ms() >= r->deadline) {
-            kj_log(KJ_LOG_ERROR, "timed out reading the dead-letter topic", "{s:s,s:i}",
-                   "topic", r->topic, "partitions_unfinished", pending);
+            kj_log(KJ_LOG_ERROR, "timed out reading the dead-letter topic", "{s:s,s:i}", "topic",
+                   r->topic, "partitions_unfinished", pending);
             rc = KJ_EXIT_RUNTIME;
             break;
         }
@@ -713,8 +719,8 @@ static int commit_marker(dlq_run *r) {
             tp->metadata = text; /* freed by the list destroy */
             tp->metadata_size = strlen(text);
             if (tp->metadata_size > MARK_MAX_BYTES)
-                kj_log(KJ_LOG_WARN, "replay marker is large; the broker may refuse it",
-                       "{s:i,s:i}", "partition", p, "bytes", (int)tp->metadata_size);
+                kj_log(KJ_LOG_WARN, "replay marker is large; the broker may refuse it", "{s:i,s:i}",
+                       "partition", p, "bytes", (int)tp->metadata_size);
         } else {
             free(text);
         }
@@ -722,7 +728,8 @@ static int commit_marker(dlq_run *r) {
     int rc = KJ_EXIT_OK;
     if (list->cnt) {
         rd_kafka_resp_err_t e = rd_kafka_commit(r->rk, list, 0);
-        for (int i = 0; !e && i < list->cnt; i++) e = list->elems[i].err;
+        for (int i = 0; !e && i < list->cnt; i++)
+            e = list->elems[i].err;
         if (e) {
             kj_log(KJ_LOG_ERROR,
                    "replayed, but the replay marker was not recorded: a later replay would "
@@ -742,11 +749,10 @@ static int do_replay(dlq_run *r) {
             printf("%s\t%s:%" PRId32 ":%" PRId64 "\t%s\n", r->items[i].handle, r->topic,
                    r->items[i].msg->partition, r->items[i].msg->offset, r->items[i].orig_topic);
         fflush(stdout);
-        kj_log(KJ_LOG_INFO, "replay dry run: nothing produced", "{s:I,s:I,s:I,s:I}",
-               "would_replay", (json_int_t)r->item_count, "skipped_already_replayed",
-               (json_int_t)r->skipped_replayed, "skipped_refailed",
-               (json_int_t)r->skipped_refailed, "skipped_no_origin",
-               (json_int_t)r->skipped_no_origin);
+        kj_log(KJ_LOG_INFO, "replay dry run: nothing produced", "{s:I,s:I,s:I,s:I}", "would_replay",
+               (json_int_t)r->item_count, "skipped_already_replayed",
+               (json_int_t)r->skipped_replayed, "skipped_refailed", (json_int_t)r->skipped_refailed,
+               "skipped_no_origin", (json_int_t)r->skipped_no_origin);
         return KJ_EXIT_OK;
     }
     int rc = KJ_EXIT_OK;
@@ -809,8 +815,7 @@ static int do_replay(dlq_run *r) {
     kj_log(failed ? KJ_LOG_ERROR : KJ_LOG_INFO, "replay finished", "{s:I,s:I,s:I,s:I,s:I}",
            "replayed", (json_int_t)replayed, "failed", (json_int_t)failed,
            "skipped_already_replayed", (json_int_t)r->skipped_replayed, "skipped_refailed",
-           (json_int_t)r->skipped_refailed, "skipped_no_origin",
-           (json_int_t)r->skipped_no_origin);
+           (json_int_t)r->skipped_refailed, "skipped_no_origin", (json_int_t)r->skipped_no_origin);
     return rc;
 }
 
@@ -859,16 +864,15 @@ int kj_cmd_dlq(int argc, char **argv) {
     } else {
         return kj_cli_usage_error(&r->cli, "unknown subcommand '%s'", sub);
     }
-    static const struct option longopts[] = {
-        KJ_CLI_COMMON_LONGOPTS,
-        {"json", no_argument, NULL, OPT_JSON},
-        {"type", required_argument, NULL, OPT_TYPE},
-        {"id", required_argument, NULL, OPT_ID},
-        {"class", required_argument, NULL, OPT_CLASS},
-        {"dry-run", no_argument, NULL, OPT_DRY_RUN},
-        {"again", no_argument, NULL, OPT_AGAIN},
-        {"timeout", required_argument, NULL, OPT_TIMEOUT},
-        {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {KJ_CLI_COMMON_LONGOPTS,
+                                             {"json", no_argument, NULL, OPT_JSON},
+                                             {"type", required_argument, NULL, OPT_TYPE},
+                                             {"id", required_argument, NULL, OPT_ID},
+                                             {"class", required_argument, NULL, OPT_CLASS},
+                                             {"dry-run", no_argument, NULL, OPT_DRY_RUN},
+                                             {"again", no_argument, NULL, OPT_AGAIN},
+                                             {"timeout", required_argument, NULL, OPT_TIMEOUT},
+                                             {NULL, 0, NULL, 0}};
     long long timeout_s = 60;
     int opt, rc;
     argc--;
@@ -877,17 +881,30 @@ int kj_cmd_dlq(int argc, char **argv) {
         if ((rc = kj_cli_common_option(&r->cli, opt, optarg)) < 0) return KJ_EXIT_USAGE;
         if (rc) continue;
         switch (opt) {
-        case OPT_JSON: r->json = true; break;
-        case OPT_TYPE: r->f_type = optarg; break;
-        case OPT_ID: r->f_id = optarg; break;
-        case OPT_CLASS: r->f_class = optarg; break;
-        case OPT_DRY_RUN: r->dry_run = true; break;
-        case OPT_AGAIN: r->again = true; break;
+        case OPT_JSON:
+            r->json = true;
+            break;
+        case OPT_TYPE:
+            r->f_type = optarg;
+            break;
+        case OPT_ID:
+            r->f_id = optarg;
+            break;
+        case OPT_CLASS:
+            r->f_class = optarg;
+            break;
+        case OPT_DRY_RUN:
+            r->dry_run = true;
+            break;
+        case OPT_AGAIN:
+            r->again = true;
+            break;
         case OPT_TIMEOUT:
             if (kj_cli_parse_int(optarg, 1, 86400, &timeout_s))
                 return kj_cli_usage_error(&r->cli, "--timeout: expected 1..86400 seconds");
             break;
-        default: break;
+        default:
+            break;
         }
     }
     if (r->cli.help) {
@@ -895,7 +912,8 @@ int kj_cmd_dlq(int argc, char **argv) {
         return KJ_EXIT_OK;
     }
     if (r->cmd == CMD_SHOW) {
-        if (optind >= argc) return kj_cli_usage_error(&r->cli, "show needs an ID or PARTITION:OFFSET");
+        if (optind >= argc)
+            return kj_cli_usage_error(&r->cli, "show needs an ID or PARTITION:OFFSET");
         if (r->f_type || r->f_id || r->f_class || r->dry_run || r->again || r->json)
             return kj_cli_usage_error(&r->cli, "show takes only an ID or PARTITION:OFFSET");
         r->f_id = argv[optind++];
@@ -905,8 +923,7 @@ int kj_cmd_dlq(int argc, char **argv) {
     } else if (r->cmd == CMD_REPLAY && r->json) {
         return kj_cli_usage_error(&r->cli, "--json applies to list only");
     }
-    if (optind < argc)
-        return kj_cli_usage_error(&r->cli, "unexpected argument '%s'", argv[optind]);
+    if (optind < argc) return kj_cli_usage_error(&r->cli, "unexpected argument '%s'", argv[optind]);
     const char *topic_flag = r->cli.topic; /* --topic names the DLQ here, not the main topic */
     if ((rc = kj_cli_load_config(&r->cli)) != KJ_EXIT_OK) return rc;
     r->topic = topic_flag ? topic_flag : r->cli.cfg.dlq_topic;
@@ -957,8 +974,9 @@ int kj_cmd_dlq(int argc, char **argv) {
             break;
         }
         if (r->show_matches > 1)
-            kj_log(KJ_LOG_WARN, "job dead-lettered more than once; showing the latest (use "
-                                "PARTITION:OFFSET for the others; `dlq list --id` lists them)",
+            kj_log(KJ_LOG_WARN,
+                   "job dead-lettered more than once; showing the latest (use "
+                   "PARTITION:OFFSET for the others; `dlq list --id` lists them)",
                    "{s:s,s:I}", "id", r->f_id, "matches", (json_int_t)r->show_matches);
         {
             char *text = json_dumps(r->show_match, JSON_INDENT(2) | JSON_PRESERVE_ORDER);

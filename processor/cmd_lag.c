@@ -49,10 +49,11 @@ typedef struct lag_row {
 } lag_row;
 
 static void print_table(const char *group, const lag_row *rows, size_t count, int64_t total) {
-    static const char *heads[6] = {"GROUP",          "TOPIC", "PARTITION", "CURRENT-OFFSET",
-                                   "LOG-END-OFFSET", "LAG"};
+    static const char *heads[6] = {"GROUP",          "TOPIC",          "PARTITION",
+                                   "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG"};
     size_t w[6];
-    for (int c = 0; c < 6; c++) w[c] = strlen(heads[c]);
+    for (int c = 0; c < 6; c++)
+        w[c] = strlen(heads[c]);
     char cell[6][64];
     /* two passes: widths, then print */
     for (int pass = 0; pass < 2; pass++) {
@@ -78,8 +79,8 @@ static void print_table(const char *group, const lag_row *rows, size_t count, in
                 snprintf(cell[5], sizeof(cell[5]), "%" PRId64, total);
             }
             if (pass == 0) {
-                size_t lens[6] = {strlen(g), strlen(t), strlen(cell[2]), strlen(cell[3]),
-                                  strlen(cell[4]), strlen(cell[5])};
+                size_t lens[6] = {strlen(g),       strlen(t),       strlen(cell[2]),
+                                  strlen(cell[3]), strlen(cell[4]), strlen(cell[5])};
                 for (int c = 0; c < 6; c++)
                     if (lens[c] > w[c]) w[c] = lens[c];
             } else {
@@ -149,20 +150,21 @@ int kj_cmd_lag(int argc, char **argv) {
         if (specs[i].role == KJ_TOPIC_DLQ) continue;
         int n = kj_kafka_partition_count(rk, specs[i].name, timeout_ms, err, sizeof(err));
         if (n < 0) {
-            kj_log(KJ_LOG_ERROR, "cannot read topic", "{s:s,s:s}", "topic", specs[i].name,
-                   "error", err);
+            kj_log(KJ_LOG_ERROR, "cannot read topic", "{s:s,s:s}", "topic", specs[i].name, "error",
+                   err);
             exit_code = KJ_EXIT_RUNTIME;
             continue;
         }
-        for (int p = 0; p < n; p++) rd_kafka_topic_partition_list_add(list, specs[i].name, p);
+        for (int p = 0; p < n; p++)
+            rd_kafka_topic_partition_list_add(list, specs[i].name, p);
     }
     lag_row *rows = calloc((size_t)list->cnt + 1, sizeof(*rows));
     size_t row_count = 0;
     int64_t total = 0;
     rd_kafka_resp_err_t cerr = list->cnt ? rd_kafka_committed(rk, list, timeout_ms) : 0;
     if (cerr) {
-        kj_log(KJ_LOG_ERROR, "cannot read committed offsets", "{s:s,s:s}", "group",
-               cli.cfg.group, "error", rd_kafka_err2str(cerr));
+        kj_log(KJ_LOG_ERROR, "cannot read committed offsets", "{s:s,s:s}", "group", cli.cfg.group,
+               "error", rd_kafka_err2str(cerr));
         exit_code = KJ_EXIT_RUNTIME;
         goto out;
     }
@@ -178,8 +180,8 @@ int kj_cmd_lag(int argc, char **argv) {
         rd_kafka_resp_err_t werr =
             rd_kafka_query_watermark_offsets(rk, tp->topic, tp->partition, &lo, &hi, timeout_ms);
         if (werr) {
-            kj_log(KJ_LOG_ERROR, "cannot read log end offset", "{s:s,s:i,s:s}", "topic",
-                   tp->topic, "partition", (int)tp->partition, "error", rd_kafka_err2str(werr));
+            kj_log(KJ_LOG_ERROR, "cannot read log end offset", "{s:s,s:i,s:s}", "topic", tp->topic,
+                   "partition", (int)tp->partition, "error", rd_kafka_err2str(werr));
             exit_code = KJ_EXIT_RUNTIME;
             continue;
         }
@@ -195,14 +197,12 @@ int kj_cmd_lag(int argc, char **argv) {
     }
     if (json) {
         for (size_t i = 0; i < row_count; i++) {
-            json_t *o = json_pack("{s:s,s:s,s:i,s:o,s:I,s:I,s:I}", "group", cli.cfg.group,
-                                  "topic", rows[i].topic, "partition", (int)rows[i].partition,
-                                  "current_offset",
-                                  rows[i].committed >= 0 ? json_integer(rows[i].committed)
-                                                         : json_null(),
-                                  "log_start_offset", (json_int_t)rows[i].log_start,
-                                  "log_end_offset", (json_int_t)rows[i].log_end, "lag",
-                                  (json_int_t)rows[i].lag);
+            json_t *o =
+                json_pack("{s:s,s:s,s:i,s:o,s:I,s:I,s:I}", "group", cli.cfg.group, "topic",
+                          rows[i].topic, "partition", (int)rows[i].partition, "current_offset",
+                          rows[i].committed >= 0 ? json_integer(rows[i].committed) : json_null(),
+                          "log_start_offset", (json_int_t)rows[i].log_start, "log_end_offset",
+                          (json_int_t)rows[i].log_end, "lag", (json_int_t)rows[i].lag);
             char *text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
             if (text) puts(text);
             free(text);

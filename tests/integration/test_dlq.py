@@ -1,0 +1,395 @@
+"""test_dlq.py — `kjobs dlq list|show|replay` against a real `kjobs broker` and, where jobs must
+really fail, a real `kjobs run` worker. Run with /usr/bin/python3.
+
+- end to end: fail-permanent, unknown-type, undecodable (written by kcat with a key and a user
+  header) and flaky (retryable, dead-lettered after retry.max_attempts = 2) jobs land in the DLQ
+  with the right classes and original coordinates; list (table and JSON), show by id and by
+  PARTITION:OFFSET; replay --dry-run changes nothing; replay --type re-enqueues byte for byte
+  with only kjobs-replayed-from/-at as kjobs headers; the replayed jobs fail again and a second
+  plain replay leaves them (and the replayed originals) alone; the replayed flaky job starts
+  again at attempt 1.
+- the replay marker (group <kafka.group>.dlq-replay) read back with kafka-python: committed
+  offset and ranges after filtered replays; --again; refailed dead letters.
+- failures: a copy that cannot be produced makes replay exit 1 and stays replayable; records
+  without kjobs-original-topic are listed but never replayed; usage errors exit 2.
+
+Each worker runs for the whole of its test and is never restarted: on the embedded broker a
+second `kjobs run` of the same group, started after the first one left, was observed to get no
+partitions (reported separately), and a restart is not what these tests are about.
+"""
+import datetime
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+sys.path.insert(0, os.path.dirname(__file__))
+import harness  # noqa: E402
+from harness import kjobs_cmd, run  # noqa: E402
+
+import avro.io  # noqa: E402
+import avro.schema  # noqa: E402
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition  # noqa: E402
+
+# One ladder step of 1 s and two attempts: a flaky job dead-letters after ~1 s. Every process of
+# this file (broker, worker, CLI) sees the same configuration, so the topics agree.
+os.environ.update({"KJOBS_RETRY_MAX_ATTEMPTS": "2", "KJOBS_RETRY_DELAYS": "1s",
+                   "KJOBS_HTTP_LISTEN": ""})
+
+JOB_SCHEMA = avro.schema.parse(open(os.path.join(harness.SOURCE_DIR, "schemas", "job.avsc")).read())
+KCAT = shutil.which("kcat")
+
+
+def avro_job(job_type, payload=b"", job_id=None):
+    job_id = job_id or str(uuid.uuid4())
+    buf = io.BytesIO()
+    avro.io.DatumWriter(JOB_SCHEMA).write(
+        {"id": job_id, "type": job_type, "payload": payload,
+         "created_at": datetime.datetime(2024, 1, 2, tzinfo=datetime.timezone.utc), "meta": {}}, avro.io.BinaryEncoder(buf))
+    return job_id, buf.getvalue()
+
+
+class Worker:
+    """A `kjobs run` process; its JSON log goes to a file so it can be read while it runs."""
+
+    def __init__(self, bootstrap):
+        self.log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
+        self.proc = subprocess.Popen(
+            kjobs_cmd("run", "-b", bootstrap, "-X", "fetch.wait.max.ms=5"),
+            stdout=subprocess.DEVNULL, stderr=self.log)
+
+    def logs(self):
+        with open(self.log.name) as f:
+            text = f.read()
+        complete = text[:text.rfind("\n") + 1]  # the last line may be half written
+        return harness.log_lines(complete)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            rc = self.proc.wait(timeout=60)
+            assert rc == 0, f"kjobs run exited {rc} on SIGTERM"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            self.stop()
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+
+
+def wait_until(what, fn, timeout=90):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.3)
+
+
+def dlq_list(bootstrap, *extra):
+    p = run(kjobs_cmd("dlq", "list", "-b", bootstrap, "--json", *extra))
+    return [json.loads(l) for l in p.stdout.splitlines() if l.strip()]
+
+
+def dlq_table(bootstrap, *extra):
+    p = run(kjobs_cmd("dlq", "list", "-b", bootstrap, *extra))
+    lines = p.stdout.splitlines()
+    head = lines[0].split()
+    assert head == ["ID", "TYPE", "CLASS", "ATTEMPTS", "ORIGINAL", "FAILED-AT", "STATE",
+                    "ERROR"], lines[0]
+    # the first seven columns have no spaces; ERROR is the rest of the line
+    return [dict(zip(head, l.split(None, 7))) for l in lines[1:]]
+
+
+def replay(bootstrap, *extra, check=True):
+    p = run(kjobs_cmd("dlq", "replay", "-b", bootstrap, *extra), check=check)
+    return p, [l for l in p.stdout.splitlines() if l.strip()]
+
+
+def main_topic(bootstrap):
+    p = run(kjobs_cmd("peek", "-b", bootstrap, "--topic", "jobs", "--from-beginning",
+                      "--timeout", "60"))
+    return [json.loads(l) for l in p.stdout.splitlines() if l.strip()]
+
+
+def coords(rec):
+    return f"{rec['partition']}:{rec['offset']}"
+
+
+def marker(bootstrap, partitions, group="kjobs.dlq-replay", topic="jobs.dlq"):
+    """The replay marker as an independent client (kafka-python) reads it: {p: (offset, meta)}
+    for the partitions that have a committed offset."""
+    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
+                      api_version=(2, 5, 0))
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        got = c._coordinator.fetch_committed_offsets(tps)
+        return {tp.partition: (om.offset, om.metadata) for tp, om in got.items()}
+    finally:
+        c.close(autocommit=False)
+
+
+def test_dead_letters_end_to_end():
+    assert KCAT, "kcat is not installed (scripts/install-deps.sh installs it)"
+    with harness.Broker(partitions=3) as broker:
+        b = broker.bootstrap
+        perm = run(kjobs_cmd("enqueue", "-b", b, "--type", "kjobs.fail-permanent", "--key",
+                             "pk", "--payload", "perm", "--count", "2")).stdout.split()
+        unknown = run(kjobs_cmd("enqueue", "-b", b, "--type", "no.such.type", "--payload",
+                                "u")).stdout.split()
+        flaky = run(kjobs_cmd("enqueue", "-b", b, "--type", "kjobs.flaky", "--key", "fk",
+                              "--payload", "2")).stdout.split()
+        subprocess.run([KCAT, "-P", "-b", b, "-t", "jobs", "-k", "gkey", "-H", "trace=abc"],
+                       input=b"this is not avro\n", check=True, timeout=60)
+        originals = {r.get("id") or "garbage": r for r in main_topic(b)}
+        assert len(originals) == 5, originals.keys()
+
+        with Worker(b) as worker:
+            dl = wait_until("5 dead letters", lambda: (lambda d: d if len(d) == 5 else None)(
+                dlq_list(b)))
+            by_class = {}
+            for d in dl:
+                by_class.setdefault(d["dead_letter"]["error_class"], []).append(d)
+            assert sorted((k, len(v)) for k, v in by_class.items()) == [
+                ("decode", 1), ("permanent", 2), ("retryable", 1), ("unknown-type", 1)], by_class
+            assert sorted(d["id"] for d in by_class["permanent"]) == sorted(perm)
+            assert by_class["unknown-type"][0]["id"] == unknown[0]
+            fl = by_class["retryable"][0]
+            assert fl["id"] == flaky[0] and fl["dead_letter"]["attempt"] == 2, fl
+            garbage = by_class["decode"][0]
+            assert "id" not in garbage and garbage["handle"] == coords(garbage), garbage
+            for d in dl:
+                o = originals[d.get("id") or "garbage"]
+                dd = d["dead_letter"]
+                assert (dd["original_topic"], dd["original_partition"], dd["original_offset"]) \
+                    == ("jobs", o["partition"], o["offset"]), (d, o)
+                assert d["state"] == "new" and d["topic"] == "jobs.dlq"
+                assert dd["failed_at_iso"].endswith("Z") and dd["worker"], dd
+                assert d["headers"]["kjobs-error-class"] == dd["error_class"]
+            # the flaky job went down the ladder: its original coordinates are still the main
+            # topic's (kjobs-original-* survive the ladder)
+            assert fl["dead_letter"]["original_topic"] == "jobs"
+
+            # table: same dead letters, classes, attempts and ORIGINAL column
+            rows = {r["ID"]: r for r in dlq_table(b)}
+            assert set(rows) == {d["handle"] for d in dl}, rows.keys()
+            assert rows[garbage["handle"]]["CLASS"] == "decode"
+            assert rows[garbage["handle"]]["TYPE"] == "-"
+            assert rows[fl["id"]]["ATTEMPTS"] == "2" and rows[fl["id"]]["CLASS"] == "retryable"
+            o = originals[perm[0]]
+            assert rows[perm[0]]["ORIGINAL"] == f"jobs:{o['partition']}:{o['offset']}"
+            assert rows[perm[0]]["FAILED-AT"].endswith("Z")
+            assert rows[unknown[0]]["ERROR"].startswith("no handler"), rows[unknown[0]]
+            # filters and an explicit --topic
+            assert {d["id"] for d in dlq_list(b, "--type", "kjobs.fail-permanent")} == set(perm)
+            assert [d["handle"] for d in dlq_list(b, "--class", "decode")] == [garbage["handle"]]
+            assert len(dlq_list(b, "--topic", "jobs.dlq")) == 5
+
+            # show: by id and by coordinates, the same shape as list --json, pretty printed
+            p = run(kjobs_cmd("dlq", "show", "-b", b, unknown[0]))
+            assert p.stdout.count("\n") > 10
+            assert json.loads(p.stdout) == by_class["unknown-type"][0]
+            p = run(kjobs_cmd("dlq", "show", "-b", b, garbage["handle"]))
+            assert json.loads(p.stdout) == garbage
+            assert garbage["value_b64"] == originals["garbage"]["value_b64"]
+            p = run(kjobs_cmd("dlq", "show", "-b", b, "no-such-id"), check=False)
+            assert p.returncode == 1 and p.stdout == "", p
+            p = run(kjobs_cmd("dlq", "show", "-b", b, "0:99999"), check=False)
+            assert p.returncode == 1 and p.stdout == "", p
+
+            # --dry-run: prints all five, produces and records nothing
+            before = len(main_topic(b))
+            p, lines = replay(b, "--dry-run")
+            assert sorted(l.split("\t")[0] for l in lines) == sorted(d["handle"] for d in dl)
+            assert all(l.split("\t")[2] == "jobs" for l in lines), lines
+            assert len(main_topic(b)) == before
+            assert all(d["state"] == "new" for d in dlq_list(b))
+            assert marker(b, 3) == {}, marker(b, 3)
+
+            # replay the permanent failures: byte for byte, kjobs-* headers replaced
+            p, lines = replay(b, "--type", "kjobs.fail-permanent")
+            assert sorted(lines) == sorted(perm), lines
+            replayed = [r for r in main_topic(b) if "kjobs-replayed-from" in r["headers"]]
+            assert len(replayed) == 2, replayed
+            perm_dl = {d["id"]: d for d in by_class["permanent"]}
+            for r in replayed:
+                d = perm_dl[r["id"]]
+                assert r["headers"]["kjobs-replayed-from"] == f"jobs.dlq:{coords(d)}"
+                assert int(r["headers"]["kjobs-replayed-at"]) > 0
+                assert set(r["headers"]) == {"kjobs-replayed-from", "kjobs-replayed-at"}, r
+                assert r["key"] == "pk" and r["payload_b64"] == d["payload_b64"]
+                assert r["created_at"] == d["created_at"]
+            # they fail again → two new dead letters carrying kjobs-replayed-from
+            dl = wait_until("the replayed jobs to fail again",
+                            lambda: (lambda d: d if len(d) == 7 else None)(dlq_list(b)))
+            refailed = [d for d in dl if d["dead_letter"]["replayed_from"]]
+            assert sorted(d["id"] for d in refailed) == sorted(perm)
+            assert {d["dead_letter"]["replayed_from"] for d in refailed} == {
+                f"jobs.dlq:{coords(d)}" for d in perm_dl.values()}
+            assert all(d["state"] == "refailed" and d["dead_letter"]["attempt"] == 1
+                       for d in refailed)
+            assert [d["state"] for d in dl if d.get("id") in perm
+                    and not d["dead_letter"]["replayed_from"]] == ["replayed"] * 2
+
+            # a plain replay: neither the replayed originals nor their refailed copies again
+            p, lines = replay(b)
+            assert sorted(lines) == sorted([unknown[0], flaky[0], garbage["handle"]]), lines
+            main = main_topic(b)
+            g = [r for r in main
+                 if r["headers"].get("kjobs-replayed-from") == f"jobs.dlq:{garbage['handle']}"]
+            assert len(g) == 1 and g[0]["value_b64"] == originals["garbage"]["value_b64"]
+            assert g[0]["key"] == "gkey" and g[0]["headers"]["trace"] == "abc"
+            assert set(g[0]["headers"]) == {"trace", "kjobs-replayed-from", "kjobs-replayed-at"}
+            f = [r for r in main if r.get("id") == flaky[0] and r["headers"]]
+            assert len(f) == 1 and "kjobs-attempt" not in f[0]["headers"], f
+            assert f[0]["payload"] == "2"
+
+            # the replayed flaky job starts again at attempt 1: its first failure goes to the
+            # ladder as attempt 1 (with the old count it would have been attempt 3 → DLQ)
+            p = run(kjobs_cmd("peek", "-b", b, "--topic", "jobs.retry.1", "--from-beginning",
+                              "--count", "2", "--timeout", "60"))
+            ladder = [json.loads(l) for l in p.stdout.splitlines()]
+            again = [r for r in ladder if "kjobs-replayed-from" in r["headers"]]
+            assert len(again) == 1 and again[0]["headers"]["kjobs-attempt"] == "1", ladder
+            dl = wait_until("10 dead letters",
+                            lambda: (lambda d: d if len(d) == 10 else None)(dlq_list(b)))
+            fl2 = [d for d in dl if d.get("id") == flaky[0] and d["dead_letter"]["replayed_from"]]
+            assert len(fl2) == 1 and fl2[0]["dead_letter"]["attempt"] == 2, fl2
+            assert fl2[0]["state"] == "refailed"
+
+            # nothing left to replay; a refailed one only with --again (and by coordinates)
+            p, lines = replay(b)
+            assert lines == [], lines
+            p, lines = replay(b, "--id", fl2[0]["handle"])
+            assert lines == []
+            h = coords(fl2[0])
+            p, lines = replay(b, "--id", h, "--dry-run")
+            assert lines == []
+            p, lines = replay(b, "--again", "--id", h)
+            assert lines == [flaky[0]], lines
+            assert any(r["headers"].get("kjobs-replayed-from") == f"jobs.dlq:{h}"
+                       for r in main_topic(b))
+            # `show ID` of a job dead-lettered more than once shows the latest failure
+            p = run(kjobs_cmd("dlq", "show", "-b", b, perm[0]))
+            assert json.loads(p.stdout)["dead_letter"]["replayed_from"], p.stdout
+            worker.stop()
+            assert not [l for l in worker.logs() if l["level"] == "error"], \
+                [l for l in worker.logs() if l["level"] == "error"][:3]
+
+
+def test_replay_marker_with_filters():
+    """Dead letters written directly (kafka-python): the marker's offset and ranges after
+    filtered replays, read back with kafka-python; refailed ones need --again."""
+    with harness.Broker(partitions=2) as broker:
+        b = broker.bootstrap
+        prod = KafkaProducer(bootstrap_servers=b, api_version=(2, 5, 0), acks="all")
+        ids = []
+        for i in range(6):  # partition 0: types A B A B A B
+            job_id, value = avro_job("A" if i % 2 == 0 else "B", b"x%d" % i)
+            ids.append(job_id)
+            headers = [("kjobs-original-topic", b"jobs"), ("kjobs-original-partition", b"0"),
+                       ("kjobs-original-offset", str(i).encode()), ("kjobs-attempt", b"3"),
+                       ("kjobs-error-class", b"retryable"), ("kjobs-error", b"boom"),
+                       ("kjobs-failed-at", b"1700000000000"), ("user-h", b"u%d" % i)]
+            if i == 5:  # a replayed job that failed again
+                headers.append(("kjobs-replayed-from", b"jobs.dlq:0:0"))
+            prod.send("jobs.dlq", key=b"k%d" % i, value=value, partition=0, headers=headers)
+        prod.flush()
+        prod.close()
+        a_ids, b_ids = ids[0::2], ids[1::2]
+
+        p, lines = replay(b, "--type", "A")
+        assert lines == a_ids, lines
+        # offsets 0, 2, 4 replayed; 1 (type B, still new) holds the committed offset back
+        assert marker(b, 2)[0] == (1, "kjobs-replayed:v1:2,4"), marker(b, 2)
+        assert 1 not in marker(b, 2)  # untouched partition: no commit
+        states = {d["id"]: d["state"] for d in dlq_list(b)}
+        assert [states[i] for i in ids] == ["replayed", "new"] * 2 + ["replayed", "refailed"]
+        p, lines = replay(b, "--type", "A")
+        assert lines == [], lines
+        # plain: the B's except the refailed one; everything handled → no ranges left
+        p, lines = replay(b)
+        assert lines == b_ids[:2], lines
+        assert marker(b, 2)[0] == (6, "kjobs-replayed:v1:"), marker(b, 2)
+        p, lines = replay(b)
+        assert lines == []
+        # the copies: user headers kept, kjobs-* replaced, attempt gone
+        copies = main_topic(b)
+        assert len(copies) == 5
+        for r in copies:
+            i = ids.index(r["id"])
+            assert r["headers"] == {"user-h": f"u{i}", "kjobs-replayed-from": f"jobs.dlq:0:{i}",
+                                    "kjobs-replayed-at": r["headers"]["kjobs-replayed-at"]}, r
+            assert r["key"] == f"k{i}"
+        # --again: the refailed one and already replayed ones, selected by id
+        p, lines = replay(b, "--again", "--id", ids[5])
+        assert lines == [ids[5]]
+        p, lines = replay(b, "--again", "--type", "A", "--dry-run")
+        assert lines and [l.split("\t")[0] for l in lines] == a_ids
+        assert len(main_topic(b)) == 6
+        assert marker(b, 2)[0] == (6, "kjobs-replayed:v1:")
+
+
+def test_replay_failures_and_foreign_records():
+    assert KCAT, "kcat is not installed (scripts/install-deps.sh installs it)"
+    with harness.Broker(partitions=1) as broker:
+        b = broker.bootstrap
+        # no kjobs-original-topic: listed as no-origin, never replayed
+        subprocess.run([KCAT, "-P", "-b", b, "-t", "jobs.dlq", "-p", "0"], input=b"foreign\n",
+                       check=True, timeout=60)
+        # too large for the producer below: cannot be queued
+        big = os.path.join(tempfile.mkdtemp(), "big.bin")
+        with open(big, "wb") as f:
+            f.write(b"a" * 5000)
+        subprocess.run([KCAT, "-P", "-b", b, "-t", "jobs.dlq", "-p", "0", "-H",
+                        "kjobs-original-topic=jobs", "-H", "kjobs-error-class=permanent", big],
+                       check=True, timeout=60)
+        rows = dlq_table(b)
+        assert [(r["ID"], r["STATE"], r["ORIGINAL"]) for r in rows] == [
+            ("0:0", "no-origin", "-"), ("0:1", "new", "jobs:?:?")], rows
+        p, lines = replay(b, "-X", "message.max.bytes=2000", check=False)
+        assert p.returncode == 1 and lines == [], p
+        logs = harness.log_lines(p.stderr)
+        done = [l for l in logs if l["msg"] == "replay finished"]
+        assert done and done[0]["failed"] == 1 and done[0]["skipped_no_origin"] == 1, logs
+        assert [l["offset"] for l in logs if "no kjobs-original-topic" in l["msg"]] == [0]
+        # not recorded as replayed: a later replay still picks it up
+        assert [d["state"] for d in dlq_list(b)] == ["no-origin", "new"]
+        p, lines = replay(b)
+        assert lines == ["0:1"], lines
+        assert [d["state"] for d in dlq_list(b)] == ["no-origin", "replayed"]
+        assert len(main_topic(b)) == 1
+
+
+def test_usage_and_connection_errors():
+    for args, code in [((), 2), (("frob",), 2), (("show",), 2), (("list", "--dry-run"), 2),
+                       (("replay", "--json"), 2), (("list", "--bogus"), 2),
+                       (("show", "a", "b"), 2), (("list", "--timeout", "0"), 2)]:
+        p = run(kjobs_cmd("dlq", *args), check=False)
+        assert p.returncode == code, (args, p.returncode, p.stderr)
+        assert p.stdout == "", (args, p.stdout)
+    p = run(kjobs_cmd("dlq", "--help"))
+    assert "replay" in p.stdout and "--again" in p.stdout
+    p = run(kjobs_cmd("dlq", "list", "--help"))
+    assert "--dry-run" in p.stdout
+    p = run(kjobs_cmd("dlq", "list", "-b", "127.0.0.1:1", "--timeout", "3"), check=False,
+            timeout=60)
+    assert p.returncode == 1 and p.stdout == "", p
+    harness.log_lines(p.stderr)
+
+
+if __name__ == "__main__":
+    harness.main([test_dead_letters_end_to_end, test_replay_marker_with_filters,
+                  test_replay_failures_and_foreign_records, test_usage_and_connection_errors])
