@@ -146,13 +146,21 @@ int kj_cmd_lag(int argc, char **argv) {
     kj_topic_spec *specs = NULL;
     size_t spec_count = kj_topic_layout(&cli.cfg, &specs);
     rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(16);
+    bool unreachable = false;
     for (size_t i = 0; i < spec_count; i++) {
         if (specs[i].role == KJ_TOPIC_DLQ) continue;
+        long long t0 = kj_now_ms();
         int n = kj_kafka_partition_count(rk, specs[i].name, timeout_ms, err, sizeof(err));
         if (n < 0) {
             kj_log(KJ_LOG_ERROR, "cannot read topic", "{s:s,s:s}", "topic", specs[i].name, "error",
                    err);
             exit_code = KJ_EXIT_RUNTIME;
+            /* a missing topic fails fast; a timeout means the cluster is unreachable: do not
+             * wait that long again for every other topic */
+            if (kj_now_ms() - t0 >= timeout_ms - 100) {
+                unreachable = true;
+                break;
+            }
             continue;
         }
         for (int p = 0; p < n; p++)
@@ -161,6 +169,7 @@ int kj_cmd_lag(int argc, char **argv) {
     lag_row *rows = calloc((size_t)list->cnt + 1, sizeof(*rows));
     size_t row_count = 0;
     int64_t total = 0;
+    if (unreachable) goto out;
     rd_kafka_resp_err_t cerr = list->cnt ? rd_kafka_committed(rk, list, timeout_ms) : 0;
     if (cerr) {
         kj_log(KJ_LOG_ERROR, "cannot read committed offsets", "{s:s,s:s}", "group", cli.cfg.group,
