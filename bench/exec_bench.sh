@@ -35,6 +35,13 @@ import datetime, json, os, socket, subprocess, sys, tempfile, threading, time, u
 kjobs, n, workers, partitions, handler = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 rounds = int(sys.argv[6])
 tmp = tempfile.mkdtemp(prefix="kjobs-exec-bench-")
+# run kjobs under a name of our own: on a shared host a name-based pkill of "kjobs" must not
+# stop this benchmark's broker mid-run
+os.symlink(os.path.abspath(kjobs), os.path.join(tmp, "kjxbench"))
+kjobs = os.path.join(tmp, "kjxbench")
+# the embedded broker completes a rebalance only after session.timeout.ms of a member that
+# left: keep it short so consecutive runs of one group do not wait 45 s each
+GROUP_TIMEOUTS = ["-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=300"]
 
 broker = subprocess.Popen([kjobs, "broker", "--partitions", partitions], stdout=subprocess.PIPE,
                           stderr=open(os.path.join(tmp, "broker.log"), "w"), text=True)
@@ -66,7 +73,8 @@ def measure(name, jtype, extra_env):
     env = dict(os.environ, KJOBS_HTTP_LISTEN=f"127.0.0.1:{port}", KJOBS_WORKERS=workers,
                KJOBS_KAFKA_GROUP="kjobs-exec-bench", KJOBS_LOG_LEVEL="info", **extra_env)
     log_path = os.path.join(tmp, f"{name}.log")
-    proc = subprocess.Popen([kjobs, "run", "-b", bootstrap, "-X", "fetch.wait.max.ms=5"],
+    proc = subprocess.Popen([kjobs, "run", "-b", bootstrap, "-X", "fetch.wait.max.ms=5",
+                             *GROUP_TIMEOUTS],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     first_assign = threading.Event()
     assigned_at = []

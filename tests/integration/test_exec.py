@@ -9,6 +9,7 @@ Grafana dashboard and docs/operations.md only name metrics that processor/metric
 
 Every wait is on an event (a log line of the worker, records arriving in peek), never a fixed
 sleep. Run with /usr/bin/python3."""
+import atexit
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -24,6 +26,12 @@ import harness  # noqa: E402
 from harness import SOURCE_DIR, kjobs_cmd, run  # noqa: E402
 
 EXAMPLES = os.path.join(SOURCE_DIR, "examples", "exec")
+# Run kjobs through a symlink with a name of our own, so a neighbour's name-based pkill on a
+# shared host cannot stop this suite's broker or worker mid-test (seen in practice).
+_BIN_DIR = tempfile.mkdtemp(prefix="kjobs-exec-bin-")
+atexit.register(shutil.rmtree, _BIN_DIR, True)
+os.symlink(os.path.abspath(harness.KJOBS), os.path.join(_BIN_DIR, "kjexec"))
+harness.KJOBS = os.path.join(_BIN_DIR, "kjexec")
 EXEC_TYPES = "email.send,exec.ok,exec.retry,exec.fail,exec.crash,exec.garbage,exec.sleep"
 
 
