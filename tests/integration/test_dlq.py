@@ -13,9 +13,10 @@ really fail, a real `kjobs run` worker. Run with /usr/bin/python3.
 - failures: a copy that cannot be produced makes replay exit 1 and stays replayable; records
   without kjobs-original-topic are listed but never replayed; usage errors exit 2.
 
-Each worker runs for the whole of its test and is never restarted: on the embedded broker a
-second `kjobs run` of the same group, started after the first one left, was observed to get no
-partitions (reported separately), and a restart is not what these tests are about.
+Each worker runs for the whole of its test and is never restarted: on the embedded broker
+(librdkafka 2.0.2's mock cluster) a second member of a group was observed never to get
+partitions — also a `kjobs run` started after the previous one left — and a restart is not what
+these tests are about.
 """
 import datetime
 import io

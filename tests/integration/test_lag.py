@@ -8,6 +8,13 @@ Run with /usr/bin/python3.
 - after the worker processed everything and stopped on SIGTERM (committing), lag = 0 and
   CURRENT-OFFSET = LOG-END-OFFSET on every main-topic partition; another group still lags;
 - exit codes: 2 for usage errors, 1 when the broker cannot be reached.
+
+Limit of the no-rebalance check on this broker: the embedded (librdkafka 2.0.2 mock) cluster was
+observed never to complete a rebalance when a second member joins a group (two kcat members of
+one group: the second waits forever), so a `kjobs lag` that did join would leave the worker's
+assignment untouched here too. The check is still worth having on a real cluster; on this one
+the evidence that lag never joins is the design (no subscribe/assign/commit on that handle) and
+the group having no committed offsets after lag ran several times before the worker started.
 """
 import json
 import os
@@ -81,6 +88,8 @@ def test_lag_before_during_and_after_a_worker():
             run(kjobs_cmd("enqueue", "-b", b, "--type", "kjobs.noop", "--key", key))
 
         rows = lag_json(b)
+        lag_table(b)
+        rows = lag_json(b)  # lag commits nothing: still no committed offsets
         assert [(r["topic"], r["partition"]) for r in rows] == [
             (t, p) for t in ["jobs"] + LADDER for p in range(3)], rows
         main = [r for r in rows if r["topic"] == "jobs"]
