@@ -1,0 +1,855 @@
+"""bench.py — the kjobs benchmark driver behind scripts/bench.sh (run with /usr/bin/python3).
+
+Runs every benchmark against `kjobs broker` (the embedded mock cluster, a separate process),
+with the programs of bench/ (loadgen, raw_consumer, the bench plugin), and writes
+bench/RESULTS.md. Timings come from the processes themselves (the plugin's handler-start
+timestamps, raw_consumer's first/last message), never from polling, except the tail of the
+retry benchmark (retries are kjobs.flaky jobs the plugin cannot see: /metrics is polled then).
+
+Benchmarks (see bench/README.md for what each one means):
+  drain    pre-filled backlog; kjobs (noop) jobs/s vs raw librdkafka msgs/s (and kcat), same
+           backlog, fresh group each, alternating; worker VmHWM
+  latency  enqueue -> handler start at a fixed rate, default settings
+  rss      worker VmHWM with 1 job and with a 1M-job backlog
+  retry    jobs/s with 10% of jobs failing once (1 s ladder) vs all-success, paired
+  scaleout a second worker joins under load: time to its first job; stall of the partitions
+           that stayed on the first worker
+
+Never asserts performance: it fails only when the harness itself breaks (a process dies, a
+count is wrong, data was dropped by the broker).
+"""
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+SRC = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+LADDER = ["jobs.retry.1", "jobs.retry.2", "jobs.retry.3"]  # the default config's ladder
+LIVE_BROKERS = []
+
+
+def check_brokers():
+    for b in list(LIVE_BROKERS):
+        b.check()
+
+
+class HarnessError(Exception):
+    pass
+
+
+class BrokerDied(HarnessError):
+    """Our broker exited without being asked to. On a shared machine this has happened (a
+    SIGTERM from outside); the benchmark is then run again once."""
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+class Ctx:
+    def __init__(self, build, work, quick):
+        self.build = build
+        self.work = work
+        self.quick = quick
+        self.kjobs = os.path.join(build, "kjobs")
+        self.loadgen = os.path.join(build, "bench", "loadgen")
+        self.raw = os.path.join(build, "bench", "raw_consumer")
+        self.plugin = os.path.join(build, "bench", "libkjobs_bench_plugin.so")
+        self.seq = 0
+        self.port = 18700 + os.getpid() % 500 * 2
+
+    def name(self, prefix):
+        self.seq += 1
+        return f"{prefix}-{os.getpid()}-{self.seq}"
+
+    def path(self, name):
+        return os.path.join(self.work, name)
+
+
+# ---- processes --------------------------------------------------------------------------------
+
+class Broker:
+    def __init__(self, ctx, partitions):
+        self.err = open(ctx.path(ctx.name("broker") + ".err"), "w")
+        self.proc = subprocess.Popen([ctx.kjobs, "broker", "--partitions", str(partitions)],
+                                     stdout=subprocess.PIPE, stderr=self.err, text=True,
+                                     stdin=subprocess.DEVNULL)
+        self.bootstrap = self.proc.stdout.readline().strip()
+        if not self.bootstrap:
+            raise HarnessError("kjobs broker printed no bootstrap address")
+        self.partitions = partitions
+        self.stopping = False
+        LIVE_BROKERS.append(self)
+
+    def check(self):
+        if not self.stopping and self.proc.poll() is not None:
+            raise BrokerDied(f"kjobs broker {self.bootstrap} exited ({self.proc.returncode}) "
+                             f"without being stopped")
+
+    def rss_kb(self):
+        return vm_hwm_kb(self.proc.pid)
+
+    def stop(self):
+        self.stopping = True
+        if self in LIVE_BROKERS:
+            LIVE_BROKERS.remove(self)
+        stop_process(self.proc)
+        self.err.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def stop_process(proc, timeout=30):
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def vm_hwm_kb(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+class Worker:
+    """`kjobs run` with the bench plugin; records land in `out` at exit."""
+
+    def __init__(self, ctx, bootstrap, group, end_marks=0, env=None, tag="worker"):
+        self.name = ctx.name(tag)
+        self.out = ctx.path(self.name + ".records")
+        self.marks = self.out + ".marks"
+        self.errpath = ctx.path(self.name + ".err")
+        self.err = open(self.errpath, "w")
+        ctx.port += 1
+        self.http = f"127.0.0.1:{ctx.port}"
+        full = dict(os.environ)
+        full.update({"KJOBS_HANDLERS_PLUGIN": ctx.plugin, "KJOBS_KAFKA_GROUP": group,
+                     "KJOBS_HTTP_LISTEN": self.http, "BENCH_OUT": self.out,
+                     "BENCH_END_MARKS": str(end_marks)})
+        full.update(env or {})
+        self.launched_at = time.time()
+        self.proc = subprocess.Popen([ctx.kjobs, "run", "-b", bootstrap, "-X",
+                                      "fetch.wait.max.ms=5"], stdout=subprocess.DEVNULL,
+                                     stderr=self.err, env=full, stdin=subprocess.DEVNULL)
+
+    def logs(self):
+        out = []
+        with open(self.errpath) as f:
+            for line in f:
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    pass
+        return out
+
+    def wait_for_log(self, msg, timeout=60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for rec in self.logs():
+                if rec.get("msg") == msg:
+                    return rec
+            check_brokers()
+            if self.proc.poll() is not None:
+                raise HarnessError(f"{self.name} exited {self.proc.returncode} waiting for {msg!r}")
+            time.sleep(0.1)
+        raise HarnessError(f"{self.name}: no {msg!r} log line within {timeout}s")
+
+    def wait_marks(self, timeout):
+        deadline = time.monotonic() + timeout
+        while not os.path.exists(self.marks):
+            check_brokers()
+            if self.proc.poll() is not None:
+                raise HarnessError(f"{self.name} exited {self.proc.returncode} before its end marks")
+            if time.monotonic() > deadline:
+                raise HarnessError(f"{self.name}: end marks not all handled within {timeout}s")
+            time.sleep(0.05)
+        return read_records(self.marks)
+
+    def metrics(self):
+        with urllib.request.urlopen(f"http://{self.http}/metrics", timeout=5) as r:
+            return r.read().decode()
+
+    def hwm_kb(self):
+        return vm_hwm_kb(self.proc.pid)
+
+    def stop(self):
+        rc = stop_process(self.proc)
+        self.err.close()
+        if rc != 0:
+            raise HarnessError(f"{self.name} exited {rc} on SIGTERM (see {self.errpath})")
+        return read_records(self.out) if os.path.exists(self.out) else []
+
+
+def read_records(path):
+    recs = []
+    with open(path) as f:
+        for line in f:
+            k, p, t, lat = line.split()
+            recs.append((int(k), int(p), int(t), int(lat)))
+    return recs
+
+
+def run_json(args, timeout=600):
+    p = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+    if p.returncode != 0:
+        check_brokers()
+        raise HarnessError(f"{' '.join(args)} exited {p.returncode}: {p.stderr[-2000:]}")
+    return [json.loads(l) for l in p.stdout.splitlines() if l.strip()]
+
+
+def fill(ctx, bootstrap, count, marks=True, flaky_every=0, type_=None):
+    args = [ctx.loadgen, "-b", bootstrap, "fill", "--count", str(count)]
+    if marks:
+        args.append("--marks")
+    if flaky_every:
+        args += ["--flaky-every", str(flaky_every)]
+    if type_:
+        args += ["--type", type_]
+    res = run_json(args)[0]
+    if res["failed"] or res["acked"] != res["produced"]:
+        raise HarnessError(f"loadgen fill: {res}")
+    return res
+
+
+def check_backlog(ctx, bootstrap, expected):
+    """Nothing dropped by the broker's ~5 MiB/partition retention: low watermarks all 0 and
+    the high watermarks add up to what was produced."""
+    res = run_json([ctx.raw, "-b", bootstrap, "--watermarks", "-t", "jobs"])[0]
+    if res["low_max"] != 0 or res["high_sum"] != expected:
+        raise HarnessError(f"backlog not intact (broker retention dropped data?): {res}, "
+                           f"expected high_sum {expected}")
+    return res
+
+
+def metric_sum(text, **labels):
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith("kjobs_jobs_total{"):
+            continue
+        m = re.match(r'kjobs_jobs_total\{([^}]*)\}\s+(\S+)', line)
+        if not m:
+            continue
+        got = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+        if all(got.get(k) == v for k, v in labels.items()):
+            total += float(m.group(2))
+    return total
+
+
+def pct(sorted_vals, q):
+    if not sorted_vals:
+        return float("nan")
+    i = min(len(sorted_vals) - 1, max(0, int(round(q * (len(sorted_vals) - 1)))))
+    return sorted_vals[i]
+
+
+def med(vals):
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else float("nan")
+
+
+# ---- drain ------------------------------------------------------------------------------------
+
+def kjobs_drain(ctx, bootstrap, partitions, total_msgs, env=None, timeout=300):
+    """One kjobs drain in a fresh group; rate over first start mark .. last end mark."""
+    w = Worker(ctx, bootstrap, ctx.name("kjobs-drain"), end_marks=partitions, env=env,
+               tag="drain")
+    try:
+        recs = w.wait_marks(timeout)
+        hwm = w.hwm_kb()
+    except BaseException:
+        stop_process(w.proc)
+        raise
+    starts = [t for k, _, t, _ in recs if k == 1]
+    ends = [t for k, _, t, _ in recs if k == 2]
+    span = (max(ends) - min(starts)) / 1e6
+    return {"rate": (total_msgs - 1) / span, "span_s": span, "hwm_kb": hwm, "worker": w,
+            "first_us": min(starts), "last_us": max(ends)}
+
+
+def raw_drain(ctx, bootstrap, total_msgs):
+    res = run_json([ctx.raw, "-b", bootstrap, "-G", ctx.name("raw-drain"), "-n", str(total_msgs),
+                    "-t", "jobs", *sum((["-t", t] for t in LADDER), []),
+                    "-X", "fetch.wait.max.ms=5"])[0]
+    return {"rate": res["rate"], "span_s": res["first_to_last_s"]}
+
+
+def kcat_drain(ctx, bootstrap, total_msgs):
+    """kcat -C -G: its stdout ('%p\\n' per message) is timestamped as it arrives; the rate is
+    taken between the first and the last chunk (stdio buffering: ~1-2k messages a chunk)."""
+    kcat = shutil.which("kcat")
+    if not kcat:
+        return None
+    p = subprocess.Popen([kcat, "-b", bootstrap, "-G", ctx.name("kcat-drain"), "-X",
+                          "fetch.wait.max.ms=5", "-X", "auto.offset.reset=earliest", "-X",
+                          "partition.assignment.strategy=cooperative-sticky", "-c",
+                          str(total_msgs), "-f", "%p\n", "-q", "jobs", *LADDER],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    fd = p.stdout.fileno()
+    first_t = last_t = None
+    first_n = n = 0
+    while True:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            break
+        now = time.time()
+        n += chunk.count(b"\n")
+        if first_t is None:
+            first_t, first_n = now, n
+        last_t = now
+    p.wait()
+    if n < total_msgs or last_t is None or last_t <= first_t:
+        return None
+    return {"rate": (n - first_n) / (last_t - first_t), "span_s": last_t - first_t}
+
+
+def bench_drain(ctx, cfg):
+    P, N, runs = cfg["drain_partitions"], cfg["drain_jobs"], cfg["runs"]
+    total = N + 2 * P
+    log(f"drain: {N} noop jobs over {P} partitions, {runs} runs of kjobs / raw / kcat")
+    rows = []
+    with Broker(ctx, P) as b:
+        f = fill(ctx, b.bootstrap, N)
+        wm = check_backlog(ctx, b.bootstrap, total)
+        for r in range(runs):
+            order = ["raw", "kjobs", "kcat"] if r % 2 == 0 else ["kjobs", "raw", "kcat"]
+            row = {}
+            for what in order:
+                if what == "raw":
+                    row["raw"] = raw_drain(ctx, b.bootstrap, total)
+                elif what == "kcat":
+                    row["kcat"] = kcat_drain(ctx, b.bootstrap, total)
+                else:
+                    k = kjobs_drain(ctx, b.bootstrap, P, total)
+                    k["worker"].stop()
+                    del k["worker"]
+                    row["kjobs"] = k
+            row["ratio"] = row["kjobs"]["rate"] / row["raw"]["rate"]
+            log(f"  run {r + 1}: kjobs {row['kjobs']['rate']:.0f}/s, raw "
+                f"{row['raw']['rate']:.0f}/s ({row['ratio']:.1%}), kcat "
+                f"{row['kcat']['rate'] if row['kcat'] else float('nan'):.0f}/s, "
+                f"VmHWM {row['kjobs']['hwm_kb']} kB")
+            rows.append(row)
+        check_backlog(ctx, b.bootstrap, total)  # still intact after the runs
+        broker_hwm = b.rss_kb()
+    return {"partitions": P, "jobs": N, "messages": total, "fill": f, "watermarks": wm,
+            "rows": rows, "broker_hwm_kb": broker_hwm,
+            "kjobs_rate": med(r["kjobs"]["rate"] for r in rows),
+            "raw_rate": med(r["raw"]["rate"] for r in rows),
+            "kcat_rate": med(r["kcat"]["rate"] if r["kcat"] else None for r in rows),
+            "ratio": med(r["ratio"] for r in rows),
+            "hwm_kb": med(r["kjobs"]["hwm_kb"] for r in rows)}
+
+
+# ---- latency ----------------------------------------------------------------------------------
+
+def bench_latency(ctx, cfg):
+    rate, secs, runs, P = cfg["lat_rate"], cfg["lat_seconds"], cfg["runs"], cfg["lat_partitions"]
+    log(f"latency: {rate} jobs/s for {secs}s over {P} partitions, {runs} runs, default settings")
+    rows = []
+    for r in range(runs):
+        with Broker(ctx, P) as b:
+            w = Worker(ctx, b.bootstrap, ctx.name("lat"), end_marks=P, tag="lat")
+            try:
+                w.wait_for_log("partition assigned")
+                time.sleep(1.0)  # let the assignment settle (cooperative rebalance rounds)
+                gen = run_json([ctx.loadgen, "-b", b.bootstrap, "rate", "--rate", str(rate),
+                                "--seconds", str(secs)], timeout=secs * 3 + 60)[0]
+                fill(ctx, b.bootstrap, 0)  # end marks behind the load on every partition
+                w.wait_marks(60)
+                hwm = w.hwm_kb()
+            except BaseException:
+                stop_process(w.proc)
+                raise
+            recs = w.stop()
+        lats = sorted(lat / 1000.0 for k, _, _, lat in recs if k == 0)
+        if len(lats) < gen["acked"]:
+            raise HarnessError(f"latency: {len(lats)} jobs recorded, {gen['acked']} produced")
+        row = {"jobs": len(lats), "produced": gen["acked"], "gen_rate": gen["rate"],
+               "gen_max_behind_ms": gen["max_behind_ms"], "p50": pct(lats, 0.50),
+               "p90": pct(lats, 0.90), "p99": pct(lats, 0.99), "p999": pct(lats, 0.999),
+               "max": lats[-1], "hwm_kb": hwm}
+        log(f"  run {r + 1}: p50 {row['p50']:.2f} ms, p99 {row['p99']:.2f} ms, max "
+            f"{row['max']:.2f} ms ({row['jobs']} jobs at {row['gen_rate']:.0f}/s)")
+        rows.append(row)
+    return {"rate": rate, "seconds": secs, "partitions": P, "rows": rows,
+            **{k: med(r[k] for r in rows) for k in ("p50", "p90", "p99", "p999", "max")}}
+
+
+# ---- rss --------------------------------------------------------------------------------------
+
+def bench_rss(ctx, cfg):
+    P, N, runs = cfg["rss_partitions"], cfg["rss_jobs"], cfg["runs"]
+    log(f"rss: worker VmHWM with 1 job and with a {N}-job backlog over {P} partitions")
+    one, big = [], []
+    for r in range(runs):
+        with Broker(ctx, P) as b:  # a fresh broker each time: exactly one job in it
+            fill(ctx, b.bootstrap, 1, marks=False, type_="bench.end")
+            check_backlog(ctx, b.bootstrap, 1)
+            w = Worker(ctx, b.bootstrap, ctx.name("rss1"), end_marks=1, tag="rss1")
+            try:
+                w.wait_marks(60)
+                time.sleep(1.0)
+                one.append(w.hwm_kb())
+            finally:
+                stop_process(w.proc)
+            log(f"  run {r + 1}: 1 job: VmHWM {one[-1]} kB")
+    with Broker(ctx, P) as b:
+        total = N + 2 * P
+        fill(ctx, b.bootstrap, N)
+        check_backlog(ctx, b.bootstrap, total)
+        for r in range(runs):
+            k = kjobs_drain(ctx, b.bootstrap, P, total)
+            k["worker"].stop()
+            big.append({"hwm_kb": k["hwm_kb"], "rate": k["rate"]})
+            log(f"  run {r + 1}: {N} backlog: VmHWM {k['hwm_kb']} kB ({k['rate']:.0f} jobs/s)")
+        check_backlog(ctx, b.bootstrap, total)
+        broker_hwm = b.rss_kb()
+    return {"partitions": P, "jobs": N, "one": one, "big": big, "one_kb": med(one),
+            "big_kb": med(r["hwm_kb"] for r in big), "big_rate": med(r["rate"] for r in big),
+            "broker_hwm_kb": broker_hwm}
+
+
+# ---- retry ------------------------------------------------------------------------------------
+
+def bench_retry(ctx, cfg):
+    P, N, runs = cfg["retry_partitions"], cfg["retry_jobs"], cfg["runs"]
+    flaky = N // 10
+    env = {"KJOBS_RETRY_DELAYS": "1s"}
+    log(f"retry: {N} jobs over {P} partitions, all ok vs 10% kjobs.flaky (1 s retry), {runs} pairs")
+    rows = []
+    for r in range(runs):
+        row = {}
+        for kind in ("ok", "flaky"):
+            with Broker(ctx, P) as b:
+                fill(ctx, b.bootstrap, N, flaky_every=10 if kind == "flaky" else 0)
+                total = N + 2 * P
+                check_backlog(ctx, b.bootstrap, total)
+                k = kjobs_drain(ctx, b.bootstrap, P, total, env=env)
+                w = k["worker"]
+                try:
+                    done_us = k["last_us"]
+                    if kind == "flaky":  # the retries: poll /metrics until all succeeded
+                        deadline = time.monotonic() + 120
+                        while True:
+                            m = w.metrics()
+                            if metric_sum(m, topic="jobs.retry.1", type="kjobs.flaky",
+                                          outcome="ok") >= flaky:
+                                done_us = int(time.time() * 1e6)
+                                break
+                            check_brokers()
+                            if time.monotonic() > deadline:
+                                raise HarnessError("retry: retries did not all succeed in 120 s")
+                            time.sleep(0.02)
+                    m = w.metrics()
+                    main_ok = metric_sum(m, topic="jobs", outcome="ok")
+                    main_retry = metric_sum(m, topic="jobs", outcome="retry")
+                finally:
+                    w.stop()
+                if main_ok + main_retry < N or main_retry != (flaky if kind == "flaky" else 0):
+                    raise HarnessError(f"retry: counts off: ok {main_ok} retry {main_retry}")
+                row[kind] = {"main_rate": k["rate"], "main_span_s": k["span_s"],
+                             "done_s": (done_us - k["first_us"]) / 1e6,
+                             "done_rate": N / ((done_us - k["first_us"]) / 1e6),
+                             "retried": main_retry}
+        row["ratio_main"] = row["flaky"]["main_rate"] / row["ok"]["main_rate"]
+        log(f"  pair {r + 1}: all ok {row['ok']['main_rate']:.0f}/s; 10% flaky "
+            f"{row['flaky']['main_rate']:.0f}/s first attempts ({row['ratio_main']:.1%}), all "
+            f"done after {row['flaky']['done_s']:.2f}s")
+        rows.append(row)
+    return {"partitions": P, "jobs": N, "flaky": flaky, "rows": rows,
+            "ok_rate": med(r["ok"]["main_rate"] for r in rows),
+            "flaky_rate": med(r["flaky"]["main_rate"] for r in rows),
+            "ratio": med(r["ratio_main"] for r in rows),
+            "ok_done_s": med(r["ok"]["done_s"] for r in rows),
+            "flaky_done_s": med(r["flaky"]["done_s"] for r in rows)}
+
+
+# ---- scale-out --------------------------------------------------------------------------------
+
+def log_ts(rec):
+    t = time.strptime(rec["ts"][:19], "%Y-%m-%dT%H:%M:%S")
+    return time.mktime(t) - time.timezone + float("0" + rec["ts"][19:-1])
+
+
+def max_gap(times, lo, hi):
+    """Longest interval with no job handled, over [lo, hi], for one partition's sorted times."""
+    pts = [lo] + [t for t in times if lo < t < hi] + [hi]
+    return max(b - a for a, b in zip(pts, pts[1:]))
+
+
+def bench_scaleout(ctx, cfg):
+    P, rate, secs, join_at, runs = (cfg["so_partitions"], cfg["so_rate"], cfg["so_seconds"],
+                                    cfg["so_join_at"], cfg["runs"])
+    log(f"scale-out: {rate} jobs/s over {P} partitions for {secs}s; a second worker joins after "
+        f"{join_at}s; {runs} runs")
+    rows = []
+    for r in range(runs):
+        with Broker(ctx, P) as b:
+            group = ctx.name("so")
+            a = Worker(ctx, b.bootstrap, group, tag="so-a")
+            wb = None
+            try:
+                a.wait_for_log("partition assigned")
+                time.sleep(1.0)
+                gen = subprocess.Popen([ctx.loadgen, "-b", b.bootstrap, "rate", "--rate",
+                                        str(rate), "--seconds", str(secs)],
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                gen_start = time.time()
+                time.sleep(join_at)
+                wb = Worker(ctx, b.bootstrap, group, tag="so-b")
+                out, err = gen.communicate(timeout=secs * 3 + 60)
+                if gen.returncode != 0:
+                    raise HarnessError(f"loadgen rate exited {gen.returncode}: {err}")
+                time.sleep(2.0)  # let both finish what was produced
+                recs_b = wb.stop()
+                wb_launch, wb_logs = wb.launched_at, wb.logs()
+                wb = None
+                recs_a = a.stop()
+                a_logs = a.logs()
+            except BaseException:
+                stop_process(a.proc)
+                if wb:
+                    stop_process(wb.proc)
+                raise
+        produced = json.loads(out)["acked"]
+        lat_a = [(p, t / 1e6, lat) for k, p, t, lat in recs_a if k == 0]
+        lat_b = [(p, t / 1e6, lat) for k, p, t, lat in recs_b if k == 0]
+        if len(lat_a) + len(lat_b) < produced:
+            raise HarnessError(f"scale-out: {len(lat_a) + len(lat_b)} handled < {produced}")
+        if not lat_b:
+            raise HarnessError("scale-out: the second worker handled nothing")
+        b_first = min(t for _, t, _ in lat_b)
+        b_assigned = [log_ts(x) for x in wb_logs if x.get("msg") == "partition assigned"]
+        a_revoked = [log_ts(x) for x in a_logs if x.get("msg") == "partition revoked"
+                     and x.get("topic") == "jobs" and log_ts(x) < b_first + 30]
+        moved = sorted({p for p, _, _ in lat_b})
+        stayed = sorted({p for p, _, _ in lat_a} - set(moved))
+        by_part = {}
+        for p, t, _ in lat_a:
+            by_part.setdefault(p, []).append(t)
+        for v in by_part.values():
+            v.sort()
+        window_hi = b_first + 1.0
+        stall = max((max_gap(by_part[p], wb_launch, window_hi) for p in stayed), default=0)
+        base = max((max_gap(by_part[p], gen_start + 1.0, wb_launch) for p in stayed), default=0)
+        handover = []
+        for p in moved:
+            a_last = max((t for pp, t, _ in lat_a if pp == p and t < b_first + 0.5),
+                         default=None)
+            b_first_p = min(t for pp, t, _ in lat_b if pp == p)
+            if a_last is not None:
+                handover.append(b_first_p - a_last)
+        in_window = sorted(lat / 1000 for p, t, lat in lat_a + lat_b
+                           if wb_launch <= t <= window_hi + 1.0)
+        row = {"produced": produced, "handled": len(lat_a) + len(lat_b),
+               "duplicates": len(lat_a) + len(lat_b) - produced,
+               "join_to_first_job_s": b_first - wb_launch,
+               "join_to_assigned_s": (min(b_assigned) - wb_launch) if b_assigned else None,
+               "moved": len(moved), "stayed": len(stayed),
+               "stayed_stall_ms": stall * 1e3, "stayed_baseline_gap_ms": base * 1e3,
+               "handover_max_ms": max(handover) * 1e3 if handover else None,
+               "revoked_on_a": len(a_revoked),
+               "window_p99_ms": pct(in_window, 0.99), "window_max_ms": in_window[-1]
+               if in_window else None}
+        log(f"  run {r + 1}: B first job {row['join_to_first_job_s']:.2f}s after launch; "
+            f"{len(moved)} moved / {len(stayed)} stayed; stayed stall "
+            f"{row['stayed_stall_ms']:.0f} ms (baseline {row['stayed_baseline_gap_ms']:.0f} ms)")
+        rows.append(row)
+    return {"partitions": P, "rate": rate, "seconds": secs, "join_at": join_at, "rows": rows,
+            **{k: med(r[k] for r in rows) for k in (
+                "join_to_first_job_s", "join_to_assigned_s", "stayed_stall_ms",
+                "stayed_baseline_gap_ms", "handover_max_ms", "window_p99_ms", "window_max_ms")}}
+
+
+# ---- report -----------------------------------------------------------------------------------
+
+def sh(args):
+    try:
+        return subprocess.run(args, capture_output=True, text=True, timeout=20).stdout.strip()
+    except OSError:
+        return "?"
+
+
+def machine_info(ctx):
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = "?"
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal"):
+                mem = f"{int(line.split()[1]) / 1048576:.1f} GiB"
+    version = "?"
+    m = re.search(r"project\(kjobs VERSION (\S+)", open(os.path.join(SRC, "CMakeLists.txt")).read())
+    if m:
+        version = m.group(1)
+    return {"nproc": os.cpu_count(), "mem": mem, "cpu": cpu, "kernel": platform.release(),
+            "kjobs": version, "git": sh(["git", "-C", SRC, "rev-parse", "--short", "HEAD"]),
+            "dirty": bool(sh(["git", "-C", SRC, "status", "--porcelain", "--untracked-files=no"])),
+            "rdkafka": sh(["pkg-config", "--modversion", "rdkafka"]),
+            "gcc": sh(["gcc", "-dumpfullversion"]), "kcat": (sh(["kcat", "-V"]).splitlines()
+                                                             or ["?"])[0],
+            "load": open("/proc/loadavg").read().split()[:3]}
+
+
+def fmt_rate(v):
+    return f"{v:,.0f}" if v == v else "n/a"
+
+
+def fmt_ms(v):
+    return f"{v:.2f}" if v is not None and v == v else "n/a"
+
+
+def fmt_kb(v):
+    return f"{v / 1024:.1f} MiB" if v is not None and v == v else "n/a"
+
+
+def report(ctx, cfg, info, res, command, started, load_end):
+    L = []
+    L.append("# kjobs benchmark results\n")
+    L.append("Generated by `scripts/bench.sh` (bench/bench.py); see bench/README.md for what each "
+             "number means and does not mean. Medians of the runs listed; ratios are taken "
+             "within one run and then the median of those ratios is reported.\n")
+    L.append("## Machine and build\n")
+    L.append(f"- command: `{command}`")
+    L.append(f"- date: {started} (duration {res['duration_s']:.0f} s)")
+    L.append(f"- CPU: {info['cpu']}, nproc {info['nproc']}, memory {info['mem']}, kernel "
+             f"{info['kernel']}")
+    L.append(f"- load average (1/5/15 min) at start {' '.join(info['load'])}, at end "
+             f"{' '.join(load_end)} (the machine is shared: other builds were running)")
+    L.append(f"- kjobs {info['kjobs']} (git {info['git']}{', uncommitted changes' if info['dirty'] else ''}), "
+             f"librdkafka {info['rdkafka']}, gcc {info['gcc']}, {info['kcat']}; build "
+             f"RelWithDebInfo (-O2 -g)")
+    L.append("- broker: `kjobs broker` (librdkafka mock cluster, 1 broker, loopback), a separate "
+             "process on the same 2 cores as the worker; worker: `kjobs run -b ADDR -X "
+             "fetch.wait.max.ms=5` with default settings (workers=2, batch.max_jobs=100, "
+             "batch.max_wait_ms=5, batch.max_pending=10000) and the bench plugin loaded\n")
+
+    d = res.get("drain")
+    if d:
+        L.append("## Drain rate (pre-filled backlog)\n")
+        L.append(f"{d['jobs']:,} kjobs.noop jobs over {d['partitions']} partitions plus one "
+                 f"bench.start/bench.end mark per partition ({d['messages']:,} messages, "
+                 f"{d['fill']['acked']:,} acknowledged; watermarks checked before and after: "
+                 f"low 0 everywhere, high sum {d['watermarks']['high_sum']:,}, so nothing was "
+                 f"dropped). Each consumer in a fresh group from the beginning; same backlog; "
+                 f"order alternates per run.\n")
+        L.append("| run | kjobs jobs/s | raw_consumer msgs/s | kjobs / raw | kcat -G msgs/s | "
+                 "kjobs VmHWM |")
+        L.append("|---|---:|---:|---:|---:|---:|")
+        for i, r in enumerate(d["rows"], 1):
+            L.append(f"| {i} | {fmt_rate(r['kjobs']['rate'])} | {fmt_rate(r['raw']['rate'])} | "
+                     f"{r['ratio']:.1%} | {fmt_rate(r['kcat']['rate']) if r['kcat'] else 'n/a'} | "
+                     f"{fmt_kb(r['kjobs']['hwm_kb'])} |")
+        L.append(f"| **median** | **{fmt_rate(d['kjobs_rate'])}** | **{fmt_rate(d['raw_rate'])}** "
+                 f"| **{d['ratio']:.1%}** | {fmt_rate(d['kcat_rate'])} | {fmt_kb(d['hwm_kb'])} |\n")
+        L.append(f"Target kjobs/raw ≥ 90%: **{'met' if d['ratio'] >= 0.9 else 'NOT met'}**. "
+                 f"Broker VmHWM {fmt_kb(d['broker_hwm_kb'])}.\n")
+
+    lt = res.get("latency")
+    if lt:
+        L.append("## End-to-end latency (enqueue → handler start)\n")
+        L.append(f"bench.lat jobs at a fixed {lt['rate']:,} jobs/s for {lt['seconds']} s, "
+                 f"round-robin over {lt['partitions']} partitions, default settings; latency = "
+                 f"handler-start CLOCK_REALTIME − the producer's stamp taken just before "
+                 f"produce() (µs, meta bench_t_us). Includes the producer's linger.ms=5 (as "
+                 f"`kjobs enqueue`) and acks=all.\n")
+        L.append("| run | jobs | achieved rate | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for i, r in enumerate(lt["rows"], 1):
+            L.append(f"| {i} | {r['jobs']:,} | {fmt_rate(r['gen_rate'])}/s | {fmt_ms(r['p50'])} | "
+                     f"{fmt_ms(r['p90'])} | {fmt_ms(r['p99'])} | {fmt_ms(r['p999'])} | "
+                     f"{fmt_ms(r['max'])} |")
+        L.append(f"| **median** | | | **{fmt_ms(lt['p50'])}** | {fmt_ms(lt['p90'])} | "
+                 f"**{fmt_ms(lt['p99'])}** | {fmt_ms(lt['p999'])} | **{fmt_ms(lt['max'])}** |\n")
+        L.append(f"Target p99 ≤ 20 ms: **{'met' if lt['p99'] <= 20 else 'NOT met'}**.\n")
+
+    rs = res.get("rss")
+    if rs:
+        L.append("## Worker peak RSS (VmHWM)\n")
+        L.append(f"Default settings, {rs['partitions']} partitions per topic (the worker is "
+                 f"assigned {rs['partitions']} main + {3 * rs['partitions']} ladder partitions). "
+                 f"VmHWM read from /proc/PID/status after the last job ran.\n")
+        L.append("| case | runs (MiB) | median |")
+        L.append("|---|---|---:|")
+        L.append(f"| 1 job | {', '.join(f'{v / 1024:.1f}' for v in rs['one'])} | "
+                 f"**{fmt_kb(rs['one_kb'])}** |")
+        L.append(f"| {rs['jobs']:,}-job backlog ({rs['jobs'] // rs['partitions']:,}/partition) | "
+                 f"{', '.join('%.1f' % (r['hwm_kb'] / 1024) for r in rs['big'])} | "
+                 f"**{fmt_kb(rs['big_kb'])}** |\n")
+        L.append(f"Drain rate of the {rs['jobs']:,} backlog: {fmt_rate(rs['big_rate'])} jobs/s "
+                 f"(median). Broker VmHWM {fmt_kb(rs['broker_hwm_kb'])}. Bound by design: "
+                 f"batch.max_pending (10,000) × partitions undispatched jobs, plus librdkafka's "
+                 f"prefetch queue (queued.max.messages.kbytes, default 64 MiB).\n")
+
+    rt = res.get("retry")
+    if rt:
+        L.append("## Retry cost\n")
+        L.append(f"{rt['jobs']:,} jobs over {rt['partitions']} partitions; all kjobs.noop vs "
+                 f"every 10th job kjobs.flaky with payload 1 (fails once, {rt['flaky']:,} jobs, "
+                 f"retry ladder 1 s). Each case on a fresh broker, paired per run. \"first "
+                 f"attempts\" = main-topic drain rate (includes producing the retry copies); "
+                 f"\"all done\" = until the last retry succeeded (includes the 1 s delay).\n")
+        L.append("| pair | all-ok jobs/s | 10% flaky jobs/s (first attempts) | flaky / ok | "
+                 "all-ok done s | flaky all done s |")
+        L.append("|---|---:|---:|---:|---:|---:|")
+        for i, r in enumerate(rt["rows"], 1):
+            L.append(f"| {i} | {fmt_rate(r['ok']['main_rate'])} | {fmt_rate(r['flaky']['main_rate'])}"
+                     f" | {r['ratio_main']:.1%} | {r['ok']['done_s']:.2f} | "
+                     f"{r['flaky']['done_s']:.2f} |")
+        L.append(f"| **median** | **{fmt_rate(rt['ok_rate'])}** | **{fmt_rate(rt['flaky_rate'])}**"
+                 f" | **{rt['ratio']:.1%}** | {rt['ok_done_s']:.2f} | {rt['flaky_done_s']:.2f} |\n")
+
+    so = res.get("scaleout")
+    if so:
+        L.append("## Scale-out (a second worker joins under load)\n")
+        L.append(f"bench.lat jobs at {so['rate']:,} jobs/s over {so['partitions']} partitions "
+                 f"for {so['seconds']} s; worker A alone, worker B (same group) launched "
+                 f"{so['join_at']} s into the load. Cooperative-sticky assignment. \"stall\" = "
+                 f"the longest time with no job handled on a partition that stayed on A, from "
+                 f"B's launch to 1 s after B's first job (baseline: the same measure over the "
+                 f"seconds before B's launch). \"handover\" = on a moved partition, B's first "
+                 f"job − A's last job.\n")
+        L.append("| run | B launch → assigned s | B launch → first job s | moved / stayed | "
+                 "stayed stall ms | baseline gap ms | handover max ms | p99 / max latency in "
+                 "window ms | duplicates |")
+        L.append("|---|---:|---:|---|---:|---:|---:|---|---:|")
+        for i, r in enumerate(so["rows"], 1):
+            L.append(f"| {i} | {fmt_ms(r['join_to_assigned_s'])} | {fmt_ms(r['join_to_first_job_s'])}"
+                     f" | {r['moved']} / {r['stayed']} | {r['stayed_stall_ms']:.0f} | "
+                     f"{r['stayed_baseline_gap_ms']:.0f} | {fmt_ms(r['handover_max_ms'])} | "
+                     f"{fmt_ms(r['window_p99_ms'])} / {fmt_ms(r['window_max_ms'])} | "
+                     f"{r['duplicates']} |")
+        L.append(f"| **median** | {fmt_ms(so['join_to_assigned_s'])} | "
+                 f"**{fmt_ms(so['join_to_first_job_s'])}** | | **{so['stayed_stall_ms']:.0f}** | "
+                 f"{so['stayed_baseline_gap_ms']:.0f} | {fmt_ms(so['handover_max_ms'])} | "
+                 f"{fmt_ms(so['window_p99_ms'])} / {fmt_ms(so['window_max_ms'])} | |\n")
+    L.append("## Raw data\n")
+    L.append("```json")
+    L.append(json.dumps({k: v for k, v in res.items()}, indent=1, default=str))
+    L.append("```")
+    return "\n".join(L) + "\n"
+
+
+def summary(res):
+    out = []
+    d = res.get("drain")
+    if d:
+        out.append(f"drain: kjobs {fmt_rate(d['kjobs_rate'])} jobs/s, raw {fmt_rate(d['raw_rate'])} "
+                   f"msgs/s, ratio {d['ratio']:.1%}, kcat {fmt_rate(d['kcat_rate'])}, VmHWM "
+                   f"{fmt_kb(d['hwm_kb'])}")
+    lt = res.get("latency")
+    if lt:
+        out.append(f"latency: p50 {fmt_ms(lt['p50'])} ms, p99 {fmt_ms(lt['p99'])} ms, max "
+                   f"{fmt_ms(lt['max'])} ms")
+    rs = res.get("rss")
+    if rs:
+        out.append(f"rss: 1 job {fmt_kb(rs['one_kb'])}, {rs['jobs']} backlog {fmt_kb(rs['big_kb'])}")
+    rt = res.get("retry")
+    if rt:
+        out.append(f"retry: ok {fmt_rate(rt['ok_rate'])}/s, 10% flaky {fmt_rate(rt['flaky_rate'])}/s "
+                   f"({rt['ratio']:.1%}), all done {rt['ok_done_s']:.2f}s vs {rt['flaky_done_s']:.2f}s")
+    so = res.get("scaleout")
+    if so:
+        out.append(f"scale-out: B first job {fmt_ms(so['join_to_first_job_s'])} s after launch, "
+                   f"stayed stall {so['stayed_stall_ms']:.0f} ms (baseline "
+                   f"{so['stayed_baseline_gap_ms']:.0f} ms)")
+    return "\n".join(out)
+
+
+FULL = {"runs": 3, "drain_partitions": 64, "drain_jobs": 1_600_000,
+        "lat_rate": 5000, "lat_seconds": 20, "lat_partitions": 16,
+        "rss_partitions": 64, "rss_jobs": 1_000_000,
+        "retry_partitions": 16, "retry_jobs": 400_000,
+        "so_partitions": 16, "so_rate": 2000, "so_seconds": 24, "so_join_at": 8}
+QUICK = {"runs": 1, "drain_partitions": 4, "drain_jobs": 20_000,
+         "lat_rate": 500, "lat_seconds": 2, "lat_partitions": 4,
+         "rss_partitions": 4, "rss_jobs": 20_000,
+         "retry_partitions": 4, "retry_jobs": 10_000,
+         "so_partitions": 4, "so_rate": 200, "so_seconds": 8, "so_join_at": 2}
+ALL = ["drain", "latency", "rss", "retry", "scaleout"]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--build-dir", required=True)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--no-write", action="store_true", help="do not write bench/RESULTS.md")
+    ap.add_argument("--only", default=",".join(ALL), help="comma-separated: " + ",".join(ALL))
+    ap.add_argument("--runs", type=int, help="runs per benchmark (default 3, --quick 1)")
+    ap.add_argument("--out", default=os.path.join(SRC, "bench", "RESULTS.md"))
+    ap.add_argument("--command", default=None, help="command line to record in RESULTS.md")
+    args = ap.parse_args()
+    cfg = dict(QUICK if args.quick else FULL)
+    if args.runs:
+        cfg["runs"] = args.runs
+    only = [x for x in args.only.split(",") if x]
+    for x in only:
+        if x not in ALL:
+            ap.error(f"unknown benchmark {x}")
+    work = tempfile.mkdtemp(prefix="kjobs-bench-")
+    ctx = Ctx(os.path.abspath(args.build_dir), work, args.quick)
+    for exe in (ctx.kjobs, ctx.loadgen, ctx.raw, ctx.plugin):
+        if not os.path.exists(exe):
+            raise SystemExit(f"bench: missing {exe} (build first)")
+    info = machine_info(ctx)
+    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    t0 = time.monotonic()
+    res = {"config": cfg}
+    funcs = {"drain": bench_drain, "latency": bench_latency, "rss": bench_rss,
+             "retry": bench_retry, "scaleout": bench_scaleout}
+    ok = True
+    try:
+        for name in only:
+            try:
+                res[name] = funcs[name](ctx, cfg)
+            except BrokerDied as e:
+                log(f"{e}; running {name} again")
+                for b in list(LIVE_BROKERS):
+                    b.stop()
+                res[name] = funcs[name](ctx, cfg)
+                res.setdefault("reruns", []).append(f"{name}: {e}")
+    except HarnessError as e:
+        log(f"harness error: {e} (work files kept in {work})")
+        ok = False
+    res["duration_s"] = time.monotonic() - t0
+    load_end = open("/proc/loadavg").read().split()[:3]
+    print(summary(res))
+    if ok and not args.no_write:
+        cmd = args.command or " ".join(sys.argv)
+        with open(args.out, "w") as f:
+            f.write(report(ctx, cfg, info, res, cmd, started, load_end))
+        log(f"wrote {args.out}")
+    if ok:
+        shutil.rmtree(work, ignore_errors=True)
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+/*
+ * raw_consumer.c — the "raw librdkafka consume rate" baseline for the kjobs drain benchmark.
+ *
+ * A librdkafka high-level consumer with the same group semantics as `kjobs run` (subscribe,
+ * cooperative-sticky assignment, a fresh group reading from the beginning, offsets committed
+ * every 200 ms) that does no processing at all: it counts messages until N were consumed. The
+ * ratio kjobs jobs/s ÷ raw msgs/s says how much of the achievable consume rate kjobs keeps.
+ *
+ * Owns nothing of kjobs: it links librdkafka only, so it measures librdkafka + the broker.
+ *
+ * Usage:
+ *   raw_consumer -b BROKERS -G GROUP -n N [-t TOPIC]... [-X prop=value]...
+ *       [--idle-timeout S]: give up (exit 1) after S seconds without a message (default 30;
+ *       +30 s before the first one, which waits for the group join)
+ *       prints one JSON line: {"msgs":..,"first_to_last_s":..,"rate":..,"assign_to_first_s":..}
+ *       (rate = (msgs - 1) / first_to_last_s: messages after the first over the time between
+ *       the first and the last one; the same definition bench/bench.py uses for kjobs)
+ *   raw_consumer -b BROKERS --watermarks [-t TOPIC]...
+ *       prints {"topic":..,"partitions":P,"low_max":..,"high_sum":..} per topic: with
+ *       low_max 0 nothing was dropped by the broker's retention.
+ */
+#include <getopt.h>
+#include <librdkafka/rdkafka.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define RC_MAX_TOPICS 16
+
+static volatile sig_atomic_t rc_stop;
+static double rc_assign_at;
+
+static double rc_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void rc_on_signal(int sig) {
+    (void)sig;
+    rc_stop = 1;
+}
+
+static void rc_set(rd_kafka_conf_t *conf, const char *name, const char *value) {
+    char err[512];
+    if (rd_kafka_conf_set(conf, name, value, err, sizeof(err)) != RD_KAFKA_CONF_OK) {
+        fprintf(stderr, "raw_consumer: %s: %s\n", name, err);
+        exit(2);
+    }
+}
+
+static void rc_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque) {
+    (void)opaque;
+    rd_kafka_error_t *error = NULL;
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        if (rc_assign_at == 0 && parts->cnt > 0) rc_assign_at = rc_now();
+        error = rd_kafka_incremental_assign(rk, parts);
+    } else {
+        error = rd_kafka_incremental_unassign(rk, parts);
+    }
+    if (error) {
+        fprintf(stderr, "raw_consumer: rebalance: %s\n", rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+    }
+}
+
+static int rc_watermarks(rd_kafka_t *rk, const char *topic) {
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &md, 10000);
+    rd_kafka_topic_destroy(rkt);
+    if (err || md->topic_cnt != 1 || md->topics[0].err) {
+        fprintf(stderr, "raw_consumer: metadata for %s: %s\n", topic,
+                rd_kafka_err2str(err ? err : md->topics[0].err));
+        if (md) rd_kafka_metadata_destroy(md);
+        return -1;
+    }
+    int parts = md->topics[0].partition_cnt;
+    rd_kafka_metadata_destroy(md);
+    long long low_max = 0, high_sum = 0;
+    for (int p = 0; p < parts; p++) {
+        int64_t lo, hi;
+        err = rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, 10000);
+        if (err) {
+            fprintf(stderr, "raw_consumer: watermarks %s[%d]: %s\n", topic, p,
+                    rd_kafka_err2str(err));
+            return -1;
+        }
+        if (lo > low_max) low_max = lo;
+        high_sum += hi;
+    }
+    printf("{\"topic\":\"%s\",\"partitions\":%d,\"low_max\":%lld,\"high_sum\":%lld}\n", topic,
+           parts, low_max, high_sum);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    const char *brokers = NULL, *group = NULL;
+    const char *topics[RC_MAX_TOPICS];
+    int ntopics = 0, watermarks = 0;
+    long long want = 0;
+    double idle_timeout = 30;
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    static const struct option longopts[] = {{"watermarks", no_argument, NULL, 'W'},
+                                             {"idle-timeout", required_argument, NULL, 'I'},
+                                             {NULL, 0, NULL, 0}};
+    int opt;
+    while ((opt = getopt_long(argc, argv, "b:G:n:t:X:", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'b': brokers = optarg; break;
+        case 'G': group = optarg; break;
+        case 'n': want = atoll(optarg); break;
+        case 't':
+            if (ntopics < RC_MAX_TOPICS) topics[ntopics++] = optarg;
+            break;
+        case 'W': watermarks = 1; break;
+        case 'I': idle_timeout = atof(optarg); break;
+        case 'X': {
+            char *eq = strchr(optarg, '=');
+            if (!eq) {
+                fprintf(stderr, "raw_consumer: -X wants prop=value\n");
+                return 2;
+            }
+            *eq = '\0';
+            rc_set(conf, optarg, eq + 1);
+            break;
+        }
+        default:
+            fprintf(stderr, "usage: raw_consumer -b BROKERS (-G GROUP -n N | --watermarks) "
+                            "[-t TOPIC]... [-X prop=value]...\n");
+            return 2;
+        }
+    }
+    if (ntopics == 0) topics[ntopics++] = "jobs";
+    if (!brokers || (!watermarks && (!group || want <= 0))) {
+        fprintf(stderr, "raw_consumer: need -b, and -G and -n (or --watermarks)\n");
+        return 2;
+    }
+    char err[512];
+    rc_set(conf, "bootstrap.servers", brokers);
+    if (watermarks) {
+        rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+        if (!rk) {
+            fprintf(stderr, "raw_consumer: %s\n", err);
+            return 1;
+        }
+        int rc = 0;
+        for (int i = 0; i < ntopics; i++) rc |= rc_watermarks(rk, topics[i]);
+        rd_kafka_destroy(rk);
+        return rc ? 1 : 0;
+    }
+
+    /* the group semantics of `kjobs run` (processor/worker.c), minus its manual offset store:
+     * here every consumed message is stored and auto-committed every 200 ms */
+    rc_set(conf, "group.id", group);
+    rc_set(conf, "client.id", "raw_consumer");
+    rc_set(conf, "partition.assignment.strategy", "cooperative-sticky");
+    rc_set(conf, "auto.offset.reset", "earliest");
+    rc_set(conf, "enable.auto.commit", "true");
+    rc_set(conf, "auto.commit.interval.ms", "200");
+    rd_kafka_conf_set_rebalance_cb(conf, rc_rebalance);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+    if (!rk) {
+        fprintf(stderr, "raw_consumer: %s\n", err);
+        return 1;
+    }
+    rd_kafka_poll_set_consumer(rk);
+    rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new(ntopics);
+    for (int i = 0; i < ntopics; i++)
+        rd_kafka_topic_partition_list_add(subs, topics[i], RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t e = rd_kafka_subscribe(rk, subs);
+    rd_kafka_topic_partition_list_destroy(subs);
+    if (e) {
+        fprintf(stderr, "raw_consumer: subscribe: %s\n", rd_kafka_err2str(e));
+        return 1;
+    }
+    signal(SIGINT, rc_on_signal);
+    signal(SIGTERM, rc_on_signal);
+
+    long long got = 0;
+    size_t bytes = 0;
+    double first = 0, last = 0, started = rc_now();
+    while (!rc_stop && got < want) {
+        rd_kafka_message_t *msg = rd_kafka_consumer_poll(rk, 100);
+        if (!msg) { /* give up when nothing comes: a dead broker must not hang a benchmark */
+            double idle = rc_now() - (last > 0 ? last : started);
+            if (idle > (last > 0 ? idle_timeout : idle_timeout + 30)) {
+                fprintf(stderr, "raw_consumer: nothing for %.0f s after %lld messages\n", idle, got);
+                break;
+            }
+            continue;
+        }
+        if (!msg->err) {
+            last = rc_now();
+            if (got++ == 0) first = last;
+            bytes += msg->len;
+        } else if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            fprintf(stderr, "raw_consumer: %s\n", rd_kafka_message_errstr(msg));
+        }
+        rd_kafka_message_destroy(msg);
+    }
+    double span = last - first;
+    printf("{\"msgs\":%lld,\"bytes\":%zu,\"first_to_last_s\":%.6f,\"rate\":%.1f,"
+           "\"assign_to_first_s\":%.6f,\"first_at\":%.6f,\"last_at\":%.6f}\n",
+           got, bytes, span, span > 0 ? (double)(got - 1) / span : 0.0,
+           rc_assign_at > 0 && first > 0 ? first - rc_assign_at : -1.0, first, last);
+    fflush(stdout);
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    return got >= want ? 0 : 1;
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# bench.sh — the one entry command for kjobs' benchmarks: builds (RelWithDebInfo) and runs every
+# benchmark of bench/ on the embedded broker (`kjobs broker`, a separate process), then writes
+# bench/RESULTS.md (machine, versions, this command, medians of >= 3 runs, same-run ratios).
+# The driver is bench/bench.py; what each number means is in bench/README.md.
+#
+# Usage: scripts/bench.sh [--quick] [--no-write] [--no-build] [--build-dir DIR]
+#                         [--only drain,latency,rss,retry,scaleout] [--runs N]
+#   --quick      a tiny size of each benchmark, 1 run (seconds; what ctest's bench.smoke runs)
+#   --no-write   print the summary only, leave bench/RESULTS.md alone
+#   --no-build   use the build in --build-dir as it is
+#   --build-dir  default build-bench
+# Needs the build dependencies (scripts/install-deps.sh), python3, and kcat (optional).
+# Exits non-zero only when the harness breaks; it never judges performance.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD_DIR=build-bench
+BUILD=1
+ARGS=()
+ORIG=("$@")
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --build-dir) BUILD_DIR=$2; shift 2 ;;
+    --no-build) BUILD=0; shift ;;
+    --quick|--no-write) ARGS+=("$1"); shift ;;
+    --only|--runs) ARGS+=("$1" "$2"); shift 2 ;;
+    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+if [ $BUILD = 1 ]; then
+  cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  cmake --build "$BUILD_DIR" -j"$(nproc)" --target kjobs loadgen raw_consumer kjobs_bench_plugin >/dev/null
+fi
+exec /usr/bin/python3 bench/bench.py --build-dir "$BUILD_DIR" \
+  --command "scripts/bench.sh${ORIG[*]:+ ${ORIG[*]}}" ${ARGS[@]+"${ARGS[@]}"}
