@@ -66,6 +66,8 @@ struct kj_worker {
     atomic_int assigned;
     bool shutdown_timed_out; /* grace ran out: lanes may still be busy, do not free them */
     bool fatal;              /* (poll) exactly-once commit failed: stop, commit nothing more */
+    bool consumer_closed;    /* (poll) left the group cleanly; else never destroy it */
+    int64_t drain_deadline;  /* (poll) end of the shutdown grace period, 0 before */
     atomic_llong jobs_ok, jobs_retried, jobs_dead, resets;
     /* DLQ circuit breaker: workers record outcomes under breaker_lock and set breaker_open;
      * the poll thread pauses, rewinds and resumes (see "circuit breaker" below). */
@@ -220,6 +222,25 @@ static rd_kafka_topic_partition_list_t *collect_offsets(kj_worker *w, bool all) 
     return list;
 }
 
+/* A synchronous commit that gives up after max(shutdown.grace_ms, 5 s): rd_kafka_commit()
+ * itself would wait for a lost coordinator until the session times out. */
+static rd_kafka_resp_err_t commit_bounded(kj_worker *w, rd_kafka_topic_partition_list_t *list) {
+    int64_t wait_ms = w->cfg->shutdown_grace_ms > 5000 ? w->cfg->shutdown_grace_ms : 5000;
+    if (w->drain_deadline > 0) { /* draining: what is left of the grace period, >= 1 s */
+        wait_ms = w->drain_deadline - now_ms();
+        if (wait_ms < 1000) wait_ms = 1000;
+    }
+    rd_kafka_queue_t *queue = rd_kafka_queue_new(w->consumer);
+    rd_kafka_resp_err_t err = rd_kafka_commit_queue(w->consumer, list, queue, NULL, NULL);
+    if (!err) {
+        rd_kafka_event_t *ev = rd_kafka_queue_poll(queue, (int)wait_ms);
+        err = ev ? rd_kafka_event_error(ev) : RD_KAFKA_RESP_ERR__TIMED_OUT;
+        if (ev) rd_kafka_event_destroy(ev);
+    }
+    rd_kafka_queue_destroy(queue);
+    return err;
+}
+
 static rd_kafka_topic_partition_list_t *collect_for_transaction(void *opaque) {
     return collect_offsets(opaque, false);
 }
@@ -241,16 +262,20 @@ static void commit_offsets(kj_worker *w, bool sync) {
     }
     rd_kafka_topic_partition_list_t *list = collect_offsets(w, sync);
     if (list->cnt > 0) {
-        rd_kafka_resp_err_t err = rd_kafka_commit(w->consumer, list, sync ? 0 : 1);
         if (sync) {
+            rd_kafka_resp_err_t err = commit_bounded(w, list);
             kj_metrics_commit(err == RD_KAFKA_RESP_ERR_NO_ERROR);
             if (err)
                 kj_log(KJ_LOG_ERROR, "commit failed", "{s:s}", "error", rd_kafka_err2str(err));
             else
                 kj_log(KJ_LOG_DEBUG, "offsets committed", "{s:i}", "partitions", list->cnt);
-        } else if (err) {
-            kj_metrics_commit(false);
-            kj_log(KJ_LOG_WARN, "async commit not sent", "{s:s}", "error", rd_kafka_err2str(err));
+        } else {
+            rd_kafka_resp_err_t err = rd_kafka_commit(w->consumer, list, 1);
+            if (err) {
+                kj_metrics_commit(false);
+                kj_log(KJ_LOG_WARN, "async commit not sent", "{s:s}", "error",
+                       rd_kafka_err2str(err));
+            }
         }
     }
     rd_kafka_topic_partition_list_destroy(list);
@@ -727,6 +752,29 @@ static void pause_all(kj_worker *w) {
     for (kj_part *p = w->parts; p; p = p->next) p->paused = true;
 }
 
+/* Leave the group: revoke (committing again) and LeaveGroup, serving the rebalance callback
+ * from a queue so the wait is bounded by the grace period (at least 5 s). An unreachable
+ * coordinator would otherwise hold rd_kafka_consumer_close() for session.timeout.ms. */
+static void close_consumer(kj_worker *w, int64_t deadline) {
+    if (deadline < now_ms() + 5000) deadline = now_ms() + 5000;
+    rd_kafka_queue_t *queue = rd_kafka_queue_new(w->consumer);
+    rd_kafka_error_t *error = rd_kafka_consumer_close_queue(w->consumer, queue);
+    if (error) {
+        kj_log(KJ_LOG_WARN, "consumer close failed", "{s:s}", "error",
+               rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+    }
+    while (!rd_kafka_consumer_closed(w->consumer) && now_ms() < deadline)
+        rd_kafka_queue_poll_callback(queue, 100);
+    w->consumer_closed = rd_kafka_consumer_closed(w->consumer);
+    if (!w->consumer_closed)
+        kj_log(KJ_LOG_WARN,
+               "could not leave the consumer group in time (coordinator unreachable?); the group "
+               "reassigns these partitions after session.timeout.ms",
+               NULL);
+    rd_kafka_queue_destroy(queue);
+}
+
 int kj_worker_run(kj_worker *w, volatile sig_atomic_t *stop, kj_heartbeat *heartbeat) {
     rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new((int)w->topic_count);
     for (size_t i = 0; i < w->topic_count; i++)
@@ -775,6 +823,7 @@ int kj_worker_run(kj_worker *w, volatile sig_atomic_t *stop, kj_heartbeat *heart
     pause_all(w);
     kj_engine_stop_dispatch(w->engine);
     int64_t deadline = now_ms() + w->cfg->shutdown_grace_ms;
+    w->drain_deadline = deadline;
     while (kj_engine_wait_idle(w->engine, 10) != 0 && now_ms() < deadline)
         kj_router_poll(w->router, 0);
     if (kj_engine_in_flight_items(w->engine) > 0) {
@@ -789,7 +838,7 @@ int kj_worker_run(kj_worker *w, volatile sig_atomic_t *stop, kj_heartbeat *heart
         kj_log(KJ_LOG_ERROR, "routed copies unacknowledged at shutdown; their jobs will run again",
                "{s:I}", "copies", (json_int_t)kj_router_outstanding(w->router));
     if (!w->fatal) commit_offsets(w, true);
-    rd_kafka_consumer_close(w->consumer); /* revokes (committing again) and leaves the group */
+    close_consumer(w, deadline);
     kj_log(KJ_LOG_INFO, "worker stopped", "{s:I,s:I,s:I,s:I}", "ok",
            (json_int_t)atomic_load(&w->jobs_ok), "retried",
            (json_int_t)atomic_load(&w->jobs_retried), "dead_lettered",
@@ -943,7 +992,9 @@ void kj_worker_free(kj_worker *w) {
     }
     if (w->engine) kj_engine_destroy(w->engine);
     if (w->router) kj_router_free(w->router);
-    if (w->consumer) rd_kafka_destroy(w->consumer);
+    /* A consumer that could not leave the group still has a close in flight that waits for
+     * the coordinator; destroying it would wait too. The process is exiting: let it go. */
+    if (w->consumer && w->consumer_closed) rd_kafka_destroy(w->consumer);
     for (size_t i = 0; i < w->topic_count; i++) {
         free(w->topics[i].spec.name);
         free(w->topics[i].parts);
