@@ -397,17 +397,22 @@ def test_fetch_errors(sc, broker):
     # on every broker (each leads some partitions): errors librdkafka retries after a
     # metadata refresh, slow timeouts, disconnects, storage errors
     for b in range(1, broker.brokers + 1):
-        broker.cmd(f"broker-errors {b} Fetch 6 NOT_LEADER_FOR_PARTITION 0")
-        broker.cmd(f"broker-errors {b} Fetch 3 REQUEST_TIMED_OUT 300")
+        broker.cmd(f"broker-errors {b} Fetch 3 NOT_LEADER_FOR_PARTITION 0")
+        broker.cmd(f"broker-errors {b} Fetch 2 REQUEST_TIMED_OUT 300")
         broker.cmd(f"broker-errors {b} Fetch 1 _TRANSPORT 0")
-        broker.cmd(f"broker-errors {b} Fetch 4 KAFKA_STORAGE_ERROR 0")
+        broker.cmd(f"broker-errors {b} Fetch 2 KAFKA_STORAGE_ERROR 0")
     before = sc.handled_count()
 
     def errors_used_up():
         sc.tally()
         return all(broker.cmd(f"pending {b} Fetch") == "ok 0"
                    for b in range(1, broker.brokers + 1))
-    procs.wait_until(errors_used_up, 40, "every injected Fetch error to be returned")
+    try:
+        procs.wait_until(errors_used_up, 40, "every injected Fetch error to be returned")
+    except AssertionError:
+        left = {b: broker.cmd(f"pending {b} Fetch") for b in range(1, broker.brokers + 1)}
+        raise AssertionError(f"Fetch errors left on the brokers' stacks: {left}; workers "
+                             f"alive: {len(sc.live())}; handled {sc.handled_count()}")
     sc.wait_handled(sc.handled_count() + 1000, 30)
     load.finish()
     print(f"  [{sc.name}] handled while the Fetch errors were returned: "

@@ -253,7 +253,10 @@ def test_ladder_wait_blocks_nothing_else():
 
 def test_kill9_between_copy_ack_and_commit_loses_nothing():
     jobs = 3000
-    env = {"KJOBS_RETRY_DELAYS": "1s", "KJOBS_RETRY_MAX_ATTEMPTS": "2"}
+    # every job is dead-lettered on purpose: the DLQ circuit breaker would (rightly) stop the
+    # worker after 200 in a row, so both of its rules are off here
+    env = {"KJOBS_RETRY_DELAYS": "1s", "KJOBS_RETRY_MAX_ATTEMPTS": "2",
+           "KJOBS_DLQ_BREAKER_CONSECUTIVE": "0", "KJOBS_DLQ_BREAKER_WINDOW": "0"}
     args = ("-X", "session.timeout.ms=6000")
     with procs.Broker(partitions=4) as broker:
         ids = set(enqueue(broker.bootstrap, "kjobs.fail", count=jobs))
