@@ -20,6 +20,7 @@ Synchronisation is on events: log lines, the record file reaching a count (re-re
 deadline), process exits. Run with /usr/bin/python3; env KJOBS_BIN (the kjobs binary) and
 KJOBS_EXAMPLE_PLUGIN (the recorder .so) are set by CMake.
 """
+import atexit
 import collections
 import json
 import os
@@ -28,6 +29,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -36,9 +38,19 @@ from harness import kjobs_cmd, run  # noqa: E402
 
 PLUGIN = os.environ.get("KJOBS_EXAMPLE_PLUGIN") or os.path.join(
     os.path.dirname(harness.KJOBS), "examples", "libkjobs_example_recorder.so")
+# Run kjobs through a symlink with a name of our own: on a shared host a broker of this suite
+# was once stopped mid-test by a signal from outside it (a neighbour's name-based pkill, most
+# likely); a distinct process name keeps such sweeps off our processes.
+_BIN_DIR = tempfile.mkdtemp(prefix="kjobs-rt-bin-")
+atexit.register(shutil.rmtree, _BIN_DIR, True)
+os.symlink(os.path.abspath(harness.KJOBS), os.path.join(_BIN_DIR, "kjrt"))
+harness.KJOBS = os.path.join(_BIN_DIR, "kjrt")
 # The embedded broker answers an empty fetch after fetch.wait.max.ms: keep it short.
 FAST_FETCH = ("-X", "fetch.wait.max.ms=5")
 POLL = 0.05  # seconds between re-reads while waiting for an event
+# The embedded (mock) broker completes a rebalance only when session.timeout.ms expires for
+# members that have not rejoined; with the 45 s default each join/leave/crash costs ~45 s.
+GROUP_TIMEOUTS = ("-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=300")
 
 
 # ---- plumbing ---------------------------------------------------------------------------------
@@ -61,6 +73,24 @@ class Lines:
         *complete, self._rest = data.split(b"\n")
         self.items.extend(self.parse(l.decode()) for l in complete if l)
         return self.items
+
+
+class RecordLines(Lines):
+    """The record file; `ids` is the set of distinct job ids seen so far."""
+
+    def __init__(self, path):
+        super().__init__(path, parse_record)
+        self.ids = set()
+
+    def read(self):
+        before = len(self.items)
+        items = super().read()
+        self.ids.update(r.id for r in items[before:])
+        return items
+
+    def distinct(self):
+        self.read()
+        return len(self.ids)
 
 
 Record = collections.namedtuple("Record", "id key partition offset attempt tid pid topic ms")
@@ -165,7 +195,7 @@ class Scene:
     def __init__(self, partitions):
         self.dir = tempfile.mkdtemp(prefix="kjobs-rt-")
         self.record_file = os.path.join(self.dir, "records.tsv")
-        self.records = Lines(self.record_file, parse_record)
+        self.records = RecordLines(self.record_file)
         self.broker = harness.Broker(partitions=partitions)
         self.bootstrap = self.broker.bootstrap
         self.workers = []
@@ -184,9 +214,9 @@ class Scene:
         return ids
 
     def wait_records(self, n, timeout, procs=(), what=None):
-        return wait_until(lambda: len(self.records.read()) >= n, timeout,
-                          what or f"{n} recorded jobs (have {len(self.records.read())})",
-                          procs=procs)
+        """Wait until `n` distinct jobs have been recorded."""
+        return wait_until(lambda: self.records.distinct() >= n, timeout,
+                          what or f"{n} distinct recorded jobs", procs=procs)
 
     def wait_all_ids(self, ids, timeout, procs=()):
         want = set(ids)
@@ -207,6 +237,44 @@ class Scene:
             shutil.rmtree(self.dir, ignore_errors=True)
         else:
             print(f"   (logs and records kept in {self.dir})", flush=True)
+
+
+class Feeder(threading.Thread):
+    """An open-ended stream: enqueues keyed jobs chunk by chunk, keeping at most `backlog`
+    jobs enqueued but not yet recorded, until stop() (or `limit` jobs). So jobs are flowing
+    whenever the test acts on the group, however long a rebalance takes."""
+
+    def __init__(self, scene, keys, chunk, backlog, payload, limit=200_000):
+        super().__init__(daemon=True)
+        self.scene, self.keys, self.chunk, self.backlog = scene, keys, chunk, backlog
+        self.payload, self.limit = payload, limit
+        self.jobs, self.error = [], None
+        self._stop_event = threading.Event()
+        self.records = RecordLines(scene.record_file)  # own reader: thread-private
+
+    def stop(self):
+        self._stop_event.set()
+        self.join()
+        assert self.error is None, self.error
+        return self.jobs
+
+    def run(self):
+        try:
+            deadline = time.monotonic() + 300
+            while not self._stop_event.is_set() and len(self.jobs) < self.limit:
+                while len(self.jobs) - self.records.distinct() > self.backlog - self.chunk:
+                    if self._stop_event.is_set():
+                        return
+                    if time.monotonic() > deadline:
+                        raise AssertionError(f"stream stalled at {len(self.records.ids)}")
+                    time.sleep(POLL)
+                first = len(self.jobs)
+                batch = keyed_jobs(first + self.chunk, self.keys, "example.record-batch",
+                                   self.payload, start=first)
+                self.scene.enqueue(batch)
+                self.jobs.extend(batch)
+        except Exception as e:  # reported by the test thread through stop()
+            self.error = e
 
 
 def runs_per_id(records):
@@ -254,10 +322,11 @@ def ownership_overlaps(workers):
     return overlaps, len(events)
 
 
-def keyed_jobs(n, keys, job_type, payload=None, prefix="k"):
-    """n jobs over `keys` keys, ids "<key>/<seq>" with seq counting per key in enqueue order."""
+def keyed_jobs(n, keys, job_type, payload=None, prefix="k", start=0):
+    """Jobs start..n-1 over `keys` keys, ids "<key>/<seq>", seq counting per key in enqueue
+    order."""
     jobs = []
-    for i in range(n):
+    for i in range(start, n):
         key = f"{prefix}{i % keys:04d}"
         job = {"type": job_type(i) if callable(job_type) else job_type, "key": key,
                "id": f"{key}/{i // keys}"}
@@ -284,7 +353,9 @@ def test_plugin_handlers_and_outcomes():
             jobs.append({"type": t, "id": f"{t}-slow", "payload": "sleep:20"})
         s.enqueue(jobs)
         expected_runs = {j["id"]: 2 if j.get("payload") == "fail" else 1 for j in jobs}
-        s.wait_records(sum(expected_runs.values()), 90, procs=[w])
+        total = sum(expected_runs.values())
+        wait_until(lambda: len(s.records.read()) >= total, 90, f"{total} recorded runs",
+                   procs=[w])
         dlq = harness.peek(s.bootstrap, "jobs.dlq", 10)
         assert w.stop() == 0, w.tail()
 
@@ -402,28 +473,33 @@ def test_group_join_and_leave_mid_stream():
     """Three workers, a fourth joins and one leaves (SIGTERM) mid-stream: one owner per
     partition at a time, every job handled, and — since partitions are committed before they
     are handed over — none handled twice."""
-    n, keys = 30_000, 600
+    keys, chunk = 600, 1000
     with Scene(partitions=8) as s:
-        ws = [s.worker(f"w{i}") for i in (1, 2, 3)]
+        ws = [s.worker(f"w{i}", args=GROUP_TIMEOUTS) for i in (1, 2, 3)]
 
         def group_formed():
             held = [w.assigned_main() for w in ws]
             return all(held) and sum(len(h) for h in held) == 8 and len(set().union(*held)) == 8
         wait_until(group_formed, 90, "three workers sharing the 8 partitions", procs=ws)
-        jobs = keyed_jobs(n, keys, "example.record-batch", payload="sleep:1")
-        s.enqueue(jobs)
-
-        s.wait_records(n // 5, 120, procs=ws)
-        w4 = s.worker("w4")
-        w4.wait_assigned(timeout=90)
-        at_join = len(s.records.read())
-        s.wait_records(at_join + n // 10, 120, procs=ws + [w4])
-        leaver = ws[1]
-        left_with = leaver.assigned_main()
-        assert leaver.stop() == 0, leaver.tail()
-        at_leave = len(s.records.read())
-        assert at_leave < n, "the stream ended before the leave: nothing tested"
-        stayers = [ws[0], ws[2], w4]
+        feeder = Feeder(s, keys, chunk, backlog=2 * chunk, payload="sleep:1")
+        feeder.start()
+        try:
+            s.wait_records(3 * chunk, 120, procs=ws)
+            w4 = s.worker("w4", args=GROUP_TIMEOUTS)
+            everyone = ws + [w4]
+            w4.wait_assigned(timeout=90)
+            at_join = s.records.distinct()
+            s.wait_records(at_join + 2 * chunk, 120, procs=everyone)
+            # the leaver: whoever holds the most main-topic partitions now
+            leaver = max(everyone, key=lambda w: len(w.assigned_main()))
+            left_with = leaver.assigned_main()
+            assert left_with
+            at_leave, lines_at_leave = s.records.distinct(), len(s.records.read())
+            assert leaver.stop() == 0, leaver.tail()
+            stayers = [w for w in everyone if w is not leaver]
+            s.wait_records(s.records.distinct() + 2 * chunk, 120, procs=stayers)
+        finally:
+            jobs = feeder.stop()
         s.wait_all_ids([j["id"] for j in jobs], 180, procs=stayers)
         for w in stayers:
             assert w.stop() == 0, w.tail()
@@ -433,22 +509,32 @@ def test_group_join_and_leave_mid_stream():
         missing = {j["id"] for j in jobs} - set(counts)
         dups = sum(c - 1 for c in counts.values())
         by_pid = collections.Counter(r.pid for r in records)
-        print(f"   jobs per process {[by_pid[w.pid] for w in ws + [w4]]}, duplicates {dups}, "
-              f"{leaver.name} left holding partitions {sorted(left_with)}", flush=True)
+        print(f"   jobs per process {dict((w.name, by_pid[w.pid]) for w in everyone)}, "
+              f"duplicates {dups}; {leaver.name} left holding jobs{sorted(left_with)} after "
+              f"{at_leave} jobs; w4 joined after {at_join}", flush=True)
         assert not missing, f"{len(missing)} jobs never ran"
         assert by_pid[w4.pid] > 0, "the joining worker handled nothing"
-        after_leave = [r for r in records[at_leave:] if r.partition in left_with]
+        after_leave = [r for r in records[lines_at_leave:] if r.partition in left_with
+                       and r.pid != leaver.pid]
         assert after_leave, "nobody took over the leaver's partitions"
-        assert dups == 0, f"{dups} jobs ran twice across clean rebalances"
-        overlaps, nevents = ownership_overlaps(ws + [w4])
+        overlaps, nevents = ownership_overlaps(everyone)
         assert not overlaps, overlaps[:5]
         assert nevents > 3 * 8 * 4
-        # data-side ownership: per partition, handling (file) order never goes back in offsets
-        check_key_order(records)
+        # data-side ownership: within a partition, handling (file) order goes back in offsets
+        # only where a job runs again
         last = {}
         for r in records:
-            assert r.offset > last.get(r.partition, -1), f"partition {r.partition} went back: {r}"
-            last[r.partition] = r.offset
+            assert r.offset > last.get(r.partition, -1) or counts[r.id] > 1, \
+                f"partition {r.partition} went back without a re-run: {r}"
+            last[r.partition] = max(r.offset, last.get(r.partition, -1))
+        check_key_order([r for r in records if counts[r.id] == 1])
+        # Partitions are committed before they are handed over, so a join and a clean leave
+        # re-run nothing. (A re-run here means a partition was given up uncommitted: "partition
+        # lost" below — see the report on librdkafka 2.0.2 and cooperative rebalances.)
+        lost = [(w.name, l["partition"]) for w in everyone for l in w.logs("partition lost")
+                if l["topic"] == "jobs"]
+        assert dups == 0, (f"{dups} jobs ran twice across a join and a clean leave; "
+                           f"main-topic partitions lost (given up uncommitted): {lost}")
 
 
 # ---- crashes and shutdown ---------------------------------------------------------------------
@@ -457,7 +543,7 @@ def test_kill_9_then_restart_reruns_only_uncommitted():
     n, keys, max_pending = 12_000, 400, 500
     env = {"KJOBS_BATCH_MAX_PENDING": str(max_pending)}
     with Scene(partitions=8) as s:
-        w1 = s.worker("w1", env=env)
+        w1 = s.worker("w1", env=env, args=GROUP_TIMEOUTS)
         w1.wait_assigned()
         jobs = keyed_jobs(n, keys, "example.record-batch", payload="sleep:1")
         s.enqueue(jobs)
@@ -467,7 +553,7 @@ def test_kill_9_then_restart_reruns_only_uncommitted():
         before = list(s.records.read())
         assert len(before) < n, "everything ran before the kill: nothing tested"
         t0 = time.monotonic()
-        w2 = s.worker("w2", env=env)
+        w2 = s.worker("w2", env=env, args=GROUP_TIMEOUTS)
         s.wait_all_ids([j["id"] for j in jobs], 180, procs=[w2])
         t_recover = time.monotonic() - t0
         assert w2.stop() == 0, w2.tail()
@@ -503,7 +589,7 @@ def test_sigterm_mid_batch_finishes_commits_and_nothing_reruns():
     with Scene(partitions=4) as s:
         jobs = keyed_jobs(n, 8, "example.record-batch", payload=f"sleep:{sleep_ms}")
         s.enqueue(jobs)
-        w1 = s.worker("w1", env=env)
+        w1 = s.worker("w1", env=env, args=GROUP_TIMEOUTS)
         # a batch takes batch x sleep_ms = 1 s: at the first record two batches are in flight
         s.wait_records(1, 90, procs=[w1])
         at_term = len(s.records.read())
@@ -525,7 +611,7 @@ def test_sigterm_mid_batch_finishes_commits_and_nothing_reruns():
             if offsets:
                 assert committed.get(p) == len(offsets), (p, committed, len(offsets))
 
-        w2 = s.worker("w2", env=env)
+        w2 = s.worker("w2", env=env, args=GROUP_TIMEOUTS)
         s.wait_all_ids([j["id"] for j in jobs], 90, procs=[w2])
         assert w2.stop() == 0, w2.tail()
         counts = runs_per_id(s.records.read())
