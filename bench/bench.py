@@ -60,7 +60,11 @@ class Ctx:
         self.build = build
         self.work = work
         self.quick = quick
-        self.kjobs = os.path.join(build, "kjobs")
+        # kjobs runs under a name of its own (a symlink): on this shared host brokers have been
+        # stopped by signals from outside (a neighbour's name-based pkill, most likely; see
+        # tests/integration/test_runtime.py), and such sweeps then miss ours
+        self.kjobs = os.path.join(work, "kjbench")
+        os.symlink(os.path.join(build, "kjobs"), self.kjobs)
         self.loadgen = os.path.join(build, "bench", "loadgen")
         self.raw = os.path.join(build, "bench", "raw_consumer")
         self.plugin = os.path.join(build, "bench", "libkjobs_bench_plugin.so")
@@ -123,6 +127,19 @@ def stop_process(proc, timeout=30):
     return proc.returncode
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    """utime + stime of a process (all threads), from /proc/PID/stat."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def vm_hwm_kb(pid):
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -137,7 +154,7 @@ def vm_hwm_kb(pid):
 class Worker:
     """`kjobs run` with the bench plugin; records land in `out` at exit."""
 
-    def __init__(self, ctx, bootstrap, group, end_marks=0, env=None, tag="worker"):
+    def __init__(self, ctx, bootstrap, group, end_marks=0, env=None, tag="worker", extra=()):
         self.name = ctx.name(tag)
         self.out = ctx.path(self.name + ".records")
         self.marks = self.out + ".marks"
@@ -152,7 +169,7 @@ class Worker:
         full.update(env or {})
         self.launched_at = time.time()
         self.proc = subprocess.Popen([ctx.kjobs, "run", "-b", bootstrap, "-X",
-                                      "fetch.wait.max.ms=5"], stdout=subprocess.DEVNULL,
+                                      "fetch.wait.max.ms=5", *extra], stdout=subprocess.DEVNULL,
                                      stderr=self.err, env=full, stdin=subprocess.DEVNULL)
 
     def logs(self):
@@ -195,10 +212,11 @@ class Worker:
     def hwm_kb(self):
         return vm_hwm_kb(self.proc.pid)
 
-    def stop(self):
-        rc = stop_process(self.proc)
+    def stop(self, timeout=30, check=True):
+        rc = stop_process(self.proc, timeout)
         self.err.close()
-        if rc != 0:
+        self.exit_code = rc
+        if rc != 0 and check:
             raise HarnessError(f"{self.name} exited {rc} on SIGTERM (see {self.errpath})")
         return read_records(self.out) if os.path.exists(self.out) else []
 
@@ -279,6 +297,7 @@ def kjobs_drain(ctx, bootstrap, partitions, total_msgs, env=None, timeout=300):
     try:
         recs = w.wait_marks(timeout)
         hwm = w.hwm_kb()
+        cpu = cpu_seconds(w.proc.pid)
     except BaseException:
         stop_process(w.proc)
         raise
@@ -286,6 +305,7 @@ def kjobs_drain(ctx, bootstrap, partitions, total_msgs, env=None, timeout=300):
     ends = [t for k, _, t, _ in recs if k == 2]
     span = (max(ends) - min(starts)) / 1e6
     return {"rate": (total_msgs - 1) / span, "span_s": span, "hwm_kb": hwm, "worker": w,
+            "cpu_us_per_msg": cpu * 1e6 / total_msgs if cpu is not None else None,
             "first_us": min(starts), "last_us": max(ends)}
 
 
@@ -293,7 +313,8 @@ def raw_drain(ctx, bootstrap, total_msgs):
     res = run_json([ctx.raw, "-b", bootstrap, "-G", ctx.name("raw-drain"), "-n", str(total_msgs),
                     "-t", "jobs", *sum((["-t", t] for t in LADDER), []),
                     "-X", "fetch.wait.max.ms=5"])[0]
-    return {"rate": res["rate"], "span_s": res["first_to_last_s"]}
+    return {"rate": res["rate"], "span_s": res["first_to_last_s"],
+            "cpu_us_per_msg": res["cpu_s"] * 1e6 / total_msgs}
 
 
 def kcat_drain(ctx, bootstrap, total_msgs):
@@ -326,7 +347,7 @@ def kcat_drain(ctx, bootstrap, total_msgs):
 
 
 def bench_drain(ctx, cfg):
-    P, N, runs = cfg["drain_partitions"], cfg["drain_jobs"], cfg["runs"]
+    P, N, runs = cfg["drain_partitions"], cfg["drain_jobs"], cfg["drain_runs"]
     total = N + 2 * P
     log(f"drain: {N} noop jobs over {P} partitions, {runs} runs of kjobs / raw / kcat")
     rows = []
@@ -347,6 +368,7 @@ def bench_drain(ctx, cfg):
                     del k["worker"]
                     row["kjobs"] = k
             row["ratio"] = row["kjobs"]["rate"] / row["raw"]["rate"]
+            row["cpu_ratio"] = row["kjobs"]["cpu_us_per_msg"] / row["raw"]["cpu_us_per_msg"]
             log(f"  run {r + 1}: kjobs {row['kjobs']['rate']:.0f}/s, raw "
                 f"{row['raw']['rate']:.0f}/s ({row['ratio']:.1%}), kcat "
                 f"{row['kcat']['rate'] if row['kcat'] else float('nan'):.0f}/s, "
@@ -360,6 +382,9 @@ def bench_drain(ctx, cfg):
             "raw_rate": med(r["raw"]["rate"] for r in rows),
             "kcat_rate": med(r["kcat"]["rate"] if r["kcat"] else None for r in rows),
             "ratio": med(r["ratio"] for r in rows),
+            "kjobs_cpu_us": med(r["kjobs"]["cpu_us_per_msg"] for r in rows),
+            "raw_cpu_us": med(r["raw"]["cpu_us_per_msg"] for r in rows),
+            "cpu_ratio": med(r["cpu_ratio"] for r in rows),
             "hwm_kb": med(r["kjobs"]["hwm_kb"] for r in rows)}
 
 
@@ -500,6 +525,13 @@ def max_gap(times, lo, hi):
     return max(b - a for a, b in zip(pts, pts[1:]))
 
 
+# The mock broker completes a rebalance only once session.timeout.ms has expired for members
+# that did not rejoin (tests/integration/test_runtime.py): with the 45 s default a join costs
+# ~45 s. The benchmark uses the smallest session timeout Kafka allows by default, as the
+# runtime tests do; the figure is then bounded below by it.
+SO_GROUP_TIMEOUTS = ("-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=300")
+
+
 def bench_scaleout(ctx, cfg):
     P, rate, secs, join_at, runs = (cfg["so_partitions"], cfg["so_rate"], cfg["so_seconds"],
                                     cfg["so_join_at"], cfg["runs"])
@@ -509,7 +541,7 @@ def bench_scaleout(ctx, cfg):
     for r in range(runs):
         with Broker(ctx, P) as b:
             group = ctx.name("so")
-            a = Worker(ctx, b.bootstrap, group, tag="so-a")
+            a = Worker(ctx, b.bootstrap, group, tag="so-a", extra=SO_GROUP_TIMEOUTS)
             wb = None
             try:
                 a.wait_for_log("partition assigned")
@@ -519,22 +551,35 @@ def bench_scaleout(ctx, cfg):
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                 gen_start = time.time()
                 time.sleep(join_at)
-                wb = Worker(ctx, b.bootstrap, group, tag="so-b")
+                wb = Worker(ctx, b.bootstrap, group, tag="so-b", extra=SO_GROUP_TIMEOUTS)
                 out, err = gen.communicate(timeout=secs * 3 + 60)
                 if gen.returncode != 0:
                     raise HarnessError(f"loadgen rate exited {gen.returncode}: {err}")
-                time.sleep(2.0)  # let both finish what was produced
-                recs_b = wb.stop()
-                wb_launch, wb_logs = wb.launched_at, wb.logs()
+                produced = json.loads(out)["acked"]
+                # wait (bounded) until the two workers together handled every job
+                deadline = time.monotonic() + 90
+                while time.monotonic() < deadline:
+                    check_brokers()
+                    handled = 0
+                    for w in (a, wb):
+                        try:
+                            handled += metric_sum(w.metrics(), type="bench.lat", outcome="ok")
+                        except OSError:
+                            pass
+                    if handled >= produced:
+                        break
+                    time.sleep(0.2)
+                time.sleep(0.5)
+                recs_b = wb.stop(timeout=60, check=False)
+                wb_launch, wb_logs, b_rc = wb.launched_at, wb.logs(), wb.exit_code
                 wb = None
-                recs_a = a.stop()
-                a_logs = a.logs()
+                recs_a = a.stop(timeout=60, check=False)
+                a_logs, a_rc = a.logs(), a.exit_code
             except BaseException:
                 stop_process(a.proc)
                 if wb:
                     stop_process(wb.proc)
                 raise
-        produced = json.loads(out)["acked"]
         lat_a = [(p, t / 1e6, lat) for k, p, t, lat in recs_a if k == 0]
         lat_b = [(p, t / 1e6, lat) for k, p, t, lat in recs_b if k == 0]
         if len(lat_a) + len(lat_b) < produced:
@@ -573,8 +618,17 @@ def bench_scaleout(ctx, cfg):
                "handover_max_ms": max(handover) * 1e3 if handover else None,
                "revoked_on_a": len(a_revoked),
                "window_p99_ms": pct(in_window, 0.99), "window_max_ms": in_window[-1]
-               if in_window else None}
-        log(f"  run {r + 1}: B first job {row['join_to_first_job_s']:.2f}s after launch; "
+               if in_window else None, "exit_codes": [a_rc, b_rc],
+               "a_lost": sum(1 for x in a_logs if x.get("msg") == "partition lost"
+                             and x.get("topic") == "jobs"),
+               "a_lost_after_s": min((log_ts(x) - wb_launch for x in a_logs
+                                      if x.get("msg") == "partition lost"), default=None),
+               "a_reassigned_after_s": min((log_ts(x) - wb_launch for x in a_logs
+                                            if x.get("msg") == "partition assigned"
+                                            and log_ts(x) > wb_launch), default=None)}
+        log(f"  run {r + 1}: B first job {row['join_to_first_job_s']:.2f}s after launch; A lost "
+            f"{row['a_lost']} partitions at +{fmt_ms(row['a_lost_after_s'])}s, reassigned at "
+            f"+{fmt_ms(row['a_reassigned_after_s'])}s; exit codes {row['exit_codes']}; "
             f"{len(moved)} moved / {len(stayed)} stayed; stayed stall "
             f"{row['stayed_stall_ms']:.0f} ms (baseline {row['stayed_baseline_gap_ms']:.0f} ms)")
         rows.append(row)
@@ -658,17 +712,27 @@ def report(ctx, cfg, info, res, command, started, load_end):
                  f"bench.start/bench.end mark per partition ({d['messages']:,} messages, "
                  f"{d['fill']['acked']:,} acknowledged; watermarks checked before and after: "
                  f"low 0 everywhere, high sum {d['watermarks']['high_sum']:,}, so nothing was "
-                 f"dropped). Each consumer in a fresh group from the beginning; same backlog; "
-                 f"order alternates per run.\n")
+                 f"dropped). The backlog is written by loadgen with linger.ms=100: the mock broker "
+                 f"returns one producer batch per partition per Fetch, so batch size sets how much "
+                 f"a fetch brings (see bench/README.md). Each consumer in a fresh group from the "
+                 f"beginning; same backlog; order alternates per run.\n")
         L.append("| run | kjobs jobs/s | raw_consumer msgs/s | kjobs / raw | kcat -G msgs/s | "
-                 "kjobs VmHWM |")
-        L.append("|---|---:|---:|---:|---:|---:|")
+                 "kjobs CPU µs/job | raw CPU µs/msg | CPU kjobs / raw | kjobs VmHWM |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for i, r in enumerate(d["rows"], 1):
             L.append(f"| {i} | {fmt_rate(r['kjobs']['rate'])} | {fmt_rate(r['raw']['rate'])} | "
                      f"{r['ratio']:.1%} | {fmt_rate(r['kcat']['rate']) if r['kcat'] else 'n/a'} | "
-                     f"{fmt_kb(r['kjobs']['hwm_kb'])} |")
+                     f"{r['kjobs']['cpu_us_per_msg']:.2f} | {r['raw']['cpu_us_per_msg']:.2f} | "
+                     f"{r['cpu_ratio']:.2f}× | {fmt_kb(r['kjobs']['hwm_kb'])} |")
         L.append(f"| **median** | **{fmt_rate(d['kjobs_rate'])}** | **{fmt_rate(d['raw_rate'])}** "
-                 f"| **{d['ratio']:.1%}** | {fmt_rate(d['kcat_rate'])} | {fmt_kb(d['hwm_kb'])} |\n")
+                 f"| **{d['ratio']:.1%}** | {fmt_rate(d['kcat_rate'])} | {d['kjobs_cpu_us']:.2f} | "
+                 f"{d['raw_cpu_us']:.2f} | {d['cpu_ratio']:.2f}× | {fmt_kb(d['hwm_kb'])} |\n")
+        L.append("Rates: messages between the first and the last one handled (kjobs: handler "
+                 "start of the first bench.start mark to the last bench.end mark; raw_consumer: "
+                 "first to last message returned by rd_kafka_consumer_poll), group join excluded. "
+                 "CPU: user+system seconds of the whole consumer process (every thread, join "
+                 "included) per message; less sensitive than wall time to the other load on "
+                 "this shared machine.\n")
         L.append(f"Target kjobs/raw ≥ 90%: **{'met' if d['ratio'] >= 0.9 else 'NOT met'}**. "
                  f"Broker VmHWM {fmt_kb(d['broker_hwm_kb'])}.\n")
 
@@ -762,8 +826,9 @@ def summary(res):
     d = res.get("drain")
     if d:
         out.append(f"drain: kjobs {fmt_rate(d['kjobs_rate'])} jobs/s, raw {fmt_rate(d['raw_rate'])} "
-                   f"msgs/s, ratio {d['ratio']:.1%}, kcat {fmt_rate(d['kcat_rate'])}, VmHWM "
-                   f"{fmt_kb(d['hwm_kb'])}")
+                   f"msgs/s, ratio {d['ratio']:.1%}, kcat {fmt_rate(d['kcat_rate'])}, CPU/msg "
+                   f"{d['kjobs_cpu_us']:.2f} vs {d['raw_cpu_us']:.2f} µs ({d['cpu_ratio']:.2f}×), "
+                   f"VmHWM {fmt_kb(d['hwm_kb'])}")
     lt = res.get("latency")
     if lt:
         out.append(f"latency: p50 {fmt_ms(lt['p50'])} ms, p99 {fmt_ms(lt['p99'])} ms, max "
@@ -783,16 +848,16 @@ def summary(res):
     return "\n".join(out)
 
 
-FULL = {"runs": 3, "drain_partitions": 64, "drain_jobs": 1_600_000,
+FULL = {"runs": 3, "drain_runs": 5, "drain_partitions": 64, "drain_jobs": 1_600_000,
         "lat_rate": 5000, "lat_seconds": 20, "lat_partitions": 16,
         "rss_partitions": 64, "rss_jobs": 1_000_000,
         "retry_partitions": 16, "retry_jobs": 400_000,
         "so_partitions": 16, "so_rate": 2000, "so_seconds": 24, "so_join_at": 8}
-QUICK = {"runs": 1, "drain_partitions": 4, "drain_jobs": 20_000,
+QUICK = {"runs": 1, "drain_runs": 1, "drain_partitions": 4, "drain_jobs": 20_000,
          "lat_rate": 500, "lat_seconds": 2, "lat_partitions": 4,
          "rss_partitions": 4, "rss_jobs": 20_000,
          "retry_partitions": 4, "retry_jobs": 10_000,
-         "so_partitions": 4, "so_rate": 200, "so_seconds": 8, "so_join_at": 2}
+         "so_partitions": 4, "so_rate": 200, "so_seconds": 16, "so_join_at": 2}
 ALL = ["drain", "latency", "rss", "retry", "scaleout"]
 
 
@@ -805,17 +870,19 @@ def main():
     ap.add_argument("--runs", type=int, help="runs per benchmark (default 3, --quick 1)")
     ap.add_argument("--out", default=os.path.join(SRC, "bench", "RESULTS.md"))
     ap.add_argument("--command", default=None, help="command line to record in RESULTS.md")
+    ap.add_argument("--keep", action="store_true", help="keep the work files (logs, records)")
     args = ap.parse_args()
     cfg = dict(QUICK if args.quick else FULL)
     if args.runs:
-        cfg["runs"] = args.runs
+        cfg["runs"] = cfg["drain_runs"] = args.runs
     only = [x for x in args.only.split(",") if x]
     for x in only:
         if x not in ALL:
             ap.error(f"unknown benchmark {x}")
     work = tempfile.mkdtemp(prefix="kjobs-bench-")
     ctx = Ctx(os.path.abspath(args.build_dir), work, args.quick)
-    for exe in (ctx.kjobs, ctx.loadgen, ctx.raw, ctx.plugin):
+    log(f"work files in {work}")
+    for exe in (os.path.join(ctx.build, "kjobs"), ctx.loadgen, ctx.raw, ctx.plugin):
         if not os.path.exists(exe):
             raise SystemExit(f"bench: missing {exe} (build first)")
     info = machine_info(ctx)
@@ -846,7 +913,7 @@ def main():
         with open(args.out, "w") as f:
             f.write(report(ctx, cfg, info, res, cmd, started, load_end))
         log(f"wrote {args.out}")
-    if ok:
+    if ok and not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     sys.exit(0 if ok else 1)
 

@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #define RC_MAX_TOPICS 16
@@ -203,10 +204,14 @@ int main(int argc, char **argv) {
         rd_kafka_message_destroy(msg);
     }
     double span = last - first;
+    struct rusage ru; /* CPU of the whole process (all librdkafka threads) up to the N-th message */
+    getrusage(RUSAGE_SELF, &ru);
+    double cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+                 (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
     printf("{\"msgs\":%lld,\"bytes\":%zu,\"first_to_last_s\":%.6f,\"rate\":%.1f,"
-           "\"assign_to_first_s\":%.6f,\"first_at\":%.6f,\"last_at\":%.6f}\n",
+           "\"assign_to_first_s\":%.6f,\"first_at\":%.6f,\"last_at\":%.6f,\"cpu_s\":%.3f}\n",
            got, bytes, span, span > 0 ? (double)(got - 1) / span : 0.0,
-           rc_assign_at > 0 && first > 0 ? first - rc_assign_at : -1.0, first, last);
+           rc_assign_at > 0 && first > 0 ? first - rc_assign_at : -1.0, first, last, cpu);
     fflush(stdout);
     rd_kafka_consumer_close(rk);
     rd_kafka_destroy(rk);

@@ -5,11 +5,12 @@
 # The driver is bench/bench.py; what each number means is in bench/README.md.
 #
 # Usage: scripts/bench.sh [--quick] [--no-write] [--no-build] [--build-dir DIR]
-#                         [--only drain,latency,rss,retry,scaleout] [--runs N]
+#                         [--only drain,latency,rss,retry,scaleout] [--runs N] [--keep]
 #   --quick      a tiny size of each benchmark, 1 run (seconds; what ctest's bench.smoke runs)
 #   --no-write   print the summary only, leave bench/RESULTS.md alone
 #   --no-build   use the build in --build-dir as it is
 #   --build-dir  default build-bench
+#   --keep       keep the work directory (worker logs, per-job records)
 # Needs the build dependencies (scripts/install-deps.sh), python3, and kcat (optional).
 # Exits non-zero only when the harness breaks; it never judges performance.
 set -euo pipefail
@@ -22,9 +23,9 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --build-dir) BUILD_DIR=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
-    --quick|--no-write) ARGS+=("$1"); shift ;;
+    --quick|--no-write|--keep) ARGS+=("$1"); shift ;;
     --only|--runs) ARGS+=("$1" "$2"); shift 2 ;;
-    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
