@@ -240,12 +240,10 @@ int kj_router_route(kj_router *r, void *owner, const rd_kafka_message_t *msg, in
     }
     snprintf(buf, sizeof(buf), "%d", attempt);
     header_set(c->headers, "kjobs-attempt", buf);
-    if (d.to_dlq) {
-        rd_kafka_header_remove(c->headers, "kjobs-not-before");
-    } else {
-        snprintf(buf, sizeof(buf), "%" PRId64, d.not_before_ms);
-        header_set(c->headers, "kjobs-not-before", buf);
-    }
+    /* the contract puts kjobs-not-before on DLQ copies too: there it is the failure time
+     * (a dead letter has no next attempt to delay) */
+    snprintf(buf, sizeof(buf), "%" PRId64, d.to_dlq ? (int64_t)now : d.not_before_ms);
+    header_set(c->headers, "kjobs-not-before", buf);
     char error[KJ_ERROR_MAX];
     snprintf(error, sizeof(error), "%s", result->error[0] ? result->error : "(no message)");
     header_set(c->headers, "kjobs-error", error);

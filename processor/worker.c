@@ -265,9 +265,14 @@ static void commit_offsets(kj_worker *w, bool sync) {
         if (sync) {
             rd_kafka_resp_err_t err = commit_bounded(w, list);
             kj_metrics_commit(err == RD_KAFKA_RESP_ERR_NO_ERROR);
-            if (err)
+            if (err) {
                 kj_log(KJ_LOG_ERROR, "commit failed", "{s:s}", "error", rd_kafka_err2str(err));
-            else
+                for (int i = 0; i < list->cnt; i++) { /* send them again next time */
+                    kj_part *p = part_lookup(w, NULL, list->elems[i].topic,
+                                             list->elems[i].partition);
+                    if (p) p->committed = -1;
+                }
+            } else
                 kj_log(KJ_LOG_DEBUG, "offsets committed", "{s:i}", "partitions", list->cnt);
         } else {
             rd_kafka_resp_err_t err = rd_kafka_commit(w->consumer, list, 1);
@@ -281,14 +286,27 @@ static void commit_offsets(kj_worker *w, bool sync) {
     rd_kafka_topic_partition_list_destroy(list);
 }
 
+/* Result of an async commit (served on the poll thread by rd_kafka_consumer_poll). A failed
+ * partition forgets its "committed" mark, so the next tick sends its offset again even when
+ * nothing new completed — otherwise an idle partition would keep a stale commit forever. */
 static void on_offset_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                              rd_kafka_topic_partition_list_t *offsets, void *opaque) {
     (void)rk;
-    (void)offsets;
-    (void)opaque;
+    kj_worker *w = opaque;
     if (err == RD_KAFKA_RESP_ERR__NO_OFFSET) return; /* nothing to commit */
-    kj_metrics_commit(err == RD_KAFKA_RESP_ERR_NO_ERROR);
-    if (err) kj_log(KJ_LOG_WARN, "async commit failed", "{s:s}", "error", rd_kafka_err2str(err));
+    int failed = 0;
+    for (int i = 0; offsets && i < offsets->cnt; i++) {
+        rd_kafka_topic_partition_t *tp = &offsets->elems[i];
+        if (!err && !tp->err) continue;
+        kj_part *p = part_lookup(w, NULL, tp->topic, tp->partition);
+        if (p && p->committed == tp->offset) p->committed = -1;
+        failed++;
+    }
+    kj_metrics_commit(!err && failed == 0);
+    if (err || failed)
+        kj_log(KJ_LOG_WARN, "async commit failed", "{s:s,s:i,s:b}", "error",
+               rd_kafka_err2str(err ? err : offsets->elems[0].err), "partitions", failed,
+               "will_retry", 1);
 }
 
 /* ---- rebalances ---------------------------------------------------------------------------- */
