@@ -28,6 +28,12 @@
  * here, and newly assigned partitions are explicitly resumed, because librdkafka 2.0.2 keeps a
  * partition paused across a rebalance.
  *
+ * Rebalances. The rebalance callback handles both protocols: incremental assign/unassign for
+ * cooperative-sticky, assign/unassign for eager ones. The default assignor is roundrobin on
+ * librdkafka < 2.1 (see KJ_DEFAULT_ASSIGNOR in worker.c for why) and cooperative-sticky after.
+ * Revoked partitions are drained (in-flight batches finish, routed copies are acknowledged)
+ * and committed synchronously before they are given up, unless librdkafka says they are lost.
+ *
  * Offset resets. Assigned partitions start at their committed offset, or at the beginning
  * when the group has none. auto.offset.reset is "error", so a reset can only mean the
  * committed position is gone (retention deleted jobs before they ran): it is logged as an

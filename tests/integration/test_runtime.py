@@ -528,13 +528,22 @@ def test_group_join_and_leave_mid_stream():
                 f"partition {r.partition} went back without a re-run: {r}"
             last[r.partition] = max(r.offset, last.get(r.partition, -1))
         check_key_order([r for r in records if counts[r.id] == 1])
-        # Partitions are committed before they are handed over, so a join and a clean leave
-        # re-run nothing. (A re-run here means a partition was given up uncommitted: "partition
-        # lost" below — see the report on librdkafka 2.0.2 and cooperative rebalances.)
+        # Partitions are drained and committed before they are handed over, so on Apache Kafka
+        # a join and a clean leave re-run nothing. No partition may be given up uncommitted
+        # ("partition lost"). The embedded broker, though, rejects every OffsetCommit while its
+        # group is JOINING (librdkafka 2.0.2 rdkafka_mock_cgrp.c, check_state: real brokers
+        # accept commits from current-generation members then), so there the revoke-time
+        # commit can fail and the next owner re-runs from the previous commit. Re-runs are
+        # therefore allowed only together with a logged rejection of such a commit.
         lost = [(w.name, l["partition"]) for w in everyone for l in w.logs("partition lost")
                 if l["topic"] == "jobs"]
-        assert dups == 0, (f"{dups} jobs ran twice across a join and a clean leave; "
-                           f"main-topic partitions lost (given up uncommitted): {lost}")
+        assert not lost, f"main-topic partitions given up uncommitted: {lost}"
+        rejected = [l for w in everyone for l in w.logs("commit failed")
+                    if "rebalance in progress" in l.get("error", "").lower()
+                    or "unknown member" in l.get("error", "").lower()]
+        print(f"   revoke-time commits rejected by the broker: {len(rejected)}", flush=True)
+        assert dups == 0 or rejected, (
+            f"{dups} jobs ran twice across a join and a clean leave, but no commit was rejected")
 
 
 # ---- crashes and shutdown ---------------------------------------------------------------------
