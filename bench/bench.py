@@ -35,6 +35,10 @@ import urllib.request
 SRC = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 LADDER = ["jobs.retry.1", "jobs.retry.2", "jobs.retry.3"]  # the default config's ladder
 LIVE_BROKERS = []
+# An experiment of the drain benchmark: the same kjobs binary with jemalloc preloaded (the
+# profile shows glibc arena-lock contention on cross-thread frees; see bench/README.md).
+JEMALLOC = next((p for p in ("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
+                             "/usr/lib/libjemalloc.so.2") if os.path.exists(p)), None)
 
 
 def check_brokers():
@@ -314,7 +318,7 @@ def raw_drain(ctx, bootstrap, total_msgs):
                     "-t", "jobs", *sum((["-t", t] for t in LADDER), []),
                     "-X", "fetch.wait.max.ms=5"])[0]
     return {"rate": res["rate"], "span_s": res["first_to_last_s"],
-            "cpu_us_per_msg": res["cpu_s"] * 1e6 / total_msgs}
+            "cpu_us_per_msg": res["cpu_s"] * 1e6 / total_msgs, "hwm_kb": res["hwm_kb"]}
 
 
 def kcat_drain(ctx, bootstrap, total_msgs):
@@ -355,10 +359,18 @@ def bench_drain(ctx, cfg):
         f = fill(ctx, b.bootstrap, N)
         wm = check_backlog(ctx, b.bootstrap, total)
         for r in range(runs):
-            order = ["raw", "kjobs", "kcat"] if r % 2 == 0 else ["kjobs", "raw", "kcat"]
+            order = (["raw", "kjobs", "kjobs_jemalloc", "kcat"] if r % 2 == 0 else
+                     ["kjobs_jemalloc", "kjobs", "raw", "kcat"])
+            if not JEMALLOC:
+                order.remove("kjobs_jemalloc")
             row = {}
             for what in order:
-                if what == "raw":
+                if what == "kjobs_jemalloc":
+                    k = kjobs_drain(ctx, b.bootstrap, P, total, env={"LD_PRELOAD": JEMALLOC})
+                    k["worker"].stop()
+                    del k["worker"]
+                    row["kjobs_jemalloc"] = k
+                elif what == "raw":
                     row["raw"] = raw_drain(ctx, b.bootstrap, total)
                 elif what == "kcat":
                     row["kcat"] = kcat_drain(ctx, b.bootstrap, total)
@@ -369,8 +381,12 @@ def bench_drain(ctx, cfg):
                     row["kjobs"] = k
             row["ratio"] = row["kjobs"]["rate"] / row["raw"]["rate"]
             row["cpu_ratio"] = row["kjobs"]["cpu_us_per_msg"] / row["raw"]["cpu_us_per_msg"]
+            if "kjobs_jemalloc" in row:
+                row["jemalloc_ratio"] = row["kjobs_jemalloc"]["rate"] / row["raw"]["rate"]
             log(f"  run {r + 1}: kjobs {row['kjobs']['rate']:.0f}/s, raw "
-                f"{row['raw']['rate']:.0f}/s ({row['ratio']:.1%}), kcat "
+                f"{row['raw']['rate']:.0f}/s ({row['ratio']:.1%}), CPU "
+                f"{row['kjobs']['cpu_us_per_msg']:.2f} vs {row['raw']['cpu_us_per_msg']:.2f} µs/msg, "
+                f"kjobs+jemalloc {row.get('kjobs_jemalloc', {}).get('rate', float('nan')):.0f}/s, kcat "
                 f"{row['kcat']['rate'] if row['kcat'] else float('nan'):.0f}/s, "
                 f"VmHWM {row['kjobs']['hwm_kb']} kB")
             rows.append(row)
@@ -385,42 +401,72 @@ def bench_drain(ctx, cfg):
             "kjobs_cpu_us": med(r["kjobs"]["cpu_us_per_msg"] for r in rows),
             "raw_cpu_us": med(r["raw"]["cpu_us_per_msg"] for r in rows),
             "cpu_ratio": med(r["cpu_ratio"] for r in rows),
-            "hwm_kb": med(r["kjobs"]["hwm_kb"] for r in rows)}
+            "hwm_kb": med(r["kjobs"]["hwm_kb"] for r in rows),
+            "raw_hwm_kb": med(r["raw"]["hwm_kb"] for r in rows),
+            "jemalloc_rate": med(r["kjobs_jemalloc"]["rate"] if "kjobs_jemalloc" in r else None
+                                 for r in rows),
+            "jemalloc_ratio": med(r.get("jemalloc_ratio") for r in rows),
+            "jemalloc_cpu_us": med(r["kjobs_jemalloc"]["cpu_us_per_msg"]
+                                   if "kjobs_jemalloc" in r else None for r in rows)}
 
 
 # ---- latency ----------------------------------------------------------------------------------
 
+LAT_VARIANTS = {
+    # what the brief asks for: default settings everywhere
+    "default": {"gen": [], "env": {}},
+    # the same run with the two deliberate waits removed (producer linger.ms=0, worker
+    # batch.max_wait_ms=0): what is left is transport, the mock broker and kjobs itself
+    "no-waits": {"gen": ["-X", "linger.ms=0"], "env": {"KJOBS_BATCH_MAX_WAIT_MS": "0"}},
+}
+
+
+def lat_run(ctx, cfg, variant):
+    rate, secs, P = cfg["lat_rate"], cfg["lat_seconds"], cfg["lat_partitions"]
+    v = LAT_VARIANTS[variant]
+    with Broker(ctx, P) as b:
+        w = Worker(ctx, b.bootstrap, ctx.name("lat"), end_marks=P, tag="lat", env=v["env"])
+        try:
+            w.wait_for_log("partition assigned")
+            time.sleep(1.0)  # let the assignment settle (cooperative rebalance rounds)
+            gen = run_json([ctx.loadgen, "-b", b.bootstrap, *v["gen"], "rate", "--rate",
+                            str(rate), "--seconds", str(secs)], timeout=secs * 3 + 60)[0]
+            fill(ctx, b.bootstrap, 0)  # end marks behind the load on every partition
+            w.wait_marks(60)
+            hwm = w.hwm_kb()
+            cpu = cpu_seconds(w.proc.pid)
+        except BaseException:
+            stop_process(w.proc)
+            raise
+        recs = w.stop()
+    lats = sorted(lat / 1000.0 for k, _, _, lat in recs if k == 0)
+    if len(lats) < gen["acked"]:
+        raise HarnessError(f"latency: {len(lats)} jobs recorded, {gen['acked']} produced")
+    return {"variant": variant, "jobs": len(lats), "produced": gen["acked"],
+            "gen_rate": gen["rate"], "gen_max_behind_ms": gen["max_behind_ms"],
+            "p50": pct(lats, 0.50), "p90": pct(lats, 0.90), "p99": pct(lats, 0.99),
+            "p999": pct(lats, 0.999), "max": lats[-1], "hwm_kb": hwm, "worker_cpu_s": cpu,
+            "load1": float(open("/proc/loadavg").read().split()[0])}
+
+
 def bench_latency(ctx, cfg):
     rate, secs, runs, P = cfg["lat_rate"], cfg["lat_seconds"], cfg["runs"], cfg["lat_partitions"]
-    log(f"latency: {rate} jobs/s for {secs}s over {P} partitions, {runs} runs, default settings")
-    rows = []
+    log(f"latency: {rate} jobs/s for {secs}s over {P} partitions, {runs} runs each of "
+        f"{', '.join(LAT_VARIANTS)}")
+    rows = {v: [] for v in LAT_VARIANTS}
     for r in range(runs):
-        with Broker(ctx, P) as b:
-            w = Worker(ctx, b.bootstrap, ctx.name("lat"), end_marks=P, tag="lat")
-            try:
-                w.wait_for_log("partition assigned")
-                time.sleep(1.0)  # let the assignment settle (cooperative rebalance rounds)
-                gen = run_json([ctx.loadgen, "-b", b.bootstrap, "rate", "--rate", str(rate),
-                                "--seconds", str(secs)], timeout=secs * 3 + 60)[0]
-                fill(ctx, b.bootstrap, 0)  # end marks behind the load on every partition
-                w.wait_marks(60)
-                hwm = w.hwm_kb()
-            except BaseException:
-                stop_process(w.proc)
-                raise
-            recs = w.stop()
-        lats = sorted(lat / 1000.0 for k, _, _, lat in recs if k == 0)
-        if len(lats) < gen["acked"]:
-            raise HarnessError(f"latency: {len(lats)} jobs recorded, {gen['acked']} produced")
-        row = {"jobs": len(lats), "produced": gen["acked"], "gen_rate": gen["rate"],
-               "gen_max_behind_ms": gen["max_behind_ms"], "p50": pct(lats, 0.50),
-               "p90": pct(lats, 0.90), "p99": pct(lats, 0.99), "p999": pct(lats, 0.999),
-               "max": lats[-1], "hwm_kb": hwm}
-        log(f"  run {r + 1}: p50 {row['p50']:.2f} ms, p99 {row['p99']:.2f} ms, max "
-            f"{row['max']:.2f} ms ({row['jobs']} jobs at {row['gen_rate']:.0f}/s)")
-        rows.append(row)
-    return {"rate": rate, "seconds": secs, "partitions": P, "rows": rows,
-            **{k: med(r[k] for r in rows) for k in ("p50", "p90", "p99", "p999", "max")}}
+        for variant in (list(LAT_VARIANTS) if r % 2 == 0 else list(LAT_VARIANTS)[::-1]):
+            row = lat_run(ctx, cfg, variant)
+            log(f"  run {r + 1} {variant}: p50 {row['p50']:.2f} ms, p99 {row['p99']:.2f} ms, max "
+                f"{row['max']:.2f} ms ({row['jobs']} jobs at {row['gen_rate']:.0f}/s, load "
+                f"{row['load1']})")
+            rows[variant].append(row)
+    out = {"rate": rate, "seconds": secs, "partitions": P, "rows": rows["default"],
+           "variants": rows}
+    for k in ("p50", "p90", "p99", "p999", "max"):
+        out[k] = med(r[k] for r in rows["default"])
+        out["nowait_" + k] = med(r[k] for r in rows["no-waits"])
+    return out
 
 
 # ---- rss --------------------------------------------------------------------------------------
@@ -441,18 +487,22 @@ def bench_rss(ctx, cfg):
             finally:
                 stop_process(w.proc)
             log(f"  run {r + 1}: 1 job: VmHWM {one[-1]} kB")
-    with Broker(ctx, P) as b:
-        total = N + 2 * P
-        fill(ctx, b.bootstrap, N)
-        check_backlog(ctx, b.bootstrap, total)
-        for r in range(runs):
-            k = kjobs_drain(ctx, b.bootstrap, P, total)
-            k["worker"].stop()
-            big.append({"hwm_kb": k["hwm_kb"], "rate": k["rate"]})
-            log(f"  run {r + 1}: {N} backlog: VmHWM {k['hwm_kb']} kB ({k['rate']:.0f} jobs/s)")
-        check_backlog(ctx, b.bootstrap, total)
-        broker_hwm = b.rss_kb()
+    half = []
+    broker_hwm = None
+    for size, out in ((N // 2, half), (N, big)):
+        with Broker(ctx, P) as b:
+            total = size + 2 * P
+            fill(ctx, b.bootstrap, size)
+            check_backlog(ctx, b.bootstrap, total)
+            for r in range(runs):
+                k = kjobs_drain(ctx, b.bootstrap, P, total)
+                k["worker"].stop()
+                out.append({"hwm_kb": k["hwm_kb"], "rate": k["rate"]})
+                log(f"  run {r + 1}: {size} backlog: VmHWM {k['hwm_kb']} kB ({k['rate']:.0f} jobs/s)")
+            check_backlog(ctx, b.bootstrap, total)
+            broker_hwm = b.rss_kb()
     return {"partitions": P, "jobs": N, "one": one, "big": big, "one_kb": med(one),
+            "half": half, "half_kb": med(r["hwm_kb"] for r in half),
             "big_kb": med(r["hwm_kb"] for r in big), "big_rate": med(r["rate"] for r in big),
             "broker_hwm_kb": broker_hwm}
 
@@ -716,23 +766,36 @@ def report(ctx, cfg, info, res, command, started, load_end):
                  f"returns one producer batch per partition per Fetch, so batch size sets how much "
                  f"a fetch brings (see bench/README.md). Each consumer in a fresh group from the "
                  f"beginning; same backlog; order alternates per run.\n")
-        L.append("| run | kjobs jobs/s | raw_consumer msgs/s | kjobs / raw | kcat -G msgs/s | "
-                 "kjobs CPU µs/job | raw CPU µs/msg | CPU kjobs / raw | kjobs VmHWM |")
-        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        jm = bool(d.get("jemalloc_rate") == d.get("jemalloc_rate"))
+        L.append("| run | kjobs jobs/s | raw_consumer msgs/s | **kjobs / raw** | kjobs CPU µs/job | "
+                 "raw CPU µs/msg | CPU kjobs / raw | kjobs VmHWM | raw VmHWM | kcat -G msgs/s |"
+                 + (" kjobs+jemalloc jobs/s | (kjobs+jemalloc) / raw | kjobs+jemalloc CPU µs/job |"
+                    if jm else ""))
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if jm else ""))
+
+        def drow(label, kr, rr, ratio, kc, rc, cr, kh, rh, kcat, jr, jratio, jc):
+            return (f"| {label} | {fmt_rate(kr)} | {fmt_rate(rr)} | {ratio:.1%} | {kc:.2f} | "
+                    f"{rc:.2f} | {cr:.2f}× | {fmt_kb(kh)} | {fmt_kb(rh)} | {fmt_rate(kcat)} |"
+                    + (f" {fmt_rate(jr)} | {jratio:.1%} | {jc:.2f} |" if jm else ""))
+        nan = float("nan")
         for i, r in enumerate(d["rows"], 1):
-            L.append(f"| {i} | {fmt_rate(r['kjobs']['rate'])} | {fmt_rate(r['raw']['rate'])} | "
-                     f"{r['ratio']:.1%} | {fmt_rate(r['kcat']['rate']) if r['kcat'] else 'n/a'} | "
-                     f"{r['kjobs']['cpu_us_per_msg']:.2f} | {r['raw']['cpu_us_per_msg']:.2f} | "
-                     f"{r['cpu_ratio']:.2f}× | {fmt_kb(r['kjobs']['hwm_kb'])} |")
-        L.append(f"| **median** | **{fmt_rate(d['kjobs_rate'])}** | **{fmt_rate(d['raw_rate'])}** "
-                 f"| **{d['ratio']:.1%}** | {fmt_rate(d['kcat_rate'])} | {d['kjobs_cpu_us']:.2f} | "
-                 f"{d['raw_cpu_us']:.2f} | {d['cpu_ratio']:.2f}× | {fmt_kb(d['hwm_kb'])} |\n")
+            j = r.get("kjobs_jemalloc", {})
+            L.append(drow(i, r["kjobs"]["rate"], r["raw"]["rate"], r["ratio"],
+                          r["kjobs"]["cpu_us_per_msg"], r["raw"]["cpu_us_per_msg"], r["cpu_ratio"],
+                          r["kjobs"]["hwm_kb"], r["raw"]["hwm_kb"],
+                          r["kcat"]["rate"] if r["kcat"] else nan, j.get("rate", nan),
+                          r.get("jemalloc_ratio", nan), j.get("cpu_us_per_msg", nan)))
+        L.append(drow("**median**", d["kjobs_rate"], d["raw_rate"], d["ratio"], d["kjobs_cpu_us"],
+                      d["raw_cpu_us"], d["cpu_ratio"], d["hwm_kb"], d["raw_hwm_kb"], d["kcat_rate"],
+                      d["jemalloc_rate"], d["jemalloc_ratio"], d["jemalloc_cpu_us"]) + "\n")
         L.append("Rates: messages between the first and the last one handled (kjobs: handler "
                  "start of the first bench.start mark to the last bench.end mark; raw_consumer: "
                  "first to last message returned by rd_kafka_consumer_poll), group join excluded. "
                  "CPU: user+system seconds of the whole consumer process (every thread, join "
                  "included) per message; less sensitive than wall time to the other load on "
-                 "this shared machine.\n")
+                 "this shared machine. kjobs+jemalloc: the same kjobs binary with "
+                 "LD_PRELOAD=libjemalloc.so.2, an experiment backing a profiling finding (glibc "
+                 "arena-lock contention on cross-thread frees), not a shipped configuration.\n")
         L.append(f"Target kjobs/raw ≥ 90%: **{'met' if d['ratio'] >= 0.9 else 'NOT met'}**. "
                  f"Broker VmHWM {fmt_kb(d['broker_hwm_kb'])}.\n")
 
@@ -744,15 +807,31 @@ def report(ctx, cfg, info, res, command, started, load_end):
                  f"handler-start CLOCK_REALTIME − the producer's stamp taken just before "
                  f"produce() (µs, meta bench_t_us). Includes the producer's linger.ms=5 (as "
                  f"`kjobs enqueue`) and acks=all.\n")
-        L.append("| run | jobs | achieved rate | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms |")
-        L.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+        L.append("| run | jobs | achieved rate | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | "
+                 "1-min load |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for i, r in enumerate(lt["rows"], 1):
             L.append(f"| {i} | {r['jobs']:,} | {fmt_rate(r['gen_rate'])}/s | {fmt_ms(r['p50'])} | "
                      f"{fmt_ms(r['p90'])} | {fmt_ms(r['p99'])} | {fmt_ms(r['p999'])} | "
-                     f"{fmt_ms(r['max'])} |")
+                     f"{fmt_ms(r['max'])} | {r['load1']} |")
         L.append(f"| **median** | | | **{fmt_ms(lt['p50'])}** | {fmt_ms(lt['p90'])} | "
-                 f"**{fmt_ms(lt['p99'])}** | {fmt_ms(lt['p999'])} | **{fmt_ms(lt['max'])}** |\n")
+                 f"**{fmt_ms(lt['p99'])}** | {fmt_ms(lt['p999'])} | **{fmt_ms(lt['max'])}** | |\n")
         L.append(f"Target p99 ≤ 20 ms: **{'met' if lt['p99'] <= 20 else 'NOT met'}**.\n")
+        nw = lt.get("variants", {}).get("no-waits")
+        if nw:
+            L.append("Same runs, interleaved, with the two deliberate waits removed (producer "
+                     "linger.ms=0, worker KJOBS_BATCH_MAX_WAIT_MS=0): what remains is transport, "
+                     "the mock broker (an empty Fetch is held fetch.wait.max.ms = 5 ms) and kjobs "
+                     "itself. Not a recommended setting — it shows where the default latency goes.\n")
+            L.append("| run | jobs | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | 1-min load |")
+            L.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+            for i, r in enumerate(nw, 1):
+                L.append(f"| {i} | {r['jobs']:,} | {fmt_ms(r['p50'])} | {fmt_ms(r['p90'])} | "
+                         f"{fmt_ms(r['p99'])} | {fmt_ms(r['p999'])} | {fmt_ms(r['max'])} | "
+                         f"{r['load1']} |")
+            L.append(f"| **median** | | **{fmt_ms(lt['nowait_p50'])}** | {fmt_ms(lt['nowait_p90'])} | "
+                     f"**{fmt_ms(lt['nowait_p99'])}** | {fmt_ms(lt['nowait_p999'])} | "
+                     f"{fmt_ms(lt['nowait_max'])} | |\n")
 
     rs = res.get("rss")
     if rs:
@@ -764,6 +843,9 @@ def report(ctx, cfg, info, res, command, started, load_end):
         L.append("|---|---|---:|")
         L.append(f"| 1 job | {', '.join(f'{v / 1024:.1f}' for v in rs['one'])} | "
                  f"**{fmt_kb(rs['one_kb'])}** |")
+        L.append(f"| {rs['jobs'] // 2:,}-job backlog ({rs['jobs'] // 2 // rs['partitions']:,}/partition) | "
+                 f"{', '.join('%.1f' % (r['hwm_kb'] / 1024) for r in rs['half'])} | "
+                 f"**{fmt_kb(rs['half_kb'])}** |")
         L.append(f"| {rs['jobs']:,}-job backlog ({rs['jobs'] // rs['partitions']:,}/partition) | "
                  f"{', '.join('%.1f' % (r['hwm_kb'] / 1024) for r in rs['big'])} | "
                  f"**{fmt_kb(rs['big_kb'])}** |\n")
@@ -832,10 +914,12 @@ def summary(res):
     lt = res.get("latency")
     if lt:
         out.append(f"latency: p50 {fmt_ms(lt['p50'])} ms, p99 {fmt_ms(lt['p99'])} ms, max "
-                   f"{fmt_ms(lt['max'])} ms")
+                   f"{fmt_ms(lt['max'])} ms; no waits: p50 {fmt_ms(lt['nowait_p50'])} ms, p99 "
+                   f"{fmt_ms(lt['nowait_p99'])} ms")
     rs = res.get("rss")
     if rs:
-        out.append(f"rss: 1 job {fmt_kb(rs['one_kb'])}, {rs['jobs']} backlog {fmt_kb(rs['big_kb'])}")
+        out.append(f"rss: 1 job {fmt_kb(rs['one_kb'])}, {rs['jobs'] // 2} backlog "
+                   f"{fmt_kb(rs['half_kb'])}, {rs['jobs']} backlog {fmt_kb(rs['big_kb'])}")
     rt = res.get("retry")
     if rt:
         out.append(f"retry: ok {fmt_rate(rt['ok_rate'])}/s, 10% flaky {fmt_rate(rt['flaky_rate'])}/s "

@@ -2,8 +2,8 @@
  * raw_consumer.c — the "raw librdkafka consume rate" baseline for the kjobs drain benchmark.
  *
  * A librdkafka high-level consumer with the same group semantics as `kjobs run` (subscribe,
- * cooperative-sticky assignment, a fresh group reading from the beginning, offsets committed
- * every 200 ms) that does no processing at all: it counts messages until N were consumed. The
+ * cooperative-sticky assignment, a fresh group reading from the beginning, no automatic offset
+ * store, positions committed asynchronously every 200 ms) that does no processing at all: it counts messages until N were consumed. The
  * ratio kjobs jobs/s ÷ raw msgs/s says how much of the achievable consume rate kjobs keeps.
  *
  * Owns nothing of kjobs: it links librdkafka only, so it measures librdkafka + the broker.
@@ -66,6 +66,26 @@ static void rc_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         fprintf(stderr, "raw_consumer: rebalance: %s\n", rd_kafka_error_string(error));
         rd_kafka_error_destroy(error);
     }
+}
+
+/* Commit the current positions (asynchronously), like kjobs' periodic commit. */
+static void rc_commit_positions(rd_kafka_t *rk) {
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    if (rd_kafka_assignment(rk, &parts) || !parts) return;
+    if (parts->cnt > 0 && rd_kafka_position(rk, parts) == RD_KAFKA_RESP_ERR_NO_ERROR)
+        rd_kafka_commit(rk, parts, 1);
+    rd_kafka_topic_partition_list_destroy(parts);
+}
+
+/* Peak resident set of this process, kB (VmHWM), or -1. */
+static long rc_vm_hwm_kb(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kb = -1;
+    while (f && fgets(line, sizeof(line), f))
+        if (strncmp(line, "VmHWM:", 6) == 0) kb = atol(line + 6);
+    if (f) fclose(f);
+    return kb;
 }
 
 static int rc_watermarks(rd_kafka_t *rk, const char *topic) {
@@ -154,14 +174,15 @@ int main(int argc, char **argv) {
         return rc ? 1 : 0;
     }
 
-    /* the group semantics of `kjobs run` (processor/worker.c), minus its manual offset store:
-     * here every consumed message is stored and auto-committed every 200 ms */
+    /* the group semantics of `kjobs run` (processor/worker.c): no automatic offset store or
+     * commit; the consumed positions are committed asynchronously every 200 ms (kjobs commits
+     * its own watermark at the same interval) */
     rc_set(conf, "group.id", group);
     rc_set(conf, "client.id", "raw_consumer");
     rc_set(conf, "partition.assignment.strategy", "cooperative-sticky");
     rc_set(conf, "auto.offset.reset", "earliest");
-    rc_set(conf, "enable.auto.commit", "true");
-    rc_set(conf, "auto.commit.interval.ms", "200");
+    rc_set(conf, "enable.auto.commit", "false");
+    rc_set(conf, "enable.auto.offset.store", "false");
     rd_kafka_conf_set_rebalance_cb(conf, rc_rebalance);
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
     if (!rk) {
@@ -183,8 +204,12 @@ int main(int argc, char **argv) {
 
     long long got = 0;
     size_t bytes = 0;
-    double first = 0, last = 0, started = rc_now();
+    double first = 0, last = 0, started = rc_now(), last_commit = started;
     while (!rc_stop && got < want) {
+        if (got > 0 && last - last_commit >= 0.2) {
+            rc_commit_positions(rk);
+            last_commit = last;
+        }
         rd_kafka_message_t *msg = rd_kafka_consumer_poll(rk, 100);
         if (!msg) { /* give up when nothing comes: a dead broker must not hang a benchmark */
             double idle = rc_now() - (last > 0 ? last : started);
@@ -209,9 +234,10 @@ int main(int argc, char **argv) {
     double cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
                  (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
     printf("{\"msgs\":%lld,\"bytes\":%zu,\"first_to_last_s\":%.6f,\"rate\":%.1f,"
-           "\"assign_to_first_s\":%.6f,\"first_at\":%.6f,\"last_at\":%.6f,\"cpu_s\":%.3f}\n",
+           "\"assign_to_first_s\":%.6f,\"first_at\":%.6f,\"last_at\":%.6f,\"cpu_s\":%.3f,"
+           "\"hwm_kb\":%ld}\n",
            got, bytes, span, span > 0 ? (double)(got - 1) / span : 0.0,
-           rc_assign_at > 0 && first > 0 ? first - rc_assign_at : -1.0, first, last, cpu);
+           rc_assign_at > 0 && first > 0 ? first - rc_assign_at : -1.0, first, last, cpu, rc_vm_hwm_kb());
     fflush(stdout);
     rd_kafka_consumer_close(rk);
     rd_kafka_destroy(rk);
