@@ -42,6 +42,8 @@ typedef struct kj_part {
     bool paused;           /* (poll) we paused it */
     bool paused_for_delay; /* (poll) ... because the ladder head is not due */
     atomic_bool needs_rewind; /* batches were skipped while the breaker was open */
+    bool start_unknown;       /* (poll) assigned without knowing the committed offset */
+    bool consumed;            /* (poll) at least one record arrived since assignment */
     struct kj_part *next;  /* (poll) assignment list */
 } kj_part;
 
@@ -311,23 +313,37 @@ static void on_offset_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 
 /* ---- rebalances ---------------------------------------------------------------------------- */
 
+#define KJ_COMMITTED_LOOKUP_MS 2000
+
 static void assign_partitions(kj_worker *w, rd_kafka_t *rk,
                               rd_kafka_topic_partition_list_t *parts, bool cooperative) {
     /* Start at the committed offset, or at the beginning where the group has none: with
-     * auto.offset.reset=error, a later reset then always means lost jobs. */
+     * auto.offset.reset=error, a later reset then always means lost jobs. The lookup is kept
+     * short: a rebalance callback that blocks makes this member miss the next join window (a
+     * broker rejects OffsetFetch while the group rebalances). If it fails, or while draining,
+     * librdkafka looks the offsets up itself, and a reset on such a partition before its
+     * first record means "no committed offset yet", not lost jobs (handle_offset_reset). */
     rd_kafka_topic_partition_list_t *start = rd_kafka_topic_partition_list_copy(parts);
-    if (start->cnt > 0) {
-        rd_kafka_resp_err_t err = rd_kafka_committed(rk, start, 30000);
-        if (err)
-            kj_log(KJ_LOG_WARN, "could not read committed offsets", "{s:s}", "error",
-                   rd_kafka_err2str(err));
+    bool known = false;
+    if (start->cnt > 0 && !atomic_load(&w->draining)) {
+        rd_kafka_resp_err_t err = rd_kafka_committed(rk, start, KJ_COMMITTED_LOOKUP_MS);
+        known = err == RD_KAFKA_RESP_ERR_NO_ERROR;
+        if (!known)
+            kj_log(KJ_LOG_WARN, "committed offsets not read in time; librdkafka will", "{s:s}",
+                   "error", rd_kafka_err2str(err));
     }
     for (int i = 0; i < start->cnt; i++) {
         rd_kafka_topic_partition_t *tp = &start->elems[i];
-        if (tp->offset < 0) tp->offset = RD_KAFKA_OFFSET_BEGINNING;
+        if (!known)
+            tp->offset = RD_KAFKA_OFFSET_INVALID; /* = the committed offset */
+        else if (tp->offset < 0)
+            tp->offset = RD_KAFKA_OFFSET_BEGINNING;
         kj_part *p = part_add(w, tp->topic, tp->partition);
-        if (p) kj_log(KJ_LOG_INFO, "partition assigned", "{s:s,s:i,s:I}", "topic", tp->topic,
-                      "partition", tp->partition, "offset", (json_int_t)tp->offset);
+        if (!p) continue;
+        p->start_unknown = !known;
+        p->consumed = false;
+        kj_log(KJ_LOG_INFO, "partition assigned", "{s:s,s:i,s:I}", "topic", tp->topic,
+               "partition", tp->partition, "offset", (json_int_t)tp->offset);
     }
     rd_kafka_error_t *error = NULL;
     rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
@@ -340,8 +356,14 @@ static void assign_partitions(kj_worker *w, rd_kafka_t *rk,
                error ? rd_kafka_error_string(error) : rd_kafka_err2str(err));
         if (error) rd_kafka_error_destroy(error);
     }
-    /* librdkafka 2.0.2 keeps a partition paused across a rebalance: clear it explicitly */
-    if (start->cnt > 0) rd_kafka_resume_partitions(rk, start);
+    /* librdkafka 2.0.2 keeps a partition paused across a rebalance: clear it explicitly
+     * (unless we are draining: then nothing new should be fetched) */
+    if (start->cnt > 0) {
+        if (atomic_load(&w->draining))
+            rd_kafka_pause_partitions(rk, start);
+        else
+            rd_kafka_resume_partitions(rk, start);
+    }
     rd_kafka_topic_partition_list_destroy(start);
 }
 
@@ -599,12 +621,18 @@ static void resume_part(kj_worker *w, kj_part *p) {
 
 static void handle_offset_reset(kj_worker *w, rd_kafka_message_t *msg) {
     const char *topic = msg->rkt ? rd_kafka_topic_name(msg->rkt) : "?";
-    atomic_fetch_add(&w->resets, 1);
-    kj_metrics_offset_reset();
-    kj_log(KJ_LOG_ERROR, "offset reset: committed position is gone (jobs lost to retention?)",
-           "{s:s,s:i,s:s}", "topic", topic, "partition", msg->partition, "error",
-           rd_kafka_message_errstr(msg));
     kj_part *p = part_lookup(w, msg->rkt, NULL, msg->partition);
+    if (p && p->start_unknown && !p->consumed) {
+        /* assigned without a committed-offset lookup, and the group has none: a first start */
+        kj_log(KJ_LOG_INFO, "no committed offset: starting at the beginning", "{s:s,s:i}",
+               "topic", topic, "partition", msg->partition);
+    } else {
+        atomic_fetch_add(&w->resets, 1);
+        kj_metrics_offset_reset();
+        kj_log(KJ_LOG_ERROR, "offset reset: committed position is gone (jobs lost to retention?)",
+               "{s:s,s:i,s:s}", "topic", topic, "partition", msg->partition, "error",
+               rd_kafka_message_errstr(msg));
+    }
     if (!p) return;
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset =
@@ -632,6 +660,7 @@ static void handle_message(kj_worker *w, rd_kafka_message_t *msg) {
         rd_kafka_message_destroy(msg);
         return;
     }
+    p->consumed = true;
     pthread_mutex_lock(&p->lock);
     int added = kj_offset_tracker_add(p->tracker, msg->offset);
     pthread_mutex_unlock(&p->lock);
