@@ -234,8 +234,9 @@ def read_records(path):
     return recs
 
 
-def run_json(args, timeout=600):
-    p = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+def run_json(args, timeout=600, env=None):
+    p = subprocess.run(args, capture_output=True, text=True, timeout=timeout,
+                       env=dict(os.environ, **env) if env else None)
     if p.returncode != 0:
         check_brokers()
         raise HarnessError(f"{' '.join(args)} exited {p.returncode}: {p.stderr[-2000:]}")
@@ -313,10 +314,10 @@ def kjobs_drain(ctx, bootstrap, partitions, total_msgs, env=None, timeout=300):
             "first_us": min(starts), "last_us": max(ends)}
 
 
-def raw_drain(ctx, bootstrap, total_msgs):
+def raw_drain(ctx, bootstrap, total_msgs, env=None):
     res = run_json([ctx.raw, "-b", bootstrap, "-G", ctx.name("raw-drain"), "-n", str(total_msgs),
                     "-t", "jobs", *sum((["-t", t] for t in LADDER), []),
-                    "-X", "fetch.wait.max.ms=5"])[0]
+                    "-X", "fetch.wait.max.ms=5"], env=env)[0]
     return {"rate": res["rate"], "span_s": res["first_to_last_s"],
             "cpu_us_per_msg": res["cpu_s"] * 1e6 / total_msgs, "hwm_kb": res["hwm_kb"]}
 
@@ -328,8 +329,7 @@ def kcat_drain(ctx, bootstrap, total_msgs):
     if not kcat:
         return None
     p = subprocess.Popen([kcat, "-b", bootstrap, "-G", ctx.name("kcat-drain"), "-X",
-                          "fetch.wait.max.ms=5", "-X", "auto.offset.reset=earliest", "-X",
-                          "partition.assignment.strategy=cooperative-sticky", "-c",
+                          "fetch.wait.max.ms=5", "-X", "auto.offset.reset=earliest", "-c",
                           str(total_msgs), "-f", "%p\n", "-q", "jobs", *LADDER],
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     fd = p.stdout.fileno()
@@ -359,10 +359,10 @@ def bench_drain(ctx, cfg):
         f = fill(ctx, b.bootstrap, N)
         wm = check_backlog(ctx, b.bootstrap, total)
         for r in range(runs):
-            order = (["raw", "kjobs", "kjobs_jemalloc", "kcat"] if r % 2 == 0 else
-                     ["kjobs_jemalloc", "kjobs", "raw", "kcat"])
+            order = (["raw", "kjobs", "kjobs_jemalloc", "raw_jemalloc", "kcat"] if r % 2 == 0
+                     else ["raw_jemalloc", "kjobs_jemalloc", "kjobs", "raw", "kcat"])
             if not JEMALLOC:
-                order.remove("kjobs_jemalloc")
+                order = [x for x in order if "jemalloc" not in x]
             row = {}
             for what in order:
                 if what == "kjobs_jemalloc":
@@ -370,6 +370,9 @@ def bench_drain(ctx, cfg):
                     k["worker"].stop()
                     del k["worker"]
                     row["kjobs_jemalloc"] = k
+                elif what == "raw_jemalloc":
+                    row["raw_jemalloc"] = raw_drain(ctx, b.bootstrap, total,
+                                                    env={"LD_PRELOAD": JEMALLOC})
                 elif what == "raw":
                     row["raw"] = raw_drain(ctx, b.bootstrap, total)
                 elif what == "kcat":
@@ -382,11 +385,13 @@ def bench_drain(ctx, cfg):
             row["ratio"] = row["kjobs"]["rate"] / row["raw"]["rate"]
             row["cpu_ratio"] = row["kjobs"]["cpu_us_per_msg"] / row["raw"]["cpu_us_per_msg"]
             if "kjobs_jemalloc" in row:
-                row["jemalloc_ratio"] = row["kjobs_jemalloc"]["rate"] / row["raw"]["rate"]
+                row["jemalloc_ratio"] = (row["kjobs_jemalloc"]["rate"] /
+                                         row["raw_jemalloc"]["rate"])
             log(f"  run {r + 1}: kjobs {row['kjobs']['rate']:.0f}/s, raw "
                 f"{row['raw']['rate']:.0f}/s ({row['ratio']:.1%}), CPU "
                 f"{row['kjobs']['cpu_us_per_msg']:.2f} vs {row['raw']['cpu_us_per_msg']:.2f} µs/msg, "
-                f"kjobs+jemalloc {row.get('kjobs_jemalloc', {}).get('rate', float('nan')):.0f}/s, kcat "
+                f"kjobs+jemalloc {row.get('kjobs_jemalloc', {}).get('rate', float('nan')):.0f}/s, "
+                f"raw+jemalloc {row.get('raw_jemalloc', {}).get('rate', float('nan')):.0f}/s, kcat "
                 f"{row['kcat']['rate'] if row['kcat'] else float('nan'):.0f}/s, "
                 f"VmHWM {row['kjobs']['hwm_kb']} kB")
             rows.append(row)
@@ -406,6 +411,10 @@ def bench_drain(ctx, cfg):
             "jemalloc_rate": med(r["kjobs_jemalloc"]["rate"] if "kjobs_jemalloc" in r else None
                                  for r in rows),
             "jemalloc_ratio": med(r.get("jemalloc_ratio") for r in rows),
+            "raw_jemalloc_rate": med(r["raw_jemalloc"]["rate"] if "raw_jemalloc" in r else None
+                                     for r in rows),
+            "raw_jemalloc_cpu_us": med(r["raw_jemalloc"]["cpu_us_per_msg"]
+                                       if "raw_jemalloc" in r else None for r in rows),
             "jemalloc_cpu_us": med(r["kjobs_jemalloc"]["cpu_us_per_msg"]
                                    if "kjobs_jemalloc" in r else None for r in rows)}
 
@@ -669,6 +678,13 @@ def bench_scaleout(ctx, cfg):
                "revoked_on_a": len(a_revoked),
                "window_p99_ms": pct(in_window, 0.99), "window_max_ms": in_window[-1]
                if in_window else None, "exit_codes": [a_rc, b_rc],
+               "a_revoked_main": sum(1 for x in a_logs if x.get("msg") == "partition revoked"
+                                     and x.get("topic") == "jobs" and log_ts(x) > wb_launch
+                                     and log_ts(x) < b_first + 5),
+               "protocol": ("eager (every partition of A revoked)" if sum(
+                   1 for x in a_logs if x.get("msg") == "partition revoked" and
+                   x.get("topic") == "jobs" and wb_launch < log_ts(x) < b_first + 5) >= P
+                   else "cooperative (only moved partitions revoked)"),
                "a_lost": sum(1 for x in a_logs if x.get("msg") == "partition lost"
                              and x.get("topic") == "jobs"),
                "a_lost_after_s": min((log_ts(x) - wb_launch for x in a_logs
@@ -769,33 +785,39 @@ def report(ctx, cfg, info, res, command, started, load_end):
         jm = bool(d.get("jemalloc_rate") == d.get("jemalloc_rate"))
         L.append("| run | kjobs jobs/s | raw_consumer msgs/s | **kjobs / raw** | kjobs CPU µs/job | "
                  "raw CPU µs/msg | CPU kjobs / raw | kjobs VmHWM | raw VmHWM | kcat -G msgs/s |"
-                 + (" kjobs+jemalloc jobs/s | (kjobs+jemalloc) / raw | kjobs+jemalloc CPU µs/job |"
-                    if jm else ""))
-        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if jm else ""))
+                 + (" kjobs+jemalloc jobs/s | raw+jemalloc msgs/s | jemalloc: kjobs / raw | "
+                    "kjobs+jemalloc CPU µs/job | raw+jemalloc CPU µs/msg |" if jm else ""))
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" +
+                 ("---:|---:|---:|---:|---:|" if jm else ""))
 
-        def drow(label, kr, rr, ratio, kc, rc, cr, kh, rh, kcat, jr, jratio, jc):
+        def drow(label, kr, rr, ratio, kc, rc, cr, kh, rh, kcat, jr, jrr, jratio, jc, jrc):
             return (f"| {label} | {fmt_rate(kr)} | {fmt_rate(rr)} | {ratio:.1%} | {kc:.2f} | "
                     f"{rc:.2f} | {cr:.2f}× | {fmt_kb(kh)} | {fmt_kb(rh)} | {fmt_rate(kcat)} |"
-                    + (f" {fmt_rate(jr)} | {jratio:.1%} | {jc:.2f} |" if jm else ""))
+                    + (f" {fmt_rate(jr)} | {fmt_rate(jrr)} | {jratio:.1%} | {jc:.2f} | {jrc:.2f} |"
+                       if jm else ""))
         nan = float("nan")
         for i, r in enumerate(d["rows"], 1):
             j = r.get("kjobs_jemalloc", {})
+            jr = r.get("raw_jemalloc", {})
             L.append(drow(i, r["kjobs"]["rate"], r["raw"]["rate"], r["ratio"],
                           r["kjobs"]["cpu_us_per_msg"], r["raw"]["cpu_us_per_msg"], r["cpu_ratio"],
                           r["kjobs"]["hwm_kb"], r["raw"]["hwm_kb"],
                           r["kcat"]["rate"] if r["kcat"] else nan, j.get("rate", nan),
-                          r.get("jemalloc_ratio", nan), j.get("cpu_us_per_msg", nan)))
+                          jr.get("rate", nan), r.get("jemalloc_ratio", nan),
+                          j.get("cpu_us_per_msg", nan), jr.get("cpu_us_per_msg", nan)))
         L.append(drow("**median**", d["kjobs_rate"], d["raw_rate"], d["ratio"], d["kjobs_cpu_us"],
                       d["raw_cpu_us"], d["cpu_ratio"], d["hwm_kb"], d["raw_hwm_kb"], d["kcat_rate"],
-                      d["jemalloc_rate"], d["jemalloc_ratio"], d["jemalloc_cpu_us"]) + "\n")
+                      d["jemalloc_rate"], d["raw_jemalloc_rate"], d["jemalloc_ratio"],
+                      d["jemalloc_cpu_us"], d["raw_jemalloc_cpu_us"]) + "\n")
         L.append("Rates: messages between the first and the last one handled (kjobs: handler "
                  "start of the first bench.start mark to the last bench.end mark; raw_consumer: "
                  "first to last message returned by rd_kafka_consumer_poll), group join excluded. "
                  "CPU: user+system seconds of the whole consumer process (every thread, join "
                  "included) per message; less sensitive than wall time to the other load on "
-                 "this shared machine. kjobs+jemalloc: the same kjobs binary with "
-                 "LD_PRELOAD=libjemalloc.so.2, an experiment backing a profiling finding (glibc "
-                 "arena-lock contention on cross-thread frees), not a shipped configuration.\n")
+                 "this shared machine. kjobs+jemalloc, raw+jemalloc: the same binaries "
+                 "with LD_PRELOAD=libjemalloc.so.2 (Debian libjemalloc2), an experiment backing a "
+                 "profiling finding (glibc arena-lock contention on cross-thread frees of "
+                 "librdkafka messages), not a shipped configuration.\n")
         L.append(f"Target kjobs/raw ≥ 90%: **{'met' if d['ratio'] >= 0.9 else 'NOT met'}**. "
                  f"Broker VmHWM {fmt_kb(d['broker_hwm_kb'])}.\n")
 
@@ -877,7 +899,11 @@ def report(ctx, cfg, info, res, command, started, load_end):
         L.append("## Scale-out (a second worker joins under load)\n")
         L.append(f"bench.lat jobs at {so['rate']:,} jobs/s over {so['partitions']} partitions "
                  f"for {so['seconds']} s; worker A alone, worker B (same group) launched "
-                 f"{so['join_at']} s into the load. Cooperative-sticky assignment. \"stall\" = "
+                 f"{so['join_at']} s into the load; session.timeout.ms=6000 (see README: the mock "
+                 f"completes a rebalance late). The worker's default assignor: "
+                 f"{so['rows'][0].get('protocol', '?')} — with an eager protocol every "
+                 f"partition is revoked and reassigned, so the partitions that stay on A stop "
+                 f"too. \"stall\" = "
                  f"the longest time with no job handled on a partition that stayed on A, from "
                  f"B's launch to 1 s after B's first job (baseline: the same measure over the "
                  f"seconds before B's launch). \"handover\" = on a moved partition, B's first "

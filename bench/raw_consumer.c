@@ -2,7 +2,7 @@
  * raw_consumer.c — the "raw librdkafka consume rate" baseline for the kjobs drain benchmark.
  *
  * A librdkafka high-level consumer with the same group semantics as `kjobs run` (subscribe,
- * cooperative-sticky assignment, a fresh group reading from the beginning, no automatic offset
+ * kjobs' default assignor, a fresh group reading from the beginning, no automatic offset
  * store, positions committed asynchronously every 200 ms) that does no processing at all: it counts messages until N were consumed. The
  * ratio kjobs jobs/s ÷ raw msgs/s says how much of the achievable consume rate kjobs keeps.
  *
@@ -56,11 +56,17 @@ static void rc_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque) {
     (void)opaque;
     rd_kafka_error_t *error = NULL;
+    int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         if (rc_assign_at == 0 && parts->cnt > 0) rc_assign_at = rc_now();
-        error = rd_kafka_incremental_assign(rk, parts);
-    } else {
+        if (cooperative)
+            error = rd_kafka_incremental_assign(rk, parts);
+        else
+            rd_kafka_assign(rk, parts);
+    } else if (cooperative) {
         error = rd_kafka_incremental_unassign(rk, parts);
+    } else {
+        rd_kafka_assign(rk, NULL);
     }
     if (error) {
         fprintf(stderr, "raw_consumer: rebalance: %s\n", rd_kafka_error_string(error));
@@ -179,7 +185,9 @@ int main(int argc, char **argv) {
      * its own watermark at the same interval) */
     rc_set(conf, "group.id", group);
     rc_set(conf, "client.id", "raw_consumer");
-    rc_set(conf, "partition.assignment.strategy", "cooperative-sticky");
+    /* kjobs' default assignor (processor/worker.c): eager roundrobin before librdkafka 2.1 */
+    rc_set(conf, "partition.assignment.strategy",
+           RD_KAFKA_VERSION >= 0x020100ff ? "cooperative-sticky" : "roundrobin");
     rc_set(conf, "auto.offset.reset", "earliest");
     rc_set(conf, "enable.auto.commit", "false");
     rc_set(conf, "enable.auto.offset.store", "false");
