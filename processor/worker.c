@@ -26,7 +26,9 @@
 #define KJ_TICK_MS 20
 #define KJ_LAG_INTERVAL_MS 1000
 #define KJ_PROGRESS_INTERVAL_MS 10000
-#define KJ_REVOKE_ROUTE_WAIT_MS 30000
+#define KJ_REVOKE_ROUTE_WAIT_MS 2000 /* unacked copies only hold their offsets back */
+#define KJ_CLOSE_WAIT_MS 5000
+#define KJ_REBALANCE_COMMIT_MS 2000
 
 /* One assigned topic-partition. Fields marked (poll) are touched by the poll thread only;
  * `lock` guards the tracker, which workers and the poll thread both complete into. */
@@ -70,6 +72,7 @@ struct kj_worker {
     bool fatal;              /* (poll) exactly-once commit failed: stop, commit nothing more */
     bool consumer_closed;    /* (poll) left the group cleanly; else never destroy it */
     int64_t drain_deadline;  /* (poll) end of the shutdown grace period, 0 before */
+    bool in_rebalance;       /* (poll) inside on_rebalance */
     atomic_llong jobs_ok, jobs_retried, jobs_dead, resets;
     /* DLQ circuit breaker: workers record outcomes under breaker_lock and set breaker_open;
      * the poll thread pauses, rewinds and resumes (see "circuit breaker" below). */
@@ -228,7 +231,12 @@ static rd_kafka_topic_partition_list_t *collect_offsets(kj_worker *w, bool all) 
  * itself would wait for a lost coordinator until the session times out. */
 static rd_kafka_resp_err_t commit_bounded(kj_worker *w, rd_kafka_topic_partition_list_t *list) {
     int64_t wait_ms = w->cfg->shutdown_grace_ms > 5000 ? w->cfg->shutdown_grace_ms : 5000;
-    if (w->drain_deadline > 0) { /* draining: what is left of the grace period, >= 1 s */
+    if (w->in_rebalance) {
+        /* inside the rebalance callback: librdkafka retries a commit the coordinator rejects
+         * as "rebalance in progress", and a callback that blocks misses the join window,
+         * so the group reassigns our partitions while we still hold them */
+        wait_ms = KJ_REBALANCE_COMMIT_MS;
+    } else if (w->drain_deadline > 0) { /* draining: what is left of the grace period, >= 1 s */
         wait_ms = w->drain_deadline - now_ms();
         if (wait_ms < 1000) wait_ms = 1000;
     }
@@ -410,6 +418,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     kj_worker *w = opaque;
     bool cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
     kj_metrics_rebalance();
+    w->in_rebalance = true;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         assign_partitions(w, rk, parts, cooperative);
         atomic_store(&w->joined, true);
@@ -419,6 +428,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         kj_log(KJ_LOG_ERROR, "rebalance error", "{s:s}", "error", rd_kafka_err2str(err));
         revoke_partitions(w, rk, parts, false);
     }
+    w->in_rebalance = false;
 }
 
 /* ---- the batch path (worker threads) -------------------------------------------------------- */
@@ -800,10 +810,13 @@ static void pause_all(kj_worker *w) {
 }
 
 /* Leave the group: revoke (committing again) and LeaveGroup, serving the rebalance callback
- * from a queue so the wait is bounded by the grace period (at least 5 s). An unreachable
- * coordinator would otherwise hold rd_kafka_consumer_close() for session.timeout.ms. */
+ * from a queue so the wait is bounded: a clean close takes milliseconds, and an unreachable
+ * coordinator (or one that already dropped us) would otherwise hold rd_kafka_consumer_close()
+ * for session.timeout.ms. At most KJ_CLOSE_WAIT_MS, less if the grace period ends sooner. */
 static void close_consumer(kj_worker *w, int64_t deadline) {
-    if (deadline < now_ms() + 5000) deadline = now_ms() + 5000;
+    int64_t now = now_ms();
+    if (deadline > now + KJ_CLOSE_WAIT_MS) deadline = now + KJ_CLOSE_WAIT_MS;
+    if (deadline < now + 1000) deadline = now + 1000;
     rd_kafka_queue_t *queue = rd_kafka_queue_new(w->consumer);
     rd_kafka_error_t *error = rd_kafka_consumer_close_queue(w->consumer, queue);
     if (error) {
