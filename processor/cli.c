@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "processor/log.h"
 
@@ -38,12 +37,6 @@ void kj_cli_wait_for_stop_signal(void) {
     pthread_sigmask(SIG_BLOCK, &block, &old);
     while (!kj_cli_stop_requested) sigsuspend(&old);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-}
-
-long long kj_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 void kj_cli_init(kj_cli *cli, const char *command, const char *usage) {

@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <stdbool.h>
 
+#include "processor/clock.h" /* kj_now_ms for the commands */
 #include "processor/config.h"
 
 enum { KJ_EXIT_OK = 0, KJ_EXIT_RUNTIME = 1, KJ_EXIT_USAGE = 2 };
@@ -63,7 +64,5 @@ void kj_cli_install_signals(void);
 /** Block until SIGINT/SIGTERM arrives (race-free: sigsuspend with the signals blocked). */
 void kj_cli_wait_for_stop_signal(void);
 
-/** Epoch milliseconds (CLOCK_REALTIME). */
-long long kj_now_ms(void);
 
 #endif /* KJOBS_CLI_H */

@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "processor/kafka.h"
+#include "processor/clock.h"
 #include "processor/log.h"
 #include "processor/metrics.h"
 
@@ -51,12 +52,6 @@ typedef struct route_ctx {
     long long resend_at_ms;
     struct route_ctx *next_resend;
 } route_ctx;
-
-static long long now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void route_ctx_free(route_ctx *c) {
     free(c->topic);
@@ -100,7 +95,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opa
     if (rd_kafka_fatal_error(rk, NULL, 0)) return; /* kj_router_fatal() stops the worker */
     long long backoff = (long long)c->failures * 200;
     if (backoff > RESEND_BACKOFF_MAX_MS) backoff = RESEND_BACKOFF_MAX_MS;
-    c->resend_at_ms = now_ms() + backoff; /* re-sent by kj_router_poll: no sleep here */
+    c->resend_at_ms = kj_now_ms() + backoff; /* re-sent by kj_router_poll: no sleep here */
     c->next_resend = r->resend_head;
     r->resend_head = c;
 }
@@ -204,7 +199,7 @@ static void header_set(rd_kafka_headers_t *h, const char *name, const char *valu
 
 int kj_router_route(kj_router *r, void *owner, const rd_kafka_message_t *msg, int attempt,
                     const kjobs_result_t *result) {
-    long long now = now_ms();
+    long long now = kj_now_ms();
     kj_route_decision d;
     kj_router_decide(r, attempt, result, now, &d);
 
@@ -278,7 +273,7 @@ int kj_router_route(kj_router *r, void *owner, const rd_kafka_message_t *msg, in
 
 long kj_router_poll(kj_router *r, int timeout_ms) {
     rd_kafka_poll(r->rk, timeout_ms);
-    long long now = now_ms();
+    long long now = kj_now_ms();
     route_ctx **link = &r->resend_head;
     while (*link) {
         route_ctx *c = *link;
@@ -318,8 +313,8 @@ int kj_router_commit_transaction(kj_router *r, rd_kafka_t *consumer,
                                  size_t errstr_size) {
     pthread_rwlock_wrlock(&r->txn_lock);
     /* 1. every copy of this transaction acknowledged: their offsets are now completed */
-    long long deadline = now_ms() + 60000;
-    while (kj_router_poll(r, 10) > 0 && now_ms() < deadline) {
+    long long deadline = kj_now_ms() + 60000;
+    while (kj_router_poll(r, 10) > 0 && kj_now_ms() < deadline) {
     }
     int rc = 0;
     rd_kafka_error_t *error = NULL;

@@ -18,6 +18,7 @@
 #include "partitions/offset_tracker.h"
 #include "processor/breaker.h"
 #include "processor/kafka.h"
+#include "processor/clock.h"
 #include "processor/log.h"
 #include "processor/metrics.h"
 #include "processor/router.h"
@@ -114,18 +115,6 @@ static void scratch_free(void *p) {
 
 static void scratch_key_create(void) {
     pthread_key_create(&scratch_key, scratch_free);
-}
-
-static int64_t now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static double mono_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 /* ---- partitions ------------------------------------------------------------------------ */
@@ -237,7 +226,7 @@ static rd_kafka_resp_err_t commit_bounded(kj_worker *w, rd_kafka_topic_partition
          * so the group reassigns our partitions while we still hold them */
         wait_ms = KJ_REBALANCE_COMMIT_MS;
     } else if (w->drain_deadline > 0) { /* draining: what is left of the grace period, >= 1 s */
-        wait_ms = w->drain_deadline - now_ms();
+        wait_ms = w->drain_deadline - kj_now_ms();
         if (wait_ms < 1000) wait_ms = 1000;
     }
     rd_kafka_queue_t *queue = rd_kafka_queue_new(w->consumer);
@@ -387,8 +376,8 @@ static void revoke_partitions(kj_worker *w, rd_kafka_t *rk,
         }
     }
     /* 2. wait (bounded) for routed copies to be acknowledged, so their offsets commit */
-    int64_t deadline = now_ms() + KJ_REVOKE_ROUTE_WAIT_MS;
-    while (kj_router_outstanding(w->router) > 0 && now_ms() < deadline &&
+    int64_t deadline = kj_now_ms() + KJ_REVOKE_ROUTE_WAIT_MS;
+    while (kj_router_outstanding(w->router) > 0 && kj_now_ms() < deadline &&
            !kj_router_fatal(w->router, NULL, 0))
         kj_router_poll(w->router, 10);
     bool copies_pending = kj_router_outstanding(w->router) > 0;
@@ -536,7 +525,7 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
             continue;
         }
         size_t j = i + 1;
-        double start = mono_seconds();
+        double start = kj_mono_seconds();
         if (h->job_fn) {
             h->job_fn(&slots[i].job, &slots[i].result, h->opaque);
         } else {
@@ -548,7 +537,7 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
             h->batch_fn((const kjobs_job_t *const *)scratch->jobs, scratch->results, j - i,
                         h->opaque);
         }
-        double per_job = (mono_seconds() - start) / (double)(j - i);
+        double per_job = (kj_mono_seconds() - start) / (double)(j - i);
         kj_metric_handle *duration = kj_metrics_duration_handle(slots[i].job.record.type);
         for (size_t k = i; k < j; k++) kj_histogram_observe(duration, per_job);
         i = j;
@@ -696,7 +685,7 @@ static void handle_message(kj_worker *w, rd_kafka_message_t *msg) {
     }
     if (!p->paused && pending >= (size_t)w->cfg->batch_max_pending)
         pause_part(w, p, false);
-    else if (!p->paused && not_before > now_ms())
+    else if (!p->paused && not_before > kj_now_ms())
         pause_part(w, p, true);
 }
 
@@ -814,7 +803,7 @@ static void pause_all(kj_worker *w) {
  * coordinator (or one that already dropped us) would otherwise hold rd_kafka_consumer_close()
  * for session.timeout.ms. At most KJ_CLOSE_WAIT_MS, less if the grace period ends sooner. */
 static void close_consumer(kj_worker *w, int64_t deadline) {
-    int64_t now = now_ms();
+    int64_t now = kj_now_ms();
     if (deadline > now + KJ_CLOSE_WAIT_MS) deadline = now + KJ_CLOSE_WAIT_MS;
     if (deadline < now + 1000) deadline = now + 1000;
     rd_kafka_queue_t *queue = rd_kafka_queue_new(w->consumer);
@@ -824,7 +813,7 @@ static void close_consumer(kj_worker *w, int64_t deadline) {
                rd_kafka_error_string(error));
         rd_kafka_error_destroy(error);
     }
-    while (!rd_kafka_consumer_closed(w->consumer) && now_ms() < deadline)
+    while (!rd_kafka_consumer_closed(w->consumer) && kj_now_ms() < deadline)
         rd_kafka_queue_poll_callback(queue, 100);
     w->consumer_closed = rd_kafka_consumer_closed(w->consumer);
     if (!w->consumer_closed)
@@ -851,7 +840,7 @@ int kj_worker_run(kj_worker *w, volatile sig_atomic_t *stop, kj_heartbeat *heart
            w->cfg->batch_max_jobs, "retry_steps", (int)w->cfg->retry_delay_count);
 
     int exit_code = 0;
-    int64_t last_commit = now_ms(), last_lag = 0, last_progress = now_ms();
+    int64_t last_commit = kj_now_ms(), last_lag = 0, last_progress = kj_now_ms();
     char fatal[512];
     while (!*stop) {
         if (heartbeat) kj_heartbeat_beat(heartbeat);
@@ -868,7 +857,7 @@ int kj_worker_run(kj_worker *w, volatile sig_atomic_t *stop, kj_heartbeat *heart
                    "error", fatal);
             return 1;
         }
-        tick(w, now_ms(), &last_commit, &last_lag, &last_progress);
+        tick(w, kj_now_ms(), &last_commit, &last_lag, &last_progress);
         if (w->fatal) {
             exit_code = 1;
             break;
@@ -882,9 +871,9 @@ int kj_worker_run(kj_worker *w, volatile sig_atomic_t *stop, kj_heartbeat *heart
            (json_int_t)w->cfg->shutdown_grace_ms);
     pause_all(w);
     kj_engine_stop_dispatch(w->engine);
-    int64_t deadline = now_ms() + w->cfg->shutdown_grace_ms;
+    int64_t deadline = kj_now_ms() + w->cfg->shutdown_grace_ms;
     w->drain_deadline = deadline;
-    while (kj_engine_wait_idle(w->engine, 10) != 0 && now_ms() < deadline)
+    while (kj_engine_wait_idle(w->engine, 10) != 0 && kj_now_ms() < deadline)
         kj_router_poll(w->router, 0);
     if (kj_engine_in_flight_items(w->engine) > 0) {
         w->shutdown_timed_out = true;
@@ -892,7 +881,7 @@ int kj_worker_run(kj_worker *w, volatile sig_atomic_t *stop, kj_heartbeat *heart
         kj_log(KJ_LOG_ERROR, "shutdown grace expired with jobs in flight; they will run again",
                "{s:I}", "in_flight", (json_int_t)kj_engine_in_flight_items(w->engine));
     }
-    while (kj_router_outstanding(w->router) > 0 && now_ms() < deadline)
+    while (kj_router_outstanding(w->router) > 0 && kj_now_ms() < deadline)
         kj_router_poll(w->router, 10);
     if (kj_router_outstanding(w->router) > 0)
         kj_log(KJ_LOG_ERROR, "routed copies unacknowledged at shutdown; their jobs will run again",
