@@ -427,6 +427,8 @@ LAT_VARIANTS = {
     # the same run with the two deliberate waits removed (producer linger.ms=0, worker
     # batch.max_wait_ms=0): what is left is transport, the mock broker and kjobs itself
     "no-waits": {"gen": ["-X", "linger.ms=0"], "env": {"KJOBS_BATCH_MAX_WAIT_MS": "0"}},
+    # a tuning candidate: the worker's batch wait at 1 ms, the producer as by default
+    "batch-wait-1ms": {"gen": [], "env": {"KJOBS_BATCH_MAX_WAIT_MS": "1"}},
 }
 
 
@@ -475,6 +477,7 @@ def bench_latency(ctx, cfg):
     for k in ("p50", "p90", "p99", "p999", "max"):
         out[k] = med(r[k] for r in rows["default"])
         out["nowait_" + k] = med(r[k] for r in rows["no-waits"])
+        out["wait1_" + k] = med(r[k] for r in rows["batch-wait-1ms"])
     return out
 
 
@@ -859,6 +862,19 @@ def report(ctx, cfg, info, res, command, started, load_end):
             L.append(f"| **median** | | **{fmt_ms(lt['nowait_p50'])}** | {fmt_ms(lt['nowait_p90'])} | "
                      f"**{fmt_ms(lt['nowait_p99'])}** | {fmt_ms(lt['nowait_p999'])} | "
                      f"{fmt_ms(lt['nowait_max'])} | |\n")
+        w1 = lt.get("variants", {}).get("batch-wait-1ms")
+        if w1:
+            L.append("Same runs, interleaved, with a tuning candidate: worker "
+                     "KJOBS_BATCH_MAX_WAIT_MS=1, producer as by default (linger.ms=5).\n")
+            L.append("| run | jobs | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | 1-min load |")
+            L.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+            for i, r in enumerate(w1, 1):
+                L.append(f"| {i} | {r['jobs']:,} | {fmt_ms(r['p50'])} | {fmt_ms(r['p90'])} | "
+                         f"{fmt_ms(r['p99'])} | {fmt_ms(r['p999'])} | {fmt_ms(r['max'])} | "
+                         f"{r['load1']} |")
+            L.append(f"| **median** | | **{fmt_ms(lt['wait1_p50'])}** | {fmt_ms(lt['wait1_p90'])} | "
+                     f"**{fmt_ms(lt['wait1_p99'])}** | {fmt_ms(lt['wait1_p999'])} | "
+                     f"{fmt_ms(lt['wait1_max'])} | |\n")
 
     rs = res.get("rss")
     if rs:
@@ -950,7 +966,8 @@ def summary(res):
     if lt:
         out.append(f"latency: p50 {fmt_ms(lt['p50'])} ms, p99 {fmt_ms(lt['p99'])} ms, max "
                    f"{fmt_ms(lt['max'])} ms; no waits: p50 {fmt_ms(lt['nowait_p50'])} ms, p99 "
-                   f"{fmt_ms(lt['nowait_p99'])} ms")
+                   f"{fmt_ms(lt['nowait_p99'])} ms; batch wait 1 ms: p50 {fmt_ms(lt['wait1_p50'])} "
+                   f"ms, p99 {fmt_ms(lt['wait1_p99'])} ms")
     rs = res.get("rss")
     if rs:
         out.append(f"rss: 1 job {fmt_kb(rs['one_kb'])}, {rs['jobs'] // 2} backlog "
