@@ -158,7 +158,7 @@ static int range_cmp(const void *a, const void *b) {
 
 /* Sort, drop offsets below `floor`, merge adjacent ranges. */
 static void set_normalize(range_set *s, int64_t floor) {
-    qsort(s->v, s->n, sizeof(*s->v), range_cmp);
+    if (s->n > 1) qsort(s->v, s->n, sizeof(*s->v), range_cmp); /* v may be NULL when empty */
     size_t out = 0;
     for (size_t i = 0; i < s->n; i++) {
         range r = s->v[i];
