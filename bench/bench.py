@@ -158,7 +158,8 @@ def vm_hwm_kb(pid):
 class Worker:
     """`kjobs run` with the bench plugin; records land in `out` at exit."""
 
-    def __init__(self, ctx, bootstrap, group, end_marks=0, env=None, tag="worker", extra=()):
+    def __init__(self, ctx, bootstrap, group, end_marks=0, env=None, tag="worker", extra=(),
+                 prefix=()):
         self.name = ctx.name(tag)
         self.out = ctx.path(self.name + ".records")
         self.marks = self.out + ".marks"
@@ -172,7 +173,7 @@ class Worker:
                      "BENCH_END_MARKS": str(end_marks)})
         full.update(env or {})
         self.launched_at = time.time()
-        self.proc = subprocess.Popen([ctx.kjobs, "run", "-b", bootstrap, "-X",
+        self.proc = subprocess.Popen([*prefix, ctx.kjobs, "run", "-b", bootstrap, "-X",
                                       "fetch.wait.max.ms=5", *extra], stdout=subprocess.DEVNULL,
                                      stderr=self.err, env=full, stdin=subprocess.DEVNULL)
 
@@ -361,7 +362,7 @@ def bench_drain(ctx, cfg):
         for r in range(runs):
             order = (["raw", "kjobs", "kjobs_jemalloc", "raw_jemalloc", "kcat"] if r % 2 == 0
                      else ["raw_jemalloc", "kjobs_jemalloc", "kjobs", "raw", "kcat"])
-            if not JEMALLOC:
+            if not JEMALLOC or ctx.quick:  # quick: a smoke run (maybe under ASan: no preload)
                 order = [x for x in order if "jemalloc" not in x]
             row = {}
             for what in order:
@@ -712,6 +713,37 @@ def bench_scaleout(ctx, cfg):
                 "stayed_baseline_gap_ms", "handover_max_ms", "window_p99_ms", "window_max_ms")}}
 
 
+# ---- profile (not part of the default set: --only profile) ----------------------------------
+
+def bench_profile(ctx, cfg):
+    """One kjobs drain of the drain backlog under `perf record` (CPU-clock samples, DWARF call
+    graphs); writes perf.data into the work directory (kept) and prints the top symbols."""
+    P, N = cfg["drain_partitions"], cfg["drain_jobs"]
+    total = N + 2 * P
+    out = ctx.path("kjobs.perf.data")
+    log(f"profile: one kjobs drain of {N} jobs over {P} partitions under perf record -> {out}")
+    with Broker(ctx, P) as b:
+        fill(ctx, b.bootstrap, N)
+        check_backlog(ctx, b.bootstrap, total)
+        w = Worker(ctx, b.bootstrap, ctx.name("profile"), end_marks=P, tag="profile",
+                   prefix=("perf", "record", "-q", "-e", "cpu-clock", "-F", "4000", "--call-graph",
+                           "dwarf,16384", "-o", out, "--"))
+        try:
+            recs = w.wait_marks(600)
+        finally:
+            w.proc.send_signal(signal.SIGINT)  # perf stops the worker and writes its data
+            w.proc.wait(timeout=120)
+    starts = [t for k, _, t, _ in recs if k == 1]
+    ends = [t for k, _, t, _ in recs if k == 2]
+    rate = (total - 1) / ((max(ends) - min(starts)) / 1e6)
+    top = subprocess.run(["perf", "report", "-i", out, "--no-children", "--sort", "sym", "-g",
+                          "none", "--stdio", "--percent-limit", "1"], capture_output=True,
+                         text=True, timeout=600).stdout
+    print(f"kjobs drain under perf: {rate:,.0f} jobs/s\n" +
+          "\n".join(l for l in top.splitlines() if l.strip() and not l.startswith("#")))
+    return {"perf_data": out, "rate": rate}
+
+
 # ---- report -----------------------------------------------------------------------------------
 
 def sh(args):
@@ -1003,7 +1035,9 @@ def main():
     ap.add_argument("--build-dir", required=True)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-write", action="store_true", help="do not write bench/RESULTS.md")
-    ap.add_argument("--only", default=",".join(ALL), help="comma-separated: " + ",".join(ALL))
+    ap.add_argument("--only", default=",".join(ALL),
+                    help="comma-separated: " + ",".join(ALL) + "; or profile (perf record of one "
+                    "kjobs drain, work files kept)")
     ap.add_argument("--runs", type=int, help="runs per benchmark (default 3, --quick 1)")
     ap.add_argument("--out", default=os.path.join(SRC, "bench", "RESULTS.md"))
     ap.add_argument("--command", default=None, help="command line to record in RESULTS.md")
@@ -1013,8 +1047,10 @@ def main():
     if args.runs:
         cfg["runs"] = cfg["drain_runs"] = args.runs
     only = [x for x in args.only.split(",") if x]
+    if "profile" in only:
+        args.keep = args.no_write = True  # the perf data lives in the work directory
     for x in only:
-        if x not in ALL:
+        if x not in ALL + ["profile"]:
             ap.error(f"unknown benchmark {x}")
     work = tempfile.mkdtemp(prefix="kjobs-bench-")
     ctx = Ctx(os.path.abspath(args.build_dir), work, args.quick)
@@ -1027,7 +1063,7 @@ def main():
     t0 = time.monotonic()
     res = {"config": cfg}
     funcs = {"drain": bench_drain, "latency": bench_latency, "rss": bench_rss,
-             "retry": bench_retry, "scaleout": bench_scaleout}
+             "retry": bench_retry, "scaleout": bench_scaleout, "profile": bench_profile}
     ok = True
     try:
         for name in only:

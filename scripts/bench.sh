@@ -11,6 +11,7 @@
 #   --no-build   use the build in --build-dir as it is
 #   --build-dir  default build-bench
 #   --keep       keep the work directory (worker logs, per-job records)
+#   --only profile  one kjobs drain under `perf record` (perf.data kept in the work directory)
 # Needs the build dependencies (scripts/install-deps.sh), python3, and kcat (optional).
 # Exits non-zero only when the harness breaks; it never judges performance.
 set -euo pipefail
@@ -25,7 +26,7 @@ while [ $# -gt 0 ]; do
     --no-build) BUILD=0; shift ;;
     --quick|--no-write|--keep) ARGS+=("$1"); shift ;;
     --only|--runs) ARGS+=("$1" "$2"); shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
