@@ -802,10 +802,45 @@ static void pause_all(kj_worker *w) {
  * from a queue so the wait is bounded: a clean close takes milliseconds, and an unreachable
  * coordinator (or one that already dropped us) would otherwise hold rd_kafka_consumer_close()
  * for session.timeout.ms. At most KJ_CLOSE_WAIT_MS, less if the grace period ends sooner. */
-static void close_consumer(kj_worker *w, int64_t deadline) {
+typedef struct close_watchdog {
+    atomic_bool done;
+    int64_t fire_at_ms;
+    int exit_code;
+} close_watchdog;
+
+/* librdkafka 2.0.2 can block for good inside rd_kafka_assign() called from the rebalance
+ * callback that close_queue delivers (an untimed wait; seen on the embedded broker when a
+ * member leaves during a rebalance). Jobs are finished and committed by then, so after the
+ * close deadline the watchdog ends the process with the drain's exit code rather than let
+ * SIGTERM hang until the kubelet's SIGKILL. A timer thread: it sleeps, it never synchronises. */
+static void *close_watchdog_main(void *arg) {
+    close_watchdog *wd = arg;
+    while (!atomic_load(&wd->done)) {
+        int64_t left = wd->fire_at_ms - kj_now_ms();
+        if (left <= 0) {
+            kj_log(KJ_LOG_ERROR, "consumer close hung inside librdkafka; exiting (work is "
+                                 "drained and committed; the group rebalances after "
+                                 "session.timeout.ms)",
+                   NULL);
+            _exit(wd->exit_code);
+        }
+        struct timespec ts = {0, (left > 100 ? 100 : left) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    free(wd);
+    return NULL;
+}
+
+static void close_consumer(kj_worker *w, int64_t deadline, int exit_code) {
     int64_t now = kj_now_ms();
     if (deadline > now + KJ_CLOSE_WAIT_MS) deadline = now + KJ_CLOSE_WAIT_MS;
     if (deadline < now + 1000) deadline = now + 1000;
+    close_watchdog *wd = calloc(1, sizeof(*wd));
+    wd->fire_at_ms = deadline + 2000;
+    wd->exit_code = exit_code;
+    pthread_t watchdog;
+    bool watching = pthread_create(&watchdog, NULL, close_watchdog_main, wd) == 0;
+    if (watching) pthread_detach(watchdog);
     rd_kafka_queue_t *queue = rd_kafka_queue_new(w->consumer);
     rd_kafka_error_t *error = rd_kafka_consumer_close_queue(w->consumer, queue);
     if (error) {
@@ -816,6 +851,10 @@ static void close_consumer(kj_worker *w, int64_t deadline) {
     while (!rd_kafka_consumer_closed(w->consumer) && kj_now_ms() < deadline)
         rd_kafka_queue_poll_callback(queue, 100);
     w->consumer_closed = rd_kafka_consumer_closed(w->consumer);
+    if (watching)
+        atomic_store(&wd->done, true); /* the watchdog frees it */
+    else
+        free(wd);
     if (!w->consumer_closed)
         kj_log(KJ_LOG_WARN,
                "could not leave the consumer group in time (coordinator unreachable?); the group "
@@ -887,7 +926,7 @@ int kj_worker_run(kj_worker *w, volatile sig_atomic_t *stop, kj_heartbeat *heart
         kj_log(KJ_LOG_ERROR, "routed copies unacknowledged at shutdown; their jobs will run again",
                "{s:I}", "copies", (json_int_t)kj_router_outstanding(w->router));
     if (!w->fatal) commit_offsets(w, true);
-    close_consumer(w, deadline);
+    close_consumer(w, deadline, w->fatal ? 1 : exit_code);
     kj_log(KJ_LOG_INFO, "worker stopped", "{s:I,s:I,s:I,s:I}", "ok",
            (json_int_t)atomic_load(&w->jobs_ok), "retried",
            (json_int_t)atomic_load(&w->jobs_retried), "dead_lettered",
