@@ -78,6 +78,55 @@ def peek(bootstrap, topic, count, timeout=60):
     return lines
 
 
+class LoggedWorker:
+    """A `kjobs run` process whose JSON log goes to a file, so it can be read while it runs.
+    As a context manager it stops the worker on exit and requires a clean (0) exit."""
+
+    def __init__(self, bootstrap, *extra):
+        self.log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
+        self.proc = subprocess.Popen(
+            kjobs_cmd("run", "-b", bootstrap, "-X", "fetch.wait.max.ms=5", *extra),
+            stdout=subprocess.DEVNULL, stderr=self.log)
+
+    def logs(self):
+        with open(self.log.name) as f:
+            text = f.read()
+        return log_lines(text[:text.rfind("\n") + 1])  # skip a half-written last line
+
+    def count(self, *msgs):
+        return sum(1 for line in self.logs() if line["msg"] in msgs)
+
+    def stop(self):
+        """SIGTERM (if still running); returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            return self.proc.wait(timeout=60)
+        return self.proc.returncode
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            rc = self.stop()
+            assert rc == 0, f"kjobs run exited {rc} on SIGTERM"
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+
+
+def wait_until(what, fn, timeout=90):
+    """Re-check fn() until it returns something true (returned) or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.3)
+
+
 def log_lines(stderr_text):
     """Parse a kjobs stderr stream; every line must be a JSON object."""
     out = []

@@ -23,16 +23,14 @@ import io
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
-from harness import kjobs_cmd, run  # noqa: E402
+from harness import LoggedWorker, wait_until, kjobs_cmd, run  # noqa: E402
 
 import avro.io  # noqa: E402
 import avro.schema  # noqa: E402
@@ -56,47 +54,7 @@ def avro_job(job_type, payload=b"", job_id=None):
     return job_id, buf.getvalue()
 
 
-class Worker:
-    """A `kjobs run` process; its JSON log goes to a file so it can be read while it runs."""
 
-    def __init__(self, bootstrap):
-        self.log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
-        self.proc = subprocess.Popen(
-            kjobs_cmd("run", "-b", bootstrap, "-X", "fetch.wait.max.ms=5"),
-            stdout=subprocess.DEVNULL, stderr=self.log)
-
-    def logs(self):
-        with open(self.log.name) as f:
-            text = f.read()
-        complete = text[:text.rfind("\n") + 1]  # the last line may be half written
-        return harness.log_lines(complete)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            rc = self.proc.wait(timeout=60)
-            assert rc == 0, f"kjobs run exited {rc} on SIGTERM"
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        try:
-            self.stop()
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-
-
-def wait_until(what, fn, timeout=90):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.3)
 
 
 def dlq_list(bootstrap, *extra):
@@ -157,7 +115,7 @@ def test_dead_letters_end_to_end():
         originals = {r.get("id") or "garbage": r for r in main_topic(b)}
         assert len(originals) == 5, originals.keys()
 
-        with Worker(b) as worker:
+        with LoggedWorker(b) as worker:
             dl = wait_until("5 dead letters", lambda: (lambda d: d if len(d) == 5 else None)(
                 dlq_list(b)))
             by_class = {}
@@ -285,7 +243,7 @@ def test_dead_letters_end_to_end():
             # `show ID` of a job dead-lettered more than once shows the latest failure
             p = run(kjobs_cmd("dlq", "show", "-b", b, perm[0]))
             assert json.loads(p.stdout)["dead_letter"]["replayed_from"], p.stdout
-            worker.stop()
+            assert worker.stop() == 0
             assert not [l for l in worker.logs() if l["level"] == "error"], \
                 [l for l in worker.logs() if l["level"] == "error"][:3]
 

@@ -18,53 +18,17 @@ the group having no committed offsets after lag ran several times before the wor
 """
 import json
 import os
-import signal
-import subprocess
 import sys
-import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
-from harness import kjobs_cmd, run  # noqa: E402
+from harness import LoggedWorker, wait_until, kjobs_cmd, run  # noqa: E402
 
 os.environ["KJOBS_HTTP_LISTEN"] = ""
 LADDER = ["jobs.retry.1", "jobs.retry.2", "jobs.retry.3"]  # the default retry.delays
 
 
-class Worker:
-    """A `kjobs run` process; its JSON log goes to a file so it can be read while it runs."""
 
-    def __init__(self, bootstrap):
-        self.log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
-        self.proc = subprocess.Popen(
-            kjobs_cmd("run", "-b", bootstrap, "-X", "fetch.wait.max.ms=5"),
-            stdout=subprocess.DEVNULL, stderr=self.log)
-
-    def logs(self):
-        with open(self.log.name) as f:
-            text = f.read()
-        return harness.log_lines(text[:text.rfind("\n") + 1])  # skip a half-written line
-
-    def count(self, *msgs):
-        return sum(1 for l in self.logs() if l["msg"] in msgs)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            return self.proc.wait(timeout=60)
-        return self.proc.returncode
-
-
-def wait_until(what, fn, timeout=90):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.3)
 
 
 def lag_json(bootstrap, *extra):
@@ -102,7 +66,7 @@ def test_lag_before_during_and_after_a_worker():
         assert all(r[0] == "kjobs" and r[3] == "-" for r in table), table
         assert [int(r[5]) for r in table if r[1] == "jobs"] == [r["lag"] for r in main]
 
-        worker = Worker(b)
+        worker = LoggedWorker(b)
         try:
             wait_until("the worker's assignment", lambda: worker.count("partition assigned") == 12)
             wait_until("all 7 jobs done", lambda: any(
