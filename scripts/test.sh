@@ -4,6 +4,7 @@
 # KJOBS_BUILD_DIR (default build) and KJOBS_SANITIZE=ON (ASan+UBSan) select the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROOT=$(pwd)
 bash scripts/install-deps.sh
 BUILD_DIR=${KJOBS_BUILD_DIR:-build}
 SANITIZE=${KJOBS_SANITIZE:-OFF}
@@ -19,3 +20,17 @@ cd "$BUILD_DIR"
 # rebalance can abort inside librdkafka; see README, "Where kjobs refines the contract").
 # A test that fails twice fails the run; no assertion is relaxed.
 ctest --output-on-failure -j2 --repeat until-pass:2 "$@"
+
+# The second broker kind: the integration suite again, against a real 3-broker Apache Kafka
+# cluster (scripts/kafka.sh: KRaft, RF 3, min.insync.replicas 2) that this script starts and
+# removes. One cluster is shared, so these tests run one at a time; each test resets it
+# (tests/integration/real_kafka.py). KJOBS_REAL_KAFKA=0 skips this pass.
+if [ "${KJOBS_REAL_KAFKA:-1}" != 0 ]; then
+  export KJOBS_KAFKA_DIR=${KJOBS_KAFKA_DIR:-$(mktemp -d /tmp/kjobs-test-kafka.XXXXXX)}
+  export KJOBS_KAFKA_PORT=${KJOBS_KAFKA_PORT:-39192}
+  trap 'bash "$ROOT/scripts/kafka.sh" stop' EXIT
+  echo "== integration tests on real Apache Kafka (3 brokers)"
+  KJOBS_TEST_KAFKA=$(bash "$ROOT/scripts/kafka.sh" start --brokers 3)
+  export KJOBS_TEST_KAFKA
+  ctest --output-on-failure -j1 --repeat until-pass:2 -L integration "$@"
+fi

@@ -171,6 +171,9 @@ class Broker(harness.Broker):
     def __init__(self, partitions=4, env=None):
         self.log_file = tempfile.NamedTemporaryFile("w+b", prefix="kjobs-broker-", suffix=".log",
                                                     delete=False)
+        if harness.REAL_KAFKA:
+            harness.Broker.__init__(self, partitions, env=env)
+            return
         full_env = dict(os.environ)
         full_env.update(env or {})
         self.proc = subprocess.Popen(harness.kjobs_cmd("broker", "--partitions", str(partitions)),
@@ -185,6 +188,8 @@ class Broker(harness.Broker):
             return f.read().decode(errors="replace")
 
     def check_alive(self):
+        if self.proc is None:
+            return
         rc = self.proc.poll()
         assert rc is None, f"kjobs broker exited {rc}; its log:\n{self.log()[-2000:]}"
 
@@ -204,6 +209,8 @@ class FaultBroker:
     """tests/fault/fault_broker.c: the mock cluster in-process, faults applied on command."""
 
     def __init__(self, brokers=3, partitions=4, env=None):
+        harness.require_embedded("faults are injected inside the mock cluster "
+                                 "(tests/fault/test_real_kafka_faults.py covers real Kafka)")
         full_env = dict(os.environ)
         full_env.update(env or {})
         self.stderr = tempfile.TemporaryFile()

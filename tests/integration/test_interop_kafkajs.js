@@ -37,7 +37,14 @@ function singleObjectHeader(pcf) {
   return h;
 }
 
+// With KJOBS_TEST_KAFKA set, a freshly reset real cluster (tests/integration/real_kafka.py).
 function startBroker(partitions) {
+  if (process.env.KJOBS_TEST_KAFKA) {
+    const p = spawnSync('/usr/bin/python3', [path.join(__dirname, 'real_kafka.py'), KJOBS, String(partitions)],
+      { encoding: 'utf8', timeout: 180000 });
+    if (p.status !== 0) return Promise.reject(new Error(`real Kafka reset failed: ${p.stderr}`));
+    return Promise.resolve({ proc: null, bootstrap: p.stdout.trim() });
+  }
   return new Promise((resolve, reject) => {
     const proc = spawn(KJOBS, ['broker', '--partitions', String(partitions)], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
@@ -48,6 +55,7 @@ function startBroker(partitions) {
   });
 }
 function stopBroker(b) {
+  if (!b.proc) return Promise.resolve(0);
   return new Promise((resolve) => { b.proc.once('exit', (code) => resolve(code)); b.proc.kill('SIGTERM'); });
 }
 function kjobs(args, input) {
@@ -70,7 +78,7 @@ test('avsc canonical form equals kjobs schema', async () => {
 test('KafkaJS + avsc produce, kjobs peek decodes both encodings', async () => {
   const broker = await startBroker(3);
   try {
-    const kafka = new Kafka({ clientId: 'interop-js', brokers: [broker.bootstrap], logLevel: logLevel.NOTHING });
+    const kafka = new Kafka({ clientId: 'interop-js', brokers: broker.bootstrap.split(','), logLevel: logLevel.NOTHING });
     const producer = kafka.producer({ allowAutoTopicCreation: false });
     await producer.connect();
     const header = singleObjectHeader(JSON.stringify(jobType.schema()));
@@ -109,7 +117,7 @@ test('kjobs enqueue, KafkaJS consumes, avsc decodes', async () => {
       .trim().split('\n');
     assert.strictEqual(ids.length, 10);
     kjobs(['enqueue', '-b', broker.bootstrap, '--encoding', 'single-object', '--type', 'from.kjobs.so', '--count', '5']);
-    const kafka = new Kafka({ clientId: 'interop-js-consumer', brokers: [broker.bootstrap], logLevel: logLevel.NOTHING });
+    const kafka = new Kafka({ clientId: 'interop-js-consumer', brokers: broker.bootstrap.split(','), logLevel: logLevel.NOTHING });
     const admin = kafka.admin();
     await admin.connect();
     const offsets = await admin.fetchTopicOffsets('jobs');

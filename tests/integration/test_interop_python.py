@@ -164,11 +164,12 @@ def test_python_produced_jobs_decoded_by_kjobs_peek():
     with harness.Broker(partitions=3) as broker:
         producer = KafkaProducer(bootstrap_servers=broker.bootstrap, api_version=(2, 5, 0),
                                  acks="all")
-        for key, value, _ in cases:
-            producer.send("jobs", key=key.encode() if key else None, value=value,
-                          headers=[("origin", b"python")])
-        producer.send("jobs", value=b"\x07garbage\xff\xff")  # not a job
+        sent = [producer.send("jobs", key=key.encode() if key else None, value=value,
+                              headers=[("origin", b"python")]) for key, value, _ in cases]
+        sent.append(producer.send("jobs", value=b"\x07garbage\xff\xff"))  # not a job
         producer.flush()
+        for future in sent:  # every record acknowledged, or the test says why not
+            future.get(timeout=30)
         producer.close()
         lines = harness.peek(broker.bootstrap, "jobs", len(cases) + 1)
     by_id = {l["id"]: l for l in lines if "id" in l}
