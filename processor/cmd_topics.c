@@ -19,9 +19,26 @@ static const char topics_usage[] =
     "\n"
     "Prints the topics of the configuration: the main topic, one retry topic per delay in\n"
     "retry.delays, and the dead-letter topic. With --create, creates them through the Admin\n"
-    "API with topics.partitions and topics.replication_factor (existing topics are kept).\n";
+    "API with topics.partitions, topics.replication_factor, topics.min_insync_replicas and\n"
+    "retention.ms from topics.retention (main, ladder) and topics.dlq_retention (dead\n"
+    "letters); existing topics are kept as they are.\n";
 
 enum { OPT_CREATE = KJ_OPT_COMMON_LAST + 1 };
+
+/* Topic-level configs of a created topic, by role: retention (dead letters outlive the
+ * ladder, the ladder outlives its longest delay: both checked by kj_config_validate) and
+ * min.insync.replicas when set (0 keeps the broker's default). */
+static int set_topic_configs(rd_kafka_NewTopic_t *nt, const kj_config *cfg, kj_topic_role role) {
+    char value[32];
+    int64_t retention = role == KJ_TOPIC_DLQ ? cfg->dlq_retention_ms : cfg->topic_retention_ms;
+    snprintf(value, sizeof(value), "%lld", (long long)retention);
+    if (rd_kafka_NewTopic_set_config(nt, "retention.ms", value)) return -1;
+    if (cfg->min_insync_replicas > 0) {
+        snprintf(value, sizeof(value), "%d", cfg->min_insync_replicas);
+        if (rd_kafka_NewTopic_set_config(nt, "min.insync.replicas", value)) return -1;
+    }
+    return 0;
+}
 
 static int create_topics(const kj_cli *cli, kj_topic_spec *topics, size_t count) {
     char err[512];
@@ -43,6 +60,11 @@ static int create_topics(const kj_cli *cli, kj_topic_spec *topics, size_t count)
                                               cli->cfg.replication_factor, err, sizeof(err));
         if (!new_topics[i]) {
             fprintf(stderr, "kjobs topics: %s: %s\n", topics[i].name, err);
+            exit_code = KJ_EXIT_USAGE;
+            goto out;
+        }
+        if (set_topic_configs(new_topics[i], &cli->cfg, topics[i].role) != 0) {
+            fprintf(stderr, "kjobs topics: %s: cannot set topic configs\n", topics[i].name);
             exit_code = KJ_EXIT_USAGE;
             goto out;
         }

@@ -286,6 +286,21 @@ static const kj_setting kj_settings[] = {
     {ROW("topics", "replication_factor", "KJOBS_TOPICS_REPLICATION_FACTOR"), .type = KT_INT,
      .off = F(replication_factor), .def = "1", .min = 1, .max = 32,
      .doc = "Replication factor of topics created by `kjobs topics --create`."},
+    {ROW("topics", "min_insync_replicas", "KJOBS_TOPICS_MIN_INSYNC_REPLICAS"), .type = KT_INT,
+     .off = F(min_insync_replicas), .def = "0", .min = 0, .max = 32,
+     .doc = "min.insync.replicas of topics created by `kjobs topics --create` (with acks=all, "
+            "a write is acknowledged once this many replicas have it). 0: the broker's "
+            "default. Production: replication_factor - 1 (e.g. 3 and 2)."},
+    {ROW("topics", "retention", "KJOBS_TOPICS_RETENTION"), .type = KT_DURATION,
+     .off = F(topic_retention_ms), .def = "7d", .min = 60000, .max = 3650 * DAY_MS,
+     .doc = "retention.ms of the main and retry-ladder topics created by `kjobs topics "
+            "--create`. Must exceed the longest retry delay, or waiting copies are deleted "
+            "before they are due."},
+    {ROW("topics", "dlq_retention", "KJOBS_TOPICS_DLQ_RETENTION"), .type = KT_DURATION,
+     .off = F(dlq_retention_ms), .def = "30d", .min = 60000, .max = 3650 * DAY_MS,
+     .doc = "retention.ms of the dead-letter topic created by `kjobs topics --create`. At "
+            "least topics.retention: dead letters outlive the ladder, so there is time to "
+            "inspect and replay them."},
     /* batch */
     {ROW("batch", "max_jobs", "KJOBS_BATCH_MAX_JOBS"), .type = KT_INT, .off = F(batch_max_jobs),
      .def = "100", .min = 1, .max = 100000,
@@ -1427,6 +1442,30 @@ int kj_config_validate(const kj_config *cfg, char *errstr, size_t errstr_size) {
         cross_fail(cfg, "dlq.breaker_min_window", "dlq.breaker_window", errstr, errstr_size,
                    "dlq.breaker_min_window (%d) must be at most dlq.breaker_window (%d)",
                    cfg->breaker_min_window, cfg->breaker_window);
+        return -1;
+    }
+    if (cfg->min_insync_replicas > cfg->replication_factor) {
+        cross_fail(cfg, "topics.min_insync_replicas", "topics.replication_factor", errstr,
+                   errstr_size,
+                   "topics.min_insync_replicas (%d) must be at most topics.replication_factor "
+                   "(%d): no write could ever be acknowledged",
+                   cfg->min_insync_replicas, cfg->replication_factor);
+        return -1;
+    }
+    for (size_t i = 0; i < cfg->retry_delay_count; i++) {
+        if (cfg->retry_delays_ms[i] >= cfg->topic_retention_ms) {
+            cross_fail(cfg, "topics.retention", "retry.delays", errstr, errstr_size,
+                       "topics.retention (%lld ms) must exceed every retry delay (%lld ms): "
+                       "copies would be deleted before they are due",
+                       (long long)cfg->topic_retention_ms, (long long)cfg->retry_delays_ms[i]);
+            return -1;
+        }
+    }
+    if (cfg->dlq_retention_ms < cfg->topic_retention_ms) {
+        cross_fail(cfg, "topics.dlq_retention", "topics.retention", errstr, errstr_size,
+                   "topics.dlq_retention (%lld ms) must be at least topics.retention (%lld ms): "
+                   "dead letters outlive the ladder",
+                   (long long)cfg->dlq_retention_ms, (long long)cfg->topic_retention_ms);
         return -1;
     }
     if (cfg->handlers_exec_type_count > 0 && cfg->handlers_exec_count == 0) {

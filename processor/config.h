@@ -43,7 +43,8 @@ typedef struct kj_config {
     char **rdkafka_props;
     size_t rdkafka_prop_count;                   /* "name=value", file order then env */
     char *main_topic, *retry_prefix, *dlq_topic; /* retry_prefix/dlq_topic resolved, never "" */
-    int partitions, replication_factor;
+    int partitions, replication_factor, min_insync_replicas;
+    int64_t topic_retention_ms, dlq_retention_ms; /* retention.ms of created topics */
     int batch_max_jobs, batch_max_wait_ms, batch_max_pending;
     int workers;
     int64_t *retry_delays_ms;
