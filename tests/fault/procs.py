@@ -188,8 +188,6 @@ class Broker(harness.Broker):
             return f.read().decode(errors="replace")
 
     def check_alive(self):
-        if self.proc is None:
-            return
         rc = self.proc.poll()
         assert rc is None, f"kjobs broker exited {rc}; its log:\n{self.log()[-2000:]}"
 
