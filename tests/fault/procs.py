@@ -208,7 +208,7 @@ class FaultBroker:
 
     def __init__(self, brokers=3, partitions=4, env=None):
         harness.require_embedded("faults are injected inside the mock cluster "
-                                 "(tests/fault/test_real_kafka_faults.py covers real Kafka)")
+                                 "(tests/integration/test_real_faults.py covers real Kafka)")
         full_env = dict(os.environ)
         full_env.update(env or {})
         self.stderr = tempfile.TemporaryFile()
