@@ -45,6 +45,7 @@ def reset(partitions, env=None, config=None, deadline_s=120):
     come back clean within deadline_s."""
     from kafka.errors import KafkaError
     deadline = time.monotonic() + deadline_s
+    group_deadline = time.monotonic() + 30
     admin = _admin()
     try:
         # Groups first: a group left with members by an earlier test (kill -9) cannot be
@@ -59,8 +60,12 @@ def reset(partitions, env=None, config=None, deadline_s=120):
                     break
             except KafkaError:
                 pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"real Kafka: groups {groups} could not be deleted")
+            if time.monotonic() > group_deadline:
+                # live members: a process an earlier test left behind. Go on (its partitions
+                # move once it is gone) and say so, rather than fail every later test.
+                print(f"   real Kafka: groups {groups} still have members; not deleted",
+                      flush=True)
+                break
             time.sleep(0.5)
         topics = _user_topics(admin)
         if topics:
