@@ -25,6 +25,7 @@
 #include "processor/topic_layout.h"
 
 #define KJ_TICK_MS 20
+#define KJ_STALL_CONFIRM_MS 3000 /* after a stall: wait this long for the group to answer */
 #define KJ_LAG_INTERVAL_MS 1000
 #define KJ_PROGRESS_INTERVAL_MS 10000
 #define KJ_REVOKE_ROUTE_WAIT_MS 2000 /* unacked copies only hold their offsets back */
@@ -83,6 +84,16 @@ struct kj_worker {
     bool breaker_handled; /* (poll) the open breaker has paused everything */
     int64_t breaker_opened_at; /* (poll) */
     atomic_llong jobs_skipped;
+    /* Stall guard: a process frozen (SIGSTOP, a VM pause, swap) past session.timeout.ms has
+     * lost its partitions without knowing it. Worker threads compare last_poll_ms with the
+     * session timeout before each batch; the poll thread sets stall_hold first when it sees
+     * the gap, and holds every partition until the group answers (see stall_tick). */
+    atomic_llong last_poll_ms;
+    atomic_bool stall_hold;
+    int64_t session_timeout_ms;  /* from the consumer's configuration */
+    int64_t stall_detected_at;   /* (poll) 0 when not held */
+    unsigned rebalances;         /* (poll) rebalance callbacks served, for stall_tick */
+    unsigned stall_rebalances;   /* (poll) that count when the stall was detected */
 };
 
 /* One job of a running batch: per-thread scratch, reused across batches. */
@@ -407,6 +418,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     kj_worker *w = opaque;
     bool cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
     kj_metrics_rebalance();
+    w->rebalances++;
     w->in_rebalance = true;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         assign_partitions(w, rk, parts, cooperative);
@@ -479,9 +491,14 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
     (void)lane;
     kj_part *part = lane_opaque;
     kj_worker *w = opaque;
-    if (atomic_load(&w->breaker_open)) {
-        /* Breaker open: do not run these jobs. Their offsets stay uncompleted, so nothing
-         * commits past them; the poll thread rewinds the partition before resuming. */
+    /* last_poll_ms before stall_hold: the poll thread stores them in the other order, so a
+     * fresh last_poll_ms here implies a stall_hold set by that same wake-up is visible. */
+    int64_t since_poll = kj_now_ms() - atomic_load(&w->last_poll_ms);
+    bool stalled = since_poll > w->session_timeout_ms || atomic_load(&w->stall_hold);
+    if (atomic_load(&w->breaker_open) || stalled) {
+        /* Breaker open, or the process was frozen past its session (the partition may be
+         * someone else's now): do not run these jobs. Their offsets stay uncompleted, so
+         * nothing commits past them; the poll thread rewinds the partition before resuming. */
         atomic_store(&part->needs_rewind, true);
         for (size_t i = 0; i < count; i++) rd_kafka_message_destroy(items[i]);
         atomic_fetch_add(&w->jobs_skipped, (long long)count);
@@ -694,6 +711,69 @@ static void handle_message(kj_worker *w, rd_kafka_message_t *msg) {
  *  - commit committable offsets (every KJ_COMMIT_INTERVAL_MS, async),
  *  - refresh consumer-lag gauges (every KJ_LAG_INTERVAL_MS),
  *  - log a progress line (every KJ_PROGRESS_INTERVAL_MS). */
+/* Held partitions whose batches were skipped (breaker, stall) restart at their first
+ * uncompleted offset: seek there, forget the skipped tail, resume. All partitions resume.
+ * @locality poll thread, with no batch in flight and nothing pending in the lanes */
+static void rewind_and_resume_all(kj_worker *w) {
+    for (kj_part *p = w->parts; p; p = p->next) {
+        if (atomic_exchange(&p->needs_rewind, false)) {
+            pthread_mutex_lock(&p->lock);
+            int64_t from = kj_offset_tracker_committable(p->tracker);
+            if (from >= 0) kj_offset_tracker_reset(p->tracker, from);
+            pthread_mutex_unlock(&p->lock);
+            if (from >= 0) {
+                rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+                rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset = from;
+                rd_kafka_error_t *error = rd_kafka_seek_partitions(w->consumer, l, 10000);
+                if (error) {
+                    kj_log(KJ_LOG_ERROR, "rewind: seek failed", "{s:s,s:i,s:s}", "topic",
+                           p->topic, "partition", p->partition, "error",
+                           rd_kafka_error_string(error));
+                    rd_kafka_error_destroy(error);
+                }
+                rd_kafka_topic_partition_list_destroy(l);
+            }
+        }
+        resume_part(w, p);
+    }
+}
+
+/* The stall guard's poll side. A loop iteration that starts more than session.timeout.ms
+ * after the previous one means the process was frozen long enough for the group coordinator
+ * to have expired its session: its partitions may already run elsewhere. Hold everything
+ * (worker threads skip batches, nothing is committed) until the group answers: a rebalance
+ * callback (the loss, or a new assignment), or — when the session survived after all — a few
+ * heartbeat intervals with librdkafka still holding the assignment. Then rewind what was
+ * skipped and resume. Returns true while holding. */
+static bool stall_tick(kj_worker *w, int64_t now, int64_t gap) {
+    if (gap > w->session_timeout_ms && !w->stall_detected_at) {
+        atomic_store(&w->stall_hold, true);
+        w->stall_detected_at = now;
+        w->stall_rebalances = w->rebalances;
+        kj_log(KJ_LOG_WARN, "worker stalled past its session timeout: holding its partitions "
+                            "until the group answers",
+               "{s:I,s:I}", "stalled_ms", (json_int_t)gap, "session_timeout_ms",
+               (json_int_t)w->session_timeout_ms);
+    }
+    if (!w->stall_detected_at) return false;
+    for (kj_part *p = w->parts; p; p = p->next)
+        if (!p->paused) pause_part(w, p, false);
+    bool answered = w->rebalances != w->stall_rebalances;
+    bool survived = now - w->stall_detected_at >= KJ_STALL_CONFIRM_MS &&
+                    !rd_kafka_assignment_lost(w->consumer);
+    if (!answered && !survived) return true;
+    if (kj_engine_in_flight_items(w->engine) > 0) return true;
+    for (kj_part *p = w->parts; p; p = p->next)
+        if (p->lane && kj_engine_lane_pending(p->lane) > 0) return true; /* still skipping */
+    rewind_and_resume_all(w);
+    atomic_store(&w->stall_hold, false);
+    kj_log(KJ_LOG_WARN, "stall hold released", "{s:s,s:I}", "by",
+           answered ? "rebalance" : "session still valid", "held_ms",
+           (json_int_t)(now - w->stall_detected_at));
+    w->stall_detected_at = 0;
+    return false;
+}
+
 /* Circuit breaker, poll-thread side. Open: pause every partition (also ones assigned later).
  * Resume (SIGUSR1 / kj_worker_request_breaker_reset, or after dlq.breaker_cooldown): once no
  * batch, queued job or routed copy is left, seek every partition that skipped jobs back to its
@@ -716,27 +796,7 @@ static bool breaker_tick(kj_worker *w, int64_t now) {
         return true;
     for (kj_part *p = w->parts; p; p = p->next)
         if (p->lane && kj_engine_lane_pending(p->lane) > 0) return true; /* still skipping */
-    for (kj_part *p = w->parts; p; p = p->next) {
-        if (atomic_exchange(&p->needs_rewind, false)) {
-            pthread_mutex_lock(&p->lock);
-            int64_t from = kj_offset_tracker_committable(p->tracker);
-            if (from >= 0) kj_offset_tracker_reset(p->tracker, from);
-            pthread_mutex_unlock(&p->lock);
-            if (from >= 0) {
-                rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-                rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset = from;
-                rd_kafka_error_t *error = rd_kafka_seek_partitions(w->consumer, l, 10000);
-                if (error) {
-                    kj_log(KJ_LOG_ERROR, "breaker rewind: seek failed", "{s:s,s:i,s:s}", "topic",
-                           p->topic, "partition", p->partition, "error",
-                           rd_kafka_error_string(error));
-                    rd_kafka_error_destroy(error);
-                }
-                rd_kafka_topic_partition_list_destroy(l);
-            }
-        }
-        resume_part(w, p);
-    }
+    rewind_and_resume_all(w);
     pthread_mutex_lock(&w->breaker_lock);
     kj_breaker_reset(&w->breaker);
     pthread_mutex_unlock(&w->breaker_lock);
@@ -754,6 +814,10 @@ static void tick(kj_worker *w, int64_t now, int64_t *last_commit, int64_t *last_
                  int64_t *last_progress) {
     size_t low = (size_t)w->cfg->batch_max_pending / 2;
     bool held = breaker_tick(w, now);
+    if (w->stall_detected_at) {
+        held = true;
+        *last_commit = now; /* nothing is committed while the group may have moved on */
+    }
     for (kj_part *p = w->parts; p && !held; p = p->next) {
         if (!p->paused || !p->lane) continue;
         size_t pending = kj_engine_lane_pending(p->lane);
@@ -881,8 +945,13 @@ int kj_worker_run(kj_worker *w, volatile sig_atomic_t *stop, kj_heartbeat *heart
     int exit_code = 0;
     int64_t last_commit = kj_now_ms(), last_lag = 0, last_progress = kj_now_ms();
     char fatal[512];
+    atomic_store(&w->last_poll_ms, kj_now_ms());
     while (!*stop) {
         if (heartbeat) kj_heartbeat_beat(heartbeat);
+        int64_t loop_start = kj_now_ms();
+        /* stall guard: hold first, then the fresh timestamp (run_batch reads them reversed) */
+        stall_tick(w, loop_start, loop_start - atomic_load(&w->last_poll_ms));
+        atomic_store(&w->last_poll_ms, loop_start);
         rd_kafka_message_t *msg = rd_kafka_consumer_poll(w->consumer, KJ_TICK_MS);
         /* drain what is ready without waiting, bounded so ticks keep their pace */
         for (int n = 0; msg && n < 10000; n++) {
@@ -1047,6 +1116,15 @@ kj_worker *kj_worker_new(const kj_config *cfg, kj_handler_registry *handlers, ch
                 goto fail;
             }
         }
+    }
+    {
+        char value[32];
+        size_t value_size = sizeof(value);
+        w->session_timeout_ms = 45000; /* librdkafka's default */
+        if (rd_kafka_conf_get(conf, "session.timeout.ms", value, &value_size) ==
+                RD_KAFKA_CONF_OK &&
+            atoll(value) > 0)
+            w->session_timeout_ms = atoll(value);
     }
     rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
     rd_kafka_conf_set_offset_commit_cb(conf, on_offset_commit);

@@ -22,7 +22,7 @@ WORK=$(mktemp -d)
 export KJOBS_RETRY_DELAYS=1s,2s KJOBS_RETRY_MAX_ATTEMPTS=3 KJOBS_TOPICS_PARTITIONS=4
 cleanup() {
   kill "${WORKER:-}" 2>/dev/null || true
-  [ $REAL_KAFKA = 1 ] && KJOBS_KAFKA_DIR=$WORK/kafka bash scripts/kafka.sh stop
+  [ $REAL_KAFKA = 1 ] && KAFKA_LOCAL_DIR=$WORK/kafka bash scripts/kafka.sh stop
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -30,7 +30,7 @@ trap cleanup EXIT
 mkfifo "$WORK/out"
 if [ $REAL_KAFKA = 1 ]; then
   echo "== starting Apache Kafka (1 broker, KRaft) with scripts/kafka.sh"
-  BOOTSTRAP=$(KJOBS_KAFKA_DIR=$WORK/kafka KJOBS_KAFKA_PORT=${DEMO_KAFKA_PORT:-39292} \
+  BOOTSTRAP=$(KAFKA_LOCAL_DIR=$WORK/kafka KAFKA_LOCAL_PORT=${DEMO_KAFKA_PORT:-39292} \
     bash scripts/kafka.sh start --brokers 1)
   "$KJOBS" topics -b "$BOOTSTRAP" --create | sed 's/^/   /'
   echo "== starting: kjobs run -b $BOOTSTRAP (retry ladder 1s -> 2s, max 3 attempts)"

@@ -3,7 +3,7 @@
 # the real-Kafka test pass and benchmarks. The broker comes from Maven Central by name: the
 # release pinned in tests/kafka/pom.xml is resolved with mvn into .deps/kafka-<version>/ (cached,
 # never committed). Every node is a combined broker + controller on loopback; everything a
-# cluster writes lives under one directory ($KJOBS_KAFKA_DIR, default /tmp/kjobs-kafka), removed
+# cluster writes lives under one directory ($KAFKA_LOCAL_DIR, default /tmp/kjobs-kafka), removed
 # by `stop`.
 #
 # Usage: scripts/kafka.sh <command> [args]
@@ -17,15 +17,16 @@
 #   pause ID | resume ID    SIGSTOP / SIGCONT node ID (a frozen broker)
 #   restart ID              start node ID again on its existing data; waits until it serves
 #   fetch                   only resolve the broker jars (what install-deps.sh calls)
-# Environment: KJOBS_KAFKA_DIR, KJOBS_KAFKA_PORT (first broker port, default 39092; controller
-# ports are +100), KAFKA_HEAP_OPTS (default -Xms256m -Xmx1g), JAVA_HOME.
+# Environment: KAFKA_LOCAL_DIR, KAFKA_LOCAL_PORT (first broker port, default 39092; controller
+# ports are +100), KAFKA_HEAP_OPTS (default -Xms256m -Xmx1g), JAVA_HOME. (Not KJOBS_*: kjobs
+# reads KJOBS_<GROUP>_<NAME> as its own settings and refuses unknown ones.)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 POM=$ROOT/tests/kafka/pom.xml
 VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$POM")
 LIBS=$ROOT/.deps/kafka-$VERSION/libs
-DIR=${KJOBS_KAFKA_DIR:-/tmp/kjobs-kafka}
-BASE_PORT=${KJOBS_KAFKA_PORT:-39092}
+DIR=${KAFKA_LOCAL_DIR:-/tmp/kjobs-kafka}
+BASE_PORT=${KAFKA_LOCAL_PORT:-39092}
 JAVA=${JAVA_HOME:+$JAVA_HOME/bin/}java
 HEAP=${KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}
 

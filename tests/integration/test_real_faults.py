@@ -2,7 +2,7 @@
 (scripts/kafka.sh: KRaft, RF 3, min.insync.replicas 2): brokers killed, shut down, frozen and
 restarted; the whole cluster down and back; retention deleting jobs that never ran; rolling
 restarts of workers; a worker frozen past its session. Runs only in the real-Kafka pass
-(KJOBS_TEST_KAFKA set and KJOBS_KAFKA_DIR naming the cluster scripts/kafka.sh started).
+(KJOBS_TEST_KAFKA set and KAFKA_LOCAL_DIR naming the cluster scripts/kafka.sh started).
 
 Accounting and the duplicate bound are test_fault.py's (its module docstring): enqueued,
 handled, duplicated, lost, dead-lettered, and process aborts (a worker that died of a signal,
@@ -75,9 +75,9 @@ class RealScenario(Scenario):
 
 def real_scenario(fn):
     def wrapper():
-        if not harness.REAL_KAFKA or not os.environ.get("KJOBS_KAFKA_DIR"):
+        if not harness.REAL_KAFKA or not os.environ.get("KAFKA_LOCAL_DIR"):
             raise harness.Skip("needs the real cluster of scripts/kafka.sh (KJOBS_TEST_KAFKA "
-                               "and KJOBS_KAFKA_DIR; scripts/test.sh sets both)")
+                               "and KAFKA_LOCAL_DIR; scripts/test.sh sets both)")
         with harness.Broker(partitions=PARTITIONS, env=RETRY_ENV) as broker:
             sc = RealScenario(fn.__name__.replace("test_", ""), broker)
             try:
