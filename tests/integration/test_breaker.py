@@ -161,9 +161,14 @@ def test_exactly_once_crash_leaves_no_duplicate_copy_on_real_kafka():
                            "TxnOffsetCommit discards offsets (docs/retries.md)")
     with harness.Broker(partitions=4) as broker:
         bootstrap = broker.bootstrap
-        ids = set(run(kjobs_cmd("enqueue", "-b", bootstrap, "--type", "kjobs.fail",
-                                "--count", "5000"), timeout=300).stdout.split())
-        assert len(ids) == 5000
+        ids = set()
+
+        def feed():  # jobs keep arriving while the workers run and die
+            for _ in range(10):
+                ids.update(run(kjobs_cmd("enqueue", "-b", bootstrap, "--type", "kjobs.fail",
+                                         "--count", "500"), timeout=300).stdout.split())
+        feeder = threading.Thread(target=feed)
+        feeder.start()
         env = {"KJOBS_RETRY_EXACTLY_ONCE": "true", "KJOBS_RETRY_DELAYS": "1h"}
         for _ in range(2):
             w = Worker(bootstrap, env)
@@ -174,7 +179,10 @@ def test_exactly_once_crash_leaves_no_duplicate_copy_on_real_kafka():
                 w.proc.kill()  # copies of the open transaction are aborted
                 w.proc.wait()
                 w.reader.join(timeout=10)
-        assert lag_total(bootstrap) > 0, "the crashes came too late: nothing left to run"
+            assert feeder.is_alive() or lag_total(bootstrap) > 0, \
+                "the crash came too late: nothing left to run"
+        feeder.join()
+        assert len(ids) == 5000
         w = Worker(bootstrap, env)
         try:
             w.wait_for("the main topic drained", lambda: lag_total(bootstrap) == 0,
