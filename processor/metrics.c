@@ -653,7 +653,7 @@ char *kj_registry_render(kj_registry *reg, size_t *len) {
 static struct {
     kj_registry *reg;
     kj_metric_family *jobs, *duration, *batch, *lag, *commits, *rebalances, *in_flight, *resets,
-        *retry, *dlq, *route_errors, *decode_errors, *breaker, *ready, *build_info;
+        *retry, *dlq, *route_errors, *decode_errors, *exec_stray, *breaker, *ready, *build_info;
     kj_metric_handle *commit_ok, *commit_error;
     pthread_mutex_t version_mu;
     char version[KJ_METRICS_MAX_LABEL_LEN + 1];
@@ -706,6 +706,9 @@ static const struct kj_metric_def {
      "Failed produces to a retry or dead-letter topic.", 0, {0}, NULL, 0},
     {&g_kj.decode_errors, "kjobs_decode_errors_total", KJ_METRIC_COUNTER,
      "Messages that could not be decoded as a kjobs.Job.", 0, {0}, NULL, 0},
+    {&g_kj.exec_stray, "kjobs_exec_stray_replies_total", KJ_METRIC_COUNTER,
+     "Reply lines from exec handler children discarded as answering no pending batch.", 0, {0},
+     NULL, 0},
     {&g_kj.breaker, "kjobs_circuit_breaker_open", KJ_METRIC_GAUGE,
      "1 while the circuit breaker is open, else 0.", 0, {0}, NULL, 0},
     {&g_kj.ready, "kjobs_ready", KJ_METRIC_GAUGE, "1 while the worker is ready (/readyz 200).", 0,
@@ -834,6 +837,11 @@ void kj_metrics_route_error(void) {
 void kj_metrics_decode_error(void) {
     kj_metrics_ensure();
     kj_counter_inc(kj_family_default(g_kj.decode_errors));
+}
+
+void kj_metrics_exec_stray_reply(void) {
+    kj_metrics_ensure();
+    kj_counter_inc(kj_family_default(g_kj.exec_stray));
 }
 
 void kj_metrics_circuit_breaker_set(bool open) {
