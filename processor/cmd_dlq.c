@@ -34,6 +34,7 @@
 #include "processor/job_json.h"
 #include "processor/kafka.h"
 #include "processor/log.h"
+#include "processor/utf8.h"
 #include "schemas/codec.h"
 
 #define MARK_PREFIX "kjobs-replayed:v1:"
@@ -260,10 +261,13 @@ static json_t *header_int(rd_kafka_headers_t *h, const char *name) {
     return json_integer(v);
 }
 
+/* The header as text; bytes that are not UTF-8 become U+FFFD (never a dropped field). */
 static json_t *header_text(rd_kafka_headers_t *h, const char *name) {
-    char buf[1200];
-    if (!kj_kafka_header_str(h, name, buf, sizeof(buf))) return json_null();
-    return json_string(buf);
+    const void *val = NULL;
+    size_t size = 0;
+    if (!h || rd_kafka_header_get_last(h, name, &val, &size) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return json_null();
+    return val ? kj_utf8_json_string(val, size) : json_string("");
 }
 
 /* The record as peek prints it, plus "handle", "state" and a "dead_letter" summary. */

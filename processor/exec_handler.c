@@ -32,6 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "processor/encoding.h"
 #include "processor/log.h"
 #include "processor/metrics.h"
 
@@ -121,67 +122,10 @@ static bool program_exists(const char *name) {
     }
 }
 
-/* Replace bytes that are not part of valid UTF-8 with '?', in place (for log fields). */
-static void utf8_sanitize(char *s, size_t len) {
-    size_t i = 0;
-    while (i < len) {
-        unsigned char c = (unsigned char)s[i];
-        size_t n = c < 0x80             ? 1
-                   : (c & 0xE0) == 0xC0 ? 2
-                   : (c & 0xF0) == 0xE0 ? 3
-                   : (c & 0xF8) == 0xF0 ? 4
-                                        : 0;
-        bool ok = n > 0 && i + n <= len && !(n == 2 && c < 0xC2) && !(n == 4 && c > 0xF4);
-        for (size_t k = 1; ok && k < n; k++)
-            ok = ((unsigned char)s[i + k] & 0xC0) == 0x80;
-        if (ok && n == 3) {
-            unsigned char c1 = (unsigned char)s[i + 1];
-            ok = !(c == 0xE0 && c1 < 0xA0) && !(c == 0xED && c1 >= 0xA0); /* overlong, surrogates */
-        }
-        if (ok && n == 4) {
-            unsigned char c1 = (unsigned char)s[i + 1];
-            ok = !(c == 0xF0 && c1 < 0x90) && !(c == 0xF4 && c1 >= 0x90);
-        }
-        if (c == 0) ok = false; /* jansson's "s" takes a C string */
-        if (!ok) {
-            s[i++] = '?';
-            continue;
-        }
-        i += n;
-    }
-}
-
-static bool utf8_valid(const char *s, size_t len) {
-    char *copy = malloc(len ? len : 1);
-    memcpy(copy, s, len);
-    utf8_sanitize(copy, len);
-    bool same = memcmp(copy, s, len) == 0;
-    free(copy);
-    return same;
-}
-
 static json_t *base64_json(const void *data, size_t len) {
-    static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    const unsigned char *p = data;
-    size_t olen = (len + 2) / 3 * 4;
-    char *out = malloc(olen + 1), *o = out;
-    size_t i = 0;
-    for (; i + 2 < len; i += 3) {
-        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
-        *o++ = tbl[v >> 18];
-        *o++ = tbl[(v >> 12) & 63];
-        *o++ = tbl[(v >> 6) & 63];
-        *o++ = tbl[v & 63];
-    }
-    if (i < len) {
-        uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < len ? (uint32_t)p[i + 1] << 8 : 0);
-        *o++ = tbl[v >> 18];
-        *o++ = tbl[(v >> 12) & 63];
-        *o++ = i + 1 < len ? tbl[(v >> 6) & 63] : '=';
-        *o++ = '=';
-    }
-    json_t *j = json_stringn(out, olen);
-    free(out);
+    char *b64 = kj_base64_encode(data, len);
+    json_t *j = json_string(b64);
+    free(b64);
     return j;
 }
 
@@ -190,10 +134,10 @@ static json_t *base64_json(const void *data, size_t len) {
 static void stderr_emit(exec_child *c) {
     size_t len = c->err_len;
     if (len && c->err_line[len - 1] == '\r') len--;
-    c->err_line[len] = '\0';
-    utf8_sanitize(c->err_line, len);
+    char *line = kj_utf8_clean_dup(c->err_line, len); /* invalid bytes become U+FFFD */
     kj_log(KJ_LOG_INFO, "exec child stderr", "{s:i,s:s,s:s}", "child_pid", (int)c->pid, "stream",
-           "stderr", "line", c->err_line);
+           "stderr", "line", line ? line : "");
+    free(line);
     c->err_len = 0;
 }
 
@@ -647,7 +591,7 @@ static char *build_request(uint64_t batch_id, const kjobs_job_t *const *jobs, si
         const char *key = kjobs_job_key(job, &klen);
         if (!key) {
             json_object_set_new(o, "key", json_null());
-        } else if (utf8_valid(key, klen) && memchr(key, '\0', klen) == NULL) {
+        } else if (kj_utf8_valid(key, klen) && memchr(key, '\0', klen) == NULL) {
             json_object_set_new(o, "key", json_stringn(key, klen));
         } else {
             json_object_set_new(o, "key", json_null());

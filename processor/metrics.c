@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "processor/log.h"
+#include "processor/utf8.h"
 
 #define KJ_FAMILY_HASH_SLOTS 64
 
@@ -109,32 +110,6 @@ static bool valid_name(const char *s, bool allow_colon) {
     return true;
 }
 
-/* Length of the valid UTF-8 sequence at s (n bytes available), or 0 if invalid there. */
-static size_t utf8_seq_len(const unsigned char *s, size_t n) {
-    unsigned char c = s[0];
-    if (c < 0x80) return 1;
-    size_t len;
-    unsigned char lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
-    if (c >= 0xC2 && c <= 0xDF) {
-        len = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        len = 3;
-        if (c == 0xE0) lo = 0xA0; /* no overlongs */
-        if (c == 0xED) hi = 0x9F; /* no surrogates */
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        len = 4;
-        if (c == 0xF0) lo = 0x90;
-        if (c == 0xF4) hi = 0x8F; /* <= U+10FFFF */
-    } else {
-        return 0;
-    }
-    if (n < len) return 0;
-    if (s[1] < lo || s[1] > hi) return 0;
-    for (size_t i = 2; i < len; i++)
-        if (s[i] < 0x80 || s[i] > 0xBF) return 0;
-    return len;
-}
-
 /*
  * Copy `in` into `out` (KJ_METRICS_MAX_LABEL_LEN + 1 bytes): valid UTF-8 only (an invalid byte
  * becomes '?'), truncated at a character boundary. Returns the length.
@@ -143,7 +118,7 @@ static size_t sanitize_value(const char *in, char *out) {
     const unsigned char *s = (const unsigned char *)(in ? in : "");
     size_t n = strlen((const char *)s), o = 0;
     for (size_t i = 0; i < n;) {
-        size_t len = utf8_seq_len(s + i, n - i);
+        size_t len = kj_utf8_seq_len(s + i, n - i);
         if (len == 0) {
             if (o + 1 > KJ_METRICS_MAX_LABEL_LEN) break;
             out[o++] = '?';

@@ -23,7 +23,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
-from harness import SOURCE_DIR, kjobs_cmd, run  # noqa: E402
+from harness import hdrs, SOURCE_DIR, kjobs_cmd, run  # noqa: E402
 
 EXAMPLES = os.path.join(SOURCE_DIR, "examples", "exec")
 # Run kjobs through a symlink with a name of our own, so a neighbour's name-based pkill on a
@@ -199,20 +199,20 @@ def exec_scenario(command, child_tag):
             # what landed on the ladder and in the DLQ, with the headers users see
             ladder = peek_all(b, "jobs.retry.1", 4)
             assert set(ladder) == {rid, cid, gid, tid}, ladder.keys()
-            h = ladder[rid]["headers"]
+            h = hdrs(ladder[rid])
             assert h["kjobs-error"] == "exec.retry: asked to retry (attempt 1)", h
             assert h["kjobs-error-class"] == "retryable" and h["kjobs-attempt"] == "1", h
             delay = int(h["kjobs-not-before"]) - int(h["kjobs-failed-at"])
             assert 1400 <= delay <= 1600, f"retry_after_ms 1500 not honoured: {delay} ms"
-            assert ladder[cid]["headers"]["kjobs-error-class"] == "retryable"
-            assert "invalid reply" in ladder[gid]["headers"]["kjobs-error"]
-            assert ladder[tid]["headers"]["kjobs-error-class"] == "timeout"
+            assert hdrs(ladder[cid])["kjobs-error-class"] == "retryable"
+            assert "invalid reply" in hdrs(ladder[gid])["kjobs-error"]
+            assert hdrs(ladder[tid])["kjobs-error-class"] == "timeout"
             dlq = peek_all(b, "jobs.dlq", 6)
             assert set(dlq) == {fid, uid, rid, cid, gid, tid}, dlq.keys()
-            classes = {k: v["headers"]["kjobs-error-class"] for k, v in dlq.items()}
+            classes = {k: hdrs(v)["kjobs-error-class"] for k, v in dlq.items()}
             assert classes == {fid: "permanent", uid: "unknown-type", rid: "retryable",
                                cid: "retryable", gid: "retryable", tid: "timeout"}, classes
-            assert dlq[fid]["headers"]["kjobs-error"] == "exec.fail: permanent failure"
+            assert hdrs(dlq[fid])["kjobs-error"] == "exec.fail: permanent failure"
         finally:
             w.stop()
         # clean shutdown: every child got EOF on stdin and exited by itself
