@@ -804,7 +804,22 @@ kj_exec_handler *kj_exec_handler_new(const kj_config *cfg, char *errstr, size_t 
                          .timeout_ms = cfg->handlers_exec_timeout_ms,
                          .types = cfg->handlers_exec_types,
                          .type_count = cfg->handlers_exec_type_count};
-    return kj_exec_handler_new_opts(&o, errstr, errstr_size);
+    char why[512];
+    kj_exec_handler *h = kj_exec_handler_new_opts(&o, why, sizeof(why));
+    if (!h) {
+        /* "handlers.exec...: reason" → "FILE:LINE: handlers.exec...: reason" (the setting's
+         * place, as config errors give it; never its value) */
+        const char *colon = strstr(why, ": ");
+        char key[64], place[400];
+        snprintf(key, sizeof(key), "%.*s", colon ? (int)(colon - why) : 0, why);
+        if (colon && strncmp(key, "handlers.exec", 13) == 0) {
+            kj_config_place(cfg, key, place, sizeof(place));
+            snprintf(errstr, errstr_size, "%s%s", place, colon);
+        } else {
+            snprintf(errstr, errstr_size, "%s", why);
+        }
+    }
+    return h;
 }
 
 void kj_exec_handler_register(kj_exec_handler *h, kj_handler_registry *reg) {
