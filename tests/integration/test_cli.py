@@ -5,9 +5,11 @@ layout, and kcat (an independent librdkafka-based client) reading what kjobs wro
 Run with /usr/bin/python3."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
@@ -142,9 +144,34 @@ def test_check_config_agrees_with_run_and_hides_exec_arguments():
     assert "flex" not in p.stderr, p.stderr
 
 
+def test_version():
+    """Issue #10 item 12: `kjobs --version`, `-V` and `kjobs version` print one line with the
+    kjobs version, the git revision (recorded at build time) and the running librdkafka
+    version, and exit 0; `kjobs help` lists it. Outside a git checkout the revision is
+    "unknown" (the build step run on a directory without .git)."""
+    lines = set()
+    for args in (("--version",), ("-V",), ("version",)):
+        p = run(kjobs_cmd(*args))
+        assert p.returncode == 0 and p.stderr == "", (args, p.returncode, p.stderr)
+        assert re.fullmatch(r"kjobs \d+\.\d+\.\d+ \(git ([0-9a-f]{7,40}(-dirty)?|unknown)\) "
+                            r"librdkafka \d+\.\d+\.\d+\S*\n", p.stdout), p.stdout
+        lines.add(p.stdout)
+    assert len(lines) == 1, lines
+    assert "  version " in run(kjobs_cmd("help")).stdout
+    assert run(kjobs_cmd("version", "extra"), check=False).returncode == 2
+    cmake = shutil.which("cmake")
+    if cmake:
+        with tempfile.TemporaryDirectory() as d:
+            out = os.path.join(d, "rev.h")
+            subprocess.run([cmake, f"-DSRC={d}", f"-DOUT={out}", "-P",
+                            os.path.join(harness.SOURCE_DIR, "processor", "git_revision.cmake")],
+                           check=True, capture_output=True, timeout=60)
+            assert '#define KJOBS_GIT_REVISION "unknown"' in open(out).read()
+
+
 if __name__ == "__main__":
     harness.main([test_help_and_unknown_command, test_config_error_names_file_line_and_setting,
-                  test_check_config_agrees_with_run_and_hides_exec_arguments,
+                  test_check_config_agrees_with_run_and_hides_exec_arguments, test_version,
                   test_topics_layout_follows_config, test_embedded_bootstrap_needs_a_broker_address,
                   test_enqueue_fails_when_broker_never_acknowledges,
                   test_enqueue_rejects_bad_lines_and_keeps_good_ones,
