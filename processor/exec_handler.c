@@ -337,11 +337,27 @@ static void stray_line(exec_child *c, const char *why, uint64_t expected, json_t
 static void child_check_idle(exec_child *c) {
     stderr_drain(c, 1 << 20);
     char buf[READ_CHUNK];
+    size_t lines = 0, bytes = 0;
     bool eof = false;
     for (;;) {
+        /* complete lines waiting (read now, or left after the last reply) answer nothing: no
+         * request is pending. Only a partial last line is kept, for the exchange to judge. */
+        char *last = c->out_len ? memrchr(c->out_buf, '\n', c->out_len) : NULL;
+        if (last) {
+            size_t cut = (size_t)(last - c->out_buf) + 1;
+            for (size_t i = 0; i < cut; i++)
+                lines += c->out_buf[i] == '\n';
+            bytes += cut;
+            memmove(c->out_buf, c->out_buf + cut, c->out_len - cut);
+            c->out_len -= cut;
+        }
+        if (c->out_len > c->owner->max_reply) { /* judged as garbage anyway: drop, bounded */
+            bytes += c->out_len;
+            c->out_len = 0;
+        }
+        if (eof) break;
         ssize_t n = read(c->out_fd, buf, sizeof(buf));
         if (n > 0) {
-            /* bound what is kept: only the last partial line matters */
             if (c->out_cap - c->out_len < (size_t)n) {
                 size_t cap = c->out_cap ? c->out_cap : 2 * READ_CHUNK;
                 while (cap - c->out_len < (size_t)n)
@@ -351,26 +367,17 @@ static void child_check_idle(exec_child *c) {
             }
             memcpy(c->out_buf + c->out_len, buf, (size_t)n);
             c->out_len += (size_t)n;
-            char *last = memrchr(c->out_buf, '\n', c->out_len);
-            if (last) {
-                size_t cut = (size_t)(last - c->out_buf) + 1, lines = 0;
-                for (size_t i = 0; i < cut; i++)
-                    lines += c->out_buf[i] == '\n';
-                for (size_t i = 0; i < lines; i++)
-                    kj_metrics_exec_stray_reply();
-                kj_log(KJ_LOG_WARN, "exec child wrote output between batches; discarded",
-                       "{s:i,s:I,s:I}", "child_pid", (int)c->pid, "lines", (json_int_t)lines,
-                       "bytes", (json_int_t)cut);
-                memmove(c->out_buf, c->out_buf + cut, c->out_len - cut);
-                c->out_len -= cut;
-            }
-            if (c->out_len > c->owner->max_reply) c->out_len = 0; /* judged as garbage anyway */
             continue;
         }
         if (n < 0 && errno == EINTR) continue;
-        eof = n == 0;
-        break;
+        if (n != 0) break; /* EAGAIN: nothing more now (lines already handled above) */
+        eof = true;        /* one more pass for what was read before EOF */
     }
+    for (size_t i = 0; i < lines; i++)
+        kj_metrics_exec_stray_reply();
+    if (lines || bytes)
+        kj_log(KJ_LOG_WARN, "exec child wrote output between batches; discarded", "{s:i,s:I,s:I}",
+               "child_pid", (int)c->pid, "lines", (json_int_t)lines, "bytes", (json_int_t)bytes);
     if (eof) {
         child_stop(c, mono_ms() + DEATH_WAIT_MS, "closed stdout while idle", KJ_LOG_WARN, NULL, 0);
         schedule_restart(c);

@@ -505,6 +505,37 @@ static void test_unknown_batch_id_is_not_a_reply(void **state) {
     kj_exec_handler_free(h);
 }
 
+/*
+ * A reply written twice in one write (both copies read with the reply) leaves a complete stale
+ * line in the buffer; it is discarded before the next request even when, as here, the child
+ * does not echo batch_id and every batch has the same job id (so nothing else could tell).
+ */
+static void test_leftover_line_discarded_before_next_request(void **state) {
+    (void)state;
+    kj_exec_handler *h =
+        file_handler("double-child.sh",
+                     "n=0\n"
+                     "while read -r l; do\n"
+                     "  n=$((n+1))\n"
+                     "  r=\"{\\\"results\\\":[{\\\"id\\\":\\\"a\\\",\\\"status\\\":\\\"retry\\\","
+                     "\\\"error\\\":\\\"batch $n\\\"}]}\"\n"
+                     "  if [ $n -eq 3 ]; then printf '%s\\n%s\\n' \"$r\" \"$r\"; else printf "
+                     "'%s\\n' \"$r\"; fi\n"
+                     "done\n");
+    const char *ids[] = {"a"};
+    batch b;
+    batch_init(&b, 1, ids, "t", "");
+    for (int k = 1; k <= 5; k++) {
+        run(h, &b);
+        char want[32];
+        snprintf(want, sizeof(want), "batch %d", k);
+        if (strcmp(b.results[0].error, want) != 0)
+            fail_msg("batch %d took the reply \"%s\"", k, b.results[0].error);
+    }
+    assert_non_null(strstr(log_text(), "exec child wrote output between batches; discarded"));
+    kj_exec_handler_free(h);
+}
+
 int main(void) {
     signal(SIGPIPE, SIG_IGN); /* as kjobs does */
     const struct CMUnitTest tests[] = {
@@ -522,6 +553,7 @@ int main(void) {
         cmocka_unit_test(test_repeated_reply_matched_by_batch_id),
         cmocka_unit_test(test_repeated_reply_without_batch_id_matched_by_job_ids),
         cmocka_unit_test(test_unknown_batch_id_is_not_a_reply),
+        cmocka_unit_test(test_leftover_line_discarded_before_next_request),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
