@@ -171,7 +171,10 @@ int kj_cmd_run(int argc, char **argv) {
         kj_heartbeat_beat(&run_heartbeat);
         http = kj_http_start(cfg->http_listen, &hooks, err, sizeof(err));
         if (!http) {
-            kj_log(KJ_LOG_ERROR, "HTTP listener failed to start", "{s:s}", "error", err);
+            char place[400]; /* which file line (or variable) set the address */
+            kj_config_place(cfg, "http.listen", place, sizeof(place));
+            kj_log(KJ_LOG_ERROR, "HTTP listener failed to start", "{s:s,s:s}", "setting", place,
+                   "error", err);
             goto out;
         }
     }
