@@ -1408,6 +1408,10 @@ void kj_config_place(const kj_config *cfg, const char *dotted_name, char *buf, s
         return;
     }
     place_of(cfg, row, buf, size);
+    if (cfg->origin[row_index(row)].kind == KJ_CONFIG_FROM_ENV) { /* name the setting too */
+        size_t used = strlen(buf);
+        if (used < size) snprintf(buf + used, size - used, ": %s", row->key);
+    }
 }
 
 /*
