@@ -34,6 +34,7 @@
 #include "processor/job_json.h"
 #include "processor/kafka.h"
 #include "processor/log.h"
+#include "processor/utf8.h"
 #include "schemas/codec.h"
 
 #define MARK_PREFIX "kjobs-replayed:v1:"
@@ -260,10 +261,13 @@ static json_t *header_int(rd_kafka_headers_t *h, const char *name) {
     return json_integer(v);
 }
 
+/* The header as text; bytes that are not UTF-8 become U+FFFD (never a dropped field). */
 static json_t *header_text(rd_kafka_headers_t *h, const char *name) {
-    char buf[1200];
-    if (!kj_kafka_header_str(h, name, buf, sizeof(buf))) return json_null();
-    return json_string(buf);
+    const void *val = NULL;
+    size_t size = 0;
+    if (!h || rd_kafka_header_get_last(h, name, &val, &size) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return json_null();
+    return val ? kj_utf8_json_string(val, size) : json_string("");
 }
 
 /* The record as peek prints it, plus "handle", "state" and a "dead_letter" summary. */
@@ -370,17 +374,24 @@ static void add_row(dlq_run *r, json_t *o) {
     c[5] = strdup(jstr(d, "failed_at_iso") ? jstr(d, "failed_at_iso") : "-");
     c[6] = strdup(jstr(o, "state"));
     const char *err = jstr(d, "error") ? jstr(d, "error") : "-";
-    size_t n = 0;
-    for (const char *s = err; *s && n < sizeof(buf) - 4; s++) /* one line per dead letter */
-        buf[n++] = (*s == '\n' || *s == '\r' || *s == '\t') ? ' ' : *s;
-    buf[n] = '\0';
-    if (n > ERROR_COLUMN_MAX) {
-        /* cut on a UTF-8 character boundary */
-        size_t cut = ERROR_COLUMN_MAX - 3;
-        while (cut > 0 && ((unsigned char)buf[cut] & 0xC0) == 0x80)
-            cut--;
-        memcpy(buf + cut, "...", 4);
+    /* one line per dead letter, at most ERROR_COLUMN_MAX characters (the text is valid UTF-8:
+     * header_text repaired it), cut on a character boundary with "..." */
+    size_t n = 0, chars = 0, cut = 0;
+    for (size_t i = 0, len = strlen(err); i < len && n + 4 < sizeof(buf);) {
+        size_t k = kj_utf8_seq_len(err + i, len - i);
+        if (k == 0) k = 1; /* cannot happen after header_text; stay bounded anyway */
+        if (n + k + 4 > sizeof(buf)) break;
+        if (++chars == ERROR_COLUMN_MAX - 2) cut = n; /* room for "..." if it must be cut */
+        if (k == 1 && (err[i] == '\n' || err[i] == '\r' || err[i] == '\t')) {
+            buf[n++] = ' ';
+        } else {
+            memcpy(buf + n, err + i, k);
+            n += k;
+        }
+        i += k;
     }
+    buf[n] = '\0';
+    if (chars > ERROR_COLUMN_MAX) memcpy(buf + cut, "...", 4);
     c[7] = strdup(buf);
 }
 

@@ -2,7 +2,10 @@
  * cmd_run.c — `kjobs run`: the worker. Loads config, registers handlers (built-ins, then the
  * plugin), optionally starts an in-process embedded broker (--embedded, or
  * kafka.bootstrap = "embedded"), starts the HTTP listener, and runs the worker until
- * SIGINT/SIGTERM. --check-config validates file + environment and exits 0 or 2.
+ * SIGINT/SIGTERM. --check-config runs the very same preparation as `run` (configuration,
+ * built-in handlers, the plugin, the handlers.exec program) and exits 0 or 2 without
+ * connecting, so a config it accepts is one `run` starts with. Its effective-config dump hides
+ * librdkafka property values and handlers.exec arguments (both may be secrets).
  */
 #include <signal.h>
 #include <stdio.h>
@@ -39,6 +42,40 @@ enum { OPT_EMBEDDED = KJ_OPT_COMMON_LAST + 1, OPT_CHECK_CONFIG, OPT_PARTITIONS }
 static kj_heartbeat run_heartbeat;
 static kj_worker *volatile signal_worker; /* for SIGUSR1: close the DLQ circuit breaker */
 
+/*
+ * Everything `run` checks before it connects: the handler registry with built-ins and the
+ * plugin, and the exec handler (its program must exist). The one validation path shared by
+ * `run` and `run --check-config`. Errors name the file and setting at fault (plugin and exec
+ * errors get the setting's FILE:LINE like configuration errors). 0, or -1 with err.
+ */
+static int run_prepare(const kj_config *cfg, kj_handler_registry **handlers_out,
+                       kj_exec_handler **exec_out, char *err, size_t errsz) {
+    char why[512];
+    kj_handler_registry *handlers = kj_handlers_new();
+    kj_exec_handler *exec_handler = NULL;
+    *handlers_out = NULL;
+    *exec_out = NULL;
+    if (kj_builtins_register(handlers, err, errsz) != 0) goto fail;
+    if (cfg->handlers_plugin[0] &&
+        kj_handlers_load_plugin(handlers, cfg->handlers_plugin, why, sizeof(why)) != 0) {
+        char place[400];
+        kj_config_place(cfg, "handlers.plugin", place, sizeof(place));
+        const char *rest = strncmp(why, "handlers.plugin: ", 17) == 0 ? why + 17 : why;
+        if (snprintf(err, errsz, "%s: %s", place, rest) < 0) err[0] = '\0';
+        goto fail;
+    }
+    if (cfg->handlers_exec_count > 0) { /* handlers.exec: fallback for unclaimed types */
+        if (!(exec_handler = kj_exec_handler_new(cfg, err, errsz))) goto fail;
+        kj_exec_handler_register(exec_handler, handlers);
+    }
+    *handlers_out = handlers;
+    *exec_out = exec_handler;
+    return 0;
+fail:
+    kj_handlers_free(handlers);
+    return -1;
+}
+
 static void on_breaker_reset_signal(int sig) {
     (void)sig;
     if (signal_worker) kj_worker_request_breaker_reset(signal_worker);
@@ -58,8 +95,10 @@ int kj_cmd_run(int argc, char **argv) {
     while ((opt = getopt_long(argc, argv, KJ_CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
         if ((rc = kj_cli_common_option(&cli, opt, optarg)) < 0) return KJ_EXIT_USAGE;
         if (rc) continue;
-        if (opt == OPT_EMBEDDED) embedded = 1;
-        else if (opt == OPT_CHECK_CONFIG) check_config = 1;
+        if (opt == OPT_EMBEDDED)
+            embedded = 1;
+        else if (opt == OPT_CHECK_CONFIG)
+            check_config = 1;
         else if (opt == OPT_PARTITIONS && kj_cli_parse_int(optarg, 1, 10000, &partitions))
             return kj_cli_usage_error(&cli, "--partitions: expected 1..10000");
     }
@@ -72,31 +111,20 @@ int kj_cmd_run(int argc, char **argv) {
     kj_config *cfg = &cli.cfg;
     char err[1024];
 
-    if (check_config) {
-        printf("configuration ok: %s\n", cfg->source_path ? cfg->source_path : "(defaults)");
-        kj_config_write_effective(cfg, stdout); /* librdkafka property values shown hidden */
-        kj_cli_free(&cli);
-        return KJ_EXIT_OK;
-    }
-
-    kj_handler_registry *handlers = kj_handlers_new();
-    if (kj_builtins_register(handlers, err, sizeof(err)) != 0 ||
-        (cfg->handlers_plugin[0] &&
-         kj_handlers_load_plugin(handlers, cfg->handlers_plugin, err, sizeof(err)) != 0)) {
+    kj_handler_registry *handlers = NULL;
+    kj_exec_handler *exec_handler = NULL;
+    if (run_prepare(cfg, &handlers, &exec_handler, err, sizeof(err)) != 0) {
         fprintf(stderr, "kjobs run: %s\n", err);
-        kj_handlers_free(handlers);
         kj_cli_free(&cli);
         return KJ_EXIT_USAGE;
     }
-    kj_exec_handler *exec_handler = NULL; /* handlers.exec: fallback for unclaimed types */
-    if (cfg->handlers_exec_count > 0) {
-        if (!(exec_handler = kj_exec_handler_new(cfg, err, sizeof(err)))) {
-            fprintf(stderr, "kjobs run: %s\n", err);
-            kj_handlers_free(handlers);
-            kj_cli_free(&cli);
-            return KJ_EXIT_USAGE;
-        }
-        kj_exec_handler_register(exec_handler, handlers);
+    if (check_config) {
+        printf("configuration ok: %s\n", cfg->source_path ? cfg->source_path : "(defaults)");
+        kj_config_write_effective(cfg, stdout); /* secrets and exec arguments shown hidden */
+        kj_exec_handler_free(exec_handler);     /* no child was started */
+        kj_handlers_free(handlers);
+        kj_cli_free(&cli);
+        return KJ_EXIT_OK;
     }
 
     kj_cli_install_signals();
@@ -119,7 +147,8 @@ int kj_cmd_run(int argc, char **argv) {
             "fetch.wait.max.ms=5", "session.timeout.ms=6000", "heartbeat.interval.ms=500"};
         size_t extra = sizeof(embedded_props) / sizeof(embedded_props[0]);
         char **props = calloc(cfg->rdkafka_prop_count + extra, sizeof(char *));
-        for (size_t i = 0; i < extra; i++) props[i] = strdup(embedded_props[i]);
+        for (size_t i = 0; i < extra; i++)
+            props[i] = strdup(embedded_props[i]);
         memcpy(props + extra, cfg->rdkafka_props, cfg->rdkafka_prop_count * sizeof(char *));
         free(cfg->rdkafka_props);
         cfg->rdkafka_props = props;
@@ -137,12 +166,15 @@ int kj_cmd_run(int argc, char **argv) {
     signal_worker = worker;
     signal(SIGUSR1, on_breaker_reset_signal);
     if (cfg->http_listen[0]) {
-        kj_http_hooks hooks = {.ready = kj_worker_ready, .opaque = worker,
-                               .heartbeat = &run_heartbeat};
+        kj_http_hooks hooks = {
+            .ready = kj_worker_ready, .opaque = worker, .heartbeat = &run_heartbeat};
         kj_heartbeat_beat(&run_heartbeat);
         http = kj_http_start(cfg->http_listen, &hooks, err, sizeof(err));
         if (!http) {
-            kj_log(KJ_LOG_ERROR, "HTTP listener failed to start", "{s:s}", "error", err);
+            char place[400]; /* which file line (or variable) set the address */
+            kj_config_place(cfg, "http.listen", place, sizeof(place));
+            kj_log(KJ_LOG_ERROR, "HTTP listener failed to start", "{s:s,s:s}", "setting", place,
+                   "error", err);
             goto out;
         }
     }

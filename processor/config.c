@@ -38,6 +38,7 @@
 #include <libconfig.h>
 #include <librdkafka/rdkafka.h>
 #include <limits.h>
+#include <sys/stat.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -198,6 +199,8 @@ enum {
     KF_INT_FIELD = 1 << 3,   /* duration stored in an int field (bounds must fit) */
     KF_SPLIT_WORDS = 1 << 4, /* list from env: whitespace-separated words, not comma-separated */
     KF_JSON_ONLY = 1 << 5,   /* list from env: JSON array only (items may contain anything) */
+    KF_ARGS_SECRET = 1 << 6, /* command lists: words after the program may be secrets (a
+                                --token=...): never in errors, "<hidden>" in effective output */
 };
 
 /* Extra check for a string or a list item: 0 ok, else -1 with a complete message in why. */
@@ -363,7 +366,7 @@ static const kj_setting kj_settings[] = {
      .off = F(handlers_plugin), .def = "",
      .doc = "Path of a handler plugin (shared object) loaded at start; \"\" for none."},
     {ROW("handlers", "exec", "KJOBS_HANDLERS_EXEC"), .type = KT_STRLIST, .off = F(handlers_exec),
-     .count_off = F(handlers_exec_count), .def = "", .flags = KF_SPLIT_WORDS,
+     .count_off = F(handlers_exec_count), .def = "", .flags = KF_SPLIT_WORDS | KF_ARGS_SECRET,
      .doc = "Command, as program and arguments, started once per worker thread to handle jobs "
             "over JSON lines on stdin/stdout; [ ] for none. It gets every job type no built-in or "
             "plugin handler claims, or only handlers.exec_types when set. From the environment: "
@@ -648,7 +651,7 @@ static void describe_expected(const kj_setting *row, char *buf, size_t size) {
 static void fail_expected(const kj_setting *row, const char *got, char *why, size_t size) {
     char exp[192];
     describe_expected(row, exp, sizeof(exp));
-    if (row->flags & KF_SECRET)
+    if (row->flags & (KF_SECRET | KF_ARGS_SECRET))
         snprintf(why, size, "expected %s (value not shown)", exp);
     else
         snprintf(why, size, "expected %s, got %s", exp, got);
@@ -834,7 +837,7 @@ static int split_list(const kj_setting *row, const char *text, char ***items, si
         if (!arr || !json_is_array(arr)) {
             json_decref(arr);
             snprintf(why, size, "expected a JSON array of strings (not valid JSON%s)",
-                     row->flags & KF_SECRET ? "; value not shown" : "");
+                     row->flags & (KF_SECRET | KF_ARGS_SECRET) ? "; value not shown" : "");
             return -1;
         }
         for (size_t i = 0; i < json_array_size(arr); i++) {
@@ -1001,7 +1004,7 @@ static int value_from_setting(const kj_setting *row, const config_setting_t *s, 
     char got[96];
     memset(v, 0, sizeof(*v));
     *bad_item = -1;
-    if (row->flags & KF_SECRET)
+    if (row->flags & (KF_SECRET | KF_ARGS_SECRET))
         snprintf(got, sizeof(got), "(hidden)");
     else
         describe_setting(s, got, sizeof(got));
@@ -1049,7 +1052,7 @@ static int value_from_setting(const kj_setting *row, const config_setting_t *s, 
                 continue;
             }
             *bad_item = i;
-            if (row->flags & KF_SECRET)
+            if (row->flags & (KF_SECRET | KF_ARGS_SECRET))
                 snprintf(got, sizeof(got), "(hidden)");
             else
                 describe_setting(e, got, sizeof(got));
@@ -1413,21 +1416,55 @@ static void place_of(const kj_config *cfg, const kj_setting *row, char *buf, siz
     }
 }
 
+void kj_config_place(const kj_config *cfg, const char *dotted_name, char *buf, size_t size) {
+    const kj_setting *row = row_by_key(dotted_name);
+    if (!row) {
+        snprintf(buf, size, "%s", dotted_name);
+        return;
+    }
+    place_of(cfg, row, buf, size);
+    if (cfg->origin[row_index(row)].kind == KJ_CONFIG_FROM_ENV) { /* name the setting too */
+        size_t used = strlen(buf);
+        if (used < size) snprintf(buf + used, size - used, ": %s", row->key);
+    }
+}
+
+/*
+ * Blame the first of `keys` (NULL-terminated, most likely culprit first) that was configured —
+ * a default cannot be at fault — or the first one when none was.
+ */
+static void vcross_fail_any(const kj_config *cfg, const char *const *keys, char *errstr,
+                            size_t errstr_size, const char *fmt, va_list ap) {
+    const kj_setting *blame = row_by_key(keys[0]);
+    for (size_t i = 0; keys[i]; i++) {
+        const kj_setting *row = row_by_key(keys[i]);
+        if (cfg->origin[row_index(row)].kind != KJ_CONFIG_FROM_DEFAULT) {
+            blame = row;
+            break;
+        }
+    }
+    char place[320], msg[512];
+    place_of(cfg, blame, place, sizeof(place));
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    snprintf(errstr, errstr_size, "%s: %s", place, msg);
+}
+
+static void cross_fail_any(const kj_config *cfg, const char *const *keys, char *errstr,
+                           size_t errstr_size, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vcross_fail_any(cfg, keys, errstr, errstr_size, fmt, ap);
+    va_end(ap);
+}
+
 /* Blame `b` (the setting named first in the message) unless only `a` was configured. */
 static void cross_fail(const kj_config *cfg, const char *key_b, const char *key_a, char *errstr,
                        size_t errstr_size, const char *fmt, ...) {
-    const kj_setting *b = row_by_key(key_b), *a = row_by_key(key_a);
-    const kj_setting *blame = b;
-    if (cfg->origin[row_index(b)].kind == KJ_CONFIG_FROM_DEFAULT &&
-        cfg->origin[row_index(a)].kind != KJ_CONFIG_FROM_DEFAULT)
-        blame = a;
-    char place[320], msg[512];
-    place_of(cfg, blame, place, sizeof(place));
+    const char *const keys[] = {key_b, key_a, NULL};
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    vcross_fail_any(cfg, keys, errstr, errstr_size, fmt, ap);
     va_end(ap);
-    snprintf(errstr, errstr_size, "%s: %s", place, msg);
 }
 
 int kj_config_validate(const kj_config *cfg, char *errstr, size_t errstr_size) {
@@ -1488,17 +1525,22 @@ int kj_config_validate(const kj_config *cfg, char *errstr, size_t errstr_size) {
     for (size_t step = 1; step <= cfg->retry_delay_count; step++) {
         char *t = kj_config_retry_topic(cfg, (int)step);
         int bad = check_topic(t, why, sizeof(why));
-        const char *clash = !bad && strcmp(t, cfg->main_topic) == 0  ? "topics.main"
-                            : !bad && strcmp(t, cfg->dlq_topic) == 0 ? "the dead-letter topic"
-                                                                     : NULL;
+        bool clash_main = !bad && strcmp(t, cfg->main_topic) == 0;
+        bool clash_dlq = !bad && !clash_main && strcmp(t, cfg->dlq_topic) == 0;
         if (bad)
             cross_fail(cfg, "topics.retry_prefix", "topics.main", errstr, errstr_size,
                        "retry topic %zu: %s", step, why);
-        else if (clash)
+        else if (clash_main)
             cross_fail(cfg, "topics.retry_prefix", "topics.main", errstr, errstr_size,
-                       "retry topic \"%s\" is the same as %s", t, clash);
+                       "retry topic \"%s\" is the same as topics.main", t);
+        else if (clash_dlq) /* a DLQ named like a ladder step: topics.dlq is the likely slip */
+            cross_fail_any(
+                cfg,
+                (const char *const[]){"topics.dlq", "topics.retry_prefix", "topics.main", NULL},
+                errstr, errstr_size, "the dead-letter topic \"%s\" is the same as retry topic %zu",
+                t, step);
         free(t);
-        if (bad || clash) return -1;
+        if (bad || clash_main || clash_dlq) return -1;
     }
     return 0;
 }
@@ -1537,6 +1579,15 @@ int kj_config_load_env(kj_config *cfg, const char *path, char *const *envp, char
         if (!explicit_path && errno == ENOENT)
             return finish_load(cfg, NULL, NULL, envp, errstr, errstr_size);
         snprintf(errstr, errstr_size, "%s: cannot open config file: %s", path, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fileno(f), &st) == 0 && !S_ISREG(st.st_mode)) {
+        /* fopen succeeds on a directory; libconfig would then only say "input in flex scanner
+         * failed" */
+        snprintf(errstr, errstr_size, "%s: cannot read config file: %s", path,
+                 S_ISDIR(st.st_mode) ? "it is a directory" : "not a regular file");
+        fclose(f);
         return -1;
     }
     cfg->source_path = kj_cfg_xstrdup(path);
@@ -1692,6 +1743,8 @@ static void render_value(const kj_setting *row, const kj_value *v, bool hide, ch
             if (row->type == KT_DURLIST) {
                 kj_duration_format(v->durs[i], d, sizeof(d));
                 render_string(d, buf, size);
+            } else if (hide && (row->flags & KF_ARGS_SECRET)) {
+                render_string(i == 0 ? v->strs[i] : "<hidden>", buf, size);
             } else if (hide) {
                 const char *eq = strchr(v->strs[i], '=');
                 char *name = kj_cfg_xstrndup(v->strs[i],
@@ -1894,7 +1947,8 @@ void kj_config_write_effective(const kj_config *cfg, FILE *out) {
         const kj_setting *row = &kj_settings[i];
         kj_value v = value_view(cfg, row);
         char value[4096], from[320];
-        render_value(row, &v, (row->flags & KF_SECRET) != 0, value, sizeof(value));
+        render_value(row, &v, (row->flags & (KF_SECRET | KF_ARGS_SECRET)) != 0, value,
+                     sizeof(value));
         const struct kj_config_origin *o = &cfg->origin[i];
         switch ((kj_config_origin_kind)o->kind) {
         case KJ_CONFIG_FROM_FILE:

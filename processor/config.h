@@ -153,6 +153,14 @@ void kj_config_write_reference(FILE *out);
  */
 void kj_config_write_effective(const kj_config *cfg, FILE *out);
 
+/**
+ * Where a setting's value came from, for an error about it: "FILE:LINE: key" (from the file),
+ * "environment KJOBS_X: key" or just "key" (default / command line): always the setting, and
+ * its file line or variable when there is one. Used by checks that can only
+ * run after loading (e.g. that handlers.exec names a program), so they point at the same place.
+ */
+void kj_config_place(const kj_config *cfg, const char *dotted_name, char *buf, size_t size);
+
 /* ---- table introspection (tests, `--check-config`) ---- */
 
 /** Number of settings in the table. */

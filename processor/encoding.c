@@ -1,5 +1,5 @@
 /*
- * encoding.c — base64, UTF-8 validation and UUIDv7 job ids (see encoding.h).
+ * encoding.c — base64 and UUIDv7 job ids (see encoding.h).
  */
 #include "processor/encoding.h"
 
@@ -45,7 +45,8 @@ static int b64_value(char c) {
 }
 
 int kj_base64_decode(const char *text, size_t text_len, uint8_t **out, size_t *out_len) {
-    while (text_len > 0 && text[text_len - 1] == '=') text_len--;
+    while (text_len > 0 && text[text_len - 1] == '=')
+        text_len--;
     if (text_len % 4 == 1) return -1;
     uint8_t *buf = malloc(text_len / 4 * 3 + 3 + 1);
     if (!buf) return -1;
@@ -71,42 +72,6 @@ int kj_base64_decode(const char *text, size_t text_len, uint8_t **out, size_t *o
     return 0;
 }
 
-bool kj_utf8_valid(const void *data, size_t len) {
-    const uint8_t *s = data;
-    size_t i = 0;
-    while (i < len) {
-        uint8_t c = s[i];
-        size_t extra;
-        uint32_t cp;
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if ((c & 0xE0) == 0xC0) {
-            extra = 1;
-            cp = c & 0x1F;
-        } else if ((c & 0xF0) == 0xE0) {
-            extra = 2;
-            cp = c & 0x0F;
-        } else if ((c & 0xF8) == 0xF0) {
-            extra = 3;
-            cp = c & 0x07;
-        } else {
-            return false;
-        }
-        if (extra >= len - i) return false; /* truncated sequence */
-        for (size_t k = 1; k <= extra; k++) {
-            if ((s[i + k] & 0xC0) != 0x80) return false;
-            cp = cp << 6 | (s[i + k] & 0x3F);
-        }
-        /* reject overlong forms, surrogates and out-of-range code points */
-        if ((extra == 1 && cp < 0x80) || (extra == 2 && cp < 0x800) ||
-            (extra == 3 && cp < 0x10000) || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-            return false;
-        i += extra + 1;
-    }
-    return true;
-}
-
 void kj_job_id_new(char out[37]) {
     uint8_t b[16];
     struct timespec ts;
@@ -120,11 +85,11 @@ void kj_job_id_new(char out[37]) {
         b[14] = (uint8_t)(ms >> 3);
         b[15] = (uint8_t)ts.tv_nsec;
     }
-    for (int i = 0; i < 6; i++) b[i] = (uint8_t)(ms >> (40 - 8 * i));
+    for (int i = 0; i < 6; i++)
+        b[i] = (uint8_t)(ms >> (40 - 8 * i));
     b[6] = (uint8_t)(0x70 | (b[6] & 0x0F)); /* version 7 */
     b[8] = (uint8_t)(0x80 | (b[8] & 0x3F)); /* RFC 4122 variant */
-    snprintf(out, 37,
-             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
-             b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
-             b[15]);
+    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
+             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
+             b[14], b[15]);
 }

@@ -32,13 +32,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "processor/encoding.h"
 #include "processor/log.h"
+#include "processor/metrics.h"
 
 extern char **environ;
 
-#define READ_CHUNK 65536
+#define READ_CHUNK    65536
 #define DEATH_WAIT_MS 1000 /* after EOF/EPIPE: time for the child to exit on its own */
-#define TLS_SLOTS 8
+#define TLS_SLOTS     8
 
 typedef struct exec_child {
     kj_exec_handler *owner;
@@ -50,6 +52,7 @@ typedef struct exec_child {
     size_t err_len;
     int64_t backoff_ms;    /* delay applied at the next failure */
     int64_t not_before_ms; /* monotonic: no (re)start before this */
+    uint64_t batch_seq;    /* batch_id of the last request sent (never reused by this child) */
     struct exec_child *next;
 } exec_child;
 
@@ -88,19 +91,22 @@ static void sleep_ms(int64_t ms) {
 
 static char **strv_copy(char *const *v, size_t n) {
     char **out = calloc(n + 1, sizeof(char *));
-    for (size_t i = 0; i < n; i++) out[i] = strdup(v[i]);
+    for (size_t i = 0; i < n; i++)
+        out[i] = strdup(v[i]);
     return out;
 }
 
 static void strv_free(char **v) {
-    for (size_t i = 0; v && v[i]; i++) free(v[i]);
+    for (size_t i = 0; v && v[i]; i++)
+        free(v[i]);
     free(v);
 }
 
 /* argv[0] as posix_spawnp will find it: a path with '/', or an executable file in $PATH. */
 static bool program_exists(const char *name) {
     struct stat st;
-    if (strchr(name, '/')) return access(name, X_OK) == 0 && stat(name, &st) == 0 && !S_ISDIR(st.st_mode);
+    if (strchr(name, '/'))
+        return access(name, X_OK) == 0 && stat(name, &st) == 0 && !S_ISDIR(st.st_mode);
     const char *path = getenv("PATH");
     if (!path || !*path) path = "/bin:/usr/bin";
     char buf[4096];
@@ -116,62 +122,10 @@ static bool program_exists(const char *name) {
     }
 }
 
-/* Replace bytes that are not part of valid UTF-8 with '?', in place (for log fields). */
-static void utf8_sanitize(char *s, size_t len) {
-    size_t i = 0;
-    while (i < len) {
-        unsigned char c = (unsigned char)s[i];
-        size_t n = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
-        bool ok = n > 0 && i + n <= len && !(n == 2 && c < 0xC2) && !(n == 4 && c > 0xF4);
-        for (size_t k = 1; ok && k < n; k++) ok = ((unsigned char)s[i + k] & 0xC0) == 0x80;
-        if (ok && n == 3) {
-            unsigned char c1 = (unsigned char)s[i + 1];
-            ok = !(c == 0xE0 && c1 < 0xA0) && !(c == 0xED && c1 >= 0xA0); /* overlong, surrogates */
-        }
-        if (ok && n == 4) {
-            unsigned char c1 = (unsigned char)s[i + 1];
-            ok = !(c == 0xF0 && c1 < 0x90) && !(c == 0xF4 && c1 >= 0x90);
-        }
-        if (c == 0) ok = false; /* jansson's "s" takes a C string */
-        if (!ok) {
-            s[i++] = '?';
-            continue;
-        }
-        i += n;
-    }
-}
-
-static bool utf8_valid(const char *s, size_t len) {
-    char *copy = malloc(len ? len : 1);
-    memcpy(copy, s, len);
-    utf8_sanitize(copy, len);
-    bool same = memcmp(copy, s, len) == 0;
-    free(copy);
-    return same;
-}
-
 static json_t *base64_json(const void *data, size_t len) {
-    static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    const unsigned char *p = data;
-    size_t olen = (len + 2) / 3 * 4;
-    char *out = malloc(olen + 1), *o = out;
-    size_t i = 0;
-    for (; i + 2 < len; i += 3) {
-        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
-        *o++ = tbl[v >> 18];
-        *o++ = tbl[(v >> 12) & 63];
-        *o++ = tbl[(v >> 6) & 63];
-        *o++ = tbl[v & 63];
-    }
-    if (i < len) {
-        uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < len ? (uint32_t)p[i + 1] << 8 : 0);
-        *o++ = tbl[v >> 18];
-        *o++ = tbl[(v >> 12) & 63];
-        *o++ = i + 1 < len ? tbl[(v >> 6) & 63] : '=';
-        *o++ = '=';
-    }
-    json_t *j = json_stringn(out, olen);
-    free(out);
+    char *b64 = kj_base64_encode(data, len);
+    json_t *j = json_string(b64);
+    free(b64);
     return j;
 }
 
@@ -180,10 +134,10 @@ static json_t *base64_json(const void *data, size_t len) {
 static void stderr_emit(exec_child *c) {
     size_t len = c->err_len;
     if (len && c->err_line[len - 1] == '\r') len--;
-    c->err_line[len] = '\0';
-    utf8_sanitize(c->err_line, len);
+    char *line = kj_utf8_clean_dup(c->err_line, len); /* invalid bytes become U+FFFD */
     kj_log(KJ_LOG_INFO, "exec child stderr", "{s:i,s:s,s:s}", "child_pid", (int)c->pid, "stream",
-           "stderr", "line", c->err_line);
+           "stderr", "line", line ? line : "");
+    free(line);
     c->err_len = 0;
 }
 
@@ -313,12 +267,15 @@ static void child_stop(exec_child *c, int64_t deadline_ms, const char *reason, k
     stderr_drain(c, 1 << 20);
     if (c->err_len) stderr_emit(c);
     char status[64];
-    if (WIFEXITED(st)) snprintf(status, sizeof(status), "exit %d", WEXITSTATUS(st));
-    else if (WIFSIGNALED(st)) snprintf(status, sizeof(status), "signal %d", WTERMSIG(st));
-    else snprintf(status, sizeof(status), "status %d", st);
+    if (WIFEXITED(st))
+        snprintf(status, sizeof(status), "exit %d", WEXITSTATUS(st));
+    else if (WIFSIGNALED(st))
+        snprintf(status, sizeof(status), "signal %d", WTERMSIG(st));
+    else
+        snprintf(status, sizeof(status), "status %d", st);
     if (status_out) snprintf(status_out, status_size, "%s", status);
-    kj_log(level, "exec child exited", "{s:i,s:s,s:s}", "child_pid", (int)c->pid, "status",
-           status, "reason", reason);
+    kj_log(level, "exec child exited", "{s:i,s:s,s:s}", "child_pid", (int)c->pid, "status", status,
+           "reason", reason);
     if (c->out_fd >= 0) close(c->out_fd);
     if (c->err_fd >= 0) close(c->err_fd);
     c->out_fd = c->err_fd = -1;
@@ -357,47 +314,215 @@ static exec_child *thread_child(kj_exec_handler *h) {
     return c;
 }
 
+/* A reply line that answers no pending batch: dropped with a warning and counted. */
+static void stray_line(exec_child *c, const char *why, uint64_t expected, json_t *got,
+                       size_t bytes) {
+    kj_metrics_exec_stray_reply();
+    char got_text[32] = "none";
+    if (json_is_integer(got))
+        snprintf(got_text, sizeof(got_text), "%lld", (long long)json_integer_value(got));
+    else if (got)
+        snprintf(got_text, sizeof(got_text), "not an integer");
+    kj_log(KJ_LOG_WARN, "exec child reply discarded", "{s:i,s:s,s:I,s:s,s:I}", "child_pid",
+           (int)c->pid, "reason", why, "expected_batch_id", (json_int_t)expected, "reply_batch_id",
+           got_text, "bytes", (json_int_t)bytes);
+}
+
 /*
- * Before a batch: relay stderr written while idle, discard stray stdout output, and notice a
- * child that exited while idle (it is then reaped and restarted after the backoff).
+ * Before a batch: relay stderr written while idle, discard complete stray stdout lines (no
+ * request is pending, so none of them can be a reply) and keep a partial last line for the
+ * exchange to judge once it is complete, and notice a child that exited while idle (it is then
+ * reaped and restarted after the backoff).
  */
 static void child_check_idle(exec_child *c) {
     stderr_drain(c, 1 << 20);
-    size_t stray = c->out_len;
-    c->out_len = 0;
     char buf[READ_CHUNK];
+    size_t lines = 0, bytes = 0;
+    bool eof = false;
     for (;;) {
+        /* complete lines waiting (read now, or left after the last reply) answer nothing: no
+         * request is pending. Only a partial last line is kept, for the exchange to judge. */
+        char *last = c->out_len ? memrchr(c->out_buf, '\n', c->out_len) : NULL;
+        if (last) {
+            size_t cut = (size_t)(last - c->out_buf) + 1;
+            for (size_t i = 0; i < cut; i++)
+                lines += c->out_buf[i] == '\n';
+            bytes += cut;
+            memmove(c->out_buf, c->out_buf + cut, c->out_len - cut);
+            c->out_len -= cut;
+        }
+        if (c->out_len > c->owner->max_reply) { /* judged as garbage anyway: drop, bounded */
+            bytes += c->out_len;
+            c->out_len = 0;
+        }
+        if (eof) break;
         ssize_t n = read(c->out_fd, buf, sizeof(buf));
         if (n > 0) {
-            stray += (size_t)n;
+            if (c->out_cap - c->out_len < (size_t)n) {
+                size_t cap = c->out_cap ? c->out_cap : 2 * READ_CHUNK;
+                while (cap - c->out_len < (size_t)n)
+                    cap *= 2;
+                c->out_buf = realloc(c->out_buf, cap);
+                c->out_cap = cap;
+            }
+            memcpy(c->out_buf + c->out_len, buf, (size_t)n);
+            c->out_len += (size_t)n;
             continue;
         }
         if (n < 0 && errno == EINTR) continue;
-        if (stray)
-            kj_log(KJ_LOG_WARN, "exec child wrote output between batches; discarded",
-                   "{s:i,s:I}", "child_pid", (int)c->pid, "bytes", (json_int_t)stray);
-        if (n == 0) {
-            child_stop(c, mono_ms() + DEATH_WAIT_MS, "closed stdout while idle", KJ_LOG_WARN,
-                       NULL, 0);
-            schedule_restart(c);
-        }
-        return;
+        if (n != 0) break; /* EAGAIN: nothing more now (lines already handled above) */
+        eof = true;        /* one more pass for what was read before EOF */
     }
+    for (size_t i = 0; i < lines; i++)
+        kj_metrics_exec_stray_reply();
+    if (lines || bytes)
+        kj_log(KJ_LOG_WARN, "exec child wrote output between batches; discarded", "{s:i,s:I,s:I}",
+               "child_pid", (int)c->pid, "lines", (json_int_t)lines, "bytes", (json_int_t)bytes);
+    if (eof) {
+        child_stop(c, mono_ms() + DEATH_WAIT_MS, "closed stdout while idle", KJ_LOG_WARN, NULL, 0);
+        schedule_restart(c);
+    }
+}
+
+/* ---- jobs by id ----------------------------------------------------------------------- */
+
+static uint64_t str_hash(const char *s) {
+    uint64_t x = 1469598103934665603ULL;
+    for (; *s; s++)
+        x = (x ^ (uint8_t)*s) * 1099511628211ULL;
+    return x;
+}
+
+/* Open-addressing index of a batch's jobs by id; `done` marks jobs that took a result. */
+typedef struct {
+    const kjobs_job_t *const *jobs;
+    size_t count, cap;
+    size_t *table;
+    bool *done;
+} job_index;
+
+static void job_index_init(job_index *ix, const kjobs_job_t *const *jobs, size_t count) {
+    ix->jobs = jobs;
+    ix->count = count;
+    ix->cap = 16;
+    while (ix->cap < count * 2)
+        ix->cap *= 2;
+    ix->table = malloc(ix->cap * sizeof(size_t));
+    ix->done = calloc(count ? count : 1, sizeof(bool));
+    for (size_t k = 0; k < ix->cap; k++)
+        ix->table[k] = SIZE_MAX;
+    for (size_t i = 0; i < count; i++) {
+        size_t k = str_hash(kjobs_job_id(jobs[i])) & (ix->cap - 1);
+        while (ix->table[k] != SIZE_MAX)
+            k = (k + 1) & (ix->cap - 1);
+        ix->table[k] = i;
+    }
+}
+
+static void job_index_free(job_index *ix) {
+    free(ix->table);
+    free(ix->done);
+}
+
+/* The first job with this id that has no result yet (any job with it when `any`), or SIZE_MAX. */
+static size_t job_index_find(const job_index *ix, const char *id, bool any) {
+    for (size_t k = str_hash(id) & (ix->cap - 1); ix->table[k] != SIZE_MAX;
+         k = (k + 1) & (ix->cap - 1)) {
+        size_t i = ix->table[k];
+        if ((any || !ix->done[i]) && strcmp(kjobs_job_id(ix->jobs[i]), id) == 0) return i;
+    }
+    return SIZE_MAX;
 }
 
 /* ---- one request/reply exchange ---------------------------------------------------------- */
 
 typedef enum { EX_OK, EX_TIMEOUT, EX_DIED, EX_GARBAGE } ex_status;
+typedef enum { LINE_REPLY, LINE_STALE, LINE_GARBAGE } line_kind;
 
 /*
- * Write `req` and read one reply line, relaying stderr, until `deadline_ms`. On EX_OK the line
- * (without '\n', NUL-terminated) is c->out_buf[0 .. *line_len).
+ * Which batch does this complete reply line answer? With "batch_id": the pending batch only if
+ * it is that batch's id, otherwise stale (a repeated or late reply, or an id never sent). Without
+ * it (children that do not echo the id): the pending batch, unless it has results and none of
+ * them names a job of the batch — then it is a leftover of an earlier batch. Not JSON: garbage.
  */
-static ex_status exchange(exec_child *c, const char *req, size_t req_len, int64_t deadline_ms,
-                          size_t *line_len, char *why, size_t whysz) {
+static line_kind classify_line(exec_child *c, const char *line, size_t len, uint64_t batch_id,
+                               const job_index *ix, json_t **root_out, char *why, size_t whysz) {
+    json_error_t jerr;
+    json_t *root = json_loadb(line, len, 0, &jerr);
+    if (!root) {
+        snprintf(why, whysz, "not JSON (%s at column %d)", jerr.text, jerr.column);
+        return LINE_GARBAGE;
+    }
+    json_t *bid = json_is_object(root) ? json_object_get(root, "batch_id") : NULL;
+    if (bid && !json_is_null(bid)) {
+        if (json_is_integer(bid) && (uint64_t)json_integer_value(bid) == batch_id) {
+            *root_out = root;
+            return LINE_REPLY;
+        }
+        stray_line(c, "batch_id is not the pending batch's", batch_id, bid, len + 1);
+        json_decref(root);
+        return LINE_STALE;
+    }
+    json_t *arr = json_is_object(root) ? json_object_get(root, "results") : NULL;
+    size_t n = json_array_size(arr), named = 0, ours = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *id = json_string_value(json_object_get(json_array_get(arr, i), "id"));
+        if (!id) continue;
+        named++;
+        if (job_index_find(ix, id, true) != SIZE_MAX) ours++;
+    }
+    if (named > 0 && ours == 0) {
+        stray_line(c, "no batch_id and no result names a job of the pending batch", batch_id, NULL,
+                   len + 1);
+        json_decref(root);
+        return LINE_STALE;
+    }
+    *root_out = root;
+    return LINE_REPLY;
+}
+
+/*
+ * Write `req` and read reply lines, relaying stderr, until `deadline_ms`, discarding stale lines
+ * (classify_line). On EX_OK *root_out is the parsed reply; bytes after it stay in c->out_buf.
+ */
+static ex_status exchange(exec_child *c, const char *req, size_t req_len, uint64_t batch_id,
+                          const job_index *ix, int64_t deadline_ms, json_t **root_out, char *why,
+                          size_t whysz) {
     kj_exec_handler *h = c->owner;
     size_t written = 0, scanned = 0;
     for (;;) {
+        /* complete lines first: a partial line kept from the idle check may have completed */
+        char *nl;
+        while (c->out_len > scanned &&
+               (nl = memchr(c->out_buf + scanned, '\n', c->out_len - scanned)) != NULL) {
+            size_t line_len = (size_t)(nl - c->out_buf);
+            if (line_len > h->max_reply) {
+                snprintf(why, whysz, "reply longer than %zu bytes", h->max_reply);
+                return EX_GARBAGE;
+            }
+            line_kind k =
+                classify_line(c, c->out_buf, line_len, batch_id, ix, root_out, why, whysz);
+            if (k == LINE_GARBAGE) return EX_GARBAGE;
+            size_t rest = c->out_len - (line_len + 1);
+            memmove(c->out_buf, c->out_buf + line_len + 1, rest);
+            c->out_len = rest;
+            scanned = 0;
+            if (k == LINE_REPLY) {
+                if (written < req_len) {
+                    json_decref(*root_out);
+                    *root_out = NULL;
+                    snprintf(why, whysz, "reply arrived before the whole batch was written");
+                    return EX_GARBAGE;
+                }
+                return EX_OK;
+            }
+        }
+        scanned = c->out_len;
+        if (c->out_len > h->max_reply) {
+            snprintf(why, whysz, "reply longer than %zu bytes", h->max_reply);
+            return EX_GARBAGE;
+        }
+
         struct pollfd fds[3];
         int nfds = 0, in_i = -1, out_i, err_i = -1;
         if (written < req_len) {
@@ -451,25 +576,6 @@ static ex_status exchange(exec_child *c, const char *req, size_t req_len, int64_
                 return EX_DIED;
             }
             c->out_len += (size_t)n;
-            char *nl = memchr(c->out_buf + scanned, '\n', c->out_len - scanned);
-            scanned = c->out_len;
-            if (nl) {
-                *line_len = (size_t)(nl - c->out_buf);
-                if (*line_len > h->max_reply) {
-                    snprintf(why, whysz, "reply longer than %zu bytes", h->max_reply);
-                    return EX_GARBAGE;
-                }
-                if (written < req_len) {
-                    snprintf(why, whysz, "reply arrived before the whole batch was written");
-                    return EX_GARBAGE;
-                }
-                *nl = '\0';
-                return EX_OK;
-            }
-            if (c->out_len > h->max_reply) {
-                snprintf(why, whysz, "reply longer than %zu bytes", h->max_reply);
-                return EX_GARBAGE;
-            }
         }
     }
 }
@@ -480,7 +586,8 @@ static void set_str(json_t *obj, const char *k, const char *v) {
     json_object_set_new(obj, k, v ? json_string(v) : json_null());
 }
 
-static char *build_request(const kjobs_job_t *const *jobs, size_t count, size_t *len_out) {
+static char *build_request(uint64_t batch_id, const kjobs_job_t *const *jobs, size_t count,
+                           size_t *len_out) {
     json_t *batch = json_array();
     for (size_t i = 0; i < count; i++) {
         const kjobs_job_t *job = jobs[i];
@@ -491,7 +598,7 @@ static char *build_request(const kjobs_job_t *const *jobs, size_t count, size_t 
         const char *key = kjobs_job_key(job, &klen);
         if (!key) {
             json_object_set_new(o, "key", json_null());
-        } else if (utf8_valid(key, klen) && memchr(key, '\0', klen) == NULL) {
+        } else if (kj_utf8_valid(key, klen) && memchr(key, '\0', klen) == NULL) {
             json_object_set_new(o, "key", json_stringn(key, klen));
         } else {
             json_object_set_new(o, "key", json_null());
@@ -510,7 +617,8 @@ static char *build_request(const kjobs_job_t *const *jobs, size_t count, size_t 
         json_object_set_new(o, "payload_b64", base64_json(payload, plen));
         json_array_append_new(batch, o);
     }
-    json_t *root = json_object();
+    json_t *root = json_object(); /* batch_id first: a streaming reader sees it at once */
+    json_object_set_new(root, "batch_id", json_integer((json_int_t)batch_id));
     json_object_set_new(root, "batch", batch);
     char *text = json_dumps(root, JSON_COMPACT); /* compact output has no newline */
     json_decref(root);
@@ -523,25 +631,12 @@ static char *build_request(const kjobs_job_t *const *jobs, size_t count, size_t 
     return text;
 }
 
-static uint64_t str_hash(const char *s) {
-    uint64_t x = 1469598103934665603ULL;
-    for (; *s; s++) x = (x ^ (uint8_t)*s) * 1099511628211ULL;
-    return x;
-}
-
 /* Check the reply's shape, then apply it. 0, or -1 (nothing applied) with `why`. */
-static int apply_reply(const char *line, size_t len, const kjobs_job_t *const *jobs,
-                       kjobs_result_t *const *results, size_t count, char *why, size_t whysz) {
-    json_error_t jerr;
-    json_t *root = json_loadb(line, len, 0, &jerr);
-    if (!root) {
-        snprintf(why, whysz, "not JSON (%s at column %d)", jerr.text, jerr.column);
-        return -1;
-    }
+static int apply_reply(json_t *root, job_index *ix, kjobs_result_t *const *results, char *why,
+                       size_t whysz) {
     json_t *arr = json_is_object(root) ? json_object_get(root, "results") : NULL;
     if (!json_is_array(arr)) {
         snprintf(why, whysz, "expected an object with a \"results\" array");
-        json_decref(root);
         return -1;
     }
     size_t n = json_array_size(arr);
@@ -551,45 +646,30 @@ static int apply_reply(const char *line, size_t len, const kjobs_job_t *const *j
         json_t *er = json_object_get(r, "error"), *ra = json_object_get(r, "retry_after_ms");
         const char *s = json_string_value(st);
         const char *bad = NULL;
-        if (!json_is_object(r)) bad = "is not an object";
-        else if (!json_is_string(id)) bad = "has no string \"id\"";
+        if (!json_is_object(r))
+            bad = "is not an object";
+        else if (!json_is_string(id))
+            bad = "has no string \"id\"";
         else if (!s || (strcmp(s, "ok") && strcmp(s, "retry") && strcmp(s, "fail")))
             bad = "has no \"status\" of \"ok\", \"retry\" or \"fail\"";
-        else if (er && !json_is_string(er) && !json_is_null(er)) bad = "has a non-string \"error\"";
+        else if (er && !json_is_string(er) && !json_is_null(er))
+            bad = "has a non-string \"error\"";
         else if (ra && !json_is_null(ra) &&
-                 !(json_is_number(ra) && json_number_value(ra) >= 0 && json_number_value(ra) < 9e15))
+                 !(json_is_number(ra) && json_number_value(ra) >= 0 &&
+                   json_number_value(ra) < 9e15))
             bad = "has a \"retry_after_ms\" that is not a non-negative number";
         if (bad) {
             snprintf(why, whysz, "results[%zu] %s", i, bad);
-            json_decref(root);
             return -1;
         }
     }
-
-    /* index jobs by id; jobs sharing an id take results in order */
-    size_t cap = 16;
-    while (cap < count * 2) cap *= 2;
-    size_t *table = malloc(cap * sizeof(size_t));
-    bool *done = calloc(count ? count : 1, sizeof(bool));
-    for (size_t k = 0; k < cap; k++) table[k] = SIZE_MAX;
-    for (size_t i = 0; i < count; i++) {
-        size_t k = str_hash(kjobs_job_id(jobs[i])) & (cap - 1);
-        while (table[k] != SIZE_MAX) k = (k + 1) & (cap - 1);
-        table[k] = i;
-    }
+    /* jobs sharing an id take results in order */
     for (size_t r = 0; r < n; r++) {
         json_t *res = json_array_get(arr, r);
         const char *id = json_string_value(json_object_get(res, "id"));
-        size_t k = str_hash(id) & (cap - 1), job = SIZE_MAX;
-        for (; table[k] != SIZE_MAX; k = (k + 1) & (cap - 1)) {
-            size_t i = table[k];
-            if (!done[i] && strcmp(kjobs_job_id(jobs[i]), id) == 0) {
-                job = i;
-                break;
-            }
-        }
+        size_t job = job_index_find(ix, id, false);
         if (job == SIZE_MAX) continue; /* unknown (or repeated) id: ignored */
-        done[job] = true;
+        ix->done[job] = true;
         const char *status = json_string_value(json_object_get(res, "status"));
         const char *error = json_string_value(json_object_get(res, "error"));
         json_t *ra = json_object_get(res, "retry_after_ms");
@@ -600,14 +680,12 @@ static int apply_reply(const char *line, size_t len, const kjobs_job_t *const *j
             kjobs_result_retry(results[job], delay, "%s",
                                error && *error ? error : "retry requested by exec handler");
         } else {
-            kjobs_result_fail(results[job], "%s", error && *error ? error : "failed by exec handler");
+            kjobs_result_fail(results[job], "%s",
+                              error && *error ? error : "failed by exec handler");
         }
     }
-    for (size_t i = 0; i < count; i++)
-        if (!done[i]) kjobs_result_retry(results[i], -1, "no result from handler");
-    free(table);
-    free(done);
-    json_decref(root);
+    for (size_t i = 0; i < ix->count; i++)
+        if (!ix->done[i]) kjobs_result_retry(results[i], -1, "no result from handler");
     return 0;
 }
 
@@ -640,22 +718,24 @@ void kj_exec_handler_batch(const kjobs_job_t *const *jobs, kjobs_result_t *const
             return;
         }
     }
-    size_t req_len = 0, line_len = 0;
-    char *req = build_request(jobs, count, &req_len);
+    size_t req_len = 0;
+    uint64_t batch_id = ++c->batch_seq;
+    char *req = build_request(batch_id, jobs, count, &req_len);
     if (!req) {
         fail_all(results, count, KJ_OUTCOME_RETRY, "exec handler: cannot encode the batch as JSON");
         return;
     }
+    job_index ix;
+    job_index_init(&ix, jobs, count);
+    json_t *reply = NULL;
     int64_t deadline = mono_ms() + h->timeout_ms;
-    ex_status st = exchange(c, req, req_len, deadline, &line_len, err, sizeof(err));
+    ex_status st = exchange(c, req, req_len, batch_id, &ix, deadline, &reply, err, sizeof(err));
     free(req);
-    if (st == EX_OK && apply_reply(c->out_buf, line_len, jobs, results, count, err, sizeof(err)) != 0)
-        st = EX_GARBAGE;
+    if (st == EX_OK && apply_reply(reply, &ix, results, err, sizeof(err)) != 0) st = EX_GARBAGE;
+    json_decref(reply);
+    job_index_free(&ix);
     if (st == EX_OK) {
-        size_t rest = c->out_len - (line_len + 1); /* anything after the line is stray output */
-        memmove(c->out_buf, c->out_buf + line_len + 1, rest);
-        c->out_len = rest;
-        c->backoff_ms = h->backoff_initial_ms;
+        c->backoff_ms = h->backoff_initial_ms; /* bytes after the reply: judged at the next batch */
         return;
     }
     pid_t pid = c->pid;
@@ -708,13 +788,16 @@ kj_exec_handler *kj_exec_handler_new_opts(const kj_exec_options *o, char *errstr
     h->types = o->type_count ? strv_copy(o->types, o->type_count) : NULL;
     h->type_count = o->type_count;
     h->timeout_ms = o->timeout_ms;
-    h->backoff_initial_ms = o->backoff_initial_ms > 0 ? o->backoff_initial_ms : KJ_EXEC_DEFAULT_BACKOFF_INITIAL_MS;
+    h->backoff_initial_ms =
+        o->backoff_initial_ms > 0 ? o->backoff_initial_ms : KJ_EXEC_DEFAULT_BACKOFF_INITIAL_MS;
     h->backoff_max_ms = o->backoff_max_ms > 0 ? o->backoff_max_ms : KJ_EXEC_DEFAULT_BACKOFF_MAX_MS;
     if (h->backoff_max_ms < h->backoff_initial_ms) h->backoff_max_ms = h->backoff_initial_ms;
     h->max_reply = o->max_reply_bytes > 0 ? o->max_reply_bytes : KJ_EXEC_DEFAULT_MAX_REPLY_BYTES;
-    h->shutdown_wait_ms = o->shutdown_wait_ms > 0 ? o->shutdown_wait_ms : KJ_EXEC_DEFAULT_SHUTDOWN_WAIT_MS;
+    h->shutdown_wait_ms =
+        o->shutdown_wait_ms > 0 ? o->shutdown_wait_ms : KJ_EXEC_DEFAULT_SHUTDOWN_WAIT_MS;
     size_t n = 0, k = 0;
-    while (environ && environ[n]) n++;
+    while (environ && environ[n])
+        n++;
     h->envp = calloc(n + 1, sizeof(char *));
     for (size_t i = 0; i < n; i++)
         if (strncmp(environ[i], "KJOBS_RDKAFKA_", 14) != 0) h->envp[k++] = strdup(environ[i]);
@@ -728,7 +811,22 @@ kj_exec_handler *kj_exec_handler_new(const kj_config *cfg, char *errstr, size_t 
                          .timeout_ms = cfg->handlers_exec_timeout_ms,
                          .types = cfg->handlers_exec_types,
                          .type_count = cfg->handlers_exec_type_count};
-    return kj_exec_handler_new_opts(&o, errstr, errstr_size);
+    char why[512];
+    kj_exec_handler *h = kj_exec_handler_new_opts(&o, why, sizeof(why));
+    if (!h) {
+        /* "handlers.exec...: reason" → "FILE:LINE: handlers.exec...: reason" (the setting's
+         * place, as config errors give it; never its value) */
+        const char *colon = strstr(why, ": ");
+        char key[64], place[400];
+        snprintf(key, sizeof(key), "%.*s", colon ? (int)(colon - why) : 0, why);
+        if (colon && strncmp(key, "handlers.exec", 13) == 0) {
+            kj_config_place(cfg, key, place, sizeof(place));
+            snprintf(errstr, errstr_size, "%s%s", place, colon);
+        } else {
+            snprintf(errstr, errstr_size, "%s", why);
+        }
+    }
+    return h;
 }
 
 void kj_exec_handler_register(kj_exec_handler *h, kj_handler_registry *reg) {
@@ -737,7 +835,8 @@ void kj_exec_handler_register(kj_exec_handler *h, kj_handler_registry *reg) {
 
 int kj_exec_handler_child_pid(kj_exec_handler *h) {
     for (int i = 0; i < TLS_SLOTS; i++)
-        if (tls_children[i].id == h->id) return tls_children[i].child->pid > 0 ? tls_children[i].child->pid : -1;
+        if (tls_children[i].id == h->id)
+            return tls_children[i].child->pid > 0 ? tls_children[i].child->pid : -1;
     return -1;
 }
 

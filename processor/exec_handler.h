@@ -6,16 +6,31 @@
  *
  * PROTOCOL (fixed shape, see docs and examples/exec/README.md)
  *   kjobs writes one line per batch:
- *     {"batch":[{"id","type","key","topic","partition","offset","attempt","meta":{},"payload_b64"}]}
+ *     {"batch_id":N,"batch":[{"id","type","key","topic","partition","offset","attempt","meta":{},
+ *      "payload_b64"}]}
+ *   `batch_id` is a positive integer, new for every request to a child (never reused by it).
  *   `key` is the Kafka key as a string, or null when the job has none. A key that is not valid
  *   UTF-8 is sent as null plus an extra "key_b64" field (standard base64).
  *   The child answers with one line:
- *     {"results":[{"id","status":"ok"|"retry"|"fail","error":"...","retry_after_ms":N}]}
+ *     {"batch_id":N,"results":[{"id","status":"ok"|"retry"|"fail","error":"...",
+ *      "retry_after_ms":N}]}
  *   Results are matched to jobs by id (jobs sharing an id take results in order). A job without
  *   a result is retried with error "no result from handler"; results with unknown ids are
  *   ignored. `error` and `retry_after_ms` are optional (retry_after_ms: a non-negative number
  *   of milliseconds, fractions dropped, or null; it only matters with status "retry"). Extra
  *   fields are ignored.
+ *
+ * CORRELATION (a reply never counts for another batch)
+ *   A reply line is the pending batch's reply when its batch_id equals the request's. A line
+ *   with any other batch_id (a repeated or late reply, an id never sent) is discarded with the
+ *   warning "exec child reply discarded" and counted in kjobs_exec_stray_replies_total, and
+ *   kjobs keeps reading until the real reply or the timeout. Children that do not echo
+ *   batch_id (older ones) are still served: their line is the reply unless it has results and
+ *   none of them names a job of the pending batch — then it is a leftover of an earlier batch
+ *   and discarded the same way. (Such a child that repeats a reply whose ids recur in the next
+ *   batch cannot be told apart; echo batch_id.) Complete lines already waiting when a batch
+ *   starts are discarded before the request is written ("exec child wrote output between
+ *   batches; discarded", also counted).
  *
  * FAILURES
  *   - No complete reply line within handlers.exec_timeout (measured from the first byte of the
@@ -27,8 +42,7 @@
  *     at backoff_initial_ms and doubles up to backoff_max_ms (reset by a successful batch). A
  *     batch arriving during the backoff waits for it (the worker thread sleeps; it never spins
  *     and never burns the jobs' attempts on a child that is known to be down).
- *   - Output the child writes between batches (more than one line per request) is discarded
- *     with a warning.
+ *   - Output that answers no pending batch is discarded with a warning (CORRELATION above).
  *
  * CHILD PROCESS
  *   Started with posix_spawnp(argv) on a thread's first batch, in its own process group (a
@@ -55,9 +69,9 @@
 #include "processor/handlers.h"
 
 #define KJ_EXEC_DEFAULT_BACKOFF_INITIAL_MS 100
-#define KJ_EXEC_DEFAULT_BACKOFF_MAX_MS 10000
-#define KJ_EXEC_DEFAULT_MAX_REPLY_BYTES ((size_t)64 << 20)
-#define KJ_EXEC_DEFAULT_SHUTDOWN_WAIT_MS 2000
+#define KJ_EXEC_DEFAULT_BACKOFF_MAX_MS     10000
+#define KJ_EXEC_DEFAULT_MAX_REPLY_BYTES    ((size_t)64 << 20)
+#define KJ_EXEC_DEFAULT_SHUTDOWN_WAIT_MS   2000
 /** Longest stderr line logged as one entry; longer lines are split. */
 #define KJ_EXEC_STDERR_LINE_MAX 4096
 
@@ -65,7 +79,7 @@ typedef struct kj_exec_handler kj_exec_handler;
 
 /** Everything the handler needs; zero fields take the defaults above. */
 typedef struct kj_exec_options {
-    char *const *argv;  /* program and arguments (copied); argv[0] looked up in PATH */
+    char *const *argv; /* program and arguments (copied); argv[0] looked up in PATH */
     size_t argc;
     int64_t timeout_ms; /* per batch; must be > 0 */
     int64_t backoff_initial_ms, backoff_max_ms;

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "processor/log.h"
+#include "processor/utf8.h"
 
 #define KJ_REGISTRY_SLOTS 256 /* open addressing; at most half full */
 
@@ -69,13 +70,31 @@ void kj_result_reset(kjobs_result_t *result) {
     result->error[0] = '\0';
 }
 
-static void result_vset(kjobs_result_t *result, kj_outcome outcome, const char *fmt,
-                        va_list ap) {
+/*
+ * The error text is the handler's (untrusted): formatted whole, then stored as valid UTF-8
+ * (invalid bytes become U+FFFD) cut on a character boundary with an ellipsis when it is longer
+ * than KJ_ERROR_MAX - 1 bytes, so neither the kjobs-error header nor a log line can carry
+ * half a character.
+ */
+static void result_vset(kjobs_result_t *result, kj_outcome outcome, const char *fmt, va_list ap) {
     result->outcome = outcome;
-    if (fmt)
-        vsnprintf(result->error, sizeof(result->error), fmt, ap);
-    else
-        result->error[0] = '\0';
+    result->error[0] = '\0';
+    if (!fmt) return;
+    char stack[KJ_ERROR_MAX * 2];
+    va_list ap2;
+    va_copy(ap2, ap);
+    int n = vsnprintf(stack, sizeof(stack), fmt, ap);
+    char *text = stack;
+    if (n >= (int)sizeof(stack) && (text = malloc((size_t)n + 1)) != NULL)
+        vsnprintf(text, (size_t)n + 1, fmt, ap2);
+    va_end(ap2);
+    if (n < 0) return;
+    if (!text) { /* no memory for the whole text: the stack copy, cut by bytes, is cleaned */
+        text = stack;
+        n = (int)strlen(stack);
+    }
+    kj_utf8_clean(result->error, sizeof(result->error), text, (size_t)n, NULL, true);
+    if (text != stack) free(text);
 }
 
 void kj_result_set(kjobs_result_t *result, kj_outcome outcome, const char *fmt, ...) {
@@ -112,12 +131,18 @@ const char *kj_outcome_name(kj_outcome outcome) {
 
 const char *kj_outcome_error_class(kj_outcome outcome) {
     switch (outcome) {
-    case KJ_OUTCOME_RETRY: return "retryable";
-    case KJ_OUTCOME_FAIL: return "permanent";
-    case KJ_OUTCOME_DECODE: return "decode";
-    case KJ_OUTCOME_UNKNOWN_TYPE: return "unknown-type";
-    case KJ_OUTCOME_TIMEOUT: return "timeout";
-    default: return "";
+    case KJ_OUTCOME_RETRY:
+        return "retryable";
+    case KJ_OUTCOME_FAIL:
+        return "permanent";
+    case KJ_OUTCOME_DECODE:
+        return "decode";
+    case KJ_OUTCOME_UNKNOWN_TYPE:
+        return "unknown-type";
+    case KJ_OUTCOME_TIMEOUT:
+        return "timeout";
+    default:
+        return "";
     }
 }
 
@@ -125,7 +150,8 @@ const char *kj_outcome_error_class(kj_outcome outcome) {
 
 static uint64_t type_hash(const char *s) {
     uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-    for (; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ULL;
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 1099511628211ULL;
     return h;
 }
 
@@ -135,8 +161,10 @@ kj_handler_registry *kj_handlers_new(void) {
 
 void kj_handlers_free(kj_handler_registry *reg) {
     if (!reg) return;
-    for (size_t i = 0; i < KJ_REGISTRY_SLOTS; i++) free(reg->slots[i].type);
-    for (size_t i = 0; i < reg->fallback_type_count; i++) free(reg->fallback_types[i]);
+    for (size_t i = 0; i < KJ_REGISTRY_SLOTS; i++)
+        free(reg->slots[i].type);
+    for (size_t i = 0; i < reg->fallback_type_count; i++)
+        free(reg->fallback_types[i]);
     free(reg->fallback_types);
     /* the plugin stays loaded: its code may still be referenced by log or atexit paths */
     free(reg);
@@ -192,7 +220,8 @@ void kj_handlers_set_fallback(kj_handler_registry *reg, kjobs_batch_handler_fn *
                               char *const *types, size_t type_count) {
     reg->fallback = (kj_handler){NULL, NULL, fn, opaque};
     reg->fallback_types = type_count ? calloc(type_count, sizeof(char *)) : NULL;
-    for (size_t i = 0; i < type_count; i++) reg->fallback_types[i] = strdup(types[i]);
+    for (size_t i = 0; i < type_count; i++)
+        reg->fallback_types[i] = strdup(types[i]);
     reg->fallback_type_count = type_count;
 }
 

@@ -8,12 +8,15 @@
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "processor/utf8.h"
 
 static atomic_int log_min_level = KJ_LOG_INFO;
 static atomic_int log_fd = 2;
@@ -71,21 +74,87 @@ static void write_all(int fd, const char *buf, size_t len) {
     }
 }
 
+/*
+ * The fields again when json_vpack_ex refused them, for the flat object formats kj_log callers
+ * use ("{s:s, s:s?, s:s#, s:s%, s:i, s:I, s:b, s:f, s:n}"): strings that are not valid UTF-8 are
+ * repaired rather than losing the line. NULL for anything else (a genuinely bad format).
+ */
+static json_t *pack_lenient(const char *fmt, va_list ap) {
+    const char *p = fmt;
+    while (*p == ' ')
+        p++;
+    if (*p++ != '{') return NULL;
+    json_t *obj = json_object();
+    for (;;) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        if (*p == '}') return obj;
+        if (*p++ != 's') break;
+        const char *key = va_arg(ap, const char *);
+        while (*p == ' ' || *p == ':')
+            p++;
+        json_t *v = NULL;
+        char t = *p++;
+        if (t == 's') {
+            const char *str = va_arg(ap, const char *);
+            size_t len;
+            bool nullable = *p == '?';
+            if (*p == '#') {
+                len = (size_t)va_arg(ap, int);
+                p++;
+            } else if (*p == '%') {
+                len = va_arg(ap, size_t);
+                p++;
+            } else {
+                if (nullable) p++;
+                len = str ? strlen(str) : 0;
+            }
+            if (!str && !nullable) break;
+            v = str ? kj_utf8_json_string(str, len) : json_null();
+        } else if (t == 'i' || t == 'b') {
+            int i = va_arg(ap, int);
+            v = t == 'b' ? json_boolean(i) : json_integer(i);
+        } else if (t == 'I') {
+            v = json_integer(va_arg(ap, json_int_t));
+        } else if (t == 'f') {
+            v = json_real(va_arg(ap, double));
+        } else if (t == 'n') {
+            v = json_null();
+        } else {
+            break;
+        }
+        if (!key) {
+            json_decref(v);
+            break;
+        }
+        char *clean_key = kj_utf8_clean_dup(key, strlen(key));
+        json_object_set_new(obj, clean_key ? clean_key : "?", v);
+        free(clean_key);
+    }
+    json_decref(obj);
+    return NULL;
+}
+
 void kj_log(kj_log_level level, const char *msg, const char *fields_fmt, ...) {
     if ((int)level < atomic_load_explicit(&log_min_level, memory_order_relaxed)) return;
 
     json_t *line = NULL;
     if (fields_fmt) {
         json_error_t error;
-        va_list ap;
+        va_list ap, again;
         va_start(ap, fields_fmt);
+        va_copy(again, ap);
         line = json_vpack_ex(&error, 0, fields_fmt, ap);
         va_end(ap);
         if (!line || !json_is_object(line)) {
             json_decref(line);
-            line = json_object();
-            json_object_set_new(line, "log_error", json_string(error.text));
+            line = pack_lenient(fields_fmt, again); /* e.g. a field that is not valid UTF-8 */
+            if (!line) {
+                line = json_object();
+                json_object_set_new(line, "log_error", json_string(error.text));
+            }
         }
+        va_end(again);
     } else {
         line = json_object();
     }
@@ -96,7 +165,7 @@ void kj_log(kj_log_level level, const char *msg, const char *fields_fmt, ...) {
     json_t *ordered = json_object();
     json_object_set_new(ordered, "ts", json_string(ts));
     json_object_set_new(ordered, "level", json_string(level_names[level]));
-    json_object_set_new(ordered, "msg", json_string(msg ? msg : ""));
+    json_object_set_new(ordered, "msg", kj_utf8_json_string(msg ? msg : "", msg ? strlen(msg) : 0));
     json_object_update_missing(ordered, line);
     json_decref(line);
 

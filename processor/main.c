@@ -23,6 +23,7 @@ static const command commands[] = {
     {"topics", kj_cmd_topics, "print or --create the topic layout"},
     {"broker", kj_cmd_broker, "run an embedded broker for development and tests"},
     {"schema", kj_cmd_schema, "print the job schema or its fingerprint"},
+    {"version", kj_cmd_version, "kjobs version, git revision and librdkafka version (also -V)"},
 };
 
 static void print_help(FILE *out) {
@@ -45,6 +46,8 @@ int main(int argc, char **argv) {
         print_help(stdout);
         return 0;
     }
+    if (strcmp(name, "--version") == 0 || strcmp(name, "-V") == 0)
+        return kj_cmd_version(argc - 1, argv + 1);
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
         if (strcmp(name, commands[i].name) == 0) return commands[i].run(argc - 1, argv + 1);
     fprintf(stderr, "kjobs: unknown command '%s'\n\n", name);

@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "processor/log.h"
+#include "processor/utf8.h"
 
 #define KJ_FAMILY_HASH_SLOTS 64
 
@@ -109,32 +110,6 @@ static bool valid_name(const char *s, bool allow_colon) {
     return true;
 }
 
-/* Length of the valid UTF-8 sequence at s (n bytes available), or 0 if invalid there. */
-static size_t utf8_seq_len(const unsigned char *s, size_t n) {
-    unsigned char c = s[0];
-    if (c < 0x80) return 1;
-    size_t len;
-    unsigned char lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
-    if (c >= 0xC2 && c <= 0xDF) {
-        len = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        len = 3;
-        if (c == 0xE0) lo = 0xA0; /* no overlongs */
-        if (c == 0xED) hi = 0x9F; /* no surrogates */
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        len = 4;
-        if (c == 0xF0) lo = 0x90;
-        if (c == 0xF4) hi = 0x8F; /* <= U+10FFFF */
-    } else {
-        return 0;
-    }
-    if (n < len) return 0;
-    if (s[1] < lo || s[1] > hi) return 0;
-    for (size_t i = 2; i < len; i++)
-        if (s[i] < 0x80 || s[i] > 0xBF) return 0;
-    return len;
-}
-
 /*
  * Copy `in` into `out` (KJ_METRICS_MAX_LABEL_LEN + 1 bytes): valid UTF-8 only (an invalid byte
  * becomes '?'), truncated at a character boundary. Returns the length.
@@ -143,7 +118,7 @@ static size_t sanitize_value(const char *in, char *out) {
     const unsigned char *s = (const unsigned char *)(in ? in : "");
     size_t n = strlen((const char *)s), o = 0;
     for (size_t i = 0; i < n;) {
-        size_t len = utf8_seq_len(s + i, n - i);
+        size_t len = kj_utf8_seq_len(s + i, n - i);
         if (len == 0) {
             if (o + 1 > KJ_METRICS_MAX_LABEL_LEN) break;
             out[o++] = '?';
@@ -653,7 +628,7 @@ char *kj_registry_render(kj_registry *reg, size_t *len) {
 static struct {
     kj_registry *reg;
     kj_metric_family *jobs, *duration, *batch, *lag, *commits, *rebalances, *in_flight, *resets,
-        *retry, *dlq, *route_errors, *decode_errors, *breaker, *ready, *build_info;
+        *retry, *dlq, *route_errors, *decode_errors, *exec_stray, *breaker, *ready, *build_info;
     kj_metric_handle *commit_ok, *commit_error;
     pthread_mutex_t version_mu;
     char version[KJ_METRICS_MAX_LABEL_LEN + 1];
@@ -706,6 +681,9 @@ static const struct kj_metric_def {
      "Failed produces to a retry or dead-letter topic.", 0, {0}, NULL, 0},
     {&g_kj.decode_errors, "kjobs_decode_errors_total", KJ_METRIC_COUNTER,
      "Messages that could not be decoded as a kjobs.Job.", 0, {0}, NULL, 0},
+    {&g_kj.exec_stray, "kjobs_exec_stray_replies_total", KJ_METRIC_COUNTER,
+     "Reply lines from exec handler children discarded as answering no pending batch.", 0, {0},
+     NULL, 0},
     {&g_kj.breaker, "kjobs_circuit_breaker_open", KJ_METRIC_GAUGE,
      "1 while the circuit breaker is open, else 0.", 0, {0}, NULL, 0},
     {&g_kj.ready, "kjobs_ready", KJ_METRIC_GAUGE, "1 while the worker is ready (/readyz 200).", 0,
@@ -834,6 +812,11 @@ void kj_metrics_route_error(void) {
 void kj_metrics_decode_error(void) {
     kj_metrics_ensure();
     kj_counter_inc(kj_family_default(g_kj.decode_errors));
+}
+
+void kj_metrics_exec_stray_reply(void) {
+    kj_metrics_ensure();
+    kj_counter_inc(kj_family_default(g_kj.exec_stray));
 }
 
 void kj_metrics_circuit_breaker_set(bool open) {

@@ -60,6 +60,9 @@
  *       Failed produces to a retry or DLQ topic.
  *   kjobs_decode_errors_total  counter
  *       Messages that could not be decoded as a kjobs.Job.
+ *   kjobs_exec_stray_replies_total  counter
+ *       Lines an exec handler child wrote to stdout that answer no pending batch (a repeated
+ *       or late reply, a batch_id never sent, output between batches): discarded with a warning.
  *   kjobs_circuit_breaker_open  gauge
  *       1 while the circuit breaker is open (handlers not called), else 0.
  *   kjobs_ready  gauge
@@ -220,6 +223,7 @@ void kj_metrics_retry_routed(int step);
 void kj_metrics_dlq_routed(const char *error_class);
 void kj_metrics_route_error(void);
 void kj_metrics_decode_error(void);
+void kj_metrics_exec_stray_reply(void);
 void kj_metrics_circuit_breaker_set(bool open);
 void kj_metrics_ready_set(bool ready);
 

@@ -10,6 +10,12 @@
  *    current schema: writer fields the reader lacks are skipped, reader fields the writer
  *    lacks take the reader's default.
  *
+ * Not supported (yet), but recognised so the error says what it is: Confluent Schema Registry
+ * framing (magic byte 00, 4-byte big-endian schema id, Avro body). A value is reported as
+ * "Confluent Schema Registry framing, schema id N: not supported ..." when it is not a plain
+ * job but its bytes after the 5-byte header decode as one. The plain reading always comes
+ * first, because a plain job whose id is "" also starts with 00.
+ *
  * Design:
  *  - Untrusted bytes are only ever read by our own bounded reader (schemas/decode.c), never
  *    by avro-c: every length is checked against the bytes that remain before anything is
@@ -76,6 +82,9 @@ int kj_codec_init(char *errstr, size_t errstr_size);
  */
 int kj_job_encode(const kj_job_record *job, kj_encoding enc, uint8_t **out, size_t *out_len,
                   char *errstr, size_t errstr_size);
+
+/** Bytes of the Confluent Schema Registry header: magic 00 and a big-endian schema id. */
+#define KJ_CONFLUENT_HEADER_LEN 5
 
 /**
  * Decode one record value. Returns 0 and fills `*out` (free with kj_job_record_free), and the

@@ -667,7 +667,38 @@ int kj_job_decode(const void *buf, size_t len, kj_job_record *out, kj_encoding *
     }
     if (enc_out)
         *enc_out = KJ_ENCODING_BINARY;
-    return kj_job_decode_body(st->current, b, b, len, out, errstr, errstr_size);
+    if (kj_job_decode_body(st->current, b, b, len, out, errstr, errstr_size) == 0) return 0;
+    /*
+     * Confluent Schema Registry framing: magic byte 00, 4-byte big-endian schema id, then the
+     * Avro body. A plain job can start with 00 too (an empty id), so the plain reading above
+     * always comes first and wins; only a value that is not a plain job, but whose bytes after
+     * the 5-byte header are one, is named as Schema Registry framing. A value that starts with
+     * 00 and is neither gets a hint appended to the plain error.
+     */
+    if (len > KJ_CONFLUENT_HEADER_LEN && b[0] == 0x00) {
+        uint32_t schema_id =
+            (uint32_t)b[1] << 24 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 8 | b[4];
+        kj_job_record probe;
+        char perr[8];
+        if (kj_job_decode_body(st->current, b, b + KJ_CONFLUENT_HEADER_LEN,
+                               len - KJ_CONFLUENT_HEADER_LEN, &probe, perr, sizeof(perr)) == 0) {
+            kj_job_record_free(&probe);
+            kj_seterr(errstr, errstr_size,
+                      "Confluent Schema Registry framing, schema id %" PRIu32
+                      ": not supported (kjobs reads plain Avro binary or Avro single-object "
+                      "encoding, see schemas/README.md)",
+                      schema_id);
+        } else if (errstr && errstr_size > 0) {
+            size_t used = strlen(errstr);
+            if (used < errstr_size)
+                snprintf(
+                    errstr + used, errstr_size - used,
+                    " (the value starts like Confluent Schema Registry framing, schema id %" PRIu32
+                    ", but its body is not a kjobs.Job either)",
+                    schema_id);
+        }
+    }
+    return -1;
 }
 
 void kj_job_record_free(kj_job_record *job) {

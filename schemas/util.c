@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "processor/utf8.h"
 #include "schemas/codec_internal.h"
 
 void kj_seterr(char *errstr, size_t errstr_size, const char *fmt, ...) {
@@ -64,48 +65,15 @@ void kj_buf_free(kj_buf *b) {
     memset(b, 0, sizeof(*b));
 }
 
-/* Strict UTF-8 (RFC 3629): no overlong forms, no surrogates, nothing above U+10FFFF. */
+/* Strict UTF-8 (RFC 3629) by kjobs' one validator (processor/utf8.h), plus "no NUL". */
 int kj_utf8_check(const uint8_t *s, size_t n, size_t *at) {
-    size_t i = 0;
-    while (i < n) {
-        uint8_t c = s[i];
-        if (c < 0x80) {
-            if (c == 0) {
-                *at = i;
-                return 1;
-            }
-            i++;
-            continue;
-        }
-        size_t need;
-        uint32_t cp, min;
-        if (c >= 0xc2 && c <= 0xdf) {
-            need = 1, cp = c & 0x1f, min = 0x80;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            need = 2, cp = c & 0x0f, min = 0x800;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            need = 3, cp = c & 0x07, min = 0x10000;
-        } else {
+    for (size_t i = 0; i < n;) {
+        size_t len = s[i] ? kj_utf8_seq_len(s + i, n - i) : 0;
+        if (len == 0) {
             *at = i;
-            return 2;
+            return s[i] ? 2 : 1;
         }
-        if (n - i - 1 < need) {
-            *at = i;
-            return 2;
-        }
-        for (size_t k = 1; k <= need; k++) {
-            uint8_t cc = s[i + k];
-            if ((cc & 0xc0) != 0x80) {
-                *at = i;
-                return 2;
-            }
-            cp = (cp << 6) | (cc & 0x3f);
-        }
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
-            *at = i;
-            return 2;
-        }
-        i += need + 1;
+        i += len;
     }
     return 0;
 }

@@ -76,7 +76,7 @@ echo "== dead-letter topic (kjobs peek --topic jobs.dlq)"
 import json, sys
 for line in sys.stdin:
     r = json.loads(line)
-    h = r["headers"]
+    h = dict(r["headers"])
     print("   %-22s class=%-13s attempt=%s error=%s" % (r["type"], h["kjobs-error-class"], h["kjobs-attempt"], h["kjobs-error"]))'
 echo "== stopping the worker (SIGTERM: drain, commit, leave the group)"
 kill -TERM $WORKER

@@ -3,7 +3,8 @@
 //
 // kjobs starts this once per worker thread (handlers.exec = ["node", "handler.js"]) and speaks
 // JSON lines with it: one {"batch":[...]} line in on stdin, one {"results":[...]} line out on
-// stdout, per batch. Anything written to stderr ends up in kjobs' JSON log. The process exits
+// stdout, per batch, echoing the request's "batch_id" so kjobs can tell a late or repeated reply
+// from the pending one. Anything written to stderr ends up in kjobs' JSON log. The process exits
 // when stdin closes (kjobs is shutting down). See README.md for the protocol.
 //
 // Job types: email.send / exec.ok -> ok; exec.retry -> retry (payload: retry_after_ms);
@@ -45,7 +46,8 @@ async function main() {
   const rl = readline.createInterface({ input: process.stdin, crlfDelay: Infinity });
   for await (const line of rl) { // one batch per line; the loop ends at EOF
     if (!line.trim()) continue;
-    const batch = JSON.parse(line).batch;
+    const request = JSON.parse(line);
+    const batch = request.batch;
     const results = [];
     let garbage = false;
     for (const job of batch) {
@@ -55,7 +57,7 @@ async function main() {
     }
     const types = [...new Set(batch.map((j) => j.type))].sort();
     process.stderr.write(`handler.js[${process.pid}]: batch of ${batch.length} job(s), types ${JSON.stringify(types)}\n`);
-    process.stdout.write(garbage ? 'this is not JSON\n' : JSON.stringify({ results }) + '\n');
+    process.stdout.write(garbage ? 'this is not JSON\n' : JSON.stringify({ batch_id: request.batch_id, results }) + '\n');
   }
 }
 

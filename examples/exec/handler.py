@@ -3,7 +3,8 @@
 
 kjobs starts this once per worker thread (handlers.exec = ["python3", "-u", "handler.py"]) and
 speaks JSON lines with it: one {"batch":[...]} line in on stdin, one {"results":[...]} line out
-on stdout, per batch. Anything written to stderr ends up in kjobs' JSON log. Exit when stdin
+on stdout, per batch, echoing the request's "batch_id" so kjobs can tell a late or repeated reply
+from the pending one. Anything written to stderr ends up in kjobs' JSON log. Exit when stdin
 closes (kjobs is shutting down). See README.md for the protocol.
 
 Job types handled here:
@@ -55,7 +56,8 @@ def main():
     for line in sys.stdin:  # one batch per line; EOF = shut down
         if not line.strip():
             continue
-        batch = json.loads(line)["batch"]
+        request = json.loads(line)
+        batch = request["batch"]
         results, garbage = [], False
         for job in batch:
             r = handle(job)
@@ -69,7 +71,8 @@ def main():
         if garbage:
             sys.stdout.write("this is not JSON\n")
         else:
-            sys.stdout.write(json.dumps({"results": results}, separators=(",", ":")) + "\n")
+            reply = {"batch_id": request.get("batch_id"), "results": results}
+            sys.stdout.write(json.dumps(reply, separators=(",", ":")) + "\n")
         sys.stdout.flush()
 
 

@@ -143,6 +143,14 @@ class LoggedWorker:
                 self.proc.kill()
 
 
+def hdrs(rec):
+    """The "headers" of a peek/dlq JSON record (an ordered list of [name, value] pairs) as a
+    dict, the last value winning for a repeated name; asserts the list shape."""
+    pairs = rec["headers"]
+    assert isinstance(pairs, list) and all(isinstance(p, list) and len(p) == 2 for p in pairs), pairs
+    return {name: value for name, value in pairs}
+
+
 def wait_until(what, fn, timeout=90):
     """Re-check fn() until it returns something true (returned) or the deadline passes."""
     deadline = time.monotonic() + timeout

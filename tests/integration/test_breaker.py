@@ -22,7 +22,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
-from harness import kjobs_cmd, run  # noqa: E402
+from harness import hdrs, kjobs_cmd, run  # noqa: E402
 
 FAST_GROUP = ["-X", "fetch.wait.max.ms=5", "-X", "session.timeout.ms=6000",
               "-X", "heartbeat.interval.ms=500"]
@@ -148,7 +148,7 @@ def test_exactly_once_mode_routes_through_transactions():
         assert rc == 0, log[-2000:]
         copies = harness.peek(broker.bootstrap, "jobs.retry.1", 20)
         assert sorted(c["id"] for c in copies) == sorted(ids)
-        assert all(c["headers"]["kjobs-attempt"] == "1" for c in copies)
+        assert all(hdrs(c)["kjobs-attempt"] == "1" for c in copies)
 
 
 def test_exactly_once_crash_leaves_no_duplicate_copy_on_real_kafka():

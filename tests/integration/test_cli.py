@@ -5,9 +5,11 @@ layout, and kcat (an independent librdkafka-based client) reading what kjobs wro
 Run with /usr/bin/python3."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
@@ -114,8 +116,62 @@ def test_broker_writes_bootstrap_file_and_exits_cleanly():
     assert created == ["jobs", "jobs.retry.1", "jobs.retry.2", "jobs.retry.3", "jobs.dlq"], created
 
 
+def test_check_config_agrees_with_run_and_hides_exec_arguments():
+    """Issue #10 item 14: --check-config runs run's own checks (a handlers.exec program that
+    does not exist is refused by both, exit 2, naming file:line: handlers.exec and never the
+    arguments); the effective-config dump hides exec arguments; a DLQ named like a ladder step
+    blames topics.dlq; -c naming a directory says so."""
+    secret = "--token=s3cr3t-value"
+    path = harness.write_config(
+        'topics = { main = "x"; };\nhandlers = {\n  exec = [ "/nonexistent/kjobs-handler", "%s" ];\n};\n'
+        % secret)
+    for args in (("run", "-c", path, "--check-config"), ("run", "-c", path, "-b", "127.0.0.1:1")):
+        p = run(kjobs_cmd(*args), check=False, timeout=60)
+        assert p.returncode == 2, (args, p.returncode, p.stderr)
+        assert f"{path}:3: handlers.exec:" in p.stderr, p.stderr
+        assert "s3cr3t" not in p.stderr + p.stdout and "nonexistent" not in p.stderr, p.stderr
+    path = harness.write_config('handlers = {\n  exec = [ "/bin/cat", "%s" ];\n};\n' % secret)
+    p = run(kjobs_cmd("run", "-c", path, "--check-config"))
+    assert "s3cr3t" not in p.stdout + p.stderr, p.stdout
+    line = [l for l in p.stdout.splitlines() if l.startswith("handlers.exec =")]
+    assert line and line[0].startswith('handlers.exec = [ "/bin/cat", "<hidden>" ];'), line
+    path = harness.write_config('topics = {\n  main = "x";\n  dlq = "x.retry.1";\n};\n')
+    p = run(kjobs_cmd("run", "-c", path, "--check-config"), check=False)
+    assert p.returncode == 2 and f"{path}:3: topics.dlq:" in p.stderr, p.stderr
+    d = os.path.dirname(path)
+    p = run(kjobs_cmd("run", "-c", d, "--check-config"), check=False)
+    assert p.returncode == 2 and d in p.stderr and "directory" in p.stderr, p.stderr
+    assert "flex" not in p.stderr, p.stderr
+
+
+def test_version():
+    """Issue #10 item 12: `kjobs --version`, `-V` and `kjobs version` print one line with the
+    kjobs version, the git revision (recorded at build time) and the running librdkafka
+    version, and exit 0; `kjobs help` lists it. Outside a git checkout the revision is
+    "unknown" (the build step run on a directory without .git)."""
+    lines = set()
+    for args in (("--version",), ("-V",), ("version",)):
+        p = run(kjobs_cmd(*args))
+        assert p.returncode == 0 and p.stderr == "", (args, p.returncode, p.stderr)
+        assert re.fullmatch(r"kjobs \d+\.\d+\.\d+ \(git ([0-9a-f]{7,40}(-dirty)?|unknown)\) "
+                            r"librdkafka \d+\.\d+\.\d+\S*\n", p.stdout), p.stdout
+        lines.add(p.stdout)
+    assert len(lines) == 1, lines
+    assert "  version " in run(kjobs_cmd("help")).stdout
+    assert run(kjobs_cmd("version", "extra"), check=False).returncode == 2
+    cmake = shutil.which("cmake")
+    if cmake:
+        with tempfile.TemporaryDirectory() as d:
+            out = os.path.join(d, "rev.h")
+            subprocess.run([cmake, f"-DSRC={d}", f"-DOUT={out}", "-P",
+                            os.path.join(harness.SOURCE_DIR, "processor", "git_revision.cmake")],
+                           check=True, capture_output=True, timeout=60)
+            assert '#define KJOBS_GIT_REVISION "unknown"' in open(out).read()
+
+
 if __name__ == "__main__":
     harness.main([test_help_and_unknown_command, test_config_error_names_file_line_and_setting,
+                  test_check_config_agrees_with_run_and_hides_exec_arguments, test_version,
                   test_topics_layout_follows_config, test_embedded_bootstrap_needs_a_broker_address,
                   test_enqueue_fails_when_broker_never_acknowledges,
                   test_enqueue_rejects_bad_lines_and_keeps_good_ones,

@@ -18,6 +18,7 @@ Each worker runs for the whole of its test and is never restarted: on the embedd
 partitions — also a `kjobs run` started after the previous one left — and a restart is not what
 these tests are about.
 """
+import base64
 import datetime
 import io
 import json
@@ -30,7 +31,7 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
-from harness import LoggedWorker, wait_until, kjobs_cmd, run  # noqa: E402
+from harness import hdrs, LoggedWorker, wait_until, kjobs_cmd, run  # noqa: E402
 
 import avro.io  # noqa: E402
 import avro.schema  # noqa: E402
@@ -136,7 +137,7 @@ def test_dead_letters_end_to_end():
                     == ("jobs", o["partition"], o["offset"]), (d, o)
                 assert d["state"] == "new" and d["topic"] == "jobs.dlq"
                 assert dd["failed_at_iso"].endswith("Z") and dd["worker"], dd
-                assert d["headers"]["kjobs-error-class"] == dd["error_class"]
+                assert hdrs(d)["kjobs-error-class"] == dd["error_class"]
             # the flaky job went down the ladder: its original coordinates are still the main
             # topic's (kjobs-original-* survive the ladder)
             assert fl["dead_letter"]["original_topic"] == "jobs"
@@ -180,14 +181,14 @@ def test_dead_letters_end_to_end():
             # replay the permanent failures: byte for byte, kjobs-* headers replaced
             p, lines = replay(b, "--type", "kjobs.fail-permanent")
             assert sorted(lines) == sorted(perm), lines
-            replayed = [r for r in main_topic(b) if "kjobs-replayed-from" in r["headers"]]
+            replayed = [r for r in main_topic(b) if "kjobs-replayed-from" in hdrs(r)]
             assert len(replayed) == 2, replayed
             perm_dl = {d["id"]: d for d in by_class["permanent"]}
             for r in replayed:
                 d = perm_dl[r["id"]]
-                assert r["headers"]["kjobs-replayed-from"] == f"jobs.dlq:{coords(d)}"
-                assert int(r["headers"]["kjobs-replayed-at"]) > 0
-                assert set(r["headers"]) == {"kjobs-replayed-from", "kjobs-replayed-at"}, r
+                assert hdrs(r)["kjobs-replayed-from"] == f"jobs.dlq:{coords(d)}"
+                assert int(hdrs(r)["kjobs-replayed-at"]) > 0
+                assert set(hdrs(r)) == {"kjobs-replayed-from", "kjobs-replayed-at"}, r
                 assert r["key"] == "pk" and r["payload_b64"] == d["payload_b64"]
                 assert r["created_at"] == d["created_at"]
             # they fail again → two new dead letters carrying kjobs-replayed-from
@@ -207,12 +208,12 @@ def test_dead_letters_end_to_end():
             assert sorted(lines) == sorted([unknown[0], flaky[0], garbage["handle"]]), lines
             main = main_topic(b)
             g = [r for r in main
-                 if r["headers"].get("kjobs-replayed-from") == f"jobs.dlq:{garbage['handle']}"]
+                 if hdrs(r).get("kjobs-replayed-from") == f"jobs.dlq:{garbage['handle']}"]
             assert len(g) == 1 and g[0]["value_b64"] == originals["garbage"]["value_b64"]
-            assert g[0]["key"] == "gkey" and g[0]["headers"]["trace"] == "abc"
-            assert set(g[0]["headers"]) == {"trace", "kjobs-replayed-from", "kjobs-replayed-at"}
-            f = [r for r in main if r.get("id") == flaky[0] and r["headers"]]
-            assert len(f) == 1 and "kjobs-attempt" not in f[0]["headers"], f
+            assert g[0]["key"] == "gkey" and hdrs(g[0])["trace"] == "abc"
+            assert set(hdrs(g[0])) == {"trace", "kjobs-replayed-from", "kjobs-replayed-at"}
+            f = [r for r in main if r.get("id") == flaky[0] and hdrs(r)]
+            assert len(f) == 1 and "kjobs-attempt" not in hdrs(f[0]), f
             assert f[0]["payload"] == "2"
 
             # the replayed flaky job starts again at attempt 1: its first failure goes to the
@@ -220,8 +221,8 @@ def test_dead_letters_end_to_end():
             p = run(kjobs_cmd("peek", "-b", b, "--topic", "jobs.retry.1", "--from-beginning",
                               "--count", "2", "--timeout", "60"))
             ladder = [json.loads(l) for l in p.stdout.splitlines()]
-            again = [r for r in ladder if "kjobs-replayed-from" in r["headers"]]
-            assert len(again) == 1 and again[0]["headers"]["kjobs-attempt"] == "1", ladder
+            again = [r for r in ladder if "kjobs-replayed-from" in hdrs(r)]
+            assert len(again) == 1 and hdrs(again[0])["kjobs-attempt"] == "1", ladder
             dl = wait_until("10 dead letters",
                             lambda: (lambda d: d if len(d) == 10 else None)(dlq_list(b)))
             fl2 = [d for d in dl if d.get("id") == flaky[0] and d["dead_letter"]["replayed_from"]]
@@ -238,7 +239,7 @@ def test_dead_letters_end_to_end():
             assert lines == []
             p, lines = replay(b, "--again", "--id", h)
             assert lines == [flaky[0]], lines
-            assert any(r["headers"].get("kjobs-replayed-from") == f"jobs.dlq:{h}"
+            assert any(hdrs(r).get("kjobs-replayed-from") == f"jobs.dlq:{h}"
                        for r in main_topic(b))
             # `show ID` of a job dead-lettered more than once shows the latest failure
             p = run(kjobs_cmd("dlq", "show", "-b", b, perm[0]))
@@ -289,8 +290,8 @@ def test_replay_marker_with_filters():
         assert len(copies) == 5
         for r in copies:
             i = ids.index(r["id"])
-            assert r["headers"] == {"user-h": f"u{i}", "kjobs-replayed-from": f"jobs.dlq:0:{i}",
-                                    "kjobs-replayed-at": r["headers"]["kjobs-replayed-at"]}, r
+            assert hdrs(r) == {"user-h": f"u{i}", "kjobs-replayed-from": f"jobs.dlq:0:{i}",
+                                    "kjobs-replayed-at": hdrs(r)["kjobs-replayed-at"]}, r
             assert r["key"] == f"k{i}"
         # --again: the refailed one and already replayed ones, selected by id
         p, lines = replay(b, "--again", "--id", ids[5])
@@ -332,6 +333,47 @@ def test_replay_failures_and_foreign_records():
         assert len(main_topic(b)) == 1
 
 
+def test_repeated_binary_and_invalid_utf8_headers():
+    """Issue #10 items 6 and 7, tools side: a dead letter with two `x-tag` headers, a binary
+    header value and a kjobs-error cut inside a character (as kjobs before the fix wrote it).
+    peek, dlq list (table and --json) and dlq show list every header in order as [name, value]
+    pairs, show values that are not UTF-8 as {"base64": ...} (the exact bytes), and show the
+    error text (dead_letter.error, the ERROR column) with U+FFFD instead of "-" or dropping it."""
+    with harness.Broker(partitions=1) as broker:
+        b = broker.bootstrap
+        prod = KafkaProducer(bootstrap_servers=b, api_version=(2, 5, 0), acks="all")
+        job_id, value = avro_job("T", b"x")
+        bad_error = "é".encode() * 511 + b"\xc3"  # 1023 bytes, the last character cut
+        headers = [("x-tag", b"tag1"), ("kjobs-original-topic", b"jobs"),
+                   ("kjobs-original-partition", b"0"), ("kjobs-original-offset", b"0"),
+                   ("kjobs-attempt", b"1"), ("kjobs-error-class", b"permanent"),
+                   ("kjobs-error", bad_error), ("kjobs-failed-at", b"1700000000000"),
+                   ("x-tag", b"tag2"), ("blob", b"\x00\xff\x01")]
+        prod.send("jobs.dlq", key=b"k", value=value, partition=0, headers=headers)
+        prod.flush()
+        prod.close()
+        want = [["x-tag", "tag1"], ["kjobs-original-topic", "jobs"],
+                ["kjobs-original-partition", "0"], ["kjobs-original-offset", "0"],
+                ["kjobs-attempt", "1"], ["kjobs-error-class", "permanent"],
+                ["kjobs-error", {"base64": base64.b64encode(bad_error).decode()}],
+                ["kjobs-failed-at", "1700000000000"],
+                ["x-tag", "tag2"], ["blob", {"base64": "AP8B"}]]
+        p = run(kjobs_cmd("peek", "-b", b, "--topic", "jobs.dlq", "--from-beginning",
+                          "--count", "1", "--timeout", "60"))
+        peeked = json.loads(p.stdout)
+        assert peeked["headers"] == want, peeked["headers"]
+        listed = dlq_list(b)
+        assert len(listed) == 1 and listed[0]["headers"] == want, listed
+        assert listed[0]["dead_letter"]["error"] == "é" * 511 + "\ufffd", listed[0]["dead_letter"]
+        rows = dlq_table(b)
+        # the table cuts at 60 characters (not bytes): 57 of them and "..."
+        assert len(rows) == 1 and rows[0]["ERROR"] == "é" * 57 + "...", rows
+        p = run(kjobs_cmd("dlq", "show", "-b", b, job_id))
+        shown = json.loads(p.stdout)
+        assert shown["headers"] == want
+        assert shown["dead_letter"]["error"] == "é" * 511 + "\ufffd"
+
+
 def test_usage_and_connection_errors():
     for args, code in [((), 2), (("frob",), 2), (("show",), 2), (("list", "--dry-run"), 2),
                        (("replay", "--json"), 2), (("list", "--bogus"), 2),
@@ -351,4 +393,5 @@ def test_usage_and_connection_errors():
 
 if __name__ == "__main__":
     harness.main([test_dead_letters_end_to_end, test_replay_marker_with_filters,
-                  test_replay_failures_and_foreign_records, test_usage_and_connection_errors])
+                  test_replay_failures_and_foreign_records,
+                  test_repeated_binary_and_invalid_utf8_headers, test_usage_and_connection_errors])

@@ -4,7 +4,9 @@ ok jobs; retry with the child's error and retry_after_ms (jobs.retry.1); fail (j
 permanent); a child crashing mid-batch (batch retried, child restarted, later jobs succeed,
 "exec child exited" logged); a garbage reply (retryable, restarted); a child sleeping past
 handlers.exec_timeout (class timeout); child stderr in kjobs' JSON log; handlers.exec_types
-limiting what the child gets (other types: DLQ, class unknown-type). Also checks that the
+limiting what the child gets (other types: DLQ, class unknown-type). A child repeating a stale
+reply (discarded, never counted for a later batch) and a 1,400-byte multi-byte handler error
+(cut on a character boundary with "…", log line intact). Also checks that the
 Grafana dashboard and docs/operations.md only name metrics that processor/metrics.c registers.
 
 Every wait is on an event (a log line of the worker, records arriving in peek), never a fixed
@@ -23,7 +25,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
-from harness import SOURCE_DIR, kjobs_cmd, run  # noqa: E402
+from harness import hdrs, SOURCE_DIR, kjobs_cmd, run  # noqa: E402
 
 EXAMPLES = os.path.join(SOURCE_DIR, "examples", "exec")
 # Run kjobs through a symlink with a name of our own, so a neighbour's name-based pkill on a
@@ -199,20 +201,20 @@ def exec_scenario(command, child_tag):
             # what landed on the ladder and in the DLQ, with the headers users see
             ladder = peek_all(b, "jobs.retry.1", 4)
             assert set(ladder) == {rid, cid, gid, tid}, ladder.keys()
-            h = ladder[rid]["headers"]
+            h = hdrs(ladder[rid])
             assert h["kjobs-error"] == "exec.retry: asked to retry (attempt 1)", h
             assert h["kjobs-error-class"] == "retryable" and h["kjobs-attempt"] == "1", h
             delay = int(h["kjobs-not-before"]) - int(h["kjobs-failed-at"])
             assert 1400 <= delay <= 1600, f"retry_after_ms 1500 not honoured: {delay} ms"
-            assert ladder[cid]["headers"]["kjobs-error-class"] == "retryable"
-            assert "invalid reply" in ladder[gid]["headers"]["kjobs-error"]
-            assert ladder[tid]["headers"]["kjobs-error-class"] == "timeout"
+            assert hdrs(ladder[cid])["kjobs-error-class"] == "retryable"
+            assert "invalid reply" in hdrs(ladder[gid])["kjobs-error"]
+            assert hdrs(ladder[tid])["kjobs-error-class"] == "timeout"
             dlq = peek_all(b, "jobs.dlq", 6)
             assert set(dlq) == {fid, uid, rid, cid, gid, tid}, dlq.keys()
-            classes = {k: v["headers"]["kjobs-error-class"] for k, v in dlq.items()}
+            classes = {k: hdrs(v)["kjobs-error-class"] for k, v in dlq.items()}
             assert classes == {fid: "permanent", uid: "unknown-type", rid: "retryable",
                                cid: "retryable", gid: "retryable", tid: "timeout"}, classes
-            assert dlq[fid]["headers"]["kjobs-error"] == "exec.fail: permanent failure"
+            assert hdrs(dlq[fid])["kjobs-error"] == "exec.fail: permanent failure"
         finally:
             w.stop()
         # clean shutdown: every child got EOF on stdin and exited by itself
@@ -274,6 +276,67 @@ def test_dashboard_and_docs_name_only_real_metrics():
     assert not missing, f"operations.md does not document: {missing}"
 
 
+# A child that (a) answers every batch, but on its 4th request first repeats its reply to the
+# 3rd (a stale line, as a child with a buffering bug writes it), without echoing batch_id; and
+# (b) fails "long.fail" jobs with an error of 700 "é" (1,400 bytes, a character across byte
+# 1,023).
+STALE_CHILD = r"""
+import json, sys
+n, last = 0, None
+for line in sys.stdin:
+    n += 1
+    req = json.loads(line)
+    res = [{"id": j["id"], "status": "fail", "error": "\u00e9" * 700} if j["type"] == "long.fail"
+           else {"id": j["id"], "status": "ok"} for j in req["batch"]]
+    out = json.dumps({"results": res}) + "\n"
+    if n == 4:
+        sys.stdout.write(last)
+    sys.stdout.write(out)
+    sys.stdout.flush()
+    last = out
+"""
+
+
+def test_exec_stale_reply_and_long_error():
+    """Issue #10 items 8 and 6 end to end. A repeated reply never counts for a later batch: no
+    job of the following batches is retried, and the stale line is discarded with a warning.
+    A 1,400-byte handler error with a multi-byte character across byte 1,023 reaches the DLQ
+    as valid UTF-8 of at most 1,023 bytes ending with "…", and the worker's "dead-lettered" log
+    line keeps id, topic, offset and the error."""
+    child = os.path.join(_BIN_DIR, "stale_child.py")
+    with open(child, "w") as f:
+        f.write(STALE_CHILD)
+    with harness.Broker(partitions=1) as broker:
+        b = broker.bootstrap
+        w = Worker(b, {"KJOBS_HANDLERS_EXEC": f"{sys.executable} -u {child}",
+                       "KJOBS_WORKERS": "1", "KJOBS_RETRY_DELAYS": "200ms"}, broker)
+        try:
+            all_ids = []
+            for _ in range(6):  # one enqueue at a time: at least one batch each
+                ids = enqueue(b, "exec.ok", count=3)
+                all_ids += ids
+                w.wait_for(done(ids), "3 exec.ok jobs done", count=3)
+            w.wait_for(lambda l: l["msg"] == "exec child reply discarded",
+                       "the stale reply discarded with a warning")
+            retried = [l for l in w.logs if l["msg"].startswith("job failed")
+                       and l.get("id") in set(all_ids)]
+            assert not retried, retried[:3]
+
+            [lid] = enqueue(b, "long.fail")
+            [d] = w.wait_for(routed(lid, True), "long.fail dead-lettered")
+            assert d["topic"] == "jobs" and isinstance(d["offset"], int) and "log_error" not in d, d
+            err = d["error"]
+            assert err.endswith("\u2026") and err.startswith("\u00e9" * 10), err[:40]
+            assert len(err.encode()) <= 1023 and set(err[:-1]) == {"\u00e9"}, len(err.encode())
+            [rec] = harness.peek(b, "jobs.dlq", 1)
+            h = hdrs(rec)
+            assert isinstance(h["kjobs-error"], str), h["kjobs-error"]  # valid UTF-8, not base64
+            assert h["kjobs-error"] == err
+        finally:
+            w.stop()
+
+
 if __name__ == "__main__":
     harness.main([test_dashboard_and_docs_name_only_real_metrics,
-                  test_exec_missing_program_is_a_config_error, test_exec_python, test_exec_node])
+                  test_exec_missing_program_is_a_config_error, test_exec_python, test_exec_node,
+                  test_exec_stale_reply_and_long_error])

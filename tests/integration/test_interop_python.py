@@ -21,6 +21,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
+from harness import hdrs  # noqa: E402
 
 import avro.io  # noqa: E402
 import avro.schema  # noqa: E402
@@ -182,7 +183,7 @@ def test_python_produced_jobs_decoded_by_kjobs_peek():
         import base64
         assert base64.b64decode(got["payload_b64"]) == datum["payload"]
         assert got["meta"] == datum.get("meta", {})
-        assert got["headers"] == {"origin": "python"}
+        assert hdrs(got) == {"origin": "python"}
         assert got["encoding"] == ("single-object" if value[:2] == b"\xc3\x01" else "binary")
         if key:
             assert got["key"] == key

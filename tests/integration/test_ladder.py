@@ -22,6 +22,7 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "fault"))
 import harness  # noqa: E402
+from harness import hdrs  # noqa: E402
 import procs  # noqa: E402
 from procs import Worker, enqueue, log_ts_ms, peek_all  # noqa: E402
 
@@ -59,7 +60,7 @@ def test_flaky_job_climbs_the_ladder_and_succeeds_on_attempt_3():
         assert not peek_all(broker.bootstrap, "jobs.retry.3")
         assert not peek_all(broker.bootstrap, "jobs.dlq")
         for step, attempt, delay in ((step1, 1, 1000), (step2, 2, 2000)):
-            h = step["headers"]
+            h = hdrs(step)
             missing = [n for n in CONTRACT_HEADERS if n not in h]
             assert not missing, f"step {attempt} lacks {missing}: {h}"
             # the job itself travels unchanged: key, id, payload, created_at, meta, encoding
@@ -75,13 +76,13 @@ def test_flaky_job_climbs_the_ladder_and_succeeds_on_attempt_3():
             assert int(h["kjobs-not-before"]) == int(h["kjobs-failed-at"]) + delay, h
             assert step["partition"] == main["partition"], "the key keeps its partition"
         # the gaps, from recorded timestamps: attempt n+1 never before attempt n's not-before
-        nb1 = int(step1["headers"]["kjobs-not-before"])
-        nb2 = int(step2["headers"]["kjobs-not-before"])
-        attempt2_at = int(step2["headers"]["kjobs-failed-at"])
+        nb1 = int(hdrs(step1)["kjobs-not-before"])
+        nb2 = int(hdrs(step2)["kjobs-not-before"])
+        attempt2_at = int(hdrs(step2)["kjobs-failed-at"])
         attempt3_at = log_ts_ms(done)
         assert log_ts_ms(fails[1]) >= nb1 and attempt2_at >= nb1, (nb1, fails[1], attempt2_at)
         assert attempt3_at >= nb2, (nb2, done)
-        f1 = int(step1["headers"]["kjobs-failed-at"])
+        f1 = int(hdrs(step1)["kjobs-failed-at"])
         print(f"  gaps: attempt1->2 {attempt2_at - f1} ms (delay 1000), "
               f"attempt2->3 {attempt3_at - attempt2_at} ms (delay 2000)")
         assert attempt2_at - f1 >= 1000 and attempt3_at - attempt2_at >= 2000
@@ -105,7 +106,7 @@ def test_fail_reaches_dlq_and_permanent_skips_the_ladder():
         main = {r["id"]: r for r in harness.peek(broker.bootstrap, "jobs", 2)}
         ladder = peek_all(broker.bootstrap, "jobs.retry.1") + \
             peek_all(broker.bootstrap, "jobs.retry.2") + peek_all(broker.bootstrap, "jobs.retry.3")
-        assert sorted((r["topic"], r["headers"]["kjobs-attempt"]) for r in ladder
+        assert sorted((r["topic"], hdrs(r)["kjobs-attempt"]) for r in ladder
                       if r["id"] == fail_id) == [("jobs.retry.1", "1"), ("jobs.retry.2", "2")]
         assert not [r for r in ladder if r["id"] == perm_id], "permanent failure went to the ladder"
         dlq = {r["id"]: r for r in harness.peek(broker.bootstrap, "jobs.dlq", 2)}
@@ -113,7 +114,7 @@ def test_fail_reaches_dlq_and_permanent_skips_the_ladder():
         for job_id, attempt, cls, error in (
                 (fail_id, "3", "retryable", "kjobs.fail: attempt 3 failed (it always does)"),
                 (perm_id, "1", "permanent", "kjobs.fail-permanent: permanent failure")):
-            rec, h, src = dlq[job_id], dlq[job_id]["headers"], main[job_id]
+            rec, h, src = dlq[job_id], hdrs(dlq[job_id]), main[job_id]
             # A dead letter is not scheduled: router.c drops kjobs-not-before on DLQ copies.
             missing = [n for n in CONTRACT_HEADERS if n not in h and n != "kjobs-not-before"]
             assert not missing, f"{job_id} lacks {missing}: {h}"
@@ -240,7 +241,7 @@ def test_ladder_wait_blocks_nothing_else():
         pos = next(i for i, l in enumerate(done) if l.get("id") == flaky)
         before = {l["id"] for l in done[:pos]}
         [step1] = harness.peek(broker.bootstrap, "jobs.retry.1", 1)
-        not_before = int(step1["headers"]["kjobs-not-before"])
+        not_before = int(hdrs(step1)["kjobs-not-before"])
         last_noop_ms = max(log_ts_ms(l) for l in done if l["id"] in ids)
         print(f"  {len(before & ids)} of {noops} noop jobs done before the retried job; last "
               f"noop {not_before - last_noop_ms} ms before its not-before; retried "
@@ -291,7 +292,7 @@ def test_kill9_between_copy_ack_and_commit_loses_nothing():
         dlq = peek_all(broker.bootstrap, "jobs.dlq")
         on_ladder = {r["id"] for r in retry1}
         in_dlq = {r["id"] for r in dlq}
-        w1_copies = [r for r in retry1 if r["headers"]["kjobs-worker"].startswith("w1")]
+        w1_copies = [r for r in retry1 if hdrs(r)["kjobs-worker"].startswith("w1")]
         rerun = {r["id"] for r in w1_copies} & \
             {l["id"] for l in w2.lines if l["msg"] == "job failed, retry routed"}
         print(f"  enqueued {jobs}; w1 logged {len(routed_by_w1)} routed before kill -9, "

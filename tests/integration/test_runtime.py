@@ -34,7 +34,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
-from harness import kjobs_cmd, run  # noqa: E402
+from harness import hdrs, kjobs_cmd, run  # noqa: E402
 
 PLUGIN = os.environ.get("KJOBS_EXAMPLE_PLUGIN") or os.path.join(
     os.path.dirname(harness.KJOBS), "examples", "libkjobs_example_recorder.so")
@@ -371,7 +371,7 @@ def test_plugin_handlers_and_outcomes():
                 assert r.key == (m["key"] or ""), r
             else:
                 assert r.attempt == 2 and r.topic == "jobs.retry.1" and "-retry-" in r.id, r
-        classes = {d["id"]: (d["headers"]["kjobs-error-class"], d["headers"]["kjobs-attempt"])
+        classes = {d["id"]: (hdrs(d)["kjobs-error-class"], hdrs(d)["kjobs-attempt"])
                    for d in dlq}
         for j in jobs:
             if j.get("payload") == "fail":
@@ -673,7 +673,7 @@ def test_garbage_partition_goes_to_dlq_others_flow():
         assert len(records) == len(jobs) and check_key_order(records) == len(good_keys)
         values = collections.Counter()
         for d in dlq:
-            h = d["headers"]
+            h = hdrs(d)
             assert h["kjobs-error-class"] == "decode", d
             assert h["kjobs-original-topic"] == "jobs" and h["kjobs-original-partition"] == str(bad)
             assert h.get("kjobs-error"), d

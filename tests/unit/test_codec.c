@@ -596,6 +596,43 @@ static void test_negative_map_block_count(void **state) {
     kj_job_record_free(&r);
 }
 
+/*
+ * Issue #10 item 9: Confluent Schema Registry framing (00, big-endian schema id, Avro body) is
+ * named in the error instead of a misleading body error; the two ambiguous readings of a
+ * leading 00 byte are decided as documented (a plain job always wins).
+ */
+static void test_confluent_framing_named(void **state) {
+    (void)state;
+    static const uint8_t body[] = {0x02, 0x61, 0x02, 0x74, 0x04, 0x00, 0xff,
+                                   0x01, 0x02, 0x02, 0x6b, 0x02, 0x76, 0x00}; /* id "a", type "t" */
+    uint8_t framed[5 + sizeof(body)] = {0x00, 0x00, 0x00, 0x10, 0x92};        /* schema id 4242 */
+    memcpy(framed + 5, body, sizeof(body));
+    kj_job_record r;
+    char err[512] = "";
+    assert_int_equal(kj_job_decode(framed, sizeof(framed), &r, NULL, err, sizeof(err)), -1);
+    if (!strstr(err, "Confluent Schema Registry framing, schema id 4242"))
+        fail_msg("error does not name the framing: %s", err);
+    assert_null(strstr(err, "map block count"));
+    kj_job_record_free(&r);
+
+    /* ambiguous 1: a plain job whose id is "" starts with 00 too: decoded, not misnamed */
+    static const uint8_t empty_id[] = {0x00, 0x02, 0x74, 0x00, 0x02, 0x00};
+    kj_encoding enc = KJ_ENCODING_SINGLE_OBJECT;
+    assert_int_equal(kj_job_decode(empty_id, sizeof(empty_id), &r, &enc, err, sizeof(err)), 0);
+    assert_string_equal(r.id, "");
+    assert_string_equal(r.type, "t");
+    assert_int_equal(enc, KJ_ENCODING_BINARY);
+    kj_job_record_free(&r);
+
+    /* ambiguous 2: 00 + 4 bytes + something that is no job either: the plain error stays,
+     * with a hint, never the definite "framing" verdict */
+    static const uint8_t neither[] = {0x00, 0x00, 0x00, 0x10, 0x92, 0xff, 0xff, 0xff};
+    assert_int_equal(kj_job_decode(neither, sizeof(neither), &r, NULL, err, sizeof(err)), -1);
+    assert_null(strstr(err, ": not supported"));
+    assert_non_null(strstr(err, "starts like Confluent Schema Registry framing, schema id 4242"));
+    kj_job_record_free(&r);
+}
+
 /* --- hostile input ------------------------------------------------------------------------ */
 
 static void test_every_truncation_is_rejected(void **state) {
@@ -859,6 +896,7 @@ int main(void) {
         cmocka_unit_test(test_incompatible_writers_are_refused),
         cmocka_unit_test(test_writer_unions_and_promotions),
         cmocka_unit_test(test_negative_map_block_count),
+        cmocka_unit_test(test_confluent_framing_named),
         cmocka_unit_test(test_every_truncation_is_rejected),
         cmocka_unit_test(test_hostile_lengths_and_counts),
         cmocka_unit_test(test_random_and_mutated_input),

@@ -431,9 +431,10 @@ static void test_file_errors_name_file_line_setting(void **state) {
                       "\"host:port,host:port\", got a list");
     expect_load_error("batch = 5;", NULL,
                       "kjobs.cfg:1: batch: expected a group like batch = { ... }, got 5");
+    /* the value is not quoted: handlers.exec words may carry secrets (--token=...) */
     expect_load_error("handlers = { exec = \"python3 h.py\"; };", NULL,
                       "kjobs.cfg:1: handlers.exec: expected a list like [ \"a\", \"b\" ], got "
-                      "\"python3 h.py\"");
+                      "(hidden)");
     /* Out of range, including a list item on its own line. */
     expect_load_error("workers = 0;", NULL,
                       "kjobs.cfg:1: workers: expected an integer from 1 to 1024, got 0");
@@ -862,6 +863,42 @@ static void test_file_include_is_relative_to_file(void **state) {
     assert_string_equal(err, want);
 }
 
+/* Issue #10 item 14: blame, directories, and exec arguments kept out of echoes. */
+static void test_item14_blame_directory_and_exec_arguments(void **state) {
+    (void)state;
+    /* a DLQ named like a ladder step is the DLQ's fault, not topics.main's */
+    expect_load_error("topics = {\n  main = \"x\";\n  dlq = \"x.retry.1\";\n};", NULL,
+                      "kjobs.cfg:3: topics.dlq: the dead-letter topic \"x.retry.1\" is the same "
+                      "as retry topic 1");
+    /* -c naming a directory says so and names it */
+    char dir[] = "/tmp/kjobs-config-dir-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    kj_config cfg;
+    assert_int_equal(kj_config_load_env(&cfg, dir, NULL, err, sizeof(err)), -1);
+    kj_config_free(&cfg);
+    assert_non_null(strstr(err, dir));
+    assert_non_null(strstr(err, "directory"));
+    rmdir(dir);
+    /* handlers.exec arguments: "<hidden>" in the effective configuration */
+    assert_int_equal(
+        load(&cfg, "handlers = { exec = [ \"/bin/cat\", \"--token=s3cr3t\" ]; };", NULL), 0);
+    char *out = NULL;
+    size_t len = 0;
+    FILE *mem = open_memstream(&out, &len);
+    kj_config_write_effective(&cfg, mem);
+    fclose(mem);
+    kj_config_free(&cfg);
+    assert_null(strstr(out, "s3cr3t"));
+    assert_non_null(strstr(out, "handlers.exec = [ \"/bin/cat\", \"<hidden>\" ];"));
+    free(out);
+    /* ... and in errors about them */
+    char *env[] = {"KJOBS_HANDLERS_EXEC=[\"/bin/cat\", \"--token=s3cr3t\"", NULL};
+    assert_int_equal(load(&cfg, "", env), -1);
+    kj_config_free(&cfg);
+    assert_null(strstr(err, "s3cr3t"));
+    assert_non_null(strstr(err, "KJOBS_HANDLERS_EXEC"));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults_without_file),
@@ -874,6 +911,7 @@ int main(void) {
         cmocka_unit_test(test_env_errors),
         cmocka_unit_test(test_cross_setting_rules),
         cmocka_unit_test(test_secrets_never_in_errors),
+        cmocka_unit_test(test_item14_blame_directory_and_exec_arguments),
         cmocka_unit_test(test_rdkafka_prop_order),
         cmocka_unit_test(test_set_like_cli),
         cmocka_unit_test(test_example_file_matches_table),

@@ -27,6 +27,7 @@
 #include "processor/exec_handler.h"
 #include "processor/handlers.h"
 #include "processor/log.h"
+#include "processor/metrics.h"
 
 #define MAX_JOBS 8
 
@@ -60,7 +61,8 @@ static void batch_init(batch *b, size_t n, const char *const *ids, const char *t
 }
 
 static void run(kj_exec_handler *h, batch *b) {
-    for (size_t i = 0; i < b->count; i++) kj_result_reset(&b->results[i]);
+    for (size_t i = 0; i < b->count; i++)
+        kj_result_reset(&b->results[i]);
     kj_exec_handler_batch(b->jp, b->rp, b->count, h);
 }
 
@@ -72,9 +74,13 @@ static double now_s(void) {
 
 static kj_exec_handler *sh_handler(const char *script, int64_t timeout_ms, size_t max_reply) {
     char *argv[] = {"/bin/sh", "-c", (char *)script};
-    kj_exec_options o = {.argv = argv, .argc = 3, .timeout_ms = timeout_ms,
-                         .backoff_initial_ms = 150, .backoff_max_ms = 1000,
-                         .max_reply_bytes = max_reply, .shutdown_wait_ms = 500};
+    kj_exec_options o = {.argv = argv,
+                         .argc = 3,
+                         .timeout_ms = timeout_ms,
+                         .backoff_initial_ms = 150,
+                         .backoff_max_ms = 1000,
+                         .max_reply_bytes = max_reply,
+                         .shutdown_wait_ms = 500};
     char err[256];
     kj_exec_handler *h = kj_exec_handler_new_opts(&o, err, sizeof(err));
     assert_non_null(h);
@@ -150,7 +156,8 @@ static void test_wrong_shapes_are_invalid_replies(void **state) {
         "{\\\"results\\\":{}}",
         "{\\\"results\\\":[{\\\"id\\\":\\\"a\\\",\\\"status\\\":\\\"done\\\"}]}",
         "{\\\"results\\\":[{\\\"id\\\":1,\\\"status\\\":\\\"ok\\\"}]}",
-        "{\\\"results\\\":[{\\\"id\\\":\\\"a\\\",\\\"status\\\":\\\"retry\\\",\\\"retry_after_ms\\\":-5}]}",
+        "{\\\"results\\\":[{\\\"id\\\":\\\"a\\\",\\\"status\\\":\\\"retry\\\",\\\"retry_after_"
+        "ms\\\":-5}]}",
         "",
     };
     for (size_t i = 0; i < sizeof(replies) / sizeof(replies[0]); i++) {
@@ -162,14 +169,15 @@ static void test_wrong_shapes_are_invalid_replies(void **state) {
         batch_init(&b, 1, ids, "t", "");
         run(h, &b);
         assert_int_equal(b.results[0].outcome, KJ_OUTCOME_RETRY);
-        if (!strstr(b.results[0].error, "invalid reply")) fail_msg("reply %zu: %s", i, b.results[0].error);
+        if (!strstr(b.results[0].error, "invalid reply"))
+            fail_msg("reply %zu: %s", i, b.results[0].error);
         kj_exec_handler_free(h);
     }
     /* a fractional retry_after_ms is accepted (fraction dropped), extra fields ignored */
-    kj_exec_handler *h = sh_handler(
-        "read -r l; echo '{\"results\":[{\"id\":\"a\",\"status\":\"retry\","
-        "\"retry_after_ms\":250.7,\"extra\":true}],\"v\":2}'; exec cat >/dev/null",
-        5000, 0);
+    kj_exec_handler *h =
+        sh_handler("read -r l; echo '{\"results\":[{\"id\":\"a\",\"status\":\"retry\","
+                   "\"retry_after_ms\":250.7,\"extra\":true}],\"v\":2}'; exec cat >/dev/null",
+                   5000, 0);
     const char *ids[] = {"a"};
     batch b;
     batch_init(&b, 1, ids, "t", "");
@@ -391,6 +399,143 @@ static void test_missing_program_not_quoted(void **state) {
     assert_null(kj_exec_handler_new_opts(&o, err, sizeof(err)));
 }
 
+/* A child script kept in a file (no C-string quoting of shell quoting); returns sh_handler's. */
+static kj_exec_handler *file_handler(const char *name, const char *text) {
+    char path[600];
+    snprintf(path, sizeof(path), "%s/%s", tmpdir, name);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    static char script[700];
+    snprintf(script, sizeof(script), ". %s", path);
+    return sh_handler(script, 5000, 0);
+}
+
+static uint64_t stray_count(void) {
+    char *text = kj_registry_render(kj_metrics_registry(), NULL);
+    assert_non_null(text);
+    const char *p = strstr(text, "\nkjobs_exec_stray_replies_total ");
+    assert_non_null(p);
+    uint64_t v = strtoull(p + strlen("\nkjobs_exec_stray_replies_total "), NULL, 10);
+    free(text);
+    return v;
+}
+
+/*
+ * Issue #10 item 8: a child that repeats its reply to batch 3 (whole, and split across the idle
+ * gap) must not make that reply count for batch 4 or any later batch. Every batch has the same
+ * job id, so only batch_id can tell the replies apart; each reply names its batch in `error`.
+ */
+static void test_repeated_reply_matched_by_batch_id(void **state) {
+    (void)state;
+    kj_exec_handler *h = file_handler(
+        "echo-child.sh",
+        "n=0\n"
+        "while read -r l; do\n"
+        "  n=$((n+1))\n"
+        "  bid=$(printf '%s\\n' \"$l\" | sed 's/^{\"batch_id\":\\([0-9]*\\),.*/\\1/')\n"
+        "  r=\"{\\\"batch_id\\\":$bid,\\\"results\\\":[{\\\"id\\\":\\\"a\\\",\\\"status\\\":"
+        "\\\"retry\\\",\\\"error\\\":\\\"batch $n\\\"}]}\"\n"
+        "  if [ $n -eq 4 ]; then printf '%s\\n%s\\n' \"${prev#\\{\\\"batch_id}\" \"$prev\"; fi\n"
+        "  printf '%s\\n' \"$r\"\n"
+        "  if [ $n -eq 3 ]; then printf '{\"batch_id'; prev=$r; fi\n"
+        "done\n");
+    const char *ids[] = {"a"};
+    batch b;
+    batch_init(&b, 1, ids, "t", "");
+    uint64_t stray0 = stray_count();
+    for (int k = 1; k <= 6; k++) {
+        run(h, &b);
+        char want[32];
+        snprintf(want, sizeof(want), "batch %d", k);
+        assert_int_equal(b.results[0].outcome, KJ_OUTCOME_RETRY);
+        if (strcmp(b.results[0].error, want) != 0)
+            fail_msg("batch %d took the reply \"%s\"", k, b.results[0].error);
+    }
+    assert_int_equal(stray_count() - stray0, 2); /* the split copy and the whole copy */
+    assert_non_null(strstr(log_text(), "\"msg\":\"exec child reply discarded\""));
+    kj_exec_handler_free(h);
+}
+
+/* The same for a child that does not echo batch_id: its stale reply names no job of batch 4. */
+static void test_repeated_reply_without_batch_id_matched_by_job_ids(void **state) {
+    (void)state;
+    kj_exec_handler *h = file_handler(
+        "legacy-child.sh",
+        "n=0\n"
+        "while read -r l; do\n"
+        "  n=$((n+1))\n"
+        "  id=$(printf '%s\\n' \"$l\" | sed 's/.*\"batch\":\\[{\"id\":\"\\([^\"]*\\)\".*/\\1/')\n"
+        "  r=\"{\\\"results\\\":[{\\\"id\\\":\\\"$id\\\",\\\"status\\\":\\\"retry\\\","
+        "\\\"error\\\":\\\"reply to $id\\\"}]}\"\n"
+        "  if [ $n -eq 4 ]; then printf '%s\\n' \"$prev\"; fi\n"
+        "  printf '%s\\n' \"$r\"\n"
+        "  prev=$r\n"
+        "done\n");
+    uint64_t stray0 = stray_count();
+    for (int k = 1; k <= 6; k++) {
+        char id[16], want[32];
+        snprintf(id, sizeof(id), "j%d", k);
+        const char *ids[] = {id};
+        batch b;
+        batch_init(&b, 1, ids, "t", "");
+        run(h, &b);
+        snprintf(want, sizeof(want), "reply to j%d", k);
+        assert_int_equal(b.results[0].outcome, KJ_OUTCOME_RETRY);
+        if (strcmp(b.results[0].error, want) != 0)
+            fail_msg("batch %d took the reply \"%s\"", k, b.results[0].error);
+    }
+    assert_int_equal(stray_count() - stray0, 1);
+    kj_exec_handler_free(h);
+}
+
+/* A reply for a batch_id never sent is not the pending batch's: no reply → timeout. */
+static void test_unknown_batch_id_is_not_a_reply(void **state) {
+    (void)state;
+    kj_exec_handler *h =
+        sh_handler("read -r l; echo '{\"batch_id\":999,\"results\":[{\"id\":\"a\",\"status\":"
+                   "\"ok\"}]}'; sleep 30",
+                   300, 0);
+    const char *ids[] = {"a"};
+    batch b;
+    batch_init(&b, 1, ids, "t", "");
+    run(h, &b);
+    if (b.results[0].outcome != KJ_OUTCOME_TIMEOUT) fail_msg("%s", b.results[0].error);
+    kj_exec_handler_free(h);
+}
+
+/*
+ * A reply written twice in one write (both copies read with the reply) leaves a complete stale
+ * line in the buffer; it is discarded before the next request even when, as here, the child
+ * does not echo batch_id and every batch has the same job id (so nothing else could tell).
+ */
+static void test_leftover_line_discarded_before_next_request(void **state) {
+    (void)state;
+    kj_exec_handler *h =
+        file_handler("double-child.sh",
+                     "n=0\n"
+                     "while read -r l; do\n"
+                     "  n=$((n+1))\n"
+                     "  r=\"{\\\"results\\\":[{\\\"id\\\":\\\"a\\\",\\\"status\\\":\\\"retry\\\","
+                     "\\\"error\\\":\\\"batch $n\\\"}]}\"\n"
+                     "  if [ $n -eq 3 ]; then printf '%s\\n%s\\n' \"$r\" \"$r\"; else printf "
+                     "'%s\\n' \"$r\"; fi\n"
+                     "done\n");
+    const char *ids[] = {"a"};
+    batch b;
+    batch_init(&b, 1, ids, "t", "");
+    for (int k = 1; k <= 5; k++) {
+        run(h, &b);
+        char want[32];
+        snprintf(want, sizeof(want), "batch %d", k);
+        if (strcmp(b.results[0].error, want) != 0)
+            fail_msg("batch %d took the reply \"%s\"", k, b.results[0].error);
+    }
+    assert_non_null(strstr(log_text(), "exec child wrote output between batches; discarded"));
+    kj_exec_handler_free(h);
+}
+
 int main(void) {
     signal(SIGPIPE, SIG_IGN); /* as kjobs does */
     const struct CMUnitTest tests[] = {
@@ -405,6 +550,10 @@ int main(void) {
         cmocka_unit_test(test_one_child_per_thread),
         cmocka_unit_test(test_shutdown_kills_child_ignoring_eof),
         cmocka_unit_test(test_missing_program_not_quoted),
+        cmocka_unit_test(test_repeated_reply_matched_by_batch_id),
+        cmocka_unit_test(test_repeated_reply_without_batch_id_matched_by_job_ids),
+        cmocka_unit_test(test_unknown_batch_id_is_not_a_reply),
+        cmocka_unit_test(test_leftover_line_discarded_before_next_request),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1,0 +1,89 @@
+/*
+ * test_utf8.c — the UTF-8 helper (processor/utf8.c): validity per RFC 3629 (overlongs,
+ * surrogates, > U+10FFFF, truncated sequences), replacement of bad bytes and NUL, cutting on a
+ * character boundary with the ellipsis marker within the size, and JSON strings that are never
+ * NULL for untrusted bytes.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <string.h>
+
+#include "processor/utf8.h"
+
+static void test_validity(void **state) {
+    (void)state;
+    assert_true(kj_utf8_valid("", 0));
+    assert_true(kj_utf8_valid("abc", 3));
+    assert_true(kj_utf8_valid("\xC3\xA9", 2));          /* é */
+    assert_true(kj_utf8_valid("\xF0\x9F\x98\x80", 4));  /* U+1F600 */
+    assert_false(kj_utf8_valid("\xC3", 1));             /* truncated */
+    assert_false(kj_utf8_valid("\xC0\xAF", 2));         /* overlong '/' */
+    assert_false(kj_utf8_valid("\xE0\x80\xAF", 3));     /* overlong */
+    assert_false(kj_utf8_valid("\xED\xA0\x80", 3));     /* surrogate */
+    assert_false(kj_utf8_valid("\xF4\x90\x80\x80", 4)); /* > U+10FFFF */
+    assert_false(kj_utf8_valid("\xFF", 1));
+    assert_int_equal(kj_utf8_seq_len("\xE2\x80\xA6", 3), 3);
+    assert_int_equal(kj_utf8_seq_len("\xE2\x80", 2), 0);
+}
+
+static void test_clean_replaces_bad_bytes_and_nul(void **state) {
+    (void)state;
+    char out[64];
+    size_t n = kj_utf8_clean(out, sizeof(out), "a\xC3z\0b\xFF", 6, NULL, true);
+    assert_string_equal(out,
+                        "a" KJ_UTF8_REPLACEMENT "z" KJ_UTF8_REPLACEMENT "b" KJ_UTF8_REPLACEMENT);
+    assert_int_equal(n, strlen(out));
+    kj_utf8_clean(out, sizeof(out), "x\xFFy", 3, "?", false);
+    assert_string_equal(out, "x?y");
+}
+
+static void test_cut_on_character_boundary_with_ellipsis(void **state) {
+    (void)state;
+    char src[1400], out[1024];
+    size_t len = 0;
+    for (int i = 0; i < 700; i++) { /* "é" × 700 = 1400 bytes, a character across byte 1023 */
+        src[len++] = '\xC3';
+        src[len++] = '\xA9';
+    }
+    size_t n = kj_utf8_clean(out, sizeof(out), src, len, NULL, true);
+    assert_true(n <= sizeof(out) - 1);
+    assert_int_equal(n, strlen(out));
+    assert_true(kj_utf8_valid(out, n));
+    assert_memory_equal(out + n - 3, KJ_UTF8_ELLIPSIS, 3);
+    assert_int_equal(n, 1020 + 3); /* 510 whole "é" and the marker: as much as fits */
+    /* text that fits is not marked */
+    n = kj_utf8_clean(out, sizeof(out), src, 1022, NULL, true);
+    assert_int_equal(n, 1022);
+    assert_null(strstr(out, KJ_UTF8_ELLIPSIS));
+    /* without the marker: just the whole characters */
+    n = kj_utf8_clean(out, 8, src, len, NULL, false);
+    assert_int_equal(n, 6);
+    /* a destination too small for the marker still gets valid text */
+    n = kj_utf8_clean(out, 3, src, len, NULL, true);
+    assert_true(kj_utf8_valid(out, n));
+}
+
+static void test_json_string_never_null(void **state) {
+    (void)state;
+    json_t *j = kj_utf8_json_string("ok\xC3", 3);
+    assert_non_null(j);
+    assert_string_equal(json_string_value(j), "ok" KJ_UTF8_REPLACEMENT);
+    json_decref(j);
+    j = kj_utf8_json_string(NULL, 0);
+    assert_true(json_is_null(j));
+    json_decref(j);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_validity),
+        cmocka_unit_test(test_clean_replaces_bad_bytes_and_nul),
+        cmocka_unit_test(test_cut_on_character_boundary_with_ellipsis),
+        cmocka_unit_test(test_json_string_never_null),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
