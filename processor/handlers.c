@@ -105,8 +105,8 @@ void kjobs_result_fail(kjobs_result_t *result, const char *fmt, ...) {
 }
 
 const char *kj_outcome_name(kj_outcome outcome) {
-    static const char *const names[] = {"ok",     "retry",        "failed",
-                                        "decode", "unknown_type", "timeout"};
+    static const char *const names[] = {"ok",           "retry",   "failed",        "decode",
+                                        "unknown_type", "timeout", "invalid_header"};
     return names[outcome];
 }
 
@@ -117,6 +117,7 @@ const char *kj_outcome_error_class(kj_outcome outcome) {
     case KJ_OUTCOME_DECODE: return "decode";
     case KJ_OUTCOME_UNKNOWN_TYPE: return "unknown-type";
     case KJ_OUTCOME_TIMEOUT: return "timeout";
+    case KJ_OUTCOME_INVALID_HEADER: return "invalid-header";
     default: return "";
     }
 }
