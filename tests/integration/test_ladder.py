@@ -376,18 +376,28 @@ def test_oversized_copy_goes_to_dlq_reduced_and_the_partition_moves_on():
             [big] = enqueue(broker.bootstrap, "kjobs.fail", payload="@" + f.name, key="big")
         finally:
             os.unlink(f.name)
+        # a job whose own headers make its copy too large: dropping them is enough
+        from kafka import KafkaProducer
+        producer = KafkaProducer(bootstrap_servers=broker.bootstrap, api_version=(2, 5, 0),
+                                 acks="all", max_request_size=2_000_000)
+        hdr_value = b"t" * 59_900
+        value = avro_job("big-headers", "kjobs.fail", b"p" * 939_800, 1700000000000)
+        producer.send("jobs", key=b"bh", value=value,
+                      headers=[("trace", hdr_value)]).get(timeout=30)
+        producer.close()
         [small] = enqueue(broker.bootstrap, "kjobs.noop", key="small")
         w = Worker(broker.bootstrap, env=env)
         try:
             port = w.http_port()
             w.wait_for(lambda l: l["msg"] == "job done" and l.get("id") == small, 60,
                        "the job behind the oversized one")
-            [dead] = harness.peek(broker.bootstrap, "jobs.dlq", 1)
+            dead, dead_bh = sorted(harness.peek(broker.bootstrap, "jobs.dlq", 2),
+                                   key=lambda r: r["offset"])
             # the partition commits past it and the worker is ready
             procs.wait_until(lambda: _group_lag(broker.bootstrap, "jobs") == 0, 30,
                              "jobs lag 0 (committed past the oversized job)")
             procs.wait_until(lambda: _readyz(port) == 200, 30, "/readyz 200")
-            assert _sample(_metrics(port), "kjobs_copies_truncated_total") == 1
+            assert _sample(_metrics(port), "kjobs_copies_truncated_total") == 2
             rc, took = _stop_timed(w)
             assert rc == 0, rc
         finally:
@@ -396,7 +406,9 @@ def test_oversized_copy_goes_to_dlq_reduced_and_the_partition_moves_on():
         assert took < 10, f"SIGTERM waited {took:.1f} s: a copy was still outstanding"
         _no_success_errors(w)
         h = dead["headers"]
-        assert h["kjobs-truncated"].startswith("headers"), h
+        # 999,800 bytes of payload leave no room for kjobs' headers: the value had to go
+        assert h["kjobs-truncated"] == "headers,value", h
+        assert dead["partition"] == 0
         assert "too large" in h["kjobs-error"] and "kjobs.fail: attempt 1 failed" in \
             h["kjobs-error"], h["kjobs-error"]
         assert (h["kjobs-original-topic"], h["kjobs-original-partition"]) == ("jobs", "0"), h
@@ -406,6 +418,16 @@ def test_oversized_copy_goes_to_dlq_reduced_and_the_partition_moves_on():
                               "the oversized-copy log line")
         assert big_line["intended_topic"] == "jobs.retry.1" and big_line["bytes"] > \
             big_line["limit"], big_line
+        # value kept, the producer's oversized header dropped
+        hb = dead_bh["headers"]
+        assert dead_bh["id"] == "big-headers" and hb["kjobs-truncated"] == "headers", hb
+        assert "trace" not in hb and hb["kjobs-error-class"] == "retryable", hb.keys()
+        assert base64.b64decode(dead_bh["payload_b64"]) == b"p" * 939_800
+        assert (hb["kjobs-original-topic"], hb["kjobs-original-offset"]) == ("jobs", "1"), hb
+        # a dead letter without its value cannot be replayed: replay says so, produces nothing
+        p = harness.run(harness.kjobs_cmd("dlq", "replay", "-b", broker.bootstrap))
+        [fin] = [l for l in harness.log_lines(p.stderr) if l["msg"] == "replay finished"]
+        assert fin["replayed"] == 1 and fin["skipped_no_value"] == 1, fin
 
 
 def test_full_producer_queue_is_waited_out_never_dropped():
