@@ -26,6 +26,8 @@
  * (RD_KAFKAP_MESSAGE_V2_MAX_OVERHEAD: length, attributes, timestamp and offset deltas, key,
  * value and header-count varints, each at its widest). */
 #define RECORD_MAX_OVERHEAD 36
+/* Broker "too large" refusals of one copy before it is reduced (see on_delivery). */
+#define BROKER_SIZE_REFUSALS 5
 /* kjobs-error of a reduced dead letter */
 #define SHRUNK_ERROR_MAX 512
 
@@ -69,6 +71,7 @@ typedef struct route_ctx {
     char *job_error;             /* the job's kjobs-error, for a reduced copy */
     char *error_class;
     int failures;
+    int size_refusals; /* consecutive broker "too large" refusals */
     long long resend_at_ms;
     struct route_ctx *next_resend;
 } route_ctx;
@@ -241,12 +244,17 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opa
         return;
     }
     if (rd_kafka_fatal_error(rk, NULL, 0)) return; /* kj_router_fatal() stops the worker */
-    if (size_refusal(msg->err) && c->shrink < SHRINK_KEY) {
-        /* the broker's limit is below ours: the same bytes will never be accepted */
+    if (size_refusal(msg->err) && ++c->size_refusals >= BROKER_SIZE_REFUSALS &&
+        c->shrink < SHRINK_KEY) {
+        /* Refused as too large again and again, in whatever batch it travelled: the broker's
+         * limit is below this copy (a single refusal can be the batch's size, not the copy's,
+         * and the copy is re-sent as usual). The same bytes will never be accepted. */
+        c->size_refusals = 0;
         fit_copy(r, c, c->shrink + 1, "the broker");
         copy_failed(r, c, msg->err, "routed copy refused by the broker as too large", 0);
         return;
     }
+    if (!size_refusal(msg->err)) c->size_refusals = 0;
     copy_failed(r, c, msg->err, "routed copy not acknowledged, sending again", backoff_for(c));
 }
 

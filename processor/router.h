@@ -19,7 +19,8 @@
  *
  * Size: a copy is sized as librdkafka counts it against message.max.bytes (key + value +
  * headers, kjobs' own included). One that does not fit — or that the broker refuses as too
- * large — can never be written as it is, so it goes to the DLQ reduced: first without the
+ * large on BROKER_SIZE_REFUSALS consecutive sends (one refusal may be its batch's size, not
+ * its own) — can never be written as it is, so it goes to the DLQ reduced: first without the
  * original headers (only kjobs' own, kjobs-error shortened), then without its value, then
  * without its key; kjobs-truncated lists what was dropped and kjobs-error says why.
  *
