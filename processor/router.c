@@ -44,6 +44,9 @@ struct kj_router {
     size_t max_message_bytes; /* the producer's message.max.bytes */
     atomic_long outstanding;
     atomic_long failing;
+    /* a queue-space wait timed out and no copy got through since: do not wait again (each
+     * copy of a batch waiting QUEUE_FULL_WAIT_MS would hold a rebalance for minutes) */
+    atomic_bool queue_stalled;
     /* copies waiting for their re-send time: pushed by delivery reports and by worker threads
      * whose produce was refused, re-sent by kj_router_poll */
     pthread_mutex_t resend_lock;
@@ -230,6 +233,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opa
     kj_router *r = opaque;
     route_ctx *c = msg->_private;
     if (!msg->err) {
+        atomic_store(&r->queue_stalled, false);
         if (c->failures) atomic_fetch_sub(&r->failing, 1);
         if (c->hop)
             kj_metrics_retry_hop();
@@ -395,14 +399,19 @@ static void queue_copy(kj_router *r, route_ctx *c) {
             if (!err) atomic_fetch_add(&r->produced_in_txn, 1);
             pthread_rwlock_unlock(&r->txn_lock); /* never wait for queue space holding it */
         }
-        if (!err) return;
-        if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL && !rd_kafka_fatal_error(r->rk, NULL, 0)) {
+        if (!err) {
+            atomic_store(&r->queue_stalled, false);
+            return;
+        }
+        if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL && !rd_kafka_fatal_error(r->rk, NULL, 0) &&
+            !atomic_load(&r->queue_stalled)) {
             long long now = kj_now_ms();
             if (!wait_until) wait_until = now + QUEUE_FULL_WAIT_MS;
             if (now < wait_until) {
                 rd_kafka_poll(r->rk, 20);
                 continue;
             }
+            atomic_store(&r->queue_stalled, true);
         }
         if (size_refusal(err) && fit_copy(r, c, c->shrink + 1, "message.max.bytes"))
             continue; /* our estimate was short of librdkafka's count: smaller still */
