@@ -67,7 +67,9 @@ int64_t kjobs_job_offset(const kjobs_job_t *job);
 void kjobs_result_ok(kjobs_result_t *result);
 /**
  * Ask for another attempt. `delay_ms` < 0 uses the retry ladder's delay for the next step;
- * >= 0 asks for at least that delay (the job still moves down the ladder). `fmt` may be NULL.
+ * >= 0 asks for at least that delay (capped at 30 days): the job goes to the ladder step with
+ * the longest delay <= delay_ms and hops along the ladder until it is due; the attempt still
+ * counts towards retry.max_attempts (docs/retries.md). `fmt` may be NULL.
  * The error text is kept (truncated to 1 KiB) in the `kjobs-error` header.
  */
 void kjobs_result_retry(kjobs_result_t *result, int64_t delay_ms, const char *fmt, ...)

@@ -136,7 +136,7 @@ typedef struct dlq_run {
     /* replay */
     replay_item *items;
     size_t item_count, item_cap;
-    long skipped_replayed, skipped_refailed, skipped_no_origin;
+    long skipped_replayed, skipped_refailed, skipped_no_origin, skipped_no_value;
 } dlq_run;
 
 /* ---- the replay marker: ranges <-> commit metadata --------------------------------------- */
@@ -467,7 +467,17 @@ static void on_record(dlq_run *r, rd_kafka_message_t *msg) {
     }
     case CMD_REPLAY: {
         bool selected = false;
-        if (matches(r, o, msg)) {
+        char dropped[64];
+        bool no_value = !msg->payload && kj_kafka_header_str(headers_of(msg), "kjobs-truncated",
+                                                             dropped, sizeof(dropped));
+        if (no_value && matches(r, o, msg)) {
+            /* too large to copy whole: the job is only at its kjobs-original-* coordinates */
+            r->skipped_no_value++;
+            kj_log(KJ_LOG_WARN,
+                   "dead letter was reduced to fit (kjobs-truncated), no value to replay",
+                   "{s:s,s:i,s:I,s:s}", "topic", r->topic, "partition", (int)msg->partition,
+                   "offset", (json_int_t)msg->offset, "dropped", dropped);
+        } else if (matches(r, o, msg)) {
             if (state == ST_NEW || (r->again && state != ST_NO_ORIGIN)) {
                 selected = true;
             } else if (state == ST_REPLAYED) {
@@ -492,7 +502,7 @@ static void on_record(dlq_run *r, rd_kafka_message_t *msg) {
             it->handle = strdup(jstr(o, "handle"));
             it->orig_topic = strdup(jstr(json_object_get(o, "dead_letter"), "original_topic"));
             keep = true;
-        } else if (state == ST_NEW && ps->first_blocking < 0) {
+        } else if (state == ST_NEW && !no_value && ps->first_blocking < 0) {
             /* stays replayable by a plain replay: the marker may not pass it */
             ps->first_blocking = msg->offset;
         }
@@ -760,10 +770,11 @@ static int do_replay(dlq_run *r) {
             printf("%s\t%s:%" PRId32 ":%" PRId64 "\t%s\n", r->items[i].handle, r->topic,
                    r->items[i].msg->partition, r->items[i].msg->offset, r->items[i].orig_topic);
         fflush(stdout);
-        kj_log(KJ_LOG_INFO, "replay dry run: nothing produced", "{s:I,s:I,s:I,s:I}", "would_replay",
-               (json_int_t)r->item_count, "skipped_already_replayed",
+        kj_log(KJ_LOG_INFO, "replay dry run: nothing produced", "{s:I,s:I,s:I,s:I,s:I}",
+               "would_replay", (json_int_t)r->item_count, "skipped_already_replayed",
                (json_int_t)r->skipped_replayed, "skipped_refailed", (json_int_t)r->skipped_refailed,
-               "skipped_no_origin", (json_int_t)r->skipped_no_origin);
+               "skipped_no_origin", (json_int_t)r->skipped_no_origin, "skipped_no_value",
+               (json_int_t)r->skipped_no_value);
         return KJ_EXIT_OK;
     }
     int rc = KJ_EXIT_OK;
@@ -823,10 +834,11 @@ static int do_replay(dlq_run *r) {
     /* record what was acknowledged, even when some copies failed */
     if (commit_marker(r) != KJ_EXIT_OK) rc = KJ_EXIT_RUNTIME;
     if (failed) rc = KJ_EXIT_RUNTIME;
-    kj_log(failed ? KJ_LOG_ERROR : KJ_LOG_INFO, "replay finished", "{s:I,s:I,s:I,s:I,s:I}",
+    kj_log(failed ? KJ_LOG_ERROR : KJ_LOG_INFO, "replay finished", "{s:I,s:I,s:I,s:I,s:I,s:I}",
            "replayed", (json_int_t)replayed, "failed", (json_int_t)failed,
            "skipped_already_replayed", (json_int_t)r->skipped_replayed, "skipped_refailed",
-           (json_int_t)r->skipped_refailed, "skipped_no_origin", (json_int_t)r->skipped_no_origin);
+           (json_int_t)r->skipped_refailed, "skipped_no_origin", (json_int_t)r->skipped_no_origin,
+           "skipped_no_value", (json_int_t)r->skipped_no_value);
     return rc;
 }
 

@@ -124,8 +124,8 @@ void kjobs_result_fail(kjobs_result_t *result, const char *fmt, ...) {
 }
 
 const char *kj_outcome_name(kj_outcome outcome) {
-    static const char *const names[] = {"ok",     "retry",        "failed",
-                                        "decode", "unknown_type", "timeout"};
+    static const char *const names[] = {"ok",           "retry",   "failed",        "decode",
+                                        "unknown_type", "timeout", "invalid_header"};
     return names[outcome];
 }
 
@@ -141,6 +141,8 @@ const char *kj_outcome_error_class(kj_outcome outcome) {
         return "unknown-type";
     case KJ_OUTCOME_TIMEOUT:
         return "timeout";
+    case KJ_OUTCOME_INVALID_HEADER:
+        return "invalid-header";
     default:
         return "";
     }

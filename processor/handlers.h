@@ -19,11 +19,12 @@
 
 typedef enum {
     KJ_OUTCOME_OK = 0,
-    KJ_OUTCOME_RETRY,        /* retryable failure: next ladder step or the DLQ */
-    KJ_OUTCOME_FAIL,         /* permanent: straight to the DLQ */
-    KJ_OUTCOME_DECODE,       /* value could not be decoded: DLQ, class "decode" */
-    KJ_OUTCOME_UNKNOWN_TYPE, /* no handler for the type: DLQ, class "unknown-type" */
-    KJ_OUTCOME_TIMEOUT,      /* handler ran out of time (exec handler): like retry */
+    KJ_OUTCOME_RETRY,          /* retryable failure: next ladder step or the DLQ */
+    KJ_OUTCOME_FAIL,           /* permanent: straight to the DLQ */
+    KJ_OUTCOME_DECODE,         /* value could not be decoded: DLQ, class "decode" */
+    KJ_OUTCOME_UNKNOWN_TYPE,   /* no handler for the type: DLQ, class "unknown-type" */
+    KJ_OUTCOME_TIMEOUT,        /* handler ran out of time (exec handler): like retry */
+    KJ_OUTCOME_INVALID_HEADER, /* ladder record with a bad kjobs control header: DLQ, not run */
 } kj_outcome;
 
 #define KJ_ERROR_MAX 1024

@@ -628,7 +628,8 @@ char *kj_registry_render(kj_registry *reg, size_t *len) {
 static struct {
     kj_registry *reg;
     kj_metric_family *jobs, *duration, *batch, *lag, *commits, *rebalances, *in_flight, *resets,
-        *retry, *dlq, *route_errors, *decode_errors, *exec_stray, *breaker, *ready, *build_info;
+        *retry, *dlq, *route_errors, *decode_errors, *exec_stray, *breaker, *ready, *build_info,
+        *truncated, *invalid_headers, *hops;
     kj_metric_handle *commit_ok, *commit_error;
     pthread_mutex_t version_mu;
     char version[KJ_METRICS_MAX_LABEL_LEN + 1];
@@ -679,6 +680,15 @@ static const struct kj_metric_def {
      "Jobs produced to the dead-letter topic, by error class.", 1, {"class"}, NULL, 0},
     {&g_kj.route_errors, "kjobs_route_errors_total", KJ_METRIC_COUNTER,
      "Failed produces to a retry or dead-letter topic.", 0, {0}, NULL, 0},
+    {&g_kj.truncated, "kjobs_copies_truncated_total", KJ_METRIC_COUNTER,
+     "Copies too large for message.max.bytes, dead-lettered in a reduced form (kjobs-truncated).",
+     0, {0}, NULL, 0},
+    {&g_kj.invalid_headers, "kjobs_invalid_headers_total", KJ_METRIC_COUNTER,
+     "Ladder records dead-lettered for an invalid kjobs control header, by header.", 1,
+     {"header"}, NULL, 0},
+    {&g_kj.hops, "kjobs_retry_hops_total", KJ_METRIC_COUNTER,
+     "Ladder records not yet due when their step released them, re-routed (not run).", 0, {0},
+     NULL, 0},
     {&g_kj.decode_errors, "kjobs_decode_errors_total", KJ_METRIC_COUNTER,
      "Messages that could not be decoded as a kjobs.Job.", 0, {0}, NULL, 0},
     {&g_kj.exec_stray, "kjobs_exec_stray_replies_total", KJ_METRIC_COUNTER,
@@ -807,6 +817,21 @@ void kj_metrics_dlq_routed(const char *error_class) {
 void kj_metrics_route_error(void) {
     kj_metrics_ensure();
     kj_counter_inc(kj_family_default(g_kj.route_errors));
+}
+
+void kj_metrics_copy_truncated(void) {
+    kj_metrics_ensure();
+    kj_counter_inc(kj_family_default(g_kj.truncated));
+}
+
+void kj_metrics_invalid_header(const char *header) {
+    kj_metrics_ensure();
+    kj_counter_inc(kj_family_series(g_kj.invalid_headers, (const char *[]){header}));
+}
+
+void kj_metrics_retry_hop(void) {
+    kj_metrics_ensure();
+    kj_counter_inc(kj_family_default(g_kj.hops));
 }
 
 void kj_metrics_decode_error(void) {

@@ -58,6 +58,15 @@
  *       permanent, decode, unknown-type, timeout.
  *   kjobs_route_errors_total  counter
  *       Failed produces to a retry or DLQ topic.
+ *   kjobs_copies_truncated_total  counter
+ *       Copies that did not fit the producer's message.max.bytes (or the broker's limit) and
+ *       went to the DLQ in a reduced form (header kjobs-truncated says what was dropped).
+ *   kjobs_invalid_headers_total{header}  counter
+ *       Ladder records dead-lettered (class invalid-header) because a kjobs control header
+ *       (kjobs-attempt, kjobs-not-before, kjobs-original-*) was missing or invalid.
+ *   kjobs_retry_hops_total  counter
+ *       Ladder records released by their step before their kjobs-not-before (a per-job delay
+ *       longer than the step's): re-routed down the ladder instead of run.
  *   kjobs_decode_errors_total  counter
  *       Messages that could not be decoded as a kjobs.Job.
  *   kjobs_exec_stray_replies_total  counter
@@ -224,6 +233,10 @@ void kj_metrics_dlq_routed(const char *error_class);
 void kj_metrics_route_error(void);
 void kj_metrics_decode_error(void);
 void kj_metrics_exec_stray_reply(void);
+void kj_metrics_copy_truncated(void);
+/** header: the kjobs control header that was missing or invalid. */
+void kj_metrics_invalid_header(const char *header);
+void kj_metrics_retry_hop(void);
 void kj_metrics_circuit_breaker_set(bool open);
 void kj_metrics_ready_set(bool ready);
 

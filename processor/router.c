@@ -19,6 +19,20 @@
 #include "processor/metrics.h"
 
 #define RESEND_BACKOFF_MAX_MS 5000
+/* A worker thread waits this long for producer queue space (serving delivery reports while it
+ * waits) before it hands the copy to the poll thread's re-send list. */
+#define QUEUE_FULL_WAIT_MS 10000
+/* Bytes librdkafka adds to key + value + headers when it checks message.max.bytes
+ * (RD_KAFKAP_MESSAGE_V2_MAX_OVERHEAD: length, attributes, timestamp and offset deltas, key,
+ * value and header-count varints, each at its widest). */
+#define RECORD_MAX_OVERHEAD 36
+/* Broker "too large" refusals of one copy before it is reduced (see on_delivery). */
+#define BROKER_SIZE_REFUSALS 5
+/* kjobs-error of a reduced dead letter */
+#define SHRUNK_ERROR_MAX 512
+
+/* How far a copy was reduced to fit (levels only grow). */
+enum { SHRINK_NONE, SHRINK_HEADERS, SHRINK_VALUE, SHRINK_KEY };
 
 struct kj_router {
     rd_kafka_t *rk;
@@ -27,9 +41,16 @@ struct kj_router {
     char *worker_id;
     kj_route_done_fn *done;
     void *done_opaque;
+    size_t max_message_bytes; /* the producer's message.max.bytes */
     atomic_long outstanding;
     atomic_long failing;
-    struct route_ctx *resend_head; /* copies waiting for their re-send time (poll thread only) */
+    /* a queue-space wait timed out and no copy got through since: do not wait again (each
+     * copy of a batch waiting QUEUE_FULL_WAIT_MS would hold a rebalance for minutes) */
+    atomic_bool queue_stalled;
+    /* copies waiting for their re-send time: pushed by delivery reports and by worker threads
+     * whose produce was refused, re-sent by kj_router_poll */
+    pthread_mutex_t resend_lock;
+    struct route_ctx *resend_head;
     /* exactly-once mode: copies are produced under txn_lock (read), the commit takes it for
      * writing, so no copy slips into a transaction after its offsets were computed */
     bool transactional;
@@ -47,57 +68,198 @@ typedef struct route_ctx {
     size_t value_len;
     rd_kafka_headers_t *headers; /* a copy kept for re-sending */
     int step;                    /* 0 = DLQ */
+    bool hop;                    /* a not-yet-due ladder record moved on, not a failure */
+    int shrink;                  /* SHRINK_* */
+    char *first_topic;           /* the destination before any reduction */
+    char *job_error;             /* the job's kjobs-error, for a reduced copy */
     char *error_class;
     int failures;
+    int size_refusals; /* consecutive broker "too large" refusals */
     long long resend_at_ms;
     struct route_ctx *next_resend;
 } route_ctx;
 
 static void route_ctx_free(route_ctx *c) {
     free(c->topic);
+    free(c->first_topic);
     free(c->key);
     free(c->value);
     if (c->headers) rd_kafka_headers_destroy(c->headers);
+    free(c->job_error);
     free(c->error_class);
     free(c);
 }
 
-static int produce_copy(kj_router *r, route_ctx *c) {
+static size_t varint_len(uint64_t v) {
+    size_t n = 1;
+    for (; v >= 0x80; v >>= 7)
+        n++;
+    return n;
+}
+
+size_t kj_copy_wire_size(size_t key_len, size_t value_len, const rd_kafka_headers_t *hdrs) {
+    size_t size = RECORD_MAX_OVERHEAD + key_len + value_len;
+    const char *name;
+    const void *val;
+    size_t len;
+    for (size_t i = 0; hdrs && rd_kafka_header_get_all(hdrs, i, &name, &val, &len) == 0; i++) {
+        size_t nlen = strlen(name);
+        if (!val) len = 0;
+        /* librdkafka counts each length as a zig-zag varint */
+        size += nlen + varint_len((uint64_t)nlen << 1) + len + varint_len((uint64_t)len << 1);
+    }
+    return size;
+}
+
+static rd_kafka_resp_err_t produce_copy(kj_router *r, route_ctx *c) {
     rd_kafka_headers_t *hdrs = rd_kafka_headers_copy(c->headers);
     rd_kafka_resp_err_t err = rd_kafka_producev(
         r->rk, RD_KAFKA_V_TOPIC(c->topic), RD_KAFKA_V_KEY(c->key, c->key_len),
         RD_KAFKA_V_VALUE(c->value, c->value_len), RD_KAFKA_V_HEADERS(hdrs),
         RD_KAFKA_V_OPAQUE(c), RD_KAFKA_V_END);
     if (err) rd_kafka_headers_destroy(hdrs);
-    return err ? -1 : 0;
+    return err; /* the real code: rd_kafka_producev() does not set rd_kafka_last_error() */
 }
 
+static void header_set(rd_kafka_headers_t *h, const char *name, const char *value) {
+    rd_kafka_header_remove(h, name);
+    rd_kafka_header_add(h, name, -1, value, -1);
+}
+
+/* The headers a reduced dead letter keeps (kjobs-error is rewritten, kjobs-truncated added). */
+static const char *const kept_when_reduced[] = {"kjobs-attempt",         "kjobs-error-class",
+                                                "kjobs-original-topic",  "kjobs-original-partition",
+                                                "kjobs-original-offset", "kjobs-failed-at",
+                                                "kjobs-worker"};
+
+/* Turns c into a dead letter reduced to `level`: only the kjobs headers above (the original
+ * headers and any other kjobs-* dropped), then without its value, then without its key.
+ * kjobs-truncated lists what was dropped; kjobs-error says why, then the job's own error. */
+static void shrink_copy(kj_router *r, route_ctx *c, int level, size_t full_size,
+                        const char *refused_by) {
+    static const char *const dropped[] = {"", "headers", "headers,value", "headers,value,key"};
+    rd_kafka_headers_t *h = rd_kafka_headers_new(12);
+    for (size_t i = 0; i < sizeof(kept_when_reduced) / sizeof(kept_when_reduced[0]); i++) {
+        const void *val;
+        size_t len;
+        if (rd_kafka_header_get_last(c->headers, kept_when_reduced[i], &val, &len) == 0)
+            rd_kafka_header_add(h, kept_when_reduced[i], -1, val, (ssize_t)len);
+    }
+    /* a dead letter's kjobs-not-before is its failure time */
+    const void *val;
+    size_t len;
+    if (rd_kafka_header_get_last(c->headers, "kjobs-failed-at", &val, &len) == 0)
+        rd_kafka_header_add(h, "kjobs-not-before", -1, val, (ssize_t)len);
+    char error[SHRUNK_ERROR_MAX];
+    snprintf(error, sizeof(error),
+             "copy for %s too large (%zu bytes, refused by %s): dead-lettered without %s; job "
+             "error: %s",
+             c->first_topic, full_size, refused_by, dropped[level], c->job_error);
+    rd_kafka_header_add(h, "kjobs-error", -1, error, -1);
+    rd_kafka_header_add(h, "kjobs-truncated", -1, dropped[level], -1);
+    rd_kafka_headers_destroy(c->headers);
+    c->headers = h;
+    if (level >= SHRINK_VALUE) {
+        free(c->value);
+        c->value = NULL;
+        c->value_len = 0;
+    }
+    if (level >= SHRINK_KEY) {
+        free(c->key);
+        c->key = NULL;
+        c->key_len = 0;
+    }
+    if (c->step || c->hop) {
+        c->step = 0;
+        c->hop = false;
+        free(c->topic);
+        c->topic = strdup(r->cfg->dlq_topic);
+    }
+    c->shrink = level;
+}
+
+/* Reduces c (further than it is, at least to `min_level`) until it fits message.max.bytes.
+ * Returns true when it was reduced. */
+static bool fit_copy(kj_router *r, route_ctx *c, int min_level, const char *refused_by) {
+    size_t full = kj_copy_wire_size(c->key_len, c->value_len, c->headers);
+    if (full <= r->max_message_bytes && c->shrink >= min_level) return false;
+    if (c->shrink >= SHRINK_KEY) return false; /* nothing left to drop */
+    for (int level = c->shrink + 1; level <= SHRINK_KEY; level++) {
+        shrink_copy(r, c, level, full, refused_by);
+        if (level >= min_level &&
+            kj_copy_wire_size(c->key_len, c->value_len, c->headers) <= r->max_message_bytes)
+            break;
+    }
+    kj_metrics_copy_truncated();
+    kj_log(KJ_LOG_ERROR, "routed copy too large: dead-lettered in a reduced form",
+           "{s:s,s:s,s:I,s:I,s:I,s:s,s:s}", "intended_topic", c->first_topic, "topic", c->topic,
+           "source_offset", (json_int_t)c->offset, "bytes", (json_int_t)full, "limit",
+           (json_int_t)r->max_message_bytes, "refused_by", refused_by, "dropped",
+           c->shrink == SHRINK_HEADERS ? "headers"
+           : c->shrink == SHRINK_VALUE ? "headers,value"
+                                       : "headers,value,key");
+    return true;
+}
+
+/* A copy could not be queued or was not acknowledged: never drop it. It goes to the re-send
+ * list (kj_router_poll produces it again after a backoff); its source offset stays
+ * uncommittable meanwhile, and readiness reports failing copies. */
+static void copy_failed(kj_router *r, route_ctx *c, rd_kafka_resp_err_t err, const char *what,
+                        long long backoff_ms) {
+    if (c->failures++ == 0) atomic_fetch_add(&r->failing, 1);
+    kj_metrics_route_error();
+    kj_log(KJ_LOG_ERROR, what, "{s:s,s:I,s:s,s:i}", "topic", c->topic, "source_offset",
+           (json_int_t)c->offset, "error", rd_kafka_err2str(err), "failures", c->failures);
+    c->resend_at_ms = kj_now_ms() + backoff_ms;
+    pthread_mutex_lock(&r->resend_lock);
+    c->next_resend = r->resend_head;
+    r->resend_head = c;
+    pthread_mutex_unlock(&r->resend_lock);
+}
+
+static long long backoff_for(const route_ctx *c) {
+    long long backoff = (long long)(c->failures + 1) * 200;
+    return backoff > RESEND_BACKOFF_MAX_MS ? RESEND_BACKOFF_MAX_MS : backoff;
+}
+
+static bool size_refusal(rd_kafka_resp_err_t err) {
+    return err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE ||
+           err == RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE;
+}
+
+/* Delivery report: on whatever thread called rd_kafka_poll() on the producer (the poll
+ * thread, or a worker thread waiting for queue space). */
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque) {
     kj_router *r = opaque;
     route_ctx *c = msg->_private;
     if (!msg->err) {
+        atomic_store(&r->queue_stalled, false);
         if (c->failures) atomic_fetch_sub(&r->failing, 1);
-        if (c->step)
+        if (c->hop)
+            kj_metrics_retry_hop();
+        else if (c->step)
             kj_metrics_retry_routed(c->step);
         else
             kj_metrics_dlq_routed(c->error_class);
-        atomic_fetch_sub(&r->outstanding, 1);
+        /* complete before the count drops: a zero count means every completion has run */
         r->done(c->owner, c->offset, r->done_opaque);
+        atomic_fetch_sub(&r->outstanding, 1);
         route_ctx_free(c);
         return;
     }
-    /* Not acknowledged: never drop it. Re-send; the source offset stays uncommittable. */
-    if (c->failures++ == 0) atomic_fetch_add(&r->failing, 1);
-    kj_metrics_route_error();
-    kj_log(KJ_LOG_ERROR, "routed copy not acknowledged, sending again", "{s:s,s:I,s:s,s:i}",
-           "topic", c->topic, "source_offset", (json_int_t)c->offset, "error",
-           rd_kafka_err2str(msg->err), "failures", c->failures);
     if (rd_kafka_fatal_error(rk, NULL, 0)) return; /* kj_router_fatal() stops the worker */
-    long long backoff = (long long)c->failures * 200;
-    if (backoff > RESEND_BACKOFF_MAX_MS) backoff = RESEND_BACKOFF_MAX_MS;
-    c->resend_at_ms = kj_now_ms() + backoff; /* re-sent by kj_router_poll: no sleep here */
-    c->next_resend = r->resend_head;
-    r->resend_head = c;
+    if (size_refusal(msg->err) && ++c->size_refusals >= BROKER_SIZE_REFUSALS &&
+        c->shrink < SHRINK_KEY) {
+        /* Refused as too large again and again, in whatever batch it travelled: the broker's
+         * limit is below this copy (a single refusal can be the batch's size, not the copy's,
+         * and the copy is re-sent as usual). The same bytes will never be accepted. */
+        c->size_refusals = 0;
+        fit_copy(r, c, c->shrink + 1, "the broker");
+        copy_failed(r, c, msg->err, "routed copy refused by the broker as too large", 0);
+        return;
+    }
+    if (!size_refusal(msg->err)) c->size_refusals = 0;
+    copy_failed(r, c, msg->err, "routed copy not acknowledged, sending again", backoff_for(c));
 }
 
 kj_router *kj_router_new(const kj_config *cfg, rd_kafka_conf_t *conf, const char *worker_id,
@@ -108,6 +270,7 @@ kj_router *kj_router_new(const kj_config *cfg, rd_kafka_conf_t *conf, const char
     r->done = done;
     r->done_opaque = done_opaque;
     r->worker_id = strdup(worker_id);
+    pthread_mutex_init(&r->resend_lock, NULL);
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
     rd_kafka_conf_set_opaque(conf, r);
     /* copies must reach the broker: give librdkafka a long internal retry window */
@@ -133,6 +296,12 @@ kj_router *kj_router_new(const kj_config *cfg, rd_kafka_conf_t *conf, const char
     }
     r->rk = kj_kafka_producer_new(conf, errstr, errstr_size);
     if (!r->rk) goto fail;
+    char max_bytes[32];
+    size_t max_bytes_size = sizeof(max_bytes);
+    r->max_message_bytes = 1000000; /* librdkafka's default */
+    if (rd_kafka_conf_get(rd_kafka_conf(r->rk), "message.max.bytes", max_bytes, &max_bytes_size) ==
+        RD_KAFKA_CONF_OK)
+        r->max_message_bytes = strtoul(max_bytes, NULL, 10);
     if (r->transactional) {
         rd_kafka_error_t *error = rd_kafka_init_transactions(r->rk, 60000);
         if (!error) error = rd_kafka_begin_transaction(r->rk);
@@ -149,6 +318,7 @@ kj_router *kj_router_new(const kj_config *cfg, rd_kafka_conf_t *conf, const char
         r->retry_topics[i] = kj_config_retry_topic(cfg, (int)i + 1);
     return r;
 fail:
+    pthread_mutex_destroy(&r->resend_lock);
     free(r->worker_id);
     free(r);
     return NULL;
@@ -165,16 +335,32 @@ void kj_router_free(kj_router *r) {
         rd_kafka_flush(r->rk, 5000);
         rd_kafka_destroy(r->rk);
     }
+    while (r->resend_head) { /* never acknowledged: their sources were not committed */
+        route_ctx *c = r->resend_head;
+        r->resend_head = c->next_resend;
+        route_ctx_free(c);
+    }
     for (size_t i = 0; r->retry_topics && i < r->cfg->retry_delay_count; i++)
         free(r->retry_topics[i]);
     free(r->retry_topics);
     pthread_rwlock_destroy(&r->txn_lock);
+    pthread_mutex_destroy(&r->resend_lock);
     free(r->worker_id);
     free(r);
 }
 
-void kj_router_decide(const kj_router *r, int attempt, const kjobs_result_t *result,
-                      int64_t now, kj_route_decision *out) {
+int kj_router_step_for_delay(const kj_router *r, int64_t delay_ms) {
+    const int64_t *delays = r->cfg->retry_delays_ms;
+    size_t n = r->cfg->retry_delay_count, best = n, shortest = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (delays[i] <= delay_ms && (best == n || delays[i] >= delays[best])) best = i;
+        if (delays[i] < delays[shortest]) shortest = i;
+    }
+    return (int)(best < n ? best : shortest) + 1;
+}
+
+void kj_router_decide(const kj_router *r, int attempt, const kjobs_result_t *result, int64_t now,
+                      kj_route_decision *out) {
     const kj_config *cfg = r->cfg;
     bool retryable = result->outcome == KJ_OUTCOME_RETRY || result->outcome == KJ_OUTCOME_TIMEOUT;
     memset(out, 0, sizeof(*out));
@@ -186,31 +372,60 @@ void kj_router_decide(const kj_router *r, int attempt, const kjobs_result_t *res
     size_t step = (size_t)attempt < cfg->retry_delay_count ? (size_t)attempt
                                                             : cfg->retry_delay_count;
     int64_t delay = cfg->retry_delays_ms[step - 1];
-    if (result->outcome == KJ_OUTCOME_RETRY && result->delay_ms >= 0) delay = result->delay_ms;
+    if (result->outcome == KJ_OUTCOME_RETRY && result->delay_ms >= 0) {
+        /* A job's own delay: the step with the longest delay not above it (the job hops on
+         * at that step's release time until its not-before), and never less than that
+         * step's delay, so every record of a step is due exactly its delay after it was
+         * written and a ladder partition's due times follow its offsets. */
+        delay = result->delay_ms < KJ_RETRY_MAX_DELAY_MS ? result->delay_ms : KJ_RETRY_MAX_DELAY_MS;
+        step = (size_t)kj_router_step_for_delay(r, delay);
+        if (delay < cfg->retry_delays_ms[step - 1]) delay = cfg->retry_delays_ms[step - 1];
+    }
     out->step = (int)step;
     out->not_before_ms = now + delay;
     out->topic = r->retry_topics[step - 1];
 }
 
-static void header_set(rd_kafka_headers_t *h, const char *name, const char *value) {
-    rd_kafka_header_remove(h, name);
-    rd_kafka_header_add(h, name, -1, value, -1);
+/* Queues c from a worker thread. A full producer queue is back-pressure: wait for space
+ * (serving delivery reports here, so the wait cannot depend on the poll thread, which may be
+ * waiting for this very batch in a rebalance), bounded by QUEUE_FULL_WAIT_MS; then, and on
+ * any other refusal, the copy goes to the re-send list. Never dropped. */
+static void queue_copy(kj_router *r, route_ctx *c) {
+    long long wait_until = 0;
+    for (;;) {
+        if (r->transactional) pthread_rwlock_rdlock(&r->txn_lock);
+        rd_kafka_resp_err_t err = produce_copy(r, c);
+        if (r->transactional) {
+            if (!err) atomic_fetch_add(&r->produced_in_txn, 1);
+            pthread_rwlock_unlock(&r->txn_lock); /* never wait for queue space holding it */
+        }
+        if (!err) {
+            atomic_store(&r->queue_stalled, false);
+            return;
+        }
+        if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL && !rd_kafka_fatal_error(r->rk, NULL, 0) &&
+            !atomic_load(&r->queue_stalled)) {
+            long long now = kj_now_ms();
+            if (!wait_until) wait_until = now + QUEUE_FULL_WAIT_MS;
+            if (now < wait_until) {
+                rd_kafka_poll(r->rk, 20);
+                continue;
+            }
+            atomic_store(&r->queue_stalled, true);
+        }
+        if (size_refusal(err) && fit_copy(r, c, c->shrink + 1, "message.max.bytes"))
+            continue; /* our estimate was short of librdkafka's count: smaller still */
+        copy_failed(r, c, err, "cannot queue routed copy, sending again later", backoff_for(c));
+        return;
+    }
 }
 
-int kj_router_route(kj_router *r, void *owner, const rd_kafka_message_t *msg, int attempt,
-                    const kjobs_result_t *result) {
-    long long now = kj_now_ms();
-    kj_route_decision d;
-    kj_router_decide(r, attempt, result, now, &d);
-
+static route_ctx *ctx_from(const rd_kafka_message_t *msg, void *owner) {
     route_ctx *c = calloc(1, sizeof(*c));
     c->owner = owner;
     c->offset = msg->offset;
-    c->topic = strdup(d.topic);
-    c->step = d.to_dlq ? 0 : d.step;
-    c->error_class = strdup(kj_outcome_error_class(result->outcome));
     if (msg->key) {
-        c->key = malloc(msg->key_len);
+        c->key = malloc(msg->key_len ? msg->key_len : 1);
         memcpy(c->key, msg->key, msg->key_len);
         c->key_len = msg->key_len;
     }
@@ -222,12 +437,33 @@ int kj_router_route(kj_router *r, void *owner, const rd_kafka_message_t *msg, in
     rd_kafka_headers_t *orig = NULL;
     rd_kafka_message_headers(msg, &orig);
     c->headers = orig ? rd_kafka_headers_copy(orig) : rd_kafka_headers_new(12);
+    return c;
+}
 
-    char buf[64], hbuf[256];
-    const char *src_topic = rd_kafka_topic_name(msg->rkt);
-    /* kjobs-original-* name where the job was first consumed; they survive the ladder */
-    if (!kj_kafka_header_str(orig, "kjobs-original-topic", hbuf, sizeof(hbuf))) {
-        header_set(c->headers, "kjobs-original-topic", src_topic);
+kj_job_outcome kj_router_route(kj_router *r, void *owner, const rd_kafka_message_t *msg,
+                               int attempt, const kjobs_result_t *result,
+                               const kj_control *origin) {
+    long long now = kj_now_ms();
+    kj_route_decision d;
+    kj_router_decide(r, attempt, result, now, &d);
+
+    route_ctx *c = ctx_from(msg, owner);
+    c->topic = strdup(d.topic);
+    c->first_topic = strdup(d.topic);
+    c->step = d.to_dlq ? 0 : d.step;
+    c->error_class = strdup(kj_outcome_error_class(result->outcome));
+
+    char buf[64];
+    /* kjobs-original-* name where the job was first consumed; they survive the ladder. Only
+     * validated values are carried on; on the main topic they are always this record's. */
+    if (origin) {
+        header_set(c->headers, "kjobs-original-topic", origin->original_topic);
+        snprintf(buf, sizeof(buf), "%" PRId32, origin->original_partition);
+        header_set(c->headers, "kjobs-original-partition", buf);
+        snprintf(buf, sizeof(buf), "%" PRId64, origin->original_offset);
+        header_set(c->headers, "kjobs-original-offset", buf);
+    } else {
+        header_set(c->headers, "kjobs-original-topic", rd_kafka_topic_name(msg->rkt));
         snprintf(buf, sizeof(buf), "%" PRId32, msg->partition);
         header_set(c->headers, "kjobs-original-partition", buf);
         snprintf(buf, sizeof(buf), "%" PRId64, msg->offset);
@@ -242,38 +478,47 @@ int kj_router_route(kj_router *r, void *owner, const rd_kafka_message_t *msg, in
     char error[KJ_ERROR_MAX];
     snprintf(error, sizeof(error), "%s", result->error[0] ? result->error : "(no message)");
     header_set(c->headers, "kjobs-error", error);
+    c->job_error = strdup(error);
     header_set(c->headers, "kjobs-error-class", c->error_class);
     snprintf(buf, sizeof(buf), "%lld", now);
     header_set(c->headers, "kjobs-failed-at", buf);
     header_set(c->headers, "kjobs-worker", r->worker_id);
+    rd_kafka_header_remove(c->headers, "kjobs-truncated"); /* only ever set by shrink_copy */
 
+    fit_copy(r, c, SHRINK_NONE, "message.max.bytes");
+    kj_job_outcome routed = c->step ? KJ_JOB_RETRY : KJ_JOB_DEAD_LETTERED;
     atomic_fetch_add(&r->outstanding, 1);
-    for (int tries = 0;; tries++) {
-        if (r->transactional) pthread_rwlock_rdlock(&r->txn_lock);
-        int rc = produce_copy(r, c);
-        if (r->transactional) {
-            if (rc == 0) atomic_fetch_add(&r->produced_in_txn, 1);
-            pthread_rwlock_unlock(&r->txn_lock); /* never wait for queue space holding it */
-        }
-        if (rc == 0) return 0;
-        rd_kafka_resp_err_t err = rd_kafka_last_error();
-        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || tries > 600) {
-            kj_log(KJ_LOG_ERROR, "cannot queue routed copy", "{s:s,s:I,s:s}", "topic", c->topic,
-                   "source_offset", (json_int_t)c->offset, "error", rd_kafka_err2str(err));
-            kj_metrics_route_error();
-            atomic_fetch_add(&r->failing, 1);
-            route_ctx_free(c); /* the source offset never completes: nothing is lost */
-            return -1;
-        }
-        /* queue full: delivery reports drain it on the poll thread; wait a little */
-        struct timespec ts = {0, 50 * 1000000L};
-        nanosleep(&ts, NULL);
+    queue_copy(r, c);
+    return routed;
+}
+
+int kj_router_hop(kj_router *r, void *owner, const rd_kafka_message_t *msg, int64_t not_before_ms) {
+    int64_t left = not_before_ms - kj_now_ms();
+    int step = kj_router_step_for_delay(r, left);
+    route_ctx *c = ctx_from(msg, owner);
+    c->hop = true;
+    c->step = step;
+    c->topic = strdup(r->retry_topics[step - 1]);
+    c->first_topic = strdup(c->topic);
+    c->error_class = strdup("");
+    char error[KJ_ERROR_MAX];
+    if (!kj_kafka_header_str(c->headers, "kjobs-error", error, sizeof(error)))
+        snprintf(error, sizeof(error), "(no message)");
+    c->job_error = strdup(error);
+    fit_copy(r, c, SHRINK_NONE, "message.max.bytes");
+    if (!c->hop) { /* reduced: it became a dead letter */
+        free(c->error_class);
+        c->error_class = strdup("retryable");
     }
+    atomic_fetch_add(&r->outstanding, 1);
+    queue_copy(r, c);
+    return step;
 }
 
 long kj_router_poll(kj_router *r, int timeout_ms) {
     rd_kafka_poll(r->rk, timeout_ms);
     long long now = kj_now_ms();
+    pthread_mutex_lock(&r->resend_lock);
     route_ctx **link = &r->resend_head;
     while (*link) {
         route_ctx *c = *link;
@@ -282,13 +527,19 @@ long kj_router_poll(kj_router *r, int timeout_ms) {
             continue;
         }
         *link = c->next_resend;
-        if (produce_copy(r, c) != 0) { /* queue full or similar: try again later */
-            c->resend_at_ms = now + RESEND_BACKOFF_MAX_MS;
+        rd_kafka_resp_err_t err = produce_copy(r, c);
+        if (err && size_refusal(err)) {
+            fit_copy(r, c, c->shrink + 1, "message.max.bytes");
+            err = produce_copy(r, c);
+        }
+        if (err) { /* queue full or similar: try again later */
+            c->resend_at_ms = now + (err == RD_KAFKA_RESP_ERR__QUEUE_FULL ? 200 : backoff_for(c));
             c->next_resend = *link;
             *link = c;
             link = &c->next_resend;
         }
     }
+    pthread_mutex_unlock(&r->resend_lock);
     return atomic_load(&r->outstanding);
 }
 

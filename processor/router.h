@@ -6,22 +6,40 @@
  * The decision (attempt n failed):
  *   - permanent failure, undecodable value, unknown type      → DLQ
  *   - retryable or timeout, n < retry.max_attempts, ladder set → step min(n, N), not before
- *     now + that step's delay (or the handler's own delay when it asked for one)
+ *     now + that step's delay; or, when the handler asked for its own delay d (capped at
+ *     KJ_RETRY_MAX_DELAY_MS), the step with the longest delay <= d (else the shortest step),
+ *     not before now + max(d, that step's delay)
  *   - otherwise                                                → DLQ
  *
+ * Every record of a ladder step is therefore due at least that step's delay after it was
+ * written; the worker releases it at most that step's delay after it was written
+ * (kj_control_hold_until), so a partition's release times follow its offsets. A record
+ * released before its kjobs-not-before (a delay longer than its step's) hops: kj_router_hop
+ * copies it unchanged to the step fitting the time left, and it is not run.
+ *
+ * Size: a copy is sized as librdkafka counts it against message.max.bytes (key + value +
+ * headers, kjobs' own included). One that does not fit — or that the broker refuses as too
+ * large on BROKER_SIZE_REFUSALS consecutive sends (one refusal may be its batch's size, not
+ * its own) — can never be written as it is, so it goes to the DLQ reduced: first without the
+ * original headers (only kjobs' own, kjobs-error shortened), then without its value, then
+ * without its key; kjobs-truncated lists what was dropped and kjobs-error says why.
+ *
  * No loss: the copy goes through an idempotent producer with acks=all. The source offset is
- * completed (becomes committable) only in the delivery report of an acknowledged copy. A copy
- * that fails is produced again (with backoff) until it is acknowledged; while it is not, its
- * partition's commit cannot pass it, the failure is logged and counted, and readiness reports
- * it. A fatal producer error (idempotence broken) stops the worker without committing.
+ * completed (becomes committable) only in the delivery report of an acknowledged copy. A full
+ * producer queue is back-pressure: the worker thread waits for space. A copy that is refused
+ * or fails is produced again (with backoff) until it is acknowledged; while it is not, its
+ * partition's commit cannot pass it, the failure is logged with librdkafka's error and
+ * counted, and readiness reports it. A fatal producer error (idempotence broken) stops the
+ * worker without committing.
  *
  * Exactly-once mode (retry.exactly_once): the producer is transactional; copies and the
  * consumed offsets are committed in one Kafka transaction (kj_router_commit_transaction), so a
  * crash can neither lose nor duplicate a routed copy for read_committed readers. Handler side
  * effects remain at-least-once.
  *
- * @locality kj_router_route: worker threads. kj_router_poll: the poll thread only (delivery
- * reports, hence completions and re-sends, run there).
+ * @locality kj_router_route, kj_router_hop: worker threads. kj_router_poll: the poll thread
+ * (re-sends run there). Delivery reports, hence completions, run on the poll thread or on a
+ * worker thread waiting for producer queue space: the done callback must be thread-safe.
  */
 #ifndef KJOBS_ROUTER_H
 #define KJOBS_ROUTER_H
@@ -30,11 +48,13 @@
 #include <stdbool.h>
 
 #include "processor/config.h"
+#include "processor/control_headers.h"
 #include "processor/handlers.h"
+#include "processor/metrics.h"
 
 typedef struct kj_router kj_router;
 
-/** Called on the poll thread once the copy of (topic-partition `owner`, offset) is acked. */
+/** Called once the copy of (topic-partition `owner`, offset) is acked (see @locality). */
 typedef void(kj_route_done_fn)(void *owner, int64_t offset, void *opaque);
 
 typedef struct kj_route_decision {
@@ -54,14 +74,31 @@ void kj_router_free(kj_router *router);
 void kj_router_decide(const kj_router *router, int attempt, const kjobs_result_t *result,
                       int64_t now_ms, kj_route_decision *out);
 
+/** The ladder step for a delay: the longest step delay <= delay_ms, else the shortest step
+ *  (1-based; needs a non-empty ladder). Pure; exposed for tests. */
+int kj_router_step_for_delay(const kj_router *router, int64_t delay_ms);
+
+/** Bytes librdkafka counts against message.max.bytes for a record with these parts. */
+size_t kj_copy_wire_size(size_t key_len, size_t value_len, const rd_kafka_headers_t *hdrs);
+
 /**
  * Produce the copy of `msg` (attempt `attempt` ended with `result`). `owner` identifies the
- * source partition for the done callback. Returns 0 when the copy is queued (done comes
- * later), -1 only if it could not even be queued after retries (logged; the offset then never
- * becomes committable in this process).
+ * source partition for the done callback. `origin`: the validated control headers of a ladder
+ * record (its kjobs-original-* are carried on), or NULL for a main-topic record (they are
+ * this record's coordinates, whatever its headers say). The copy is never dropped (see
+ * "No loss"); returns where it goes: KJ_JOB_RETRY or KJ_JOB_DEAD_LETTERED (a retry copy too
+ * large to write goes to the DLQ reduced).
  */
-int kj_router_route(kj_router *router, void *owner, const rd_kafka_message_t *msg, int attempt,
-                    const kjobs_result_t *result);
+kj_job_outcome kj_router_route(kj_router *router, void *owner, const rd_kafka_message_t *msg,
+                               int attempt, const kjobs_result_t *result, const kj_control *origin);
+
+/**
+ * Hop: a ladder record released before its kjobs-not-before is copied unchanged (key, value,
+ * every header) to the step for the time left (kj_router_step_for_delay), not run. Completes
+ * like a routed copy. Returns the step.
+ */
+int kj_router_hop(kj_router *router, void *owner, const rd_kafka_message_t *msg,
+                  int64_t not_before_ms);
 
 /** Serve delivery reports (poll thread). Returns the number of copies still unacknowledged. */
 long kj_router_poll(kj_router *router, int timeout_ms);

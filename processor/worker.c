@@ -19,6 +19,7 @@
 #include "processor/breaker.h"
 #include "processor/kafka.h"
 #include "processor/clock.h"
+#include "processor/control_headers.h"
 #include "processor/log.h"
 #include "processor/metrics.h"
 #include "processor/router.h"
@@ -39,6 +40,7 @@ typedef struct kj_part {
     char *topic;
     int32_t partition;
     kj_topic_role role;
+    int64_t step_delay_ms; /* ladder partitions: the step's delay */
     kj_lane *lane;
     pthread_mutex_t lock;
     kj_offset_tracker *tracker;
@@ -102,6 +104,10 @@ typedef struct batch_slot {
     kjobs_result_t result;
     const kj_handler *handler;
     bool decoded;
+    bool ladder;            /* consumed from a ladder topic: ctl holds its control headers */
+    bool hop;               /* released before its kjobs-not-before: re-routed, not run */
+    kj_control ctl;         /* ladder only, validated */
+    kj_job_outcome outcome; /* where it went: ok, retry or dead-lettered */
 } batch_slot;
 
 /* Per worker thread, grown to the largest batch seen, freed when the thread exits (a
@@ -168,6 +174,7 @@ static kj_part *part_add(kj_worker *w, const char *topic, int32_t partition) {
     p->topic = slot->spec.name;
     p->partition = partition;
     p->role = slot->spec.role;
+    p->step_delay_ms = slot->spec.delay_ms;
     p->committed = -1;
     pthread_mutex_init(&p->lock, NULL);
     p->tracker = kj_offset_tracker_new(1024);
@@ -434,13 +441,26 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 
 /* ---- the batch path (worker threads) -------------------------------------------------------- */
 
-static int attempt_of(const rd_kafka_message_t *msg) {
+/* Reads and validates the control headers of a ladder record (untrusted input). On the main
+ * topic they are ignored: the first run is attempt 1. @locality worker thread */
+static void read_control(kj_part *part, batch_slot *s, int64_t now) {
+    const rd_kafka_message_t *msg = s->job.msg;
+    s->ladder = part->role == KJ_TOPIC_RETRY;
+    s->hop = false;
+    s->job.attempt = 1;
+    if (!s->ladder) return;
     rd_kafka_headers_t *hdrs = NULL;
-    char buf[32];
-    if (rd_kafka_message_headers(msg, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR) return 1;
-    if (!kj_kafka_header_str(hdrs, "kjobs-attempt", buf, sizeof(buf))) return 1;
-    long v = strtol(buf, NULL, 10);
-    return v >= 0 && v < 1000000 ? (int)v + 1 : 1;
+    rd_kafka_message_headers(msg, &hdrs);
+    if (kj_control_parse_ladder(hdrs, now, &s->ctl) != 0) {
+        kj_result_set(&s->result, KJ_OUTCOME_INVALID_HEADER, "%s", s->ctl.reason);
+        kj_metrics_invalid_header(s->ctl.invalid_header);
+        kj_log(KJ_LOG_WARN, "invalid control header on a ladder record", "{s:s,s:i,s:I,s:s}",
+               "topic", part->topic, "partition", part->partition, "offset",
+               (json_int_t)msg->offset, "error", s->ctl.reason);
+        return;
+    }
+    s->job.attempt = s->ctl.attempt + 1;
+    s->hop = s->ctl.not_before_ms > now;
 }
 
 static batch_scratch *scratch_for(size_t count) {
@@ -462,19 +482,12 @@ static batch_scratch *scratch_for(size_t count) {
     return sc;
 }
 
-static kj_job_outcome metric_outcome(kj_worker *w, const batch_slot *s) {
-    if (s->result.outcome == KJ_OUTCOME_OK) return KJ_JOB_OK;
-    kj_route_decision d;
-    kj_router_decide(w->router, s->job.attempt, &s->result, 0, &d);
-    return d.to_dlq ? KJ_JOB_DEAD_LETTERED : KJ_JOB_RETRY;
-}
-
 /* Feed a finished batch's outcomes to the breaker, in order. @locality worker thread */
 static void record_breaker(kj_worker *w, const batch_slot *slots, size_t count) {
     pthread_mutex_lock(&w->breaker_lock);
     for (size_t i = 0; i < count; i++) {
-        bool dead = slots[i].result.outcome != KJ_OUTCOME_OK &&
-                    metric_outcome(w, &slots[i]) == KJ_JOB_DEAD_LETTERED;
+        if (slots[i].hop) continue; /* not finished: it was not run */
+        bool dead = slots[i].outcome == KJ_JOB_DEAD_LETTERED;
         if (kj_breaker_record(&w->breaker, dead)) {
             atomic_store(&w->breaker_open, true);
             kj_metrics_circuit_breaker_set(true);
@@ -509,7 +522,8 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
     kj_metrics_batch_size(count);
     kj_metrics_in_flight_add((int64_t)count);
 
-    /* decode and find handlers */
+    /* control headers, decode, find handlers */
+    int64_t now = kj_now_ms();
     for (size_t i = 0; i < count; i++) {
         batch_slot *s = &slots[i];
         rd_kafka_message_t *msg = items[i];
@@ -518,7 +532,9 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
         s->handler = NULL;
         s->job.msg = msg;
         s->job.topic = part->topic;
-        s->job.attempt = attempt_of(msg);
+        read_control(part, s, now);
+        s->decoded = false;
+        if (s->hop || s->result.outcome == KJ_OUTCOME_INVALID_HEADER) continue; /* not run */
         char err[256];
         s->decoded = msg->payload && kj_job_decode(msg->payload, msg->len, &s->job.record, NULL,
                                                    err, sizeof(err)) == 0;
@@ -560,40 +576,61 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
         i = j;
     }
 
-    /* outcomes: successes complete now; failures complete when their copy is acked */
+    /* outcomes: successes complete now; failures and hops when their copy is acked */
     long long ok = 0, retried = 0, dead = 0;
     pthread_mutex_lock(&part->lock);
     for (size_t i = 0; i < count; i++)
-        if (slots[i].result.outcome == KJ_OUTCOME_OK)
+        if (slots[i].result.outcome == KJ_OUTCOME_OK && !slots[i].hop)
             kj_offset_tracker_complete(part->tracker, slots[i].job.msg->offset);
     pthread_mutex_unlock(&part->lock);
     bool debug = kj_log_get_level() <= KJ_LOG_DEBUG;
-    for (size_t i = 0; i < count;) {
-        /* count a run of one (type, outcome) with one metric lookup */
-        kj_job_outcome outcome = metric_outcome(w, &slots[i]);
-        const char *type = slots[i].decoded ? slots[i].job.record.type : KJ_METRICS_TYPE_UNDECODABLE;
-        size_t j = i;
-        for (; j < count; j++) {
-            batch_slot *s = &slots[j];
-            const char *t = s->decoded ? s->job.record.type : KJ_METRICS_TYPE_UNDECODABLE;
-            if (strcmp(t, type) != 0 || metric_outcome(w, s) != outcome) break;
-            if (s->result.outcome != KJ_OUTCOME_OK) {
-                kj_router_route(w->router, part, s->job.msg, s->job.attempt, &s->result);
-                /* retries are routine (debug); dead letters need attention (warn) */
-                kj_log(outcome == KJ_JOB_RETRY ? KJ_LOG_DEBUG : KJ_LOG_WARN,
-                       outcome == KJ_JOB_RETRY ? "job failed, retry routed"
-                                               : "job failed, dead-lettered",
-                       "{s:s?,s:s,s:s,s:i,s:I,s:i,s:s,s:s}", "id",
-                       s->decoded ? s->job.record.id : NULL, "type", t, "topic", part->topic,
-                       "partition", part->partition, "offset", (json_int_t)s->job.msg->offset,
-                       "attempt", s->job.attempt, "class",
-                       kj_outcome_error_class(s->result.outcome), "error", s->result.error);
-            } else if (debug) {
+    for (size_t i = 0; i < count; i++) {
+        batch_slot *s = &slots[i];
+        const char *t = s->decoded ? s->job.record.type : KJ_METRICS_TYPE_UNDECODABLE;
+        if (s->hop) {
+            int step = kj_router_hop(w->router, part, s->job.msg, s->ctl.not_before_ms);
+            kj_log(KJ_LOG_DEBUG, "ladder record not due yet, hopped", "{s:s,s:i,s:I,s:I,s:i}",
+                   "topic", part->topic, "partition", part->partition, "offset",
+                   (json_int_t)s->job.msg->offset, "not_before", (json_int_t)s->ctl.not_before_ms,
+                   "to_step", step);
+            continue;
+        }
+        if (s->result.outcome == KJ_OUTCOME_OK) {
+            s->outcome = KJ_JOB_OK;
+            if (debug)
                 kj_log(KJ_LOG_DEBUG, "job done", "{s:s,s:s,s:s,s:i,s:I,s:i}", "id",
                        s->job.record.id, "type", t, "topic", part->topic, "partition",
                        part->partition, "offset", (json_int_t)s->job.msg->offset, "attempt",
                        s->job.attempt);
-            }
+            continue;
+        }
+        /* where the copy really goes (a retry copy too large to write is dead-lettered) */
+        s->outcome = kj_router_route(
+            w->router, part, s->job.msg, s->job.attempt, &s->result,
+            s->ladder && s->result.outcome != KJ_OUTCOME_INVALID_HEADER ? &s->ctl : NULL);
+        /* retries are routine (debug); dead letters need attention (warn) */
+        kj_log(s->outcome == KJ_JOB_RETRY ? KJ_LOG_DEBUG : KJ_LOG_WARN,
+               s->outcome == KJ_JOB_RETRY ? "job failed, retry routed"
+                                          : "job failed, dead-lettered",
+               "{s:s?,s:s,s:s,s:i,s:I,s:i,s:s,s:s}", "id", s->decoded ? s->job.record.id : NULL,
+               "type", t, "topic", part->topic, "partition", part->partition, "offset",
+               (json_int_t)s->job.msg->offset, "attempt", s->job.attempt, "class",
+               kj_outcome_error_class(s->result.outcome), "error", s->result.error);
+    }
+    /* count runs of one (type, outcome) with one metric lookup */
+    for (size_t i = 0; i < count;) {
+        if (slots[i].hop) {
+            i++;
+            continue;
+        }
+        kj_job_outcome outcome = slots[i].outcome;
+        const char *type =
+            slots[i].decoded ? slots[i].job.record.type : KJ_METRICS_TYPE_UNDECODABLE;
+        size_t j = i + 1;
+        for (; j < count; j++) {
+            const batch_slot *s = &slots[j];
+            const char *t = s->decoded ? s->job.record.type : KJ_METRICS_TYPE_UNDECODABLE;
+            if (s->hop || s->outcome != outcome || strcmp(t, type) != 0) break;
         }
         kj_counter_add(kj_metrics_jobs_handle(part->topic, type, outcome), j - i);
         if (outcome == KJ_JOB_OK) ok += (long long)(j - i);
@@ -686,11 +723,16 @@ static void handle_message(kj_worker *w, rd_kafka_message_t *msg) {
     }
     int64_t not_before = 0;
     if (p->role == KJ_TOPIC_RETRY) {
+        /* Held until its not-before, but never longer than the step's delay after it was
+         * written: release times then follow offsets, so no record waits behind a later-due
+         * one. Released early (a longer per-job delay), it hops instead of running
+         * (run_batch); an invalid header releases it at once, to be dead-lettered. */
         rd_kafka_headers_t *hdrs = NULL;
-        char buf[32];
-        if (rd_kafka_message_headers(msg, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-            kj_kafka_header_str(hdrs, "kjobs-not-before", buf, sizeof(buf)))
-            not_before = strtoll(buf, NULL, 10);
+        int64_t nb, now = kj_now_ms();
+        rd_kafka_message_headers(msg, &hdrs);
+        if (kj_control_not_before(hdrs, now, &nb) == 0)
+            not_before = kj_control_hold_until(nb, rd_kafka_message_timestamp(msg, NULL), now,
+                                               p->step_delay_ms);
     }
     size_t pending = kj_engine_push(p->lane, msg, not_before > 0 ? not_before : 0);
     if (pending == 0) { /* out of memory: the offset stays uncommittable; stop fetching it */

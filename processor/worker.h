@@ -23,8 +23,13 @@
  *
  * Back-pressure. A partition with more than batch.max_pending undispatched jobs is paused
  * and resumed below half of that, so memory is bounded whatever the backlog. A retry-ladder
- * partition whose head is not yet due (kjobs-not-before) is paused until it is due; the engine
- * holds the head back meanwhile, and other partitions keep flowing. Pause state is tracked
+ * partition whose head is not yet released is paused until it is; the engine holds the head
+ * back meanwhile, and other partitions keep flowing. A ladder record is released at
+ * min(kjobs-not-before, written + step delay) (kj_control_hold_until), so release times follow
+ * offsets and nothing waits behind a later-due record; one released before its not-before hops
+ * (kj_router_hop) instead of running. Control headers are validated first (control_headers.h):
+ * ignored on the main topic, invalid ones on the ladder dead-lettered. A full producer queue
+ * blocks the routing worker thread (back-pressure on its partition). Pause state is tracked
  * here, and newly assigned partitions are explicitly resumed, because librdkafka 2.0.2 keeps a
  * partition paused across a rebalance.
  *

@@ -12,12 +12,27 @@ What is checked (CONTRACT.md, "Topics" and "Semantics"):
   value byte for byte, the key and the original headers kept.
 - A ladder step waiting 10 s blocks nothing: 50k main-topic jobs run while it waits.
 - kill -9 between copy acknowledgement and commit loses nothing (at-least-once).
+- A copy that can never be written (larger than message.max.bytes once kjobs' headers are
+  added) reaches the DLQ reduced, with kjobs-truncated and the original coordinates; the
+  partition commits past it, /readyz stays 200, SIGTERM is quick, and librdkafka's real error
+  text is logged, never "Success".
+- A full producer queue (queue.buffering.max.messages=20, 500 failing jobs) is waited out:
+  every copy exists, kjobs_jobs_total counts what exists, the main topic's lag drains to 0.
+- A per-job delay longer than its step does not hold back a later-due job on the same ladder
+  partition: the later job runs on its own due time, the long one hops and runs after its own.
+- Control headers are untrusted: a far-future kjobs-not-before or a garbage kjobs-attempt on a
+  ladder record is dead-lettered (class invalid-header, counted) without stalling the record
+  behind it; kjobs-attempt and kjobs-original-* on a main-topic record are ignored.
 """
 import base64
+import json
 import os
 import random
+import signal
 import sys
+import tempfile
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "fault"))
@@ -305,9 +320,275 @@ def test_kill9_between_copy_ack_and_commit_loses_nothing():
         assert on_ladder <= ids and in_dlq <= ids
 
 
+def _metrics(port):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        return r.read().decode()
+
+
+def _sample(text, name, **labels):
+    """The value of one series (0 when absent)."""
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        series, _, value = line.rpartition(" ")
+        sname, _, rest = series.partition("{")
+        if sname != name:
+            continue
+        got = ",".join(sorted(p for p in rest.rstrip("}").split(",") if p))
+        if got == want:
+            return float(value)
+    return 0.0
+
+
+def _readyz(port):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def _group_lag(bootstrap, topic):
+    """The group's committed lag on a topic (`kjobs lag`: committed offsets, not local state)."""
+    p = harness.run(harness.kjobs_cmd("lag", "-b", bootstrap, "--json"))
+    rows = [json.loads(l) for l in p.stdout.splitlines() if l.strip()]
+    return sum(r["lag"] for r in rows if r.get("topic") == topic)
+
+
+def _stop_timed(w):
+    start = time.monotonic()
+    rc = w.stop()
+    return rc, time.monotonic() - start
+
+
+def _no_success_errors(w):
+    bad = [l for l in w.lines if l.get("error") == "Success"]
+    assert not bad, f'an error was logged as "Success": {bad[:3]}'
+
+
+def test_oversized_copy_goes_to_dlq_reduced_and_the_partition_moves_on():
+    env = {"KJOBS_RETRY_DELAYS": "1s", "KJOBS_RETRY_MAX_ATTEMPTS": "3",
+           "KJOBS_HTTP_LISTEN": "127.0.0.1:0", "KJOBS_SHUTDOWN_GRACE_MS": "20000"}
+    with procs.Broker(partitions=1) as broker:
+        with tempfile.NamedTemporaryFile("wb", suffix=".bin", delete=False) as f:
+            f.write(b"x" * 999_800)  # accepted by the broker; its copy with headers is not
+        try:
+            [big] = enqueue(broker.bootstrap, "kjobs.fail", payload="@" + f.name, key="big")
+        finally:
+            os.unlink(f.name)
+        # a job whose own headers make its copy too large: dropping them is enough
+        from kafka import KafkaProducer
+        producer = KafkaProducer(bootstrap_servers=broker.bootstrap, api_version=(2, 5, 0),
+                                 acks="all", max_request_size=2_000_000)
+        hdr_value = b"t" * 59_900
+        value = avro_job("big-headers", "kjobs.fail", b"p" * 939_800, 1700000000000)
+        producer.send("jobs", key=b"bh", value=value,
+                      headers=[("trace", hdr_value)]).get(timeout=30)
+        producer.close()
+        [small] = enqueue(broker.bootstrap, "kjobs.noop", key="small")
+        w = Worker(broker.bootstrap, env=env)
+        try:
+            port = w.http_port()
+            w.wait_for(lambda l: l["msg"] == "job done" and l.get("id") == small, 60,
+                       "the job behind the oversized one")
+            dead, dead_bh = sorted(harness.peek(broker.bootstrap, "jobs.dlq", 2),
+                                   key=lambda r: r["offset"])
+            # the partition commits past it and the worker is ready
+            procs.wait_until(lambda: _group_lag(broker.bootstrap, "jobs") == 0, 30,
+                             "jobs lag 0 (committed past the oversized job)")
+            procs.wait_until(lambda: _readyz(port) == 200, 30, "/readyz 200")
+            assert _sample(_metrics(port), "kjobs_copies_truncated_total") == 2
+            rc, took = _stop_timed(w)
+            assert rc == 0, rc
+        finally:
+            w.close()
+        print(f"  SIGTERM took {took:.1f} s")
+        assert took < 10, f"SIGTERM waited {took:.1f} s: a copy was still outstanding"
+        _no_success_errors(w)
+        h = dead["headers"]
+        # 999,800 bytes of payload leave no room for kjobs' headers: the value had to go
+        assert h["kjobs-truncated"] == "headers,value", h
+        assert dead["partition"] == 0
+        assert "too large" in h["kjobs-error"] and "kjobs.fail: attempt 1 failed" in \
+            h["kjobs-error"], h["kjobs-error"]
+        assert (h["kjobs-original-topic"], h["kjobs-original-partition"]) == ("jobs", "0"), h
+        assert h["kjobs-attempt"] == "1" and h["kjobs-error-class"] == "retryable", h
+        assert not peek_all(broker.bootstrap, "jobs.retry.1"), "an oversized copy was written"
+        big_line = w.wait_for(lambda l: l["msg"].startswith("routed copy too large"), 1,
+                              "the oversized-copy log line")
+        assert big_line["intended_topic"] == "jobs.retry.1" and big_line["bytes"] > \
+            big_line["limit"], big_line
+        # value kept, the producer's oversized header dropped
+        hb = dead_bh["headers"]
+        assert dead_bh["id"] == "big-headers" and hb["kjobs-truncated"] == "headers", hb
+        assert "trace" not in hb and hb["kjobs-error-class"] == "retryable", hb.keys()
+        assert base64.b64decode(dead_bh["payload_b64"]) == b"p" * 939_800
+        assert (hb["kjobs-original-topic"], hb["kjobs-original-offset"]) == ("jobs", "1"), hb
+        # a dead letter without its value cannot be replayed: replay says so, produces nothing
+        p = harness.run(harness.kjobs_cmd("dlq", "replay", "-b", broker.bootstrap))
+        [fin] = [l for l in harness.log_lines(p.stderr) if l["msg"] == "replay finished"]
+        assert fin["replayed"] == 1 and fin["skipped_no_value"] == 1, fin
+
+
+def test_full_producer_queue_is_waited_out_never_dropped():
+    jobs = 500
+    env = {"KJOBS_RETRY_DELAYS": "1h", "KJOBS_RETRY_MAX_ATTEMPTS": "4",
+           "KJOBS_HTTP_LISTEN": "127.0.0.1:0"}
+    with procs.Broker(partitions=4) as broker:
+        ids = set(enqueue(broker.bootstrap, "kjobs.fail", count=jobs))
+        w = Worker(broker.bootstrap, env=env, args=("-X", "queue.buffering.max.messages=20"))
+        try:
+            port = w.http_port()
+            procs.wait_until(
+                lambda: _sample(_metrics(port), "kjobs_retry_routed_total", step="1") >= jobs,
+                60, f"{jobs} acknowledged ladder copies")
+            procs.wait_until(lambda: _group_lag(broker.bootstrap, "jobs") == 0, 30, "jobs lag 0")
+            text = _metrics(port)
+            retried = sum(_sample(text, "kjobs_jobs_total", topic="jobs", type="kjobs.fail",
+                                  outcome=o) for o in ("retry",))
+            rc, took = _stop_timed(w)
+            assert rc == 0, rc
+        finally:
+            w.close()
+        copies = peek_all(broker.bootstrap, "jobs.retry.1")
+        on_ladder = {r["id"] for r in copies}
+        print(f"  {len(copies)} copies on jobs.retry.1 for {jobs} jobs; SIGTERM took {took:.1f} s")
+        assert on_ladder == ids, f"{len(ids - on_ladder)} copies missing"
+        assert retried == jobs == len(on_ladder), (retried, len(on_ladder))
+        assert took < 10, f"SIGTERM took {took:.1f} s"
+        _no_success_errors(w)
+        assert not [l for l in w.lines if l["msg"].startswith("cannot queue routed copy")], \
+            "a full queue was treated as a refusal"
+
+
+EXEC_HANDLER = f"{sys.executable} -u " + os.path.join(harness.SOURCE_DIR, "examples", "exec",
+                                                       "handler.py")
+
+
+def test_long_per_job_delay_does_not_block_a_later_due_job():
+    env = {"KJOBS_RETRY_DELAYS": "300ms", "KJOBS_RETRY_MAX_ATTEMPTS": "3",
+           "KJOBS_HANDLERS_EXEC": EXEC_HANDLER, "KJOBS_HANDLERS_EXEC_TYPES": "exec.retry",
+           "KJOBS_HTTP_LISTEN": "127.0.0.1:0"}
+    long_ms = 8000
+    with procs.Broker(partitions=1) as broker:
+        w = Worker(broker.bootstrap, env=env)
+        try:
+            port = w.http_port()
+            w.wait_assigned()
+            [a] = enqueue(broker.bootstrap, "exec.retry", payload=str(long_ms), key="a")
+            a1 = w.wait_for(lambda l: l["msg"] == "job failed, retry routed" and
+                            l.get("id") == a, 30, "A's first failure")
+            [b] = enqueue(broker.bootstrap, "exec.retry", key="b")  # the step's delay
+            b1 = w.wait_for(lambda l: l["msg"] == "job failed, retry routed" and
+                            l.get("id") == b and l["attempt"] == 1, 30, "B's first failure")
+            b2 = w.wait_for(lambda l: l.get("id") == b and l.get("attempt") == 2, 30,
+                            "B's second attempt")
+            a2 = w.wait_for(lambda l: l.get("id") == a and l.get("attempt") == 2, 30,
+                            "A's second attempt")
+            hops = _sample(_metrics(port), "kjobs_retry_hops_total")
+            assert w.stop() == 0
+        finally:
+            w.close()
+        b_gap = log_ts_ms(b2) - log_ts_ms(b1)
+        a_gap = log_ts_ms(a2) - log_ts_ms(a1)
+        print(f"  B (300 ms) ran again after {b_gap} ms; A ({long_ms} ms) after {a_gap} ms, "
+              f"{hops:.0f} hops")
+        assert b2["topic"] == "jobs.retry.1" and a2["topic"] == "jobs.retry.1"
+        assert 300 <= b_gap < 2500, f"B waited {b_gap} ms behind A"
+        assert a_gap >= long_ms, f"A ran {a_gap} ms after its failure, before its delay"
+        assert a_gap < long_ms + 3000, a_gap
+        assert hops >= 1
+        [first_a] = [r for r in peek_all(broker.bootstrap, "jobs.retry.1")
+                     if r["id"] == a and r["headers"]["kjobs-attempt"] == "1"][:1]
+        h = first_a["headers"]
+        assert int(h["kjobs-not-before"]) - int(h["kjobs-failed-at"]) == long_ms, h
+
+
+def _ladder_headers(attempt="1", not_before=None, topic=b"jobs", partition=b"0", offset=b"0"):
+    nb = str(int(time.time() * 1000) if not_before is None else not_before).encode()
+    return [("kjobs-attempt", attempt if isinstance(attempt, bytes) else attempt.encode()),
+            ("kjobs-not-before", nb), ("kjobs-original-topic", topic),
+            ("kjobs-original-partition", partition), ("kjobs-original-offset", offset),
+            ("kjobs-error", b"forged"), ("kjobs-error-class", b"retryable")]
+
+
+def test_control_headers_are_untrusted_input():
+    from kafka import KafkaProducer
+    env = {"KJOBS_RETRY_DELAYS": "1s", "KJOBS_RETRY_MAX_ATTEMPTS": "5",
+           "KJOBS_HTTP_LISTEN": "127.0.0.1:0"}
+    now = int(time.time() * 1000)
+    with procs.Broker(partitions=1) as broker:
+        producer = KafkaProducer(bootstrap_servers=broker.bootstrap, api_version=(2, 5, 0),
+                                 acks="all")
+
+        def send(topic, job_id, type_, headers, key=b"k"):
+            value = avro_job(job_id, type_, b"", now)
+            return producer.send(topic, key=key, value=value, headers=headers).get(timeout=30)
+
+        # ladder: a far-future not-before, then a job due now behind it
+        send("jobs.retry.1", "far-future", "kjobs.noop", _ladder_headers(not_before=now + 10**12))
+        send("jobs.retry.1", "due-behind", "kjobs.noop", _ladder_headers(not_before=now))
+        send("jobs.retry.1", "garbage-attempt", "kjobs.noop", _ladder_headers(attempt=" 7x"))
+        send("jobs.retry.1", "signed-nb", "kjobs.noop", _ladder_headers(not_before="-5"))
+        send("jobs.retry.1", "bad-origin", "kjobs.noop",
+             _ladder_headers(topic=b"jobs\\nx", partition=b"0"))
+        send("jobs.retry.1", "valid-ladder", "kjobs.noop", _ladder_headers(attempt="2"))
+        # main topic: producer-set attempt and origin are ignored
+        send("jobs", "main-attempt-2", "kjobs.noop", [("kjobs-attempt", b"2")])
+        send("jobs", "main-attempt-7x", "kjobs.noop", [("kjobs-attempt", b" 7x")])
+        md = send("jobs", "main-forged-origin", "kjobs.fail-permanent",
+                  [("kjobs-original-topic", b"elsewhere"), ("kjobs-original-offset", b"99")])
+        producer.flush()
+        producer.close()
+        w = Worker(broker.bootstrap, env=env)
+        try:
+            port = w.http_port()
+            done = {}
+            for job_id in ("due-behind", "valid-ladder", "main-attempt-2", "main-attempt-7x"):
+                done[job_id] = w.wait_for(lambda l, j=job_id: l["msg"] == "job done" and
+                                          l.get("id") == j, 30, f"{job_id} done")
+            w.wait_count("job failed, dead-lettered", 5, 30, "5 dead letters")
+            procs.wait_until(lambda: _sample(_metrics(port), "kjobs_dlq_routed_total",
+                                             **{"class": "invalid-header"}) >= 4, 30,
+                             "4 invalid-header dead letters acknowledged")
+            text = _metrics(port)
+            assert w.stop() == 0
+        finally:
+            w.close()
+        assert done["main-attempt-2"]["attempt"] == 1, done["main-attempt-2"]
+        assert done["main-attempt-7x"]["attempt"] == 1, done["main-attempt-7x"]
+        assert done["valid-ladder"]["attempt"] == 3, done["valid-ladder"]
+        dlq = {}
+        for r in peek_all(broker.bootstrap, "jobs.dlq"):
+            dlq[r["id"]] = r["headers"]
+        assert set(dlq) == {"far-future", "garbage-attempt", "signed-nb", "bad-origin",
+                            "main-forged-origin"}, dlq.keys()
+        for job_id, header in (("far-future", "kjobs-not-before"),
+                               ("garbage-attempt", "kjobs-attempt"),
+                               ("signed-nb", "kjobs-not-before"),
+                               ("bad-origin", "kjobs-original-topic")):
+            h = dlq[job_id]
+            assert h["kjobs-error-class"] == "invalid-header", (job_id, h)
+            assert f"invalid {header} header" in h["kjobs-error"], (job_id, h)
+            # an invalid record's origin is the ladder record itself
+            assert h["kjobs-original-topic"] == "jobs.retry.1", (job_id, h)
+        forged = dlq["main-forged-origin"]
+        assert (forged["kjobs-original-topic"], forged["kjobs-original-offset"]) == \
+            ("jobs", str(md.offset)), forged
+        assert _sample(text, "kjobs_invalid_headers_total", header="kjobs-not-before") == 2
+        assert _sample(text, "kjobs_invalid_headers_total", header="kjobs-attempt") == 1
+        assert _sample(text, "kjobs_invalid_headers_total", header="kjobs-original-topic") == 1
+        assert _sample(text, "kjobs_dlq_routed_total", **{"class": "invalid-header"}) == 4
+
+
 if __name__ == "__main__":
     harness.main([test_flaky_job_climbs_the_ladder_and_succeeds_on_attempt_3,
                   test_fail_reaches_dlq_and_permanent_skips_the_ladder,
                   test_undecodable_and_unknown_type_reach_dlq_byte_for_byte,
                   test_ladder_wait_blocks_nothing_else,
-                  test_kill9_between_copy_ack_and_commit_loses_nothing])
+                  test_kill9_between_copy_ack_and_commit_loses_nothing,
+                  test_oversized_copy_goes_to_dlq_reduced_and_the_partition_moves_on,
+                  test_full_producer_queue_is_waited_out_never_dropped,
+                  test_long_per_job_delay_does_not_block_a_later_due_job,
+                  test_control_headers_are_untrusted_input])
