@@ -406,7 +406,7 @@ def test_oversized_copy_goes_to_dlq_reduced_and_the_partition_moves_on():
         print(f"  SIGTERM took {took:.1f} s")
         assert took < 10, f"SIGTERM waited {took:.1f} s: a copy was still outstanding"
         _no_success_errors(w)
-        h = dead["headers"]
+        h = harness.hdrs(dead)
         # 999,800 bytes of payload leave no room for kjobs' headers: the value had to go
         assert h["kjobs-truncated"] == "headers,value", h
         assert dead["partition"] == 0
@@ -420,7 +420,7 @@ def test_oversized_copy_goes_to_dlq_reduced_and_the_partition_moves_on():
         assert big_line["intended_topic"] == "jobs.retry.1" and big_line["bytes"] > \
             big_line["limit"], big_line
         # value kept, the producer's oversized header dropped
-        hb = dead_bh["headers"]
+        hb = harness.hdrs(dead_bh)
         assert dead_bh["id"] == "big-headers" and hb["kjobs-truncated"] == "headers", hb
         assert "trace" not in hb and hb["kjobs-error-class"] == "retryable", hb.keys()
         assert base64.b64decode(dead_bh["payload_b64"]) == b"p" * 939_800
@@ -500,8 +500,8 @@ def test_long_per_job_delay_does_not_block_a_later_due_job():
         assert a_gap < long_ms + 3000, a_gap
         assert hops >= 1
         [first_a] = [r for r in peek_all(broker.bootstrap, "jobs.retry.1")
-                     if r["id"] == a and r["headers"]["kjobs-attempt"] == "1"][:1]
-        h = first_a["headers"]
+                     if r["id"] == a and harness.hdrs(r)["kjobs-attempt"] == "1"][:1]
+        h = harness.hdrs(first_a)
         assert int(h["kjobs-not-before"]) - int(h["kjobs-failed-at"]) == long_ms, h
 
 
@@ -561,7 +561,7 @@ def test_control_headers_are_untrusted_input():
         assert done["valid-ladder"]["attempt"] == 3, done["valid-ladder"]
         dlq = {}
         for r in peek_all(broker.bootstrap, "jobs.dlq"):
-            dlq[r["id"]] = r["headers"]
+            dlq[r["id"]] = harness.hdrs(r)
         assert set(dlq) == {"far-future", "garbage-attempt", "signed-nb", "bad-origin",
                             "main-forged-origin"}, dlq.keys()
         for job_id, header in (("far-future", "kjobs-not-before"),
