@@ -47,6 +47,7 @@ typedef struct kj_part {
     atomic_bool needs_rewind; /* batches were skipped while the breaker was open */
     bool start_unknown;       /* (poll) assigned without knowing the committed offset */
     bool consumed;            /* (poll) at least one record arrived since assignment */
+    int64_t start;            /* (poll) the offset it was assigned at (may be logical) */
     struct kj_part *next;  /* (poll) assignment list */
 } kj_part;
 
@@ -339,6 +340,7 @@ static void assign_partitions(kj_worker *w, rd_kafka_t *rk,
         if (!p) continue;
         p->start_unknown = !known;
         p->consumed = false;
+        p->start = tp->offset;
         kj_log(KJ_LOG_INFO, "partition assigned", "{s:s,s:i,s:I}", "topic", tp->topic,
                "partition", tp->partition, "offset", (json_int_t)tp->offset);
     }
@@ -618,6 +620,45 @@ static void resume_part(kj_worker *w, kj_part *p) {
            p->partition);
 }
 
+/* After an auto.offset.reset=error, librdkafka stops fetching the partition for good (a seek
+ * then fails with "Erroneous state"): assign it again, at the beginning. An eager assignment
+ * can only be replaced whole, so every other partition is assigned again at its position (the
+ * next offset it would hand us; where it handed nothing yet, where it was assigned): nothing
+ * is skipped, and a record fetched twice is dropped by its tracker. */
+static void restart_at_beginning(kj_worker *w, kj_part *p) {
+    rd_kafka_topic_partition_list_t *l = NULL;
+    rd_kafka_error_t *error = NULL;
+    rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    if (strcmp(rd_kafka_rebalance_protocol(w->consumer), "COOPERATIVE") == 0) {
+        l = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset =
+            RD_KAFKA_OFFSET_BEGINNING;
+        error = rd_kafka_incremental_unassign(w->consumer, l);
+        if (!error) error = rd_kafka_incremental_assign(w->consumer, l);
+    } else if (!(err = rd_kafka_assignment(w->consumer, &l))) {
+        rd_kafka_position(w->consumer, l);
+        for (int i = 0; i < l->cnt; i++) {
+            rd_kafka_topic_partition_t *tp = &l->elems[i];
+            kj_part *q = part_lookup(w, NULL, tp->topic, tp->partition);
+            if (q == p)
+                tp->offset = RD_KAFKA_OFFSET_BEGINNING;
+            else if (tp->offset < 0 && q)
+                tp->offset = q->start;
+        }
+        err = rd_kafka_assign(w->consumer, l);
+    }
+    if (error || err)
+        kj_log(KJ_LOG_ERROR, "restart after offset reset failed", "{s:s,s:s,s:i}", "error",
+               error ? rd_kafka_error_string(error) : rd_kafka_err2str(err), "topic", p->topic,
+               "partition", p->partition);
+    if (error) rd_kafka_error_destroy(error);
+    if (l && !err) { /* assign() may forget pauses: keep ours */
+        for (kj_part *q = w->parts; q; q = q->next)
+            if (q->paused) pause_part(w, q, q->paused_for_delay);
+    }
+    if (l) rd_kafka_topic_partition_list_destroy(l);
+}
+
 static void handle_offset_reset(kj_worker *w, rd_kafka_message_t *msg) {
     const char *topic = msg->rkt ? rd_kafka_topic_name(msg->rkt) : "?";
     kj_part *p = part_lookup(w, msg->rkt, NULL, msg->partition);
@@ -632,17 +673,7 @@ static void handle_offset_reset(kj_worker *w, rd_kafka_message_t *msg) {
                "{s:s,s:i,s:s}", "topic", topic, "partition", msg->partition, "error",
                rd_kafka_message_errstr(msg));
     }
-    if (!p) return;
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset =
-        RD_KAFKA_OFFSET_BEGINNING;
-    rd_kafka_error_t *error = rd_kafka_seek_partitions(w->consumer, l, 10000);
-    if (error) {
-        kj_log(KJ_LOG_ERROR, "seek after offset reset failed", "{s:s}", "error",
-               rd_kafka_error_string(error));
-        rd_kafka_error_destroy(error);
-    }
-    rd_kafka_topic_partition_list_destroy(l);
+    if (p) restart_at_beginning(w, p);
 }
 
 static void handle_message(kj_worker *w, rd_kafka_message_t *msg) {
@@ -754,6 +785,8 @@ static void tick(kj_worker *w, int64_t now, int64_t *last_commit, int64_t *last_
                  int64_t *last_progress) {
     size_t low = (size_t)w->cfg->batch_max_pending / 2;
     bool held = breaker_tick(w, now);
+    char why[96];
+    kj_metrics_ready_set(kj_worker_ready(w, why, sizeof(why))); /* kjobs_ready mirrors /readyz */
     for (kj_part *p = w->parts; p && !held; p = p->next) {
         if (!p->paused || !p->lane) continue;
         size_t pending = kj_engine_lane_pending(p->lane);
@@ -905,6 +938,7 @@ int kj_worker_run(kj_worker *w, volatile sig_atomic_t *stop, kj_heartbeat *heart
 
     /* Drain: stop fetching, start nothing new, finish in-flight batches and copies, commit. */
     atomic_store(&w->draining, true);
+    kj_metrics_ready_set(false);
     kj_log(KJ_LOG_INFO, "draining", "{s:I,s:I}", "in_flight",
            (json_int_t)kj_engine_in_flight_items(w->engine), "grace_ms",
            (json_int_t)w->cfg->shutdown_grace_ms);

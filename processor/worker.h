@@ -37,7 +37,9 @@
  * Offset resets. Assigned partitions start at their committed offset, or at the beginning
  * when the group has none. auto.offset.reset is "error", so a reset can only mean the
  * committed position is gone (retention deleted jobs before they ran): it is logged as an
- * error, counted (kjobs_offset_resets_total), and consumption restarts at the earliest offset.
+ * error, counted (kjobs_offset_resets_total), and consumption restarts at the earliest offset
+ * (librdkafka stops fetching a partition after such an error and refuses a seek, so the
+ * partition is assigned again at the beginning).
  *
  * Circuit breaker (dlq.breaker_*, breaker.h). When dead-lettering passes the configured rate,
  * the worker stops consuming instead of dead-lettering the backlog: every partition is paused,
