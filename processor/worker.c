@@ -203,17 +203,30 @@ static void on_route_done(void *owner, int64_t offset, void *opaque) {
 
 /* ---- commits ----------------------------------------------------------------------------- */
 
-/* Committable offsets of every assigned partition that moved (all of them when `all`). */
+/* Committable offsets of every assigned partition that moved (all of them when `all`).
+ * A partition with nothing pending commits the consumer's position, not "last delivered + 1":
+ * its tail may hold records that are never delivered (transaction markers, aborted records,
+ * compaction gaps), and lag would otherwise never reach 0. The position only counts records
+ * this (poll) thread already took from rd_kafka_consumer_poll, so none is skipped. */
 static rd_kafka_topic_partition_list_t *collect_offsets(kj_worker *w, bool all) {
     rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(8);
-    for (kj_part *p = w->parts; p; p = p->next) {
+    rd_kafka_topic_partition_list_t *pos = rd_kafka_topic_partition_list_new(8);
+    for (kj_part *p = w->parts; p; p = p->next)
+        rd_kafka_topic_partition_list_add(pos, p->topic, p->partition);
+    if (rd_kafka_position(w->consumer, pos) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        for (int i = 0; i < pos->cnt; i++)
+            pos->elems[i].offset = RD_KAFKA_OFFSET_INVALID;
+    int i = 0;
+    for (kj_part *p = w->parts; p; p = p->next, i++) {
         pthread_mutex_lock(&p->lock);
+        kj_offset_tracker_advance(p->tracker, pos->elems[i].offset);
         int64_t committable = kj_offset_tracker_committable(p->tracker);
         pthread_mutex_unlock(&p->lock);
         if (committable < 0 || (committable <= p->committed && !all)) continue;
         rd_kafka_topic_partition_list_add(list, p->topic, p->partition)->offset = committable;
         p->committed = committable;
     }
+    rd_kafka_topic_partition_list_destroy(pos);
     return list;
 }
 
@@ -1059,6 +1072,8 @@ kj_worker *kj_worker_new(const kj_config *cfg, kj_handler_registry *handlers, ch
         kj_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, errstr_size) ||
         kj_kafka_conf_set(conf, "enable.auto.offset.store", "false", errstr, errstr_size) ||
         kj_kafka_conf_set(conf, "auto.offset.reset", "error", errstr, errstr_size) ||
+        /* jobs of an aborted producer transaction never run (a passthrough may override) */
+        kj_kafka_conf_set(conf, "isolation.level", "read_committed", errstr, errstr_size) ||
         kj_kafka_conf_set(conf, "partition.assignment.strategy", KJ_DEFAULT_ASSIGNOR, errstr,
                           errstr_size) ||
         (cfg->group_instance_id[0] &&
@@ -1072,7 +1087,8 @@ kj_worker *kj_worker_new(const kj_config *cfg, kj_handler_registry *handlers, ch
     for (size_t i = 0; i < cfg->rdkafka_prop_count; i++) {
         const char *prop = cfg->rdkafka_props[i];
         if (strncmp(prop, "partition.assignment.strategy=", 30) == 0 ||
-            strncmp(prop, "auto.offset.reset=", 18) == 0) {
+            strncmp(prop, "auto.offset.reset=", 18) == 0 ||
+            strncmp(prop, "isolation.level=", 16) == 0) {
             const char *eq = strchr(prop, '=');
             char name[64];
             snprintf(name, sizeof(name), "%.*s", (int)(eq - prop), prop);

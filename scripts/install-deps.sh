@@ -11,6 +11,7 @@ APT_PACKAGES=(
   librdkafka-dev libavro-dev libconfig-dev libjansson-dev libmicrohttpd-dev libcmocka-dev
   clang libclang-rt-14-dev valgrind
   kcat python3 python3-kafka python3-avro python3-prometheus-client python3-yaml
+  python3-confluent-kafka
 )
 # Node.js 20 + npm come with the machine image; Debian's npm conflicts with that Node, so it is
 # installed from Debian only where no node/npm exists at all.
