@@ -7,7 +7,9 @@ Modes (each one ctest, see tests/helm/CMakeLists.txt):
                 KJOBS_RDKAFKA_* env names are exactly the ones the config loader maps to librdkafka
                 properties, kjobs.cfg parses and equals the values (types included), the
                 checksum/config annotation is the hash of that file and moves with it, security
-                contexts, grace > drain, PDB/HPA/KEDA/hook Job/plugin/exec wiring. Every file in
+                contexts, grace > drain, PDB/HPA/KEDA/hook Job/plugin/exec wiring (KEDA: a trigger per
+                ladder topic, and KEDA's replica rule never gives 0 pods while a ladder topic holds
+                jobs). Every file in
                 tests/helm/invalid/ must be refused with each of its `# expect:` messages. Every
                 value has an @param line, a README row and a values.schema.json entry.
   check-config  feed each rendered kjobs.cfg, with the env the Deployment sets, to
@@ -223,6 +225,32 @@ def all_containers(pod_spec):
     return list(pod_spec.get("initContainers") or []) + list(pod_spec["containers"])
 
 
+def ladder_topics(cfg):
+    """The retry-ladder topics kjobs derives from its config (processor/topic_layout.c):
+    <retry_prefix or main + ".retry."><step>, one per retry.delays entry."""
+    prefix = cfg["topics"].get("retry_prefix") or cfg["topics"]["main"] + ".retry."
+    return [f"{prefix}{i}" for i in range(1, len(cfg["retry"]["delays"]) + 1)]
+
+
+def keda_replicas(so, lag_by_topic, partitions):
+    """Pods KEDA's kafka scaler + HPA settle on for this lag, per KEDA's documented rules: the
+    object is active if any trigger's lag exceeds its activationLagThreshold (else
+    minReplicaCount); each trigger asks for ceil(lag / lagThreshold) pods (lag capped at
+    partitions * lagThreshold unless allowIdleConsumers); the HPA takes the largest ask,
+    within [max(minReplicaCount, 1), maxReplicaCount]."""
+    active, want = False, 0
+    for tr in so["triggers"]:
+        md = tr["metadata"]
+        lag, threshold = lag_by_topic.get(md["topic"], 0), int(md["lagThreshold"])
+        active = active or lag > int(md["activationLagThreshold"])
+        if md.get("allowIdleConsumers") != "true":
+            lag = min(lag, partitions * threshold)
+        want = max(want, -(-lag // threshold))
+    if not active:
+        return so["minReplicaCount"]
+    return min(max(want, so["minReplicaCount"], 1), so["maxReplicaCount"])
+
+
 def check_security(where, pod_spec):
     psc = pod_spec.get("securityContext") or {}
     check(psc.get("runAsNonRoot") is True, f"{where}: pod securityContext.runAsNonRoot is not true")
@@ -431,23 +459,44 @@ def check_set(helm, name, values_file, chart_values):
                   f"{where}: maxReplicaCount {so['maxReplicaCount']} (partitions {partitions})")
             check(so["minReplicaCount"] == k["minReplicaCount"], f"{where}: minReplicaCount")
             trig = so["triggers"]
-            check(len(trig) == 1 and trig[0]["type"] == "kafka", f"{where}: triggers {trig}")
-            md = trig[0]["metadata"]
-            check(all(isinstance(v, str) for v in md.values()), f"{where}: KEDA metadata values must all be strings: {md}")
-            for key, want in (("bootstrapServers", cfg and cfg["kafka"]["bootstrap"]),
-                              ("consumerGroup", cfg and cfg["kafka"]["group"]),
-                              ("topic", cfg and cfg["topics"]["main"]),
-                              ("lagThreshold", str(k["lagThreshold"])),
-                              ("activationLagThreshold", str(k["activationLagThreshold"])),
-                              ("offsetResetPolicy", k["offsetResetPolicy"]),
-                              ("allowIdleConsumers", "true" if values["allowIdleReplicas"] else "false")):
-                check(md.get(key) == want, f"{where}: KEDA trigger {key}={md.get(key)!r}, want {want!r}")
+            # one trigger for the main topic, then one per retry-ladder topic (the names kjobs
+            # derives from the rendered kjobs.cfg), all on the same group
+            ladder = ladder_topics(cfg) if cfg else []
+            check(len(trig) == 1 + len(ladder) and all(t["type"] == "kafka" for t in trig),
+                  f"{where}: {len(trig)} triggers for the main topic and {len(ladder)} ladder topics")
+            check([t["metadata"].get("topic") for t in trig] == [cfg and cfg["topics"]["main"]] + ladder,
+                  f"{where}: trigger topics {[t['metadata'].get('topic') for t in trig]}, want main + {ladder}")
             auth = values["kafkaAuth"]
-            check(md.get("sasl") == KEDA_SASL.get(auth["saslMechanism"]),
-                  f"{where}: KEDA sasl={md.get('sasl')!r} for mechanism {auth['saslMechanism']!r}")
-            check(md.get("tls") == ("enable" if auth["securityProtocol"] in ("SSL", "SASL_SSL") else None),
-                  f"{where}: KEDA tls={md.get('tls')!r} for protocol {auth['securityProtocol']!r}")
             need_auth = bool(auth["existingSecret"] or auth["ca"]["existingSecret"])
+            for i, tr in enumerate(trig):
+                md = tr["metadata"]
+                check(all(isinstance(v, str) for v in md.values()), f"{where}: KEDA metadata values must all be strings: {md}")
+                lag, act = ((k["lagThreshold"], k["activationLagThreshold"]) if i == 0
+                            else (k["ladderLagThreshold"], 0))
+                for key, want in (("bootstrapServers", cfg and cfg["kafka"]["bootstrap"]),
+                                  ("consumerGroup", cfg and cfg["kafka"]["group"]),
+                                  ("lagThreshold", str(lag)),
+                                  ("activationLagThreshold", str(act)),
+                                  ("offsetResetPolicy", k["offsetResetPolicy"]),
+                                  ("allowIdleConsumers", "true" if values["allowIdleReplicas"] else "false")):
+                    check(md.get(key) == want, f"{where}: KEDA trigger {i} {key}={md.get(key)!r}, want {want!r}")
+                check(md.get("sasl") == KEDA_SASL.get(auth["saslMechanism"]),
+                      f"{where}: KEDA sasl={md.get('sasl')!r} for mechanism {auth['saslMechanism']!r}")
+                check(md.get("tls") == ("enable" if auth["securityProtocol"] in ("SSL", "SASL_SSL") else None),
+                      f"{where}: KEDA tls={md.get('tls')!r} for protocol {auth['securityProtocol']!r}")
+                check(bool(tr.get("authenticationRef")) == need_auth, f"{where}: trigger {i} authenticationRef")
+            # what KEDA would do: never zero pods while any ladder topic holds a job; waiting
+            # ladder jobs alone never scale out; an idle group may go to minReplicaCount
+            if cfg and ladder:
+                idle = {t: 0 for t in [cfg["topics"]["main"]] + ladder}
+                check(keda_replicas(so, idle, partitions) == so["minReplicaCount"],
+                      f"{where}: no lag anywhere, want minReplicaCount")
+                for t in ladder:
+                    for jobs in (1, 5000):
+                        want = max(1, so["minReplicaCount"])
+                        got = keda_replicas(so, dict(idle, **{t: jobs}), partitions)
+                        check(got == want, f"{where}: {jobs} jobs waiting on {t} and none on the "
+                                           f"main topic: KEDA runs {got} pods, want {want}")
             ref = trig[0].get("authenticationRef")
             check(bool(ref) == need_auth and len(tas) == int(need_auth), f"{where}: TriggerAuthentication wiring")
             if ref and tas:
