@@ -193,7 +193,44 @@ def expected_cfg(values):
     if values["execHandler"]["enabled"]:
         cfg["handlers"]["exec"] = values["execHandler"]["command"]
     cfg["dlq"]["breaker_ratio"] = float(cfg["dlq"]["breaker_ratio"])
+    # the chart's librdkafka prefetch settings come first, so the user's properties win
+    mem = values.get("memory")
+    cfg["kafka"]["properties"] = [] if not mem else [f"queued.max.messages.kbytes={mem['queuedMaxMessagesKbytes']}",
+                                  f"max.partition.fetch.bytes={mem['maxPartitionFetchBytes']}"] + \
+        list(cfg["kafka"]["properties"])
     return cfg
+
+
+QUANTITY = {"": 1, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6,
+            "G": 10**9, "T": 10**12}
+# librdkafka 2.0.2's defaults, for a rendered config that does not set them
+RDKAFKA_DEFAULTS = {"queued.max.messages.kbytes": 65536, "max.partition.fetch.bytes": 1048576}
+
+
+def memory_bytes(quantity):
+    m = re.fullmatch(r"([0-9]+)([A-Za-z]*)", str(quantity or ""))
+    return int(m.group(1)) * QUANTITY[m.group(2)] if m else 0
+
+
+def worst_case_bytes(values, cfg, max_pending=None):
+    """The documented worst case of one pod (docs/kubernetes.md, "Memory"), computed from the
+    rendered kjobs.cfg: a pod may own every main and ladder partition; each holds at most
+    batch.max_pending jobs (back-pressure is per partition) plus librdkafka's prefetch for it."""
+    props = dict(RDKAFKA_DEFAULTS)
+    for p in cfg["kafka"]["properties"]:  # later ones win, as in kjobs
+        name, _, v = p.partition("=")
+        if name in ("fetch.message.max.bytes", "max.partition.fetch.bytes"):
+            name = "max.partition.fetch.bytes"
+        if name in props:
+            props[name] = int(v)
+    parts = cfg["topics"]["partitions"] * (1 + len(cfg["retry"]["delays"]))
+    # a chart without the memory section is judged with 4 KiB jobs (issue #10's measurement)
+    mem = values.get("memory") or {"baseBytes": 64 << 20, "maxJobBytes": 4096,
+                                   "jobOverheadBytes": 1024}
+    pending = cfg["batch"]["max_pending"] if max_pending is None else max_pending
+    return mem["baseBytes"] + parts * (pending * (mem["maxJobBytes"] + mem["jobOverheadBytes"]) +
+                                       props["queued.max.messages.kbytes"] * 1024 +
+                                       props["max.partition.fetch.bytes"])
 
 
 def same_typed(a, b):
@@ -357,7 +394,22 @@ def check_set(helm, name, values_file, chart_values):
         cfg = None
     if cfg is not None:
         want = expected_cfg(values)
+        if not values["config"]["batch"]["max_pending"]:  # automatic: checked below
+            want["batch"]["max_pending"] = cfg["batch"]["max_pending"]
         check(same_typed(cfg, want), f"{where}: kjobs.cfg differs from values:\n  got  {cfg}\n  want {want}")
+        # Memory: the worst case of the rendered config fits the container's limit, and an
+        # automatic max_pending is the largest that does (capped at 10000).
+        limit = memory_bytes(values["resources"]["limits"]["memory"])
+        bound = worst_case_bytes(values, cfg)
+        if limit:
+            check(bound <= limit, f"{where}: worst-case memory {bound} bytes (batch.max_pending "
+                                  f"{cfg['batch']['max_pending']}) > limit {limit}")
+            if values["config"]["batch"]["max_pending"] == 0:
+                n = cfg["batch"]["max_pending"]
+                check(n == 10000 or worst_case_bytes(values, cfg, n + 1) > limit,
+                      f"{where}: automatic batch.max_pending {n} is not the largest that fits")
+        check(cfg["batch"]["max_pending"] >= cfg["batch"]["max_jobs"],
+              f"{where}: batch.max_pending < batch.max_jobs")
 
     pod = dep["spec"]["template"]
     spec = pod["spec"]
