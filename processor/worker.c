@@ -48,6 +48,8 @@ typedef struct kj_part {
     bool start_unknown;       /* (poll) assigned without knowing the committed offset */
     bool consumed;            /* (poll) at least one record arrived since assignment */
     int64_t start;            /* (poll) the offset it was assigned at (may be logical) */
+    bool position_known;      /* (poll) a record arrived since the last assign/seek: the consumer's
+                               * position is current (before, it may be stale: a lost partition's) */
     struct kj_part *next;  /* (poll) assignment list */
 } kj_part;
 
@@ -207,7 +209,9 @@ static void on_route_done(void *owner, int64_t offset, void *opaque) {
  * A partition with nothing pending commits the consumer's position, not "last delivered + 1":
  * its tail may hold records that are never delivered (transaction markers, aborted records,
  * compaction gaps), and lag would otherwise never reach 0. The position only counts records
- * this (poll) thread already took from rd_kafka_consumer_poll, so none is skipped. */
+ * this (poll) thread already took from rd_kafka_consumer_poll, so none is skipped; and it is
+ * used only once a record arrived since the partition's last assign or seek (position_known),
+ * since librdkafka may keep a position from an earlier assignment of the same partition. */
 static rd_kafka_topic_partition_list_t *collect_offsets(kj_worker *w, bool all) {
     rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(8);
     rd_kafka_topic_partition_list_t *pos = rd_kafka_topic_partition_list_new(8);
@@ -219,7 +223,7 @@ static rd_kafka_topic_partition_list_t *collect_offsets(kj_worker *w, bool all) 
     int i = 0;
     for (kj_part *p = w->parts; p; p = p->next, i++) {
         pthread_mutex_lock(&p->lock);
-        kj_offset_tracker_advance(p->tracker, pos->elems[i].offset);
+        if (p->position_known) kj_offset_tracker_advance(p->tracker, pos->elems[i].offset);
         int64_t committable = kj_offset_tracker_committable(p->tracker);
         pthread_mutex_unlock(&p->lock);
         if (committable < 0 || (committable <= p->committed && !all)) continue;
@@ -353,6 +357,7 @@ static void assign_partitions(kj_worker *w, rd_kafka_t *rk,
         if (!p) continue;
         p->start_unknown = !known;
         p->consumed = false;
+        p->position_known = false;
         p->start = tp->offset;
         kj_log(KJ_LOG_INFO, "partition assigned", "{s:s,s:i,s:I}", "topic", tp->topic,
                "partition", tp->partition, "offset", (json_int_t)tp->offset);
@@ -666,8 +671,10 @@ static void restart_at_beginning(kj_worker *w, kj_part *p) {
                "partition", p->partition);
     if (error) rd_kafka_error_destroy(error);
     if (l && !err) { /* assign() may forget pauses: keep ours */
-        for (kj_part *q = w->parts; q; q = q->next)
+        for (kj_part *q = w->parts; q; q = q->next) {
             if (q->paused) pause_part(w, q, q->paused_for_delay);
+            q->position_known = false;
+        }
     }
     if (l) rd_kafka_topic_partition_list_destroy(l);
 }
@@ -704,6 +711,7 @@ static void handle_message(kj_worker *w, rd_kafka_message_t *msg) {
         return;
     }
     p->consumed = true;
+    p->position_known = true;
     pthread_mutex_lock(&p->lock);
     int added = kj_offset_tracker_add(p->tracker, msg->offset);
     pthread_mutex_unlock(&p->lock);
@@ -766,6 +774,7 @@ static bool breaker_tick(kj_worker *w, int64_t now) {
             int64_t from = kj_offset_tracker_committable(p->tracker);
             if (from >= 0) kj_offset_tracker_reset(p->tracker, from);
             pthread_mutex_unlock(&p->lock);
+            p->position_known = false; /* until a record arrives from the new position */
             if (from >= 0) {
                 rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
                 rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset = from;
