@@ -129,6 +129,12 @@ int64_t kj_offset_tracker_committable(const kj_offset_tracker *t) {
     return t->any ? t->last + 1 : -1;
 }
 
+int kj_offset_tracker_advance(kj_offset_tracker *t, int64_t position) {
+    if (t->count > 0 || position < 0 || position <= kj_offset_tracker_committable(t)) return 0;
+    kj_offset_tracker_reset(t, position);
+    return 1;
+}
+
 size_t kj_offset_tracker_pending(const kj_offset_tracker *t) {
     return t->pending;
 }

@@ -61,6 +61,18 @@ int kj_offset_tracker_complete(kj_offset_tracker *t, int64_t offset);
 /** The offset safe to commit (see the file comment), or -1 if nothing was ever added. */
 int64_t kj_offset_tracker_committable(const kj_offset_tracker *t);
 
+/**
+ * The tail of a partition may hold records that are never delivered: transaction markers,
+ * records of aborted transactions (read_committed), compaction gaps. Then the consumer's
+ * position (the next offset it would deliver) is past "last added + 1", and a commit of that
+ * value would leave lag > 0 forever. When nothing is pending (every added offset completed)
+ * and @p position is beyond committable(), this moves the tracker to @p position as
+ * kj_offset_tracker_reset() would: committable() == position, and the next add() must be
+ * >= position. Returns 1 if it moved, 0 otherwise (offsets pending, or position not ahead:
+ * negative/logical, or <= committable()).
+ */
+int kj_offset_tracker_advance(kj_offset_tracker *t, int64_t position);
+
 /** Number of offsets added but not yet completed. */
 size_t kj_offset_tracker_pending(const kj_offset_tracker *t);
 

@@ -50,6 +50,9 @@ typedef struct kj_part {
     atomic_bool needs_rewind; /* batches were skipped while the breaker was open */
     bool start_unknown;       /* (poll) assigned without knowing the committed offset */
     bool consumed;            /* (poll) at least one record arrived since assignment */
+    int64_t start;            /* (poll) the offset it was assigned at (may be logical) */
+    bool position_known;      /* (poll) a record arrived since the last assign/seek: the consumer's
+                               * position is current (before, it may be stale: a lost partition's) */
     struct kj_part *next;  /* (poll) assignment list */
 } kj_part;
 
@@ -220,17 +223,32 @@ static void on_route_done(void *owner, int64_t offset, void *opaque) {
 
 /* ---- commits ----------------------------------------------------------------------------- */
 
-/* Committable offsets of every assigned partition that moved (all of them when `all`). */
+/* Committable offsets of every assigned partition that moved (all of them when `all`).
+ * A partition with nothing pending commits the consumer's position, not "last delivered + 1":
+ * its tail may hold records that are never delivered (transaction markers, aborted records,
+ * compaction gaps), and lag would otherwise never reach 0. The position only counts records
+ * this (poll) thread already took from rd_kafka_consumer_poll, so none is skipped; and it is
+ * used only once a record arrived since the partition's last assign or seek (position_known),
+ * since librdkafka may keep a position from an earlier assignment of the same partition. */
 static rd_kafka_topic_partition_list_t *collect_offsets(kj_worker *w, bool all) {
     rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(8);
-    for (kj_part *p = w->parts; p; p = p->next) {
+    rd_kafka_topic_partition_list_t *pos = rd_kafka_topic_partition_list_new(8);
+    for (kj_part *p = w->parts; p; p = p->next)
+        rd_kafka_topic_partition_list_add(pos, p->topic, p->partition);
+    if (rd_kafka_position(w->consumer, pos) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        for (int i = 0; i < pos->cnt; i++)
+            pos->elems[i].offset = RD_KAFKA_OFFSET_INVALID;
+    int i = 0;
+    for (kj_part *p = w->parts; p; p = p->next, i++) {
         pthread_mutex_lock(&p->lock);
+        if (p->position_known) kj_offset_tracker_advance(p->tracker, pos->elems[i].offset);
         int64_t committable = kj_offset_tracker_committable(p->tracker);
         pthread_mutex_unlock(&p->lock);
         if (committable < 0 || (committable <= p->committed && !all)) continue;
         rd_kafka_topic_partition_list_add(list, p->topic, p->partition)->offset = committable;
         p->committed = committable;
     }
+    rd_kafka_topic_partition_list_destroy(pos);
     return list;
 }
 
@@ -357,6 +375,8 @@ static void assign_partitions(kj_worker *w, rd_kafka_t *rk,
         if (!p) continue;
         p->start_unknown = !known;
         p->consumed = false;
+        p->position_known = false;
+        p->start = tp->offset;
         kj_log(KJ_LOG_INFO, "partition assigned", "{s:s,s:i,s:I}", "topic", tp->topic,
                "partition", tp->partition, "offset", (json_int_t)tp->offset);
     }
@@ -672,6 +692,47 @@ static void resume_part(kj_worker *w, kj_part *p) {
            p->partition);
 }
 
+/* After an auto.offset.reset=error, librdkafka stops fetching the partition for good (a seek
+ * then fails with "Erroneous state"): assign it again, at the beginning. An eager assignment
+ * can only be replaced whole, so every other partition is assigned again at its position (the
+ * next offset it would hand us; where it handed nothing yet, where it was assigned): nothing
+ * is skipped, and a record fetched twice is dropped by its tracker. */
+static void restart_at_beginning(kj_worker *w, kj_part *p) {
+    rd_kafka_topic_partition_list_t *l = NULL;
+    rd_kafka_error_t *error = NULL;
+    rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    if (strcmp(rd_kafka_rebalance_protocol(w->consumer), "COOPERATIVE") == 0) {
+        l = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset =
+            RD_KAFKA_OFFSET_BEGINNING;
+        error = rd_kafka_incremental_unassign(w->consumer, l);
+        if (!error) error = rd_kafka_incremental_assign(w->consumer, l);
+    } else if (!(err = rd_kafka_assignment(w->consumer, &l))) {
+        rd_kafka_position(w->consumer, l);
+        for (int i = 0; i < l->cnt; i++) {
+            rd_kafka_topic_partition_t *tp = &l->elems[i];
+            kj_part *q = part_lookup(w, NULL, tp->topic, tp->partition);
+            if (q == p)
+                tp->offset = RD_KAFKA_OFFSET_BEGINNING;
+            else if (tp->offset < 0 && q)
+                tp->offset = q->start;
+        }
+        err = rd_kafka_assign(w->consumer, l);
+    }
+    if (error || err)
+        kj_log(KJ_LOG_ERROR, "restart after offset reset failed", "{s:s,s:s,s:i}", "error",
+               error ? rd_kafka_error_string(error) : rd_kafka_err2str(err), "topic", p->topic,
+               "partition", p->partition);
+    if (error) rd_kafka_error_destroy(error);
+    if (l && !err) { /* assign() may forget pauses: keep ours */
+        for (kj_part *q = w->parts; q; q = q->next) {
+            if (q->paused) pause_part(w, q, q->paused_for_delay);
+            q->position_known = false;
+        }
+    }
+    if (l) rd_kafka_topic_partition_list_destroy(l);
+}
+
 static void handle_offset_reset(kj_worker *w, rd_kafka_message_t *msg) {
     const char *topic = msg->rkt ? rd_kafka_topic_name(msg->rkt) : "?";
     kj_part *p = part_lookup(w, msg->rkt, NULL, msg->partition);
@@ -686,17 +747,7 @@ static void handle_offset_reset(kj_worker *w, rd_kafka_message_t *msg) {
                "{s:s,s:i,s:s}", "topic", topic, "partition", msg->partition, "error",
                rd_kafka_message_errstr(msg));
     }
-    if (!p) return;
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset =
-        RD_KAFKA_OFFSET_BEGINNING;
-    rd_kafka_error_t *error = rd_kafka_seek_partitions(w->consumer, l, 10000);
-    if (error) {
-        kj_log(KJ_LOG_ERROR, "seek after offset reset failed", "{s:s}", "error",
-               rd_kafka_error_string(error));
-        rd_kafka_error_destroy(error);
-    }
-    rd_kafka_topic_partition_list_destroy(l);
+    if (p) restart_at_beginning(w, p);
 }
 
 static void handle_message(kj_worker *w, rd_kafka_message_t *msg) {
@@ -714,6 +765,7 @@ static void handle_message(kj_worker *w, rd_kafka_message_t *msg) {
         return;
     }
     p->consumed = true;
+    p->position_known = true;
     pthread_mutex_lock(&p->lock);
     int added = kj_offset_tracker_add(p->tracker, msg->offset);
     pthread_mutex_unlock(&p->lock);
@@ -763,6 +815,7 @@ static void rewind_and_resume_all(kj_worker *w) {
             int64_t from = kj_offset_tracker_committable(p->tracker);
             if (from >= 0) kj_offset_tracker_reset(p->tracker, from);
             pthread_mutex_unlock(&p->lock);
+            p->position_known = false; /* until a record arrives from the new position */
             if (from >= 0) {
                 rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
                 rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset = from;
@@ -860,6 +913,8 @@ static void tick(kj_worker *w, int64_t now, int64_t *last_commit, int64_t *last_
         held = true;
         *last_commit = now; /* nothing is committed while the group may have moved on */
     }
+    char why[96];
+    kj_metrics_ready_set(kj_worker_ready(w, why, sizeof(why))); /* kjobs_ready mirrors /readyz */
     for (kj_part *p = w->parts; p && !held; p = p->next) {
         if (!p->paused || !p->lane) continue;
         size_t pending = kj_engine_lane_pending(p->lane);
@@ -1016,6 +1071,7 @@ int kj_worker_run(kj_worker *w, volatile sig_atomic_t *stop, kj_heartbeat *heart
 
     /* Drain: stop fetching, start nothing new, finish in-flight batches and copies, commit. */
     atomic_store(&w->draining, true);
+    kj_metrics_ready_set(false);
     kj_log(KJ_LOG_INFO, "draining", "{s:I,s:I}", "in_flight",
            (json_int_t)kj_engine_in_flight_items(w->engine), "grace_ms",
            (json_int_t)w->cfg->shutdown_grace_ms);
@@ -1053,6 +1109,8 @@ bool kj_worker_ready(void *opaque, char *reason, size_t reason_size) {
         why = "draining";
     else if (!atomic_load(&w->joined))
         why = "not ready: joining the consumer group";
+    else if (atomic_load(&w->stall_hold))
+        why = "not ready: stalled past the session timeout, waiting for the group";
     else if (atomic_load(&w->breaker_open))
         why = "not ready: circuit breaker open (dead-letter rate too high)";
     else if (kj_router_failing(w->router) > 0)
@@ -1136,6 +1194,8 @@ kj_worker *kj_worker_new(const kj_config *cfg, kj_handler_registry *handlers, ch
         kj_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, errstr_size) ||
         kj_kafka_conf_set(conf, "enable.auto.offset.store", "false", errstr, errstr_size) ||
         kj_kafka_conf_set(conf, "auto.offset.reset", "error", errstr, errstr_size) ||
+        /* jobs of an aborted producer transaction never run (a passthrough may override) */
+        kj_kafka_conf_set(conf, "isolation.level", "read_committed", errstr, errstr_size) ||
         kj_kafka_conf_set(conf, "partition.assignment.strategy", KJ_DEFAULT_ASSIGNOR, errstr,
                           errstr_size) ||
         (cfg->group_instance_id[0] &&
@@ -1149,7 +1209,8 @@ kj_worker *kj_worker_new(const kj_config *cfg, kj_handler_registry *handlers, ch
     for (size_t i = 0; i < cfg->rdkafka_prop_count; i++) {
         const char *prop = cfg->rdkafka_props[i];
         if (strncmp(prop, "partition.assignment.strategy=", 30) == 0 ||
-            strncmp(prop, "auto.offset.reset=", 18) == 0) {
+            strncmp(prop, "auto.offset.reset=", 18) == 0 ||
+            strncmp(prop, "isolation.level=", 16) == 0) {
             const char *eq = strchr(prop, '=');
             char name[64];
             snprintf(name, sizeof(name), "%.*s", (int)(eq - prop), prop);

@@ -17,7 +17,10 @@
  * Commits (at-least-once). Every record's offset enters its partition's offset tracker when it
  * is pushed. It is completed when its job succeeded, or when its retry/DLQ copy was
  * acknowledged (router.h). The committable offset is the first offset not completed, so a
- * commit never passes a job that is neither finished nor safely handed on. Commits are
+ * commit never passes a job that is neither finished nor safely handed on. When nothing of a
+ * partition is pending, the commit is the consumer's position (rd_kafka_position), which is past
+ * records never delivered to us (transaction markers, aborted records under the default
+ * isolation.level=read_committed, compaction gaps): lag reaches 0 behind them. Commits are
  * asynchronous every KJ_COMMIT_INTERVAL_MS, synchronous for partitions being revoked and at
  * shutdown. After a crash only uncommitted jobs run again.
  *
@@ -42,7 +45,9 @@
  * Offset resets. Assigned partitions start at their committed offset, or at the beginning
  * when the group has none. auto.offset.reset is "error", so a reset can only mean the
  * committed position is gone (retention deleted jobs before they ran): it is logged as an
- * error, counted (kjobs_offset_resets_total), and consumption restarts at the earliest offset.
+ * error, counted (kjobs_offset_resets_total), and consumption restarts at the earliest offset
+ * (librdkafka stops fetching a partition after such an error and refuses a seek, so the
+ * partition is assigned again at the beginning).
  *
  * Circuit breaker (dlq.breaker_*, breaker.h). When dead-lettering passes the configured rate,
  * the worker stops consuming instead of dead-lettering the backlog: every partition is paused,

@@ -11,6 +11,7 @@ APT_PACKAGES=(
   librdkafka-dev libavro-dev libconfig-dev libjansson-dev libmicrohttpd-dev libcmocka-dev
   clang valgrind
   kcat python3 python3-kafka python3-avro python3-prometheus-client python3-yaml
+  python3-confluent-kafka
 )
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi

@@ -7,7 +7,9 @@ Modes (each one ctest, see tests/helm/CMakeLists.txt):
                 KJOBS_RDKAFKA_* env names are exactly the ones the config loader maps to librdkafka
                 properties, kjobs.cfg parses and equals the values (types included), the
                 checksum/config annotation is the hash of that file and moves with it, security
-                contexts, grace > drain, PDB/HPA/KEDA/hook Job/plugin/exec wiring. Every file in
+                contexts, grace > drain, PDB/HPA/KEDA/hook Job/plugin/exec wiring (KEDA: a trigger per
+                ladder topic, and KEDA's replica rule never gives 0 pods while a ladder topic holds
+                jobs). Every file in
                 tests/helm/invalid/ must be refused with each of its `# expect:` messages. Every
                 value has an @param line, a README row and a values.schema.json entry.
   check-config  feed each rendered kjobs.cfg, with the env the Deployment sets, to
@@ -191,7 +193,44 @@ def expected_cfg(values):
     if values["execHandler"]["enabled"]:
         cfg["handlers"]["exec"] = values["execHandler"]["command"]
     cfg["dlq"]["breaker_ratio"] = float(cfg["dlq"]["breaker_ratio"])
+    # the chart's librdkafka prefetch settings come first, so the user's properties win
+    mem = values.get("memory")
+    cfg["kafka"]["properties"] = [] if not mem else [f"queued.max.messages.kbytes={mem['queuedMaxMessagesKbytes']}",
+                                  f"max.partition.fetch.bytes={mem['maxPartitionFetchBytes']}"] + \
+        list(cfg["kafka"]["properties"])
     return cfg
+
+
+QUANTITY = {"": 1, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6,
+            "G": 10**9, "T": 10**12}
+# librdkafka 2.0.2's defaults, for a rendered config that does not set them
+RDKAFKA_DEFAULTS = {"queued.max.messages.kbytes": 65536, "max.partition.fetch.bytes": 1048576}
+
+
+def memory_bytes(quantity):
+    m = re.fullmatch(r"([0-9]+)([A-Za-z]*)", str(quantity or ""))
+    return int(m.group(1)) * QUANTITY[m.group(2)] if m else 0
+
+
+def worst_case_bytes(values, cfg, max_pending=None):
+    """The documented worst case of one pod (docs/kubernetes.md, "Memory"), computed from the
+    rendered kjobs.cfg: a pod may own every main and ladder partition; each holds at most
+    batch.max_pending jobs (back-pressure is per partition) plus librdkafka's prefetch for it."""
+    props = dict(RDKAFKA_DEFAULTS)
+    for p in cfg["kafka"]["properties"]:  # later ones win, as in kjobs
+        name, _, v = p.partition("=")
+        if name in ("fetch.message.max.bytes", "max.partition.fetch.bytes"):
+            name = "max.partition.fetch.bytes"
+        if name in props:
+            props[name] = int(v)
+    parts = cfg["topics"]["partitions"] * (1 + len(cfg["retry"]["delays"]))
+    # a chart without the memory section is judged with 4 KiB jobs (issue #10's measurement)
+    mem = values.get("memory") or {"baseBytes": 64 << 20, "maxJobBytes": 4096,
+                                   "jobOverheadBytes": 1024}
+    pending = cfg["batch"]["max_pending"] if max_pending is None else max_pending
+    return mem["baseBytes"] + parts * (pending * (mem["maxJobBytes"] + mem["jobOverheadBytes"]) +
+                                       props["queued.max.messages.kbytes"] * 1024 +
+                                       props["max.partition.fetch.bytes"])
 
 
 def same_typed(a, b):
@@ -221,6 +260,32 @@ def one(docs, kind, name=None, where=""):
 
 def all_containers(pod_spec):
     return list(pod_spec.get("initContainers") or []) + list(pod_spec["containers"])
+
+
+def ladder_topics(cfg):
+    """The retry-ladder topics kjobs derives from its config (processor/topic_layout.c):
+    <retry_prefix or main + ".retry."><step>, one per retry.delays entry."""
+    prefix = cfg["topics"].get("retry_prefix") or cfg["topics"]["main"] + ".retry."
+    return [f"{prefix}{i}" for i in range(1, len(cfg["retry"]["delays"]) + 1)]
+
+
+def keda_replicas(so, lag_by_topic, partitions):
+    """Pods KEDA's kafka scaler + HPA settle on for this lag, per KEDA's documented rules: the
+    object is active if any trigger's lag exceeds its activationLagThreshold (else
+    minReplicaCount); each trigger asks for ceil(lag / lagThreshold) pods (lag capped at
+    partitions * lagThreshold unless allowIdleConsumers); the HPA takes the largest ask,
+    within [max(minReplicaCount, 1), maxReplicaCount]."""
+    active, want = False, 0
+    for tr in so["triggers"]:
+        md = tr["metadata"]
+        lag, threshold = lag_by_topic.get(md["topic"], 0), int(md["lagThreshold"])
+        active = active or lag > int(md["activationLagThreshold"])
+        if md.get("allowIdleConsumers") != "true":
+            lag = min(lag, partitions * threshold)
+        want = max(want, -(-lag // threshold))
+    if not active:
+        return so["minReplicaCount"]
+    return min(max(want, so["minReplicaCount"], 1), so["maxReplicaCount"])
 
 
 def check_security(where, pod_spec):
@@ -329,7 +394,22 @@ def check_set(helm, name, values_file, chart_values):
         cfg = None
     if cfg is not None:
         want = expected_cfg(values)
+        if not values["config"]["batch"]["max_pending"]:  # automatic: checked below
+            want["batch"]["max_pending"] = cfg["batch"]["max_pending"]
         check(same_typed(cfg, want), f"{where}: kjobs.cfg differs from values:\n  got  {cfg}\n  want {want}")
+        # Memory: the worst case of the rendered config fits the container's limit, and an
+        # automatic max_pending is the largest that does (capped at 10000).
+        limit = memory_bytes(values["resources"]["limits"]["memory"])
+        bound = worst_case_bytes(values, cfg)
+        if limit:
+            check(bound <= limit, f"{where}: worst-case memory {bound} bytes (batch.max_pending "
+                                  f"{cfg['batch']['max_pending']}) > limit {limit}")
+            if values["config"]["batch"]["max_pending"] == 0:
+                n = cfg["batch"]["max_pending"]
+                check(n == 10000 or worst_case_bytes(values, cfg, n + 1) > limit,
+                      f"{where}: automatic batch.max_pending {n} is not the largest that fits")
+        check(cfg["batch"]["max_pending"] >= cfg["batch"]["max_jobs"],
+              f"{where}: batch.max_pending < batch.max_jobs")
 
     pod = dep["spec"]["template"]
     spec = pod["spec"]
@@ -431,23 +511,44 @@ def check_set(helm, name, values_file, chart_values):
                   f"{where}: maxReplicaCount {so['maxReplicaCount']} (partitions {partitions})")
             check(so["minReplicaCount"] == k["minReplicaCount"], f"{where}: minReplicaCount")
             trig = so["triggers"]
-            check(len(trig) == 1 and trig[0]["type"] == "kafka", f"{where}: triggers {trig}")
-            md = trig[0]["metadata"]
-            check(all(isinstance(v, str) for v in md.values()), f"{where}: KEDA metadata values must all be strings: {md}")
-            for key, want in (("bootstrapServers", cfg and cfg["kafka"]["bootstrap"]),
-                              ("consumerGroup", cfg and cfg["kafka"]["group"]),
-                              ("topic", cfg and cfg["topics"]["main"]),
-                              ("lagThreshold", str(k["lagThreshold"])),
-                              ("activationLagThreshold", str(k["activationLagThreshold"])),
-                              ("offsetResetPolicy", k["offsetResetPolicy"]),
-                              ("allowIdleConsumers", "true" if values["allowIdleReplicas"] else "false")):
-                check(md.get(key) == want, f"{where}: KEDA trigger {key}={md.get(key)!r}, want {want!r}")
+            # one trigger for the main topic, then one per retry-ladder topic (the names kjobs
+            # derives from the rendered kjobs.cfg), all on the same group
+            ladder = ladder_topics(cfg) if cfg else []
+            check(len(trig) == 1 + len(ladder) and all(t["type"] == "kafka" for t in trig),
+                  f"{where}: {len(trig)} triggers for the main topic and {len(ladder)} ladder topics")
+            check([t["metadata"].get("topic") for t in trig] == [cfg and cfg["topics"]["main"]] + ladder,
+                  f"{where}: trigger topics {[t['metadata'].get('topic') for t in trig]}, want main + {ladder}")
             auth = values["kafkaAuth"]
-            check(md.get("sasl") == KEDA_SASL.get(auth["saslMechanism"]),
-                  f"{where}: KEDA sasl={md.get('sasl')!r} for mechanism {auth['saslMechanism']!r}")
-            check(md.get("tls") == ("enable" if auth["securityProtocol"] in ("SSL", "SASL_SSL") else None),
-                  f"{where}: KEDA tls={md.get('tls')!r} for protocol {auth['securityProtocol']!r}")
             need_auth = bool(auth["existingSecret"] or auth["ca"]["existingSecret"])
+            for i, tr in enumerate(trig):
+                md = tr["metadata"]
+                check(all(isinstance(v, str) for v in md.values()), f"{where}: KEDA metadata values must all be strings: {md}")
+                lag, act = ((k["lagThreshold"], k["activationLagThreshold"]) if i == 0
+                            else (k["ladderLagThreshold"], 0))
+                for key, want in (("bootstrapServers", cfg and cfg["kafka"]["bootstrap"]),
+                                  ("consumerGroup", cfg and cfg["kafka"]["group"]),
+                                  ("lagThreshold", str(lag)),
+                                  ("activationLagThreshold", str(act)),
+                                  ("offsetResetPolicy", k["offsetResetPolicy"]),
+                                  ("allowIdleConsumers", "true" if values["allowIdleReplicas"] else "false")):
+                    check(md.get(key) == want, f"{where}: KEDA trigger {i} {key}={md.get(key)!r}, want {want!r}")
+                check(md.get("sasl") == KEDA_SASL.get(auth["saslMechanism"]),
+                      f"{where}: KEDA sasl={md.get('sasl')!r} for mechanism {auth['saslMechanism']!r}")
+                check(md.get("tls") == ("enable" if auth["securityProtocol"] in ("SSL", "SASL_SSL") else None),
+                      f"{where}: KEDA tls={md.get('tls')!r} for protocol {auth['securityProtocol']!r}")
+                check(bool(tr.get("authenticationRef")) == need_auth, f"{where}: trigger {i} authenticationRef")
+            # what KEDA would do: never zero pods while any ladder topic holds a job; waiting
+            # ladder jobs alone never scale out; an idle group may go to minReplicaCount
+            if cfg and ladder:
+                idle = {t: 0 for t in [cfg["topics"]["main"]] + ladder}
+                check(keda_replicas(so, idle, partitions) == so["minReplicaCount"],
+                      f"{where}: no lag anywhere, want minReplicaCount")
+                for t in ladder:
+                    for jobs in (1, 5000):
+                        want = max(1, so["minReplicaCount"])
+                        got = keda_replicas(so, dict(idle, **{t: jobs}), partitions)
+                        check(got == want, f"{where}: {jobs} jobs waiting on {t} and none on the "
+                                           f"main topic: KEDA runs {got} pods, want {want}")
             ref = trig[0].get("authenticationRef")
             check(bool(ref) == need_auth and len(tas) == int(need_auth), f"{where}: TriggerAuthentication wiring")
             if ref and tas:

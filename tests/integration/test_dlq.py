@@ -3,7 +3,8 @@ really fail, a real `kjobs run` worker. Run with /usr/bin/python3.
 
 - end to end: fail-permanent, unknown-type, undecodable (written by kcat with a key and a user
   header) and flaky (retryable, dead-lettered after retry.max_attempts = 2) jobs land in the DLQ
-  with the right classes and original coordinates; list (table and JSON), show by id and by
+  with the right classes and original coordinates, and with exactly the kjobs-* headers the
+  table in docs/dlq.md documents (kjobs-not-before = kjobs-failed-at); list (table and JSON), show by id and by
   PARTITION:OFFSET; replay --dry-run changes nothing; replay --type re-enqueues byte for byte
   with only kjobs-replayed-from/-at as kjobs headers; the replayed jobs fail again and a second
   plain replay leaves them (and the replayed originals) alone; the replayed flaky job starts
@@ -101,6 +102,32 @@ def marker(bootstrap, partitions, group="kjobs.dlq-replay", topic="jobs.dlq"):
         c.close(autocommit=False)
 
 
+DLQ_MD = os.path.join(harness.SOURCE_DIR, "docs", "dlq.md")
+
+
+def documented_dlq_headers():
+    """The header table of docs/dlq.md: {header: value description}."""
+    with open(DLQ_MD) as f:
+        rows = [l.split("|") for l in f if l.startswith("| `kjobs-")]
+    table = {r[1].strip().strip("`"): r[2].strip() for r in rows}
+    assert "kjobs-attempt" in table and "kjobs-failed-at" in table, table
+    return table
+
+
+def check_documented_headers(headers):
+    """A dead letter's kjobs-* headers are exactly the documented ones (a header documented
+    "only on ..." may be absent), with the documented values where the doc pins them."""
+    table = documented_dlq_headers()
+    present = {h for h in headers if h.startswith("kjobs-")}
+    assert present <= set(table), f"undocumented dead-letter headers: {present - set(table)}"
+    always = {h for h, what in table.items()
+              if not what.startswith("only") and not what.startswith("with `")}
+    assert always <= present, f"documented headers missing on a dead letter: {always - present}"
+    if "kjobs-not-before" in table:
+        assert "equal to `kjobs-failed-at`" in table["kjobs-not-before"]
+        assert headers["kjobs-not-before"] == headers["kjobs-failed-at"], headers
+
+
 def test_dead_letters_end_to_end():
     assert KCAT, "kcat is not installed (scripts/install-deps.sh installs it)"
     with harness.Broker(partitions=3) as broker:
@@ -138,6 +165,7 @@ def test_dead_letters_end_to_end():
                 assert d["state"] == "new" and d["topic"] == "jobs.dlq"
                 assert dd["failed_at_iso"].endswith("Z") and dd["worker"], dd
                 assert hdrs(d)["kjobs-error-class"] == dd["error_class"]
+                check_documented_headers(hdrs(d))
             # the flaky job went down the ladder: its original coordinates are still the main
             # topic's (kjobs-original-* survive the ladder)
             assert fl["dead_letter"]["original_topic"] == "jobs"

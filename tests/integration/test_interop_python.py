@@ -6,6 +6,9 @@ Run with /usr/bin/python3 (Debian's python3-kafka 2.0.2 and python3-avro 1.11.1)
 - kafka-python + Apache Avro DatumWriter → kjobs peek, both encodings, including a job written
   with the older schema version (schemas/job.v1.avsc) that must resolve with meta = {}.
 - Garbage bytes → kjobs peek reports a decode error and keeps going.
+- Key placement: kcat and confluent-kafka (python3-confluent-kafka; both librdkafka) put keys
+  where kjobs does with partitioner=murmur2_random, and most keys elsewhere with their default
+  (consistent_random, CRC32) — the README's statement of which clients agree.
 
 The single-object header is built here from the Avro specification independently of kjobs:
 CRC-64-AVRO is computed in Python over the Parsing Canonical Form written out by hand (the
@@ -17,6 +20,7 @@ import datetime
 import io
 import json
 import os
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -199,8 +203,59 @@ def test_schema_command_matches_specification():
     assert bytes.fromhex(wire_hex) == fp.to_bytes(8, "little")
 
 
+KCAT = "/usr/bin/kcat"
+
+
+def key_partitions(bootstrap, topic, count):
+    """{key: partition} of every record of a topic, read back with kcat."""
+    p = subprocess.run([KCAT, "-C", "-b", bootstrap, "-t", topic, "-e", "-q", "-f", "%k\t%p\n"],
+                       capture_output=True, text=True, timeout=120, check=True)
+    rows = [l.split("\t") for l in p.stdout.splitlines() if l]
+    assert len(rows) == count, f"{topic}: read {len(rows)} records, wanted {count}"
+    return {k: int(part) for k, part in rows}
+
+
+def test_librdkafka_clients_agree_on_key_placement_with_murmur2_random():
+    """README: kjobs places keys with Java's murmur2; librdkafka clients (kcat, confluent-kafka)
+    agree only with partitioner=murmur2_random — their default, consistent_random (CRC32),
+    puts many keys elsewhere. Each client writes the same keys to its own topic (same
+    partition count); kcat reads the placements back."""
+    from confluent_kafka import Producer
+    partitions, keys = 8, [f"key-{i}-{i * 7919 % 1000}" for i in range(300)]
+    with harness.Broker(partitions=partitions) as broker:
+        b = broker.bootstrap
+        lines = "".join(json.dumps({"type": "kjobs.noop", "key": k}) + "\n" for k in keys)
+        harness.run(harness.kjobs_cmd("enqueue", "-b", b), input=lines)
+        kcat_in = "".join(f"{k}:x\n" for k in keys)
+        for topic, extra in (("jobs.retry.1", ["-X", "partitioner=murmur2_random"]),
+                             ("jobs.retry.2", [])):
+            subprocess.run([KCAT, "-P", "-b", b, "-t", topic, "-K:", *extra], input=kcat_in,
+                           text=True, timeout=120, check=True)
+        for topic, conf in (("jobs.retry.3", {"partitioner": "murmur2_random"}),
+                            ("jobs.dlq", {})):
+            prod = Producer({"bootstrap.servers": b, **conf})
+            for k in keys:
+                prod.produce(topic, b"x", key=k.encode())
+            assert prod.flush(60) == 0
+        placed = key_partitions(b, "jobs", len(keys))
+        assert all(placed[k] == (murmur2(k.encode()) & 0x7FFFFFFF) % partitions for k in keys)
+        assert len(set(placed.values())) == partitions  # the keys spread: a meaningful check
+        for topic, who, agree in (("jobs.retry.1", "kcat -X partitioner=murmur2_random", True),
+                                  ("jobs.retry.3", "confluent-kafka murmur2_random", True),
+                                  ("jobs.retry.2", "kcat (default partitioner)", False),
+                                  ("jobs.dlq", "confluent-kafka (default partitioner)", False)):
+            theirs = key_partitions(b, topic, len(keys))
+            differ = [k for k in keys if theirs[k] != placed[k]]
+            if agree:
+                assert not differ, f"{who}: {len(differ)} keys placed elsewhere, e.g. {differ[:3]}"
+            else:
+                assert len(differ) > len(keys) // 2, \
+                    f"{who}: only {len(differ)} of {len(keys)} keys differ (README says most do)"
+
+
 if __name__ == "__main__":
     harness.main([test_kjobs_enqueue_binary_read_by_python_avro,
                   test_kjobs_enqueue_single_object_read_by_python_avro,
                   test_python_produced_jobs_decoded_by_kjobs_peek,
-                  test_schema_command_matches_specification])
+                  test_schema_command_matches_specification,
+                  test_librdkafka_clients_agree_on_key_placement_with_murmur2_random])

@@ -7,7 +7,9 @@ Run with /usr/bin/python3.
   worker logs no "partition revoked"/"partition lost" and no new "partition assigned";
 - after the worker processed everything and stopped on SIGTERM (committing), lag = 0 and
   CURRENT-OFFSET = LOG-END-OFFSET on every main-topic partition; another group still lags;
-- exit codes: 2 for usage errors, 1 when the broker cannot be reached.
+- exit codes: 2 for usage errors, 1 when the broker cannot be reached;
+- behind transaction markers and an aborted transaction, the committed offset reaches the log
+  end (lag 0) and aborted jobs never run (needs a real Kafka: KJOBS_TEST_KAFKA=host:port).
 
 Limit of the no-rebalance check on this broker: the embedded (librdkafka 2.0.2 mock) cluster was
 observed never to complete a rebalance when a second member joins a group (two kcat members of
@@ -19,6 +21,7 @@ the group having no committed offsets after lag ran several times before the wor
 import json
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
@@ -108,5 +111,90 @@ def test_lag_exit_codes():
     assert any(l["msg"] == "cannot read topic" for l in harness.log_lines(p.stderr))
 
 
+def raw_values(bootstrap, topic, count):
+    """The raw (encoded) values of the first `count` records of partition 0 of a topic."""
+    from confluent_kafka import Consumer, TopicPartition
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"raw-{os.getpid()}",
+                  "enable.auto.commit": False})
+    c.assign([TopicPartition(topic, 0, 0)])
+    out = []
+    deadline = time.monotonic() + 60
+    while len(out) < count and time.monotonic() < deadline:
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            out.append(m.value())
+    c.close()
+    assert len(out) == count, f"read {len(out)} of {count} records from {topic}"
+    return out
+
+
+def test_lag_reaches_zero_behind_transaction_markers():
+    """A transactional producer's 3 jobs and commit marker, an aborted transaction of 2
+    permanent failures, and one more committed job: the worker runs the 4 committed jobs and
+    none of the aborted ones (isolation.level=read_committed), and its committed offset reaches
+    the log end (9, markers included) — lag 0, not 1. Needs transaction markers in the log: a
+    real Kafka in KJOBS_TEST_KAFKA=host:port; on the embedded broker (librdkafka's mock writes
+    no markers) it is skipped after checking that there are none."""
+    import confluent_kafka  # noqa: F401 (python3-confluent-kafka)
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    main = f"txn-{os.getpid()}-{int(time.time())}"
+    env = {"KJOBS_TOPICS_MAIN": main, "KJOBS_TOPICS_PARTITIONS": "1",
+           "KJOBS_RETRY_DELAYS": "1s", "KJOBS_KAFKA_GROUP": f"{main}-group",
+           "KJOBS_LOG_LEVEL": "debug"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    real = os.environ.get("KJOBS_TEST_KAFKA")
+    broker = None
+    try:
+        if real:
+            b = real
+            run(kjobs_cmd("topics", "-b", b, "--create"))
+        else:
+            broker = harness.Broker(partitions=1)
+            b = broker.bootstrap
+        # encoded jobs to copy, enqueued where no worker reads them (the DLQ topic)
+        run(kjobs_cmd("enqueue", "-b", b, "--topic", f"{main}.dlq", "--type", "kjobs.noop",
+                      "--count", "4"))
+        run(kjobs_cmd("enqueue", "-b", b, "--topic", f"{main}.dlq", "--type",
+                      "kjobs.fail-permanent", "--count", "2"))
+        values = raw_values(b, f"{main}.dlq", 6)
+        p = Producer({"bootstrap.servers": b, "transactional.id": f"{main}-txn"})
+        p.init_transactions(30)
+        for batch, commit in ((values[0:3], True), (values[4:6], False), (values[3:4], True)):
+            p.begin_transaction()
+            for v in batch:
+                p.produce(main, v, partition=0)
+            p.flush(30)
+            (p.commit_transaction if commit else p.abort_transaction)(30)
+        del p  # destroyed now, not after the broker stops
+        c = Consumer({"bootstrap.servers": b, "group.id": f"{main}-wm"})
+        lo, hi = c.get_watermark_offsets(TopicPartition(main, 0), timeout=10)
+        c.close()
+        if hi == 6 and not real:
+            raise harness.Skip("the embedded broker writes no transaction markers (log end 6, "
+                               "not 9); set KJOBS_TEST_KAFKA=host:port to a real Kafka")
+        assert hi == 9, f"log end {hi}: expected 6 records and 3 transaction markers"
+        worker = LoggedWorker(b)
+        try:
+            wait_until("the committed offset at the log end", lambda: [
+                (r["current_offset"], r["lag"]) for r in lag_json(b)
+                if r["topic"] == main] == [(9, 0)], timeout=90)
+            done = [l for l in worker.logs() if l["msg"] == "job done"]
+            assert len(done) == 4, done
+            assert worker.count("job failed, dead-lettered") == 0, "an aborted job ran"
+        finally:
+            rc = worker.stop()
+        assert rc == 0
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        if broker:
+            broker.stop()
+
+
 if __name__ == "__main__":
-    harness.main([test_lag_before_during_and_after_a_worker, test_lag_exit_codes])
+    harness.main([test_lag_before_during_and_after_a_worker, test_lag_exit_codes,
+                  test_lag_reaches_zero_behind_transaction_markers])

@@ -1,8 +1,12 @@
 """test_observability.py — what an operator sees of a real worker: /readyz goes 503 → 200 →
-503 across start, assignment and drain; /livez and /healthz answer; /metrics, parsed by the
-reference Prometheus parser (prom_parse.py with python3-prometheus-client), counts exactly what
-was enqueued; logs are JSON lines; and no secret ever reaches the logs, even with librdkafka's
-debug logging on. Run with /usr/bin/python3."""
+503 across start, assignment and drain, and kjobs_ready follows it; /livez and /healthz answer;
+/metrics, parsed by the reference Prometheus parser (prom_parse.py with
+python3-prometheus-client), counts exactly what was enqueued; every metric family documented in
+docs/operations.md moves as documented while a worker runs success, retry, permanent failure,
+unknown type, decode failure, an offset reset, failed routing and a circuit breaker trip (the
+table is parsed from the doc, so a newly documented metric with no check — or one nothing
+updates — fails); logs are JSON lines; and no secret ever reaches the logs, even with
+librdkafka's debug logging on. Run with /usr/bin/python3."""
 import json
 import os
 import signal
@@ -14,8 +18,11 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "fault"))
 import harness  # noqa: E402
+import procs  # noqa: E402
 from harness import kjobs_cmd, run  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 FAST_GROUP = ["-X", "fetch.wait.max.ms=5", "-X", "session.timeout.ms=6000",
               "-X", "heartbeat.interval.ms=500"]
@@ -55,6 +62,15 @@ def wait_until(what, predicate, timeout=60):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def metric_value(text, name, **labels):
+    """The value of the one sample `name` with exactly these labels (None if absent)."""
+    for fam in text_string_to_metric_families(text):
+        for smp in fam.samples:
+            if smp.name == name and smp.labels == labels:
+                return smp.value
+    return None
+
+
 def test_readiness_follows_the_lifecycle_and_metrics_count_every_job():
     with harness.Broker(partitions=3) as broker:
         run(kjobs_cmd("enqueue", "-b", broker.bootstrap, "--type", "kjobs.noop", "--count", "500"))
@@ -67,7 +83,11 @@ def test_readiness_follows_the_lifecycle_and_metrics_count_every_job():
             assert status == 503 and "joining" in body, (status, body)
             for path in ("/livez", "/healthz"):
                 assert http_get(port, path)[0] == 200, path
+            assert metric_value(http_get(port, "/metrics")[1], "kjobs_ready") == 0
             wait_until("ready", lambda: http_get(port, "/readyz")[0] == 200)
+            # kjobs_ready mirrors /readyz (it is refreshed by the poll loop's tick)
+            wait_until("kjobs_ready 1",
+                       lambda: metric_value(http_get(port, "/metrics")[1], "kjobs_ready") == 1)
 
             def counted():
                 _, text = http_get(port, "/metrics")
@@ -101,6 +121,7 @@ def test_readiness_follows_the_lifecycle_and_metrics_count_every_job():
             wait_until("draining", lambda: http_get(port, "/readyz")[0] == 503 and
                        http_get(port, "/readyz")[1].strip() == "draining",
                        timeout=10)
+            assert metric_value(http_get(port, "/metrics")[1], "kjobs_ready") == 0
         finally:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -138,7 +159,317 @@ def test_no_secret_in_logs_even_with_librdkafka_debug():
         assert secret_env not in text, f"env secret leaked into {where}"
     harness.log_lines(err)  # and every line is a JSON object
 
+# ---- every documented metric moves as documented ----------------------------------------------
+
+OPERATIONS_MD = os.path.join(harness.SOURCE_DIR, "docs", "operations.md")
+LADDER_ENV = {"KJOBS_RETRY_DELAYS": "1s", "KJOBS_RETRY_MAX_ATTEMPTS": "2"}
+
+
+def documented_metrics():
+    """The metrics table of docs/operations.md: {name: (type, [label names])}."""
+    with open(OPERATIONS_MD) as f:
+        text = f.read()
+    section = text.split("## Metrics", 1)[1].split("\n## ", 1)[0]
+    table = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 4 or not cells[0].startswith("`kjobs_"):
+            continue
+        labels = [l.strip("` ") for l in cells[2].split(",") if l.strip("` —-")]
+        table[cells[0].strip("`")] = (cells[1], labels)
+    assert len(table) >= 10, f"could not parse the metrics table of {OPERATIONS_MD}"
+    return table
+
+
+class Sampler(threading.Thread):
+    """Scrapes /metrics every 50 ms and keeps every snapshot: {(sample, labels): value}.
+    Observation only — the test waits on values, never on the sampler's timing."""
+
+    def __init__(self, port):
+        super().__init__(daemon=True)
+        self.port, self.snaps, self.types, self.stop_flag = port, [], {}, threading.Event()
+        self.last_text = ""
+
+    def scrape(self):
+        status, text = http_get(self.port, "/metrics")
+        assert status == 200, status
+        snap = {}
+        for fam in text_string_to_metric_families(text):
+            self.types[fam.name] = fam.type
+            for smp in fam.samples:
+                snap[(smp.name, tuple(sorted(smp.labels.items())))] = smp.value
+        self.snaps.append(snap)
+        self.last_text = text
+        return snap
+
+    def run(self):
+        while not self.stop_flag.is_set():
+            try:
+                self.scrape()
+            except (OSError, AssertionError):
+                pass  # the worker is stopping
+            self.stop_flag.wait(0.05)
+
+    def values(self, name, **labels):
+        """Every value the series took, in order."""
+        key = (name, tuple(sorted(labels.items())))
+        return [s[key] for s in list(self.snaps) if key in s]
+
+    def series(self, name):
+        """Label dicts of every series of this sample name ever seen."""
+        out = set()
+        for s in list(self.snaps):
+            out.update(k[1] for k in s if k[0] == name)
+        return [dict(l) for l in out]
+
+
+def final(sampler, name, **labels):
+    v = sampler.values(name, **labels)
+    return v[-1] if v else None
+
+
+def total(snap, name, **labels):
+    return sum(v for (n, l), v in snap.items()
+               if n == name and all(dict(l).get(k) == x for k, x in labels.items()))
+
+
+def produce_raw(bootstrap, topic, values):
+    from kafka import KafkaProducer
+    producer = KafkaProducer(bootstrap_servers=bootstrap, api_version=(2, 5, 0))
+    for v in values:
+        producer.send(topic, v, partition=1)
+    producer.flush()
+    producer.close()
+
+
+def commit_offset(bootstrap, group, topic, partition, offset):
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.structs import OffsetAndMetadata
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, api_version=(2, 5, 0),
+                             enable_auto_commit=False)
+    consumer.commit({TopicPartition(topic, partition): OffsetAndMetadata(offset, None)})
+    consumer.close()
+
+
+def project_version():
+    with open(os.path.join(harness.SOURCE_DIR, "CMakeLists.txt")) as f:
+        import re
+        return re.search(r"project\(kjobs VERSION (\S+)", f.read()).group(1)
+
+
+N_OK, N_PERM, N_FAIL, N_UNKNOWN, N_GARBAGE, N_TRIP, TRIP_AT = 40, 3, 4, 2, 3, 30, 25
+
+# One check per documented family: (sampler, counts) -> None, asserting the documented
+# behaviour from the values the family took during the scenario.
+
+
+def check_jobs_total(s, c):
+    snap = s.snaps[-1]
+    assert total(snap, "kjobs_jobs_total", outcome="ok") == N_OK + 11, snap
+    assert total(snap, "kjobs_jobs_total", outcome="retry") == N_FAIL
+    assert total(snap, "kjobs_jobs_total", outcome="dead_lettered") == \
+        N_PERM + N_TRIP + N_FAIL + N_UNKNOWN + N_GARBAGE
+    assert total(snap, "kjobs_jobs_total", type="_undecodable",
+                 outcome="dead_lettered") == N_GARBAGE
+    # by the topic they were consumed from: the exhausted retries were read from the ladder
+    assert total(snap, "kjobs_jobs_total", topic="jobs.retry.1", type="kjobs.fail",
+                 outcome="dead_lettered") == N_FAIL
+    assert total(snap, "kjobs_jobs_total", topic="jobs", type="kjobs.fail",
+                 outcome="retry") == N_FAIL
+
+
+def check_duration(s, c):
+    snap = s.snaps[-1]
+    ran = total(snap, "kjobs_jobs_total") - N_UNKNOWN - N_GARBAGE  # no handler ran for those
+    assert total(snap, "kjobs_job_duration_seconds_count") == ran, snap
+    # the 2.5 s sleep job is above the 1 s bucket
+    le1 = total(snap, "kjobs_job_duration_seconds_bucket", type="kjobs.sleep", le="1.0")
+    assert total(snap, "kjobs_job_duration_seconds_count", type="kjobs.sleep") == 1
+    assert le1 == 0 and total(snap, "kjobs_job_duration_seconds_sum", type="kjobs.sleep") >= 2.5
+    assert not any(l.get("type") in ("_undecodable", "obs.unknown")
+                   for l in s.series("kjobs_job_duration_seconds_count"))
+
+
+def check_batch_size(s, c):
+    snap = s.snaps[-1]
+    # every job goes through exactly one handler batch
+    assert total(snap, "kjobs_batch_size_sum") == total(snap, "kjobs_jobs_total"), snap
+    assert 0 < total(snap, "kjobs_batch_size_count") <= total(snap, "kjobs_jobs_total")
+
+
+def check_lag(s, c):
+    topics = {l["topic"] for l in s.series("kjobs_consumer_lag")}
+    assert {"jobs", "jobs.retry.1"} <= topics, topics  # main and ladder partitions
+    assert max(s.values("kjobs_consumer_lag", topic="jobs", partition="0")) > 0, \
+        "lag never rose while jobs queued behind the slow one"
+    for l in s.series("kjobs_consumer_lag"):
+        assert s.values("kjobs_consumer_lag", **l)[-1] == 0, (l, s.values("kjobs_consumer_lag", **l))
+
+
+def check_commits(s, c):
+    oks = s.values("kjobs_commits_total", result="ok")
+    assert oks and oks[-1] > oks[0] and oks[-1] >= 2, oks
+
+
+def check_rebalances(s, c):
+    v = s.values("kjobs_rebalances_total")
+    assert v[0] == 0 and v[-1] >= 1, (v[0], v[-1])  # 0 before the group is joined
+
+
+def check_in_flight(s, c):
+    v = s.values("kjobs_in_flight_jobs")
+    assert max(v) >= 1 and v[-1] == 0, (max(v), v[-1])
+
+
+def check_offset_resets(s, c):
+    v = s.values("kjobs_offset_resets_total")
+    assert v[0] == 0 and v[-1] == 1, (v[0], v[-1])  # the one partition whose position was gone
+
+
+def check_retry_routed(s, c):
+    assert final(s, "kjobs_retry_routed_total", step="1") == N_FAIL
+
+
+def check_dlq_routed(s, c):
+    want = {"permanent": N_PERM + N_TRIP, "retryable": N_FAIL, "decode": N_GARBAGE,
+            "unknown-type": N_UNKNOWN}
+    got = {k: final(s, "kjobs_dlq_routed_total", **{"class": k}) for k in want}
+    assert got == want, got
+
+
+def check_route_errors(s, c):
+    v = s.values("kjobs_route_errors_total")
+    assert v[0] == 0 and v[-1] >= 1, (v[0], v[-1])
+
+
+def check_decode_errors(s, c):
+    v = s.values("kjobs_decode_errors_total")
+    assert v[0] == 0 and v[-1] == N_GARBAGE, (v[0], v[-1])
+
+
+def check_breaker(s, c):
+    v = s.values("kjobs_circuit_breaker_open")
+    assert v[0] == 0 and 1 in v and v[-1] == 0, v
+
+
+def check_ready(s, c):
+    v = s.values("kjobs_ready")
+    assert v[0] == 0, "ready before joining the group"
+    first_ready = v.index(1)
+    assert 0 in v[first_ready:], "kjobs_ready stayed 1 while the breaker was open"
+    assert v[-1] == 1, v[-5:]
+    assert c["ready_seen_while_breaker_open"] == 0, "kjobs_ready 1 while /readyz said 503"
+
+
+def check_build_info(s, c):
+    assert s.series("kjobs_build_info") == [{"version": project_version()}]
+    assert set(s.values("kjobs_build_info", version=project_version())) == {1}
+
+
+CHECKS = {
+    "kjobs_jobs_total": check_jobs_total,
+    "kjobs_job_duration_seconds": check_duration,
+    "kjobs_batch_size": check_batch_size,
+    "kjobs_consumer_lag": check_lag,
+    "kjobs_commits_total": check_commits,
+    "kjobs_rebalances_total": check_rebalances,
+    "kjobs_in_flight_jobs": check_in_flight,
+    "kjobs_offset_resets_total": check_offset_resets,
+    "kjobs_retry_routed_total": check_retry_routed,
+    "kjobs_dlq_routed_total": check_dlq_routed,
+    "kjobs_route_errors_total": check_route_errors,
+    "kjobs_decode_errors_total": check_decode_errors,
+    "kjobs_circuit_breaker_open": check_breaker,
+    "kjobs_ready": check_ready,
+    "kjobs_build_info": check_build_info,
+}
+
+
+def test_every_documented_metric_moves_as_documented():
+    table = documented_metrics()
+    unchecked = sorted(set(table) - set(CHECKS))
+    assert not unchecked, f"documented in operations.md with no behaviour check here: {unchecked}"
+    env = dict(LADDER_ENV, KJOBS_DLQ_BREAKER_CONSECUTIVE=str(TRIP_AT),
+               KJOBS_DLQ_BREAKER_WINDOW="0", KJOBS_DLQ_BREAKER_COOLDOWN="1s",
+               KJOBS_BATCH_MAX_JOBS="5")
+    with procs.FaultBroker(brokers=1, partitions=2, env=LADDER_ENV) as broker:
+        b = broker.bootstrap
+        # partition 1: every kind of job; partition 0 (key "slow"): a slow job with work queued
+        # behind it, so lag and in-flight are observable
+        for type_, n in (("kjobs.noop", N_OK), ("kjobs.fail-permanent", N_PERM),
+                         ("kjobs.fail", N_FAIL), ("obs.unknown", N_UNKNOWN)):
+            run(kjobs_cmd("enqueue", "-b", b, "--type", type_, "--count", str(n),
+                          "--key", "d"))  # partition 1
+        produce_raw(b, "jobs", [b"not a kjobs.Job %d" % i for i in range(N_GARBAGE)])
+        run(kjobs_cmd("enqueue", "-b", b, "--type", "kjobs.sleep", "--payload", "2500",
+                      "--key", "a"))  # partition 0
+        run(kjobs_cmd("enqueue", "-b", b, "--type", "kjobs.noop", "--count", "10",
+                      "--key", "a"))  # partition 0
+        # the group's committed position on partition 0 is past the log end: an offset reset
+        commit_offset(b, "kjobs", "jobs", 0, 1_000_000)
+        # the worker's first copies fail for good: the router counts and re-sends them
+        broker.cmd("errors Produce 2 MSG_SIZE_TOO_LARGE")
+        proc, port, lines = start_worker(b, env)
+        sampler = Sampler(port)
+        counts = {"ready_seen_while_breaker_open": 0}
+        try:
+            sampler.scrape()
+            sampler.start()
+            s = sampler
+            wait_until("phase 1 done", lambda: total(s.snaps[-1], "kjobs_jobs_total") ==
+                       N_OK + 11 + N_PERM + 2 * N_FAIL + N_UNKNOWN + N_GARBAGE, timeout=90)
+            wait_until("ready", lambda: final(s, "kjobs_ready") == 1)
+            run(kjobs_cmd("enqueue", "-b", b, "--type", "kjobs.fail-permanent", "--count",
+                          str(N_TRIP), "--key", "d"))  # partition 1
+            wait_until("breaker open", lambda: final(s, "kjobs_circuit_breaker_open") == 1)
+            status, _ = http_get(port, "/readyz")
+            if status == 503 and final(s, "kjobs_ready") == 1 and \
+                    final(s, "kjobs_circuit_breaker_open") == 1:
+                # /readyz 503 but the gauge still 1 after the next scrapes: a mismatch
+                wait_until("kjobs_ready follows", lambda: final(s, "kjobs_ready") == 0, timeout=5)
+            wait_until("all dead-lettered", lambda: final(
+                s, "kjobs_dlq_routed_total", **{"class": "permanent"}) == N_PERM + N_TRIP)
+            wait_until("settled", lambda: final(s, "kjobs_circuit_breaker_open") == 0 and
+                       final(s, "kjobs_ready") == 1 and final(s, "kjobs_in_flight_jobs") == 0
+                       and all(s.values("kjobs_consumer_lag", **l)[-1] == 0
+                               for l in s.series("kjobs_consumer_lag"))
+                       and (s.values("kjobs_commits_total", result="ok") or [0])[-1] >= 2)
+            sampler.stop_flag.set()
+            sampler.join(timeout=10)
+            sampler.scrape()
+            p = subprocess.run(["/usr/bin/python3", PROM_PARSE, "--prefix", "kjobs_"],
+                               input=sampler.last_text, capture_output=True, text=True)
+            assert p.returncode == 0, p.stderr
+        except AssertionError as e:
+            jobs = {k: v for k, v in sampler.snaps[-1].items()
+                    if k[0] in ("kjobs_jobs_total", "kjobs_dlq_routed_total")}
+            raise AssertionError(f"{e}\njobs so far: {jobs}\nworker log tail:\n" +
+                                 "".join(l for l in lines if "assigned" in l or "reset" in l or "beginning" in l)[-3000:]) from None
+        finally:
+            sampler.stop_flag.set()
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            rc = proc.wait(timeout=60)
+        assert rc == 0, "".join(lines[-10:])
+    # the table's type and labels are what /metrics declares
+    for name, (type_, labels) in table.items():
+        # (the reference parser names a counter family without its _total suffix)
+        declared = sampler.types.get(name, sampler.types.get(name.removesuffix("_total")))
+        assert declared == type_, (name, declared, type_)
+        suffix = "_count" if type_ == "histogram" else ""
+        for series in sampler.series(name + suffix):
+            assert sorted(series) == sorted(labels), (name, series, labels)
+    failures = []
+    for name in table:
+        try:
+            CHECKS[name](sampler, counts)
+        except AssertionError as e:
+            failures.append(f"{name}: {e}"[:600])
+    assert not failures, "documented metrics that did not move as documented:\n" + \
+        "\n".join(failures)
+
 
 if __name__ == "__main__":
     harness.main([test_readiness_follows_the_lifecycle_and_metrics_count_every_job,
+                  test_every_documented_metric_moves_as_documented,
                   test_no_secret_in_logs_even_with_librdkafka_debug])

@@ -1,7 +1,8 @@
 /*
  * tests/unit/test_offset_tracker.c — the commit watermark: in-order and
  * out-of-order completion, gaps, rejected duplicates, growth past the initial
- * capacity with a wrapped ring, clear/reset, and a randomised comparison
+ * capacity with a wrapped ring, clear/reset, advancing to the consumer's position past
+ * an undeliverable tail (transaction markers), and a randomised comparison
  * against a naive model (a plain array scanned from the start).
  */
 #include <setjmp.h>
@@ -215,12 +216,54 @@ static void test_against_model(void **state) {
     free(order);
 }
 
+/* Issue #10: a transactional producer's 3 jobs (offsets 0..2) and its commit marker (3).
+ * A read_committed consumer delivers 0..2 and its position is 4: once the jobs are done the
+ * committable offset must reach 4, not stay at 3 (lag 1 forever). */
+static void test_advance_past_undeliverable_tail(void **state) {
+    (void)state;
+    kj_offset_tracker *t = kj_offset_tracker_new(0);
+    assert_int_equal(kj_offset_tracker_advance(t, 4), 1); /* nothing added yet: a fresh start */
+    assert_int_equal(kj_offset_tracker_committable(t), 4);
+    kj_offset_tracker_clear(t);
+    for (int64_t o = 0; o < 3; o++)
+        assert_int_equal(kj_offset_tracker_add(t, o), 0);
+    /* jobs pending: the position must not move the commit past them */
+    assert_int_equal(kj_offset_tracker_advance(t, 4), 0);
+    assert_int_equal(kj_offset_tracker_committable(t), 0);
+    assert_int_equal(kj_offset_tracker_complete(t, 1), 0);
+    assert_int_equal(kj_offset_tracker_complete(t, 2), 0);
+    assert_int_equal(kj_offset_tracker_advance(t, 4), 0); /* 0 still pending (out of order) */
+    assert_int_equal(kj_offset_tracker_committable(t), 0);
+    assert_int_equal(kj_offset_tracker_complete(t, 0), 0);
+    assert_int_equal(kj_offset_tracker_committable(t), 3); /* last delivered + 1 */
+    assert_int_equal(kj_offset_tracker_advance(t, 4), 1);  /* ... then the position */
+    assert_int_equal(kj_offset_tracker_committable(t), 4);
+    assert_int_equal(kj_offset_tracker_pending(t), 0);
+    /* never backwards, never a logical offset */
+    assert_int_equal(kj_offset_tracker_advance(t, 4), 0);
+    assert_int_equal(kj_offset_tracker_advance(t, 2), 0);
+    assert_int_equal(kj_offset_tracker_advance(t, -1001), 0);
+    assert_int_equal(kj_offset_tracker_committable(t), 4);
+    /* below the position nothing can be added again; at or past it consumption goes on */
+    assert_int_equal(kj_offset_tracker_add(t, 3), -1);
+    assert_int_equal(kj_offset_tracker_add(t, 6), 0); /* 4, 5: an aborted transaction's gap */
+    assert_int_equal(kj_offset_tracker_committable(t), 6);
+    assert_int_equal(kj_offset_tracker_complete(t, 6), 0);
+    assert_int_equal(kj_offset_tracker_committable(t), 7);
+    kj_offset_tracker_free(t);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_empty),           cmocka_unit_test(test_in_order),
-        cmocka_unit_test(test_out_of_order),    cmocka_unit_test(test_gaps),
-        cmocka_unit_test(test_rejects),         cmocka_unit_test(test_growth_wrapped),
-        cmocka_unit_test(test_clear_and_reset), cmocka_unit_test(test_against_model),
+        cmocka_unit_test(test_empty),
+        cmocka_unit_test(test_in_order),
+        cmocka_unit_test(test_out_of_order),
+        cmocka_unit_test(test_gaps),
+        cmocka_unit_test(test_rejects),
+        cmocka_unit_test(test_growth_wrapped),
+        cmocka_unit_test(test_clear_and_reset),
+        cmocka_unit_test(test_against_model),
+        cmocka_unit_test(test_advance_past_undeliverable_tail),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -43,6 +43,55 @@ set up in the pod. The ConfigMap, its hook copy and the checksum/config annotati
 {{- end }}
 {{- end }}
 
+{{/* Bytes of a Kubernetes memory quantity ("512Mi", "1Gi", "500M", "1073741824"); 0 if empty. */}}
+{{- define "kjobs.bytes" -}}
+{{- $q := toString . -}}
+{{- if not $q }}0{{ else }}
+{{- $units := dict "" 1 "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 "k" 1000 "M" 1000000 "G" 1000000000 "T" 1000000000000 -}}
+{{- $digits := regexFind "^[0-9]+" $q -}}
+{{- $unit := trimPrefix $digits $q -}}
+{{- if or (not $digits) (not (hasKey $units $unit)) }}{{ fail (printf "resources.limits.memory %q: use an integer with Ki, Mi, Gi, Ti, k, M, G or T" $q) }}{{ end -}}
+{{- mul (int64 $digits) (get $units $unit) -}}
+{{- end }}
+{{- end }}
+
+{{/*
+Worst-case memory of one pod (docs/kubernetes.md, "Memory"). One pod may own every partition of
+the main topic and of each ladder topic (P = partitions x (1 + retry steps)); each holds at most
+batch.max_pending jobs (back-pressure is per partition) plus librdkafka's prefetch for it
+(queued.max.messages.kbytes + one max.partition.fetch.bytes fetch):
+  bound = baseBytes + P x (max_pending x (maxJobBytes + jobOverheadBytes)
+                           + queuedMaxMessagesKbytes x 1024 + maxPartitionFetchBytes)
+"kjobs.partitionsPerPod" is P; "kjobs.maxPending" is config.batch.max_pending, or when that is 0
+the largest value (at most 10000) whose bound fits resources.limits.memory; rendering fails
+when even batch.max_jobs does not fit, or an explicit max_pending exceeds the limit.
+*/}}
+{{- define "kjobs.partitionsPerPod" -}}
+{{- mul (int64 .Values.config.topics.partitions) (add1 (len .Values.config.retry.delays)) -}}
+{{- end }}
+
+{{- define "kjobs.maxPending" -}}
+{{- $c := .Values.config -}}
+{{- $m := .Values.memory -}}
+{{- $limit := include "kjobs.bytes" .Values.resources.limits.memory | int64 -}}
+{{- $parts := include "kjobs.partitionsPerPod" . | int64 -}}
+{{- $perJob := add (int64 $m.maxJobBytes) (int64 $m.jobOverheadBytes) -}}
+{{- $fixed := add (int64 $m.baseBytes) (mul $parts (add (mul (int64 $m.queuedMaxMessagesKbytes) 1024) (int64 $m.maxPartitionFetchBytes))) -}}
+{{- $n := int64 $c.batch.max_pending -}}
+{{- if eq $n 0 -}}
+{{- $n = 10000 -}}
+{{- if gt $limit 0 -}}
+{{- $n = min 10000 (div (sub $limit $fixed) (mul $parts $perJob)) -}}
+{{- if lt $n (int64 $c.batch.max_jobs) -}}
+{{- fail (printf "memory: %d partitions per pod (topics.partitions x (1 + retry steps)) do not fit resources.limits.memory %s even with batch.max_pending = batch.max_jobs (%d): raise the limit, or lower memory.maxJobBytes / memory.queuedMaxMessagesKbytes / batch.max_jobs (docs/kubernetes.md, Memory)" $parts (toString .Values.resources.limits.memory) (int64 $c.batch.max_jobs)) -}}
+{{- end -}}
+{{- end -}}
+{{- else if and (gt $limit 0) (gt (add $fixed (mul $parts $n $perJob)) $limit) -}}
+{{- fail (printf "memory: batch.max_pending %d x %d partitions per pod can need %d bytes, above resources.limits.memory %s: lower it, set it to 0 (automatic), or raise the limit (docs/kubernetes.md, Memory)" $n $parts (add $fixed (mul $parts $n $perJob)) (toString .Values.resources.limits.memory)) -}}
+{{- end -}}
+{{- $n -}}
+{{- end }}
+
 {{/* The whole kjobs.cfg file. */}}
 {{- define "kjobs.config" -}}
 {{- $c := .Values.config -}}
@@ -53,7 +102,7 @@ kafka = {
   group = {{ include "kjobs.cfg.str" $c.kafka.group }};
   client_id = {{ include "kjobs.cfg.str" $c.kafka.client_id }};
   group_instance_id = {{ include "kjobs.cfg.str" $c.kafka.group_instance_id }};
-  properties = {{ include "kjobs.cfg.strlist" $c.kafka.properties }};
+  properties = {{ include "kjobs.cfg.strlist" (concat (list (printf "queued.max.messages.kbytes=%d" (int64 .Values.memory.queuedMaxMessagesKbytes)) (printf "max.partition.fetch.bytes=%d" (int64 .Values.memory.maxPartitionFetchBytes))) $c.kafka.properties) }};
 };
 topics = {
   main = {{ include "kjobs.cfg.str" $c.topics.main }};
@@ -65,7 +114,7 @@ topics = {
 batch = {
   max_jobs = {{ include "kjobs.cfg.int" $c.batch.max_jobs }};
   max_wait_ms = {{ include "kjobs.cfg.int" $c.batch.max_wait_ms }};
-  max_pending = {{ include "kjobs.cfg.int" $c.batch.max_pending }};
+  max_pending = {{ include "kjobs.maxPending" . }};
 };
 workers = {{ include "kjobs.cfg.int" $c.workers }};
 retry = {
