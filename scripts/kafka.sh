@@ -37,7 +37,7 @@ fetch() {
   command -v mvn >/dev/null || die "mvn not found (scripts/install-deps.sh installs maven)"
   echo "kafka.sh: resolving Apache Kafka $VERSION from Maven Central" >&2
   rm -rf "$LIBS"
-  mvn -q -B -f "$POM" dependency:copy-dependencies -DincludeScope=runtime \
+  mvn -q -B -ntp -Dstyle.color=never -f "$POM" dependency:copy-dependencies -DincludeScope=runtime \
     -DoutputDirectory="$LIBS" >&2 || die "mvn could not resolve Apache Kafka $VERSION"
   touch "$LIBS/.complete"
 }
@@ -59,6 +59,15 @@ bootstrap() {
 java_run() { # node id, main class, args...
   local id=$1; shift
   "$JAVA" $HEAP -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
+    -Dkafka.logs.dir="$DIR/node-$id" -Dlog4j2.configurationFile="$ROOT/tests/kafka/log4j2.properties" \
+    -cp "$LIBS/*" "$@"
+}
+
+# The broker itself: started in the background as `java_exec … &`, the subshell bash forks for
+# the function *becomes* the JVM (exec), so $! is the broker's pid and signals reach it.
+java_exec() {
+  local id=$1; shift
+  exec "$JAVA" $HEAP -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
     -Dkafka.logs.dir="$DIR/node-$id" -Dlog4j2.configurationFile="$ROOT/tests/kafka/log4j2.properties" \
     -cp "$LIBS/*" "$@"
 }
@@ -98,9 +107,20 @@ EOF
 start_node() {
   local id=$1
   alive "$id" && return 0
-  java_run "$id" kafka.Kafka "$DIR/node-$id/server.properties" \
+  java_exec "$id" kafka.Kafka "$DIR/node-$id/server.properties" \
     >>"$DIR/node-$id/stdout.log" 2>&1 </dev/null &
   echo $! >"$DIR/node-$id/pid"
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# After a kill or shutdown: the process is gone and nothing listens on its port any more.
+wait_down() {
+  local id=$1 deadline=$((SECONDS + 60))
+  while alive "$id" || port_open "$(port "$id")"; do
+    [ $SECONDS -lt $deadline ] || die "node $id still up 60 s after it was stopped"
+    sleep 0.1
+  done
 }
 
 # A node serves once it accepts connections and the cluster's metadata lists it.
@@ -154,6 +174,7 @@ cmd_stop() {
     while alive "$i" && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
     alive "$i" && kill -KILL "$(pid_of "$i")" 2>/dev/null || true
   done
+  for i in $(seq 1 "$(nodes)"); do wait_down "$i"; done
   rm -rf "$DIR"
 }
 
@@ -176,12 +197,12 @@ case $cmd in
   bootstrap) bootstrap ;;
   status) cmd_status ;;
   fetch) fetch ;;
-  kill) check_id "${1:-}"; kill -KILL "$(pid_of "$1")" 2>/dev/null || true
-        while alive "$1"; do sleep 0.05; done ;;
-  shutdown) check_id "${1:-}"; kill -TERM "$(pid_of "$1")" 2>/dev/null || true
-            while alive "$1"; do sleep 0.1; done ;;
+  kill) check_id "${1:-}"; kill -KILL "$(pid_of "$1")" 2>/dev/null || true; wait_down "$1" ;;
+  shutdown) check_id "${1:-}"; kill -TERM "$(pid_of "$1")" 2>/dev/null || true; wait_down "$1" ;;
   pause) check_id "${1:-}"; kill -STOP "$(pid_of "$1")" ;;
   resume) check_id "${1:-}"; kill -CONT "$(pid_of "$1")" ;;
-  restart) check_id "${1:-}"; start_node "$1"; wait_node "$1" ;;
+  restart) check_id "${1:-}"; port_open "$(port "$1")" && ! alive "$1" &&
+             die "port $(port "$1") is taken by a process that is not node $1"
+           start_node "$1"; wait_node "$1" ;;
   *) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
 esac

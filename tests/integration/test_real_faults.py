@@ -33,6 +33,22 @@ def kafka_sh(*args):
     return p.stdout
 
 
+def node_state(node):
+    """running | paused | down, as scripts/kafka.sh sees the broker's own process."""
+    for line in kafka_sh("status").splitlines():
+        n, _, _, state = line.split()
+        if n == str(node):
+            return state
+    raise AssertionError(f"no node {node}")
+
+
+def fault(command, node, expect):
+    """Apply a broker fault and check it took: the broker process is really down/paused."""
+    kafka_sh(command, str(node))
+    state = node_state(node)
+    assert state == expect, f"kafka.sh {command} {node}: broker is {state}, not {expect}"
+
+
 def leaders(bootstrap, topic="jobs"):
     """partition -> leader broker id, from the cluster's metadata."""
     p = subprocess.run(["kcat", "-b", bootstrap, "-L", "-J", "-t", topic], capture_output=True,
@@ -112,7 +128,7 @@ def test_leader_of_busy_partitions_killed_under_load(sc, broker):
     flaky.start()
     sc.wait_handled(2000, 60)
     victim = busiest_broker(broker.bootstrap)
-    kafka_sh("kill", str(victim))
+    fault("kill", victim, "down")
     before = sc.handled_count()
     sc.hold(8)
     print(f"  [{sc.name}] killed broker {victim}; handled while it was down: "
@@ -131,7 +147,7 @@ def test_broker_controlled_shutdown_and_restart(sc, broker):
     load = Enqueuer(sc, chunk=300)
     load.start()
     sc.wait_handled(2000, 60)
-    kafka_sh("shutdown", "2")
+    fault("shutdown", 2, "down")
     sc.hold(5)
     kafka_sh("restart", "2")
     sc.wait_handled(sc.handled_count() + 1000, 60)
@@ -149,7 +165,7 @@ def test_broker_frozen_past_its_session(sc, broker):
     load.start()
     sc.wait_handled(2000, 60)
     victim = busiest_broker(broker.bootstrap)
-    kafka_sh("pause", str(victim))
+    fault("pause", victim, "paused")
     sc.hold(14)
     kafka_sh("resume", str(victim))
     sc.wait_handled(sc.handled_count() + 1000, 90)
@@ -168,7 +184,7 @@ def test_whole_cluster_down_20s_and_back(sc, broker):
     sc.enqueue("kjobs.sleep", 500, payload="20")
     sc.wait_handled(3000, 60)
     for node in (1, 2, 3):
-        kafka_sh("shutdown", str(node))
+        fault("shutdown", node, "down")
     sc.hold(20)
     for node in (1, 2, 3):
         subprocess.Popen(["bash", KAFKA_SH, "restart", str(node)], stdout=subprocess.DEVNULL)
