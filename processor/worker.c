@@ -874,9 +874,10 @@ int kj_worker_run(kj_worker *w, volatile sig_atomic_t *stop, kj_heartbeat *heart
         kj_log(KJ_LOG_ERROR, "subscribe failed", "{s:s}", "error", rd_kafka_err2str(err));
         return 1;
     }
-    kj_log(KJ_LOG_INFO, "worker started", "{s:s,s:s,s:i,s:i,s:i}", "group", w->cfg->group,
+    kj_log(KJ_LOG_INFO, "worker started", "{s:s,s:s,s:i,s:i,s:i,s:s}", "group", w->cfg->group,
            "topic", w->cfg->main_topic, "workers", w->cfg->workers, "batch_max_jobs",
-           w->cfg->batch_max_jobs, "retry_steps", (int)w->cfg->retry_delay_count);
+           w->cfg->batch_max_jobs, "retry_steps", (int)w->cfg->retry_delay_count, "librdkafka",
+           rd_kafka_version_str());
 
     int exit_code = 0;
     int64_t last_commit = kj_now_ms(), last_lag = 0, last_progress = kj_now_ms();

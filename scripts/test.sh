@@ -9,7 +9,12 @@ BUILD_DIR=${KJOBS_BUILD_DIR:-build}
 SANITIZE=${KJOBS_SANITIZE:-OFF}
 BUILD_TYPE=RelWithDebInfo
 [ "$SANITIZE" = ON ] && BUILD_TYPE=Debug
-cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=$BUILD_TYPE -DKJOBS_SANITIZE=$SANITIZE >/dev/null
+# librdkafka from scripts/build-librdkafka.sh (install-deps.sh built it): its pkg-config file
+# first, and CMake gives every binary an RPATH to its lib/ (tests/unit/test_rdkafka_build checks).
+RDKAFKA_PREFIX=$(bash scripts/build-librdkafka.sh --print-prefix)
+export PKG_CONFIG_PATH="$RDKAFKA_PREFIX/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=$BUILD_TYPE -DKJOBS_SANITIZE=$SANITIZE \
+  -DKJOBS_RDKAFKA_PREFIX="$RDKAFKA_PREFIX" >/dev/null
 cmake --build "$BUILD_DIR" -j"$(nproc)"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
