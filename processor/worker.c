@@ -798,20 +798,21 @@ static void pause_all(kj_worker *w) {
     for (kj_part *p = w->parts; p; p = p->next) p->paused = true;
 }
 
-/* Leave the group: revoke (committing again) and LeaveGroup, serving the rebalance callback
- * from a queue so the wait is bounded: a clean close takes milliseconds, and an unreachable
- * coordinator (or one that already dropped us) would otherwise hold rd_kafka_consumer_close()
- * for session.timeout.ms. At most KJ_CLOSE_WAIT_MS, less if the grace period ends sooner. */
+/* Leave the group: revoke (committing again) and LeaveGroup, serving the close from a queue so
+ * the wait is bounded: a clean close takes milliseconds, and an unreachable coordinator (or one
+ * that already dropped us) would otherwise hold rd_kafka_consumer_close() for
+ * session.timeout.ms. At most KJ_CLOSE_WAIT_MS, less if the grace period ends sooner. */
 typedef struct close_watchdog {
     atomic_bool done;
     int64_t fire_at_ms;
     int exit_code;
 } close_watchdog;
 
-/* librdkafka 2.0.2 can block for good inside rd_kafka_assign() called from the rebalance
- * callback that close_queue delivers (an untimed wait; seen on the embedded broker when a
- * member leaves during a rebalance). Jobs are finished and committed by then, so after the
- * close deadline the watchdog ends the process with the drain's exit code rather than let
+/* A safety net. The revocation served during the close calls rd_kafka_assign() /
+ * rd_kafka_incremental_unassign(), which wait without a timeout for librdkafka's main thread
+ * (still so in 2.15); librdkafka 2.0.2 blocked there for good when a member left during a
+ * rebalance (seen on the embedded broker). Jobs are finished and committed by then, so after
+ * the close deadline the watchdog ends the process with the drain's exit code rather than let
  * SIGTERM hang until the kubelet's SIGKILL. A timer thread: it sleeps, it never synchronises. */
 static void *close_watchdog_main(void *arg) {
     close_watchdog *wd = arg;
@@ -831,6 +832,33 @@ static void *close_watchdog_main(void *arg) {
     return NULL;
 }
 
+/* One event from the close queue. rd_kafka_consumer_close_queue() forwards the consumer
+ * group's queue to it, so besides the revocation it carries offset-commit results, consumer
+ * errors and even fetched messages. They must be served with the event API and each event
+ * destroyed (rdkafka.h, rd_kafka_consumer_close_queue): rd_kafka_queue_poll_callback() on this
+ * queue aborted the process (rd_kafka_q_serve: "res != RD_KAFKA_OP_RES_PASS") whenever an op
+ * without a callback — a consumer error or a message, typical of a close that races a
+ * rebalance — reached it. */
+static void serve_close_event(kj_worker *w, rd_kafka_event_t *ev) {
+    switch (rd_kafka_event_type(ev)) {
+    case RD_KAFKA_EVENT_REBALANCE: /* as an event, the assign/unassign is ours to do */
+        on_rebalance(w->consumer, rd_kafka_event_error(ev),
+                     rd_kafka_event_topic_partition_list(ev), w);
+        break;
+    case RD_KAFKA_EVENT_OFFSET_COMMIT:
+        on_offset_commit(w->consumer, rd_kafka_event_error(ev),
+                         rd_kafka_event_topic_partition_list(ev), w);
+        break;
+    case RD_KAFKA_EVENT_ERROR:
+        kj_log(KJ_LOG_WARN, "consumer error while leaving the group", "{s:s}", "error",
+               rd_kafka_event_error_string(ev));
+        break;
+    default: /* fetched messages (never handed out now: they run again on the next owner) */
+        break;
+    }
+    rd_kafka_event_destroy(ev);
+}
+
 static void close_consumer(kj_worker *w, int64_t deadline, int exit_code) {
     int64_t now = kj_now_ms();
     if (deadline > now + KJ_CLOSE_WAIT_MS) deadline = now + KJ_CLOSE_WAIT_MS;
@@ -848,9 +876,15 @@ static void close_consumer(kj_worker *w, int64_t deadline, int exit_code) {
                rd_kafka_error_string(error));
         rd_kafka_error_destroy(error);
     }
-    while (!rd_kafka_consumer_closed(w->consumer) && kj_now_ms() < deadline)
-        rd_kafka_queue_poll_callback(queue, 100);
+    while (!rd_kafka_consumer_closed(w->consumer) && kj_now_ms() < deadline) {
+        rd_kafka_event_t *ev = rd_kafka_queue_poll(queue, 100);
+        if (ev) serve_close_event(w, ev);
+    }
     w->consumer_closed = rd_kafka_consumer_closed(w->consumer);
+    if (w->consumer_closed) { /* what arrived with the close, e.g. the last commit's result */
+        rd_kafka_event_t *ev;
+        while ((ev = rd_kafka_queue_poll(queue, 0)) != NULL) serve_close_event(w, ev);
+    }
     if (watching)
         atomic_store(&wd->done, true); /* the watchdog frees it */
     else
