@@ -987,16 +987,22 @@ bool kj_worker_ready(void *opaque, char *reason, size_t reason_size) {
 
 /* ---- construction -------------------------------------------------------------------------- */
 
-/* The assignor. Cooperative-sticky is the better protocol, and the rebalance callback handles
- * it (incremental assign/unassign), but librdkafka before 2.1 — Debian 12 ships 2.0.2 — treats
- * an offset commit that races a cooperative rebalance (ILLEGAL_GENERATION) as a lost assignment
- * (librdkafka issue #4059): the partitions are dropped uncommitted and their work runs again
- * elsewhere. Measured on the embedded broker, a third worker joining a busy group re-ran tens
- * of thousands of jobs with cooperative-sticky and 1,500 of 40,000 with roundrobin. So the
- * default is eager roundrobin (which also deals main and ladder partitions evenly); set
- * kafka.properties = ["partition.assignment.strategy=cooperative-sticky"] to choose it. */
-#define KJ_DEFAULT_ASSIGNOR                                                                      \
-    (RD_KAFKA_VERSION >= 0x020100ff ? "cooperative-sticky" : "roundrobin")
+/* The assignor of the classic group protocol. The rebalance callback handles cooperative-sticky
+ * (incremental assign/unassign) as well as the eager ones, yet the default is eager roundrobin,
+ * whatever the librdkafka version:
+ *  - before 2.1 (Debian 12 ships 2.0.2) librdkafka treats an offset commit that races a
+ *    cooperative rebalance (ILLEGAL_GENERATION) as a lost assignment (librdkafka #4059): a
+ *    third worker joining a busy group re-ran tens of thousands of jobs with cooperative-sticky,
+ *    1,500 of 40,000 with roundrobin (embedded broker);
+ *  - 2.15 fixes that, but the sticky assignor balances the number of partitions per member over
+ *    all subscribed topics, not per topic. kjobs subscribes to the main topic and its ladder: on
+ *    librdkafka 2.15.1 (4 topics x 8 partitions, 3 workers) a fourth worker joining was handed
+ *    all 8 main-topic partitions and the others kept only ladder partitions, so one process did
+ *    all the work. Roundrobin deals each topic's partitions out evenly.
+ * kafka.properties = ["partition.assignment.strategy=cooperative-sticky"] opts in. With
+ * group.protocol=consumer (KIP-848) the broker assigns (group.remote.assignor) and kjobs sets
+ * no assignor at all. */
+#define KJ_DEFAULT_ASSIGNOR "roundrobin"
 
 /* One metadata request for the whole layout: every topic must exist. */
 static int check_topics(kj_worker *w, char *errstr, size_t errstr_size) {
@@ -1060,8 +1066,9 @@ kj_worker *kj_worker_new(const kj_config *cfg, kj_handler_registry *handlers, ch
         kj_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, errstr_size) ||
         kj_kafka_conf_set(conf, "enable.auto.offset.store", "false", errstr, errstr_size) ||
         kj_kafka_conf_set(conf, "auto.offset.reset", "error", errstr, errstr_size) ||
-        kj_kafka_conf_set(conf, "partition.assignment.strategy", KJ_DEFAULT_ASSIGNOR, errstr,
-                          errstr_size) ||
+        (!kj_kafka_consumer_protocol(cfg) &&
+         kj_kafka_conf_set(conf, "partition.assignment.strategy", KJ_DEFAULT_ASSIGNOR, errstr,
+                           errstr_size)) ||
         (cfg->group_instance_id[0] &&
          kj_kafka_conf_set(conf, "group.instance.id", cfg->group_instance_id, errstr,
                            errstr_size))) {
