@@ -44,14 +44,14 @@ start=$(date +%s)
 
 echo "build-librdkafka: npm pack $NPM_PACKAGE@$NPM_VERSION" >&2
 (cd "$work" && npm pack --silent --json "$NPM_PACKAGE@$NPM_VERSION" >pack.json)
-integrity=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[0]["integrity"])' \
-  "$work/pack.json")
+# npm brings node: it reads npm's JSON (no python needed, e.g. in the Dockerfile's build stage)
+pack_field() { node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1]))[0][process.argv[2]])' "$work/pack.json" "$1"; }
+integrity=$(pack_field integrity)
 if [ "$integrity" != "$NPM_INTEGRITY" ]; then
   echo "build-librdkafka: $NPM_PACKAGE@$NPM_VERSION integrity $integrity, pinned $NPM_INTEGRITY" >&2
   exit 1
 fi
-tarball=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[0]["filename"])' \
-  "$work/pack.json")
+tarball=$(pack_field filename)
 tar -xzf "$work/$tarball" -C "$work" package/deps/librdkafka
 src="$work/package/deps/librdkafka"
 if ! grep -q "^#define RD_KAFKA_VERSION *$RDKAFKA_VERSION_HEX\$" "$src/src/rdkafka.h"; then
