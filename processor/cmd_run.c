@@ -18,6 +18,7 @@
 #include "processor/exec_handler.h"
 #include "processor/handlers.h"
 #include "processor/http.h"
+#include "processor/kafka.h"
 #include "processor/log.h"
 #include "processor/metrics.h"
 #include "processor/worker.h"
@@ -142,10 +143,14 @@ int kj_cmd_run(int argc, char **argv) {
         kj_config_set(cfg, "kafka.bootstrap", bootstrap, err, sizeof(err));
         /* Settings the mock needs (added first, so a user's own value still wins):
          * it holds an empty Fetch for the full fetch.wait.max.ms, and forgets a member that
-         * left only after its session timeout, so a restarted worker would wait 45 s. */
+         * left only after its session timeout, so a restarted worker would wait 45 s. With
+         * group.protocol=consumer the timeouts are the broker's (embedded_broker.c sets
+         * them) and librdkafka refuses them here: only the first property then. */
         static const char *const embedded_props[] = {
             "fetch.wait.max.ms=5", "session.timeout.ms=6000", "heartbeat.interval.ms=500"};
-        size_t extra = sizeof(embedded_props) / sizeof(embedded_props[0]);
+        size_t extra = kj_kafka_consumer_protocol(cfg)
+                           ? 1
+                           : sizeof(embedded_props) / sizeof(embedded_props[0]);
         char **props = calloc(cfg->rdkafka_prop_count + extra, sizeof(char *));
         for (size_t i = 0; i < extra; i++)
             props[i] = strdup(embedded_props[i]);

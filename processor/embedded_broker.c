@@ -53,6 +53,12 @@ kj_embedded_broker *kj_embedded_broker_start(const kj_config *cfg, int brokers, 
         return NULL;
     }
     b->bootstrap = strdup(rd_kafka_mock_cluster_bootstraps(b->mock));
+#if RD_KAFKA_VERSION >= 0x020c0000
+    /* KIP-848 groups (group.protocol=consumer) take their timing from the broker: the same
+     * short session and heartbeat that `kjobs run --embedded` gives classic members. */
+    rd_kafka_mock_set_group_consumer_session_timeout_ms(b->mock, 6000);
+    rd_kafka_mock_set_group_consumer_heartbeat_interval_ms(b->mock, 500);
+#endif
 
     kj_topic_spec *topics;
     size_t topic_count = kj_topic_layout(cfg, &topics);

@@ -132,3 +132,18 @@ const char *kj_kafka_header_str(rd_kafka_headers_t *hdrs, const char *name, char
     buf[len] = '\0';
     return buf;
 }
+
+const char *kj_kafka_prop_value(const kj_config *cfg, const char *name) {
+    size_t n = strlen(name);
+    const char *value = NULL;
+    for (size_t i = 0; i < cfg->rdkafka_prop_count; i++) {
+        const char *prop = cfg->rdkafka_props[i];
+        if (strncmp(prop, name, n) == 0 && prop[n] == '=') value = prop + n + 1;
+    }
+    return value;
+}
+
+bool kj_kafka_consumer_protocol(const kj_config *cfg) {
+    const char *v = kj_kafka_prop_value(cfg, "group.protocol");
+    return v && strcmp(v, "consumer") == 0;
+}

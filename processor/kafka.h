@@ -47,6 +47,21 @@ void kj_kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const cha
 int kj_kafka_partition_count(rd_kafka_t *rk, const char *topic, int timeout_ms, char *errstr,
                              size_t errstr_size);
 
+/**
+ * The value the passthrough properties finally give `name` (the last "name=value" wins, as
+ * librdkafka applies them in order), or NULL when none sets it.
+ */
+const char *kj_kafka_prop_value(const kj_config *cfg, const char *name);
+
+/**
+ * True when the consumer group uses the KIP-848 protocol (group.protocol=consumer; brokers
+ * >= 4.0, librdkafka >= 2.12). The assignment is then computed by the broker
+ * (group.remote.assignor) and session/heartbeat timing is broker-side: librdkafka refuses
+ * partition.assignment.strategy, session.timeout.ms and heartbeat.interval.ms with it, so
+ * kjobs sets none of them.
+ */
+bool kj_kafka_consumer_protocol(const kj_config *cfg);
+
 /** Header value as a NUL-terminated copy in buf (truncated); returns buf or NULL if absent. */
 const char *kj_kafka_header_str(rd_kafka_headers_t *hdrs, const char *name, char *buf,
                                 size_t size);

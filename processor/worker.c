@@ -80,6 +80,7 @@ struct kj_worker {
     bool consumer_closed;    /* (poll) left the group cleanly; else never destroy it */
     int64_t drain_deadline;  /* (poll) end of the shutdown grace period, 0 before */
     bool in_rebalance;       /* (poll) inside on_rebalance */
+    bool cooperative;        /* (poll) the group's rebalance protocol is incremental */
     atomic_llong jobs_ok, jobs_retried, jobs_dead, resets;
     /* DLQ circuit breaker: workers record outcomes under breaker_lock and set breaker_open;
      * the poll thread pauses, rewinds and resumes (see "circuit breaker" below). */
@@ -443,7 +444,13 @@ static void revoke_partitions(kj_worker *w, rd_kafka_t *rk,
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque) {
     kj_worker *w = opaque;
-    bool cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    /* NULL once the group handle is terminating — a revocation served while the consumer
+     * closes (seen on 2.15.1: SIGSEGV in strcmp). A consumer's protocol never changes, so the
+     * last one seen (first: the configured one, kj_worker_new) stays right. */
+    const char *protocol = rd_kafka_rebalance_protocol(rk);
+    if (protocol && strcmp(protocol, "NONE") != 0)
+        w->cooperative = strcmp(protocol, "COOPERATIVE") == 0;
+    bool cooperative = w->cooperative;
     kj_metrics_rebalance();
     w->rebalances++;
     w->in_rebalance = true;
@@ -959,20 +966,22 @@ static void pause_all(kj_worker *w) {
     for (kj_part *p = w->parts; p; p = p->next) p->paused = true;
 }
 
-/* Leave the group: revoke (committing again) and LeaveGroup, serving the rebalance callback
- * from a queue so the wait is bounded: a clean close takes milliseconds, and an unreachable
- * coordinator (or one that already dropped us) would otherwise hold rd_kafka_consumer_close()
- * for session.timeout.ms. At most KJ_CLOSE_WAIT_MS, less if the grace period ends sooner. */
+/* Leave the group: revoke (committing again) and LeaveGroup, serving the close from a queue so
+ * the wait is bounded: a clean close takes milliseconds, and an unreachable coordinator (or one
+ * that already dropped us) would otherwise hold rd_kafka_consumer_close() for
+ * session.timeout.ms. At most KJ_CLOSE_WAIT_MS, less if the grace period ends sooner. */
 typedef struct close_watchdog {
     atomic_bool done;
     int64_t fire_at_ms;
     int exit_code;
 } close_watchdog;
 
-/* librdkafka 2.0.2 can block for good inside rd_kafka_assign() called from the rebalance
- * callback that close_queue delivers (an untimed wait; seen on the embedded broker when a
- * member leaves during a rebalance). Jobs are finished and committed by then, so after the
- * close deadline the watchdog ends the process with the drain's exit code rather than let
+/* Still needed. The revocation served during the close calls rd_kafka_assign() /
+ * rd_kafka_incremental_unassign(), which wait without a timeout for librdkafka's main thread;
+ * when a member leaves during a rebalance that wait can last for good — on 2.0.2 and, less
+ * often, on 2.15.1 (the rolling-restart test in test_runtime.py, embedded broker, after the
+ * coordinator answered "Unknown member"). Jobs are finished and committed by then, so after
+ * the close deadline the watchdog ends the process with the drain's exit code rather than let
  * SIGTERM hang until the kubelet's SIGKILL. A timer thread: it sleeps, it never synchronises. */
 static void *close_watchdog_main(void *arg) {
     close_watchdog *wd = arg;
@@ -992,6 +1001,33 @@ static void *close_watchdog_main(void *arg) {
     return NULL;
 }
 
+/* One event from the close queue. rd_kafka_consumer_close_queue() forwards the consumer
+ * group's queue to it, so besides the revocation it carries offset-commit results, consumer
+ * errors and even fetched messages. They must be served with the event API and each event
+ * destroyed (rdkafka.h, rd_kafka_consumer_close_queue): rd_kafka_queue_poll_callback() on this
+ * queue aborted the process (rd_kafka_q_serve: "res != RD_KAFKA_OP_RES_PASS") whenever an op
+ * without a callback — a consumer error or a message, typical of a close that races a
+ * rebalance — reached it. */
+static void serve_close_event(kj_worker *w, rd_kafka_event_t *ev) {
+    switch (rd_kafka_event_type(ev)) {
+    case RD_KAFKA_EVENT_REBALANCE: /* as an event, the assign/unassign is ours to do */
+        on_rebalance(w->consumer, rd_kafka_event_error(ev),
+                     rd_kafka_event_topic_partition_list(ev), w);
+        break;
+    case RD_KAFKA_EVENT_OFFSET_COMMIT:
+        on_offset_commit(w->consumer, rd_kafka_event_error(ev),
+                         rd_kafka_event_topic_partition_list(ev), w);
+        break;
+    case RD_KAFKA_EVENT_ERROR:
+        kj_log(KJ_LOG_WARN, "consumer error while leaving the group", "{s:s}", "error",
+               rd_kafka_event_error_string(ev));
+        break;
+    default: /* fetched messages (never handed out now: they run again on the next owner) */
+        break;
+    }
+    rd_kafka_event_destroy(ev);
+}
+
 static void close_consumer(kj_worker *w, int64_t deadline, int exit_code) {
     int64_t now = kj_now_ms();
     if (deadline > now + KJ_CLOSE_WAIT_MS) deadline = now + KJ_CLOSE_WAIT_MS;
@@ -1009,9 +1045,15 @@ static void close_consumer(kj_worker *w, int64_t deadline, int exit_code) {
                rd_kafka_error_string(error));
         rd_kafka_error_destroy(error);
     }
-    while (!rd_kafka_consumer_closed(w->consumer) && kj_now_ms() < deadline)
-        rd_kafka_queue_poll_callback(queue, 100);
+    while (!rd_kafka_consumer_closed(w->consumer) && kj_now_ms() < deadline) {
+        rd_kafka_event_t *ev = rd_kafka_queue_poll(queue, 100);
+        if (ev) serve_close_event(w, ev);
+    }
     w->consumer_closed = rd_kafka_consumer_closed(w->consumer);
+    if (w->consumer_closed) { /* what arrived with the close, e.g. the last commit's result */
+        rd_kafka_event_t *ev;
+        while ((ev = rd_kafka_queue_poll(queue, 0)) != NULL) serve_close_event(w, ev);
+    }
     if (watching)
         atomic_store(&wd->done, true); /* the watchdog frees it */
     else
@@ -1035,9 +1077,10 @@ int kj_worker_run(kj_worker *w, volatile sig_atomic_t *stop, kj_heartbeat *heart
         kj_log(KJ_LOG_ERROR, "subscribe failed", "{s:s}", "error", rd_kafka_err2str(err));
         return 1;
     }
-    kj_log(KJ_LOG_INFO, "worker started", "{s:s,s:s,s:i,s:i,s:i}", "group", w->cfg->group,
+    kj_log(KJ_LOG_INFO, "worker started", "{s:s,s:s,s:i,s:i,s:i,s:s}", "group", w->cfg->group,
            "topic", w->cfg->main_topic, "workers", w->cfg->workers, "batch_max_jobs",
-           w->cfg->batch_max_jobs, "retry_steps", (int)w->cfg->retry_delay_count);
+           w->cfg->batch_max_jobs, "retry_steps", (int)w->cfg->retry_delay_count, "librdkafka",
+           rd_kafka_version_str());
 
     int exit_code = 0;
     int64_t last_commit = kj_now_ms(), last_lag = 0, last_progress = kj_now_ms();
@@ -1121,16 +1164,22 @@ bool kj_worker_ready(void *opaque, char *reason, size_t reason_size) {
 
 /* ---- construction -------------------------------------------------------------------------- */
 
-/* The assignor. Cooperative-sticky is the better protocol, and the rebalance callback handles
- * it (incremental assign/unassign), but librdkafka before 2.1 — Debian 12 ships 2.0.2 — treats
- * an offset commit that races a cooperative rebalance (ILLEGAL_GENERATION) as a lost assignment
- * (librdkafka issue #4059): the partitions are dropped uncommitted and their work runs again
- * elsewhere. Measured on the embedded broker, a third worker joining a busy group re-ran tens
- * of thousands of jobs with cooperative-sticky and 1,500 of 40,000 with roundrobin. So the
- * default is eager roundrobin (which also deals main and ladder partitions evenly); set
- * kafka.properties = ["partition.assignment.strategy=cooperative-sticky"] to choose it. */
-#define KJ_DEFAULT_ASSIGNOR                                                                      \
-    (RD_KAFKA_VERSION >= 0x020100ff ? "cooperative-sticky" : "roundrobin")
+/* The assignor of the classic group protocol. The rebalance callback handles cooperative-sticky
+ * (incremental assign/unassign) as well as the eager ones, yet the default is eager roundrobin,
+ * whatever the librdkafka version:
+ *  - before 2.1 (Debian 12 ships 2.0.2) librdkafka treats an offset commit that races a
+ *    cooperative rebalance (ILLEGAL_GENERATION) as a lost assignment (librdkafka #4059): a
+ *    third worker joining a busy group re-ran tens of thousands of jobs with cooperative-sticky,
+ *    1,500 of 40,000 with roundrobin (embedded broker);
+ *  - 2.15 fixes that, but the sticky assignor balances the number of partitions per member over
+ *    all subscribed topics, not per topic. kjobs subscribes to the main topic and its ladder: on
+ *    librdkafka 2.15.1 (4 topics x 8 partitions, 3 workers) a fourth worker joining was handed
+ *    all 8 main-topic partitions and the others kept only ladder partitions, so one process did
+ *    all the work. Roundrobin deals each topic's partitions out evenly.
+ * kafka.properties = ["partition.assignment.strategy=cooperative-sticky"] opts in. With
+ * group.protocol=consumer (KIP-848) the broker assigns (group.remote.assignor) and kjobs sets
+ * no assignor at all. */
+#define KJ_DEFAULT_ASSIGNOR "roundrobin"
 
 /* One metadata request for the whole layout: every topic must exist. */
 static int check_topics(kj_worker *w, char *errstr, size_t errstr_size) {
@@ -1196,8 +1245,9 @@ kj_worker *kj_worker_new(const kj_config *cfg, kj_handler_registry *handlers, ch
         kj_kafka_conf_set(conf, "auto.offset.reset", "error", errstr, errstr_size) ||
         /* jobs of an aborted producer transaction never run (a passthrough may override) */
         kj_kafka_conf_set(conf, "isolation.level", "read_committed", errstr, errstr_size) ||
-        kj_kafka_conf_set(conf, "partition.assignment.strategy", KJ_DEFAULT_ASSIGNOR, errstr,
-                          errstr_size) ||
+        (!kj_kafka_consumer_protocol(cfg) &&
+         kj_kafka_conf_set(conf, "partition.assignment.strategy", KJ_DEFAULT_ASSIGNOR, errstr,
+                           errstr_size)) ||
         (cfg->group_instance_id[0] &&
          kj_kafka_conf_set(conf, "group.instance.id", cfg->group_instance_id, errstr,
                            errstr_size))) {
@@ -1229,6 +1279,9 @@ kj_worker *kj_worker_new(const kj_config *cfg, kj_handler_registry *handlers, ch
             atoll(value) > 0)
             w->session_timeout_ms = atoll(value);
     }
+    const char *strategy = kj_kafka_prop_value(cfg, "partition.assignment.strategy");
+    w->cooperative = kj_kafka_consumer_protocol(cfg) ||
+                     (strategy && strstr(strategy, "cooperative-sticky") != NULL);
     rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
     rd_kafka_conf_set_offset_commit_cb(conf, on_offset_commit);
     rd_kafka_conf_set_opaque(conf, w);

