@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test.sh — set up, build and run the whole kjobs test suite (unit + integration) with ctest.
 # Usage: scripts/test.sh [ctest args...]   e.g. scripts/test.sh -L unit
-# KJOBS_BUILD_DIR (default build) and KJOBS_SANITIZE=ON (ASan+UBSan) select the build.
+# KJOBS_BUILD_DIR (default build), KJOBS_SANITIZE=ON (ASan+UBSan) and KJOBS_RDKAFKA=system
+# (the distribution's librdkafka, not the current one built into .deps/) select the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -12,8 +13,14 @@ BUILD_TYPE=RelWithDebInfo
 [ "$SANITIZE" = ON ] && BUILD_TYPE=Debug
 # librdkafka from scripts/build-librdkafka.sh (install-deps.sh built it): its pkg-config file
 # first, and CMake gives every binary an RPATH to its lib/ (tests/unit/test_rdkafka_build checks).
-RDKAFKA_PREFIX=$(bash scripts/build-librdkafka.sh --print-prefix)
-export PKG_CONFIG_PATH="$RDKAFKA_PREFIX/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+# KJOBS_RDKAFKA=system builds against the distribution's librdkafka instead (the supported
+# minimum: Debian 12's 2.0.2, Debian 13's 2.8.0).
+if [ "${KJOBS_RDKAFKA:-built}" = system ]; then
+  RDKAFKA_PREFIX=""
+else
+  RDKAFKA_PREFIX=$(bash scripts/build-librdkafka.sh --print-prefix)
+  export PKG_CONFIG_PATH="$RDKAFKA_PREFIX/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+fi
 cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=$BUILD_TYPE -DKJOBS_SANITIZE=$SANITIZE \
   -DKJOBS_RDKAFKA_PREFIX="$RDKAFKA_PREFIX" >/dev/null
 cmake --build "$BUILD_DIR" -j"$(nproc)"
