@@ -366,7 +366,91 @@ def check_build_info(s, c):
     assert set(s.values("kjobs_build_info", version=project_version())) == {1}
 
 
+# The families whose events need an exec handler, a ladder record from outside, or a copy too
+# large to write: a second, smaller scenario (run once, on first use) observes them moving.
+STRAY_CHILD = r"""
+import json, sys
+for line in sys.stdin:
+    req = json.loads(line)
+    res = []
+    for job in req["batch"]:
+        if job["type"] == "x.hop":  # asks for longer than the only step (200 ms): hops
+            res.append({"id": job["id"], "status": "retry", "retry_after_ms": 1500,
+                        "error": "later"} if job["attempt"] == 1 else
+                       {"id": job["id"], "status": "ok"})
+        else:
+            res.append({"id": job["id"], "status": "ok"})
+    reply = json.dumps({"batch_id": req.get("batch_id"), "results": res}) + "\n"
+    sys.stdout.write(reply)
+    if any(j["type"] == "x.stray" for j in req["batch"]):
+        sys.stdout.write(reply)  # the same reply again: stray for the next batch
+    sys.stdout.flush()
+"""
+_EXTRA = {}
+
+
+def extra_scenario():
+    """{family: [values over the run]} for the families below, from one worker run."""
+    if _EXTRA:
+        return _EXTRA
+    import tempfile
+    sys.path.insert(0, os.path.dirname(__file__))
+    from test_ladder import avro_job
+    child = harness.write_config(STRAY_CHILD)
+    env = {"KJOBS_RETRY_DELAYS": "200ms", "KJOBS_RETRY_MAX_ATTEMPTS": "3",
+           "KJOBS_HANDLERS_EXEC": f"/usr/bin/python3 -u {child}",
+           "KJOBS_HANDLERS_EXEC_TYPES": "x.hop,x.stray,x.ok", "KJOBS_BATCH_MAX_JOBS": "1"}
+    with procs.Broker(partitions=1, env={"KJOBS_RETRY_DELAYS": "200ms"}) as broker:
+        b = broker.bootstrap
+        proc, port, lines = start_worker(b, env)
+        sampler = Sampler(port)
+        try:
+            sampler.scrape()
+            sampler.start()
+            with tempfile.NamedTemporaryFile("wb", suffix=".bin", delete=False) as f:
+                f.write(b"x" * 999_800)  # its retry copy, with kjobs' headers, cannot fit
+            run(kjobs_cmd("enqueue", "-b", b, "--type", "kjobs.fail", "--payload",
+                          "@" + f.name))
+            os.unlink(f.name)
+            for t in ("x.hop", "x.stray", "x.ok", "x.ok"):
+                run(kjobs_cmd("enqueue", "-b", b, "--type", t))
+            from kafka import KafkaProducer
+            producer = KafkaProducer(bootstrap_servers=b, api_version=(2, 5, 0))
+            producer.send("jobs.retry.1", avro_job("bad-hdr", "x.ok", b"", 1700000000000),
+                          headers=[("kjobs-attempt", b" 7x")]).get(timeout=30)
+            producer.close()
+            names = ("kjobs_copies_truncated_total", "kjobs_exec_stray_replies_total",
+                     "kjobs_invalid_headers_total", "kjobs_retry_hops_total")
+            wait_until("every extra family moved", lambda: all(
+                total(sampler.snaps[-1], n) >= 1 for n in names), timeout=90)
+        finally:
+            sampler.stop_flag.set()
+            sampler.join(timeout=10)
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+        for n in names:
+            _EXTRA[n] = [total(snap, n) for snap in sampler.snaps]
+        _EXTRA["invalid_header_series"] = sampler.series("kjobs_invalid_headers_total")
+    return _EXTRA
+
+
+def check_moves_from_zero(name):
+    def check(s, c):
+        v = extra_scenario()[name]
+        assert v[0] == 0 and v[-1] >= 1, (v[0], v[-1])
+    return check
+
+
+def check_invalid_headers(s, c):
+    check_moves_from_zero("kjobs_invalid_headers_total")(s, c)
+    assert {"header": "kjobs-attempt"} in extra_scenario()["invalid_header_series"]
+
+
 CHECKS = {
+    "kjobs_copies_truncated_total": check_moves_from_zero("kjobs_copies_truncated_total"),
+    "kjobs_exec_stray_replies_total": check_moves_from_zero("kjobs_exec_stray_replies_total"),
+    "kjobs_invalid_headers_total": check_invalid_headers,
+    "kjobs_retry_hops_total": check_moves_from_zero("kjobs_retry_hops_total"),
     "kjobs_jobs_total": check_jobs_total,
     "kjobs_job_duration_seconds": check_duration,
     "kjobs_batch_size": check_batch_size,
