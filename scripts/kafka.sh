@@ -18,8 +18,8 @@
 #   restart ID              start node ID again on its existing data; waits until it serves
 #   fetch                   only resolve the broker jars (what install-deps.sh calls)
 # Environment: KAFKA_LOCAL_DIR, KAFKA_LOCAL_PORT (first broker port, default 39092; controller
-# ports are +100), KAFKA_HEAP_OPTS (default -Xms256m -Xmx1g), JAVA_HOME. (Not KJOBS_*: kjobs
-# reads KJOBS_<GROUP>_<NAME> as its own settings and refuses unknown ones.)
+# ports are +100), KAFKA_HEAP_OPTS (default -Xms256m -Xmx1g), JAVA_HOME. (Not KJOBS_KAFKA_*:
+# kjobs reads KJOBS_<GROUP>_<NAME> as its settings and refuses unknown names in its groups.)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 POM=$ROOT/tests/kafka/pom.xml
