@@ -395,10 +395,25 @@ static void add_row(dlq_run *r, json_t *o) {
     c[7] = strdup(buf);
 }
 
+/* A table cell holds untrusted text (ids, types, errors from producers and handlers): C0 and
+ * C1 control characters and DEL become '?' in place, so a row stays one line and no escape
+ * sequence reaches the terminal. The text is valid UTF-8 (header_text repaired it); a C1
+ * control is the two bytes C2 80..C2 9F, replaced by "??" to keep the length. */
+static void terminal_safe(char *s) {
+    for (unsigned char *p = (unsigned char *)s; *p; p++) {
+        if (*p < 0x20 || *p == 0x7f)
+            *p = '?';
+        else if (*p == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f)
+            p[0] = p[1] = '?';
+    }
+}
+
 static void print_rows(dlq_run *r) {
     static const char *heads[8] = {"ID",       "TYPE",      "CLASS", "ATTEMPTS",
                                    "ORIGINAL", "FAILED-AT", "STATE", "ERROR"};
     size_t w[8];
+    for (size_t i = 0; i < r->row_count * 8; i++)
+        terminal_safe(r->rows[i]);
     for (int c = 0; c < 8; c++)
         w[c] = strlen(heads[c]);
     for (size_t i = 0; i < r->row_count; i++)

@@ -69,6 +69,22 @@ static int run_prepare(const kj_config *cfg, kj_handler_registry **handlers_out,
         if (!(exec_handler = kj_exec_handler_new(cfg, err, errsz))) goto fail;
         kj_exec_handler_register(exec_handler, handlers);
     }
+    /* librdkafka checks some settings only when a client is created (SASL mechanism, TLS
+     * files): create one (it connects to nothing before it is used) and let it go. */
+    kj_config offline = *cfg; /* shallow: the client gets no broker address at all */
+    offline.bootstrap = (char *)"127.0.0.1:9";
+    rd_kafka_conf_t *conf = kj_kafka_conf_new(&offline, why, sizeof(why));
+    if (conf && (rd_kafka_conf_set(conf, "bootstrap.servers", "", why, sizeof(why)) ||
+                 rd_kafka_conf_set(conf, "log_level", "3", why, sizeof(why)))) /* no "no brokers" note */
+        rd_kafka_conf_destroy(conf), conf = NULL;
+    rd_kafka_t *rk = conf ? rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof(why)) : NULL;
+    if (!rk) {
+        if (conf) rd_kafka_conf_destroy(conf);
+        if (snprintf(err, errsz, "Kafka client settings: %s", why) < 0) err[0] = '\0';
+        kj_exec_handler_free(exec_handler);
+        goto fail;
+    }
+    rd_kafka_destroy(rk);
     *handlers_out = handlers;
     *exec_out = exec_handler;
     return 0;

@@ -24,6 +24,7 @@
 #include <spawn.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -448,7 +449,9 @@ typedef enum { LINE_REPLY, LINE_STALE, LINE_GARBAGE } line_kind;
 static line_kind classify_line(exec_child *c, const char *line, size_t len, uint64_t batch_id,
                                const job_index *ix, json_t **root_out, char *why, size_t whysz) {
     json_error_t jerr;
-    json_t *root = json_loadb(line, len, 0, &jerr);
+    /* "\u0000" is valid JSON: allow it (a NUL in an error string ends the text there) rather
+     * than fail a whole batch for one job's error text */
+    json_t *root = json_loadb(line, len, JSON_ALLOW_NUL, &jerr);
     if (!root) {
         snprintf(why, whysz, "not JSON (%s at column %d)", jerr.text, jerr.column);
         return LINE_GARBAGE;
@@ -656,7 +659,7 @@ static int apply_reply(json_t *root, job_index *ix, kjobs_result_t *const *resul
             bad = "has a non-string \"error\"";
         else if (ra && !json_is_null(ra) &&
                  !(json_is_number(ra) && json_number_value(ra) >= 0 &&
-                   json_number_value(ra) < 9e15))
+                   json_number_value(ra) <= 1e300))
             bad = "has a \"retry_after_ms\" that is not a non-negative number";
         if (bad) {
             snprintf(why, whysz, "results[%zu] %s", i, bad);
@@ -676,7 +679,10 @@ static int apply_reply(json_t *root, job_index *ix, kjobs_result_t *const *resul
         if (strcmp(status, "ok") == 0) {
             kjobs_result_ok(results[job]);
         } else if (strcmp(status, "retry") == 0) {
-            int64_t delay = json_is_number(ra) ? (int64_t)json_number_value(ra) : -1;
+            /* huge delays are capped like a plugin's (kjobs_result_retry: 30 days); convert
+             * only values an int64 can hold */
+            double d = json_is_number(ra) ? json_number_value(ra) : -1;
+            int64_t delay = d < 0 ? -1 : d >= 9e18 ? INT64_MAX : (int64_t)d;
             kjobs_result_retry(results[job], delay, "%s",
                                error && *error ? error : "retry requested by exec handler");
         } else {

@@ -4,6 +4,7 @@
  * delivery-report callback completes the source offset or re-sends after a failure.
  */
 #include "processor/router.h"
+#include "processor/utf8.h"
 
 #include <inttypes.h>
 #include <pthread.h>
@@ -150,12 +151,17 @@ static void shrink_copy(kj_router *r, route_ctx *c, int level, size_t full_size,
     size_t len;
     if (rd_kafka_header_get_last(c->headers, "kjobs-failed-at", &val, &len) == 0)
         rd_kafka_header_add(h, "kjobs-not-before", -1, val, (ssize_t)len);
-    char error[SHRUNK_ERROR_MAX];
-    snprintf(error, sizeof(error),
-             "copy for %s too large (%zu bytes, refused by %s): dead-lettered without %s; job "
-             "error: %s",
-             c->first_topic, full_size, refused_by, dropped[level], c->job_error);
-    rd_kafka_header_add(h, "kjobs-error", -1, error, -1);
+    char *raw = NULL, error[SHRUNK_ERROR_MAX];
+    int raw_len =
+        asprintf(&raw,
+                 "copy for %s too large (%zu bytes, refused by %s): dead-lettered without %s; "
+                 "job error: %s",
+                 c->first_topic, full_size, refused_by, dropped[level], c->job_error);
+    /* cut on a character boundary, with the ellipsis marker, like every kjobs-error */
+    size_t error_len =
+        raw_len < 0 ? 0 : kj_utf8_clean(error, sizeof(error), raw, (size_t)raw_len, NULL, true);
+    free(raw);
+    rd_kafka_header_add(h, "kjobs-error", -1, error, (ssize_t)error_len);
     rd_kafka_header_add(h, "kjobs-truncated", -1, dropped[level], -1);
     rd_kafka_headers_destroy(c->headers);
     c->headers = h;

@@ -561,8 +561,13 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
         s->job.topic = part->topic;
         read_control(part, s, now);
         s->decoded = false;
-        if (s->hop || s->result.outcome == KJ_OUTCOME_INVALID_HEADER) continue; /* not run */
         char err[256];
+        if (s->result.outcome == KJ_OUTCOME_INVALID_HEADER) { /* not run; named if decodable */
+            s->decoded = msg->payload && kj_job_decode(msg->payload, msg->len, &s->job.record,
+                                                       NULL, err, sizeof(err)) == 0;
+            continue;
+        }
+        if (s->hop) continue; /* not run */
         s->decoded = msg->payload && kj_job_decode(msg->payload, msg->len, &s->job.record, NULL,
                                                    err, sizeof(err)) == 0;
         if (!s->decoded) {

@@ -112,9 +112,11 @@ class LoggedWorker:
 
     def __init__(self, bootstrap, *extra):
         self.log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
+        env = dict(os.environ)
+        env.setdefault("KJOBS_HTTP_LISTEN", "127.0.0.1:0")  # never a fixed, shared port
         self.proc = subprocess.Popen(
             kjobs_cmd("run", "-b", bootstrap, "-X", "fetch.wait.max.ms=5", *extra),
-            stdout=subprocess.DEVNULL, stderr=self.log)
+            stdout=subprocess.DEVNULL, stderr=self.log, env=env)
 
     def logs(self):
         with open(self.log.name) as f:

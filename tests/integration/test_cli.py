@@ -116,6 +116,21 @@ def test_broker_writes_bootstrap_file_and_exits_cleanly():
     assert created == ["jobs", "jobs.retry.1", "jobs.retry.2", "jobs.retry.3", "jobs.dlq"], created
 
 
+def test_check_config_agrees_with_run_on_client_settings():
+    """Settings librdkafka checks only when a client is created (a SASL mechanism it does not
+    have, a TLS file that does not exist) are config errors for --check-config and run alike:
+    exit 2, naming the setting's problem."""
+    for props, says in ((("security.protocol=sasl_plaintext", "sasl.mechanisms=BOGUS"),
+                         "BOGUS"),
+                        (("security.protocol=ssl", "ssl.ca.location=/nonexistent/ca.pem"),
+                         "ssl.ca.location")):
+        xs = [a for p in props for a in ("-X", p)]
+        for args in (("run", "--check-config", *xs), ("run", "-b", "127.0.0.1:1", *xs)):
+            p = run(kjobs_cmd(*args), check=False, timeout=60,
+                    env={"KJOBS_HTTP_LISTEN": ""})
+            assert p.returncode == 2 and says in p.stderr, (args, p.returncode, p.stderr[-500:])
+
+
 def test_check_config_agrees_with_run_and_hides_exec_arguments():
     """Issue #10 item 14: --check-config runs run's own checks (a handlers.exec program that
     does not exist is refused by both, exit 2, naming file:line: handlers.exec and never the
@@ -170,7 +185,7 @@ def test_version():
 
 
 if __name__ == "__main__":
-    harness.main([test_help_and_unknown_command, test_config_error_names_file_line_and_setting,
+    harness.main([test_check_config_agrees_with_run_on_client_settings, test_help_and_unknown_command, test_config_error_names_file_line_and_setting,
                   test_check_config_agrees_with_run_and_hides_exec_arguments, test_version,
                   test_topics_layout_follows_config, test_embedded_bootstrap_needs_a_broker_address,
                   test_enqueue_fails_when_broker_never_acknowledges,

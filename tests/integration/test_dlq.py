@@ -419,7 +419,31 @@ def test_usage_and_connection_errors():
     harness.log_lines(p.stderr)
 
 
+def test_table_rows_are_terminal_safe():
+    """Ids and types are producer text: a newline, ESC or BEL in them (or in an error) never
+    splits a `dlq list` row or reaches the terminal as a control sequence."""
+    with harness.Broker(partitions=1) as broker:
+        b = broker.bootstrap
+        text = (json.dumps({"type": "kjobs.fail-permanent", "id": "evil\nid\u001b[2J\rX"}) +
+                "\n" + json.dumps({"type": "evil\ntype\u001b]0;t\u0007\u0085", "id": "t2"}) +
+                "\n")
+        run(kjobs_cmd("enqueue", "-b", b), input=text)
+        with harness.LoggedWorker(b) as w:
+            try:
+                harness.wait_until("2 dead letters", lambda: w.count(
+                    "job failed, dead-lettered") == 2)
+            except AssertionError:
+                raise AssertionError(open(w.log.name).read()[-3000:])
+        out = run(kjobs_cmd("dlq", "list", "-b", b)).stdout
+        lines = out.splitlines()
+        assert len(lines) == 3, lines  # header + one line per dead letter
+        assert not any(ch in out for ch in "\x1b\x07\r\x85"), repr(out)
+        rows = dlq_table(b)
+        assert sorted(r["ID"] for r in rows) == ["evil?id?[2J?X", "t2"], rows
+
+
 if __name__ == "__main__":
     harness.main([test_dead_letters_end_to_end, test_replay_marker_with_filters,
                   test_replay_failures_and_foreign_records,
-                  test_repeated_binary_and_invalid_utf8_headers, test_usage_and_connection_errors])
+                  test_repeated_binary_and_invalid_utf8_headers, test_usage_and_connection_errors,
+                  test_table_rows_are_terminal_safe])

@@ -347,7 +347,64 @@ def test_exec_stale_reply_and_long_error():
             w.stop()
 
 
+ODD_CHILD = r"""
+import json, sys
+for line in sys.stdin:
+    req = json.loads(line)
+    res = []
+    for j in req["batch"]:
+        t = j["type"]
+        if t == "odd.nul":  # "\u0000" is valid JSON
+            res.append({"id": j["id"], "status": "fail", "error": "bad\u0000byte"})
+        elif t == "odd.huge" and j["attempt"] == 1:
+            res.append({"id": j["id"], "status": "retry", "retry_after_ms": 9223372036854775807})
+        elif t == "odd.big":  # its DLQ copy is too large: reduced, error cut on a character
+            res.append({"id": j["id"], "status": "fail", "error": "\u00e9" * 600})
+        else:
+            res.append({"id": j["id"], "status": "ok"})
+    sys.stdout.write(json.dumps({"batch_id": req["batch_id"], "results": res}) + "\n")
+    sys.stdout.flush()
+"""
+
+
+def test_exec_odd_replies_fail_only_their_job():
+    """A NUL in one result's error, a retry_after_ms beyond int64, a copy too large for the
+    producer: each affects its own job only. The NUL job is dead-lettered as permanent and its
+    batch-mate succeeds; the huge delay is capped at 30 days (as for plugins); the reduced dead
+    letter's kjobs-error is valid UTF-8 cut on a character with "…"."""
+    child = os.path.join(_BIN_DIR, "odd_child.py")
+    with open(child, "w") as f:
+        f.write(ODD_CHILD)
+    with harness.Broker(partitions=1) as broker:
+        b = broker.bootstrap
+        w = Worker(b, {"KJOBS_HANDLERS_EXEC": f"{sys.executable} -u {child}",
+                       "KJOBS_WORKERS": "1", "KJOBS_RETRY_DELAYS": "200ms",
+                       "KJOBS_RDKAFKA_MESSAGE_MAX_BYTES": "1000"}, broker)
+        try:
+            text = "".join(json.dumps({"type": t, "id": i, "key": "k"}) + "\n" for t, i in (
+                ("odd.ok", "mate"), ("odd.nul", "nul"), ("odd.huge", "huge"),
+                ("odd.big", "big")))
+            run(kjobs_cmd("enqueue", "-b", b), input=text)
+            w.wait_for(done(["mate"]), "the NUL job's batch-mate done")
+            [nul] = w.wait_for(routed("nul", True), "the NUL job dead-lettered")
+            assert nul["class"] == "permanent", nul
+            [huge] = w.wait_for(routed("huge", False), "the huge delay routed to the ladder")
+            w.wait_for(routed("big", True), "the big-error job dead-lettered")
+            assert not [l for l in w.logs if l["msg"] == "exec child exited"], "child killed"
+            [copy] = harness.peek(b, "jobs.retry.1", 1)
+            h = hdrs(copy)
+            delay = int(h["kjobs-not-before"]) - int(h["kjobs-failed-at"])
+            assert delay == 30 * 86400 * 1000, delay
+            big = [r for r in harness.peek(b, "jobs.dlq", 2) if hdrs(r).get("kjobs-truncated")]
+            assert big, "no reduced dead letter"
+            err = hdrs(big[0])["kjobs-error"]
+            assert isinstance(err, str) and err.endswith("\u2026"), err  # str: valid UTF-8
+            assert len(err.encode()) <= 1023
+        finally:
+            w.stop()
+
+
 if __name__ == "__main__":
     harness.main([test_dashboard_and_docs_name_only_real_metrics,
                   test_exec_missing_program_is_a_config_error, test_exec_python, test_exec_node,
-                  test_exec_stale_reply_and_long_error])
+                  test_exec_stale_reply_and_long_error, test_exec_odd_replies_fail_only_their_job])

@@ -431,6 +431,9 @@ def extra_scenario():
         for n in names:
             _EXTRA[n] = [total(snap, n) for snap in sampler.snaps]
         _EXTRA["invalid_header_series"] = sampler.series("kjobs_invalid_headers_total")
+        _EXTRA["invalid_header_jobs"] = total(sampler.snaps[-1], "kjobs_jobs_total",
+                                              topic="jobs.retry.1", type="x.ok",
+                                              outcome="dead_lettered")
     return _EXTRA
 
 
@@ -444,6 +447,8 @@ def check_moves_from_zero(name):
 def check_invalid_headers(s, c):
     check_moves_from_zero("kjobs_invalid_headers_total")(s, c)
     assert {"header": "kjobs-attempt"} in extra_scenario()["invalid_header_series"]
+    # a decodable job with bad headers is counted under its own type, not "_undecodable"
+    assert extra_scenario()["invalid_header_jobs"] == 1
 
 
 CHECKS = {
