@@ -710,6 +710,7 @@ static void resume_part(kj_worker *w, kj_part *p) {
  * next offset it would hand us; where it handed nothing yet, where it was assigned): nothing
  * is skipped, and a record fetched twice is dropped by its tracker. */
 static void restart_at_beginning(kj_worker *w, kj_part *p) {
+    p->start = RD_KAFKA_OFFSET_BEGINNING; /* also where a later re-assignment puts it */
     rd_kafka_topic_partition_list_t *l = NULL;
     rd_kafka_error_t *error = NULL;
     rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
@@ -748,6 +749,8 @@ static void restart_at_beginning(kj_worker *w, kj_part *p) {
 static void handle_offset_reset(kj_worker *w, rd_kafka_message_t *msg) {
     const char *topic = msg->rkt ? rd_kafka_topic_name(msg->rkt) : "?";
     kj_part *p = part_lookup(w, msg->rkt, NULL, msg->partition);
+    if (p && p->start == RD_KAFKA_OFFSET_BEGINNING && !p->consumed)
+        return; /* already restarted at the beginning: an error queued before that */
     if (p && p->start_unknown && !p->consumed) {
         /* assigned without a committed-offset lookup, and the group has none: a first start */
         kj_log(KJ_LOG_INFO, "no committed offset: starting at the beginning", "{s:s,s:i}",

@@ -240,6 +240,7 @@ def test_retention_deletes_jobs_that_never_ran(sc, broker):
     sc.enqueued -= doomed  # deleted before they ran: the loss the reset reports
     sc.enqueued |= {i for i in doomed if sc.done[i]}
     resets = sum(1 for l in w2.lines if l["msg"].startswith("offset reset:"))
+    assert 1 <= resets <= PARTITIONS, f"{resets} offset resets logged for {PARTITIONS} partitions"
     print(f"  [{sc.name}] offset resets logged: {resets}; jobs deleted by 'retention' "
           f"before they ran: {len(doomed) - sum(1 for i in doomed if sc.done[i])}", flush=True)
     sc.finish()
