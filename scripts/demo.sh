@@ -30,7 +30,7 @@ trap cleanup EXIT
 mkfifo "$WORK/out"
 if [ $REAL_KAFKA = 1 ]; then
   echo "== starting Apache Kafka (1 broker, KRaft) with scripts/kafka.sh"
-  BOOTSTRAP=$(KAFKA_LOCAL_DIR=$WORK/kafka KAFKA_LOCAL_PORT=${DEMO_KAFKA_PORT:-39292} \
+  BOOTSTRAP=$(KAFKA_LOCAL_DIR=$WORK/kafka KAFKA_LOCAL_PORT=${DEMO_KAFKA_PORT:-29392} \
     bash scripts/kafka.sh start --brokers 1)
   "$KJOBS" topics -b "$BOOTSTRAP" --create | sed 's/^/   /'
   echo "== starting: kjobs run -b $BOOTSTRAP (retry ladder 1s -> 2s, max 3 attempts)"

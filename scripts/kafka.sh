@@ -17,8 +17,9 @@
 #   pause ID | resume ID    SIGSTOP / SIGCONT node ID (a frozen broker)
 #   restart ID              start node ID again on its existing data; waits until it serves
 #   fetch                   only resolve the broker jars (what install-deps.sh calls)
-# Environment: KAFKA_LOCAL_DIR, KAFKA_LOCAL_PORT (first broker port, default 39092; controller
-# ports are +100), KAFKA_HEAP_OPTS (default -Xms256m -Xmx1g), JAVA_HOME. (Not KJOBS_KAFKA_*:
+# Environment: KAFKA_LOCAL_DIR, KAFKA_LOCAL_PORT (first broker port, default 19092; controller
+# ports are +100; keep them below 32768, the kernel's ephemeral range, or a client's outgoing
+# connection can take the port of a broker that is down and its restart fails to bind), KAFKA_HEAP_OPTS (default -Xms256m -Xmx1g), JAVA_HOME. (Not KJOBS_KAFKA_*:
 # kjobs reads KJOBS_<GROUP>_<NAME> as its settings and refuses unknown names in its groups.)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,7 +27,7 @@ POM=$ROOT/tests/kafka/pom.xml
 VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$POM")
 LIBS=$ROOT/.deps/kafka-$VERSION/libs
 DIR=${KAFKA_LOCAL_DIR:-/tmp/kjobs-kafka}
-BASE_PORT=${KAFKA_LOCAL_PORT:-39092}
+BASE_PORT=${KAFKA_LOCAL_PORT:-19092}
 JAVA=${JAVA_HOME:+$JAVA_HOME/bin/}java
 HEAP=${KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}
 

@@ -40,7 +40,7 @@ ctest --output-on-failure -j2 --repeat until-pass:2 "$@"
 # (tests/integration/real_kafka.py). KJOBS_REAL_KAFKA=0 skips this pass.
 if [ "${KJOBS_REAL_KAFKA:-1}" != 0 ]; then
   export KAFKA_LOCAL_DIR=${KAFKA_LOCAL_DIR:-$(mktemp -d /tmp/kjobs-test-kafka.XXXXXX)}
-  export KAFKA_LOCAL_PORT=${KAFKA_LOCAL_PORT:-39192}
+  export KAFKA_LOCAL_PORT=${KAFKA_LOCAL_PORT:-29092}
   trap 'bash "$ROOT/scripts/kafka.sh" stop' EXIT
   echo "== integration tests on real Apache Kafka (3 brokers)"
   KJOBS_TEST_KAFKA=$(bash "$ROOT/scripts/kafka.sh" start --brokers 3)
