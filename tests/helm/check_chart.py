@@ -784,7 +784,17 @@ def cmd_check_config(args):
             if "KJOBS_RDKAFKA_SSL_CA_LOCATION" in env:
                 # The mounted Secret does not exist here; point at a real PEM bundle instead.
                 env["KJOBS_RDKAFKA_SSL_CA_LOCATION"] = ca_bundle
-            rc, out = run(cm["data"]["kjobs.cfg"], env, f[:-5])
+            cfg_text = cm["data"]["kjobs.cfg"]
+            # --check-config loads the plugin and looks the exec program up, as `run` does; the
+            # image's files are not here, so stand-ins take their place (the rendered values
+            # themselves are still parsed and type-checked from the file).
+            if re.search(r'^\s*plugin\s*=\s*"[^"]+"', cfg_text, re.M):
+                env["KJOBS_HANDLERS_PLUGIN"] = os.path.join(
+                    os.path.dirname(kjobs), "examples", "libkjobs_example_recorder.so")
+                env["KJOBS_RECORD_FILE"] = os.path.join(tmp, "records.tsv")  # what it needs
+            if re.search(r'^\s*exec\s*=\s*\[\s*"', cfg_text, re.M):
+                env["KJOBS_HANDLERS_EXEC"] = "/bin/sh"
+            rc, out = run(cfg_text, env, f[:-5])
             check(rc == 0, f"check-config {f}: kjobs run --check-config exited {rc}:\n{out}")
             print(f"kjobs run --check-config {f}: exit {rc}")
 

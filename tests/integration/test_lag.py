@@ -170,9 +170,10 @@ def test_lag_reaches_zero_behind_transaction_markers():
         c = Consumer({"bootstrap.servers": b, "group.id": f"{main}-wm"})
         lo, hi = c.get_watermark_offsets(TopicPartition(main, 0), timeout=10)
         c.close()
-        if hi == 6 and not real:
-            raise harness.Skip("the embedded broker writes no transaction markers (log end 6, "
-                               "not 9); set KJOBS_TEST_KAFKA=host:port to a real Kafka")
+        if not real:  # librdkafka 2.0.2's mock writes no markers (log end 6); 2.15.1's does,
+            # but hands aborted records to read_committed consumers: only real Kafka can say
+            raise harness.Skip(f"the embedded broker does not implement read_committed (log end "
+                               f"{hi}); runs in the real-Kafka pass (KJOBS_TEST_KAFKA)")
         assert hi == 9, f"log end {hi}: expected 6 records and 3 transaction markers"
         worker = LoggedWorker(b)
         try:
