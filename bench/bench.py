@@ -509,8 +509,9 @@ LAT_VARIANTS = {
 def lat_run(ctx, cfg, variant):
     rate, secs, P = cfg["lat_rate"], cfg["lat_seconds"], cfg["lat_partitions"]
     v = LAT_VARIANTS[variant]
-    # the load, then a start and an end mark per partition (on Kafka: one more warm-up job)
-    n = int(rate * secs) + (3 if ctx.kafka else 2) * P
+    # the load, then a start and an end mark per partition (on Kafka: two more warm-up jobs,
+    # one for the consumers, one for loadgen's producer)
+    n = int(rate * secs) + (4 if ctx.kafka else 2) * P
     raw, warmup_s = None, None
     with ctx.broker(P) as b:
         w = Worker(ctx, b, ctx.name("lat"), end_marks=P, tag="lat", env=v["env"])
@@ -541,7 +542,8 @@ def lat_run(ctx, cfg, variant):
                 warmup_s = time.monotonic() - t_warm
             time.sleep(1.0)  # let the assignment settle (cooperative rebalance rounds)
             gen = run_json([ctx.loadgen, "-b", b.bootstrap, "-t", b.main, *v["gen"], "rate",
-                            "--rate", str(rate), "--seconds", str(secs)],
+                            "--rate", str(rate), "--seconds", str(secs),
+                            *(["--warmup"] if ctx.kafka else [])],
                            timeout=secs * 3 + 60)[0]
             fill(ctx, b, 0)  # end marks behind the load on every partition
             w.wait_marks(60)
@@ -1025,7 +1027,9 @@ def report(ctx, cfg, info, res, command, started, load_end):
                      "so the difference is what kjobs adds (its queueing and its batch wait, "
                      "batch.max_wait_ms=5). Before the load both consumers handle one warm-up "
                      "job per partition (a fresh group resolves its start offsets after the "
-                     "assignment); the load starts 1 s after that. CPU µs/job: user+system "
+                     "assignment); the load starts 1 s after that, and loadgen's clock starts "
+                     "once its own warm-up job per partition was acknowledged (`rate --warmup`: "
+                     "producer id and leader connections). CPU µs/job: user+system "
                      "seconds of the whole process (/proc; raw_consumer: getrusage) ÷ jobs.\n")
 
         def lat_table(rows, m, prefix=""):
@@ -1186,7 +1190,7 @@ def summary(res):
                    + (f"; raw_consumer same runs: p50 {fmt_ms(lt['raw_p50'])}, p99 "
                       f"{fmt_ms(lt['raw_p99'])}, max {fmt_ms(lt['raw_max'])} ms; kjobs p99 − raw "
                       f"p99 {fmt_ms(lt['p99_minus_raw'])} ms; CPU/job {fmt_ms(lt['cpu_us_per_job'])}"
-                      f" vs {fmt_ms(lt['raw_cpu_us_per_job'])} µs" if "raw_p99" in lt else ""))
+                      f" vs {fmt_ms(lt['raw_cpu_us_per_job'])} µs" if lt["raw_p99"] == lt["raw_p99"] else ""))
     rs = res.get("rss")
     if rs:
         out.append(f"rss: 1 job {fmt_kb(rs['one_kb'])}, {rs['jobs'] // 2} backlog "
