@@ -457,6 +457,7 @@ def bench_drain(ctx, cfg):
                     del k["worker"]
                     row["kjobs"] = k
             row["ratio"] = row["kjobs"]["rate"] / row["raw"]["rate"]
+            row["load1"] = float(open("/proc/loadavg").read().split()[0])
             row["cpu_ratio"] = row["kjobs"]["cpu_us_per_msg"] / row["raw"]["cpu_us_per_msg"]
             if "kjobs_jemalloc" in row:
                 row["jemalloc_ratio"] = (row["kjobs_jemalloc"]["rate"] /
@@ -695,6 +696,7 @@ def bench_retry(ctx, cfg):
                              "retried": main_retry,
                              "cpu_us_per_job": cpu * 1e6 / N if cpu is not None else None}
         row["ratio_main"] = row["flaky"]["main_rate"] / row["ok"]["main_rate"]
+        row["load1"] = float(open("/proc/loadavg").read().split()[0])
         log(f"  pair {r + 1}: all ok {row['ok']['main_rate']:.0f}/s; 10% flaky "
             f"{row['flaky']['main_rate']:.0f}/s first attempts ({row['ratio_main']:.1%}), all "
             f"done after {row['flaky']['done_s']:.2f}s")
@@ -972,15 +974,17 @@ def report(ctx, cfg, info, res, command, started, load_end):
                  "alternates per run.\n")
         jm = bool(d.get("jemalloc_rate") == d.get("jemalloc_rate"))
         L.append("| run | kjobs jobs/s | raw_consumer msgs/s | **kjobs / raw** | kjobs CPU µs/job | "
-                 "raw CPU µs/msg | CPU kjobs / raw | kjobs VmHWM | raw VmHWM | kcat -G msgs/s |"
+                 "raw CPU µs/msg | CPU kjobs / raw | kjobs VmHWM | raw VmHWM | kcat -G msgs/s | "
+                 "1-min load |"
                  + (" kjobs+jemalloc jobs/s | raw+jemalloc msgs/s | jemalloc: kjobs / raw | "
                     "kjobs+jemalloc CPU µs/job | raw+jemalloc CPU µs/msg |" if jm else ""))
-        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" +
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" +
                  ("---:|---:|---:|---:|---:|" if jm else ""))
 
-        def drow(label, kr, rr, ratio, kc, rc, cr, kh, rh, kcat, jr, jrr, jratio, jc, jrc):
+        def drow(label, kr, rr, ratio, kc, rc, cr, kh, rh, kcat, jr, jrr, jratio, jc, jrc, load=""):
             return (f"| {label} | {fmt_rate(kr)} | {fmt_rate(rr)} | {ratio:.1%} | {kc:.2f} | "
-                    f"{rc:.2f} | {cr:.2f}× | {fmt_kb(kh)} | {fmt_kb(rh)} | {fmt_rate(kcat)} |"
+                    f"{rc:.2f} | {cr:.2f}× | {fmt_kb(kh)} | {fmt_kb(rh)} | {fmt_rate(kcat)} | "
+                    f"{load} |"
                     + (f" {fmt_rate(jr)} | {fmt_rate(jrr)} | {jratio:.1%} | {jc:.2f} | {jrc:.2f} |"
                        if jm else ""))
         nan = float("nan")
@@ -992,7 +996,8 @@ def report(ctx, cfg, info, res, command, started, load_end):
                           r["kjobs"]["hwm_kb"], r["raw"]["hwm_kb"],
                           r["kcat"]["rate"] if r["kcat"] else nan, j.get("rate", nan),
                           jr.get("rate", nan), r.get("jemalloc_ratio", nan),
-                          j.get("cpu_us_per_msg", nan), jr.get("cpu_us_per_msg", nan)))
+                          j.get("cpu_us_per_msg", nan), jr.get("cpu_us_per_msg", nan),
+                          r.get("load1", "")))
         L.append(drow("**median**", d["kjobs_rate"], d["raw_rate"], d["ratio"], d["kjobs_cpu_us"],
                       d["raw_cpu_us"], d["cpu_ratio"], d["hwm_kb"], d["raw_hwm_kb"], d["kcat_rate"],
                       d["jemalloc_rate"], d["raw_jemalloc_rate"], d["jemalloc_ratio"],
@@ -1125,18 +1130,19 @@ def report(ctx, cfg, info, res, command, started, load_end):
                  f"\n")
         L.append("| pair | all-ok jobs/s | 10% flaky jobs/s (first attempts) | flaky / ok | "
                  "all-ok done s | flaky all done s | all-ok CPU µs/job | flaky CPU µs/job | "
-                 "CPU flaky / ok |")
-        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+                 "CPU flaky / ok | 1-min load |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for i, r in enumerate(rt["rows"], 1):
             L.append(f"| {i} | {fmt_rate(r['ok']['main_rate'])} | {fmt_rate(r['flaky']['main_rate'])}"
                      f" | {r['ratio_main']:.1%} | {r['ok']['done_s']:.2f} | "
                      f"{r['flaky']['done_s']:.2f} | {fmt_ms(r['ok'].get('cpu_us_per_job'))} | "
                      f"{fmt_ms(r['flaky'].get('cpu_us_per_job'))} | "
-                     f"{fmt_ms(r['flaky'].get('cpu_us_per_job', 0) / r['ok']['cpu_us_per_job'] if r['ok'].get('cpu_us_per_job') else None)}× |")
+                     f"{fmt_ms(r['flaky'].get('cpu_us_per_job', 0) / r['ok']['cpu_us_per_job'] if r['ok'].get('cpu_us_per_job') else None)}× | "
+                     f"{r.get('load1', '')} |")
         L.append(f"| **median** | **{fmt_rate(rt['ok_rate'])}** | **{fmt_rate(rt['flaky_rate'])}**"
                  f" | **{rt['ratio']:.1%}** | {rt['ok_done_s']:.2f} | {rt['flaky_done_s']:.2f} | "
                  f"{fmt_ms(rt.get('ok_cpu_us'))} | {fmt_ms(rt.get('flaky_cpu_us'))} | "
-                 f"**{fmt_ms(rt.get('cpu_ratio'))}×** |\n")
+                 f"**{fmt_ms(rt.get('cpu_ratio'))}×** | |\n")
 
     so = res.get("scaleout")
     if so:
