@@ -5,9 +5,11 @@ with the programs of bench/ (loadgen, raw_consumer, the bench plugin), and write
 bench/RESULTS.md. With --kafka (a 1-broker Apache Kafka started with scripts/kafka.sh and
 stopped at the end) or --bootstrap B (an existing cluster), drain, latency, rss and retry run
 on real Kafka instead, each case on fresh topics and groups, and the results go to
-bench/RESULTS-kafka.md; there the latency runs also time raw_consumer on the same stream. Timings come from the processes themselves (the plugin's handler-start
-timestamps, raw_consumer's first/last message), never from polling, except the tail of the
-retry benchmark (retries are kjobs.flaky jobs the plugin cannot see: /metrics is polled then).
+bench/RESULTS-kafka.md; there the latency runs also time raw_consumer on the same stream.
+Timings come from the processes themselves (the plugin's handler-start timestamps,
+raw_consumer's first/last message), never from polling, except the tail of the retry
+benchmark (retries are kjobs.flaky jobs the plugin cannot see: /metrics is polled then) and
+the warm-up before a latency run on Kafka.
 
 Benchmarks (see bench/README.md for what each one means):
   drain    pre-filled backlog; kjobs (noop) jobs/s vs raw librdkafka msgs/s (and kcat), same
