@@ -1283,6 +1283,11 @@ def main():
             bootstrap = p.stdout.split()[-1]
             with open(os.path.join(kafka_env["KJOBS_KAFKA_DIR"], "node-1", "pid")) as f:
                 pid = int(f.read())
+            try:  # the pid file names kafka.sh's background subshell; the JVM is its child
+                with open(f"/proc/{pid}/task/{pid}/children") as f:
+                    pid = int(f.read().split()[0])
+            except (OSError, IndexError, ValueError):
+                pass
         run(ap, args, bootstrap, pid)
     finally:
         if started_cluster:
