@@ -11,9 +11,11 @@
  *       kjobs.flaky with payload "1" (fails once), the others T (default kjobs.noop). With
  *       --marks each partition gets a bench.start job before and a bench.end job after its
  *       share, so the plugin can time a drain exactly without polling anything.
- *   loadgen -b B rate --rate R --seconds S [--type T]
+ *   loadgen -b B rate --rate R --seconds S [--type T] [--warmup]
  *       R jobs/s (default type bench.lat) for S seconds, round-robin over the partitions, each
  *       stamped just before produce() with meta bench_t_us = CLOCK_REALTIME microseconds.
+ *       --warmup: first one bench.start job per partition, flushed, so the producer has its
+ *       producer id and its leader connections before the clock starts (not counted).
  * Prints one JSON line with what was produced and acknowledged; exits 1 if any job failed.
  */
 #include <errno.h>
@@ -128,18 +130,19 @@ static void lg_usage(void) {
 }
 
 int main(int argc, char **argv) {
-    enum { O_COUNT = 256, O_FLAKY, O_MARKS, O_TYPE, O_RATE, O_SECONDS };
+    enum { O_COUNT = 256, O_FLAKY, O_MARKS, O_TYPE, O_RATE, O_SECONDS, O_WARMUP };
     static const struct option longopts[] = {{"count", required_argument, NULL, O_COUNT},
                                              {"flaky-every", required_argument, NULL, O_FLAKY},
                                              {"marks", no_argument, NULL, O_MARKS},
                                              {"type", required_argument, NULL, O_TYPE},
                                              {"rate", required_argument, NULL, O_RATE},
                                              {"seconds", required_argument, NULL, O_SECONDS},
+                                             {"warmup", no_argument, NULL, O_WARMUP},
                                              {NULL, 0, NULL, 0}};
     const char *brokers = NULL, *type = NULL;
     long long count = 0, flaky_every = 0;
     double rate = 0, seconds = 0;
-    int marks = 0, opt, linger_set = 0;
+    int marks = 0, opt, linger_set = 0, warmup = 0;
     lg_state st = {.topic = "jobs"};
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     lg_set(conf, "acks", "all");
@@ -163,6 +166,7 @@ int main(int argc, char **argv) {
         case O_TYPE: type = optarg; break;
         case O_RATE: rate = atof(optarg); break;
         case O_SECONDS: seconds = atof(optarg); break;
+        case O_WARMUP: warmup = 1; break;
         default: lg_usage();
         }
     }
@@ -197,6 +201,15 @@ int main(int argc, char **argv) {
         return 1;
     }
 
+    if (warmup && !fill) {
+        for (int32_t p = 0; p < st.partitions; p++) lg_produce(&st, p, "bench.start", "", lg_now_us(), 0);
+        rd_kafka_flush(st.rk, 30000);
+        if (st.acked != st.produced) {
+            fprintf(stderr, "loadgen: warm-up: %lld of %lld acknowledged\n", st.acked, st.produced);
+            return 1;
+        }
+        st.produced = st.acked = 0;
+    }
     double start = lg_mono(), max_behind = 0;
     if (fill) {
         if (marks)

@@ -15,6 +15,12 @@
  *       prints one JSON line: {"msgs":..,"first_to_last_s":..,"rate":..,"assign_to_first_s":..}
  *       (rate = (msgs - 1) / first_to_last_s: messages after the first over the time between
  *       the first and the last one; the same definition bench/bench.py uses for kjobs)
+ *       [--latency FILE]: also write, one line per message carrying loadgen's stamp (meta
+ *       bench_t_us, found in the Avro value without decoding the rest), the latency in µs
+ *       from that stamp to rd_kafka_consumer_poll returning it: the raw counterpart of the
+ *       bench plugin's handler-start latency. Prints "raw_consumer: assigned" on stderr at
+ *       the first assignment and "raw_consumer: first message" at the first message, so a
+ *       driver can start the load once both happened.
  *   raw_consumer -b BROKERS --watermarks [-t TOPIC]...
  *       prints {"topic":..,"partitions":P,"low_max":..,"high_sum":..} per topic: with
  *       low_max 0 nothing was dropped by the broker's retention.
@@ -58,7 +64,10 @@ static void rc_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     rd_kafka_error_t *error = NULL;
     int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-        if (rc_assign_at == 0 && parts->cnt > 0) rc_assign_at = rc_now();
+        if (rc_assign_at == 0 && parts->cnt > 0) {
+            rc_assign_at = rc_now();
+            fprintf(stderr, "raw_consumer: assigned %d partitions\n", parts->cnt);
+        }
         if (cooperative)
             error = rd_kafka_incremental_assign(rk, parts);
         else
@@ -81,6 +90,20 @@ static void rc_commit_positions(rd_kafka_t *rk) {
     if (parts->cnt > 0 && rd_kafka_position(rk, parts) == RD_KAFKA_RESP_ERR_NO_ERROR)
         rd_kafka_commit(rk, parts, 1);
     rd_kafka_topic_partition_list_destroy(parts);
+}
+
+/* The producer's stamp of a loadgen `rate` job: the Avro map entry "bench_t_us" -> decimal
+ * string, i.e. the key's bytes, the value's zigzag varint length, its digits. 0 if absent. */
+static long long rc_stamp_us(const char *v, size_t len) {
+    static const char key[] = "bench_t_us";
+    const char *k = v ? memmem(v, len, key, sizeof(key) - 1) : NULL;
+    if (!k) return 0;
+    const char *p = k + sizeof(key) - 1, *end = v + len;
+    if (p >= end || (*p & 0x80)) return 0; /* a digit string is shorter than 64 bytes */
+    long n = (*p++ & 0x7f) >> 1;
+    long long t = 0;
+    for (; n > 0 && p < end && *p >= '0' && *p <= '9'; n--, p++) t = t * 10 + (*p - '0');
+    return n == 0 ? t : 0;
 }
 
 /* Peak resident set of this process, kB (VmHWM), or -1. */
@@ -125,7 +148,7 @@ static int rc_watermarks(rd_kafka_t *rk, const char *topic) {
 }
 
 int main(int argc, char **argv) {
-    const char *brokers = NULL, *group = NULL;
+    const char *brokers = NULL, *group = NULL, *latency_path = NULL;
     const char *topics[RC_MAX_TOPICS];
     int ntopics = 0, watermarks = 0;
     long long want = 0;
@@ -133,6 +156,7 @@ int main(int argc, char **argv) {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     static const struct option longopts[] = {{"watermarks", no_argument, NULL, 'W'},
                                              {"idle-timeout", required_argument, NULL, 'I'},
+                                             {"latency", required_argument, NULL, 'L'},
                                              {NULL, 0, NULL, 0}};
     int opt;
     while ((opt = getopt_long(argc, argv, "b:G:n:t:X:", longopts, NULL)) != -1) {
@@ -145,6 +169,7 @@ int main(int argc, char **argv) {
             break;
         case 'W': watermarks = 1; break;
         case 'I': idle_timeout = atof(optarg); break;
+        case 'L': latency_path = optarg; break;
         case 'X': {
             char *eq = strchr(optarg, '=');
             if (!eq) {
@@ -211,7 +236,10 @@ int main(int argc, char **argv) {
     signal(SIGTERM, rc_on_signal);
 
     long long got = 0;
-    size_t bytes = 0;
+    size_t bytes = 0, nlat = 0;
+    /* latencies in µs; at most one per message (-n bounds it) */
+    int *lat = latency_path ? malloc(sizeof(int) * (size_t)want) : NULL;
+    if (latency_path && !lat) return 1;
     double first = 0, last = 0, started = rc_now(), last_commit = started;
     while (!rc_stop && got < want) {
         if (got > 0 && last - last_commit >= 0.2) {
@@ -229,8 +257,13 @@ int main(int argc, char **argv) {
         }
         if (!msg->err) {
             last = rc_now();
-            if (got++ == 0) first = last;
+            if (got++ == 0) {
+                first = last;
+                if (lat) fprintf(stderr, "raw_consumer: first message\n");
+            }
             bytes += msg->len;
+            long long stamp = lat ? rc_stamp_us(msg->payload, msg->len) : 0;
+            if (stamp > 0 && nlat < (size_t)want) lat[nlat++] = (int)((long long)(last * 1e6) - stamp);
         } else if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
             fprintf(stderr, "raw_consumer: %s\n", rd_kafka_message_errstr(msg));
         }
@@ -247,6 +280,12 @@ int main(int argc, char **argv) {
            got, bytes, span, span > 0 ? (double)(got - 1) / span : 0.0,
            rc_assign_at > 0 && first > 0 ? first - rc_assign_at : -1.0, first, last, cpu, rc_vm_hwm_kb());
     fflush(stdout);
+    if (lat) {
+        FILE *f = fopen(latency_path, "w");
+        for (size_t i = 0; f && i < nlat; i++) fprintf(f, "%d\n", lat[i]);
+        if (!f || fclose(f) != 0) fprintf(stderr, "raw_consumer: cannot write %s\n", latency_path);
+        free(lat);
+    }
     rd_kafka_consumer_close(rk);
     rd_kafka_destroy(rk);
     return got >= want ? 0 : 1;

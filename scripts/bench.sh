@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # bench.sh — the one entry command for kjobs' benchmarks: builds (RelWithDebInfo) and runs every
 # benchmark of bench/ on the embedded broker (`kjobs broker`, a separate process), then writes
-# bench/RESULTS.md (machine, versions, this command, medians of >= 3 runs, same-run ratios).
+# bench/RESULTS.md (machine, versions, this command, medians of >= 3 runs, same-run ratios);
+# with --kafka the same benchmarks on real Apache Kafka, written to bench/RESULTS-kafka.md.
 # The driver is bench/bench.py; what each number means is in bench/README.md.
 #
 # Usage: scripts/bench.sh [--quick] [--no-write] [--no-build] [--build-dir DIR]
 #                         [--only drain,latency,rss,retry,scaleout] [--runs N] [--keep]
+#                         [--kafka | --bootstrap HOST:PORT,...]
+#   --kafka      start a 1-broker Apache Kafka (scripts/kafka.sh; $KJOBS_KAFKA_DIR, default
+#                /tmp/kjobs-bench-kafka, port $KJOBS_KAFKA_PORT, default 39392), run drain,
+#                latency, rss, retry on it with fresh topics and groups per case, stop it
+#   --bootstrap  the same on an existing cluster (left running)
 #   --quick      a tiny size of each benchmark, 1 run (seconds; what ctest's bench.smoke runs)
 #   --no-write   print the summary only, leave bench/RESULTS.md alone
 #   --no-build   use the build in --build-dir as it is
@@ -25,8 +31,9 @@ while [ $# -gt 0 ]; do
     --build-dir) BUILD_DIR=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
     --quick|--no-write|--keep) ARGS+=("$1"); shift ;;
-    --only|--runs) ARGS+=("$1" "$2"); shift 2 ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --kafka) ARGS+=("$1"); shift ;;
+    --only|--runs|--bootstrap) ARGS+=("$1" "$2"); shift 2 ;;
+    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
