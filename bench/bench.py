@@ -1248,8 +1248,8 @@ def main():
     ap.add_argument("--runs", type=int, help="runs per benchmark (default 3, --quick 1)")
     ap.add_argument("--kafka", action="store_true",
                     help="run on real Apache Kafka: a 1-broker cluster started with "
-                    "scripts/kafka.sh in $KJOBS_KAFKA_DIR (default /tmp/kjobs-bench-kafka), first "
-                    "port $KJOBS_KAFKA_PORT (default 39392), stopped at the end; results go to "
+                    "scripts/kafka.sh in $KAFKA_LOCAL_DIR (default /tmp/kjobs-bench-kafka), first "
+                    "port $KAFKA_LOCAL_PORT (default 29592), stopped at the end; results go to "
                     "bench/RESULTS-kafka.md")
     ap.add_argument("--bootstrap", help="run on this existing Kafka cluster instead (left "
                     "running; topics are created and deleted per case)")
@@ -1259,8 +1259,8 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the work files (logs, records)")
     args = ap.parse_args()
     # kjobs refuses KJOBS_* variables that are not its settings: kafka.sh's own are for it only
-    kafka_env = {"KJOBS_KAFKA_DIR": os.environ.pop("KJOBS_KAFKA_DIR", "/tmp/kjobs-bench-kafka"),
-                 "KJOBS_KAFKA_PORT": os.environ.pop("KJOBS_KAFKA_PORT", "39392")}
+    kafka_env = {"KAFKA_LOCAL_DIR": os.environ.pop("KAFKA_LOCAL_DIR", "/tmp/kjobs-bench-kafka"),
+                 "KAFKA_LOCAL_PORT": os.environ.pop("KAFKA_LOCAL_PORT", "29592")}
     kafka_env = dict(os.environ, **kafka_env)
     on_kafka = bool(args.kafka or args.bootstrap)
     if args.only is None:
@@ -1274,20 +1274,16 @@ def main():
         bootstrap, pid = args.bootstrap, None
         if args.kafka and not args.bootstrap:
             started_cluster = True  # a half-started cluster is stopped as well
-            log(f"starting a 1-broker Apache Kafka in {kafka_env['KJOBS_KAFKA_DIR']} "
-                f"(port {kafka_env['KJOBS_KAFKA_PORT']})")
+            log(f"starting a 1-broker Apache Kafka in {kafka_env['KAFKA_LOCAL_DIR']} "
+                f"(port {kafka_env['KAFKA_LOCAL_PORT']})")
             p = subprocess.run([KAFKA_SH, "start", "--brokers", "1"], env=kafka_env,
                                capture_output=True, text=True, timeout=300)
             if p.returncode != 0:
                 raise SystemExit(f"bench: scripts/kafka.sh start failed: {p.stderr[-2000:]}")
             bootstrap = p.stdout.split()[-1]
-            with open(os.path.join(kafka_env["KJOBS_KAFKA_DIR"], "node-1", "pid")) as f:
+            with open(os.path.join(kafka_env["KAFKA_LOCAL_DIR"], "node-1", "pid")) as f:
                 pid = int(f.read())
-            try:  # the pid file names kafka.sh's background subshell; the JVM is its child
-                with open(f"/proc/{pid}/task/{pid}/children") as f:
-                    pid = int(f.read().split()[0])
-            except (OSError, IndexError, ValueError):
-                pass
+            # (kafka.sh's pid file names the broker's JVM itself)
         run(ap, args, bootstrap, pid)
     finally:
         if started_cluster:

@@ -8,8 +8,8 @@
 # Usage: scripts/bench.sh [--quick] [--no-write] [--no-build] [--build-dir DIR]
 #                         [--only drain,latency,rss,retry,scaleout] [--runs N] [--keep]
 #                         [--kafka | --bootstrap HOST:PORT,...]
-#   --kafka      start a 1-broker Apache Kafka (scripts/kafka.sh; $KJOBS_KAFKA_DIR, default
-#                /tmp/kjobs-bench-kafka, port $KJOBS_KAFKA_PORT, default 39392), run drain,
+#   --kafka      start a 1-broker Apache Kafka (scripts/kafka.sh; $KAFKA_LOCAL_DIR, default
+#                /tmp/kjobs-bench-kafka, port $KAFKA_LOCAL_PORT, default 29592), run drain,
 #                latency, rss, retry on it with fresh topics and groups per case, stop it
 #   --bootstrap  the same on an existing cluster (left running)
 #   --quick      a tiny size of each benchmark, 1 run (seconds; what ctest's bench.smoke runs)

@@ -19,8 +19,8 @@
 #   fetch                   only resolve the broker jars (what install-deps.sh calls)
 # Environment: KAFKA_LOCAL_DIR, KAFKA_LOCAL_PORT (first broker port, default 19092; controller
 # ports are +100; keep them below 32768, the kernel's ephemeral range, or a client's outgoing
-# connection can take the port of a broker that is down and its restart fails to bind), KAFKA_HEAP_OPTS (default -Xms256m -Xmx1g), JAVA_HOME. (Not KJOBS_KAFKA_*:
-# kjobs reads KJOBS_<GROUP>_<NAME> as its settings and refuses unknown names in its groups.)
+# connection can take the port of a broker that is down and its restart fails to bind),
+# KAFKA_HEAP_OPTS (default -Xms256m -Xmx1g), JAVA_HOME. (Not KJOBS_KAFKA_*: kjobs reads KJOBS_<GROUP>_<NAME> as its settings and refuses unknown names in its groups.)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 POM=$ROOT/tests/kafka/pom.xml
