@@ -147,19 +147,23 @@ class Scenario:
     def lost_partitions(self):
         return sum(1 for w in self.workers for l in w.lines if l["msg"] == "partition lost")
 
+    def owned_by(self, w):
+        """(topic, partition) pairs worker w holds now, from its log."""
+        w.poll_lines()
+        mine = set()
+        for line in w.lines:
+            tp = (line.get("topic"), line.get("partition"))
+            if line["msg"] == "partition assigned":
+                mine.add(tp)
+            elif line["msg"] in ("partition revoked", "partition lost"):
+                mine.discard(tp)
+        return mine
+
     def owned(self):
         """(topic, partition) pairs currently assigned to live workers, from their logs."""
         owned = set()
         for w in self.live():
-            w.poll_lines()
-            mine = set()
-            for line in w.lines:
-                tp = (line.get("topic"), line.get("partition"))
-                if line["msg"] == "partition assigned":
-                    mine.add(tp)
-                elif line["msg"] in ("partition revoked", "partition lost"):
-                    mine.discard(tp)
-            owned |= mine
+            owned |= self.owned_by(w)
         return owned
 
     def report_and_check(self, expect_no_duplicates=False):

@@ -314,19 +314,6 @@ def owned_at(w, tp, ts):
     return state
 
 
-def _owned_by(self, w):
-    w.poll_lines()
-    mine = set()
-    for line in w.lines:
-        tp = (line.get("topic"), line.get("partition"))
-        if line["msg"] == "partition assigned":
-            mine.add(tp)
-        elif line["msg"] in ("partition revoked", "partition lost"):
-            mine.discard(tp)
-    return mine
-
-
-Scenario.owned_by = _owned_by
 
 
 def readyz(port):
