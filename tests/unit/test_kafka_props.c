@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <librdkafka/rdkafka.h>
 
 #include "processor/config.h"
 #include "processor/kafka.h"
@@ -21,6 +22,7 @@ static void add(kj_config *cfg, const char *prop) {
 
 static void last_value_wins_and_names_match_whole(void **state) {
     (void)state;
+    if (rd_kafka_version() < 0x020c0000) skip(); /* group.protocol: librdkafka >= 2.12 */
     kj_config cfg;
     kj_config_defaults(&cfg);
     assert_null(kj_kafka_prop_value(&cfg, "group.protocol"));
@@ -36,6 +38,7 @@ static void last_value_wins_and_names_match_whole(void **state) {
 
 static void consumer_protocol_only_when_the_last_setting_says_so(void **state) {
     (void)state;
+    if (rd_kafka_version() < 0x020c0000) skip(); /* group.protocol: librdkafka >= 2.12 */
     kj_config cfg;
     kj_config_defaults(&cfg);
     assert_false(kj_kafka_consumer_protocol(&cfg));
