@@ -612,6 +612,9 @@ def test_kip848_consumer_protocol_join_and_leave():
         # 90 s (twice in CI). KJOBS_TEST_KIP848_REAL=1 runs it there.
         raise harness.Skip("known open issue: KIP-848 sharing on real Kafka 4.1 "
                            "(KJOBS_TEST_KIP848_REAL=1 runs it)")
+    version = run(kjobs_cmd("version")).stdout.split("librdkafka")[-1].split()[0]
+    if tuple(int(x) for x in version.split(".")[:2]) < (2, 12):
+        raise harness.Skip(f"librdkafka {version} has no group.protocol (KIP-848 needs >= 2.12)")
     args = ("-X", "group.protocol=consumer")
     with Scene(partitions=8) as s:
         w1 = s.worker("w1", args=args)
