@@ -153,6 +153,19 @@ def hdrs(rec):
     return {name: value for name, value in pairs}
 
 
+def readyz(port):
+    """The status of a worker's GET /readyz (0 while nothing answers on the port)."""
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return 0
+
+
 def wait_until(what, fn, timeout=90):
     """Re-check fn() until it returns something true (returned) or the deadline passes."""
     deadline = time.monotonic() + timeout

@@ -341,14 +341,6 @@ def _sample(text, name, **labels):
     return 0.0
 
 
-def _readyz(port):
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
-
-
 def _group_lag(bootstrap, topic):
     """The group's committed lag on a topic (`kjobs lag`: committed offsets, not local state)."""
     p = harness.run(harness.kjobs_cmd("lag", "-b", bootstrap, "--json"))
@@ -397,7 +389,7 @@ def test_oversized_copy_goes_to_dlq_reduced_and_the_partition_moves_on():
             # the partition commits past it and the worker is ready
             procs.wait_until(lambda: _group_lag(broker.bootstrap, "jobs") == 0, 30,
                              "jobs lag 0 (committed past the oversized job)")
-            procs.wait_until(lambda: _readyz(port) == 200, 30, "/readyz 200")
+            procs.wait_until(lambda: harness.readyz(port) == 200, 30, "/readyz 200")
             assert _sample(_metrics(port), "kjobs_copies_truncated_total") == 2
             rc, took = _stop_timed(w)
             assert rc == 0, rc

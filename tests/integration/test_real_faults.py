@@ -261,7 +261,7 @@ def test_rolling_restart_of_three_workers_10_rounds(sc, broker):
     for _ in range(10):
         new = sc.start_worker(env=env)
         port = new.http_port()
-        procs.wait_until(lambda: readyz(port) == 200, 90, "the new worker ready")
+        procs.wait_until(lambda: harness.readyz(port) == 200, 90, "the new worker ready")
         old = group.pop(0)
         codes.append(sc.stop_worker(old))
         group.append(new)
@@ -312,20 +312,6 @@ def owned_at(w, tp, ts):
             elif line["msg"] in ("partition revoked", "partition lost"):
                 state = False
     return state
-
-
-
-
-def readyz(port):
-    import urllib.error
-    import urllib.request
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
-    except OSError:
-        return 0
 
 
 def log_ends(bootstrap):
