@@ -43,7 +43,11 @@ struct kj_router {
     kj_route_done_fn *done;
     void *done_opaque;
     size_t max_message_bytes; /* the producer's message.max.bytes */
-    atomic_long outstanding;
+    atomic_long outstanding;  /* routed, source offset not yet completed */
+    /* handed to librdkafka, delivery report not yet served: what a transaction commit waits
+     * for. Not `outstanding`: a worker thread counts its copy there before it waits for
+     * txn_lock, so a commit holding the lock would wait for a copy that cannot be produced. */
+    atomic_long in_flight;
     atomic_long failing;
     /* a queue-space wait timed out and no copy got through since: do not wait again (each
      * copy of a batch waiting QUEUE_FULL_WAIT_MS would hold a rebalance for minutes) */
@@ -114,11 +118,16 @@ size_t kj_copy_wire_size(size_t key_len, size_t value_len, const rd_kafka_header
 
 static rd_kafka_resp_err_t produce_copy(kj_router *r, route_ctx *c) {
     rd_kafka_headers_t *hdrs = rd_kafka_headers_copy(c->headers);
-    rd_kafka_resp_err_t err = rd_kafka_producev(
-        r->rk, RD_KAFKA_V_TOPIC(c->topic), RD_KAFKA_V_KEY(c->key, c->key_len),
-        RD_KAFKA_V_VALUE(c->value, c->value_len), RD_KAFKA_V_HEADERS(hdrs),
-        RD_KAFKA_V_OPAQUE(c), RD_KAFKA_V_END);
-    if (err) rd_kafka_headers_destroy(hdrs);
+    /* counted first: the delivery report may run on another thread before producev returns */
+    atomic_fetch_add(&r->in_flight, 1);
+    rd_kafka_resp_err_t err =
+        rd_kafka_producev(r->rk, RD_KAFKA_V_TOPIC(c->topic), RD_KAFKA_V_KEY(c->key, c->key_len),
+                          RD_KAFKA_V_VALUE(c->value, c->value_len), RD_KAFKA_V_HEADERS(hdrs),
+                          RD_KAFKA_V_OPAQUE(c), RD_KAFKA_V_END);
+    if (err) {
+        atomic_fetch_sub(&r->in_flight, 1);
+        rd_kafka_headers_destroy(hdrs);
+    }
     return err; /* the real code: rd_kafka_producev() does not set rd_kafka_last_error() */
 }
 
@@ -233,6 +242,23 @@ static bool size_refusal(rd_kafka_resp_err_t err) {
            err == RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE;
 }
 
+/* A copy was not acknowledged: re-send it (reduced first when the broker keeps refusing it
+ * as too large). */
+static void delivery_failed(kj_router *r, rd_kafka_t *rk, route_ctx *c, rd_kafka_resp_err_t err) {
+    if (rd_kafka_fatal_error(rk, NULL, 0)) return; /* kj_router_fatal() stops the worker */
+    if (size_refusal(err) && ++c->size_refusals >= BROKER_SIZE_REFUSALS && c->shrink < SHRINK_KEY) {
+        /* Refused as too large again and again, in whatever batch it travelled: the broker's
+         * limit is below this copy (a single refusal can be the batch's size, not the copy's,
+         * and the copy is re-sent as usual). The same bytes will never be accepted. */
+        c->size_refusals = 0;
+        fit_copy(r, c, c->shrink + 1, "the broker");
+        copy_failed(r, c, err, "routed copy refused by the broker as too large", 0);
+        return;
+    }
+    if (!size_refusal(err)) c->size_refusals = 0;
+    copy_failed(r, c, err, "routed copy not acknowledged, sending again", backoff_for(c));
+}
+
 /* Delivery report: on whatever thread called rd_kafka_poll() on the producer (the poll
  * thread, or a worker thread waiting for queue space). */
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque) {
@@ -251,21 +277,11 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opa
         r->done(c->owner, c->offset, r->done_opaque);
         atomic_fetch_sub(&r->outstanding, 1);
         route_ctx_free(c);
-        return;
+    } else {
+        delivery_failed(r, rk, c, msg->err);
     }
-    if (rd_kafka_fatal_error(rk, NULL, 0)) return; /* kj_router_fatal() stops the worker */
-    if (size_refusal(msg->err) && ++c->size_refusals >= BROKER_SIZE_REFUSALS &&
-        c->shrink < SHRINK_KEY) {
-        /* Refused as too large again and again, in whatever batch it travelled: the broker's
-         * limit is below this copy (a single refusal can be the batch's size, not the copy's,
-         * and the copy is re-sent as usual). The same bytes will never be accepted. */
-        c->size_refusals = 0;
-        fit_copy(r, c, c->shrink + 1, "the broker");
-        copy_failed(r, c, msg->err, "routed copy refused by the broker as too large", 0);
-        return;
-    }
-    if (!size_refusal(msg->err)) c->size_refusals = 0;
-    copy_failed(r, c, msg->err, "routed copy not acknowledged, sending again", backoff_for(c));
+    /* last: a zero count means every report was served (completed or on the re-send list) */
+    atomic_fetch_sub(&r->in_flight, 1);
 }
 
 kj_router *kj_router_new(const kj_config *cfg, rd_kafka_conf_t *conf, const char *worker_id,
@@ -375,8 +391,8 @@ void kj_router_decide(const kj_router *r, int attempt, const kjobs_result_t *res
         out->topic = cfg->dlq_topic;
         return;
     }
-    size_t step = (size_t)attempt < cfg->retry_delay_count ? (size_t)attempt
-                                                            : cfg->retry_delay_count;
+    size_t step =
+        (size_t)attempt < cfg->retry_delay_count ? (size_t)attempt : cfg->retry_delay_count;
     int64_t delay = cfg->retry_delays_ms[step - 1];
     if (result->outcome == KJ_OUTCOME_RETRY && result->delay_ms >= 0) {
         /* A job's own delay: the step with the longest delay not above it (the job hops on
@@ -565,17 +581,20 @@ bool kj_router_transactional(const kj_router *r) {
     return r->transactional;
 }
 
-int kj_router_commit_transaction(kj_router *r, rd_kafka_t *consumer,
-                                 kj_router_offsets_fn *collect, void *opaque, char *errstr,
-                                 size_t errstr_size) {
+int kj_router_commit_transaction(kj_router *r, rd_kafka_t *consumer, kj_router_offsets_fn *collect,
+                                 void *opaque, char *errstr, size_t errstr_size) {
     pthread_rwlock_wrlock(&r->txn_lock);
-    /* 1. every copy of this transaction acknowledged: their offsets are now completed */
+    /* 1. every copy produced in this transaction acknowledged: their source offsets are now
+     * completed. Copies routed but not yet produced (a worker thread waiting for txn_lock, or
+     * due on the re-send list later) are not in it; their sources stay uncommitted, and they
+     * go into the next transaction. */
     long long deadline = kj_now_ms() + 60000;
-    while (kj_router_poll(r, 10) > 0 && kj_now_ms() < deadline) {
-    }
+    do
+        kj_router_poll(r, 10);
+    while (atomic_load(&r->in_flight) > 0 && kj_now_ms() < deadline);
     int rc = 0;
     rd_kafka_error_t *error = NULL;
-    if (atomic_load(&r->outstanding) > 0) {
+    if (atomic_load(&r->in_flight) > 0) {
         snprintf(errstr, errstr_size, "copies still unacknowledged after 60 s");
         rc = -1;
         goto abort;
@@ -601,7 +620,8 @@ int kj_router_commit_transaction(kj_router *r, rd_kafka_t *consumer,
         }
     }
     if (error) {
-        snprintf(errstr, errstr_size, "transaction commit failed: %s", rd_kafka_error_string(error));
+        snprintf(errstr, errstr_size, "transaction commit failed: %s",
+                 rd_kafka_error_string(error));
         rc = -1;
         goto abort;
     }

@@ -151,6 +151,33 @@ def test_exactly_once_mode_routes_through_transactions():
         assert all(hdrs(c)["kjobs-attempt"] == "1" for c in copies)
 
 
+def test_exactly_once_mode_commits_under_a_backlog_of_failures():
+    """Failing jobs keep arriving: every worker thread routes copies while the poll thread
+    commits transactions. A commit must not wait for copies queued behind its own lock (it
+    once did: the transaction aborted after 60 s and the worker stopped)."""
+    with harness.Broker(partitions=4) as broker:
+        rounds, per_round = 20, 1000
+        w = Worker(broker.bootstrap, {"KJOBS_RETRY_EXACTLY_ONCE": "true",
+                                      "KJOBS_RETRY_DELAYS": "1h"})
+        try:
+            for _ in range(rounds):  # each round lands while the last one is being routed
+                run(kjobs_cmd("enqueue", "-b", broker.bootstrap, "--type", "kjobs.fail",
+                              "--count", str(per_round)), timeout=300)
+                assert w.proc.poll() is None, "the worker stopped"
+            total = rounds * per_round
+            w.wait_for("every job routed", lambda: w.proc.poll() is not None
+                       or w.metric("kjobs_retry_routed_total") >= total, timeout=240)
+            assert w.proc.poll() is None, "the worker stopped: " + "".join(w.lines[-3:])
+            assert w.metric("kjobs_commits_total", result="ok") >= 2
+            assert w.metric("kjobs_commits_total", result="error") == 0
+        finally:
+            rc, log = w.stop()
+        assert rc == 0, log[-2000:]
+        assert "transaction aborted" not in log
+        if harness.REAL_KAFKA:
+            assert lag_total(broker.bootstrap) == 0
+
+
 def test_exactly_once_crash_leaves_no_duplicate_copy_on_real_kafka():
     """kill -9 in the middle of transactions under load, twice, then a clean run: a
     read_committed reader sees each job's ladder copy exactly once (aborted copies invisible),
@@ -159,12 +186,6 @@ def test_exactly_once_crash_leaves_no_duplicate_copy_on_real_kafka():
     if not harness.REAL_KAFKA:
         raise harness.Skip("needs a real Kafka in KJOBS_TEST_KAFKA; the embedded broker's "
                            "TxnOffsetCommit discards offsets (docs/retries.md)")
-    if not os.environ.get("KJOBS_TEST_EOS_BACKLOG"):
-        # Known defect (docs/retries.md, "Exactly-once mode"): with a backlog of thousands of
-        # failing jobs one transaction's copies are not all acknowledged within 60 s, the
-        # transaction is aborted and the worker stops. Set KJOBS_TEST_EOS_BACKLOG=1 to run it.
-        raise harness.Skip("known defect: exactly-once mode stalls on a backlog of thousands "
-                           "of copies per transaction (KJOBS_TEST_EOS_BACKLOG=1 runs it)")
     with harness.Broker(partitions=4) as broker:
         bootstrap = broker.bootstrap
         ids = set()
@@ -214,4 +235,5 @@ def lag_total(bootstrap):
 if __name__ == "__main__":
     harness.main([test_breaker_stops_consumption_and_resumes_without_loss,
                   test_exactly_once_mode_routes_through_transactions,
+                  test_exactly_once_mode_commits_under_a_backlog_of_failures,
                   test_exactly_once_crash_leaves_no_duplicate_copy_on_real_kafka])
