@@ -310,10 +310,12 @@ static const kj_setting kj_settings[] = {
      .doc = "Most jobs in one handler call. A batch holds jobs of one partition in offset "
             "order."},
     {ROW("batch", "max_wait_ms", "KJOBS_BATCH_MAX_WAIT_MS"), .type = KT_DURATION,
-     .off = F(batch_max_wait_ms), .def = "5", .min = 0, .max = 60000,
+     .off = F(batch_max_wait_ms), .def = "0", .min = 0, .max = 60000,
      .flags = KF_MS_INT | KF_INT_FIELD,
      .doc = "Longest a partition's first waiting job waits for its batch to fill before the "
-            "handler is called anyway. Milliseconds, or a duration string."},
+            "handler is called anyway. 0: a free worker takes what has arrived (batches still "
+            "grow to batch.max_jobs while the workers are busy, so under load they fill without "
+            "waiting). Milliseconds, or a duration string."},
     {ROW("batch", "max_pending", "KJOBS_BATCH_MAX_PENDING"), .type = KT_INT,
      .off = F(batch_max_pending), .def = "10000", .min = 1, .max = 10000000,
      .doc = "Back-pressure bound: most jobs fetched but not yet finished per partition; above "

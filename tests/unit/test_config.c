@@ -100,7 +100,7 @@ static void test_defaults_without_file(void **state) {
     assert_int_equal(cfg.partitions, 8);
     assert_int_equal(cfg.replication_factor, 1);
     assert_int_equal(cfg.batch_max_jobs, 100);
-    assert_int_equal(cfg.batch_max_wait_ms, 5);
+    assert_int_equal(cfg.batch_max_wait_ms, 0);
     assert_int_equal(cfg.batch_max_pending, 10000);
     assert_int_equal(cfg.workers, 2);
     assert_int_equal(cfg.retry_delay_count, 3);
