@@ -1184,10 +1184,14 @@ bool kj_worker_ready(void *opaque, char *reason, size_t reason_size) {
  *    librdkafka 2.15.1 (4 topics x 8 partitions, 3 workers) a fourth worker joining was handed
  *    all 8 main-topic partitions and the others kept only ladder partitions, so one process did
  *    all the work. Roundrobin deals each topic's partitions out evenly.
- * kafka.properties = ["partition.assignment.strategy=cooperative-sticky"] opts in. With
- * group.protocol=consumer (KIP-848) the broker assigns (group.remote.assignor) and kjobs sets
- * no assignor at all. */
+ * kafka.properties = ["partition.assignment.strategy=cooperative-sticky"] opts in. */
 #define KJ_DEFAULT_ASSIGNOR "roundrobin"
+/* With group.protocol=consumer (KIP-848) the broker assigns, incrementally. Its default
+ * `uniform` assignor has the sticky assignor's flaw above: on Kafka 4.1.1 (4 topics x 8
+ * partitions, 2 workers) it gave one worker the main topic and the first ladder step, the other
+ * only the later ladder steps — all the work on one process. `range` assigns each topic's
+ * partitions separately, so every member gets its share of the main topic. */
+#define KJ_DEFAULT_REMOTE_ASSIGNOR "range"
 
 /* One metadata request for the whole layout: every topic must exist. */
 static int check_topics(kj_worker *w, char *errstr, size_t errstr_size) {
@@ -1255,6 +1259,9 @@ kj_worker *kj_worker_new(const kj_config *cfg, kj_handler_registry *handlers, ch
         kj_kafka_conf_set(conf, "isolation.level", "read_committed", errstr, errstr_size) ||
         (!kj_kafka_consumer_protocol(cfg) &&
          kj_kafka_conf_set(conf, "partition.assignment.strategy", KJ_DEFAULT_ASSIGNOR, errstr,
+                           errstr_size)) ||
+        (kj_kafka_consumer_protocol(cfg) && !kj_kafka_prop_value(cfg, "group.remote.assignor") &&
+         kj_kafka_conf_set(conf, "group.remote.assignor", KJ_DEFAULT_REMOTE_ASSIGNOR, errstr,
                            errstr_size)) ||
         (cfg->group_instance_id[0] &&
          kj_kafka_conf_set(conf, "group.instance.id", cfg->group_instance_id, errstr,
