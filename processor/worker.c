@@ -25,13 +25,13 @@
 #include "processor/router.h"
 #include "processor/topic_layout.h"
 
-#define KJ_TICK_MS 20
-#define KJ_STALL_CONFIRM_MS 3000 /* after a stall: wait this long for the group to answer */
-#define KJ_LAG_INTERVAL_MS 1000
+#define KJ_TICK_MS              20
+#define KJ_STALL_CONFIRM_MS     3000 /* after a stall: wait this long for the group to answer */
+#define KJ_LAG_INTERVAL_MS      1000
 #define KJ_PROGRESS_INTERVAL_MS 10000
 #define KJ_REVOKE_ROUTE_WAIT_MS 2000 /* unacked copies only hold their offsets back */
-#define KJ_CLOSE_WAIT_MS 5000
-#define KJ_REBALANCE_COMMIT_MS 2000
+#define KJ_CLOSE_WAIT_MS        5000
+#define KJ_REBALANCE_COMMIT_MS  2000
 
 /* One assigned topic-partition. Fields marked (poll) are touched by the poll thread only;
  * `lock` guards the tracker, which workers and the poll thread both complete into. */
@@ -44,16 +44,16 @@ typedef struct kj_part {
     kj_lane *lane;
     pthread_mutex_t lock;
     kj_offset_tracker *tracker;
-    int64_t committed;     /* (poll) last committed offset, -1 none */
-    bool paused;           /* (poll) we paused it */
-    bool paused_for_delay; /* (poll) ... because the ladder head is not due */
+    int64_t committed;        /* (poll) last committed offset, -1 none */
+    bool paused;              /* (poll) we paused it */
+    bool paused_for_delay;    /* (poll) ... because the ladder head is not due */
     atomic_bool needs_rewind; /* batches were skipped while the breaker was open */
     bool start_unknown;       /* (poll) assigned without knowing the committed offset */
     bool consumed;            /* (poll) at least one record arrived since assignment */
     int64_t start;            /* (poll) the offset it was assigned at (may be logical) */
     bool position_known;      /* (poll) a record arrived since the last assign/seek: the consumer's
                                * position is current (before, it may be stale: a lost partition's) */
-    struct kj_part *next;  /* (poll) assignment list */
+    struct kj_part *next;     /* (poll) assignment list */
 } kj_part;
 
 typedef struct kj_topic_slot {
@@ -87,7 +87,7 @@ struct kj_worker {
     pthread_mutex_t breaker_lock;
     kj_breaker breaker;
     atomic_bool breaker_open, breaker_reset_requested;
-    bool breaker_handled; /* (poll) the open breaker has paused everything */
+    bool breaker_handled;      /* (poll) the open breaker has paused everything */
     int64_t breaker_opened_at; /* (poll) */
     atomic_llong jobs_skipped;
     /* Stall guard: a process frozen (SIGSTOP, a VM pause, swap) past session.timeout.ms has
@@ -96,10 +96,10 @@ struct kj_worker {
      * the gap, and holds every partition until the group answers (see stall_tick). */
     atomic_llong last_poll_ms;
     atomic_bool stall_hold;
-    int64_t session_timeout_ms;  /* from the consumer's configuration */
-    int64_t stall_detected_at;   /* (poll) 0 when not held */
-    unsigned rebalances;         /* (poll) rebalance callbacks served, for stall_tick */
-    unsigned stall_rebalances;   /* (poll) that count when the stall was detected */
+    int64_t session_timeout_ms; /* from the consumer's configuration */
+    int64_t stall_detected_at;  /* (poll) 0 when not held */
+    unsigned rebalances;        /* (poll) rebalance callbacks served, for stall_tick */
+    unsigned stall_rebalances;  /* (poll) that count when the stall was detected */
 };
 
 /* One job of a running batch: per-thread scratch, reused across batches. */
@@ -160,8 +160,7 @@ static kj_part *part_lookup(kj_worker *w, const rd_kafka_topic_t *rkt, const cha
     return slot->parts[partition];
 }
 
-static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t count,
-                      void *opaque);
+static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t count, void *opaque);
 
 static kj_part *part_add(kj_worker *w, const char *topic, int32_t partition) {
     kj_topic_slot *slot = topic_slot_of(w, NULL, topic);
@@ -169,7 +168,8 @@ static kj_part *part_add(kj_worker *w, const char *topic, int32_t partition) {
     if (partition >= slot->nparts) {
         int32_t n = partition + 1;
         slot->parts = realloc(slot->parts, (size_t)n * sizeof(*slot->parts));
-        for (int32_t i = slot->nparts; i < n; i++) slot->parts[i] = NULL;
+        for (int32_t i = slot->nparts; i < n; i++)
+            slot->parts[i] = NULL;
         slot->nparts = n;
     }
     if (slot->parts[partition]) return slot->parts[partition];
@@ -304,8 +304,8 @@ static void commit_offsets(kj_worker *w, bool sync) {
             if (err) {
                 kj_log(KJ_LOG_ERROR, "commit failed", "{s:s}", "error", rd_kafka_err2str(err));
                 for (int i = 0; i < list->cnt; i++) { /* send them again next time */
-                    kj_part *p = part_lookup(w, NULL, list->elems[i].topic,
-                                             list->elems[i].partition);
+                    kj_part *p =
+                        part_lookup(w, NULL, list->elems[i].topic, list->elems[i].partition);
                     if (p) p->committed = -1;
                 }
             } else
@@ -349,8 +349,8 @@ static void on_offset_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 
 #define KJ_COMMITTED_LOOKUP_MS 2000
 
-static void assign_partitions(kj_worker *w, rd_kafka_t *rk,
-                              rd_kafka_topic_partition_list_t *parts, bool cooperative) {
+static void assign_partitions(kj_worker *w, rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts,
+                              bool cooperative) {
     /* Start at the committed offset, or at the beginning where the group has none: with
      * auto.offset.reset=error, a later reset then always means lost jobs. The lookup is kept
      * short: a rebalance callback that blocks makes this member miss the next join window (a
@@ -378,8 +378,8 @@ static void assign_partitions(kj_worker *w, rd_kafka_t *rk,
         p->consumed = false;
         p->position_known = false;
         p->start = tp->offset;
-        kj_log(KJ_LOG_INFO, "partition assigned", "{s:s,s:i,s:I}", "topic", tp->topic,
-               "partition", tp->partition, "offset", (json_int_t)tp->offset);
+        kj_log(KJ_LOG_INFO, "partition assigned", "{s:s,s:i,s:I}", "topic", tp->topic, "partition",
+               tp->partition, "offset", (json_int_t)tp->offset);
     }
     rd_kafka_error_t *error = NULL;
     rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
@@ -403,8 +403,8 @@ static void assign_partitions(kj_worker *w, rd_kafka_t *rk,
     rd_kafka_topic_partition_list_destroy(start);
 }
 
-static void revoke_partitions(kj_worker *w, rd_kafka_t *rk,
-                              rd_kafka_topic_partition_list_t *parts, bool cooperative) {
+static void revoke_partitions(kj_worker *w, rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts,
+                              bool cooperative) {
     bool lost = rd_kafka_assignment_lost(rk);
     /* 1. wait for in-flight batches of these partitions; drop what never started */
     for (int i = 0; i < parts->cnt && !w->shutdown_timed_out; i++) {
@@ -518,16 +518,14 @@ static void record_breaker(kj_worker *w, const batch_slot *slots, size_t count) 
         if (kj_breaker_record(&w->breaker, dead)) {
             atomic_store(&w->breaker_open, true);
             kj_metrics_circuit_breaker_set(true);
-            kj_log(KJ_LOG_ERROR, "circuit breaker OPEN: consumption stopped", "{s:s,s:I}",
-                   "reason", w->breaker.reason, "cooldown_ms",
-                   (json_int_t)w->cfg->breaker_cooldown_ms);
+            kj_log(KJ_LOG_ERROR, "circuit breaker OPEN: consumption stopped", "{s:s,s:I}", "reason",
+                   w->breaker.reason, "cooldown_ms", (json_int_t)w->cfg->breaker_cooldown_ms);
         }
     }
     pthread_mutex_unlock(&w->breaker_lock);
 }
 
-static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t count,
-                      void *opaque) {
+static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t count, void *opaque) {
     (void)lane;
     kj_part *part = lane_opaque;
     kj_worker *w = opaque;
@@ -540,7 +538,8 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
          * someone else's now): do not run these jobs. Their offsets stay uncompleted, so
          * nothing commits past them; the poll thread rewinds the partition before resuming. */
         atomic_store(&part->needs_rewind, true);
-        for (size_t i = 0; i < count; i++) rd_kafka_message_destroy(items[i]);
+        for (size_t i = 0; i < count; i++)
+            rd_kafka_message_destroy(items[i]);
         atomic_fetch_add(&w->jobs_skipped, (long long)count);
         return;
     }
@@ -563,8 +562,8 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
         s->decoded = false;
         char err[256];
         if (s->result.outcome == KJ_OUTCOME_INVALID_HEADER) { /* not run; named if decodable */
-            s->decoded = msg->payload && kj_job_decode(msg->payload, msg->len, &s->job.record,
-                                                       NULL, err, sizeof(err)) == 0;
+            s->decoded = msg->payload && kj_job_decode(msg->payload, msg->len, &s->job.record, NULL,
+                                                       err, sizeof(err)) == 0;
             continue;
         }
         if (s->hop) continue; /* not run */
@@ -594,7 +593,8 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
         if (h->job_fn) {
             h->job_fn(&slots[i].job, &slots[i].result, h->opaque);
         } else {
-            while (j < count && slots[j].handler == h) j++;
+            while (j < count && slots[j].handler == h)
+                j++;
             for (size_t k = i; k < j; k++) {
                 scratch->jobs[k - i] = &slots[k].job;
                 scratch->results[k - i] = &slots[k].result;
@@ -604,7 +604,8 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
         }
         double per_job = (kj_mono_seconds() - start) / (double)(j - i);
         kj_metric_handle *duration = kj_metrics_duration_handle(slots[i].job.record.type);
-        for (size_t k = i; k < j; k++) kj_histogram_observe(duration, per_job);
+        for (size_t k = i; k < j; k++)
+            kj_histogram_observe(duration, per_job);
         i = j;
     }
 
@@ -665,9 +666,12 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
             if (s->hop || s->outcome != outcome || strcmp(t, type) != 0) break;
         }
         kj_counter_add(kj_metrics_jobs_handle(part->topic, type, outcome), j - i);
-        if (outcome == KJ_JOB_OK) ok += (long long)(j - i);
-        else if (outcome == KJ_JOB_RETRY) retried += (long long)(j - i);
-        else dead += (long long)(j - i);
+        if (outcome == KJ_JOB_OK)
+            ok += (long long)(j - i);
+        else if (outcome == KJ_JOB_RETRY)
+            retried += (long long)(j - i);
+        else
+            dead += (long long)(j - i);
         i = j;
     }
     for (size_t i = 0; i < count; i++) {
@@ -690,7 +694,8 @@ static void pause_part(kj_worker *w, kj_part *p, bool for_delay) {
     rd_kafka_topic_partition_list_destroy(l);
     p->paused = true;
     p->paused_for_delay = for_delay;
-    kj_log(KJ_LOG_DEBUG, for_delay ? "partition paused until due" : "partition paused (back-pressure)",
+    kj_log(KJ_LOG_DEBUG,
+           for_delay ? "partition paused until due" : "partition paused (back-pressure)",
            "{s:s,s:i}", "topic", p->topic, "partition", p->partition);
 }
 
@@ -753,8 +758,8 @@ static void handle_offset_reset(kj_worker *w, rd_kafka_message_t *msg) {
         return; /* already restarted at the beginning: an error queued before that */
     if (p && p->start_unknown && !p->consumed) {
         /* assigned without a committed-offset lookup, and the group has none: a first start */
-        kj_log(KJ_LOG_INFO, "no committed offset: starting at the beginning", "{s:s,s:i}",
-               "topic", topic, "partition", msg->partition);
+        kj_log(KJ_LOG_INFO, "no committed offset: starting at the beginning", "{s:s,s:i}", "topic",
+               topic, "partition", msg->partition);
     } else {
         atomic_fetch_add(&w->resets, 1);
         kj_metrics_offset_reset();
@@ -836,9 +841,8 @@ static void rewind_and_resume_all(kj_worker *w) {
                 rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset = from;
                 rd_kafka_error_t *error = rd_kafka_seek_partitions(w->consumer, l, 10000);
                 if (error) {
-                    kj_log(KJ_LOG_ERROR, "rewind: seek failed", "{s:s,s:i,s:s}", "topic",
-                           p->topic, "partition", p->partition, "error",
-                           rd_kafka_error_string(error));
+                    kj_log(KJ_LOG_ERROR, "rewind: seek failed", "{s:s,s:i,s:s}", "topic", p->topic,
+                           "partition", p->partition, "error", rd_kafka_error_string(error));
                     rd_kafka_error_destroy(error);
                 }
                 rd_kafka_topic_partition_list_destroy(l);
@@ -860,8 +864,9 @@ static bool stall_tick(kj_worker *w, int64_t now, int64_t gap) {
         atomic_store(&w->stall_hold, true);
         w->stall_detected_at = now;
         w->stall_rebalances = w->rebalances;
-        kj_log(KJ_LOG_WARN, "worker stalled past its session timeout: holding its partitions "
-                            "until the group answers",
+        kj_log(KJ_LOG_WARN,
+               "worker stalled past its session timeout: holding its partitions "
+               "until the group answers",
                "{s:I,s:I}", "stalled_ms", (json_int_t)gap, "session_timeout_ms",
                (json_int_t)w->session_timeout_ms);
     }
@@ -869,8 +874,8 @@ static bool stall_tick(kj_worker *w, int64_t now, int64_t gap) {
     for (kj_part *p = w->parts; p; p = p->next)
         if (!p->paused) pause_part(w, p, false);
     bool answered = w->rebalances != w->stall_rebalances;
-    bool survived = now - w->stall_detected_at >= KJ_STALL_CONFIRM_MS &&
-                    !rd_kafka_assignment_lost(w->consumer);
+    bool survived =
+        now - w->stall_detected_at >= KJ_STALL_CONFIRM_MS && !rd_kafka_assignment_lost(w->consumer);
     if (!answered && !survived) return true;
     if (kj_engine_in_flight_items(w->engine) > 0) return true;
     for (kj_part *p = w->parts; p; p = p->next)
@@ -971,7 +976,8 @@ static void pause_all(kj_worker *w) {
         rd_kafka_pause_partitions(w->consumer, l);
         rd_kafka_topic_partition_list_destroy(l);
     }
-    for (kj_part *p = w->parts; p; p = p->next) p->paused = true;
+    for (kj_part *p = w->parts; p; p = p->next)
+        p->paused = true;
 }
 
 /* Leave the group: revoke (committing again) and LeaveGroup, serving the close from a queue so
@@ -996,9 +1002,10 @@ static void *close_watchdog_main(void *arg) {
     while (!atomic_load(&wd->done)) {
         int64_t left = wd->fire_at_ms - kj_now_ms();
         if (left <= 0) {
-            kj_log(KJ_LOG_ERROR, "consumer close hung inside librdkafka; exiting (work is "
-                                 "drained and committed; the group rebalances after "
-                                 "session.timeout.ms)",
+            kj_log(KJ_LOG_ERROR,
+                   "consumer close hung inside librdkafka; exiting (work is "
+                   "drained and committed; the group rebalances after "
+                   "session.timeout.ms)",
                    NULL);
             _exit(wd->exit_code);
         }
@@ -1019,8 +1026,8 @@ static void *close_watchdog_main(void *arg) {
 static void serve_close_event(kj_worker *w, rd_kafka_event_t *ev) {
     switch (rd_kafka_event_type(ev)) {
     case RD_KAFKA_EVENT_REBALANCE: /* as an event, the assign/unassign is ours to do */
-        on_rebalance(w->consumer, rd_kafka_event_error(ev),
-                     rd_kafka_event_topic_partition_list(ev), w);
+        on_rebalance(w->consumer, rd_kafka_event_error(ev), rd_kafka_event_topic_partition_list(ev),
+                     w);
         break;
     case RD_KAFKA_EVENT_OFFSET_COMMIT:
         on_offset_commit(w->consumer, rd_kafka_event_error(ev),
@@ -1053,25 +1060,52 @@ static void close_consumer(kj_worker *w, int64_t deadline, int exit_code) {
                rd_kafka_error_string(error));
         rd_kafka_error_destroy(error);
     }
-    while (!rd_kafka_consumer_closed(w->consumer) && kj_now_ms() < deadline) {
+    /* a consumer in a fatal state can neither revoke nor leave: nothing to wait for */
+    while (!rd_kafka_consumer_closed(w->consumer) && kj_now_ms() < deadline &&
+           !rd_kafka_fatal_error(w->consumer, NULL, 0)) {
         rd_kafka_event_t *ev = rd_kafka_queue_poll(queue, 100);
         if (ev) serve_close_event(w, ev);
     }
     w->consumer_closed = rd_kafka_consumer_closed(w->consumer);
     if (w->consumer_closed) { /* what arrived with the close, e.g. the last commit's result */
         rd_kafka_event_t *ev;
-        while ((ev = rd_kafka_queue_poll(queue, 0)) != NULL) serve_close_event(w, ev);
+        while ((ev = rd_kafka_queue_poll(queue, 0)) != NULL)
+            serve_close_event(w, ev);
     }
     if (watching)
         atomic_store(&wd->done, true); /* the watchdog frees it */
     else
         free(wd);
-    if (!w->consumer_closed)
+    if (!w->consumer_closed && !rd_kafka_fatal_error(w->consumer, NULL, 0))
         kj_log(KJ_LOG_WARN,
                "could not leave the consumer group in time (coordinator unreachable?); the group "
                "reassigns these partitions after session.timeout.ms",
                NULL);
     rd_kafka_queue_destroy(queue);
+}
+
+/* A fatal consumer error (librdkafka: the instance is unusable — e.g. this static member was
+ * fenced by another process with the same group.instance.id, or the broker refused the KIP-848
+ * protocol) stops the worker with a clear error: it would otherwise poll on, silently holding
+ * nothing. Work in flight still drains; no offset is committed through the dead consumer.
+ * @locality poll thread */
+static bool consumer_fatal(kj_worker *w) {
+    char why[512];
+    rd_kafka_resp_err_t err = rd_kafka_fatal_error(w->consumer, why, sizeof(why));
+    if (!err) return false;
+    const char *hint = "";
+    if (err == RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID)
+        hint = "another process joined with the same kafka.group_instance_id";
+    else if (kj_kafka_consumer_protocol(w->cfg) && (err == RD_KAFKA_RESP_ERR__UNSUPPORTED_FEATURE ||
+                                                    err == RD_KAFKA_RESP_ERR_UNSUPPORTED_VERSION ||
+                                                    err == RD_KAFKA_RESP_ERR_UNSUPPORTED_ASSIGNOR))
+        hint = "group.protocol=consumer (KIP-848) needs Kafka 4.0 or later with the consumer "
+               "protocol enabled, and a group.remote.assignor the broker offers; drop the "
+               "property to use the classic protocol";
+    kj_log(KJ_LOG_ERROR, "fatal consumer error: stopping", "{s:s,s:s,s:s}", "error", why, "code",
+           rd_kafka_err2name(err), "hint", hint);
+    w->fatal = true;
+    return true;
 }
 
 int kj_worker_run(kj_worker *w, volatile sig_atomic_t *stop, kj_heartbeat *heartbeat) {
@@ -1112,6 +1146,10 @@ int kj_worker_run(kj_worker *w, volatile sig_atomic_t *stop, kj_heartbeat *heart
             kj_log(KJ_LOG_ERROR, "fatal producer error: stopping without committing", "{s:s}",
                    "error", fatal);
             return 1;
+        }
+        if (consumer_fatal(w)) {
+            exit_code = 1;
+            break;
         }
         tick(w, kj_now_ms(), &last_commit, &last_lag, &last_progress);
         if (w->fatal) {
@@ -1198,8 +1236,8 @@ static int check_topics(kj_worker *w, char *errstr, size_t errstr_size) {
     const struct rd_kafka_metadata *md = NULL;
     rd_kafka_resp_err_t err = rd_kafka_metadata(w->consumer, 1, NULL, &md, 15000);
     if (err) {
-        snprintf(errstr, errstr_size, "cannot read topic metadata from %s: %s",
-                 w->cfg->bootstrap, rd_kafka_err2str(err));
+        snprintf(errstr, errstr_size, "cannot read topic metadata from %s: %s", w->cfg->bootstrap,
+                 rd_kafka_err2str(err));
         return -1;
     }
     char missing[1024] = "";
@@ -1244,7 +1282,8 @@ kj_worker *kj_worker_new(const kj_config *cfg, kj_handler_registry *handlers, ch
     kj_topic_spec *specs;
     w->topic_count = kj_topic_layout(cfg, &specs);
     w->topics = calloc(w->topic_count, sizeof(*w->topics));
-    for (size_t i = 0; i < w->topic_count; i++) w->topics[i].spec = specs[i];
+    for (size_t i = 0; i < w->topic_count; i++)
+        w->topics[i].spec = specs[i];
     free(specs); /* names now owned by the slots */
 
     if (kj_codec_init(errstr, errstr_size) != 0) goto fail;
@@ -1289,8 +1328,7 @@ kj_worker *kj_worker_new(const kj_config *cfg, kj_handler_registry *handlers, ch
         char value[32];
         size_t value_size = sizeof(value);
         w->session_timeout_ms = 45000; /* librdkafka's default */
-        if (rd_kafka_conf_get(conf, "session.timeout.ms", value, &value_size) ==
-                RD_KAFKA_CONF_OK &&
+        if (rd_kafka_conf_get(conf, "session.timeout.ms", value, &value_size) == RD_KAFKA_CONF_OK &&
             atoll(value) > 0)
             w->session_timeout_ms = atoll(value);
     }

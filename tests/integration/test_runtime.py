@@ -651,6 +651,30 @@ def test_kip848_consumer_protocol_join_and_leave():
         assert {j["id"] for j in jobs} <= set(counts)
 
 
+def test_fenced_static_member_stops_with_a_clear_error():
+    """Two processes given the same kafka.group_instance_id (a copy-pasted pod name): the
+    broker fences the first. It must stop at once with exit 1 and say why, not poll on
+    holding nothing; the second keeps the partitions and runs the jobs. The embedded broker
+    does not fence static members, so this runs on real Kafka only."""
+    if not harness.REAL_KAFKA:
+        raise harness.Skip("the embedded broker does not fence static members")
+    env = {"KJOBS_KAFKA_GROUP_INSTANCE_ID": "pod-0"}
+    with Scene(partitions=8) as s:
+        w1 = s.worker("w1", env=env)
+        w1.wait_assigned()
+        w2 = s.worker("w2", env=env)
+        wait_until(lambda: w1.proc.poll() is not None, 60, "the fenced worker to exit",
+                   procs=[w2])
+        assert w1.proc.returncode == 1, w1.tail()
+        fatal = w1.logs("fatal consumer error: stopping")
+        assert fatal and fatal[0]["code"] == "FENCED_INSTANCE_ID", w1.tail()
+        assert "group_instance_id" in fatal[0]["hint"]
+        w2.wait_assigned()
+        ids = s.enqueue(keyed_jobs(200, 20, "example.record"))
+        s.wait_all_ids(ids, 60, procs=[w2])
+        assert w2.stop() == 0, w2.tail()
+
+
 # ---- crashes and shutdown ---------------------------------------------------------------------
 
 def test_kill_9_then_restart_reruns_only_uncommitted():
@@ -795,6 +819,7 @@ if __name__ == "__main__":
                   test_100k_jobs_once_each_in_key_order, test_group_join_and_leave_mid_stream,
                   test_rolling_restart_sigterm_while_a_worker_joins,
                   test_kip848_consumer_protocol_join_and_leave,
+                  test_fenced_static_member_stops_with_a_clear_error,
                   test_kill_9_then_restart_reruns_only_uncommitted,
                   test_sigterm_mid_batch_finishes_commits_and_nothing_reruns,
                   test_garbage_partition_goes_to_dlq_others_flow])
