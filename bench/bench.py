@@ -735,16 +735,33 @@ def max_gap(times, lo, hi):
 SO_GROUP_TIMEOUTS = ("-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=300")
 
 
-def bench_scaleout(ctx, cfg):
+def so_group_args(ctx, protocol):
+    """The group settings of a scale-out run: KIP-848 takes its timeouts from the broker (and
+    librdkafka refuses the classic ones with it); a real broker completes a classic rebalance
+    as soon as the members rejoin, so only the mock needs the short session."""
+    if protocol == "consumer":
+        return ("-X", "group.protocol=consumer")
+    return () if ctx.kafka else SO_GROUP_TIMEOUTS
+
+
+def bench_scaleout(ctx, cfg, protocol="classic"):
     P, rate, secs, join_at, runs = (cfg["so_partitions"], cfg["so_rate"], cfg["so_seconds"],
                                     cfg["so_join_at"], cfg["runs"])
-    log(f"scale-out: {rate} jobs/s over {P} partitions for {secs}s; a second worker joins after "
-        f"{join_at}s; {runs} runs")
+    log(f"scale-out ({protocol} group protocol): {rate} jobs/s over {P} partitions for {secs}s; "
+        f"a second worker joins after {join_at}s; {runs} runs")
+    group_args = so_group_args(ctx, protocol)
+    if protocol == "consumer":
+        out = subprocess.run([os.path.join(ctx.build, "kjobs"), "version"], capture_output=True,
+                             text=True).stdout
+        m = re.search(r"librdkafka (\d+)\.(\d+)", out)
+        if not m or (int(m.group(1)), int(m.group(2))) < (2, 12):
+            log(f"  skipped: KIP-848 needs librdkafka >= 2.12 ({out.strip()!r})")
+            return None
     rows = []
     for r in range(runs):
         with ctx.broker(P) as b:
             group = ctx.name("so")
-            a = Worker(ctx, b, group, tag="so-a", extra=SO_GROUP_TIMEOUTS)
+            a = Worker(ctx, b, group, tag="so-a", extra=group_args)
             wb = None
             try:
                 a.wait_for_log("partition assigned")
@@ -754,7 +771,7 @@ def bench_scaleout(ctx, cfg):
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                 gen_start = time.time()
                 time.sleep(join_at)
-                wb = Worker(ctx, b, group, tag="so-b", extra=SO_GROUP_TIMEOUTS)
+                wb = Worker(ctx, b, group, tag="so-b", extra=group_args)
                 out, err = gen.communicate(timeout=secs * 3 + 60)
                 if gen.returncode != 0:
                     raise HarnessError(f"loadgen rate exited {gen.returncode}: {err}")
@@ -843,6 +860,7 @@ def bench_scaleout(ctx, cfg):
             f"{row['stayed_stall_ms']:.0f} ms (baseline {row['stayed_baseline_gap_ms']:.0f} ms)")
         rows.append(row)
     return {"partitions": P, "rate": rate, "seconds": secs, "join_at": join_at, "rows": rows,
+            "group_protocol": protocol, "group_args": " ".join(group_args),
             **{k: med(r[k] for r in rows) for k in (
                 "join_to_first_job_s", "join_to_assigned_s", "stayed_stall_ms",
                 "stayed_baseline_gap_ms", "handover_max_ms", "window_p99_ms", "window_max_ms")}}
@@ -1139,13 +1157,19 @@ def report(ctx, cfg, info, res, command, started, load_end):
                  f"{fmt_ms(rt.get('ok_cpu_us'))} | {fmt_ms(rt.get('flaky_cpu_us'))} | "
                  f"**{fmt_ms(rt.get('cpu_ratio'))}×** | |\n")
 
-    so = res.get("scaleout")
-    if so:
-        L.append("## Scale-out (a second worker joins under load)\n")
+    for key in ("scaleout", "scaleout-kip848"):
+        so = res.get(key)
+        if not so:
+            continue
+        kip848 = so.get("group_protocol") == "consumer"
+        L.append("## Scale-out (a second worker joins under load)" +
+                 (" — KIP-848 consumer group protocol\n" if kip848 else "\n"))
         L.append(f"bench.lat jobs at {so['rate']:,} jobs/s over {so['partitions']} partitions "
                  f"for {so['seconds']} s; worker A alone, worker B (same group) launched "
-                 f"{so['join_at']} s into the load; session.timeout.ms=6000 (see README: the mock "
-                 f"completes a rebalance late). The worker's default assignor: "
+                 f"{so['join_at']} s into the load; group settings: "
+                 f"`{so.get('group_args') or 'defaults'}`"
+                 + (" (the mock completes a rebalance late, see README)" if not kafka else "")
+                 + f". Assignment: "
                  f"{so['rows'][0].get('protocol', '?')} — with an eager protocol every "
                  f"partition is revoked and reassigned, so the partitions that stay on A stop "
                  f"too. \"stall\" = "
@@ -1186,7 +1210,7 @@ def summary(res):
     if lt:
         out.append(f"latency: p50 {fmt_ms(lt['p50'])} ms, p99 {fmt_ms(lt['p99'])} ms, max "
                    f"{fmt_ms(lt['max'])} ms; no waits: p50 {fmt_ms(lt['nowait_p50'])} ms, p99 "
-                   f"{fmt_ms(lt['nowait_p99'])} ms; batch wait 1 ms: p50 {fmt_ms(lt['wait5_p50'])} "
+                   f"{fmt_ms(lt['nowait_p99'])} ms; batch wait 5 ms: p50 {fmt_ms(lt['wait5_p50'])} "
                    f"ms, p99 {fmt_ms(lt['wait5_p99'])} ms"
                    + (f"; raw_consumer same runs: p50 {fmt_ms(lt['raw_p50'])}, p99 "
                       f"{fmt_ms(lt['raw_p99'])}, max {fmt_ms(lt['raw_max'])} ms; kjobs p99 − raw "
@@ -1220,7 +1244,7 @@ QUICK = {"runs": 1, "drain_runs": 1, "drain_partitions": 4, "drain_jobs": 20_000
          "rss_partitions": 4, "rss_jobs": 20_000,
          "retry_partitions": 4, "retry_jobs": 10_000,
          "so_partitions": 4, "so_rate": 200, "so_seconds": 16, "so_join_at": 2}
-ALL = ["drain", "latency", "rss", "retry", "scaleout"]
+ALL = ["drain", "latency", "rss", "retry", "scaleout", "scaleout-kip848"]
 # On real Kafka: the benchmarks of issue #11 (scale-out there is the integration suite's
 # business for now); the latency runs interleave defaults and no-waits, each with raw_consumer
 # reading the same stream; no jemalloc experiment (an allocator finding, not a broker one).
@@ -1307,7 +1331,8 @@ def run(ap, args, kafka, kafka_pid):
     t0 = time.monotonic()
     res = {"config": cfg}
     funcs = {"drain": bench_drain, "latency": bench_latency, "rss": bench_rss,
-             "retry": bench_retry, "scaleout": bench_scaleout, "profile": bench_profile}
+             "retry": bench_retry, "scaleout": bench_scaleout, "profile": bench_profile,
+             "scaleout-kip848": lambda c, f: bench_scaleout(c, f, "consumer")}
     ok = True
     try:
         for name in only:

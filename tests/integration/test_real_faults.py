@@ -8,6 +8,11 @@ Accounting and the duplicate bound are test_fault.py's (its module docstring): e
 handled, duplicated, lost, dead-lettered, and process aborts (a worker that died of a signal,
 e.g. a librdkafka assertion's SIGABRT, when it was asked to stop). lost = 0 everywhere;
 duplicated <= the in-flight bound at hand-overs. Run with /usr/bin/python3.
+
+Two knobs for the longer proof runs of bench/ (CI uses the defaults):
+KJOBS_TEST_GROUP_PROTOCOL=consumer runs every worker with the KIP-848 group protocol (its
+timeouts are the brokers', which scripts/kafka.sh sets to a 10 s session);
+KJOBS_TEST_ROLLING_ROUNDS=N makes the rolling restart N rounds instead of 10.
 """
 import json
 import os
@@ -24,6 +29,9 @@ from test_fault import RETRY_ENV, Enqueuer, Scenario  # noqa: E402
 
 KAFKA_SH = os.path.join(harness.SOURCE_DIR, "scripts", "kafka.sh")
 WORKER_ARGS = ("-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=1000")
+if os.environ.get("KJOBS_TEST_GROUP_PROTOCOL") == "consumer":
+    WORKER_ARGS = ("-X", "group.protocol=consumer")
+ROLLING_ROUNDS = int(os.environ.get("KJOBS_TEST_ROLLING_ROUNDS", "10"))
 PARTITIONS = 6
 
 
@@ -258,7 +266,7 @@ def test_rolling_restart_of_three_workers_10_rounds(sc, broker):
     load.start()
     sc.wait_handled(1000, 60)
     codes = []
-    for _ in range(10):
+    for _ in range(ROLLING_ROUNDS):
         new = sc.start_worker(env=env)
         port = new.http_port()
         procs.wait_until(lambda: harness.readyz(port) == 200, 90, "the new worker ready")
@@ -268,7 +276,7 @@ def test_rolling_restart_of_three_workers_10_rounds(sc, broker):
         sc.wait_handled(sc.handled_count() + 300, 60)
     load.finish()
     sc.wait_all_handled(120)
-    print(f"  [{sc.name}] SIGTERM exit codes over 10 rounds: {codes}", flush=True)
+    print(f"  [{sc.name}] SIGTERM exit codes over {ROLLING_ROUNDS} rounds: {codes}", flush=True)
     sc.finish()
     assert all(c == 0 for c in codes), f"rolling restarts ended with {codes}"
 
