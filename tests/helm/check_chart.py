@@ -632,7 +632,25 @@ def check_set(helm, name, values_file, chart_values):
             check(so["maxReplicaCount"] == k["maxReplicaCount"] <= partitions,
                   f"{where}: maxReplicaCount {so['maxReplicaCount']} (partitions {partitions})")
             check(so["minReplicaCount"] == k["minReplicaCount"], f"{where}: minReplicaCount")
+            # scale-down damping and the fallback, as the values say
+            beh = ((so.get("advanced") or {}).get("horizontalPodAutoscalerConfig") or {}).get("behavior") or {}
+            down = beh.get("scaleDown") or {}
+            check(down.get("stabilizationWindowSeconds") == k["scaleDownStabilizationSeconds"] and
+                  down.get("policies") == [{"type": "Pods", "value": k["scaleDownPodsPerPeriod"],
+                                            "periodSeconds": k["scaleDownPeriodSeconds"]}],
+                  f"{where}: KEDA scale-down behavior {down}")
+            fb = k["fallback"]
+            check(so.get("fallback") == ({"failureThreshold": fb["failureThreshold"], "replicas": fb["replicas"]}
+                                         if fb["failureThreshold"] > 0 else None),
+                  f"{where}: KEDA fallback {so.get('fallback')}")
+            check(not so.get("fallback") or so["fallback"]["replicas"] <= so["maxReplicaCount"],
+                  f"{where}: KEDA fallback replicas above maxReplicaCount")
             trig = so["triggers"]
+            main_md = trig[0]["metadata"] if trig else {}
+            for key in ("limitToPartitionsWithLag", "excludePersistentLag"):
+                check(main_md.get(key) == str(k[key]).lower(), f"{where}: main trigger {key}={main_md.get(key)!r}")
+                check(all(key not in t["metadata"] for t in trig[1:]),
+                      f"{where}: {key} on a ladder trigger (ladder lag is mostly waiting jobs)")
             # one trigger for the main topic, then one per retry-ladder topic (the names kjobs
             # derives from the rendered kjobs.cfg), all on the same group
             ladder = ladder_topics(cfg) if cfg else []

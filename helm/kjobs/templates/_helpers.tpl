@@ -345,6 +345,12 @@ user fixes the whole values file in one round (Bitnami's pattern).
 {{- if and $v.autoscaling.hpa.enabled (eq (int64 $v.autoscaling.hpa.targetCPUUtilizationPercentage) 0) (eq (int64 $v.autoscaling.hpa.targetMemoryUtilizationPercentage) 0) }}
 {{- $msgs = append $msgs "autoscaling.hpa.enabled needs targetCPUUtilizationPercentage or targetMemoryUtilizationPercentage (both are 0)." }}
 {{- end }}
+{{- if and $v.autoscaling.keda.enabled $v.autoscaling.keda.limitToPartitionsWithLag $v.allowIdleReplicas }}
+{{- $msgs = append $msgs "autoscaling.keda.limitToPartitionsWithLag and allowIdleReplicas (KEDA's allowIdleConsumers) are both true: KEDA refuses the combination." }}
+{{- end }}
+{{- if and $v.autoscaling.keda.enabled (gt (int64 $v.autoscaling.keda.fallback.failureThreshold) 0) (gt (int64 $v.autoscaling.keda.fallback.replicas) (int64 $v.autoscaling.keda.maxReplicaCount)) }}
+{{- $msgs = append $msgs "autoscaling.keda.fallback.replicas exceeds autoscaling.keda.maxReplicaCount." }}
+{{- end }}
 {{- if and $v.autoscaling.keda.enabled (gt (int64 $v.autoscaling.keda.minReplicaCount) (int64 $v.autoscaling.keda.maxReplicaCount)) }}
 {{- $msgs = append $msgs "autoscaling.keda.minReplicaCount exceeds autoscaling.keda.maxReplicaCount." }}
 {{- end }}
