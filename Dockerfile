@@ -9,7 +9,10 @@
 #            librdkafka.so.1 in /usr/local/lib (not Debian's librdkafka1), the libraries it
 #            links (libssl3, libsasl2-2, libzstd1, liblz4-1, zlib1g, libcurl4; Debian 13 names
 #            the first and last libssl3t64 / libcurl4t64 and apt picks them for these names),
-#            libavro23, libconfig9, libjansson4, libmicrohttpd12 and ca-certificates, a non-root
+#            libavro23, libconfig9, libjansson4, libmicrohttpd12 and ca-certificates; for SASL
+#            GSSAPI (Kerberos) Cyrus SASL's GSSAPI plugin (libsasl2-modules-gssapi-mit, loaded at
+#            run time, so no ldd shows it) and kinit (krb5-user), which librdkafka runs to get and
+#            renew tickets from the keytab; a non-root
 #            numeric user (10001, what the Helm chart's runAsNonRoot expects),
 #            ENTRYPOINT ["kjobs"], CMD ["run"].
 # tests/helm/check_dockerfile.sh checks the runtime package list against `ldd` of a real build.
@@ -41,6 +44,7 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       libssl3 libsasl2-2 libzstd1 liblz4-1 zlib1g libcurl4 \
       libavro23 libconfig9 libjansson4 libmicrohttpd12 ca-certificates \
+      libsasl2-modules-gssapi-mit krb5-user \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 kjobs \
  && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --no-create-home \

@@ -46,9 +46,29 @@ RDKAFKA_ENV = {
     "KJOBS_RDKAFKA_SASL_MECHANISM": "sasl.mechanism",
     "KJOBS_RDKAFKA_SASL_USERNAME": "sasl.username",
     "KJOBS_RDKAFKA_SASL_PASSWORD": "sasl.password",
+    "KJOBS_RDKAFKA_SASL_OAUTHBEARER_METHOD": "sasl.oauthbearer.method",
+    "KJOBS_RDKAFKA_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL": "sasl.oauthbearer.token.endpoint.url",
+    "KJOBS_RDKAFKA_SASL_OAUTHBEARER_CLIENT_ID": "sasl.oauthbearer.client.id",
+    "KJOBS_RDKAFKA_SASL_OAUTHBEARER_CLIENT_SECRET": "sasl.oauthbearer.client.secret",
+    "KJOBS_RDKAFKA_SASL_OAUTHBEARER_SCOPE": "sasl.oauthbearer.scope",
+    "KJOBS_RDKAFKA_SASL_OAUTHBEARER_EXTENSIONS": "sasl.oauthbearer.extensions",
+    "KJOBS_RDKAFKA_SASL_KERBEROS_SERVICE_NAME": "sasl.kerberos.service.name",
+    "KJOBS_RDKAFKA_SASL_KERBEROS_PRINCIPAL": "sasl.kerberos.principal",
+    "KJOBS_RDKAFKA_SASL_KERBEROS_KEYTAB": "sasl.kerberos.keytab",
     "KJOBS_RDKAFKA_SSL_CA_LOCATION": "ssl.ca.location",
+    "KJOBS_RDKAFKA_SSL_CERTIFICATE_LOCATION": "ssl.certificate.location",
+    "KJOBS_RDKAFKA_SSL_KEY_LOCATION": "ssl.key.location",
+    "KJOBS_RDKAFKA_SSL_KEY_PASSWORD": "ssl.key.password",
 }
-KEDA_SASL = {"PLAIN": "plaintext", "SCRAM-SHA-256": "scram_sha256", "SCRAM-SHA-512": "scram_sha512"}
+# Env whose value is a secret: must come from a Secret (secretKeyRef), never a literal.
+SECRET_ENV = {"KJOBS_RDKAFKA_SASL_PASSWORD", "KJOBS_RDKAFKA_SASL_OAUTHBEARER_CLIENT_SECRET",
+              "KJOBS_RDKAFKA_SSL_KEY_PASSWORD", "KJOBS_RDKAFKA_SASL_OAUTHBEARER_CLIENT_ID"}
+# Env that names a file: must be a key of a mounted Secret or ConfigMap.
+FILE_ENV = {"KJOBS_RDKAFKA_SSL_CA_LOCATION", "KJOBS_RDKAFKA_SSL_CERTIFICATE_LOCATION",
+            "KJOBS_RDKAFKA_SSL_KEY_LOCATION", "KJOBS_RDKAFKA_SASL_KERBEROS_KEYTAB", "KRB5_CONFIG"}
+KEDA_SASL = {"PLAIN": "plaintext", "SCRAM-SHA-256": "scram_sha256", "SCRAM-SHA-512": "scram_sha512",
+             "OAUTHBEARER": "oauthbearer", "GSSAPI": "gssapi"}
+USERPASS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 failures = []
 
@@ -307,59 +327,161 @@ def check_security(where, pod_spec):
 
 
 def rdkafka_env(container):
-    return {e["name"]: e for e in container.get("env") or [] if e["name"].startswith("KJOBS_RDKAFKA_")}
+    return {e["name"]: e for e in container.get("env") or []
+            if e["name"].startswith("KJOBS_RDKAFKA_") or e["name"] == "KRB5_CONFIG"}
+
+
+def expected_auth_env(values):
+    """The credential env the values ask for, as {name: source}: a source is ("value", text),
+    ("secret", name, key) or ("file", "secret"|"configMap", name, key) — what the pod must get."""
+    a = values["kafkaAuth"]
+    mech, want = a["saslMechanism"], {}
+    if a["securityProtocol"]:
+        want["KJOBS_RDKAFKA_SECURITY_PROTOCOL"] = ("value", a["securityProtocol"])
+    if mech:
+        want["KJOBS_RDKAFKA_SASL_MECHANISM"] = ("value", mech)
+    if mech in USERPASS:
+        want["KJOBS_RDKAFKA_SASL_USERNAME"] = (("value", a["username"]) if a["username"]
+                                               else ("secret", a["existingSecret"], a["usernameKey"]))
+        want["KJOBS_RDKAFKA_SASL_PASSWORD"] = ("secret", a["existingSecret"], a["passwordKey"])
+    if mech == "OAUTHBEARER":
+        o = a["oauthbearer"]
+        want["KJOBS_RDKAFKA_SASL_OAUTHBEARER_METHOD"] = ("value", "oidc")
+        want["KJOBS_RDKAFKA_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL"] = ("value", o["tokenEndpointUrl"])
+        want["KJOBS_RDKAFKA_SASL_OAUTHBEARER_CLIENT_ID"] = ("secret", o["existingSecret"], o["clientIdKey"])
+        want["KJOBS_RDKAFKA_SASL_OAUTHBEARER_CLIENT_SECRET"] = ("secret", o["existingSecret"], o["clientSecretKey"])
+        if o["scopes"]:
+            want["KJOBS_RDKAFKA_SASL_OAUTHBEARER_SCOPE"] = ("value", " ".join(o["scopes"]))
+        if o["extensions"]:
+            want["KJOBS_RDKAFKA_SASL_OAUTHBEARER_EXTENSIONS"] = (
+                "value", ",".join(f"{k}={v}" for k, v in sorted(o["extensions"].items())))
+    if mech == "GSSAPI":
+        g = a["gssapi"]
+        want["KJOBS_RDKAFKA_SASL_KERBEROS_SERVICE_NAME"] = ("value", g["serviceName"])
+        want["KJOBS_RDKAFKA_SASL_KERBEROS_PRINCIPAL"] = ("value", g["principal"])
+        want["KJOBS_RDKAFKA_SASL_KERBEROS_KEYTAB"] = ("file", "secret", g["keytabSecret"], g["keytabKey"])
+        want["KRB5_CONFIG"] = ("file", "configMap", g["krb5ConfigMap"], g["krb5ConfigKey"])
+    if a["ca"]["existingSecret"]:
+        want["KJOBS_RDKAFKA_SSL_CA_LOCATION"] = ("file", "secret", a["ca"]["existingSecret"], a["ca"]["key"])
+    cc = a["clientCert"]
+    if cc["existingSecret"]:
+        want["KJOBS_RDKAFKA_SSL_CERTIFICATE_LOCATION"] = ("file", "secret", cc["existingSecret"], cc["certKey"])
+        want["KJOBS_RDKAFKA_SSL_KEY_LOCATION"] = ("file", "secret", cc["existingSecret"], cc["keyKey"])
+        if cc["keyPasswordKey"]:
+            want["KJOBS_RDKAFKA_SSL_KEY_PASSWORD"] = ("secret", cc["existingSecret"], cc["keyPasswordKey"])
+    return want
+
+
+def mounted_file_source(path, container, pod_spec):
+    """("file", "secret"|"configMap", name, key) of the read-only mounted volume item at path."""
+    vols = {v["name"]: v for v in pod_spec.get("volumes") or []}
+    for m in container.get("volumeMounts") or []:
+        vol = vols.get(m["name"], {})
+        sources = [s for s in (vol.get("projected") or {}).get("sources") or []]
+        if vol.get("secret"):
+            sources.append({"secret": {"name": vol["secret"]["secretName"], "items": vol["secret"].get("items")}})
+        if vol.get("configMap"):
+            sources.append({"configMap": vol["configMap"]})
+        for src in sources:
+            for kind in ("secret", "configMap"):
+                ref = src.get(kind)
+                for item in (ref or {}).get("items") or []:
+                    if os.path.join(m["mountPath"], item["path"]) == path and m.get("readOnly"):
+                        return ("file", kind, ref["name"], item["key"])
+    return None
+
+
+def pod_auth_sources(container, pod_spec):
+    """The credential env the pod actually gets, resolved to the same source tuples."""
+    out = {}
+    for name, e in rdkafka_env(container).items():
+        if "value" in e and name in FILE_ENV:
+            out[name] = mounted_file_source(e["value"], container, pod_spec) or ("unmounted", e["value"])
+        elif "value" in e:
+            out[name] = ("value", e["value"])
+        else:
+            ref = (e.get("valueFrom") or {}).get("secretKeyRef") or {}
+            out[name] = ("secret", ref.get("name"), ref.get("key"))
+    return out
 
 
 def check_env(where, container, pod_spec, values):
-    auth = values["kafkaAuth"]
     env = rdkafka_env(container)
-    want = set()
-    if auth["securityProtocol"]:
-        want.add("KJOBS_RDKAFKA_SECURITY_PROTOCOL")
-    if auth["saslMechanism"]:
-        want.add("KJOBS_RDKAFKA_SASL_MECHANISM")
-    if auth["existingSecret"]:
-        want |= {"KJOBS_RDKAFKA_SASL_USERNAME", "KJOBS_RDKAFKA_SASL_PASSWORD"}
-    if auth["ca"]["existingSecret"]:
-        want.add("KJOBS_RDKAFKA_SSL_CA_LOCATION")
-    check(set(env) == want, f"{where}: KJOBS_RDKAFKA_* env {sorted(env)} != expected {sorted(want)}")
     for name in env:
+        if name == "KRB5_CONFIG":
+            continue
         # The loader's mapping: strip the prefix, `_` → `.`, lower case. It must land on a real
         # librdkafka property (the ones in RDKAFKA_ENV), or kjobs would reject it at start-up.
         prop = name[len("KJOBS_RDKAFKA_"):].lower().replace("_", ".")
         check(RDKAFKA_ENV.get(name) == prop, f"{where}: env {name} maps to {prop!r}, not a property the chart means")
-    if "KJOBS_RDKAFKA_SECURITY_PROTOCOL" in env:
-        check(env["KJOBS_RDKAFKA_SECURITY_PROTOCOL"].get("value") == auth["securityProtocol"],
-              f"{where}: security.protocol env value differs from kafkaAuth.securityProtocol")
-    if "KJOBS_RDKAFKA_SASL_MECHANISM" in env:
-        check(env["KJOBS_RDKAFKA_SASL_MECHANISM"].get("value") == auth["saslMechanism"],
-              f"{where}: sasl.mechanism env value differs from kafkaAuth.saslMechanism")
-    for name, key in (("KJOBS_RDKAFKA_SASL_USERNAME", auth["usernameKey"]),
-                      ("KJOBS_RDKAFKA_SASL_PASSWORD", auth["passwordKey"])):
-        if name in env:
-            ref = (env[name].get("valueFrom") or {}).get("secretKeyRef") or {}
-            check("value" not in env[name], f"{where}: {name} has a literal value (secrets must come from a Secret)")
-            check(ref.get("name") == auth["existingSecret"] and ref.get("key") == key,
-                  f"{where}: {name} secretKeyRef {ref} != {auth['existingSecret']}/{key}")
-    if "KJOBS_RDKAFKA_SSL_CA_LOCATION" in env:
-        path = env["KJOBS_RDKAFKA_SSL_CA_LOCATION"].get("value", "")
-        mounts = {m["name"]: m for m in container.get("volumeMounts") or []}
-        vols = {v["name"]: v for v in pod_spec.get("volumes") or []}
-        ok = False
-        for m in mounts.values():
-            vol = vols.get(m["name"], {})
-            sec = vol.get("secret")
-            if not sec:
-                continue
-            for item in sec.get("items") or []:
-                if os.path.join(m["mountPath"], item["path"]) == path:
-                    ok = (sec["secretName"] == auth["ca"]["existingSecret"] and item["key"] == auth["ca"]["key"])
-        check(ok, f"{where}: KJOBS_RDKAFKA_SSL_CA_LOCATION={path} is not the mounted key "
-                  f"{auth['ca']['key']} of Secret {auth['ca']['existingSecret']}")
+    got, want = pod_auth_sources(container, pod_spec), expected_auth_env(values)
+    check(got == want, f"{where}: credential env\n  got  {got}\n  want {want}")
+    for name in SECRET_ENV & set(env):
+        check("value" not in env[name], f"{where}: {name} has a literal value (secrets must come from a Secret)")
     # No secret may reach the environment as a literal.
     for e in container.get("env") or []:
-        if re.search(r"PASSWORD|SECRET|TOKEN", e["name"]) and "value" in e:
+        if re.search(r"PASSWORD|SECRET", e["name"]) and "value" in e:
             check(False, f"{where}: env {e['name']} carries a literal value")
+    # A private key or keytab is not world-readable.
+    for name in ("KJOBS_RDKAFKA_SSL_KEY_LOCATION", "KJOBS_RDKAFKA_SASL_KERBEROS_KEYTAB"):
+        src = got.get(name)
+        if src and src[0] == "file":
+            mode = None
+            for v in pod_spec.get("volumes") or []:
+                for kind in ("secret", "projected"):
+                    if v.get(kind) and any(src[2] in (s.get("secretName"), (s.get("secret") or {}).get("name"))
+                                           for s in [v[kind]] + list(v[kind].get("sources") or [])):
+                        mode = v[kind].get("defaultMode")
+            check(mode is not None and mode & 0o007 == 0, f"{where}: {name}'s file mode {mode} lets others read it")
+
+
+def keda_auth_sources(ta, docs):
+    """KEDA's auth parameters, resolved to the pod's source tuples: a Secret key, a mounted
+    file's Secret/ConfigMap key (KEDA reads the content), or a value from the chart's own
+    keda-auth ConfigMap."""
+    cms = {d["metadata"]["name"]: d for d in by_kind(docs, "ConfigMap")}
+    out = {}
+    for r in ta["spec"].get("secretTargetRef") or []:
+        out[r["parameter"]] = ("secret", r["name"], r["key"])
+    for r in ta["spec"].get("configMapTargetRef") or []:
+        cm = cms.get(r["name"])
+        if cm is not None and r["name"] == f"{RELEASE}-kjobs-keda-auth":  # the chart's own values
+            out[r["parameter"]] = ("value", (cm.get("data") or {}).get(r["key"]))
+        else:
+            out[r["parameter"]] = ("file", "configMap", r["name"], r["key"])
+    return out
+
+
+def check_keda_auth(where, ta, docs, pod_src, values):
+    """KEDA authenticates with the pod's credentials: every KEDA parameter maps to the same
+    Secret key, file or value as the librdkafka property it stands for, and nothing else."""
+    keda = keda_auth_sources(ta, docs)
+    file_as_secret = lambda s: ("secret", s[2], s[3]) if s and s[0] == "file" and s[1] == "secret" else s
+    want = {}
+    mech = values["kafkaAuth"]["saslMechanism"]
+    pairs = [("KJOBS_RDKAFKA_SSL_CA_LOCATION", "ca"), ("KJOBS_RDKAFKA_SSL_CERTIFICATE_LOCATION", "cert"),
+             ("KJOBS_RDKAFKA_SSL_KEY_LOCATION", "key"), ("KJOBS_RDKAFKA_SSL_KEY_PASSWORD", "keyPassword")]
+    if mech in USERPASS:
+        pairs += [("KJOBS_RDKAFKA_SASL_USERNAME", "username"), ("KJOBS_RDKAFKA_SASL_PASSWORD", "password")]
+    if mech == "OAUTHBEARER":
+        pairs += [("KJOBS_RDKAFKA_SASL_OAUTHBEARER_CLIENT_ID", "username"),
+                  ("KJOBS_RDKAFKA_SASL_OAUTHBEARER_CLIENT_SECRET", "password"),
+                  ("KJOBS_RDKAFKA_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL", "oauthTokenEndpointUri"),
+                  ("KJOBS_RDKAFKA_SASL_OAUTHBEARER_EXTENSIONS", "oauthExtensions")]
+        if "KJOBS_RDKAFKA_SASL_OAUTHBEARER_SCOPE" in pod_src:
+            want["scopes"] = ("value", ",".join(pod_src["KJOBS_RDKAFKA_SASL_OAUTHBEARER_SCOPE"][1].split(" ")))
+    if mech == "GSSAPI":
+        pairs += [("KJOBS_RDKAFKA_SASL_KERBEROS_KEYTAB", "keytab"), ("KRB5_CONFIG", "kerberosConfig"),
+                  ("KJOBS_RDKAFKA_SASL_KERBEROS_SERVICE_NAME", "kerberosServiceName")]
+        name, _, realm = pod_src["KJOBS_RDKAFKA_SASL_KERBEROS_PRINCIPAL"][1].partition("@")
+        want["username"], want["realm"] = ("value", name), ("value", realm)
+    for env, param in pairs:
+        if env in pod_src:
+            src = pod_src[env]
+            want[param] = file_as_secret(src) if param != "kerberosConfig" else src
+    check(keda == want, f"{where}: KEDA TriggerAuthentication does not carry the pods' credentials:\n"
+                        f"  KEDA {keda}\n  pods {want}")
+    return bool(want)
 
 
 def check_labels(where, obj):
@@ -510,7 +632,25 @@ def check_set(helm, name, values_file, chart_values):
             check(so["maxReplicaCount"] == k["maxReplicaCount"] <= partitions,
                   f"{where}: maxReplicaCount {so['maxReplicaCount']} (partitions {partitions})")
             check(so["minReplicaCount"] == k["minReplicaCount"], f"{where}: minReplicaCount")
+            # scale-down damping and the fallback, as the values say
+            beh = ((so.get("advanced") or {}).get("horizontalPodAutoscalerConfig") or {}).get("behavior") or {}
+            down = beh.get("scaleDown") or {}
+            check(down.get("stabilizationWindowSeconds") == k["scaleDownStabilizationSeconds"] and
+                  down.get("policies") == [{"type": "Pods", "value": k["scaleDownPodsPerPeriod"],
+                                            "periodSeconds": k["scaleDownPeriodSeconds"]}],
+                  f"{where}: KEDA scale-down behavior {down}")
+            fb = k["fallback"]
+            check(so.get("fallback") == ({"failureThreshold": fb["failureThreshold"], "replicas": fb["replicas"]}
+                                         if fb["failureThreshold"] > 0 else None),
+                  f"{where}: KEDA fallback {so.get('fallback')}")
+            check(not so.get("fallback") or so["fallback"]["replicas"] <= so["maxReplicaCount"],
+                  f"{where}: KEDA fallback replicas above maxReplicaCount")
             trig = so["triggers"]
+            main_md = trig[0]["metadata"] if trig else {}
+            for key in ("limitToPartitionsWithLag", "excludePersistentLag"):
+                check(main_md.get(key) == str(k[key]).lower(), f"{where}: main trigger {key}={main_md.get(key)!r}")
+                check(all(key not in t["metadata"] for t in trig[1:]),
+                      f"{where}: {key} on a ladder trigger (ladder lag is mostly waiting jobs)")
             # one trigger for the main topic, then one per retry-ladder topic (the names kjobs
             # derives from the rendered kjobs.cfg), all on the same group
             ladder = ladder_topics(cfg) if cfg else []
@@ -519,7 +659,9 @@ def check_set(helm, name, values_file, chart_values):
             check([t["metadata"].get("topic") for t in trig] == [cfg and cfg["topics"]["main"]] + ladder,
                   f"{where}: trigger topics {[t['metadata'].get('topic') for t in trig]}, want main + {ladder}")
             auth = values["kafkaAuth"]
-            need_auth = bool(auth["existingSecret"] or auth["ca"]["existingSecret"])
+            pod_src = pod_auth_sources(c, spec)
+            need_auth = any(k not in ("KJOBS_RDKAFKA_SECURITY_PROTOCOL", "KJOBS_RDKAFKA_SASL_MECHANISM")
+                            for k in pod_src)
             for i, tr in enumerate(trig):
                 md = tr["metadata"]
                 check(all(isinstance(v, str) for v in md.values()), f"{where}: KEDA metadata values must all be strings: {md}")
@@ -553,14 +695,8 @@ def check_set(helm, name, values_file, chart_values):
             check(bool(ref) == need_auth and len(tas) == int(need_auth), f"{where}: TriggerAuthentication wiring")
             if ref and tas:
                 check(ref["name"] == tas[0]["metadata"]["name"], f"{where}: authenticationRef names a missing object")
-                params = {p["parameter"]: (p["name"], p["key"]) for p in tas[0]["spec"]["secretTargetRef"]}
-                want = {}
-                if auth["existingSecret"]:
-                    want["username"] = (auth["existingSecret"], auth["usernameKey"])
-                    want["password"] = (auth["existingSecret"], auth["passwordKey"])
-                if auth["ca"]["existingSecret"]:
-                    want["ca"] = (auth["ca"]["existingSecret"], auth["ca"]["key"])
-                check(params == want, f"{where}: TriggerAuthentication params {params} != {want}")
+                check(check_keda_auth(where, tas[0], docs, pod_src, values),
+                      f"{where}: TriggerAuthentication carries no credential")
     else:
         check(not sos and not tas, f"{where}: KEDA objects rendered though disabled")
 
@@ -736,7 +872,8 @@ def cmd_render(args):
     rc = subprocess.run([args.helm, "lint", "--strict", CHART], capture_output=True, text=True)
     check(rc.returncode == 0, f"helm lint --strict (defaults) failed:\n{rc.stdout}{rc.stderr}")
     sets = value_sets()
-    for want in ("defaults", "sasl-tls", "keda", "hpa", "plugin", "exec", "topics-job"):
+    for want in ("defaults", "sasl-tls", "keda", "hpa", "plugin", "exec", "topics-job", "mtls-strimzi",
+                 "mtls-keypassword", "scram-strimzi", "oauth-confluent", "gssapi"):
         check(f"{want}.yaml" in sets, f"value set {want}.yaml is missing")
     for f in sets:
         path = os.path.join(VALUES_DIR, f)
@@ -752,6 +889,16 @@ def cmd_render(args):
 
 # ---------------------------------------------------------------------------------------------
 # kjobs run --check-config on the rendered files
+
+
+def throwaway_client_cert(tmp, label, password=None):
+    """A self-signed certificate and its private key (PEM), the key encrypted with password."""
+    cert, key = os.path.join(tmp, f"{label}.crt"), os.path.join(tmp, f"{label}.key")
+    cmd = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-days", "1", "-subj", "/CN=kjobs-check",
+           "-keyout", key, "-out", cert]
+    cmd += ["-passout", f"pass:{password}"] if password else ["-noenc"]  # OpenSSL 3 (Debian 12, 13)
+    subprocess.run(cmd, check=True, capture_output=True)
+    return cert, key
 
 
 def cmd_check_config(args):
@@ -784,6 +931,18 @@ def cmd_check_config(args):
             if "KJOBS_RDKAFKA_SSL_CA_LOCATION" in env:
                 # The mounted Secret does not exist here; point at a real PEM bundle instead.
                 env["KJOBS_RDKAFKA_SSL_CA_LOCATION"] = ca_bundle
+            if "KJOBS_RDKAFKA_SSL_CERTIFICATE_LOCATION" in env:
+                # librdkafka loads the client certificate and key when the client is created:
+                # a throwaway pair stands in for the mounted Secret (the key encrypted with the
+                # stand-in password when the chart passes a key password).
+                password = env.get("KJOBS_RDKAFKA_SSL_KEY_PASSWORD")
+                cert, key = throwaway_client_cert(tmp, f[:-5], password)
+                env["KJOBS_RDKAFKA_SSL_CERTIFICATE_LOCATION"] = cert
+                env["KJOBS_RDKAFKA_SSL_KEY_LOCATION"] = key
+                if password:  # the check must be able to fail: a wrong key password exits 2
+                    rc, out = run(cm["data"]["kjobs.cfg"], dict(env, KJOBS_RDKAFKA_SSL_KEY_PASSWORD="wrong"),
+                                  f[:-5] + "-wrongpass")
+                    check(rc == 2, f"check-config {f}: a wrong ssl.key.password exited {rc}, want 2:\n{out}")
             cfg_text = cm["data"]["kjobs.cfg"]
             # --check-config loads the plugin and looks the exec program up, as `run` does; the
             # image's files are not here, so stand-ins take their place (the rendered values

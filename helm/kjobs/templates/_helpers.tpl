@@ -1,7 +1,8 @@
 {{/*
 _helpers.tpl — named templates shared by the kjobs chart: names and labels (helm create's set),
 the HTTP port derived from config.http.listen, the drain-aware termination grace, the Kafka
-credential env/volumes shared by the Deployment and the topics hook Job, and validateValues,
+credential env/volumes shared by the Deployment and the topics hook Job (every auth mode:
+SASL PLAIN/SCRAM, OAUTHBEARER/OIDC, GSSAPI, TLS and mTLS), and validateValues,
 which collects every problem with the values and reports them in one `fail`.
 The kjobs.cfg renderer lives in _config.tpl.
 */}}
@@ -116,9 +117,43 @@ Path of the mounted broker CA file (KJOBS_RDKAFKA_SSL_CA_LOCATION).
 {{- end }}
 
 {{/*
+Which auth pieces are in use. Each returns "true" or "" so it can be used in `if`.
+saslUserPass: PLAIN/SCRAM (username + password); oauth: OAUTHBEARER with OIDC client
+credentials; gssapi: Kerberos; clientCert: mTLS; tls: the connection is TLS (SSL or SASL_SSL).
+*/}}
+{{- define "kjobs.auth.saslUserPass" -}}
+{{- if has (toString .Values.kafkaAuth.saslMechanism) (list "PLAIN" "SCRAM-SHA-256" "SCRAM-SHA-512") }}true{{ end }}
+{{- end }}
+{{- define "kjobs.auth.oauth" -}}
+{{- if eq (toString .Values.kafkaAuth.saslMechanism) "OAUTHBEARER" }}true{{ end }}
+{{- end }}
+{{- define "kjobs.auth.gssapi" -}}
+{{- if eq (toString .Values.kafkaAuth.saslMechanism) "GSSAPI" }}true{{ end }}
+{{- end }}
+{{- define "kjobs.auth.tls" -}}
+{{- if has (toString .Values.kafkaAuth.securityProtocol) (list "SSL" "SASL_SSL") }}true{{ end }}
+{{- end }}
+
+{{/*
+OAUTHBEARER scopes as librdkafka wants them (one space-separated string) and extensions as
+"key=value,key=value" (keys sorted), the format of both librdkafka and KEDA.
+*/}}
+{{- define "kjobs.oauthScopes" -}}
+{{- join " " .Values.kafkaAuth.oauthbearer.scopes }}
+{{- end }}
+{{- define "kjobs.oauthExtensions" -}}
+{{- $ext := .Values.kafkaAuth.oauthbearer.extensions }}
+{{- $out := list }}
+{{- range $k := keys $ext | sortAlpha }}{{ $out = append $out (printf "%s=%v" $k (get $ext $k)) }}{{ end }}
+{{- join "," $out }}
+{{- end }}
+
+{{/*
 Kafka credential env: KJOBS_RDKAFKA_<PROP> with `_` for `.`, which the config loader maps to
-librdkafka properties (security.protocol, sasl.mechanism, sasl.username, sasl.password,
-ssl.ca.location). Secrets stay in Secrets: username/password come in through secretKeyRef.
+librdkafka properties. Secrets stay in Secrets: every secret value (password, key password,
+OIDC client id and secret) comes in through secretKeyRef; files (CA, client certificate and key,
+keytab, krb5.conf) are mounted read-only by kjobs.authVolumes/kjobs.authVolumeMounts and their
+paths set here. The same Secret keys feed KEDA's TriggerAuthentication (keda.yaml).
 */}}
 {{- define "kjobs.kafkaAuthEnv" -}}
 {{- with .Values.kafkaAuth }}
@@ -130,44 +165,140 @@ ssl.ca.location). Secrets stay in Secrets: username/password come in through sec
 - name: KJOBS_RDKAFKA_SASL_MECHANISM
   value: {{ .saslMechanism | quote }}
 {{- end }}
-{{- if .existingSecret }}
+{{- if include "kjobs.auth.saslUserPass" $ }}
+{{- if .username }}
+- name: KJOBS_RDKAFKA_SASL_USERNAME
+  value: {{ .username | quote }}
+{{- else }}
 - name: KJOBS_RDKAFKA_SASL_USERNAME
   valueFrom:
     secretKeyRef:
       name: {{ .existingSecret | quote }}
       key: {{ .usernameKey | quote }}
+{{- end }}
 - name: KJOBS_RDKAFKA_SASL_PASSWORD
   valueFrom:
     secretKeyRef:
       name: {{ .existingSecret | quote }}
       key: {{ .passwordKey | quote }}
 {{- end }}
+{{- if include "kjobs.auth.oauth" $ }}
+- name: KJOBS_RDKAFKA_SASL_OAUTHBEARER_METHOD
+  value: "oidc"
+- name: KJOBS_RDKAFKA_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL
+  value: {{ .oauthbearer.tokenEndpointUrl | quote }}
+- name: KJOBS_RDKAFKA_SASL_OAUTHBEARER_CLIENT_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ .oauthbearer.existingSecret | quote }}
+      key: {{ .oauthbearer.clientIdKey | quote }}
+- name: KJOBS_RDKAFKA_SASL_OAUTHBEARER_CLIENT_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ .oauthbearer.existingSecret | quote }}
+      key: {{ .oauthbearer.clientSecretKey | quote }}
+{{- with (include "kjobs.oauthScopes" $) }}
+- name: KJOBS_RDKAFKA_SASL_OAUTHBEARER_SCOPE
+  value: {{ . | quote }}
+{{- end }}
+{{- with (include "kjobs.oauthExtensions" $) }}
+- name: KJOBS_RDKAFKA_SASL_OAUTHBEARER_EXTENSIONS
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- if include "kjobs.auth.gssapi" $ }}
+- name: KJOBS_RDKAFKA_SASL_KERBEROS_SERVICE_NAME
+  value: {{ .gssapi.serviceName | quote }}
+- name: KJOBS_RDKAFKA_SASL_KERBEROS_PRINCIPAL
+  value: {{ .gssapi.principal | quote }}
+- name: KJOBS_RDKAFKA_SASL_KERBEROS_KEYTAB
+  value: {{ printf "%s/krb5.keytab" (trimSuffix "/" .gssapi.mountPath) | quote }}
+# MIT Kerberos (kinit, and the GSSAPI plugin of Cyrus SASL) reads its realms and KDCs here
+- name: KRB5_CONFIG
+  value: {{ printf "%s/krb5.conf" (trimSuffix "/" .gssapi.mountPath) | quote }}
+{{- end }}
 {{- if .ca.existingSecret }}
 - name: KJOBS_RDKAFKA_SSL_CA_LOCATION
   value: {{ include "kjobs.caFile" $ | quote }}
+{{- end }}
+{{- if .clientCert.existingSecret }}
+- name: KJOBS_RDKAFKA_SSL_CERTIFICATE_LOCATION
+  value: {{ printf "%s/tls.crt" (trimSuffix "/" .clientCert.mountPath) | quote }}
+- name: KJOBS_RDKAFKA_SSL_KEY_LOCATION
+  value: {{ printf "%s/tls.key" (trimSuffix "/" .clientCert.mountPath) | quote }}
+{{- if .clientCert.keyPasswordKey }}
+- name: KJOBS_RDKAFKA_SSL_KEY_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .clientCert.existingSecret | quote }}
+      key: {{ .clientCert.keyPasswordKey | quote }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- end }}
 
 {{/*
-Volume and mount for the broker CA (only the one key, projected as ca.crt, read-only).
+Volumes and mounts for the credential files: broker CA, client certificate + key, keytab and
+krb5.conf. Each projects only the keys it needs, under fixed file names, read-only; the private
+key, keytab and krb5.conf are 0440: readable by the pod's fsGroup (the kjobs user's group) only.
 */}}
-{{- define "kjobs.caVolume" -}}
-{{- if .Values.kafkaAuth.ca.existingSecret }}
+{{- define "kjobs.authVolumes" -}}
+{{- with .Values.kafkaAuth }}
+{{- if .ca.existingSecret }}
 - name: kafka-ca
   secret:
-    secretName: {{ .Values.kafkaAuth.ca.existingSecret | quote }}
+    secretName: {{ .ca.existingSecret | quote }}
     defaultMode: 0444
     items:
-      - key: {{ .Values.kafkaAuth.ca.key | quote }}
+      - key: {{ .ca.key | quote }}
         path: ca.crt
 {{- end }}
+{{- if .clientCert.existingSecret }}
+- name: kafka-client-cert
+  secret:
+    secretName: {{ .clientCert.existingSecret | quote }}
+    defaultMode: 0440
+    items:
+      - key: {{ .clientCert.certKey | quote }}
+        path: tls.crt
+      - key: {{ .clientCert.keyKey | quote }}
+        path: tls.key
 {{- end }}
-{{- define "kjobs.caVolumeMount" -}}
-{{- if .Values.kafkaAuth.ca.existingSecret }}
+{{- if include "kjobs.auth.gssapi" $ }}
+- name: kafka-kerberos
+  projected:
+    defaultMode: 0440
+    sources:
+      - secret:
+          name: {{ .gssapi.keytabSecret | quote }}
+          items:
+            - key: {{ .gssapi.keytabKey | quote }}
+              path: krb5.keytab
+      - configMap:
+          name: {{ .gssapi.krb5ConfigMap | quote }}
+          items:
+            - key: {{ .gssapi.krb5ConfigKey | quote }}
+              path: krb5.conf
+{{- end }}
+{{- end }}
+{{- end }}
+{{- define "kjobs.authVolumeMounts" -}}
+{{- with .Values.kafkaAuth }}
+{{- if .ca.existingSecret }}
 - name: kafka-ca
-  mountPath: {{ .Values.kafkaAuth.ca.mountPath | quote }}
+  mountPath: {{ .ca.mountPath | quote }}
   readOnly: true
+{{- end }}
+{{- if .clientCert.existingSecret }}
+- name: kafka-client-cert
+  mountPath: {{ .clientCert.mountPath | quote }}
+  readOnly: true
+{{- end }}
+{{- if include "kjobs.auth.gssapi" $ }}
+- name: kafka-kerberos
+  mountPath: {{ .gssapi.mountPath | quote }}
+  readOnly: true
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -214,6 +345,12 @@ user fixes the whole values file in one round (Bitnami's pattern).
 {{- if and $v.autoscaling.hpa.enabled (eq (int64 $v.autoscaling.hpa.targetCPUUtilizationPercentage) 0) (eq (int64 $v.autoscaling.hpa.targetMemoryUtilizationPercentage) 0) }}
 {{- $msgs = append $msgs "autoscaling.hpa.enabled needs targetCPUUtilizationPercentage or targetMemoryUtilizationPercentage (both are 0)." }}
 {{- end }}
+{{- if and $v.autoscaling.keda.enabled $v.autoscaling.keda.limitToPartitionsWithLag $v.allowIdleReplicas }}
+{{- $msgs = append $msgs "autoscaling.keda.limitToPartitionsWithLag and allowIdleReplicas (KEDA's allowIdleConsumers) are both true: KEDA refuses the combination." }}
+{{- end }}
+{{- if and $v.autoscaling.keda.enabled (gt (int64 $v.autoscaling.keda.fallback.failureThreshold) 0) (gt (int64 $v.autoscaling.keda.fallback.replicas) (int64 $v.autoscaling.keda.maxReplicaCount)) }}
+{{- $msgs = append $msgs "autoscaling.keda.fallback.replicas exceeds autoscaling.keda.maxReplicaCount." }}
+{{- end }}
 {{- if and $v.autoscaling.keda.enabled (gt (int64 $v.autoscaling.keda.minReplicaCount) (int64 $v.autoscaling.keda.maxReplicaCount)) }}
 {{- $msgs = append $msgs "autoscaling.keda.minReplicaCount exceeds autoscaling.keda.maxReplicaCount." }}
 {{- end }}
@@ -239,28 +376,59 @@ user fixes the whole values file in one round (Bitnami's pattern).
 {{- $msgs = append $msgs (printf "config.http.listen (%q) binds loopback: the kubelet's probes and Prometheus could not reach it. Use 0.0.0.0:PORT." $listen) }}
 {{- end }}
 
-{{- /* Credentials. */}}
+{{- /* Credentials: each auth mode needs its pieces, and pieces of another mode are refused
+       rather than silently ignored. */}}
 {{- with $v.kafkaAuth }}
-{{- $sasl := hasPrefix "SASL_" (toString .securityProtocol) }}
-{{- if and .saslMechanism (not $sasl) }}
+{{- $proto := toString .securityProtocol }}
+{{- $mech := toString .saslMechanism }}
+{{- $sasl := hasPrefix "SASL_" $proto }}
+{{- $tls := has $proto (list "SSL" "SASL_SSL") }}
+{{- $userPass := has $mech (list "PLAIN" "SCRAM-SHA-256" "SCRAM-SHA-512") }}
+{{- if and $mech (not $sasl) }}
 {{- $msgs = append $msgs "kafkaAuth.saslMechanism is set but kafkaAuth.securityProtocol is not SASL_PLAINTEXT or SASL_SSL." }}
 {{- end }}
-{{- if and $sasl (not .saslMechanism) }}
+{{- if and $sasl (not $mech) }}
 {{- $msgs = append $msgs "kafkaAuth.securityProtocol is SASL_* but kafkaAuth.saslMechanism is empty." }}
 {{- end }}
-{{- if and $sasl (not .existingSecret) }}
-{{- $msgs = append $msgs "kafkaAuth.securityProtocol is SASL_* but kafkaAuth.existingSecret (username/password Secret) is empty." }}
+{{- if and $userPass (not .existingSecret) }}
+{{- $msgs = append $msgs (printf "kafkaAuth.saslMechanism is %s but kafkaAuth.existingSecret (username/password Secret) is empty." $mech) }}
 {{- end }}
-{{- if and .existingSecret (not $sasl) }}
-{{- $msgs = append $msgs "kafkaAuth.existingSecret is set but kafkaAuth.securityProtocol is not SASL_*: the credentials would be ignored." }}
+{{- if and (or .existingSecret .username) (not $userPass) }}
+{{- $msgs = append $msgs "kafkaAuth.existingSecret/username are set but kafkaAuth.saslMechanism is not PLAIN or SCRAM-*: the credentials would be ignored." }}
 {{- end }}
-{{- if and .ca.existingSecret (not (has (toString .securityProtocol) (list "SSL" "SASL_SSL"))) }}
+{{- if eq $mech "OAUTHBEARER" }}
+{{- if not (regexMatch "^https?://[^\\s]+$" (toString .oauthbearer.tokenEndpointUrl)) }}
+{{- $msgs = append $msgs "kafkaAuth.saslMechanism is OAUTHBEARER but kafkaAuth.oauthbearer.tokenEndpointUrl is not an http(s) URL (the OIDC token endpoint)." }}
+{{- end }}
+{{- if not .oauthbearer.existingSecret }}
+{{- $msgs = append $msgs "kafkaAuth.saslMechanism is OAUTHBEARER but kafkaAuth.oauthbearer.existingSecret (client id/secret Secret) is empty." }}
+{{- end }}
+{{- else if or .oauthbearer.existingSecret .oauthbearer.tokenEndpointUrl }}
+{{- $msgs = append $msgs "kafkaAuth.oauthbearer is set but kafkaAuth.saslMechanism is not OAUTHBEARER: it would be ignored." }}
+{{- end }}
+{{- if eq $mech "GSSAPI" }}
+{{- if not (regexMatch "^[^@\\s]+@[^@\\s]+$" (toString .gssapi.principal)) }}
+{{- $msgs = append $msgs "kafkaAuth.saslMechanism is GSSAPI but kafkaAuth.gssapi.principal is not name@REALM." }}
+{{- end }}
+{{- if not .gssapi.keytabSecret }}
+{{- $msgs = append $msgs "kafkaAuth.saslMechanism is GSSAPI but kafkaAuth.gssapi.keytabSecret is empty." }}
+{{- end }}
+{{- if not .gssapi.krb5ConfigMap }}
+{{- $msgs = append $msgs "kafkaAuth.saslMechanism is GSSAPI but kafkaAuth.gssapi.krb5ConfigMap (krb5.conf) is empty." }}
+{{- end }}
+{{- else if or .gssapi.principal .gssapi.keytabSecret .gssapi.krb5ConfigMap }}
+{{- $msgs = append $msgs "kafkaAuth.gssapi is set but kafkaAuth.saslMechanism is not GSSAPI: it would be ignored." }}
+{{- end }}
+{{- if and .ca.existingSecret (not $tls) }}
 {{- $msgs = append $msgs "kafkaAuth.ca.existingSecret is set but kafkaAuth.securityProtocol is not SSL or SASL_SSL." }}
+{{- end }}
+{{- if and .clientCert.existingSecret (not $tls) }}
+{{- $msgs = append $msgs "kafkaAuth.clientCert.existingSecret (mTLS) is set but kafkaAuth.securityProtocol is not SSL or SASL_SSL." }}
 {{- end }}
 {{- end }}
 {{- range $c.kafka.properties }}
-{{- if regexMatch "^(sasl\\.password|sasl\\.username|ssl\\.key\\.password|sasl\\.oauthbearer\\.client\\.secret)=" (toString .) }}
-{{- $msgs = append $msgs (printf "config.kafka.properties sets %s in plain text in a ConfigMap: put credentials in a Secret (kafkaAuth.existingSecret)." (regexFind "^[^=]+" (toString .))) }}
+{{- if regexMatch "^(sasl\\.password|sasl\\.username|ssl\\.key\\.password|ssl\\.key\\.pem|ssl\\.keystore\\.password|sasl\\.oauthbearer\\.client\\.secret|sasl\\.oauthbearer\\.config)=" (toString .) }}
+{{- $msgs = append $msgs (printf "config.kafka.properties sets %s in plain text in a ConfigMap: put credentials in a Secret (kafkaAuth)." (regexFind "^[^=]+" (toString .))) }}
 {{- end }}
 {{- end }}
 
