@@ -925,7 +925,9 @@ def machine_info(ctx):
     return {"nproc": os.cpu_count(), "mem": mem, "cpu": cpu, "kernel": platform.release(),
             "kjobs": version, "git": sh(["git", "-C", SRC, "rev-parse", "--short", "HEAD"]),
             "dirty": bool(sh(["git", "-C", SRC, "status", "--porcelain", "--untracked-files=no"])),
-            "rdkafka": sh(["pkg-config", "--modversion", "rdkafka"]),
+            # the one the binaries run with (they may link .deps' build, not the system's)
+            "rdkafka": (re.findall(r"librdkafka (\S+)",
+                                   sh([os.path.join(ctx.build, "kjobs"), "version"])) or ["?"])[0],
             "gcc": sh(["gcc", "-dumpfullversion"]), "kcat": (sh(["kcat", "-V"]).splitlines()
                                                              or ["?"])[0],
             "load": open("/proc/loadavg").read().split()[:3],
