@@ -53,6 +53,13 @@ POLL = 0.05  # seconds between re-reads while waiting for an event
 # The embedded (mock) broker completes a rebalance only when session.timeout.ms expires for
 # members that have not rejoined; with the 45 s default each join/leave/crash costs ~45 s.
 GROUP_TIMEOUTS = ("-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=300")
+# Knobs for the longer proof runs of bench/rebalance_proof.sh (CI uses the defaults): the
+# mid-rebalance rolling restart's rounds, and its group protocol (consumer = KIP-848, whose
+# timeouts are the broker's).
+MIDREBALANCE_ROUNDS = int(os.environ.get("KJOBS_TEST_MIDREBALANCE_ROUNDS", "6"))
+PROOF_GROUP_ARGS = (("-X", "group.protocol=consumer")
+                    if os.environ.get("KJOBS_TEST_GROUP_PROTOCOL") == "consumer"
+                    else GROUP_TIMEOUTS)
 
 
 # ---- plumbing ---------------------------------------------------------------------------------
@@ -558,9 +565,11 @@ def test_rolling_restart_sigterm_while_a_worker_joins():
     and segfaulted on a NULL rebalance protocol — and every job must run. The exit is either
     the normal one ("worker stopped") or, when librdkafka's unassign blocks during the close
     (seen now and then on 2.15.1 and 2.0.2), the shutdown watchdog's, also with code 0."""
-    delays = [0.0, 0.1, 0.3, 0.6, 0.05, 0.2]  # SIGTERM this long after the replacement starts
+    # SIGTERM this long after the replacement starts
+    delays = [[0.0, 0.1, 0.3, 0.6, 0.05, 0.2][r % 6] for r in range(MIDREBALANCE_ROUNDS)]
+    args = PROOF_GROUP_ARGS
     with Scene(partitions=8) as s:
-        ws = [s.worker(f"w{i}", args=GROUP_TIMEOUTS) for i in (1, 2, 3)]
+        ws = [s.worker(f"w{i}", args=args) for i in (1, 2, 3)]
 
         def group_formed():
             held = [w.assigned_main() for w in ws]
@@ -573,7 +582,7 @@ def test_rolling_restart_sigterm_while_a_worker_joins():
         try:
             for r, delay in enumerate(delays):
                 s.wait_records(s.records.distinct() + 300, 120, procs=ws)
-                new = s.worker(f"n{r}", args=GROUP_TIMEOUTS)
+                new = s.worker(f"n{r}", args=args)
                 everyone.append(new)
                 wait_until(lambda: new.logs("worker started"), 30, f"{new.name} to start",
                            procs=[new])
