@@ -24,9 +24,8 @@ def encode(job):
 
 
 bootstrap, keys = sys.argv[1], sys.argv[2:]
-# api_version: kafka-python 2.0.2 (Debian 12 and 13) cannot probe a Kafka 4 broker by itself
-producer = KafkaProducer(bootstrap_servers=bootstrap.split(","), acks="all",
-                         api_version=(2, 5, 0))
+# acks=all; kafka-python 2.0.2 has no idempotent producer: a retried send may duplicate a job
+producer = KafkaProducer(bootstrap_servers=bootstrap.split(","), acks="all")
 futures = []
 for key in keys:
     job = {"id": str(uuid.uuid4()), "type": "email.send",
