@@ -83,5 +83,9 @@ if [ ${#jvm[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${jvm[@]}" >/dev/null
 fi
 bash scripts/kafka.sh fetch
+# The Java producer of docs/producers.md: kafka-clients + Apache Avro resolved from Maven Central
+# (tests/producers/pom.xml) and the producer compiled once into .deps/producers-java/, so the
+# test runs without network (tests/producers/build-java.sh; a no-op when already built).
+bash tests/producers/build-java.sh >/dev/null
 bash scripts/build-librdkafka.sh >/dev/null
 echo "install-deps: ok" >&2
