@@ -421,13 +421,15 @@ static void revoke_partitions(kj_worker *w, rd_kafka_t *rk, rd_kafka_topic_parti
         kj_router_poll(w->router, 10);
     bool copies_pending = kj_router_outstanding(w->router) > 0;
     /* 3. commit before giving them up (pointless if they are already lost) */
+    int64_t commit_start = kj_now_ms();
     if (!lost) commit_offsets(w, true);
+    int64_t commit_ms = kj_now_ms() - commit_start;
     for (int i = 0; i < parts->cnt; i++) {
         kj_part *p = part_lookup(w, NULL, parts->elems[i].topic, parts->elems[i].partition);
         if (!p) continue;
         kj_log(lost ? KJ_LOG_WARN : KJ_LOG_INFO, lost ? "partition lost" : "partition revoked",
-               "{s:s,s:i,s:I}", "topic", p->topic, "partition", p->partition, "committed",
-               (json_int_t)p->committed);
+               "{s:s,s:i,s:I,s:I}", "topic", p->topic, "partition", p->partition, "committed",
+               (json_int_t)p->committed, "commit_ms", (json_int_t)commit_ms);
         part_remove(w, p, !copies_pending && !w->shutdown_timed_out && p->lane == NULL);
     }
     rd_kafka_error_t *error = NULL;
@@ -1170,6 +1172,10 @@ int kj_worker_run(kj_worker *w, volatile sig_atomic_t *stop, kj_heartbeat *heart
     w->drain_deadline = deadline;
     while (kj_engine_wait_idle(w->engine, 10) != 0 && kj_now_ms() < deadline)
         kj_router_poll(w->router, 0);
+    if (kj_engine_in_flight_items(w->engine) == 0)
+        /* from here on no job of this process runs: ownership of its partitions is moot */
+        kj_log(KJ_LOG_INFO, "drained", "{s:I}", "waited_ms",
+               (json_int_t)(kj_now_ms() - (deadline - w->cfg->shutdown_grace_ms)));
     if (kj_engine_in_flight_items(w->engine) > 0) {
         w->shutdown_timed_out = true;
         exit_code = 1;

@@ -309,7 +309,10 @@ def check_key_order(records):
 
 def ownership_overlaps(workers):
     """Replay every worker's assigned/revoked/lost lines in time order; report any partition
-    held by two processes at once (at equal timestamps a release counts first)."""
+    held by two processes at once (at equal timestamps a release counts first). A worker's
+    "drained" line (shutting down, no job in flight, none will start) releases everything it
+    holds: a leaver whose revocation is still waiting for a commit runs nothing any more, and
+    the group may hand its partitions on meanwhile (seen on real Kafka)."""
     events = []
     for w in workers:
         for l in w.logs():
@@ -317,10 +320,16 @@ def ownership_overlaps(workers):
                 events.append((l["ts"], 1, w.name, l["topic"], l["partition"]))
             elif l["msg"] in ("partition revoked", "partition lost"):
                 events.append((l["ts"], 0, w.name, l["topic"], l["partition"]))
+            elif l["msg"] == "drained":
+                events.append((l["ts"], 0, w.name, None, None))
     events.sort(key=lambda e: (e[0], e[1]))
     owner, overlaps = {}, []
     for ts, kind, name, topic, part in events:
         tp = (topic, part)
+        if topic is None:  # drained: releases all
+            for held in [k for k, v in owner.items() if v == name]:
+                del owner[held]
+            continue
         if kind == 1:
             if tp in owner and owner[tp] != name:
                 overlaps.append(f"{topic}[{part}] assigned to {name} at {ts} while {owner[tp]} "
