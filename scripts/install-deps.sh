@@ -19,6 +19,9 @@ APT_PACKAGES=(
   clang valgrind
   kcat python3 python3-kafka python3-avro python3-prometheus-client python3-yaml
   python3-confluent-kafka
+  # tests/install/check_man.sh renders the man page with groff (groff-base; man-db's `man -l`
+  # when present); same names on Debian 12 and 13
+  groff-base
 )
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi

@@ -15,6 +15,9 @@ Modes (each one ctest, see tests/helm/CMakeLists.txt):
   check-config  feed each rendered kjobs.cfg, with the env the Deployment sets, to
                 `kjobs run --check-config -c FILE`; must exit 0 (and 2 for a broken file).
   openapi       validate every rendered manifest with validate_openapi.cjs (offline schemas).
+  probes        a real `kjobs run` (embedded broker) answers every rendered httpGet probe with 200
+                on the port it names, and the `helm test` pod's script passes against it (and
+                fails against a server answering 503).
 
 Needs /usr/bin/python3 with python3-yaml (Debian's), helm, and for openapi node + the npm models.
 """
@@ -35,6 +38,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
 CHART = os.environ.get("KJOBS_CHART_DIR", os.path.join(ROOT, "helm", "kjobs"))
 VALUES_DIR = os.path.join(HERE, "values")
+CI_DIR = os.path.join(CHART, "ci")  # chart-testing's ci/*-values.yaml, rendered and checked too
+DOCS_OPERATIONS = os.path.join(ROOT, "docs", "operations.md")
 INVALID_DIR = os.path.join(HERE, "invalid")
 RELEASE = "t"
 CONFIG_PATH = "/etc/kjobs/config/kjobs.cfg"
@@ -116,7 +121,13 @@ def load_yaml(path):
 
 
 def value_sets():
-    return sorted(f for f in os.listdir(VALUES_DIR) if f.endswith(".yaml"))
+    """(name, path) of every value set: tests/helm/values/NAME.yaml, then the chart's
+    ci/NAME-values.yaml (chart-testing's convention) as "ci/NAME"."""
+    out = [(f[:-5], os.path.join(VALUES_DIR, f)) for f in sorted(os.listdir(VALUES_DIR)) if f.endswith(".yaml")]
+    if os.path.isdir(CI_DIR):
+        out += [("ci/" + f[:-len("-values.yaml")], os.path.join(CI_DIR, f))
+                for f in sorted(os.listdir(CI_DIR)) if f.endswith("-values.yaml")]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -495,12 +506,268 @@ def selects(selector, labels):
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
 
+def pod_templates(d):
+    """The pod template metadata of a workload object, if it has one."""
+    if d["kind"] in ("Deployment", "Job"):
+        return [d["spec"]["template"]["metadata"]]
+    return []
+
+
+def check_common_meta(where, d, values):
+    """commonLabels on every object and pod template; commonAnnotations on every object, under
+    the object's own annotations (which win on the same key)."""
+    name = f"{where}: {d['kind']} {d['metadata']['name']}"
+    for meta in [d["metadata"]] + pod_templates(d):
+        labels = meta.get("labels") or {}
+        for k, v in values["commonLabels"].items():
+            check(labels.get(k) == v, f"{name}: commonLabels {k}={v!r} missing ({labels.get(k)!r})")
+    ann = d["metadata"].get("annotations") or {}
+    for k, v in values["commonAnnotations"].items():
+        check(k in ann, f"{name}: commonAnnotations {k} missing")
+    for key in ("helm.sh/hook", "helm.sh/hook-weight"):
+        if key in values["commonAnnotations"]:
+            check(False, f"{where}: commonAnnotations sets {key}")
+
+
+def expected_image(values, app_version):
+    img = values["image"]
+    repo = (img["registry"].rstrip("/") + "/" if img["registry"] else "") + img["repository"]
+    return f"{repo}@{img['digest']}" if img["digest"] else f"{repo}:{img['tag'] or app_version}"
+
+
+# --- NetworkPolicy, evaluated the way a CNI does (matchLabels selectors; enough for the chart) ---
+
+def _selector_matches(sel, labels):
+    return all(labels.get(k) == v for k, v in ((sel or {}).get("matchLabels") or {}).items()) and \
+        not (sel or {}).get("matchExpressions")
+
+
+def _peer_matches(peer, pod_labels, ns, ns_labels, policy_ns):
+    if "ipBlock" in peer:
+        return False  # a pod peer is not an ipBlock in these checks
+    if "namespaceSelector" in peer:
+        if not _selector_matches(peer["namespaceSelector"], ns_labels):
+            return False
+    elif ns != policy_ns:
+        return False
+    return "podSelector" not in peer or _selector_matches(peer["podSelector"], pod_labels)
+
+
+def _port_matches(rule_ports, port, proto):
+    return not rule_ports or any(p.get("port") in (port, None) and p.get("protocol", "TCP") == proto
+                                 for p in rule_ports)
+
+
+def netpol_allows_ingress(np, port, pod_labels, ns, ns_labels, policy_ns="jobs"):
+    if "Ingress" not in np["spec"].get("policyTypes", ["Ingress"]):
+        return True
+    for rule in np["spec"].get("ingress") or []:
+        peers = rule.get("from")
+        if _port_matches(rule.get("ports"), port, "TCP") and (
+                not peers or any(_peer_matches(p, pod_labels, ns, ns_labels, policy_ns) for p in peers)):
+            return True
+    return False
+
+
+def netpol_allows_egress(np, port, proto, to_anywhere=True):
+    """Egress to an arbitrary outside address (not a pod, not in any ipBlock we name)."""
+    if "Egress" not in np["spec"].get("policyTypes", []):
+        return True
+    return any(_port_matches(r.get("ports"), port, proto) and not r.get("to") for r in np["spec"].get("egress") or [])
+
+
+def bootstrap_ports(bootstrap):
+    return sorted({int(m.group(1)) for m in (re.search(r":([0-9]+)$", h.strip()) for h in str(bootstrap).split(",")) if m})
+
+
+# --- PrometheusRule against docs/operations.md ---
+
+def documented_alerts():
+    """From docs/operations.md's "Alerts to set" table: every PromQL expression in a row (in
+    backticks, naming a kjobs_ metric) with the row's `for` duration (the one written after the
+    first expression), and the alert names of the example rule file."""
+    text = open(DOCS_OPERATIONS).read()
+    section = text.split("## Alerts to set", 1)[1]
+    exprs = {}
+    for line in section.splitlines():
+        if not line.startswith("| ") or line.startswith("| alert") or line.startswith("|---"):
+            continue
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+        snippets = [s for s in re.findall(r"`([^`]+)`", " ".join(cells[1:])) if "kjobs_" in s]
+        m = re.search(r"`[^`]+`\s+for\s+([0-9]+[smh])", cells[1])
+        for i, s in enumerate(snippets):
+            # the row's `for` belongs to its first expression; the others ("also ...") name none
+            exprs[s.replace("\\|", "|")] = (m.group(1) if m else None) if i == 0 else "any"
+    names = re.findall(r"- alert: (\w+)", section)
+    return exprs, names
+
+
+def unscope(expr, scope):
+    """The rule expression with the chart's release scope removed again."""
+    return expr.replace("{" + scope + ",", "{").replace("{" + scope + "}", "")
+
+
+def check_prometheus_rule(where, docs, values, svc_name):
+    prs = by_kind(docs, "PrometheusRule")
+    pv = values["prometheusRule"]
+    if not pv["enabled"]:
+        check(not prs, f"{where}: PrometheusRule rendered though disabled")
+        return
+    if not check(len(prs) == 1, f"{where}: PrometheusRule enabled but {len(prs)} rendered"):
+        return
+    pr = prs[0]
+    check(pr["metadata"].get("namespace") == (pv["namespace"] or "jobs"), f"{where}: PrometheusRule namespace")
+    for k, v in pv["labels"].items():
+        check(pr["metadata"]["labels"].get(k) == v, f"{where}: PrometheusRule label {k}")
+    rules = [r for g in pr["spec"]["groups"] for r in g["rules"]]
+    extra = pv["extraRules"]
+    check(rules[len(rules) - len(extra):] == extra if extra else True, f"{where}: extraRules not appended as given")
+    chart_rules = rules[:len(rules) - len(extra)] if extra else rules
+    # every metric selector is scoped to the release's targets: those of its Service
+    scope = f'namespace="jobs",service="{svc_name}"'
+    for r in chart_rules:
+        for sel in re.findall(r"kjobs_[a-z_]+(\{[^}]*\})?", r["expr"]):
+            check(sel.startswith("{" + scope), f"{where}: {r['alert']}: selector {sel or '(none)'} not scoped to {scope}")
+    doc_exprs, doc_names = documented_alerts()
+    check(len(doc_exprs) >= 12, f"docs/operations.md: only {len(doc_exprs)} alert expressions found")
+    got = {unscope(r["expr"], scope): r for r in chart_rules}
+    names = {r["alert"] for r in chart_rules}
+    off = set(pv["disabledAlerts"])
+    keda0 = values["autoscaling"]["keda"]["enabled"] and values["autoscaling"]["keda"]["minReplicaCount"] == 0
+    if keda0:
+        off.add("KjobsAbsent")
+    check(not (names & off), f"{where}: disabled alerts rendered: {names & off}")
+    for expr, dur in doc_exprs.items():
+        r = got.get(expr)
+        if r is None:
+            continue
+        check(dur == "any" or r.get("for") == dur, f"{where}: {r['alert']} for={r.get('for')!r}, docs say {dur!r}")
+    missing = set(doc_exprs) - set(got)
+    # an expression the docs list may only be missing because its alert was disabled
+    check(len(missing) <= len(off), f"{where}: documented alerts not in the PrometheusRule: {sorted(missing)}")
+    for expr in got:
+        check(expr in doc_exprs, f"{where}: PrometheusRule alert {got[expr]['alert']} is not in docs/operations.md: {expr}")
+    if not off:
+        check(set(doc_names) <= names, f"{where}: docs' example alert names {sorted(set(doc_names) - names)} missing")
+    for r in chart_rules:
+        check(r.get("labels", {}).get("severity") in ("page", "ticket"), f"{where}: {r['alert']} severity")
+
+
+def check_conventions(where, docs, values, dep, c, spec):
+    """Item-3 chart conventions: image reference, extra env, init containers and sidecars,
+    NetworkPolicy, ServiceMonitor options, PrometheusRule and the `helm test` pod."""
+    app_version = dep["metadata"]["labels"]["app.kubernetes.io/version"]
+    image = expected_image(values, app_version)
+    check(c["image"] == image, f"{where}: kjobs image {c['image']}, want {image}")
+
+    # extra env: extraEnv entries in env, the ConfigMap and Secret through envFrom
+    env = {e["name"]: e for e in c.get("env") or []}
+    for e in values["extraEnv"]:
+        check(env.get(e["name"]) == e, f"{where}: extraEnv {e['name']} not in the container")
+    env_from = c.get("envFrom") or []
+    want_from = ([{"configMapRef": {"name": values["extraEnvVarsCM"]}}] if values["extraEnvVarsCM"] else []) + \
+        ([{"secretRef": {"name": values["extraEnvVarsSecret"]}}] if values["extraEnvVarsSecret"] else [])
+    check(env_from == want_from, f"{where}: envFrom {env_from}, want {want_from}")
+    # chart env wins over envFrom (Kubernetes: env overrides envFrom), so credentials stay the chart's
+    check(all(ref.get("prefix") in (None, "") for ref in env_from), f"{where}: envFrom with a prefix")
+
+    # initContainers after the chart's copy containers; sidecars after kjobs, as given
+    inits = spec.get("initContainers") or []
+    user_inits = values["initContainers"]
+    check(inits[len(inits) - len(user_inits):] == user_inits if user_inits else True,
+          f"{where}: initContainers {[x['name'] for x in inits]} do not end with the user's")
+    check(all(x["name"] in ("copy-plugin", "copy-exec-handler") for x in inits[:len(inits) - len(user_inits)]),
+          f"{where}: unexpected init containers {[x['name'] for x in inits]}")
+    conts = spec["containers"]
+    check(conts[0]["name"] == "kjobs" and conts[1:] == values["sidecars"],
+          f"{where}: containers {[x['name'] for x in conts]}, want kjobs + sidecars")
+
+    svc = next((d for d in by_kind(docs, "Service")), None)
+    pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+    port = int(values["config"]["http"]["listen"].rsplit(":", 1)[1])
+
+    # helm test pod: asks the Service's /readyz, with the worker's image and security
+    tests = [d for d in by_kind(docs, "Pod") if (d["metadata"].get("annotations") or {}).get("helm.sh/hook") == "test"]
+    test_pod = None
+    if values["helmTest"]["enabled"] and values["service"]["enabled"]:
+        if check(len(tests) == 1, f"{where}: {len(tests)} helm test pods"):
+            test_pod = tests[0]
+            tc = test_pod["spec"]["containers"][0]
+            tenv = {e["name"]: e.get("value") for e in tc.get("env") or []}
+            check(tc["image"] == image, f"{where}: helm test image {tc['image']}")
+            check(tc["command"][:2] == ["bash", "-c"] and "/readyz" in tc["command"][2], f"{where}: helm test command")
+            check(tenv.get("READYZ_HOST") == svc["metadata"]["name"] and
+                  tenv.get("READYZ_PORT") == str(svc["spec"]["ports"][0]["port"]),
+                  f"{where}: helm test asks {tenv.get('READYZ_HOST')}:{tenv.get('READYZ_PORT')}, not the Service")
+            check(tenv.get("READYZ_ATTEMPTS") == str(values["helmTest"]["attempts"]), f"{where}: READYZ_ATTEMPTS")
+            check(not selects(svc["spec"]["selector"], test_pod["metadata"]["labels"]),
+                  f"{where}: the Service selects the helm test pod")
+            check_security(f"{where} (helm test)", test_pod["spec"])
+            check(test_pod["spec"].get("restartPolicy") == "Never", f"{where}: helm test restartPolicy")
+    else:
+        check(not tests, f"{where}: helm test pod rendered though disabled (or no Service)")
+
+    # NetworkPolicy
+    nps = by_kind(docs, "NetworkPolicy")
+    npv = values["networkPolicy"]
+    if not npv["enabled"]:
+        check(not nps, f"{where}: NetworkPolicy rendered though disabled")
+    elif check(len(nps) == 1, f"{where}: NetworkPolicy enabled but {len(nps)} rendered"):
+        np = nps[0]
+        check(_selector_matches(np["spec"]["podSelector"], pod_labels), f"{where}: NetworkPolicy does not select the workers")
+        if test_pod:
+            check(not _selector_matches(np["spec"]["podSelector"], test_pod["metadata"]["labels"]),
+                  f"{where}: NetworkPolicy selects the helm test pod")
+            check(netpol_allows_ingress(np, port, test_pod["metadata"]["labels"], "jobs", {}),
+                  f"{where}: NetworkPolicy blocks the helm test pod from the HTTP port {port}")
+        stranger = ({"app": "stranger"}, "elsewhere", {"kubernetes.io/metadata.name": "elsewhere"})
+        if npv["metricsFrom"]:
+            for peer in npv["metricsFrom"]:
+                labels = (peer.get("podSelector") or {}).get("matchLabels") or {}
+                ns_labels = (peer.get("namespaceSelector") or {}).get("matchLabels") or {}
+                ns = ns_labels.get("kubernetes.io/metadata.name", "jobs" if "namespaceSelector" not in peer else "other")
+                check(netpol_allows_ingress(np, port, labels, ns, ns_labels),
+                      f"{where}: NetworkPolicy blocks metricsFrom peer {peer} from the metrics port {port}")
+            if not npv["extraIngress"]:
+                check(not netpol_allows_ingress(np, port, *stranger),
+                      f"{where}: NetworkPolicy lets any pod reach port {port} though metricsFrom is set")
+        else:
+            check(netpol_allows_ingress(np, port, *stranger), f"{where}: metrics port {port} not open to any source")
+        if not npv["extraIngress"]:
+            check(not netpol_allows_ingress(np, port + 1, {}, "jobs", {}), f"{where}: NetworkPolicy opens port {port + 1}")
+        kafka_ports = bootstrap_ports(values["config"]["kafka"]["bootstrap"])
+        if npv["allowExternalEgress"]:
+            check("Egress" not in np["spec"]["policyTypes"], f"{where}: egress restricted though allowExternalEgress")
+        else:
+            for kp in kafka_ports:
+                check(netpol_allows_egress(np, kp, "TCP"), f"{where}: NetworkPolicy blocks Kafka port {kp}")
+            check(netpol_allows_egress(np, 53, "UDP") and netpol_allows_egress(np, 53, "TCP"), f"{where}: DNS blocked")
+            check(not netpol_allows_egress(np, 25, "TCP"), f"{where}: restricted egress still allows port 25 anywhere")
+            check(all(r.get("ports") or r.get("to") for r in np["spec"]["egress"]),
+                  f"{where}: an egress rule with neither ports nor peers allows everything")
+
+    # ServiceMonitor options
+    sms = by_kind(docs, "ServiceMonitor")
+    smv = values["serviceMonitor"]
+    if smv["enabled"] and sms:
+        sm = sms[0]
+        check(sm["metadata"].get("namespace") == (smv["namespace"] or "jobs"), f"{where}: ServiceMonitor namespace")
+        check(sm["spec"]["namespaceSelector"] == {"matchNames": ["jobs"]},
+              f"{where}: ServiceMonitor does not look in the release namespace: {sm['spec']['namespaceSelector']}")
+        ep = sm["spec"]["endpoints"][0]
+        check(ep.get("relabelings", []) == smv["relabelings"], f"{where}: ServiceMonitor relabelings")
+        check(ep.get("metricRelabelings", []) == smv["metricRelabelings"], f"{where}: ServiceMonitor metricRelabelings")
+
+    check_prometheus_rule(where, docs, values, svc["metadata"]["name"] if svc else f"{RELEASE}-kjobs")
+
+
 def check_set(helm, name, values_file, chart_values):
     where = name
     values = deep_merge(chart_values, load_yaml(values_file))
     docs = render(helm, [values_file])
     for d in docs:
         check_labels(where, d)
+        check_common_meta(where, d, values)
 
     cm = one(docs, "ConfigMap", f"{RELEASE}-kjobs", where)
     dep = one(docs, "Deployment", f"{RELEASE}-kjobs", where)
@@ -554,10 +821,19 @@ def check_set(helm, name, values_file, chart_values):
     port = int(values["config"]["http"]["listen"].rsplit(":", 1)[1])
     ports = {p["name"]: p["containerPort"] for p in c.get("ports") or []}
     check(ports.get("http") == port, f"{where}: containerPort http={ports.get('http')} but http.listen port is {port}")
-    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+    for probe, path in (("startupProbe", "/healthz"), ("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
         pr = c.get(probe)
+        custom = values["custom" + probe[0].upper() + probe[1:]]
+        if custom:  # a custom probe replaces the chart's whole, even when the chart's is disabled
+            check(pr == custom, f"{where}: {probe} {pr} is not the custom one {custom}")
+            continue
+        if not values[probe]["enabled"]:
+            check(pr is None, f"{where}: {probe} rendered though disabled")
+            continue
         if not check(pr is not None, f"{where}: no {probe}"):
             continue
+        want = {k: v for k, v in values[probe].items() if k != "enabled"}
+        check({k: pr.get(k) for k in want} == want, f"{where}: {probe} timings {pr} differ from {want}")
         get = pr.get("httpGet") or {}
         check(get.get("path") == path, f"{where}: {probe} path {get.get('path')} != {path}")
         p = get.get("port")
@@ -711,6 +987,8 @@ def check_set(helm, name, values_file, chart_values):
                   f"{where}: ServiceMonitor does not select the Service")
     else:
         check(not sms, f"{where}: ServiceMonitor rendered though disabled")
+
+    check_conventions(where, docs, values, dep, c, spec)
 
     # Topics hook Job.
     jobs = by_kind(docs, "Job")
@@ -873,14 +1151,14 @@ def cmd_render(args):
     check(rc.returncode == 0, f"helm lint --strict (defaults) failed:\n{rc.stdout}{rc.stderr}")
     sets = value_sets()
     for want in ("defaults", "sasl-tls", "keda", "hpa", "plugin", "exec", "topics-job", "mtls-strimzi",
-                 "mtls-keypassword", "scram-strimzi", "oauth-confluent", "gssapi"):
-        check(f"{want}.yaml" in sets, f"value set {want}.yaml is missing")
-    for f in sets:
-        path = os.path.join(VALUES_DIR, f)
+                 "mtls-keypassword", "scram-strimzi", "oauth-confluent", "gssapi", "ci/default",
+                 "ci/conventions", "ci/custom-probes"):
+        check(want in dict(sets), f"value set {want} is missing")
+    for name, path in sets:
         rc = subprocess.run([args.helm, "lint", "--strict", CHART, "-f", path], capture_output=True, text=True)
-        check(rc.returncode == 0, f"helm lint --strict -f {f} failed:\n{rc.stdout}{rc.stderr}")
-        check_set(args.helm, f[:-5], path, chart_values)
-        print(f"rendered and checked: {f}")
+        check(rc.returncode == 0, f"helm lint --strict -f {name} failed:\n{rc.stdout}{rc.stderr}")
+        check_set(args.helm, name, path, chart_values)
+        print(f"rendered and checked: {name}")
     check_checksum_moves(args.helm)
     check_invalid(args.helm)
     check_notes(args.helm)
@@ -917,8 +1195,9 @@ def cmd_check_config(args):
                                capture_output=True, text=True, timeout=30, cwd=tmp)
             return p.returncode, p.stdout + p.stderr
 
-        for f in value_sets():
-            docs = render(args.helm, [os.path.join(VALUES_DIR, f)])
+        for f, values_path in value_sets():
+            label = f.replace("/", "-")
+            docs = render(args.helm, [values_path])
             cm = one(docs, "ConfigMap", f"{RELEASE}-kjobs", f)
             dep = one(docs, "Deployment", f"{RELEASE}-kjobs", f)
             c = dep["spec"]["template"]["spec"]["containers"][0]
@@ -936,12 +1215,12 @@ def cmd_check_config(args):
                 # a throwaway pair stands in for the mounted Secret (the key encrypted with the
                 # stand-in password when the chart passes a key password).
                 password = env.get("KJOBS_RDKAFKA_SSL_KEY_PASSWORD")
-                cert, key = throwaway_client_cert(tmp, f[:-5], password)
+                cert, key = throwaway_client_cert(tmp, label, password)
                 env["KJOBS_RDKAFKA_SSL_CERTIFICATE_LOCATION"] = cert
                 env["KJOBS_RDKAFKA_SSL_KEY_LOCATION"] = key
                 if password:  # the check must be able to fail: a wrong key password exits 2
                     rc, out = run(cm["data"]["kjobs.cfg"], dict(env, KJOBS_RDKAFKA_SSL_KEY_PASSWORD="wrong"),
-                                  f[:-5] + "-wrongpass")
+                                  label + "-wrongpass")
                     check(rc == 2, f"check-config {f}: a wrong ssl.key.password exited {rc}, want 2:\n{out}")
             cfg_text = cm["data"]["kjobs.cfg"]
             # --check-config loads the plugin and looks the exec program up, as `run` does; the
@@ -953,7 +1232,7 @@ def cmd_check_config(args):
                 env["KJOBS_RECORD_FILE"] = os.path.join(tmp, "records.tsv")  # what it needs
             if re.search(r'^\s*exec\s*=\s*\[\s*"', cfg_text, re.M):
                 env["KJOBS_HANDLERS_EXEC"] = "/bin/sh"
-            rc, out = run(cfg_text, env, f[:-5])
+            rc, out = run(cfg_text, env, label)
             check(rc == 0, f"check-config {f}: kjobs run --check-config exited {rc}:\n{out}")
             print(f"kjobs run --check-config {f}: exit {rc}")
 
@@ -967,6 +1246,119 @@ def cmd_check_config(args):
 
 
 # ---------------------------------------------------------------------------------------------
+# The rendered probes and `helm test` script against a real worker
+
+
+def http_status(port, path):
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return 0
+
+
+def cmd_probes(args):
+    """Start `kjobs run` (embedded broker; the rendered kjobs.cfg otherwise) and send it what
+    the kubelet would: every httpGet probe the Deployment of ci/conventions (chart probes with
+    the startup probe on) and ci/custom-probes renders must be answered 200 once the worker is
+    up, on the port the probe names. Then run the `helm test` pod's own script with bash
+    against the worker (must exit 0) and against a server answering 503 (must exit 1)."""
+    import http.server
+    import threading
+    import time
+    kjobs = os.path.abspath(args.kjobs or "")
+    if not (os.path.isfile(kjobs) and os.access(kjobs, os.X_OK)):
+        raise SystemExit(f"probes: kjobs binary {kjobs} not found or not executable (build it first)")
+    rendered = {name: render(args.helm, [os.path.join(CI_DIR, f"{name}-values.yaml")])
+                for name in ("conventions", "custom-probes")}
+    docs = rendered["conventions"]
+    cfg_text = one(docs, "ConfigMap", f"{RELEASE}-kjobs", "probes")["data"]["kjobs.cfg"]
+    test_pod = next(d for d in by_kind(docs, "Pod") if d["metadata"]["annotations"].get("helm.sh/hook") == "test")
+    script = test_pod["spec"]["containers"][0]["command"]
+    # the pod's port; locally the worker listens on a free port instead (KJOBS_HTTP_LISTEN)
+    listen_port = int(libconfig_parse(cfg_text)["http"]["listen"].rsplit(":", 1)[1])
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = os.path.join(tmp, "kjobs.cfg")
+        with open(cfg, "w") as f:
+            f.write(cfg_text)
+        log = open(os.path.join(tmp, "worker.log"), "w+")
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": tmp,
+               "KJOBS_KAFKA_BOOTSTRAP": "embedded", "KJOBS_HTTP_LISTEN": "127.0.0.1:0"}
+        worker = subprocess.Popen([kjobs, "run", "-c", cfg], env=env, cwd=tmp,
+                                  stdout=subprocess.DEVNULL, stderr=log)
+        try:
+            port, deadline = None, time.time() + 30
+            while port is None and time.time() < deadline and worker.poll() is None:
+                time.sleep(0.2)
+                log.seek(0)
+                for line in log:
+                    if '"http listening"' in line:
+                        port = json.loads(line)["port"]
+            if not check(port is not None, f"probes: the worker did not listen (exit {worker.poll()})"):
+                return
+            for name, set_docs in rendered.items():
+                dep = one(set_docs, "Deployment", f"{RELEASE}-kjobs", name)
+                c = dep["spec"]["template"]["spec"]["containers"][0]
+                named = {p["name"]: p["containerPort"] for p in c["ports"]}
+                for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                    get = (c.get(probe) or {}).get("httpGet")
+                    if not check(get is not None, f"probes {name}: no httpGet {probe}"):
+                        continue
+                    p = get["port"]
+                    check((named.get(p) if isinstance(p, str) else p) == listen_port,
+                          f"probes {name}: {probe} port {p} is not the listener's ({listen_port})")
+                    deadline, status = time.time() + 60, 0
+                    while status != 200 and time.time() < deadline:
+                        status = http_status(port, get["path"])
+                        if status != 200:
+                            time.sleep(0.5)
+                    check(status == 200, f"probes {name}: {probe} GET {get['path']} answered {status}, want 200")
+                    print(f"probes {name}: {probe} GET {get['path']}: {status}")
+            # the probe check can fail: a path kjobs does not serve is 404
+            check(http_status(port, "/startupz") == 404, "probes: GET /startupz was not 404")
+            # the helm test pod's script, as the pod runs it, against the worker
+            p = subprocess.run(script, env={"PATH": env["PATH"], "READYZ_HOST": "127.0.0.1",
+                                            "READYZ_PORT": str(port), "READYZ_ATTEMPTS": "15"},
+                               capture_output=True, text=True, timeout=60)
+            check(p.returncode == 0 and " 200" in p.stdout,
+                  f"probes: helm test script against a ready worker exited {p.returncode}:\n{p.stdout}{p.stderr}")
+            print(f"helm test script against the worker: exit {p.returncode}: {p.stdout.strip().splitlines()[-1]}")
+        finally:
+            worker.terminate()
+            try:
+                rc = worker.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                rc = worker.wait()
+            log.seek(0)
+            check(rc == 0, f"probes: the worker exited {rc} on SIGTERM:\n{log.read()[-2000:]}")
+
+    class Draining(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(503)
+            self.end_headers()
+            self.wfile.write(b"draining")
+
+        def log_message(self, *a):
+            pass
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Draining)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        p = subprocess.run(script, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "READYZ_HOST": "127.0.0.1",
+                                        "READYZ_PORT": str(srv.server_address[1]), "READYZ_ATTEMPTS": "2"},
+                           capture_output=True, text=True, timeout=60)
+        check(p.returncode == 1 and " 503" in p.stdout,
+              f"probes: helm test script against a 503 server exited {p.returncode}, want 1:\n{p.stdout}{p.stderr}")
+        print(f"helm test script against a 503 server: exit {p.returncode}")
+    finally:
+        srv.shutdown()
+
+
+# ---------------------------------------------------------------------------------------------
 # OpenAPI validation through the npm models
 
 
@@ -975,8 +1367,8 @@ def cmd_openapi(args):
     if not node:
         raise SystemExit("openapi: node not found")
     payload = {}
-    for f in value_sets():
-        payload[f[:-5]] = render(args.helm, [os.path.join(VALUES_DIR, f)])
+    for name, path in value_sets():
+        payload[name] = render(args.helm, [path])
     payload["servicemonitor"] = [d for d in render(args.helm, [], ["serviceMonitor.enabled=true"])
                                  if d["kind"] == "ServiceMonitor"]
     p = subprocess.run([node, os.path.join(HERE, "validate_openapi.cjs"), args.node_modules],
@@ -988,14 +1380,15 @@ def cmd_openapi(args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=["render", "check-config", "openapi"])
+    ap.add_argument("mode", choices=["render", "check-config", "openapi", "probes"])
     ap.add_argument("--helm", required=True)
-    ap.add_argument("--kjobs", help="kjobs binary (check-config)")
+    ap.add_argument("--kjobs", help="kjobs binary (check-config, probes)")
     ap.add_argument("--node-modules", default=os.path.join(ROOT, ".deps", "node", "node_modules"))
     args = ap.parse_args()
     if not os.access(args.helm, os.X_OK):
         raise SystemExit(f"helm not found at {args.helm} (run scripts/install-deps.sh)")
-    {"render": cmd_render, "check-config": cmd_check_config, "openapi": cmd_openapi}[args.mode](args)
+    {"render": cmd_render, "check-config": cmd_check_config, "openapi": cmd_openapi,
+     "probes": cmd_probes}[args.mode](args)
     if failures:
         print(f"\n{len(failures)} check(s) failed:", file=sys.stderr)
         for f in failures:

@@ -39,7 +39,8 @@ Chart name and version, as used by the helm.sh/chart label.
 {{- end }}
 
 {{/*
-Common labels: every object the chart renders carries these.
+Common labels: every object the chart renders, and every pod template, carries these, then the
+user's commonLabels (the schema keeps those off the app.kubernetes.io/ and helm.sh/ keys).
 */}}
 {{- define "kjobs.labels" -}}
 helm.sh/chart: {{ include "kjobs.chart" . }}
@@ -49,6 +50,21 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 {{- end }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: kjobs
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+An object's `annotations:` block: its own annotations over commonAnnotations (its own win on
+the same key), or nothing when both are empty. Call with (dict "ctx" $ "own" $annotations).
+*/}}
+{{- define "kjobs.annotations" -}}
+{{- $all := merge (deepCopy (default (dict) .own)) (deepCopy (default (dict) .ctx.Values.commonAnnotations)) }}
+{{- with $all }}
+annotations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -80,10 +96,32 @@ Name of the ServiceAccount to use.
 {{- end }}
 
 {{/*
-The kjobs image reference (tag defaults to the chart's appVersion).
+The kjobs image reference: [registry/]repository, then @digest when one is set (the tag is then
+not used: a digest names one image), else :tag (default the chart's appVersion).
 */}}
 {{- define "kjobs.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- $repo := .Values.image.repository }}
+{{- with .Values.image.registry }}{{ $repo = printf "%s/%s" (trimSuffix "/" .) $repo }}{{ end }}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" $repo .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" $repo (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The TCP ports of config.kafka.bootstrap ("kafka-0:9092,kafka-1:9093" → 9092 9093), sorted and
+unique, one per line: the restricted NetworkPolicy's egress allows these.
+*/}}
+{{- define "kjobs.bootstrapPorts" -}}
+{{- $ports := list }}
+{{- range splitList "," (toString .Values.config.kafka.bootstrap) }}
+{{- $p := regexFind "[0-9]+$" (trim .) }}
+{{- if $p }}{{ $ports = append $ports (int $p) }}{{ end }}
+{{- end }}
+{{- range $ports | uniq | sortAlpha }}
+{{ . }}
+{{- end }}
 {{- end }}
 
 {{/*
