@@ -1045,6 +1045,31 @@ static void serve_close_event(kj_worker *w, rd_kafka_event_t *ev) {
     rd_kafka_event_destroy(ev);
 }
 
+/* Unsubscribe and serve the revocation before closing, so the close finds no assignment to
+ * take apart. A close that itself revokes partitions while a rebalance is under way aborts
+ * librdkafka now and then (rdkafka_cgrp.c rd_kafka_cgrp_terminated: "assert:
+ * !rd_kafka_assignment_in_progress", seen with 2.15.1 on the embedded broker; librdkafka #4792,
+ * whose reporter names unsubscribing first as the way around it). Bounded by `deadline`; what
+ * is left is the close's to do. Fetched messages polled here are dropped: their partitions are
+ * paused and revoked, they run again on the next owner. @locality poll thread */
+static void leave_group_first(kj_worker *w, int64_t deadline) {
+    if (rd_kafka_fatal_error(w->consumer, NULL, 0)) return;
+    rd_kafka_resp_err_t err = rd_kafka_unsubscribe(w->consumer);
+    if (err) {
+        kj_log(KJ_LOG_WARN, "unsubscribe failed", "{s:s}", "error", rd_kafka_err2str(err));
+        return;
+    }
+    while (kj_now_ms() < deadline - 500) {
+        rd_kafka_message_t *msg = rd_kafka_consumer_poll(w->consumer, 50);
+        if (msg) rd_kafka_message_destroy(msg); /* serves the revocation callback too */
+        rd_kafka_topic_partition_list_t *held = NULL;
+        if (rd_kafka_assignment(w->consumer, &held) != RD_KAFKA_RESP_ERR_NO_ERROR) break;
+        int n = held->cnt;
+        rd_kafka_topic_partition_list_destroy(held);
+        if (n == 0 && !w->parts) break;
+    }
+}
+
 static void close_consumer(kj_worker *w, int64_t deadline, int exit_code) {
     int64_t now = kj_now_ms();
     if (deadline > now + KJ_CLOSE_WAIT_MS) deadline = now + KJ_CLOSE_WAIT_MS;
@@ -1055,6 +1080,7 @@ static void close_consumer(kj_worker *w, int64_t deadline, int exit_code) {
     pthread_t watchdog;
     bool watching = pthread_create(&watchdog, NULL, close_watchdog_main, wd) == 0;
     if (watching) pthread_detach(watchdog);
+    leave_group_first(w, deadline);
     rd_kafka_queue_t *queue = rd_kafka_queue_new(w->consumer);
     rd_kafka_error_t *error = rd_kafka_consumer_close_queue(w->consumer, queue);
     if (error) {
