@@ -54,6 +54,24 @@ const void *kjobs_job_key(const kjobs_job_t *job, size_t *lenp);
 int64_t kjobs_job_created_at(const kjobs_job_t *job);
 /** Value of meta entry `name` (e.g. "traceparent"), or NULL when absent. */
 const char *kjobs_job_meta(const kjobs_job_t *job, const char *name);
+/**
+ * W3C trace context of the job (https://www.w3.org/TR/trace-context-1/): the `traceparent`
+ * record header (name in any case), else the meta entry "traceparent"; NULL when the job has
+ * none or its value is invalid (invalid values are ignored and counted, never fail the job).
+ * Always the 55-character version-00 form, e.g.
+ * "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01". NUL-terminated; owned by kjobs,
+ * valid during the handler call only. Ladder retries carry the original headers, so every
+ * attempt sees the same value.
+ */
+const char *kjobs_job_traceparent(const kjobs_job_t *job);
+/**
+ * The `tracestate` that goes with kjobs_job_traceparent(), from the same carrier (several
+ * headers are joined with ","), validated; NULL when there is no valid traceparent, no
+ * tracestate, or an invalid one. At most 512 characters (longer values lose whole entries, as
+ * W3C Trace Context §3.3.1.5 says). NUL-terminated; owned by kjobs, valid during the handler
+ * call only.
+ */
+const char *kjobs_job_tracestate(const kjobs_job_t *job);
 /** Attempt number of this run: 1 for the first run, 2 for the first retry, ... */
 int kjobs_job_attempt(const kjobs_job_t *job);
 /** Topic, partition and offset of the record being handled (a ladder topic on retries). */

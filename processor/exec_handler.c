@@ -615,6 +615,8 @@ static char *build_request(uint64_t batch_id, const kjobs_job_t *const *jobs, si
         for (size_t m = 0; m < job->record.meta_count; m++)
             set_str(meta, job->record.meta[m].key, job->record.meta[m].value);
         json_object_set_new(o, "meta", meta);
+        set_str(o, "traceparent", kjobs_job_traceparent(job)); /* validated, or null */
+        set_str(o, "tracestate", kjobs_job_tracestate(job));
         size_t plen = 0;
         const void *payload = kjobs_job_payload(job, &plen);
         json_object_set_new(o, "payload_b64", base64_json(payload, plen));

@@ -49,6 +49,12 @@ const char *kjobs_job_meta(const kjobs_job_t *job, const char *name) {
         if (strcmp(job->record.meta[i].key, name) == 0) return job->record.meta[i].value;
     return NULL;
 }
+const char *kjobs_job_traceparent(const kjobs_job_t *job) {
+    return job->trace.traceparent[0] ? job->trace.traceparent : NULL;
+}
+const char *kjobs_job_tracestate(const kjobs_job_t *job) {
+    return job->trace.traceparent[0] && job->trace.tracestate[0] ? job->trace.tracestate : NULL;
+}
 int kjobs_job_attempt(const kjobs_job_t *job) {
     return job->attempt;
 }

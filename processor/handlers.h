@@ -15,6 +15,7 @@
 #include <stdbool.h>
 
 #include "kjobs.h"
+#include "processor/trace_context.h"
 #include "schemas/codec.h"
 
 typedef enum {
@@ -39,12 +40,13 @@ struct kjobs_job {
     kj_job_record record; /* decoded value */
     const rd_kafka_message_t *msg;
     const char *topic;
-    int attempt; /* 1 = first run */
+    int attempt;            /* 1 = first run */
+    kj_trace_context trace; /* validated traceparent/tracestate (kj_trace_context_read) */
 };
 
 typedef struct kj_handler {
     char *type;
-    kjobs_job_handler_fn *job_fn;     /* exactly one of job_fn/batch_fn is set */
+    kjobs_job_handler_fn *job_fn; /* exactly one of job_fn/batch_fn is set */
     kjobs_batch_handler_fn *batch_fn;
     void *opaque;
 } kj_handler;
@@ -61,7 +63,8 @@ void kj_handlers_set_fallback(kj_handler_registry *reg, kjobs_batch_handler_fn *
 /** Register kjobs.noop, kjobs.sleep, kjobs.fail, kjobs.fail-permanent, kjobs.flaky. */
 int kj_builtins_register(kj_handler_registry *reg, char *errstr, size_t errstr_size);
 /** dlopen() a plugin and call its kjobs_plugin_init. 0 ok, -1 with errstr. */
-int kj_handlers_load_plugin(kj_handler_registry *reg, const char *path, char *errstr, size_t errstr_size);
+int kj_handlers_load_plugin(kj_handler_registry *reg, const char *path, char *errstr,
+                            size_t errstr_size);
 
 /** Human name of an outcome ("ok", "retry", ...) and the DLQ error class of a failure. */
 const char *kj_outcome_name(kj_outcome outcome);

@@ -629,7 +629,7 @@ static struct {
     kj_registry *reg;
     kj_metric_family *jobs, *duration, *batch, *lag, *commits, *rebalances, *in_flight, *resets,
         *retry, *dlq, *route_errors, *decode_errors, *exec_stray, *breaker, *ready, *build_info,
-        *truncated, *invalid_headers, *hops;
+        *truncated, *invalid_headers, *hops, *trace_invalid;
     kj_metric_handle *commit_ok, *commit_error;
     pthread_mutex_t version_mu;
     char version[KJ_METRICS_MAX_LABEL_LEN + 1];
@@ -686,6 +686,9 @@ static const struct kj_metric_def {
     {&g_kj.invalid_headers, "kjobs_invalid_headers_total", KJ_METRIC_COUNTER,
      "Ladder records dead-lettered for an invalid kjobs control header, by header.", 1,
      {"header"}, NULL, 0},
+    {&g_kj.trace_invalid, "kjobs_trace_context_invalid_total", KJ_METRIC_COUNTER,
+     "Invalid W3C trace context values (traceparent, tracestate) ignored, by field.", 1,
+     {"field"}, NULL, 0},
     {&g_kj.hops, "kjobs_retry_hops_total", KJ_METRIC_COUNTER,
      "Ladder records not yet due when their step released them, re-routed (not run).", 0, {0},
      NULL, 0},
@@ -827,6 +830,11 @@ void kj_metrics_copy_truncated(void) {
 void kj_metrics_invalid_header(const char *header) {
     kj_metrics_ensure();
     kj_counter_inc(kj_family_series(g_kj.invalid_headers, (const char *[]){header}));
+}
+
+void kj_metrics_trace_context_invalid(const char *field) {
+    kj_metrics_ensure();
+    kj_counter_inc(kj_family_series(g_kj.trace_invalid, (const char *[]){field}));
 }
 
 void kj_metrics_retry_hop(void) {

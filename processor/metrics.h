@@ -64,6 +64,9 @@
  *   kjobs_invalid_headers_total{header}  counter
  *       Ladder records dead-lettered (class invalid-header) because a kjobs control header
  *       (kjobs-attempt, kjobs-not-before, kjobs-original-*) was missing or invalid.
+ *   kjobs_trace_context_invalid_total{field}  counter
+ *       W3C trace context values ignored as invalid (field = traceparent | tracestate; see
+ *       trace_context.h): the job still runs, without that value.
  *   kjobs_retry_hops_total  counter
  *       Ladder records released by their step before their kjobs-not-before (a per-job delay
  *       longer than the step's): re-routed down the ladder instead of run.
@@ -236,6 +239,8 @@ void kj_metrics_exec_stray_reply(void);
 void kj_metrics_copy_truncated(void);
 /** header: the kjobs control header that was missing or invalid. */
 void kj_metrics_invalid_header(const char *header);
+/** field: "traceparent" or "tracestate", a value ignored as invalid. */
+void kj_metrics_trace_context_invalid(const char *field);
 void kj_metrics_retry_hop(void);
 void kj_metrics_circuit_breaker_set(bool open);
 void kj_metrics_ready_set(bool ready);

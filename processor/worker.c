@@ -577,6 +577,7 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
             kj_metrics_decode_error();
             continue;
         }
+        kj_trace_context_read(&s->job); /* traceparent/tracestate for the handler */
         s->handler = kj_handlers_lookup(w->handlers, s->job.record.type);
         if (!s->handler)
             kj_result_set(&s->result, KJ_OUTCOME_UNKNOWN_TYPE, "no handler for job type \"%s\"",

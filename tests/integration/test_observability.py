@@ -414,13 +414,17 @@ def extra_scenario():
             os.unlink(f.name)
             for t in ("x.hop", "x.stray", "x.ok", "x.ok"):
                 run(kjobs_cmd("enqueue", "-b", b, "--type", t))
+            # an invalid traceparent (upper-case hex): ignored, counted, the job still runs
+            run(kjobs_cmd("enqueue", "-b", b, "--type", "x.ok", "--meta",
+                          "traceparent=00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"))
             from kafka import KafkaProducer
             producer = KafkaProducer(bootstrap_servers=b, api_version=(2, 5, 0))
             producer.send("jobs.retry.1", avro_job("bad-hdr", "x.ok", b"", 1700000000000),
                           headers=[("kjobs-attempt", b" 7x")]).get(timeout=30)
             producer.close()
             names = ("kjobs_copies_truncated_total", "kjobs_exec_stray_replies_total",
-                     "kjobs_invalid_headers_total", "kjobs_retry_hops_total")
+                     "kjobs_invalid_headers_total", "kjobs_retry_hops_total",
+                     "kjobs_trace_context_invalid_total")
             wait_until("every extra family moved", lambda: all(
                 total(sampler.snaps[-1], n) >= 1 for n in names), timeout=90)
         finally:
@@ -431,6 +435,7 @@ def extra_scenario():
         for n in names:
             _EXTRA[n] = [total(snap, n) for snap in sampler.snaps]
         _EXTRA["invalid_header_series"] = sampler.series("kjobs_invalid_headers_total")
+        _EXTRA["trace_invalid_series"] = sampler.series("kjobs_trace_context_invalid_total")
         _EXTRA["invalid_header_jobs"] = total(sampler.snaps[-1], "kjobs_jobs_total",
                                               topic="jobs.retry.1", type="x.ok",
                                               outcome="dead_lettered")
@@ -451,7 +456,14 @@ def check_invalid_headers(s, c):
     assert extra_scenario()["invalid_header_jobs"] == 1
 
 
+def check_trace_invalid(s, c):
+    check_moves_from_zero("kjobs_trace_context_invalid_total")(s, c)
+    assert extra_scenario()["trace_invalid_series"] == [{"field": "traceparent"}], \
+        extra_scenario()["trace_invalid_series"]
+
+
 CHECKS = {
+    "kjobs_trace_context_invalid_total": check_trace_invalid,
     "kjobs_copies_truncated_total": check_moves_from_zero("kjobs_copies_truncated_total"),
     "kjobs_exec_stray_replies_total": check_moves_from_zero("kjobs_exec_stray_replies_total"),
     "kjobs_invalid_headers_total": check_invalid_headers,
