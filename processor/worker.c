@@ -1125,9 +1125,11 @@ static bool consumer_fatal(kj_worker *w) {
     const char *hint = "";
     if (err == RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID)
         hint = "another process joined with the same kafka.group_instance_id";
-    else if (kj_kafka_consumer_protocol(w->cfg) && (err == RD_KAFKA_RESP_ERR__UNSUPPORTED_FEATURE ||
-                                                    err == RD_KAFKA_RESP_ERR_UNSUPPORTED_VERSION ||
-                                                    err == RD_KAFKA_RESP_ERR_UNSUPPORTED_ASSIGNOR))
+    else if (kj_kafka_consumer_protocol(w->cfg) &&
+             (err == RD_KAFKA_RESP_ERR__UNSUPPORTED_FEATURE ||
+              err == RD_KAFKA_RESP_ERR_UNSUPPORTED_VERSION ||
+              /* by name: newer than librdkafka 2.0.2 */
+              strcmp(rd_kafka_err2name(err), "UNSUPPORTED_ASSIGNOR") == 0))
         hint = "group.protocol=consumer (KIP-848) needs Kafka 4.0 or later with the consumer "
                "protocol enabled, and a group.remote.assignor the broker offers; drop the "
                "property to use the classic protocol";
