@@ -3,15 +3,37 @@
  */
 #include "processor/kafka.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "partitions/partitioner.h"
 #include "processor/log.h"
 
+/* The last error-level line librdkafka logged (its own words: an authentication or TLS
+ * failure is reported there, while the API only says "transport failure"). librdkafka
+ * redacts secrets in its logs. */
+static pthread_mutex_t last_error_lock = PTHREAD_MUTEX_INITIALIZER;
+static char last_error[512];
+
 void kj_kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
     kj_log(kj_log_level_from_syslog(level), buf, "{s:s,s:s,s:s}", "component", "librdkafka",
            "facility", fac, "client", rk ? rd_kafka_name(rk) : "");
+    if (level <= 3) { /* LOG_ERR and worse */
+        /* "N/N brokers are down" follows every specific failure: keep the specific one */
+        bool summary = strstr(buf, "brokers are down") != NULL;
+        pthread_mutex_lock(&last_error_lock);
+        if (!summary || !last_error[0]) snprintf(last_error, sizeof(last_error), "%s", buf);
+        pthread_mutex_unlock(&last_error_lock);
+    }
+}
+
+bool kj_kafka_last_error(char *buf, size_t size) {
+    pthread_mutex_lock(&last_error_lock);
+    bool any = last_error[0] != '\0';
+    snprintf(buf, size, "%s", last_error);
+    pthread_mutex_unlock(&last_error_lock);
+    return any;
 }
 
 int kj_kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value, char *errstr,
@@ -75,8 +97,9 @@ rd_kafka_conf_t *kj_kafka_producer_conf_new(const kj_config *cfg, char *errstr,
 /* Keyed messages land where Java's DefaultPartitioner puts them; unkeyed ones are spread. */
 static int32_t kjobs_partitioner(const rd_kafka_topic_t *rkt, const void *key, size_t keylen,
                                  int32_t partition_cnt, void *rkt_opaque, void *msg_opaque) {
-    if (!key) return rd_kafka_msg_partitioner_random(rkt, key, keylen, partition_cnt, rkt_opaque,
-                                                     msg_opaque);
+    if (!key)
+        return rd_kafka_msg_partitioner_random(rkt, key, keylen, partition_cnt, rkt_opaque,
+                                               msg_opaque);
     return kj_partition_for_key(key, keylen, partition_cnt);
 }
 

@@ -26,8 +26,7 @@ rd_kafka_conf_t *kj_kafka_conf_new(const kj_config *cfg, char *errstr, size_t er
 
 /** Like kj_kafka_conf_new, for producers of jobs: unkeyed jobs are spread one by one over the
  *  partitions (sticky.partitioning.linger.ms=0 unless the user set it). */
-rd_kafka_conf_t *kj_kafka_producer_conf_new(const kj_config *cfg, char *errstr,
-                                            size_t errstr_size);
+rd_kafka_conf_t *kj_kafka_producer_conf_new(const kj_config *cfg, char *errstr, size_t errstr_size);
 
 /** Set one property, with an error naming it (never its value). 0 ok, -1 error. */
 int kj_kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value, char *errstr,
@@ -42,6 +41,10 @@ rd_kafka_t *kj_kafka_producer_new(rd_kafka_conf_t *conf, char *errstr, size_t er
 
 /** Route librdkafka's logs through kj_log (installed by kj_kafka_conf_new). */
 void kj_kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf);
+
+/* Copies the last error-level line any client of this process logged through kj_kafka_log_cb
+ * into buf (NUL-terminated, cut to size); false when there was none. Thread-safe. */
+bool kj_kafka_last_error(char *buf, size_t size);
 
 /** Number of partitions of `topic`, or -1 with errstr (topic missing, broker down). */
 int kj_kafka_partition_count(rd_kafka_t *rk, const char *topic, int timeout_ms, char *errstr,
@@ -63,7 +66,6 @@ const char *kj_kafka_prop_value(const kj_config *cfg, const char *name);
 bool kj_kafka_consumer_protocol(const kj_config *cfg);
 
 /** Header value as a NUL-terminated copy in buf (truncated); returns buf or NULL if absent. */
-const char *kj_kafka_header_str(rd_kafka_headers_t *hdrs, const char *name, char *buf,
-                                size_t size);
+const char *kj_kafka_header_str(rd_kafka_headers_t *hdrs, const char *name, char *buf, size_t size);
 
 #endif /* KJOBS_KAFKA_H */

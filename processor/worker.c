@@ -1271,8 +1271,14 @@ static int check_topics(kj_worker *w, char *errstr, size_t errstr_size) {
     const struct rd_kafka_metadata *md = NULL;
     rd_kafka_resp_err_t err = rd_kafka_metadata(w->consumer, 1, NULL, &md, 15000);
     if (err) {
-        snprintf(errstr, errstr_size, "cannot read topic metadata from %s: %s", w->cfg->bootstrap,
-                 rd_kafka_err2str(err));
+        char cause[512];
+        if (kj_kafka_last_error(cause, sizeof(cause)))
+            snprintf(errstr, errstr_size,
+                     "cannot read topic metadata from %s: %s (librdkafka's last error: %s)",
+                     w->cfg->bootstrap, rd_kafka_err2str(err), cause);
+        else
+            snprintf(errstr, errstr_size, "cannot read topic metadata from %s: %s",
+                     w->cfg->bootstrap, rd_kafka_err2str(err));
         return -1;
     }
     char missing[1024] = "";
