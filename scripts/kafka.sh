@@ -257,6 +257,7 @@ wait_node() {
     [ $SECONDS -lt $deadline ] || die "node $id did not serve within 90 s; see $DIR/node-$id/server.log"
     sleep 0.3
   done
+  alive "$id" || die "node $id exited; see $DIR/node-$id/server.log"
 }
 
 cmd_start() {
@@ -276,6 +277,18 @@ cmd_start() {
     rm -rf "$DIR"
   fi
   command -v kcat >/dev/null || die "kcat not found (scripts/install-deps.sh installs it)"
+  # every port this cluster will listen on must be free: otherwise another cluster's node of
+  # the same id answers the readiness check, and start would hand out its address
+  local p k
+  for i in $(seq 1 "$n"); do
+    for p in "$(port "$i")" "$(cport "$i")"; do
+      port_open "$p" && die "port $p is in use (another cluster? set KAFKA_LOCAL_PORT)"
+    done
+    for k in 1 2; do
+      [ -n "$auth" ] && port_open $(($(port "$i") + 200 * k)) &&
+        die "port $(($(port "$i") + 200 * k)) is in use (another cluster? set KAFKA_LOCAL_PORT)"
+    done
+  done
   fetch
   mkdir -p "$DIR"
   echo "$n" >"$DIR/brokers"
