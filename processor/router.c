@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "processor/kafka.h"
 #include "processor/clock.h"
@@ -61,7 +62,41 @@ struct kj_router {
     bool transactional;
     pthread_rwlock_t txn_lock;
     atomic_long produced_in_txn;
+    /* A commit that librdkafka never returns from: rd_kafka_send_offsets_to_transaction() can
+     * ignore its timeout when the group coordinator goes away (librdkafka #5456, #5511; seen
+     * on Kafka 4.1.1: blocked for minutes, holding txn_lock, so nothing ran). The watchdog
+     * thread ends the process past this deadline (0: no commit running): the broker aborts
+     * the open transaction and a restart resumes from the last committed one. */
+    atomic_llong commit_deadline_ms;
+    atomic_bool watchdog_stop;
+    pthread_t watchdog;
+    bool watchdog_running;
 };
+
+/* Budgets of one exactly-once commit, in ms: waiting for in-flight copies, sending the
+ * offsets, committing (retries included); the watchdog fires COMMIT_WATCHDOG_SLACK_MS after
+ * their sum. */
+#define COMMIT_FLUSH_MS          30000
+#define COMMIT_OFFSETS_MS        15000
+#define COMMIT_END_MS            20000
+#define COMMIT_WATCHDOG_SLACK_MS 10000
+
+static void *commit_watchdog_main(void *arg) {
+    kj_router *r = arg;
+    while (!atomic_load(&r->watchdog_stop)) {
+        long long deadline = atomic_load(&r->commit_deadline_ms);
+        if (deadline > 0 && kj_now_ms() > deadline) {
+            kj_log(KJ_LOG_ERROR,
+                   "exactly-once commit hung inside librdkafka; exiting (the broker aborts the "
+                   "open transaction; a restart resumes from the last committed one)",
+                   NULL);
+            _exit(1);
+        }
+        struct timespec ts = {0, 200 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
 
 typedef struct route_ctx {
     void *owner;
@@ -307,10 +342,16 @@ kj_router *kj_router_new(const kj_config *cfg, rd_kafka_conf_t *conf, const char
     pthread_rwlock_init(&r->txn_lock, &attr);
     pthread_rwlockattr_destroy(&attr);
     if (r->transactional) {
-        /* unique per worker instance; fencing of zombies relies on the consumer group
-         * metadata sent with the offsets (KIP-447), so it need not survive restarts */
+        /* Unique per worker instance — two processes on one host share worker_id (client id
+         * and hostname) and would fence each other — so the pid and a random suffix are
+         * added; fencing of zombies relies on the consumer group metadata sent with the
+         * offsets (KIP-447), so the id need not survive restarts. */
         char txn_id[512];
-        snprintf(txn_id, sizeof(txn_id), "%s.%s", cfg->group, worker_id);
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        unsigned suffix = (unsigned)now.tv_nsec ^ ((unsigned)getpid() << 16);
+        snprintf(txn_id, sizeof(txn_id), "%s.%s.%ld.%08x", cfg->group, worker_id, (long)getpid(),
+                 suffix);
         if (kj_kafka_conf_set(conf, "transactional.id", txn_id, errstr, errstr_size)) {
             rd_kafka_conf_destroy(conf);
             goto fail;
@@ -335,6 +376,8 @@ kj_router *kj_router_new(const kj_config *cfg, rd_kafka_conf_t *conf, const char
             goto fail;
         }
     }
+    if (r->transactional)
+        r->watchdog_running = pthread_create(&r->watchdog, NULL, commit_watchdog_main, r) == 0;
     r->retry_topics = calloc(cfg->retry_delay_count + 1, sizeof(char *));
     for (size_t i = 0; i < cfg->retry_delay_count; i++)
         r->retry_topics[i] = kj_config_retry_topic(cfg, (int)i + 1);
@@ -350,8 +393,13 @@ void kj_router_free(kj_router *r) {
     if (!r) return;
     if (r->rk && r->transactional) {
         /* anything not committed by the last commit is abandoned, never half-visible */
+        atomic_store(&r->commit_deadline_ms, kj_now_ms() + 10000 + COMMIT_WATCHDOG_SLACK_MS);
         rd_kafka_error_t *error = rd_kafka_abort_transaction(r->rk, 10000);
         if (error) rd_kafka_error_destroy(error);
+    }
+    if (r->watchdog_running) {
+        atomic_store(&r->watchdog_stop, true);
+        pthread_join(r->watchdog, NULL);
     }
     if (r->rk) {
         rd_kafka_flush(r->rk, 5000);
@@ -584,18 +632,22 @@ bool kj_router_transactional(const kj_router *r) {
 int kj_router_commit_transaction(kj_router *r, rd_kafka_t *consumer, kj_router_offsets_fn *collect,
                                  void *opaque, char *errstr, size_t errstr_size) {
     pthread_rwlock_wrlock(&r->txn_lock);
+    long long start = kj_now_ms();
+    atomic_store(&r->commit_deadline_ms, start + COMMIT_FLUSH_MS + COMMIT_OFFSETS_MS +
+                                             COMMIT_END_MS + COMMIT_WATCHDOG_SLACK_MS);
     /* 1. every copy produced in this transaction acknowledged: their source offsets are now
      * completed. Copies routed but not yet produced (a worker thread waiting for txn_lock, or
      * due on the re-send list later) are not in it; their sources stay uncommitted, and they
      * go into the next transaction. */
-    long long deadline = kj_now_ms() + 60000;
+    long long deadline = start + COMMIT_FLUSH_MS;
     do
         kj_router_poll(r, 10);
     while (atomic_load(&r->in_flight) > 0 && kj_now_ms() < deadline);
     int rc = 0;
     rd_kafka_error_t *error = NULL;
     if (atomic_load(&r->in_flight) > 0) {
-        snprintf(errstr, errstr_size, "copies still unacknowledged after 60 s");
+        snprintf(errstr, errstr_size, "copies still unacknowledged after %d s",
+                 COMMIT_FLUSH_MS / 1000);
         rc = -1;
         goto abort;
     }
@@ -603,20 +655,22 @@ int kj_router_commit_transaction(kj_router *r, rd_kafka_t *consumer, kj_router_o
     rd_kafka_topic_partition_list_t *offsets = collect(opaque);
     if (offsets && offsets->cnt > 0) {
         rd_kafka_consumer_group_metadata_t *cgmd = rd_kafka_consumer_group_metadata(consumer);
-        error = rd_kafka_send_offsets_to_transaction(r->rk, offsets, cgmd, 30000);
+        error = rd_kafka_send_offsets_to_transaction(r->rk, offsets, cgmd, COMMIT_OFFSETS_MS);
         rd_kafka_consumer_group_metadata_destroy(cgmd);
     } else if (atomic_load(&r->produced_in_txn) == 0) {
         if (offsets) rd_kafka_topic_partition_list_destroy(offsets);
+        atomic_store(&r->commit_deadline_ms, 0);
         pthread_rwlock_unlock(&r->txn_lock);
         return 0; /* nothing to commit */
     }
     if (offsets) rd_kafka_topic_partition_list_destroy(offsets);
-    /* 3. commit, retrying what librdkafka says is retriable */
-    for (int tries = 0; !error && tries < 1; tries++) {
-        error = rd_kafka_commit_transaction(r->rk, 30000);
-        while (error && rd_kafka_error_is_retriable(error) && tries++ < 5) {
+    /* 3. commit, retrying what librdkafka says is retriable, within COMMIT_END_MS in all */
+    if (!error) {
+        long long end = kj_now_ms() + COMMIT_END_MS;
+        error = rd_kafka_commit_transaction(r->rk, COMMIT_END_MS);
+        while (error && rd_kafka_error_is_retriable(error) && kj_now_ms() < end) {
             rd_kafka_error_destroy(error);
-            error = rd_kafka_commit_transaction(r->rk, 30000);
+            error = rd_kafka_commit_transaction(r->rk, (int)(end - kj_now_ms()));
         }
     }
     if (error) {
@@ -633,15 +687,19 @@ int kj_router_commit_transaction(kj_router *r, rd_kafka_t *consumer, kj_router_o
         rd_kafka_error_destroy(error);
         rc = -1;
     }
+    atomic_store(&r->commit_deadline_ms, 0);
     pthread_rwlock_unlock(&r->txn_lock);
     return rc;
 abort:
     kj_metrics_commit(false);
     if (error) rd_kafka_error_destroy(error);
     /* Abort: the copies vanish for read_committed readers; the caller stops the worker so
-     * that a restart resumes from the last committed transaction (no loss, no duplicate). */
-    error = rd_kafka_abort_transaction(r->rk, 30000);
+     * that a restart resumes from the last committed transaction (no loss, no duplicate). The
+     * abort has a watchdog deadline of its own. */
+    atomic_store(&r->commit_deadline_ms, kj_now_ms() + COMMIT_END_MS + COMMIT_WATCHDOG_SLACK_MS);
+    error = rd_kafka_abort_transaction(r->rk, COMMIT_END_MS);
     if (error) rd_kafka_error_destroy(error);
+    atomic_store(&r->commit_deadline_ms, 0);
     pthread_rwlock_unlock(&r->txn_lock);
     return rc;
 }

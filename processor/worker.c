@@ -1235,6 +1235,10 @@ bool kj_worker_ready(void *opaque, char *reason, size_t reason_size) {
         why = "not ready: joining the consumer group";
     else if (atomic_load(&w->stall_hold))
         why = "not ready: stalled past the session timeout, waiting for the group";
+    else if (kj_now_ms() - atomic_load(&w->last_poll_ms) > w->session_timeout_ms)
+        /* the poll thread is stuck (e.g. inside librdkafka): the group has dropped us */
+        why = "not ready: the main loop has not polled the group for longer than the session "
+              "timeout";
     else if (atomic_load(&w->breaker_open))
         why = "not ready: circuit breaker open (dead-letter rate too high)";
     else if (kj_router_failing(w->router) > 0)

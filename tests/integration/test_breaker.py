@@ -178,6 +178,32 @@ def test_exactly_once_mode_commits_under_a_backlog_of_failures():
             assert lag_total(broker.bootstrap) == 0
 
 
+def test_two_exactly_once_workers_on_one_host_do_not_fence_each_other():
+    """Two exactly-once workers with the same configuration on one host (same client id and
+    hostname): each must get a transactional id of its own. They once shared one, and the
+    second fenced the first ("fenced by a newer instance": transaction aborted, exit)."""
+    with harness.Broker(partitions=4) as broker:
+        env = {"KJOBS_RETRY_EXACTLY_ONCE": "true", "KJOBS_RETRY_DELAYS": "1h"}
+        a = Worker(broker.bootstrap, env)
+        b = Worker(broker.bootstrap, env)
+        try:
+            run(kjobs_cmd("enqueue", "-b", broker.bootstrap, "--type", "kjobs.fail",
+                          "--count", "400"), timeout=120)
+            for w in (a, b):  # both route copies in transactions of their own
+                w.wait_for("copies routed by each worker", lambda w=w: w.proc.poll() is not None
+                           or w.metric("kjobs_commits_total", result="ok") >= 1, timeout=120)
+            total = lambda: a.metric("kjobs_retry_routed_total") + \
+                b.metric("kjobs_retry_routed_total")  # noqa: E731
+            a.wait_for("every job routed", lambda: a.proc.poll() is not None
+                       or b.proc.poll() is not None or total() >= 400, timeout=120)
+            assert a.proc.poll() is None and b.proc.poll() is None, "a worker stopped"
+        finally:
+            codes = [w.stop()[0] for w in (a, b)]
+        logs = "".join(a.lines + b.lines)
+        assert "fenced" not in logs.lower(), [l for l in logs.splitlines() if "fenced" in l][:3]
+        assert codes == [0, 0], codes
+
+
 def test_exactly_once_crash_leaves_no_duplicate_copy_on_real_kafka():
     """kill -9 in the middle of transactions under load, twice, then a clean run: a
     read_committed reader sees each job's ladder copy exactly once (aborted copies invisible),
@@ -236,4 +262,5 @@ if __name__ == "__main__":
     harness.main([test_breaker_stops_consumption_and_resumes_without_loss,
                   test_exactly_once_mode_routes_through_transactions,
                   test_exactly_once_mode_commits_under_a_backlog_of_failures,
+                  test_two_exactly_once_workers_on_one_host_do_not_fence_each_other,
                   test_exactly_once_crash_leaves_no_duplicate_copy_on_real_kafka])
