@@ -74,8 +74,9 @@ static int run_prepare(const kj_config *cfg, kj_handler_registry **handlers_out,
     kj_config offline = *cfg; /* shallow: the client gets no broker address at all */
     offline.bootstrap = (char *)"127.0.0.1:9";
     rd_kafka_conf_t *conf = kj_kafka_conf_new(&offline, why, sizeof(why));
-    if (conf && (rd_kafka_conf_set(conf, "bootstrap.servers", "", why, sizeof(why)) ||
-                 rd_kafka_conf_set(conf, "log_level", "3", why, sizeof(why)))) /* no "no brokers" note */
+    if (conf &&
+        (rd_kafka_conf_set(conf, "bootstrap.servers", "", why, sizeof(why)) ||
+         rd_kafka_conf_set(conf, "log_level", "3", why, sizeof(why)))) /* no "no brokers" note */
         rd_kafka_conf_destroy(conf), conf = NULL;
     rd_kafka_t *rk = conf ? rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof(why)) : NULL;
     if (!rk) {
@@ -170,7 +171,8 @@ int kj_cmd_run(int argc, char **argv) {
         char **props = calloc(cfg->rdkafka_prop_count + extra, sizeof(char *));
         for (size_t i = 0; i < extra; i++)
             props[i] = strdup(embedded_props[i]);
-        memcpy(props + extra, cfg->rdkafka_props, cfg->rdkafka_prop_count * sizeof(char *));
+        if (cfg->rdkafka_prop_count) /* rdkafka_props may be NULL when empty */
+            memcpy(props + extra, cfg->rdkafka_props, cfg->rdkafka_prop_count * sizeof(char *));
         free(cfg->rdkafka_props);
         cfg->rdkafka_props = props;
         cfg->rdkafka_prop_count += extra;

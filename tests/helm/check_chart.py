@@ -1195,6 +1195,12 @@ def cmd_check_config(args):
                                capture_output=True, text=True, timeout=30, cwd=tmp)
             return p.returncode, p.stdout + p.stderr
 
+        # OIDC (sasl.oauthbearer.method=oidc) exists only in a librdkafka built with libcurl:
+        # the one kjobs builds has it, Debian 12's 2.0.2 (the supported minimum) does not.
+        probe = subprocess.run([kjobs, "run", "--check-config", "-X", "sasl.oauthbearer.method=oidc"],
+                               env=base_env, capture_output=True, text=True, timeout=30, cwd=tmp)
+        oidc = probe.returncode == 0
+
         for f, values_path in value_sets():
             label = f.replace("/", "-")
             docs = render(args.helm, [values_path])
@@ -1233,6 +1239,12 @@ def cmd_check_config(args):
             if re.search(r'^\s*exec\s*=\s*\[\s*"', cfg_text, re.M):
                 env["KJOBS_HANDLERS_EXEC"] = "/bin/sh"
             rc, out = run(cfg_text, env, label)
+            if not oidc and env.get("KJOBS_RDKAFKA_SASL_OAUTHBEARER_METHOD") == "oidc":
+                # this librdkafka cannot do OIDC: the worker must refuse the settings at startup
+                check(rc == 2 and "sasl.oauthbearer" in out,
+                      f"check-config {f}: a librdkafka without OIDC exited {rc}, want 2:\n{out}")
+                print(f"kjobs run --check-config {f}: exit {rc} (this librdkafka has no OIDC)")
+                continue
             check(rc == 0, f"check-config {f}: kjobs run --check-config exited {rc}:\n{out}")
             print(f"kjobs run --check-config {f}: exit {rc}")
 
