@@ -577,7 +577,46 @@ def netpol_allows_egress(np, port, proto, to_anywhere=True):
 
 
 def bootstrap_ports(bootstrap):
-    return sorted({int(m.group(1)) for m in (re.search(r":([0-9]+)$", h.strip()) for h in str(bootstrap).split(",")) if m})
+    """librdkafka's [proto://]host[:port] list: "[v6]:port", "host:port", a host (or a bare IPv6
+    address) without a port is 9092, librdkafka's default."""
+    if str(bootstrap) == "embedded":
+        return []
+    ports = set()
+    for h in str(bootstrap).split(","):
+        h = re.sub(r"^[A-Za-z_]+://", "", h.strip())
+        if not h:
+            continue
+        m = re.search(r"\]:([0-9]+)$", h) if h.startswith("[") else \
+            (re.search(r":([0-9]+)$", h) if h.count(":") == 1 else None)
+        ports.add(int(m.group(1)) if m else 9092)
+    return sorted(ports)
+
+
+def check_bootstrap_ports(helm):
+    """The restricted NetworkPolicy's Kafka egress rule names exactly the broker ports: not the
+    trailing digits of a host name ("kafka-0" is not port 0), 9092 for an entry without a port."""
+    cases = {
+        "kafka-0,kafka-1": [9092],
+        "broker1": [9092],
+        "kafka.svc": [9092],
+        "kafka-0:9093,kafka-1:9094": [9093, 9094],
+        "[::1]:9095,[fe80::1],SSL://b-1.kafka:9096": [9092, 9095, 9096],
+        "fe80::1:2": [9092],
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        for bootstrap, want in cases.items():
+            check(bootstrap_ports(bootstrap) == want, f"bootstrap_ports({bootstrap!r}) is not {want}")
+            path = os.path.join(tmp, "np.yaml")
+            with open(path, "w") as f:
+                yaml.safe_dump({"networkPolicy": {"enabled": True, "allowExternalEgress": False},
+                                "config": {"kafka": {"bootstrap": bootstrap}}}, f)
+            docs = render(helm, [path])
+            np = one(docs, "NetworkPolicy", None, f"bootstrap {bootstrap!r}")
+            if not np:
+                continue
+            got = sorted(p["port"] for r in np["spec"]["egress"] for p in r.get("ports") or []
+                         if p["port"] != 53)
+            check(got == want, f"bootstrap {bootstrap!r}: NetworkPolicy allows Kafka ports {got}, want {want}")
 
 
 # --- PrometheusRule against docs/operations.md ---
@@ -1160,6 +1199,7 @@ def cmd_render(args):
         check_set(args.helm, name, path, chart_values)
         print(f"rendered and checked: {name}")
     check_checksum_moves(args.helm)
+    check_bootstrap_ports(args.helm)
     check_invalid(args.helm)
     check_notes(args.helm)
     check_docs(chart_values)

@@ -110,14 +110,35 @@ not used: a digest names one image), else :tag (default the chart's appVersion).
 {{- end }}
 
 {{/*
-The TCP ports of config.kafka.bootstrap ("kafka-0:9092,kafka-1:9093" → 9092 9093), sorted and
-unique, one per line: the restricted NetworkPolicy's egress allows these.
+The TCP ports of config.kafka.bootstrap, sorted and unique, one per line: the restricted
+NetworkPolicy's egress allows these. Each entry is librdkafka's [proto://]host[:port]: "host:port",
+"[v6addr]:port", or a host without a port, which librdkafka connects to on 9092 (its default).
+A bare IPv6 address (more than one ':' and no brackets) has no port either. Ports outside
+1-65535 are never listed: validateValues refuses them (kjobs.bootstrapBadPorts).
+"embedded" (the in-process demo broker) has no port.
 */}}
+{{- define "kjobs.bootstrapPortList" -}}
+{{- $ports := list }}
+{{- if ne (toString .Values.config.kafka.bootstrap) "embedded" }}
+{{- range splitList "," (toString .Values.config.kafka.bootstrap) }}
+{{- $h := regexReplaceAll "^[A-Za-z_]+://" (trim .) "" }}
+{{- if $h }}
+{{- $p := "9092" }}
+{{- if hasPrefix "[" $h }}
+{{- with regexFind "\\]:[0-9]+$" $h }}{{ $p = trimPrefix "]:" . }}{{ end }}
+{{- else if eq (len (splitList ":" $h)) 2 }}
+{{- $p = last (splitList ":" $h) | default "(none)" }}
+{{- end }}
+{{- $ports = append $ports $p }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- join "\n" $ports }}
+{{- end }}
 {{- define "kjobs.bootstrapPorts" -}}
 {{- $ports := list }}
-{{- range splitList "," (toString .Values.config.kafka.bootstrap) }}
-{{- $p := regexFind "[0-9]+$" (trim .) }}
-{{- if $p }}{{ $ports = append $ports (int $p) }}{{ end }}
+{{- range splitList "\n" (include "kjobs.bootstrapPortList" .) }}
+{{- if and (regexMatch "^[0-9]{1,5}$" .) (ge (atoi .) 1) (le (atoi .) 65535) }}{{ $ports = append $ports (atoi .) }}{{ end }}
 {{- end }}
 {{- range $ports | uniq | sortAlpha }}
 {{ . }}
@@ -404,6 +425,13 @@ user fixes the whole values file in one round (Bitnami's pattern).
 {{- $grace := int64 (include "kjobs.terminationGrace" .) }}
 {{- if le (mul $grace 1000) (int64 $c.shutdown.grace_ms) }}
 {{- $msgs = append $msgs (printf "terminationGracePeriodSeconds (%d s) must exceed config.shutdown.grace_ms (%d ms): kjobs needs the drain time plus time to commit and leave the group. Set it to 0 to compute it." $grace (int64 $c.shutdown.grace_ms)) }}
+{{- end }}
+
+{{- /* Broker ports: each must be a TCP port (the NetworkPolicy's egress rule names them). */}}
+{{- range splitList "\n" (include "kjobs.bootstrapPortList" .) }}
+{{- if and . (not (and (regexMatch "^[0-9]{1,5}$" .) (ge (atoi .) 1) (le (atoi .) 65535))) }}
+{{- $msgs = append $msgs (printf "config.kafka.bootstrap names port %q: a broker port must be 1-65535 (an entry without a port uses 9092)." .) }}
+{{- end }}
 {{- end }}
 
 {{- /* HTTP listener: probes and Service reach it on the pod IP. */}}
