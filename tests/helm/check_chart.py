@@ -10,7 +10,7 @@ Modes (each one ctest, see tests/helm/CMakeLists.txt):
                 contexts, grace > drain, PDB/HPA/KEDA/hook Job/plugin/exec wiring (KEDA: a trigger per
                 ladder topic, and KEDA's replica rule never gives 0 pods while a ladder topic holds
                 jobs). Every file in
-                tests/helm/invalid/ must be refused with each of its `# expect:` messages. Every
+                tests/helm/invalid/ must be refused with each of its `# expect:` messages (and none of its `# not:` ones). Every
                 value has an @param line, a README row and a values.schema.json entry.
   check-config  feed each rendered kjobs.cfg, with the env the Deployment sets, to
                 `kjobs run --check-config -c FILE`; must exit 0 (and 2 for a broken file).
@@ -1111,6 +1111,9 @@ def check_invalid(helm):
         if check(rc != 0, f"invalid/{f}: helm template accepted it"):
             for e in expects:
                 check(e.strip() in err, f"invalid/{f}: error output lacks {e.strip()!r}:\n{err}")
+            # `# not:` lines: messages the file must not draw (values that are fine next to bad ones)
+            for n in re.findall(r"^# not: (.+)$", open(path).read(), re.M):
+                check(n.strip() not in err, f"invalid/{f}: error output has {n.strip()!r}:\n{err}")
         # validateValues reports every problem in one fail: all messages in a single run.
 
 

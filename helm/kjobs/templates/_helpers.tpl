@@ -362,6 +362,24 @@ key, keytab and krb5.conf are 0440: readable by the pod's fsGroup (the kjobs use
 {{- end }}
 
 {{/*
+"true" when the librdkafka property (the name passed) holds a secret value, which must come
+from a Secret, never the ConfigMap or a literal env value. The list is librdkafka's: the
+properties flagged _RK_SENSITIVE in src/rdkafka_conf.c (CONFIGURATION.md's table does not mark
+them; checked at confluentinc/librdkafka 4c3b017, July 2026) that hold a secret rather than a
+path: ssl.key.password, ssl.key.pem, ssl.keystore.password, sasl.username, sasl.password,
+sasl.oauthbearer.config, sasl.oauthbearer.client.secret,
+sasl.oauthbearer.assertion.private.key.passphrase, sasl.oauthbearer.assertion.private.key.pem.
+(Also sensitive there but paths or public: ssl.key.location, ssl.ca.pem,
+sasl.oauthbearer.assertion.private.key.file; a path is fine in the ConfigMap.)
+Beyond the list, any name containing password, passphrase or secret, or ending in key.pem, so
+a property a later librdkafka adds is covered too.
+*/}}
+{{- define "kjobs.sensitiveProperty" -}}
+{{- $p := lower (toString .) }}
+{{- if or (has $p (list "sasl.username" "sasl.password" "sasl.oauthbearer.config" "ssl.key.pem" "ssl.key.password" "ssl.keystore.password" "sasl.oauthbearer.client.secret" "sasl.oauthbearer.assertion.private.key.passphrase" "sasl.oauthbearer.assertion.private.key.pem")) (regexMatch "password|passphrase|secret|(^|\\.)key\\.pem$" $p) }}true{{ end }}
+{{- end }}
+
+{{/*
 Upper bound of the number of pods the chart can run: the autoscaler's maximum, else replicaCount.
 */}}
 {{- define "kjobs.maxPods" -}}
@@ -493,8 +511,9 @@ user fixes the whole values file in one round (Bitnami's pattern).
 {{- end }}
 {{- end }}
 {{- range $c.kafka.properties }}
-{{- if regexMatch "^(sasl\\.password|sasl\\.username|ssl\\.key\\.password|ssl\\.key\\.pem|ssl\\.keystore\\.password|sasl\\.oauthbearer\\.client\\.secret|sasl\\.oauthbearer\\.config)=" (toString .) }}
-{{- $msgs = append $msgs (printf "config.kafka.properties sets %s in plain text in a ConfigMap: put credentials in a Secret (kafkaAuth)." (regexFind "^[^=]+" (toString .))) }}
+{{- $prop := trim (regexFind "^[^=]+" (toString .)) }}
+{{- if include "kjobs.sensitiveProperty" $prop }}
+{{- $msgs = append $msgs (printf "config.kafka.properties sets %s in plain text in a ConfigMap: put credentials in a Secret (kafkaAuth, or extraEnv valueFrom/extraEnvVarsSecret as KJOBS_RDKAFKA_*)." $prop) }}
 {{- end }}
 {{- end }}
 
