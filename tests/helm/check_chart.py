@@ -426,6 +426,8 @@ def check_env(where, container, pod_spec, values):
         prop = name[len("KJOBS_RDKAFKA_"):].lower().replace("_", ".")
         check(RDKAFKA_ENV.get(name) == prop, f"{where}: env {name} maps to {prop!r}, not a property the chart means")
     got, want = pod_auth_sources(container, pod_spec), expected_auth_env(values)
+    for e in values["extraEnv"]:  # the user's own (auth outside kafkaAuth): not the chart's to check
+        got.pop(e["name"], None)
     check(got == want, f"{where}: credential env\n  got  {got}\n  want {want}")
     for name in SECRET_ENV & set(env):
         check("value" not in env[name], f"{where}: {name} has a literal value (secrets must come from a Secret)")
@@ -993,7 +995,12 @@ def check_set(helm, name, values_file, chart_values):
                       f"{where}: KEDA sasl={md.get('sasl')!r} for mechanism {auth['saslMechanism']!r}")
                 check(md.get("tls") == ("enable" if auth["securityProtocol"] in ("SSL", "SASL_SSL") else None),
                       f"{where}: KEDA tls={md.get('tls')!r} for protocol {auth['securityProtocol']!r}")
-                check(bool(tr.get("authenticationRef")) == need_auth, f"{where}: trigger {i} authenticationRef")
+                user_ref = k["authenticationRef"]
+                if user_ref["name"]:
+                    check(tr.get("authenticationRef") == {"name": user_ref["name"], "kind": user_ref["kind"]},
+                          f"{where}: trigger {i} authenticationRef {tr.get('authenticationRef')}, want the user's {user_ref}")
+                else:
+                    check(bool(tr.get("authenticationRef")) == need_auth, f"{where}: trigger {i} authenticationRef")
             # what KEDA would do: never zero pods while any ladder topic holds a job; waiting
             # ladder jobs alone never scale out; an idle group may go to minReplicaCount
             if cfg and ladder:
@@ -1007,7 +1014,10 @@ def check_set(helm, name, values_file, chart_values):
                         check(got == want, f"{where}: {jobs} jobs waiting on {t} and none on the "
                                            f"main topic: KEDA runs {got} pods, want {want}")
             ref = trig[0].get("authenticationRef")
-            check(bool(ref) == need_auth and len(tas) == int(need_auth), f"{where}: TriggerAuthentication wiring")
+            if k["authenticationRef"]["name"]:  # the user's own: the chart renders none
+                check(not tas, f"{where}: TriggerAuthentication rendered though authenticationRef names the user's")
+            else:
+                check(bool(ref) == need_auth and len(tas) == int(need_auth), f"{where}: TriggerAuthentication wiring")
             if ref and tas:
                 check(ref["name"] == tas[0]["metadata"]["name"], f"{where}: authenticationRef names a missing object")
                 check(check_keda_auth(where, tas[0], docs, pod_src, values),
@@ -1050,6 +1060,17 @@ def check_set(helm, name, values_file, chart_values):
                       f"{where}: the Job's ConfigMap is not created before the Job")
                 check(hook_cm["data"]["kjobs.cfg"] == cfg_text, f"{where}: hook ConfigMap differs from the worker's kjobs.cfg")
             check(rdkafka_env(jc) == rdkafka_env(c), f"{where}: topics Job Kafka env differs from the worker's")
+            # Kafka settings outside kafkaAuth (extraEnv, envFrom, extra volumes) reach the Job too.
+            check(jc.get("env") == c.get("env"), f"{where}: topics Job env differs from the worker's:\n"
+                                                 f"  job    {jc.get('env')}\n  worker {c.get('env')}")
+            check(jc.get("envFrom") == c.get("envFrom"), f"{where}: topics Job envFrom differs from the worker's")
+            handler_vols = {"plugins", "exec-handler"}
+            wmounts = [m for m in c.get("volumeMounts") or [] if m["name"] not in handler_vols]
+            check(jc.get("volumeMounts") == wmounts, f"{where}: topics Job mounts differ from the worker's:\n"
+                                                     f"  job    {jc.get('volumeMounts')}\n  worker {wmounts}")
+            wvols = [v for v in spec.get("volumes") or [] if v["name"] not in handler_vols | {"config"}]
+            check([v for v in jspec.get("volumes") or [] if v["name"] != "config"] == wvols,
+                  f"{where}: topics Job volumes differ from the worker's")
             check_security(f"{where} (topics Job)", jspec)
             check(not (jspec.get("serviceAccountName") and values["serviceAccount"]["create"]),
                   f"{where}: topics Job uses the chart-created ServiceAccount, which does not exist at pre-install")
@@ -1192,7 +1213,7 @@ def cmd_render(args):
     rc = subprocess.run([args.helm, "lint", "--strict", CHART], capture_output=True, text=True)
     check(rc.returncode == 0, f"helm lint --strict (defaults) failed:\n{rc.stdout}{rc.stderr}")
     sets = value_sets()
-    for want in ("defaults", "sasl-tls", "keda", "hpa", "plugin", "exec", "topics-job", "mtls-strimzi",
+    for want in ("defaults", "sasl-tls", "keda", "hpa", "plugin", "exec", "topics-job", "auth-outside-kafkaauth", "mtls-strimzi",
                  "mtls-keypassword", "scram-strimzi", "oauth-confluent", "gssapi", "ci/default",
                  "ci/conventions", "ci/custom-probes"):
         check(want in dict(sets), f"value set {want} is missing")

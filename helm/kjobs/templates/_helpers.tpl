@@ -510,6 +510,32 @@ user fixes the whole values file in one round (Bitnami's pattern).
 {{- $msgs = append $msgs "kafkaAuth.clientCert.existingSecret (mTLS) is set but kafkaAuth.securityProtocol is not SSL or SASL_SSL." }}
 {{- end }}
 {{- end }}
+{{- /* KEDA reads the lag from Kafka itself and gets credentials only from kafkaAuth (keda.yaml):
+       auth set up elsewhere would leave its triggers without it, unless the user names their
+       own TriggerAuthentication. */}}
+{{- $kedaRef := $v.autoscaling.keda.authenticationRef.name }}
+{{- $kafkaAuthSet := or $v.kafkaAuth.securityProtocol $v.kafkaAuth.saslMechanism $v.kafkaAuth.ca.existingSecret $v.kafkaAuth.clientCert.existingSecret }}
+{{- if and $v.autoscaling.keda.enabled $kedaRef $kafkaAuthSet }}
+{{- $msgs = append $msgs "autoscaling.keda.authenticationRef.name and kafkaAuth are both set: the chart already hands kafkaAuth's Secrets to KEDA; clear one." }}
+{{- else if and $v.autoscaling.keda.enabled (not $kedaRef) (not $kafkaAuthSet) }}
+{{- $outside := list }}
+{{- range $c.kafka.properties }}
+{{- $kv := splitn "=" 2 (toString .) }}
+{{- $prop := lower (trim $kv._0) }}
+{{- if or (regexMatch "^(sasl|ssl)\\." $prop) (and (eq $prop "security.protocol") (ne (upper (trim (toString $kv._1))) "PLAINTEXT")) }}
+{{- $outside = append $outside (printf "config.kafka.properties %s" $prop) }}
+{{- end }}
+{{- end }}
+{{- range $v.extraEnv }}
+{{- if regexMatch "^KJOBS_RDKAFKA_(SECURITY_PROTOCOL|SASL_|SSL_)" (toString .name) }}
+{{- $outside = append $outside (printf "extraEnv %s" .name) }}
+{{- end }}
+{{- end }}
+{{- if $outside }}
+{{- $msgs = append $msgs (printf "autoscaling.keda.enabled with Kafka auth set outside kafkaAuth (%s): KEDA's ScaledObject would read the lag without it. Configure the auth through kafkaAuth (the chart hands its Secrets to KEDA too), or set autoscaling.keda.authenticationRef.name to your own TriggerAuthentication." (join ", " $outside)) }}
+{{- end }}
+{{- end }}
+
 {{- range $c.kafka.properties }}
 {{- $prop := trim (regexFind "^[^=]+" (toString .)) }}
 {{- if include "kjobs.sensitiveProperty" $prop }}
