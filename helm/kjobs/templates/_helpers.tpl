@@ -550,6 +550,33 @@ user fixes the whole values file in one round (Bitnami's pattern).
 {{- end }}
 {{- end }}
 
+{{- /* extraEnv comes after the chart's env: a name the chart sets would silently win over it
+       (the kafkaAuth env), and a KJOBS_<GROUP>_<NAME> replaces the kjobs.cfg setting the chart
+       renders from config.* (every setting of the file: the names are read off kjobs.config, so
+       the list follows _config.tpl). A secret librdkafka property must come from a Secret. */}}
+{{- $chartEnv := dict }}
+{{- range (include "kjobs.kafkaAuthEnv" .) | fromYamlArray }}{{ $_ := set $chartEnv .name "kafkaAuth" }}{{ end }}
+{{- $group := "" }}
+{{- range splitList "\n" (include "kjobs.config" .) }}
+{{- if regexMatch "^[a-z_]+ = \\{" . }}{{ $group = regexFind "^[a-z_]+" . }}
+{{- else if regexMatch "^\\};" . }}{{ $group = "" }}
+{{- else if and $group (regexMatch "^  [a-z_]+ = " .) }}{{ $k := trim (regexFind "^  [a-z_]+" .) }}{{ $_ := set $chartEnv (upper (printf "KJOBS_%s_%s" $group $k)) (printf "config.%s.%s" $group $k) }}
+{{- else if regexMatch "^[a-z_]+ = " . }}{{ $k := regexFind "^[a-z_]+" . }}{{ $_ := set $chartEnv (upper (printf "KJOBS_%s" $k)) (printf "config.%s" $k) }}
+{{- end }}
+{{- end }}
+{{- range $v.extraEnv }}
+{{- $name := toString .name }}
+{{- if hasKey $chartEnv $name }}
+{{- $msgs = append $msgs (printf "extraEnv sets %s, which the chart sets (from %s): it would silently override it; set %s instead." $name (get $chartEnv $name) (get $chartEnv $name)) }}
+{{- end }}
+{{- if and (hasPrefix "KJOBS_RDKAFKA_" $name) (hasKey . "value") }}
+{{- $prop := trimPrefix "KJOBS_RDKAFKA_" $name | lower | replace "_" "." }}
+{{- if include "kjobs.sensitiveProperty" $prop }}
+{{- $msgs = append $msgs (printf "extraEnv %s has a literal value for librdkafka's %s, a secret: use valueFrom.secretKeyRef (or extraEnvVarsSecret)." $name $prop) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{- /* Handlers. */}}
 {{- if $v.plugin.enabled }}
 {{- if not $v.plugin.image.repository }}
