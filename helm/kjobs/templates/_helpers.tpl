@@ -456,8 +456,28 @@ user fixes the whole values file in one round (Bitnami's pattern).
 {{- $listen := toString $c.http.listen }}
 {{- if not (regexMatch "^(\\[[0-9a-fA-F:.]*\\]|[^:\\[\\]]*):[0-9]{1,5}$" $listen) }}
 {{- $msgs = append $msgs (printf "config.http.listen (%q) must be HOST:PORT, e.g. 0.0.0.0:8080." $listen) }}
+{{- else if or (lt (atoi (regexFind "[0-9]+$" $listen)) 1) (gt (atoi (regexFind "[0-9]+$" $listen)) 65535) }}
+{{- $msgs = append $msgs (printf "config.http.listen (%q): the port must be 1-65535 (it is the containerPort, probes' and Service's target)." $listen) }}
 {{- else if regexMatch "^(127\\.[0-9.]+|localhost|\\[::1\\]):" $listen }}
 {{- $msgs = append $msgs (printf "config.http.listen (%q) binds loopback: the kubelet's probes and Prometheus could not reach it. Use 0.0.0.0:PORT." $listen) }}
+{{- end }}
+
+{{- /* Mount paths of the kjobs container (the hook Job's are a subset): the API server refuses
+       a pod with two mounts at one path. */}}
+{{- $mounts := list (dict "path" "/etc/kjobs/config" "from" "the chart's config mount") (dict "path" "/tmp" "from" "the chart's /tmp") }}
+{{- if $v.kafkaAuth.ca.existingSecret }}{{ $mounts = append $mounts (dict "path" $v.kafkaAuth.ca.mountPath "from" "kafkaAuth.ca.mountPath") }}{{ end }}
+{{- if $v.kafkaAuth.clientCert.existingSecret }}{{ $mounts = append $mounts (dict "path" $v.kafkaAuth.clientCert.mountPath "from" "kafkaAuth.clientCert.mountPath") }}{{ end }}
+{{- if include "kjobs.auth.gssapi" . }}{{ $mounts = append $mounts (dict "path" $v.kafkaAuth.gssapi.mountPath "from" "kafkaAuth.gssapi.mountPath") }}{{ end }}
+{{- if $v.plugin.enabled }}{{ $mounts = append $mounts (dict "path" $v.plugin.mountPath "from" "plugin.mountPath") }}{{ end }}
+{{- if $v.execHandler.enabled }}{{ $mounts = append $mounts (dict "path" $v.execHandler.mountPath "from" "execHandler.mountPath") }}{{ end }}
+{{- range $i, $m := $v.extraVolumeMounts }}{{ $mounts = append $mounts (dict "path" $m.mountPath "from" (printf "extraVolumeMounts[%d]" $i)) }}{{ end }}
+{{- $seen := dict }}
+{{- range $mounts }}
+{{- $p := toString .path }}
+{{- $key := ternary $p (trimSuffix "/" $p) (eq $p "/") }}
+{{- if hasKey $seen $key }}
+{{- $msgs = append $msgs (printf "%s (%s) is also the mount path of %s: the API server refuses two volume mounts at one path; move one." .from $p (get $seen $key)) }}
+{{- else }}{{ $_ := set $seen $key .from }}{{ end }}
 {{- end }}
 
 {{- /* Credentials: each auth mode needs its pieces, and pieces of another mode are refused
