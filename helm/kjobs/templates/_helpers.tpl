@@ -412,6 +412,21 @@ user fixes the whole values file in one round (Bitnami's pattern).
 {{- end }}
 {{- end }}
 
+{{- /* A PodDisruptionBudget no eviction can satisfy blocks every node drain for good. */}}
+{{- if $v.pdb.enabled }}
+{{- $minAv := toString $v.pdb.minAvailable }}
+{{- $maxPods := int64 (include "kjobs.maxPods" .) }}
+{{- if ne $minAv "" }}
+{{- if and (hasSuffix "%" $minAv) (ge (atoi (trimSuffix "%" $minAv)) 100) }}
+{{- $msgs = append $msgs (printf "pdb.minAvailable (%s) blocks every eviction: node drains would hang. Use a lower value, or pdb.maxUnavailable." $minAv) }}
+{{- else if and (regexMatch "^[0-9]+$" $minAv) (ge (int64 $minAv) $maxPods) }}
+{{- $msgs = append $msgs (printf "pdb.minAvailable (%s) is not below the most pods the chart runs (%d: replicaCount, or the autoscaler's maximum): it blocks every eviction and node drains would hang. Lower it, or use pdb.maxUnavailable." $minAv $maxPods) }}
+{{- end }}
+{{- else if regexMatch "^0+%?$" (toString $v.pdb.maxUnavailable) }}
+{{- $msgs = append $msgs (printf "pdb.maxUnavailable (%s) blocks every eviction: node drains would hang. Use 1 (one pod at a time, each draining gracefully)." (toString $v.pdb.maxUnavailable)) }}
+{{- end }}
+{{- end }}
+
 {{- /* Autoscalers. */}}
 {{- if and $v.autoscaling.hpa.enabled $v.autoscaling.keda.enabled }}
 {{- $msgs = append $msgs "autoscaling.hpa.enabled and autoscaling.keda.enabled are both true: KEDA creates its own HPA; enable one." }}
