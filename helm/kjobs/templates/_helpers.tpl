@@ -299,7 +299,8 @@ paths set here. The same Secret keys feed KEDA's TriggerAuthentication (keda.yam
 {{/*
 Volumes and mounts for the credential files: broker CA, client certificate + key, keytab and
 krb5.conf. Each projects only the keys it needs, under fixed file names, read-only; the private
-key, keytab and krb5.conf are 0440: readable by the pod's fsGroup (the kjobs user's group) only.
+key, keytab and krb5.conf are 0440: readable by the pod's fsGroup (the kjobs user's group) only;
+validateValues refuses them without podSecurityContext.fsGroup.
 */}}
 {{- define "kjobs.authVolumes" -}}
 {{- with .Values.kafkaAuth }}
@@ -475,6 +476,19 @@ user fixes the whole values file in one round (Bitnami's pattern).
 {{- $msgs = append $msgs (printf "config.http.listen (%q): the port must be 1-65535 (it is the containerPort, probes' and Service's target)." $listen) }}
 {{- else if regexMatch "^(127\\.[0-9.]+|localhost|\\[::1\\]):" $listen }}
 {{- $msgs = append $msgs (printf "config.http.listen (%q) binds loopback: the kubelet's probes and Prometheus could not reach it. Use 0.0.0.0:PORT." $listen) }}
+{{- end }}
+
+{{- /* The client key and the keytab are mounted 0440 (kjobs.authVolumes): owned by root and the
+       pod's fsGroup, which Kubernetes also gives the containers as a supplementary group. Without
+       fsGroup they are root:root and the kjobs user (10001) cannot read them. A wider mode
+       (0444) would hand the key to every user of every container of the pod, so fsGroup it is. */}}
+{{- if kindIs "invalid" (index $v.podSecurityContext "fsGroup") }}
+{{- $keyMounts := list }}
+{{- if $v.kafkaAuth.clientCert.existingSecret }}{{ $keyMounts = append $keyMounts "kafkaAuth.clientCert (tls.key)" }}{{ end }}
+{{- if include "kjobs.auth.gssapi" . }}{{ $keyMounts = append $keyMounts "kafkaAuth.gssapi (krb5.keytab)" }}{{ end }}
+{{- if $keyMounts }}
+{{- $msgs = append $msgs (printf "podSecurityContext.fsGroup is unset but the chart mounts %s with mode 0440, readable by root and the fsGroup only: the kjobs user could not read it. Set podSecurityContext.fsGroup (the image's kjobs group is 10001)." (join " and " $keyMounts)) }}
+{{- end }}
 {{- end }}
 
 {{- /* Mount paths of the kjobs container (the hook Job's are a subset): the API server refuses
