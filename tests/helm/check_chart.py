@@ -1208,6 +1208,25 @@ def check_docs(chart_values):
     strict(schema, "(root)")
 
 
+def check_fullname_docs(helm):
+    """Object names follow the fullname rule (a release name containing "kjobs" is used as is):
+    docs must name objects `<fullname>-…`, never `<release>-kjobs-…`, which is wrong for such a
+    release. The KEDA ConfigMap of the docs is rendered for both kinds of release name."""
+    for release, want in (("prod", "prod-kjobs-keda-auth"), ("kjobs-prod", "kjobs-prod-keda-auth")):
+        p = subprocess.run([helm, "template", release, CHART, "-f", os.path.join(VALUES_DIR, "oauth-confluent.yaml"),
+                            "--set", "autoscaling.keda.enabled=true"], capture_output=True, text=True)
+        if check(p.returncode == 0, f"release {release}: render failed: {p.stderr}"):
+            names = [d["metadata"]["name"] for d in yaml.safe_load_all(p.stdout) if d and d["kind"] == "ConfigMap"]
+            check(want in names, f"release {release}: no KEDA ConfigMap {want} among {names}")
+    for doc in (os.path.join(ROOT, "docs", "kubernetes.md"), os.path.join(CHART, "README.md")):
+        text = open(doc).read()
+        for m in re.findall(r"<release>-kjobs[-\w]*", text):
+            check(False, f"{os.path.relpath(doc, ROOT)} names {m!r}: with a release name containing "
+                         f"'kjobs' the object is <release>-…; write <fullname>…")
+    check("`<fullname>-keda-auth`" in open(os.path.join(ROOT, "docs", "kubernetes.md")).read(),
+          "docs/kubernetes.md does not name the KEDA ConfigMap `<fullname>-keda-auth`")
+
+
 def cmd_render(args):
     chart_values = load_yaml(os.path.join(CHART, "values.yaml"))
     rc = subprocess.run([args.helm, "lint", "--strict", CHART], capture_output=True, text=True)
@@ -1224,6 +1243,7 @@ def cmd_render(args):
         print(f"rendered and checked: {name}")
     check_checksum_moves(args.helm)
     check_bootstrap_ports(args.helm)
+    check_fullname_docs(args.helm)
     check_invalid(args.helm)
     check_notes(args.helm)
     check_docs(chart_values)
