@@ -9,7 +9,9 @@ Modes (each one ctest, see tests/helm/CMakeLists.txt):
                 checksum/config annotation is the hash of that file and moves with it, security
                 contexts, grace > drain, PDB/HPA/KEDA/hook Job/plugin/exec wiring (KEDA: a trigger per
                 ladder topic, and KEDA's replica rule never gives 0 pods while a ladder topic holds
-                jobs). Every file in
+                jobs; the user's own TriggerAuthentication), the hook Job's env/envFrom/mounts equal
+                to the worker's, the NetworkPolicy's Kafka ports for each bootstrap form, object
+                names for release names with and without "kjobs" (and the docs' names). Every file in
                 tests/helm/invalid/ must be refused with each of its `# expect:` messages (and none of its `# not:` ones). Every
                 value has an @param line, a README row and a values.schema.json entry.
   check-config  feed each rendered kjobs.cfg, with the env the Deployment sets, to
