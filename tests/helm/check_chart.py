@@ -9,8 +9,10 @@ Modes (each one ctest, see tests/helm/CMakeLists.txt):
                 checksum/config annotation is the hash of that file and moves with it, security
                 contexts, grace > drain, PDB/HPA/KEDA/hook Job/plugin/exec wiring (KEDA: a trigger per
                 ladder topic, and KEDA's replica rule never gives 0 pods while a ladder topic holds
-                jobs). Every file in
-                tests/helm/invalid/ must be refused with each of its `# expect:` messages. Every
+                jobs; the user's own TriggerAuthentication), the hook Job's env/envFrom/mounts equal
+                to the worker's, the NetworkPolicy's Kafka ports for each bootstrap form, object
+                names for release names with and without "kjobs" (and the docs' names). Every file in
+                tests/helm/invalid/ must be refused with each of its `# expect:` messages (and none of its `# not:` ones). Every
                 value has an @param line, a README row and a values.schema.json entry.
   check-config  feed each rendered kjobs.cfg, with the env the Deployment sets, to
                 `kjobs run --check-config -c FILE`; must exit 0 (and 2 for a broken file).
@@ -426,6 +428,8 @@ def check_env(where, container, pod_spec, values):
         prop = name[len("KJOBS_RDKAFKA_"):].lower().replace("_", ".")
         check(RDKAFKA_ENV.get(name) == prop, f"{where}: env {name} maps to {prop!r}, not a property the chart means")
     got, want = pod_auth_sources(container, pod_spec), expected_auth_env(values)
+    for e in values["extraEnv"]:  # the user's own (auth outside kafkaAuth): not the chart's to check
+        got.pop(e["name"], None)
     check(got == want, f"{where}: credential env\n  got  {got}\n  want {want}")
     for name in SECRET_ENV & set(env):
         check("value" not in env[name], f"{where}: {name} has a literal value (secrets must come from a Secret)")
@@ -577,7 +581,46 @@ def netpol_allows_egress(np, port, proto, to_anywhere=True):
 
 
 def bootstrap_ports(bootstrap):
-    return sorted({int(m.group(1)) for m in (re.search(r":([0-9]+)$", h.strip()) for h in str(bootstrap).split(",")) if m})
+    """librdkafka's [proto://]host[:port] list: "[v6]:port", "host:port", a host (or a bare IPv6
+    address) without a port is 9092, librdkafka's default."""
+    if str(bootstrap) == "embedded":
+        return []
+    ports = set()
+    for h in str(bootstrap).split(","):
+        h = re.sub(r"^[A-Za-z_]+://", "", h.strip())
+        if not h:
+            continue
+        m = re.search(r"\]:([0-9]+)$", h) if h.startswith("[") else \
+            (re.search(r":([0-9]+)$", h) if h.count(":") == 1 else None)
+        ports.add(int(m.group(1)) if m else 9092)
+    return sorted(ports)
+
+
+def check_bootstrap_ports(helm):
+    """The restricted NetworkPolicy's Kafka egress rule names exactly the broker ports: not the
+    trailing digits of a host name ("kafka-0" is not port 0), 9092 for an entry without a port."""
+    cases = {
+        "kafka-0,kafka-1": [9092],
+        "broker1": [9092],
+        "kafka.svc": [9092],
+        "kafka-0:9093,kafka-1:9094": [9093, 9094],
+        "[::1]:9095,[fe80::1],SSL://b-1.kafka:9096": [9092, 9095, 9096],
+        "fe80::1:2": [9092],
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        for bootstrap, want in cases.items():
+            check(bootstrap_ports(bootstrap) == want, f"bootstrap_ports({bootstrap!r}) is not {want}")
+            path = os.path.join(tmp, "np.yaml")
+            with open(path, "w") as f:
+                yaml.safe_dump({"networkPolicy": {"enabled": True, "allowExternalEgress": False},
+                                "config": {"kafka": {"bootstrap": bootstrap}}}, f)
+            docs = render(helm, [path])
+            np = one(docs, "NetworkPolicy", None, f"bootstrap {bootstrap!r}")
+            if not np:
+                continue
+            got = sorted(p["port"] for r in np["spec"]["egress"] for p in r.get("ports") or []
+                         if p["port"] != 53)
+            check(got == want, f"bootstrap {bootstrap!r}: NetworkPolicy allows Kafka ports {got}, want {want}")
 
 
 # --- PrometheusRule against docs/operations.md ---
@@ -954,7 +997,12 @@ def check_set(helm, name, values_file, chart_values):
                       f"{where}: KEDA sasl={md.get('sasl')!r} for mechanism {auth['saslMechanism']!r}")
                 check(md.get("tls") == ("enable" if auth["securityProtocol"] in ("SSL", "SASL_SSL") else None),
                       f"{where}: KEDA tls={md.get('tls')!r} for protocol {auth['securityProtocol']!r}")
-                check(bool(tr.get("authenticationRef")) == need_auth, f"{where}: trigger {i} authenticationRef")
+                user_ref = k["authenticationRef"]
+                if user_ref["name"]:
+                    check(tr.get("authenticationRef") == {"name": user_ref["name"], "kind": user_ref["kind"]},
+                          f"{where}: trigger {i} authenticationRef {tr.get('authenticationRef')}, want the user's {user_ref}")
+                else:
+                    check(bool(tr.get("authenticationRef")) == need_auth, f"{where}: trigger {i} authenticationRef")
             # what KEDA would do: never zero pods while any ladder topic holds a job; waiting
             # ladder jobs alone never scale out; an idle group may go to minReplicaCount
             if cfg and ladder:
@@ -968,7 +1016,10 @@ def check_set(helm, name, values_file, chart_values):
                         check(got == want, f"{where}: {jobs} jobs waiting on {t} and none on the "
                                            f"main topic: KEDA runs {got} pods, want {want}")
             ref = trig[0].get("authenticationRef")
-            check(bool(ref) == need_auth and len(tas) == int(need_auth), f"{where}: TriggerAuthentication wiring")
+            if k["authenticationRef"]["name"]:  # the user's own: the chart renders none
+                check(not tas, f"{where}: TriggerAuthentication rendered though authenticationRef names the user's")
+            else:
+                check(bool(ref) == need_auth and len(tas) == int(need_auth), f"{where}: TriggerAuthentication wiring")
             if ref and tas:
                 check(ref["name"] == tas[0]["metadata"]["name"], f"{where}: authenticationRef names a missing object")
                 check(check_keda_auth(where, tas[0], docs, pod_src, values),
@@ -1011,6 +1062,17 @@ def check_set(helm, name, values_file, chart_values):
                       f"{where}: the Job's ConfigMap is not created before the Job")
                 check(hook_cm["data"]["kjobs.cfg"] == cfg_text, f"{where}: hook ConfigMap differs from the worker's kjobs.cfg")
             check(rdkafka_env(jc) == rdkafka_env(c), f"{where}: topics Job Kafka env differs from the worker's")
+            # Kafka settings outside kafkaAuth (extraEnv, envFrom, extra volumes) reach the Job too.
+            check(jc.get("env") == c.get("env"), f"{where}: topics Job env differs from the worker's:\n"
+                                                 f"  job    {jc.get('env')}\n  worker {c.get('env')}")
+            check(jc.get("envFrom") == c.get("envFrom"), f"{where}: topics Job envFrom differs from the worker's")
+            handler_vols = {"plugins", "exec-handler"}
+            wmounts = [m for m in c.get("volumeMounts") or [] if m["name"] not in handler_vols]
+            check(jc.get("volumeMounts") == wmounts, f"{where}: topics Job mounts differ from the worker's:\n"
+                                                     f"  job    {jc.get('volumeMounts')}\n  worker {wmounts}")
+            wvols = [v for v in spec.get("volumes") or [] if v["name"] not in handler_vols | {"config"}]
+            check([v for v in jspec.get("volumes") or [] if v["name"] != "config"] == wvols,
+                  f"{where}: topics Job volumes differ from the worker's")
             check_security(f"{where} (topics Job)", jspec)
             check(not (jspec.get("serviceAccountName") and values["serviceAccount"]["create"]),
                   f"{where}: topics Job uses the chart-created ServiceAccount, which does not exist at pre-install")
@@ -1072,6 +1134,9 @@ def check_invalid(helm):
         if check(rc != 0, f"invalid/{f}: helm template accepted it"):
             for e in expects:
                 check(e.strip() in err, f"invalid/{f}: error output lacks {e.strip()!r}:\n{err}")
+            # `# not:` lines: messages the file must not draw (values that are fine next to bad ones)
+            for n in re.findall(r"^# not: (.+)$", open(path).read(), re.M):
+                check(n.strip() not in err, f"invalid/{f}: error output has {n.strip()!r}:\n{err}")
         # validateValues reports every problem in one fail: all messages in a single run.
 
 
@@ -1145,12 +1210,31 @@ def check_docs(chart_values):
     strict(schema, "(root)")
 
 
+def check_fullname_docs(helm):
+    """Object names follow the fullname rule (a release name containing "kjobs" is used as is):
+    docs must name objects `<fullname>-…`, never `<release>-kjobs-…`, which is wrong for such a
+    release. The KEDA ConfigMap of the docs is rendered for both kinds of release name."""
+    for release, want in (("prod", "prod-kjobs-keda-auth"), ("kjobs-prod", "kjobs-prod-keda-auth")):
+        p = subprocess.run([helm, "template", release, CHART, "-f", os.path.join(VALUES_DIR, "oauth-confluent.yaml"),
+                            "--set", "autoscaling.keda.enabled=true"], capture_output=True, text=True)
+        if check(p.returncode == 0, f"release {release}: render failed: {p.stderr}"):
+            names = [d["metadata"]["name"] for d in yaml.safe_load_all(p.stdout) if d and d["kind"] == "ConfigMap"]
+            check(want in names, f"release {release}: no KEDA ConfigMap {want} among {names}")
+    for doc in (os.path.join(ROOT, "docs", "kubernetes.md"), os.path.join(CHART, "README.md")):
+        text = open(doc).read()
+        for m in re.findall(r"<release>-kjobs[-\w]*", text):
+            check(False, f"{os.path.relpath(doc, ROOT)} names {m!r}: with a release name containing "
+                         f"'kjobs' the object is <release>-…; write <fullname>…")
+    check("`<fullname>-keda-auth`" in open(os.path.join(ROOT, "docs", "kubernetes.md")).read(),
+          "docs/kubernetes.md does not name the KEDA ConfigMap `<fullname>-keda-auth`")
+
+
 def cmd_render(args):
     chart_values = load_yaml(os.path.join(CHART, "values.yaml"))
     rc = subprocess.run([args.helm, "lint", "--strict", CHART], capture_output=True, text=True)
     check(rc.returncode == 0, f"helm lint --strict (defaults) failed:\n{rc.stdout}{rc.stderr}")
     sets = value_sets()
-    for want in ("defaults", "sasl-tls", "keda", "hpa", "plugin", "exec", "topics-job", "mtls-strimzi",
+    for want in ("defaults", "sasl-tls", "keda", "hpa", "plugin", "exec", "topics-job", "auth-outside-kafkaauth", "mtls-strimzi",
                  "mtls-keypassword", "scram-strimzi", "oauth-confluent", "gssapi", "ci/default",
                  "ci/conventions", "ci/custom-probes"):
         check(want in dict(sets), f"value set {want} is missing")
@@ -1160,6 +1244,8 @@ def cmd_render(args):
         check_set(args.helm, name, path, chart_values)
         print(f"rendered and checked: {name}")
     check_checksum_moves(args.helm)
+    check_bootstrap_ports(args.helm)
+    check_fullname_docs(args.helm)
     check_invalid(args.helm)
     check_notes(args.helm)
     check_docs(chart_values)

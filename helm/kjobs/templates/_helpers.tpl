@@ -110,14 +110,35 @@ not used: a digest names one image), else :tag (default the chart's appVersion).
 {{- end }}
 
 {{/*
-The TCP ports of config.kafka.bootstrap ("kafka-0:9092,kafka-1:9093" → 9092 9093), sorted and
-unique, one per line: the restricted NetworkPolicy's egress allows these.
+The TCP ports of config.kafka.bootstrap, sorted and unique, one per line: the restricted
+NetworkPolicy's egress allows these. Each entry is librdkafka's [proto://]host[:port]: "host:port",
+"[v6addr]:port", or a host without a port, which librdkafka connects to on 9092 (its default).
+A bare IPv6 address (more than one ':' and no brackets) has no port either. Ports outside
+1-65535 are never listed: validateValues refuses them (kjobs.bootstrapBadPorts).
+"embedded" (the in-process demo broker) has no port.
 */}}
+{{- define "kjobs.bootstrapPortList" -}}
+{{- $ports := list }}
+{{- if ne (toString .Values.config.kafka.bootstrap) "embedded" }}
+{{- range splitList "," (toString .Values.config.kafka.bootstrap) }}
+{{- $h := regexReplaceAll "^[A-Za-z_]+://" (trim .) "" }}
+{{- if $h }}
+{{- $p := "9092" }}
+{{- if hasPrefix "[" $h }}
+{{- with regexFind "\\]:[0-9]+$" $h }}{{ $p = trimPrefix "]:" . }}{{ end }}
+{{- else if eq (len (splitList ":" $h)) 2 }}
+{{- $p = last (splitList ":" $h) | default "(none)" }}
+{{- end }}
+{{- $ports = append $ports $p }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- join "\n" $ports }}
+{{- end }}
 {{- define "kjobs.bootstrapPorts" -}}
 {{- $ports := list }}
-{{- range splitList "," (toString .Values.config.kafka.bootstrap) }}
-{{- $p := regexFind "[0-9]+$" (trim .) }}
-{{- if $p }}{{ $ports = append $ports (int $p) }}{{ end }}
+{{- range splitList "\n" (include "kjobs.bootstrapPortList" .) }}
+{{- if and (regexMatch "^[0-9]{1,5}$" .) (ge (atoi .) 1) (le (atoi .) 65535) }}{{ $ports = append $ports (atoi .) }}{{ end }}
 {{- end }}
 {{- range $ports | uniq | sortAlpha }}
 {{ . }}
@@ -278,7 +299,8 @@ paths set here. The same Secret keys feed KEDA's TriggerAuthentication (keda.yam
 {{/*
 Volumes and mounts for the credential files: broker CA, client certificate + key, keytab and
 krb5.conf. Each projects only the keys it needs, under fixed file names, read-only; the private
-key, keytab and krb5.conf are 0440: readable by the pod's fsGroup (the kjobs user's group) only.
+key, keytab and krb5.conf are 0440: readable by the pod's fsGroup (the kjobs user's group) only;
+validateValues refuses them without podSecurityContext.fsGroup.
 */}}
 {{- define "kjobs.authVolumes" -}}
 {{- with .Values.kafkaAuth }}
@@ -341,6 +363,24 @@ key, keytab and krb5.conf are 0440: readable by the pod's fsGroup (the kjobs use
 {{- end }}
 
 {{/*
+"true" when the librdkafka property (the name passed) holds a secret value, which must come
+from a Secret, never the ConfigMap or a literal env value. The list is librdkafka's: the
+properties flagged _RK_SENSITIVE in src/rdkafka_conf.c (CONFIGURATION.md's table does not mark
+them; checked at confluentinc/librdkafka 4c3b017, July 2026) that hold a secret rather than a
+path: ssl.key.password, ssl.key.pem, ssl.keystore.password, sasl.username, sasl.password,
+sasl.oauthbearer.config, sasl.oauthbearer.client.secret,
+sasl.oauthbearer.assertion.private.key.passphrase, sasl.oauthbearer.assertion.private.key.pem.
+(Also sensitive there but paths or public: ssl.key.location, ssl.ca.pem,
+sasl.oauthbearer.assertion.private.key.file; a path is fine in the ConfigMap.)
+Beyond the list, any name containing password, passphrase or secret, or ending in key.pem, so
+a property a later librdkafka adds is covered too.
+*/}}
+{{- define "kjobs.sensitiveProperty" -}}
+{{- $p := lower (toString .) }}
+{{- if or (has $p (list "sasl.username" "sasl.password" "sasl.oauthbearer.config" "ssl.key.pem" "ssl.key.password" "ssl.keystore.password" "sasl.oauthbearer.client.secret" "sasl.oauthbearer.assertion.private.key.passphrase" "sasl.oauthbearer.assertion.private.key.pem")) (regexMatch "password|passphrase|secret|(^|\\.)key\\.pem$" $p) }}true{{ end }}
+{{- end }}
+
+{{/*
 Upper bound of the number of pods the chart can run: the autoscaler's maximum, else replicaCount.
 */}}
 {{- define "kjobs.maxPods" -}}
@@ -370,6 +410,21 @@ user fixes the whole values file in one round (Bitnami's pattern).
 {{- end }}
 {{- if and $v.autoscaling.keda.enabled (gt (int64 $v.autoscaling.keda.maxReplicaCount) $partitions) }}
 {{- $msgs = append $msgs (printf "autoscaling.keda.maxReplicaCount (%d) exceeds config.topics.partitions (%d): pods beyond the partition count sit idle. Lower it, or set allowIdleReplicas=true." (int64 $v.autoscaling.keda.maxReplicaCount) $partitions) }}
+{{- end }}
+{{- end }}
+
+{{- /* A PodDisruptionBudget no eviction can satisfy blocks every node drain for good. */}}
+{{- if $v.pdb.enabled }}
+{{- $minAv := toString $v.pdb.minAvailable }}
+{{- $maxPods := int64 (include "kjobs.maxPods" .) }}
+{{- if ne $minAv "" }}
+{{- if and (hasSuffix "%" $minAv) (ge (atoi (trimSuffix "%" $minAv)) 100) }}
+{{- $msgs = append $msgs (printf "pdb.minAvailable (%s) blocks every eviction: node drains would hang. Use a lower value, or pdb.maxUnavailable." $minAv) }}
+{{- else if and (regexMatch "^[0-9]+$" $minAv) (ge (int64 $minAv) $maxPods) }}
+{{- $msgs = append $msgs (printf "pdb.minAvailable (%s) is not below the most pods the chart runs (%d: replicaCount, or the autoscaler's maximum): it blocks every eviction and node drains would hang. Lower it, or use pdb.maxUnavailable." $minAv $maxPods) }}
+{{- end }}
+{{- else if regexMatch "^0+%?$" (toString $v.pdb.maxUnavailable) }}
+{{- $msgs = append $msgs (printf "pdb.maxUnavailable (%s) blocks every eviction: node drains would hang. Use 1 (one pod at a time, each draining gracefully)." (toString $v.pdb.maxUnavailable)) }}
 {{- end }}
 {{- end }}
 
@@ -406,12 +461,52 @@ user fixes the whole values file in one round (Bitnami's pattern).
 {{- $msgs = append $msgs (printf "terminationGracePeriodSeconds (%d s) must exceed config.shutdown.grace_ms (%d ms): kjobs needs the drain time plus time to commit and leave the group. Set it to 0 to compute it." $grace (int64 $c.shutdown.grace_ms)) }}
 {{- end }}
 
+{{- /* Broker ports: each must be a TCP port (the NetworkPolicy's egress rule names them). */}}
+{{- range splitList "\n" (include "kjobs.bootstrapPortList" .) }}
+{{- if and . (not (and (regexMatch "^[0-9]{1,5}$" .) (ge (atoi .) 1) (le (atoi .) 65535))) }}
+{{- $msgs = append $msgs (printf "config.kafka.bootstrap names port %q: a broker port must be 1-65535 (an entry without a port uses 9092)." .) }}
+{{- end }}
+{{- end }}
+
 {{- /* HTTP listener: probes and Service reach it on the pod IP. */}}
 {{- $listen := toString $c.http.listen }}
 {{- if not (regexMatch "^(\\[[0-9a-fA-F:.]*\\]|[^:\\[\\]]*):[0-9]{1,5}$" $listen) }}
 {{- $msgs = append $msgs (printf "config.http.listen (%q) must be HOST:PORT, e.g. 0.0.0.0:8080." $listen) }}
+{{- else if or (lt (atoi (regexFind "[0-9]+$" $listen)) 1) (gt (atoi (regexFind "[0-9]+$" $listen)) 65535) }}
+{{- $msgs = append $msgs (printf "config.http.listen (%q): the port must be 1-65535 (it is the containerPort, probes' and Service's target)." $listen) }}
 {{- else if regexMatch "^(127\\.[0-9.]+|localhost|\\[::1\\]):" $listen }}
 {{- $msgs = append $msgs (printf "config.http.listen (%q) binds loopback: the kubelet's probes and Prometheus could not reach it. Use 0.0.0.0:PORT." $listen) }}
+{{- end }}
+
+{{- /* The client key and the keytab are mounted 0440 (kjobs.authVolumes): owned by root and the
+       pod's fsGroup, which Kubernetes also gives the containers as a supplementary group. Without
+       fsGroup they are root:root and the kjobs user (10001) cannot read them. A wider mode
+       (0444) would hand the key to every user of every container of the pod, so fsGroup it is. */}}
+{{- if kindIs "invalid" (index $v.podSecurityContext "fsGroup") }}
+{{- $keyMounts := list }}
+{{- if $v.kafkaAuth.clientCert.existingSecret }}{{ $keyMounts = append $keyMounts "kafkaAuth.clientCert (tls.key)" }}{{ end }}
+{{- if include "kjobs.auth.gssapi" . }}{{ $keyMounts = append $keyMounts "kafkaAuth.gssapi (krb5.keytab)" }}{{ end }}
+{{- if $keyMounts }}
+{{- $msgs = append $msgs (printf "podSecurityContext.fsGroup is unset but the chart mounts %s with mode 0440, readable by root and the fsGroup only: the kjobs user could not read it. Set podSecurityContext.fsGroup (the image's kjobs group is 10001)." (join " and " $keyMounts)) }}
+{{- end }}
+{{- end }}
+
+{{- /* Mount paths of the kjobs container (the hook Job's are a subset): the API server refuses
+       a pod with two mounts at one path. */}}
+{{- $mounts := list (dict "path" "/etc/kjobs/config" "from" "the chart's config mount") (dict "path" "/tmp" "from" "the chart's /tmp") }}
+{{- if $v.kafkaAuth.ca.existingSecret }}{{ $mounts = append $mounts (dict "path" $v.kafkaAuth.ca.mountPath "from" "kafkaAuth.ca.mountPath") }}{{ end }}
+{{- if $v.kafkaAuth.clientCert.existingSecret }}{{ $mounts = append $mounts (dict "path" $v.kafkaAuth.clientCert.mountPath "from" "kafkaAuth.clientCert.mountPath") }}{{ end }}
+{{- if include "kjobs.auth.gssapi" . }}{{ $mounts = append $mounts (dict "path" $v.kafkaAuth.gssapi.mountPath "from" "kafkaAuth.gssapi.mountPath") }}{{ end }}
+{{- if $v.plugin.enabled }}{{ $mounts = append $mounts (dict "path" $v.plugin.mountPath "from" "plugin.mountPath") }}{{ end }}
+{{- if $v.execHandler.enabled }}{{ $mounts = append $mounts (dict "path" $v.execHandler.mountPath "from" "execHandler.mountPath") }}{{ end }}
+{{- range $i, $m := $v.extraVolumeMounts }}{{ $mounts = append $mounts (dict "path" $m.mountPath "from" (printf "extraVolumeMounts[%d]" $i)) }}{{ end }}
+{{- $seen := dict }}
+{{- range $mounts }}
+{{- $p := toString .path }}
+{{- $key := ternary $p (trimSuffix "/" $p) (eq $p "/") }}
+{{- if hasKey $seen $key }}
+{{- $msgs = append $msgs (printf "%s (%s) is also the mount path of %s: the API server refuses two volume mounts at one path; move one." .from $p (get $seen $key)) }}
+{{- else }}{{ $_ := set $seen $key .from }}{{ end }}
 {{- end }}
 
 {{- /* Credentials: each auth mode needs its pieces, and pieces of another mode are refused
@@ -464,9 +559,36 @@ user fixes the whole values file in one round (Bitnami's pattern).
 {{- $msgs = append $msgs "kafkaAuth.clientCert.existingSecret (mTLS) is set but kafkaAuth.securityProtocol is not SSL or SASL_SSL." }}
 {{- end }}
 {{- end }}
+{{- /* KEDA reads the lag from Kafka itself and gets credentials only from kafkaAuth (keda.yaml):
+       auth set up elsewhere would leave its triggers without it, unless the user names their
+       own TriggerAuthentication. */}}
+{{- $kedaRef := $v.autoscaling.keda.authenticationRef.name }}
+{{- $kafkaAuthSet := or $v.kafkaAuth.securityProtocol $v.kafkaAuth.saslMechanism $v.kafkaAuth.ca.existingSecret $v.kafkaAuth.clientCert.existingSecret }}
+{{- if and $v.autoscaling.keda.enabled $kedaRef $kafkaAuthSet }}
+{{- $msgs = append $msgs "autoscaling.keda.authenticationRef.name and kafkaAuth are both set: the chart already hands kafkaAuth's Secrets to KEDA; clear one." }}
+{{- else if and $v.autoscaling.keda.enabled (not $kedaRef) (not $kafkaAuthSet) }}
+{{- $outside := list }}
 {{- range $c.kafka.properties }}
-{{- if regexMatch "^(sasl\\.password|sasl\\.username|ssl\\.key\\.password|ssl\\.key\\.pem|ssl\\.keystore\\.password|sasl\\.oauthbearer\\.client\\.secret|sasl\\.oauthbearer\\.config)=" (toString .) }}
-{{- $msgs = append $msgs (printf "config.kafka.properties sets %s in plain text in a ConfigMap: put credentials in a Secret (kafkaAuth)." (regexFind "^[^=]+" (toString .))) }}
+{{- $kv := splitn "=" 2 (toString .) }}
+{{- $prop := lower (trim $kv._0) }}
+{{- if or (regexMatch "^(sasl|ssl)\\." $prop) (and (eq $prop "security.protocol") (ne (upper (trim (toString $kv._1))) "PLAINTEXT")) }}
+{{- $outside = append $outside (printf "config.kafka.properties %s" $prop) }}
+{{- end }}
+{{- end }}
+{{- range $v.extraEnv }}
+{{- if regexMatch "^KJOBS_RDKAFKA_(SECURITY_PROTOCOL|SASL_|SSL_)" (toString .name) }}
+{{- $outside = append $outside (printf "extraEnv %s" .name) }}
+{{- end }}
+{{- end }}
+{{- if $outside }}
+{{- $msgs = append $msgs (printf "autoscaling.keda.enabled with Kafka auth set outside kafkaAuth (%s): KEDA's ScaledObject would read the lag without it. Configure the auth through kafkaAuth (the chart hands its Secrets to KEDA too), or set autoscaling.keda.authenticationRef.name to your own TriggerAuthentication." (join ", " $outside)) }}
+{{- end }}
+{{- end }}
+
+{{- range $c.kafka.properties }}
+{{- $prop := trim (regexFind "^[^=]+" (toString .)) }}
+{{- if include "kjobs.sensitiveProperty" $prop }}
+{{- $msgs = append $msgs (printf "config.kafka.properties sets %s in plain text in a ConfigMap: put credentials in a Secret (kafkaAuth, or extraEnv valueFrom/extraEnvVarsSecret as KJOBS_RDKAFKA_*)." $prop) }}
 {{- end }}
 {{- end }}
 
@@ -474,6 +596,33 @@ user fixes the whole values file in one round (Bitnami's pattern).
 {{- $prop := regexFind "^[^=]+" (toString .) }}
 {{- if has $prop (list "bootstrap.servers" "group.id" "client.id" "group.instance.id" "enable.auto.commit" "enable.auto.offset.store") }}
 {{- $msgs = append $msgs (printf "config.kafka.properties sets %s, which kjobs owns: use the matching config.kafka setting instead." $prop) }}
+{{- end }}
+{{- end }}
+
+{{- /* extraEnv comes after the chart's env: a name the chart sets would silently win over it
+       (the kafkaAuth env), and a KJOBS_<GROUP>_<NAME> replaces the kjobs.cfg setting the chart
+       renders from config.* (every setting of the file: the names are read off kjobs.config, so
+       the list follows _config.tpl). A secret librdkafka property must come from a Secret. */}}
+{{- $chartEnv := dict }}
+{{- range (include "kjobs.kafkaAuthEnv" .) | fromYamlArray }}{{ $_ := set $chartEnv .name "kafkaAuth" }}{{ end }}
+{{- $group := "" }}
+{{- range splitList "\n" (include "kjobs.config" .) }}
+{{- if regexMatch "^[a-z_]+ = \\{" . }}{{ $group = regexFind "^[a-z_]+" . }}
+{{- else if regexMatch "^\\};" . }}{{ $group = "" }}
+{{- else if and $group (regexMatch "^  [a-z_]+ = " .) }}{{ $k := trim (regexFind "^  [a-z_]+" .) }}{{ $_ := set $chartEnv (upper (printf "KJOBS_%s_%s" $group $k)) (printf "config.%s.%s" $group $k) }}
+{{- else if regexMatch "^[a-z_]+ = " . }}{{ $k := regexFind "^[a-z_]+" . }}{{ $_ := set $chartEnv (upper (printf "KJOBS_%s" $k)) (printf "config.%s" $k) }}
+{{- end }}
+{{- end }}
+{{- range $v.extraEnv }}
+{{- $name := toString .name }}
+{{- if hasKey $chartEnv $name }}
+{{- $msgs = append $msgs (printf "extraEnv sets %s, which the chart sets (from %s): it would silently override it; set %s instead." $name (get $chartEnv $name) (get $chartEnv $name)) }}
+{{- end }}
+{{- if and (hasPrefix "KJOBS_RDKAFKA_" $name) (hasKey . "value") }}
+{{- $prop := trimPrefix "KJOBS_RDKAFKA_" $name | lower | replace "_" "." }}
+{{- if include "kjobs.sensitiveProperty" $prop }}
+{{- $msgs = append $msgs (printf "extraEnv %s has a literal value for librdkafka's %s, a secret: use valueFrom.secretKeyRef (or extraEnvVarsSecret)." $name $prop) }}
+{{- end }}
 {{- end }}
 {{- end }}
 
