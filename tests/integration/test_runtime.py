@@ -746,7 +746,7 @@ def test_sigterm_mid_batch_finishes_commits_and_nothing_reruns():
         jobs = keyed_jobs(n, 8, "example.record-batch", payload=f"sleep:{sleep_ms}")
         s.enqueue(jobs)
         w1 = s.worker("w1", env=env, args=GROUP_TIMEOUTS)
-        # a batch takes batch x sleep_ms = 1 s: at the first record two batches are in flight
+        # a batch takes up to batch x sleep_ms = 1 s: at the first record batches are in flight
         s.wait_records(1, 90, procs=[w1])
         at_term = len(s.records.read())
         w1.proc.send_signal(signal.SIGTERM)
@@ -757,7 +757,9 @@ def test_sigterm_mid_batch_finishes_commits_and_nothing_reruns():
         print(f"   records at SIGTERM {at_term}, after exit {len(done)}; "
               f"worker stopped ok={summary['ok']}", flush=True)
         assert len(done) > at_term, "in-flight batches were abandoned, not finished"
-        assert len(done) <= 2 * batch, "new batches started after SIGTERM"
+        # what ran by SIGTERM, plus at most one batch per worker thread in flight then (with
+        # batch.max_wait_ms=0 a first batch can be short, so a third one may have started)
+        assert len(done) <= at_term + 2 * batch, "new batches started after SIGTERM"
         assert summary["ok"] == len(done) and all(r.pid == w1.pid for r in done)
         committed = {l["partition"]: l["committed"] for l in w1.logs("partition revoked")
                      if l["topic"] == "jobs"}
