@@ -1359,6 +1359,14 @@ def http_status(port, path):
         return 0
 
 
+def run_readyz_script(script, port, attempts):
+    """The helm test pod's script, as the pod runs it, against 127.0.0.1:port."""
+    return subprocess.run(script, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                                       "READYZ_HOST": "127.0.0.1", "READYZ_PORT": str(port),
+                                       "READYZ_ATTEMPTS": str(attempts)},
+                          capture_output=True, text=True, timeout=60)
+
+
 def cmd_probes(args):
     """Start `kjobs run` (embedded broker; the rendered kjobs.cfg otherwise) and send it what
     the kubelet would: every httpGet probe the Deployment of ci/conventions (chart probes with
@@ -1419,9 +1427,7 @@ def cmd_probes(args):
             # the probe check can fail: a path kjobs does not serve is 404
             check(http_status(port, "/startupz") == 404, "probes: GET /startupz was not 404")
             # the helm test pod's script, as the pod runs it, against the worker
-            p = subprocess.run(script, env={"PATH": env["PATH"], "READYZ_HOST": "127.0.0.1",
-                                            "READYZ_PORT": str(port), "READYZ_ATTEMPTS": "15"},
-                               capture_output=True, text=True, timeout=60)
+            p = run_readyz_script(script, port, attempts=15)
             check(p.returncode == 0 and " 200" in p.stdout,
                   f"probes: helm test script against a ready worker exited {p.returncode}:\n{p.stdout}{p.stderr}")
             print(f"helm test script against the worker: exit {p.returncode}: {p.stdout.strip().splitlines()[-1]}")
@@ -1446,9 +1452,7 @@ def cmd_probes(args):
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Draining)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
-        p = subprocess.run(script, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "READYZ_HOST": "127.0.0.1",
-                                        "READYZ_PORT": str(srv.server_address[1]), "READYZ_ATTEMPTS": "2"},
-                           capture_output=True, text=True, timeout=60)
+        p = run_readyz_script(script, srv.server_address[1], attempts=2)
         check(p.returncode == 1 and " 503" in p.stdout,
               f"probes: helm test script against a 503 server exited {p.returncode}, want 1:\n{p.stdout}{p.stderr}")
         print(f"helm test script against a 503 server: exit {p.returncode}")

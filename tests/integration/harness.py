@@ -153,6 +153,26 @@ def hdrs(rec):
     return {name: value for name, value in pairs}
 
 
+def read_topic(bootstrap, topic, count, timeout_s=60):
+    """The first `count` records of every partition of `topic` together, read from the
+    beginning with kafka-python (no group, no commits) — an independent reader. Fails unless
+    exactly `count` arrive within timeout_s seconds of silence."""
+    from kafka import KafkaConsumer, TopicPartition
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), enable_auto_commit=False,
+                             api_version=(2, 5, 0), consumer_timeout_ms=timeout_s * 1000)
+    parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+    consumer.assign(parts)
+    consumer.seek_to_beginning(*parts)
+    records = []
+    for msg in consumer:
+        records.append(msg)
+        if len(records) == count:
+            break
+    consumer.close()
+    assert len(records) == count, f"{topic}: kafka-python read {len(records)} records, wanted {count}"
+    return records
+
+
 def readyz(port):
     """The status of a worker's GET /readyz (0 while nothing answers on the port)."""
     import urllib.error

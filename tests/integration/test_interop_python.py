@@ -29,7 +29,7 @@ from harness import hdrs  # noqa: E402
 
 import avro.io  # noqa: E402
 import avro.schema  # noqa: E402
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition  # noqa: E402
+from kafka import KafkaProducer  # noqa: E402
 from kafka.partitioner.default import murmur2  # noqa: E402
 
 SCHEMA_DIR = os.path.join(harness.SOURCE_DIR, "schemas")
@@ -78,21 +78,6 @@ def avro_decode(value: bytes) -> dict:
     return avro.io.DatumReader(JOB_SCHEMA).read(avro.io.BinaryDecoder(io.BytesIO(value)))
 
 
-def consume_all(bootstrap, topic, count, timeout_s=60):
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                             api_version=(2, 5, 0), consumer_timeout_ms=timeout_s * 1000)
-    parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-    consumer.assign(parts)
-    consumer.seek_to_beginning(*parts)
-    records = []
-    for msg in consumer:
-        records.append(msg)
-        if len(records) == count:
-            break
-    consumer.close()
-    assert len(records) == count, f"kafka-python read {len(records)} records, wanted {count}"
-    return records
-
 
 SAMPLE_JOBS = [
     {"type": "email.send", "key": f"customer-{i % 7}", "payload": f"hello {i} \u00e9\u4e2d",
@@ -109,7 +94,7 @@ def enqueue_and_read_back(encoding, partitions=4):
         ids = p.stdout.split()
         assert len(ids) == len(SAMPLE_JOBS), f"enqueue printed {len(ids)} ids"
         assert "binary-job-1" in ids
-        records = consume_all(broker.bootstrap, "jobs", len(SAMPLE_JOBS))
+        records = harness.read_topic(broker.bootstrap, "jobs", len(SAMPLE_JOBS))
     by_id = {}
     for msg in records:
         if encoding == "single-object":

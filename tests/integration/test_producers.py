@@ -133,22 +133,6 @@ def producers(bootstrap, tmp):
     return out
 
 
-def read_all(bootstrap, topic, count, timeout_s=60):
-    """Every record of a topic, read with kafka-python from the beginning (no group)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), enable_auto_commit=False,
-                             api_version=(2, 5, 0), consumer_timeout_ms=timeout_s * 1000)
-    parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-    consumer.assign(parts)
-    consumer.seek_to_beginning(*parts)
-    records = []
-    for msg in consumer:
-        records.append(msg)
-        if len(records) == count:
-            break
-    consumer.close()
-    assert len(records) == count, f"{topic}: read {len(records)} records, wanted {count}"
-    return records
-
 
 def end_offsets(consumer, topics):
     parts = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t)]
@@ -189,7 +173,7 @@ def _scenario(tmp):
 
         # The independent reader: kafka-python + Apache Avro, encoding checked per record.
         seen = {}  # (producer, key) -> (partition, encoding, job)
-        for msg in read_all(b, "jobs", total):
+        for msg in harness.read_topic(b, "jobs", total):
             job = avro_decode(msg.value)
             encoding = "single-object" if msg.value[:2] == b"\xc3\x01" else "binary"
             who = job["meta"].get("producer")
