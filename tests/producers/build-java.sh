@@ -25,10 +25,11 @@ if [ ! -f "$OUT/classpath.txt" ]; then
   echo "build-java.sh: building JobProducer with mvn into $OUT" >&2
   mvn -q -B -ntp -Dstyle.color=never -f "$POM" -Dproducers.out="$TMP" compile \
     dependency:build-classpath -Dmdep.outputFile="$TMP/deps.txt" >&2
-  echo "$OUT/classes:$(cat "$TMP/deps.txt")" >"$TMP/classpath.txt"
-  # classes/ moves with the rename; the classpath names its final place
+  touch "$TMP/classpath.txt" # marks a complete build (kept for caches made before)
+  # classes/ moves with the rename
   mv -T "$TMP" "$OUT" 2>/dev/null || [ -f "$OUT/classpath.txt" ]
   trap - EXIT
   rm -rf "$TMP"
 fi
-cat "$OUT/classpath.txt"
+# the classes' path from this checkout, not the one that built the cache (.deps may be shared)
+echo "$OUT/classes:$(cat "$OUT/deps.txt")"
