@@ -740,7 +740,7 @@ def so_group_args(ctx, protocol):
     librdkafka refuses the classic ones with it); a real broker completes a classic rebalance
     as soon as the members rejoin, so only the mock needs the short session."""
     if protocol == "consumer":
-        return ("-X", "group.protocol=consumer")
+        return ()
     return () if ctx.kafka else SO_GROUP_TIMEOUTS
 
 
@@ -750,6 +750,7 @@ def bench_scaleout(ctx, cfg, protocol="classic"):
     log(f"scale-out ({protocol} group protocol): {rate} jobs/s over {P} partitions for {secs}s; "
         f"a second worker joins after {join_at}s; {runs} runs")
     group_args = so_group_args(ctx, protocol)
+    group_env = {"KJOBS_KAFKA_GROUP_PROTOCOL": protocol}
     if protocol == "consumer":
         out = subprocess.run([os.path.join(ctx.build, "kjobs"), "version"], capture_output=True,
                              text=True).stdout
@@ -761,7 +762,7 @@ def bench_scaleout(ctx, cfg, protocol="classic"):
     for r in range(runs):
         with ctx.broker(P) as b:
             group = ctx.name("so")
-            a = Worker(ctx, b, group, tag="so-a", extra=group_args)
+            a = Worker(ctx, b, group, tag="so-a", extra=group_args, env=group_env)
             wb = None
             try:
                 a.wait_for_log("partition assigned")
@@ -771,7 +772,7 @@ def bench_scaleout(ctx, cfg, protocol="classic"):
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                 gen_start = time.time()
                 time.sleep(join_at)
-                wb = Worker(ctx, b, group, tag="so-b", extra=group_args)
+                wb = Worker(ctx, b, group, tag="so-b", extra=group_args, env=group_env)
                 out, err = gen.communicate(timeout=secs * 3 + 60)
                 if gen.returncode != 0:
                     raise HarnessError(f"loadgen rate exited {gen.returncode}: {err}")
@@ -860,7 +861,8 @@ def bench_scaleout(ctx, cfg, protocol="classic"):
             f"{row['stayed_stall_ms']:.0f} ms (baseline {row['stayed_baseline_gap_ms']:.0f} ms)")
         rows.append(row)
     return {"partitions": P, "rate": rate, "seconds": secs, "join_at": join_at, "rows": rows,
-            "group_protocol": protocol, "group_args": " ".join(group_args),
+            "group_protocol": protocol,
+            "group_args": " ".join([f"kafka.group_protocol={protocol}", *group_args[1::2]]),
             **{k: med(r[k] for r in rows) for k in (
                 "join_to_first_job_s", "join_to_assigned_s", "stayed_stall_ms",
                 "stayed_baseline_gap_ms", "handover_max_ms", "window_p99_ms", "window_max_ms")}}

@@ -3,6 +3,9 @@
  * Prints the bootstrap list as the first stdout line (and optionally writes it to a file,
  * atomically, so a waiting script never reads half a line), then runs until SIGINT/SIGTERM.
  */
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +18,7 @@
 
 static const char broker_usage[] =
     "usage: kjobs broker [-c FILE] [--brokers N] [--partitions N] [--bootstrap-file F]\n"
+    "                    [--group-protocols classic|classic,consumer]\n"
     "\n"
     "Runs an embedded Kafka-protocol broker (librdkafka's mock cluster) on loopback and creates\n"
     "the main, retry-ladder and dead-letter topics of the configuration. Prints the bootstrap\n"
@@ -24,9 +28,16 @@ static const char broker_usage[] =
     "  --brokers N          number of brokers (default 1)\n"
     "  --partitions N       partitions per topic (default topics.partitions)\n"
     "  --bootstrap-file F   also write the bootstrap address to F\n"
+    "  --group-protocols L  consumer group protocols offered, like Kafka's\n"
+    "                       group.coordinator.rebalance.protocols: classic,consumer (default\n"
+    "                       with librdkafka >= 2.12) or classic (a broker before Kafka 4.0)\n"
     "  -c FILE              configuration file (default ./kjobs.cfg if present)\n";
 
-enum { OPT_BROKERS = KJ_OPT_COMMON_LAST + 1, OPT_PARTITIONS, OPT_BOOTSTRAP_FILE };
+enum { OPT_BROKERS = KJ_OPT_COMMON_LAST + 1, OPT_PARTITIONS, OPT_BOOTSTRAP_FILE, OPT_PROTOCOLS };
+
+/* ApiKey of ConsumerGroupHeartbeat (KIP-848), the request a consumer-protocol member joins
+ * with: a broker that does not list it in ApiVersions offers the classic protocol only. */
+#define KJ_API_CONSUMER_GROUP_HEARTBEAT 68
 
 static int write_bootstrap_file(const char *path, const char *bootstrap) {
     size_t n = strlen(path) + 8;
@@ -46,14 +57,16 @@ static int write_bootstrap_file(const char *path, const char *bootstrap) {
 int kj_cmd_broker(int argc, char **argv) {
     kj_cli cli;
     kj_cli_init(&cli, "kjobs broker", broker_usage);
-    static const struct option longopts[] = {KJ_CLI_COMMON_LONGOPTS,
-                                             {"brokers", required_argument, NULL, OPT_BROKERS},
-                                             {"partitions", required_argument, NULL, OPT_PARTITIONS},
-                                             {"bootstrap-file", required_argument, NULL,
-                                              OPT_BOOTSTRAP_FILE},
-                                             {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {
+        KJ_CLI_COMMON_LONGOPTS,
+        {"brokers", required_argument, NULL, OPT_BROKERS},
+        {"partitions", required_argument, NULL, OPT_PARTITIONS},
+        {"bootstrap-file", required_argument, NULL, OPT_BOOTSTRAP_FILE},
+        {"group-protocols", required_argument, NULL, OPT_PROTOCOLS},
+        {NULL, 0, NULL, 0}};
     long long brokers = 1, partitions = 0;
     const char *bootstrap_file = NULL;
+    bool kip848 = true;
     int opt, rc;
     while ((opt = getopt_long(argc, argv, KJ_CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
         if ((rc = kj_cli_common_option(&cli, opt, optarg)) < 0) return KJ_EXIT_USAGE;
@@ -67,6 +80,16 @@ int kj_cmd_broker(int argc, char **argv) {
                                           optarg);
         } else if (opt == OPT_BOOTSTRAP_FILE) {
             bootstrap_file = optarg;
+        } else if (opt == OPT_PROTOCOLS) {
+            if (strcmp(optarg, "classic") == 0)
+                kip848 = false;
+            else if (strcmp(optarg, "classic,consumer") == 0 ||
+                     strcmp(optarg, "consumer,classic") == 0)
+                kip848 = true;
+            else
+                return kj_cli_usage_error(
+                    &cli, "--group-protocols: expected classic or classic,consumer, got '%s'",
+                    optarg);
         }
     }
     if (cli.help) {
@@ -85,6 +108,9 @@ int kj_cmd_broker(int argc, char **argv) {
         kj_cli_free(&cli);
         return KJ_EXIT_RUNTIME;
     }
+    if (!kip848)
+        rd_kafka_mock_set_apiversion(kj_embedded_broker_mock(broker),
+                                     KJ_API_CONSUMER_GROUP_HEARTBEAT, -1, -1);
     const char *bootstrap = kj_embedded_broker_bootstrap(broker);
     /* The file first, then stdout: whoever sees the stdout line can rely on the file. */
     if (bootstrap_file && write_bootstrap_file(bootstrap_file, bootstrap) != 0) {

@@ -158,16 +158,13 @@ int kj_cmd_run(int argc, char **argv) {
         }
         const char *bootstrap = kj_embedded_broker_bootstrap(broker);
         kj_config_set(cfg, "kafka.bootstrap", bootstrap, err, sizeof(err));
-        /* Settings the mock needs (added first, so a user's own value still wins):
-         * it holds an empty Fetch for the full fetch.wait.max.ms, and forgets a member that
-         * left only after its session timeout, so a restarted worker would wait 45 s. With
-         * group.protocol=consumer the timeouts are the broker's (embedded_broker.c sets
-         * them) and librdkafka refuses them here: only the first property then. */
-        static const char *const embedded_props[] = {
-            "fetch.wait.max.ms=5", "session.timeout.ms=6000", "heartbeat.interval.ms=500"};
-        size_t extra = kj_kafka_consumer_protocol(cfg)
-                           ? 1
-                           : sizeof(embedded_props) / sizeof(embedded_props[0]);
+        /* The mock holds an empty Fetch for the full fetch.wait.max.ms: added first, so a
+         * user's own value still wins. Its group timing (a classic member that left is
+         * forgotten only after its session timeout: a restarted worker would wait 45 s) is the
+         * worker's to set, for the protocol it joins with (worker.c). */
+        cfg->embedded_broker = true;
+        static const char *const embedded_props[] = {"fetch.wait.max.ms=5"};
+        size_t extra = sizeof(embedded_props) / sizeof(embedded_props[0]);
         char **props = calloc(cfg->rdkafka_prop_count + extra, sizeof(char *));
         for (size_t i = 0; i < extra; i++)
             props[i] = strdup(embedded_props[i]);

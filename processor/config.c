@@ -230,6 +230,7 @@ static int check_topic_or_empty(const char *v, char *why, size_t size);
 static int check_rdkafka_prop(const char *v, char *why, size_t size);
 static int check_listen(const char *v, char *why, size_t size);
 static int check_log_level(const char *v, char *why, size_t size);
+static int check_group_protocol(const char *v, char *why, size_t size);
 static int check_exec_type(const char *v, char *why, size_t size);
 
 #define F(field)     offsetof(kj_config, field)
@@ -259,6 +260,17 @@ static const kj_setting kj_settings[] = {
      .doc = "Static group membership (group.instance.id) when not empty: a restarted process "
             "with the same id gets its partitions back without a rebalance. Must be unique per "
             "process, e.g. the pod name."},
+    {ROW("kafka", "group_protocol", "KJOBS_KAFKA_GROUP_PROTOCOL"), .type = KT_STRING,
+     .off = F(group_protocol), .def = "auto", .check = check_group_protocol,
+     .expect = "auto, consumer or classic",
+     .doc = "Consumer group protocol. consumer: KIP-848 (Kafka >= 4.0, librdkafka >= 2.12): the "
+            "broker assigns partitions incrementally, a member joining or leaving stops only "
+            "the partitions that move. classic: JoinGroup/SyncGroup with kjobs' roundrobin "
+            "assignor, which revokes every partition on each rebalance (eager). auto: consumer "
+            "when this librdkafka has it and no classic-only property (session.timeout.ms, "
+            "heartbeat.interval.ms, partition.assignment.strategy, group.protocol.type) is "
+            "set; if the broker then refuses KIP-848 before the first assignment (Kafka < 4.0, "
+            "or the protocol disabled), the worker logs why and joins with classic instead."},
     {ROW("kafka", "properties", "KJOBS_KAFKA_PROPERTIES"), .type = KT_STRLIST,
      .off = F(rdkafka_props), .count_off = F(rdkafka_prop_count), .def = "",
      .flags = KF_SECRET | KF_JSON_ONLY, .check = check_rdkafka_prop,
@@ -416,6 +428,7 @@ static const struct {
     {"group.id", "kafka.group (-G)"},
     {"client.id", "kafka.client_id"},
     {"group.instance.id", "kafka.group_instance_id"},
+    {"group.protocol", "kafka.group_protocol"},
     {"enable.auto.commit", NULL},
     {"enable.auto.offset.store", NULL},
 };
@@ -507,6 +520,14 @@ static int check_log_level(const char *v, char *why, size_t size) {
         if (strcmp(v, levels[i]) == 0) return 0;
     quote_for_error(v, q, sizeof(q));
     snprintf(why, size, "expected debug, info, warn or error, got %s", q);
+    return -1;
+}
+
+static int check_group_protocol(const char *v, char *why, size_t size) {
+    char q[96];
+    if (strcmp(v, "auto") == 0 || strcmp(v, "consumer") == 0 || strcmp(v, "classic") == 0) return 0;
+    quote_for_error(v, q, sizeof(q));
+    snprintf(why, size, "expected auto, consumer or classic, got %s", q);
     return -1;
 }
 

@@ -39,7 +39,7 @@ typedef enum {
 
 typedef struct kj_config {
     char *source_path; /* file actually read, or NULL when none */
-    char *bootstrap, *group, *client_id, *group_instance_id;
+    char *bootstrap, *group, *client_id, *group_instance_id, *group_protocol;
     char **rdkafka_props;
     size_t rdkafka_prop_count;                   /* "name=value", file order then env */
     char *main_topic, *retry_prefix, *dlq_topic; /* retry_prefix/dlq_topic resolved, never "" */
@@ -66,6 +66,7 @@ typedef struct kj_config {
 
     /* ---- internal bookkeeping; read it through the functions below ---- */
     bool retry_prefix_auto, dlq_topic_auto; /* "" was configured: derived from main_topic */
+    bool embedded_broker; /* bootstrap is the broker `kjobs run --embedded` started */
     struct kj_config_origin {
         unsigned char kind;           /* kj_config_origin_kind */
         int line;                     /* file line when kind == KJ_CONFIG_FROM_FILE */

@@ -166,7 +166,53 @@ const char *kj_kafka_prop_value(const kj_config *cfg, const char *name) {
     return value;
 }
 
-bool kj_kafka_consumer_protocol(const kj_config *cfg) {
-    const char *v = kj_kafka_prop_value(cfg, "group.protocol");
-    return v && strcmp(v, "consumer") == 0;
+/* librdkafka refuses these with group.protocol=consumer (rdkafka_conf.c): the classic
+ * protocol's own settings */
+static const char *const classic_only_props[] = {"session.timeout.ms", "heartbeat.interval.ms",
+                                                 "partition.assignment.strategy",
+                                                 "group.protocol.type"};
+
+int kj_kafka_group_protocol(const kj_config *cfg, kj_group_protocol *out, char *errstr,
+                            size_t errstr_size) {
+    memset(out, 0, sizeof(*out));
+    bool has_kip848 = rd_kafka_version() >= 0x020c0000; /* KIP-848 GA: librdkafka 2.12 */
+    if (strcmp(cfg->group_protocol, "classic") == 0) {
+        snprintf(out->why, sizeof(out->why), "kafka.group_protocol=classic");
+        return 0;
+    }
+    if (strcmp(cfg->group_protocol, "consumer") == 0) {
+        if (!has_kip848) {
+            snprintf(errstr, errstr_size,
+                     "kafka.group_protocol=consumer (KIP-848) needs librdkafka >= 2.12; this "
+                     "is %s: use auto or classic",
+                     rd_kafka_version_str());
+            return -1;
+        }
+        out->kip848 = true;
+        snprintf(out->why, sizeof(out->why), "kafka.group_protocol=consumer");
+        return 0;
+    }
+    if (!has_kip848) {
+        snprintf(out->why, sizeof(out->why), "auto: librdkafka %s has no KIP-848 (>= 2.12)",
+                 rd_kafka_version_str());
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof(classic_only_props) / sizeof(classic_only_props[0]); i++)
+        if (kj_kafka_prop_value(cfg, classic_only_props[i])) {
+            snprintf(out->why, sizeof(out->why), "auto: %s is set, a classic-protocol property",
+                     classic_only_props[i]);
+            return 0;
+        }
+    out->kip848 = out->may_fall_back = true;
+    snprintf(out->why, sizeof(out->why),
+             "auto: librdkafka %s has KIP-848; classic if the broker refuses it",
+             rd_kafka_version_str());
+    return 0;
+}
+
+bool kj_kafka_kip848_refused(rd_kafka_resp_err_t err) {
+    return err == RD_KAFKA_RESP_ERR__UNSUPPORTED_FEATURE ||
+           err == RD_KAFKA_RESP_ERR_UNSUPPORTED_VERSION ||
+           /* by name: newer than librdkafka 2.0.2 */
+           strcmp(rd_kafka_err2name(err), "UNSUPPORTED_ASSIGNOR") == 0;
 }

@@ -56,14 +56,33 @@ int kj_kafka_partition_count(rd_kafka_t *rk, const char *topic, int timeout_ms, 
  */
 const char *kj_kafka_prop_value(const kj_config *cfg, const char *name);
 
+/** The consumer group protocol a worker joins with (kj_kafka_group_protocol). */
+typedef struct kj_group_protocol {
+    bool kip848;        /* group.protocol=consumer (KIP-848), else classic */
+    bool may_fall_back; /* kafka.group_protocol=auto chose KIP-848: if the broker refuses it
+                         * before the first assignment, join again with classic */
+    char why[200];      /* how it was chosen, for the log: "kafka.group_protocol=classic",
+                         * "auto: librdkafka 2.0.2 has no KIP-848", ... */
+} kj_group_protocol;
+
 /**
- * True when the consumer group uses the KIP-848 protocol (group.protocol=consumer; brokers
- * >= 4.0, librdkafka >= 2.12). The assignment is then computed by the broker
- * (group.remote.assignor) and session/heartbeat timing is broker-side: librdkafka refuses
- * partition.assignment.strategy, session.timeout.ms and heartbeat.interval.ms with it, so
- * kjobs sets none of them.
+ * Resolves kafka.group_protocol (auto, consumer, classic) into the protocol the worker's
+ * consumer starts with. KIP-848 (brokers >= 4.0, librdkafka >= 2.12) computes the assignment
+ * on the broker (group.remote.assignor) and keeps session and heartbeat timing broker-side:
+ * librdkafka refuses partition.assignment.strategy, session.timeout.ms, heartbeat.interval.ms
+ * and group.protocol.type with it, so `auto` picks classic when a passthrough property sets one
+ * of them, and when this librdkafka predates KIP-848. Returns 0, or -1 with errstr when
+ * `consumer` is demanded of a librdkafka that lacks it.
  */
-bool kj_kafka_consumer_protocol(const kj_config *cfg);
+int kj_kafka_group_protocol(const kj_config *cfg, kj_group_protocol *out, char *errstr,
+                            size_t errstr_size);
+
+/**
+ * True when err, a fatal consumer error, is how a broker refuses the KIP-848 protocol: it lacks
+ * ConsumerGroupHeartbeat (Kafka < 4.0, or the protocol disabled: UNSUPPORTED_VERSION,
+ * _UNSUPPORTED_FEATURE), or it offers no remote assignor of that name (UNSUPPORTED_ASSIGNOR).
+ */
+bool kj_kafka_kip848_refused(rd_kafka_resp_err_t err);
 
 /** Header value as a NUL-terminated copy in buf (truncated); returns buf or NULL if absent. */
 const char *kj_kafka_header_str(rd_kafka_headers_t *hdrs, const char *name, char *buf, size_t size);

@@ -29,7 +29,8 @@
 # Environment: KAFKA_LOCAL_DIR, KAFKA_LOCAL_PORT (first broker port, default 19092; controller
 # ports are +100; keep them below 32768, the kernel's ephemeral range, or a client's outgoing
 # connection can take the port of a broker that is down and its restart fails to bind),
-# KAFKA_HEAP_OPTS (default -Xms256m -Xmx1g), JAVA_HOME. (Not KJOBS_KAFKA_*: kjobs reads KJOBS_<GROUP>_<NAME> as its settings and refuses unknown names in its groups.)
+# KAFKA_HEAP_OPTS (default -Xms256m -Xmx1g), JAVA_HOME, KAFKA_EXTRA_CONFIG (more server.properties
+# lines for every node, e.g. group.coordinator.rebalance.protocols=classic). (Not KJOBS_KAFKA_*: kjobs reads KJOBS_<GROUP>_<NAME> as its settings and refuses unknown names in its groups.)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 POM=$ROOT/tests/kafka/pom.xml
@@ -200,6 +201,11 @@ group.consumer.min.heartbeat.interval.ms=500
 group.consumer.heartbeat.interval.ms=1000
 log.retention.check.interval.ms=5000
 EOF
+  # KAFKA_EXTRA_CONFIG: more server.properties lines, e.g. a broker without KIP-848:
+  # KAFKA_EXTRA_CONFIG=group.coordinator.rebalance.protocols=classic
+  if [ -n "${KAFKA_EXTRA_CONFIG:-}" ]; then
+    printf '%s\n' "$KAFKA_EXTRA_CONFIG" >>"$DIR/node-$id/server.properties"
+  fi
 }
 
 start_node() {

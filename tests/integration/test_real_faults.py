@@ -30,7 +30,9 @@ from test_fault import RETRY_ENV, Enqueuer, Scenario  # noqa: E402
 KAFKA_SH = os.path.join(harness.SOURCE_DIR, "scripts", "kafka.sh")
 WORKER_ARGS = ("-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=1000")
 if os.environ.get("KJOBS_TEST_GROUP_PROTOCOL") == "consumer":
-    WORKER_ARGS = ("-X", "group.protocol=consumer")
+    # KIP-848 takes its timing from the broker; the workers inherit the setting
+    WORKER_ARGS = ()
+    os.environ["KJOBS_KAFKA_GROUP_PROTOCOL"] = "consumer"
 ROLLING_ROUNDS = int(os.environ.get("KJOBS_TEST_ROLLING_ROUNDS", "10"))
 PARTITIONS = 6
 

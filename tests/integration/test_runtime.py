@@ -57,9 +57,11 @@ GROUP_TIMEOUTS = ("-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=
 # mid-rebalance rolling restart's rounds, and its group protocol (consumer = KIP-848, whose
 # timeouts are the broker's).
 MIDREBALANCE_ROUNDS = int(os.environ.get("KJOBS_TEST_MIDREBALANCE_ROUNDS", "6"))
-PROOF_GROUP_ARGS = (("-X", "group.protocol=consumer")
-                    if os.environ.get("KJOBS_TEST_GROUP_PROTOCOL") == "consumer"
-                    else GROUP_TIMEOUTS)
+PROOF_GROUP_ARGS = GROUP_TIMEOUTS
+if os.environ.get("KJOBS_TEST_GROUP_PROTOCOL") == "consumer":
+    # KIP-848 takes its timing from the broker; the workers inherit the setting
+    PROOF_GROUP_ARGS = ()
+    os.environ["KJOBS_KAFKA_GROUP_PROTOCOL"] = "consumer"
 
 
 # ---- plumbing ---------------------------------------------------------------------------------
@@ -201,11 +203,11 @@ class Worker:
 class Scene:
     """A broker, a work dir, a record file, and the workers of one test; tears all down."""
 
-    def __init__(self, partitions):
+    def __init__(self, partitions, broker_args=()):
         self.dir = tempfile.mkdtemp(prefix="kjobs-rt-")
         self.record_file = os.path.join(self.dir, "records.tsv")
         self.records = RecordLines(self.record_file)
-        self.broker = harness.Broker(partitions=partitions)
+        self.broker = harness.Broker(partitions=partitions, extra=broker_args)
         self.bootstrap = self.broker.bootstrap
         self.workers = []
 
@@ -620,6 +622,41 @@ def test_rolling_restart_sigterm_while_a_worker_joins():
         assert {j["id"] for j in jobs} <= set(counts)
 
 
+def test_group_protocol_auto_uses_what_the_broker_offers():
+    """kafka.group_protocol=auto (the default): KIP-848 where librdkafka (>= 2.12) and the broker
+    have it, classic otherwise. The embedded broker here plays a broker without KIP-848
+    (`kjobs broker --group-protocols classic`: no ConsumerGroupHeartbeat in ApiVersions), so
+    the worker must fall back to classic by itself, say so, and run the jobs; on real Kafka
+    4.x the worker must stay on KIP-848. On an older librdkafka auto is classic from the
+    start and the reason names the version."""
+    version = run(kjobs_cmd("version")).stdout.split("librdkafka")[-1].split()[0]
+    has_kip848 = tuple(int(x) for x in version.split(".")[:2]) >= (2, 12)
+    with Scene(partitions=4, broker_args=("--group-protocols", "classic")) as s:
+        w = s.worker("w1")
+        w.wait_assigned()
+        started = w.logs("worker started")[0]
+        refused = w.logs("the broker refused the KIP-848 consumer group protocol; joining with "
+                         "classic")
+        if not has_kip848:
+            assert started["group_protocol"] == "classic", w.tail()
+            assert version in started["group_protocol_why"], started
+            assert not refused
+        elif harness.REAL_KAFKA:
+            assert started["group_protocol"] == "consumer", w.tail()
+            assert not refused, w.tail()
+        else:
+            assert started["group_protocol"] == "consumer", w.tail()  # what auto tried first
+            assert len(refused) == 1, w.tail()
+            assert refused[0]["code"] in ("_UNSUPPORTED_FEATURE", "UNSUPPORTED_VERSION",
+                                         "NO_HEARTBEAT_ANSWER"), refused
+            chosen = w.logs("group protocol")
+            assert chosen and chosen[-1]["group_protocol"] == "classic", w.tail()
+            assert not w.logs("fatal consumer error: stopping"), w.tail()
+        ids = s.enqueue(keyed_jobs(200, 20, "example.record"))
+        s.wait_all_ids(ids, 60, procs=[w])
+        assert w.stop() == 0, w.tail()
+
+
 def test_kip848_consumer_protocol_join_and_leave():
     """group.protocol=consumer (KIP-848: the broker assigns, members heartbeat their way into
     incremental assignments served by the same rebalance callback). Two workers share the
@@ -630,14 +667,13 @@ def test_kip848_consumer_protocol_join_and_leave():
     version = run(kjobs_cmd("version")).stdout.split("librdkafka")[-1].split()[0]
     if tuple(int(x) for x in version.split(".")[:2]) < (2, 12):
         raise harness.Skip(f"librdkafka {version} has no group.protocol (KIP-848 needs >= 2.12)")
-    args = ("-X", "group.protocol=consumer")
+    env = {"KJOBS_KAFKA_GROUP_PROTOCOL": "consumer"}
     with Scene(partitions=8) as s:
-        w1 = s.worker("w1", args=args)
+        w1 = s.worker("w1", env=env)
         wait_until(lambda: w1.logs("worker started") or w1.proc.poll() is not None, 30,
                    "w1 to start")
-        if w1.proc.poll() is not None and "group.protocol" in w1.tail():
-            raise harness.Skip("this librdkafka has no group.protocol (KIP-848 needs >= 2.12)")
-        ws = [w1, s.worker("w2", args=args)]
+        assert w1.logs("worker started")[0]["group_protocol"] == "consumer", w1.tail()
+        ws = [w1, s.worker("w2", env=env)]
 
         def shared():
             held = [w.assigned_main() for w in ws]
@@ -647,7 +683,7 @@ def test_kip848_consumer_protocol_join_and_leave():
         feeder.start()
         try:
             s.wait_records(s.records.distinct() + 1000, 120, procs=ws)
-            w3 = s.worker("w3", args=args)
+            w3 = s.worker("w3", env=env)
             ws.append(w3)
             w3.wait_assigned(timeout=90)
             s.wait_records(s.records.distinct() + 1000, 120, procs=ws)
@@ -838,6 +874,7 @@ if __name__ == "__main__":
     harness.main([test_plugin_handlers_and_outcomes, test_plugin_load_errors_exit_2,
                   test_100k_jobs_once_each_in_key_order, test_group_join_and_leave_mid_stream,
                   test_rolling_restart_sigterm_while_a_worker_joins,
+                  test_group_protocol_auto_uses_what_the_broker_offers,
                   test_kip848_consumer_protocol_join_and_leave,
                   test_fenced_static_member_stops_with_a_clear_error,
                   test_kill_9_then_restart_reruns_only_uncommitted,

@@ -207,6 +207,7 @@ static const struct override_case {
     {"kafka.group", "\"g-file\"", NULL, "g-env", "\"g-env\"", NULL, NULL},
     {"kafka.client_id", "\"c-file\"", NULL, "c-env", "\"c-env\"", NULL, NULL},
     {"kafka.group_instance_id", "\"pod-0\"", NULL, "pod-1", "\"pod-1\"", NULL, NULL},
+    {"kafka.group_protocol", "\"classic\"", NULL, "consumer", "\"consumer\"", NULL, NULL},
     {"kafka.properties", "[ \"socket.timeout.ms=1234\", \"client.rack=r0\" ]", NULL,
      "[\"client.rack=r1\"]", "[ \"client.rack=r1\" ]", NULL, NULL},
     {"topics.main", "\"orders\"", NULL, "payments", "\"payments\"", NULL, NULL},

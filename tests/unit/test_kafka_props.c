@@ -1,12 +1,14 @@
 /*
  * test_kafka_props.c — how kjobs reads the passthrough librdkafka properties it must act on
- * (processor/kafka.c): the last "name=value" wins, as librdkafka applies them in order, and
- * group.protocol=consumer (KIP-848) is recognised, so the worker leaves the assignor and the
- * session timing to the broker. Properties go in through the public -X path.
+ * and chooses the consumer group protocol (processor/kafka.c): the last "name=value" wins, as
+ * librdkafka applies them in order; kafka.group_protocol=auto means KIP-848 only where this
+ * librdkafka has it and no classic-only property is set; the broker errors that mean "KIP-848
+ * refused" (and only those) allow auto's fallback. Properties go in through the public -X path.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -15,46 +17,127 @@
 #include "processor/config.h"
 #include "processor/kafka.h"
 
+static bool has_kip848(void) {
+    return rd_kafka_version() >= 0x020c0000; /* librdkafka 2.12 */
+}
+
 static void add(kj_config *cfg, const char *prop) {
     char err[256];
     assert_int_equal(kj_config_add_rdkafka_prop(cfg, prop, err, sizeof(err)), 0);
 }
 
+static void set(kj_config *cfg, const char *key, const char *value) {
+    char err[256];
+    assert_int_equal(kj_config_set(cfg, key, value, err, sizeof(err)), 0);
+}
+
 static void last_value_wins_and_names_match_whole(void **state) {
     (void)state;
-    if (rd_kafka_version() < 0x020c0000) skip(); /* group.protocol: librdkafka >= 2.12 */
     kj_config cfg;
     kj_config_defaults(&cfg);
-    assert_null(kj_kafka_prop_value(&cfg, "group.protocol"));
-    add(&cfg, "group.protocol.type=consumer"); /* a longer name, not group.protocol */
-    assert_null(kj_kafka_prop_value(&cfg, "group.protocol"));
-    add(&cfg, "group.protocol=consumer");
+    assert_null(kj_kafka_prop_value(&cfg, "session.timeout.ms"));
     add(&cfg, "fetch.wait.max.ms=5");
-    add(&cfg, "group.protocol=classic");
-    assert_string_equal(kj_kafka_prop_value(&cfg, "group.protocol"), "classic");
+    add(&cfg, "session.timeout.ms=7000");
+    add(&cfg, "session.timeout.ms=9000");
+    assert_string_equal(kj_kafka_prop_value(&cfg, "session.timeout.ms"), "9000");
     assert_string_equal(kj_kafka_prop_value(&cfg, "fetch.wait.max.ms"), "5");
+    assert_null(kj_kafka_prop_value(&cfg, "fetch.wait.max")); /* a prefix is not the name */
+    if (has_kip848()) {
+        add(&cfg, "group.protocol.type=consumer"); /* a longer name, not group.protocol */
+        assert_null(kj_kafka_prop_value(&cfg, "group.protocol"));
+    }
     kj_config_free(&cfg);
 }
 
-static void consumer_protocol_only_when_the_last_setting_says_so(void **state) {
+static void group_protocol_passthrough_is_refused_for_the_setting(void **state) {
     (void)state;
-    if (rd_kafka_version() < 0x020c0000) skip(); /* group.protocol: librdkafka >= 2.12 */
     kj_config cfg;
     kj_config_defaults(&cfg);
-    assert_false(kj_kafka_consumer_protocol(&cfg));
-    add(&cfg, "group.protocol=consumer");
-    assert_true(kj_kafka_consumer_protocol(&cfg));
-    add(&cfg, "group.protocol=classic");
-    assert_false(kj_kafka_consumer_protocol(&cfg));
-    add(&cfg, "group.protocol=consumer");
-    assert_true(kj_kafka_consumer_protocol(&cfg));
+    char err[256] = "";
+    assert_int_not_equal(
+        kj_config_add_rdkafka_prop(&cfg, "group.protocol=consumer", err, sizeof(err)), 0);
+    assert_non_null(strstr(err, "kafka.group_protocol"));
+    assert_int_not_equal(kj_config_set(&cfg, "kafka.group_protocol", "kip848", err, sizeof(err)),
+                         0);
+    assert_non_null(strstr(err, "auto, consumer or classic"));
     kj_config_free(&cfg);
+}
+
+static void auto_is_kip848_with_fallback_where_librdkafka_has_it(void **state) {
+    (void)state;
+    kj_config cfg;
+    kj_config_defaults(&cfg);
+    assert_string_equal(cfg.group_protocol, "auto");
+    kj_group_protocol p;
+    char err[256];
+    assert_int_equal(kj_kafka_group_protocol(&cfg, &p, err, sizeof(err)), 0);
+    assert_int_equal(p.kip848, has_kip848());
+    assert_int_equal(p.may_fall_back, has_kip848());
+    if (!has_kip848()) assert_non_null(strstr(p.why, rd_kafka_version_str()));
+    kj_config_free(&cfg);
+}
+
+static void auto_is_classic_when_a_classic_only_property_is_set(void **state) {
+    (void)state;
+    static const char *const props[] = {"session.timeout.ms=6000", "heartbeat.interval.ms=300",
+                                        "partition.assignment.strategy=cooperative-sticky"};
+    for (size_t i = 0; i < sizeof(props) / sizeof(props[0]); i++) {
+        kj_config cfg;
+        kj_config_defaults(&cfg);
+        add(&cfg, props[i]);
+        kj_group_protocol p;
+        char err[256];
+        assert_int_equal(kj_kafka_group_protocol(&cfg, &p, err, sizeof(err)), 0);
+        assert_false(p.kip848);
+        assert_false(p.may_fall_back);
+        if (has_kip848()) { /* the reason names the property */
+            char name[64];
+            snprintf(name, sizeof(name), "%.*s", (int)(strchr(props[i], '=') - props[i]), props[i]);
+            assert_non_null(strstr(p.why, name));
+        }
+        kj_config_free(&cfg);
+    }
+}
+
+static void explicit_choices_never_fall_back(void **state) {
+    (void)state;
+    kj_config cfg;
+    kj_config_defaults(&cfg);
+    kj_group_protocol p;
+    char err[256] = "";
+    set(&cfg, "kafka.group_protocol", "classic");
+    assert_int_equal(kj_kafka_group_protocol(&cfg, &p, err, sizeof(err)), 0);
+    assert_false(p.kip848);
+    assert_false(p.may_fall_back);
+    set(&cfg, "kafka.group_protocol", "consumer");
+    if (has_kip848()) {
+        assert_int_equal(kj_kafka_group_protocol(&cfg, &p, err, sizeof(err)), 0);
+        assert_true(p.kip848);
+        assert_false(p.may_fall_back);
+    } else {
+        assert_int_equal(kj_kafka_group_protocol(&cfg, &p, err, sizeof(err)), -1);
+        assert_non_null(strstr(err, "2.12"));
+    }
+    kj_config_free(&cfg);
+}
+
+static void only_refusals_of_kip848_allow_the_fallback(void **state) {
+    (void)state;
+    assert_true(kj_kafka_kip848_refused(RD_KAFKA_RESP_ERR_UNSUPPORTED_VERSION));
+    assert_true(kj_kafka_kip848_refused(RD_KAFKA_RESP_ERR__UNSUPPORTED_FEATURE));
+    assert_false(kj_kafka_kip848_refused(RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID));
+    assert_false(kj_kafka_kip848_refused(RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED));
+    assert_false(kj_kafka_kip848_refused(RD_KAFKA_RESP_ERR_INVALID_REQUEST));
 }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(last_value_wins_and_names_match_whole),
-        cmocka_unit_test(consumer_protocol_only_when_the_last_setting_says_so),
+        cmocka_unit_test(group_protocol_passthrough_is_refused_for_the_setting),
+        cmocka_unit_test(auto_is_kip848_with_fallback_where_librdkafka_has_it),
+        cmocka_unit_test(auto_is_classic_when_a_classic_only_property_is_set),
+        cmocka_unit_test(explicit_choices_never_fall_back),
+        cmocka_unit_test(only_refusals_of_kip848_allow_the_fallback),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
