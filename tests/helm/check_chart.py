@@ -11,7 +11,10 @@ Modes (each one ctest, see tests/helm/CMakeLists.txt):
                 ladder topic, and KEDA's replica rule never gives 0 pods while a ladder topic holds
                 jobs; the user's own TriggerAuthentication), the hook Job's env/envFrom/mounts equal
                 to the worker's, the NetworkPolicy's Kafka ports for each bootstrap form, object
-                names for release names with and without "kjobs" (and the docs' names). Every file in
+                names for release names with and without "kjobs" (and the docs' names), the
+                PrometheusRule's alerts equal to docs/operations.md and KjobsLagGrowing counting the
+                main topic and no ladder topic for custom topic names, service.enabled=false
+                rendering nothing that needs the Service. Every file in
                 tests/helm/invalid/ must be refused with each of its `# expect:` messages (and none of its `# not:` ones). Every
                 value has an @param line, a README row and a values.schema.json entry.
   check-config  feed each rendered kjobs.cfg, with the env the Deployment sets, to
@@ -1198,6 +1201,18 @@ def check_lag_alert_renders(helm, chart_values):
         check_prometheus_rule(where, docs, values, f"{RELEASE}-kjobs")
 
 
+def check_service_off(helm):
+    """service.enabled=false on its own renders: no Service, and nothing that needs one (the
+    `helm test` pod asks the Service). With a ServiceMonitor or PrometheusRule it is refused
+    (invalid/monitoring-without-service.yaml)."""
+    rc, out, err = helm_template(helm, [], ["service.enabled=false"])
+    if check(rc == 0, f"service.enabled=false: render failed: {err}"):
+        kinds = [d["kind"] for d in yaml.safe_load_all(out) if d]
+        check("Deployment" in kinds, "service.enabled=false: no Deployment rendered")
+        for k in ("Service", "ServiceMonitor", "Pod"):
+            check(k not in kinds, f"service.enabled=false: a {k} was rendered")
+
+
 def check_invalid(helm):
     files = sorted(f for f in os.listdir(INVALID_DIR) if f.endswith(".yaml"))
     check(files, "no invalid value sets found")
@@ -1228,7 +1243,8 @@ def check_notes(helm):
                     '  notes: {{ include "kjobs.notesTest" . | toJson }}\n')
         for sets, needles in (([], ["sit idle", "kubectl", "kjobs lag"]),
                               (["allowIdleReplicas=true", "replicaCount=10"], ["WARNING: allowIdleReplicas"]),
-                              (["autoscaling.keda.enabled=true"], ["KEDA scales"])):
+                              (["autoscaling.keda.enabled=true"], ["KEDA scales"]),
+                              (["service.enabled=false"], ["`helm test` has no pod to run"])):
             rc, out, err = helm_template(helm, [], sets, chart=chart)
             if not check(rc == 0, f"NOTES render {sets} failed: {err}"):
                 continue
@@ -1322,6 +1338,7 @@ def cmd_render(args):
     check_bootstrap_ports(args.helm)
     check_fullname_docs(args.helm)
     check_lag_alert_renders(args.helm, chart_values)
+    check_service_off(args.helm)
     check_invalid(args.helm)
     check_notes(args.helm)
     check_docs(chart_values)
