@@ -989,6 +989,13 @@ def check_set(helm, name, values_file, chart_values):
                   f"{where}: HPA scaleTargetRef {h['scaleTargetRef']}")
             check(h["maxReplicas"] <= partitions, f"{where}: HPA maxReplicas {h['maxReplicas']} > partitions {partitions}")
             check(len(h["metrics"]) >= 1, f"{where}: HPA has no metrics")
+            # scale-down damped as the values say (each step is a group rebalance)
+            hv = values["autoscaling"]["hpa"]
+            down = (h.get("behavior") or {}).get("scaleDown") or {}
+            check(down.get("stabilizationWindowSeconds") == hv["scaleDownStabilizationSeconds"] and
+                  down.get("policies") == [{"type": "Pods", "value": hv["scaleDownPodsPerPeriod"],
+                                            "periodSeconds": hv["scaleDownPeriodSeconds"]}],
+                  f"{where}: HPA scale-down behavior {down}")
     else:
         check(not hpas, f"{where}: HPA rendered though disabled")
 
