@@ -1248,16 +1248,24 @@ def check_notes(helm):
         with open(os.path.join(chart, "templates", "notes-test.yaml"), "w") as f:
             f.write('apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n'
                     '  notes: {{ include "kjobs.notesTest" . | toJson }}\n')
-        for sets, needles in (([], ["sit idle", "kubectl", "kjobs lag"]),
-                              (["allowIdleReplicas=true", "replicaCount=10"], ["WARNING: allowIdleReplicas"]),
-                              (["autoscaling.keda.enabled=true"], ["KEDA scales"]),
-                              (["service.enabled=false"], ["`helm test` has no pod to run"])):
+        # (sets, lines NOTES must have, lines it must not have)
+        helm_test_note, rule_note = "`helm test` has no pod to run", 'service="t-kjobs",\nas a ServiceMonitor'
+        for sets, needles, absent in (
+                ([], ["sit idle", "kubectl", "kjobs lag"], [helm_test_note, rule_note]),
+                (["allowIdleReplicas=true", "replicaCount=10"], ["WARNING: allowIdleReplicas"], []),
+                (["autoscaling.keda.enabled=true"], ["KEDA scales"], []),
+                (["service.enabled=false"], [helm_test_note], []),
+                (["service.enabled=false", "helmTest.enabled=false"], [], [helm_test_note]),
+                (["prometheusRule.enabled=true"], [rule_note], []),
+                (["prometheusRule.enabled=true", "serviceMonitor.enabled=true"], [], [rule_note])):
             rc, out, err = helm_template(helm, [], sets, chart=chart)
             if not check(rc == 0, f"NOTES render {sets} failed: {err}"):
                 continue
             doc = next(d for d in yaml.safe_load_all(out) if d and d["metadata"]["name"] == "notes")
             for n in needles:
                 check(n in doc["data"]["notes"], f"NOTES.txt with {sets} lacks {n!r}")
+            for n in absent:
+                check(n not in doc["data"]["notes"], f"NOTES.txt with {sets} has {n!r}")
 
 
 def leaf_paths(tree, prefix=""):
