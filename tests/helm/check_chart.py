@@ -11,7 +11,10 @@ Modes (each one ctest, see tests/helm/CMakeLists.txt):
                 ladder topic, and KEDA's replica rule never gives 0 pods while a ladder topic holds
                 jobs; the user's own TriggerAuthentication), the hook Job's env/envFrom/mounts equal
                 to the worker's, the NetworkPolicy's Kafka ports for each bootstrap form, object
-                names for release names with and without "kjobs" (and the docs' names). Every file in
+                names for release names with and without "kjobs" (and the docs' names), the
+                PrometheusRule's alerts equal to docs/operations.md and KjobsLagGrowing counting the
+                main topic and no ladder topic for custom topic names, service.enabled=false
+                rendering nothing that needs the Service. Every file in
                 tests/helm/invalid/ must be refused with each of its `# expect:` messages (and none of its `# not:` ones). Every
                 value has an @param line, a README row and a values.schema.json entry.
   check-config  feed each rendered kjobs.cfg, with the env the Deployment sets, to
@@ -645,9 +648,55 @@ def documented_alerts():
     return exprs, names
 
 
-def unscope(expr, scope):
-    """The rule expression with the chart's release scope removed again."""
-    return expr.replace("{" + scope + ",", "{").replace("{" + scope + "}", "")
+def unscope(expr, scope, main_topic):
+    """The rule expression with the chart's release scope removed again, and the release's main
+    topic written as the docs write it (the default, `jobs`)."""
+    expr = expr.replace("{" + scope + ",", "{").replace("{" + scope + "}", "")
+    return expr.replace(f'topic="{main_topic}"', 'topic="jobs"')
+
+
+def promql_selectors(expr, metric):
+    """The label matchers of every `metric{...}` selector in a PromQL expression, as lists of
+    (label, op, value) with the PromQL string unescaped."""
+    out = []
+    for body in re.findall(re.escape(metric) + r"\{([^}]*)\}", expr):
+        ms = re.findall(r'(\w+)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"', body)
+        out.append([(k, op, re.sub(r"\\(.)", r"\1", v)) for k, op, v in ms])
+    return out
+
+
+def promql_matches(matchers, labels):
+    """Whether a series with these labels is selected (PromQL regexes are anchored; a missing
+    label is the empty string)."""
+    for k, op, v in matchers:
+        got = labels.get(k, "")
+        if op in ("=~", "!~"):
+            ok = (re.fullmatch(v, got) is not None) == (op == "=~")
+        else:
+            ok = (got == v) == (op == "=")
+        if not ok:
+            return False
+    return True
+
+
+def check_lag_alert_topics(where, rule, values, svc_name):
+    """KjobsLagGrowing is about the main topic: every kjobs_consumer_lag selector of it must
+    select the main topic's series and none of the retry-ladder topics' (whose lag is jobs waiting
+    to be due) — whatever topics.main and topics.retry_prefix are. Checked against series labelled
+    as a ServiceMonitor target of this release, with the topic names kjobs derives from the same
+    values (ladder_topics)."""
+    c = values["config"]
+    main = c["topics"]["main"]
+    ladder = ladder_topics(c)
+    sels = promql_selectors(rule["expr"], "kjobs_consumer_lag")
+    check(sels, f"{where}: KjobsLagGrowing has no kjobs_consumer_lag selector: {rule['expr']}")
+    series = {"namespace": "jobs", "service": svc_name, "partition": "0"}
+    check(all(promql_matches(m, {**series, "topic": main}) for m in sels),
+          f"{where}: KjobsLagGrowing does not count the main topic {main!r}: {rule['expr']}")
+    for t in ladder:
+        check(not any(promql_matches(m, {**series, "topic": t}) for m in sels),
+              f"{where}: KjobsLagGrowing counts ladder topic {t!r} (retry_prefix "
+              f"{c['topics'].get('retry_prefix')!r}) as main-topic lag: {rule['expr']}")
 
 
 def check_prometheus_rule(where, docs, values, svc_name):
@@ -673,7 +722,10 @@ def check_prometheus_rule(where, docs, values, svc_name):
             check(sel.startswith("{" + scope), f"{where}: {r['alert']}: selector {sel or '(none)'} not scoped to {scope}")
     doc_exprs, doc_names = documented_alerts()
     check(len(doc_exprs) >= 12, f"docs/operations.md: only {len(doc_exprs)} alert expressions found")
-    got = {unscope(r["expr"], scope): r for r in chart_rules}
+    got = {unscope(r["expr"], scope, values["config"]["topics"]["main"]): r for r in chart_rules}
+    for r in chart_rules:
+        if r["alert"] == "KjobsLagGrowing":
+            check_lag_alert_topics(where, r, values, svc_name)
     names = {r["alert"] for r in chart_rules}
     off = set(pv["disabledAlerts"])
     keda0 = values["autoscaling"]["keda"]["enabled"] and values["autoscaling"]["keda"]["minReplicaCount"] == 0
@@ -937,6 +989,13 @@ def check_set(helm, name, values_file, chart_values):
                   f"{where}: HPA scaleTargetRef {h['scaleTargetRef']}")
             check(h["maxReplicas"] <= partitions, f"{where}: HPA maxReplicas {h['maxReplicas']} > partitions {partitions}")
             check(len(h["metrics"]) >= 1, f"{where}: HPA has no metrics")
+            # scale-down damped as the values say (each step is a group rebalance)
+            hv = values["autoscaling"]["hpa"]
+            down = (h.get("behavior") or {}).get("scaleDown") or {}
+            check(down.get("stabilizationWindowSeconds") == hv["scaleDownStabilizationSeconds"] and
+                  down.get("policies") == [{"type": "Pods", "value": hv["scaleDownPodsPerPeriod"],
+                                            "periodSeconds": hv["scaleDownPeriodSeconds"]}],
+                  f"{where}: HPA scale-down behavior {down}")
     else:
         check(not hpas, f"{where}: HPA rendered though disabled")
 
@@ -1123,6 +1182,44 @@ def check_checksum_moves(helm):
     check(ann(["replicaCount=2"]) == base, "checksum/config changed although the config did not")
 
 
+def check_lag_alert_renders(helm, chart_values):
+    """The PrometheusRule rendered for topic layouts other than the default: a retry prefix that
+    does not contain ".retry.", one that does not start with the main topic, and a main topic that
+    itself contains ".retry." (a pattern on ladder names would drop the main topic)."""
+    for main, prefix in (("orders", "orders-retry-"), ("jobs", "retry_jobs."), ("billing.retry.v2", ""),
+                         ("payments", "payments.retry.")):
+        sets = ["prometheusRule.enabled=true", f"config.topics.main={main}",
+                f"config.topics.retry_prefix={prefix}", "config.retry.delays={5s,1m,10m}"]
+        where = f"PrometheusRule with {sets[1:3]}"
+        rc, out, err = helm_template(helm, [], sets)
+        if not check(rc == 0, f"{where}: render failed: {err}"):
+            continue
+        docs = [d for d in yaml.safe_load_all(out) if d]
+        values = deep_merge(chart_values, {"prometheusRule": {"enabled": True},
+                                           "config": {"topics": {"main": main, "retry_prefix": prefix},
+                                                      "retry": {"delays": ["5s", "1m", "10m"]}}})
+        # the worker's own config names the same topics the alert is checked against
+        cm = one(docs, "ConfigMap", f"{RELEASE}-kjobs", where)
+        cfg = libconfig_parse(cm["data"]["kjobs.cfg"]) if cm else None
+        check(cfg is not None and cfg["topics"]["main"] == main and cfg["topics"]["retry_prefix"] == prefix,
+              f"{where}: kjobs.cfg does not carry the topic names")
+        rules = [r for pr in by_kind(docs, "PrometheusRule") for g in pr["spec"]["groups"] for r in g["rules"]]
+        check(any(r["alert"] == "KjobsLagGrowing" for r in rules), f"{where}: no KjobsLagGrowing rule")
+        check_prometheus_rule(where, docs, values, f"{RELEASE}-kjobs")
+
+
+def check_service_off(helm):
+    """service.enabled=false on its own renders: no Service, and nothing that needs one (the
+    `helm test` pod asks the Service). With a ServiceMonitor or PrometheusRule it is refused
+    (invalid/monitoring-without-service.yaml)."""
+    rc, out, err = helm_template(helm, [], ["service.enabled=false"])
+    if check(rc == 0, f"service.enabled=false: render failed: {err}"):
+        kinds = [d["kind"] for d in yaml.safe_load_all(out) if d]
+        check("Deployment" in kinds, "service.enabled=false: no Deployment rendered")
+        for k in ("Service", "ServiceMonitor", "Pod"):
+            check(k not in kinds, f"service.enabled=false: a {k} was rendered")
+
+
 def check_invalid(helm):
     files = sorted(f for f in os.listdir(INVALID_DIR) if f.endswith(".yaml"))
     check(files, "no invalid value sets found")
@@ -1151,15 +1248,24 @@ def check_notes(helm):
         with open(os.path.join(chart, "templates", "notes-test.yaml"), "w") as f:
             f.write('apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n'
                     '  notes: {{ include "kjobs.notesTest" . | toJson }}\n')
-        for sets, needles in (([], ["sit idle", "kubectl", "kjobs lag"]),
-                              (["allowIdleReplicas=true", "replicaCount=10"], ["WARNING: allowIdleReplicas"]),
-                              (["autoscaling.keda.enabled=true"], ["KEDA scales"])):
+        # (sets, lines NOTES must have, lines it must not have)
+        helm_test_note, rule_note = "`helm test` has no pod to run", 'service="t-kjobs",\nas a ServiceMonitor'
+        for sets, needles, absent in (
+                ([], ["sit idle", "kubectl", "kjobs lag"], [helm_test_note, rule_note]),
+                (["allowIdleReplicas=true", "replicaCount=10"], ["WARNING: allowIdleReplicas"], []),
+                (["autoscaling.keda.enabled=true"], ["KEDA scales"], []),
+                (["service.enabled=false"], [helm_test_note], []),
+                (["service.enabled=false", "helmTest.enabled=false"], [], [helm_test_note]),
+                (["prometheusRule.enabled=true"], [rule_note], []),
+                (["prometheusRule.enabled=true", "serviceMonitor.enabled=true"], [], [rule_note])):
             rc, out, err = helm_template(helm, [], sets, chart=chart)
             if not check(rc == 0, f"NOTES render {sets} failed: {err}"):
                 continue
             doc = next(d for d in yaml.safe_load_all(out) if d and d["metadata"]["name"] == "notes")
             for n in needles:
                 check(n in doc["data"]["notes"], f"NOTES.txt with {sets} lacks {n!r}")
+            for n in absent:
+                check(n not in doc["data"]["notes"], f"NOTES.txt with {sets} has {n!r}")
 
 
 def leaf_paths(tree, prefix=""):
@@ -1246,6 +1352,8 @@ def cmd_render(args):
     check_checksum_moves(args.helm)
     check_bootstrap_ports(args.helm)
     check_fullname_docs(args.helm)
+    check_lag_alert_renders(args.helm, chart_values)
+    check_service_off(args.helm)
     check_invalid(args.helm)
     check_notes(args.helm)
     check_docs(chart_values)

@@ -653,6 +653,16 @@ user fixes the whole values file in one round (Bitnami's pattern).
 {{- $msgs = append $msgs "config.handlers.exec_types is set but no exec handler is configured (config.handlers.exec or execHandler)." }}
 {{- end }}
 
+{{- /* Monitoring through the chart's Service: without it there is nothing to scrape or match. */}}
+{{- if not $v.service.enabled }}
+{{- if $v.serviceMonitor.enabled }}
+{{- $msgs = append $msgs "serviceMonitor.enabled needs service.enabled: the ServiceMonitor scrapes the workers through the chart's Service and would select nothing. Enable the Service, or scrape the pods another way (e.g. a PodMonitor) and set serviceMonitor.enabled=false." }}
+{{- end }}
+{{- if $v.prometheusRule.enabled }}
+{{- $msgs = append $msgs "prometheusRule.enabled needs service.enabled: its alerts select this release's series by the service label of the chart's Service (as a ServiceMonitor scrapes it); without the Service no alert sees a series and KjobsAbsent fires for good. Enable the Service, or write your own rules from docs/operations.md and set prometheusRule.enabled=false." }}
+{{- end }}
+{{- end }}
+
 {{- /* Static membership needs stable identities; a Deployment's pods share one config. */}}
 {{- if $c.kafka.group_instance_id }}
 {{- $msgs = append $msgs "config.kafka.group_instance_id is set: every pod of this Deployment would claim the same static member id and fence the others. Leave it empty (static membership needs stable pod names, i.e. a StatefulSet)." }}
