@@ -17,6 +17,8 @@ _kjobs() {
     case $prev in
         -c | --bootstrap-file)
             COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        --group-protocols)
+            COMPREPLY=($(compgen -W "classic classic,consumer" -- "$cur")); return ;;
         --encoding)
             COMPREPLY=($(compgen -W "binary single-object" -- "$cur")); return ;;
         --class)
@@ -57,7 +59,7 @@ _kjobs() {
             esac ;;
         lag) opts="$conn -G --topic --json --timeout" ;;
         topics) opts="$conn --create" ;;
-        broker) opts="-c --brokers --partitions --bootstrap-file" ;;
+        broker) opts="-c --brokers --partitions --bootstrap-file --group-protocols" ;;
         schema) opts="--fingerprint --json" ;;
         version | help) opts="" ;;
         *) return ;;

@@ -705,6 +705,43 @@ def test_kip848_consumer_protocol_join_and_leave():
         assert {j["id"] for j in jobs} <= set(counts)
 
 
+def test_rolling_upgrade_from_classic_to_kip848():
+    """A rolling upgrade from a classic-protocol deployment (an older kjobs, or
+    kafka.group_protocol=classic) to the default: KIP-848 members join the classic members' group
+    under load (Kafka 4 converts the group: group.consumer.migration.policy), then the classic
+    member leaves. One owner per partition at a time, clean exits, every job runs. Real Kafka
+    only: librdkafka's mock does not mix protocols in one group."""
+    if not harness.REAL_KAFKA:
+        raise harness.Skip("the embedded broker does not mix group protocols")
+    version = run(kjobs_cmd("version")).stdout.split("librdkafka")[-1].split()[0]
+    if tuple(int(x) for x in version.split(".")[:2]) < (2, 12):
+        raise harness.Skip(f"librdkafka {version} has no KIP-848 (needs >= 2.12)")
+    with Scene(partitions=8) as s:
+        old = s.worker("old", env={"KJOBS_KAFKA_GROUP_PROTOCOL": "classic"})
+        old.wait_assigned()
+        feeder = Feeder(s, keys=200, chunk=1000, backlog=3000, payload=None)
+        feeder.start()
+        try:
+            s.wait_records(s.records.distinct() + 1000, 120, procs=[old])
+            new = s.worker("new")
+            ws = [old, new]
+            new.wait_assigned(timeout=90)
+            assert new.logs("worker started")[0]["group_protocol"] == "consumer", new.tail()
+            s.wait_records(s.records.distinct() + 1000, 120, procs=ws)
+            assert old.stop() == 0, old.tail()
+            s.wait_records(s.records.distinct() + 1000, 120, procs=[new])
+        finally:
+            jobs = feeder.stop()
+        s.wait_all_ids([j["id"] for j in jobs], 180, procs=[new])
+        assert sorted(new.assigned_main()) == list(range(8)), new.assigned_main()
+        assert new.stop() == 0, new.tail()
+        counts = runs_per_id(s.records.read())
+        overlaps, _ = ownership_overlaps(ws)
+        print(f"   {len(jobs)} jobs, {sum(c - 1 for c in counts.values())} re-runs", flush=True)
+        assert not overlaps, overlaps[:5]
+        assert {j["id"] for j in jobs} <= set(counts)
+
+
 def test_fenced_static_member_stops_with_a_clear_error():
     """Two processes given the same kafka.group_instance_id (a copy-pasted pod name): the
     broker fences the first. It must stop at once with exit 1 and say why, not poll on
@@ -876,6 +913,7 @@ if __name__ == "__main__":
                   test_rolling_restart_sigterm_while_a_worker_joins,
                   test_group_protocol_auto_uses_what_the_broker_offers,
                   test_kip848_consumer_protocol_join_and_leave,
+                  test_rolling_upgrade_from_classic_to_kip848,
                   test_fenced_static_member_stops_with_a_clear_error,
                   test_kill_9_then_restart_reruns_only_uncommitted,
                   test_sigterm_mid_batch_finishes_commits_and_nothing_reruns,
