@@ -1811,8 +1811,8 @@ static void render_value(const kj_setting *row, const kj_value *v, bool hide, ch
     char d[48];
     buf[0] = '\0';
     switch (row->type) {
-    case KT_STRING:
-        render_string(v->s, buf, size);
+    case KT_STRING: /* a secret string (a password) shows whether it is set, never its text */
+        render_string(hide && v->s && *v->s ? "<hidden>" : v->s, buf, size);
         break;
     case KT_INT:
         render_append(buf, size, "%lld", (long long)v->i);

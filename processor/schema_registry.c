@@ -75,7 +75,9 @@ kj_sr_answer kj_sr_parse_answer(long status, const char *body, size_t len, int t
         return KJ_SR_ANSWER_NOT_AVRO;
     }
     json_error_t jerr;
-    json_t *j = body && !truncated ? json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr) : NULL;
+    json_t *j = body && !truncated
+                    ? json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr)
+                    : NULL;
     kj_sr_answer verdict = KJ_SR_ANSWER_ERROR;
     if (status == 200) {
         json_t *schema = json_object_get(j, "schema");
