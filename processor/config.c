@@ -232,6 +232,7 @@ static int check_listen(const char *v, char *why, size_t size);
 static int check_log_level(const char *v, char *why, size_t size);
 static int check_group_protocol(const char *v, char *why, size_t size);
 static int check_exec_type(const char *v, char *why, size_t size);
+static int check_registry_url(const char *v, char *why, size_t size);
 
 #define F(field)     offsetof(kj_config, field)
 #define ROW(g, n, e) .group = g, .name = n, .key = g "." n, .env = e
@@ -281,6 +282,53 @@ static const kj_setting kj_settings[] = {
             "kjobs sets them itself: bootstrap.servers, metadata.broker.list, group.id, "
             "client.id, group.instance.id, enable.auto.commit, enable.auto.offset.store. From "
             "the environment: a JSON array of strings."},
+    {ROW("kafka", "schema_registry_url", "KJOBS_KAFKA_SCHEMA_REGISTRY_URL"), .type = KT_STRING,
+     .off = F(sr_url), .def = "", .check = check_registry_url,
+     .expect = "\"\" or \"http(s)://host[:port][/path]\", comma-separated",
+     .doc = "Confluent Schema Registry API root(s), e.g. \"http://registry:8081\" (Apicurio "
+            "Registry: \"http://host:8080/apis/ccompat/v7\"). Several, comma-separated, are "
+            "tried in turn. When set, values in Confluent framing (magic byte 0, 4-byte schema "
+            "id) are decoded with the writer schema GET /schemas/ids/{id} returns, if it "
+            "resolves to kjobs.Job (docs/producers.md, \"Schema Registry\"). \"\": such values "
+            "are dead-lettered. No credentials in the URL: use the settings below."},
+    {ROW("kafka", "schema_registry_user", "KJOBS_KAFKA_SCHEMA_REGISTRY_USER"), .type = KT_STRING,
+     .off = F(sr_user), .def = "",
+     .doc = "HTTP basic auth user for the Schema Registry; \"\" sends no credentials."},
+    {ROW("kafka", "schema_registry_password", "KJOBS_KAFKA_SCHEMA_REGISTRY_PASSWORD"),
+     .type = KT_STRING, .off = F(sr_password), .def = "", .flags = KF_SECRET,
+     .doc = "HTTP basic auth password for the Schema Registry (with "
+            "kafka.schema_registry_user). Never logged or printed; set it from a secret with "
+            "KJOBS_KAFKA_SCHEMA_REGISTRY_PASSWORD."},
+    {ROW("kafka", "schema_registry_ca_file", "KJOBS_KAFKA_SCHEMA_REGISTRY_CA_FILE"),
+     .type = KT_STRING, .off = F(sr_ca_file), .def = "",
+     .doc = "PEM file of the CA certificates that verify an https registry; \"\": the system's "
+            "CA store. The server certificate and host name are always verified."},
+    {ROW("kafka", "schema_registry_cert_file", "KJOBS_KAFKA_SCHEMA_REGISTRY_CERT_FILE"),
+     .type = KT_STRING, .off = F(sr_cert_file), .def = "",
+     .doc = "PEM client certificate for mutual TLS with the registry; \"\" for none."},
+    {ROW("kafka", "schema_registry_key_file", "KJOBS_KAFKA_SCHEMA_REGISTRY_KEY_FILE"),
+     .type = KT_STRING, .off = F(sr_key_file), .def = "",
+     .doc = "PEM private key of kafka.schema_registry_cert_file; \"\": the key is in the "
+            "certificate file."},
+    {ROW("kafka", "schema_registry_key_password", "KJOBS_KAFKA_SCHEMA_REGISTRY_KEY_PASSWORD"),
+     .type = KT_STRING, .off = F(sr_key_password), .def = "", .flags = KF_SECRET,
+     .doc = "Passphrase of an encrypted kafka.schema_registry_key_file. Never logged or "
+            "printed."},
+    {ROW("kafka", "schema_registry_timeout", "KJOBS_KAFKA_SCHEMA_REGISTRY_TIMEOUT"),
+     .type = KT_DURATION, .off = F(sr_timeout_ms), .def = "5s", .min = 100, .max = 300000,
+     .doc = "Longest one registry request may take (connect included). A registry that cannot "
+            "be reached never dead-letters a job: the batch waits and retries with backoff "
+            "(0.25 s doubling to 10 s), its partition does not advance, and "
+            "kjobs_schema_registry_waiting_batches says so."},
+    {ROW("kafka", "schema_registry_cache_size", "KJOBS_KAFKA_SCHEMA_REGISTRY_CACHE_SIZE"),
+     .type = KT_INT, .off = F(sr_cache_size), .def = "1000", .min = 1, .max = 1000000,
+     .doc = "Most schema ids whose answer is kept. Schemas (and \"incompatible\" verdicts) are "
+            "kept for good, since registry ids are immutable; when full, \"unknown id\" answers "
+            "are dropped first, then the oldest."},
+    {ROW("kafka", "schema_registry_unknown_ttl", "KJOBS_KAFKA_SCHEMA_REGISTRY_UNKNOWN_TTL"),
+     .type = KT_DURATION, .off = F(sr_unknown_ttl_ms), .def = "1m", .min = 0, .max = DAY_MS,
+     .doc = "How long a \"schema id not found\" answer (error code 40403) is remembered: jobs "
+            "naming that id meanwhile go to the DLQ without asking again."},
     /* topics */
     {ROW("topics", "main", "KJOBS_TOPICS_MAIN"), .type = KT_STRING, .off = F(main_topic),
      .def = "jobs", .flags = KF_NONEMPTY, .check = check_topic, .expect = "a Kafka topic name",
@@ -511,6 +559,41 @@ static int check_exec_type(const char *v, char *why, size_t size) {
     if (*v) return 0;
     snprintf(why, size, "expected a job type, got \"\"");
     return -1;
+}
+
+/* Comma-separated http:// or https:// URLs with a host; no credentials (they would be logged
+ * and printed with the URL): kafka.schema_registry_user/_password hold those. */
+static int check_registry_url(const char *v, char *why, size_t size) {
+    char q[96];
+    if (!*v) return 0;
+    const char *p = v;
+    while (1) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        size_t scheme = strncmp(p, "http://", 7) == 0 ? 7 : strncmp(p, "https://", 8) == 0 ? 8 : 0;
+        size_t host_end = scheme;
+        while (host_end < len && p[host_end] != '/')
+            host_end++;
+        bool bad = scheme == 0 || host_end == scheme;
+        for (size_t i = 0; i < len && !bad; i++)
+            if (isspace((unsigned char)p[i]) || iscntrl((unsigned char)p[i])) bad = true;
+        if (!bad && memchr(p, '@', host_end)) {
+            snprintf(why, size,
+                     "credentials in a Schema Registry URL are not accepted (URLs are logged): "
+                     "use kafka.schema_registry_user and kafka.schema_registry_password");
+            return -1;
+        }
+        if (bad) {
+            quote_for_error(v, q, sizeof(q));
+            snprintf(why, size,
+                     "expected \"\" or http:// or https:// URLs with a host, comma-separated (no "
+                     "spaces, no empty entries), got %s",
+                     q);
+            return -1;
+        }
+        if (!end) return 0;
+        p = end + 1;
+    }
 }
 
 static int check_log_level(const char *v, char *why, size_t size) {
@@ -1528,6 +1611,19 @@ int kj_config_validate(const kj_config *cfg, char *errstr, size_t errstr_size) {
                    (long long)cfg->dlq_retention_ms, (long long)cfg->topic_retention_ms);
         return -1;
     }
+    if (cfg->sr_key_file[0] && !cfg->sr_cert_file[0]) {
+        cross_fail(cfg, "kafka.schema_registry_key_file", "kafka.schema_registry_cert_file", errstr,
+                   errstr_size,
+                   "kafka.schema_registry_key_file is set but kafka.schema_registry_cert_file is "
+                   "empty");
+        return -1;
+    }
+    if (cfg->sr_password[0] && !cfg->sr_user[0]) {
+        cross_fail(cfg, "kafka.schema_registry_password", "kafka.schema_registry_user", errstr,
+                   errstr_size,
+                   "kafka.schema_registry_password is set but kafka.schema_registry_user is empty");
+        return -1;
+    }
     if (cfg->handlers_exec_type_count > 0 && cfg->handlers_exec_count == 0) {
         cross_fail(cfg, "handlers.exec_types", "handlers.exec", errstr, errstr_size,
                    "handlers.exec_types is set but handlers.exec is empty");
@@ -1736,8 +1832,8 @@ static void render_value(const kj_setting *row, const kj_value *v, bool hide, ch
     char d[48];
     buf[0] = '\0';
     switch (row->type) {
-    case KT_STRING:
-        render_string(v->s, buf, size);
+    case KT_STRING: /* a secret string (a password) shows whether it is set, never its text */
+        render_string(hide && v->s && *v->s ? "<hidden>" : v->s, buf, size);
         break;
     case KT_INT:
         render_append(buf, size, "%lld", (long long)v->i);

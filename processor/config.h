@@ -63,6 +63,11 @@ typedef struct kj_config {
     char *http_listen;
     int64_t shutdown_grace_ms;
     char *log_level;
+    /* Confluent Schema Registry (processor/schema_registry.h); sr_url "" = none */
+    char *sr_url, *sr_user, *sr_password, *sr_ca_file, *sr_cert_file, *sr_key_file,
+        *sr_key_password;
+    int64_t sr_timeout_ms, sr_unknown_ttl_ms;
+    int sr_cache_size;
 
     /* ---- internal bookkeeping; read it through the functions below ---- */
     bool retry_prefix_auto, dlq_topic_auto; /* "" was configured: derived from main_topic */

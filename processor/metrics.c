@@ -629,7 +629,7 @@ static struct {
     kj_registry *reg;
     kj_metric_family *jobs, *duration, *batch, *lag, *commits, *rebalances, *in_flight, *resets,
         *retry, *dlq, *route_errors, *decode_errors, *exec_stray, *breaker, *ready, *build_info,
-        *truncated, *invalid_headers, *hops, *trace_invalid;
+        *truncated, *invalid_headers, *hops, *trace_invalid, *sr_requests, *sr_waiting;
     kj_metric_handle *commit_ok, *commit_error;
     pthread_mutex_t version_mu;
     char version[KJ_METRICS_MAX_LABEL_LEN + 1];
@@ -694,6 +694,11 @@ static const struct kj_metric_def {
      NULL, 0},
     {&g_kj.decode_errors, "kjobs_decode_errors_total", KJ_METRIC_COUNTER,
      "Messages that could not be decoded as a kjobs.Job.", 0, {0}, NULL, 0},
+    {&g_kj.sr_requests, "kjobs_schema_registry_requests_total", KJ_METRIC_COUNTER,
+     "Schema Registry GET /schemas/ids/{id} requests by result (found, unknown, incompatible, "
+     "error).", 1, {"result"}, NULL, 0},
+    {&g_kj.sr_waiting, "kjobs_schema_registry_waiting_batches", KJ_METRIC_GAUGE,
+     "Batches held because the Schema Registry could not be asked.", 0, {0}, NULL, 0},
     {&g_kj.exec_stray, "kjobs_exec_stray_replies_total", KJ_METRIC_COUNTER,
      "Reply lines from exec handler children discarded as answering no pending batch.", 0, {0},
      NULL, 0},
@@ -845,6 +850,16 @@ void kj_metrics_retry_hop(void) {
 void kj_metrics_decode_error(void) {
     kj_metrics_ensure();
     kj_counter_inc(kj_family_default(g_kj.decode_errors));
+}
+
+void kj_metrics_schema_registry_request(const char *result) {
+    kj_metrics_ensure();
+    kj_counter_inc(kj_family_series(g_kj.sr_requests, (const char *[]){result}));
+}
+
+void kj_metrics_schema_registry_waiting_add(int delta) {
+    kj_metrics_ensure();
+    kj_gauge_add(kj_family_default(g_kj.sr_waiting), (double)delta);
 }
 
 void kj_metrics_exec_stray_reply(void) {

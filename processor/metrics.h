@@ -72,6 +72,12 @@
  *       longer than the step's): re-routed down the ladder instead of run.
  *   kjobs_decode_errors_total  counter
  *       Messages that could not be decoded as a kjobs.Job.
+ *   kjobs_schema_registry_requests_total{result}  counter
+ *       GET /schemas/ids/{id} requests to the Schema Registry by result: found (resolves to
+ *       kjobs.Job), unknown (40403), incompatible (not Avro, or not a kjobs.Job schema), error
+ *       (unreachable, timeout, TLS, auth, 5xx, unexpected answer: retried, never dead-lettered).
+ *   kjobs_schema_registry_waiting_batches  gauge
+ *       Batches held because the registry could not be asked (their partitions do not advance).
  *   kjobs_exec_stray_replies_total  counter
  *       Lines an exec handler child wrote to stdout that answer no pending batch (a repeated
  *       or late reply, a batch_id never sent, output between batches): discarded with a warning.
@@ -243,6 +249,10 @@ void kj_metrics_invalid_header(const char *header);
 void kj_metrics_trace_context_invalid(const char *field);
 void kj_metrics_retry_hop(void);
 void kj_metrics_circuit_breaker_set(bool open);
+/** result: "found", "unknown", "incompatible" or "error" (one GET /schemas/ids/{id}). */
+void kj_metrics_schema_registry_request(const char *result);
+/** +1 when a batch starts waiting for the Schema Registry, -1 when it stops. */
+void kj_metrics_schema_registry_waiting_add(int delta);
 void kj_metrics_ready_set(bool ready);
 
 /* Consumer lag: either set/remove per partition, or install a collector — not both. */

@@ -23,6 +23,7 @@
 #include "processor/log.h"
 #include "processor/metrics.h"
 #include "processor/router.h"
+#include "processor/schema_registry.h"
 #include "processor/topic_layout.h"
 
 #define KJ_TICK_MS              20
@@ -32,6 +33,9 @@
 #define KJ_REVOKE_ROUTE_WAIT_MS 2000 /* unacked copies only hold their offsets back */
 #define KJ_CLOSE_WAIT_MS        5000
 #define KJ_REBALANCE_COMMIT_MS  2000
+#define KJ_SR_BACKOFF_MIN_MS    250   /* Schema Registry unavailable: first wait */
+#define KJ_SR_BACKOFF_MAX_MS    10000 /* ... doubling up to this */
+#define KJ_SR_LOG_EVERY_MS      30000 /* a waiting batch says so again this often */
 
 /* One assigned topic-partition. Fields marked (poll) are touched by the poll thread only;
  * `lock` guards the tracker, which workers and the poll thread both complete into. */
@@ -48,6 +52,7 @@ typedef struct kj_part {
     bool paused;              /* (poll) we paused it */
     bool paused_for_delay;    /* (poll) ... because the ladder head is not due */
     atomic_bool needs_rewind; /* batches were skipped while the breaker was open */
+    atomic_bool revoking;     /* being revoked: a batch waiting for the registry gives up */
     bool start_unknown;       /* (poll) assigned without knowing the committed offset */
     bool consumed;            /* (poll) at least one record arrived since assignment */
     int64_t start;            /* (poll) the offset it was assigned at (may be logical) */
@@ -69,6 +74,7 @@ struct kj_worker {
     rd_kafka_t *consumer;
     kj_router *router;
     kj_engine *engine;
+    kj_sr_client *registry; /* NULL without kafka.schema_registry_url */
     kj_topic_slot *topics;
     size_t topic_count;
     kj_part *parts;
@@ -175,7 +181,10 @@ static kj_part *part_add(kj_worker *w, const char *topic, int32_t partition) {
             slot->parts[i] = NULL;
         slot->nparts = n;
     }
-    if (slot->parts[partition]) return slot->parts[partition];
+    if (slot->parts[partition]) {
+        atomic_store(&slot->parts[partition]->revoking, false);
+        return slot->parts[partition];
+    }
     kj_part *p = calloc(1, sizeof(*p));
     p->w = w;
     p->topic = slot->spec.name;
@@ -463,6 +472,10 @@ static void revoke_partitions(kj_worker *w, rd_kafka_t *rk, rd_kafka_topic_parti
     /* 1. wait for in-flight batches of these partitions; drop what never started */
     for (int i = 0; i < parts->cnt && !w->shutdown_timed_out; i++) {
         kj_part *p = part_lookup(w, NULL, parts->elems[i].topic, parts->elems[i].partition);
+        if (p) atomic_store(&p->revoking, true);
+    }
+    for (int i = 0; i < parts->cnt && !w->shutdown_timed_out; i++) {
+        kj_part *p = part_lookup(w, NULL, parts->elems[i].topic, parts->elems[i].partition);
         if (p && p->lane) {
             kj_engine_lane_remove(p->lane, discard_message, NULL);
             p->lane = NULL;
@@ -582,6 +595,76 @@ static void record_breaker(kj_worker *w, const batch_slot *slots, size_t count) 
     pthread_mutex_unlock(&w->breaker_lock);
 }
 
+/* Schema Registry: a batch whose framed job cannot be decoded because the registry cannot be
+ * asked now waits here (backoff KJ_SR_BACKOFF_MIN_MS doubling to _MAX_MS), on its worker
+ * thread: the partition's lane stays busy, so nothing after the job runs and its offset stays
+ * uncompleted (the commit rule holds it). Other partitions keep running on the other threads;
+ * back-pressure pauses this one once batch.max_pending jobs wait. The wait gives up — and the
+ * whole batch is skipped like a breaker skip (not run, not committed, rewound or re-fetched
+ * by the next owner) — when the worker drains, the partition is revoked, the breaker opens or
+ * the stall guard holds. It never dead-letters: the registry's outage says nothing about the
+ * job. @locality worker thread */
+static int registry_wait_cancelled(void *opaque) {
+    kj_part *p = opaque;
+    return atomic_load(&p->w->draining) || atomic_load(&p->revoking) ||
+           atomic_load(&p->w->breaker_open) || atomic_load(&p->w->stall_hold);
+}
+
+static int registry_never(void *opaque) {
+    (void)opaque;
+    return 1; /* cache only: never wait or ask */
+}
+
+/* Sleep up to ms in small steps; true when cancelled. @locality worker thread */
+static bool registry_sleep(kj_part *p, int64_t ms) {
+    for (int64_t slept = 0; slept < ms; slept += 50) {
+        if (registry_wait_cancelled(p)) return true;
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    return registry_wait_cancelled(p);
+}
+
+/* Decode one job, waiting out a registry outage (see above). 0 decoded, -1 not a job (err),
+ * KJ_SR_UNAVAILABLE: gave up waiting (cancelled). @locality worker thread */
+static int decode_job(kj_worker *w, kj_part *part, rd_kafka_message_t *msg, kj_job_record *rec,
+                      char *err, size_t err_size) {
+    int rc = kj_sr_decode(w->registry, msg->payload, msg->len, rec, NULL, registry_wait_cancelled,
+                          part, err, err_size);
+    if (rc != KJ_SR_UNAVAILABLE) return rc;
+    int64_t backoff = KJ_SR_BACKOFF_MIN_MS, started = kj_now_ms(), logged = 0;
+    kj_metrics_schema_registry_waiting_add(1);
+    while (rc == KJ_SR_UNAVAILABLE && !registry_wait_cancelled(part)) {
+        int64_t now = kj_now_ms();
+        if (logged == 0 || now - logged >= KJ_SR_LOG_EVERY_MS) {
+            kj_log(KJ_LOG_WARN, "waiting for the schema registry: batch held",
+                   "{s:s,s:i,s:I,s:I,s:s}", "topic", part->topic, "partition", part->partition,
+                   "offset", (json_int_t)msg->offset, "waited_ms", (json_int_t)(now - started),
+                   "error", err);
+            logged = now;
+        }
+        if (registry_sleep(part, backoff)) break;
+        backoff = backoff * 2 > KJ_SR_BACKOFF_MAX_MS ? KJ_SR_BACKOFF_MAX_MS : backoff * 2;
+        rc = kj_sr_decode(w->registry, msg->payload, msg->len, rec, NULL, registry_wait_cancelled,
+                          part, err, err_size);
+    }
+    kj_metrics_schema_registry_waiting_add(-1);
+    if (rc != KJ_SR_UNAVAILABLE)
+        kj_log(KJ_LOG_INFO, "schema registry answered: batch released", "{s:s,s:i,s:I,s:I}",
+               "topic", part->topic, "partition", part->partition, "offset",
+               (json_int_t)msg->offset, "waited_ms", (json_int_t)(kj_now_ms() - started));
+    return rc;
+}
+
+/* Give a batch back unrun: offsets stay uncompleted, the partition is rewound before it
+ * resumes (breaker, stall) or re-fetched by its next owner. @locality worker thread */
+static void skip_batch(kj_worker *w, kj_part *part, void **items, size_t count) {
+    atomic_store(&part->needs_rewind, true);
+    for (size_t i = 0; i < count; i++)
+        rd_kafka_message_destroy(items[i]);
+    atomic_fetch_add(&w->jobs_skipped, (long long)count);
+}
+
 static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t count, void *opaque) {
     (void)lane;
     kj_part *part = lane_opaque;
@@ -594,10 +677,7 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
         /* Breaker open, or the process was frozen past its session (the partition may be
          * someone else's now): do not run these jobs. Their offsets stay uncompleted, so
          * nothing commits past them; the poll thread rewinds the partition before resuming. */
-        atomic_store(&part->needs_rewind, true);
-        for (size_t i = 0; i < count; i++)
-            rd_kafka_message_destroy(items[i]);
-        atomic_fetch_add(&w->jobs_skipped, (long long)count);
+        skip_batch(w, part, items, count);
         return;
     }
     batch_scratch *scratch = scratch_for(count);
@@ -619,13 +699,21 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
         s->decoded = false;
         char err[256];
         if (s->result.outcome == KJ_OUTCOME_INVALID_HEADER) { /* not run; named if decodable */
-            s->decoded = msg->payload && kj_job_decode(msg->payload, msg->len, &s->job.record, NULL,
-                                                       err, sizeof(err)) == 0;
+            s->decoded =
+                msg->payload && kj_sr_decode(w->registry, msg->payload, msg->len, &s->job.record,
+                                             NULL, registry_never, NULL, err, sizeof(err)) == 0;
             continue;
         }
         if (s->hop) continue; /* not run */
-        s->decoded = msg->payload && kj_job_decode(msg->payload, msg->len, &s->job.record, NULL,
-                                                   err, sizeof(err)) == 0;
+        int rc = msg->payload ? decode_job(w, part, msg, &s->job.record, err, sizeof(err)) : -1;
+        if (rc == KJ_SR_UNAVAILABLE) { /* gave up waiting for the registry: run nothing */
+            for (size_t k = 0; k < i; k++)
+                if (slots[k].decoded) kj_job_record_free(&slots[k].job.record);
+            kj_metrics_in_flight_add(-(int64_t)count);
+            skip_batch(w, part, items, count);
+            return;
+        }
+        s->decoded = rc == 0;
         if (!s->decoded) {
             kj_result_set(&s->result, KJ_OUTCOME_DECODE, "cannot decode job: %s",
                           msg->payload ? err : "empty value");
@@ -1545,6 +1633,7 @@ kj_worker *kj_worker_new(const kj_config *cfg, kj_handler_registry *handlers, ch
     free(specs); /* names now owned by the slots */
 
     if (kj_codec_init(errstr, errstr_size) != 0) goto fail;
+    if (cfg->sr_url[0] && !(w->registry = kj_sr_client_new(cfg, errstr, errstr_size))) goto fail;
 
     if (kj_kafka_group_protocol(cfg, &w->protocol, errstr, errstr_size) != 0) goto fail;
     if (consumer_new(w, errstr, errstr_size) != 0) goto fail;
@@ -1590,6 +1679,7 @@ void kj_worker_free(kj_worker *w) {
         free(w->topics[i].parts);
     }
     free(w->topics);
+    kj_sr_client_free(w->registry);
     kj_breaker_free(&w->breaker);
     pthread_mutex_destroy(&w->breaker_lock);
     free(w);

@@ -204,5 +204,6 @@ int kj_encoding_parse(const char *name, kj_encoding *out) {
 }
 
 const char *kj_encoding_name(kj_encoding enc) {
+    if (enc == KJ_ENCODING_CONFLUENT) return "confluent";
     return enc == KJ_ENCODING_SINGLE_OBJECT ? "single-object" : "binary";
 }

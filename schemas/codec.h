@@ -10,11 +10,12 @@
  *    current schema: writer fields the reader lacks are skipped, reader fields the writer
  *    lacks take the reader's default.
  *
- * Not supported (yet), but recognised so the error says what it is: Confluent Schema Registry
- * framing (magic byte 00, 4-byte big-endian schema id, Avro body). A value is reported as
- * "Confluent Schema Registry framing, schema id N: not supported ..." when it is not a plain
- * job but its bytes after the 5-byte header decode as one. The plain reading always comes
- * first, because a plain job whose id is "" also starts with 00.
+ *  - Confluent Schema Registry framing: magic byte 00, the 4-byte big-endian schema id, then
+ *    the Avro body written with the schema that id names in a registry. The codec does not talk
+ *    to a registry: kj_job_decode_ex recognises the framing and hands back the id; the caller
+ *    (processor/schema_registry.h) fetches that writer schema, resolves it with
+ *    kj_writer_resolve and decodes with kj_job_decode_confluent. The plain reading always comes
+ *    first, because a plain job whose id is "" also starts with 00.
  *
  * Design:
  *  - Untrusted bytes are only ever read by our own bounded reader (schemas/decode.c), never
@@ -65,7 +66,13 @@ typedef struct kj_job_record {
     void *storage_; /* decoder's single allocation; NULL for caller-built records */
 } kj_job_record;
 
-typedef enum { KJ_ENCODING_BINARY = 0, KJ_ENCODING_SINGLE_OBJECT = 1 } kj_encoding;
+/** Wire formats. KJ_ENCODING_CONFLUENT is detected by the decoder only (kj_job_encode refuses
+ *  it: writing it needs a schema id from a registry). */
+typedef enum {
+    KJ_ENCODING_BINARY = 0,
+    KJ_ENCODING_SINGLE_OBJECT = 1,
+    KJ_ENCODING_CONFLUENT = 2
+} kj_encoding;
 
 /**
  * Parse the embedded schemas, compute their canonical forms and fingerprints and build the
@@ -94,6 +101,55 @@ int kj_job_encode(const kj_job_record *job, kj_encoding enc, uint8_t **out, size
 int kj_job_decode(const void *buf, size_t len, kj_job_record *out, kj_encoding *enc_out,
                   char *errstr, size_t errstr_size);
 
+/** kj_job_decode_ex's answer for a value in Confluent Schema Registry framing. */
+#define KJ_DECODE_CONFLUENT 1
+
+/**
+ * kj_job_decode, telling Confluent Schema Registry framing apart. Returns 0 (decoded, as
+ * kj_job_decode), -1 (not a job: the reason in errstr), or KJ_DECODE_CONFLUENT: the value is
+ * not a plain job, starts with 00 and holds a full 5-byte header; `*schema_id_out` (when not
+ * NULL) is its schema id, `*enc_out` is KJ_ENCODING_CONFLUENT, `*out` is zeroed, and errstr
+ * says "Confluent Schema Registry framing, schema id N, but kafka.schema_registry_url is not
+ * set" (the reason to report when no registry is configured; when the body is not a job of
+ * the current schema either, the plain reading's error follows in parentheses).
+ */
+int kj_job_decode_ex(const void *buf, size_t len, kj_job_record *out, kj_encoding *enc_out,
+                     uint32_t *schema_id_out, char *errstr, size_t errstr_size);
+
+/**
+ * Parse a Confluent Schema Registry header: 0 with `*schema_id` when `len` >= 5 and buf[0] is
+ * the magic byte 00, else -1 (nothing read past buf[len-1]). Says nothing about the body.
+ */
+int kj_confluent_header_parse(const void *buf, size_t len, uint32_t *schema_id);
+
+/** A writer schema resolved against the current job schema (opaque, immutable once built). */
+typedef struct kj_writer kj_writer;
+
+/**
+ * Parse the Avro schema JSON `writer_json` (e.g. a Schema Registry's answer) and resolve it
+ * against schemas/job.avsc (Avro specification, "Schema Resolution", as schemas/README.md
+ * describes: a record named Job, writer fields the job lacks are skipped, job fields the writer
+ * lacks take their default, int→long and string↔bytes promotions). Returns a new writer (free
+ * with kj_writer_free; read-only, so any number of threads may decode with it), or NULL with
+ * the reason ("not a record of the same name", "field \"x\": writer type ... cannot be read",
+ * a JSON or schema syntax error, ...).
+ */
+kj_writer *kj_writer_resolve(const char *writer_json, char *errstr, size_t errstr_size);
+
+/** Free a writer from kj_writer_resolve. NULL is ok. */
+void kj_writer_free(kj_writer *w);
+
+/** CRC-64-AVRO fingerprint of the writer schema's Parsing Canonical Form. */
+uint64_t kj_writer_fingerprint(const kj_writer *w);
+
+/**
+ * Decode a Confluent-framed value (header included: `buf`/`len` is the whole record value) whose
+ * body was written with `w`'s schema. 0 with `*out` (free with kj_job_record_free), or -1 with
+ * the reason (byte offsets count from the value's first byte).
+ */
+int kj_job_decode_confluent(const kj_writer *w, const void *buf, size_t len, kj_job_record *out,
+                            char *errstr, size_t errstr_size);
+
 /** Free a decoded record's storage and zero the record. Frees `storage_` only. NULL is ok. */
 void kj_job_record_free(kj_job_record *job);
 
@@ -116,7 +172,8 @@ uint64_t kj_crc64_avro(const void *data, size_t len);
 /** Parse an encoding name: "binary" or "single-object". Returns 0, or -1 if unknown. */
 int kj_encoding_parse(const char *name, kj_encoding *out);
 
-/** The name kj_encoding_parse accepts for `enc` ("binary", "single-object"). */
+/** The name of `enc`: "binary", "single-object" (both accepted by kj_encoding_parse) or
+ *  "confluent". */
 const char *kj_encoding_name(kj_encoding enc);
 
 #ifdef __cplusplus

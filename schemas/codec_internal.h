@@ -111,8 +111,6 @@ typedef enum {
 
 kj_sink kj_sink_for_field(const char *name);
 
-typedef struct kj_writer kj_writer;
-
 /**
  * Resolve the writer schema `writer_tree` (ownership taken, also on error) against the
  * reader tree `reader` (the current job schema, borrowed; must outlive the writer).
@@ -121,8 +119,6 @@ kj_writer *kj_writer_build(kj_schema_tree *writer_tree, const kj_schema_tree *re
                            char *errstr, size_t errstr_size);
 /** Parse `writer_json` and resolve it against the current schema (kj_codec_init first). */
 kj_writer *kj_codec_writer_new(const char *writer_json, char *errstr, size_t errstr_size);
-void kj_writer_free(kj_writer *w);
-uint64_t kj_writer_fingerprint(const kj_writer *w);
 const char *kj_writer_canonical(const kj_writer *w);
 
 /**

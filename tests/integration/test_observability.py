@@ -462,7 +462,19 @@ def check_trace_invalid(s, c):
         extra_scenario()["trace_invalid_series"]
 
 
+def check_untouched_without_registry(name):
+    """Schema Registry metrics: this scenario configures no registry, so they must stay 0;
+    test_schema_registry.py checks that they move (waiting batches, request results)."""
+    def check(s, c):
+        assert all(total(snap, name) == 0 for snap in s.snaps), name
+    return check
+
+
 CHECKS = {
+    "kjobs_schema_registry_requests_total":
+        check_untouched_without_registry("kjobs_schema_registry_requests_total"),
+    "kjobs_schema_registry_waiting_batches":
+        check_untouched_without_registry("kjobs_schema_registry_waiting_batches"),
     "kjobs_trace_context_invalid_total": check_trace_invalid,
     "kjobs_copies_truncated_total": check_moves_from_zero("kjobs_copies_truncated_total"),
     "kjobs_exec_stray_replies_total": check_moves_from_zero("kjobs_exec_stray_replies_total"),

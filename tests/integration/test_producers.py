@@ -277,6 +277,8 @@ def test_doc_shows_the_tested_files():
                                 f"shown but missing: {sorted(set(shown) - files)}"
     run_files = {f"docs/producers/{n}" for n in FILES.values()}
     run_files.add("docs/producers/CMakeLists.txt")  # builds producer.c's binary
+    from test_schema_registry import SR_FILES  # Schema Registry producers run there
+    run_files |= {f"docs/producers/{n}" for n in SR_FILES.values()}
     assert run_files == files, f"files in docs/producers/ no test runs: {sorted(files - run_files)}"
 
 

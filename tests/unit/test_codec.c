@@ -597,9 +597,10 @@ static void test_negative_map_block_count(void **state) {
 }
 
 /*
- * Issue #10 item 9: Confluent Schema Registry framing (00, big-endian schema id, Avro body) is
- * named in the error instead of a misleading body error; the two ambiguous readings of a
- * leading 00 byte are decided as documented (a plain job always wins).
+ * Confluent Schema Registry framing (00, big-endian schema id, Avro body): kj_job_decode names
+ * it (the codec alone cannot read it: the schema is in a registry), kj_job_decode_ex hands the
+ * id back; the two ambiguous readings of a leading 00 byte are decided as documented (a plain
+ * job always wins).
  */
 static void test_confluent_framing_named(void **state) {
     (void)state;
@@ -610,27 +611,87 @@ static void test_confluent_framing_named(void **state) {
     kj_job_record r;
     char err[512] = "";
     assert_int_equal(kj_job_decode(framed, sizeof(framed), &r, NULL, err, sizeof(err)), -1);
-    if (!strstr(err, "Confluent Schema Registry framing, schema id 4242"))
-        fail_msg("error does not name the framing: %s", err);
-    assert_null(strstr(err, "map block count"));
+    assert_string_equal(err, "Confluent Schema Registry framing, schema id 4242, but "
+                             "kafka.schema_registry_url is not set");
     kj_job_record_free(&r);
+    uint32_t id = 0;
+    kj_encoding enc = KJ_ENCODING_BINARY;
+    assert_int_equal(kj_job_decode_ex(framed, sizeof(framed), &r, &enc, &id, err, sizeof(err)),
+                     KJ_DECODE_CONFLUENT);
+    assert_int_equal(id, 4242);
+    assert_int_equal(enc, KJ_ENCODING_CONFLUENT);
+    assert_null(r.storage_);
 
     /* ambiguous 1: a plain job whose id is "" starts with 00 too: decoded, not misnamed */
     static const uint8_t empty_id[] = {0x00, 0x02, 0x74, 0x00, 0x02, 0x00};
-    kj_encoding enc = KJ_ENCODING_SINGLE_OBJECT;
+    enc = KJ_ENCODING_SINGLE_OBJECT;
     assert_int_equal(kj_job_decode(empty_id, sizeof(empty_id), &r, &enc, err, sizeof(err)), 0);
     assert_string_equal(r.id, "");
     assert_string_equal(r.type, "t");
     assert_int_equal(enc, KJ_ENCODING_BINARY);
     kj_job_record_free(&r);
 
-    /* ambiguous 2: 00 + 4 bytes + something that is no job either: the plain error stays,
-     * with a hint, never the definite "framing" verdict */
+    /* ambiguous 2: 00 + 4 bytes + something that is no job of the current schema: framed (its
+     * writer schema may differ), and the plain reading's error is kept in parentheses */
     static const uint8_t neither[] = {0x00, 0x00, 0x00, 0x10, 0x92, 0xff, 0xff, 0xff};
-    assert_int_equal(kj_job_decode(neither, sizeof(neither), &r, NULL, err, sizeof(err)), -1);
-    assert_null(strstr(err, ": not supported"));
-    assert_non_null(strstr(err, "starts like Confluent Schema Registry framing, schema id 4242"));
+    assert_int_equal(kj_job_decode_ex(neither, sizeof(neither), &r, NULL, &id, err, sizeof(err)),
+                     KJ_DECODE_CONFLUENT);
+    assert_non_null(strstr(err, "schema id 4242, but kafka.schema_registry_url is not set (as "
+                                "plain Avro binary: at byte"));
+
+    /* short values are never framed: 4 bytes cannot hold the header */
+    static const uint8_t shorty[] = {0x00, 0x00, 0x00, 0x01};
+    assert_int_equal(kj_job_decode_ex(shorty, sizeof(shorty), &r, NULL, &id, err, sizeof(err)), -1);
+    assert_int_equal(kj_confluent_header_parse(shorty, sizeof(shorty), &id), -1);
+    assert_int_equal(kj_confluent_header_parse(framed, 5, &id), 0);
+    assert_int_equal(id, 4242);
+    static const uint8_t magic1[] = {0x01, 0x00, 0x00, 0x00, 0x01};
+    assert_int_equal(kj_confluent_header_parse(magic1, sizeof(magic1), &id), -1);
+    assert_int_equal(kj_confluent_header_parse(NULL, 0, &id), -1);
+}
+
+/* A registry's writer schema (a later job version with an extra field, fields reordered) is
+ * resolved against job.avsc and decodes framed bodies; one that does not resolve is refused
+ * with the reason. */
+static void test_confluent_writer_resolution(void **state) {
+    (void)state;
+    static const char *writer =
+        "{\"type\":\"record\",\"name\":\"Job\",\"namespace\":\"kjobs\",\"fields\":["
+        "{\"name\":\"id\",\"type\":\"string\"},{\"name\":\"type\",\"type\":\"string\"},"
+        "{\"name\":\"priority\",\"type\":\"int\",\"default\":0},"
+        "{\"name\":\"payload\",\"type\":\"bytes\"},"
+        "{\"name\":\"created_at\",\"type\":{\"type\":\"long\",\"logicalType\":\"timestamp-millis\"}"
+        "}]}";
+    char err[512] = "";
+    kj_writer *w = kj_writer_resolve(writer, err, sizeof(err));
+    if (!w) fail_msg("writer not resolved: %s", err);
+    /* 00 | id 7 | "a" "t" priority=5 payload "p" created_at=1 (no meta: the default {}) */
+    static const uint8_t v[] = {0x00, 0x00, 0x00, 0x00, 0x07, 0x02, 'a',
+                                0x02, 't',  0x0a, 0x02, 'p',  0x02};
+    kj_job_record r;
+    assert_int_equal(kj_job_decode_confluent(w, v, sizeof(v), &r, err, sizeof(err)), 0);
+    assert_string_equal(r.id, "a");
+    assert_string_equal(r.type, "t");
+    assert_int_equal(r.payload_len, 1);
+    assert_int_equal(r.created_at, 1);
+    assert_int_equal(r.meta_count, 0);
     kj_job_record_free(&r);
+    /* truncated body: an error with a byte offset counted from the value's first byte */
+    assert_int_equal(kj_job_decode_confluent(w, v, sizeof(v) - 1, &r, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "at byte 12"));
+    /* not framed at all */
+    assert_int_equal(kj_job_decode_confluent(w, v + 1, sizeof(v) - 1, &r, err, sizeof(err)), -1);
+    kj_writer_free(w);
+
+    assert_null(kj_writer_resolve("{\"type\":\"record\",\"name\":\"Order\",\"fields\":[]}", err,
+                                  sizeof(err)));
+    assert_non_null(strstr(err, "not a record of the same name"));
+    assert_null(kj_writer_resolve("{\"type\":\"record\",\"name\":\"Job\",\"fields\":["
+                                  "{\"name\":\"id\",\"type\":\"int\"}]}",
+                                  err, sizeof(err)));
+    assert_non_null(strstr(err, "field \"id\""));
+    assert_null(kj_writer_resolve("not json", err, sizeof(err)));
+    assert_non_null(strstr(err, "not valid JSON"));
 }
 
 /* --- hostile input ------------------------------------------------------------------------ */
@@ -897,6 +958,7 @@ int main(void) {
         cmocka_unit_test(test_writer_unions_and_promotions),
         cmocka_unit_test(test_negative_map_block_count),
         cmocka_unit_test(test_confluent_framing_named),
+        cmocka_unit_test(test_confluent_writer_resolution),
         cmocka_unit_test(test_every_truncation_is_rejected),
         cmocka_unit_test(test_hostile_lengths_and_counts),
         cmocka_unit_test(test_random_and_mutated_input),
