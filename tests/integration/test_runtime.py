@@ -54,14 +54,31 @@ POLL = 0.05  # seconds between re-reads while waiting for an event
 # members that have not rejoined; with the 45 s default each join/leave/crash costs ~45 s.
 GROUP_TIMEOUTS = ("-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=300")
 # Knobs for the longer proof runs of bench/rebalance_proof.sh (CI uses the defaults): the
-# mid-rebalance rolling restart's rounds, and its group protocol (consumer = KIP-848, whose
-# timeouts are the broker's).
+# mid-rebalance rolling restart's rounds, and its group protocol: classic, consumer (KIP-848,
+# whose timeouts are the broker's), or unset = what kafka.group_protocol=auto picks.
 MIDREBALANCE_ROUNDS = int(os.environ.get("KJOBS_TEST_MIDREBALANCE_ROUNDS", "6"))
-PROOF_GROUP_ARGS = GROUP_TIMEOUTS
-if os.environ.get("KJOBS_TEST_GROUP_PROTOCOL") == "consumer":
-    # KIP-848 takes its timing from the broker; the workers inherit the setting
-    PROOF_GROUP_ARGS = ()
-    os.environ["KJOBS_KAFKA_GROUP_PROTOCOL"] = "consumer"
+PROOF_PROTOCOL = os.environ.get("KJOBS_TEST_GROUP_PROTOCOL", "")
+if PROOF_PROTOCOL in ("classic", "consumer"):
+    os.environ["KJOBS_KAFKA_GROUP_PROTOCOL"] = PROOF_PROTOCOL  # the workers inherit it
+
+
+def librdkafka_version_str():
+    return run(kjobs_cmd("version")).stdout.split("librdkafka")[-1].split()[0]
+
+
+def librdkafka_version():
+    return tuple(int(x) for x in librdkafka_version_str().split(".")[:2])
+
+
+def proof_group_args():
+    """Worker args of the proof scenarios: a classic member on the embedded broker needs a short
+    session (GROUP_TIMEOUTS, which also make auto pick classic); KIP-848 takes none. Unset,
+    auto decides: KIP-848 with librdkafka >= 2.12, classic before."""
+    if PROOF_PROTOCOL == "consumer":
+        return ()
+    if PROOF_PROTOCOL == "classic" or librdkafka_version() < (2, 12):
+        return GROUP_TIMEOUTS
+    return ()
 
 
 # ---- plumbing ---------------------------------------------------------------------------------
@@ -578,7 +595,7 @@ def test_rolling_restart_sigterm_while_a_worker_joins():
     (seen now and then on 2.15.1 and 2.0.2), the shutdown watchdog's, also with code 0."""
     # SIGTERM this long after the replacement starts
     delays = [[0.0, 0.1, 0.3, 0.6, 0.05, 0.2][r % 6] for r in range(MIDREBALANCE_ROUNDS)]
-    args = PROOF_GROUP_ARGS
+    args = proof_group_args()
     with Scene(partitions=8) as s:
         ws = [s.worker(f"w{i}", args=args) for i in (1, 2, 3)]
 
@@ -629,8 +646,8 @@ def test_group_protocol_auto_uses_what_the_broker_offers():
     the worker must fall back to classic by itself, say so, and run the jobs; on real Kafka
     4.x the worker must stay on KIP-848. On an older librdkafka auto is classic from the
     start and the reason names the version."""
-    version = run(kjobs_cmd("version")).stdout.split("librdkafka")[-1].split()[0]
-    has_kip848 = tuple(int(x) for x in version.split(".")[:2]) >= (2, 12)
+    version = librdkafka_version_str()
+    has_kip848 = librdkafka_version() >= (2, 12)
     with Scene(partitions=4, broker_args=("--group-protocols", "classic")) as s:
         w = s.worker("w1")
         w.wait_assigned()
@@ -664,9 +681,8 @@ def test_kip848_consumer_protocol_join_and_leave():
     partition at a time, a clean exit, every job runs. Skipped on a librdkafka without it.
     On real Kafka the sharing wait also checks the assignor: with the broker's default
     `uniform` one member held the whole main topic (kjobs asks for `range`)."""
-    version = run(kjobs_cmd("version")).stdout.split("librdkafka")[-1].split()[0]
-    if tuple(int(x) for x in version.split(".")[:2]) < (2, 12):
-        raise harness.Skip(f"librdkafka {version} has no group.protocol (KIP-848 needs >= 2.12)")
+    if librdkafka_version() < (2, 12):
+        raise harness.Skip(f"librdkafka {librdkafka_version_str()} has no KIP-848 (needs >= 2.12)")
     env = {"KJOBS_KAFKA_GROUP_PROTOCOL": "consumer"}
     with Scene(partitions=8) as s:
         w1 = s.worker("w1", env=env)
@@ -713,9 +729,8 @@ def test_rolling_upgrade_from_classic_to_kip848():
     only: librdkafka's mock does not mix protocols in one group."""
     if not harness.REAL_KAFKA:
         raise harness.Skip("the embedded broker does not mix group protocols")
-    version = run(kjobs_cmd("version")).stdout.split("librdkafka")[-1].split()[0]
-    if tuple(int(x) for x in version.split(".")[:2]) < (2, 12):
-        raise harness.Skip(f"librdkafka {version} has no KIP-848 (needs >= 2.12)")
+    if librdkafka_version() < (2, 12):
+        raise harness.Skip(f"librdkafka {librdkafka_version_str()} has no KIP-848 (needs >= 2.12)")
     with Scene(partitions=8) as s:
         old = s.worker("old", env={"KJOBS_KAFKA_GROUP_PROTOCOL": "classic"})
         old.wait_assigned()
