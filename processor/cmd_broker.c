@@ -28,9 +28,12 @@ static const char broker_usage[] =
     "  --brokers N          number of brokers (default 1)\n"
     "  --partitions N       partitions per topic (default topics.partitions)\n"
     "  --bootstrap-file F   also write the bootstrap address to F\n"
-    "  --group-protocols L  consumer group protocols offered, like Kafka's\n"
-    "                       group.coordinator.rebalance.protocols: classic,consumer (default\n"
-    "                       with librdkafka >= 2.12) or classic (a broker before Kafka 4.0)\n"
+    "  --group-protocols L  consumer group protocols offered: classic,consumer (default with\n"
+    "                       librdkafka >= 2.12) or classic, a broker without the KIP-848 API\n"
+    "                       like Kafka before 4.0: a KIP-848 member gets no answer (kjobs'\n"
+    "                       kafka.group_protocol=auto falls back to classic after 15 s), not\n"
+    "                       the UNSUPPORTED_VERSION of a Kafka 4 broker with\n"
+    "                       group.coordinator.rebalance.protocols=classic\n"
     "  -c FILE              configuration file (default ./kjobs.cfg if present)\n";
 
 enum { OPT_BROKERS = KJ_OPT_COMMON_LAST + 1, OPT_PARTITIONS, OPT_BOOTSTRAP_FILE, OPT_PROTOCOLS };

@@ -57,6 +57,13 @@ static int run_prepare(const kj_config *cfg, kj_handler_registry **handlers_out,
     *handlers_out = NULL;
     *exec_out = NULL;
     if (kj_builtins_register(handlers, err, errsz) != 0) goto fail;
+    kj_group_protocol protocol;
+    if (kj_kafka_group_protocol(cfg, &protocol, why, sizeof(why)) != 0) {
+        char place[400];
+        kj_config_place(cfg, "kafka.group_protocol", place, sizeof(place));
+        if (snprintf(err, errsz, "%s: %s", place, why) < 0) err[0] = '\0';
+        goto fail;
+    }
     if (cfg->handlers_plugin[0] &&
         kj_handlers_load_plugin(handlers, cfg->handlers_plugin, why, sizeof(why)) != 0) {
         char place[400];

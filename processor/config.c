@@ -280,7 +280,8 @@ static const kj_setting kj_settings[] = {
             "KJOBS_RDKAFKA_* variables, then -X flags, so later ones win. Unknown properties and "
             "values librdkafka rejects are errors; values are never printed. Refused because "
             "kjobs sets them itself: bootstrap.servers, metadata.broker.list, group.id, "
-            "client.id, group.instance.id, enable.auto.commit, enable.auto.offset.store. From "
+            "client.id, group.instance.id, group.protocol, enable.auto.commit, "
+            "enable.auto.offset.store. From "
             "the environment: a JSON array of strings."},
     {ROW("kafka", "schema_registry_url", "KJOBS_KAFKA_SCHEMA_REGISTRY_URL"), .type = KT_STRING,
      .off = F(sr_url), .def = "", .check = check_registry_url,
@@ -581,6 +582,15 @@ static int check_registry_url(const char *v, char *why, size_t size) {
             snprintf(why, size,
                      "credentials in a Schema Registry URL are not accepted (URLs are logged): "
                      "use kafka.schema_registry_user and kafka.schema_registry_password");
+            return -1;
+        }
+        if (!bad && (memchr(p, '?', len) || memchr(p, '#', len))) {
+            /* the API is /schemas/ids/{id} under the base URL: a query string has no use
+             * there and is where tokens hide (URLs are logged) */
+            snprintf(why, size,
+                     "a Schema Registry URL takes no query string or fragment (URLs are logged; "
+                     "use kafka.schema_registry_user and kafka.schema_registry_password for "
+                     "credentials)");
             return -1;
         }
         if (bad) {

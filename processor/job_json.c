@@ -3,6 +3,7 @@
  */
 #include "processor/job_json.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,10 +61,21 @@ json_t *kj_job_json_from_message(const rd_kafka_message_t *msg) {
 
     kj_job_record job;
     kj_encoding enc;
+    uint32_t schema_id = 0;
+    int rc;
     char err[256];
     if (!msg->payload) {
         json_object_set_new(o, "error", json_string("empty value (tombstone)"));
-    } else if (kj_job_decode(msg->payload, msg->len, &job, &enc, err, sizeof(err)) != 0) {
+    } else if ((rc = kj_job_decode_ex(msg->payload, msg->len, &job, &enc, &schema_id, err,
+                                      sizeof(err))) != 0) {
+        if (rc == KJ_DECODE_CONFLUENT) {
+            /* the CLI does not look schemas up: say so rather than blame the configuration */
+            snprintf(err, sizeof(err),
+                     "Confluent Schema Registry framing, schema id %" PRIu32
+                     ": shown undecoded (kjobs peek and kjobs dlq do not consult the registry)",
+                     schema_id);
+            json_object_set_new(o, "schema_id", json_integer(schema_id));
+        }
         json_object_set_new(o, "error", kj_utf8_json_string(err, strlen(err)));
         char *b64 = kj_base64_encode(msg->payload, msg->len);
         json_object_set_new(o, "value_b64", json_string(b64));

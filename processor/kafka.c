@@ -188,6 +188,15 @@ int kj_kafka_group_protocol(const kj_config *cfg, kj_group_protocol *out, char *
                      rd_kafka_version_str());
             return -1;
         }
+        for (size_t i = 0; i < sizeof(classic_only_props) / sizeof(classic_only_props[0]); i++)
+            if (kj_kafka_prop_value(cfg, classic_only_props[i])) {
+                snprintf(errstr, errstr_size,
+                         "kafka.group_protocol=consumer (KIP-848) and the librdkafka property "
+                         "%s, a classic-protocol setting (KIP-848 keeps it on the broker): drop "
+                         "one of them",
+                         classic_only_props[i]);
+                return -1;
+            }
         out->kip848 = true;
         snprintf(out->why, sizeof(out->why), "kafka.group_protocol=consumer");
         return 0;

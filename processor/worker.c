@@ -90,6 +90,9 @@ struct kj_worker {
     kj_group_protocol protocol;   /* what the consumer joins with; may fall back once */
     rd_kafka_queue_t *wake_queue; /* (poll) answers of wake_fetchers' requests, dropped */
     int64_t subscribed_at;        /* (poll) when the current consumer subscribed */
+    bool kip848_confirmed;        /* (poll) the KIP-848 member got an epoch or an assignment */
+    int64_t kip848_checked_at;    /* (poll) last look at the member epoch */
+    atomic_int registry_waiting;  /* batches held by a Schema Registry outage (decode_job) */
     atomic_llong jobs_ok, jobs_retried, jobs_dead, resets;
     /* DLQ circuit breaker: workers record outcomes under breaker_lock and set breaker_open;
      * the poll thread pauses, rewinds and resumes (see "circuit breaker" below). */
@@ -469,7 +472,9 @@ static void drop_wake_answers(kj_worker *w) {
 static void revoke_partitions(kj_worker *w, rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts,
                               bool cooperative) {
     bool lost = rd_kafka_assignment_lost(rk);
-    /* 1. wait for in-flight batches of these partitions; drop what never started */
+    /* 1. wait for in-flight batches of these partitions (ownership moves only once no job of
+     * theirs runs here: as long as the longest batch takes); drop what never started */
+    int64_t wait_start = kj_now_ms();
     for (int i = 0; i < parts->cnt && !w->shutdown_timed_out; i++) {
         kj_part *p = part_lookup(w, NULL, parts->elems[i].topic, parts->elems[i].partition);
         if (p) atomic_store(&p->revoking, true);
@@ -481,6 +486,7 @@ static void revoke_partitions(kj_worker *w, rd_kafka_t *rk, rd_kafka_topic_parti
             p->lane = NULL;
         }
     }
+    int64_t batches_ms = kj_now_ms() - wait_start;
     /* 2. wait (bounded) for routed copies to be acknowledged, so their offsets commit */
     int64_t deadline = kj_now_ms() + KJ_REVOKE_ROUTE_WAIT_MS;
     while (kj_router_outstanding(w->router) > 0 && kj_now_ms() < deadline &&
@@ -495,8 +501,9 @@ static void revoke_partitions(kj_worker *w, rd_kafka_t *rk, rd_kafka_topic_parti
         kj_part *p = part_lookup(w, NULL, parts->elems[i].topic, parts->elems[i].partition);
         if (!p) continue;
         kj_log(lost ? KJ_LOG_WARN : KJ_LOG_INFO, lost ? "partition lost" : "partition revoked",
-               "{s:s,s:i,s:I,s:I}", "topic", p->topic, "partition", p->partition, "committed",
-               (json_int_t)p->committed, "commit_ms", (json_int_t)commit_ms);
+               "{s:s,s:i,s:I,s:I,s:I}", "topic", p->topic, "partition", p->partition, "committed",
+               (json_int_t)p->committed, "batches_ms", (json_int_t)batches_ms, "commit_ms",
+               (json_int_t)commit_ms);
         part_remove(w, p, !copies_pending && !w->shutdown_timed_out && p->lane == NULL);
     }
     rd_kafka_error_t *error = NULL;
@@ -634,6 +641,7 @@ static int decode_job(kj_worker *w, kj_part *part, rd_kafka_message_t *msg, kj_j
     if (rc != KJ_SR_UNAVAILABLE) return rc;
     int64_t backoff = KJ_SR_BACKOFF_MIN_MS, started = kj_now_ms(), logged = 0;
     kj_metrics_schema_registry_waiting_add(1);
+    atomic_fetch_add(&w->registry_waiting, 1);
     while (rc == KJ_SR_UNAVAILABLE && !registry_wait_cancelled(part)) {
         int64_t now = kj_now_ms();
         if (logged == 0 || now - logged >= KJ_SR_LOG_EVERY_MS) {
@@ -649,6 +657,7 @@ static int decode_job(kj_worker *w, kj_part *part, rd_kafka_message_t *msg, kj_j
                           part, err, err_size);
     }
     kj_metrics_schema_registry_waiting_add(-1);
+    atomic_fetch_sub(&w->registry_waiting, 1);
     if (rc != KJ_SR_UNAVAILABLE)
         kj_log(KJ_LOG_INFO, "schema registry answered: batch released", "{s:s,s:i,s:I,s:I}",
                "topic", part->topic, "partition", part->partition, "offset",
@@ -1284,7 +1293,8 @@ static int subscribe(kj_worker *w) {
  * the original fatal error). @locality poll thread */
 static int fall_back_to_classic(kj_worker *w, const char *code, const char *why) {
     kj_log(KJ_LOG_WARN,
-           "the broker refused the KIP-848 consumer group protocol; joining with classic",
+           "the broker does not offer the KIP-848 consumer group protocol; joining "
+           "with classic",
            "{s:s,s:s}", "error", why, "code", code);
     release_wake_queue(w);
     rd_kafka_destroy_flags(w->consumer, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
@@ -1313,15 +1323,17 @@ static int fall_back_to_classic(kj_worker *w, const char *code, const char *why)
  * epoch KJ_KIP848_PROBE_MS after subscribing, the broker never answered a heartbeat: fall back
  * to classic. A member with an epoch has joined (maybe with no partitions): the choice stands.
  * The cluster answered a metadata request moments before (check_topics), so an unreachable
- * cluster is not mistaken for a refusal. Returns false when the fallback failed (the caller
- * stops). @locality poll thread */
+ * cluster is not mistaken for a refusal. With kafka.group_protocol=consumer there is no
+ * fallback: the worker stops (exit 1) with the reason instead of waiting for good. Returns
+ * false when the worker must stop. @locality poll thread */
 static bool kip848_probe(kj_worker *w, int64_t now) {
-    if (!w->protocol.may_fall_back) return true;
+    if (!w->protocol.kip848 || w->kip848_confirmed) return true;
     if (atomic_load(&w->joined)) {
-        w->protocol.may_fall_back = false;
+        w->kip848_confirmed = true;
         return true;
     }
-    if (now - w->subscribed_at < KJ_KIP848_PROBE_MS) return true;
+    if (now - w->kip848_checked_at < 500) return true;
+    w->kip848_checked_at = now;
     int32_t epoch = -1;
 #if RD_KAFKA_VERSION >= 0x020c0000
     rd_kafka_consumer_group_metadata_t *md = rd_kafka_consumer_group_metadata(w->consumer);
@@ -1331,14 +1343,39 @@ static bool kip848_probe(kj_worker *w, int64_t now) {
     }
 #endif
     if (epoch > 0) {
-        w->protocol.may_fall_back = false;
+        /* in the group: with no partitions librdkafka calls no rebalance callback (more
+         * members than partitions), so this is where such a member becomes ready */
+        w->kip848_confirmed = true;
+        atomic_store(&w->joined, true);
         return true;
     }
-    char why[160];
+    if (now - w->subscribed_at < KJ_KIP848_PROBE_MS) return true;
+    /* Before blaming the protocol: is the cluster answering at all? A broker paused or
+     * restarting for the whole window is not a refusal: look again for another window. */
+    const struct rd_kafka_metadata *cluster = NULL;
+    if (rd_kafka_metadata(w->consumer, 0, NULL, &cluster, 5000) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        kj_log(KJ_LOG_WARN,
+               "no KIP-848 heartbeat answer yet and the cluster does not answer metadata "
+               "requests: waiting",
+               "{s:i}", "waited_s", (int)((now - w->subscribed_at) / 1000));
+        w->subscribed_at = kj_now_ms();
+        return true;
+    }
+    rd_kafka_metadata_destroy(cluster);
+    char why[200];
     snprintf(why, sizeof(why),
-             "no answer to a ConsumerGroupHeartbeat in %d s: the broker does not offer it "
-             "(Kafka before 4.0?)",
+             "the cluster answers but no ConsumerGroupHeartbeat was answered in %d s: the "
+             "broker does not offer KIP-848 (Kafka before 4.0?)",
              KJ_KIP848_PROBE_MS / 1000);
+    if (!w->protocol.may_fall_back) { /* kafka.group_protocol=consumer: KIP-848 or nothing */
+        kj_log(KJ_LOG_ERROR, "fatal consumer error: stopping", "{s:s,s:s,s:s}", "error", why,
+               "code", "NO_HEARTBEAT_ANSWER", "hint",
+               "kafka.group_protocol=consumer (KIP-848) needs Kafka 4.0 or later with the "
+               "consumer protocol enabled; kafka.group_protocol=auto falls back to classic by "
+               "itself");
+        w->fatal = true;
+        return false;
+    }
     if (fall_back_to_classic(w, "NO_HEARTBEAT_ANSWER", why) == 0) return true;
     w->fatal = true; /* no consumer left: nothing to commit through */
     return false;
@@ -1469,6 +1506,8 @@ bool kj_worker_ready(void *opaque, char *reason, size_t reason_size) {
         why = "not ready: circuit breaker open (dead-letter rate too high)";
     else if (kj_router_failing(w->router) > 0)
         why = "not ready: retry/DLQ copies are failing";
+    else if (atomic_load(&w->registry_waiting) > 0)
+        why = "not ready: waiting for the schema registry (batches held)";
     snprintf(reason, reason_size, "%s", why ? why : "ready");
     return why == NULL;
 }

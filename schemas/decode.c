@@ -197,10 +197,16 @@ static int kj_rd_branch(kj_rd *r, const kj_schema **s) {
     return 0;
 }
 
-/* Skip one value of writer type `s`. */
+/* Skip one value of writer type `s`. A value of a zero-size type (null, records of nothing
+ * else) is skipped without walking its schema: a registry schema of nested records of a hundred
+ * null fields six deep is 20 kB and would otherwise cost 10^12 steps for zero bytes of input. With
+ * that rule every step below a record consumes input or ends at a leaf, so the work is bounded
+ * by the value's length times the schema's largest record. */
 static int kj_skip(kj_rd *r, const kj_schema *s, int depth) {
     if (depth > KJ_DECODE_MAX_DEPTH)
         return kj_rd_fail(r, "value nested deeper than %d levels", KJ_DECODE_MAX_DEPTH);
+    if (s->zero_size)
+        return 0;
     int64_t v;
     size_t n;
     switch (s->type) {

@@ -287,12 +287,13 @@ cmd_start() {
   # the same id answers the readiness check, and start would hand out its address
   local p k
   for i in $(seq 1 "$n"); do
-    for p in "$(port "$i")" "$(cport "$i")"; do
-      port_open "$p" && die "port $p is in use (another cluster? set KAFKA_LOCAL_PORT)"
-    done
+    port_open "$(port "$i")" &&
+      die "broker port $(port "$i") is in use (another cluster? set KAFKA_LOCAL_PORT)"
+    port_open "$(cport "$i")" &&
+      die "controller port $(cport "$i") (broker port + 100) is in use (another cluster? set KAFKA_LOCAL_PORT)"
     for k in 1 2; do
       [ -n "$auth" ] && port_open $(($(port "$i") + 200 * k)) &&
-        die "port $(($(port "$i") + 200 * k)) is in use (another cluster? set KAFKA_LOCAL_PORT)"
+        die "auth listener port $(($(port "$i") + 200 * k)) (broker port + $((200 * k))) is in use (another cluster? set KAFKA_LOCAL_PORT)"
     done
   done
   fetch

@@ -652,7 +652,7 @@ def test_group_protocol_auto_uses_what_the_broker_offers():
         w = s.worker("w1")
         w.wait_assigned()
         started = w.logs("worker started")[0]
-        refused = w.logs("the broker refused the KIP-848 consumer group protocol; joining with "
+        refused = w.logs("the broker does not offer the KIP-848 consumer group protocol; joining with "
                          "classic")
         if not has_kip848:
             assert started["group_protocol"] == "classic", w.tail()
@@ -671,6 +671,15 @@ def test_group_protocol_auto_uses_what_the_broker_offers():
             assert not w.logs("fatal consumer error: stopping"), w.tail()
         ids = s.enqueue(keyed_jobs(200, 20, "example.record"))
         s.wait_all_ids(ids, 60, procs=[w])
+        if has_kip848 and not harness.REAL_KAFKA:
+            # kafka.group_protocol=consumer demands KIP-848: no fallback, a clear stop
+            strict = s.worker("strict", env={"KJOBS_KAFKA_GROUP_PROTOCOL": "consumer"})
+            wait_until(lambda: strict.proc.poll() is not None, 60, "the strict worker to stop",
+                       procs=[w])
+            assert strict.proc.returncode == 1, strict.tail()
+            fatal = strict.logs("fatal consumer error: stopping")
+            assert fatal and fatal[0]["code"] == "NO_HEARTBEAT_ANSWER", strict.tail()
+            assert not strict.logs("group protocol"), strict.tail()
         assert w.stop() == 0, w.tail()
 
 
@@ -719,6 +728,31 @@ def test_kip848_consumer_protocol_join_and_leave():
               f"partitions when w1 left: {held}", flush=True)
         assert not overlaps, overlaps[:5]
         assert {j["id"] for j in jobs} <= set(counts)
+
+
+def test_kip848_member_without_partitions_is_ready():
+    """KIP-848 with more members than partitions: the members left without a partition are in
+    the group (librdkafka calls no rebalance callback for an empty assignment) and must report
+    ready — idle by design, as docs/operations.md says — or Kubernetes would never see the
+    extra pods Ready."""
+    if librdkafka_version() < (2, 12):
+        raise harness.Skip(f"librdkafka {librdkafka_version_str()} has no KIP-848 (needs >= 2.12)")
+    env = {"KJOBS_KAFKA_GROUP_PROTOCOL": "consumer", "KJOBS_HTTP_LISTEN": "127.0.0.1:0",
+           "KJOBS_RETRY_DELAYS": '["1s"]'}
+    with Scene(partitions=1) as s:  # 2 partitions: the main topic and one ladder step
+        ws = [s.worker(f"w{i}", env=env) for i in (1, 2, 3)]
+
+        def ports():
+            found = [w.logs("http listening") for w in ws]
+            return all(found) and [f[0]["port"] for f in found]
+        http = wait_until(ports, 30, "every worker's HTTP port", procs=ws)
+        wait_until(lambda: all(harness.readyz(p) == 200 for p in http), 60,
+                   "all three workers ready (two of them without partitions)", procs=ws)
+        # one member holds the main topic's partition
+        wait_until(lambda: sum(len(w.assigned_main()) for w in ws) == 1, 60,
+                   "the main topic's partition to be assigned", procs=ws)
+        for w in ws:
+            assert w.stop() == 0, w.tail()
 
 
 def test_rolling_upgrade_from_classic_to_kip848():
@@ -928,6 +962,7 @@ if __name__ == "__main__":
                   test_rolling_restart_sigterm_while_a_worker_joins,
                   test_group_protocol_auto_uses_what_the_broker_offers,
                   test_kip848_consumer_protocol_join_and_leave,
+                  test_kip848_member_without_partitions_is_ready,
                   test_rolling_upgrade_from_classic_to_kip848,
                   test_fenced_static_member_stops_with_a_clear_error,
                   test_kill_9_then_restart_reruns_only_uncommitted,

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 import uuid
 
@@ -143,6 +144,17 @@ def metric(w, name, labels=""):
     return 0.0
 
 
+def readyz(w):
+    """(status, body) of the worker's GET /readyz."""
+    port = harness.wait_until("the http port", lambda: next(
+        (l["port"] for l in w.logs() if l["msg"] == "http listening"), None))
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:
+            return r.status, r.read().decode().strip()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode().strip()
+
+
 def dlq_records(bootstrap, count):
     return harness.peek(bootstrap, "jobs.dlq", count, timeout=30)
 
@@ -224,6 +236,8 @@ def test_registry_outage_holds_jobs():
                                    w.count("waiting for the schema registry: batch held") >= 1)
                 harness.wait_until("two failed tries", lambda: stub.gets_of(sid) >= 2)
                 assert metric(w, "kjobs_schema_registry_waiting_batches") == 1
+                assert readyz(w) == (503, "not ready: waiting for the schema registry "
+                                         "(batches held)")
                 assert metric(w, "kjobs_schema_registry_requests_total",
                               '{result="error"}') >= 2
                 time.sleep(1)  # commits run every 200 ms: give one the chance to be wrong
@@ -235,6 +249,7 @@ def test_registry_outage_holds_jobs():
                 harness.wait_until("the commit", lambda: committed(b) == 3)
                 assert w.count("schema registry answered: batch released") == 1
                 assert metric(w, "kjobs_schema_registry_waiting_batches") == 0
+                assert readyz(w)[0] == 200
                 assert metric(w, "kjobs_schema_registry_requests_total", '{result="found"}') == 1
             assert end_offset(b, "jobs.dlq") == 0
     finally:
@@ -277,6 +292,10 @@ def test_without_registry_url_dead_letters_naming_the_id():
         assert h["kjobs-error-class"] == "decode", h
         assert ("Confluent Schema Registry framing, schema id 77, but kafka.schema_registry_url "
                 "is not set") in h["kjobs-error"], h
+        # the CLI never asks a registry: peek says so and names the id, whatever is configured
+        shown = harness.peek(b, "jobs", 1, timeout=30)[0]
+        assert shown["schema_id"] == 77, shown
+        assert "do not consult the registry" in shown["error"], shown
 
 
 if __name__ == "__main__":

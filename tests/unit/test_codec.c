@@ -36,7 +36,9 @@ static void t_raw(tbuf *t, const void *p, size_t n) {
     t->n += n;
 }
 
-static void t_byte(tbuf *t, uint8_t b) { t_raw(t, &b, 1); }
+static void t_byte(tbuf *t, uint8_t b) {
+    t_raw(t, &b, 1);
+}
 
 static void t_long(tbuf *t, int64_t v) {
     uint64_t z = v >= 0 ? (uint64_t)v * 2 : (uint64_t)(-(v + 1)) * 2 + 1; /* zig-zag */
@@ -52,7 +54,9 @@ static void t_bytes(tbuf *t, const void *p, size_t n) {
     t_raw(t, p, n);
 }
 
-static void t_str(tbuf *t, const char *s) { t_bytes(t, s, strlen(s)); }
+static void t_str(tbuf *t, const char *s) {
+    t_bytes(t, s, strlen(s));
+}
 
 /* id, type, payload, created_at: the fixed head of every test job. */
 static void t_head(tbuf *t) {
@@ -107,8 +111,7 @@ static void expect_reject(const void *buf, size_t len, const char *reason_part) 
                     reason_part ? reason_part : "");
     assert_int_equal(rc, -1);
     assert_true(strlen(err) > 0);
-    if (reason_part)
-        assert_non_null(strstr(err, reason_part));
+    if (reason_part) assert_non_null(strstr(err, reason_part));
     assert_null(rec.storage_);
     assert_null(rec.id);
     kj_job_record_free(&rec);
@@ -133,11 +136,16 @@ static void test_init_and_encoding_names(void **state) {
 
 static void round_trip(kj_encoding enc) {
     static const uint8_t payload[] = {0x00, 0xff, 0xC3, 0x01, 'x', 0x00};
-    kj_meta_entry meta[] = {{"traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
-                            {"k\xc3\xa9y", "v\xe2\x82\xac"},
-                            {"empty", ""}};
-    kj_job_record in = {.id = "id-\xf0\x9f\x98\x80", .type = "kjobs.sleep", .payload = payload,
-                        .payload_len = sizeof(payload), .created_at = INT64_MIN + 1, .meta = meta,
+    kj_meta_entry meta[] = {
+        {"traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
+        {"k\xc3\xa9y", "v\xe2\x82\xac"},
+        {"empty", ""}};
+    kj_job_record in = {.id = "id-\xf0\x9f\x98\x80",
+                        .type = "kjobs.sleep",
+                        .payload = payload,
+                        .payload_len = sizeof(payload),
+                        .created_at = INT64_MIN + 1,
+                        .meta = meta,
                         .meta_count = 3};
     uint8_t *buf = NULL;
     size_t len = 0;
@@ -193,12 +201,17 @@ static void test_encoding_bytes_exact(void **state) {
     (void)state;
     static const uint8_t payload[] = {0x00, 0xff};
     kj_meta_entry meta[] = {{"k", "v"}};
-    kj_job_record in = {.id = "a", .type = "t", .payload = payload, .payload_len = 2,
-                        .created_at = -1, .meta = meta, .meta_count = 1};
+    kj_job_record in = {.id = "a",
+                        .type = "t",
+                        .payload = payload,
+                        .payload_len = 2,
+                        .created_at = -1,
+                        .meta = meta,
+                        .meta_count = 1};
     /* "a" = 02 61, "t" = 02 74, bytes 00 ff = 04 00 ff, long -1 = 01,
      * map: count 1 = 02, "k" = 02 6b, "v" = 02 76, end 00 */
-    static const uint8_t want[] = {0x02, 0x61, 0x02, 0x74, 0x04, 0x00, 0xff, 0x01,
-                                   0x02, 0x02, 0x6b, 0x02, 0x76, 0x00};
+    static const uint8_t want[] = {0x02, 0x61, 0x02, 0x74, 0x04, 0x00, 0xff,
+                                   0x01, 0x02, 0x02, 0x6b, 0x02, 0x76, 0x00};
     uint8_t *buf;
     size_t len;
     char err[256];
@@ -210,7 +223,8 @@ static void test_encoding_bytes_exact(void **state) {
     /* Single object: C3 01, fingerprint of the hand-written canonical form, little-endian. */
     const char *pcf = kj_schema_canonical();
     uint64_t fp = kj_crc64_avro(pcf, strlen(pcf));
-    assert_int_equal(kj_job_encode(&in, KJ_ENCODING_SINGLE_OBJECT, &buf, &len, err, sizeof(err)), 0);
+    assert_int_equal(kj_job_encode(&in, KJ_ENCODING_SINGLE_OBJECT, &buf, &len, err, sizeof(err)),
+                     0);
     assert_int_equal(len, 10 + sizeof(want));
     assert_int_equal(buf[0], 0xC3);
     assert_int_equal(buf[1], 0x01);
@@ -230,13 +244,16 @@ static void test_encode_rejects_bad_input(void **state) {
     assert_null(buf);
     assert_true(strlen(err) > 0);
     kj_job_record bad_utf8 = {.id = "a", .type = "\xc3\x28"};
-    assert_int_equal(kj_job_encode(&bad_utf8, KJ_ENCODING_BINARY, &buf, &len, err, sizeof(err)), -1);
+    assert_int_equal(kj_job_encode(&bad_utf8, KJ_ENCODING_BINARY, &buf, &len, err, sizeof(err)),
+                     -1);
     assert_non_null(strstr(err, "UTF-8"));
     kj_meta_entry meta[] = {{"k", NULL}};
     kj_job_record null_meta = {.id = "a", .type = "t", .meta = meta, .meta_count = 1};
-    assert_int_equal(kj_job_encode(&null_meta, KJ_ENCODING_BINARY, &buf, &len, err, sizeof(err)), -1);
+    assert_int_equal(kj_job_encode(&null_meta, KJ_ENCODING_BINARY, &buf, &len, err, sizeof(err)),
+                     -1);
     kj_job_record null_payload = {.id = "a", .type = "t", .payload_len = 3};
-    assert_int_equal(kj_job_encode(&null_payload, KJ_ENCODING_BINARY, &buf, &len, err, sizeof(err)), -1);
+    assert_int_equal(kj_job_encode(&null_payload, KJ_ENCODING_BINARY, &buf, &len, err, sizeof(err)),
+                     -1);
 }
 
 /* --- cross-implementation: avro-c --------------------------------------------------------- */
@@ -278,8 +295,7 @@ static void avro_set_common(avro_value_t *rec, int64_t created_at) {
 
 static size_t t_avro_write(avro_value_t *v, uint8_t *buf, size_t cap) {
     avro_writer_t w = avro_writer_memory((const char *)buf, (int64_t)cap);
-    if (avro_value_write(w, v) != 0)
-        fail_msg("avro-c write failed: %s", avro_strerror());
+    if (avro_value_write(w, v) != 0) fail_msg("avro-c write failed: %s", avro_strerror());
     size_t n = (size_t)avro_writer_tell(w);
     avro_writer_free(w);
     return n;
@@ -330,8 +346,13 @@ static void test_avro_c_written_bytes_decode(void **state) {
 static void test_our_bytes_read_by_avro_c(void **state) {
     (void)state;
     kj_meta_entry meta[] = {{"a", "1"}, {"b", "2"}};
-    kj_job_record in = {.id = "ours", .type = "kjobs.noop", .payload = (const uint8_t *)"pp",
-                        .payload_len = 2, .created_at = 42, .meta = meta, .meta_count = 2};
+    kj_job_record in = {.id = "ours",
+                        .type = "kjobs.noop",
+                        .payload = (const uint8_t *)"pp",
+                        .payload_len = 2,
+                        .created_at = 42,
+                        .meta = meta,
+                        .meta_count = 2};
     uint8_t *buf;
     size_t len;
     char err[256];
@@ -409,7 +430,9 @@ static const char v3_test_schema[] =
     "  {\"name\":\"tags\",\"type\":{\"type\":\"array\",\"items\":[\"null\",\"string\","
     "     {\"type\":\"fixed\",\"name\":\"F4\",\"size\":4}]}},"
     "  {\"name\":\"scores\",\"type\":{\"type\":\"map\",\"values\":\"double\"}},"
-    "  {\"name\":\"color\",\"type\":{\"type\":\"enum\",\"name\":\"Color\",\"symbols\":[\"RED\",\"GREEN\"]}},"
+    "  "
+    "{\"name\":\"color\",\"type\":{\"type\":\"enum\",\"name\":\"Color\",\"symbols\":[\"RED\","
+    "\"GREEN\"]}},"
     "  {\"name\":\"flag\",\"type\":\"boolean\"},"
     "  {\"name\":\"ratio\",\"type\":\"float\"},"
     "  {\"name\":\"nothing\",\"type\":\"null\"},"
@@ -458,8 +481,7 @@ static void test_writer_with_unknown_fields_is_skipped(void **state) {
     (void)state;
     char err[512] = "";
     kj_writer *w = kj_codec_writer_new(v3_test_schema, err, sizeof(err));
-    if (!w)
-        fail_msg("writer: %s", err);
+    if (!w) fail_msg("writer: %s", err);
     assert_true(kj_writer_fingerprint(w) != kj_schema_fingerprint());
 
     avro_job j;
@@ -522,8 +544,7 @@ static void test_incompatible_writers_are_refused(void **state) {
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         char err[512] = "";
         kj_writer *w = kj_codec_writer_new(bad[i], err, sizeof(err));
-        if (w)
-            print_error("schema %zu was accepted\n", i);
+        if (w) print_error("schema %zu was accepted\n", i);
         assert_null(w);
         assert_true(strlen(err) > 0);
     }
@@ -532,17 +553,15 @@ static void test_incompatible_writers_are_refused(void **state) {
 /* Writer unions resolve per message; string written as bytes and vice versa are promoted. */
 static void test_writer_unions_and_promotions(void **state) {
     (void)state;
-    const char *schema =
-        "{\"type\":\"record\",\"name\":\"Job\",\"fields\":["
-        "{\"name\":\"id\",\"type\":[\"null\",\"string\"]},"
-        "{\"name\":\"type\",\"type\":\"bytes\"},"
-        "{\"name\":\"payload\",\"type\":\"string\"},"
-        "{\"name\":\"created_at\",\"type\":[\"int\",\"long\"]},"
-        "{\"name\":\"meta\",\"type\":{\"type\":\"map\",\"values\":\"bytes\"}}]}";
+    const char *schema = "{\"type\":\"record\",\"name\":\"Job\",\"fields\":["
+                         "{\"name\":\"id\",\"type\":[\"null\",\"string\"]},"
+                         "{\"name\":\"type\",\"type\":\"bytes\"},"
+                         "{\"name\":\"payload\",\"type\":\"string\"},"
+                         "{\"name\":\"created_at\",\"type\":[\"int\",\"long\"]},"
+                         "{\"name\":\"meta\",\"type\":{\"type\":\"map\",\"values\":\"bytes\"}}]}";
     char err[512] = "";
     kj_writer *w = kj_codec_writer_new(schema, err, sizeof(err));
-    if (!w)
-        fail_msg("writer: %s", err);
+    if (!w) fail_msg("writer: %s", err);
     tbuf t = {.n = 0};
     t_long(&t, 1); /* id: branch string */
     t_str(&t, "u1");
@@ -694,14 +713,69 @@ static void test_confluent_writer_resolution(void **state) {
     assert_non_null(strstr(err, "not valid JSON"));
 }
 
+/* Appends the definition of record R<level>: 100 fields, the first defining R<level-1>, the
+ * others naming it; R0's fields are all null. */
+static void append_fanout_record(char *buf, size_t cap, size_t *len, int level) {
+    *len += (size_t)snprintf(buf + *len, cap - *len,
+                             "{\"type\":\"record\",\"name\":\"R%d\",\"fields\":[", level);
+    for (int f = 0; f < 100; f++) {
+        *len += (size_t)snprintf(buf + *len, cap - *len,
+                                 "%s{\"name\":\"f%d\",\"type\":", f ? "," : "", f);
+        if (level == 0)
+            *len += (size_t)snprintf(buf + *len, cap - *len, "\"null\"");
+        else if (f == 0)
+            append_fanout_record(buf, cap, len, level - 1);
+        else
+            *len += (size_t)snprintf(buf + *len, cap - *len, "\"R%d\"", level - 1);
+        *len += (size_t)snprintf(buf + *len, cap - *len, "}");
+    }
+    *len += (size_t)snprintf(buf + *len, cap - *len, "]}");
+}
+
+/* A small registry schema whose extra field is six levels of records of 100 null fields each
+ * (10^12 zero-byte values, 20 kB of JSON): skipping it must not walk them (it hung a worker
+ * thread for good before kj_skip took zero-size types in one step). */
+static void test_confluent_zero_size_fanout_is_skipped_at_once(void **state) {
+    (void)state;
+    size_t cap = 64 * 1024, len = 0;
+    char *json = malloc(cap);
+    assert_non_null(json);
+    len += (size_t)snprintf(
+        json, cap,
+        "{\"type\":\"record\",\"name\":\"Job\",\"namespace\":\"kjobs\",\"fields\":["
+        "{\"name\":\"id\",\"type\":\"string\"},{\"name\":\"type\",\"type\":\"string\"},"
+        "{\"name\":\"payload\",\"type\":\"bytes\"},"
+        "{\"name\":\"created_at\",\"type\":\"long\"},{\"name\":\"x\",\"type\":");
+    append_fanout_record(json, cap, &len, 5);
+    len += (size_t)snprintf(json + len, cap - len, "}]}");
+    assert_true(len < cap);
+    char err[512] = "";
+    kj_writer *w = kj_writer_resolve(json, err, sizeof(err));
+    if (!w) fail_msg("writer not resolved: %s", err);
+    /* 00 | id 9 | "a" "t" payload "p" created_at=1, x: zero bytes */
+    static const uint8_t v[] = {0x00, 0x00, 0x00, 0x00, 0x09, 0x02,
+                                'a',  0x02, 't',  0x02, 'p',  0x02};
+    kj_job_record r;
+    assert_int_equal(kj_job_decode_confluent(w, v, sizeof(v), &r, err, sizeof(err)), 0);
+    assert_string_equal(r.id, "a");
+    kj_job_record_free(&r);
+    kj_writer_free(w);
+    free(json);
+}
+
 /* --- hostile input ------------------------------------------------------------------------ */
 
 static void test_every_truncation_is_rejected(void **state) {
     (void)state;
     for (int enc = 0; enc < 2; enc++) {
         kj_meta_entry meta[] = {{"traceparent", "00-abc"}, {"x", "y"}};
-        kj_job_record in = {.id = "job-1", .type = "kjobs.noop", .payload = (const uint8_t *)"hello",
-                            .payload_len = 5, .created_at = 1700000000000, .meta = meta, .meta_count = 2};
+        kj_job_record in = {.id = "job-1",
+                            .type = "kjobs.noop",
+                            .payload = (const uint8_t *)"hello",
+                            .payload_len = 5,
+                            .created_at = 1700000000000,
+                            .meta = meta,
+                            .meta_count = 2};
         uint8_t *buf;
         size_t len;
         char err[256];
@@ -878,8 +952,7 @@ static void test_random_and_mutated_input(void **state) {
             int flips = 1 + (int)(rng() % 4);
             for (int k = 0; k < flips; k++)
                 buf[rng() % n] = (uint8_t)rng();
-            if (rng() % 4 == 0)
-                n = rng() % n;
+            if (rng() % 4 == 0) n = rng() % n;
         }
         uint8_t *copy = malloc(n ? n : 1);
         memcpy(copy, buf, n);
@@ -914,13 +987,13 @@ static void *decode_loop(void *p) {
     for (int i = 0; i < 20000; i++) {
         kj_job_record r;
         int odd = i & 1;
-        if (kj_job_decode(odd ? a->so : a->bin, odd ? a->so_len : a->bin_len, &r, NULL, NULL, 0) != 0 ||
+        if (kj_job_decode(odd ? a->so : a->bin, odd ? a->so_len : a->bin_len, &r, NULL, NULL, 0) !=
+                0 ||
             strcmp(r.id, "job-1") != 0 || r.meta_count != 1)
             a->failures++;
         kj_job_record_free(&r);
         uint8_t bad[3] = {0xC3, 0x01, 0x00};
-        if (kj_job_decode(bad, sizeof(bad), &r, NULL, NULL, 0) != -1)
-            a->failures++;
+        if (kj_job_decode(bad, sizeof(bad), &r, NULL, NULL, 0) != -1) a->failures++;
     }
     return NULL;
 }
@@ -963,6 +1036,7 @@ int main(void) {
         cmocka_unit_test(test_hostile_lengths_and_counts),
         cmocka_unit_test(test_random_and_mutated_input),
         cmocka_unit_test(test_concurrent_decoding),
+        cmocka_unit_test(test_confluent_zero_size_fanout_is_skipped_at_once),
     };
     return cmocka_run_group_tests_name("codec", tests, NULL, NULL);
 }

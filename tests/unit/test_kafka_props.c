@@ -114,6 +114,9 @@ static void explicit_choices_never_fall_back(void **state) {
         assert_int_equal(kj_kafka_group_protocol(&cfg, &p, err, sizeof(err)), 0);
         assert_true(p.kip848);
         assert_false(p.may_fall_back);
+        add(&cfg, "heartbeat.interval.ms=300"); /* a classic setting: a contradiction */
+        assert_int_equal(kj_kafka_group_protocol(&cfg, &p, err, sizeof(err)), -1);
+        assert_non_null(strstr(err, "heartbeat.interval.ms"));
     } else {
         assert_int_equal(kj_kafka_group_protocol(&cfg, &p, err, sizeof(err)), -1);
         assert_non_null(strstr(err, "2.12"));

@@ -439,6 +439,11 @@ static void test_config_rules(void **state) {
         -1);
     assert_non_null(strstr(err, "credentials in a Schema Registry URL are not accepted"));
     assert_null(strstr(err, "hunter2"));
+    assert_int_equal(kj_config_set(&cfg, "kafka.schema_registry_url",
+                                   "http://a:8081,http://h/x?token=hunter2", err, sizeof(err)),
+                     -1);
+    assert_non_null(strstr(err, "no query string"));
+    assert_null(strstr(err, "hunter2"));
     assert_int_equal(kj_config_set(&cfg, "kafka.schema_registry_url", "http://", err, sizeof(err)),
                      -1);
     assert_int_equal(kj_config_set(&cfg, "kafka.schema_registry_password", "pw", err, sizeof(err)),
