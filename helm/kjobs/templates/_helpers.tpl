@@ -438,6 +438,17 @@ user fixes the whole values file in one round (Bitnami's pattern).
 {{- if and $v.autoscaling.hpa.enabled (eq (int64 $v.autoscaling.hpa.targetCPUUtilizationPercentage) 0) (eq (int64 $v.autoscaling.hpa.targetMemoryUtilizationPercentage) 0) }}
 {{- $msgs = append $msgs "autoscaling.hpa.enabled needs targetCPUUtilizationPercentage or targetMemoryUtilizationPercentage (both are 0)." }}
 {{- end }}
+{{- /* Utilization is usage / request: without the request the HPA has nothing to divide by and
+       never scales (FailedGetResourceMetric). Empty or null means no request (kjobs.resources). */}}
+{{- if $v.autoscaling.hpa.enabled }}
+{{- $requests := $v.resources.requests | default dict }}
+{{- range $r := list (dict "res" "cpu" "target" "targetCPUUtilizationPercentage") (dict "res" "memory" "target" "targetMemoryUtilizationPercentage") }}
+{{- $pct := int64 (get $v.autoscaling.hpa $r.target) }}
+{{- if and (gt $pct 0) (eq (toString (get $requests $r.res | default "")) "") }}
+{{- $msgs = append $msgs (printf "autoscaling.hpa.%s is %d but resources.requests.%s is not set: the HPA computes %s utilization as a percentage of the request and cannot scale without one. Set resources.requests.%s, or set autoscaling.hpa.%s to 0." $r.target $pct $r.res $r.res $r.res $r.target) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- if and $v.autoscaling.keda.enabled $v.autoscaling.keda.limitToPartitionsWithLag $v.allowIdleReplicas }}
 {{- $msgs = append $msgs "autoscaling.keda.limitToPartitionsWithLag and allowIdleReplicas (KEDA's allowIdleConsumers) are both true: KEDA refuses the combination." }}
 {{- end }}
