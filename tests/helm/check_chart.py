@@ -17,8 +17,11 @@ Modes (each one ctest, see tests/helm/CMakeLists.txt):
                 rendering nothing that needs the Service. Every file in
                 tests/helm/invalid/ must be refused with each of its `# expect:` messages (and none of its `# not:` ones). Every
                 value has an @param line, a README row and a values.schema.json entry.
+                config.* offers every setting of processor/config.c's table (schema, default,
+                rendered file; KF_SECRET strings as Secret references, turned into env).
   check-config  feed each rendered kjobs.cfg, with the env the Deployment sets, to
-                `kjobs run --check-config -c FILE`; must exit 0 (and 2 for a broken file).
+                `kjobs run --check-config -c FILE`; must exit 0 (and 2 for a broken file), with
+                every setting of the table from the file (secret ones from their env, hidden).
   openapi       validate every rendered manifest with validate_openapi.cjs (offline schemas).
   probes        a real `kjobs run` (embedded broker) answers every rendered httpGet probe with 200
                 on the port it names, and the `helm test` pod's script passes against it (and
@@ -220,9 +223,59 @@ def libconfig_parse(text):
     return group(None)
 
 
+# ---------------------------------------------------------------------------------------------
+# The settings table of processor/config.c (kj_settings[]): the one list of kjobs' settings. The
+# chart's config.* must offer every row (check_config_table), and check-config mode holds this
+# reading of the source to what the built kjobs prints (`run --check-config`, every key).
+
+CONFIG_C = os.path.join(ROOT, "processor", "config.c")
+C_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+def settings_table(path=CONFIG_C):
+    """[{key, group, name, env, type, flags}] of kj_settings[], in table order."""
+    text = open(path).read()
+    m = re.search(r"static const kj_setting kj_settings\[\] = \{(.*?)\n\};", text, re.S)
+    if not m:
+        raise SystemExit(f"{path}: kj_settings[] not found")
+    rows = []
+    for chunk in re.split(r"\{(?=(?:ROW|TOP)\()", m.group(1))[1:]:
+        head = re.match(r'(ROW|TOP)\(([^)]*)\)', chunk)
+        args = [json.loads(a) for a in C_STRING.findall(head.group(2))]
+        group, name, env = (args if head.group(1) == "ROW" else [None] + args)
+        body = C_STRING.sub('""', chunk[head.end():])  # field syntax only, no documentation text
+        kind = re.search(r"\.type\s*=\s*(KT_\w+)", body)
+        flags = re.search(r"\.flags\s*=\s*([A-Z_|\s]+?)\s*[,}]", body)
+        rows.append({"key": f"{group}.{name}" if group else name, "group": group, "name": name, "env": env,
+                     "type": kind.group(1) if kind else None,
+                     "flags": set(re.findall(r"KF_\w+", flags.group(1))) if flags else set()})
+    return rows
+
+
+def is_secret_string(row):
+    """A secret setting the chart takes as a Secret reference: a KF_SECRET string (a password).
+    kafka.properties is KF_SECRET too, as a list whose values may be secrets: it stays in the
+    ConfigMap, and validateValues refuses credential properties in it (kjobs.sensitiveProperty)."""
+    return row["type"] == "KT_STRING" and "KF_SECRET" in row["flags"]
+
+
+def secret_settings(values):
+    """(group, name) of the config values that are Secret references ({existingSecret, key})."""
+    return [(g, n) for g, grp in values["config"].items() if isinstance(grp, dict)
+            for n, v in grp.items() if isinstance(v, dict) and "existingSecret" in v]
+
+
+def expected_secret_env(values):
+    """KJOBS_<GROUP>_<NAME> of each Secret reference that names a Secret: ("secret", name, key)."""
+    return {f"KJOBS_{g}_{n}".upper(): ("secret", values["config"][g][n]["existingSecret"], values["config"][g][n]["key"])
+            for g, n in secret_settings(values) if values["config"][g][n]["existingSecret"]}
+
+
 def expected_cfg(values):
     """kjobs.cfg as the chart should write it, from the merged values."""
     cfg = copy.deepcopy(values["config"])
+    for group, name in secret_settings(values):  # Secret references: env, never the file
+        del cfg[group][name]
     if values["plugin"]["enabled"]:
         cfg["handlers"]["plugin"] = values["plugin"]["mountPath"].rstrip("/") + "/" + \
             os.path.basename(values["plugin"]["path"])
@@ -957,6 +1010,16 @@ def check_set(helm, name, values_file, chart_values):
           f"{values['config']['shutdown']['grace_ms']} ms")
 
     check_env(where, c, spec, values)
+    # Secret settings reach the pod from their Secret, and only from it.
+    secret_env = {f"KJOBS_{g}_{n}".upper() for g, n in secret_settings(values)}
+    got = {}
+    for e in c.get("env") or []:
+        if e["name"] in secret_env and e not in values["extraEnv"]:
+            ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+            got[e["name"]] = ("secret", ref.get("name"), ref.get("key")) if ref else ("value", e.get("value"))
+    check(got == expected_secret_env(values), f"{where}: secret-setting env\n  got  {got}\n  want {expected_secret_env(values)}")
+    for g, n in secret_settings(values):
+        check(not re.search(rf"^\s*{n}\s*=", cfg_text, re.M), f"{where}: secret setting {g}.{n} is in the ConfigMap")
 
     # Resources and spread.
     check(bool((c.get("resources") or {}).get("requests")), f"{where}: no resource requests")
@@ -1316,6 +1379,71 @@ def check_docs(chart_values):
     strict(schema, "(root)")
 
 
+DURATION_PATTERN = "^([0-9]+|([0-9]+(ms|s|m|h|d))+)$"
+
+
+def check_config_table(helm, chart_values):
+    """config.* offers every setting of processor/config.c's table, as the file's groups and
+    names: the schema lists exactly the table's settings with a fitting type, values.yaml has a
+    default for each, and the default rendering writes every one to kjobs.cfg, except the secret
+    settings, which are Secret references ({existingSecret, key}) turned into env."""
+    rows = settings_table()
+    check(len(rows) > 30 and all(r["type"] for r in rows), f"{CONFIG_C}: the settings table did not parse: {rows}")
+    schema = json.load(open(os.path.join(CHART, "values.schema.json")))["properties"]["config"]
+    want_types = {"KT_STRING": "string", "KT_INT": "integer", "KT_BOOL": "boolean", "KT_DOUBLE": "number",
+                  "KT_STRLIST": "array", "KT_DURLIST": "array"}
+    table_keys = set()
+    for r in rows:
+        table_keys.add(r["key"])
+        path = [r["group"], r["name"]] if r["group"] else [r["name"]]
+        node, value = schema, chart_values["config"]
+        for part in path:
+            node = (node.get("properties") or {}).get(part)
+            value = value.get(part) if isinstance(value, dict) else None
+            if node is None:
+                break
+        if not check(node is not None, f"values.schema.json: config.{r['key']} (a setting of processor/config.c) "
+                                       f"is missing: the chart cannot set it"):
+            continue
+        check(value is not None, f"values.yaml: config.{r['key']} has no default")
+        types = node.get("type") if isinstance(node.get("type"), list) else [node.get("type")]
+        if is_secret_string(r):
+            check("object" in types and set(node.get("properties") or {}) == {"existingSecret", "key"}
+                  and node.get("additionalProperties") is False,
+                  f"values.schema.json: config.{r['key']} is a secret setting (KF_SECRET): it must be a Secret "
+                  f"reference {{existingSecret, key}}, never a value in the ConfigMap")
+            check(isinstance(value, dict) and value.get("existingSecret") == "",
+                  f"values.yaml: config.{r['key']} must default to a Secret reference with existingSecret \"\"")
+            continue
+        if r["type"] == "KT_DURATION":
+            # milliseconds where the file's example writes them so (KF_MS_INT), else "10s" strings
+            want = "integer" if "KF_MS_INT" in r["flags"] else "string"
+            check(types == [want] and (want == "integer" or node.get("pattern") == DURATION_PATTERN),
+                  f"values.schema.json: config.{r['key']} ({r['type']}) should be {want}"
+                  f"{'' if want == 'integer' else ' with the duration pattern'}, is {node}")
+        else:
+            check(types == [want_types[r["type"]]],
+                  f"values.schema.json: config.{r['key']} ({r['type']}) should be {want_types[r['type']]}, is {types}")
+    # nothing the table does not have: a key kjobs would refuse as unknown
+    def schema_keys(node, prefix=""):
+        out = set()
+        for k, v in (node.get("properties") or {}).items():
+            if v.get("type") == "object" and prefix == "":
+                out |= schema_keys(v, k + ".")
+            else:
+                out.add(prefix + k)
+        return out
+    extra = schema_keys(schema) - table_keys
+    check(not extra, f"values.schema.json: config.* has {sorted(extra)}, which processor/config.c's table lacks")
+    # the default rendering writes every non-secret setting, and no secret one
+    cfg = libconfig_parse(one(render(helm), "ConfigMap", f"{RELEASE}-kjobs", "defaults")["data"]["kjobs.cfg"])
+    written = {f"{g}.{n}" if isinstance(v, dict) else g for g, v in cfg.items()
+               for n in (v if isinstance(v, dict) else [None])}
+    want = {r["key"] for r in rows if not is_secret_string(r)}
+    check(written == want, f"kjobs.cfg (defaults): settings missing {sorted(want - written)}, "
+                           f"unexpected {sorted(written - want)}")
+
+
 def check_fullname_docs(helm):
     """Object names follow the fullname rule (a release name containing "kjobs" is used as is):
     docs must name objects `<fullname>-…`, never `<release>-kjobs-…`, which is wrong for such a
@@ -1357,6 +1485,7 @@ def cmd_render(args):
     check_invalid(args.helm)
     check_notes(args.helm)
     check_docs(chart_values)
+    check_config_table(args.helm, chart_values)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1371,6 +1500,36 @@ def throwaway_client_cert(tmp, label, password=None):
     cmd += ["-passout", f"pass:{password}"] if password else ["-noenc"]  # OpenSSL 3 (Debian 12, 13)
     subprocess.run(cmd, check=True, capture_output=True)
     return cert, key
+
+
+def check_effective(where, out, cfg_path, env, rows):
+    """The effective configuration `kjobs run --check-config` prints for a rendered kjobs.cfg:
+    its settings are exactly the table's as tests/helm reads processor/config.c (so that reading
+    cannot drift from the binary); every setting comes from the file (or from a stand-in env the
+    check set), and a secret one from its env only, printed "<hidden>"."""
+    eff = {}
+    for line in out.splitlines():
+        m = re.match(r"^([a-z_.]+) = (.*);  # (.*)$", line)
+        if m:
+            eff[m.group(1)] = (m.group(2), m.group(3))
+    keys = [r["key"] for r in rows]
+    check(set(eff) == set(keys), f"check-config {where}: kjobs' settings {sorted(set(eff) - set(keys))} are not in "
+                                 f"the table read from processor/config.c, and {sorted(set(keys) - set(eff))} are not in kjobs")
+    for r in rows:
+        if r["key"] not in eff:
+            continue
+        value, origin = eff[r["key"]]
+        if is_secret_string(r):
+            if r["env"] in env:
+                check(value == '"<hidden>"' and origin == f"environment {r['env']}",
+                      f"check-config {where}: secret {r['key']} = {value} from {origin}, want \"<hidden>\" from its env")
+            else:
+                check(origin == "default", f"check-config {where}: secret {r['key']} comes from {origin}, not from a Secret")
+        else:
+            rdkafka_env = origin.startswith("environment (") and any(k.startswith("KJOBS_RDKAFKA_") for k in env)
+            check(origin.startswith(cfg_path + ":") or (r["env"] in env and origin == f"environment {r['env']}")
+                  or rdkafka_env,  # kafka.properties with the kafkaAuth env appended
+                  f"check-config {where}: {r['key']} comes from {origin}, not from the rendered kjobs.cfg")
 
 
 def cmd_check_config(args):
@@ -1394,6 +1553,7 @@ def cmd_check_config(args):
         probe = subprocess.run([kjobs, "run", "--check-config", "-X", "sasl.oauthbearer.method=oidc"],
                                env=base_env, capture_output=True, text=True, timeout=30, cwd=tmp)
         oidc = probe.returncode == 0
+        rows = settings_table()
 
         for f, values_path in value_sets():
             label = f.replace("/", "-")
@@ -1440,6 +1600,8 @@ def cmd_check_config(args):
                 print(f"kjobs run --check-config {f}: exit {rc} (this librdkafka has no OIDC)")
                 continue
             check(rc == 0, f"check-config {f}: kjobs run --check-config exited {rc}:\n{out}")
+            if rc == 0:
+                check_effective(f, out, os.path.join(tmp, f"{label}.cfg"), env, rows)
             print(f"kjobs run --check-config {f}: exit {rc}")
 
         # The check must be able to fail: a broken file and a bad env value must exit 2.

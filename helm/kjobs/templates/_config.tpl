@@ -92,17 +92,54 @@ when even batch.max_jobs does not fit, or an explicit max_pending exceeds the li
 {{- $n -}}
 {{- end }}
 
+{{/*
+Secret settings of kjobs.cfg (KF_SECRET in processor/config.c's table, e.g.
+kafka.schema_registry_password): never written to the ConfigMap. Their config.<group>.<name>
+value is a Secret reference {existingSecret, key}; each one set becomes KJOBS_<GROUP>_<NAME> from
+that Secret key, which the config loader reads over the file. Any config value shaped like that
+is one, so a new secret setting needs only its values/schema entry (tests/helm checks the table).
+*/}}
+{{- define "kjobs.configSecretEnv" -}}
+{{- range $g := keys .Values.config | sortAlpha }}
+{{- $group := get $.Values.config $g }}
+{{- if kindIs "map" $group }}
+{{- range $n := keys $group | sortAlpha }}
+{{- $s := get $group $n }}
+{{- if and (kindIs "map" $s) (hasKey $s "existingSecret") $s.existingSecret }}
+- name: {{ printf "KJOBS_%s_%s" $g $n | upper }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $s.existingSecret | quote }}
+      key: {{ $s.key | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{/* The whole kjobs.cfg file. */}}
 {{- define "kjobs.config" -}}
 {{- $c := .Values.config -}}
 # kjobs.cfg — rendered by the kjobs Helm chart from .Values.config.
-# Edit the chart values, not this file. Secrets come from the environment (KJOBS_RDKAFKA_*).
+# Edit the chart values, not this file. Secrets come from the environment (KJOBS_RDKAFKA_*,
+# and KJOBS_<GROUP>_<NAME> of the secret settings, from Secrets).
 kafka = {
   bootstrap = {{ include "kjobs.cfg.str" $c.kafka.bootstrap }};
   group = {{ include "kjobs.cfg.str" $c.kafka.group }};
   client_id = {{ include "kjobs.cfg.str" $c.kafka.client_id }};
   group_instance_id = {{ include "kjobs.cfg.str" $c.kafka.group_instance_id }};
+  group_protocol = {{ include "kjobs.cfg.str" $c.kafka.group_protocol }};
   properties = {{ include "kjobs.cfg.strlist" (concat (list (printf "queued.max.messages.kbytes=%d" (int64 .Values.memory.queuedMaxMessagesKbytes)) (printf "max.partition.fetch.bytes=%d" (int64 .Values.memory.maxPartitionFetchBytes))) $c.kafka.properties) }};
+  schema_registry_url = {{ include "kjobs.cfg.str" $c.kafka.schema_registry_url }};
+  schema_registry_user = {{ include "kjobs.cfg.str" $c.kafka.schema_registry_user }};
+  # schema_registry_password: a secret, from the environment (kjobs.configSecretEnv)
+  schema_registry_ca_file = {{ include "kjobs.cfg.str" $c.kafka.schema_registry_ca_file }};
+  schema_registry_cert_file = {{ include "kjobs.cfg.str" $c.kafka.schema_registry_cert_file }};
+  schema_registry_key_file = {{ include "kjobs.cfg.str" $c.kafka.schema_registry_key_file }};
+  # schema_registry_key_password: a secret, from the environment (kjobs.configSecretEnv)
+  schema_registry_timeout = {{ include "kjobs.cfg.str" $c.kafka.schema_registry_timeout }};
+  schema_registry_cache_size = {{ include "kjobs.cfg.int" $c.kafka.schema_registry_cache_size }};
+  schema_registry_unknown_ttl = {{ include "kjobs.cfg.str" $c.kafka.schema_registry_unknown_ttl }};
 };
 topics = {
   main = {{ include "kjobs.cfg.str" $c.topics.main }};
@@ -110,6 +147,9 @@ topics = {
   dlq = {{ include "kjobs.cfg.str" $c.topics.dlq }};
   partitions = {{ include "kjobs.cfg.int" $c.topics.partitions }};
   replication_factor = {{ include "kjobs.cfg.int" $c.topics.replication_factor }};
+  min_insync_replicas = {{ include "kjobs.cfg.int" $c.topics.min_insync_replicas }};
+  retention = {{ include "kjobs.cfg.str" $c.topics.retention }};
+  dlq_retention = {{ include "kjobs.cfg.str" $c.topics.dlq_retention }};
 };
 batch = {
   max_jobs = {{ include "kjobs.cfg.int" $c.batch.max_jobs }};

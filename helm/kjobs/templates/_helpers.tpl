@@ -438,6 +438,17 @@ user fixes the whole values file in one round (Bitnami's pattern).
 {{- if and $v.autoscaling.hpa.enabled (eq (int64 $v.autoscaling.hpa.targetCPUUtilizationPercentage) 0) (eq (int64 $v.autoscaling.hpa.targetMemoryUtilizationPercentage) 0) }}
 {{- $msgs = append $msgs "autoscaling.hpa.enabled needs targetCPUUtilizationPercentage or targetMemoryUtilizationPercentage (both are 0)." }}
 {{- end }}
+{{- /* Utilization is usage / request: without the request the HPA has nothing to divide by and
+       never scales (FailedGetResourceMetric). Empty or null means no request (kjobs.resources). */}}
+{{- if $v.autoscaling.hpa.enabled }}
+{{- $requests := $v.resources.requests | default dict }}
+{{- range $r := list (dict "res" "cpu" "target" "targetCPUUtilizationPercentage") (dict "res" "memory" "target" "targetMemoryUtilizationPercentage") }}
+{{- $pct := int64 (get $v.autoscaling.hpa $r.target) }}
+{{- if and (gt $pct 0) (eq (toString (get $requests $r.res | default "")) "") }}
+{{- $msgs = append $msgs (printf "autoscaling.hpa.%s is %d but resources.requests.%s is not set: the HPA computes %s utilization as a percentage of the request and cannot scale without one. Set resources.requests.%s, or set autoscaling.hpa.%s to 0." $r.target $pct $r.res $r.res $r.res $r.target) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- if and $v.autoscaling.keda.enabled $v.autoscaling.keda.limitToPartitionsWithLag $v.allowIdleReplicas }}
 {{- $msgs = append $msgs "autoscaling.keda.limitToPartitionsWithLag and allowIdleReplicas (KEDA's allowIdleConsumers) are both true: KEDA refuses the combination." }}
 {{- end }}
@@ -613,10 +624,33 @@ user fixes the whole values file in one round (Bitnami's pattern).
 {{- else if regexMatch "^[a-z_]+ = " . }}{{ $k := regexFind "^[a-z_]+" . }}{{ $_ := set $chartEnv (upper (printf "KJOBS_%s" $k)) (printf "config.%s" $k) }}
 {{- end }}
 {{- end }}
+{{- /* Secret settings (kjobs.configSecretEnv): config.<group>.<name> is a Secret reference, never
+       the value. Any config value the file does not render is one; a literal there is refused,
+       and so is a literal KJOBS_<GROUP>_<NAME> of one in extraEnv. */}}
+{{- $secretEnv := dict }}
+{{- range $g := keys $c | sortAlpha }}
+{{- $grp := get $c $g }}
+{{- if kindIs "map" $grp }}
+{{- range $n := keys $grp | sortAlpha }}
+{{- $name := upper (printf "KJOBS_%s_%s" $g $n) }}
+{{- $s := get $grp $n }}
+{{- if not (hasKey $chartEnv $name) }}
+{{- $_ := set $secretEnv $name (printf "config.%s.%s" $g $n) }}
+{{- if and (kindIs "map" $s) $s.existingSecret }}{{ $_ := set $chartEnv $name (printf "config.%s.%s" $g $n) }}{{ end }}
+{{- if and (kindIs "string" $s) $s }}
+{{- $msgs = append $msgs (printf "config.%s.%s is a secret setting: it is never written to the ConfigMap. Give the Secret that holds it instead: config.%s.%s.existingSecret=<Secret> and config.%s.%s.key=<key> (the pods get %s from it)." $g $n $g $n $g $n $name) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- range $v.extraEnv }}
 {{- $name := toString .name }}
 {{- if hasKey $chartEnv $name }}
 {{- $msgs = append $msgs (printf "extraEnv sets %s, which the chart sets (from %s): it would silently override it; set %s instead." $name (get $chartEnv $name) (get $chartEnv $name)) }}
+{{- end }}
+{{- if and (hasKey $secretEnv $name) (not (hasKey $chartEnv $name)) (hasKey . "value") }}
+{{- $msgs = append $msgs (printf "extraEnv %s has a literal value for the secret setting %s: set %s.existingSecret/key (or use valueFrom.secretKeyRef, or extraEnvVarsSecret)." $name (trimPrefix "config." (get $secretEnv $name)) (get $secretEnv $name)) }}
 {{- end }}
 {{- if and (hasPrefix "KJOBS_RDKAFKA_" $name) (hasKey . "value") }}
 {{- $prop := trimPrefix "KJOBS_RDKAFKA_" $name | lower | replace "_" "." }}
@@ -660,6 +694,16 @@ user fixes the whole values file in one round (Bitnami's pattern).
 {{- end }}
 {{- if $v.prometheusRule.enabled }}
 {{- $msgs = append $msgs "prometheusRule.enabled needs service.enabled: its alerts select this release's series by the service label of the chart's Service (as a ServiceMonitor scrapes it); without the Service no alert sees a series and KjobsAbsent fires for good. Enable the Service, or write your own rules from docs/operations.md and set prometheusRule.enabled=false." }}
+{{- end }}
+{{- end }}
+
+{{- /* Schema Registry: the pairs kjobs itself refuses at start-up, refused here before a rollout. */}}
+{{- with $c.kafka }}
+{{- if and (kindIs "map" .schema_registry_password) .schema_registry_password.existingSecret (not .schema_registry_user) }}
+{{- $msgs = append $msgs "config.kafka.schema_registry_password.existingSecret is set but config.kafka.schema_registry_user is empty: basic auth needs both." }}
+{{- end }}
+{{- if and .schema_registry_key_file (not .schema_registry_cert_file) }}
+{{- $msgs = append $msgs "config.kafka.schema_registry_key_file is set but config.kafka.schema_registry_cert_file is empty." }}
 {{- end }}
 {{- end }}
 
