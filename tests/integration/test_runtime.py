@@ -16,7 +16,8 @@ so the tests count runs per job id instead of trusting the worker's own counters
   - the same group over KIP-848 (group.protocol=consumer): join, leave, nothing lost;
   - kill -9 mid-stream and restart: nothing lost; re-runs only past the committed offsets;
   - SIGTERM mid-batch: in-flight batches finish, offsets commit, a restart re-runs none;
-  - a partition fed only garbage: other partitions flow, garbage lands in jobs.dlq as `decode`.
+  - a partition fed only garbage: other partitions flow, garbage lands in jobs.dlq as `decode`;
+  - and the tests' own job stream (Feeder): its end is reported as such, never as a stalled group.
 
 Synchronisation is on events: log lines, the record file reaching a count (re-read until a
 deadline), process exits. Run with /usr/bin/python3; env KJOBS_BIN (the kjobs binary) and
