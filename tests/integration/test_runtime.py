@@ -16,7 +16,8 @@ so the tests count runs per job id instead of trusting the worker's own counters
   - the same group over KIP-848 (group.protocol=consumer): join, leave, nothing lost;
   - kill -9 mid-stream and restart: nothing lost; re-runs only past the committed offsets;
   - SIGTERM mid-batch: in-flight batches finish, offsets commit, a restart re-runs none;
-  - a partition fed only garbage: other partitions flow, garbage lands in jobs.dlq as `decode`.
+  - a partition fed only garbage: other partitions flow, garbage lands in jobs.dlq as `decode`;
+  - and the tests' own job stream (Feeder): its end is reported as such, never as a stalled group.
 
 Synchronisation is on events: log lines, the record file reaching a count (re-read until a
 deadline), process exits. Run with /usr/bin/python3; env KJOBS_BIN (the kjobs binary) and
@@ -137,14 +138,17 @@ def parse_log(line):
     return obj
 
 
-def wait_until(cond, timeout, what, procs=()):
-    """Re-check `cond` until it returns a truthy value; fail at the deadline or when one of
-    `procs` (Workers expected to keep running) exits."""
+def wait_until(cond, timeout, what, procs=(), feeder=None):
+    """Re-check `cond` until it returns a truthy value; fail at the deadline, when one of
+    `procs` (Workers expected to keep running) exits, or when `feeder` (a Feeder the wait
+    depends on) has stopped feeding — with the feeder's own reason, at once."""
     deadline = time.monotonic() + timeout
     while True:
         value = cond()
         if value:
             return value
+        if feeder is not None:
+            feeder.check()
         for p in procs:
             if p.proc.poll() is not None:
                 raise AssertionError(f"{p.name} exited {p.proc.returncode} while waiting for "
@@ -241,10 +245,10 @@ class Scene:
         assert len(ids) == len(jobs), f"enqueue acknowledged {len(ids)} of {len(jobs)}"
         return ids
 
-    def wait_records(self, n, timeout, procs=(), what=None):
-        """Wait until `n` distinct jobs have been recorded."""
+    def wait_records(self, n, timeout, procs=(), what=None, feeder=None):
+        """Wait until `n` distinct jobs have been recorded (see wait_until for `feeder`)."""
         return wait_until(lambda: self.records.distinct() >= n, timeout,
-                          what or f"{n} distinct recorded jobs", procs=procs)
+                          what or f"{n} distinct recorded jobs", procs=procs, feeder=feeder)
 
     def wait_all_ids(self, ids, timeout, procs=()):
         want = set(ids)
@@ -269,16 +273,34 @@ class Scene:
 
 class Feeder(threading.Thread):
     """An open-ended stream: enqueues keyed jobs chunk by chunk, keeping at most `backlog`
-    jobs enqueued but not yet recorded, until stop() (or `limit` jobs). So jobs are flowing
-    whenever the test acts on the group, however long a rebalance takes."""
+    jobs enqueued but not yet recorded, until stop(). So jobs are flowing whenever the test
+    acts on the group, however long a rebalance takes.
 
-    def __init__(self, scene, keys, chunk, backlog, payload, limit=200_000):
+    The stream counts as stalled when, while the feeder waits for the backlog to drain, no new
+    job is recorded for `stall_timeout` seconds. `limit` (none by default) bounds the jobs fed;
+    reaching it is an error, not a quiet end of the stream. Both once hid in the feeder as a
+    300 s deadline counted from its start and a 200,000-job limit: the 50-round mid-rebalance
+    rolling restart on the embedded broker (classic protocol: ~5,900 jobs and ~8 s a round)
+    outran both, and the test then waited for records that were never enqueued and reported a
+    stalled group — "stream stalled at 183000", "timed out after 120s waiting for 200300
+    distinct recorded jobs" — while every enqueued job had run and been committed (lag 0).
+    Waits that depend on the stream pass the feeder (wait_until), so such an end is reported
+    at once and as what it is."""
+
+    def __init__(self, scene, keys, chunk, backlog, payload, limit=None, stall_timeout=120):
         super().__init__(daemon=True)
         self.scene, self.keys, self.chunk, self.backlog = scene, keys, chunk, backlog
-        self.payload, self.limit = payload, limit
+        self.payload, self.limit, self.stall_timeout = payload, limit, stall_timeout
         self.jobs, self.error = [], None
         self._stop_event = threading.Event()
         self.records = RecordLines(scene.record_file)  # own reader: thread-private
+
+    def check(self):
+        """Raise the reason the feeder stopped feeding, if it stopped by itself."""
+        if self.error is not None:
+            raise AssertionError(f"the feeder stopped: {self.error}") from self.error
+        if self.ident is not None and not self.is_alive() and not self._stop_event.is_set():
+            raise AssertionError("the feeder stopped without an error")
 
     def stop(self):
         self._stop_event.set()
@@ -288,20 +310,29 @@ class Feeder(threading.Thread):
 
     def run(self):
         try:
-            deadline = time.monotonic() + 300
-            while not self._stop_event.is_set() and len(self.jobs) < self.limit:
-                while len(self.jobs) - self.records.distinct() > self.backlog - self.chunk:
+            while not self._stop_event.is_set():
+                if self.limit is not None and len(self.jobs) >= self.limit:
+                    raise AssertionError(f"reached its limit of {self.limit} jobs before the "
+                                         "test stopped it")
+                seen, progress_at = self.records.distinct(), time.monotonic()
+                while len(self.jobs) - seen > self.backlog - self.chunk:
                     if self._stop_event.is_set():
                         return
-                    if time.monotonic() > deadline:
-                        raise AssertionError(f"stream stalled at {len(self.records.ids)}")
+                    now = time.monotonic()
+                    if now - progress_at > self.stall_timeout:
+                        raise AssertionError(
+                            f"stream stalled: no job recorded for {self.stall_timeout} s at "
+                            f"{seen} recorded of {len(self.jobs)} enqueued")
                     time.sleep(POLL)
+                    distinct = self.records.distinct()
+                    if distinct > seen:
+                        seen, progress_at = distinct, time.monotonic()
                 first = len(self.jobs)
                 batch = keyed_jobs(first + self.chunk, self.keys, "example.record-batch",
                                    self.payload, start=first)
                 self.scene.enqueue(batch)
                 self.jobs.extend(batch)
-        except Exception as e:  # reported by the test thread through stop()
+        except Exception as e:  # reported by check() and stop()
             self.error = e
 
 
@@ -504,6 +535,103 @@ def test_100k_jobs_once_each_in_key_order():
               f"threads used {len({r.tid for r in records})}", flush=True)
 
 
+# ---- the test's own stream --------------------------------------------------------------------
+
+class _FakeGroup:
+    """Stands in for a Scene and its workers where only the Feeder is under test: enqueued
+    jobs are "handled" (appended to the record file) every 20 ms while `flowing` is set."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="kjobs-rt-feeder-")
+        self.record_file = os.path.join(self.dir, "records.tsv")
+        self.records = RecordLines(self.record_file)
+        self.flowing, self.done = threading.Event(), threading.Event()
+        self._queue, self._lock = [], threading.Lock()
+        self.flowing.set()
+        self._thread = threading.Thread(target=self._handle, daemon=True)
+        self._thread.start()
+
+    def enqueue(self, jobs):
+        with self._lock:
+            self._queue.extend(jobs)
+
+    def _handle(self):
+        offset = 0
+        while not self.done.wait(0.02):
+            if not self.flowing.is_set():
+                continue
+            with self._lock:
+                jobs, self._queue = self._queue, []
+            with open(self.record_file, "a") as f:
+                for j in jobs:
+                    f.write(f"{j['id']}\t{j['key']}\t0\t{offset}\t1\t1\t1\tjobs\t0\n")
+                    offset += 1
+
+    def wait_records(self, n, timeout, feeder=None):
+        return Scene.wait_records(self, n, timeout, feeder=feeder)
+
+    def close(self):
+        self.done.set()
+        self._thread.join()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def test_feeder_reports_its_own_end():
+    """The Feeder is the load of the group tests, so its own end must never pass for a stalled
+    group (the 50-round mid-rebalance rolling restart failed so on the embedded broker: see
+    Feeder). No broker: a fake group handles what is enqueued.
+     1. a stream that keeps flowing for longer than 300 s is not "stalled" (the clock runs 100x);
+     2. a feeder that reaches its limit fails the wait that needs more records, at once and
+        saying so, instead of that wait timing out on records never enqueued;
+     3. a stream that stops flowing is still reported stalled."""
+    # 1. flowing for 400 (fast) seconds
+    g = _FakeGroup()
+    real_monotonic, t0 = time.monotonic, time.monotonic()
+    time.monotonic = lambda: t0 + (real_monotonic() - t0) * 100
+    try:
+        feeder = Feeder(g, keys=10, chunk=100, backlog=300, payload=None)
+        feeder.start()
+        time.sleep(4.0)
+        jobs = feeder.stop()
+    finally:
+        time.monotonic = real_monotonic
+        g.close()
+    assert len(jobs) > 1000, f"the fake stream fed only {len(jobs)} jobs"
+    # 2. the limit
+    g = _FakeGroup()
+    try:
+        feeder = Feeder(g, keys=10, chunk=100, backlog=300, payload=None, limit=1000)
+        feeder.start()
+        start = time.monotonic()
+        try:
+            g.wait_records(1300, 30, feeder=feeder)
+            raise RuntimeError("waited for more records than the feeder may enqueue")
+        except AssertionError as e:
+            assert "limit of 1000 jobs" in str(e), e
+        assert time.monotonic() - start < 10, "the feeder's end was reported only at the timeout"
+        assert g.records.distinct() == 1000
+    finally:
+        g.close()
+    # 3. a stall
+    g = _FakeGroup()
+    try:
+        feeder = Feeder(g, keys=10, chunk=100, backlog=300, payload=None, stall_timeout=1)
+        feeder.start()
+        g.wait_records(500, 30, feeder=feeder)
+        g.flowing.clear()
+        try:
+            wait_until(lambda: False, 30, "the feeder to see the stall", feeder=feeder)
+        except AssertionError as e:
+            assert "stream stalled: no job recorded for 1 s" in str(e), e
+        try:
+            feeder.stop()
+            raise RuntimeError("stop() did not report the stall")
+        except AssertionError as e:
+            assert "stream stalled" in str(e), e
+    finally:
+        g.close()
+
+
 # ---- a consumer group -------------------------------------------------------------------------
 
 def test_group_join_and_leave_mid_stream():
@@ -521,12 +649,12 @@ def test_group_join_and_leave_mid_stream():
         feeder = Feeder(s, keys, chunk, backlog=2 * chunk, payload="sleep:1")
         feeder.start()
         try:
-            s.wait_records(3 * chunk, 120, procs=ws)
+            s.wait_records(3 * chunk, 120, procs=ws, feeder=feeder)
             w4 = s.worker("w4", args=GROUP_TIMEOUTS)
             everyone = ws + [w4]
             w4.wait_assigned(timeout=90)
             at_join = s.records.distinct()
-            s.wait_records(at_join + 2 * chunk, 120, procs=everyone)
+            s.wait_records(at_join + 2 * chunk, 120, procs=everyone, feeder=feeder)
             # the leaver: whoever holds the most main-topic partitions now
             leaver = max(everyone, key=lambda w: len(w.assigned_main()))
             left_with = leaver.assigned_main()
@@ -534,7 +662,7 @@ def test_group_join_and_leave_mid_stream():
             at_leave, lines_at_leave = s.records.distinct(), len(s.records.read())
             assert leaver.stop() == 0, leaver.tail()
             stayers = [w for w in everyone if w is not leaver]
-            s.wait_records(s.records.distinct() + 2 * chunk, 120, procs=stayers)
+            s.wait_records(s.records.distinct() + 2 * chunk, 120, procs=stayers, feeder=feeder)
         finally:
             jobs = feeder.stop()
         s.wait_all_ids([j["id"] for j in jobs], 180, procs=stayers)
@@ -609,7 +737,7 @@ def test_rolling_restart_sigterm_while_a_worker_joins():
         watchdog_exits = 0
         try:
             for r, delay in enumerate(delays):
-                s.wait_records(s.records.distinct() + 300, 120, procs=ws)
+                s.wait_records(s.records.distinct() + 300, 120, procs=ws, feeder=feeder)
                 new = s.worker(f"n{r}", args=args)
                 everyone.append(new)
                 wait_until(lambda: new.logs("worker started"), 30, f"{new.name} to start",
@@ -707,16 +835,16 @@ def test_kip848_consumer_protocol_join_and_leave():
         feeder = Feeder(s, keys=200, chunk=1000, backlog=3000, payload=None)
         feeder.start()
         try:
-            s.wait_records(s.records.distinct() + 1000, 120, procs=ws)
+            s.wait_records(s.records.distinct() + 1000, 120, procs=ws, feeder=feeder)
             w3 = s.worker("w3", env=env)
             ws.append(w3)
             w3.wait_assigned(timeout=90)
-            s.wait_records(s.records.distinct() + 1000, 120, procs=ws)
+            s.wait_records(s.records.distinct() + 1000, 120, procs=ws, feeder=feeder)
             held = {w.name: sorted(w.assigned_main()) for w in ws}
             assert w1.stop() == 0, w1.tail()
             w1.stopped_summary()
             stayers = ws[1:]
-            s.wait_records(s.records.distinct() + 1000, 120, procs=stayers)
+            s.wait_records(s.records.distinct() + 1000, 120, procs=stayers, feeder=feeder)
         finally:
             jobs = feeder.stop()
         s.wait_all_ids([j["id"] for j in jobs], 180, procs=stayers)
@@ -957,7 +1085,8 @@ def test_garbage_partition_goes_to_dlq_others_flow():
 
 
 if __name__ == "__main__":
-    harness.main([test_plugin_handlers_and_outcomes, test_plugin_load_errors_exit_2,
+    harness.main([test_feeder_reports_its_own_end,
+                  test_plugin_handlers_and_outcomes, test_plugin_load_errors_exit_2,
                   test_100k_jobs_once_each_in_key_order, test_group_join_and_leave_mid_stream,
                   test_rolling_restart_sigterm_while_a_worker_joins,
                   test_group_protocol_auto_uses_what_the_broker_offers,
