@@ -957,12 +957,15 @@ def bench_scale_steps(ctx, cfg, protocol="classic"):
                 a = Worker(ctx, b, group, tag="ss-a", extra=group_args, env=env)
                 ws.append(a)
                 a.wait_for_log("partition assigned")
+                # --warmup: the producer has its id and leader connections before the load
+                # starts (without it the first ~2 s arrive in bursts: gaps of 1-2.5 s on A)
                 gen = subprocess.Popen([ctx.loadgen, "-b", b.bootstrap, "-t", b.main, "rate",
-                                        "--rate", str(rate), "--seconds", "100000"],
+                                        "--rate", str(rate), "--seconds", "100000", "--warmup"],
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                 gen_start = time.time()
-                # A flowing on every partition, then a settle window: the baseline
+                # A flowing on every partition, 2 s more, then a settle window: the baseline
                 ss_wait(lambda: len(read_live(a)) == P, flow_timeout, "A on every partition", ws)
+                time.sleep(2.0)
                 base_lo = time.time()
                 time.sleep(settle)
                 steps = []
