@@ -19,6 +19,10 @@ Benchmarks (see bench/README.md for what each one means):
   retry    jobs/s with 10% of jobs failing once (1 s ladder) vs all-success, paired
   scaleout a second worker joins under load: time to its first job; stall of the partitions
            that stayed on the first worker
+  scale-steps (only with --only; also scale-steps-kip848) 1 -> 4 workers and back under one
+           steady load, one step at a time: per step the time until the new member's partitions
+           all flow, the longest gap of every partition that did not move, handovers,
+           duplicates, lost jobs. With --kafka --brokers 3 on a 3-broker cluster
 
 Never asserts performance: it fails only when the harness itself breaks (a process dies, a
 count is wrong, data was dropped by the broker).
@@ -76,6 +80,10 @@ class Ctx:
         self.kafka = kafka
         self.kafka_pid = kafka_pid  # the broker JVM when we started it (liveness, VmHWM)
         self.fetch_args = [] if kafka else ["-X", "fetch.wait.max.ms=5"]
+        # on a cluster of 3 or more brokers topics are made as in production: RF 3, min ISR 2
+        self.brokers = len(kafka.split(",")) if kafka else 1
+        self.topic_env = ({"KJOBS_TOPICS_REPLICATION_FACTOR": "3",
+                           "KJOBS_TOPICS_MIN_INSYNC_REPLICAS": "2"} if self.brokers >= 3 else {})
         # kjobs runs under a name of its own (a symlink): on this shared host brokers have been
         # stopped by signals from outside (a neighbour's name-based pkill, most likely; see
         # tests/integration/test_runtime.py), and such sweeps then miss ours
@@ -151,7 +159,7 @@ class KafkaTopics:
         p = subprocess.run([ctx.kjobs, "topics", "-b", self.bootstrap, "--create"],
                            capture_output=True, text=True, timeout=120,
                            env=dict(os.environ, KJOBS_TOPICS_PARTITIONS=str(partitions),
-                                    **self.env))
+                                    **ctx.topic_env, **self.env))
         if p.returncode != 0:
             raise HarnessError(f"kjobs topics --create {self.main}: {p.stderr[-2000:]}")
         # a created topic is served once every partition has a leader: wait for its metadata
@@ -868,6 +876,289 @@ def bench_scaleout(ctx, cfg, protocol="classic"):
                 "stayed_baseline_gap_ms", "handover_max_ms", "window_p99_ms", "window_max_ms")}}
 
 
+# ---- scale-steps (1 -> 4 workers and back under load) ------------------------------------------
+
+def read_live(w):
+    """A running worker's per-partition first/last bench.lat handler start (the plugin's
+    $BENCH_OUT.live, rewritten every BENCH_LIVE_MS): {partition: (first_s, last_s)}."""
+    out = {}
+    try:
+        with open(w.out + ".live") as f:
+            for line in f:
+                p, first, last = line.split()
+                out[int(p)] = (int(first) / 1e6, int(last) / 1e6)
+    except (OSError, ValueError):
+        pass
+    return out
+
+
+def main_assignment(w, topic):
+    """The main-topic partitions a worker holds now, by its own log lines, in order."""
+    held = set()
+    for x in w.logs():
+        if x.get("topic") != topic:
+            continue
+        if x.get("msg") == "partition assigned":
+            held.add(x.get("partition"))
+        elif x.get("msg") in ("partition revoked", "partition lost"):
+            held.discard(x.get("partition"))
+    return held
+
+
+def ss_wait(cond, timeout, what, procs):
+    """Polls cond() every 50 ms; returns the seconds waited, or None after timeout (a finding
+    to report, not a harness error). A worker that exits on its own is a harness error."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        check_brokers()
+        for w in procs:
+            if w.proc.poll() is not None:
+                raise HarnessError(f"{w.name} exited {w.proc.returncode} while waiting for {what}")
+        if cond():
+            return time.monotonic() - t0
+        time.sleep(0.05)
+    log(f"  not reached within {timeout}s: {what}")
+    return None
+
+
+def bench_scale_steps(ctx, cfg, protocol="classic"):
+    """Scale 1 -> 4 workers and back under a steady load, on one set of topics: worker A
+    alone, then B, C, D launched one at a time (each once every partition it was assigned
+    handled a job, plus a settle time), then D, C, B stopped with SIGTERM one at a time (each
+    once every partition is handled again by the remaining workers, plus the settle time). The
+    per-job records of every worker (the bench plugin's, written at exit) give, per step: who
+    owned each partition before and after, the longest gap between two handled jobs on every
+    partition that did not move, the handover gap of the moved ones, duplicates; every job is
+    identified by (partition, the producer's stamp), so lost jobs are counted too."""
+    P, rate, settle, n_workers = (cfg["ss_partitions"], cfg["ss_rate"], cfg["ss_settle"],
+                                  cfg["ss_workers"])
+    runs, flow_timeout = cfg["runs"], cfg["ss_flow_timeout"]
+    log(f"scale-steps ({protocol} group protocol): {rate} jobs/s over {P} partitions; 1 -> "
+        f"{n_workers} workers and back, {settle}s settle per step; {runs} runs")
+    if protocol == "consumer":
+        out = subprocess.run([os.path.join(ctx.build, "kjobs"), "version"], capture_output=True,
+                             text=True).stdout
+        m = re.search(r"librdkafka (\d+)\.(\d+)", out)
+        if not m or (int(m.group(1)), int(m.group(2))) < (2, 12):
+            log(f"  skipped: KIP-848 needs librdkafka >= 2.12 ({out.strip()!r})")
+            return {"skipped": f"KIP-848 (group.protocol=consumer) needs librdkafka >= 2.12; "
+                               f"this build runs {out.strip()}", "group_protocol": protocol}
+    group_args = so_group_args(ctx, protocol)
+    env = {"KJOBS_KAFKA_GROUP_PROTOCOL": protocol, "BENCH_LIVE_MS": "100"}
+    rows = []
+    for r in range(runs):
+        load_start = open("/proc/loadavg").read().split()[:3]
+        with ctx.broker(P) as b:
+            group = ctx.name("ss")
+            names = "ABCDEFGH"[:n_workers]
+            ws = []
+            gen = None
+            try:
+                a = Worker(ctx, b, group, tag="ss-a", extra=group_args, env=env)
+                ws.append(a)
+                a.wait_for_log("partition assigned")
+                # --warmup: the producer has its id and leader connections before the load
+                # starts (without it the first ~2 s arrive in bursts: gaps of 1-2.5 s on A)
+                gen = subprocess.Popen([ctx.loadgen, "-b", b.bootstrap, "-t", b.main, "rate",
+                                        "--rate", str(rate), "--seconds", "100000", "--warmup"],
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                gen_start = time.time()
+                # A flowing on every partition, 2 s more, then a settle window: the baseline
+                ss_wait(lambda: len(read_live(a)) == P, flow_timeout, "A on every partition", ws)
+                time.sleep(2.0)
+                base_lo = time.time()
+                time.sleep(settle)
+                steps = []
+                for i in range(1, n_workers):  # scale out: add B, C, D
+                    w = Worker(ctx, b, group, tag="ss-" + names[i].lower(), extra=group_args,
+                               env=env)
+                    ws.append(w)
+                    n = len(ws)
+
+                    def flowing(w=w, n=n):
+                        held = main_assignment(w, b.main)
+                        live = read_live(w)
+                        return len(held) >= P // n and held <= set(live)
+                    waited = ss_wait(flowing, flow_timeout, f"{names[i]} flowing on all its "
+                                     f"partitions", [x for x in ws])
+                    steps.append({"step": f"+{names[i]} ({n - 1}→{n})", "action": "add",
+                                  "worker": i, "t": w.launched_at, "members": n,
+                                  "wait_s": waited})
+                    time.sleep(settle)
+                for i in range(n_workers - 1, 0, -1):  # scale in: SIGTERM D, C, B
+                    w = ws[i]
+                    t = time.time()
+                    w.proc.send_signal(signal.SIGTERM)
+                    try:
+                        w.proc.wait(timeout=60)
+                    except subprocess.TimeoutExpired:
+                        w.proc.kill()
+                        w.proc.wait()
+                    t_exit = time.time()
+                    rest = ws[:i]
+
+                    def flowing_again(rest=rest, t_exit=t_exit):
+                        lives = [read_live(x) for x in rest]
+                        return all(any(lv.get(p, (0, 0))[1] > t_exit for lv in lives)
+                                   for p in range(P))
+                    waited = ss_wait(flowing_again, flow_timeout, f"every partition flowing "
+                                     f"after {names[i]} stopped", rest)
+                    steps.append({"step": f"−{names[i]} ({i + 1}→{i})", "action": "stop",
+                                  "worker": i, "t": t, "members": i, "exit_code":
+                                  w.proc.returncode, "shutdown_s": t_exit - t,
+                                  "wait_s": waited})
+                    time.sleep(settle)
+                t_end = time.time()
+                gen.send_signal(signal.SIGTERM)
+                out, err = gen.communicate(timeout=120)
+                if gen.returncode != 0:
+                    raise HarnessError(f"loadgen rate exited {gen.returncode}: {err}")
+                gen = None
+                produced = json.loads(out)["acked"]
+                recs = {}
+                for i in range(1, n_workers):
+                    recs[i] = ws[i].stop(timeout=60, check=False)
+                # A alone now: wait (bounded) until every job was handled somewhere
+                others = sum(sum(1 for x in recs[i] if x[0] == 0) for i in recs)
+                deadline = time.monotonic() + 90
+                while time.monotonic() < deadline:
+                    check_brokers()
+                    try:
+                        if metric_sum(a.metrics(), type="bench.lat", outcome="ok") + others \
+                                >= produced:
+                            break
+                    except OSError:
+                        pass
+                    time.sleep(0.2)
+                time.sleep(0.5)
+                recs[0] = a.stop(timeout=60, check=False)
+                logs = {i: w.logs() for i, w in enumerate(ws)}
+                exit_a = a.exit_code
+            except BaseException:
+                if gen and gen.poll() is None:
+                    gen.kill()
+                for w in ws:
+                    stop_process(w.proc)
+                raise
+        row = ss_analyse(P, names, ws, recs, logs, steps, produced, gen_start, base_lo, t_end,
+                         b.main)
+        row.update({"exit_code_a": exit_a, "load_start": load_start,
+                    "load_end": open("/proc/loadavg").read().split()[:3]})
+        log(f"  run {r + 1}: " + "; ".join(
+            f"{s['step']} stayed gap max {fmt_ms(s['stayed_gap_max_ms'])} ms"
+            + (f", all flowing {fmt_ms(s['to_all_flowing_s'])} s" if s.get('to_all_flowing_s')
+               is not None else "") for s in row["steps"])
+            + f"; duplicates {row['duplicates']}, lost {row['lost']}; load "
+            f"{' '.join(row['load_start'])} -> {' '.join(row['load_end'])}")
+        rows.append(row)
+    return {"partitions": P, "rate": rate, "settle_s": settle, "workers": n_workers,
+            "rows": rows, "group_protocol": protocol,
+            "group_args": " ".join([f"kafka.group_protocol={protocol}", *group_args[1::2]])}
+
+
+def ss_analyse(P, names, ws, recs, logs, steps, produced, gen_start, base_lo, t_end, topic):
+    # every bench.lat job: (partition, handler start s, worker, job key = (partition, stamp))
+    jobs = []
+    for i, rr in recs.items():
+        for k, p, t, lat in rr:
+            if k == 0:
+                jobs.append((t / 1e6, p, i, (p, t - lat)))
+    jobs.sort()
+    seen, dup_times = set(), []
+    for t, p, i, key in jobs:
+        if key in seen:
+            dup_times.append(t)
+        seen.add(key)
+    by_p = {p: [] for p in range(P)}  # sorted (t, worker)
+    for t, p, i, _ in jobs:
+        by_p.setdefault(p, []).append((t, i))
+    bounds = [s["t"] for s in steps] + [t_end]
+
+    def owner_at(p, when):
+        last = None
+        for t, i in by_p[p]:
+            if t > when:
+                break
+            last = i
+        return last
+
+    def gaps(lo, hi, parts):
+        return {p: max_gap([t for t, _ in by_p[p]], lo, hi) * 1e3 for p in parts}
+
+    def pcts(vals):
+        v = sorted(vals)
+        return {"p50": pct(v, 0.5), "p90": pct(v, 0.9), "max": v[-1] if v else None}
+
+    base = gaps(base_lo, steps[0]["t"], range(P))
+    out_steps = [{"step": "A alone (baseline)", "members": 1, "window_s": steps[0]["t"] - base_lo,
+                  "stayed": P, "moved": 0, "stayed_gap_max_ms": max(base.values()),
+                  "stayed_gap_ms": {str(p): round(g, 1) for p, g in sorted(base.items())},
+                  "stayed_gap_pcts": pcts(base.values())}]
+    for k, s in enumerate(steps):
+        lo, hi = s["t"], bounds[k + 1]
+        moved, stayed, handover, new_first = [], [], [], {}
+        for p in range(P):
+            before, after = owner_at(p, lo), owner_at(p, hi)
+            inside = {i for t, i in by_p[p] if lo <= t <= hi}
+            if before == after and inside <= {before}:
+                stayed.append(p)
+                continue
+            moved.append(p)
+            first_new = min((t for t, i in by_p[p] if lo <= t <= hi and i == after), default=None)
+            if first_new is None:
+                continue
+            new_first[p] = first_new
+            old_last = max((t for t, i in by_p[p] if t < first_new and i == before),
+                           default=None)
+            if old_last is not None:
+                handover.append((first_new - old_last) * 1e3)
+        g = gaps(lo, hi, stayed)
+        worst = max(g, key=g.get) if g else None
+        in_win = sorted(lat / 1000 for i, rr in recs.items() for k_, p, t, lat in rr
+                        if k_ == 0 and lo <= t / 1e6 <= hi)
+        row = dict(s)
+        row.update({"window_s": hi - lo, "moved": len(moved), "stayed": len(stayed),
+                    "moved_partitions": moved,
+                    "stayed_gap_max_ms": g[worst] if g else None,
+                    "stayed_gap_ms": {str(p): round(v, 1) for p, v in sorted(g.items())},
+                    "stayed_gap_pcts": pcts(g.values()),
+                    "handover_max_ms": max(handover) if handover else None,
+                    "handover_p50_ms": statistics.median(handover) if handover else None,
+                    "duplicates": sum(1 for t in dup_times if lo <= t < hi),
+                    "window_p99_ms": pct(in_win, 0.99), "window_max_ms": in_win[-1] if in_win
+                    else None,
+                    "revoked_on_staying": sum(
+                        1 for i, lg in logs.items() if i != s["worker"] for x in lg
+                        if x.get("msg") in ("partition revoked", "partition lost")
+                        and x.get("topic") == topic and lo <= log_ts(x) <= hi)})
+        if g:  # where the worst gap of a stayed partition sits (to find it in the logs)
+            ts = [lo] + [t for t, _ in by_p[worst] if lo < t < hi] + [hi]
+            j = max(range(len(ts) - 1), key=lambda j: ts[j + 1] - ts[j])
+            row["stayed_gap_worst"] = {
+                "partition": worst, "worker": names[owner_at(worst, hi)],
+                "from_s": ts[j] - lo, "utc": time.strftime("%H:%M:%S", time.gmtime(ts[j]))
+                + f".{int(ts[j] * 1000) % 1000:03d}"}
+        if s["action"] == "add":
+            i = s["worker"]
+            mine = [t for t, p, w, _ in jobs if w == i and lo <= t <= hi]
+            owned = [p for p in range(P) if owner_at(p, hi) == i]
+            firsts = [min(t for t, w in by_p[p] if w == i and t >= lo) for p in owned]
+            assigned = [log_ts(x) for x in logs[i] if x.get("msg") == "partition assigned"
+                        and x.get("topic") == topic]
+            row.update({"partitions_of_new": len(owned),
+                        "to_assigned_s": min(assigned) - lo if assigned else None,
+                        "to_first_job_s": min(mine) - lo if mine else None,
+                        "to_all_flowing_s": max(firsts) - lo if firsts else None})
+        else:
+            row.update({"to_all_flowing_s": max(new_first.values()) - lo if new_first else None})
+        row.pop("t")
+        out_steps.append(row)
+    distinct = len(seen)
+    return {"produced": produced, "handled": len(jobs), "distinct": distinct,
+            "duplicates": len(jobs) - distinct, "lost": produced - distinct,
+            "load_seconds": t_end - gen_start, "steps": out_steps}
+
+
 # ---- profile (not part of the default set: --only profile) ----------------------------------
 
 def bench_profile(ctx, cfg):
@@ -969,11 +1260,15 @@ def report(ctx, cfg, info, res, command, started, load_end):
              f"librdkafka {info['rdkafka']}, gcc {info['gcc']}, {info['kcat']}; build "
              f"RelWithDebInfo (-O2 -g)")
     if kafka:
-        L.append(f"- broker: Apache Kafka {info['kafka_version']} (KRaft, 1 combined "
-                 f"broker+controller, `scripts/kafka.sh start --brokers 1`, loopback, data on "
-                 f"local disk, JVM heap {os.environ.get('KAFKA_HEAP_OPTS', '-Xms256m -Xmx1g')}; "
+        nb = ctx.brokers
+        L.append(f"- broker: Apache Kafka {info['kafka_version']} (KRaft, {nb} combined "
+                 f"broker+controller{'s' if nb > 1 else ''}, `scripts/kafka.sh start --brokers "
+                 f"{nb}`, loopback, data on "
+                 f"local disk, JVM heap {os.environ.get('KAFKA_HEAP_OPTS', '-Xms256m -Xmx1g')}"
+                 f"{' each' if nb > 1 else ''}; "
                  f"{info['java']}) on the same 2 cores as the worker; each case on fresh topics "
-                 f"(`kjobs topics --create`, replication factor 1) and fresh consumer groups; "
+                 f"(`kjobs topics --create`, replication factor "
+                 f"{'3, min.insync.replicas 2' if nb >= 3 else '1'}) and fresh consumer groups; "
                  f"worker: `kjobs run -b ADDR` with default settings (workers=2, "
                  f"batch.max_jobs=100, batch.max_wait_ms=0, batch.max_pending=10000; "
                  f"librdkafka's fetch defaults: a real broker answers a Fetch as soon as data "
@@ -1195,6 +1490,81 @@ def report(ctx, cfg, info, res, command, started, load_end):
                  f"**{fmt_ms(so['join_to_first_job_s'])}** | | **{so['stayed_stall_ms']:.0f}** | "
                  f"{so['stayed_baseline_gap_ms']:.0f} | {fmt_ms(so['handover_max_ms'])} | "
                  f"{fmt_ms(so['window_p99_ms'])} / {fmt_ms(so['window_max_ms'])} | |\n")
+    for key in EXTRA:
+        ss = res.get(key)
+        if not ss:
+            continue
+        kip848 = ss.get("group_protocol") == "consumer"
+        L.append("## Scale 1 → 4 workers and back under load — " +
+                 ("KIP-848 consumer group protocol (`kafka.group_protocol=consumer`)\n" if kip848
+                  else "classic group protocol (`kafka.group_protocol=classic`, eager "
+                  "roundrobin)\n"))
+        if ss.get("skipped"):
+            L.append(f"Not run: {ss['skipped']}.\n")
+            continue
+        L.append(f"bench.lat jobs at {ss['rate']:,} jobs/s over {ss['partitions']} partitions, "
+                 f"one steady load for the whole run; group settings: `{ss['group_args']}`. "
+                 f"Worker A alone, then B, C, D launched one at a time, then D, C, B stopped "
+                 f"with SIGTERM one at a time. The next step starts once the last one is flowing"
+                 f" (an added worker: every main-topic partition it was assigned handled a job; "
+                 f"a stop: every partition handled a job after the worker exited) plus "
+                 f"{ss['settle_s']} s. A step's window runs from its action (launch / SIGTERM) "
+                 f"to the next step's action. Per partition, the owner before and after the step "
+                 f"= the worker that handled its last job before the window and in it; "
+                 f"**stayed** = the same owner and no other worker handled it in the window. "
+                 f"\"gap\" = the longest time with no job handled, on one partition, in the "
+                 f"window (edges included); the stayed gap is the maximum over the stayed "
+                 f"partitions, with the percentiles of their per-partition maxima. "
+                 f"\"handover\" = on a moved partition, the new owner's first job − the old "
+                 f"owner's last job. \"all flowing\" = an added worker's launch (a stop's "
+                 f"SIGTERM) → the first job on the last of its (the moved) partitions. "
+                 f"Duplicates = jobs handled more than once (a job is its partition and its "
+                 f"producer stamp), counted in the step where the repeat ran; lost = produced − "
+                 f"distinct jobs handled. \"revoked\" = partition revoked/lost log lines of the "
+                 f"main topic on the members that stay (eager: every partition each step).\n")
+        for n, row in enumerate(ss["rows"], 1):
+            L.append(f"**Run {n}**: produced {row['produced']:,} in {row['load_seconds']:.0f} s, "
+                     f"handled {row['handled']:,}, duplicates {row['duplicates']}, "
+                     f"**lost {row['lost']}**; exit codes: A {row['exit_code_a']}, stopped "
+                     f"workers {', '.join(str(s['exit_code']) for s in row['steps'] if 'exit_code' in s)}"
+                     f"; 1-min load average {row['load_start'][0]} at the start, "
+                     f"{row['load_end'][0]} at the end.\n")
+            L.append("| step | window s | new member: launch → assigned / first job / all its "
+                     "partitions flowing s | SIGTERM → exit s | moved / stayed | **stayed gap max"
+                     " ms** | stayed per-partition maxima p50 / p90 ms | handover max (p50) ms | "
+                     "latency p99 / max ms | revoked | duplicates |")
+            L.append("|---|---:|---|---:|---|---:|---|---|---|---:|---:|")
+            for s in row["steps"]:
+                pc = s["stayed_gap_pcts"]
+                if s.get("action") == "add":
+                    new = (f"{s.get('partitions_of_new')} partitions: "
+                           f"{fmt_ms(s.get('to_assigned_s'))} / {fmt_ms(s.get('to_first_job_s'))}"
+                           f" / **{fmt_ms(s.get('to_all_flowing_s'))}**")
+                elif s.get("action") == "stop":
+                    new = f"moved partitions flowing after {fmt_ms(s.get('to_all_flowing_s'))}"
+                else:
+                    new = ""
+                L.append(f"| {s['step']} | {s['window_s']:.1f} | {new} | "
+                         f"{fmt_ms(s.get('shutdown_s')) if 'shutdown_s' in s else ''} | "
+                         f"{s['moved']} / {s['stayed']} | **{fmt_ms(s['stayed_gap_max_ms'])}** | "
+                         f"{fmt_ms(pc['p50'])} / {fmt_ms(pc['p90'])} | "
+                         + (f"{fmt_ms(s.get('handover_max_ms'))} ({fmt_ms(s.get('handover_p50_ms'))})"
+                            if s.get("handover_max_ms") is not None else "") + " | "
+                         + (f"{fmt_ms(s.get('window_p99_ms'))} / {fmt_ms(s.get('window_max_ms'))}"
+                            if "window_p99_ms" in s else "") + " | "
+                         f"{s.get('revoked_on_staying', '')} | {s.get('duplicates', '')} |")
+            L.append("")
+        L.append("Per-partition maxima of the gap between two handled jobs, stayed partitions "
+                 "only (partition: ms), and where each step's longest one started (its worker, "
+                 "seconds into the window, UTC):\n")
+        for n, row in enumerate(ss["rows"], 1):
+            for s in row["steps"]:
+                w = s.get("stayed_gap_worst")
+                L.append(f"- run {n}, {s['step']}: " + ", ".join(
+                    f"{p}: {v:.0f}" for p, v in s["stayed_gap_ms"].items())
+                    + (f" — longest on partition {w['partition']} (worker {w['worker']}), from "
+                       f"+{w['from_s']:.2f} s ({w['utc']} UTC)" if w else ""))
+        L.append("")
     L.append("## Raw data\n")
     L.append("```json")
     L.append(json.dumps({k: v for k, v in res.items()}, indent=1, default=str))
@@ -1235,6 +1605,17 @@ def summary(res):
         out.append(f"scale-out: B first job {fmt_ms(so['join_to_first_job_s'])} s after launch, "
                    f"stayed stall {so['stayed_stall_ms']:.0f} ms (baseline "
                    f"{so['stayed_baseline_gap_ms']:.0f} ms)")
+    for key in EXTRA:
+        ss = res.get(key)
+        if ss and not ss.get("skipped"):
+            for n, row in enumerate(ss["rows"], 1):
+                out.append(f"{key} run {n}: lost {row['lost']}, duplicates {row['duplicates']}; "
+                           + "; ".join(f"{s['step']} stayed gap {fmt_ms(s['stayed_gap_max_ms'])} ms"
+                                       + (f", all flowing {fmt_ms(s['to_all_flowing_s'])} s"
+                                          if s.get("to_all_flowing_s") is not None else "")
+                                       for s in row["steps"]))
+        elif ss:
+            out.append(f"{key}: {ss['skipped']}")
     return "\n".join(out)
 
 
@@ -1242,13 +1623,20 @@ FULL = {"runs": 3, "drain_runs": 5, "drain_partitions": 64, "drain_jobs": 1_600_
         "lat_rate": 5000, "lat_seconds": 20, "lat_partitions": 16,
         "rss_partitions": 64, "rss_jobs": 1_000_000,
         "retry_partitions": 16, "retry_jobs": 400_000,
-        "so_partitions": 16, "so_rate": 2000, "so_seconds": 24, "so_join_at": 8}
+        "so_partitions": 16, "so_rate": 2000, "so_seconds": 24, "so_join_at": 8,
+        "ss_partitions": 16, "ss_rate": 2000, "ss_settle": 5, "ss_workers": 4,
+        "ss_flow_timeout": 60}
 QUICK = {"runs": 1, "drain_runs": 1, "drain_partitions": 4, "drain_jobs": 20_000,
          "lat_rate": 500, "lat_seconds": 2, "lat_partitions": 4,
          "rss_partitions": 4, "rss_jobs": 20_000,
          "retry_partitions": 4, "retry_jobs": 10_000,
-         "so_partitions": 4, "so_rate": 200, "so_seconds": 16, "so_join_at": 2}
+         "so_partitions": 4, "so_rate": 200, "so_seconds": 16, "so_join_at": 2,
+         "ss_partitions": 4, "ss_rate": 200, "ss_settle": 1, "ss_workers": 4,
+         "ss_flow_timeout": 60}
 ALL = ["drain", "latency", "rss", "retry", "scaleout", "scaleout-kip848"]
+# Not in the default set (about 1.5 min per run and protocol; on the mock every step waits for
+# session timeouts): scale 1 -> 4 workers and back, step by step (--only scale-steps,...)
+EXTRA = ["scale-steps", "scale-steps-kip848"]
 # On real Kafka: the benchmarks of issue #11 (scale-out there is the integration suite's
 # business for now); the latency runs interleave defaults and no-waits, each with raw_consumer
 # reading the same stream; no jemalloc experiment (an allocator finding, not a broker one).
@@ -1263,7 +1651,8 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-write", action="store_true", help="do not write the results file")
     ap.add_argument("--only", default=None,
-                    help="comma-separated: " + ",".join(ALL) + " (default: all; with --kafka "
+                    help="comma-separated: " + ",".join(ALL + EXTRA) + " (default: "
+                    + ",".join(ALL) + "; with --kafka "
                     + ",".join(KAFKA_ALL) + "); or profile (perf record of one kjobs drain, work "
                     "files kept)")
     ap.add_argument("--runs", type=int, help="runs per benchmark (default 3, --quick 1)")
@@ -1272,12 +1661,18 @@ def main():
                     "scripts/kafka.sh in $KAFKA_LOCAL_DIR (default /tmp/kjobs-bench-kafka), first "
                     "port $KAFKA_LOCAL_PORT (default 29592), stopped at the end; results go to "
                     "bench/RESULTS-kafka.md")
+    ap.add_argument("--brokers", type=int, choices=(1, 3), default=1,
+                    help="with --kafka: brokers of the cluster started (3: topics get replication "
+                    "factor 3 and min.insync.replicas 2)")
     ap.add_argument("--bootstrap", help="run on this existing Kafka cluster instead (left "
                     "running; topics are created and deleted per case)")
     ap.add_argument("--out", default=None, help="results file (default bench/RESULTS.md, with "
                     "--kafka/--bootstrap bench/RESULTS-kafka.md)")
     ap.add_argument("--command", default=None, help="command line to record in the results")
     ap.add_argument("--keep", action="store_true", help="keep the work files (logs, records)")
+    ap.add_argument("--append", action="store_true", help="append this run's report to --out "
+                    "(its own machine, command and raw data) instead of replacing the file: "
+                    "e.g. the same benchmark with a second build directory")
     args = ap.parse_args()
     # kjobs refuses KJOBS_* variables that are not its settings: kafka.sh's own are for it only
     kafka_env = {"KAFKA_LOCAL_DIR": os.environ.pop("KAFKA_LOCAL_DIR", "/tmp/kjobs-bench-kafka"),
@@ -1295,9 +1690,9 @@ def main():
         bootstrap, pid = args.bootstrap, None
         if args.kafka and not args.bootstrap:
             started_cluster = True  # a half-started cluster is stopped as well
-            log(f"starting a 1-broker Apache Kafka in {kafka_env['KAFKA_LOCAL_DIR']} "
-                f"(port {kafka_env['KAFKA_LOCAL_PORT']})")
-            p = subprocess.run([KAFKA_SH, "start", "--brokers", "1"], env=kafka_env,
+            log(f"starting a {args.brokers}-broker Apache Kafka in "
+                f"{kafka_env['KAFKA_LOCAL_DIR']} (port {kafka_env['KAFKA_LOCAL_PORT']})")
+            p = subprocess.run([KAFKA_SH, "start", "--brokers", str(args.brokers)], env=kafka_env,
                                capture_output=True, text=True, timeout=300)
             if p.returncode != 0:
                 raise SystemExit(f"bench: scripts/kafka.sh start failed: {p.stderr[-2000:]}")
@@ -1322,7 +1717,7 @@ def run(ap, args, kafka, kafka_pid):
     if "profile" in only:
         args.keep = args.no_write = True  # the perf data lives in the work directory
     for x in only:
-        if x not in ALL + ["profile"]:
+        if x not in ALL + EXTRA + ["profile"]:
             ap.error(f"unknown benchmark {x}")
     work = tempfile.mkdtemp(prefix="kjobs-bench-")
     ctx = Ctx(os.path.abspath(args.build_dir), work, args.quick, kafka, kafka_pid)
@@ -1336,7 +1731,9 @@ def run(ap, args, kafka, kafka_pid):
     res = {"config": cfg}
     funcs = {"drain": bench_drain, "latency": bench_latency, "rss": bench_rss,
              "retry": bench_retry, "scaleout": bench_scaleout, "profile": bench_profile,
-             "scaleout-kip848": lambda c, f: bench_scaleout(c, f, "consumer")}
+             "scaleout-kip848": lambda c, f: bench_scaleout(c, f, "consumer"),
+             "scale-steps": bench_scale_steps,
+             "scale-steps-kip848": lambda c, f: bench_scale_steps(c, f, "consumer")}
     ok = True
     try:
         for name in only:
@@ -1359,8 +1756,11 @@ def run(ap, args, kafka, kafka_pid):
     print(summary(res))
     if ok and not args.no_write:
         cmd = args.command or " ".join(sys.argv)
+        text = report(ctx, cfg, info, res, cmd, started, load_end)
+        if args.append and os.path.exists(args.out):
+            text = open(args.out).read().rstrip("\n") + "\n\n---\n\n" + text
         with open(args.out, "w") as f:
-            f.write(report(ctx, cfg, info, res, cmd, started, load_end))
+            f.write(text)
         log(f"wrote {args.out}")
     if ok and not args.keep:
         shutil.rmtree(work, ignore_errors=True)

@@ -13,6 +13,11 @@
  *                the worker
  * Every record ("kind partition t_us latency_us", one line each; kind 0 lat, 1 start, 2 end)
  * is written to $BENCH_OUT when the process exits.
+ * With BENCH_LIVE_MS=N (> 0) the plugin also keeps, per partition, the handler-start time of the
+ * first and of the latest bench.lat job, and rewrites $BENCH_OUT.live ("partition first_us
+ * last_us" lines) at most every N ms, from whichever handler thread runs a bench.lat job past
+ * the deadline: a driver can see which partitions a running worker handles (scale-steps waits
+ * on it) without stopping it.
  *
  * Cost per job: one clock_gettime, one atomic increment, one 16-byte store into a
  * preallocated array (BENCH_MAX_RECORDS, default 4M; untouched pages cost no memory).
@@ -25,6 +30,8 @@
 #include <time.h>
 
 #include "kjobs.h"
+
+#define BENCH_LIVE_PARTITIONS 4096
 
 typedef struct bench_record {
     int64_t t_us;
@@ -39,6 +46,11 @@ static atomic_size_t bench_count;
 static atomic_long bench_ends;
 static long bench_end_marks;
 static const char *bench_out;
+static int64_t bench_live_us; /* BENCH_LIVE_MS in µs; 0: no live file */
+static _Atomic int64_t bench_live_first[BENCH_LIVE_PARTITIONS];
+static _Atomic int64_t bench_live_last[BENCH_LIVE_PARTITIONS];
+static _Atomic int64_t bench_live_next; /* when the live file is due next */
+static atomic_flag bench_live_writing = ATOMIC_FLAG_INIT;
 
 int kjobs_plugin_init(kjobs_registry_t *registry, int abi_version, char *errstr,
                       size_t errstr_size);
@@ -74,6 +86,35 @@ static void bench_write(const char *path, size_t n) {
     if (fclose(f) == 0) rename(tmp, path);
 }
 
+/* The live file: one writer at a time (the thread that moved the deadline), tmp + rename. */
+static void bench_live(int64_t now, int32_t partition) {
+    if (partition < 0 || partition >= BENCH_LIVE_PARTITIONS) return;
+    int64_t zero = 0;
+    atomic_compare_exchange_strong_explicit(&bench_live_first[partition], &zero, now,
+                                            memory_order_relaxed, memory_order_relaxed);
+    atomic_store_explicit(&bench_live_last[partition], now, memory_order_relaxed);
+    int64_t due = atomic_load_explicit(&bench_live_next, memory_order_relaxed);
+    if (now < due || !atomic_compare_exchange_strong(&bench_live_next, &due, now + bench_live_us))
+        return;
+    if (atomic_flag_test_and_set(&bench_live_writing)) return; /* a slow write still running */
+    char path[4096], tmp[4200];
+    snprintf(path, sizeof(path), "%s.live", bench_out);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) {
+        atomic_flag_clear(&bench_live_writing);
+        return;
+    }
+    for (int32_t p = 0; p < BENCH_LIVE_PARTITIONS; p++) {
+        int64_t first = atomic_load_explicit(&bench_live_first[p], memory_order_relaxed);
+        if (first)
+            fprintf(f, "%d %lld %lld\n", p, (long long)first,
+                    (long long)atomic_load_explicit(&bench_live_last[p], memory_order_relaxed));
+    }
+    if (fclose(f) == 0) rename(tmp, path);
+    atomic_flag_clear(&bench_live_writing);
+}
+
 static void handle_lat(const kjobs_job_t *job, kjobs_result_t *result, void *opaque) {
     (void)result;
     (void)opaque;
@@ -81,6 +122,7 @@ static void handle_lat(const kjobs_job_t *job, kjobs_result_t *result, void *opa
     const char *stamp = kjobs_job_meta(job, "bench_t_us");
     int64_t sent = stamp ? strtoll(stamp, NULL, 10) : kjobs_job_created_at(job) * 1000;
     bench_record_job(job, 0, now, now - sent);
+    if (bench_live_us && bench_out) bench_live(now, kjobs_job_partition(job));
 }
 
 static void handle_start(const kjobs_job_t *job, kjobs_result_t *result, void *opaque) {
@@ -121,6 +163,8 @@ int kjobs_plugin_init(kjobs_registry_t *registry, int abi_version, char *errstr,
     const char *marks = getenv("BENCH_END_MARKS");
     bench_end_marks = marks ? atol(marks) : 0;
     bench_out = getenv("BENCH_OUT");
+    const char *live = getenv("BENCH_LIVE_MS");
+    bench_live_us = live && atoll(live) > 0 ? (int64_t)atoll(live) * 1000 : 0;
     if (kjobs_register_job_handler(registry, "bench.lat", handle_lat, NULL, errstr, errstr_size) ||
         kjobs_register_job_handler(registry, "bench.start", handle_start, NULL, errstr,
                                    errstr_size) ||

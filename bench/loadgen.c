@@ -16,12 +16,15 @@
  *       stamped just before produce() with meta bench_t_us = CLOCK_REALTIME microseconds.
  *       --warmup: first one bench.start job per partition, flushed, so the producer has its
  *       producer id and its leader connections before the clock starts (not counted).
+ *       SIGTERM or SIGINT ends the rate early: what was produced is flushed and reported as
+ *       usual (a driver that does not know how long it needs the load runs it long and stops it).
  * Prints one JSON line with what was produced and acknowledged; exits 1 if any job failed.
  */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <librdkafka/rdkafka.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +39,13 @@ typedef struct lg_state {
     int32_t partitions;
     long long produced, acked, failed;
 } lg_state;
+
+static volatile sig_atomic_t lg_stop;
+
+static void lg_on_signal(int sig) {
+    (void)sig;
+    lg_stop = 1;
+}
 
 static int64_t lg_now_us(void) {
     struct timespec ts;
@@ -222,15 +232,20 @@ int main(int argc, char **argv) {
         if (marks)
             for (int32_t p = 0; p < st.partitions; p++) lg_produce(&st, p, "bench.end", "", lg_now_us(), 0);
     } else {
+        struct sigaction sa = {.sa_handler = lg_on_signal};
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGTERM, &sa, NULL);
+        sigaction(SIGINT, &sa, NULL);
         long long n = (long long)(rate * seconds);
-        for (long long i = 0; i < n; i++) {
+        for (long long i = 0; i < n && !lg_stop; i++) {
             double due = start + (double)i / rate;
             double now = lg_mono();
             if (due > now) {
                 double d = due - now;
                 struct timespec ts = {.tv_sec = (time_t)d, .tv_nsec = (long)((d - (double)(time_t)d) * 1e9)};
-                while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
+                while (nanosleep(&ts, &ts) == -1 && errno == EINTR && !lg_stop) {
                 }
+                if (lg_stop) break;
             } else if (now - due > max_behind) {
                 max_behind = now - due;
             }

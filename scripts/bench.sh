@@ -6,17 +6,21 @@
 # The driver is bench/bench.py; what each number means is in bench/README.md.
 #
 # Usage: scripts/bench.sh [--quick] [--no-write] [--no-build] [--build-dir DIR]
-#                         [--only drain,latency,rss,retry,scaleout,scaleout-kip848]
+#                         [--only drain,latency,rss,retry,scaleout,scaleout-kip848,scale-steps,scale-steps-kip848]
 #                         [--runs N] [--keep]
-#                         [--kafka | --bootstrap HOST:PORT,...] [--out FILE]
+#                         [--kafka [--brokers 1|3] | --bootstrap HOST:PORT,...] [--out FILE]
+#                         [--append]
 #   --kafka      start a 1-broker Apache Kafka (scripts/kafka.sh; $KAFKA_LOCAL_DIR, default
 #                /tmp/kjobs-bench-kafka, port $KAFKA_LOCAL_PORT, default 29592), run drain,
 #                latency, rss, retry on it with fresh topics and groups per case, stop it
+#   --brokers 3  with --kafka: a 3-broker cluster (topics with RF 3, min.insync.replicas 2)
 #   --bootstrap  the same on an existing cluster (left running)
 #   --quick      a tiny size of each benchmark, 1 run (seconds; what ctest's bench.smoke runs)
 #   --no-write   print the summary only, leave bench/RESULTS.md alone
 #   --out        write the results there instead (e.g. one benchmark on its own:
 #                --kafka --only scaleout,scaleout-kip848 --out bench/RESULTS-kafka-scaleout.md)
+#   --append     add this run's report to --out instead of replacing it (e.g. a second build:
+#                --build-dir build-system --no-build, the distribution's librdkafka)
 #   --no-build   use the build in --build-dir as it is
 #   --build-dir  default build-bench
 #   --keep       keep the work directory (worker logs, per-job records)
@@ -34,9 +38,9 @@ while [ $# -gt 0 ]; do
     --build-dir) BUILD_DIR=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
     --quick|--no-write|--keep) ARGS+=("$1"); shift ;;
-    --kafka) ARGS+=("$1"); shift ;;
-    --only|--runs|--bootstrap|--out) ARGS+=("$1" "$2"); shift 2 ;;
-    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --kafka|--append) ARGS+=("$1"); shift ;;
+    --only|--runs|--bootstrap|--out|--brokers) ARGS+=("$1" "$2"); shift 2 ;;
+    -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
