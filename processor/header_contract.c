@@ -43,14 +43,21 @@ static int invalid(kj_control *out, const char *header, const char *why) {
     return -1;
 }
 
+/* The one value of control header `name`; when missing or repeated fills out, returns -1. */
+static int control_once(const rd_kafka_headers_t *hdrs, const char *name, const void **val,
+                        size_t *len, kj_control *out) {
+    int rc = header_once(hdrs, name, val, len);
+    if (rc == -1) return invalid(out, name, "missing");
+    if (rc == -2) return invalid(out, name, "present more than once");
+    return 0;
+}
+
 /* Reads one strict unsigned header into *v; on failure fills out and returns -1. */
 static int uint_header(const rd_kafka_headers_t *hdrs, const char *name, int64_t max, int64_t *v,
                        kj_control *out) {
     const void *val;
     size_t len;
-    int rc = header_once(hdrs, name, &val, &len);
-    if (rc == -1) return invalid(out, name, "missing");
-    if (rc == -2) return invalid(out, name, "present more than once");
+    if (control_once(hdrs, name, &val, &len, out)) return -1;
     if (!kj_hdr_parse_uint(val, len, max, v)) {
         char why[96];
         snprintf(why, sizeof(why), "not a decimal number in 0..%lld (%zu bytes)", (long long)max,
@@ -101,9 +108,7 @@ int kj_control_parse_ladder(const rd_kafka_headers_t *hdrs, int64_t now_ms, kj_c
     }
     const void *val;
     size_t len;
-    int rc = header_once(hdrs, KJ_HDR_ORIGINAL_TOPIC, &val, &len);
-    if (rc == -1) return invalid(out, KJ_HDR_ORIGINAL_TOPIC, "missing");
-    if (rc == -2) return invalid(out, KJ_HDR_ORIGINAL_TOPIC, "present more than once");
+    if (control_once(hdrs, KJ_HDR_ORIGINAL_TOPIC, &val, &len, out)) return -1;
     if (!kj_hdr_topic_ok(val, len))
         return invalid(out, KJ_HDR_ORIGINAL_TOPIC, "not a Kafka topic name");
     memcpy(out->original_topic, val, len);
