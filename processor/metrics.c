@@ -117,23 +117,8 @@ static bool valid_name(const char *s, bool allow_colon) {
  * becomes '?'), truncated at a character boundary. Returns the length.
  */
 static size_t sanitize_value(const char *in, char *out) {
-    const unsigned char *s = (const unsigned char *)(in ? in : "");
-    size_t n = strlen((const char *)s), o = 0;
-    for (size_t i = 0; i < n;) {
-        size_t len = kj_utf8_seq_len(s + i, n - i);
-        if (len == 0) {
-            if (o + 1 > KJ_METRICS_MAX_LABEL_LEN) break;
-            out[o++] = '?';
-            i++;
-            continue;
-        }
-        if (o + len > KJ_METRICS_MAX_LABEL_LEN) break;
-        memcpy(out + o, s + i, len);
-        o += len;
-        i += len;
-    }
-    out[o] = '\0';
-    return o;
+    const char *s = in ? in : "";
+    return kj_utf8_clean(out, KJ_METRICS_MAX_LABEL_LEN + 1, s, strlen(s), "?", false);
 }
 
 static uint64_t hash_values(char vals[][KJ_METRICS_MAX_LABEL_LEN + 1], size_t n) {
