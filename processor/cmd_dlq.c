@@ -31,6 +31,7 @@
 
 #include "processor/cli.h"
 #include "processor/commands.h"
+#include "processor/header_contract.h"
 #include "processor/job_json.h"
 #include "processor/kafka.h"
 #include "processor/log.h"
@@ -238,9 +239,9 @@ static dl_state state_of(const part_state *ps, const rd_kafka_message_t *msg) {
     rd_kafka_headers_t *h = headers_of(msg);
     char buf[256];
     if (set_has(&ps->marks, msg->offset)) return ST_REPLAYED;
-    if (!kj_kafka_header_str(h, "kjobs-original-topic", buf, sizeof(buf)) || !buf[0])
+    if (!kj_kafka_header_str(h, KJ_HDR_ORIGINAL_TOPIC, buf, sizeof(buf)) || !buf[0])
         return ST_NO_ORIGIN;
-    if (kj_kafka_header_str(h, "kjobs-replayed-from", buf, sizeof(buf))) return ST_REFAILED;
+    if (kj_kafka_header_str(h, KJ_HDR_REPLAYED_FROM, buf, sizeof(buf))) return ST_REFAILED;
     if (ps->committed >= 0 && msg->offset < ps->committed) return ST_REPLAYED;
     return ST_NEW;
 }
@@ -285,13 +286,13 @@ static json_t *dead_letter_json(const rd_kafka_message_t *msg, dl_state state) {
     }
     json_object_set_new(o, "state", json_string(state_names[state]));
     json_t *d = json_object();
-    json_object_set_new(d, "attempt", header_int(h, "kjobs-attempt"));
-    json_object_set_new(d, "error_class", header_text(h, "kjobs-error-class"));
-    json_object_set_new(d, "error", header_text(h, "kjobs-error"));
-    json_object_set_new(d, "original_topic", header_text(h, "kjobs-original-topic"));
-    json_object_set_new(d, "original_partition", header_int(h, "kjobs-original-partition"));
-    json_object_set_new(d, "original_offset", header_int(h, "kjobs-original-offset"));
-    json_t *failed_at = header_int(h, "kjobs-failed-at");
+    json_object_set_new(d, "attempt", header_int(h, KJ_HDR_ATTEMPT));
+    json_object_set_new(d, "error_class", header_text(h, KJ_HDR_ERROR_CLASS));
+    json_object_set_new(d, "error", header_text(h, KJ_HDR_ERROR));
+    json_object_set_new(d, "original_topic", header_text(h, KJ_HDR_ORIGINAL_TOPIC));
+    json_object_set_new(d, "original_partition", header_int(h, KJ_HDR_ORIGINAL_PARTITION));
+    json_object_set_new(d, "original_offset", header_int(h, KJ_HDR_ORIGINAL_OFFSET));
+    json_t *failed_at = header_int(h, KJ_HDR_FAILED_AT);
     if (json_is_integer(failed_at)) {
         char iso[48];
         iso_time(json_integer_value(failed_at), iso, sizeof(iso));
@@ -301,8 +302,8 @@ static json_t *dead_letter_json(const rd_kafka_message_t *msg, dl_state state) {
         json_object_set_new(d, "failed_at", failed_at);
         json_object_set_new(d, "failed_at_iso", json_null());
     }
-    json_object_set_new(d, "worker", header_text(h, "kjobs-worker"));
-    json_object_set_new(d, "replayed_from", header_text(h, "kjobs-replayed-from"));
+    json_object_set_new(d, "worker", header_text(h, KJ_HDR_WORKER));
+    json_object_set_new(d, "replayed_from", header_text(h, KJ_HDR_REPLAYED_FROM));
     json_object_set_new(o, "dead_letter", d);
     return o;
 }
@@ -484,7 +485,7 @@ static void on_record(dlq_run *r, rd_kafka_message_t *msg) {
     case CMD_REPLAY: {
         bool selected = false;
         char dropped[64];
-        bool no_value = !msg->payload && kj_kafka_header_str(headers_of(msg), "kjobs-truncated",
+        bool no_value = !msg->payload && kj_kafka_header_str(headers_of(msg), KJ_HDR_TRUNCATED,
                                                              dropped, sizeof(dropped));
         if (no_value && matches(r, o, msg)) {
             /* too large to copy whole: the job is only at its kjobs-original-* coordinates */
@@ -704,12 +705,8 @@ static rd_kafka_headers_t *replay_headers(const dlq_run *r, const rd_kafka_messa
     const void *val;
     size_t size;
     for (size_t i = 0; src && rd_kafka_header_get_all(src, i, &name, &val, &size) == 0; i++)
-        if (strncmp(name, "kjobs-", 6) != 0) rd_kafka_header_add(out, name, -1, val, (ssize_t)size);
-    char buf[600];
-    snprintf(buf, sizeof(buf), "%s:%" PRId32 ":%" PRId64, r->topic, msg->partition, msg->offset);
-    rd_kafka_header_add(out, "kjobs-replayed-from", -1, buf, -1);
-    snprintf(buf, sizeof(buf), "%lld", kj_now_ms());
-    rd_kafka_header_add(out, "kjobs-replayed-at", -1, buf, -1);
+        if (!kj_hdr_is_kjobs(name)) rd_kafka_header_add(out, name, -1, val, (ssize_t)size);
+    kj_hdr_write_replay(out, r->topic, msg->partition, msg->offset, kj_now_ms());
     return out;
 }
 

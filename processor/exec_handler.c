@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include "processor/encoding.h"
+#include "processor/hash.h"
 #include "processor/log.h"
 #include "processor/metrics.h"
 
@@ -387,13 +388,6 @@ static void child_check_idle(exec_child *c) {
 
 /* ---- jobs by id ----------------------------------------------------------------------- */
 
-static uint64_t str_hash(const char *s) {
-    uint64_t x = 1469598103934665603ULL;
-    for (; *s; s++)
-        x = (x ^ (uint8_t)*s) * 1099511628211ULL;
-    return x;
-}
-
 /* Open-addressing index of a batch's jobs by id; `done` marks jobs that took a result. */
 typedef struct {
     const kjobs_job_t *const *jobs;
@@ -413,7 +407,7 @@ static void job_index_init(job_index *ix, const kjobs_job_t *const *jobs, size_t
     for (size_t k = 0; k < ix->cap; k++)
         ix->table[k] = SIZE_MAX;
     for (size_t i = 0; i < count; i++) {
-        size_t k = str_hash(kjobs_job_id(jobs[i])) & (ix->cap - 1);
+        size_t k = kj_hash_str(kjobs_job_id(jobs[i])) & (ix->cap - 1);
         while (ix->table[k] != SIZE_MAX)
             k = (k + 1) & (ix->cap - 1);
         ix->table[k] = i;
@@ -427,7 +421,7 @@ static void job_index_free(job_index *ix) {
 
 /* The first job with this id that has no result yet (any job with it when `any`), or SIZE_MAX. */
 static size_t job_index_find(const job_index *ix, const char *id, bool any) {
-    for (size_t k = str_hash(id) & (ix->cap - 1); ix->table[k] != SIZE_MAX;
+    for (size_t k = kj_hash_str(id) & (ix->cap - 1); ix->table[k] != SIZE_MAX;
          k = (k + 1) & (ix->cap - 1)) {
         size_t i = ix->table[k];
         if ((any || !ix->done[i]) && strcmp(kjobs_job_id(ix->jobs[i]), id) == 0) return i;

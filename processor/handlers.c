@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "processor/hash.h"
 #include "processor/log.h"
 #include "processor/utf8.h"
 
@@ -156,13 +157,6 @@ const char *kj_outcome_error_class(kj_outcome outcome) {
 
 /* --- registry ------------------------------------------------------------------------ */
 
-static uint64_t type_hash(const char *s) {
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-    for (; *s; s++)
-        h = (h ^ (uint8_t)*s) * 1099511628211ULL;
-    return h;
-}
-
 kj_handler_registry *kj_handlers_new(void) {
     return calloc(1, sizeof(kj_handler_registry));
 }
@@ -189,7 +183,7 @@ static int registry_add(kj_handler_registry *reg, const char *type, kjobs_job_ha
         snprintf(errstr, errstr_size, "too many handler types (at most %d)", KJ_REGISTRY_SLOTS / 2);
         return -1;
     }
-    size_t i = type_hash(type) % KJ_REGISTRY_SLOTS;
+    size_t i = kj_hash_str(type) % KJ_REGISTRY_SLOTS;
     for (; reg->slots[i].type; i = (i + 1) % KJ_REGISTRY_SLOTS) {
         if (strcmp(reg->slots[i].type, type) == 0) {
             snprintf(errstr, errstr_size, "job type \"%s\" already has a handler", type);
@@ -214,7 +208,7 @@ int kjobs_register_batch_handler(kjobs_registry_t *reg, const char *type,
 }
 
 const kj_handler *kj_handlers_lookup(const kj_handler_registry *reg, const char *type) {
-    size_t i = type_hash(type) % KJ_REGISTRY_SLOTS;
+    size_t i = kj_hash_str(type) % KJ_REGISTRY_SLOTS;
     for (; reg->slots[i].type; i = (i + 1) % KJ_REGISTRY_SLOTS)
         if (strcmp(reg->slots[i].type, type) == 0) return &reg->slots[i];
     if (!reg->fallback.batch_fn) return NULL;

@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "partitions/partitioner.h"
 #include "processor/log.h"
 
 /* The last error-level line librdkafka logged (its own words: an authentication or TLS
@@ -94,15 +93,6 @@ rd_kafka_conf_t *kj_kafka_producer_conf_new(const kj_config *cfg, char *errstr,
     return conf_new(cfg, true, errstr, errstr_size);
 }
 
-/* Keyed messages land where Java's DefaultPartitioner puts them; unkeyed ones are spread. */
-static int32_t kjobs_partitioner(const rd_kafka_topic_t *rkt, const void *key, size_t keylen,
-                                 int32_t partition_cnt, void *rkt_opaque, void *msg_opaque) {
-    if (!key)
-        return rd_kafka_msg_partitioner_random(rkt, key, keylen, partition_cnt, rkt_opaque,
-                                               msg_opaque);
-    return kj_partition_for_key(key, keylen, partition_cnt);
-}
-
 rd_kafka_t *kj_kafka_producer_new(rd_kafka_conf_t *conf, char *errstr, size_t errstr_size) {
     if (kj_kafka_conf_set(conf, "acks", "all", errstr, errstr_size) ||
         kj_kafka_conf_set(conf, "enable.idempotence", "true", errstr, errstr_size)) {
@@ -116,7 +106,12 @@ rd_kafka_t *kj_kafka_producer_new(rd_kafka_conf_t *conf, char *errstr, size_t er
         tconf = rd_kafka_topic_conf_new();
         rd_kafka_conf_set_default_topic_conf(conf, tconf);
     }
-    rd_kafka_topic_conf_set_partitioner_cb(tconf, kjobs_partitioner);
+    /* Keyed messages land where Java's DefaultPartitioner puts them:
+     * toPositive(murmur2(key)) % partitions (tests/unit/test_partitioner.c checks it against
+     * Kafka's own vectors); unkeyed ones (NULL key) are spread at random. Not plain
+     * "murmur2": it would hash a NULL key as the empty key, putting every unkeyed job on one
+     * partition. */
+    rd_kafka_topic_conf_set_partitioner_cb(tconf, rd_kafka_msg_partitioner_murmur2_random);
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, errstr_size);
     if (!rk) rd_kafka_conf_destroy(conf);
     return rk;

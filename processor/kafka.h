@@ -33,8 +33,9 @@ int kj_kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value
                       size_t errstr_size);
 
 /**
- * A producer for jobs and routed copies: acks=all, idempotence on, kjobs' murmur2 partitioner
- * (partitions/partitioner.c) for keyed messages, random for unkeyed. Takes ownership of `conf`
+ * A producer for jobs and routed copies: acks=all, idempotence on, librdkafka's
+ * murmur2_random partitioner (Java's DefaultPartitioner for keyed messages, random for
+ * unkeyed). Takes ownership of `conf`
  * on success and on failure. Set a delivery-report callback on conf before calling.
  */
 rd_kafka_t *kj_kafka_producer_new(rd_kafka_conf_t *conf, char *errstr, size_t errstr_size);

@@ -21,6 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "processor/buf.h"
+#include "processor/hash.h"
 #include "processor/log.h"
 #include "processor/utf8.h"
 
@@ -115,68 +117,20 @@ static bool valid_name(const char *s, bool allow_colon) {
  * becomes '?'), truncated at a character boundary. Returns the length.
  */
 static size_t sanitize_value(const char *in, char *out) {
-    const unsigned char *s = (const unsigned char *)(in ? in : "");
-    size_t n = strlen((const char *)s), o = 0;
-    for (size_t i = 0; i < n;) {
-        size_t len = kj_utf8_seq_len(s + i, n - i);
-        if (len == 0) {
-            if (o + 1 > KJ_METRICS_MAX_LABEL_LEN) break;
-            out[o++] = '?';
-            i++;
-            continue;
-        }
-        if (o + len > KJ_METRICS_MAX_LABEL_LEN) break;
-        memcpy(out + o, s + i, len);
-        o += len;
-        i += len;
-    }
-    out[o] = '\0';
-    return o;
+    const char *s = in ? in : "";
+    return kj_utf8_clean(out, KJ_METRICS_MAX_LABEL_LEN + 1, s, strlen(s), "?", false);
 }
 
 static uint64_t hash_values(char vals[][KJ_METRICS_MAX_LABEL_LEN + 1], size_t n) {
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    uint64_t h = KJ_HASH_INIT;
     for (size_t i = 0; i < n; i++) {
-        for (const unsigned char *p = (const unsigned char *)vals[i]; *p; p++) {
-            h ^= *p;
-            h *= 1099511628211ULL;
-        }
-        h ^= 0xFF; /* separator: ("a","bc") != ("ab","c") */
-        h *= 1099511628211ULL;
+        h = kj_hash_bytes(h, vals[i], strlen(vals[i]));
+        h = kj_hash_bytes(h, "\xff", 1); /* separator: ("a","bc") != ("ab","c") */
     }
     return h;
 }
 
-/* ---- Growable render buffer ---------------------------------------------------------------- */
-
-typedef struct {
-    char *p;
-    size_t len, cap;
-    bool oom;
-} kj_buf;
-
-static void buf_put(kj_buf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (b->len + n + 1 > cap)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void buf_puts(kj_buf *b, const char *s) {
-    buf_put(b, s, strlen(s));
-}
+/* ---- Rendering into a kj_buf (processor/buf.h) --------------------------------------------- */
 
 /* Escape for a label value (\\ \" \n) or, with quote false, for HELP text (\\ \n). */
 static void buf_escaped(kj_buf *b, const char *s, bool quote) {
@@ -190,40 +144,40 @@ static void buf_escaped(kj_buf *b, const char *s, bool quote) {
         else if (quote && *p == '"')
             rep = "\\\"";
         if (!rep) continue;
-        buf_put(b, run, (size_t)(p - run));
-        buf_puts(b, rep);
+        kj_buf_put(b, run, (size_t)(p - run));
+        kj_buf_puts(b, rep);
         run = p + 1;
     }
-    buf_puts(b, run);
+    kj_buf_puts(b, run);
 }
 
 /* `name{l1="v1",...,extra_name="extra_val"} value\n`; extra_name may be NULL. */
 static void buf_sample(kj_buf *b, const kj_metric_family *fam, const char *suffix,
                        char *const *values, const char *extra_name, const char *extra_val,
                        const char *value) {
-    buf_puts(b, fam->name);
-    if (suffix) buf_puts(b, suffix);
+    kj_buf_puts(b, fam->name);
+    if (suffix) kj_buf_puts(b, suffix);
     if (fam->nlabels || extra_name) {
-        buf_puts(b, "{");
+        kj_buf_puts(b, "{");
         for (size_t i = 0; i < fam->nlabels; i++) {
-            if (i) buf_puts(b, ",");
-            buf_puts(b, fam->labels[i]);
-            buf_puts(b, "=\"");
+            if (i) kj_buf_puts(b, ",");
+            kj_buf_puts(b, fam->labels[i]);
+            kj_buf_puts(b, "=\"");
             buf_escaped(b, values[i], true);
-            buf_puts(b, "\"");
+            kj_buf_puts(b, "\"");
         }
         if (extra_name) {
-            if (fam->nlabels) buf_puts(b, ",");
-            buf_puts(b, extra_name);
-            buf_puts(b, "=\"");
-            buf_puts(b, extra_val);
-            buf_puts(b, "\"");
+            if (fam->nlabels) kj_buf_puts(b, ",");
+            kj_buf_puts(b, extra_name);
+            kj_buf_puts(b, "=\"");
+            kj_buf_puts(b, extra_val);
+            kj_buf_puts(b, "\"");
         }
-        buf_puts(b, "}");
+        kj_buf_puts(b, "}");
     }
-    buf_puts(b, " ");
-    buf_puts(b, value);
-    buf_puts(b, "\n");
+    kj_buf_puts(b, " ");
+    kj_buf_puts(b, value);
+    kj_buf_puts(b, "\n");
 }
 
 /* ---- Registry and families ----------------------------------------------------------------- */
@@ -591,19 +545,18 @@ static const char *type_name(kj_metric_type t) {
 }
 
 char *kj_registry_render(kj_registry *reg, size_t *len) {
-    kj_buf b = {0};
-    buf_puts(&b, ""); /* an empty registry still renders "" */
+    kj_buf b = {0}; /* an empty registry renders "" */
     pthread_mutex_lock(&reg->mu);
     for (kj_metric_family *fam = reg->first; fam; fam = fam->next) {
-        buf_puts(&b, "# HELP ");
-        buf_puts(&b, fam->name);
-        buf_puts(&b, " ");
+        kj_buf_puts(&b, "# HELP ");
+        kj_buf_puts(&b, fam->name);
+        kj_buf_puts(&b, " ");
         buf_escaped(&b, fam->help, false);
-        buf_puts(&b, "\n# TYPE ");
-        buf_puts(&b, fam->name);
-        buf_puts(&b, " ");
-        buf_puts(&b, type_name(fam->type));
-        buf_puts(&b, "\n");
+        kj_buf_puts(&b, "\n# TYPE ");
+        kj_buf_puts(&b, fam->name);
+        kj_buf_puts(&b, " ");
+        kj_buf_puts(&b, type_name(fam->type));
+        kj_buf_puts(&b, "\n");
         pthread_mutex_lock(&fam->mu);
         for (kj_metric_handle *h = fam->first; h; h = h->next_all)
             if (h->visible) render_series(&b, fam, h);
@@ -615,12 +568,7 @@ char *kj_registry_render(kj_registry *reg, size_t *len) {
         pthread_mutex_unlock(&fam->mu);
     }
     pthread_mutex_unlock(&reg->mu);
-    if (b.oom) {
-        free(b.p);
-        return NULL;
-    }
-    if (len) *len = b.len;
-    return b.p;
+    return kj_buf_take_str(&b, len);
 }
 
 /* ---- The kjobs metric set ------------------------------------------------------------------ */

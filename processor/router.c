@@ -4,9 +4,9 @@
  * delivery-report callback completes the source offset or re-sends after a failure.
  */
 #include "processor/router.h"
+#include "processor/header_contract.h"
 #include "processor/utf8.h"
 
-#include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -166,16 +166,10 @@ static rd_kafka_resp_err_t produce_copy(kj_router *r, route_ctx *c) {
     return err; /* the real code: rd_kafka_producev() does not set rd_kafka_last_error() */
 }
 
-static void header_set(rd_kafka_headers_t *h, const char *name, const char *value) {
-    rd_kafka_header_remove(h, name);
-    rd_kafka_header_add(h, name, -1, value, -1);
-}
-
 /* The headers a reduced dead letter keeps (kjobs-error is rewritten, kjobs-truncated added). */
-static const char *const kept_when_reduced[] = {"kjobs-attempt",         "kjobs-error-class",
-                                                "kjobs-original-topic",  "kjobs-original-partition",
-                                                "kjobs-original-offset", "kjobs-failed-at",
-                                                "kjobs-worker"};
+static const char *const kept_when_reduced[] = {
+    KJ_HDR_ATTEMPT,         KJ_HDR_ERROR_CLASS, KJ_HDR_ORIGINAL_TOPIC, KJ_HDR_ORIGINAL_PARTITION,
+    KJ_HDR_ORIGINAL_OFFSET, KJ_HDR_FAILED_AT,   KJ_HDR_WORKER};
 
 /* Turns c into a dead letter reduced to `level`: only the kjobs headers above (the original
  * headers and any other kjobs-* dropped), then without its value, then without its key.
@@ -193,8 +187,8 @@ static void shrink_copy(kj_router *r, route_ctx *c, int level, size_t full_size,
     /* a dead letter's kjobs-not-before is its failure time */
     const void *val;
     size_t len;
-    if (rd_kafka_header_get_last(c->headers, "kjobs-failed-at", &val, &len) == 0)
-        rd_kafka_header_add(h, "kjobs-not-before", -1, val, (ssize_t)len);
+    if (rd_kafka_header_get_last(c->headers, KJ_HDR_FAILED_AT, &val, &len) == 0)
+        rd_kafka_header_add(h, KJ_HDR_NOT_BEFORE, -1, val, (ssize_t)len);
     char *raw = NULL, error[SHRUNK_ERROR_MAX];
     int raw_len =
         asprintf(&raw,
@@ -205,8 +199,8 @@ static void shrink_copy(kj_router *r, route_ctx *c, int level, size_t full_size,
     size_t error_len =
         raw_len < 0 ? 0 : kj_utf8_clean(error, sizeof(error), raw, (size_t)raw_len, NULL, true);
     free(raw);
-    rd_kafka_header_add(h, "kjobs-error", -1, error, (ssize_t)error_len);
-    rd_kafka_header_add(h, "kjobs-truncated", -1, dropped[level], -1);
+    rd_kafka_header_add(h, KJ_HDR_ERROR, -1, error, (ssize_t)error_len);
+    rd_kafka_header_add(h, KJ_HDR_TRUNCATED, -1, dropped[level], -1);
     rd_kafka_headers_destroy(c->headers);
     c->headers = h;
     if (level >= SHRINK_VALUE) {
@@ -523,37 +517,25 @@ kj_job_outcome kj_router_route(kj_router *r, void *owner, const rd_kafka_message
     c->step = d.to_dlq ? 0 : d.step;
     c->error_class = strdup(kj_outcome_error_class(result->outcome));
 
-    char buf[64];
-    /* kjobs-original-* name where the job was first consumed; they survive the ladder. Only
-     * validated values are carried on; on the main topic they are always this record's. */
-    if (origin) {
-        header_set(c->headers, "kjobs-original-topic", origin->original_topic);
-        snprintf(buf, sizeof(buf), "%" PRId32, origin->original_partition);
-        header_set(c->headers, "kjobs-original-partition", buf);
-        snprintf(buf, sizeof(buf), "%" PRId64, origin->original_offset);
-        header_set(c->headers, "kjobs-original-offset", buf);
-    } else {
-        header_set(c->headers, "kjobs-original-topic", rd_kafka_topic_name(msg->rkt));
-        snprintf(buf, sizeof(buf), "%" PRId32, msg->partition);
-        header_set(c->headers, "kjobs-original-partition", buf);
-        snprintf(buf, sizeof(buf), "%" PRId64, msg->offset);
-        header_set(c->headers, "kjobs-original-offset", buf);
-    }
-    snprintf(buf, sizeof(buf), "%d", attempt);
-    header_set(c->headers, "kjobs-attempt", buf);
-    /* the contract puts kjobs-not-before on DLQ copies too: there it is the failure time
-     * (a dead letter has no next attempt to delay) */
-    snprintf(buf, sizeof(buf), "%" PRId64, d.to_dlq ? (int64_t)now : d.not_before_ms);
-    header_set(c->headers, "kjobs-not-before", buf);
     char error[KJ_ERROR_MAX];
     snprintf(error, sizeof(error), "%s", result->error[0] ? result->error : "(no message)");
-    header_set(c->headers, "kjobs-error", error);
     c->job_error = strdup(error);
-    header_set(c->headers, "kjobs-error-class", c->error_class);
-    snprintf(buf, sizeof(buf), "%lld", now);
-    header_set(c->headers, "kjobs-failed-at", buf);
-    header_set(c->headers, "kjobs-worker", r->worker_id);
-    rd_kafka_header_remove(c->headers, "kjobs-truncated"); /* only ever set by shrink_copy */
+    /* kjobs-original-* name where the job was first consumed; they survive the ladder. Only
+     * validated values are carried on; on the main topic they are always this record's.
+     * The contract puts kjobs-not-before on DLQ copies too: there it is the failure time
+     * (a dead letter has no next attempt to delay). */
+    kj_hdr_failure f = {
+        .original_topic = origin ? origin->original_topic : rd_kafka_topic_name(msg->rkt),
+        .original_partition = origin ? origin->original_partition : msg->partition,
+        .original_offset = origin ? origin->original_offset : msg->offset,
+        .attempt = attempt,
+        .not_before_ms = d.to_dlq ? (int64_t)now : d.not_before_ms,
+        .error = error,
+        .error_class = c->error_class,
+        .failed_at_ms = now,
+        .worker = r->worker_id,
+    };
+    kj_hdr_write_failure(c->headers, &f);
 
     fit_copy(r, c, SHRINK_NONE, "message.max.bytes");
     kj_job_outcome routed = c->step ? KJ_JOB_RETRY : KJ_JOB_DEAD_LETTERED;
@@ -572,7 +554,7 @@ int kj_router_hop(kj_router *r, void *owner, const rd_kafka_message_t *msg, int6
     c->first_topic = strdup(c->topic);
     c->error_class = strdup("");
     char error[KJ_ERROR_MAX];
-    if (!kj_kafka_header_str(c->headers, "kjobs-error", error, sizeof(error)))
+    if (!kj_kafka_header_str(c->headers, KJ_HDR_ERROR, error, sizeof(error)))
         snprintf(error, sizeof(error), "(no message)");
     c->job_error = strdup(error);
     fit_copy(r, c, SHRINK_NONE, "message.max.bytes");

@@ -1,7 +1,7 @@
 /*
  * router.h — hands failed jobs on: to the next retry-ladder topic or to the dead-letter topic,
  * as a copy that keeps the original key, the value byte for byte and the original headers, and
- * adds the contract's kjobs-* headers.
+ * adds the contract's kjobs-* headers (header_contract.h writes them).
  *
  * The decision (attempt n failed):
  *   - permanent failure, undecodable value, unknown type      → DLQ
@@ -48,7 +48,7 @@
 #include <stdbool.h>
 
 #include "processor/config.h"
-#include "processor/control_headers.h"
+#include "processor/header_contract.h"
 #include "processor/handlers.h"
 #include "processor/metrics.h"
 
@@ -59,9 +59,9 @@ typedef void(kj_route_done_fn)(void *owner, int64_t offset, void *opaque);
 
 typedef struct kj_route_decision {
     bool to_dlq;
-    int step;               /* ladder step (1..N) when !to_dlq */
-    int64_t not_before_ms;  /* when !to_dlq */
-    const char *topic;      /* destination */
+    int step;              /* ladder step (1..N) when !to_dlq */
+    int64_t not_before_ms; /* when !to_dlq */
+    const char *topic;     /* destination */
 } kj_route_decision;
 
 /** Takes ownership of conf. */

@@ -19,7 +19,7 @@
 #include "processor/breaker.h"
 #include "processor/kafka.h"
 #include "processor/clock.h"
-#include "processor/control_headers.h"
+#include "processor/header_contract.h"
 #include "processor/log.h"
 #include "processor/metrics.h"
 #include "processor/router.h"

@@ -30,7 +30,7 @@
  * back meanwhile, and other partitions keep flowing. A ladder record is released at
  * min(kjobs-not-before, written + step delay) (kj_control_hold_until), so release times follow
  * offsets and nothing waits behind a later-due record; one released before its not-before hops
- * (kj_router_hop) instead of running. Control headers are validated first (control_headers.h):
+ * (kj_router_hop) instead of running. Control headers are validated first (header_contract.h):
  * ignored on the main topic, invalid ones on the ladder dead-lettered. A full producer queue
  * blocks the routing worker thread (back-pressure on its partition). Pause state is tracked
  * here, and newly assigned partitions are explicitly resumed, because librdkafka 2.0.2 keeps a

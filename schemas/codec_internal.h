@@ -1,7 +1,8 @@
 /*
  * codec_internal.h — what the codec's files share (not a public API; tests may use it).
  *
- *  - kj_buf: a growable byte buffer for init-time work (canonical forms, encoded defaults).
+ *  - kj_buf (processor/buf.h): the growable byte buffer, for init-time work (canonical forms,
+ *    encoded defaults).
  *  - kj_schema / kj_schema_tree (schema.c): our own model of an Avro schema, parsed from
  *    trusted JSON with jansson. Named-type references point at the defining node, so a tree
  *    may be cyclic (recursive records); every node is owned by its tree's `nodes` list.
@@ -19,22 +20,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "processor/buf.h"
 #include "schemas/codec.h"
 
 /* --- buffers and text ------------------------------------------------------------------- */
 
-typedef struct kj_buf {
-    uint8_t *data;
-    size_t len, cap;
-    int oom; /* set once an allocation failed; later appends are dropped */
-} kj_buf;
-
-void kj_buf_put(kj_buf *b, const void *data, size_t len);
-void kj_buf_puts(kj_buf *b, const char *s);
+/* kj_buf, the growable buffer, is processor/buf.h's */
 void kj_buf_put_long(kj_buf *b, int64_t v); /* Avro zig-zag varint */
-void kj_buf_free(kj_buf *b);
 
-/** 0: valid UTF-8 without NUL; 1: contains a NUL byte; 2: invalid UTF-8. `*at` = offending index. */
+/** 0: valid UTF-8 without NUL; 1: contains a NUL byte; 2: invalid UTF-8. `*at` = offending index.
+ */
 int kj_utf8_check(const uint8_t *s, size_t n, size_t *at);
 
 /** snprintf into errstr when errstr_size > 0 (errstr may then not be NULL). */
@@ -91,7 +86,8 @@ kj_schema_tree *kj_schema_tree_parse(const char *schema_json, char *errstr, size
 void kj_schema_tree_free(kj_schema_tree *tree);
 const char *kj_avro_type_name(kj_avro_type t);
 /** Parsing Canonical Form of a parsed tree, malloc'd. */
-int kj_schema_tree_canonical(const kj_schema_tree *tree, char **out, char *errstr, size_t errstr_size);
+int kj_schema_tree_canonical(const kj_schema_tree *tree, char **out, char *errstr,
+                             size_t errstr_size);
 /** Avro-binary-encode the JSON `value` (a default) as schema `s`, appending to `out`. */
 int kj_schema_encode_json(kj_buf *out, const kj_schema *s, json_t *value, char *errstr,
                           size_t errstr_size);
@@ -115,8 +111,8 @@ kj_sink kj_sink_for_field(const char *name);
  * Resolve the writer schema `writer_tree` (ownership taken, also on error) against the
  * reader tree `reader` (the current job schema, borrowed; must outlive the writer).
  */
-kj_writer *kj_writer_build(kj_schema_tree *writer_tree, const kj_schema_tree *reader,
-                           char *errstr, size_t errstr_size);
+kj_writer *kj_writer_build(kj_schema_tree *writer_tree, const kj_schema_tree *reader, char *errstr,
+                           size_t errstr_size);
 /** Parse `writer_json` and resolve it against the current schema (kj_codec_init first). */
 kj_writer *kj_codec_writer_new(const char *writer_json, char *errstr, size_t errstr_size);
 const char *kj_writer_canonical(const kj_writer *w);
@@ -142,8 +138,8 @@ typedef struct kj_codec_state {
     const char *json;
     char *canonical;
     uint64_t fingerprint;
-    const kj_writer *current;  /* job.avsc as writer: plain binary */
-    kj_writer **versions;      /* every embedded .avsc, job.avsc included */
+    const kj_writer *current; /* job.avsc as writer: plain binary */
+    kj_writer **versions;     /* every embedded .avsc, job.avsc included */
     const char **version_files;
     size_t nversions;
     kj_enc_step *enc;

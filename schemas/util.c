@@ -1,6 +1,6 @@
 /*
- * util.c — small helpers the codec's files share: a growable buffer for init-time work,
- * Avro varint writing, UTF-8 validation and errstr formatting.
+ * util.c — small helpers the codec's files share: Avro varint writing (into processor/buf.h's
+ * buffer), UTF-8 checking (by processor/utf8.h's validator) and errstr formatting.
  *
  * @locality any thread (no shared state)
  */
@@ -13,40 +13,12 @@
 #include "schemas/codec_internal.h"
 
 void kj_seterr(char *errstr, size_t errstr_size, const char *fmt, ...) {
-    if (!errstr || errstr_size == 0)
-        return;
+    if (!errstr || errstr_size == 0) return;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(errstr, errstr_size, fmt, ap);
     va_end(ap);
 }
-
-void kj_buf_put(kj_buf *b, const void *data, size_t len) {
-    if (b->oom)
-        return;
-    if (len > b->cap - b->len) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap - b->len < len) {
-            if (cap > SIZE_MAX / 2) {
-                b->oom = 1;
-                return;
-            }
-            cap *= 2;
-        }
-        uint8_t *p = realloc(b->data, cap);
-        if (!p) {
-            b->oom = 1;
-            return;
-        }
-        b->data = p;
-        b->cap = cap;
-    }
-    if (len)
-        memcpy(b->data + b->len, data, len);
-    b->len += len;
-}
-
-void kj_buf_puts(kj_buf *b, const char *s) { kj_buf_put(b, s, strlen(s)); }
 
 void kj_buf_put_long(kj_buf *b, int64_t v) {
     uint64_t z = ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
@@ -58,11 +30,6 @@ void kj_buf_put_long(kj_buf *b, int64_t v) {
     }
     tmp[n++] = (uint8_t)z;
     kj_buf_put(b, tmp, n);
-}
-
-void kj_buf_free(kj_buf *b) {
-    free(b->data);
-    memset(b, 0, sizeof(*b));
 }
 
 /* Strict UTF-8 (RFC 3629) by kjobs' one validator (processor/utf8.h), plus "no NUL". */

@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "processor/config.h"
+#include "processor/header_contract.h"
 #include "processor/router.h"
 
 static void noop_done(void *owner, int64_t offset, void *opaque) {
@@ -129,10 +130,10 @@ static void test_wire_size_matches_librdkafka(void **state) {
         for (size_t k = 0; k < sizeof(key_lens) / sizeof(key_lens[0]); k++)
             for (size_t hv = 0; hv < sizeof(header_vals) / sizeof(header_vals[0]); hv++) {
                 rd_kafka_headers_t *h = rd_kafka_headers_new(4);
-                rd_kafka_header_add(h, "kjobs-error", -1, big, (ssize_t)header_vals[hv]);
+                rd_kafka_header_add(h, KJ_HDR_ERROR, -1, big, (ssize_t)header_vals[hv]);
                 rd_kafka_header_add(h, "a-much-longer-header-name-than-usual-for-kjobs", -1, "x",
                                     1);
-                rd_kafka_header_add(h, "kjobs-attempt", -1, "3", 1);
+                rd_kafka_header_add(h, KJ_HDR_ATTEMPT, -1, "3", 1);
                 size_t size = kj_copy_wire_size(key_lens[k], value_lens[v], h);
                 if (size < 1000) { /* message.max.bytes is at least 1000 */
                     rd_kafka_headers_destroy(h);

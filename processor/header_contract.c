@@ -1,0 +1,162 @@
+/*
+ * header_contract.c — the kjobs-* headers: writing them on retry, dead-letter and replayed
+ * copies, and strict parsing and validation of the control headers on consumed ladder records
+ * (see header_contract.h for the contract and the rules).
+ */
+#include "processor/header_contract.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+bool kj_hdr_is_kjobs(const char *name) {
+    return strncmp(name, KJ_HDR_PREFIX, sizeof(KJ_HDR_PREFIX) - 1) == 0;
+}
+
+bool kj_hdr_parse_uint(const void *val, size_t len, int64_t max, int64_t *out) {
+    const unsigned char *p = val;
+    if (!p || len == 0 || len > KJ_HDR_UINT_DIGITS_MAX) return false;
+    uint64_t v = 0; /* 19 digits stay below 2^64 */
+    for (size_t i = 0; i < len; i++) {
+        if (p[i] < '0' || p[i] > '9') return false;
+        v = v * 10 + (uint64_t)(p[i] - '0');
+    }
+    if (max < 0 || v > (uint64_t)max) return false;
+    *out = (int64_t)v;
+    return true;
+}
+
+/* The one value of header `name`: 0 found once, -1 missing, -2 repeated. */
+static int header_once(const rd_kafka_headers_t *hdrs, const char *name, const void **val,
+                       size_t *len) {
+    if (!hdrs || rd_kafka_header_get(hdrs, 0, name, val, len)) return -1;
+    const void *v2;
+    size_t l2;
+    if (rd_kafka_header_get(hdrs, 1, name, &v2, &l2) == 0) return -2;
+    if (!*val) *len = 0;
+    return 0;
+}
+
+static int invalid(kj_control *out, const char *header, const char *why) {
+    out->invalid_header = header;
+    snprintf(out->reason, sizeof(out->reason), "invalid %s header: %s", header, why);
+    return -1;
+}
+
+/* The one value of control header `name`; when missing or repeated fills out, returns -1. */
+static int control_once(const rd_kafka_headers_t *hdrs, const char *name, const void **val,
+                        size_t *len, kj_control *out) {
+    int rc = header_once(hdrs, name, val, len);
+    if (rc == -1) return invalid(out, name, "missing");
+    if (rc == -2) return invalid(out, name, "present more than once");
+    return 0;
+}
+
+/* Reads one strict unsigned header into *v; on failure fills out and returns -1. */
+static int uint_header(const rd_kafka_headers_t *hdrs, const char *name, int64_t max, int64_t *v,
+                       kj_control *out) {
+    const void *val;
+    size_t len;
+    if (control_once(hdrs, name, &val, &len, out)) return -1;
+    if (!kj_hdr_parse_uint(val, len, max, v)) {
+        char why[96];
+        snprintf(why, sizeof(why), "not a decimal number in 0..%lld (%zu bytes)", (long long)max,
+                 len);
+        return invalid(out, name, why);
+    }
+    return 0;
+}
+
+static int64_t not_before_max(int64_t now_ms) {
+    return now_ms + KJ_RETRY_MAX_DELAY_MS + KJ_CLOCK_SKEW_MS;
+}
+
+int kj_control_not_before(const rd_kafka_headers_t *hdrs, int64_t now_ms, int64_t *out) {
+    kj_control scratch;
+    return uint_header(hdrs, KJ_HDR_NOT_BEFORE, not_before_max(now_ms), out, &scratch);
+}
+
+bool kj_hdr_topic_ok(const void *val, size_t len) {
+    const unsigned char *p = val;
+    if (!p || len == 0 || len > KJ_TOPIC_NAME_MAX) return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = p[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+int kj_control_parse_ladder(const rd_kafka_headers_t *hdrs, int64_t now_ms, kj_control *out) {
+    memset(out, 0, sizeof(*out));
+    int64_t v;
+    if (uint_header(hdrs, KJ_HDR_ATTEMPT, KJ_ATTEMPT_MAX, &v, out)) return -1;
+    if (v < 1) return invalid(out, KJ_HDR_ATTEMPT, "0 (attempts start at 1)");
+    out->attempt = (int)v;
+    int64_t max_nb = not_before_max(now_ms);
+    if (uint_header(hdrs, KJ_HDR_NOT_BEFORE, max_nb, &out->not_before_ms, out)) {
+        const void *val;
+        size_t len;
+        if (header_once(hdrs, KJ_HDR_NOT_BEFORE, &val, &len) == 0 &&
+            kj_hdr_parse_uint(val, len, INT64_MAX, &v))
+            snprintf(out->reason, sizeof(out->reason),
+                     "invalid " KJ_HDR_NOT_BEFORE " header: %lld ms ahead, more than the longest "
+                     "retry delay (30 days)",
+                     (long long)(v - now_ms));
+        return -1;
+    }
+    const void *val;
+    size_t len;
+    if (control_once(hdrs, KJ_HDR_ORIGINAL_TOPIC, &val, &len, out)) return -1;
+    if (!kj_hdr_topic_ok(val, len))
+        return invalid(out, KJ_HDR_ORIGINAL_TOPIC, "not a Kafka topic name");
+    memcpy(out->original_topic, val, len);
+    out->original_topic[len] = '\0';
+    if (uint_header(hdrs, KJ_HDR_ORIGINAL_PARTITION, INT32_MAX, &v, out)) return -1;
+    out->original_partition = (int32_t)v;
+    if (uint_header(hdrs, KJ_HDR_ORIGINAL_OFFSET, INT64_MAX, &out->original_offset, out)) return -1;
+    return 0;
+}
+
+int64_t kj_control_hold_until(int64_t not_before_ms, int64_t record_ts_ms, int64_t now_ms,
+                              int64_t step_delay_ms) {
+    int64_t base = record_ts_ms > 0 && record_ts_ms < now_ms ? record_ts_ms : now_ms;
+    int64_t cap = base + step_delay_ms;
+    return not_before_ms < cap ? not_before_ms : cap;
+}
+
+/* ---- writing ------------------------------------------------------------------------------ */
+
+void kj_hdr_set(rd_kafka_headers_t *h, const char *name, const char *value) {
+    rd_kafka_header_remove(h, name);
+    rd_kafka_header_add(h, name, -1, value, -1);
+}
+
+void kj_hdr_set_int(rd_kafka_headers_t *h, const char *name, int64_t value) {
+    char buf[24]; /* "-9223372036854775808" */
+    snprintf(buf, sizeof(buf), "%" PRId64, value);
+    kj_hdr_set(h, name, buf);
+}
+
+void kj_hdr_write_failure(rd_kafka_headers_t *h, const kj_hdr_failure *f) {
+    kj_hdr_set(h, KJ_HDR_ORIGINAL_TOPIC, f->original_topic);
+    kj_hdr_set_int(h, KJ_HDR_ORIGINAL_PARTITION, f->original_partition);
+    kj_hdr_set_int(h, KJ_HDR_ORIGINAL_OFFSET, f->original_offset);
+    kj_hdr_set_int(h, KJ_HDR_ATTEMPT, f->attempt);
+    kj_hdr_set_int(h, KJ_HDR_NOT_BEFORE, f->not_before_ms);
+    kj_hdr_set(h, KJ_HDR_ERROR, f->error);
+    kj_hdr_set(h, KJ_HDR_ERROR_CLASS, f->error_class);
+    kj_hdr_set_int(h, KJ_HDR_FAILED_AT, f->failed_at_ms);
+    kj_hdr_set(h, KJ_HDR_WORKER, f->worker);
+    rd_kafka_header_remove(h, KJ_HDR_TRUNCATED); /* only a reduced dead letter has one */
+}
+
+void kj_hdr_write_replay(rd_kafka_headers_t *h, const char *dlq_topic, int32_t partition,
+                         int64_t offset, int64_t now_ms) {
+    char buf[KJ_HDR_REPLAYED_FROM_MAX + 1];
+    snprintf(buf, sizeof(buf), "%s:%" PRId32 ":%" PRId64, dlq_topic, partition, offset);
+    rd_kafka_header_add(h, KJ_HDR_REPLAYED_FROM, -1, buf, -1);
+    snprintf(buf, sizeof(buf), "%" PRId64, now_ms);
+    rd_kafka_header_add(h, KJ_HDR_REPLAYED_AT, -1, buf, -1);
+}

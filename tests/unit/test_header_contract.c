@@ -1,0 +1,391 @@
+/*
+ * tests/unit/test_header_contract.c — the kjobs-* header contract (processor/header_contract.h):
+ * the wire names byte for byte; the control headers as untrusted input: strict decimal parsing
+ * (no sign, spaces, trailing junk, overflow, oversized or non-UTF-8 values), topic names,
+ * validation of every header a ladder record must carry (missing, repeated, garbage,
+ * far-future not-before, bad topic name); the hold rule that keeps a ladder partition's
+ * release times in offset order; and the writers, round-tripped through the parser.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "processor/header_contract.h"
+
+#define NOW 1700000000000LL
+
+static bool parse(const char *text, int64_t max, int64_t *out) {
+    return kj_hdr_parse_uint(text, strlen(text), max, out);
+}
+
+static void test_parse_uint_is_strict(void **state) {
+    (void)state;
+    int64_t v = -1;
+    assert_true(parse("0", 10, &v));
+    assert_int_equal(v, 0);
+    assert_true(parse("007", 10, &v));
+    assert_int_equal(v, 7);
+    assert_true(parse("1000", 1000, &v));
+    assert_int_equal(v, 1000);
+    assert_true(parse("9223372036854775807", INT64_MAX, &v));
+    assert_int_equal(v, INT64_MAX);
+    const char *bad[] = {"",
+                         " 7",
+                         "7 ",
+                         " 7x",
+                         "7x",
+                         "+7",
+                         "-5",
+                         "0x10",
+                         "1e3",
+                         "7.0",
+                         "9223372036854775808",
+                         "99999999999999999999"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        v = 42;
+        assert_false(parse(bad[i], INT64_MAX, &v));
+        assert_int_equal(v, 42);
+    }
+    assert_false(parse("1001", 1000, &v));
+    assert_false(parse("5", 0, &v));
+    assert_false(kj_hdr_parse_uint(NULL, 0, 10, &v));
+    assert_false(kj_hdr_parse_uint("12\0", 3, 100, &v)); /* NUL inside */
+}
+
+static rd_kafka_headers_t *ladder_headers(const char *attempt, const char *not_before,
+                                          const char *topic, const char *partition,
+                                          const char *offset) {
+    rd_kafka_headers_t *h = rd_kafka_headers_new(8);
+    if (attempt) rd_kafka_header_add(h, KJ_HDR_ATTEMPT, -1, attempt, -1);
+    if (not_before) rd_kafka_header_add(h, KJ_HDR_NOT_BEFORE, -1, not_before, -1);
+    if (topic) rd_kafka_header_add(h, KJ_HDR_ORIGINAL_TOPIC, -1, topic, -1);
+    if (partition) rd_kafka_header_add(h, KJ_HDR_ORIGINAL_PARTITION, -1, partition, -1);
+    if (offset) rd_kafka_header_add(h, KJ_HDR_ORIGINAL_OFFSET, -1, offset, -1);
+    return h;
+}
+
+static void expect_invalid(rd_kafka_headers_t *h, const char *header, const char *in_reason) {
+    kj_control c;
+    assert_int_equal(kj_control_parse_ladder(h, NOW, &c), -1);
+    assert_non_null(c.invalid_header);
+    assert_string_equal(c.invalid_header, header);
+    assert_non_null(strstr(c.reason, header));
+    if (in_reason) assert_non_null(strstr(c.reason, in_reason));
+    rd_kafka_headers_destroy(h);
+}
+
+static void test_valid_ladder_headers(void **state) {
+    (void)state;
+    rd_kafka_headers_t *h = ladder_headers("2", "1700000005000", "jobs", "3", "12345");
+    kj_control c;
+    assert_int_equal(kj_control_parse_ladder(h, NOW, &c), 0);
+    assert_null(c.invalid_header);
+    assert_int_equal(c.attempt, 2);
+    assert_int_equal(c.not_before_ms, 1700000005000LL);
+    assert_string_equal(c.original_topic, "jobs");
+    assert_int_equal(c.original_partition, 3);
+    assert_int_equal(c.original_offset, 12345);
+    int64_t nb;
+    assert_int_equal(kj_control_not_before(h, NOW, &nb), 0);
+    assert_int_equal(nb, 1700000005000LL);
+    rd_kafka_headers_destroy(h);
+}
+
+static void test_invalid_ladder_headers(void **state) {
+    (void)state;
+    expect_invalid(rd_kafka_headers_new(1), KJ_HDR_ATTEMPT, "missing");
+    expect_invalid(ladder_headers(" 7x", "1", "jobs", "0", "0"), KJ_HDR_ATTEMPT, NULL);
+    expect_invalid(ladder_headers("0", "1", "jobs", "0", "0"), KJ_HDR_ATTEMPT, NULL);
+    expect_invalid(ladder_headers("1001", "1", "jobs", "0", "0"), KJ_HDR_ATTEMPT, NULL);
+    expect_invalid(ladder_headers("1", NULL, "jobs", "0", "0"), KJ_HDR_NOT_BEFORE, "missing");
+    expect_invalid(ladder_headers("1", "-5", "jobs", "0", "0"), KJ_HDR_NOT_BEFORE, NULL);
+    /* 10^12 ms ahead: far past the longest retry delay */
+    char far[32];
+    snprintf(far, sizeof(far), "%lld", NOW + 1000000000000LL);
+    expect_invalid(ladder_headers("1", far, "jobs", "0", "0"), KJ_HDR_NOT_BEFORE, "ahead");
+    expect_invalid(ladder_headers("1", "1", NULL, "0", "0"), KJ_HDR_ORIGINAL_TOPIC, "missing");
+    expect_invalid(ladder_headers("1", "1", "jobs\nx", "0", "0"), KJ_HDR_ORIGINAL_TOPIC, NULL);
+    expect_invalid(ladder_headers("1", "1", "", "0", "0"), KJ_HDR_ORIGINAL_TOPIC, NULL);
+    expect_invalid(ladder_headers("1", "1", "jobs", "2147483648", "0"), KJ_HDR_ORIGINAL_PARTITION,
+                   NULL);
+    expect_invalid(ladder_headers("1", "1", "jobs", "0", "-1"), KJ_HDR_ORIGINAL_OFFSET, NULL);
+    /* a repeated control header is ambiguous */
+    rd_kafka_headers_t *h = ladder_headers("1", "1", "jobs", "0", "0");
+    rd_kafka_header_add(h, KJ_HDR_ATTEMPT, -1, "3", -1);
+    expect_invalid(h, KJ_HDR_ATTEMPT, "more than once");
+    /* the longest allowed delay (plus skew) is still valid */
+    snprintf(far, sizeof(far), "%lld", NOW + KJ_RETRY_MAX_DELAY_MS + KJ_CLOCK_SKEW_MS);
+    h = ladder_headers("1", far, "jobs", "0", "0");
+    kj_control c;
+    assert_int_equal(kj_control_parse_ladder(h, NOW, &c), 0);
+    rd_kafka_headers_destroy(h);
+}
+
+static void test_hold_never_exceeds_step_delay_after_write(void **state) {
+    (void)state;
+    const int64_t step = 300;
+    /* due before the cap: held until due */
+    assert_int_equal(kj_control_hold_until(NOW + 100, NOW, NOW, step), NOW + 100);
+    /* a per-job delay longer than the step: released at write time + step delay */
+    assert_int_equal(kj_control_hold_until(NOW + 20000, NOW, NOW + 5, step), NOW + 300);
+    /* unknown or future timestamps count from the fetch time */
+    assert_int_equal(kj_control_hold_until(NOW + 20000, -1, NOW, step), NOW + 300);
+    assert_int_equal(kj_control_hold_until(NOW + 20000, NOW + 99999, NOW, step), NOW + 300);
+    /* a far-future not-before holds for at most the step's delay */
+    assert_int_equal(kj_control_hold_until(INT64_MAX / 2, NOW, NOW, step), NOW + 300);
+
+    /* A ladder partition written in time order, mixing the step's own delay and longer
+     * per-job delays: release times never decrease along the offsets, so the head is always
+     * released first and nobody waits behind a later-due record. */
+    int64_t last = 0;
+    for (int i = 0; i < 1000; i++) {
+        int64_t written = NOW + i * 7;
+        int64_t nb = written + (i % 3 == 0 ? 20000 + i : step);
+        int64_t hold = kj_control_hold_until(nb, written, written + 50, step);
+        assert_true(hold >= last);
+        assert_true(hold <= written + step);
+        last = hold;
+    }
+}
+
+/* The wire names are fixed by ../shared/CONTRACT.md: this list is the one place outside
+ * header_contract.h that spells them, as the independent witness. */
+static void test_wire_names_are_the_contract(void **state) {
+    (void)state;
+    assert_string_equal(KJ_HDR_PREFIX, "kjobs-");
+    assert_string_equal(KJ_HDR_ATTEMPT, "kjobs-attempt");
+    assert_string_equal(KJ_HDR_NOT_BEFORE, "kjobs-not-before");
+    assert_string_equal(KJ_HDR_ERROR, "kjobs-error");
+    assert_string_equal(KJ_HDR_ERROR_CLASS, "kjobs-error-class");
+    assert_string_equal(KJ_HDR_ORIGINAL_TOPIC, "kjobs-original-topic");
+    assert_string_equal(KJ_HDR_ORIGINAL_PARTITION, "kjobs-original-partition");
+    assert_string_equal(KJ_HDR_ORIGINAL_OFFSET, "kjobs-original-offset");
+    assert_string_equal(KJ_HDR_FAILED_AT, "kjobs-failed-at");
+    assert_string_equal(KJ_HDR_WORKER, "kjobs-worker");
+    assert_string_equal(KJ_HDR_TRUNCATED, "kjobs-truncated");
+    assert_string_equal(KJ_HDR_REPLAYED_FROM, "kjobs-replayed-from");
+    assert_string_equal(KJ_HDR_REPLAYED_AT, "kjobs-replayed-at");
+}
+
+static void test_is_kjobs(void **state) {
+    (void)state;
+    assert_true(kj_hdr_is_kjobs(KJ_HDR_ATTEMPT));
+    assert_true(kj_hdr_is_kjobs(KJ_HDR_REPLAYED_AT));
+    assert_true(kj_hdr_is_kjobs("kjobs-"));
+    assert_true(kj_hdr_is_kjobs("kjobs-anything-new"));
+    assert_false(kj_hdr_is_kjobs("kjobs"));
+    assert_false(kj_hdr_is_kjobs("Kjobs-attempt"));
+    assert_false(kj_hdr_is_kjobs("x-kjobs-attempt"));
+    assert_false(kj_hdr_is_kjobs("traceparent"));
+    assert_false(kj_hdr_is_kjobs(""));
+}
+
+/* Oversized and non-ASCII (valid or invalid UTF-8) values are never numbers. */
+static void test_parse_uint_oversized_and_non_utf8(void **state) {
+    (void)state;
+    int64_t v = 42;
+    /* 19 digits are the most accepted, whatever the value; 20 never, even when small */
+    assert_true(parse("0000000000000000001", INT64_MAX, &v));
+    assert_int_equal(v, 1);
+    assert_false(parse("00000000000000000001", INT64_MAX, &v));
+    char big[4096];
+    memset(big, '1', sizeof(big));
+    assert_false(kj_hdr_parse_uint(big, sizeof(big), INT64_MAX, &v));
+    const char *bad[] = {"\xff",
+                         "1\xff",
+                         "\xc3\xa9",
+                         "1\xc3\xa9",
+                         "\xef\xbc\x91", /* U+FF11 */
+                         "\xd9\xa1" /* U+0661 ARABIC-INDIC ONE */,
+                         "1\x80",
+                         "\xc0\xb1"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_false(parse(bad[i], INT64_MAX, &v));
+    assert_int_equal(v, 1);
+}
+
+static void test_topic_ok(void **state) {
+    (void)state;
+    assert_true(kj_hdr_topic_ok("jobs", 4));
+    assert_true(kj_hdr_topic_ok("a.B_c-9", 7));
+    char name[KJ_TOPIC_NAME_MAX + 2];
+    memset(name, 't', sizeof(name));
+    assert_true(kj_hdr_topic_ok(name, KJ_TOPIC_NAME_MAX));
+    assert_false(kj_hdr_topic_ok(name, KJ_TOPIC_NAME_MAX + 1));
+    assert_false(kj_hdr_topic_ok(NULL, 0));
+    assert_false(kj_hdr_topic_ok("", 0));
+    const char *bad[] = {"jo bs", "jobs/x", "jobs\n", "jobs\xff", "jobs\xc3\xa9", "\xc3\xa9"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_false(kj_hdr_topic_ok(bad[i], strlen(bad[i])));
+    assert_false(kj_hdr_topic_ok("jobs\0x", 6)); /* NUL inside */
+}
+
+/* Ladder headers with oversized or non-UTF-8 values are invalid, naming the header. */
+static void test_ladder_oversized_and_non_utf8(void **state) {
+    (void)state;
+    char topic[KJ_TOPIC_NAME_MAX + 2];
+    memset(topic, 't', sizeof(topic) - 1);
+    topic[sizeof(topic) - 1] = '\0';
+    expect_invalid(ladder_headers("1", "1", topic, "0", "0"), KJ_HDR_ORIGINAL_TOPIC, NULL);
+    expect_invalid(ladder_headers("\xff", "1", "jobs", "0", "0"), KJ_HDR_ATTEMPT, NULL);
+    expect_invalid(ladder_headers("1", "1",
+                                  "j\xc3\xb6"
+                                  "bs",
+                                  "0", "0"),
+                   KJ_HDR_ORIGINAL_TOPIC, NULL);
+    expect_invalid(ladder_headers("1", "00000000000000000001", "jobs", "0", "0"), KJ_HDR_NOT_BEFORE,
+                   "20 bytes");
+    expect_invalid(ladder_headers("1", "1", "jobs", "0", "1\xc3\xa9"), KJ_HDR_ORIGINAL_OFFSET,
+                   NULL);
+}
+
+static void test_set_int_formats_and_replaces(void **state) {
+    (void)state;
+    rd_kafka_headers_t *h = rd_kafka_headers_new(4);
+    rd_kafka_header_add(h, "n", -1, "old", -1);
+    rd_kafka_header_add(h, "n", -1, "older", -1);
+    static const struct {
+        int64_t v;
+        const char *text;
+    } cases[] = {{0, "0"},
+                 {7, "7"},
+                 {-5, "-5"},
+                 {INT64_MAX, "9223372036854775807"},
+                 {INT64_MIN, "-9223372036854775808"}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        kj_hdr_set_int(h, "n", cases[i].v);
+        const void *val;
+        size_t len;
+        assert_int_equal(rd_kafka_header_get(h, 0, "n", &val, &len), RD_KAFKA_RESP_ERR_NO_ERROR);
+        assert_int_equal(len, strlen(cases[i].text));
+        assert_memory_equal(val, cases[i].text, len);
+        assert_int_not_equal(rd_kafka_header_get(h, 1, "n", &val, &len),
+                             RD_KAFKA_RESP_ERR_NO_ERROR);
+        int64_t back;
+        if (cases[i].v >= 0) {
+            assert_true(kj_hdr_parse_uint(val, len, INT64_MAX, &back));
+            assert_int_equal(back, cases[i].v);
+        } else {
+            assert_false(kj_hdr_parse_uint(val, len, INT64_MAX, &back));
+        }
+    }
+    rd_kafka_headers_destroy(h);
+}
+
+/* The value of the one header `name` (asserting it is there exactly once), NUL-terminated. */
+static const char *only(const rd_kafka_headers_t *h, const char *name, char *buf, size_t size) {
+    const void *val;
+    size_t len;
+    assert_int_equal(rd_kafka_header_get(h, 0, name, &val, &len), RD_KAFKA_RESP_ERR_NO_ERROR);
+    assert_int_not_equal(rd_kafka_header_get(h, 1, name, &val, &len), RD_KAFKA_RESP_ERR_NO_ERROR);
+    assert_true(len < size);
+    memcpy(buf, val, len);
+    buf[len] = '\0';
+    return buf;
+}
+
+/* A failure written onto a ladder copy reads back through the strict parser unchanged;
+ * original headers stay first, stale kjobs-* values are replaced, kjobs-truncated goes. */
+static void test_write_failure_round_trip(void **state) {
+    (void)state;
+    rd_kafka_headers_t *h = rd_kafka_headers_new(4);
+    rd_kafka_header_add(h, "traceparent", -1, "00-abc-def-01", -1);
+    rd_kafka_header_add(h, KJ_HDR_ATTEMPT, -1, "1", -1);      /* from the previous step */
+    rd_kafka_header_add(h, KJ_HDR_ERROR, -1, "\xff old", -1); /* foreign, not UTF-8 */
+    rd_kafka_header_add(h, KJ_HDR_TRUNCATED, -1, "headers", -1);
+    const char *error = "d\xc3\xa9j\xc3\xa0 vu \xe2\x80\xa6"; /* UTF-8 text, kept byte for byte */
+    kj_hdr_failure f = {.original_topic = "orders.main",
+                        .original_partition = INT32_MAX,
+                        .original_offset = INT64_MAX,
+                        .attempt = KJ_ATTEMPT_MAX,
+                        .not_before_ms = NOW + 5000,
+                        .error = error,
+                        .error_class = "retryable",
+                        .failed_at_ms = NOW,
+                        .worker = "kjobs-host-1"};
+    kj_hdr_write_failure(h, &f);
+
+    static const char *const order[] = {
+        "traceparent",          KJ_HDR_ORIGINAL_TOPIC, KJ_HDR_ORIGINAL_PARTITION,
+        KJ_HDR_ORIGINAL_OFFSET, KJ_HDR_ATTEMPT,        KJ_HDR_NOT_BEFORE,
+        KJ_HDR_ERROR,           KJ_HDR_ERROR_CLASS,    KJ_HDR_FAILED_AT,
+        KJ_HDR_WORKER};
+    const char *name;
+    const void *val;
+    size_t len, i = 0;
+    for (; rd_kafka_header_get_all(h, i, &name, &val, &len) == 0; i++) {
+        assert_true(i < sizeof(order) / sizeof(order[0]));
+        assert_string_equal(name, order[i]);
+    }
+    assert_int_equal(i, sizeof(order) / sizeof(order[0]));
+
+    kj_control c;
+    assert_int_equal(kj_control_parse_ladder(h, NOW, &c), 0);
+    assert_int_equal(c.attempt, KJ_ATTEMPT_MAX);
+    assert_int_equal(c.not_before_ms, NOW + 5000);
+    assert_string_equal(c.original_topic, "orders.main");
+    assert_int_equal(c.original_partition, INT32_MAX);
+    assert_int_equal(c.original_offset, INT64_MAX);
+    char buf[128];
+    assert_string_equal(only(h, KJ_HDR_ERROR, buf, sizeof(buf)), error);
+    assert_string_equal(only(h, KJ_HDR_ERROR_CLASS, buf, sizeof(buf)), "retryable");
+    assert_string_equal(only(h, KJ_HDR_FAILED_AT, buf, sizeof(buf)), "1700000000000");
+    assert_string_equal(only(h, KJ_HDR_WORKER, buf, sizeof(buf)), "kjobs-host-1");
+
+    /* written again (the next step): still one of each, new values */
+    f.attempt = 2;
+    f.original_partition = 0;
+    kj_hdr_write_failure(h, &f);
+    assert_int_equal(kj_control_parse_ladder(h, NOW, &c), 0);
+    assert_int_equal(c.attempt, 2);
+    assert_int_equal(c.original_partition, 0);
+    rd_kafka_headers_destroy(h);
+}
+
+static void test_write_replay(void **state) {
+    (void)state;
+    rd_kafka_headers_t *h = rd_kafka_headers_new(2);
+    kj_hdr_write_replay(h, "jobs.dlq", 3, 42, NOW);
+    char buf[KJ_HDR_REPLAYED_FROM_MAX + 1];
+    assert_string_equal(only(h, KJ_HDR_REPLAYED_FROM, buf, sizeof(buf)), "jobs.dlq:3:42");
+    assert_string_equal(only(h, KJ_HDR_REPLAYED_AT, buf, sizeof(buf)), "1700000000000");
+    int64_t at;
+    const void *val;
+    size_t len;
+    assert_int_equal(rd_kafka_header_get_last(h, KJ_HDR_REPLAYED_AT, &val, &len), 0);
+    assert_true(kj_hdr_parse_uint(val, len, INT64_MAX, &at));
+    assert_int_equal(at, NOW);
+    rd_kafka_headers_destroy(h);
+
+    /* an oversized topic is cut to the bound, never overflowing */
+    char topic[1000];
+    memset(topic, 't', sizeof(topic) - 1);
+    topic[sizeof(topic) - 1] = '\0';
+    h = rd_kafka_headers_new(2);
+    kj_hdr_write_replay(h, topic, 0, 0, NOW);
+    assert_int_equal(rd_kafka_header_get_last(h, KJ_HDR_REPLAYED_FROM, &val, &len), 0);
+    assert_int_equal(len, KJ_HDR_REPLAYED_FROM_MAX);
+    rd_kafka_headers_destroy(h);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_parse_uint_is_strict),
+        cmocka_unit_test(test_valid_ladder_headers),
+        cmocka_unit_test(test_invalid_ladder_headers),
+        cmocka_unit_test(test_hold_never_exceeds_step_delay_after_write),
+        cmocka_unit_test(test_wire_names_are_the_contract),
+        cmocka_unit_test(test_is_kjobs),
+        cmocka_unit_test(test_parse_uint_oversized_and_non_utf8),
+        cmocka_unit_test(test_topic_ok),
+        cmocka_unit_test(test_ladder_oversized_and_non_utf8),
+        cmocka_unit_test(test_set_int_formats_and_replaces),
+        cmocka_unit_test(test_write_failure_round_trip),
+        cmocka_unit_test(test_write_replay),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
