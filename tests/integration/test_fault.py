@@ -283,13 +283,18 @@ def test_produce_errors_while_jobs_fail(sc, broker):
     # Every job fails once (kjobs.flaky 1), so each needs an acknowledged retry copy. Produce
     # requests fail: retriable errors (librdkafka retries them) and a disconnect, then errors
     # librdkafka gives up on, so the router's own re-send path runs. Expectation: every job
-    # succeeds on attempt 2; no worker restarts, so no duplicates at all.
+    # succeeds on attempt 2; no worker restarts and no rebalance once the jobs flow (both workers
+    # have joined first: a rebalance mid-stream may re-run jobs whose commit the embedded broker
+    # refuses while the group rejoins), so no duplicates at all.
+    workers = [sc.start_worker()]
+    workers[0].wait_assigned()
+    workers.append(sc.start_worker())
+    workers[1].wait_assigned()
     ids = sc.enqueue("kjobs.flaky", 2000, payload="1")
     broker.cmd("errors Produce 6 NOT_ENOUGH_REPLICAS")
     broker.cmd("errors Produce 2 _TRANSPORT")
     broker.cmd("errors Produce 4 MSG_SIZE_TOO_LARGE")
     broker.cmd("errors Produce 6 REQUEST_TIMED_OUT")
-    workers = [sc.start_worker(), sc.start_worker()]
     sc.wait_all_handled(50)
     resent = sum(len(w.msgs("routed copy not acknowledged, sending again")) for w in workers)
     attempts = collections.Counter(l["attempt"] for w in workers for l in w.msgs("job done"))
