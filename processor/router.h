@@ -3,15 +3,10 @@
  * as a copy that keeps the original key, the value byte for byte and the original headers, and
  * adds the contract's kjobs-* headers (header_contract.h writes them).
  *
- * The decision (attempt n failed):
- *   - permanent failure, undecodable value, unknown type      → DLQ
- *   - retryable or timeout, n < retry.max_attempts, ladder set → step min(n, N), not before
- *     now + that step's delay; or, when the handler asked for its own delay d (capped at
- *     KJ_RETRY_MAX_DELAY_MS), the step with the longest delay <= d (else the shortest step),
- *     not before now + max(d, that step's delay)
- *   - otherwise                                                → DLQ
+ * Where a copy goes — ladder step N due at a time, or the DLQ — is the retry policy's decision
+ * (retry_policy.h), taken once per failed job; the router writes the copy that decision names.
  *
- * Every record of a ladder step is therefore due at least that step's delay after it was
+ * The policy makes every record of a ladder step due at least that step's delay after it was
  * written; the worker releases it at most that step's delay after it was written
  * (kj_control_hold_until), so a partition's release times follow its offsets. A record
  * released before its kjobs-not-before (a delay longer than its step's) hops: kj_router_hop
@@ -57,26 +52,11 @@ typedef struct kj_router kj_router;
 /** Called once the copy of (topic-partition `owner`, offset) is acked (see @locality). */
 typedef void(kj_route_done_fn)(void *owner, int64_t offset, void *opaque);
 
-typedef struct kj_route_decision {
-    bool to_dlq;
-    int step;              /* ladder step (1..N) when !to_dlq */
-    int64_t not_before_ms; /* when !to_dlq */
-    const char *topic;     /* destination */
-} kj_route_decision;
-
 /** Takes ownership of conf. */
 kj_router *kj_router_new(const kj_config *cfg, rd_kafka_conf_t *conf, const char *worker_id,
                          kj_route_done_fn *done, void *done_opaque, char *errstr,
                          size_t errstr_size);
 void kj_router_free(kj_router *router);
-
-/** Where a failed job goes (pure; exposed for tests). */
-void kj_router_decide(const kj_router *router, int attempt, const kjobs_result_t *result,
-                      int64_t now_ms, kj_route_decision *out);
-
-/** The ladder step for a delay: the longest step delay <= delay_ms, else the shortest step
- *  (1-based; needs a non-empty ladder). Pure; exposed for tests. */
-int kj_router_step_for_delay(const kj_router *router, int64_t delay_ms);
 
 /** Bytes librdkafka counts against message.max.bytes for a record with these parts. */
 size_t kj_copy_wire_size(size_t key_len, size_t value_len, const rd_kafka_headers_t *hdrs);

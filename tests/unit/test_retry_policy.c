@@ -5,7 +5,8 @@
  * max_attempts 1), with and without a handler's own delay (retry_after), the table says where
  * the job goes: ladder step N due at now + delay, or the DLQ, and the error class it carries.
  *
- * The table pins what kj_router_decide() did before the policy had a module of its own.
+ * The table was first run against kj_router_decide(), the router's copy of the rule before the
+ * policy had a module of its own; it pins that behaviour.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,7 +20,7 @@
 #include "processor/config.h"
 #include "processor/handlers.h"
 #include "processor/header_contract.h"
-#include "processor/router.h"
+#include "processor/retry_policy.h"
 
 #define NOW   1000000
 #define NONE  (-1) /* no delay asked for: the ladder's */
@@ -45,7 +46,12 @@ static const ladder ladders[LADDER_COUNT] = {
 };
 
 /* Why a job is dead-lettered, in the order the policy checks. */
-enum { WHY_NONE, WHY_CLASS, WHY_EXHAUSTED, WHY_NO_LADDER };
+enum {
+    WHY_NONE = KJ_DLQ_NONE,
+    WHY_CLASS = KJ_DLQ_NOT_RETRYABLE,
+    WHY_EXHAUSTED = KJ_DLQ_ATTEMPTS_EXHAUSTED,
+    WHY_NO_LADDER = KJ_DLQ_NO_LADDER,
+};
 
 typedef struct row {
     int ladder;
@@ -151,24 +157,9 @@ static const int64_t any_delay[] = {NONE, 0, 20000, MAX_D + 1};
 
 /* ---- the decision under test, and what it returned ----------------------------------------- */
 
-typedef struct decided {
-    int step; /* 0 = DLQ */
-    int64_t not_before_ms;
-    const char *topic;
-    const char *error_class;
-    int why; /* -1: not reported */
-} decided;
-
 typedef struct fixture {
     kj_config cfg[LADDER_COUNT];
-    kj_router *router[LADDER_COUNT];
 } fixture;
-
-static void noop_done(void *owner, int64_t offset, void *opaque) {
-    (void)owner;
-    (void)offset;
-    (void)opaque;
-}
 
 static int setup(void **state) {
     fixture *f = calloc(1, sizeof(*f));
@@ -181,14 +172,6 @@ static int setup(void **state) {
             fprintf(stderr, "%s: %s\n", ladders[l].name, err);
             return -1;
         }
-        rd_kafka_conf_t *conf = rd_kafka_conf_new();
-        rd_kafka_conf_set(conf, "bootstrap.servers", "127.0.0.1:1", err, sizeof(err));
-        f->router[l] =
-            kj_router_new(&f->cfg[l], conf, "test@host", noop_done, NULL, err, sizeof(err));
-        if (!f->router[l]) {
-            fprintf(stderr, "%s\n", err);
-            return -1;
-        }
     }
     *state = f;
     return 0;
@@ -196,28 +179,22 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     fixture *f = *state;
-    for (int l = 0; l < LADDER_COUNT; l++) {
-        kj_router_free(f->router[l]);
+    for (int l = 0; l < LADDER_COUNT; l++)
         kj_config_free(&f->cfg[l]);
-    }
     free(f);
     return 0;
 }
 
-static decided decide(const fixture *f, int l, kj_outcome outcome, int attempt,
-                      int64_t retry_after_ms) {
+static kj_retry_decision decide(const fixture *f, int l, kj_outcome outcome, int attempt,
+                                int64_t retry_after_ms) {
     kjobs_result_t result;
     memset(&result, 0, sizeof(result));
     result.outcome = outcome;
     result.delay_ms = retry_after_ms;
-    kj_route_decision d;
-    kj_router_decide(f->router[l], attempt, &result, NOW, &d);
-    decided out = {.step = d.to_dlq ? 0 : d.step,
-                   .not_before_ms = d.not_before_ms,
-                   .topic = d.topic,
-                   .error_class = kj_outcome_error_class(outcome),
-                   .why = -1};
-    return out;
+    kj_retry_decision d;
+    memset(&d, 0xa5, sizeof(d)); /* every field must be written */
+    kj_retry_decide(&f->cfg[l], attempt, &result, NOW, &d);
+    return d;
 }
 
 /* ---- the checks -------------------------------------------------------------------------------
@@ -225,24 +202,17 @@ static decided decide(const fixture *f, int l, kj_outcome outcome, int attempt,
 
 static void check(const fixture *f, int l, kj_outcome outcome, int attempt, int64_t retry_after,
                   int step, int64_t delay_ms, int why, const char *where) {
-    decided d = decide(f, l, outcome, attempt, retry_after);
-    const kj_config *cfg = &f->cfg[l];
-    char topic[256];
-    if (step)
-        snprintf(topic, sizeof(topic), "%s%d", cfg->retry_prefix, step);
-    else
-        snprintf(topic, sizeof(topic), "%s", cfg->dlq_topic);
-    bool ok = d.step == step && (!step || d.not_before_ms == NOW + delay_ms) &&
-              strcmp(d.topic, topic) == 0 &&
-              strcmp(d.error_class, kj_outcome_error_class(outcome)) == 0 &&
-              (d.why < 0 || d.why == why);
+    kj_retry_decision d = decide(f, l, outcome, attempt, retry_after);
+    bool ok = d.to_dlq == (step == DLQ) && d.step == step && d.attempt == attempt &&
+              d.now_ms == NOW && d.not_before_ms == (step ? NOW + delay_ms : 0) &&
+              (int)d.reason == why && strcmp(d.error_class, kj_outcome_error_class(outcome)) == 0;
     if (!ok) {
         fprintf(stderr,
-                "%s: ladder %s, %s, attempt %d, retry_after %lld: expected step %d +%lld (%s, "
-                "why %d), got step %d +%lld (%s, class %s, why %d)\n",
+                "%s: ladder %s, %s, attempt %d, retry_after %lld: expected step %d +%lld (why "
+                "%d), got to_dlq %d step %d not_before %lld (attempt %d, class %s, why %d)\n",
                 where, ladders[l].name, kj_outcome_name(outcome), attempt, (long long)retry_after,
-                step, (long long)delay_ms, topic, why, d.step, (long long)(d.not_before_ms - NOW),
-                d.topic, d.error_class, d.why);
+                step, (long long)delay_ms, why, d.to_dlq, d.step, (long long)d.not_before_ms,
+                d.attempt, d.error_class, (int)d.reason);
         fail();
     }
 }
@@ -293,11 +263,53 @@ static void test_retryable_every_attempt(void **state) {
     }
 }
 
+/* The step for a delay (also what a hop uses): the longest step delay <= it, else the shortest. */
+static void test_step_for_delay(void **state) {
+    const fixture *f = *state;
+    static const struct {
+        int ladder;
+        int64_t delay_ms;
+        int step;
+    } cases[] = {
+        {L3, INT64_MIN, 1},
+        {L3, -1, 1},
+        {L3, 0, 1},
+        {L3, 299, 1},
+        {L3, 300, 1},
+        {L3, 9999, 1},
+        {L3, 10000, 2},
+        {L3, 65000, 3},
+        {L3, 3600000, 3},
+        {L3, INT64_MAX, 3},
+        {L1, 0, 1},
+        {L1, 5000, 1},
+        {L1, INT64_MAX, 1},
+        {L5, 3999, 2},
+        {L5, 4000, 3},
+        {L5, 16000, 5},
+        {LUNSORTED, 0, 2},
+        {LUNSORTED, 300, 2},
+        {LUNSORTED, 10000, 3},
+        {LUNSORTED, 59999, 3},
+        {LUNSORTED, 60000, 1},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int step = kj_retry_step_for_delay(&f->cfg[cases[i].ladder], cases[i].delay_ms);
+        if (step != cases[i].step) {
+            fprintf(stderr, "ladder %s, delay %lld: expected step %d, got %d\n",
+                    ladders[cases[i].ladder].name, (long long)cases[i].delay_ms, cases[i].step,
+                    step);
+            fail();
+        }
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_table),
         cmocka_unit_test(test_never_retried),
         cmocka_unit_test(test_retryable_every_attempt),
+        cmocka_unit_test(test_step_for_delay),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
