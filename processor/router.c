@@ -468,19 +468,14 @@ static route_ctx *ctx_from(const rd_kafka_message_t *msg, void *owner) {
     return c;
 }
 
-kj_job_outcome kj_router_route(kj_router *r, void *owner, const rd_kafka_message_t *msg,
-                               int attempt, const kjobs_result_t *result,
-                               const kj_control *origin) {
-    long long now = kj_now_ms();
-    kj_retry_decision d;
-    kj_retry_decide(r->cfg, attempt, result, now, &d);
-
+void kj_router_route(kj_router *r, void *owner, const rd_kafka_message_t *msg,
+                     const kjobs_result_t *result, kj_retry_decision *d, const kj_control *origin) {
     route_ctx *c = ctx_from(msg, owner);
-    const char *topic = d.to_dlq ? r->cfg->dlq_topic : r->retry_topics[d.step - 1];
+    const char *topic = d->to_dlq ? r->cfg->dlq_topic : r->retry_topics[d->step - 1];
     c->topic = strdup(topic);
     c->first_topic = strdup(topic);
-    c->step = d.to_dlq ? 0 : d.step;
-    c->error_class = strdup(d.error_class);
+    c->step = d->to_dlq ? 0 : d->step;
+    c->error_class = strdup(d->error_class);
 
     char error[KJ_ERROR_MAX];
     snprintf(error, sizeof(error), "%s", result->error[0] ? result->error : "(no message)");
@@ -493,20 +488,24 @@ kj_job_outcome kj_router_route(kj_router *r, void *owner, const rd_kafka_message
         .original_topic = origin ? origin->original_topic : rd_kafka_topic_name(msg->rkt),
         .original_partition = origin ? origin->original_partition : msg->partition,
         .original_offset = origin ? origin->original_offset : msg->offset,
-        .attempt = attempt,
-        .not_before_ms = d.to_dlq ? (int64_t)now : d.not_before_ms,
+        .attempt = d->attempt,
+        .not_before_ms = d->to_dlq ? d->now_ms : d->not_before_ms,
         .error = error,
         .error_class = c->error_class,
-        .failed_at_ms = now,
+        .failed_at_ms = d->now_ms,
         .worker = r->worker_id,
     };
     kj_hdr_write_failure(c->headers, &f);
 
     fit_copy(r, c, SHRINK_NONE, "message.max.bytes");
-    kj_job_outcome routed = c->step ? KJ_JOB_RETRY : KJ_JOB_DEAD_LETTERED;
+    if (!d->to_dlq && !c->step) { /* a retry copy too large to write: dead-lettered reduced */
+        d->to_dlq = true;
+        d->step = 0;
+        d->not_before_ms = 0;
+        d->reason = KJ_DLQ_TOO_LARGE;
+    }
     atomic_fetch_add(&r->outstanding, 1);
     queue_copy(r, c);
-    return routed;
 }
 
 int kj_router_hop(kj_router *r, void *owner, const rd_kafka_message_t *msg, int64_t not_before_ms) {

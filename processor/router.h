@@ -46,6 +46,7 @@
 #include "processor/header_contract.h"
 #include "processor/handlers.h"
 #include "processor/metrics.h"
+#include "processor/retry_policy.h"
 
 typedef struct kj_router kj_router;
 
@@ -62,19 +63,21 @@ void kj_router_free(kj_router *router);
 size_t kj_copy_wire_size(size_t key_len, size_t value_len, const rd_kafka_headers_t *hdrs);
 
 /**
- * Produce the copy of `msg` (attempt `attempt` ended with `result`). `owner` identifies the
- * source partition for the done callback. `origin`: the validated control headers of a ladder
- * record (its kjobs-original-* are carried on), or NULL for a main-topic record (they are
- * this record's coordinates, whatever its headers say). The copy is never dropped (see
- * "No loss"); returns where it goes: KJ_JOB_RETRY or KJ_JOB_DEAD_LETTERED (a retry copy too
- * large to write goes to the DLQ reduced).
+ * Produce the copy of `msg` that `decision` names (kj_retry_decide: the attempt that ended with
+ * `result`, the ladder step and due time, or the DLQ). `owner` identifies the source partition
+ * for the done callback. `origin`: the validated control headers of a ladder record (its
+ * kjobs-original-* are carried on), or NULL for a main-topic record (they are this record's
+ * coordinates, whatever its headers say). The copy is never dropped (see "No loss"). A retry
+ * copy too large to write goes to the DLQ reduced (see "Size"): then `decision` is updated to
+ * say so (to_dlq, reason KJ_DLQ_TOO_LARGE), so that it always names where the copy went.
  */
-kj_job_outcome kj_router_route(kj_router *router, void *owner, const rd_kafka_message_t *msg,
-                               int attempt, const kjobs_result_t *result, const kj_control *origin);
+void kj_router_route(kj_router *router, void *owner, const rd_kafka_message_t *msg,
+                     const kjobs_result_t *result, kj_retry_decision *decision,
+                     const kj_control *origin);
 
 /**
  * Hop: a ladder record released before its kjobs-not-before is copied unchanged (key, value,
- * every header) to the step for the time left (kj_router_step_for_delay), not run. Completes
+ * every header) to the step for the time left (kj_retry_step_for_delay), not run. Completes
  * like a routed copy. Returns the step.
  */
 int kj_router_hop(kj_router *router, void *owner, const rd_kafka_message_t *msg,
