@@ -19,6 +19,7 @@
 #include "processor/clock.h"
 #include "processor/log.h"
 #include "processor/metrics.h"
+#include "processor/retry_policy.h"
 
 #define RESEND_BACKOFF_MAX_MS 5000
 /* A worker thread waits this long for producer queue space (serving delivery reports while it
@@ -413,43 +414,6 @@ void kj_router_free(kj_router *r) {
     free(r);
 }
 
-int kj_router_step_for_delay(const kj_router *r, int64_t delay_ms) {
-    const int64_t *delays = r->cfg->retry_delays_ms;
-    size_t n = r->cfg->retry_delay_count, best = n, shortest = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (delays[i] <= delay_ms && (best == n || delays[i] >= delays[best])) best = i;
-        if (delays[i] < delays[shortest]) shortest = i;
-    }
-    return (int)(best < n ? best : shortest) + 1;
-}
-
-void kj_router_decide(const kj_router *r, int attempt, const kjobs_result_t *result, int64_t now,
-                      kj_route_decision *out) {
-    const kj_config *cfg = r->cfg;
-    bool retryable = result->outcome == KJ_OUTCOME_RETRY || result->outcome == KJ_OUTCOME_TIMEOUT;
-    memset(out, 0, sizeof(*out));
-    if (!retryable || attempt >= cfg->retry_max_attempts || cfg->retry_delay_count == 0) {
-        out->to_dlq = true;
-        out->topic = cfg->dlq_topic;
-        return;
-    }
-    size_t step =
-        (size_t)attempt < cfg->retry_delay_count ? (size_t)attempt : cfg->retry_delay_count;
-    int64_t delay = cfg->retry_delays_ms[step - 1];
-    if (result->outcome == KJ_OUTCOME_RETRY && result->delay_ms >= 0) {
-        /* A job's own delay: the step with the longest delay not above it (the job hops on
-         * at that step's release time until its not-before), and never less than that
-         * step's delay, so every record of a step is due exactly its delay after it was
-         * written and a ladder partition's due times follow its offsets. */
-        delay = result->delay_ms < KJ_RETRY_MAX_DELAY_MS ? result->delay_ms : KJ_RETRY_MAX_DELAY_MS;
-        step = (size_t)kj_router_step_for_delay(r, delay);
-        if (delay < cfg->retry_delays_ms[step - 1]) delay = cfg->retry_delays_ms[step - 1];
-    }
-    out->step = (int)step;
-    out->not_before_ms = now + delay;
-    out->topic = r->retry_topics[step - 1];
-}
-
 /* Queues c from a worker thread. A full producer queue is back-pressure: wait for space
  * (serving delivery reports here, so the wait cannot depend on the poll thread, which may be
  * waiting for this very batch in a rebalance), bounded by QUEUE_FULL_WAIT_MS; then, and on
@@ -504,18 +468,14 @@ static route_ctx *ctx_from(const rd_kafka_message_t *msg, void *owner) {
     return c;
 }
 
-kj_job_outcome kj_router_route(kj_router *r, void *owner, const rd_kafka_message_t *msg,
-                               int attempt, const kjobs_result_t *result,
-                               const kj_control *origin) {
-    long long now = kj_now_ms();
-    kj_route_decision d;
-    kj_router_decide(r, attempt, result, now, &d);
-
+void kj_router_route(kj_router *r, void *owner, const rd_kafka_message_t *msg,
+                     const kjobs_result_t *result, kj_retry_decision *d, const kj_control *origin) {
     route_ctx *c = ctx_from(msg, owner);
-    c->topic = strdup(d.topic);
-    c->first_topic = strdup(d.topic);
-    c->step = d.to_dlq ? 0 : d.step;
-    c->error_class = strdup(kj_outcome_error_class(result->outcome));
+    const char *topic = d->to_dlq ? r->cfg->dlq_topic : r->retry_topics[d->step - 1];
+    c->topic = strdup(topic);
+    c->first_topic = strdup(topic);
+    c->step = d->to_dlq ? 0 : d->step;
+    c->error_class = strdup(d->error_class);
 
     char error[KJ_ERROR_MAX];
     snprintf(error, sizeof(error), "%s", result->error[0] ? result->error : "(no message)");
@@ -528,25 +488,29 @@ kj_job_outcome kj_router_route(kj_router *r, void *owner, const rd_kafka_message
         .original_topic = origin ? origin->original_topic : rd_kafka_topic_name(msg->rkt),
         .original_partition = origin ? origin->original_partition : msg->partition,
         .original_offset = origin ? origin->original_offset : msg->offset,
-        .attempt = attempt,
-        .not_before_ms = d.to_dlq ? (int64_t)now : d.not_before_ms,
+        .attempt = d->attempt,
+        .not_before_ms = d->to_dlq ? d->now_ms : d->not_before_ms,
         .error = error,
         .error_class = c->error_class,
-        .failed_at_ms = now,
+        .failed_at_ms = d->now_ms,
         .worker = r->worker_id,
     };
     kj_hdr_write_failure(c->headers, &f);
 
     fit_copy(r, c, SHRINK_NONE, "message.max.bytes");
-    kj_job_outcome routed = c->step ? KJ_JOB_RETRY : KJ_JOB_DEAD_LETTERED;
+    if (!d->to_dlq && !c->step) { /* a retry copy too large to write: dead-lettered reduced */
+        d->to_dlq = true;
+        d->step = 0;
+        d->not_before_ms = 0;
+        d->reason = KJ_DLQ_TOO_LARGE;
+    }
     atomic_fetch_add(&r->outstanding, 1);
     queue_copy(r, c);
-    return routed;
 }
 
 int kj_router_hop(kj_router *r, void *owner, const rd_kafka_message_t *msg, int64_t not_before_ms) {
     int64_t left = not_before_ms - kj_now_ms();
-    int step = kj_router_step_for_delay(r, left);
+    int step = kj_retry_step_for_delay(r->cfg, left);
     route_ctx *c = ctx_from(msg, owner);
     c->hop = true;
     c->step = step;

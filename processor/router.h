@@ -3,15 +3,10 @@
  * as a copy that keeps the original key, the value byte for byte and the original headers, and
  * adds the contract's kjobs-* headers (header_contract.h writes them).
  *
- * The decision (attempt n failed):
- *   - permanent failure, undecodable value, unknown type      → DLQ
- *   - retryable or timeout, n < retry.max_attempts, ladder set → step min(n, N), not before
- *     now + that step's delay; or, when the handler asked for its own delay d (capped at
- *     KJ_RETRY_MAX_DELAY_MS), the step with the longest delay <= d (else the shortest step),
- *     not before now + max(d, that step's delay)
- *   - otherwise                                                → DLQ
+ * Where a copy goes — ladder step N due at a time, or the DLQ — is the retry policy's decision
+ * (retry_policy.h), taken once per failed job; the router writes the copy that decision names.
  *
- * Every record of a ladder step is therefore due at least that step's delay after it was
+ * The policy makes every record of a ladder step due at least that step's delay after it was
  * written; the worker releases it at most that step's delay after it was written
  * (kj_control_hold_until), so a partition's release times follow its offsets. A record
  * released before its kjobs-not-before (a delay longer than its step's) hops: kj_router_hop
@@ -51,18 +46,12 @@
 #include "processor/header_contract.h"
 #include "processor/handlers.h"
 #include "processor/metrics.h"
+#include "processor/retry_policy.h"
 
 typedef struct kj_router kj_router;
 
 /** Called once the copy of (topic-partition `owner`, offset) is acked (see @locality). */
 typedef void(kj_route_done_fn)(void *owner, int64_t offset, void *opaque);
-
-typedef struct kj_route_decision {
-    bool to_dlq;
-    int step;              /* ladder step (1..N) when !to_dlq */
-    int64_t not_before_ms; /* when !to_dlq */
-    const char *topic;     /* destination */
-} kj_route_decision;
 
 /** Takes ownership of conf. */
 kj_router *kj_router_new(const kj_config *cfg, rd_kafka_conf_t *conf, const char *worker_id,
@@ -70,31 +59,25 @@ kj_router *kj_router_new(const kj_config *cfg, rd_kafka_conf_t *conf, const char
                          size_t errstr_size);
 void kj_router_free(kj_router *router);
 
-/** Where a failed job goes (pure; exposed for tests). */
-void kj_router_decide(const kj_router *router, int attempt, const kjobs_result_t *result,
-                      int64_t now_ms, kj_route_decision *out);
-
-/** The ladder step for a delay: the longest step delay <= delay_ms, else the shortest step
- *  (1-based; needs a non-empty ladder). Pure; exposed for tests. */
-int kj_router_step_for_delay(const kj_router *router, int64_t delay_ms);
-
 /** Bytes librdkafka counts against message.max.bytes for a record with these parts. */
 size_t kj_copy_wire_size(size_t key_len, size_t value_len, const rd_kafka_headers_t *hdrs);
 
 /**
- * Produce the copy of `msg` (attempt `attempt` ended with `result`). `owner` identifies the
- * source partition for the done callback. `origin`: the validated control headers of a ladder
- * record (its kjobs-original-* are carried on), or NULL for a main-topic record (they are
- * this record's coordinates, whatever its headers say). The copy is never dropped (see
- * "No loss"); returns where it goes: KJ_JOB_RETRY or KJ_JOB_DEAD_LETTERED (a retry copy too
- * large to write goes to the DLQ reduced).
+ * Produce the copy of `msg` that `decision` names (kj_retry_decide: the attempt that ended with
+ * `result`, the ladder step and due time, or the DLQ). `owner` identifies the source partition
+ * for the done callback. `origin`: the validated control headers of a ladder record (its
+ * kjobs-original-* are carried on), or NULL for a main-topic record (they are this record's
+ * coordinates, whatever its headers say). The copy is never dropped (see "No loss"). A retry
+ * copy too large to write goes to the DLQ reduced (see "Size"): then `decision` is updated to
+ * say so (to_dlq, reason KJ_DLQ_TOO_LARGE), so that it always names where the copy went.
  */
-kj_job_outcome kj_router_route(kj_router *router, void *owner, const rd_kafka_message_t *msg,
-                               int attempt, const kjobs_result_t *result, const kj_control *origin);
+void kj_router_route(kj_router *router, void *owner, const rd_kafka_message_t *msg,
+                     const kjobs_result_t *result, kj_retry_decision *decision,
+                     const kj_control *origin);
 
 /**
  * Hop: a ladder record released before its kjobs-not-before is copied unchanged (key, value,
- * every header) to the step for the time left (kj_router_step_for_delay), not run. Completes
+ * every header) to the step for the time left (kj_retry_step_for_delay), not run. Completes
  * like a routed copy. Returns the step.
  */
 int kj_router_hop(kj_router *router, void *owner, const rd_kafka_message_t *msg,

@@ -22,6 +22,7 @@
 #include "processor/header_contract.h"
 #include "processor/log.h"
 #include "processor/metrics.h"
+#include "processor/retry_policy.h"
 #include "processor/router.h"
 #include "processor/schema_registry.h"
 #include "processor/topic_layout.h"
@@ -124,6 +125,8 @@ typedef struct batch_slot {
     bool hop;               /* released before its kjobs-not-before: re-routed, not run */
     kj_control ctl;         /* ladder only, validated */
     kj_job_outcome outcome; /* where it went: ok, retry or dead-lettered */
+    /* failed jobs only: the retry policy's decision, as routed */
+    kj_retry_decision decision;
 } batch_slot;
 
 /* Per worker thread, grown to the largest batch seen, freed when the thread exits (a
@@ -792,18 +795,21 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
                        s->job.attempt);
             continue;
         }
-        /* where the copy really goes (a retry copy too large to write is dead-lettered) */
-        s->outcome = kj_router_route(
-            w->router, part, s->job.msg, s->job.attempt, &s->result,
-            s->ladder && s->result.outcome != KJ_OUTCOME_INVALID_HEADER ? &s->ctl : NULL);
+        /* decided once; the router writes that copy and the decision says where it really
+         * went (a retry copy too large to write is dead-lettered); logs, metrics and the
+         * breaker follow it */
+        const kj_control *origin =
+            s->ladder && s->result.outcome != KJ_OUTCOME_INVALID_HEADER ? &s->ctl : NULL;
+        kj_retry_decide(w->cfg, s->job.attempt, &s->result, kj_now_ms(), &s->decision);
+        kj_router_route(w->router, part, s->job.msg, &s->result, &s->decision, origin);
+        s->outcome = s->decision.to_dlq ? KJ_JOB_DEAD_LETTERED : KJ_JOB_RETRY;
         /* retries are routine (debug); dead letters need attention (warn) */
-        kj_log(s->outcome == KJ_JOB_RETRY ? KJ_LOG_DEBUG : KJ_LOG_WARN,
-               s->outcome == KJ_JOB_RETRY ? "job failed, retry routed"
-                                          : "job failed, dead-lettered",
+        kj_log(s->decision.to_dlq ? KJ_LOG_WARN : KJ_LOG_DEBUG,
+               s->decision.to_dlq ? "job failed, dead-lettered" : "job failed, retry routed",
                "{s:s?,s:s,s:s,s:i,s:I,s:i,s:s,s:s}", "id", s->decoded ? s->job.record.id : NULL,
                "type", t, "topic", part->topic, "partition", part->partition, "offset",
-               (json_int_t)s->job.msg->offset, "attempt", s->job.attempt, "class",
-               kj_outcome_error_class(s->result.outcome), "error", s->result.error);
+               (json_int_t)s->job.msg->offset, "attempt", s->decision.attempt, "class",
+               s->decision.error_class, "error", s->result.error);
     }
     /* count runs of one (type, outcome) with one metric lookup */
     for (size_t i = 0; i < count;) {

@@ -1,8 +1,7 @@
 /*
- * tests/unit/test_router.c — the router's pure parts, without a broker: where a failed job
- * goes (ladder step for the attempt, or for a handler's own delay: the step with the longest
- * delay not above it, due no earlier than that step's delay), and the size of a copy as
- * librdkafka counts it against message.max.bytes, checked against librdkafka itself.
+ * tests/unit/test_router.c — the router's pure parts, without a broker: the size of a copy as
+ * librdkafka counts it against message.max.bytes, checked against librdkafka itself. (Where a
+ * failed job goes is the retry policy's: tests/unit/test_retry_policy.c.)
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,109 +12,8 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "processor/config.h"
 #include "processor/header_contract.h"
 #include "processor/router.h"
-
-static void noop_done(void *owner, int64_t offset, void *opaque) {
-    (void)owner;
-    (void)offset;
-    (void)opaque;
-}
-
-typedef struct fixture {
-    kj_config cfg;
-    kj_router *router;
-} fixture;
-
-static int setup(void **state) {
-    fixture *f = calloc(1, sizeof(*f));
-    char err[512];
-    kj_config_defaults(&f->cfg);
-    if (kj_config_set(&f->cfg, "retry.delays", "300ms,10s,1m", err, sizeof(err)) ||
-        kj_config_set(&f->cfg, "retry.max_attempts", "6", err, sizeof(err))) {
-        fprintf(stderr, "%s\n", err);
-        return -1;
-    }
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set(conf, "bootstrap.servers", "127.0.0.1:1", err, sizeof(err));
-    f->router = kj_router_new(&f->cfg, conf, "test@host", noop_done, NULL, err, sizeof(err));
-    if (!f->router) {
-        fprintf(stderr, "%s\n", err);
-        return -1;
-    }
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state) {
-    fixture *f = *state;
-    kj_router_free(f->router);
-    kj_config_free(&f->cfg);
-    free(f);
-    return 0;
-}
-
-static kjobs_result_t retry_after(int64_t delay_ms) {
-    kjobs_result_t r;
-    memset(&r, 0, sizeof(r));
-    r.outcome = KJ_OUTCOME_RETRY;
-    r.delay_ms = delay_ms;
-    return r;
-}
-
-static void test_step_for_delay(void **state) {
-    fixture *f = *state;
-    assert_int_equal(kj_router_step_for_delay(f->router, 0), 1);
-    assert_int_equal(kj_router_step_for_delay(f->router, 299), 1);
-    assert_int_equal(kj_router_step_for_delay(f->router, 300), 1);
-    assert_int_equal(kj_router_step_for_delay(f->router, 9999), 1);
-    assert_int_equal(kj_router_step_for_delay(f->router, 10000), 2);
-    assert_int_equal(kj_router_step_for_delay(f->router, 65000), 3);
-    assert_int_equal(kj_router_step_for_delay(f->router, 3600000), 3);
-}
-
-static void test_decide(void **state) {
-    fixture *f = *state;
-    const int64_t now = 1000000;
-    kj_route_decision d;
-    /* the ladder's own delays: attempt n → step min(n, N) */
-    kjobs_result_t r = retry_after(-1);
-    kj_router_decide(f->router, 1, &r, now, &d);
-    assert_false(d.to_dlq);
-    assert_int_equal(d.step, 1);
-    assert_int_equal(d.not_before_ms, now + 300);
-    kj_router_decide(f->router, 5, &r, now, &d);
-    assert_int_equal(d.step, 3);
-    assert_int_equal(d.not_before_ms, now + 60000);
-    assert_string_equal(d.topic, "jobs.retry.3");
-    /* a handler's delay: the step whose delay it covers; due at now + its delay */
-    r = retry_after(20000);
-    kj_router_decide(f->router, 1, &r, now, &d);
-    assert_int_equal(d.step, 2);
-    assert_int_equal(d.not_before_ms, now + 20000);
-    r = retry_after(7200000); /* longer than the last step: last step, hops from there */
-    kj_router_decide(f->router, 1, &r, now, &d);
-    assert_int_equal(d.step, 3);
-    assert_int_equal(d.not_before_ms, now + 7200000);
-    /* shorter than the first step: never due before the step's delay (monotone partition) */
-    r = retry_after(0);
-    kj_router_decide(f->router, 4, &r, now, &d);
-    assert_int_equal(d.step, 1);
-    assert_int_equal(d.not_before_ms, now + 300);
-    /* capped at the longest delay a header may carry */
-    r = retry_after(INT64_MAX / 4);
-    kj_router_decide(f->router, 1, &r, now, &d);
-    assert_int_equal(d.not_before_ms, now + KJ_RETRY_MAX_DELAY_MS);
-    /* attempts exhausted, permanent: the DLQ */
-    r = retry_after(-1);
-    kj_router_decide(f->router, 6, &r, now, &d);
-    assert_true(d.to_dlq);
-    r.outcome = KJ_OUTCOME_INVALID_HEADER;
-    kj_router_decide(f->router, 1, &r, now, &d);
-    assert_true(d.to_dlq);
-    assert_string_equal(d.topic, "jobs.dlq");
-}
 
 /* kj_copy_wire_size() is exactly what librdkafka checks: a record of that size is accepted
  * by rd_kafka_producev() at message.max.bytes = size and refused one byte below. */
@@ -170,8 +68,6 @@ static void test_wire_size_matches_librdkafka(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_step_for_delay, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_decide, setup, teardown),
         cmocka_unit_test(test_wire_size_matches_librdkafka),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
