@@ -160,8 +160,12 @@ int main(int argc, char **argv) {
     lg_set(conf, "linger.ms", "5");
     while ((opt = getopt_long(argc, argv, "b:t:X:", longopts, NULL)) != -1) {
         switch (opt) {
-        case 'b': brokers = optarg; break;
-        case 't': st.topic = optarg; break;
+        case 'b':
+            brokers = optarg;
+            break;
+        case 't':
+            st.topic = optarg;
+            break;
         case 'X': {
             char *eq = strchr(optarg, '=');
             if (!eq) lg_usage();
@@ -170,14 +174,29 @@ int main(int argc, char **argv) {
             if (strcmp(optarg, "linger.ms") == 0) linger_set = 1;
             break;
         }
-        case O_COUNT: count = atoll(optarg); break;
-        case O_FLAKY: flaky_every = atoll(optarg); break;
-        case O_MARKS: marks = 1; break;
-        case O_TYPE: type = optarg; break;
-        case O_RATE: rate = atof(optarg); break;
-        case O_SECONDS: seconds = atof(optarg); break;
-        case O_WARMUP: warmup = 1; break;
-        default: lg_usage();
+        case O_COUNT:
+            count = atoll(optarg);
+            break;
+        case O_FLAKY:
+            flaky_every = atoll(optarg);
+            break;
+        case O_MARKS:
+            marks = 1;
+            break;
+        case O_TYPE:
+            type = optarg;
+            break;
+        case O_RATE:
+            rate = atof(optarg);
+            break;
+        case O_SECONDS:
+            seconds = atof(optarg);
+            break;
+        case O_WARMUP:
+            warmup = 1;
+            break;
+        default:
+            lg_usage();
         }
     }
     if (optind != argc - 1 || !brokers) lg_usage(); /* the mode: the one non-option argument */
@@ -212,7 +231,8 @@ int main(int argc, char **argv) {
     }
 
     if (warmup && !fill) {
-        for (int32_t p = 0; p < st.partitions; p++) lg_produce(&st, p, "bench.start", "", lg_now_us(), 0);
+        for (int32_t p = 0; p < st.partitions; p++)
+            lg_produce(&st, p, "bench.start", "", lg_now_us(), 0);
         rd_kafka_flush(st.rk, 30000);
         if (st.acked != st.produced) {
             fprintf(stderr, "loadgen: warm-up: %lld of %lld acknowledged\n", st.acked, st.produced);
@@ -223,14 +243,16 @@ int main(int argc, char **argv) {
     double start = lg_mono(), max_behind = 0;
     if (fill) {
         if (marks)
-            for (int32_t p = 0; p < st.partitions; p++) lg_produce(&st, p, "bench.start", "", lg_now_us(), 0);
+            for (int32_t p = 0; p < st.partitions; p++)
+                lg_produce(&st, p, "bench.start", "", lg_now_us(), 0);
         for (long long i = 0; i < count; i++) {
             int flaky = flaky_every > 0 && i % flaky_every == flaky_every - 1;
             lg_produce(&st, (int32_t)(i % st.partitions), flaky ? "kjobs.flaky" : type,
                        flaky ? "1" : "", lg_now_us(), 0);
         }
         if (marks)
-            for (int32_t p = 0; p < st.partitions; p++) lg_produce(&st, p, "bench.end", "", lg_now_us(), 0);
+            for (int32_t p = 0; p < st.partitions; p++)
+                lg_produce(&st, p, "bench.end", "", lg_now_us(), 0);
     } else {
         struct sigaction sa = {.sa_handler = lg_on_signal};
         sigemptyset(&sa.sa_mask);
@@ -242,7 +264,8 @@ int main(int argc, char **argv) {
             double now = lg_mono();
             if (due > now) {
                 double d = due - now;
-                struct timespec ts = {.tv_sec = (time_t)d, .tv_nsec = (long)((d - (double)(time_t)d) * 1e9)};
+                struct timespec ts = {.tv_sec = (time_t)d,
+                                      .tv_nsec = (long)((d - (double)(time_t)d) * 1e9)};
                 while (nanosleep(&ts, &ts) == -1 && errno == EINTR && !lg_stop) {
                 }
                 if (lg_stop) break;

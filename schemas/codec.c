@@ -25,7 +25,7 @@
 #include "schemas/embedded.h"
 
 #define KJ_CURRENT_SCHEMA_FILE "job.avsc"
-#define KJ_JOB_RECORD_NAME "kjobs.Job"
+#define KJ_JOB_RECORD_NAME     "kjobs.Job"
 
 static pthread_once_t kj_codec_once = PTHREAD_ONCE_INIT;
 static kj_codec_state kj_codec;
@@ -57,7 +57,8 @@ static int kj_check_reader(kj_codec_state *st, char *err, size_t errsize) {
         return -1;
     }
     if (r->n == 0 || strcmp(r->fields[0].name, "id") != 0) {
-        kj_seterr(err, errsize, "%s: the first field must stay \"id\" (single-object detection relies on it)",
+        kj_seterr(err, errsize,
+                  "%s: the first field must stay \"id\" (single-object detection relies on it)",
                   KJ_CURRENT_SCHEMA_FILE);
         return -1;
     }
@@ -75,7 +76,8 @@ static int kj_check_reader(kj_codec_state *st, char *err, size_t errsize) {
         offsets[i] = st->enc_blobs.len;
         if (sink != KJ_SINK_NONE) {
             if (!kj_reader_field_ok(sink, f->type)) {
-                kj_seterr(err, errsize, "%s: field \"%s\" has type %s, which the job record cannot hold",
+                kj_seterr(err, errsize,
+                          "%s: field \"%s\" has type %s, which the job record cannot hold",
                           KJ_CURRENT_SCHEMA_FILE, f->name, kj_avro_type_name(f->type->type));
                 return -1;
             }
@@ -88,7 +90,8 @@ static int kj_check_reader(kj_codec_state *st, char *err, size_t errsize) {
                       KJ_CURRENT_SCHEMA_FILE, f->name);
             return -1;
         }
-        if (kj_schema_encode_json(&st->enc_blobs, f->type, f->default_value, why, sizeof(why)) != 0) {
+        if (kj_schema_encode_json(&st->enc_blobs, f->type, f->default_value, why, sizeof(why)) !=
+            0) {
             kj_seterr(err, errsize, "%s: field \"%s\": %s", KJ_CURRENT_SCHEMA_FILE, f->name, why);
             return -1;
         }
@@ -96,12 +99,13 @@ static int kj_check_reader(kj_codec_state *st, char *err, size_t errsize) {
     }
     st->nenc = r->n;
     for (size_t i = 0; i < r->n; i++)
-        if (st->enc[i].sink == KJ_SINK_NONE)
-            st->enc[i].blob = st->enc_blobs.data + offsets[i];
+        if (st->enc[i].sink == KJ_SINK_NONE) st->enc[i].blob = st->enc_blobs.data + offsets[i];
     for (int s = KJ_SINK_ID; s < KJ_SINK_COUNT_; s++) {
         if (!(have & (1u << s))) {
-            kj_seterr(err, errsize, "%s: a field the job record holds is missing (id, type, payload, created_at, meta)",
-                      KJ_CURRENT_SCHEMA_FILE);
+            kj_seterr(
+                err, errsize,
+                "%s: a field the job record holds is missing (id, type, payload, created_at, meta)",
+                KJ_CURRENT_SCHEMA_FILE);
             return -1;
         }
     }
@@ -122,10 +126,8 @@ static int kj_codec_build(kj_codec_state *st, char *err, size_t errsize) {
         kj_seterr(err, errsize, "%s: %s", KJ_CURRENT_SCHEMA_FILE, why);
         return -1;
     }
-    if (kj_check_reader(st, err, errsize) != 0)
-        return -1;
-    if (kj_schema_tree_canonical(st->reader, &st->canonical, err, errsize) != 0)
-        return -1;
+    if (kj_check_reader(st, err, errsize) != 0) return -1;
+    if (kj_schema_tree_canonical(st->reader, &st->canonical, err, errsize) != 0) return -1;
     st->fingerprint = kj_crc64_avro(st->canonical, strlen(st->canonical));
 
     st->versions = calloc(kj_embedded_schema_count, sizeof(*st->versions));
@@ -144,8 +146,7 @@ static int kj_codec_build(kj_codec_state *st, char *err, size_t errsize) {
         }
         st->versions[st->nversions] = w;
         st->version_files[st->nversions++] = e->file;
-        if (strcmp(e->file, KJ_CURRENT_SCHEMA_FILE) == 0)
-            st->current = w;
+        if (strcmp(e->file, KJ_CURRENT_SCHEMA_FILE) == 0) st->current = w;
     }
     return 0;
 }
@@ -170,8 +171,7 @@ const kj_codec_state *kj_codec_state_get(char *errstr, size_t errstr_size) {
 
 kj_writer *kj_codec_writer_new(const char *writer_json, char *errstr, size_t errstr_size) {
     const kj_codec_state *st = kj_codec_state_get(errstr, errstr_size);
-    if (!st)
-        return NULL;
+    if (!st) return NULL;
     kj_schema_tree *t = kj_schema_tree_parse(writer_json, errstr, errstr_size);
     return t ? kj_writer_build(t, st->reader, errstr, errstr_size) : NULL;
 }

@@ -40,10 +40,10 @@
 #define KJ_DECODE_MAX_DEPTH 64
 
 typedef struct kj_step {
-    kj_sink sink;            /* KJ_SINK_NONE: skip */
-    const kj_schema *wtype;  /* writer type (for defaults: the reader's type) */
-    const char *name;        /* field name, for messages */
-    const uint8_t *blob;     /* defaults only: the encoded default */
+    kj_sink sink;           /* KJ_SINK_NONE: skip */
+    const kj_schema *wtype; /* writer type (for defaults: the reader's type) */
+    const char *name;       /* field name, for messages */
+    const uint8_t *blob;    /* defaults only: the encoded default */
     size_t blob_len;
 } kj_step;
 
@@ -60,12 +60,12 @@ struct kj_writer {
 
 kj_sink kj_sink_for_field(const char *name) {
     static const char *const names[KJ_SINK_COUNT_] = {
-        [KJ_SINK_ID] = "id",         [KJ_SINK_TYPE] = "type", [KJ_SINK_PAYLOAD] = "payload",
-        [KJ_SINK_CREATED_AT] = "created_at", [KJ_SINK_META] = "meta",
+        [KJ_SINK_ID] = "id",           [KJ_SINK_TYPE] = "type",
+        [KJ_SINK_PAYLOAD] = "payload", [KJ_SINK_CREATED_AT] = "created_at",
+        [KJ_SINK_META] = "meta",
     };
     for (int s = KJ_SINK_ID; s < KJ_SINK_COUNT_; s++)
-        if (strcmp(name, names[s]) == 0)
-            return (kj_sink)s;
+        if (strcmp(name, names[s]) == 0) return (kj_sink)s;
     return KJ_SINK_NONE;
 }
 
@@ -80,12 +80,10 @@ typedef struct kj_rd {
 } kj_rd;
 
 __attribute__((format(printf, 2, 3))) static int kj_rd_fail(kj_rd *r, const char *fmt, ...) {
-    if (!r->err || r->errsize == 0)
-        return -1;
+    if (!r->err || r->errsize == 0) return -1;
     int n = snprintf(r->err, r->errsize, "at byte %zu%s%s%s: ", (size_t)(r->p - r->base),
                      r->field ? " (field \"" : "", r->field ? r->field : "", r->field ? "\")" : "");
-    if (n < 0 || (size_t)n >= r->errsize)
-        return -1;
+    if (n < 0 || (size_t)n >= r->errsize) return -1;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(r->err + n, r->errsize - (size_t)n, fmt, ap);
@@ -93,7 +91,9 @@ __attribute__((format(printf, 2, 3))) static int kj_rd_fail(kj_rd *r, const char
     return -1;
 }
 
-static inline size_t kj_rd_left(const kj_rd *r) { return (size_t)(r->end - r->p); }
+static inline size_t kj_rd_left(const kj_rd *r) {
+    return (size_t)(r->end - r->p);
+}
 
 static int kj_rd_long(kj_rd *r, int64_t *v) {
     uint64_t acc = 0;
@@ -109,8 +109,7 @@ static int kj_rd_long(kj_rd *r, int64_t *v) {
             return kj_rd_fail(r, "varint does not fit in 64 bits");
         }
         acc |= (uint64_t)(b & 0x7f) << (7 * i);
-        if (!(b & 0x80))
-            break;
+        if (!(b & 0x80)) break;
     }
     *v = (int64_t)((acc >> 1) ^ (0 - (acc & 1)));
     return 0;
@@ -118,8 +117,7 @@ static int kj_rd_long(kj_rd *r, int64_t *v) {
 
 static int kj_rd_int(kj_rd *r, int64_t *v) {
     const uint8_t *start = r->p;
-    if (kj_rd_long(r, v) != 0)
-        return -1;
+    if (kj_rd_long(r, v) != 0) return -1;
     if (*v < INT32_MIN || *v > INT32_MAX) {
         r->p = start;
         return kj_rd_fail(r, "int %" PRId64 " out of 32-bit range", *v);
@@ -131,8 +129,7 @@ static int kj_rd_int(kj_rd *r, int64_t *v) {
 static int kj_rd_len(kj_rd *r, size_t *n) {
     const uint8_t *start = r->p;
     int64_t v = 0; /* set by kj_rd_long on success; initialised for gcc -O3's analysis */
-    if (kj_rd_long(r, &v) != 0)
-        return -1;
+    if (kj_rd_long(r, &v) != 0) return -1;
     if (v < 0) {
         r->p = start;
         return kj_rd_fail(r, "negative length %" PRId64, v);
@@ -140,7 +137,8 @@ static int kj_rd_len(kj_rd *r, size_t *n) {
     if ((uint64_t)v > kj_rd_left(r)) {
         size_t left = kj_rd_left(r);
         r->p = start;
-        return kj_rd_fail(r, "truncated: length %" PRId64 " exceeds the %zu remaining bytes", v, left);
+        return kj_rd_fail(r, "truncated: length %" PRId64 " exceeds the %zu remaining bytes", v,
+                          left);
     }
     *n = (size_t)v;
     return 0;
@@ -159,8 +157,7 @@ static int kj_rd_need(kj_rd *r, size_t n, const char *what) {
 static int kj_rd_block(kj_rd *r, int64_t *count, int64_t *size) {
     const uint8_t *start = r->p;
     *size = -1;
-    if (kj_rd_long(r, count) != 0)
-        return -1;
+    if (kj_rd_long(r, count) != 0) return -1;
     if (*count < 0) {
         if (*count == INT64_MIN) {
             r->p = start;
@@ -168,13 +165,13 @@ static int kj_rd_block(kj_rd *r, int64_t *count, int64_t *size) {
         }
         *count = -*count;
         const uint8_t *size_at = r->p;
-        if (kj_rd_long(r, size) != 0)
-            return -1;
+        if (kj_rd_long(r, size) != 0) return -1;
         if (*size < 0 || (uint64_t)*size > kj_rd_left(r)) {
             size_t left = kj_rd_left(r);
             r->p = size_at;
-            return kj_rd_fail(r, "block byte size %" PRId64 " is negative or exceeds the %zu remaining bytes",
-                              *size, left);
+            return kj_rd_fail(
+                r, "block byte size %" PRId64 " is negative or exceeds the %zu remaining bytes",
+                *size, left);
         }
     }
     return 0;
@@ -185,8 +182,7 @@ static int kj_rd_branch(kj_rd *r, const kj_schema **s) {
     while ((*s)->type == KJ_AVRO_UNION) {
         const uint8_t *start = r->p;
         int64_t idx = 0;
-        if (kj_rd_long(r, &idx) != 0)
-            return -1;
+        if (kj_rd_long(r, &idx) != 0) return -1;
         if (idx < 0 || (uint64_t)idx >= (*s)->n) {
             r->p = start;
             return kj_rd_fail(r, "union branch %" PRId64 " out of range (the union has %zu)", idx,
@@ -205,18 +201,15 @@ static int kj_rd_branch(kj_rd *r, const kj_schema **s) {
 static int kj_skip(kj_rd *r, const kj_schema *s, int depth) {
     if (depth > KJ_DECODE_MAX_DEPTH)
         return kj_rd_fail(r, "value nested deeper than %d levels", KJ_DECODE_MAX_DEPTH);
-    if (s->zero_size)
-        return 0;
+    if (s->zero_size) return 0;
     int64_t v;
     size_t n;
     switch (s->type) {
     case KJ_AVRO_NULL:
         return 0;
     case KJ_AVRO_BOOLEAN:
-        if (kj_rd_need(r, 1, "boolean") != 0)
-            return -1;
-        if (*r->p > 1)
-            return kj_rd_fail(r, "boolean byte is %u, not 0 or 1", *r->p);
+        if (kj_rd_need(r, 1, "boolean") != 0) return -1;
+        if (*r->p > 1) return kj_rd_fail(r, "boolean byte is %u, not 0 or 1", *r->p);
         r->p++;
         return 0;
     case KJ_AVRO_INT:
@@ -224,30 +217,25 @@ static int kj_skip(kj_rd *r, const kj_schema *s, int depth) {
     case KJ_AVRO_LONG:
         return kj_rd_long(r, &v);
     case KJ_AVRO_FLOAT:
-        if (kj_rd_need(r, 4, "float") != 0)
-            return -1;
+        if (kj_rd_need(r, 4, "float") != 0) return -1;
         r->p += 4;
         return 0;
     case KJ_AVRO_DOUBLE:
-        if (kj_rd_need(r, 8, "double") != 0)
-            return -1;
+        if (kj_rd_need(r, 8, "double") != 0) return -1;
         r->p += 8;
         return 0;
     case KJ_AVRO_BYTES:
     case KJ_AVRO_STRING:
-        if (kj_rd_len(r, &n) != 0)
-            return -1;
+        if (kj_rd_len(r, &n) != 0) return -1;
         r->p += n;
         return 0;
     case KJ_AVRO_FIXED:
-        if (kj_rd_need(r, s->n, "fixed") != 0)
-            return -1;
+        if (kj_rd_need(r, s->n, "fixed") != 0) return -1;
         r->p += s->n;
         return 0;
     case KJ_AVRO_ENUM: {
         const uint8_t *start = r->p;
-        if (kj_rd_int(r, &v) != 0)
-            return -1;
+        if (kj_rd_int(r, &v) != 0) return -1;
         if (v < 0 || (uint64_t)v >= s->n) {
             r->p = start;
             return kj_rd_fail(r, "enum index %" PRId64 " out of range (%s has %zu symbols)", v,
@@ -256,41 +244,34 @@ static int kj_skip(kj_rd *r, const kj_schema *s, int depth) {
         return 0;
     }
     case KJ_AVRO_UNION:
-        if (kj_rd_branch(r, &s) != 0)
-            return -1;
+        if (kj_rd_branch(r, &s) != 0) return -1;
         return kj_skip(r, s, depth + 1);
     case KJ_AVRO_RECORD:
         for (size_t i = 0; i < s->n; i++)
-            if (kj_skip(r, s->fields[i].type, depth + 1) != 0)
-                return -1;
+            if (kj_skip(r, s->fields[i].type, depth + 1) != 0) return -1;
         return 0;
     case KJ_AVRO_ARRAY:
     case KJ_AVRO_MAP: {
         int is_map = s->type == KJ_AVRO_MAP;
         for (;;) {
             int64_t count, size;
-            if (kj_rd_block(r, &count, &size) != 0)
-                return -1;
-            if (count == 0)
-                return 0;
+            if (kj_rd_block(r, &count, &size) != 0) return -1;
+            if (count == 0) return 0;
             if (size >= 0) { /* the writer told us the block's size: skip it whole */
                 r->p += size;
                 continue;
             }
-            if (!is_map && s->items->zero_size)
-                continue; /* `count` items of zero bytes each */
+            if (!is_map && s->items->zero_size) continue; /* `count` items of zero bytes each */
             /* Every item (and map key) takes at least one byte. */
             if ((uint64_t)count > kj_rd_left(r))
                 return kj_rd_fail(r, "block count %" PRId64 " exceeds the %zu remaining bytes",
                                   count, kj_rd_left(r));
             for (int64_t i = 0; i < count; i++) {
                 if (is_map) { /* the key */
-                    if (kj_rd_len(r, &n) != 0)
-                        return -1;
+                    if (kj_rd_len(r, &n) != 0) return -1;
                     r->p += n;
                 }
-                if (kj_skip(r, s->items, depth + 1) != 0)
-                    return -1;
+                if (kj_skip(r, s->items, depth + 1) != 0) return -1;
             }
         }
     }
@@ -301,24 +282,22 @@ static int kj_skip(kj_rd *r, const kj_schema *s, int depth) {
 /* --- sinks: the fields the C record holds ----------------------------------------------- */
 
 typedef struct kj_fill {
-    int fill;             /* 0: validate and measure; 1: copy into storage */
-    size_t str_bytes;     /* measured bytes of all strings, NULs included */
-    size_t meta_n;        /* entries measured / filled so far */
-    char *cur;            /* fill: next free byte of the string area */
-    kj_meta_entry *meta;  /* fill: the entry array */
-    kj_job_record *out;   /* fill */
+    int fill;            /* 0: validate and measure; 1: copy into storage */
+    size_t str_bytes;    /* measured bytes of all strings, NULs included */
+    size_t meta_n;       /* entries measured / filled so far */
+    char *cur;           /* fill: next free byte of the string area */
+    kj_meta_entry *meta; /* fill: the entry array */
+    kj_job_record *out;  /* fill */
 } kj_fill;
 
 /* Read a string or bytes value (after union resolution), as text when `text` is set. */
 static int kj_rd_blob(kj_rd *r, const kj_schema *w, int text, const char *what, const uint8_t **s,
                       size_t *n) {
-    if (kj_rd_branch(r, &w) != 0)
-        return -1;
+    if (kj_rd_branch(r, &w) != 0) return -1;
     if (w->type != KJ_AVRO_STRING && w->type != KJ_AVRO_BYTES)
-        return kj_rd_fail(r, "writer union branch %s cannot be read as %s", kj_avro_type_name(w->type),
-                          text ? "string" : "bytes");
-    if (kj_rd_len(r, n) != 0)
-        return -1;
+        return kj_rd_fail(r, "writer union branch %s cannot be read as %s",
+                          kj_avro_type_name(w->type), text ? "string" : "bytes");
+    if (kj_rd_len(r, n) != 0) return -1;
     *s = r->p;
     if (text) {
         size_t at;
@@ -333,34 +312,31 @@ static int kj_rd_blob(kj_rd *r, const kj_schema *w, int text, const char *what, 
 
 static const char *kj_fill_copy(kj_fill *f, const uint8_t *s, size_t n) {
     char *dst = f->cur;
-    if (n)
-        memcpy(dst, s, n);
+    if (n) memcpy(dst, s, n);
     dst[n] = '\0';
     f->cur += n + 1;
     return dst;
 }
 
 static int kj_sink_meta(kj_rd *r, const kj_schema *w, kj_fill *f) {
-    if (kj_rd_branch(r, &w) != 0)
-        return -1;
+    if (kj_rd_branch(r, &w) != 0) return -1;
     if (w->type != KJ_AVRO_MAP)
-        return kj_rd_fail(r, "writer union branch %s cannot be read as a map", kj_avro_type_name(w->type));
+        return kj_rd_fail(r, "writer union branch %s cannot be read as a map",
+                          kj_avro_type_name(w->type));
     for (;;) {
         int64_t count, size;
-        if (kj_rd_block(r, &count, &size) != 0)
-            return -1;
-        if (count == 0)
-            return 0;
+        if (kj_rd_block(r, &count, &size) != 0) return -1;
+        if (count == 0) return 0;
         /* Every entry takes at least two bytes: two lengths. */
         if ((uint64_t)count > kj_rd_left(r) / 2)
-            return kj_rd_fail(r, "map block count %" PRId64 " exceeds what the %zu remaining bytes can hold",
-                              count, kj_rd_left(r));
+            return kj_rd_fail(
+                r, "map block count %" PRId64 " exceeds what the %zu remaining bytes can hold",
+                count, kj_rd_left(r));
         const uint8_t *block_start = r->p;
         for (int64_t i = 0; i < count; i++) {
             const uint8_t *k, *v;
             size_t kn, vn;
-            if (kj_rd_len(r, &kn) != 0)
-                return -1;
+            if (kj_rd_len(r, &kn) != 0) return -1;
             k = r->p;
             size_t at;
             int bad = f->fill ? 0 : kj_utf8_check(k, kn, &at);
@@ -368,8 +344,7 @@ static int kj_sink_meta(kj_rd *r, const kj_schema *w, kj_fill *f) {
                 return kj_rd_fail(r, "meta key %s at its byte %zu",
                                   bad == 1 ? "contains a NUL character" : "is not valid UTF-8", at);
             r->p += kn;
-            if (kj_rd_blob(r, w->items, !f->fill, "meta value", &v, &vn) != 0)
-                return -1;
+            if (kj_rd_blob(r, w->items, !f->fill, "meta value", &v, &vn) != 0) return -1;
             if (f->fill) {
                 kj_meta_entry *e = &f->meta[f->meta_n];
                 e->key = kj_fill_copy(f, k, kn);
@@ -380,8 +355,10 @@ static int kj_sink_meta(kj_rd *r, const kj_schema *w, kj_fill *f) {
             f->meta_n++;
         }
         if (size >= 0 && (size_t)(r->p - block_start) != (size_t)size)
-            return kj_rd_fail(r, "map block byte size %" PRId64 " does not match its %" PRId64
-                                 " entries (%zu bytes)", size, count, (size_t)(r->p - block_start));
+            return kj_rd_fail(r,
+                              "map block byte size %" PRId64 " does not match its %" PRId64
+                              " entries (%zu bytes)",
+                              size, count, (size_t)(r->p - block_start));
     }
 }
 
@@ -393,8 +370,7 @@ static int kj_sink_read(kj_rd *r, const kj_step *st, kj_fill *f) {
     switch (st->sink) {
     case KJ_SINK_ID:
     case KJ_SINK_TYPE:
-        if (kj_rd_blob(r, w, !f->fill, st->name, &s, &n) != 0)
-            return -1;
+        if (kj_rd_blob(r, w, !f->fill, st->name, &s, &n) != 0) return -1;
         if (f->fill) {
             const char *str = kj_fill_copy(f, s, n);
             if (st->sink == KJ_SINK_ID)
@@ -406,8 +382,7 @@ static int kj_sink_read(kj_rd *r, const kj_step *st, kj_fill *f) {
         }
         return 0;
     case KJ_SINK_PAYLOAD:
-        if (kj_rd_blob(r, w, 0, st->name, &s, &n) != 0)
-            return -1;
+        if (kj_rd_blob(r, w, 0, st->name, &s, &n) != 0) return -1;
         if (f->fill) {
             f->out->payload = (const uint8_t *)kj_fill_copy(f, s, n);
             f->out->payload_len = n;
@@ -416,19 +391,16 @@ static int kj_sink_read(kj_rd *r, const kj_step *st, kj_fill *f) {
         }
         return 0;
     case KJ_SINK_CREATED_AT:
-        if (kj_rd_branch(r, &w) != 0)
-            return -1;
+        if (kj_rd_branch(r, &w) != 0) return -1;
         if (w->type == KJ_AVRO_INT) {
-            if (kj_rd_int(r, &v) != 0)
-                return -1;
+            if (kj_rd_int(r, &v) != 0) return -1;
         } else if (w->type == KJ_AVRO_LONG) {
-            if (kj_rd_long(r, &v) != 0)
-                return -1;
+            if (kj_rd_long(r, &v) != 0) return -1;
         } else {
-            return kj_rd_fail(r, "writer union branch %s cannot be read as long", kj_avro_type_name(w->type));
+            return kj_rd_fail(r, "writer union branch %s cannot be read as long",
+                              kj_avro_type_name(w->type));
         }
-        if (f->fill)
-            f->out->created_at = v;
+        if (f->fill) f->out->created_at = v;
         return 0;
     case KJ_SINK_META:
         return kj_sink_meta(r, w, f);
@@ -443,18 +415,20 @@ static int kj_walk(const kj_writer *w, const uint8_t *base, const uint8_t *body,
     kj_rd r = {.p = body, .end = body + len, .base = base, .err = errstr, .errsize = errstr_size};
     for (size_t i = 0; i < w->nsteps; i++) {
         r.field = w->steps[i].name;
-        if (kj_sink_read(&r, &w->steps[i], f) != 0)
-            return -1;
+        if (kj_sink_read(&r, &w->steps[i], f) != 0) return -1;
     }
     r.field = NULL;
     if (r.p != r.end)
         return kj_rd_fail(&r, "%zu bytes of trailing data after the job", kj_rd_left(&r));
     for (size_t i = 0; i < w->ndefaults; i++) {
         const kj_step *st = &w->defaults[i];
-        kj_rd d = {.p = st->blob, .end = st->blob + st->blob_len, .base = st->blob,
-                   .field = st->name, .err = errstr, .errsize = errstr_size};
-        if (kj_sink_read(&d, st, f) != 0)
-            return -1;
+        kj_rd d = {.p = st->blob,
+                   .end = st->blob + st->blob_len,
+                   .base = st->blob,
+                   .field = st->name,
+                   .err = errstr,
+                   .errsize = errstr_size};
+        if (kj_sink_read(&d, st, f) != 0) return -1;
     }
     return 0;
 }
@@ -463,8 +437,7 @@ int kj_job_decode_body(const kj_writer *w, const uint8_t *msg, const uint8_t *bo
                        kj_job_record *out, char *errstr, size_t errstr_size) {
     memset(out, 0, sizeof(*out));
     kj_fill f = {0};
-    if (kj_walk(w, msg, body, len, &f, errstr, errstr_size) != 0)
-        return -1;
+    if (kj_walk(w, msg, body, len, &f, errstr, errstr_size) != 0) return -1;
     /* Both terms are bounded by a small multiple of `len` (each entry takes >= 2 input bytes,
      * each string byte one input byte) plus the defaults, so this cannot overflow. */
     size_t entries = f.meta_n * sizeof(kj_meta_entry);
@@ -474,7 +447,9 @@ int kj_job_decode_body(const kj_writer *w, const uint8_t *msg, const uint8_t *bo
         kj_seterr(errstr, errstr_size, "out of memory (%zu bytes for one job)", total);
         return -1;
     }
-    kj_fill g = {.fill = 1, .cur = (char *)storage + entries, .meta = (kj_meta_entry *)(void *)storage,
+    kj_fill g = {.fill = 1,
+                 .cur = (char *)storage + entries,
+                 .meta = (kj_meta_entry *)(void *)storage,
                  .out = out};
     if (kj_walk(w, msg, body, len, &g, errstr, errstr_size) != 0 || g.meta_n != f.meta_n ||
         (size_t)(g.cur - (char *)storage) != total) {
@@ -496,8 +471,7 @@ int kj_job_decode_body(const kj_writer *w, const uint8_t *msg, const uint8_t *bo
 static int kj_sink_accepts(kj_sink sink, const kj_schema *w) {
     if (w->type == KJ_AVRO_UNION) {
         for (size_t i = 0; i < w->n; i++)
-            if (kj_sink_accepts(sink, w->branches[i]))
-                return 1;
+            if (kj_sink_accepts(sink, w->branches[i])) return 1;
         return 0;
     }
     switch (sink) {
@@ -531,12 +505,12 @@ kj_writer *kj_writer_build(kj_schema_tree *wtree, const kj_schema_tree *reader, 
     }
     w->tree = wtree;
     const kj_schema *ws = wtree->root, *rs = reader->root;
-    if (kj_schema_tree_canonical(wtree, &w->canonical, errstr, errstr_size) != 0)
-        goto fail;
+    if (kj_schema_tree_canonical(wtree, &w->canonical, errstr, errstr_size) != 0) goto fail;
     w->fingerprint = kj_crc64_avro(w->canonical, strlen(w->canonical));
     if (ws->type != KJ_AVRO_RECORD || rs->type != KJ_AVRO_RECORD ||
         strcmp(kj_short_name(ws->fullname), kj_short_name(rs->fullname)) != 0) {
-        kj_seterr(errstr, errstr_size, "writer schema %s does not resolve to record %s: not a record of the same name",
+        kj_seterr(errstr, errstr_size,
+                  "writer schema %s does not resolve to record %s: not a record of the same name",
                   ws->fullname ? ws->fullname : kj_avro_type_name(ws->type), rs->fullname);
         goto fail;
     }
@@ -559,8 +533,9 @@ kj_writer *kj_writer_build(kj_schema_tree *wtree, const kj_schema_tree *reader, 
             }
         }
         if (st->sink != KJ_SINK_NONE && !kj_sink_accepts(st->sink, wf->type)) {
-            kj_seterr(errstr, errstr_size, "field \"%s\": writer type %s cannot be read as the reader's",
-                      wf->name, kj_avro_type_name(wf->type->type));
+            kj_seterr(errstr, errstr_size,
+                      "field \"%s\": writer type %s cannot be read as the reader's", wf->name,
+                      kj_avro_type_name(wf->type->type));
             goto fail;
         }
     }
@@ -572,16 +547,15 @@ kj_writer *kj_writer_build(kj_schema_tree *wtree, const kj_schema_tree *reader, 
         int in_writer = 0;
         for (size_t i = 0; i < ws->n && !in_writer; i++)
             in_writer = strcmp(ws->fields[i].name, rf->name) == 0;
-        if (in_writer)
-            continue;
+        if (in_writer) continue;
         if (!rf->default_value) {
-            kj_seterr(errstr, errstr_size, "reader field \"%s\" is missing from the writer schema and has no default",
+            kj_seterr(errstr, errstr_size,
+                      "reader field \"%s\" is missing from the writer schema and has no default",
                       rf->name);
             goto fail;
         }
         kj_sink sink = kj_sink_for_field(rf->name);
-        if (sink == KJ_SINK_NONE)
-            continue;
+        if (sink == KJ_SINK_NONE) continue;
         char why[160];
         offsets[w->ndefaults] = w->blobs.len;
         if (kj_schema_encode_json(&w->blobs, rf->type, rf->default_value, why, sizeof(why)) != 0) {
@@ -600,8 +574,11 @@ kj_writer *kj_writer_build(kj_schema_tree *wtree, const kj_schema_tree *reader, 
     for (size_t i = 0; i < w->ndefaults; i++) {
         kj_fill f = {0};
         char why[200];
-        kj_rd d = {.p = w->defaults[i].blob, .end = w->defaults[i].blob + w->defaults[i].blob_len,
-                   .base = w->defaults[i].blob, .field = w->defaults[i].name, .err = why,
+        kj_rd d = {.p = w->defaults[i].blob,
+                   .end = w->defaults[i].blob + w->defaults[i].blob_len,
+                   .base = w->defaults[i].blob,
+                   .field = w->defaults[i].name,
+                   .err = why,
                    .errsize = sizeof(why)};
         if (!kj_sink_accepts(w->defaults[i].sink, w->defaults[i].wtype) ||
             kj_sink_read(&d, &w->defaults[i], &f) != 0 || d.p != d.end) {
@@ -617,8 +594,7 @@ fail:
 }
 
 void kj_writer_free(kj_writer *w) {
-    if (!w)
-        return;
+    if (!w) return;
     kj_schema_tree_free(w->tree);
     free(w->canonical);
     free(w->steps);
@@ -627,8 +603,12 @@ void kj_writer_free(kj_writer *w) {
     free(w);
 }
 
-uint64_t kj_writer_fingerprint(const kj_writer *w) { return w->fingerprint; }
-const char *kj_writer_canonical(const kj_writer *w) { return w->canonical; }
+uint64_t kj_writer_fingerprint(const kj_writer *w) {
+    return w->fingerprint;
+}
+const char *kj_writer_canonical(const kj_writer *w) {
+    return w->canonical;
+}
 
 /* --- entry point ------------------------------------------------------------------------ */
 
@@ -636,8 +616,7 @@ int kj_job_decode_ex(const void *buf, size_t len, kj_job_record *out, kj_encodin
                      uint32_t *schema_id_out, char *errstr, size_t errstr_size) {
     memset(out, 0, sizeof(*out));
     const kj_codec_state *st = kj_codec_state_get(errstr, errstr_size);
-    if (!st)
-        return -1;
+    if (!st) return -1;
     const uint8_t *b = buf;
     if (len == 0 || !b) {
         kj_seterr(errstr, errstr_size, "empty message: not a job");
@@ -651,7 +630,8 @@ int kj_job_decode_ex(const void *buf, size_t len, kj_job_record *out, kj_encodin
     if (len >= 2 && b[0] == 0xC3 && b[1] == 0x01) {
         if (len < 10) {
             kj_seterr(errstr, errstr_size,
-                      "truncated single-object header: %zu bytes, the C3 01 marker and fingerprint need 10",
+                      "truncated single-object header: %zu bytes, the C3 01 marker and fingerprint "
+                      "need 10",
                       len);
             return -1;
         }
@@ -660,9 +640,9 @@ int kj_job_decode_ex(const void *buf, size_t len, kj_job_record *out, kj_encodin
             fp = (fp << 8) | b[2 + i];
         for (size_t i = 0; i < st->nversions; i++) {
             if (kj_writer_fingerprint(st->versions[i]) == fp) {
-                if (enc_out)
-                    *enc_out = KJ_ENCODING_SINGLE_OBJECT;
-                return kj_job_decode_body(st->versions[i], b, b + 10, len - 10, out, errstr, errstr_size);
+                if (enc_out) *enc_out = KJ_ENCODING_SINGLE_OBJECT;
+                return kj_job_decode_body(st->versions[i], b, b + 10, len - 10, out, errstr,
+                                          errstr_size);
             }
         }
         kj_seterr(errstr, errstr_size,
@@ -671,8 +651,7 @@ int kj_job_decode_ex(const void *buf, size_t len, kj_job_record *out, kj_encodin
                   fp, st->nversions);
         return -1;
     }
-    if (enc_out)
-        *enc_out = KJ_ENCODING_BINARY;
+    if (enc_out) *enc_out = KJ_ENCODING_BINARY;
     char plain_err[256] = "";
     if (kj_job_decode_body(st->current, b, b, len, out, plain_err, sizeof(plain_err)) == 0)
         return 0;
@@ -741,8 +720,7 @@ int kj_job_decode_confluent(const kj_writer *w, const void *buf, size_t len, kj_
 }
 
 void kj_job_record_free(kj_job_record *job) {
-    if (!job)
-        return;
+    if (!job) return;
     free(job->storage_);
     memset(job, 0, sizeof(*job));
 }

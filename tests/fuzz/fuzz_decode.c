@@ -78,8 +78,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             acc += r.payload[i];
         for (size_t i = 0; i < r.meta_count; i++)
             acc += strlen(r.meta[i].key) + strlen(r.meta[i].value);
-        if (acc == (size_t)-1)
-            abort();
+        if (acc == (size_t)-1) abort();
         kj_job_record_free(&r);
     } else if (err[0] == '\0') {
         abort(); /* a rejection must say why */
