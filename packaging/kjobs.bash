@@ -26,7 +26,7 @@ _kjobs() {
         -X)
             COMPREPLY=($(compgen -W "security.protocol= sasl.mechanism= ssl.ca.location= fetch.wait.max.ms=" -- "$cur"))
             compopt -o nospace 2>/dev/null; return ;;
-        -b | -G | --topic | --type | --key | --meta | --count | --partitions | --brokers | --timeout | --id)
+        -b | -G | --topic | --type | --key | --meta | --count | --partitions | --brokers | --timeout | --id | --delay | --at)
             return ;;
         --payload)
             [[ $cur == @* ]] && COMPREPLY=($(compgen -f -P @ -- "${cur#@}")); return ;;
@@ -44,7 +44,7 @@ _kjobs() {
     local opts=""
     case $cmd in
         run) opts="$conn -G --embedded --partitions --check-config" ;;
-        enqueue) opts="$conn --topic --type --key --payload --meta --count --encoding" ;;
+        enqueue) opts="$conn --topic --type --key --payload --meta --count --encoding --delay --at" ;;
         peek) opts="$conn --topic --count --from-beginning --timeout" ;;
         dlq)
             if ((COMP_CWORD == 2)) && [[ $cur != -* ]]; then

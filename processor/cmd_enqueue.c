@@ -16,6 +16,7 @@
 #include "processor/cli.h"
 #include "processor/commands.h"
 #include "processor/encoding.h"
+#include "processor/header_contract.h"
 #include "processor/kafka.h"
 #include "processor/log.h"
 #include "schemas/codec.h"
@@ -23,6 +24,7 @@
 static const char enqueue_usage[] =
     "usage: kjobs enqueue [-c FILE] [-b BROKERS] [-X prop=val] [--topic T]\n"
     "                     --type T [--key K] [--payload TEXT|@FILE] [--meta k=v]... [--count N]\n"
+    "                     [--delay DURATION | --at RFC3339]\n"
     "       kjobs enqueue [options] < jobs.jsonl\n"
     "\n"
     "Produces jobs and prints the id of each job the broker acknowledged.\n"
@@ -36,13 +38,26 @@ static const char enqueue_usage[] =
     "  --meta k=v         meta entry (repeatable), e.g. traceparent=...\n"
     "  --count N          enqueue N copies (distinct ids; default 1)\n"
     "  --encoding E       binary (default) or single-object\n"
+    "  --delay DURATION   run no earlier than DURATION from now (10s, 10m, 1h30m; at most\n"
+    "                     schedule.max_delay): sets the kjobs-deliver-at header\n"
+    "  --at RFC3339       run no earlier than this time, e.g. 2026-12-01T18:00:00Z or\n"
+    "                     2026-12-01T19:00:00+01:00 (not with --delay; a past time runs now)\n"
     "  --topic T          target topic (default topics.main)\n"
     "  -b BROKERS         bootstrap servers (overrides kafka.bootstrap)\n"
     "  -X prop=value      librdkafka property (repeatable)\n"
     "  -c FILE            configuration file\n"
     "Exit status: 0 all acknowledged; 1 some job not enqueued; 2 usage or config error.\n";
 
-enum { OPT_TYPE = KJ_OPT_COMMON_LAST + 1, OPT_KEY, OPT_PAYLOAD, OPT_META, OPT_COUNT, OPT_ENCODING };
+enum {
+    OPT_TYPE = KJ_OPT_COMMON_LAST + 1,
+    OPT_KEY,
+    OPT_PAYLOAD,
+    OPT_META,
+    OPT_COUNT,
+    OPT_ENCODING,
+    OPT_DELAY,
+    OPT_AT
+};
 
 #define MAX_FLAG_META 32
 
@@ -50,6 +65,8 @@ typedef struct enqueue_state {
     rd_kafka_t *rk;
     rd_kafka_topic_t *rkt;
     kj_encoding encoding;
+    int64_t delay_ms; /* --delay, or -1 */
+    int64_t at_ms;    /* --at, or -1 */
     long long produced, acked, failed, rejected;
 } enqueue_state;
 
@@ -59,8 +76,8 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opa
     char *id = msg->_private;
     if (msg->err) {
         st->failed++;
-        kj_log(KJ_LOG_ERROR, "job not enqueued", "{s:s,s:s,s:s}", "id", id ? id : "",
-               "topic", rd_kafka_topic_name(msg->rkt), "error", rd_kafka_err2str(msg->err));
+        kj_log(KJ_LOG_ERROR, "job not enqueued", "{s:s,s:s,s:s}", "id", id ? id : "", "topic",
+               rd_kafka_topic_name(msg->rkt), "error", rd_kafka_err2str(msg->err));
     } else {
         st->acked++;
         fputs(id, stdout);
@@ -81,10 +98,20 @@ static int produce_job(enqueue_state *st, const kj_job_record *job, const void *
     }
     char *id = strdup(job->id);
     for (;;) {
-        if (rd_kafka_produce(st->rkt, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_FREE, value,
-                             value_len, key, key_len, id) == 0)
-            break;
-        rd_kafka_resp_err_t e = rd_kafka_last_error();
+        /* --delay/--at: the due time travels as kjobs-deliver-at (header_contract.h) */
+        rd_kafka_headers_t *hdrs = NULL;
+        if (st->delay_ms >= 0 || st->at_ms >= 0) {
+            hdrs = rd_kafka_headers_new(1);
+            kj_hdr_set_int(hdrs, KJ_HDR_DELIVER_AT,
+                           st->at_ms >= 0 ? st->at_ms : kj_now_ms() + st->delay_ms);
+        }
+        rd_kafka_resp_err_t e = rd_kafka_producev(
+            st->rk, RD_KAFKA_V_RKT(st->rkt), RD_KAFKA_V_PARTITION(RD_KAFKA_PARTITION_UA),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE), RD_KAFKA_V_VALUE(value, value_len),
+            RD_KAFKA_V_KEY(key, key_len), RD_KAFKA_V_OPAQUE(id), RD_KAFKA_V_HEADERS(hdrs),
+            RD_KAFKA_V_END);
+        if (!e) break; /* the headers are the message's now */
+        if (hdrs) rd_kafka_headers_destroy(hdrs);
         if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL && !kj_cli_stop_requested) {
             rd_kafka_poll(st->rk, 100); /* wait for delivery reports to free queue space */
             continue;
@@ -169,9 +196,9 @@ static int enqueue_json_line(enqueue_state *st, const char *line, long lineno) {
         payload = malloc(payload_len + 1);
         memcpy(payload, json_string_value(pl), payload_len);
     } else if (pl64) {
-        if (!json_is_string(pl64) || kj_base64_decode(json_string_value(pl64),
-                                                      json_string_length(pl64), &payload,
-                                                      &payload_len) != 0) {
+        if (!json_is_string(pl64) ||
+            kj_base64_decode(json_string_value(pl64), json_string_length(pl64), &payload,
+                             &payload_len) != 0) {
             problem = "\"payload_b64\" is not valid base64";
             goto done;
         }
@@ -220,29 +247,37 @@ done:
 int kj_cmd_enqueue(int argc, char **argv) {
     kj_cli cli;
     kj_cli_init(&cli, "kjobs enqueue", enqueue_usage);
-    static const struct option longopts[] = {
-        KJ_CLI_COMMON_LONGOPTS,
-        {"type", required_argument, NULL, OPT_TYPE},
-        {"key", required_argument, NULL, OPT_KEY},
-        {"payload", required_argument, NULL, OPT_PAYLOAD},
-        {"meta", required_argument, NULL, OPT_META},
-        {"count", required_argument, NULL, OPT_COUNT},
-        {"encoding", required_argument, NULL, OPT_ENCODING},
-        {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {KJ_CLI_COMMON_LONGOPTS,
+                                             {"type", required_argument, NULL, OPT_TYPE},
+                                             {"key", required_argument, NULL, OPT_KEY},
+                                             {"payload", required_argument, NULL, OPT_PAYLOAD},
+                                             {"meta", required_argument, NULL, OPT_META},
+                                             {"count", required_argument, NULL, OPT_COUNT},
+                                             {"encoding", required_argument, NULL, OPT_ENCODING},
+                                             {"delay", required_argument, NULL, OPT_DELAY},
+                                             {"at", required_argument, NULL, OPT_AT},
+                                             {NULL, 0, NULL, 0}};
     const char *type = NULL, *key = NULL, *payload_arg = NULL;
     kj_meta_entry meta[MAX_FLAG_META];
     char *meta_copies[MAX_FLAG_META];
     size_t meta_count = 0;
     long long count = 1;
-    enqueue_state st = {.encoding = KJ_ENCODING_BINARY};
+    enqueue_state st = {.encoding = KJ_ENCODING_BINARY, .delay_ms = -1, .at_ms = -1};
+    const char *delay_arg = NULL, *at_arg = NULL;
     int opt, rc;
     while ((opt = getopt_long(argc, argv, KJ_CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
         if ((rc = kj_cli_common_option(&cli, opt, optarg)) < 0) return KJ_EXIT_USAGE;
         if (rc) continue;
         switch (opt) {
-        case OPT_TYPE: type = optarg; break;
-        case OPT_KEY: key = optarg; break;
-        case OPT_PAYLOAD: payload_arg = optarg; break;
+        case OPT_TYPE:
+            type = optarg;
+            break;
+        case OPT_KEY:
+            key = optarg;
+            break;
+        case OPT_PAYLOAD:
+            payload_arg = optarg;
+            break;
         case OPT_COUNT:
             if (kj_cli_parse_int(optarg, 1, 100000000, &count))
                 return kj_cli_usage_error(&cli, "--count: expected 1..100000000, got '%s'", optarg);
@@ -250,6 +285,23 @@ int kj_cmd_enqueue(int argc, char **argv) {
         case OPT_ENCODING:
             if (kj_encoding_parse(optarg, &st.encoding))
                 return kj_cli_usage_error(&cli, "--encoding: expected binary or single-object");
+            break;
+        case OPT_DELAY:
+            if (kj_duration_parse(optarg, &st.delay_ms) != 0 || st.delay_ms < 0)
+                return kj_cli_usage_error(&cli,
+                                          "--delay: expected a duration such as 30s, 10m or "
+                                          "1h30m, got '%s'",
+                                          optarg);
+            delay_arg = optarg;
+            break;
+        case OPT_AT:
+            if (kj_parse_rfc3339_ms(optarg, &st.at_ms) != 0)
+                return kj_cli_usage_error(&cli,
+                                          "--at: expected an RFC 3339 time such as "
+                                          "2026-12-01T18:00:00Z or 2026-12-01T19:00:00+01:00, "
+                                          "got '%s'",
+                                          optarg);
+            at_arg = optarg;
             break;
         case OPT_META: {
             char *eq = strchr(optarg, '=');
@@ -270,7 +322,23 @@ int kj_cmd_enqueue(int argc, char **argv) {
     if (optind < argc) return kj_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
     if (!type && (key || payload_arg || meta_count || count != 1))
         return kj_cli_usage_error(&cli, "--key/--payload/--meta/--count need --type");
+    if (delay_arg && at_arg)
+        return kj_cli_usage_error(&cli, "--delay and --at are mutually exclusive");
     if ((rc = kj_cli_load_config(&cli)) != KJ_EXIT_OK) return rc;
+    if (delay_arg || at_arg) {
+        /* refuse here what a worker would dead-letter: due further ahead than it may hold */
+        int64_t max = kj_config_schedule_max_delay(&cli.cfg);
+        int64_t ahead = at_arg ? st.at_ms - kj_now_ms() : st.delay_ms;
+        if (ahead > max) {
+            fprintf(stderr,
+                    "kjobs enqueue: %s %s: due in %lld ms, more than schedule.max_delay "
+                    "(%lld ms); a worker would dead-letter it\n",
+                    at_arg ? "--at" : "--delay", at_arg ? at_arg : delay_arg, (long long)ahead,
+                    (long long)max);
+            kj_cli_free(&cli);
+            return KJ_EXIT_USAGE;
+        }
+    }
 
     char err[512];
     uint8_t *payload = NULL;
@@ -323,7 +391,8 @@ int kj_cmd_enqueue(int argc, char **argv) {
         long lineno = 0;
         while (!kj_cli_stop_requested && (n = getline(&line, &cap, stdin)) != -1) {
             lineno++;
-            while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = '\0';
+            while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+                line[--n] = '\0';
             if (n == 0) continue;
             enqueue_json_line(&st, line, lineno);
         }
@@ -332,7 +401,8 @@ int kj_cmd_enqueue(int argc, char **argv) {
 
     /* Wait for every delivery report; give up after 60 s (or a second signal). */
     long long deadline = kj_now_ms() + 60000;
-    while (rd_kafka_outq_len(st.rk) > 0 && kj_now_ms() < deadline) rd_kafka_poll(st.rk, 100);
+    while (rd_kafka_outq_len(st.rk) > 0 && kj_now_ms() < deadline)
+        rd_kafka_poll(st.rk, 100);
     if (rd_kafka_outq_len(st.rk) > 0) {
         /* purged messages get a delivery report with an error: counted as failed, ids freed */
         rd_kafka_purge(st.rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
@@ -353,7 +423,8 @@ int kj_cmd_enqueue(int argc, char **argv) {
     rd_kafka_topic_destroy(st.rkt);
     rd_kafka_destroy(st.rk);
     free(payload);
-    for (size_t i = 0; i < meta_count; i++) free(meta_copies[i]);
+    for (size_t i = 0; i < meta_count; i++)
+        free(meta_copies[i]);
     kj_cli_free(&cli);
     return exit_code;
 }

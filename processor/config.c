@@ -403,6 +403,13 @@ static const kj_setting kj_settings[] = {
      .off = F(retry_exactly_once), .def = "false",
      .doc = "Produce retry/DLQ copies and commit the consumed offsets in one Kafka transaction, "
             "so a crash never leaves a duplicate copy. Handlers still run at least once."},
+    /* schedule */
+    {ROW("schedule", "max_delay", "KJOBS_SCHEDULE_MAX_DELAY"), .type = KT_DURATION,
+     .off = F(schedule_max_delay_ms), .def = "7d", .min = 1000, .max = 30 * DAY_MS,
+     .doc = "Longest delay of a delayed or scheduled job (kjobs-deliver-at, `kjobs enqueue "
+            "--delay/--at`, docs/scheduling.md): one due later than this is dead-lettered "
+            "(class invalid-header) instead of held. At most topics.retention; left at its "
+            "default, it is topics.retention when that is shorter."},
     /* dlq */
     {ROW("dlq", "breaker_consecutive", "KJOBS_DLQ_BREAKER_CONSECUTIVE"), .type = KT_INT,
      .off = F(breaker_consecutive), .def = "200", .min = 0, .max = 10000000,
@@ -1614,6 +1621,14 @@ int kj_config_validate(const kj_config *cfg, char *errstr, size_t errstr_size) {
             return -1;
         }
     }
+    const kj_setting *max_delay_row = row_by_key("schedule.max_delay");
+    if (cfg->origin[row_index(max_delay_row)].kind != KJ_CONFIG_FROM_DEFAULT &&
+        cfg->schedule_max_delay_ms > cfg->topic_retention_ms) {
+        cross_fail(cfg, "schedule.max_delay", "topics.retention", errstr, errstr_size,
+                   "schedule.max_delay (%lld ms) must be at most topics.retention (%lld ms)",
+                   (long long)cfg->schedule_max_delay_ms, (long long)cfg->topic_retention_ms);
+        return -1;
+    }
     if (cfg->dlq_retention_ms < cfg->topic_retention_ms) {
         cross_fail(cfg, "topics.dlq_retention", "topics.retention", errstr, errstr_size,
                    "topics.dlq_retention (%lld ms) must be at least topics.retention (%lld ms): "
@@ -2129,4 +2144,9 @@ int kj_config_origin_of(const kj_config *cfg, const char *dotted_name, int *line
     if (!row) return -1;
     if (line_out) *line_out = cfg->origin[row_index(row)].line;
     return cfg->origin[row_index(row)].kind;
+}
+
+int64_t kj_config_schedule_max_delay(const kj_config *cfg) {
+    return cfg->schedule_max_delay_ms < cfg->topic_retention_ms ? cfg->schedule_max_delay_ms
+                                                                : cfg->topic_retention_ms;
 }

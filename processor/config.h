@@ -51,6 +51,7 @@ typedef struct kj_config {
     size_t retry_delay_count;
     int retry_max_attempts;
     bool retry_exactly_once;
+    int64_t schedule_max_delay_ms; /* read it through kj_config_schedule_max_delay() */
     int breaker_consecutive, breaker_window, breaker_min_window;
     double breaker_ratio;
     int64_t breaker_cooldown_ms;
@@ -182,5 +183,11 @@ const char *kj_config_setting_env(size_t i);
 int kj_config_format_value(const kj_config *cfg, const char *dotted_name, char *buf, size_t size);
 /** Where the current value of a setting came from; -1 for an unknown name. */
 int kj_config_origin_of(const kj_config *cfg, const char *dotted_name, int *line_out);
+
+/**
+ * How far ahead a delayed or scheduled job (kjobs-deliver-at) may be due: schedule.max_delay,
+ * or topics.retention when that is shorter and schedule.max_delay was left at its default.
+ */
+int64_t kj_config_schedule_max_delay(const kj_config *cfg);
 
 #endif /* KJOBS_CONFIG_H */

@@ -92,7 +92,13 @@ int kj_control_parse_ladder(const rd_kafka_headers_t *hdrs, int64_t now_ms, kj_c
     memset(out, 0, sizeof(*out));
     int64_t v;
     if (uint_header(hdrs, KJ_HDR_ATTEMPT, KJ_ATTEMPT_MAX, &v, out)) return -1;
-    if (v < 1) return invalid(out, KJ_HDR_ATTEMPT, "0 (attempts start at 1)");
+    if (v < 1) {
+        const void *dv;
+        size_t dl;
+        if (header_once(hdrs, KJ_HDR_DELIVER_AT, &dv, &dl) != 0)
+            return invalid(out, KJ_HDR_ATTEMPT, "0 (attempts start at 1)");
+        /* a scheduled copy: no attempt made yet, its first run is attempt 1 */
+    }
     out->attempt = (int)v;
     int64_t max_nb = not_before_max(now_ms);
     if (uint_header(hdrs, KJ_HDR_NOT_BEFORE, max_nb, &out->not_before_ms, out)) {
@@ -124,6 +130,106 @@ int64_t kj_control_hold_until(int64_t not_before_ms, int64_t record_ts_ms, int64
     int64_t base = record_ts_ms > 0 && record_ts_ms < now_ms ? record_ts_ms : now_ms;
     int64_t cap = base + step_delay_ms;
     return not_before_ms < cap ? not_before_ms : cap;
+}
+
+kj_deliver_at_status kj_deliver_at_parse(const rd_kafka_headers_t *hdrs, int64_t now_ms,
+                                         int64_t max_delay_ms, int64_t *due_ms, char *reason,
+                                         size_t reason_size) {
+    const void *val;
+    size_t len;
+    int rc = header_once(hdrs, KJ_HDR_DELIVER_AT, &val, &len);
+    if (rc == -1) return KJ_DELIVER_AT_NONE;
+    if (rc == -2) {
+        snprintf(reason, reason_size,
+                 "invalid " KJ_HDR_DELIVER_AT " header: present more than once");
+        return KJ_DELIVER_AT_INVALID;
+    }
+    int64_t due;
+    if (!kj_hdr_parse_uint(val, len, INT64_MAX, &due)) {
+        snprintf(reason, reason_size,
+                 "invalid " KJ_HDR_DELIVER_AT " header: not a decimal epoch time in ms (%zu bytes)",
+                 len);
+        return KJ_DELIVER_AT_INVALID;
+    }
+    if (due > now_ms && due - now_ms > max_delay_ms) {
+        snprintf(reason, reason_size,
+                 KJ_HDR_DELIVER_AT " too far ahead: due in %lld ms, more than schedule.max_delay "
+                                   "(%lld ms)",
+                 (long long)(due - now_ms), (long long)max_delay_ms);
+        return KJ_DELIVER_AT_TOO_FAR;
+    }
+    *due_ms = due;
+    return KJ_DELIVER_AT_VALID;
+}
+
+/* n ASCII digits at *p (advanced), or -1. */
+static int digits(const char **p, int n) {
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        char c = (*p)[i];
+        if (c < '0' || c > '9') return -1;
+        v = v * 10 + (c - '0');
+    }
+    *p += n;
+    return v;
+}
+
+/* Days from 1970-01-01 to y-m-d (proleptic Gregorian; Howard Hinnant's days_from_civil). */
+static int64_t days_from_civil(int64_t y, int m, int d) {
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+int kj_parse_rfc3339_ms(const char *s, int64_t *out_ms) {
+    static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (!s) return -1;
+    const char *p = s;
+    int y = digits(&p, 4);
+    if (y < 0 || *p++ != '-') return -1;
+    int mo = digits(&p, 2);
+    if (mo < 1 || mo > 12 || *p++ != '-') return -1;
+    int d = digits(&p, 2);
+    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (d < 1 || d > mdays[mo - 1] || (mo == 2 && d == 29 && !leap)) return -1;
+    if (*p != 'T' && *p != 't' && *p != ' ') return -1;
+    p++;
+    int h = digits(&p, 2);
+    if (h < 0 || h > 23 || *p++ != ':') return -1;
+    int mi = digits(&p, 2);
+    if (mi < 0 || mi > 59 || *p++ != ':') return -1;
+    int se = digits(&p, 2);
+    if (se < 0 || se > 59) return -1;
+    int ms = 0;
+    if (*p == '.') {
+        p++;
+        int n = 0;
+        for (; *p >= '0' && *p <= '9'; p++, n++)
+            if (n < 3) ms = ms * 10 + (*p - '0');
+        if (n == 0) return -1;
+        for (; n < 3; n++)
+            ms *= 10;
+    }
+    int64_t offset_min = 0;
+    if (*p == 'Z' || *p == 'z') {
+        p++;
+    } else if (*p == '+' || *p == '-') {
+        int sign = *p++ == '-' ? -1 : 1;
+        int oh = digits(&p, 2);
+        if (oh < 0 || oh > 23 || *p++ != ':') return -1;
+        int om = digits(&p, 2);
+        if (om < 0 || om > 59) return -1;
+        offset_min = sign * (oh * 60 + om);
+    } else {
+        return -1;
+    }
+    if (*p) return -1;
+    int64_t secs = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + se - offset_min * 60;
+    *out_ms = secs * 1000 + ms;
+    return 0;
 }
 
 /* ---- writing ------------------------------------------------------------------------------ */

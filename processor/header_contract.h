@@ -21,6 +21,10 @@
  *     coordinates are where it was consumed, whatever the headers say;
  *   - on a LADDER topic every one of them must be present exactly once and valid, else the
  *     record is dead-lettered with class "invalid-header" and a reason naming the header;
+ *     kjobs-attempt 0 (no attempt made yet) is valid only on a scheduled copy, one that also
+ *     carries kjobs-deliver-at;
+ *   - kjobs-deliver-at is read on the MAIN topic only (kj_deliver_at_parse): present at most
+ *     once, strict decimal epoch ms, at most schedule.max_delay ahead;
  *   - kjobs-not-before further than KJ_RETRY_MAX_DELAY_MS (+ KJ_CLOCK_SKEW_MS) ahead is invalid,
  *     and a valid one is never trusted to hold a ladder partition for longer than that step's
  *     delay after the record was written (kj_control_hold_until).
@@ -62,6 +66,9 @@
 #define KJ_HDR_REPLAYED_FROM "kjobs-replayed-from"
 /** On a replayed copy: epoch ms of the replay. */
 #define KJ_HDR_REPLAYED_AT "kjobs-replayed-at"
+/** Set by a producer on a MAIN-topic job: epoch ms before which it must not run (a delayed or
+ * scheduled job, docs/scheduling.md). Kept on its ladder copies, where it is only a marker. */
+#define KJ_HDR_DELIVER_AT "kjobs-deliver-at"
 
 /* --- bounds ---------------------------------------------------------------------------- */
 
@@ -134,6 +141,30 @@ int kj_control_not_before(const rd_kafka_headers_t *hdrs, int64_t now_ms, int64_
  */
 int64_t kj_control_hold_until(int64_t not_before_ms, int64_t record_ts_ms, int64_t now_ms,
                               int64_t step_delay_ms);
+
+/** What kj_deliver_at_parse found. */
+typedef enum kj_deliver_at_status {
+    KJ_DELIVER_AT_NONE = 0,     /* no kjobs-deliver-at: run now */
+    KJ_DELIVER_AT_VALID = 1,    /* *due_ms set (it may be in the past: run now) */
+    KJ_DELIVER_AT_INVALID = -1, /* malformed or repeated: reason says why */
+    KJ_DELIVER_AT_TOO_FAR = -2, /* more than max_delay_ms ahead of now_ms: reason says so */
+} kj_deliver_at_status;
+
+/**
+ * Reads kjobs-deliver-at of a main-topic record (untrusted input): at most once, strict
+ * decimal epoch ms (kj_hdr_parse_uint), due - now_ms <= max_delay_ms. Fills *due_ms when
+ * valid, and @p reason (for kjobs-error and the log) when not. @p hdrs may be NULL.
+ */
+kj_deliver_at_status kj_deliver_at_parse(const rd_kafka_headers_t *hdrs, int64_t now_ms,
+                                         int64_t max_delay_ms, int64_t *due_ms, char *reason,
+                                         size_t reason_size);
+
+/**
+ * Parses an RFC 3339 date-time, "YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM)" ('t', 'z'
+ * and a space for 'T' accepted; fraction cut to ms), into epoch ms. Returns 0, or -1 when it is
+ * not one (fields out of range included; a leap second :60 is refused).
+ */
+int kj_parse_rfc3339_ms(const char *s, int64_t *out_ms);
 
 /* --- writing ----------------------------------------------------------------------------- */
 

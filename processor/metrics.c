@@ -704,6 +704,8 @@ const char *kj_job_outcome_name(kj_job_outcome o) {
         return "retry";
     case KJ_JOB_DEAD_LETTERED:
         return "dead_lettered";
+    case KJ_JOB_SCHEDULED:
+        return "scheduled";
     }
     return "unknown";
 }

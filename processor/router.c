@@ -110,6 +110,7 @@ typedef struct route_ctx {
     rd_kafka_headers_t *headers; /* a copy kept for re-sending */
     int step;                    /* 0 = DLQ */
     bool hop;                    /* a not-yet-due ladder record moved on, not a failure */
+    bool scheduled;              /* a not-yet-due main-topic job (kjobs-deliver-at), not run */
     int shrink;                  /* SHRINK_* */
     char *first_topic;           /* the destination before any reduction */
     char *job_error;             /* the job's kjobs-error, for a reduced copy */
@@ -299,6 +300,8 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opa
         if (c->failures) atomic_fetch_sub(&r->failing, 1);
         if (c->hop)
             kj_metrics_retry_hop();
+        else if (c->scheduled && c->step)
+            ; /* counted as jobs_total{outcome="scheduled"} when routed, never as a retry */
         else if (c->step)
             kj_metrics_retry_routed(c->step);
         else
@@ -526,6 +529,38 @@ int kj_router_hop(kj_router *r, void *owner, const rd_kafka_message_t *msg, int6
         free(c->error_class);
         c->error_class = strdup("retryable");
     }
+    atomic_fetch_add(&r->outstanding, 1);
+    queue_copy(r, c);
+    return step;
+}
+
+int kj_router_schedule(kj_router *r, void *owner, const rd_kafka_message_t *msg, int64_t due_ms,
+                       int64_t now_ms) {
+    int step = kj_retry_step_for_delay(r->cfg, due_ms - now_ms);
+    route_ctx *c = ctx_from(msg, owner);
+    c->scheduled = true;
+    c->step = step;
+    c->topic = strdup(r->retry_topics[step - 1]);
+    c->first_topic = strdup(c->topic);
+    c->error_class = strdup(KJ_SCHEDULED_CLASS);
+    char error[96];
+    snprintf(error, sizeof(error), "not yet due: " KJ_HDR_DELIVER_AT " %lld", (long long)due_ms);
+    c->job_error = strdup(error);
+    /* attempt 0: no attempt made; the ladder runs it as attempt 1 (header_contract.h) */
+    kj_hdr_failure f = {
+        .original_topic = rd_kafka_topic_name(msg->rkt),
+        .original_partition = msg->partition,
+        .original_offset = msg->offset,
+        .attempt = 0,
+        .not_before_ms = due_ms,
+        .error = error,
+        .error_class = c->error_class,
+        .failed_at_ms = now_ms,
+        .worker = r->worker_id,
+    };
+    kj_hdr_write_failure(c->headers, &f);
+    fit_copy(r, c, SHRINK_NONE, "message.max.bytes");
+    if (!c->step) step = 0; /* too large to write: dead-lettered reduced */
     atomic_fetch_add(&r->outstanding, 1);
     queue_copy(r, c);
     return step;

@@ -83,6 +83,21 @@ void kj_router_route(kj_router *router, void *owner, const rd_kafka_message_t *m
 int kj_router_hop(kj_router *router, void *owner, const rd_kafka_message_t *msg,
                   int64_t not_before_ms);
 
+/** kjobs-error-class of a scheduled copy (a job not run yet, not a failure). */
+#define KJ_SCHEDULED_CLASS "scheduled"
+
+/**
+ * Schedule: a main-topic job whose kjobs-deliver-at `due_ms` is after `now_ms` is copied (key,
+ * value, every header) to the ladder step for the time left (kj_retry_step_for_delay; the
+ * shortest step when less is left, which releases it at due_ms), with the control headers of a
+ * ladder record: kjobs-attempt 0 (its first run there is attempt 1), kjobs-not-before due_ms,
+ * kjobs-original-* this record, kjobs-error-class "scheduled". Not run here; completes like a
+ * routed copy; hops on down the ladder until due. Needs a non-empty ladder. Returns the step,
+ * or 0 when the copy was too large to write and went to the DLQ reduced (see "Size").
+ */
+int kj_router_schedule(kj_router *router, void *owner, const rd_kafka_message_t *msg,
+                       int64_t due_ms, int64_t now_ms);
+
 /** Serve delivery reports (poll thread). Returns the number of copies still unacknowledged. */
 long kj_router_poll(kj_router *router, int timeout_ms);
 /** Copies not yet acknowledged, and copies that failed at least once and are being re-sent. */

@@ -123,6 +123,8 @@ typedef struct batch_slot {
     bool decoded;
     bool ladder;            /* consumed from a ladder topic: ctl holds its control headers */
     bool hop;               /* released before its kjobs-not-before: re-routed, not run */
+    bool scheduled;         /* main topic, kjobs-deliver-at ahead: handed to the ladder, not run */
+    int64_t due_ms;         /* scheduled only: its kjobs-deliver-at */
     kj_control ctl;         /* ladder only, validated */
     kj_job_outcome outcome; /* where it went: ok, retry or dead-lettered */
     /* failed jobs only: the retry policy's decision, as routed */
@@ -548,16 +550,47 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 
 /* ---- the batch path (worker threads) -------------------------------------------------------- */
 
+/* A main-topic job's kjobs-deliver-at (untrusted input, docs/scheduling.md): none or due now:
+ * run; ahead: scheduled (handed to the ladder, not run); malformed, too far ahead or no
+ * ladder to hold it: dead-lettered, class invalid-header, never run early nor dropped.
+ * @locality worker thread */
+static void read_deliver_at(kj_part *part, batch_slot *s, rd_kafka_headers_t *hdrs, int64_t now) {
+    const kj_config *cfg = part->w->cfg;
+    char reason[192];
+    int64_t due = 0;
+    kj_deliver_at_status st = kj_deliver_at_parse(hdrs, now, kj_config_schedule_max_delay(cfg),
+                                                  &due, reason, sizeof(reason));
+    if (st == KJ_DELIVER_AT_NONE || (st == KJ_DELIVER_AT_VALID && due <= now)) return;
+    if (st == KJ_DELIVER_AT_VALID && cfg->retry_delay_count > 0) {
+        s->scheduled = true;
+        s->due_ms = due;
+        return;
+    }
+    if (st == KJ_DELIVER_AT_VALID)
+        snprintf(reason, sizeof(reason),
+                 KJ_HDR_DELIVER_AT " ahead but no retry ladder (retry.delays is empty) to hold "
+                                   "the job until due");
+    kj_result_set(&s->result, KJ_OUTCOME_INVALID_HEADER, "%s", reason);
+    kj_metrics_invalid_header(KJ_HDR_DELIVER_AT);
+    kj_log(KJ_LOG_WARN, "cannot schedule a delayed job", "{s:s,s:i,s:I,s:s}", "topic", part->topic,
+           "partition", part->partition, "offset", (json_int_t)s->job.msg->offset, "error", reason);
+}
+
 /* Reads and validates the control headers of a ladder record (untrusted input). On the main
- * topic they are ignored: the first run is attempt 1. @locality worker thread */
+ * topic they are ignored: the first run is attempt 1; only kjobs-deliver-at is read there.
+ * @locality worker thread */
 static void read_control(kj_part *part, batch_slot *s, int64_t now) {
     const rd_kafka_message_t *msg = s->job.msg;
     s->ladder = part->role == KJ_TOPIC_RETRY;
     s->hop = false;
+    s->scheduled = false;
     s->job.attempt = 1;
-    if (!s->ladder) return;
     rd_kafka_headers_t *hdrs = NULL;
     rd_kafka_message_headers(msg, &hdrs);
+    if (!s->ladder) {
+        read_deliver_at(part, s, hdrs, now);
+        return;
+    }
     if (kj_control_parse_ladder(hdrs, now, &s->ctl) != 0) {
         kj_result_set(&s->result, KJ_OUTCOME_INVALID_HEADER, "%s", s->ctl.reason);
         kj_metrics_invalid_header(s->ctl.invalid_header);
@@ -593,7 +626,7 @@ static batch_scratch *scratch_for(size_t count) {
 static void record_breaker(kj_worker *w, const batch_slot *slots, size_t count) {
     pthread_mutex_lock(&w->breaker_lock);
     for (size_t i = 0; i < count; i++) {
-        if (slots[i].hop) continue; /* not finished: it was not run */
+        if (slots[i].hop || slots[i].outcome == KJ_JOB_SCHEDULED) continue; /* not run */
         bool dead = slots[i].outcome == KJ_JOB_DEAD_LETTERED;
         if (kj_breaker_record(&w->breaker, dead)) {
             atomic_store(&w->breaker_open, true);
@@ -710,7 +743,8 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
         read_control(part, s, now);
         s->decoded = false;
         char err[256];
-        if (s->result.outcome == KJ_OUTCOME_INVALID_HEADER) { /* not run; named if decodable */
+        if (s->result.outcome == KJ_OUTCOME_INVALID_HEADER || s->scheduled) {
+            /* not run; named (logs, metrics) if decodable without asking the registry */
             s->decoded =
                 msg->payload && kj_sr_decode(w->registry, msg->payload, msg->len, &s->job.record,
                                              NULL, registry_never, NULL, err, sizeof(err)) == 0;
@@ -767,11 +801,12 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
         i = j;
     }
 
-    /* outcomes: successes complete now; failures and hops when their copy is acked */
+    /* outcomes: successes complete now; failures, hops and scheduled jobs when their copy is
+     * acked */
     long long ok = 0, retried = 0, dead = 0;
     pthread_mutex_lock(&part->lock);
     for (size_t i = 0; i < count; i++)
-        if (slots[i].result.outcome == KJ_OUTCOME_OK && !slots[i].hop)
+        if (slots[i].result.outcome == KJ_OUTCOME_OK && !slots[i].hop && !slots[i].scheduled)
             kj_offset_tracker_complete(part->tracker, slots[i].job.msg->offset);
     pthread_mutex_unlock(&part->lock);
     bool debug = kj_log_get_level() <= KJ_LOG_DEBUG;
@@ -784,6 +819,17 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
                    "topic", part->topic, "partition", part->partition, "offset",
                    (json_int_t)s->job.msg->offset, "not_before", (json_int_t)s->ctl.not_before_ms,
                    "to_step", step);
+            continue;
+        }
+        if (s->scheduled) {
+            int step = kj_router_schedule(w->router, part, s->job.msg, s->due_ms, kj_now_ms());
+            s->outcome = step ? KJ_JOB_SCHEDULED : KJ_JOB_DEAD_LETTERED;
+            kj_log(step ? KJ_LOG_DEBUG : KJ_LOG_WARN,
+                   step ? "job not due yet, scheduled"
+                        : "scheduled job too large for its ladder copy, dead-lettered",
+                   "{s:s?,s:s,s:s,s:i,s:I,s:I,s:i}", "id", s->decoded ? s->job.record.id : NULL,
+                   "type", t, "topic", part->topic, "partition", part->partition, "offset",
+                   (json_int_t)s->job.msg->offset, "due", (json_int_t)s->due_ms, "to_step", step);
             continue;
         }
         if (s->result.outcome == KJ_OUTCOME_OK) {
@@ -831,7 +877,7 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
             ok += (long long)(j - i);
         else if (outcome == KJ_JOB_RETRY)
             retried += (long long)(j - i);
-        else
+        else if (outcome == KJ_JOB_DEAD_LETTERED)
             dead += (long long)(j - i);
         i = j;
     }

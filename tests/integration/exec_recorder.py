@@ -1,23 +1,31 @@
 """exec_recorder.py — an exec handler child (handlers.exec) that records every job it runs.
 
-Usage: handlers.exec = /usr/bin/python3 -u exec_recorder.py FILE
+Usage: handlers.exec = /usr/bin/python3 -u exec_recorder.py FILE [--time]
 Appends each job of a batch to FILE as one JSON line (the job exactly as kjobs handed it over:
 id, type, key, topic, partition, offset, attempt, meta, payload_b64), then answers "ok" for the
 batch. Tests read FILE to see which jobs a real `kjobs run` decoded and ran, and where.
 One write per batch with O_APPEND, so children of several worker threads never interleave lines.
+With --time, each job also gets "started_at_ms": the wall clock (epoch ms) when its batch
+reached the handler, before it answers (test_scheduling.py compares it with the due time).
 """
 import json
 import os
 import sys
+import time
 
 
 def main():
     fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    timed = "--time" in sys.argv[2:]
     for line in sys.stdin:  # one batch per line; EOF: kjobs is shutting down
         if not line.strip():
             continue
+        started = int(time.time() * 1000)
         request = json.loads(line)
         batch = request["batch"]
+        if timed:
+            for job in batch:
+                job["started_at_ms"] = started
         os.write(fd, "".join(json.dumps(job) + "\n" for job in batch).encode())
         reply = {"batch_id": request.get("batch_id"),
                  "results": [{"id": job["id"], "status": "ok"} for job in batch]}

@@ -241,6 +241,7 @@ static const struct override_case {
     {"retry.delays", "[ \"1s\", \"2s\" ]", NULL, "5s, 1m30s", "[ \"5s\", \"1m30s\" ]", NULL, NULL},
     {"retry.max_attempts", "10", NULL, "3", "3", NULL, NULL},
     {"retry.exactly_once", "true", NULL, "yes", "true", NULL, NULL},
+    {"schedule.max_delay", "\"1d\"", NULL, "36h", "\"1d12h\"", NULL, NULL},
     {"dlq.breaker_consecutive", "0", NULL, "50", "50", NULL, NULL},
     {"dlq.breaker_window", "5000", NULL, "0", "0", NULL, NULL},
     {"dlq.breaker_ratio", "0.25", NULL, "1", "1.0", NULL, NULL},
@@ -606,8 +607,19 @@ static void test_cross_setting_rules(void **state) {
                                  "kjobs.cfg:1: topics.main: retry topic 1: expected a Kafka "
                                  "topic name");
 
-    /* Derived names follow topics.main, explicit ones do not. */
+    /* schedule.max_delay: at most topics.retention when set; the default follows a shorter one */
+    expect_load_error_containing("schedule = { max_delay = \"10d\"; };", NULL,
+                                 "schedule.max_delay (864000000 ms) must be at most "
+                                 "topics.retention (604800000 ms)");
     kj_config cfg;
+    assert_int_equal(load(&cfg, "topics = { retention = \"2d\"; };", NULL), 0);
+    assert_int_equal(kj_config_schedule_max_delay(&cfg), 2LL * 86400000);
+    kj_config_free(&cfg);
+    assert_int_equal(load(&cfg, "schedule = { max_delay = \"1h\"; };", NULL), 0);
+    assert_int_equal(kj_config_schedule_max_delay(&cfg), 3600000);
+    kj_config_free(&cfg);
+
+    /* Derived names follow topics.main, explicit ones do not. */
     assert_int_equal(load(&cfg, "topics = { main = \"orders\"; dlq = \"dead\"; };", NULL), 0);
     assert_string_equal(cfg.retry_prefix, "orders.retry.");
     assert_string_equal(cfg.dlq_topic, "dead");

@@ -4,7 +4,9 @@
  * (no sign, spaces, trailing junk, overflow, oversized or non-UTF-8 values), topic names,
  * validation of every header a ladder record must carry (missing, repeated, garbage,
  * far-future not-before, bad topic name); the hold rule that keeps a ladder partition's
- * release times in offset order; and the writers, round-tripped through the parser.
+ * release times in offset order; and the writers, round-tripped through the parser; the
+ * scheduling header kjobs-deliver-at (absent, valid, past, malformed, repeated, too far), the
+ * scheduled ladder copy's attempt 0, and the RFC 3339 parser of `kjobs enqueue --at`.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -372,6 +374,95 @@ static void test_write_replay(void **state) {
     rd_kafka_headers_destroy(h);
 }
 
+static kj_deliver_at_status deliver_at(const char *v1, const char *v2, int64_t max, int64_t *due,
+                                       char *reason) {
+    rd_kafka_headers_t *h = rd_kafka_headers_new(2);
+    if (v1) rd_kafka_header_add(h, KJ_HDR_DELIVER_AT, -1, v1, -1);
+    if (v2) rd_kafka_header_add(h, KJ_HDR_DELIVER_AT, -1, v2, -1);
+    kj_deliver_at_status st = kj_deliver_at_parse(h, NOW, max, due, reason, 160);
+    rd_kafka_headers_destroy(h);
+    return st;
+}
+
+static void test_deliver_at(void **state) {
+    (void)state;
+    assert_string_equal(KJ_HDR_DELIVER_AT, "kjobs-deliver-at");
+    int64_t due = -1;
+    char reason[160] = "";
+    assert_int_equal(kj_deliver_at_parse(NULL, NOW, 1000, &due, reason, sizeof(reason)),
+                     KJ_DELIVER_AT_NONE);
+    assert_int_equal(deliver_at(NULL, NULL, 1000, &due, reason), KJ_DELIVER_AT_NONE);
+    assert_int_equal(due, -1);
+    assert_int_equal(deliver_at("1700000001000", NULL, 1000, &due, reason), KJ_DELIVER_AT_VALID);
+    assert_int_equal(due, 1700000001000LL);
+    assert_int_equal(deliver_at("5", NULL, 1000, &due, reason), KJ_DELIVER_AT_VALID); /* past */
+    assert_int_equal(due, 5);
+    assert_int_equal(deliver_at("1700000001001", NULL, 1000, &due, reason), KJ_DELIVER_AT_TOO_FAR);
+    assert_non_null(strstr(reason, "schedule.max_delay"));
+    assert_int_equal(deliver_at("99999999999999999999", NULL, 1000, &due, reason),
+                     KJ_DELIVER_AT_INVALID); /* 20 digits */
+    const char *bad[] = {"", " 1", "-1", "+1", "1.5", "1e3", "2026-12-01T10:00:00Z", "12\n"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        reason[0] = '\0';
+        assert_int_equal(deliver_at(bad[i], NULL, 1000, &due, reason), KJ_DELIVER_AT_INVALID);
+        assert_non_null(strstr(reason, KJ_HDR_DELIVER_AT));
+    }
+    assert_int_equal(deliver_at("1", "2", 1000, &due, reason), KJ_DELIVER_AT_INVALID);
+    assert_non_null(strstr(reason, "more than once"));
+    assert_int_equal(due, 5); /* untouched when invalid */
+}
+
+static void test_scheduled_copy_attempt_zero(void **state) {
+    (void)state;
+    /* attempt 0 is valid on a ladder record only with kjobs-deliver-at: its first run is 1 */
+    rd_kafka_headers_t *h = ladder_headers("0", "1700000005000", "jobs", "0", "7");
+    rd_kafka_header_add(h, KJ_HDR_DELIVER_AT, -1, "1700000005000", -1);
+    kj_control c;
+    assert_int_equal(kj_control_parse_ladder(h, NOW, &c), 0);
+    assert_int_equal(c.attempt, 0);
+    rd_kafka_headers_destroy(h);
+    expect_invalid(ladder_headers("0", "1", "jobs", "0", "0"), KJ_HDR_ATTEMPT, "attempts start");
+}
+
+static void test_rfc3339(void **state) {
+    (void)state;
+    int64_t ms = 0;
+    assert_int_equal(kj_parse_rfc3339_ms("1970-01-01T00:00:00Z", &ms), 0);
+    assert_int_equal(ms, 0);
+    assert_int_equal(kj_parse_rfc3339_ms("2023-11-14T22:13:20Z", &ms), 0);
+    assert_int_equal(ms, 1700000000000LL);
+    assert_int_equal(kj_parse_rfc3339_ms("2023-11-14t22:13:20.5z", &ms), 0);
+    assert_int_equal(ms, 1700000000500LL);
+    assert_int_equal(kj_parse_rfc3339_ms("2023-11-14 23:13:20.123456+01:00", &ms), 0);
+    assert_int_equal(ms, 1700000000123LL);
+    assert_int_equal(kj_parse_rfc3339_ms("2023-11-14T17:13:20-05:00", &ms), 0);
+    assert_int_equal(ms, 1700000000000LL);
+    assert_int_equal(kj_parse_rfc3339_ms("2024-02-29T00:00:00Z", &ms), 0);
+    assert_int_equal(kj_parse_rfc3339_ms("2000-02-29T00:00:00Z", &ms), 0);
+    assert_int_equal(ms, 951782400000LL);
+    const char *bad[] = {"",
+                         "2023-11-14",
+                         "2023-11-14T22:13:20",      /* no offset */
+                         "2023-11-14T22:13:20+0100", /* offset without colon */
+                         "2023-13-01T00:00:00Z",
+                         "2023-02-29T00:00:00Z", /* not a leap year */
+                         "1900-02-29T00:00:00Z",
+                         "2023-04-31T00:00:00Z",
+                         "2023-11-14T24:00:00Z",
+                         "2023-11-14T22:60:00Z",
+                         "2023-11-14T22:13:60Z",
+                         "2023-11-14T22:13:20.Z",
+                         "2023-11-14T22:13:20Zjunk",
+                         "10m",
+                         "1700000000000"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        ms = 42;
+        assert_int_equal(kj_parse_rfc3339_ms(bad[i], &ms), -1);
+        assert_int_equal(ms, 42);
+    }
+    assert_int_equal(kj_parse_rfc3339_ms(NULL, &ms), -1);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_uint_is_strict),
@@ -386,6 +477,9 @@ int main(void) {
         cmocka_unit_test(test_set_int_formats_and_replaces),
         cmocka_unit_test(test_write_failure_round_trip),
         cmocka_unit_test(test_write_replay),
+        cmocka_unit_test(test_deliver_at),
+        cmocka_unit_test(test_scheduled_copy_attempt_zero),
+        cmocka_unit_test(test_rfc3339),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -474,6 +474,7 @@ static void test_kjobs_metric_set(void **state) {
     assert_sample(text, "kjobs_build_info{version=\"9.9.9-test\"}", 1);
     assert_no_sample(text, "kjobs_build_info{version=\"unknown\"}");
     assert_string_equal(kj_job_outcome_name(KJ_JOB_DEAD_LETTERED), "dead_lettered");
+    assert_string_equal(kj_job_outcome_name(KJ_JOB_SCHEDULED), "scheduled");
     free(text);
 }
 

@@ -162,6 +162,9 @@ retry = {
   max_attempts = {{ include "kjobs.cfg.int" $c.retry.max_attempts }};
   exactly_once = {{ include "kjobs.cfg.bool" $c.retry.exactly_once }};
 };
+schedule = {
+  max_delay = {{ include "kjobs.cfg.str" $c.schedule.max_delay }};
+};
 dlq = {
   breaker_consecutive = {{ include "kjobs.cfg.int" $c.dlq.breaker_consecutive }};
   breaker_window = {{ include "kjobs.cfg.int" $c.dlq.breaker_window }};
