@@ -1448,6 +1448,10 @@ static bool consumer_fatal(kj_worker *w) {
     const char *hint = "";
     if (err == RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID)
         hint = "another process joined with the same kafka.group_instance_id";
+    else if (strcmp(rd_kafka_err2name(err), "UNRELEASED_INSTANCE_ID") == 0) /* not in 2.0.2 */
+        hint = "another member of the group holds the same kafka.group_instance_id: the KIP-848 "
+               "protocol refuses a newcomer until that member leaves or its session times out "
+               "(after a crash, this process is started again until it does)";
     else if (w->protocol.kip848 && kj_kafka_kip848_refused(err))
         hint = "kafka.group_protocol=consumer (KIP-848) needs Kafka 4.0 or later with the "
                "consumer protocol enabled, and a group.remote.assignor the broker offers; "

@@ -922,27 +922,33 @@ def test_rolling_upgrade_from_classic_to_kip848():
 
 
 def test_fenced_static_member_stops_with_a_clear_error():
-    """Two processes given the same kafka.group_instance_id (a copy-pasted pod name): the
-    broker fences the first. It must stop at once with exit 1 and say why, not poll on
-    holding nothing; the second keeps the partitions and runs the jobs. The embedded broker
-    does not fence static members, so this runs on real Kafka only."""
+    """Two processes given the same kafka.group_instance_id (a copy-pasted pod name). Whichever
+    the broker turns away must stop at once with exit 1 and say why, not poll on holding
+    nothing; the other keeps the partitions and runs the jobs. The protocols differ in which one
+    goes: classic fences the first member (FENCED_INSTANCE_ID), KIP-848 refuses the newcomer
+    while the first is alive (UNRELEASED_INSTANCE_ID). Both are run. The embedded broker does
+    not fence static members, so this runs on real Kafka only."""
     if not harness.REAL_KAFKA:
         raise harness.Skip("the embedded broker does not fence static members")
-    env = {"KJOBS_KAFKA_GROUP_INSTANCE_ID": "pod-0"}
-    with Scene(partitions=8) as s:
-        w1 = s.worker("w1", env=env)
-        w1.wait_assigned()
-        w2 = s.worker("w2", env=env)
-        wait_until(lambda: w1.proc.poll() is not None, 60, "the fenced worker to exit",
-                   procs=[w2])
-        assert w1.proc.returncode == 1, w1.tail()
-        fatal = w1.logs("fatal consumer error: stopping")
-        assert fatal and fatal[0]["code"] == "FENCED_INSTANCE_ID", w1.tail()
-        assert "group_instance_id" in fatal[0]["hint"]
-        w2.wait_assigned()
-        ids = s.enqueue(keyed_jobs(200, 20, "example.record"))
-        s.wait_all_ids(ids, 60, procs=[w2])
-        assert w2.stop() == 0, w2.tail()
+    protocols = ["classic"] + (["consumer"] if librdkafka_version() >= (2, 12) else [])
+    for protocol in protocols:
+        env = {"KJOBS_KAFKA_GROUP_INSTANCE_ID": "pod-0", "KJOBS_KAFKA_GROUP_PROTOCOL": protocol}
+        with Scene(partitions=8) as s:
+            w1 = s.worker("w1", env=env)
+            w1.wait_assigned()
+            w2 = s.worker("w2", env=env)
+            gone, stays, code = ((w1, w2, "FENCED_INSTANCE_ID") if protocol == "classic"
+                                 else (w2, w1, "UNRELEASED_INSTANCE_ID"))
+            wait_until(lambda: gone.proc.poll() is not None, 60,
+                       f"{gone.name} to be turned away ({protocol})", procs=[stays])
+            assert gone.proc.returncode == 1, gone.tail()
+            fatal = gone.logs("fatal consumer error: stopping")
+            assert fatal and fatal[0]["code"] == code, gone.tail()
+            assert "group_instance_id" in fatal[0]["hint"], fatal
+            stays.wait_assigned()
+            ids = s.enqueue(keyed_jobs(200, 20, "example.record"))
+            s.wait_all_ids(ids, 60, procs=[stays])
+            assert stays.stop() == 0, stays.tail()
 
 
 # ---- crashes and shutdown ---------------------------------------------------------------------
