@@ -752,6 +752,14 @@ def so_group_args(ctx, protocol):
     return () if ctx.kafka else SO_GROUP_TIMEOUTS
 
 
+def kip848_missing(ctx):
+    """The build's `kjobs version` line when its librdkafka has no KIP-848 (< 2.12), else None."""
+    out = subprocess.run([os.path.join(ctx.build, "kjobs"), "version"], capture_output=True,
+                         text=True).stdout
+    m = re.search(r"librdkafka (\d+)\.(\d+)", out)
+    return out if not m or (int(m.group(1)), int(m.group(2))) < (2, 12) else None
+
+
 def bench_scaleout(ctx, cfg, protocol="classic"):
     P, rate, secs, join_at, runs = (cfg["so_partitions"], cfg["so_rate"], cfg["so_seconds"],
                                     cfg["so_join_at"], cfg["runs"])
@@ -760,10 +768,8 @@ def bench_scaleout(ctx, cfg, protocol="classic"):
     group_args = so_group_args(ctx, protocol)
     group_env = {"KJOBS_KAFKA_GROUP_PROTOCOL": protocol}
     if protocol == "consumer":
-        out = subprocess.run([os.path.join(ctx.build, "kjobs"), "version"], capture_output=True,
-                             text=True).stdout
-        m = re.search(r"librdkafka (\d+)\.(\d+)", out)
-        if not m or (int(m.group(1)), int(m.group(2))) < (2, 12):
+        out = kip848_missing(ctx)
+        if out:
             log(f"  skipped: KIP-848 needs librdkafka >= 2.12 ({out.strip()!r})")
             return None
     rows = []
@@ -936,10 +942,8 @@ def bench_scale_steps(ctx, cfg, protocol="classic"):
     log(f"scale-steps ({protocol} group protocol): {rate} jobs/s over {P} partitions; 1 -> "
         f"{n_workers} workers and back, {settle}s settle per step; {runs} runs")
     if protocol == "consumer":
-        out = subprocess.run([os.path.join(ctx.build, "kjobs"), "version"], capture_output=True,
-                             text=True).stdout
-        m = re.search(r"librdkafka (\d+)\.(\d+)", out)
-        if not m or (int(m.group(1)), int(m.group(2))) < (2, 12):
+        out = kip848_missing(ctx)
+        if out:
             log(f"  skipped: KIP-848 needs librdkafka >= 2.12 ({out.strip()!r})")
             return {"skipped": f"KIP-848 (group.protocol=consumer) needs librdkafka >= 2.12; "
                                f"this build runs {out.strip()}", "group_protocol": protocol}
