@@ -167,6 +167,13 @@ static const char *const classic_only_props[] = {"session.timeout.ms", "heartbea
                                                  "partition.assignment.strategy",
                                                  "group.protocol.type"};
 
+/* The first classic-only property the passthrough list sets, or NULL. */
+static const char *classic_only_prop_set(const kj_config *cfg) {
+    for (size_t i = 0; i < sizeof(classic_only_props) / sizeof(classic_only_props[0]); i++)
+        if (kj_kafka_prop_value(cfg, classic_only_props[i])) return classic_only_props[i];
+    return NULL;
+}
+
 int kj_kafka_group_protocol(const kj_config *cfg, kj_group_protocol *out, char *errstr,
                             size_t errstr_size) {
     memset(out, 0, sizeof(*out));
@@ -183,15 +190,14 @@ int kj_kafka_group_protocol(const kj_config *cfg, kj_group_protocol *out, char *
                      rd_kafka_version_str());
             return -1;
         }
-        for (size_t i = 0; i < sizeof(classic_only_props) / sizeof(classic_only_props[0]); i++)
-            if (kj_kafka_prop_value(cfg, classic_only_props[i])) {
-                snprintf(errstr, errstr_size,
-                         "kafka.group_protocol=consumer (KIP-848) and the librdkafka property "
-                         "%s, a classic-protocol setting (KIP-848 keeps it on the broker): drop "
-                         "one of them",
-                         classic_only_props[i]);
-                return -1;
-            }
+        const char *classic = classic_only_prop_set(cfg);
+        if (classic) {
+            snprintf(errstr, errstr_size,
+                     "kafka.group_protocol=consumer (KIP-848) and the librdkafka property %s, a "
+                     "classic-protocol setting (KIP-848 keeps it on the broker): drop one of them",
+                     classic);
+            return -1;
+        }
         out->kip848 = true;
         snprintf(out->why, sizeof(out->why), "kafka.group_protocol=consumer");
         return 0;
@@ -201,12 +207,12 @@ int kj_kafka_group_protocol(const kj_config *cfg, kj_group_protocol *out, char *
                  rd_kafka_version_str());
         return 0;
     }
-    for (size_t i = 0; i < sizeof(classic_only_props) / sizeof(classic_only_props[0]); i++)
-        if (kj_kafka_prop_value(cfg, classic_only_props[i])) {
-            snprintf(out->why, sizeof(out->why), "auto: %s is set, a classic-protocol property",
-                     classic_only_props[i]);
-            return 0;
-        }
+    const char *classic = classic_only_prop_set(cfg);
+    if (classic) {
+        snprintf(out->why, sizeof(out->why), "auto: %s is set, a classic-protocol property",
+                 classic);
+        return 0;
+    }
     out->kip848 = out->may_fall_back = true;
     snprintf(out->why, sizeof(out->why),
              "auto: librdkafka %s has KIP-848; classic if the broker refuses it",
