@@ -613,22 +613,25 @@ static int check_registry_url(const char *v, char *why, size_t size) {
     }
 }
 
-static int check_log_level(const char *v, char *why, size_t size) {
-    static const char *const levels[] = {"debug", "info", "warn", "error"};
+/* A value that must be one of `choices` (NULL-terminated); `expect` lists them for the error. */
+static int check_one_of(const char *v, const char *const *choices, const char *expect, char *why,
+                        size_t size) {
     char q[96];
-    for (size_t i = 0; i < 4; i++)
-        if (strcmp(v, levels[i]) == 0) return 0;
+    for (size_t i = 0; choices[i]; i++)
+        if (strcmp(v, choices[i]) == 0) return 0;
     quote_for_error(v, q, sizeof(q));
-    snprintf(why, size, "expected debug, info, warn or error, got %s", q);
+    snprintf(why, size, "expected %s, got %s", expect, q);
     return -1;
 }
 
+static int check_log_level(const char *v, char *why, size_t size) {
+    static const char *const levels[] = {"debug", "info", "warn", "error", NULL};
+    return check_one_of(v, levels, "debug, info, warn or error", why, size);
+}
+
 static int check_group_protocol(const char *v, char *why, size_t size) {
-    char q[96];
-    if (strcmp(v, "auto") == 0 || strcmp(v, "consumer") == 0 || strcmp(v, "classic") == 0) return 0;
-    quote_for_error(v, q, sizeof(q));
-    snprintf(why, size, "expected auto, consumer or classic, got %s", q);
-    return -1;
+    static const char *const protocols[] = {"auto", "consumer", "classic", NULL};
+    return check_one_of(v, protocols, "auto, consumer or classic", why, size);
 }
 
 static int check_listen(const char *v, char *why, size_t size) {
