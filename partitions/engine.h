@@ -50,7 +50,7 @@
  * remaining delta), or untimed when there is nothing to wait for: no polling.
  *
  * Giving back. A callback that may not run part of its batch yet (a rate
- * limit, a concurrency cap: processor/flow_control.h) hands that tail back with
+ * limit, a concurrency cap: partitions/flow_control.h) hands that tail back with
  * kj_engine_lane_requeue(): it returns to the head of the lane, in order, due at
  * a time or parked until kj_engine_lane_wake(). The lane then waits like any
  * lane with a not-yet-due head — in the timer heap, holding no worker — and
