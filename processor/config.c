@@ -31,6 +31,7 @@
  * @locality main thread only (not thread-safe while loading; the result is read-only after)
  */
 #include "processor/config.h"
+#include "processor/config_limits.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -1224,6 +1225,7 @@ void kj_config_free(kj_config *cfg) {
             free(*(int64_t **)f);
         }
     }
+    kj_config_limits_free(cfg);
     free(cfg->source_path);
     memset(cfg, 0, sizeof(*cfg));
 }
@@ -1387,6 +1389,8 @@ static int apply_env(kj_config *cfg, char *const *envp, char *errstr, size_t err
                 rd = kj_cfg_xrealloc(rd, cap * sizeof(*rd));
             }
             rd[nrd++] = entry;
+        } else if (strcmp(name, "KJOBS_LIMITS") == 0) {
+            rc = kj_config_limits_from_json(cfg, eq + 1, errstr, errstr_size);
         } else if (row) {
             char where[160];
             snprintf(where, sizeof(where), "environment %s", name);
@@ -1489,6 +1493,11 @@ static int apply_tree(kj_config *cfg, config_t *lc, const char *file, char *errs
         config_setting_t *s = config_setting_get_elem(root, (unsigned)i);
         const char *name = config_setting_name(s);
         if (!name) continue;
+        if (strcmp(name, "limits") == 0) { /* a list of groups: config_limits.c */
+            if (kj_config_limits_from_setting(cfg, s, setting_file(s, file), errstr, errstr_size))
+                return -1;
+            continue;
+        }
         const kj_setting *row = row_by_key(name);
         if (row && !row->group) {
             if (apply_setting(cfg, row, s, file, errstr, errstr_size)) return -1;
@@ -2005,6 +2014,7 @@ void kj_config_write_example(FILE *out) {
         fprintf(out, "%s%s = %s;\n", indent, row->name, value);
     }
     if (open_group) fputs("};\n", out);
+    kj_config_limits_write_example(out);
 }
 
 static void describe_type(const kj_setting *row, char *buf, size_t size) {
@@ -2117,6 +2127,7 @@ void kj_config_write_effective(const kj_config *cfg, FILE *out) {
         }
         fprintf(out, "%s = %s;  # %s\n", row->key, value, from);
     }
+    kj_config_limits_write_effective(cfg, out);
 }
 
 /* ------------------------------------------------------------------------------------------ */

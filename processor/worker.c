@@ -7,6 +7,7 @@
 
 #include <inttypes.h>
 #include <pthread.h>
+#include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,7 @@
 #include <unistd.h>
 
 #include "partitions/engine.h"
+#include "partitions/flow_control.h"
 #include "partitions/offset_tracker.h"
 #include "processor/breaker.h"
 #include "processor/kafka.h"
@@ -54,12 +56,17 @@ typedef struct kj_part {
     bool paused_for_delay;    /* (poll) ... because the ladder head is not due */
     atomic_bool needs_rewind; /* batches were skipped while the breaker was open */
     atomic_bool revoking;     /* being revoked: a batch waiting for the registry gives up */
-    bool start_unknown;       /* (poll) assigned without knowing the committed offset */
-    bool consumed;            /* (poll) at least one record arrived since assignment */
-    int64_t start;            /* (poll) the offset it was assigned at (may be logical) */
-    bool position_known;      /* (poll) a record arrived since the last assign/seek: the consumer's
-                               * position is current (before, it may be stale: a lost partition's) */
-    struct kj_part *next;     /* (poll) assignment list */
+    /* flow control: since when the lane's head has waited for a limit (0: not waiting), which
+     * limit and why; written by the lane's batches only (one at a time) */
+    int64_t throttled_since;
+    int throttle_flow;
+    kj_flow_reason throttle_reason;
+    bool start_unknown;   /* (poll) assigned without knowing the committed offset */
+    bool consumed;        /* (poll) at least one record arrived since assignment */
+    int64_t start;        /* (poll) the offset it was assigned at (may be logical) */
+    bool position_known;  /* (poll) a record arrived since the last assign/seek: the consumer's
+                           * position is current (before, it may be stale: a lost partition's) */
+    struct kj_part *next; /* (poll) assignment list */
 } kj_part;
 
 typedef struct kj_topic_slot {
@@ -76,6 +83,8 @@ struct kj_worker {
     kj_router *router;
     kj_engine *engine;
     kj_sr_client *registry; /* NULL without kafka.schema_registry_url */
+    kj_flow *flow;          /* limits per job type; NULL without `limits` */
+    int total_partitions;   /* of the main and ladder topics (check_topics), for group scope */
     kj_topic_slot *topics;
     size_t topic_count;
     kj_part *parts;
@@ -127,6 +136,9 @@ typedef struct batch_slot {
     int64_t due_ms;         /* scheduled only: its kjobs-deliver-at */
     kj_control ctl;         /* ladder only, validated */
     kj_job_outcome outcome; /* where it went: ok, retry or dead-lettered */
+    int flow;               /* flow-control limit of its type, -1 none */
+    bool flow_slot;         /* this job took its type's concurrency slot for the batch */
+    int flow_release;       /* limit index + 1 whose slot is given back after this job; 0 none */
     /* failed jobs only: the retry policy's decision, as routed */
     kj_retry_decision decision;
 } batch_slot;
@@ -371,6 +383,15 @@ static void on_offset_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 
 static void wake_fetchers(kj_worker *w, rd_kafka_t *rk);
 
+/* Group-scoped rate limits follow this member's share of the group's partitions (main and
+ * ladder topics alike: every assignor spreads them all). @locality poll thread */
+static void update_flow_share(kj_worker *w) {
+    int assigned = atomic_load(&w->assigned);
+    if (!w->flow || assigned <= 0 || w->total_partitions <= 0) return;
+    double share = (double)assigned / (double)w->total_partitions;
+    kj_flow_set_share(w->flow, share > 1 ? 1 : share);
+}
+
 static void assign_partitions(kj_worker *w, rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts,
                               bool cooperative) {
     /* Start at the committed offset, or at the beginning where the group has none: with
@@ -424,6 +445,7 @@ static void assign_partitions(kj_worker *w, rd_kafka_t *rk, rd_kafka_topic_parti
             rd_kafka_resume_partitions(rk, start);
     }
     rd_kafka_topic_partition_list_destroy(start);
+    update_flow_share(w);
 }
 
 /* librdkafka pauses every assigned partition while an incremental rebalance is handed to the
@@ -487,6 +509,7 @@ static void revoke_partitions(kj_worker *w, rd_kafka_t *rk, rd_kafka_topic_parti
     for (int i = 0; i < parts->cnt && !w->shutdown_timed_out; i++) {
         kj_part *p = part_lookup(w, NULL, parts->elems[i].topic, parts->elems[i].partition);
         if (p && p->lane) {
+            kj_flow_forget_lane(w->flow, p->lane);
             kj_engine_lane_remove(p->lane, discard_message, NULL);
             p->lane = NULL;
         }
@@ -511,6 +534,7 @@ static void revoke_partitions(kj_worker *w, rd_kafka_t *rk, rd_kafka_topic_parti
                (json_int_t)commit_ms);
         part_remove(w, p, !copies_pending && !w->shutdown_timed_out && p->lane == NULL);
     }
+    update_flow_share(w);
     rd_kafka_error_t *error = NULL;
     if (cooperative)
         error = rd_kafka_incremental_unassign(rk, parts);
@@ -705,13 +729,45 @@ static int decode_job(kj_worker *w, kj_part *part, rd_kafka_message_t *msg, kj_j
  * resumes (breaker, stall) or re-fetched by its next owner. @locality worker thread */
 static void skip_batch(kj_worker *w, kj_part *part, void **items, size_t count) {
     atomic_store(&part->needs_rewind, true);
+    kj_flow_forget_lane(w->flow, part->lane); /* a slot promised to this lane passes on */
+    part->throttled_since = 0;
     for (size_t i = 0; i < count; i++)
         rd_kafka_message_destroy(items[i]);
     atomic_fetch_add(&w->jobs_skipped, (long long)count);
 }
 
+/* Flow control: may slots[i] (a job of limited type slots[i].flow) run now? One concurrency slot
+ * covers every job of the type in this batch (they run one after another on this thread).
+ * Measures how long the lane's head waited. @locality worker thread, in run_batch */
+static bool flow_admit(kj_worker *w, kj_part *part, kj_lane *lane, batch_slot *slots, size_t i,
+                       int64_t now, kj_flow_wait *wait) {
+    batch_slot *s = &slots[i];
+    bool take_slot = kj_flow_has_cap(w->flow, s->flow);
+    for (size_t k = 0; k < i && take_slot; k++)
+        if (slots[k].flow_slot && slots[k].flow == s->flow) take_slot = false;
+    if (!kj_flow_admit(w->flow, s->flow, take_slot, lane, now, wait)) {
+        if (!part->throttled_since) {
+            part->throttled_since = now;
+            part->throttle_flow = s->flow;
+            part->throttle_reason = wait->reason;
+            kj_log(KJ_LOG_DEBUG, "job over its type's limit, partition waits",
+                   "{s:s,s:s,s:i,s:I,s:s}", "type", s->job.record.type, "topic", part->topic,
+                   "partition", part->partition, "offset", (json_int_t)s->job.msg->offset, "limit",
+                   wait->reason == KJ_FLOW_RATE ? "rate" : "concurrency");
+        }
+        return false;
+    }
+    s->flow_slot = take_slot;
+    if (part->throttled_since && i == 0) {
+        kj_metrics_throttle_wait(s->job.record.type,
+                                 part->throttle_reason == KJ_FLOW_RATE ? "rate" : "concurrency",
+                                 (double)(now - part->throttled_since) / 1000.0);
+        part->throttled_since = 0;
+    }
+    return true;
+}
+
 static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t count, void *opaque) {
-    (void)lane;
     kj_part *part = lane_opaque;
     kj_worker *w = opaque;
     /* last_poll_ms before stall_hold: the poll thread stores them in the other order, so a
@@ -727,7 +783,6 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
     }
     batch_scratch *scratch = scratch_for(count);
     batch_slot *slots = scratch->slots;
-    kj_metrics_batch_size(count);
     kj_metrics_in_flight_add((int64_t)count);
 
     /* control headers, decode, find handlers */
@@ -740,6 +795,9 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
         s->handler = NULL;
         s->job.msg = msg;
         s->job.topic = part->topic;
+        s->flow = -1;
+        s->flow_slot = false;
+        s->flow_release = 0;
         read_control(part, s, now);
         s->decoded = false;
         char err[256];
@@ -753,8 +811,10 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
         if (s->hop) continue; /* not run */
         int rc = msg->payload ? decode_job(w, part, msg, &s->job.record, err, sizeof(err)) : -1;
         if (rc == KJ_SR_UNAVAILABLE) { /* gave up waiting for the registry: run nothing */
-            for (size_t k = 0; k < i; k++)
+            for (size_t k = 0; k < i; k++) {
                 if (slots[k].decoded) kj_job_record_free(&slots[k].job.record);
+                if (slots[k].flow_slot) kj_flow_release(w->flow, slots[k].flow);
+            }
             kj_metrics_in_flight_add(-(int64_t)count);
             skip_batch(w, part, items, count);
             return;
@@ -768,9 +828,34 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
         }
         kj_trace_context_read(&s->job); /* traceparent/tracestate for the handler */
         s->handler = kj_handlers_lookup(w->handlers, s->job.record.type);
-        if (!s->handler)
+        if (!s->handler) {
             kj_result_set(&s->result, KJ_OUTCOME_UNKNOWN_TYPE, "no handler for job type \"%s\"",
                           s->job.record.type);
+            continue;
+        }
+        kj_flow_wait wait;
+        if ((s->flow = kj_flow_find(w->flow, s->job.record.type)) >= 0 &&
+            !flow_admit(w, part, lane, slots, i, now, &wait)) {
+            /* Over its limit: this job and everything behind it go back to the head of the
+             * lane, due when a token is (rate) or parked until a slot frees (concurrency). The
+             * partition waits there, in order, holding no thread; the rest of the batch runs. */
+            kj_job_record_free(&s->job.record);
+            if (kj_engine_lane_requeue(lane, items + i, count - i, wait.until_ms) != 0)
+                skip_batch(w, part, items + i, count - i); /* no memory: rewind instead */
+            kj_metrics_in_flight_add(-(int64_t)(count - i));
+            count = i;
+            break;
+        }
+    }
+    if (count == 0) return;
+    kj_metrics_batch_size(count);
+    /* a concurrency slot is given back after the batch's last job of its type */
+    for (size_t k = 0; k < count; k++) {
+        if (!slots[k].flow_slot) continue;
+        size_t last = k;
+        for (size_t m = k + 1; m < count; m++)
+            if (slots[m].handler && slots[m].flow == slots[k].flow) last = m;
+        slots[last].flow_release = slots[k].flow + 1;
     }
 
     /* run handlers: per-job ones one by one, per-batch ones over runs of one handler */
@@ -796,8 +881,10 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
         }
         double per_job = (kj_mono_seconds() - start) / (double)(j - i);
         kj_metric_handle *duration = kj_metrics_duration_handle(slots[i].job.record.type);
-        for (size_t k = i; k < j; k++)
+        for (size_t k = i; k < j; k++) {
             kj_histogram_observe(duration, per_job);
+            if (slots[k].flow_release) kj_flow_release(w->flow, slots[k].flow_release - 1);
+        }
         i = j;
     }
 
@@ -1613,9 +1700,11 @@ static int check_topics(kj_worker *w, char *errstr, size_t errstr_size) {
     int nmissing = 0;
     for (size_t i = 0; i < w->topic_count; i++) {
         bool found = false;
-        for (int t = 0; t < md->topic_cnt && !found; t++)
+        for (int t = 0; t < md->topic_cnt && !found; t++) {
             found = !md->topics[t].err && md->topics[t].partition_cnt > 0 &&
                     strcmp(md->topics[t].topic, w->topics[i].spec.name) == 0;
+            if (found) w->total_partitions += md->topics[t].partition_cnt;
+        }
         if (found) continue;
         nmissing++;
         if (used < sizeof(missing))
@@ -1742,6 +1831,21 @@ kj_worker *kj_worker_new(const kj_config *cfg, kj_handler_registry *handlers, ch
     w->router = kj_router_new(cfg, pconf, w->worker_id, on_route_done, w, errstr, errstr_size);
     if (!w->router) goto fail;
 
+    if (cfg->limit_count > 0) {
+        kj_flow_limit *limits = calloc(cfg->limit_count, sizeof(*limits));
+        for (size_t i = 0; i < cfg->limit_count; i++)
+            limits[i] = (kj_flow_limit){.type = cfg->limits[i].type,
+                                        .rate = cfg->limits[i].rate,
+                                        .burst = cfg->limits[i].burst,
+                                        .concurrency = cfg->limits[i].concurrency,
+                                        .group_scope = cfg->limits[i].group_scope};
+        w->flow = kj_flow_new(limits, cfg->limit_count);
+        free(limits);
+        if (!w->flow) {
+            snprintf(errstr, errstr_size, "limits: %s", strerror(errno));
+            goto fail;
+        }
+    }
     kj_engine_config ecfg = {.workers = cfg->workers,
                              .max_batch = (size_t)cfg->batch_max_jobs,
                              .max_wait_ms = cfg->batch_max_wait_ms};
@@ -1762,12 +1866,16 @@ void kj_worker_free(kj_worker *w) {
     /* lanes still present (e.g. consumer never closed) hold messages: give them back */
     while (w->parts) {
         kj_part *p = w->parts;
-        if (p->lane) kj_engine_lane_remove(p->lane, discard_message, NULL);
+        if (p->lane) {
+            kj_flow_forget_lane(w->flow, p->lane);
+            kj_engine_lane_remove(p->lane, discard_message, NULL);
+        }
         p->lane = NULL;
         part_remove(w, p, true);
     }
     if (w->engine) kj_engine_destroy(w->engine);
     if (w->router) kj_router_free(w->router);
+    kj_flow_free(w->flow);
     /* A consumer that could not leave the group still has a close in flight that waits for
      * the coordinator; destroying it would wait too. The process is exiting: let it go. */
     if (w->consumer && w->consumer_closed) rd_kafka_destroy(w->consumer);
