@@ -42,7 +42,10 @@ def recorded(path):
 def produce(bootstrap, plan):
     """plan: [(partition, id, type)] produced in order, acks=all."""
     from kafka import KafkaProducer
-    producer = KafkaProducer(bootstrap_servers=bootstrap, api_version=(2, 5, 0), acks="all")
+    # retries: on real Kafka a topic just (re)created may not have its leaders known yet
+    producer = KafkaProducer(bootstrap_servers=bootstrap, api_version=(2, 5, 0), acks="all",
+                             retries=20, retry_backoff_ms=250,
+                             max_in_flight_requests_per_connection=1)
     now = int(time.time() * 1000)
     for partition, job_id, type_ in plan:
         producer.send("jobs", partition=partition, key=f"k{partition}".encode(),
