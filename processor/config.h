@@ -65,6 +65,7 @@ typedef struct kj_config {
     int breaker_consecutive, breaker_window, breaker_min_window;
     double breaker_ratio;
     int64_t breaker_cooldown_ms;
+    int crash_loop_limit; /* dlq.crash_loop_limit; 0 = off */
     char *handlers_plugin;
     char **handlers_exec;
     size_t handlers_exec_count;

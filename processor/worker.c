@@ -21,6 +21,7 @@
 #include "processor/breaker.h"
 #include "processor/kafka.h"
 #include "processor/clock.h"
+#include "processor/crash_guard.h"
 #include "processor/header_contract.h"
 #include "processor/log.h"
 #include "processor/metrics.h"
@@ -61,6 +62,15 @@ typedef struct kj_part {
     int64_t throttled_since;
     int throttle_flow;
     kj_flow_reason throttle_reason;
+    /* crash-loop guard (crash_guard.h). guarded/arming/arm_offset/meta_sent: (poll). crash:
+     * set by the poll thread before the first record is pushed, then the lane's batches'.
+     * meta: what the next commit carries, under `lock` (batches write it when probing). */
+    bool guarded;        /* the guard covers it: its "live" mark is (being) written */
+    bool arming;         /* paused until the "live" mark is acknowledged */
+    int64_t arm_offset;  /* the committed offset when assigned (absolute) */
+    kj_crash_plan crash; /* careful mode and the suspect, from the previous owner's mark */
+    char meta[KJ_CRASH_META_MAX];
+    char meta_sent[KJ_CRASH_META_MAX];
     bool start_unknown;   /* (poll) assigned without knowing the committed offset */
     bool consumed;        /* (poll) at least one record arrived since assignment */
     int64_t start;        /* (poll) the offset it was assigned at (may be logical) */
@@ -84,6 +94,7 @@ struct kj_worker {
     kj_engine *engine;
     kj_sr_client *registry; /* NULL without kafka.schema_registry_url */
     kj_flow *flow;          /* limits per job type; NULL without `limits` */
+    bool crash_guard;       /* dlq.crash_loop_limit > 0 and not exactly-once */
     int total_partitions;   /* of the main and ladder topics (check_topics), for group scope */
     kj_topic_slot *topics;
     size_t topic_count;
@@ -276,9 +287,21 @@ static rd_kafka_topic_partition_list_t *collect_offsets(kj_worker *w, bool all) 
         pthread_mutex_lock(&p->lock);
         if (p->position_known) kj_offset_tracker_advance(p->tracker, pos->elems[i].offset);
         int64_t committable = kj_offset_tracker_committable(p->tracker);
+        char meta[KJ_CRASH_META_MAX];
+        memcpy(meta, p->meta, sizeof(meta));
         pthread_mutex_unlock(&p->lock);
-        if (committable < 0 || (committable <= p->committed && !all)) continue;
-        rd_kafka_topic_partition_list_add(list, p->topic, p->partition)->offset = committable;
+        /* a guarded partition also commits when only its crash-guard mark changed */
+        bool mark = p->guarded && strcmp(meta, p->meta_sent) != 0;
+        if (committable < 0 && mark) committable = p->arm_offset;
+        if (committable < 0 || (committable <= p->committed && !all && !mark)) continue;
+        rd_kafka_topic_partition_t *tp =
+            rd_kafka_topic_partition_list_add(list, p->topic, p->partition);
+        tp->offset = committable;
+        if (p->guarded) {
+            tp->metadata_size = strlen(meta);
+            tp->metadata = strdup(meta);
+            memcpy(p->meta_sent, meta, sizeof(meta));
+        }
         p->committed = committable;
     }
     rd_kafka_topic_partition_list_destroy(pos);
@@ -365,9 +388,18 @@ static void on_offset_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     int failed = 0;
     for (int i = 0; offsets && i < offsets->cnt; i++) {
         rd_kafka_topic_partition_t *tp = &offsets->elems[i];
-        if (!err && !tp->err) continue;
         kj_part *p = part_lookup(w, NULL, tp->topic, tp->partition);
+        if (!err && !tp->err) {
+            if (p && p->arming && tp->offset == p->arm_offset) {
+                p->arming = false; /* the "live" mark is on record: its jobs may run */
+                if (p->lane) kj_engine_lane_wake(p->lane);
+                kj_log(KJ_LOG_DEBUG, "crash guard armed", "{s:s,s:i,s:I}", "topic", p->topic,
+                       "partition", p->partition, "offset", (json_int_t)tp->offset);
+            }
+            continue;
+        }
         if (p && p->committed == tp->offset) p->committed = -1;
+        if (p) p->meta_sent[0] = '\0'; /* send the mark again */
         failed++;
     }
     kj_metrics_commit(!err && failed == 0);
@@ -382,6 +414,7 @@ static void on_offset_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 #define KJ_COMMITTED_LOOKUP_MS 2000
 
 static void wake_fetchers(kj_worker *w, rd_kafka_t *rk);
+static void pause_part(kj_worker *w, kj_part *p, bool for_delay);
 
 /* Group-scoped rate limits follow this member's share of the group's partitions (main and
  * ladder topics alike: every assignor spreads them all). @locality poll thread */
@@ -390,6 +423,40 @@ static void update_flow_share(kj_worker *w) {
     if (!w->flow || assigned <= 0 || w->total_partitions <= 0) return;
     double share = (double)assigned / (double)w->total_partitions;
     kj_flow_set_share(w->flow, share > 1 ? 1 : share);
+}
+
+/* Crash-loop guard, on assignment (crash_guard.h): read the previous owner's mark, plan careful
+ * mode, and hold the partition (arming) until our own "live" mark is acknowledged, so a crash in
+ * its very first job is on record. `found` is what the committed lookup returned for it.
+ * Without an absolute start offset (no commit, and the low watermark unknown) the partition is
+ * left unguarded this time. @locality poll thread, in the rebalance callback */
+static void arm_crash_guard(kj_worker *w, rd_kafka_t *rk, kj_part *p,
+                            const rd_kafka_topic_partition_t *found) {
+    int64_t committed = found->offset;
+    if (committed < 0) {
+        int64_t lo, hi;
+        if (rd_kafka_query_watermark_offsets(rk, p->topic, p->partition, &lo, &hi,
+                                             KJ_COMMITTED_LOOKUP_MS) != RD_KAFKA_RESP_ERR_NO_ERROR)
+            return;
+        committed = lo;
+    }
+    kj_crash_meta mark = kj_crash_meta_parse(found->metadata, found->metadata_size);
+    p->crash = kj_crash_plan_for(&mark, committed,
+                                 (int64_t)w->cfg->batch_max_pending + w->cfg->batch_max_jobs);
+    p->guarded = p->arming = true;
+    p->arm_offset = committed;
+    p->meta_sent[0] = '\0';
+    kj_crash_meta live = {.kind = KJ_CRASH_META_LIVE};
+    pthread_mutex_lock(&p->lock);
+    kj_crash_meta_format(&live, p->meta, sizeof(p->meta));
+    pthread_mutex_unlock(&p->lock);
+    if (p->crash.careful_until > 0)
+        kj_log(KJ_LOG_WARN,
+               "the partition's previous owner died holding it: running the jobs it may have had "
+               "in flight one at a time",
+               "{s:s,s:i,s:I,s:I,s:I,s:i}", "topic", p->topic, "partition", p->partition, "from",
+               (json_int_t)committed, "until", (json_int_t)p->crash.careful_until, "suspect",
+               (json_int_t)p->crash.suspect, "suspect_crashes", p->crash.suspect_count);
 }
 
 static void assign_partitions(kj_worker *w, rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts,
@@ -409,13 +476,21 @@ static void assign_partitions(kj_worker *w, rd_kafka_t *rk, rd_kafka_topic_parti
             kj_log(KJ_LOG_WARN, "committed offsets not read in time; librdkafka will", "{s:s}",
                    "error", rd_kafka_err2str(err));
     }
+    bool arming = false;
     for (int i = 0; i < start->cnt; i++) {
         rd_kafka_topic_partition_t *tp = &start->elems[i];
+        kj_part *p = part_add(w, tp->topic, tp->partition);
+        if (p) {
+            p->guarded = p->arming = false;
+            p->crash = (kj_crash_plan){.careful_until = 0, .suspect = -1};
+            if (w->crash_guard && known && !atomic_load(&w->draining))
+                arm_crash_guard(w, rk, p, tp);
+            arming |= p->arming;
+        }
         if (!known)
             tp->offset = RD_KAFKA_OFFSET_INVALID; /* = the committed offset */
         else if (tp->offset < 0)
             tp->offset = RD_KAFKA_OFFSET_BEGINNING;
-        kj_part *p = part_add(w, tp->topic, tp->partition);
         if (!p) continue;
         p->start_unknown = !known;
         p->consumed = false;
@@ -445,6 +520,13 @@ static void assign_partitions(kj_worker *w, rd_kafka_t *rk, rd_kafka_topic_parti
             rd_kafka_resume_partitions(rk, start);
     }
     rd_kafka_topic_partition_list_destroy(start);
+    if (arming) { /* hold them until their "live" mark is on record (on_offset_commit) */
+        for (int i = 0; i < parts->cnt; i++) {
+            kj_part *p = part_lookup(w, NULL, parts->elems[i].topic, parts->elems[i].partition);
+            if (p && p->arming && !p->paused) pause_part(w, p, true);
+        }
+        commit_offsets(w, false);
+    }
     update_flow_share(w);
 }
 
@@ -512,6 +594,12 @@ static void revoke_partitions(kj_worker *w, rd_kafka_t *rk, rd_kafka_topic_parti
             kj_flow_forget_lane(w->flow, p->lane);
             kj_engine_lane_remove(p->lane, discard_message, NULL);
             p->lane = NULL;
+            if (p->guarded) { /* nothing of it runs any more: give it up cleanly */
+                kj_crash_meta clean = {.kind = KJ_CRASH_META_CLEAN};
+                pthread_mutex_lock(&p->lock);
+                kj_crash_meta_format(&clean, p->meta, sizeof(p->meta));
+                pthread_mutex_unlock(&p->lock);
+            }
         }
     }
     int64_t batches_ms = kj_now_ms() - wait_start;
@@ -767,6 +855,42 @@ static bool flow_admit(kj_worker *w, kj_part *part, kj_lane *lane, batch_slot *s
     return true;
 }
 
+/* Careful mode: put "probe:X:n" on record, synchronously, before the job at X runs alone. A
+ * failed commit is logged and the job runs anyway (the guard then misses this crash, never a
+ * job). @locality worker thread, in run_batch */
+static void crash_probe_commit(kj_worker *w, kj_part *part, int64_t offset, int n) {
+    kj_crash_meta probe = {.kind = KJ_CRASH_META_PROBE, .offset = offset, .count = n};
+    char meta[KJ_CRASH_META_MAX];
+    kj_crash_meta_format(&probe, meta, sizeof(meta));
+    pthread_mutex_lock(&part->lock);
+    memcpy(part->meta, meta, sizeof(meta));
+    int64_t committable = kj_offset_tracker_committable(part->tracker);
+    pthread_mutex_unlock(&part->lock);
+    if (committable < 0 || committable > offset) committable = offset;
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_t *tp =
+        rd_kafka_topic_partition_list_add(list, part->topic, part->partition);
+    tp->offset = committable;
+    tp->metadata_size = strlen(meta);
+    tp->metadata = strdup(meta);
+    rd_kafka_resp_err_t err = rd_kafka_commit(w->consumer, list, 0);
+    rd_kafka_topic_partition_list_destroy(list);
+    kj_log(err ? KJ_LOG_WARN : KJ_LOG_INFO,
+           err ? "crash guard: probe not recorded, running the job anyway"
+               : "crash guard: running a job alone",
+           "{s:s,s:i,s:I,s:i,s:s?}", "topic", part->topic, "partition", part->partition, "offset",
+           (json_int_t)offset, "probe", n, "error", err ? rd_kafka_err2str(err) : NULL);
+}
+
+/* Careful mode over for this job: the mark goes back to "live" with the next commit. */
+static void crash_probe_done(kj_part *part, int64_t offset) {
+    kj_crash_meta live = {.kind = KJ_CRASH_META_LIVE};
+    pthread_mutex_lock(&part->lock);
+    kj_crash_meta_format(&live, part->meta, sizeof(part->meta));
+    pthread_mutex_unlock(&part->lock);
+    if (part->crash.suspect == offset) part->crash.suspect = -1;
+}
+
 static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t count, void *opaque) {
     kj_part *part = lane_opaque;
     kj_worker *w = opaque;
@@ -780,6 +904,30 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
          * nothing commits past them; the poll thread rewinds the partition before resuming. */
         skip_batch(w, part, items, count);
         return;
+    }
+    /* Crash-loop guard: after a crash, the jobs the dead owner may have had in flight run one
+     * at a time, each probe on record first; a job that was run alone by dlq.crash_loop_limit
+     * owners in a row that all died is dead-lettered, not run (crash_guard.h). */
+    bool careful = false, crash_dlq = false;
+    int64_t head_offset = ((rd_kafka_message_t *)items[0])->offset;
+    if (part->crash.careful_until > 0 && head_offset >= part->crash.careful_until) {
+        part->crash.careful_until = 0;
+        kj_log(KJ_LOG_INFO, "crash guard: careful mode over, batches again", "{s:s,s:i,s:I}",
+               "topic", part->topic, "partition", part->partition, "offset",
+               (json_int_t)head_offset);
+    } else if (part->crash.careful_until > 0) {
+        careful = true;
+        if (count > 1) {
+            if (kj_engine_lane_requeue(lane, items + 1, count - 1, 0) != 0)
+                skip_batch(w, part, items + 1, count - 1); /* no memory: rewind instead */
+            count = 1;
+        }
+        int probe = 0;
+        if (kj_crash_decide(&part->crash, head_offset, w->cfg->crash_loop_limit, &probe) ==
+            KJ_CRASH_DEAD_LETTER)
+            crash_dlq = true;
+        else
+            crash_probe_commit(w, part, head_offset, probe);
     }
     batch_scratch *scratch = scratch_for(count);
     batch_slot *slots = scratch->slots;
@@ -801,6 +949,14 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
         read_control(part, s, now);
         s->decoded = false;
         char err[256];
+        if (crash_dlq) { /* not decoded either: decoding may be what crashed */
+            s->hop = s->scheduled = false;
+            kj_result_set(&s->result, KJ_OUTCOME_CRASH_LOOP,
+                          "job was running alone when %d worker processes in a row died "
+                          "(dlq.crash_loop_limit %d); not run again",
+                          part->crash.suspect_count, w->cfg->crash_loop_limit);
+            continue;
+        }
         if (s->result.outcome == KJ_OUTCOME_INVALID_HEADER || s->scheduled) {
             /* not run; named (logs, metrics) if decodable without asking the registry */
             s->decoded =
@@ -974,6 +1130,7 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
         if (slots[i].decoded) kj_job_record_free(&slots[i].job.record);
         rd_kafka_message_destroy((rd_kafka_message_t *)slots[i].job.msg);
     }
+    if (careful) crash_probe_done(part, head_offset);
     atomic_fetch_add(&w->jobs_ok, ok);
     atomic_fetch_add(&w->jobs_retried, retried);
     atomic_fetch_add(&w->jobs_dead, dead);
@@ -1102,6 +1259,8 @@ static void handle_message(kj_worker *w, rd_kafka_message_t *msg) {
             not_before = kj_control_hold_until(nb, rd_kafka_message_timestamp(msg, NULL), now,
                                                p->step_delay_ms);
     }
+    if (p->arming) /* fetched before the pause took: held until the crash guard is armed */
+        not_before = KJ_ENGINE_PARKED;
     size_t pending = kj_engine_push(p->lane, msg, not_before > 0 ? not_before : 0);
     if (pending == 0) { /* out of memory: the offset stays uncommittable; stop fetching it */
         kj_log(KJ_LOG_ERROR, "cannot queue job (out of memory)", "{s:s,s:i}", "topic", p->topic,
@@ -1233,7 +1392,7 @@ static void tick(kj_worker *w, int64_t now, int64_t *last_commit, int64_t *last_
     char why[96];
     kj_metrics_ready_set(kj_worker_ready(w, why, sizeof(why))); /* kjobs_ready mirrors /readyz */
     for (kj_part *p = w->parts; p && !held; p = p->next) {
-        if (!p->paused || !p->lane) continue;
+        if (!p->paused || !p->lane || p->arming) continue;
         size_t pending = kj_engine_lane_pending(p->lane);
         if (pending > low) continue;
         if (p->paused_for_delay && kj_engine_lane_head_not_before(p->lane) > now) continue;
@@ -1831,6 +1990,7 @@ kj_worker *kj_worker_new(const kj_config *cfg, kj_handler_registry *handlers, ch
     w->router = kj_router_new(cfg, pconf, w->worker_id, on_route_done, w, errstr, errstr_size);
     if (!w->router) goto fail;
 
+    w->crash_guard = cfg->crash_loop_limit > 0 && !cfg->retry_exactly_once;
     if (cfg->limit_count > 0) {
         kj_flow_limit *limits = calloc(cfg->limit_count, sizeof(*limits));
         for (size_t i = 0; i < cfg->limit_count; i++)
