@@ -205,6 +205,17 @@ size_t kj_engine_in_flight_items(const kj_engine *e);
 /** The engine's clock (the injected one, if any). @locality any thread */
 int64_t kj_engine_now_ms(const kj_engine *e);
 
+/**
+ * Hands every undispatched item of @p lane to @p discard (in push order, with the engine lock
+ * held: @p discard must not call into the engine) and leaves the lane empty; a batch in flight
+ * is not touched. For a caller that will re-fetch them anyway (kjobs' circuit breaker and stall
+ * guard rewind the partition), so it need not wait for each one to be dispatched and skipped —
+ * which, for items not due for a long time, could take that long. Returns how many.
+ *
+ * @locality any thread; not from a batch callback of @p lane
+ */
+size_t kj_engine_lane_discard_pending(kj_lane *lane, kj_discard_fn *discard, void *opaque);
+
 /** not_before_ms of requeued items that wait for kj_engine_lane_wake() instead of a time. */
 #define KJ_ENGINE_PARKED INT64_MAX
 
@@ -227,10 +238,12 @@ int64_t kj_engine_now_ms(const kj_engine *e);
 int kj_engine_lane_requeue(kj_lane *lane, void *const *items, size_t count, int64_t not_before_ms);
 
 /**
- * Makes the parked items at the head of @p lane (requeued with KJ_ENGINE_PARKED)
- * due now. When the lane's callback is running and has not requeued yet, its
- * next KJ_ENGINE_PARKED requeue is due at once instead, so a wake-up that races
- * the requeue is never lost. A lane without parked items is left alone.
+ * Makes the requeued items at the head of @p lane due now, parked or waiting for
+ * a time (a caller whose wait ended early — a slot freed — or that wants them
+ * re-examined at once). When the lane's callback is running and has not
+ * requeued yet, its next requeue is due at once instead, so a wake-up that
+ * races the requeue is never lost. Items pushed with a not_before of their own
+ * keep it; a lane without requeued items is left alone.
  *
  * @locality any thread; @p lane must not have been removed (callers that wake
  * lanes from another module forget a lane before kj_engine_lane_remove())

@@ -35,6 +35,7 @@ struct kj_flow {
     pthread_mutex_t lock;
     limit_state *limits;
     size_t n;
+    lane_queue closed; /* lanes being removed: never queued again (kj_flow_forget_lane) */
 };
 
 static bool queue_has(const lane_queue *q, const kj_lane *l) {
@@ -123,6 +124,7 @@ void kj_flow_free(kj_flow *f) {
         free(f->limits[i].woken.v);
     }
     free(f->limits);
+    free(f->closed.v);
     pthread_mutex_destroy(&f->lock);
     free(f);
 }
@@ -140,8 +142,8 @@ bool kj_flow_has_cap(const kj_flow *f, int idx) {
 
 /* @locks_required f->lock */
 static void refill(limit_state *s, int64_t now) {
-    if (s->last_ms == INT64_MIN || now <= s->last_ms) {
-        if (s->last_ms == INT64_MIN) s->last_ms = now;
+    if (s->last_ms == INT64_MIN || now < s->last_ms) { /* first use, or the clock stepped back */
+        s->last_ms = now;
         return;
     }
     s->tokens += (double)(now - s->last_ms) * s->erate / 1000.0;
@@ -154,6 +156,12 @@ bool kj_flow_admit(kj_flow *f, int idx, bool take_slot, kj_lane *lane, int64_t n
     limit_state *s = &f->limits[idx];
     bool slot = take_slot && s->cap > 0;
     pthread_mutex_lock(&f->lock);
+    if (slot && lane && queue_has(&f->closed, lane)) { /* being removed: its jobs are dropped */
+        pthread_mutex_unlock(&f->lock);
+        wait->reason = KJ_FLOW_CONCURRENCY;
+        wait->until_ms = now_ms;
+        return false;
+    }
     if (slot) {
         bool promised = queue_has(&s->woken, lane);
         int free_slots = s->cap - s->running - (promised ? 0 : (int)s->woken.n);
@@ -207,14 +215,22 @@ void kj_flow_release(kj_flow *f, int idx) {
     pthread_mutex_unlock(&f->lock);
 }
 
-void kj_flow_forget_lane(kj_flow *f, kj_lane *lane) {
+void kj_flow_forget_lane(kj_flow *f, kj_lane *lane, bool closing) {
     if (!f) return;
     pthread_mutex_lock(&f->lock);
+    if (closing && queue_push(&f->closed, lane) != 0) abort(); /* a few pointers: fatal if not */
     for (size_t i = 0; i < f->n; i++) {
         limit_state *s = &f->limits[i];
         queue_remove(&s->waiting, lane);
         if (queue_remove(&s->woken, lane)) wake_waiters(s);
     }
+    pthread_mutex_unlock(&f->lock);
+}
+
+void kj_flow_lane_removed(kj_flow *f, kj_lane *lane) {
+    if (!f) return;
+    pthread_mutex_lock(&f->lock);
+    queue_remove(&f->closed, lane);
     pthread_mutex_unlock(&f->lock);
 }
 

@@ -90,10 +90,15 @@ void kj_flow_release(kj_flow *f, int idx);
 
 /**
  * Forgets @p lane everywhere: out of every wait queue, and a slot promised to it passes to the
- * next waiter. Call before kj_engine_lane_remove() and whenever the lane's parked jobs are
- * dropped unrun (a skipped batch).
+ * next waiter. Call whenever the lane's waiting jobs are dropped unrun (a skipped batch), and
+ * with @p closing before kj_engine_lane_remove(): from then on the lane is never queued again
+ * (a batch of it still running may ask; it is told to wait, unqueued), so the removed lane can
+ * never be woken. After the removal call kj_flow_lane_removed() (the address may be reused).
  */
-void kj_flow_forget_lane(kj_flow *f, kj_lane *lane);
+void kj_flow_forget_lane(kj_flow *f, kj_lane *lane, bool closing);
+
+/** @p lane, closed by kj_flow_forget_lane(.., true), has been removed from its engine. */
+void kj_flow_lane_removed(kj_flow *f, kj_lane *lane);
 
 /**
  * This process's share (0 < share <= 1) of the group's partitions; scales rate and burst of

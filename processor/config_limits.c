@@ -18,7 +18,8 @@
 #include <string.h>
 
 #define KJ_LIMITS_MAX       256
-#define KJ_LIMIT_MAX_RATE   1e6 /* jobs per second */
+#define KJ_LIMIT_MAX_RATE   1e6                    /* jobs per second */
+#define KJ_LIMIT_MIN_RATE   (1.0 / (30 * 86400.0)) /* one job per 30 days */
 #define KJ_LIMIT_MAX_BURST  1e6
 #define KJ_LIMIT_MAX_CONCUR 10000
 
@@ -59,13 +60,26 @@ static char *xstrdup(const char *s) {
     return d;
 }
 
+/* Length of a plain decimal ("12", "0.5") at the start of s: digits, then optionally a point and
+ * digits; 0 when there is none. No sign, exponent, hex or leading point: rates are written by
+ * people, and strtod would read "0x10" as 16. */
+static size_t decimal_len(const char *s) {
+    size_t n = strspn(s, "0123456789");
+    if (n == 0) return 0;
+    if (s[n] == '.') {
+        size_t f = strspn(s + n + 1, "0123456789");
+        if (f == 0) return 0;
+        n += 1 + f;
+    }
+    return n;
+}
+
 int kj_config_rate_parse(const char *text, double *per_second, char *why, size_t why_size) {
     const char *slash = strchr(text, '/');
-    char *end = NULL;
-    errno = 0;
-    double n = strtod(text, &end);
-    bool num_ok =
-        end != text && errno == 0 && isfinite(n) && n > 0 && isdigit((unsigned char)*text);
+    size_t len = decimal_len(text);
+    const char *end = text + len;
+    double n = len ? strtod(text, NULL) : 0;
+    bool num_ok = len > 0 && isfinite(n) && n > 0;
     if (num_ok && !slash && *end == '\0') { /* a bare number: jobs per second */
         *per_second = n;
         return 0;
@@ -91,11 +105,22 @@ bad:
 }
 
 /* Check one entry and build it into *out. "why" names the entry's field. */
-static int limit_build(const limit_in *in, size_t idx, kj_config_limit *out, char *why,
-                       size_t why_size) {
+static int limit_build(const limit_in *in, size_t idx, kj_config_limit *out, const char **field,
+                       char *why, size_t why_size) {
+    *field = NULL;
     memset(out, 0, sizeof *out);
     if (!in->type || !in->type[0]) {
+        *field = "type";
         snprintf(why, why_size, "limits[%zu].type: expected the job type the limit is for", idx);
+        return -1;
+    }
+    size_t tl = strlen(in->type);
+    if (isspace((unsigned char)in->type[0]) || isspace((unsigned char)in->type[tl - 1])) {
+        *field = "type";
+        snprintf(why, why_size,
+                 "limits[%zu].type: \"%.64s\" starts or ends with a space: no job type would "
+                 "match it",
+                 idx, in->type);
         return -1;
     }
     if (!in->has_rate && !in->has_concurrency) {
@@ -111,35 +136,44 @@ static int limit_build(const limit_in *in, size_t idx, kj_config_limit *out, cha
         if (in->rate_is_num) {
             rate = in->rate_num;
             if (!(rate > 0) || !isfinite(rate)) {
+                *field = "rate";
                 snprintf(why, why_size, "limits[%zu].rate: expected jobs per second > 0, got %g",
                          idx, in->rate_num);
                 return -1;
             }
         } else if (kj_config_rate_parse(in->rate_text, &rate, sub, sizeof sub) != 0) {
+            *field = "rate";
             snprintf(why, why_size, "limits[%zu].rate: %s, got \"%.64s\"", idx, sub, in->rate_text);
             return -1;
         }
-        if (rate > KJ_LIMIT_MAX_RATE || rate < 1e-6) {
+        if (rate > KJ_LIMIT_MAX_RATE || rate < KJ_LIMIT_MIN_RATE * (1 - 1e-9)) {
+            *field = "rate";
             snprintf(why, why_size,
-                     "limits[%zu].rate: %g jobs/s is out of range (one a week .. %g per second)",
-                     idx, rate, KJ_LIMIT_MAX_RATE);
+                     "limits[%zu].rate: %g jobs/s is out of range (one job per 30 days .. "
+                     "1000000 per second)",
+                     idx, rate);
             return -1;
         }
     }
     double burst = rate / 10 < 1 ? 1 : floor(rate / 10);
     if (in->has_burst) {
         if (!in->has_rate) {
+            *field = "burst";
             snprintf(why, why_size, "limits[%zu].burst: only meaningful with a rate", idx);
             return -1;
         }
         if (!(in->burst >= 1) || in->burst > KJ_LIMIT_MAX_BURST || floor(in->burst) != in->burst) {
-            snprintf(why, why_size, "limits[%zu].burst: expected a whole number of jobs 1..%g", idx,
-                     KJ_LIMIT_MAX_BURST);
+            *field = "burst";
+            snprintf(why, why_size,
+                     "limits[%zu].burst: expected a whole number of jobs from 1 to 1000000, got "
+                     "%.0f",
+                     idx, in->burst);
             return -1;
         }
         burst = in->burst;
     }
     if (in->has_concurrency && (in->concurrency < 1 || in->concurrency > KJ_LIMIT_MAX_CONCUR)) {
+        *field = "concurrency";
         snprintf(why, why_size, "limits[%zu].concurrency: expected 1..%d jobs, got %lld", idx,
                  KJ_LIMIT_MAX_CONCUR, in->concurrency);
         return -1;
@@ -149,12 +183,14 @@ static int limit_build(const limit_in *in, size_t idx, kj_config_limit *out, cha
         if (strcmp(in->scope, "group") == 0)
             group = true;
         else if (strcmp(in->scope, "process") != 0) {
+            *field = "scope";
             snprintf(why, why_size,
                      "limits[%zu].scope: expected \"process\" or \"group\", got \"%.64s\"", idx,
                      in->scope);
             return -1;
         }
         if (group && !in->has_rate) {
+            *field = "scope";
             snprintf(why, why_size,
                      "limits[%zu].scope: \"group\" scales the rate, and this limit has none (a "
                      "concurrency cap is always per process)",
@@ -285,9 +321,12 @@ int kj_config_limits_from_setting(kj_config *cfg, const config_setting_t *s, con
     char why[512];
     for (size_t i = 0; i < n; i++) {
         const config_setting_t *e = config_setting_get_elem(s, (unsigned)i), *at = e;
+        const char *field = NULL;
         limit_in in;
         if (read_setting_entry(e, i, &in, &at, why, sizeof why) != 0 ||
-            limit_build(&in, i, &v[i], why, sizeof why) != 0) {
+            limit_build(&in, i, &v[i], &field, why, sizeof why) != 0) {
+            if (field && config_setting_get_member(e, field))
+                at = config_setting_get_member(e, field);
             unsigned line = config_setting_source_line(at) ? config_setting_source_line(at)
                                                            : config_setting_source_line(s);
             snprintf(errstr, errstr_size, "%s:%u: %s", file, line, why);
@@ -364,6 +403,7 @@ static int read_json_entry(json_t *e, size_t idx, limit_in *in, char *why, size_
 }
 
 int kj_config_limits_from_json(kj_config *cfg, const char *text, char *errstr, size_t errstr_size) {
+    if (text[strspn(text, " \t\r\n")] == '\0') text = "[]"; /* empty, like the other lists */
     json_error_t jerr;
     json_t *root = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
     if (!root || !json_is_array(root)) {
@@ -387,8 +427,9 @@ int kj_config_limits_from_json(kj_config *cfg, const char *text, char *errstr, s
     size_t dup;
     for (size_t i = 0; i < n; i++) {
         limit_in in;
+        const char *field;
         if (read_json_entry(json_array_get(root, i), i, &in, why, sizeof why) != 0 ||
-            limit_build(&in, i, &v[i], why, sizeof why) != 0) {
+            limit_build(&in, i, &v[i], &field, why, sizeof why) != 0) {
             snprintf(errstr, errstr_size, "environment KJOBS_LIMITS: %s", why);
             limits_free(v, i);
             json_decref(root);
@@ -443,12 +484,15 @@ void kj_config_limits_write_effective(const kj_config *cfg, FILE *out) {
         fputs(";", out);
         if (l->rate_text) {
             fputs(" rate = ", out);
-            put_string(out, l->rate_text);
+            if (l->rate_text[0] && decimal_len(l->rate_text) == strlen(l->rate_text))
+                fputs(l->rate_text, out); /* a number of jobs per second stays a number */
+            else
+                put_string(out, l->rate_text);
             fprintf(out, "; burst = %.0f;", l->burst);
         }
         if (l->concurrency) fprintf(out, " concurrency = %d;", l->concurrency);
-        fprintf(out, " scope = \"%s\"; }%s", l->group_scope ? "group" : "process",
-                i + 1 < cfg->limit_count ? "," : "");
+        if (l->rate_text) fprintf(out, " scope = \"%s\";", l->group_scope ? "group" : "process");
+        fprintf(out, " }%s", i + 1 < cfg->limit_count ? "," : "");
         if (l->rate_text) fprintf(out, "  # %g jobs/s", l->rate);
     }
     fprintf(out, "%s);  # %s\n", cfg->limit_count ? "\n" : " ", from);

@@ -487,6 +487,8 @@ static void assign_partitions(kj_worker *w, rd_kafka_t *rk, rd_kafka_topic_parti
                 arm_crash_guard(w, rk, p, tp);
             arming |= p->arming;
         }
+        if (p && known) /* what the group has committed (lag gauges until a record arrives) */
+            p->committed = tp->offset >= 0 ? tp->offset : -1;
         if (!known)
             tp->offset = RD_KAFKA_OFFSET_INVALID; /* = the committed offset */
         else if (tp->offset < 0)
@@ -591,8 +593,9 @@ static void revoke_partitions(kj_worker *w, rd_kafka_t *rk, rd_kafka_topic_parti
     for (int i = 0; i < parts->cnt && !w->shutdown_timed_out; i++) {
         kj_part *p = part_lookup(w, NULL, parts->elems[i].topic, parts->elems[i].partition);
         if (p && p->lane) {
-            kj_flow_forget_lane(w->flow, p->lane);
+            kj_flow_forget_lane(w->flow, p->lane, true);
             kj_engine_lane_remove(p->lane, discard_message, NULL);
+            kj_flow_lane_removed(w->flow, p->lane);
             p->lane = NULL;
             if (p->guarded) { /* nothing of it runs any more: give it up cleanly */
                 kj_crash_meta clean = {.kind = KJ_CRASH_META_CLEAN};
@@ -817,7 +820,7 @@ static int decode_job(kj_worker *w, kj_part *part, rd_kafka_message_t *msg, kj_j
  * resumes (breaker, stall) or re-fetched by its next owner. @locality worker thread */
 static void skip_batch(kj_worker *w, kj_part *part, void **items, size_t count) {
     atomic_store(&part->needs_rewind, true);
-    kj_flow_forget_lane(w->flow, part->lane); /* a slot promised to this lane passes on */
+    kj_flow_forget_lane(w->flow, part->lane, false); /* a slot promised to it passes on */
     part->throttled_since = 0;
     for (size_t i = 0; i < count; i++)
         rd_kafka_message_destroy(items[i]);
@@ -1283,6 +1286,21 @@ static void handle_message(kj_worker *w, rd_kafka_message_t *msg) {
 /* Held partitions whose batches were skipped (breaker, stall) restart at their first
  * uncompleted offset: seek there, forget the skipped tail, resume. All partitions resume.
  * @locality poll thread, with no batch in flight and nothing pending in the lanes */
+/* What the lanes still hold is not run either (breaker, stall): dropped at once and re-fetched
+ * by the rewind, rather than dispatched only to be skipped — records not due for a while (a
+ * ladder step, a rate limit's next token) would otherwise hold the resume back that long.
+ * @locality poll thread, with the partitions paused (nothing is pushed meanwhile) */
+static void drop_pending(kj_worker *w) {
+    for (kj_part *p = w->parts; p; p = p->next) {
+        if (!p->lane) continue;
+        size_t n = kj_engine_lane_discard_pending(p->lane, discard_message, NULL);
+        if (n == 0) continue;
+        atomic_store(&p->needs_rewind, true);
+        atomic_fetch_add(&w->jobs_skipped, (long long)n);
+        kj_flow_forget_lane(w->flow, p->lane, false);
+    }
+}
+
 static void rewind_and_resume_all(kj_worker *w) {
     for (kj_part *p = w->parts; p; p = p->next) {
         if (atomic_exchange(&p->needs_rewind, false)) {
@@ -1333,8 +1351,7 @@ static bool stall_tick(kj_worker *w, int64_t now, int64_t gap) {
         now - w->stall_detected_at >= KJ_STALL_CONFIRM_MS && !rd_kafka_assignment_lost(w->consumer);
     if (!answered && !survived) return true;
     if (kj_engine_in_flight_items(w->engine) > 0) return true;
-    for (kj_part *p = w->parts; p; p = p->next)
-        if (p->lane && kj_engine_lane_pending(p->lane) > 0) return true; /* still skipping */
+    drop_pending(w);
     rewind_and_resume_all(w);
     atomic_store(&w->stall_hold, false);
     kj_log(KJ_LOG_WARN, "stall hold released", "{s:s,s:I}", "by",
@@ -1364,8 +1381,7 @@ static bool breaker_tick(kj_worker *w, int64_t now) {
     if (!cooled && !atomic_load(&w->breaker_reset_requested)) return true;
     if (kj_engine_in_flight_items(w->engine) > 0 || kj_router_outstanding(w->router) > 0)
         return true;
-    for (kj_part *p = w->parts; p; p = p->next)
-        if (p->lane && kj_engine_lane_pending(p->lane) > 0) return true; /* still skipping */
+    drop_pending(w);
     rewind_and_resume_all(w);
     pthread_mutex_lock(&w->breaker_lock);
     kj_breaker_reset(&w->breaker);
@@ -1862,7 +1878,8 @@ static int check_topics(kj_worker *w, char *errstr, size_t errstr_size) {
         for (int t = 0; t < md->topic_cnt && !found; t++) {
             found = !md->topics[t].err && md->topics[t].partition_cnt > 0 &&
                     strcmp(md->topics[t].topic, w->topics[i].spec.name) == 0;
-            if (found) w->total_partitions += md->topics[t].partition_cnt;
+            if (found && w->topics[i].spec.role != KJ_TOPIC_DLQ) /* the DLQ is not consumed */
+                w->total_partitions += md->topics[t].partition_cnt;
         }
         if (found) continue;
         nmissing++;
@@ -2027,8 +2044,9 @@ void kj_worker_free(kj_worker *w) {
     while (w->parts) {
         kj_part *p = w->parts;
         if (p->lane) {
-            kj_flow_forget_lane(w->flow, p->lane);
+            kj_flow_forget_lane(w->flow, p->lane, true);
             kj_engine_lane_remove(p->lane, discard_message, NULL);
+            kj_flow_lane_removed(w->flow, p->lane);
         }
         p->lane = NULL;
         part_remove(w, p, true);

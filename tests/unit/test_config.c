@@ -974,7 +974,8 @@ static void test_limits(void **state) {
     assert_true(r > 0.000833 && r < 0.000834);
     assert_int_equal(kj_config_rate_parse("0.5", &r, why, sizeof why), 0);
     assert_true(r == 0.5);
-    const char *bad_rates[] = {"", "/s", "5/", "5/0s", "5/100", "-5/s", "5 /s", "x/s", "5/1x", "0"};
+    const char *bad_rates[] = {"",    "/s",   "5/", "5/0s",   "5/100",  "-5/s", "5 /s",
+                               "x/s", "5/1x", "0",  "0x10/s", "1e2/1m", ".5/s", "5./s"};
     for (size_t i = 0; i < sizeof bad_rates / sizeof *bad_rates; i++)
         if (kj_config_rate_parse(bad_rates[i], &r, why, sizeof why) == 0)
             fail_msg("rate \"%s\" was accepted", bad_rates[i]);
@@ -983,6 +984,19 @@ static void test_limits(void **state) {
                       "kjobs.cfg:3: limits[0].rate: expected a rate like \"100/1m\", \"5/s\" or "
                       "\"1/500ms\" (jobs per duration), or a number of jobs per second, got "
                       "\"5/1x\"");
+    /* the line of the field at fault, not of the entry */
+    expect_load_error_containing("limits = (\n  { type = \"a\";\n    rate = \"1/40d\"; }\n);", NULL,
+                                 "kjobs.cfg:3: limits[0].rate: ");
+    expect_load_error_containing("limits = (\n  { type = \"a\"; rate = 1;\n    burst = 0; }\n);",
+                                 NULL,
+                                 "kjobs.cfg:3: limits[0].burst: expected a whole number of jobs "
+                                 "from 1 to 1000000, got 0");
+    expect_load_error_containing("limits = ( { type = \" a\"; rate = 1; } );", NULL,
+                                 "limits[0].type: \" a\" starts or ends with a space");
+    char *empty_env[] = {"KJOBS_LIMITS=", NULL};
+    assert_int_equal(load(&cfg, "limits = ( { type = \"a\"; concurrency = 1; } );", empty_env), 0);
+    assert_int_equal(cfg.limit_count, 0);
+    kj_config_free(&cfg);
     expect_load_error_containing("limits = ( { type = \"a\"; } );", NULL,
                                  "kjobs.cfg:1: limits[0]: set rate, concurrency or both");
     expect_load_error_containing("limits = ( { type = \"a\"; concurrency = 1; },\n"

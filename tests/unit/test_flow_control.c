@@ -125,11 +125,11 @@ static void test_cap_fifo_promises(void **state) {
     assert_false(kj_flow_admit(f, 0, true, c, 0, &w)); /* c may not take b's slot */
     assert_false(kj_flow_admit(f, 0, true, a, 0, &w)); /* nor may a, which never waited */
     assert_true(kj_flow_admit(f, 0, true, b, 0, &w));
-    kj_flow_release(f, 0);     /* promised to c (then a) */
-    kj_flow_forget_lane(f, c); /* c revoked: its promise passes to a */
+    kj_flow_release(f, 0);            /* promised to c (then a) */
+    kj_flow_forget_lane(f, c, false); /* c revoked: its promise passes to a */
     assert_true(kj_flow_admit(f, 0, true, a, 0, &w));
     assert_false(kj_flow_admit(f, 0, true, b, 0, &w));
-    kj_flow_forget_lane(f, b); /* b dropped its parked jobs: no promise left behind */
+    kj_flow_forget_lane(f, b, false); /* b dropped its parked jobs: no promise left behind */
     kj_flow_release(f, 0);
     assert_true(kj_flow_admit(f, 0, true, c, 0, &w)); /* nobody waits: any lane may run */
     kj_flow_release(f, 0);
@@ -220,14 +220,47 @@ static void test_parked_lane_runs_on_release(void **state) {
     assert_int_equal(x.ran, 6);
     assert_int_equal(x.max_running, 1);
     assert_int_equal(kj_flow_running(x.flow, 0), 0);
-    kj_flow_forget_lane(x.flow, a);
-    kj_flow_forget_lane(x.flow, b);
+    kj_flow_forget_lane(x.flow, a, true);
+    kj_flow_forget_lane(x.flow, b, true);
     kj_engine_lane_remove(a, NULL, NULL);
     kj_engine_lane_remove(b, NULL, NULL);
+    kj_flow_lane_removed(x.flow, a);
+    kj_flow_lane_removed(x.flow, b);
     kj_engine_destroy(e);
     kj_flow_free(x.flow);
     pthread_cond_destroy(&x.cv);
     pthread_mutex_destroy(&x.mu);
+}
+
+/* A lane being removed is never queued again (a batch of it still running may ask), and a
+ * clock stepped back does not freeze the bucket. */
+static void test_closed_lane_and_clock_step(void **state) {
+    (void)state;
+    kj_engine_config ec = {.workers = 1, .max_batch = 1};
+    kj_engine *e = kj_engine_new(&ec, noop_batch, NULL);
+    kj_lane *a = kj_engine_lane_add(e, NULL), *b = kj_engine_lane_add(e, NULL);
+    kj_flow_limit l[] = {{.type = "t", .concurrency = 1}, {.type = "r", .rate = 10, .burst = 1}};
+    kj_flow *f = kj_flow_new(l, 2);
+    kj_flow_wait w;
+    assert_true(kj_flow_admit(f, 0, true, a, 0, &w));
+    kj_flow_forget_lane(f, b, true);                   /* b is being revoked */
+    assert_false(kj_flow_admit(f, 0, true, b, 0, &w)); /* its running batch asks: not queued */
+    kj_flow_release(f, 0);                             /* nobody waits: no promise made */
+    assert_true(kj_flow_admit(f, 0, true, a, 0, &w));
+    kj_flow_release(f, 0);
+    kj_flow_lane_removed(f, b);
+    assert_true(kj_flow_admit(f, 0, true, b, 0, &w)); /* the address is a new lane now */
+    kj_flow_release(f, 0);
+
+    int64_t t = 10000000;
+    assert_true(kj_flow_admit(f, 1, false, NULL, t, &w));
+    assert_false(kj_flow_admit(f, 1, false, NULL, t - 3600000, &w)); /* stepped back an hour */
+    assert_true(w.until_ms <= t - 3600000 + 100);                    /* a token in 100 ms */
+    assert_true(kj_flow_admit(f, 1, false, NULL, t - 3600000 + 100, &w));
+    kj_flow_free(f);
+    kj_engine_lane_remove(a, NULL, NULL);
+    kj_engine_lane_remove(b, NULL, NULL);
+    kj_engine_destroy(e);
 }
 
 int main(void) {
@@ -237,6 +270,7 @@ int main(void) {
         cmocka_unit_test(test_group_share),
         cmocka_unit_test(test_cap_fifo_promises),
         cmocka_unit_test(test_parked_lane_runs_on_release),
+        cmocka_unit_test(test_closed_lane_and_clock_step),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
