@@ -15,6 +15,8 @@ What is checked:
   "rate"} moves.
 - A throttled worker still stops cleanly on SIGTERM (exit 0) with the rest of its jobs unrun
   and uncommitted: a second worker of the same group runs exactly those.
+- A partition waiting for a token does not keep the circuit breaker from closing after its
+  cooldown.
 """
 import json
 import os
@@ -170,6 +172,40 @@ def test_throttled_worker_stops_and_leaves_the_rest():
         f"the stopped worker's unrun jobs ran {len(ids)} times for {len(want)} jobs"
 
 
+def test_breaker_is_not_held_by_a_rate_wait():
+    """A partition waiting for a token (1/1m) must not keep the circuit breaker from closing
+    after its 2 s cooldown: its waiting jobs are dropped and re-read like any held job."""
+    held = [(0, f"held-{i}", "app.held") for i in range(3)]
+    with procs.Broker(partitions=2) as broker:
+        produce(broker.bootstrap, held)
+        record_file = tempfile.mktemp(prefix="kjobs-flow-", suffix=".jsonl")
+        w = Worker(broker.bootstrap,
+                   env=worker_env(record_file, 1, "flow-breaker",
+                                  [{"type": "app.held", "rate": "1/1m"}],
+                                  KJOBS_HANDLERS_EXEC_TYPES="app.held",
+                                  KJOBS_DLQ_BREAKER_CONSECUTIVE="3",
+                                  KJOBS_DLQ_BREAKER_COOLDOWN="2s"))
+        try:
+            w.wait_for(lambda l: l["msg"] == "job over its type's limit, partition waits", 60,
+                       "the second job to wait for its token")
+            # jobs of a type nothing handles: dead-lettered (unknown-type), the breaker opens
+            produce(broker.bootstrap, [(1, f"orphan-{i}", "app.orphan") for i in range(4)])
+            opened = w.wait_for(lambda l: l["msg"] == "circuit breaker OPEN: consumption stopped",
+                                60, "the breaker to open")
+            closed = w.wait_for(lambda l: l["msg"] == "circuit breaker closed: consumption resumed",
+                                30, "the breaker to close after its cooldown")
+            took = procs.log_ts_ms(closed) - procs.log_ts_ms(opened)
+            assert took < 10000, f"the breaker closed {took} ms after opening (cooldown 2 s)"
+            assert w.stop() == 0
+        finally:
+            w.close()
+        ran = [r["id"] for r in recorded(record_file)]
+        os.unlink(record_file)
+    assert ran == ["held-0"], ran
+    print(f"  breaker closed {took} ms after opening, with a partition waiting for a 1/1m token")
+
+
 if __name__ == "__main__":
     harness.main([test_concurrency_cap, test_rate_limit,
-                  test_throttled_worker_stops_and_leaves_the_rest])
+                  test_throttled_worker_stops_and_leaves_the_rest,
+                  test_breaker_is_not_held_by_a_rate_wait])
