@@ -22,7 +22,7 @@ _kjobs() {
         --encoding)
             COMPREPLY=($(compgen -W "binary single-object" -- "$cur")); return ;;
         --class)
-            COMPREPLY=($(compgen -W "retryable permanent decode unknown-type timeout invalid-header" -- "$cur")); return ;;
+            COMPREPLY=($(compgen -W "retryable permanent decode unknown-type timeout invalid-header crash-loop" -- "$cur")); return ;;
         -X)
             COMPREPLY=($(compgen -W "security.protocol= sasl.mechanism= ssl.ca.location= fetch.wait.max.ms=" -- "$cur"))
             compopt -o nospace 2>/dev/null; return ;;

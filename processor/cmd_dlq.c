@@ -66,7 +66,7 @@ static const char dlq_usage[] =
     "  --type T, --id ID, --class C\n"
     "                     select by job type, by job id (or PARTITION:OFFSET), by error class\n"
     "                     (retryable, permanent, decode, unknown-type, timeout,\n"
-    "                     invalid-header); all must match\n"
+    "                     invalid-header, crash-loop); all must match\n"
     "  --json             (list) JSON lines\n"
     "  --dry-run          (replay) print what would be replayed; produce and record nothing\n"
     "  --again            (replay) include dead letters already replayed or refailed\n"
