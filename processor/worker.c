@@ -40,6 +40,7 @@
 #define KJ_SR_BACKOFF_MIN_MS    250   /* Schema Registry unavailable: first wait */
 #define KJ_SR_BACKOFF_MAX_MS    10000 /* ... doubling up to this */
 #define KJ_SR_LOG_EVERY_MS      30000 /* a waiting batch says so again this often */
+#define KJ_PROBE_COMMIT_WAIT_MS 10000 /* crash guard: longest wait for a probe commit */
 
 /* One assigned topic-partition. Fields marked (poll) are touched by the poll thread only;
  * `lock` guards the tracker, which workers and the poll thread both complete into. */
@@ -92,10 +93,11 @@ struct kj_worker {
     rd_kafka_t *consumer;
     kj_router *router;
     kj_engine *engine;
-    kj_sr_client *registry; /* NULL without kafka.schema_registry_url */
-    kj_flow *flow;          /* limits per job type; NULL without `limits` */
-    bool crash_guard;       /* dlq.crash_loop_limit > 0 and not exactly-once */
-    int total_partitions;   /* of the main and ladder topics (check_topics), for group scope */
+    kj_sr_client *registry;      /* NULL without kafka.schema_registry_url */
+    kj_flow *flow;               /* limits per job type; NULL without `limits` */
+    bool crash_guard;            /* dlq.crash_loop_limit > 0 and not exactly-once */
+    pthread_mutex_t commit_lock; /* commit contents + enqueue order (commit_offsets) */
+    int total_partitions;        /* of the main and ladder topics (check_topics), for group scope */
     kj_topic_slot *topics;
     size_t topic_count;
     kj_part *parts;
@@ -310,7 +312,8 @@ static rd_kafka_topic_partition_list_t *collect_offsets(kj_worker *w, bool all) 
 
 /* A synchronous commit that gives up after max(shutdown.grace_ms, 5 s): rd_kafka_commit()
  * itself would wait for a lost coordinator until the session times out. */
-static rd_kafka_resp_err_t commit_bounded(kj_worker *w, rd_kafka_topic_partition_list_t *list) {
+static rd_kafka_resp_err_t commit_bounded(kj_worker *w, rd_kafka_topic_partition_list_t *list,
+                                          pthread_mutex_t *held) {
     int64_t wait_ms = w->cfg->shutdown_grace_ms > 5000 ? w->cfg->shutdown_grace_ms : 5000;
     if (w->in_rebalance) {
         /* inside the rebalance callback: librdkafka retries a commit the coordinator rejects
@@ -323,6 +326,7 @@ static rd_kafka_resp_err_t commit_bounded(kj_worker *w, rd_kafka_topic_partition
     }
     rd_kafka_queue_t *queue = rd_kafka_queue_new(w->consumer);
     rd_kafka_resp_err_t err = rd_kafka_commit_queue(w->consumer, list, queue, NULL, NULL);
+    if (held) pthread_mutex_unlock(held); /* enqueued: commits keep this order */
     if (!err) {
         rd_kafka_event_t *ev = rd_kafka_queue_poll(queue, (int)wait_ms);
         err = ev ? rd_kafka_event_error(ev) : RD_KAFKA_RESP_ERR__TIMED_OUT;
@@ -351,10 +355,15 @@ static void commit_offsets(kj_worker *w, bool sync) {
         }
         return;
     }
+    /* commit_lock: what a commit carries (offsets and crash-guard marks) and the order in which
+     * commits reach librdkafka's queue go together, so a mark read here can never overwrite a
+     * newer one a worker thread committed meanwhile (crash_probe_commit) */
+    pthread_mutex_lock(&w->commit_lock);
     rd_kafka_topic_partition_list_t *list = collect_offsets(w, sync);
+    if (list->cnt == 0) pthread_mutex_unlock(&w->commit_lock);
     if (list->cnt > 0) {
         if (sync) {
-            rd_kafka_resp_err_t err = commit_bounded(w, list);
+            rd_kafka_resp_err_t err = commit_bounded(w, list, &w->commit_lock);
             kj_metrics_commit(err == RD_KAFKA_RESP_ERR_NO_ERROR);
             if (err) {
                 kj_log(KJ_LOG_ERROR, "commit failed", "{s:s}", "error", rd_kafka_err2str(err));
@@ -367,6 +376,7 @@ static void commit_offsets(kj_worker *w, bool sync) {
                 kj_log(KJ_LOG_DEBUG, "offsets committed", "{s:i}", "partitions", list->cnt);
         } else {
             rd_kafka_resp_err_t err = rd_kafka_commit(w->consumer, list, 1);
+            pthread_mutex_unlock(&w->commit_lock);
             if (err) {
                 kj_metrics_commit(false);
                 kj_log(KJ_LOG_WARN, "async commit not sent", "{s:s}", "error",
@@ -865,6 +875,7 @@ static void crash_probe_commit(kj_worker *w, kj_part *part, int64_t offset, int 
     kj_crash_meta probe = {.kind = KJ_CRASH_META_PROBE, .offset = offset, .count = n};
     char meta[KJ_CRASH_META_MAX];
     kj_crash_meta_format(&probe, meta, sizeof(meta));
+    pthread_mutex_lock(&w->commit_lock);
     pthread_mutex_lock(&part->lock);
     memcpy(part->meta, meta, sizeof(meta));
     int64_t committable = kj_offset_tracker_committable(part->tracker);
@@ -876,7 +887,15 @@ static void crash_probe_commit(kj_worker *w, kj_part *part, int64_t offset, int 
     tp->offset = committable;
     tp->metadata_size = strlen(meta);
     tp->metadata = strdup(meta);
-    rd_kafka_resp_err_t err = rd_kafka_commit(w->consumer, list, 0);
+    rd_kafka_queue_t *queue = rd_kafka_queue_new(w->consumer);
+    rd_kafka_resp_err_t err = rd_kafka_commit_queue(w->consumer, list, queue, NULL, NULL);
+    pthread_mutex_unlock(&w->commit_lock); /* enqueued: commits keep this order */
+    if (!err) {
+        rd_kafka_event_t *ev = rd_kafka_queue_poll(queue, KJ_PROBE_COMMIT_WAIT_MS);
+        err = ev ? rd_kafka_event_error(ev) : RD_KAFKA_RESP_ERR__TIMED_OUT;
+        if (ev) rd_kafka_event_destroy(ev);
+    }
+    rd_kafka_queue_destroy(queue);
     rd_kafka_topic_partition_list_destroy(list);
     kj_log(err ? KJ_LOG_WARN : KJ_LOG_INFO,
            err ? "crash guard: probe not recorded, running the job anyway"
@@ -1977,6 +1996,7 @@ kj_worker *kj_worker_new(const kj_config *cfg, kj_handler_registry *handlers, ch
     w->cfg = cfg;
     w->handlers = handlers;
     pthread_mutex_init(&w->breaker_lock, NULL);
+    pthread_mutex_init(&w->commit_lock, NULL);
     if (kj_breaker_init(&w->breaker, cfg->breaker_consecutive, cfg->breaker_window,
                         cfg->breaker_min_window, cfg->breaker_ratio) != 0) {
         snprintf(errstr, errstr_size, "dlq.breaker_*: invalid circuit breaker settings");
@@ -2065,6 +2085,7 @@ void kj_worker_free(kj_worker *w) {
     kj_sr_client_free(w->registry);
     kj_breaker_free(&w->breaker);
     pthread_mutex_destroy(&w->breaker_lock);
+    pthread_mutex_destroy(&w->commit_lock);
     free(w);
 }
 
