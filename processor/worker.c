@@ -463,7 +463,7 @@ static void arm_crash_guard(kj_worker *w, rd_kafka_t *rk, kj_part *p,
     if (p->crash.careful_until > 0)
         kj_log(KJ_LOG_WARN,
                "the partition's previous owner died holding it: running the jobs it may have had "
-               "in flight one at a time",
+               "in flight carefully",
                "{s:s,s:i,s:I,s:I,s:I,s:i}", "topic", p->topic, "partition", p->partition, "from",
                (json_int_t)committed, "until", (json_int_t)p->crash.careful_until, "suspect",
                (json_int_t)p->crash.suspect, "suspect_crashes", p->crash.suspect_count);
@@ -871,10 +871,10 @@ static bool flow_admit(kj_worker *w, kj_part *part, kj_lane *lane, batch_slot *s
 /* Careful mode: put "probe:X:n" on record, synchronously, before the job at X runs alone. A
  * failed commit is logged and the job runs anyway (the guard then misses this crash, never a
  * job). @locality worker thread, in run_batch */
-static void crash_probe_commit(kj_worker *w, kj_part *part, int64_t offset, int n) {
-    kj_crash_meta probe = {.kind = KJ_CRASH_META_PROBE, .offset = offset, .count = n};
+static void crash_probe_commit(kj_worker *w, kj_part *part, const kj_crash_meta *mark) {
+    int64_t offset = mark->offset;
     char meta[KJ_CRASH_META_MAX];
-    kj_crash_meta_format(&probe, meta, sizeof(meta));
+    kj_crash_meta_format(mark, meta, sizeof(meta));
     pthread_mutex_lock(&w->commit_lock);
     pthread_mutex_lock(&part->lock);
     memcpy(part->meta, meta, sizeof(meta));
@@ -897,11 +897,14 @@ static void crash_probe_commit(kj_worker *w, kj_part *part, int64_t offset, int 
     }
     rd_kafka_queue_destroy(queue);
     rd_kafka_topic_partition_list_destroy(list);
-    kj_log(err ? KJ_LOG_WARN : KJ_LOG_INFO,
-           err ? "crash guard: probe not recorded, running the job anyway"
-               : "crash guard: running a job alone",
-           "{s:s,s:i,s:I,s:i,s:s?}", "topic", part->topic, "partition", part->partition, "offset",
-           (json_int_t)offset, "probe", n, "error", err ? rd_kafka_err2str(err) : NULL);
+    bool alone = mark->kind == KJ_CRASH_META_PROBE;
+    kj_log(
+        err ? KJ_LOG_WARN : (alone ? KJ_LOG_INFO : KJ_LOG_DEBUG),
+        err ? "crash guard: probe not recorded, running anyway"
+            : (alone ? "crash guard: running a job alone" : "crash guard: running a careful batch"),
+        "{s:s,s:i,s:I,s:I,s:i,s:s?}", "topic", part->topic, "partition", part->partition, "offset",
+        (json_int_t)offset, "end", (json_int_t)(alone ? offset + 1 : mark->end), "probe",
+        alone ? mark->count : 0, "error", err ? rd_kafka_err2str(err) : NULL);
 }
 
 /* Careful mode over for this job: the mark goes back to "live" with the next commit. */
@@ -939,17 +942,24 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
                (json_int_t)head_offset);
     } else if (part->crash.careful_until > 0) {
         careful = true;
-        if (count > 1) {
-            if (kj_engine_lane_requeue(lane, items + 1, count - 1, 0) != 0)
-                skip_batch(w, part, items + 1, count - 1); /* no memory: rewind instead */
-            count = 1;
+        int probe = 1, chunk = 1;
+        kj_crash_verdict v = kj_crash_decide(&part->crash, head_offset, w->cfg->crash_loop_limit,
+                                             w->cfg->batch_max_jobs, &probe, &chunk);
+        size_t keep = v == KJ_CRASH_CHUNK ? (size_t)chunk : 1;
+        if (count > keep) {
+            if (kj_engine_lane_requeue(lane, items + keep, count - keep, 0) != 0)
+                skip_batch(w, part, items + keep, count - keep); /* no memory: rewind instead */
+            count = keep;
         }
-        int probe = 0;
-        if (kj_crash_decide(&part->crash, head_offset, w->cfg->crash_loop_limit, &probe) ==
-            KJ_CRASH_DEAD_LETTER)
+        int64_t last = ((rd_kafka_message_t *)items[count - 1])->offset;
+        kj_crash_meta mark = {.kind = KJ_CRASH_META_PROBE, .offset = head_offset, .count = probe};
+        if (v == KJ_CRASH_CHUNK && count > 1)
+            mark = (kj_crash_meta){
+                .kind = KJ_CRASH_META_RANGE, .offset = head_offset, .end = last + 1};
+        if (v == KJ_CRASH_DEAD_LETTER)
             crash_dlq = true;
         else
-            crash_probe_commit(w, part, head_offset, probe);
+            crash_probe_commit(w, part, &mark);
     }
     batch_scratch *scratch = scratch_for(count);
     batch_slot *slots = scratch->slots;

@@ -5,9 +5,10 @@ workers restarted after each crash the way a supervisor (systemd, Kubernetes) wo
 /usr/bin/python3.
 
 What is checked:
-- With dlq.crash_loop_limit 3 the poison job runs exactly 4 times (once in a batch, then alone
-  under 3 careful owners), every one of those workers dies of SIGSEGV, and the 5th worker
-  dead-letters it with class crash-loop and a reason naming the limit, without running it;
+- With dlq.crash_loop_limit 3 the poison job runs 4 or 5 times (once in a normal batch, at most
+  once in a careful batch, then alone under 3 careful owners), every one of those workers dies
+  of SIGSEGV, and the next worker dead-letters it with class crash-loop and a reason naming the
+  limit, without running it;
 - the jobs behind it then run exactly once, the jobs before it at least once (they shared the
   crashing batch, so they are re-run: at-least-once) and at most twice;
 - a clean stop in between (SIGTERM) clears the guard: the next worker batches again at once;
@@ -73,40 +74,46 @@ def test_poison_job_is_dead_lettered_after_the_limit():
     with procs.Broker(partitions=1) as broker:
         enqueue_lines(broker.bootstrap, before + [("poison", "crash")] + after)
         crashes = 0
-        careful_logs = 0
-        for attempt in range(1, 6):
+        alone = 0
+        dead_lettered = False
+        for attempt in range(1, 8):
             w = worker(broker.bootstrap, record_file)
             try:
-                if attempt <= 4:
-                    rc = wait_exit(w)
-                    assert rc == -signal.SIGSEGV, f"worker {attempt} exited {rc}, not by SIGSEGV"
-                    crashes += 1
-                    careful_logs += len(w.msgs("crash guard: running a job alone"))
-                    if attempt >= 2:
-                        assert w.msgs("the partition's previous owner died holding it: running "
-                                      "the jobs it may have had in flight one at a time"), w.tail()
-                else:
-                    w.wait_for(lambda l: l["msg"] == "job failed, dead-lettered", 60,
-                               "the poison job to be dead-lettered")
+                procs.wait_until(lambda: w.proc.poll() is not None
+                                 or w.msgs("job failed, dead-lettered"), 60,
+                                 "a crash or a dead letter")
+                if w.proc.poll() is None:
                     harness.wait_until("the jobs behind it to run",
                                        lambda: all(runs(record_file).get(i) for i, _ in after), 60)
                     assert w.stop() == 0
+                    dead_lettered = True
+                    break
+                rc = wait_exit(w)
+                assert rc == -signal.SIGSEGV, f"worker {attempt} exited {rc}, not by SIGSEGV"
+                crashes += 1
+                alone += len(w.msgs("crash guard: running a job alone"))
+                if attempt >= 2:
+                    assert w.msgs("the partition's previous owner died holding it: running "
+                                  "the jobs it may have had in flight carefully"), w.tail()
             finally:
                 w.close()
+        assert dead_lettered, f"not dead-lettered after {crashes} crashes"
         got = runs(record_file)
         os.unlink(record_file)
-        assert crashes == 4
-        assert got["poison"] == 4, f"the poison job ran {got['poison']} times, want 1 + 3"
+        assert 4 <= crashes <= 5, crashes
+        assert got["poison"] == crashes, \
+            f"the poison job ran {got['poison']} times in {crashes} crashes"
         for job_id, _ in after:
             assert got[job_id] == 1, (job_id, got)
         for job_id, _ in before:
             assert 1 <= got[job_id] <= 2, (job_id, got)
-        assert careful_logs >= 3, careful_logs
+        assert alone >= 3, alone
         [dead] = peek_all(broker.bootstrap, "jobs.dlq")
         h = hdrs(dead)
         assert dead["id"] == "poison" and h["kjobs-error-class"] == "crash-loop", h
         assert "3 worker processes in a row died" in h["kjobs-error"], h
         assert h["kjobs-original-topic"] == "jobs", h
+        print(f"  dead-lettered after {crashes} crashes ({alone} runs alone)")
 
 
 def test_clean_stop_clears_the_guard_and_limit_zero_turns_it_off():

@@ -24,7 +24,8 @@ static void test_marks_round_trip(void **state) {
     kj_crash_meta in[] = {{.kind = KJ_CRASH_META_CLEAN},
                           {.kind = KJ_CRASH_META_LIVE},
                           {.kind = KJ_CRASH_META_PROBE, .offset = 0, .count = 1},
-                          {.kind = KJ_CRASH_META_PROBE, .offset = 999999999999999999, .count = 7}};
+                          {.kind = KJ_CRASH_META_PROBE, .offset = 999999999999999999, .count = 7},
+                          {.kind = KJ_CRASH_META_RANGE, .offset = 10, .end = 14}};
     for (size_t i = 0; i < sizeof in / sizeof *in; i++) {
         kj_crash_meta_format(&in[i], buf, sizeof buf);
         kj_crash_meta out = parse(buf);
@@ -32,6 +33,10 @@ static void test_marks_round_trip(void **state) {
         if (in[i].kind == KJ_CRASH_META_PROBE) {
             assert_int_equal(out.offset, in[i].offset);
             assert_int_equal(out.count, in[i].count);
+        }
+        if (in[i].kind == KJ_CRASH_META_RANGE) {
+            assert_int_equal(out.offset, 10);
+            assert_int_equal(out.end, 14);
         }
     }
     assert_string_equal(kj_crash_meta_format(&in[2], buf, sizeof buf), "kjobs1:probe:0:1");
@@ -59,7 +64,11 @@ static void test_foreign_metadata_is_none(void **state) {
                          "kjobs1:probe:5:1x",
                          "kjobs1:probe:1234567890123456789:1",
                          "kjobs1:probe:5:99999999",
-                         "some consumer's own metadata"};
+                         "some consumer's own metadata",
+                         "kjobs1:range:5:5",
+                         "kjobs1:range:6:5",
+                         "kjobs1:range:5",
+                         "kjobs1:range::9"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         if (parse(bad[i]).kind != KJ_CRASH_META_NONE)
             fail_msg("\"%s\" was taken as a mark", bad[i]);
@@ -70,40 +79,54 @@ static void test_foreign_metadata_is_none(void **state) {
 
 static void test_plan_and_decide(void **state) {
     (void)state;
-    int n = 0;
+    int n = 0, chunk = 0;
     /* given up cleanly, or never marked: no careful mode */
     kj_crash_meta clean = parse("kjobs1:clean"), none = parse("");
     assert_int_equal(kj_crash_plan_for(&clean, 100, 50).careful_until, 0);
     assert_int_equal(kj_crash_plan_for(&none, 100, 50).careful_until, 0);
-    /* died holding it: careful over the window, no suspect yet */
+    /* died holding it: careful batches of 1, 2, 4, 8 ... (at most max_chunk) over the window */
     kj_crash_meta live = parse("kjobs1:live");
     kj_crash_plan p = kj_crash_plan_for(&live, 100, 50);
     assert_int_equal(p.careful_until, 150);
     assert_int_equal(p.suspect, -1);
-    assert_int_equal(kj_crash_decide(&p, 100, 3, &n), KJ_CRASH_PROBE);
+    int want[] = {1, 2, 4, 8, 10, 10};
+    for (size_t i = 0; i < sizeof want / sizeof *want; i++) {
+        assert_int_equal(kj_crash_decide(&p, 100 + (int64_t)i, 3, 10, &n, &chunk), KJ_CRASH_CHUNK);
+        assert_int_equal(chunk, want[i]);
+    }
+    /* died in a careful batch 103..106: one at a time up to 107, then batches again */
+    kj_crash_meta range = parse("kjobs1:range:103:107");
+    p = kj_crash_plan_for(&range, 103, 50);
+    assert_int_equal(p.single_until, 107);
+    assert_int_equal(kj_crash_decide(&p, 103, 3, 10, &n, &chunk), KJ_CRASH_PROBE);
     assert_int_equal(n, 1);
-    /* died running 120 alone, twice: the third owner probes it as 3, the fourth dead-letters */
+    assert_int_equal(kj_crash_decide(&p, 106, 3, 10, &n, &chunk), KJ_CRASH_PROBE);
+    assert_int_equal(kj_crash_decide(&p, 107, 3, 10, &n, &chunk), KJ_CRASH_CHUNK);
+    assert_int_equal(chunk, 1);
+    /* died running 120 alone, twice: one at a time up to it, probed as 3; then dead-lettered */
     kj_crash_meta probe2 = parse("kjobs1:probe:120:2");
     p = kj_crash_plan_for(&probe2, 100, 50);
     assert_int_equal(p.suspect, 120);
-    assert_int_equal(kj_crash_decide(&p, 110, 3, &n), KJ_CRASH_PROBE);
+    assert_int_equal(p.single_until, 121);
+    assert_int_equal(kj_crash_decide(&p, 110, 3, 10, &n, &chunk), KJ_CRASH_PROBE);
     assert_int_equal(n, 1); /* another job: a first probe */
-    assert_int_equal(kj_crash_decide(&p, 120, 3, &n), KJ_CRASH_PROBE);
+    assert_int_equal(kj_crash_decide(&p, 120, 3, 10, &n, &chunk), KJ_CRASH_PROBE);
     assert_int_equal(n, 3);
     kj_crash_meta probe3 = parse("kjobs1:probe:120:3");
     p = kj_crash_plan_for(&probe3, 100, 50);
-    assert_int_equal(kj_crash_decide(&p, 120, 3, &n), KJ_CRASH_DEAD_LETTER);
-    assert_int_equal(kj_crash_decide(&p, 120, 4, &n), KJ_CRASH_PROBE); /* a higher limit */
+    assert_int_equal(kj_crash_decide(&p, 120, 3, 10, &n, &chunk), KJ_CRASH_DEAD_LETTER);
+    assert_int_equal(kj_crash_decide(&p, 120, 4, 10, &n, &chunk), KJ_CRASH_PROBE); /* limit 4 */
     assert_int_equal(n, 4);
     /* the suspect beyond the window still gets careful treatment */
     kj_crash_meta far = parse("kjobs1:probe:900:1");
     p = kj_crash_plan_for(&far, 100, 50);
     assert_true(p.careful_until > 900);
-    /* a suspect below the committed offset finished since: ignored */
+    /* a suspect below the committed offset finished since: ignored, batches from the start */
     kj_crash_meta stale = parse("kjobs1:probe:90:5");
     p = kj_crash_plan_for(&stale, 100, 50);
     assert_int_equal(p.suspect, -1);
     assert_int_equal(p.careful_until, 150);
+    assert_int_equal(kj_crash_decide(&p, 100, 3, 10, &n, &chunk), KJ_CRASH_CHUNK);
 }
 
 int main(void) {
