@@ -16,6 +16,8 @@ APT_PACKAGES=(
   # built one (CMakeLists.txt checks the headers and the loaded library agree).
   libssl-dev libsasl2-dev libzstd-dev liblz4-dev zlib1g-dev libcurl4-openssl-dev
   librdkafka-dev libavro-dev libconfig-dev libjansson-dev libmicrohttpd-dev libcmocka-dev
+  # ICU: the time zones of cron schedules (processor/cron.c); same name on Debian 12 and 13
+  libicu-dev
   clang valgrind
   kcat python3 python3-kafka python3-avro python3-prometheus-client python3-yaml
   python3-confluent-kafka
