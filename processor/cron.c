@@ -45,9 +45,9 @@
 
 static const char *const kj_month_names[] = {"jan", "feb", "mar", "apr", "may", "jun",
                                              "jul", "aug", "sep", "oct", "nov", "dec"};
-static const char *const kj_month_full[] = {"january", "february", "march",     "april",
-                                            "may",     "june",     "july",      "august",
-                                            "september", "october", "november", "december"};
+static const char *const kj_month_full[] = {"january",   "february", "march",    "april",
+                                            "may",       "june",     "july",     "august",
+                                            "september", "october",  "november", "december"};
 static const char *const kj_dow_names[] = {"sun", "mon", "tue", "wed", "thu", "fri", "sat"};
 static const char *const kj_dow_full[] = {"sunday",   "monday", "tuesday", "wednesday",
                                           "thursday", "friday", "saturday"};
@@ -58,7 +58,7 @@ typedef struct kj_cron_field {
     const char *const *names; /* value lo + i is names[i] (NULL: numbers only) */
     const char *const *full;
     int nnames;
-    bool star_ok_question;    /* `?` accepted (day of month, day of week) */
+    bool star_ok_question; /* `?` accepted (day of month, day of week) */
 } kj_cron_field;
 
 enum { F_SEC, F_MIN, F_HOUR, F_DOM, F_MONTH, F_DOW, F_COUNT };
@@ -108,14 +108,14 @@ static int parse_value(const kj_cron_field *f, const char *s, size_t n, int *v) 
 }
 
 /* Parse field text [s, s+n) into *bits. */
-static int parse_field(int fi, const char *s, size_t n, uint64_t *bits, char *err,
-                       size_t errlen) {
+static int parse_field(int fi, const char *s, size_t n, uint64_t *bits, char *err, size_t errlen) {
     const kj_cron_field *f = &kj_fields[fi];
     *bits = 0;
     size_t pos = 0;
     for (;;) {
         size_t end = pos;
-        while (end < n && s[end] != ',') end++;
+        while (end < n && s[end] != ',')
+            end++;
         const char *it = s + pos;
         size_t itn = end - pos;
         int shown = itn > 40 ? 40 : (int)itn;
@@ -131,8 +131,10 @@ static int parse_field(int fi, const char *s, size_t n, uint64_t *bits, char *er
             int sv = 0;
             bool ok = stn > 0 && stn <= 3;
             for (size_t i = 0; ok && i < stn; i++) {
-                if (!isdigit((unsigned char)st[i])) ok = false;
-                else sv = sv * 10 + (st[i] - '0');
+                if (!isdigit((unsigned char)st[i]))
+                    ok = false;
+                else
+                    sv = sv * 10 + (st[i] - '0');
             }
             if (!ok || sv < 1 || sv > f->hi - f->lo + 1)
                 return cron_err(err, errlen, "%s field: \"%.*s\": step must be 1-%d", f->name,
@@ -156,13 +158,14 @@ static int parse_field(int fi, const char *s, size_t n, uint64_t *bits, char *er
                 hi = slash ? f->hi : lo;
             }
             if (lo < f->lo || lo > f->hi || hi < f->lo || hi > f->hi)
-                return cron_err(err, errlen, "%s field: \"%.*s\" is out of range %d-%d",
-                                f->name, shown, it, f->lo, f->hi);
+                return cron_err(err, errlen, "%s field: \"%.*s\" is out of range %d-%d", f->name,
+                                shown, it, f->lo, f->hi);
             if (lo > hi)
                 return cron_err(err, errlen, "%s field: \"%.*s\": range start is after its end",
                                 f->name, shown, it);
         }
-        for (int v = lo; v <= hi; v += step) *bits |= (uint64_t)1 << (fi == F_DOW ? v % 7 : v);
+        for (int v = lo; v <= hi; v += step)
+            *bits |= (uint64_t)1 << (fi == F_DOW ? v % 7 : v);
         if (end == n) break;
         pos = end + 1;
     }
@@ -180,11 +183,13 @@ static const struct {
 
 int kj_cron_parse(const char *expr, kj_cron *out, char *err, size_t errlen) {
     if (!expr) return cron_err(err, errlen, "empty cron expression");
-    while (*expr == ' ' || *expr == '\t') expr++;
+    while (*expr == ' ' || *expr == '\t')
+        expr++;
     if (*expr == '@') {
         size_t n = strcspn(expr, " \t");
         const char *rest = expr + n;
-        while (*rest == ' ' || *rest == '\t') rest++;
+        while (*rest == ' ' || *rest == '\t')
+            rest++;
         for (size_t i = 0; i < sizeof kj_macros / sizeof kj_macros[0]; i++)
             if (*rest == '\0' && strlen(kj_macros[i].name) == n &&
                 strncasecmp(expr, kj_macros[i].name, n) == 0)
@@ -199,11 +204,16 @@ int kj_cron_parse(const char *expr, kj_cron *out, char *err, size_t errlen) {
     int nf = 0;
     const char *p = expr;
     while (*p) {
-        while (*p == ' ' || *p == '\t') p++;
+        while (*p == ' ' || *p == '\t')
+            p++;
         if (!*p) break;
         const char *b = p;
-        while (*p && *p != ' ' && *p != '\t') p++;
-        if (nf == F_COUNT) { nf++; break; }
+        while (*p && *p != ' ' && *p != '\t')
+            p++;
+        if (nf == F_COUNT) {
+            nf++;
+            break;
+        }
         start[nf] = b;
         len[nf] = (size_t)(p - b);
         nf++;
@@ -226,15 +236,18 @@ int kj_cron_parse(const char *expr, kj_cron *out, char *err, size_t errlen) {
                 bool in_name = false; /* a letter inside a month/day name is fine */
                 if (kj_fields[fi].names) {
                     size_t a = k, z = k;
-                    while (a > 0 && isalpha((unsigned char)start[i][a - 1])) a--;
-                    while (z < len[i] && isalpha((unsigned char)start[i][z])) z++;
+                    while (a > 0 && isalpha((unsigned char)start[i][a - 1]))
+                        a--;
+                    while (z < len[i] && isalpha((unsigned char)start[i][z]))
+                        z++;
                     int v;
-                    in_name = ch != '#' && parse_value(&kj_fields[fi], start[i] + a, z - a, &v) == 0;
+                    in_name =
+                        ch != '#' && parse_value(&kj_fields[fi], start[i] + a, z - a, &v) == 0;
                 }
                 if (!in_name)
                     return cron_err(err, errlen, "%s field: \"%.*s\": '%c' is not supported",
-                                    kj_fields[fi].name, (int)(len[i] > 40 ? 40 : len[i]),
-                                    start[i], ch);
+                                    kj_fields[fi].name, (int)(len[i] > 40 ? 40 : len[i]), start[i],
+                                    ch);
             }
         }
         if (parse_field(fi, start[i], len[i], &bits[fi], err, errlen)) return -1;
@@ -441,6 +454,14 @@ static int zone_wall(kj_cron_zone *z, int64_t ms, kj_wall *w, int64_t *offset_s)
     return 0;
 }
 
+int kj_cron_zone_offset(kj_cron_zone *z, int64_t ms, int *offset_s) {
+    kj_wall w;
+    int64_t off;
+    if (zone_wall(z, ms, &w, &off)) return -1;
+    *offset_s = (int)off;
+    return 0;
+}
+
 /* The instant of wall time w in z under the DST attributes (cron.c DESIGN). */
 static int zone_instant(kj_cron_zone *z, const kj_wall *w, int64_t *ms) {
     UErrorCode st = U_ZERO_ERROR;
@@ -457,8 +478,7 @@ static int zone_instant(kj_cron_zone *z, const kj_wall *w, int64_t *ms) {
  * spring-forward gap in the tz database is 2 h (Antarctica/Troll); 3 h leaves room. */
 #define KJ_CRON_BACKOFF_S (3 * 3600)
 
-kj_cron_result kj_cron_next(const kj_cron *c, kj_cron_zone *z, int64_t after_ms,
-                            int64_t *next_ms) {
+kj_cron_result kj_cron_next(const kj_cron *c, kj_cron_zone *z, int64_t after_ms, int64_t *next_ms) {
     if (after_ms < 0 || after_ms > (int64_t)220000000000000LL) return KJ_CRON_ERROR;
     int64_t start = after_ms / 1000 * 1000 + 1000;
     kj_wall w, wb;

@@ -85,12 +85,15 @@ void kj_cron_zone_close(kj_cron_zone *z);
 /** The zone's canonical name as opened ("UTC" for NULL/""). Owned by z. */
 const char *kj_cron_zone_name(const kj_cron_zone *z);
 
+/** The zone's UTC offset at instant ms (epoch ms), in seconds east of UTC, into *offset_s.
+ *  Returns 0, or -1 when ICU fails. One thread at a time per zone. */
+int kj_cron_zone_offset(kj_cron_zone *z, int64_t ms, int *offset_s);
+
 /**
  * The first tick of `c` in zone `z` strictly after `after_ms` (epoch milliseconds, >= 0), as
  * epoch milliseconds (a whole second) in *next_ms. DST rules: see the top of this file.
  * Uses z's calendar: one thread at a time per zone.
  */
-kj_cron_result kj_cron_next(const kj_cron *c, kj_cron_zone *z, int64_t after_ms,
-                            int64_t *next_ms);
+kj_cron_result kj_cron_next(const kj_cron *c, kj_cron_zone *z, int64_t after_ms, int64_t *next_ms);
 
 #endif

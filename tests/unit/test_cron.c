@@ -142,7 +142,8 @@ static void test_published(void **state) {
         {"0 0 * * 6,7", "2013-01-28 00:00:00", "2013-02-02 00:00:00"},
         {"0 0 * * 6,7", "2013-12-30 00:30:00", "2014-01-04 00:00:00"},
     };
-    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) expect_next(v[i].expr, v[i].from, v[i].next);
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)
+        expect_next(v[i].expr, v[i].from, v[i].next);
 }
 
 static void test_day_rule(void **state) {
@@ -301,10 +302,10 @@ static void test_dst(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_published), cmocka_unit_test(test_day_rule),
+        cmocka_unit_test(test_published),       cmocka_unit_test(test_day_rule),
         cmocka_unit_test(test_steps_and_lists), cmocka_unit_test(test_macros),
-        cmocka_unit_test(test_errors), cmocka_unit_test(test_never),
-        cmocka_unit_test(test_zones), cmocka_unit_test(test_dst),
+        cmocka_unit_test(test_errors),          cmocka_unit_test(test_never),
+        cmocka_unit_test(test_zones),           cmocka_unit_test(test_dst),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
