@@ -31,7 +31,6 @@
 #define KJ_PERIODIC_MSG_TIMEOUT_MS  "10000" /* the producer's message.timeout.ms */
 #define KJ_PERIODIC_RETRY_MS        1000    /* after a failed produce or state read */
 #define KJ_PERIODIC_READ_TIMEOUT_MS 30000   /* reading the state topic to its end */
-#define KJ_PERIODIC_ENUM_CAP        100000  /* ticks enumerated when planning one entry */
 
 struct kj_periodic {
     const kj_config *cfg;
@@ -86,7 +85,7 @@ int kj_periodic_plan_entry(const kj_periodic_entry *e, kj_cron_zone *z, int64_t 
     if (fl >= 0 && fl <= now_ms) out->first_late = fl;
     /* Missed ticks: [first_due, t0). Count them (capped) and find the latest. */
     int64_t latest = -1, t = first_due;
-    while (t >= 0 && t < t0 && out->missed < KJ_PERIODIC_ENUM_CAP) {
+    while (t >= 0 && t < t0 && out->missed < KJ_PERIODIC_COUNT_CAP) {
         latest = t;
         out->missed++;
         t = next_tick(e, z, t);
@@ -97,7 +96,7 @@ int kj_periodic_plan_entry(const kj_periodic_entry *e, kj_cron_zone *z, int64_t 
         for (int64_t w = 1000; latest < 0; w *= 10) {
             int64_t s = t0 - w > last_ms ? t0 - w : last_ms;
             int64_t n = 0;
-            for (int64_t u = next_tick(e, z, s); u >= 0 && u < t0 && n < KJ_PERIODIC_ENUM_CAP;
+            for (int64_t u = next_tick(e, z, s); u >= 0 && u < t0 && n < KJ_PERIODIC_COUNT_CAP;
                  u = next_tick(e, z, u), n++)
                 latest = u;
             if (s == last_ms) break;

@@ -86,7 +86,7 @@ typedef struct kj_periodic_plan {
     int64_t next;          /* the first tick after now, or -1 (none within the search bound) */
 } kj_periodic_plan;
 
-#define KJ_PERIODIC_COUNT_CAP 1000000
+#define KJ_PERIODIC_COUNT_CAP 100000
 
 /**
  * Plan entry e (zone z, opened for e->time_zone) at `now_ms` with last enqueued tick `last_ms`
