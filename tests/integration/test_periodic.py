@@ -5,8 +5,9 @@ jobs run in an exec handler (exec_recorder.py) that records each one. Run with /
 
 What is checked (ticks every 2 s; a job's id is "<name>@<tick epoch ms>"):
 - two workers in one group: the main topic holds exactly one job per tick — ids unique,
-  consecutive ticks with no gap — across the rebalance that moves partition 0 when the second
-  worker joins; every job ran once in the handler; only the partition-0 owner enqueues.
+  consecutive ticks with no gap — across the rebalance that may move partition 0 when the second
+  worker joins; every job ran once in the handler. The owner's /metrics count each enqueued tick
+  (kjobs_periodic_enqueued_total) and show the next one (kjobs_periodic_next_tick_seconds).
 - SIGKILL of the owner: the survivor takes partition 0, reads the state topic and enqueues every
   tick since the last recorded one (catch_up covers the takeover), so there is no gap; a
   duplicate may only be the one tick after the killed owner's last logged tick (the crash window
@@ -73,10 +74,24 @@ def tick_entry(name, **extra):
     return e
 
 
-def start_worker(bootstrap, cfg, record_file, name):
+def start_worker(bootstrap, cfg, record_file, name, http=False):
     env = {"KJOBS_HANDLERS_EXEC": f"/usr/bin/python3 -u {RECORDER} {record_file}",
            "KJOBS_KAFKA_CLIENT_ID": f"periodic-{name}", "KJOBS_LOG_LEVEL": "info"}
+    if http:
+        env["KJOBS_HTTP_LISTEN"] = "127.0.0.1:0"
     return Worker(bootstrap, env=env, args=("-c", cfg), name=name)
+
+
+def metric(port, family, **labels):
+    """One sample of /metrics (None when the series is absent)."""
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    want = family + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else "")
+    for line in text.splitlines():
+        if line.startswith(want + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
 
 
 def enqueued(worker, name=None):
@@ -112,9 +127,18 @@ def test_one_job_per_tick_with_two_workers():
     broker = Broker(cfg)
     a = b = None
     try:
-        a = start_worker(broker.bootstrap, cfg, record_file, "a")
+        a = start_worker(broker.bootstrap, cfg, record_file, "a", http=True)
         a.wait_for(lambda l: l["msg"] == "periodic scheduler started", 60, "a's scheduler")
         a.wait_count("periodic job enqueued", 2, 30)
+        # the owner's metrics: one count per logged tick, and the next tick (a 2 s boundary, ahead)
+        port = a.http_port()
+        before = len(enqueued(a))
+        count = metric(port, "kjobs_periodic_enqueued_total", name="every2s")
+        next_tick = metric(port, "kjobs_periodic_next_tick_seconds", name="every2s")
+        after = len(enqueued(a))
+        assert count is not None and before - 1 <= count <= after, (before, count, after)
+        assert next_tick is not None and int(next_tick * 1000) % 2000 == 0, next_tick
+        assert time.time() - 1 <= next_tick <= time.time() + 4, (next_tick, time.time())
         b = start_worker(broker.bootstrap, cfg, record_file, "b")
         b.wait_assigned(timeout=120)
         # ticks go on after the rebalance, on whichever member owns partition 0 now
