@@ -31,6 +31,7 @@
 #define KJ_PERIODIC_MSG_TIMEOUT_MS  "10000" /* the producer's message.timeout.ms */
 #define KJ_PERIODIC_RETRY_MS        1000    /* after a failed produce or state read */
 #define KJ_PERIODIC_READ_TIMEOUT_MS 30000   /* reading the state topic to its end */
+#define KJ_PERIODIC_MAX_WAIT_MS     60000   /* longest sleep before the wall clock is read again */
 
 struct kj_periodic {
     const kj_config *cfg;
@@ -432,7 +433,10 @@ static void *session_main(void *arg) {
             continue;
         }
         if (due_at > now) {
-            wait_or_stop(p, due_at - now);
+            /* a timed wait on the monotonic clock for the wall-clock distance; re-read the wall
+             * clock at least every KJ_PERIODIC_MAX_WAIT_MS so a stepped clock is noticed */
+            wait_or_stop(p, due_at - now < KJ_PERIODIC_MAX_WAIT_MS ? due_at - now
+                                                                   : KJ_PERIODIC_MAX_WAIT_MS);
             continue;
         }
         bool once = due->run_once >= 0;

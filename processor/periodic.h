@@ -19,7 +19,8 @@
  *   - ticks due more than catch_up ago (missed: downtime) follow the entry's `missed`: skip
  *     enqueues none of them, run_once enqueues one job, for the latest of them;
  *   - then it sleeps until the next tick (pthread_cond_timedwait on CLOCK_MONOTONIC, woken by
- *     kj_periodic_stop), never polling.
+ *     kj_periodic_stop), never polling; a sleep lasts at most a minute before the wall clock is
+ *     read again, so a stepped clock (NTP) moves a tick by at most that.
  *
  * Enqueue. A tick T of entry N becomes a kjobs.Job with id "N@T" (T in epoch ms, so a handler can
  * recognise a repeat), type/key/payload/meta from the entry, created_at = T, produced to the main
