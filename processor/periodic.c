@@ -108,8 +108,7 @@ int kj_periodic_plan_entry(const kj_periodic_entry *e, kj_cron_zone *z, int64_t 
     return latest < 0 && out->missed > 0 ? -1 : 0;
 }
 
-/* ---- waiting ------------------------------------------------------------------------------------
- */
+/* ---- waiting --------------------------------------------------------------------------------- */
 
 /* Wait up to ms (< 0: until stopped) or until stopped. Returns true when stopped. */
 static bool wait_or_stop(kj_periodic *p, int64_t ms) {
@@ -141,8 +140,7 @@ static bool stopping(kj_periodic *p) {
     return stop;
 }
 
-/* ---- producing ----------------------------------------------------------------------------------
- */
+/* ---- producing ------------------------------------------------------------------------------- */
 
 typedef struct delivery {
     bool done;
@@ -275,8 +273,7 @@ static int enqueue_tick(kj_periodic *p, ent_rt *r, int64_t tick, const char *why
     return 0;
 }
 
-/* ---- reading the state topic --------------------------------------------------------------------
- */
+/* ---- reading the state topic ----------------------------------------------------------------- */
 
 /* Read the state topic to its end; fill last[i] for each entry (-1: no record). Returns the
  * number of records read, or -1 (logged). @locality session thread */
@@ -371,8 +368,7 @@ out:
     return count;
 }
 
-/* ---- the session --------------------------------------------------------------------------------
- */
+/* ---- the session ----------------------------------------------------------------------------- */
 
 static void set_next_gauge(const ent_rt *r) {
     kj_metrics_periodic_next_tick(r->e->name, r->run_once >= 0 ? r->run_once : r->pending);
@@ -464,8 +460,7 @@ out:
     return NULL;
 }
 
-/* ---- lifecycle ----------------------------------------------------------------------------------
- */
+/* ---- lifecycle ------------------------------------------------------------------------------- */
 
 /* The state topic must exist (`kjobs topics --create` makes it) and have one partition. */
 static int check_state_topic(kj_periodic *p, char *errstr, size_t errstr_size) {
