@@ -17,8 +17,10 @@
  *
  * Payload "fail" asks for a retry (kjobs_result_retry), "fail-permanent" is a permanent failure
  * (kjobs_result_fail), "sleep:N" takes N milliseconds before succeeding (a slow job, so tests
- * can catch work in flight); anything else succeeds. Failed jobs are recorded too (the line
- * shows the attempt), because the handler did run.
+ * can catch work in flight), "crash" takes the whole process down with a segmentation fault
+ * after recording the job (a poison job, for the crash-loop guard's tests); anything else
+ * succeeds. Failed jobs are recorded too (the line shows the attempt), because the handler did
+ * run.
  *
  * Built against include/kjobs.h only: the kjobs_* symbols are resolved at load time from the
  * `kjobs` executable (built with ENABLE_EXPORTS). Load it with handlers.plugin = "path" or
@@ -49,7 +51,8 @@ static recorder the_recorder = {.fd = -1};
 static void sanitize(char *dst, const void *src, size_t len) {
     const unsigned char *s = src;
     if (len > FIELD_MAX) len = FIELD_MAX;
-    for (size_t i = 0; i < len; i++) dst[i] = (s[i] < 0x20 || s[i] == 0x7f) ? '?' : (char)s[i];
+    for (size_t i = 0; i < len; i++)
+        dst[i] = (s[i] < 0x20 || s[i] == 0x7f) ? '?' : (char)s[i];
     dst[len] = '\0';
 }
 
@@ -65,10 +68,10 @@ static void record(const recorder *r, const kjobs_job_t *job) {
     clock_gettime(CLOCK_REALTIME, &now);
     long long now_ms = (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
     char line[4 * FIELD_MAX + 128];
-    int n = snprintf(line, sizeof(line), "%s\t%s\t%d\t%lld\t%d\t%ld\t%ld\t%s\t%lld\n", id,
-                     key, (int)kjobs_job_partition(job), (long long)kjobs_job_offset(job),
-                     kjobs_job_attempt(job), (long)syscall(SYS_gettid), (long)getpid(), topic,
-                     now_ms);
+    int n =
+        snprintf(line, sizeof(line), "%s\t%s\t%d\t%lld\t%d\t%ld\t%ld\t%s\t%lld\n", id, key,
+                 (int)kjobs_job_partition(job), (long long)kjobs_job_offset(job),
+                 kjobs_job_attempt(job), (long)syscall(SYS_gettid), (long)getpid(), topic, now_ms);
     if (n < 0 || (size_t)n >= sizeof(line)) return; /* cannot happen with FIELD_MAX bounds */
     /* one write(2) per line: O_APPEND makes it atomic with respect to other writers */
     ssize_t w;
@@ -96,6 +99,10 @@ static void maybe_sleep(const kjobs_job_t *job) {
 static void decide(const kjobs_job_t *job, kjobs_result_t *result) {
     size_t len = 0;
     const char *payload = kjobs_job_payload(job, &len);
+    if (len == 5 && memcmp(payload, "crash", 5) == 0) {
+        volatile int *nowhere = NULL;
+        *nowhere = 1; /* SIGSEGV, like a buggy plugin */
+    }
     if (len == 4 && memcmp(payload, "fail", 4) == 0)
         kjobs_result_retry(result, -1, "example.record: payload asked for a retry");
     else if (len == 14 && memcmp(payload, "fail-permanent", 14) == 0)
@@ -144,8 +151,8 @@ int kjobs_plugin_init(kjobs_registry_t *registry, int abi_version, char *errstr,
     /* the fd stays open for the life of the process: handlers may run until exit */
     if (kjobs_register_job_handler(registry, "example.record", handle_job, &the_recorder, errstr,
                                    errstr_size) != 0 ||
-        kjobs_register_batch_handler(registry, "example.record-batch", handle_batch,
-                                     &the_recorder, errstr, errstr_size) != 0)
+        kjobs_register_batch_handler(registry, "example.record-batch", handle_batch, &the_recorder,
+                                     errstr, errstr_size) != 0)
         return -1;
     return 0;
 }

@@ -37,6 +37,9 @@
 
 enum kj_lane_state { KJ_LANE_IDLE, KJ_LANE_TIMED, KJ_LANE_READY, KJ_LANE_BUSY };
 
+/* pushed_at of requeued items: "waited long enough", and how kj_engine_lane_wake knows them */
+#define KJ_REQUEUED (INT64_MIN / 2)
+
 struct kj_slot {
     void *item;
     int64_t not_before; /* engine clock ms; 0 = due */
@@ -60,6 +63,7 @@ struct kj_lane {
 
     enum kj_lane_state state;
     bool removing;
+    bool wake_pending;      /* BUSY: woken before its callback requeued parked items */
     int64_t wake_ms;        /* TIMED: when it becomes eligible */
     size_t heap_idx;        /* TIMED: index in e->heap */
     kj_lane *rnext, *rprev; /* READY: ready list links */
@@ -337,6 +341,7 @@ static void *worker_main(void *arg) {
                 atomic_fetch_sub_explicit(&e->items_in_flight, n, memory_order_relaxed);
                 atomic_store_explicit(&l->in_flight, 0, memory_order_relaxed);
                 l->state = KJ_LANE_IDLE;
+                l->wake_pending = false;
                 if (!l->removing) lane_schedule(e, l, engine_now(e));
                 if (e->done_waiters > 0) pthread_cond_broadcast(&e->done_cond);
                 continue;
@@ -549,6 +554,69 @@ int64_t kj_engine_lane_head_not_before(kj_lane *l) {
     }
     pthread_mutex_unlock(&e->lock);
     return nb;
+}
+
+int kj_engine_lane_requeue(kj_lane *l, void *const *items, size_t count, int64_t not_before_ms) {
+    kj_engine *e = l->e;
+    if (tl_current_lane != l || count == 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    pthread_mutex_lock(&e->lock);
+    while (l->cap - l->count < count)
+        if (lane_grow(l) != 0) {
+            pthread_mutex_unlock(&e->lock);
+            errno = ENOMEM;
+            return -1;
+        }
+    if (l->wake_pending) not_before_ms = 0;
+    l->wake_pending = false;
+    l->head = (l->head - count) & (l->cap - 1);
+    for (size_t i = 0; i < count; i++) {
+        struct kj_slot *s = lane_slot(l, i);
+        s->item = items[i];
+        s->not_before = not_before_ms;
+        s->pushed_at = KJ_REQUEUED; /* waited long enough: dispatched as soon as due */
+    }
+    l->count += count;
+    l->dispatched -= count;
+    if (!l->removing) atomic_store_explicit(&l->pending, l->count, memory_order_relaxed);
+    /* BUSY: the worker reschedules the lane when the callback returns. */
+    pthread_mutex_unlock(&e->lock);
+    return 0;
+}
+
+void kj_engine_lane_wake(kj_lane *l) {
+    kj_engine *e = l->e;
+    pthread_mutex_lock(&e->lock);
+    size_t woken = 0;
+    for (; woken < l->count && lane_slot(l, woken)->pushed_at == KJ_REQUEUED; woken++)
+        lane_slot(l, woken)->not_before = 0;
+    if (l->state == KJ_LANE_BUSY) {
+        if (woken == 0) l->wake_pending = true;
+    } else if (woken > 0 && !l->removing) {
+        lane_schedule(e, l, engine_now(e));
+        notify_producer_change(e, l);
+    }
+    pthread_mutex_unlock(&e->lock);
+}
+
+size_t kj_engine_lane_discard_pending(kj_lane *l, kj_discard_fn *discard, void *opaque) {
+    kj_engine *e = l->e;
+    pthread_mutex_lock(&e->lock);
+    size_t n = l->count;
+    for (size_t i = 0; i < n; i++)
+        if (discard) discard(lane_slot(l, i)->item, opaque);
+    l->head = (l->head + n) & (l->cap - 1);
+    l->count = 0;
+    l->dispatched += n;
+    if (!l->removing) atomic_store_explicit(&l->pending, 0, memory_order_relaxed);
+    if (l->state == KJ_LANE_READY)
+        ready_unlink(e, l);
+    else if (l->state == KJ_LANE_TIMED)
+        heap_remove(e, l);
+    pthread_mutex_unlock(&e->lock);
+    return n;
 }
 
 void kj_engine_lane_remove(kj_lane *l, kj_discard_fn *discard, void *opaque) {

@@ -49,6 +49,13 @@
  * until the heap's earliest deadline (CLOCK_MONOTONIC timed wait of the
  * remaining delta), or untimed when there is nothing to wait for: no polling.
  *
+ * Giving back. A callback that may not run part of its batch yet (a rate
+ * limit, a concurrency cap: partitions/flow_control.h) hands that tail back with
+ * kj_engine_lane_requeue(): it returns to the head of the lane, in order, due at
+ * a time or parked until kj_engine_lane_wake(). The lane then waits like any
+ * lane with a not-yet-due head — in the timer heap, holding no worker — and
+ * per-lane order is as if the tail had never left.
+ *
  * Back-pressure. kj_engine_lane_pending() is a lock-free read of the number of
  * undispatched items of a lane, so the poll thread can pause the Kafka
  * partition above a bound and resume it below a low mark.
@@ -197,6 +204,51 @@ size_t kj_engine_in_flight_items(const kj_engine *e);
 
 /** The engine's clock (the injected one, if any). @locality any thread */
 int64_t kj_engine_now_ms(const kj_engine *e);
+
+/**
+ * Hands every undispatched item of @p lane to @p discard (in push order, with the engine lock
+ * held: @p discard must not call into the engine) and leaves the lane empty; a batch in flight
+ * is not touched. For a caller that will re-fetch them anyway (kjobs' circuit breaker and stall
+ * guard rewind the partition), so it need not wait for each one to be dispatched and skipped —
+ * which, for items not due for a long time, could take that long. Returns how many.
+ *
+ * @locality any thread; not from a batch callback of @p lane
+ */
+size_t kj_engine_lane_discard_pending(kj_lane *lane, kj_discard_fn *discard, void *opaque);
+
+/** not_before_ms of requeued items that wait for kj_engine_lane_wake() instead of a time. */
+#define KJ_ENGINE_PARKED INT64_MAX
+
+/**
+ * From @p lane's own batch callback: gives items[0..count) of the running batch
+ * back, unrun. They go back to the head of the lane in the same order, ahead of
+ * everything pushed since, so per-lane order is as if they had never left; they
+ * count as pending again and are dispatched as if flushed (no max_wait_ms) once
+ * due: at @p not_before_ms (engine clock; 0 = now), or, with KJ_ENGINE_PARKED,
+ * when kj_engine_lane_wake() is called. This is how a callback that may not run
+ * a job yet (a rate limit, a concurrency cap) waits without holding a worker.
+ *
+ * Ownership of the items returns to the engine on success (kj_engine_lane_remove
+ * hands them to the discard callback like any pending item). Returns 0, or -1
+ * with errno EINVAL (not called from this lane's own callback, or count 0) or
+ * ENOMEM (the queue could not grow; the items still belong to the caller).
+ *
+ * @locality a worker thread, inside the batch callback of @p lane
+ */
+int kj_engine_lane_requeue(kj_lane *lane, void *const *items, size_t count, int64_t not_before_ms);
+
+/**
+ * Makes the requeued items at the head of @p lane due now, parked or waiting for
+ * a time (a caller whose wait ended early — a slot freed — or that wants them
+ * re-examined at once). When the lane's callback is running and has not
+ * requeued yet, its next requeue is due at once instead, so a wake-up that
+ * races the requeue is never lost. Items pushed with a not_before of their own
+ * keep it; a lane without requeued items is left alone.
+ *
+ * @locality any thread; @p lane must not have been removed (callers that wake
+ * lanes from another module forget a lane before kj_engine_lane_remove())
+ */
+void kj_engine_lane_wake(kj_lane *lane);
 
 /** Wakes every sleeping worker to re-read the clock (needed after an injected
  * clock moves). @locality any thread */

@@ -32,6 +32,7 @@
  */
 #include "processor/config.h"
 #include "processor/periodic_config.h"
+#include "processor/config_limits.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -432,6 +433,14 @@ static const kj_setting kj_settings[] = {
      .off = F(breaker_cooldown_ms), .def = "0s", .min = 0, .max = 7 * DAY_MS,
      .doc = "How long a tripped breaker stays open before consuming resumes by itself. \"0s\": "
             "it stays open until resumed by hand (or the process restarts)."},
+    {ROW("dlq", "crash_loop_limit", "KJOBS_DLQ_CRASH_LOOP_LIMIT"), .type = KT_INT,
+     .off = F(crash_loop_limit), .def = "3", .min = 0, .max = 1000,
+     .doc = "Crash-loop guard: a job that was running alone when this many worker processes in a "
+            "row died (segfault, abort, OOM kill, kill -9) is dead-lettered with class crash-loop "
+            "by the next one instead of run again. After a crash the next owner of a partition "
+            "runs the jobs the dead one may have had in flight one at a time, each after a "
+            "synchronous offset commit, so a poison job runs this many times plus one. 0 turns "
+            "the guard off. Not with retry.exactly_once (docs/retries.md, \"Crash loops\")."},
     /* handlers */
     {ROW("handlers", "plugin", "KJOBS_HANDLERS_PLUGIN"), .type = KT_STRING,
      .off = F(handlers_plugin), .def = "",
@@ -1226,6 +1235,7 @@ void kj_config_free(kj_config *cfg) {
         }
     }
     kj_periodic_entries_free(cfg->periodic, cfg->periodic_count);
+    kj_config_limits_free(cfg);
     free(cfg->source_path);
     memset(cfg, 0, sizeof(*cfg));
 }
@@ -1389,6 +1399,8 @@ static int apply_env(kj_config *cfg, char *const *envp, char *errstr, size_t err
                 rd = kj_cfg_xrealloc(rd, cap * sizeof(*rd));
             }
             rd[nrd++] = entry;
+        } else if (strcmp(name, "KJOBS_LIMITS") == 0) {
+            rc = kj_config_limits_from_json(cfg, eq + 1, errstr, errstr_size);
         } else if (row) {
             char where[160];
             snprintf(where, sizeof(where), "environment %s", name);
@@ -1491,6 +1503,11 @@ static int apply_tree(kj_config *cfg, config_t *lc, const char *file, char *errs
         config_setting_t *s = config_setting_get_elem(root, (unsigned)i);
         const char *name = config_setting_name(s);
         if (!name) continue;
+        if (strcmp(name, "limits") == 0) { /* a list of groups: config_limits.c */
+            if (kj_config_limits_from_setting(cfg, s, setting_file(s, file), errstr, errstr_size))
+                return -1;
+            continue;
+        }
         const kj_setting *row = row_by_key(name);
         if (row && !row->group) {
             if (apply_setting(cfg, row, s, file, errstr, errstr_size)) return -1;
@@ -2053,6 +2070,7 @@ void kj_config_write_example(FILE *out) {
         fprintf(out, "%s%s = %s;\n", indent, row->name, value);
     }
     if (open_group) fputs("};\n", out);
+    kj_config_limits_write_example(out);
 }
 
 static void describe_type(const kj_setting *row, char *buf, size_t size) {
@@ -2186,6 +2204,7 @@ void kj_config_write_effective(const kj_config *cfg, FILE *out) {
                 catch_up, jitter, cfg->source_path ? cfg->source_path : "?", e->line,
                 strlen(e->payload), e->meta_count);
     }
+    kj_config_limits_write_effective(cfg, out);
 }
 
 /* ------------------------------------------------------------------------------------------ */

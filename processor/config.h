@@ -37,6 +37,16 @@ typedef enum {
     KJ_CONFIG_FROM_CLI,
 } kj_config_origin_kind;
 
+/** One entry of the `limits` list: flow control for one job type (processor/config_limits.h). */
+typedef struct kj_config_limit {
+    char *type;       /* job type, exact */
+    char *rate_text;  /* the rate as configured ("100/1m"), NULL when none */
+    double rate;      /* jobs per second; 0 = no rate limit */
+    double burst;     /* bucket size in jobs, >= 1 when rate > 0 */
+    int concurrency;  /* jobs of the type running at once per process; 0 = no cap */
+    bool group_scope; /* scope = "group": rate and burst are for the whole consumer group */
+} kj_config_limit;
+
 typedef struct kj_config {
     char *source_path; /* file actually read, or NULL when none */
     char *bootstrap, *group, *client_id, *group_instance_id, *group_protocol;
@@ -58,6 +68,7 @@ typedef struct kj_config {
     int breaker_consecutive, breaker_window, breaker_min_window;
     double breaker_ratio;
     int64_t breaker_cooldown_ms;
+    int crash_loop_limit; /* dlq.crash_loop_limit; 0 = off */
     char *handlers_plugin;
     char **handlers_exec;
     size_t handlers_exec_count;
@@ -72,6 +83,11 @@ typedef struct kj_config {
         *sr_key_password;
     int64_t sr_timeout_ms, sr_unknown_ttl_ms;
     int sr_cache_size;
+    /* flow control per job type (`limits`; KJOBS_LIMITS) */
+    kj_config_limit *limits;
+    size_t limit_count;
+    unsigned char limits_from; /* kj_config_origin_kind */
+    int limits_line;           /* file line of `limits` */
 
     /* ---- internal bookkeeping; read it through the functions below ---- */
     bool retry_prefix_auto, dlq_topic_auto; /* "" was configured: derived from main_topic */

@@ -132,7 +132,8 @@ void kjobs_result_fail(kjobs_result_t *result, const char *fmt, ...) {
 
 const char *kj_outcome_name(kj_outcome outcome) {
     static const char *const names[] = {"ok",           "retry",   "failed",        "decode",
-                                        "unknown_type", "timeout", "invalid_header"};
+                                        "unknown_type", "timeout", "invalid_header",
+                                        "crash_loop"};
     return names[outcome];
 }
 
@@ -150,6 +151,8 @@ const char *kj_outcome_error_class(kj_outcome outcome) {
         return "timeout";
     case KJ_OUTCOME_INVALID_HEADER:
         return "invalid-header";
+    case KJ_OUTCOME_CRASH_LOOP:
+        return "crash-loop";
     default:
         return "";
     }

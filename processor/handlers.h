@@ -26,6 +26,8 @@ typedef enum {
     KJ_OUTCOME_UNKNOWN_TYPE,   /* no handler for the type: DLQ, class "unknown-type" */
     KJ_OUTCOME_TIMEOUT,        /* handler ran out of time (exec handler): like retry */
     KJ_OUTCOME_INVALID_HEADER, /* ladder record with a bad kjobs control header: DLQ, not run */
+    KJ_OUTCOME_CRASH_LOOP,     /* ran alone while dlq.crash_loop_limit workers died: DLQ, not run
+                                  again (crash_guard.h) */
 } kj_outcome;
 
 #define KJ_ERROR_MAX 1024

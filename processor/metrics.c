@@ -578,7 +578,7 @@ static struct {
     kj_metric_family *jobs, *duration, *batch, *lag, *commits, *rebalances, *in_flight, *resets,
         *retry, *dlq, *route_errors, *decode_errors, *exec_stray, *breaker, *ready, *build_info,
         *truncated, *invalid_headers, *hops, *trace_invalid, *sr_requests, *sr_waiting,
-        *periodic_enqueued, *periodic_next;
+        *periodic_enqueued, *periodic_next, *throttle_wait;
     kj_metric_handle *commit_ok, *commit_error;
     pthread_mutex_t version_mu;
     char version[KJ_METRICS_MAX_LABEL_LEN + 1];
@@ -609,6 +609,10 @@ static const struct kj_metric_def {
     {&g_kj.duration, "kjobs_job_duration_seconds", KJ_METRIC_HISTOGRAM,
      "Handler wall-clock time per job in seconds.", 1, {"type"}, kj_duration_buckets,
      KJ_NB(kj_duration_buckets)},
+    {&g_kj.throttle_wait, "kjobs_throttle_wait_seconds", KJ_METRIC_HISTOGRAM,
+     "How long a partition's head job waited for its type's limit (limits: rate or "
+     "concurrency) before it ran; the jobs behind it in that partition waited with it.", 2,
+     {"type", "limit"}, kj_duration_buckets, KJ_NB(kj_duration_buckets)},
     {&g_kj.batch, "kjobs_batch_size", KJ_METRIC_HISTOGRAM, "Jobs per handler call.", 0, {0},
      kj_batch_buckets, KJ_NB(kj_batch_buckets)},
     {&g_kj.lag, "kjobs_consumer_lag", KJ_METRIC_GAUGE,
@@ -816,6 +820,12 @@ void kj_metrics_periodic_next_tick(const char *name, int64_t tick_ms) {
 
 void kj_metrics_periodic_clear(const char *name) {
     kj_metrics_periodic_next_tick(name, -1);
+}
+
+void kj_metrics_throttle_wait(const char *type, const char *limit, double seconds) {
+    kj_metrics_ensure();
+    kj_histogram_observe(kj_family_series(g_kj.throttle_wait, (const char *[]){type, limit}),
+                         seconds);
 }
 
 void kj_metrics_retry_hop(void) {

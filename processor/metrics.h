@@ -38,6 +38,10 @@
  *       Handler wall-clock time per job. A per-batch handler call is observed once per job with
  *       the call's time divided by its jobs. Jobs no handler ran (decode errors, unknown types)
  *       are not observed.
+ *   kjobs_throttle_wait_seconds{type,limit}  histogram, buckets 0.001 .. 300
+ *       How long a partition's head job of `type` waited for its flow-control limit
+ *       (limit = rate | concurrency; `limits` in the configuration) before it ran. The jobs
+ *       behind it in that partition waited with it; _sum is the partition-time lost to limits.
  *   kjobs_batch_size  histogram, buckets 1 .. 1000
  *       Jobs per handler call.
  *   kjobs_consumer_lag{topic,partition}  gauge
@@ -249,6 +253,8 @@ void kj_metrics_copy_truncated(void);
 void kj_metrics_invalid_header(const char *header);
 /** field: "traceparent" or "tracestate", a value ignored as invalid. */
 void kj_metrics_trace_context_invalid(const char *field);
+/** A partition's head job of `type` waited `seconds` for its `limit` ("rate", "concurrency"). */
+void kj_metrics_throttle_wait(const char *type, const char *limit, double seconds);
 void kj_metrics_retry_hop(void);
 /** kjobs_periodic_enqueued_total{name} += 1 (processor/periodic.c). */
 void kj_metrics_periodic_enqueued(const char *name);

@@ -7,6 +7,7 @@
 
 #include <inttypes.h>
 #include <pthread.h>
+#include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,10 +16,12 @@
 #include <unistd.h>
 
 #include "partitions/engine.h"
+#include "partitions/flow_control.h"
 #include "partitions/offset_tracker.h"
 #include "processor/breaker.h"
 #include "processor/kafka.h"
 #include "processor/clock.h"
+#include "processor/crash_guard.h"
 #include "processor/header_contract.h"
 #include "processor/log.h"
 #include "processor/metrics.h"
@@ -55,12 +58,26 @@ typedef struct kj_part {
     bool paused_for_delay;    /* (poll) ... because the ladder head is not due */
     atomic_bool needs_rewind; /* batches were skipped while the breaker was open */
     atomic_bool revoking;     /* being revoked: a batch waiting for the registry gives up */
-    bool start_unknown;       /* (poll) assigned without knowing the committed offset */
-    bool consumed;            /* (poll) at least one record arrived since assignment */
-    int64_t start;            /* (poll) the offset it was assigned at (may be logical) */
-    bool position_known;      /* (poll) a record arrived since the last assign/seek: the consumer's
-                               * position is current (before, it may be stale: a lost partition's) */
-    struct kj_part *next;     /* (poll) assignment list */
+    /* flow control: since when the lane's head has waited for a limit (0: not waiting), which
+     * limit and why; written by the lane's batches only (one at a time) */
+    int64_t throttled_since;
+    int throttle_flow;
+    kj_flow_reason throttle_reason;
+    /* crash-loop guard (crash_guard.h). guarded/arming/arm_offset/meta_sent: (poll). crash:
+     * set by the poll thread before the first record is pushed, then the lane's batches'.
+     * meta: what the next commit carries, under `lock` (batches write it when probing). */
+    bool guarded;        /* the guard covers it: its "live" mark is (being) written */
+    bool arming;         /* paused until the "live" mark is acknowledged */
+    int64_t arm_offset;  /* the committed offset when assigned (absolute) */
+    kj_crash_plan crash; /* careful mode and the suspect, from the previous owner's mark */
+    char meta[KJ_CRASH_META_MAX];
+    char meta_sent[KJ_CRASH_META_MAX];
+    bool start_unknown;   /* (poll) assigned without knowing the committed offset */
+    bool consumed;        /* (poll) at least one record arrived since assignment */
+    int64_t start;        /* (poll) the offset it was assigned at (may be logical) */
+    bool position_known;  /* (poll) a record arrived since the last assign/seek: the consumer's
+                           * position is current (before, it may be stale: a lost partition's) */
+    struct kj_part *next; /* (poll) assignment list */
 } kj_part;
 
 typedef struct kj_topic_slot {
@@ -78,6 +95,9 @@ struct kj_worker {
     kj_engine *engine;
     kj_sr_client *registry; /* NULL without kafka.schema_registry_url */
     kj_periodic *periodic;  /* NULL without schedule.periodic; runs while we own main partition 0 */
+    kj_flow *flow;          /* limits per job type; NULL without `limits` */
+    bool crash_guard;       /* dlq.crash_loop_limit > 0 and not exactly-once */
+    int total_partitions;   /* of the main and ladder topics (check_topics), for group scope */
     kj_topic_slot *topics;
     size_t topic_count;
     kj_part *parts;
@@ -129,6 +149,9 @@ typedef struct batch_slot {
     int64_t due_ms;         /* scheduled only: its kjobs-deliver-at */
     kj_control ctl;         /* ladder only, validated */
     kj_job_outcome outcome; /* where it went: ok, retry or dead-lettered */
+    int flow;               /* flow-control limit of its type, -1 none */
+    bool flow_slot;         /* this job took its type's concurrency slot for the batch */
+    int flow_release;       /* limit index + 1 whose slot is given back after this job; 0 none */
     /* failed jobs only: the retry policy's decision, as routed */
     kj_retry_decision decision;
 } batch_slot;
@@ -266,9 +289,21 @@ static rd_kafka_topic_partition_list_t *collect_offsets(kj_worker *w, bool all) 
         pthread_mutex_lock(&p->lock);
         if (p->position_known) kj_offset_tracker_advance(p->tracker, pos->elems[i].offset);
         int64_t committable = kj_offset_tracker_committable(p->tracker);
+        char meta[KJ_CRASH_META_MAX];
+        memcpy(meta, p->meta, sizeof(meta));
         pthread_mutex_unlock(&p->lock);
-        if (committable < 0 || (committable <= p->committed && !all)) continue;
-        rd_kafka_topic_partition_list_add(list, p->topic, p->partition)->offset = committable;
+        /* a guarded partition also commits when only its crash-guard mark changed */
+        bool mark = p->guarded && strcmp(meta, p->meta_sent) != 0;
+        if (committable < 0 && mark) committable = p->arm_offset;
+        if (committable < 0 || (committable <= p->committed && !all && !mark)) continue;
+        rd_kafka_topic_partition_t *tp =
+            rd_kafka_topic_partition_list_add(list, p->topic, p->partition);
+        tp->offset = committable;
+        if (p->guarded) {
+            tp->metadata_size = strlen(meta);
+            tp->metadata = strdup(meta);
+            memcpy(p->meta_sent, meta, sizeof(meta));
+        }
         p->committed = committable;
     }
     rd_kafka_topic_partition_list_destroy(pos);
@@ -355,9 +390,18 @@ static void on_offset_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     int failed = 0;
     for (int i = 0; offsets && i < offsets->cnt; i++) {
         rd_kafka_topic_partition_t *tp = &offsets->elems[i];
-        if (!err && !tp->err) continue;
         kj_part *p = part_lookup(w, NULL, tp->topic, tp->partition);
+        if (!err && !tp->err) {
+            if (p && p->arming && tp->offset == p->arm_offset) {
+                p->arming = false; /* the "live" mark is on record: its jobs may run */
+                if (p->lane) kj_engine_lane_wake(p->lane);
+                kj_log(KJ_LOG_DEBUG, "crash guard armed", "{s:s,s:i,s:I}", "topic", p->topic,
+                       "partition", p->partition, "offset", (json_int_t)tp->offset);
+            }
+            continue;
+        }
         if (p && p->committed == tp->offset) p->committed = -1;
+        if (p) p->meta_sent[0] = '\0'; /* send the mark again */
         failed++;
     }
     kj_metrics_commit(!err && failed == 0);
@@ -372,6 +416,50 @@ static void on_offset_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 #define KJ_COMMITTED_LOOKUP_MS 2000
 
 static void wake_fetchers(kj_worker *w, rd_kafka_t *rk);
+static void pause_part(kj_worker *w, kj_part *p, bool for_delay);
+
+/* Group-scoped rate limits follow this member's share of the group's partitions (main and
+ * ladder topics alike: every assignor spreads them all). @locality poll thread */
+static void update_flow_share(kj_worker *w) {
+    int assigned = atomic_load(&w->assigned);
+    if (!w->flow || assigned <= 0 || w->total_partitions <= 0) return;
+    double share = (double)assigned / (double)w->total_partitions;
+    kj_flow_set_share(w->flow, share > 1 ? 1 : share);
+}
+
+/* Crash-loop guard, on assignment (crash_guard.h): read the previous owner's mark, plan careful
+ * mode, and hold the partition (arming) until our own "live" mark is acknowledged, so a crash in
+ * its very first job is on record. `found` is what the committed lookup returned for it.
+ * Without an absolute start offset (no commit, and the low watermark unknown) the partition is
+ * left unguarded this time. @locality poll thread, in the rebalance callback */
+static void arm_crash_guard(kj_worker *w, rd_kafka_t *rk, kj_part *p,
+                            const rd_kafka_topic_partition_t *found) {
+    int64_t committed = found->offset;
+    if (committed < 0) {
+        int64_t lo, hi;
+        if (rd_kafka_query_watermark_offsets(rk, p->topic, p->partition, &lo, &hi,
+                                             KJ_COMMITTED_LOOKUP_MS) != RD_KAFKA_RESP_ERR_NO_ERROR)
+            return;
+        committed = lo;
+    }
+    kj_crash_meta mark = kj_crash_meta_parse(found->metadata, found->metadata_size);
+    p->crash = kj_crash_plan_for(&mark, committed,
+                                 (int64_t)w->cfg->batch_max_pending + w->cfg->batch_max_jobs);
+    p->guarded = p->arming = true;
+    p->arm_offset = committed;
+    p->meta_sent[0] = '\0';
+    kj_crash_meta live = {.kind = KJ_CRASH_META_LIVE};
+    pthread_mutex_lock(&p->lock);
+    kj_crash_meta_format(&live, p->meta, sizeof(p->meta));
+    pthread_mutex_unlock(&p->lock);
+    if (p->crash.careful_until > 0)
+        kj_log(KJ_LOG_WARN,
+               "the partition's previous owner died holding it: running the jobs it may have had "
+               "in flight one at a time",
+               "{s:s,s:i,s:I,s:I,s:I,s:i}", "topic", p->topic, "partition", p->partition, "from",
+               (json_int_t)committed, "until", (json_int_t)p->crash.careful_until, "suspect",
+               (json_int_t)p->crash.suspect, "suspect_crashes", p->crash.suspect_count);
+}
 
 /* Whether parts holds partition 0 of the main topic: the designated partition whose owner runs
  * the periodic schedule (processor/periodic.h). @locality poll thread */
@@ -401,13 +489,23 @@ static void assign_partitions(kj_worker *w, rd_kafka_t *rk, rd_kafka_topic_parti
             kj_log(KJ_LOG_WARN, "committed offsets not read in time; librdkafka will", "{s:s}",
                    "error", rd_kafka_err2str(err));
     }
+    bool arming = false;
     for (int i = 0; i < start->cnt; i++) {
         rd_kafka_topic_partition_t *tp = &start->elems[i];
+        kj_part *p = part_add(w, tp->topic, tp->partition);
+        if (p) {
+            p->guarded = p->arming = false;
+            p->crash = (kj_crash_plan){.careful_until = 0, .suspect = -1};
+            if (w->crash_guard && known && !atomic_load(&w->draining))
+                arm_crash_guard(w, rk, p, tp);
+            arming |= p->arming;
+        }
+        if (p && known) /* what the group has committed (lag gauges until a record arrives) */
+            p->committed = tp->offset >= 0 ? tp->offset : -1;
         if (!known)
             tp->offset = RD_KAFKA_OFFSET_INVALID; /* = the committed offset */
         else if (tp->offset < 0)
             tp->offset = RD_KAFKA_OFFSET_BEGINNING;
-        kj_part *p = part_add(w, tp->topic, tp->partition);
         if (!p) continue;
         p->start_unknown = !known;
         p->consumed = false;
@@ -439,6 +537,14 @@ static void assign_partitions(kj_worker *w, rd_kafka_t *rk, rd_kafka_topic_parti
             rd_kafka_resume_partitions(rk, start);
     }
     rd_kafka_topic_partition_list_destroy(start);
+    if (arming) { /* hold them until their "live" mark is on record (on_offset_commit) */
+        for (int i = 0; i < parts->cnt; i++) {
+            kj_part *p = part_lookup(w, NULL, parts->elems[i].topic, parts->elems[i].partition);
+            if (p && p->arming && !p->paused) pause_part(w, p, true);
+        }
+        commit_offsets(w, false);
+    }
+    update_flow_share(w);
 }
 
 /* librdkafka pauses every assigned partition while an incremental rebalance is handed to the
@@ -503,8 +609,16 @@ static void revoke_partitions(kj_worker *w, rd_kafka_t *rk, rd_kafka_topic_parti
     for (int i = 0; i < parts->cnt && !w->shutdown_timed_out; i++) {
         kj_part *p = part_lookup(w, NULL, parts->elems[i].topic, parts->elems[i].partition);
         if (p && p->lane) {
+            kj_flow_forget_lane(w->flow, p->lane, true);
             kj_engine_lane_remove(p->lane, discard_message, NULL);
+            kj_flow_lane_removed(w->flow, p->lane);
             p->lane = NULL;
+            if (p->guarded) { /* nothing of it runs any more: give it up cleanly */
+                kj_crash_meta clean = {.kind = KJ_CRASH_META_CLEAN};
+                pthread_mutex_lock(&p->lock);
+                kj_crash_meta_format(&clean, p->meta, sizeof(p->meta));
+                pthread_mutex_unlock(&p->lock);
+            }
         }
     }
     int64_t batches_ms = kj_now_ms() - wait_start;
@@ -527,6 +641,7 @@ static void revoke_partitions(kj_worker *w, rd_kafka_t *rk, rd_kafka_topic_parti
                (json_int_t)commit_ms);
         part_remove(w, p, !copies_pending && !w->shutdown_timed_out && p->lane == NULL);
     }
+    update_flow_share(w);
     rd_kafka_error_t *error = NULL;
     if (cooperative)
         error = rd_kafka_incremental_unassign(rk, parts);
@@ -721,13 +836,81 @@ static int decode_job(kj_worker *w, kj_part *part, rd_kafka_message_t *msg, kj_j
  * resumes (breaker, stall) or re-fetched by its next owner. @locality worker thread */
 static void skip_batch(kj_worker *w, kj_part *part, void **items, size_t count) {
     atomic_store(&part->needs_rewind, true);
+    kj_flow_forget_lane(w->flow, part->lane, false); /* a slot promised to it passes on */
+    part->throttled_since = 0;
     for (size_t i = 0; i < count; i++)
         rd_kafka_message_destroy(items[i]);
     atomic_fetch_add(&w->jobs_skipped, (long long)count);
 }
 
+/* Flow control: may slots[i] (a job of limited type slots[i].flow) run now? One concurrency slot
+ * covers every job of the type in this batch (they run one after another on this thread).
+ * Measures how long the lane's head waited. @locality worker thread, in run_batch */
+static bool flow_admit(kj_worker *w, kj_part *part, kj_lane *lane, batch_slot *slots, size_t i,
+                       int64_t now, kj_flow_wait *wait) {
+    batch_slot *s = &slots[i];
+    bool take_slot = kj_flow_has_cap(w->flow, s->flow);
+    for (size_t k = 0; k < i && take_slot; k++)
+        if (slots[k].flow_slot && slots[k].flow == s->flow) take_slot = false;
+    if (!kj_flow_admit(w->flow, s->flow, take_slot, lane, now, wait)) {
+        if (!part->throttled_since) {
+            part->throttled_since = now;
+            part->throttle_flow = s->flow;
+            part->throttle_reason = wait->reason;
+            kj_log(KJ_LOG_DEBUG, "job over its type's limit, partition waits",
+                   "{s:s,s:s,s:i,s:I,s:s}", "type", s->job.record.type, "topic", part->topic,
+                   "partition", part->partition, "offset", (json_int_t)s->job.msg->offset, "limit",
+                   wait->reason == KJ_FLOW_RATE ? "rate" : "concurrency");
+        }
+        return false;
+    }
+    s->flow_slot = take_slot;
+    if (part->throttled_since && i == 0) {
+        kj_metrics_throttle_wait(s->job.record.type,
+                                 part->throttle_reason == KJ_FLOW_RATE ? "rate" : "concurrency",
+                                 (double)(now - part->throttled_since) / 1000.0);
+        part->throttled_since = 0;
+    }
+    return true;
+}
+
+/* Careful mode: put "probe:X:n" on record, synchronously, before the job at X runs alone. A
+ * failed commit is logged and the job runs anyway (the guard then misses this crash, never a
+ * job). @locality worker thread, in run_batch */
+static void crash_probe_commit(kj_worker *w, kj_part *part, int64_t offset, int n) {
+    kj_crash_meta probe = {.kind = KJ_CRASH_META_PROBE, .offset = offset, .count = n};
+    char meta[KJ_CRASH_META_MAX];
+    kj_crash_meta_format(&probe, meta, sizeof(meta));
+    pthread_mutex_lock(&part->lock);
+    memcpy(part->meta, meta, sizeof(meta));
+    int64_t committable = kj_offset_tracker_committable(part->tracker);
+    pthread_mutex_unlock(&part->lock);
+    if (committable < 0 || committable > offset) committable = offset;
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_t *tp =
+        rd_kafka_topic_partition_list_add(list, part->topic, part->partition);
+    tp->offset = committable;
+    tp->metadata_size = strlen(meta);
+    tp->metadata = strdup(meta);
+    rd_kafka_resp_err_t err = rd_kafka_commit(w->consumer, list, 0);
+    rd_kafka_topic_partition_list_destroy(list);
+    kj_log(err ? KJ_LOG_WARN : KJ_LOG_INFO,
+           err ? "crash guard: probe not recorded, running the job anyway"
+               : "crash guard: running a job alone",
+           "{s:s,s:i,s:I,s:i,s:s?}", "topic", part->topic, "partition", part->partition, "offset",
+           (json_int_t)offset, "probe", n, "error", err ? rd_kafka_err2str(err) : NULL);
+}
+
+/* Careful mode over for this job: the mark goes back to "live" with the next commit. */
+static void crash_probe_done(kj_part *part, int64_t offset) {
+    kj_crash_meta live = {.kind = KJ_CRASH_META_LIVE};
+    pthread_mutex_lock(&part->lock);
+    kj_crash_meta_format(&live, part->meta, sizeof(part->meta));
+    pthread_mutex_unlock(&part->lock);
+    if (part->crash.suspect == offset) part->crash.suspect = -1;
+}
+
 static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t count, void *opaque) {
-    (void)lane;
     kj_part *part = lane_opaque;
     kj_worker *w = opaque;
     /* last_poll_ms before stall_hold: the poll thread stores them in the other order, so a
@@ -741,9 +924,32 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
         skip_batch(w, part, items, count);
         return;
     }
+    /* Crash-loop guard: after a crash, the jobs the dead owner may have had in flight run one
+     * at a time, each probe on record first; a job that was run alone by dlq.crash_loop_limit
+     * owners in a row that all died is dead-lettered, not run (crash_guard.h). */
+    bool careful = false, crash_dlq = false;
+    int64_t head_offset = ((rd_kafka_message_t *)items[0])->offset;
+    if (part->crash.careful_until > 0 && head_offset >= part->crash.careful_until) {
+        part->crash.careful_until = 0;
+        kj_log(KJ_LOG_INFO, "crash guard: careful mode over, batches again", "{s:s,s:i,s:I}",
+               "topic", part->topic, "partition", part->partition, "offset",
+               (json_int_t)head_offset);
+    } else if (part->crash.careful_until > 0) {
+        careful = true;
+        if (count > 1) {
+            if (kj_engine_lane_requeue(lane, items + 1, count - 1, 0) != 0)
+                skip_batch(w, part, items + 1, count - 1); /* no memory: rewind instead */
+            count = 1;
+        }
+        int probe = 0;
+        if (kj_crash_decide(&part->crash, head_offset, w->cfg->crash_loop_limit, &probe) ==
+            KJ_CRASH_DEAD_LETTER)
+            crash_dlq = true;
+        else
+            crash_probe_commit(w, part, head_offset, probe);
+    }
     batch_scratch *scratch = scratch_for(count);
     batch_slot *slots = scratch->slots;
-    kj_metrics_batch_size(count);
     kj_metrics_in_flight_add((int64_t)count);
 
     /* control headers, decode, find handlers */
@@ -756,9 +962,20 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
         s->handler = NULL;
         s->job.msg = msg;
         s->job.topic = part->topic;
+        s->flow = -1;
+        s->flow_slot = false;
+        s->flow_release = 0;
         read_control(part, s, now);
         s->decoded = false;
         char err[256];
+        if (crash_dlq) { /* not decoded either: decoding may be what crashed */
+            s->hop = s->scheduled = false;
+            kj_result_set(&s->result, KJ_OUTCOME_CRASH_LOOP,
+                          "job was running alone when %d worker processes in a row died "
+                          "(dlq.crash_loop_limit %d); not run again",
+                          part->crash.suspect_count, w->cfg->crash_loop_limit);
+            continue;
+        }
         if (s->result.outcome == KJ_OUTCOME_INVALID_HEADER || s->scheduled) {
             /* not run; named (logs, metrics) if decodable without asking the registry */
             s->decoded =
@@ -769,8 +986,10 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
         if (s->hop) continue; /* not run */
         int rc = msg->payload ? decode_job(w, part, msg, &s->job.record, err, sizeof(err)) : -1;
         if (rc == KJ_SR_UNAVAILABLE) { /* gave up waiting for the registry: run nothing */
-            for (size_t k = 0; k < i; k++)
+            for (size_t k = 0; k < i; k++) {
                 if (slots[k].decoded) kj_job_record_free(&slots[k].job.record);
+                if (slots[k].flow_slot) kj_flow_release(w->flow, slots[k].flow);
+            }
             kj_metrics_in_flight_add(-(int64_t)count);
             skip_batch(w, part, items, count);
             return;
@@ -784,9 +1003,34 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
         }
         kj_trace_context_read(&s->job); /* traceparent/tracestate for the handler */
         s->handler = kj_handlers_lookup(w->handlers, s->job.record.type);
-        if (!s->handler)
+        if (!s->handler) {
             kj_result_set(&s->result, KJ_OUTCOME_UNKNOWN_TYPE, "no handler for job type \"%s\"",
                           s->job.record.type);
+            continue;
+        }
+        kj_flow_wait wait;
+        if ((s->flow = kj_flow_find(w->flow, s->job.record.type)) >= 0 &&
+            !flow_admit(w, part, lane, slots, i, now, &wait)) {
+            /* Over its limit: this job and everything behind it go back to the head of the
+             * lane, due when a token is (rate) or parked until a slot frees (concurrency). The
+             * partition waits there, in order, holding no thread; the rest of the batch runs. */
+            kj_job_record_free(&s->job.record);
+            if (kj_engine_lane_requeue(lane, items + i, count - i, wait.until_ms) != 0)
+                skip_batch(w, part, items + i, count - i); /* no memory: rewind instead */
+            kj_metrics_in_flight_add(-(int64_t)(count - i));
+            count = i;
+            break;
+        }
+    }
+    if (count == 0) return;
+    kj_metrics_batch_size(count);
+    /* a concurrency slot is given back after the batch's last job of its type */
+    for (size_t k = 0; k < count; k++) {
+        if (!slots[k].flow_slot) continue;
+        size_t last = k;
+        for (size_t m = k + 1; m < count; m++)
+            if (slots[m].handler && slots[m].flow == slots[k].flow) last = m;
+        slots[last].flow_release = slots[k].flow + 1;
     }
 
     /* run handlers: per-job ones one by one, per-batch ones over runs of one handler */
@@ -812,8 +1056,10 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
         }
         double per_job = (kj_mono_seconds() - start) / (double)(j - i);
         kj_metric_handle *duration = kj_metrics_duration_handle(slots[i].job.record.type);
-        for (size_t k = i; k < j; k++)
+        for (size_t k = i; k < j; k++) {
             kj_histogram_observe(duration, per_job);
+            if (slots[k].flow_release) kj_flow_release(w->flow, slots[k].flow_release - 1);
+        }
         i = j;
     }
 
@@ -903,6 +1149,7 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
         if (slots[i].decoded) kj_job_record_free(&slots[i].job.record);
         rd_kafka_message_destroy((rd_kafka_message_t *)slots[i].job.msg);
     }
+    if (careful) crash_probe_done(part, head_offset);
     atomic_fetch_add(&w->jobs_ok, ok);
     atomic_fetch_add(&w->jobs_retried, retried);
     atomic_fetch_add(&w->jobs_dead, dead);
@@ -1031,6 +1278,8 @@ static void handle_message(kj_worker *w, rd_kafka_message_t *msg) {
             not_before = kj_control_hold_until(nb, rd_kafka_message_timestamp(msg, NULL), now,
                                                p->step_delay_ms);
     }
+    if (p->arming) /* fetched before the pause took: held until the crash guard is armed */
+        not_before = KJ_ENGINE_PARKED;
     size_t pending = kj_engine_push(p->lane, msg, not_before > 0 ? not_before : 0);
     if (pending == 0) { /* out of memory: the offset stays uncommittable; stop fetching it */
         kj_log(KJ_LOG_ERROR, "cannot queue job (out of memory)", "{s:s,s:i}", "topic", p->topic,
@@ -1053,6 +1302,21 @@ static void handle_message(kj_worker *w, rd_kafka_message_t *msg) {
 /* Held partitions whose batches were skipped (breaker, stall) restart at their first
  * uncompleted offset: seek there, forget the skipped tail, resume. All partitions resume.
  * @locality poll thread, with no batch in flight and nothing pending in the lanes */
+/* What the lanes still hold is not run either (breaker, stall): dropped at once and re-fetched
+ * by the rewind, rather than dispatched only to be skipped — records not due for a while (a
+ * ladder step, a rate limit's next token) would otherwise hold the resume back that long.
+ * @locality poll thread, with the partitions paused (nothing is pushed meanwhile) */
+static void drop_pending(kj_worker *w) {
+    for (kj_part *p = w->parts; p; p = p->next) {
+        if (!p->lane) continue;
+        size_t n = kj_engine_lane_discard_pending(p->lane, discard_message, NULL);
+        if (n == 0) continue;
+        atomic_store(&p->needs_rewind, true);
+        atomic_fetch_add(&w->jobs_skipped, (long long)n);
+        kj_flow_forget_lane(w->flow, p->lane, false);
+    }
+}
+
 static void rewind_and_resume_all(kj_worker *w) {
     for (kj_part *p = w->parts; p; p = p->next) {
         if (atomic_exchange(&p->needs_rewind, false)) {
@@ -1103,8 +1367,7 @@ static bool stall_tick(kj_worker *w, int64_t now, int64_t gap) {
         now - w->stall_detected_at >= KJ_STALL_CONFIRM_MS && !rd_kafka_assignment_lost(w->consumer);
     if (!answered && !survived) return true;
     if (kj_engine_in_flight_items(w->engine) > 0) return true;
-    for (kj_part *p = w->parts; p; p = p->next)
-        if (p->lane && kj_engine_lane_pending(p->lane) > 0) return true; /* still skipping */
+    drop_pending(w);
     rewind_and_resume_all(w);
     atomic_store(&w->stall_hold, false);
     kj_log(KJ_LOG_WARN, "stall hold released", "{s:s,s:I}", "by",
@@ -1134,8 +1397,7 @@ static bool breaker_tick(kj_worker *w, int64_t now) {
     if (!cooled && !atomic_load(&w->breaker_reset_requested)) return true;
     if (kj_engine_in_flight_items(w->engine) > 0 || kj_router_outstanding(w->router) > 0)
         return true;
-    for (kj_part *p = w->parts; p; p = p->next)
-        if (p->lane && kj_engine_lane_pending(p->lane) > 0) return true; /* still skipping */
+    drop_pending(w);
     rewind_and_resume_all(w);
     pthread_mutex_lock(&w->breaker_lock);
     kj_breaker_reset(&w->breaker);
@@ -1162,7 +1424,7 @@ static void tick(kj_worker *w, int64_t now, int64_t *last_commit, int64_t *last_
     char why[96];
     kj_metrics_ready_set(kj_worker_ready(w, why, sizeof(why))); /* kjobs_ready mirrors /readyz */
     for (kj_part *p = w->parts; p && !held; p = p->next) {
-        if (!p->paused || !p->lane) continue;
+        if (!p->paused || !p->lane || p->arming) continue;
         size_t pending = kj_engine_lane_pending(p->lane);
         if (pending > low) continue;
         if (p->paused_for_delay && kj_engine_lane_head_not_before(p->lane) > now) continue;
@@ -1629,9 +1891,12 @@ static int check_topics(kj_worker *w, char *errstr, size_t errstr_size) {
     int nmissing = 0;
     for (size_t i = 0; i < w->topic_count; i++) {
         bool found = false;
-        for (int t = 0; t < md->topic_cnt && !found; t++)
+        for (int t = 0; t < md->topic_cnt && !found; t++) {
             found = !md->topics[t].err && md->topics[t].partition_cnt > 0 &&
                     strcmp(md->topics[t].topic, w->topics[i].spec.name) == 0;
+            if (found && w->topics[i].spec.role != KJ_TOPIC_DLQ) /* the DLQ is not consumed */
+                w->total_partitions += md->topics[t].partition_cnt;
+        }
         if (found) continue;
         nmissing++;
         if (used < sizeof(missing))
@@ -1761,6 +2026,22 @@ kj_worker *kj_worker_new(const kj_config *cfg, kj_handler_registry *handlers, ch
     w->router = kj_router_new(cfg, pconf, w->worker_id, on_route_done, w, errstr, errstr_size);
     if (!w->router) goto fail;
 
+    w->crash_guard = cfg->crash_loop_limit > 0 && !cfg->retry_exactly_once;
+    if (cfg->limit_count > 0) {
+        kj_flow_limit *limits = calloc(cfg->limit_count, sizeof(*limits));
+        for (size_t i = 0; i < cfg->limit_count; i++)
+            limits[i] = (kj_flow_limit){.type = cfg->limits[i].type,
+                                        .rate = cfg->limits[i].rate,
+                                        .burst = cfg->limits[i].burst,
+                                        .concurrency = cfg->limits[i].concurrency,
+                                        .group_scope = cfg->limits[i].group_scope};
+        w->flow = kj_flow_new(limits, cfg->limit_count);
+        free(limits);
+        if (!w->flow) {
+            snprintf(errstr, errstr_size, "limits: %s", strerror(errno));
+            goto fail;
+        }
+    }
     kj_engine_config ecfg = {.workers = cfg->workers,
                              .max_batch = (size_t)cfg->batch_max_jobs,
                              .max_wait_ms = cfg->batch_max_wait_ms};
@@ -1782,12 +2063,17 @@ void kj_worker_free(kj_worker *w) {
     /* lanes still present (e.g. consumer never closed) hold messages: give them back */
     while (w->parts) {
         kj_part *p = w->parts;
-        if (p->lane) kj_engine_lane_remove(p->lane, discard_message, NULL);
+        if (p->lane) {
+            kj_flow_forget_lane(w->flow, p->lane, true);
+            kj_engine_lane_remove(p->lane, discard_message, NULL);
+            kj_flow_lane_removed(w->flow, p->lane);
+        }
         p->lane = NULL;
         part_remove(w, p, true);
     }
     if (w->engine) kj_engine_destroy(w->engine);
     if (w->router) kj_router_free(w->router);
+    kj_flow_free(w->flow);
     /* A consumer that could not leave the group still has a close in flight that waits for
      * the coordinator; destroying it would wait too. The process is exiting: let it go. */
     if (w->consumer && w->consumer_closed) rd_kafka_destroy(w->consumer);

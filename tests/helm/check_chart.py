@@ -229,6 +229,9 @@ def libconfig_parse(text):
 # reading of the source to what the built kjobs prints (`run --check-config`, every key).
 
 CONFIG_C = os.path.join(ROOT, "processor", "config.c")
+# Lists of groups the table cannot hold, parsed by their own modules (processor/config_limits.c):
+# the chart offers each as an array config.<name>, written to kjobs.cfg as a libconfig list.
+LIST_SETTINGS = ("limits",)
 C_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 
 
@@ -806,6 +809,12 @@ def check_prometheus_rule(where, docs, values, svc_name):
 def check_conventions(where, docs, values, dep, c, spec):
     """Item-3 chart conventions: image reference, extra env, init containers and sidecars,
     NetworkPolicy, ServiceMonitor options, PrometheusRule and the `helm test` pod."""
+    # config.limits (a list setting) is written as given: strings stay strings, numbers numbers
+    cm = [d for d in docs if d["kind"] == "ConfigMap" and "kjobs.cfg" in (d.get("data") or {})]
+    if values["config"].get("limits") and check(cm, f"{where}: no kjobs.cfg ConfigMap"):
+        written = libconfig_parse(cm[0]["data"]["kjobs.cfg"])["limits"]
+        check(written == values["config"]["limits"],
+              f"{where}: kjobs.cfg limits {written}, want {values['config']['limits']}")
     app_version = dep["metadata"]["labels"]["app.kubernetes.io/version"]
     image = expected_image(values, app_version)
     check(c["image"] == image, f"{where}: kjobs image {c['image']}, want {image}")
@@ -1435,14 +1444,20 @@ def check_config_table(helm, chart_values):
             else:
                 out.add(prefix + k)
         return out
-    # schedule.periodic is a list of groups, parsed outside the table (processor/periodic_config.c)
-    extra = schema_keys(schema) - table_keys - {"schedule.periodic"}
+    for name in LIST_SETTINGS:
+        node = (schema.get("properties") or {}).get(name) or {}
+        check(node.get("type") == "array" and node.get("items", {}).get("type") == "object",
+              f"values.schema.json: config.{name} (a list setting) should be an array of objects, is {node}")
+        check(chart_values["config"].get(name) == [], f"values.yaml: config.{name} should default to []")
+    # schedule.periodic: a list of groups inside a group, parsed outside the table
+    # (processor/periodic_config.c)
+    extra = schema_keys(schema) - table_keys - set(LIST_SETTINGS) - {"schedule.periodic"}
     check(not extra, f"values.schema.json: config.* has {sorted(extra)}, which processor/config.c's table lacks")
     # the default rendering writes every non-secret setting, and no secret one
     cfg = libconfig_parse(one(render(helm), "ConfigMap", f"{RELEASE}-kjobs", "defaults")["data"]["kjobs.cfg"])
     written = {f"{g}.{n}" if isinstance(v, dict) else g for g, v in cfg.items()
                for n in (v if isinstance(v, dict) else [None])}
-    want = {r["key"] for r in rows if not is_secret_string(r)}
+    want = {r["key"] for r in rows if not is_secret_string(r)} | set(LIST_SETTINGS)
     check(written == want, f"kjobs.cfg (defaults): settings missing {sorted(want - written)}, "
                            f"unexpected {sorted(written - want)}")
 
@@ -1515,6 +1530,12 @@ def check_effective(where, out, cfg_path, env, rows):
         m = re.match(r"^([a-z_.]+) = (.*);  # (.*)$", line)
         if m:
             eff[m.group(1)] = (m.group(2), m.group(3))
+    for name in LIST_SETTINGS:  # may span lines: "limits = (\n  {...}\n);  # origin"
+        m = re.search(rf"^{name} = \((.*?)\);  # (.*)$", out, re.S | re.M)
+        if check(m is not None, f"check-config {where}: kjobs printed no {name}"):
+            eff.pop(name, None)
+            check(m.group(2).startswith(cfg_path + ":"),
+                  f"check-config {where}: {name} comes from {m.group(2)}, not from the rendered kjobs.cfg")
     keys = [r["key"] for r in rows]
     check(set(eff) == set(keys), f"check-config {where}: kjobs' settings {sorted(set(eff) - set(keys))} are not in "
                                  f"the table read from processor/config.c, and {sorted(set(keys) - set(eff))} are not in kjobs")

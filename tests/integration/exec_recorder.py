@@ -1,12 +1,14 @@
 """exec_recorder.py — an exec handler child (handlers.exec) that records every job it runs.
 
-Usage: handlers.exec = /usr/bin/python3 -u exec_recorder.py FILE [--time]
+Usage: handlers.exec = /usr/bin/python3 -u exec_recorder.py FILE [--time] [--sleep MS]
 Appends each job of a batch to FILE as one JSON line (the job exactly as kjobs handed it over:
 id, type, key, topic, partition, offset, attempt, meta, payload_b64), then answers "ok" for the
 batch. Tests read FILE to see which jobs a real `kjobs run` decoded and ran, and where.
 One write per batch with O_APPEND, so children of several worker threads never interleave lines.
 With --time, each job also gets "started_at_ms": the wall clock (epoch ms) when its batch
 reached the handler, before it answers (test_scheduling.py compares it with the due time).
+With --sleep MS, the jobs of a batch run one after another, each taking MS milliseconds, and
+each gets "started_at_ms" and "ended_at_ms" (test_flow_control.py measures overlap with them).
 """
 import json
 import os
@@ -17,6 +19,9 @@ import time
 def main():
     fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     timed = "--time" in sys.argv[2:]
+    sleep_ms = 0
+    if "--sleep" in sys.argv[2:]:
+        sleep_ms = int(sys.argv[sys.argv.index("--sleep") + 1])
     for line in sys.stdin:  # one batch per line; EOF: kjobs is shutting down
         if not line.strip():
             continue
@@ -26,6 +31,11 @@ def main():
         if timed:
             for job in batch:
                 job["started_at_ms"] = started
+        if sleep_ms:
+            for job in batch:
+                job["started_at_ms"] = int(time.time() * 1000)
+                time.sleep(sleep_ms / 1000.0)
+                job["ended_at_ms"] = int(time.time() * 1000)
         os.write(fd, "".join(json.dumps(job) + "\n" for job in batch).encode())
         reply = {"batch_id": request.get("batch_id"),
                  "results": [{"id": job["id"], "status": "ok"} for job in batch]}

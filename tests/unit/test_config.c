@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "processor/config.h"
+#include "processor/config_limits.h"
 
 #include <ctype.h>
 #include <limits.h>
@@ -247,6 +248,7 @@ static const struct override_case {
     {"dlq.breaker_ratio", "0.25", NULL, "1", "1.0", NULL, NULL},
     {"dlq.breaker_min_window", "10", NULL, "20", "20", NULL, NULL},
     {"dlq.breaker_cooldown", "\"5m\"", NULL, "90000", "\"1m30s\"", NULL, NULL},
+    {"dlq.crash_loop_limit", "5", NULL, "0", "0", NULL, NULL},
     {"handlers.plugin", "\"/opt/p.so\"", NULL, "/usr/lib/x.so", "\"/usr/lib/x.so\"", NULL, NULL},
     {"handlers.exec", "[ \"python3\", \"-u\", \"h.py\" ]", NULL, "node  handler.js --fast",
      "[ \"node\", \"handler.js\", \"--fast\" ]", NULL, NULL},
@@ -928,6 +930,97 @@ static void test_item14_blame_directory_and_exec_arguments(void **state) {
     assert_non_null(strstr(err, "KJOBS_HANDLERS_EXEC"));
 }
 
+/* `limits` (processor/config_limits.h): file and KJOBS_LIMITS mean the same, defaults, the
+ * rate syntax, and every error names its place and field. */
+static void test_limits(void **state) {
+    (void)state;
+    kj_config cfg;
+    assert_int_equal(
+        load(&cfg,
+             "limits = (\n"
+             "  { type = \"partner.call\"; rate = \"100/1m\"; burst = 10; scope = \"group\"; },\n"
+             "  { type = \"image.resize\"; concurrency = 2; },\n"
+             "  { type = \"email.send\"; rate = 50; concurrency = 4; }\n"
+             ");\n",
+             NULL),
+        0);
+    assert_int_equal(cfg.limit_count, 3);
+    assert_string_equal(cfg.limits[0].type, "partner.call");
+    assert_true(cfg.limits[0].rate > 1.6666 && cfg.limits[0].rate < 1.6667);
+    assert_true(cfg.limits[0].burst == 10);
+    assert_true(cfg.limits[0].group_scope);
+    assert_int_equal(cfg.limits[0].concurrency, 0);
+    assert_true(cfg.limits[1].rate == 0);
+    assert_int_equal(cfg.limits[1].concurrency, 2);
+    assert_false(cfg.limits[1].group_scope);
+    assert_true(cfg.limits[2].rate == 50);
+    assert_true(cfg.limits[2].burst == 5); /* default: a tenth of a second's worth */
+    kj_config_free(&cfg);
+
+    /* the environment replaces the file's list */
+    char *env[] = {"KJOBS_LIMITS=[{\"type\":\"x\",\"rate\":\"5/s\"}]", NULL};
+    assert_int_equal(load(&cfg, "limits = ( { type = \"a\"; concurrency = 1; } );", env), 0);
+    assert_int_equal(cfg.limit_count, 1);
+    assert_string_equal(cfg.limits[0].type, "x");
+    assert_true(cfg.limits[0].rate == 5);
+    assert_true(cfg.limits[0].burst == 1);
+    kj_config_free(&cfg);
+
+    double r;
+    char why[256];
+    assert_int_equal(kj_config_rate_parse("1/500ms", &r, why, sizeof why), 0);
+    assert_true(r == 2);
+    assert_int_equal(kj_config_rate_parse("3/h", &r, why, sizeof why), 0);
+    assert_true(r > 0.000833 && r < 0.000834);
+    assert_int_equal(kj_config_rate_parse("0.5", &r, why, sizeof why), 0);
+    assert_true(r == 0.5);
+    const char *bad_rates[] = {"",    "/s",   "5/", "5/0s",   "5/100",  "-5/s", "5 /s",
+                               "x/s", "5/1x", "0",  "0x10/s", "1e2/1m", ".5/s", "5./s"};
+    for (size_t i = 0; i < sizeof bad_rates / sizeof *bad_rates; i++)
+        if (kj_config_rate_parse(bad_rates[i], &r, why, sizeof why) == 0)
+            fail_msg("rate \"%s\" was accepted", bad_rates[i]);
+
+    expect_load_error("\nlimits = (\n  { type = \"a\"; rate = \"5/1x\"; }\n);\n", NULL,
+                      "kjobs.cfg:3: limits[0].rate: expected a rate like \"100/1m\", \"5/s\" or "
+                      "\"1/500ms\" (jobs per duration), or a number of jobs per second, got "
+                      "\"5/1x\"");
+    /* the line of the field at fault, not of the entry */
+    expect_load_error_containing("limits = (\n  { type = \"a\";\n    rate = \"1/40d\"; }\n);", NULL,
+                                 "kjobs.cfg:3: limits[0].rate: ");
+    expect_load_error_containing("limits = (\n  { type = \"a\"; rate = 1;\n    burst = 0; }\n);",
+                                 NULL,
+                                 "kjobs.cfg:3: limits[0].burst: expected a whole number of jobs "
+                                 "from 1 to 1000000, got 0");
+    expect_load_error_containing("limits = ( { type = \" a\"; rate = 1; } );", NULL,
+                                 "limits[0].type: \" a\" starts or ends with a space");
+    char *empty_env[] = {"KJOBS_LIMITS=", NULL};
+    assert_int_equal(load(&cfg, "limits = ( { type = \"a\"; concurrency = 1; } );", empty_env), 0);
+    assert_int_equal(cfg.limit_count, 0);
+    kj_config_free(&cfg);
+    expect_load_error_containing("limits = ( { type = \"a\"; } );", NULL,
+                                 "kjobs.cfg:1: limits[0]: set rate, concurrency or both");
+    expect_load_error_containing("limits = ( { type = \"a\"; concurrency = 1; },\n"
+                                 "{ type = \"a\"; rate = 1; } );",
+                                 NULL, "kjobs.cfg:2: limits[1].type: \"a\" has a limit already");
+    expect_load_error_containing("limits = ( { type = \"a\"; concurrency = 0; } );", NULL,
+                                 "limits[0].concurrency: expected 1..10000 jobs, got 0");
+    expect_load_error_containing("limits = ( { type = \"a\"; concurency = 1; } );", NULL,
+                                 "limits[0].concurency: unknown setting");
+    expect_load_error_containing("limits = ( { type = \"a\"; concurrency = 1; burst = 3; } );",
+                                 NULL, "limits[0].burst: only meaningful with a rate");
+    expect_load_error_containing(
+        "limits = ( { type = \"a\"; concurrency = 1; scope = \"group\"; } );", NULL,
+        "limits[0].scope: \"group\" scales the rate");
+    expect_load_error_containing("limits = ( { type = \"a\"; rate = 1; scope = \"cluster\"; } );",
+                                 NULL, "limits[0].scope: expected \"process\" or \"group\"");
+    expect_load_error_containing("limits = { type = \"a\"; };", NULL,
+                                 "kjobs.cfg:1: limits: expected a list");
+    char *bad_env[] = {"KJOBS_LIMITS={\"type\":\"x\"}", NULL};
+    expect_load_error_containing("", bad_env, "environment KJOBS_LIMITS: expected a JSON array");
+    char *bad_env2[] = {"KJOBS_LIMITS=[{\"type\":\"x\",\"rate\":\"fast\"}]", NULL};
+    expect_load_error_containing("", bad_env2, "environment KJOBS_LIMITS: limits[0].rate:");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults_without_file),
@@ -941,6 +1034,7 @@ int main(void) {
         cmocka_unit_test(test_cross_setting_rules),
         cmocka_unit_test(test_secrets_never_in_errors),
         cmocka_unit_test(test_item14_blame_directory_and_exec_arguments),
+        cmocka_unit_test(test_limits),
         cmocka_unit_test(test_rdkafka_prop_order),
         cmocka_unit_test(test_set_like_cli),
         cmocka_unit_test(test_example_file_matches_table),

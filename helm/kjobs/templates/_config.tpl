@@ -162,6 +162,15 @@ retry = {
   max_attempts = {{ include "kjobs.cfg.int" $c.retry.max_attempts }};
   exactly_once = {{ include "kjobs.cfg.bool" $c.retry.exactly_once }};
 };
+limits = (
+{{- range $i, $l := $c.limits }}
+  {{ if $i }},{{ end }}{ type = {{ include "kjobs.cfg.str" $l.type }};
+  {{- if hasKey $l "rate" }} rate = {{ if kindIs "string" $l.rate }}{{ include "kjobs.cfg.str" $l.rate }}{{ else }}{{ include "kjobs.cfg.float" $l.rate }}{{ end }};{{ end }}
+  {{- if hasKey $l "burst" }} burst = {{ include "kjobs.cfg.int" $l.burst }};{{ end }}
+  {{- if hasKey $l "concurrency" }} concurrency = {{ include "kjobs.cfg.int" $l.concurrency }};{{ end }}
+  {{- if hasKey $l "scope" }} scope = {{ include "kjobs.cfg.str" $l.scope }};{{ end }} }
+{{- end }}
+);
 schedule = {
   max_delay = {{ include "kjobs.cfg.str" $c.schedule.max_delay }};
 {{- with $c.schedule.periodic }}
@@ -182,6 +191,7 @@ dlq = {
   breaker_ratio = {{ include "kjobs.cfg.float" $c.dlq.breaker_ratio }};
   breaker_min_window = {{ include "kjobs.cfg.int" $c.dlq.breaker_min_window }};
   breaker_cooldown = {{ include "kjobs.cfg.str" $c.dlq.breaker_cooldown }};
+  crash_loop_limit = {{ include "kjobs.cfg.int" $c.dlq.crash_loop_limit }};
 };
 handlers = {
   plugin = {{ include "kjobs.cfg.str" (include "kjobs.pluginPath" .) }};
