@@ -12,6 +12,7 @@
 #include "processor/commands.h"
 #include "processor/kafka.h"
 #include "processor/log.h"
+#include "processor/periodic_config.h"
 #include "processor/topic_layout.h"
 
 static const char topics_usage[] =
@@ -21,7 +22,8 @@ static const char topics_usage[] =
     "retry.delays, and the dead-letter topic. With --create, creates them through the Admin\n"
     "API with topics.partitions, topics.replication_factor, topics.min_insync_replicas and\n"
     "retention.ms from topics.retention (main, ladder) and topics.dlq_retention (dead\n"
-    "letters); existing topics are kept as they are.\n";
+    "letters); existing topics are kept as they are. With schedule.periodic entries, also\n"
+    "the compacted one-partition state topic <topics.main>.schedule.\n";
 
 enum { OPT_CREATE = KJ_OPT_COMMON_LAST + 1 };
 
@@ -53,8 +55,26 @@ static int create_topics(const kj_cli *cli, kj_topic_spec *topics, size_t count)
         rd_kafka_conf_destroy(conf);
         return KJ_EXIT_USAGE;
     }
-    rd_kafka_NewTopic_t **new_topics = calloc(count, sizeof(*new_topics));
+    /* schedule.periodic's state topic: one partition, compacted (processor/periodic.h) */
+    char *state = cli->cfg.periodic_count > 0 ? kj_periodic_state_topic(&cli->cfg) : NULL;
+    size_t total = count + (state ? 1 : 0);
+    rd_kafka_NewTopic_t **new_topics = calloc(total, sizeof(*new_topics));
     int exit_code = KJ_EXIT_OK;
+    if (state) {
+        new_topics[count] =
+            rd_kafka_NewTopic_new(state, 1, cli->cfg.replication_factor, err, sizeof(err));
+        char mir[16];
+        snprintf(mir, sizeof(mir), "%d", cli->cfg.min_insync_replicas);
+        if (!new_topics[count] ||
+            rd_kafka_NewTopic_set_config(new_topics[count], "cleanup.policy", "compact") ||
+            (cli->cfg.min_insync_replicas > 0 &&
+             rd_kafka_NewTopic_set_config(new_topics[count], "min.insync.replicas", mir))) {
+            fprintf(stderr, "kjobs topics: %s: %s\n", state,
+                    new_topics[count] ? "cannot set topic configs" : err);
+            exit_code = KJ_EXIT_USAGE;
+            goto out;
+        }
+    }
     for (size_t i = 0; i < count; i++) {
         new_topics[i] = rd_kafka_NewTopic_new(topics[i].name, cli->cfg.partitions,
                                               cli->cfg.replication_factor, err, sizeof(err));
@@ -72,7 +92,7 @@ static int create_topics(const kj_cli *cli, kj_topic_spec *topics, size_t count)
     rd_kafka_queue_t *queue = rd_kafka_queue_new(rk);
     rd_kafka_AdminOptions_t *options = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
     rd_kafka_AdminOptions_set_operation_timeout(options, 30000, err, sizeof(err));
-    rd_kafka_CreateTopics(rk, new_topics, count, options, queue);
+    rd_kafka_CreateTopics(rk, new_topics, total, options, queue);
     rd_kafka_event_t *ev = rd_kafka_queue_poll(queue, 60000);
     if (!ev) {
         kj_log(KJ_LOG_ERROR, "CreateTopics timed out", NULL);
@@ -104,9 +124,10 @@ static int create_topics(const kj_cli *cli, kj_topic_spec *topics, size_t count)
     rd_kafka_AdminOptions_destroy(options);
     rd_kafka_queue_destroy(queue);
 out:
-    for (size_t i = 0; i < count; i++)
+    for (size_t i = 0; i < total; i++)
         if (new_topics[i]) rd_kafka_NewTopic_destroy(new_topics[i]);
     free(new_topics);
+    free(state);
     rd_kafka_destroy(rk);
     return exit_code;
 }
@@ -142,8 +163,13 @@ int kj_cmd_topics(int argc, char **argv) {
                 kj_duration_format(topics[i].delay_ms, delay, sizeof(delay));
                 snprintf(step, sizeof(step), "%d", topics[i].step);
             }
-            printf("%-40s %-6s %-5s %-10s %d\n", topics[i].name,
-                   kj_topic_role_name(topics[i].role), step, delay, cli.cfg.partitions);
+            printf("%-40s %-6s %-5s %-10s %d\n", topics[i].name, kj_topic_role_name(topics[i].role),
+                   step, delay, cli.cfg.partitions);
+        }
+        if (cli.cfg.periodic_count > 0) {
+            char *state = kj_periodic_state_topic(&cli.cfg);
+            printf("%-40s %-6s %-5s %-10s %d\n", state, "sched", "-", "-", 1);
+            free(state);
         }
     }
     kj_topic_layout_free(topics, count);

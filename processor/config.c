@@ -31,6 +31,7 @@
  * @locality main thread only (not thread-safe while loading; the result is read-only after)
  */
 #include "processor/config.h"
+#include "processor/periodic_config.h"
 #include "processor/config_limits.h"
 
 #include <ctype.h>
@@ -1233,6 +1234,7 @@ void kj_config_free(kj_config *cfg) {
             free(*(int64_t **)f);
         }
     }
+    kj_periodic_entries_free(cfg->periodic, cfg->periodic_count);
     kj_config_limits_free(cfg);
     free(cfg->source_path);
     memset(cfg, 0, sizeof(*cfg));
@@ -1524,6 +1526,14 @@ static int apply_tree(kj_config *cfg, config_t *lc, const char *file, char *errs
             config_setting_t *c = config_setting_get_elem(s, (unsigned)j);
             char key[256];
             snprintf(key, sizeof(key), "%s.%s", name, config_setting_name(c));
+            if (strcmp(key, "schedule.periodic") == 0) {
+                /* a list of groups: not a table row (processor/periodic_config.h) */
+                kj_periodic_entries_free(cfg->periodic, cfg->periodic_count);
+                if (kj_periodic_config_parse(c, setting_file(c, file), &cfg->periodic,
+                                             &cfg->periodic_count, errstr, errstr_size))
+                    return -1;
+                continue;
+            }
             row = row_by_key(key);
             if (!row) return unknown_setting(c, key, file, errstr, errstr_size);
             if (apply_setting(cfg, row, c, file, errstr, errstr_size)) return -1;
@@ -1706,6 +1716,27 @@ int kj_config_validate(const kj_config *cfg, char *errstr, size_t errstr_size) {
         free(t);
         if (bad || clash_main || clash_dlq) return -1;
     }
+    if (cfg->periodic_count > 0) {
+        /* The state topic of periodic jobs, "<topics.main>.schedule", is a topic too. */
+        char *t = kj_periodic_state_topic(cfg);
+        int bad = check_topic(t, why, sizeof(why));
+        bool clash = !bad && strcmp(t, cfg->dlq_topic) == 0;
+        for (size_t step = 1; !bad && !clash && step <= cfg->retry_delay_count; step++) {
+            char *r = kj_config_retry_topic(cfg, (int)step);
+            clash = strcmp(r, t) == 0;
+            free(r);
+        }
+        if (bad)
+            cross_fail(cfg, "topics.main", "topics.main", errstr, errstr_size,
+                       "schedule.periodic state topic: %s", why);
+        else if (clash)
+            cross_fail(cfg, "topics.main", "topics.main", errstr, errstr_size,
+                       "schedule.periodic state topic \"%s\" is also a dead-letter or ladder topic",
+                       t);
+        free(t);
+        if (bad || clash) return -1;
+    }
+    if (kj_periodic_config_check(cfg, errstr, errstr_size)) return -1;
     return 0;
 }
 
@@ -1986,6 +2017,22 @@ static void write_wrapped(FILE *out, const char *prefix, const char *text) {
     }
 }
 
+/* The commented schedule.periodic example kj_config_write_example puts in the schedule group:
+ * a list of groups is not a table row (processor/periodic_config.h). */
+static const char kj_periodic_example[] =
+    "\n"
+    "  # Periodic (cron) jobs, enqueued once per tick by the worker that owns partition 0 of\n"
+    "  # topics.main (docs/scheduling.md, \"Periodic jobs\"). File only: no environment variable.\n"
+    "  # cron: 5 fields, or 6 with seconds first; time_zone: IANA name (default \"UTC\");\n"
+    "  # missed: \"skip\" or \"run_once\" for ticks older than catch_up (default \"5m\");\n"
+    "  # jitter: due up to this long after the tick (default \"0s\"). Check with\n"
+    "  # `kjobs run --check-config` and `kjobs cron next \"EXPR\" --tz ZONE`.\n"
+    "  # periodic = (\n"
+    "  #   { name = \"nightly-report\"; cron = \"0 30 3 * * *\"; time_zone = \"Europe/Berlin\";\n"
+    "  #     type = \"report.build\"; key = \"nightly\"; payload = \"{\\\"kind\\\":\\\"daily\\\"}\";\n"
+    "  #     meta = { team = \"bi\"; }; missed = \"run_once\"; catch_up = \"5m\"; jitter = \"30s\"; }\n"
+    "  # );\n";
+
 void kj_config_write_example(FILE *out) {
     fputs("# kjobs.cfg.example - every kjobs setting with its default value.\n"
           "#\n"
@@ -2004,6 +2051,7 @@ void kj_config_write_example(FILE *out) {
         const kj_setting *row = &kj_settings[i];
         char value[512];
         if (open_group && (!row->group || strcmp(open_group, row->group) != 0)) {
+            if (strcmp(open_group, "schedule") == 0) fputs(kj_periodic_example, out);
             fputs("};\n", out);
             open_group = NULL;
         }
@@ -2134,6 +2182,27 @@ void kj_config_write_effective(const kj_config *cfg, FILE *out) {
             break;
         }
         fprintf(out, "%s = %s;  # %s\n", row->key, value, from);
+    }
+    /* schedule.periodic (file only); payload and meta values are not printed (they may hold
+     * anything), their size is. */
+    for (size_t i = 0; i < cfg->periodic_count; i++) {
+        const kj_periodic_entry *e = &cfg->periodic[i];
+        char name[256] = "", cron[256] = "", tz[256] = "", type[256] = "", key[256] = "";
+        char catch_up[32], jitter[32];
+        render_string(e->name, name, sizeof(name));
+        render_string(e->cron_text, cron, sizeof(cron));
+        render_string(e->time_zone, tz, sizeof(tz));
+        render_string(e->type, type, sizeof(type));
+        render_string(e->key ? e->key : "", key, sizeof(key));
+        kj_duration_format(e->catch_up_ms, catch_up, sizeof(catch_up));
+        kj_duration_format(e->jitter_ms, jitter, sizeof(jitter));
+        fprintf(out,
+                "schedule.periodic[%zu] = { name = %s; cron = %s; time_zone = %s; type = %s; "
+                "key = %s; missed = \"%s\"; catch_up = \"%s\"; jitter = \"%s\"; };  # %s:%d, "
+                "payload %zu bytes, %zu meta entries\n",
+                i, name, cron, tz, type, key, e->missed == KJ_MISSED_RUN_ONCE ? "run_once" : "skip",
+                catch_up, jitter, cfg->source_path ? cfg->source_path : "?", e->line,
+                strlen(e->payload), e->meta_count);
     }
     kj_config_limits_write_effective(cfg, out);
 }

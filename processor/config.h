@@ -62,6 +62,9 @@ typedef struct kj_config {
     int retry_max_attempts;
     bool retry_exactly_once;
     int64_t schedule_max_delay_ms; /* read it through kj_config_schedule_max_delay() */
+    /* schedule.periodic: a list of groups, outside the table (processor/periodic_config.h) */
+    struct kj_periodic_entry *periodic;
+    size_t periodic_count;
     int breaker_consecutive, breaker_window, breaker_min_window;
     double breaker_ratio;
     int64_t breaker_cooldown_ms;

@@ -12,6 +12,7 @@
 
 #include "processor/kafka.h"
 #include "processor/log.h"
+#include "processor/periodic_config.h"
 #include "processor/topic_layout.h"
 
 struct kj_embedded_broker {
@@ -66,6 +67,11 @@ kj_embedded_broker *kj_embedded_broker_start(const kj_config *cfg, int brokers, 
     for (size_t i = 0; i < topic_count && rc == 0; i++)
         rc = create_topic(b, topics[i].name, partitions, errstr, errstr_size);
     kj_topic_layout_free(topics, topic_count);
+    if (rc == 0 && cfg->periodic_count > 0) { /* schedule.periodic's state topic: 1 partition */
+        char *state = kj_periodic_state_topic(cfg);
+        rc = create_topic(b, state, 1, errstr, errstr_size);
+        free(state);
+    }
     if (rc) goto fail;
     kj_log(KJ_LOG_INFO, "embedded broker started", "{s:s,s:i}", "bootstrap", b->bootstrap,
            "brokers", brokers);

@@ -22,6 +22,7 @@ static const command commands[] = {
     {"lag", kj_cmd_lag, "consumer-group lag of the main and ladder topics"},
     {"topics", kj_cmd_topics, "print or --create the topic layout"},
     {"broker", kj_cmd_broker, "run an embedded broker for development and tests"},
+    {"cron", kj_cmd_cron, "cron next EXPR: when a schedule fires (--tz, --from, -n)"},
     {"schema", kj_cmd_schema, "print the job schema or its fingerprint"},
     {"version", kj_cmd_version, "kjobs version, git revision and librdkafka version (also -V)"},
 };

@@ -578,7 +578,7 @@ static struct {
     kj_metric_family *jobs, *duration, *batch, *lag, *commits, *rebalances, *in_flight, *resets,
         *retry, *dlq, *route_errors, *decode_errors, *exec_stray, *breaker, *ready, *build_info,
         *truncated, *invalid_headers, *hops, *trace_invalid, *sr_requests, *sr_waiting,
-        *throttle_wait;
+        *periodic_enqueued, *periodic_next, *throttle_wait;
     kj_metric_handle *commit_ok, *commit_error;
     pthread_mutex_t version_mu;
     char version[KJ_METRICS_MAX_LABEL_LEN + 1];
@@ -645,6 +645,12 @@ static const struct kj_metric_def {
     {&g_kj.hops, "kjobs_retry_hops_total", KJ_METRIC_COUNTER,
      "Ladder records not yet due when their step released them, re-routed (not run).", 0, {0},
      NULL, 0},
+    {&g_kj.periodic_enqueued, "kjobs_periodic_enqueued_total", KJ_METRIC_COUNTER,
+     "Periodic (cron) jobs enqueued by this member, by schedule.periodic entry name.", 1,
+     {"name"}, NULL, 0},
+    {&g_kj.periodic_next, "kjobs_periodic_next_tick_seconds", KJ_METRIC_GAUGE,
+     "Epoch seconds of the next tick of each schedule.periodic entry (on the member that owns "
+     "the schedule only).", 1, {"name"}, NULL, 0},
     {&g_kj.decode_errors, "kjobs_decode_errors_total", KJ_METRIC_COUNTER,
      "Messages that could not be decoded as a kjobs.Job.", 0, {0}, NULL, 0},
     {&g_kj.sr_requests, "kjobs_schema_registry_requests_total", KJ_METRIC_COUNTER,
@@ -795,6 +801,25 @@ void kj_metrics_invalid_header(const char *header) {
 void kj_metrics_trace_context_invalid(const char *field) {
     kj_metrics_ensure();
     kj_counter_inc(kj_family_series(g_kj.trace_invalid, (const char *[]){field}));
+}
+
+void kj_metrics_periodic_enqueued(const char *name) {
+    kj_metrics_ensure();
+    kj_counter_inc(kj_family_series(g_kj.periodic_enqueued, (const char *[]){name}));
+}
+
+void kj_metrics_periodic_next_tick(const char *name, int64_t tick_ms) {
+    kj_metrics_ensure();
+    if (tick_ms < 0) {
+        kj_family_remove(g_kj.periodic_next, (const char *[]){name});
+        return;
+    }
+    kj_gauge_set(kj_family_series(g_kj.periodic_next, (const char *[]){name}),
+                 (double)tick_ms / 1000.0);
+}
+
+void kj_metrics_periodic_clear(const char *name) {
+    kj_metrics_periodic_next_tick(name, -1);
 }
 
 void kj_metrics_throttle_wait(const char *type, const char *limit, double seconds) {

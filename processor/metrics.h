@@ -256,6 +256,12 @@ void kj_metrics_trace_context_invalid(const char *field);
 /** A partition's head job of `type` waited `seconds` for its `limit` ("rate", "concurrency"). */
 void kj_metrics_throttle_wait(const char *type, const char *limit, double seconds);
 void kj_metrics_retry_hop(void);
+/** kjobs_periodic_enqueued_total{name} += 1 (processor/periodic.c). */
+void kj_metrics_periodic_enqueued(const char *name);
+/** kjobs_periodic_next_tick_seconds{name} = tick_ms / 1000; tick_ms < 0 removes the series. */
+void kj_metrics_periodic_next_tick(const char *name, int64_t tick_ms);
+/** Remove kjobs_periodic_next_tick_seconds{name} (the member no longer owns the schedule). */
+void kj_metrics_periodic_clear(const char *name);
 void kj_metrics_circuit_breaker_set(bool open);
 /** result: "found", "unknown", "incompatible" or "error" (one GET /schemas/ids/{id}). */
 void kj_metrics_schema_registry_request(const char *result);

