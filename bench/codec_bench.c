@@ -70,8 +70,7 @@ static void kj_bench_decode(const kj_job_record *job, kj_encoding enc, double se
 
 int main(int argc, char **argv) {
     double seconds = argc > 1 ? atof(argv[1]) : 1.0;
-    if (seconds <= 0)
-        seconds = 1.0;
+    if (seconds <= 0) seconds = 1.0;
     char err[256];
     if (kj_codec_init(err, sizeof(err)) != 0) {
         fprintf(stderr, "%s\n", err);
@@ -80,11 +79,17 @@ int main(int argc, char **argv) {
     uint8_t payload[64];
     for (size_t i = 0; i < sizeof(payload); i++)
         payload[i] = (uint8_t)(i * 7 + 3);
-    kj_meta_entry meta[] = {{"traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}};
-    kj_job_record job = {.id = "0b6f1c6e-7d1a-4a4e-9f5e-2c3d4e5f6a7b", .type = "kjobs.noop",
-                         .payload = payload, .payload_len = sizeof(payload),
-                         .created_at = 1712345678901, .meta = meta, .meta_count = 1};
-    printf("codec_bench: one core, typical job (64-byte payload, 1 meta entry), %.1f s per case\n", seconds);
+    kj_meta_entry meta[] = {
+        {"traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}};
+    kj_job_record job = {.id = "0b6f1c6e-7d1a-4a4e-9f5e-2c3d4e5f6a7b",
+                         .type = "kjobs.noop",
+                         .payload = payload,
+                         .payload_len = sizeof(payload),
+                         .created_at = 1712345678901,
+                         .meta = meta,
+                         .meta_count = 1};
+    printf("codec_bench: one core, typical job (64-byte payload, 1 meta entry), %.1f s per case\n",
+           seconds);
     for (int enc = 0; enc < 2; enc++) {
         kj_bench_encode(&job, (kj_encoding)enc, seconds);
         kj_bench_decode(&job, (kj_encoding)enc, seconds);

@@ -3,8 +3,9 @@
  *
  * A librdkafka high-level consumer with the same group semantics as `kjobs run` (subscribe,
  * kjobs' default assignor, a fresh group reading from the beginning, no automatic offset
- * store, positions committed asynchronously every 200 ms) that does no processing at all: it counts messages until N were consumed. The
- * ratio kjobs jobs/s ÷ raw msgs/s says how much of the achievable consume rate kjobs keeps.
+ * store, positions committed asynchronously every 200 ms) that does no processing at all: it counts
+ * messages until N were consumed. The ratio kjobs jobs/s ÷ raw msgs/s says how much of the
+ * achievable consume rate kjobs keeps.
  *
  * Owns nothing of kjobs: it links librdkafka only, so it measures librdkafka + the broker.
  *
@@ -102,7 +103,8 @@ static long long rc_stamp_us(const char *v, size_t len) {
     if (p >= end || (*p & 0x80)) return 0; /* a digit string is shorter than 64 bytes */
     long n = (*p++ & 0x7f) >> 1;
     long long t = 0;
-    for (; n > 0 && p < end && *p >= '0' && *p <= '9'; n--, p++) t = t * 10 + (*p - '0');
+    for (; n > 0 && p < end && *p >= '0' && *p <= '9'; n--, p++)
+        t = t * 10 + (*p - '0');
     return n == 0 ? t : 0;
 }
 
@@ -161,15 +163,27 @@ int main(int argc, char **argv) {
     int opt;
     while ((opt = getopt_long(argc, argv, "b:G:n:t:X:", longopts, NULL)) != -1) {
         switch (opt) {
-        case 'b': brokers = optarg; break;
-        case 'G': group = optarg; break;
-        case 'n': want = atoll(optarg); break;
+        case 'b':
+            brokers = optarg;
+            break;
+        case 'G':
+            group = optarg;
+            break;
+        case 'n':
+            want = atoll(optarg);
+            break;
         case 't':
             if (ntopics < RC_MAX_TOPICS) topics[ntopics++] = optarg;
             break;
-        case 'W': watermarks = 1; break;
-        case 'I': idle_timeout = atof(optarg); break;
-        case 'L': latency_path = optarg; break;
+        case 'W':
+            watermarks = 1;
+            break;
+        case 'I':
+            idle_timeout = atof(optarg);
+            break;
+        case 'L':
+            latency_path = optarg;
+            break;
         case 'X': {
             char *eq = strchr(optarg, '=');
             if (!eq) {
@@ -200,7 +214,8 @@ int main(int argc, char **argv) {
             return 1;
         }
         int rc = 0;
-        for (int i = 0; i < ntopics; i++) rc |= rc_watermarks(rk, topics[i]);
+        for (int i = 0; i < ntopics; i++)
+            rc |= rc_watermarks(rk, topics[i]);
         rd_kafka_destroy(rk);
         return rc ? 1 : 0;
     }
@@ -250,7 +265,8 @@ int main(int argc, char **argv) {
         if (!msg) { /* give up when nothing comes: a dead broker must not hang a benchmark */
             double idle = rc_now() - (last > 0 ? last : started);
             if (idle > (last > 0 ? idle_timeout : idle_timeout + 30)) {
-                fprintf(stderr, "raw_consumer: nothing for %.0f s after %lld messages\n", idle, got);
+                fprintf(stderr, "raw_consumer: nothing for %.0f s after %lld messages\n", idle,
+                        got);
                 break;
             }
             continue;
@@ -263,7 +279,8 @@ int main(int argc, char **argv) {
             }
             bytes += msg->len;
             long long stamp = lat ? rc_stamp_us(msg->payload, msg->len) : 0;
-            if (stamp > 0 && nlat < (size_t)want) lat[nlat++] = (int)((long long)(last * 1e6) - stamp);
+            if (stamp > 0 && nlat < (size_t)want)
+                lat[nlat++] = (int)((long long)(last * 1e6) - stamp);
         } else if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
             fprintf(stderr, "raw_consumer: %s\n", rd_kafka_message_errstr(msg));
         }
@@ -278,11 +295,13 @@ int main(int argc, char **argv) {
            "\"assign_to_first_s\":%.6f,\"first_at\":%.6f,\"last_at\":%.6f,\"cpu_s\":%.3f,"
            "\"hwm_kb\":%ld}\n",
            got, bytes, span, span > 0 ? (double)(got - 1) / span : 0.0,
-           rc_assign_at > 0 && first > 0 ? first - rc_assign_at : -1.0, first, last, cpu, rc_vm_hwm_kb());
+           rc_assign_at > 0 && first > 0 ? first - rc_assign_at : -1.0, first, last, cpu,
+           rc_vm_hwm_kb());
     fflush(stdout);
     if (lat) {
         FILE *f = fopen(latency_path, "w");
-        for (size_t i = 0; f && i < nlat; i++) fprintf(f, "%d\n", lat[i]);
+        for (size_t i = 0; f && i < nlat; i++)
+            fprintf(f, "%d\n", lat[i]);
         if (!f || fclose(f) != 0) fprintf(stderr, "raw_consumer: cannot write %s\n", latency_path);
         free(lat);
     }

@@ -50,8 +50,7 @@ bool kj_breaker_record(kj_breaker *b, bool dead) {
         snprintf(b->reason, sizeof(b->reason), "%d jobs in a row went to the dead-letter topic",
                  b->consecutive);
         b->open = true;
-    } else if (b->ring && b->ratio > 0.0 && b->ring_filled >= b->min_window &&
-               b->ring_filled > 0 &&
+    } else if (b->ring && b->ratio > 0.0 && b->ring_filled >= b->min_window && b->ring_filled > 0 &&
                (double)b->ring_dead >= b->ratio * (double)b->ring_filled) {
         snprintf(b->reason, sizeof(b->reason),
                  "%d of the last %d jobs went to the dead-letter topic (limit %.0f%%)",

@@ -21,8 +21,8 @@
 typedef struct kj_breaker {
     int consecutive_limit, window, min_window;
     double ratio;
-    int consecutive;  /* current run of dead letters */
-    uint8_t *ring;    /* last `window` outcomes, 1 = dead */
+    int consecutive; /* current run of dead letters */
+    uint8_t *ring;   /* last `window` outcomes, 1 = dead */
     int ring_pos, ring_filled, ring_dead;
     bool open;
     char reason[160];

@@ -75,10 +75,8 @@ int kj_builtins_register(kj_handler_registry *reg, char *errstr, size_t errstr_s
         const char *type;
         kjobs_job_handler_fn *fn;
     } builtins[] = {
-        {"kjobs.noop", handle_noop},
-        {"kjobs.sleep", handle_sleep},
-        {"kjobs.fail", handle_fail},
-        {"kjobs.fail-permanent", handle_fail_permanent},
+        {"kjobs.noop", handle_noop},   {"kjobs.sleep", handle_sleep},
+        {"kjobs.fail", handle_fail},   {"kjobs.fail-permanent", handle_fail_permanent},
         {"kjobs.flaky", handle_flaky},
     };
     for (size_t i = 0; i < sizeof(builtins) / sizeof(builtins[0]); i++)

@@ -35,7 +35,8 @@ void kj_cli_wait_for_stop_signal(void) {
     sigaddset(&block, SIGINT);
     sigaddset(&block, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &block, &old);
-    while (!kj_cli_stop_requested) sigsuspend(&old);
+    while (!kj_cli_stop_requested)
+        sigsuspend(&old);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 

@@ -21,10 +21,12 @@ enum { KJ_EXIT_OK = 0, KJ_EXIT_RUNTIME = 1, KJ_EXIT_USAGE = 2 };
 /** Long options shared by every command; append to a command's own option table. */
 #define KJ_CLI_COMMON_SHORTOPTS "c:b:G:X:h"
 enum { KJ_OPT_TOPIC = 1000, KJ_OPT_COMMON_LAST = 1001 };
-#define KJ_CLI_COMMON_LONGOPTS                                                                   \
-    {"config", required_argument, NULL, 'c'}, {"brokers", required_argument, NULL, 'b'},         \
+#define KJ_CLI_COMMON_LONGOPTS                                                                     \
+    {"config", required_argument, NULL, 'c'}, {"brokers", required_argument, NULL, 'b'},           \
         {"group", required_argument, NULL, 'G'}, {"topic", required_argument, NULL, KJ_OPT_TOPIC}, \
-        {"help", no_argument, NULL, 'h'}
+    {                                                                                              \
+        "help", no_argument, NULL, 'h'                                                             \
+    }
 
 #define KJ_CLI_MAX_OVERRIDES 64
 
@@ -52,7 +54,8 @@ int kj_cli_common_option(kj_cli *cli, int opt, const char *arg);
 /** Load config (file + env) and apply flags. Reports errors on stderr; returns an exit code. */
 int kj_cli_load_config(kj_cli *cli);
 /** Report a usage error ("kjobs X: msg" + usage) and return KJ_EXIT_USAGE. */
-int kj_cli_usage_error(const kj_cli *cli, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int kj_cli_usage_error(const kj_cli *cli, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 void kj_cli_free(kj_cli *cli);
 
 /** Parse a decimal integer in [min,max]; 0 ok, -1 bad. */
@@ -63,6 +66,5 @@ extern volatile sig_atomic_t kj_cli_stop_requested;
 void kj_cli_install_signals(void);
 /** Block until SIGINT/SIGTERM arrives (race-free: sigsuspend with the signals blocked). */
 void kj_cli_wait_for_stop_signal(void);
-
 
 #endif /* KJOBS_CLI_H */

@@ -22,8 +22,10 @@ static const char schema_usage[] =
 int kj_cmd_schema(int argc, char **argv) {
     int fingerprint = 0, json = 0;
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--fingerprint") == 0) fingerprint = 1;
-        else if (strcmp(argv[i], "--json") == 0) json = 1;
+        if (strcmp(argv[i], "--fingerprint") == 0)
+            fingerprint = 1;
+        else if (strcmp(argv[i], "--json") == 0)
+            json = 1;
         else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             fputs(schema_usage, stdout);
             return KJ_EXIT_OK;
@@ -40,7 +42,8 @@ int kj_cmd_schema(int argc, char **argv) {
     if (fingerprint) {
         uint64_t fp = kj_schema_fingerprint();
         printf("%016" PRIx64 " ", fp);
-        for (int i = 0; i < 8; i++) printf("%02x", (unsigned)((fp >> (8 * i)) & 0xff));
+        for (int i = 0; i < 8; i++)
+            printf("%02x", (unsigned)((fp >> (8 * i)) & 0xff));
         printf("\n");
     } else if (json) {
         fputs(kj_schema_json(), stdout);

@@ -90,7 +90,8 @@ static int create_topics(const kj_cli *cli, kj_topic_spec *topics, size_t count)
         }
     }
     rd_kafka_queue_t *queue = rd_kafka_queue_new(rk);
-    rd_kafka_AdminOptions_t *options = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
+    rd_kafka_AdminOptions_t *options =
+        rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
     rd_kafka_AdminOptions_set_operation_timeout(options, 30000, err, sizeof(err));
     rd_kafka_CreateTopics(rk, new_topics, total, options, queue);
     rd_kafka_event_t *ev = rd_kafka_queue_poll(queue, 60000);

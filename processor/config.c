@@ -438,9 +438,10 @@ static const kj_setting kj_settings[] = {
      .doc = "Crash-loop guard: a job that was running alone when this many worker processes in a "
             "row died (segfault, abort, OOM kill, kill -9) is dead-lettered with class crash-loop "
             "by the next one instead of run again. After a crash the next owner of a partition "
-            "runs the jobs the dead one may have had in flight one at a time, each after a "
-            "synchronous offset commit, so a poison job runs this many times plus one. 0 turns "
-            "the guard off. Not with retry.exactly_once (docs/retries.md, \"Crash loops\")."},
+            "runs the jobs the dead one may have had in flight carefully (small batches, each "
+            "named by a synchronous offset commit; one at a time within a batch a crash named), "
+            "so a poison job runs at most this many times plus two. 0 turns the guard off. Not "
+            "with retry.exactly_once (docs/retries.md, \"Crash loops\")."},
     /* handlers */
     {ROW("handlers", "plugin", "KJOBS_HANDLERS_PLUGIN"), .type = KT_STRING,
      .off = F(handlers_plugin), .def = "",
@@ -2029,8 +2030,10 @@ static const char kj_periodic_example[] =
     "  # `kjobs run --check-config` and `kjobs cron next \"EXPR\" --tz ZONE`.\n"
     "  # periodic = (\n"
     "  #   { name = \"nightly-report\"; cron = \"0 30 3 * * *\"; time_zone = \"Europe/Berlin\";\n"
-    "  #     type = \"report.build\"; key = \"nightly\"; payload = \"{\\\"kind\\\":\\\"daily\\\"}\";\n"
-    "  #     meta = { team = \"bi\"; }; missed = \"run_once\"; catch_up = \"5m\"; jitter = \"30s\"; }\n"
+    "  #     type = \"report.build\"; key = \"nightly\"; payload = "
+    "\"{\\\"kind\\\":\\\"daily\\\"}\";\n"
+    "  #     meta = { team = \"bi\"; }; missed = \"run_once\"; catch_up = \"5m\"; jitter = "
+    "\"30s\"; }\n"
     "  # );\n";
 
 void kj_config_write_example(FILE *out) {

@@ -131,9 +131,8 @@ void kjobs_result_fail(kjobs_result_t *result, const char *fmt, ...) {
 }
 
 const char *kj_outcome_name(kj_outcome outcome) {
-    static const char *const names[] = {"ok",           "retry",   "failed",        "decode",
-                                        "unknown_type", "timeout", "invalid_header",
-                                        "crash_loop"};
+    static const char *const names[] = {"ok",           "retry",   "failed",         "decode",
+                                        "unknown_type", "timeout", "invalid_header", "crash_loop"};
     return names[outcome];
 }
 

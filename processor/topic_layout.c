@@ -24,14 +24,18 @@ size_t kj_topic_layout(const kj_config *cfg, kj_topic_spec **out) {
 }
 
 void kj_topic_layout_free(kj_topic_spec *specs, size_t count) {
-    for (size_t i = 0; i < count; i++) free(specs[i].name);
+    for (size_t i = 0; i < count; i++)
+        free(specs[i].name);
     free(specs);
 }
 
 const char *kj_topic_role_name(kj_topic_role role) {
     switch (role) {
-    case KJ_TOPIC_MAIN: return "main";
-    case KJ_TOPIC_RETRY: return "retry";
-    default: return "dlq";
+    case KJ_TOPIC_MAIN:
+        return "main";
+    case KJ_TOPIC_RETRY:
+        return "retry";
+    default:
+        return "dlq";
     }
 }

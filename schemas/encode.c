@@ -39,12 +39,12 @@ static inline uint8_t *kj_put_long(uint8_t *p, int64_t v) {
 
 static inline uint8_t *kj_put_bytes(uint8_t *p, const void *s, size_t n) {
     p = kj_put_long(p, (int64_t)n);
-    if (n)
-        memcpy(p, s, n);
+    if (n) memcpy(p, s, n);
     return p + n;
 }
 
-static int kj_check_text(const char *what, const char *s, size_t n, char *errstr, size_t errstr_size) {
+static int kj_check_text(const char *what, const char *s, size_t n, char *errstr,
+                         size_t errstr_size) {
     size_t at;
     if (kj_utf8_check((const uint8_t *)s, n, &at) != 0) {
         kj_seterr(errstr, errstr_size, "%s is not valid UTF-8 (at its byte %zu)", what, at);
@@ -55,8 +55,7 @@ static int kj_check_text(const char *what, const char *s, size_t n, char *errstr
 
 /* size += n, failing on overflow */
 static inline int kj_add(size_t *size, size_t n) {
-    if (n > SIZE_MAX - *size)
-        return -1;
+    if (n > SIZE_MAX - *size) return -1;
     *size += n;
     return 0;
 }
@@ -66,8 +65,7 @@ int kj_job_encode(const kj_job_record *job, kj_encoding enc, uint8_t **out, size
     *out = NULL;
     *out_len = 0;
     const kj_codec_state *st = kj_codec_state_get(errstr, errstr_size);
-    if (!st)
-        return -1;
+    if (!st) return -1;
     if (!job || !job->id || !job->type) {
         kj_seterr(errstr, errstr_size, "a job needs an id and a type");
         return -1;
@@ -97,13 +95,15 @@ int kj_job_encode(const kj_job_record *job, kj_encoding enc, uint8_t **out, size
             break;
         case KJ_SINK_PAYLOAD:
             ovf |= job->payload_len > INT64_MAX;
-            ovf |= kj_add(&size, kj_varint_size((int64_t)job->payload_len)) | kj_add(&size, job->payload_len);
+            ovf |= kj_add(&size, kj_varint_size((int64_t)job->payload_len)) |
+                   kj_add(&size, job->payload_len);
             break;
         case KJ_SINK_CREATED_AT:
             ovf |= kj_add(&size, kj_varint_size(job->created_at));
             break;
         case KJ_SINK_META:
-            ovf |= kj_add(&size, job->meta_count ? kj_varint_size((int64_t)job->meta_count) + 1 : 1);
+            ovf |=
+                kj_add(&size, job->meta_count ? kj_varint_size((int64_t)job->meta_count) + 1 : 1);
             for (size_t m = 0; m < job->meta_count; m++) {
                 const kj_meta_entry *e = &job->meta[m];
                 if (!e->key || !e->value) {

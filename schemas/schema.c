@@ -25,11 +25,11 @@
 #define KJ_SCHEMA_MAX_DEPTH 128
 
 static const char *const kj_type_names[] = {
-    [KJ_AVRO_NULL] = "null",     [KJ_AVRO_BOOLEAN] = "boolean", [KJ_AVRO_INT] = "int",
-    [KJ_AVRO_LONG] = "long",     [KJ_AVRO_FLOAT] = "float",     [KJ_AVRO_DOUBLE] = "double",
-    [KJ_AVRO_BYTES] = "bytes",   [KJ_AVRO_STRING] = "string",   [KJ_AVRO_RECORD] = "record",
-    [KJ_AVRO_ENUM] = "enum",     [KJ_AVRO_ARRAY] = "array",     [KJ_AVRO_MAP] = "map",
-    [KJ_AVRO_UNION] = "union",   [KJ_AVRO_FIXED] = "fixed",
+    [KJ_AVRO_NULL] = "null",   [KJ_AVRO_BOOLEAN] = "boolean", [KJ_AVRO_INT] = "int",
+    [KJ_AVRO_LONG] = "long",   [KJ_AVRO_FLOAT] = "float",     [KJ_AVRO_DOUBLE] = "double",
+    [KJ_AVRO_BYTES] = "bytes", [KJ_AVRO_STRING] = "string",   [KJ_AVRO_RECORD] = "record",
+    [KJ_AVRO_ENUM] = "enum",   [KJ_AVRO_ARRAY] = "array",     [KJ_AVRO_MAP] = "map",
+    [KJ_AVRO_UNION] = "union", [KJ_AVRO_FIXED] = "fixed",
 };
 
 const char *kj_avro_type_name(kj_avro_type t) {
@@ -48,28 +48,23 @@ static int kj_primitive_type(const char *name, kj_avro_type *out) {
 
 /* [A-Za-z_][A-Za-z0-9_]* */
 static int kj_valid_name(const char *s, size_t n) {
-    if (n == 0)
-        return 0;
+    if (n == 0) return 0;
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
         int alpha = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_';
-        if (!alpha && (i == 0 || c < '0' || c > '9'))
-            return 0;
+        if (!alpha && (i == 0 || c < '0' || c > '9')) return 0;
     }
     return 1;
 }
 
 /* Dot-separated names; the empty string (the null namespace) is allowed when allow_empty. */
 static int kj_valid_fullname(const char *s, int allow_empty) {
-    if (!*s)
-        return allow_empty;
+    if (!*s) return allow_empty;
     for (;;) {
         const char *dot = strchr(s, '.');
         size_t n = dot ? (size_t)(dot - s) : strlen(s);
-        if (!kj_valid_name(s, n))
-            return 0;
-        if (!dot)
-            return 1;
+        if (!kj_valid_name(s, n)) return 0;
+        if (!dot) return 1;
         s = dot + 1;
     }
 }
@@ -97,8 +92,7 @@ static kj_schema *kj_node_new(kj_parse *p, kj_avro_type t) {
 
 static kj_schema *kj_lookup_named(kj_parse *p, const char *fullname) {
     for (kj_schema *s = p->tree->nodes; s; s = s->next_node)
-        if (s->fullname && strcmp(s->fullname, fullname) == 0)
-            return s;
+        if (s->fullname && strcmp(s->fullname, fullname) == 0) return s;
     return NULL;
 }
 
@@ -106,8 +100,7 @@ static kj_schema *kj_lookup_named(kj_parse *p, const char *fullname) {
 static char *kj_qualify(const char *name, const char *ns) {
     size_t nl = strlen(name), sl = ns ? strlen(ns) : 0;
     char *out = malloc(nl + sl + 2);
-    if (!out)
-        return NULL;
+    if (!out) return NULL;
     if (strchr(name, '.') || sl == 0) {
         memcpy(out, name, nl + 1);
     } else {
@@ -127,10 +120,8 @@ static kj_schema *kj_resolve_ref(kj_parse *p, const char *name, const char *ns) 
         return NULL;
     }
     kj_schema *s = kj_lookup_named(p, full);
-    if (!s)
-        s = kj_lookup_named(p, name); /* a name from the null namespace */
-    if (!s)
-        kj_seterr(p->err, p->errsize, "unknown type \"%s\"", full);
+    if (!s) s = kj_lookup_named(p, name); /* a name from the null namespace */
+    if (!s) kj_seterr(p->err, p->errsize, "unknown type \"%s\"", full);
     free(full);
     return s;
 }
@@ -145,7 +136,8 @@ static kj_schema *kj_named_new(kj_parse *p, json_t *j, kj_avro_type t, const cha
     }
     if (nsj && !json_is_null(nsj)) {
         if (!json_is_string(nsj) || !kj_valid_fullname(json_string_value(nsj), 1)) {
-            kj_seterr(p->err, p->errsize, "%s \"%s\": invalid namespace", kj_avro_type_name(t), name);
+            kj_seterr(p->err, p->errsize, "%s \"%s\": invalid namespace", kj_avro_type_name(t),
+                      name);
             return NULL;
         }
         ns = json_string_value(nsj);
@@ -155,8 +147,7 @@ static kj_schema *kj_named_new(kj_parse *p, json_t *j, kj_avro_type t, const cha
         return NULL;
     }
     kj_schema *s = kj_node_new(p, t);
-    if (!s)
-        return NULL;
+    if (!s) return NULL;
     s->fullname = kj_qualify(name, ns);
     if (!s->fullname) {
         kj_seterr(p->err, p->errsize, "out of memory");
@@ -176,8 +167,7 @@ static int kj_ns_of(const char *fullname, char **out) {
     const char *dot = strrchr(fullname, '.');
     size_t n = dot ? (size_t)(dot - fullname) : 0;
     *out = malloc(n + 1);
-    if (!*out)
-        return -1;
+    if (!*out) return -1;
     memcpy(*out, fullname, n);
     (*out)[n] = '\0';
     return 0;
@@ -185,8 +175,7 @@ static int kj_ns_of(const char *fullname, char **out) {
 
 static kj_schema *kj_parse_record(kj_parse *p, json_t *j, const char *ns, int depth) {
     kj_schema *s = kj_named_new(p, j, KJ_AVRO_RECORD, ns);
-    if (!s)
-        return NULL;
+    if (!s) return NULL;
     json_t *fields = json_object_get(j, "fields");
     if (!json_is_array(fields)) {
         kj_seterr(p->err, p->errsize, "record \"%s\" needs a \"fields\" array", s->fullname);
@@ -228,8 +217,7 @@ static kj_schema *kj_parse_record(kj_parse *p, json_t *j, const char *ns, int de
         }
         s->fields[i].name = fname;
         s->fields[i].type = kj_parse_node(p, ft, child_ns, depth + 1);
-        if (!s->fields[i].type)
-            goto fail;
+        if (!s->fields[i].type) goto fail;
         s->fields[i].default_value = json_object_get(f, "default");
         s->n = i + 1;
         zero = zero && s->fields[i].type->zero_size;
@@ -258,11 +246,11 @@ static kj_schema *kj_parse_complex(kj_parse *p, json_t *j, const char *ns, int d
         return kj_parse_record(p, j, ns, depth);
     if (strcmp(t, "enum") == 0) {
         kj_schema *s = kj_named_new(p, j, KJ_AVRO_ENUM, ns);
-        if (!s)
-            return NULL;
+        if (!s) return NULL;
         json_t *syms = json_object_get(j, "symbols");
         if (!json_is_array(syms) || json_array_size(syms) == 0) {
-            kj_seterr(p->err, p->errsize, "enum \"%s\" needs a non-empty \"symbols\" array", s->fullname);
+            kj_seterr(p->err, p->errsize, "enum \"%s\" needs a non-empty \"symbols\" array",
+                      s->fullname);
             return NULL;
         }
         s->n = json_array_size(syms);
@@ -283,12 +271,12 @@ static kj_schema *kj_parse_complex(kj_parse *p, json_t *j, const char *ns, int d
     }
     if (strcmp(t, "fixed") == 0) {
         kj_schema *s = kj_named_new(p, j, KJ_AVRO_FIXED, ns);
-        if (!s)
-            return NULL;
+        if (!s) return NULL;
         json_t *size = json_object_get(j, "size");
         if (!json_is_integer(size) || json_integer_value(size) < 0 ||
             json_integer_value(size) > INT32_MAX) {
-            kj_seterr(p->err, p->errsize, "fixed \"%s\" needs a non-negative integer \"size\"", s->fullname);
+            kj_seterr(p->err, p->errsize, "fixed \"%s\" needs a non-negative integer \"size\"",
+                      s->fullname);
             return NULL;
         }
         s->n = (size_t)json_integer_value(size);
@@ -303,8 +291,7 @@ static kj_schema *kj_parse_complex(kj_parse *p, json_t *j, const char *ns, int d
             return NULL;
         }
         kj_schema *s = kj_node_new(p, is_array ? KJ_AVRO_ARRAY : KJ_AVRO_MAP);
-        if (!s)
-            return NULL;
+        if (!s) return NULL;
         s->items = kj_parse_node(p, inner, ns, depth + 1);
         return s->items ? s : NULL;
     }
@@ -318,14 +305,12 @@ static kj_schema *kj_parse_node(kj_parse *p, json_t *j, const char *ns, int dept
     }
     if (json_is_string(j)) {
         kj_avro_type prim;
-        if (kj_primitive_type(json_string_value(j), &prim))
-            return kj_node_new(p, prim);
+        if (kj_primitive_type(json_string_value(j), &prim)) return kj_node_new(p, prim);
         return kj_resolve_ref(p, json_string_value(j), ns);
     }
     if (json_is_array(j)) {
         kj_schema *s = kj_node_new(p, KJ_AVRO_UNION);
-        if (!s)
-            return NULL;
+        if (!s) return NULL;
         size_t n = json_array_size(j);
         s->branches = calloc(n ? n : 1, sizeof(*s->branches));
         if (!s->branches) {
@@ -334,8 +319,7 @@ static kj_schema *kj_parse_node(kj_parse *p, json_t *j, const char *ns, int dept
         }
         for (size_t i = 0; i < n; i++) {
             kj_schema *b = kj_parse_node(p, json_array_get(j, i), ns, depth + 1);
-            if (!b)
-                return NULL;
+            if (!b) return NULL;
             if (b->type == KJ_AVRO_UNION) {
                 kj_seterr(p->err, p->errsize, "a union may not directly contain a union");
                 return NULL;
@@ -345,15 +329,13 @@ static kj_schema *kj_parse_node(kj_parse *p, json_t *j, const char *ns, int dept
         }
         return s;
     }
-    if (json_is_object(j))
-        return kj_parse_complex(p, j, ns, depth);
+    if (json_is_object(j)) return kj_parse_complex(p, j, ns, depth);
     kj_seterr(p->err, p->errsize, "a schema must be a string, an array or an object");
     return NULL;
 }
 
 void kj_schema_tree_free(kj_schema_tree *tree) {
-    if (!tree)
-        return;
+    if (!tree) return;
     kj_schema *s = tree->nodes;
     while (s) {
         kj_schema *next = s->next_node;
@@ -451,8 +433,7 @@ static void kj_pcf_node(kj_pcf *c, const kj_schema *s) {
         kj_pcf_quoted(c, s->fullname);
         kj_buf_puts(&c->out, ",\"type\":\"enum\",\"symbols\":[");
         for (size_t i = 0; i < s->n; i++) {
-            if (i)
-                kj_buf_puts(&c->out, ",");
+            if (i) kj_buf_puts(&c->out, ",");
             kj_pcf_quoted(c, s->symbols[i]);
         }
         kj_buf_puts(&c->out, "]}");
@@ -478,8 +459,7 @@ static void kj_pcf_node(kj_pcf *c, const kj_schema *s) {
     case KJ_AVRO_UNION:
         kj_buf_puts(&c->out, "[");
         for (size_t i = 0; i < s->n; i++) {
-            if (i)
-                kj_buf_puts(&c->out, ",");
+            if (i) kj_buf_puts(&c->out, ",");
             kj_pcf_node(c, s->branches[i]);
         }
         kj_buf_puts(&c->out, "]");
@@ -490,7 +470,8 @@ static void kj_pcf_node(kj_pcf *c, const kj_schema *s) {
     }
 }
 
-int kj_schema_tree_canonical(const kj_schema_tree *tree, char **out, char *errstr, size_t errstr_size) {
+int kj_schema_tree_canonical(const kj_schema_tree *tree, char **out, char *errstr,
+                             size_t errstr_size) {
     kj_pcf c = {0};
     kj_pcf_node(&c, tree->root);
     kj_buf_put(&c.out, "", 1);
@@ -504,11 +485,11 @@ int kj_schema_tree_canonical(const kj_schema_tree *tree, char **out, char *errst
     return 0;
 }
 
-int kj_schema_canonical_form(const char *schema_json, char **out, char *errstr, size_t errstr_size) {
+int kj_schema_canonical_form(const char *schema_json, char **out, char *errstr,
+                             size_t errstr_size) {
     *out = NULL;
     kj_schema_tree *tree = kj_schema_tree_parse(schema_json, errstr, errstr_size);
-    if (!tree)
-        return -1;
+    if (!tree) return -1;
     int rc = kj_schema_tree_canonical(tree, out, errstr, errstr_size);
     kj_schema_tree_free(tree);
     return rc;
@@ -548,19 +529,16 @@ static int kj_encode_json(kj_buf *out, const kj_schema *s, json_t *v, char *err,
     uint8_t tmp[8];
     switch (s->type) {
     case KJ_AVRO_NULL:
-        if (!json_is_null(v))
-            goto mismatch;
+        if (!json_is_null(v)) goto mismatch;
         return 0;
     case KJ_AVRO_BOOLEAN:
-        if (!json_is_boolean(v))
-            goto mismatch;
+        if (!json_is_boolean(v)) goto mismatch;
         tmp[0] = json_is_true(v) ? 1 : 0;
         kj_buf_put(out, tmp, 1);
         return 0;
     case KJ_AVRO_INT:
     case KJ_AVRO_LONG:
-        if (!json_is_integer(v))
-            goto mismatch;
+        if (!json_is_integer(v)) goto mismatch;
         if (s->type == KJ_AVRO_INT &&
             (json_integer_value(v) < INT32_MIN || json_integer_value(v) > INT32_MAX))
             goto mismatch;
@@ -568,8 +546,7 @@ static int kj_encode_json(kj_buf *out, const kj_schema *s, json_t *v, char *err,
         return 0;
     case KJ_AVRO_FLOAT:
     case KJ_AVRO_DOUBLE: {
-        if (!json_is_number(v))
-            goto mismatch;
+        if (!json_is_number(v)) goto mismatch;
         double d = json_number_value(v);
         uint64_t bits;
         size_t n;
@@ -588,14 +565,12 @@ static int kj_encode_json(kj_buf *out, const kj_schema *s, json_t *v, char *err,
         return 0;
     }
     case KJ_AVRO_STRING:
-        if (!json_is_string(v))
-            goto mismatch;
+        if (!json_is_string(v)) goto mismatch;
         kj_buf_put_long(out, (int64_t)json_string_length(v));
         kj_buf_put(out, json_string_value(v), json_string_length(v));
         return 0;
     case KJ_AVRO_BYTES: {
-        if (!json_is_string(v))
-            goto mismatch;
+        if (!json_is_string(v)) goto mismatch;
         kj_buf tmpb = {0};
         size_t count;
         if (kj_latin1_bytes(&tmpb, v, &count) != 0) {
@@ -624,8 +599,7 @@ static int kj_encode_json(kj_buf *out, const kj_schema *s, json_t *v, char *err,
         }
         goto mismatch;
     case KJ_AVRO_ARRAY:
-        if (!json_is_array(v))
-            goto mismatch;
+        if (!json_is_array(v)) goto mismatch;
         if (json_array_size(v)) {
             kj_buf_put_long(out, (int64_t)json_array_size(v));
             for (size_t i = 0; i < json_array_size(v); i++)
@@ -635,8 +609,7 @@ static int kj_encode_json(kj_buf *out, const kj_schema *s, json_t *v, char *err,
         kj_buf_put_long(out, 0);
         return 0;
     case KJ_AVRO_MAP: {
-        if (!json_is_object(v))
-            goto mismatch;
+        if (!json_is_object(v)) goto mismatch;
         const char *key;
         json_t *val;
         if (json_object_size(v)) {
@@ -644,32 +617,27 @@ static int kj_encode_json(kj_buf *out, const kj_schema *s, json_t *v, char *err,
             json_object_foreach(v, key, val) {
                 kj_buf_put_long(out, (int64_t)strlen(key));
                 kj_buf_puts(out, key);
-                if (kj_encode_json(out, s->items, val, err, errsize, depth + 1))
-                    return -1;
+                if (kj_encode_json(out, s->items, val, err, errsize, depth + 1)) return -1;
             }
         }
         kj_buf_put_long(out, 0);
         return 0;
     }
     case KJ_AVRO_RECORD:
-        if (!json_is_object(v))
-            goto mismatch;
+        if (!json_is_object(v)) goto mismatch;
         for (size_t i = 0; i < s->n; i++) {
             json_t *fv = json_object_get(v, s->fields[i].name);
-            if (!fv)
-                fv = s->fields[i].default_value;
+            if (!fv) fv = s->fields[i].default_value;
             if (!fv) {
                 kj_seterr(err, errsize, "default for record \"%s\" lacks field \"%s\"", s->fullname,
                           s->fields[i].name);
                 return -1;
             }
-            if (kj_encode_json(out, s->fields[i].type, fv, err, errsize, depth + 1))
-                return -1;
+            if (kj_encode_json(out, s->fields[i].type, fv, err, errsize, depth + 1)) return -1;
         }
         return 0;
     case KJ_AVRO_UNION: /* a union's default belongs to its first branch */
-        if (s->n == 0)
-            goto mismatch;
+        if (s->n == 0) goto mismatch;
         kj_buf_put_long(out, 0);
         return kj_encode_json(out, s->branches[0], v, err, errsize, depth + 1);
     }
@@ -681,8 +649,7 @@ mismatch:
 
 int kj_schema_encode_json(kj_buf *out, const kj_schema *s, json_t *value, char *errstr,
                           size_t errstr_size) {
-    if (kj_encode_json(out, s, value, errstr, errstr_size, 0) != 0)
-        return -1;
+    if (kj_encode_json(out, s, value, errstr, errstr_size, 0) != 0) return -1;
     if (out->oom) {
         kj_seterr(errstr, errstr_size, "out of memory");
         return -1;

