@@ -32,6 +32,7 @@
 #define KJ_PERIODIC_RETRY_MS        1000    /* after a failed produce or state read */
 #define KJ_PERIODIC_READ_TIMEOUT_MS 30000   /* reading the state topic to its end */
 #define KJ_PERIODIC_MAX_WAIT_MS     60000   /* longest sleep before the wall clock is read again */
+#define KJ_PERIODIC_FUTURE_MS       60000   /* a state tick further ahead than this is not real */
 
 struct kj_periodic {
     const kj_config *cfg;
@@ -43,6 +44,8 @@ struct kj_periodic {
     bool stop;         /* (mu) the session must end */
     bool running;      /* (start/stop caller) a session thread exists */
     pthread_t thread;
+    int64_t state_end; /* (session) the state topic's end offset as this session last knew it:
+                          read to it, or its own last write + 1 */
 };
 
 /* ---- pure parts ------------------------------------------------------------------------------ */
@@ -145,6 +148,7 @@ static bool stopping(kj_periodic *p) {
 typedef struct delivery {
     bool done;
     rd_kafka_resp_err_t err;
+    int64_t offset;
 } delivery;
 
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
@@ -153,6 +157,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
     delivery *d = m->_private;
     if (!d) return;
     d->err = m->err;
+    d->offset = m->offset;
     d->done = true;
 }
 
@@ -160,8 +165,8 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
  * `value` is copied. Returns 0, or -1 with the error logged. @locality session thread */
 static int produce_wait(kj_periodic *p, const char *topic, int32_t partition, const char *key,
                         const void *value, size_t value_len, rd_kafka_headers_t *hdrs,
-                        const char *what, const char *name) {
-    delivery d = {false, RD_KAFKA_RESP_ERR_NO_ERROR};
+                        const char *what, const char *name, int64_t *offset) {
+    delivery d = {false, RD_KAFKA_RESP_ERR_NO_ERROR, -1};
     rd_kafka_resp_err_t err = rd_kafka_producev(
         p->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
         RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_VALUE((void *)value, value_len),
@@ -182,6 +187,7 @@ static int produce_wait(kj_periodic *p, const char *topic, int32_t partition, co
                what, "topic", topic, "error", rd_kafka_err2str(d.err));
         return -1;
     }
+    if (offset) *offset = d.offset;
     return 0;
 }
 
@@ -244,7 +250,7 @@ static int enqueue_tick(kj_periodic *p, ent_rt *r, int64_t tick, const char *why
         rd_kafka_header_add(hdrs, KJ_HDR_DELIVER_AT, -1, due, -1);
     }
     rc = produce_wait(p, p->cfg->main_topic, RD_KAFKA_PARTITION_UA, e->key, value, value_len, hdrs,
-                      "job", e->name);
+                      "job", e->name, NULL);
     free(value);
     if (rc) return -1;
     /* The job is acknowledged: record the tick. A crash from here until the state record is
@@ -256,8 +262,10 @@ static int enqueue_tick(kj_periodic *p, ent_rt *r, int64_t tick, const char *why
     json_decref(st);
     if (!text) abort();
     for (;;) {
-        rc =
-            produce_wait(p, p->state_topic, 0, e->name, text, strlen(text), NULL, "state", e->name);
+        int64_t at = -1;
+        rc = produce_wait(p, p->state_topic, 0, e->name, text, strlen(text), NULL, "state", e->name,
+                          &at);
+        if (rc == 0 && at >= 0 && at + 1 > p->state_end) p->state_end = at + 1;
         if (rc == 0 || wait_or_stop(p, KJ_PERIODIC_RETRY_MS)) break;
     }
     free(text);
@@ -347,9 +355,13 @@ static long read_state(kj_periodic *p, ent_rt *rt, size_t n) {
                     json_error_t je;
                     json_t *v = json_loadb(m->payload, m->len, 0, &je);
                     json_t *t = v ? json_object_get(v, "tick") : NULL;
-                    if (json_is_integer(t) && json_integer_value(t) >= 0)
-                        rt[i].last = json_integer_value(t);
-                    else
+                    /* the newest tick wins, whatever order the records came in (a member frozen
+                     * past its session may write an older one after a newer); a tick ahead of
+                     * the clock is no tick this schedule enqueued */
+                    if (json_is_integer(t) && json_integer_value(t) >= 0 &&
+                        json_integer_value(t) <= kj_now_ms() + KJ_PERIODIC_FUTURE_MS) {
+                        if (json_integer_value(t) > rt[i].last) rt[i].last = json_integer_value(t);
+                    } else
                         kj_log(KJ_LOG_WARN, "periodic state record ignored", "{s:s,s:I}", "name",
                                name, "offset", (json_int_t)m->offset);
                     json_decref(v);
@@ -363,9 +375,44 @@ static long read_state(kj_periodic *p, ent_rt *rt, size_t n) {
         }
     }
 out:
+    if (count >= 0) p->state_end = hi;
     rd_kafka_consumer_close(rk);
     rd_kafka_destroy(rk);
     return count;
+}
+
+/* Before enqueueing: has another member written the state since this session last looked (a
+ * member frozen past its session, or the new owner while this one is that member)? Then read it
+ * again and skip whatever ticks it already enqueued. Returns -1 when the state could not be read
+ * (the caller retries later). @locality session thread */
+static int catch_up_with_others(kj_periodic *p, ent_rt *rt, size_t n) {
+    int64_t lo, hi;
+    if (rd_kafka_query_watermark_offsets(p->producer, p->state_topic, 0, &lo, &hi, 5000) !=
+            RD_KAFKA_RESP_ERR_NO_ERROR ||
+        hi <= p->state_end)
+        return 0; /* nobody else wrote (or we cannot tell: go on, as before this check) */
+    int64_t *mine = malloc(n * sizeof *mine);
+    if (!mine) abort();
+    for (size_t i = 0; i < n; i++) {
+        mine[i] = rt[i].last;
+        rt[i].last = -1;
+    }
+    long records = read_state(p, rt, n);
+    int rc = records < 0 ? -1 : 0;
+    for (size_t i = 0; i < n; i++) {
+        if (records < 0 || rt[i].last < mine[i]) rt[i].last = mine[i];
+        if (rt[i].last > mine[i]) {
+            kj_log(KJ_LOG_WARN,
+                   "periodic: another member enqueued ticks of this entry; skipping them",
+                   "{s:s,s:I,s:I}", "name", rt[i].e->name, "own_last", (json_int_t)mine[i],
+                   "their_last", (json_int_t)rt[i].last);
+            if (rt[i].run_once >= 0 && rt[i].run_once <= rt[i].last) rt[i].run_once = -1;
+            if (rt[i].pending >= 0 && rt[i].pending <= rt[i].last)
+                rt[i].pending = next_tick(rt[i].e, rt[i].zone, rt[i].last);
+        }
+    }
+    free(mine);
+    return rc;
 }
 
 /* ---- the session ----------------------------------------------------------------------------- */
@@ -435,6 +482,11 @@ static void *session_main(void *arg) {
                                                                    : KJ_PERIODIC_MAX_WAIT_MS);
             continue;
         }
+        if (catch_up_with_others(p, rt, n) != 0) {
+            wait_or_stop(p, KJ_PERIODIC_RETRY_MS);
+            continue;
+        }
+        if ((due->run_once >= 0 ? due->run_once : due->pending) != due_at) continue; /* skipped */
         bool once = due->run_once >= 0;
         if (enqueue_tick(p, due, due_at,
                          once                  ? "run_once"
@@ -464,26 +516,29 @@ out:
 
 /* The state topic must exist (`kjobs topics --create` makes it) and have one partition. */
 static int check_state_topic(kj_periodic *p, char *errstr, size_t errstr_size) {
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(p->producer, p->state_topic, NULL);
+    /* every topic, not this one: asking for one topic by name makes a broker with
+     * auto.create.topics.enable create it — with the wrong partitions and no compaction */
     const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_resp_err_t err = rd_kafka_metadata(p->producer, 0, rkt, &md, 15000);
-    rd_kafka_topic_destroy(rkt);
+    rd_kafka_resp_err_t err = rd_kafka_metadata(p->producer, 1, NULL, &md, 15000);
     if (err) {
         snprintf(errstr, errstr_size, "cannot read metadata of %s: %s", p->state_topic,
                  rd_kafka_err2str(err));
         return -1;
     }
     int rc = 0;
-    if (md->topic_cnt != 1 || md->topics[0].err || md->topics[0].partition_cnt < 1) {
+    const rd_kafka_metadata_topic_t *t = NULL;
+    for (int i = 0; i < md->topic_cnt && !t; i++)
+        if (strcmp(md->topics[i].topic, p->state_topic) == 0) t = &md->topics[i];
+    if (!t || t->err || t->partition_cnt < 1) {
         snprintf(errstr, errstr_size,
                  "missing topics: %s (the state topic of schedule.periodic; create it with "
                  "`kjobs topics --create`, or use `kjobs broker` / `kjobs run --embedded` in "
                  "development)",
                  p->state_topic);
         rc = -1;
-    } else if (md->topics[0].partition_cnt != 1) {
+    } else if (t->partition_cnt != 1) {
         kj_log(KJ_LOG_WARN, "periodic state topic has more than one partition; only 0 is used",
-               "{s:s,s:i}", "topic", p->state_topic, "partitions", md->topics[0].partition_cnt);
+               "{s:s,s:i}", "topic", p->state_topic, "partitions", t->partition_cnt);
     }
     rd_kafka_metadata_destroy(md);
     return rc;
@@ -506,7 +561,8 @@ kj_periodic *kj_periodic_new(const kj_config *cfg, const char *worker_id, char *
     if (!conf) goto fail;
     if (kj_kafka_conf_set(conf, "message.timeout.ms", KJ_PERIODIC_MSG_TIMEOUT_MS, errstr,
                           errstr_size) ||
-        kj_kafka_conf_set(conf, "linger.ms", "0", errstr, errstr_size)) {
+        kj_kafka_conf_set(conf, "linger.ms", "0", errstr, errstr_size) ||
+        kj_kafka_conf_set(conf, "allow.auto.create.topics", "false", errstr, errstr_size)) {
         rd_kafka_conf_destroy(conf);
         goto fail;
     }

@@ -74,9 +74,10 @@ def tick_entry(name, **extra):
     return e
 
 
-def start_worker(bootstrap, cfg, record_file, name, http=False):
+def start_worker(bootstrap, cfg, record_file, name, http=False, extra_env=None):
     env = {"KJOBS_HANDLERS_EXEC": f"/usr/bin/python3 -u {RECORDER} {record_file}",
            "KJOBS_KAFKA_CLIENT_ID": f"periodic-{name}", "KJOBS_LOG_LEVEL": "info"}
+    env.update(extra_env or {})
     if http:
         env["KJOBS_HTTP_LISTEN"] = "127.0.0.1:0"
     return Worker(bootstrap, env=env, args=("-c", cfg), name=name)
@@ -214,6 +215,52 @@ def test_owner_killed_survivor_continues():
         broker.stop()
 
 
+
+def test_frozen_owner_does_not_repeat_the_new_owners_ticks():
+    """The owner is frozen (SIGSTOP) past its session: the other member takes the schedule
+    over; when the frozen one wakes it must not enqueue the ticks the new owner already did,
+    nor write its older tick over the newer state (which made the next owner repeat them)."""
+    import signal
+    cfg = config([tick_entry("every2s")])
+    record_file = tempfile.mktemp(prefix="kjobs-periodic-", suffix=".jsonl")
+    broker = Broker(cfg)
+    a = b = None
+    props = {"KJOBS_KAFKA_PROPERTIES": '["session.timeout.ms=6000", "heartbeat.interval.ms=500"]'}
+    try:
+        a = start_worker(broker.bootstrap, cfg, record_file, "a", extra_env=props)
+        b = start_worker(broker.bootstrap, cfg, record_file, "b", extra_env=props)
+        for w in (a, b):
+            w.wait_assigned(timeout=120)
+        procs.wait_until(lambda: len(enqueued(a)) + len(enqueued(b)) >= 3, 90, "3 ticks")
+        owner, other = (a, b) if enqueued(a) and (not enqueued(b) or
+                                                 enqueued(a)[-1]["tick"] > enqueued(b)[-1]["tick"]) else (b, a)
+        owner.proc.send_signal(signal.SIGSTOP)
+        before = len(other.msgs("periodic scheduler started"))
+        other.wait_for(lambda l: len(other.msgs("periodic scheduler started")) > before, 60,
+                       "the other member to take the schedule over")
+        n = len(enqueued(other))
+        other.wait_count("periodic job enqueued", n + 2, 30, "2 ticks on the new owner")
+        owner.proc.send_signal(signal.SIGCONT)
+        woke = int(time.time() * 1000)
+        procs.wait_until(lambda: any(l["tick"] > woke + 8000
+                                     for l in enqueued(a) + enqueued(b)), 90,
+                         "ticks after the frozen member woke")
+    finally:
+        for w in (a, b):
+            if w and w.proc.poll() is None:
+                w.proc.send_signal(signal.SIGCONT)
+                assert w.stop() == 0, f"{w.name} did not stop cleanly: {w.tail()}"
+    try:
+        ticks = main_topic_ticks(broker.bootstrap, "every2s")
+        dups = sorted({t for t in ticks if ticks.count(t) > 1})
+        assert len(dups) <= 1 and all(ticks.count(t) <= 2 for t in dups), \
+            f"ticks enqueued again around the freeze: {dups}"
+        assert_consecutive(sorted(set(ticks)), what="ticks across the freeze")
+        print(f"   {len(set(ticks))} ticks, no gap; duplicates {dups}", flush=True)
+    finally:
+        broker.stop()
+
+
 def test_missed_ticks_skip_and_run_once():
     cfg = config([tick_entry("skip2s", missed="skip", catch_up="0s"),
                   tick_entry("once2s", missed="run_once", catch_up="0s")])
@@ -288,4 +335,6 @@ def test_check_config_errors():
 
 if __name__ == "__main__":
     harness.main([test_check_config_errors, test_one_job_per_tick_with_two_workers,
-                  test_owner_killed_survivor_continues, test_missed_ticks_skip_and_run_once])
+                  test_owner_killed_survivor_continues,
+                  test_frozen_owner_does_not_repeat_the_new_owners_ticks,
+                  test_missed_ticks_skip_and_run_once])
