@@ -40,6 +40,8 @@ static const char peek_usage[] =
 enum { OPT_COUNT = KJ_OPT_COMMON_LAST + 1, OPT_FROM_BEGINNING, OPT_TIMEOUT };
 
 int kj_cmd_peek(int argc, char **argv) {
+    /* a line per record as it arrives, also into a pipe (`kjobs peek | jq`, `tail -f`) */
+    setvbuf(stdout, NULL, _IOLBF, 0);
     kj_cli cli;
     kj_cli_init(&cli, "kjobs peek", peek_usage);
     static const struct option longopts[] = {

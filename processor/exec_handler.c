@@ -605,6 +605,7 @@ static char *build_request(uint64_t batch_id, const kjobs_job_t *const *jobs, si
         json_object_set_new(o, "partition", json_integer(kjobs_job_partition(job)));
         json_object_set_new(o, "offset", json_integer(kjobs_job_offset(job)));
         json_object_set_new(o, "attempt", json_integer(kjobs_job_attempt(job)));
+        json_object_set_new(o, "created_at", json_integer(kjobs_job_created_at(job)));
         json_t *meta = json_object();
         for (size_t m = 0; m < job->record.meta_count; m++)
             set_str(meta, job->record.meta[m].key, job->record.meta[m].value);

@@ -146,11 +146,22 @@ static int parse_entry(const config_setting_t *e, unsigned idx, const char *file
         return pc_fail(errstr, size, file, config_setting_get_member(e, "cron"), "%s.cron: %s",
                        where, why);
     pe->cron_text = pc_strdup(cron);
+    if (tz && !*tz)
+        return pc_fail(errstr, size, file, config_setting_get_member(e, "time_zone"),
+                       "%s.time_zone: empty; leave it out for UTC, or name an IANA zone such as "
+                       "\"Europe/Berlin\"",
+                       where);
     kj_cron_zone *z = kj_cron_zone_open(tz, why, sizeof why);
     if (!z)
         return pc_fail(errstr, size, file, config_setting_get_member(e, "time_zone"),
                        "%s.time_zone: %s", where, why);
+    /* an expression that matches no date at all (0 0 30 FEB *) is a mistake, not a schedule */
+    int64_t first;
+    kj_cron_result fires = kj_cron_next(&pe->cron, z, 0, &first);
     kj_cron_zone_close(z);
+    if (fires != KJ_CRON_OK)
+        return pc_fail(errstr, size, file, config_setting_get_member(e, "cron"),
+                       "%s.cron: \"%.64s\" never fires (no date matches it)", where, cron);
     pe->time_zone = pc_strdup(tz && *tz ? tz : "UTC");
     if (!type || !*type)
         return pc_fail(errstr, size, file, type ? config_setting_get_member(e, "type") : e,

@@ -166,6 +166,10 @@ def test_one_job_per_tick_with_two_workers():
         # 2.0.2), not a second enqueue: the main topic above holds each tick once
         assert {f"every2s@{t}" for t in logged} <= set(ran) <= {f"every2s@{t}" for t in ticks}, \
             (sorted(set(ran)), ticks)
+        # the exec handler sees the tick as created_at (docs/scheduling.md: dedupe by id or T)
+        with open(record_file) as f:
+            for job in (json.loads(l) for l in f if l.strip()):
+                assert job["created_at"] == int(job["id"].split("@", 1)[1]), job
         print(f"   {len(ticks)} ticks, consecutive, unique; scheduler ran on {owners}; "
               f"handler runs {len(ran)} ({len(ran) - len(set(ran))} re-runs)", flush=True)
     finally:
@@ -313,6 +317,9 @@ def test_check_config_errors():
          ":4: schedule.periodic[1].cron: month field: \"13\" is out of range 1-12"),
         ([tick_entry("a", time_zone="Europe/Berlinn")],
          ":3: schedule.periodic[0].time_zone: unknown time zone \"Europe/Berlinn\""),
+        ([tick_entry("a", cron="0 0 30 FEB *")],
+         ":3: schedule.periodic[0].cron: \"0 0 30 FEB *\" never fires"),
+        ([tick_entry("a", time_zone="")], ":3: schedule.periodic[0].time_zone: empty"),
         ([tick_entry("a"), tick_entry("a")],
          ":4: schedule.periodic[1].name: \"a\" is already the name of schedule.periodic[0] "
          "(line 3)"),
