@@ -76,7 +76,9 @@ int kj_periodic_plan_entry(const kj_periodic_entry *e, kj_cron_zone *z, int64_t 
     out->run_once_tick = -1;
     out->missed = 0;
     out->first_late = -1;
-    out->next = next_tick(e, z, now_ms);
+    /* a recorded tick ahead of this clock (the last owner's clock ran ahead): start after it,
+     * so no tick it enqueued is enqueued again */
+    out->next = next_tick(e, z, last_ms > now_ms ? last_ms : now_ms);
     if (last_ms < 0) return 0; /* no state: no backfill */
     int64_t first_due = next_tick(e, z, last_ms);
     if (first_due < 0 || first_due > now_ms) return 0; /* nothing due */
@@ -198,6 +200,8 @@ typedef struct ent_rt {
     int64_t last;     /* last enqueued tick, -1 none */
     int64_t pending;  /* the next tick to enqueue (due when <= now), -1 none */
     int64_t run_once; /* a missed tick to enqueue first (run_once), -1 none */
+    int64_t retry_at; /* after a failed enqueue: not before this (wall ms), 0 none */
+    int fails;        /* failed enqueues in a row, for the backoff */
 } ent_rt;
 
 static void rfc3339(int64_t ms, char *buf, size_t n) {
@@ -443,6 +447,7 @@ static void *session_main(void *arg) {
     if (records < 0) goto out; /* stopped before the state was read */
     int64_t now = kj_now_ms();
     for (size_t i = 0; i < n; i++) {
+        if (stopping(p)) goto out; /* revoked while planning: hand the partition over now */
         ent_rt *r = &rt[i];
         kj_periodic_plan plan;
         if (kj_periodic_plan_entry(r->e, r->zone, r->last, now, &plan))
@@ -468,6 +473,9 @@ static void *session_main(void *arg) {
         int64_t due_at = -1;
         for (size_t i = 0; i < n; i++) {
             int64_t t = rt[i].run_once >= 0 ? rt[i].run_once : rt[i].pending;
+            /* an entry whose enqueue keeps failing (a payload the broker refuses) backs off on
+             * its own; it never holds the other entries up */
+            if (t >= 0 && t < rt[i].retry_at) t = rt[i].retry_at;
             if (t >= 0 && (due_at < 0 || t < due_at)) due = &rt[i], due_at = t;
         }
         now = kj_now_ms();
@@ -486,15 +494,36 @@ static void *session_main(void *arg) {
             wait_or_stop(p, KJ_PERIODIC_RETRY_MS);
             continue;
         }
-        if ((due->run_once >= 0 ? due->run_once : due->pending) != due_at) continue; /* skipped */
+        int64_t tick = due->run_once >= 0 ? due->run_once : due->pending;
+        if (tick < 0 || tick > now) continue; /* skipped by catch_up_with_others */
+        if (due->run_once < 0 && tick < now - due->e->catch_up_ms) {
+            /* the clock stepped forward, or the process was paused, while this member owned
+             * the schedule: the missed-tick policy applies as at a start, not a flood */
+            kj_periodic_plan plan;
+            kj_periodic_plan_entry(due->e, due->zone, due->last, now, &plan);
+            due->run_once = plan.run_once_tick;
+            due->pending = plan.first_late >= 0 ? plan.first_late : plan.next;
+            kj_log(KJ_LOG_WARN, "periodic catch-up after a clock jump or pause",
+                   "{s:s,s:I,s:I,s:s,s:I}", "name", due->e->name, "last_tick",
+                   (json_int_t)due->last, "missed", (json_int_t)plan.missed, "missed_policy",
+                   due->e->missed == KJ_MISSED_RUN_ONCE ? "run_once" : "skip", "now",
+                   (json_int_t)now);
+            set_next_gauge(due);
+            continue;
+        }
+        due_at = tick;
         bool once = due->run_once >= 0;
         if (enqueue_tick(p, due, due_at,
                          once                  ? "run_once"
                          : due_at < now - 1000 ? "late"
                                                : "due")) {
-            wait_or_stop(p, KJ_PERIODIC_RETRY_MS);
+            int shift = due->fails < 6 ? due->fails : 6;
+            due->retry_at = kj_now_ms() + (int64_t)KJ_PERIODIC_RETRY_MS * (1 << shift); /* ..64 s */
+            due->fails++;
             continue;
         }
+        due->retry_at = 0;
+        due->fails = 0;
         due->last = due_at;
         if (once)
             due->run_once = -1;

@@ -87,7 +87,9 @@ typedef struct kj_periodic_plan {
     int64_t next;          /* the first tick after now, or -1 (none within the search bound) */
 } kj_periodic_plan;
 
-#define KJ_PERIODIC_COUNT_CAP 100000
+/* Missed ticks are counted (for the log) up to this many; past it the latest one is found by
+ * searching back from the catch-up bound, so planning stays a few milliseconds per entry. */
+#define KJ_PERIODIC_COUNT_CAP 1000
 
 /**
  * Plan entry e (zone z, opened for e->time_zone) at `now_ms` with last enqueued tick `last_ms`

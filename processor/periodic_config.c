@@ -17,6 +17,8 @@
 #include "processor/config.h"
 #include "processor/utf8.h"
 
+#define KJ_PERIODIC_MAX_JOB_BYTES (512 * 1024) /* a periodic job template, in bytes */
+
 static char *pc_strdup(const char *s) {
     char *d = strdup(s ? s : "");
     if (!d) abort();
@@ -203,6 +205,16 @@ static int parse_entry(const config_setting_t *e, unsigned idx, const char *file
             pe->meta_count++;
         }
     }
+    /* the job is produced as one record: keep it well inside a broker's default
+     * message.max.bytes (1 MiB), so an entry cannot fail on every tick */
+    size_t bytes = strlen(pe->payload) + strlen(pe->type) + (pe->key ? strlen(pe->key) : 0);
+    for (size_t i = 0; i < pe->meta_count; i++)
+        bytes += strlen(pe->meta_keys[i]) + strlen(pe->meta_values[i]);
+    if (bytes > KJ_PERIODIC_MAX_JOB_BYTES)
+        return pc_fail(errstr, size, file, e,
+                       "%s (%s): the job template is %zu bytes (payload, type, key and meta); at "
+                       "most %d",
+                       where, pe->name, bytes, KJ_PERIODIC_MAX_JOB_BYTES);
     return 0;
 }
 

@@ -129,8 +129,20 @@ static void test_jitter(void **state) {
                 kj_periodic_jitter("a", T0 + S, 30 * S) != kj_periodic_jitter("b", T0 + S, 30 * S));
 }
 
+/* The last owner's clock ran 25 s ahead: its recorded tick is in this owner's future; the
+ * next tick starts after it, so none it enqueued is enqueued again. */
+static void test_recorded_tick_ahead_of_the_clock(void **state) {
+    (void)state;
+    kj_periodic_entry e = entry("* * * * * *", KJ_MISSED_SKIP, 60 * S);
+    kj_periodic_plan p = plan(&e, T0 + 25 * S, T0);
+    assert_int_equal(p.first_late, -1);
+    assert_int_equal(p.run_once_tick, -1);
+    assert_int_equal(p.next, T0 + 26 * S);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_recorded_tick_ahead_of_the_clock),
         cmocka_unit_test(test_no_state),
         cmocka_unit_test(test_nothing_due),
         cmocka_unit_test(test_late_after_handover),
