@@ -496,7 +496,8 @@ static void *session_main(void *arg) {
         }
         int64_t tick = due->run_once >= 0 ? due->run_once : due->pending;
         if (tick < 0 || tick > now) continue; /* skipped by catch_up_with_others */
-        if (due->run_once < 0 && tick < now - due->e->catch_up_ms) {
+        int64_t grace = due->e->catch_up_ms > 1000 ? due->e->catch_up_ms : 1000;
+        if (due->run_once < 0 && tick < now - grace) {
             /* the clock stepped forward, or the process was paused, while this member owned
              * the schedule: the missed-tick policy applies as at a start, not a flood */
             kj_periodic_plan plan;
