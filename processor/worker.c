@@ -70,6 +70,7 @@ typedef struct kj_part {
     bool guarded;        /* the guard covers it: its "live" mark is (being) written */
     bool arming;         /* paused until the "live" mark is acknowledged */
     int64_t arm_offset;  /* the committed offset when assigned (absolute) */
+    int64_t arm_sent_at; /* when the "live" mark was last sent (an unanswered one: again) */
     kj_crash_plan crash; /* careful mode and the suspect, from the previous owner's mark */
     char meta[KJ_CRASH_META_MAX];
     char meta_sent[KJ_CRASH_META_MAX];
@@ -305,6 +306,7 @@ static rd_kafka_topic_partition_list_t *collect_offsets(kj_worker *w, bool all) 
             tp->metadata_size = strlen(meta);
             tp->metadata = strdup(meta);
             memcpy(p->meta_sent, meta, sizeof(meta));
+            if (p->arming) p->arm_sent_at = kj_now_ms();
         }
         p->committed = committable;
     }
@@ -345,6 +347,16 @@ static rd_kafka_topic_partition_list_t *collect_for_transaction(void *opaque) {
 /* Commit the committable offsets of every assigned partition: through the consumer (async in
  * steady state, sync on revocation and shutdown), or in exactly-once mode inside the router's
  * transaction together with the copies. @locality poll thread */
+/* A commit carrying an arming partition's "live" mark succeeded (async or sync, whichever got
+ * through first): the mark is on record, its jobs may run. @locality poll thread */
+static void crash_guard_armed(kj_part *p, int64_t offset) {
+    if (!p || !p->arming || offset != p->arm_offset) return;
+    p->arming = false;
+    if (p->lane) kj_engine_lane_wake(p->lane);
+    kj_log(KJ_LOG_DEBUG, "crash guard armed", "{s:s,s:i,s:I}", "topic", p->topic, "partition",
+           p->partition, "offset", (json_int_t)offset);
+}
+
 static void commit_offsets(kj_worker *w, bool sync) {
     if (kj_router_transactional(w->router)) {
         char err[512];
@@ -373,9 +385,15 @@ static void commit_offsets(kj_worker *w, bool sync) {
                     kj_part *p =
                         part_lookup(w, NULL, list->elems[i].topic, list->elems[i].partition);
                     if (p) p->committed = -1;
+                    if (p) p->meta_sent[0] = '\0';
                 }
-            } else
+            } else {
+                for (int i = 0; i < list->cnt; i++)
+                    crash_guard_armed(
+                        part_lookup(w, NULL, list->elems[i].topic, list->elems[i].partition),
+                        list->elems[i].offset);
                 kj_log(KJ_LOG_DEBUG, "offsets committed", "{s:i}", "partitions", list->cnt);
+            }
         } else {
             rd_kafka_resp_err_t err = rd_kafka_commit(w->consumer, list, 1);
             pthread_mutex_unlock(&w->commit_lock);
@@ -402,12 +420,7 @@ static void on_offset_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         rd_kafka_topic_partition_t *tp = &offsets->elems[i];
         kj_part *p = part_lookup(w, NULL, tp->topic, tp->partition);
         if (!err && !tp->err) {
-            if (p && p->arming && tp->offset == p->arm_offset) {
-                p->arming = false; /* the "live" mark is on record: its jobs may run */
-                if (p->lane) kj_engine_lane_wake(p->lane);
-                kj_log(KJ_LOG_DEBUG, "crash guard armed", "{s:s,s:i,s:I}", "topic", p->topic,
-                       "partition", p->partition, "offset", (json_int_t)tp->offset);
-            }
+            crash_guard_armed(p, tp->offset);
             continue;
         }
         if (p && p->committed == tp->offset) p->committed = -1;
@@ -1452,6 +1465,8 @@ static void tick(kj_worker *w, int64_t now, int64_t *last_commit, int64_t *last_
     }
     char why[96];
     kj_metrics_ready_set(kj_worker_ready(w, why, sizeof(why))); /* kjobs_ready mirrors /readyz */
+    for (kj_part *p = w->parts; p; p = p->next) /* an arming mark unanswered for 3 s: again */
+        if (p->arming && p->meta_sent[0] && now - p->arm_sent_at > 3000) p->meta_sent[0] = '\0';
     for (kj_part *p = w->parts; p && !held; p = p->next) {
         if (!p->paused || !p->lane || p->arming) continue;
         size_t pending = kj_engine_lane_pending(p->lane);
