@@ -54,7 +54,7 @@ def enqueue_lines(bootstrap, jobs):
 def worker(bootstrap, record_file, **extra):
     env = {"KJOBS_HANDLERS_PLUGIN": PLUGIN, "KJOBS_RECORD_FILE": record_file,
            "KJOBS_KAFKA_GROUP_PROTOCOL": "classic", "KJOBS_KAFKA_GROUP_INSTANCE_ID": "crashy",
-           "KJOBS_RETRY_DELAYS": "1s",
+           "KJOBS_RETRY_DELAYS": "1s", "KJOBS_DLQ_CRASH_LOOP_LIMIT": "3",
            # the broker's minimum: a dead member's partitions move on after 6 s at most
            "KJOBS_KAFKA_PROPERTIES": '["session.timeout.ms=6000"]'}
     env.update(extra)

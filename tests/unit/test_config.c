@@ -248,7 +248,7 @@ static const struct override_case {
     {"dlq.breaker_ratio", "0.25", NULL, "1", "1.0", NULL, NULL},
     {"dlq.breaker_min_window", "10", NULL, "20", "20", NULL, NULL},
     {"dlq.breaker_cooldown", "\"5m\"", NULL, "90000", "\"1m30s\"", NULL, NULL},
-    {"dlq.crash_loop_limit", "5", NULL, "0", "0", NULL, NULL},
+    {"dlq.crash_loop_limit", "5", NULL, "2", "2", NULL, NULL},
     {"handlers.plugin", "\"/opt/p.so\"", NULL, "/usr/lib/x.so", "\"/usr/lib/x.so\"", NULL, NULL},
     {"handlers.exec", "[ \"python3\", \"-u\", \"h.py\" ]", NULL, "node  handler.js --fast",
      "[ \"node\", \"handler.js\", \"--fast\" ]", NULL, NULL},
