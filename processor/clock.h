@@ -1,12 +1,13 @@
 /*
  * clock.h — the two clocks kjobs reads: wall-clock epoch milliseconds (what Kafka timestamps
  * and the kjobs-not-before / kjobs-failed-at headers use, shared with other processes) and
- * monotonic seconds (for measuring durations, immune to clock steps). Inline: both sit on
- * per-message and per-batch paths.
+ * monotonic seconds (for measuring durations, immune to clock steps), and the one civil-date
+ * conversion the time parsers share. Inline: the clocks sit on per-message and per-batch paths.
  */
 #ifndef KJOBS_CLOCK_H
 #define KJOBS_CLOCK_H
 
+#include <stdint.h>
 #include <time.h>
 
 /** Epoch milliseconds (CLOCK_REALTIME). */
@@ -21,6 +22,18 @@ static inline double kj_mono_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/** Days from 1970-01-01 to the proleptic Gregorian date y-m-d (m 1..12, d 1..31), negative
+ * before it. Howard Hinnant's days_from_civil ("chrono-Compatible Low-Level Date Algorithms");
+ * used by the RFC 3339 header parser and the cron search. */
+static inline int64_t kj_days_from_civil(int64_t y, int m, int d) {
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
 }
 
 #endif /* KJOBS_CLOCK_H */

@@ -30,6 +30,7 @@
  * (howardhinnant.github.io/date_algorithms.html), written here from its description.
  */
 #include "processor/cron.h"
+#include "processor/clock.h"
 
 #include <ctype.h>
 #include <stdarg.h>
@@ -271,16 +272,6 @@ typedef struct kj_wall {
     int y, mo, d, h, mi, s; /* mo 1..12, d 1..31 */
 } kj_wall;
 
-/* Days since 1970-01-01 of a proleptic Gregorian date (Hinnant's days_from_civil). */
-static int64_t days_from_civil(int64_t y, int m, int d) {
-    y -= m <= 2;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    int64_t yoe = y - era * 400;
-    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
-
 /* Inverse of days_from_civil (Hinnant's civil_from_days). */
 static void civil_from_days(int64_t z, int *y, int *m, int *d) {
     z += 719468;
@@ -295,7 +286,7 @@ static void civil_from_days(int64_t z, int *y, int *m, int *d) {
 }
 
 static int64_t wall_seconds(const kj_wall *w) {
-    return days_from_civil(w->y, w->mo, w->d) * 86400 + w->h * 3600 + w->mi * 60 + w->s;
+    return kj_days_from_civil(w->y, w->mo, w->d) * 86400 + w->h * 3600 + w->mi * 60 + w->s;
 }
 
 static kj_wall wall_from_seconds(int64_t t) {
@@ -316,7 +307,7 @@ static int days_in_month(int y, int m) {
 }
 
 static bool day_matches(const kj_cron *c, int y, int m, int d) {
-    int64_t days = days_from_civil(y, m, d);
+    int64_t days = kj_days_from_civil(y, m, d);
     int dow = (int)(((days % 7) + 11) % 7); /* 1970-01-01 was a Thursday (4) */
     bool dom_ok = (c->dom >> d) & 1, dow_ok = (c->dow >> dow) & 1;
     if (c->dom_star || c->dow_star) return dom_ok && dow_ok;

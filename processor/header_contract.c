@@ -4,6 +4,7 @@
  * (see header_contract.h for the contract and the rules).
  */
 #include "processor/header_contract.h"
+#include "processor/clock.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -174,16 +175,6 @@ static int digits(const char **p, int n) {
     return v;
 }
 
-/* Days from 1970-01-01 to y-m-d (proleptic Gregorian; Howard Hinnant's days_from_civil). */
-static int64_t days_from_civil(int64_t y, int m, int d) {
-    y -= m <= 2;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    int64_t yoe = y - era * 400;
-    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
-
 int kj_parse_rfc3339_ms(const char *s, int64_t *out_ms) {
     static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
     if (!s) return -1;
@@ -227,7 +218,7 @@ int kj_parse_rfc3339_ms(const char *s, int64_t *out_ms) {
         return -1;
     }
     if (*p) return -1;
-    int64_t secs = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + se - offset_min * 60;
+    int64_t secs = kj_days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + se - offset_min * 60;
     *out_ms = secs * 1000 + ms;
     return 0;
 }
