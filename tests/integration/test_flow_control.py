@@ -30,15 +30,7 @@ import harness  # noqa: E402
 import procs  # noqa: E402
 from procs import Worker  # noqa: E402
 from test_ladder import avro_job  # noqa: E402
-
-RECORDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "exec_recorder.py")
-
-
-def recorded(path):
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(l) for l in f if l.strip()]
+from test_scheduling import RECORDER, recorded  # noqa: E402
 
 
 def produce(bootstrap, plan):
