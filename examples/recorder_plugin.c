@@ -17,10 +17,10 @@
  *
  * Payload "fail" asks for a retry (kjobs_result_retry), "fail-permanent" is a permanent failure
  * (kjobs_result_fail), "sleep:N" takes N milliseconds before succeeding (a slow job, so tests
- * can catch work in flight), "crash" takes the whole process down with a segmentation fault
- * after recording the job (a poison job, for the crash-loop guard's tests); anything else
- * succeeds. Failed jobs are recorded too (the line shows the attempt), because the handler did
- * run.
+ * can catch work in flight; it ignores time limits), "crash" takes the whole process down with a
+ * segmentation fault after recording the job (a poison job, for the crash-loop guard's tests);
+ * anything else succeeds. Failed jobs are recorded too (the line shows the attempt), because the
+ * handler did run.
  *
  * Built against include/kjobs.h only: the kjobs_* symbols are resolved at load time from the
  * `kjobs` executable (built with ENABLE_EXPORTS). Load it with handlers.plugin = "path" or
@@ -80,7 +80,8 @@ static void record(const recorder *r, const kjobs_job_t *job) {
     } while (w < 0 && errno == EINTR);
 }
 
-/* "sleep:N": wait N milliseconds (N <= 60000), as a slow job would. */
+/* "sleep:N": wait N milliseconds (N <= 3600000), as a slow job would; it does not look at
+ * kjobs_job_cancelled(), so a time limit shorter than N is overrun (the watchdog's test). */
 static void maybe_sleep(const kjobs_job_t *job) {
     size_t len = 0;
     const char *payload = kjobs_job_payload(job, &len);
@@ -89,7 +90,7 @@ static void maybe_sleep(const kjobs_job_t *job) {
     memcpy(digits, payload + 6, len - 6);
     digits[len - 6] = '\0';
     long ms = strtol(digits, NULL, 10);
-    if (ms <= 0 || ms > 60000) return;
+    if (ms <= 0 || ms > 3600000) return;
     struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
     }

@@ -78,6 +78,21 @@ int kjobs_job_attempt(const kjobs_job_t *job);
 const char *kjobs_job_topic(const kjobs_job_t *job);
 int32_t kjobs_job_partition(const kjobs_job_t *job);
 int64_t kjobs_job_offset(const kjobs_job_t *job);
+/**
+ * When this job's time limit runs out (handlers.timeout, handlers.timeouts), epoch
+ * milliseconds; 0 when its type has no limit. The jobs of one per-batch call share one
+ * deadline (the call's start + the limit times its number of jobs).
+ */
+int64_t kjobs_job_deadline(const kjobs_job_t *job);
+/**
+ * Nonzero once the job's time limit has passed (measured on the monotonic clock from the
+ * handler call's start): a long handler should check it between steps and return. Its jobs
+ * then fail with error class "timeout" whatever the handler reports; past
+ * handlers.timeout_grace more kjobs exits the process (docs/ordering.md, "Time limits").
+ * Cheap (one clock read), callable from any thread while the handler call lasts. Always 0
+ * for a type without a limit.
+ */
+int kjobs_job_cancelled(const kjobs_job_t *job);
 
 /* --- Outcomes ------------------------------------------------------------------------- */
 

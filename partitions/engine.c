@@ -63,6 +63,9 @@ struct kj_lane {
 
     enum kj_lane_state state;
     bool removing;
+    bool abandoned;                 /* BUSY, given up: its worker frees it after the batch */
+    kj_discard_fn *abandon_discard; /* abandoned: for what the last batch requeued */
+    void *abandon_opaque;
     bool wake_pending;      /* BUSY: woken before its callback requeued parked items */
     int64_t wake_ms;        /* TIMED: when it becomes eligible */
     size_t heap_idx;        /* TIMED: index in e->heap */
@@ -304,6 +307,8 @@ static size_t lane_take(kj_engine *e, kj_lane *l, int64_t now, void **items) {
 
 /* ---- workers ---- */
 
+static void lane_free(kj_lane *l, kj_discard_fn *discard, void *opaque);
+
 static void *worker_main(void *arg) {
     struct kj_worker *w = arg;
     kj_engine *e = w->e;
@@ -337,6 +342,17 @@ static void *worker_main(void *arg) {
                 tl_current_lane = NULL;
 
                 pthread_mutex_lock(&e->lock);
+                if (l->abandoned) {
+                    /* kj_engine_lane_abandon: ours to free, before the batch counts as done
+                     * (so kj_engine_wait_idle returning means the lane is gone) */
+                    pthread_mutex_unlock(&e->lock);
+                    lane_free(l, l->abandon_discard, l->abandon_opaque);
+                    pthread_mutex_lock(&e->lock);
+                    e->batches_in_flight--;
+                    atomic_fetch_sub_explicit(&e->items_in_flight, n, memory_order_relaxed);
+                    if (e->done_waiters > 0) pthread_cond_broadcast(&e->done_cond);
+                    continue;
+                }
                 e->batches_in_flight--;
                 atomic_fetch_sub_explicit(&e->items_in_flight, n, memory_order_relaxed);
                 atomic_store_explicit(&l->in_flight, 0, memory_order_relaxed);
@@ -619,13 +635,21 @@ size_t kj_engine_lane_discard_pending(kj_lane *l, kj_discard_fn *discard, void *
     return n;
 }
 
-void kj_engine_lane_remove(kj_lane *l, kj_discard_fn *discard, void *opaque) {
-    kj_engine *e = l->e;
+/* Frees a lane no thread can reach any more, handing its items to `discard`. */
+static void lane_free(kj_lane *l, kj_discard_fn *discard, void *opaque) {
+    if (discard)
+        for (size_t i = 0; i < l->count; i++)
+            discard(lane_slot(l, i)->item, opaque);
+    free(l->ring);
+    free(l);
+}
+
+/* Under e->lock: stop dispatching `l` (removal has begun). */
+static void lane_stop(kj_engine *e, kj_lane *l) {
     if (tl_current_lane == l) {
         fputs("kj_engine_lane_remove: called from the lane's own batch callback\n", stderr);
         abort();
     }
-    pthread_mutex_lock(&e->lock);
     l->removing = true;
     /* Nothing of this lane will be dispatched any more: its pending count drops now. */
     atomic_store_explicit(&l->pending, 0, memory_order_relaxed);
@@ -633,25 +657,70 @@ void kj_engine_lane_remove(kj_lane *l, kj_discard_fn *discard, void *opaque) {
         ready_unlink(e, l);
     else if (l->state == KJ_LANE_TIMED)
         heap_remove(e, l);
-    while (l->state == KJ_LANE_BUSY) {
-        e->done_waiters++;
-        pthread_cond_wait(&e->done_cond, &e->lock);
-        e->done_waiters--;
-    }
+}
+
+/* Under e->lock: take `l` off the engine's list of lanes. */
+static void lane_unlink(kj_engine *e, kj_lane *l) {
     if (l->prev)
         l->prev->next = l->next;
     else
         e->lanes = l->next;
     if (l->next) l->next->prev = l->prev;
     e->lane_count--;
-    pthread_mutex_unlock(&e->lock);
+}
 
+int kj_engine_lane_remove_wait(kj_lane *l, kj_discard_fn *discard, void *opaque, int64_t wait_ms) {
+    kj_engine *e = l->e;
+    pthread_mutex_lock(&e->lock);
+    lane_stop(e, l);
+    struct timespec ts = mono_deadline(wait_ms < 0 ? 0 : wait_ms);
+    while (l->state == KJ_LANE_BUSY) {
+        e->done_waiters++;
+        int rc = wait_ms < 0 ? pthread_cond_wait(&e->done_cond, &e->lock)
+                             : pthread_cond_timedwait(&e->done_cond, &e->lock, &ts);
+        e->done_waiters--;
+        if (rc == ETIMEDOUT && l->state == KJ_LANE_BUSY) {
+            pthread_mutex_unlock(&e->lock);
+            return -1;
+        }
+    }
+    lane_unlink(e, l);
+    pthread_mutex_unlock(&e->lock);
     /* The lane is unreachable now: no lock needed to drain it. */
-    if (discard)
-        for (size_t i = 0; i < l->count; i++)
-            discard(lane_slot(l, i)->item, opaque);
-    free(l->ring);
-    free(l);
+    lane_free(l, discard, opaque);
+    return 0;
+}
+
+void kj_engine_lane_remove(kj_lane *l, kj_discard_fn *discard, void *opaque) {
+    kj_engine_lane_remove_wait(l, discard, opaque, -1);
+}
+
+void kj_engine_lane_abandon(kj_lane *l, kj_discard_fn *discard, void *opaque) {
+    kj_engine *e = l->e;
+    pthread_mutex_lock(&e->lock);
+    lane_stop(e, l);
+    if (l->state != KJ_LANE_BUSY) {
+        pthread_mutex_unlock(&e->lock);
+        kj_engine_lane_remove(l, discard, opaque);
+        return;
+    }
+    lane_unlink(e, l);
+    l->abandoned = true;
+    l->abandon_discard = discard;
+    l->abandon_opaque = opaque;
+    /* what is queued now goes at once; the batch's worker frees the rest with the lane */
+    size_t n = l->count;
+    void **items = n ? malloc(n * sizeof(*items)) : NULL;
+    for (size_t i = 0; items && i < n; i++)
+        items[i] = lane_slot(l, i)->item;
+    if (items) {
+        l->head = (l->head + n) & (l->cap - 1);
+        l->count = 0;
+    }
+    pthread_mutex_unlock(&e->lock);
+    for (size_t i = 0; items && discard && i < n; i++)
+        discard(items[i], opaque);
+    free(items);
 }
 
 void kj_engine_stop_dispatch(kj_engine *e) {

@@ -67,7 +67,11 @@
  * lane, WAITS for its in-flight batch (if any) to return, hands every
  * undispatched item to the discard callback (on the calling thread, in push
  * order, exactly once) and frees the lane. After it returns no callback will
- * ever see the lane again.
+ * ever see the lane again. kj_engine_lane_remove_wait() bounds that wait; a
+ * caller that cannot wait any longer (a Kafka rebalance has a deadline) gives
+ * the lane up with kj_engine_lane_abandon(): it leaves the engine at once, and
+ * the worker running its last batch frees it (and discards whatever that batch
+ * requeued) when the callback returns.
  *
  * Shutdown. kj_engine_stop_dispatch() starts no new batch (pushes are still
  * accepted and just queue); kj_engine_wait_idle() waits, bounded, until no
@@ -185,6 +189,28 @@ int64_t kj_engine_lane_head_not_before(kj_lane *lane);
  * @locks_required none; calls @p discard with no engine lock held.
  */
 void kj_engine_lane_remove(kj_lane *lane, kj_discard_fn *discard, void *opaque);
+
+/**
+ * kj_engine_lane_remove() with a bound: waits at most @p wait_ms (< 0: for ever) for
+ * the in-flight batch. Returns 0 when the lane was removed (as kj_engine_lane_remove;
+ * @p lane is invalid afterwards), or -1 when its batch still runs: the lane then stays,
+ * dispatching nothing (its pending count reads 0), and the caller calls this again or
+ * kj_engine_lane_abandon(). @locality and @locks_required as kj_engine_lane_remove.
+ */
+int kj_engine_lane_remove_wait(kj_lane *lane, kj_discard_fn *discard, void *opaque,
+                               int64_t wait_ms);
+
+/**
+ * Gives up a lane without waiting for its in-flight batch: the lane leaves the engine
+ * (never dispatched again, not counted), its undispatched items go to @p discard now
+ * (in push order, on this thread), and the worker thread running its batch frees it
+ * when the callback returns, handing anything the callback requeued to @p discard
+ * (on that thread). The callback still running keeps using its lane_opaque: the caller
+ * must keep that alive until the callback returned. With no batch in flight it is
+ * kj_engine_lane_remove(). @p lane is invalid for the caller afterwards.
+ * @locality the producer (poll) thread, as kj_engine_lane_remove
+ */
+void kj_engine_lane_abandon(kj_lane *lane, kj_discard_fn *discard, void *opaque);
 
 /** No new batch starts from now on (running ones finish). Not reversible.
  * @locality any thread */

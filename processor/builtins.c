@@ -2,7 +2,8 @@
  * builtins.c — the built-in job types (fixed names, for demos, tests and benchmarks). They
  * register through the same public calls a plugin uses.
  *   kjobs.noop            succeed at once
- *   kjobs.sleep           payload: ASCII milliseconds (0..3600000), then succeed
+ *   kjobs.sleep           payload: ASCII milliseconds (0..3600000), then succeed; returns
+ *                         early once kjobs_job_cancelled() (its time limit passed)
  *   kjobs.fail            always a retryable failure
  *   kjobs.fail-permanent  always a permanent failure (straight to the DLQ)
  *   kjobs.flaky           payload: ASCII N; fails (retryable) while attempt <= N
@@ -13,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "processor/clock.h"
 #include "processor/handlers.h"
 
 /* Payload as a bounded decimal number; -1 if it is not one. */
@@ -41,9 +43,14 @@ static void handle_sleep(const kjobs_job_t *job, kjobs_result_t *result, void *o
         kjobs_result_fail(result, "kjobs.sleep: payload must be milliseconds 0..3600000");
         return;
     }
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
+    /* in slices of at most 10 ms, so a time limit is noticed within 10 ms (cooperative) */
+    int64_t end = kj_mono_ms() + ms;
+    for (int64_t left = ms; left > 0 && !kjobs_job_cancelled(job); left = end - kj_mono_ms()) {
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = (left < 10 ? left : 10) * 1000000L};
+        while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
+        }
     }
+    if (kjobs_job_cancelled(job)) kjobs_result_retry(result, -1, "kjobs.sleep: cancelled");
 }
 
 static void handle_fail(const kjobs_job_t *job, kjobs_result_t *result, void *opaque) {

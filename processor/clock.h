@@ -24,6 +24,13 @@ static inline double kj_mono_seconds(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/** Monotonic milliseconds (CLOCK_MONOTONIC), for deadlines inside this process. */
+static inline int64_t kj_mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /** Days from 1970-01-01 to the proleptic Gregorian date y-m-d (m 1..12, d 1..31), negative
  * before it. Howard Hinnant's days_from_civil ("chrono-Compatible Low-Level Date Algorithms");
  * used by the RFC 3339 header parser and the cron search. */

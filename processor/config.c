@@ -234,6 +234,7 @@ static int check_listen(const char *v, char *why, size_t size);
 static int check_log_level(const char *v, char *why, size_t size);
 static int check_group_protocol(const char *v, char *why, size_t size);
 static int check_exec_type(const char *v, char *why, size_t size);
+static int check_type_timeout(const char *v, char *why, size_t size);
 static int check_registry_url(const char *v, char *why, size_t size);
 
 #define F(field)     offsetof(kj_config, field)
@@ -462,6 +463,26 @@ static const kj_setting kj_settings[] = {
      .off = F(handlers_exec_timeout_ms), .def = "30s", .min = 1, .max = HOUR_MS,
      .doc = "Longest the exec child may take to answer one batch; then the batch fails with "
             "error class timeout and the child is restarted."},
+    {ROW("handlers", "timeout", "KJOBS_HANDLERS_TIMEOUT"), .type = KT_DURATION,
+     .off = F(handlers_timeout_ms), .def = "0", .min = 0, .max = 7 * DAY_MS,
+     .doc = "Time limit of one job in an in-process (built-in or plugin) handler; a per-batch "
+            "handler call gets this times its number of jobs. Past it kjobs_job_cancelled() "
+            "turns true, and when the call returns its jobs fail with error class timeout "
+            "(retried like any failure), whatever the handler reported. 0: no limit. "
+            "handlers.timeouts overrides it per type (docs/ordering.md, \"Time limits\")."},
+    {ROW("handlers", "timeouts", "KJOBS_HANDLERS_TIMEOUTS"), .type = KT_STRLIST,
+     .off = F(handlers_timeouts), .count_off = F(handlers_timeout_count), .def = "",
+     .check = check_type_timeout, .expect = "\"type=duration\"",
+     .doc = "Per-type time limits as \"type=duration\" (\"resize_image=10m\"; \"=0\" for "
+            "none), overriding handlers.timeout for in-process handlers of those types; a type "
+            "no in-process handler claims is an error at start (the exec handler has "
+            "handlers.exec_timeout). From the environment: comma-separated."},
+    {ROW("handlers", "timeout_grace", "KJOBS_HANDLERS_TIMEOUT_GRACE"), .type = KT_DURATION,
+     .off = F(handlers_timeout_grace_ms), .def = "30s", .min = 0, .max = DAY_MS,
+     .doc = "How long a handler may run past its time limit before kjobs gives up on it: it "
+            "logs the job and exits with status 70 (a handler thread cannot be stopped safely), "
+            "so the replica restarts and dlq.crash_loop_limit, when set, counts the job. 0: never "
+            "exit (a handler that never returns then holds its partition for good)."},
     /* http */
     {ROW("http", "listen", "KJOBS_HTTP_LISTEN"), .type = KT_STRING, .off = F(http_listen),
      .def = "0.0.0.0:8080", .check = check_listen, .expect = "\"\" or \"host:port\"",
@@ -579,6 +600,23 @@ static int check_exec_type(const char *v, char *why, size_t size) {
     if (*v) return 0;
     snprintf(why, size, "expected a job type, got \"\"");
     return -1;
+}
+
+/* "type=duration": a non-empty type, then a duration of at most 7 days (0: no limit). */
+static int check_type_timeout(const char *v, char *why, size_t size) {
+    int64_t ms;
+    if (kj_type_timeout_parse(v, NULL, &ms) == 0) return 0;
+    snprintf(why, size, "expected \"type=duration\" (e.g. \"resize_image=10m\"), got \"%s\"", v);
+    return -1;
+}
+
+int kj_type_timeout_parse(const char *text, size_t *type_len, int64_t *ms_out) {
+    const char *eq = strrchr(text, '=');
+    if (!eq || eq == text || kj_duration_parse(eq + 1, ms_out) != 0 || *ms_out < 0 ||
+        *ms_out > 7 * DAY_MS)
+        return -1;
+    if (type_len) *type_len = (size_t)(eq - text);
+    return 0;
 }
 
 /* Comma-separated http:// or https:// URLs with a host; no credentials (they would be logged

@@ -75,6 +75,10 @@ typedef struct kj_config {
     char **handlers_exec_types;
     size_t handlers_exec_type_count;
     int64_t handlers_exec_timeout_ms;
+    int64_t handlers_timeout_ms; /* in-process handlers, per job; 0 none */
+    char **handlers_timeouts;    /* "type=duration" overrides */
+    size_t handlers_timeout_count;
+    int64_t handlers_timeout_grace_ms; /* past the limit: exit(70); 0 never */
     char *http_listen;
     int64_t shutdown_grace_ms;
     char *log_level;
@@ -163,6 +167,12 @@ void kj_config_free(kj_config *cfg);
  * spaces, no fractions, no overflow. Returns 0 with *ms_out set, or -1.
  */
 int kj_duration_parse(const char *text, int64_t *ms_out);
+/**
+ * Parses one handlers.timeouts entry, "type=duration" (the type may hold '=': the last one
+ * splits). On success returns 0, the type's length in `*type_len` (if not NULL) and the limit
+ * in ms (0..7 days; 0 = none) in `*ms_out`; -1 when malformed.
+ */
+int kj_type_timeout_parse(const char *text, size_t *type_len, int64_t *ms_out);
 
 /** Format ms the way kj_duration_parse reads it, e.g. 90000 → "1m30s", 0 → "0s". */
 void kj_duration_format(int64_t ms, char *buf, size_t size);

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "processor/clock.h"
+#include "processor/config.h"
 #include "processor/hash.h"
 #include "processor/log.h"
 #include "processor/utf8.h"
@@ -67,6 +69,12 @@ int32_t kjobs_job_partition(const kjobs_job_t *job) {
 }
 int64_t kjobs_job_offset(const kjobs_job_t *job) {
     return job->msg ? job->msg->offset : -1;
+}
+int64_t kjobs_job_deadline(const kjobs_job_t *job) {
+    return job->deadline_ms;
+}
+int kjobs_job_cancelled(const kjobs_job_t *job) {
+    return job->deadline_mono_ms > 0 && kj_mono_ms() >= job->deadline_mono_ms;
 }
 
 /* --- outcomes ------------------------------------------------------------------------ */
@@ -192,7 +200,7 @@ static int registry_add(kj_handler_registry *reg, const char *type, kjobs_job_ha
             return -1;
         }
     }
-    reg->slots[i] = (kj_handler){strdup(type), job_fn, batch_fn, opaque};
+    reg->slots[i] = (kj_handler){strdup(type), job_fn, batch_fn, opaque, 0};
     reg->count++;
     return 0;
 }
@@ -220,9 +228,37 @@ const kj_handler *kj_handlers_lookup(const kj_handler_registry *reg, const char 
     return NULL;
 }
 
+int kj_handlers_set_timeouts(kj_handler_registry *reg, int64_t default_ms, char *const *entries,
+                             size_t entry_count, char *errstr, size_t errstr_size) {
+    for (size_t i = 0; i < KJ_REGISTRY_SLOTS; i++)
+        if (reg->slots[i].type) reg->slots[i].timeout_ms = default_ms;
+    for (size_t e = 0; e < entry_count; e++) {
+        size_t len;
+        int64_t ms;
+        if (kj_type_timeout_parse(entries[e], &len, &ms) != 0) {
+            snprintf(errstr, errstr_size, "handlers.timeouts: malformed entry \"%s\"", entries[e]);
+            return -1;
+        }
+        kj_handler *h = NULL;
+        for (size_t i = 0; i < KJ_REGISTRY_SLOTS && !h; i++)
+            if (reg->slots[i].type && strlen(reg->slots[i].type) == len &&
+                memcmp(reg->slots[i].type, entries[e], len) == 0)
+                h = &reg->slots[i];
+        if (!h) {
+            snprintf(errstr, errstr_size,
+                     "handlers.timeouts: no built-in or plugin handler claims job type \"%.*s\" "
+                     "(the exec handler's limit is handlers.exec_timeout)",
+                     (int)len, entries[e]);
+            return -1;
+        }
+        h->timeout_ms = ms;
+    }
+    return 0;
+}
+
 void kj_handlers_set_fallback(kj_handler_registry *reg, kjobs_batch_handler_fn *fn, void *opaque,
                               char *const *types, size_t type_count) {
-    reg->fallback = (kj_handler){NULL, NULL, fn, opaque};
+    reg->fallback = (kj_handler){NULL, NULL, fn, opaque, 0};
     reg->fallback_types = type_count ? calloc(type_count, sizeof(char *)) : NULL;
     for (size_t i = 0; i < type_count; i++)
         reg->fallback_types[i] = strdup(types[i]);

@@ -42,8 +42,10 @@ struct kjobs_job {
     kj_job_record record; /* decoded value */
     const rd_kafka_message_t *msg;
     const char *topic;
-    int attempt;            /* 1 = first run */
-    kj_trace_context trace; /* validated traceparent/tracestate (kj_trace_context_read) */
+    int attempt;              /* 1 = first run */
+    kj_trace_context trace;   /* validated traceparent/tracestate (kj_trace_context_read) */
+    int64_t deadline_ms;      /* time limit, epoch ms (kjobs_job_deadline); 0 none */
+    int64_t deadline_mono_ms; /* the same on the monotonic clock (kjobs_job_cancelled) */
 };
 
 typedef struct kj_handler {
@@ -51,6 +53,7 @@ typedef struct kj_handler {
     kjobs_job_handler_fn *job_fn; /* exactly one of job_fn/batch_fn is set */
     kjobs_batch_handler_fn *batch_fn;
     void *opaque;
+    int64_t timeout_ms; /* time limit per job, 0 none (handlers.timeout[s]; not the exec one) */
 } kj_handler;
 
 typedef struct kjobs_registry kj_handler_registry;
@@ -62,6 +65,14 @@ const kj_handler *kj_handlers_lookup(const kj_handler_registry *reg, const char 
 /** Catch-all batch handler (the exec handler). `types` NULL/empty = every unclaimed type. */
 void kj_handlers_set_fallback(kj_handler_registry *reg, kjobs_batch_handler_fn *fn, void *opaque,
                               char *const *types, size_t type_count);
+/**
+ * Gives every registered (in-process) handler its time limit: `default_ms` (0 = none), or the
+ * limit of its entry in `entries` ("type=duration", handlers.timeouts; already validated). An
+ * entry for a type no registered handler claims is an error (message in errstr, -1): the exec
+ * handler has its own limit, and a typo must not pass silently. Call after plugins loaded.
+ */
+int kj_handlers_set_timeouts(kj_handler_registry *reg, int64_t default_ms, char *const *entries,
+                             size_t entry_count, char *errstr, size_t errstr_size);
 /** Register kjobs.noop, kjobs.sleep, kjobs.fail, kjobs.fail-permanent, kjobs.flaky. */
 int kj_builtins_register(kj_handler_registry *reg, char *errstr, size_t errstr_size);
 /** dlopen() a plugin and call its kjobs_plugin_init. 0 ok, -1 with errstr. */

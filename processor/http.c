@@ -33,12 +33,6 @@ struct kj_http {
     char start_err[256];   /* last MHD message during start (bind errors) */
 };
 
-int64_t kj_mono_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* MHD's messages: kept for the start error while starting, logged afterwards. */
 static void kj_http_mhd_log(void *cls, const char *fmt, va_list ap) {
     kj_http *http = cls;

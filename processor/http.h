@@ -26,6 +26,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "processor/clock.h"
 #include "processor/metrics.h"
 
 /** A main-loop heartbeat: the loop calls kj_heartbeat_beat() every iteration (one store). */
@@ -33,8 +34,7 @@ typedef struct {
     _Atomic int64_t last_ms; /* CLOCK_MONOTONIC milliseconds; 0 = never beaten */
 } kj_heartbeat;
 
-/** Monotonic clock in milliseconds (the heartbeat's clock). */
-int64_t kj_mono_ms(void);
+/* the heartbeat's clock: kj_mono_ms() (clock.h) */
 static inline void kj_heartbeat_beat_at(kj_heartbeat *hb, int64_t mono_ms) {
     atomic_store_explicit(&hb->last_ms, mono_ms, memory_order_relaxed);
 }

@@ -22,6 +22,7 @@
 #include "processor/kafka.h"
 #include "processor/clock.h"
 #include "processor/crash_guard.h"
+#include "processor/handler_deadline.h"
 #include "processor/header_contract.h"
 #include "processor/log.h"
 #include "processor/metrics.h"
@@ -36,6 +37,7 @@
 #define KJ_LAG_INTERVAL_MS      1000
 #define KJ_PROGRESS_INTERVAL_MS 10000
 #define KJ_REVOKE_ROUTE_WAIT_MS 2000 /* unacked copies only hold their offsets back */
+#define KJ_REVOKE_SLICE_MS      100  /* a revoke waiting for a batch stays alive this often */
 #define KJ_CLOSE_WAIT_MS        5000
 #define KJ_REBALANCE_COMMIT_MS  2000
 #define KJ_SR_BACKOFF_MIN_MS    250   /* Schema Registry unavailable: first wait */
@@ -59,6 +61,8 @@ typedef struct kj_part {
     bool paused_for_delay;    /* (poll) ... because the ladder head is not due */
     atomic_bool needs_rewind; /* batches were skipped while the breaker was open */
     atomic_bool revoking;     /* being revoked: a batch waiting for the registry gives up */
+    atomic_bool abandoned;    /* revoked while a batch still ran (revoke_lane): that batch's
+                               * outcomes are dropped; the struct is never freed */
     /* flow control: since when the lane's head has waited for a limit (0: not waiting), which
      * limit and why; written by the lane's batches only (one at a time) */
     int64_t throttled_since;
@@ -98,9 +102,10 @@ struct kj_worker {
     kj_sr_client *registry; /* NULL without kafka.schema_registry_url */
     kj_periodic *periodic;  /* NULL without schedule.periodic; runs while we own main partition 0 */
     kj_flow *flow;          /* limits per job type; NULL without `limits` */
-    bool crash_guard;       /* dlq.crash_loop_limit > 0 and not exactly-once */
-    pthread_mutex_t commit_lock; /* commit contents + enqueue order (commit_offsets) */
-    int total_partitions;        /* of the main and ladder topics (check_topics), for group scope */
+    kj_deadline_watch *deadlines; /* handler time limits' watchdog; NULL when no type has one */
+    bool crash_guard;             /* dlq.crash_loop_limit > 0 and not exactly-once */
+    pthread_mutex_t commit_lock;  /* commit contents + enqueue order (commit_offsets) */
+    int total_partitions; /* of the main and ladder topics (check_topics), for group scope */
     kj_topic_slot *topics;
     size_t topic_count;
     kj_part *parts;
@@ -135,6 +140,9 @@ struct kj_worker {
     atomic_llong last_poll_ms;
     atomic_bool stall_hold;
     int64_t session_timeout_ms; /* from the consumer's configuration */
+    int64_t revoke_wait_ms;     /* longest wait for a revoked partition's batch: half of
+                                 * max.poll.interval.ms, the group's rebalance timeout */
+    kj_heartbeat *heartbeat;    /* kj_worker_run's, or NULL */
     int64_t stall_detected_at;  /* (poll) 0 when not held */
     unsigned rebalances;        /* (poll) rebalance callbacks served, for stall_tick */
     unsigned stall_rebalances;  /* (poll) that count when the stall was detected */
@@ -618,6 +626,35 @@ static void drop_wake_answers(kj_worker *w) {
         rd_kafka_event_destroy(ev);
 }
 
+/* Removes a revoked partition's lane, waiting for its in-flight batch — but not past
+ * revoke_wait_ms from `wait_start`: the group's rebalance timeout (max.poll.interval.ms) runs
+ * while this callback waits, and a member that misses it is dropped, losing every partition and
+ * restarting the rebalance for all (a job longer than the timeout then moved from member to
+ * member without end, run each time: seen with a 30 s job and a 10 s interval). Past the bound
+ * the lane is abandoned: the partition goes while its batch still runs here, that batch's
+ * outcomes are dropped (run_batch), and the next owner runs those jobs again from the committed
+ * offset — a duplicate run, never a lost job. Returns false when abandoned.
+ * @locality poll thread, inside the rebalance callback */
+static bool revoke_lane(kj_worker *w, kj_part *p, int64_t wait_start) {
+    while (kj_engine_lane_remove_wait(p->lane, discard_message, NULL, KJ_REVOKE_SLICE_MS) != 0) {
+        /* Waiting, not frozen: librdkafka's own thread heartbeats meanwhile, so the stall guard
+         * and /livez must not count this as a stopped loop. */
+        atomic_store(&w->last_poll_ms, kj_now_ms());
+        if (w->heartbeat) kj_heartbeat_beat(w->heartbeat);
+        int64_t waited = kj_now_ms() - wait_start;
+        if (waited < w->revoke_wait_ms) continue;
+        atomic_store(&p->abandoned, true);
+        kj_log(KJ_LOG_WARN,
+               "partition revoked while a batch still runs: given up without waiting longer "
+               "(half of max.poll.interval.ms); the next owner runs its jobs again",
+               "{s:s,s:i,s:I,s:I}", "topic", p->topic, "partition", p->partition, "waited_ms",
+               (json_int_t)waited, "in_flight", (json_int_t)kj_engine_lane_in_flight(p->lane));
+        kj_engine_lane_abandon(p->lane, discard_message, NULL);
+        return false;
+    }
+    return true;
+}
+
 static void revoke_partitions(kj_worker *w, rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts,
                               bool cooperative) {
     bool lost = rd_kafka_assignment_lost(rk);
@@ -633,7 +670,7 @@ static void revoke_partitions(kj_worker *w, rd_kafka_t *rk, rd_kafka_topic_parti
         kj_part *p = part_lookup(w, NULL, parts->elems[i].topic, parts->elems[i].partition);
         if (p && p->lane) {
             kj_flow_forget_lane(w->flow, p->lane, true);
-            kj_engine_lane_remove(p->lane, discard_message, NULL);
+            revoke_lane(w, p, wait_start);
             kj_flow_lane_removed(w->flow, p->lane);
             p->lane = NULL;
             if (p->guarded) { /* nothing of it runs any more: give it up cleanly */
@@ -662,7 +699,9 @@ static void revoke_partitions(kj_worker *w, rd_kafka_t *rk, rd_kafka_topic_parti
                "{s:s,s:i,s:I,s:I,s:I}", "topic", p->topic, "partition", p->partition, "committed",
                (json_int_t)p->committed, "batches_ms", (json_int_t)batches_ms, "commit_ms",
                (json_int_t)commit_ms);
-        part_remove(w, p, !copies_pending && !w->shutdown_timed_out && p->lane == NULL);
+        part_remove(w, p,
+                    !copies_pending && !w->shutdown_timed_out && p->lane == NULL &&
+                        !atomic_load(&p->abandoned));
     }
     update_flow_share(w);
     rd_kafka_error_t *error = NULL;
@@ -857,9 +896,9 @@ static int decode_job(kj_worker *w, kj_part *part, rd_kafka_message_t *msg, kj_j
 
 /* Give a batch back unrun: offsets stay uncompleted, the partition is rewound before it
  * resumes (breaker, stall) or re-fetched by its next owner. @locality worker thread */
-static void skip_batch(kj_worker *w, kj_part *part, void **items, size_t count) {
+static void skip_batch(kj_worker *w, kj_part *part, kj_lane *lane, void **items, size_t count) {
     atomic_store(&part->needs_rewind, true);
-    kj_flow_forget_lane(w->flow, part->lane, false); /* a slot promised to it passes on */
+    kj_flow_forget_lane(w->flow, lane, false); /* a slot promised to it passes on */
     part->throttled_since = 0;
     for (size_t i = 0; i < count; i++)
         rd_kafka_message_destroy(items[i]);
@@ -945,6 +984,43 @@ static void crash_probe_done(kj_part *part, int64_t offset) {
     if (part->crash.suspect == offset) part->crash.suspect = -1;
 }
 
+/* Time limits (handler_deadline.h): the jobs of one handler call get one deadline, the call's
+ * start + limit_ms × count; the watchdog sees the call while it runs. @locality worker thread */
+static void limit_enter(kj_worker *w, kj_deadline_call *call, int64_t limit_ms,
+                        const kjobs_job_t *const *jobs, size_t count) {
+    int64_t total =
+        limit_ms > INT64_MAX / 4 / (int64_t)count ? INT64_MAX / 4 : limit_ms * (int64_t)count;
+    int64_t mono = kj_mono_ms(), epoch = kj_now_ms();
+    *call = (kj_deadline_call){
+        .deadline_mono_ms = mono + total, .limit_ms = total, .jobs = jobs, .count = count};
+    for (size_t k = 0; k < count; k++) {
+        kjobs_job_t *job = (kjobs_job_t *)jobs[k];
+        job->deadline_mono_ms = mono + total;
+        job->deadline_ms = epoch + total;
+    }
+    kj_deadline_watch_enter(w->deadlines, call);
+}
+
+/* The call returned: past its deadline, each of its jobs fails with class timeout, whatever the
+ * handler reported (its own text kept after ours). @locality worker thread */
+static void limit_leave(kj_worker *w, kj_deadline_call *call, kjobs_result_t *const *results,
+                        double start) {
+    kj_deadline_watch_leave(w->deadlines, call);
+    if (kj_mono_ms() < call->deadline_mono_ms) return;
+    long long ran = (long long)((kj_mono_seconds() - start) * 1000);
+    for (size_t k = 0; k < call->count; k++) {
+        kjobs_result_t *r = results[k];
+        char said[KJ_ERROR_MAX];
+        snprintf(said, sizeof(said), "%s", r->error);
+        kj_result_set(r, KJ_OUTCOME_TIMEOUT,
+                      "handler ran %lld ms, over its time limit of %lld ms "
+                      "(handlers.timeout%s)%s%s",
+                      ran, (long long)call->limit_ms,
+                      call->count > 1 ? ", per job of the call" : "",
+                      said[0] ? "; the handler said: " : "", said);
+    }
+}
+
 static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t count, void *opaque) {
     kj_part *part = lane_opaque;
     kj_worker *w = opaque;
@@ -956,7 +1032,7 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
         /* Breaker open, or the process was frozen past its session (the partition may be
          * someone else's now): do not run these jobs. Their offsets stay uncompleted, so
          * nothing commits past them; the poll thread rewinds the partition before resuming. */
-        skip_batch(w, part, items, count);
+        skip_batch(w, part, lane, items, count);
         return;
     }
     /* Crash-loop guard: after a crash, the jobs the dead owner may have had in flight run one
@@ -977,7 +1053,8 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
         size_t keep = v == KJ_CRASH_CHUNK ? (size_t)chunk : 1;
         if (count > keep) {
             if (kj_engine_lane_requeue(lane, items + keep, count - keep, 0) != 0)
-                skip_batch(w, part, items + keep, count - keep); /* no memory: rewind instead */
+                skip_batch(w, part, lane, items + keep,
+                           count - keep); /* no memory: rewind instead */
             count = keep;
         }
         int64_t last = ((rd_kafka_message_t *)items[count - 1])->offset;
@@ -1033,7 +1110,7 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
                 if (slots[k].flow_slot) kj_flow_release(w->flow, slots[k].flow);
             }
             kj_metrics_in_flight_add(-(int64_t)count);
-            skip_batch(w, part, items, count);
+            skip_batch(w, part, lane, items, count);
             return;
         }
         s->decoded = rc == 0;
@@ -1058,7 +1135,7 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
              * partition waits there, in order, holding no thread; the rest of the batch runs. */
             kj_job_record_free(&s->job.record);
             if (kj_engine_lane_requeue(lane, items + i, count - i, wait.until_ms) != 0)
-                skip_batch(w, part, items + i, count - i); /* no memory: rewind instead */
+                skip_batch(w, part, lane, items + i, count - i); /* no memory: rewind instead */
             kj_metrics_in_flight_add(-(int64_t)(count - i));
             count = i;
             break;
@@ -1083,19 +1160,23 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
             continue;
         }
         size_t j = i + 1;
-        double start = kj_mono_seconds();
-        if (h->job_fn) {
-            h->job_fn(&slots[i].job, &slots[i].result, h->opaque);
-        } else {
+        if (!h->job_fn)
             while (j < count && slots[j].handler == h)
                 j++;
-            for (size_t k = i; k < j; k++) {
-                scratch->jobs[k - i] = &slots[k].job;
-                scratch->results[k - i] = &slots[k].result;
-            }
+        for (size_t k = i; k < j; k++) {
+            scratch->jobs[k - i] = &slots[k].job;
+            scratch->results[k - i] = &slots[k].result;
+        }
+        kj_deadline_call limit = {.limit_ms = 0};
+        if (h->timeout_ms > 0 && w->deadlines) /* the call's limit: per job, times its jobs */
+            limit_enter(w, &limit, h->timeout_ms, (const kjobs_job_t *const *)scratch->jobs, j - i);
+        double start = kj_mono_seconds();
+        if (h->job_fn)
+            h->job_fn(&slots[i].job, &slots[i].result, h->opaque);
+        else
             h->batch_fn((const kjobs_job_t *const *)scratch->jobs, scratch->results, j - i,
                         h->opaque);
-        }
+        if (limit.limit_ms > 0) limit_leave(w, &limit, scratch->results, start);
         double per_job = (kj_mono_seconds() - start) / (double)(j - i);
         kj_metric_handle *duration = kj_metrics_duration_handle(slots[i].job.record.type);
         for (size_t k = i; k < j; k++) {
@@ -1105,6 +1186,19 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
         i = j;
     }
 
+    if (atomic_load(&part->abandoned)) {
+        /* revoked while this batch ran (revoke_lane): its next owner runs these jobs again
+         * from the committed offset, so nothing is completed, routed or counted here */
+        kj_log(KJ_LOG_WARN, "batch of a given-up partition finished: outcomes dropped",
+               "{s:s,s:i,s:I,s:I}", "topic", part->topic, "partition", part->partition, "offset",
+               (json_int_t)slots[0].job.msg->offset, "jobs", (json_int_t)count);
+        for (size_t i = 0; i < count; i++) {
+            if (slots[i].decoded) kj_job_record_free(&slots[i].job.record);
+            rd_kafka_message_destroy((rd_kafka_message_t *)slots[i].job.msg);
+        }
+        kj_metrics_in_flight_add(-(int64_t)count);
+        return;
+    }
     /* outcomes: successes complete now; failures, hops and scheduled jobs when their copy is
      * acked */
     long long ok = 0, retried = 0, dead = 0;
@@ -1787,6 +1881,7 @@ static bool consumer_fatal(kj_worker *w) {
 }
 
 int kj_worker_run(kj_worker *w, volatile sig_atomic_t *stop, kj_heartbeat *heartbeat) {
+    w->heartbeat = heartbeat;
     if (subscribe(w) != 0) return 1;
     kj_log(KJ_LOG_INFO, "worker started", "{s:s,s:s,s:i,s:i,s:i,s:s,s:s,s:s}", "group",
            w->cfg->group, "topic", w->cfg->main_topic, "workers", w->cfg->workers, "batch_max_jobs",
@@ -2016,6 +2111,12 @@ static int consumer_new(kj_worker *w, char *errstr, size_t errstr_size) {
                      RD_KAFKA_CONF_OK &&
                  atoll(value) > 0)
             w->session_timeout_ms = atoll(value);
+        value_size = sizeof(value);
+        w->revoke_wait_ms = 150000; /* librdkafka's default max.poll.interval.ms, halved */
+        if (rd_kafka_conf_get(conf, "max.poll.interval.ms", value, &value_size) ==
+                RD_KAFKA_CONF_OK &&
+            atoll(value) > 0)
+            w->revoke_wait_ms = atoll(value) / 2;
     }
     const char *strategy = kj_kafka_prop_value(cfg, "partition.assignment.strategy");
     w->cooperative = kip848 || (strategy && strstr(strategy, "cooperative-sticky") != NULL);
@@ -2072,6 +2173,20 @@ kj_worker *kj_worker_new(const kj_config *cfg, kj_handler_registry *handlers, ch
     if (!w->router) goto fail;
 
     w->crash_guard = cfg->crash_loop_limit > 0 && !cfg->retry_exactly_once;
+    if (kj_handlers_set_timeouts(handlers, cfg->handlers_timeout_ms, cfg->handlers_timeouts,
+                                 cfg->handlers_timeout_count, errstr, errstr_size) != 0)
+        goto fail;
+    if (cfg->handlers_timeout_ms > 0 || cfg->handlers_timeout_count > 0) {
+        if (!(w->deadlines = kj_deadline_watch_start(cfg->handlers_timeout_grace_ms))) {
+            snprintf(errstr, errstr_size, "handlers.timeout: cannot start its watchdog thread");
+            goto fail;
+        }
+        if (cfg->handlers_timeout_grace_ms > 0 && !w->crash_guard)
+            kj_log(KJ_LOG_WARN,
+                   "handler time limits exit the process past handlers.timeout_grace; without "
+                   "dlq.crash_loop_limit a job that always hangs does so on every restart",
+                   "{s:I}", "timeout_grace_ms", (json_int_t)cfg->handlers_timeout_grace_ms);
+    }
     if (cfg->limit_count > 0) {
         kj_flow_limit *limits = calloc(cfg->limit_count, sizeof(*limits));
         for (size_t i = 0; i < cfg->limit_count; i++)
@@ -2117,6 +2232,7 @@ void kj_worker_free(kj_worker *w) {
         part_remove(w, p, true);
     }
     if (w->engine) kj_engine_destroy(w->engine);
+    kj_deadline_watch_stop(w->deadlines); /* after the handler threads are joined */
     if (w->router) kj_router_free(w->router);
     kj_flow_free(w->flow);
     /* A consumer that could not leave the group still has a close in flight that waits for

@@ -255,6 +255,10 @@ static const struct override_case {
     {"handlers.exec_types", "[ \"a\", \"b\" ]", NULL, "x, y", "[ \"x\", \"y\" ]",
      "exec = [ \"h\" ];", "KJOBS_HANDLERS_EXEC=h"},
     {"handlers.exec_timeout", "5000", "\"5s\"", "2m", "\"2m\"", NULL, NULL},
+    {"handlers.timeout", "\"90s\"", "\"1m30s\"", "10m", "\"10m\"", NULL, NULL},
+    {"handlers.timeouts", "[ \"a=1s\", \"b.c=0\" ]", NULL, "x=2m, y=1h", "[ \"x=2m\", \"y=1h\" ]",
+     NULL, NULL},
+    {"handlers.timeout_grace", "\"0\"", "\"0s\"", "1m", "\"1m\"", NULL, NULL},
     {"http.listen", "\"127.0.0.1:9090\"", NULL, "[::1]:0", "\"[::1]:0\"", NULL, NULL},
     {"shutdown.grace_ms", "\"10s\"", "10000", "45000", "45000", NULL, NULL},
     {"log.level", "\"debug\"", NULL, "error", "\"error\"", NULL, NULL},
@@ -336,6 +340,29 @@ static void test_env_names_follow_rule(void **state) {
         assert_string_equal(kj_config_setting_env(i), want);
     }
     assert_null(kj_config_setting_name(kj_config_setting_count()));
+}
+
+/* handlers.timeouts entries: the last '=' splits, the type is non-empty, 0..7 days. */
+static void test_type_timeout_parse(void **state) {
+    (void)state;
+    static const struct {
+        const char *text;
+        size_t type_len;
+        int64_t ms;
+    } good[] = {
+        {"resize=10m", 6, 600000}, {"a=0", 1, 0}, {"x=y=1s", 3, 1000}, {"t=7d", 1, 604800000}};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        size_t len = 0;
+        int64_t ms = -1;
+        assert_int_equal(kj_type_timeout_parse(good[i].text, &len, &ms), 0);
+        assert_int_equal(len, good[i].type_len);
+        assert_int_equal(ms, good[i].ms);
+    }
+    static const char *const bad[] = {"resize", "=1s", "a=", "a=1x", "a=8d", "a=-1", ""};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        int64_t ms;
+        assert_int_equal(kj_type_timeout_parse(bad[i], NULL, &ms), -1);
+    }
 }
 
 static void test_duration_parse(void **state) {
@@ -1028,6 +1055,7 @@ int main(void) {
         cmocka_unit_test(test_every_setting_overridable),
         cmocka_unit_test(test_env_names_follow_rule),
         cmocka_unit_test(test_duration_parse),
+        cmocka_unit_test(test_type_timeout_parse),
         cmocka_unit_test(test_file_errors_name_file_line_setting),
         cmocka_unit_test(test_bad_group_suggestion_is_a_guess_only),
         cmocka_unit_test(test_env_errors),

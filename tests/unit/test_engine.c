@@ -658,6 +658,58 @@ static void test_lane_remove(void **state) {
     harness_free(h);
 }
 
+/* remove_wait gives up while the batch is stuck (the lane dispatches nothing more); abandon
+ * takes the lane out at once: its queued items are discarded on the caller's thread, the rest
+ * when the stuck batch returns (what it requeued), and other lanes flow all along. */
+static void test_lane_remove_wait_and_abandon(void **state) {
+    (void)state;
+    struct harness *h = harness_new();
+    atomic_store(&fake_now, 1);
+    kj_engine *e = engine_new(h, 2, 2, 1000, true);
+    kj_lane *a = lane_add(h, 0);
+    kj_lane *b = lane_add(h, 1);
+    uintptr_t na = 1, nb = 1;
+
+    h->gate_lane = 0;
+    h->rq_lane = 0; /* the stuck batch {1,2} gives item 2 back when it returns */
+    h->rq_at = 2;
+    h->rq_nb = 0;
+    push_n(a, &na, 5, 0);
+    wait_gate_entered(h, 1);
+    struct discard_rec d = {0};
+    assert_int_equal(kj_engine_lane_remove_wait(a, discard_cb, &d, 20), -1);
+    assert_int_equal(kj_engine_lane_pending(a), 0); /* stopped: nothing more dispatched */
+    assert_int_equal(d.n, 0);
+    assert_int_equal(kj_engine_lane_remove_wait(a, discard_cb, &d, 0), -1);
+
+    kj_engine_lane_abandon(a, discard_cb, &d);
+    assert_int_equal(d.n, 3); /* 3, 4, 5 at once, in order */
+    assert_int_equal(d.items[0], 3);
+    assert_int_equal(d.items[2], 5);
+    push_n(b, &nb, 2, 0); /* other lanes keep flowing */
+    assert_true(wait_for(h, &h->delivered[1], 2));
+
+    open_gate(h);
+    assert_int_equal(kj_engine_wait_idle(e, SAFETY_MS), 0);
+    assert_int_equal(d.n, 4); /* the requeued item 2, by the batch's worker */
+    assert_int_equal(d.items[3], 2);
+    assert_int_equal(read_locked(h, &h->delivered[0]), 1);
+    assert_int_equal(atomic_load(&h->errors), 0);
+
+    /* an idle lane: remove_wait removes at once; abandon is a plain remove */
+    push_n(b, &nb, 1, 4000);
+    struct discard_rec d2 = {0};
+    assert_int_equal(kj_engine_lane_remove_wait(b, discard_cb, &d2, 0), 0);
+    assert_int_equal(d2.n, 1);
+    kj_lane *c = lane_add(h, 2);
+    uintptr_t nc = 1;
+    push_n(c, &nc, 2, 4000);
+    kj_engine_lane_abandon(c, discard_cb, &d2);
+    assert_int_equal(d2.n, 3);
+    kj_engine_destroy(e);
+    harness_free(h);
+}
+
 /* wait_idle times out while a batch is stuck; stop_dispatch starts no new batch. */
 static void test_wait_idle_and_stop(void **state) {
     (void)state;
@@ -817,7 +869,8 @@ static void test_requeue_parked_until_wake(void **state) {
 static void test_wake_before_park(void **state) {
     (void)state;
     struct harness *h = harness_new();
-    kj_engine *e = engine_new(h, 2, 10, 0, false);
+    /* max_wait far away: nothing runs before the flush, so {1,2,3} is one batch */
+    kj_engine *e = engine_new(h, 2, 10, 100000, false);
     kj_lane *a = lane_add(h, 0);
     uintptr_t next = 1;
     h->rq_lane = 0;
@@ -898,6 +951,7 @@ int main(void) {
         cmocka_unit_test(test_requeue_parked_until_wake),
         cmocka_unit_test(test_wake_before_park),
         cmocka_unit_test(test_wake_timed_and_discard_pending),
+        cmocka_unit_test(test_lane_remove_wait_and_abandon),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -198,6 +198,9 @@ handlers = {
   exec = {{ include "kjobs.cfg.strlist" (ternary .Values.execHandler.command $c.handlers.exec .Values.execHandler.enabled) }};
   exec_types = {{ include "kjobs.cfg.strlist" $c.handlers.exec_types }};
   exec_timeout = {{ include "kjobs.cfg.str" $c.handlers.exec_timeout }};
+  timeout = {{ include "kjobs.cfg.str" $c.handlers.timeout }};
+  timeouts = {{ include "kjobs.cfg.strlist" $c.handlers.timeouts }};
+  timeout_grace = {{ include "kjobs.cfg.str" $c.handlers.timeout_grace }};
 };
 http = {
   listen = {{ include "kjobs.cfg.str" $c.http.listen }};
