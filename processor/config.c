@@ -480,7 +480,7 @@ static const kj_setting kj_settings[] = {
     {ROW("handlers", "timeout_grace", "KJOBS_HANDLERS_TIMEOUT_GRACE"), .type = KT_DURATION,
      .off = F(handlers_timeout_grace_ms), .def = "30s", .min = 0, .max = DAY_MS,
      .doc = "How long a handler may run past its time limit before kjobs gives up on it: it "
-            "logs the job and exits with status 70 (a handler thread cannot be stopped safely), "
+            "logs the job and exits with status 1 (a handler thread cannot be stopped safely), "
             "so the replica restarts and dlq.crash_loop_limit, when set, counts the job. 0: never "
             "exit (a handler that never returns then holds its partition for good)."},
     /* http */

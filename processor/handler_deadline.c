@@ -55,7 +55,7 @@ static void *watchdog_main(void *arg) {
             if (c->warned && dw->grace_ms > 0 && now >= c->deadline_mono_ms + dw->grace_ms) {
                 log_call(c, KJ_LOG_ERROR,
                          "handler still running past its time limit and handlers.timeout_grace: "
-                         "exiting (status 70); its job runs again on the next owner",
+                         "exiting (status 1); its job runs again on the next owner",
                          now);
                 _exit(KJ_EXIT_HANDLER_OVERRUN);
             }

@@ -7,8 +7,8 @@
  * its locks, allocations and the job's partition in an unknown state). The limit itself is
  * cooperative — kjobs_job_cancelled() turns true, and the worker fails the call's jobs with
  * error class "timeout" when it returns (worker.c) — and the grace is the hard stop: the
- * watchdog logs the job (type, id, topic, partition, offset) and calls _exit(70)
- * (KJ_EXIT_HANDLER_OVERRUN, EX_SOFTWARE of sysexits.h), so the replica is restarted, the
+ * watchdog logs the job (type, id, topic, partition, offset) and calls _exit(1)
+ * (KJ_EXIT_HANDLER_OVERRUN), so the replica is restarted, the
  * job's offset is not committed and, with dlq.crash_loop_limit set, the crash-loop guard
  * counts the job like any crash (crash_guard.h). Temporal's start-to-close timeout and
  * Celery's soft/hard time limits are the models.
@@ -27,7 +27,7 @@
 
 #include "kjobs.h"
 
-#define KJ_EXIT_HANDLER_OVERRUN 70 /* EX_SOFTWARE */
+#define KJ_EXIT_HANDLER_OVERRUN 1 /* a runtime error (CONTRACT.md: 0 ok, 1 runtime, 2 usage) */
 
 typedef struct kj_deadline_watch kj_deadline_watch;
 

@@ -9,7 +9,7 @@ What is checked:
   the same limit succeeds; the worker logs the overdue call and keeps running (the jobs behind
   it on the same partition run);
 - the hard stop: the example recorder's "sleep:N" ignores cancellation; 1 s past its 1 s limit
-  (handlers.timeout_grace 1s) the worker logs the job and exits with status 70, and with
+  (handlers.timeout_grace 1s) the worker logs the job and exits with status 1, and with
   dlq.crash_loop_limit 1 the restarted workers dead-letter the job with class crash-loop after
   at most 3 such exits while the jobs behind it run exactly once;
 - a long job keeps the group: a 25 s job with max.poll.interval.ms 10 s and a 6 s session runs
@@ -114,9 +114,9 @@ def test_overrun_past_the_grace_exits_and_the_crash_guard_dead_letters_it():
                     break
                 w.proc.wait()
                 w.poll_lines()
-                assert w.proc.returncode == 70, f"exit {w.proc.returncode}: {w.tail()}"
+                assert w.proc.returncode == 1, f"exit {w.proc.returncode}: {w.tail()}"
                 [gave_up] = w.msgs("handler still running past its time limit and "
-                                   "handlers.timeout_grace: exiting (status 70); its job runs "
+                                   "handlers.timeout_grace: exiting (status 1); its job runs "
                                    "again on the next owner")
                 assert gave_up["id"] == "hang" and gave_up["running_ms"] >= 2000, gave_up
                 exits += 1
