@@ -619,39 +619,64 @@ size_t kj_engine_lane_discard_pending(kj_lane *l, kj_discard_fn *discard, void *
     return n;
 }
 
-void kj_engine_lane_remove(kj_lane *l, kj_discard_fn *discard, void *opaque) {
-    kj_engine *e = l->e;
-    if (tl_current_lane == l) {
-        fputs("kj_engine_lane_remove: called from the lane's own batch callback\n", stderr);
-        abort();
-    }
+void kj_engine_lanes_remove(kj_lane *const *lanes, size_t n, kj_discard_fn *discard, void *opaque) {
+    if (n == 0) return;
+    kj_engine *e = lanes[0]->e;
+    for (size_t i = 0; i < n; i++)
+        if (tl_current_lane == lanes[i]) {
+            fputs("kj_engine_lane_remove: called from the lane's own batch callback\n", stderr);
+            abort();
+        }
     pthread_mutex_lock(&e->lock);
-    l->removing = true;
-    /* Nothing of this lane will be dispatched any more: its pending count drops now. */
-    atomic_store_explicit(&l->pending, 0, memory_order_relaxed);
-    if (l->state == KJ_LANE_READY)
-        ready_unlink(e, l);
-    else if (l->state == KJ_LANE_TIMED)
-        heap_remove(e, l);
-    while (l->state == KJ_LANE_BUSY) {
-        e->done_waiters++;
-        pthread_cond_wait(&e->done_cond, &e->lock);
-        e->done_waiters--;
+    /* First take every lane out of dispatch, then wait: no lane of the set starts a batch
+     * while another one's in-flight batch is waited for. */
+    for (size_t i = 0; i < n; i++) {
+        kj_lane *l = lanes[i];
+        l->removing = true;
+        /* Nothing of this lane will be dispatched any more: its pending count drops now. */
+        atomic_store_explicit(&l->pending, 0, memory_order_relaxed);
+        if (l->state == KJ_LANE_READY)
+            ready_unlink(e, l);
+        else if (l->state == KJ_LANE_TIMED)
+            heap_remove(e, l);
     }
-    if (l->prev)
-        l->prev->next = l->next;
-    else
-        e->lanes = l->next;
-    if (l->next) l->next->prev = l->prev;
-    e->lane_count--;
+    for (size_t i = 0; i < n; i++) {
+        kj_lane *l = lanes[i];
+        while (l->state == KJ_LANE_BUSY) {
+            e->done_waiters++;
+            pthread_cond_wait(&e->done_cond, &e->lock);
+            e->done_waiters--;
+        }
+        if (l->prev)
+            l->prev->next = l->next;
+        else
+            e->lanes = l->next;
+        if (l->next) l->next->prev = l->prev;
+        e->lane_count--;
+    }
     pthread_mutex_unlock(&e->lock);
 
-    /* The lane is unreachable now: no lock needed to drain it. */
-    if (discard)
-        for (size_t i = 0; i < l->count; i++)
-            discard(lane_slot(l, i)->item, opaque);
-    free(l->ring);
-    free(l);
+    /* The lanes are unreachable now: no lock needed to drain them. */
+    for (size_t i = 0; i < n; i++) {
+        kj_lane *l = lanes[i];
+        if (discard)
+            for (size_t k = 0; k < l->count; k++)
+                discard(lane_slot(l, k)->item, opaque);
+        free(l->ring);
+        free(l);
+    }
+}
+
+void kj_engine_lane_remove(kj_lane *l, kj_discard_fn *discard, void *opaque) {
+    kj_engine_lanes_remove(&l, 1, discard, opaque);
+}
+
+bool kj_engine_lane_idle(kj_lane *l) {
+    kj_engine *e = l->e;
+    pthread_mutex_lock(&e->lock);
+    bool idle = l->count == 0 && l->state != KJ_LANE_BUSY;
+    pthread_mutex_unlock(&e->lock);
+    return idle;
 }
 
 void kj_engine_stop_dispatch(kj_engine *e) {
