@@ -695,6 +695,21 @@ void kj_engine_lane_remove(kj_lane *l, kj_discard_fn *discard, void *opaque) {
     kj_engine_lane_remove_wait(l, discard, opaque, -1);
 }
 
+void kj_engine_lane_stop(kj_lane *l) {
+    pthread_mutex_lock(&l->e->lock);
+    lane_stop(l->e, l);
+    pthread_mutex_unlock(&l->e->lock);
+}
+
+void kj_engine_lanes_remove(kj_lane *const *lanes, size_t n, kj_discard_fn *discard, void *opaque) {
+    /* First take every lane out of dispatch, then wait: no lane of the set starts a batch
+     * while another one's in-flight batch is waited for. */
+    for (size_t i = 0; i < n; i++)
+        kj_engine_lane_stop(lanes[i]);
+    for (size_t i = 0; i < n; i++)
+        kj_engine_lane_remove_wait(lanes[i], discard, opaque, -1);
+}
+
 void kj_engine_lane_abandon(kj_lane *l, kj_discard_fn *discard, void *opaque) {
     kj_engine *e = l->e;
     pthread_mutex_lock(&e->lock);
@@ -721,6 +736,14 @@ void kj_engine_lane_abandon(kj_lane *l, kj_discard_fn *discard, void *opaque) {
     for (size_t i = 0; items && discard && i < n; i++)
         discard(items[i], opaque);
     free(items);
+}
+
+bool kj_engine_lane_idle(kj_lane *l) {
+    kj_engine *e = l->e;
+    pthread_mutex_lock(&e->lock);
+    bool idle = l->count == 0 && l->state != KJ_LANE_BUSY;
+    pthread_mutex_unlock(&e->lock);
+    return idle;
 }
 
 void kj_engine_stop_dispatch(kj_engine *e) {

@@ -4,7 +4,9 @@
  *
  * No Kafka, Avro or config in here: a lane is an ordered queue of opaque item
  * pointers, a batch is a callback. The processor maps one assigned partition
- * to one lane and one job to one item.
+ * to one lane and one job to one item — or, with batch.ordering = "key", one
+ * main-topic partition to several lanes, each job to the lane of its key
+ * (processor/worker.c, "Key lanes"): the engine does not know the difference.
  *
  * DESIGN
  * ------
@@ -67,11 +69,15 @@
  * lane, WAITS for its in-flight batch (if any) to return, hands every
  * undispatched item to the discard callback (on the calling thread, in push
  * order, exactly once) and frees the lane. After it returns no callback will
- * ever see the lane again. kj_engine_lane_remove_wait() bounds that wait; a
+ * ever see the lane again. kj_engine_lanes_remove() does that for a set of
+ * lanes (one partition's key lanes): all stop dispatching (kj_engine_lane_stop)
+ * before any is waited for. kj_engine_lane_remove_wait() bounds the wait; a
  * caller that cannot wait any longer (a Kafka rebalance has a deadline) gives
  * the lane up with kj_engine_lane_abandon(): it leaves the engine at once, and
  * the worker running its last batch frees it (and discards whatever that batch
- * requeued) when the callback returns.
+ * requeued) when the callback returns. kj_engine_lane_idle() tells the producer
+ * when everything it pushed to a lane has been handled (the processor's switch
+ * from one lane to key lanes).
  *
  * Shutdown. kj_engine_stop_dispatch() starts no new batch (pushes are still
  * accepted and just queue); kj_engine_wait_idle() waits, bounded, until no
@@ -92,6 +98,7 @@
 #ifndef KJ_PARTITIONS_ENGINE_H
 #define KJ_PARTITIONS_ENGINE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -211,6 +218,35 @@ int kj_engine_lane_remove_wait(kj_lane *lane, kj_discard_fn *discard, void *opaq
  * @locality the producer (poll) thread, as kj_engine_lane_remove
  */
 void kj_engine_lane_abandon(kj_lane *lane, kj_discard_fn *discard, void *opaque);
+
+/** Stops dispatching @p lane: the first step of kj_engine_lane_remove(), taken for several
+ * lanes before any is waited for. Idempotent. @locality the producer (poll) thread */
+void kj_engine_lane_stop(kj_lane *lane);
+
+/**
+ * kj_engine_lane_remove() for @p n lanes at once (e.g. every lane of one partition): all of
+ * them stop dispatching first, then each one's in-flight batch is waited for, so no lane of the
+ * set starts a batch while another's is awaited. Then @p discard gets the undispatched items,
+ * lane by lane in array order, each lane's in push order, and the lanes are freed. Every lane
+ * must belong to the same engine; @p n == 0 does nothing.
+ *
+ * @locality the producer (poll) thread; never from a batch callback of one of @p lanes
+ * @locks_required none; calls @p discard with no engine lock held.
+ */
+void kj_engine_lanes_remove(kj_lane *const *lanes, size_t n, kj_discard_fn *discard, void *opaque);
+
+/**
+ * True when @p lane holds no undispatched item and no batch of it is running: everything ever
+ * pushed to it has been handed to a callback that returned (or discarded). Read under the
+ * engine lock, so unlike kj_engine_lane_pending() + kj_engine_lane_in_flight() it never sees the
+ * moment between a batch being taken and being marked in flight. A callback that returned
+ * happens-before a true answer. Since only the producer thread pushes, a true answer stays true
+ * on that thread until it pushes again.
+ *
+ * @locality the producer (poll) thread (any thread may ask; only the producer can rely on the
+ * answer staying true)
+ */
+bool kj_engine_lane_idle(kj_lane *lane);
 
 /** No new batch starts from now on (running ones finish). Not reversible.
  * @locality any thread */

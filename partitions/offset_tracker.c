@@ -139,6 +139,11 @@ size_t kj_offset_tracker_pending(const kj_offset_tracker *t) {
     return t->pending;
 }
 
+size_t kj_offset_tracker_held(const kj_offset_tracker *t) {
+    return t
+        ->count; /* done entries at the head are popped eagerly: count starts at a pending one */
+}
+
 void kj_offset_tracker_clear(kj_offset_tracker *t) {
     t->head = t->count = t->pending = 0;
     t->last = -1;

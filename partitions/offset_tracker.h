@@ -76,6 +76,15 @@ int kj_offset_tracker_advance(kj_offset_tracker *t, int64_t position);
 /** Number of offsets added but not yet completed. */
 size_t kj_offset_tracker_pending(const kj_offset_tracker *t);
 
+/**
+ * Number of added offsets at or above committable(): the pending ones plus those completed out
+ * of order above the lowest pending one — what a restart from the committed offset would
+ * deliver again (gaps between offsets not counted). 0 when everything added is completed.
+ * kjobs' key ordering (several lanes per partition) bounds this, not just the undispatched
+ * queue, so the work a crash can make run twice stays within batch.max_pending.
+ */
+size_t kj_offset_tracker_held(const kj_offset_tracker *t);
+
 /** Back to the freshly created state: no pending offsets, committable() == -1,
  * any offset may be added next. Keeps the allocated ring. */
 void kj_offset_tracker_clear(kj_offset_tracker *t);

@@ -233,6 +233,7 @@ static int check_rdkafka_prop(const char *v, char *why, size_t size);
 static int check_listen(const char *v, char *why, size_t size);
 static int check_log_level(const char *v, char *why, size_t size);
 static int check_group_protocol(const char *v, char *why, size_t size);
+static int check_batch_ordering(const char *v, char *why, size_t size);
 static int check_exec_type(const char *v, char *why, size_t size);
 static int check_type_timeout(const char *v, char *why, size_t size);
 static int check_registry_url(const char *v, char *why, size_t size);
@@ -383,7 +384,22 @@ static const kj_setting kj_settings[] = {
     {ROW("batch", "max_pending", "KJOBS_BATCH_MAX_PENDING"), .type = KT_INT,
      .off = F(batch_max_pending), .def = "10000", .min = 1, .max = 10000000,
      .doc = "Back-pressure bound: most jobs fetched but not yet finished per partition; above "
-            "it the partition is paused. At least batch.max_jobs."},
+            "it the partition is paused. At least batch.max_jobs. With batch.ordering = \"key\" "
+            "it also bounds the jobs a restart runs again: a partition is paused while this many "
+            "jobs past its committed offset are fetched, running or finished out of order."},
+    {ROW("batch", "ordering", "KJOBS_BATCH_ORDERING"), .type = KT_STRING, .off = F(batch_ordering),
+     .def = "partition", .check = check_batch_ordering, .expect = "\"partition\" or \"key\"",
+     .doc = "\"partition\": a partition's jobs run one batch at a time, in offset order. "
+            "\"key\": each main-topic partition is split into batch.key_lanes lanes by job key, "
+            "so jobs of different keys of one partition run on several threads at once while "
+            "each key's jobs still start in offset order, one at a time; jobs without a key are "
+            "spread over the lanes and have no order among themselves. Committed offsets stay "
+            "contiguous. Retry-ladder partitions keep partition order. docs/ordering.md."},
+    {ROW("batch", "key_lanes", "KJOBS_BATCH_KEY_LANES"), .type = KT_INT, .off = F(batch_key_lanes),
+     .def = "0", .min = 0, .max = 1024,
+     .doc = "With batch.ordering = \"key\": lanes per main-topic partition (how many of its "
+            "keys' batches may run at once). 0: the number of workers. Ignored with "
+            "\"partition\"."},
     /* workers */
     {TOP("workers", "KJOBS_WORKERS"), .type = KT_INT, .off = F(workers), .def = "2", .min = 1,
      .max = 1024,
@@ -677,6 +693,11 @@ static int check_one_of(const char *v, const char *const *choices, const char *e
 static int check_log_level(const char *v, char *why, size_t size) {
     static const char *const levels[] = {"debug", "info", "warn", "error", NULL};
     return check_one_of(v, levels, "debug, info, warn or error", why, size);
+}
+
+static int check_batch_ordering(const char *v, char *why, size_t size) {
+    static const char *const orderings[] = {"partition", "key", NULL};
+    return check_one_of(v, orderings, "partition or key", why, size);
 }
 
 static int check_group_protocol(const char *v, char *why, size_t size) {
@@ -2282,4 +2303,9 @@ int kj_config_origin_of(const kj_config *cfg, const char *dotted_name, int *line
 int64_t kj_config_schedule_max_delay(const kj_config *cfg) {
     return cfg->schedule_max_delay_ms < cfg->topic_retention_ms ? cfg->schedule_max_delay_ms
                                                                 : cfg->topic_retention_ms;
+}
+
+int kj_config_key_lanes(const kj_config *cfg) {
+    if (!cfg->batch_ordering || strcmp(cfg->batch_ordering, "key") != 0) return 1;
+    return cfg->batch_key_lanes > 0 ? cfg->batch_key_lanes : cfg->workers;
 }

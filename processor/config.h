@@ -56,6 +56,8 @@ typedef struct kj_config {
     int partitions, replication_factor, min_insync_replicas;
     int64_t topic_retention_ms, dlq_retention_ms; /* retention.ms of created topics */
     int batch_max_jobs, batch_max_wait_ms, batch_max_pending;
+    char *batch_ordering; /* "partition" or "key"; see kj_config_key_lanes() */
+    int batch_key_lanes;  /* as configured: 0 means "workers" */
     int workers;
     int64_t *retry_delays_ms;
     size_t retry_delay_count;
@@ -218,5 +220,11 @@ int kj_config_origin_of(const kj_config *cfg, const char *dotted_name, int *line
  * or topics.retention when that is shorter and schedule.max_delay was left at its default.
  */
 int64_t kj_config_schedule_max_delay(const kj_config *cfg);
+
+/**
+ * Lanes per main-topic partition: 1 with batch.ordering = "partition" (one lane, partition
+ * order); with "key", batch.key_lanes, or workers when that is 0 (docs/ordering.md).
+ */
+int kj_config_key_lanes(const kj_config *cfg);
 
 #endif /* KJOBS_CONFIG_H */

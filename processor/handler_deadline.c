@@ -17,14 +17,14 @@ struct kj_deadline_watch {
     pthread_mutex_t lock;
     pthread_cond_t cond; /* CLOCK_MONOTONIC */
     kj_deadline_call *calls;
-    int64_t wake_at; /* when the watchdog will look next (mono ms); INT64_MAX: not before a signal */
+    int64_t
+        wake_at; /* when the watchdog will look next (mono ms); INT64_MAX: not before a signal */
     int64_t grace_ms;
     bool stop;
     pthread_t thread;
 };
 
-static void log_call(const kj_deadline_call *c, kj_log_level level, const char *msg,
-                     int64_t now) {
+static void log_call(const kj_deadline_call *c, kj_log_level level, const char *msg, int64_t now) {
     const kjobs_job_t *job = c->jobs[0];
     kj_log(level, msg, "{s:s,s:s,s:s,s:i,s:I,s:I,s:I,s:I}", "type", kjobs_job_type(job), "id",
            kjobs_job_id(job), "topic", kjobs_job_topic(job), "partition", kjobs_job_partition(job),

@@ -33,11 +33,11 @@ typedef struct kj_deadline_watch kj_deadline_watch;
 
 /** One running handler call under a limit; filled by the caller, owned by the caller. */
 typedef struct kj_deadline_call {
-    int64_t deadline_mono_ms;        /* when the limit ends (CLOCK_MONOTONIC ms) */
-    int64_t limit_ms;                /* the whole call's limit, for the log */
-    const kjobs_job_t *const *jobs;  /* the call's jobs (valid until leave) */
+    int64_t deadline_mono_ms;       /* when the limit ends (CLOCK_MONOTONIC ms) */
+    int64_t limit_ms;               /* the whole call's limit, for the log */
+    const kjobs_job_t *const *jobs; /* the call's jobs (valid until leave) */
     size_t count;
-    bool warned;                     /* (watchdog) "past its limit" logged */
+    bool warned; /* (watchdog) "past its limit" logged */
     struct kj_deadline_call *prev, *next;
 } kj_deadline_call;
 

@@ -23,6 +23,7 @@
 #include "processor/clock.h"
 #include "processor/crash_guard.h"
 #include "processor/handler_deadline.h"
+#include "processor/hash.h"
 #include "processor/header_contract.h"
 #include "processor/log.h"
 #include "processor/metrics.h"
@@ -45,6 +46,33 @@
 #define KJ_SR_LOG_EVERY_MS      30000 /* a waiting batch says so again this often */
 #define KJ_PROBE_COMMIT_WAIT_MS 10000 /* crash guard: longest wait for a probe commit */
 
+struct kj_part;
+
+/* Key lanes. With batch.ordering = "partition" (the default) a partition has one engine lane
+ * and runs in offset order, one batch at a time. With "key", a main-topic partition gets
+ * kj_config_key_lanes() lanes and the poll thread pushes each record to the lane of its key
+ * (lane_for), so batches of different keys run on several threads at once while one key's
+ * jobs stay on one lane: in offset order, one batch at a time (engine.h, "Ordering"). The
+ * tracker is the partition's, so commits stay contiguous: the lowest offset not yet done on
+ * any lane. What depends on one lane per partition takes all of them: back-pressure (the
+ * partition pauses on its tracker's held count, kj_offset_tracker_held, which covers every
+ * lane and what finished out of order above the committed offset), revoke (every lane stops,
+ * then each is waited for), drop_pending, a breaker or stall rewind (to the committed offset,
+ * the lowest uncompleted one of all lanes), the crash guard's wake-up. Careful mode (crash
+ * guard) runs on lane 0 alone: while a partition is careful every record goes to lane 0, and
+ * it switches to key lanes only once lane 0 is idle (everything pushed before ran), so no key
+ * is ever on two lanes with work. Ladder partitions keep one lane (their jobs already left
+ * key order; docs/ordering.md). One lane = one kj_vlane, the engine's lane_opaque. */
+typedef struct kj_vlane {
+    struct kj_part *part;
+    kj_lane *lane;
+    /* flow control: since when the lane's head has waited for a limit (0: not waiting), which
+     * limit and why; written by the lane's batches only (one at a time) */
+    int64_t throttled_since;
+    int throttle_flow;
+    kj_flow_reason throttle_reason;
+} kj_vlane;
+
 /* One assigned topic-partition. Fields marked (poll) are touched by the poll thread only;
  * `lock` guards the tracker, which workers and the poll thread both complete into. */
 typedef struct kj_part {
@@ -53,7 +81,11 @@ typedef struct kj_part {
     int32_t partition;
     kj_topic_role role;
     int64_t step_delay_ms; /* ladder partitions: the step's delay */
-    kj_lane *lane;
+    kj_vlane *lanes;       /* nlanes engine lanes (key lanes above); NULL once removed */
+    int nlanes;            /* 1, or kj_config_key_lanes() for a main-topic partition */
+    bool one_lane;         /* (poll) key lanes, but every record goes to lane 0 (careful mode) */
+    bool to_keys;          /* (poll) careful mode's range is pushed: key lanes once lane 0 idles */
+    int64_t careful_end;   /* (poll) careful mode's end as planned on assignment; 0 none */
     pthread_mutex_t lock;
     kj_offset_tracker *tracker;
     int64_t committed;        /* (poll) last committed offset, -1 none */
@@ -61,13 +93,8 @@ typedef struct kj_part {
     bool paused_for_delay;    /* (poll) ... because the ladder head is not due */
     atomic_bool needs_rewind; /* batches were skipped while the breaker was open */
     atomic_bool revoking;     /* being revoked: a batch waiting for the registry gives up */
-    atomic_bool abandoned;    /* revoked while a batch still ran (revoke_lane): that batch's
+    atomic_bool abandoned;    /* revoked while a batch still ran (revoke_lanes): that batch's
                                * outcomes are dropped; the struct is never freed */
-    /* flow control: since when the lane's head has waited for a limit (0: not waiting), which
-     * limit and why; written by the lane's batches only (one at a time) */
-    int64_t throttled_since;
-    int throttle_flow;
-    kj_flow_reason throttle_reason;
     /* crash-loop guard (crash_guard.h). guarded/arming/arm_offset/meta_sent: (poll). crash:
      * set by the poll thread before the first record is pushed, then the lane's batches'.
      * meta: what the next commit carries, under `lock` (batches write it when probing). */
@@ -238,7 +265,12 @@ static kj_part *part_add(kj_worker *w, const char *topic, int32_t partition) {
     p->committed = -1;
     pthread_mutex_init(&p->lock, NULL);
     p->tracker = kj_offset_tracker_new(1024);
-    p->lane = kj_engine_lane_add(w->engine, p);
+    p->nlanes = p->role == KJ_TOPIC_MAIN ? kj_config_key_lanes(w->cfg) : 1;
+    p->lanes = calloc((size_t)p->nlanes, sizeof(*p->lanes));
+    for (int i = 0; i < p->nlanes; i++) {
+        p->lanes[i].part = p;
+        p->lanes[i].lane = kj_engine_lane_add(w->engine, &p->lanes[i]);
+    }
     p->next = w->parts;
     w->parts = p;
     slot->parts[partition] = p;
@@ -249,6 +281,39 @@ static kj_part *part_add(kj_worker *w, const char *topic, int32_t partition) {
 static void discard_message(void *item, void *opaque) {
     (void)opaque;
     rd_kafka_message_destroy(item);
+}
+
+/* Stops and removes every lane of @p p (all stop dispatching first, then each in-flight batch
+ * is waited for), giving their undispatched records back; p->lanes is NULL afterwards.
+ * @locality poll thread */
+static void part_remove_lanes(kj_worker *w, kj_part *p) {
+    if (!p->lanes) return;
+    kj_lane *lanes[p->nlanes];
+    for (int i = 0; i < p->nlanes; i++) {
+        lanes[i] = p->lanes[i].lane;
+        kj_flow_forget_lane(w->flow, lanes[i], true);
+    }
+    kj_engine_lanes_remove(lanes, (size_t)p->nlanes, discard_message, NULL);
+    for (int i = 0; i < p->nlanes; i++)
+        kj_flow_lane_removed(w->flow, lanes[i]);
+    free(p->lanes);
+    p->lanes = NULL;
+}
+
+/* The lane of a record of @p p (key lanes, above): lane 0 with one lane or in careful mode;
+ * else by a hash of its key — FNV-1a, not the producer's murmur2: the keys of one partition
+ * share murmur2(key) % partitions, so murmur2 % lanes would leave lanes unused — or, for a
+ * record without a key, by its offset (spread; no order among them). @locality poll thread */
+static kj_vlane *lane_for(kj_part *p, const rd_kafka_message_t *msg) {
+    if (p->nlanes == 1 || p->one_lane) return &p->lanes[0];
+    uint64_t h;
+    if (msg->key) {
+        h = kj_hash_bytes(KJ_HASH_INIT, msg->key, msg->key_len);
+        h ^= h >> 29; /* fold the high bits in: FNV-1a's low bits mix least */
+    } else {
+        h = (uint64_t)msg->offset;
+    }
+    return &p->lanes[h % (uint64_t)p->nlanes];
 }
 
 /* Remove a partition after its lane is drained of in-flight work. @locality poll thread */
@@ -264,6 +329,7 @@ static void part_remove(kj_worker *w, kj_part *p, bool free_memory) {
     atomic_fetch_sub(&w->assigned, 1);
     kj_metrics_lag_remove(p->topic, p->partition);
     if (!free_memory) return; /* a routed copy may still complete into it: keep it alive */
+    free(p->lanes);
     kj_offset_tracker_free(p->tracker);
     pthread_mutex_destroy(&p->lock);
     free(p);
@@ -360,7 +426,8 @@ static rd_kafka_topic_partition_list_t *collect_for_transaction(void *opaque) {
 static void crash_guard_armed(kj_part *p, int64_t offset) {
     if (!p || !p->arming || offset != p->arm_offset) return;
     p->arming = false;
-    if (p->lane) kj_engine_lane_wake(p->lane);
+    for (int i = 0; p->lanes && i < p->nlanes; i++)
+        kj_engine_lane_wake(p->lanes[i].lane);
     kj_log(KJ_LOG_DEBUG, "crash guard armed", "{s:s,s:i,s:I}", "topic", p->topic, "partition",
            p->partition, "offset", (json_int_t)offset);
 }
@@ -529,6 +596,10 @@ static void assign_partitions(kj_worker *w, rd_kafka_t *rk, rd_kafka_topic_parti
             p->crash = (kj_crash_plan){.careful_until = 0, .suspect = -1};
             if (w->crash_guard && known && !atomic_load(&w->draining))
                 arm_crash_guard(w, rk, p, tp);
+            /* careful mode runs on one lane (key lanes, above) */
+            p->careful_end = p->crash.careful_until;
+            p->one_lane = p->nlanes > 1 && p->careful_end > 0;
+            p->to_keys = false;
             arming |= p->arming;
         }
         if (p && known) /* what the group has committed (lag gauges until a record arrives) */
@@ -626,33 +697,46 @@ static void drop_wake_answers(kj_worker *w) {
         rd_kafka_event_destroy(ev);
 }
 
-/* Removes a revoked partition's lane, waiting for its in-flight batch — but not past
+/* Removes a revoked partition's lanes, waiting for their in-flight batches — but not past
  * revoke_wait_ms from `wait_start`: the group's rebalance timeout (max.poll.interval.ms) runs
  * while this callback waits, and a member that misses it is dropped, losing every partition and
  * restarting the rebalance for all (a job longer than the timeout then moved from member to
  * member without end, run each time: seen with a 30 s job and a 10 s interval). Past the bound
  * the lane is abandoned: the partition goes while its batch still runs here, that batch's
  * outcomes are dropped (run_batch), and the next owner runs those jobs again from the committed
- * offset — a duplicate run, never a lost job. Returns false when abandoned.
+ * offset — a duplicate run, never a lost job. p->lanes is NULL afterwards.
  * @locality poll thread, inside the rebalance callback */
-static bool revoke_lane(kj_worker *w, kj_part *p, int64_t wait_start) {
-    while (kj_engine_lane_remove_wait(p->lane, discard_message, NULL, KJ_REVOKE_SLICE_MS) != 0) {
-        /* Waiting, not frozen: librdkafka's own thread heartbeats meanwhile, so the stall guard
-         * and /livez must not count this as a stopped loop. */
-        atomic_store(&w->last_poll_ms, kj_now_ms());
-        if (w->heartbeat) kj_heartbeat_beat(w->heartbeat);
-        int64_t waited = kj_now_ms() - wait_start;
-        if (waited < w->revoke_wait_ms) continue;
-        atomic_store(&p->abandoned, true);
-        kj_log(KJ_LOG_WARN,
-               "partition revoked while a batch still runs: given up without waiting longer "
-               "(half of max.poll.interval.ms); the next owner runs its jobs again",
-               "{s:s,s:i,s:I,s:I}", "topic", p->topic, "partition", p->partition, "waited_ms",
-               (json_int_t)waited, "in_flight", (json_int_t)kj_engine_lane_in_flight(p->lane));
-        kj_engine_lane_abandon(p->lane, discard_message, NULL);
-        return false;
+static void revoke_lanes(kj_worker *w, kj_part *p, int64_t wait_start) {
+    kj_lane *lanes[p->nlanes];
+    for (int i = 0; i < p->nlanes; i++) {
+        lanes[i] = p->lanes[i].lane;
+        kj_flow_forget_lane(w->flow, lanes[i], true);
+        kj_engine_lane_stop(lanes[i]); /* all stop before any is waited for */
     }
-    return true;
+    for (int i = 0; i < p->nlanes; i++) {
+        while (kj_engine_lane_remove_wait(lanes[i], discard_message, NULL, KJ_REVOKE_SLICE_MS) !=
+               0) {
+            /* Waiting, not frozen: librdkafka's own thread heartbeats meanwhile, so the stall
+             * guard and /livez must not count this as a stopped loop. */
+            atomic_store(&w->last_poll_ms, kj_now_ms());
+            if (w->heartbeat) kj_heartbeat_beat(w->heartbeat);
+            int64_t waited = kj_now_ms() - wait_start;
+            if (waited < w->revoke_wait_ms) continue;
+            atomic_store(&p->abandoned, true);
+            kj_log(KJ_LOG_WARN,
+                   "partition revoked while a batch still runs: given up without waiting longer "
+                   "(half of max.poll.interval.ms); the next owner runs its jobs again",
+                   "{s:s,s:i,s:I,s:I}", "topic", p->topic, "partition", p->partition, "waited_ms",
+                   (json_int_t)waited, "in_flight", (json_int_t)kj_engine_lane_in_flight(lanes[i]));
+            kj_engine_lane_abandon(lanes[i], discard_message, NULL);
+            break;
+        }
+    }
+    for (int i = 0; i < p->nlanes; i++)
+        kj_flow_lane_removed(w->flow, lanes[i]);
+    /* an abandoned lane's batch still runs with its kj_vlane as lane_opaque: never freed */
+    if (!atomic_load(&p->abandoned)) free(p->lanes);
+    p->lanes = NULL;
 }
 
 static void revoke_partitions(kj_worker *w, rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts,
@@ -668,11 +752,8 @@ static void revoke_partitions(kj_worker *w, rd_kafka_t *rk, rd_kafka_topic_parti
     }
     for (int i = 0; i < parts->cnt && !w->shutdown_timed_out; i++) {
         kj_part *p = part_lookup(w, NULL, parts->elems[i].topic, parts->elems[i].partition);
-        if (p && p->lane) {
-            kj_flow_forget_lane(w->flow, p->lane, true);
-            revoke_lane(w, p, wait_start);
-            kj_flow_lane_removed(w->flow, p->lane);
-            p->lane = NULL;
+        if (p && p->lanes) {
+            revoke_lanes(w, p, wait_start);
             if (p->guarded) { /* nothing of it runs any more: give it up cleanly */
                 kj_crash_meta clean = {.kind = KJ_CRASH_META_CLEAN};
                 pthread_mutex_lock(&p->lock);
@@ -700,7 +781,7 @@ static void revoke_partitions(kj_worker *w, rd_kafka_t *rk, rd_kafka_topic_parti
                (json_int_t)p->committed, "batches_ms", (json_int_t)batches_ms, "commit_ms",
                (json_int_t)commit_ms);
         part_remove(w, p,
-                    !copies_pending && !w->shutdown_timed_out && p->lane == NULL &&
+                    !copies_pending && !w->shutdown_timed_out && p->lanes == NULL &&
                         !atomic_load(&p->abandoned));
     }
     update_flow_share(w);
@@ -896,10 +977,10 @@ static int decode_job(kj_worker *w, kj_part *part, rd_kafka_message_t *msg, kj_j
 
 /* Give a batch back unrun: offsets stay uncompleted, the partition is rewound before it
  * resumes (breaker, stall) or re-fetched by its next owner. @locality worker thread */
-static void skip_batch(kj_worker *w, kj_part *part, kj_lane *lane, void **items, size_t count) {
-    atomic_store(&part->needs_rewind, true);
-    kj_flow_forget_lane(w->flow, lane, false); /* a slot promised to it passes on */
-    part->throttled_since = 0;
+static void skip_batch(kj_worker *w, kj_vlane *vl, void **items, size_t count) {
+    atomic_store(&vl->part->needs_rewind, true);
+    kj_flow_forget_lane(w->flow, vl->lane, false); /* a slot promised to it passes on */
+    vl->throttled_since = 0;
     for (size_t i = 0; i < count; i++)
         rd_kafka_message_destroy(items[i]);
     atomic_fetch_add(&w->jobs_skipped, (long long)count);
@@ -908,17 +989,18 @@ static void skip_batch(kj_worker *w, kj_part *part, kj_lane *lane, void **items,
 /* Flow control: may slots[i] (a job of limited type slots[i].flow) run now? One concurrency slot
  * covers every job of the type in this batch (they run one after another on this thread).
  * Measures how long the lane's head waited. @locality worker thread, in run_batch */
-static bool flow_admit(kj_worker *w, kj_part *part, kj_lane *lane, batch_slot *slots, size_t i,
-                       int64_t now, kj_flow_wait *wait) {
+static bool flow_admit(kj_worker *w, kj_vlane *vl, batch_slot *slots, size_t i, int64_t now,
+                       kj_flow_wait *wait) {
+    kj_part *part = vl->part;
     batch_slot *s = &slots[i];
     bool take_slot = kj_flow_has_cap(w->flow, s->flow);
     for (size_t k = 0; k < i && take_slot; k++)
         if (slots[k].flow_slot && slots[k].flow == s->flow) take_slot = false;
-    if (!kj_flow_admit(w->flow, s->flow, take_slot, lane, now, wait)) {
-        if (!part->throttled_since) {
-            part->throttled_since = now;
-            part->throttle_flow = s->flow;
-            part->throttle_reason = wait->reason;
+    if (!kj_flow_admit(w->flow, s->flow, take_slot, vl->lane, now, wait)) {
+        if (!vl->throttled_since) {
+            vl->throttled_since = now;
+            vl->throttle_flow = s->flow;
+            vl->throttle_reason = wait->reason;
             kj_log(KJ_LOG_DEBUG, "job over its type's limit, partition waits",
                    "{s:s,s:s,s:i,s:I,s:s}", "type", s->job.record.type, "topic", part->topic,
                    "partition", part->partition, "offset", (json_int_t)s->job.msg->offset, "limit",
@@ -927,11 +1009,11 @@ static bool flow_admit(kj_worker *w, kj_part *part, kj_lane *lane, batch_slot *s
         return false;
     }
     s->flow_slot = take_slot;
-    if (part->throttled_since && i == 0) {
+    if (vl->throttled_since && i == 0) {
         kj_metrics_throttle_wait(s->job.record.type,
-                                 part->throttle_reason == KJ_FLOW_RATE ? "rate" : "concurrency",
-                                 (double)(now - part->throttled_since) / 1000.0);
-        part->throttled_since = 0;
+                                 vl->throttle_reason == KJ_FLOW_RATE ? "rate" : "concurrency",
+                                 (double)(now - vl->throttled_since) / 1000.0);
+        vl->throttled_since = 0;
     }
     return true;
 }
@@ -1022,7 +1104,8 @@ static void limit_leave(kj_worker *w, kj_deadline_call *call, kjobs_result_t *co
 }
 
 static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t count, void *opaque) {
-    kj_part *part = lane_opaque;
+    kj_vlane *vl = lane_opaque;
+    kj_part *part = vl->part;
     kj_worker *w = opaque;
     /* last_poll_ms before stall_hold: the poll thread stores them in the other order, so a
      * fresh last_poll_ms here implies a stall_hold set by that same wake-up is visible. */
@@ -1032,7 +1115,7 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
         /* Breaker open, or the process was frozen past its session (the partition may be
          * someone else's now): do not run these jobs. Their offsets stay uncompleted, so
          * nothing commits past them; the poll thread rewinds the partition before resuming. */
-        skip_batch(w, part, lane, items, count);
+        skip_batch(w, vl, items, count);
         return;
     }
     /* Crash-loop guard: after a crash, the jobs the dead owner may have had in flight run one
@@ -1053,8 +1136,7 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
         size_t keep = v == KJ_CRASH_CHUNK ? (size_t)chunk : 1;
         if (count > keep) {
             if (kj_engine_lane_requeue(lane, items + keep, count - keep, 0) != 0)
-                skip_batch(w, part, lane, items + keep,
-                           count - keep); /* no memory: rewind instead */
+                skip_batch(w, vl, items + keep, count - keep); /* no memory: rewind instead */
             count = keep;
         }
         int64_t last = ((rd_kafka_message_t *)items[count - 1])->offset;
@@ -1110,7 +1192,7 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
                 if (slots[k].flow_slot) kj_flow_release(w->flow, slots[k].flow);
             }
             kj_metrics_in_flight_add(-(int64_t)count);
-            skip_batch(w, part, lane, items, count);
+            skip_batch(w, vl, items, count);
             return;
         }
         s->decoded = rc == 0;
@@ -1129,13 +1211,13 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
         }
         kj_flow_wait wait;
         if ((s->flow = kj_flow_find(w->flow, s->job.record.type)) >= 0 &&
-            !flow_admit(w, part, lane, slots, i, now, &wait)) {
+            !flow_admit(w, vl, slots, i, now, &wait)) {
             /* Over its limit: this job and everything behind it go back to the head of the
              * lane, due when a token is (rate) or parked until a slot frees (concurrency). The
              * partition waits there, in order, holding no thread; the rest of the batch runs. */
             kj_job_record_free(&s->job.record);
             if (kj_engine_lane_requeue(lane, items + i, count - i, wait.until_ms) != 0)
-                skip_batch(w, part, lane, items + i, count - i); /* no memory: rewind instead */
+                skip_batch(w, vl, items + i, count - i); /* no memory: rewind instead */
             kj_metrics_in_flight_add(-(int64_t)(count - i));
             count = i;
             break;
@@ -1388,14 +1470,16 @@ static void handle_message(kj_worker *w, rd_kafka_message_t *msg) {
         return;
     }
     kj_part *p = part_lookup(w, msg->rkt, NULL, msg->partition);
-    if (!p || !p->lane) { /* not (or no longer) ours */
+    if (!p || !p->lanes) { /* not (or no longer) ours */
         rd_kafka_message_destroy(msg);
         return;
     }
     p->consumed = true;
     p->position_known = true;
+    size_t held = 0; /* key lanes: what a restart would run again (back-pressure) */
     pthread_mutex_lock(&p->lock);
     int added = kj_offset_tracker_add(p->tracker, msg->offset);
+    if (p->nlanes > 1) held = kj_offset_tracker_held(p->tracker);
     pthread_mutex_unlock(&p->lock);
     if (added != 0) { /* at or below an offset already taken: a re-delivery after pause */
         rd_kafka_message_destroy(msg);
@@ -1416,7 +1500,14 @@ static void handle_message(kj_worker *w, rd_kafka_message_t *msg) {
     }
     if (p->arming) /* fetched before the pause took: held until the crash guard is armed */
         not_before = KJ_ENGINE_PARKED;
-    size_t pending = kj_engine_push(p->lane, msg, not_before > 0 ? not_before : 0);
+    if (p->one_lane && !p->to_keys && msg->offset >= p->careful_end) {
+        /* careful mode's range is all on lane 0: key lanes once it ran (tick); pausing lets
+         * lane 0 drain even under a steady stream */
+        p->to_keys = true;
+        if (!p->paused) pause_part(w, p, false);
+    }
+    kj_vlane *vl = lane_for(p, msg);
+    size_t pending = kj_engine_push(vl->lane, msg, not_before > 0 ? not_before : 0);
     if (pending == 0) { /* out of memory: the offset stays uncommittable; stop fetching it */
         kj_log(KJ_LOG_ERROR, "cannot queue job (out of memory)", "{s:s,s:i}", "topic", p->topic,
                "partition", p->partition);
@@ -1424,7 +1515,7 @@ static void handle_message(kj_worker *w, rd_kafka_message_t *msg) {
         if (!p->paused) pause_part(w, p, false);
         return;
     }
-    if (!p->paused && pending >= (size_t)w->cfg->batch_max_pending)
+    if (!p->paused && (p->nlanes > 1 ? held : pending) >= (size_t)w->cfg->batch_max_pending)
         pause_part(w, p, false);
     else if (!p->paused && not_before > kj_now_ms())
         pause_part(w, p, true);
@@ -1444,12 +1535,14 @@ static void handle_message(kj_worker *w, rd_kafka_message_t *msg) {
  * @locality poll thread, with the partitions paused (nothing is pushed meanwhile) */
 static void drop_pending(kj_worker *w) {
     for (kj_part *p = w->parts; p; p = p->next) {
-        if (!p->lane) continue;
-        size_t n = kj_engine_lane_discard_pending(p->lane, discard_message, NULL);
-        if (n == 0) continue;
-        atomic_store(&p->needs_rewind, true);
-        atomic_fetch_add(&w->jobs_skipped, (long long)n);
-        kj_flow_forget_lane(w->flow, p->lane, false);
+        for (int i = 0; p->lanes && i < p->nlanes; i++) {
+            kj_lane *lane = p->lanes[i].lane;
+            size_t n = kj_engine_lane_discard_pending(lane, discard_message, NULL);
+            if (n == 0) continue;
+            atomic_store(&p->needs_rewind, true);
+            atomic_fetch_add(&w->jobs_skipped, (long long)n);
+            kj_flow_forget_lane(w->flow, lane, false);
+        }
     }
 }
 
@@ -1548,6 +1641,40 @@ static bool breaker_tick(kj_worker *w, int64_t now) {
     return false;
 }
 
+/* Back-pressure load of @p p: its lane's undispatched jobs; with key lanes, its tracker's held
+ * count (every lane, and what finished out of order above the committed offset; key lanes,
+ * above). @locality poll thread */
+static size_t part_load(kj_part *p) {
+    if (p->nlanes == 1) return kj_engine_lane_pending(p->lanes[0].lane);
+    pthread_mutex_lock(&p->lock);
+    size_t held = kj_offset_tracker_held(p->tracker);
+    pthread_mutex_unlock(&p->lock);
+    return held;
+}
+
+/* When @p p's latest not-yet-due lane head is due (0: every head is due). @locality poll
+ * thread */
+static int64_t part_head_not_before(kj_part *p) {
+    int64_t latest = 0;
+    for (int i = 0; i < p->nlanes; i++) {
+        int64_t nb = kj_engine_lane_head_not_before(p->lanes[i].lane);
+        if (nb > latest) latest = nb;
+    }
+    return latest;
+}
+
+/* Careful mode is over for a key-lane partition once lane 0 ran everything pushed to it
+ * (kj_engine_lane_idle: no batch of the partition runs, and none can start before the next
+ * push from this thread): its records go to their key lanes from now on. @locality poll thread
+ */
+static void part_to_key_lanes(kj_part *p) {
+    if (!kj_engine_lane_idle(p->lanes[0].lane)) return;
+    p->crash.careful_until = 0; /* no batch of it runs (above): no race with run_batch */
+    p->one_lane = p->to_keys = false;
+    kj_log(KJ_LOG_INFO, "crash guard: careful mode over, key lanes again", "{s:s,s:i,s:i}", "topic",
+           p->topic, "partition", p->partition, "lanes", p->nlanes);
+}
+
 static void tick(kj_worker *w, int64_t now, int64_t *last_commit, int64_t *last_lag,
                  int64_t *last_progress) {
     size_t low = (size_t)w->cfg->batch_max_pending / 2;
@@ -1561,11 +1688,13 @@ static void tick(kj_worker *w, int64_t now, int64_t *last_commit, int64_t *last_
     kj_metrics_ready_set(kj_worker_ready(w, why, sizeof(why))); /* kjobs_ready mirrors /readyz */
     for (kj_part *p = w->parts; p; p = p->next) /* an arming mark unanswered for 3 s: again */
         if (p->arming && p->meta_sent[0] && now - p->arm_sent_at > 3000) p->meta_sent[0] = '\0';
+    for (kj_part *p = w->parts; p; p = p->next)
+        if (p->to_keys && p->lanes) part_to_key_lanes(p);
     for (kj_part *p = w->parts; p && !held; p = p->next) {
-        if (!p->paused || !p->lane || p->arming) continue;
-        size_t pending = kj_engine_lane_pending(p->lane);
+        if (!p->paused || !p->lanes || p->arming || p->to_keys) continue;
+        size_t pending = part_load(p);
         if (pending > low) continue;
-        if (p->paused_for_delay && kj_engine_lane_head_not_before(p->lane) > now) continue;
+        if (p->paused_for_delay && part_head_not_before(p) > now) continue;
         resume_part(w, p);
     }
     if (now - *last_commit >= KJ_COMMIT_INTERVAL_MS) {
@@ -2223,12 +2352,7 @@ void kj_worker_free(kj_worker *w) {
     /* lanes still present (e.g. consumer never closed) hold messages: give them back */
     while (w->parts) {
         kj_part *p = w->parts;
-        if (p->lane) {
-            kj_flow_forget_lane(w->flow, p->lane, true);
-            kj_engine_lane_remove(p->lane, discard_message, NULL);
-            kj_flow_lane_removed(w->flow, p->lane);
-        }
-        p->lane = NULL;
+        part_remove_lanes(w, p);
         part_remove(w, p, true);
     }
     if (w->engine) kj_engine_destroy(w->engine);

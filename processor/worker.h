@@ -12,7 +12,10 @@
  *
  * Ordering. A partition's records enter its lane in offset order; the engine runs a lane on
  * one thread at a time, in order (engine.h). So jobs with one key run in enqueue order, except
- * that a failed job moves to the retry ladder and its successors do not wait for it.
+ * that a failed job moves to the retry ladder and its successors do not wait for it. With
+ * batch.ordering = "key" a main-topic partition has several lanes and each record enters the
+ * lane of its key: jobs of one key still run in offset order, one batch at a time; different
+ * keys of one partition run at once (worker.c, "Key lanes"; docs/ordering.md).
  *
  * Commits (at-least-once). Every record's offset enters its partition's offset tracker when it
  * is pushed. It is completed when its job succeeded, or when its retry/DLQ copy was
@@ -25,7 +28,9 @@
  * shutdown. After a crash only uncommitted jobs run again.
  *
  * Back-pressure. A partition with more than batch.max_pending undispatched jobs is paused
- * and resumed below half of that, so memory is bounded whatever the backlog. A retry-ladder
+ * and resumed below half of that, so memory is bounded whatever the backlog. With key lanes
+ * the count is every job past the committed offset (undispatched, running, or finished out of
+ * order: kj_offset_tracker_held), which also bounds what a restart runs again. A retry-ladder
  * partition whose head is not yet released is paused until it is; the engine holds the head
  * back meanwhile, and other partitions keep flowing. A ladder record is released at
  * min(kjobs-not-before, written + step delay) (kj_control_hold_until), so release times follow

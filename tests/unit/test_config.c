@@ -103,6 +103,9 @@ static void test_defaults_without_file(void **state) {
     assert_int_equal(cfg.batch_max_jobs, 100);
     assert_int_equal(cfg.batch_max_wait_ms, 0);
     assert_int_equal(cfg.batch_max_pending, 10000);
+    assert_string_equal(cfg.batch_ordering, "partition");
+    assert_int_equal(cfg.batch_key_lanes, 0);
+    assert_int_equal(kj_config_key_lanes(&cfg), 1); /* partition ordering: one lane */
     assert_int_equal(cfg.workers, 2);
     assert_int_equal(cfg.retry_delay_count, 3);
     assert_int_equal(cfg.retry_delays_ms[0], 10000);
@@ -238,6 +241,8 @@ static const struct override_case {
     {"batch.max_jobs", "500", NULL, "700", "700", NULL, NULL},
     {"batch.max_wait_ms", "\"1s\"", "1000", "250", "250", NULL, NULL},
     {"batch.max_pending", "20000", NULL, "30000", "30000", NULL, NULL},
+    {"batch.ordering", "\"key\"", NULL, "partition", "\"partition\"", NULL, NULL},
+    {"batch.key_lanes", "16", NULL, "4", "4", NULL, NULL},
     {"workers", "8", NULL, "16", "16", NULL, NULL},
     {"retry.delays", "[ \"1s\", \"2s\" ]", NULL, "5s, 1m30s", "[ \"5s\", \"1m30s\" ]", NULL, NULL},
     {"retry.max_attempts", "10", NULL, "3", "3", NULL, NULL},
@@ -498,6 +503,8 @@ static void test_file_errors_name_file_line_setting(void **state) {
     expect_load_error("log = { level = \"verbose\"; };", NULL,
                       "kjobs.cfg:1: log.level: expected debug, info, warn or error, got "
                       "\"verbose\"");
+    expect_load_error("batch = { ordering = \"keys\"; };", NULL,
+                      "kjobs.cfg:1: batch.ordering: expected partition or key, got \"keys\"");
     expect_load_error("topics = { main = \"has space\"; };", NULL,
                       "kjobs.cfg:1: topics.main: expected a Kafka topic name (1 to 249 of a-z "
                       "A-Z 0-9 . _ -), got \"has space\"");

@@ -2,8 +2,8 @@
  * tests/unit/test_engine.c — the partition engine's guarantees (partitions/engine.h):
  * per-lane order, one worker per lane, exactly-once delivery, batch bounds,
  * max_wait and not_before gating under an injected clock, flush, round-robin,
- * lane removal waiting for the in-flight batch, wait_idle and stop_dispatch,
- * and real-clock timers firing without a kick.
+ * lane removal waiting for the in-flight batch (one lane, or a set), lane_idle, wait_idle and
+ * stop_dispatch, and real-clock timers firing without a kick.
  *
  * Synchronisation is by events: batch callbacks record into a shared log and
  * broadcast a condition variable that the test thread waits on (with a long
@@ -710,6 +710,76 @@ static void test_lane_remove_wait_and_abandon(void **state) {
     harness_free(h);
 }
 
+struct set_remover {
+    struct harness *h;
+    kj_lane *lanes[2];
+    struct discard_rec d;
+};
+
+static void *set_remover_main(void *arg) {
+    struct set_remover *r = arg;
+    kj_engine_lanes_remove(r->lanes, 2, discard_cb, &r->d);
+    atomic_store(&r->h->remove_return_seq, atomic_fetch_add(&r->h->seq, 1) + 1);
+    return NULL;
+}
+
+/* kj_engine_lanes_remove: every lane of the set stops dispatching before the first one's
+ * in-flight batch is waited for (a lane that becomes due meanwhile is not run but discarded),
+ * discards come lane by lane in order; kj_engine_lane_idle follows pushes and batches. */
+static void test_lanes_remove_and_idle(void **state) {
+    (void)state;
+    struct harness *h = harness_new();
+    atomic_store(&fake_now, 1);
+    kj_engine *e = engine_new(h, 2, 2, 1000, true);
+    kj_lane *a = lane_add(h, 0);
+    kj_lane *b = lane_add(h, 1);
+    kj_lane *c = lane_add(h, 2);
+    uintptr_t na = 1, nb = 1, nc = 1;
+    assert_true(kj_engine_lane_idle(a));
+
+    h->gate_lane = 0;
+    push_n(a, &na, 3, 0); /* batch {1,2} starts (full) and blocks; {3} waits */
+    wait_gate_entered(h, 1);
+    assert_false(kj_engine_lane_idle(a));
+    push_n(b, &nb, 1, 4000); /* not due until t=4000 */
+    assert_false(kj_engine_lane_idle(b));
+
+    struct set_remover r = {.h = h, .lanes = {a, b}};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, set_remover_main, &r), 0);
+    /* removal has begun once both pending counts read 0 (see the file comment) */
+    while (kj_engine_lane_pending(a) != 0 || kj_engine_lane_pending(b) != 0)
+        sched_yield();
+    advance_to(h, 5000); /* b's item is due now: it must not be dispatched */
+    /* Two probes through c on the free worker: b, had it been due and dispatchable, would
+     * have been promoted ahead of the second one (engine.h, "Scheduling"). */
+    for (size_t i = 1; i <= 2; i++) {
+        push_n(c, &nc, 1, 0);
+        kj_engine_lane_flush(c);
+        assert_true(wait_for(h, &h->delivered[2], i));
+    }
+    assert_int_equal(read_locked(h, &h->delivered[1]), 0);
+    assert_int_equal(atomic_load(&h->remove_return_seq), 0); /* still waiting for a's batch */
+
+    open_gate(h);
+    pthread_join(t, NULL);
+    assert_int_equal(r.d.n, 2);
+    assert_int_equal(r.d.items[0], 3); /* a's undispatched item, then b's */
+    assert_int_equal(r.d.items[1], 1);
+    assert_int_equal(read_locked(h, &h->delivered[0]), 2);
+    assert_int_equal(read_locked(h, &h->delivered[1]), 0);
+
+    /* idle again once everything pushed has been handled */
+    assert_int_equal(kj_engine_wait_idle(e, SAFETY_MS), 0);
+    assert_true(kj_engine_lane_idle(c));
+    kj_lane *none[1] = {NULL};
+    kj_engine_lanes_remove(none, 0, NULL, NULL); /* n == 0: nothing */
+    kj_engine_lane_remove(c, NULL, NULL);
+    assert_int_equal(atomic_load(&h->errors), 0);
+    kj_engine_destroy(e);
+    harness_free(h);
+}
+
 /* wait_idle times out while a batch is stuck; stop_dispatch starts no new batch. */
 static void test_wait_idle_and_stop(void **state) {
     (void)state;
@@ -945,6 +1015,7 @@ int main(void) {
         cmocka_unit_test(test_flush),
         cmocka_unit_test(test_round_robin),
         cmocka_unit_test(test_lane_remove),
+        cmocka_unit_test(test_lanes_remove_and_idle),
         cmocka_unit_test(test_wait_idle_and_stop),
         cmocka_unit_test(test_real_clock_timers),
         cmocka_unit_test(test_requeue_until_time),

@@ -1,8 +1,8 @@
 /*
  * tests/unit/test_offset_tracker.c — the commit watermark: in-order and
- * out-of-order completion, gaps, rejected duplicates, growth past the initial
- * capacity with a wrapped ring, clear/reset, advancing to the consumer's position past
- * an undeliverable tail (transaction markers), and a randomised comparison
+ * out-of-order completion (and what stays held above the lowest pending offset), gaps, rejected
+ * duplicates, growth past the initial capacity with a wrapped ring, clear/reset, advancing to the
+ * consumer's position past an undeliverable tail (transaction markers), and a randomised comparison
  * against a naive model (a plain array scanned from the start).
  */
 #include <setjmp.h>
@@ -51,13 +51,16 @@ static void test_out_of_order(void **state) {
     assert_int_equal(kj_offset_tracker_complete(t, 1), 0);
     assert_int_equal(kj_offset_tracker_committable(t), 0);
     assert_int_equal(kj_offset_tracker_pending(t), 3);
+    assert_int_equal(kj_offset_tracker_held(t), 5); /* 1 and 3 done, but above pending 0 */
     assert_int_equal(kj_offset_tracker_complete(t, 0), 0);
     assert_int_equal(kj_offset_tracker_committable(t), 2); /* 0,1 done; 2 pending */
+    assert_int_equal(kj_offset_tracker_held(t), 3);        /* 2, 3 (done), 4 */
     assert_int_equal(kj_offset_tracker_complete(t, 2), 0);
     assert_int_equal(kj_offset_tracker_committable(t), 4); /* 3 was already done */
     assert_int_equal(kj_offset_tracker_complete(t, 4), 0);
     assert_int_equal(kj_offset_tracker_committable(t), 5);
     assert_int_equal(kj_offset_tracker_pending(t), 0);
+    assert_int_equal(kj_offset_tracker_held(t), 0);
     kj_offset_tracker_free(t);
 }
 
@@ -209,6 +212,7 @@ static void test_against_model(void **state) {
         int64_t want = added == 0 ? -1 : first < added ? offs[first] : offs[added - 1] + 1;
         assert_int_equal(kj_offset_tracker_committable(t), want);
         assert_int_equal(kj_offset_tracker_pending(t), added - completed);
+        assert_int_equal(kj_offset_tracker_held(t), added - first);
     }
     kj_offset_tracker_free(t);
     free(offs);
