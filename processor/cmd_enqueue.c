@@ -39,7 +39,7 @@ static const char enqueue_usage[] =
     "  --count N          enqueue N copies (distinct ids; default 1)\n"
     "  --encoding E       binary (default) or single-object\n"
     "  --delay DURATION   run no earlier than DURATION from now (10s, 10m, 1h30m; at most\n"
-    "                     schedule.max_delay): sets the kjobs-deliver-at header\n"
+    "                     schedule.max_delay): sets the kjobs-run-at header\n"
     "  --at RFC3339       run no earlier than this time, e.g. 2026-12-01T18:00:00Z or\n"
     "                     2026-12-01T19:00:00+01:00 (not with --delay; a past time runs now)\n"
     "  --topic T          target topic (default topics.main)\n"
@@ -98,11 +98,11 @@ static int produce_job(enqueue_state *st, const kj_job_record *job, const void *
     }
     char *id = strdup(job->id);
     for (;;) {
-        /* --delay/--at: the due time travels as kjobs-deliver-at (header_contract.h) */
+        /* --delay/--at: the due time travels as kjobs-run-at (header_contract.h) */
         rd_kafka_headers_t *hdrs = NULL;
         if (st->delay_ms >= 0 || st->at_ms >= 0) {
             hdrs = rd_kafka_headers_new(1);
-            kj_hdr_set_int(hdrs, KJ_HDR_DELIVER_AT,
+            kj_hdr_set_int(hdrs, KJ_HDR_RUN_AT,
                            st->at_ms >= 0 ? st->at_ms : kj_now_ms() + st->delay_ms);
         }
         rd_kafka_resp_err_t e = rd_kafka_producev(

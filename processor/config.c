@@ -425,7 +425,7 @@ static const kj_setting kj_settings[] = {
     /* schedule */
     {ROW("schedule", "max_delay", "KJOBS_SCHEDULE_MAX_DELAY"), .type = KT_DURATION,
      .off = F(schedule_max_delay_ms), .def = "7d", .min = 1000, .max = 30 * DAY_MS,
-     .doc = "Longest delay of a delayed or scheduled job (kjobs-deliver-at, `kjobs enqueue "
+     .doc = "Longest delay of a delayed or scheduled job (kjobs-run-at, `kjobs enqueue "
             "--delay/--at`, docs/scheduling.md): one due later than this is dead-lettered "
             "(class invalid-header) instead of held. At most topics.retention; left at its "
             "default, it is topics.retention when that is shorter."},

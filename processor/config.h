@@ -216,7 +216,7 @@ int kj_config_format_value(const kj_config *cfg, const char *dotted_name, char *
 int kj_config_origin_of(const kj_config *cfg, const char *dotted_name, int *line_out);
 
 /**
- * How far ahead a delayed or scheduled job (kjobs-deliver-at) may be due: schedule.max_delay,
+ * How far ahead a delayed or scheduled job (kjobs-run-at) may be due: schedule.max_delay,
  * or topics.retention when that is shorter and schedule.max_delay was left at its default.
  */
 int64_t kj_config_schedule_max_delay(const kj_config *cfg);

@@ -96,9 +96,11 @@ int kj_control_parse_ladder(const rd_kafka_headers_t *hdrs, int64_t now_ms, kj_c
     if (v < 1) {
         const void *dv;
         size_t dl;
-        if (header_once(hdrs, KJ_HDR_DELIVER_AT, &dv, &dl) != 0)
+        if (header_once(hdrs, KJ_HDR_RUN_AT, &dv, &dl) != 0 &&
+            header_once(hdrs, KJ_HDR_DELIVER_AT, &dv, &dl) != 0)
             return invalid(out, KJ_HDR_ATTEMPT, "0 (attempts start at 1)");
-        /* a scheduled copy: no attempt made yet, its first run is attempt 1 */
+        /* a scheduled copy (kjobs-run-at, or its alias on a copy of a record that used the
+         * alias): no attempt made yet, its first run is attempt 1 */
     }
     out->attempt = (int)v;
     int64_t max_nb = not_before_max(now_ms);
@@ -133,34 +135,62 @@ int64_t kj_control_hold_until(int64_t not_before_ms, int64_t record_ts_ms, int64
     return not_before_ms < cap ? not_before_ms : cap;
 }
 
-kj_deliver_at_status kj_deliver_at_parse(const rd_kafka_headers_t *hdrs, int64_t now_ms,
-                                         int64_t max_delay_ms, int64_t *due_ms, char *reason,
-                                         size_t reason_size) {
+/* One scheduling header of a main-topic record: 0 absent, 1 valid (*due set), -1 repeated or
+ * not strict decimal epoch ms (reason filled, naming it). */
+static int run_at_one(const rd_kafka_headers_t *hdrs, const char *name, int64_t *due, char *reason,
+                      size_t reason_size) {
     const void *val;
     size_t len;
-    int rc = header_once(hdrs, KJ_HDR_DELIVER_AT, &val, &len);
-    if (rc == -1) return KJ_DELIVER_AT_NONE;
+    int rc = header_once(hdrs, name, &val, &len);
+    if (rc == -1) return 0;
     if (rc == -2) {
-        snprintf(reason, reason_size,
-                 "invalid " KJ_HDR_DELIVER_AT " header: present more than once");
-        return KJ_DELIVER_AT_INVALID;
+        snprintf(reason, reason_size, "invalid %s header: present more than once", name);
+        return -1;
     }
-    int64_t due;
-    if (!kj_hdr_parse_uint(val, len, INT64_MAX, &due)) {
+    if (!kj_hdr_parse_uint(val, len, INT64_MAX, due)) {
         snprintf(reason, reason_size,
-                 "invalid " KJ_HDR_DELIVER_AT " header: not a decimal epoch time in ms (%zu bytes)",
-                 len);
-        return KJ_DELIVER_AT_INVALID;
+                 "invalid %s header: not a decimal epoch time in ms (%zu bytes)", name, len);
+        return -1;
     }
+    return 1;
+}
+
+kj_run_at_status kj_run_at_parse(const rd_kafka_headers_t *hdrs, int64_t now_ms,
+                                 int64_t max_delay_ms, int64_t *due_ms, const char **header,
+                                 char *reason, size_t reason_size) {
+    const char *scratch;
+    if (!header) header = &scratch;
+    *header = NULL;
+    int64_t due = 0, alias_due = 0;
+    int run_at = run_at_one(hdrs, KJ_HDR_RUN_AT, &due, reason, reason_size);
+    if (run_at < 0) {
+        *header = KJ_HDR_RUN_AT;
+        return KJ_RUN_AT_INVALID;
+    }
+    int alias = run_at_one(hdrs, KJ_HDR_DELIVER_AT, &alias_due, reason, reason_size);
+    if (alias < 0) {
+        *header = KJ_HDR_DELIVER_AT;
+        return KJ_RUN_AT_INVALID;
+    }
+    if (!run_at && !alias) return KJ_RUN_AT_NONE;
+    *header = run_at ? KJ_HDR_RUN_AT : KJ_HDR_DELIVER_AT;
+    if (run_at && alias && due != alias_due) {
+        snprintf(reason, reason_size,
+                 "invalid " KJ_HDR_RUN_AT
+                 " header: %lld, but its deprecated alias " KJ_HDR_DELIVER_AT
+                 " says %lld (both must be the same time)",
+                 (long long)due, (long long)alias_due);
+        return KJ_RUN_AT_INVALID;
+    }
+    if (!run_at) due = alias_due;
     if (due > now_ms && due - now_ms > max_delay_ms) {
         snprintf(reason, reason_size,
-                 KJ_HDR_DELIVER_AT " too far ahead: due in %lld ms, more than schedule.max_delay "
-                                   "(%lld ms)",
-                 (long long)(due - now_ms), (long long)max_delay_ms);
-        return KJ_DELIVER_AT_TOO_FAR;
+                 "%s too far ahead: due in %lld ms, more than schedule.max_delay (%lld ms)",
+                 *header, (long long)(due - now_ms), (long long)max_delay_ms);
+        return KJ_RUN_AT_TOO_FAR;
     }
     *due_ms = due;
-    return KJ_DELIVER_AT_VALID;
+    return KJ_RUN_AT_VALID;
 }
 
 /* n ASCII digits at *p (advanced), or -1. */

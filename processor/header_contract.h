@@ -22,9 +22,13 @@
  *   - on a LADDER topic every one of them must be present exactly once and valid, else the
  *     record is dead-lettered with class "invalid-header" and a reason naming the header;
  *     kjobs-attempt 0 (no attempt made yet) is valid only on a scheduled copy, one that also
- *     carries kjobs-deliver-at;
- *   - kjobs-deliver-at is read on the MAIN topic only (kj_deliver_at_parse): present at most
- *     once, strict decimal epoch ms, at most schedule.max_delay ahead;
+ *     carries kjobs-run-at (or its deprecated alias kjobs-deliver-at) exactly once;
+ *   - kjobs-run-at is read on the MAIN topic only (kj_run_at_parse): present at most once,
+ *     strict decimal epoch ms, at most schedule.max_delay ahead. kjobs-deliver-at, its
+ *     deprecated alias (the name kjobs wrote before it followed ../shared/CONTRACT.md), is read
+ *     by the same rules; a record carrying both is valid only when they say the same time (a
+ *     disagreement is ambiguous: dead-lettered, never guessed, so never run early). kjobs
+ *     writes kjobs-run-at only;
  *   - kjobs-not-before further than KJ_RETRY_MAX_DELAY_MS (+ KJ_CLOCK_SKEW_MS) ahead is invalid,
  *     and a valid one is never trusted to hold a ladder partition for longer than that step's
  *     delay after the record was written (kj_control_hold_until).
@@ -67,7 +71,11 @@
 /** On a replayed copy: epoch ms of the replay. */
 #define KJ_HDR_REPLAYED_AT "kjobs-replayed-at"
 /** Set by a producer on a MAIN-topic job: epoch ms before which it must not run (a delayed or
- * scheduled job, docs/scheduling.md). Kept on its ladder copies, where it is only a marker. */
+ * scheduled job, docs/scheduling.md; the name ../shared/CONTRACT.md fixes). Kept on its ladder
+ * copies, where it is only a marker. The one scheduling header kjobs writes. */
+#define KJ_HDR_RUN_AT "kjobs-run-at"
+/** Deprecated alias of KJ_HDR_RUN_AT, the name kjobs wrote and documented before: still read
+ * (kj_run_at_parse, the ladder's attempt-0 marker), never written. */
 #define KJ_HDR_DELIVER_AT "kjobs-deliver-at"
 
 /* --- bounds ---------------------------------------------------------------------------- */
@@ -142,22 +150,26 @@ int kj_control_not_before(const rd_kafka_headers_t *hdrs, int64_t now_ms, int64_
 int64_t kj_control_hold_until(int64_t not_before_ms, int64_t record_ts_ms, int64_t now_ms,
                               int64_t step_delay_ms);
 
-/** What kj_deliver_at_parse found. */
-typedef enum kj_deliver_at_status {
-    KJ_DELIVER_AT_NONE = 0,     /* no kjobs-deliver-at: run now */
-    KJ_DELIVER_AT_VALID = 1,    /* *due_ms set (it may be in the past: run now) */
-    KJ_DELIVER_AT_INVALID = -1, /* malformed or repeated: reason says why */
-    KJ_DELIVER_AT_TOO_FAR = -2, /* more than max_delay_ms ahead of now_ms: reason says so */
-} kj_deliver_at_status;
+/** What kj_run_at_parse found. */
+typedef enum kj_run_at_status {
+    KJ_RUN_AT_NONE = 0,     /* neither kjobs-run-at nor kjobs-deliver-at: run now */
+    KJ_RUN_AT_VALID = 1,    /* *due_ms set (it may be in the past: run now) */
+    KJ_RUN_AT_INVALID = -1, /* malformed, repeated, or the two names disagree: reason says why */
+    KJ_RUN_AT_TOO_FAR = -2, /* more than max_delay_ms ahead of now_ms: reason says so */
+} kj_run_at_status;
 
 /**
- * Reads kjobs-deliver-at of a main-topic record (untrusted input): at most once, strict
- * decimal epoch ms (kj_hdr_parse_uint), due - now_ms <= max_delay_ms. Fills *due_ms when
- * valid, and @p reason (for kjobs-error and the log) when not. @p hdrs may be NULL.
+ * Reads the due time of a main-topic record (untrusted input) from kjobs-run-at and its
+ * deprecated alias kjobs-deliver-at: each present at most once and, when present, strict
+ * decimal epoch ms (kj_hdr_parse_uint); when both are present they must be equal; then
+ * due - now_ms <= max_delay_ms. Fills *due_ms when valid, and @p reason (for kjobs-error and
+ * the log; it names the header) when not. *header, when @p header is not NULL, is the name the
+ * answer is about (a KJ_HDR_* constant: the one read when valid, the offending one when not,
+ * kjobs-run-at when both; NULL for KJ_RUN_AT_NONE). @p hdrs may be NULL.
  */
-kj_deliver_at_status kj_deliver_at_parse(const rd_kafka_headers_t *hdrs, int64_t now_ms,
-                                         int64_t max_delay_ms, int64_t *due_ms, char *reason,
-                                         size_t reason_size);
+kj_run_at_status kj_run_at_parse(const rd_kafka_headers_t *hdrs, int64_t now_ms,
+                                 int64_t max_delay_ms, int64_t *due_ms, const char **header,
+                                 char *reason, size_t reason_size);
 
 /**
  * Parses an RFC 3339 date-time, "YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM)" ('t', 'z'

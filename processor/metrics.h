@@ -204,7 +204,7 @@ typedef enum {
     KJ_JOB_OK = 0,        /* "ok" */
     KJ_JOB_RETRY,         /* "retry" */
     KJ_JOB_DEAD_LETTERED, /* "dead_lettered" */
-    KJ_JOB_SCHEDULED,     /* "scheduled": not yet due (kjobs-deliver-at), handed to the ladder */
+    KJ_JOB_SCHEDULED,     /* "scheduled": not yet due (kjobs-run-at), handed to the ladder */
 } kj_job_outcome;
 #define KJ_JOB_OUTCOME_COUNT 4
 /** The label value for an outcome ("ok", "retry", "dead_lettered", "scheduled"); "unknown" if

@@ -245,13 +245,13 @@ static int enqueue_tick(kj_periodic *p, ent_rt *r, int64_t tick, const char *why
         return -1;
     }
     int64_t offset = kj_periodic_jitter(e->name, tick, e->jitter_ms);
-    int64_t deliver_at = tick + offset;
+    int64_t run_at = tick + offset;
     rd_kafka_headers_t *hdrs = NULL;
     if (offset > 0) {
         char due[32];
-        snprintf(due, sizeof due, "%lld", (long long)deliver_at);
+        snprintf(due, sizeof due, "%lld", (long long)run_at);
         hdrs = rd_kafka_headers_new(1);
-        rd_kafka_header_add(hdrs, KJ_HDR_DELIVER_AT, -1, due, -1);
+        rd_kafka_header_add(hdrs, KJ_HDR_RUN_AT, -1, due, -1);
     }
     rc = produce_wait(p, p->cfg->main_topic, RD_KAFKA_PARTITION_UA, e->key, value, value_len, hdrs,
                       "job", e->name, NULL);
@@ -277,7 +277,7 @@ static int enqueue_tick(kj_periodic *p, ent_rt *r, int64_t tick, const char *why
     rfc3339(tick, tick_at, sizeof tick_at);
     kj_log(KJ_LOG_INFO, "periodic job enqueued", "{s:s,s:s,s:I,s:s,s:s,s:I,s:I,s:s,s:b}", "name",
            e->name, "id", id, "tick", (json_int_t)tick, "tick_at", tick_at, "type", e->type,
-           "deliver_at", (json_int_t)deliver_at, "late_ms", (json_int_t)(now - tick), "why", why,
+           "run_at", (json_int_t)run_at, "late_ms", (json_int_t)(now - tick), "why", why,
            "state_written", rc == 0);
     kj_metrics_periodic_enqueued(e->name);
     /* Even when the state record could not be written (stopping), the job was: this session

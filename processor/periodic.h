@@ -25,7 +25,7 @@
  * Enqueue. A tick T of entry N becomes a kjobs.Job with id "N@T" (T in epoch ms, so a handler can
  * recognise a repeat), type/key/payload/meta from the entry, created_at = T, produced to the main
  * topic by an idempotent acks=all producer; once that is acknowledged, the state record for T is
- * written (acks=all) — only then is the tick done. Jitter: the job carries kjobs-deliver-at =
+ * written (acks=all) — only then is the tick done. Jitter: the job carries kjobs-run-at =
  * T + offset, offset = hash(N, T) mod (jitter + 1) ms: deterministic, so any owner computes the
  * same, and held on the retry ladder like any delayed job (docs/scheduling.md).
  *
@@ -36,7 +36,7 @@
  * session timeout) may enqueue alongside the new owner until it notices (again, same ids).
  *
  * Metrics: kjobs_periodic_enqueued_total{name}, kjobs_periodic_next_tick_seconds{name} (on the
- * owner only). Log: one "periodic job enqueued" line per tick (name, tick, id, deliver_at, late).
+ * owner only). Log: one "periodic job enqueued" line per tick (name, tick, id, run_at, late).
  *
  * @locality kj_periodic_new/free: main thread; start/stop: the consumer's poll thread (rebalance
  *           callback); the scheduler thread owns everything else.

@@ -20,7 +20,7 @@
  *   missed     "skip" (default) or "run_once": what to do with ticks older than catch_up
  *   catch_up   duration (default "5m"): due ticks at most this old are all enqueued, late
  *   jitter     duration (default "0s"): each tick's job is due a deterministic offset in
- *              [0, jitter] after the tick (kjobs-deliver-at); at most schedule.max_delay and
+ *              [0, jitter] after the tick (kjobs-run-at); at most schedule.max_delay and
  *              only with a retry ladder (checked by kj_periodic_config_check)
  */
 #ifndef KJOBS_PERIODIC_CONFIG_H

@@ -110,7 +110,7 @@ typedef struct route_ctx {
     rd_kafka_headers_t *headers; /* a copy kept for re-sending */
     int step;                    /* 0 = DLQ */
     bool hop;                    /* a not-yet-due ladder record moved on, not a failure */
-    bool scheduled;              /* a not-yet-due main-topic job (kjobs-deliver-at), not run */
+    bool scheduled;              /* a not-yet-due main-topic job (kjobs-run-at), not run */
     int shrink;                  /* SHRINK_* */
     char *first_topic;           /* the destination before any reduction */
     char *job_error;             /* the job's kjobs-error, for a reduced copy */
@@ -544,7 +544,7 @@ int kj_router_schedule(kj_router *r, void *owner, const rd_kafka_message_t *msg,
     c->first_topic = strdup(c->topic);
     c->error_class = strdup(KJ_SCHEDULED_CLASS);
     char error[96];
-    snprintf(error, sizeof(error), "not yet due: " KJ_HDR_DELIVER_AT " %lld", (long long)due_ms);
+    snprintf(error, sizeof(error), "not yet due: " KJ_HDR_RUN_AT " %lld", (long long)due_ms);
     c->job_error = strdup(error);
     /* attempt 0: no attempt made; the ladder runs it as attempt 1 (header_contract.h) */
     kj_hdr_failure f = {

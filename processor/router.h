@@ -87,7 +87,7 @@ int kj_router_hop(kj_router *router, void *owner, const rd_kafka_message_t *msg,
 #define KJ_SCHEDULED_CLASS "scheduled"
 
 /**
- * Schedule: a main-topic job whose kjobs-deliver-at `due_ms` is after `now_ms` is copied (key,
+ * Schedule: a main-topic job whose kjobs-run-at `due_ms` is after `now_ms` is copied (key,
  * value, every header) to the ladder step for the time left (kj_retry_step_for_delay; the
  * shortest step when less is left, which releases it at due_ms), with the control headers of a
  * ladder record: kjobs-attempt 0 (its first run there is attempt 1), kjobs-not-before due_ms,

@@ -183,8 +183,8 @@ typedef struct batch_slot {
     bool decoded;
     bool ladder;            /* consumed from a ladder topic: ctl holds its control headers */
     bool hop;               /* released before its kjobs-not-before: re-routed, not run */
-    bool scheduled;         /* main topic, kjobs-deliver-at ahead: handed to the ladder, not run */
-    int64_t due_ms;         /* scheduled only: its kjobs-deliver-at */
+    bool scheduled;         /* main topic, kjobs-run-at ahead: handed to the ladder, not run */
+    int64_t due_ms;         /* scheduled only: its kjobs-run-at */
     kj_control ctl;         /* ladder only, validated */
     kj_job_outcome outcome; /* where it went: ok, retry or dead-lettered */
     int flow;               /* flow-control limit of its type, -1 none */
@@ -824,34 +824,37 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 
 /* ---- the batch path (worker threads) -------------------------------------------------------- */
 
-/* A main-topic job's kjobs-deliver-at (untrusted input, docs/scheduling.md): none or due now:
- * run; ahead: scheduled (handed to the ladder, not run); malformed, too far ahead or no
- * ladder to hold it: dead-lettered, class invalid-header, never run early nor dropped.
+/* A main-topic job's kjobs-run-at (or its deprecated alias kjobs-deliver-at; untrusted input,
+ * docs/scheduling.md): none or due now: run; ahead: scheduled (handed to the ladder, not run);
+ * malformed, ambiguous, too far ahead or no ladder to hold it: dead-lettered, class
+ * invalid-header, never run early nor dropped.
  * @locality worker thread */
-static void read_deliver_at(kj_part *part, batch_slot *s, rd_kafka_headers_t *hdrs, int64_t now) {
+static void read_run_at(kj_part *part, batch_slot *s, rd_kafka_headers_t *hdrs, int64_t now) {
     const kj_config *cfg = part->w->cfg;
     char reason[192];
     int64_t due = 0;
-    kj_deliver_at_status st = kj_deliver_at_parse(hdrs, now, kj_config_schedule_max_delay(cfg),
-                                                  &due, reason, sizeof(reason));
-    if (st == KJ_DELIVER_AT_NONE || (st == KJ_DELIVER_AT_VALID && due <= now)) return;
-    if (st == KJ_DELIVER_AT_VALID && cfg->retry_delay_count > 0) {
+    const char *header = NULL;
+    kj_run_at_status st = kj_run_at_parse(hdrs, now, kj_config_schedule_max_delay(cfg), &due,
+                                          &header, reason, sizeof(reason));
+    if (st == KJ_RUN_AT_NONE || (st == KJ_RUN_AT_VALID && due <= now)) return;
+    if (st == KJ_RUN_AT_VALID && cfg->retry_delay_count > 0) {
         s->scheduled = true;
         s->due_ms = due;
         return;
     }
-    if (st == KJ_DELIVER_AT_VALID)
+    if (st == KJ_RUN_AT_VALID)
         snprintf(reason, sizeof(reason),
-                 KJ_HDR_DELIVER_AT " ahead but no retry ladder (retry.delays is empty) to hold "
-                                   "the job until due");
+                 "%s ahead but no retry ladder (retry.delays is empty) to hold the job until due",
+                 header);
     kj_result_set(&s->result, KJ_OUTCOME_INVALID_HEADER, "%s", reason);
-    kj_metrics_invalid_header(KJ_HDR_DELIVER_AT);
+    kj_metrics_invalid_header(header);
     kj_log(KJ_LOG_WARN, "cannot schedule a delayed job", "{s:s,s:i,s:I,s:s}", "topic", part->topic,
            "partition", part->partition, "offset", (json_int_t)s->job.msg->offset, "error", reason);
 }
 
 /* Reads and validates the control headers of a ladder record (untrusted input). On the main
- * topic they are ignored: the first run is attempt 1; only kjobs-deliver-at is read there.
+ * topic they are ignored: the first run is attempt 1; only kjobs-run-at (and its alias) is
+ * read there.
  * @locality worker thread */
 static void read_control(kj_part *part, batch_slot *s, int64_t now) {
     const rd_kafka_message_t *msg = s->job.msg;
@@ -862,7 +865,7 @@ static void read_control(kj_part *part, batch_slot *s, int64_t now) {
     rd_kafka_headers_t *hdrs = NULL;
     rd_kafka_message_headers(msg, &hdrs);
     if (!s->ladder) {
-        read_deliver_at(part, s, hdrs, now);
+        read_run_at(part, s, hdrs, now);
         return;
     }
     if (kj_control_parse_ladder(hdrs, now, &s->ctl) != 0) {

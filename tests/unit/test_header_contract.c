@@ -5,7 +5,8 @@
  * validation of every header a ladder record must carry (missing, repeated, garbage,
  * far-future not-before, bad topic name); the hold rule that keeps a ladder partition's
  * release times in offset order; and the writers, round-tripped through the parser; the
- * scheduling header kjobs-deliver-at (absent, valid, past, malformed, repeated, too far), the
+ * scheduling header kjobs-run-at and its deprecated alias kjobs-deliver-at (absent, valid, past,
+ * malformed, repeated, too far; both present: equal is valid, different is invalid), the
  * scheduled ladder copy's attempt 0, and the RFC 3339 parser of `kjobs enqueue --at`.
  */
 #include <setjmp.h>
@@ -171,6 +172,8 @@ static void test_wire_names_are_the_contract(void **state) {
     assert_string_equal(KJ_HDR_TRUNCATED, "kjobs-truncated");
     assert_string_equal(KJ_HDR_REPLAYED_FROM, "kjobs-replayed-from");
     assert_string_equal(KJ_HDR_REPLAYED_AT, "kjobs-replayed-at");
+    assert_string_equal(KJ_HDR_RUN_AT, "kjobs-run-at");
+    assert_string_equal(KJ_HDR_DELIVER_AT, "kjobs-deliver-at"); /* deprecated alias, read only */
 }
 
 static void test_is_kjobs(void **state) {
@@ -374,53 +377,145 @@ static void test_write_replay(void **state) {
     rd_kafka_headers_destroy(h);
 }
 
-static kj_deliver_at_status deliver_at(const char *v1, const char *v2, int64_t max, int64_t *due,
-                                       char *reason) {
+/* kj_run_at_parse of a record carrying @p name with each non-NULL value, in order. */
+static kj_run_at_status run_at_named(const char *name, const char *v1, const char *v2, int64_t max,
+                                     int64_t *due, const char **header, char *reason) {
     rd_kafka_headers_t *h = rd_kafka_headers_new(2);
-    if (v1) rd_kafka_header_add(h, KJ_HDR_DELIVER_AT, -1, v1, -1);
-    if (v2) rd_kafka_header_add(h, KJ_HDR_DELIVER_AT, -1, v2, -1);
-    kj_deliver_at_status st = kj_deliver_at_parse(h, NOW, max, due, reason, 160);
+    if (v1) rd_kafka_header_add(h, name, -1, v1, -1);
+    if (v2) rd_kafka_header_add(h, name, -1, v2, -1);
+    kj_run_at_status st = kj_run_at_parse(h, NOW, max, due, header, reason, 160);
     rd_kafka_headers_destroy(h);
     return st;
 }
 
-static void test_deliver_at(void **state) {
-    (void)state;
-    assert_string_equal(KJ_HDR_DELIVER_AT, "kjobs-deliver-at");
+/* The single-header rules, the same for the header and its alias. */
+static void expect_single_header_rules(const char *name) {
     int64_t due = -1;
+    const char *header = "unset";
     char reason[160] = "";
-    assert_int_equal(kj_deliver_at_parse(NULL, NOW, 1000, &due, reason, sizeof(reason)),
-                     KJ_DELIVER_AT_NONE);
-    assert_int_equal(deliver_at(NULL, NULL, 1000, &due, reason), KJ_DELIVER_AT_NONE);
+    assert_int_equal(run_at_named(name, NULL, NULL, 1000, &due, &header, reason), KJ_RUN_AT_NONE);
+    assert_null(header);
     assert_int_equal(due, -1);
-    assert_int_equal(deliver_at("1700000001000", NULL, 1000, &due, reason), KJ_DELIVER_AT_VALID);
+    assert_int_equal(run_at_named(name, "1700000001000", NULL, 1000, &due, &header, reason),
+                     KJ_RUN_AT_VALID);
     assert_int_equal(due, 1700000001000LL);
-    assert_int_equal(deliver_at("5", NULL, 1000, &due, reason), KJ_DELIVER_AT_VALID); /* past */
+    assert_string_equal(header, name);
+    assert_int_equal(run_at_named(name, "5", NULL, 1000, &due, &header, reason),
+                     KJ_RUN_AT_VALID); /* past */
     assert_int_equal(due, 5);
-    assert_int_equal(deliver_at("1700000001001", NULL, 1000, &due, reason), KJ_DELIVER_AT_TOO_FAR);
+    assert_int_equal(run_at_named(name, "1700000001001", NULL, 1000, &due, &header, reason),
+                     KJ_RUN_AT_TOO_FAR);
     assert_non_null(strstr(reason, "schedule.max_delay"));
-    assert_int_equal(deliver_at("99999999999999999999", NULL, 1000, &due, reason),
-                     KJ_DELIVER_AT_INVALID); /* 20 digits */
+    assert_true(strncmp(reason, name, strlen(name)) == 0);
+    assert_int_equal(run_at_named(name, "99999999999999999999", NULL, 1000, &due, &header, reason),
+                     KJ_RUN_AT_INVALID); /* 20 digits */
     const char *bad[] = {"", " 1", "-1", "+1", "1.5", "1e3", "2026-12-01T10:00:00Z", "12\n"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         reason[0] = '\0';
-        assert_int_equal(deliver_at(bad[i], NULL, 1000, &due, reason), KJ_DELIVER_AT_INVALID);
-        assert_non_null(strstr(reason, KJ_HDR_DELIVER_AT));
+        header = NULL;
+        assert_int_equal(run_at_named(name, bad[i], NULL, 1000, &due, &header, reason),
+                         KJ_RUN_AT_INVALID);
+        assert_non_null(strstr(reason, name));
+        assert_non_null(strstr(reason, "not a decimal epoch time"));
+        assert_string_equal(header, name);
     }
-    assert_int_equal(deliver_at("1", "2", 1000, &due, reason), KJ_DELIVER_AT_INVALID);
+    assert_int_equal(run_at_named(name, "1", "2", 1000, &due, &header, reason), KJ_RUN_AT_INVALID);
     assert_non_null(strstr(reason, "more than once"));
+    assert_non_null(strstr(reason, name));
+    assert_int_equal(run_at_named(name, "1", "1", 1000, &due, &header, reason), KJ_RUN_AT_INVALID);
     assert_int_equal(due, 5); /* untouched when invalid */
+}
+
+static void test_run_at(void **state) {
+    (void)state;
+    assert_string_equal(KJ_HDR_RUN_AT, "kjobs-run-at"); /* ../shared/CONTRACT.md */
+    int64_t due = -1;
+    char reason[160] = "";
+    assert_int_equal(kj_run_at_parse(NULL, NOW, 1000, &due, NULL, reason, sizeof(reason)),
+                     KJ_RUN_AT_NONE);
+    expect_single_header_rules(KJ_HDR_RUN_AT);
+}
+
+static void test_deliver_at_alias(void **state) {
+    (void)state;
+    assert_string_equal(KJ_HDR_DELIVER_AT, "kjobs-deliver-at");
+    expect_single_header_rules(KJ_HDR_DELIVER_AT);
+}
+
+/* A record with kjobs-run-at @p run_at and kjobs-deliver-at @p alias (NULL: absent). */
+static kj_run_at_status run_at_both(const char *run_at, const char *alias, int64_t *due,
+                                    const char **header, char *reason) {
+    rd_kafka_headers_t *h = rd_kafka_headers_new(2);
+    if (alias) rd_kafka_header_add(h, KJ_HDR_DELIVER_AT, -1, alias, -1); /* order is no matter */
+    if (run_at) rd_kafka_header_add(h, KJ_HDR_RUN_AT, -1, run_at, -1);
+    kj_run_at_status st = kj_run_at_parse(h, NOW, 1000, due, header, reason, 160);
+    rd_kafka_headers_destroy(h);
+    return st;
+}
+
+static void test_run_at_and_alias_both_present(void **state) {
+    (void)state;
+    int64_t due = -1;
+    const char *header = NULL;
+    char reason[160] = "";
+    /* the same time under both names: valid, read as kjobs-run-at */
+    assert_int_equal(run_at_both("1700000000500", "1700000000500", &due, &header, reason),
+                     KJ_RUN_AT_VALID);
+    assert_int_equal(due, 1700000000500LL);
+    assert_string_equal(header, KJ_HDR_RUN_AT);
+    /* the same number spelt with a leading zero is the same time */
+    assert_int_equal(run_at_both("1700000000600", "01700000000600", &due, &header, reason),
+                     KJ_RUN_AT_VALID);
+    assert_int_equal(due, 1700000000600LL);
+    /* different times: ambiguous, invalid whichever is later (never run early, never guessed) */
+    due = -1;
+    assert_int_equal(run_at_both("1700000000500", "1700000000900", &due, &header, reason),
+                     KJ_RUN_AT_INVALID);
+    assert_string_equal(header, KJ_HDR_RUN_AT);
+    assert_non_null(strstr(reason, "invalid kjobs-run-at header: 1700000000500"));
+    assert_non_null(strstr(reason, "kjobs-deliver-at says 1700000000900"));
+    assert_int_equal(run_at_both("1700000000900", "1700000000500", &due, &header, reason),
+                     KJ_RUN_AT_INVALID);
+    assert_int_equal(run_at_both("5", "1700000000500", &due, &header, reason), KJ_RUN_AT_INVALID);
+    assert_int_equal(due, -1);
+    /* a malformed or repeated one of the two makes the record invalid, naming that one */
+    assert_int_equal(run_at_both("1700000000500", "soon", &due, &header, reason),
+                     KJ_RUN_AT_INVALID);
+    assert_string_equal(header, KJ_HDR_DELIVER_AT);
+    assert_non_null(strstr(reason, "invalid kjobs-deliver-at header: not a decimal"));
+    assert_int_equal(run_at_both("soon", "1700000000500", &due, &header, reason),
+                     KJ_RUN_AT_INVALID);
+    assert_string_equal(header, KJ_HDR_RUN_AT);
+    assert_non_null(strstr(reason, "invalid kjobs-run-at header: not a decimal"));
+    rd_kafka_headers_t *h = rd_kafka_headers_new(3);
+    rd_kafka_header_add(h, KJ_HDR_RUN_AT, -1, "1700000000500", -1);
+    rd_kafka_header_add(h, KJ_HDR_DELIVER_AT, -1, "1700000000500", -1);
+    rd_kafka_header_add(h, KJ_HDR_DELIVER_AT, -1, "1700000000500", -1);
+    assert_int_equal(kj_run_at_parse(h, NOW, 1000, &due, &header, reason, sizeof(reason)),
+                     KJ_RUN_AT_INVALID);
+    rd_kafka_headers_destroy(h);
+    assert_string_equal(header, KJ_HDR_DELIVER_AT);
+    assert_non_null(strstr(reason, "kjobs-deliver-at header: present more than once"));
+    /* agreeing but too far: too far, named as kjobs-run-at */
+    assert_int_equal(run_at_both("1700000001001", "1700000001001", &due, &header, reason),
+                     KJ_RUN_AT_TOO_FAR);
+    assert_non_null(strstr(reason, "kjobs-run-at too far ahead"));
+    assert_int_equal(due, -1);
 }
 
 static void test_scheduled_copy_attempt_zero(void **state) {
     (void)state;
-    /* attempt 0 is valid on a ladder record only with kjobs-deliver-at: its first run is 1 */
-    rd_kafka_headers_t *h = ladder_headers("0", "1700000005000", "jobs", "0", "7");
-    rd_kafka_header_add(h, KJ_HDR_DELIVER_AT, -1, "1700000005000", -1);
-    kj_control c;
-    assert_int_equal(kj_control_parse_ladder(h, NOW, &c), 0);
-    assert_int_equal(c.attempt, 0);
-    rd_kafka_headers_destroy(h);
+    /* attempt 0 is valid on a ladder record only with kjobs-run-at (or the alias kjobs-deliver-at
+     * on a copy of a record that used it): its first run is 1 */
+    const char *marker[] = {KJ_HDR_RUN_AT, KJ_HDR_DELIVER_AT};
+    for (size_t i = 0; i < 2; i++) {
+        rd_kafka_headers_t *h = ladder_headers("0", "1700000005000", "jobs", "0", "7");
+        rd_kafka_header_add(h, marker[i], -1, "1700000005000", -1);
+        kj_control c;
+        assert_int_equal(kj_control_parse_ladder(h, NOW, &c), 0);
+        assert_int_equal(c.attempt, 0);
+        rd_kafka_headers_destroy(h);
+    }
     expect_invalid(ladder_headers("0", "1", "jobs", "0", "0"), KJ_HDR_ATTEMPT, "attempts start");
 }
 
@@ -477,7 +572,9 @@ int main(void) {
         cmocka_unit_test(test_set_int_formats_and_replaces),
         cmocka_unit_test(test_write_failure_round_trip),
         cmocka_unit_test(test_write_replay),
-        cmocka_unit_test(test_deliver_at),
+        cmocka_unit_test(test_run_at),
+        cmocka_unit_test(test_deliver_at_alias),
+        cmocka_unit_test(test_run_at_and_alias_both_present),
         cmocka_unit_test(test_scheduled_copy_attempt_zero),
         cmocka_unit_test(test_rfc3339),
     };
