@@ -12,7 +12,7 @@ it. For every delay it enqueues N jobs with `kjobs enqueue --delay D`, in R roun
 jobs 0.1-0.6 s apart (random), the delays interleaved, across all partitions — so due times
 do not line up with each other or with the worker's poll — waits until every job ran, and
 prints, per delay,
-start - due from the recorded start and the job's own kjobs-deliver-at header. Every job must
+start - due from the recorded start and the job's own kjobs-run-at header. Every job must
 start at or after its due time; a job starting early fails the run (exit 1).
 
 Precision is bounded below by how the ladder holds a job (docs/scheduling.md): a job lands on
@@ -93,7 +93,7 @@ def main():
         due = {}
         for line in p.stdout.splitlines():
             r = json.loads(line)
-            due[r["id"]] = int(dict(r["headers"])["kjobs-deliver-at"])
+            due[r["id"]] = int(dict(r["headers"])["kjobs-run-at"])
         deadline = time.time() + 3600 * 2
         runs = {}
         while time.time() < deadline and len(runs) < len(ids):

@@ -446,7 +446,7 @@ static void test_deliver_at_alias(void **state) {
 static kj_run_at_status run_at_both(const char *run_at, const char *alias, int64_t *due,
                                     const char **header, char *reason) {
     rd_kafka_headers_t *h = rd_kafka_headers_new(2);
-    if (alias) rd_kafka_header_add(h, KJ_HDR_DELIVER_AT, -1, alias, -1); /* order is no matter */
+    if (alias) rd_kafka_header_add(h, KJ_HDR_DELIVER_AT, -1, alias, -1); /* order does not matter */
     if (run_at) rd_kafka_header_add(h, KJ_HDR_RUN_AT, -1, run_at, -1);
     kj_run_at_status st = kj_run_at_parse(h, NOW, 1000, due, header, reason, 160);
     rd_kafka_headers_destroy(h);
