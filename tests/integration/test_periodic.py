@@ -14,6 +14,8 @@ What is checked (ticks every 2 s; a job's id is "<name>@<tick epoch ms>"):
   between the job's and the state record's acknowledgement), with the same id.
 - restart after downtime with catch_up 0: `skip` enqueues none of the missed ticks, `run_once`
   exactly one, for the latest tick before the restart; then both go on with the next tick.
+- jitter: a jittered tick's job carries kjobs-run-at (not the deprecated kjobs-deliver-at) =
+  the logged run_at, and the handler starts it at or after that time, from a ladder topic.
 - `kjobs run --check-config` exits 2 naming FILE:LINE and schedule.periodic[i].field for a bad
   cron, a bad zone and a duplicate name, and shows the entries of a good config.
 Every wait is on an event (a log line, records, a process exit) with a deadline; the one
@@ -311,6 +313,39 @@ def test_missed_ticks_skip_and_run_once():
         broker.stop()
 
 
+def test_jitter_writes_run_at_and_holds_the_job():
+    cfg = config([tick_entry("jit2s", jitter="1900ms")])
+    record_file = tempfile.mktemp(prefix="kjobs-periodic-", suffix=".jsonl")
+    broker = Broker(cfg, partitions=1)
+    try:
+        w = start_worker(broker.bootstrap, cfg, record_file, "jitter",
+                         extra_env={"KJOBS_HANDLERS_EXEC":
+                                    f"/usr/bin/python3 -u {RECORDER} {record_file} --time",
+                                    "KJOBS_RETRY_DELAYS": "1s,5s"})
+        try:
+            # offset = hash mod 1901 ms: 0 (no header) for about one tick in 1900
+            procs.wait_until(lambda: len([l for l in enqueued(w) if l["run_at"] > l["tick"]]) >= 3,
+                             60, "3 jittered ticks")
+            jittered = {l["id"]: l["run_at"] for l in enqueued(w) if l["run_at"] > l["tick"]}
+            procs.wait_until(lambda: set(jittered) <= set(recorded_ids(record_file)), 30,
+                             "the jittered jobs to run")
+        finally:
+            assert w.stop() == 0, w.tail()
+        main = {r["id"]: harness.hdrs(r) for r in peek_all(broker.bootstrap, "jobs")}
+        with open(record_file) as f:
+            runs = {j["id"]: j for j in (json.loads(l) for l in f if l.strip())}
+        for job_id, run_at in jittered.items():
+            h = main[job_id]
+            assert h.get("kjobs-run-at") == str(run_at) and "kjobs-deliver-at" not in h, h
+            run = runs[job_id]
+            assert run["started_at_ms"] >= run_at, (job_id, run["started_at_ms"], run_at)
+            assert run["topic"].startswith("jobs.retry."), run
+        print(f"   {len(jittered)} jittered ticks: kjobs-run-at written, none started early",
+              flush=True)
+    finally:
+        broker.stop()
+
+
 def test_check_config_errors():
     cases = [
         ([tick_entry("a"), tick_entry("b", cron="*/2 * * 13 *")],
@@ -344,4 +379,5 @@ if __name__ == "__main__":
     harness.main([test_check_config_errors, test_one_job_per_tick_with_two_workers,
                   test_owner_killed_survivor_continues,
                   test_frozen_owner_does_not_repeat_the_new_owners_ticks,
-                  test_missed_ticks_skip_and_run_once])
+                  test_missed_ticks_skip_and_run_once,
+                  test_jitter_writes_run_at_and_holds_the_job])
