@@ -637,7 +637,7 @@ static const struct kj_metric_def {
      "Copies too large for message.max.bytes, dead-lettered in a reduced form (kjobs-truncated).",
      0, {0}, NULL, 0},
     {&g_kj.invalid_headers, "kjobs_invalid_headers_total", KJ_METRIC_COUNTER,
-     "Ladder records dead-lettered for an invalid kjobs control header, by header.", 1,
+     "Records dead-lettered for an invalid kjobs control or scheduling header, by header.", 1,
      {"header"}, NULL, 0},
     {&g_kj.trace_invalid, "kjobs_trace_context_invalid_total", KJ_METRIC_COUNTER,
      "Invalid W3C trace context values (traceparent, tracestate) ignored, by field.", 1,
