@@ -12,7 +12,8 @@
  *    the dead-letter topic. The last call wins.
  *  - Two handler shapes: per-job (called once per job, in offset order) and per-batch (called
  *    once with all jobs of one partition batch, in offset order). A batch never mixes partitions,
- *    and one partition is never handled by two threads at once.
+ *    and one partition is never handled by two threads at once (with batch.ordering = "key":
+ *    one key never is; jobs of different keys of a partition may run concurrently).
  *  - Handlers run on worker threads. A handler may be called concurrently for jobs of different
  *    partitions, so any state behind `opaque` must be thread-safe.
  *  - Plugins: a shared object exporting `kjobs_plugin_init` (see KJOBS_PLUGIN_INIT_SYMBOL) that

@@ -404,7 +404,8 @@ static const kj_setting kj_settings[] = {
     {TOP("workers", "KJOBS_WORKERS"), .type = KT_INT, .off = F(workers), .def = "2", .min = 1,
      .max = 1024,
      .doc = "Worker threads running handlers. Different partitions run in parallel; one "
-            "partition is never handled by two threads at once."},
+            "partition is never handled by two threads at once (with batch.ordering = \"key\": "
+            "one key never is)."},
     /* retry */
     {ROW("retry", "delays", "KJOBS_RETRY_DELAYS"), .type = KT_DURLIST, .off = F(retry_delays_ms),
      .count_off = F(retry_delay_count), .def = "10s,1m,10m", .min = 0, .max = 30 * DAY_MS,

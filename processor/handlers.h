@@ -24,7 +24,8 @@ typedef enum {
     KJ_OUTCOME_FAIL,           /* permanent: straight to the DLQ */
     KJ_OUTCOME_DECODE,         /* value could not be decoded: DLQ, class "decode" */
     KJ_OUTCOME_UNKNOWN_TYPE,   /* no handler for the type: DLQ, class "unknown-type" */
-    KJ_OUTCOME_TIMEOUT,        /* handler ran out of time (exec handler): like retry */
+    KJ_OUTCOME_TIMEOUT,        /* handler ran out of time (a time limit, exec or in-process): like
+                                  retry */
     KJ_OUTCOME_INVALID_HEADER, /* ladder record with a bad kjobs control header: DLQ, not run */
     KJ_OUTCOME_CRASH_LOOP,     /* ran alone while dlq.crash_loop_limit workers died: DLQ, not run
                                   again (crash_guard.h) */

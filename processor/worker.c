@@ -754,7 +754,9 @@ static void revoke_partitions(kj_worker *w, rd_kafka_t *rk, rd_kafka_topic_parti
         kj_part *p = part_lookup(w, NULL, parts->elems[i].topic, parts->elems[i].partition);
         if (p && p->lanes) {
             revoke_lanes(w, p, wait_start);
-            if (p->guarded) { /* nothing of it runs any more: give it up cleanly */
+            /* nothing of it runs any more: give it up cleanly — unless a batch of it still runs
+             * here (abandoned): "clean" would tell the next owner nothing was in flight */
+            if (p->guarded && !atomic_load(&p->abandoned)) {
                 kj_crash_meta clean = {.kind = KJ_CRASH_META_CLEAN};
                 pthread_mutex_lock(&p->lock);
                 kj_crash_meta_format(&clean, p->meta, sizeof(p->meta));
@@ -1272,7 +1274,7 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
     }
 
     if (atomic_load(&part->abandoned)) {
-        /* revoked while this batch ran (revoke_lane): its next owner runs these jobs again
+        /* revoked while this batch ran (revoke_lanes): its next owner runs these jobs again
          * from the committed offset, so nothing is completed, routed or counted here */
         kj_log(KJ_LOG_WARN, "batch of a given-up partition finished: outcomes dropped",
                "{s:s,s:i,s:I,s:I}", "topic", part->topic, "partition", part->partition, "offset",

@@ -43,7 +43,8 @@
  *
  * Rebalances. The rebalance callback handles both protocols: incremental assign/unassign for
  * cooperative-sticky, assign/unassign for eager ones. The default assignor is roundrobin on
- * librdkafka < 2.1 (see KJ_DEFAULT_ASSIGNOR in worker.c for why) and cooperative-sticky after.
+ * every librdkafka version (see KJ_DEFAULT_ASSIGNOR in worker.c for why); cooperative-sticky is
+ * opt-in, and the KIP-848 protocol uses the broker's assignor (KJ_DEFAULT_REMOTE_ASSIGNOR).
  * Revoked partitions are drained (in-flight batches finish, routed copies are acknowledged)
  * and committed synchronously before they are given up, unless librdkafka says they are lost.
  *

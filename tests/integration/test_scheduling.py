@@ -174,7 +174,7 @@ def test_independent_clients_schedule_with_run_at():
         try:
             w.wait_assigned()
             producer = KafkaProducer(bootstrap_servers=broker.bootstrap, api_version=(2, 5, 0),
-                                     acks="all")
+                                     acks="all", retries=5)
 
             def send(job_id, type_, headers):
                 now = int(time.time() * 1000)
@@ -248,7 +248,7 @@ def test_bad_due_times_are_dead_lettered_with_the_reason():
     }
     with procs.Broker(partitions=1) as broker:
         producer = KafkaProducer(bootstrap_servers=broker.bootstrap, api_version=(2, 5, 0),
-                                 acks="all")
+                                 acks="all", retries=5)
         for job_id, (headers, _, _) in cases.items():
             producer.send("jobs", key=b"k", value=avro_job(job_id, "app.bad", b"x", now),
                           headers=headers).get(timeout=30)
