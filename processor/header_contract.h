@@ -54,7 +54,8 @@
 #define KJ_HDR_NOT_BEFORE "kjobs-not-before"
 /** The last error, UTF-8 text of at most 1 KiB (KJ_ERROR_MAX - 1 bytes). */
 #define KJ_HDR_ERROR "kjobs-error"
-/** retryable, permanent, decode, unknown-type, timeout, invalid-header (kj_outcome_error_class). */
+/** retryable, permanent, decode, unknown-type, timeout, invalid-header, crash-loop
+ * (kj_outcome_error_class); "scheduled" on a delayed job's ladder copy. */
 #define KJ_HDR_ERROR_CLASS "kjobs-error-class"
 /** Where the job was first consumed (main topic); unchanged down the ladder. */
 #define KJ_HDR_ORIGINAL_TOPIC     "kjobs-original-topic"
@@ -62,7 +63,7 @@
 #define KJ_HDR_ORIGINAL_OFFSET    "kjobs-original-offset"
 /** Epoch ms of the failure that made this copy. */
 #define KJ_HDR_FAILED_AT "kjobs-failed-at"
-/** The client id of the worker that made this copy. */
+/** The worker that made this copy: "<client id>@<hostname>". */
 #define KJ_HDR_WORKER "kjobs-worker"
 /** On a dead letter reduced to fit: what was dropped ("headers", "headers,value", ...). */
 #define KJ_HDR_TRUNCATED "kjobs-truncated"

@@ -13,8 +13,8 @@
  *             bumped within heartbeat_max_age_ms; or, with neither, always (the process answers).
  *             No dependency (Kafka) checks: a broker outage must not get the pod restarted.
  *   /readyz   200 or 503 from the `ready` callback, body = its reason ("ready",
- *             "not ready: no assignment", "draining", "circuit breaker open", ...). Without a
- *             callback: 200 "ready".
+ *             "not ready: joining the consumer group", "draining", "circuit breaker open", ...).
+ * Without a callback: 200 "ready".
  *
  * @locality kj_http_start/kj_http_stop: one controlling thread; hooks: listener threads
  */

@@ -43,13 +43,14 @@ typedef enum kj_dlq_reason {
 /** What happens to one failed job. Plain data; copy it freely. */
 typedef struct kj_retry_decision {
     bool to_dlq;
-    int attempt;             /* the attempt that failed, 1 = first run */
-    int step;                /* ladder step 1..retry_delay_count when !to_dlq; 0 when to_dlq */
-    int64_t now_ms;          /* when it was decided: the failure time, epoch ms */
-    int64_t not_before_ms;   /* !to_dlq: earliest run of the next attempt, epoch ms; else 0 */
-    const char *error_class; /* kjobs-error-class ("retryable", "permanent", "decode",
-                                "unknown-type", "timeout", "invalid-header"); static */
-    kj_dlq_reason reason;    /* to_dlq: why; else KJ_DLQ_NONE */
+    int attempt;           /* the attempt that failed, 1 = first run */
+    int step;              /* ladder step 1..retry_delay_count when !to_dlq; 0 when to_dlq */
+    int64_t now_ms;        /* when it was decided: the failure time, epoch ms */
+    int64_t not_before_ms; /* !to_dlq: earliest run of the next attempt, epoch ms; else 0 */
+    const char
+        *error_class;     /* kjobs-error-class ("retryable", "permanent", "decode",
+                             "unknown-type", "timeout", "invalid-header", "crash-loop"); static */
+    kj_dlq_reason reason; /* to_dlq: why; else KJ_DLQ_NONE */
 } kj_retry_decision;
 
 /**
