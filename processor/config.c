@@ -452,15 +452,15 @@ static const kj_setting kj_settings[] = {
      .doc = "How long a tripped breaker stays open before consuming resumes by itself. \"0s\": "
             "it stays open until resumed by hand (or the process restarts)."},
     {ROW("dlq", "crash_loop_limit", "KJOBS_DLQ_CRASH_LOOP_LIMIT"), .type = KT_INT,
-     .off = F(crash_loop_limit), .def = "0", .min = 0, .max = 1000,
+     .off = F(crash_loop_limit), .def = "3", .min = 0, .max = 1000,
      .doc = "Crash-loop guard: a job that was running alone when this many worker processes in a "
             "row died (segfault, abort, OOM kill, kill -9) is dead-lettered with class crash-loop "
             "by the next one instead of run again. After a crash the next owner of a partition "
             "runs the jobs the dead one may have had in flight carefully (small batches, each "
             "named by a synchronous offset commit; one at a time within a batch a crash named), "
-            "so a poison job runs at most this many times plus two; 3 is a good value. 0 (the "
-            "default for now): the guard is off. Not with retry.exactly_once (docs/retries.md, "
-            "\"Crash loops\")."},
+            "so a poison job runs at most this many times plus two. 0: the guard is off (no "
+            "marks, no careful mode). Not with retry.exactly_once (docs/retries.md, \"Crash "
+            "loops\")."},
     /* handlers */
     {ROW("handlers", "plugin", "KJOBS_HANDLERS_PLUGIN"), .type = KT_STRING,
      .off = F(handlers_plugin), .def = "",

@@ -95,11 +95,12 @@ typedef struct kj_part {
     atomic_bool revoking;     /* being revoked: a batch waiting for the registry gives up */
     atomic_bool abandoned;    /* revoked while a batch still ran (revoke_lanes): that batch's
                                * outcomes are dropped; the struct is never freed */
-    /* crash-loop guard (crash_guard.h). guarded/arming/arm_offset/meta_sent: (poll). crash:
-     * set by the poll thread before the first record is pushed, then the lane's batches'.
-     * meta: what the next commit carries, under `lock` (batches write it when probing). */
+    /* crash-loop guard (crash_guard.h). guarded/arm_offset/meta_sent: (poll); arming: written
+     * by the poll thread, read by the lane's batches too (run_batch). crash: set by the poll
+     * thread before the first record is pushed, then the lane's batches'. meta: what the next
+     * commit carries, under `lock` (batches write it when probing). */
     bool guarded;        /* the guard covers it: its "live" mark is (being) written */
-    bool arming;         /* paused until the "live" mark is acknowledged */
+    atomic_bool arming;  /* paused, and no job of it runs, until the "live" mark is acknowledged */
     int64_t arm_offset;  /* the committed offset when assigned (absolute) */
     int64_t arm_sent_at; /* when the "live" mark was last sent (an unanswered one: again) */
     kj_crash_plan crash; /* careful mode and the suspect, from the previous owner's mark */
@@ -543,7 +544,8 @@ static void arm_crash_guard(kj_worker *w, rd_kafka_t *rk, kj_part *p,
     kj_crash_meta mark = kj_crash_meta_parse(found->metadata, found->metadata_size);
     p->crash = kj_crash_plan_for(&mark, committed,
                                  (int64_t)w->cfg->batch_max_pending + w->cfg->batch_max_jobs);
-    p->guarded = p->arming = true;
+    p->guarded = true;
+    p->arming = true;
     p->arm_offset = committed;
     p->meta_sent[0] = '\0';
     kj_crash_meta live = {.kind = KJ_CRASH_META_LIVE};
@@ -592,7 +594,8 @@ static void assign_partitions(kj_worker *w, rd_kafka_t *rk, rd_kafka_topic_parti
         rd_kafka_topic_partition_t *tp = &start->elems[i];
         kj_part *p = part_add(w, tp->topic, tp->partition);
         if (p) {
-            p->guarded = p->arming = false;
+            p->guarded = false;
+            p->arming = false;
             p->crash = (kj_crash_plan){.careful_until = 0, .suspect = -1};
             if (w->crash_guard && known && !atomic_load(&w->draining))
                 arm_crash_guard(w, rk, p, tp);
@@ -1123,6 +1126,14 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
         skip_batch(w, vl, items, count);
         return;
     }
+    /* Crash-loop guard: no job of a partition runs before its "live" mark is on record. A batch
+     * due before that waits parked, holding no worker; crash_guard_armed wakes the lanes (a
+     * wake racing this requeue makes it due at once: kj_engine_lane_wake). */
+    if (atomic_load(&part->arming)) {
+        if (kj_engine_lane_requeue(lane, items, count, KJ_ENGINE_PARKED) != 0)
+            skip_batch(w, vl, items, count); /* no memory: rewind instead */
+        return;
+    }
     /* Crash-loop guard: after a crash, the jobs the dead owner may have had in flight run one
      * at a time, each probe on record first; a job that was run alone by dlq.crash_loop_limit
      * owners in a row that all died is dead-lettered, not run (crash_guard.h). */
@@ -1503,8 +1514,13 @@ static void handle_message(kj_worker *w, rd_kafka_message_t *msg) {
             not_before = kj_control_hold_until(nb, rd_kafka_message_timestamp(msg, NULL), now,
                                                p->step_delay_ms);
     }
-    if (p->arming) /* fetched before the pause took: held until the crash guard is armed */
-        not_before = KJ_ENGINE_PARKED;
+    /* An arming partition's records (fetched before the pause took, or while a stall or
+     * breaker rewind had resumed it) are pushed on their own schedule, not parked here: an item
+     * pushed with KJ_ENGINE_PARKED is never woken (kj_engine_lane_wake wakes requeued items
+     * only), so it stayed at the lane's head for good once armed, and the partition with it
+     * (seen on real Kafka: a worker frozen past its session, resumed, lost the jobs of the
+     * partitions it got back). run_batch requeues a batch that comes due while arming. */
+    if (p->arming && !p->paused) pause_part(w, p, true);
     if (p->one_lane && !p->to_keys && msg->offset >= p->careful_end) {
         /* careful mode's range is all on lane 0: key lanes once it ran (tick); pausing lets
          * lane 0 drain even under a steady stream */
@@ -1532,7 +1548,8 @@ static void handle_message(kj_worker *w, rd_kafka_message_t *msg) {
  *  - refresh consumer-lag gauges (every KJ_LAG_INTERVAL_MS),
  *  - log a progress line (every KJ_PROGRESS_INTERVAL_MS). */
 /* Held partitions whose batches were skipped (breaker, stall) restart at their first
- * uncompleted offset: seek there, forget the skipped tail, resume. All partitions resume.
+ * uncompleted offset: seek there, forget the skipped tail, resume. All partitions resume but
+ * arming ones (crash guard), which the tick resumes once armed.
  * @locality poll thread, with no batch in flight and nothing pending in the lanes */
 /* What the lanes still hold is not run either (breaker, stall): dropped at once and re-fetched
  * by the rewind, rather than dispatched only to be skipped — records not due for a while (a
@@ -1571,7 +1588,8 @@ static void rewind_and_resume_all(kj_worker *w) {
                 rd_kafka_topic_partition_list_destroy(l);
             }
         }
-        resume_part(w, p);
+        /* an arming partition stays paused: the tick resumes it once armed */
+        if (!p->arming) resume_part(w, p);
     }
 }
 

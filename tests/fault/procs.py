@@ -14,6 +14,7 @@ import collections
 import datetime
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -161,6 +162,10 @@ class Worker:
             self.proc.wait()
         self._reader.close()
         self.log_file.close()
+        keep = os.environ.get("KJOBS_TEST_KEEP_LOGS")  # a directory: worker logs are kept there
+        if keep:
+            os.makedirs(keep, exist_ok=True)
+            shutil.copy(self.log_file.name, os.path.join(keep, f"{self.name}.log"))
         os.unlink(self.log_file.name)
 
 

@@ -25,6 +25,7 @@ import collections
 import json
 import os
 import random
+import signal
 import sys
 import threading
 import time
@@ -497,7 +498,42 @@ def test_repeated_kill9_under_load(sc, broker):
     sc.report_and_check()
 
 
+@scenario
+def test_crash_guard_arming_through_a_breaker_rewind(sc, broker):
+    # The crash guard holds a newly assigned partition ("arming") until the commit of its
+    # "live" mark is acknowledged. A breaker close (as a stall-hold release) rewinds and resumes
+    # the partitions; it used to resume arming ones too, and the records fetched then were
+    # parked in the engine, where the end of arming never woke them: the partition stopped for
+    # good (on real Kafka: test_real_faults' frozen worker lost ~3000 jobs). Here commits fail
+    # while w1's breaker is open and w2 joins, so w1 re-arms its share with the marks
+    # unanswered, and its breaker closes (SIGUSR1) before they are answered; then commits
+    # succeed again. Expectation: every job runs, nothing is lost.
+    env = {"KJOBS_DLQ_CRASH_LOOP_LIMIT": "3", "KJOBS_DLQ_BREAKER_CONSECUTIVE": "3"}
+    w1 = sc.start_worker(env=env)
+    w1.wait_count("crash guard armed", 8, 30)  # 4 main and 4 ladder partitions
+    procs.enqueue(broker.bootstrap, "kjobs.fail-permanent", count=3)  # trips w1's breaker
+    w1.wait_count("circuit breaker OPEN: consumption stopped", 1, 30)
+    sc.enqueue("kjobs.noop", 400)
+    broker.cmd("errors OffsetCommit 10000 REQUEST_TIMED_OUT")
+    assigned = len(w1.msgs("partition assigned"))
+    w2 = sc.start_worker(env=env)
+    w2.wait_assigned(30)
+    w1.wait_count("partition assigned", assigned + 1, 30, "w1's share after w2 joined")
+    armed = len(w1.msgs("crash guard armed"))
+    w1.proc.send_signal(signal.SIGUSR1)
+    w1.wait_count("circuit breaker closed: consumption resumed", 1, 30)
+    failed = len(w1.msgs("async commit failed"))
+    w1.wait_count("async commit failed", failed + 3, 30, "commits failing after the close")
+    assert len(w1.msgs("crash guard armed")) == armed, "a mark was acknowledged too early"
+    broker.cmd("clear OffsetCommit")
+    sc.wait_all_handled(60)
+    sc.stop_all()
+    stats = sc.report_and_check()
+    print(f"  [{sc.name}] {stats['enqueued']} jobs, lost {stats['lost']}", flush=True)
+
+
 if __name__ == "__main__":
     harness.main([test_broker_down_up_mid_stream, test_produce_errors_while_jobs_fail,
                   test_offset_commit_errors, test_fetch_errors, test_rtt_spikes,
-                  test_repeated_kill9_under_load])
+                  test_repeated_kill9_under_load,
+                  test_crash_guard_arming_through_a_breaker_rewind])
