@@ -40,14 +40,6 @@ TOOLCHAIN = {
     "stdout": "glibc stdio object, copy-relocated into the executable",
     "stderr": "glibc stdio object, copy-relocated into the executable",
     "stdin": "glibc stdio object, copy-relocated into the executable",
-    "environ": "glibc data, copy-relocated when referenced",
-    "__environ": "glibc data, copy-relocated when referenced",
-    "optarg": "glibc getopt data, copy-relocated when referenced",
-    "optind": "glibc getopt data, copy-relocated when referenced",
-    "opterr": "glibc getopt data, copy-relocated when referenced",
-    "optopt": "glibc getopt data, copy-relocated when referenced",
-    "program_invocation_name": "glibc data, copy-relocated when referenced",
-    "program_invocation_short_name": "glibc data, copy-relocated when referenced",
 }
 # Sanitizer builds (KJOBS_SANITIZE): the ASan/UBSan runtimes are linked statically into the
 # executable with -fsanitize and export their interceptors and hooks (malloc, __asan_*, ...) on
