@@ -32,6 +32,19 @@ extern "C" {
 
 #define KJOBS_ABI_VERSION 1
 
+/*
+ * KJOBS_API marks the functions the `kjobs` executable exports for plugins to resolve at load
+ * time. kjobs itself is compiled with hidden default visibility (C_VISIBILITY_PRESET hidden), so
+ * these declarations are its whole dynamic ABI; ctest lint.exported_symbols checks that the
+ * executable exports exactly them. In a plugin the attribute on these (undefined) declarations
+ * is harmless.
+ */
+#if defined(__GNUC__) || defined(__clang__)
+#define KJOBS_API __attribute__((visibility("default")))
+#else
+#define KJOBS_API
+#endif
+
 /** A decoded job plus where it came from. Opaque; read it through the accessors below. */
 typedef struct kjobs_job kjobs_job_t;
 
@@ -44,17 +57,17 @@ typedef struct kjobs_registry kjobs_registry_t;
 /* --- Job accessors (pointers valid during the handler call only) ----------------------- */
 
 /** Producer-chosen unique id (NUL-terminated UTF-8). */
-const char *kjobs_job_id(const kjobs_job_t *job);
+KJOBS_API const char *kjobs_job_id(const kjobs_job_t *job);
 /** Job type (NUL-terminated), the key that selected this handler. */
-const char *kjobs_job_type(const kjobs_job_t *job);
+KJOBS_API const char *kjobs_job_type(const kjobs_job_t *job);
 /** Opaque payload bytes; `*lenp` receives the length. Never NULL (may be empty). */
-const void *kjobs_job_payload(const kjobs_job_t *job, size_t *lenp);
+KJOBS_API const void *kjobs_job_payload(const kjobs_job_t *job, size_t *lenp);
 /** Kafka message key, or NULL when the job has none; `*lenp` receives the length. */
-const void *kjobs_job_key(const kjobs_job_t *job, size_t *lenp);
+KJOBS_API const void *kjobs_job_key(const kjobs_job_t *job, size_t *lenp);
 /** Producer's creation time, epoch milliseconds. */
-int64_t kjobs_job_created_at(const kjobs_job_t *job);
+KJOBS_API int64_t kjobs_job_created_at(const kjobs_job_t *job);
 /** Value of meta entry `name` (e.g. "traceparent"), or NULL when absent. */
-const char *kjobs_job_meta(const kjobs_job_t *job, const char *name);
+KJOBS_API const char *kjobs_job_meta(const kjobs_job_t *job, const char *name);
 /**
  * W3C trace context of the job (https://www.w3.org/TR/trace-context-1/): the `traceparent`
  * record header (name in any case), else the meta entry "traceparent"; NULL when the job has
@@ -64,7 +77,7 @@ const char *kjobs_job_meta(const kjobs_job_t *job, const char *name);
  * valid during the handler call only. Ladder retries carry the original headers, so every
  * attempt sees the same value.
  */
-const char *kjobs_job_traceparent(const kjobs_job_t *job);
+KJOBS_API const char *kjobs_job_traceparent(const kjobs_job_t *job);
 /**
  * The `tracestate` that goes with kjobs_job_traceparent(), from the same carrier (several
  * headers are joined with ","), validated; NULL when there is no valid traceparent, no
@@ -72,19 +85,19 @@ const char *kjobs_job_traceparent(const kjobs_job_t *job);
  * W3C Trace Context §3.3.1.5 says). NUL-terminated; owned by kjobs, valid during the handler
  * call only.
  */
-const char *kjobs_job_tracestate(const kjobs_job_t *job);
+KJOBS_API const char *kjobs_job_tracestate(const kjobs_job_t *job);
 /** Attempt number of this run: 1 for the first run, 2 for the first retry, ... */
-int kjobs_job_attempt(const kjobs_job_t *job);
+KJOBS_API int kjobs_job_attempt(const kjobs_job_t *job);
 /** Topic, partition and offset of the record being handled (a ladder topic on retries). */
-const char *kjobs_job_topic(const kjobs_job_t *job);
-int32_t kjobs_job_partition(const kjobs_job_t *job);
-int64_t kjobs_job_offset(const kjobs_job_t *job);
+KJOBS_API const char *kjobs_job_topic(const kjobs_job_t *job);
+KJOBS_API int32_t kjobs_job_partition(const kjobs_job_t *job);
+KJOBS_API int64_t kjobs_job_offset(const kjobs_job_t *job);
 /**
  * When this job's time limit runs out (handlers.timeout, handlers.timeouts), epoch
  * milliseconds; 0 when its type has no limit. The jobs of one per-batch call share one
  * deadline (the call's start + the limit times its number of jobs).
  */
-int64_t kjobs_job_deadline(const kjobs_job_t *job);
+KJOBS_API int64_t kjobs_job_deadline(const kjobs_job_t *job);
 /**
  * Nonzero once the job's time limit has passed (measured on the monotonic clock from the
  * handler call's start): a long handler should check it between steps and return. Its jobs
@@ -93,12 +106,12 @@ int64_t kjobs_job_deadline(const kjobs_job_t *job);
  * Cheap (one clock read), callable from any thread while the handler call lasts. Always 0
  * for a type without a limit.
  */
-int kjobs_job_cancelled(const kjobs_job_t *job);
+KJOBS_API int kjobs_job_cancelled(const kjobs_job_t *job);
 
 /* --- Outcomes ------------------------------------------------------------------------- */
 
 /** Mark the job as succeeded (the default when no kjobs_result_*() call is made). */
-void kjobs_result_ok(kjobs_result_t *result);
+KJOBS_API void kjobs_result_ok(kjobs_result_t *result);
 /**
  * Ask for another attempt. `delay_ms` < 0 uses the retry ladder's delay for the next step;
  * >= 0 asks for at least that delay (capped at 30 days): the job goes to the ladder step with
@@ -106,10 +119,10 @@ void kjobs_result_ok(kjobs_result_t *result);
  * counts towards retry.max_attempts (docs/retries.md). `fmt` may be NULL.
  * The error text is kept (truncated to 1 KiB) in the `kjobs-error` header.
  */
-void kjobs_result_retry(kjobs_result_t *result, int64_t delay_ms, const char *fmt, ...)
+KJOBS_API void kjobs_result_retry(kjobs_result_t *result, int64_t delay_ms, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /** Permanent failure: the job goes straight to the dead-letter topic. */
-void kjobs_result_fail(kjobs_result_t *result, const char *fmt, ...)
+KJOBS_API void kjobs_result_fail(kjobs_result_t *result, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 /* --- Handlers ------------------------------------------------------------------------- */
@@ -128,12 +141,12 @@ typedef void(kjobs_batch_handler_fn)(const kjobs_job_t *const *jobs, kjobs_resul
  * Register a handler for `type`. A type has at most one handler: registering a type twice
  * fails. Returns 0 on success, -1 on error (message in errstr). `type` is copied.
  */
-int kjobs_register_job_handler(kjobs_registry_t *registry, const char *type,
-                               kjobs_job_handler_fn *handler, void *opaque, char *errstr,
-                               size_t errstr_size);
-int kjobs_register_batch_handler(kjobs_registry_t *registry, const char *type,
-                                 kjobs_batch_handler_fn *handler, void *opaque, char *errstr,
-                                 size_t errstr_size);
+KJOBS_API int kjobs_register_job_handler(kjobs_registry_t *registry, const char *type,
+                                         kjobs_job_handler_fn *handler, void *opaque, char *errstr,
+                                         size_t errstr_size);
+KJOBS_API int kjobs_register_batch_handler(kjobs_registry_t *registry, const char *type,
+                                           kjobs_batch_handler_fn *handler, void *opaque,
+                                           char *errstr, size_t errstr_size);
 
 /* --- Plugins -------------------------------------------------------------------------- */
 
