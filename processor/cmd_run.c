@@ -72,6 +72,14 @@ static int run_prepare(const kj_config *cfg, kj_handler_registry **handlers_out,
         if (snprintf(err, errsz, "%s: %s", place, rest) < 0) err[0] = '\0';
         goto fail;
     }
+    /* time limits name registered handlers: checked here, so --check-config catches a typo */
+    if (kj_handlers_set_timeouts(handlers, cfg->handlers_timeout_ms, cfg->handlers_timeouts,
+                                 cfg->handlers_timeout_count, why, sizeof(why)) != 0) {
+        char place[400];
+        kj_config_place(cfg, "handlers.timeouts", place, sizeof(place));
+        if (snprintf(err, errsz, "%s: %s", place, why) < 0) err[0] = '\0';
+        goto fail;
+    }
     if (cfg->handlers_exec_count > 0) { /* handlers.exec: fallback for unclaimed types */
         if (!(exec_handler = kj_exec_handler_new(cfg, err, errsz))) goto fail;
         kj_exec_handler_register(exec_handler, handlers);

@@ -623,12 +623,19 @@ static int check_exec_type(const char *v, char *why, size_t size) {
 static int check_type_timeout(const char *v, char *why, size_t size) {
     int64_t ms;
     if (kj_type_timeout_parse(v, NULL, &ms) == 0) return 0;
-    snprintf(why, size, "expected \"type=duration\" (e.g. \"resize_image=10m\"), got \"%s\"", v);
+    const char *eq = strchr(v, '=');
+    if (eq && eq != v && kj_duration_parse(eq + 1, &ms) == 0)
+        snprintf(why, size, "\"%s\": the limit must be from 0s to 7d", v);
+    else
+        snprintf(why, size,
+                 "expected \"type=duration\" (e.g. \"resize_image=10m\"; durations like 250ms, "
+                 "10s, 1m30s, 2h), got \"%s\"",
+                 v);
     return -1;
 }
 
 int kj_type_timeout_parse(const char *text, size_t *type_len, int64_t *ms_out) {
-    const char *eq = strrchr(text, '=');
+    const char *eq = strchr(text, '=');
     if (!eq || eq == text || kj_duration_parse(eq + 1, ms_out) != 0 || *ms_out < 0 ||
         *ms_out > 7 * DAY_MS)
         return -1;

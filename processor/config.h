@@ -170,8 +170,8 @@ void kj_config_free(kj_config *cfg);
  */
 int kj_duration_parse(const char *text, int64_t *ms_out);
 /**
- * Parses one handlers.timeouts entry, "type=duration" (the type may hold '=': the last one
- * splits). On success returns 0, the type's length in `*type_len` (if not NULL) and the limit
+ * Parses one handlers.timeouts entry, "type=duration" (the first '=' splits, so a type cannot
+ * hold one). On success returns 0, the type's length in `*type_len` (if not NULL) and the limit
  * in ms (0..7 days; 0 = none) in `*ms_out`; -1 when malformed.
  */
 int kj_type_timeout_parse(const char *text, size_t *type_len, int64_t *ms_out);

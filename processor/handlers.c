@@ -200,7 +200,7 @@ static int registry_add(kj_handler_registry *reg, const char *type, kjobs_job_ha
             return -1;
         }
     }
-    reg->slots[i] = (kj_handler){strdup(type), job_fn, batch_fn, opaque, 0};
+    reg->slots[i] = (kj_handler){strdup(type), job_fn, batch_fn, opaque, 0, "handlers.timeout"};
     reg->count++;
     return 0;
 }
@@ -231,12 +231,15 @@ const kj_handler *kj_handlers_lookup(const kj_handler_registry *reg, const char 
 int kj_handlers_set_timeouts(kj_handler_registry *reg, int64_t default_ms, char *const *entries,
                              size_t entry_count, char *errstr, size_t errstr_size) {
     for (size_t i = 0; i < KJ_REGISTRY_SLOTS; i++)
-        if (reg->slots[i].type) reg->slots[i].timeout_ms = default_ms;
+        if (reg->slots[i].type) {
+            reg->slots[i].timeout_ms = default_ms;
+            reg->slots[i].timeout_setting = "handlers.timeout";
+        }
     for (size_t e = 0; e < entry_count; e++) {
         size_t len;
         int64_t ms;
         if (kj_type_timeout_parse(entries[e], &len, &ms) != 0) {
-            snprintf(errstr, errstr_size, "handlers.timeouts: malformed entry \"%s\"", entries[e]);
+            snprintf(errstr, errstr_size, "malformed entry \"%s\"", entries[e]);
             return -1;
         }
         kj_handler *h = NULL;
@@ -246,19 +249,24 @@ int kj_handlers_set_timeouts(kj_handler_registry *reg, int64_t default_ms, char 
                 h = &reg->slots[i];
         if (!h) {
             snprintf(errstr, errstr_size,
-                     "handlers.timeouts: no built-in or plugin handler claims job type \"%.*s\" "
+                     "no built-in or plugin handler claims job type \"%.*s\" "
                      "(the exec handler's limit is handlers.exec_timeout)",
                      (int)len, entries[e]);
             return -1;
         }
+        if (strcmp(h->timeout_setting, "handlers.timeouts") == 0) {
+            snprintf(errstr, errstr_size, "job type \"%.*s\" is named twice", (int)len, entries[e]);
+            return -1;
+        }
         h->timeout_ms = ms;
+        h->timeout_setting = "handlers.timeouts";
     }
     return 0;
 }
 
 void kj_handlers_set_fallback(kj_handler_registry *reg, kjobs_batch_handler_fn *fn, void *opaque,
                               char *const *types, size_t type_count) {
-    reg->fallback = (kj_handler){NULL, NULL, fn, opaque, 0};
+    reg->fallback = (kj_handler){NULL, NULL, fn, opaque, 0, "handlers.exec_timeout"};
     reg->fallback_types = type_count ? calloc(type_count, sizeof(char *)) : NULL;
     for (size_t i = 0; i < type_count; i++)
         reg->fallback_types[i] = strdup(types[i]);

@@ -55,6 +55,7 @@ typedef struct kj_handler {
     kjobs_batch_handler_fn *batch_fn;
     void *opaque;
     int64_t timeout_ms; /* time limit per job, 0 none (handlers.timeout[s]; not the exec one) */
+    const char *timeout_setting; /* "handlers.timeout" or "handlers.timeouts": where it came from */
 } kj_handler;
 
 typedef struct kjobs_registry kj_handler_registry;
@@ -69,8 +70,9 @@ void kj_handlers_set_fallback(kj_handler_registry *reg, kjobs_batch_handler_fn *
 /**
  * Gives every registered (in-process) handler its time limit: `default_ms` (0 = none), or the
  * limit of its entry in `entries` ("type=duration", handlers.timeouts; already validated). An
- * entry for a type no registered handler claims is an error (message in errstr, -1): the exec
- * handler has its own limit, and a typo must not pass silently. Call after plugins loaded.
+ * entry for a type no registered handler claims, or a type named twice, is an error (message in
+ * errstr, -1): the exec handler has its own limit, and a typo must not pass silently. Call after
+ * plugins loaded, before workers start (run and run --check-config both do: cmd_run.c).
  */
 int kj_handlers_set_timeouts(kj_handler_registry *reg, int64_t default_ms, char *const *entries,
                              size_t entry_count, char *errstr, size_t errstr_size);

@@ -1093,20 +1093,22 @@ static void limit_enter(kj_worker *w, kj_deadline_call *call, int64_t limit_ms,
 
 /* The call returned: past its deadline, each of its jobs fails with class timeout, whatever the
  * handler reported (its own text kept after ours). @locality worker thread */
-static void limit_leave(kj_worker *w, kj_deadline_call *call, kjobs_result_t *const *results,
-                        double start) {
+static void limit_leave(kj_worker *w, kj_deadline_call *call, const kj_handler *h,
+                        kjobs_result_t *const *results, double start) {
     kj_deadline_watch_leave(w->deadlines, call);
     if (kj_mono_ms() < call->deadline_mono_ms) return;
     long long ran = (long long)((kj_mono_seconds() - start) * 1000);
+    char per[64] = "";
+    if (call->count > 1)
+        snprintf(per, sizeof(per), ": %lld ms per job x %zu jobs", (long long)h->timeout_ms,
+                 call->count);
     for (size_t k = 0; k < call->count; k++) {
         kjobs_result_t *r = results[k];
         char said[KJ_ERROR_MAX];
         snprintf(said, sizeof(said), "%s", r->error);
         kj_result_set(r, KJ_OUTCOME_TIMEOUT,
-                      "handler ran %lld ms, over its time limit of %lld ms "
-                      "(handlers.timeout%s)%s%s",
-                      ran, (long long)call->limit_ms,
-                      call->count > 1 ? ", per job of the call" : "",
+                      "handler ran %lld ms, over its time limit of %lld ms (%s%s)%s%s", ran,
+                      (long long)call->limit_ms, h->timeout_setting, per,
                       said[0] ? "; the handler said: " : "", said);
     }
 }
@@ -1274,7 +1276,7 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
         else
             h->batch_fn((const kjobs_job_t *const *)scratch->jobs, scratch->results, j - i,
                         h->opaque);
-        if (limit.limit_ms > 0) limit_leave(w, &limit, scratch->results, start);
+        if (limit.limit_ms > 0) limit_leave(w, &limit, h, scratch->results, start);
         double per_job = (kj_mono_seconds() - start) / (double)(j - i);
         kj_metric_handle *duration = kj_metrics_duration_handle(slots[i].job.record.type);
         for (size_t k = i; k < j; k++) {
@@ -2325,9 +2327,6 @@ kj_worker *kj_worker_new(const kj_config *cfg, kj_handler_registry *handlers, ch
     if (!w->router) goto fail;
 
     w->crash_guard = cfg->crash_loop_limit > 0 && !cfg->retry_exactly_once;
-    if (kj_handlers_set_timeouts(handlers, cfg->handlers_timeout_ms, cfg->handlers_timeouts,
-                                 cfg->handlers_timeout_count, errstr, errstr_size) != 0)
-        goto fail;
     if (cfg->handlers_timeout_ms > 0 || cfg->handlers_timeout_count > 0) {
         if (!(w->deadlines = kj_deadline_watch_start(cfg->handlers_timeout_grace_ms))) {
             snprintf(errstr, errstr_size, "handlers.timeout: cannot start its watchdog thread");

@@ -232,14 +232,24 @@ def test_rebalance_during_a_long_job_keeps_both_members():
 
 
 def test_timeout_for_an_unclaimed_type_is_an_error():
+    """A type no in-process handler claims, or one named twice, is a configuration error naming
+    the setting's source: from `run --check-config` (exit 2, before any Kafka) and from `run`."""
+    cases = {"kjobs.slep=1s": 'no built-in or plugin handler claims job type "kjobs.slep"',
+             "kjobs.sleep=1s,kjobs.sleep=2s": 'job type "kjobs.sleep" is named twice',
+             "kjobs.sleep=2s;kjobs.noop=1s": "expected \"type=duration\""}
+    for value, want in cases.items():
+        p = harness.run(harness.kjobs_cmd("run", "--check-config"),
+                        env={"KJOBS_HANDLERS_TIMEOUTS": value}, check=False)
+        assert p.returncode == 2, (value, p.returncode, p.stdout, p.stderr)
+        assert want in p.stderr and "KJOBS_HANDLERS_TIMEOUTS" in p.stderr, (value, p.stderr)
     with procs.Broker(partitions=1) as broker:
         w = Worker(broker.bootstrap, name="typo", env={"KJOBS_HANDLERS_TIMEOUTS": "kjobs.slep=1s"})
         try:
             w.proc.wait(timeout=60)
             w.poll_lines()
-            assert w.proc.returncode != 0, w.tail()
-            assert any("handlers.timeouts: no built-in or plugin handler claims job type "
-                       "\"kjobs.slep\"" in l.get("error", "") for l in w.lines), w.tail()
+            assert w.proc.returncode == 2, w.tail()
+            assert any('no built-in or plugin handler claims job type "kjobs.slep"'
+                       in l.get("msg", "") for l in w.lines), w.tail()
         finally:
             w.close()
 
