@@ -66,6 +66,8 @@ struct kj_lane {
     bool abandoned;                 /* BUSY, given up: its worker frees it after the batch */
     kj_discard_fn *abandon_discard; /* abandoned: for what the last batch requeued */
     void *abandon_opaque;
+    kj_released_fn *released; /* abandoned: told when the last batch returned */
+    void *released_opaque;
     bool wake_pending;      /* BUSY: woken before its callback requeued parked items */
     int64_t wake_ms;        /* TIMED: when it becomes eligible */
     size_t heap_idx;        /* TIMED: index in e->heap */
@@ -346,6 +348,7 @@ static void *worker_main(void *arg) {
                     /* kj_engine_lane_abandon: ours to free, before the batch counts as done
                      * (so kj_engine_wait_idle returning means the lane is gone) */
                     pthread_mutex_unlock(&e->lock);
+                    if (l->released) l->released(l, l->released_opaque);
                     lane_free(l, l->abandon_discard, l->abandon_opaque);
                     pthread_mutex_lock(&e->lock);
                     e->batches_in_flight--;
@@ -710,19 +713,22 @@ void kj_engine_lanes_remove(kj_lane *const *lanes, size_t n, kj_discard_fn *disc
         kj_engine_lane_remove_wait(lanes[i], discard, opaque, -1);
 }
 
-void kj_engine_lane_abandon(kj_lane *l, kj_discard_fn *discard, void *opaque) {
+bool kj_engine_lane_abandon(kj_lane *l, kj_discard_fn *discard, void *opaque,
+                            kj_released_fn *released, void *released_opaque) {
     kj_engine *e = l->e;
     pthread_mutex_lock(&e->lock);
     lane_stop(e, l);
     if (l->state != KJ_LANE_BUSY) {
         pthread_mutex_unlock(&e->lock);
         kj_engine_lane_remove(l, discard, opaque);
-        return;
+        return false;
     }
     lane_unlink(e, l);
     l->abandoned = true;
     l->abandon_discard = discard;
     l->abandon_opaque = opaque;
+    l->released = released;
+    l->released_opaque = released_opaque;
     /* what is queued now goes at once; the batch's worker frees the rest with the lane */
     size_t n = l->count;
     void **items = n ? malloc(n * sizeof(*items)) : NULL;
@@ -736,6 +742,7 @@ void kj_engine_lane_abandon(kj_lane *l, kj_discard_fn *discard, void *opaque) {
     for (size_t i = 0; items && discard && i < n; i++)
         discard(items[i], opaque);
     free(items);
+    return true;
 }
 
 bool kj_engine_lane_idle(kj_lane *l) {

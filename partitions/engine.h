@@ -207,17 +207,24 @@ void kj_engine_lane_remove(kj_lane *lane, kj_discard_fn *discard, void *opaque);
 int kj_engine_lane_remove_wait(kj_lane *lane, kj_discard_fn *discard, void *opaque,
                                int64_t wait_ms);
 
+/** Told that an abandoned lane's last batch returned (kj_engine_lane_abandon). */
+typedef void(kj_released_fn)(kj_lane *lane, void *released_opaque);
+
 /**
  * Gives up a lane without waiting for its in-flight batch: the lane leaves the engine
  * (never dispatched again, not counted), its undispatched items go to @p discard now
  * (in push order, on this thread), and the worker thread running its batch frees it
- * when the callback returns, handing anything the callback requeued to @p discard
- * (on that thread). The callback still running keeps using its lane_opaque: the caller
- * must keep that alive until the callback returned. With no batch in flight it is
- * kj_engine_lane_remove(). @p lane is invalid for the caller afterwards.
+ * when the callback returns: it hands anything the callback requeued to @p discard, calls
+ * @p released (if not NULL) while the lane's memory is still allocated (so its address is
+ * not yet reusable), then frees it — all on that thread, before the batch counts as done for
+ * kj_engine_wait_idle(). The callback still running keeps using its lane_opaque: the caller
+ * must keep that alive until @p released was called. Returns true in that case; false when
+ * no batch was in flight: the lane was removed at once (kj_engine_lane_remove()) and
+ * @p released is never called. @p lane is invalid for the caller afterwards.
  * @locality the producer (poll) thread, as kj_engine_lane_remove
  */
-void kj_engine_lane_abandon(kj_lane *lane, kj_discard_fn *discard, void *opaque);
+bool kj_engine_lane_abandon(kj_lane *lane, kj_discard_fn *discard, void *opaque,
+                            kj_released_fn *released, void *released_opaque);
 
 /** Stops dispatching @p lane: the first step of kj_engine_lane_remove(), taken for several
  * lanes before any is waited for. Idempotent. @locality the producer (poll) thread */

@@ -88,13 +88,18 @@ typedef struct kj_part {
     int64_t careful_end;   /* (poll) careful mode's end as planned on assignment; 0 none */
     pthread_mutex_t lock;
     kj_offset_tracker *tracker;
-    int64_t committed;        /* (poll) last committed offset, -1 none */
-    bool paused;              /* (poll) we paused it */
-    bool paused_for_delay;    /* (poll) ... because the ladder head is not due */
-    atomic_bool needs_rewind; /* batches were skipped while the breaker was open */
-    atomic_bool revoking;     /* being revoked: a batch waiting for the registry gives up */
-    atomic_bool abandoned;    /* revoked while a batch still ran (revoke_lanes): that batch's
-                               * outcomes are dropped; the struct is never freed */
+    int64_t committed;            /* (poll) last committed offset, -1 none */
+    bool paused;                  /* (poll) we paused it */
+    bool paused_for_delay;        /* (poll) ... because the ladder head is not due */
+    atomic_bool needs_rewind;     /* batches were skipped while the breaker was open */
+    atomic_bool revoking;         /* being revoked: a batch waiting for the registry gives up */
+    atomic_bool abandoned;        /* revoked while a batch still ran (revoke_lanes): that batch's
+                                   * outcomes are dropped */
+    atomic_int abandoned_batches; /* abandoned lanes whose batch has not returned yet */
+    kj_vlane *old_lanes;          /* (poll) the lanes array while such a batch runs on it */
+    struct kj_part *held_by; /* (poll) a retired part of the same partition still running here */
+    atomic_bool held;        /* its jobs wait (parked, paused) until held_by's batches return */
+    struct kj_part *retired_next; /* (poll) w->retired list */
     /* crash-loop guard (crash_guard.h). guarded/arm_offset/meta_sent: (poll); arming: written
      * by the poll thread, read by the lane's batches too (run_batch). crash: set by the poll
      * thread before the first record is pushed, then the lane's batches'. meta: what the next
@@ -137,6 +142,7 @@ struct kj_worker {
     kj_topic_slot *topics;
     size_t topic_count;
     kj_part *parts;
+    kj_part *retired; /* (poll) removed parts still referenced (abandoned batch, routed copy) */
     char worker_id[256];
     atomic_bool joined, draining;
     atomic_int assigned;
@@ -317,6 +323,20 @@ static kj_vlane *lane_for(kj_part *p, const rd_kafka_message_t *msg) {
     return &p->lanes[h % (uint64_t)p->nlanes];
 }
 
+/* Jobs of @p p must not run yet: its crash-guard mark is not on record (arming), or a batch
+ * of its previous assignment still runs here (held). */
+static bool part_held(kj_part *p) {
+    return atomic_load(&p->arming) || atomic_load(&p->held);
+}
+
+static void part_free(kj_part *p) {
+    free(p->lanes);
+    free(p->old_lanes);
+    kj_offset_tracker_free(p->tracker);
+    pthread_mutex_destroy(&p->lock);
+    free(p);
+}
+
 /* Remove a partition after its lane is drained of in-flight work. @locality poll thread */
 static void part_remove(kj_worker *w, kj_part *p, bool free_memory) {
     kj_topic_slot *slot = topic_slot_of(w, NULL, p->topic);
@@ -329,11 +349,41 @@ static void part_remove(kj_worker *w, kj_part *p, bool free_memory) {
     }
     atomic_fetch_sub(&w->assigned, 1);
     kj_metrics_lag_remove(p->topic, p->partition);
-    if (!free_memory) return; /* a routed copy may still complete into it: keep it alive */
-    free(p->lanes);
-    kj_offset_tracker_free(p->tracker);
-    pthread_mutex_destroy(&p->lock);
-    free(p);
+    if (free_memory) {
+        part_free(p);
+        return;
+    }
+    /* an abandoned batch still runs on it, or a routed copy may still complete into it:
+     * retired, freed by the tick once neither is left (retired_tick) */
+    p->retired_next = w->retired;
+    w->retired = p;
+}
+
+/* Releases what retired parts still hold: a partition assigned again while its given-up batch
+ * ran here waits for that batch (held), and a retired part nothing references any more is
+ * freed. @locality poll thread */
+static void retired_tick(kj_worker *w) {
+    for (kj_part *p = w->parts; p; p = p->next) {
+        if (!p->held_by || atomic_load(&p->held_by->abandoned_batches) > 0) continue;
+        p->held_by = NULL;
+        atomic_store(&p->held, false);
+        for (int i = 0; p->lanes && i < p->nlanes; i++)
+            kj_engine_lane_wake(p->lanes[i].lane);
+        kj_log(KJ_LOG_INFO,
+               "partition released: the given-up batch of its previous assignment "
+               "here returned",
+               "{s:s,s:i}", "topic", p->topic, "partition", p->partition);
+    }
+    if (!w->retired || kj_router_outstanding(w->router) > 0) return;
+    for (kj_part **link = &w->retired; *link;) {
+        kj_part *r = *link;
+        if (atomic_load(&r->abandoned_batches) > 0 || r->lanes) { /* lanes: shutdown timed out */
+            link = &r->retired_next;
+            continue;
+        }
+        *link = r->retired_next;
+        part_free(r);
+    }
 }
 
 /* Router callback: a copy of (p, offset) was acknowledged. @locality poll thread */
@@ -589,10 +639,24 @@ static void assign_partitions(kj_worker *w, rd_kafka_t *rk, rd_kafka_topic_parti
             kj_log(KJ_LOG_WARN, "committed offsets not read in time; librdkafka will", "{s:s}",
                    "error", rd_kafka_err2str(err));
     }
-    bool arming = false;
+    bool arming = false, held = false;
     for (int i = 0; i < start->cnt; i++) {
         rd_kafka_topic_partition_t *tp = &start->elems[i];
         kj_part *p = part_add(w, tp->topic, tp->partition);
+        /* Given up here while a batch of it still runs (revoke_lanes), and back: its jobs wait
+         * for that batch to return, so one process never runs two batches of a partition at
+         * once (the given-up batch's outcomes were dropped: its jobs run again after it). */
+        for (kj_part *r = w->retired; p && r; r = r->retired_next)
+            if (r->partition == p->partition && strcmp(r->topic, p->topic) == 0 &&
+                atomic_load(&r->abandoned_batches) > 0) {
+                p->held_by = r;
+                atomic_store(&p->held, true);
+                held = true;
+                kj_log(KJ_LOG_WARN,
+                       "partition assigned while its given-up batch still runs here: held until "
+                       "that batch returns",
+                       "{s:s,s:i}", "topic", p->topic, "partition", p->partition);
+            }
         if (p) {
             p->guarded = false;
             p->arming = false;
@@ -642,12 +706,13 @@ static void assign_partitions(kj_worker *w, rd_kafka_t *rk, rd_kafka_topic_parti
             rd_kafka_resume_partitions(rk, start);
     }
     rd_kafka_topic_partition_list_destroy(start);
-    if (arming) { /* hold them until their "live" mark is on record (on_offset_commit) */
+    if (arming || held) { /* hold them until their "live" mark is on record (on_offset_commit),
+                           * or their given-up batch returned (retired_tick) */
         for (int i = 0; i < parts->cnt; i++) {
             kj_part *p = part_lookup(w, NULL, parts->elems[i].topic, parts->elems[i].partition);
-            if (p && p->arming && !p->paused) pause_part(w, p, true);
+            if (p && part_held(p) && !p->paused) pause_part(w, p, true);
         }
-        commit_offsets(w, false);
+        if (arming) commit_offsets(w, false);
     }
     update_flow_share(w);
 }
@@ -709,6 +774,15 @@ static void drop_wake_answers(kj_worker *w) {
  * outcomes are dropped (run_batch), and the next owner runs those jobs again from the committed
  * offset — a duplicate run, never a lost job. p->lanes is NULL afterwards.
  * @locality poll thread, inside the rebalance callback */
+/* The engine's word that an abandoned lane's last batch returned (kj_released_fn): the lane
+ * leaves flow control's closed list only now, so it is never woken after it is freed.
+ * @locality the worker thread that ran the batch */
+static void abandoned_lane_released(kj_lane *lane, void *opaque) {
+    kj_part *p = opaque;
+    kj_flow_lane_removed(p->w->flow, lane);
+    atomic_fetch_sub(&p->abandoned_batches, 1);
+}
+
 static void revoke_lanes(kj_worker *w, kj_part *p, int64_t wait_start) {
     kj_lane *lanes[p->nlanes];
     for (int i = 0; i < p->nlanes; i++) {
@@ -726,19 +800,26 @@ static void revoke_lanes(kj_worker *w, kj_part *p, int64_t wait_start) {
             int64_t waited = kj_now_ms() - wait_start;
             if (waited < w->revoke_wait_ms) continue;
             atomic_store(&p->abandoned, true);
+            atomic_fetch_add(&p->abandoned_batches, 1); /* before: the release may come at once */
             kj_log(KJ_LOG_WARN,
                    "partition revoked while a batch still runs: given up without waiting longer "
                    "(half of max.poll.interval.ms); the next owner runs its jobs again",
                    "{s:s,s:i,s:I,s:I}", "topic", p->topic, "partition", p->partition, "waited_ms",
                    (json_int_t)waited, "in_flight", (json_int_t)kj_engine_lane_in_flight(lanes[i]));
-            kj_engine_lane_abandon(lanes[i], discard_message, NULL);
+            if (kj_engine_lane_abandon(lanes[i], discard_message, NULL, abandoned_lane_released, p))
+                lanes[i] = NULL; /* its flow entry goes when the batch returned */
+            else
+                atomic_fetch_sub(&p->abandoned_batches, 1); /* it returned meanwhile: removed */
             break;
         }
     }
     for (int i = 0; i < p->nlanes; i++)
-        kj_flow_lane_removed(w->flow, lanes[i]);
-    /* an abandoned lane's batch still runs with its kj_vlane as lane_opaque: never freed */
-    if (!atomic_load(&p->abandoned)) free(p->lanes);
+        if (lanes[i]) kj_flow_lane_removed(w->flow, lanes[i]);
+    /* an abandoned batch still runs with its kj_vlane as lane_opaque: kept until it returned */
+    if (atomic_load(&p->abandoned_batches) > 0)
+        p->old_lanes = p->lanes;
+    else
+        free(p->lanes);
     p->lanes = NULL;
 }
 
@@ -787,7 +868,7 @@ static void revoke_partitions(kj_worker *w, rd_kafka_t *rk, rd_kafka_topic_parti
                (json_int_t)commit_ms);
         part_remove(w, p,
                     !copies_pending && !w->shutdown_timed_out && p->lanes == NULL &&
-                        !atomic_load(&p->abandoned));
+                        p->old_lanes == NULL);
     }
     update_flow_share(w);
     rd_kafka_error_t *error = NULL;
@@ -1131,7 +1212,7 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
     /* Crash-loop guard: no job of a partition runs before its "live" mark is on record. A batch
      * due before that waits parked, holding no worker; crash_guard_armed wakes the lanes (a
      * wake racing this requeue makes it due at once: kj_engine_lane_wake). */
-    if (atomic_load(&part->arming)) {
+    if (part_held(part)) { /* the same for a partition held behind its given-up batch */
         if (kj_engine_lane_requeue(lane, items, count, KJ_ENGINE_PARKED) != 0)
             skip_batch(w, vl, items, count); /* no memory: rewind instead */
         return;
@@ -1522,7 +1603,7 @@ static void handle_message(kj_worker *w, rd_kafka_message_t *msg) {
      * only), so it stayed at the lane's head for good once armed, and the partition with it
      * (seen on real Kafka: a worker frozen past its session, resumed, lost the jobs of the
      * partitions it got back). run_batch requeues a batch that comes due while arming. */
-    if (p->arming && !p->paused) pause_part(w, p, true);
+    if (part_held(p) && !p->paused) pause_part(w, p, true);
     if (p->one_lane && !p->to_keys && msg->offset >= p->careful_end) {
         /* careful mode's range is all on lane 0: key lanes once it ran (tick); pausing lets
          * lane 0 drain even under a steady stream */
@@ -1590,8 +1671,8 @@ static void rewind_and_resume_all(kj_worker *w) {
                 rd_kafka_topic_partition_list_destroy(l);
             }
         }
-        /* an arming partition stays paused: the tick resumes it once armed */
-        if (!p->arming) resume_part(w, p);
+        /* an arming (or held) partition stays paused: the tick resumes it once armed */
+        if (!part_held(p)) resume_part(w, p);
     }
 }
 
@@ -1715,8 +1796,9 @@ static void tick(kj_worker *w, int64_t now, int64_t *last_commit, int64_t *last_
         if (p->arming && p->meta_sent[0] && now - p->arm_sent_at > 3000) p->meta_sent[0] = '\0';
     for (kj_part *p = w->parts; p; p = p->next)
         if (p->to_keys && p->lanes) part_to_key_lanes(p);
+    retired_tick(w);
     for (kj_part *p = w->parts; p && !held; p = p->next) {
-        if (!p->paused || !p->lanes || p->arming || p->to_keys) continue;
+        if (!p->paused || !p->lanes || part_held(p) || p->to_keys) continue;
         size_t pending = part_load(p);
         if (pending > low) continue;
         if (p->paused_for_delay && part_head_not_before(p) > now) continue;
@@ -2380,6 +2462,11 @@ void kj_worker_free(kj_worker *w) {
     if (w->engine) kj_engine_destroy(w->engine);
     kj_deadline_watch_stop(w->deadlines); /* after the handler threads are joined */
     if (w->router) kj_router_free(w->router);
+    while (w->retired) { /* no batch runs and no copy completes any more */
+        kj_part *r = w->retired;
+        w->retired = r->retired_next;
+        part_free(r);
+    }
     kj_flow_free(w->flow);
     /* A consumer that could not leave the group still has a close in flight that waits for
      * the coordinator; destroying it would wait too. The process is exiting: let it go. */

@@ -658,6 +658,12 @@ static void test_lane_remove(void **state) {
     harness_free(h);
 }
 
+static void released_cb(kj_lane *lane, void *opaque) {
+    struct discard_rec *d = opaque;
+    if (d->n < 64) d->items[d->n] = (uintptr_t)lane;
+    d->n++;
+}
+
 /* remove_wait gives up while the batch is stuck (the lane dispatches nothing more); abandon
  * takes the lane out at once: its queued items are discarded on the caller's thread, the rest
  * when the stuck batch returns (what it requeued), and other lanes flow all along. */
@@ -682,8 +688,10 @@ static void test_lane_remove_wait_and_abandon(void **state) {
     assert_int_equal(d.n, 0);
     assert_int_equal(kj_engine_lane_remove_wait(a, discard_cb, &d, 0), -1);
 
-    kj_engine_lane_abandon(a, discard_cb, &d);
-    assert_int_equal(d.n, 3); /* 3, 4, 5 at once, in order */
+    struct discard_rec rel = {0};
+    assert_true(kj_engine_lane_abandon(a, discard_cb, &d, released_cb, &rel));
+    assert_int_equal(d.n, 3);   /* 3, 4, 5 at once, in order */
+    assert_int_equal(rel.n, 0); /* the batch still runs */
     assert_int_equal(d.items[0], 3);
     assert_int_equal(d.items[2], 5);
     push_n(b, &nb, 2, 0); /* other lanes keep flowing */
@@ -691,7 +699,9 @@ static void test_lane_remove_wait_and_abandon(void **state) {
 
     open_gate(h);
     assert_int_equal(kj_engine_wait_idle(e, SAFETY_MS), 0);
-    assert_int_equal(d.n, 4); /* the requeued item 2, by the batch's worker */
+    assert_int_equal(d.n, 4);   /* the requeued item 2, by the batch's worker */
+    assert_int_equal(rel.n, 1); /* told once, before the batch counted as done */
+    assert_true(rel.items[0] == (uintptr_t)a);
     assert_int_equal(d.items[3], 2);
     assert_int_equal(read_locked(h, &h->delivered[0]), 1);
     assert_int_equal(atomic_load(&h->errors), 0);
@@ -704,8 +714,9 @@ static void test_lane_remove_wait_and_abandon(void **state) {
     kj_lane *c = lane_add(h, 2);
     uintptr_t nc = 1;
     push_n(c, &nc, 2, 4000);
-    kj_engine_lane_abandon(c, discard_cb, &d2);
+    assert_false(kj_engine_lane_abandon(c, discard_cb, &d2, released_cb, &rel));
     assert_int_equal(d2.n, 3);
+    assert_int_equal(rel.n, 1); /* removed at once: no release call */
     kj_engine_destroy(e);
     harness_free(h);
 }
