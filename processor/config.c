@@ -491,15 +491,16 @@ static const kj_setting kj_settings[] = {
      .off = F(handlers_timeouts), .count_off = F(handlers_timeout_count), .def = "",
      .check = check_type_timeout, .expect = "\"type=duration\"",
      .doc = "Per-type time limits as \"type=duration\" (\"resize_image=10m\"; \"=0\" for "
-            "none), overriding handlers.timeout for in-process handlers of those types; a type "
-            "no in-process handler claims is an error at start (the exec handler has "
-            "handlers.exec_timeout). From the environment: comma-separated."},
+            "none; the first = splits), overriding handlers.timeout for in-process handlers of "
+            "those types; a type no in-process handler claims, or one named twice, is an error "
+            "(also for --check-config; the exec handler has handlers.exec_timeout). From the "
+            "environment: comma-separated."},
     {ROW("handlers", "timeout_grace", "KJOBS_HANDLERS_TIMEOUT_GRACE"), .type = KT_DURATION,
      .off = F(handlers_timeout_grace_ms), .def = "30s", .min = 0, .max = DAY_MS,
      .doc = "How long a handler may run past its time limit before kjobs gives up on it: it "
             "logs the job and exits with status 1 (a handler thread cannot be stopped safely), "
-            "so the replica restarts and dlq.crash_loop_limit, when set, counts the job. 0: never "
-            "exit (a handler that never returns then holds its partition for good)."},
+            "so the replica restarts and the crash-loop guard (dlq.crash_loop_limit) counts the "
+            "job. 0: never exit (a handler that never returns then holds its partition for good)."},
     /* http */
     {ROW("http", "listen", "KJOBS_HTTP_LISTEN"), .type = KT_STRING, .off = F(http_listen),
      .def = "0.0.0.0:8080", .check = check_listen, .expect = "\"\" or \"host:port\"",
