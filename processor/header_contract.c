@@ -152,6 +152,15 @@ static int run_at_one(const rd_kafka_headers_t *hdrs, const char *name, int64_t 
                  "invalid %s header: not a decimal epoch time in ms (%zu bytes)", name, len);
         return -1;
     }
+    /* 10^9..10^11 ms is January 1970 to March 1973: no producer means that; it is the epoch
+     * SECONDS of 2001..5138 (Python's int(time.time())), which would otherwise run at once */
+    if (*due >= INT64_C(1000000000) && *due < INT64_C(100000000000)) {
+        snprintf(reason, reason_size,
+                 "invalid %s header: %lld looks like epoch seconds; it must be epoch "
+                 "milliseconds (%lld000)",
+                 name, (long long)*due, (long long)*due);
+        return -1;
+    }
     return 1;
 }
 

@@ -409,6 +409,21 @@ static void expect_single_header_rules(const char *name) {
     assert_true(strncmp(reason, name, strlen(name)) == 0);
     assert_int_equal(run_at_named(name, "99999999999999999999", NULL, 1000, &due, &header, reason),
                      KJ_RUN_AT_INVALID); /* 20 digits */
+    /* epoch seconds (a common producer mistake) are refused, not run at once; the bounds of
+     * the refused range 10^9..10^11 - 1 ms, and the values just outside it */
+    assert_int_equal(run_at_named(name, "1700000001", NULL, 1000, &due, &header, reason),
+                     KJ_RUN_AT_INVALID);
+    assert_non_null(strstr(reason, "looks like epoch seconds"));
+    assert_non_null(strstr(reason, "1700000001000"));
+    assert_int_equal(run_at_named(name, "1000000000", NULL, 1000, &due, &header, reason),
+                     KJ_RUN_AT_INVALID);
+    assert_int_equal(run_at_named(name, "99999999999", NULL, 1000, &due, &header, reason),
+                     KJ_RUN_AT_INVALID);
+    assert_int_equal(run_at_named(name, "999999999", NULL, 1000, &due, &header, reason),
+                     KJ_RUN_AT_VALID); /* 1970-01-12: past, runs at once */
+    assert_int_equal(run_at_named(name, "100000000000", NULL, 1000, &due, &header, reason),
+                     KJ_RUN_AT_VALID); /* 1973-03-03: past, runs at once */
+    assert_int_equal(run_at_named(name, "5", NULL, 1000, &due, &header, reason), KJ_RUN_AT_VALID);
     const char *bad[] = {"", " 1", "-1", "+1", "1.5", "1e3", "2026-12-01T10:00:00Z", "12\n"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         reason[0] = '\0';
