@@ -13,7 +13,7 @@ last "partition assigned" log line (group join excluded) to the first /metrics s
 shows every job done (kjobs_jobs_total; scraped every 20 ms). The ideal times are the busiest
 partition's jobs x SLEEP (partition: it runs them one after another; murmur2 does not spread a
 few keys evenly) and JOBS x SLEEP / min(W, KEYS) (key). Prints one line per run and the medians
-(times, rates and the per-run ratio partition/key) as a Markdown table for bench/RESULTS.md.
+(times, rates and the per-run ratio partition/key) as a Markdown table for bench/RESULTS-ordering.md.
 """
 import argparse
 import json

@@ -5,7 +5,7 @@
 # test_long_job_keeps_group_membership with those values: it passes when the long job ran once,
 # no partition was revoked or lost and no stall was detected while it ran, and every job of the
 # other partition finished before it. Too slow for CI (CI runs the same test with a 25 s job and
-# a 10 s interval); reported in bench/RESULTS.md.
+# a 10 s interval); reported in bench/RESULTS-ordering.md.
 #
 # usage: bench/long_job_proof.sh [-k KJOBS_BIN] [-p RECORDER_PLUGIN] [-b BOOTSTRAP_OF_REAL_KAFKA]
 #                                [-j JOB_MS] [-m MAX_POLL_MS]
