@@ -33,19 +33,25 @@ from test_ladder import avro_job  # noqa: E402
 from test_scheduling import RECORDER, recorded  # noqa: E402
 
 
-def produce(bootstrap, plan):
-    """plan: [(partition, id, type)] produced in order, acks=all."""
+def produce_records(bootstrap, records):
+    """records: [(partition, id, key bytes or None, type)] produced to "jobs" in order,
+    acks=all, each acknowledged before the next (kafka-python)."""
     from kafka import KafkaProducer
     # retries: on real Kafka a topic just (re)created may not have its leaders known yet
     producer = KafkaProducer(bootstrap_servers=bootstrap, api_version=(2, 5, 0), acks="all",
                              retries=20, retry_backoff_ms=250,
                              max_in_flight_requests_per_connection=1)
     now = int(time.time() * 1000)
-    for partition, job_id, type_ in plan:
-        producer.send("jobs", partition=partition, key=f"k{partition}".encode(),
+    for partition, job_id, key, type_ in records:
+        producer.send("jobs", partition=partition, key=key,
                       value=avro_job(job_id, type_, b"x", now)).get(timeout=30)
     producer.flush()
     producer.close()
+
+
+def produce(bootstrap, plan):
+    """plan: [(partition, id, type)], keyed k<partition>."""
+    produce_records(bootstrap, [(p, i, f"k{p}".encode(), t) for p, i, t in plan])
 
 
 def worker_env(record_file, sleep_ms, group, limits=None, **extra):

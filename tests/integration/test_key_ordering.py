@@ -28,24 +28,14 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "fault"))
 import harness  # noqa: E402
 import procs  # noqa: E402
 from procs import Worker  # noqa: E402
-from test_flow_control import max_overlap  # noqa: E402
-from test_ladder import avro_job  # noqa: E402
+from test_flow_control import max_overlap, produce_records  # noqa: E402
 from test_scheduling import RECORDER, recorded  # noqa: E402
 
 
 def produce(bootstrap, plan):
     """plan: [(partition, id, key or None)] produced in order, acks=all, type app.keyed."""
-    from kafka import KafkaProducer
-    import time
-    producer = KafkaProducer(bootstrap_servers=bootstrap, api_version=(2, 5, 0), acks="all",
-                             retries=20, retry_backoff_ms=250,
-                             max_in_flight_requests_per_connection=1)
-    now = int(time.time() * 1000)
-    for partition, job_id, key in plan:
-        producer.send("jobs", partition=partition, key=key.encode() if key else None,
-                      value=avro_job(job_id, "app.keyed", b"x", now)).get(timeout=30)
-    producer.flush()
-    producer.close()
+    produce_records(bootstrap, [(p, i, k.encode() if k else None, "app.keyed")
+                                for p, i, k in plan])
 
 
 def make_plan(partitions=2, keys=8, per_key=4, keyless=6):
