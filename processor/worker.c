@@ -100,6 +100,13 @@ typedef struct kj_part {
     struct kj_part *held_by; /* (poll) a retired part of the same partition still running here */
     atomic_bool held;        /* its jobs wait (parked, paused) until held_by's batches return */
     struct kj_part *retired_next; /* (poll) w->retired list */
+    /* A retired part's given-up batch ran on while its partition came back here (held_by):
+     * the jobs it finished are carried over to the new part (under each part's `lock`, the
+     * retired one's first), which completes them unrun instead of running them again. */
+    struct kj_part *adopted_by; /* (retired part, under lock) the new part of its partition */
+    int64_t *carried;           /* (new part, under lock) offsets finished by that batch */
+    size_t ncarried, carried_cap;
+    atomic_bool has_carried;
     /* crash-loop guard (crash_guard.h). guarded/arm_offset/meta_sent: (poll); arming: written
      * by the poll thread, read by the lane's batches too (run_batch). crash: set by the poll
      * thread before the first record is pushed, then the lane's batches'. meta: what the next
@@ -191,6 +198,7 @@ typedef struct batch_slot {
     bool ladder;            /* consumed from a ladder topic: ctl holds its control headers */
     bool hop;               /* released before its kjobs-not-before: re-routed, not run */
     bool scheduled;         /* main topic, kjobs-run-at ahead: handed to the ladder, not run */
+    bool carried;           /* already finished here before a rebalance (carry_over): not run */
     int64_t due_ms;         /* scheduled only: its kjobs-run-at */
     kj_control ctl;         /* ladder only, validated */
     kj_job_outcome outcome; /* where it went: ok, retry or dead-lettered */
@@ -330,6 +338,7 @@ static bool part_held(kj_part *p) {
 }
 
 static void part_free(kj_part *p) {
+    free(p->carried);
     free(p->lanes);
     free(p->old_lanes);
     kj_offset_tracker_free(p->tracker);
@@ -339,6 +348,12 @@ static void part_free(kj_part *p) {
 
 /* Remove a partition after its lane is drained of in-flight work. @locality poll thread */
 static void part_remove(kj_worker *w, kj_part *p, bool free_memory) {
+    if (p->held_by) { /* revoked again before its given-up batch returned: nothing to carry */
+        pthread_mutex_lock(&p->held_by->lock);
+        if (p->held_by->adopted_by == p) p->held_by->adopted_by = NULL;
+        pthread_mutex_unlock(&p->held_by->lock);
+        p->held_by = NULL;
+    }
     kj_topic_slot *slot = topic_slot_of(w, NULL, p->topic);
     if (slot && p->partition < slot->nparts) slot->parts[p->partition] = NULL;
     for (kj_part **link = &w->parts; *link; link = &(*link)->next) {
@@ -365,6 +380,9 @@ static void part_remove(kj_worker *w, kj_part *p, bool free_memory) {
 static void retired_tick(kj_worker *w) {
     for (kj_part *p = w->parts; p; p = p->next) {
         if (!p->held_by || atomic_load(&p->held_by->abandoned_batches) > 0) continue;
+        pthread_mutex_lock(&p->held_by->lock);
+        p->held_by->adopted_by = NULL;
+        pthread_mutex_unlock(&p->held_by->lock);
         p->held_by = NULL;
         atomic_store(&p->held, false);
         for (int i = 0; p->lanes && i < p->nlanes; i++)
@@ -651,6 +669,9 @@ static void assign_partitions(kj_worker *w, rd_kafka_t *rk, rd_kafka_topic_parti
                 atomic_load(&r->abandoned_batches) > 0) {
                 p->held_by = r;
                 atomic_store(&p->held, true);
+                pthread_mutex_lock(&r->lock);
+                r->adopted_by = p;
+                pthread_mutex_unlock(&r->lock);
                 held = true;
                 kj_log(KJ_LOG_WARN,
                        "partition assigned while its given-up batch still runs here: held until "
@@ -989,7 +1010,8 @@ static batch_scratch *scratch_for(size_t count) {
 static void record_breaker(kj_worker *w, const batch_slot *slots, size_t count) {
     pthread_mutex_lock(&w->breaker_lock);
     for (size_t i = 0; i < count; i++) {
-        if (slots[i].hop || slots[i].outcome == KJ_JOB_SCHEDULED) continue; /* not run */
+        if (slots[i].hop || slots[i].carried || slots[i].outcome == KJ_JOB_SCHEDULED)
+            continue; /* not run */
         bool dead = slots[i].outcome == KJ_JOB_DEAD_LETTERED;
         if (kj_breaker_record(&w->breaker, dead)) {
             atomic_store(&w->breaker_open, true);
@@ -1155,6 +1177,52 @@ static void crash_probe_done(kj_part *part, int64_t offset) {
     if (part->crash.suspect == offset) part->crash.suspect = -1;
 }
 
+/* A given-up batch (part->abandoned) that ends after its partition came back to this process:
+ * the offsets of the jobs it finished go to the new part, which completes them unrun
+ * (carried_take). Returns how many. Lock order: the retired part, then the new one.
+ * @locality worker thread */
+static size_t carry_over(kj_part *part, const batch_slot *slots, size_t count) {
+    size_t n = 0;
+    pthread_mutex_lock(&part->lock);
+    kj_part *np = part->adopted_by;
+    if (np) {
+        pthread_mutex_lock(&np->lock);
+        for (size_t i = 0; i < count; i++) {
+            const batch_slot *s = &slots[i];
+            if (s->result.outcome != KJ_OUTCOME_OK || s->hop || s->scheduled) continue;
+            if (np->ncarried == np->carried_cap) {
+                size_t cap = np->carried_cap ? np->carried_cap * 2 : 64;
+                int64_t *grown = realloc(np->carried, cap * sizeof(*grown));
+                if (!grown) break; /* no memory: those jobs just run again */
+                np->carried = grown;
+                np->carried_cap = cap;
+            }
+            np->carried[np->ncarried++] = s->job.msg->offset;
+            n++;
+        }
+        if (np->ncarried) atomic_store(&np->has_carried, true);
+        pthread_mutex_unlock(&np->lock);
+    }
+    pthread_mutex_unlock(&part->lock);
+    return n;
+}
+
+/* Whether `offset` was finished by a given-up batch of this partition (carry_over); each one
+ * is taken once. @locality worker thread */
+static bool carried_take(kj_part *p, int64_t offset) {
+    bool found = false;
+    pthread_mutex_lock(&p->lock);
+    for (size_t i = 0; i < p->ncarried; i++)
+        if (p->carried[i] == offset) {
+            p->carried[i] = p->carried[--p->ncarried];
+            found = true;
+            break;
+        }
+    if (p->ncarried == 0) atomic_store(&p->has_carried, false);
+    pthread_mutex_unlock(&p->lock);
+    return found;
+}
+
 /* Time limits (handler_deadline.h): the jobs of one handler call get one deadline, the call's
  * start + limit_ms × count; the watchdog sees the call while it runs. @locality worker thread */
 static void limit_enter(kj_worker *w, kj_deadline_call *call, int64_t limit_ms,
@@ -1267,6 +1335,13 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
         s->flow_release = 0;
         read_control(part, s, now);
         s->decoded = false;
+        s->carried = false;
+        if (atomic_load(&part->has_carried) && carried_take(part, msg->offset)) {
+            /* finished by this process's given-up batch of the partition (carry_over) */
+            s->carried = true;
+            s->hop = s->scheduled = false;
+            continue;
+        }
         char err[256];
         if (crash_dlq) { /* not decoded either: decoding may be what crashed */
             s->hop = s->scheduled = false;
@@ -1370,9 +1445,11 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
     if (atomic_load(&part->abandoned)) {
         /* revoked while this batch ran (revoke_lanes): its next owner runs these jobs again
          * from the committed offset, so nothing is completed, routed or counted here */
+        size_t carried = carry_over(part, slots, count);
         kj_log(KJ_LOG_WARN, "batch of a given-up partition finished: outcomes dropped",
-               "{s:s,s:i,s:I,s:I}", "topic", part->topic, "partition", part->partition, "offset",
-               (json_int_t)slots[0].job.msg->offset, "jobs", (json_int_t)count);
+               "{s:s,s:i,s:I,s:I,s:I}", "topic", part->topic, "partition", part->partition,
+               "offset", (json_int_t)slots[0].job.msg->offset, "jobs", (json_int_t)count,
+               "carried_to_new_assignment", (json_int_t)carried);
         for (size_t i = 0; i < count; i++) {
             if (slots[i].decoded) kj_job_record_free(&slots[i].job.record);
             rd_kafka_message_destroy((rd_kafka_message_t *)slots[i].job.msg);
@@ -1413,7 +1490,11 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
         }
         if (s->result.outcome == KJ_OUTCOME_OK) {
             s->outcome = KJ_JOB_OK;
-            if (debug)
+            if (debug && s->carried)
+                kj_log(KJ_LOG_DEBUG, "job finished before the rebalance, not run again",
+                       "{s:s,s:i,s:I}", "topic", part->topic, "partition", part->partition,
+                       "offset", (json_int_t)s->job.msg->offset);
+            else if (debug)
                 kj_log(KJ_LOG_DEBUG, "job done", "{s:s,s:s,s:s,s:i,s:I,s:i}", "id",
                        s->job.record.id, "type", t, "topic", part->topic, "partition",
                        part->partition, "offset", (json_int_t)s->job.msg->offset, "attempt",
@@ -1440,7 +1521,7 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
     }
     /* count runs of one (type, outcome) with one metric lookup */
     for (size_t i = 0; i < count;) {
-        if (slots[i].hop) {
+        if (slots[i].hop || slots[i].carried) { /* not run here (carried: counted when it ran) */
             i++;
             continue;
         }
@@ -1451,7 +1532,7 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
         for (; j < count; j++) {
             const batch_slot *s = &slots[j];
             const char *t = s->decoded ? s->job.record.type : KJ_METRICS_TYPE_UNDECODABLE;
-            if (s->hop || s->outcome != outcome || strcmp(t, type) != 0) break;
+            if (s->hop || s->carried || s->outcome != outcome || strcmp(t, type) != 0) break;
         }
         kj_counter_add(kj_metrics_jobs_handle(part->topic, type, outcome), j - i);
         if (outcome == KJ_JOB_OK)

@@ -145,7 +145,8 @@ def long_job_keeps_the_group(job_ms, max_poll_ms, partitions=2):
                 [f"max.poll.interval.ms={max_poll_ms}", "session.timeout.ms=6000"]),
             "KJOBS_HANDLERS_TIMEOUT": f"{2 * job_ms}ms"})
         try:
-            w.wait_count("partition assigned", partitions, 60)
+            # every partition of the main topic and its 3 ladder steps (default retry.delays)
+            w.wait_count("partition assigned", partitions * 4, 60)
             assigned = len(w.msgs("partition assigned"))
             enqueue(broker.bootstrap, [("long", "example.record", "long-key", f"sleep:{job_ms}")])
             enqueue(broker.bootstrap,
@@ -219,13 +220,18 @@ def test_rebalance_during_a_long_job_keeps_both_members():
                        "dropped", 60, "the given-up batch to end")
             long_runs = [r for r in records(record_file) if r["id"] == "long"]
             runs = len(long_runs)
-            assert 1 <= runs <= 2, runs
-            # a second run in the same process waited for the given-up one (never two at once)
-            if runs == 2 and long_runs[0]["pid"] == long_runs[1]["pid"]:
-                assert a.msgs("partition released: the given-up batch of its previous "
-                              "assignment here returned"), a.tail()
-                gap = abs(long_runs[1]["time_ms"] - long_runs[0]["time_ms"])
-                assert gap >= 19000, f"two runs in one process overlapped: ends {gap} ms apart"
+            assert 1 <= runs <= 2, runs  # twice when it moved to B: a run on each member
+            # back to the same process while the given-up run went on: held until it returned,
+            # and the job it finished is carried over, not run again
+            came_back = a.msgs("partition assigned while its given-up batch still runs here: "
+                               "held until that batch returns")
+            if came_back:
+                a.wait_for(lambda l: l["msg"] == "partition released: the given-up batch of its "
+                           "previous assignment here returned", 60, "the release")
+                assert runs == 1, f"ran {runs} times though the partition came back to A"
+                assert a.wait_for(lambda l: l["msg"] == "batch of a given-up partition "
+                                  "finished: outcomes dropped", 60, "the end of the given-up run"
+                                  )["carried_to_new_assignment"] >= 1
             for w in (a, b):
                 dropped = [l for l in w.lines if "Unknown member" in (l.get("error") or "")
                            or "Unknown member" in (l.get("msg") or "")]
