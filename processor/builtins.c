@@ -14,7 +14,6 @@
 #include <string.h>
 #include <time.h>
 
-#include "processor/clock.h"
 #include "processor/handlers.h"
 
 /* Payload as a bounded decimal number; -1 if it is not one. */
@@ -43,11 +42,31 @@ static void handle_sleep(const kjobs_job_t *job, kjobs_result_t *result, void *o
         kjobs_result_fail(result, "kjobs.sleep: payload must be milliseconds 0..3600000");
         return;
     }
-    /* in slices of at most 10 ms, so a time limit is noticed within 10 ms (cooperative) */
-    int64_t end = kj_mono_ms() + ms;
-    for (int64_t left = ms; left > 0 && !kjobs_job_cancelled(job); left = end - kj_mono_ms()) {
-        struct timespec ts = {.tv_sec = 0, .tv_nsec = (left < 10 ? left : 10) * 1000000L};
-        while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
+    /* until an absolute CLOCK_MONOTONIC deadline (never early), in slices of at most 10 ms so a
+     * time limit is noticed within 10 ms (cooperative) */
+    struct timespec end;
+    clock_gettime(CLOCK_MONOTONIC, &end);
+    end.tv_sec += (time_t)(ms / 1000);
+    end.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (end.tv_nsec >= 1000000000L) {
+        end.tv_sec++;
+        end.tv_nsec -= 1000000000L;
+    }
+    for (;;) {
+        struct timespec now, next;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (now.tv_sec > end.tv_sec || (now.tv_sec == end.tv_sec && now.tv_nsec >= end.tv_nsec))
+            break;
+        if (kjobs_job_cancelled(job)) break;
+        next = now;
+        next.tv_nsec += 10000000L;
+        if (next.tv_nsec >= 1000000000L) {
+            next.tv_sec++;
+            next.tv_nsec -= 1000000000L;
+        }
+        if (next.tv_sec > end.tv_sec || (next.tv_sec == end.tv_sec && next.tv_nsec > end.tv_nsec))
+            next = end;
+        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL) == EINTR) {
         }
     }
     if (kjobs_job_cancelled(job)) kjobs_result_retry(result, -1, "kjobs.sleep: cancelled");
