@@ -141,8 +141,11 @@ def long_job_keeps_the_group(job_ms, max_poll_ms, partitions=2):
         w = Worker(broker.bootstrap, name="long", env={
             "KJOBS_HANDLERS_PLUGIN": PLUGIN, "KJOBS_RECORD_FILE": record_file,
             "KJOBS_WORKERS": str(partitions),
+            # a 10 s session (at most the interval, as librdkafka requires): 6 s expired now and
+            # then on a loaded 2-core CI machine running 3 brokers
             "KJOBS_KAFKA_PROPERTIES": json.dumps(
-                [f"max.poll.interval.ms={max_poll_ms}", "session.timeout.ms=6000"]),
+                [f"max.poll.interval.ms={max_poll_ms}",
+                 f"session.timeout.ms={min(max_poll_ms, 10000)}"]),
             "KJOBS_HANDLERS_TIMEOUT": f"{2 * job_ms}ms"})
         try:
             # every partition of the main topic and its 3 ladder steps (default retry.delays)
