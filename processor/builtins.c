@@ -35,6 +35,12 @@ static void handle_noop(const kjobs_job_t *job, kjobs_result_t *result, void *op
     (void)opaque;
 }
 
+static int64_t mono_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 static void handle_sleep(const kjobs_job_t *job, kjobs_result_t *result, void *opaque) {
     (void)opaque;
     long long ms = payload_number(job, 3600000);
@@ -44,29 +50,13 @@ static void handle_sleep(const kjobs_job_t *job, kjobs_result_t *result, void *o
     }
     /* until an absolute CLOCK_MONOTONIC deadline (never early), in slices of at most 10 ms so a
      * time limit is noticed within 10 ms (cooperative) */
-    struct timespec end;
-    clock_gettime(CLOCK_MONOTONIC, &end);
-    end.tv_sec += (time_t)(ms / 1000);
-    end.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (end.tv_nsec >= 1000000000L) {
-        end.tv_sec++;
-        end.tv_nsec -= 1000000000L;
-    }
-    for (;;) {
-        struct timespec now, next;
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        if (now.tv_sec > end.tv_sec || (now.tv_sec == end.tv_sec && now.tv_nsec >= end.tv_nsec))
-            break;
-        if (kjobs_job_cancelled(job)) break;
-        next = now;
-        next.tv_nsec += 10000000L;
-        if (next.tv_nsec >= 1000000000L) {
-            next.tv_sec++;
-            next.tv_nsec -= 1000000000L;
-        }
-        if (next.tv_sec > end.tv_sec || (next.tv_sec == end.tv_sec && next.tv_nsec > end.tv_nsec))
-            next = end;
-        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL) == EINTR) {
+    const int64_t slice_ns = 10000000;
+    int64_t end = mono_ns() + ms * 1000000;
+    for (int64_t now = mono_ns(); now < end && !kjobs_job_cancelled(job); now = mono_ns()) {
+        int64_t next = end - now > slice_ns ? now + slice_ns : end;
+        struct timespec ts = {.tv_sec = (time_t)(next / 1000000000),
+                              .tv_nsec = (long)(next % 1000000000)};
+        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
         }
     }
     if (kjobs_job_cancelled(job)) kjobs_result_retry(result, -1, "kjobs.sleep: cancelled");
