@@ -223,8 +223,11 @@ def test_exactly_once_crash_leaves_no_duplicate_copy_on_real_kafka():
         feeder = threading.Thread(target=feed)
         feeder.start()
         env = {"KJOBS_RETRY_EXACTLY_ONCE": "true", "KJOBS_RETRY_DELAYS": "1h"}
+        # the crashing workers start at most 200 jobs a second, so that each is killed with
+        # most of the 5,000 still to run however fast this machine's feeder and broker are
+        paced = dict(env, KJOBS_LIMITS=json.dumps([{"type": "kjobs.fail", "rate": "200/s"}]))
         for _ in range(2):
-            w = Worker(bootstrap, env)
+            w = Worker(bootstrap, paced)
             try:  # each worker routes some copies, then dies mid-transaction
                 w.wait_for("300 copies", lambda: w.metric("kjobs_retry_routed_total") >= 300,
                            timeout=180)
@@ -232,8 +235,9 @@ def test_exactly_once_crash_leaves_no_duplicate_copy_on_real_kafka():
                 w.proc.kill()  # copies of the open transaction are aborted
                 w.proc.wait()
                 w.reader.join(timeout=10)
-            assert feeder.is_alive() or lag_total(bootstrap) > 0, \
-                "the crash came too late: nothing left to run"
+            lag = lag_total(bootstrap)
+            assert feeder.is_alive() or lag > 0, \
+                f"the crash came too late: nothing left to run (lag {lag})"
         feeder.join()
         assert len(ids) == 5000
         w = Worker(bootstrap, env)
