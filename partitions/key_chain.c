@@ -7,6 +7,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 typedef struct chain_copy {
     kj_chain_copy c;
@@ -26,12 +27,14 @@ struct kj_key_chain {
     key_node **buckets;
     size_t nbuckets; /* a power of two */
     size_t keys;
+    uint64_t seed;
 };
 
-/* FNV-1a 64 (Fowler, Noll, Vo; http://www.isthe.com/chongo/tech/comp/fnv/) */
-static uint64_t key_hash(const void *key, size_t len) {
+/* FNV-1a 64 (Fowler, Noll, Vo; http://www.isthe.com/chongo/tech/comp/fnv/), started from a
+ * per-chain seed: keys are written by producers, so bucket collisions must not be choosable */
+static uint64_t key_hash(const kj_key_chain *c, const void *key, size_t len) {
     const unsigned char *p = key;
-    uint64_t h = 14695981039346656037ULL;
+    uint64_t h = 14695981039346656037ULL ^ c->seed;
     for (size_t i = 0; i < len; i++) {
         h ^= p[i];
         h *= 1099511628211ULL;
@@ -42,6 +45,9 @@ static uint64_t key_hash(const void *key, size_t len) {
 kj_key_chain *kj_key_chain_new(void) {
     kj_key_chain *c = calloc(1, sizeof(*c));
     if (!c) return NULL;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    c->seed = ((uint64_t)ts.tv_nsec * 0x9E3779B97F4A7C15ULL) ^ (uint64_t)(uintptr_t)c;
     c->nbuckets = 64;
     c->buckets = calloc(c->nbuckets, sizeof(*c->buckets));
     if (!c->buckets) {
@@ -96,7 +102,7 @@ static void grow(kj_key_chain *c) {
 }
 
 int kj_key_chain_add(kj_key_chain *c, const void *key, size_t key_len, const kj_chain_copy *copy) {
-    uint64_t h = key_hash(key, key_len);
+    uint64_t h = key_hash(c, key, key_len);
     key_node **link = find(c, key, key_len, h);
     key_node *k = *link;
     if (k) {
@@ -136,7 +142,7 @@ int kj_key_chain_add(kj_key_chain *c, const void *key, size_t key_len, const kj_
 
 void kj_key_chain_remove(kj_key_chain *c, const void *key, size_t key_len, int64_t origin,
                          int step) {
-    key_node **link = find(c, key, key_len, key_hash(key, key_len));
+    key_node **link = find(c, key, key_len, key_hash(c, key, key_len));
     key_node *k = *link;
     if (!k) return;
     for (size_t i = 0; i < k->n; i++) {
@@ -155,7 +161,7 @@ void kj_key_chain_remove(kj_key_chain *c, const void *key, size_t key_len, int64
 
 bool kj_key_chain_blocker(const kj_key_chain *c, const void *key, size_t key_len, int64_t origin,
                           kj_chain_copy *out) {
-    const key_node *k = *find(c, key, key_len, key_hash(key, key_len));
+    const key_node *k = *find(c, key, key_len, key_hash(c, key, key_len));
     if (!k) return false;
     const kj_chain_copy *best = NULL;
     for (size_t i = 0; i < k->n; i++) {

@@ -64,6 +64,23 @@ static int run_prepare(const kj_config *cfg, kj_handler_registry **handlers_out,
         if (snprintf(err, errsz, "%s: %s", place, why) < 0) err[0] = '\0';
         goto fail;
     }
+    /* key-ordered retries keep a main partition's ladder copies in the ladder partitions of
+     * its number and need the member that owns it to own those too: the range assignor */
+    const char *assignor = kj_kafka_prop_value(
+        cfg, protocol.kip848 ? "group.remote.assignor" : "partition.assignment.strategy");
+    if (kj_config_retry_key_ordered(cfg) && assignor && strcmp(assignor, "range") != 0) {
+        char place[400];
+        kj_config_place(cfg, "retry.ordering", place, sizeof(place));
+        if (snprintf(err, errsz,
+                     "%s: \"key\" needs the range assignor (each member owns a main partition "
+                     "and the ladder partitions of the same number), but kafka.properties sets "
+                     "%s=%s: drop that setting",
+                     place,
+                     protocol.kip848 ? "group.remote.assignor" : "partition.assignment.strategy",
+                     assignor) < 0)
+            err[0] = '\0';
+        goto fail;
+    }
     if (cfg->handlers_plugin[0] &&
         kj_handlers_load_plugin(handlers, cfg->handlers_plugin, why, sizeof(why)) != 0) {
         char place[400];

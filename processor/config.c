@@ -234,6 +234,7 @@ static int check_listen(const char *v, char *why, size_t size);
 static int check_log_level(const char *v, char *why, size_t size);
 static int check_group_protocol(const char *v, char *why, size_t size);
 static int check_batch_ordering(const char *v, char *why, size_t size);
+static int check_retry_ordering(const char *v, char *why, size_t size);
 static int check_exec_type(const char *v, char *why, size_t size);
 static int check_type_timeout(const char *v, char *why, size_t size);
 static int check_registry_url(const char *v, char *why, size_t size);
@@ -419,6 +420,14 @@ static const kj_setting kj_settings[] = {
      .off = F(retry_max_attempts), .def = "4", .min = 1, .max = 1000,
      .doc = "Attempts, counting the first run, before a failing job goes to the DLQ. Attempts "
             "past the last ladder step reuse the last step."},
+    {ROW("retry", "ordering", "KJOBS_RETRY_ORDERING"), .type = KT_STRING, .off = F(retry_ordering),
+     .def = "none", .check = check_retry_ordering, .expect = "\"none\" or \"key\"",
+     .doc = "\"none\": a failed job goes down the ladder and later jobs of its key run on "
+            "(they may overtake it). \"key\": while a job is on the ladder, later jobs of its "
+            "key wait behind it, parked on the ladder step it is on, and run after it succeeds "
+            "or is dead-lettered; other keys flow. Needs ladder topics with at least the main "
+            "topic's partitions and the range assignor (set by kjobs). Jobs without a key are "
+            "not ordered. docs/ordering.md."},
     {ROW("retry", "exactly_once", "KJOBS_RETRY_EXACTLY_ONCE"), .type = KT_BOOL,
      .off = F(retry_exactly_once), .def = "false",
      .doc = "Produce retry/DLQ copies and commit the consumed offsets in one Kafka transaction, "
@@ -707,6 +716,11 @@ static int check_log_level(const char *v, char *why, size_t size) {
 static int check_batch_ordering(const char *v, char *why, size_t size) {
     static const char *const orderings[] = {"partition", "key", NULL};
     return check_one_of(v, orderings, "partition or key", why, size);
+}
+
+static int check_retry_ordering(const char *v, char *why, size_t size) {
+    static const char *const orderings[] = {"none", "key", NULL};
+    return check_one_of(v, orderings, "none or key", why, size);
 }
 
 static int check_group_protocol(const char *v, char *why, size_t size) {
@@ -2312,6 +2326,10 @@ int kj_config_origin_of(const kj_config *cfg, const char *dotted_name, int *line
 int64_t kj_config_schedule_max_delay(const kj_config *cfg) {
     return cfg->schedule_max_delay_ms < cfg->topic_retention_ms ? cfg->schedule_max_delay_ms
                                                                 : cfg->topic_retention_ms;
+}
+
+bool kj_config_retry_key_ordered(const kj_config *cfg) {
+    return cfg->retry_ordering && strcmp(cfg->retry_ordering, "key") == 0;
 }
 
 int kj_config_key_lanes(const kj_config *cfg) {

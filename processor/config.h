@@ -63,6 +63,7 @@ typedef struct kj_config {
     size_t retry_delay_count;
     int retry_max_attempts;
     bool retry_exactly_once;
+    char *retry_ordering;          /* "none" or "key"; see kj_config_retry_key_ordered() */
     int64_t schedule_max_delay_ms; /* read it through kj_config_schedule_max_delay() */
     /* schedule.periodic: a list of groups, outside the table (processor/periodic_config.h) */
     struct kj_periodic_entry *periodic;
@@ -226,5 +227,8 @@ int64_t kj_config_schedule_max_delay(const kj_config *cfg);
  * order); with "key", batch.key_lanes, or workers when that is 0 (docs/ordering.md).
  */
 int kj_config_key_lanes(const kj_config *cfg);
+
+/** Whether retry.ordering is "key": later jobs of a key wait behind its job on the ladder. */
+bool kj_config_retry_key_ordered(const kj_config *cfg);
 
 #endif /* KJOBS_CONFIG_H */

@@ -93,7 +93,18 @@ int kj_control_parse_ladder(const rd_kafka_headers_t *hdrs, int64_t now_ms, kj_c
     memset(out, 0, sizeof(*out));
     int64_t v;
     if (uint_header(hdrs, KJ_HDR_ATTEMPT, KJ_ATTEMPT_MAX, &v, out)) return -1;
-    if (v < 1) {
+    {
+        const void *pv;
+        size_t pl;
+        if (rd_kafka_header_get(hdrs, 0, KJ_HDR_PARKED_BEHIND, &pv, &pl) ==
+            RD_KAFKA_RESP_ERR_NO_ERROR) {
+            int64_t behind;
+            if (uint_header(hdrs, KJ_HDR_PARKED_BEHIND, INT64_MAX, &behind, out)) return -1;
+            out->parked = true;
+            out->parked_behind = behind;
+        }
+    }
+    if (v < 1 && !out->parked) {
         const void *dv;
         size_t dl;
         if (header_once(hdrs, KJ_HDR_RUN_AT, &dv, &dl) != 0 &&
@@ -286,6 +297,10 @@ void kj_hdr_write_failure(rd_kafka_headers_t *h, const kj_hdr_failure *f) {
     kj_hdr_set_int(h, KJ_HDR_FAILED_AT, f->failed_at_ms);
     kj_hdr_set(h, KJ_HDR_WORKER, f->worker);
     rd_kafka_header_remove(h, KJ_HDR_TRUNCATED); /* only a reduced dead letter has one */
+    if (f->parked)
+        kj_hdr_set_int(h, KJ_HDR_PARKED_BEHIND, f->parked_behind);
+    else
+        rd_kafka_header_remove(h, KJ_HDR_PARKED_BEHIND);
 }
 
 void kj_hdr_write_replay(rd_kafka_headers_t *h, const char *dlq_topic, int32_t partition,

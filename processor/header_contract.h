@@ -22,7 +22,8 @@
  *   - on a LADDER topic every one of them must be present exactly once and valid, else the
  *     record is dead-lettered with class "invalid-header" and a reason naming the header;
  *     kjobs-attempt 0 (no attempt made yet) is valid only on a scheduled copy, one that also
- *     carries kjobs-run-at (or its deprecated alias kjobs-deliver-at) exactly once;
+ *     carries kjobs-run-at (or its deprecated alias kjobs-deliver-at) exactly once, or on a
+ *     parked one (kjobs-parked-behind, at most once, strict decimal);
  *   - kjobs-run-at is read on the MAIN topic only (kj_run_at_parse): present at most once,
  *     strict decimal epoch ms, at most schedule.max_delay ahead. kjobs-deliver-at, its
  *     deprecated alias (the name kjobs wrote before it followed ../shared/CONTRACT.md), is read
@@ -75,6 +76,10 @@
  * scheduled job, docs/scheduling.md; the name ../shared/CONTRACT.md fixes). Kept on its ladder
  * copies, where it is only a marker. The one scheduling header kjobs writes. */
 #define KJ_HDR_RUN_AT "kjobs-run-at"
+/** On a ladder copy parked behind an earlier job of its key (retry.ordering = "key",
+ * docs/ordering.md): that job's kjobs-original-offset, decimal. Makes kjobs-attempt 0 valid
+ * (a job parked before its first run); removed when the job fails and is copied on. */
+#define KJ_HDR_PARKED_BEHIND "kjobs-parked-behind"
 /** Deprecated alias of KJ_HDR_RUN_AT, the name kjobs wrote and documented before: still read
  * (kj_run_at_parse, the ladder's attempt-0 marker), never written. */
 #define KJ_HDR_DELIVER_AT "kjobs-deliver-at"
@@ -122,6 +127,8 @@ typedef struct kj_control {
     char original_topic[KJ_TOPIC_NAME_MAX + 1];
     int32_t original_partition;
     int64_t original_offset;
+    bool parked;                /* kjobs-parked-behind present (and valid) */
+    int64_t parked_behind;      /* its value when parked */
     const char *invalid_header; /* NULL when valid, else the first offending header's name
                                    (a KJ_HDR_* constant, static) */
     char reason[192];           /* when invalid: why, for kjobs-error and the log */
@@ -200,13 +207,15 @@ typedef struct kj_hdr_failure {
     const char *error;     /* UTF-8, at most KJ_ERROR_MAX - 1 bytes (the caller bounds it) */
     const char *error_class;
     int64_t failed_at_ms;
-    const char *worker; /* client id */
+    const char *worker;    /* client id */
+    bool parked;           /* a copy parked behind an earlier job of its key, not a failure */
+    int64_t parked_behind; /* then: that job's original offset (kjobs-parked-behind) */
 } kj_hdr_failure;
 
 /**
  * Writes the failure headers onto a copy's header list @p h (which holds the original
  * headers), each replacing any value already there, in the order the file comment gives, and
- * removes kjobs-truncated.
+ * removes kjobs-truncated; kjobs-parked-behind is set on a parked copy, removed otherwise.
  */
 void kj_hdr_write_failure(rd_kafka_headers_t *h, const kj_hdr_failure *f);
 

@@ -717,6 +717,8 @@ const char *kj_job_outcome_name(kj_job_outcome o) {
         return "dead_lettered";
     case KJ_JOB_SCHEDULED:
         return "scheduled";
+    case KJ_JOB_PARKED:
+        return "parked";
     }
     return "unknown";
 }

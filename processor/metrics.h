@@ -205,10 +205,12 @@ typedef enum {
     KJ_JOB_RETRY,         /* "retry" */
     KJ_JOB_DEAD_LETTERED, /* "dead_lettered" */
     KJ_JOB_SCHEDULED,     /* "scheduled": not yet due (kjobs-run-at), handed to the ladder */
+    KJ_JOB_PARKED,        /* "parked": waits behind an earlier job of its key on the ladder
+                           * (retry.ordering = "key"), handed to the ladder, not run */
 } kj_job_outcome;
-#define KJ_JOB_OUTCOME_COUNT 4
-/** The label value for an outcome ("ok", "retry", "dead_lettered", "scheduled"); "unknown" if
- * out of range. */
+#define KJ_JOB_OUTCOME_COUNT 5
+/** The label value for an outcome ("ok", "retry", "dead_lettered", "scheduled", "parked");
+ * "unknown" if out of range. */
 const char *kj_job_outcome_name(kj_job_outcome o);
 
 /** The `type` label of a job whose value could not be decoded. */

@@ -103,6 +103,7 @@ typedef struct route_ctx {
     void *owner;
     int64_t offset;
     char *topic;
+    int32_t partition; /* RD_KAFKA_PARTITION_UA: the partitioner's choice (ladder_partition) */
     void *key;
     size_t key_len;
     void *value;
@@ -111,6 +112,7 @@ typedef struct route_ctx {
     int step;                    /* 0 = DLQ */
     bool hop;                    /* a not-yet-due ladder record moved on, not a failure */
     bool scheduled;              /* a not-yet-due main-topic job (kjobs-run-at), not run */
+    bool parked;                 /* waits behind an earlier job of its key, not run */
     int shrink;                  /* SHRINK_* */
     char *first_topic;           /* the destination before any reduction */
     char *job_error;             /* the job's kjobs-error, for a reduced copy */
@@ -157,10 +159,10 @@ static rd_kafka_resp_err_t produce_copy(kj_router *r, route_ctx *c) {
     rd_kafka_headers_t *hdrs = rd_kafka_headers_copy(c->headers);
     /* counted first: the delivery report may run on another thread before producev returns */
     atomic_fetch_add(&r->in_flight, 1);
-    rd_kafka_resp_err_t err =
-        rd_kafka_producev(r->rk, RD_KAFKA_V_TOPIC(c->topic), RD_KAFKA_V_KEY(c->key, c->key_len),
-                          RD_KAFKA_V_VALUE(c->value, c->value_len), RD_KAFKA_V_HEADERS(hdrs),
-                          RD_KAFKA_V_OPAQUE(c), RD_KAFKA_V_END);
+    rd_kafka_resp_err_t err = rd_kafka_producev(
+        r->rk, RD_KAFKA_V_TOPIC(c->topic), RD_KAFKA_V_PARTITION(c->partition),
+        RD_KAFKA_V_KEY(c->key, c->key_len), RD_KAFKA_V_VALUE(c->value, c->value_len),
+        RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(c), RD_KAFKA_V_END);
     if (err) {
         atomic_fetch_sub(&r->in_flight, 1);
         rd_kafka_headers_destroy(hdrs);
@@ -220,6 +222,7 @@ static void shrink_copy(kj_router *r, route_ctx *c, int level, size_t full_size,
         c->hop = false;
         free(c->topic);
         c->topic = strdup(r->cfg->dlq_topic);
+        c->partition = RD_KAFKA_PARTITION_UA;
     }
     c->shrink = level;
 }
@@ -300,8 +303,8 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opa
         if (c->failures) atomic_fetch_sub(&r->failing, 1);
         if (c->hop)
             kj_metrics_retry_hop();
-        else if (c->scheduled && c->step)
-            ; /* counted as jobs_total{outcome="scheduled"} when routed, never as a retry */
+        else if ((c->scheduled || c->parked) && c->step)
+            ; /* counted as jobs_total{outcome="scheduled"/"parked"} when routed, not a retry */
         else if (c->step)
             kj_metrics_retry_routed(c->step);
         else
@@ -451,10 +454,19 @@ static void queue_copy(kj_router *r, route_ctx *c) {
     }
 }
 
+/* With retry.ordering = "key" a main partition's copies stay in the ladder partitions of its
+ * number (the record's own partition number: main or ladder alike), so the member owning it
+ * owns every copy that can hold back one of its keys (processor/key_order.h). Otherwise the
+ * partitioner's choice (murmur2 of the key, like every kjobs producer). */
+static int32_t ladder_partition(const kj_router *r, const rd_kafka_message_t *msg) {
+    return kj_config_retry_key_ordered(r->cfg) ? msg->partition : RD_KAFKA_PARTITION_UA;
+}
+
 static route_ctx *ctx_from(const rd_kafka_message_t *msg, void *owner) {
     route_ctx *c = calloc(1, sizeof(*c));
     c->owner = owner;
     c->offset = msg->offset;
+    c->partition = RD_KAFKA_PARTITION_UA;
     if (msg->key) {
         c->key = malloc(msg->key_len ? msg->key_len : 1);
         memcpy(c->key, msg->key, msg->key_len);
@@ -478,6 +490,7 @@ void kj_router_route(kj_router *r, void *owner, const rd_kafka_message_t *msg,
     c->topic = strdup(topic);
     c->first_topic = strdup(topic);
     c->step = d->to_dlq ? 0 : d->step;
+    if (!d->to_dlq) c->partition = ladder_partition(r, msg);
     c->error_class = strdup(d->error_class);
 
     char error[KJ_ERROR_MAX];
@@ -517,6 +530,7 @@ int kj_router_hop(kj_router *r, void *owner, const rd_kafka_message_t *msg, int6
     route_ctx *c = ctx_from(msg, owner);
     c->hop = true;
     c->step = step;
+    c->partition = ladder_partition(r, msg);
     c->topic = strdup(r->retry_topics[step - 1]);
     c->first_topic = strdup(c->topic);
     c->error_class = strdup("");
@@ -540,6 +554,7 @@ int kj_router_schedule(kj_router *r, void *owner, const rd_kafka_message_t *msg,
     route_ctx *c = ctx_from(msg, owner);
     c->scheduled = true;
     c->step = step;
+    c->partition = ladder_partition(r, msg);
     c->topic = strdup(r->retry_topics[step - 1]);
     c->first_topic = strdup(c->topic);
     c->error_class = strdup(KJ_SCHEDULED_CLASS);
@@ -564,6 +579,47 @@ int kj_router_schedule(kj_router *r, void *owner, const rd_kafka_message_t *msg,
     atomic_fetch_add(&r->outstanding, 1);
     queue_copy(r, c);
     return step;
+}
+
+int kj_router_park(kj_router *r, void *owner, const rd_kafka_message_t *msg,
+                   const kj_control *origin, int step, int64_t not_before_ms,
+                   int64_t behind_offset) {
+    route_ctx *c = ctx_from(msg, owner);
+    c->parked = true;
+    c->step = step;
+    c->partition = ladder_partition(r, msg);
+    c->topic = strdup(r->retry_topics[step - 1]);
+    c->first_topic = strdup(c->topic);
+    c->error_class = strdup(KJ_PARKED_CLASS);
+    char error[160];
+    snprintf(error, sizeof(error),
+             "waiting behind the job of its key first consumed at offset %lld "
+             "(retry.ordering = key)",
+             (long long)behind_offset);
+    c->job_error = strdup(error);
+    kj_hdr_failure f = {
+        .original_topic = origin ? origin->original_topic : rd_kafka_topic_name(msg->rkt),
+        .original_partition = origin ? origin->original_partition : msg->partition,
+        .original_offset = origin ? origin->original_offset : msg->offset,
+        .attempt = origin ? origin->attempt : 0,
+        .not_before_ms = not_before_ms,
+        .error = error,
+        .error_class = c->error_class,
+        .failed_at_ms = kj_now_ms(),
+        .worker = r->worker_id,
+        .parked = true,
+        .parked_behind = behind_offset,
+    };
+    kj_hdr_write_failure(c->headers, &f);
+    fit_copy(r, c, SHRINK_NONE, "message.max.bytes");
+    if (!c->step) { /* reduced: it became a dead letter (of the job's last failure class) */
+        free(c->error_class);
+        c->error_class = strdup("retryable");
+    }
+    int step_taken = c->step;
+    atomic_fetch_add(&r->outstanding, 1);
+    queue_copy(r, c);
+    return step_taken;
 }
 
 long kj_router_poll(kj_router *r, int timeout_ms) {

@@ -98,6 +98,24 @@ int kj_router_hop(kj_router *router, void *owner, const rd_kafka_message_t *msg,
 int kj_router_schedule(kj_router *router, void *owner, const rd_kafka_message_t *msg,
                        int64_t due_ms, int64_t now_ms);
 
+/** kjobs-error-class of a parked copy (retry.ordering = "key": waiting behind an earlier job
+ * of its key, not a failure). */
+#define KJ_PARKED_CLASS "parked"
+
+/**
+ * Park: a job that must wait behind an earlier job of its key (retry.ordering = "key",
+ * processor/key_order.h) is copied (key, value, every header) to ladder step `step`, in the
+ * ladder partition of its own partition's number, with the control headers of a ladder
+ * record: kjobs-attempt the attempts made so far (0 from the main topic), kjobs-not-before
+ * `not_before_ms` (the earlier job's, so it comes due with it), kjobs-original-* from `origin`
+ * (NULL on the main topic: this record), kjobs-error-class "parked", kjobs-parked-behind
+ * `behind_offset`. Not run here; completes like a routed copy. Returns `step`, or 0 when the
+ * copy was too large to write and went to the DLQ reduced (see "Size").
+ */
+int kj_router_park(kj_router *router, void *owner, const rd_kafka_message_t *msg,
+                   const kj_control *origin, int step, int64_t not_before_ms,
+                   int64_t behind_offset);
+
 /** Serve delivery reports (poll thread). Returns the number of copies still unacknowledged. */
 long kj_router_poll(kj_router *router, int timeout_ms);
 /** Copies not yet acknowledged, and copies that failed at least once and are being re-sent. */

@@ -25,6 +25,7 @@
 #include "processor/handler_deadline.h"
 #include "processor/hash.h"
 #include "processor/header_contract.h"
+#include "processor/key_order.h"
 #include "processor/log.h"
 #include "processor/metrics.h"
 #include "processor/periodic.h"
@@ -80,6 +81,7 @@ typedef struct kj_part {
     char *topic;
     int32_t partition;
     kj_topic_role role;
+    int step;              /* ladder step 1..N; 0 for the main topic */
     int64_t step_delay_ms; /* ladder partitions: the step's delay */
     kj_vlane *lanes;       /* nlanes engine lanes (key lanes above); NULL once removed */
     int nlanes;            /* 1, or kj_config_key_lanes() for a main-topic partition */
@@ -143,9 +145,11 @@ struct kj_worker {
     kj_periodic *periodic;  /* NULL without schedule.periodic; runs while we own main partition 0 */
     kj_flow *flow;          /* limits per job type; NULL without `limits` */
     kj_deadline_watch *deadlines; /* handler time limits' watchdog; NULL when no type has one */
+    kj_key_order *key_order;      /* retry.ordering = "key" with a ladder; else NULL */
     bool crash_guard;             /* dlq.crash_loop_limit > 0 and not exactly-once */
     pthread_mutex_t commit_lock;  /* commit contents + enqueue order (commit_offsets) */
-    int total_partitions; /* of the main and ladder topics (check_topics), for group scope */
+    int total_partitions;    /* of the main and ladder topics (check_topics), for group scope */
+    int32_t main_partitions; /* of the main topic (check_topics) */
     kj_topic_slot *topics;
     size_t topic_count;
     kj_part *parts;
@@ -199,6 +203,11 @@ typedef struct batch_slot {
     bool hop;               /* released before its kjobs-not-before: re-routed, not run */
     bool scheduled;         /* main topic, kjobs-run-at ahead: handed to the ladder, not run */
     bool carried;           /* already finished here before a rebalance (carry_over): not run */
+    bool keyed;             /* retry.ordering = "key" orders it: keyed, origin known */
+    bool counted;           /* ... and it is a ladder copy the key chain counts */
+    bool parked;            /* must wait behind `behind`: parked on the ladder, not run */
+    int64_t origin;         /* keyed only: its main-topic offset */
+    kj_chain_copy behind;   /* parked only: the copy it waits behind */
     int64_t due_ms;         /* scheduled only: its kjobs-run-at */
     kj_control ctl;         /* ladder only, validated */
     kj_job_outcome outcome; /* where it went: ok, retry or dead-lettered */
@@ -276,6 +285,7 @@ static kj_part *part_add(kj_worker *w, const char *topic, int32_t partition) {
     p->topic = slot->spec.name;
     p->partition = partition;
     p->role = slot->spec.role;
+    p->step = slot->spec.step;
     p->step_delay_ms = slot->spec.delay_ms;
     p->committed = -1;
     pthread_mutex_init(&p->lock, NULL);
@@ -331,10 +341,13 @@ static kj_vlane *lane_for(kj_part *p, const rd_kafka_message_t *msg) {
     return &p->lanes[h % (uint64_t)p->nlanes];
 }
 
-/* Jobs of @p p must not run yet: its crash-guard mark is not on record (arming), or a batch
- * of its previous assignment still runs here (held). */
+/* Jobs of @p p must not run yet: its crash-guard mark is not on record (arming), a batch of
+ * its previous assignment still runs here (held), or with key-ordered retries its key chain is
+ * not read yet (processor/key_order.h). */
 static bool part_held(kj_part *p) {
-    return atomic_load(&p->arming) || atomic_load(&p->held);
+    return atomic_load(&p->arming) || atomic_load(&p->held) ||
+           (kj_key_order_covers(p->w->key_order, p->partition) &&
+            kj_key_order_gen(p->w->key_order, p->partition) == 0);
 }
 
 static void part_free(kj_part *p) {
@@ -689,6 +702,10 @@ static void assign_partitions(kj_worker *w, rd_kafka_t *rk, rd_kafka_topic_parti
             p->one_lane = p->nlanes > 1 && p->careful_end > 0;
             p->to_keys = false;
             arming |= p->arming;
+            if (w->key_order) { /* its jobs wait until its set is here and read (tick) */
+                kj_key_order_assigned(w->key_order, p->step, p->partition);
+                held |= part_held(p);
+            }
         }
         if (p && known) /* what the group has committed (lag gauges until a record arrives) */
             p->committed = tp->offset >= 0 ? tp->offset : -1;
@@ -883,6 +900,7 @@ static void revoke_partitions(kj_worker *w, rd_kafka_t *rk, rd_kafka_topic_parti
     for (int i = 0; i < parts->cnt; i++) {
         kj_part *p = part_lookup(w, NULL, parts->elems[i].topic, parts->elems[i].partition);
         if (!p) continue;
+        if (w->key_order) kj_key_order_revoked(w->key_order, p->step, p->partition);
         kj_log(lost ? KJ_LOG_WARN : KJ_LOG_INFO, lost ? "partition lost" : "partition revoked",
                "{s:s,s:i,s:I,s:I,s:I}", "topic", p->topic, "partition", p->partition, "committed",
                (json_int_t)p->committed, "batches_ms", (json_int_t)batches_ms, "commit_ms",
@@ -987,6 +1005,48 @@ static void read_control(kj_part *part, batch_slot *s, int64_t now) {
     s->hop = s->ctl.not_before_ms > now;
 }
 
+/* Key-ordered retries: whether the job of slot `s` is ordered by its key, its origin, and
+ * whether it is one of the chain's copies (processor/key_order.h). */
+static void key_position(const kj_part *part, batch_slot *s) {
+    const rd_kafka_message_t *msg = s->job.msg;
+    s->keyed = s->counted = s->parked = false;
+    if (!msg->key || msg->key_len == 0 || s->scheduled ||
+        s->result.outcome == KJ_OUTCOME_INVALID_HEADER)
+        return;
+    if (!s->ladder) {
+        s->keyed = true;
+        s->origin = msg->offset;
+        return;
+    }
+    if (s->ctl.original_partition != part->partition) return; /* written before "key" */
+    s->keyed = true;
+    s->origin = s->ctl.original_offset;
+    s->counted = kj_key_order_counted(msg, &s->ctl, part->partition);
+}
+
+/* The chain after a finished job of slot `s`: its copy here is gone (when counted), and its
+ * job is now on step `to` due `not_before_ms` (0: nowhere — done or dead-lettered). */
+static void key_move(kj_worker *w, const kj_part *part, unsigned gen, const batch_slot *s, int to,
+                     int64_t not_before_ms) {
+    if (!s->keyed) return;
+    const rd_kafka_message_t *msg = s->job.msg;
+    kj_key_order_move(w->key_order, part->partition, gen, msg->key, msg->key_len, s->origin,
+                      s->counted ? part->step : 0, to, not_before_ms);
+}
+
+/* The first item whose key an earlier item of the batch has, or count. */
+static size_t first_repeated_key(void **items, size_t count) {
+    for (size_t i = 1; i < count; i++) {
+        const rd_kafka_message_t *m = items[i];
+        if (!m->key || m->key_len == 0) continue;
+        for (size_t k = 0; k < i; k++) {
+            const rd_kafka_message_t *o = items[k];
+            if (o->key_len == m->key_len && memcmp(o->key, m->key, m->key_len) == 0) return i;
+        }
+    }
+    return count;
+}
+
 static batch_scratch *scratch_for(size_t count) {
     pthread_once(&scratch_key_once, scratch_key_create);
     batch_scratch *sc = pthread_getspecific(scratch_key);
@@ -1010,7 +1070,8 @@ static batch_scratch *scratch_for(size_t count) {
 static void record_breaker(kj_worker *w, const batch_slot *slots, size_t count) {
     pthread_mutex_lock(&w->breaker_lock);
     for (size_t i = 0; i < count; i++) {
-        if (slots[i].hop || slots[i].carried || slots[i].outcome == KJ_JOB_SCHEDULED)
+        if (slots[i].hop || slots[i].carried || slots[i].outcome == KJ_JOB_SCHEDULED ||
+            slots[i].outcome == KJ_JOB_PARKED)
             continue; /* not run */
         bool dead = slots[i].outcome == KJ_JOB_DEAD_LETTERED;
         if (kj_breaker_record(&w->breaker, dead)) {
@@ -1285,6 +1346,18 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
             skip_batch(w, vl, items, count); /* no memory: rewind instead */
         return;
     }
+    /* Key-ordered retries: the chain generation this batch reads and updates, and at most one
+     * job per key in a batch, so that a job's outcome is in the chain before the next job of
+     * its key is looked at (the rest goes back to the head of the lane, due now). */
+    unsigned key_gen = kj_key_order_gen(w->key_order, part->partition);
+    if (key_gen) {
+        size_t cut = first_repeated_key(items, count);
+        if (cut < count) {
+            if (kj_engine_lane_requeue(lane, items + cut, count - cut, 0) != 0)
+                skip_batch(w, vl, items + cut, count - cut); /* no memory: rewind instead */
+            count = cut;
+        }
+    }
     /* Crash-loop guard: after a crash, the jobs the dead owner may have had in flight run one
      * at a time, each probe on record first; a job that was run alone by dlq.crash_loop_limit
      * owners in a row that all died is dead-lettered, not run (crash_guard.h). */
@@ -1334,6 +1407,8 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
         s->flow_slot = false;
         s->flow_release = 0;
         read_control(part, s, now);
+        s->keyed = s->counted = s->parked = false;
+        if (key_gen) key_position(part, s);
         s->decoded = false;
         s->carried = false;
         if (atomic_load(&part->has_carried) && carried_take(part, msg->offset)) {
@@ -1359,6 +1434,16 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
             continue;
         }
         if (s->hop) continue; /* not run */
+        if (s->keyed && kj_key_order_blocker(w->key_order, part->partition, key_gen, msg->key,
+                                             msg->key_len, s->origin, &s->behind)) {
+            /* an earlier job of its key is on the ladder: parked behind it, not run; named in
+             * logs and metrics if decodable without asking the registry */
+            s->parked = true;
+            s->decoded =
+                msg->payload && kj_sr_decode(w->registry, msg->payload, msg->len, &s->job.record,
+                                             NULL, registry_never, NULL, err, sizeof(err)) == 0;
+            continue;
+        }
         int rc = msg->payload ? decode_job(w, part, msg, &s->job.record, err, sizeof(err)) : -1;
         if (rc == KJ_SR_UNAVAILABLE) { /* gave up waiting for the registry: run nothing */
             for (size_t k = 0; k < i; k++) {
@@ -1471,9 +1556,24 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
         const char *t = s->decoded ? s->job.record.type : KJ_METRICS_TYPE_UNDECODABLE;
         if (s->hop) {
             int step = kj_router_hop(w->router, part, s->job.msg, s->ctl.not_before_ms);
+            if (s->counted) key_move(w, part, key_gen, s, step, s->ctl.not_before_ms);
             kj_log(KJ_LOG_DEBUG, "ladder record not due yet, hopped", "{s:s,s:i,s:I,s:I,s:i}",
                    "topic", part->topic, "partition", part->partition, "offset",
                    (json_int_t)s->job.msg->offset, "not_before", (json_int_t)s->ctl.not_before_ms,
+                   "to_step", step);
+            continue;
+        }
+        if (s->parked) {
+            int step = kj_router_park(w->router, part, s->job.msg, s->ladder ? &s->ctl : NULL,
+                                      s->behind.step, s->behind.not_before_ms, s->behind.origin);
+            key_move(w, part, key_gen, s, step, s->behind.not_before_ms);
+            s->outcome = step ? KJ_JOB_PARKED : KJ_JOB_DEAD_LETTERED;
+            kj_log(step ? KJ_LOG_DEBUG : KJ_LOG_WARN,
+                   step ? "job parked behind an earlier job of its key"
+                        : "parked job too large for its ladder copy, dead-lettered",
+                   "{s:s?,s:s,s:s,s:i,s:I,s:I,s:i}", "id", s->decoded ? s->job.record.id : NULL,
+                   "type", t, "topic", part->topic, "partition", part->partition, "offset",
+                   (json_int_t)s->job.msg->offset, "behind_offset", (json_int_t)s->behind.origin,
                    "to_step", step);
             continue;
         }
@@ -1490,6 +1590,7 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
         }
         if (s->result.outcome == KJ_OUTCOME_OK) {
             s->outcome = KJ_JOB_OK;
+            key_move(w, part, key_gen, s, 0, 0);
             if (debug && s->carried)
                 kj_log(KJ_LOG_DEBUG, "job finished before the rebalance, not run again",
                        "{s:s,s:i,s:I}", "topic", part->topic, "partition", part->partition,
@@ -1509,6 +1610,8 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
         kj_retry_decide(w->cfg, s->job.attempt, &s->result, kj_now_ms(), &s->decision);
         kj_router_route(w->router, part, s->job.msg, &s->result, &s->decision, origin);
         s->outcome = s->decision.to_dlq ? KJ_JOB_DEAD_LETTERED : KJ_JOB_RETRY;
+        key_move(w, part, key_gen, s, s->decision.to_dlq ? 0 : s->decision.step,
+                 s->decision.not_before_ms);
         /* retries are routine (debug); dead letters need attention (warn) */
         kj_log(s->decision.to_dlq ? KJ_LOG_WARN : KJ_LOG_DEBUG,
                s->decision.to_dlq ? "job failed, dead-lettered" : "job failed, retry routed",
@@ -1862,10 +1965,24 @@ static void part_to_key_lanes(kj_part *p) {
            p->topic, "partition", p->partition, "lanes", p->nlanes);
 }
 
+/* Key-ordered retries: the set of main partition `partition` (main + ladder partitions of
+ * that number) is here and its key chain read: wake its parked batches (the tick resumes the
+ * paused partitions). @locality poll thread */
+static void key_order_ready(int32_t partition, void *opaque) {
+    kj_worker *w = opaque;
+    for (size_t t = 0; t < w->topic_count; t++) {
+        kj_topic_slot *slot = &w->topics[t];
+        kj_part *p = partition < slot->nparts ? slot->parts[partition] : NULL;
+        for (int i = 0; p && p->lanes && i < p->nlanes; i++)
+            kj_engine_lane_wake(p->lanes[i].lane);
+    }
+}
+
 static void tick(kj_worker *w, int64_t now, int64_t *last_commit, int64_t *last_lag,
                  int64_t *last_progress) {
     size_t low = (size_t)w->cfg->batch_max_pending / 2;
     drop_wake_answers(w);
+    kj_key_order_tick(w->key_order, key_order_ready, w);
     bool held = breaker_tick(w, now);
     if (w->stall_detected_at) {
         held = true;
@@ -2200,12 +2317,13 @@ static bool consumer_fatal(kj_worker *w) {
 int kj_worker_run(kj_worker *w, volatile sig_atomic_t *stop, kj_heartbeat *heartbeat) {
     w->heartbeat = heartbeat;
     if (subscribe(w) != 0) return 1;
-    kj_log(KJ_LOG_INFO, "worker started", "{s:s,s:s,s:i,s:i,s:i,s:s,s:s,s:s,s:s,s:i}", "group",
+    kj_log(KJ_LOG_INFO, "worker started", "{s:s,s:s,s:i,s:i,s:i,s:s,s:s,s:s,s:s,s:s,s:i}", "group",
            w->cfg->group, "topic", w->cfg->main_topic, "workers", w->cfg->workers, "batch_max_jobs",
            w->cfg->batch_max_jobs, "retry_steps", (int)w->cfg->retry_delay_count, "librdkafka",
            rd_kafka_version_str(), "group_protocol", w->protocol.kip848 ? "consumer" : "classic",
            "group_protocol_why", w->protocol.why, "batch_ordering", w->cfg->batch_ordering,
-           "lanes_per_main_partition", kj_config_key_lanes(w->cfg));
+           "retry_ordering", w->cfg->retry_ordering, "lanes_per_main_partition",
+           kj_config_key_lanes(w->cfg));
 
     int exit_code = 0;
     int64_t last_commit = kj_now_ms(), last_lag = 0, last_progress = kj_now_ms();
@@ -2353,12 +2471,32 @@ static int check_topics(kj_worker *w, char *errstr, size_t errstr_size) {
                     strcmp(md->topics[t].topic, w->topics[i].spec.name) == 0;
             if (found && w->topics[i].spec.role != KJ_TOPIC_DLQ) /* the DLQ is not consumed */
                 w->total_partitions += md->topics[t].partition_cnt;
+            if (found && w->topics[i].spec.role == KJ_TOPIC_MAIN)
+                w->main_partitions = md->topics[t].partition_cnt;
         }
         if (found) continue;
         nmissing++;
         if (used < sizeof(missing))
             used += (size_t)snprintf(missing + used, sizeof(missing) - used, "%s%s",
                                      nmissing > 1 ? ", " : "", w->topics[i].spec.name);
+    }
+    /* key-ordered retries keep main partition p's copies in ladder partition p of each step */
+    for (size_t i = 0; nmissing == 0 && kj_config_retry_key_ordered(w->cfg) && i < w->topic_count;
+         i++) {
+        if (w->topics[i].spec.role != KJ_TOPIC_RETRY) continue;
+        for (int t = 0; t < md->topic_cnt; t++) {
+            if (strcmp(md->topics[t].topic, w->topics[i].spec.name) != 0 ||
+                md->topics[t].partition_cnt >= w->main_partitions)
+                continue;
+            snprintf(errstr, errstr_size,
+                     "retry.ordering = \"key\": ladder topic %s has %d partitions, fewer than "
+                     "the main topic %s's %d (each main partition's copies stay in the ladder "
+                     "partition of the same number): add partitions to it",
+                     w->topics[i].spec.name, md->topics[t].partition_cnt, w->cfg->main_topic,
+                     (int)w->main_partitions);
+            rd_kafka_metadata_destroy(md);
+            return -1;
+        }
     }
     rd_kafka_metadata_destroy(md);
     if (nmissing == 0) return 0;
@@ -2384,8 +2522,10 @@ static int consumer_new(kj_worker *w, char *errstr, size_t errstr_size) {
         /* jobs of an aborted producer transaction never run (a passthrough may override) */
         kj_kafka_conf_set(conf, "isolation.level", "read_committed", errstr, errstr_size) ||
         (kip848 && kj_kafka_conf_set(conf, "group.protocol", "consumer", errstr, errstr_size)) ||
-        (!kip848 && kj_kafka_conf_set(conf, "partition.assignment.strategy", KJ_DEFAULT_ASSIGNOR,
-                                      errstr, errstr_size)) ||
+        (!kip848 &&
+         kj_kafka_conf_set(conf, "partition.assignment.strategy",
+                           kj_config_retry_key_ordered(cfg) ? "range" : KJ_DEFAULT_ASSIGNOR, errstr,
+                           errstr_size)) ||
         (kip848 && !kj_kafka_prop_value(cfg, "group.remote.assignor") &&
          kj_kafka_conf_set(conf, "group.remote.assignor", KJ_DEFAULT_REMOTE_ASSIGNOR, errstr,
                            errstr_size)) ||
@@ -2481,6 +2621,11 @@ kj_worker *kj_worker_new(const kj_config *cfg, kj_handler_registry *handlers, ch
     if (consumer_new(w, errstr, errstr_size) != 0) goto fail;
 
     if (check_topics(w, errstr, errstr_size) != 0) goto fail;
+    if (kj_config_retry_key_ordered(cfg) && cfg->retry_delay_count > 0 &&
+        !(w->key_order = kj_key_order_new(cfg, w->main_partitions))) {
+        snprintf(errstr, errstr_size, "retry.ordering: out of memory");
+        goto fail;
+    }
     if (cfg->periodic_count > 0 &&
         !(w->periodic = kj_periodic_new(cfg, w->worker_id, errstr, errstr_size)))
         goto fail;
@@ -2542,6 +2687,7 @@ void kj_worker_free(kj_worker *w) {
         part_remove(w, p, true);
     }
     if (w->engine) kj_engine_destroy(w->engine);
+    kj_key_order_free(w->key_order);      /* after the handler threads are joined */
     kj_deadline_watch_stop(w->deadlines); /* after the handler threads are joined */
     if (w->router) kj_router_free(w->router);
     while (w->retired) { /* no batch runs and no copy completes any more */

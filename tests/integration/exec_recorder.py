@@ -9,9 +9,12 @@ With --time, each job also gets "started_at_ms": the wall clock (epoch ms) when 
 reached the handler, before it answers (test_scheduling.py compares it with the due time).
 With --sleep MS, the jobs of a batch run one after another, each taking MS milliseconds, and
 each gets "started_at_ms" and "ended_at_ms" (test_flow_control.py measures overlap with them).
+A job whose id contains "~retryN" (N a number) answers "retry" on attempts 1..N and "ok" after;
+"~fail" answers "fail" (permanent); those jobs' lines also get "result" (test_retry_ordering.py).
 """
 import json
 import os
+import re
 import sys
 import time
 
@@ -36,9 +39,20 @@ def main():
                 job["started_at_ms"] = int(time.time() * 1000)
                 time.sleep(sleep_ms / 1000.0)
                 job["ended_at_ms"] = int(time.time() * 1000)
+        results = []
+        for job in batch:
+            status = "ok"
+            m = re.search(r"~retry(\d+)", job["id"])
+            if m and job["attempt"] <= int(m.group(1)):
+                status = "retry"
+            elif "~fail" in job["id"]:
+                status = "fail"
+            if m or "~fail" in job["id"]:
+                job["result"] = status
+            results.append({"id": job["id"], "status": status,
+                            **({"error": "asked to by its id"} if status != "ok" else {})})
         os.write(fd, "".join(json.dumps(job) + "\n" for job in batch).encode())
-        reply = {"batch_id": request.get("batch_id"),
-                 "results": [{"id": job["id"], "status": "ok"} for job in batch]}
+        reply = {"batch_id": request.get("batch_id"), "results": results}
         sys.stdout.write(json.dumps(reply) + "\n")
         sys.stdout.flush()
 

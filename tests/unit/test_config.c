@@ -242,6 +242,7 @@ static const struct override_case {
     {"batch.max_wait_ms", "\"1s\"", "1000", "250", "250", NULL, NULL},
     {"batch.max_pending", "20000", NULL, "30000", "30000", NULL, NULL},
     {"batch.ordering", "\"key\"", NULL, "partition", "\"partition\"", NULL, NULL},
+    {"retry.ordering", "\"key\"", NULL, "none", "\"none\"", NULL, NULL},
     {"batch.key_lanes", "16", NULL, "4", "4", NULL, NULL},
     {"workers", "8", NULL, "16", "16", NULL, NULL},
     {"retry.delays", "[ \"1s\", \"2s\" ]", NULL, "5s, 1m30s", "[ \"5s\", \"1m30s\" ]", NULL, NULL},

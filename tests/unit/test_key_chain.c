@@ -46,10 +46,10 @@ static void test_waits_only_behind_an_earlier_origin_of_its_key(void **state) {
 static void test_follows_the_earliest_origin_to_its_furthest_step(void **state) {
     (void)state;
     kj_key_chain *c = kj_key_chain_new();
-    add(c, "k", 20, 1, 500);  /* a follower, parked */
-    add(c, "k", 10, 1, 100);  /* the head on step 1 ... */
-    add(c, "k", 10, 2, 900);  /* ... and its copy on step 2 (added before step 1's went) */
-    add(c, "k", 10, 2, 800);  /* a duplicate copy: counted, the later not-before kept */
+    add(c, "k", 20, 1, 500); /* a follower, parked */
+    add(c, "k", 10, 1, 100); /* the head on step 1 ... */
+    add(c, "k", 10, 2, 900); /* ... and its copy on step 2 (added before step 1's went) */
+    add(c, "k", 10, 2, 800); /* a duplicate copy: counted, the later not-before kept */
     kj_chain_copy out;
     assert_true(blocked(c, "k", 30, &out));
     assert_int_equal(out.origin, 10);
