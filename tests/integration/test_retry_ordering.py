@@ -16,6 +16,8 @@ What is checked:
 - durable across a crash: a worker killed (SIGKILL) while a job waits on the ladder with a later
   job of its key parked behind it; a second worker reads the ladder back, and a job of that key
   produced after the crash still waits behind the retried one;
+- a group of two, the second joining midway (a rebalance moves partitions with their ladder
+  partitions): key order holds across both;
 - config errors: a bad value names file, line and setting; "key" with another assignor set is
   refused, naming both settings.
 """
@@ -193,6 +195,40 @@ def test_order_survives_a_crash():
           f"y2 ran {first['x1~retry1'] - first['y2']} ms before x1")
 
 
+def test_two_workers_and_a_rebalance():
+    """Key order holds in a group of two while the second joins midway: the range assignor moves
+    each main partition with its ladder partitions, and the new owner reads them first."""
+    keys = [f"k{n}" for n in range(16)]
+    plan = [(n % 4, f"{k}-{i}" + ("~retry1" if (n + i) % 4 == 0 else ""), k)
+            for i in range(8) for n, k in enumerate(keys)]
+    want = {job_id for _, job_id, _ in plan}
+    record_file = tempfile.mktemp(prefix="kjobs-retryord-", suffix=".jsonl")
+    with procs.Broker(partitions=4) as broker:
+        produce(broker.bootstrap, plan)
+        env = worker_env(record_file, "retryord-pair", "key", delays="2s")
+        first = Worker(broker.bootstrap, env=env, name="pair-first")
+        second = None
+        try:
+            harness.wait_until("a fifth of the jobs to succeed",
+                               lambda: len(ok_runs(recorded(record_file))) >= len(plan) // 5, 60)
+            second = Worker(broker.bootstrap, env=env, name="pair-second")
+            harness.wait_until("every job to succeed", lambda: want <= {
+                r["id"] for r in ok_runs(recorded(record_file))}, 180)
+            assert first.stop() == 0, first.tail()
+            assert second.stop() == 0, second.tail()
+            second_ran = len(second.msgs("key order: ladder read"))
+        finally:
+            first.close()
+            if second:
+                second.close()
+    runs = recorded(record_file)
+    os.unlink(record_file)
+    bad = order_violations(runs, plan)
+    assert not bad, f"key order broken in a group of two: {bad[:5]}"
+    assert second_ran >= 1, "the second worker never read a ladder: it got no partition"
+    print(f"  {len(plan)} jobs, {len(runs)} runs over two workers, order kept per key")
+
+
 def test_config_errors():
     cfg = tempfile.mktemp(suffix=".cfg")
     with open(cfg, "w") as f:
@@ -211,4 +247,5 @@ def test_config_errors():
 
 if __name__ == "__main__":
     harness.main([test_checker_catches_a_violation, test_later_jobs_of_a_key_wait_behind_its_retry,
-                  test_order_survives_a_crash, test_config_errors])
+                  test_order_survives_a_crash, test_two_workers_and_a_rebalance,
+                  test_config_errors])

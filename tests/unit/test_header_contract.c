@@ -174,6 +174,7 @@ static void test_wire_names_are_the_contract(void **state) {
     assert_string_equal(KJ_HDR_REPLAYED_AT, "kjobs-replayed-at");
     assert_string_equal(KJ_HDR_RUN_AT, "kjobs-run-at");
     assert_string_equal(KJ_HDR_DELIVER_AT, "kjobs-deliver-at"); /* deprecated alias, read only */
+    assert_string_equal(KJ_HDR_PARKED_BEHIND, "kjobs-parked-behind");
 }
 
 static void test_is_kjobs(void **state) {
@@ -348,6 +349,59 @@ static void test_write_failure_round_trip(void **state) {
     assert_int_equal(kj_control_parse_ladder(h, NOW, &c), 0);
     assert_int_equal(c.attempt, 2);
     assert_int_equal(c.original_partition, 0);
+    rd_kafka_headers_destroy(h);
+}
+
+/* retry.ordering = "key": a parked copy (kjobs-parked-behind) may carry attempt 0; the header
+ * is strict like every control header; a failure written over a parked copy drops it, a parked
+ * copy written again keeps exactly one */
+static void test_parked_copy(void **state) {
+    (void)state;
+    rd_kafka_headers_t *h = ladder_headers("0", "1", "jobs", "2", "40");
+    rd_kafka_header_add(h, KJ_HDR_PARKED_BEHIND, -1, "17", -1);
+    kj_control c;
+    assert_int_equal(kj_control_parse_ladder(h, NOW, &c), 0);
+    assert_true(c.parked);
+    assert_int_equal(c.parked_behind, 17);
+    assert_int_equal(c.attempt, 0);
+    rd_kafka_headers_destroy(h);
+    h = ladder_headers("2", "1", "jobs", "2", "40"); /* a retried job parked: attempts kept */
+    assert_int_equal(kj_control_parse_ladder(h, NOW, &c), 0);
+    assert_false(c.parked);
+    rd_kafka_headers_destroy(h);
+    h = ladder_headers("0", "1", "jobs", "2", "40");
+    rd_kafka_header_add(h, KJ_HDR_PARKED_BEHIND, -1, "-17", -1);
+    expect_invalid(h, KJ_HDR_PARKED_BEHIND, NULL);
+    h = ladder_headers("0", "1", "jobs", "2", "40");
+    rd_kafka_header_add(h, KJ_HDR_PARKED_BEHIND, -1, "17", -1);
+    rd_kafka_header_add(h, KJ_HDR_PARKED_BEHIND, -1, "18", -1);
+    expect_invalid(h, KJ_HDR_PARKED_BEHIND, "more than once");
+
+    h = rd_kafka_headers_new(4);
+    kj_hdr_failure f = {.original_topic = "jobs",
+                        .original_partition = 2,
+                        .original_offset = 40,
+                        .attempt = 0,
+                        .not_before_ms = NOW,
+                        .error = "waiting",
+                        .error_class = "parked",
+                        .failed_at_ms = NOW,
+                        .worker = "w",
+                        .parked = true,
+                        .parked_behind = 17};
+    kj_hdr_write_failure(h, &f);
+    kj_hdr_write_failure(h, &f);
+    char buf[32];
+    assert_string_equal(only(h, KJ_HDR_PARKED_BEHIND, buf, sizeof(buf)), "17");
+    f.parked = false; /* it ran, failed and goes down the ladder on its own */
+    f.attempt = 1;
+    kj_hdr_write_failure(h, &f);
+    const void *val;
+    size_t len;
+    assert_int_not_equal(rd_kafka_header_get(h, 0, KJ_HDR_PARKED_BEHIND, &val, &len),
+                         RD_KAFKA_RESP_ERR_NO_ERROR);
+    assert_int_equal(kj_control_parse_ladder(h, NOW, &c), 0);
+    assert_false(c.parked);
     rd_kafka_headers_destroy(h);
 }
 
@@ -591,6 +645,7 @@ int main(void) {
         cmocka_unit_test(test_deliver_at_alias),
         cmocka_unit_test(test_run_at_and_alias_both_present),
         cmocka_unit_test(test_scheduled_copy_attempt_zero),
+        cmocka_unit_test(test_parked_copy),
         cmocka_unit_test(test_rfc3339),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
