@@ -18,6 +18,7 @@ What is checked:
   produced after the crash still waits behind the retried one;
 - a group of two, the second joining midway (a rebalance moves partitions with their ladder
   partitions): key order holds across both;
+- a ladder topic with fewer partitions than the main topic is refused at start;
 - config errors: a bad value names file, line and setting; "key" with another assignor set is
   refused, naming both settings.
 """
@@ -229,6 +230,28 @@ def test_two_workers_and_a_rebalance():
     print(f"  {len(plan)} jobs, {len(runs)} runs over two workers, order kept per key")
 
 
+def test_a_ladder_with_fewer_partitions_is_refused():
+    """A ladder topic with fewer partitions than the main topic cannot hold each main
+    partition's copies in the partition of its number: the worker says so and exits 1."""
+    if not harness.REAL_KAFKA:
+        raise harness.Skip("needs a real Kafka in KJOBS_TEST_KAFKA: the embedded broker makes "
+                           "every topic with one partition count and has no CreateTopics")
+    with procs.Broker(partitions=2) as broker:
+        # `kjobs topics --create` keeps existing topics: the main topic and the DLQ with 4
+        # partitions (no ladder yet), then the ladder with 2
+        for partitions, delays in (("4", ""), ("2", "1s")):
+            harness.run(harness.kjobs_cmd("topics", "-b", broker.bootstrap, "--create"),
+                        env={"KJOBS_TOPICS_MAIN": "uneven", "KJOBS_RETRY_DELAYS": delays,
+                             "KJOBS_TOPICS_PARTITIONS": partitions})
+        env = {"KJOBS_TOPICS_MAIN": "uneven", "KJOBS_RETRY_DELAYS": "1s",
+               "KJOBS_RETRY_ORDERING": "key"}
+        p = harness.run(harness.kjobs_cmd("run", "-b", broker.bootstrap), check=False, env=env,
+                        timeout=60)
+    assert p.returncode == 1, (p.returncode, p.stderr[-800:])
+    assert "ladder topic uneven.retry.1 has 2 partitions, fewer than the main topic uneven's 4" \
+        in p.stderr, p.stderr[-800:]
+
+
 def test_config_errors():
     cfg = tempfile.mktemp(suffix=".cfg")
     with open(cfg, "w") as f:
@@ -248,4 +271,4 @@ def test_config_errors():
 if __name__ == "__main__":
     harness.main([test_checker_catches_a_violation, test_later_jobs_of_a_key_wait_behind_its_retry,
                   test_order_survives_a_crash, test_two_workers_and_a_rebalance,
-                  test_config_errors])
+                  test_a_ladder_with_fewer_partitions_is_refused, test_config_errors])
