@@ -144,8 +144,8 @@ bool kj_key_order_blocker(kj_key_order *ko, int32_t partition, unsigned gen, con
     if (!gen || !kj_key_order_covers(ko, partition) || !key || key_len == 0) return false;
     slot *s = &ko->slots[partition];
     pthread_mutex_lock(&s->lock);
-    bool blocked = atomic_load(&s->gen) == gen &&
-                   kj_key_chain_blocker(s->chain, key, key_len, origin, out);
+    bool blocked =
+        atomic_load(&s->gen) == gen && kj_key_chain_blocker(s->chain, key, key_len, origin, out);
     pthread_mutex_unlock(&s->lock);
     return blocked;
 }
@@ -158,7 +158,8 @@ void kj_key_order_move(kj_key_order *ko, int32_t partition, unsigned gen, const 
     pthread_mutex_lock(&s->lock);
     if (atomic_load(&s->gen) == gen) {
         if (to_step > 0) {
-            kj_chain_copy copy = {.origin = origin, .step = to_step, .not_before_ms = not_before_ms};
+            kj_chain_copy copy = {
+                .origin = origin, .step = to_step, .not_before_ms = not_before_ms};
             if (kj_key_chain_add(s->chain, key, key_len, &copy) != 0)
                 kj_log(KJ_LOG_ERROR, "key order: out of memory, a key may run out of order",
                        "{s:i,s:I}", "partition", partition, "origin", (json_int_t)origin);
@@ -168,8 +169,7 @@ void kj_key_order_move(kj_key_order *ko, int32_t partition, unsigned gen, const 
     pthread_mutex_unlock(&s->lock);
 }
 
-bool kj_key_order_counted(const rd_kafka_message_t *msg, const kj_control *ctl,
-                          int32_t partition) {
+bool kj_key_order_counted(const rd_kafka_message_t *msg, const kj_control *ctl, int32_t partition) {
     return msg->key && msg->key_len > 0 && ctl->original_partition == partition &&
            (ctl->attempt >= 1 || ctl->parked);
 }
@@ -189,16 +189,16 @@ static bool scan_stopped(kj_key_order *ko) {
 
 /* Retries `what` (a librdkafka call returning an error code) each second until it works or the
  * scan is stopped; logs the first failure. */
-#define SCAN_RETRY(ko, call, what)                                                                \
-    for (int tries_ = 0;; tries_++) {                                                             \
-        rd_kafka_resp_err_t e_ = (call);                                                          \
-        if (!e_) break;                                                                           \
-        if (tries_ == 0)                                                                          \
-            kj_log(KJ_LOG_WARN, "key order: ladder scan waits for the broker", "{s:s,s:s}",       \
-                   "step", what, "error", rd_kafka_err2str(e_));                                  \
-        for (int ms_ = 0; ms_ < 1000 && !scan_stopped(ko); ms_ += 50)                             \
-            nanosleep(&(struct timespec){.tv_nsec = 50 * 1000000L}, NULL);                        \
-        if (scan_stopped(ko)) goto out;                                                           \
+#define SCAN_RETRY(ko, call, what)                                                                 \
+    for (int tries_ = 0;; tries_++) {                                                              \
+        rd_kafka_resp_err_t e_ = (call);                                                           \
+        if (!e_) break;                                                                            \
+        if (tries_ == 0)                                                                           \
+            kj_log(KJ_LOG_WARN, "key order: ladder scan waits for the broker", "{s:s,s:s}",        \
+                   "step", what, "error", rd_kafka_err2str(e_));                                   \
+        for (int ms_ = 0; ms_ < 1000 && !scan_stopped(ko); ms_ += 50)                              \
+            nanosleep(&(struct timespec){.tv_nsec = 50 * 1000000L}, NULL);                         \
+        if (scan_stopped(ko)) goto out;                                                            \
     }
 
 static void *scan_main(void *arg) {
@@ -234,7 +234,8 @@ static void *scan_main(void *arg) {
     for (size_t e = 0; e < nelems; e++) {
         rd_kafka_topic_partition_t *tp = &list->elems[e];
         int64_t lo = 0, hi = 0;
-        SCAN_RETRY(ko, rd_kafka_query_watermark_offsets(rk, tp->topic, tp->partition, &lo, &hi, 5000),
+        SCAN_RETRY(ko,
+                   rd_kafka_query_watermark_offsets(rk, tp->topic, tp->partition, &lo, &hi, 5000),
                    "watermarks");
         int64_t start = tp->offset >= 0 ? tp->offset : lo;
         if (start < lo) start = lo;
@@ -282,9 +283,9 @@ static void *scan_main(void *arg) {
     }
     sc->ok = need == 0 && !scan_stopped(ko);
     kj_log(sc->ok ? KJ_LOG_INFO : KJ_LOG_WARN,
-           sc->ok ? "key order: ladder read" : "key order: ladder scan stopped",
-           "{s:I,s:I,s:I}", "partitions", (json_int_t)sc->n, "copies", (json_int_t)copies,
-           "duration_ms", (json_int_t)(kj_now_ms() - started));
+           sc->ok ? "key order: ladder read" : "key order: ladder scan stopped", "{s:I,s:I,s:I}",
+           "partitions", (json_int_t)sc->n, "copies", (json_int_t)copies, "duration_ms",
+           (json_int_t)(kj_now_ms() - started));
 out:
     if (rk) {
         rd_kafka_consumer_close(rk);

@@ -96,7 +96,6 @@ void kj_key_order_move(kj_key_order *ko, int32_t partition, unsigned gen, const 
  * `partition`, is one of the chain's copies: keyed, first consumed from the main partition of
  * that number, and not a scheduled copy waiting for its first run.
  */
-bool kj_key_order_counted(const rd_kafka_message_t *msg, const kj_control *ctl,
-                          int32_t partition);
+bool kj_key_order_counted(const rd_kafka_message_t *msg, const kj_control *ctl, int32_t partition);
 
 #endif /* KJOBS_KEY_ORDER_H */

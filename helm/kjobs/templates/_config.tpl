@@ -163,6 +163,7 @@ retry = {
   delays = {{ include "kjobs.cfg.strlist" $c.retry.delays }};
   max_attempts = {{ include "kjobs.cfg.int" $c.retry.max_attempts }};
   exactly_once = {{ include "kjobs.cfg.bool" $c.retry.exactly_once }};
+  ordering = {{ include "kjobs.cfg.str" $c.retry.ordering }};
 };
 limits = (
 {{- range $i, $l := $c.limits }}
