@@ -542,6 +542,7 @@ int kj_router_hop(kj_router *r, void *owner, const rd_kafka_message_t *msg, int6
     if (!c->hop) { /* reduced: it became a dead letter */
         free(c->error_class);
         c->error_class = strdup("retryable");
+        step = 0;
     }
     atomic_fetch_add(&r->outstanding, 1);
     queue_copy(r, c);

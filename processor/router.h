@@ -78,7 +78,8 @@ void kj_router_route(kj_router *router, void *owner, const rd_kafka_message_t *m
 /**
  * Hop: a ladder record released before its kjobs-not-before is copied unchanged (key, value,
  * every header) to the step for the time left (kj_retry_step_for_delay), not run. Completes
- * like a routed copy. Returns the step.
+ * like a routed copy. Returns the step, or 0 when the copy was too large to write and went to
+ * the DLQ reduced (see "Size").
  */
 int kj_router_hop(kj_router *router, void *owner, const rd_kafka_message_t *msg,
                   int64_t not_before_ms);
