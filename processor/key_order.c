@@ -22,11 +22,13 @@ typedef enum { SLOT_WAIT, SLOT_SCANNING, SLOT_READY } slot_state;
 
 typedef struct slot {
     pthread_mutex_t lock;
-    kj_key_chain *chain; /* under lock */
-    atomic_uint gen;     /* nonzero: ready, and the epoch it was read in */
-    unsigned epoch;      /* (poll) changes whenever the set changes */
-    uint64_t assigned;   /* (poll) bit s: step s (0 main) is ours */
-    slot_state state;    /* (poll) */
+    kj_key_chain *chain;   /* under lock */
+    atomic_uint gen;       /* nonzero: ready, and the epoch it was read in */
+    unsigned epoch;        /* (poll) changes whenever the set changes */
+    uint64_t assigned;     /* (poll) bit s: step s (0 main) is ours */
+    slot_state state;      /* (poll) */
+    int64_t partial_since; /* (poll) when part of the set was assigned without the rest; 0 */
+    bool partial_warned;   /* (poll) that was logged */
 } slot;
 
 typedef struct scan {
@@ -187,6 +189,33 @@ static bool scan_stopped(kj_key_order *ko) {
     return atomic_load(&ko->stop);
 }
 
+/* A set assigned only in part for long (an assignor that is not range after all, or a ladder
+ * partition this member never gets): its jobs wait, so say so, once. @locality poll thread */
+static void warn_partial(kj_key_order *ko, int64_t now) {
+    for (int32_t p = 0; p < ko->nparts; p++) {
+        slot *s = &ko->slots[p];
+        if (s->assigned == 0 || s->assigned == full_set(ko)) {
+            s->partial_since = 0;
+            s->partial_warned = false;
+            continue;
+        }
+        if (!s->partial_since) s->partial_since = now;
+        if (s->partial_warned || now - s->partial_since < 30000) continue;
+        s->partial_warned = true;
+        char missing[512] = "";
+        size_t used = 0;
+        for (int step = 0; step <= ko->nsteps && used < sizeof(missing); step++)
+            if (!(s->assigned & (UINT64_C(1) << step)))
+                used += (size_t)snprintf(missing + used, sizeof(missing) - used, "%s%s[%d]",
+                                         used ? ", " : "", ko->topics[step], (int)p);
+        kj_log(KJ_LOG_WARN,
+               "key order: jobs of a partition wait for the rest of its set (main and ladder "
+               "partitions of one number must be assigned together: the range assignor)",
+               "{s:i,s:s,s:I}", "partition", (int)p, "not_assigned", missing, "waiting_ms",
+               (json_int_t)(now - s->partial_since));
+    }
+}
+
 /* Retries `what` (a librdkafka call returning an error code) each second until it works or the
  * scan is stopped; logs the first failure. */
 #define SCAN_RETRY(ko, call, what)                                                                 \
@@ -322,6 +351,7 @@ void kj_key_order_tick(kj_key_order *ko, kj_key_order_ready_fn *ready, void *opa
         scan_free(sc);
         ko->scan = NULL;
     }
+    warn_partial(ko, kj_now_ms());
     if (ko->scanning || ko->nsteps == 0) return;
     size_t n = 0;
     for (int32_t p = 0; p < ko->nparts; p++)
