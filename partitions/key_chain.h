@@ -48,7 +48,7 @@ void kj_key_chain_free(kj_key_chain *c);
 void kj_key_chain_clear(kj_key_chain *c);
 
 /**
- * Adds one copy of the job with key (@p key, @p key_len bytes, any bytes, len >= 1) described by
+ * Adds one copy of the job with key (@p key, @p key_len bytes, any bytes, maybe none) described by
  * @p copy; a copy with the same (origin, step) as one held raises its count and keeps the
  * later not-before. Returns 0, or -1 on allocation failure (nothing changed).
  */

@@ -72,12 +72,13 @@ static int run_prepare(const kj_config *cfg, kj_handler_registry **handlers_out,
         char place[400];
         kj_config_place(cfg, "retry.ordering", place, sizeof(place));
         if (snprintf(err, errsz,
-                     "%s: \"key\" needs the range assignor (each member owns a main partition "
-                     "and the ladder partitions of the same number), but kafka.properties sets "
-                     "%s=%s: drop that setting",
+                     "config error: %s: \"key\" needs the range assignor (each member owns a "
+                     "main partition and the ladder partitions of the same number), but the "
+                     "librdkafka property %s is set to another (kafka.properties, -X or "
+                     "KJOBS_RDKAFKA_*): drop that setting, kjobs sets range itself",
                      place,
-                     protocol.kip848 ? "group.remote.assignor" : "partition.assignment.strategy",
-                     assignor) < 0)
+                     protocol.kip848 ? "group.remote.assignor" : "partition.assignment.strategy") <
+            0)
             err[0] = '\0';
         goto fail;
     }

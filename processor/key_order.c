@@ -143,7 +143,7 @@ unsigned kj_key_order_gen(kj_key_order *ko, int32_t partition) {
 
 bool kj_key_order_blocker(kj_key_order *ko, int32_t partition, unsigned gen, const void *key,
                           size_t key_len, int64_t origin, kj_chain_copy *out) {
-    if (!gen || !kj_key_order_covers(ko, partition) || !key || key_len == 0) return false;
+    if (!gen || !kj_key_order_covers(ko, partition) || !key) return false;
     slot *s = &ko->slots[partition];
     pthread_mutex_lock(&s->lock);
     bool blocked =
@@ -155,7 +155,7 @@ bool kj_key_order_blocker(kj_key_order *ko, int32_t partition, unsigned gen, con
 void kj_key_order_move(kj_key_order *ko, int32_t partition, unsigned gen, const void *key,
                        size_t key_len, int64_t origin, int from_step, int to_step,
                        int64_t not_before_ms) {
-    if (!gen || !kj_key_order_covers(ko, partition) || !key || key_len == 0) return;
+    if (!gen || !kj_key_order_covers(ko, partition) || !key) return;
     slot *s = &ko->slots[partition];
     pthread_mutex_lock(&s->lock);
     if (atomic_load(&s->gen) == gen) {
@@ -172,8 +172,7 @@ void kj_key_order_move(kj_key_order *ko, int32_t partition, unsigned gen, const 
 }
 
 bool kj_key_order_counted(const rd_kafka_message_t *msg, const kj_control *ctl, int32_t partition) {
-    return msg->key && msg->key_len > 0 && ctl->original_partition == partition &&
-           (ctl->attempt >= 1 || ctl->parked);
+    return msg->key && ctl->original_partition == partition && (ctl->attempt >= 1 || ctl->parked);
 }
 
 /* ---- the scan ---------------------------------------------------------------------------- */

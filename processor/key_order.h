@@ -76,7 +76,8 @@ bool kj_key_order_covers(const kj_key_order *ko, int32_t partition);
 unsigned kj_key_order_gen(kj_key_order *ko, int32_t partition);
 
 /**
- * Whether a job of key `key` (`key_len` >= 1 bytes) with origin `origin` must wait; *out
+ * Whether a job of key `key` (`key_len` bytes, maybe 0: an empty key is a key; NULL is none)
+ * with origin `origin` must wait; *out
  * (when true) is the copy to wait behind (partitions/key_chain.h). False for a stale `gen`.
  */
 bool kj_key_order_blocker(kj_key_order *ko, int32_t partition, unsigned gen, const void *key,

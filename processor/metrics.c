@@ -604,7 +604,8 @@ static const struct kj_metric_def {
     size_t nbuckets;
 } kj_metric_defs[] = {
     {&g_kj.jobs, "kjobs_jobs_total", KJ_METRIC_COUNTER,
-     "Jobs finished, by topic consumed from, job type and outcome (ok, retry, dead_lettered).",
+     "Jobs finished, by topic consumed from, job type and outcome (ok, retry, dead_lettered, "
+     "scheduled, parked).",
      3, {"topic", "type", "outcome"}, NULL, 0},
     {&g_kj.duration, "kjobs_job_duration_seconds", KJ_METRIC_HISTOGRAM,
      "Handler wall-clock time per job in seconds.", 1, {"type"}, kj_duration_buckets,

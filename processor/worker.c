@@ -1010,9 +1010,7 @@ static void read_control(kj_part *part, batch_slot *s, int64_t now) {
 static void key_position(const kj_part *part, batch_slot *s) {
     const rd_kafka_message_t *msg = s->job.msg;
     s->keyed = s->counted = s->parked = false;
-    if (!msg->key || msg->key_len == 0 || s->scheduled ||
-        s->result.outcome == KJ_OUTCOME_INVALID_HEADER)
-        return;
+    if (!msg->key || s->scheduled || s->result.outcome == KJ_OUTCOME_INVALID_HEADER) return;
     if (!s->ladder) {
         s->keyed = true;
         s->origin = msg->offset;
@@ -1038,10 +1036,11 @@ static void key_move(kj_worker *w, const kj_part *part, unsigned gen, const batc
 static size_t first_repeated_key(void **items, size_t count) {
     for (size_t i = 1; i < count; i++) {
         const rd_kafka_message_t *m = items[i];
-        if (!m->key || m->key_len == 0) continue;
+        if (!m->key) continue; /* an empty key is a key; a null one is none */
         for (size_t k = 0; k < i; k++) {
             const rd_kafka_message_t *o = items[k];
-            if (o->key_len == m->key_len && memcmp(o->key, m->key, m->key_len) == 0) return i;
+            if (o->key && o->key_len == m->key_len && memcmp(o->key, m->key, m->key_len) == 0)
+                return i;
         }
     }
     return count;
@@ -2437,8 +2436,14 @@ bool kj_worker_ready(void *opaque, char *reason, size_t reason_size) {
  *    librdkafka 2.15.1 (4 topics x 8 partitions, 3 workers) a fourth worker joining was handed
  *    all 8 main-topic partitions and the others kept only ladder partitions, so one process did
  *    all the work. Roundrobin deals each topic's partitions out evenly.
- * kafka.properties = ["partition.assignment.strategy=cooperative-sticky"] opts in. */
-#define KJ_DEFAULT_ASSIGNOR "roundrobin"
+ * kafka.properties = ["partition.assignment.strategy=cooperative-sticky"] opts in.
+ * range is offered second: with retry.ordering = "key" a member offers range alone (it needs a
+ * main partition and the ladder partitions of its number together, key_order.h), and a group
+ * takes an assignor every member offers — so while members of both settings share the group (a
+ * rolling change of retry.ordering), all use range instead of failing to join (JoinGroup:
+ * INCONSISTENT_GROUP_PROTOCOL). Once every member offers roundrobin first, roundrobin wins the
+ * vote again. */
+#define KJ_DEFAULT_ASSIGNOR "roundrobin,range"
 /* With group.protocol=consumer (KIP-848) the broker assigns, incrementally. Its default
  * `uniform` assignor has the sticky assignor's flaw above: on Kafka 4.1.1 (4 topics x 8
  * partitions, 2 workers) it gave one worker the main topic and the first ladder step, the other
@@ -2621,6 +2626,11 @@ kj_worker *kj_worker_new(const kj_config *cfg, kj_handler_registry *handlers, ch
     if (consumer_new(w, errstr, errstr_size) != 0) goto fail;
 
     if (check_topics(w, errstr, errstr_size) != 0) goto fail;
+    if (kj_config_retry_key_ordered(cfg) && cfg->retry_delay_count == 0)
+        kj_log(KJ_LOG_WARN,
+               "retry.ordering = \"key\" has no effect without a ladder (retry.delays is "
+               "empty: every failure is dead-lettered, and a dead letter holds back no one)",
+               "{}");
     if (kj_config_retry_key_ordered(cfg) && cfg->retry_delay_count > 0 &&
         !(w->key_order = kj_key_order_new(cfg, w->main_partitions))) {
         snprintf(errstr, errstr_size, "retry.ordering: out of memory");

@@ -18,6 +18,8 @@ What is checked:
   produced after the crash still waits behind the retried one;
 - a group of two, the second joining midway (a rebalance moves partitions with their ladder
   partitions): key order holds across both;
+- a rolling switch on the classic protocol: a "key" member joins a "none" member's group and
+  both run (range for both);
 - a ladder topic with fewer partitions than the main topic is refused at start;
 - config errors: a bad value names file, line and setting; "key" with another assignor set is
   refused, naming both settings.
@@ -230,6 +232,44 @@ def test_two_workers_and_a_rebalance():
     print(f"  {len(plan)} jobs, {len(runs)} runs over two workers, order kept per key")
 
 
+def test_a_rolling_switch_on_the_classic_protocol_keeps_the_group_running():
+    """A member with "key" (range only) joins a classic group of a member with "none"
+    (roundrobin, then range): both get partitions (range for both), none is refused with
+    INCONSISTENT_GROUP_PROTOCOL, and the group runs every job."""
+    if not harness.REAL_KAFKA:
+        raise harness.Skip("needs a real Kafka in KJOBS_TEST_KAFKA: librdkafka's mock cluster "
+                           "takes the leader's first assignor, not one every member offers "
+                           "(rdkafka_mock_cgrp.c: 'FIXME: ... blindly use the first protocol')")
+    plan = [(n % 4, f"roll-{n}", f"k{n % 8}") for n in range(40)]
+    want = {job_id for _, job_id, _ in plan}
+    record_file = tempfile.mktemp(prefix="kjobs-retryord-", suffix=".jsonl")
+    with procs.Broker(partitions=4) as broker:
+        common = {"KJOBS_KAFKA_GROUP_PROTOCOL": "classic"}
+        old = Worker(broker.bootstrap, name="roll-none",
+                     env=worker_env(record_file, "retryord-roll", "none", **common))
+        new = None
+        try:
+            old.wait_assigned()
+            new = Worker(broker.bootstrap, name="roll-key",
+                         env=worker_env(record_file, "retryord-roll", "key", **common))
+            new.wait_for(lambda l: l["msg"] == "key order: ladder read", 60,
+                         "the key-ordered member to get partitions")
+            produce(broker.bootstrap, plan)
+            harness.wait_until("every job to run", lambda: want <= {
+                r["id"] for r in recorded(record_file)}, 90)
+            assert not [l for l in old.lines + new.lines
+                        if "Inconsistent group protocol" in l.get("msg", "")]
+            assert old.stop() == 0, old.tail()
+            assert new.stop() == 0, new.tail()
+            old_parts = [l for l in old.msgs("partition assigned")]
+        finally:
+            old.close()
+            if new:
+                new.close()
+    os.unlink(record_file)
+    assert old_parts, "the member with \"none\" had no partition"
+
+
 def test_a_ladder_with_fewer_partitions_is_refused():
     """A ladder topic with fewer partitions than the main topic cannot hold each main
     partition's copies in the partition of its number: the worker says so and exits 1."""
@@ -264,11 +304,12 @@ def test_config_errors():
                 'retry = { ordering = "key"; };\n')
     p = harness.run(harness.kjobs_cmd("run", "-c", cfg, "--check-config"), check=False)
     assert p.returncode == 2 and f"{cfg}:3: retry.ordering" in p.stderr and \
-        "partition.assignment.strategy=roundrobin" in p.stderr, p.stderr
+        "partition.assignment.strategy is set to another" in p.stderr, p.stderr
     os.unlink(cfg)
 
 
 if __name__ == "__main__":
     harness.main([test_checker_catches_a_violation, test_later_jobs_of_a_key_wait_behind_its_retry,
                   test_order_survives_a_crash, test_two_workers_and_a_rebalance,
+                  test_a_rolling_switch_on_the_classic_protocol_keeps_the_group_running,
                   test_a_ladder_with_fewer_partitions_is_refused, test_config_errors])
