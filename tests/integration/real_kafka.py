@@ -51,7 +51,14 @@ def reset(partitions, env=None, config=None, deadline_s=120):
         # Groups first: a group left with members by an earlier test (kill -9) cannot be
         # deleted until its session times out; retry until then.
         while True:
-            groups = [g for g, _ in admin.list_consumer_groups()]
+            try:  # a coordinator still loading (a broker just restarted) answers with a
+                # retriable error such as GroupLoadInProgress: ask again
+                groups = [g for g, _ in admin.list_consumer_groups()]
+            except KafkaError as e:
+                if not getattr(e, "retriable", False) or time.monotonic() > group_deadline:
+                    raise
+                time.sleep(0.5)
+                continue
             if not groups:
                 break
             try:
