@@ -1249,7 +1249,8 @@ static size_t carry_over(kj_part *part, const batch_slot *slots, size_t count) {
         pthread_mutex_lock(&np->lock);
         for (size_t i = 0; i < count; i++) {
             const batch_slot *s = &slots[i];
-            if (s->result.outcome != KJ_OUTCOME_OK || s->hop || s->scheduled) continue;
+            if (s->result.outcome != KJ_OUTCOME_OK || s->hop || s->scheduled || s->parked)
+                continue; /* not run: the next owner must see it */
             if (np->ncarried == np->carried_cap) {
                 size_t cap = np->carried_cap ? np->carried_cap * 2 : 64;
                 int64_t *grown = realloc(np->carried, cap * sizeof(*grown));
@@ -1541,12 +1542,13 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
         kj_metrics_in_flight_add(-(int64_t)count);
         return;
     }
-    /* outcomes: successes complete now; failures, hops and scheduled jobs when their copy is
-     * acked */
+    /* outcomes: successes complete now; failures, hops, scheduled and parked jobs when their copy
+     * is acked */
     long long ok = 0, retried = 0, dead = 0;
     pthread_mutex_lock(&part->lock);
     for (size_t i = 0; i < count; i++)
-        if (slots[i].result.outcome == KJ_OUTCOME_OK && !slots[i].hop && !slots[i].scheduled)
+        if (slots[i].result.outcome == KJ_OUTCOME_OK && !slots[i].hop && !slots[i].scheduled &&
+            !slots[i].parked)
             kj_offset_tracker_complete(part->tracker, slots[i].job.msg->offset);
     pthread_mutex_unlock(&part->lock);
     bool debug = kj_log_get_level() <= KJ_LOG_DEBUG;
