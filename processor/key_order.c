@@ -141,15 +141,17 @@ unsigned kj_key_order_gen(kj_key_order *ko, int32_t partition) {
     return kj_key_order_covers(ko, partition) ? atomic_load(&ko->slots[partition].gen) : 0;
 }
 
-bool kj_key_order_blocker(kj_key_order *ko, int32_t partition, unsigned gen, const void *key,
-                          size_t key_len, int64_t origin, kj_chain_copy *out) {
-    if (!gen || !kj_key_order_covers(ko, partition) || !key) return false;
+kj_key_verdict kj_key_order_blocker(kj_key_order *ko, int32_t partition, unsigned gen,
+                                    const void *key, size_t key_len, int64_t origin,
+                                    kj_chain_copy *out) {
+    if (!kj_key_order_covers(ko, partition) || !key) return KJ_KEY_FREE;
     slot *s = &ko->slots[partition];
     pthread_mutex_lock(&s->lock);
-    bool blocked =
-        atomic_load(&s->gen) == gen && kj_key_chain_blocker(s->chain, key, key_len, origin, out);
+    kj_key_verdict v = !gen || atomic_load(&s->gen) != gen                         ? KJ_KEY_STALE
+                       : kj_key_chain_blocker(s->chain, key, key_len, origin, out) ? KJ_KEY_BLOCKED
+                                                                                   : KJ_KEY_FREE;
     pthread_mutex_unlock(&s->lock);
-    return blocked;
+    return v;
 }
 
 void kj_key_order_move(kj_key_order *ko, int32_t partition, unsigned gen, const void *key,

@@ -75,13 +75,22 @@ bool kj_key_order_covers(const kj_key_order *ko, int32_t partition);
  */
 unsigned kj_key_order_gen(kj_key_order *ko, int32_t partition);
 
+/** kj_key_order_blocker's answers. */
+typedef enum {
+    KJ_KEY_FREE = 0, /* it may run */
+    KJ_KEY_BLOCKED,  /* it must wait behind *out */
+    KJ_KEY_STALE,    /* `gen` is stale (the set changed since the batch began): do not run it
+                      * now; it runs once the set is read again */
+} kj_key_verdict;
+
 /**
  * Whether a job of key `key` (`key_len` bytes, maybe 0: an empty key is a key; NULL is none)
- * with origin `origin` must wait; *out
- * (when true) is the copy to wait behind (partitions/key_chain.h). False for a stale `gen`.
+ * with origin `origin` must wait; *out (when KJ_KEY_BLOCKED) is the copy to wait behind
+ * (partitions/key_chain.h).
  */
-bool kj_key_order_blocker(kj_key_order *ko, int32_t partition, unsigned gen, const void *key,
-                          size_t key_len, int64_t origin, kj_chain_copy *out);
+kj_key_verdict kj_key_order_blocker(kj_key_order *ko, int32_t partition, unsigned gen,
+                                    const void *key, size_t key_len, int64_t origin,
+                                    kj_chain_copy *out);
 
 /**
  * A finished job of `key` and `origin`: its copy on step `from_step` (0: none, it was on the

@@ -1434,8 +1434,22 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
             continue;
         }
         if (s->hop) continue; /* not run */
-        if (s->keyed && kj_key_order_blocker(w->key_order, part->partition, key_gen, msg->key,
-                                             msg->key_len, s->origin, &s->behind)) {
+        kj_key_verdict kv =
+            s->keyed ? kj_key_order_blocker(w->key_order, part->partition, key_gen, msg->key,
+                                            msg->key_len, s->origin, &s->behind)
+                     : KJ_KEY_FREE;
+        if (kv == KJ_KEY_STALE) {
+            /* its partition's set changed since this batch began (a rebalance): this job and
+             * everything behind it wait, parked, until the set is read again (key_order_ready
+             * wakes them); the rest of the batch runs */
+            if (s->decoded) kj_job_record_free(&s->job.record);
+            if (kj_engine_lane_requeue(lane, items + i, count - i, KJ_ENGINE_PARKED) != 0)
+                skip_batch(w, vl, items + i, count - i); /* no memory: rewind instead */
+            kj_metrics_in_flight_add(-(int64_t)(count - i));
+            count = i;
+            break;
+        }
+        if (kv == KJ_KEY_BLOCKED) {
             /* an earlier job of its key is on the ladder: parked behind it, not run; named in
              * logs and metrics if decodable without asking the registry */
             s->parked = true;
