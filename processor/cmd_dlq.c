@@ -31,6 +31,7 @@
 
 #include "processor/cli.h"
 #include "processor/commands.h"
+#include "processor/dlq_marker.h"
 #include "processor/header_contract.h"
 #include "processor/job_json.h"
 #include "processor/kafka.h"
@@ -38,9 +39,6 @@
 #include "processor/utf8.h"
 #include "schemas/codec.h"
 
-#define MARK_PREFIX "kjobs-replayed:v1:"
-/* Kafka's default offset.metadata.max.bytes is 4096 */
-#define MARK_MAX_BYTES   4000
 #define ERROR_COLUMN_MAX 60
 
 static const char dlq_usage[] =
@@ -87,21 +85,12 @@ typedef enum { CMD_LIST, CMD_SHOW, CMD_REPLAY } dlq_cmd;
 typedef enum { ST_NEW, ST_REPLAYED, ST_REFAILED, ST_NO_ORIGIN } dl_state;
 static const char *const state_names[] = {"new", "replayed", "refailed", "no-origin"};
 
-typedef struct range {
-    int64_t lo, hi; /* inclusive */
-} range;
-
-typedef struct range_set {
-    range *v;
-    size_t n, cap;
-} range_set;
-
 typedef struct part_state {
     int64_t low, end; /* watermarks captured at start: read [start, end) */
     int64_t start;
-    int64_t committed; /* replay marker W; -1 when none */
-    range_set marks;   /* replayed offsets >= committed, from the commit metadata */
-    char *marks_text;  /* the metadata as read (to detect a change) */
+    int64_t committed;   /* replay marker W; -1 when none */
+    kj_dlq_ranges marks; /* replayed offsets >= committed, from the commit metadata */
+    char *marks_text;    /* the metadata as read (to detect a change) */
     bool done;
     int64_t first_blocking; /* replay: first offset read that stays "new"; -1 none */
     int64_t next_expected;  /* last offset seen + 1 */
@@ -141,92 +130,6 @@ typedef struct dlq_run {
     long skipped_replayed, skipped_refailed, skipped_no_origin, skipped_no_value;
 } dlq_run;
 
-/* ---- the replay marker: ranges <-> commit metadata --------------------------------------- */
-
-static void set_add(range_set *s, int64_t off) {
-    for (size_t i = 0; i < s->n; i++)
-        if (off >= s->v[i].lo && off <= s->v[i].hi) return;
-    if (s->n == s->cap) {
-        s->cap = s->cap ? s->cap * 2 : 8;
-        s->v = realloc(s->v, s->cap * sizeof(*s->v));
-    }
-    s->v[s->n].lo = s->v[s->n].hi = off;
-    s->n++;
-}
-
-static int range_cmp(const void *a, const void *b) {
-    const range *x = a, *y = b;
-    return x->lo < y->lo ? -1 : x->lo > y->lo;
-}
-
-/* Sort, drop offsets below `floor`, merge adjacent ranges. */
-static void set_normalize(range_set *s, int64_t floor) {
-    if (s->n > 1) qsort(s->v, s->n, sizeof(*s->v), range_cmp); /* v may be NULL when empty */
-    size_t out = 0;
-    for (size_t i = 0; i < s->n; i++) {
-        range r = s->v[i];
-        if (r.hi < floor) continue;
-        if (r.lo < floor) r.lo = floor;
-        if (out && r.lo <= s->v[out - 1].hi + 1) {
-            if (r.hi > s->v[out - 1].hi) s->v[out - 1].hi = r.hi;
-        } else {
-            s->v[out++] = r;
-        }
-    }
-    s->n = out;
-}
-
-static bool set_has(const range_set *s, int64_t off) {
-    for (size_t i = 0; i < s->n; i++)
-        if (off >= s->v[i].lo && off <= s->v[i].hi) return true;
-    return false;
-}
-
-static char *set_format(const range_set *s) {
-    size_t cap = sizeof(MARK_PREFIX) + s->n * 42;
-    char *out = malloc(cap), *p = out;
-    p += sprintf(p, "%s", MARK_PREFIX);
-    for (size_t i = 0; i < s->n; i++) {
-        if (i) *p++ = ',';
-        if (s->v[i].lo == s->v[i].hi)
-            p += sprintf(p, "%" PRId64, s->v[i].lo);
-        else
-            p += sprintf(p, "%" PRId64 "-%" PRId64, s->v[i].lo, s->v[i].hi);
-    }
-    *p = '\0';
-    return out;
-}
-
-/* 0 ok (including empty), -1 not ours or malformed */
-static int set_parse(range_set *s, const char *text) {
-    size_t plen = strlen(MARK_PREFIX);
-    if (strncmp(text, MARK_PREFIX, plen) != 0) return -1;
-    const char *p = text + plen;
-    while (*p) {
-        char *end;
-        long long lo = strtoll(p, &end, 10), hi = lo;
-        if (end == p || lo < 0) return -1;
-        p = end;
-        if (*p == '-') {
-            hi = strtoll(p + 1, &end, 10);
-            if (end == p + 1 || hi < lo) return -1;
-            p = end;
-        }
-        if (s->n == s->cap) {
-            s->cap = s->cap ? s->cap * 2 : 8;
-            s->v = realloc(s->v, s->cap * sizeof(*s->v));
-        }
-        s->v[s->n].lo = lo;
-        s->v[s->n].hi = hi;
-        s->n++;
-        if (*p == ',')
-            p++;
-        else if (*p)
-            return -1;
-    }
-    return 0;
-}
-
 /* ---- dead letters: headers, state, JSON -------------------------------------------------- */
 
 static rd_kafka_headers_t *headers_of(const rd_kafka_message_t *msg) {
@@ -238,7 +141,7 @@ static rd_kafka_headers_t *headers_of(const rd_kafka_message_t *msg) {
 static dl_state state_of(const part_state *ps, const rd_kafka_message_t *msg) {
     rd_kafka_headers_t *h = headers_of(msg);
     char buf[256];
-    if (set_has(&ps->marks, msg->offset)) return ST_REPLAYED;
+    if (kj_dlq_ranges_has(&ps->marks, msg->offset)) return ST_REPLAYED;
     if (!kj_kafka_header_str(h, KJ_HDR_ORIGINAL_TOPIC, buf, sizeof(buf)) || !buf[0])
         return ST_NO_ORIGIN;
     if (kj_kafka_header_str(h, KJ_HDR_REPLAYED_FROM, buf, sizeof(buf))) return ST_REFAILED;
@@ -604,7 +507,7 @@ static int load_partitions(dlq_run *r) {
         if (tp->offset < 0) continue;
         ps->committed = tp->offset;
         ps->marks_text = strndup(tp->metadata ? tp->metadata : "", tp->metadata_size);
-        if (ps->marks_text[0] && set_parse(&ps->marks, ps->marks_text) != 0) {
+        if (ps->marks_text[0] && kj_dlq_marker_parse(ps->marks_text, &ps->marks) != 0) {
             kj_log(KJ_LOG_WARN, "replay marker metadata not understood, ignored", "{s:s,s:i}",
                    "group", r->replay_group, "partition", (int)tp->partition);
             ps->marks.n = 0;
@@ -710,30 +613,28 @@ static rd_kafka_headers_t *replay_headers(const dlq_run *r, const rd_kafka_messa
     return out;
 }
 
-/* The marker each partition would get: W and the ranges >= W. Uses item statuses (acked). */
-static int64_t new_marker(const dlq_run *r, int p, range_set *out) {
+/* The marker partition p gets (dlq_marker.h): W and the ranges >= W, from the item statuses. */
+static int64_t new_marker(const dlq_run *r, int p, kj_dlq_ranges *out) {
     const part_state *ps = &r->parts[p];
-    int64_t w = ps->end;
-    if (ps->first_blocking >= 0 && ps->first_blocking < w) w = ps->first_blocking;
+    kj_dlq_ranges acked = {0};
+    int64_t first_new = ps->first_blocking;
     for (size_t i = 0; i < r->item_count; i++) {
         const replay_item *it = &r->items[i];
         if (it->msg->partition != p) continue;
         if (it->status == 1)
-            set_add(out, it->msg->offset);
-        else if (it->msg->offset < w && state_of(ps, it->msg) == ST_NEW)
-            w = it->msg->offset; /* not replayed and still new: must stay ahead of W */
+            kj_dlq_ranges_add(&acked, it->msg->offset);
+        else if ((first_new < 0 || it->msg->offset < first_new) && state_of(ps, it->msg) == ST_NEW)
+            first_new = it->msg->offset; /* not replayed and still new: must stay ahead of W */
     }
-    if (!r->parts[p].done) w = ps->next_expected < w ? ps->next_expected : w;
-    if (ps->committed > w) w = ps->committed; /* never move the marker back */
-    /* keep the old ranges */
-    for (size_t i = 0; i < ps->marks.n; i++) {
-        if (out->n == out->cap) {
-            out->cap = out->cap ? out->cap * 2 : 8;
-            out->v = realloc(out->v, out->cap * sizeof(*out->v));
-        }
-        out->v[out->n++] = ps->marks.v[i];
-    }
-    set_normalize(out, w);
+    kj_dlq_marker_step st = {.committed = ps->committed,
+                             .marks = &ps->marks,
+                             .end = ps->end,
+                             .read_to_end = ps->done,
+                             .next_expected = ps->next_expected,
+                             .first_new = first_new,
+                             .acked = &acked};
+    int64_t w = kj_dlq_marker_next(&st, out);
+    kj_dlq_ranges_free(&acked);
     return w;
 }
 
@@ -741,18 +642,16 @@ static int commit_marker(dlq_run *r) {
     rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(r->partitions);
     for (int p = 0; p < r->partitions; p++) {
         part_state *ps = &r->parts[p];
-        range_set set = {0};
+        kj_dlq_ranges set = {0};
         int64_t w = new_marker(r, p, &set);
-        char *text = set_format(&set);
-        free(set.v);
-        bool changed = strcmp(text, ps->marks_text ? ps->marks_text : MARK_PREFIX) != 0 ||
-                       (w != ps->committed && !(ps->committed < 0 && w <= ps->low));
-        if (changed) {
+        char *text = kj_dlq_marker_format(&set);
+        kj_dlq_ranges_free(&set);
+        if (kj_dlq_marker_changed(ps->committed, ps->marks_text, ps->low, w, text)) {
             rd_kafka_topic_partition_t *tp = rd_kafka_topic_partition_list_add(list, r->topic, p);
             tp->offset = w;
             tp->metadata = text; /* freed by the list destroy */
             tp->metadata_size = strlen(text);
-            if (tp->metadata_size > MARK_MAX_BYTES)
+            if (tp->metadata_size > KJ_DLQ_MARKER_MAX_BYTES)
                 kj_log(KJ_LOG_WARN, "replay marker is large; the broker may refuse it", "{s:i,s:i}",
                        "partition", p, "bytes", (int)tp->metadata_size);
         } else {
@@ -865,7 +764,7 @@ static void run_free(dlq_run *r) {
     }
     free(r->items);
     for (int p = 0; r->parts && p < r->partitions; p++) {
-        free(r->parts[p].marks.v);
+        kj_dlq_ranges_free(&r->parts[p].marks);
         free(r->parts[p].marks_text);
     }
     free(r->parts);
