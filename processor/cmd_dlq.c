@@ -1,24 +1,11 @@
 /*
- * cmd_dlq.c — `kjobs dlq list|show|replay`: inspect dead letters with their kjobs-* error
- * headers, and re-enqueue selected ones to their original topic with the attempt count reset.
- *
- * Reading: assign() over every partition of the DLQ topic, from a start offset up to the log
- * end offsets captured when the command started (never "until idle"), so a dead letter produced
- * while the command runs — e.g. a replayed job failing again — is never picked up by the same
- * run. The consumer never subscribes, so it never joins a group.
- *
- * Replay-loop guard (docs/dlq.md has the user-facing description):
- *   1. Snapshot: only records below the end offsets captured at start are considered.
- *   2. Lineage header: a replayed copy carries `kjobs-replayed-from`; the router keeps original
- *      headers, so if it fails again its new dead letter carries it too. Such "refailed" dead
- *      letters are skipped unless --again.
- *   3. Replay marker: the consumer group `<kafka.group>.dlq-replay` records, per DLQ partition,
- *      a committed offset W ("every dead letter below W is replayed or never replayable
- *      without --again") and, in the commit's metadata, the offsets >= W replayed so far as
- *      ranges ("kjobs-replayed:v1:12-40,45"). Replay reads from W, skips recorded offsets
- *      unless --again, and commits the new marker after the broker acknowledged the copies
- *      (at-least-once: a crash between produce and commit can replay those again).
- * The same marker gives `list` its STATE column.
+ * cmd_dlq.c — `kjobs dlq list|show|replay`: the command line on top of the dead-letter model
+ * (processor/dlq_model.h), which owns everything about dead letters — reading the DLQ up to a
+ * snapshot, each one's state, the JSON form, the selection, replay and its loop guard, the
+ * replay marker. What is left here is what only a terminal needs: the options, the aligned
+ * table (columns sized over all rows, so rows are collected first), JSON lines, show's pretty
+ * print, replay's output lines, and exit codes (0 ok; 1 a runtime failure, logged by the model
+ * or here; 2 a usage or client-settings error, printed here). docs/dlq.md documents the command.
  */
 #include <inttypes.h>
 #include <jansson.h>
@@ -26,21 +13,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "processor/cli.h"
 #include "processor/commands.h"
-#include "processor/header_contract.h"
-#include "processor/job_json.h"
-#include "processor/kafka.h"
+#include "processor/dlq_model.h"
 #include "processor/log.h"
 #include "processor/utf8.h"
-#include "schemas/codec.h"
 
-#define MARK_PREFIX "kjobs-replayed:v1:"
-/* Kafka's default offset.metadata.max.bytes is 4096 */
-#define MARK_MAX_BYTES   4000
 #define ERROR_COLUMN_MAX 60
 
 static const char dlq_usage[] =
@@ -84,261 +63,20 @@ enum {
 
 typedef enum { CMD_LIST, CMD_SHOW, CMD_REPLAY } dlq_cmd;
 
-typedef enum { ST_NEW, ST_REPLAYED, ST_REFAILED, ST_NO_ORIGIN } dl_state;
-static const char *const state_names[] = {"new", "replayed", "refailed", "no-origin"};
-
-typedef struct range {
-    int64_t lo, hi; /* inclusive */
-} range;
-
-typedef struct range_set {
-    range *v;
-    size_t n, cap;
-} range_set;
-
-typedef struct part_state {
-    int64_t low, end; /* watermarks captured at start: read [start, end) */
-    int64_t start;
-    int64_t committed; /* replay marker W; -1 when none */
-    range_set marks;   /* replayed offsets >= committed, from the commit metadata */
-    char *marks_text;  /* the metadata as read (to detect a change) */
-    bool done;
-    int64_t first_blocking; /* replay: first offset read that stays "new"; -1 none */
-    int64_t next_expected;  /* last offset seen + 1 */
-} part_state;
-
-typedef struct replay_item {
-    rd_kafka_message_t *msg;
-    char *handle;
-    char *orig_topic;
-    int status; /* 0 queued, 1 acknowledged, 2 failed */
-} replay_item;
-
 typedef struct dlq_run {
     kj_cli cli;
     dlq_cmd cmd;
-    const char *topic;
     const char *f_type, *f_id, *f_class;
     bool json, dry_run, again;
-    long long deadline;
-    char replay_group[512];
-    rd_kafka_t *rk;
-    int partitions;
-    part_state *parts;
-    int exit_code;
-    /* show */
-    bool show_by_coords;
-    int32_t show_partition;
-    int64_t show_offset;
-    json_t *show_match;
-    long show_matches;
+    kj_dlq *dlq;
     /* list (table rows are collected to size the columns) */
     char **rows; /* 8 cells per row */
     size_t row_count, row_cap;
-    /* replay */
-    replay_item *items;
-    size_t item_count, item_cap;
-    long skipped_replayed, skipped_refailed, skipped_no_origin, skipped_no_value;
 } dlq_run;
-
-/* ---- the replay marker: ranges <-> commit metadata --------------------------------------- */
-
-static void set_add(range_set *s, int64_t off) {
-    for (size_t i = 0; i < s->n; i++)
-        if (off >= s->v[i].lo && off <= s->v[i].hi) return;
-    if (s->n == s->cap) {
-        s->cap = s->cap ? s->cap * 2 : 8;
-        s->v = realloc(s->v, s->cap * sizeof(*s->v));
-    }
-    s->v[s->n].lo = s->v[s->n].hi = off;
-    s->n++;
-}
-
-static int range_cmp(const void *a, const void *b) {
-    const range *x = a, *y = b;
-    return x->lo < y->lo ? -1 : x->lo > y->lo;
-}
-
-/* Sort, drop offsets below `floor`, merge adjacent ranges. */
-static void set_normalize(range_set *s, int64_t floor) {
-    if (s->n > 1) qsort(s->v, s->n, sizeof(*s->v), range_cmp); /* v may be NULL when empty */
-    size_t out = 0;
-    for (size_t i = 0; i < s->n; i++) {
-        range r = s->v[i];
-        if (r.hi < floor) continue;
-        if (r.lo < floor) r.lo = floor;
-        if (out && r.lo <= s->v[out - 1].hi + 1) {
-            if (r.hi > s->v[out - 1].hi) s->v[out - 1].hi = r.hi;
-        } else {
-            s->v[out++] = r;
-        }
-    }
-    s->n = out;
-}
-
-static bool set_has(const range_set *s, int64_t off) {
-    for (size_t i = 0; i < s->n; i++)
-        if (off >= s->v[i].lo && off <= s->v[i].hi) return true;
-    return false;
-}
-
-static char *set_format(const range_set *s) {
-    size_t cap = sizeof(MARK_PREFIX) + s->n * 42;
-    char *out = malloc(cap), *p = out;
-    p += sprintf(p, "%s", MARK_PREFIX);
-    for (size_t i = 0; i < s->n; i++) {
-        if (i) *p++ = ',';
-        if (s->v[i].lo == s->v[i].hi)
-            p += sprintf(p, "%" PRId64, s->v[i].lo);
-        else
-            p += sprintf(p, "%" PRId64 "-%" PRId64, s->v[i].lo, s->v[i].hi);
-    }
-    *p = '\0';
-    return out;
-}
-
-/* 0 ok (including empty), -1 not ours or malformed */
-static int set_parse(range_set *s, const char *text) {
-    size_t plen = strlen(MARK_PREFIX);
-    if (strncmp(text, MARK_PREFIX, plen) != 0) return -1;
-    const char *p = text + plen;
-    while (*p) {
-        char *end;
-        long long lo = strtoll(p, &end, 10), hi = lo;
-        if (end == p || lo < 0) return -1;
-        p = end;
-        if (*p == '-') {
-            hi = strtoll(p + 1, &end, 10);
-            if (end == p + 1 || hi < lo) return -1;
-            p = end;
-        }
-        if (s->n == s->cap) {
-            s->cap = s->cap ? s->cap * 2 : 8;
-            s->v = realloc(s->v, s->cap * sizeof(*s->v));
-        }
-        s->v[s->n].lo = lo;
-        s->v[s->n].hi = hi;
-        s->n++;
-        if (*p == ',')
-            p++;
-        else if (*p)
-            return -1;
-    }
-    return 0;
-}
-
-/* ---- dead letters: headers, state, JSON -------------------------------------------------- */
-
-static rd_kafka_headers_t *headers_of(const rd_kafka_message_t *msg) {
-    rd_kafka_headers_t *h = NULL;
-    if (rd_kafka_message_headers(msg, &h) != RD_KAFKA_RESP_ERR_NO_ERROR) return NULL;
-    return h;
-}
-
-static dl_state state_of(const part_state *ps, const rd_kafka_message_t *msg) {
-    rd_kafka_headers_t *h = headers_of(msg);
-    char buf[256];
-    if (set_has(&ps->marks, msg->offset)) return ST_REPLAYED;
-    if (!kj_kafka_header_str(h, KJ_HDR_ORIGINAL_TOPIC, buf, sizeof(buf)) || !buf[0])
-        return ST_NO_ORIGIN;
-    if (kj_kafka_header_str(h, KJ_HDR_REPLAYED_FROM, buf, sizeof(buf))) return ST_REFAILED;
-    if (ps->committed >= 0 && msg->offset < ps->committed) return ST_REPLAYED;
-    return ST_NEW;
-}
-
-static void iso_time(long long ms, char *out, size_t size) {
-    time_t secs = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&secs, &tm);
-    char base[32];
-    strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out, size, "%s.%03dZ", base, (int)(ms % 1000));
-}
-
-static json_t *header_int(rd_kafka_headers_t *h, const char *name) {
-    char buf[64], *end;
-    if (!kj_kafka_header_str(h, name, buf, sizeof(buf))) return json_null();
-    long long v = strtoll(buf, &end, 10);
-    if (end == buf || *end) return json_string(buf);
-    return json_integer(v);
-}
-
-/* The header as text; bytes that are not UTF-8 become U+FFFD (never a dropped field). */
-static json_t *header_text(rd_kafka_headers_t *h, const char *name) {
-    const void *val = NULL;
-    size_t size = 0;
-    if (!h || rd_kafka_header_get_last(h, name, &val, &size) != RD_KAFKA_RESP_ERR_NO_ERROR)
-        return json_null();
-    return val ? kj_utf8_json_string(val, size) : json_string("");
-}
-
-/* The record as peek prints it, plus "handle", "state" and a "dead_letter" summary. */
-static json_t *dead_letter_json(const rd_kafka_message_t *msg, dl_state state) {
-    json_t *o = kj_job_json_from_message(msg);
-    rd_kafka_headers_t *h = headers_of(msg);
-    char handle[64];
-    json_t *id = json_object_get(o, "id");
-    if (json_is_string(id)) {
-        json_object_set_new(o, "handle", json_string(json_string_value(id)));
-    } else {
-        snprintf(handle, sizeof(handle), "%" PRId32 ":%" PRId64, msg->partition, msg->offset);
-        json_object_set_new(o, "handle", json_string(handle));
-    }
-    json_object_set_new(o, "state", json_string(state_names[state]));
-    json_t *d = json_object();
-    json_object_set_new(d, "attempt", header_int(h, KJ_HDR_ATTEMPT));
-    json_object_set_new(d, "error_class", header_text(h, KJ_HDR_ERROR_CLASS));
-    json_object_set_new(d, "error", header_text(h, KJ_HDR_ERROR));
-    json_object_set_new(d, "original_topic", header_text(h, KJ_HDR_ORIGINAL_TOPIC));
-    json_object_set_new(d, "original_partition", header_int(h, KJ_HDR_ORIGINAL_PARTITION));
-    json_object_set_new(d, "original_offset", header_int(h, KJ_HDR_ORIGINAL_OFFSET));
-    json_t *failed_at = header_int(h, KJ_HDR_FAILED_AT);
-    if (json_is_integer(failed_at)) {
-        char iso[48];
-        iso_time(json_integer_value(failed_at), iso, sizeof(iso));
-        json_object_set_new(d, "failed_at", failed_at);
-        json_object_set_new(d, "failed_at_iso", json_string(iso));
-    } else {
-        json_object_set_new(d, "failed_at", failed_at);
-        json_object_set_new(d, "failed_at_iso", json_null());
-    }
-    json_object_set_new(d, "worker", header_text(h, KJ_HDR_WORKER));
-    json_object_set_new(d, "replayed_from", header_text(h, KJ_HDR_REPLAYED_FROM));
-    json_object_set_new(o, "dead_letter", d);
-    return o;
-}
 
 static const char *jstr(json_t *o, const char *key) {
     json_t *v = json_object_get(o, key);
     return json_is_string(v) ? json_string_value(v) : NULL;
-}
-
-static bool parse_coords(const char *text, int32_t *p, int64_t *o) {
-    long long pp, oo;
-    char tail;
-    if (sscanf(text, "%lld:%lld%c", &pp, &oo, &tail) != 2) return false;
-    if (pp < 0 || pp > INT32_MAX || oo < 0) return false;
-    *p = (int32_t)pp;
-    *o = oo;
-    return true;
-}
-
-static bool matches(const dlq_run *r, json_t *o, const rd_kafka_message_t *msg) {
-    if (r->f_type && (!jstr(o, "type") || strcmp(jstr(o, "type"), r->f_type) != 0)) return false;
-    if (r->f_class) {
-        const char *c = jstr(json_object_get(o, "dead_letter"), "error_class");
-        if (!c || strcmp(c, r->f_class) != 0) return false;
-    }
-    if (r->f_id) {
-        int32_t p;
-        int64_t off;
-        if (parse_coords(r->f_id, &p, &off)) {
-            if (msg->partition != p || msg->offset != off) return false;
-        } else if (!jstr(o, "id") || strcmp(jstr(o, "id"), r->f_id) != 0) {
-            return false;
-        }
-    }
-    return true;
 }
 
 /* ---- list --------------------------------------------------------------------------------- */
@@ -445,437 +183,57 @@ static void print_json_line(json_t *o) {
     free(text);
 }
 
-/* ---- per-record handling ----------------------------------------------------------------- */
+/* ---- what each subcommand prints -------------------------------------------------------- */
 
-/* Takes ownership of msg. */
-static void on_record(dlq_run *r, rd_kafka_message_t *msg) {
-    part_state *ps = &r->parts[msg->partition];
-    dl_state state = state_of(ps, msg);
-    json_t *o = dead_letter_json(msg, state);
-    bool keep = false;
-    switch (r->cmd) {
-    case CMD_LIST:
-        if (matches(r, o, msg)) {
-            if (r->json)
-                print_json_line(o);
-            else
-                add_row(r, o);
-        }
-        break;
-    case CMD_SHOW: {
-        bool hit = r->show_by_coords
-                       ? msg->partition == r->show_partition && msg->offset == r->show_offset
-                       : jstr(o, "id") && strcmp(jstr(o, "id"), r->f_id) == 0;
-        if (hit) {
-            /* the same job can be dead-lettered more than once: show the latest failure */
-            json_int_t at =
-                json_integer_value(json_object_get(json_object_get(o, "dead_letter"), "failed_at"));
-            json_int_t best = r->show_match
-                                  ? json_integer_value(json_object_get(
-                                        json_object_get(r->show_match, "dead_letter"), "failed_at"))
-                                  : 0;
-            if (!r->show_match || at >= best) {
-                json_decref(r->show_match);
-                r->show_match = json_incref(o);
-            }
-            r->show_matches++;
-        }
-        break;
-    }
-    case CMD_REPLAY: {
-        bool selected = false;
-        char dropped[64];
-        bool no_value = !msg->payload && kj_kafka_header_str(headers_of(msg), KJ_HDR_TRUNCATED,
-                                                             dropped, sizeof(dropped));
-        if (no_value && matches(r, o, msg)) {
-            /* too large to copy whole: the job is only at its kjobs-original-* coordinates */
-            r->skipped_no_value++;
-            kj_log(KJ_LOG_WARN,
-                   "dead letter was reduced to fit (kjobs-truncated), no value to replay",
-                   "{s:s,s:i,s:I,s:s}", "topic", r->topic, "partition", (int)msg->partition,
-                   "offset", (json_int_t)msg->offset, "dropped", dropped);
-        } else if (matches(r, o, msg)) {
-            if (state == ST_NEW || (r->again && state != ST_NO_ORIGIN)) {
-                selected = true;
-            } else if (state == ST_REPLAYED) {
-                r->skipped_replayed++;
-            } else if (state == ST_REFAILED) {
-                r->skipped_refailed++;
-            } else {
-                r->skipped_no_origin++;
-                kj_log(KJ_LOG_WARN, "dead letter has no kjobs-original-topic, cannot replay",
-                       "{s:s,s:i,s:I}", "topic", r->topic, "partition", (int)msg->partition,
-                       "offset", (json_int_t)msg->offset);
-            }
-        }
-        if (selected) {
-            if (r->item_count == r->item_cap) {
-                r->item_cap = r->item_cap ? r->item_cap * 2 : 64;
-                r->items = realloc(r->items, r->item_cap * sizeof(*r->items));
-            }
-            replay_item *it = &r->items[r->item_count++];
-            memset(it, 0, sizeof(*it));
-            it->msg = msg;
-            it->handle = strdup(jstr(o, "handle"));
-            it->orig_topic = strdup(jstr(json_object_get(o, "dead_letter"), "original_topic"));
-            keep = true;
-        } else if (state == ST_NEW && !no_value && ps->first_blocking < 0) {
-            /* stays replayable by a plain replay: the marker may not pass it */
-            ps->first_blocking = msg->offset;
-        }
-        break;
-    }
-    }
-    json_decref(o);
-    if (!keep) rd_kafka_message_destroy(msg);
+static bool on_listed(const kj_dlq_record *rec, void *opaque) {
+    dlq_run *r = opaque;
+    if (r->json)
+        print_json_line(rec->json);
+    else
+        add_row(r, rec->json);
+    return true;
 }
 
-/* ---- reading the DLQ up to the captured end offsets -------------------------------------- */
-
-static int open_consumer(dlq_run *r) {
-    char err[512];
-    rd_kafka_conf_t *conf = kj_kafka_conf_new(&r->cli.cfg, err, sizeof(err));
-    /* group.id is the replay marker's group: rd_kafka_committed reads it and replay commits
-     * it; the handle only ever uses assign(), so it never joins that (or any) group */
-    if (!conf || kj_kafka_conf_set(conf, "enable.partition.eof", "true", err, sizeof(err)) ||
-        kj_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof(err)) ||
-        kj_kafka_conf_set(conf, "auto.offset.reset", "earliest", err, sizeof(err)) ||
-        kj_kafka_conf_set(conf, "group.id", r->replay_group, err, sizeof(err))) {
-        fprintf(stderr, "kjobs dlq: %s\n", err);
-        if (conf) rd_kafka_conf_destroy(conf);
-        return KJ_EXIT_USAGE;
-    }
-    r->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
-    if (!r->rk) {
-        fprintf(stderr, "kjobs dlq: %s\n", err);
-        rd_kafka_conf_destroy(conf);
-        return KJ_EXIT_USAGE;
-    }
-    rd_kafka_poll_set_consumer(r->rk);
-    return KJ_EXIT_OK;
+static int show(dlq_run *r, char *err, size_t err_size) {
+    json_t *match;
+    long matches;
+    int rc = kj_dlq_find(r->dlq, r->f_id, &match, &matches, err, err_size);
+    if (rc == KJ_DLQ_ERR_NOT_FOUND)
+        kj_log(KJ_LOG_ERROR, "no such dead letter", "{s:s,s:s}", "topic", kj_dlq_topic(r->dlq),
+               "id", r->f_id);
+    if (rc != KJ_DLQ_OK) return rc;
+    if (matches > 1)
+        kj_log(KJ_LOG_WARN,
+               "job dead-lettered more than once; showing the latest (use "
+               "PARTITION:OFFSET for the others; `dlq list --id` lists them)",
+               "{s:s,s:I}", "id", r->f_id, "matches", (json_int_t)matches);
+    char *text = json_dumps(match, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    if (text) puts(text);
+    free(text);
+    json_decref(match);
+    fflush(stdout);
+    return KJ_DLQ_OK;
 }
 
-static int remaining_ms(const dlq_run *r) {
-    long long left = r->deadline - kj_now_ms();
-    return left < 1 ? 1 : left > 30000 ? 30000 : (int)left;
-}
-
-/* Partitions, end offsets (the snapshot), and the replay marker. */
-static int load_partitions(dlq_run *r) {
-    char err[512];
-    r->partitions = kj_kafka_partition_count(r->rk, r->topic, remaining_ms(r), err, sizeof(err));
-    if (r->partitions < 0) {
-        kj_log(KJ_LOG_ERROR, "cannot read topic", "{s:s,s:s}", "topic", r->topic, "error", err);
-        return KJ_EXIT_RUNTIME;
-    }
-    r->parts = calloc((size_t)r->partitions + 1, sizeof(*r->parts));
-    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(r->partitions);
-    for (int p = 0; p < r->partitions; p++) {
-        part_state *ps = &r->parts[p];
-        ps->first_blocking = -1;
-        ps->committed = -1;
-        rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(r->rk, r->topic, p, &ps->low,
-                                                                 &ps->end, remaining_ms(r));
-        if (e) {
-            kj_log(KJ_LOG_ERROR, "cannot read end offset", "{s:s,s:i,s:s}", "topic", r->topic,
-                   "partition", p, "error", rd_kafka_err2str(e));
-            rd_kafka_topic_partition_list_destroy(list);
-            return KJ_EXIT_RUNTIME;
-        }
-        rd_kafka_topic_partition_list_add(list, r->topic, p);
-    }
-    rd_kafka_resp_err_t e = rd_kafka_committed(r->rk, list, remaining_ms(r));
-    if (e) {
-        kj_log(KJ_LOG_ERROR, "cannot read the replay marker", "{s:s,s:s}", "group", r->replay_group,
-               "error", rd_kafka_err2str(e));
-        rd_kafka_topic_partition_list_destroy(list);
-        return KJ_EXIT_RUNTIME;
-    }
-    for (int i = 0; i < list->cnt; i++) {
-        rd_kafka_topic_partition_t *tp = &list->elems[i];
-        part_state *ps = &r->parts[tp->partition];
-        if (tp->err) {
-            kj_log(KJ_LOG_ERROR, "cannot read the replay marker", "{s:s,s:i,s:s}", "group",
-                   r->replay_group, "partition", (int)tp->partition, "error",
-                   rd_kafka_err2str(tp->err));
-            rd_kafka_topic_partition_list_destroy(list);
-            return KJ_EXIT_RUNTIME;
-        }
-        if (tp->offset < 0) continue;
-        ps->committed = tp->offset;
-        ps->marks_text = strndup(tp->metadata ? tp->metadata : "", tp->metadata_size);
-        if (ps->marks_text[0] && set_parse(&ps->marks, ps->marks_text) != 0) {
-            kj_log(KJ_LOG_WARN, "replay marker metadata not understood, ignored", "{s:s,s:i}",
-                   "group", r->replay_group, "partition", (int)tp->partition);
-            ps->marks.n = 0;
-        }
-    }
-    rd_kafka_topic_partition_list_destroy(list);
-    return KJ_EXIT_OK;
-}
-
-static int read_dlq(dlq_run *r) {
-    rd_kafka_topic_partition_list_t *assignment = rd_kafka_topic_partition_list_new(r->partitions);
-    int pending = 0;
-    for (int p = 0; p < r->partitions; p++) {
-        part_state *ps = &r->parts[p];
-        if (ps->start < ps->low) ps->start = ps->low;
-        ps->next_expected = ps->start;
-        if (ps->start >= ps->end) {
-            ps->done = true;
-            continue;
-        }
-        rd_kafka_topic_partition_list_add(assignment, r->topic, p)->offset = ps->start;
-        pending++;
-    }
-    if (pending) rd_kafka_assign(r->rk, assignment);
-    rd_kafka_topic_partition_list_destroy(assignment);
-    int rc = KJ_EXIT_OK;
-    while (pending > 0) {
-        if (kj_cli_stop_requested) {
-            rc = KJ_EXIT_RUNTIME;
-            break;
-        }
-        if (kj_now_ms() >= r->deadline) {
-            kj_log(KJ_LOG_ERROR, "timed out reading the dead-letter topic", "{s:s,s:i}", "topic",
-                   r->topic, "partitions_unfinished", pending);
-            rc = KJ_EXIT_RUNTIME;
-            break;
-        }
-        rd_kafka_message_t *msg = rd_kafka_consumer_poll(r->rk, 100);
-        if (!msg) continue;
-        if (msg->partition < 0 || msg->partition >= r->partitions) {
-            rd_kafka_message_destroy(msg);
-            continue;
-        }
-        part_state *ps = &r->parts[msg->partition];
-        if (msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-            /* msg->offset is the next offset: the end of this partition right now */
-            if (!ps->done && msg->offset >= ps->end) {
-                ps->done = true;
-                pending--;
-            }
-            rd_kafka_message_destroy(msg);
-            continue;
-        }
-        if (msg->err) {
-            kj_log(KJ_LOG_ERROR, "consume error", "{s:s}", "error", rd_kafka_message_errstr(msg));
-            rd_kafka_message_destroy(msg);
-            rc = KJ_EXIT_RUNTIME;
-            break;
-        }
-        if (ps->done || msg->offset >= ps->end) { /* written after we started: not ours */
-            if (!ps->done) {
-                ps->done = true;
-                pending--;
-            }
-            rd_kafka_message_destroy(msg);
-            continue;
-        }
-        bool last = msg->offset >= ps->end - 1;
-        ps->next_expected = msg->offset + 1;
-        on_record(r, msg);
-        if (last) {
-            ps->done = true;
-            pending--;
-        }
-    }
-    rd_kafka_assign(r->rk, NULL);
-    return rc;
-}
-
-/* ---- replay ------------------------------------------------------------------------------- */
-
-static void on_replay_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque) {
-    (void)rk;
-    (void)opaque;
-    replay_item *it = msg->_private;
-    if (msg->err) {
-        it->status = 2;
-        kj_log(KJ_LOG_ERROR, "replayed copy not acknowledged", "{s:s,s:s,s:s}", "handle",
-               it->handle, "topic", it->orig_topic, "error", rd_kafka_err2str(msg->err));
-    } else {
-        it->status = 1;
-    }
-}
-
-static rd_kafka_headers_t *replay_headers(const dlq_run *r, const rd_kafka_message_t *msg) {
-    rd_kafka_headers_t *src = headers_of(msg), *out = rd_kafka_headers_new(8);
-    const char *name;
-    const void *val;
-    size_t size;
-    for (size_t i = 0; src && rd_kafka_header_get_all(src, i, &name, &val, &size) == 0; i++)
-        if (!kj_hdr_is_kjobs(name)) rd_kafka_header_add(out, name, -1, val, (ssize_t)size);
-    kj_hdr_write_replay(out, r->topic, msg->partition, msg->offset, kj_now_ms());
-    return out;
-}
-
-/* The marker each partition would get: W and the ranges >= W. Uses item statuses (acked). */
-static int64_t new_marker(const dlq_run *r, int p, range_set *out) {
-    const part_state *ps = &r->parts[p];
-    int64_t w = ps->end;
-    if (ps->first_blocking >= 0 && ps->first_blocking < w) w = ps->first_blocking;
-    for (size_t i = 0; i < r->item_count; i++) {
-        const replay_item *it = &r->items[i];
-        if (it->msg->partition != p) continue;
-        if (it->status == 1)
-            set_add(out, it->msg->offset);
-        else if (it->msg->offset < w && state_of(ps, it->msg) == ST_NEW)
-            w = it->msg->offset; /* not replayed and still new: must stay ahead of W */
-    }
-    if (!r->parts[p].done) w = ps->next_expected < w ? ps->next_expected : w;
-    if (ps->committed > w) w = ps->committed; /* never move the marker back */
-    /* keep the old ranges */
-    for (size_t i = 0; i < ps->marks.n; i++) {
-        if (out->n == out->cap) {
-            out->cap = out->cap ? out->cap * 2 : 8;
-            out->v = realloc(out->v, out->cap * sizeof(*out->v));
-        }
-        out->v[out->n++] = ps->marks.v[i];
-    }
-    set_normalize(out, w);
-    return w;
-}
-
-static int commit_marker(dlq_run *r) {
-    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(r->partitions);
-    for (int p = 0; p < r->partitions; p++) {
-        part_state *ps = &r->parts[p];
-        range_set set = {0};
-        int64_t w = new_marker(r, p, &set);
-        char *text = set_format(&set);
-        free(set.v);
-        bool changed = strcmp(text, ps->marks_text ? ps->marks_text : MARK_PREFIX) != 0 ||
-                       (w != ps->committed && !(ps->committed < 0 && w <= ps->low));
-        if (changed) {
-            rd_kafka_topic_partition_t *tp = rd_kafka_topic_partition_list_add(list, r->topic, p);
-            tp->offset = w;
-            tp->metadata = text; /* freed by the list destroy */
-            tp->metadata_size = strlen(text);
-            if (tp->metadata_size > MARK_MAX_BYTES)
-                kj_log(KJ_LOG_WARN, "replay marker is large; the broker may refuse it", "{s:i,s:i}",
-                       "partition", p, "bytes", (int)tp->metadata_size);
-        } else {
-            free(text);
-        }
-    }
-    int rc = KJ_EXIT_OK;
-    if (list->cnt) {
-        rd_kafka_resp_err_t e = rd_kafka_commit(r->rk, list, 0);
-        for (int i = 0; !e && i < list->cnt; i++)
-            e = list->elems[i].err;
-        if (e) {
-            kj_log(KJ_LOG_ERROR,
-                   "replayed, but the replay marker was not recorded: a later replay would "
-                   "replay these again",
-                   "{s:s,s:s}", "group", r->replay_group, "error", rd_kafka_err2str(e));
-            rc = KJ_EXIT_RUNTIME;
-        }
-    }
-    rd_kafka_topic_partition_list_destroy(list);
-    return rc;
-}
-
-static int do_replay(dlq_run *r) {
-    long long replayed = 0, failed = 0;
-    if (r->dry_run) {
-        for (size_t i = 0; i < r->item_count; i++)
-            printf("%s\t%s:%" PRId32 ":%" PRId64 "\t%s\n", r->items[i].handle, r->topic,
-                   r->items[i].msg->partition, r->items[i].msg->offset, r->items[i].orig_topic);
-        fflush(stdout);
-        kj_log(KJ_LOG_INFO, "replay dry run: nothing produced", "{s:I,s:I,s:I,s:I,s:I}",
-               "would_replay", (json_int_t)r->item_count, "skipped_already_replayed",
-               (json_int_t)r->skipped_replayed, "skipped_refailed", (json_int_t)r->skipped_refailed,
-               "skipped_no_origin", (json_int_t)r->skipped_no_origin, "skipped_no_value",
-               (json_int_t)r->skipped_no_value);
-        return KJ_EXIT_OK;
-    }
-    int rc = KJ_EXIT_OK;
-    if (r->item_count) {
-        char err[512];
-        rd_kafka_conf_t *conf = kj_kafka_conf_new(&r->cli.cfg, err, sizeof(err));
-        if (!conf) {
-            fprintf(stderr, "kjobs dlq: %s\n", err);
-            return KJ_EXIT_USAGE;
-        }
-        rd_kafka_conf_set_dr_msg_cb(conf, on_replay_delivery);
-        kj_kafka_conf_set(conf, "linger.ms", "5", err, sizeof(err));
-        rd_kafka_t *prod = kj_kafka_producer_new(conf, err, sizeof(err));
-        if (!prod) {
-            fprintf(stderr, "kjobs dlq: %s\n", err);
-            return KJ_EXIT_USAGE;
-        }
-        for (size_t i = 0; i < r->item_count; i++) {
-            replay_item *it = &r->items[i];
-            const rd_kafka_message_t *m = it->msg;
-            for (;;) {
-                rd_kafka_headers_t *h = replay_headers(r, m);
-                rd_kafka_resp_err_t e = rd_kafka_producev(
-                    prod, RD_KAFKA_V_TOPIC(it->orig_topic),
-                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(m->key, m->key_len),
-                    RD_KAFKA_V_VALUE(m->payload, m->len), RD_KAFKA_V_HEADERS(h),
-                    RD_KAFKA_V_OPAQUE(it), RD_KAFKA_V_END);
-                if (!e) break;
-                rd_kafka_headers_destroy(h);
-                if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL && !kj_cli_stop_requested) {
-                    rd_kafka_poll(prod, 100);
-                    continue;
-                }
-                it->status = 2;
-                kj_log(KJ_LOG_ERROR, "cannot queue replayed copy", "{s:s,s:s,s:s}", "handle",
-                       it->handle, "topic", it->orig_topic, "error", rd_kafka_err2str(e));
-                break;
-            }
-        }
-        /* wait for every delivery report (message.timeout.ms bounds it); a signal purges */
-        while (rd_kafka_outq_len(prod) > 0) {
-            if (kj_cli_stop_requested)
-                rd_kafka_purge(prod, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-            rd_kafka_flush(prod, 100);
-        }
-        rd_kafka_destroy(prod);
-        for (size_t i = 0; i < r->item_count; i++) {
-            if (r->items[i].status == 1) {
-                replayed++;
-                printf("%s\n", r->items[i].handle);
-            } else {
-                failed++;
-            }
-        }
-        fflush(stdout);
-    }
-    /* record what was acknowledged, even when some copies failed */
-    if (commit_marker(r) != KJ_EXIT_OK) rc = KJ_EXIT_RUNTIME;
-    if (failed) rc = KJ_EXIT_RUNTIME;
-    kj_log(failed ? KJ_LOG_ERROR : KJ_LOG_INFO, "replay finished", "{s:I,s:I,s:I,s:I,s:I,s:I}",
-           "replayed", (json_int_t)replayed, "failed", (json_int_t)failed,
-           "skipped_already_replayed", (json_int_t)r->skipped_replayed, "skipped_refailed",
-           (json_int_t)r->skipped_refailed, "skipped_no_origin", (json_int_t)r->skipped_no_origin,
-           "skipped_no_value", (json_int_t)r->skipped_no_value);
-    return rc;
+/* A dry run prints what it would replay (handle, DLQ place, destination); a replay the handles
+ * it replayed. Flushed line by line: the model logs to stderr right after. */
+static void on_replayed(const kj_dlq_replay_item *item, void *opaque) {
+    dlq_run *r = opaque;
+    if (r->dry_run)
+        printf("%s\t%s:%" PRId32 ":%" PRId64 "\t%s\n", item->handle, kj_dlq_topic(r->dlq),
+               item->partition, item->offset, item->original_topic);
+    else if (item->acknowledged)
+        printf("%s\n", item->handle);
+    fflush(stdout);
 }
 
 /* ---- entry point -------------------------------------------------------------------------- */
 
-static void run_free(dlq_run *r) {
-    for (size_t i = 0; i < r->item_count; i++) {
-        rd_kafka_message_destroy(r->items[i].msg);
-        free(r->items[i].handle);
-        free(r->items[i].orig_topic);
-    }
-    free(r->items);
-    for (int p = 0; r->parts && p < r->partitions; p++) {
-        free(r->parts[p].marks.v);
-        free(r->parts[p].marks_text);
-    }
-    free(r->parts);
-    json_decref(r->show_match);
-    free_rows(r);
-    if (r->rk) {
-        rd_kafka_consumer_close(r->rk);
-        rd_kafka_destroy(r->rk);
-    }
-    kj_cli_free(&r->cli);
+static int exit_code(int rc, const char *err) {
+    if (rc == KJ_DLQ_OK) return KJ_EXIT_OK;
+    if (rc != KJ_DLQ_ERR_CONFIG) return KJ_EXIT_RUNTIME; /* the model logged it */
+    fprintf(stderr, "kjobs dlq: %s\n", err);
+    return KJ_EXIT_USAGE;
 }
 
 int kj_cmd_dlq(int argc, char **argv) {
@@ -953,7 +311,6 @@ int kj_cmd_dlq(int argc, char **argv) {
         if (r->f_type || r->f_id || r->f_class || r->dry_run || r->again || r->json)
             return kj_cli_usage_error(&r->cli, "show takes only an ID or PARTITION:OFFSET");
         r->f_id = argv[optind++];
-        r->show_by_coords = parse_coords(r->f_id, &r->show_partition, &r->show_offset);
     } else if (r->cmd == CMD_LIST && (r->dry_run || r->again)) {
         return kj_cli_usage_error(&r->cli, "--dry-run and --again apply to replay only");
     } else if (r->cmd == CMD_REPLAY && r->json) {
@@ -962,70 +319,38 @@ int kj_cmd_dlq(int argc, char **argv) {
     if (optind < argc) return kj_cli_usage_error(&r->cli, "unexpected argument '%s'", argv[optind]);
     const char *topic_flag = r->cli.topic; /* --topic names the DLQ here, not the main topic */
     if ((rc = kj_cli_load_config(&r->cli)) != KJ_EXIT_OK) return rc;
-    r->topic = topic_flag ? topic_flag : r->cli.cfg.dlq_topic;
-    snprintf(r->replay_group, sizeof(r->replay_group), "%s.dlq-replay", r->cli.cfg.group);
-    r->deadline = kj_now_ms() + timeout_s * 1000;
-
-    char err[512];
-    if (kj_codec_init(err, sizeof(err)) != 0) {
-        kj_log(KJ_LOG_ERROR, "codec init failed", "{s:s}", "error", err);
-        kj_cli_free(&r->cli);
-        return KJ_EXIT_RUNTIME;
-    }
-    if ((rc = open_consumer(r)) != KJ_EXIT_OK) {
-        kj_cli_free(&r->cli);
-        return rc;
-    }
     kj_cli_install_signals();
-    if ((rc = load_partitions(r)) != KJ_EXIT_OK) goto out;
-
-    for (int p = 0; p < r->partitions; p++) {
-        part_state *ps = &r->parts[p];
-        if (r->cmd == CMD_SHOW && r->show_by_coords) {
-            /* one record: read just [offset, offset+1) of that partition */
-            if (p == r->show_partition && r->show_offset >= ps->low && r->show_offset < ps->end) {
-                ps->start = r->show_offset;
-                ps->end = r->show_offset + 1;
-            } else {
-                ps->start = ps->end;
-            }
-        } else if (r->cmd == CMD_REPLAY && !r->again && ps->committed > ps->low) {
-            ps->start = ps->committed; /* everything below the marker is handled */
-        } else {
-            ps->start = ps->low;
-        }
+    kj_dlq_params params = {.cfg = &r->cli.cfg,
+                            .topic = topic_flag,
+                            .deadline_ms = kj_now_ms() + timeout_s * 1000,
+                            .stop = &kj_cli_stop_requested};
+    char err[512] = "";
+    if ((rc = kj_dlq_open(&params, &r->dlq, err, sizeof(err))) != KJ_DLQ_OK) {
+        kj_cli_free(&r->cli);
+        return exit_code(rc, err);
     }
-    if ((rc = read_dlq(r)) != KJ_EXIT_OK) goto out;
-
+    kj_dlq_filter filter = {.type = r->f_type,
+                            .error_class = r->f_class,
+                            .handles = r->f_id ? &r->f_id : NULL,
+                            .handle_count = r->f_id ? 1 : 0};
     switch (r->cmd) {
     case CMD_LIST:
-        if (!r->json) print_rows(r);
+        rc = kj_dlq_list(r->dlq, &filter, on_listed, r, err, sizeof(err));
+        if (rc == KJ_DLQ_OK && !r->json) print_rows(r);
         fflush(stdout);
         break;
     case CMD_SHOW:
-        if (!r->show_match) {
-            kj_log(KJ_LOG_ERROR, "no such dead letter", "{s:s,s:s}", "topic", r->topic, "id",
-                   r->f_id);
-            rc = KJ_EXIT_RUNTIME;
-            break;
-        }
-        if (r->show_matches > 1)
-            kj_log(KJ_LOG_WARN,
-                   "job dead-lettered more than once; showing the latest (use "
-                   "PARTITION:OFFSET for the others; `dlq list --id` lists them)",
-                   "{s:s,s:I}", "id", r->f_id, "matches", (json_int_t)r->show_matches);
-        {
-            char *text = json_dumps(r->show_match, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-            if (text) puts(text);
-            free(text);
-        }
-        fflush(stdout);
+        rc = show(r, err, sizeof(err));
         break;
     case CMD_REPLAY:
-        rc = do_replay(r);
+        rc = kj_dlq_replay(r->dlq, &filter,
+                           (r->again ? KJ_DLQ_REPLAY_AGAIN : 0u) |
+                               (r->dry_run ? KJ_DLQ_REPLAY_DRY_RUN : 0u),
+                           on_replayed, r, NULL, err, sizeof(err));
         break;
     }
-out:
-    run_free(r);
-    return rc;
+    kj_dlq_close(r->dlq);
+    free_rows(r);
+    kj_cli_free(&r->cli);
+    return exit_code(rc, err);
 }

@@ -1,0 +1,808 @@
+/*
+ * dlq_model.c — the dead-letter model's Kafka side (processor/dlq_model.h says what it
+ * guarantees): the snapshot (partitions, watermarks and the replay marker at open), one read
+ * loop that every call shares (assign() over every partition from a start offset up to the
+ * snapshot's end, never "until idle"), the state and JSON form of each record, and replay (a
+ * producer for the copies, then the marker commit). The marker's text and the rule that moves it
+ * are pure, in processor/dlq_marker.c; the table, JSON lines and exit codes are the CLI's,
+ * processor/cmd_dlq.c.
+ *
+ * Per partition the handle keeps the snapshot (low, end, the marker as read or last committed)
+ * and the current read's bounds and progress: each read sets [start, stop) for every partition
+ * (plan_all, plan_one) and read_dlq hands each record to a function that takes it.
+ */
+#include "processor/dlq_model.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include "processor/clock.h"
+#include "processor/dlq_marker.h"
+#include "processor/header_contract.h"
+#include "processor/job_json.h"
+#include "processor/kafka.h"
+#include "processor/log.h"
+#include "processor/utf8.h"
+#include "schemas/codec.h"
+
+typedef struct part_state {
+    int64_t low, end;    /* watermarks at open: the snapshot is [low, end) */
+    int64_t committed;   /* replay marker W; -1 when none */
+    kj_dlq_ranges marks; /* replayed offsets >= committed, from the commit metadata */
+    char *marks_text;    /* the metadata as read or committed (to detect a change); NULL none */
+    /* the current read */
+    int64_t start, stop;    /* reads [start, stop) */
+    bool done;              /* reached stop */
+    int64_t next_expected;  /* last offset seen + 1 */
+    int64_t first_blocking; /* replay: first offset read that stays "new"; -1 none */
+} part_state;
+
+struct kj_dlq {
+    const kj_config *cfg;
+    char *topic;
+    char replay_group[512];
+    long long deadline;
+    volatile sig_atomic_t *stop;
+    rd_kafka_t *rk;
+    int partitions;
+    part_state *parts;
+};
+
+static const char *const state_names[] = {"new", "replayed", "refailed", "no-origin"};
+
+const char *kj_dlq_state_name(kj_dlq_state state) {
+    return (unsigned)state < sizeof(state_names) / sizeof(*state_names) ? state_names[state] : "?";
+}
+
+static void seterr(char *err, size_t size, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void seterr(char *err, size_t size, const char *fmt, ...) {
+    if (!err || !size) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, size, fmt, ap);
+    va_end(ap);
+}
+
+static bool stopped(const kj_dlq *d) {
+    return d->stop && *d->stop;
+}
+
+/* ---- dead letters: headers, state, JSON -------------------------------------------------- */
+
+static rd_kafka_headers_t *headers_of(const rd_kafka_message_t *msg) {
+    rd_kafka_headers_t *h = NULL;
+    if (rd_kafka_message_headers(msg, &h) != RD_KAFKA_RESP_ERR_NO_ERROR) return NULL;
+    return h;
+}
+
+static kj_dlq_state state_of(const part_state *ps, const rd_kafka_message_t *msg) {
+    rd_kafka_headers_t *h = headers_of(msg);
+    char buf[256];
+    if (kj_dlq_ranges_has(&ps->marks, msg->offset)) return KJ_DLQ_REPLAYED;
+    if (!kj_kafka_header_str(h, KJ_HDR_ORIGINAL_TOPIC, buf, sizeof(buf)) || !buf[0])
+        return KJ_DLQ_NO_ORIGIN;
+    if (kj_kafka_header_str(h, KJ_HDR_REPLAYED_FROM, buf, sizeof(buf))) return KJ_DLQ_REFAILED;
+    if (ps->committed >= 0 && msg->offset < ps->committed) return KJ_DLQ_REPLAYED;
+    return KJ_DLQ_NEW;
+}
+
+static void iso_time(long long ms, char *out, size_t size) {
+    time_t secs = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    char base[32];
+    strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out, size, "%s.%03dZ", base, (int)(ms % 1000));
+}
+
+static json_t *header_int(rd_kafka_headers_t *h, const char *name) {
+    char buf[64], *end;
+    if (!kj_kafka_header_str(h, name, buf, sizeof(buf))) return json_null();
+    long long v = strtoll(buf, &end, 10);
+    if (end == buf || *end) return json_string(buf);
+    return json_integer(v);
+}
+
+/* The header as text; bytes that are not UTF-8 become U+FFFD (never a dropped field). */
+static json_t *header_text(rd_kafka_headers_t *h, const char *name) {
+    const void *val = NULL;
+    size_t size = 0;
+    if (!h || rd_kafka_header_get_last(h, name, &val, &size) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return json_null();
+    return val ? kj_utf8_json_string(val, size) : json_string("");
+}
+
+json_t *kj_dlq_json(const rd_kafka_message_t *msg, kj_dlq_state state) {
+    json_t *o = kj_job_json_from_message(msg);
+    rd_kafka_headers_t *h = headers_of(msg);
+    char handle[64];
+    json_t *id = json_object_get(o, "id");
+    if (json_is_string(id)) {
+        json_object_set_new(o, "handle", json_string(json_string_value(id)));
+    } else {
+        snprintf(handle, sizeof(handle), "%" PRId32 ":%" PRId64, msg->partition, msg->offset);
+        json_object_set_new(o, "handle", json_string(handle));
+    }
+    json_object_set_new(o, "state", json_string(kj_dlq_state_name(state)));
+    json_t *d = json_object();
+    json_object_set_new(d, "attempt", header_int(h, KJ_HDR_ATTEMPT));
+    json_object_set_new(d, "error_class", header_text(h, KJ_HDR_ERROR_CLASS));
+    json_object_set_new(d, "error", header_text(h, KJ_HDR_ERROR));
+    json_object_set_new(d, "original_topic", header_text(h, KJ_HDR_ORIGINAL_TOPIC));
+    json_object_set_new(d, "original_partition", header_int(h, KJ_HDR_ORIGINAL_PARTITION));
+    json_object_set_new(d, "original_offset", header_int(h, KJ_HDR_ORIGINAL_OFFSET));
+    json_t *failed_at = header_int(h, KJ_HDR_FAILED_AT);
+    if (json_is_integer(failed_at)) {
+        char iso[48];
+        iso_time(json_integer_value(failed_at), iso, sizeof(iso));
+        json_object_set_new(d, "failed_at", failed_at);
+        json_object_set_new(d, "failed_at_iso", json_string(iso));
+    } else {
+        json_object_set_new(d, "failed_at", failed_at);
+        json_object_set_new(d, "failed_at_iso", json_null());
+    }
+    json_object_set_new(d, "worker", header_text(h, KJ_HDR_WORKER));
+    json_object_set_new(d, "replayed_from", header_text(h, KJ_HDR_REPLAYED_FROM));
+    json_object_set_new(o, "dead_letter", d);
+    return o;
+}
+
+/* ---- selection ---------------------------------------------------------------------------- */
+
+static const char *jstr(json_t *o, const char *key) {
+    json_t *v = json_object_get(o, key);
+    return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+bool kj_dlq_parse_handle(const char *text, int32_t *partition, int64_t *offset) {
+    long long pp, oo;
+    char tail;
+    if (sscanf(text, "%lld:%lld%c", &pp, &oo, &tail) != 2) return false;
+    if (pp < 0 || pp > INT32_MAX || oo < 0) return false;
+    *partition = (int32_t)pp;
+    *offset = oo;
+    return true;
+}
+
+/* Whether `handle` names dead letter `o`: by its place when it is PARTITION:OFFSET, else by id. */
+static bool handle_names(const char *handle, json_t *o) {
+    int32_t p;
+    int64_t off;
+    if (kj_dlq_parse_handle(handle, &p, &off))
+        return json_integer_value(json_object_get(o, "partition")) == p &&
+               json_integer_value(json_object_get(o, "offset")) == off;
+    return jstr(o, "id") && strcmp(jstr(o, "id"), handle) == 0;
+}
+
+bool kj_dlq_filter_match(const kj_dlq_filter *f, json_t *o) {
+    if (!f) return true;
+    if (f->type && (!jstr(o, "type") || strcmp(jstr(o, "type"), f->type) != 0)) return false;
+    if (f->error_class) {
+        const char *c = jstr(json_object_get(o, "dead_letter"), "error_class");
+        if (!c || strcmp(c, f->error_class) != 0) return false;
+    }
+    if (f->handle_count) {
+        size_t i = 0;
+        while (i < f->handle_count && !handle_names(f->handles[i], o))
+            i++;
+        if (i == f->handle_count) return false;
+    }
+    return true;
+}
+
+/* ---- the snapshot ------------------------------------------------------------------------- */
+
+static int open_consumer(kj_dlq *d, char *err, size_t err_size) {
+    char e[512];
+    rd_kafka_conf_t *conf = kj_kafka_conf_new(d->cfg, e, sizeof(e));
+    /* group.id is the replay marker's group: rd_kafka_committed reads it and replay commits
+     * it; the handle only ever uses assign(), so it never joins that (or any) group */
+    if (!conf || kj_kafka_conf_set(conf, "enable.partition.eof", "true", e, sizeof(e)) ||
+        kj_kafka_conf_set(conf, "enable.auto.commit", "false", e, sizeof(e)) ||
+        kj_kafka_conf_set(conf, "auto.offset.reset", "earliest", e, sizeof(e)) ||
+        kj_kafka_conf_set(conf, "group.id", d->replay_group, e, sizeof(e))) {
+        seterr(err, err_size, "%s", e);
+        if (conf) rd_kafka_conf_destroy(conf);
+        return KJ_DLQ_ERR_CONFIG;
+    }
+    d->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, e, sizeof(e));
+    if (!d->rk) {
+        seterr(err, err_size, "%s", e);
+        rd_kafka_conf_destroy(conf);
+        return KJ_DLQ_ERR_CONFIG;
+    }
+    rd_kafka_poll_set_consumer(d->rk);
+    return KJ_DLQ_OK;
+}
+
+static int remaining_ms(const kj_dlq *d) {
+    long long left = d->deadline - kj_now_ms();
+    return left < 1 ? 1 : left > 30000 ? 30000 : (int)left;
+}
+
+/* Partitions, end offsets (the snapshot), and the replay marker. */
+static int load_partitions(kj_dlq *d, char *err, size_t err_size) {
+    char e[512];
+    d->partitions = kj_kafka_partition_count(d->rk, d->topic, remaining_ms(d), e, sizeof(e));
+    if (d->partitions < 0) {
+        kj_log(KJ_LOG_ERROR, "cannot read topic", "{s:s,s:s}", "topic", d->topic, "error", e);
+        seterr(err, err_size, "cannot read topic %s: %s", d->topic, e);
+        return KJ_DLQ_ERR_IO;
+    }
+    d->parts = calloc((size_t)d->partitions + 1, sizeof(*d->parts));
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(d->partitions);
+    for (int p = 0; p < d->partitions; p++) {
+        part_state *ps = &d->parts[p];
+        ps->first_blocking = -1;
+        ps->committed = -1;
+        rd_kafka_resp_err_t re = rd_kafka_query_watermark_offsets(d->rk, d->topic, p, &ps->low,
+                                                                  &ps->end, remaining_ms(d));
+        if (re) {
+            kj_log(KJ_LOG_ERROR, "cannot read end offset", "{s:s,s:i,s:s}", "topic", d->topic,
+                   "partition", p, "error", rd_kafka_err2str(re));
+            seterr(err, err_size, "cannot read the end offset of %s [%d]: %s", d->topic, p,
+                   rd_kafka_err2str(re));
+            rd_kafka_topic_partition_list_destroy(list);
+            return KJ_DLQ_ERR_IO;
+        }
+        rd_kafka_topic_partition_list_add(list, d->topic, p);
+    }
+    rd_kafka_resp_err_t re = rd_kafka_committed(d->rk, list, remaining_ms(d));
+    if (re) {
+        kj_log(KJ_LOG_ERROR, "cannot read the replay marker", "{s:s,s:s}", "group", d->replay_group,
+               "error", rd_kafka_err2str(re));
+        seterr(err, err_size, "cannot read the replay marker (group %s): %s", d->replay_group,
+               rd_kafka_err2str(re));
+        rd_kafka_topic_partition_list_destroy(list);
+        return KJ_DLQ_ERR_IO;
+    }
+    for (int i = 0; i < list->cnt; i++) {
+        rd_kafka_topic_partition_t *tp = &list->elems[i];
+        part_state *ps = &d->parts[tp->partition];
+        if (tp->err) {
+            kj_log(KJ_LOG_ERROR, "cannot read the replay marker", "{s:s,s:i,s:s}", "group",
+                   d->replay_group, "partition", (int)tp->partition, "error",
+                   rd_kafka_err2str(tp->err));
+            seterr(err, err_size, "cannot read the replay marker (group %s): %s", d->replay_group,
+                   rd_kafka_err2str(tp->err));
+            rd_kafka_topic_partition_list_destroy(list);
+            return KJ_DLQ_ERR_IO;
+        }
+        if (tp->offset < 0) continue;
+        ps->committed = tp->offset;
+        ps->marks_text = strndup(tp->metadata ? tp->metadata : "", tp->metadata_size);
+        if (ps->marks_text[0] && kj_dlq_marker_parse(ps->marks_text, &ps->marks) != 0) {
+            kj_log(KJ_LOG_WARN, "replay marker metadata not understood, ignored", "{s:s,s:i}",
+                   "group", d->replay_group, "partition", (int)tp->partition);
+            ps->marks.n = 0;
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(list);
+    return KJ_DLQ_OK;
+}
+
+int kj_dlq_open(const kj_dlq_params *params, kj_dlq **out, char *err, size_t err_size) {
+    *out = NULL;
+    char e[512];
+    if (kj_codec_init(e, sizeof(e)) != 0) {
+        kj_log(KJ_LOG_ERROR, "codec init failed", "{s:s}", "error", e);
+        seterr(err, err_size, "%s", e);
+        return KJ_DLQ_ERR_IO;
+    }
+    kj_dlq *d = calloc(1, sizeof(*d));
+    d->cfg = params->cfg;
+    d->topic = strdup(params->topic ? params->topic : params->cfg->dlq_topic);
+    snprintf(d->replay_group, sizeof(d->replay_group), "%s.dlq-replay", params->cfg->group);
+    d->deadline = params->deadline_ms;
+    d->stop = params->stop;
+    int rc = open_consumer(d, err, err_size);
+    if (rc == KJ_DLQ_OK) rc = load_partitions(d, err, err_size);
+    if (rc != KJ_DLQ_OK) {
+        kj_dlq_close(d);
+        return rc;
+    }
+    *out = d;
+    return KJ_DLQ_OK;
+}
+
+void kj_dlq_close(kj_dlq *d) {
+    if (!d) return;
+    for (int p = 0; d->parts && p < d->partitions; p++) {
+        kj_dlq_ranges_free(&d->parts[p].marks);
+        free(d->parts[p].marks_text);
+    }
+    free(d->parts);
+    if (d->rk) {
+        rd_kafka_consumer_close(d->rk);
+        rd_kafka_destroy(d->rk);
+    }
+    free(d->topic);
+    free(d);
+}
+
+const char *kj_dlq_topic(const kj_dlq *d) {
+    return d->topic;
+}
+
+/* ---- reading the DLQ up to the snapshot --------------------------------------------------- */
+
+/* Every partition from its oldest record — or, from_marker, from its committed W. */
+static void plan_all(kj_dlq *d, bool from_marker) {
+    for (int p = 0; p < d->partitions; p++) {
+        part_state *ps = &d->parts[p];
+        ps->start = from_marker && ps->committed > ps->low ? ps->committed : ps->low;
+        ps->stop = ps->end;
+    }
+}
+
+/* The one record at partition/offset, if the snapshot has it; nothing else. */
+static void plan_one(kj_dlq *d, int32_t partition, int64_t offset) {
+    for (int p = 0; p < d->partitions; p++) {
+        part_state *ps = &d->parts[p];
+        if (p == partition && offset >= ps->low && offset < ps->end) {
+            ps->start = offset;
+            ps->stop = offset + 1;
+        } else {
+            ps->start = ps->stop = ps->end;
+        }
+    }
+}
+
+/* Takes ownership of msg. Returns false to end the read. */
+typedef bool(on_msg_fn)(kj_dlq *d, rd_kafka_message_t *msg, void *opaque);
+
+static int read_dlq(kj_dlq *d, on_msg_fn *on_msg, void *opaque, char *err, size_t err_size) {
+    rd_kafka_topic_partition_list_t *assignment = rd_kafka_topic_partition_list_new(d->partitions);
+    int pending = 0;
+    for (int p = 0; p < d->partitions; p++) {
+        part_state *ps = &d->parts[p];
+        if (ps->start < ps->low) ps->start = ps->low;
+        ps->next_expected = ps->start;
+        ps->first_blocking = -1;
+        ps->done = ps->start >= ps->stop;
+        if (ps->done) continue;
+        rd_kafka_topic_partition_list_add(assignment, d->topic, p)->offset = ps->start;
+        pending++;
+    }
+    if (pending) rd_kafka_assign(d->rk, assignment);
+    rd_kafka_topic_partition_list_destroy(assignment);
+    int rc = KJ_DLQ_OK;
+    while (pending > 0) {
+        if (stopped(d)) {
+            seterr(err, err_size, "stopped");
+            rc = KJ_DLQ_ERR_STOPPED;
+            break;
+        }
+        if (kj_now_ms() >= d->deadline) {
+            kj_log(KJ_LOG_ERROR, "timed out reading the dead-letter topic", "{s:s,s:i}", "topic",
+                   d->topic, "partitions_unfinished", pending);
+            seterr(err, err_size, "timed out reading the dead-letter topic %s", d->topic);
+            rc = KJ_DLQ_ERR_TIMEOUT;
+            break;
+        }
+        rd_kafka_message_t *msg = rd_kafka_consumer_poll(d->rk, 100);
+        if (!msg) continue;
+        if (msg->partition < 0 || msg->partition >= d->partitions) {
+            rd_kafka_message_destroy(msg);
+            continue;
+        }
+        part_state *ps = &d->parts[msg->partition];
+        if (msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            /* msg->offset is the next offset: the end of this partition right now */
+            if (!ps->done && msg->offset >= ps->stop) {
+                ps->done = true;
+                pending--;
+            }
+            rd_kafka_message_destroy(msg);
+            continue;
+        }
+        if (msg->err) {
+            kj_log(KJ_LOG_ERROR, "consume error", "{s:s}", "error", rd_kafka_message_errstr(msg));
+            seterr(err, err_size, "consume error: %s", rd_kafka_message_errstr(msg));
+            rd_kafka_message_destroy(msg);
+            rc = KJ_DLQ_ERR_IO;
+            break;
+        }
+        if (ps->done || msg->offset >= ps->stop) { /* past the snapshot (or the one asked for) */
+            if (!ps->done) {
+                ps->done = true;
+                pending--;
+            }
+            rd_kafka_message_destroy(msg);
+            continue;
+        }
+        bool last = msg->offset >= ps->stop - 1;
+        ps->next_expected = msg->offset + 1;
+        if (!on_msg(d, msg, opaque)) break;
+        if (last) {
+            ps->done = true;
+            pending--;
+        }
+    }
+    rd_kafka_assign(d->rk, NULL);
+    return rc;
+}
+
+/* ---- list and find ------------------------------------------------------------------------ */
+
+typedef struct list_ctx {
+    const kj_dlq_filter *filter;
+    kj_dlq_record_fn *fn;
+    void *opaque;
+} list_ctx;
+
+static bool on_list_msg(kj_dlq *d, rd_kafka_message_t *msg, void *opaque) {
+    list_ctx *c = opaque;
+    kj_dlq_record rec = {.msg = msg, .state = state_of(&d->parts[msg->partition], msg)};
+    rec.json = kj_dlq_json(msg, rec.state);
+    bool go_on = !kj_dlq_filter_match(c->filter, rec.json) || c->fn(&rec, c->opaque);
+    json_decref(rec.json);
+    rd_kafka_message_destroy(msg);
+    return go_on;
+}
+
+int kj_dlq_list(kj_dlq *d, const kj_dlq_filter *filter, kj_dlq_record_fn *fn, void *opaque,
+                char *err, size_t err_size) {
+    list_ctx c = {filter, fn, opaque};
+    plan_all(d, false);
+    return read_dlq(d, on_list_msg, &c, err, err_size);
+}
+
+typedef struct find_ctx {
+    const char *handle;
+    bool by_place;
+    int32_t partition;
+    int64_t offset;
+    json_t *match;
+    long matches;
+} find_ctx;
+
+static json_int_t failed_at_of(json_t *o) {
+    return json_integer_value(json_object_get(json_object_get(o, "dead_letter"), "failed_at"));
+}
+
+static bool on_find_msg(kj_dlq *d, rd_kafka_message_t *msg, void *opaque) {
+    find_ctx *c = opaque;
+    json_t *o = kj_dlq_json(msg, state_of(&d->parts[msg->partition], msg));
+    bool hit = c->by_place ? msg->partition == c->partition && msg->offset == c->offset
+                           : jstr(o, "id") && strcmp(jstr(o, "id"), c->handle) == 0;
+    if (hit) {
+        /* the same job can be dead-lettered more than once: the latest failure */
+        if (!c->match || failed_at_of(o) >= failed_at_of(c->match)) {
+            json_decref(c->match);
+            c->match = json_incref(o);
+        }
+        c->matches++;
+    }
+    json_decref(o);
+    rd_kafka_message_destroy(msg);
+    return true;
+}
+
+int kj_dlq_find(kj_dlq *d, const char *handle, json_t **out, long *matches, char *err,
+                size_t err_size) {
+    find_ctx c = {.handle = handle};
+    *out = NULL;
+    if (matches) *matches = 0;
+    c.by_place = kj_dlq_parse_handle(handle, &c.partition, &c.offset);
+    if (c.by_place)
+        plan_one(d, c.partition, c.offset); /* read just [offset, offset+1) of that partition */
+    else
+        plan_all(d, false);
+    int rc = read_dlq(d, on_find_msg, &c, err, err_size);
+    if (rc == KJ_DLQ_OK && !c.match) {
+        seterr(err, err_size, "no dead letter %s in %s", handle, d->topic);
+        rc = KJ_DLQ_ERR_NOT_FOUND;
+    }
+    if (rc != KJ_DLQ_OK) {
+        json_decref(c.match);
+        return rc;
+    }
+    *out = c.match;
+    if (matches) *matches = c.matches;
+    return KJ_DLQ_OK;
+}
+
+/* ---- replay ------------------------------------------------------------------------------- */
+
+typedef struct replay_item {
+    rd_kafka_message_t *msg;
+    char *handle;
+    char *orig_topic;
+    int status; /* 0 queued, 1 acknowledged, 2 failed */
+} replay_item;
+
+typedef struct replay_ctx {
+    const kj_dlq_filter *filter;
+    bool again;
+    replay_item *items;
+    size_t item_count, item_cap;
+    kj_dlq_replay_counts n;
+} replay_ctx;
+
+/* Selects or skips one dead letter; takes ownership of msg (kept when selected). */
+static bool on_replay_msg(kj_dlq *d, rd_kafka_message_t *msg, void *opaque) {
+    replay_ctx *c = opaque;
+    part_state *ps = &d->parts[msg->partition];
+    kj_dlq_state state = state_of(ps, msg);
+    json_t *o = kj_dlq_json(msg, state);
+    bool selected = false, match = kj_dlq_filter_match(c->filter, o);
+    char dropped[64];
+    bool no_value = !msg->payload && kj_kafka_header_str(headers_of(msg), KJ_HDR_TRUNCATED, dropped,
+                                                         sizeof(dropped));
+    if (no_value && match) {
+        /* too large to copy whole: the job is only at its kjobs-original-* coordinates */
+        c->n.skipped_no_value++;
+        kj_log(KJ_LOG_WARN, "dead letter was reduced to fit (kjobs-truncated), no value to replay",
+               "{s:s,s:i,s:I,s:s}", "topic", d->topic, "partition", (int)msg->partition, "offset",
+               (json_int_t)msg->offset, "dropped", dropped);
+    } else if (match) {
+        if (state == KJ_DLQ_NEW || (c->again && state != KJ_DLQ_NO_ORIGIN)) {
+            selected = true;
+        } else if (state == KJ_DLQ_REPLAYED) {
+            c->n.skipped_replayed++;
+        } else if (state == KJ_DLQ_REFAILED) {
+            c->n.skipped_refailed++;
+        } else {
+            c->n.skipped_no_origin++;
+            kj_log(KJ_LOG_WARN, "dead letter has no kjobs-original-topic, cannot replay",
+                   "{s:s,s:i,s:I}", "topic", d->topic, "partition", (int)msg->partition, "offset",
+                   (json_int_t)msg->offset);
+        }
+    }
+    if (selected) {
+        if (c->item_count == c->item_cap) {
+            c->item_cap = c->item_cap ? c->item_cap * 2 : 64;
+            c->items = realloc(c->items, c->item_cap * sizeof(*c->items));
+        }
+        replay_item *it = &c->items[c->item_count++];
+        memset(it, 0, sizeof(*it));
+        it->msg = msg;
+        it->handle = strdup(jstr(o, "handle"));
+        it->orig_topic = strdup(jstr(json_object_get(o, "dead_letter"), "original_topic"));
+    } else {
+        if (state == KJ_DLQ_NEW && !no_value && ps->first_blocking < 0)
+            ps->first_blocking = msg->offset; /* stays replayable: the marker may not pass it */
+        rd_kafka_message_destroy(msg);
+    }
+    json_decref(o);
+    return true;
+}
+
+static void on_replay_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque) {
+    (void)rk;
+    (void)opaque;
+    replay_item *it = msg->_private;
+    if (msg->err) {
+        it->status = 2;
+        kj_log(KJ_LOG_ERROR, "replayed copy not acknowledged", "{s:s,s:s,s:s}", "handle",
+               it->handle, "topic", it->orig_topic, "error", rd_kafka_err2str(msg->err));
+    } else {
+        it->status = 1;
+    }
+}
+
+static rd_kafka_headers_t *replay_headers(const kj_dlq *d, const rd_kafka_message_t *msg) {
+    rd_kafka_headers_t *src = headers_of(msg), *out = rd_kafka_headers_new(8);
+    const char *name;
+    const void *val;
+    size_t size;
+    for (size_t i = 0; src && rd_kafka_header_get_all(src, i, &name, &val, &size) == 0; i++)
+        if (!kj_hdr_is_kjobs(name)) rd_kafka_header_add(out, name, -1, val, (ssize_t)size);
+    kj_hdr_write_replay(out, d->topic, msg->partition, msg->offset, kj_now_ms());
+    return out;
+}
+
+/* Produces every item and waits for every delivery report; item statuses say what happened. */
+static int produce_copies(kj_dlq *d, replay_ctx *c, char *err, size_t err_size) {
+    char e[512];
+    rd_kafka_conf_t *conf = kj_kafka_conf_new(d->cfg, e, sizeof(e));
+    if (!conf) {
+        seterr(err, err_size, "%s", e);
+        return KJ_DLQ_ERR_CONFIG;
+    }
+    rd_kafka_conf_set_dr_msg_cb(conf, on_replay_delivery);
+    kj_kafka_conf_set(conf, "linger.ms", "5", e, sizeof(e));
+    rd_kafka_t *prod = kj_kafka_producer_new(conf, e, sizeof(e));
+    if (!prod) {
+        seterr(err, err_size, "%s", e);
+        return KJ_DLQ_ERR_CONFIG;
+    }
+    for (size_t i = 0; i < c->item_count; i++) {
+        replay_item *it = &c->items[i];
+        const rd_kafka_message_t *m = it->msg;
+        for (;;) {
+            rd_kafka_headers_t *h = replay_headers(d, m);
+            rd_kafka_resp_err_t re = rd_kafka_producev(
+                prod, RD_KAFKA_V_TOPIC(it->orig_topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                RD_KAFKA_V_KEY(m->key, m->key_len), RD_KAFKA_V_VALUE(m->payload, m->len),
+                RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(it), RD_KAFKA_V_END);
+            if (!re) break;
+            rd_kafka_headers_destroy(h);
+            if (re == RD_KAFKA_RESP_ERR__QUEUE_FULL && !stopped(d)) {
+                rd_kafka_poll(prod, 100);
+                continue;
+            }
+            it->status = 2;
+            kj_log(KJ_LOG_ERROR, "cannot queue replayed copy", "{s:s,s:s,s:s}", "handle",
+                   it->handle, "topic", it->orig_topic, "error", rd_kafka_err2str(re));
+            break;
+        }
+    }
+    /* wait for every delivery report (message.timeout.ms bounds it); a stop purges */
+    while (rd_kafka_outq_len(prod) > 0) {
+        if (stopped(d)) rd_kafka_purge(prod, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        rd_kafka_flush(prod, 100);
+    }
+    rd_kafka_destroy(prod);
+    return KJ_DLQ_OK;
+}
+
+/* The marker partition p gets (dlq_marker.h): W and the ranges >= W, from the item statuses. */
+static int64_t new_marker(const kj_dlq *d, const replay_ctx *c, int p, kj_dlq_ranges *out) {
+    const part_state *ps = &d->parts[p];
+    kj_dlq_ranges acked = {0};
+    int64_t first_new = ps->first_blocking;
+    for (size_t i = 0; i < c->item_count; i++) {
+        const replay_item *it = &c->items[i];
+        if (it->msg->partition != p) continue;
+        if (it->status == 1)
+            kj_dlq_ranges_add(&acked, it->msg->offset);
+        else if ((first_new < 0 || it->msg->offset < first_new) &&
+                 state_of(ps, it->msg) == KJ_DLQ_NEW)
+            first_new = it->msg->offset; /* not replayed and still new: must stay ahead of W */
+    }
+    kj_dlq_marker_step st = {.committed = ps->committed,
+                             .marks = &ps->marks,
+                             .end = ps->end,
+                             .read_to_end = ps->done,
+                             .next_expected = ps->next_expected,
+                             .first_new = first_new,
+                             .acked = &acked};
+    int64_t w = kj_dlq_marker_next(&st, out);
+    kj_dlq_ranges_free(&acked);
+    return w;
+}
+
+typedef struct marker_change {
+    int32_t partition;
+    int64_t w;
+    kj_dlq_ranges set;
+    char *text;
+} marker_change;
+
+/* Commits the partitions whose marker changes; on success the handle's marker is the new one. */
+static int commit_marker(kj_dlq *d, const replay_ctx *c, char *err, size_t err_size) {
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(d->partitions);
+    marker_change *ch = calloc((size_t)d->partitions + 1, sizeof(*ch));
+    int n = 0;
+    for (int p = 0; p < d->partitions; p++) {
+        part_state *ps = &d->parts[p];
+        marker_change *m = &ch[n];
+        m->w = new_marker(d, c, p, &m->set);
+        m->text = kj_dlq_marker_format(&m->set);
+        if (!kj_dlq_marker_changed(ps->committed, ps->marks_text, ps->low, m->w, m->text)) {
+            kj_dlq_ranges_free(&m->set);
+            free(m->text);
+            continue;
+        }
+        m->partition = p;
+        n++;
+        rd_kafka_topic_partition_t *tp = rd_kafka_topic_partition_list_add(list, d->topic, p);
+        tp->offset = m->w;
+        tp->metadata = strdup(m->text); /* freed by the list destroy */
+        tp->metadata_size = strlen(m->text);
+        if (tp->metadata_size > KJ_DLQ_MARKER_MAX_BYTES)
+            kj_log(KJ_LOG_WARN, "replay marker is large; the broker may refuse it", "{s:i,s:i}",
+                   "partition", p, "bytes", (int)tp->metadata_size);
+    }
+    int rc = KJ_DLQ_OK;
+    if (list->cnt) {
+        rd_kafka_resp_err_t re = rd_kafka_commit(d->rk, list, 0);
+        for (int i = 0; !re && i < list->cnt; i++)
+            re = list->elems[i].err;
+        if (re) {
+            kj_log(KJ_LOG_ERROR,
+                   "replayed, but the replay marker was not recorded: a later replay would "
+                   "replay these again",
+                   "{s:s,s:s}", "group", d->replay_group, "error", rd_kafka_err2str(re));
+            seterr(err, err_size, "the replay marker was not recorded (group %s): %s",
+                   d->replay_group, rd_kafka_err2str(re));
+            rc = KJ_DLQ_ERR_MARKER;
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(list);
+    for (int i = 0; i < n; i++) {
+        part_state *ps = &d->parts[ch[i].partition];
+        if (rc == KJ_DLQ_OK) { /* the handle now holds what the group holds */
+            kj_dlq_ranges_free(&ps->marks);
+            free(ps->marks_text);
+            ps->committed = ch[i].w;
+            ps->marks = ch[i].set;
+            ps->marks_text = ch[i].text;
+        } else {
+            kj_dlq_ranges_free(&ch[i].set);
+            free(ch[i].text);
+        }
+    }
+    free(ch);
+    return rc;
+}
+
+static void log_dry_run(const replay_ctx *c) {
+    kj_log(KJ_LOG_INFO, "replay dry run: nothing produced", "{s:I,s:I,s:I,s:I,s:I}", "would_replay",
+           (json_int_t)c->item_count, "skipped_already_replayed", (json_int_t)c->n.skipped_replayed,
+           "skipped_refailed", (json_int_t)c->n.skipped_refailed, "skipped_no_origin",
+           (json_int_t)c->n.skipped_no_origin, "skipped_no_value",
+           (json_int_t)c->n.skipped_no_value);
+}
+
+static void log_finished(const replay_ctx *c) {
+    kj_log(c->n.failed ? KJ_LOG_ERROR : KJ_LOG_INFO, "replay finished", "{s:I,s:I,s:I,s:I,s:I,s:I}",
+           "replayed", (json_int_t)c->n.replayed, "failed", (json_int_t)c->n.failed,
+           "skipped_already_replayed", (json_int_t)c->n.skipped_replayed, "skipped_refailed",
+           (json_int_t)c->n.skipped_refailed, "skipped_no_origin",
+           (json_int_t)c->n.skipped_no_origin, "skipped_no_value",
+           (json_int_t)c->n.skipped_no_value);
+}
+
+static void report(const replay_ctx *c, size_t i, kj_dlq_replay_fn *each, void *opaque) {
+    const replay_item *it = &c->items[i];
+    kj_dlq_replay_item item = {.handle = it->handle,
+                               .partition = it->msg->partition,
+                               .offset = it->msg->offset,
+                               .original_topic = it->orig_topic,
+                               .acknowledged = it->status == 1};
+    if (each) each(&item, opaque);
+}
+
+static int replay(kj_dlq *d, replay_ctx *c, unsigned flags, kj_dlq_replay_fn *each, void *opaque,
+                  char *err, size_t err_size) {
+    plan_all(d, !c->again); /* below the marker everything is handled */
+    int rc = read_dlq(d, on_replay_msg, c, err, err_size);
+    if (rc != KJ_DLQ_OK) return rc;
+    c->n.selected = (long)c->item_count;
+    if (flags & KJ_DLQ_REPLAY_DRY_RUN) {
+        for (size_t i = 0; i < c->item_count; i++)
+            report(c, i, each, opaque);
+        log_dry_run(c);
+        return KJ_DLQ_OK;
+    }
+    if (c->item_count && (rc = produce_copies(d, c, err, err_size)) != KJ_DLQ_OK) return rc;
+    for (size_t i = 0; i < c->item_count; i++) {
+        if (c->items[i].status == 1)
+            c->n.replayed++;
+        else
+            c->n.failed++;
+        report(c, i, each, opaque);
+    }
+    /* record what was acknowledged, even when some copies failed */
+    rc = commit_marker(d, c, err, err_size);
+    if (rc == KJ_DLQ_OK && c->n.failed) {
+        seterr(err, err_size, "%ld of %ld copies were not acknowledged", c->n.failed,
+               c->n.selected);
+        rc = KJ_DLQ_ERR_NOT_ACKED;
+    }
+    log_finished(c);
+    return rc;
+}
+
+int kj_dlq_replay(kj_dlq *d, const kj_dlq_filter *filter, unsigned flags, kj_dlq_replay_fn *each,
+                  void *opaque, kj_dlq_replay_counts *counts, char *err, size_t err_size) {
+    replay_ctx c = {.filter = filter, .again = (flags & KJ_DLQ_REPLAY_AGAIN) != 0};
+    int rc = replay(d, &c, flags, each, opaque, err, err_size);
+    if (counts) *counts = c.n;
+    for (size_t i = 0; i < c.item_count; i++) {
+        rd_kafka_message_destroy(c.items[i].msg);
+        free(c.items[i].handle);
+        free(c.items[i].orig_topic);
+    }
+    free(c.items);
+    return rc;
+}
