@@ -142,7 +142,7 @@ def exec_scenario(command, child_tag):
     with harness.Broker(partitions=2) as broker:
         b = broker.bootstrap
         w = Worker(b, {"KJOBS_HANDLERS_EXEC": command, "KJOBS_HANDLERS_EXEC_TYPES": EXEC_TYPES,
-                       "KJOBS_HANDLERS_EXEC_TIMEOUT": "1s", "KJOBS_RETRY_DELAYS": "200ms",
+                       "KJOBS_HANDLERS_EXEC_TIMEOUT": "3s", "KJOBS_RETRY_DELAYS": "200ms",
                        "KJOBS_RETRY_MAX_ATTEMPTS": "2"}, broker)
         try:
             started = lambda l: l["msg"] == "exec child started"  # noqa: E731
@@ -195,10 +195,12 @@ def exec_scenario(command, child_tag):
             later = enqueue(b, "email.send", count=5)
             w.wait_for(done(later), "email.send after the garbage reply", count=5)
 
-            # timeout: a child sleeping past handlers.exec_timeout (1s)
-            [tid] = enqueue(b, "exec.sleep", payload="5000")
+            # timeout: a child sleeping past handlers.exec_timeout (3 s: a cold node child on a
+            # loaded machine took over 1 s to answer its first batch, sending ok jobs to the
+            # ladder)
+            [tid] = enqueue(b, "exec.sleep", payload="8000")
             [t1] = w.wait_for(routed(tid, False), "exec.sleep timed out, retry routed")
-            assert t1["class"] == "timeout" and "no reply within 1000 ms" in t1["error"], t1
+            assert t1["class"] == "timeout" and "no reply within 3000 ms" in t1["error"], t1
             w.wait_for(lambda l: exited(l) and l["reason"] == "timeout", "child killed on timeout")
             [t2] = w.wait_for(routed(tid, True), "exec.sleep dead-lettered after 2 timeouts")
             assert t2["class"] == "timeout", t2
