@@ -10,10 +10,10 @@
  *
  * Every handler call takes the next number of one global atomic counter when it starts (its
  * sequence number: if run B started after run A returned, B's number is larger) and stores
- * the job, attempt, outcome and start time (CLOCK_REALTIME µs) at that slot of a preallocated
- * array (BENCH_MAX_RECORDS, default 4M). The array is written to $BENCH_OUT
- * ("seq job attempt ok t_us" lines) when the process exits.
- * Cost per job: one atomic increment, one clock_gettime, one 16-byte store, a short parse.
+ * the job, attempt, outcome, start time (CLOCK_REALTIME µs) and the job's created_at (epoch ms)
+ * at that slot of a preallocated array (BENCH_MAX_RECORDS, default 4M). The array is written to
+ * $BENCH_OUT ("seq job attempt ok t_us created_ms" lines) when the process exits.
+ * Cost per job: one atomic increment, one clock_gettime, one 24-byte store, a short parse.
  * A slot whose run had not stored its record when the process exited is left out of the file.
  */
 #include <stdatomic.h>
@@ -26,8 +26,9 @@
 #include "kjobs.h"
 
 typedef struct run_record {
-    int64_t t_us; /* CLOCK_REALTIME at handler start, microseconds */
-    int32_t job;  /* INDEX; -1: malformed payload */
+    int64_t t_us;       /* CLOCK_REALTIME at handler start, microseconds */
+    int64_t created_ms; /* the job's created_at (epoch ms, set by its producer) */
+    int32_t job;        /* INDEX; -1: malformed payload */
     int16_t attempt;
     int8_t ok;
     int8_t stored; /* 0: slot reserved but not (yet) stored */
@@ -75,6 +76,7 @@ static void handle(const kjobs_job_t *job, kjobs_result_t *result, void *opaque)
                            attempt, fails);
     if (seq < capacity)
         records[seq] = (run_record){.t_us = (int64_t)now.tv_sec * 1000000 + now.tv_nsec / 1000,
+                                    .created_ms = kjobs_job_created_at(job),
                                     .job = (int32_t)index,
                                     .attempt = (int16_t)attempt,
                                     .ok = (int8_t)ok,
@@ -94,8 +96,8 @@ __attribute__((destructor)) static void write_records(void) {
     }
     for (size_t i = 0; i < n; i++)
         if (records[i].stored)
-            fprintf(f, "%zu %d %d %d %lld\n", i, records[i].job, records[i].attempt, records[i].ok,
-                    (long long)records[i].t_us);
+            fprintf(f, "%zu %d %d %d %lld %lld\n", i, records[i].job, records[i].attempt,
+                    records[i].ok, (long long)records[i].t_us, (long long)records[i].created_ms);
     if (fclose(f) == 0) rename(tmp, out_path);
 }
 
