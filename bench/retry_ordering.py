@@ -5,7 +5,8 @@ Usage: KJOBS_BIN=build/kjobs /usr/bin/python3 bench/retry_ordering.py
        [--brokers embedded,kafka] [--kafka 127.0.0.1:39092] [--kafka-dir /tmp/kj-bench]
        [--modes backlog,paced] [--rate 2000] [--jobs 20000] [--keys 200] [--partitions 4]
        [--fail 0.01,0.05] [--runs 2] [--workers 4] [--delay 1s] [--timeout 120]
-       [--plugin build/bench/libkjobs_retryord_plugin.so] [--out FILE.json]
+       [--plugin build/bench/libkjobs_retryord_plugin.so] [--out FILE.json] [--keep DIR]
+       [--ladder-check]
 
 For each broker kind (`embedded`: a fresh `kjobs broker --partitions P` per run; `kafka`: the
 real cluster at --kafka, EVERY user topic and group deleted and the layout created again per
@@ -29,25 +30,33 @@ Modes:
   wake-up. That step, a constant, is reported as "first run"; the "key" ladder scan, 50-90 ms,
   runs inside it and is reported on its own.)
 - paced: the worker starts first (for "key", its ladder scan is done), runs one warm-up
-  kjobs.noop job, then `kjobs enqueue` is fed RATE jobs/s, as a steady producer would. wall counts from the first job fed; p50/p99/max
-  are per-job latencies: the job's created_at (set by `kjobs enqueue` as it reads the line) to
-  the start of its first successful run.
+  kjobs.noop job, then `kjobs enqueue` is fed RATE jobs/s, as a steady producer would. wall
+  counts from the first job fed; p50/p99/max are per-job latencies: the job's created_at (set
+  by `kjobs enqueue` as it reads the line) to the start of its first successful run.
 
-Per run it also reports when the first handler call started (backlog: from the last "partition
-assigned"; paced: from the feed's start); kjobs_jobs_total by outcome (ok, retry, parked, dead_lettered) from
-/metrics; ladder records written (log end offsets of the ladder topics, `kjobs lag --json`);
-CPU seconds of the worker (from the worker's start to the end of the run) and of the broker
-process (the embedded broker, or the Kafka JVM found by --kafka-dir/node-*/pid) over the
-same span; the "key" ladder scan's duration ("key order: ladder read"); and from the plugin's
+Per run it also reports when the first handler call started (backlog: from the last
+"partition assigned"; paced: from the feed's start); kjobs_jobs_total by outcome (ok, retry,
+parked, dead_lettered) from /metrics; ladder records written (log end offsets of the ladder
+topics, `kjobs lag --json`); CPU seconds of the worker (from the worker's start to the end of
+the run) and of the broker process (the embedded broker, or the Kafka JVM found by
+--kafka-dir/node-*/pid) over the same span; the "key" ladder scan's duration ("key order: ladder read"); and from the plugin's
 records, in handler-start order: key-order violations (jobs whose first success started before
 the first success of an earlier job of their key: "none" has them, "key" must have 0), keys
-affected, jobs that never succeeded (lost), and jobs that succeeded more than once. A run not
-finished within --timeout (paced: JOBS / RATE more) is reported STUCK with its log tail.
+affected, jobs that never succeeded (lost), jobs that succeeded more than once, and (paced)
+"flow after a key's retry": of the jobs created after their key's first failed job had
+succeeded, the share that succeeded within 100 ms of creation (does the key flow again?).
+With --ladder-check, after each "key" run the ladder is read back (`kjobs peek`) and its parked
+copies are timed: how many are due earlier than one step delay after they were written, and how
+long the records written before them in their partition (released in offset order) hold them
+past their own due time (a lower bound: those records' own due times, not their releases).
+A run not finished within --timeout (paced: JOBS / RATE more) is reported STUCK with its log
+tail.
 
 Prints one line per run, then per mode the medians, the ratio key ÷ none, and the bound that
 the order itself sets in backlog mode (a key's failures run one after another: its last job
 cannot succeed before its number of failures x DELAY) as Markdown tables for
-bench/RESULTS-ordering.md; --out writes every run as JSON.
+bench/RESULTS-ordering.md; --out writes every run as JSON; --keep DIR keeps each run's plugin
+records (DIR/GROUP.records: "seq job attempt ok t_us created_ms") and worker log (DIR/GROUP.log).
 """
 import argparse
 import glob
@@ -168,7 +177,45 @@ def ladder_records(bootstrap, group, delay):
     p = harness.run(harness.kjobs_cmd("lag", "-b", bootstrap, "-G", group, "--json"),
                     env={"KJOBS_RETRY_DELAYS": delay})  # the ladder the workers had
     rows = [json.loads(l) for l in p.stdout.splitlines() if l.strip()]
-    return sum(r["log_end_offset"] for r in rows if r["topic"] != "jobs")
+    per_topic = {}
+    for r in rows:
+        if r["topic"] != "jobs":
+            per_topic[r["topic"]] = per_topic.get(r["topic"], 0) + r["log_end_offset"]
+    return per_topic
+
+
+def ladder_check(bootstrap, per_topic):
+    """The parked copies on the ladder (`kjobs peek`): how many are due earlier than their
+    step's delay after they were written, and how long the records written before them in
+    their partition (released in offset order) hold them past their own due time."""
+    early, held = 0, []
+    for topic, n in per_topic.items():
+        if n == 0:
+            continue
+        step_ms = None
+        by_part = {}
+        for rec in harness.peek(bootstrap, topic, n, timeout=120):
+            by_part.setdefault(rec["partition"], []).append(rec)
+        for rs in by_part.values():
+            rs.sort(key=lambda r: r["offset"])
+            due_ahead = 0
+            for rec in rs:
+                h = dict(rec["headers"])
+                nb, ts = int(h.get("kjobs-not-before", 0)), rec["timestamp"]
+                if "kjobs-parked-behind" not in h and step_ms is None:
+                    step_ms = nb - ts  # a failure's copy: due one step delay after written
+                due = nb if step_ms is None else min(nb, ts + step_ms)
+                if "kjobs-parked-behind" in h:
+                    early += step_ms is not None and nb < ts + step_ms
+                    held.append(max(0, due_ahead - due))
+                due_ahead = max(due_ahead, due)
+    held.sort()
+    if not held:
+        return {"parked_copies": 0}
+    return {"parked_copies": len(held), "due_early": early,
+            "held_p50_ms": quantile(held, 0.5), "held_p90_ms": quantile(held, 0.9),
+            "held_max_ms": held[-1],
+            "held_over_100ms": sum(1 for x in held if x > 100) / len(held)}
 
 
 def read_records(path):
@@ -193,7 +240,21 @@ def analyse(records, plan):
             violations += 1
             keys_hit.add(key)
         running_max[key] = max(running_max.get(key, -1), seq)
+    # does a key flow again once its first failed job succeeded? The jobs created after that:
+    # the share of them that succeeded within 100 ms of their creation (paced mode only)
+    by_key, flowed, later = {}, 0, 0
+    for i, key, fails in plan:
+        by_key.setdefault(key, []).append((i, fails))
+    for ks in by_key.values():
+        done = next((first_ok[i][1] / 1000 for i, fails in ks if fails and i in first_ok), None)
+        if done is None:
+            continue
+        for i, _ in ks:
+            if i in first_ok and first_ok[i][2] > done:
+                later += 1
+                flowed += first_ok[i][1] / 1000 - first_ok[i][2] < 100
     return {"violations": violations, "keys_violated": len(keys_hit),
+            "flow": flowed / later if later else None,
             "lost": sum(1 for i, _, _ in plan if i not in first_ok),
             "duplicates": sum(1 for n in ok_count.values() if n > 1),
             "runs": len(records),
@@ -214,7 +275,7 @@ def one_run(cluster, group, ordering, plan, mode, a):
            "KJOBS_HANDLERS_PLUGIN": a.plugin, "BENCH_OUT": record_file}
     res = {"ordering": ordering, "stuck": False}
     broker_cpu0 = cluster.cpu_s()
-    w = procs.Worker(cluster.bootstrap, env=env, name=f"bench-ro-{ordering}")
+    w = procs.Worker(cluster.bootstrap, env=env, name=group)
     try:
         port = w.http_port()
         timeout = a.timeout
@@ -253,12 +314,20 @@ def one_run(cluster, group, ordering, plan, mode, a):
         res["exit"] = w.stop()
     finally:
         w.close()
-    res["ladder_records"] = ladder_records(cluster.bootstrap, group, a.delay)
+    per_topic = ladder_records(cluster.bootstrap, group, a.delay)
+    res["ladder_records"] = sum(per_topic.values())
+    if a.ladder_check and ordering == "key":
+        res["ladder_check"] = ladder_check(cluster.bootstrap, per_topic)
     if os.path.exists(record_file):
         res.update(analyse(read_records(record_file), plan))
-        os.unlink(record_file)
+        if a.keep:
+            os.makedirs(a.keep, exist_ok=True)
+            os.replace(record_file, os.path.join(a.keep, f"{group}.records"))
+        else:
+            os.unlink(record_file)
     else:
         res.update({"violations": None, "keys_violated": None, "lost": None, "duplicates": None,
+                    "flow": None,
                     "runs": 0, "first_run_us": None, "ok_times_us": [], "latencies_us": []})
     times, lats = res.pop("ok_times_us"), res.pop("latencies_us")
     first_us = res.pop("first_run_us")
@@ -286,16 +355,19 @@ def fmt(v, spec):
 def run_line(r):
     m = r["metrics"]
     return (f"{r['broker']} {r['mode']} f={r['fail']:g} run {r['rep']} {r['ordering']:>4}: "
-            f"first run {fmt(r['first_s'], '.2f')} s, wall {fmt(r['wall_s'], '.2f')} s, p50 {fmt(r['p50_s'], '.3f')} s, "
-            f"p99 {fmt(r['p99_s'], '.3f')} s, max {fmt(r['max_s'], '.3f')} s, "
+            f"first run {fmt(r['first_s'], '.2f')} s, wall {fmt(r['wall_s'], '.2f')} s, "
+            f"p50 {fmt(r['p50_s'], '.3f')} s, p99 {fmt(r['p99_s'], '.3f')} s, "
+            f"max {fmt(r['max_s'], '.3f')} s, "
             f"ok {m.get('ok', 0):.0f}, retry {m.get('retry', 0):.0f}, "
             f"parked {m.get('parked', 0):.0f}, dead {m.get('dead_lettered', 0):.0f}, "
             f"ladder records {r['ladder_records']}, handler runs {r['runs']}, "
             f"cpu worker {r['worker_cpu_s']:.2f} s broker {r['broker_cpu_s']:.2f} s, "
             f"scan {fmt(r['scan_ms'], 'd')} ms, order violations {fmt(r['violations'], 'd')} "
             f"({fmt(r['keys_violated'], 'd')} keys), lost {fmt(r['lost'], 'd')}, "
-            f"dup {fmt(r['duplicates'], 'd')}, exit {r.get('exit')}"
-            f"{' STUCK' if r['stuck'] else ''}")
+            f"dup {fmt(r['duplicates'], 'd')}, flow after a key's retry {fmt(r['flow'], '.0%')}, "
+            f"exit {r.get('exit')}{' STUCK' if r['stuck'] else ''}"
+            + (f"\n    ladder check: {json.dumps(r['ladder_check'])}" if "ladder_check" in r
+               else ""))
 
 
 def summary(results, a, bounds):
@@ -309,10 +381,11 @@ def summary(results, a, bounds):
                 "successful run")
         rate_col = "jobs/s" if mode == "backlog" else "after the feed s"
         out += [f"**{mode}** ({what}; medians of {a.runs} runs; violations: each run)", "",
-                f"| broker | fail | ordering | wall s | {rate_col} | p50 s | p99 s | max s | parked "
-                "| ladder records | CPU s worker | CPU s broker | order violations (keys) "
-                "| lost | dup |",
-                "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
+                f"| broker | fail | ordering | wall s | {rate_col} | p50 s | p99 s | max s "
+                "| parked "
+                "| ladder records | CPU s worker | CPU s broker | flow after a key's retry "
+                "| order violations (keys) | lost | dup |",
+                "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
         ratios = []
         for kind in a.brokers:
             for fail in a.fail:
@@ -331,7 +404,7 @@ def summary(results, a, bounds):
                          "parked": m(lambda r: r["metrics"].get("parked", 0)),
                          "ladder": m(lambda r: r["ladder_records"]),
                          "wcpu": m(lambda r: r["worker_cpu_s"]),
-                         "bcpu": m(lambda r: r["broker_cpu_s"]),
+                         "bcpu": m(lambda r: r["broker_cpu_s"]), "flow": m(lambda r: r["flow"]),
                          "viol": ", ".join(f"{fmt(r['violations'], 'd')} "
                                            f"({fmt(r['keys_violated'], 'd')})" for r in rs),
                          "lost": sum(r["lost"] or 0 for r in rs),
@@ -349,7 +422,8 @@ def summary(results, a, bounds):
                         f"| {fmt(d['p50'], '.3f')} | {fmt(d['p99'], '.3f')} "
                         f"| {fmt(d['max'], '.3f')} | {fmt(d['parked'], ',.0f')} "
                         f"| {fmt(d['ladder'], ',.0f')} | {fmt(d['wcpu'], '.2f')} "
-                        f"| {fmt(d['bcpu'], '.2f')} | {d['viol']} | {d['lost']} | {d['dup']} |")
+                        f"| {fmt(d['bcpu'], '.2f')} | {fmt(d['flow'], '.0%')} | {d['viol']} "
+                        f"| {d['lost']} | {d['dup']} |")
                 if "none" in med and "key" in med:
                     n, k = med["none"], med["key"]
 
@@ -400,12 +474,17 @@ def main():
     ap.add_argument("--plugin", default=os.path.join(os.path.dirname(harness.KJOBS), "bench",
                                                      "libkjobs_retryord_plugin.so"))
     ap.add_argument("--out")
+    ap.add_argument("--ladder-check", action="store_true",
+                    help="after each key run, read the ladder back and time its parked copies")
+    ap.add_argument("--keep", help="a directory: keep each run's plugin records there")
     a = ap.parse_args()
     a.brokers = [b for b in a.brokers.split(",") if b]
     a.modes = [m for m in a.modes.split(",") if m]
     a.fail = [float(f) for f in a.fail.split(",")]
     a.delay_s = parse_duration_s(a.delay)
     a.plugin = os.path.abspath(a.plugin)
+    if a.keep:
+        os.environ["KJOBS_TEST_KEEP_LOGS"] = a.keep  # procs.Worker copies its log there
     assert os.path.exists(a.plugin), f"no plugin at {a.plugin} (make kjobs_retryord_plugin)"
     broker_env = {"KJOBS_RETRY_DELAYS": a.delay}  # the ladder topics the workers expect
     rev = subprocess.run(harness.kjobs_cmd("version"), capture_output=True, text=True).stdout
