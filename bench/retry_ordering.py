@@ -49,7 +49,8 @@ succeeded, the share that succeeded within 100 ms of creation (does the key flow
 With --ladder-check, after each "key" run the ladder is read back (kcat) and its parked
 copies are timed: how many are due earlier than one step delay after they were written, and how
 long the records written before them in their partition (released in offset order) hold them
-past their own due time (a lower bound: those records' own due times, not their releases).
+past the time they could run (their due time, or when they were written if that is later; a
+lower bound: it counts those records' due times, not their actual releases).
 A run not finished within --timeout (paced: JOBS / RATE more) is reported STUCK with its log
 tail.
 
@@ -187,9 +188,9 @@ def ladder_records(bootstrap, group, delay):
 
 
 def read_topic(bootstrap, topic):
-    """Every record of a topic as {partition, offset, timestamp, headers: {name: value}} with
-    only the two headers ladder_check reads: kcat (`kjobs peek` decodes every job and is far
-    slower on 50,000 records)."""
+    """Every record the broker still has of a topic, as {partition, offset, timestamp,
+    headers: {name: value}} with the two headers ladder_check reads (kcat to the end: no job
+    decoding, and no waiting for a count the embedded broker may no longer hold)."""
     p = subprocess.run(["kcat", "-C", "-b", bootstrap, "-t", topic, "-o", "beginning", "-e",
                         "-q", "-f", "%p %o %T %h\\n"], capture_output=True, timeout=300)
     assert p.returncode == 0, f"kcat: {p.stderr.decode(errors='replace')[-2000:]}"
@@ -227,7 +228,8 @@ def ladder_check(bootstrap, per_topic):
                 nb, ts = int(h.get("kjobs-not-before", 0)), rec["timestamp"]
                 if "kjobs-parked-behind" not in h and step_ms is None:
                     step_ms = nb - ts  # a failure's copy: due one step delay after written
-                due = nb if step_ms is None else min(nb, ts + step_ms)
+                # when it could run at the earliest: its hold, and not before it was written
+                due = max(ts, nb if step_ms is None else min(nb, ts + step_ms))
                 if "kjobs-parked-behind" in h:
                     early += step_ms is not None and nb < ts + step_ms
                     held.append(max(0, due_ahead - due))
