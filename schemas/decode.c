@@ -334,8 +334,8 @@ static int kj_sink_meta(kj_rd *r, const kj_schema *w, kj_fill *f) {
                 count, kj_rd_left(r));
         const uint8_t *block_start = r->p;
         for (int64_t i = 0; i < count; i++) {
-            const uint8_t *k, *v;
-            size_t kn, vn;
+            const uint8_t *k, *v = NULL;
+            size_t kn = 0, vn = 0; /* set by kj_rd_len/_blob; GCC 12 -O3 cannot tell */
             if (kj_rd_len(r, &kn) != 0) return -1;
             k = r->p;
             size_t at;
