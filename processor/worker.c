@@ -266,6 +266,9 @@ static kj_part *part_lookup(kj_worker *w, const rd_kafka_topic_t *rkt, const cha
 
 static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t count, void *opaque);
 
+/* Lanes for the parked copies of a key-ordered ladder partition (lane_for). */
+#define PARKED_LANES(w) ((w)->cfg->workers < 8 ? (w)->cfg->workers : 8)
+
 static kj_part *part_add(kj_worker *w, const char *topic, int32_t partition) {
     kj_topic_slot *slot = topic_slot_of(w, NULL, topic);
     if (!slot) return NULL;
@@ -290,7 +293,9 @@ static kj_part *part_add(kj_worker *w, const char *topic, int32_t partition) {
     p->committed = -1;
     pthread_mutex_init(&p->lock, NULL);
     p->tracker = kj_offset_tracker_new(1024);
-    p->nlanes = p->role == KJ_TOPIC_MAIN ? kj_config_key_lanes(w->cfg) : 1;
+    p->nlanes = p->role == KJ_TOPIC_MAIN ? kj_config_key_lanes(w->cfg)
+                : kj_key_order_covers(w->key_order, partition) ? 1 + PARKED_LANES(w)
+                                                                : 1;
     p->lanes = calloc((size_t)p->nlanes, sizeof(*p->lanes));
     for (int i = 0; i < p->nlanes; i++) {
         p->lanes[i].part = p;
@@ -328,9 +333,24 @@ static void part_remove_lanes(kj_worker *w, kj_part *p) {
 /* The lane of a record of @p p (key lanes, above): lane 0 with one lane or in careful mode;
  * else by a hash of its key — FNV-1a, not the producer's murmur2: the keys of one partition
  * share murmur2(key) % partitions, so murmur2 % lanes would leave lanes unused — or, for a
- * record without a key, by its offset (spread; no order among them). @locality poll thread */
+ * record without a key, by its offset (spread; no order among them).
+ * A ladder partition with key-ordered retries (processor/key_order.h) keeps its retry copies,
+ * released by time in offset order, on lane 0, and its parked copies (kjobs-parked-behind) on
+ * lanes 1..PARKED_LANES by key: a parked copy comes due when the job it waits for does, and
+ * must not wait behind other keys' retries written before it. @locality poll thread */
 static kj_vlane *lane_for(kj_part *p, const rd_kafka_message_t *msg) {
     if (p->nlanes == 1 || p->one_lane) return &p->lanes[0];
+    if (p->role == KJ_TOPIC_RETRY) {
+        rd_kafka_headers_t *hdrs = NULL;
+        const void *v;
+        size_t n;
+        if (!msg->key || rd_kafka_message_headers(msg, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+            rd_kafka_header_get_last(hdrs, KJ_HDR_PARKED_BEHIND, &v, &n) !=
+                RD_KAFKA_RESP_ERR_NO_ERROR)
+            return &p->lanes[0];
+        uint64_t h = kj_hash_bytes(KJ_HASH_INIT, msg->key, msg->key_len);
+        return &p->lanes[1 + (h ^ (h >> 29)) % (uint64_t)(p->nlanes - 1)];
+    }
     uint64_t h;
     if (msg->key) {
         h = kj_hash_bytes(KJ_HASH_INIT, msg->key, msg->key_len);
@@ -1032,6 +1052,10 @@ static void key_move(kj_worker *w, const kj_part *part, unsigned gen, const batc
                       s->counted ? part->step : 0, to, not_before_ms);
 }
 
+/* How long a parked copy waits in memory for the job it waits behind when that job is due on
+ * the same ladder step (run_batch), before it looks again. */
+#define KEY_WAIT_MS 20
+
 /* The first item whose key an earlier item of the batch has, or count. */
 static size_t first_repeated_key(void **items, size_t count) {
     for (size_t i = 1; i < count; i++) {
@@ -1449,6 +1473,18 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
             count = i;
             break;
         }
+        if (kv == KJ_KEY_BLOCKED && s->ladder && s->behind.step == part->step &&
+            s->behind.not_before_ms <= kj_now_ms()) {
+            /* the job it waits for is due on this very step (running, or about to run on lane
+             * 0): wait for it here, in memory, a moment at a time, instead of writing another
+             * copy; this job and those behind it on its lane go back to the lane's head */
+            if (kj_engine_lane_requeue(lane, items + i, count - i, kj_now_ms() + KEY_WAIT_MS) !=
+                0)
+                skip_batch(w, vl, items + i, count - i); /* no memory: rewind instead */
+            kj_metrics_in_flight_add(-(int64_t)(count - i));
+            count = i;
+            break;
+        }
         if (kv == KJ_KEY_BLOCKED) {
             /* an earlier job of its key is on the ladder: parked behind it, not run; named in
              * logs and metrics if decodable without asking the registry */
@@ -1818,9 +1854,13 @@ static void handle_message(kj_worker *w, rd_kafka_message_t *msg) {
         if (!p->paused) pause_part(w, p, false);
         return;
     }
+    /* A not-yet-due ladder head pauses its partition (nothing behind it could run sooner) —
+     * unless parked copies have lanes of their own there (lane_for): those behind it may be
+     * due sooner, so it keeps fetching, bounded by batch.max_pending */
+    bool parked_lanes = p->role == KJ_TOPIC_RETRY && p->nlanes > 1;
     if (!p->paused && (p->nlanes > 1 ? held : pending) >= (size_t)w->cfg->batch_max_pending)
         pause_part(w, p, false);
-    else if (!p->paused && not_before > kj_now_ms())
+    else if (!p->paused && !parked_lanes && not_before > kj_now_ms())
         pause_part(w, p, true);
 }
 
