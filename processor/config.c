@@ -425,8 +425,8 @@ static const kj_setting kj_settings[] = {
      .doc = "\"none\": a failed job goes down the ladder and later jobs of its key run on "
             "(they may overtake it). \"key\": while a job is on the ladder, later jobs of its "
             "key wait behind it, parked on the ladder step it is on, and run after it succeeds "
-            "or is dead-lettered; other keys flow. Needs ladder topics with at least the main "
-            "topic's partitions and the range assignor (set by kjobs). Jobs without a key are "
+            "or is dead-lettered; other keys flow. Needs ladder topics with as many partitions "
+            "as the main topic and the range assignor (set by kjobs). Jobs without a key are "
             "not ordered. docs/ordering.md."},
     {ROW("retry", "exactly_once", "KJOBS_RETRY_EXACTLY_ONCE"), .type = KT_BOOL,
      .off = F(retry_exactly_once), .def = "false",

@@ -173,6 +173,22 @@ void kj_key_order_move(kj_key_order *ko, int32_t partition, unsigned gen, const 
     pthread_mutex_unlock(&s->lock);
 }
 
+void kj_key_order_forget(kj_key_order *ko, int32_t partition, const void *key, size_t key_len,
+                         int64_t origin, int step) {
+    if (!kj_key_order_covers(ko, partition) || !key) return;
+    slot *s = &ko->slots[partition];
+    pthread_mutex_lock(&s->lock);
+    if (atomic_load(&s->gen)) kj_key_chain_remove(s->chain, key, key_len, origin, step);
+    pthread_mutex_unlock(&s->lock);
+}
+
+void kj_key_order_reload(kj_key_order *ko, int32_t partition) {
+    if (!kj_key_order_covers(ko, partition)) return;
+    kj_log(KJ_LOG_WARN, "key order: ladder records were lost, reading the ladder again", "{s:i}",
+           "partition", (int)partition);
+    set_changed(ko, &ko->slots[partition]);
+}
+
 bool kj_key_order_counted(const rd_kafka_message_t *msg, const kj_control *ctl, int32_t partition) {
     return msg->key && ctl->original_partition == partition && (ctl->attempt >= 1 || ctl->parked);
 }

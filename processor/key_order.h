@@ -102,6 +102,22 @@ void kj_key_order_move(kj_key_order *ko, int32_t partition, unsigned gen, const 
                        int64_t not_before_ms);
 
 /**
+ * A copy this member counted (origin `origin`, step `step`) will never be on the ladder: the
+ * broker refused it and it became a dead letter (processor/router.h, kj_route_diverted_fn).
+ * Forgets it whatever the generation (a chain read since could not have seen it either).
+ * Any thread.
+ */
+void kj_key_order_forget(kj_key_order *ko, int32_t partition, const void *key, size_t key_len,
+                         int64_t origin, int step);
+
+/**
+ * The ladder partitions of `partition`'s set lost records (an offset reset: retention or a
+ * delete-records went past the committed offset): copies the chain counts may be gone. Drops
+ * the chain; the set is read again and its jobs wait until then. @locality poll thread
+ */
+void kj_key_order_reload(kj_key_order *ko, int32_t partition);
+
+/**
  * Whether a ladder record with validated control headers `ctl`, consumed from ladder partition
  * `partition`, is one of the chain's copies: keyed, first consumed from the main partition of
  * that number, and not a scheduled copy waiting for its first run.

@@ -44,6 +44,8 @@ struct kj_router {
     char *worker_id;
     kj_route_done_fn *done;
     void *done_opaque;
+    kj_route_diverted_fn *diverted; /* set before the first copy; NULL none */
+    void *diverted_opaque;
     size_t max_message_bytes; /* the producer's message.max.bytes */
     atomic_long outstanding;  /* routed, source offset not yet completed */
     /* handed to librdkafka, delivery report not yet served: what a transaction commit waits
@@ -63,6 +65,9 @@ struct kj_router {
     bool transactional;
     pthread_rwlock_t txn_lock;
     atomic_long produced_in_txn;
+    /* retry.ordering = "key": copies of partitions below this stay in the ladder partition of
+     * their number (ladder_partition); 0 off */
+    _Atomic int32_t key_partitions;
     /* A commit that librdkafka never returns from: rd_kafka_send_offsets_to_transaction() can
      * ignore its timeout when the group coordinator goes away (librdkafka #5456, #5511; seen
      * on Kafka 4.1.1: blocked for minutes, holding txn_lock, so nothing ran). The watchdog
@@ -113,6 +118,7 @@ typedef struct route_ctx {
     bool hop;                    /* a not-yet-due ladder record moved on, not a failure */
     bool scheduled;              /* a not-yet-due main-topic job (kjobs-run-at), not run */
     bool parked;                 /* waits behind an earlier job of its key, not run */
+    bool queued;                 /* handed to queue_copy at least once */
     int shrink;                  /* SHRINK_* */
     char *first_topic;           /* the destination before any reduction */
     char *job_error;             /* the job's kjobs-error, for a reduced copy */
@@ -181,6 +187,10 @@ static const char *const kept_when_reduced[] = {
 static void shrink_copy(kj_router *r, route_ctx *c, int level, size_t full_size,
                         const char *refused_by) {
     static const char *const dropped[] = {"", "headers", "headers,value", "headers,value,key"};
+    /* a ladder copy that becomes a dead letter after it was queued (the broker refused it):
+     * whoever counted it on its step must forget it (before key and headers go) */
+    if (c->queued && c->step > 0 && r->diverted)
+        r->diverted(c->partition, c->key, c->key_len, c->headers, c->step, r->diverted_opaque);
     rd_kafka_headers_t *h = rd_kafka_headers_new(12);
     for (size_t i = 0; i < sizeof(kept_when_reduced) / sizeof(kept_when_reduced[0]); i++) {
         const void *val;
@@ -426,6 +436,7 @@ void kj_router_free(kj_router *r) {
  * any other refusal, the copy goes to the re-send list. Never dropped. */
 static void queue_copy(kj_router *r, route_ctx *c) {
     long long wait_until = 0;
+    c->queued = true;
     for (;;) {
         if (r->transactional) pthread_rwlock_rdlock(&r->txn_lock);
         rd_kafka_resp_err_t err = produce_copy(r, c);
@@ -459,7 +470,17 @@ static void queue_copy(kj_router *r, route_ctx *c) {
  * owns every copy that can hold back one of its keys (processor/key_order.h). Otherwise the
  * partitioner's choice (murmur2 of the key, like every kjobs producer). */
 static int32_t ladder_partition(const kj_router *r, const rd_kafka_message_t *msg) {
-    return kj_config_retry_key_ordered(r->cfg) ? msg->partition : RD_KAFKA_PARTITION_UA;
+    return msg->partition < atomic_load(&r->key_partitions) ? msg->partition
+                                                            : RD_KAFKA_PARTITION_UA;
+}
+
+void kj_router_on_diverted(kj_router *r, kj_route_diverted_fn *fn, void *opaque) {
+    r->diverted = fn;
+    r->diverted_opaque = opaque;
+}
+
+void kj_router_key_partitions(kj_router *r, int32_t partitions) {
+    atomic_store(&r->key_partitions, partitions);
 }
 
 static route_ctx *ctx_from(const rd_kafka_message_t *msg, void *owner) {

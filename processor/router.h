@@ -99,6 +99,25 @@ int kj_router_hop(kj_router *router, void *owner, const rd_kafka_message_t *msg,
 int kj_router_schedule(kj_router *router, void *owner, const rd_kafka_message_t *msg,
                        int64_t due_ms, int64_t now_ms);
 
+/**
+ * Key-ordered retries (processor/key_order.h): copies of records from partitions numbered below
+ * `partitions` (main or ladder alike) go to the ladder partition of their own number; others,
+ * and all with 0 (the default), where the partitioner puts them. Any thread.
+ */
+void kj_router_key_partitions(kj_router *router, int32_t partitions);
+
+/**
+ * A ladder copy for step `step` (> 0), in ladder partition `partition` (RD_KAFKA_PARTITION_UA
+ * when the partitioner chose), became a dead letter after it was queued: the broker refused it
+ * as too large (see "Size"). `key` (may be NULL) and `headers` (the copy's, with its kjobs-*
+ * control headers) are borrowed for the call. On the thread that found it (the poll thread, or
+ * a worker thread queueing a copy): must be thread-safe.
+ */
+typedef void(kj_route_diverted_fn)(int32_t partition, const void *key, size_t key_len,
+                                   const rd_kafka_headers_t *headers, int step, void *opaque);
+/** Sets the callback above (before the first copy is routed). */
+void kj_router_on_diverted(kj_router *router, kj_route_diverted_fn *fn, void *opaque);
+
 /** kjobs-error-class of a parked copy (retry.ordering = "key": waiting behind an earlier job
  * of its key, not a failure). */
 #define KJ_PARKED_CLASS "parked"

@@ -109,6 +109,7 @@ typedef struct kj_part {
     int64_t *carried;           /* (new part, under lock) offsets finished by that batch */
     size_t ncarried, carried_cap;
     atomic_bool has_carried;
+    atomic_llong key_wait_logged; /* when a long in-memory wait (key order) was last logged */
     /* crash-loop guard (crash_guard.h). guarded/arm_offset/meta_sent: (poll); arming: written
      * by the poll thread, read by the lane's batches too (run_batch). crash: set by the poll
      * thread before the first record is pushed, then the lane's batches'. meta: what the next
@@ -293,9 +294,9 @@ static kj_part *part_add(kj_worker *w, const char *topic, int32_t partition) {
     p->committed = -1;
     pthread_mutex_init(&p->lock, NULL);
     p->tracker = kj_offset_tracker_new(1024);
-    p->nlanes = p->role == KJ_TOPIC_MAIN ? kj_config_key_lanes(w->cfg)
+    p->nlanes = p->role == KJ_TOPIC_MAIN                       ? kj_config_key_lanes(w->cfg)
                 : kj_key_order_covers(w->key_order, partition) ? 1 + PARKED_LANES(w)
-                                                                : 1;
+                                                               : 1;
     p->lanes = calloc((size_t)p->nlanes, sizeof(*p->lanes));
     for (int i = 0; i < p->nlanes; i++) {
         p->lanes[i].part = p;
@@ -435,6 +436,19 @@ static void retired_tick(kj_worker *w) {
         *link = r->retired_next;
         part_free(r);
     }
+}
+
+/* Router callback: a ladder copy the key chain counted became a dead letter after it was
+ * queued (the broker refused it as too large): forget it, or its key would wait for it until
+ * the next rebalance. Any thread (router.h). */
+static void key_copy_diverted(int32_t partition, const void *key, size_t key_len,
+                              const rd_kafka_headers_t *headers, int step, void *opaque) {
+    kj_worker *w = opaque;
+    kj_control ctl;
+    if (partition < 0 || kj_control_parse_ladder(headers, kj_now_ms(), &ctl) != 0 ||
+        ctl.original_partition != partition)
+        return;
+    kj_key_order_forget(w->key_order, partition, key, key_len, ctl.original_offset, step);
 }
 
 /* Router callback: a copy of (p, offset) was acknowledged. @locality poll thread */
@@ -1477,9 +1491,20 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
             s->behind.not_before_ms <= kj_now_ms()) {
             /* the job it waits for is due on this very step (running, or about to run on lane
              * 0): wait for it here, in memory, a moment at a time, instead of writing another
-             * copy; this job and those behind it on its lane go back to the lane's head */
-            if (kj_engine_lane_requeue(lane, items + i, count - i, kj_now_ms() + KEY_WAIT_MS) !=
-                0)
+             * copy; this job and those behind it on its lane go back to the lane's head. Past
+             * a minute that job is late (a long backlog on this step) or gone: say so, once a
+             * minute per partition. */
+            int64_t late = kj_now_ms() - s->behind.not_before_ms;
+            if (late > 60000 && kj_now_ms() - atomic_load(&part->key_wait_logged) > 60000) {
+                atomic_store(&part->key_wait_logged, kj_now_ms());
+                kj_log(KJ_LOG_WARN,
+                       "key order: a job waits for an earlier job of its key that is a minute "
+                       "late on its step",
+                       "{s:s,s:i,s:I,s:I,s:I}", "topic", part->topic, "partition", part->partition,
+                       "offset", (json_int_t)msg->offset, "behind_offset",
+                       (json_int_t)s->behind.origin, "late_ms", (json_int_t)late);
+            }
+            if (kj_engine_lane_requeue(lane, items + i, count - i, kj_now_ms() + KEY_WAIT_MS) != 0)
                 skip_batch(w, vl, items + i, count - i); /* no memory: rewind instead */
             kj_metrics_in_flight_add(-(int64_t)(count - i));
             count = i;
@@ -1740,6 +1765,8 @@ static void resume_part(kj_worker *w, kj_part *p) {
  * is skipped, and a record fetched twice is dropped by its tracker. */
 static void restart_at_beginning(kj_worker *w, kj_part *p) {
     p->start = RD_KAFKA_OFFSET_BEGINNING; /* also where a later re-assignment puts it */
+    /* ladder copies the key chain counts may be among the lost records: read the set again */
+    if (p->role == KJ_TOPIC_RETRY) kj_key_order_reload(w->key_order, p->partition);
     rd_kafka_topic_partition_list_t *l = NULL;
     rd_kafka_error_t *error = NULL;
     rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
@@ -2547,12 +2574,13 @@ static int check_topics(kj_worker *w, char *errstr, size_t errstr_size) {
         if (w->topics[i].spec.role != KJ_TOPIC_RETRY) continue;
         for (int t = 0; t < md->topic_cnt; t++) {
             if (strcmp(md->topics[t].topic, w->topics[i].spec.name) != 0 ||
-                md->topics[t].partition_cnt >= w->main_partitions)
+                md->topics[t].partition_cnt == w->main_partitions)
                 continue;
             snprintf(errstr, errstr_size,
-                     "retry.ordering = \"key\": ladder topic %s has %d partitions, fewer than "
-                     "the main topic %s's %d (each main partition's copies stay in the ladder "
-                     "partition of the same number): add partitions to it",
+                     "retry.ordering = \"key\": ladder topic %s has %d partitions, the main topic "
+                     "%s %d (each main partition's copies stay in the ladder partition of the "
+                     "same number, and the range assignor keeps them on one member only when "
+                     "the counts are equal): give them the same number of partitions",
                      w->topics[i].spec.name, md->topics[t].partition_cnt, w->cfg->main_topic,
                      (int)w->main_partitions);
             rd_kafka_metadata_destroy(md);
@@ -2700,6 +2728,10 @@ kj_worker *kj_worker_new(const kj_config *cfg, kj_handler_registry *handlers, ch
     if (!pconf) goto fail;
     w->router = kj_router_new(cfg, pconf, w->worker_id, on_route_done, w, errstr, errstr_size);
     if (!w->router) goto fail;
+    if (w->key_order) {
+        kj_router_key_partitions(w->router, w->main_partitions);
+        kj_router_on_diverted(w->router, key_copy_diverted, w);
+    }
 
     w->crash_guard = cfg->crash_loop_limit > 0 && !cfg->retry_exactly_once;
     if (cfg->handlers_timeout_ms > 0 || cfg->handlers_timeout_count > 0) {

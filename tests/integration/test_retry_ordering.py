@@ -271,8 +271,9 @@ def test_a_rolling_switch_on_the_classic_protocol_keeps_the_group_running():
 
 
 def test_a_ladder_with_fewer_partitions_is_refused():
-    """A ladder topic with fewer partitions than the main topic cannot hold each main
-    partition's copies in the partition of its number: the worker says so and exits 1."""
+    """A ladder topic with another partition count than the main topic cannot keep each main
+    partition's copies with it on one member (fewer: no partition of that number; more: the
+    range assignor splits the ladder differently): the worker says so and exits 1."""
     if not harness.REAL_KAFKA:
         raise harness.Skip("needs a real Kafka in KJOBS_TEST_KAFKA: the embedded broker makes "
                            "every topic with one partition count and has no CreateTopics")
@@ -288,7 +289,7 @@ def test_a_ladder_with_fewer_partitions_is_refused():
         p = harness.run(harness.kjobs_cmd("run", "-b", broker.bootstrap), check=False, env=env,
                         timeout=60)
     assert p.returncode == 1, (p.returncode, p.stderr[-800:])
-    assert "ladder topic uneven.retry.1 has 2 partitions, fewer than the main topic uneven's 4" \
+    assert "ladder topic uneven.retry.1 has 2 partitions, the main topic uneven 4" \
         in p.stderr, p.stderr[-800:]
 
 
