@@ -11,6 +11,8 @@ With --sleep MS, the jobs of a batch run one after another, each taking MS milli
 each gets "started_at_ms" and "ended_at_ms" (test_flow_control.py measures overlap with them).
 A job whose id contains "~retryN" (N a number) answers "retry" on attempts 1..N and "ok" after;
 "~fail" answers "fail" (permanent); those jobs' lines also get "result" (test_retry_ordering.py).
+A job whose id contains "~slowN" takes N ms; a line {"id": .., "slow_started_at_ms": ..} is written
+for it when it starts (so a test can wait for a long job to be running).
 """
 import json
 import os
@@ -39,6 +41,12 @@ def main():
                 job["started_at_ms"] = int(time.time() * 1000)
                 time.sleep(sleep_ms / 1000.0)
                 job["ended_at_ms"] = int(time.time() * 1000)
+        for job in batch:
+            slow = re.search(r"~slow(\d+)", job["id"])
+            if slow:
+                os.write(fd, (json.dumps({"id": job["id"], "slow_started_at_ms":
+                                          int(time.time() * 1000)}) + "\n").encode())
+                time.sleep(int(slow.group(1)) / 1000.0)
         results = []
         for job in batch:
             status = "ok"

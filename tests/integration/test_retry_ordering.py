@@ -20,6 +20,8 @@ What is checked:
   partitions): key order holds across both;
 - a rolling switch on the classic protocol: a "key" member joins a "none" member's group and
   both run (range for both);
+- a batch holding a parked job given up at a rebalance, its partition back in the same process:
+  the parked job still runs, after its key's retry;
 - a ladder topic with fewer partitions than the main topic is refused at start;
 - config errors: a bad value names file, line and setting; "key" with another assignor set is
   refused, naming both settings.
@@ -293,6 +295,47 @@ def test_a_ladder_with_fewer_partitions_is_refused():
         in p.stderr, p.stderr[-800:]
 
 
+def test_a_parked_job_in_a_given_up_batch_still_runs():
+    """A batch holding a parked job and a slow job of another key is given up at a rebalance
+    (the revoke waits half of max.poll.interval.ms, 5 s here) and its partition comes back to
+    the same process: the parked job must not be taken for finished (it never ran) — it is
+    parked again and runs after its key's retry."""
+    plan = []
+    for p in (0, 1):
+        plan += [(p, f"p{p}-k1~retry1", f"k{p}"), (p, f"p{p}-k2", f"k{p}"),
+                 (p, f"p{p}-slow~slow12000", f"s{p}")]
+    record_file = tempfile.mktemp(prefix="kjobs-retryord-", suffix=".jsonl")
+    env = worker_env(record_file, "retryord-giveup", "key", delays="20s",
+                     KJOBS_KAFKA_GROUP_PROTOCOL="classic", KJOBS_HANDLERS_EXEC_TIMEOUT="60s",
+                     KJOBS_KAFKA_PROPERTIES='["max.poll.interval.ms=10000",'
+                                           '"session.timeout.ms=10000"]')
+    with procs.Broker(partitions=2) as broker:
+        first = Worker(broker.bootstrap, env=env, name="giveup-first")
+        second = None
+        try:
+            first.wait_for(lambda l: l["msg"] == "key order: ladder read", 60, "the ladder scan")
+            produce(broker.bootstrap, plan)
+            harness.wait_until("both slow jobs to be running", lambda: len(
+                [r for r in recorded(record_file) if "slow_started_at_ms" in r]) >= 2, 60)
+            second = Worker(broker.bootstrap, env=env, name="giveup-second")
+            harness.wait_until("every job to succeed", lambda: {i for _, i, _ in plan} <= {
+                r["id"] for r in ok_runs(recorded(record_file)) if "slow_started_at_ms" not in r},
+                120)
+            given_up = first.msgs("batch of a given-up partition finished: outcomes dropped")
+            assert first.stop() == 0, first.tail()
+            assert second.stop() == 0, second.tail()
+        finally:
+            first.close()
+            if second:
+                second.close()
+    runs = [r for r in recorded(record_file) if "slow_started_at_ms" not in r]
+    os.unlink(record_file)
+    assert given_up, "no batch was given up: the scenario did not happen (the test is void)"
+    bad = order_violations(runs, plan)
+    assert not bad, f"key order broken: {bad}"
+    print(f"  {len(given_up)} given-up batch(es); every parked job ran after its key's retry")
+
+
 def test_config_errors():
     cfg = tempfile.mktemp(suffix=".cfg")
     with open(cfg, "w") as f:
@@ -313,4 +356,5 @@ if __name__ == "__main__":
     harness.main([test_checker_catches_a_violation, test_later_jobs_of_a_key_wait_behind_its_retry,
                   test_order_survives_a_crash, test_two_workers_and_a_rebalance,
                   test_a_rolling_switch_on_the_classic_protocol_keeps_the_group_running,
+                  test_a_parked_job_in_a_given_up_batch_still_runs,
                   test_a_ladder_with_fewer_partitions_is_refused, test_config_errors])
