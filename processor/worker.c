@@ -63,7 +63,8 @@ struct kj_part;
  * guard) runs on lane 0 alone: while a partition is careful every record goes to lane 0, and
  * it switches to key lanes only once lane 0 is idle (everything pushed before ran), so no key
  * is ever on two lanes with work. Ladder partitions keep one lane (their jobs already left
- * key order; docs/ordering.md). One lane = one kj_vlane, the engine's lane_opaque. */
+ * key order; docs/ordering.md) — except with key-ordered retries, where parked copies get
+ * lanes of their own (lane_for). One lane = one kj_vlane, the engine's lane_opaque. */
 typedef struct kj_vlane {
     struct kj_part *part;
     kj_lane *lane;
