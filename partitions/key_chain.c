@@ -112,6 +112,7 @@ int kj_key_chain_add(kj_key_chain *c, const void *key, size_t key_len, const kj_
                 e->count++;
                 if (copy->not_before_ms > e->c.not_before_ms)
                     e->c.not_before_ms = copy->not_before_ms;
+                e->c.parked = e->c.parked || copy->parked;
                 return 0;
             }
         }

@@ -38,6 +38,7 @@ typedef struct kj_chain_copy {
     int64_t origin;        /* main-topic offset the job was first consumed at, >= 0 */
     int step;              /* ladder step 1..N the copy is on */
     int64_t not_before_ms; /* its kjobs-not-before, epoch ms */
+    bool parked;           /* a parked copy (waiting itself), not a retry of a failed run */
 } kj_chain_copy;
 
 /** New empty chain, or NULL (ENOMEM). Free with kj_key_chain_free. */
@@ -50,7 +51,8 @@ void kj_key_chain_clear(kj_key_chain *c);
 /**
  * Adds one copy of the job with key (@p key, @p key_len bytes, any bytes, maybe none) described by
  * @p copy; a copy with the same (origin, step) as one held raises its count and keeps the
- * later not-before. Returns 0, or -1 on allocation failure (nothing changed).
+ * later not-before, and is parked when either is. Returns 0, or -1 on allocation failure
+ * (nothing changed).
  */
 int kj_key_chain_add(kj_key_chain *c, const void *key, size_t key_len, const kj_chain_copy *copy);
 

@@ -156,14 +156,16 @@ kj_key_verdict kj_key_order_blocker(kj_key_order *ko, int32_t partition, unsigne
 
 void kj_key_order_move(kj_key_order *ko, int32_t partition, unsigned gen, const void *key,
                        size_t key_len, int64_t origin, int from_step, int to_step,
-                       int64_t not_before_ms) {
+                       int64_t not_before_ms, bool to_parked) {
     if (!gen || !kj_key_order_covers(ko, partition) || !key) return;
     slot *s = &ko->slots[partition];
     pthread_mutex_lock(&s->lock);
     if (atomic_load(&s->gen) == gen) {
         if (to_step > 0) {
-            kj_chain_copy copy = {
-                .origin = origin, .step = to_step, .not_before_ms = not_before_ms};
+            kj_chain_copy copy = {.origin = origin,
+                                  .step = to_step,
+                                  .not_before_ms = not_before_ms,
+                                  .parked = to_parked};
             if (kj_key_chain_add(s->chain, key, key_len, &copy) != 0)
                 kj_log(KJ_LOG_ERROR, "key order: out of memory, a key may run out of order",
                        "{s:i,s:I}", "partition", partition, "origin", (json_int_t)origin);
@@ -314,7 +316,8 @@ static void *scan_main(void *arg) {
                     kj_key_order_counted(msg, &ctl, sc->parts[set])) {
                     kj_chain_copy copy = {.origin = ctl.original_offset,
                                           .step = elems[e].step,
-                                          .not_before_ms = ctl.not_before_ms};
+                                          .not_before_ms = ctl.not_before_ms,
+                                          .parked = ctl.parked};
                     if (kj_key_chain_add(sc->chains[set], msg->key, msg->key_len, &copy) == 0)
                         copies++;
                 }

@@ -95,11 +95,12 @@ kj_key_verdict kj_key_order_blocker(kj_key_order *ko, int32_t partition, unsigne
 /**
  * A finished job of `key` and `origin`: its copy on step `from_step` (0: none, it was on the
  * main topic or not counted) is gone, and a copy on step `to_step` due `not_before_ms` (0:
- * none; it succeeded or was dead-lettered) now exists. Atomic for other threads.
+ * none; it succeeded or was dead-lettered) now exists, a parked copy when `to_parked`. Atomic
+ * for other threads.
  */
 void kj_key_order_move(kj_key_order *ko, int32_t partition, unsigned gen, const void *key,
                        size_t key_len, int64_t origin, int from_step, int to_step,
-                       int64_t not_before_ms);
+                       int64_t not_before_ms, bool to_parked);
 
 /**
  * A copy this member counted (origin `origin`, step `step`) will never be on the ladder: the

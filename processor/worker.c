@@ -1060,11 +1060,11 @@ static void key_position(const kj_part *part, batch_slot *s) {
 /* The chain after a finished job of slot `s`: its copy here is gone (when counted), and its
  * job is now on step `to` due `not_before_ms` (0: nowhere — done or dead-lettered). */
 static void key_move(kj_worker *w, const kj_part *part, unsigned gen, const batch_slot *s, int to,
-                     int64_t not_before_ms) {
+                     int64_t not_before_ms, bool to_parked) {
     if (!s->keyed) return;
     const rd_kafka_message_t *msg = s->job.msg;
     kj_key_order_move(w->key_order, part->partition, gen, msg->key, msg->key_len, s->origin,
-                      s->counted ? part->step : 0, to, not_before_ms);
+                      s->counted ? part->step : 0, to, not_before_ms, to_parked);
 }
 
 /* How long a parked copy waits in memory for the job it waits behind when that job is due on
@@ -1488,11 +1488,14 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
             count = i;
             break;
         }
-        if (kv == KJ_KEY_BLOCKED && s->ladder && s->behind.step == part->step &&
-            s->behind.not_before_ms <= kj_now_ms()) {
-            /* the job it waits for is due on this very step (running, or about to run on lane
-             * 0): wait for it here, in memory, a moment at a time, instead of writing another
-             * copy; this job and those behind it on its lane go back to the lane's head. Past
+        if (kv == KJ_KEY_BLOCKED && s->ladder && vl != &part->lanes[0] && !s->behind.parked &&
+            s->behind.step == part->step && s->behind.not_before_ms <= kj_now_ms()) {
+            /* the job it waits for is a retry due on this very step (running, or about to run
+             * on lane 0, while this parked copy is on a lane of its own): wait for it here, in
+             * memory, a moment at a time, instead of writing another copy; this job and those
+             * behind it on its lane go back to the lane's head. Never for a parked copy (it may
+             * be behind this one on this lane) nor on lane 0 (careful mode puts everything
+             * there): those are parked again, behind what they wait for. Past
              * a minute that job is late (a long backlog on this step) or gone: say so, once a
              * minute per partition. */
             int64_t late = kj_now_ms() - s->behind.not_before_ms;
@@ -1633,7 +1636,8 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
         const char *t = s->decoded ? s->job.record.type : KJ_METRICS_TYPE_UNDECODABLE;
         if (s->hop) {
             int step = kj_router_hop(w->router, part, s->job.msg, s->ctl.not_before_ms);
-            if (s->counted) key_move(w, part, key_gen, s, step, s->ctl.not_before_ms);
+            if (s->counted)
+                key_move(w, part, key_gen, s, step, s->ctl.not_before_ms, s->ctl.parked);
             kj_log(KJ_LOG_DEBUG, "ladder record not due yet, hopped", "{s:s,s:i,s:I,s:I,s:i}",
                    "topic", part->topic, "partition", part->partition, "offset",
                    (json_int_t)s->job.msg->offset, "not_before", (json_int_t)s->ctl.not_before_ms,
@@ -1643,7 +1647,7 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
         if (s->parked) {
             int step = kj_router_park(w->router, part, s->job.msg, s->ladder ? &s->ctl : NULL,
                                       s->behind.step, s->behind.not_before_ms, s->behind.origin);
-            key_move(w, part, key_gen, s, step, s->behind.not_before_ms);
+            key_move(w, part, key_gen, s, step, s->behind.not_before_ms, true);
             s->outcome = step ? KJ_JOB_PARKED : KJ_JOB_DEAD_LETTERED;
             kj_log(step ? KJ_LOG_DEBUG : KJ_LOG_WARN,
                    step ? "job parked behind an earlier job of its key"
@@ -1667,7 +1671,7 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
         }
         if (s->result.outcome == KJ_OUTCOME_OK) {
             s->outcome = KJ_JOB_OK;
-            key_move(w, part, key_gen, s, 0, 0);
+            key_move(w, part, key_gen, s, 0, 0, false);
             if (debug && s->carried)
                 kj_log(KJ_LOG_DEBUG, "job finished before the rebalance, not run again",
                        "{s:s,s:i,s:I}", "topic", part->topic, "partition", part->partition,
@@ -1688,7 +1692,7 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
         kj_router_route(w->router, part, s->job.msg, &s->result, &s->decision, origin);
         s->outcome = s->decision.to_dlq ? KJ_JOB_DEAD_LETTERED : KJ_JOB_RETRY;
         key_move(w, part, key_gen, s, s->decision.to_dlq ? 0 : s->decision.step,
-                 s->decision.not_before_ms);
+                 s->decision.not_before_ms, false);
         /* retries are routine (debug); dead letters need attention (warn) */
         kj_log(s->decision.to_dlq ? KJ_LOG_WARN : KJ_LOG_DEBUG,
                s->decision.to_dlq ? "job failed, dead-lettered" : "job failed, retry routed",

@@ -68,6 +68,25 @@ static void test_follows_the_earliest_origin_to_its_furthest_step(void **state) 
     kj_key_chain_free(c);
 }
 
+/* whether the copy to wait behind is itself parked (the worker waits in memory only for a
+ * retry: a parked copy may be behind the waiting one on its lane) */
+static void test_parked_flag(void **state) {
+    (void)state;
+    kj_key_chain *c = kj_key_chain_new();
+    kj_chain_copy parked = {.origin = 5, .step = 1, .not_before_ms = 10, .parked = true};
+    assert_int_equal(kj_key_chain_add(c, "p", 1, &parked), 0);
+    kj_chain_copy out;
+    assert_true(kj_key_chain_blocker(c, "p", 1, 6, &out));
+    assert_true(out.parked);
+    add(c, "r", 5, 1, 10); /* a retry */
+    assert_true(kj_key_chain_blocker(c, "r", 1, 6, &out));
+    assert_false(out.parked);
+    assert_int_equal(kj_key_chain_add(c, "r", 1, &parked), 0); /* same (origin, step): parked */
+    assert_true(kj_key_chain_blocker(c, "r", 1, 6, &out));
+    assert_true(out.parked);
+    kj_key_chain_free(c);
+}
+
 static void test_removing_what_is_not_there_changes_nothing(void **state) {
     (void)state;
     kj_key_chain *c = kj_key_chain_new();
@@ -165,6 +184,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_waits_only_behind_an_earlier_origin_of_its_key),
         cmocka_unit_test(test_follows_the_earliest_origin_to_its_furthest_step),
+        cmocka_unit_test(test_parked_flag),
         cmocka_unit_test(test_removing_what_is_not_there_changes_nothing),
         cmocka_unit_test(test_binary_keys),
         cmocka_unit_test(test_random_against_a_naive_list),
