@@ -208,8 +208,9 @@ def test_two_workers_and_a_rebalance():
             for i in range(8) for n, k in enumerate(keys)]
     want = {job_id for _, job_id, _ in plan}
     record_file = tempfile.mktemp(prefix="kjobs-retryord-", suffix=".jsonl")
+    half = len(plan) // 2  # the second half is produced once the second worker has partitions
     with procs.Broker(partitions=4) as broker:
-        produce(broker.bootstrap, plan)
+        produce(broker.bootstrap, plan[:half])
         env = worker_env(record_file, "retryord-pair", "key", delays="2s")
         first = Worker(broker.bootstrap, env=env, name="pair-first")
         second = None
@@ -217,6 +218,9 @@ def test_two_workers_and_a_rebalance():
             harness.wait_until("a fifth of the jobs to succeed",
                                lambda: len(ok_runs(recorded(record_file))) >= len(plan) // 5, 60)
             second = Worker(broker.bootstrap, env=env, name="pair-second")
+            second.wait_for(lambda l: l["msg"] == "key order: ladder read", 90,
+                            "the second worker to get partitions and read their ladder")
+            produce(broker.bootstrap, plan[half:])
             harness.wait_until("every job to succeed", lambda: want <= {
                 r["id"] for r in ok_runs(recorded(record_file))}, 180)
             assert first.stop() == 0, first.tail()
