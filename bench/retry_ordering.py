@@ -50,7 +50,13 @@ With --ladder-check, after each "key" run the ladder is read back (kcat) and its
 copies are timed: how many are due earlier than one step delay after they were written, and how
 long the records written before them in their partition (released in offset order) hold them
 past the time they could run (their due time, or when they were written if that is later; a
-lower bound: it counts those records' due times, not their actual releases).
+lower bound: it counts those records' due times, not their actual releases) — held_*: the
+whole partition released in offset order (kjobs before 72fd191); lane_held_*: only the records
+before them on their own lane (since 72fd191: parked copies on lanes of their own, by key).
+Each "key" run also reports, from the plugin's records (measured, not modelled), the jobs that
+waited behind a failure of their key (created before an earlier failed job of their key had
+succeeded; succeeding on their first run) and how long after the previous job of their key
+they succeeded, overall and for the job right behind the failed one.
 A run not finished within --timeout (paced: JOBS / RATE more) is reported STUCK with its log
 tail.
 
@@ -58,7 +64,9 @@ Prints one line per run, then per mode the medians, the ratio key ÷ none, and t
 the order itself sets in backlog mode (a key's failures run one after another: its last job
 cannot succeed before its number of failures x DELAY) as Markdown tables for
 bench/RESULTS-ordering.md; --out writes every run as JSON; --keep DIR keeps each run's plugin
-records (DIR/GROUP.records: "seq job attempt ok t_us created_ms") and worker log (DIR/GROUP.log).
+records (DIR/GROUP.records: "seq job attempt ok t_us created_ms") and worker log (DIR/GROUP.log),
+and of a stuck run the ladder as it was left (DIR/GROUP.ladder: kcat "topic partition offset
+timestamp key headers").
 """
 import argparse
 import glob
@@ -192,25 +200,37 @@ def read_topic(bootstrap, topic):
     headers: {name: value}} with the two headers ladder_check reads (kcat to the end: no job
     decoding, and no waiting for a count the embedded broker may no longer hold)."""
     p = subprocess.run(["kcat", "-C", "-b", bootstrap, "-t", topic, "-o", "beginning", "-e",
-                        "-q", "-f", "%p %o %T %h\\n"], capture_output=True, timeout=300)
+                        "-q", "-f", "%p %o %T %k %h\\n"], capture_output=True, timeout=300)
     assert p.returncode == 0, f"kcat: {p.stderr.decode(errors='replace')[-2000:]}"
     out = []
     for line in p.stdout.decode(errors="replace").split("\n"):
         if not line:
             continue
-        part, off, ts, hdrs = (line.split(" ", 3) + [""])[:4]
+        part, off, ts, key, hdrs = (line.split(" ", 4) + [""])[:5]
         h = {name: m.group(1) for name in ("kjobs-not-before", "kjobs-parked-behind")
              for m in [re.search(rf"(?:^|,){name}=(\d+)", hdrs)] if m}
         out.append({"partition": int(part), "offset": int(off), "timestamp": int(ts),
-                    "headers": h})
+                    "key": key, "headers": h})
     return out  # fewer than the log end offsets when the broker dropped the oldest (embedded)
 
 
-def ladder_check(bootstrap, per_topic):
+def parked_lane(key, workers):
+    """The lane processor/worker.c (lane_for, since 72fd191) gives a parked copy on a
+    key-ordered ladder partition: 1 + FNV-1a(key) mixed, modulo PARKED_LANES = min(workers, 8);
+    every other ladder record is on lane 0."""
+    h = 1469598103934665603
+    for b in key.encode():
+        h = ((h ^ b) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+    return 1 + (h ^ (h >> 29)) % min(workers, 8)
+
+
+def ladder_check(bootstrap, per_topic, workers):
     """The parked copies on the ladder (`kjobs peek`): how many are due earlier than their
-    step's delay after they were written, and how long the records written before them in
-    their partition (released in offset order) hold them past their own due time."""
-    early, held, read, first = 0, [], 0, []
+    step's delay after they were written, and how long the records written before them hold
+    them past their own due time — held_*: if the partition is released in offset order (kjobs
+    before 72fd191); lane_held_*: if only the records before them on their own lane hold them
+    (since 72fd191: parked copies on lanes 1..min(workers, 8) by key, retry copies on lane 0)."""
+    early, held, lane_held, read, first = 0, [], [], 0, []
     for topic, n in per_topic.items():
         if n == 0:
             continue
@@ -222,7 +242,7 @@ def ladder_check(bootstrap, per_topic):
         first += [min(r["offset"] for r in rs) for rs in by_part.values()]
         for rs in by_part.values():
             rs.sort(key=lambda r: r["offset"])
-            due_ahead = 0
+            due_ahead, lane_ahead = 0, {}
             for rec in rs:
                 h = rec["headers"]
                 nb, ts = int(h.get("kjobs-not-before", 0)), rec["timestamp"]
@@ -230,17 +250,25 @@ def ladder_check(bootstrap, per_topic):
                     step_ms = nb - ts  # a failure's copy: due one step delay after written
                 # when it could run at the earliest: its hold, and not before it was written
                 due = max(ts, nb if step_ms is None else min(nb, ts + step_ms))
+                lane = parked_lane(rec["key"], workers) if "kjobs-parked-behind" in h else 0
                 if "kjobs-parked-behind" in h:
                     early += step_ms is not None and nb < ts + step_ms
                     held.append(max(0, due_ahead - due))
+                    lane_held.append(max(0, lane_ahead.get(lane, 0) - due))
                 due_ahead = max(due_ahead, due)
+                lane_ahead[lane] = max(lane_ahead.get(lane, 0), due)
     held.sort()
+    lane_held.sort()
     if not held:
         return {"read": read, "parked_copies": 0}
     return {"read": read, "first_offsets": first, "parked_copies": len(held), "due_early": early,
             "held_p50_ms": quantile(held, 0.5), "held_p90_ms": quantile(held, 0.9),
             "held_max_ms": held[-1],
-            "held_over_100ms": f"{sum(1 for x in held if x > 100) / len(held):.0%}"}
+            "held_over_100ms": f"{sum(1 for x in held if x > 100) / len(held):.0%}",
+            "lane_held_p50_ms": quantile(lane_held, 0.5),
+            "lane_held_p90_ms": quantile(lane_held, 0.9), "lane_held_max_ms": lane_held[-1],
+            "lane_held_over_100ms":
+                f"{sum(1 for x in lane_held if x > 100) / len(lane_held):.0%}"}
 
 
 def read_records(path):
@@ -278,8 +306,43 @@ def analyse(records, plan):
             if i in first_ok and first_ok[i][2] > done:
                 later += 1
                 flowed += first_ok[i][1] / 1000 - first_ok[i][2] < 100
+    # measured, not modelled: the jobs that had to wait for an earlier failure of their key
+    # (created before that failure's first success) and succeed on their first run — how long
+    # after the last earlier job of their key had succeeded did they succeed?
+    # next: of those, the ones right behind a failed job of their key (the job before them in
+    # their key failed) — how long after that retry succeeded did they succeed?
+    after, nxt = [], []
+    for ks in by_key.values():
+        prev_ok, fail_ok = None, None  # latest success (us) of an earlier job; of a failed one
+        prev_failed = False
+        for i, fails in ks:
+            if i not in first_ok:
+                prev_failed = False
+                continue
+            t_us, created_ms = first_ok[i][1], first_ok[i][2]
+            if not fails and fail_ok is not None and fail_ok > created_ms * 1000:
+                after.append((t_us - prev_ok) / 1000)
+                if prev_failed:
+                    nxt.append((t_us - prev_ok) / 1000)
+            prev_ok = t_us if prev_ok is None else max(prev_ok, t_us)
+            if fails:
+                fail_ok = t_us if fail_ok is None else max(fail_ok, t_us)
+            prev_failed = bool(fails)
+    after.sort()
+    nxt.sort()
     return {"violations": violations, "keys_violated": len(keys_hit),
             "flow": flowed / later if later else None,
+            "waited": len(after),
+            "after_pred_p50_ms": quantile(after, 0.5) if after else None,
+            "after_pred_p90_ms": quantile(after, 0.9) if after else None,
+            "after_pred_max_ms": after[-1] if after else None,
+            "after_pred_over_100ms": (sum(1 for x in after if x > 100) / len(after)
+                                      if after else None),
+            "next_waited": len(nxt),
+            "next_p50_ms": quantile(nxt, 0.5) if nxt else None,
+            "next_p90_ms": quantile(nxt, 0.9) if nxt else None,
+            "next_max_ms": nxt[-1] if nxt else None,
+            "next_over_100ms": sum(1 for x in nxt if x > 100) / len(nxt) if nxt else None,
             "lost": sum(1 for i, _, _ in plan if i not in first_ok),
             "duplicates": sum(1 for n in ok_count.values() if n > 1),
             "runs": len(records),
@@ -341,8 +404,16 @@ def one_run(cluster, group, ordering, plan, mode, a):
         w.close()
     per_topic = ladder_records(cluster.bootstrap, group, a.delay)
     res["ladder_records"] = sum(per_topic.values())
+    if res["stuck"] and a.keep:  # the ladder as the stuck worker left it, headers and all
+        os.makedirs(a.keep, exist_ok=True)
+        with open(os.path.join(a.keep, f"{group}.ladder"), "wb") as f:
+            for topic in per_topic:
+                p = subprocess.run(["kcat", "-C", "-b", cluster.bootstrap, "-t", topic, "-o",
+                                    "beginning", "-e", "-q", "-f", "%t %p %o %T %k %h\\n"],
+                                   capture_output=True, timeout=300)
+                f.write(p.stdout)
     if a.ladder_check and ordering == "key":
-        res["ladder_check"] = ladder_check(cluster.bootstrap, per_topic)
+        res["ladder_check"] = ladder_check(cluster.bootstrap, per_topic, a.workers)
     if os.path.exists(record_file):
         res.update(analyse(read_records(record_file), plan))
         if a.keep:
@@ -391,6 +462,16 @@ def run_line(r):
             f"({fmt(r['keys_violated'], 'd')} keys), lost {fmt(r['lost'], 'd')}, "
             f"dup {fmt(r['duplicates'], 'd')}, flow after a key's retry {fmt(r['flow'], '.0%')}, "
             f"exit {r.get('exit')}{' STUCK' if r['stuck'] else ''}"
+            + (f"\n    waited behind a failure of their key: {r['waited']} jobs; succeeded after "
+               f"the previous job of their key: p50 {fmt(r['after_pred_p50_ms'], '.1f')} ms, "
+               f"p90 {fmt(r['after_pred_p90_ms'], '.1f')} ms, "
+               f"max {fmt(r['after_pred_max_ms'], '.1f')} ms, "
+               f"over 100 ms {fmt(r['after_pred_over_100ms'], '.0%')}; of them right behind "
+               f"a failed job: {r['next_waited']}, after its success: "
+               f"p50 {fmt(r['next_p50_ms'], '.1f')} ms, p90 {fmt(r['next_p90_ms'], '.1f')} ms, "
+               f"max {fmt(r['next_max_ms'], '.1f')} ms, "
+               f"over 100 ms {fmt(r['next_over_100ms'], '.0%')}"
+               if r.get("waited") and r["ordering"] == "key" else "")
             + (f"\n    ladder check: {json.dumps(r['ladder_check'])}" if "ladder_check" in r
                else ""))
 
