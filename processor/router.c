@@ -634,10 +634,8 @@ int kj_router_park(kj_router *r, void *owner, const rd_kafka_message_t *msg,
     };
     kj_hdr_write_failure(c->headers, &f);
     fit_copy(r, c, SHRINK_NONE, "message.max.bytes");
-    if (!c->step) { /* reduced: it became a dead letter (of the job's last failure class) */
-        free(c->error_class);
-        c->error_class = strdup("retryable");
-    }
+    /* reduced to a dead letter (too large): it keeps class "parked", like a scheduled copy
+     * keeps "scheduled" (docs/dlq.md) */
     int step_taken = c->step;
     atomic_fetch_add(&r->outstanding, 1);
     queue_copy(r, c);
