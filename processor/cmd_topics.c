@@ -124,6 +124,22 @@ static int create_topics(const kj_cli *cli, kj_topic_spec *topics, size_t count)
     if (ev) rd_kafka_event_destroy(ev);
     rd_kafka_AdminOptions_destroy(options);
     rd_kafka_queue_destroy(queue);
+    /* key-ordered retries need every ladder topic with the main topic's partition count; an
+     * existing topic is kept as it is, so say when the layout cannot serve it */
+    if (exit_code == KJ_EXIT_OK && kj_config_retry_key_ordered(&cli->cfg)) {
+        int main_count = kj_kafka_partition_count(rk, topics[0].name, 10000, err, sizeof(err));
+        for (size_t i = 1; main_count > 0 && i < count; i++) {
+            if (topics[i].role != KJ_TOPIC_RETRY) continue;
+            int n = kj_kafka_partition_count(rk, topics[i].name, 10000, err, sizeof(err));
+            if (n < 0 || n == main_count) continue;
+            kj_log(KJ_LOG_ERROR,
+                   "retry.ordering = \"key\" needs every ladder topic with the main topic's "
+                   "partition count; add partitions so they are equal (kafka-topics.sh --alter)",
+                   "{s:s,s:i,s:s,s:i}", "topic", topics[i].name, "partitions", n, "main_topic",
+                   topics[0].name, "main_partitions", main_count);
+            exit_code = KJ_EXIT_RUNTIME;
+        }
+    }
 out:
     for (size_t i = 0; i < total; i++)
         if (new_topics[i]) rd_kafka_NewTopic_destroy(new_topics[i]);

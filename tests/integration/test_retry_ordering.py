@@ -284,7 +284,8 @@ def test_a_ladder_with_fewer_partitions_is_refused():
         raise harness.Skip("needs a real Kafka in KJOBS_TEST_KAFKA: the embedded broker makes "
                            "every topic with one partition count and has no CreateTopics")
     with procs.Broker(partitions=2) as broker:
-        # `kjobs topics --create` keeps existing topics: the main topic and the DLQ with 4
+        # `kjobs topics --create` keeps existing topics (and, with "key", says the layout
+        # cannot serve it: exit 1): the main topic and the DLQ with 4
         # partitions (no ladder yet), then the ladder with 2
         for partitions, delays in (("4", ""), ("2", "1s")):
             harness.run(harness.kjobs_cmd("topics", "-b", broker.bootstrap, "--create"),
@@ -292,8 +293,12 @@ def test_a_ladder_with_fewer_partitions_is_refused():
                              "KJOBS_TOPICS_PARTITIONS": partitions})
         env = {"KJOBS_TOPICS_MAIN": "uneven", "KJOBS_RETRY_DELAYS": "1s",
                "KJOBS_RETRY_ORDERING": "key"}
+        t = harness.run(harness.kjobs_cmd("topics", "-b", broker.bootstrap, "--create"),
+                        check=False, env=env)
         p = harness.run(harness.kjobs_cmd("run", "-b", broker.bootstrap), check=False, env=env,
                         timeout=60)
+    assert t.returncode == 1 and "exists  uneven.retry.1" in t.stdout and \
+        '"topic":"uneven.retry.1","partitions":2' in t.stderr, (t.stdout, t.stderr[-600:])
     assert p.returncode == 1, (p.returncode, p.stderr[-800:])
     assert "ladder topic uneven.retry.1 has 2 partitions, the main topic uneven 4" \
         in p.stderr, p.stderr[-800:]
