@@ -376,9 +376,20 @@ static void test_errors(void **state) {
     kj_dlq_params missing = {
         .cfg = &f->cfg, .topic = "no.such.topic", .deadline_ms = kj_now_ms() + 3000};
     err[0] = '\0';
-    assert_int_equal(kj_dlq_open(&missing, &d, err, sizeof(err)), KJ_DLQ_ERR_IO);
-    assert_null(d);
-    assert_non_null(strstr(err, "no.such.topic"));
+    int rc = kj_dlq_open(&missing, &d, err, sizeof(err));
+    if (rc == KJ_DLQ_OK && rd_kafka_version() < 0x020c0000) {
+        /* the mock cluster of older librdkafka (Debian 12's 2.0.2) creates a topic that a
+         * metadata request names: then it is simply an empty DLQ */
+        seen none = {0};
+        assert_int_equal(kj_dlq_list(d, NULL, collect, &none, err, sizeof(err)), KJ_DLQ_OK);
+        assert_int_equal(none.n, 0);
+        kj_dlq_close(d);
+        d = NULL;
+    } else {
+        assert_int_equal(rc, KJ_DLQ_ERR_IO);
+        assert_null(d);
+        assert_non_null(strstr(err, "no.such.topic"));
+    }
     /* the stop flag ends a read */
     volatile sig_atomic_t stop = 1;
     kj_dlq_params stopping = {.cfg = &f->cfg, .deadline_ms = kj_now_ms() + 60000, .stop = &stop};
