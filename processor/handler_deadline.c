@@ -24,6 +24,11 @@ struct kj_deadline_watch {
     pthread_t thread;
 };
 
+/* Logged once per call that runs past its limit (by the watchdog, or on leave). */
+#define PAST_LIMIT                                                                                 \
+    "handler past its time limit: its jobs fail with class timeout when it returns "               \
+    "(kjobs_job_cancelled() is true)"
+
 static void log_call(const kj_deadline_call *c, kj_log_level level, const char *msg, int64_t now) {
     const kjobs_job_t *job = c->jobs[0];
     kj_log(level, msg, "{s:s,s:s,s:s,s:i,s:I,s:I,s:I,s:I}", "type", kjobs_job_type(job), "id",
@@ -47,10 +52,7 @@ static void *watchdog_main(void *arg) {
         for (kj_deadline_call *c = dw->calls; c; c = c->next) {
             if (!c->warned && now >= c->deadline_mono_ms) {
                 c->warned = true;
-                log_call(c, KJ_LOG_WARN,
-                         "handler past its time limit: its jobs fail with class timeout when it "
-                         "returns (kjobs_job_cancelled() is true)",
-                         now);
+                log_call(c, KJ_LOG_WARN, PAST_LIMIT, now);
             }
             if (c->warned && dw->grace_ms > 0 && now >= c->deadline_mono_ms + dw->grace_ms) {
                 log_call(c, KJ_LOG_ERROR,
@@ -122,6 +124,11 @@ void kj_deadline_watch_enter(kj_deadline_watch *dw, kj_deadline_call *call) {
 
 void kj_deadline_watch_leave(kj_deadline_watch *dw, kj_deadline_call *call) {
     pthread_mutex_lock(&dw->lock);
+    int64_t now = kj_mono_ms();
+    if (!call->warned && now >= call->deadline_mono_ms) {
+        call->warned = true;
+        log_call(call, KJ_LOG_WARN, PAST_LIMIT, now);
+    }
     if (call->prev)
         call->prev->next = call->next;
     else

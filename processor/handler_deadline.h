@@ -51,7 +51,9 @@ kj_deadline_watch *kj_deadline_watch_start(int64_t grace_ms);
 void kj_deadline_watch_stop(kj_deadline_watch *dw);
 /** Registers a call about to run (its fields set). O(1); wakes the watchdog if it is earlier. */
 void kj_deadline_watch_enter(kj_deadline_watch *dw, kj_deadline_call *call);
-/** Unregisters it once the handler returned. O(1). */
+/** Unregisters it once the handler returned. O(1). A call that returned past its limit before
+ *  the watchdog looked (it gave up right at its limit, on a busy machine) gets the watchdog's
+ *  "past its time limit" line here, so every overdue call is logged exactly once. */
 void kj_deadline_watch_leave(kj_deadline_watch *dw, kj_deadline_call *call);
 
 #endif /* KJOBS_HANDLER_DEADLINE_H */
