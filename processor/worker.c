@@ -1044,7 +1044,6 @@ static void read_control(kj_part *part, batch_slot *s, int64_t now) {
  * whether it is one of the chain's copies (processor/key_order.h). */
 static void key_position(const kj_part *part, batch_slot *s) {
     const rd_kafka_message_t *msg = s->job.msg;
-    s->keyed = s->counted = s->parked = false;
     if (!msg->key || s->scheduled || s->result.outcome == KJ_OUTCOME_INVALID_HEADER) return;
     if (!s->ladder) {
         s->keyed = true;
@@ -1194,6 +1193,17 @@ static void skip_batch(kj_worker *w, kj_vlane *vl, void **items, size_t count) {
     for (size_t i = 0; i < count; i++)
         rd_kafka_message_destroy(items[i]);
     atomic_fetch_add(&w->jobs_skipped, (long long)count);
+}
+
+/* Items i..count-1 of a running batch, counted in flight, go back to the head of their lane,
+ * due at `until` (0 now, KJ_ENGINE_PARKED until woken); the batch goes on with the first i.
+ * Returns i, the batch's new count. */
+static size_t give_back(kj_worker *w, kj_lane *lane, kj_vlane *vl, void **items, size_t i,
+                        size_t count, int64_t until) {
+    if (kj_engine_lane_requeue(lane, items + i, count - i, until) != 0)
+        skip_batch(w, vl, items + i, count - i); /* no memory: rewind instead */
+    kj_metrics_in_flight_add(-(int64_t)(count - i));
+    return i;
 }
 
 /* Flow control: may slots[i] (a job of limited type slots[i].flow) run now? One concurrency slot
@@ -1482,10 +1492,7 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
              * everything behind it wait, parked, until the set is read again (key_order_ready
              * wakes them); the rest of the batch runs */
             if (s->decoded) kj_job_record_free(&s->job.record);
-            if (kj_engine_lane_requeue(lane, items + i, count - i, KJ_ENGINE_PARKED) != 0)
-                skip_batch(w, vl, items + i, count - i); /* no memory: rewind instead */
-            kj_metrics_in_flight_add(-(int64_t)(count - i));
-            count = i;
+            count = give_back(w, lane, vl, items, i, count, KJ_ENGINE_PARKED);
             break;
         }
         if (kv == KJ_KEY_BLOCKED && s->ladder && vl != &part->lanes[0] && !s->behind.parked &&
@@ -1508,10 +1515,7 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
                        "offset", (json_int_t)msg->offset, "behind_offset",
                        (json_int_t)s->behind.origin, "late_ms", (json_int_t)late);
             }
-            if (kj_engine_lane_requeue(lane, items + i, count - i, kj_now_ms() + KEY_WAIT_MS) != 0)
-                skip_batch(w, vl, items + i, count - i); /* no memory: rewind instead */
-            kj_metrics_in_flight_add(-(int64_t)(count - i));
-            count = i;
+            count = give_back(w, lane, vl, items, i, count, kj_now_ms() + KEY_WAIT_MS);
             break;
         }
         if (kv == KJ_KEY_BLOCKED) {
@@ -1554,10 +1558,7 @@ static void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t cou
              * lane, due when a token is (rate) or parked until a slot frees (concurrency). The
              * partition waits there, in order, holding no thread; the rest of the batch runs. */
             kj_job_record_free(&s->job.record);
-            if (kj_engine_lane_requeue(lane, items + i, count - i, wait.until_ms) != 0)
-                skip_batch(w, vl, items + i, count - i); /* no memory: rewind instead */
-            kj_metrics_in_flight_add(-(int64_t)(count - i));
-            count = i;
+            count = give_back(w, lane, vl, items, i, count, wait.until_ms);
             break;
         }
     }
