@@ -29,7 +29,7 @@ static struct {
 } g_errors = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 /* Context fields of a log line worth showing an operator; nothing else is copied. */
-static const char *const kept_fields[] = {"error", "class", "topic", "partition",
+static const char *const kept_fields[] = {"error",  "class", "topic", "partition",
                                           "offset", "type",  "id",    "reason"};
 
 static json_t *cut_string(const char *s) {
@@ -67,7 +67,8 @@ json_t *kj_status_errors_json(void) {
     pthread_mutex_lock(&g_errors.mu);
     size_t first = (g_errors.next + KJ_STATUS_MAX_ERRORS - g_errors.count) % KJ_STATUS_MAX_ERRORS;
     for (size_t i = 0; i < g_errors.count; i++)
-        json_array_append_new(a, json_deep_copy(g_errors.items[(first + i) % KJ_STATUS_MAX_ERRORS]));
+        json_array_append_new(a,
+                              json_deep_copy(g_errors.items[(first + i) % KJ_STATUS_MAX_ERRORS]));
     pthread_mutex_unlock(&g_errors.mu);
     return a;
 }
@@ -87,8 +88,9 @@ static json_t *build(const kj_status_input *in, size_t listed) {
     const kj_metrics_summary *m = &in->summary;
     json_t *parts = json_array();
     for (size_t i = 0; i < listed; i++)
-        json_array_append_new(parts, json_pack("{s:o,s:i}", "topic", str_or_null(in->parts[i].topic),
-                                               "partition", (int)in->parts[i].partition));
+        json_array_append_new(parts,
+                              json_pack("{s:o,s:i}", "topic", str_or_null(in->parts[i].topic),
+                                        "partition", (int)in->parts[i].partition));
     json_t *jobs = json_object();
     for (int o = 0; o < KJ_JOB_OUTCOME_COUNT; o++)
         json_object_set_new(jobs, kj_job_outcome_name((kj_job_outcome)o),
@@ -99,16 +101,15 @@ static json_t *build(const kj_status_input *in, size_t listed) {
         "schema", KJ_STATUS_SCHEMA_VERSION, "worker_id", str_or_null(in->worker_id), "host",
         str_or_null(in->host), "pid", (json_int_t)in->pid, "client_id", str_or_null(in->client_id),
         "group", str_or_null(in->group), "version", str_or_null(in->version), "started_at",
-        (json_int_t)in->started_at_ms, "reported_at", (json_int_t)in->reported_at_ms,
-        "interval_ms", (json_int_t)in->interval_ms, "state", str_or_null(in->state), "breaker",
-        "open", m->breaker_open, "assignment", "count", (json_int_t)in->part_count, "partitions",
-        parts, "omitted", (json_int_t)(in->part_count - listed), "jobs", jobs, "handler", "count",
+        (json_int_t)in->started_at_ms, "reported_at", (json_int_t)in->reported_at_ms, "interval_ms",
+        (json_int_t)in->interval_ms, "state", str_or_null(in->state), "breaker", "open",
+        m->breaker_open, "assignment", "count", (json_int_t)in->part_count, "partitions", parts,
+        "omitted", (json_int_t)(in->part_count - listed), "jobs", jobs, "handler", "count",
         (json_int_t)m->handled, "p50_seconds", seconds_or_null(m->p50_seconds), "p99_seconds",
         seconds_or_null(m->p99_seconds), "in_flight", (json_int_t)m->in_flight, "counters",
-        "route_errors", (json_int_t)m->route_errors, "decode_errors",
-        (json_int_t)m->decode_errors, "offset_resets", (json_int_t)m->offset_resets, "rebalances",
-        (json_int_t)m->rebalances, "errors",
-        in->errors ? json_deep_copy(in->errors) : json_array());
+        "route_errors", (json_int_t)m->route_errors, "decode_errors", (json_int_t)m->decode_errors,
+        "offset_resets", (json_int_t)m->offset_resets, "rebalances", (json_int_t)m->rebalances,
+        "errors", in->errors ? json_deep_copy(in->errors) : json_array());
 }
 
 char *kj_status_render(const kj_status_input *in, size_t max_bytes, size_t *len) {
@@ -190,7 +191,8 @@ kj_status_reporter *kj_status_reporter_new(const kj_config *cfg, char *errstr, s
     gethostname(r->host, sizeof(r->host) - 1);
     r->started_at = kj_now_ms();
     rd_kafka_conf_t *conf = kj_kafka_producer_conf_new(cfg, errstr, errstr_size);
-    if (!conf || kj_kafka_conf_set(conf, "allow.auto.create.topics", "false", errstr, errstr_size) ||
+    if (!conf ||
+        kj_kafka_conf_set(conf, "allow.auto.create.topics", "false", errstr, errstr_size) ||
         kj_kafka_conf_set(conf, "linger.ms", "50", errstr, errstr_size) ||
         kj_kafka_conf_set(conf, "queue.buffering.max.messages", "64", errstr, errstr_size) ||
         kj_kafka_conf_set(conf, "message.timeout.ms", "30000", errstr, errstr_size)) {
@@ -243,8 +245,8 @@ void kj_status_reporter_publish(kj_status_reporter *r, kj_status_input *in, int6
     if (!text) return;
     if (rd_kafka_producev(r->producer, RD_KAFKA_V_TOPIC(r->topic),
                           RD_KAFKA_V_KEY(r->id, strlen(r->id)), RD_KAFKA_V_VALUE(text, len),
-                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE), RD_KAFKA_V_END) !=
-        RD_KAFKA_RESP_ERR_NO_ERROR) {
+                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
+                          RD_KAFKA_V_END) != RD_KAFKA_RESP_ERR_NO_ERROR) {
         free(text); /* not queued: ours to free */
         if (!atomic_exchange(&r->failing, true))
             kj_log(KJ_LOG_WARN, "status record dropped (producer queue full)", "{s:s}", "topic",
@@ -258,8 +260,8 @@ void kj_status_reporter_tombstone(kj_status_reporter *r, int timeout_ms) {
                           RD_KAFKA_V_KEY(r->id, strlen(r->id)), RD_KAFKA_V_VALUE(NULL, 0),
                           RD_KAFKA_V_END) == RD_KAFKA_RESP_ERR_NO_ERROR &&
         rd_kafka_flush(r->producer, timeout_ms) == RD_KAFKA_RESP_ERR_NO_ERROR)
-        kj_log(KJ_LOG_INFO, "status tombstone written", "{s:s,s:s}", "topic", r->topic,
-               "worker_id", r->id);
+        kj_log(KJ_LOG_INFO, "status tombstone written", "{s:s,s:s}", "topic", r->topic, "worker_id",
+               r->id);
     else
         kj_log(KJ_LOG_WARN, "status tombstone not written; the console shows this worker stale",
                "{s:s,s:s}", "topic", r->topic, "worker_id", r->id);

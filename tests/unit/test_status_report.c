@@ -16,10 +16,18 @@
 #include "processor/status_report.h"
 
 static kj_status_input sample(kj_status_part *parts, size_t n) {
-    kj_status_input in = {.worker_id = "w1", .host = "h", .client_id = "kjobs", .group = "g",
-                          .version = "0.1.0", .pid = 42, .started_at_ms = 1000,
-                          .reported_at_ms = 2000, .interval_ms = 5000, .state = "running",
-                          .parts = parts, .part_count = n};
+    kj_status_input in = {.worker_id = "w1",
+                          .host = "h",
+                          .client_id = "kjobs",
+                          .group = "g",
+                          .version = "0.1.0",
+                          .pid = 42,
+                          .started_at_ms = 1000,
+                          .reported_at_ms = 2000,
+                          .interval_ms = 5000,
+                          .state = "running",
+                          .parts = parts,
+                          .part_count = n};
     in.summary.jobs[KJ_JOB_OK] = 7;
     in.summary.jobs[KJ_JOB_DEAD_LETTERED] = 2;
     in.summary.p50_seconds = 0.01;
@@ -101,10 +109,13 @@ static void test_errors_ring(void **state) {
     }
     json_t *errors = kj_status_errors_json();
     assert_int_equal(json_array_size(errors), KJ_STATUS_MAX_ERRORS);
-    json_t *oldest = json_array_get(errors, 0), *newest = json_array_get(errors, KJ_STATUS_MAX_ERRORS - 1);
+    json_t *oldest = json_array_get(errors, 0),
+           *newest = json_array_get(errors, KJ_STATUS_MAX_ERRORS - 1);
     assert_int_equal(json_integer_value(json_object_get(oldest, "partition")), 3);
-    assert_int_equal(json_integer_value(json_object_get(newest, "partition")), KJ_STATUS_MAX_ERRORS + 2);
-    assert_true(strlen(json_string_value(json_object_get(newest, "error"))) < KJ_STATUS_MAX_ERROR_TEXT);
+    assert_int_equal(json_integer_value(json_object_get(newest, "partition")),
+                     KJ_STATUS_MAX_ERRORS + 2);
+    assert_true(strlen(json_string_value(json_object_get(newest, "error"))) <
+                KJ_STATUS_MAX_ERROR_TEXT);
     assert_null(json_object_get(newest, "secret_field"));
     json_decref(errors);
 }
