@@ -232,6 +232,35 @@ async function showDetail(handle) {
   }
 }
 
+/* ---- actions (shown only when the console allows them: ui.allow_actions) ------------------ */
+
+async function replaySelected() {
+  const refs = Array.from(state.selected);
+  const out = $("action-result");
+  if (refs.length === 0) { out.textContent = "select dead letters first"; return; }
+  $("replay").disabled = true;
+  try {
+    const r = await api("/api/dlq/replay", {
+      method: "POST",
+      headers: headers({ "Content-Type": "application/json", "X-Kjobs-Console": "1" }),
+      body: JSON.stringify({ refs: refs }),
+    });
+    const skipped = r.skipped.replayed + r.skipped.refailed + r.skipped.no_origin + r.skipped.no_value;
+    const gone = r.requested - r.selected - skipped;
+    out.textContent = "replayed " + r.replayed + " of " + r.requested +
+      (skipped ? ", skipped " + skipped + " (already replayed, refailed or without origin)" : "") +
+      (gone > 0 ? ", " + gone + " already replayed before or no longer in the DLQ" : "") +
+      (r.failed ? ", " + r.failed + " not acknowledged" : "");
+    out.dataset.replayed = String(r.replayed);
+    state.selected.clear();
+  } catch (e) {
+    out.textContent = "replay failed: " + e.message;
+  } finally {
+    $("replay").disabled = false;
+    schedule();
+  }
+}
+
 /* ---- driving ------------------------------------------------------------------------------- */
 
 async function refresh() {
@@ -269,6 +298,7 @@ async function start() {
   const c = state.config;
   $("where").textContent = "group " + c.group + " · " + c.main_topic + " · " + c.version;
   $("mode").textContent = c.allow_actions ? "actions allowed" : "read-only";
+  $("dlq-actions").hidden = !c.allow_actions;
   $("login").hidden = true;
   document.querySelector("main").hidden = false;
   show(state.page);
@@ -278,6 +308,7 @@ document.addEventListener("DOMContentLoaded", () => {
   for (const b of document.querySelectorAll(".tab")) b.addEventListener("click", () => show(b.dataset.page));
   $("dlq-filter").addEventListener("submit", (ev) => { ev.preventDefault(); schedule(); });
   $("payload-view").addEventListener("change", renderPayload);
+  $("replay").addEventListener("click", replaySelected);
   $("login-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
     sessionStorage.setItem("kjobs-token", $("token").value);

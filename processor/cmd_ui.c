@@ -2,7 +2,7 @@
  * cmd_ui.c — `kjobs ui`: the operator console, a standalone HTTP server that needs only Kafka
  * (docs/console.md). Parses the flags, refuses an unsafe listener (no token on a non-loopback
  * address), starts the console's Kafka reads (processor/console_data.h) and its routes
- * (processor/console.h) on an HTTP listener (processor/http.h) serving nothing else, and runs
+ * (processor/console.h) on an HTTP listener of its own (processor/http.h), and runs
  * until SIGINT/SIGTERM. Read-only unless ui.allow_actions is true.
  */
 #include <stdio.h>
@@ -41,8 +41,9 @@ static bool listen_is_loopback(const char *listen) {
 int kj_cmd_ui(int argc, char **argv) {
     kj_cli cli;
     kj_cli_init(&cli, "kjobs ui", ui_usage);
-    static const struct option longopts[] = {
-        KJ_CLI_COMMON_LONGOPTS, {"listen", required_argument, NULL, OPT_LISTEN}, {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {KJ_CLI_COMMON_LONGOPTS,
+                                             {"listen", required_argument, NULL, OPT_LISTEN},
+                                             {NULL, 0, NULL, 0}};
     const char *listen = NULL;
     int opt, rc;
     while ((opt = getopt_long(argc, argv, KJ_CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
@@ -87,7 +88,9 @@ int kj_cmd_ui(int argc, char **argv) {
         return KJ_EXIT_USAGE;
     }
     kj_console *console = kj_console_new(&cli.cfg, data, loopback);
-    kj_http_hooks hooks = {.route = kj_console_route, .route_opaque = console, .route_only = true};
+    /* the listener's own /metrics (kjobs_console_actions_total), /livez and /readyz (always
+     * ready: the console has no group to join) come with it, for probes and scraping */
+    kj_http_hooks hooks = {.route = kj_console_route, .route_opaque = console};
     kj_http *http = kj_http_start(cli.cfg.ui_listen, &hooks, err, sizeof(err));
     if (!http) {
         fprintf(stderr, "kjobs ui: %s\n", err);

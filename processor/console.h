@@ -14,7 +14,12 @@
  *   GET /api/dlq         kj_console_dlq_list; query: type, class, q (error text), since, until
  *                        (epoch ms), limit
  *   GET /api/dlq/P:O     kj_console_dlq_show
+ *   POST /api/dlq/replay {"refs": ["P:O", ...], "dry_run": false} → kj_console_dlq_replay;
+ *                        only with ui.allow_actions (else 405), and only past the CSRF guard
+ *                        below; each one logged ("console action") and counted
+ *                        (kjobs_console_actions_total{action,result}), refusals too
  *   Everything answers JSON; errors are {"error": "..."} with 400/401/403/404/405/502.
+ *   The listener's own /metrics, /livez and /readyz (processor/http.h) are served beside them.
  *
  * Security (docs/console.md, "Security")
  *   - Token: with ui.token set, every /api/ request needs "Authorization: Bearer <token>"
@@ -23,6 +28,10 @@
  *     checks that the Host header names a loopback host, so a DNS-rebinding page cannot read it.
  *   - No cookies: the page keeps the token in sessionStorage and sends it as a header, so a
  *     cross-site form or link cannot borrow the operator's credentials.
+ *   - CSRF: a POST needs the header "X-Kjobs-Console: 1" and Content-Type application/json
+ *     (neither can come from a cross-site form; a cross-origin script would need a CORS
+ *     preflight, never granted here), an Origin naming this host when the browser sends one,
+ *     and no cross-site Sec-Fetch-Site; plus the token when one is set.
  *   - Response headers: a strict Content-Security-Policy (scripts from 'self' only, no inline),
  *     nosniff, DENY framing, no referrer (processor/http.c). The page renders data with
  *     textContent only.

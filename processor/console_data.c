@@ -31,7 +31,8 @@ struct kj_console_data {
     bool thread_started;
     atomic_bool stop, loaded;
     pthread_mutex_t workers_mu;
-    json_t *workers; /* key -> latest record */
+    json_t *workers;           /* key -> latest record */
+    pthread_mutex_t action_mu; /* one replay at a time (the loop guard's marker) */
 };
 
 /* A consumer that never joins a group: group.id is set (librdkafka wants one for
@@ -130,6 +131,7 @@ kj_console_data *kj_console_data_new(const kj_config *cfg, char *err, size_t err
     d->workers = json_object();
     pthread_mutex_init(&d->kafka_mu, NULL);
     pthread_mutex_init(&d->workers_mu, NULL);
+    pthread_mutex_init(&d->action_mu, NULL);
     if (!(d->group_rk = consumer_new(cfg, cfg->group, err, errsz))) goto fail;
     if (!(d->reader = consumer_new(cfg, "kjobs-ui-reader", err, errsz))) goto fail;
     if (pthread_create(&d->thread, NULL, status_main, d) != 0) {
@@ -158,6 +160,7 @@ void kj_console_data_free(kj_console_data *d) {
     json_decref(d->workers);
     pthread_mutex_destroy(&d->kafka_mu);
     pthread_mutex_destroy(&d->workers_mu);
+    pthread_mutex_destroy(&d->action_mu);
     free(d->status_topic);
     free(d);
 }
@@ -220,12 +223,11 @@ static void read_members(kj_console_data *d, json_t *out, json_t *errors) {
                                                     "partition", (int)tps->elems[t].partition));
                 const char *gid = rd_kafka_MemberDescription_group_instance_id(m);
                 json_array_append_new(
-                    members,
-                    json_pack("{s:s?,s:s?,s:s?,s:s?,s:o}", "member_id",
-                              rd_kafka_MemberDescription_consumer_id(m), "client_id",
-                              rd_kafka_MemberDescription_client_id(m), "host",
-                              rd_kafka_MemberDescription_host(m), "group_instance_id", gid,
-                              "assignment", assign));
+                    members, json_pack("{s:s?,s:s?,s:s?,s:s?,s:o}", "member_id",
+                                       rd_kafka_MemberDescription_consumer_id(m), "client_id",
+                                       rd_kafka_MemberDescription_client_id(m), "host",
+                                       rd_kafka_MemberDescription_host(m), "group_instance_id", gid,
+                                       "assignment", assign));
             }
         }
     }
@@ -292,9 +294,9 @@ json_t *kj_console_overview(kj_console_data *d) {
     }
     kj_group_lag_free(rows, count);
     json_object_set_new(out, "lag", lag);
-    json_object_set_new(out, "totals",
-                        json_pack("{s:I,s:I,s:o}", "lag_main", lag_main, "lag_ladder", lag_ladder,
-                                  "jobs", jobs));
+    json_object_set_new(
+        out, "totals",
+        json_pack("{s:I,s:I,s:o}", "lag_main", lag_main, "lag_ladder", lag_ladder, "jobs", jobs));
     json_object_set_new(out, "errors", errors);
     return out;
 }
@@ -331,10 +333,11 @@ json_t *kj_console_retries(kj_console_data *d) {
                               json_pack("{s:i,s:I,s:I,s:n}", "partition", (int)r->partition,
                                         "waiting", (json_int_t)r->lag, "head_offset",
                                         (json_int_t)head, "head_not_before"));
-        json_object_set_new(step, "waiting",
-                            json_integer(json_integer_value(json_object_get(step, "waiting")) +
-                                         r->lag));
-        if (r->lag > 0) rd_kafka_topic_partition_list_add(heads, r->topic, r->partition)->offset = head;
+        json_object_set_new(
+            step, "waiting",
+            json_integer(json_integer_value(json_object_get(step, "waiting")) + r->lag));
+        if (r->lag > 0)
+            rd_kafka_topic_partition_list_add(heads, r->topic, r->partition)->offset = head;
     }
     if (heads->cnt > 0) {
         rd_kafka_assign(d->reader, heads);
@@ -476,4 +479,36 @@ int kj_console_dlq_show(kj_console_data *d, const char *handle, json_t **out, ch
     kj_dlq_close(dlq);
     if (rc == KJ_DLQ_OK) return 0;
     return rc == KJ_DLQ_ERR_NOT_FOUND ? 404 : 502;
+}
+
+static void on_replayed(const kj_dlq_replay_item *item, void *opaque) {
+    char ref[48];
+    snprintf(ref, sizeof(ref), "%d:%lld", (int)item->partition, (long long)item->offset);
+    json_array_append_new(opaque,
+                          json_pack("{s:s,s:s?,s:b}", "ref", ref, "original_topic",
+                                    item->original_topic, "acknowledged", item->acknowledged));
+}
+
+int kj_console_dlq_replay(kj_console_data *d, const char *const *refs, size_t count, bool dry_run,
+                          json_t **out) {
+    json_t *items = json_array();
+    kj_dlq_replay_counts n = {0};
+    char err[512] = "";
+    kj_dlq_filter f = {.handles = refs, .handle_count = count};
+    pthread_mutex_lock(&d->action_mu);
+    kj_dlq *dlq = NULL;
+    int rc = dlq_open(d, &dlq, err, sizeof(err));
+    if (rc == KJ_DLQ_OK)
+        rc = kj_dlq_replay(dlq, &f, dry_run ? KJ_DLQ_REPLAY_DRY_RUN : 0, on_replayed, items, &n,
+                           err, sizeof(err));
+    kj_dlq_close(dlq);
+    pthread_mutex_unlock(&d->action_mu);
+    *out = json_pack("{s:b,s:I,s:I,s:I,s:I,s:{s:I,s:I,s:I,s:I},s:o,s:o}", "dry_run", dry_run,
+                     "requested", (json_int_t)count, "selected", (json_int_t)n.selected, "replayed",
+                     (json_int_t)n.replayed, "failed", (json_int_t)n.failed, "skipped", "replayed",
+                     (json_int_t)n.skipped_replayed, "refailed", (json_int_t)n.skipped_refailed,
+                     "no_origin", (json_int_t)n.skipped_no_origin, "no_value",
+                     (json_int_t)n.skipped_no_value, "items", items, "error",
+                     rc == KJ_DLQ_OK ? json_null() : json_string(err[0] ? err : "replay failed"));
+    return rc;
 }

@@ -67,9 +67,9 @@ json_t *kj_console_retries(kj_console_data *d);
 
 /** A dead-letter selection; every set field must match. */
 typedef struct kj_console_dlq_query {
-    const char *type;        /* job type, exact */
-    const char *error_class; /* kjobs-error-class, exact */
-    const char *text;        /* substring of kjobs-error, case-insensitive */
+    const char *type;           /* job type, exact */
+    const char *error_class;    /* kjobs-error-class, exact */
+    const char *text;           /* substring of kjobs-error, case-insensitive */
     int64_t since_ms, until_ms; /* failed_at within [since, until]; 0 = open */
     long limit;                 /* <= 0 or above KJ_CONSOLE_DLQ_LIMIT: KJ_CONSOLE_DLQ_LIMIT */
 } kj_console_dlq_query;
@@ -84,5 +84,20 @@ json_t *kj_console_dlq_list(kj_console_data *d, const kj_console_dlq_query *q);
  */
 int kj_console_dlq_show(kj_console_data *d, const char *handle, json_t **out, char *err,
                         size_t errsz);
+
+/** Most dead letters one replay request may name. */
+#define KJ_CONSOLE_REPLAY_MAX 1000
+
+/**
+ * Replay the dead letters named by `refs` (PARTITION:OFFSET each, validated by the caller) with
+ * kj_dlq_replay and its loop guard: each one already replayed or refailed, or without an
+ * origin, is skipped and counted, never replayed twice. Replays are serialised (one at a time
+ * per console), so two requests cannot both pass the guard before the marker is committed.
+ * *out (never NULL on return) is {"dry_run", "requested", "selected", "replayed", "failed",
+ * "skipped": {replayed, refailed, no_origin, no_value}, "items": [{ref, original_topic,
+ * acknowledged}], "error"}. Returns the kj_dlq_replay result (KJ_DLQ_OK, ...).
+ */
+int kj_console_dlq_replay(kj_console_data *d, const char *const *refs, size_t count, bool dry_run,
+                          json_t **out);
 
 #endif /* KJOBS_CONSOLE_DATA_H */

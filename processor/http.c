@@ -205,9 +205,7 @@ static enum MHD_Result kj_http_handle(void *cls, struct MHD_Connection *conn, co
     }
 
     enum { R_NONE, R_METRICS, R_LIVEZ, R_READYZ } route = R_NONE;
-    if (http->hooks.route_only)
-        route = R_NONE;
-    else if (strcmp(url, "/metrics") == 0)
+    if (strcmp(url, "/metrics") == 0)
         route = R_METRICS;
     else if (strcmp(url, "/livez") == 0 || strcmp(url, "/healthz") == 0)
         route = R_LIVEZ;

@@ -94,8 +94,6 @@ typedef struct {
     /** Other routes (NULL: none, 404), with their opaque pointer. Must outlive the listener. */
     kj_http_route_fn *route;
     void *route_opaque;
-    /** Serve only `route` (the console's own listener): /metrics, /livez, /readyz are 404. */
-    bool route_only;
 } kj_http_hooks;
 
 typedef struct kj_http kj_http;

@@ -578,7 +578,7 @@ static struct {
     kj_metric_family *jobs, *duration, *batch, *lag, *commits, *rebalances, *in_flight, *resets,
         *retry, *dlq, *route_errors, *decode_errors, *exec_stray, *breaker, *ready, *build_info,
         *truncated, *invalid_headers, *hops, *trace_invalid, *sr_requests, *sr_waiting,
-        *periodic_enqueued, *periodic_next, *throttle_wait;
+        *periodic_enqueued, *periodic_next, *throttle_wait, *console_actions;
     kj_metric_handle *commit_ok, *commit_error;
     pthread_mutex_t version_mu;
     char version[KJ_METRICS_MAX_LABEL_LEN + 1];
@@ -662,6 +662,9 @@ static const struct kj_metric_def {
     {&g_kj.exec_stray, "kjobs_exec_stray_replies_total", KJ_METRIC_COUNTER,
      "Reply lines from exec handler children discarded as answering no pending batch.", 0, {0},
      NULL, 0},
+    {&g_kj.console_actions, "kjobs_console_actions_total", KJ_METRIC_COUNTER,
+     "Actions taken from the operator console (kjobs ui), by action and result.", 2,
+     {"action", "result"}, NULL, 0},
     {&g_kj.breaker, "kjobs_circuit_breaker_open", KJ_METRIC_GAUGE,
      "1 while the circuit breaker is open, else 0.", 0, {0}, NULL, 0},
     {&g_kj.ready, "kjobs_ready", KJ_METRIC_GAUGE, "1 while the worker is ready (/readyz 200).", 0,
@@ -854,6 +857,11 @@ void kj_metrics_schema_registry_waiting_add(int delta) {
 void kj_metrics_exec_stray_reply(void) {
     kj_metrics_ensure();
     kj_counter_inc(kj_family_default(g_kj.exec_stray));
+}
+
+void kj_metrics_console_action(const char *action, const char *result) {
+    kj_metrics_ensure();
+    kj_counter_inc(kj_family_series(g_kj.console_actions, (const char *[]){action, result}));
 }
 
 void kj_metrics_circuit_breaker_set(bool open) {

@@ -85,6 +85,9 @@
  *   kjobs_exec_stray_replies_total  counter
  *       Lines an exec handler child wrote to stdout that answer no pending batch (a repeated
  *       or late reply, a batch_id never sent, output between batches): discarded with a warning.
+ *   kjobs_console_actions_total{action,result}  counter
+ *       Actions taken from the operator console (`kjobs ui`, processor/console.h): action =
+ *       replay; result = ok | partial | error | refused. Served on the console's /metrics.
  *   kjobs_circuit_breaker_open  gauge
  *       1 while the circuit breaker is open (handlers not called), else 0.
  *   kjobs_ready  gauge
@@ -264,6 +267,9 @@ void kj_metrics_periodic_enqueued(const char *name);
 void kj_metrics_periodic_next_tick(const char *name, int64_t tick_ms);
 /** Remove kjobs_periodic_next_tick_seconds{name} (the member no longer owns the schedule). */
 void kj_metrics_periodic_clear(const char *name);
+/** kjobs_console_actions_total{action,result} += 1: action "replay"; result "ok", "partial"
+ *  (some copies not acknowledged), "error" or "refused" (a guard said no). */
+void kj_metrics_console_action(const char *action, const char *result);
 void kj_metrics_circuit_breaker_set(bool open);
 /** result: "found", "unknown", "incompatible" or "error" (one GET /schemas/ids/{id}). */
 void kj_metrics_schema_registry_request(const char *result);

@@ -57,14 +57,92 @@ class Console:
             self.stop()
 
 
-def with_worker(broker, fn):
-    os.environ["KJOBS_UI_REPORT_INTERVAL"] = "300ms"
+def with_worker(broker, fn, env=None):
+    env = dict(env or {}, KJOBS_UI_REPORT_INTERVAL="300ms")
+    os.environ.update(env)
     try:
         worker = LoggedWorker(broker.bootstrap)
     finally:
-        del os.environ["KJOBS_UI_REPORT_INTERVAL"]
+        for k in env:
+            del os.environ[k]
     with worker:
         fn(worker)
+
+
+HANDLER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "console_handler.py")
+
+
+def gated_env(gate):
+    """A worker whose exec handler dead-letters "console.gated" jobs until `gate` exists."""
+    return {"KJOBS_HANDLERS_EXEC": json.dumps(["/usr/bin/python3", "-u", HANDLER, gate])}
+
+
+def post(ui, path, body, headers=None):
+    h = {"Content-Type": "application/json", "X-Kjobs-Console": "1"}
+    h.update(headers or {})
+    status, _, out = ui.get(path, h, method="POST", data=json.dumps(body).encode())
+    return status, json.loads(out)
+
+
+def test_replay_action():
+    import tempfile
+    gate = tempfile.mktemp(prefix="kjobs-console-gate-")
+    with Broker(partitions=2) as broker, \
+            Console(broker.bootstrap, env={"KJOBS_UI_ALLOW_ACTIONS": "true"}) as ui:
+        assert ui.api("/api/config")["allow_actions"] is True
+
+        def scenario(worker):
+            ids = run(kjobs_cmd("enqueue", "-b", broker.bootstrap, "--type", "console.gated",
+                                "--count", "3")).stdout.split()
+            d = wait_until("3 dead letters", lambda: (lambda d: d if d["matched"] == 3 else None)(
+                ui.api("/api/dlq?type=console.gated")), timeout=60)
+            refs = [it["ref"] for it in d["items"]]
+            # the CSRF guard: each missing piece is refused (and counted)
+            assert post(ui, "/api/dlq/replay", {"refs": refs[:1]},
+                        {"X-Kjobs-Console": "0"})[0] == 403
+            assert ui.get("/api/dlq/replay", {"Content-Type": "text/plain", "X-Kjobs-Console": "1"},
+                          method="POST", data=b"refs=0:0")[0] == 403
+            assert post(ui, "/api/dlq/replay", {"refs": refs[:1]},
+                        {"Origin": "http://attacker.example"})[0] == 403
+            assert post(ui, "/api/dlq/replay", {"refs": refs[:1]},
+                        {"Sec-Fetch-Site": "cross-site"})[0] == 403
+            assert post(ui, "/api/dlq/replay", {"refs": ["x"]})[0] == 400
+            # a dry run selects and sends nothing
+            status, dry = post(ui, "/api/dlq/replay", {"refs": refs[:2], "dry_run": True})
+            assert status == 200 and dry["selected"] == 2 and dry["replayed"] == 0, dry
+            # open the gate, replay two: they run again and succeed; the third stays
+            open(gate, "w").close()
+            status, r = post(ui, "/api/dlq/replay", {"refs": refs[:2]},
+                             {"Origin": ui.url.rstrip("/")})
+            assert status == 200 and r["replayed"] == 2 and r["failed"] == 0, r
+            assert {i["ref"] for i in r["items"]} == set(refs[:2]), r
+            wait_until("2 replayed jobs succeeded", lambda: os.path.exists(gate + ".ok") and
+                       len(set(open(gate + ".ok").read().split()) & set(ids)) == 2, timeout=60)
+            # the loop guard: replaying the same two again replays nothing (they are behind the
+            # replay marker now, so not even selected)
+            status, again = post(ui, "/api/dlq/replay", {"refs": refs[:2]})
+            assert status == 200 and again["replayed"] == 0 and again["selected"] == 0, again
+            states = {it["ref"]: it["state"] for it in ui.api("/api/dlq?type=console.gated")["items"]}
+            assert [states[r] for r in refs[:2]] == ["replayed", "replayed"], states
+            assert states[refs[2]] == "new", states
+
+        with_worker(broker, scenario, gated_env(gate))
+        # every action, refusals included, is counted on the console's /metrics and logged
+        status, _, text = ui.get("/metrics")
+        counts = {}
+        for line in text.decode().splitlines():
+            if line.startswith("kjobs_console_actions_total{"):
+                labels, value = line.rsplit(" ", 1)
+                counts[labels] = float(value)
+        assert counts.get('kjobs_console_actions_total{action="replay",result="ok"}') == 3, counts
+        assert counts.get('kjobs_console_actions_total{action="replay",result="refused"}') == 5, counts
+        ui.stop()
+        actions = [l for l in harness.log_lines(ui.proc.stderr.read()) if l["msg"] == "console action"]
+        assert len(actions) == 8, actions
+        assert all(isinstance(a["detail"], str) or a["result"] == "refused" for a in actions)
+    for f in (gate, gate + ".ok"):
+        if os.path.exists(f):
+            os.unlink(f)
 
 
 def test_pages_and_api():
@@ -155,11 +233,14 @@ def test_guards():
             assert ui.get("/api/config", {"Host": "attacker.example"})[0] == 403
             assert ui.get("/api/config", {"Host": "localhost:1234"})[0] == 200
             # read-only: no method but GET on the API
-            status, headers, _ = ui.get("/api/dlq/replay", method="POST", data=b"{}")
+            status, headers, _ = ui.get("/api/dlq/replay", {"Content-Type": "application/json",
+                                                            "X-Kjobs-Console": "1"},
+                                        method="POST", data=b'{"refs":["0:0"]}')
             assert status == 405 and headers["Allow"] == "GET, HEAD", status
         p = run(kjobs_cmd("ui", "-b", broker.bootstrap, "--listen", "0.0.0.0:0"), check=False)
         assert p.returncode == 2 and "ui.token" in p.stderr, (p.returncode, p.stderr)
 
 
 if __name__ == "__main__":
-    harness.main([test_pages_and_api, test_retries_waiting_and_next_due, test_guards])
+    harness.main([test_pages_and_api, test_retries_waiting_and_next_due, test_guards,
+                  test_replay_action])
