@@ -173,6 +173,10 @@ static void add_error(json_t *errors, const char *what, const char *why) {
     json_array_append_new(errors, json_string(text));
 }
 
+#define NO_DESCRIBE                                                                                \
+    "the broker has no DescribeGroups API (the embedded broker): workers are shown from their "    \
+    "status records only"
+
 /* Group members through DescribeConsumerGroups. @locks_required kafka_mu */
 static void read_members(kj_console_data *d, json_t *out, json_t *errors) {
     json_t *members = json_array();
@@ -189,9 +193,7 @@ static void read_members(kj_console_data *d, json_t *out, json_t *errors) {
     if (!ev) {
         add_error(errors, "group members", "DescribeConsumerGroups timed out");
     } else if (rd_kafka_event_error(ev) == RD_KAFKA_RESP_ERR__UNSUPPORTED_FEATURE) {
-        add_error(errors, "group members",
-                  "the broker has no DescribeGroups API (the embedded broker); workers are "
-                  "shown from their status records");
+        add_error(errors, "group members", NO_DESCRIBE);
     } else if (rd_kafka_event_error(ev)) {
         add_error(errors, "group members", rd_kafka_event_error_string(ev));
     } else {
@@ -203,7 +205,10 @@ static void read_members(kj_console_data *d, json_t *out, json_t *errors) {
         for (size_t i = 0; i < n; i++) {
             const rd_kafka_error_t *ge = rd_kafka_ConsumerGroupDescription_error(descs[i]);
             if (ge) {
-                add_error(errors, "group members", rd_kafka_error_string(ge));
+                add_error(errors, "group members",
+                          rd_kafka_error_code(ge) == RD_KAFKA_RESP_ERR__UNSUPPORTED_FEATURE
+                              ? NO_DESCRIBE
+                              : rd_kafka_error_string(ge));
                 continue;
             }
             json_object_set_new(out, "group_state",
