@@ -70,6 +70,13 @@ function ms(seconds) {
   return seconds.toFixed(2) + " s";
 }
 
+function age(msv) {
+  if (msv < 1000) return msv + " ms";
+  if (msv < 120000) return (msv / 1000).toFixed(1) + " s";
+  if (msv < 7200000) return Math.round(msv / 60000) + " min";
+  return (msv / 3600000).toFixed(1) + " h";
+}
+
 function ago(msAgo) {
   if (msAgo < 0) msAgo = 0;
   if (msAgo < 1500) return "now";
@@ -105,6 +112,8 @@ function renderOverview(o) {
   $("rate-dead").textContent = rate(o, state.last, "dead_lettered");
   $("lag-main").textContent = o.totals.lag_main;
   $("lag-ladder").textContent = o.totals.lag_ladder;
+  const oldest = (o.oldest_waiting_ms || {})[o.main_topic];
+  $("oldest-waiting").textContent = oldest === undefined ? "none" : age(oldest);
   state.last = o;
 
   const live = o.workers.filter((w) => !w.stale).length;

@@ -16,6 +16,7 @@
 #include "processor/dlq_model.h"
 #include "processor/group_lag.h"
 #include "processor/header_contract.h"
+#include "processor/job_json.h"
 #include "processor/kafka.h"
 #include "processor/log.h"
 #include "processor/topic_layout.h"
@@ -165,13 +166,87 @@ void kj_console_data_free(kj_console_data *d) {
     free(d);
 }
 
-/* ---- overview ------------------------------------------------------------------------------- */
-
 static void add_error(json_t *errors, const char *what, const char *why) {
     char text[600];
     snprintf(text, sizeof(text), "%s: %s", what, why);
     json_array_append_new(errors, json_string(text));
 }
+
+/* ---- heads: the first uncommitted record of a partition -------------------------------------- */
+
+typedef struct head_info {
+    bool read;
+    int64_t not_before; /* kjobs-not-before (ladder), -1 when missing or invalid */
+    int64_t created_at; /* the job's created_at, -1 when it does not decode */
+} head_info;
+
+/* Read the head of every row of `role` with lag > 0 into heads[i] (one assignment of all of
+ * them on the group-less reader, at most 5 s). Returns how many could not be read.
+ * @locks_required kafka_mu */
+static int read_heads(kj_console_data *d, const kj_lag_row *rows, size_t count, kj_topic_role role,
+                      head_info *heads, int64_t now) {
+    rd_kafka_topic_partition_list_t *want = rd_kafka_topic_partition_list_new(8);
+    for (size_t i = 0; i < count; i++) {
+        heads[i] = (head_info){.not_before = -1, .created_at = -1};
+        if (rows[i].role != role || rows[i].lag <= 0) continue;
+        rd_kafka_topic_partition_t *tp =
+            rd_kafka_topic_partition_list_add(want, rows[i].topic, rows[i].partition);
+        tp->offset = rows[i].committed >= 0 ? rows[i].committed : rows[i].log_start;
+        tp->opaque = &heads[i];
+    }
+    int pending = want->cnt;
+    if (pending > 0) {
+        rd_kafka_assign(d->reader, want);
+        int64_t deadline = kj_now_ms() + 5000;
+        while (pending > 0 && kj_now_ms() < deadline) {
+            rd_kafka_message_t *m = rd_kafka_consumer_poll(d->reader, 100);
+            if (!m) continue;
+            rd_kafka_topic_partition_t *tp =
+                m->rkt ? rd_kafka_topic_partition_list_find(want, rd_kafka_topic_name(m->rkt),
+                                                            m->partition)
+                       : NULL;
+            head_info *h = tp ? tp->opaque : NULL;
+            if (h && !h->read && !m->err) { /* the first record of this partition */
+                h->read = true;
+                pending--;
+                rd_kafka_headers_t *hdrs = NULL;
+                if (rd_kafka_message_headers(m, &hdrs) != 0 ||
+                    kj_control_not_before(hdrs, now, &h->not_before) != 0)
+                    h->not_before = -1;
+                json_t *job = kj_job_json_from_message(m);
+                json_t *created = json_object_get(job, "created_at");
+                if (json_is_integer(created)) h->created_at = json_integer_value(created);
+                json_decref(job);
+            }
+            rd_kafka_message_destroy(m);
+        }
+        rd_kafka_assign(d->reader, NULL);
+    }
+    rd_kafka_topic_partition_list_destroy(want);
+    return pending;
+}
+
+/* "oldest_waiting": per main-topic partition with jobs waiting, the age of its head job (now -
+ * created_at), and the largest per topic. @locks_required kafka_mu */
+static json_t *oldest_waiting(kj_console_data *d, const kj_lag_row *rows, size_t count, int64_t now,
+                              json_t *errors) {
+    head_info *heads = calloc(count ? count : 1, sizeof(*heads));
+    if (!heads) abort();
+    if (read_heads(d, rows, count, KJ_TOPIC_MAIN, heads, now) > 0)
+        add_error(errors, "oldest waiting job", "some partition heads could not be read in 5 s");
+    json_t *out = json_object();
+    for (size_t i = 0; i < count; i++) {
+        if (!heads[i].read || heads[i].created_at < 0) continue;
+        int64_t age = now - heads[i].created_at;
+        json_t *cur = json_object_get(out, rows[i].topic);
+        if (!cur || json_integer_value(cur) < age)
+            json_object_set_new(out, rows[i].topic, json_integer(age < 0 ? 0 : age));
+    }
+    free(heads);
+    return out;
+}
+
+/* ---- overview ------------------------------------------------------------------------------- */
 
 #define NO_DESCRIBE                                                                                \
     "the broker has no DescribeGroups API (the embedded broker): workers are shown from their "    \
@@ -285,6 +360,7 @@ json_t *kj_console_overview(kj_console_data *d) {
     kj_lag_row *rows = NULL;
     size_t count = 0;
     int rc = kj_group_lag_read(d->group_rk, d->cfg, KJ_CONSOLE_TIMEOUT_MS, &rows, &count);
+    json_object_set_new(out, "oldest_waiting_ms", oldest_waiting(d, rows, count, now, errors));
     pthread_mutex_unlock(&d->kafka_mu);
     if (rc < 0) add_error(errors, "lag", "the cluster did not answer (see the console's log)");
     if (rc > 0) add_error(errors, "lag", "some partitions could not be read (see the log)");
@@ -327,64 +403,30 @@ json_t *kj_console_retries(kj_console_data *d) {
     size_t count = 0;
     int rc = kj_group_lag_read(d->group_rk, d->cfg, KJ_CONSOLE_TIMEOUT_MS, &rows, &count);
     if (rc < 0) add_error(errors, "lag", "the cluster did not answer (see the console's log)");
-    /* the head (first uncommitted record) of every ladder partition with jobs waiting */
-    rd_kafka_topic_partition_list_t *heads = rd_kafka_topic_partition_list_new(8);
+    head_info *heads = calloc(count ? count : 1, sizeof(*heads));
+    if (!heads) abort();
+    if (read_heads(d, rows, count, KJ_TOPIC_RETRY, heads, now) > 0)
+        add_error(errors, "retries", "some ladder heads could not be read in 5 s");
+    pthread_mutex_unlock(&d->kafka_mu);
     for (size_t i = 0; i < count; i++) {
         const kj_lag_row *r = &rows[i];
         if (r->role != KJ_TOPIC_RETRY) continue;
         json_t *step = json_array_get(steps, (size_t)r->step - 1);
-        int64_t head = r->committed >= 0 ? r->committed : r->log_start;
-        json_array_append_new(json_object_get(step, "partitions"),
-                              json_pack("{s:i,s:I,s:I,s:n}", "partition", (int)r->partition,
-                                        "waiting", (json_int_t)r->lag, "head_offset",
-                                        (json_int_t)head, "head_not_before"));
+        int64_t nb = heads[i].read ? heads[i].not_before : -1;
+        json_array_append_new(
+            json_object_get(step, "partitions"),
+            json_pack("{s:i,s:I,s:I,s:o}", "partition", (int)r->partition, "waiting",
+                      (json_int_t)r->lag, "head_offset",
+                      (json_int_t)(r->committed >= 0 ? r->committed : r->log_start),
+                      "head_not_before", nb >= 0 ? json_integer(nb) : json_null()));
         json_object_set_new(
             step, "waiting",
             json_integer(json_integer_value(json_object_get(step, "waiting")) + r->lag));
-        if (r->lag > 0)
-            rd_kafka_topic_partition_list_add(heads, r->topic, r->partition)->offset = head;
+        json_t *due = json_object_get(step, "next_due");
+        if (nb >= 0 && (json_is_null(due) || json_integer_value(due) > nb))
+            json_object_set_new(step, "next_due", json_integer(nb));
     }
-    if (heads->cnt > 0) {
-        rd_kafka_assign(d->reader, heads);
-        int pending = heads->cnt;
-        int64_t deadline = kj_now_ms() + 5000;
-        while (pending > 0 && kj_now_ms() < deadline) {
-            rd_kafka_message_t *m = rd_kafka_consumer_poll(d->reader, 100);
-            if (!m) continue;
-            rd_kafka_topic_partition_t *tp = rd_kafka_topic_partition_list_find(
-                heads, rd_kafka_topic_name(m->rkt), m->partition);
-            if (tp && tp->err == 0 && !tp->opaque) { /* first record of this partition */
-                tp->opaque = (void *)1;
-                pending--;
-                rd_kafka_headers_t *h = NULL;
-                int64_t nb = -1;
-                if (!m->err && rd_kafka_message_headers(m, &h) == 0 &&
-                    kj_control_not_before(h, now, &nb) != 0)
-                    nb = -1;
-                if (!m->err && nb >= 0) {
-                    for (size_t s = 0; s < json_array_size(steps); s++) {
-                        json_t *step = json_array_get(steps, s);
-                        if (strcmp(json_string_value(json_object_get(step, "topic")), tp->topic))
-                            continue;
-                        json_t *parts = json_object_get(step, "partitions");
-                        for (size_t k = 0; k < json_array_size(parts); k++) {
-                            json_t *p = json_array_get(parts, k);
-                            if (json_integer_value(json_object_get(p, "partition")) == m->partition)
-                                json_object_set_new(p, "head_not_before", json_integer(nb));
-                        }
-                        json_t *due = json_object_get(step, "next_due");
-                        if (json_is_null(due) || json_integer_value(due) > nb)
-                            json_object_set_new(step, "next_due", json_integer(nb));
-                    }
-                }
-            }
-            rd_kafka_message_destroy(m);
-        }
-        if (pending > 0) add_error(errors, "retries", "some ladder heads could not be read in 5 s");
-        rd_kafka_assign(d->reader, NULL);
-    }
-    rd_kafka_topic_partition_list_destroy(heads);
-    pthread_mutex_unlock(&d->kafka_mu);
+    free(heads);
     kj_group_lag_free(rows, count);
     return json_pack("{s:I,s:o,s:o}", "now", (json_int_t)now, "steps", steps, "errors", errors);
 }

@@ -14,9 +14,10 @@
  *   processor/group_lag.h): lag per partition of the main and ladder topics, and members
  *   through the Admin API (DescribeConsumerGroups).
  *
- *   Retries. Per ladder step: jobs waiting = the group's lag on that topic; next due = the
- *   earliest kjobs-not-before among the head records (the first uncommitted record of each
- *   partition with lag), read with a short-lived assignment on a group-less reader.
+ *   Retries and age. Per ladder step: jobs waiting = the group's lag on that topic; next due =
+ *   the earliest kjobs-not-before among the head records (the first uncommitted record of each
+ *   partition with lag), read with a short-lived assignment on a group-less reader. The same
+ *   heads of the main topic give the age of the oldest waiting job (from its created_at).
  *
  *   Dead letters. processor/dlq_model.h on each request (a fresh snapshot): the list with the
  *   selection of `kjobs dlq list` plus error text and time filters, newest last, capped.
@@ -55,9 +56,10 @@ bool kj_console_data_status_loaded(kj_console_data *d);
 /**
  * {"now", "group", "main_topic", "workers": [record + "stale"], "group_state", "members":
  * [{member_id, client_id, host, assignment:[{topic,partition}]}], "lag": [{topic, role, step,
- * partition, committed, log_end, lag}], "totals": {"lag_main", "lag_ladder", "jobs": {outcome:
- * sum over live workers}}, "errors": [text]} — a part that could not be read is empty and says
- * why in "errors". Never NULL.
+ * partition, committed, log_end, lag}], "oldest_waiting_ms": {topic: age of the oldest job
+ * waiting on a main-topic partition (now - the head job's created_at)}, "totals": {"lag_main",
+ * "lag_ladder", "jobs": {outcome: sum over the workers' records}}, "errors": [text]} — a part that
+ * could not be read is empty and says why in "errors". Never NULL.
  */
 json_t *kj_console_overview(kj_console_data *d);
 

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 
@@ -174,6 +175,7 @@ def test_pages_and_api():
             assert moved["totals"]["jobs"]["ok"] == base + 30, moved["totals"]
             assert {r["topic"] for r in moved["lag"]} >= {"jobs", "jobs.retry.1"}, moved["lag"]
             wait_until("main lag 0", lambda: ui.api("/api/overview")["totals"]["lag_main"] == 0)
+            assert ui.api("/api/overview")["oldest_waiting_ms"] == {}, "nothing waits"
 
             # dead letters of two classes; a payload with markup stays data
             run(kjobs_cmd("enqueue", "-b", broker.bootstrap, "--type", "kjobs.fail-permanent",
@@ -219,6 +221,17 @@ def test_retries_waiting_and_next_due():
         with_worker(broker, scenario)
 
 
+def test_oldest_waiting_job():
+    with Broker(partitions=2) as broker, Console(broker.bootstrap) as ui:
+        assert ui.api("/api/overview")["oldest_waiting_ms"] == {}
+        enqueued = int(time.time() * 1000)
+        run(kjobs_cmd("enqueue", "-b", broker.bootstrap, "--type", "kjobs.noop", "--count", "4"))
+        o = wait_until("an oldest waiting job", lambda: (lambda o: o if "jobs" in o["oldest_waiting_ms"] else None)(ui.api("/api/overview")))
+        assert o["totals"]["lag_main"] == 4, o["totals"]
+        # no worker runs: the age is the time since enqueue, as seen by the console
+        assert 0 <= o["oldest_waiting_ms"]["jobs"] <= o["now"] - enqueued + 1000, o
+
+
 def test_guards():
     with Broker(partitions=1) as broker:
         # a token: every /api/ call needs it; the page itself carries no data
@@ -242,5 +255,6 @@ def test_guards():
 
 
 if __name__ == "__main__":
-    harness.main([test_pages_and_api, test_retries_waiting_and_next_due, test_guards,
+    harness.main([test_pages_and_api, test_retries_waiting_and_next_due, test_oldest_waiting_job,
+                  test_guards,
                   test_replay_action])
