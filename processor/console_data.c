@@ -33,6 +33,7 @@ struct kj_console_data {
     atomic_bool stop, loaded;
     pthread_mutex_t workers_mu;
     json_t *workers;           /* key -> latest record */
+    bool workers_full_logged;  /* (status thread) */
     pthread_mutex_t action_mu; /* one replay at a time (the loop guard's marker) */
 };
 
@@ -70,10 +71,19 @@ static void status_apply(kj_console_data *d, const rd_kafka_message_t *m) {
         if (!rec) return; /* not a status record: ignored, the previous one stays */
     }
     pthread_mutex_lock(&d->workers_mu);
-    if (rec)
-        json_object_set_new(d->workers, key, rec);
-    else
+    if (!rec) {
         json_object_del(d->workers, key); /* tombstone: the worker left cleanly */
+    } else if (json_object_size(d->workers) < KJ_CONSOLE_MAX_WORKERS ||
+               json_object_get(d->workers, key)) {
+        json_object_set_new(d->workers, key, rec);
+    } else { /* anyone may write to the topic: memory stays bounded */
+        json_decref(rec);
+        if (!d->workers_full_logged)
+            kj_log(KJ_LOG_WARN,
+                   "console: too many worker ids on the status topic; new ones ignored",
+                   "{s:s,s:i}", "topic", d->status_topic, "max", KJ_CONSOLE_MAX_WORKERS);
+        d->workers_full_logged = true;
+    }
     pthread_mutex_unlock(&d->workers_mu);
 }
 
@@ -336,6 +346,8 @@ json_t *kj_console_overview(kj_console_data *d) {
     const char *key;
     json_t *rec;
     json_object_foreach(d->workers, key, rec) {
+        const char *group = json_string_value(json_object_get(rec, "group"));
+        if (group && strcmp(group, d->cfg->group) != 0) continue; /* another group's worker */
         json_t *w = json_deep_copy(rec);
         json_object_set_new(w, "key", json_string(key));
         json_int_t at = json_integer_value(json_object_get(rec, "reported_at"));

@@ -8,7 +8,9 @@
  *   Workers. A background thread consumes <topics.main>.status from the beginning for as long
  *   as the console runs and keeps the latest record per key (a tombstone removes it), so a page
  *   load never re-reads the topic (Karafka Web's design). A record is "stale" when its
- *   reported_at is older than three of its interval_ms.
+ *   reported_at is older than three of its interval_ms. Records of another consumer group
+ *   (workers of a second group on the same main topic) are not shown; at most
+ *   KJ_CONSOLE_MAX_WORKERS ids are kept, since any producer may write to the topic.
  *
  *   Group and lag. One consumer handle with the group's group.id, never subscribed (see
  *   processor/group_lag.h): lag per partition of the main and ladder topics, and members
@@ -40,6 +42,8 @@ typedef struct kj_console_data kj_console_data;
 
 /** Broker requests of one page wait at most this long (milliseconds). */
 #define KJ_CONSOLE_TIMEOUT_MS 10000
+/** Most worker ids kept from the status topic (anyone may write to it). */
+#define KJ_CONSOLE_MAX_WORKERS 4096
 /** Most dead letters one list answer holds (the newest ones that match). */
 #define KJ_CONSOLE_DLQ_LIMIT 500
 

@@ -169,6 +169,11 @@ def test_pages_and_api():
                 return (o, ws[0]) if ws and ws[0]["state"] == "running" else None
             o, w = wait_until("the worker in the overview", live, timeout=60)
             base = o["totals"]["jobs"]["ok"]
+            # a console for another group does not show this group's workers
+            with Console(broker.bootstrap, extra=("-G", "another-group")) as other:
+                wait_until("the other console read the status topic",
+                           lambda: other.api("/api/overview")["status_loaded"])
+                assert other.api("/api/overview")["workers"] == []
             run(kjobs_cmd("enqueue", "-b", broker.bootstrap, "--type", "kjobs.noop",
                           "--count", "30"))
             moved = wait_until("the succeeded count +30", lambda: (lambda o: o if o["totals"]["jobs"]["ok"] >= base + 30 else None)(ui.api("/api/overview")), timeout=60)
