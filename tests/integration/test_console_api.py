@@ -245,6 +245,8 @@ def test_guards():
             assert ui.get("/api/overview", {"Authorization": "Bearer wrong"})[0] == 401
             assert ui.get("/api/config", {"Authorization": "Bearer s3cret-token"})[0] == 200
             assert ui.get("/")[0] == 200
+            # the listener's own probes answer without the token (Kubernetes probes them)
+            assert ui.get("/livez")[0] == 200 and ui.get("/readyz")[0] == 200
         assert "s3cret-token" not in ui.proc.stderr.read()  # never logged
         # no token: loopback only, and a Host that is not loopback is refused (DNS rebinding)
         with Console(broker.bootstrap) as ui:
