@@ -5,7 +5,7 @@
  * snapshot's end, never "until idle"), the state and JSON form of each record, and replay (a
  * producer for the copies, then the marker commit). The marker's text and the rule that moves it
  * are pure, in processor/dlq_marker.c; the table, JSON lines and exit codes are the CLI's,
- * processor/cmd_dlq.c.
+ * cli/cmd_dlq.c.
  *
  * Per partition the handle keeps the snapshot (low, end, the marker as read or last committed)
  * and the current read's bounds and progress: each read sets [start, stop) for every partition

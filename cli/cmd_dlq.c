@@ -14,8 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "processor/cli.h"
-#include "processor/commands.h"
+#include "cli/cli.h"
+#include "cli/commands.h"
 #include "processor/dlq_model.h"
 #include "processor/log.h"
 #include "processor/utf8.h"

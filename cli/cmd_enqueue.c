@@ -13,8 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "processor/cli.h"
-#include "processor/commands.h"
+#include "cli/cli.h"
+#include "cli/commands.h"
 #include "processor/encoding.h"
 #include "processor/header_contract.h"
 #include "processor/kafka.h"

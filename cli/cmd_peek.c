@@ -13,8 +13,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "processor/cli.h"
-#include "processor/commands.h"
+#include "cli/cli.h"
+#include "cli/commands.h"
 #include "processor/job_json.h"
 #include "processor/kafka.h"
 #include "processor/log.h"

@@ -1,0 +1,39 @@
+#!/usr/bin/env python3
+"""check_layers.py — the source folders depend on each other in one direction only
+(ctest lint.layers).
+
+    cli/  ->  processor/  ->  partitions/, schemas/
+
+cli/ (the `kjobs` commands) uses the runtime as a library; nothing in processor/, partitions/
+or schemas/ includes a cli/ header, so the runtime never calls back into a command.
+partitions/ (the partition engine) is pure: no Kafka, no processor/ header; schemas/ (the
+codec) uses no Kafka and, of processor/, only the leaf helpers (buffer, UTF-8). A quoted
+#include that breaks a rule is listed with file and line; exit 0 ok, 1 with the misses.
+"""
+import pathlib, re, sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+# folder -> quoted-include prefixes and system headers it must not use
+RULES = {
+    "processor": (("cli/",), ()),
+    "schemas": (("cli/", "processor/"), ("librdkafka/",)),
+    "partitions": (("cli/", "processor/", "schemas/"), ("librdkafka/",)),
+}
+# leaf helpers any layer may use (they include nothing of kjobs)
+HELPERS = ("processor/buf.h", "processor/utf8.h")
+INCLUDE = re.compile(r'^\s*#\s*include\s*([<"])([^>"]+)[>"]')
+
+misses = []
+for folder, (quoted, system) in RULES.items():
+    for path in sorted((ROOT / folder).rglob("*.[ch]")):
+        for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            m = INCLUDE.match(line)
+            if not m:
+                continue
+            kind, name = m.groups()
+            banned = quoted if kind == '"' else system
+            if name not in HELPERS and any(name.startswith(b) for b in banned):
+                misses.append(f"{path.relative_to(ROOT)}:{n}: {folder}/ must not include {name}")
+for miss in misses:
+    print(miss)
+sys.exit(1 if misses else 0)
