@@ -34,9 +34,12 @@
 #include "processor/schema_registry.h"
 #include "processor/topic_layout.h"
 
-#define KJ_TICK_MS              20
-#define KJ_STALL_CONFIRM_MS     3000 /* after a stall: wait this long for the group to answer */
-#define KJ_LAG_INTERVAL_MS      1000
+#define KJ_TICK_MS          20
+#define KJ_STALL_CONFIRM_MS 3000 /* after a stall: wait this long for the group to answer */
+#define KJ_LAG_INTERVAL_MS  1000
+/* A partition with records beyond its position, none of them running or waiting for a due time,
+ * and no progress for this long is logged as not progressing (stuck_check). */
+#define KJ_STUCK_AFTER_MS       30000
 #define KJ_PROGRESS_INTERVAL_MS 10000
 #define KJ_REVOKE_ROUTE_WAIT_MS 2000 /* unacked copies only hold their offsets back */
 #define KJ_REVOKE_SLICE_MS      100  /* a revoke waiting for a batch stays alive this often */
@@ -122,11 +125,14 @@ typedef struct kj_part {
     kj_crash_plan crash; /* careful mode and the suspect, from the previous owner's mark */
     char meta[KJ_CRASH_META_MAX];
     char meta_sent[KJ_CRASH_META_MAX];
-    bool start_unknown;   /* (poll) assigned without knowing the committed offset */
-    bool consumed;        /* (poll) at least one record arrived since assignment */
-    int64_t start;        /* (poll) the offset it was assigned at (may be logical) */
-    bool position_known;  /* (poll) a record arrived since the last assign/seek: the consumer's
-                           * position is current (before, it may be stale: a lost partition's) */
+    bool start_unknown;  /* (poll) assigned without knowing the committed offset */
+    bool consumed;       /* (poll) at least one record arrived since assignment */
+    int64_t start;       /* (poll) the offset it was assigned at (may be logical) */
+    bool position_known; /* (poll) a record arrived since the last assign/seek: the consumer's
+                          * position is current (before, it may be stale: a lost partition's) */
+    int64_t watch_pos;   /* (poll) stuck_check: the position last seen moving, and when */
+    int64_t watch_since;
+    bool watch_warned;    /* (poll) "partition not progressing" logged for this stall */
     struct kj_part *next; /* (poll) assignment list */
 } kj_part;
 
@@ -2066,6 +2072,43 @@ static void key_order_ready(int32_t partition, void *opaque) {
     }
 }
 
+/* The partition stopped: records wait beyond its position, none of them runs or waits for a due
+ * time, the breaker and the stall guard hold nothing, and the position has not moved for
+ * KJ_STUCK_AFTER_MS. Nothing in kjobs should ever leave a partition so; if something does, the
+ * line names every state that holds a partition, so the cause can be read off it. Logged once
+ * per stall. @locality poll thread */
+static void stuck_check(kj_worker *w, kj_part *p, int64_t now, int64_t pos, int64_t hi, bool held) {
+    bool running = false, due_later = false;
+    size_t queued = 0;
+    for (int i = 0; p->lanes && i < p->nlanes; i++) {
+        running |= kj_engine_lane_in_flight(p->lanes[i].lane) > 0;
+        queued += kj_engine_lane_pending(p->lanes[i].lane);
+        due_later |= kj_engine_lane_head_not_before(p->lanes[i].lane) > now;
+    }
+    if (pos != p->watch_pos || hi <= pos || held || running || due_later || !p->lanes) {
+        p->watch_pos = pos;
+        p->watch_since = now;
+        p->watch_warned = false;
+        return;
+    }
+    if (p->watch_warned || now - p->watch_since < KJ_STUCK_AFTER_MS) return;
+    p->watch_warned = true;
+    pthread_mutex_lock(&p->lock);
+    size_t tracked = kj_offset_tracker_pending(p->tracker);
+    pthread_mutex_unlock(&p->lock);
+    kj_log(KJ_LOG_WARN, "partition not progressing",
+           "{s:s,s:i,s:I,s:I,s:I,s:b,s:b,s:b,s:b,s:b,s:b,s:b,s:I,s:I,s:b,s:b,s:I,s:s}", "topic",
+           p->topic, "partition", p->partition, "position", (json_int_t)pos, "high_watermark",
+           (json_int_t)hi, "stalled_ms", (json_int_t)(now - p->watch_since), "paused", p->paused,
+           "paused_for_delay", p->paused_for_delay, "arming", (int)atomic_load(&p->arming), "held",
+           (int)atomic_load(&p->held), "needs_rewind", (int)atomic_load(&p->needs_rewind),
+           "one_lane", p->one_lane, "to_keys", p->to_keys, "queued", (json_int_t)queued, "tracked",
+           (json_int_t)tracked, "position_known", p->position_known, "key_order_wait",
+           kj_key_order_covers(w->key_order, p->partition) &&
+               kj_key_order_gen(w->key_order, p->partition) == 0,
+           "committed", (json_int_t)p->committed, "mark_sent", p->meta_sent);
+}
+
 static void tick(kj_worker *w, int64_t now, int64_t *last_commit, int64_t *last_lag,
                  int64_t *last_progress) {
     size_t low = (size_t)w->cfg->batch_max_pending / 2;
@@ -2105,6 +2148,7 @@ static void tick(kj_worker *w, int64_t now, int64_t *last_commit, int64_t *last_
             pthread_mutex_unlock(&p->lock);
             if (pos < 0) pos = p->committed >= 0 ? p->committed : lo;
             kj_metrics_lag_set(p->topic, p->partition, hi > pos ? hi - pos : 0);
+            stuck_check(w, p, now, pos, hi, held);
         }
         *last_lag = now;
     }
