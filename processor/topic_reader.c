@@ -28,8 +28,7 @@ static size_t range_of(const kj_read_range *ranges, size_t n, const rd_kafka_mes
         strcmp(ranges[hint].topic, topic) == 0)
         return hint;
     for (size_t i = 0; i < n; i++)
-        if (ranges[i].partition == msg->partition && strcmp(ranges[i].topic, topic) == 0)
-            return i;
+        if (ranges[i].partition == msg->partition && strcmp(ranges[i].topic, topic) == 0) return i;
     return n;
 }
 

@@ -44,23 +44,23 @@ typedef bool(kj_read_record_fn)(rd_kafka_message_t *msg, size_t index, void *opa
 typedef bool(kj_read_stop_fn)(void *opaque);
 
 typedef enum kj_read_result {
-    KJ_READ_DONE = 0,          /* every range read to its end */
-    KJ_READ_ENDED_BY_CALLER,   /* the record function returned false */
-    KJ_READ_STOPPED,           /* the stop predicate said so */
-    KJ_READ_TIMEOUT,           /* the deadline passed first */
-    KJ_READ_CONSUME_ERROR,     /* a consume error, with errors_fatal */
-    KJ_READ_ASSIGN_ERROR,      /* the ranges could not be assigned */
+    KJ_READ_DONE = 0,        /* every range read to its end */
+    KJ_READ_ENDED_BY_CALLER, /* the record function returned false */
+    KJ_READ_STOPPED,         /* the stop predicate said so */
+    KJ_READ_TIMEOUT,         /* the deadline passed first */
+    KJ_READ_CONSUME_ERROR,   /* a consume error, with errors_fatal */
+    KJ_READ_ASSIGN_ERROR,    /* the ranges could not be assigned */
 } kj_read_result;
 
 typedef struct kj_read_opts {
-    int64_t deadline_ms;        /* kj_now_ms() clock; 0: none */
-    kj_read_stop_fn *stop;      /* NULL: none */
+    int64_t deadline_ms;   /* kj_now_ms() clock; 0: none */
+    kj_read_stop_fn *stop; /* NULL: none */
     void *stop_opaque;
-    bool errors_fatal;          /* a consume error ends the read; otherwise it is logged */
-    bool eof_is_end;            /* any partition EOF ends its range, even below `end` (with
-                                 * read_committed the EOF comes at the last stable offset: an
-                                 * open transaction's records are then not waited for) */
-    const char *what;           /* for log lines: "dead-letter topic", "ladder scan", ... */
+    bool errors_fatal; /* a consume error ends the read; otherwise it is logged */
+    bool eof_is_end;   /* any partition EOF ends its range, even below `end` (with
+                        * read_committed the EOF comes at the last stable offset: an
+                        * open transaction's records are then not waited for) */
+    const char *what;  /* for log lines: "dead-letter topic", "ladder scan", ... */
 } kj_read_opts;
 
 /**

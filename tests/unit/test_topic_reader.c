@@ -86,11 +86,11 @@ static int teardown(void **state) {
 }
 
 typedef struct seen {
-    int count[2];        /* records per range index */
-    int64_t next[2];     /* the offset each range's next record must have */
-    int stop_after;      /* 0: never stop */
+    int count[2];    /* records per range index */
+    int64_t next[2]; /* the offset each range's next record must have */
+    int stop_after;  /* 0: never stop */
     int total;
-    bool out_of_range;   /* a record at or past its range's end was handed over */
+    bool out_of_range; /* a record at or past its range's end was handed over */
     const kj_read_range *ranges;
 } seen;
 
