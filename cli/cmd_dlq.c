@@ -18,7 +18,7 @@
 #include "cli/commands.h"
 #include "processor/dlq_model.h"
 #include "processor/log.h"
-#include "processor/utf8.h"
+#include "common/utf8.h"
 
 #define ERROR_COLUMN_MAX 60
 

@@ -15,7 +15,7 @@
 
 #include "cli/cli.h"
 #include "cli/commands.h"
-#include "processor/encoding.h"
+#include "common/encoding.h"
 #include "processor/header_contract.h"
 #include "processor/kafka.h"
 #include "processor/log.h"

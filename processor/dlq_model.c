@@ -22,14 +22,14 @@
 #include <sys/types.h>
 #include <time.h>
 
-#include "processor/clock.h"
+#include "common/clock.h"
 #include "processor/dlq_marker.h"
 #include "processor/header_contract.h"
 #include "processor/job_json.h"
 #include "processor/kafka.h"
 #include "processor/log.h"
 #include "processor/topic_reader.h"
-#include "processor/utf8.h"
+#include "common/utf8.h"
 #include "schemas/codec.h"
 
 typedef struct part_state {

@@ -33,8 +33,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "processor/encoding.h"
-#include "processor/hash.h"
+#include "common/encoding.h"
+#include "common/hash.h"
 #include "processor/log.h"
 #include "processor/metrics.h"
 

@@ -62,7 +62,7 @@ static void scratch_key_create(void) {
  * queued (the broker refused it as too large): forget it, or its key would wait for it until
  * the next rebalance. Any thread (router.h). */
 void key_copy_diverted(int32_t partition, const void *key, size_t key_len,
-                              const rd_kafka_headers_t *headers, int step, void *opaque) {
+                       const rd_kafka_headers_t *headers, int step, void *opaque) {
     kj_worker *w = opaque;
     kj_control ctl;
     if (partition < 0 || kj_control_parse_ladder(headers, kj_now_ms(), &ctl) != 0 ||
@@ -70,7 +70,6 @@ void key_copy_diverted(int32_t partition, const void *key, size_t key_len,
         return;
     kj_key_order_forget(w->key_order, partition, key, key_len, ctl.original_offset, step);
 }
-
 
 /* A main-topic job's kjobs-run-at (or its deprecated alias kjobs-deliver-at; untrusted input,
  * docs/scheduling.md): none or due now: run; ahead: scheduled (handed to the ladder, not run);

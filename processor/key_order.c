@@ -14,7 +14,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "processor/clock.h"
+#include "common/clock.h"
 #include "processor/kafka.h"
 #include "processor/log.h"
 #include "processor/topic_reader.h"

@@ -20,8 +20,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "processor/clock.h"
-#include "processor/hash.h"
+#include "common/clock.h"
+#include "common/hash.h"
 #include "processor/header_contract.h"
 #include "processor/kafka.h"
 #include "processor/log.h"

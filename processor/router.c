@@ -5,7 +5,7 @@
  */
 #include "processor/router.h"
 #include "processor/header_contract.h"
-#include "processor/utf8.h"
+#include "common/utf8.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include "processor/kafka.h"
-#include "processor/clock.h"
+#include "common/clock.h"
 #include "processor/log.h"
 #include "processor/metrics.h"
 #include "processor/retry_policy.h"

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "processor/clock.h"
+#include "common/clock.h"
 #include "processor/log.h"
 
 static void seterr(char *err, size_t size, const char *fmt, ...) {

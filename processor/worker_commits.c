@@ -22,7 +22,6 @@ void on_route_done(const kj_route_source *src, int64_t offset, void *opaque) {
     pthread_mutex_unlock(&p->lock);
 }
 
-
 /* Committable offsets of every assigned partition that moved (all of them when `all`).
  * A partition with nothing pending commits the consumer's position, not "last delivered + 1":
  * its tail may hold records that are never delivered (transaction markers, aborted records,
@@ -163,7 +162,7 @@ void commit_offsets(kj_worker *w, bool sync) {
  * partition forgets its "committed" mark, so the next tick sends its offset again even when
  * nothing new completed — otherwise an idle partition would keep a stale commit forever. */
 void on_offset_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
-                             rd_kafka_topic_partition_list_t *offsets, void *opaque) {
+                      rd_kafka_topic_partition_list_t *offsets, void *opaque) {
     (void)rk;
     kj_worker *w = opaque;
     if (err == RD_KAFKA_RESP_ERR__NO_OFFSET) return; /* nothing to commit */
@@ -192,7 +191,7 @@ void on_offset_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
  * Without an absolute start offset (no commit, and the low watermark unknown) the partition is
  * left unguarded this time. @locality poll thread, in the rebalance callback */
 void arm_crash_guard(kj_worker *w, rd_kafka_t *rk, kj_part *p,
-                            const rd_kafka_topic_partition_t *found) {
+                     const rd_kafka_topic_partition_t *found) {
     int64_t committed = found->offset;
     if (committed < 0) {
         int64_t lo, hi;

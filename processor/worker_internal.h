@@ -29,10 +29,10 @@
 #include "partitions/offset_tracker.h"
 #include "processor/breaker.h"
 #include "processor/kafka.h"
-#include "processor/clock.h"
+#include "common/clock.h"
 #include "processor/crash_guard.h"
 #include "processor/handler_deadline.h"
-#include "processor/hash.h"
+#include "common/hash.h"
 #include "processor/header_contract.h"
 #include "processor/key_order.h"
 #include "processor/log.h"
@@ -45,9 +45,9 @@
 
 /* the committed-offset lookup on assignment (and the crash guard's watermark fallback) */
 #define KJ_COMMITTED_LOOKUP_MS 2000
-#define KJ_TICK_MS          20
-#define KJ_STALL_CONFIRM_MS 3000 /* after a stall: wait this long for the group to answer */
-#define KJ_LAG_INTERVAL_MS  1000
+#define KJ_TICK_MS             20
+#define KJ_STALL_CONFIRM_MS    3000 /* after a stall: wait this long for the group to answer */
+#define KJ_LAG_INTERVAL_MS     1000
 /* A partition with records beyond its position, none of them running or waiting for a due time,
  * and no progress for this long is logged as not progressing (stuck_check). */
 #define KJ_STUCK_AFTER_MS       30000
@@ -175,7 +175,7 @@ struct kj_worker {
     size_t topic_count;
     kj_part *parts;
     uint64_t generations; /* (poll) the last kj_part.generation given out */
-    kj_part *retired; /* (poll) removed parts still referenced (abandoned batch, routed copy) */
+    kj_part *retired;     /* (poll) removed parts still referenced (abandoned batch, routed copy) */
     char worker_id[256];
     atomic_bool joined, draining;
     atomic_int assigned;
@@ -215,10 +215,9 @@ struct kj_worker {
     unsigned stall_rebalances;  /* (poll) that count when the stall was detected */
 };
 
-
 /* ---- worker_partitions.c ---- */
 kj_part *part_lookup(kj_worker *w, const rd_kafka_topic_t *rkt, const char *topic,
-                            int32_t partition);
+                     int32_t partition);
 kj_part *part_add(kj_worker *w, const char *topic, int32_t partition);
 void discard_message(void *item, void *opaque);
 void part_remove_lanes(kj_worker *w, kj_part *p);
@@ -240,21 +239,21 @@ void pause_all(kj_worker *w);
 void on_route_done(const kj_route_source *src, int64_t offset, void *opaque);
 void commit_offsets(kj_worker *w, bool sync);
 void on_offset_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
-                             rd_kafka_topic_partition_list_t *offsets, void *opaque);
+                      rd_kafka_topic_partition_list_t *offsets, void *opaque);
 void arm_crash_guard(kj_worker *w, rd_kafka_t *rk, kj_part *p,
-                            const rd_kafka_topic_partition_t *found);
+                     const rd_kafka_topic_partition_t *found);
 void crash_probe_commit(kj_worker *w, kj_part *part, const kj_crash_meta *mark);
 void crash_probe_done(kj_part *part, int64_t offset);
 
 /* ---- worker_rebalance.c ---- */
 void release_wake_queue(kj_worker *w);
 void drop_wake_answers(kj_worker *w);
-void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
-                         rd_kafka_topic_partition_list_t *parts, void *opaque);
+void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts,
+                  void *opaque);
 
 /* ---- job_pipeline.c ---- */
 void key_copy_diverted(int32_t partition, const void *key, size_t key_len,
-                              const rd_kafka_headers_t *headers, int step, void *opaque);
+                       const rd_kafka_headers_t *headers, int step, void *opaque);
 void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t count, void *opaque);
 
 /* ---- worker.c ---- */

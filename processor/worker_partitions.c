@@ -7,7 +7,6 @@
  */
 #include "processor/worker_internal.h"
 
-
 static kj_topic_slot *topic_slot_of(kj_worker *w, const rd_kafka_topic_t *rkt, const char *name) {
     for (size_t i = 0; i < w->topic_count; i++)
         if (w->topics[i].rkt == rkt && rkt) return &w->topics[i];
@@ -22,7 +21,7 @@ static kj_topic_slot *topic_slot_of(kj_worker *w, const rd_kafka_topic_t *rkt, c
 }
 
 kj_part *part_lookup(kj_worker *w, const rd_kafka_topic_t *rkt, const char *topic,
-                            int32_t partition) {
+                     int32_t partition) {
     kj_topic_slot *slot = topic_slot_of(w, rkt, topic);
     if (!slot || partition < 0 || partition >= slot->nparts) return NULL;
     return slot->parts[partition];
@@ -200,7 +199,6 @@ void retired_tick(kj_worker *w) {
         part_free(r);
     }
 }
-
 
 void pause_part(kj_worker *w, kj_part *p, bool for_delay) {
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);

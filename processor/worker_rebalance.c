@@ -7,9 +7,6 @@
  */
 #include "processor/worker_internal.h"
 
-
-
-
 static void wake_fetchers(kj_worker *w, rd_kafka_t *rk);
 
 /* Group-scoped rate limits follow this member's share of the group's partitions (main and
@@ -281,9 +278,7 @@ static void revoke_partitions(kj_worker *w, rd_kafka_t *rk, rd_kafka_topic_parti
                "{s:s,s:i,s:I,s:I,s:I}", "topic", p->topic, "partition", p->partition, "committed",
                (json_int_t)p->committed, "batches_ms", (json_int_t)batches_ms, "commit_ms",
                (json_int_t)commit_ms);
-        part_remove(w, p,
-                    !w->shutdown_timed_out && p->lanes == NULL &&
-                        p->old_lanes == NULL);
+        part_remove(w, p, !w->shutdown_timed_out && p->lanes == NULL && p->old_lanes == NULL);
     }
     update_flow_share(w);
     rd_kafka_error_t *error = NULL;
@@ -298,8 +293,8 @@ static void revoke_partitions(kj_worker *w, rd_kafka_t *rk, rd_kafka_topic_parti
         wake_fetchers(w, rk);
 }
 
-void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
-                         rd_kafka_topic_partition_list_t *parts, void *opaque) {
+void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts,
+                  void *opaque) {
     kj_worker *w = opaque;
     /* NULL once the group handle is terminating — a revocation served while the consumer
      * closes (seen on 2.15.1: SIGSEGV in strcmp). A consumer's protocol never changes, so the

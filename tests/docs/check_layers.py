@@ -2,12 +2,12 @@
 """check_layers.py — the source folders depend on each other in one direction only
 (ctest lint.layers).
 
-    cli/  ->  processor/  ->  partitions/, schemas/
+    cli/  ->  processor/  ->  partitions/, schemas/  ->  common/
 
 cli/ (the `kjobs` commands) uses the runtime as a library; nothing in processor/, partitions/
 or schemas/ includes a cli/ header, so the runtime never calls back into a command.
-partitions/ (the partition engine) is pure: no Kafka, no processor/ header; schemas/ (the
-codec) uses no Kafka and, of processor/, only the leaf helpers (buffer, UTF-8). A quoted
+partitions/ (the partition engine) and schemas/ (the codec) use no Kafka and no processor/
+header; common/ (buffer, UTF-8, base64, hash, clock) includes nothing of kjobs. A quoted
 #include that breaks a rule is listed with file and line; exit 0 ok, 1 with the misses. The
 worker's private header (processor/worker_internal.h) is included by the worker's files only.
 """
@@ -17,11 +17,10 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 # folder -> quoted-include prefixes and system headers it must not use
 RULES = {
     "processor": (("cli/",), ()),
-    "schemas": (("cli/", "processor/"), ("librdkafka/",)),
+    "schemas": (("cli/", "processor/", "partitions/"), ("librdkafka/",)),
+    "common": (("cli/", "processor/", "partitions/", "schemas/"), ("librdkafka/",)),
     "partitions": (("cli/", "processor/", "schemas/"), ("librdkafka/",)),
 }
-# leaf helpers any layer may use (they include nothing of kjobs)
-HELPERS = ("processor/buf.h", "processor/utf8.h")
 INCLUDE = re.compile(r'^\s*#\s*include\s*([<"])([^>"]+)[>"]')
 
 misses = []
@@ -33,7 +32,7 @@ for folder, (quoted, system) in RULES.items():
                 continue
             kind, name = m.groups()
             banned = quoted if kind == '"' else system
-            if name not in HELPERS and any(name.startswith(b) for b in banned):
+            if any(name.startswith(b) for b in banned):
                 misses.append(f"{path.relative_to(ROOT)}:{n}: {folder}/ must not include {name}")
 # the worker's private header: only the files of the worker include it (worker_internal.h)
 WORKER_FILES = {"worker.c", "worker_partitions.c", "worker_commits.c", "worker_rebalance.c",

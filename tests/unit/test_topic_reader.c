@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "processor/clock.h"
+#include "common/clock.h"
 #include "processor/config.h"
 #include "processor/embedded_broker.h"
 #include "processor/kafka.h"
