@@ -1057,8 +1057,11 @@ void kj_exec_handler_batch(const kjobs_job_t *const *jobs, kjobs_result_t *const
     if (st == EX_TIMEOUT) {
         child_stop(c, mono_ms(), "timeout", KJ_LOG_WARN, status, sizeof(status));
         c->not_before_ms = 0; /* the timeout itself paced this child; restart at once */
-        snprintf(msg, sizeof(msg), "exec handler: no reply within %lld ms (child %d killed)",
-                 (long long)h->timeout_ms, (int)pid);
+        snprintf(msg, sizeof(msg), "exec handler: no reply within %lld ms (child %d killed%s)",
+                 (long long)h->timeout_ms, (int)pid,
+                 binary && !c->hello_seen ? "; it never wrote the binary hello line, "
+                                            "handlers.exec_protocol is binary"
+                                          : "");
         fail_all(results, count, KJ_OUTCOME_TIMEOUT, msg);
         return;
     }

@@ -25,7 +25,7 @@ kjobs.serve(async (job) => {
     case 'exec.fail':
       throw new kjobs.Fail('exec.fail: permanent failure');
     case 'exec.crash':
-      process.stderr.write(`handler_binary.js: exec.crash job ${job.id}, exiting with status 3\n`);
+      console.log(`handler_binary.js: exec.crash job ${job.id}, exiting with status 3`); // to stderr
       process.exit(3);
       break;
     case 'exec.sleep':
