@@ -1260,6 +1260,20 @@ def machine_info(ctx):
                      .stderr.splitlines() or ["?"])[0] if ctx.kafka else None}
 
 
+def build_type(build_dir):
+    """The CMake build type of the build directory, with its usual flags."""
+    flags = {"RelWithDebInfo": " (-O2 -g)", "Release": " (-O3)", "Debug": " (-g)"}
+    try:
+        with open(os.path.join(build_dir, "CMakeCache.txt")) as f:
+            for line in f:
+                if line.startswith("CMAKE_BUILD_TYPE:"):
+                    t = line.split("=", 1)[1].strip()
+                    return t + flags.get(t, "")
+    except OSError:
+        pass
+    return "unknown"
+
+
 def fmt_rate(v):
     return f"{v:,.0f}" if v == v else "n/a"
 
@@ -1288,7 +1302,7 @@ def report(ctx, cfg, info, res, command, started, load_end):
              f"{' '.join(load_end)} (the machine is shared: other builds were running)")
     L.append(f"- kjobs {info['kjobs']} (git {info['git']}{', uncommitted changes' if info['dirty'] else ''}), "
              f"librdkafka {info['rdkafka']}, gcc {info['gcc']}, {info['kcat']}; build "
-             f"RelWithDebInfo (-O2 -g)")
+             f"{build_type(ctx.build)}")
     if kafka:
         nb = ctx.brokers
         L.append(f"- broker: Apache Kafka {info['kafka_version']} (KRaft, {nb} combined "
@@ -1323,7 +1337,9 @@ def report(ctx, cfg, info, res, command, started, load_end):
         L.append("**CPU per job** (primary): user+system seconds of the whole consumer process "
                  "(every thread, startup and group join included; kjobs: /proc/PID/stat when the "
                  "last end mark ran, raw_consumer: getrusage(RUSAGE_SELF) after its last message) "
-                 "÷ messages. It barely moves with the other load of a shared machine. **Wall "
+                 "÷ messages. It moves much less than wall time with the other load of a shared machine; what "
+                 "still moves it (raw_consumer's most) is how much each fetch brings, which the "
+                 "mock broker's pacing sets. **Wall "
                  "rate**: messages between the first and the last one handled ÷ that time (kjobs: "
                  "handler start of the first bench.start mark to the last bench.end mark; "
                  "raw_consumer: first to last message returned by rd_kafka_consumer_poll), group "
