@@ -110,7 +110,7 @@ typedef struct kj_exec_options {
     kj_exec_protocol protocol; /* default (0): JSON lines */
 } kj_exec_options;
 
-/** From the configuration: handlers.exec, _types and _timeout. NULL with errstr. */
+/** From the configuration: handlers.exec, _types, _timeout and _protocol. NULL with errstr. */
 kj_exec_handler *kj_exec_handler_new(const kj_config *cfg, char *errstr, size_t errstr_size);
 /**
  * From explicit options (tests). Fails when argv is empty or argv[0] is not an executable
