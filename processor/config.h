@@ -78,8 +78,9 @@ typedef struct kj_config {
     char **handlers_exec_types;
     size_t handlers_exec_type_count;
     int64_t handlers_exec_timeout_ms;
-    int64_t handlers_timeout_ms; /* in-process handlers, per job; 0 none */
-    char **handlers_timeouts;    /* "type=duration" overrides */
+    char *handlers_exec_protocol; /* "json-lines" or "binary" (exec_handler.h, FRAMING) */
+    int64_t handlers_timeout_ms;  /* in-process handlers, per job; 0 none */
+    char **handlers_timeouts;     /* "type=duration" overrides */
     size_t handlers_timeout_count;
     int64_t handlers_timeout_grace_ms; /* past the limit: exit(70); 0 never */
     char *http_listen;
