@@ -12,8 +12,10 @@ benchmark (retries are kjobs.flaky jobs the plugin cannot see: /metrics is polle
 the warm-up before a latency run on Kafka.
 
 Benchmarks (see bench/README.md for what each one means):
-  drain    pre-filled backlog; kjobs (noop) jobs/s vs raw librdkafka msgs/s (and kcat), same
-           backlog, fresh group each, alternating; worker VmHWM
+  drain    pre-filled backlog; kjobs (noop) vs a raw librdkafka consumer: CPU µs per job
+           (primary) and wall-clock jobs/s, each consumer of each run on its own fresh broker,
+           alternating who goes first; median and min-max of the per-run ratios; worker VmHWM
+           (--drain-extras: kcat and the jemalloc experiment too)
   latency  enqueue -> handler start at a fixed rate, default settings
   rss      worker VmHWM with 1 job and with a 1M-job backlog
   retry    jobs/s with 10% of jobs failing once (1 s ladder) vs all-success, paired
@@ -433,75 +435,99 @@ def kcat_drain(ctx, b, total_msgs):
     return {"rate": (n - first_n) / (last_t - first_t), "span_s": last_t - first_t}
 
 
-def bench_drain(ctx, cfg):
-    P, N, runs = cfg["drain_partitions"], cfg["drain_jobs"], cfg["drain_runs"]
+def spread(vals):
+    """(median, min, max) of the values that are not None, or three NaNs."""
+    vals = [v for v in vals if v is not None and v == v]
+    if not vals:
+        return (float("nan"),) * 3
+    return statistics.median(vals), min(vals), max(vals)
+
+
+# The drain's consumers: kjobs and raw_consumer always; with --drain-extras also the jemalloc
+# experiment and kcat (each costs its own fresh broker and fill per run).
+DRAIN_MAIN = ["kjobs", "raw"]
+DRAIN_EXTRAS = ["kjobs_jemalloc", "raw_jemalloc", "kcat"]
+
+
+def drain_one(ctx, cfg, what):
+    """One consumer of one run: a fresh broker (on Kafka: fresh topics) filled with its own
+    backlog, checked intact before and after, drained by `what` in a fresh group. Nothing is
+    shared with the other consumer of the run but the machine, so neither drains a broker the
+    other has warmed (page cache of the mock's log, its fetch index) or left busy."""
+    P, N = cfg["drain_partitions"], cfg["drain_jobs"]
     total = N + 2 * P
-    log(f"drain: {N} noop jobs over {P} partitions, {runs} runs of kjobs / raw / kcat")
-    rows = []
     with ctx.broker(P) as b:
         f = fill(ctx, b, N)
         wm = check_backlog(ctx, b, total)
-        for r in range(runs):
-            order = (["raw", "kjobs", "kjobs_jemalloc", "raw_jemalloc", "kcat"] if r % 2 == 0
-                     else ["raw_jemalloc", "kjobs_jemalloc", "kjobs", "raw", "kcat"])
-            if not JEMALLOC or ctx.quick or not cfg.get("jemalloc", True):  # quick: a smoke
-                # run (maybe under ASan: no preload)
-                order = [x for x in order if "jemalloc" not in x]
-            row = {}
-            for what in order:
-                if what == "kjobs_jemalloc":
-                    k = kjobs_drain(ctx, b, P, total, env={"LD_PRELOAD": JEMALLOC})
-                    k["worker"].stop()
-                    del k["worker"]
-                    row["kjobs_jemalloc"] = k
-                elif what == "raw_jemalloc":
-                    row["raw_jemalloc"] = raw_drain(ctx, b, total,
-                                                    env={"LD_PRELOAD": JEMALLOC})
-                elif what == "raw":
-                    row["raw"] = raw_drain(ctx, b, total)
-                elif what == "kcat":
-                    row["kcat"] = kcat_drain(ctx, b, total)
-                else:
-                    k = kjobs_drain(ctx, b, P, total)
-                    k["worker"].stop()
-                    del k["worker"]
-                    row["kjobs"] = k
-            row["ratio"] = row["kjobs"]["rate"] / row["raw"]["rate"]
-            row["load1"] = float(open("/proc/loadavg").read().split()[0])
-            row["cpu_ratio"] = row["kjobs"]["cpu_us_per_msg"] / row["raw"]["cpu_us_per_msg"]
-            if "kjobs_jemalloc" in row:
-                row["jemalloc_ratio"] = (row["kjobs_jemalloc"]["rate"] /
-                                         row["raw_jemalloc"]["rate"])
-            log(f"  run {r + 1}: kjobs {row['kjobs']['rate']:.0f}/s, raw "
-                f"{row['raw']['rate']:.0f}/s ({row['ratio']:.1%}), CPU "
-                f"{row['kjobs']['cpu_us_per_msg']:.2f} vs {row['raw']['cpu_us_per_msg']:.2f} µs/msg, "
-                f"kjobs+jemalloc {row.get('kjobs_jemalloc', {}).get('rate', float('nan')):.0f}/s, "
-                f"raw+jemalloc {row.get('raw_jemalloc', {}).get('rate', float('nan')):.0f}/s, kcat "
-                f"{row['kcat']['rate'] if row['kcat'] else float('nan'):.0f}/s, "
-                f"VmHWM {row['kjobs']['hwm_kb']} kB")
-            rows.append(row)
-        check_backlog(ctx, b, total)  # still intact after the runs
-        broker_hwm = b.rss_kb()
-    return {"partitions": P, "jobs": N, "messages": total, "fill": f, "watermarks": wm,
-            "rows": rows, "broker_hwm_kb": broker_hwm,
-            "kjobs_rate": med(r["kjobs"]["rate"] for r in rows),
-            "raw_rate": med(r["raw"]["rate"] for r in rows),
-            "kcat_rate": med(r["kcat"]["rate"] if r["kcat"] else None for r in rows),
-            "ratio": med(r["ratio"] for r in rows),
-            "kjobs_cpu_us": med(r["kjobs"]["cpu_us_per_msg"] for r in rows),
-            "raw_cpu_us": med(r["raw"]["cpu_us_per_msg"] for r in rows),
-            "cpu_ratio": med(r["cpu_ratio"] for r in rows),
-            "hwm_kb": med(r["kjobs"]["hwm_kb"] for r in rows),
-            "raw_hwm_kb": med(r["raw"]["hwm_kb"] for r in rows),
-            "jemalloc_rate": med(r["kjobs_jemalloc"]["rate"] if "kjobs_jemalloc" in r else None
-                                 for r in rows),
-            "jemalloc_ratio": med(r.get("jemalloc_ratio") for r in rows),
-            "raw_jemalloc_rate": med(r["raw_jemalloc"]["rate"] if "raw_jemalloc" in r else None
-                                     for r in rows),
-            "raw_jemalloc_cpu_us": med(r["raw_jemalloc"]["cpu_us_per_msg"]
-                                       if "raw_jemalloc" in r else None for r in rows),
-            "jemalloc_cpu_us": med(r["kjobs_jemalloc"]["cpu_us_per_msg"]
-                                   if "kjobs_jemalloc" in r else None for r in rows)}
+        if what in ("kjobs", "kjobs_jemalloc"):
+            res = kjobs_drain(ctx, b, P, total,
+                              env={"LD_PRELOAD": JEMALLOC} if what == "kjobs_jemalloc" else None)
+            res["worker"].stop()
+            del res["worker"]
+        elif what in ("raw", "raw_jemalloc"):
+            res = raw_drain(ctx, b, total,
+                            env={"LD_PRELOAD": JEMALLOC} if what == "raw_jemalloc" else None)
+        else:
+            res = kcat_drain(ctx, b, total)
+        check_backlog(ctx, b, total)  # still intact after the drain
+        if res is not None:
+            res.update(fill=f, watermarks=wm, broker_hwm_kb=b.rss_kb(),
+                       load1=float(open("/proc/loadavg").read().split()[0]))
+    return res
+
+
+def bench_drain(ctx, cfg):
+    P, N, runs = cfg["drain_partitions"], cfg["drain_jobs"], cfg["drain_runs"]
+    total = N + 2 * P
+    extras = [x for x in DRAIN_EXTRAS if cfg.get("drain_extras") and
+              not ("jemalloc" in x and (not JEMALLOC or ctx.quick or not cfg.get("jemalloc", True)))]
+    log(f"drain: {N} noop jobs over {P} partitions, {runs} runs of "
+        f"{' / '.join(DRAIN_MAIN + extras)}, each on a fresh broker, order alternating")
+    rows = []
+    for r in range(runs):
+        # alternate who goes first, so neither always runs while the machine is fresher
+        order = (DRAIN_MAIN if r % 2 == 0 else DRAIN_MAIN[::-1]) + extras
+        row = {"order": order}
+        for what in order:
+            row[what] = drain_one(ctx, cfg, what)
+        row.setdefault("kcat", None)
+        row["ratio"] = row["kjobs"]["rate"] / row["raw"]["rate"]
+        row["load1"] = row["kjobs"]["load1"]
+        row["cpu_ratio"] = row["kjobs"]["cpu_us_per_msg"] / row["raw"]["cpu_us_per_msg"]
+        if "kjobs_jemalloc" in row:
+            row["jemalloc_ratio"] = (row["kjobs_jemalloc"]["rate"] /
+                                     row["raw_jemalloc"]["rate"])
+        log(f"  run {r + 1} ({' then '.join(order)}): CPU {row['kjobs']['cpu_us_per_msg']:.2f} vs "
+            f"{row['raw']['cpu_us_per_msg']:.2f} µs/msg ({row['cpu_ratio']:.2f}×); wall kjobs "
+            f"{row['kjobs']['rate']:.0f}/s, raw {row['raw']['rate']:.0f}/s ({row['ratio']:.1%}); "
+            f"VmHWM {row['kjobs']['hwm_kb']} kB; load {row['load1']}")
+        rows.append(row)
+
+    def col(key, field):
+        return [r[key][field] if r.get(key) else None for r in rows]
+
+    first = rows[0]["kjobs"]
+    out = {"partitions": P, "jobs": N, "messages": total, "fill": first["fill"],
+           "watermarks": first["watermarks"], "rows": rows, "method": "fresh-broker",
+           "broker_hwm_kb": max(r[w]["broker_hwm_kb"] or 0 for r in rows for w in DRAIN_MAIN)
+           or None,
+           "kcat_rate": med(col("kcat", "rate")),
+           "hwm_kb": med(col("kjobs", "hwm_kb")),
+           "raw_hwm_kb": med(col("raw", "hwm_kb")),
+           "jemalloc_rate": med(col("kjobs_jemalloc", "rate")),
+           "jemalloc_ratio": med(r.get("jemalloc_ratio") for r in rows),
+           "raw_jemalloc_rate": med(col("raw_jemalloc", "rate")),
+           "raw_jemalloc_cpu_us": med(col("raw_jemalloc", "cpu_us_per_msg")),
+           "jemalloc_cpu_us": med(col("kjobs_jemalloc", "cpu_us_per_msg"))}
+    # (median, min, max) of the figures the targets are about
+    for name, vals in (("kjobs_cpu_us", col("kjobs", "cpu_us_per_msg")),
+                       ("raw_cpu_us", col("raw", "cpu_us_per_msg")),
+                       ("cpu_ratio", [r["cpu_ratio"] for r in rows]),
+                       ("kjobs_rate", col("kjobs", "rate")),
+                       ("raw_rate", col("raw", "rate")),
+                       ("ratio", [r["ratio"] for r in rows])):
+        out[name], out[name + "_min"], out[name + "_max"] = spread(vals)
+    return out
 
 
 # ---- latency ----------------------------------------------------------------------------------
@@ -1234,6 +1260,20 @@ def machine_info(ctx):
                      .stderr.splitlines() or ["?"])[0] if ctx.kafka else None}
 
 
+def build_type(build_dir):
+    """The CMake build type of the build directory, with its usual flags."""
+    flags = {"RelWithDebInfo": " (-O2 -g)", "Release": " (-O3)", "Debug": " (-g)"}
+    try:
+        with open(os.path.join(build_dir, "CMakeCache.txt")) as f:
+            for line in f:
+                if line.startswith("CMAKE_BUILD_TYPE:"):
+                    t = line.split("=", 1)[1].strip()
+                    return t + flags.get(t, "")
+    except OSError:
+        pass
+    return "unknown"
+
+
 def fmt_rate(v):
     return f"{v:,.0f}" if v == v else "n/a"
 
@@ -1262,7 +1302,7 @@ def report(ctx, cfg, info, res, command, started, load_end):
              f"{' '.join(load_end)} (the machine is shared: other builds were running)")
     L.append(f"- kjobs {info['kjobs']} (git {info['git']}{', uncommitted changes' if info['dirty'] else ''}), "
              f"librdkafka {info['rdkafka']}, gcc {info['gcc']}, {info['kcat']}; build "
-             f"RelWithDebInfo (-O2 -g)")
+             f"{build_type(ctx.build)}")
     if kafka:
         nb = ctx.brokers
         L.append(f"- broker: Apache Kafka {info['kafka_version']} (KRaft, {nb} combined "
@@ -1285,60 +1325,63 @@ def report(ctx, cfg, info, res, command, started, load_end):
 
     d = res.get("drain")
     if d:
-        L.append("## Drain rate (pre-filled backlog)\n")
+        L.append("## Drain (pre-filled backlog): CPU per job and wall-clock rate\n")
         L.append(f"{d['jobs']:,} kjobs.noop jobs over {d['partitions']} partitions plus one "
-                 f"bench.start/bench.end mark per partition ({d['messages']:,} messages, "
-                 f"{d['fill']['acked']:,} acknowledged; watermarks checked before and after: "
-                 f"low 0 everywhere, high sum {d['watermarks']['high_sum']:,}, so nothing was "
-                 f"dropped). The backlog is written by loadgen with linger.ms=100"
-                 + ("" if kafka else ": the mock broker returns one producer batch per partition "
-                    "per Fetch, so batch size sets how much a fetch brings (see bench/README.md)")
-                 + ". Each consumer in a fresh group from the beginning; same backlog; order "
-                 "alternates per run.\n")
-        jm = bool(d.get("jemalloc_rate") == d.get("jemalloc_rate"))
-        L.append("| run | kjobs jobs/s | raw_consumer msgs/s | **kjobs / raw** | kjobs CPU µs/job | "
-                 "raw CPU µs/msg | CPU kjobs / raw | kjobs VmHWM | raw VmHWM | kcat -G msgs/s | "
-                 "1-min load |"
-                 + (" kjobs+jemalloc jobs/s | raw+jemalloc msgs/s | jemalloc: kjobs / raw | "
-                    "kjobs+jemalloc CPU µs/job | raw+jemalloc CPU µs/msg |" if jm else ""))
-        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" +
-                 ("---:|---:|---:|---:|---:|" if jm else ""))
-
-        def drow(label, kr, rr, ratio, kc, rc, cr, kh, rh, kcat, jr, jrr, jratio, jc, jrc, load=""):
-            return (f"| {label} | {fmt_rate(kr)} | {fmt_rate(rr)} | {ratio:.1%} | {kc:.2f} | "
-                    f"{rc:.2f} | {cr:.2f}× | {fmt_kb(kh)} | {fmt_kb(rh)} | {fmt_rate(kcat)} | "
-                    f"{load} |"
-                    + (f" {fmt_rate(jr)} | {fmt_rate(jrr)} | {jratio:.1%} | {jc:.2f} | {jrc:.2f} |"
-                       if jm else ""))
-        nan = float("nan")
+                 f"bench.start/bench.end mark per partition ({d['messages']:,} messages). "
+                 + ("Every consumer of every run drains its own fresh topics, "
+                    if kafka else "Every consumer of every run drains its own fresh `kjobs broker`, ")
+                 + "filled by loadgen (linger.ms=100) just before it and checked intact before "
+                 "and after (low watermarks 0, high watermarks add up to what was produced); "
+                 "kjobs and raw_consumer alternate which goes first; each in a fresh group from "
+                 "the beginning.\n")
+        L.append("**CPU per job** (primary): user+system seconds of the whole consumer process "
+                 "(every thread, startup and group join included; kjobs: /proc/PID/stat when the "
+                 "last end mark ran, raw_consumer: getrusage(RUSAGE_SELF) after its last message) "
+                 "÷ messages. It moves much less than wall time with the other load of a shared machine; what "
+                 "still moves it (raw_consumer's most) is how much each fetch brings, which the "
+                 "mock broker's pacing sets. **Wall "
+                 "rate**: messages between the first and the last one handled ÷ that time (kjobs: "
+                 "handler start of the first bench.start mark to the last bench.end mark; "
+                 "raw_consumer: first to last message returned by rd_kafka_consumer_poll), group "
+                 "join excluded; it moves with everything else running on the machine. Ratios are "
+                 "taken within a run, then the median (min–max) over the runs.\n")
+        L.append("| run | order | kjobs CPU µs/job | raw CPU µs/msg | **CPU kjobs / raw** | "
+                 "kjobs jobs/s | raw msgs/s | **wall kjobs / raw** | kjobs VmHWM | raw VmHWM | "
+                 "1-min load |")
+        L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for i, r in enumerate(d["rows"], 1):
-            j = r.get("kjobs_jemalloc", {})
-            jr = r.get("raw_jemalloc", {})
-            L.append(drow(i, r["kjobs"]["rate"], r["raw"]["rate"], r["ratio"],
-                          r["kjobs"]["cpu_us_per_msg"], r["raw"]["cpu_us_per_msg"], r["cpu_ratio"],
-                          r["kjobs"]["hwm_kb"], r["raw"]["hwm_kb"],
-                          r["kcat"]["rate"] if r["kcat"] else nan, j.get("rate", nan),
-                          jr.get("rate", nan), r.get("jemalloc_ratio", nan),
-                          j.get("cpu_us_per_msg", nan), jr.get("cpu_us_per_msg", nan),
-                          r.get("load1", "")))
-        L.append(drow("**median**", d["kjobs_rate"], d["raw_rate"], d["ratio"], d["kjobs_cpu_us"],
-                      d["raw_cpu_us"], d["cpu_ratio"], d["hwm_kb"], d["raw_hwm_kb"], d["kcat_rate"],
-                      d["jemalloc_rate"], d["raw_jemalloc_rate"], d["jemalloc_ratio"],
-                      d["jemalloc_cpu_us"], d["raw_jemalloc_cpu_us"]) + "\n")
-        L.append("Rates: messages between the first and the last one handled (kjobs: handler "
-                 "start of the first bench.start mark to the last bench.end mark; raw_consumer: "
-                 "first to last message returned by rd_kafka_consumer_poll), group join excluded. "
-                 "CPU: user+system seconds of the whole consumer process (every thread, join "
-                 "included) per message; less sensitive than wall time to the other load on "
-                 "this shared machine." + (" kjobs+jemalloc, raw+jemalloc: the same binaries "
-                 "with LD_PRELOAD=libjemalloc.so.2 (Debian libjemalloc2), an experiment backing a "
-                 "profiling finding (glibc arena-lock contention on cross-thread frees of "
-                 "librdkafka messages), not a shipped configuration." if jm else "") + "\n")
+            L.append(f"| {i} | {r.get('order', ['?'])[0]} first | "
+                     f"{r['kjobs']['cpu_us_per_msg']:.2f} | {r['raw']['cpu_us_per_msg']:.2f} | "
+                     f"{r['cpu_ratio']:.2f}× | {fmt_rate(r['kjobs']['rate'])} | "
+                     f"{fmt_rate(r['raw']['rate'])} | {r['ratio']:.1%} | "
+                     f"{fmt_kb(r['kjobs']['hwm_kb'])} | {fmt_kb(r['raw']['hwm_kb'])} | "
+                     f"{r.get('load1', '')} |")
+
+        def mm(key, fmt):
+            return (f"**{fmt(d[key])}** ({fmt(d[key + '_min'])}–{fmt(d[key + '_max'])})")
+        us = lambda v: f"{v:.2f}"  # noqa: E731
+        x = lambda v: f"{v:.2f}×"  # noqa: E731
+        L.append(f"| **median (min–max)** | | {mm('kjobs_cpu_us', us)} | {mm('raw_cpu_us', us)} | "
+                 f"{mm('cpu_ratio', x)} | {mm('kjobs_rate', fmt_rate)} | "
+                 f"{mm('raw_rate', fmt_rate)} | {mm('ratio', lambda v: f'{v:.1%}')} | "
+                 f"{fmt_kb(d['hwm_kb'])} | {fmt_kb(d['raw_hwm_kb'])} | |\n")
         goal = 0.95 if kafka else 0.9
-        L.append(f"Target kjobs/raw ≥ {goal:.0%}: **{'met' if d['ratio'] >= goal else 'NOT met'}** "
-                 f"(median of the per-run ratios; {sum(r['ratio'] >= goal for r in d['rows'])} of "
-                 f"{len(d['rows'])} runs). Broker VmHWM {fmt_kb(d['broker_hwm_kb'])}"
+        L.append(f"Targets (issue #18): CPU per job ≤ 1.2× raw: **{'met' if d['cpu_ratio'] <= 1.2 else 'NOT met'}** "
+                 f"({sum(r['cpu_ratio'] <= 1.2 for r in d['rows'])} of {len(d['rows'])} runs); "
+                 f"wall rate ≥ {goal:.0%} of raw: **{'met' if d['ratio'] >= goal else 'NOT met'}** "
+                 f"({sum(r['ratio'] >= goal for r in d['rows'])} of {len(d['rows'])} runs). "
+                 f"Broker VmHWM (largest) {fmt_kb(d['broker_hwm_kb'])}"
                  f"{' (the Kafka JVM, whole run so far)' if kafka else ''}.\n")
+        extras = [r for r in d["rows"] if "kjobs_jemalloc" in r or r.get("kcat")]
+        if extras:
+            jm = d["jemalloc_rate"] == d["jemalloc_rate"]  # not NaN: the experiment ran
+            L.append("Extras (--drain-extras; each on its own fresh broker too; medians): kcat -G "
+                     f"{fmt_rate(d['kcat_rate'])} msgs/s"
+                     + (f"; with LD_PRELOAD=libjemalloc.so.2 (an allocator experiment, not a "
+                        f"shipped configuration) kjobs {fmt_rate(d['jemalloc_rate'])} jobs/s at "
+                        f"{d['jemalloc_cpu_us']:.2f} µs/job, raw "
+                        f"{fmt_rate(d['raw_jemalloc_rate'])} msgs/s at "
+                        f"{d['raw_jemalloc_cpu_us']:.2f} µs/msg" if jm else "") + ".\n")
 
     lt = res.get("latency")
     if lt:
@@ -1580,10 +1623,12 @@ def summary(res):
     out = []
     d = res.get("drain")
     if d:
-        out.append(f"drain: kjobs {fmt_rate(d['kjobs_rate'])} jobs/s, raw {fmt_rate(d['raw_rate'])} "
-                   f"msgs/s, ratio {d['ratio']:.1%}, kcat {fmt_rate(d['kcat_rate'])}, CPU/msg "
-                   f"{d['kjobs_cpu_us']:.2f} vs {d['raw_cpu_us']:.2f} µs ({d['cpu_ratio']:.2f}×), "
-                   f"VmHWM {fmt_kb(d['hwm_kb'])}")
+        out.append(f"drain ({len(d['rows'])} runs, median (min-max)): CPU/msg kjobs "
+                   f"{d['kjobs_cpu_us']:.2f} vs raw {d['raw_cpu_us']:.2f} µs, kjobs/raw "
+                   f"{d['cpu_ratio']:.2f}× ({d['cpu_ratio_min']:.2f}-{d['cpu_ratio_max']:.2f}); "
+                   f"wall kjobs {fmt_rate(d['kjobs_rate'])} jobs/s, raw {fmt_rate(d['raw_rate'])} "
+                   f"msgs/s, kjobs/raw {d['ratio']:.1%} ({d['ratio_min']:.1%}-{d['ratio_max']:.1%})"
+                   f", VmHWM {fmt_kb(d['hwm_kb'])}")
     lt = res.get("latency")
     if lt:
         out.append(f"latency: p50 {fmt_ms(lt['p50'])} ms, p99 {fmt_ms(lt['p99'])} ms, max "
@@ -1660,6 +1705,13 @@ def main():
                     + ",".join(KAFKA_ALL) + "); or profile (perf record of one kjobs drain, work "
                     "files kept)")
     ap.add_argument("--runs", type=int, help="runs per benchmark (default 3, --quick 1)")
+    ap.add_argument("--drain-runs", type=int, help="runs of the drain (default 5, --quick 1; "
+                    "overrides --runs for it)")
+    ap.add_argument("--drain-jobs", type=int, help="drain backlog in jobs (default 1,600,000)")
+    ap.add_argument("--drain-partitions", type=int, help="drain partitions (default 64)")
+    ap.add_argument("--drain-extras", action="store_true",
+                    help="drain: also kcat and both consumers with jemalloc preloaded (each on "
+                    "its own fresh broker too)")
     ap.add_argument("--kafka", action="store_true",
                     help="run on real Apache Kafka: a 1-broker cluster started with "
                     "scripts/kafka.sh in $KAFKA_LOCAL_DIR (default /tmp/kjobs-bench-kafka), first "
@@ -1717,6 +1769,10 @@ def run(ap, args, kafka, kafka_pid):
         cfg.update(KAFKA)
     if args.runs:
         cfg["runs"] = cfg["drain_runs"] = args.runs
+    for key in ("drain_runs", "drain_jobs", "drain_partitions"):
+        if getattr(args, key):
+            cfg[key] = getattr(args, key)
+    cfg["drain_extras"] = args.drain_extras
     only = [x for x in args.only.split(",") if x]
     if "profile" in only:
         args.keep = args.no_write = True  # the perf data lives in the work directory

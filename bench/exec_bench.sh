@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
-# exec_bench.sh — the cost of the exec handler: jobs/s through handlers.exec (the Python example
-# child, type email.send) against the in-process built-in kjobs.noop, on one `kjobs broker` in
-# one run, so both numbers share the machine's state. For each handler: N jobs are enqueued
-# first, then a worker starts; the clock runs from its first "partition assigned" log line to
-# the moment /metrics shows N jobs finished ok (polled every 5 ms), so group join time is
-# excluded. Both runs use the same consumer group, so the second starts after the first's
-# committed offsets; an unmeasured kjobs.noop warm-up run goes first (the first run against a
-# fresh broker is always slower). Prints both rates and their ratio. Timings only; nothing is
-# asserted.
+# exec_bench.sh — the cost of the exec handler: jobs/s through handlers.exec (the example
+# children, type email.send) against the in-process built-in kjobs.noop, in one run, so all
+# numbers share the machine's state. Modes (-m, comma-separated; default all):
+#   noop         the built-in kjobs.noop, in process (the reference)
+#   json-py      handlers.exec_protocol = json-lines, examples/exec/handler.py
+#   binary-py    handlers.exec_protocol = binary, examples/exec/handler_binary.py (kjobs_exec.py)
+#   json-node    json-lines, examples/exec/handler.js
+#   binary-node  binary, examples/exec/handler_binary.js (kjobs_exec.js)
+# Every measured run gets a fresh `kjobs broker` (as the drain of scripts/bench.sh): N jobs are
+# enqueued, then a worker starts in a fresh group; the clock runs from its first "partition
+# assigned" log line to the moment /metrics shows N jobs finished ok (polled every 5 ms), so
+# group join time is excluded. An unmeasured kjobs.noop warm-up run goes first. Timings only;
+# nothing is asserted.
 #
-# Each handler is measured ROUNDS times, alternating which goes first; the median is reported.
+# Each mode is measured ROUNDS times, the order rotating every round; per mode the median and
+# min-max rate, and its ratio to noop taken within each round (median, min-max), are reported,
+# with CPU seconds per job of kjobs (user+sys of the worker process, /proc/PID/stat) and of its
+# exec children (read when the last job is counted), and their sum against noop's CPU per job:
+# the CPU figures move far less than wall time on a shared machine.
 #
 # usage: bench/exec_bench.sh [-k KJOBS_BIN] [-n JOBS] [-w WORKERS] [-p PARTITIONS] [-r ROUNDS]
+#                            [-m MODES]
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 KJOBS="${KJOBS_BIN:-$here/../build/kjobs}"
@@ -19,23 +28,64 @@ N=20000
 WORKERS=2
 PARTITIONS=4
 ROUNDS=3
-while getopts "k:n:w:p:r:h" opt; do
+MODES=noop,json-py,binary-py,json-node,binary-node
+while getopts "k:n:w:p:r:m:h" opt; do
   case "$opt" in
     k) KJOBS="$OPTARG" ;;
     n) N="$OPTARG" ;;
     w) WORKERS="$OPTARG" ;;
     p) PARTITIONS="$OPTARG" ;;
     r) ROUNDS="$OPTARG" ;;
-    *) sed -n '2,14p' "$0"; exit 2 ;;
+    m) MODES="$OPTARG" ;;
+    *) sed -n '2,24p' "$0"; exit 2 ;;
   esac
 done
 [ -x "$KJOBS" ] || { echo "exec_bench: no kjobs binary at $KJOBS (use -k)" >&2; exit 2; }
 
-exec python3 - "$KJOBS" "$N" "$WORKERS" "$PARTITIONS" "$here/../examples/exec/handler.py" "$ROUNDS" <<'PY'
-import datetime, json, os, socket, subprocess, sys, tempfile, threading, time, urllib.request
+exec python3 - "$KJOBS" "$N" "$WORKERS" "$PARTITIONS" "$here/../examples/exec" "$ROUNDS" "$MODES" <<'PY'
+import datetime, json, os, shutil, socket, subprocess, sys, tempfile, threading, time, urllib.request
 
-kjobs, n, workers, partitions, handler = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+kjobs, n, workers, partitions, examples = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 rounds = int(sys.argv[6])
+modes = [m for m in sys.argv[7].split(",") if m]
+node = shutil.which("node") or "node"
+MODES = {  # mode -> (job type, extra environment)
+    "noop": ("kjobs.noop", {}),
+    "json-py": ("email.send", {"KJOBS_HANDLERS_EXEC": f"{sys.executable} -u {examples}/handler.py"}),
+    "binary-py": ("email.send", {"KJOBS_HANDLERS_EXEC": f"{sys.executable} -u {examples}/handler_binary.py",
+                                 "KJOBS_HANDLERS_EXEC_PROTOCOL": "binary"}),
+    "json-node": ("email.send", {"KJOBS_HANDLERS_EXEC": f"{node} {examples}/handler.js"}),
+    "binary-node": ("email.send", {"KJOBS_HANDLERS_EXEC": f"{node} {examples}/handler_binary.js",
+                                   "KJOBS_HANDLERS_EXEC_PROTOCOL": "binary"}),
+}
+for m in modes:
+    if m not in MODES:
+        sys.exit(f"exec_bench: unknown mode {m} (known: {', '.join(MODES)})")
+if "noop" not in modes:
+    modes.insert(0, "noop")  # the reference every ratio is taken against
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def children_cpu_seconds(pid):
+    """utime + stime of the processes whose parent is `pid` (a worker's exec children), now."""
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return total
 tmp = tempfile.mkdtemp(prefix="kjobs-exec-bench-")
 # run kjobs under a name of our own: on a shared host a name-based pkill of "kjobs" must not
 # stop this benchmark's broker mid-run
@@ -45,10 +95,13 @@ kjobs = os.path.join(tmp, "kjxbench")
 # left: keep it short so consecutive runs of one group do not wait 45 s each
 GROUP_TIMEOUTS = ["-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=300"]
 
-broker = subprocess.Popen([kjobs, "broker", "--partitions", partitions], stdout=subprocess.PIPE,
-                          stderr=open(os.path.join(tmp, "broker.log"), "w"), text=True)
-bootstrap = broker.stdout.readline().strip()
-assert bootstrap, "kjobs broker printed no bootstrap address"
+def start_broker(name):
+    broker = subprocess.Popen([kjobs, "broker", "--partitions", partitions],
+                              stdout=subprocess.PIPE, text=True,
+                              stderr=open(os.path.join(tmp, f"{name}.broker.log"), "w"))
+    bootstrap = broker.stdout.readline().strip()
+    assert bootstrap, "kjobs broker printed no bootstrap address"
+    return broker, bootstrap
 
 
 def free_port():
@@ -69,6 +122,15 @@ def ok_total(port):
 
 
 def measure(name, jtype, extra_env, n=n):
+    broker, bootstrap = start_broker(name)
+    try:
+        return measure_on(bootstrap, name, jtype, extra_env, n)
+    finally:
+        broker.terminate()
+        broker.wait(30)
+
+
+def measure_on(bootstrap, name, jtype, extra_env, n):
     subprocess.run([kjobs, "enqueue", "-b", bootstrap, "--type", jtype, "--count", str(n)],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     port = free_port()
@@ -92,9 +154,13 @@ def measure(name, jtype, extra_env, n=n):
 
     reader = threading.Thread(target=read_logs, daemon=True)
     reader.start()
-    if not first_assign.wait(60):
-        proc.kill()
-        sys.exit(f"exec_bench: {name}: no partition assigned within 60 s (log: {log_path})")
+    join_deadline = time.time() + 60
+    while not first_assign.wait(0.2):
+        if proc.poll() is not None or time.time() > join_deadline:
+            proc.kill()
+            reader.join(10)
+            sys.exit(f"exec_bench: {name}: no partition assigned (exit {proc.returncode}; "
+                     f"log: {log_path})")
     deadline = time.time() + 600
     while True:
         try:
@@ -103,6 +169,8 @@ def measure(name, jtype, extra_env, n=n):
             done = 0
         if done >= n:
             end = time.time()
+            cpu = cpu_seconds(proc.pid)
+            child_cpu = children_cpu_seconds(proc.pid)
             break
         if time.time() > deadline or proc.poll() is not None:
             proc.kill()
@@ -112,36 +180,39 @@ def measure(name, jtype, extra_env, n=n):
     proc.wait(60)
     reader.join(10)
     secs = end - assigned_at[0]
-    return secs, n / secs
+    return {"s": secs, "rate": n / secs, "cpu_us": cpu * 1e6 / n,
+            "child_cpu_us": child_cpu * 1e6 / n}
 
 
-runs = {"noop": [], "exec": []}
-try:
-    # unmeasured warm-up: the first run against a fresh broker and group is always slower
-    measure("warmup", "kjobs.noop", {}, n=max(1000, n // 10))
-    for r in range(rounds):  # alternate, so neither handler always runs on a warmer broker
-        for name in (("noop", "exec") if r % 2 == 0 else ("exec", "noop")):
-            if name == "noop":
-                runs[name].append(measure(f"noop{r}", "kjobs.noop", {}))
-            else:
-                runs[name].append(measure(f"exec{r}", "email.send",
-                                          {"KJOBS_HANDLERS_EXEC": f"{sys.executable} -u {handler}"}))
-finally:
-    broker.terminate()
-    broker.wait(30)
-def median(xs):
-    xs = sorted(xs)
-    return xs[len(xs) // 2]
+runs = {m: [] for m in modes}
+# unmeasured warm-up: the first run after a while is slower (page cache, CPU frequency)
+measure("warmup", "kjobs.noop", {}, n=max(1000, n // 10))
+for r in range(rounds):  # rotate the order, so no mode always runs first or last
+    k = r % len(modes)
+    for name in modes[k:] + modes[:k]:
+        jtype, env = MODES[name]
+        runs[name].append(measure(f"{name}{r}", jtype, env))
+import statistics
 
 
-noop_s, noop_rate = median(runs["noop"])
-exec_s, exec_rate = median(runs["exec"])
-print(f"jobs per run:          {n} (workers={workers}, partitions={partitions}, rounds={rounds};"
-      " median run shown)")
-for name in ("noop", "exec"):
-    print(f"  {name} runs (jobs/s):  " + ", ".join(f"{r:.0f}" for _, r in runs[name]))
-print(f"kjobs.noop (built-in): {noop_rate:10.0f} jobs/s  ({noop_s:.2f} s)")
-print(f"email.send (exec, py): {exec_rate:10.0f} jobs/s  ({exec_s:.2f} s)")
-print(f"ratio exec/noop:       {exec_rate / noop_rate:10.3f}")
-print(f"logs:                  {tmp}")
+def mm(xs, fmt):
+    return f"{fmt(statistics.median(xs))} ({fmt(min(xs))}-{fmt(max(xs))})"
+
+
+print(f"jobs per run: {n} (workers={workers}, partitions={partitions}, rounds={rounds}); "
+      "median (min-max) over the rounds; ratios to noop taken within each round")
+print(f"{'mode':12} {'jobs/s':>28} {'/ noop':>22} {'kjobs CPU us/job':>22} "
+      f"{'child CPU us/job':>22} {'total CPU / noop':>22}  runs (jobs/s)")
+for name in modes:
+    rates = [x["rate"] for x in runs[name]]
+    ratios = [x["rate"] / y["rate"] for x, y in zip(runs[name], runs["noop"])]
+    cpus = [x["cpu_us"] for x in runs[name]]
+    kids = [x["child_cpu_us"] for x in runs[name]]
+    cpu_ratios = [(x["cpu_us"] + x["child_cpu_us"]) / y["cpu_us"]
+                  for x, y in zip(runs[name], runs["noop"])]
+    us = lambda v: f"{v:.2f}"  # noqa: E731
+    print(f"{name:12} {mm(rates, lambda v: f'{v:,.0f}'):>28} {mm(ratios, lambda v: f'{v:.3f}'):>22} "
+          f"{mm(cpus, us):>22} {mm(kids, us):>22} {mm(cpu_ratios, us):>22}  "
+          + ", ".join(f"{v:.0f}" for v in rates))
+print(f"logs: {tmp}")
 PY

@@ -30,7 +30,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "processor/encoding.h"
+#include "common/encoding.h"
 #include "schemas/codec.h"
 
 typedef struct lg_state {

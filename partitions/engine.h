@@ -6,7 +6,7 @@
  * pointers, a batch is a callback. The processor maps one assigned partition
  * to one lane and one job to one item — or, with batch.ordering = "key", one
  * main-topic partition to several lanes, each job to the lane of its key
- * (processor/worker.c, "Key lanes"): the engine does not know the difference.
+ * (processor/worker_internal.h, "Key lanes"): the engine does not know the difference.
  *
  * DESIGN
  * ------

@@ -21,7 +21,7 @@
  * key holding a small array of distinct (origin, step) copies with a count. Keys and copies are
  * few (the jobs on the ladder right now), so every operation is O(copies of that key).
  *
- * Not internally locked: the caller serialises (processor/worker.c holds the chain's lock).
+ * Not internally locked: the caller serialises (processor/key_order.c holds the chain's lock).
  * Nothing here blocks, logs or calls back.
  */
 #ifndef KJ_PARTITIONS_KEY_CHAIN_H

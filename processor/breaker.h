@@ -9,7 +9,8 @@
  *   - ratio: of the last `window` finished jobs (once at least `min_window` are known), a
  *     fraction >= `ratio` went to the DLQ.
  * Every finished job counts: success and retry-routed as "not dead", dead-lettered as "dead".
- * Not internally locked: the owner serialises calls (worker.c uses one mutex per batch).
+ * Not internally locked: the owner serialises calls (job_pipeline.c's record_breaker takes one
+ * mutex per batch).
  */
 #ifndef KJOBS_BREAKER_H
 #define KJOBS_BREAKER_H

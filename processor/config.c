@@ -236,6 +236,7 @@ static int check_log_level(const char *v, char *why, size_t size);
 static int check_group_protocol(const char *v, char *why, size_t size);
 static int check_batch_ordering(const char *v, char *why, size_t size);
 static int check_retry_ordering(const char *v, char *why, size_t size);
+static int check_exec_protocol(const char *v, char *why, size_t size);
 static int check_exec_type(const char *v, char *why, size_t size);
 static int check_type_timeout(const char *v, char *why, size_t size);
 static int check_registry_url(const char *v, char *why, size_t size);
@@ -478,7 +479,8 @@ static const kj_setting kj_settings[] = {
     {ROW("handlers", "exec", "KJOBS_HANDLERS_EXEC"), .type = KT_STRLIST, .off = F(handlers_exec),
      .count_off = F(handlers_exec_count), .def = "", .flags = KF_SPLIT_WORDS | KF_ARGS_SECRET,
      .doc = "Command, as program and arguments, started once per worker thread to handle jobs "
-            "over JSON lines on stdin/stdout; [ ] for none. It gets every job type no built-in or "
+            "over JSON lines (or binary frames, handlers.exec_protocol) on stdin/stdout; [ ] for "
+            "none. It gets every job type no built-in or "
             "plugin handler claims, or only handlers.exec_types when set. From the environment: "
             "a JSON array of strings, or words separated by whitespace (no quoting)."},
     {ROW("handlers", "exec_types", "KJOBS_HANDLERS_EXEC_TYPES"), .type = KT_STRLIST,
@@ -490,6 +492,13 @@ static const kj_setting kj_settings[] = {
      .off = F(handlers_exec_timeout_ms), .def = "30s", .min = 1, .max = HOUR_MS,
      .doc = "Longest the exec child may take to answer one batch; then the batch fails with "
             "error class timeout and the child is restarted."},
+    {ROW("handlers", "exec_protocol", "KJOBS_HANDLERS_EXEC_PROTOCOL"), .type = KT_STRING,
+     .off = F(handlers_exec_protocol), .def = "json-lines", .check = check_exec_protocol,
+     .expect = "\"json-lines\" or \"binary\"",
+     .doc = "How batches reach the exec child: \"json-lines\" (one JSON line per batch, payloads "
+            "in base64) or \"binary\" (length-prefixed little-endian frames with the payload bytes "
+            "as they are; the child first writes the line \"kjobs-exec binary 1\"; "
+            "examples/exec/README.md, helpers for Python and Node there)."},
     {ROW("handlers", "timeout", "KJOBS_HANDLERS_TIMEOUT"), .type = KT_DURATION,
      .off = F(handlers_timeout_ms), .def = "0", .min = 0, .max = 7 * DAY_MS,
      .doc = "Time limit of one job in an in-process (built-in or plugin) handler; a per-batch "
@@ -744,6 +753,11 @@ static int check_batch_ordering(const char *v, char *why, size_t size) {
 static int check_retry_ordering(const char *v, char *why, size_t size) {
     static const char *const orderings[] = {"none", "key", NULL};
     return check_one_of(v, orderings, "none or key", why, size);
+}
+
+static int check_exec_protocol(const char *v, char *why, size_t size) {
+    static const char *const protocols[] = {"json-lines", "binary", NULL};
+    return check_one_of(v, protocols, "json-lines or binary", why, size);
 }
 
 static int check_group_protocol(const char *v, char *why, size_t size) {

@@ -78,14 +78,15 @@ typedef struct kj_config {
     char **handlers_exec_types;
     size_t handlers_exec_type_count;
     int64_t handlers_exec_timeout_ms;
-    int64_t handlers_timeout_ms; /* in-process handlers, per job; 0 none */
-    char **handlers_timeouts;    /* "type=duration" overrides */
+    char *handlers_exec_protocol; /* "json-lines" or "binary" (exec_handler.h, FRAMING) */
+    int64_t handlers_timeout_ms;  /* in-process handlers, per job; 0 none */
+    char **handlers_timeouts;     /* "type=duration" overrides */
     size_t handlers_timeout_count;
     int64_t handlers_timeout_grace_ms; /* past the limit: exit(70); 0 never */
     char *http_listen;
     int64_t shutdown_grace_ms;
     char *log_level;
-    /* the operator console (`kjobs ui`, processor/cmd_ui.c) and worker status reports */
+    /* the operator console (`kjobs ui`, cli/cmd_ui.c) and worker status reports */
     int64_t ui_report_interval_ms; /* 0 = no reports */
     char *ui_listen, *ui_token;    /* ui_token: a secret, "" = none */
     bool ui_allow_actions;

@@ -2,7 +2,7 @@
  * console.h — the operator console's HTTP side: routes, authentication, the embedded page, and
  * (behind ui.allow_actions) the actions. It plugs into the HTTP listener as its route hook
  * (processor/http.h), so it runs on the listener's threads; every Kafka read is
- * processor/console_data.h. Served by `kjobs ui` (processor/cmd_ui.c); docs/console.md is the
+ * processor/console_data.h. Served by `kjobs ui` (cli/cmd_ui.c); docs/console.md is the
  * user's page.
  *
  * Routes

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "processor/clock.h"
+#include "common/clock.h"
 #include "processor/dlq_model.h"
 #include "processor/group_lag.h"
 #include "processor/header_contract.h"

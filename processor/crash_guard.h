@@ -34,8 +34,8 @@
  * of the window, or at once when the partition had been given up cleanly; it costs a few
  * synchronous commits, plus one per job of the batch a crash named, only after a crash.
  *
- * Pure: parsing, formatting and the decisions here; worker.c commits and runs
- * (tests/unit/test_crash_guard.c).
+ * Pure: parsing, formatting and the decisions here; the worker (worker_commits.c, job_pipeline.c)
+ * commits and runs (tests/unit/test_crash_guard.c).
  */
 #ifndef KJOBS_CRASH_GUARD_H
 #define KJOBS_CRASH_GUARD_H

@@ -30,7 +30,7 @@
  * (howardhinnant.github.io/date_algorithms.html), written here from its description.
  */
 #include "processor/cron.h"
-#include "processor/clock.h"
+#include "common/clock.h"
 
 #include <ctype.h>
 #include <stdarg.h>

@@ -5,11 +5,12 @@
  * snapshot's end, never "until idle"), the state and JSON form of each record, and replay (a
  * producer for the copies, then the marker commit). The marker's text and the rule that moves it
  * are pure, in processor/dlq_marker.c; the table, JSON lines and exit codes are the CLI's,
- * processor/cmd_dlq.c.
+ * cli/cmd_dlq.c.
  *
  * Per partition the handle keeps the snapshot (low, end, the marker as read or last committed)
  * and the current read's bounds and progress: each read sets [start, stop) for every partition
- * (plan_all, plan_one) and read_dlq hands each record to a function that takes it.
+ * (plan_all, plan_one) and read_dlq hands each record to a function that takes it, through
+ * the shared snapshot reader (processor/topic_reader.h).
  */
 #include "processor/dlq_model.h"
 
@@ -21,13 +22,14 @@
 #include <sys/types.h>
 #include <time.h>
 
-#include "processor/clock.h"
+#include "common/clock.h"
 #include "processor/dlq_marker.h"
 #include "processor/header_contract.h"
 #include "processor/job_json.h"
 #include "processor/kafka.h"
 #include "processor/log.h"
-#include "processor/utf8.h"
+#include "processor/topic_reader.h"
+#include "common/utf8.h"
 #include "schemas/codec.h"
 
 typedef struct part_state {
@@ -357,76 +359,62 @@ static void plan_one(kj_dlq *d, int32_t partition, int64_t offset) {
 /* Takes ownership of msg. Returns false to end the read. */
 typedef bool(on_msg_fn)(kj_dlq *d, rd_kafka_message_t *msg, void *opaque);
 
+typedef struct read_ctx {
+    kj_dlq *d;
+    on_msg_fn *on_msg;
+    void *opaque;
+} read_ctx;
+
+static bool on_read_record(rd_kafka_message_t *msg, size_t index, void *opaque) {
+    read_ctx *c = opaque;
+    (void)index; /* the DLQ's ranges are its partitions, in order */
+    c->d->parts[msg->partition].next_expected = msg->offset + 1;
+    return c->on_msg(c->d, msg, c->opaque);
+}
+
+static bool read_stopped(void *opaque) {
+    return stopped(opaque);
+}
+
+/* Each partition [start, stop) through the shared snapshot reader (processor/topic_reader.h). */
 static int read_dlq(kj_dlq *d, on_msg_fn *on_msg, void *opaque, char *err, size_t err_size) {
-    rd_kafka_topic_partition_list_t *assignment = rd_kafka_topic_partition_list_new(d->partitions);
-    int pending = 0;
+    kj_read_range *ranges = calloc((size_t)d->partitions + 1, sizeof(*ranges));
+    bool *done = calloc((size_t)d->partitions + 1, sizeof(*done));
+    if (!ranges || !done) abort();
     for (int p = 0; p < d->partitions; p++) {
         part_state *ps = &d->parts[p];
         if (ps->start < ps->low) ps->start = ps->low;
         ps->next_expected = ps->start;
         ps->first_blocking = -1;
-        ps->done = ps->start >= ps->stop;
-        if (ps->done) continue;
-        rd_kafka_topic_partition_list_add(assignment, d->topic, p)->offset = ps->start;
-        pending++;
+        ranges[p] = (kj_read_range){d->topic, p, ps->start, ps->stop};
     }
-    if (pending) rd_kafka_assign(d->rk, assignment);
-    rd_kafka_topic_partition_list_destroy(assignment);
-    int rc = KJ_DLQ_OK;
-    while (pending > 0) {
-        if (stopped(d)) {
-            seterr(err, err_size, "stopped");
-            rc = KJ_DLQ_ERR_STOPPED;
-            break;
-        }
-        if (kj_now_ms() >= d->deadline) {
-            kj_log(KJ_LOG_ERROR, "timed out reading the dead-letter topic", "{s:s,s:i}", "topic",
-                   d->topic, "partitions_unfinished", pending);
-            seterr(err, err_size, "timed out reading the dead-letter topic %s", d->topic);
-            rc = KJ_DLQ_ERR_TIMEOUT;
-            break;
-        }
-        rd_kafka_message_t *msg = rd_kafka_consumer_poll(d->rk, 100);
-        if (!msg) continue;
-        if (msg->partition < 0 || msg->partition >= d->partitions) {
-            rd_kafka_message_destroy(msg);
-            continue;
-        }
-        part_state *ps = &d->parts[msg->partition];
-        if (msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-            /* msg->offset is the next offset: the end of this partition right now */
-            if (!ps->done && msg->offset >= ps->stop) {
-                ps->done = true;
-                pending--;
-            }
-            rd_kafka_message_destroy(msg);
-            continue;
-        }
-        if (msg->err) {
-            kj_log(KJ_LOG_ERROR, "consume error", "{s:s}", "error", rd_kafka_message_errstr(msg));
-            seterr(err, err_size, "consume error: %s", rd_kafka_message_errstr(msg));
-            rd_kafka_message_destroy(msg);
-            rc = KJ_DLQ_ERR_IO;
-            break;
-        }
-        if (ps->done || msg->offset >= ps->stop) { /* past the snapshot (or the one asked for) */
-            if (!ps->done) {
-                ps->done = true;
-                pending--;
-            }
-            rd_kafka_message_destroy(msg);
-            continue;
-        }
-        bool last = msg->offset >= ps->stop - 1;
-        ps->next_expected = msg->offset + 1;
-        if (!on_msg(d, msg, opaque)) break;
-        if (last) {
-            ps->done = true;
-            pending--;
-        }
+    read_ctx c = {d, on_msg, opaque};
+    kj_read_opts opts = {.deadline_ms = d->deadline,
+                         .stop = read_stopped,
+                         .stop_opaque = d,
+                         .errors_fatal = true,
+                         .what = "dead-letter topic"};
+    kj_read_result r = kj_topic_read(d->rk, ranges, (size_t)d->partitions, on_read_record, &c,
+                                     &opts, done, err, err_size);
+    for (int p = 0; p < d->partitions; p++)
+        d->parts[p].done = done[p];
+    free(ranges);
+    free(done);
+    switch (r) {
+    case KJ_READ_DONE:
+    case KJ_READ_ENDED_BY_CALLER:
+        return KJ_DLQ_OK;
+    case KJ_READ_STOPPED:
+        seterr(err, err_size, "stopped");
+        return KJ_DLQ_ERR_STOPPED;
+    case KJ_READ_TIMEOUT:
+        kj_log(KJ_LOG_ERROR, "timed out reading the dead-letter topic", "{s:s}", "topic", d->topic);
+        return KJ_DLQ_ERR_TIMEOUT;
+    case KJ_READ_CONSUME_ERROR:
+    case KJ_READ_ASSIGN_ERROR:
+        break;
     }
-    rd_kafka_assign(d->rk, NULL);
-    return rc;
+    return KJ_DLQ_ERR_IO;
 }
 
 /* ---- list and find ------------------------------------------------------------------------ */

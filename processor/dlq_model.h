@@ -2,7 +2,7 @@
  * processor/dlq_model.h — the dead-letter model: a dead-letter topic read as it was when it was
  * opened, each dead letter's state under the replay-loop guard, its JSON form, the selection
  * filter, and replay of a selection to its original topic with the replay marker recorded
- * after. `kjobs dlq` (processor/cmd_dlq.c: options, table, JSON lines, exit codes) is one user;
+ * after. `kjobs dlq` (cli/cmd_dlq.c: options, table, JSON lines, exit codes) is one user;
  * a console is another: each asks here and reimplements no rule. docs/dlq.md tells users.
  *
  * A handle is one snapshot. kj_dlq_open reads the topic's partitions, their low and end

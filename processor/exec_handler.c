@@ -1,7 +1,7 @@
 /*
  * exec_handler.c — the handlers.exec batch handler: one long-lived child per worker thread,
- * JSON lines on its stdin/stdout, stderr relayed to kjobs' log. Protocol, failure handling and
- * the child's environment are described in exec_handler.h.
+ * JSON lines or binary frames on its stdin/stdout, stderr relayed to kjobs' log. Protocol, failure
+ * handling and the child's environment are described in exec_handler.h.
  *
  * Threading: a child belongs to the thread that started it (a _Thread_local table maps the
  * handler's unique id to the thread's child), so the batch path takes no lock. Every child is
@@ -17,6 +17,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <jansson.h>
 #include <poll.h>
 #include <pthread.h>
@@ -33,8 +34,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "processor/encoding.h"
-#include "processor/hash.h"
+#include "common/encoding.h"
+#include "common/hash.h"
 #include "processor/log.h"
 #include "processor/metrics.h"
 
@@ -55,6 +56,7 @@ typedef struct exec_child {
     int64_t backoff_ms;    /* delay applied at the next failure */
     int64_t not_before_ms; /* monotonic: no (re)start before this */
     uint64_t batch_seq;    /* batch_id of the last request sent (never reused by this child) */
+    bool hello_seen;       /* binary framing: the child's hello line was read */
     struct exec_child *next;
 } exec_child;
 
@@ -66,6 +68,7 @@ struct kj_exec_handler {
     char **envp; /* NULL-terminated; environ minus KJOBS_RDKAFKA_* */
     int64_t timeout_ms, backoff_initial_ms, backoff_max_ms, shutdown_wait_ms;
     size_t max_reply;
+    kj_exec_protocol protocol;
     pthread_mutex_t lock;
     exec_child *children;
 };
@@ -222,6 +225,7 @@ static int child_spawn(exec_child *c, char *err, size_t errsz) {
     fcntl(c->err_fd, F_SETFL, fcntl(c->err_fd, F_GETFL) | O_NONBLOCK);
     c->out_len = 0;
     c->err_len = 0;
+    c->hello_seen = false;
     kj_log(KJ_LOG_INFO, "exec child started", "{s:i}", "child_pid", (int)pid);
     return 0;
 fail:
@@ -330,6 +334,32 @@ static void stray_line(exec_child *c, const char *why, uint64_t expected, json_t
            got_text, "bytes", (json_int_t)bytes);
 }
 
+static bool out_reserve(exec_child *c, size_t more);
+
+/*
+ * Before a batch with binary framing: frames cannot be told apart from their neighbours
+ * without reading them, so output waiting here is kept (bounded: a length above max_reply is
+ * an invalid reply anyway) for exchange_binary to judge frame by frame, stale batch ids
+ * discarded there. Only EOF is acted on: the child exited while idle.
+ */
+static void child_check_idle_binary(exec_child *c) {
+    for (;;) {
+        if (c->out_len > c->owner->max_reply + 4 || !out_reserve(c, READ_CHUNK)) return;
+        ssize_t n = read(c->out_fd, c->out_buf + c->out_len, READ_CHUNK);
+        if (n > 0) {
+            c->out_len += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n == 0) {
+            child_stop(c, mono_ms() + DEATH_WAIT_MS, "closed stdout while idle", KJ_LOG_WARN, NULL,
+                       0);
+            schedule_restart(c);
+        }
+        return; /* EAGAIN: nothing more now */
+    }
+}
+
 /*
  * Before a batch: relay stderr written while idle, discard complete stray stdout lines (no
  * request is pending, so none of them can be a reply) and keep a partial last line for the
@@ -338,6 +368,10 @@ static void stray_line(exec_child *c, const char *why, uint64_t expected, json_t
  */
 static void child_check_idle(exec_child *c) {
     stderr_drain(c, 1 << 20);
+    if (c->owner->protocol == KJ_EXEC_BINARY) {
+        child_check_idle_binary(c);
+        return;
+    }
     char buf[READ_CHUNK];
     size_t lines = 0, bytes = 0;
     bool eof = false;
@@ -434,6 +468,82 @@ static size_t job_index_find(const job_index *ix, const char *id, bool any) {
 typedef enum { EX_OK, EX_TIMEOUT, EX_DIED, EX_GARBAGE } ex_status;
 typedef enum { LINE_REPLY, LINE_STALE, LINE_GARBAGE } line_kind;
 
+/* Room for `more` bytes after out_len, the buffer capped at max_reply + 2 READ_CHUNKs. False
+ * when the cap is reached (the caller reports a reply that is too long). */
+static bool out_reserve(exec_child *c, size_t more) {
+    size_t limit = c->owner->max_reply + 2 * READ_CHUNK;
+    if (c->out_cap - c->out_len >= more) return true;
+    size_t cap = c->out_cap ? c->out_cap * 2 : 2 * READ_CHUNK;
+    while (cap < limit && cap - c->out_len < more)
+        cap *= 2;
+    if (cap > limit) cap = limit;
+    if (cap - c->out_len < more) return false;
+    char *p = realloc(c->out_buf, cap);
+    if (!p) return false;
+    c->out_buf = p;
+    c->out_cap = cap;
+    return true;
+}
+
+/*
+ * One poll(2) round of an exchange: write what the child takes of `req` (from *written on),
+ * read what stdout has into c->out_buf, relay stderr; wait at most until `deadline_ms`.
+ * EX_OK means "look at c->out_buf again" (progress or not); anything else ends the exchange.
+ */
+static ex_status pump(exec_child *c, const char *req, size_t req_len, size_t *written,
+                      int64_t deadline_ms, char *why, size_t whysz) {
+    kj_exec_handler *h = c->owner;
+    struct pollfd fds[3];
+    int nfds = 0, in_i = -1, out_i, err_i = -1;
+    if (*written < req_len) {
+        in_i = nfds;
+        fds[nfds++] = (struct pollfd){.fd = c->in_fd, .events = POLLOUT};
+    }
+    out_i = nfds;
+    fds[nfds++] = (struct pollfd){.fd = c->out_fd, .events = POLLIN};
+    if (c->err_fd >= 0) {
+        err_i = nfds;
+        fds[nfds++] = (struct pollfd){.fd = c->err_fd, .events = POLLIN};
+    }
+    int64_t left = deadline_ms - mono_ms();
+    if (left <= 0) return EX_TIMEOUT;
+    int rc = poll(fds, (nfds_t)nfds, left > 1000000 ? 1000000 : (int)left);
+    if (rc < 0) {
+        if (errno == EINTR) return EX_OK;
+        snprintf(why, whysz, "poll: %s", strerror(errno));
+        return EX_DIED;
+    }
+    if (rc == 0) return EX_OK; /* the caller re-checks the deadline */
+    if (err_i >= 0 && fds[err_i].revents) stderr_drain(c, READ_CHUNK);
+    if (in_i >= 0 && fds[in_i].revents) {
+        ssize_t n = write(c->in_fd, req + *written, req_len - *written);
+        if (n > 0) {
+            *written += (size_t)n;
+        } else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+            snprintf(why, whysz, "writing the batch failed: %s", strerror(errno));
+            return EX_DIED; /* EPIPE: the child closed stdin or exited */
+        }
+    }
+    if (fds[out_i].revents) {
+        if (!out_reserve(c, READ_CHUNK)) {
+            snprintf(why, whysz, "reply longer than %zu bytes", h->max_reply);
+            return EX_GARBAGE;
+        }
+        ssize_t n = read(c->out_fd, c->out_buf + c->out_len, READ_CHUNK);
+        if (n == 0) {
+            snprintf(why, whysz, "child closed stdout");
+            return EX_DIED;
+        }
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return EX_OK;
+            snprintf(why, whysz, "reading the reply failed: %s", strerror(errno));
+            return EX_DIED;
+        }
+        c->out_len += (size_t)n;
+    }
+    return EX_OK;
+}
+
 /*
  * Which batch does this complete reply line answer? With "batch_id": the pending batch only if
  * it is that batch's id, otherwise stale (a repeated or late reply, or an id never sent). Without
@@ -520,60 +630,8 @@ static ex_status exchange(exec_child *c, const char *req, size_t req_len, uint64
             return EX_GARBAGE;
         }
 
-        struct pollfd fds[3];
-        int nfds = 0, in_i = -1, out_i, err_i = -1;
-        if (written < req_len) {
-            in_i = nfds;
-            fds[nfds++] = (struct pollfd){.fd = c->in_fd, .events = POLLOUT};
-        }
-        out_i = nfds;
-        fds[nfds++] = (struct pollfd){.fd = c->out_fd, .events = POLLIN};
-        if (c->err_fd >= 0) {
-            err_i = nfds;
-            fds[nfds++] = (struct pollfd){.fd = c->err_fd, .events = POLLIN};
-        }
-        int64_t left = deadline_ms - mono_ms();
-        if (left <= 0) return EX_TIMEOUT;
-        int rc = poll(fds, (nfds_t)nfds, left > 1000000 ? 1000000 : (int)left);
-        if (rc < 0) {
-            if (errno == EINTR) continue;
-            snprintf(why, whysz, "poll: %s", strerror(errno));
-            return EX_DIED;
-        }
-        if (rc == 0) continue; /* re-check the deadline */
-        if (err_i >= 0 && fds[err_i].revents) stderr_drain(c, READ_CHUNK);
-        if (in_i >= 0 && fds[in_i].revents) {
-            ssize_t n = write(c->in_fd, req + written, req_len - written);
-            if (n > 0) {
-                written += (size_t)n;
-            } else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-                snprintf(why, whysz, "writing the batch failed: %s", strerror(errno));
-                return EX_DIED; /* EPIPE: the child closed stdin or exited */
-            }
-        }
-        if (fds[out_i].revents) {
-            if (c->out_cap - c->out_len < READ_CHUNK) {
-                size_t cap = c->out_cap ? c->out_cap * 2 : 2 * READ_CHUNK;
-                if (cap > h->max_reply + 2 * READ_CHUNK) cap = h->max_reply + 2 * READ_CHUNK;
-                if (cap - c->out_len < READ_CHUNK) {
-                    snprintf(why, whysz, "reply longer than %zu bytes", h->max_reply);
-                    return EX_GARBAGE;
-                }
-                c->out_buf = realloc(c->out_buf, cap);
-                c->out_cap = cap;
-            }
-            ssize_t n = read(c->out_fd, c->out_buf + c->out_len, READ_CHUNK);
-            if (n == 0) {
-                snprintf(why, whysz, "child closed stdout");
-                return EX_DIED;
-            }
-            if (n < 0) {
-                if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) continue;
-                snprintf(why, whysz, "reading the reply failed: %s", strerror(errno));
-                return EX_DIED;
-            }
-            c->out_len += (size_t)n;
-        }
+        ex_status st = pump(c, req, req_len, &written, deadline_ms, why, whysz);
+        if (st != EX_OK) return st;
     }
 }
 
@@ -692,6 +750,241 @@ static int apply_reply(json_t *root, job_index *ix, kjobs_result_t *const *resul
     return 0;
 }
 
+/* ---- binary framing (exec_handler.h, BINARY FRAMING; layout in examples/exec/README.md) ---- */
+
+#define BIN_JOB_HEADER   56 /* fixed part of a job record in a request */
+#define BIN_BODY_HEADER  13 /* kind byte, u64 batch_id, u32 count */
+#define BIN_HELLO_LEN    (sizeof(KJ_EXEC_BINARY_HELLO) - 1)
+#define BIN_STATUS_OK    0
+#define BIN_STATUS_RETRY 1
+#define BIN_STATUS_FAIL  2
+
+static void put_u32(uint8_t *p, uint32_t v) {
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void put_u64(uint8_t *p, uint64_t v) {
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint32_t get_u32(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t get_u64(const uint8_t *p) {
+    return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
+}
+
+/* A length as the frame writes it: -1 (as u32 0xFFFFFFFF) for an absent optional field. */
+static uint32_t opt_len(const char *s, size_t len) {
+    return s ? (uint32_t)len : UINT32_MAX;
+}
+
+/*
+ * The request frame of a batch (u32 length + body), malloc'd, or NULL when a field does not fit
+ * a u32 length or the frame would pass 4 GiB.
+ */
+static char *build_request_binary(uint64_t batch_id, const kjobs_job_t *const *jobs, size_t count,
+                                  size_t *len_out) {
+    /* pass 1: the size, so the frame is one allocation */
+    size_t total = 4 + BIN_BODY_HEADER;
+    for (size_t i = 0; i < count; i++) {
+        const kjobs_job_t *job = jobs[i];
+        size_t klen = 0, plen = 0;
+        const char *key = kjobs_job_key(job, &klen);
+        kjobs_job_payload(job, &plen);
+        const char *tp = kjobs_job_traceparent(job), *ts = kjobs_job_tracestate(job);
+        total += BIN_JOB_HEADER + strlen(kjobs_job_id(job)) + strlen(kjobs_job_type(job)) +
+                 (key ? klen : 0) + strlen(kjobs_job_topic(job)) + (tp ? strlen(tp) : 0) +
+                 (ts ? strlen(ts) : 0) + plen;
+        for (size_t m = 0; m < job->record.meta_count; m++)
+            total += 8 + strlen(job->record.meta[m].key) + strlen(job->record.meta[m].value);
+        if (klen >= UINT32_MAX || plen >= UINT32_MAX) return NULL;
+    }
+    if (total - 4 > UINT32_MAX || count > UINT32_MAX) return NULL;
+    uint8_t *out = malloc(total), *p = out;
+    if (!out) return NULL;
+    put_u32(p, (uint32_t)(total - 4));
+    p[4] = 'B';
+    put_u64(p + 5, batch_id);
+    put_u32(p + 13, (uint32_t)count);
+    p += 4 + BIN_BODY_HEADER;
+    for (size_t i = 0; i < count; i++) {
+        const kjobs_job_t *job = jobs[i];
+        size_t klen = 0, plen = 0;
+        const char *key = kjobs_job_key(job, &klen);
+        const void *payload = kjobs_job_payload(job, &plen);
+        const char *id = kjobs_job_id(job), *type = kjobs_job_type(job);
+        const char *topic = kjobs_job_topic(job);
+        const char *tp = kjobs_job_traceparent(job), *ts = kjobs_job_tracestate(job);
+        size_t idl = strlen(id), tyl = strlen(type), tol = strlen(topic);
+        size_t tpl = tp ? strlen(tp) : 0, tsl = ts ? strlen(ts) : 0;
+        put_u32(p, (uint32_t)kjobs_job_partition(job));
+        put_u32(p + 4, (uint32_t)kjobs_job_attempt(job));
+        put_u64(p + 8, (uint64_t)kjobs_job_offset(job));
+        put_u64(p + 16, (uint64_t)kjobs_job_created_at(job));
+        put_u32(p + 24, (uint32_t)idl);
+        put_u32(p + 28, (uint32_t)tyl);
+        put_u32(p + 32, opt_len(key, klen));
+        put_u32(p + 36, (uint32_t)tol);
+        put_u32(p + 40, opt_len(tp, tpl));
+        put_u32(p + 44, opt_len(ts, tsl));
+        put_u32(p + 48, (uint32_t)job->record.meta_count);
+        put_u32(p + 52, (uint32_t)plen);
+        p += BIN_JOB_HEADER;
+        memcpy(p, id, idl), p += idl;
+        memcpy(p, type, tyl), p += tyl;
+        if (key) memcpy(p, key, klen), p += klen;
+        memcpy(p, topic, tol), p += tol;
+        if (tp) memcpy(p, tp, tpl), p += tpl;
+        if (ts) memcpy(p, ts, tsl), p += tsl;
+        for (size_t m = 0; m < job->record.meta_count; m++) {
+            size_t kl = strlen(job->record.meta[m].key), vl = strlen(job->record.meta[m].value);
+            put_u32(p, (uint32_t)kl);
+            put_u32(p + 4, (uint32_t)vl);
+            p += 8;
+            memcpy(p, job->record.meta[m].key, kl), p += kl;
+            memcpy(p, job->record.meta[m].value, vl), p += vl;
+        }
+        if (plen) memcpy(p, payload, plen), p += plen;
+    }
+    *len_out = total;
+    return (char *)out;
+}
+
+/*
+ * Write the request frame and read frames until the pending batch's reply, discarding
+ * well-formed frames of other batches (counted), until `deadline_ms`. On EX_OK *body and *body_len
+ * point into c->out_buf (valid until it changes; the caller consumes *consume bytes after use).
+ */
+static ex_status exchange_binary(exec_child *c, const char *req, size_t req_len, uint64_t batch_id,
+                                 int64_t deadline_ms, const uint8_t **body, size_t *body_len,
+                                 size_t *consume, char *why, size_t whysz) {
+    kj_exec_handler *h = c->owner;
+    size_t written = 0;
+    for (;;) {
+        if (!c->hello_seen && c->out_len > 0) {
+            size_t n = c->out_len < BIN_HELLO_LEN ? c->out_len : BIN_HELLO_LEN;
+            if (memcmp(c->out_buf, KJ_EXEC_BINARY_HELLO, n) != 0) {
+                snprintf(why, whysz,
+                         "handlers.exec_protocol is binary but the child did not start with the "
+                         "line \"kjobs-exec binary 1\"");
+                return EX_GARBAGE;
+            }
+            if (n == BIN_HELLO_LEN) {
+                memmove(c->out_buf, c->out_buf + n, c->out_len - n);
+                c->out_len -= n;
+                c->hello_seen = true;
+            }
+        }
+        while (c->hello_seen && c->out_len >= 4) {
+            const uint8_t *b = (const uint8_t *)c->out_buf;
+            uint32_t len = get_u32(b);
+            if (len > h->max_reply) {
+                snprintf(why, whysz, "frame length %" PRIu32 " above the limit of %zu bytes", len,
+                         h->max_reply);
+                return EX_GARBAGE;
+            }
+            if (len < BIN_BODY_HEADER) {
+                snprintf(why, whysz, "frame length %" PRIu32 " below the %d-byte reply header", len,
+                         BIN_BODY_HEADER);
+                return EX_GARBAGE;
+            }
+            if (c->out_len - 4 < len) {
+                if (!out_reserve(c, len + 4 - c->out_len)) {
+                    snprintf(why, whysz, "reply longer than %zu bytes", h->max_reply);
+                    return EX_GARBAGE;
+                }
+                break; /* the rest of the frame is still to come */
+            }
+            if (b[4] != 'R') {
+                snprintf(why, whysz, "frame kind 0x%02x, expected 'R' (0x52)", b[4]);
+                return EX_GARBAGE;
+            }
+            uint64_t got = get_u64(b + 5);
+            if (got != batch_id) { /* a repeated or late reply: dropped, counted */
+                kj_metrics_exec_stray_reply();
+                kj_log(KJ_LOG_WARN, "exec child reply discarded", "{s:i,s:s,s:I,s:I,s:I}",
+                       "child_pid", (int)c->pid, "reason", "batch_id is not the pending batch's",
+                       "expected_batch_id", (json_int_t)batch_id, "reply_batch_id", (json_int_t)got,
+                       "bytes", (json_int_t)len + 4);
+                memmove(c->out_buf, c->out_buf + 4 + len, c->out_len - 4 - len);
+                c->out_len -= 4 + (size_t)len;
+                continue;
+            }
+            if (written < req_len) {
+                snprintf(why, whysz, "reply arrived before the whole batch was written");
+                return EX_GARBAGE;
+            }
+            *body = b + 4;
+            *body_len = len;
+            *consume = 4 + (size_t)len;
+            return EX_OK;
+        }
+        ex_status st = pump(c, req, req_len, &written, deadline_ms, why, whysz);
+        if (st != EX_OK) return st;
+    }
+}
+
+/* Check a reply body, then apply it (result i is job i). 0, or -1 (nothing applied) with why. */
+static int apply_reply_binary(const uint8_t *body, size_t len, kjobs_result_t *const *results,
+                              size_t count, char *why, size_t whysz) {
+    uint32_t n = get_u32(body + 9);
+    if (n > count) {
+        snprintf(why, whysz, "%" PRIu32 " results for a batch of %zu jobs", n, count);
+        return -1;
+    }
+    /* pass 1: every result well-formed and inside the frame */
+    size_t pos = BIN_BODY_HEADER;
+    for (uint32_t i = 0; i < n; i++) {
+        if (pos >= len) {
+            snprintf(why, whysz, "result %" PRIu32 " runs past the end of the frame", i);
+            return -1;
+        }
+        uint8_t st = body[pos++];
+        if (st == BIN_STATUS_OK) continue;
+        if (st != BIN_STATUS_RETRY && st != BIN_STATUS_FAIL) {
+            snprintf(why, whysz, "result %" PRIu32 " has status %u, expected 0, 1 or 2", i, st);
+            return -1;
+        }
+        if (len - pos < 12 || len - pos - 12 < get_u32(body + pos + 8)) {
+            snprintf(why, whysz, "result %" PRIu32 " runs past the end of the frame", i);
+            return -1;
+        }
+        pos += 12 + get_u32(body + pos + 8);
+    }
+    if (pos != len) {
+        snprintf(why, whysz, "%zu bytes after the last result", len - pos);
+        return -1;
+    }
+    /* pass 2: apply */
+    pos = BIN_BODY_HEADER;
+    for (uint32_t i = 0; i < n; i++) {
+        uint8_t st = body[pos++];
+        if (st == BIN_STATUS_OK) {
+            kjobs_result_ok(results[i]);
+            continue;
+        }
+        int64_t delay = (int64_t)get_u64(body + pos);
+        uint32_t elen = get_u32(body + pos + 8);
+        /* untrusted text: invalid UTF-8 becomes U+FFFD; the result keeps at most KJ_ERROR_MAX */
+        size_t keep = elen < 4 * KJ_ERROR_MAX ? elen : 4 * KJ_ERROR_MAX;
+        char *error = keep ? kj_utf8_clean_dup((const char *)body + pos + 12, keep) : NULL;
+        pos += 12 + elen;
+        if (st == BIN_STATUS_RETRY)
+            kjobs_result_retry(results[i], delay < 0 ? -1 : delay, "%s",
+                               error && *error ? error : "retry requested by exec handler");
+        else
+            kjobs_result_fail(results[i], "%s", error && *error ? error : "failed by exec handler");
+        free(error);
+    }
+    for (size_t i = n; i < count; i++)
+        kjobs_result_retry(results[i], -1, "no result from handler");
+    return 0;
+}
+
 /* ---- the batch handler -------------------------------------------------------------------- */
 
 static void fail_all(kjobs_result_t *const *results, size_t count, kj_outcome outcome,
@@ -723,20 +1016,38 @@ void kj_exec_handler_batch(const kjobs_job_t *const *jobs, kjobs_result_t *const
     }
     size_t req_len = 0;
     uint64_t batch_id = ++c->batch_seq;
-    char *req = build_request(batch_id, jobs, count, &req_len);
+    bool binary = h->protocol == KJ_EXEC_BINARY;
+    char *req = binary ? build_request_binary(batch_id, jobs, count, &req_len)
+                       : build_request(batch_id, jobs, count, &req_len);
     if (!req) {
-        fail_all(results, count, KJ_OUTCOME_RETRY, "exec handler: cannot encode the batch as JSON");
+        fail_all(results, count, KJ_OUTCOME_RETRY,
+                 binary ? "exec handler: cannot encode the batch as a binary frame"
+                        : "exec handler: cannot encode the batch as JSON");
         return;
     }
-    job_index ix;
-    job_index_init(&ix, jobs, count);
-    json_t *reply = NULL;
     int64_t deadline = mono_ms() + h->timeout_ms;
-    ex_status st = exchange(c, req, req_len, batch_id, &ix, deadline, &reply, err, sizeof(err));
+    ex_status st;
+    if (binary) {
+        const uint8_t *body = NULL;
+        size_t body_len = 0, consume = 0;
+        st = exchange_binary(c, req, req_len, batch_id, deadline, &body, &body_len, &consume, err,
+                             sizeof(err));
+        if (st == EX_OK) {
+            if (apply_reply_binary(body, body_len, results, count, err, sizeof(err)) != 0)
+                st = EX_GARBAGE;
+            memmove(c->out_buf, c->out_buf + consume, c->out_len - consume);
+            c->out_len -= consume;
+        }
+    } else {
+        job_index ix;
+        job_index_init(&ix, jobs, count);
+        json_t *reply = NULL;
+        st = exchange(c, req, req_len, batch_id, &ix, deadline, &reply, err, sizeof(err));
+        if (st == EX_OK && apply_reply(reply, &ix, results, err, sizeof(err)) != 0) st = EX_GARBAGE;
+        json_decref(reply);
+        job_index_free(&ix);
+    }
     free(req);
-    if (st == EX_OK && apply_reply(reply, &ix, results, err, sizeof(err)) != 0) st = EX_GARBAGE;
-    json_decref(reply);
-    job_index_free(&ix);
     if (st == EX_OK) {
         c->backoff_ms = h->backoff_initial_ms; /* bytes after the reply: judged at the next batch */
         return;
@@ -746,8 +1057,11 @@ void kj_exec_handler_batch(const kjobs_job_t *const *jobs, kjobs_result_t *const
     if (st == EX_TIMEOUT) {
         child_stop(c, mono_ms(), "timeout", KJ_LOG_WARN, status, sizeof(status));
         c->not_before_ms = 0; /* the timeout itself paced this child; restart at once */
-        snprintf(msg, sizeof(msg), "exec handler: no reply within %lld ms (child %d killed)",
-                 (long long)h->timeout_ms, (int)pid);
+        snprintf(msg, sizeof(msg), "exec handler: no reply within %lld ms (child %d killed%s)",
+                 (long long)h->timeout_ms, (int)pid,
+                 binary && !c->hello_seen ? "; it never wrote the binary hello line, "
+                                            "handlers.exec_protocol is binary"
+                                          : "");
         fail_all(results, count, KJ_OUTCOME_TIMEOUT, msg);
         return;
     }
@@ -756,8 +1070,11 @@ void kj_exec_handler_batch(const kjobs_job_t *const *jobs, kjobs_result_t *const
         snprintf(msg, sizeof(msg), "exec handler: invalid reply from child %d: %s", (int)pid, err);
     } else {
         child_stop(c, mono_ms() + DEATH_WAIT_MS, err, KJ_LOG_WARN, status, sizeof(status));
-        snprintf(msg, sizeof(msg), "exec handler: child %d exited during the batch (%s; %s)",
-                 (int)pid, status, err);
+        snprintf(msg, sizeof(msg), "exec handler: child %d exited during the batch (%s; %s%s)",
+                 (int)pid, status, err,
+                 binary && !c->hello_seen ? "; it never wrote the binary hello line, "
+                                            "handlers.exec_protocol is binary"
+                                          : "");
     }
     int64_t delay = schedule_restart(c);
     kj_log(KJ_LOG_WARN, "exec batch failed, child restarts after backoff", "{s:i,s:s,s:I,s:I}",
@@ -796,6 +1113,7 @@ kj_exec_handler *kj_exec_handler_new_opts(const kj_exec_options *o, char *errstr
     h->backoff_max_ms = o->backoff_max_ms > 0 ? o->backoff_max_ms : KJ_EXEC_DEFAULT_BACKOFF_MAX_MS;
     if (h->backoff_max_ms < h->backoff_initial_ms) h->backoff_max_ms = h->backoff_initial_ms;
     h->max_reply = o->max_reply_bytes > 0 ? o->max_reply_bytes : KJ_EXEC_DEFAULT_MAX_REPLY_BYTES;
+    h->protocol = o->protocol;
     h->shutdown_wait_ms =
         o->shutdown_wait_ms > 0 ? o->shutdown_wait_ms : KJ_EXEC_DEFAULT_SHUTDOWN_WAIT_MS;
     size_t n = 0, k = 0;
@@ -813,7 +1131,11 @@ kj_exec_handler *kj_exec_handler_new(const kj_config *cfg, char *errstr, size_t 
                          .argc = cfg->handlers_exec_count,
                          .timeout_ms = cfg->handlers_exec_timeout_ms,
                          .types = cfg->handlers_exec_types,
-                         .type_count = cfg->handlers_exec_type_count};
+                         .type_count = cfg->handlers_exec_type_count,
+                         .protocol = cfg->handlers_exec_protocol &&
+                                             strcmp(cfg->handlers_exec_protocol, "binary") == 0
+                                         ? KJ_EXEC_BINARY
+                                         : KJ_EXEC_JSON_LINES};
     char why[512];
     kj_exec_handler *h = kj_exec_handler_new_opts(&o, why, sizeof(why));
     if (!h) {

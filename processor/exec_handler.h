@@ -1,8 +1,8 @@
 /*
  * exec_handler.h — the "any language" handler (handlers.exec): job batches go to a long-lived
- * child process per worker thread over JSON lines on its stdin/stdout. It plugs into the
- * registry as the fallback batch handler (kj_handlers_set_fallback), so it receives every type
- * no built-in or plugin handler claims, or only handlers.exec_types when set.
+ * child process per worker thread over JSON lines (or binary frames, below) on its stdin/stdout.
+ * It plugs into the registry as the fallback batch handler (kj_handlers_set_fallback), so it
+ * receives every type no built-in or plugin handler claims, or only handlers.exec_types when set.
  *
  * PROTOCOL (fixed shape, see docs and examples/exec/README.md)
  *   kjobs writes one line per batch:
@@ -19,6 +19,20 @@
  *   ignored. `error` and `retry_after_ms` are optional (retry_after_ms: a non-negative number
  *   of milliseconds, fractions dropped, or null; it only matters with status "retry"). Extra
  *   fields are ignored.
+ *
+ * BINARY FRAMING (handlers.exec_protocol = "binary"; byte layout in examples/exec/README.md)
+ *   The same exchange without JSON or base64: after starting, the child writes the ASCII line
+ *   "kjobs-exec binary 1\n" (KJ_EXEC_BINARY_HELLO) and from then on both sides write frames:
+ *   a u32 length (little-endian, bytes that follow) and a body. Request body: 'B', u64
+ *   batch_id, u32 job count, then per job a 56-byte fixed header (numbers and field lengths)
+ *   followed by the field bytes, the payload last and as it is. Reply body: 'R', u64 batch_id,
+ *   u32 result count (at most the job count), then per job in batch order (result i is job i;
+ *   jobs past the count: "no result from handler") a status byte 0 ok / 1 retry / 2 fail, and
+ *   for 1 and 2 an i64 retry_after_ms (-1: none) and a u32-length error text. The child is
+ *   untrusted: a missing hello, a length above max_reply_bytes, a wrong kind byte, a status
+ *   outside 0..2, a field running past its frame or bytes left over in it are an invalid reply
+ *   (retryable, the child is killed and restarted, as for a bad JSON line), never a crash. A
+ *   well-formed frame with another batch_id is discarded and counted like a stray JSON reply.
  *
  * CORRELATION (a reply never counts for another batch)
  *   A reply line is the pending batch's reply when its batch_id equals the request's. A line
@@ -72,6 +86,12 @@
 #define KJ_EXEC_DEFAULT_BACKOFF_MAX_MS     10000
 #define KJ_EXEC_DEFAULT_MAX_REPLY_BYTES    ((size_t)64 << 20)
 #define KJ_EXEC_DEFAULT_SHUTDOWN_WAIT_MS   2000
+/** The line a binary-framing child writes first on stdout (exactly these bytes). */
+#define KJ_EXEC_BINARY_HELLO "kjobs-exec binary 1\n"
+
+/** Wire format between kjobs and the child (handlers.exec_protocol). */
+typedef enum { KJ_EXEC_JSON_LINES = 0, KJ_EXEC_BINARY = 1 } kj_exec_protocol;
+
 /** Longest stderr line logged as one entry; longer lines are split. */
 #define KJ_EXEC_STDERR_LINE_MAX 4096
 
@@ -87,9 +107,10 @@ typedef struct kj_exec_options {
     int64_t shutdown_wait_ms;
     char *const *types; /* types routed to the child (copied); NULL/0 = every unclaimed type */
     size_t type_count;
+    kj_exec_protocol protocol; /* default (0): JSON lines */
 } kj_exec_options;
 
-/** From the configuration: handlers.exec, _types and _timeout. NULL with errstr. */
+/** From the configuration: handlers.exec, _types, _timeout and _protocol. NULL with errstr. */
 kj_exec_handler *kj_exec_handler_new(const kj_config *cfg, char *errstr, size_t errstr_size);
 /**
  * From explicit options (tests). Fails when argv is empty or argv[0] is not an executable

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "processor/clock.h"
+#include "common/clock.h"
 #include "processor/kafka.h"
 #include "processor/log.h"
 

@@ -1,7 +1,7 @@
 /*
  * group_lag.h — how far a consumer group is behind on the main topic and each retry-ladder
  * topic, per partition: the group's committed offset, the log start and end, and the lag.
- * One reading shared by `kjobs lag` (processor/cmd_lag.c) and the console's overview and
+ * One reading shared by `kjobs lag` (cli/cmd_lag.c) and the console's overview and
  * retries pages (processor/console_data.c), so the two never disagree.
  *
  * It never disturbs the group it inspects: the handle it is given carries the group's group.id

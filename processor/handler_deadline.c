@@ -10,7 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "processor/clock.h"
+#include "common/clock.h"
 #include "processor/log.h"
 
 struct kj_deadline_watch {

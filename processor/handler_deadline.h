@@ -6,7 +6,7 @@
  * Why a process exit: a C handler thread cannot be stopped safely (pthread_cancel would leave
  * its locks, allocations and the job's partition in an unknown state). The limit itself is
  * cooperative — kjobs_job_cancelled() turns true, and the worker fails the call's jobs with
- * error class "timeout" when it returns (worker.c) — and the grace is the hard stop: the
+ * error class "timeout" when it returns (job_pipeline.c) — and the grace is the hard stop: the
  * watchdog logs the job (type, id, topic, partition, offset) and calls _exit(1)
  * (KJ_EXIT_HANDLER_OVERRUN), so the replica is restarted, the
  * job's offset is not committed and, with dlq.crash_loop_limit set, the crash-loop guard

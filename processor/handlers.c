@@ -11,11 +11,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "processor/clock.h"
+#include "common/clock.h"
 #include "processor/config.h"
-#include "processor/hash.h"
+#include "common/hash.h"
 #include "processor/log.h"
-#include "processor/utf8.h"
+#include "common/utf8.h"
 
 #define KJ_REGISTRY_SLOTS 256 /* open addressing; at most half full */
 

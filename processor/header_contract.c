@@ -4,7 +4,7 @@
  * (see header_contract.h for the contract and the rules).
  */
 #include "processor/header_contract.h"
-#include "processor/clock.h"
+#include "common/clock.h"
 
 #include <inttypes.h>
 #include <stdio.h>

@@ -26,7 +26,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "processor/clock.h"
+#include "common/clock.h"
 #include "processor/metrics.h"
 
 /** A main-loop heartbeat: the loop calls kj_heartbeat_beat() every iteration (one store). */

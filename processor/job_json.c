@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "processor/encoding.h"
-#include "processor/utf8.h"
+#include "common/encoding.h"
+#include "common/utf8.h"
 #include "schemas/codec.h"
 
 void kj_json_set_bytes(json_t *obj, const char *field, const void *data, size_t len) {

@@ -14,9 +14,10 @@
 #include <string.h>
 #include <time.h>
 
-#include "processor/clock.h"
+#include "common/clock.h"
 #include "processor/kafka.h"
 #include "processor/log.h"
+#include "processor/topic_reader.h"
 
 typedef enum { SLOT_WAIT, SLOT_SCANNING, SLOT_READY } slot_state;
 
@@ -200,8 +201,6 @@ bool kj_key_order_counted(const rd_kafka_message_t *msg, const kj_control *ctl, 
 typedef struct scan_part {
     size_t set; /* index into scan->parts */
     int step;
-    int64_t high;
-    bool done;
 } scan_part;
 
 static bool scan_stopped(kj_key_order *ko) {
@@ -249,6 +248,36 @@ static void warn_partial(kj_key_order *ko, int64_t now) {
         if (scan_stopped(ko)) goto out;                                                            \
     }
 
+static bool scan_stopped_fn(void *ko) {
+    return scan_stopped(ko);
+}
+
+typedef struct scan_read {
+    scan *sc;
+    const scan_part *elems;
+    size_t *copies;
+} scan_read;
+
+/* One ladder record of the scan: a copy counted against its key's chain. */
+static bool on_scan_record(rd_kafka_message_t *msg, size_t e, void *opaque) {
+    scan_read *rd = opaque;
+    rd_kafka_headers_t *hdrs = NULL;
+    kj_control ctl;
+    rd_kafka_message_headers(msg, &hdrs);
+    size_t set = rd->elems[e].set;
+    if (hdrs && kj_control_parse_ladder(hdrs, kj_now_ms(), &ctl) == 0 &&
+        kj_key_order_counted(msg, &ctl, rd->sc->parts[set])) {
+        kj_chain_copy copy = {.origin = ctl.original_offset,
+                              .step = rd->elems[e].step,
+                              .not_before_ms = ctl.not_before_ms,
+                              .parked = ctl.parked};
+        if (kj_key_chain_add(rd->sc->chains[set], msg->key, msg->key_len, &copy) == 0)
+            (*rd->copies)++;
+    }
+    rd_kafka_message_destroy(msg);
+    return true;
+}
+
 static void *scan_main(void *arg) {
     scan *sc = arg;
     kj_key_order *ko = sc->ko;
@@ -256,6 +285,7 @@ static void *scan_main(void *arg) {
     char err[512];
     size_t nelems = sc->n * (size_t)ko->nsteps, copies = 0, need = 0;
     scan_part *elems = calloc(nelems ? nelems : 1, sizeof(*elems));
+    kj_read_range *ranges = calloc(nelems ? nelems : 1, sizeof(*ranges));
     rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new((int)nelems + 1);
     rd_kafka_t *rk = NULL;
     char client_id[300];
@@ -287,50 +317,20 @@ static void *scan_main(void *arg) {
                    "watermarks");
         int64_t start = tp->offset >= 0 ? tp->offset : lo;
         if (start < lo) start = lo;
-        elems[e].high = hi;
-        elems[e].done = start >= hi;
-        tp->offset = elems[e].done ? RD_KAFKA_OFFSET_END : start;
-        if (!elems[e].done) need++;
+        ranges[e] = (kj_read_range){tp->topic, tp->partition, start, hi};
+        if (start < hi) need++;
     }
-    if (need > 0 && rd_kafka_assign(rk, list) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        kj_log(KJ_LOG_ERROR, "key order: the ladder scan cannot assign", "{}");
-        goto out;
-    }
-    while (need > 0 && !scan_stopped(ko)) {
-        rd_kafka_message_t *msg = rd_kafka_consumer_poll(rk, 100);
-        if (!msg) continue;
-        size_t e = 0;
-        const char *topic = msg->rkt ? rd_kafka_topic_name(msg->rkt) : "";
-        for (; e < nelems; e++)
-            if (list->elems[e].partition == msg->partition &&
-                strcmp(list->elems[e].topic, topic) == 0)
-                break;
-        if (e < nelems && !elems[e].done) {
-            bool last = msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF;
-            if (!msg->err) {
-                rd_kafka_headers_t *hdrs = NULL;
-                kj_control ctl;
-                rd_kafka_message_headers(msg, &hdrs);
-                size_t set = elems[e].set;
-                if (hdrs && kj_control_parse_ladder(hdrs, kj_now_ms(), &ctl) == 0 &&
-                    kj_key_order_counted(msg, &ctl, sc->parts[set])) {
-                    kj_chain_copy copy = {.origin = ctl.original_offset,
-                                          .step = elems[e].step,
-                                          .not_before_ms = ctl.not_before_ms,
-                                          .parked = ctl.parked};
-                    if (kj_key_chain_add(sc->chains[set], msg->key, msg->key_len, &copy) == 0)
-                        copies++;
-                }
-                last = msg->offset >= elems[e].high - 1;
-            }
-            if (last) {
-                elems[e].done = true;
-                need--;
-            }
-        }
-        rd_kafka_message_destroy(msg);
-    }
-    sc->ok = need == 0 && !scan_stopped(ko);
+    /* any partition EOF ends a range: in exactly-once mode an open transaction keeps the
+     * last stable offset below the high watermark, and the scan does not wait for it */
+    kj_read_opts opts = {
+        .stop = scan_stopped_fn, .stop_opaque = ko, .eof_is_end = true, .what = "ladder"};
+    scan_read rd = {sc, elems, &copies};
+    kj_read_result r = need > 0 ? kj_topic_read(rk, ranges, nelems, on_scan_record, &rd, &opts,
+                                                NULL, err, sizeof(err))
+                                : KJ_READ_DONE;
+    if (r == KJ_READ_ASSIGN_ERROR)
+        kj_log(KJ_LOG_ERROR, "key order: the ladder scan cannot assign", "{s:s}", "error", err);
+    sc->ok = r == KJ_READ_DONE && !scan_stopped(ko);
     kj_log(sc->ok ? KJ_LOG_INFO : KJ_LOG_WARN,
            sc->ok ? "key order: ladder read" : "key order: ladder scan stopped", "{s:I,s:I,s:I}",
            "partitions", (json_int_t)sc->n, "copies", (json_int_t)copies, "duration_ms",
@@ -342,6 +342,7 @@ out:
     }
     rd_kafka_topic_partition_list_destroy(list);
     free(elems);
+    free(ranges);
     atomic_store(&ko->scan_done, true);
     return NULL;
 }

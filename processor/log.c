@@ -16,7 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "processor/utf8.h"
+#include "common/utf8.h"
 
 static atomic_int log_min_level = KJ_LOG_INFO;
 static atomic_int log_fd = 2;

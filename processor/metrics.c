@@ -21,10 +21,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "processor/buf.h"
-#include "processor/hash.h"
+#include "common/buf.h"
+#include "common/hash.h"
 #include "processor/log.h"
-#include "processor/utf8.h"
+#include "common/utf8.h"
 
 #define KJ_FAMILY_HASH_SLOTS 64
 
@@ -130,7 +130,7 @@ static uint64_t hash_values(char vals[][KJ_METRICS_MAX_LABEL_LEN + 1], size_t n)
     return h;
 }
 
-/* ---- Rendering into a kj_buf (processor/buf.h) --------------------------------------------- */
+/* ---- Rendering into a kj_buf (common/buf.h) --------------------------------------------- */
 
 /* Escape for a label value (\\ \" \n) or, with quote false, for HELP text (\\ \n). */
 static void buf_escaped(kj_buf *b, const char *s, bool quote) {

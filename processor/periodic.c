@@ -20,11 +20,12 @@
 #include <string.h>
 #include <time.h>
 
-#include "processor/clock.h"
-#include "processor/hash.h"
+#include "common/clock.h"
+#include "common/hash.h"
 #include "processor/header_contract.h"
 #include "processor/kafka.h"
 #include "processor/log.h"
+#include "processor/topic_reader.h"
 #include "processor/metrics.h"
 #include "schemas/codec.h"
 
@@ -289,6 +290,47 @@ static int enqueue_tick(kj_periodic *p, ent_rt *r, int64_t tick, const char *why
 
 /* Read the state topic to its end; fill last[i] for each entry (-1: no record). Returns the
  * number of records read, or -1 (logged). @locality session thread */
+static bool stopping_fn(void *p) {
+    return stopping(p);
+}
+
+typedef struct state_read {
+    ent_rt *rt;
+    size_t n;
+    long *count;
+} state_read;
+
+/* One record of the state topic: the newest tick of its entry (key = the entry's name). */
+static bool on_state_record(rd_kafka_message_t *m, size_t index, void *opaque) {
+    state_read *rd = opaque;
+    ent_rt *rt = rd->rt;
+    (void)index;
+    (*rd->count)++;
+    for (size_t i = 0; i < rd->n; i++) {
+        const char *name = rt[i].e->name;
+        if (m->key_len != strlen(name) || memcmp(m->key, name, m->key_len) != 0) continue;
+        if (!m->payload) { /* tombstone */
+            rt[i].last = -1;
+            continue;
+        }
+        json_error_t je;
+        json_t *v = json_loadb(m->payload, m->len, 0, &je);
+        json_t *t = v ? json_object_get(v, "tick") : NULL;
+        /* the newest tick wins, whatever order the records came in (a member frozen past its
+         * session may write an older one after a newer); a tick ahead of the clock is no tick
+         * this schedule enqueued */
+        if (json_is_integer(t) && json_integer_value(t) >= 0 &&
+            json_integer_value(t) <= kj_now_ms() + KJ_PERIODIC_FUTURE_MS) {
+            if (json_integer_value(t) > rt[i].last) rt[i].last = json_integer_value(t);
+        } else
+            kj_log(KJ_LOG_WARN, "periodic state record ignored", "{s:s,s:I}", "name", name,
+                   "offset", (json_int_t)m->offset);
+        json_decref(v);
+    }
+    rd_kafka_message_destroy(m);
+    return true;
+}
+
 static long read_state(kj_periodic *p, ent_rt *rt, size_t n) {
     char err[512];
     rd_kafka_conf_t *conf = kj_kafka_conf_new(p->cfg, err, sizeof err);
@@ -322,61 +364,18 @@ static long read_state(kj_periodic *p, ent_rt *rt, size_t n) {
         count = -1;
         goto out;
     }
-    if (hi > lo) {
-        rd_kafka_topic_partition_list_t *tp = rd_kafka_topic_partition_list_new(1);
-        rd_kafka_topic_partition_list_add(tp, p->state_topic, 0)->offset =
-            RD_KAFKA_OFFSET_BEGINNING;
-        e = rd_kafka_assign(rk, tp);
-        rd_kafka_topic_partition_list_destroy(tp);
-        int64_t deadline = kj_now_ms() + KJ_PERIODIC_READ_TIMEOUT_MS;
-        bool at_end = false;
-        while (!e && !at_end) {
-            if (kj_now_ms() > deadline || stopping(p)) {
-                kj_log(KJ_LOG_ERROR, "periodic state not read", "{s:s,s:s}", "topic",
-                       p->state_topic, "error",
-                       stopping(p) ? "stopped" : "end of the state topic not reached in 30 s");
-                count = -1;
-                goto out;
-            }
-            rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
-            if (!m) continue;
-            if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-                at_end = m->offset >= hi;
-            } else if (m->err) {
-                kj_log(KJ_LOG_WARN, "periodic state read error", "{s:s}", "error",
-                       rd_kafka_message_errstr(m));
-            } else {
-                count++;
-                at_end = m->offset >= hi - 1;
-                for (size_t i = 0; i < n; i++) {
-                    const char *name = rt[i].e->name;
-                    if (m->key_len != strlen(name) || memcmp(m->key, name, m->key_len) != 0)
-                        continue;
-                    if (!m->payload) { /* tombstone */
-                        rt[i].last = -1;
-                        continue;
-                    }
-                    json_error_t je;
-                    json_t *v = json_loadb(m->payload, m->len, 0, &je);
-                    json_t *t = v ? json_object_get(v, "tick") : NULL;
-                    /* the newest tick wins, whatever order the records came in (a member frozen
-                     * past its session may write an older one after a newer); a tick ahead of
-                     * the clock is no tick this schedule enqueued */
-                    if (json_is_integer(t) && json_integer_value(t) >= 0 &&
-                        json_integer_value(t) <= kj_now_ms() + KJ_PERIODIC_FUTURE_MS) {
-                        if (json_integer_value(t) > rt[i].last) rt[i].last = json_integer_value(t);
-                    } else
-                        kj_log(KJ_LOG_WARN, "periodic state record ignored", "{s:s,s:I}", "name",
-                               name, "offset", (json_int_t)m->offset);
-                    json_decref(v);
-                }
-            }
-            rd_kafka_message_destroy(m);
-        }
-        if (e) {
-            kj_log(KJ_LOG_ERROR, "periodic state not read", "{s:s}", "error", rd_kafka_err2str(e));
-            count = -1;
-        }
+    kj_read_range range = {p->state_topic, 0, lo, hi};
+    kj_read_opts opts = {.deadline_ms = kj_now_ms() + KJ_PERIODIC_READ_TIMEOUT_MS,
+                         .stop = stopping_fn,
+                         .stop_opaque = p,
+                         .what = "periodic state topic"};
+    state_read rd = {rt, n, &count};
+    kj_read_result r =
+        kj_topic_read(rk, &range, 1, on_state_record, &rd, &opts, NULL, err, sizeof err);
+    if (r != KJ_READ_DONE) {
+        kj_log(KJ_LOG_ERROR, "periodic state not read", "{s:s,s:s}", "topic", p->state_topic,
+               "error", r == KJ_READ_STOPPED ? "stopped" : err);
+        count = -1;
     }
 out:
     if (count >= 0) p->state_end = hi;

@@ -15,7 +15,7 @@
 #include <string.h>
 
 #include "processor/config.h"
-#include "processor/utf8.h"
+#include "common/utf8.h"
 
 #define KJ_PERIODIC_MAX_JOB_BYTES (512 * 1024) /* a periodic job template, in bytes */
 

@@ -1,11 +1,11 @@
 /*
  * router.c — retry-ladder and dead-letter copies (see router.h for the rules).
- * Each copy carries a small context (owner, offset, and what is needed to re-send it); the
+ * Each copy carries a small context (source, offset, and what is needed to re-send it); the
  * delivery-report callback completes the source offset or re-sends after a failure.
  */
 #include "processor/router.h"
 #include "processor/header_contract.h"
-#include "processor/utf8.h"
+#include "common/utf8.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include "processor/kafka.h"
-#include "processor/clock.h"
+#include "common/clock.h"
 #include "processor/log.h"
 #include "processor/metrics.h"
 #include "processor/retry_policy.h"
@@ -105,7 +105,7 @@ static void *commit_watchdog_main(void *arg) {
 }
 
 typedef struct route_ctx {
-    void *owner;
+    kj_route_source source; /* handed back with the acknowledgement */
     int64_t offset;
     char *topic;
     int32_t partition; /* RD_KAFKA_PARTITION_UA: the partitioner's choice (ladder_partition) */
@@ -320,7 +320,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opa
         else
             kj_metrics_dlq_routed(c->error_class);
         /* complete before the count drops: a zero count means every completion has run */
-        r->done(c->owner, c->offset, r->done_opaque);
+        r->done(&c->source, c->offset, r->done_opaque);
         atomic_fetch_sub(&r->outstanding, 1);
         route_ctx_free(c);
     } else {
@@ -483,9 +483,9 @@ void kj_router_key_partitions(kj_router *r, int32_t partitions) {
     atomic_store(&r->key_partitions, partitions);
 }
 
-static route_ctx *ctx_from(const rd_kafka_message_t *msg, void *owner) {
+static route_ctx *ctx_from(const rd_kafka_message_t *msg, const kj_route_source *source) {
     route_ctx *c = calloc(1, sizeof(*c));
-    c->owner = owner;
+    c->source = *source;
     c->offset = msg->offset;
     c->partition = RD_KAFKA_PARTITION_UA;
     if (msg->key) {
@@ -504,9 +504,9 @@ static route_ctx *ctx_from(const rd_kafka_message_t *msg, void *owner) {
     return c;
 }
 
-void kj_router_route(kj_router *r, void *owner, const rd_kafka_message_t *msg,
+void kj_router_route(kj_router *r, const kj_route_source *source, const rd_kafka_message_t *msg,
                      const kjobs_result_t *result, kj_retry_decision *d, const kj_control *origin) {
-    route_ctx *c = ctx_from(msg, owner);
+    route_ctx *c = ctx_from(msg, source);
     const char *topic = d->to_dlq ? r->cfg->dlq_topic : r->retry_topics[d->step - 1];
     c->topic = strdup(topic);
     c->first_topic = strdup(topic);
@@ -545,10 +545,11 @@ void kj_router_route(kj_router *r, void *owner, const rd_kafka_message_t *msg,
     queue_copy(r, c);
 }
 
-int kj_router_hop(kj_router *r, void *owner, const rd_kafka_message_t *msg, int64_t not_before_ms) {
+int kj_router_hop(kj_router *r, const kj_route_source *source, const rd_kafka_message_t *msg,
+                  int64_t not_before_ms) {
     int64_t left = not_before_ms - kj_now_ms();
     int step = kj_retry_step_for_delay(r->cfg, left);
-    route_ctx *c = ctx_from(msg, owner);
+    route_ctx *c = ctx_from(msg, source);
     c->hop = true;
     c->step = step;
     c->partition = ladder_partition(r, msg);
@@ -570,10 +571,10 @@ int kj_router_hop(kj_router *r, void *owner, const rd_kafka_message_t *msg, int6
     return step;
 }
 
-int kj_router_schedule(kj_router *r, void *owner, const rd_kafka_message_t *msg, int64_t due_ms,
-                       int64_t now_ms) {
+int kj_router_schedule(kj_router *r, const kj_route_source *source, const rd_kafka_message_t *msg,
+                       int64_t due_ms, int64_t now_ms) {
     int step = kj_retry_step_for_delay(r->cfg, due_ms - now_ms);
-    route_ctx *c = ctx_from(msg, owner);
+    route_ctx *c = ctx_from(msg, source);
     c->scheduled = true;
     c->step = step;
     c->partition = ladder_partition(r, msg);
@@ -603,10 +604,10 @@ int kj_router_schedule(kj_router *r, void *owner, const rd_kafka_message_t *msg,
     return step;
 }
 
-int kj_router_park(kj_router *r, void *owner, const rd_kafka_message_t *msg,
+int kj_router_park(kj_router *r, const kj_route_source *source, const rd_kafka_message_t *msg,
                    const kj_control *origin, int step, int64_t not_before_ms,
                    int64_t behind_offset) {
-    route_ctx *c = ctx_from(msg, owner);
+    route_ctx *c = ctx_from(msg, source);
     c->parked = true;
     c->step = step;
     c->partition = ladder_partition(r, msg);

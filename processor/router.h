@@ -50,8 +50,22 @@
 
 typedef struct kj_router kj_router;
 
-/** Called once the copy of (topic-partition `owner`, offset) is acked (see @locality). */
-typedef void(kj_route_done_fn)(void *owner, int64_t offset, void *opaque);
+/**
+ * Where a copy's source record was consumed: its topic and partition, and which assignment of
+ * that partition (the caller's generation number) it was consumed under. The router keeps it by
+ * value and hands it back with the acknowledgement, so the router never holds a pointer into its
+ * caller's state: an acknowledgement that arrives after the partition was revoked (or revoked and
+ * assigned again: another generation) is recognised as stale by the caller, and a revoked
+ * partition's state can be freed at once. `topic` must stay valid for the router's life.
+ */
+typedef struct kj_route_source {
+    const char *topic;
+    int32_t partition;
+    uint64_t generation;
+} kj_route_source;
+
+/** Called once the copy of (source, offset) is acknowledged (see @locality). */
+typedef void(kj_route_done_fn)(const kj_route_source *source, int64_t offset, void *opaque);
 
 /** Takes ownership of conf. */
 kj_router *kj_router_new(const kj_config *cfg, rd_kafka_conf_t *conf, const char *worker_id,
@@ -64,16 +78,16 @@ size_t kj_copy_wire_size(size_t key_len, size_t value_len, const rd_kafka_header
 
 /**
  * Produce the copy of `msg` that `decision` names (kj_retry_decide: the attempt that ended with
- * `result`, the ladder step and due time, or the DLQ). `owner` identifies the source partition
- * for the done callback. `origin`: the validated control headers of a ladder record (its
+ * `result`, the ladder step and due time, or the DLQ). `source` (copied) is handed back to the
+ * done callback. `origin`: the validated control headers of a ladder record (its
  * kjobs-original-* are carried on), or NULL for a main-topic record (they are this record's
  * coordinates, whatever its headers say). The copy is never dropped (see "No loss"). A retry
  * copy too large to write goes to the DLQ reduced (see "Size"): then `decision` is updated to
  * say so (to_dlq, reason KJ_DLQ_TOO_LARGE), so that it always names where the copy went.
  */
-void kj_router_route(kj_router *router, void *owner, const rd_kafka_message_t *msg,
-                     const kjobs_result_t *result, kj_retry_decision *decision,
-                     const kj_control *origin);
+void kj_router_route(kj_router *router, const kj_route_source *source,
+                     const rd_kafka_message_t *msg, const kjobs_result_t *result,
+                     kj_retry_decision *decision, const kj_control *origin);
 
 /**
  * Hop: a ladder record released before its kjobs-not-before is copied unchanged (key, value,
@@ -81,7 +95,7 @@ void kj_router_route(kj_router *router, void *owner, const rd_kafka_message_t *m
  * like a routed copy. Returns the step, or 0 when the copy was too large to write and went to
  * the DLQ reduced (see "Size").
  */
-int kj_router_hop(kj_router *router, void *owner, const rd_kafka_message_t *msg,
+int kj_router_hop(kj_router *router, const kj_route_source *source, const rd_kafka_message_t *msg,
                   int64_t not_before_ms);
 
 /** kjobs-error-class of a scheduled copy (a job not run yet, not a failure). */
@@ -96,8 +110,8 @@ int kj_router_hop(kj_router *router, void *owner, const rd_kafka_message_t *msg,
  * routed copy; hops on down the ladder until due. Needs a non-empty ladder. Returns the step,
  * or 0 when the copy was too large to write and went to the DLQ reduced (see "Size").
  */
-int kj_router_schedule(kj_router *router, void *owner, const rd_kafka_message_t *msg,
-                       int64_t due_ms, int64_t now_ms);
+int kj_router_schedule(kj_router *router, const kj_route_source *source,
+                       const rd_kafka_message_t *msg, int64_t due_ms, int64_t now_ms);
 
 /**
  * Key-ordered retries (processor/key_order.h): copies of records from partitions numbered below
@@ -132,7 +146,7 @@ void kj_router_on_diverted(kj_router *router, kj_route_diverted_fn *fn, void *op
  * `behind_offset`. Not run here; completes like a routed copy. Returns `step`, or 0 when the
  * copy was too large to write and went to the DLQ reduced (see "Size").
  */
-int kj_router_park(kj_router *router, void *owner, const rd_kafka_message_t *msg,
+int kj_router_park(kj_router *router, const kj_route_source *source, const rd_kafka_message_t *msg,
                    const kj_control *origin, int step, int64_t not_before_ms,
                    int64_t behind_offset);
 

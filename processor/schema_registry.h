@@ -20,7 +20,7 @@
  * failures, 5xx, a 404 without code 40403 (a wrong URL), an answer that is not the expected
  * JSON — says nothing about the job: kj_sr_decode returns KJ_SR_UNAVAILABLE and the caller
  * retries later (the worker holds the batch, so its partition's committed offset cannot pass
- * the job; worker.c, "Schema Registry").
+ * the job; job_pipeline.c, decode_job).
  *
  * URLs: kafka.schema_registry_url may list several; a request tries them in turn, starting with
  * the last one that answered, and the first definite answer wins.

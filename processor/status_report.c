@@ -13,10 +13,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "processor/clock.h"
+#include "common/clock.h"
 #include "processor/kafka.h"
 #include "processor/topic_layout.h"
-#include "processor/utf8.h"
+#include "common/utf8.h"
 #include "processor/version.h"
 
 /* ---- recent errors -------------------------------------------------------------------------- */

@@ -1,7 +1,7 @@
 /*
  * trace_context.h — W3C Trace Context (`traceparent`, `tracestate`) carried by a job: where it
  * is read from, how it is validated, and what a handler gets. Owns the parsing so that the
- * batch path (worker.c) only calls kj_trace_context_read() once per decoded job.
+ * batch path (job_pipeline.c) only calls kj_trace_context_read() once per decoded job.
  *
  * Carriers, in order: the record's Kafka headers (names matched case-insensitively, W3C
  * §3.2.1/§3.3.1), then the job's Avro `meta` entries "traceparent"/"tracestate" (exact names).

@@ -15,7 +15,7 @@
  * that a failed job moves to the retry ladder and its successors do not wait for it. With
  * batch.ordering = "key" a main-topic partition has several lanes and each record enters the
  * lane of its key: jobs of one key still run in offset order, one batch at a time; different
- * keys of one partition run at once (worker.c, "Key lanes"; docs/ordering.md).
+ * keys of one partition run at once (worker_internal.h, "Key lanes"; docs/ordering.md).
  *
  * Commits (at-least-once). Every record's offset enters its partition's offset tracker when it
  * is pushed. It is completed when its job succeeded, or when its retry/DLQ copy was

@@ -1,7 +1,7 @@
 /*
  * codec_internal.h — what the codec's files share (not a public API; tests may use it).
  *
- *  - kj_buf (processor/buf.h): the growable byte buffer, for init-time work (canonical forms,
+ *  - kj_buf (common/buf.h): the growable byte buffer, for init-time work (canonical forms,
  *    encoded defaults).
  *  - kj_schema / kj_schema_tree (schema.c): our own model of an Avro schema, parsed from
  *    trusted JSON with jansson. Named-type references point at the defining node, so a tree
@@ -20,12 +20,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "processor/buf.h"
+#include "common/buf.h"
 #include "schemas/codec.h"
 
 /* --- buffers and text ------------------------------------------------------------------- */
 
-/* kj_buf, the growable buffer, is processor/buf.h's */
+/* kj_buf, the growable buffer, is common/buf.h's */
 void kj_buf_put_long(kj_buf *b, int64_t v); /* Avro zig-zag varint */
 
 /** 0: valid UTF-8 without NUL; 1: contains a NUL byte; 2: invalid UTF-8. `*at` = offending index.

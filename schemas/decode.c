@@ -3,8 +3,9 @@
  * (kj_writer) built at init for each writer schema version.
  *
  * Why our own reader: record values come from anyone who can produce to the topic. avro-c
- * 1.11.1 (Debian) can malloc a crafted negative/huge length (apache/avro#3622) and is not
- * thread-safe (non-atomic refcounts, one shared avro_strerror buffer). Here:
+ * 1.11.1 (Debian) can malloc a crafted negative/huge length (apache/avro#3622), and its error
+ * text (avro_strerror) is one process-wide buffer unless the library was built THREADSAFE
+ * (its refcounts are atomic). Here:
  *  - every varint is at most 10 bytes (the 10th may only carry the 64th bit); ints are range
  *    checked;
  *  - every length and every block count is checked against the bytes that remain before it

@@ -9,7 +9,7 @@
  *  - Avro binary for a JSON default value (used for reader defaults and encoder filler).
  *
  * Why not avro-c: it has neither canonical forms nor fingerprints, keeps no defaults we can
- * apply, and its schema objects have non-atomic refcounts. The model is small, immutable once
+ * apply (its refcounts are atomic: that is not the reason). The model is small, immutable once
  * parsed, and only ever built from schema text (never from message bytes). Names, field names
  * and enum symbols are checked against the specification's name rule, so the canonical form
  * never needs JSON escaping.

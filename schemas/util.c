@@ -1,6 +1,6 @@
 /*
- * util.c — small helpers the codec's files share: Avro varint writing (into processor/buf.h's
- * buffer), UTF-8 checking (by processor/utf8.h's validator) and errstr formatting.
+ * util.c — small helpers the codec's files share: Avro varint writing (into common/buf.h's
+ * buffer), UTF-8 checking (by common/utf8.h's validator) and errstr formatting.
  *
  * @locality any thread (no shared state)
  */
@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "processor/utf8.h"
+#include "common/utf8.h"
 #include "schemas/codec_internal.h"
 
 void kj_seterr(char *errstr, size_t errstr_size, const char *fmt, ...) {
@@ -32,7 +32,7 @@ void kj_buf_put_long(kj_buf *b, int64_t v) {
     kj_buf_put(b, tmp, n);
 }
 
-/* Strict UTF-8 (RFC 3629) by kjobs' one validator (processor/utf8.h), plus "no NUL". */
+/* Strict UTF-8 (RFC 3629) by kjobs' one validator (common/utf8.h), plus "no NUL". */
 int kj_utf8_check(const uint8_t *s, size_t n, size_t *at) {
     for (size_t i = 0; i < n;) {
         size_t len = s[i] ? kj_utf8_seq_len(s + i, n - i) : 0;

@@ -7,7 +7,8 @@
 #
 # Usage: scripts/bench.sh [--quick] [--no-write] [--no-build] [--build-dir DIR]
 #                         [--only drain,latency,rss,retry,scaleout,scaleout-kip848,scale-steps,scale-steps-kip848]
-#                         [--runs N] [--keep]
+#                         [--runs N] [--keep] [--drain-runs N] [--drain-jobs N]
+#                         [--drain-partitions N] [--drain-extras]
 #                         [--kafka [--brokers 1|3] | --bootstrap HOST:PORT,...] [--out FILE]
 #                         [--append]
 #   --kafka      start a 1-broker Apache Kafka (scripts/kafka.sh; $KAFKA_LOCAL_DIR, default
@@ -25,6 +26,9 @@
 #   --build-dir  default build-bench
 #   --keep       keep the work directory (worker logs, per-job records)
 #   --only profile  one kjobs drain under `perf record` (perf.data kept in the work directory)
+#   --drain-runs, --drain-jobs, --drain-partitions  the drain's size (default 5 runs of 1.6 M
+#                jobs over 64 partitions; every consumer of every run gets its own fresh broker)
+#   --drain-extras  drain: also kcat and both consumers with jemalloc preloaded
 # Needs the build dependencies (scripts/install-deps.sh), python3, and kcat (optional).
 # Exits non-zero only when the harness breaks; it never judges performance.
 set -euo pipefail
@@ -37,10 +41,11 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --build-dir) BUILD_DIR=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
-    --quick|--no-write|--keep) ARGS+=("$1"); shift ;;
+    --quick|--no-write|--keep|--drain-extras) ARGS+=("$1"); shift ;;
     --kafka|--append) ARGS+=("$1"); shift ;;
-    --only|--runs|--bootstrap|--out|--brokers) ARGS+=("$1" "$2"); shift 2 ;;
-    -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --only|--runs|--bootstrap|--out|--brokers|--drain-runs|--drain-jobs|--drain-partitions)
+      ARGS+=("$1" "$2"); shift 2 ;;
+    -h|--help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done

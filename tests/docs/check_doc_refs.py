@@ -10,9 +10,9 @@ then fails here instead of leaving the doc pointing at nothing. Exit 0 ok, 1 wit
 import pathlib, re, sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-DIRS = ("processor/", "partitions/", "include/", "schemas/", "docs/", "tests/", "scripts/",
+DIRS = ("processor/", "partitions/", "include/", "schemas/", "cli/", "common/", "docs/", "tests/", "scripts/",
         "bench/", "examples/", "helm/")
-SOURCES = " ".join(p.read_text(errors="replace") for d in ("processor", "partitions", "include",
+SOURCES = " ".join(p.read_text(errors="replace") for d in ("processor", "partitions", "include", "cli", "common",
                    "schemas") for p in (ROOT / d).rglob("*.[ch]"))
 WORDS = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", SOURCES))
 

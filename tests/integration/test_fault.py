@@ -180,7 +180,11 @@ class Scenario:
               f"{self.bound_after_kills} after kills; workers started={len(self.workers)}; "
               f"partitions lost by live workers: {self.lost_partitions()})", flush=True)
         assert stray == 0, f"{stray} jobs handled that were never enqueued"
-        assert lost == 0, f"{lost} jobs lost: e.g. {sorted(i for i in self.enqueued if not self.done[i])[:5]}"
+        stuck = [f"w{wi + 1}: {json.dumps(l)}" for wi, w in enumerate(self.workers)
+                 for l in w.lines if l.get("msg") == "partition not progressing"]
+        assert lost == 0, (f"{lost} jobs lost: e.g. "
+                           f"{sorted(i for i in self.enqueued if not self.done[i])[:5]}"
+                           + "".join("\n    " + line for line in stuck))
         assert duplicated <= bound, f"{duplicated} duplicates exceed the in-flight bound {bound}"
         if expect_no_duplicates:
             assert duplicated == 0, f"{duplicated} duplicates where none may occur"

@@ -1,7 +1,7 @@
 /*
  * tests/unit/test_buf.c — the shared helpers with no other test of their own: the growable
- * buffer (processor/buf.h: always NUL-terminated, "" when empty, growth across many appends,
- * binary bytes kept) and the in-memory string hash (processor/hash.h: the values the three
+ * buffer (common/buf.h: always NUL-terminated, "" when empty, growth across many appends,
+ * binary bytes kept) and the in-memory string hash (common/hash.h: the values the three
  * copies it replaced computed, and the bytes/str forms agree).
  */
 #include <setjmp.h>
@@ -12,8 +12,8 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "processor/buf.h"
-#include "processor/hash.h"
+#include "common/buf.h"
+#include "common/hash.h"
 
 static void test_empty_buffer_is_empty_string(void **state) {
     (void)state;

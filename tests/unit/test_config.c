@@ -261,6 +261,7 @@ static const struct override_case {
     {"handlers.exec_types", "[ \"a\", \"b\" ]", NULL, "x, y", "[ \"x\", \"y\" ]",
      "exec = [ \"h\" ];", "KJOBS_HANDLERS_EXEC=h"},
     {"handlers.exec_timeout", "5000", "\"5s\"", "2m", "\"2m\"", NULL, NULL},
+    {"handlers.exec_protocol", "\"binary\"", NULL, "json-lines", "\"json-lines\"", NULL, NULL},
     {"handlers.timeout", "\"90s\"", "\"1m30s\"", "10m", "\"10m\"", NULL, NULL},
     {"handlers.timeouts", "[ \"a=1s\", \"b.c=0\" ]", NULL, "x=2m, y=1h", "[ \"x=2m\", \"y=1h\" ]",
      NULL, NULL},

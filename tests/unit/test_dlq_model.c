@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "processor/clock.h"
+#include "common/clock.h"
 #include "processor/config.h"
 #include "processor/dlq_model.h"
 #include "processor/embedded_broker.h"

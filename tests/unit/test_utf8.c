@@ -1,5 +1,5 @@
 /*
- * test_utf8.c — the UTF-8 helper (processor/utf8.c): validity per RFC 3629 (overlongs,
+ * test_utf8.c — the UTF-8 helper (common/utf8.c): validity per RFC 3629 (overlongs,
  * surrogates, > U+10FFFF, truncated sequences), replacement of bad bytes and NUL, cutting on a
  * character boundary with the ellipsis marker within the size, and JSON strings that are never
  * NULL for untrusted bytes.
@@ -12,7 +12,7 @@
 
 #include <string.h>
 
-#include "processor/utf8.h"
+#include "common/utf8.h"
 
 static void test_validity(void **state) {
     (void)state;

@@ -201,6 +201,7 @@ handlers = {
   exec = {{ include "kjobs.cfg.strlist" (ternary .Values.execHandler.command $c.handlers.exec .Values.execHandler.enabled) }};
   exec_types = {{ include "kjobs.cfg.strlist" $c.handlers.exec_types }};
   exec_timeout = {{ include "kjobs.cfg.str" $c.handlers.exec_timeout }};
+  exec_protocol = {{ include "kjobs.cfg.str" $c.handlers.exec_protocol }};
   timeout = {{ include "kjobs.cfg.str" $c.handlers.timeout }};
   timeouts = {{ include "kjobs.cfg.strlist" $c.handlers.timeouts }};
   timeout_grace = {{ include "kjobs.cfg.str" $c.handlers.timeout_grace }};

@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "processor/utf8.h" /* kj_utf8_valid: UTF-8 lives there */
+#include "common/utf8.h" /* kj_utf8_valid: UTF-8 lives there */
 
 /** Base64 (RFC 4648, padded) of len bytes; malloc'd NUL-terminated string. */
 char *kj_base64_encode(const void *data, size_t len);

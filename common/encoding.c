@@ -1,7 +1,7 @@
 /*
  * encoding.c — base64 and UUIDv7 job ids (see encoding.h).
  */
-#include "processor/encoding.h"
+#include "common/encoding.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -7,8 +7,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "processor/cli.h"
-#include "processor/commands.h"
+#include "cli/cli.h"
+#include "cli/commands.h"
 #include "schemas/codec.h"
 
 static const char schema_usage[] =

@@ -13,8 +13,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "processor/cli.h"
-#include "processor/commands.h"
+#include "cli/cli.h"
+#include "cli/output.h"
+#include "cli/commands.h"
 #include "processor/job_json.h"
 #include "processor/kafka.h"
 #include "processor/log.h"
@@ -150,11 +151,7 @@ int kj_cmd_peek(int argc, char **argv) {
             eof_count--;
         }
         json_t *line = kj_job_json_from_message(msg);
-        char *text = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER);
-        if (text) {
-            puts(text);
-            free(text);
-        }
+        kj_print_json_line(line, stdout);
         json_decref(line);
         rd_kafka_message_destroy(msg);
         printed++;

@@ -17,8 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "processor/cli.h"
-#include "processor/commands.h"
+#include "cli/cli.h"
+#include "cli/output.h"
+#include "cli/commands.h"
 #include "processor/kafka.h"
 #include "processor/log.h"
 #include "processor/group_lag.h"
@@ -42,46 +43,32 @@ enum { OPT_JSON = KJ_OPT_COMMON_LAST + 1, OPT_TIMEOUT };
 typedef kj_lag_row lag_row;
 
 static void print_table(const char *group, const lag_row *rows, size_t count, int64_t total) {
-    static const char *heads[6] = {"GROUP",          "TOPIC",          "PARTITION",
-                                   "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG"};
-    size_t w[6];
-    for (int c = 0; c < 6; c++)
-        w[c] = strlen(heads[c]);
-    char cell[6][64];
-    /* two passes: widths, then print */
-    for (int pass = 0; pass < 2; pass++) {
-        if (pass == 1)
-            printf("%-*s %-*s %-*s %-*s %-*s %s\n", (int)w[0], heads[0], (int)w[1], heads[1],
-                   (int)w[2], heads[2], (int)w[3], heads[3], (int)w[4], heads[4], heads[5]);
-        for (size_t i = 0; i <= count; i++) {
-            const char *g = group, *t;
-            if (i < count) {
-                t = rows[i].topic;
-                snprintf(cell[2], sizeof(cell[2]), "%" PRId32, rows[i].partition);
-                if (rows[i].committed >= 0)
-                    snprintf(cell[3], sizeof(cell[3]), "%" PRId64, rows[i].committed);
-                else
-                    snprintf(cell[3], sizeof(cell[3]), "-");
-                snprintf(cell[4], sizeof(cell[4]), "%" PRId64, rows[i].log_end);
-                snprintf(cell[5], sizeof(cell[5]), "%" PRId64, rows[i].lag);
-            } else { /* the total line */
-                t = "TOTAL";
-                snprintf(cell[2], sizeof(cell[2]), "-");
-                snprintf(cell[3], sizeof(cell[3]), "-");
-                snprintf(cell[4], sizeof(cell[4]), "-");
-                snprintf(cell[5], sizeof(cell[5]), "%" PRId64, total);
-            }
-            if (pass == 0) {
-                size_t lens[6] = {strlen(g),       strlen(t),       strlen(cell[2]),
-                                  strlen(cell[3]), strlen(cell[4]), strlen(cell[5])};
-                for (int c = 0; c < 6; c++)
-                    if (lens[c] > w[c]) w[c] = lens[c];
-            } else {
-                printf("%-*s %-*s %-*s %-*s %-*s %s\n", (int)w[0], g, (int)w[1], t, (int)w[2],
-                       cell[2], (int)w[3], cell[3], (int)w[4], cell[4], cell[5]);
-            }
+    static const char *const heads[6] = {"GROUP",          "TOPIC",          "PARTITION",
+                                         "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG"};
+    kj_table *t = kj_table_new(6, heads, " ");
+    char cell[4][32];
+    for (size_t i = 0; i <= count; i++) {
+        const char *topic = "TOTAL";
+        if (i < count) { /* a partition */
+            topic = rows[i].topic;
+            snprintf(cell[0], sizeof(cell[0]), "%" PRId32, rows[i].partition);
+            if (rows[i].committed >= 0)
+                snprintf(cell[1], sizeof(cell[1]), "%" PRId64, rows[i].committed);
+            else
+                snprintf(cell[1], sizeof(cell[1]), "-");
+            snprintf(cell[2], sizeof(cell[2]), "%" PRId64, rows[i].log_end);
+            snprintf(cell[3], sizeof(cell[3]), "%" PRId64, rows[i].lag);
+        } else { /* the total line */
+            snprintf(cell[0], sizeof(cell[0]), "-");
+            snprintf(cell[1], sizeof(cell[1]), "-");
+            snprintf(cell[2], sizeof(cell[2]), "-");
+            snprintf(cell[3], sizeof(cell[3]), "%" PRId64, total);
         }
+        const char *const row[6] = {group, topic, cell[0], cell[1], cell[2], cell[3]};
+        kj_table_add(t, row);
     }
+    kj_table_print(t, stdout);
+    kj_table_free(t);
 }
 
 int kj_cmd_lag(int argc, char **argv) {
@@ -152,9 +139,7 @@ int kj_cmd_lag(int argc, char **argv) {
                           rows[i].committed >= 0 ? json_integer(rows[i].committed) : json_null(),
                           "log_start_offset", (json_int_t)rows[i].log_start, "log_end_offset",
                           (json_int_t)rows[i].log_end, "lag", (json_int_t)rows[i].lag);
-            char *text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
-            if (text) puts(text);
-            free(text);
+            kj_print_json_line(o, stdout);
             json_decref(o);
         }
     } else {

@@ -5,8 +5,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "processor/cli.h"
-#include "processor/commands.h"
+#include "cli/cli.h"
+#include "cli/commands.h"
 #include "processor/version.h"
 
 static const char version_usage[] =

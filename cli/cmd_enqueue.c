@@ -13,9 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "processor/cli.h"
-#include "processor/commands.h"
-#include "processor/encoding.h"
+#include "cli/cli.h"
+#include "cli/commands.h"
+#include "common/encoding.h"
 #include "processor/header_contract.h"
 #include "processor/kafka.h"
 #include "processor/log.h"

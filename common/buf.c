@@ -2,7 +2,7 @@
  * buf.c — the growable byte buffer (see buf.h): doubling growth from 64 bytes, checked
  * against size_t overflow, always NUL-terminated.
  */
-#include "processor/buf.h"
+#include "common/buf.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "processor/cli.h"
-#include "processor/commands.h"
+#include "cli/cli.h"
+#include "cli/commands.h"
 #include "processor/kafka.h"
 #include "processor/log.h"
 #include "processor/periodic_config.h"

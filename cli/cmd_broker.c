@@ -11,8 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "processor/cli.h"
-#include "processor/commands.h"
+#include "cli/cli.h"
+#include "cli/commands.h"
 #include "processor/embedded_broker.h"
 #include "processor/log.h"
 

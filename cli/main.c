@@ -6,7 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "processor/commands.h"
+#include "cli/commands.h"
 
 typedef struct command {
     const char *name;

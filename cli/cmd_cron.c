@@ -12,8 +12,8 @@
 #include <sys/time.h>
 #include <time.h>
 
-#include "processor/cli.h"
-#include "processor/commands.h"
+#include "cli/cli.h"
+#include "cli/commands.h"
 #include "processor/cron.h"
 #include "processor/header_contract.h"
 

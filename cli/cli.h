@@ -13,7 +13,7 @@
 #include <signal.h>
 #include <stdbool.h>
 
-#include "processor/clock.h" /* kj_now_ms for the commands */
+#include "common/clock.h" /* kj_now_ms for the commands */
 #include "processor/config.h"
 
 enum { KJ_EXIT_OK = 0, KJ_EXIT_RUNTIME = 1, KJ_EXIT_USAGE = 2 };

@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "processor/cli.h"
-#include "processor/commands.h"
+#include "cli/cli.h"
+#include "cli/commands.h"
 #include "processor/console.h"
 #include "processor/console_data.h"
 #include "processor/http.h"

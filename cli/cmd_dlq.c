@@ -14,11 +14,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "processor/cli.h"
-#include "processor/commands.h"
+#include "cli/cli.h"
+#include "cli/output.h"
+#include "cli/commands.h"
 #include "processor/dlq_model.h"
 #include "processor/log.h"
-#include "processor/utf8.h"
+#include "common/utf8.h"
 
 #define ERROR_COLUMN_MAX 60
 
@@ -69,9 +70,7 @@ typedef struct dlq_run {
     const char *f_type, *f_id, *f_class;
     bool json, dry_run, again;
     kj_dlq *dlq;
-    /* list (table rows are collected to size the columns) */
-    char **rows; /* 8 cells per row */
-    size_t row_count, row_cap;
+    kj_table *table; /* list: rows are collected to size the columns */
 } dlq_run;
 
 static const char *jstr(json_t *o, const char *key) {
@@ -81,12 +80,11 @@ static const char *jstr(json_t *o, const char *key) {
 
 /* ---- list --------------------------------------------------------------------------------- */
 
+static const char *const list_heads[8] = {"ID",       "TYPE",      "CLASS", "ATTEMPTS",
+                                          "ORIGINAL", "FAILED-AT", "STATE", "ERROR"};
+
 static void add_row(dlq_run *r, json_t *o) {
-    if (r->row_count == r->row_cap) {
-        r->row_cap = r->row_cap ? r->row_cap * 2 : 64;
-        r->rows = realloc(r->rows, r->row_cap * 8 * sizeof(char *));
-    }
-    char **c = &r->rows[r->row_count++ * 8];
+    char *c[8];
     json_t *d = json_object_get(o, "dead_letter");
     char buf[1300];
     c[0] = strdup(jstr(o, "handle"));
@@ -133,54 +131,10 @@ static void add_row(dlq_run *r, json_t *o) {
     buf[n] = '\0';
     if (chars > ERROR_COLUMN_MAX) memcpy(buf + cut, "...", 4);
     c[7] = strdup(buf);
-}
-
-/* A table cell holds untrusted text (ids, types, errors from producers and handlers): C0 and
- * C1 control characters and DEL become '?' in place, so a row stays one line and no escape
- * sequence reaches the terminal. The text is valid UTF-8 (header_text repaired it); a C1
- * control is the two bytes C2 80..C2 9F, replaced by "??" to keep the length. */
-static void terminal_safe(char *s) {
-    for (unsigned char *p = (unsigned char *)s; *p; p++) {
-        if (*p < 0x20 || *p == 0x7f)
-            *p = '?';
-        else if (*p == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f)
-            p[0] = p[1] = '?';
-    }
-}
-
-static void print_rows(dlq_run *r) {
-    static const char *heads[8] = {"ID",       "TYPE",      "CLASS", "ATTEMPTS",
-                                   "ORIGINAL", "FAILED-AT", "STATE", "ERROR"};
-    size_t w[8];
-    for (size_t i = 0; i < r->row_count * 8; i++)
-        terminal_safe(r->rows[i]);
-    for (int c = 0; c < 8; c++)
-        w[c] = strlen(heads[c]);
-    for (size_t i = 0; i < r->row_count; i++)
-        for (int c = 0; c < 7; c++) {
-            size_t len = strlen(r->rows[i * 8 + c]);
-            if (len > w[c]) w[c] = len;
-        }
-    for (size_t i = 0; i <= r->row_count; i++) {
-        const char *const *cells = i == 0 ? heads : (const char *const *)&r->rows[(i - 1) * 8];
-        printf("%-*s  %-*s  %-*s  %-*s  %-*s  %-*s  %-*s  %s\n", (int)w[0], cells[0], (int)w[1],
-               cells[1], (int)w[2], cells[2], (int)w[3], cells[3], (int)w[4], cells[4], (int)w[5],
-               cells[5], (int)w[6], cells[6], cells[7]);
-    }
-}
-
-static void free_rows(dlq_run *r) {
-    for (size_t i = 0; i < r->row_count * 8; i++)
-        free(r->rows[i]);
-    free(r->rows);
-    r->rows = NULL;
-    r->row_count = 0;
-}
-
-static void print_json_line(json_t *o) {
-    char *text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    if (text) puts(text);
-    free(text);
+    if (!r->table) r->table = kj_table_new(8, list_heads, "  ");
+    kj_table_add(r->table, (const char *const *)c); /* copied, made terminal-safe */
+    for (int i = 0; i < 8; i++)
+        free(c[i]);
 }
 
 /* ---- what each subcommand prints -------------------------------------------------------- */
@@ -188,7 +142,7 @@ static void print_json_line(json_t *o) {
 static bool on_listed(const kj_dlq_record *rec, void *opaque) {
     dlq_run *r = opaque;
     if (r->json)
-        print_json_line(rec->json);
+        kj_print_json_line(rec->json, stdout);
     else
         add_row(r, rec->json);
     return true;
@@ -336,7 +290,10 @@ int kj_cmd_dlq(int argc, char **argv) {
     switch (r->cmd) {
     case CMD_LIST:
         rc = kj_dlq_list(r->dlq, &filter, on_listed, r, err, sizeof(err));
-        if (rc == KJ_DLQ_OK && !r->json) print_rows(r);
+        if (rc == KJ_DLQ_OK && !r->json) {
+            if (!r->table) r->table = kj_table_new(8, list_heads, "  ");
+            kj_table_print(r->table, stdout);
+        }
         fflush(stdout);
         break;
     case CMD_SHOW:
@@ -350,7 +307,7 @@ int kj_cmd_dlq(int argc, char **argv) {
         break;
     }
     kj_dlq_close(r->dlq);
-    free_rows(r);
+    kj_table_free(r->table);
     kj_cli_free(&r->cli);
     return exit_code(rc, err);
 }

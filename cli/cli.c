@@ -1,7 +1,7 @@
 /*
  * cli.c — shared plumbing for the kjobs subcommands (see cli.h).
  */
-#include "processor/cli.h"
+#include "cli/cli.h"
 
 #include <errno.h>
 #include <pthread.h>

@@ -2,7 +2,7 @@
  * utf8.c — UTF-8 validation, replacement of invalid bytes and cutting on a character boundary
  * (see utf8.h).
  */
-#include "processor/utf8.h"
+#include "common/utf8.h"
 
 #include <stdlib.h>
 #include <string.h>

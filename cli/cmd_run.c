@@ -12,8 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "processor/cli.h"
-#include "processor/commands.h"
+#include "cli/cli.h"
+#include "cli/commands.h"
 #include "processor/embedded_broker.h"
 #include "processor/exec_handler.h"
 #include "processor/handlers.h"
