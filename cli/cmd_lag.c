@@ -2,10 +2,9 @@
  * cmd_lag.c — `kjobs lag`: how far a consumer group is behind, per partition of the main topic
  * and of each retry-ladder topic (the DLQ has no consumer group, so it is not listed).
  *
- * It must never disturb the group it inspects: the consumer it creates carries the group's
- * group.id only so that rd_kafka_committed() can ask the coordinator for the group's committed
- * offsets (OffsetFetch). It never subscribes, never assigns, never commits (enable.auto.commit
- * is off), so it never joins the group and a running worker sees no rebalance.
+ * The reading is processor/group_lag.h (shared with the console): it must never disturb the
+ * group it inspects, so the consumer created here carries the group's group.id only for
+ * OffsetFetch; it never subscribes, assigns or commits (enable.auto.commit is off).
  *
  * Columns follow kafka-consumer-groups --describe: GROUP TOPIC PARTITION CURRENT-OFFSET
  * LOG-END-OFFSET LAG. No committed offset prints "-" and counts the whole retained log
@@ -23,7 +22,7 @@
 #include "cli/commands.h"
 #include "processor/kafka.h"
 #include "processor/log.h"
-#include "processor/topic_layout.h"
+#include "processor/group_lag.h"
 
 static const char lag_usage[] =
     "usage: kjobs lag [-c FILE] [-b BROKERS] [-G GROUP] [-X prop=val] [--topic T] [--json]\n"
@@ -41,13 +40,7 @@ static const char lag_usage[] =
 
 enum { OPT_JSON = KJ_OPT_COMMON_LAST + 1, OPT_TIMEOUT };
 
-typedef struct lag_row {
-    const char *topic; /* borrowed from the layout */
-    int32_t partition;
-    int64_t committed; /* < 0: none */
-    int64_t log_start, log_end;
-    int64_t lag;
-} lag_row;
+typedef kj_lag_row lag_row;
 
 static void print_table(const char *group, const lag_row *rows, size_t count, int64_t total) {
     static const char *const heads[6] = {"GROUP",          "TOPIC",          "PARTITION",
@@ -130,67 +123,14 @@ int kj_cmd_lag(int argc, char **argv) {
     }
     int timeout_ms = (int)timeout_s * 1000;
     int exit_code = KJ_EXIT_OK;
-    kj_topic_spec *specs = NULL;
-    size_t spec_count = kj_topic_layout(&cli.cfg, &specs);
-    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(16);
-    bool unreachable = false;
-    for (size_t i = 0; i < spec_count; i++) {
-        if (specs[i].role == KJ_TOPIC_DLQ) continue;
-        long long t0 = kj_now_ms();
-        int n = kj_kafka_partition_count(rk, specs[i].name, timeout_ms, err, sizeof(err));
-        if (n < 0) {
-            kj_log(KJ_LOG_ERROR, "cannot read topic", "{s:s,s:s}", "topic", specs[i].name, "error",
-                   err);
-            exit_code = KJ_EXIT_RUNTIME;
-            /* a missing topic fails fast; a timeout means the cluster is unreachable: do not
-             * wait that long again for every other topic */
-            if (kj_now_ms() - t0 >= timeout_ms - 100) {
-                unreachable = true;
-                break;
-            }
-            continue;
-        }
-        for (int p = 0; p < n; p++)
-            rd_kafka_topic_partition_list_add(list, specs[i].name, p);
-    }
-    lag_row *rows = calloc((size_t)list->cnt + 1, sizeof(*rows));
+    lag_row *rows = NULL;
     size_t row_count = 0;
     int64_t total = 0;
-    if (unreachable) goto out;
-    rd_kafka_resp_err_t cerr = list->cnt ? rd_kafka_committed(rk, list, timeout_ms) : 0;
-    if (cerr) {
-        kj_log(KJ_LOG_ERROR, "cannot read committed offsets", "{s:s,s:s}", "group", cli.cfg.group,
-               "error", rd_kafka_err2str(cerr));
-        exit_code = KJ_EXIT_RUNTIME;
-        goto out;
-    }
-    for (int i = 0; i < list->cnt; i++) {
-        rd_kafka_topic_partition_t *tp = &list->elems[i];
-        if (tp->err) {
-            kj_log(KJ_LOG_ERROR, "cannot read committed offset", "{s:s,s:i,s:s}", "topic",
-                   tp->topic, "partition", (int)tp->partition, "error", rd_kafka_err2str(tp->err));
-            exit_code = KJ_EXIT_RUNTIME;
-            continue;
-        }
-        int64_t lo = 0, hi = 0;
-        rd_kafka_resp_err_t werr =
-            rd_kafka_query_watermark_offsets(rk, tp->topic, tp->partition, &lo, &hi, timeout_ms);
-        if (werr) {
-            kj_log(KJ_LOG_ERROR, "cannot read log end offset", "{s:s,s:i,s:s}", "topic", tp->topic,
-                   "partition", (int)tp->partition, "error", rd_kafka_err2str(werr));
-            exit_code = KJ_EXIT_RUNTIME;
-            continue;
-        }
-        lag_row *r = &rows[row_count++];
-        r->topic = tp->topic;
-        r->partition = tp->partition;
-        r->committed = tp->offset >= 0 ? tp->offset : -1;
-        r->log_start = lo;
-        r->log_end = hi;
-        r->lag = r->committed >= 0 ? hi - r->committed : hi - lo;
-        if (r->lag < 0) r->lag = 0; /* committed past the end: log truncated/recreated */
-        total += r->lag;
-    }
+    int read = kj_group_lag_read(rk, &cli.cfg, timeout_ms, &rows, &row_count);
+    if (read != 0) exit_code = KJ_EXIT_RUNTIME;
+    if (read < 0) goto out;
+    for (size_t i = 0; i < row_count; i++)
+        total += rows[i].lag;
     if (json) {
         for (size_t i = 0; i < row_count; i++) {
             json_t *o =
@@ -207,9 +147,7 @@ int kj_cmd_lag(int argc, char **argv) {
     }
     fflush(stdout);
 out:
-    free(rows);
-    rd_kafka_topic_partition_list_destroy(list);
-    kj_topic_layout_free(specs, spec_count);
+    kj_group_lag_free(rows, row_count);
     /* never subscribed: close leaves no group to leave and commits nothing */
     rd_kafka_consumer_close(rk);
     rd_kafka_destroy(rk);

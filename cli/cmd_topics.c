@@ -22,8 +22,9 @@ static const char topics_usage[] =
     "retry.delays, and the dead-letter topic. With --create, creates them through the Admin\n"
     "API with topics.partitions, topics.replication_factor, topics.min_insync_replicas and\n"
     "retention.ms from topics.retention (main, ladder) and topics.dlq_retention (dead\n"
-    "letters); existing topics are kept as they are. With schedule.periodic entries, also\n"
-    "the compacted one-partition state topic <topics.main>.schedule.\n";
+    "letters); existing topics are kept as they are. Also the compacted one-partition status\n"
+    "topic <topics.main>.status (worker reports, read by `kjobs ui`) and, with\n"
+    "schedule.periodic entries, the compacted one-partition state topic <topics.main>.schedule.\n";
 
 enum { OPT_CREATE = KJ_OPT_COMMON_LAST + 1 };
 
@@ -55,22 +56,24 @@ static int create_topics(const kj_cli *cli, kj_topic_spec *topics, size_t count)
         rd_kafka_conf_destroy(conf);
         return KJ_EXIT_USAGE;
     }
-    /* schedule.periodic's state topic: one partition, compacted (processor/periodic.h) */
-    char *state = cli->cfg.periodic_count > 0 ? kj_periodic_state_topic(&cli->cfg) : NULL;
-    size_t total = count + (state ? 1 : 0);
+    /* one-partition compacted topics: the workers' status topic (docs/console.md) and
+     * schedule.periodic's state topic (processor/periodic.h) */
+    char *compacted[2] = {kj_topic_status(&cli->cfg), NULL};
+    size_t ncompacted = 1;
+    if (cli->cfg.periodic_count > 0) compacted[ncompacted++] = kj_periodic_state_topic(&cli->cfg);
+    size_t total = count + ncompacted;
     rd_kafka_NewTopic_t **new_topics = calloc(total, sizeof(*new_topics));
     int exit_code = KJ_EXIT_OK;
-    if (state) {
-        new_topics[count] =
-            rd_kafka_NewTopic_new(state, 1, cli->cfg.replication_factor, err, sizeof(err));
+    for (size_t k = 0; k < ncompacted; k++) {
+        rd_kafka_NewTopic_t *nt = new_topics[count + k] =
+            rd_kafka_NewTopic_new(compacted[k], 1, cli->cfg.replication_factor, err, sizeof(err));
         char mir[16];
         snprintf(mir, sizeof(mir), "%d", cli->cfg.min_insync_replicas);
-        if (!new_topics[count] ||
-            rd_kafka_NewTopic_set_config(new_topics[count], "cleanup.policy", "compact") ||
+        if (!nt || rd_kafka_NewTopic_set_config(nt, "cleanup.policy", "compact") ||
             (cli->cfg.min_insync_replicas > 0 &&
-             rd_kafka_NewTopic_set_config(new_topics[count], "min.insync.replicas", mir))) {
-            fprintf(stderr, "kjobs topics: %s: %s\n", state,
-                    new_topics[count] ? "cannot set topic configs" : err);
+             rd_kafka_NewTopic_set_config(nt, "min.insync.replicas", mir))) {
+            fprintf(stderr, "kjobs topics: %s: %s\n", compacted[k],
+                    nt ? "cannot set topic configs" : err);
             exit_code = KJ_EXIT_USAGE;
             goto out;
         }
@@ -144,7 +147,8 @@ out:
     for (size_t i = 0; i < total; i++)
         if (new_topics[i]) rd_kafka_NewTopic_destroy(new_topics[i]);
     free(new_topics);
-    free(state);
+    for (size_t k = 0; k < ncompacted; k++)
+        free(compacted[k]);
     rd_kafka_destroy(rk);
     return exit_code;
 }
@@ -183,6 +187,9 @@ int kj_cmd_topics(int argc, char **argv) {
             printf("%-40s %-6s %-5s %-10s %d\n", topics[i].name, kj_topic_role_name(topics[i].role),
                    step, delay, cli.cfg.partitions);
         }
+        char *status = kj_topic_status(&cli.cfg);
+        printf("%-40s %-6s %-5s %-10s %d\n", status, "status", "-", "-", 1);
+        free(status);
         if (cli.cfg.periodic_count > 0) {
             char *state = kj_periodic_state_topic(&cli.cfg);
             printf("%-40s %-6s %-5s %-10s %d\n", state, "sched", "-", "-", 1);

@@ -15,5 +15,6 @@ int kj_cmd_dlq(int argc, char **argv);
 int kj_cmd_lag(int argc, char **argv);
 int kj_cmd_version(int argc, char **argv);
 int kj_cmd_cron(int argc, char **argv);
+int kj_cmd_ui(int argc, char **argv);
 
 #endif /* KJOBS_COMMANDS_H */

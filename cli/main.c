@@ -20,6 +20,7 @@ static const command commands[] = {
     {"peek", kj_cmd_peek, "print jobs from a topic as JSON lines"},
     {"dlq", kj_cmd_dlq, "list, show and replay dead-lettered jobs"},
     {"lag", kj_cmd_lag, "consumer-group lag of the main and ladder topics"},
+    {"ui", kj_cmd_ui, "serve the operator console (workers, lag, retries, dead letters)"},
     {"topics", kj_cmd_topics, "print or --create the topic layout"},
     {"broker", kj_cmd_broker, "run an embedded broker for development and tests"},
     {"cron", kj_cmd_cron, "cron next EXPR: when a schedule fires (--tz, --from, -n)"},

@@ -33,6 +33,7 @@
 #include "processor/config.h"
 #include "processor/periodic_config.h"
 #include "processor/config_limits.h"
+#include "processor/topic_layout.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -530,6 +531,28 @@ static const kj_setting kj_settings[] = {
      .off = F(shutdown_grace_ms), .def = "30000", .min = 0, .max = HOUR_MS, .flags = KF_MS_INT,
      .doc = "On SIGTERM/SIGINT, how long in-flight batches may take to finish before kjobs "
             "commits what is done and leaves the group. Milliseconds, or a duration string."},
+    /* ui: the operator console (`kjobs ui`) and the status reports it reads */
+    {ROW("ui", "report_interval", "KJOBS_UI_REPORT_INTERVAL"), .type = KT_DURATION,
+     .off = F(ui_report_interval_ms), .def = "5s", .min = 0, .max = HOUR_MS,
+     .doc = "How often each `kjobs run` worker publishes its status record (counts by outcome, "
+            "handler p50/p99, in-flight, assignment, breaker, recent errors) to the compacted "
+            "topic <topics.main>.status, which `kjobs ui` reads (docs/console.md). 0: no "
+            "reports."},
+    {ROW("ui", "listen", "KJOBS_UI_LISTEN"), .type = KT_STRING, .off = F(ui_listen),
+     .def = "127.0.0.1:8090", .flags = KF_NONEMPTY, .check = check_listen,
+     .expect = "\"host:port\"",
+     .doc = "Address `kjobs ui` serves the console on: \"host:port\", \"[ipv6]:port\" or "
+            "\":port\" (all interfaces). Bound to anything but a loopback address it needs "
+            "ui.token."},
+    {ROW("ui", "token", "KJOBS_UI_TOKEN"), .type = KT_STRING, .off = F(ui_token), .def = "",
+     .flags = KF_SECRET,
+     .doc = "Bearer token the console asks for (header `Authorization: Bearer <token>`, or the "
+            "login form of the page); \"\" for none, allowed only when ui.listen is a loopback "
+            "address. Never logged; set it from the environment (KJOBS_UI_TOKEN)."},
+    {ROW("ui", "allow_actions", "KJOBS_UI_ALLOW_ACTIONS"), .type = KT_BOOL,
+     .off = F(ui_allow_actions), .def = "false",
+     .doc = "Let the console change things: replay dead letters (with the loop guard of `kjobs "
+            "dlq replay`). false: the console is read-only."},
     /* log */
     {ROW("log", "level", "KJOBS_LOG_LEVEL"), .type = KT_STRING, .off = F(log_level), .def = "info",
      .check = check_log_level, .expect = "debug, info, warn or error",
@@ -1831,6 +1854,25 @@ int kj_config_validate(const kj_config *cfg, char *errstr, size_t errstr_size) {
             cross_fail(cfg, "topics.main", "topics.main", errstr, errstr_size,
                        "schedule.periodic state topic \"%s\" is also a dead-letter or ladder topic",
                        t);
+        free(t);
+        if (bad || clash) return -1;
+    }
+    {
+        /* The workers' status topic, "<topics.main>.status" (docs/console.md), is one too. */
+        char *t = kj_topic_status(cfg);
+        int bad = check_topic(t, why, sizeof(why));
+        bool clash = !bad && strcmp(t, cfg->dlq_topic) == 0;
+        for (size_t step = 1; !bad && !clash && step <= cfg->retry_delay_count; step++) {
+            char *r = kj_config_retry_topic(cfg, (int)step);
+            clash = strcmp(r, t) == 0;
+            free(r);
+        }
+        if (bad)
+            cross_fail(cfg, "topics.main", "topics.main", errstr, errstr_size, "status topic: %s",
+                       why);
+        else if (clash)
+            cross_fail(cfg, "topics.main", "topics.main", errstr, errstr_size,
+                       "the status topic \"%s\" is also a dead-letter or ladder topic", t);
         free(t);
         if (bad || clash) return -1;
     }

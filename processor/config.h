@@ -86,6 +86,10 @@ typedef struct kj_config {
     char *http_listen;
     int64_t shutdown_grace_ms;
     char *log_level;
+    /* the operator console (`kjobs ui`, cli/cmd_ui.c) and worker status reports */
+    int64_t ui_report_interval_ms; /* 0 = no reports */
+    char *ui_listen, *ui_token;    /* ui_token: a secret, "" = none */
+    bool ui_allow_actions;
     /* Confluent Schema Registry (processor/schema_registry.h); sr_url "" = none */
     char *sr_url, *sr_user, *sr_password, *sr_ca_file, *sr_cert_file, *sr_key_file,
         *sr_key_password;

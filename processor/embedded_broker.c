@@ -72,6 +72,11 @@ kj_embedded_broker *kj_embedded_broker_start(const kj_config *cfg, int brokers, 
         rc = create_topic(b, state, 1, errstr, errstr_size);
         free(state);
     }
+    if (rc == 0) { /* the workers' status topic (docs/console.md): 1 partition */
+        char *status = kj_topic_status(cfg);
+        rc = create_topic(b, status, 1, errstr, errstr_size);
+        free(status);
+    }
     if (rc) goto fail;
     kj_log(KJ_LOG_INFO, "embedded broker started", "{s:s,s:i}", "bootstrap", b->bootstrap,
            "brokers", brokers);

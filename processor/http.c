@@ -4,9 +4,10 @@
  * Shape: MHD binds the socket itself (MHD_OPTION_SOCK_ADDR, resolved here with getaddrinfo so
  * names, IPv4 and IPv6 all work; port 0 is reported back through MHD_DAEMON_INFO_BIND_PORT) and
  * serves each connection on its own MHD thread (MHD_USE_THREAD_PER_CONNECTION with poll(), so
- * a listen fd above FD_SETSIZE is fine). One access handler routes by path; every request body
- * is drained and ignored. All state the handler reads is the immutable copy of the hooks taken
- * at start, plus whatever the hooks themselves read (their job to keep thread-safe).
+ * a listen fd above FD_SETSIZE is fine). One access handler routes by path; a request body is
+ * kept (up to KJ_HTTP_MAX_BODY) only for the route hook, else drained and ignored. All state the
+ * handler reads is the immutable copy of the hooks taken at start, plus whatever the hooks
+ * themselves read (their job to keep thread-safe).
  */
 #include "processor/http.h"
 
@@ -113,20 +114,93 @@ static enum MHD_Result route_metrics(kj_http *http, struct MHD_Connection *conn)
                    MHD_RESPMEM_MUST_FREE);
 }
 
+/* Per-request state of the access handler: created on its first call, freed by
+ * kj_http_completed. Bodies are kept only for route hooks, up to KJ_HTTP_MAX_BODY. */
+typedef struct request_state {
+    char *body;
+    size_t len;
+    bool too_large;
+} request_state;
+
+const char *kj_http_request_header(const kj_http_request *req, const char *name) {
+    return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+
+const char *kj_http_request_arg(const kj_http_request *req, const char *name) {
+    return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+static enum MHD_Result route_hook(kj_http *http, struct MHD_Connection *conn, const char *url,
+                                  const char *method, request_state *st) {
+    if (st->too_large) return respond_text(conn, 413, "body too large");
+    kj_http_request req = {.method = method,
+                           .url = url,
+                           .body = st->body ? st->body : "",
+                           .body_len = st->len,
+                           .conn = conn};
+    kj_http_response resp = {0};
+    if (!http->hooks.route(http->hooks.route_opaque, &req, &resp))
+        return respond_text(conn, MHD_HTTP_NOT_FOUND, "not found");
+    struct MHD_Response *r = MHD_create_response_from_buffer(
+        resp.len, resp.body, resp.static_body ? MHD_RESPMEM_PERSISTENT : MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        if (!resp.static_body) free(resp.body);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+                            resp.content_type ? resp.content_type : KJ_TEXT);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(r, "X-Frame-Options", "DENY");
+    MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
+    MHD_add_response_header(r, "Content-Security-Policy",
+                            "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'");
+    if (resp.allow) MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, resp.allow);
+    enum MHD_Result rc = MHD_queue_response(conn, resp.status ? resp.status : MHD_HTTP_OK, r);
+    MHD_destroy_response(r);
+    return rc;
+}
+
+static void kj_http_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
+                              enum MHD_RequestTerminationCode toe) {
+    (void)cls;
+    (void)conn;
+    (void)toe;
+    request_state *st = *req_cls;
+    if (st) {
+        free(st->body);
+        free(st);
+    }
+    *req_cls = NULL;
+}
+
 static enum MHD_Result kj_http_handle(void *cls, struct MHD_Connection *conn, const char *url,
                                       const char *method, const char *version,
                                       const char *upload_data, size_t *upload_data_size,
                                       void **req_cls) {
-    static int first_call_marker;
     kj_http *http = cls;
     (void)version;
-    (void)upload_data;
-    if (*req_cls == NULL) { /* headers only so far: answer once any body has been drained */
-        *req_cls = &first_call_marker;
+    if (*req_cls == NULL) { /* headers only so far: answer once any body has been received */
+        request_state *st = calloc(1, sizeof(*st));
+        if (!st) return MHD_NO;
+        *req_cls = st;
         return MHD_YES;
     }
-    if (*upload_data_size) { /* no route takes a body: discard it */
+    request_state *st = *req_cls;
+    if (*upload_data_size) { /* kept for a route hook, up to its limit; else discarded */
+        size_t n = *upload_data_size;
         *upload_data_size = 0;
+        if (!http->hooks.route || st->too_large) return MHD_YES;
+        if (st->len + n > KJ_HTTP_MAX_BODY) {
+            st->too_large = true;
+            return MHD_YES;
+        }
+        char *grown = realloc(st->body, st->len + n + 1);
+        if (!grown) return MHD_NO;
+        memcpy(grown + st->len, upload_data, n);
+        st->len += n;
+        grown[st->len] = '\0';
+        st->body = grown;
         return MHD_YES;
     }
 
@@ -137,7 +211,10 @@ static enum MHD_Result kj_http_handle(void *cls, struct MHD_Connection *conn, co
         route = R_LIVEZ;
     else if (strcmp(url, "/readyz") == 0)
         route = R_READYZ;
-    if (route == R_NONE) return respond_text(conn, MHD_HTTP_NOT_FOUND, "not found");
+    if (route == R_NONE) {
+        if (http->hooks.route) return route_hook(http, conn, url, method, st);
+        return respond_text(conn, MHD_HTTP_NOT_FOUND, "not found");
+    }
     if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
         return respond_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed");
 
@@ -228,12 +305,12 @@ kj_http *kj_http_start(const char *listen, const kj_http_hooks *hooks, char *err
             unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
                              MHD_USE_POLL | MHD_USE_ERROR_LOG;
             if (ai->ai_family == AF_INET6) flags |= any ? MHD_USE_DUAL_STACK : MHD_USE_IPv6;
-            http->daemon =
-                MHD_start_daemon(flags, portnum, NULL, NULL, kj_http_handle, http,
-                                 MHD_OPTION_EXTERNAL_LOGGER, kj_http_mhd_log, http,
-                                 MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_CONNECTION_LIMIT,
-                                 (unsigned)KJ_HTTP_CONNECTION_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
-                                 (unsigned)KJ_HTTP_CONNECTION_TIMEOUT_S, MHD_OPTION_END);
+            http->daemon = MHD_start_daemon(
+                flags, portnum, NULL, NULL, kj_http_handle, http, MHD_OPTION_EXTERNAL_LOGGER,
+                kj_http_mhd_log, http, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+                MHD_OPTION_CONNECTION_LIMIT, (unsigned)KJ_HTTP_CONNECTION_LIMIT,
+                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)KJ_HTTP_CONNECTION_TIMEOUT_S,
+                MHD_OPTION_NOTIFY_COMPLETED, kj_http_completed, http, MHD_OPTION_END);
             if (http->daemon) break;
         }
     }

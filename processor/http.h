@@ -45,6 +45,40 @@ static inline void kj_heartbeat_beat(kj_heartbeat *hb) {
 /** Default bound on heartbeat age before /livez says 503. */
 #define KJ_HTTP_HEARTBEAT_MAX_AGE_MS 30000
 
+/** Largest request body a route hook is given (bytes); a longer one is answered 413. */
+#define KJ_HTTP_MAX_BODY 65536
+
+/** A request as a route hook sees it; everything is borrowed for the hook's call. */
+typedef struct kj_http_request {
+    const char *method; /* "GET", "POST", ... */
+    const char *url;    /* the path, without the query string, not decoded */
+    const char *body;   /* NUL-terminated; "" without one */
+    size_t body_len;
+    void *conn; /* for kj_http_request_header / _arg only */
+} kj_http_request;
+
+/** A request header (case-insensitive name) or NULL. */
+const char *kj_http_request_header(const kj_http_request *req, const char *name);
+/** A query-string argument, URL-decoded, or NULL. */
+const char *kj_http_request_arg(const kj_http_request *req, const char *name);
+
+/** What a route hook answers. `body` is malloc'd (the listener frees it) unless `static_body`. */
+typedef struct kj_http_response {
+    unsigned status;
+    const char *content_type; /* a string literal */
+    char *body;
+    size_t len;
+    bool static_body;
+    const char *allow; /* Allow header of a 405, or NULL */
+} kj_http_response;
+
+/**
+ * Routes beyond the listener's own (the console, processor/console.h): called on a listener
+ * thread for every path it does not serve itself, with any method. Return false for "not
+ * mine" (404). Must be thread-safe: connections are served concurrently.
+ */
+typedef bool(kj_http_route_fn)(void *opaque, const kj_http_request *req, kj_http_response *resp);
+
 typedef struct {
     /** Readiness: return true when ready; write a short reason (NUL-terminated) either way.
      *  An empty reason reads as "ready" / "not ready". */
@@ -57,6 +91,9 @@ typedef struct {
     int64_t heartbeat_max_age_ms; /* 0 = KJ_HTTP_HEARTBEAT_MAX_AGE_MS */
     /** Registry rendered at /metrics; NULL = kj_metrics_registry(). Must outlive the listener. */
     kj_registry *registry;
+    /** Other routes (NULL: none, 404), with their opaque pointer. Must outlive the listener. */
+    kj_http_route_fn *route;
+    void *route_opaque;
 } kj_http_hooks;
 
 typedef struct kj_http kj_http;

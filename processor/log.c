@@ -135,6 +135,12 @@ static json_t *pack_lenient(const char *fmt, va_list ap) {
     return NULL;
 }
 
+static _Atomic(kj_log_observer *) log_observer;
+
+void kj_log_set_observer(kj_log_observer *fn) {
+    atomic_store(&log_observer, fn);
+}
+
 void kj_log(kj_log_level level, const char *msg, const char *fields_fmt, ...) {
     if ((int)level < atomic_load_explicit(&log_min_level, memory_order_relaxed)) return;
 
@@ -170,6 +176,8 @@ void kj_log(kj_log_level level, const char *msg, const char *fields_fmt, ...) {
     json_decref(line);
 
     char *text = json_dumps(ordered, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII);
+    kj_log_observer *observer = level >= KJ_LOG_WARN ? atomic_load(&log_observer) : NULL;
+    if (observer) observer(level, ordered);
     json_decref(ordered);
     if (!text) return;
     size_t len = strlen(text);

@@ -35,4 +35,15 @@ void kj_log_set_fd(int fd);
  */
 void kj_log(kj_log_level level, const char *msg, const char *fields_fmt, ...);
 
+/**
+ * An observer of written lines at warn or error level, called on the logging thread with the
+ * line as a JSON object (borrowed for the call: copy what you keep) after it was written. It
+ * must be quick and thread-safe and must not log. One observer per process; install it once at
+ * start (NULL removes it, but a call already under way may still finish afterwards, so the
+ * observer's state must outlive the process's threads). The worker's status report keeps the
+ * last few errors this way (processor/status_report.h).
+ */
+typedef void(kj_log_observer)(kj_log_level level, const json_t *line);
+void kj_log_set_observer(kj_log_observer *fn);
+
 #endif /* KJOBS_LOG_H */

@@ -578,7 +578,7 @@ static struct {
     kj_metric_family *jobs, *duration, *batch, *lag, *commits, *rebalances, *in_flight, *resets,
         *retry, *dlq, *route_errors, *decode_errors, *exec_stray, *breaker, *ready, *build_info,
         *truncated, *invalid_headers, *hops, *trace_invalid, *sr_requests, *sr_waiting,
-        *periodic_enqueued, *periodic_next, *throttle_wait;
+        *periodic_enqueued, *periodic_next, *throttle_wait, *console_actions;
     kj_metric_handle *commit_ok, *commit_error;
     pthread_mutex_t version_mu;
     char version[KJ_METRICS_MAX_LABEL_LEN + 1];
@@ -662,6 +662,9 @@ static const struct kj_metric_def {
     {&g_kj.exec_stray, "kjobs_exec_stray_replies_total", KJ_METRIC_COUNTER,
      "Reply lines from exec handler children discarded as answering no pending batch.", 0, {0},
      NULL, 0},
+    {&g_kj.console_actions, "kjobs_console_actions_total", KJ_METRIC_COUNTER,
+     "Actions taken from the operator console (kjobs ui), by action and result.", 2,
+     {"action", "result"}, NULL, 0},
     {&g_kj.breaker, "kjobs_circuit_breaker_open", KJ_METRIC_GAUGE,
      "1 while the circuit breaker is open, else 0.", 0, {0}, NULL, 0},
     {&g_kj.ready, "kjobs_ready", KJ_METRIC_GAUGE, "1 while the worker is ready (/readyz 200).", 0,
@@ -856,6 +859,11 @@ void kj_metrics_exec_stray_reply(void) {
     kj_counter_inc(kj_family_default(g_kj.exec_stray));
 }
 
+void kj_metrics_console_action(const char *action, const char *result) {
+    kj_metrics_ensure();
+    kj_counter_inc(kj_family_series(g_kj.console_actions, (const char *[]){action, result}));
+}
+
 void kj_metrics_circuit_breaker_set(bool open) {
     kj_metrics_ensure();
     kj_gauge_set(kj_family_default(g_kj.breaker), open ? 1 : 0);
@@ -886,4 +894,59 @@ void kj_metrics_lag_emit(kj_collect *c, const char *topic, int32_t partition, in
     char p[16];
     snprintf(p, sizeof(p), "%" PRId32, partition);
     kj_collect_emit(c, (const char *[]){topic, p}, (double)lag);
+}
+
+/* ---- Read back for the status report -------------------------------------------------------- */
+
+double kj_metrics_quantile(double q, const double *bounds, const uint64_t *counts, size_t n) {
+    uint64_t total = 0;
+    for (size_t i = 0; i <= n; i++)
+        total += counts[i];
+    if (total == 0 || n == 0) return -1;
+    double rank = q * (double)total, below = 0;
+    for (size_t i = 0; i <= n; i++) {
+        double here = (double)counts[i];
+        if (below + here >= rank && here > 0) {
+            if (i == n) return bounds[n - 1]; /* in +Inf: the largest finite bound */
+            double lo = i == 0 ? 0 : bounds[i - 1];
+            return lo + (bounds[i] - lo) * ((rank - below) / here);
+        }
+        below += here;
+    }
+    return bounds[n - 1];
+}
+
+void kj_metrics_summary_get(kj_metrics_summary *out) {
+    kj_metrics_ensure();
+    memset(out, 0, sizeof(*out));
+    kj_metric_family *jobs = g_kj.jobs;
+    pthread_mutex_lock(&jobs->mu);
+    for (kj_metric_handle *h = jobs->first; h; h = h->next_all) {
+        if (!h->visible) continue;
+        for (int o = 0; o < KJ_JOB_OUTCOME_COUNT; o++)
+            if (strcmp(h->values[2], kj_job_outcome_name((kj_job_outcome)o)) == 0)
+                out->jobs[o] += kj_counter_value(h);
+    }
+    pthread_mutex_unlock(&jobs->mu);
+
+    kj_metric_family *dur = g_kj.duration;
+    uint64_t counts[KJ_METRICS_MAX_BUCKETS + 1] = {0};
+    pthread_mutex_lock(&dur->mu);
+    for (kj_metric_handle *h = dur->first; h; h = h->next_all) {
+        if (!h->visible) continue;
+        for (size_t i = 0; i <= dur->nbuckets; i++)
+            counts[i] += atomic_load_explicit(&h->buckets[i], memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&dur->mu);
+    for (size_t i = 0; i <= dur->nbuckets; i++)
+        out->handled += counts[i];
+    out->p50_seconds = kj_metrics_quantile(0.5, dur->bounds, counts, dur->nbuckets);
+    out->p99_seconds = kj_metrics_quantile(0.99, dur->bounds, counts, dur->nbuckets);
+
+    out->in_flight = kj_gauge_value(kj_family_default(g_kj.in_flight));
+    out->breaker_open = kj_gauge_value(kj_family_default(g_kj.breaker)) >= 1;
+    out->route_errors = kj_counter_value(kj_family_default(g_kj.route_errors));
+    out->decode_errors = kj_counter_value(kj_family_default(g_kj.decode_errors));
+    out->offset_resets = kj_counter_value(kj_family_default(g_kj.resets));
+    out->rebalances = kj_counter_value(kj_family_default(g_kj.rebalances));
 }

@@ -85,6 +85,9 @@
  *   kjobs_exec_stray_replies_total  counter
  *       Lines an exec handler child wrote to stdout that answer no pending batch (a repeated
  *       or late reply, a batch_id never sent, output between batches): discarded with a warning.
+ *   kjobs_console_actions_total{action,result}  counter
+ *       Actions taken from the operator console (`kjobs ui`, processor/console.h): action =
+ *       replay; result = ok | partial | error | refused. Served on the console's /metrics.
  *   kjobs_circuit_breaker_open  gauge
  *       1 while the circuit breaker is open (handlers not called), else 0.
  *   kjobs_ready  gauge
@@ -264,12 +267,38 @@ void kj_metrics_periodic_enqueued(const char *name);
 void kj_metrics_periodic_next_tick(const char *name, int64_t tick_ms);
 /** Remove kjobs_periodic_next_tick_seconds{name} (the member no longer owns the schedule). */
 void kj_metrics_periodic_clear(const char *name);
+/** kjobs_console_actions_total{action,result} += 1: action "replay"; result "ok", "partial"
+ *  (some copies not acknowledged), "error" or "refused" (a guard said no). */
+void kj_metrics_console_action(const char *action, const char *result);
 void kj_metrics_circuit_breaker_set(bool open);
 /** result: "found", "unknown", "incompatible" or "error" (one GET /schemas/ids/{id}). */
 void kj_metrics_schema_registry_request(const char *result);
 /** +1 when a batch starts waiting for the Schema Registry, -1 when it stops. */
 void kj_metrics_schema_registry_waiting_add(int delta);
 void kj_metrics_ready_set(bool ready);
+
+/** What a worker's status report says about its jobs (processor/status_report.h): the kjobs
+ *  metric set read back, summed over its labels. */
+typedef struct kj_metrics_summary {
+    uint64_t jobs[KJ_JOB_OUTCOME_COUNT]; /* kjobs_jobs_total by outcome, over topics and types */
+    uint64_t handled;                    /* kjobs_job_duration_seconds observations, all types */
+    double p50_seconds, p99_seconds;     /* of those, as histogram_quantile estimates them
+                                          * (linear within a bucket; the largest finite bound
+                                          * past it); -1 with no observation */
+    double in_flight;                    /* kjobs_in_flight_jobs */
+    bool breaker_open;                   /* kjobs_circuit_breaker_open == 1 */
+    uint64_t route_errors, decode_errors, offset_resets, rebalances;
+} kj_metrics_summary;
+
+/** Fill *out from the process-wide registry (takes the two families' mutexes in turn). */
+void kj_metrics_summary_get(kj_metrics_summary *out);
+
+/**
+ * The q-quantile (0 < q < 1) of a histogram given as `n` finite upper bounds and n + 1
+ * non-cumulative bucket counts (the last one is +Inf), estimated as Prometheus'
+ * histogram_quantile does; -1 when every count is 0. Pure: for the summary and its tests.
+ */
+double kj_metrics_quantile(double q, const double *bounds, const uint64_t *counts, size_t n);
 
 /* Consumer lag: either set/remove per partition, or install a collector — not both. */
 void kj_metrics_lag_set(const char *topic, int32_t partition, int64_t lag);

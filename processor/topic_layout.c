@@ -3,6 +3,7 @@
  */
 #include "processor/topic_layout.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,4 +39,12 @@ const char *kj_topic_role_name(kj_topic_role role) {
     default:
         return "dlq";
     }
+}
+
+char *kj_topic_status(const kj_config *cfg) {
+    size_t n = strlen(cfg->main_topic) + sizeof ".status";
+    char *s = malloc(n);
+    if (!s) abort();
+    snprintf(s, n, "%s.status", cfg->main_topic);
+    return s;
 }

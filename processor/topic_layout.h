@@ -25,4 +25,11 @@ size_t kj_topic_layout(const kj_config *cfg, kj_topic_spec **out);
 void kj_topic_layout_free(kj_topic_spec *specs, size_t count);
 const char *kj_topic_role_name(kj_topic_role role);
 
+/**
+ * "<topics.main>.status": the compacted one-partition topic where every worker publishes its
+ * status record, keyed by worker id (processor/status_report.h, docs/console.md). Not in the
+ * layout above: a worker runs without it (it then publishes nothing). malloc'd; free() it.
+ */
+char *kj_topic_status(const kj_config *cfg);
+
 #endif /* KJOBS_TOPIC_LAYOUT_H */

@@ -266,6 +266,36 @@ static bool breaker_tick(kj_worker *w, int64_t now) {
     return false;
 }
 
+/* The worker's state as its status record names it (docs/console.md). */
+static const char *status_state(kj_worker *w) {
+    if (atomic_load(&w->draining)) return "draining";
+    if (atomic_load(&w->breaker_open)) return "breaker_open";
+    if (w->stall_detected_at) return "stalled";
+    if (!atomic_load(&w->joined)) return "joining";
+    return "running";
+}
+
+/* Queue a status record (processor/status_report.h); never blocks.
+ * @locality poll thread (walks w->parts) */
+static void publish_status(kj_worker *w, int64_t now) {
+    size_t n = 0;
+    for (kj_part *p = w->parts; p; p = p->next)
+        n++;
+    kj_status_part *parts = calloc(n ? n : 1, sizeof(*parts));
+    if (!parts) return;
+    n = 0;
+    for (kj_part *p = w->parts; p; p = p->next)
+        parts[n++] = (kj_status_part){.topic = p->topic, .partition = p->partition};
+    kj_status_input in = {.state = status_state(w), .parts = parts, .part_count = n};
+    kj_metrics_summary_get(&in.summary);
+    in.summary.in_flight = (double)kj_engine_in_flight_items(w->engine);
+    json_t *errors = kj_status_errors_json();
+    in.errors = errors;
+    kj_status_reporter_publish(w->status, &in, now);
+    json_decref(errors);
+    free(parts);
+}
+
 static void tick(kj_worker *w, int64_t now, int64_t *last_commit, int64_t *last_lag,
                  int64_t *last_progress) {
     size_t low = (size_t)w->cfg->batch_max_pending / 2;
@@ -309,6 +339,7 @@ static void tick(kj_worker *w, int64_t now, int64_t *last_commit, int64_t *last_
         }
         *last_lag = now;
     }
+    if (w->status && kj_status_reporter_due(w->status, now)) publish_status(w, now);
     if (now - *last_progress >= KJ_PROGRESS_INTERVAL_MS) {
         kj_log(KJ_LOG_INFO, "progress", "{s:I,s:I,s:I,s:i,s:I}", "ok",
                (json_int_t)atomic_load(&w->jobs_ok), "retried",
@@ -648,6 +679,7 @@ int kj_worker_run(kj_worker *w, volatile sig_atomic_t *stop, kj_heartbeat *heart
     kj_log(KJ_LOG_INFO, "draining", "{s:I,s:I}", "in_flight",
            (json_int_t)kj_engine_in_flight_items(w->engine), "grace_ms",
            (json_int_t)w->cfg->shutdown_grace_ms);
+    if (w->status) publish_status(w, kj_now_ms()); /* "draining" */
     pause_all(w);
     kj_engine_stop_dispatch(w->engine);
     int64_t deadline = kj_now_ms() + w->cfg->shutdown_grace_ms;
@@ -671,6 +703,7 @@ int kj_worker_run(kj_worker *w, volatile sig_atomic_t *stop, kj_heartbeat *heart
                "{s:I}", "copies", (json_int_t)kj_router_outstanding(w->router));
     if (!w->fatal) commit_offsets(w, true);
     close_consumer(w, deadline, w->fatal ? 1 : exit_code);
+    if (exit_code == 0 && !w->fatal) kj_status_reporter_tombstone(w->status, 5000);
     kj_log(KJ_LOG_INFO, "worker stopped", "{s:I,s:I,s:I,s:I}", "ok",
            (json_int_t)atomic_load(&w->jobs_ok), "retried",
            (json_int_t)atomic_load(&w->jobs_retried), "dead_lettered",
@@ -930,6 +963,10 @@ kj_worker *kj_worker_new(const kj_config *cfg, kj_handler_registry *handlers, ch
         kj_router_on_diverted(w->router, key_copy_diverted, w);
     }
 
+    bool status_failed;
+    w->status = kj_status_reporter_new(cfg, errstr, errstr_size, &status_failed);
+    if (status_failed) goto fail;
+
     w->crash_guard = cfg->crash_loop_limit > 0 && !cfg->retry_exactly_once;
     if (cfg->handlers_timeout_ms > 0 || cfg->handlers_timeout_count > 0) {
         if (!(w->deadlines = kj_deadline_watch_start(cfg->handlers_timeout_grace_ms))) {
@@ -985,6 +1022,7 @@ void kj_worker_free(kj_worker *w) {
     kj_key_order_free(w->key_order);      /* after the handler threads are joined */
     kj_deadline_watch_stop(w->deadlines); /* after the handler threads are joined */
     if (w->router) kj_router_free(w->router);
+    kj_status_reporter_free(w->status);
     while (w->retired) { /* no batch runs and no copy completes any more */
         kj_part *r = w->retired;
         w->retired = r->retired_next;

@@ -41,6 +41,7 @@
 #include "processor/retry_policy.h"
 #include "processor/router.h"
 #include "processor/schema_registry.h"
+#include "processor/status_report.h"
 #include "processor/topic_layout.h"
 
 /* the committed-offset lookup on assignment (and the crash guard's watermark fallback) */
@@ -167,6 +168,7 @@ struct kj_worker {
     kj_flow *flow;          /* limits per job type; NULL without `limits` */
     kj_deadline_watch *deadlines; /* handler time limits' watchdog; NULL when no type has one */
     kj_key_order *key_order;      /* retry.ordering = "key" with a ladder; else NULL */
+    kj_status_reporter *status;   /* status records for the console; NULL when off or no topic */
     bool crash_guard;             /* dlq.crash_loop_limit > 0 and not exactly-once */
     pthread_mutex_t commit_lock;  /* commit contents + enqueue order (commit_offsets) */
     int total_partitions;    /* of the main and ladder topics (check_topics), for group scope */

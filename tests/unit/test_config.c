@@ -268,6 +268,10 @@ static const struct override_case {
     {"handlers.timeout_grace", "\"0\"", "\"0s\"", "1m", "\"1m\"", NULL, NULL},
     {"http.listen", "\"127.0.0.1:9090\"", NULL, "[::1]:0", "\"[::1]:0\"", NULL, NULL},
     {"shutdown.grace_ms", "\"10s\"", "10000", "45000", "45000", NULL, NULL},
+    {"ui.report_interval", "\"2s\"", NULL, "500ms", "\"500ms\"", NULL, NULL},
+    {"ui.listen", "\"127.0.0.1:9191\"", NULL, "[::1]:0", "\"[::1]:0\"", NULL, NULL},
+    {"ui.token", "\"t-file\"", NULL, "t-env", "\"t-env\"", NULL, NULL},
+    {"ui.allow_actions", "true", NULL, "yes", "true", NULL, NULL},
     {"log.level", "\"debug\"", NULL, "error", "\"error\"", NULL, NULL},
 };
 

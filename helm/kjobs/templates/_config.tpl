@@ -212,6 +212,11 @@ http = {
 shutdown = {
   grace_ms = {{ include "kjobs.cfg.int" $c.shutdown.grace_ms }};
 };
+ui = {
+  report_interval = {{ include "kjobs.cfg.str" $c.ui.report_interval }};
+  listen = {{ include "kjobs.cfg.str" $c.ui.listen }};
+  allow_actions = {{ include "kjobs.cfg.bool" $c.ui.allow_actions }};
+};
 log = {
   level = {{ include "kjobs.cfg.str" $c.log.level }};
 };

@@ -400,6 +400,11 @@ user fixes the whole values file in one round (Bitnami's pattern).
 {{- $partitions := int64 $c.topics.partitions }}
 {{- $embedded := eq (toString $c.kafka.bootstrap) "embedded" }}
 
+{{- /* The console listens on all interfaces in its pod: kjobs ui refuses that without a token. */}}
+{{- if and $v.console.enabled (not (and (kindIs "map" $c.ui.token) $c.ui.token.existingSecret)) }}
+{{- $msgs = append $msgs "console.enabled needs config.ui.token.existingSecret: the console listens on all interfaces of its pod, and kjobs ui refuses that without a token (docs/console.md, \"Security\")." }}
+{{- end }}
+
 {{- /* Replicas beyond the partition count get no main-topic partition. */}}
 {{- if not $v.allowIdleReplicas }}
 {{- if and (not $v.autoscaling.hpa.enabled) (not $v.autoscaling.keda.enabled) (gt (int64 $v.replicaCount) $partitions) }}
@@ -721,10 +726,16 @@ user fixes the whole values file in one round (Bitnami's pattern).
 Container resources with empty entries dropped (an empty limit means "no limit").
 */}}
 {{- define "kjobs.resources" -}}
+{{- include "kjobs.resourcesOf" .Values.resources }}
+{{- end }}
+
+{{/* A resources map with the empty ("") requests and limits left out: the console's. */}}
+{{- define "kjobs.resourcesOf" -}}
+{{- $res := . }}
 {{- $out := dict }}
 {{- range $kind := list "requests" "limits" }}
 {{- $m := dict }}
-{{- range $k, $val := (get $.Values.resources $kind) }}
+{{- range $k, $val := (get $res $kind) }}
 {{- if not (eq (toString $val) "") }}{{ $_ := set $m $k $val }}{{ end }}
 {{- end }}
 {{- if $m }}{{ $_ := set $out $kind $m }}{{ end }}

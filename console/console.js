@@ -1,0 +1,328 @@
+/*
+ * console.js — the operator console's client (`kjobs ui`, docs/console.md). Dependency-free.
+ *
+ * It polls the JSON API (processor/console.h) and fills the page. Everything it shows comes
+ * from Kafka (status records, headers, payloads) and is untrusted: it is only ever put into the
+ * page with textContent / createElement, never parsed as markup (no HTML string is ever
+ * assigned to an element: tests/integration/test_console_api.py checks it). The token, when
+ * the console asks for one, lives in sessionStorage and goes out as an Authorization header
+ * only (no cookie, so no other site can make the browser send it).
+ */
+"use strict";
+
+const state = { page: "overview", config: null, last: null, timer: null, selected: new Set(), detail: null };
+
+function $(id) { return document.getElementById(id); }
+
+function el(tag, text, cls) {
+  const e = document.createElement(tag);
+  if (text !== undefined && text !== null) e.textContent = String(text);
+  if (cls) e.className = cls;
+  return e;
+}
+
+function row(cells, cls) {
+  const tr = el("tr", null, cls);
+  for (const c of cells) {
+    const td = el("td");
+    if (c instanceof Node) td.appendChild(c); else td.textContent = c === null || c === undefined ? "–" : String(c);
+    tr.appendChild(td);
+  }
+  return tr;
+}
+
+function fill(tableId, rows) {
+  const body = $(tableId).tBodies[0];
+  body.replaceChildren(...rows);
+}
+
+function showErrors(list) {
+  const p = $("errors");
+  if (!list || list.length === 0) { p.hidden = true; p.textContent = ""; return; }
+  p.hidden = false;
+  p.textContent = list.join(" · ");
+}
+
+function headers(extra) {
+  const h = Object.assign({ "Accept": "application/json" }, extra || {});
+  const token = sessionStorage.getItem("kjobs-token");
+  if (token) h["Authorization"] = "Bearer " + token;
+  return h;
+}
+
+async function api(path, options) {
+  const opts = Object.assign({ headers: headers() }, options || {});
+  const r = await fetch(path, opts);
+  if (r.status === 401) { askToken(); throw new Error("token required"); }
+  const body = await r.json().catch(() => ({ error: "not JSON (" + r.status + ")" }));
+  if (!r.ok) throw new Error(body.error || ("HTTP " + r.status));
+  return body;
+}
+
+function askToken() {
+  $("login").hidden = false;
+  document.querySelector("main").hidden = true;
+}
+
+function ms(seconds) {
+  if (seconds === null || seconds === undefined) return "–";
+  if (seconds < 1) return (seconds * 1000).toFixed(1) + " ms";
+  return seconds.toFixed(2) + " s";
+}
+
+function age(msv) {
+  if (msv < 1000) return msv + " ms";
+  if (msv < 120000) return (msv / 1000).toFixed(1) + " s";
+  if (msv < 7200000) return Math.round(msv / 60000) + " min";
+  return (msv / 3600000).toFixed(1) + " h";
+}
+
+function ago(msAgo) {
+  if (msAgo < 0) msAgo = 0;
+  if (msAgo < 1500) return "now";
+  if (msAgo < 120000) return Math.round(msAgo / 1000) + " s ago";
+  return Math.round(msAgo / 60000) + " min ago";
+}
+
+function when(epochMs) {
+  if (epochMs === null || epochMs === undefined) return "–";
+  const d = new Date(epochMs);
+  const delta = epochMs - Date.now();
+  const rel = delta > 0 ? "in " + Math.round(delta / 1000) + " s" : Math.round(-delta / 1000) + " s ago";
+  return d.toISOString().replace(".000Z", "Z") + " (" + rel + ")";
+}
+
+/* ---- overview -------------------------------------------------------------------------------- */
+
+function rate(now, prev, key) {
+  if (!prev) return "";
+  const dt = (now.now - prev.now) / 1000;
+  if (dt <= 0) return "";
+  const d = (now.totals.jobs[key] || 0) - (prev.totals.jobs[key] || 0);
+  return d >= 0 ? (d / dt).toFixed(1) + " jobs/s" : "";
+}
+
+function renderOverview(o) {
+  const jobs = o.totals.jobs || {};
+  $("succeeded-total").textContent = jobs.ok || 0;
+  $("retry-total").textContent = jobs.retry || 0;
+  $("dead-total").textContent = jobs.dead_lettered || 0;
+  $("rate-ok").textContent = rate(o, state.last, "ok");
+  $("rate-retry").textContent = rate(o, state.last, "retry");
+  $("rate-dead").textContent = rate(o, state.last, "dead_lettered");
+  $("lag-main").textContent = o.totals.lag_main;
+  $("lag-ladder").textContent = o.totals.lag_ladder;
+  const oldest = (o.oldest_waiting_ms || {})[o.main_topic];
+  $("oldest-waiting").textContent = oldest === undefined ? "none" : age(oldest);
+  state.last = o;
+
+  const live = o.workers.filter((w) => !w.stale).length;
+  $("workers-note").textContent = live + " live, " + (o.workers.length - live) + " stale" +
+    (o.status_loaded ? "" : " (still reading " + o.status_topic + ")");
+  fill("workers", o.workers.map((w) => {
+    const st = el("span", w.state, "state-" + String(w.state).replace(/[^a-z_]/g, ""));
+    const errs = Array.isArray(w.errors) ? w.errors : [];
+    const lastErr = errs.length ? errs[errs.length - 1] : null;
+    const errText = lastErr ? (lastErr.msg || "") + (lastErr.error ? ": " + lastErr.error : "") : "";
+    const a = w.assignment || {};
+    const j = w.jobs || {};
+    const h = w.handler || {};
+    const tr = row([w.worker_id, w.host, w.version, st, a.count, j.ok, j.retry, j.dead_lettered,
+      ms(h.p50_seconds), ms(h.p99_seconds), w.in_flight, ago(w.age_ms) + (w.stale ? " (stale)" : ""), errText],
+      w.stale ? "stale" : "");
+    tr.dataset.worker = String(w.worker_id);
+    return tr;
+  }));
+  $("group-state").textContent = (o.group || "") + (o.group_state ? " — " + o.group_state : "");
+  fill("members", (o.members || []).map((m) => row([m.group_instance_id || m.member_id, m.client_id, m.host,
+    (m.assignment || []).map((p) => p.topic + ":" + p.partition).join(", ")])));
+  fill("lag", (o.lag || []).map((l) => row([l.topic, l.partition, l.committed, l.log_end, l.lag])));
+  showErrors(o.errors);
+}
+
+/* ---- retries --------------------------------------------------------------------------------- */
+
+function duration(msv) {
+  if (msv % 3600000 === 0) return msv / 3600000 + "h";
+  if (msv % 60000 === 0) return msv / 60000 + "m";
+  if (msv % 1000 === 0) return msv / 1000 + "s";
+  return msv + "ms";
+}
+
+function renderRetries(r) {
+  fill("steps", r.steps.map((s) => row([s.step, s.topic, duration(s.delay_ms), s.waiting, when(s.next_due)])));
+  showErrors(r.errors);
+}
+
+/* ---- dead letters ---------------------------------------------------------------------------- */
+
+function dlqQuery() {
+  const q = new URLSearchParams();
+  for (const [name, id] of [["type", "f-type"], ["class", "f-class"], ["q", "f-q"]]) {
+    const v = $(id).value.trim();
+    if (v) q.set(name, v);
+  }
+  const since = $("f-since").value;
+  if (since) q.set("since", String(new Date(since).getTime()));
+  return q.toString();
+}
+
+function renderDlq(d) {
+  $("dlq-count").textContent = d.matched + " dead letter(s) match" + (d.truncated ? ", newest " + d.items.length + " shown" : "");
+  fill("dlq", d.items.map((it) => {
+    const box = el("input");
+    box.type = "checkbox";
+    box.checked = state.selected.has(it.ref);
+    box.dataset.ref = String(it.ref);
+    box.addEventListener("click", (ev) => {
+      ev.stopPropagation();
+      if (box.checked) state.selected.add(it.ref); else state.selected.delete(it.ref);
+    });
+    const tr = row([box, it.ref, it.state, it.type, it.id, it.error_class, it.error, it.failed_at_iso], "clickable");
+    tr.dataset.ref = String(it.ref);
+    tr.addEventListener("click", () => showDetail(it.ref));
+    return tr;
+  }));
+  showErrors(d.errors);
+}
+
+function b64bytes(b64) {
+  const bin = atob(b64);
+  const out = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+  return out;
+}
+
+function hexdump(bytes) {
+  const lines = [];
+  for (let i = 0; i < bytes.length; i += 16) {
+    const chunk = Array.from(bytes.slice(i, i + 16));
+    const hex = chunk.map((b) => b.toString(16).padStart(2, "0")).join(" ");
+    const ascii = chunk.map((b) => (b >= 32 && b < 127 ? String.fromCharCode(b) : ".")).join("");
+    lines.push(i.toString(16).padStart(8, "0") + "  " + hex.padEnd(48, " ") + "  " + ascii);
+  }
+  return lines.join("\n");
+}
+
+function renderPayload() {
+  const rec = state.detail;
+  if (!rec) return;
+  const view = $("payload-view").value;
+  const text = typeof rec.payload === "string" ? rec.payload : null;
+  const b64 = rec.payload_b64 || rec.value_b64 || "";
+  let out;
+  if (view === "hex") {
+    out = hexdump(b64bytes(b64));
+  } else if (view === "json") {
+    try { out = JSON.stringify(JSON.parse(text), null, 2); } catch (e) { out = "(not JSON: " + e.message + ")"; }
+  } else {
+    out = text !== null ? text : "(not valid UTF-8: see hex)";
+  }
+  $("payload").textContent = out;
+}
+
+async function showDetail(handle) {
+  try {
+    const rec = await api("/api/dlq/" + encodeURIComponent(handle).replace("%3A", ":"));
+    document.body.dataset.detail = handle; /* for tests: the detail shown */
+    state.detail = rec;
+    $("detail").hidden = false;
+    $("detail-handle").textContent = handle;
+    fill("detail-headers", (rec.headers || []).map((h, i) => {
+      const v = h[1];
+      const shown = v === null ? "(no value)" : typeof v === "string" ? v : "base64: " + v.base64;
+      return row([i + 1, h[0], shown]);
+    }));
+    $("payload-view").value = typeof rec.payload === "string" ? "text" : "hex";
+    renderPayload();
+    $("detail-json").textContent = JSON.stringify(rec, null, 2);
+  } catch (e) {
+    showErrors([String(e.message)]);
+  }
+}
+
+/* ---- actions (shown only when the console allows them: ui.allow_actions) ------------------ */
+
+async function replaySelected() {
+  const refs = Array.from(state.selected);
+  const out = $("action-result");
+  if (refs.length === 0) { out.textContent = "select dead letters first"; return; }
+  $("replay").disabled = true;
+  try {
+    const r = await api("/api/dlq/replay", {
+      method: "POST",
+      headers: headers({ "Content-Type": "application/json", "X-Kjobs-Console": "1" }),
+      body: JSON.stringify({ refs: refs }),
+    });
+    const skipped = r.skipped.replayed + r.skipped.refailed + r.skipped.no_origin + r.skipped.no_value;
+    const gone = r.requested - r.selected - skipped;
+    out.textContent = "replayed " + r.replayed + " of " + r.requested +
+      (skipped ? ", skipped " + skipped + " (already replayed, refailed or without origin)" : "") +
+      (gone > 0 ? ", " + gone + " already replayed before or no longer in the DLQ" : "") +
+      (r.failed ? ", " + r.failed + " not acknowledged" : "");
+    out.dataset.replayed = String(r.replayed);
+    state.selected.clear();
+  } catch (e) {
+    out.textContent = "replay failed: " + e.message;
+  } finally {
+    $("replay").disabled = false;
+    schedule();
+  }
+}
+
+/* ---- driving ------------------------------------------------------------------------------- */
+
+async function refresh() {
+  try {
+    if (state.page === "overview") renderOverview(await api("/api/overview"));
+    else if (state.page === "retries") renderRetries(await api("/api/retries"));
+    else if (state.page === "dlq") renderDlq(await api("/api/dlq?" + dlqQuery()));
+    document.body.dataset.loaded = state.page; /* for tests: this page has been filled */
+  } catch (e) {
+    showErrors([String(e.message)]);
+  }
+}
+
+function schedule() {
+  clearTimeout(state.timer);
+  const every = state.page === "dlq" ? 0 : 2000; /* the DLQ list is read on demand */
+  refresh().finally(() => { if (every) state.timer = setTimeout(schedule, every); });
+}
+
+function show(page) {
+  state.page = page;
+  for (const b of document.querySelectorAll(".tab")) b.classList.toggle("active", b.dataset.page === page);
+  for (const s of document.querySelectorAll(".page")) s.hidden = s.id !== "page-" + page;
+  delete document.body.dataset.loaded;
+  schedule();
+}
+
+async function start() {
+  try {
+    state.config = await api("/api/config");
+  } catch (e) {
+    showErrors([String(e.message)]);
+    return;
+  }
+  const c = state.config;
+  $("where").textContent = "group " + c.group + " · " + c.main_topic + " · " + c.version;
+  $("mode").textContent = c.allow_actions ? "actions allowed" : "read-only";
+  $("dlq-actions").hidden = !c.allow_actions;
+  $("login").hidden = true;
+  document.querySelector("main").hidden = false;
+  show(state.page);
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  for (const b of document.querySelectorAll(".tab")) b.addEventListener("click", () => show(b.dataset.page));
+  $("dlq-filter").addEventListener("submit", (ev) => { ev.preventDefault(); schedule(); });
+  $("payload-view").addEventListener("change", renderPayload);
+  $("replay").addEventListener("click", replaySelected);
+  $("login-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    sessionStorage.setItem("kjobs-token", $("token").value);
+    $("token").value = "";
+    start();
+  });
+  start();
+});

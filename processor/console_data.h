@@ -1,0 +1,109 @@
+/*
+ * console_data.h — what the operator console (`kjobs ui`) shows, read from Kafka alone and
+ * handed out as JSON: the workers' status records, the consumer group's members and lag, the
+ * retry ladder's occupancy and next due time, and the dead letters. The HTTP side
+ * (processor/console.h) only routes, authenticates and serialises; every Kafka read is here.
+ *
+ * DESIGN
+ *   Workers. A background thread consumes <topics.main>.status from the beginning for as long
+ *   as the console runs and keeps the latest record per key (a tombstone removes it), so a page
+ *   load never re-reads the topic (Karafka Web's design). A record is "stale" when its
+ *   reported_at is older than three of its interval_ms. Records of another consumer group
+ *   (workers of a second group on the same main topic) are not shown; at most
+ *   KJ_CONSOLE_MAX_WORKERS ids are kept, since any producer may write to the topic.
+ *
+ *   Group and lag. One consumer handle with the group's group.id, never subscribed (see
+ *   processor/group_lag.h): lag per partition of the main and ladder topics, and members
+ *   through the Admin API (DescribeConsumerGroups).
+ *
+ *   Retries and age. Per ladder step: jobs waiting = the group's lag on that topic; next due =
+ *   the earliest kjobs-not-before among the head records (the first uncommitted record of each
+ *   partition with lag), read with a short-lived assignment on a group-less reader. The same
+ *   heads of the main topic give the age of the oldest waiting job (from its created_at).
+ *
+ *   Dead letters. processor/dlq_model.h on each request (a fresh snapshot): the list with the
+ *   selection of `kjobs dlq list` plus error text and time filters, newest last, capped.
+ *
+ *   Everything returned is built from untrusted input (job data, headers, status records from
+ *   any producer); it is JSON-escaped by jansson and the page renders it as text only.
+ *
+ * @locality any thread: Kafka reads are serialised by one mutex; the workers map has its own.
+ */
+#ifndef KJOBS_CONSOLE_DATA_H
+#define KJOBS_CONSOLE_DATA_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "processor/config.h"
+
+typedef struct kj_console_data kj_console_data;
+
+/** Broker requests of one page wait at most this long (milliseconds). */
+#define KJ_CONSOLE_TIMEOUT_MS 10000
+/** Most worker ids kept from the status topic (anyone may write to it). */
+#define KJ_CONSOLE_MAX_WORKERS 4096
+/** Most dead letters one list answer holds (the newest ones that match). */
+#define KJ_CONSOLE_DLQ_LIMIT 500
+
+/**
+ * Clients and the status reader thread for `cfg` (borrowed until kj_console_data_free).
+ * NULL with a message in err when the client settings are refused.
+ */
+kj_console_data *kj_console_data_new(const kj_config *cfg, char *err, size_t errsz);
+void kj_console_data_free(kj_console_data *d);
+
+/** Whether the status reader has reached the end of the status topic at least once. */
+bool kj_console_data_status_loaded(kj_console_data *d);
+
+/**
+ * {"now", "group", "main_topic", "workers": [record + "stale"], "group_state", "members":
+ * [{member_id, client_id, host, assignment:[{topic,partition}]}], "lag": [{topic, role, step,
+ * partition, committed, log_end, lag}], "oldest_waiting_ms": {topic: age of the oldest job
+ * waiting on a main-topic partition (now - the head job's created_at)}, "totals": {"lag_main",
+ * "lag_ladder", "jobs": {outcome: sum over the workers' records}}, "errors": [text]} — a part that
+ * could not be read is empty and says why in "errors". Never NULL.
+ */
+json_t *kj_console_overview(kj_console_data *d);
+
+/** {"now", "steps": [{step, topic, delay_ms, waiting, next_due (epoch ms or null),
+ *  partitions: [{partition, waiting, head_offset, head_not_before}]}], "errors"}. Never NULL. */
+json_t *kj_console_retries(kj_console_data *d);
+
+/** A dead-letter selection; every set field must match. */
+typedef struct kj_console_dlq_query {
+    const char *type;           /* job type, exact */
+    const char *error_class;    /* kjobs-error-class, exact */
+    const char *text;           /* substring of kjobs-error, case-insensitive */
+    int64_t since_ms, until_ms; /* failed_at within [since, until]; 0 = open */
+    long limit;                 /* <= 0 or above KJ_CONSOLE_DLQ_LIMIT: KJ_CONSOLE_DLQ_LIMIT */
+} kj_console_dlq_query;
+
+/** {"topic", "matched", "items": [summary], "truncated", "errors"}. Never NULL. */
+json_t *kj_console_dlq_list(kj_console_data *d, const kj_console_dlq_query *q);
+
+/**
+ * The dead letter PARTITION:OFFSET (or the latest of a job id) as kj_dlq_json gives it.
+ * Returns 0 with *out set; 404 when there is none; 400 for a malformed handle; 502 when the
+ * DLQ could not be read (a reason in err).
+ */
+int kj_console_dlq_show(kj_console_data *d, const char *handle, json_t **out, char *err,
+                        size_t errsz);
+
+/** Most dead letters one replay request may name. */
+#define KJ_CONSOLE_REPLAY_MAX 1000
+
+/**
+ * Replay the dead letters named by `refs` (PARTITION:OFFSET each, validated by the caller) with
+ * kj_dlq_replay and its loop guard: each one already replayed or refailed, or without an
+ * origin, is skipped and counted, never replayed twice. Replays are serialised (one at a time
+ * per console), so two requests cannot both pass the guard before the marker is committed.
+ * *out (never NULL on return) is {"dry_run", "requested", "selected", "replayed", "failed",
+ * "skipped": {replayed, refailed, no_origin, no_value}, "items": [{ref, original_topic,
+ * acknowledged}], "error"}. Returns the kj_dlq_replay result (KJ_DLQ_OK, ...).
+ */
+int kj_console_dlq_replay(kj_console_data *d, const char *const *refs, size_t count, bool dry_run,
+                          json_t **out);
+
+#endif /* KJOBS_CONSOLE_DATA_H */

@@ -1,0 +1,267 @@
+"""test_console_api.py — `kjobs ui` (docs/console.md) over HTTP with urllib, against a real worker
+on the embedded broker: the embedded page, /api/config, the overview (workers from their status
+records, counts moving, lag), retries, the dead-letter list with filters and a detail with its
+headers in order, and the guards (token, loopback-only without a token, Host check, read-only).
+
+Run with /usr/bin/python3; the binary from KJOBS_BIN.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(__file__))
+import harness  # noqa: E402
+from harness import Broker, LoggedWorker, kjobs_cmd, run, wait_until  # noqa: E402
+
+
+class Console:
+    """A `kjobs ui` process; its URL is the first stdout line."""
+
+    def __init__(self, bootstrap, env=None, extra=()):
+        full = dict(os.environ)
+        full.update(env or {})
+        self.proc = subprocess.Popen(kjobs_cmd("ui", "-b", bootstrap, "--listen", "127.0.0.1:0",
+                                               *extra),
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env=full)
+        self.url = self.proc.stdout.readline().strip()
+        assert self.url.startswith("http://127.0.0.1:"), (self.url, self.proc.stderr.read())
+
+    def get(self, path, headers=None, method="GET", data=None):
+        req = urllib.request.Request(self.url.rstrip("/") + path, headers=headers or {},
+                                     method=method, data=data)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, r.headers, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers, e.read()
+
+    def api(self, path, headers=None):
+        status, _, body = self.get(path, headers)
+        assert status == 200, (path, status, body)
+        return json.loads(body)
+
+    def stop(self):
+        self.proc.terminate()
+        rc = self.proc.wait(timeout=30)
+        assert rc == 0, (rc, self.proc.stderr.read()[-3000:])
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc.poll() is None:
+            self.stop()
+
+
+def with_worker(broker, fn, env=None):
+    env = dict(env or {}, KJOBS_UI_REPORT_INTERVAL="300ms")
+    os.environ.update(env)
+    try:
+        worker = LoggedWorker(broker.bootstrap)
+    finally:
+        for k in env:
+            del os.environ[k]
+    with worker:
+        fn(worker)
+
+
+HANDLER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "console_handler.py")
+
+
+def gated_env(gate):
+    """A worker whose exec handler dead-letters "console.gated" jobs until `gate` exists."""
+    return {"KJOBS_HANDLERS_EXEC": json.dumps(["/usr/bin/python3", "-u", HANDLER, gate])}
+
+
+def post(ui, path, body, headers=None):
+    h = {"Content-Type": "application/json", "X-Kjobs-Console": "1"}
+    h.update(headers or {})
+    status, _, out = ui.get(path, h, method="POST", data=json.dumps(body).encode())
+    return status, json.loads(out)
+
+
+def test_replay_action():
+    import tempfile
+    gate = tempfile.mktemp(prefix="kjobs-console-gate-")
+    with Broker(partitions=2) as broker, \
+            Console(broker.bootstrap, env={"KJOBS_UI_ALLOW_ACTIONS": "true"}) as ui:
+        assert ui.api("/api/config")["allow_actions"] is True
+
+        def scenario(worker):
+            ids = run(kjobs_cmd("enqueue", "-b", broker.bootstrap, "--type", "console.gated",
+                                "--count", "3")).stdout.split()
+            d = wait_until("3 dead letters", lambda: (lambda d: d if d["matched"] == 3 else None)(
+                ui.api("/api/dlq?type=console.gated")), timeout=60)
+            refs = [it["ref"] for it in d["items"]]
+            # the CSRF guard: each missing piece is refused (and counted)
+            assert post(ui, "/api/dlq/replay", {"refs": refs[:1]},
+                        {"X-Kjobs-Console": "0"})[0] == 403
+            assert ui.get("/api/dlq/replay", {"Content-Type": "text/plain", "X-Kjobs-Console": "1"},
+                          method="POST", data=b"refs=0:0")[0] == 403
+            assert post(ui, "/api/dlq/replay", {"refs": refs[:1]},
+                        {"Origin": "http://attacker.example"})[0] == 403
+            assert post(ui, "/api/dlq/replay", {"refs": refs[:1]},
+                        {"Sec-Fetch-Site": "cross-site"})[0] == 403
+            assert post(ui, "/api/dlq/replay", {"refs": ["x"]})[0] == 400
+            # a dry run selects and sends nothing
+            status, dry = post(ui, "/api/dlq/replay", {"refs": refs[:2], "dry_run": True})
+            assert status == 200 and dry["selected"] == 2 and dry["replayed"] == 0, dry
+            # open the gate, replay two: they run again and succeed; the third stays
+            open(gate, "w").close()
+            status, r = post(ui, "/api/dlq/replay", {"refs": refs[:2]},
+                             {"Origin": ui.url.rstrip("/")})
+            assert status == 200 and r["replayed"] == 2 and r["failed"] == 0, r
+            assert {i["ref"] for i in r["items"]} == set(refs[:2]), r
+            wait_until("2 replayed jobs succeeded", lambda: os.path.exists(gate + ".ok") and
+                       len(set(open(gate + ".ok").read().split()) & set(ids)) == 2, timeout=60)
+            # the loop guard: replaying the same two again replays nothing (they are behind the
+            # replay marker now, so not even selected)
+            status, again = post(ui, "/api/dlq/replay", {"refs": refs[:2]})
+            assert status == 200 and again["replayed"] == 0 and again["selected"] == 0, again
+            states = {it["ref"]: it["state"] for it in ui.api("/api/dlq?type=console.gated")["items"]}
+            assert [states[r] for r in refs[:2]] == ["replayed", "replayed"], states
+            assert states[refs[2]] == "new", states
+
+        with_worker(broker, scenario, gated_env(gate))
+        # every action, refusals included, is counted on the console's /metrics and logged
+        status, _, text = ui.get("/metrics")
+        counts = {}
+        for line in text.decode().splitlines():
+            if line.startswith("kjobs_console_actions_total{"):
+                labels, value = line.rsplit(" ", 1)
+                counts[labels] = float(value)
+        assert counts.get('kjobs_console_actions_total{action="replay",result="ok"}') == 3, counts
+        assert counts.get('kjobs_console_actions_total{action="replay",result="refused"}') == 5, counts
+        ui.stop()
+        actions = [l for l in harness.log_lines(ui.proc.stderr.read()) if l["msg"] == "console action"]
+        assert len(actions) == 8, actions
+        assert all(isinstance(a["detail"], str) or a["result"] == "refused" for a in actions)
+    for f in (gate, gate + ".ok"):
+        if os.path.exists(f):
+            os.unlink(f)
+
+
+def test_pages_and_api():
+    with Broker(partitions=2) as broker, Console(broker.bootstrap) as ui:
+        status, headers, body = ui.get("/")
+        assert status == 200 and headers["Content-Type"].startswith("text/html"), status
+        assert b'src="/console.js"' in body
+        assert "script-src" not in headers["Content-Security-Policy"]  # default-src 'self'
+        assert "default-src 'self'" in headers["Content-Security-Policy"]
+        status, _, js = ui.get("/console.js")
+        assert status == 200 and b"innerHTML" not in js and b"textContent" in js
+        assert ui.get("/console.css")[0] == 200
+        assert ui.get("/nope.html")[0] == 404
+
+        config = ui.api("/api/config")
+        assert config["allow_actions"] is False and config["token_required"] is False, config
+        assert config["main_topic"] == "jobs" and config["dlq_topic"] == "jobs.dlq"
+
+        def scenario(worker):
+            def live():
+                o = ui.api("/api/overview")
+                ws = [w for w in o["workers"] if w["pid"] == worker.proc.pid and not w["stale"]]
+                return (o, ws[0]) if ws and ws[0]["state"] == "running" else None
+            o, w = wait_until("the worker in the overview", live, timeout=60)
+            base = o["totals"]["jobs"]["ok"]
+            # a console for another group does not show this group's workers
+            with Console(broker.bootstrap, extra=("-G", "another-group")) as other:
+                wait_until("the other console read the status topic",
+                           lambda: other.api("/api/overview")["status_loaded"])
+                assert other.api("/api/overview")["workers"] == []
+            run(kjobs_cmd("enqueue", "-b", broker.bootstrap, "--type", "kjobs.noop",
+                          "--count", "30"))
+            moved = wait_until("the succeeded count +30", lambda: (lambda o: o if o["totals"]["jobs"]["ok"] >= base + 30 else None)(ui.api("/api/overview")), timeout=60)
+            assert moved["totals"]["jobs"]["ok"] == base + 30, moved["totals"]
+            assert {r["topic"] for r in moved["lag"]} >= {"jobs", "jobs.retry.1"}, moved["lag"]
+            wait_until("main lag 0", lambda: ui.api("/api/overview")["totals"]["lag_main"] == 0)
+            assert ui.api("/api/overview")["oldest_waiting_ms"] == {}, "nothing waits"
+
+            # dead letters of two classes; a payload with markup stays data
+            run(kjobs_cmd("enqueue", "-b", broker.bootstrap, "--type", "kjobs.fail-permanent",
+                          "--payload", '{"x":"<script>alert(1)</script>"}', "--count", "3"))
+            run(kjobs_cmd("enqueue", "-b", broker.bootstrap, "--type", "nosuch.type",
+                          "--count", "2"))
+            full = wait_until("5 dead letters", lambda: (lambda d: d if d["matched"] == 5 else None)(ui.api("/api/dlq")), timeout=60)
+            assert all(":" in it["ref"] for it in full["items"]), full
+            perm = ui.api("/api/dlq?class=permanent")
+            assert perm["matched"] == 3 and {i["type"] for i in perm["items"]} == {"kjobs.fail-permanent"}
+            unknown = ui.api("/api/dlq?type=nosuch.type")
+            assert unknown["matched"] == 2 and {i["error_class"] for i in unknown["items"]} == {"unknown-type"}
+            text = ui.api("/api/dlq?q=PERMANENT%20FAILURE")  # case-insensitive error text
+            assert text["matched"] == 3, text
+            assert ui.api("/api/dlq?since=99999999999999")["matched"] == 0
+            assert ui.api("/api/dlq?limit=2")["items"].__len__() == 2
+
+            ref = perm["items"][0]["ref"]
+            rec = ui.api("/api/dlq/" + ref)
+            names = [h[0] for h in rec["headers"]]
+            assert names[:3] == ["kjobs-original-topic", "kjobs-original-partition",
+                                 "kjobs-original-offset"], names
+            assert rec["payload"] == '{"x":"<script>alert(1)</script>"}', rec["payload"]
+            assert ui.get("/api/dlq/99:99")[0] == 404
+            assert ui.get("/api/dlq/not-a-ref")[0] == 400
+
+            retries = ui.api("/api/retries")
+            assert [s["step"] for s in retries["steps"]] == [1, 2, 3], retries
+            assert all(s["waiting"] == 0 and s["next_due"] is None for s in retries["steps"])
+
+        with_worker(broker, scenario)
+
+
+def test_retries_waiting_and_next_due():
+    with Broker(partitions=1) as broker, Console(broker.bootstrap) as ui:
+        def scenario(worker):
+            run(kjobs_cmd("enqueue", "-b", broker.bootstrap, "--type", "kjobs.fail",
+                          "--count", "2"))
+            r = wait_until("2 jobs waiting on step 1", lambda: (lambda r: r if r["steps"][0]["waiting"] == 2 and r["steps"][0]["next_due"] else None)(ui.api("/api/retries")), timeout=60)
+            due = r["steps"][0]["next_due"]
+            # due about one step delay (10 s) after the failure
+            assert 0 < due - r["now"] <= 10000 + 1000, (due, r["now"])
+        with_worker(broker, scenario)
+
+
+def test_oldest_waiting_job():
+    with Broker(partitions=2) as broker, Console(broker.bootstrap) as ui:
+        assert ui.api("/api/overview")["oldest_waiting_ms"] == {}
+        enqueued = int(time.time() * 1000)
+        run(kjobs_cmd("enqueue", "-b", broker.bootstrap, "--type", "kjobs.noop", "--count", "4"))
+        o = wait_until("an oldest waiting job", lambda: (lambda o: o if "jobs" in o["oldest_waiting_ms"] else None)(ui.api("/api/overview")))
+        assert o["totals"]["lag_main"] == 4, o["totals"]
+        # no worker runs: the age is the time since enqueue, as seen by the console
+        assert 0 <= o["oldest_waiting_ms"]["jobs"] <= o["now"] - enqueued + 1000, o
+
+
+def test_guards():
+    with Broker(partitions=1) as broker:
+        # a token: every /api/ call needs it; the page itself carries no data
+        with Console(broker.bootstrap, env={"KJOBS_UI_TOKEN": "s3cret-token"}) as ui:
+            assert ui.get("/api/overview")[0] == 401
+            assert ui.get("/api/overview", {"Authorization": "Bearer wrong"})[0] == 401
+            assert ui.get("/api/config", {"Authorization": "Bearer s3cret-token"})[0] == 200
+            assert ui.get("/")[0] == 200
+            # the listener's own probes answer without the token (Kubernetes probes them)
+            assert ui.get("/livez")[0] == 200 and ui.get("/readyz")[0] == 200
+        assert "s3cret-token" not in ui.proc.stderr.read()  # never logged
+        # no token: loopback only, and a Host that is not loopback is refused (DNS rebinding)
+        with Console(broker.bootstrap) as ui:
+            assert ui.get("/api/config", {"Host": "attacker.example"})[0] == 403
+            assert ui.get("/api/config", {"Host": "localhost:1234"})[0] == 200
+            # read-only: no method but GET on the API
+            status, headers, _ = ui.get("/api/dlq/replay", {"Content-Type": "application/json",
+                                                            "X-Kjobs-Console": "1"},
+                                        method="POST", data=b'{"refs":["0:0"]}')
+            assert status == 405 and headers["Allow"] == "GET, HEAD", status
+        p = run(kjobs_cmd("ui", "-b", broker.bootstrap, "--listen", "0.0.0.0:0"), check=False)
+        assert p.returncode == 2 and "ui.token" in p.stderr, (p.returncode, p.stderr)
+
+
+if __name__ == "__main__":
+    harness.main([test_pages_and_api, test_retries_waiting_and_next_due, test_oldest_waiting_job,
+                  test_guards,
+                  test_replay_action])
