@@ -65,7 +65,7 @@ function askToken() {
 }
 
 function ms(seconds) {
-  if (seconds === null || seconds === undefined) return "–";
+  if (typeof seconds !== "number" || !isFinite(seconds)) return "–";
   if (seconds < 1) return (seconds * 1000).toFixed(1) + " ms";
   return seconds.toFixed(2) + " s";
 }
@@ -78,6 +78,7 @@ function age(msv) {
 }
 
 function ago(msAgo) {
+  if (typeof msAgo !== "number" || !isFinite(msAgo)) return "–";
   if (msAgo < 0) msAgo = 0;
   if (msAgo < 1500) return "now";
   if (msAgo < 120000) return Math.round(msAgo / 1000) + " s ago";
@@ -102,6 +103,21 @@ function rate(now, prev, key) {
   return d >= 0 ? (d / dt).toFixed(1) + " jobs/s" : "";
 }
 
+function workerRow(w) {
+  const st = el("span", w.state, "state-" + String(w.state).replace(/[^a-z_]/g, ""));
+  const errs = Array.isArray(w.errors) ? w.errors : [];
+  const lastErr = errs.length ? errs[errs.length - 1] : null;
+  const errText = lastErr ? (lastErr.msg || "") + (lastErr.error ? ": " + lastErr.error : "") : "";
+  const a = w.assignment || {};
+  const j = w.jobs || {};
+  const h = w.handler || {};
+  const tr = row([w.worker_id, w.host, w.version, st, a.count, j.ok, j.retry, j.dead_lettered,
+    ms(h.p50_seconds), ms(h.p99_seconds), w.in_flight, ago(w.age_ms) + (w.stale ? " (stale)" : ""), errText],
+    w.stale ? "stale" : "");
+  tr.dataset.worker = String(w.worker_id);
+  return tr;
+}
+
 function renderOverview(o) {
   const jobs = o.totals.jobs || {};
   $("succeeded-total").textContent = jobs.ok || 0;
@@ -119,20 +135,10 @@ function renderOverview(o) {
   const live = o.workers.filter((w) => !w.stale).length;
   $("workers-note").textContent = live + " live, " + (o.workers.length - live) + " stale" +
     (o.status_loaded ? "" : " (still reading " + o.status_topic + ")");
-  fill("workers", o.workers.map((w) => {
-    const st = el("span", w.state, "state-" + String(w.state).replace(/[^a-z_]/g, ""));
-    const errs = Array.isArray(w.errors) ? w.errors : [];
-    const lastErr = errs.length ? errs[errs.length - 1] : null;
-    const errText = lastErr ? (lastErr.msg || "") + (lastErr.error ? ": " + lastErr.error : "") : "";
-    const a = w.assignment || {};
-    const j = w.jobs || {};
-    const h = w.handler || {};
-    const tr = row([w.worker_id, w.host, w.version, st, a.count, j.ok, j.retry, j.dead_lettered,
-      ms(h.p50_seconds), ms(h.p99_seconds), w.in_flight, ago(w.age_ms) + (w.stale ? " (stale)" : ""), errText],
-      w.stale ? "stale" : "");
-    tr.dataset.worker = String(w.worker_id);
-    return tr;
-  }));
+  /* the server keeps only the documented fields of the documented types (status_project in
+   * processor/console_data.c); a row that still fails to render is skipped, never the table */
+  fill("workers", o.workers.map((w) => { try { return workerRow(w); } catch (e) { return null; } })
+    .filter((tr) => tr !== null));
   $("group-state").textContent = (o.group || "") + (o.group_state ? " — " + o.group_state : "");
   fill("members", (o.members || []).map((m) => row([m.group_instance_id || m.member_id, m.client_id, m.host,
     (m.assignment || []).map((p) => p.topic + ":" + p.partition).join(", ")])));

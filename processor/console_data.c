@@ -19,6 +19,8 @@
 #include "processor/job_json.h"
 #include "processor/kafka.h"
 #include "processor/log.h"
+#include "processor/metrics.h"
+#include "processor/status_report.h"
 #include "processor/topic_layout.h"
 
 struct kj_console_data {
@@ -55,6 +57,126 @@ static rd_kafka_t *consumer_new(const kj_config *cfg, const char *group, char *e
 
 /* ---- workers: the status topic ------------------------------------------------------------- */
 
+/* ---- a status record, as the console keeps it ------------------------------------------------
+ * Anyone who can produce to the status topic writes what the console reads, so a record is
+ * never kept as written: only the fields of the documented schema (docs/console.md), each of its
+ * documented type, strings cut to KJ_CONSOLE_FIELD_MAX bytes (UTF-8 kept whole), integers
+ * clamped to +-2^53 (what a browser's numbers hold exactly, and far from overflow when summed),
+ * lists bounded. A field of the wrong type is left out, so the page can trust every field it
+ * gets; the kept record is a few KiB at most whatever was written. */
+#define KJ_CONSOLE_FIELD_MAX 256
+#define KJ_CONSOLE_LIST_MAX  64
+#define KJ_JSON_SAFE_INT     9007199254740992LL /* 2^53 */
+
+/* The first at most @p max bytes of the valid UTF-8 string @p s, never cut inside a sequence. */
+static json_t *proj_cut(const char *s, size_t max) {
+    size_t len = strlen(s), n = len > max ? max : len;
+    while (n > 0 && n < len && ((unsigned char)s[n] & 0xC0) == 0x80)
+        n--;
+    return json_stringn(s, n);
+}
+
+static json_t *proj_string(const json_t *v) {
+    return json_is_string(v) ? proj_cut(json_string_value(v), KJ_CONSOLE_FIELD_MAX) : NULL;
+}
+
+static json_t *proj_int(const json_t *v) {
+    if (!json_is_integer(v)) return NULL;
+    json_int_t i = json_integer_value(v);
+    if (i > KJ_JSON_SAFE_INT) i = KJ_JSON_SAFE_INT;
+    if (i < -KJ_JSON_SAFE_INT) i = -KJ_JSON_SAFE_INT;
+    return json_integer(i);
+}
+
+static json_t *proj_seconds(const json_t *v) {
+    if (json_is_null(v)) return json_null();
+    if (!json_is_number(v)) return NULL;
+    double x = json_number_value(v);
+    return x >= 0 && x < 1e9 ? json_real(x) : NULL;
+}
+
+static void put(json_t *o, const char *key, json_t *v) {
+    if (v) json_object_set_new(o, key, v);
+}
+
+static json_t *status_project(const json_t *raw) {
+    json_t *o = json_object();
+    static const char *const strings[] = {"worker_id", "host",    "client_id",
+                                          "group",     "version", "state"};
+    static const char *const ints[] = {"schema",      "pid",         "started_at",
+                                       "reported_at", "interval_ms", "in_flight"};
+    for (size_t i = 0; i < sizeof(strings) / sizeof(*strings); i++)
+        put(o, strings[i], proj_string(json_object_get(raw, strings[i])));
+    for (size_t i = 0; i < sizeof(ints) / sizeof(*ints); i++)
+        put(o, ints[i], proj_int(json_object_get(raw, ints[i])));
+    json_t *breaker = json_object_get(raw, "breaker");
+    if (json_is_boolean(json_object_get(breaker, "open")))
+        put(o, "breaker", json_pack("{s:O}", "open", json_object_get(breaker, "open")));
+    json_t *a = json_object_get(raw, "assignment"), *pa = json_object();
+    put(pa, "count", proj_int(json_object_get(a, "count")));
+    put(pa, "omitted", proj_int(json_object_get(a, "omitted")));
+    json_t *parts = json_array();
+    json_t *e;
+    size_t i;
+    json_array_foreach(json_object_get(a, "partitions"), i, e) {
+        if (i >= KJ_CONSOLE_LIST_MAX) break;
+        json_t *t = proj_string(json_object_get(e, "topic"));
+        json_t *p = proj_int(json_object_get(e, "partition"));
+        if (t && p)
+            json_array_append_new(parts, json_pack("{s:o,s:o}", "topic", t, "partition", p));
+        else {
+            json_decref(t);
+            json_decref(p);
+        }
+    }
+    json_object_set_new(pa, "partitions", parts);
+    json_object_set_new(o, "assignment", pa);
+    json_t *jobs = json_object(), *raw_jobs = json_object_get(raw, "jobs");
+    for (int k = 0; k < KJ_JOB_OUTCOME_COUNT; k++) {
+        const char *name = kj_job_outcome_name((kj_job_outcome)k);
+        put(jobs, name, proj_int(json_object_get(raw_jobs, name)));
+    }
+    json_object_set_new(o, "jobs", jobs);
+    json_t *h = json_object_get(raw, "handler"), *ph = json_object();
+    put(ph, "count", proj_int(json_object_get(h, "count")));
+    put(ph, "p50_seconds", proj_seconds(json_object_get(h, "p50_seconds")));
+    put(ph, "p99_seconds", proj_seconds(json_object_get(h, "p99_seconds")));
+    json_object_set_new(o, "handler", ph);
+    json_t *c = json_object_get(raw, "counters"), *pc = json_object();
+    static const char *const counters[] = {"route_errors", "decode_errors", "offset_resets",
+                                           "rebalances"};
+    for (size_t k = 0; k < sizeof(counters) / sizeof(*counters); k++)
+        put(pc, counters[k], proj_int(json_object_get(c, counters[k])));
+    json_object_set_new(o, "counters", pc);
+    json_t *errors = json_array();
+    json_array_foreach(json_object_get(raw, "errors"), i, e) {
+        if (i >= KJ_STATUS_MAX_ERRORS) break;
+        if (!json_is_object(e)) continue;
+        json_t *pe = json_object();
+        static const char *const fields[] = {"ts", "level", "msg", "error"};
+        for (size_t k = 0; k < sizeof(fields) / sizeof(*fields); k++)
+            put(pe, fields[k], proj_string(json_object_get(e, fields[k])));
+        json_array_append_new(errors, pe);
+    }
+    json_object_set_new(o, "errors", errors);
+    return o;
+}
+
+/* The worker whose last report is the oldest (to make room for a new one). */
+static const char *oldest_worker(json_t *workers) {
+    const char *key, *oldest = NULL;
+    json_t *rec;
+    json_int_t at_min = 0;
+    json_object_foreach(workers, key, rec) {
+        json_int_t at = json_integer_value(json_object_get(rec, "reported_at"));
+        if (!oldest || at < at_min) {
+            oldest = key;
+            at_min = at;
+        }
+    }
+    return oldest;
+}
+
 static void status_apply(kj_console_data *d, const rd_kafka_message_t *m) {
     if (!m->key || m->key_len == 0 || m->key_len > 1024) return;
     char key[1025];
@@ -62,27 +184,40 @@ static void status_apply(kj_console_data *d, const rd_kafka_message_t *m) {
     key[m->key_len] = '\0';
     if (memchr(key, '\0', m->key_len)) return;
     json_t *rec = NULL;
-    if (m->payload && m->len > 0 && m->len <= 262144) {
-        rec = json_loadb(m->payload, m->len, JSON_REJECT_DUPLICATES, NULL);
-        if (rec && !json_is_object(rec)) {
-            json_decref(rec);
-            rec = NULL;
+    if (m->payload && m->len > 0) {
+        if (m->len > KJ_STATUS_MAX_BYTES) return; /* larger than any worker writes: ignored */
+        json_t *raw = json_loadb(m->payload, m->len, JSON_REJECT_DUPLICATES, NULL);
+        if (!json_is_object(raw)) {
+            json_decref(raw);
+            return; /* not a status record: ignored, the previous one stays */
         }
-        if (!rec) return; /* not a status record: ignored, the previous one stays */
+        /* another group's worker is not ours to show, nor to count against the bound */
+        const char *group = json_string_value(json_object_get(raw, "group"));
+        if (!group || strcmp(group, d->cfg->group) != 0) {
+            json_decref(raw);
+            return;
+        }
+        rec = status_project(raw);
+        json_decref(raw);
     }
     pthread_mutex_lock(&d->workers_mu);
     if (!rec) {
         json_object_del(d->workers, key); /* tombstone: the worker left cleanly */
-    } else if (json_object_size(d->workers) < KJ_CONSOLE_MAX_WORKERS ||
-               json_object_get(d->workers, key)) {
+    } else {
+        if (json_object_size(d->workers) >= KJ_CONSOLE_MAX_WORKERS &&
+            !json_object_get(d->workers, key)) {
+            /* anyone may write to the topic, and crashed workers never write a tombstone: the
+             * bound holds by forgetting the worker heard from longest ago */
+            const char *old = oldest_worker(d->workers);
+            if (old) json_object_del(d->workers, old);
+            if (!d->workers_full_logged)
+                kj_log(KJ_LOG_WARN,
+                       "console: too many worker ids on the status topic; the oldest are "
+                       "forgotten",
+                       "{s:s,s:i}", "topic", d->status_topic, "max", KJ_CONSOLE_MAX_WORKERS);
+            d->workers_full_logged = true;
+        }
         json_object_set_new(d->workers, key, rec);
-    } else { /* anyone may write to the topic: memory stays bounded */
-        json_decref(rec);
-        if (!d->workers_full_logged)
-            kj_log(KJ_LOG_WARN,
-                   "console: too many worker ids on the status topic; new ones ignored",
-                   "{s:s,s:i}", "topic", d->status_topic, "max", KJ_CONSOLE_MAX_WORKERS);
-        d->workers_full_logged = true;
     }
     pthread_mutex_unlock(&d->workers_mu);
 }
@@ -350,6 +485,7 @@ json_t *kj_console_overview(kj_console_data *d) {
         if (group && strcmp(group, d->cfg->group) != 0) continue; /* another group's worker */
         json_t *w = json_deep_copy(rec);
         json_object_set_new(w, "key", json_string(key));
+        /* both clamped to +-2^53 at ingest (status_project): no overflow here */
         json_int_t at = json_integer_value(json_object_get(rec, "reported_at"));
         json_int_t every = json_integer_value(json_object_get(rec, "interval_ms"));
         bool stale = every <= 0 || now - at > 3 * every;
@@ -360,7 +496,8 @@ json_t *kj_console_overview(kj_console_data *d) {
         json_object_foreach(json_object_get(rec, "jobs"), outcome, count) {
             if (!json_is_integer(count)) continue;
             json_int_t sum = json_integer_value(json_object_get(jobs, outcome));
-            json_object_set_new(jobs, outcome, json_integer(sum + json_integer_value(count)));
+            sum += json_integer_value(count); /* each <= 2^53 (status_project), <= 4096 of them */
+            json_object_set_new(jobs, outcome, json_integer(sum));
         }
         json_array_append_new(workers, w);
     }
@@ -473,8 +610,9 @@ static bool on_dead_letter(const kj_dlq_record *rec, void *opaque) {
     if (c->q->since_ms > 0 && failed_at < c->q->since_ms) return true;
     if (c->q->until_ms > 0 && failed_at > c->q->until_ms) return true;
     c->matched++;
-    char cut[241];
-    if (error) snprintf(cut, sizeof(cut), "%s", error); /* the list shows a line; detail has all */
+    /* the list shows a line (detail has all): at most 240 bytes, never cut inside a UTF-8
+     * sequence (the DLQ model's JSON strings are valid UTF-8) */
+    json_t *cut = error ? proj_cut(error, 240) : NULL;
     json_t *item = json_pack(
         "{s:O,s:I,s:I,s:s,s:O,s:O,s:O,s:O,s:O,s:O,s:O}", "handle",
         json_object_get(rec->json, "handle"), "partition", (json_int_t)rec->msg->partition,
@@ -488,8 +626,11 @@ static bool on_dead_letter(const kj_dlq_record *rec, void *opaque) {
         "original_topic",
         json_object_get(dl, "original_topic") ? json_object_get(dl, "original_topic") : json_null(),
         "attempt", json_object_get(dl, "attempt") ? json_object_get(dl, "attempt") : json_null());
-    if (!item) return true;
-    json_object_set_new(item, "error", error ? json_string(cut) : json_null());
+    if (!item) {
+        json_decref(cut);
+        return true;
+    }
+    json_object_set_new(item, "error", cut ? cut : json_null());
     char ref[48]; /* PARTITION:OFFSET names exactly this dead letter (a job id may name several) */
     snprintf(ref, sizeof(ref), "%d:%lld", (int)rec->msg->partition, (long long)rec->msg->offset);
     json_object_set_new(item, "ref", json_string(ref));

@@ -22,7 +22,11 @@
 
 #include "processor/log.h"
 
-#define KJ_HTTP_CONNECTION_LIMIT     64
+#define KJ_HTTP_CONNECTION_LIMIT 64
+/* One client address holds at most this many connections, so one misbehaving client (or a slow
+ * one trickling bytes: the idle timeout restarts with each) cannot take all 64 and lock the
+ * kubelet's probes and Prometheus out. */
+#define KJ_HTTP_PER_IP_LIMIT         8
 #define KJ_HTTP_CONNECTION_TIMEOUT_S 10
 #define KJ_HTTP_REASON_MAX           256
 
@@ -309,6 +313,7 @@ kj_http *kj_http_start(const char *listen, const kj_http_hooks *hooks, char *err
                 flags, portnum, NULL, NULL, kj_http_handle, http, MHD_OPTION_EXTERNAL_LOGGER,
                 kj_http_mhd_log, http, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
                 MHD_OPTION_CONNECTION_LIMIT, (unsigned)KJ_HTTP_CONNECTION_LIMIT,
+                MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)KJ_HTTP_PER_IP_LIMIT,
                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)KJ_HTTP_CONNECTION_TIMEOUT_S,
                 MHD_OPTION_NOTIFY_COMPLETED, kj_http_completed, http, MHD_OPTION_END);
             if (http->daemon) break;

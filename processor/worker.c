@@ -703,7 +703,13 @@ int kj_worker_run(kj_worker *w, volatile sig_atomic_t *stop, kj_heartbeat *heart
                "{s:I}", "copies", (json_int_t)kj_router_outstanding(w->router));
     if (!w->fatal) commit_offsets(w, true);
     close_consumer(w, deadline, w->fatal ? 1 : exit_code);
-    if (exit_code == 0 && !w->fatal) kj_status_reporter_tombstone(w->status, 5000);
+    if (exit_code == 0 && !w->fatal) { /* within what is left of the grace (>= 0.5 s, <= 5 s):
+                                        * a broker that is gone does not add 5 s to the exit */
+        int64_t left = deadline - kj_now_ms();
+        kj_status_reporter_tombstone(w->status, (int)(left < 500    ? 500
+                                                      : left > 5000 ? 5000
+                                                                    : left));
+    }
     kj_log(KJ_LOG_INFO, "worker stopped", "{s:I,s:I,s:I,s:I}", "ok",
            (json_int_t)atomic_load(&w->jobs_ok), "retried",
            (json_int_t)atomic_load(&w->jobs_retried), "dead_lettered",

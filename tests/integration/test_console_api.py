@@ -261,7 +261,93 @@ def test_guards():
         assert p.returncode == 2 and "ui.token" in p.stderr, (p.returncode, p.stderr)
 
 
+def forge_status(bootstrap, records):
+    """Write (key, value-bytes-or-None) records to jobs.status as any Kafka client could."""
+    from kafka import KafkaProducer
+    prod = KafkaProducer(bootstrap_servers=bootstrap)
+    for key, value in records:
+        prod.send("jobs.status", key=key.encode(), value=value)
+    prod.flush(30)
+    prod.close()
+
+
+def test_forged_status_records_cannot_break_the_overview():
+    # Anyone who can produce to Kafka can write to the status topic: a record of the wrong
+    # types, one too large, one of another group and values near overflow. The real worker's
+    # row stays, the forged fields of the wrong type are not served, totals stay sane.
+    with Broker(partitions=1) as broker, Console(broker.bootstrap) as ui:
+        def scenario(worker):
+            def live():
+                ws = [w for w in ui.api("/api/overview")["workers"]
+                      if w.get("pid") == worker.proc.pid and not w["stale"]]
+                return ws[0] if ws else None
+            wait_until("the worker in the overview", live, timeout=60)
+            now = int(time.time() * 1000)
+            big = 2 ** 62
+            forged = {"schema": 1, "worker_id": "forged", "group": "kjobs", "reported_at": now,
+                      "interval_ms": 10 ** 12, "state": "<b>running</b>",
+                      "handler": {"p50_seconds": "x", "p99_seconds": {"a": 1}},
+                      "jobs": {"ok": big, "retry": "7", "evil": 5},
+                      "assignment": {"count": "many", "partitions": [{"topic": 1}] * 500},
+                      "errors": ["not an object", {"msg": "m" * 5000, "secret": "s"}],
+                      "extra": "x" * 1000}
+            forge_status(broker.bootstrap, [
+                ("forged", json.dumps(forged).encode()),
+                ("huge", json.dumps(dict(forged, worker_id="huge",
+                                         pad="y" * 70000)).encode()),
+                ("other-group", json.dumps(dict(forged, worker_id="other",
+                                                group="someone-else")).encode()),
+                ("not-json", b"\xff\xfe{"),
+            ])
+
+            def forged_seen():
+                o = ui.api("/api/overview")
+                ids = {w.get("worker_id") for w in o["workers"]}
+                return o if "forged" in ids else None
+            o = wait_until("the forged record read", forged_seen, timeout=60)
+            ids = {w.get("worker_id") for w in o["workers"]}
+            assert "huge" not in ids and "other" not in ids, ids  # too large; another group
+            assert any(w.get("pid") == worker.proc.pid for w in o["workers"]), o["workers"]
+            f = next(w for w in o["workers"] if w.get("worker_id") == "forged")
+            assert "extra" not in f and "evil" not in f["jobs"] and "retry" not in f["jobs"], f
+            assert "p50_seconds" not in f["handler"] and "p99_seconds" not in f["handler"], f
+            assert "count" not in f["assignment"] and f["assignment"]["partitions"] == [], f
+            assert f["jobs"]["ok"] == 2 ** 53, f["jobs"]  # clamped to what JSON numbers hold
+            assert len(f["errors"]) == 1 and len(f["errors"][0]["msg"]) == 256, f["errors"]
+            assert "secret" not in f["errors"][0]
+            assert 0 <= o["totals"]["jobs"]["ok"] <= 2 ** 53 + 10 ** 6, o["totals"]
+
+        with_worker(broker, scenario)
+
+
+def test_one_client_cannot_take_every_connection():
+    # 70 idle connections from 127.0.0.2, one client address (more than the 64 the listener
+    # takes in all), cannot lock out another address:
+    # at most 8 per address are accepted (processor/http.c, KJ_HTTP_PER_IP_LIMIT)
+    import socket
+    with Broker(partitions=1) as broker, Console(broker.bootstrap) as ui:
+        host, port = ui.url.split("//")[1].rstrip("/").split(":")
+        held = []
+        try:
+            for _ in range(70):
+                c = socket.socket()
+                c.bind(("127.0.0.2", 0))
+                c.settimeout(5)
+                try:
+                    c.connect((host, int(port)))
+                    c.sendall(b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # never finished
+                except OSError:
+                    pass
+                held.append(c)
+            status, _, body = ui.get("/livez")
+            assert status == 200, (status, body)
+        finally:
+            for c in held:
+                c.close()
+
+
 if __name__ == "__main__":
     harness.main([test_pages_and_api, test_retries_waiting_and_next_due, test_oldest_waiting_job,
-                  test_guards,
+                  test_guards, test_forged_status_records_cannot_break_the_overview,
+                  test_one_client_cannot_take_every_connection,
                   test_replay_action])
