@@ -64,9 +64,10 @@ static rd_kafka_t *consumer_new(const kj_config *cfg, const char *group, char *e
  * clamped to +-2^53 (what a browser's numbers hold exactly, and far from overflow when summed),
  * lists bounded. A field of the wrong type is left out, so the page can trust every field it
  * gets; the kept record is a few KiB at most whatever was written. */
-#define KJ_CONSOLE_FIELD_MAX 256
-#define KJ_CONSOLE_LIST_MAX  64
-#define KJ_JSON_SAFE_INT     9007199254740992LL /* 2^53 */
+#define KJ_CONSOLE_FIELD_MAX            256
+#define KJ_CONSOLE_DESCRIBE_MIN_RDKAFKA 0x020f0000 /* 2.15.0 */
+#define KJ_CONSOLE_LIST_MAX             64
+#define KJ_JSON_SAFE_INT                9007199254740992LL /* 2^53 */
 
 /* The first at most @p max bytes of the valid UTF-8 string @p s, never cut inside a sequence. */
 static json_t *proj_cut(const char *s, size_t max) {
@@ -402,6 +403,16 @@ static void read_members(kj_console_data *d, json_t *out, json_t *errors) {
     json_t *members = json_array();
     json_object_set_new(out, "members", members);
     json_object_set_new(out, "group_state", json_null());
+    /* Older librdkafka aborts the process (rdkafka_queue.h, rd_kafka_enq_once_del_source_return:
+     * "eonce->refcnt > 0") when a broker refuses DescribeConsumerGroups, as the embedded broker
+     * does: seen with Debian 12's 2.0.2 (librdkafka #4605); the version kjobs is built and tested
+     * with (2.15) answers UNSUPPORTED_FEATURE. Below that, members are not asked for. */
+    if (rd_kafka_version() < KJ_CONSOLE_DESCRIBE_MIN_RDKAFKA) {
+        add_error(errors, "group members",
+                  "not read with this librdkafka (older than 2.15: DescribeConsumerGroups may "
+                  "abort it); workers are shown from their status records only");
+        return;
+    }
     rd_kafka_queue_t *q = rd_kafka_queue_new(d->group_rk);
     rd_kafka_AdminOptions_t *opt =
         rd_kafka_AdminOptions_new(d->group_rk, RD_KAFKA_ADMIN_OP_DESCRIBECONSUMERGROUPS);
