@@ -182,6 +182,9 @@ class Scenario:
         assert stray == 0, f"{stray} jobs handled that were never enqueued"
         stuck = [f"w{wi + 1}: {json.dumps(l)}" for wi, w in enumerate(self.workers)
                  for l in w.lines if l.get("msg") == "partition not progressing"]
+        if lost and not stuck:  # what the workers last warned about, to tell where jobs went
+            stuck = [f"w{wi + 1}: {json.dumps(l)}" for wi, w in enumerate(self.workers)
+                     for l in [l for l in w.lines if l.get("level") in ("warn", "error")][-12:]]
         assert lost == 0, (f"{lost} jobs lost: e.g. "
                            f"{sorted(i for i in self.enqueued if not self.done[i])[:5]}"
                            + "".join("\n    " + line for line in stuck))
