@@ -280,7 +280,9 @@ void stuck_check(kj_worker *w, kj_part *p, int64_t now, int64_t pos, int64_t hi,
     for (int i = 0; p->lanes && i < p->nlanes; i++) {
         running |= kj_engine_lane_in_flight(p->lanes[i].lane) > 0;
         queued += kj_engine_lane_pending(p->lanes[i].lane);
-        due_later |= kj_engine_lane_head_not_before(p->lanes[i].lane) > now;
+        /* parked until woken (KJ_ENGINE_PARKED) is not "due later": it is what this looks for */
+        int64_t nb = kj_engine_lane_head_not_before(p->lanes[i].lane);
+        due_later |= nb > now && nb != KJ_ENGINE_PARKED;
     }
     if (pos != p->watch_pos || hi <= pos || held || running || due_later || !p->lanes) {
         p->watch_pos = pos;
