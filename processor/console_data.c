@@ -231,7 +231,12 @@ static void *status_main(void *arg) {
         kj_log(KJ_LOG_ERROR, "console: status reader not started", "{s:s}", "error", err);
         return NULL;
     }
-    int partitions = -1, eofs = 0;
+    /* "Read" means: every partition read up to the end it had when the reader started (its
+     * high watermark then), or a partition EOF. EOF alone is not enough: on a real broker a
+     * topic written every few hundred milliseconds may never show one. */
+    int partitions = -1, caught = 0;
+    int64_t *ends = NULL;
+    bool *done = NULL;
     while (!atomic_load(&d->stop)) {
         if (partitions < 0) {
             partitions = kj_kafka_partition_count(rk, d->status_topic, 5000, err, sizeof(err));
@@ -247,18 +252,47 @@ static void *status_main(void *arg) {
             for (int p = 0; p < partitions; p++)
                 rd_kafka_topic_partition_list_add(l, d->status_topic, p)->offset =
                     RD_KAFKA_OFFSET_BEGINNING;
+            free(ends);
+            free(done);
+            ends = calloc((size_t)partitions, sizeof(*ends));
+            done = calloc((size_t)partitions, sizeof(*done));
+            if (!ends || !done) abort();
+            caught = 0;
+            for (int p = 0; p < partitions; p++) {
+                int64_t lo = 0, hi = -1;
+                if (rd_kafka_query_watermark_offsets(rk, d->status_topic, p, &lo, &hi, 5000) !=
+                    RD_KAFKA_RESP_ERR_NO_ERROR)
+                    hi = INT64_MAX; /* unknown: an EOF tells */
+                ends[p] = hi;
+                if (hi <= lo) {
+                    done[p] = true;
+                    caught++;
+                }
+            }
+            if (caught >= partitions) atomic_store(&d->loaded, true);
             rd_kafka_assign(rk, l);
             rd_kafka_topic_partition_list_destroy(l);
         }
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
         if (!m) continue;
+        int32_t p = m->partition;
+        bool mine = p >= 0 && p < partitions && !done[p];
         if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-            if (++eofs >= partitions) atomic_store(&d->loaded, true);
+            if (mine) {
+                done[p] = true;
+                if (++caught >= partitions) atomic_store(&d->loaded, true);
+            }
         } else if (!m->err) {
             status_apply(d, m);
+            if (mine && m->offset >= ends[p] - 1) {
+                done[p] = true;
+                if (++caught >= partitions) atomic_store(&d->loaded, true);
+            }
         }
         rd_kafka_message_destroy(m);
     }
+    free(ends);
+    free(done);
     rd_kafka_consumer_close(rk);
     rd_kafka_destroy(rk);
     return NULL;
