@@ -24,8 +24,11 @@ def encode(job):
 
 
 bootstrap, keys = sys.argv[1], sys.argv[2:]
-# acks=all; kafka-python 2.0.2 has no idempotent producer: a retried send may duplicate a job
-producer = KafkaProducer(bootstrap_servers=bootstrap.split(","), acks="all")
+# acks=all, and retries (kafka-python's default is 0: a send during a leader change would
+# fail); one request in flight keeps a key's order across a retry. kafka-python 2.0.2 has no
+# idempotent producer: a retried send may duplicate a job (kjobs runs jobs at least once anyway)
+producer = KafkaProducer(bootstrap_servers=bootstrap.split(","), acks="all", retries=10,
+                         retry_backoff_ms=250, max_in_flight_requests_per_connection=1)
 futures = []
 for key in keys:
     job = {"id": str(uuid.uuid4()), "type": "email.send",

@@ -86,6 +86,19 @@ class Broker:
         self.stop()
 
 
+def python_producer(bootstrap, **overrides):
+    """A kafka-python producer configured as a careful user would: acks=all, and retries with
+    one request in flight (kafka-python's default is no retry, so a NotLeaderForPartition
+    while a fresh real cluster settles its leaders would fail the send instead of the test's
+    subject). Keyword arguments override the defaults."""
+    from kafka import KafkaProducer
+    kw = dict(bootstrap_servers=bootstrap.split(",") if isinstance(bootstrap, str) else bootstrap,
+              api_version=(2, 5, 0), acks="all", retries=20, retry_backoff_ms=250,
+              max_in_flight_requests_per_connection=1)
+    kw.update(overrides)
+    return KafkaProducer(**kw)
+
+
 def run(args, input=None, check=True, timeout=120, env=None):
     """Run a command; return CompletedProcess (text)."""
     full_env = dict(os.environ)

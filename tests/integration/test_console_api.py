@@ -263,8 +263,7 @@ def test_guards():
 
 def forge_status(bootstrap, records):
     """Write (key, value-bytes-or-None) records to jobs.status as any Kafka client could."""
-    from kafka import KafkaProducer
-    prod = KafkaProducer(bootstrap_servers=bootstrap)
+    prod = harness.python_producer(bootstrap)
     for key, value in records:
         prod.send("jobs.status", key=key.encode(), value=value)
     prod.flush(30)

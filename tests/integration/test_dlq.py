@@ -36,7 +36,7 @@ from harness import hdrs, LoggedWorker, wait_until, kjobs_cmd, run  # noqa: E402
 
 import avro.io  # noqa: E402
 import avro.schema  # noqa: E402
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition  # noqa: E402
+from kafka import KafkaConsumer, TopicPartition  # noqa: E402
 
 # One ladder step of 1 s and two attempts: a flaky job dead-letters after ~1 s. Every process of
 # this file (broker, worker, CLI) sees the same configuration, so the topics agree.
@@ -282,7 +282,7 @@ def test_replay_marker_with_filters():
     filtered replays, read back with kafka-python; refailed ones need --again."""
     with harness.Broker(partitions=2) as broker:
         b = broker.bootstrap
-        prod = KafkaProducer(bootstrap_servers=b, api_version=(2, 5, 0), acks="all")
+        prod = harness.python_producer(b)
         ids = []
         for i in range(6):  # partition 0: types A B A B A B
             job_id, value = avro_job("A" if i % 2 == 0 else "B", b"x%d" % i)
@@ -369,7 +369,7 @@ def test_repeated_binary_and_invalid_utf8_headers():
     error text (dead_letter.error, the ERROR column) with U+FFFD instead of "-" or dropping it."""
     with harness.Broker(partitions=1) as broker:
         b = broker.bootstrap
-        prod = KafkaProducer(bootstrap_servers=b, api_version=(2, 5, 0), acks="all")
+        prod = harness.python_producer(b)
         job_id, value = avro_job("T", b"x")
         bad_error = "é".encode() * 511 + b"\xc3"  # 1023 bytes, the last character cut
         headers = [("x-tag", b"tag1"), ("kjobs-original-topic", b"jobs"),

@@ -36,11 +36,8 @@ from test_scheduling import RECORDER, recorded  # noqa: E402
 def produce_records(bootstrap, records):
     """records: [(partition, id, key bytes or None, type)] produced to "jobs" in order,
     acks=all, each acknowledged before the next (kafka-python)."""
-    from kafka import KafkaProducer
     # retries: on real Kafka a topic just (re)created may not have its leaders known yet
-    producer = KafkaProducer(bootstrap_servers=bootstrap, api_version=(2, 5, 0), acks="all",
-                             retries=20, retry_backoff_ms=250,
-                             max_in_flight_requests_per_connection=1)
+    producer = harness.python_producer(bootstrap)
     now = int(time.time() * 1000)
     for partition, job_id, key, type_ in records:
         producer.send("jobs", partition=partition, key=key,

@@ -29,7 +29,6 @@ from harness import hdrs  # noqa: E402
 
 import avro.io  # noqa: E402
 import avro.schema  # noqa: E402
-from kafka import KafkaProducer  # noqa: E402
 from kafka.partitioner.default import murmur2  # noqa: E402
 
 SCHEMA_DIR = os.path.join(harness.SOURCE_DIR, "schemas")
@@ -152,8 +151,7 @@ def test_python_produced_jobs_decoded_by_kjobs_peek():
         cases.append((None, single_object_header(JOB_V1_PCF) +
                       avro_encode(JOB_V1_SCHEMA, datum), datum))
     with harness.Broker(partitions=3) as broker:
-        producer = KafkaProducer(bootstrap_servers=broker.bootstrap, api_version=(2, 5, 0),
-                                 acks="all")
+        producer = harness.python_producer(broker.bootstrap)
         sent = [producer.send("jobs", key=key.encode() if key else None, value=value,
                               headers=[("origin", b"python")]) for key, value, _ in cases]
         sent.append(producer.send("jobs", value=b"\x07garbage\xff\xff"))  # not a job

@@ -168,7 +168,7 @@ def avro_job(job_id, type_, payload, created_at):
 
 
 def test_undecodable_and_unknown_type_reach_dlq_byte_for_byte():
-    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka import KafkaConsumer, TopicPartition
     garbage = random.Random(20240613).randbytes(64)
     unknown = avro_job("unknown-type-job-1", "no.such.type", b"\x00\x01payload\xff",
                        1700000000000)
@@ -177,8 +177,7 @@ def test_undecodable_and_unknown_type_reach_dlq_byte_for_byte():
         "unknown-type": (b"key-unknown", unknown, [("trace", b"t-2"), ("x-app", b"hello")]),
     }
     with procs.Broker(partitions=2) as broker:
-        producer = KafkaProducer(bootstrap_servers=broker.bootstrap, api_version=(2, 5, 0),
-                                 acks="all")
+        producer = harness.python_producer(broker.bootstrap)
         where = {}
         for cls, (key, value, headers) in produced.items():
             md = producer.send("jobs", key=key, value=value, headers=headers).get(timeout=30)
@@ -370,9 +369,7 @@ def test_oversized_copy_goes_to_dlq_reduced_and_the_partition_moves_on():
         finally:
             os.unlink(f.name)
         # a job whose own headers make its copy too large: dropping them is enough
-        from kafka import KafkaProducer
-        producer = KafkaProducer(bootstrap_servers=broker.bootstrap, api_version=(2, 5, 0),
-                                 acks="all", max_request_size=2_000_000)
+        producer = harness.python_producer(broker.bootstrap, max_request_size=2_000_000)
         hdr_value = b"t" * 59_900
         value = avro_job("big-headers", "kjobs.fail", b"p" * 939_800, 1700000000000)
         producer.send("jobs", key=b"bh", value=value,
@@ -509,13 +506,11 @@ def _ladder_headers(attempt="1", not_before=None, topic=b"jobs", partition=b"0",
 
 
 def test_control_headers_are_untrusted_input():
-    from kafka import KafkaProducer
     env = {"KJOBS_RETRY_DELAYS": "1s", "KJOBS_RETRY_MAX_ATTEMPTS": "5",
            "KJOBS_HTTP_LISTEN": "127.0.0.1:0"}
     now = int(time.time() * 1000)
     with procs.Broker(partitions=1) as broker:
-        producer = KafkaProducer(bootstrap_servers=broker.bootstrap, api_version=(2, 5, 0),
-                                 acks="all")
+        producer = harness.python_producer(broker.bootstrap)
 
         def send(topic, job_id, type_, headers, key=b"k"):
             value = avro_job(job_id, type_, b"", now)

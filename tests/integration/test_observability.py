@@ -234,8 +234,7 @@ def total(snap, name, **labels):
 
 
 def produce_raw(bootstrap, topic, values):
-    from kafka import KafkaProducer
-    producer = KafkaProducer(bootstrap_servers=bootstrap, api_version=(2, 5, 0))
+    producer = harness.python_producer(bootstrap)
     for v in values:
         producer.send(topic, v, partition=1)
     producer.flush()
@@ -420,8 +419,7 @@ def extra_scenario():
             # an invalid traceparent (upper-case hex): ignored, counted, the job still runs
             run(kjobs_cmd("enqueue", "-b", b, "--type", "x.ok", "--meta",
                           "traceparent=00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"))
-            from kafka import KafkaProducer
-            producer = KafkaProducer(bootstrap_servers=b, api_version=(2, 5, 0))
+            producer = harness.python_producer(b)
             producer.send("jobs.retry.1", avro_job("bad-hdr", "x.ok", b"", 1700000000000),
                           headers=[("kjobs-attempt", b" 7x")]).get(timeout=30)
             producer.close()

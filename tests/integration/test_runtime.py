@@ -1043,7 +1043,6 @@ def test_sigterm_mid_batch_finishes_commits_and_nothing_reruns():
 # ---- garbage ----------------------------------------------------------------------------------
 
 def test_garbage_partition_goes_to_dlq_others_flow():
-    from kafka import KafkaProducer
     from kafka.partitioner.default import murmur2
 
     parts, bad = 4, 0
@@ -1056,7 +1055,7 @@ def test_garbage_partition_goes_to_dlq_others_flow():
         # rightly stop everything
         w = s.worker("w1", env={"KJOBS_DLQ_BREAKER_WINDOW": "0"})
         w.wait_assigned()
-        producer = KafkaProducer(bootstrap_servers=s.bootstrap, acks="all")
+        producer = harness.python_producer(s.bootstrap)
 
         def send_garbage():
             for g in garbage:

@@ -160,7 +160,6 @@ def test_delayed_jobs_run_when_due_and_block_nothing():
 def test_independent_clients_schedule_with_run_at():
     """kafka-python and KafkaJS producers set kjobs-run-at themselves (../shared/CONTRACT.md);
     one job uses only the deprecated alias kjobs-deliver-at, one both names with one time."""
-    from kafka import KafkaProducer
     record_file = tempfile.mktemp(prefix="kjobs-sched-", suffix=".jsonl")
     js_file = tempfile.mktemp(prefix="kjobs-sched-", suffix=".js")
     with open(js_file, "w") as f:
@@ -173,8 +172,7 @@ def test_independent_clients_schedule_with_run_at():
         w = Worker(broker.bootstrap, env=env)
         try:
             w.wait_assigned()
-            producer = KafkaProducer(bootstrap_servers=broker.bootstrap, api_version=(2, 5, 0),
-                                     acks="all", retries=5)
+            producer = harness.python_producer(broker.bootstrap)
 
             def send(job_id, type_, headers):
                 now = int(time.time() * 1000)
@@ -229,7 +227,6 @@ def test_independent_clients_schedule_with_run_at():
 
 
 def test_bad_due_times_are_dead_lettered_with_the_reason():
-    from kafka import KafkaProducer
     record_file = tempfile.mktemp(prefix="kjobs-sched-", suffix=".jsonl")
     now = int(time.time() * 1000)
     later = str(now + 60 * 1000).encode()
@@ -247,8 +244,7 @@ def test_bad_due_times_are_dead_lettered_with_the_reason():
                            "both must be the same time", "kjobs-deliver-at"),
     }
     with procs.Broker(partitions=1) as broker:
-        producer = KafkaProducer(bootstrap_servers=broker.bootstrap, api_version=(2, 5, 0),
-                                 acks="all", retries=5)
+        producer = harness.python_producer(broker.bootstrap)
         for job_id, (headers, _, _) in cases.items():
             producer.send("jobs", key=b"k", value=avro_job(job_id, "app.bad", b"x", now),
                           headers=headers).get(timeout=30)

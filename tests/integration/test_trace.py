@@ -72,9 +72,7 @@ JOBS = {
 
 
 def produce(bootstrap):
-    from kafka import KafkaProducer
-    producer = KafkaProducer(bootstrap_servers=bootstrap.split(","), api_version=(2, 5, 0),
-                             acks="all")
+    producer = harness.python_producer(bootstrap)
     now = datetime.datetime.now(datetime.timezone.utc)
     for jid, (jtype, headers, meta, _, _) in JOBS.items():
         value = avro_encode(JOB_SCHEMA, {"id": jid, "type": jtype, "payload": b"",
