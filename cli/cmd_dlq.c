@@ -1,11 +1,12 @@
 /*
- * cmd_dlq.c — `kjobs dlq list|show|replay`: the command line on top of the dead-letter model
- * (processor/dlq_model.h), which owns everything about dead letters — reading the DLQ up to a
+ * cmd_dlq.c — `kjobs dlq list|show|replay|discard`: the command line on top of the dead-letter
+ * model (processor/dlq_model.h), which owns everything about dead letters — reading the DLQ up to a
  * snapshot, each one's state, the JSON form, the selection, replay and its loop guard, the
- * replay marker. What is left here is what only a terminal needs: the options, the aligned
- * table (columns sized over all rows, so rows are collected first), JSON lines, show's pretty
- * print, replay's output lines, and exit codes (0 ok; 1 a runtime failure, logged by the model
- * or here; 2 a usage or client-settings error, printed here). docs/dlq.md documents the command.
+ * replay and discard markers. What is left here is what only a terminal needs: the options, the
+ * aligned table (columns sized over all rows, so rows are collected first), JSON lines, show's
+ * pretty print, replay's output lines, and exit codes (0 ok; 1 a runtime failure, logged by the
+ * model or here; 2 a usage or client-settings error, printed here). docs/dlq.md documents the
+ * command.
  */
 #include <inttypes.h>
 #include <jansson.h>
@@ -27,11 +28,13 @@ static const char dlq_usage[] =
     "usage: kjobs dlq list   [options] [--json] [--type T] [--id ID] [--class C]\n"
     "       kjobs dlq show   [options] ID|PARTITION:OFFSET\n"
     "       kjobs dlq replay [options] [--type T] [--id ID] [--class C] [--again] [--dry-run]\n"
+    "       kjobs dlq discard [options] [--type T] [--id ID] [--class C] [--dry-run] --yes\n"
     "options: [-c FILE] [-b BROKERS] [-G GROUP] [-X prop=val] [--topic DLQ] [--timeout S]\n"
     "\n"
     "list    every dead letter: ID (the job id; PARTITION:OFFSET in the DLQ for a value that\n"
     "        does not decode), TYPE, CLASS, ATTEMPTS, ORIGINAL topic:partition:offset,\n"
-    "        FAILED-AT, STATE (new, replayed, refailed, no-origin) and ERROR (truncated).\n"
+    "        FAILED-AT, STATE (new, replayed, refailed, no-origin, discarded) and ERROR\n"
+    "        (truncated).\n"
     "        --json prints one JSON object per dead letter with every field.\n"
     "show    one dead letter as pretty JSON (exit 1 when there is none).\n"
     "replay  produce the selected dead letters to their original topic (kjobs-original-topic),\n"
@@ -40,6 +43,10 @@ static const char dlq_usage[] =
     "        Prints the ids it replayed. Dead letters already replayed (recorded by the group\n"
     "        <kafka.group>.dlq-replay) and those of replayed jobs that failed again are skipped\n"
     "        unless --again. Dead letters written after replay started are never read.\n"
+    "discard record the selected dead letters as discarded (the group\n"
+    "        <kafka.group>.dlq-discard): never replayed again, not even with --again, listed\n"
+    "        as discarded until retention removes them (Kafka cannot delete one record).\n"
+    "        No undo; needs --yes (or --dry-run). Prints the ids it discarded.\n"
     "\n"
     "  --topic T          DLQ topic (default topics.dlq)\n"
     "  -G GROUP           kafka.group; the replay marker is the group GROUP.dlq-replay\n"
@@ -48,7 +55,8 @@ static const char dlq_usage[] =
     "                     (retryable, permanent, decode, unknown-type, timeout,\n"
     "                     invalid-header, crash-loop); all must match\n"
     "  --json             (list) JSON lines\n"
-    "  --dry-run          (replay) print what would be replayed; produce and record nothing\n"
+    "  --dry-run          (replay, discard) print what would be done; produce and record nothing\n"
+    "  --yes              (discard) confirm: discarding cannot be undone\n"
     "  --again            (replay) include dead letters already replayed or refailed\n"
     "  --timeout SECONDS  give up reading the DLQ after this long (default 60; exit 1)\n";
 
@@ -59,16 +67,17 @@ enum {
     OPT_CLASS,
     OPT_DRY_RUN,
     OPT_AGAIN,
+    OPT_YES,
     OPT_TIMEOUT
 };
 
-typedef enum { CMD_LIST, CMD_SHOW, CMD_REPLAY } dlq_cmd;
+typedef enum { CMD_LIST, CMD_SHOW, CMD_REPLAY, CMD_DISCARD } dlq_cmd;
 
 typedef struct dlq_run {
     kj_cli cli;
     dlq_cmd cmd;
     const char *f_type, *f_id, *f_class;
-    bool json, dry_run, again;
+    bool json, dry_run, again, yes;
     kj_dlq *dlq;
     kj_table *table; /* list: rows are collected to size the columns */
 } dlq_run;
@@ -169,8 +178,9 @@ static int show(dlq_run *r, char *err, size_t err_size) {
     return KJ_DLQ_OK;
 }
 
-/* A dry run prints what it would replay (handle, DLQ place, destination); a replay the handles
- * it replayed. Flushed line by line: the model logs to stderr right after. */
+/* A dry run prints what it would replay or discard (handle, DLQ place, destination); a replay
+ * or a discard the handles it replayed or recorded. Flushed line by line: the model logs to stderr
+ * right after. */
 static void on_replayed(const kj_dlq_replay_item *item, void *opaque) {
     dlq_run *r = opaque;
     if (r->dry_run)
@@ -194,7 +204,8 @@ int kj_cmd_dlq(int argc, char **argv) {
     dlq_run run_, *r = &run_;
     memset(r, 0, sizeof(*r));
     kj_cli_init(&r->cli, "kjobs dlq", dlq_usage);
-    if (argc < 2) return kj_cli_usage_error(&r->cli, "missing subcommand (list, show, replay)");
+    if (argc < 2)
+        return kj_cli_usage_error(&r->cli, "missing subcommand (list, show, replay, discard)");
     const char *sub = argv[1];
     if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0 || strcmp(sub, "help") == 0) {
         fputs(dlq_usage, stdout);
@@ -209,6 +220,9 @@ int kj_cmd_dlq(int argc, char **argv) {
     } else if (strcmp(sub, "replay") == 0) {
         r->cmd = CMD_REPLAY;
         r->cli.command = "kjobs dlq replay";
+    } else if (strcmp(sub, "discard") == 0) {
+        r->cmd = CMD_DISCARD;
+        r->cli.command = "kjobs dlq discard";
     } else {
         return kj_cli_usage_error(&r->cli, "unknown subcommand '%s'", sub);
     }
@@ -219,6 +233,7 @@ int kj_cmd_dlq(int argc, char **argv) {
                                              {"class", required_argument, NULL, OPT_CLASS},
                                              {"dry-run", no_argument, NULL, OPT_DRY_RUN},
                                              {"again", no_argument, NULL, OPT_AGAIN},
+                                             {"yes", no_argument, NULL, OPT_YES},
                                              {"timeout", required_argument, NULL, OPT_TIMEOUT},
                                              {NULL, 0, NULL, 0}};
     long long timeout_s = 60;
@@ -247,6 +262,9 @@ int kj_cmd_dlq(int argc, char **argv) {
         case OPT_AGAIN:
             r->again = true;
             break;
+        case OPT_YES:
+            r->yes = true;
+            break;
         case OPT_TIMEOUT:
             if (kj_cli_parse_int(optarg, 1, 86400, &timeout_s))
                 return kj_cli_usage_error(&r->cli, "--timeout: expected 1..86400 seconds");
@@ -262,14 +280,21 @@ int kj_cmd_dlq(int argc, char **argv) {
     if (r->cmd == CMD_SHOW) {
         if (optind >= argc)
             return kj_cli_usage_error(&r->cli, "show needs an ID or PARTITION:OFFSET");
-        if (r->f_type || r->f_id || r->f_class || r->dry_run || r->again || r->json)
+        if (r->f_type || r->f_id || r->f_class || r->dry_run || r->again || r->json || r->yes)
             return kj_cli_usage_error(&r->cli, "show takes only an ID or PARTITION:OFFSET");
         r->f_id = argv[optind++];
-    } else if (r->cmd == CMD_LIST && (r->dry_run || r->again)) {
-        return kj_cli_usage_error(&r->cli, "--dry-run and --again apply to replay only");
-    } else if (r->cmd == CMD_REPLAY && r->json) {
+    } else if (r->cmd == CMD_LIST && (r->dry_run || r->again || r->yes)) {
+        return kj_cli_usage_error(&r->cli, "--dry-run, --again and --yes do not apply to list");
+    } else if (r->cmd != CMD_LIST && r->json) {
         return kj_cli_usage_error(&r->cli, "--json applies to list only");
     }
+    if (r->cmd != CMD_DISCARD && r->yes)
+        return kj_cli_usage_error(&r->cli, "--yes applies to discard only");
+    if (r->cmd == CMD_DISCARD && r->again)
+        return kj_cli_usage_error(&r->cli, "--again applies to replay only");
+    if (r->cmd == CMD_DISCARD && !r->yes && !r->dry_run)
+        return kj_cli_usage_error(
+            &r->cli, "discard cannot be undone: add --yes (or --dry-run to look first)");
     if (optind < argc) return kj_cli_usage_error(&r->cli, "unexpected argument '%s'", argv[optind]);
     const char *topic_flag = r->cli.topic; /* --topic names the DLQ here, not the main topic */
     if ((rc = kj_cli_load_config(&r->cli)) != KJ_EXIT_OK) return rc;
@@ -304,6 +329,10 @@ int kj_cmd_dlq(int argc, char **argv) {
                            (r->again ? KJ_DLQ_REPLAY_AGAIN : 0u) |
                                (r->dry_run ? KJ_DLQ_REPLAY_DRY_RUN : 0u),
                            on_replayed, r, NULL, err, sizeof(err));
+        break;
+    case CMD_DISCARD:
+        rc = kj_dlq_discard(r->dlq, &filter, r->dry_run ? KJ_DLQ_REPLAY_DRY_RUN : 0u, on_replayed,
+                            r, NULL, err, sizeof(err));
         break;
     }
     kj_dlq_close(r->dlq);

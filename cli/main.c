@@ -18,7 +18,7 @@ static const command commands[] = {
     {"run", kj_cmd_run, "run the worker (--embedded: with an in-process broker)"},
     {"enqueue", kj_cmd_enqueue, "produce jobs (flags or JSON lines on stdin)"},
     {"peek", kj_cmd_peek, "print jobs from a topic as JSON lines"},
-    {"dlq", kj_cmd_dlq, "list, show and replay dead-lettered jobs"},
+    {"dlq", kj_cmd_dlq, "list, show, replay and discard dead-lettered jobs"},
     {"lag", kj_cmd_lag, "consumer-group lag of the main and ladder topics"},
     {"ui", kj_cmd_ui, "serve the operator console (workers, lag, retries, dead letters)"},
     {"topics", kj_cmd_topics, "print or --create the topic layout"},

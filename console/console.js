@@ -249,29 +249,41 @@ async function showDetail(handle) {
 
 /* ---- actions (shown only when the console allows them: ui.allow_actions) ------------------ */
 
-async function replaySelected() {
+/* Replay or discard the ticked dead letters (POST /api/dlq/replay or /api/dlq/discard). */
+async function actOnSelected(action) {
   const refs = Array.from(state.selected);
   const out = $("action-result");
   if (refs.length === 0) { out.textContent = "select dead letters first"; return; }
-  $("replay").disabled = true;
+  if (action === "discard" &&
+      !window.confirm("Discard " + refs.length + " dead letter(s)? They will never be replayed; this cannot be undone.")) return;
+  for (const id of ["replay", "discard"]) $(id).disabled = true;
   try {
-    const r = await api("/api/dlq/replay", {
+    const r = await api("/api/dlq/" + action, {
       method: "POST",
       headers: headers({ "Content-Type": "application/json", "X-Kjobs-Console": "1" }),
       body: JSON.stringify({ refs: refs }),
     });
-    const skipped = r.skipped.replayed + r.skipped.refailed + r.skipped.no_origin + r.skipped.no_value;
-    const gone = r.requested - r.selected - skipped;
-    out.textContent = "replayed " + r.replayed + " of " + r.requested +
-      (skipped ? ", skipped " + skipped + " (already replayed, refailed or without origin)" : "") +
-      (gone > 0 ? ", " + gone + " already replayed before or no longer in the DLQ" : "") +
-      (r.failed ? ", " + r.failed + " not acknowledged" : "");
-    out.dataset.replayed = String(r.replayed);
+    if (action === "replay") {
+      const skipped = r.skipped.replayed + r.skipped.refailed + r.skipped.no_origin + r.skipped.no_value +
+        r.skipped.discarded;
+      const gone = r.requested - r.selected - skipped;
+      out.textContent = "replayed " + r.replayed + " of " + r.requested +
+        (skipped ? ", skipped " + skipped + " (already replayed, refailed, discarded or without origin)" : "") +
+        (gone > 0 ? ", " + gone + " already replayed before or no longer in the DLQ" : "") +
+        (r.failed ? ", " + r.failed + " not acknowledged" : "");
+      out.dataset.replayed = String(r.replayed);
+    } else {
+      const gone = r.requested - r.selected - r.skipped.discarded;
+      out.textContent = "discarded " + r.discarded + " of " + r.requested +
+        (r.skipped.discarded ? ", " + r.skipped.discarded + " already discarded" : "") +
+        (gone > 0 ? ", " + gone + " no longer in the DLQ" : "");
+      out.dataset.discarded = String(r.discarded);
+    }
     state.selected.clear();
   } catch (e) {
-    out.textContent = "replay failed: " + e.message;
+    out.textContent = action + " failed: " + e.message;
   } finally {
-    $("replay").disabled = false;
+    for (const id of ["replay", "discard"]) $(id).disabled = false;
     schedule();
   }
 }
@@ -323,7 +335,8 @@ document.addEventListener("DOMContentLoaded", () => {
   for (const b of document.querySelectorAll(".tab")) b.addEventListener("click", () => show(b.dataset.page));
   $("dlq-filter").addEventListener("submit", (ev) => { ev.preventDefault(); schedule(); });
   $("payload-view").addEventListener("change", renderPayload);
-  $("replay").addEventListener("click", replaySelected);
+  $("replay").addEventListener("click", () => actOnSelected("replay"));
+  $("discard").addEventListener("click", () => actOnSelected("discard"));
   $("login-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
     sessionStorage.setItem("kjobs-token", $("token").value);

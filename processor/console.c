@@ -181,7 +181,10 @@ static void record_action(const char *action, const char *result, json_t *detail
     free(text);
 }
 
-static bool api_replay(kj_console *c, const kj_http_request *req, kj_http_response *resp) {
+/* POST /api/dlq/replay and /api/dlq/discard: the same body, the same checks. */
+static bool api_dlq_action(kj_console *c, const kj_http_request *req, kj_http_response *resp,
+                           bool discard) {
+    const char *action = discard ? "discard" : "replay";
     json_error_t jerr;
     json_t *body = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
     json_t *refs = json_object_get(body, "refs");
@@ -206,32 +209,41 @@ static bool api_replay(kj_console *c, const kj_http_request *req, kj_http_respon
     if (why) {
         free(list);
         json_decref(body);
-        record_action("replay", "refused", NULL);
+        record_action(action, "refused", NULL);
         return answer_error(resp, 400, why);
     }
     json_t *out = NULL;
-    int rc = kj_console_dlq_replay(c->data, list, n, json_is_true(dry), &out);
+    int rc = discard ? kj_console_dlq_discard(c->data, list, n, json_is_true(dry), &out)
+                     : kj_console_dlq_replay(c->data, list, n, json_is_true(dry), &out);
     free(list);
     json_decref(body);
     const char *result = rc == KJ_DLQ_OK ? "ok" : rc == KJ_DLQ_ERR_NOT_ACKED ? "partial" : "error";
     json_t *detail = json_pack(
-        "{s:O,s:O,s:O,s:O,s:O,s:O}", "dry_run", json_object_get(out, "dry_run"), "requested",
+        "{s:O,s:O,s:O,s:O*,s:O*,s:O*,s:O}", "dry_run", json_object_get(out, "dry_run"), "requested",
         json_object_get(out, "requested"), "selected", json_object_get(out, "selected"), "replayed",
-        json_object_get(out, "replayed"), "failed", json_object_get(out, "failed"), "skipped",
-        json_object_get(out, "skipped"));
-    record_action("replay", result, detail);
+        json_object_get(out, "replayed"), "failed", json_object_get(out, "failed"), "discarded",
+        json_object_get(out, "discarded"), "skipped", json_object_get(out, "skipped"));
+    record_action(action, result, detail);
     json_decref(detail);
     return answer_json(resp, rc == KJ_DLQ_OK ? 200 : 502, out);
 }
 
+/* The action a POST route names ("replay", "discard"), or "unknown". */
+static const char *action_of(const char *url) {
+    if (strcmp(url, "/api/dlq/replay") == 0) return "replay";
+    if (strcmp(url, "/api/dlq/discard") == 0) return "discard";
+    return "unknown";
+}
+
 static bool api_post(kj_console *c, const kj_http_request *req, kj_http_response *resp) {
+    const char *action = action_of(req->url);
     const char *why = csrf_refusal(req);
     if (why) {
-        record_action(strcmp(req->url, "/api/dlq/replay") == 0 ? "replay" : "unknown", "refused",
-                      NULL);
+        record_action(action, "refused", NULL);
         return answer_error(resp, 403, why);
     }
-    if (strcmp(req->url, "/api/dlq/replay") == 0) return api_replay(c, req, resp);
+    if (strcmp(action, "replay") == 0) return api_dlq_action(c, req, resp, false);
+    if (strcmp(action, "discard") == 0) return api_dlq_action(c, req, resp, true);
     return answer_error(resp, 404, "no such action");
 }
 

@@ -18,6 +18,7 @@
  *                        only with ui.allow_actions (else 405), and only past the CSRF guard
  *                        below; each one logged ("console action") and counted
  *                        (kjobs_console_actions_total{action,result}), refusals too
+ *   POST /api/dlq/discard the same body → kj_console_dlq_discard, the same guards
  *   Everything answers JSON; errors are {"error": "..."} with 400/401/403/404/405/502.
  *   The listener's own /metrics, /livez and /readyz (processor/http.h) are served beside them.
  *

@@ -91,7 +91,7 @@ json_t *kj_console_dlq_list(kj_console_data *d, const kj_console_dlq_query *q);
 int kj_console_dlq_show(kj_console_data *d, const char *handle, json_t **out, char *err,
                         size_t errsz);
 
-/** Most dead letters one replay request may name. */
+/** Most dead letters one replay or discard request may name. */
 #define KJ_CONSOLE_REPLAY_MAX 1000
 
 /**
@@ -100,10 +100,20 @@ int kj_console_dlq_show(kj_console_data *d, const char *handle, json_t **out, ch
  * origin, is skipped and counted, never replayed twice. Replays are serialised (one at a time
  * per console), so two requests cannot both pass the guard before the marker is committed.
  * *out (never NULL on return) is {"dry_run", "requested", "selected", "replayed", "failed",
- * "skipped": {replayed, refailed, no_origin, no_value}, "items": [{ref, original_topic,
+ * "skipped": {replayed, refailed, no_origin, no_value, discarded}, "items": [{ref, original_topic,
  * acknowledged}], "error"}. Returns the kj_dlq_replay result (KJ_DLQ_OK, ...).
  */
 int kj_console_dlq_replay(kj_console_data *d, const char *const *refs, size_t count, bool dry_run,
                           json_t **out);
+
+/**
+ * Discard the dead letters named by `refs` (as kj_console_dlq_replay) with kj_dlq_discard:
+ * recorded as discarded, never replayed again; ones already discarded are skipped and counted.
+ * Serialised with replays. *out (never NULL on return) is {"dry_run", "requested", "selected",
+ * "discarded", "skipped": {discarded}, "items": [{ref, original_topic, acknowledged}],
+ * "error"}. Returns the kj_dlq_discard result.
+ */
+int kj_console_dlq_discard(kj_console_data *d, const char *const *refs, size_t count, bool dry_run,
+                           json_t **out);
 
 #endif /* KJOBS_CONSOLE_DATA_H */

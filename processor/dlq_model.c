@@ -16,6 +16,7 @@
 
 #include <inttypes.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,11 +33,24 @@
 #include "common/utf8.h"
 #include "schemas/codec.h"
 
-typedef struct part_state {
-    int64_t low, end;    /* watermarks at open: the snapshot is [low, end) */
-    int64_t committed;   /* replay marker W; -1 when none */
-    kj_dlq_ranges marks; /* replayed offsets >= committed, from the commit metadata */
+/* One marker of one partition (processor/dlq_marker.h): the replay marker, or the discard
+ * marker, which has the same form and rule under its own group. */
+typedef struct dlq_mark {
+    int64_t committed;   /* W; -1 when none */
+    kj_dlq_ranges marks; /* recorded offsets >= committed, from the commit metadata */
     char *marks_text;    /* the metadata as read or committed (to detect a change); NULL none */
+} dlq_mark;
+
+/* Which marker a run moves: replay's or discard's. */
+typedef struct marker_kind {
+    const char *what; /* "replay" or "discard", for log lines */
+    size_t mark_off;  /* offsetof(part_state, replay or discard) */
+} marker_kind;
+
+typedef struct part_state {
+    int64_t low, end; /* watermarks at open: the snapshot is [low, end) */
+    dlq_mark replay;  /* the replay marker */
+    dlq_mark discard; /* the discard marker */
     /* the current read */
     int64_t start, stop;    /* reads [start, stop) */
     bool done;              /* reached stop */
@@ -48,14 +62,16 @@ struct kj_dlq {
     const kj_config *cfg;
     char *topic;
     char replay_group[512];
+    char discard_group[512];
     long long deadline;
     volatile sig_atomic_t *stop;
-    rd_kafka_t *rk;
+    rd_kafka_t *rk;         /* reads the DLQ; group.id is the replay group (its marker) */
+    rd_kafka_t *rk_discard; /* group.id is the discard group: reads and commits its marker only */
     int partitions;
     part_state *parts;
 };
 
-static const char *const state_names[] = {"new", "replayed", "refailed", "no-origin"};
+static const char *const state_names[] = {"new", "replayed", "refailed", "no-origin", "discarded"};
 
 const char *kj_dlq_state_name(kj_dlq_state state) {
     return (unsigned)state < sizeof(state_names) / sizeof(*state_names) ? state_names[state] : "?";
@@ -86,11 +102,14 @@ static rd_kafka_headers_t *headers_of(const rd_kafka_message_t *msg) {
 static kj_dlq_state state_of(const part_state *ps, const rd_kafka_message_t *msg) {
     rd_kafka_headers_t *h = headers_of(msg);
     char buf[256];
-    if (kj_dlq_ranges_has(&ps->marks, msg->offset)) return KJ_DLQ_REPLAYED;
+    if (kj_dlq_ranges_has(&ps->discard.marks, msg->offset) ||
+        (ps->discard.committed >= 0 && msg->offset < ps->discard.committed))
+        return KJ_DLQ_DISCARDED;
+    if (kj_dlq_ranges_has(&ps->replay.marks, msg->offset)) return KJ_DLQ_REPLAYED;
     if (!kj_kafka_header_str(h, KJ_HDR_ORIGINAL_TOPIC, buf, sizeof(buf)) || !buf[0])
         return KJ_DLQ_NO_ORIGIN;
     if (kj_kafka_header_str(h, KJ_HDR_REPLAYED_FROM, buf, sizeof(buf))) return KJ_DLQ_REFAILED;
-    if (ps->committed >= 0 && msg->offset < ps->committed) return KJ_DLQ_REPLAYED;
+    if (ps->replay.committed >= 0 && msg->offset < ps->replay.committed) return KJ_DLQ_REPLAYED;
     return KJ_DLQ_NEW;
 }
 
@@ -200,7 +219,8 @@ bool kj_dlq_filter_match(const kj_dlq_filter *f, json_t *o) {
 
 /* ---- the snapshot ------------------------------------------------------------------------- */
 
-static int open_consumer(kj_dlq *d, char *err, size_t err_size) {
+static int open_consumer(const kj_dlq *d, const char *group, rd_kafka_t **out, char *err,
+                         size_t err_size) {
     char e[512];
     rd_kafka_conf_t *conf = kj_kafka_conf_new(d->cfg, e, sizeof(e));
     /* group.id is the replay marker's group: rd_kafka_committed reads it and replay commits
@@ -208,18 +228,18 @@ static int open_consumer(kj_dlq *d, char *err, size_t err_size) {
     if (!conf || kj_kafka_conf_set(conf, "enable.partition.eof", "true", e, sizeof(e)) ||
         kj_kafka_conf_set(conf, "enable.auto.commit", "false", e, sizeof(e)) ||
         kj_kafka_conf_set(conf, "auto.offset.reset", "earliest", e, sizeof(e)) ||
-        kj_kafka_conf_set(conf, "group.id", d->replay_group, e, sizeof(e))) {
+        kj_kafka_conf_set(conf, "group.id", group, e, sizeof(e))) {
         seterr(err, err_size, "%s", e);
         if (conf) rd_kafka_conf_destroy(conf);
         return KJ_DLQ_ERR_CONFIG;
     }
-    d->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, e, sizeof(e));
-    if (!d->rk) {
+    *out = rd_kafka_new(RD_KAFKA_CONSUMER, conf, e, sizeof(e));
+    if (!*out) {
         seterr(err, err_size, "%s", e);
         rd_kafka_conf_destroy(conf);
         return KJ_DLQ_ERR_CONFIG;
     }
-    rd_kafka_poll_set_consumer(d->rk);
+    rd_kafka_poll_set_consumer(*out);
     return KJ_DLQ_OK;
 }
 
@@ -228,7 +248,43 @@ static int remaining_ms(const kj_dlq *d) {
     return left < 1 ? 1 : left > 30000 ? 30000 : (int)left;
 }
 
-/* Partitions, end offsets (the snapshot), and the replay marker. */
+static dlq_mark *mark_of(part_state *ps, size_t mark_off) {
+    return (dlq_mark *)((char *)ps + mark_off);
+}
+
+/* The marker of `group` (committed offsets and their metadata), into each part's mark at
+ * `mark_off`; `list` names every partition. */
+static int load_marker(kj_dlq *d, rd_kafka_t *rk, const char *group, size_t mark_off,
+                       const rd_kafka_topic_partition_list_t *list, char *err, size_t err_size) {
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_copy(list);
+    rd_kafka_resp_err_t re = rd_kafka_committed(rk, l, remaining_ms(d));
+    for (int i = 0; !re && i < l->cnt; i++)
+        re = l->elems[i].err;
+    if (re) {
+        kj_log(KJ_LOG_ERROR, "cannot read a dead-letter marker", "{s:s,s:s}", "group", group,
+               "error", rd_kafka_err2str(re));
+        seterr(err, err_size, "cannot read the marker of group %s: %s", group,
+               rd_kafka_err2str(re));
+        rd_kafka_topic_partition_list_destroy(l);
+        return KJ_DLQ_ERR_IO;
+    }
+    for (int i = 0; i < l->cnt; i++) {
+        rd_kafka_topic_partition_t *tp = &l->elems[i];
+        if (tp->offset < 0 || tp->partition < 0 || tp->partition >= d->partitions) continue;
+        dlq_mark *m = mark_of(&d->parts[tp->partition], mark_off);
+        m->committed = tp->offset;
+        m->marks_text = strndup(tp->metadata ? tp->metadata : "", tp->metadata_size);
+        if (m->marks_text[0] && kj_dlq_marker_parse(m->marks_text, &m->marks) != 0) {
+            kj_log(KJ_LOG_WARN, "dead-letter marker metadata not understood, ignored", "{s:s,s:i}",
+                   "group", group, "partition", (int)tp->partition);
+            m->marks.n = 0;
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+    return KJ_DLQ_OK;
+}
+
+/* Partitions, end offsets (the snapshot), and the replay and discard markers. */
 static int load_partitions(kj_dlq *d, char *err, size_t err_size) {
     char e[512];
     d->partitions = kj_kafka_partition_count(d->rk, d->topic, remaining_ms(d), e, sizeof(e));
@@ -242,7 +298,7 @@ static int load_partitions(kj_dlq *d, char *err, size_t err_size) {
     for (int p = 0; p < d->partitions; p++) {
         part_state *ps = &d->parts[p];
         ps->first_blocking = -1;
-        ps->committed = -1;
+        ps->replay.committed = ps->discard.committed = -1;
         rd_kafka_resp_err_t re = rd_kafka_query_watermark_offsets(d->rk, d->topic, p, &ps->low,
                                                                   &ps->end, remaining_ms(d));
         if (re) {
@@ -255,38 +311,13 @@ static int load_partitions(kj_dlq *d, char *err, size_t err_size) {
         }
         rd_kafka_topic_partition_list_add(list, d->topic, p);
     }
-    rd_kafka_resp_err_t re = rd_kafka_committed(d->rk, list, remaining_ms(d));
-    if (re) {
-        kj_log(KJ_LOG_ERROR, "cannot read the replay marker", "{s:s,s:s}", "group", d->replay_group,
-               "error", rd_kafka_err2str(re));
-        seterr(err, err_size, "cannot read the replay marker (group %s): %s", d->replay_group,
-               rd_kafka_err2str(re));
-        rd_kafka_topic_partition_list_destroy(list);
-        return KJ_DLQ_ERR_IO;
-    }
-    for (int i = 0; i < list->cnt; i++) {
-        rd_kafka_topic_partition_t *tp = &list->elems[i];
-        part_state *ps = &d->parts[tp->partition];
-        if (tp->err) {
-            kj_log(KJ_LOG_ERROR, "cannot read the replay marker", "{s:s,s:i,s:s}", "group",
-                   d->replay_group, "partition", (int)tp->partition, "error",
-                   rd_kafka_err2str(tp->err));
-            seterr(err, err_size, "cannot read the replay marker (group %s): %s", d->replay_group,
-                   rd_kafka_err2str(tp->err));
-            rd_kafka_topic_partition_list_destroy(list);
-            return KJ_DLQ_ERR_IO;
-        }
-        if (tp->offset < 0) continue;
-        ps->committed = tp->offset;
-        ps->marks_text = strndup(tp->metadata ? tp->metadata : "", tp->metadata_size);
-        if (ps->marks_text[0] && kj_dlq_marker_parse(ps->marks_text, &ps->marks) != 0) {
-            kj_log(KJ_LOG_WARN, "replay marker metadata not understood, ignored", "{s:s,s:i}",
-                   "group", d->replay_group, "partition", (int)tp->partition);
-            ps->marks.n = 0;
-        }
-    }
+    int rc =
+        load_marker(d, d->rk, d->replay_group, offsetof(part_state, replay), list, err, err_size);
+    if (rc == KJ_DLQ_OK)
+        rc = load_marker(d, d->rk_discard, d->discard_group, offsetof(part_state, discard), list,
+                         err, err_size);
     rd_kafka_topic_partition_list_destroy(list);
-    return KJ_DLQ_OK;
+    return rc;
 }
 
 int kj_dlq_open(const kj_dlq_params *params, kj_dlq **out, char *err, size_t err_size) {
@@ -301,9 +332,11 @@ int kj_dlq_open(const kj_dlq_params *params, kj_dlq **out, char *err, size_t err
     d->cfg = params->cfg;
     d->topic = strdup(params->topic ? params->topic : params->cfg->dlq_topic);
     snprintf(d->replay_group, sizeof(d->replay_group), "%s.dlq-replay", params->cfg->group);
+    snprintf(d->discard_group, sizeof(d->discard_group), "%s.dlq-discard", params->cfg->group);
     d->deadline = params->deadline_ms;
     d->stop = params->stop;
-    int rc = open_consumer(d, err, err_size);
+    int rc = open_consumer(d, d->replay_group, &d->rk, err, err_size);
+    if (rc == KJ_DLQ_OK) rc = open_consumer(d, d->discard_group, &d->rk_discard, err, err_size);
     if (rc == KJ_DLQ_OK) rc = load_partitions(d, err, err_size);
     if (rc != KJ_DLQ_OK) {
         kj_dlq_close(d);
@@ -316,13 +349,17 @@ int kj_dlq_open(const kj_dlq_params *params, kj_dlq **out, char *err, size_t err
 void kj_dlq_close(kj_dlq *d) {
     if (!d) return;
     for (int p = 0; d->parts && p < d->partitions; p++) {
-        kj_dlq_ranges_free(&d->parts[p].marks);
-        free(d->parts[p].marks_text);
+        kj_dlq_ranges_free(&d->parts[p].replay.marks);
+        free(d->parts[p].replay.marks_text);
+        kj_dlq_ranges_free(&d->parts[p].discard.marks);
+        free(d->parts[p].discard.marks_text);
     }
     free(d->parts);
-    if (d->rk) {
-        rd_kafka_consumer_close(d->rk);
-        rd_kafka_destroy(d->rk);
+    rd_kafka_t *handles[] = {d->rk, d->rk_discard};
+    for (size_t i = 0; i < 2; i++) {
+        if (!handles[i]) continue;
+        rd_kafka_consumer_close(handles[i]);
+        rd_kafka_destroy(handles[i]);
     }
     free(d->topic);
     free(d);
@@ -334,11 +371,12 @@ const char *kj_dlq_topic(const kj_dlq *d) {
 
 /* ---- reading the DLQ up to the snapshot --------------------------------------------------- */
 
-/* Every partition from its oldest record — or, from_marker, from its committed W. */
-static void plan_all(kj_dlq *d, bool from_marker) {
+/* Every partition from its oldest record — or, with a marker's offset, from its committed W. */
+static void plan_all(kj_dlq *d, const size_t *mark_off) {
     for (int p = 0; p < d->partitions; p++) {
         part_state *ps = &d->parts[p];
-        ps->start = from_marker && ps->committed > ps->low ? ps->committed : ps->low;
+        int64_t w = mark_off ? mark_of(ps, *mark_off)->committed : -1;
+        ps->start = w > ps->low ? w : ps->low;
         ps->stop = ps->end;
     }
 }
@@ -438,7 +476,7 @@ static bool on_list_msg(kj_dlq *d, rd_kafka_message_t *msg, void *opaque) {
 int kj_dlq_list(kj_dlq *d, const kj_dlq_filter *filter, kj_dlq_record_fn *fn, void *opaque,
                 char *err, size_t err_size) {
     list_ctx c = {filter, fn, opaque};
-    plan_all(d, false);
+    plan_all(d, NULL);
     return read_dlq(d, on_list_msg, &c, err, err_size);
 }
 
@@ -482,7 +520,7 @@ int kj_dlq_find(kj_dlq *d, const char *handle, json_t **out, long *matches, char
     if (c.by_place)
         plan_one(d, c.partition, c.offset); /* read just [offset, offset+1) of that partition */
     else
-        plan_all(d, false);
+        plan_all(d, NULL);
     int rc = read_dlq(d, on_find_msg, &c, err, err_size);
     if (rc == KJ_DLQ_OK && !c.match) {
         seterr(err, err_size, "no dead letter %s in %s", handle, d->topic);
@@ -509,6 +547,8 @@ typedef struct replay_item {
 typedef struct replay_ctx {
     const kj_dlq_filter *filter;
     bool again;
+    bool discard;    /* a discard: nothing is produced; the discard marker moves */
+    size_t mark_off; /* the marker this run moves: offsetof(part_state, replay or discard) */
     replay_item *items;
     size_t item_count, item_cap;
     kj_dlq_replay_counts n;
@@ -531,8 +571,11 @@ static bool on_replay_msg(kj_dlq *d, rd_kafka_message_t *msg, void *opaque) {
                "{s:s,s:i,s:I,s:s}", "topic", d->topic, "partition", (int)msg->partition, "offset",
                (json_int_t)msg->offset, "dropped", dropped);
     } else if (match) {
-        if (state == KJ_DLQ_NEW || (c->again && state != KJ_DLQ_NO_ORIGIN)) {
+        if (state == KJ_DLQ_NEW ||
+            (c->again && state != KJ_DLQ_NO_ORIGIN && state != KJ_DLQ_DISCARDED)) {
             selected = true;
+        } else if (state == KJ_DLQ_DISCARDED) {
+            c->n.skipped_discarded++;
         } else if (state == KJ_DLQ_REPLAYED) {
             c->n.skipped_replayed++;
         } else if (state == KJ_DLQ_REFAILED) {
@@ -557,6 +600,35 @@ static bool on_replay_msg(kj_dlq *d, rd_kafka_message_t *msg, void *opaque) {
     } else {
         if (state == KJ_DLQ_NEW && !no_value && ps->first_blocking < 0)
             ps->first_blocking = msg->offset; /* stays replayable: the marker may not pass it */
+        rd_kafka_message_destroy(msg);
+    }
+    json_decref(o);
+    return true;
+}
+
+/* Discard: every dead letter that matches and is not discarded yet is selected (its state
+ * does not matter: a refailed or unreplayable one is dropped as well). Takes ownership of msg. */
+static bool on_discard_msg(kj_dlq *d, rd_kafka_message_t *msg, void *opaque) {
+    replay_ctx *c = opaque;
+    part_state *ps = &d->parts[msg->partition];
+    kj_dlq_state state = state_of(ps, msg);
+    json_t *o = kj_dlq_json(msg, state);
+    if (state != KJ_DLQ_DISCARDED && kj_dlq_filter_match(c->filter, o)) {
+        if (c->item_count == c->item_cap) {
+            c->item_cap = c->item_cap ? c->item_cap * 2 : 64;
+            c->items = realloc(c->items, c->item_cap * sizeof(*c->items));
+        }
+        replay_item *it = &c->items[c->item_count++];
+        memset(it, 0, sizeof(*it));
+        it->msg = msg;
+        it->handle = strdup(jstr(o, "handle"));
+        const char *orig = jstr(json_object_get(o, "dead_letter"), "original_topic");
+        it->orig_topic = strdup(orig ? orig : "");
+    } else {
+        if (state == KJ_DLQ_DISCARDED)
+            c->n.skipped_discarded += kj_dlq_filter_match(c->filter, o);
+        else if (ps->first_blocking < 0)
+            ps->first_blocking = msg->offset; /* kept: the discard marker may not pass it */
         rd_kafka_message_destroy(msg);
     }
     json_decref(o);
@@ -633,8 +705,9 @@ static int produce_copies(kj_dlq *d, replay_ctx *c, char *err, size_t err_size) 
 }
 
 /* The marker partition p gets (dlq_marker.h): W and the ranges >= W, from the item statuses. */
-static int64_t new_marker(const kj_dlq *d, const replay_ctx *c, int p, kj_dlq_ranges *out) {
-    const part_state *ps = &d->parts[p];
+static int64_t new_marker(kj_dlq *d, const replay_ctx *c, int p, kj_dlq_ranges *out) {
+    part_state *ps = &d->parts[p];
+    const dlq_mark *mk = mark_of(ps, c->mark_off);
     kj_dlq_ranges acked = {0};
     int64_t first_new = ps->first_blocking;
     for (size_t i = 0; i < c->item_count; i++) {
@@ -646,8 +719,8 @@ static int64_t new_marker(const kj_dlq *d, const replay_ctx *c, int p, kj_dlq_ra
                  state_of(ps, it->msg) == KJ_DLQ_NEW)
             first_new = it->msg->offset; /* not replayed and still new: must stay ahead of W */
     }
-    kj_dlq_marker_step st = {.committed = ps->committed,
-                             .marks = &ps->marks,
+    kj_dlq_marker_step st = {.committed = mk->committed,
+                             .marks = &mk->marks,
                              .end = ps->end,
                              .read_to_end = ps->done,
                              .next_expected = ps->next_expected,
@@ -667,15 +740,18 @@ typedef struct marker_change {
 
 /* Commits the partitions whose marker changes; on success the handle's marker is the new one. */
 static int commit_marker(kj_dlq *d, const replay_ctx *c, char *err, size_t err_size) {
+    rd_kafka_t *rk = c->discard ? d->rk_discard : d->rk;
+    const char *group = c->discard ? d->discard_group : d->replay_group;
     rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(d->partitions);
     marker_change *ch = calloc((size_t)d->partitions + 1, sizeof(*ch));
     int n = 0;
     for (int p = 0; p < d->partitions; p++) {
         part_state *ps = &d->parts[p];
+        const dlq_mark *mk = mark_of(ps, c->mark_off);
         marker_change *m = &ch[n];
         m->w = new_marker(d, c, p, &m->set);
         m->text = kj_dlq_marker_format(&m->set);
-        if (!kj_dlq_marker_changed(ps->committed, ps->marks_text, ps->low, m->w, m->text)) {
+        if (!kj_dlq_marker_changed(mk->committed, mk->marks_text, ps->low, m->w, m->text)) {
             kj_dlq_ranges_free(&m->set);
             free(m->text);
             continue;
@@ -687,33 +763,38 @@ static int commit_marker(kj_dlq *d, const replay_ctx *c, char *err, size_t err_s
         tp->metadata = strdup(m->text); /* freed by the list destroy */
         tp->metadata_size = strlen(m->text);
         if (tp->metadata_size > KJ_DLQ_MARKER_MAX_BYTES)
-            kj_log(KJ_LOG_WARN, "replay marker is large; the broker may refuse it", "{s:i,s:i}",
-                   "partition", p, "bytes", (int)tp->metadata_size);
+            kj_log(KJ_LOG_WARN, "dead-letter marker is large; the broker may refuse it",
+                   "{s:s,s:i,s:i}", "group", group, "partition", p, "bytes",
+                   (int)tp->metadata_size);
     }
     int rc = KJ_DLQ_OK;
     if (list->cnt) {
-        rd_kafka_resp_err_t re = rd_kafka_commit(d->rk, list, 0);
+        rd_kafka_resp_err_t re = rd_kafka_commit(rk, list, 0);
         for (int i = 0; !re && i < list->cnt; i++)
             re = list->elems[i].err;
         if (re) {
-            kj_log(KJ_LOG_ERROR,
-                   "replayed, but the replay marker was not recorded: a later replay would "
-                   "replay these again",
-                   "{s:s,s:s}", "group", d->replay_group, "error", rd_kafka_err2str(re));
-            seterr(err, err_size, "the replay marker was not recorded (group %s): %s",
-                   d->replay_group, rd_kafka_err2str(re));
+            if (c->discard)
+                kj_log(KJ_LOG_ERROR, "the discard marker was not recorded: nothing was discarded",
+                       "{s:s,s:s}", "group", group, "error", rd_kafka_err2str(re));
+            else
+                kj_log(KJ_LOG_ERROR,
+                       "replayed, but the replay marker was not recorded: a later replay would "
+                       "replay these again",
+                       "{s:s,s:s}", "group", group, "error", rd_kafka_err2str(re));
+            seterr(err, err_size, "the %s marker was not recorded (group %s): %s",
+                   c->discard ? "discard" : "replay", group, rd_kafka_err2str(re));
             rc = KJ_DLQ_ERR_MARKER;
         }
     }
     rd_kafka_topic_partition_list_destroy(list);
     for (int i = 0; i < n; i++) {
-        part_state *ps = &d->parts[ch[i].partition];
+        dlq_mark *mk = mark_of(&d->parts[ch[i].partition], c->mark_off);
         if (rc == KJ_DLQ_OK) { /* the handle now holds what the group holds */
-            kj_dlq_ranges_free(&ps->marks);
-            free(ps->marks_text);
-            ps->committed = ch[i].w;
-            ps->marks = ch[i].set;
-            ps->marks_text = ch[i].text;
+            kj_dlq_ranges_free(&mk->marks);
+            free(mk->marks_text);
+            mk->committed = ch[i].w;
+            mk->marks = ch[i].set;
+            mk->marks_text = ch[i].text;
         } else {
             kj_dlq_ranges_free(&ch[i].set);
             free(ch[i].text);
@@ -750,9 +831,18 @@ static void report(const replay_ctx *c, size_t i, kj_dlq_replay_fn *each, void *
     if (each) each(&item, opaque);
 }
 
+static void free_items(replay_ctx *c) {
+    for (size_t i = 0; i < c->item_count; i++) {
+        rd_kafka_message_destroy(c->items[i].msg);
+        free(c->items[i].handle);
+        free(c->items[i].orig_topic);
+    }
+    free(c->items);
+}
+
 static int replay(kj_dlq *d, replay_ctx *c, unsigned flags, kj_dlq_replay_fn *each, void *opaque,
                   char *err, size_t err_size) {
-    plan_all(d, !c->again); /* below the marker everything is handled */
+    plan_all(d, c->again ? NULL : &c->mark_off); /* below the marker everything is handled */
     int rc = read_dlq(d, on_replay_msg, c, err, err_size);
     if (rc != KJ_DLQ_OK) return rc;
     c->n.selected = (long)c->item_count;
@@ -783,14 +873,45 @@ static int replay(kj_dlq *d, replay_ctx *c, unsigned flags, kj_dlq_replay_fn *ea
 
 int kj_dlq_replay(kj_dlq *d, const kj_dlq_filter *filter, unsigned flags, kj_dlq_replay_fn *each,
                   void *opaque, kj_dlq_replay_counts *counts, char *err, size_t err_size) {
-    replay_ctx c = {.filter = filter, .again = (flags & KJ_DLQ_REPLAY_AGAIN) != 0};
+    replay_ctx c = {.filter = filter,
+                    .again = (flags & KJ_DLQ_REPLAY_AGAIN) != 0,
+                    .mark_off = offsetof(part_state, replay)};
     int rc = replay(d, &c, flags, each, opaque, err, err_size);
     if (counts) *counts = c.n;
-    for (size_t i = 0; i < c.item_count; i++) {
-        rd_kafka_message_destroy(c.items[i].msg);
-        free(c.items[i].handle);
-        free(c.items[i].orig_topic);
+    free_items(&c);
+    return rc;
+}
+
+/* Discard: select, then record the selection in the discard marker; nothing is produced. */
+static int discard(kj_dlq *d, replay_ctx *c, unsigned flags, kj_dlq_replay_fn *each, void *opaque,
+                   char *err, size_t err_size) {
+    plan_all(d, &c->mark_off); /* below the discard marker everything is discarded */
+    int rc = read_dlq(d, on_discard_msg, c, err, err_size);
+    if (rc != KJ_DLQ_OK) return rc;
+    c->n.selected = (long)c->item_count;
+    bool dry = (flags & KJ_DLQ_REPLAY_DRY_RUN) != 0;
+    for (size_t i = 0; i < c->item_count; i++) {
+        c->items[i].status = dry ? 0 : 1; /* "acknowledged" = recorded, once the commit is */
     }
-    free(c.items);
+    if (!dry && (rc = commit_marker(d, c, err, err_size)) == KJ_DLQ_OK)
+        c->n.discarded = (long)c->item_count;
+    for (size_t i = 0; i < c->item_count; i++) {
+        if (rc != KJ_DLQ_OK) c->items[i].status = 2;
+        report(c, i, each, opaque);
+    }
+    kj_log(rc == KJ_DLQ_OK ? KJ_LOG_INFO : KJ_LOG_ERROR,
+           dry ? "discard dry run: nothing recorded" : "discard finished", "{s:I,s:I,s:I}",
+           dry ? "would_discard" : "discarded", (json_int_t)(dry ? c->n.selected : c->n.discarded),
+           "skipped_already_discarded", (json_int_t)c->n.skipped_discarded, "partitions",
+           (json_int_t)d->partitions);
+    return rc;
+}
+
+int kj_dlq_discard(kj_dlq *d, const kj_dlq_filter *filter, unsigned flags, kj_dlq_replay_fn *each,
+                   void *opaque, kj_dlq_replay_counts *counts, char *err, size_t err_size) {
+    replay_ctx c = {.filter = filter, .discard = true, .mark_off = offsetof(part_state, discard)};
+    int rc = discard(d, &c, flags, each, opaque, err, err_size);
+    if (counts) *counts = c.n;
+    free_items(&c);
     return rc;
 }

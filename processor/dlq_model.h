@@ -13,6 +13,7 @@
  * repeated; each reads the records again from the broker. A console opens one per request.
  *
  * States (kj_dlq_state), the first rule that applies:
+ *   discarded  the discard marker records it (in its ranges or below its committed offset);
  *   replayed   its offset is in the marker's ranges;
  *   no-origin  no kjobs-original-topic: not written by kjobs, never replayed;
  *   refailed   it carries kjobs-replayed-from: a replayed job that failed again;
@@ -30,6 +31,12 @@
  *      crash between the two replays those again. After a successful commit the handle's
  *      marker is the new one (a later read through it shows them replayed).
  * A dead letter that was reduced to fit without its value (kjobs-truncated) is never replayed.
+ *
+ * Discard (kj_dlq_discard). Kafka cannot delete one record from the middle of a topic, so a
+ * discard is recorded, not performed: the discard marker is a second marker of the same form
+ * and rule (processor/dlq_marker.h) under the group `<kafka.group>.dlq-discard`. A discarded
+ * dead letter is never replayed, not even with KJ_DLQ_REPLAY_AGAIN; it stays in the topic
+ * (readable, listed with state "discarded") until retention removes it. There is no undo.
  *
  * Handles. A dead letter's handle is its job id, or PARTITION:OFFSET in the DLQ when the value
  * does not decode to a job with an id. A job dead-lettered more than once has several dead
@@ -74,10 +81,12 @@ typedef enum kj_dlq_state {
     KJ_DLQ_NEW,
     KJ_DLQ_REPLAYED,
     KJ_DLQ_REFAILED,
-    KJ_DLQ_NO_ORIGIN
+    KJ_DLQ_NO_ORIGIN,
+    KJ_DLQ_DISCARDED
 } kj_dlq_state;
 
-/** "new", "replayed", "refailed", "no-origin": the STATE column and the JSON "state". */
+/** "new", "replayed", "refailed", "no-origin", "discarded": the STATE column and the JSON
+ *  "state". */
 const char *kj_dlq_state_name(kj_dlq_state state);
 
 /* --- a dead letter, without a handle (pure) ---------------------------------------------- */
@@ -186,6 +195,8 @@ typedef struct kj_dlq_replay_counts {
     long skipped_refailed;  /* matched but refailed (without AGAIN) */
     long skipped_no_origin; /* matched but no kjobs-original-topic */
     long skipped_no_value;  /* matched but reduced without its value (kjobs-truncated) */
+    long skipped_discarded; /* matched but discarded (replay and discard alike) */
+    long discarded;         /* kj_dlq_discard: recorded as discarded (0 in a dry run) */
 } kj_dlq_replay_counts;
 
 /**
@@ -203,5 +214,18 @@ typedef struct kj_dlq_replay_counts {
  */
 int kj_dlq_replay(kj_dlq *dlq, const kj_dlq_filter *filter, unsigned flags, kj_dlq_replay_fn *each,
                   void *opaque, kj_dlq_replay_counts *counts, char *err, size_t err_size);
+
+/**
+ * Discards the dead letters that pass `filter` (NULL: all) and are not discarded yet, whatever
+ * their other state: records them in the discard marker (see "Discard" above); nothing is
+ * produced and nothing leaves the topic. `flags`: KJ_DLQ_REPLAY_DRY_RUN only (select and
+ * report, record nothing). `each` sees each selected dead letter (`acknowledged` = recorded);
+ * `counts` gets `selected`, `discarded`, `skipped_discarded`.
+ *
+ * Returns KJ_DLQ_OK; read errors as kj_dlq_list (nothing recorded); KJ_DLQ_ERR_MARKER when
+ * the marker could not be committed (nothing discarded).
+ */
+int kj_dlq_discard(kj_dlq *dlq, const kj_dlq_filter *filter, unsigned flags, kj_dlq_replay_fn *each,
+                   void *opaque, kj_dlq_replay_counts *counts, char *err, size_t err_size);
 
 #endif /* KJOBS_DLQ_MODEL_H */

@@ -7,8 +7,9 @@
 // allowed, it: opens the overview and watches the succeeded count move as jobs run; filters
 // the dead letters by type; opens one and checks its headers are listed in order and that a
 // payload full of markup is shown as text (no element made from it); opens the gate, selects
-// two dead letters, replays them and sees them succeed. Screenshots of each step are kept in
-// <artefact-dir> (overview, dlq-filtered, dlq-detail, dlq-replayed).
+// two dead letters, replays them and sees them succeed; discards the third (after a confirm) and
+// sees it listed as discarded and skipped by a replay. Screenshots of each step are kept in
+// <artefact-dir> (overview, dlq-filtered, dlq-detail, dlq-replayed, dlq-discarded).
 // Synchronisation: first stdout lines of the processes, page conditions (waitForFunction), a
 // file written by the handler. No sleeps.
 'use strict';
@@ -106,7 +107,12 @@ async function main() {
     const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
     const pageErrors = [];
     page.on('pageerror', (e) => pageErrors.push(String(e)));
-    page.on('dialog', (d) => { pageErrors.push(`dialog: ${d.message()}`); d.dismiss(); });
+    let confirmsExpected = 0; // a discard asks first; any other dialog is an error
+    page.on('dialog', (d) => {
+      if (d.type() === 'confirm' && confirmsExpected > 0) { confirmsExpected--; d.accept(); return; }
+      pageErrors.push(`dialog: ${d.message()}`);
+      d.dismiss();
+    });
     await page.goto(url);
 
     // --- overview: the worker appears, and the succeeded count moves as jobs run
@@ -179,6 +185,27 @@ async function main() {
     }), chosen.map((r) => r.ref), { timeout: 30000 });
     assert.strictEqual(await page.textContent(`#dlq tbody tr[data-ref="${markupRow.ref}"] td:nth-child(3)`), 'new');
     await page.screenshot({ path: path.join(ARTEFACTS, 'dlq-replayed.png'), fullPage: true });
+
+    // --- discard the third: listed as discarded, and a replay of it then replays nothing
+    await page.check(`#dlq tbody tr[data-ref="${markupRow.ref}"] input[type=checkbox]`);
+    confirmsExpected = 1;
+    await page.click('#discard');
+    await page.waitForFunction(() => document.getElementById('action-result').dataset.discarded !== undefined, null, { timeout: 60000 });
+    assert.strictEqual(await page.getAttribute('#action-result', 'data-discarded'), '1',
+      await page.textContent('#action-result'));
+    assert.strictEqual(confirmsExpected, 0, 'discard asked for confirmation');
+    await page.waitForFunction((ref) => {
+      const tr = document.querySelector(`#dlq tbody tr[data-ref="${ref}"]`);
+      return tr && tr.children[2].textContent === 'discarded';
+    }, markupRow.ref, { timeout: 30000 });
+    await page.check(`#dlq tbody tr[data-ref="${markupRow.ref}"] input[type=checkbox]`);
+    await page.evaluate(() => { delete document.getElementById('action-result').dataset.replayed; });
+    await page.click('#replay');
+    await page.waitForFunction(() => document.getElementById('action-result').dataset.replayed !== undefined, null, { timeout: 60000 });
+    assert.strictEqual(await page.getAttribute('#action-result', 'data-replayed'), '0',
+      await page.textContent('#action-result'));
+    assert.match(await page.textContent('#action-result'), /skipped 1/);
+    await page.screenshot({ path: path.join(ARTEFACTS, 'dlq-discarded.png'), fullPage: true });
 
     // --- and the overview counted them as succeeded
     await page.click('button[data-page="overview"]');

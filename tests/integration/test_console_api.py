@@ -126,6 +126,17 @@ def test_replay_action():
             states = {it["ref"]: it["state"] for it in ui.api("/api/dlq?type=console.gated")["items"]}
             assert [states[r] for r in refs[:2]] == ["replayed", "replayed"], states
             assert states[refs[2]] == "new", states
+            # discard the third: the same guard, then listed as discarded, never replayed
+            assert post(ui, "/api/dlq/discard", {"refs": refs[2:]},
+                        {"X-Kjobs-Console": "0"})[0] == 403
+            status, dis = post(ui, "/api/dlq/discard", {"refs": refs[2:]})
+            assert status == 200 and dis["discarded"] == 1 and dis["selected"] == 1, dis
+            status, dis = post(ui, "/api/dlq/discard", {"refs": refs[2:]})
+            assert status == 200 and dis["discarded"] == 0, dis  # not selected twice
+            state = {it["ref"]: it["state"] for it in ui.api("/api/dlq?type=console.gated")["items"]}
+            assert state[refs[2]] == "discarded", state
+            status, r = post(ui, "/api/dlq/replay", {"refs": refs[2:]})
+            assert status == 200 and r["replayed"] == 0 and r["skipped"]["discarded"] == 1, r
 
         with_worker(broker, scenario, gated_env(gate))
         # every action, refusals included, is counted on the console's /metrics and logged
@@ -135,11 +146,13 @@ def test_replay_action():
             if line.startswith("kjobs_console_actions_total{"):
                 labels, value = line.rsplit(" ", 1)
                 counts[labels] = float(value)
-        assert counts.get('kjobs_console_actions_total{action="replay",result="ok"}') == 3, counts
+        assert counts.get('kjobs_console_actions_total{action="replay",result="ok"}') == 4, counts
         assert counts.get('kjobs_console_actions_total{action="replay",result="refused"}') == 5, counts
+        assert counts.get('kjobs_console_actions_total{action="discard",result="ok"}') == 2, counts
+        assert counts.get('kjobs_console_actions_total{action="discard",result="refused"}') == 1, counts
         ui.stop()
         actions = [l for l in harness.log_lines(ui.proc.stderr.read()) if l["msg"] == "console action"]
-        assert len(actions) == 8, actions
+        assert len(actions) == 12, actions
         assert all(isinstance(a["detail"], str) or a["result"] == "refused" for a in actions)
     for f in (gate, gate + ".ok"):
         if os.path.exists(f):

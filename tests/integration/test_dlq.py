@@ -330,6 +330,62 @@ def test_replay_marker_with_filters():
         assert marker(b, 2)[0] == (6, "kjobs-replayed:v1:")
 
 
+def discard(bootstrap, *extra, check=True):
+    p = run(kjobs_cmd("dlq", "discard", "-b", bootstrap, *extra), check=check)
+    return p, [l for l in p.stdout.splitlines() if l.strip()]
+
+
+def test_discard_marker_and_replay_guard():
+    """`kjobs dlq discard`: needs --yes; records the selection in the discard marker (same form
+    as the replay marker, group kjobs.dlq-discard), read back with kafka-python; discarded dead
+    letters are listed as such and never replayed, not even with --again."""
+    with harness.Broker(partitions=1) as broker:
+        b = broker.bootstrap
+        prod = harness.python_producer(b)
+        ids = []
+        for i in range(5):  # types A B A B A
+            job_id, value = avro_job("A" if i % 2 == 0 else "B", b"x%d" % i)
+            ids.append(job_id)
+            headers = [("kjobs-original-topic", b"jobs"), ("kjobs-original-partition", b"0"),
+                       ("kjobs-original-offset", str(i).encode()), ("kjobs-attempt", b"3"),
+                       ("kjobs-error-class", b"permanent"), ("kjobs-error", b"boom"),
+                       ("kjobs-failed-at", b"1700000000000")]
+            prod.send("jobs.dlq", key=b"k%d" % i, value=value, partition=0, headers=headers)
+        prod.flush()
+        prod.close()
+        a_ids, b_ids = ids[0::2], ids[1::2]
+
+        p, lines = discard(b, "--type", "B", check=False)
+        assert p.returncode == 2 and "--yes" in p.stderr, (p.returncode, p.stderr)
+        p, lines = discard(b, "--type", "B", "--dry-run")
+        assert [l.split("\t")[0] for l in lines] == b_ids, lines
+        assert marker(b, 1, group="kjobs.dlq-discard") == {}  # a dry run records nothing
+        p, lines = discard(b, "--type", "B", "--yes")
+        assert lines == b_ids, lines
+        # offsets 1 and 3 discarded; 0 (type A, not selected) holds the committed offset back
+        # (the ranges keep the replay marker's form, prefix included: one parser for both)
+        assert marker(b, 1, group="kjobs.dlq-discard")[0] == (0, "kjobs-replayed:v1:1,3"), \
+            marker(b, 1, group="kjobs.dlq-discard")
+        states = {d["id"]: d["state"] for d in dlq_list(b)}
+        assert [states[i] for i in ids] == ["new", "discarded"] * 2 + ["new"], states
+        assert [r["STATE"] for r in dlq_table(b)] == ["new", "discarded"] * 2 + ["new"]
+        p, lines = discard(b, "--type", "B", "--yes")
+        assert lines == [], lines  # already discarded: nothing selected
+        # replay: the discarded ones are skipped, with --again too
+        p, lines = replay(b, "--again")
+        assert lines == a_ids, lines
+        copies = main_topic(b)
+        assert sorted(r["id"] for r in copies) == sorted(a_ids), copies
+        # discarding everything moves the discard marker to the end: all discarded
+        p, lines = discard(b, "--yes")
+        assert lines == a_ids, lines
+        assert marker(b, 1, group="kjobs.dlq-discard")[0][0] == 5
+        assert {d["state"] for d in dlq_list(b)} == {"discarded"}
+        p, lines = replay(b, "--again")
+        assert lines == []
+        assert len(main_topic(b)) == 3
+
+
 def test_replay_failures_and_foreign_records():
     assert KCAT, "kcat is not installed (scripts/install-deps.sh installs it)"
     with harness.Broker(partitions=1) as broker:
@@ -444,6 +500,7 @@ def test_table_rows_are_terminal_safe():
 
 if __name__ == "__main__":
     harness.main([test_dead_letters_end_to_end, test_replay_marker_with_filters,
+                  test_discard_marker_and_replay_guard,
                   test_replay_failures_and_foreign_records,
                   test_repeated_binary_and_invalid_utf8_headers, test_usage_and_connection_errors,
                   test_table_rows_are_terminal_safe])
