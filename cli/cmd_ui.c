@@ -2,7 +2,8 @@
  * cmd_ui.c — `kjobs ui`: the operator console, a standalone HTTP server that needs only Kafka
  * (docs/console.md). Parses the flags, refuses an unsafe listener (no token on a non-loopback
  * address), starts the console's Kafka reads (processor/console_data.h) and its routes
- * (processor/console.h) on an HTTP listener of its own (processor/http.h), and runs
+ * (processor/console.h) on an HTTP listener of its own (processor/http.h) with the
+ * cluster-wide gauges refreshed beside it (processor/console_metrics.h), and runs
  * until SIGINT/SIGTERM. Read-only unless ui.allow_actions is true.
  */
 #include <stdio.h>
@@ -13,6 +14,7 @@
 #include "cli/commands.h"
 #include "processor/console.h"
 #include "processor/console_data.h"
+#include "processor/console_metrics.h"
 #include "processor/http.h"
 #include "processor/log.h"
 
@@ -88,6 +90,9 @@ int kj_cmd_ui(int argc, char **argv) {
         return KJ_EXIT_USAGE;
     }
     kj_console *console = kj_console_new(&cli.cfg, data, loopback);
+    /* the cluster-wide gauges, refreshed as often as workers report (ui.report_interval) */
+    kj_console_metrics *gauges =
+        kj_console_metrics_start(&cli.cfg, data, cli.cfg.ui_report_interval_ms);
     /* the listener's own /metrics (kjobs_console_actions_total), /livez and /readyz (always
      * ready: the console has no group to join) come with it, for probes and scraping */
     kj_http_hooks hooks = {.route = kj_console_route, .route_opaque = console};
@@ -105,6 +110,7 @@ int kj_cmd_ui(int argc, char **argv) {
         kj_log(KJ_LOG_INFO, "console stopping", NULL);
     }
     kj_http_stop(http); /* no request runs past here: the console and its data can go */
+    kj_console_metrics_stop(gauges);
     kj_console_free(console);
     kj_console_data_free(data);
     kj_cli_free(&cli);

@@ -111,3 +111,30 @@ bool kj_dlq_marker_changed(int64_t committed, const char *text_read, int64_t low
     return strcmp(text, text_read ? text_read : KJ_DLQ_MARKER_PREFIX) != 0 ||
            (w != committed && !(committed < 0 && w <= low));
 }
+
+int64_t kj_dlq_marker_unsettled(int64_t low, int64_t end, const kj_dlq_marker_view *markers,
+                                size_t count) {
+    int64_t from = low; /* everything below the highest W is settled */
+    for (size_t i = 0; i < count; i++)
+        if (markers[i].committed > from) from = markers[i].committed;
+    if (end <= from) return 0;
+    kj_dlq_ranges all = {0};
+    for (size_t i = 0; i < count; i++) {
+        for (size_t j = 0; markers[i].marks && j < markers[i].marks->n; j++) {
+            kj_dlq_range r = markers[i].marks->v[j];
+            if (r.hi < from || r.lo >= end) continue;
+            if (all.n == all.cap) {
+                all.cap = all.cap ? all.cap * 2 : 8;
+                all.v = realloc(all.v, all.cap * sizeof(*all.v));
+                if (!all.v) abort();
+            }
+            all.v[all.n++] = (kj_dlq_range){r.lo, r.hi < end ? r.hi : end - 1};
+        }
+    }
+    kj_dlq_ranges_normalize(&all, from); /* merged: no offset counted twice */
+    int64_t settled = 0;
+    for (size_t i = 0; i < all.n; i++)
+        settled += all.v[i].hi - all.v[i].lo + 1;
+    kj_dlq_ranges_free(&all);
+    return end - from - settled;
+}

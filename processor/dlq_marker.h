@@ -92,4 +92,18 @@ int64_t kj_dlq_marker_next(const kj_dlq_marker_step *st, kj_dlq_ranges *out);
 bool kj_dlq_marker_changed(int64_t committed, const char *text_read, int64_t low, int64_t w,
                            const char *text);
 
+/** One marker as read: W (-1: none) and its ranges (NULL: none). */
+typedef struct kj_dlq_marker_view {
+    int64_t committed;
+    const kj_dlq_ranges *marks;
+} kj_dlq_marker_view;
+
+/**
+ * How many offsets of [low, end) no marker of `markers` (`count` of them) settles: an offset is
+ * settled by a marker when it is below its W or in its ranges. 0 when end <= low. Used for the
+ * DLQ's "unresolved" depth (neither replayed nor discarded) without reading a record.
+ */
+int64_t kj_dlq_marker_unsettled(int64_t low, int64_t end, const kj_dlq_marker_view *markers,
+                                size_t count);
+
 #endif /* KJOBS_DLQ_MARKER_H */

@@ -369,6 +369,20 @@ const char *kj_dlq_topic(const kj_dlq *d) {
     return d->topic;
 }
 
+void kj_dlq_depth(const kj_dlq *d, int64_t *retained, int64_t *unresolved) {
+    int64_t all = 0, open = 0;
+    for (int p = 0; p < d->partitions; p++) {
+        const part_state *ps = &d->parts[p];
+        if (ps->end <= ps->low) continue;
+        all += ps->end - ps->low;
+        kj_dlq_marker_view views[] = {{ps->replay.committed, &ps->replay.marks},
+                                      {ps->discard.committed, &ps->discard.marks}};
+        open += kj_dlq_marker_unsettled(ps->low, ps->end, views, 2);
+    }
+    if (retained) *retained = all;
+    if (unresolved) *unresolved = open;
+}
+
 /* ---- reading the DLQ up to the snapshot --------------------------------------------------- */
 
 /* Every partition from its oldest record — or, with a marker's offset, from its committed W. */

@@ -137,6 +137,14 @@ void kj_dlq_close(kj_dlq *dlq);
 /** The DLQ topic's name, valid until kj_dlq_close. */
 const char *kj_dlq_topic(const kj_dlq *dlq);
 
+/**
+ * The snapshot's depth from its watermarks and markers alone (no record is read): *retained =
+ * dead letters in [low, end) over every partition; *unresolved = those no marker settles (not
+ * replayed, not discarded, not passed over by a replay's W — which also passes refailed and
+ * no-origin ones: see dlq_marker.h, kj_dlq_marker_unsettled). Either pointer may be NULL.
+ */
+void kj_dlq_depth(const kj_dlq *dlq, int64_t *retained, int64_t *unresolved);
+
 /** One dead letter as a read hands it over; everything is borrowed for the callback's call. */
 typedef struct kj_dlq_record {
     const rd_kafka_message_t *msg; /* the record; partition/offset are its place in the DLQ */

@@ -578,7 +578,8 @@ static struct {
     kj_metric_family *jobs, *duration, *batch, *lag, *commits, *rebalances, *in_flight, *resets,
         *retry, *dlq, *route_errors, *decode_errors, *exec_stray, *breaker, *ready, *build_info,
         *truncated, *invalid_headers, *hops, *trace_invalid, *sr_requests, *sr_waiting,
-        *periodic_enqueued, *periodic_next, *throttle_wait, *console_actions;
+        *periodic_enqueued, *periodic_next, *throttle_wait, *console_actions, *console_oldest,
+        *console_ladder, *console_dlq, *console_dlq_unresolved;
     kj_metric_handle *commit_ok, *commit_error;
     pthread_mutex_t version_mu;
     char version[KJ_METRICS_MAX_LABEL_LEN + 1];
@@ -665,6 +666,18 @@ static const struct kj_metric_def {
     {&g_kj.console_actions, "kjobs_console_actions_total", KJ_METRIC_COUNTER,
      "Actions taken from the operator console (kjobs ui), by action and result.", 2,
      {"action", "result"}, NULL, 0},
+    {&g_kj.console_oldest, "kjobs_oldest_waiting_job_age_seconds", KJ_METRIC_GAUGE,
+     "Console (kjobs ui): age of the oldest job waiting on a main topic, now - its created_at; "
+     "0 when none waits.", 1, {"topic"}, NULL, 0},
+    {&g_kj.console_ladder, "kjobs_retry_waiting_jobs", KJ_METRIC_GAUGE,
+     "Console (kjobs ui): jobs waiting on a retry ladder step (the group's lag on its topic).", 2,
+     {"step", "topic"}, NULL, 0},
+    {&g_kj.console_dlq, "kjobs_dlq_dead_letters", KJ_METRIC_GAUGE,
+     "Console (kjobs ui): dead letters retained in the dead-letter topic.", 1, {"topic"}, NULL,
+     0},
+    {&g_kj.console_dlq_unresolved, "kjobs_dlq_unresolved_dead_letters", KJ_METRIC_GAUGE,
+     "Console (kjobs ui): retained dead letters neither replayed nor discarded.", 1, {"topic"},
+     NULL, 0},
     {&g_kj.breaker, "kjobs_circuit_breaker_open", KJ_METRIC_GAUGE,
      "1 while the circuit breaker is open, else 0.", 0, {0}, NULL, 0},
     {&g_kj.ready, "kjobs_ready", KJ_METRIC_GAUGE, "1 while the worker is ready (/readyz 200).", 0,
@@ -862,6 +875,25 @@ void kj_metrics_exec_stray_reply(void) {
 void kj_metrics_console_action(const char *action, const char *result) {
     kj_metrics_ensure();
     kj_counter_inc(kj_family_series(g_kj.console_actions, (const char *[]){action, result}));
+}
+
+void kj_metrics_console_oldest_waiting(const char *topic, double seconds) {
+    kj_metrics_ensure();
+    kj_gauge_set(kj_family_series(g_kj.console_oldest, (const char *[]){topic}), seconds);
+}
+
+void kj_metrics_console_retry_waiting(int step, const char *topic, int64_t jobs) {
+    kj_metrics_ensure();
+    char s[16];
+    snprintf(s, sizeof(s), "%d", step);
+    kj_gauge_set(kj_family_series(g_kj.console_ladder, (const char *[]){s, topic}), (double)jobs);
+}
+
+void kj_metrics_console_dlq(const char *topic, int64_t retained, int64_t unresolved) {
+    kj_metrics_ensure();
+    kj_gauge_set(kj_family_series(g_kj.console_dlq, (const char *[]){topic}), (double)retained);
+    kj_gauge_set(kj_family_series(g_kj.console_dlq_unresolved, (const char *[]){topic}),
+                 (double)unresolved);
 }
 
 void kj_metrics_circuit_breaker_set(bool open) {

@@ -270,6 +270,13 @@ void kj_metrics_periodic_clear(const char *name);
 /** kjobs_console_actions_total{action,result} += 1: action "replay"; result "ok", "partial"
  *  (some copies not acknowledged), "error" or "refused" (a guard said no). */
 void kj_metrics_console_action(const char *action, const char *result);
+/* The console's gauges (kjobs ui refreshes them; docs/operations.md, "The console's metrics"). */
+/** kjobs_oldest_waiting_job_age_seconds{topic}: 0 when no job waits on `topic`. */
+void kj_metrics_console_oldest_waiting(const char *topic, double seconds);
+/** kjobs_retry_waiting_jobs{step,topic}: step is 1-based. */
+void kj_metrics_console_retry_waiting(int step, const char *topic, int64_t jobs);
+/** kjobs_dlq_dead_letters{topic} and kjobs_dlq_unresolved_dead_letters{topic}. */
+void kj_metrics_console_dlq(const char *topic, int64_t retained, int64_t unresolved);
 void kj_metrics_circuit_breaker_set(bool open);
 /** result: "found", "unknown", "incompatible" or "error" (one GET /schemas/ids/{id}). */
 void kj_metrics_schema_registry_request(const char *result);

@@ -250,6 +250,61 @@ def test_oldest_waiting_job():
         assert 0 <= o["oldest_waiting_ms"]["jobs"] <= o["now"] - enqueued + 1000, o
 
 
+def gauges(ui):
+    """The console's /metrics as {(name, frozenset(labels)): value}, parsed by the reference
+    Prometheus parser (python3-prometheus-client)."""
+    from prometheus_client.parser import text_string_to_metric_families
+    status, _, text = ui.get("/metrics")
+    assert status == 200, status
+    out = {}
+    for fam in text_string_to_metric_families(text.decode()):
+        for smp in fam.samples:
+            out[(smp.name, frozenset(smp.labels.items()))] = smp.value
+    return out
+
+
+def gauge(ui, name, **labels):
+    return gauges(ui).get((name, frozenset(labels.items())))
+
+
+def test_console_gauges_move():
+    """kjobs_oldest_waiting_job_age_seconds, kjobs_retry_waiting_jobs and the DLQ depth gauges
+    on the console's /metrics follow the cluster: refreshed every ui.report_interval."""
+    env = {"KJOBS_UI_REPORT_INTERVAL": "300ms"}
+    with Broker(partitions=2) as broker, Console(broker.bootstrap, env=env) as ui:
+        b = broker.bootstrap
+        # nothing waits: every gauge is there, at 0
+        wait_until("gauges at 0", lambda: gauge(ui, "kjobs_oldest_waiting_job_age_seconds",
+                                                topic="jobs") == 0 and
+                   gauge(ui, "kjobs_retry_waiting_jobs", step="1", topic="jobs.retry.1") == 0 and
+                   gauge(ui, "kjobs_dlq_dead_letters", topic="jobs.dlq") == 0)
+        # jobs wait with no worker: the oldest one's age appears and grows
+        run(kjobs_cmd("enqueue", "-b", b, "--type", "kjobs.noop", "--count", "3"))
+        first = wait_until("an oldest waiting job", lambda: (lambda v: v if v and v > 0 else None)(
+            gauge(ui, "kjobs_oldest_waiting_job_age_seconds", topic="jobs")))
+        wait_until("the age grows", lambda: gauge(
+            ui, "kjobs_oldest_waiting_job_age_seconds", topic="jobs") > first + 0.5)
+
+        def scenario(worker):
+            # the worker runs them: nothing waits any more
+            wait_until("age back to 0", lambda: gauge(
+                ui, "kjobs_oldest_waiting_job_age_seconds", topic="jobs") == 0)
+            run(kjobs_cmd("enqueue", "-b", b, "--type", "kjobs.fail", "--count", "2"))
+            wait_until("2 on the ladder", lambda: gauge(
+                ui, "kjobs_retry_waiting_jobs", step="1", topic="jobs.retry.1") == 2, timeout=60)
+            run(kjobs_cmd("enqueue", "-b", b, "--type", "kjobs.fail-permanent", "--count", "3"))
+            wait_until("3 dead letters, 3 unresolved", lambda: gauge(
+                ui, "kjobs_dlq_dead_letters", topic="jobs.dlq") == 3 and gauge(
+                ui, "kjobs_dlq_unresolved_dead_letters", topic="jobs.dlq") == 3, timeout=60)
+        with_worker(broker, scenario)
+        # discarding one resolves it; it is still retained
+        handle = json.loads(run(kjobs_cmd("dlq", "list", "-b", b, "--json")).stdout.splitlines()[0])["handle"]
+        run(kjobs_cmd("dlq", "discard", "-b", b, "--id", handle, "--yes"))
+        wait_until("2 unresolved", lambda: gauge(
+            ui, "kjobs_dlq_unresolved_dead_letters", topic="jobs.dlq") == 2 and gauge(
+            ui, "kjobs_dlq_dead_letters", topic="jobs.dlq") == 3)
+
+
 def test_guards():
     with Broker(partitions=1) as broker:
         # a token: every /api/ call needs it; the page itself carries no data
@@ -362,4 +417,4 @@ if __name__ == "__main__":
     harness.main([test_pages_and_api, test_retries_waiting_and_next_due, test_oldest_waiting_job,
                   test_guards, test_forged_status_records_cannot_break_the_overview,
                   test_one_client_cannot_take_every_connection,
-                  test_replay_action])
+                  test_replay_action, test_console_gauges_move])

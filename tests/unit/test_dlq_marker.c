@@ -191,6 +191,30 @@ static void test_changed(void **state) {
     assert_false(kj_dlq_marker_changed(3, "kjobs-replayed:v1:", 0, 3, empty));
 }
 
+/* Offsets of [low, end) that no marker settles (below its W or in its ranges). */
+static void test_unsettled(void **state) {
+    (void)state;
+    kj_dlq_ranges r1 = {0}, r2 = {0};
+    assert_int_equal(kj_dlq_marker_unsettled(0, 0, NULL, 0), 0);
+    assert_int_equal(kj_dlq_marker_unsettled(5, 15, NULL, 0), 10); /* no marker: all */
+    kj_dlq_marker_view none[] = {{-1, NULL}, {-1, &r1}};
+    assert_int_equal(kj_dlq_marker_unsettled(5, 15, none, 2), 10);
+    /* replay W 8 + {10, 12-13}; discard W 6 + {9-10, 14, 40}: settled are those below 8 and
+     * 9, 10, 12, 13, 14 */
+    assert_int_equal(kj_dlq_marker_parse("kjobs-replayed:v1:10,12-13", &r1), 0);
+    assert_int_equal(kj_dlq_marker_parse("kjobs-replayed:v1:9-10,14,40", &r2), 0);
+    kj_dlq_marker_view both[] = {{8, &r1}, {6, &r2}};
+    assert_int_equal(kj_dlq_marker_unsettled(5, 15, both, 2), 2); /* 8 and 11 */
+    assert_int_equal(kj_dlq_marker_unsettled(0, 20, both, 2), 7); /* 8, 11, 15..19 */
+    assert_int_equal(kj_dlq_marker_unsettled(10, 12, both, 2), 1);
+    /* a W past the end settles everything; retention past W changes nothing */
+    kj_dlq_marker_view past[] = {{30, NULL}};
+    assert_int_equal(kj_dlq_marker_unsettled(5, 15, past, 1), 0);
+    assert_int_equal(kj_dlq_marker_unsettled(35, 45, both, 2), 9); /* 40 settled */
+    kj_dlq_ranges_free(&r1);
+    kj_dlq_ranges_free(&r2);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_format),
@@ -199,6 +223,7 @@ int main(void) {
         cmocka_unit_test(test_normalize),
         cmocka_unit_test(test_next),
         cmocka_unit_test(test_changed),
+        cmocka_unit_test(test_unsettled),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
