@@ -14,6 +14,8 @@
 
 #include "cli/cli.h"
 #include "cli/commands.h"
+#include "processor/console.h"
+#include "processor/console_data.h"
 #include "processor/embedded_broker.h"
 #include "processor/exec_handler.h"
 #include "processor/handlers.h"
@@ -169,6 +171,24 @@ int kj_cmd_run(int argc, char **argv) {
         kj_cli_free(&cli);
         return KJ_EXIT_USAGE;
     }
+    if (cfg->ui_on_worker &&
+        (!cfg->http_listen[0] ||
+         (!cfg->ui_token[0] && !kj_console_listen_is_loopback(cfg->http_listen)))) {
+        char place[400]; /* which file line (or variable) turned it on */
+        kj_config_place(cfg, "ui.on_worker", place, sizeof(place));
+        if (!cfg->http_listen[0])
+            fprintf(stderr, "kjobs run: %s: ui.on_worker needs http.listen (it is \"\")\n", place);
+        else
+            fprintf(stderr,
+                    "kjobs run: %s: ui.on_worker serves the console on http.listen \"%s\", which "
+                    "is not a loopback address: set ui.token (KJOBS_UI_TOKEN) or listen on "
+                    "127.0.0.1\n",
+                    place, cfg->http_listen);
+        kj_exec_handler_free(exec_handler);
+        kj_handlers_free(handlers);
+        kj_cli_free(&cli);
+        return KJ_EXIT_USAGE;
+    }
     if (check_config) {
         printf("configuration ok: %s\n", cfg->source_path ? cfg->source_path : "(defaults)");
         kj_config_write_effective(cfg, stdout); /* secrets and exec arguments shown hidden */
@@ -183,6 +203,8 @@ int kj_cmd_run(int argc, char **argv) {
     kj_embedded_broker *broker = NULL;
     kj_http *http = NULL;
     kj_worker *worker = NULL;
+    kj_console_data *console_data = NULL; /* ui.on_worker: the console on http.listen */
+    kj_console *console = NULL;
     if (embedded || strcmp(cfg->bootstrap, "embedded") == 0) {
         broker = kj_embedded_broker_start(cfg, 1, (int)partitions, err, sizeof(err));
         if (!broker) {
@@ -221,6 +243,17 @@ int kj_cmd_run(int argc, char **argv) {
     if (cfg->http_listen[0]) {
         kj_http_hooks hooks = {
             .ready = kj_worker_ready, .opaque = worker, .heartbeat = &run_heartbeat};
+        if (cfg->ui_on_worker) {
+            console_data = kj_console_data_new(cfg, err, sizeof(err));
+            if (!console_data) {
+                kj_log(KJ_LOG_ERROR, "console failed to start", "{s:s}", "error", err);
+                goto out;
+            }
+            console =
+                kj_console_new(cfg, console_data, kj_console_listen_is_loopback(cfg->http_listen));
+            hooks.route = kj_console_route;
+            hooks.route_opaque = console;
+        }
         kj_heartbeat_beat(&run_heartbeat);
         http = kj_http_start(cfg->http_listen, &hooks, err, sizeof(err));
         if (!http) {
@@ -235,7 +268,9 @@ int kj_cmd_run(int argc, char **argv) {
 out:
     signal(SIGUSR1, SIG_IGN);
     signal_worker = NULL;
-    kj_http_stop(http);
+    kj_http_stop(http); /* no request runs past here: the console can go */
+    kj_console_free(console);
+    kj_console_data_free(console_data);
     kj_worker_free(worker);
     kj_exec_handler_free(exec_handler);
     kj_embedded_broker_stop(broker);

@@ -33,13 +33,6 @@ static const char ui_usage[] =
 
 enum { OPT_LISTEN = KJ_OPT_COMMON_LAST + 1 };
 
-/* Whether `listen` binds a loopback address only ("127.x:port", "localhost:port", "[::1]:port");
- * ":port", "0.0.0.0:port", "[::]:port" and other hosts are not. */
-static bool listen_is_loopback(const char *listen) {
-    if (listen[0] == ':') return false;
-    return kj_console_host_is_loopback(listen);
-}
-
 int kj_cmd_ui(int argc, char **argv) {
     kj_cli cli;
     kj_cli_init(&cli, "kjobs ui", ui_usage);
@@ -71,7 +64,7 @@ int kj_cmd_ui(int argc, char **argv) {
         kj_cli_free(&cli);
         return rc;
     }
-    bool loopback = listen_is_loopback(cli.cfg.ui_listen);
+    bool loopback = kj_console_listen_is_loopback(cli.cfg.ui_listen);
     if (!loopback && !cli.cfg.ui_token[0]) {
         fprintf(stderr,
                 "kjobs ui: ui.listen \"%s\" is not a loopback address: set ui.token "

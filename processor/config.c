@@ -240,6 +240,7 @@ static int check_exec_protocol(const char *v, char *why, size_t size);
 static int check_exec_type(const char *v, char *why, size_t size);
 static int check_type_timeout(const char *v, char *why, size_t size);
 static int check_registry_url(const char *v, char *why, size_t size);
+static int check_ui_token(const char *v, char *why, size_t size);
 
 #define F(field)     offsetof(kj_config, field)
 #define ROW(g, n, e) .group = g, .name = n, .key = g "." n, .env = e
@@ -545,14 +546,22 @@ static const kj_setting kj_settings[] = {
             "\":port\" (all interfaces). Bound to anything but a loopback address it needs "
             "ui.token."},
     {ROW("ui", "token", "KJOBS_UI_TOKEN"), .type = KT_STRING, .off = F(ui_token), .def = "",
-     .flags = KF_SECRET,
+     .flags = KF_SECRET, .check = check_ui_token, .expect = "\"\" or 16 to 256 visible characters",
      .doc = "Bearer token the console asks for (header `Authorization: Bearer <token>`, or the "
-            "login form of the page); \"\" for none, allowed only when ui.listen is a loopback "
-            "address. Never logged; set it from the environment (KJOBS_UI_TOKEN)."},
+            "login form of the page): at least 16 characters, printable ASCII without spaces "
+            "(e.g. `openssl rand -hex 16`); \"\" for none, allowed only when the console "
+            "listens on a loopback address. Never logged; set it from the environment "
+            "(KJOBS_UI_TOKEN)."},
     {ROW("ui", "allow_actions", "KJOBS_UI_ALLOW_ACTIONS"), .type = KT_BOOL,
      .off = F(ui_allow_actions), .def = "false",
      .doc = "Let the console change things: replay dead letters (with the loop guard of `kjobs "
-            "dlq replay`). false: the console is read-only."},
+            "dlq replay`), discard them. false: the console is read-only."},
+    {ROW("ui", "on_worker", "KJOBS_UI_ON_WORKER"), .type = KT_BOOL, .off = F(ui_on_worker),
+     .def = "false",
+     .doc = "Serve the console's page and API on each `kjobs run` worker's own HTTP listener "
+            "(http.listen) too, with the same ui.* settings, so no separate `kjobs ui` is "
+            "needed. Unless http.listen is a loopback address it needs ui.token. The "
+            "cluster-wide gauges stay with `kjobs ui` (one series per topic, not per replica)."},
     /* log */
     {ROW("log", "level", "KJOBS_LOG_LEVEL"), .type = KT_STRING, .off = F(log_level), .def = "info",
      .check = check_log_level, .expect = "debug, info, warn or error",
@@ -763,6 +772,22 @@ static int check_exec_protocol(const char *v, char *why, size_t size) {
 static int check_group_protocol(const char *v, char *why, size_t size) {
     static const char *const protocols[] = {"auto", "consumer", "classic", NULL};
     return check_one_of(v, protocols, "auto, consumer or classic", why, size);
+}
+
+/* A bearer token: "" (none) or 16..256 printable ASCII characters without spaces; never
+ * quoted (a secret). 16 characters of a random hex string are 64 bits. */
+static int check_ui_token(const char *v, char *why, size_t size) {
+    size_t n = strlen(v);
+    if (n == 0) return 0;
+    bool ok = n >= 16 && n <= 256;
+    for (const char *p = v; ok && *p; p++)
+        ok = *p > 0x20 && *p < 0x7f;
+    if (ok) return 0;
+    snprintf(why, size,
+             "expected \"\" (none) or 16 to 256 printable ASCII characters without spaces "
+             "(got %zu characters; the value is a secret and not shown)",
+             n);
+    return -1;
 }
 
 static int check_listen(const char *v, char *why, size_t size) {

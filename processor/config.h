@@ -90,6 +90,7 @@ typedef struct kj_config {
     int64_t ui_report_interval_ms; /* 0 = no reports */
     char *ui_listen, *ui_token;    /* ui_token: a secret, "" = none */
     bool ui_allow_actions;
+    bool ui_on_worker; /* the console on the worker's http.listen too */
     /* Confluent Schema Registry (processor/schema_registry.h); sr_url "" = none */
     char *sr_url, *sr_user, *sr_password, *sr_ca_file, *sr_cert_file, *sr_key_file,
         *sr_key_password;

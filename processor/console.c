@@ -274,3 +274,7 @@ bool kj_console_route(void *opaque, const kj_http_request *req, kj_http_response
                         c->cfg->ui_allow_actions ? "method not allowed"
                                                  : "read-only console (ui.allow_actions = false)");
 }
+
+bool kj_console_listen_is_loopback(const char *listen) {
+    return listen[0] != ':' && kj_console_host_is_loopback(listen);
+}

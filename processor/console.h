@@ -68,4 +68,8 @@ bool kj_console_token_equal(const char *token, const char *expected);
  *  without a port. */
 bool kj_console_host_is_loopback(const char *host);
 
+/** Whether a listen address binds a loopback address only ("127.x:port", "localhost:port",
+ *  "[::1]:port"); ":port", "0.0.0.0:port", "[::]:port" and other hosts do not. */
+bool kj_console_listen_is_loopback(const char *listen);
+
 #endif /* KJOBS_CONSOLE_H */

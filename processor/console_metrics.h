@@ -6,11 +6,11 @@
  *
  * A thread refreshes them once at start and then every `interval_ms` (`kjobs ui` passes
  * ui.report_interval, the workers' reporting cadence; KJ_CONSOLE_METRICS_INTERVAL_MS when it
- * is 0), through the console's reads (processor/console_data.h: the overview's oldest waiting job per main topic, the retries
- * page's waiting jobs per ladder step) and the DLQ model's depth (processor/dlq_model.h,
- * kj_dlq_depth: watermarks and markers, no record read). A refresh that cannot read a part
- * leaves that part's gauges as they were (the overview says why). Gauges (processor/metrics.h):
- *   kjobs_oldest_waiting_job_age_seconds{topic}   0 when nothing waits
+ * is 0), through the console's reads (processor/console_data.h: the overview's oldest waiting job
+ * per main topic, the retries page's waiting jobs per ladder step) and the DLQ model's depth
+ * (processor/dlq_model.h, kj_dlq_depth: watermarks and markers, no record read). A refresh that
+ * cannot read a part leaves that part's gauges as they were (the overview says why). Gauges
+ * (processor/metrics.h): kjobs_oldest_waiting_job_age_seconds{topic}   0 when nothing waits
  *   kjobs_retry_waiting_jobs{step,topic}
  *   kjobs_dlq_dead_letters{topic}, kjobs_dlq_unresolved_dead_letters{topic}
  *

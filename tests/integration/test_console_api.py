@@ -305,17 +305,58 @@ def test_console_gauges_move():
             ui, "kjobs_dlq_dead_letters", topic="jobs.dlq") == 3)
 
 
+def test_console_on_a_worker_listener():
+    """ui.on_worker: the worker's own listener serves the page and the API beside its probes
+    and /metrics; on a non-loopback listener without ui.token the worker refuses to start."""
+    with Broker(partitions=2) as broker:
+        b = broker.bootstrap
+        p = run(kjobs_cmd("run", "-b", b), check=False,
+                env=dict(os.environ, KJOBS_UI_ON_WORKER="true", KJOBS_HTTP_LISTEN="0.0.0.0:0"))
+        assert p.returncode == 2 and "ui.on_worker" in p.stderr and "ui.token" in p.stderr, p
+        token = "worker-console-token-0123"
+        env = {"KJOBS_UI_ON_WORKER": "true", "KJOBS_UI_TOKEN": token,
+               "KJOBS_UI_REPORT_INTERVAL": "300ms", "KJOBS_HTTP_LISTEN": "0.0.0.0:0"}
+        os.environ.update(env)
+        try:
+            worker = LoggedWorker(b)
+        finally:
+            for k in env:
+                del os.environ[k]
+        with worker:
+            port = wait_until("the listener's port", lambda: next(
+                (l["port"] for l in worker.logs() if l["msg"] == "http listening"), None))
+            url = f"http://127.0.0.1:{port}"
+
+            def get(path, headers=None):
+                req = urllib.request.Request(url + path, headers=headers or {})
+                try:
+                    with urllib.request.urlopen(req, timeout=30) as r:
+                        return r.status, r.read()
+                except urllib.error.HTTPError as e:
+                    return e.code, e.read()
+            auth = {"Authorization": "Bearer " + token}
+            status, page = get("/")
+            assert status == 200 and b"console.js" in page, (status, page[:200])
+            assert get("/api/overview")[0] == 401  # the token guards the API here too
+            assert get("/readyz")[0] in (200, 503) and get("/metrics")[0] == 200  # probes as before
+            run(kjobs_cmd("enqueue", "-b", b, "--type", "kjobs.noop", "--count", "5"))
+            # the worker's own status record reaches the console it serves: its counts move
+            wait_until("the worker's 5 jobs on its own console", lambda: (lambda o: (
+                o["totals"]["jobs"].get("ok", 0) >= 5))(json.loads(get("/api/overview", auth)[1])),
+                timeout=60)
+
+
 def test_guards():
     with Broker(partitions=1) as broker:
         # a token: every /api/ call needs it; the page itself carries no data
-        with Console(broker.bootstrap, env={"KJOBS_UI_TOKEN": "s3cret-token"}) as ui:
+        with Console(broker.bootstrap, env={"KJOBS_UI_TOKEN": "s3cret-token-0123456789"}) as ui:
             assert ui.get("/api/overview")[0] == 401
             assert ui.get("/api/overview", {"Authorization": "Bearer wrong"})[0] == 401
-            assert ui.get("/api/config", {"Authorization": "Bearer s3cret-token"})[0] == 200
+            assert ui.get("/api/config", {"Authorization": "Bearer s3cret-token-0123456789"})[0] == 200
             assert ui.get("/")[0] == 200
             # the listener's own probes answer without the token (Kubernetes probes them)
             assert ui.get("/livez")[0] == 200 and ui.get("/readyz")[0] == 200
-        assert "s3cret-token" not in ui.proc.stderr.read()  # never logged
+        assert "s3cret-token-0123456789" not in ui.proc.stderr.read()  # never logged
         # no token: loopback only, and a Host that is not loopback is refused (DNS rebinding)
         with Console(broker.bootstrap) as ui:
             assert ui.get("/api/config", {"Host": "attacker.example"})[0] == 403
@@ -327,6 +368,11 @@ def test_guards():
             assert status == 405 and headers["Allow"] == "GET, HEAD", status
         p = run(kjobs_cmd("ui", "-b", broker.bootstrap, "--listen", "0.0.0.0:0"), check=False)
         assert p.returncode == 2 and "ui.token" in p.stderr, (p.returncode, p.stderr)
+        # a guessable token is refused, and the refusal does not show it
+        p = run(kjobs_cmd("ui", "-b", broker.bootstrap), check=False,
+                env=dict(os.environ, KJOBS_UI_TOKEN="pass word"))
+        assert p.returncode == 2 and "KJOBS_UI_TOKEN" in p.stderr, (p.returncode, p.stderr)
+        assert "pass word" not in p.stderr, p.stderr
 
 
 def forge_status(bootstrap, records):
@@ -417,4 +463,5 @@ if __name__ == "__main__":
     harness.main([test_pages_and_api, test_retries_waiting_and_next_due, test_oldest_waiting_job,
                   test_guards, test_forged_status_records_cannot_break_the_overview,
                   test_one_client_cannot_take_every_connection,
-                  test_replay_action, test_console_gauges_move])
+                  test_replay_action, test_console_gauges_move,
+                  test_console_on_a_worker_listener])

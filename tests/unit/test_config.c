@@ -270,8 +270,10 @@ static const struct override_case {
     {"shutdown.grace_ms", "\"10s\"", "10000", "45000", "45000", NULL, NULL},
     {"ui.report_interval", "\"2s\"", NULL, "500ms", "\"500ms\"", NULL, NULL},
     {"ui.listen", "\"127.0.0.1:9191\"", NULL, "[::1]:0", "\"[::1]:0\"", NULL, NULL},
-    {"ui.token", "\"t-file\"", NULL, "t-env", "\"t-env\"", NULL, NULL},
+    {"ui.token", "\"t-file-0123456789ab\"", NULL, "t-env-0123456789ab", "\"t-env-0123456789ab\"",
+     NULL, NULL},
     {"ui.allow_actions", "true", NULL, "yes", "true", NULL, NULL},
+    {"ui.on_worker", "true", NULL, "yes", "true", NULL, NULL},
     {"log.level", "\"debug\"", NULL, "error", "\"error\"", NULL, NULL},
 };
 

@@ -216,6 +216,7 @@ ui = {
   report_interval = {{ include "kjobs.cfg.str" $c.ui.report_interval }};
   listen = {{ include "kjobs.cfg.str" $c.ui.listen }};
   allow_actions = {{ include "kjobs.cfg.bool" $c.ui.allow_actions }};
+  on_worker = {{ include "kjobs.cfg.bool" $c.ui.on_worker }};
 };
 log = {
   level = {{ include "kjobs.cfg.str" $c.log.level }};

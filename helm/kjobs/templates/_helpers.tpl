@@ -405,6 +405,11 @@ user fixes the whole values file in one round (Bitnami's pattern).
 {{- $msgs = append $msgs "console.enabled needs config.ui.token.existingSecret: the console listens on all interfaces of its pod, and kjobs ui refuses that without a token (docs/console.md, \"Security\")." }}
 {{- end }}
 
+{{- /* The console on the workers' listener (all interfaces) needs the token too. */}}
+{{- if and $c.ui.on_worker (not (and (kindIs "map" $c.ui.token) $c.ui.token.existingSecret)) }}
+{{- $msgs = append $msgs "config.ui.on_worker needs config.ui.token.existingSecret: the workers' listener (config.http.listen) is on all interfaces of the pod, and kjobs run refuses to serve the console there without a token (docs/console.md, \"Security\")." }}
+{{- end }}
+
 {{- /* Replicas beyond the partition count get no main-topic partition. */}}
 {{- if not $v.allowIdleReplicas }}
 {{- if and (not $v.autoscaling.hpa.enabled) (not $v.autoscaling.keda.enabled) (gt (int64 $v.replicaCount) $partitions) }}
