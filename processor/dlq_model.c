@@ -674,20 +674,76 @@ static rd_kafka_headers_t *replay_headers(const kj_dlq *d, const rd_kafka_messag
 }
 
 /* Produces every item and waits for every delivery report; item statuses say what happened. */
-static int produce_copies(kj_dlq *d, replay_ctx *c, char *err, size_t err_size) {
-    char e[512];
+/* The transactional producer of this DLQ's replays and discards (see "Fence" in dlq_model.h):
+ * one transactional.id per group and DLQ, so a second replay or discard fences the first. */
+static rd_kafka_t *txn_producer(const kj_dlq *d, char *err, size_t err_size, int *rc) {
+    char e[512], txn_id[1100];
     rd_kafka_conf_t *conf = kj_kafka_conf_new(d->cfg, e, sizeof(e));
-    if (!conf) {
+    snprintf(txn_id, sizeof(txn_id), "%s:%s", d->replay_group, d->topic);
+    if (!conf || kj_kafka_conf_set(conf, "transactional.id", txn_id, e, sizeof(e)) ||
+        kj_kafka_conf_set(conf, "linger.ms", "5", e, sizeof(e))) {
         seterr(err, err_size, "%s", e);
-        return KJ_DLQ_ERR_CONFIG;
+        if (conf) rd_kafka_conf_destroy(conf);
+        *rc = KJ_DLQ_ERR_CONFIG;
+        return NULL;
     }
     rd_kafka_conf_set_dr_msg_cb(conf, on_replay_delivery);
-    kj_kafka_conf_set(conf, "linger.ms", "5", e, sizeof(e));
     rd_kafka_t *prod = kj_kafka_producer_new(conf, e, sizeof(e));
     if (!prod) {
         seterr(err, err_size, "%s", e);
-        return KJ_DLQ_ERR_CONFIG;
+        *rc = KJ_DLQ_ERR_CONFIG;
     }
+    return prod;
+}
+
+/* Forgets the markers read at open and reads them again (after the fence: see dlq_model.h). */
+static int reload_markers(kj_dlq *d, char *err, size_t err_size) {
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(d->partitions);
+    for (int p = 0; p < d->partitions; p++) {
+        dlq_mark *marks[] = {&d->parts[p].replay, &d->parts[p].discard};
+        for (size_t i = 0; i < 2; i++) {
+            kj_dlq_ranges_free(&marks[i]->marks);
+            free(marks[i]->marks_text);
+            marks[i]->marks_text = NULL;
+            marks[i]->committed = -1;
+        }
+        rd_kafka_topic_partition_list_add(list, d->topic, p);
+    }
+    int rc =
+        load_marker(d, d->rk, d->replay_group, offsetof(part_state, replay), list, err, err_size);
+    if (rc == KJ_DLQ_OK)
+        rc = load_marker(d, d->rk_discard, d->discard_group, offsetof(part_state, discard), list,
+                         err, err_size);
+    rd_kafka_topic_partition_list_destroy(list);
+    return rc;
+}
+
+/* Starts the fenced run: a transactional producer whose init fences (aborts) any earlier
+ * replay or discard of this DLQ still in flight, then the markers as they are now. */
+static rd_kafka_t *fence(kj_dlq *d, char *err, size_t err_size, int *rc) {
+    rd_kafka_t *prod = txn_producer(d, err, err_size, rc);
+    if (!prod) return NULL;
+    rd_kafka_error_t *error = rd_kafka_init_transactions(prod, remaining_ms(d));
+    if (error) {
+        kj_log(KJ_LOG_ERROR, "cannot start the dead-letter transaction", "{s:s,s:s}", "topic",
+               d->topic, "error", rd_kafka_error_string(error));
+        seterr(err, err_size, "cannot start the dead-letter transaction: %s",
+               rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+        rd_kafka_destroy(prod);
+        *rc = KJ_DLQ_ERR_IO;
+        return NULL;
+    }
+    if ((*rc = reload_markers(d, err, err_size)) != KJ_DLQ_OK) {
+        rd_kafka_destroy(prod);
+        return NULL;
+    }
+    return prod;
+}
+
+/* Produces every item in the open transaction and waits for every delivery report; item
+ * statuses say what happened. */
+static void produce_copies(kj_dlq *d, replay_ctx *c, rd_kafka_t *prod) {
     for (size_t i = 0; i < c->item_count; i++) {
         replay_item *it = &c->items[i];
         const rd_kafka_message_t *m = it->msg;
@@ -714,8 +770,6 @@ static int produce_copies(kj_dlq *d, replay_ctx *c, char *err, size_t err_size) 
         if (stopped(d)) rd_kafka_purge(prod, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
         rd_kafka_flush(prod, 100);
     }
-    rd_kafka_destroy(prod);
-    return KJ_DLQ_OK;
 }
 
 /* The marker partition p gets (dlq_marker.h): W and the ranges >= W, from the item statuses. */
@@ -753,7 +807,11 @@ typedef struct marker_change {
 } marker_change;
 
 /* Commits the partitions whose marker changes; on success the handle's marker is the new one. */
-static int commit_marker(kj_dlq *d, const replay_ctx *c, char *err, size_t err_size) {
+/* Internal: the transaction committed but the marker did not (the copies stay replayed). */
+#define KJ_DLQ_ERR_MARKER_ONLY (-100)
+
+static int commit_marker(kj_dlq *d, const replay_ctx *c, rd_kafka_t *prod, char *err,
+                         size_t err_size) {
     rd_kafka_t *rk = c->discard ? d->rk_discard : d->rk;
     const char *group = c->discard ? d->discard_group : d->replay_group;
     rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(d->partitions);
@@ -781,8 +839,36 @@ static int commit_marker(kj_dlq *d, const replay_ctx *c, char *err, size_t err_s
                    "{s:s,s:i,s:i}", "group", group, "partition", p, "bytes",
                    (int)tp->metadata_size);
     }
+    /* 1. the copies' transaction: fenced if another replay or discard of this DLQ began since
+     * ours did (then nothing of ours becomes visible and nothing is recorded) */
     int rc = KJ_DLQ_OK;
-    if (list->cnt) {
+    rd_kafka_error_t *error = rd_kafka_commit_transaction(prod, remaining_ms(d));
+    while (error && rd_kafka_error_is_retriable(error) && kj_now_ms() < d->deadline) {
+        rd_kafka_error_destroy(error);
+        error = rd_kafka_commit_transaction(prod, remaining_ms(d));
+    }
+    if (error) {
+        bool fenced = rd_kafka_error_code(error) == RD_KAFKA_RESP_ERR__FENCED ||
+                      rd_kafka_error_code(error) == RD_KAFKA_RESP_ERR_PRODUCER_FENCED ||
+                      rd_kafka_error_code(error) == RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH;
+        kj_log(KJ_LOG_ERROR,
+               fenced ? "another replay or discard of this DLQ began meanwhile: nothing was "
+                        "recorded"
+                      : "the dead-letter transaction did not commit: nothing was recorded",
+               "{s:s,s:s,s:s}", "action", c->discard ? "discard" : "replay", "topic", d->topic,
+               "error", rd_kafka_error_string(error));
+        seterr(err, err_size, "%s: %s; nothing was %s",
+               fenced ? "another replay or discard began meanwhile"
+                      : "the transaction did not commit",
+               rd_kafka_error_string(error), c->discard ? "discarded" : "replayed");
+        rd_kafka_error_destroy(error);
+        rd_kafka_error_t *aborted = rd_kafka_abort_transaction(prod, remaining_ms(d));
+        if (aborted) rd_kafka_error_destroy(aborted); /* fenced: the broker aborted it already */
+        rc = KJ_DLQ_ERR_MARKER;
+    }
+    /* 2. the marker (the embedded broker keeps no offsets committed in a transaction, so it
+     * is committed after it, as a plain commit of the marker's group) */
+    if (rc == KJ_DLQ_OK && list->cnt) {
         rd_kafka_resp_err_t re = rd_kafka_commit(rk, list, 0);
         for (int i = 0; !re && i < list->cnt; i++)
             re = list->elems[i].err;
@@ -797,7 +883,7 @@ static int commit_marker(kj_dlq *d, const replay_ctx *c, char *err, size_t err_s
                        "{s:s,s:s}", "group", group, "error", rd_kafka_err2str(re));
             seterr(err, err_size, "the %s marker was not recorded (group %s): %s",
                    c->discard ? "discard" : "replay", group, rd_kafka_err2str(re));
-            rc = KJ_DLQ_ERR_MARKER;
+            rc = KJ_DLQ_ERR_MARKER_ONLY;
         }
     }
     rd_kafka_topic_partition_list_destroy(list);
@@ -856,30 +942,57 @@ static void free_items(replay_ctx *c) {
 
 static int replay(kj_dlq *d, replay_ctx *c, unsigned flags, kj_dlq_replay_fn *each, void *opaque,
                   char *err, size_t err_size) {
+    bool dry = (flags & KJ_DLQ_REPLAY_DRY_RUN) != 0;
+    int rc = KJ_DLQ_OK;
+    rd_kafka_t *prod = dry ? NULL : fence(d, err, err_size, &rc);
+    if (!dry && !prod) return rc;
     plan_all(d, c->again ? NULL : &c->mark_off); /* below the marker everything is handled */
-    int rc = read_dlq(d, on_replay_msg, c, err, err_size);
-    if (rc != KJ_DLQ_OK) return rc;
+    rc = read_dlq(d, on_replay_msg, c, err, err_size);
+    if (rc != KJ_DLQ_OK) {
+        if (prod) rd_kafka_destroy(prod);
+        return rc;
+    }
     c->n.selected = (long)c->item_count;
-    if (flags & KJ_DLQ_REPLAY_DRY_RUN) {
+    if (dry) {
         for (size_t i = 0; i < c->item_count; i++)
             report(c, i, each, opaque);
         log_dry_run(c);
         return KJ_DLQ_OK;
     }
-    if (c->item_count && (rc = produce_copies(d, c, err, err_size)) != KJ_DLQ_OK) return rc;
+    rd_kafka_error_t *error = rd_kafka_begin_transaction(prod);
+    if (error) {
+        seterr(err, err_size, "cannot begin the replay transaction: %s",
+               rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+        rc = KJ_DLQ_ERR_IO;
+    } else {
+        produce_copies(d, c, prod);
+        long failed = 0;
+        for (size_t i = 0; i < c->item_count; i++)
+            failed += c->items[i].status != 1;
+        if (failed) { /* all or nothing: none of the copies becomes visible */
+            seterr(err, err_size, "%ld of %ld copies were not acknowledged; nothing was replayed",
+                   failed, c->n.selected);
+            rd_kafka_error_t *aborted = rd_kafka_abort_transaction(prod, remaining_ms(d));
+            if (aborted) rd_kafka_error_destroy(aborted);
+            rc = KJ_DLQ_ERR_NOT_ACKED;
+        } else {
+            rc = commit_marker(d, c, prod, err, err_size);
+        }
+    }
+    rd_kafka_destroy(prod);
+    if (rc == KJ_DLQ_ERR_MARKER_ONLY) {
+        rc = KJ_DLQ_ERR_MARKER; /* the copies are committed: replayed, but not recorded */
+    } else if (rc != KJ_DLQ_OK) {
+        for (size_t i = 0; i < c->item_count; i++)
+            c->items[i].status = 2; /* aborted with the transaction, or never produced */
+    }
     for (size_t i = 0; i < c->item_count; i++) {
         if (c->items[i].status == 1)
             c->n.replayed++;
         else
             c->n.failed++;
         report(c, i, each, opaque);
-    }
-    /* record what was acknowledged, even when some copies failed */
-    rc = commit_marker(d, c, err, err_size);
-    if (rc == KJ_DLQ_OK && c->n.failed) {
-        seterr(err, err_size, "%ld of %ld copies were not acknowledged", c->n.failed,
-               c->n.selected);
-        rc = KJ_DLQ_ERR_NOT_ACKED;
     }
     log_finished(c);
     return rc;
@@ -896,21 +1009,36 @@ int kj_dlq_replay(kj_dlq *d, const kj_dlq_filter *filter, unsigned flags, kj_dlq
     return rc;
 }
 
-/* Discard: select, then record the selection in the discard marker; nothing is produced. */
+/* Discard: select, then record the selection in the discard marker (in a transaction of its
+ * own, for the fence); nothing is produced. */
 static int discard(kj_dlq *d, replay_ctx *c, unsigned flags, kj_dlq_replay_fn *each, void *opaque,
                    char *err, size_t err_size) {
-    plan_all(d, &c->mark_off); /* below the discard marker everything is discarded */
-    int rc = read_dlq(d, on_discard_msg, c, err, err_size);
-    if (rc != KJ_DLQ_OK) return rc;
-    c->n.selected = (long)c->item_count;
     bool dry = (flags & KJ_DLQ_REPLAY_DRY_RUN) != 0;
-    for (size_t i = 0; i < c->item_count; i++) {
-        c->items[i].status = dry ? 0 : 1; /* "acknowledged" = recorded, once the commit is */
+    int rc = KJ_DLQ_OK;
+    rd_kafka_t *prod = dry ? NULL : fence(d, err, err_size, &rc);
+    if (!dry && !prod) return rc;
+    plan_all(d, &c->mark_off); /* below the discard marker everything is discarded */
+    rc = read_dlq(d, on_discard_msg, c, err, err_size);
+    c->n.selected = (long)c->item_count;
+    if (rc == KJ_DLQ_OK && !dry) {
+        for (size_t i = 0; i < c->item_count; i++)
+            c->items[i].status = 1; /* to be recorded */
+        rd_kafka_error_t *error = rd_kafka_begin_transaction(prod);
+        if (error) {
+            seterr(err, err_size, "cannot begin the discard transaction: %s",
+                   rd_kafka_error_string(error));
+            rd_kafka_error_destroy(error);
+            rc = KJ_DLQ_ERR_IO;
+        } else {
+            rc = commit_marker(d, c, prod, err, err_size);
+        }
+        if (rc == KJ_DLQ_ERR_MARKER_ONLY) rc = KJ_DLQ_ERR_MARKER; /* no copies to keep */
+        if (rc == KJ_DLQ_OK) c->n.discarded = (long)c->item_count;
     }
-    if (!dry && (rc = commit_marker(d, c, err, err_size)) == KJ_DLQ_OK)
-        c->n.discarded = (long)c->item_count;
+    if (prod) rd_kafka_destroy(prod);
+    if (rc != KJ_DLQ_OK && rc != KJ_DLQ_ERR_MARKER) return rc; /* read or begin failed */
     for (size_t i = 0; i < c->item_count; i++) {
-        if (rc != KJ_DLQ_OK) c->items[i].status = 2;
+        if (rc != KJ_DLQ_OK || dry) c->items[i].status = dry ? 0 : 2;
         report(c, i, each, opaque);
     }
     kj_log(rc == KJ_DLQ_OK ? KJ_LOG_INFO : KJ_LOG_ERROR,

@@ -27,9 +27,19 @@
  *      carries it too. Refailed dead letters are skipped unless KJ_DLQ_REPLAY_AGAIN.
  *   3. Marker (processor/dlq_marker.h, group `<kafka.group>.dlq-replay`): replay reads from its
  *      committed offset (from the oldest with AGAIN), skips the offsets it records unless AGAIN,
- *      and commits the new marker after the broker acknowledged the copies. At-least-once: a
+ *      and commits the new marker after the copies' transaction committed. At-least-once: a
  *      crash between the two replays those again. After a successful commit the handle's
  *      marker is the new one (a later read through it shows them replayed).
+ *   4. Fence: the copies are produced in one Kafka transaction, by a producer whose
+ *      transactional.id is `<kafka.group>.dlq-replay:<dlq topic>`, shared by every replay and
+ *      discard of that DLQ. Its init fences (the broker aborts) the transaction of a run that
+ *      began earlier and has not committed yet, and only then are the markers read again, so
+ *      two runs at once do not both replay (or both record) the same dead letters: the earlier
+ *      one fails with nothing visible and nothing recorded. All or nothing: a copy that fails
+ *      aborts the transaction (nothing replayed, KJ_DLQ_ERR_NOT_ACKED). What stays open is the
+ *      moment between the transaction's commit and the marker's commit (milliseconds): a run
+ *      that starts exactly then replays those again. The embedded broker gives every producer
+ *      a new producer id, so there the fence holds nothing back (real Kafka only).
  * A dead letter that was reduced to fit without its value (kjobs-truncated) is never replayed.
  *
  * Discard (kj_dlq_discard). Kafka cannot delete one record from the middle of a topic, so a
@@ -191,7 +201,7 @@ typedef struct kj_dlq_replay_item {
 
 /**
  * Called once per selected dead letter, in the order read: in a dry run before the summary is
- * logged; otherwise after every copy's delivery report and before the marker is committed.
+ * logged; otherwise once the transaction and the marker are committed (or not).
  */
 typedef void(kj_dlq_replay_fn)(const kj_dlq_replay_item *item, void *opaque);
 
@@ -216,9 +226,12 @@ typedef struct kj_dlq_replay_counts {
  * dead letter; `counts` (may be NULL) gets the totals.
  *
  * Returns KJ_DLQ_OK; read errors as kj_dlq_list (nothing produced); KJ_DLQ_ERR_CONFIG when the
- * producer's settings are refused (nothing produced); KJ_DLQ_ERR_MARKER when the marker could
- * not be committed (the acknowledged copies would be replayed again); else KJ_DLQ_ERR_NOT_ACKED
- * when some copies failed (not recorded: they stay replayable).
+ * producer's settings are refused (nothing produced); KJ_DLQ_ERR_IO when the transaction could
+ * not start; KJ_DLQ_ERR_NOT_ACKED when a copy failed (the transaction is aborted: nothing
+ * replayed, nothing recorded); KJ_DLQ_ERR_MARKER when the transaction did not commit (fenced
+ * by a later run, or failed: nothing replayed; `acknowledged` false) or when it committed but
+ * the marker did not (the copies are replayed, `acknowledged` true, and a later replay would
+ * replay them again).
  */
 int kj_dlq_replay(kj_dlq *dlq, const kj_dlq_filter *filter, unsigned flags, kj_dlq_replay_fn *each,
                   void *opaque, kj_dlq_replay_counts *counts, char *err, size_t err_size);

@@ -386,6 +386,46 @@ def test_discard_marker_and_replay_guard():
         assert len(main_topic(b)) == 3
 
 
+def test_a_replay_fences_an_earlier_one():
+    """Replays and discards of one DLQ share one transactional.id (`<group>.dlq-replay:<dlq>`):
+    a replay that starts while an earlier one is still in its transaction fences it — the
+    broker aborts the earlier transaction (its copies never become visible) and its commit
+    fails — so two replays at once cannot both replay the same dead letters. The earlier run is
+    played by confluent-kafka with that transactional.id. Real Kafka only: the embedded broker
+    gives every producer a new producer id, so it fences nothing."""
+    if not harness.REAL_KAFKA:
+        raise harness.Skip("real Kafka only: the embedded broker does not fence producers")
+    from confluent_kafka import KafkaException, Producer
+    with harness.Broker(partitions=1) as broker:
+        b = broker.bootstrap
+        prod = harness.python_producer(b)
+        ids = []
+        for i in range(3):
+            job_id, value = avro_job("F", b"x%d" % i)
+            ids.append(job_id)
+            prod.send("jobs.dlq", value=value, partition=0, headers=[
+                ("kjobs-original-topic", b"jobs"), ("kjobs-original-partition", b"0"),
+                ("kjobs-original-offset", str(i).encode()), ("kjobs-error-class", b"permanent")])
+        prod.flush()
+        prod.close()
+        earlier = Producer({"bootstrap.servers": b, "transactional.id": "kjobs.dlq-replay:jobs.dlq"})
+        earlier.init_transactions(60)
+        earlier.begin_transaction()
+        stray_id, stray = avro_job("F", b"from the earlier run")
+        earlier.produce("jobs", value=stray)
+        earlier.flush(30)
+        p, lines = replay(b)  # fences the open transaction, then replays
+        assert sorted(lines) == sorted(ids), lines
+        try:
+            earlier.commit_transaction(30)
+            raise AssertionError("the earlier transaction committed after a later replay began")
+        except KafkaException as e:
+            assert e.args[0].fatal() or e.args[0].txn_requires_abort(), e
+        copies = main_topic(b)  # kjobs peek reads committed records only
+        assert sorted(r["id"] for r in copies) == sorted(ids), [r["id"] for r in copies]
+        assert {d["state"] for d in dlq_list(b)} == {"replayed"}
+
+
 def test_replay_failures_and_foreign_records():
     assert KCAT, "kcat is not installed (scripts/install-deps.sh installs it)"
     with harness.Broker(partitions=1) as broker:
@@ -500,7 +540,7 @@ def test_table_rows_are_terminal_safe():
 
 if __name__ == "__main__":
     harness.main([test_dead_letters_end_to_end, test_replay_marker_with_filters,
-                  test_discard_marker_and_replay_guard,
+                  test_discard_marker_and_replay_guard, test_a_replay_fences_an_earlier_one,
                   test_replay_failures_and_foreign_records,
                   test_repeated_binary_and_invalid_utf8_headers, test_usage_and_connection_errors,
                   test_table_rows_are_terminal_safe])
