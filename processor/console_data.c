@@ -734,49 +734,48 @@ static void on_replayed(const kj_dlq_replay_item *item, void *opaque) {
                                     item->original_topic, "acknowledged", item->acknowledged));
 }
 
-int kj_console_dlq_replay(kj_console_data *d, const char *const *refs, size_t count, bool dry_run,
-                          json_t **out) {
+/* Replay or discard `refs` under action_mu (one action at a time per console). */
+static int dlq_action(kj_console_data *d, const char *const *refs, size_t count, bool dry_run,
+                      bool discard, json_t **out) {
     json_t *items = json_array();
     kj_dlq_replay_counts n = {0};
     char err[512] = "";
     kj_dlq_filter f = {.handles = refs, .handle_count = count};
+    unsigned flags = dry_run ? KJ_DLQ_REPLAY_DRY_RUN : 0;
     pthread_mutex_lock(&d->action_mu);
     kj_dlq *dlq = NULL;
     int rc = dlq_open(d, &dlq, err, sizeof(err));
     if (rc == KJ_DLQ_OK)
-        rc = kj_dlq_replay(dlq, &f, dry_run ? KJ_DLQ_REPLAY_DRY_RUN : 0, on_replayed, items, &n,
-                           err, sizeof(err));
+        rc = discard ? kj_dlq_discard(dlq, &f, flags, on_replayed, items, &n, err, sizeof(err))
+                     : kj_dlq_replay(dlq, &f, flags, on_replayed, items, &n, err, sizeof(err));
     kj_dlq_close(dlq);
     pthread_mutex_unlock(&d->action_mu);
-    *out = json_pack("{s:b,s:I,s:I,s:I,s:I,s:{s:I,s:I,s:I,s:I,s:I},s:o,s:o}", "dry_run", dry_run,
-                     "requested", (json_int_t)count, "selected", (json_int_t)n.selected, "replayed",
-                     (json_int_t)n.replayed, "failed", (json_int_t)n.failed, "skipped", "replayed",
-                     (json_int_t)n.skipped_replayed, "refailed", (json_int_t)n.skipped_refailed,
-                     "no_origin", (json_int_t)n.skipped_no_origin, "no_value",
-                     (json_int_t)n.skipped_no_value, "discarded", (json_int_t)n.skipped_discarded,
-                     "items", items, "error",
-                     rc == KJ_DLQ_OK ? json_null() : json_string(err[0] ? err : "replay failed"));
+    json_t *error = rc == KJ_DLQ_OK ? json_null()
+                                    : json_string(err[0]    ? err
+                                                  : discard ? "discard failed"
+                                                            : "replay failed");
+    if (discard)
+        *out = json_pack("{s:b,s:I,s:I,s:I,s:{s:I},s:o,s:o}", "dry_run", dry_run, "requested",
+                         (json_int_t)count, "selected", (json_int_t)n.selected, "discarded",
+                         (json_int_t)n.discarded, "skipped", "discarded",
+                         (json_int_t)n.skipped_discarded, "items", items, "error", error);
+    else
+        *out = json_pack(
+            "{s:b,s:I,s:I,s:I,s:I,s:{s:I,s:I,s:I,s:I,s:I},s:o,s:o}", "dry_run", dry_run,
+            "requested", (json_int_t)count, "selected", (json_int_t)n.selected, "replayed",
+            (json_int_t)n.replayed, "failed", (json_int_t)n.failed, "skipped", "replayed",
+            (json_int_t)n.skipped_replayed, "refailed", (json_int_t)n.skipped_refailed, "no_origin",
+            (json_int_t)n.skipped_no_origin, "no_value", (json_int_t)n.skipped_no_value,
+            "discarded", (json_int_t)n.skipped_discarded, "items", items, "error", error);
     return rc;
+}
+
+int kj_console_dlq_replay(kj_console_data *d, const char *const *refs, size_t count, bool dry_run,
+                          json_t **out) {
+    return dlq_action(d, refs, count, dry_run, false, out);
 }
 
 int kj_console_dlq_discard(kj_console_data *d, const char *const *refs, size_t count, bool dry_run,
                            json_t **out) {
-    json_t *items = json_array();
-    kj_dlq_replay_counts n = {0};
-    char err[512] = "";
-    kj_dlq_filter f = {.handles = refs, .handle_count = count};
-    pthread_mutex_lock(&d->action_mu);
-    kj_dlq *dlq = NULL;
-    int rc = dlq_open(d, &dlq, err, sizeof(err));
-    if (rc == KJ_DLQ_OK)
-        rc = kj_dlq_discard(dlq, &f, dry_run ? KJ_DLQ_REPLAY_DRY_RUN : 0, on_replayed, items, &n,
-                            err, sizeof(err));
-    kj_dlq_close(dlq);
-    pthread_mutex_unlock(&d->action_mu);
-    *out = json_pack("{s:b,s:I,s:I,s:I,s:{s:I},s:o,s:o}", "dry_run", dry_run, "requested",
-                     (json_int_t)count, "selected", (json_int_t)n.selected, "discarded",
-                     (json_int_t)n.discarded, "skipped", "discarded",
-                     (json_int_t)n.skipped_discarded, "items", items, "error",
-                     rc == KJ_DLQ_OK ? json_null() : json_string(err[0] ? err : "discard failed"));
-    return rc;
+    return dlq_action(d, refs, count, dry_run, true, out);
 }

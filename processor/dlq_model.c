@@ -284,6 +284,29 @@ static int load_marker(kj_dlq *d, rd_kafka_t *rk, const char *group, size_t mark
     return KJ_DLQ_OK;
 }
 
+/* (Re)reads both markers, forgetting what the handle held: at open, and after the fence (see
+ * dlq_model.h). */
+static int load_markers(kj_dlq *d, char *err, size_t err_size) {
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(d->partitions);
+    for (int p = 0; p < d->partitions; p++) {
+        dlq_mark *marks[] = {&d->parts[p].replay, &d->parts[p].discard};
+        for (size_t i = 0; i < 2; i++) {
+            kj_dlq_ranges_free(&marks[i]->marks);
+            free(marks[i]->marks_text);
+            marks[i]->marks_text = NULL;
+            marks[i]->committed = -1;
+        }
+        rd_kafka_topic_partition_list_add(list, d->topic, p);
+    }
+    int rc =
+        load_marker(d, d->rk, d->replay_group, offsetof(part_state, replay), list, err, err_size);
+    if (rc == KJ_DLQ_OK)
+        rc = load_marker(d, d->rk_discard, d->discard_group, offsetof(part_state, discard), list,
+                         err, err_size);
+    rd_kafka_topic_partition_list_destroy(list);
+    return rc;
+}
+
 /* Partitions, end offsets (the snapshot), and the replay and discard markers. */
 static int load_partitions(kj_dlq *d, char *err, size_t err_size) {
     char e[512];
@@ -294,7 +317,6 @@ static int load_partitions(kj_dlq *d, char *err, size_t err_size) {
         return KJ_DLQ_ERR_IO;
     }
     d->parts = calloc((size_t)d->partitions + 1, sizeof(*d->parts));
-    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(d->partitions);
     for (int p = 0; p < d->partitions; p++) {
         part_state *ps = &d->parts[p];
         ps->first_blocking = -1;
@@ -306,18 +328,10 @@ static int load_partitions(kj_dlq *d, char *err, size_t err_size) {
                    "partition", p, "error", rd_kafka_err2str(re));
             seterr(err, err_size, "cannot read the end offset of %s [%d]: %s", d->topic, p,
                    rd_kafka_err2str(re));
-            rd_kafka_topic_partition_list_destroy(list);
             return KJ_DLQ_ERR_IO;
         }
-        rd_kafka_topic_partition_list_add(list, d->topic, p);
     }
-    int rc =
-        load_marker(d, d->rk, d->replay_group, offsetof(part_state, replay), list, err, err_size);
-    if (rc == KJ_DLQ_OK)
-        rc = load_marker(d, d->rk_discard, d->discard_group, offsetof(part_state, discard), list,
-                         err, err_size);
-    rd_kafka_topic_partition_list_destroy(list);
-    return rc;
+    return load_markers(d, err, err_size);
 }
 
 int kj_dlq_open(const kj_dlq_params *params, kj_dlq **out, char *err, size_t err_size) {
@@ -568,6 +582,21 @@ typedef struct replay_ctx {
     kj_dlq_replay_counts n;
 } replay_ctx;
 
+/* Keeps `msg` (owned from here) as a selected item; `o` is its kj_dlq_json form. */
+static void select_item(replay_ctx *c, rd_kafka_message_t *msg, json_t *o) {
+    if (c->item_count == c->item_cap) {
+        c->item_cap = c->item_cap ? c->item_cap * 2 : 64;
+        c->items = realloc(c->items, c->item_cap * sizeof(*c->items));
+        if (!c->items) abort();
+    }
+    replay_item *it = &c->items[c->item_count++];
+    memset(it, 0, sizeof(*it));
+    it->msg = msg;
+    it->handle = strdup(jstr(o, "handle"));
+    const char *orig = jstr(json_object_get(o, "dead_letter"), "original_topic");
+    it->orig_topic = strdup(orig ? orig : ""); /* no-origin ones are selected by discard only */
+}
+
 /* Selects or skips one dead letter; takes ownership of msg (kept when selected). */
 static bool on_replay_msg(kj_dlq *d, rd_kafka_message_t *msg, void *opaque) {
     replay_ctx *c = opaque;
@@ -602,15 +631,7 @@ static bool on_replay_msg(kj_dlq *d, rd_kafka_message_t *msg, void *opaque) {
         }
     }
     if (selected) {
-        if (c->item_count == c->item_cap) {
-            c->item_cap = c->item_cap ? c->item_cap * 2 : 64;
-            c->items = realloc(c->items, c->item_cap * sizeof(*c->items));
-        }
-        replay_item *it = &c->items[c->item_count++];
-        memset(it, 0, sizeof(*it));
-        it->msg = msg;
-        it->handle = strdup(jstr(o, "handle"));
-        it->orig_topic = strdup(jstr(json_object_get(o, "dead_letter"), "original_topic"));
+        select_item(c, msg, o);
     } else {
         if (state == KJ_DLQ_NEW && !no_value && ps->first_blocking < 0)
             ps->first_blocking = msg->offset; /* stays replayable: the marker may not pass it */
@@ -628,16 +649,7 @@ static bool on_discard_msg(kj_dlq *d, rd_kafka_message_t *msg, void *opaque) {
     kj_dlq_state state = state_of(ps, msg);
     json_t *o = kj_dlq_json(msg, state);
     if (state != KJ_DLQ_DISCARDED && kj_dlq_filter_match(c->filter, o)) {
-        if (c->item_count == c->item_cap) {
-            c->item_cap = c->item_cap ? c->item_cap * 2 : 64;
-            c->items = realloc(c->items, c->item_cap * sizeof(*c->items));
-        }
-        replay_item *it = &c->items[c->item_count++];
-        memset(it, 0, sizeof(*it));
-        it->msg = msg;
-        it->handle = strdup(jstr(o, "handle"));
-        const char *orig = jstr(json_object_get(o, "dead_letter"), "original_topic");
-        it->orig_topic = strdup(orig ? orig : "");
+        select_item(c, msg, o);
     } else {
         if (state == KJ_DLQ_DISCARDED)
             c->n.skipped_discarded += kj_dlq_filter_match(c->filter, o);
@@ -696,28 +708,6 @@ static rd_kafka_t *txn_producer(const kj_dlq *d, char *err, size_t err_size, int
     return prod;
 }
 
-/* Forgets the markers read at open and reads them again (after the fence: see dlq_model.h). */
-static int reload_markers(kj_dlq *d, char *err, size_t err_size) {
-    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(d->partitions);
-    for (int p = 0; p < d->partitions; p++) {
-        dlq_mark *marks[] = {&d->parts[p].replay, &d->parts[p].discard};
-        for (size_t i = 0; i < 2; i++) {
-            kj_dlq_ranges_free(&marks[i]->marks);
-            free(marks[i]->marks_text);
-            marks[i]->marks_text = NULL;
-            marks[i]->committed = -1;
-        }
-        rd_kafka_topic_partition_list_add(list, d->topic, p);
-    }
-    int rc =
-        load_marker(d, d->rk, d->replay_group, offsetof(part_state, replay), list, err, err_size);
-    if (rc == KJ_DLQ_OK)
-        rc = load_marker(d, d->rk_discard, d->discard_group, offsetof(part_state, discard), list,
-                         err, err_size);
-    rd_kafka_topic_partition_list_destroy(list);
-    return rc;
-}
-
 /* Starts the fenced run: a transactional producer whose init fences (aborts) any earlier
  * replay or discard of this DLQ still in flight, then the markers as they are now. */
 static rd_kafka_t *fence(kj_dlq *d, char *err, size_t err_size, int *rc) {
@@ -734,7 +724,7 @@ static rd_kafka_t *fence(kj_dlq *d, char *err, size_t err_size, int *rc) {
         *rc = KJ_DLQ_ERR_IO;
         return NULL;
     }
-    if ((*rc = reload_markers(d, err, err_size)) != KJ_DLQ_OK) {
+    if ((*rc = load_markers(d, err, err_size)) != KJ_DLQ_OK) {
         rd_kafka_destroy(prod);
         return NULL;
     }
