@@ -104,11 +104,9 @@ int kj_cmd_lag(int argc, char **argv) {
         kj_cli_free(&cli);
         return KJ_EXIT_USAGE;
     }
-    /* group.id = the inspected group, for OffsetFetch only: this handle never subscribes,
-     * assigns or commits, so it never becomes a member of the group */
+    /* the inspected group's offsets, never a member of it (processor/group_lag.h) */
     rd_kafka_conf_t *conf = kj_kafka_conf_new(&cli.cfg, err, sizeof(err));
-    if (!conf || kj_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof(err)) ||
-        kj_kafka_conf_set(conf, "group.id", cli.cfg.group, err, sizeof(err))) {
+    if (!conf || kj_group_lag_conf_set(conf, cli.cfg.group, err, sizeof(err))) {
         fprintf(stderr, "kjobs lag: %s\n", err);
         if (conf) rd_kafka_conf_destroy(conf);
         kj_cli_free(&cli);

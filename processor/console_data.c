@@ -313,7 +313,12 @@ kj_console_data *kj_console_data_new(const kj_config *cfg, char *err, size_t err
     pthread_mutex_init(&d->kafka_mu, NULL);
     pthread_mutex_init(&d->workers_mu, NULL);
     pthread_mutex_init(&d->action_mu, NULL);
-    if (!(d->group_rk = consumer_new(cfg, cfg->group, err, errsz))) goto fail;
+    rd_kafka_conf_t *conf = kj_kafka_conf_new(cfg, err, errsz);
+    if (!conf || kj_group_lag_conf_set(conf, cfg->group, err, errsz) ||
+        !(d->group_rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, errsz))) {
+        if (conf) rd_kafka_conf_destroy(conf);
+        goto fail;
+    }
     if (!(d->reader = consumer_new(cfg, "kjobs-ui-reader", err, errsz))) goto fail;
     if (pthread_create(&d->thread, NULL, status_main, d) != 0) {
         snprintf(err, errsz, "cannot start the status reader thread");

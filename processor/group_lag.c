@@ -99,3 +99,11 @@ void kj_group_lag_free(kj_lag_row *rows, size_t count) {
         free(rows[i].topic);
     free(rows);
 }
+
+int kj_group_lag_conf_set(rd_kafka_conf_t *conf, const char *group, char *err, size_t errsz) {
+    return kj_kafka_conf_set(conf, "group.id", group, err, errsz) ||
+                   kj_kafka_conf_set(conf, "enable.auto.commit", "false", err, errsz) ||
+                   kj_kafka_conf_set(conf, "isolation.level", "read_uncommitted", err, errsz)
+               ? -1
+               : 0;
+}

@@ -44,4 +44,15 @@ int kj_group_lag_read(rd_kafka_t *rk, const kj_config *cfg, int timeout_ms, kj_l
                       size_t *count);
 void kj_group_lag_free(kj_lag_row *rows, size_t count);
 
+/**
+ * Sets on `conf` what a handle for kj_group_lag_read needs: group.id = `group` (for
+ * OffsetFetch only: the handle never subscribes, assigns or commits, so it never becomes a
+ * member), no auto commit, and isolation.level = read_uncommitted — which only makes
+ * OffsetFetch skip "require stable": the last committed offsets are answered at once even
+ * while an exactly-once worker's transaction holds newer ones pending (after a kill -9 that is
+ * until the broker aborts it, transaction.timeout.ms), instead of retrying until the timeout.
+ * Returns 0, or -1 with the reason in err.
+ */
+int kj_group_lag_conf_set(rd_kafka_conf_t *conf, const char *group, char *err, size_t errsz);
+
 #endif /* KJOBS_GROUP_LAG_H */
