@@ -51,14 +51,15 @@ _kjobs() {
         peek) opts="$conn --topic --count --from-beginning --timeout" ;;
         dlq)
             if ((COMP_CWORD == 2)) && [[ $cur != -* ]]; then
-                COMPREPLY=($(compgen -W "list show replay" -- "$cur")); return
+                COMPREPLY=($(compgen -W "list show replay discard" -- "$cur")); return
             fi
             opts="$conn -G --topic --timeout"
             case ${COMP_WORDS[2]} in
                 list) opts="$opts --json --type --id --class" ;;
                 show) ;;
                 replay) opts="$opts --type --id --class --again --dry-run" ;;
-                *) opts="$opts --json --type --id --class --again --dry-run" ;;
+                discard) opts="$opts --type --id --class --dry-run --yes" ;;
+                *) opts="$opts --json --type --id --class --again --dry-run --yes" ;;
             esac ;;
         lag) opts="$conn -G --topic --json --timeout" ;;
         topics) opts="$conn --create" ;;
