@@ -578,7 +578,7 @@ static struct {
     kj_metric_family *jobs, *duration, *batch, *lag, *commits, *rebalances, *in_flight, *resets,
         *retry, *dlq, *route_errors, *decode_errors, *exec_stray, *breaker, *ready, *build_info,
         *truncated, *invalid_headers, *hops, *trace_invalid, *sr_requests, *sr_waiting,
-        *periodic_enqueued, *periodic_next, *throttle_wait, *console_actions;
+        *periodic_enqueued, *periodic_next, *throttle_wait, *console_actions, *operator_paused;
     kj_metric_handle *commit_ok, *commit_error;
     pthread_mutex_t version_mu;
     char version[KJ_METRICS_MAX_LABEL_LEN + 1];
@@ -665,6 +665,9 @@ static const struct kj_metric_def {
     {&g_kj.console_actions, "kjobs_console_actions_total", KJ_METRIC_COUNTER,
      "Actions taken from the operator console (kjobs ui), by action and result.", 2,
      {"action", "result"}, NULL, 0},
+    {&g_kj.operator_paused, "kjobs_partitions_paused_by_operator", KJ_METRIC_GAUGE,
+     "Partitions assigned to this member that an operator paused (kjobs pause, the console).",
+     0, {0}, NULL, 0},
     {&g_kj.breaker, "kjobs_circuit_breaker_open", KJ_METRIC_GAUGE,
      "1 while the circuit breaker is open, else 0.", 0, {0}, NULL, 0},
     {&g_kj.ready, "kjobs_ready", KJ_METRIC_GAUGE, "1 while the worker is ready (/readyz 200).", 0,
@@ -867,6 +870,11 @@ void kj_metrics_console_action(const char *action, const char *result) {
 void kj_metrics_circuit_breaker_set(bool open) {
     kj_metrics_ensure();
     kj_gauge_set(kj_family_default(g_kj.breaker), open ? 1 : 0);
+}
+
+void kj_metrics_operator_paused_set(int partitions) {
+    kj_metrics_ensure();
+    kj_gauge_set(kj_family_default(g_kj.operator_paused), partitions);
 }
 
 void kj_metrics_ready_set(bool ready) {
