@@ -75,9 +75,8 @@ int kj_cmd_pauses(int argc, char **argv) {
     int loaded = kj_ctl_follower_load(f, kj_now_ms() + timeout_s * 1000, err, sizeof(err));
     if (loaded != 0) {
         if (loaded == 1)
-            fprintf(stderr,
-                    "kjobs pauses: the control topic does not exist (create it with `kjobs "
-                    "topics --create`)\n");
+            fprintf(stderr, "kjobs pauses: the control topic does not exist (create it with `kjobs "
+                            "topics --create`)\n");
         else
             fprintf(stderr, "kjobs pauses: %s\n", err);
         exit_code = KJ_EXIT_RUNTIME;

@@ -343,8 +343,8 @@ static int topic_exists(rd_kafka_t *rk, const char *topic, int timeout_ms) {
 /* One record into the state; a malformed one is logged once per follower. */
 static kj_ctl_change apply(kj_ctl_follower *f, const rd_kafka_message_t *m, kj_ctl_key *k,
                            kj_ctl_value *v) {
-    kj_ctl_change c = kj_ctl_state_apply(f->state, m->key, m->key_len, m->payload,
-                                         m->payload ? m->len : 0, k, v);
+    kj_ctl_change c =
+        kj_ctl_state_apply(f->state, m->key, m->key_len, m->payload, m->payload ? m->len : 0, k, v);
     if (c == KJ_CTL_IGNORED && !f->warned) {
         f->warned = true;
         kj_log(KJ_LOG_WARN,
@@ -406,8 +406,8 @@ int kj_ctl_follower_poll(kj_ctl_follower *f, int max, kj_ctl_change_fn *fn, void
         if (m->err) {
             if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF && kj_now_ms() >= f->next_warn) {
                 f->next_warn = kj_now_ms() + 30000;
-                kj_log(KJ_LOG_WARN, "control topic: consume error", "{s:s,s:s}", "topic",
-                       f->topic, "error", rd_kafka_message_errstr(m));
+                kj_log(KJ_LOG_WARN, "control topic: consume error", "{s:s,s:s}", "topic", f->topic,
+                       "error", rd_kafka_message_errstr(m));
             }
             rd_kafka_message_destroy(m);
             continue;
@@ -504,11 +504,10 @@ int kj_ctl_write(const kj_config *cfg, const kj_ctl_key *k, const kj_ctl_value *
         }
     }
     write_result res = {0};
-    e = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(0),
-                          RD_KAFKA_V_KEY(key, strlen(key)),
-                          RD_KAFKA_V_VALUE(value, value ? strlen(value) : 0),
-                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(&res),
-                          RD_KAFKA_V_END);
+    e = rd_kafka_producev(
+        rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(0), RD_KAFKA_V_KEY(key, strlen(key)),
+        RD_KAFKA_V_VALUE(value, value ? strlen(value) : 0),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(&res), RD_KAFKA_V_END);
     if (e) {
         snprintf(err, errsz, "cannot produce to %s: %s", topic, rd_kafka_err2str(e));
         goto out;

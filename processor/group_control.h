@@ -9,14 +9,13 @@
  * user's page.
  *
  * DESIGN
- *   The topic. "<topics.main>.control" (kj_topic_control, processor/topic_layout.h): one partition, cleanup.policy=compact,
- *   created by `kjobs topics --create` beside the status topic (and by `kjobs broker` /
- *   `kjobs run --embedded` on the embedded broker). Compaction keeps the last record per key,
- *   so the topic is the current state, small whatever its history: a worker that starts reads
- *   it to its end before it consumes a single job (kj_ctl_follower_load) and follows it from
- *   there (kj_ctl_follower_poll, non-blocking, from the poll thread's tick). Like the status
- *   topic it belongs to the main topic, not to a group: every group consuming the main topic
- *   obeys it.
+ *   The topic. "<topics.main>.control" (kj_topic_control, processor/topic_layout.h): one partition,
+ * cleanup.policy=compact, created by `kjobs topics --create` beside the status topic (and by `kjobs
+ * broker` / `kjobs run --embedded` on the embedded broker). Compaction keeps the last record per
+ * key, so the topic is the current state, small whatever its history: a worker that starts reads it
+ * to its end before it consumes a single job (kj_ctl_follower_load) and follows it from there
+ * (kj_ctl_follower_poll, non-blocking, from the poll thread's tick). Like the status topic it
+ * belongs to the main topic, not to a group: every group consuming the main topic obeys it.
  *
  *   Keys and values (version 1):
  *     pause/<topic>               {"v":1,"paused":true,"at":<epoch ms>,"by":"...","reason":"..."}
