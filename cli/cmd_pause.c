@@ -137,8 +137,8 @@ static int control_command(int argc, char **argv, bool pause) {
     v.at = kj_now_ms();
     kj_ctl_whoami(v.by, sizeof(v.by));
     snprintf(v.reason, sizeof(v.reason), "%s", reason);
-    int w = kj_ctl_write(&cli.cfg, &k, pause || breaker ? &v : NULL, (int)timeout_s * 1000, err,
-                         sizeof(err));
+    int w = kj_ctl_write(&cli.cfg, &k, pause || breaker ? &v : NULL, (int)timeout_s * 1000, NULL,
+                         err, sizeof(err));
     int exit_code = KJ_EXIT_OK;
     if (w != 0) {
         fprintf(stderr, "%s: %s\n", name, err);

@@ -286,7 +286,7 @@ struct kj_ctl_follower {
     kj_ctl_state *state;
     bool active;       /* the topic exists and is assigned from its end */
     bool warned;       /* a malformed record was logged */
-    uint64_t ignored;  /* kj_ctl_state_ignored when last looked at */
+    int64_t next;      /* the offset after the last record read */
     int64_t next_warn; /* a consume error is logged at most every 30 s */
 };
 
@@ -395,6 +395,7 @@ int kj_ctl_follower_load(kj_ctl_follower *f, int64_t deadline_ms, char *err, siz
         return -1;
     }
     f->active = true;
+    f->next = hi;
     return 0;
 }
 
@@ -413,6 +414,7 @@ int kj_ctl_follower_poll(kj_ctl_follower *f, int max, kj_ctl_change_fn *fn, void
             continue;
         }
         n++;
+        if (m->offset >= f->next) f->next = m->offset + 1;
         kj_ctl_key k;
         kj_ctl_value v;
         kj_ctl_change c = apply(f, m, &k, &v);
@@ -420,6 +422,27 @@ int kj_ctl_follower_poll(kj_ctl_follower *f, int max, kj_ctl_change_fn *fn, void
         if (c != KJ_CTL_IGNORED && c != KJ_CTL_UNCHANGED && fn) fn(c, &k, &v, opaque);
     }
     return n;
+}
+
+bool kj_ctl_follower_catch_up(kj_ctl_follower *f, int64_t offset, int64_t deadline_ms,
+                              kj_ctl_change_fn *fn, void *opaque) {
+    if (!f || !f->active) return false;
+    for (;;) {
+        kj_ctl_follower_poll(f, 1000, fn, opaque);
+        if (f->next > offset) return true;
+        if (kj_now_ms() >= deadline_ms) return false;
+        /* wait for the next record (or nothing) without spinning; it is handed to poll */
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(f->rk, 100);
+        if (!m) continue;
+        if (!m->err) {
+            if (m->offset >= f->next) f->next = m->offset + 1;
+            kj_ctl_key k;
+            kj_ctl_value v;
+            kj_ctl_change c = apply(f, m, &k, &v);
+            if (c != KJ_CTL_IGNORED && c != KJ_CTL_UNCHANGED && fn) fn(c, &k, &v, opaque);
+        }
+        rd_kafka_message_destroy(m);
+    }
 }
 
 kj_ctl_state *kj_ctl_follower_state(kj_ctl_follower *f) {
@@ -435,6 +458,7 @@ bool kj_ctl_follower_active(const kj_ctl_follower *f) {
 typedef struct write_result {
     bool done;
     rd_kafka_resp_err_t err;
+    int64_t offset;
 } write_result;
 
 static void on_write_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
@@ -444,6 +468,7 @@ static void on_write_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void 
     if (!r) return;
     r->done = true;
     r->err = m->err;
+    r->offset = m->offset;
 }
 
 /* How many partitions `topic` has in `md`: -1 when it is not there. */
@@ -455,7 +480,7 @@ static int partitions_of(const struct rd_kafka_metadata *md, const char *topic) 
 }
 
 int kj_ctl_write(const kj_config *cfg, const kj_ctl_key *k, const kj_ctl_value *v, int timeout_ms,
-                 char *err, size_t errsz) {
+                 int64_t *offset, char *err, size_t errsz) {
     char key[KJ_CTL_MAX_KEY + 1];
     if (kj_ctl_key_format(k, key, sizeof(key)) < 0) {
         snprintf(err, errsz, "control key too long");
@@ -523,6 +548,7 @@ int kj_ctl_write(const kj_config *cfg, const kj_ctl_key *k, const kj_ctl_value *
         snprintf(err, errsz, "%s: %s", topic, rd_kafka_err2str(res.err));
         goto out;
     }
+    if (offset) *offset = res.offset;
     rc = 0;
 out:
     if (md) rd_kafka_metadata_destroy(md);

@@ -185,6 +185,14 @@ int kj_ctl_follower_load(kj_ctl_follower *f, int64_t deadline_ms, char *err, siz
  */
 int kj_ctl_follower_poll(kj_ctl_follower *f, int max, kj_ctl_change_fn *fn, void *opaque);
 
+/**
+ * Reads on (kj_ctl_follower_poll, waiting up to 100 ms at a time) until the record at `offset`
+ * (as kj_ctl_write gave it) has been read, or deadline_ms (kj_now_ms clock) passed. True when it
+ * was read: the state then includes that write. For a writer that shows what it just wrote.
+ */
+bool kj_ctl_follower_catch_up(kj_ctl_follower *f, int64_t offset, int64_t deadline_ms,
+                              kj_ctl_change_fn *fn, void *opaque);
+
 /** The follower's state (valid until the next call on it). */
 kj_ctl_state *kj_ctl_follower_state(kj_ctl_follower *f);
 
@@ -196,10 +204,11 @@ bool kj_ctl_follower_active(const kj_ctl_follower *f);
  * NULL (a pause's resume) — and waits up to timeout_ms for the broker's acknowledgement
  * (acks=all). A pause of one partition is refused (2) when its topic has no such partition or
  * does not exist. Returns 0; 1 when the control topic does not exist (err names `kjobs topics
- * --create`); 2 for a target that does not exist; -1 with err otherwise.
+ * --create`); 2 for a target that does not exist; -1 with err otherwise. On 0, *offset (when not
+ * NULL) is the record's offset in the control topic.
  */
 int kj_ctl_write(const kj_config *cfg, const kj_ctl_key *k, const kj_ctl_value *v, int timeout_ms,
-                 char *err, size_t errsz);
+                 int64_t *offset, char *err, size_t errsz);
 
 /** "<user>@<host>" of this process, for "by" (USER, else "unknown"). */
 void kj_ctl_whoami(char *buf, size_t size);

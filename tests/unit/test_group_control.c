@@ -52,11 +52,10 @@ static void test_keys(void **state) {
     assert_int_equal(k.partition, 2147483647);
     assert_int_equal(kj_ctl_key_parse("breaker/resume", 14, &k), 0);
     assert_int_equal(k.kind, KJ_CTL_BREAKER_RESUME);
-    static const char *const bad[] = {"pause/",       "pause/jobs/",   "pause/jobs/-1",
-                                      "pause/jobs/01", "pause/jobs/x",  "pause/jobs/1/2",
-                                      "pause/../1",   "pause/a b",     "pause/jobs/2147483648",
-                                      "Pause/jobs",   "breaker/resume/x", "breaker",
-                                      "resume/jobs"};
+    static const char *const bad[] = {
+        "pause/",           "pause/jobs/", "pause/jobs/-1", "pause/jobs/01",         "pause/jobs/x",
+        "pause/jobs/1/2",   "pause/../1",  "pause/a b",     "pause/jobs/2147483648", "Pause/jobs",
+        "breaker/resume/x", "breaker",     "resume/jobs"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++)
         assert_int_equal(kj_ctl_key_parse(bad[i], strlen(bad[i]), &k), -1);
     assert_int_equal(kj_ctl_key_parse(NULL, 0, &k), -1);
@@ -114,8 +113,10 @@ static void test_values_round_trip(void **state) {
     assert_int_equal(back.at, 5);
     /* by and reason are cut on a UTF-8 boundary */
     char big[1200];
-    size_t n = (size_t)snprintf(big, sizeof(big), "{\"v\":1,\"paused\":true,\"at\":1,\"reason\":\"");
-    for (int i = 0; i < 300; i++) n += (size_t)snprintf(big + n, sizeof(big) - n, "\xc3\xa9");
+    size_t n =
+        (size_t)snprintf(big, sizeof(big), "{\"v\":1,\"paused\":true,\"at\":1,\"reason\":\"");
+    for (int i = 0; i < 300; i++)
+        n += (size_t)snprintf(big + n, sizeof(big) - n, "\xc3\xa9");
     snprintf(big + n, sizeof(big) - n, "\"}");
     assert_int_equal(kj_ctl_value_parse(&k, big, strlen(big), &back), 0);
     assert_int_equal(strlen(back.reason), KJ_CTL_MAX_REASON); /* 256 whole two-byte letters */
@@ -140,7 +141,7 @@ static void test_malformed_values(void **state) {
         "{\"v\":1,\"paused\":true,\"at\":1.5}",
         "{\"v\":1,\"paused\":true,\"at\":1,\"by\":7}",
         "{\"v\":1,\"paused\":true,\"at\":1,\"reason\":{}}",
-        "{\"v\":1,\"paused\":true,\"at\":1,\"at\":2}", /* duplicate key */
+        "{\"v\":1,\"paused\":true,\"at\":1,\"at\":2}",        /* duplicate key */
         "{\"v\":1,\"paused\":true,\"at\":1,\"by\":\"\xff\"}", /* not UTF-8 */
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++)
@@ -176,9 +177,9 @@ static void test_state(void **state) {
     const kj_ctl_pause *why = kj_ctl_state_paused(s, "jobs", 3);
     assert_non_null(why);
     assert_int_equal(why->partition, -1);
-    assert_int_equal(kj_ctl_state_paused(s, "jobs", 1)->partition, 1); /* its own key first */
+    assert_int_equal(kj_ctl_state_paused(s, "jobs", 1)->partition, 1);     /* its own key first */
     assert_int_equal(apply_text(s, "pause/jobs/1", NULL), KJ_CTL_RESUMED); /* tombstone */
-    assert_non_null(kj_ctl_state_paused(s, "jobs", 1));                 /* the topic still */
+    assert_non_null(kj_ctl_state_paused(s, "jobs", 1));                    /* the topic still */
     const char *off = "{\"v\":1,\"paused\":false,\"at\":11}";
     assert_int_equal(apply_text(s, "pause/jobs", off), KJ_CTL_RESUMED);
     assert_null(kj_ctl_state_paused(s, "jobs", 1));
@@ -244,9 +245,12 @@ static void test_targets(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_topic_names),      cmocka_unit_test(test_keys),
-        cmocka_unit_test(test_values_round_trip), cmocka_unit_test(test_malformed_values),
-        cmocka_unit_test(test_state),            cmocka_unit_test(test_bound),
+        cmocka_unit_test(test_topic_names),
+        cmocka_unit_test(test_keys),
+        cmocka_unit_test(test_values_round_trip),
+        cmocka_unit_test(test_malformed_values),
+        cmocka_unit_test(test_state),
+        cmocka_unit_test(test_bound),
         cmocka_unit_test(test_targets),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
