@@ -53,17 +53,29 @@ static bool consumed_topic(const kj_config *cfg, const char *topic) {
     return found;
 }
 
-/* A partition resumed while its whole topic stays paused: say so (it does not fetch yet). */
-static void warn_topic_still_paused(const kj_config *cfg, const kj_ctl_key *k) {
+/* What stays paused after a resume, said on stderr: a partition resumed while its whole topic
+ * is paused, or partitions with pauses of their own when their topic is resumed. */
+static void warn_still_paused(const kj_config *cfg, const kj_ctl_key *k) {
     char err[512];
     kj_ctl_follower *f = kj_ctl_follower_new(cfg, err, sizeof(err));
     if (!f) return;
-    if (kj_ctl_follower_load(f, kj_now_ms() + 10000, err, sizeof(err)) == 0 &&
-        kj_ctl_state_paused(kj_ctl_follower_state(f), k->topic, -1))
-        fprintf(stderr,
-                "kjobs resume: note: the whole topic %s is paused too; partition %d stays paused "
-                "until `kjobs resume %s`\n",
-                k->topic, (int)k->partition, k->topic);
+    if (kj_ctl_follower_load(f, kj_now_ms() + 10000, err, sizeof(err)) == 0) {
+        size_t n;
+        const kj_ctl_pause *list = kj_ctl_state_list(kj_ctl_follower_state(f), &n);
+        for (size_t i = 0; i < n; i++) {
+            if (strcmp(list[i].topic, k->topic) != 0) continue;
+            if (k->partition >= 0 && list[i].partition < 0)
+                fprintf(stderr,
+                        "kjobs resume: note: the whole topic %s is paused too; partition %d stays "
+                        "paused until `kjobs resume %s`\n",
+                        k->topic, (int)k->partition, k->topic);
+            else if (k->partition < 0 && list[i].partition >= 0)
+                fprintf(stderr,
+                        "kjobs resume: note: partition %s:%d has a pause of its own and stays "
+                        "paused until `kjobs resume %s:%d`\n",
+                        k->topic, (int)list[i].partition, k->topic, (int)list[i].partition);
+        }
+    }
     kj_ctl_follower_free(f);
 }
 
@@ -154,7 +166,7 @@ static int control_command(int argc, char **argv, bool pause) {
         kj_log(KJ_LOG_INFO, "control written", "{s:s,s:s,s:i,s:s}", "action",
                pause ? "pause" : "resume", "topic", k.topic, "partition", (int)k.partition, "by",
                v.by);
-        if (!pause && k.partition >= 0) warn_topic_still_paused(&cli.cfg, &k);
+        if (!pause) warn_still_paused(&cli.cfg, &k);
     }
     fflush(stdout);
     kj_cli_free(&cli);

@@ -290,6 +290,10 @@ def test_malformed_control_records_are_ignored():
             wait_until("jobs:0 held", lambda: w.metric("kjobs_partitions_paused_by_operator") == 1)
             assert len(w.lines("control record ignored: not a valid control (logged once; the "
                                "previous state of its key stays)")) == 1
+            # resuming the topic leaves a partition paused by its own key paused, and says so
+            kjobs_ok("pause", "-b", b, "jobs")
+            p = run(kjobs_cmd("resume", "-b", b, "jobs"))
+            assert "partition jobs:0 has a pause of its own" in p.stderr, p.stderr
             assert kjobs_ok("resume", "-b", b, "jobs:0")
             wait_until("released", lambda: w.metric("kjobs_partitions_paused_by_operator") == 0)
         finally:
@@ -302,8 +306,45 @@ def test_malformed_control_records_are_ignored():
         assert p.returncode == 2, (p.returncode, p.stderr)
 
 
+def test_without_the_control_topic():
+    """A cluster set up before the control topic existed: the worker says it obeys no controls
+    and runs its jobs; `kjobs pause` and `kjobs pauses` fail (exit 1) naming `kjobs topics
+    --create`, which then creates the topic (and only that one)."""
+    if not harness.REAL_KAFKA:
+        raise harness.Skip("the embedded broker always has the control topic (kjobs broker "
+                           "creates it) and cannot delete a topic")
+    from kafka import KafkaAdminClient
+    with harness.Broker(partitions=2) as broker:
+        b = broker.bootstrap
+        admin = KafkaAdminClient(bootstrap_servers=b.split(","), request_timeout_ms=30000)
+        try:
+            admin.delete_topics(["jobs.control"], timeout_ms=30000)
+            wait_until("the control topic gone", lambda: "jobs.control" not in admin.list_topics())
+        finally:
+            admin.close()
+        w = Worker(b)
+        try:
+            wait_until("the warning", lambda: w.lines(
+                "control topic missing: operator pauses and breaker resumes are not obeyed by "
+                "this worker (create it with `kjobs topics --create`)"))
+            run(kjobs_cmd("enqueue", "-b", b, "--type", "kjobs.noop", "--count", "20"))
+            wait_until("the jobs run", lambda: w.metric("kjobs_jobs_total", outcome="ok") == 20)
+            p = run(kjobs_cmd("pause", "-b", b, "jobs:0"), check=False)
+            assert p.returncode == 1 and "kjobs topics --create" in p.stderr, (p.returncode, p.stderr)
+            p = run(kjobs_cmd("pauses", "-b", b), check=False)
+            assert p.returncode == 1 and "kjobs topics --create" in p.stderr, (p.returncode, p.stderr)
+        finally:
+            assert w.stop() == 0
+        rf = str(min(3, harness.real_kafka.broker_count()))
+        p = run(kjobs_cmd("topics", "-b", b, "--create"),
+                env={"KJOBS_TOPICS_REPLICATION_FACTOR": rf})
+        assert "created jobs.control" in p.stdout, p.stdout
+        assert kjobs_ok("pauses", "-b", b, "--json").strip() == ""
+
+
 if __name__ == "__main__":
     harness.main([test_pause_partition_survives_restarts_then_drains,
                   test_pause_whole_topic_then_resume,
                   test_breaker_resume_from_the_cli,
-                  test_malformed_control_records_are_ignored])
+                  test_malformed_control_records_are_ignored,
+                  test_without_the_control_topic])
