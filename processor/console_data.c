@@ -858,7 +858,7 @@ json_t *kj_console_controls(kj_console_data *d) {
         const kj_ctl_pause *list = kj_ctl_state_list(st, &n);
         pauses = calloc(n ? n : 1, sizeof(*pauses));
         if (!pauses) abort();
-        memcpy(pauses, list, n * sizeof(*pauses));
+        if (n) memcpy(pauses, list, n * sizeof(*pauses));
         last_resume = kj_ctl_state_breaker_resume_at(st);
     }
     pthread_mutex_unlock(&d->control_mu);
