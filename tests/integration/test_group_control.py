@@ -96,8 +96,9 @@ class Feeder(threading.Thread):
         assert self.proc.wait(timeout=60) == 0, "kjobs enqueue failed"
 
 
-def offsets(bootstrap, topic="jobs"):
-    """{partition: (committed or -1, log end)} of the group on `topic`, from `kjobs lag --json`."""
+def offsets(bootstrap, topic="jobs", partitions=PARTITIONS):
+    """{partition: (committed or -1, log end)} of the group on `topic`, from `kjobs lag --json`;
+    None unless every one of its `partitions` is listed."""
     p = run(kjobs_cmd("lag", "-b", bootstrap, "--json"), check=False)
     out = {}
     for line in p.stdout.splitlines():
@@ -105,7 +106,7 @@ def offsets(bootstrap, topic="jobs"):
         if r["topic"] == topic:
             c = r["current_offset"]
             out[r["partition"]] = (c if c is not None else -1, r["log_end_offset"])
-    return out if len(out) == PARTITIONS else None
+    return out if len(out) == partitions else None
 
 
 def committed(bootstrap):
@@ -265,6 +266,47 @@ def test_breaker_resume_from_the_cli():
         assert len(set(ids)) == 300, f"{300 - len(set(ids))} dead-lettered twice"
 
 
+def test_a_paused_partition_stays_held_through_breaker_trips():
+    """The breaker pauses, rewinds and resumes every partition — but one the operator paused stays
+    held: jobs:1's committed offset and the gauge do not move through trips and operator resumes
+    of the breaker while jobs:0's failures are dead-lettered; resumed, its jobs run."""
+    with harness.Broker(partitions=2) as broker:
+        b = broker.bootstrap
+        w = Worker(b, {"KJOBS_DLQ_BREAKER_CONSECUTIVE": "20", "KJOBS_DLQ_BREAKER_WINDOW": "0",
+                       "KJOBS_BATCH_MAX_JOBS": "5", "KJOBS_DLQ_BREAKER_COOLDOWN": "0"})
+        try:
+            wait_until("the worker in its group", lambda: len(w.lines("partition assigned")) >= 2)
+            kjobs_ok("pause", "-b", b, "jobs:1")
+            wait_until("jobs:1 held", lambda: w.metric("kjobs_partitions_paused_by_operator") == 1)
+            run(kjobs_cmd("enqueue", "-b", b, "--type", "kjobs.fail-permanent", "--count", "120"))
+            o = wait_until("jobs waiting on both partitions", lambda: (lambda o: o if o and all(
+                e > 0 for _, e in o.values()) else None)(offsets(b, partitions=2)))
+            start1 = o[1][0]
+            for _ in range(30):  # jobs:0's failures trip the breaker; resume it until done
+                o = offsets(b, partitions=2)
+                if o[0][0] == o[0][1]:
+                    break
+                if w.metric("kjobs_circuit_breaker_open") == 1:
+                    kjobs_ok("resume", "-b", b, "--breaker")
+                    wait_until("the breaker closed", lambda: w.metric(
+                        "kjobs_circuit_breaker_open") == 0 or offsets(b, partitions=2)[0][0] > o[0][0])
+                else:
+                    wait_until("jobs:0 moving or the breaker open", lambda: w.metric(
+                        "kjobs_circuit_breaker_open") == 1 or offsets(b, partitions=2)[0][0] > o[0][0])
+            o = offsets(b, partitions=2)
+            assert o[0][0] == o[0][1], f"jobs:0 not done: {o}"
+            assert any(l.get("by") == "operator" for l in w.lines(
+                "circuit breaker closed: consumption resumed")), "the breaker never closed"
+            assert o[1][0] == start1, f"jobs:1 ran while paused: {start1} -> {o[1][0]}"
+            assert w.metric("kjobs_partitions_paused_by_operator") == 1
+            kjobs_ok("resume", "-b", b, "jobs:1")
+            if w.metric("kjobs_circuit_breaker_open") == 1:
+                kjobs_ok("resume", "-b", b, "--breaker")
+            wait_until("jobs:1 running again", lambda: offsets(b, partitions=2)[1][0] > start1)
+        finally:
+            assert w.stop() == 0, w.logs()[-5:]
+
+
 def test_malformed_control_records_are_ignored():
     with harness.Broker(partitions=2) as broker:
         b = broker.bootstrap
@@ -346,5 +388,6 @@ if __name__ == "__main__":
     harness.main([test_pause_partition_survives_restarts_then_drains,
                   test_pause_whole_topic_then_resume,
                   test_breaker_resume_from_the_cli,
+                  test_a_paused_partition_stays_held_through_breaker_trips,
                   test_malformed_control_records_are_ignored,
                   test_without_the_control_topic])
