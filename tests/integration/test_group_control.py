@@ -7,7 +7,9 @@ stops its committed offset while the others move on and jobs pile up behind it; 
 restarted, it is still paused (a new worker reads the control topic before it joins); resumed, it
 drains. Pausing the whole topic stops every partition of it; resumed, they drain. A worker's open
 circuit breaker closes on `kjobs resume --breaker`; a resume written while no breaker was open
-does not close a later one. Malformed control records are ignored. Everything is awaited as an
+does not close a later one; a paused partition stays held through breaker trips and resumes.
+Malformed control records are ignored; without the control topic (real Kafka only) a worker runs
+and says it obeys no controls. Everything is awaited as an
 event (offsets moving, log lines, metrics), never slept for.
 
 Runs on the embedded broker, and on a real Kafka with KJOBS_TEST_KAFKA (real_kafka.py creates the
