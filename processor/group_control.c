@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pwd.h>
 #include <unistd.h>
 
 #include "common/clock.h"
@@ -563,5 +564,14 @@ void kj_ctl_whoami(char *buf, size_t size) {
     gethostname(host, sizeof(host) - 1);
     const char *user = getenv("USER");
     if (!user || !*user) user = getenv("LOGNAME");
-    snprintf(buf, size, "%s@%s", user && *user ? user : "unknown", host);
+    char pwbuf[1024], uid[32];
+    struct passwd pw, *found = NULL;
+    if ((!user || !*user) && getpwuid_r(geteuid(), &pw, pwbuf, sizeof(pwbuf), &found) == 0 &&
+        found && found->pw_name && *found->pw_name)
+        user = found->pw_name;
+    if (!user || !*user) { /* a container's user without a passwd entry */
+        snprintf(uid, sizeof(uid), "uid %u", (unsigned)geteuid());
+        user = uid;
+    }
+    snprintf(buf, size, "%s@%s", user, host);
 }
