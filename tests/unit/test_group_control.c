@@ -243,6 +243,19 @@ static void test_targets(void **state) {
     assert_non_null(strstr(err, "TOPIC:PARTITION"));
 }
 
+static void test_whoami(void **state) {
+    (void)state;
+    char buf[KJ_CTL_MAX_BY + 1];
+    unsetenv("USER");
+    unsetenv("LOGNAME");
+    kj_ctl_whoami(buf, sizeof(buf)); /* the passwd entry, or "uid N" */
+    assert_non_null(strchr(buf, '@'));
+    assert_true(buf[0] != '@');
+    setenv("USER", "ops", 1);
+    kj_ctl_whoami(buf, sizeof(buf));
+    assert_int_equal(strncmp(buf, "ops@", 4), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_topic_names),
@@ -252,6 +265,7 @@ int main(void) {
         cmocka_unit_test(test_state),
         cmocka_unit_test(test_bound),
         cmocka_unit_test(test_targets),
+        cmocka_unit_test(test_whoami),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
