@@ -23,7 +23,8 @@ static const char topics_usage[] =
     "API with topics.partitions, topics.replication_factor, topics.min_insync_replicas and\n"
     "retention.ms from topics.retention (main, ladder) and topics.dlq_retention (dead\n"
     "letters); existing topics are kept as they are. Also the compacted one-partition status\n"
-    "topic <topics.main>.status (worker reports, read by `kjobs ui`) and, with\n"
+    "topic <topics.main>.status (worker reports, read by `kjobs ui`), the compacted\n"
+    "one-partition control topic <topics.main>.control (`kjobs pause`/`resume`) and, with\n"
     "schedule.periodic entries, the compacted one-partition state topic <topics.main>.schedule.\n";
 
 enum { OPT_CREATE = KJ_OPT_COMMON_LAST + 1 };
@@ -56,10 +57,11 @@ static int create_topics(const kj_cli *cli, kj_topic_spec *topics, size_t count)
         rd_kafka_conf_destroy(conf);
         return KJ_EXIT_USAGE;
     }
-    /* one-partition compacted topics: the workers' status topic (docs/console.md) and
-     * schedule.periodic's state topic (processor/periodic.h) */
-    char *compacted[2] = {kj_topic_status(&cli->cfg), NULL};
-    size_t ncompacted = 1;
+    /* one-partition compacted topics: the workers' status topic (docs/console.md), the
+     * operator's control topic (processor/group_control.h) and schedule.periodic's state topic
+     * (processor/periodic.h) */
+    char *compacted[3] = {kj_topic_status(&cli->cfg), kj_topic_control(&cli->cfg), NULL};
+    size_t ncompacted = 2;
     if (cli->cfg.periodic_count > 0) compacted[ncompacted++] = kj_periodic_state_topic(&cli->cfg);
     size_t total = count + ncompacted;
     rd_kafka_NewTopic_t **new_topics = calloc(total, sizeof(*new_topics));
@@ -190,6 +192,9 @@ int kj_cmd_topics(int argc, char **argv) {
         char *status = kj_topic_status(&cli.cfg);
         printf("%-40s %-6s %-5s %-10s %d\n", status, "status", "-", "-", 1);
         free(status);
+        char *control = kj_topic_control(&cli.cfg);
+        printf("%-40s %-6s %-5s %-10s %d\n", control, "ctl", "-", "-", 1);
+        free(control);
         if (cli.cfg.periodic_count > 0) {
             char *state = kj_periodic_state_topic(&cli.cfg);
             printf("%-40s %-6s %-5s %-10s %d\n", state, "sched", "-", "-", 1);

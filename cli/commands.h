@@ -16,5 +16,8 @@ int kj_cmd_lag(int argc, char **argv);
 int kj_cmd_version(int argc, char **argv);
 int kj_cmd_cron(int argc, char **argv);
 int kj_cmd_ui(int argc, char **argv);
+int kj_cmd_pause(int argc, char **argv);
+int kj_cmd_resume(int argc, char **argv);
+int kj_cmd_pauses(int argc, char **argv);
 
 #endif /* KJOBS_COMMANDS_H */

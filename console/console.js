@@ -247,6 +247,80 @@ async function showDetail(handle) {
   }
 }
 
+/* ---- controls: pauses and circuit breakers (processor/group_control.h) ------------------------ */
+
+function target(topic, partition) {
+  return partition === null || partition === undefined ? String(topic) : topic + ":" + partition;
+}
+
+function controlButton(label, action, topic, partition) {
+  const b = el("button", label);
+  b.type = "button";
+  b.dataset.action = action;
+  b.dataset.target = target(topic, partition);
+  b.hidden = !(state.config && state.config.allow_actions);
+  b.addEventListener("click", () => control(action, topic, partition, b));
+  return b;
+}
+
+function renderControls(c) {
+  const open = (c.breaker && c.breaker.open) || [];
+  $("breaker-note").textContent = open.length ? open.length + " open" : "none open";
+  fill("breakers", open.map((w) => row([w.worker_id, w.host, w.state, ago(w.age_ms) + (w.stale ? " (stale)" : "")])));
+  fill("pauses", (c.pauses || []).map((p) => {
+    const tr = row([target(p.topic, p.partition) + (p.partition === null ? " (whole topic)" : ""),
+      when(p.at), p.by, p.reason, (p.applied_by || []).join(", "),
+      controlButton("Resume", "resume", p.topic, p.partition)]);
+    tr.dataset.target = target(p.topic, p.partition);
+    return tr;
+  }));
+  const rows = [];
+  for (const t of c.topics || []) {
+    const head = row([t.topic, "all", "", "", "", t.paused ? "paused" : "running",
+      controlButton(t.paused ? "Resume topic" : "Pause topic", t.paused ? "resume" : "pause", t.topic, null)], "topic-row");
+    head.dataset.target = t.topic;
+    head.dataset.state = t.paused ? "paused" : "running";
+    rows.push(head);
+    for (const p of (c.partitions || []).filter((x) => x.topic === t.topic)) {
+      const held = (p.applied_by || []).length ? " (held by " + p.applied_by.join(", ") + ")" : "";
+      const st = p.paused === "partition" ? "paused" + held : p.paused === "topic" ? "paused with its topic" + held : "running";
+      const own = p.paused === "partition";
+      const tr = row([p.topic, p.partition, p.committed, p.log_end, p.lag, st,
+        p.paused === "topic" ? "" : controlButton(own ? "Resume" : "Pause", own ? "resume" : "pause", p.topic, p.partition)]);
+      tr.dataset.target = target(p.topic, p.partition);
+      tr.dataset.state = p.paused ? "paused" : "running";
+      tr.dataset.held = String((p.applied_by || []).length);
+      tr.dataset.lag = String(p.lag);
+      rows.push(tr);
+    }
+  }
+  fill("control-parts", rows);
+  showErrors(c.errors);
+}
+
+async function control(action, topic, partition, button) {
+  const out = $("control-result");
+  const body = action === "breaker-resume" ? {} : { topic: topic, partition: partition === undefined ? null : partition };
+  const reason = $("pause-reason").value.trim();
+  if (action === "pause" && reason) body.reason = reason;
+  if (button) button.disabled = true;
+  try {
+    await api("/api/controls/" + action, {
+      method: "POST",
+      headers: headers({ "Content-Type": "application/json", "X-Kjobs-Console": "1" }),
+      body: JSON.stringify(body),
+    });
+    out.textContent = action === "breaker-resume" ? "breaker resume requested"
+      : (action === "pause" ? "paused " : "resumed ") + target(topic, partition);
+    out.dataset.last = action + " " + (action === "breaker-resume" ? "" : target(topic, partition));
+  } catch (e) {
+    out.textContent = action + " failed: " + e.message;
+  } finally {
+    if (button) button.disabled = false;
+    schedule();
+  }
+}
+
 /* ---- actions (shown only when the console allows them: ui.allow_actions) ------------------ */
 
 /* Replay or discard the ticked dead letters (POST /api/dlq/replay or /api/dlq/discard). */
@@ -295,6 +369,7 @@ async function refresh() {
     if (state.page === "overview") renderOverview(await api("/api/overview"));
     else if (state.page === "retries") renderRetries(await api("/api/retries"));
     else if (state.page === "dlq") renderDlq(await api("/api/dlq?" + dlqQuery()));
+    else if (state.page === "controls") renderControls(await api("/api/controls"));
     document.body.dataset.loaded = state.page; /* for tests: this page has been filled */
   } catch (e) {
     showErrors([String(e.message)]);
@@ -326,6 +401,7 @@ async function start() {
   $("where").textContent = "group " + c.group + " · " + c.main_topic + " · " + c.version;
   $("mode").textContent = c.allow_actions ? "actions allowed" : "read-only";
   $("dlq-actions").hidden = !c.allow_actions;
+  for (const a of document.querySelectorAll(".control-actions")) a.hidden = !c.allow_actions;
   $("login").hidden = true;
   document.querySelector("main").hidden = false;
   show(state.page);
@@ -337,6 +413,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("payload-view").addEventListener("change", renderPayload);
   $("replay").addEventListener("click", () => actOnSelected("replay"));
   $("discard").addEventListener("click", () => actOnSelected("discard"));
+  $("breaker-resume").addEventListener("click", () => control("breaker-resume", null, null, $("breaker-resume")));
   $("login-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
     sessionStorage.setItem("kjobs-token", $("token").value);

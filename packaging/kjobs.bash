@@ -7,7 +7,7 @@
 
 _kjobs() {
     local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD - 1]}
-    local commands="run enqueue peek dlq lag topics ui broker cron schema version help"
+    local commands="run enqueue peek dlq lag topics ui pause resume pauses broker cron schema version help"
     local conn="-c -b -X"
     # the command is always the first word (`kjobs <command> [options]`), dlq's action the second
     local cmd=""
@@ -26,7 +26,7 @@ _kjobs() {
         -X)
             COMPREPLY=($(compgen -W "security.protocol= sasl.mechanism= ssl.ca.location= fetch.wait.max.ms=" -- "$cur"))
             compopt -o nospace 2>/dev/null; return ;;
-        -b | -G | --listen | --topic | --type | --key | --meta | --count | --partitions | --brokers | --timeout | --id | --delay | --at | --from | -n)
+        -b | -G | --listen | --topic | --reason | --type | --key | --meta | --count | --partitions | --brokers | --timeout | --id | --delay | --at | --from | -n)
             return ;;
         --tz)
             COMPREPLY=($(compgen -W "UTC Europe/ America/ Asia/ Australia/" -- "$cur"))
@@ -64,6 +64,9 @@ _kjobs() {
         lag) opts="$conn -G --topic --json --timeout" ;;
         topics) opts="$conn --create" ;;
         ui) opts="$conn -G --topic --listen" ;;
+        pause) opts="$conn --reason --timeout" ;;
+        resume) opts="$conn --breaker --timeout" ;;
+        pauses) opts="$conn --json --timeout" ;;
         broker) opts="-c --brokers --partitions --bootstrap-file --group-protocols" ;;
         cron)
             if ((COMP_CWORD == 2)) && [[ $cur != -* ]]; then

@@ -8,10 +8,13 @@
 #include <string.h>
 #include <strings.h>
 
+#include "common/clock.h"
 #include "console/assets.h"
 #include "processor/dlq_model.h"
+#include "processor/group_control.h"
 #include "processor/log.h"
 #include "processor/metrics.h"
+#include "processor/topic_layout.h"
 #include "processor/version.h"
 
 struct kj_console {
@@ -124,6 +127,8 @@ static bool api_get(kj_console *c, const kj_http_request *req, kj_http_response 
         return answer_json(resp, 200, kj_console_overview(c->data));
     if (strcmp(url, "/api/retries") == 0)
         return answer_json(resp, 200, kj_console_retries(c->data));
+    if (strcmp(url, "/api/controls") == 0)
+        return answer_json(resp, 200, kj_console_controls(c->data));
     if (strcmp(url, "/api/dlq") == 0) {
         kj_console_dlq_query q = {.type = kj_http_request_arg(req, "type"),
                                   .error_class = kj_http_request_arg(req, "class"),
@@ -228,11 +233,90 @@ static bool api_dlq_action(kj_console *c, const kj_http_request *req, kj_http_re
     return answer_json(resp, rc == KJ_DLQ_OK ? 200 : 502, out);
 }
 
-/* The action a POST route names ("replay", "discard"), or "unknown". */
+/* The action a POST route names (for its count and log line), or "unknown". */
 static const char *action_of(const char *url) {
     if (strcmp(url, "/api/dlq/replay") == 0) return "replay";
     if (strcmp(url, "/api/dlq/discard") == 0) return "discard";
+    if (strcmp(url, "/api/controls/pause") == 0) return "pause";
+    if (strcmp(url, "/api/controls/resume") == 0) return "resume";
+    if (strcmp(url, "/api/controls/breaker-resume") == 0) return "breaker-resume";
     return "unknown";
+}
+
+/* A consumed topic of the configuration (main or ladder): what a pause may name. */
+static bool consumed_topic(const kj_config *cfg, const char *topic) {
+    kj_topic_spec *specs;
+    size_t n = kj_topic_layout(cfg, &specs);
+    bool found = false;
+    for (size_t i = 0; i < n && !found; i++)
+        found = specs[i].role != KJ_TOPIC_DLQ && strcmp(specs[i].name, topic) == 0;
+    kj_topic_layout_free(specs, n);
+    return found;
+}
+
+/* POST /api/controls/{pause,resume,breaker-resume}: {"topic": T, "partition": P or null,
+ * "reason": "..."} (pause, resume) or {} (breaker-resume); processor/group_control.h. */
+static bool api_control(kj_console *c, const kj_http_request *req, kj_http_response *resp,
+                        const char *action) {
+    json_error_t jerr;
+    json_t *body = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+    bool breaker = strcmp(action, "breaker-resume") == 0, pause = strcmp(action, "pause") == 0;
+    kj_ctl_key k;
+    memset(&k, 0, sizeof(k));
+    k.kind = breaker ? KJ_CTL_BREAKER_RESUME : KJ_CTL_PAUSE;
+    k.partition = -1;
+    kj_ctl_value v;
+    memset(&v, 0, sizeof(v));
+    v.paused = pause;
+    v.at = kj_now_ms();
+    char who[KJ_CTL_MAX_BY - 8]; /* "console " + it fits "by" */
+    kj_ctl_whoami(who, sizeof(who));
+    snprintf(v.by, sizeof(v.by), "console %s", who);
+    const char *why = NULL;
+    json_t *topic = json_object_get(body, "topic"), *part = json_object_get(body, "partition");
+    json_t *reason = json_object_get(body, "reason");
+    if (!json_is_object(body)) {
+        why = "body must be a JSON object";
+    } else if (!breaker) {
+        const char *t = json_string_value(topic);
+        if (!t || !kj_ctl_topic_valid(t, strlen(t)))
+            why = "topic must be a topic name";
+        else if (!consumed_topic(c->cfg, t))
+            why = "topic is not the main topic or a retry-ladder topic of this console's "
+                  "configuration";
+        else if (part && !json_is_null(part) &&
+                 (!json_is_integer(part) || json_integer_value(part) < 0 ||
+                  json_integer_value(part) > INT32_MAX))
+            why = "partition must be a non-negative integer, or null for the whole topic";
+        else if (reason && (!json_is_string(reason) || !pause ||
+                            json_string_length(reason) > KJ_CTL_MAX_REASON))
+            why = "reason: a string of at most 512 bytes, for a pause";
+        if (!why) {
+            snprintf(k.topic, sizeof(k.topic), "%s", t);
+            if (json_is_integer(part)) k.partition = (int32_t)json_integer_value(part);
+            if (reason) snprintf(v.reason, sizeof(v.reason), "%s", json_string_value(reason));
+        }
+    }
+    json_decref(body);
+    json_t *detail = breaker
+                         ? json_object()
+                         : json_pack("{s:s,s:o}", "topic", k.topic, "partition",
+                                     k.partition >= 0 ? json_integer(k.partition) : json_null());
+    if (why) {
+        record_action(action, "refused", detail);
+        json_decref(detail);
+        return answer_error(resp, 400, why);
+    }
+    char err[512] = "";
+    int rc = kj_console_control(c->data, &k, pause || breaker ? &v : NULL, err, sizeof(err));
+    record_action(action, rc == 0 ? "ok" : rc == 2 ? "refused" : "error", detail);
+    if (rc != 0) {
+        json_decref(detail);
+        return answer_error(resp, rc == 2 ? 400 : 502, err);
+    }
+    json_object_set_new(detail, "ok", json_true());
+    json_object_set_new(detail, "action", json_string(action));
+    return answer_json(resp, 200, detail);
 }
 
 static bool api_post(kj_console *c, const kj_http_request *req, kj_http_response *resp) {
@@ -244,6 +328,7 @@ static bool api_post(kj_console *c, const kj_http_request *req, kj_http_response
     }
     if (strcmp(action, "replay") == 0) return api_dlq_action(c, req, resp, false);
     if (strcmp(action, "discard") == 0) return api_dlq_action(c, req, resp, true);
+    if (strcmp(action, "unknown") != 0) return api_control(c, req, resp, action);
     return answer_error(resp, 404, "no such action");
 }
 

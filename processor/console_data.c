@@ -34,9 +34,12 @@ struct kj_console_data {
     bool thread_started;
     atomic_bool stop, loaded;
     pthread_mutex_t workers_mu;
-    json_t *workers;           /* key -> latest record */
-    bool workers_full_logged;  /* (status thread) */
-    pthread_mutex_t action_mu; /* one replay at a time (the loop guard's marker) */
+    json_t *workers;            /* key -> latest record */
+    bool workers_full_logged;   /* (status thread) */
+    pthread_mutex_t action_mu;  /* one replay at a time (the loop guard's marker) */
+    pthread_mutex_t control_mu; /* the control follower below */
+    kj_ctl_follower *control;   /* the operator's controls (group_control.h) */
+    bool control_loaded;        /* read to its end once; polled from then on */
 };
 
 /* A consumer that never joins a group: group.id is set (librdkafka wants one for
@@ -123,9 +126,12 @@ static json_t *status_project(const json_t *raw) {
         if (i >= KJ_CONSOLE_LIST_MAX) break;
         json_t *t = proj_string(json_object_get(e, "topic"));
         json_t *p = proj_int(json_object_get(e, "partition"));
-        if (t && p)
-            json_array_append_new(parts, json_pack("{s:o,s:o}", "topic", t, "partition", p));
-        else {
+        if (t && p) {
+            json_t *kept = json_pack("{s:o,s:o}", "topic", t, "partition", p);
+            if (json_is_true(json_object_get(e, "paused")))
+                json_object_set_new(kept, "paused", json_true());
+            json_array_append_new(parts, kept);
+        } else {
             json_decref(t);
             json_decref(p);
         }
@@ -313,6 +319,8 @@ kj_console_data *kj_console_data_new(const kj_config *cfg, char *err, size_t err
     pthread_mutex_init(&d->kafka_mu, NULL);
     pthread_mutex_init(&d->workers_mu, NULL);
     pthread_mutex_init(&d->action_mu, NULL);
+    pthread_mutex_init(&d->control_mu, NULL);
+    if (!(d->control = kj_ctl_follower_new(cfg, err, errsz))) goto fail;
     rd_kafka_conf_t *conf = kj_kafka_conf_new(cfg, err, errsz);
     if (!conf || kj_group_lag_conf_set(conf, cfg->group, err, errsz) ||
         !(d->group_rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, errsz))) {
@@ -343,7 +351,9 @@ void kj_console_data_free(kj_console_data *d) {
         rd_kafka_consumer_close(d->group_rk);
         rd_kafka_destroy(d->group_rk);
     }
+    kj_ctl_follower_free(d->control);
     json_decref(d->workers);
+    pthread_mutex_destroy(&d->control_mu);
     pthread_mutex_destroy(&d->kafka_mu);
     pthread_mutex_destroy(&d->workers_mu);
     pthread_mutex_destroy(&d->action_mu);
@@ -783,4 +793,165 @@ int kj_console_dlq_replay(kj_console_data *d, const char *const *refs, size_t co
 int kj_console_dlq_discard(kj_console_data *d, const char *const *refs, size_t count, bool dry_run,
                            json_t **out) {
     return dlq_action(d, refs, count, dry_run, true, out);
+}
+
+/* ---- controls ------------------------------------------------------------------------------- */
+
+/* The control state up to date: read to its end on first use (again after a failure), then
+ * whatever arrived since, without waiting. NULL, or why it is not available.
+ * @locks_required control_mu */
+static const char *controls_ready(kj_console_data *d, char *err, size_t errsz) {
+    if (d->control_loaded) {
+        kj_ctl_follower_poll(d->control, 100000, NULL, NULL);
+        return NULL;
+    }
+    int rc = kj_ctl_follower_load(d->control, kj_now_ms() + KJ_CONSOLE_TIMEOUT_MS, err, errsz);
+    if (rc == 0) {
+        d->control_loaded = true;
+        return NULL;
+    }
+    if (rc == 1)
+        snprintf(err, errsz,
+                 "the control topic does not exist: pauses cannot be read or written (create it "
+                 "with `kjobs topics --create`)");
+    return err;
+}
+
+/* "topic:partition" -> [worker ids whose last status record holds it paused]; the open
+ * breakers. @locks_required none (takes workers_mu) */
+static json_t *applied_map(kj_console_data *d, json_t *open, int64_t now) {
+    json_t *map = json_object();
+    pthread_mutex_lock(&d->workers_mu);
+    const char *key;
+    json_t *rec;
+    json_object_foreach(d->workers, key, rec) {
+        json_int_t at = json_integer_value(json_object_get(rec, "reported_at"));
+        json_int_t every = json_integer_value(json_object_get(rec, "interval_ms"));
+        bool stale = every <= 0 || now - at > 3 * every;
+        const char *id = json_string_value(json_object_get(rec, "worker_id"));
+        if (!id) id = key;
+        if (json_is_true(json_object_get(json_object_get(rec, "breaker"), "open")))
+            json_array_append_new(
+                open,
+                json_pack("{s:s,s:O,s:O,s:I,s:b}", "worker_id", id, "host",
+                          json_object_get(rec, "host") ? json_object_get(rec, "host") : json_null(),
+                          "state",
+                          json_object_get(rec, "state") ? json_object_get(rec, "state")
+                                                        : json_null(),
+                          "age_ms", (json_int_t)(now - at), "stale", stale));
+        if (stale) continue;
+        size_t i;
+        json_t *e;
+        json_array_foreach(json_object_get(json_object_get(rec, "assignment"), "partitions"), i,
+                           e) {
+            if (!json_is_true(json_object_get(e, "paused"))) continue;
+            char tp[320];
+            snprintf(tp, sizeof(tp), "%s:%lld", json_string_value(json_object_get(e, "topic")),
+                     (long long)json_integer_value(json_object_get(e, "partition")));
+            json_t *list = json_object_get(map, tp);
+            if (!list) json_object_set_new(map, tp, list = json_array());
+            json_array_append_new(list, json_string(id));
+        }
+    }
+    pthread_mutex_unlock(&d->workers_mu);
+    return map;
+}
+
+static json_t *applied_by(json_t *map, const char *topic, int32_t partition) {
+    char tp[320];
+    snprintf(tp, sizeof(tp), "%s:%d", topic, (int)partition);
+    json_t *list = json_object_get(map, tp);
+    return list ? json_incref(list) : json_array();
+}
+
+json_t *kj_console_controls(kj_console_data *d) {
+    int64_t now = kj_now_ms();
+    json_t *errors = json_array(), *open = json_array();
+    char *topic = kj_topic_control(d->cfg);
+    json_t *out = json_pack("{s:I,s:s}", "now", (json_int_t)now, "control_topic", topic);
+    free(topic);
+    json_t *map = applied_map(d, open, now);
+    /* the state, copied out under its lock */
+    char err[512] = "";
+    size_t n = 0;
+    kj_ctl_pause *pauses = NULL;
+    int64_t last_resume = -1;
+    pthread_mutex_lock(&d->control_mu);
+    const char *why = controls_ready(d, err, sizeof(err));
+    if (why) {
+        add_error(errors, "controls", why);
+    } else {
+        kj_ctl_state *st = kj_ctl_follower_state(d->control);
+        const kj_ctl_pause *list = kj_ctl_state_list(st, &n);
+        pauses = calloc(n ? n : 1, sizeof(*pauses));
+        if (!pauses) abort();
+        if (n) memcpy(pauses, list, n * sizeof(*pauses));
+        last_resume = kj_ctl_state_breaker_resume_at(st);
+    }
+    pthread_mutex_unlock(&d->control_mu);
+    json_t *jp = json_array();
+    for (size_t i = 0; i < n; i++) {
+        json_t *o = kj_ctl_pause_json(&pauses[i]);
+        if (pauses[i].partition >= 0)
+            json_object_set_new(o, "applied_by",
+                                applied_by(map, pauses[i].topic, pauses[i].partition));
+        json_array_append_new(jp, o);
+    }
+    json_object_set_new(out, "pauses", jp);
+    /* every consumed topic and partition, with the group's lag and whether it is paused */
+    pthread_mutex_lock(&d->kafka_mu);
+    kj_lag_row *rows = NULL;
+    size_t count = 0;
+    int rc = kj_group_lag_read(d->group_rk, d->cfg, KJ_CONSOLE_TIMEOUT_MS, &rows, &count);
+    pthread_mutex_unlock(&d->kafka_mu);
+    if (rc < 0) add_error(errors, "lag", "the cluster did not answer (see the console's log)");
+    json_t *topics = json_array(), *parts = json_array();
+    kj_topic_spec *specs;
+    size_t spec_count = kj_topic_layout(d->cfg, &specs);
+    for (size_t t = 0; t < spec_count; t++) {
+        if (specs[t].role == KJ_TOPIC_DLQ) continue;
+        bool topic_paused = false;
+        for (size_t i = 0; i < n && !topic_paused; i++)
+            topic_paused = pauses[i].partition < 0 && strcmp(pauses[i].topic, specs[t].name) == 0;
+        json_array_append_new(topics, json_pack("{s:s,s:s,s:i,s:b}", "topic", specs[t].name, "role",
+                                                kj_topic_role_name(specs[t].role), "step",
+                                                specs[t].step, "paused", topic_paused));
+    }
+    kj_topic_layout_free(specs, spec_count);
+    for (size_t r = 0; r < count; r++) {
+        const char *paused = NULL;
+        for (size_t i = 0; i < n; i++) {
+            if (strcmp(pauses[i].topic, rows[r].topic) != 0) continue;
+            if (pauses[i].partition == rows[r].partition) paused = "partition";
+            if (pauses[i].partition < 0 && !paused) paused = "topic";
+        }
+        json_t *o = lag_json(&rows[r]);
+        json_object_set_new(o, "paused", paused ? json_string(paused) : json_null());
+        json_object_set_new(o, "applied_by", applied_by(map, rows[r].topic, rows[r].partition));
+        json_array_append_new(parts, o);
+    }
+    kj_group_lag_free(rows, count);
+    free(pauses);
+    json_decref(map);
+    json_object_set_new(out, "topics", topics);
+    json_object_set_new(out, "partitions", parts);
+    json_object_set_new(out, "breaker",
+                        json_pack("{s:o,s:o}", "open", open, "last_resume_at",
+                                  last_resume >= 0 ? json_integer(last_resume) : json_null()));
+    json_object_set_new(out, "errors", errors);
+    return out;
+}
+
+int kj_console_control(kj_console_data *d, const kj_ctl_key *k, const kj_ctl_value *v, char *err,
+                       size_t errsz) {
+    int64_t offset = -1;
+    int rc = kj_ctl_write(d->cfg, k, v, KJ_CONSOLE_TIMEOUT_MS, &offset, err, errsz);
+    if (rc != 0) return rc;
+    /* read it back, so that the page's next load shows it (bounded: it is written) */
+    char why[512];
+    pthread_mutex_lock(&d->control_mu);
+    if (!controls_ready(d, why, sizeof(why)))
+        kj_ctl_follower_catch_up(d->control, offset, kj_now_ms() + 3000, NULL, NULL);
+    pthread_mutex_unlock(&d->control_mu);
+    return 0;
 }

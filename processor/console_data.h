@@ -24,6 +24,12 @@
  *   Dead letters. processor/dlq_model.h on each request (a fresh snapshot): the list with the
  *   selection of `kjobs dlq list` plus error text and time filters, newest last, capped.
  *
+ *   Controls. The operator's pauses and breaker resumes (processor/group_control.h): a follower
+ *   of the control topic, loaded on first use and polled (without waiting) on each request; a
+ *   write from this console is read back before it is answered, so the next page load shows it.
+ *   Which workers hold a pause comes from their status records ("paused" in the assignment),
+ *   the breakers that are open from their "breaker" field.
+ *
  *   Everything returned is built from untrusted input (job data, headers, status records from
  *   any producer); it is JSON-escaped by jansson and the page renders it as text only.
  *
@@ -37,6 +43,7 @@
 #include <stdint.h>
 
 #include "processor/config.h"
+#include "processor/group_control.h"
 
 typedef struct kj_console_data kj_console_data;
 
@@ -115,5 +122,21 @@ int kj_console_dlq_replay(kj_console_data *d, const char *const *refs, size_t co
  */
 int kj_console_dlq_discard(kj_console_data *d, const char *const *refs, size_t count, bool dry_run,
                            json_t **out);
+
+/**
+ * {"now", "control_topic", "pauses": [kj_ctl_pause_json + "applied_by": [worker ids]],
+ * "topics": [{topic, role, step, paused}], "partitions": [{topic, role, partition, committed,
+ * log_end, lag, paused ("partition", "topic" or null), applied_by: [worker ids]}], "breaker":
+ * {"open": [{worker_id, host, state, age_ms, stale}], "last_resume_at"}, "errors"}. Never NULL.
+ */
+json_t *kj_console_controls(kj_console_data *d);
+
+/**
+ * Writes the control record of key `k` (value `v`, NULL: a pause's resume; kj_ctl_write), then
+ * reads the control topic up to it so the next kj_console_controls shows it. Returns
+ * kj_ctl_write's result (0, 1 topic missing, 2 no such target, -1) with err set unless 0.
+ */
+int kj_console_control(kj_console_data *d, const kj_ctl_key *k, const kj_ctl_value *v, char *err,
+                       size_t errsz);
 
 #endif /* KJOBS_CONSOLE_DATA_H */

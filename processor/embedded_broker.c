@@ -77,6 +77,11 @@ kj_embedded_broker *kj_embedded_broker_start(const kj_config *cfg, int brokers, 
         rc = create_topic(b, status, 1, errstr, errstr_size);
         free(status);
     }
+    if (rc == 0) { /* the operator's control topic (processor/group_control.h): 1 partition */
+        char *control = kj_topic_control(cfg);
+        rc = create_topic(b, control, 1, errstr, errstr_size);
+        free(control);
+    }
     if (rc) goto fail;
     kj_log(KJ_LOG_INFO, "embedded broker started", "{s:s,s:i}", "bootstrap", b->bootstrap,
            "brokers", brokers);

@@ -429,6 +429,12 @@ void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t count, voi
         skip_batch(w, vl, items, count);
         return;
     }
+    if (atomic_load(&part->op_hold)) {
+        /* an operator paused the partition (group_control.h): not run; fetched again, from
+         * the first uncompleted offset, when it is resumed */
+        skip_batch(w, vl, items, count);
+        return;
+    }
     /* Crash-loop guard: no job of a partition runs before its "live" mark is on record. A batch
      * due before that waits parked, holding no worker; crash_guard_armed wakes the lanes (a
      * wake racing this requeue makes it due at once: kj_engine_lane_wake). */

@@ -579,7 +579,7 @@ static struct {
         *retry, *dlq, *route_errors, *decode_errors, *exec_stray, *breaker, *ready, *build_info,
         *truncated, *invalid_headers, *hops, *trace_invalid, *sr_requests, *sr_waiting,
         *periodic_enqueued, *periodic_next, *throttle_wait, *console_actions, *console_oldest,
-        *console_ladder, *console_dlq, *console_dlq_unresolved;
+        *console_ladder, *console_dlq, *console_dlq_unresolved, *operator_paused;
     kj_metric_handle *commit_ok, *commit_error;
     pthread_mutex_t version_mu;
     char version[KJ_METRICS_MAX_LABEL_LEN + 1];
@@ -678,6 +678,9 @@ static const struct kj_metric_def {
     {&g_kj.console_dlq_unresolved, "kjobs_dlq_unresolved_dead_letters", KJ_METRIC_GAUGE,
      "Console (kjobs ui): retained dead letters neither replayed nor discarded.", 1, {"topic"},
      NULL, 0},
+    {&g_kj.operator_paused, "kjobs_partitions_paused_by_operator", KJ_METRIC_GAUGE,
+     "Partitions assigned to this member that an operator paused (kjobs pause, the console).",
+     0, {0}, NULL, 0},
     {&g_kj.breaker, "kjobs_circuit_breaker_open", KJ_METRIC_GAUGE,
      "1 while the circuit breaker is open, else 0.", 0, {0}, NULL, 0},
     {&g_kj.ready, "kjobs_ready", KJ_METRIC_GAUGE, "1 while the worker is ready (/readyz 200).", 0,
@@ -899,6 +902,11 @@ void kj_metrics_console_dlq(const char *topic, int64_t retained, int64_t unresol
 void kj_metrics_circuit_breaker_set(bool open) {
     kj_metrics_ensure();
     kj_gauge_set(kj_family_default(g_kj.breaker), open ? 1 : 0);
+}
+
+void kj_metrics_operator_paused_set(int partitions) {
+    kj_metrics_ensure();
+    kj_gauge_set(kj_family_default(g_kj.operator_paused), partitions);
 }
 
 void kj_metrics_ready_set(bool ready) {

@@ -87,7 +87,10 @@
  *       or late reply, a batch_id never sent, output between batches): discarded with a warning.
  *   kjobs_console_actions_total{action,result}  counter
  *       Actions taken from the operator console (`kjobs ui`, processor/console.h): action =
- *       replay; result = ok | partial | error | refused. Served on the console's /metrics.
+ *       replay, pause, resume, breaker-resume; result = ok | partial | error | refused. Served
+ *       on the console's /metrics.
+ *   kjobs_partitions_paused_by_operator  gauge
+ *       Partitions assigned to this member held by an operator's pause (group_control.h).
  *   kjobs_circuit_breaker_open  gauge
  *       1 while the circuit breaker is open (handlers not called), else 0.
  *   kjobs_ready  gauge
@@ -278,6 +281,8 @@ void kj_metrics_console_retry_waiting(int step, const char *topic, int64_t jobs)
 /** kjobs_dlq_dead_letters{topic} and kjobs_dlq_unresolved_dead_letters{topic}. */
 void kj_metrics_console_dlq(const char *topic, int64_t retained, int64_t unresolved);
 void kj_metrics_circuit_breaker_set(bool open);
+/** kjobs_partitions_paused_by_operator: assigned partitions held by an operator's pause. */
+void kj_metrics_operator_paused_set(int partitions);
 /** result: "found", "unknown", "incompatible" or "error" (one GET /schemas/ids/{id}). */
 void kj_metrics_schema_registry_request(const char *result);
 /** +1 when a batch starts waiting for the Schema Registry, -1 when it stops. */

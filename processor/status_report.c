@@ -87,10 +87,12 @@ static json_t *seconds_or_null(double s) {
 static json_t *build(const kj_status_input *in, size_t listed) {
     const kj_metrics_summary *m = &in->summary;
     json_t *parts = json_array();
-    for (size_t i = 0; i < listed; i++)
-        json_array_append_new(parts,
-                              json_pack("{s:o,s:i}", "topic", str_or_null(in->parts[i].topic),
-                                        "partition", (int)in->parts[i].partition));
+    for (size_t i = 0; i < listed; i++) {
+        json_t *p = json_pack("{s:o,s:i}", "topic", str_or_null(in->parts[i].topic), "partition",
+                              (int)in->parts[i].partition);
+        if (p && in->parts[i].paused) json_object_set_new(p, "paused", json_true());
+        json_array_append_new(parts, p);
+    }
     json_t *jobs = json_object();
     for (int o = 0; o < KJ_JOB_OUTCOME_COUNT; o++)
         json_object_set_new(jobs, kj_job_outcome_name((kj_job_outcome)o),

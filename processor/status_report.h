@@ -55,6 +55,7 @@
 typedef struct kj_status_part {
     const char *topic;
     int32_t partition;
+    bool paused; /* held by an operator's pause (group_control.h): "paused": true */
 } kj_status_part;
 
 /** Everything a record says; strings are borrowed for the call. */

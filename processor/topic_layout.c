@@ -48,3 +48,11 @@ char *kj_topic_status(const kj_config *cfg) {
     snprintf(s, n, "%s.status", cfg->main_topic);
     return s;
 }
+
+char *kj_topic_control(const kj_config *cfg) {
+    size_t n = strlen(cfg->main_topic) + sizeof ".control";
+    char *s = malloc(n);
+    if (!s) abort();
+    snprintf(s, n, "%s.control", cfg->main_topic);
+    return s;
+}

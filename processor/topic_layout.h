@@ -32,4 +32,11 @@ const char *kj_topic_role_name(kj_topic_role role);
  */
 char *kj_topic_status(const kj_config *cfg);
 
+/**
+ * "<topics.main>.control": the compacted one-partition topic of the operator's controls (pauses,
+ * breaker resume; processor/group_control.h). Not in the layout above: a worker runs without it
+ * (it then obeys no control, and says so). malloc'd; free() it.
+ */
+char *kj_topic_control(const kj_config *cfg);
+
 #endif /* KJOBS_TOPIC_LAYOUT_H */

@@ -99,6 +99,15 @@ static void handle_message(kj_worker *w, rd_kafka_message_t *msg) {
         rd_kafka_message_destroy(msg);
         return;
     }
+    if (atomic_load(&p->op_hold)) {
+        /* an operator paused it and this record was fetched before the pause took: it is not
+         * run (its offset stays uncompleted, so nothing commits past it) and is fetched again
+         * when the partition is resumed */
+        atomic_store(&p->needs_rewind, true);
+        rd_kafka_message_destroy(msg);
+        if (!p->paused) pause_part(w, p, false);
+        return;
+    }
     int64_t not_before = 0;
     if (p->role == KJ_TOPIC_RETRY) {
         /* Held until its not-before, but never longer than the step's delay after it was
@@ -172,26 +181,10 @@ static void drop_pending(kj_worker *w) {
 
 static void rewind_and_resume_all(kj_worker *w) {
     for (kj_part *p = w->parts; p; p = p->next) {
-        if (atomic_exchange(&p->needs_rewind, false)) {
-            pthread_mutex_lock(&p->lock);
-            int64_t from = kj_offset_tracker_committable(p->tracker);
-            if (from >= 0) kj_offset_tracker_reset(p->tracker, from);
-            pthread_mutex_unlock(&p->lock);
-            p->position_known = false; /* until a record arrives from the new position */
-            if (from >= 0) {
-                rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-                rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset = from;
-                rd_kafka_error_t *error = rd_kafka_seek_partitions(w->consumer, l, 10000);
-                if (error) {
-                    kj_log(KJ_LOG_ERROR, "rewind: seek failed", "{s:s,s:i,s:s}", "topic", p->topic,
-                           "partition", p->partition, "error", rd_kafka_error_string(error));
-                    rd_kafka_error_destroy(error);
-                }
-                rd_kafka_topic_partition_list_destroy(l);
-            }
-        }
-        /* an arming (or held) partition stays paused: the tick resumes it once armed */
-        if (!part_held(p)) resume_part(w, p);
+        part_rewind(w, p);
+        /* an arming (or held) partition stays paused: the tick resumes it once armed; one an
+         * operator paused stays paused until resumed (control_tick) */
+        if (!part_held(p) && !atomic_load(&p->op_hold)) resume_part(w, p);
     }
 }
 
@@ -266,6 +259,77 @@ static bool breaker_tick(kj_worker *w, int64_t now) {
     return false;
 }
 
+/* ---- the operator's controls (processor/group_control.h) ----------------------------------- */
+
+/* Every assigned partition held exactly while the control state pauses it (its own key or its
+ * topic's). @locality poll thread */
+static void control_sync(kj_worker *w) {
+    kj_ctl_state *state = kj_ctl_follower_state(w->control);
+    for (kj_part *p = w->parts; p; p = p->next) {
+        if (!p->lanes) continue;
+        const kj_ctl_pause *why = kj_ctl_state_paused(state, p->topic, p->partition);
+        if (why && !atomic_load(&p->op_hold))
+            part_hold(w, p, why);
+        else if (!why && atomic_load(&p->op_hold))
+            part_release(w, p);
+    }
+}
+
+/* A control record read live. A breaker resume acts like SIGUSR1 — on a breaker that is open
+ * and opened before the record was written (its "at", with KJ_CTL_CLOCK_SKEW_MS for hosts whose
+ * clocks differ): a resume meant for an earlier trip, read late, does not close a new one. */
+static void on_control(kj_ctl_change change, const kj_ctl_key *k, const kj_ctl_value *v,
+                       void *opaque) {
+    kj_worker *w = opaque;
+    if (change != KJ_CTL_BREAKER) { /* applied by control_sync (one line per partition) */
+        kj_log(KJ_LOG_DEBUG, change == KJ_CTL_PAUSED ? "control: pause" : "control: resume",
+               "{s:s,s:i}", "topic", k->topic, "partition", (int)k->partition);
+        return;
+    }
+    if (!atomic_load(&w->breaker_open)) {
+        kj_log(KJ_LOG_INFO, "control: breaker resume ignored (the circuit breaker is not open)",
+               "{s:s,s:I}", "by", v->by, "at", (json_int_t)v->at);
+        return;
+    }
+    int64_t opened = w->breaker_handled ? w->breaker_opened_at : kj_now_ms();
+    if (v->at + KJ_CTL_CLOCK_SKEW_MS < opened) {
+        kj_log(KJ_LOG_INFO,
+               "control: breaker resume ignored (written before the circuit breaker opened)",
+               "{s:s,s:I,s:I}", "by", v->by, "at", (json_int_t)v->at, "opened_at",
+               (json_int_t)opened);
+        return;
+    }
+    kj_log(KJ_LOG_WARN, "control: circuit breaker resume requested by operator", "{s:s,s:I}", "by",
+           v->by, "at", (json_int_t)v->at);
+    kj_worker_request_breaker_reset(w);
+}
+
+/* Follow the control topic (without waiting) and apply what changed. @locality poll thread */
+static void control_tick(kj_worker *w, int64_t now) {
+    (void)now;
+    if (!w->control) return;
+    if (kj_ctl_follower_poll(w->control, 1000, on_control, w) > 0) control_sync(w);
+}
+
+/* Newly assigned partitions get the control state at once, before a record of theirs is
+ * handed out (the assignment resumed them: hold them again). @locality poll thread, in the
+ * rebalance callback */
+void control_assigned(kj_worker *w, const rd_kafka_topic_partition_list_t *parts) {
+    if (!w->control) return;
+    kj_ctl_state *state = kj_ctl_follower_state(w->control);
+    for (int i = 0; i < parts->cnt; i++) {
+        kj_part *p = part_lookup(w, NULL, parts->elems[i].topic, parts->elems[i].partition);
+        if (!p || !p->lanes) continue;
+        const kj_ctl_pause *why = kj_ctl_state_paused(state, p->topic, p->partition);
+        if (atomic_load(&p->op_hold) && why)
+            pause_part(w, p, false);
+        else if (why)
+            part_hold(w, p, why);
+        else if (atomic_load(&p->op_hold))
+            part_release(w, p);
+    }
+}
+
 /* The worker's state as its status record names it (docs/console.md). */
 static const char *status_state(kj_worker *w) {
     if (atomic_load(&w->draining)) return "draining";
@@ -285,7 +349,8 @@ static void publish_status(kj_worker *w, int64_t now) {
     if (!parts) return;
     n = 0;
     for (kj_part *p = w->parts; p; p = p->next)
-        parts[n++] = (kj_status_part){.topic = p->topic, .partition = p->partition};
+        parts[n++] = (kj_status_part){
+            .topic = p->topic, .partition = p->partition, .paused = atomic_load(&p->op_hold)};
     kj_status_input in = {.state = status_state(w), .parts = parts, .part_count = n};
     kj_metrics_summary_get(&in.summary);
     in.summary.in_flight = (double)kj_engine_in_flight_items(w->engine);
@@ -301,6 +366,7 @@ static void tick(kj_worker *w, int64_t now, int64_t *last_commit, int64_t *last_
     size_t low = (size_t)w->cfg->batch_max_pending / 2;
     drop_wake_answers(w);
     kj_key_order_tick(w->key_order, key_order_ready, w);
+    control_tick(w, now);
     bool held = breaker_tick(w, now);
     if (w->stall_detected_at) {
         held = true;
@@ -314,7 +380,21 @@ static void tick(kj_worker *w, int64_t now, int64_t *last_commit, int64_t *last_
         if (p->to_keys && p->lanes) part_to_key_lanes(p);
     retired_tick(w);
     for (kj_part *p = w->parts; p && !held; p = p->next) {
-        if (!p->paused || !p->lanes || part_held(p) || p->to_keys) continue;
+        if (!p->op_rewind || atomic_load(&p->op_hold) || !p->lanes) continue;
+        /* resumed by the operator: restart at its first uncompleted offset once none of its
+         * batches runs any more (what was skipped or dropped while paused runs then) */
+        bool idle = true;
+        for (int i = 0; i < p->nlanes; i++)
+            idle &= kj_engine_lane_idle(p->lanes[i].lane);
+        if (!idle) continue;
+        p->op_rewind = false;
+        part_rewind(w, p);
+        if (!part_held(p) && !p->to_keys) resume_part(w, p);
+    }
+    for (kj_part *p = w->parts; p && !held; p = p->next) {
+        if (!p->paused || !p->lanes || part_held(p) || p->to_keys || atomic_load(&p->op_hold) ||
+            p->op_rewind)
+            continue;
         size_t pending = part_load(p);
         if (pending > low) continue;
         if (p->paused_for_delay && part_head_not_before(p) > now) continue;
@@ -335,7 +415,7 @@ static void tick(kj_worker *w, int64_t now, int64_t *last_commit, int64_t *last_
             pthread_mutex_unlock(&p->lock);
             if (pos < 0) pos = p->committed >= 0 ? p->committed : lo;
             kj_metrics_lag_set(p->topic, p->partition, hi > pos ? hi - pos : 0);
-            stuck_check(w, p, now, pos, hi, held);
+            stuck_check(w, p, now, pos, hi, held || atomic_load(&p->op_hold));
         }
         *last_lag = now;
     }
@@ -915,6 +995,33 @@ static int consumer_new(kj_worker *w, char *errstr, size_t errstr_size) {
     return 0;
 }
 
+/* The operator's controls, read to the end before the worker joins its group, so a restarted
+ * worker never runs a job of a partition paused meanwhile. Without the control topic the worker
+ * runs without controls (as without its status topic), and says so; a topic that exists but
+ * cannot be read in time stops the start. Returns 0, or -1 with errstr. */
+#define KJ_CONTROL_LOAD_MS 30000
+static int control_load(kj_worker *w, char *errstr, size_t errstr_size) {
+    if (!(w->control = kj_ctl_follower_new(w->cfg, errstr, errstr_size))) return -1;
+    char *topic = kj_topic_control(w->cfg);
+    int rc =
+        kj_ctl_follower_load(w->control, kj_now_ms() + KJ_CONTROL_LOAD_MS, errstr, errstr_size);
+    if (rc == 1) {
+        kj_log(KJ_LOG_WARN,
+               "control topic missing: operator pauses and breaker resumes are not obeyed by "
+               "this worker (create it with `kjobs topics --create`)",
+               "{s:s}", "topic", topic);
+        kj_ctl_follower_free(w->control);
+        w->control = NULL;
+    } else if (rc == 0) {
+        size_t n;
+        kj_ctl_state_list(kj_ctl_follower_state(w->control), &n);
+        kj_log(KJ_LOG_INFO, "operator controls read", "{s:s,s:i}", "topic", topic, "pauses",
+               (int)n);
+    }
+    free(topic);
+    return rc < 0 ? -1 : 0;
+}
+
 kj_worker *kj_worker_new(const kj_config *cfg, kj_handler_registry *handlers, char *errstr,
                          size_t errstr_size) {
     kj_worker *w = calloc(1, sizeof(*w));
@@ -946,6 +1053,7 @@ kj_worker *kj_worker_new(const kj_config *cfg, kj_handler_registry *handlers, ch
     if (consumer_new(w, errstr, errstr_size) != 0) goto fail;
 
     if (check_topics(w, errstr, errstr_size) != 0) goto fail;
+    if (control_load(w, errstr, errstr_size) != 0) goto fail;
     if (kj_config_retry_key_ordered(cfg) && cfg->retry_delay_count == 0)
         kj_log(KJ_LOG_WARN,
                "retry.ordering = \"key\" has no effect without a ladder (retry.delays is "
@@ -1029,6 +1137,7 @@ void kj_worker_free(kj_worker *w) {
     kj_deadline_watch_stop(w->deadlines); /* after the handler threads are joined */
     if (w->router) kj_router_free(w->router);
     kj_status_reporter_free(w->status);
+    kj_ctl_follower_free(w->control);
     while (w->retired) { /* no batch runs and no copy completes any more */
         kj_part *r = w->retired;
         w->retired = r->retired_next;

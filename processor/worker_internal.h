@@ -31,6 +31,7 @@
 #include "processor/kafka.h"
 #include "common/clock.h"
 #include "processor/crash_guard.h"
+#include "processor/group_control.h"
 #include "processor/handler_deadline.h"
 #include "common/hash.h"
 #include "processor/header_contract.h"
@@ -106,9 +107,15 @@ typedef struct kj_part {
     int64_t careful_end;   /* (poll) careful mode's end as planned on assignment; 0 none */
     pthread_mutex_t lock;
     kj_offset_tracker *tracker;
-    int64_t committed;            /* (poll) last committed offset, -1 none */
-    bool paused;                  /* (poll) we paused it */
-    bool paused_for_delay;        /* (poll) ... because the ladder head is not due */
+    int64_t committed;     /* (poll) last committed offset, -1 none */
+    bool paused;           /* (poll) we paused it */
+    bool paused_for_delay; /* (poll) ... because the ladder head is not due */
+    /* An operator's pause (group_control.h, control_tick in worker.c): held apart from the
+     * pauses above, so no resume path of theirs (back-pressure, a due ladder head, a breaker
+     * or stall rewind, an assignment) lets it fetch. Batches of it are skipped (run_batch),
+     * never started; the skipped tail is fetched again when it is resumed (op_rewind). */
+    atomic_bool op_hold;          /* written by the poll thread, read by run_batch */
+    bool op_rewind;               /* (poll) resumed: rewind once none of its batches runs */
     atomic_bool needs_rewind;     /* batches were skipped while the breaker was open */
     atomic_bool revoking;         /* being revoked: a batch waiting for the registry gives up */
     atomic_bool abandoned;        /* revoked while a batch still ran (revoke_lanes): that batch's
@@ -169,6 +176,8 @@ struct kj_worker {
     kj_deadline_watch *deadlines; /* handler time limits' watchdog; NULL when no type has one */
     kj_key_order *key_order;      /* retry.ordering = "key" with a ladder; else NULL */
     kj_status_reporter *status;   /* status records for the console; NULL when off or no topic */
+    kj_ctl_follower *control;     /* the operator's controls; NULL without the control topic */
+    int op_paused;                /* (poll) assigned partitions held by an operator's pause */
     bool crash_guard;             /* dlq.crash_loop_limit > 0 and not exactly-once */
     pthread_mutex_t commit_lock;  /* commit contents + enqueue order (commit_offsets) */
     int total_partitions;    /* of the main and ladder topics (check_topics), for group scope */
@@ -236,6 +245,9 @@ void part_to_key_lanes(kj_part *p);
 void key_order_ready(int32_t partition, void *opaque);
 void stuck_check(kj_worker *w, kj_part *p, int64_t now, int64_t pos, int64_t hi, bool held);
 void pause_all(kj_worker *w);
+void part_hold(kj_worker *w, kj_part *p, const kj_ctl_pause *why);
+void part_release(kj_worker *w, kj_part *p);
+void part_rewind(kj_worker *w, kj_part *p);
 
 /* ---- worker_commits.c ---- */
 void on_route_done(const kj_route_source *src, int64_t offset, void *opaque);
@@ -259,5 +271,6 @@ void key_copy_diverted(int32_t partition, const void *key, size_t key_len,
 void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t count, void *opaque);
 
 /* ---- worker.c ---- */
+void control_assigned(kj_worker *w, const rd_kafka_topic_partition_list_t *parts);
 
 #endif /* KJ_PROCESSOR_WORKER_INTERNAL_H */

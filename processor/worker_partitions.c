@@ -159,6 +159,8 @@ void part_remove(kj_worker *w, kj_part *p, bool free_memory) {
     }
     atomic_fetch_sub(&w->assigned, 1);
     kj_metrics_lag_remove(p->topic, p->partition);
+    if (atomic_exchange(&p->op_hold, false)) /* it goes, and its operator's pause with it */
+        kj_metrics_operator_paused_set(--w->op_paused);
     if (free_memory) {
         part_free(p);
         return;
@@ -306,6 +308,62 @@ void stuck_check(kj_worker *w, kj_part *p, int64_t now, int64_t pos, int64_t hi,
            kj_key_order_covers(w->key_order, p->partition) &&
                kj_key_order_gen(w->key_order, p->partition) == 0,
            "committed", (json_int_t)p->committed, "mark_sent", p->meta_sent);
+}
+
+/* An operator paused @p p (group_control.h): stop fetching it, and drop what its lanes hold that
+ * no batch took yet (fetched again once it is resumed: part_rewind), so that only the batches
+ * already running finish — they complete and commit as usual. Its batches are skipped from now
+ * on (run_batch). @locality poll thread */
+void part_hold(kj_worker *w, kj_part *p, const kj_ctl_pause *why) {
+    if (atomic_load(&p->op_hold)) return;
+    atomic_store(&p->op_hold, true);
+    p->op_rewind = true;
+    pause_part(w, p, false);
+    size_t dropped = 0;
+    for (int i = 0; p->lanes && i < p->nlanes; i++) {
+        kj_lane *lane = p->lanes[i].lane;
+        size_t n = kj_engine_lane_discard_pending(lane, discard_message, NULL);
+        if (n == 0) continue;
+        dropped += n;
+        atomic_store(&p->needs_rewind, true);
+        kj_flow_forget_lane(w->flow, lane, false);
+    }
+    kj_metrics_operator_paused_set(++w->op_paused);
+    kj_log(KJ_LOG_INFO, "partition paused by operator", "{s:s,s:i,s:s,s:s,s:s,s:I,s:I}", "topic",
+           p->topic, "partition", p->partition, "scope", why->partition < 0 ? "topic" : "partition",
+           "by", why->by, "reason", why->reason, "at", (json_int_t)why->at, "dropped_unstarted",
+           (json_int_t)dropped);
+}
+
+/* The operator's pause of @p p ended: the tick rewinds it to its first uncompleted offset once
+ * none of its batches runs (op_rewind), then resumes it. @locality poll thread */
+void part_release(kj_worker *w, kj_part *p) {
+    if (!atomic_exchange(&p->op_hold, false)) return;
+    kj_metrics_operator_paused_set(--w->op_paused);
+    kj_log(KJ_LOG_INFO, "partition resumed by operator", "{s:s,s:i}", "topic", p->topic,
+           "partition", p->partition);
+}
+
+/* Restart @p p at its first uncompleted offset when batches of it were skipped or dropped
+ * (needs_rewind): forget the skipped tail, seek there. Not resumed here.
+ * @locality poll thread, with no batch of @p p in flight and nothing pending in its lanes */
+void part_rewind(kj_worker *w, kj_part *p) {
+    if (!atomic_exchange(&p->needs_rewind, false)) return;
+    pthread_mutex_lock(&p->lock);
+    int64_t from = kj_offset_tracker_committable(p->tracker);
+    if (from >= 0) kj_offset_tracker_reset(p->tracker, from);
+    pthread_mutex_unlock(&p->lock);
+    p->position_known = false; /* until a record arrives from the new position */
+    if (from < 0) return;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset = from;
+    rd_kafka_error_t *error = rd_kafka_seek_partitions(w->consumer, l, 10000);
+    if (error) {
+        kj_log(KJ_LOG_ERROR, "rewind: seek failed", "{s:s,s:i,s:s}", "topic", p->topic, "partition",
+               p->partition, "error", rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+    }
+    rd_kafka_topic_partition_list_destroy(l);
 }
 
 void pause_all(kj_worker *w) {

@@ -128,6 +128,7 @@ static void assign_partitions(kj_worker *w, rd_kafka_t *rk, rd_kafka_topic_parti
         }
         if (arming) commit_offsets(w, false);
     }
+    control_assigned(w, parts); /* an operator's pauses, before a record is handed out */
     update_flow_share(w);
 }
 

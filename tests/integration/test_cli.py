@@ -46,9 +46,10 @@ def test_topics_layout_follows_config():
     p = run(kjobs_cmd("topics", "-c", path))
     rows = [l.split() for l in p.stdout.splitlines()[1:]]
     assert [r[0] for r in rows] == ["emails", "emails.retry.1", "emails.retry.2", "emails.dlq",
-                                    "emails.status"]
+                                    "emails.status", "emails.control"]
     assert rows[1][3] == "5s" and rows[2][3] == "2m" and all(r[-1] == "6" for r in rows[:4])
     assert rows[4][1:] == ["status", "-", "-", "1"], rows[4]  # compacted, one partition
+    assert rows[5][1:] == ["ctl", "-", "-", "1"], rows[5]  # the operator's controls, the same
 
 
 def test_embedded_bootstrap_needs_a_broker_address():
@@ -116,7 +117,7 @@ def test_broker_writes_bootstrap_file_and_exits_cleanly():
     logs = harness.log_lines(proc.stderr.read())
     created = [l["topic"] for l in logs if l["msg"] == "topic created"]
     assert created == ["jobs", "jobs.retry.1", "jobs.retry.2", "jobs.retry.3", "jobs.dlq",
-                       "jobs.status"], created
+                       "jobs.status", "jobs.control"], created
 
 
 def test_check_config_agrees_with_run_on_client_settings():

@@ -8,8 +8,10 @@
 // the dead letters by type; opens one and checks its headers are listed in order and that a
 // payload full of markup is shown as text (no element made from it); opens the gate, selects
 // two dead letters, replays them and sees them succeed; discards the third (after a confirm) and
-// sees it listed as discarded and skipped by a replay. Screenshots of each step are kept in
-// <artefact-dir> (overview, dlq-filtered, dlq-detail, dlq-replayed, dlq-discarded).
+// sees it listed as discarded and skipped by a replay; on the Controls page pauses partition 1,
+// sees its jobs wait (committed offset still, lag growing) while partition 0's run, and resumes
+// it. Screenshots of each step are kept in <artefact-dir> (overview, dlq-filtered, dlq-detail,
+// dlq-replayed, dlq-discarded, controls).
 // Synchronisation: first stdout lines of the processes, page conditions (waitForFunction), a
 // file written by the handler. No sleeps.
 'use strict';
@@ -206,6 +208,43 @@ async function main() {
       await page.textContent('#action-result'));
     assert.match(await page.textContent('#action-result'), /skipped 1/);
     await page.screenshot({ path: path.join(ARTEFACTS, 'dlq-discarded.png'), fullPage: true });
+
+    // --- controls: pause partition 1 from the page, see its jobs wait while partition 0's run
+    await page.click('button[data-page="controls"]');
+    await page.waitForSelector('#control-parts tbody tr[data-target="jobs:1"] button[data-action="pause"]', { timeout: 30000 });
+    const cells = (t) => page.$eval(`#control-parts tbody tr[data-target="${t}"]`, (tr) => ({
+      committed: Number(tr.children[2].textContent), logEnd: Number(tr.children[3].textContent),
+      lag: Number(tr.children[4].textContent), state: tr.dataset.state, held: Number(tr.dataset.held) }));
+    await page.fill('#pause-reason', 'maintenance <b>window</b>');
+    await page.click('#control-parts tbody tr[data-target="jobs:1"] button[data-action="pause"]');
+    // paused, and held by the worker that owns it (its status record says so)
+    await page.waitForFunction(() => {
+      const tr = document.querySelector('#control-parts tbody tr[data-target="jobs:1"]');
+      return tr && tr.dataset.state === 'paused' && Number(tr.dataset.held) > 0;
+    }, null, { timeout: 60000 });
+    assert.strictEqual(await page.textContent('#pauses tbody tr[data-target="jobs:1"] td:nth-child(4)'), 'maintenance <b>window</b>');
+    assert.strictEqual(await page.$('#pauses b'), null, 'the reason became markup');
+    const p0 = await cells('jobs:0');
+    const p1 = await cells('jobs:1');
+    kjobs(['enqueue', '-b', bootstrap, '--type', 'kjobs.noop', '--count', '40']);
+    // partition 0 runs its share (its committed offset moves to its new log end); partition 1's
+    // jobs wait: its committed offset stays where it was and its lag grows
+    await page.waitForFunction(([c0, c1]) => {
+      const get = (t) => document.querySelector(`#control-parts tbody tr[data-target="${t}"]`).children;
+      const r0 = get('jobs:0'), r1 = get('jobs:1');
+      const end0 = Number(r0[3].textContent), end1 = Number(r1[3].textContent);
+      return end0 + end1 >= c0.logEnd + c1.logEnd + 40 && end0 > c0.logEnd && end1 > c1.logEnd &&
+        Number(r0[2].textContent) === end0 && Number(r1[4].textContent) === end1 - c1.committed;
+    }, [p0, p1], { timeout: 60000 });
+    assert.strictEqual((await cells('jobs:1')).committed, p1.committed, 'partition 1 ran while paused');
+    await page.screenshot({ path: path.join(ARTEFACTS, 'controls.png'), fullPage: true });
+    // resumed from the pauses table: it drains
+    await page.click('#pauses tbody tr[data-target="jobs:1"] button[data-action="resume"]');
+    await page.waitForFunction(() => {
+      const tr = document.querySelector('#control-parts tbody tr[data-target="jobs:1"]');
+      return tr && tr.dataset.state === 'running' && tr.dataset.lag === '0';
+    }, null, { timeout: 60000 });
+    assert.strictEqual(await page.$('#pauses tbody tr'), null);
 
     // --- and the overview counted them as succeeded
     await page.click('button[data-page="overview"]');

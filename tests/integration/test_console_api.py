@@ -459,9 +459,114 @@ def test_one_client_cannot_take_every_connection():
                 c.close()
 
 
+def test_control_actions():
+    """Pauses and the breaker's resume from the console (docs/console.md, "Controls"): the
+    guards refuse what they must, a pause is shown at once and then as held by the worker that
+    owns the partition (its status record), resumed it is gone; an open breaker is listed from
+    the status records and closed by the console."""
+    with Broker(partitions=2) as broker, \
+            Console(broker.bootstrap, env={"KJOBS_UI_ALLOW_ACTIONS": "true"}) as ui:
+        c = ui.api("/api/controls")
+        assert c["pauses"] == [] and c["breaker"]["open"] == [], c
+        assert [t["topic"] for t in c["topics"]] == ["jobs", "jobs.retry.1", "jobs.retry.2",
+                                                    "jobs.retry.3"], c["topics"]
+        assert c["control_topic"] == "jobs.control" and c["errors"] == [], c
+
+        def scenario(worker):
+            def part(c, topic, p):
+                return next(x for x in c["partitions"] if x["topic"] == topic and x["partition"] == p)
+            wait_until("the worker holds partitions", lambda: any(
+                w.get("pid") == worker.proc.pid and w["assignment"]["count"] > 0
+                for w in ui.api("/api/overview")["workers"]))
+            # the guards: CSRF, then the body
+            assert post(ui, "/api/controls/pause", {"topic": "jobs", "partition": 1},
+                        {"X-Kjobs-Console": "0"})[0] == 403
+            assert post(ui, "/api/controls/pause", {"topic": "jobs", "partition": 1},
+                        {"Origin": "http://attacker.example"})[0] == 403
+            assert post(ui, "/api/controls/breaker-resume", {},
+                        {"Sec-Fetch-Site": "cross-site"})[0] == 403
+            for bad in ({"topic": "nosuch"}, {"topic": "jobs.dlq"}, {"topic": "../x"},
+                        {"topic": "jobs", "partition": -1}, {"topic": "jobs", "partition": "1"},
+                        {"topic": "jobs", "partition": 9}, {"topic": "jobs", "reason": 5}):
+                status, out = post(ui, "/api/controls/pause", bad)
+                assert status == 400 and "error" in out, (bad, status, out)
+            assert ui.get("/api/controls/pause", {"Content-Type": "application/json",
+                                                  "X-Kjobs-Console": "1"},
+                          method="POST", data=b"[1]")[0] == 400
+            # pause jobs:1: shown at once, then held by the worker (its status record)
+            status, out = post(ui, "/api/controls/pause",
+                               {"topic": "jobs", "partition": 1, "reason": "<i>maintenance</i>"},
+                               {"Origin": ui.url.rstrip("/")})
+            assert status == 200 and out["ok"] is True, (status, out)
+            c = ui.api("/api/controls")
+            assert [(p["topic"], p["partition"], p["reason"]) for p in c["pauses"]] == \
+                [("jobs", 1, "<i>maintenance</i>")], c["pauses"]
+            assert c["pauses"][0]["by"].startswith("console "), c["pauses"]
+            assert part(c, "jobs", 1)["paused"] == "partition" and part(c, "jobs", 0)["paused"] is None
+            c = wait_until("jobs:1 held by the worker", lambda: (lambda c: c if part(
+                c, "jobs", 1)["applied_by"] else None)(ui.api("/api/controls")), timeout=60)
+            wait_until("the worker's gauge", lambda: worker.count("partition paused by operator") == 1)
+            # its jobs wait, the other partition's run
+            run(kjobs_cmd("enqueue", "-b", broker.bootstrap, "--type", "kjobs.noop", "--count", "40"))
+            c = wait_until("jobs:0 drained, jobs:1 waiting", lambda: (lambda c: c if part(
+                c, "jobs", 0)["lag"] == 0 and part(c, "jobs", 0)["log_end"] > 0 and
+                part(c, "jobs", 1)["lag"] > 0 and part(c, "jobs", 1)["log_end"] + part(
+                    c, "jobs", 0)["log_end"] >= 40 else None)(ui.api("/api/controls")), timeout=60)
+            # resume: gone at once, released by the worker, drained
+            status, out = post(ui, "/api/controls/resume", {"topic": "jobs", "partition": 1})
+            assert status == 200, out
+            assert ui.api("/api/controls")["pauses"] == []
+            wait_until("jobs:1 drained", lambda: part(ui.api("/api/controls"), "jobs", 1)["lag"] == 0)
+            wait_until("released by the worker", lambda: not part(
+                ui.api("/api/controls"), "jobs", 1)["applied_by"])
+            # a whole topic
+            assert post(ui, "/api/controls/pause", {"topic": "jobs.retry.1"})[0] == 200
+            c = ui.api("/api/controls")
+            assert [t["paused"] for t in c["topics"]] == [False, True, False, False], c["topics"]
+            assert part(c, "jobs.retry.1", 0)["paused"] == "topic"
+            assert post(ui, "/api/controls/resume", {"topic": "jobs.retry.1", "partition": None})[0] == 200
+            assert ui.api("/api/controls")["pauses"] == []
+            # the breaker: tripped by ten dead letters in a row, listed, closed from here
+            run(kjobs_cmd("enqueue", "-b", broker.bootstrap, "--type", "kjobs.fail-permanent",
+                          "--count", "10"))
+            c = wait_until("an open breaker listed", lambda: (lambda c: c if c["breaker"]["open"]
+                                                              else None)(ui.api("/api/controls")))
+            assert c["breaker"]["open"][0]["state"] == "breaker_open", c["breaker"]
+            status, out = post(ui, "/api/controls/breaker-resume", {})
+            assert status == 200, out
+            assert ui.api("/api/controls")["breaker"]["last_resume_at"] is not None
+            wait_until("the breaker closed", lambda: not ui.api("/api/controls")["breaker"]["open"])
+            assert worker.count("control: circuit breaker resume requested by operator") == 1
+
+        with_worker(broker, scenario, {"KJOBS_DLQ_BREAKER_CONSECUTIVE": "10",
+                                       "KJOBS_DLQ_BREAKER_WINDOW": "0"})
+        status, _, text = ui.get("/metrics")
+        counts = {}
+        for line in text.decode().splitlines():
+            if line.startswith("kjobs_console_actions_total{"):
+                labels, value = line.rsplit(" ", 1)
+                counts[labels] = float(value)
+        def n(action, result):
+            return counts.get(f'kjobs_console_actions_total{{action="{action}",result="{result}"}}')
+        assert n("pause", "ok") == 2 and n("resume", "ok") == 2, counts
+        assert n("breaker-resume", "ok") == 1 and n("breaker-resume", "refused") == 1, counts
+        assert n("pause", "refused") == 10, counts  # 2 CSRF + 8 bodies (one of them not JSON)
+        ui.stop()
+        actions = [l for l in harness.log_lines(ui.proc.stderr.read())
+                   if l["msg"] == "console action" and l["action"] != "replay"]
+        assert len(actions) == 16, actions
+    # a read-only console takes no action
+    with Broker(partitions=1) as broker, Console(broker.bootstrap) as ui:
+        status, headers, _ = ui.get("/api/controls/pause", {"Content-Type": "application/json",
+                                                            "X-Kjobs-Console": "1"},
+                                    method="POST", data=b'{"topic":"jobs"}')
+        assert status == 405, status
+        assert ui.api("/api/controls")["pauses"] == []
+
+
 if __name__ == "__main__":
     harness.main([test_pages_and_api, test_retries_waiting_and_next_due, test_oldest_waiting_job,
                   test_guards, test_forged_status_records_cannot_break_the_overview,
                   test_one_client_cannot_take_every_connection,
                   test_replay_action, test_console_gauges_move,
-                  test_console_on_a_worker_listener])
+                  test_console_on_a_worker_listener, test_control_actions])

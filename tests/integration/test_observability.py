@@ -471,6 +471,14 @@ def check_untouched_without_registry(name):
     return check
 
 
+def check_untouched_without_pauses(name):
+    """The operator-pause gauge: nothing is paused in this scenario, so it must stay 0;
+    test_group_control.py checks that it moves (one partition, a whole topic, back to 0)."""
+    def check(s, c):
+        assert all(total(snap, name) == 0 for snap in s.snaps), name
+    return check
+
+
 def check_untouched_without_schedule(name):
     """Periodic job metrics: this scenario configures no schedule.periodic, so no series may
     appear; test_periodic.py checks that they move (enqueued count, next tick on the owner)."""
@@ -498,6 +506,8 @@ CHECKS = {
         check_untouched_without_registry("kjobs_schema_registry_requests_total"),
     "kjobs_schema_registry_waiting_batches":
         check_untouched_without_registry("kjobs_schema_registry_waiting_batches"),
+    "kjobs_partitions_paused_by_operator":
+        check_untouched_without_pauses("kjobs_partitions_paused_by_operator"),
     "kjobs_trace_context_invalid_total": check_trace_invalid,
     "kjobs_copies_truncated_total": check_moves_from_zero("kjobs_copies_truncated_total"),
     "kjobs_exec_stray_replies_total": check_moves_from_zero("kjobs_exec_stray_replies_total"),

@@ -38,7 +38,7 @@ static kj_status_input sample(kj_status_part *parts, size_t n) {
 
 static void test_fields(void **state) {
     (void)state;
-    kj_status_part parts[] = {{"jobs", 0}, {"jobs.retry.1", 3}};
+    kj_status_part parts[] = {{"jobs", 0, false}, {"jobs.retry.1", 3, true}};
     kj_status_input in = sample(parts, 2);
     size_t len;
     char *text = kj_status_render(&in, KJ_STATUS_MAX_BYTES, &len);
@@ -64,6 +64,9 @@ static void test_fields(void **state) {
     json_t *p1 = json_array_get(json_object_get(a, "partitions"), 1);
     assert_string_equal(json_string_value(json_object_get(p1, "topic")), "jobs.retry.1");
     assert_int_equal(json_integer_value(json_object_get(p1, "partition")), 3);
+    /* an operator's pause is marked; an unpaused partition carries no "paused" at all */
+    assert_true(json_is_true(json_object_get(p1, "paused")));
+    assert_null(json_object_get(json_array_get(json_object_get(a, "partitions"), 0), "paused"));
     assert_int_equal(json_array_size(json_object_get(r, "errors")), 0);
     json_decref(r);
     free(text);
@@ -77,7 +80,7 @@ static void test_size_bound_cuts_the_assignment(void **state) {
     topic[199] = '\0';
     kj_status_part *parts = calloc(n, sizeof(*parts));
     for (size_t i = 0; i < n; i++)
-        parts[i] = (kj_status_part){topic, (int32_t)i};
+        parts[i] = (kj_status_part){topic, (int32_t)i, false};
     kj_status_input in = sample(parts, n);
     size_t len;
     char *text = kj_status_render(&in, KJ_STATUS_MAX_BYTES, &len);
