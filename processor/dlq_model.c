@@ -633,8 +633,9 @@ static bool on_replay_msg(kj_dlq *d, rd_kafka_message_t *msg, void *opaque) {
     if (selected) {
         select_item(c, msg, o);
     } else {
-        if (state == KJ_DLQ_NEW && !no_value && ps->first_blocking < 0)
-            ps->first_blocking = msg->offset; /* stays replayable: the marker may not pass it */
+        /* still new (also one reduced without its value: it waits for a discard), so the
+         * marker may not pass it */
+        if (state == KJ_DLQ_NEW && ps->first_blocking < 0) ps->first_blocking = msg->offset;
         rd_kafka_message_destroy(msg);
     }
     json_decref(o);
@@ -829,10 +830,19 @@ static int commit_marker(kj_dlq *d, const replay_ctx *c, rd_kafka_t *prod, char 
                    "{s:s,s:i,s:i}", "group", group, "partition", p, "bytes",
                    (int)tp->metadata_size);
     }
-    /* 1. the copies' transaction: fenced if another replay or discard of this DLQ began since
-     * ours did (then nothing of ours becomes visible and nothing is recorded) */
+    /* 1. the marker goes into the transaction with the copies (it also makes a discard's
+     * transaction non-empty: librdkafka ends an empty one locally, without asking the
+     * coordinator, so it would never learn it was fenced), then the transaction commits:
+     * fenced if another replay or discard of this DLQ began since ours did (then nothing of
+     * ours becomes visible and nothing is recorded) */
     int rc = KJ_DLQ_OK;
-    rd_kafka_error_t *error = rd_kafka_commit_transaction(prod, remaining_ms(d));
+    rd_kafka_error_t *error = NULL;
+    if (list->cnt) {
+        rd_kafka_consumer_group_metadata_t *cgmd = rd_kafka_consumer_group_metadata(rk);
+        error = rd_kafka_send_offsets_to_transaction(prod, list, cgmd, remaining_ms(d));
+        rd_kafka_consumer_group_metadata_destroy(cgmd);
+    }
+    if (!error) error = rd_kafka_commit_transaction(prod, remaining_ms(d));
     while (error && rd_kafka_error_is_retriable(error) && kj_now_ms() < d->deadline) {
         rd_kafka_error_destroy(error);
         error = rd_kafka_commit_transaction(prod, remaining_ms(d));
@@ -856,10 +866,39 @@ static int commit_marker(kj_dlq *d, const replay_ctx *c, rd_kafka_t *prod, char 
         if (aborted) rd_kafka_error_destroy(aborted); /* fenced: the broker aborted it already */
         rc = KJ_DLQ_ERR_MARKER;
     }
-    /* 2. the marker (the embedded broker keeps no offsets committed in a transaction, so it
-     * is committed after it, as a plain commit of the marker's group) */
+    /* 2. where the broker did not keep the transaction's offsets (the embedded broker answers
+     * TxnOffsetCommit without storing it), the marker is committed again, plainly — only
+     * where the group still holds the marker read after the fence, so a later run's marker
+     * is never overwritten */
     if (rc == KJ_DLQ_OK && list->cnt) {
-        rd_kafka_resp_err_t re = rd_kafka_commit(rk, list, 0);
+        rd_kafka_resp_err_t re = RD_KAFKA_RESP_ERR_NO_ERROR;
+        rd_kafka_topic_partition_list_t *kept = rd_kafka_topic_partition_list_copy(list);
+        rd_kafka_topic_partition_list_t *again = rd_kafka_topic_partition_list_new(list->cnt);
+        re = rd_kafka_committed(rk, kept, remaining_ms(d));
+        for (int i = 0; !re && i < kept->cnt; i++) {
+            const rd_kafka_topic_partition_t *now = &kept->elems[i];
+            const dlq_mark *before = mark_of(&d->parts[now->partition], c->mark_off);
+            int64_t now_w = now->offset < 0 ? -1 : now->offset; /* none: -1, as read */
+            bool unchanged =
+                now_w == before->committed &&
+                strlen(before->marks_text ? before->marks_text : "") == now->metadata_size &&
+                (now->metadata_size == 0 ||
+                 memcmp(now->metadata, before->marks_text, now->metadata_size) == 0);
+            if (!now->err && unchanged) {
+                const rd_kafka_topic_partition_t *ours = &list->elems[i];
+                rd_kafka_topic_partition_t *tp =
+                    rd_kafka_topic_partition_list_add(again, d->topic, ours->partition);
+                tp->offset = ours->offset;
+                tp->metadata = malloc(ours->metadata_size + 1);
+                memcpy(tp->metadata, ours->metadata, ours->metadata_size);
+                tp->metadata_size = ours->metadata_size;
+            }
+        }
+        rd_kafka_topic_partition_list_destroy(kept);
+        if (!re && again->cnt) re = rd_kafka_commit(rk, again, 0);
+        for (int i = 0; !re && i < again->cnt; i++)
+            re = again->elems[i].err;
+        rd_kafka_topic_partition_list_destroy(again);
         for (int i = 0; !re && i < list->cnt; i++)
             re = list->elems[i].err;
         if (re) {
@@ -895,20 +934,22 @@ static int commit_marker(kj_dlq *d, const replay_ctx *c, rd_kafka_t *prod, char 
 }
 
 static void log_dry_run(const replay_ctx *c) {
-    kj_log(KJ_LOG_INFO, "replay dry run: nothing produced", "{s:I,s:I,s:I,s:I,s:I}", "would_replay",
-           (json_int_t)c->item_count, "skipped_already_replayed", (json_int_t)c->n.skipped_replayed,
-           "skipped_refailed", (json_int_t)c->n.skipped_refailed, "skipped_no_origin",
-           (json_int_t)c->n.skipped_no_origin, "skipped_no_value",
-           (json_int_t)c->n.skipped_no_value);
+    kj_log(KJ_LOG_INFO, "replay dry run: nothing produced", "{s:I,s:I,s:I,s:I,s:I,s:I}",
+           "would_replay", (json_int_t)c->item_count, "skipped_already_replayed",
+           (json_int_t)c->n.skipped_replayed, "skipped_refailed", (json_int_t)c->n.skipped_refailed,
+           "skipped_no_origin", (json_int_t)c->n.skipped_no_origin, "skipped_no_value",
+           (json_int_t)c->n.skipped_no_value, "skipped_discarded",
+           (json_int_t)c->n.skipped_discarded);
 }
 
 static void log_finished(const replay_ctx *c) {
-    kj_log(c->n.failed ? KJ_LOG_ERROR : KJ_LOG_INFO, "replay finished", "{s:I,s:I,s:I,s:I,s:I,s:I}",
-           "replayed", (json_int_t)c->n.replayed, "failed", (json_int_t)c->n.failed,
-           "skipped_already_replayed", (json_int_t)c->n.skipped_replayed, "skipped_refailed",
-           (json_int_t)c->n.skipped_refailed, "skipped_no_origin",
+    kj_log(c->n.failed ? KJ_LOG_ERROR : KJ_LOG_INFO, "replay finished",
+           "{s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "replayed", (json_int_t)c->n.replayed, "failed",
+           (json_int_t)c->n.failed, "skipped_already_replayed", (json_int_t)c->n.skipped_replayed,
+           "skipped_refailed", (json_int_t)c->n.skipped_refailed, "skipped_no_origin",
            (json_int_t)c->n.skipped_no_origin, "skipped_no_value",
-           (json_int_t)c->n.skipped_no_value);
+           (json_int_t)c->n.skipped_no_value, "skipped_discarded",
+           (json_int_t)c->n.skipped_discarded);
 }
 
 static void report(const replay_ctx *c, size_t i, kj_dlq_replay_fn *each, void *opaque) {

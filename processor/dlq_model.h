@@ -35,11 +35,14 @@
  *      discard of that DLQ. Its init fences (the broker aborts) the transaction of a run that
  *      began earlier and has not committed yet, and only then are the markers read again, so
  *      two runs at once do not both replay (or both record) the same dead letters: the earlier
- *      one fails with nothing visible and nothing recorded. All or nothing: a copy that fails
- *      aborts the transaction (nothing replayed, KJ_DLQ_ERR_NOT_ACKED). What stays open is the
- *      moment between the transaction's commit and the marker's commit (milliseconds): a run
- *      that starts exactly then replays those again. The embedded broker gives every producer
- *      a new producer id, so there the fence holds nothing back (real Kafka only).
+ *      one fails with nothing visible and nothing recorded. The marker is committed in the
+ *      same transaction (send_offsets_to_transaction; it also keeps a discard's transaction
+ *      from being empty, which librdkafka would end without asking the coordinator). All or
+ *      nothing: a copy that fails aborts the transaction (nothing replayed,
+ *      KJ_DLQ_ERR_NOT_ACKED). The embedded broker gives every producer a new producer id and
+ *      does not store offsets committed in a transaction: there the fence holds nothing back
+ *      and the marker is committed again after the transaction, plainly, where the group
+ *      still holds the marker read after the fence.
  * A dead letter that was reduced to fit without its value (kjobs-truncated) is never replayed.
  *
  * Discard (kj_dlq_discard). Kafka cannot delete one record from the middle of a topic, so a

@@ -426,6 +426,30 @@ def test_a_replay_fences_an_earlier_one():
         assert {d["state"] for d in dlq_list(b)} == {"replayed"}
 
 
+def test_a_truncated_dead_letter_stays_new_until_discarded():
+    """A dead letter reduced without its value (kjobs-truncated) cannot be replayed: a replay
+    skips it, and the marker may not pass it — it stays `new` (found by the adversarial review:
+    it used to show `replayed` after any replay), until a discard records it."""
+    with harness.Broker(partitions=1) as broker:
+        b = broker.bootstrap
+        prod = harness.python_producer(b)
+        origin = [("kjobs-original-topic", b"jobs"), ("kjobs-original-partition", b"0"),
+                  ("kjobs-original-offset", b"0"), ("kjobs-error-class", b"permanent")]
+        prod.send("jobs.dlq", key=b"k", value=None, partition=0,
+                  headers=origin + [("kjobs-truncated", b"headers,value")])
+        job_id, value = avro_job("T", b"x")
+        prod.send("jobs.dlq", value=value, partition=0, headers=origin)
+        prod.flush()
+        prod.close()
+        p, lines = replay(b)
+        assert lines == [job_id], lines
+        assert [d["state"] for d in dlq_list(b)] == ["new", "replayed"]
+        assert marker(b, 1)[0] == (0, "kjobs-replayed:v1:1"), marker(b, 1)
+        discard(b, "--id", "0:0", "--yes")
+        assert [d["state"] for d in dlq_list(b)] == ["discarded", "replayed"]
+        assert len(main_topic(b)) == 1
+
+
 def test_replay_failures_and_foreign_records():
     assert KCAT, "kcat is not installed (scripts/install-deps.sh installs it)"
     with harness.Broker(partitions=1) as broker:
@@ -541,6 +565,7 @@ def test_table_rows_are_terminal_safe():
 if __name__ == "__main__":
     harness.main([test_dead_letters_end_to_end, test_replay_marker_with_filters,
                   test_discard_marker_and_replay_guard, test_a_replay_fences_an_earlier_one,
+                  test_a_truncated_dead_letter_stays_new_until_discarded,
                   test_replay_failures_and_foreign_records,
                   test_repeated_binary_and_invalid_utf8_headers, test_usage_and_connection_errors,
                   test_table_rows_are_terminal_safe])
