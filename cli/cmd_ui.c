@@ -26,7 +26,7 @@ static const char ui_usage[] =
     "the consumer group's members and lag, the retry ladder (jobs waiting, next due) and the\n"
     "dead letters (filter, detail with headers and payload), the operator's pauses and open\n"
     "circuit breakers (<topics.main>.control). Read-only unless ui.allow_actions = true (replay,\n"
-    "pause, resume, breaker resume). Open http://HOST:PORT/ in a browser.\n"
+    "discard, pause, resume, breaker resume). Open http://HOST:PORT/ in a browser.\n"
     "\n"
     "  --listen HOST:PORT  address to serve on (default ui.listen, 127.0.0.1:8090); anything\n"
     "                      but a loopback address needs ui.token (KJOBS_UI_TOKEN)\n"

@@ -555,7 +555,8 @@ static const kj_setting kj_settings[] = {
     {ROW("ui", "allow_actions", "KJOBS_UI_ALLOW_ACTIONS"), .type = KT_BOOL,
      .off = F(ui_allow_actions), .def = "false",
      .doc = "Let the console change things: replay dead letters (with the loop guard of `kjobs "
-            "dlq replay`), discard them. false: the console is read-only."},
+            "dlq replay`), discard them, pause and resume topics and partitions, resume open "
+            "circuit breakers. false: the console is read-only."},
     {ROW("ui", "on_worker", "KJOBS_UI_ON_WORKER"), .type = KT_BOOL, .off = F(ui_on_worker),
      .def = "false",
      .doc = "Serve the console's page and API on each `kjobs run` worker's own HTTP listener "

@@ -5,6 +5,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <arpa/inet.h>
 #include <string.h>
 #include <strings.h>
 
@@ -61,10 +62,10 @@ bool kj_console_host_is_loopback(const char *host) {
     memcpy(name, host, n);
     name[n] = '\0';
     if (strcasecmp(name, "localhost") == 0) return true;
-    unsigned a, b, c, d;
-    char extra;
-    return sscanf(name, "%u.%u.%u.%u%c", &a, &b, &c, &d, &extra) == 4 && a == 127 && b < 256 &&
-           c < 256 && d < 256;
+    /* strict dotted decimal (inet_pton): "0127.0.0.1" is not 127.0.0.1 — the resolver would
+     * read it as octal 87.0.0.1 (adversarial review) */
+    struct in_addr addr;
+    return inet_pton(AF_INET, name, &addr) == 1 && ((const unsigned char *)&addr)[0] == 127;
 }
 
 /* ---- answers -------------------------------------------------------------------------------- */
@@ -99,6 +100,14 @@ static bool serve_asset(kj_http_response *resp, const char *path) {
         resp->content_type = kj_console_assets[i].content_type;
         resp->body = (char *)kj_console_assets[i].data;
         resp->len = kj_console_assets[i].len;
+        resp->static_body = true;
+        return true;
+    }
+    if (strcmp(path, "/favicon.ico") == 0) { /* browsers ask on every load: no icon, no error */
+        resp->status = 204;
+        resp->content_type = "image/x-icon";
+        resp->body = (char *)"";
+        resp->len = 0;
         resp->static_body = true;
         return true;
     }
@@ -349,11 +358,17 @@ bool kj_console_route(void *opaque, const kj_http_request *req, kj_http_response
     if (c->cfg->ui_token[0]) {
         const char *auth = kj_http_request_header(req, "Authorization");
         if (!auth || strncasecmp(auth, "Bearer ", 7) != 0 ||
-            !kj_console_token_equal(auth + 7, c->cfg->ui_token))
-            return answer_error(resp, 401, "token required (Authorization: Bearer <ui.token>)");
+            !kj_console_token_equal(auth + 7, c->cfg->ui_token)) {
+            if (!get) record_action(action_of(req->url), "refused", NULL); /* counted too */
+            return answer_error(resp, 401,
+                                auth ? "wrong token"
+                                     : "token required (Authorization: Bearer "
+                                       "<ui.token>)");
+        }
     }
     if (get) return api_get(c, req, resp);
     if (c->cfg->ui_allow_actions && strcmp(req->method, "POST") == 0) return api_post(c, req, resp);
+    record_action(action_of(req->url), "refused", NULL); /* read-only, or not a POST */
     resp->allow = c->cfg->ui_allow_actions ? "GET, HEAD, POST" : "GET, HEAD";
     return answer_error(resp, 405,
                         c->cfg->ui_allow_actions ? "method not allowed"

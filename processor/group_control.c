@@ -112,7 +112,10 @@ int kj_ctl_value_parse(const kj_ctl_key *k, const void *value, size_t len, kj_ct
     if (!json_is_object(o)) goto out;
     json_t *ver = json_object_get(o, "v"), *at = json_object_get(o, "at");
     if (!json_is_integer(ver) || json_integer_value(ver) < KJ_CTL_VERSION) goto out;
-    if (!json_is_integer(at) || json_integer_value(at) < 0) goto out;
+    /* epoch ms, at most 2^53 (what JSON numbers hold exactly): "at" + a slack never overflows */
+    if (!json_is_integer(at) || json_integer_value(at) < 0 ||
+        json_integer_value(at) > 9007199254740992LL)
+        goto out;
     out->at = json_integer_value(at);
     if (copy_text(o, "by", out->by, KJ_CTL_MAX_BY) != 0) goto out;
     if (k->kind == KJ_CTL_PAUSE) {
@@ -349,7 +352,8 @@ static kj_ctl_change apply(kj_ctl_follower *f, const rd_kafka_message_t *m, kj_c
     if (c == KJ_CTL_IGNORED && !f->warned) {
         f->warned = true;
         kj_log(KJ_LOG_WARN,
-               "control record ignored: not a valid control (logged once; the previous state of "
+               "control record ignored: not a valid control, or a pause past the most kept "
+               "(logged once; the previous state of "
                "its key stays)",
                "{s:s,s:I,s:i}", "topic", f->topic, "offset", (json_int_t)m->offset, "key_bytes",
                (int)m->key_len);
@@ -480,6 +484,33 @@ static int partitions_of(const struct rd_kafka_metadata *md, const char *topic) 
     return -1;
 }
 
+/* Whether the state has room for the pause `k` (a follower keeps at most KJ_CTL_MAX_PAUSES, and
+ * would ignore one more): 0 yes (or it is already there), 2 no (err says so), -1 the state could
+ * not be read (err). */
+static int room_for(const kj_config *cfg, const kj_ctl_key *k, int timeout_ms, char *err,
+                    size_t errsz) {
+    kj_ctl_follower *f = kj_ctl_follower_new(cfg, err, errsz);
+    if (!f) return -1;
+    int rc = kj_ctl_follower_load(f, kj_now_ms() + timeout_ms, err, errsz) == 0 ? 0 : -1;
+    if (rc == 0) {
+        kj_ctl_state *s = kj_ctl_follower_state(f);
+        size_t n = 0;
+        const kj_ctl_pause *all = kj_ctl_state_list(s, &n);
+        bool present = false;
+        for (size_t i = 0; i < n && !present; i++)
+            present = all[i].partition == k->partition && strcmp(all[i].topic, k->topic) == 0;
+        if (n >= KJ_CTL_MAX_PAUSES && !present) {
+            snprintf(err, errsz,
+                     "%zu pauses are in force, the most a worker keeps: resume some first (a "
+                     "pause past that would be ignored)",
+                     n);
+            rc = 2;
+        }
+    }
+    kj_ctl_follower_free(f);
+    return rc;
+}
+
 int kj_ctl_write(const kj_config *cfg, const kj_ctl_key *k, const kj_ctl_value *v, int timeout_ms,
                  int64_t *offset, char *err, size_t errsz) {
     char key[KJ_CTL_MAX_KEY + 1];
@@ -515,7 +546,7 @@ int kj_ctl_write(const kj_config *cfg, const kj_ctl_key *k, const kj_ctl_value *
         rc = 1;
         goto out;
     }
-    if (k->kind == KJ_CTL_PAUSE && v && v->paused) {
+    if (k->kind == KJ_CTL_PAUSE) { /* a pause or a resume names a topic (and partition) */
         int n = partitions_of(md, k->topic);
         if (n <= 0) {
             snprintf(err, errsz, "topic %s does not exist", k->topic);
@@ -529,6 +560,10 @@ int kj_ctl_write(const kj_config *cfg, const kj_ctl_key *k, const kj_ctl_value *
             goto out;
         }
     }
+    if (k->kind == KJ_CTL_PAUSE && v && v->paused &&
+        (rc = room_for(cfg, k, timeout_ms, err, errsz)) != 0)
+        goto out; /* 2: no room; -1: the state could not be read */
+    rc = -1;
     write_result res = {0};
     e = rd_kafka_producev(
         rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(0), RD_KAFKA_V_KEY(key, strlen(key)),

@@ -352,6 +352,11 @@ def test_guards():
         with Console(broker.bootstrap, env={"KJOBS_UI_TOKEN": "s3cret-token-0123456789"}) as ui:
             assert ui.get("/api/overview")[0] == 401
             assert ui.get("/api/overview", {"Authorization": "Bearer wrong"})[0] == 401
+            assert ui.get("/api/dlq/discard", {"Content-Type": "application/json",
+                                               "X-Kjobs-Console": "1"},
+                          method="POST", data=b'{"refs":["0:0"]}')[0] == 401
+            assert gauge(ui, "kjobs_console_actions_total", action="discard",
+                         result="refused") == 1
             assert ui.get("/api/config", {"Authorization": "Bearer s3cret-token-0123456789"})[0] == 200
             assert ui.get("/")[0] == 200
             # the listener's own probes answer without the token (Kubernetes probes them)
@@ -366,6 +371,9 @@ def test_guards():
                                                             "X-Kjobs-Console": "1"},
                                         method="POST", data=b'{"refs":["0:0"]}')
             assert status == 405 and headers["Allow"] == "GET, HEAD", status
+            # a refusal is counted whatever refused it (here: the console is read-only)
+            assert gauge(ui, "kjobs_console_actions_total", action="replay",
+                         result="refused") == 1
         p = run(kjobs_cmd("ui", "-b", broker.bootstrap, "--listen", "0.0.0.0:0"), check=False)
         assert p.returncode == 2 and "ui.token" in p.stderr, (p.returncode, p.stderr)
         # a guessable token is refused, and the refusal does not show it

@@ -37,6 +37,14 @@ static void test_host_is_loopback(void **state) {
     assert_false(kj_console_host_is_loopback("[::]:8090"));
     assert_false(kj_console_host_is_loopback("[::1]x"));
     assert_false(kj_console_host_is_loopback("10.0.0.1"));
+    /* what the resolver reads otherwise: octal 0127 is 87, "127.1" is 127.0.0.1 but not here */
+    assert_false(kj_console_host_is_loopback("0127.0.0.1:8090"));
+    assert_false(kj_console_host_is_loopback("127.000.000.001"));
+    assert_false(kj_console_host_is_loopback("+127.0.0.1"));
+    assert_false(kj_console_host_is_loopback(" 127.0.0.1"));
+    assert_false(kj_console_listen_is_loopback("0127.0.0.1:8090"));
+    assert_true(kj_console_listen_is_loopback("127.0.0.1:0"));
+    assert_false(kj_console_listen_is_loopback(":8090"));
 }
 
 int main(void) {
