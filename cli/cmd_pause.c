@@ -135,7 +135,9 @@ static int control_command(int argc, char **argv, bool pause) {
         kj_cli_free(&cli);
         return KJ_EXIT_USAGE;
     }
-    if (!breaker && !consumed_topic(&cli.cfg, k.topic)) {
+    /* a pause names what this configuration consumes; a resume may lift any pause in force
+     * (one written by another client, of a topic since deleted), kj_ctl_write checks that */
+    if (!breaker && pause && !consumed_topic(&cli.cfg, k.topic)) {
         fprintf(stderr,
                 "%s: %s is not the main topic or a retry-ladder topic of this configuration "
                 "(topics.main = %s)\n",

@@ -484,28 +484,21 @@ static int partitions_of(const struct rd_kafka_metadata *md, const char *topic) 
     return -1;
 }
 
-/* Whether the state has room for the pause `k` (a follower keeps at most KJ_CTL_MAX_PAUSES, and
- * would ignore one more): 0 yes (or it is already there), 2 no (err says so), -1 the state could
- * not be read (err). */
-static int room_for(const kj_config *cfg, const kj_ctl_key *k, int timeout_ms, char *err,
-                    size_t errsz) {
+/* What the control state says about pause key `k`: *present (that exact pause is in force) and
+ * *full (KJ_CTL_MAX_PAUSES are, the most a follower keeps: it would ignore one more). 0, or -1
+ * when the state could not be read (err). */
+static int probe_state(const kj_config *cfg, const kj_ctl_key *k, int timeout_ms, bool *present,
+                       bool *full, char *err, size_t errsz) {
     kj_ctl_follower *f = kj_ctl_follower_new(cfg, err, errsz);
     if (!f) return -1;
     int rc = kj_ctl_follower_load(f, kj_now_ms() + timeout_ms, err, errsz) == 0 ? 0 : -1;
     if (rc == 0) {
-        kj_ctl_state *s = kj_ctl_follower_state(f);
         size_t n = 0;
-        const kj_ctl_pause *all = kj_ctl_state_list(s, &n);
-        bool present = false;
-        for (size_t i = 0; i < n && !present; i++)
-            present = all[i].partition == k->partition && strcmp(all[i].topic, k->topic) == 0;
-        if (n >= KJ_CTL_MAX_PAUSES && !present) {
-            snprintf(err, errsz,
-                     "%zu pauses are in force, the most a worker keeps: resume some first (a "
-                     "pause past that would be ignored)",
-                     n);
-            rc = 2;
-        }
+        const kj_ctl_pause *all = kj_ctl_state_list(kj_ctl_follower_state(f), &n);
+        *present = false;
+        for (size_t i = 0; i < n && !*present; i++)
+            *present = all[i].partition == k->partition && strcmp(all[i].topic, k->topic) == 0;
+        *full = n >= KJ_CTL_MAX_PAUSES;
     }
     kj_ctl_follower_free(f);
     return rc;
@@ -546,7 +539,21 @@ int kj_ctl_write(const kj_config *cfg, const kj_ctl_key *k, const kj_ctl_value *
         rc = 1;
         goto out;
     }
-    if (k->kind == KJ_CTL_PAUSE) { /* a pause or a resume names a topic (and partition) */
+    bool present = false, full = false;
+    if (k->kind == KJ_CTL_PAUSE &&
+        probe_state(cfg, k, timeout_ms, &present, &full, err, errsz) != 0)
+        goto out;
+    if (k->kind == KJ_CTL_PAUSE && v && v->paused && full && !present) {
+        snprintf(err, errsz,
+                 "%d pauses are in force, the most a worker keeps: resume some first (a pause "
+                 "past that would be ignored)",
+                 KJ_CTL_MAX_PAUSES);
+        rc = 2;
+        goto out;
+    }
+    /* a pause, or a resume of what is not paused, must name a topic (and partition) that is
+     * there; a pause in force can always be resumed, whatever became of its topic */
+    if (k->kind == KJ_CTL_PAUSE && !(present && !(v && v->paused))) {
         int n = partitions_of(md, k->topic);
         if (n <= 0) {
             snprintf(err, errsz, "topic %s does not exist", k->topic);
@@ -560,10 +567,6 @@ int kj_ctl_write(const kj_config *cfg, const kj_ctl_key *k, const kj_ctl_value *
             goto out;
         }
     }
-    if (k->kind == KJ_CTL_PAUSE && v && v->paused &&
-        (rc = room_for(cfg, k, timeout_ms, err, errsz)) != 0)
-        goto out; /* 2: no room; -1: the state could not be read */
-    rc = -1;
     write_result res = {0};
     e = rd_kafka_producev(
         rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(0), RD_KAFKA_V_KEY(key, strlen(key)),

@@ -348,6 +348,28 @@ def test_malformed_control_records_are_ignored():
         assert p.returncode == 2, (p.returncode, p.stderr)
         p = run(kjobs_cmd("resume", "-b", b), check=False)
         assert p.returncode == 2, (p.returncode, p.stderr)
+        p = run(kjobs_cmd("resume", "-b", b, "jobs:9"), check=False)  # no such partition
+        assert p.returncode == 2 and "no partition 9" in p.stderr, (p.returncode, p.stderr)
+
+
+def test_a_pause_past_the_most_kept_is_refused():
+    """A worker keeps at most 4,096 pauses and ignores one more: `kjobs pause` then refuses to
+    write one (exit 2) instead of reporting a pause nothing obeys (adversarial review)."""
+    with harness.Broker(partitions=2) as broker:
+        b = broker.bootstrap
+        prod = harness.python_producer(b)
+        for i in range(4096):  # any client may write pauses, of topics that need not exist
+            prod.send("jobs.control", key=b"pause/zz%d" % i,
+                      value=json.dumps({"v": 1, "paused": True, "at": 1, "by": "t"}).encode())
+        prod.flush(60)
+        prod.close()
+        p = run(kjobs_cmd("pause", "-b", b, "jobs"), check=False)
+        assert p.returncode == 2 and "4096 pauses are in force" in p.stderr, (p.returncode,
+                                                                              p.stderr)
+        kjobs_ok("resume", "-b", b, "zz0")  # room again (a resume needs no room) ...
+        kjobs_ok("pause", "-b", b, "jobs")  # ... so this one is kept
+        listed = [json.loads(l) for l in kjobs_ok("pauses", "-b", b, "--json").splitlines()]
+        assert ("jobs", None) in [(x["topic"], x["partition"]) for x in listed], len(listed)
 
 
 def test_without_the_control_topic():
@@ -392,4 +414,5 @@ if __name__ == "__main__":
                   test_breaker_resume_from_the_cli,
                   test_a_paused_partition_stays_held_through_breaker_trips,
                   test_malformed_control_records_are_ignored,
+                  test_a_pause_past_the_most_kept_is_refused,
                   test_without_the_control_topic])
