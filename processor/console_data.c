@@ -160,9 +160,14 @@ static json_t *status_project(const json_t *raw) {
         if (i >= KJ_STATUS_MAX_ERRORS) break;
         if (!json_is_object(e)) continue;
         json_t *pe = json_object();
-        static const char *const fields[] = {"ts", "level", "msg", "error"};
+        /* the schema's fields (docs/console.md): text ones, and the numbers of a record's place */
+        static const char *const fields[] = {"ts",    "level", "msg", "error", "class",
+                                             "topic", "type",  "id",  "reason"};
+        static const char *const numbers[] = {"partition", "offset"};
         for (size_t k = 0; k < sizeof(fields) / sizeof(*fields); k++)
             put(pe, fields[k], proj_string(json_object_get(e, fields[k])));
+        for (size_t k = 0; k < sizeof(numbers) / sizeof(*numbers); k++)
+            put(pe, numbers[k], proj_int(json_object_get(e, numbers[k])));
         json_array_append_new(errors, pe);
     }
     json_object_set_new(o, "errors", errors);

@@ -410,7 +410,9 @@ def test_forged_status_records_cannot_break_the_overview():
                       "handler": {"p50_seconds": "x", "p99_seconds": {"a": 1}},
                       "jobs": {"ok": big, "retry": "7", "evil": 5},
                       "assignment": {"count": "many", "partitions": [{"topic": 1}] * 500},
-                      "errors": ["not an object", {"msg": "m" * 5000, "secret": "s"}],
+                      "errors": ["not an object", {"msg": "m" * 5000, "secret": "s",
+                                                   "class": "timeout", "topic": "jobs",
+                                                   "partition": 3, "offset": "7x"}],
                       "extra": "x" * 1000}
             forge_status(broker.bootstrap, [
                 ("forged", json.dumps(forged).encode()),
@@ -436,6 +438,9 @@ def test_forged_status_records_cannot_break_the_overview():
             assert f["jobs"]["ok"] == 2 ** 53, f["jobs"]  # clamped to what JSON numbers hold
             assert len(f["errors"]) == 1 and len(f["errors"][0]["msg"]) == 256, f["errors"]
             assert "secret" not in f["errors"][0]
+            # the schema's context fields are kept, each only with its type
+            assert f["errors"][0]["class"] == "timeout" and f["errors"][0]["topic"] == "jobs"
+            assert f["errors"][0]["partition"] == 3 and "offset" not in f["errors"][0], f["errors"]
             assert 0 <= o["totals"]["jobs"]["ok"] <= 2 ** 53 + 10 ** 6, o["totals"]
 
         with_worker(broker, scenario)
