@@ -180,6 +180,7 @@ function renderDlq(d) {
     box.type = "checkbox";
     box.checked = state.selected.has(it.ref);
     box.dataset.ref = String(it.ref);
+    box.hidden = !(state.config && state.config.allow_actions); /* nothing to act on: read-only */
     box.addEventListener("click", (ev) => {
       ev.stopPropagation();
       if (box.checked) state.selected.add(it.ref); else state.selected.delete(it.ref);
