@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <pwd.h>
 #include <unistd.h>
 
@@ -377,9 +378,25 @@ int kj_ctl_follower_load(kj_ctl_follower *f, int64_t deadline_ms, char *err, siz
     }
     if (!exists) return 1;
     int64_t lo = 0, hi = 0;
-    left = (int)(deadline_ms - kj_now_ms());
-    rd_kafka_resp_err_t e =
-        rd_kafka_query_watermark_offsets(f->rk, f->topic, 0, &lo, &hi, left > 1000 ? left : 1000);
+    rd_kafka_resp_err_t e;
+    /* a cluster moving or electing leaders (a topic just created, a broker restarting) answers
+     * "not leader" and the like for a while: ask again until the deadline */
+    for (;;) {
+        left = (int)(deadline_ms - kj_now_ms());
+        e = rd_kafka_query_watermark_offsets(f->rk, f->topic, 0, &lo, &hi,
+                                             left > 1000 ? left : 1000);
+        bool transient = e == RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION ||
+                         e == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE ||
+                         e == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
+                         e == RD_KAFKA_RESP_ERR_NOT_COORDINATOR ||
+                         e == RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT ||
+                         e == RD_KAFKA_RESP_ERR__TRANSPORT || e == RD_KAFKA_RESP_ERR__TIMED_OUT ||
+                         e == RD_KAFKA_RESP_ERR_FENCED_LEADER_EPOCH ||
+                         e == RD_KAFKA_RESP_ERR_UNKNOWN_LEADER_EPOCH ||
+                         e == RD_KAFKA_RESP_ERR_OFFSET_NOT_AVAILABLE;
+        if (!e || !transient || kj_now_ms() + 250 >= deadline_ms) break;
+        nanosleep(&(struct timespec){.tv_nsec = 250 * 1000000L}, NULL);
+    }
     if (e) {
         snprintf(err, errsz, "control topic %s: cannot read its offsets: %s", f->topic,
                  rd_kafka_err2str(e));
