@@ -42,17 +42,6 @@ static const char resume_usage[] =
 
 enum { OPT_REASON = KJ_OPT_COMMON_LAST + 1, OPT_TIMEOUT, OPT_BREAKER };
 
-/* A consumed topic of the configuration (main or ladder), for a pause target. */
-static bool consumed_topic(const kj_config *cfg, const char *topic) {
-    kj_topic_spec *specs;
-    size_t n = kj_topic_layout(cfg, &specs);
-    bool found = false;
-    for (size_t i = 0; i < n && !found; i++)
-        found = specs[i].role != KJ_TOPIC_DLQ && strcmp(specs[i].name, topic) == 0;
-    kj_topic_layout_free(specs, n);
-    return found;
-}
-
 /* What stays paused after a resume, said on stderr: a partition resumed while its whole topic
  * is paused, or partitions with pauses of their own when their topic is resumed. */
 static void warn_still_paused(const kj_config *cfg, const kj_ctl_key *k) {
@@ -137,7 +126,7 @@ static int control_command(int argc, char **argv, bool pause) {
     }
     /* a pause names what this configuration consumes; a resume may lift any pause in force
      * (one written by another client, of a topic since deleted), kj_ctl_write checks that */
-    if (!breaker && pause && !consumed_topic(&cli.cfg, k.topic)) {
+    if (!breaker && pause && !kj_topic_is_consumed(&cli.cfg, k.topic)) {
         fprintf(stderr,
                 "%s: %s is not the main topic or a retry-ladder topic of this configuration "
                 "(topics.main = %s)\n",

@@ -252,17 +252,6 @@ static const char *action_of(const char *url) {
     return "unknown";
 }
 
-/* A consumed topic of the configuration (main or ladder): what a pause may name. */
-static bool consumed_topic(const kj_config *cfg, const char *topic) {
-    kj_topic_spec *specs;
-    size_t n = kj_topic_layout(cfg, &specs);
-    bool found = false;
-    for (size_t i = 0; i < n && !found; i++)
-        found = specs[i].role != KJ_TOPIC_DLQ && strcmp(specs[i].name, topic) == 0;
-    kj_topic_layout_free(specs, n);
-    return found;
-}
-
 /* POST /api/controls/{pause,resume,breaker-resume}: {"topic": T, "partition": P or null,
  * "reason": "..."} (pause, resume) or {} (breaker-resume); processor/group_control.h. */
 static bool api_control(kj_console *c, const kj_http_request *req, kj_http_response *resp,
@@ -290,7 +279,7 @@ static bool api_control(kj_console *c, const kj_http_request *req, kj_http_respo
         const char *t = json_string_value(topic);
         if (!t || !kj_ctl_topic_valid(t, strlen(t)))
             why = "topic must be a topic name";
-        else if (!consumed_topic(c->cfg, t))
+        else if (!kj_topic_is_consumed(c->cfg, t))
             why = "topic is not the main topic or a retry-ladder topic of this console's "
                   "configuration";
         else if (part && !json_is_null(part) &&

@@ -56,3 +56,13 @@ char *kj_topic_control(const kj_config *cfg) {
     snprintf(s, n, "%s.control", cfg->main_topic);
     return s;
 }
+
+bool kj_topic_is_consumed(const kj_config *cfg, const char *topic) {
+    kj_topic_spec *specs;
+    size_t n = kj_topic_layout(cfg, &specs);
+    bool found = false;
+    for (size_t i = 0; i < n && !found; i++)
+        found = specs[i].role != KJ_TOPIC_DLQ && strcmp(specs[i].name, topic) == 0;
+    kj_topic_layout_free(specs, n);
+    return found;
+}

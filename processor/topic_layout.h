@@ -6,6 +6,7 @@
 #ifndef KJOBS_TOPIC_LAYOUT_H
 #define KJOBS_TOPIC_LAYOUT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -38,5 +39,9 @@ char *kj_topic_status(const kj_config *cfg);
  * (it then obeys no control, and says so). malloc'd; free() it.
  */
 char *kj_topic_control(const kj_config *cfg);
+
+/** Whether `topic` is one the configuration's workers consume (the main topic or a ladder
+ *  step): what an operator's pause may name. */
+bool kj_topic_is_consumed(const kj_config *cfg, const char *topic);
 
 #endif /* KJOBS_TOPIC_LAYOUT_H */
