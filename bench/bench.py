@@ -328,8 +328,10 @@ def run_json(args, timeout=600, env=None):
     return [json.loads(l) for l in p.stdout.splitlines() if l.strip()]
 
 
-def fill(ctx, b, count, marks=True, flaky_every=0, type_=None):
+def fill(ctx, b, count, marks=True, flaky_every=0, type_=None, payload_bytes=0):
     args = [ctx.loadgen, "-b", b.bootstrap, "-t", b.main, "fill", "--count", str(count)]
+    if payload_bytes:
+        args += ["--payload-bytes", str(payload_bytes)]
     if marks:
         args.append("--marks")
     if flaky_every:
@@ -685,6 +687,45 @@ def bench_rss(ctx, cfg):
             "double_rate": med(r["rate"] for r in double),
             "big_kb": med(r["hwm_kb"] for r in big), "big_rate": med(r["rate"] for r in big),
             "broker_hwm_kb": broker_hwm}
+
+
+# ---- memory (issue #18 item 3) ----------------------------------------------------------------
+
+def bench_memory(ctx, cfg):
+    """Worker VmHWM over backlogs of different sizes and partition counts, with real payloads
+    and retries: every case a fresh broker (or fresh topics) filled with N jobs of P bytes, every
+    10th failing once (ladder step 1 s), drained by one worker with default settings until every
+    retry succeeded; VmHWM read then. A worker bounded per process and in bytes stays flat
+    across rows."""
+    env = {"KJOBS_RETRY_DELAYS": "1s"}
+    rows = []
+    for P, N, payload in cfg["mem_cases"]:
+        for r in range(cfg["mem_runs"]):
+            with ctx.broker(P) as b:
+                total = N + 2 * P
+                fill(ctx, b, N, flaky_every=10, payload_bytes=payload)
+                check_backlog(ctx, b, total)
+                k = kjobs_drain(ctx, b, P, total, env=env, timeout=600)
+                w = k["worker"]
+                try:
+                    deadline = time.monotonic() + 300
+                    while metric_sum(w.metrics(), topic=b.ladder[0], type="kjobs.flaky",
+                                     outcome="ok") < N // 10:
+                        check_brokers()
+                        if time.monotonic() > deadline:
+                            raise HarnessError("memory: retries did not all succeed in 300 s")
+                        time.sleep(0.05)
+                    hwm = w.hwm_kb()
+                    cpu = cpu_seconds(w.proc.pid)
+                finally:
+                    w.stop()
+                row = {"partitions": P, "jobs": N, "payload": payload, "hwm_kb": hwm,
+                       "rate": k["rate"], "cpu_us": cpu * 1e6 / N if cpu is not None else None,
+                       "load1": float(open("/proc/loadavg").read().split()[0])}
+                log(f"  memory: {N} jobs of {payload} B over {P} partitions (10% retried): "
+                    f"VmHWM {hwm / 1024:.1f} MiB, first attempts {k['rate']:.0f} jobs/s")
+                rows.append(row)
+    return {"rows": rows}
 
 
 # ---- retry ------------------------------------------------------------------------------------
@@ -1476,6 +1517,22 @@ def report(ctx, cfg, info, res, command, started, load_end):
                  f"batch.max_pending (10,000) × partitions undispatched jobs, plus librdkafka's "
                  f"prefetch queue (queued.max.messages.kbytes, default 64 MiB).\n")
 
+    mm = res.get("memory")
+    if mm:
+        L.append("## Worker peak RSS under backlog, payloads and retries (issue #18 item 3)\n")
+        L.append("Default settings (batch.max_pending_bytes 4 MiB); each row a fresh broker or "
+                 "fresh topics filled with N jobs of P payload bytes, every 10th failing once "
+                 "(ladder step 1 s), one worker draining until every retry succeeded; VmHWM "
+                 "from /proc/PID/status then.\n")
+        L.append("| partitions | jobs | payload | VmHWM | first attempts jobs/s | CPU µs/job | "
+                 "1-min load |")
+        L.append("|---:|---:|---:|---:|---:|---:|---:|")
+        for r in mm["rows"]:
+            L.append(f"| {r['partitions']} | {r['jobs']:,} | {r['payload']:,} B | "
+                     f"**{fmt_kb(r['hwm_kb'])}** | {fmt_rate(r['rate'])} | "
+                     f"{fmt_ms(r['cpu_us'])} | {r['load1']} |")
+        L.append("")
+
     rt = res.get("retry")
     if rt:
         L.append("## Retry cost\n")
@@ -1644,6 +1701,9 @@ def summary(res):
         out.append(f"rss: 1 job {fmt_kb(rs['one_kb'])}, {rs['jobs'] // 2} backlog "
                    f"{fmt_kb(rs['half_kb'])}, {rs['jobs']} backlog {fmt_kb(rs['big_kb'])}, "
                    f"{2 * rs['jobs']} backlog {fmt_kb(rs['double_kb'])}")
+    for r in (res.get("memory") or {}).get("rows", []):
+        out.append(f"memory: {r['jobs']} x {r['payload']} B over {r['partitions']} partitions: "
+                   f"VmHWM {fmt_kb(r['hwm_kb'])}, {fmt_rate(r['rate'])} jobs/s")
     rt = res.get("retry")
     if rt:
         out.append(f"retry: ok {fmt_rate(rt['ok_rate'])}/s, 10% flaky {fmt_rate(rt['flaky_rate'])}/s "
@@ -1671,6 +1731,11 @@ def summary(res):
 FULL = {"runs": 3, "drain_runs": 5, "drain_partitions": 64, "drain_jobs": 1_600_000,
         "lat_rate": 5000, "lat_seconds": 20, "lat_partitions": 16,
         "rss_partitions": 64, "rss_jobs": 1_000_000,
+        # (partitions, jobs, payload bytes); the mock keeps 5 MiB or 100,000 records per
+        # partition, hence no 8-partition million-job rows here (they are in KAFKA's)
+        "mem_runs": 1, "mem_cases": [(64, 1_000_000, 100), (64, 1_600_000, 100),
+                                     (128, 1_000_000, 100), (128, 2_000_000, 100),
+                                     (16, 640, 102_400)],
         "retry_partitions": 16, "retry_jobs": 400_000,
         "so_partitions": 16, "so_rate": 2000, "so_seconds": 24, "so_join_at": 8,
         "ss_partitions": 16, "ss_rate": 2000, "ss_settle": 5, "ss_workers": 4,
@@ -1678,6 +1743,7 @@ FULL = {"runs": 3, "drain_runs": 5, "drain_partitions": 64, "drain_jobs": 1_600_
 QUICK = {"runs": 1, "drain_runs": 1, "drain_partitions": 4, "drain_jobs": 20_000,
          "lat_rate": 500, "lat_seconds": 2, "lat_partitions": 4,
          "rss_partitions": 4, "rss_jobs": 20_000,
+         "mem_runs": 1, "mem_cases": [(4, 20_000, 100), (4, 200, 102_400)],
          "retry_partitions": 4, "retry_jobs": 10_000,
          "so_partitions": 4, "so_rate": 200, "so_seconds": 16, "so_join_at": 2,
          "ss_partitions": 4, "ss_rate": 200, "ss_settle": 1, "ss_workers": 4,
@@ -1689,7 +1755,9 @@ EXTRA = ["scale-steps", "scale-steps-kip848"]
 # On real Kafka: the benchmarks of issue #11 (scale-out there is the integration suite's
 # business for now); the latency runs interleave defaults and no-waits, each with raw_consumer
 # reading the same stream; no jemalloc experiment (an allocator finding, not a broker one).
-KAFKA = {"lat_variants": ["default", "batch-wait-5ms"], "jemalloc": False}
+KAFKA = {"lat_variants": ["default", "batch-wait-5ms"], "jemalloc": False,
+         "mem_cases": [(8, 1_000_000, 100), (8, 2_000_000, 100), (128, 2_000_000, 100),
+                       (8, 10_000, 102_400)]}
 KAFKA_ALL = ["drain", "latency", "rss", "retry"]
 KAFKA_SH = os.path.join(SRC, "scripts", "kafka.sh")
 
@@ -1777,7 +1845,7 @@ def run(ap, args, kafka, kafka_pid):
     if "profile" in only:
         args.keep = args.no_write = True  # the perf data lives in the work directory
     for x in only:
-        if x not in ALL + EXTRA + ["profile"]:
+        if x not in ALL + EXTRA + ["profile", "memory"]:
             ap.error(f"unknown benchmark {x}")
     work = tempfile.mkdtemp(prefix="kjobs-bench-")
     ctx = Ctx(os.path.abspath(args.build_dir), work, args.quick, kafka, kafka_pid)
@@ -1790,6 +1858,7 @@ def run(ap, args, kafka, kafka_pid):
     t0 = time.monotonic()
     res = {"config": cfg}
     funcs = {"drain": bench_drain, "latency": bench_latency, "rss": bench_rss,
+             "memory": bench_memory,
              "retry": bench_retry, "scaleout": bench_scaleout, "profile": bench_profile,
              "scaleout-kip848": lambda c, f: bench_scaleout(c, f, "consumer"),
              "scale-steps": bench_scale_steps,

@@ -6,9 +6,10 @@
  * the bench plugin (bench/latency_plugin.c) expects them.
  *
  * Modes:
- *   loadgen -b B fill --count N [--flaky-every K] [--marks] [--type T]
+ *   loadgen -b B fill --count N [--flaky-every K] [--marks] [--type T] [--payload-bytes P]
  *       a backlog: N jobs round-robin over every partition of the topic; every K-th job is
- *       kjobs.flaky with payload "1" (fails once), the others T (default kjobs.noop). With
+ *       kjobs.flaky with payload "1" (fails once), the others T (default kjobs.noop) with a
+ *       payload of P bytes ('x', default 0: the memory benchmark's 100-byte jobs). With
  *       --marks each partition gets a bench.start job before and a bench.end job after its
  *       share, so the plugin can time a drain exactly without polling anything.
  *   loadgen -b B rate --rate R --seconds S [--type T] [--warmup]
@@ -133,14 +134,14 @@ static int32_t lg_partition_count(rd_kafka_t *rk, const char *topic) {
 static void lg_usage(void) {
     fprintf(stderr,
             "usage: loadgen -b BROKERS [-t TOPIC] [-X prop=value]... fill --count N "
-            "[--flaky-every K] [--marks] [--type T]\n"
+            "[--flaky-every K] [--marks] [--type T] [--payload-bytes P]\n"
             "       loadgen -b BROKERS [-t TOPIC] [-X prop=value]... rate --rate R --seconds S "
             "[--type T]\n");
     exit(2);
 }
 
 int main(int argc, char **argv) {
-    enum { O_COUNT = 256, O_FLAKY, O_MARKS, O_TYPE, O_RATE, O_SECONDS, O_WARMUP };
+    enum { O_COUNT = 256, O_FLAKY, O_MARKS, O_TYPE, O_RATE, O_SECONDS, O_WARMUP, O_PAYLOAD };
     static const struct option longopts[] = {{"count", required_argument, NULL, O_COUNT},
                                              {"flaky-every", required_argument, NULL, O_FLAKY},
                                              {"marks", no_argument, NULL, O_MARKS},
@@ -148,9 +149,10 @@ int main(int argc, char **argv) {
                                              {"rate", required_argument, NULL, O_RATE},
                                              {"seconds", required_argument, NULL, O_SECONDS},
                                              {"warmup", no_argument, NULL, O_WARMUP},
+                                             {"payload-bytes", required_argument, NULL, O_PAYLOAD},
                                              {NULL, 0, NULL, 0}};
     const char *brokers = NULL, *type = NULL;
-    long long count = 0, flaky_every = 0;
+    long long count = 0, flaky_every = 0, payload_bytes = 0;
     double rate = 0, seconds = 0;
     int marks = 0, opt, linger_set = 0, warmup = 0;
     lg_state st = {.topic = "jobs"};
@@ -195,6 +197,9 @@ int main(int argc, char **argv) {
         case O_WARMUP:
             warmup = 1;
             break;
+        case O_PAYLOAD:
+            payload_bytes = atoll(optarg);
+            break;
         default:
             lg_usage();
         }
@@ -210,6 +215,11 @@ int main(int argc, char **argv) {
     if (!fill && strcmp(mode, "rate") != 0) lg_usage();
     if (fill ? count < 0 || (count == 0 && !marks) : (rate <= 0 || seconds <= 0)) lg_usage();
     if (!type) type = fill ? "kjobs.noop" : "bench.lat";
+    if (payload_bytes < 0 || payload_bytes > (1 << 20)) lg_usage();
+    char *pad = malloc((size_t)payload_bytes + 1); /* lg_produce takes a C string */
+    if (!pad) return 1;
+    memset(pad, 'x', (size_t)payload_bytes);
+    pad[payload_bytes] = '\0';
 
     char err[512];
     if (kj_codec_init(err, sizeof(err)) != 0) {
@@ -248,7 +258,7 @@ int main(int argc, char **argv) {
         for (long long i = 0; i < count; i++) {
             int flaky = flaky_every > 0 && i % flaky_every == flaky_every - 1;
             lg_produce(&st, (int32_t)(i % st.partitions), flaky ? "kjobs.flaky" : type,
-                       flaky ? "1" : "", lg_now_us(), 0);
+                       flaky ? "1" : pad, lg_now_us(), 0);
         }
         if (marks)
             for (int32_t p = 0; p < st.partitions; p++)

@@ -291,6 +291,21 @@ static void promote_due(kj_engine *e, int64_t now) {
     }
 }
 
+#define KJ_LANE_INITIAL_CAP 64
+#define KJ_LANE_SHRINK_CAP  (4 * KJ_LANE_INITIAL_CAP)
+
+/* An emptied ring back to its initial size: the rings of hundreds of partitions would
+ * otherwise each keep the largest backlog they ever had (batch.max_pending_bytes bounds what is
+ * queued, not what was once allocated). Only above KJ_LANE_SHRINK_CAP, so a lane that empties at
+ * every batch under a steady load does not reallocate each time. @locks_required e->lock */
+static void lane_shrink(kj_lane *l) {
+    struct kj_slot *n = realloc(l->ring, KJ_LANE_INITIAL_CAP * sizeof *n);
+    if (!n) return; /* keep the larger ring */
+    l->ring = n;
+    l->cap = KJ_LANE_INITIAL_CAP;
+    l->head = 0;
+}
+
 /* Takes the due run at the head of @p l (up to max_batch) into @p items.
  * @locks_required e->lock */
 static size_t lane_take(kj_engine *e, kj_lane *l, int64_t now, void **items) {
@@ -303,6 +318,7 @@ static size_t lane_take(kj_engine *e, kj_lane *l, int64_t now, void **items) {
     l->head = (l->head + n) & (l->cap - 1);
     l->count -= n;
     l->dispatched += n;
+    if (l->count == 0 && l->cap > KJ_LANE_SHRINK_CAP) lane_shrink(l);
     atomic_store_explicit(&l->pending, l->count, memory_order_relaxed);
     return n;
 }
@@ -454,8 +470,6 @@ fail:;
     errno = saved;
     return NULL;
 }
-
-#define KJ_LANE_INITIAL_CAP 64
 
 kj_lane *kj_engine_lane_add(kj_engine *e, void *lane_opaque) {
     kj_lane *l = calloc(1, sizeof *l);

@@ -31,7 +31,8 @@ struct kj_offset_tracker {
     bool any;       /* something was added (or reset to a position) */
 };
 
-#define KJ_TRACKER_MIN_CAP 16
+#define KJ_TRACKER_MIN_CAP    16
+#define KJ_TRACKER_SHRINK_CAP 256 /* a power of two; emptied rings above it go back to 64 */
 
 static size_t round_up_pow2(size_t n) {
     size_t c = KJ_TRACKER_MIN_CAP;
@@ -119,7 +120,19 @@ int kj_offset_tracker_complete(kj_offset_tracker *t, int64_t offset) {
             t->head = (t->head + 1) & (t->cap - 1);
             t->count--;
         }
-        if (t->count == 0) t->head = 0;
+        if (t->count == 0) {
+            t->head = 0;
+            /* hundreds of partitions would otherwise each keep the ring of the largest
+             * backlog they ever had; only above KJ_TRACKER_SHRINK_CAP, so a partition that
+             * empties at every batch under steady load does not reallocate each time */
+            if (t->cap > KJ_TRACKER_SHRINK_CAP) {
+                struct kj_entry *n = realloc(t->ring, KJ_TRACKER_SHRINK_CAP / 4 * sizeof *n);
+                if (n) {
+                    t->ring = n;
+                    t->cap = KJ_TRACKER_SHRINK_CAP / 4;
+                }
+            }
+        }
     }
     return 0;
 }

@@ -391,6 +391,18 @@ static const kj_setting kj_settings[] = {
             "it the partition is paused. At least batch.max_jobs. With batch.ordering = \"key\" "
             "it also bounds the jobs a restart runs again: a partition is paused while this many "
             "jobs past its committed offset are fetched, running or finished out of order."},
+    {ROW("batch", "max_pending_bytes", "KJOBS_BATCH_MAX_PENDING_BYTES"), .type = KT_INT,
+     .off = F(batch_max_pending_bytes), .def = "4194304", .min = 65536, .max = 1073741824,
+     .doc = "Back-pressure bound for the whole process, in bytes: fetched records held "
+            "(queued or running), each counted as its value and key plus 256 bytes. A "
+            "partition that receives a record while the total is at this bound is paused until "
+            "the total is down to half of it, or its own queue is empty (no partition starves). "
+            "A quarter of it (at least 1 MiB) also sizes librdkafka's prefetch queue "
+            "(queued.max.messages.kbytes) and the queue of retry and dead-letter copies waiting "
+            "for their acknowledgement (queue.buffering.max.kbytes), unless kafka.properties "
+            "sets them. With the default a worker peaked at 47-53 MiB RSS draining 1-2 million "
+            "100-byte jobs over 64-128 partitions with 10 % of them retried (bench/RESULTS.md); "
+            "a larger bound trades memory for fewer pauses."},
     {ROW("batch", "ordering", "KJOBS_BATCH_ORDERING"), .type = KT_STRING, .off = F(batch_ordering),
      .def = "partition", .check = check_batch_ordering, .expect = "\"partition\" or \"key\"",
      .doc = "\"partition\": a partition's jobs run one batch at a time, in offset order. "

@@ -56,8 +56,9 @@ typedef struct kj_config {
     int partitions, replication_factor, min_insync_replicas;
     int64_t topic_retention_ms, dlq_retention_ms; /* retention.ms of created topics */
     int batch_max_jobs, batch_max_wait_ms, batch_max_pending;
-    char *batch_ordering; /* "partition" or "key"; see kj_config_key_lanes() */
-    int batch_key_lanes;  /* as configured: 0 means "workers" */
+    int batch_max_pending_bytes; /* per process, bytes of fetched records held */
+    char *batch_ordering;        /* "partition" or "key"; see kj_config_key_lanes() */
+    int batch_key_lanes;         /* as configured: 0 means "workers" */
     int workers;
     int64_t *retry_delays_ms;
     size_t retry_delay_count;

@@ -278,7 +278,7 @@ static void skip_batch(kj_worker *w, kj_vlane *vl, void **items, size_t count) {
     kj_flow_forget_lane(w->flow, vl->lane, false); /* a slot promised to it passes on */
     vl->throttled_since = 0;
     for (size_t i = 0; i < count; i++)
-        rd_kafka_message_destroy(items[i]);
+        release_message(w, items[i]);
     atomic_fetch_add(&w->jobs_skipped, (long long)count);
 }
 
@@ -665,7 +665,7 @@ void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t count, voi
                "carried_to_new_assignment", (json_int_t)carried);
         for (size_t i = 0; i < count; i++) {
             if (slots[i].decoded) kj_job_record_free(&slots[i].job.record);
-            rd_kafka_message_destroy((rd_kafka_message_t *)slots[i].job.msg);
+            release_message(w, (rd_kafka_message_t *)slots[i].job.msg);
         }
         kj_metrics_in_flight_add(-(int64_t)count);
         return;
@@ -778,7 +778,7 @@ void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t count, voi
     }
     for (size_t i = 0; i < count; i++) {
         if (slots[i].decoded) kj_job_record_free(&slots[i].job.record);
-        rd_kafka_message_destroy((rd_kafka_message_t *)slots[i].job.msg);
+        release_message(w, (rd_kafka_message_t *)slots[i].job.msg);
     }
     if (careful) crash_probe_done(part, head_offset);
     atomic_fetch_add(&w->jobs_ok, ok);

@@ -575,9 +575,9 @@ char *kj_registry_render(kj_registry *reg, size_t *len) {
 
 static struct {
     kj_registry *reg;
-    kj_metric_family *jobs, *duration, *batch, *lag, *commits, *rebalances, *in_flight, *resets,
-        *retry, *dlq, *route_errors, *decode_errors, *exec_stray, *breaker, *ready, *build_info,
-        *truncated, *invalid_headers, *hops, *trace_invalid, *sr_requests, *sr_waiting,
+    kj_metric_family *jobs, *duration, *batch, *lag, *commits, *rebalances, *in_flight, *held_bytes,
+        *resets, *retry, *dlq, *route_errors, *decode_errors, *exec_stray, *breaker, *ready,
+        *build_info, *truncated, *invalid_headers, *hops, *trace_invalid, *sr_requests, *sr_waiting,
         *periodic_enqueued, *periodic_next, *throttle_wait, *console_actions, *console_oldest,
         *console_ladder, *console_dlq, *console_dlq_unresolved, *operator_paused;
     kj_metric_handle *commit_ok, *commit_error;
@@ -627,6 +627,10 @@ static const struct kj_metric_def {
      NULL, 0},
     {&g_kj.in_flight, "kjobs_in_flight_jobs", KJ_METRIC_GAUGE,
      "Jobs handed to handlers and not yet finished.", 0, {0}, NULL, 0},
+    {&g_kj.held_bytes, "kjobs_held_record_bytes", KJ_METRIC_GAUGE,
+     "Bytes of fetched records this worker holds, queued or running, as "
+     "batch.max_pending_bytes counts them (value + key + 256 per record).",
+     0, {0}, NULL, 0},
     {&g_kj.resets, "kjobs_offset_resets_total", KJ_METRIC_COUNTER,
      "Consumer offset resets: jobs deleted by retention before they ran.", 0, {0}, NULL, 0},
     {&g_kj.retry, "kjobs_retry_routed_total", KJ_METRIC_COUNTER,
@@ -786,6 +790,11 @@ void kj_metrics_rebalance(void) {
 void kj_metrics_in_flight_add(int64_t delta) {
     kj_metrics_ensure();
     kj_gauge_add(kj_family_default(g_kj.in_flight), (double)delta);
+}
+
+void kj_metrics_held_bytes_set(int64_t bytes) {
+    kj_metrics_ensure();
+    kj_gauge_set(kj_family_default(g_kj.held_bytes), (double)(bytes > 0 ? bytes : 0));
 }
 
 void kj_metrics_offset_reset(void) {

@@ -53,6 +53,8 @@
  *       Rebalances (assign or revoke callbacks) seen by this member.
  *   kjobs_in_flight_jobs  gauge
  *       Jobs handed to handlers and not yet finished.
+ *   kjobs_held_record_bytes  gauge
+ *       Bytes of fetched records held (queued or running), as batch.max_pending_bytes counts.
  *   kjobs_offset_resets_total  counter
  *       Consumer offset resets (jobs deleted by retention before they ran).
  *   kjobs_retry_routed_total{step}  counter
@@ -248,6 +250,8 @@ void kj_metrics_batch_size(size_t njobs);
 void kj_metrics_commit(bool ok);
 void kj_metrics_rebalance(void);
 void kj_metrics_in_flight_add(int64_t delta);
+/** kjobs_held_record_bytes; set by the poll thread each tick (negative reads as 0). */
+void kj_metrics_held_bytes_set(int64_t bytes);
 void kj_metrics_offset_reset(void);
 /** step is 1-based, as in the topic name <topic>.retry.<step>. */
 void kj_metrics_retry_routed(int step);

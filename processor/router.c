@@ -346,6 +346,19 @@ kj_router *kj_router_new(const kj_config *cfg, rd_kafka_conf_t *conf, const char
         rd_kafka_conf_destroy(conf);
         goto fail;
     }
+    /* Copies waiting for their acknowledgement count toward the process's memory like the
+     * records they come from: a quarter of batch.max_pending_bytes (at least 1 MiB) unless
+     * kafka.properties sets it; a full queue makes kj_route wait (QUEUE_FULL_WAIT_MS), which
+     * slows the handlers' threads instead of growing (librdkafka's default is 1 GiB). */
+    if (!kj_kafka_prop_value(cfg, "queue.buffering.max.kbytes")) {
+        char kbytes[32];
+        int kb = cfg->batch_max_pending_bytes / 4 / 1024;
+        snprintf(kbytes, sizeof(kbytes), "%d", kb < 1024 ? 1024 : kb);
+        if (kj_kafka_conf_set(conf, "queue.buffering.max.kbytes", kbytes, errstr, errstr_size)) {
+            rd_kafka_conf_destroy(conf);
+            goto fail;
+        }
+    }
     r->transactional = cfg->retry_exactly_once;
     pthread_rwlockattr_t attr;
     pthread_rwlockattr_init(&attr);

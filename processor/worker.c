@@ -135,6 +135,7 @@ static void handle_message(kj_worker *w, rd_kafka_message_t *msg) {
         if (!p->paused) pause_part(w, p, false);
     }
     kj_vlane *vl = lane_for(p, msg);
+    int64_t bytes = record_bytes(msg); /* read before the push: a worker may free it at once */
     size_t pending = kj_engine_push(vl->lane, msg, not_before > 0 ? not_before : 0);
     if (pending == 0) { /* out of memory: the offset stays uncommittable; stop fetching it */
         kj_log(KJ_LOG_ERROR, "cannot queue job (out of memory)", "{s:s,s:i}", "topic", p->topic,
@@ -143,11 +144,16 @@ static void handle_message(kj_worker *w, rd_kafka_message_t *msg) {
         if (!p->paused) pause_part(w, p, false);
         return;
     }
-    /* A not-yet-due ladder head pauses its partition (nothing behind it could run sooner) —
+    /* The process-wide byte bound pauses the partition a record arrives on while the total is
+     * at the bound: that partition holds at least this record, so it still progresses, and
+     * the tick resumes it once the total is down to half or its own queue is empty.
+     * A not-yet-due ladder head pauses its partition (nothing behind it could run sooner) —
      * unless parked copies have lanes of their own there (lane_for): those behind it may be
      * due sooner, so it keeps fetching, bounded by batch.max_pending */
+    bytes += atomic_fetch_add_explicit(&w->pending_bytes, bytes, memory_order_relaxed);
     bool parked_lanes = p->role == KJ_TOPIC_RETRY && p->nlanes > 1;
-    if (!p->paused && (p->nlanes > 1 ? held : pending) >= (size_t)w->cfg->batch_max_pending)
+    if (!p->paused && ((p->nlanes > 1 ? held : pending) >= (size_t)w->cfg->batch_max_pending ||
+                       bytes >= w->cfg->batch_max_pending_bytes))
         pause_part(w, p, false);
     else if (!p->paused && !parked_lanes && not_before > kj_now_ms())
         pause_part(w, p, true);
@@ -170,7 +176,7 @@ static void drop_pending(kj_worker *w) {
     for (kj_part *p = w->parts; p; p = p->next) {
         for (int i = 0; p->lanes && i < p->nlanes; i++) {
             kj_lane *lane = p->lanes[i].lane;
-            size_t n = kj_engine_lane_discard_pending(lane, discard_message, NULL);
+            size_t n = kj_engine_lane_discard_pending(lane, discard_message, w);
             if (n == 0) continue;
             atomic_store(&p->needs_rewind, true);
             atomic_fetch_add(&w->jobs_skipped, (long long)n);
@@ -364,6 +370,8 @@ static void publish_status(kj_worker *w, int64_t now) {
 static void tick(kj_worker *w, int64_t now, int64_t *last_commit, int64_t *last_lag,
                  int64_t *last_progress) {
     size_t low = (size_t)w->cfg->batch_max_pending / 2;
+    bool bytes_high = atomic_load_explicit(&w->pending_bytes, memory_order_relaxed) >
+                      w->cfg->batch_max_pending_bytes / 2;
     drop_wake_answers(w);
     kj_key_order_tick(w->key_order, key_order_ready, w);
     control_tick(w, now);
@@ -374,6 +382,7 @@ static void tick(kj_worker *w, int64_t now, int64_t *last_commit, int64_t *last_
     }
     char why[96];
     kj_metrics_ready_set(kj_worker_ready(w, why, sizeof(why))); /* kjobs_ready mirrors /readyz */
+    kj_metrics_held_bytes_set(atomic_load_explicit(&w->pending_bytes, memory_order_relaxed));
     for (kj_part *p = w->parts; p; p = p->next) /* an arming mark unanswered for 3 s: again */
         if (p->arming && p->meta_sent[0] && now - p->arm_sent_at > 3000) p->meta_sent[0] = '\0';
     for (kj_part *p = w->parts; p; p = p->next)
@@ -396,7 +405,7 @@ static void tick(kj_worker *w, int64_t now, int64_t *last_commit, int64_t *last_
             p->op_rewind)
             continue;
         size_t pending = part_load(p);
-        if (pending > low) continue;
+        if (pending > low || (pending > 0 && bytes_high)) continue;
         if (p->paused_for_delay && part_head_not_before(p) > now) continue;
         resume_part(w, p);
     }
@@ -912,6 +921,28 @@ static int check_topics(kj_worker *w, char *errstr, size_t errstr_size) {
     return -1;
 }
 
+/* librdkafka's prefetch queue, sized from batch.max_pending_bytes (a quarter of it, at least
+ * 1 MiB) unless kafka.properties sets it: its default (64 MiB, and fetch.max.bytes 50 MiB,
+ * which librdkafka lowers to it) alone was over the whole process's memory target. One Fetch
+ * response is kept alive by any record of it still held, so a smaller queue also means
+ * smaller responses pinned by a slow job. A full queue makes librdkafka wait
+ * fetch.queue.backoff.ms (1 s by default, since 2.2.0; fixed before) before it fetches that
+ * partition again: with large records a small queue fills at every fetch, so the wait is cut to
+ * KJ_FETCH_QUEUE_BACKOFF_MS where the property exists. Returns 0, or -1 with errstr. */
+#define KJ_FETCH_QUEUE_BACKOFF_MS "10"
+static int prefetch_conf(const kj_config *cfg, rd_kafka_conf_t *conf, char *errstr,
+                         size_t errstr_size) {
+    if (rd_kafka_version() >= 0x020200ff && !kj_kafka_prop_value(cfg, "fetch.queue.backoff.ms") &&
+        kj_kafka_conf_set(conf, "fetch.queue.backoff.ms", KJ_FETCH_QUEUE_BACKOFF_MS, errstr,
+                          errstr_size))
+        return -1;
+    if (kj_kafka_prop_value(cfg, "queued.max.messages.kbytes")) return 0;
+    char kbytes[32];
+    int kb = cfg->batch_max_pending_bytes / 4 / 1024;
+    snprintf(kbytes, sizeof(kbytes), "%d", kb < 1024 ? 1024 : kb);
+    return kj_kafka_conf_set(conf, "queued.max.messages.kbytes", kbytes, errstr, errstr_size);
+}
+
 /* The group consumer, for the protocol in w->protocol: kjobs' settings, then the passthrough
  * properties (the ones the commit rule depends on forced again). Returns 0, or -1 with errstr.
  * @locality poll thread (construction, and the one fallback to classic in kj_worker_run) */
@@ -943,7 +974,8 @@ static int consumer_new(kj_worker *w, char *errstr, size_t errstr_size) {
          kj_kafka_conf_set(conf, "heartbeat.interval.ms", "500", errstr, errstr_size)) ||
         (cfg->group_instance_id[0] &&
          kj_kafka_conf_set(conf, "group.instance.id", cfg->group_instance_id, errstr,
-                           errstr_size))) {
+                           errstr_size)) ||
+        prefetch_conf(cfg, conf, errstr, errstr_size)) {
         rd_kafka_conf_destroy(conf);
         return -1;
     }

@@ -28,7 +28,11 @@
  * shutdown. After a crash only uncommitted jobs run again.
  *
  * Back-pressure. A partition with more than batch.max_pending undispatched jobs is paused
- * and resumed below half of that, so memory is bounded whatever the backlog. With key lanes
+ * and resumed below half of that. The whole process holds at most batch.max_pending_bytes of
+ * records (w->pending_bytes: value + key + 256 per record, charged when queued, refunded when
+ * destroyed): a partition receiving a record at that bound is paused, and resumed once the
+ * total is down to half or its own queue is empty, so memory is bounded per process whatever
+ * the backlog, the payload size or the partition count. With key lanes
  * the count is every job past the committed offset (undispatched, running, or finished out of
  * order: kj_offset_tracker_held), which also bounds what a restart runs again. A retry-ladder
  * partition whose head is not yet released is paused until it is; the engine holds the head

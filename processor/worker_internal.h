@@ -203,6 +203,10 @@ struct kj_worker {
     int64_t kip848_checked_at;    /* (poll) last look at the member epoch */
     atomic_int registry_waiting;  /* batches held by a Schema Registry outage (decode_job) */
     atomic_llong jobs_ok, jobs_retried, jobs_dead, resets;
+    /* Bytes of fetched records held, queued or running (record_bytes each): charged when a
+     * record is queued (handle_message), refunded when it is destroyed (release_message); the
+     * process-wide back-pressure bound batch.max_pending_bytes is checked against it. */
+    atomic_llong pending_bytes;
     /* DLQ circuit breaker: workers record outcomes under breaker_lock and set breaker_open;
      * the poll thread pauses, rewinds and resumes (see "circuit breaker" below). */
     pthread_mutex_t breaker_lock;
@@ -230,6 +234,11 @@ struct kj_worker {
 kj_part *part_lookup(kj_worker *w, const rd_kafka_topic_t *rkt, const char *topic,
                      int32_t partition);
 kj_part *part_add(kj_worker *w, const char *topic, int32_t partition);
+/* What a held record counts against batch.max_pending_bytes: value + key + KJ_RECORD_OVERHEAD */
+int64_t record_bytes(const rd_kafka_message_t *msg);
+/* Destroy a record that was queued, refunding its bytes. @locality any thread */
+void release_message(kj_worker *w, rd_kafka_message_t *msg);
+/* kj_discard_fn for queued records; @p opaque is the worker */
 void discard_message(void *item, void *opaque);
 void part_remove_lanes(kj_worker *w, kj_part *p);
 kj_vlane *lane_for(kj_part *p, const rd_kafka_message_t *msg);

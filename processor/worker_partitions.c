@@ -54,7 +54,7 @@ kj_part *part_add(kj_worker *w, const char *topic, int32_t partition) {
     p->step_delay_ms = slot->spec.delay_ms;
     p->committed = -1;
     pthread_mutex_init(&p->lock, NULL);
-    p->tracker = kj_offset_tracker_new(1024);
+    p->tracker = kj_offset_tracker_new(64); /* grows with the backlog, shrinks when empty */
     p->nlanes = p->role == KJ_TOPIC_MAIN                       ? kj_config_key_lanes(w->cfg)
                 : kj_key_order_covers(w->key_order, partition) ? 1 + PARKED_LANES(w)
                                                                : 1;
@@ -70,9 +70,21 @@ kj_part *part_add(kj_worker *w, const char *topic, int32_t partition) {
     return p;
 }
 
+/* librdkafka's message and op (about 200 bytes on 64-bit) and our queue entry: counted per
+ * record so that many tiny records cannot hide from the byte bound. */
+#define KJ_RECORD_OVERHEAD 256
+
+int64_t record_bytes(const rd_kafka_message_t *msg) {
+    return (int64_t)msg->len + (int64_t)msg->key_len + KJ_RECORD_OVERHEAD;
+}
+
+void release_message(kj_worker *w, rd_kafka_message_t *msg) {
+    atomic_fetch_sub_explicit(&w->pending_bytes, record_bytes(msg), memory_order_relaxed);
+    rd_kafka_message_destroy(msg);
+}
+
 void discard_message(void *item, void *opaque) {
-    (void)opaque;
-    rd_kafka_message_destroy(item);
+    release_message(opaque, item);
 }
 
 /* Stops and removes every lane of @p p (all stop dispatching first, then each in-flight batch
@@ -85,7 +97,7 @@ void part_remove_lanes(kj_worker *w, kj_part *p) {
         lanes[i] = p->lanes[i].lane;
         kj_flow_forget_lane(w->flow, lanes[i], true);
     }
-    kj_engine_lanes_remove(lanes, (size_t)p->nlanes, discard_message, NULL);
+    kj_engine_lanes_remove(lanes, (size_t)p->nlanes, discard_message, w);
     for (int i = 0; i < p->nlanes; i++)
         kj_flow_lane_removed(w->flow, lanes[i]);
     free(p->lanes);
@@ -322,7 +334,7 @@ void part_hold(kj_worker *w, kj_part *p, const kj_ctl_pause *why) {
     size_t dropped = 0;
     for (int i = 0; p->lanes && i < p->nlanes; i++) {
         kj_lane *lane = p->lanes[i].lane;
-        size_t n = kj_engine_lane_discard_pending(lane, discard_message, NULL);
+        size_t n = kj_engine_lane_discard_pending(lane, discard_message, w);
         if (n == 0) continue;
         dropped += n;
         atomic_store(&p->needs_rewind, true);

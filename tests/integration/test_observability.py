@@ -323,6 +323,11 @@ def check_in_flight(s, c):
     assert max(v) >= 1 and v[-1] == 0, (max(v), v[-1])
 
 
+def check_held_bytes(s, c):
+    v = s.values("kjobs_held_record_bytes")
+    assert max(v) > 0 and v[-1] == 0, (max(v), v[-1])  # jobs queued behind the slow one
+
+
 def check_offset_resets(s, c):
     v = s.values("kjobs_offset_resets_total")
     assert v[0] == 0 and v[-1] == 1, (v[0], v[-1])  # the one partition whose position was gone
@@ -520,6 +525,7 @@ CHECKS = {
     "kjobs_commits_total": check_commits,
     "kjobs_rebalances_total": check_rebalances,
     "kjobs_in_flight_jobs": check_in_flight,
+    "kjobs_held_record_bytes": check_held_bytes,
     "kjobs_offset_resets_total": check_offset_resets,
     "kjobs_retry_routed_total": check_retry_routed,
     "kjobs_dlq_routed_total": check_dlq_routed,
@@ -615,7 +621,49 @@ def test_every_documented_metric_moves_as_documented():
         "\n".join(failures)
 
 
+def test_held_records_stay_within_the_byte_bound():
+    """batch.max_pending_bytes bounds what the whole process holds. Each of two partitions
+    starts with a 3 s job (a partition's jobs run in order, so everything fetched behind it
+    waits) followed by 3,500 jobs of 1 KiB: about 9 MiB the worker would hold without the
+    bound (batch.max_pending, 10,000 per partition, never bites). With a 256 KiB bound the
+    held bytes climb to it and stay there until the slow jobs end (a partition receiving a record
+    at the bound is paused; what librdkafka had fetched for it is fetched again on resume), and
+    every job still runs."""
+    bound = 256 * 1024
+    n, payload = 3500, "x" * 1024
+    with procs.FaultBroker(brokers=1, partitions=2) as broker:
+        b = broker.bootstrap
+        for key in ("a", "d"):  # partitions 0 and 1
+            run(kjobs_cmd("enqueue", "-b", b, "--type", "kjobs.sleep", "--payload", "3000",
+                          "--key", key))
+            run(kjobs_cmd("enqueue", "-b", b, "--type", "kjobs.noop", "--count", str(n),
+                          "--payload", payload, "--key", key))
+        proc, port, lines = start_worker(b, {"KJOBS_BATCH_MAX_PENDING_BYTES": str(bound)})
+        sampler = Sampler(port)
+        try:
+            sampler.scrape()
+            sampler.start()
+            s = sampler
+            wait_until("the bound reached", lambda: (final(s, "kjobs_held_record_bytes") or 0)
+                       >= bound // 2, timeout=60)
+            wait_until("all done", lambda: total(s.snaps[-1], "kjobs_jobs_total") == 2 * n + 2,
+                       timeout=120)
+            wait_until("nothing held", lambda: final(s, "kjobs_held_record_bytes") == 0)
+        finally:
+            sampler.stop_flag.set()
+            sampler.join(timeout=10)
+            proc.send_signal(signal.SIGTERM)
+            rc = proc.wait(timeout=60)
+        held = max(s.values("kjobs_held_record_bytes"))
+        # one record past the bound per partition at most (each is paused on the record that
+        # reached it); without the bound this would be ~9 MiB
+        assert held <= bound + 2 * (1024 + 400), (held, bound)
+        assert total(s.snaps[-1], "kjobs_jobs_total", outcome="ok") == 2 * n + 2
+        assert rc == 0, "".join(lines[-10:])
+
+
 if __name__ == "__main__":
     harness.main([test_readiness_follows_the_lifecycle_and_metrics_count_every_job,
                   test_every_documented_metric_moves_as_documented,
+                  test_held_records_stay_within_the_byte_bound,
                   test_no_secret_in_logs_even_with_librdkafka_debug])

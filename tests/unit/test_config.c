@@ -103,6 +103,7 @@ static void test_defaults_without_file(void **state) {
     assert_int_equal(cfg.batch_max_jobs, 100);
     assert_int_equal(cfg.batch_max_wait_ms, 0);
     assert_int_equal(cfg.batch_max_pending, 10000);
+    assert_int_equal(cfg.batch_max_pending_bytes, 4 << 20);
     assert_string_equal(cfg.batch_ordering, "partition");
     assert_int_equal(cfg.batch_key_lanes, 0);
     assert_int_equal(kj_config_key_lanes(&cfg), 1); /* partition ordering: one lane */
@@ -241,6 +242,7 @@ static const struct override_case {
     {"batch.max_jobs", "500", NULL, "700", "700", NULL, NULL},
     {"batch.max_wait_ms", "\"1s\"", "1000", "250", "250", NULL, NULL},
     {"batch.max_pending", "20000", NULL, "30000", "30000", NULL, NULL},
+    {"batch.max_pending_bytes", "1048576", NULL, "33554432", "33554432", NULL, NULL},
     {"batch.ordering", "\"key\"", NULL, "partition", "\"partition\"", NULL, NULL},
     {"retry.ordering", "\"key\"", NULL, "none", "\"none\"", NULL, NULL},
     {"batch.key_lanes", "16", NULL, "4", "4", NULL, NULL},

@@ -155,6 +155,7 @@ batch = {
   max_jobs = {{ include "kjobs.cfg.int" $c.batch.max_jobs }};
   max_wait_ms = {{ include "kjobs.cfg.int" $c.batch.max_wait_ms }};
   max_pending = {{ include "kjobs.maxPending" . }};
+  max_pending_bytes = {{ include "kjobs.cfg.int" $c.batch.max_pending_bytes }};
   ordering = {{ include "kjobs.cfg.str" $c.batch.ordering }};
   key_lanes = {{ include "kjobs.cfg.int" $c.batch.key_lanes }};
 };
