@@ -263,12 +263,12 @@ static bool fit_copy(kj_router *r, route_ctx *c, int min_level, const char *refu
 /* A copy could not be queued or was not acknowledged: never drop it. It goes to the re-send
  * list (kj_router_poll produces it again after a backoff); its source offset stays
  * uncommittable meanwhile, and readiness reports failing copies. */
-static void copy_failed(kj_router *r, route_ctx *c, rd_kafka_resp_err_t err, const char *what,
+static void copy_failed(kj_router *r, route_ctx *c, const char *error, const char *what,
                         long long backoff_ms) {
     if (c->failures++ == 0) atomic_fetch_add(&r->failing, 1);
     kj_metrics_route_error();
     kj_log(KJ_LOG_ERROR, what, "{s:s,s:I,s:s,s:i}", "topic", c->topic, "source_offset",
-           (json_int_t)c->offset, "error", rd_kafka_err2str(err), "failures", c->failures);
+           (json_int_t)c->offset, "error", error, "failures", c->failures);
     c->resend_at_ms = kj_now_ms() + backoff_ms;
     pthread_mutex_lock(&r->resend_lock);
     c->next_resend = r->resend_head;
@@ -296,11 +296,17 @@ static void delivery_failed(kj_router *r, rd_kafka_t *rk, route_ctx *c, rd_kafka
          * and the copy is re-sent as usual). The same bytes will never be accepted. */
         c->size_refusals = 0;
         fit_copy(r, c, c->shrink + 1, "the broker");
-        copy_failed(r, c, err, "routed copy refused by the broker as too large", 0);
+        copy_failed(r, c, rd_kafka_err2str(err), "routed copy refused by the broker as too large",
+                    0);
         return;
     }
     if (!size_refusal(err)) c->size_refusals = 0;
-    copy_failed(r, c, err, "routed copy not acknowledged, sending again", backoff_for(c));
+    copy_failed(r, c, rd_kafka_err2str(err), "routed copy not acknowledged, sending again",
+                backoff_for(c));
+}
+
+bool kj_copy_confirmed(rd_kafka_resp_err_t err, int64_t offset, bool transactional) {
+    return err == RD_KAFKA_RESP_ERR_NO_ERROR && (offset >= 0 || transactional);
 }
 
 /* Delivery report: on whatever thread called rd_kafka_poll() on the producer (the poll
@@ -308,7 +314,12 @@ static void delivery_failed(kj_router *r, rd_kafka_t *rk, route_ctx *c, rd_kafka
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque) {
     kj_router *r = opaque;
     route_ctx *c = msg->_private;
-    if (!msg->err) {
+    if (!msg->err && !kj_copy_confirmed(msg->err, msg->offset, r->transactional)) {
+        /* reported delivered without an offset: inferred by librdkafka, not answered by the
+         * broker (router.h, kj_copy_confirmed); its source offset is not completed */
+        copy_failed(r, c, "delivered without an offset (inferred from a later batch's success)",
+                    "routed copy not confirmed by the broker, sending again", backoff_for(c));
+    } else if (!msg->err) {
         atomic_store(&r->queue_stalled, false);
         if (c->failures) atomic_fetch_sub(&r->failing, 1);
         if (c->hop)
@@ -473,7 +484,8 @@ static void queue_copy(kj_router *r, route_ctx *c) {
         }
         if (size_refusal(err) && fit_copy(r, c, c->shrink + 1, "message.max.bytes"))
             continue; /* our estimate was short of librdkafka's count: smaller still */
-        copy_failed(r, c, err, "cannot queue routed copy, sending again later", backoff_for(c));
+        copy_failed(r, c, rd_kafka_err2str(err), "cannot queue routed copy, sending again later",
+                    backoff_for(c));
         return;
     }
 }

@@ -20,7 +20,8 @@
  * without its key; kjobs-truncated lists what was dropped and kjobs-error says why.
  *
  * No loss: the copy goes through an idempotent producer with acks=all. The source offset is
- * completed (becomes committable) only in the delivery report of an acknowledged copy. A full
+ * completed (becomes committable) only in the delivery report of an acknowledged copy: one the
+ * broker answered for with the offset it stored the copy at (kj_copy_confirmed). A full
  * producer queue is back-pressure: the worker thread waits for space. A copy that is refused
  * or fails is produced again (with backoff) until it is acknowledged; while it is not, its
  * partition's commit cannot pass it, the failure is logged with librdkafka's error and
@@ -72,6 +73,21 @@ kj_router *kj_router_new(const kj_config *cfg, rd_kafka_conf_t *conf, const char
                          kj_route_done_fn *done, void *done_opaque, char *errstr,
                          size_t errstr_size);
 void kj_router_free(kj_router *router);
+
+/**
+ * Whether a delivery report confirms that the broker stored the copy. A success without an
+ * offset does not: librdkafka's idempotent producer reports the records of a failed request as
+ * delivered when a later request of the same partition succeeds ("implicitly acked by
+ * subsequent batch success"), which holds only on a broker that refuses out-of-order
+ * sequences. librdkafka's mock cluster — the embedded broker (`kjobs broker`, `run
+ * --embedded`) — checks sequences for transactional producers only: after an injected Produce
+ * error it stored the later request, and the earlier copies were reported delivered though
+ * never written (their jobs were committed and lost). An unconfirmed copy is sent again: on a
+ * broker that did store it, one duplicate copy; never a loss. `transactional`: the inference is
+ * kept (the mock checks a transactional producer's sequences, and a second copy would break
+ * exactly-once).
+ */
+bool kj_copy_confirmed(rd_kafka_resp_err_t err, int64_t offset, bool transactional);
 
 /** Bytes librdkafka counts against message.max.bytes for a record with these parts. */
 size_t kj_copy_wire_size(size_t key_len, size_t value_len, const rd_kafka_headers_t *hdrs);

@@ -1,7 +1,8 @@
 /*
  * tests/unit/test_router.c — the router's pure parts, without a broker: the size of a copy as
- * librdkafka counts it against message.max.bytes, checked against librdkafka itself. (Where a
- * failed job goes is the retry policy's: tests/unit/test_retry_policy.c.)
+ * librdkafka counts it against message.max.bytes, checked against librdkafka itself, and which
+ * delivery reports confirm a copy. (Where a failed job goes is the retry policy's:
+ * tests/unit/test_retry_policy.c.)
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -66,9 +67,25 @@ static void test_wire_size_matches_librdkafka(void **state) {
     free(big);
 }
 
+/* Only a delivery report carrying the offset the broker stored the copy at completes its
+ * source: a success without one (librdkafka's implicit acknowledgement, RD_KAFKA_OFFSET_INVALID;
+ * or -1) is sent again, except in exactly-once mode; a failure never confirms. */
+static void test_copy_confirmed_needs_an_offset(void **state) {
+    (void)state;
+    assert_true(kj_copy_confirmed(RD_KAFKA_RESP_ERR_NO_ERROR, 0, false));
+    assert_true(kj_copy_confirmed(RD_KAFKA_RESP_ERR_NO_ERROR, 12345, false));
+    assert_false(kj_copy_confirmed(RD_KAFKA_RESP_ERR_NO_ERROR, RD_KAFKA_OFFSET_INVALID, false));
+    assert_false(kj_copy_confirmed(RD_KAFKA_RESP_ERR_NO_ERROR, -1, false));
+    assert_true(kj_copy_confirmed(RD_KAFKA_RESP_ERR_NO_ERROR, RD_KAFKA_OFFSET_INVALID, true));
+    assert_false(kj_copy_confirmed(RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT, 7, false));
+    assert_false(
+        kj_copy_confirmed(RD_KAFKA_RESP_ERR__MSG_TIMED_OUT, RD_KAFKA_OFFSET_INVALID, true));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_wire_size_matches_librdkafka),
+        cmocka_unit_test(test_copy_confirmed_needs_an_offset),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
