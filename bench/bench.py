@@ -1261,6 +1261,45 @@ def bench_profile(ctx, cfg):
     return {"perf_data": out, "rate": rate}
 
 
+def bench_profile_retry(ctx, cfg):
+    """The retry benchmark's flaky case (every 10th job kjobs.flaky, fails once) drained once
+    under `perf record`, the worker and its broker each sampled (kjobs.perf.data,
+    broker.perf.data in the work directory): where the CPU of the retry path goes, and how it
+    splits between the worker and the broker that takes the copies."""
+    P, N = cfg["retry_partitions"], cfg["retry_jobs"]
+    total = N + 2 * P
+    out, bout = ctx.path("kjobs.perf.data"), ctx.path("broker.perf.data")
+    log(f"profile-retry: one kjobs drain of {N} jobs (10% flaky) over {P} partitions under "
+        f"perf record -> {out}, {bout}")
+    perf = ("perf", "record", "-q", "-e", "cpu-clock", "-F", "2000", "--call-graph",
+            "dwarf,16384")
+    with ctx.broker(P) as b:
+        fill(ctx, b, N, flaky_every=10)
+        check_backlog(ctx, b, total)
+        bperf = subprocess.Popen([*perf, "-p", str(b.proc.pid), "-o", bout],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        w = Worker(ctx, b, ctx.name("profile"), end_marks=P, tag="profile",
+                   env={"KJOBS_RETRY_DELAYS": "1s"}, prefix=(*perf, "-o", out, "--"))
+        try:
+            recs = w.wait_marks(600)
+        finally:
+            w.proc.send_signal(signal.SIGINT)
+            w.proc.wait(timeout=120)
+            bperf.send_signal(signal.SIGINT)
+            bperf.wait(timeout=120)
+    starts = [t for k, _, t, _ in recs if k == 1]
+    ends = [t for k, _, t, _ in recs if k == 2]
+    rate = (total - 1) / ((max(ends) - min(starts)) / 1e6)
+    for name, data in (("worker", out), ("broker", bout)):
+        top = subprocess.run(["perf", "report", "-i", data, "--no-children", "--sort", "sym",
+                              "-g", "none", "--stdio", "--percent-limit", "1"],
+                             capture_output=True, text=True, timeout=600).stdout
+        print(f"{name} ({data}):\n" +
+              "\n".join(l for l in top.splitlines() if l.strip() and not l.startswith("#")))
+    print(f"kjobs drain (10% flaky) under perf: {rate:,.0f} jobs/s (first attempts)")
+    return {"perf_data": out, "broker_perf_data": bout, "rate": rate}
+
+
 # ---- report -----------------------------------------------------------------------------------
 
 def sh(args):
@@ -1842,10 +1881,10 @@ def run(ap, args, kafka, kafka_pid):
             cfg[key] = getattr(args, key)
     cfg["drain_extras"] = args.drain_extras
     only = [x for x in args.only.split(",") if x]
-    if "profile" in only:
+    if "profile" in only or "profile-retry" in only:
         args.keep = args.no_write = True  # the perf data lives in the work directory
     for x in only:
-        if x not in ALL + EXTRA + ["profile", "memory"]:
+        if x not in ALL + EXTRA + ["profile", "profile-retry", "memory"]:
             ap.error(f"unknown benchmark {x}")
     work = tempfile.mkdtemp(prefix="kjobs-bench-")
     ctx = Ctx(os.path.abspath(args.build_dir), work, args.quick, kafka, kafka_pid)
@@ -1860,6 +1899,7 @@ def run(ap, args, kafka, kafka_pid):
     funcs = {"drain": bench_drain, "latency": bench_latency, "rss": bench_rss,
              "memory": bench_memory,
              "retry": bench_retry, "scaleout": bench_scaleout, "profile": bench_profile,
+             "profile-retry": bench_profile_retry,
              "scaleout-kip848": lambda c, f: bench_scaleout(c, f, "consumer"),
              "scale-steps": bench_scale_steps,
              "scale-steps-kip848": lambda c, f: bench_scale_steps(c, f, "consumer")}

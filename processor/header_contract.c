@@ -286,20 +286,44 @@ void kj_hdr_set_int(rd_kafka_headers_t *h, const char *name, int64_t value) {
     kj_hdr_set(h, name, buf);
 }
 
+/* kj_hdr_set / kj_hdr_set_int, without the remove scan when the list is known to hold no
+ * header of that name (`fresh`) */
+static void put(rd_kafka_headers_t *h, bool fresh, const char *name, const char *value,
+                ssize_t len) {
+    if (!fresh) rd_kafka_header_remove(h, name);
+    rd_kafka_header_add(h, name, -1, value, len);
+}
+
+/* The decimal digits of `value` as snprintf's "%" PRId64 writes them, without its cost (five
+ * integers per routed copy). */
+static void put_int(rd_kafka_headers_t *h, bool fresh, const char *name, int64_t value) {
+    char buf[24]; /* "-9223372036854775808" */
+    char *p = buf + sizeof(buf);
+    uint64_t u = value < 0 ? 0 - (uint64_t)value : (uint64_t)value;
+    do
+        *--p = (char)('0' + u % 10);
+    while (u /= 10);
+    if (value < 0) *--p = '-';
+    put(h, fresh, name, p, (ssize_t)(buf + sizeof(buf) - p));
+}
+
 void kj_hdr_write_failure(rd_kafka_headers_t *h, const kj_hdr_failure *f) {
-    kj_hdr_set(h, KJ_HDR_ORIGINAL_TOPIC, f->original_topic);
-    kj_hdr_set_int(h, KJ_HDR_ORIGINAL_PARTITION, f->original_partition);
-    kj_hdr_set_int(h, KJ_HDR_ORIGINAL_OFFSET, f->original_offset);
-    kj_hdr_set_int(h, KJ_HDR_ATTEMPT, f->attempt);
-    kj_hdr_set_int(h, KJ_HDR_NOT_BEFORE, f->not_before_ms);
-    kj_hdr_set(h, KJ_HDR_ERROR, f->error);
-    kj_hdr_set(h, KJ_HDR_ERROR_CLASS, f->error_class);
-    kj_hdr_set_int(h, KJ_HDR_FAILED_AT, f->failed_at_ms);
-    kj_hdr_set(h, KJ_HDR_WORKER, f->worker);
-    rd_kafka_header_remove(h, KJ_HDR_TRUNCATED); /* only a reduced dead letter has one */
+    /* The common case — a main-topic job without headers failed — has nothing to replace:
+     * eleven remove scans per routed copy saved (the retry path, bench/README.md). */
+    bool fresh = rd_kafka_header_cnt(h) == 0;
+    put(h, fresh, KJ_HDR_ORIGINAL_TOPIC, f->original_topic, -1);
+    put_int(h, fresh, KJ_HDR_ORIGINAL_PARTITION, f->original_partition);
+    put_int(h, fresh, KJ_HDR_ORIGINAL_OFFSET, f->original_offset);
+    put_int(h, fresh, KJ_HDR_ATTEMPT, f->attempt);
+    put_int(h, fresh, KJ_HDR_NOT_BEFORE, f->not_before_ms);
+    put(h, fresh, KJ_HDR_ERROR, f->error, -1);
+    put(h, fresh, KJ_HDR_ERROR_CLASS, f->error_class, -1);
+    put_int(h, fresh, KJ_HDR_FAILED_AT, f->failed_at_ms);
+    put(h, fresh, KJ_HDR_WORKER, f->worker, -1);
+    if (!fresh) rd_kafka_header_remove(h, KJ_HDR_TRUNCATED); /* only a reduced dead letter */
     if (f->parked)
-        kj_hdr_set_int(h, KJ_HDR_PARKED_BEHIND, f->parked_behind);
-    else
+        put_int(h, fresh, KJ_HDR_PARKED_BEHIND, f->parked_behind);
+    else if (!fresh)
         rd_kafka_header_remove(h, KJ_HDR_PARKED_BEHIND);
 }
 

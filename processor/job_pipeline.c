@@ -27,9 +27,11 @@ typedef struct batch_slot {
     int64_t due_ms;         /* scheduled only: its kjobs-run-at */
     kj_control ctl;         /* ladder only, validated */
     kj_job_outcome outcome; /* where it went: ok, retry or dead-lettered */
-    int flow;               /* flow-control limit of its type, -1 none */
-    bool flow_slot;         /* this job took its type's concurrency slot for the batch */
-    int flow_release;       /* limit index + 1 whose slot is given back after this job; 0 none */
+    /* the record's header list (read_control), NULL none: read once, for the router too */
+    rd_kafka_headers_t *headers;
+    int flow;         /* flow-control limit of its type, -1 none */
+    bool flow_slot;   /* this job took its type's concurrency slot for the batch */
+    int flow_release; /* limit index + 1 whose slot is given back after this job; 0 none */
     /* failed jobs only: the retry policy's decision, as routed */
     kj_retry_decision decision;
 } batch_slot;
@@ -111,6 +113,7 @@ static void read_control(kj_part *part, batch_slot *s, int64_t now) {
     s->job.attempt = 1;
     rd_kafka_headers_t *hdrs = NULL;
     rd_kafka_message_headers(msg, &hdrs);
+    s->headers = hdrs;
     if (!s->ladder) {
         read_run_at(part, s, hdrs, now);
         return;
@@ -684,7 +687,8 @@ void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t count, voi
         batch_slot *s = &slots[i];
         const char *t = s->decoded ? s->job.record.type : KJ_METRICS_TYPE_UNDECODABLE;
         if (s->hop) {
-            int step = kj_router_hop(w->router, &source, s->job.msg, s->ctl.not_before_ms);
+            int step =
+                kj_router_hop(w->router, &source, s->job.msg, s->headers, s->ctl.not_before_ms);
             if (s->counted)
                 key_move(w, part, key_gen, s, step, s->ctl.not_before_ms, s->ctl.parked);
             kj_log(KJ_LOG_DEBUG, "ladder record not due yet, hopped", "{s:s,s:i,s:I,s:I,s:i}",
@@ -694,8 +698,9 @@ void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t count, voi
             continue;
         }
         if (s->parked) {
-            int step = kj_router_park(w->router, &source, s->job.msg, s->ladder ? &s->ctl : NULL,
-                                      s->behind.step, s->behind.not_before_ms, s->behind.origin);
+            int step = kj_router_park(w->router, &source, s->job.msg, s->headers,
+                                      s->ladder ? &s->ctl : NULL, s->behind.step,
+                                      s->behind.not_before_ms, s->behind.origin);
             key_move(w, part, key_gen, s, step, s->behind.not_before_ms, true);
             s->outcome = step ? KJ_JOB_PARKED : KJ_JOB_DEAD_LETTERED;
             kj_log(step ? KJ_LOG_DEBUG : KJ_LOG_WARN,
@@ -708,7 +713,8 @@ void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t count, voi
             continue;
         }
         if (s->scheduled) {
-            int step = kj_router_schedule(w->router, &source, s->job.msg, s->due_ms, kj_now_ms());
+            int step = kj_router_schedule(w->router, &source, s->job.msg, s->headers, s->due_ms,
+                                          kj_now_ms());
             s->outcome = step ? KJ_JOB_SCHEDULED : KJ_JOB_DEAD_LETTERED;
             kj_log(step ? KJ_LOG_DEBUG : KJ_LOG_WARN,
                    step ? "job not due yet, scheduled"
@@ -738,7 +744,8 @@ void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t count, voi
         const kj_control *origin =
             s->ladder && s->result.outcome != KJ_OUTCOME_INVALID_HEADER ? &s->ctl : NULL;
         kj_retry_decide(w->cfg, s->job.attempt, &s->result, kj_now_ms(), &s->decision);
-        kj_router_route(w->router, &source, s->job.msg, &s->result, &s->decision, origin);
+        kj_router_route(w->router, &source, s->job.msg, s->headers, &s->result, &s->decision,
+                        origin);
         s->outcome = s->decision.to_dlq ? KJ_JOB_DEAD_LETTERED : KJ_JOB_RETRY;
         key_move(w, part, key_gen, s, s->decision.to_dlq ? 0 : s->decision.step,
                  s->decision.not_before_ms, false);

@@ -2,6 +2,13 @@
  * router.c — retry-ladder and dead-letter copies (see router.h for the rules).
  * Each copy carries a small context (source, offset, and what is needed to re-send it); the
  * delivery-report callback completes the source offset or re-sends after a failure.
+ *
+ * Cost per copy (the retry path, bench/README.md "Where the time goes"): routing is a routine
+ * path — every failed attempt takes it — so a copy is made with few allocations: the context,
+ * its key and its value are one block; topic names and error classes are borrowed (the router's
+ * and static strings); the header list built for the copy is handed to librdkafka as it is and
+ * taken back from the delivery report only when the copy must be sent again (detached), instead
+ * of a second list kept for a re-send that almost never happens.
  */
 #include "processor/router.h"
 #include "processor/header_contract.h"
@@ -107,22 +114,26 @@ static void *commit_watchdog_main(void *arg) {
 typedef struct route_ctx {
     kj_route_source source; /* handed back with the acknowledgement */
     int64_t offset;
-    char *topic;
+    const char *topic; /* borrowed: the router's retry_topics[] or cfg->dlq_topic */
     int32_t partition; /* RD_KAFKA_PARTITION_UA: the partitioner's choice (ladder_partition) */
-    void *key;
+    void *key;         /* in the context's own block (ctx_from); NULL once dropped */
     size_t key_len;
-    void *value;
+    void *value; /* likewise */
     size_t value_len;
-    rd_kafka_headers_t *headers; /* a copy kept for re-sending */
-    int step;                    /* 0 = DLQ */
-    bool hop;                    /* a not-yet-due ladder record moved on, not a failure */
-    bool scheduled;              /* a not-yet-due main-topic job (kjobs-run-at), not run */
-    bool parked;                 /* waits behind an earlier job of its key, not run */
-    bool queued;                 /* handed to queue_copy at least once */
-    int shrink;                  /* SHRINK_* */
-    char *first_topic;           /* the destination before any reduction */
-    char *job_error;             /* the job's kjobs-error, for a reduced copy */
-    char *error_class;
+    /* The copy's headers while the router holds it: NULL while librdkafka owns them (queued,
+     * delivery report not served); a failed delivery detaches them back (delivery_failed). */
+    rd_kafka_headers_t *headers;
+    int step;                /* 0 = DLQ */
+    bool hop;                /* a not-yet-due ladder record moved on, not a failure */
+    bool scheduled;          /* a not-yet-due main-topic job (kjobs-run-at), not run */
+    bool parked;             /* waits behind an earlier job of its key, not run */
+    bool queued;             /* handed to queue_copy at least once */
+    int shrink;              /* SHRINK_* */
+    const char *first_topic; /* the destination before any reduction (borrowed) */
+    /* the job's kjobs-error, for a reduced copy: read from the headers when the copy is first
+     * reduced (before they are replaced), so routine copies never allocate it */
+    char *job_error;
+    const char *error_class; /* static (kj_outcome_error_class, KJ_*_CLASS) */
     int failures;
     int size_refusals; /* consecutive broker "too large" refusals */
     long long resend_at_ms;
@@ -130,14 +141,9 @@ typedef struct route_ctx {
 } route_ctx;
 
 static void route_ctx_free(route_ctx *c) {
-    free(c->topic);
-    free(c->first_topic);
-    free(c->key);
-    free(c->value);
     if (c->headers) rd_kafka_headers_destroy(c->headers);
     free(c->job_error);
-    free(c->error_class);
-    free(c);
+    free(c); /* key and value live in the same block */
 }
 
 static size_t varint_len(uint64_t v) {
@@ -162,16 +168,20 @@ size_t kj_copy_wire_size(size_t key_len, size_t value_len, const rd_kafka_header
 }
 
 static rd_kafka_resp_err_t produce_copy(kj_router *r, route_ctx *c) {
-    rd_kafka_headers_t *hdrs = rd_kafka_headers_copy(c->headers);
+    /* librdkafka owns the list once producev succeeds (and hands it back in a failed delivery
+     * report, delivery_failed); it is taken off c before the call because the delivery report
+     * may run on another thread before producev returns, and c must not be touched then */
+    rd_kafka_headers_t *hdrs = c->headers;
+    c->headers = NULL;
     /* counted first: the delivery report may run on another thread before producev returns */
     atomic_fetch_add(&r->in_flight, 1);
     rd_kafka_resp_err_t err = rd_kafka_producev(
         r->rk, RD_KAFKA_V_TOPIC(c->topic), RD_KAFKA_V_PARTITION(c->partition),
         RD_KAFKA_V_KEY(c->key, c->key_len), RD_KAFKA_V_VALUE(c->value, c->value_len),
         RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(c), RD_KAFKA_V_END);
-    if (err) {
+    if (err) { /* not queued: no delivery report will come, the list is still ours */
         atomic_fetch_sub(&r->in_flight, 1);
-        rd_kafka_headers_destroy(hdrs);
+        c->headers = hdrs;
     }
     return err; /* the real code: rd_kafka_producev() does not set rd_kafka_last_error() */
 }
@@ -187,6 +197,12 @@ static const char *const kept_when_reduced[] = {
 static void shrink_copy(kj_router *r, route_ctx *c, int level, size_t full_size,
                         const char *refused_by) {
     static const char *const dropped[] = {"", "headers", "headers,value", "headers,value,key"};
+    if (!c->job_error) { /* first reduction: the full headers still carry the job's error */
+        char job_error[KJ_ERROR_MAX];
+        if (!kj_kafka_header_str(c->headers, KJ_HDR_ERROR, job_error, sizeof(job_error)))
+            snprintf(job_error, sizeof(job_error), "(no message)");
+        c->job_error = strdup(job_error);
+    }
     /* a ladder copy that becomes a dead letter after it was queued (the broker refused it):
      * whoever counted it on its step must forget it (before key and headers go) */
     if (c->queued && c->step > 0 && r->diverted)
@@ -217,21 +233,18 @@ static void shrink_copy(kj_router *r, route_ctx *c, int level, size_t full_size,
     rd_kafka_header_add(h, KJ_HDR_TRUNCATED, -1, dropped[level], -1);
     rd_kafka_headers_destroy(c->headers);
     c->headers = h;
-    if (level >= SHRINK_VALUE) {
-        free(c->value);
+    if (level >= SHRINK_VALUE) { /* its bytes stay in c's block until c is freed */
         c->value = NULL;
         c->value_len = 0;
     }
     if (level >= SHRINK_KEY) {
-        free(c->key);
         c->key = NULL;
         c->key_len = 0;
     }
     if (c->step || c->hop) {
         c->step = 0;
         c->hop = false;
-        free(c->topic);
-        c->topic = strdup(r->cfg->dlq_topic);
+        c->topic = r->cfg->dlq_topic;
         c->partition = RD_KAFKA_PARTITION_UA;
     }
     c->shrink = level;
@@ -288,7 +301,18 @@ static bool size_refusal(rd_kafka_resp_err_t err) {
 
 /* A copy was not acknowledged: re-send it (reduced first when the broker keeps refusing it
  * as too large). */
-static void delivery_failed(kj_router *r, rd_kafka_t *rk, route_ctx *c, rd_kafka_resp_err_t err) {
+static void delivery_failed(kj_router *r, rd_kafka_t *rk, const rd_kafka_message_t *msg,
+                            route_ctx *c, rd_kafka_resp_err_t err) {
+    /* Take the copy's header list back from librdkafka for the re-send (produce_copy handed
+     * it over): detaching leaves the report's message without headers, which librdkafka
+     * frees after this callback as usual. A copy produced without headers has none to take
+     * (an empty list then keeps "a copy not in flight has headers" true). */
+    if (rd_kafka_message_detach_headers((rd_kafka_message_t *)msg, &c->headers) !=
+        RD_KAFKA_RESP_ERR_NO_ERROR) {
+        c->headers = rd_kafka_headers_new(0);
+        kj_log(KJ_LOG_ERROR, "routed copy: its delivery report has no headers to send again",
+               "{s:s,s:I}", "topic", c->topic, "source_offset", (json_int_t)c->offset);
+    }
     if (rd_kafka_fatal_error(rk, NULL, 0)) return; /* kj_router_fatal() stops the worker */
     if (size_refusal(err) && ++c->size_refusals >= BROKER_SIZE_REFUSALS && c->shrink < SHRINK_KEY) {
         /* Refused as too large again and again, in whatever batch it travelled: the broker's
@@ -335,7 +359,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opa
         atomic_fetch_sub(&r->outstanding, 1);
         route_ctx_free(c);
     } else {
-        delivery_failed(r, rk, c, msg->err);
+        delivery_failed(r, rk, msg, c, msg->err);
     }
     /* last: a zero count means every report was served (completed or on the re-send list) */
     atomic_fetch_sub(&r->in_flight, 1);
@@ -508,40 +532,43 @@ void kj_router_key_partitions(kj_router *r, int32_t partitions) {
     atomic_store(&r->key_partitions, partitions);
 }
 
-static route_ctx *ctx_from(const rd_kafka_message_t *msg, const kj_route_source *source) {
-    route_ctx *c = calloc(1, sizeof(*c));
+/* The context, the key and the value in one allocation (the copy's key and value live as
+ * long as its context: until it is acknowledged). */
+static route_ctx *ctx_from(const rd_kafka_message_t *msg, const rd_kafka_headers_t *orig,
+                           const kj_route_source *source) {
+    size_t key_len = msg->key ? msg->key_len : 0, value_len = msg->payload ? msg->len : 0;
+    route_ctx *c = calloc(1, sizeof(*c) + key_len + value_len);
     c->source = *source;
     c->offset = msg->offset;
     c->partition = RD_KAFKA_PARTITION_UA;
-    if (msg->key) {
-        c->key = malloc(msg->key_len ? msg->key_len : 1);
-        memcpy(c->key, msg->key, msg->key_len);
-        c->key_len = msg->key_len;
+    char *data = (char *)(c + 1);
+    if (msg->key) { /* an empty key stays an empty key (not NULL, which is no key) */
+        c->key = data;
+        memcpy(c->key, msg->key, key_len);
+        c->key_len = key_len;
     }
     if (msg->payload) {
-        c->value = malloc(msg->len ? msg->len : 1);
-        memcpy(c->value, msg->payload, msg->len);
-        c->value_len = msg->len;
+        c->value = data + key_len;
+        memcpy(c->value, msg->payload, value_len);
+        c->value_len = value_len;
     }
-    rd_kafka_headers_t *orig = NULL;
-    rd_kafka_message_headers(msg, &orig);
     c->headers = orig ? rd_kafka_headers_copy(orig) : rd_kafka_headers_new(12);
     return c;
 }
 
 void kj_router_route(kj_router *r, const kj_route_source *source, const rd_kafka_message_t *msg,
-                     const kjobs_result_t *result, kj_retry_decision *d, const kj_control *origin) {
-    route_ctx *c = ctx_from(msg, source);
+                     const rd_kafka_headers_t *headers, const kjobs_result_t *result,
+                     kj_retry_decision *d, const kj_control *origin) {
+    route_ctx *c = ctx_from(msg, headers, source);
     const char *topic = d->to_dlq ? r->cfg->dlq_topic : r->retry_topics[d->step - 1];
-    c->topic = strdup(topic);
-    c->first_topic = strdup(topic);
+    c->topic = topic;
+    c->first_topic = topic;
     c->step = d->to_dlq ? 0 : d->step;
     if (!d->to_dlq) c->partition = ladder_partition(r, msg);
-    c->error_class = strdup(d->error_class);
+    c->error_class = d->error_class;
 
     char error[KJ_ERROR_MAX];
     snprintf(error, sizeof(error), "%s", result->error[0] ? result->error : "(no message)");
-    c->job_error = strdup(error);
     /* kjobs-original-* name where the job was first consumed; they survive the ladder. Only
      * validated values are carried on; on the main topic they are always this record's.
      * The contract puts kjobs-not-before on DLQ copies too: there it is the failure time
@@ -571,24 +598,19 @@ void kj_router_route(kj_router *r, const kj_route_source *source, const rd_kafka
 }
 
 int kj_router_hop(kj_router *r, const kj_route_source *source, const rd_kafka_message_t *msg,
-                  int64_t not_before_ms) {
+                  const rd_kafka_headers_t *headers, int64_t not_before_ms) {
     int64_t left = not_before_ms - kj_now_ms();
     int step = kj_retry_step_for_delay(r->cfg, left);
-    route_ctx *c = ctx_from(msg, source);
+    route_ctx *c = ctx_from(msg, headers, source);
     c->hop = true;
     c->step = step;
     c->partition = ladder_partition(r, msg);
-    c->topic = strdup(r->retry_topics[step - 1]);
-    c->first_topic = strdup(c->topic);
-    c->error_class = strdup("");
-    char error[KJ_ERROR_MAX];
-    if (!kj_kafka_header_str(c->headers, KJ_HDR_ERROR, error, sizeof(error)))
-        snprintf(error, sizeof(error), "(no message)");
-    c->job_error = strdup(error);
+    c->topic = r->retry_topics[step - 1];
+    c->first_topic = c->topic;
+    c->error_class = "";
     fit_copy(r, c, SHRINK_NONE, "message.max.bytes");
     if (!c->hop) { /* reduced: it became a dead letter */
-        free(c->error_class);
-        c->error_class = strdup("retryable");
+        c->error_class = "retryable";
         step = 0;
     }
     atomic_fetch_add(&r->outstanding, 1);
@@ -597,18 +619,17 @@ int kj_router_hop(kj_router *r, const kj_route_source *source, const rd_kafka_me
 }
 
 int kj_router_schedule(kj_router *r, const kj_route_source *source, const rd_kafka_message_t *msg,
-                       int64_t due_ms, int64_t now_ms) {
+                       const rd_kafka_headers_t *headers, int64_t due_ms, int64_t now_ms) {
     int step = kj_retry_step_for_delay(r->cfg, due_ms - now_ms);
-    route_ctx *c = ctx_from(msg, source);
+    route_ctx *c = ctx_from(msg, headers, source);
     c->scheduled = true;
     c->step = step;
     c->partition = ladder_partition(r, msg);
-    c->topic = strdup(r->retry_topics[step - 1]);
-    c->first_topic = strdup(c->topic);
-    c->error_class = strdup(KJ_SCHEDULED_CLASS);
+    c->topic = r->retry_topics[step - 1];
+    c->first_topic = c->topic;
+    c->error_class = KJ_SCHEDULED_CLASS;
     char error[96];
     snprintf(error, sizeof(error), "not yet due: " KJ_HDR_RUN_AT " %lld", (long long)due_ms);
-    c->job_error = strdup(error);
     /* attempt 0: no attempt made; the ladder runs it as attempt 1 (header_contract.h) */
     kj_hdr_failure f = {
         .original_topic = rd_kafka_topic_name(msg->rkt),
@@ -630,21 +651,20 @@ int kj_router_schedule(kj_router *r, const kj_route_source *source, const rd_kaf
 }
 
 int kj_router_park(kj_router *r, const kj_route_source *source, const rd_kafka_message_t *msg,
-                   const kj_control *origin, int step, int64_t not_before_ms,
-                   int64_t behind_offset) {
-    route_ctx *c = ctx_from(msg, source);
+                   const rd_kafka_headers_t *headers, const kj_control *origin, int step,
+                   int64_t not_before_ms, int64_t behind_offset) {
+    route_ctx *c = ctx_from(msg, headers, source);
     c->parked = true;
     c->step = step;
     c->partition = ladder_partition(r, msg);
-    c->topic = strdup(r->retry_topics[step - 1]);
-    c->first_topic = strdup(c->topic);
-    c->error_class = strdup(KJ_PARKED_CLASS);
+    c->topic = r->retry_topics[step - 1];
+    c->first_topic = c->topic;
+    c->error_class = KJ_PARKED_CLASS;
     char error[160];
     snprintf(error, sizeof(error),
              "waiting behind the job of its key first consumed at offset %lld "
              "(retry.ordering = key)",
              (long long)behind_offset);
-    c->job_error = strdup(error);
     kj_hdr_failure f = {
         .original_topic = origin ? origin->original_topic : rd_kafka_topic_name(msg->rkt),
         .original_partition = origin ? origin->original_partition : msg->partition,

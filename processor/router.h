@@ -92,6 +92,13 @@ bool kj_copy_confirmed(rd_kafka_resp_err_t err, int64_t offset, bool transaction
 /** Bytes librdkafka counts against message.max.bytes for a record with these parts. */
 size_t kj_copy_wire_size(size_t key_len, size_t value_len, const rd_kafka_headers_t *hdrs);
 
+/*
+ * Every copy below is made of `msg` and `headers`: msg's header list as
+ * rd_kafka_message_headers() returned it, NULL when it has none. The caller has read it
+ * already; reading it again is not free (librdkafka parses a record without headers again,
+ * with an allocation, on every call), and routing is a routine path (bench/README.md).
+ */
+
 /**
  * Produce the copy of `msg` that `decision` names (kj_retry_decide: the attempt that ended with
  * `result`, the ladder step and due time, or the DLQ). `source` (copied) is handed back to the
@@ -102,8 +109,9 @@ size_t kj_copy_wire_size(size_t key_len, size_t value_len, const rd_kafka_header
  * say so (to_dlq, reason KJ_DLQ_TOO_LARGE), so that it always names where the copy went.
  */
 void kj_router_route(kj_router *router, const kj_route_source *source,
-                     const rd_kafka_message_t *msg, const kjobs_result_t *result,
-                     kj_retry_decision *decision, const kj_control *origin);
+                     const rd_kafka_message_t *msg, const rd_kafka_headers_t *headers,
+                     const kjobs_result_t *result, kj_retry_decision *decision,
+                     const kj_control *origin);
 
 /**
  * Hop: a ladder record released before its kjobs-not-before is copied unchanged (key, value,
@@ -112,7 +120,7 @@ void kj_router_route(kj_router *router, const kj_route_source *source,
  * the DLQ reduced (see "Size").
  */
 int kj_router_hop(kj_router *router, const kj_route_source *source, const rd_kafka_message_t *msg,
-                  int64_t not_before_ms);
+                  const rd_kafka_headers_t *headers, int64_t not_before_ms);
 
 /** kjobs-error-class of a scheduled copy (a job not run yet, not a failure). */
 #define KJ_SCHEDULED_CLASS "scheduled"
@@ -127,7 +135,8 @@ int kj_router_hop(kj_router *router, const kj_route_source *source, const rd_kaf
  * or 0 when the copy was too large to write and went to the DLQ reduced (see "Size").
  */
 int kj_router_schedule(kj_router *router, const kj_route_source *source,
-                       const rd_kafka_message_t *msg, int64_t due_ms, int64_t now_ms);
+                       const rd_kafka_message_t *msg, const rd_kafka_headers_t *headers,
+                       int64_t due_ms, int64_t now_ms);
 
 /**
  * Key-ordered retries (processor/key_order.h): copies of records from partitions numbered below
@@ -163,8 +172,8 @@ void kj_router_on_diverted(kj_router *router, kj_route_diverted_fn *fn, void *op
  * copy was too large to write and went to the DLQ reduced (see "Size").
  */
 int kj_router_park(kj_router *router, const kj_route_source *source, const rd_kafka_message_t *msg,
-                   const kj_control *origin, int step, int64_t not_before_ms,
-                   int64_t behind_offset);
+                   const rd_kafka_headers_t *headers, const kj_control *origin, int step,
+                   int64_t not_before_ms, int64_t behind_offset);
 
 /** Serve delivery reports (poll thread). Returns the number of copies still unacknowledged. */
 long kj_router_poll(kj_router *router, int timeout_ms);
