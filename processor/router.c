@@ -301,18 +301,22 @@ static bool size_refusal(rd_kafka_resp_err_t err) {
 
 /* A copy was not acknowledged: re-send it (reduced first when the broker keeps refusing it
  * as too large). */
-static void delivery_failed(kj_router *r, rd_kafka_t *rk, const rd_kafka_message_t *msg,
-                            route_ctx *c, rd_kafka_resp_err_t err) {
-    /* Take the copy's header list back from librdkafka for the re-send (produce_copy handed
-     * it over): detaching leaves the report's message without headers, which librdkafka
-     * frees after this callback as usual. A copy produced without headers has none to take
-     * (an empty list then keeps "a copy not in flight has headers" true). */
+/* Take the copy's header list back from librdkafka for a re-send (produce_copy handed it
+ * over): detaching leaves the report's message without headers, which librdkafka frees after
+ * the callback as usual. A copy produced without headers has none to take (an empty list then
+ * keeps "a copy not in flight has headers" true). */
+static void take_headers_back(const rd_kafka_message_t *msg, route_ctx *c) {
     if (rd_kafka_message_detach_headers((rd_kafka_message_t *)msg, &c->headers) !=
         RD_KAFKA_RESP_ERR_NO_ERROR) {
         c->headers = rd_kafka_headers_new(0);
         kj_log(KJ_LOG_ERROR, "routed copy: its delivery report has no headers to send again",
                "{s:s,s:I}", "topic", c->topic, "source_offset", (json_int_t)c->offset);
     }
+}
+
+static void delivery_failed(kj_router *r, rd_kafka_t *rk, const rd_kafka_message_t *msg,
+                            route_ctx *c, rd_kafka_resp_err_t err) {
+    take_headers_back(msg, c);
     if (rd_kafka_fatal_error(rk, NULL, 0)) return; /* kj_router_fatal() stops the worker */
     if (size_refusal(err) && ++c->size_refusals >= BROKER_SIZE_REFUSALS && c->shrink < SHRINK_KEY) {
         /* Refused as too large again and again, in whatever batch it travelled: the broker's
@@ -341,6 +345,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opa
     if (!msg->err && !kj_copy_confirmed(msg->err, msg->offset, r->transactional)) {
         /* reported delivered without an offset: inferred by librdkafka, not answered by the
          * broker (router.h, kj_copy_confirmed); its source offset is not completed */
+        take_headers_back(msg, c);
         copy_failed(r, c, "delivered without an offset (inferred from a later batch's success)",
                     "routed copy not confirmed by the broker, sending again", backoff_for(c));
     } else if (!msg->err) {

@@ -298,7 +298,10 @@ void stuck_check(kj_worker *w, kj_part *p, int64_t now, int64_t pos, int64_t hi,
         int64_t nb = kj_engine_lane_head_not_before(p->lanes[i].lane);
         due_later |= nb > now && nb != KJ_ENGINE_PARKED;
     }
-    if (pos != p->watch_pos || hi <= pos || held || running || due_later || !p->lanes) {
+    /* watch_since 0: the first look at a new assignment (its position may happen to equal the
+     * zeroed watch_pos: "stalled" since the epoch, logged 20 ms after the assignment) */
+    if (p->watch_since == 0 || pos != p->watch_pos || hi <= pos || held || running || due_later ||
+        !p->lanes) {
         p->watch_pos = pos;
         p->watch_since = now;
         p->watch_warned = false;
