@@ -395,8 +395,9 @@ static const kj_setting kj_settings[] = {
      .off = F(batch_max_pending_bytes), .def = "4194304", .min = 65536, .max = 1073741824,
      .doc = "Back-pressure bound for the whole process, in bytes: fetched records held "
             "(queued or running), each counted as its value and key plus 256 bytes. A "
-            "partition that receives a record while the total is at this bound is paused until "
-            "the total is down to half of it, or its own queue is empty (no partition starves). "
+            "partition that receives a record while the total is at this bound and it holds its "
+            "share (the bound over the partitions assigned) is paused until the total is down "
+            "to half of it or the partition holds less than its share (none starves). "
             "A quarter of it (at least 1 MiB) also sizes librdkafka's prefetch queue "
             "(queued.max.messages.kbytes, with librdkafka 2.2 or later) and the queue of retry and "
             "dead-letter copies waiting "

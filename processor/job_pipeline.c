@@ -281,7 +281,7 @@ static void skip_batch(kj_worker *w, kj_vlane *vl, void **items, size_t count) {
     kj_flow_forget_lane(w->flow, vl->lane, false); /* a slot promised to it passes on */
     vl->throttled_since = 0;
     for (size_t i = 0; i < count; i++)
-        release_message(w, items[i]);
+        release_message(vl->part, items[i]);
     atomic_fetch_add(&w->jobs_skipped, (long long)count);
 }
 
@@ -668,7 +668,7 @@ void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t count, voi
                "carried_to_new_assignment", (json_int_t)carried);
         for (size_t i = 0; i < count; i++) {
             if (slots[i].decoded) kj_job_record_free(&slots[i].job.record);
-            release_message(w, (rd_kafka_message_t *)slots[i].job.msg);
+            release_message(part, (rd_kafka_message_t *)slots[i].job.msg);
         }
         kj_metrics_in_flight_add(-(int64_t)count);
         return;
@@ -785,7 +785,7 @@ void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t count, voi
     }
     for (size_t i = 0; i < count; i++) {
         if (slots[i].decoded) kj_job_record_free(&slots[i].job.record);
-        release_message(w, (rd_kafka_message_t *)slots[i].job.msg);
+        release_message(part, (rd_kafka_message_t *)slots[i].job.msg);
     }
     if (careful) crash_probe_done(part, head_offset);
     atomic_fetch_add(&w->jobs_ok, ok);

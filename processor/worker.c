@@ -74,6 +74,12 @@ static void handle_offset_reset(kj_worker *w, rd_kafka_message_t *msg) {
     if (p) restart_at_beginning(w, p);
 }
 
+/* A partition's share of batch.max_pending_bytes: the bound over the partitions assigned. */
+static int64_t fair_share(kj_worker *w) {
+    int n = atomic_load(&w->assigned);
+    return w->cfg->batch_max_pending_bytes / (n > 0 ? n : 1);
+}
+
 static void handle_message(kj_worker *w, rd_kafka_message_t *msg) {
     if (msg->err) {
         if (msg->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET)
@@ -145,15 +151,20 @@ static void handle_message(kj_worker *w, rd_kafka_message_t *msg) {
         return;
     }
     /* The process-wide byte bound pauses the partition a record arrives on while the total is
-     * at the bound: that partition holds at least this record, so it still progresses, and
-     * the tick resumes it once the total is down to half or its own queue is empty.
+     * at the bound and the partition holds its fair share (the bound over the partitions
+     * assigned) or more: every partition may always hold its share, so records that cannot run
+     * yet (a ladder's parked copies, not due for minutes) filling the bound do not starve the
+     * others, and the total stays below twice the bound (plus the few records librdkafka hands out
+     * before a pause takes effect). The tick
+     * resumes it once the total is down to half or it holds less than its share.
      * A not-yet-due ladder head pauses its partition (nothing behind it could run sooner) —
      * unless parked copies have lanes of their own there (lane_for): those behind it may be
      * due sooner, so it keeps fetching, bounded by batch.max_pending */
+    int64_t own = bytes + atomic_fetch_add_explicit(&p->held_bytes, bytes, memory_order_relaxed);
     bytes += atomic_fetch_add_explicit(&w->pending_bytes, bytes, memory_order_relaxed);
     bool parked_lanes = p->role == KJ_TOPIC_RETRY && p->nlanes > 1;
     if (!p->paused && ((p->nlanes > 1 ? held : pending) >= (size_t)w->cfg->batch_max_pending ||
-                       bytes >= w->cfg->batch_max_pending_bytes))
+                       (bytes >= w->cfg->batch_max_pending_bytes && own >= fair_share(w))))
         pause_part(w, p, false);
     else if (!p->paused && !parked_lanes && not_before > kj_now_ms())
         pause_part(w, p, true);
@@ -176,7 +187,7 @@ static void drop_pending(kj_worker *w) {
     for (kj_part *p = w->parts; p; p = p->next) {
         for (int i = 0; p->lanes && i < p->nlanes; i++) {
             kj_lane *lane = p->lanes[i].lane;
-            size_t n = kj_engine_lane_discard_pending(lane, discard_message, w);
+            size_t n = kj_engine_lane_discard_pending(lane, discard_message, p);
             if (n == 0) continue;
             atomic_store(&p->needs_rewind, true);
             atomic_fetch_add(&w->jobs_skipped, (long long)n);
@@ -372,6 +383,7 @@ static void tick(kj_worker *w, int64_t now, int64_t *last_commit, int64_t *last_
     size_t low = (size_t)w->cfg->batch_max_pending / 2;
     bool bytes_high = atomic_load_explicit(&w->pending_bytes, memory_order_relaxed) >
                       w->cfg->batch_max_pending_bytes / 2;
+    int64_t share = fair_share(w);
     drop_wake_answers(w);
     kj_key_order_tick(w->key_order, key_order_ready, w);
     control_tick(w, now);
@@ -405,7 +417,7 @@ static void tick(kj_worker *w, int64_t now, int64_t *last_commit, int64_t *last_
             p->op_rewind)
             continue;
         size_t pending = part_load(p);
-        if (pending > low || (pending > 0 && bytes_high)) continue;
+        if (pending > low || (bytes_high && atomic_load(&p->held_bytes) >= share)) continue;
         if (p->paused_for_delay && part_head_not_before(p) > now) continue;
         resume_part(w, p);
     }
@@ -932,7 +944,7 @@ static int check_topics(kj_worker *w, char *errstr, size_t errstr_size) {
  * 2.2.0 (Debian 12's 2.0.2) has no such property and parks a full queue's partitions for up to
  * a second: there the queue keeps librdkafka's default and only the held records are bounded.
  * Returns 0, or -1 with errstr. */
-#define KJ_FETCH_QUEUE_BACKOFF_MS "10"
+#define KJ_FETCH_QUEUE_BACKOFF_MS "1"
 static int prefetch_conf(const kj_config *cfg, rd_kafka_conf_t *conf, char *errstr,
                          size_t errstr_size) {
     if (rd_kafka_version() < 0x020200ff) return 0;

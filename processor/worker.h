@@ -30,13 +30,15 @@
  * Back-pressure. A partition with more than batch.max_pending undispatched jobs is paused
  * and resumed below half of that. The whole process holds at most batch.max_pending_bytes of
  * records (w->pending_bytes: value + key + 256 per record, charged when queued, refunded when
- * destroyed): a partition receiving a record at that bound is paused, and resumed once the
- * total is down to half or its own queue is empty, so memory is bounded per process whatever
- * the backlog, the payload size or the partition count. With key lanes
- * the count is every job past the committed offset (undispatched, running, or finished out of
- * order: kj_offset_tracker_held), which also bounds what a restart runs again. A retry-ladder
- * partition whose head is not yet released is paused until it is; the engine holds the head
- * back meanwhile, and other partitions keep flowing. A ladder record is released at
+ * destroyed): a partition receiving a record at that bound while it holds its fair share (the
+ * bound over the partitions assigned) is paused, and resumed once the total is down to half or
+ * it holds less than its share, so memory is bounded per process (below twice the bound, plus
+ * what librdkafka still hands out before a pause takes effect: a pause is asynchronous)
+ * whatever the backlog or the payload size, and no partition starves. With
+ * key lanes the count is every job past the committed offset (undispatched, running, or finished
+ * out of order: kj_offset_tracker_held), which also bounds what a restart runs again. A
+ * retry-ladder partition whose head is not yet released is paused until it is; the engine holds the
+ * head back meanwhile, and other partitions keep flowing. A ladder record is released at
  * min(kjobs-not-before, written + step delay) (kj_control_hold_until), so release times follow
  * offsets and nothing waits behind a later-due record; one released before its not-before hops
  * (kj_router_hop) instead of running. Control headers are validated first (header_contract.h):

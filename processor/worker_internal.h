@@ -107,9 +107,10 @@ typedef struct kj_part {
     int64_t careful_end;   /* (poll) careful mode's end as planned on assignment; 0 none */
     pthread_mutex_t lock;
     kj_offset_tracker *tracker;
-    int64_t committed;     /* (poll) last committed offset, -1 none */
-    bool paused;           /* (poll) we paused it */
-    bool paused_for_delay; /* (poll) ... because the ladder head is not due */
+    int64_t committed;       /* (poll) last committed offset, -1 none */
+    atomic_llong held_bytes; /* its records' share of w->pending_bytes (release_message) */
+    bool paused;             /* (poll) we paused it */
+    bool paused_for_delay;   /* (poll) ... because the ladder head is not due */
     /* An operator's pause (group_control.h, control_tick in worker.c): held apart from the
      * pauses above, so no resume path of theirs (back-pressure, a due ladder head, a breaker
      * or stall rewind, an assignment) lets it fetch. Batches of it are skipped (run_batch),
@@ -236,9 +237,10 @@ kj_part *part_lookup(kj_worker *w, const rd_kafka_topic_t *rkt, const char *topi
 kj_part *part_add(kj_worker *w, const char *topic, int32_t partition);
 /* What a held record counts against batch.max_pending_bytes: value + key + KJ_RECORD_OVERHEAD */
 int64_t record_bytes(const rd_kafka_message_t *msg);
-/* Destroy a record that was queued, refunding its bytes. @locality any thread */
-void release_message(kj_worker *w, rd_kafka_message_t *msg);
-/* kj_discard_fn for queued records; @p opaque is the worker */
+/* Destroy a record queued on @p p, refunding its bytes (p's and the worker's). @locality any
+ * thread */
+void release_message(kj_part *p, rd_kafka_message_t *msg);
+/* kj_discard_fn for queued records; @p opaque is their kj_part */
 void discard_message(void *item, void *opaque);
 void part_remove_lanes(kj_worker *w, kj_part *p);
 kj_vlane *lane_for(kj_part *p, const rd_kafka_message_t *msg);

@@ -78,8 +78,10 @@ int64_t record_bytes(const rd_kafka_message_t *msg) {
     return (int64_t)msg->len + (int64_t)msg->key_len + KJ_RECORD_OVERHEAD;
 }
 
-void release_message(kj_worker *w, rd_kafka_message_t *msg) {
-    atomic_fetch_sub_explicit(&w->pending_bytes, record_bytes(msg), memory_order_relaxed);
+void release_message(kj_part *p, rd_kafka_message_t *msg) {
+    int64_t bytes = record_bytes(msg);
+    atomic_fetch_sub_explicit(&p->held_bytes, bytes, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&p->w->pending_bytes, bytes, memory_order_relaxed);
     rd_kafka_message_destroy(msg);
 }
 
@@ -97,7 +99,7 @@ void part_remove_lanes(kj_worker *w, kj_part *p) {
         lanes[i] = p->lanes[i].lane;
         kj_flow_forget_lane(w->flow, lanes[i], true);
     }
-    kj_engine_lanes_remove(lanes, (size_t)p->nlanes, discard_message, w);
+    kj_engine_lanes_remove(lanes, (size_t)p->nlanes, discard_message, p);
     for (int i = 0; i < p->nlanes; i++)
         kj_flow_lane_removed(w->flow, lanes[i]);
     free(p->lanes);
@@ -337,7 +339,7 @@ void part_hold(kj_worker *w, kj_part *p, const kj_ctl_pause *why) {
     size_t dropped = 0;
     for (int i = 0; p->lanes && i < p->nlanes; i++) {
         kj_lane *lane = p->lanes[i].lane;
-        size_t n = kj_engine_lane_discard_pending(lane, discard_message, w);
+        size_t n = kj_engine_lane_discard_pending(lane, discard_message, p);
         if (n == 0) continue;
         dropped += n;
         atomic_store(&p->needs_rewind, true);

@@ -204,7 +204,7 @@ static void revoke_lanes(kj_worker *w, kj_part *p, int64_t wait_start) {
         kj_engine_lane_stop(lanes[i]); /* all stop before any is waited for */
     }
     for (int i = 0; i < p->nlanes; i++) {
-        while (kj_engine_lane_remove_wait(lanes[i], discard_message, w, KJ_REVOKE_SLICE_MS) != 0) {
+        while (kj_engine_lane_remove_wait(lanes[i], discard_message, p, KJ_REVOKE_SLICE_MS) != 0) {
             /* Waiting, not frozen: librdkafka's own thread heartbeats meanwhile, so the stall
              * guard and /livez must not count this as a stopped loop. */
             atomic_store(&w->last_poll_ms, kj_now_ms());
@@ -218,7 +218,7 @@ static void revoke_lanes(kj_worker *w, kj_part *p, int64_t wait_start) {
                    "(half of max.poll.interval.ms); the next owner runs its jobs again",
                    "{s:s,s:i,s:I,s:I}", "topic", p->topic, "partition", p->partition, "waited_ms",
                    (json_int_t)waited, "in_flight", (json_int_t)kj_engine_lane_in_flight(lanes[i]));
-            if (kj_engine_lane_abandon(lanes[i], discard_message, w, abandoned_lane_released, p))
+            if (kj_engine_lane_abandon(lanes[i], discard_message, p, abandoned_lane_released, p))
                 lanes[i] = NULL; /* its flow entry goes when the batch returned */
             else
                 atomic_fetch_sub(&p->abandoned_batches, 1); /* it returned meanwhile: removed */

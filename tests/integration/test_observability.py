@@ -626,9 +626,9 @@ def test_held_records_stay_within_the_byte_bound():
     starts with a 3 s job (a partition's jobs run in order, so everything fetched behind it
     waits) followed by 3,500 jobs of 1 KiB: about 9 MiB the worker would hold without the
     bound (batch.max_pending, 10,000 per partition, never bites). With a 256 KiB bound the
-    held bytes climb to it and stay there until the slow jobs end (a partition receiving a record
-    at the bound is paused; what librdkafka had fetched for it is fetched again on resume), and
-    every job still runs."""
+    held bytes climb to it and stay there until the slow jobs end (a partition receiving a
+    record at the bound and holding its share is paused; what librdkafka had fetched for it is
+    fetched again on resume), and every job still runs."""
     bound = 256 * 1024
     n, payload = 3500, "x" * 1024
     with procs.FaultBroker(brokers=1, partitions=2) as broker:
@@ -655,9 +655,10 @@ def test_held_records_stay_within_the_byte_bound():
             proc.send_signal(signal.SIGTERM)
             rc = proc.wait(timeout=60)
         held = max(s.values("kjobs_held_record_bytes"))
-        # one record past the bound per partition at most (each is paused on the record that
-        # reached it); without the bound this would be ~9 MiB
-        assert held <= bound + 2 * (1024 + 400), (held, bound)
+        # documented: below twice the bound (every partition may fill its share), plus what
+        # librdkafka hands out before a pause takes effect (asynchronous: a few records; 34 KiB
+        # seen); without the bound ~9 MiB
+        assert held <= 2 * bound + 256 * 1024, (held, bound)
         assert total(s.snaps[-1], "kjobs_jobs_total", outcome="ok") == 2 * n + 2
         assert rc == 0, "".join(lines[-10:])
 
