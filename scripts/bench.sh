@@ -27,6 +27,8 @@
 #   --keep       keep the work directory (worker logs, per-job records)
 #   --only profile  one kjobs drain under `perf record` (perf.data kept in the work directory)
 #   --only profile-retry  the retry benchmark's flaky drain under `perf record`, worker and broker
+#   --only memory  worker VmHWM over 1-2 M jobs of 100 B (and 100 KiB), 8-128 partitions, 10 %
+#                retried: the per-process bound of issue #18 item 3 (not in the default set)
 #   --drain-runs, --drain-jobs, --drain-partitions  the drain's size (default 5 runs of 1.6 M
 #                jobs over 64 partitions; every consumer of every run gets its own fresh broker)
 #   --drain-extras  drain: also kcat and both consumers with jemalloc preloaded
