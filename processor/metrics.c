@@ -794,7 +794,7 @@ void kj_metrics_in_flight_add(int64_t delta) {
 
 void kj_metrics_held_bytes_set(int64_t bytes) {
     kj_metrics_ensure();
-    kj_gauge_set(kj_family_default(g_kj.held_bytes), (double)(bytes > 0 ? bytes : 0));
+    kj_gauge_set(kj_family_default(g_kj.held_bytes), (double)bytes); /* drift shows, not 0 */
 }
 
 void kj_metrics_offset_reset(void) {

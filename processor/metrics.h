@@ -250,7 +250,8 @@ void kj_metrics_batch_size(size_t njobs);
 void kj_metrics_commit(bool ok);
 void kj_metrics_rebalance(void);
 void kj_metrics_in_flight_add(int64_t delta);
-/** kjobs_held_record_bytes; set by the poll thread each tick (negative reads as 0). */
+/** kjobs_held_record_bytes; set by the poll thread each tick (as it is: a negative value would
+ * be an accounting bug, and must show). */
 void kj_metrics_held_bytes_set(int64_t bytes);
 void kj_metrics_offset_reset(void);
 /** step is 1-based, as in the topic name <topic>.retry.<step>. */

@@ -389,11 +389,19 @@ kj_router *kj_router_new(const kj_config *cfg, rd_kafka_conf_t *conf, const char
     /* Copies waiting for their acknowledgement count toward the process's memory like the
      * records they come from: a quarter of batch.max_pending_bytes (at least 1 MiB) unless
      * kafka.properties sets it; a full queue makes kj_route wait (QUEUE_FULL_WAIT_MS), which
-     * slows the handlers' threads instead of growing (librdkafka's default is 1 GiB). */
+     * slows the handlers' threads instead of growing (librdkafka's default is 1 GiB). Never
+     * below one copy of message.max.bytes: librdkafka answers "queue full" for good to a
+     * message larger than the whole queue, and the copy of a failed job of 2 MB (a user who
+     * raised message.max.bytes) was retried forever, its partition's commit stuck. */
     if (!kj_kafka_prop_value(cfg, "queue.buffering.max.kbytes")) {
-        char kbytes[32];
-        int kb = cfg->batch_max_pending_bytes / 4 / 1024;
-        snprintf(kbytes, sizeof(kbytes), "%d", kb < 1024 ? 1024 : kb);
+        char kbytes[32], max_msg[32];
+        size_t n = sizeof(max_msg);
+        long long kb = cfg->batch_max_pending_bytes / 4 / 1024;
+        if (kb < 1024) kb = 1024;
+        if (rd_kafka_conf_get(conf, "message.max.bytes", max_msg, &n) == RD_KAFKA_CONF_OK &&
+            kb < atoll(max_msg) / 1024 + 1)
+            kb = atoll(max_msg) / 1024 + 1;
+        snprintf(kbytes, sizeof(kbytes), "%lld", kb);
         if (kj_kafka_conf_set(conf, "queue.buffering.max.kbytes", kbytes, errstr, errstr_size)) {
             rd_kafka_conf_destroy(conf);
             goto fail;

@@ -420,6 +420,42 @@ def test_oversized_copy_goes_to_dlq_reduced_and_the_partition_moves_on():
         assert fin["replayed"] == 1 and fin["skipped_no_value"] == 1, fin
 
 
+def test_copy_larger_than_the_default_copy_queue_is_routed():
+    """The router's producer queue is sized from batch.max_pending_bytes (a quarter: 1 MiB by
+    default), but never below one message.max.bytes: a failing 2 MB job (message.max.bytes
+    raised to 3 MB, as a user with large payloads does) was refused "queue full" for good and
+    its partition's commit stayed behind it (an adversarial review's finding)."""
+    env = {"KJOBS_RETRY_DELAYS": "1s", "KJOBS_RETRY_MAX_ATTEMPTS": "2",
+           "KJOBS_HTTP_LISTEN": "127.0.0.1:0"}
+    with procs.Broker(partitions=1) as broker:
+        with tempfile.NamedTemporaryFile("wb", suffix=".bin", delete=False) as f:
+            f.write(b"q" * 2_000_000)
+        try:
+            p = harness.run(harness.kjobs_cmd("enqueue", "-b", broker.bootstrap, "-X",
+                                              "message.max.bytes=3000000", "--type", "kjobs.fail",
+                                              "--payload", "@" + f.name, "--key", "big"))
+            assert p.returncode == 0, p.stderr
+        finally:
+            os.unlink(f.name)
+        [small] = enqueue(broker.bootstrap, "kjobs.noop", key="small")
+        w = Worker(broker.bootstrap, env=env, args=("-X", "message.max.bytes=3000000"))
+        try:
+            w.wait_for(lambda l: l["msg"] == "job done" and l.get("id") == small, 60,
+                       "the job behind the large one")
+            [dead] = harness.peek(broker.bootstrap, "jobs.dlq", 1)
+            procs.wait_until(lambda: _group_lag(broker.bootstrap, "jobs") == 0, 30,
+                             "jobs lag 0 (committed past the large job)")
+            rc, _ = _stop_timed(w)
+            assert rc == 0, rc
+        finally:
+            w.close()
+        h = harness.hdrs(dead)
+        # its whole way: the ladder (attempt 1), then the DLQ (attempt 2), nothing truncated
+        assert h["kjobs-attempt"] == "2" and "kjobs-truncated" not in h, h
+        assert base64.b64decode(dead["payload_b64"]) == b"q" * 2_000_000
+        assert not [l for l in w.lines if l["msg"].startswith("cannot queue routed copy")]
+
+
 def test_full_producer_queue_is_waited_out_never_dropped():
     jobs = 500
     env = {"KJOBS_RETRY_DELAYS": "1h", "KJOBS_RETRY_MAX_ATTEMPTS": "4",
@@ -579,6 +615,7 @@ if __name__ == "__main__":
                   test_ladder_wait_blocks_nothing_else,
                   test_kill9_between_copy_ack_and_commit_loses_nothing,
                   test_oversized_copy_goes_to_dlq_reduced_and_the_partition_moves_on,
+                  test_copy_larger_than_the_default_copy_queue_is_routed,
                   test_full_producer_queue_is_waited_out_never_dropped,
                   test_long_per_job_delay_does_not_block_a_later_due_job,
                   test_control_headers_are_untrusted_input])
