@@ -424,7 +424,11 @@ def test_copy_larger_than_the_default_copy_queue_is_routed():
     """The router's producer queue is sized from batch.max_pending_bytes (a quarter: 1 MiB by
     default), but never below one message.max.bytes: a failing 2 MB job (message.max.bytes
     raised to 3 MB, as a user with large payloads does) was refused "queue full" for good and
-    its partition's commit stayed behind it (an adversarial review's finding)."""
+    its partition's commit stayed behind it (an adversarial review's finding). Embedded broker
+    only: a real broker's topics refuse a 2 MB record (max.message.bytes, 1 MB by default), and
+    the router's queue sizing under test does not depend on the broker."""
+    if harness.REAL_KAFKA:
+        raise harness.Skip("embedded broker only: Kafka's topics take at most 1 MB records")
     env = {"KJOBS_RETRY_DELAYS": "1s", "KJOBS_RETRY_MAX_ATTEMPTS": "2",
            "KJOBS_HTTP_LISTEN": "127.0.0.1:0"}
     with procs.Broker(partitions=1) as broker:
