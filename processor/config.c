@@ -2429,6 +2429,11 @@ bool kj_config_retry_key_ordered(const kj_config *cfg) {
     return cfg->retry_ordering && strcmp(cfg->retry_ordering, "key") == 0;
 }
 
+int kj_config_queue_kbytes(const kj_config *cfg) {
+    int kb = cfg->batch_max_pending_bytes / 4 / 1024;
+    return kb < 1024 ? 1024 : kb;
+}
+
 int kj_config_key_lanes(const kj_config *cfg) {
     if (!cfg->batch_ordering || strcmp(cfg->batch_ordering, "key") != 0) return 1;
     return cfg->batch_key_lanes > 0 ? cfg->batch_key_lanes : cfg->workers;

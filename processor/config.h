@@ -235,6 +235,12 @@ int64_t kj_config_schedule_max_delay(const kj_config *cfg);
  */
 int kj_config_key_lanes(const kj_config *cfg);
 
+/**
+ * KiB of each librdkafka queue sized from batch.max_pending_bytes (the worker's prefetch queue,
+ * the router's queue of copies): a quarter of the bound, at least 1024 (1 MiB).
+ */
+int kj_config_queue_kbytes(const kj_config *cfg);
+
 /** Whether retry.ordering is "key": later jobs of a key wait behind its job on the ladder. */
 bool kj_config_retry_key_ordered(const kj_config *cfg);
 

@@ -396,8 +396,7 @@ kj_router *kj_router_new(const kj_config *cfg, rd_kafka_conf_t *conf, const char
     if (!kj_kafka_prop_value(cfg, "queue.buffering.max.kbytes")) {
         char kbytes[32], max_msg[32];
         size_t n = sizeof(max_msg);
-        long long kb = cfg->batch_max_pending_bytes / 4 / 1024;
-        if (kb < 1024) kb = 1024;
+        long long kb = kj_config_queue_kbytes(cfg);
         if (rd_kafka_conf_get(conf, "message.max.bytes", max_msg, &n) == RD_KAFKA_CONF_OK &&
             kb < atoll(max_msg) / 1024 + 1)
             kb = atoll(max_msg) / 1024 + 1;

@@ -154,9 +154,9 @@ static void handle_message(kj_worker *w, rd_kafka_message_t *msg) {
      * at the bound and the partition holds its fair share (the bound over the partitions
      * assigned) or more: every partition may always hold its share, so records that cannot run
      * yet (a ladder's parked copies, not due for minutes) filling the bound do not starve the
-     * others, and the total stays below twice the bound (plus the few records librdkafka hands out
-     * before a pause takes effect). The tick
-     * resumes it once the total is down to half or it holds less than its share.
+     * others, and the total stays below twice the bound (plus the few records librdkafka hands
+     * out before a pause takes effect). The tick resumes it once the total is down to half or
+     * it holds less than its share.
      * A not-yet-due ladder head pauses its partition (nothing behind it could run sooner) —
      * unless parked copies have lanes of their own there (lane_for): those behind it may be
      * due sooner, so it keeps fetching, bounded by batch.max_pending */
@@ -954,8 +954,7 @@ static int prefetch_conf(const kj_config *cfg, rd_kafka_conf_t *conf, char *errs
         return -1;
     if (kj_kafka_prop_value(cfg, "queued.max.messages.kbytes")) return 0;
     char kbytes[32];
-    int kb = cfg->batch_max_pending_bytes / 4 / 1024;
-    snprintf(kbytes, sizeof(kbytes), "%d", kb < 1024 ? 1024 : kb);
+    snprintf(kbytes, sizeof(kbytes), "%d", kj_config_queue_kbytes(cfg));
     return kj_kafka_conf_set(conf, "queued.max.messages.kbytes", kbytes, errstr, errstr_size);
 }
 
