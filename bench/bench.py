@@ -32,6 +32,7 @@ count is wrong, data was dropped by the broker).
 import argparse
 import json
 import os
+import shlex
 import platform
 import re
 import shutil
@@ -385,7 +386,7 @@ def med(vals):
 def kjobs_drain(ctx, b, partitions, total_msgs, env=None, timeout=300):
     """One kjobs drain in a fresh group; rate over first start mark .. last end mark."""
     w = Worker(ctx, b, ctx.name("kjobs-drain"), end_marks=partitions, env=env,
-               tag="drain")
+               tag="drain", prefix=shlex.split(os.environ.get("BENCH_WORKER_PREFIX", "")))
     try:
         recs = w.wait_marks(timeout)
         hwm = w.hwm_kb()
@@ -1816,6 +1817,8 @@ def main():
                     "overrides --runs for it)")
     ap.add_argument("--drain-jobs", type=int, help="drain backlog in jobs (default 1,600,000)")
     ap.add_argument("--drain-partitions", type=int, help="drain partitions (default 64)")
+    ap.add_argument("--mem-cases", help="memory: the rows to run instead of the defaults, "
+                    "PARTITIONS:JOBS:PAYLOAD_BYTES,... (e.g. 128:2000000:100)")
     ap.add_argument("--drain-extras", action="store_true",
                     help="drain: also kcat and both consumers with jemalloc preloaded (each on "
                     "its own fresh broker too)")
@@ -1880,6 +1883,14 @@ def run(ap, args, kafka, kafka_pid):
         if getattr(args, key):
             cfg[key] = getattr(args, key)
     cfg["drain_extras"] = args.drain_extras
+    if args.mem_cases:
+        try:
+            cfg["mem_cases"] = [tuple(int(x) for x in c.split(":")) for c in
+                                args.mem_cases.split(",")]
+        except ValueError:
+            ap.error("--mem-cases: PARTITIONS:JOBS:PAYLOAD_BYTES,...")
+        if any(len(c) != 3 for c in cfg["mem_cases"]):
+            ap.error("--mem-cases: PARTITIONS:JOBS:PAYLOAD_BYTES,...")
     only = [x for x in args.only.split(",") if x]
     if "profile" in only or "profile-retry" in only:
         args.keep = args.no_write = True  # the perf data lives in the work directory
