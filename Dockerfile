@@ -10,7 +10,8 @@
 #            links (libssl3, libsasl2-2, libzstd1, liblz4-1, zlib1g, libcurl4; Debian 13 names
 #            the first and last libssl3t64 / libcurl4t64 and apt picks them for these names),
 #            libconfig9, libjansson4, libmicrohttpd12, libicu72 (cron time zones;
-#            Debian 13: libicu76) and ca-certificates; for SASL
+#            Debian 13: libicu76), libjemalloc2 (the allocator, cli/malloc_conf.c) and
+#            ca-certificates; for SASL
 #            GSSAPI (Kerberos) Cyrus SASL's GSSAPI plugin (libsasl2-modules-gssapi-mit, loaded at
 #            run time, so no ldd shows it) and kinit (krb5-user), which librdkafka runs to get and
 #            renew tickets from the keytab; a non-root
@@ -28,7 +29,7 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       build-essential cmake pkg-config npm python3 ca-certificates \
       libssl-dev libsasl2-dev libzstd-dev liblz4-dev zlib1g-dev libcurl4-openssl-dev \
-      libavro-dev libconfig-dev libjansson-dev libmicrohttpd-dev libicu-dev \
+      libavro-dev libconfig-dev libjansson-dev libmicrohttpd-dev libicu-dev libjemalloc-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -44,7 +45,7 @@ FROM debian:${DEBIAN_RELEASE}-slim AS runtime
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       libssl3 libsasl2-2 libzstd1 liblz4-1 zlib1g libcurl4 \
-      libconfig9 libjansson4 libmicrohttpd12 libicu72 ca-certificates \
+      libconfig9 libjansson4 libmicrohttpd12 libicu72 libjemalloc2 ca-certificates \
       libsasl2-modules-gssapi-mit krb5-user \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 kjobs \

@@ -4,6 +4,8 @@
  */
 #include "processor/version.h"
 
+#include "processor/allocator.h"
+
 #include <librdkafka/rdkafka.h>
 #include <stdio.h>
 
@@ -18,6 +20,8 @@ const char *kj_git_revision(void) {
 }
 
 void kj_version_line(char *buf, size_t size) {
-    snprintf(buf, size, "kjobs %s (git %s) librdkafka %s", kj_version(), kj_git_revision(),
-             rd_kafka_version_str());
+    char allocator[128];
+    kj_allocator_describe(allocator, sizeof(allocator));
+    snprintf(buf, size, "kjobs %s (git %s) librdkafka %s allocator %s", kj_version(),
+             kj_git_revision(), rd_kafka_version_str(), allocator);
 }

@@ -10,6 +10,7 @@
 #include "processor/worker.h"
 
 #include "processor/worker_internal.h"
+#include "processor/allocator.h"
 
 /* After an auto.offset.reset=error, librdkafka stops fetching the partition for good (a seek
  * then fails with "Erroneous state"): assign it again, at the beginning. An eager assignment
@@ -728,13 +729,15 @@ static bool consumer_fatal(kj_worker *w) {
 int kj_worker_run(kj_worker *w, volatile sig_atomic_t *stop, kj_heartbeat *heartbeat) {
     w->heartbeat = heartbeat;
     if (subscribe(w) != 0) return 1;
-    kj_log(KJ_LOG_INFO, "worker started", "{s:s,s:s,s:i,s:i,s:i,s:s,s:s,s:s,s:s,s:s,s:i}", "group",
-           w->cfg->group, "topic", w->cfg->main_topic, "workers", w->cfg->workers, "batch_max_jobs",
-           w->cfg->batch_max_jobs, "retry_steps", (int)w->cfg->retry_delay_count, "librdkafka",
-           rd_kafka_version_str(), "group_protocol", w->protocol.kip848 ? "consumer" : "classic",
-           "group_protocol_why", w->protocol.why, "batch_ordering", w->cfg->batch_ordering,
-           "retry_ordering", w->cfg->retry_ordering, "lanes_per_main_partition",
-           kj_config_key_lanes(w->cfg));
+    char allocator[128];
+    kj_allocator_describe(allocator, sizeof(allocator));
+    kj_log(KJ_LOG_INFO, "worker started", "{s:s,s:s,s:i,s:i,s:i,s:s,s:s,s:s,s:s,s:s,s:s,s:i}",
+           "group", w->cfg->group, "topic", w->cfg->main_topic, "workers", w->cfg->workers,
+           "batch_max_jobs", w->cfg->batch_max_jobs, "retry_steps", (int)w->cfg->retry_delay_count,
+           "librdkafka", rd_kafka_version_str(), "allocator", allocator, "group_protocol",
+           w->protocol.kip848 ? "consumer" : "classic", "group_protocol_why", w->protocol.why,
+           "batch_ordering", w->cfg->batch_ordering, "retry_ordering", w->cfg->retry_ordering,
+           "lanes_per_main_partition", kj_config_key_lanes(w->cfg));
 
     int exit_code = 0;
     int64_t last_commit = kj_now_ms(), last_lag = 0, last_progress = kj_now_ms();

@@ -19,6 +19,8 @@ APT_PACKAGES=(
   librdkafka-dev libavro-dev libconfig-dev libjansson-dev libmicrohttpd-dev libcmocka-dev
   # ICU: the time zones of cron schedules (processor/cron.c); same name on Debian 12 and 13
   libicu-dev
+  # jemalloc: the kjobs executable's allocator (cli/malloc_conf.c); 5.3.0 on Debian 12 and 13
+  libjemalloc-dev
   clang valgrind
   kcat python3 python3-kafka python3-avro python3-prometheus-client python3-yaml
   python3-confluent-kafka

@@ -40,6 +40,9 @@ TOOLCHAIN = {
     "stdout": "glibc stdio object, copy-relocated into the executable",
     "stderr": "glibc stdio object, copy-relocated into the executable",
     "stdin": "glibc stdio object, copy-relocated into the executable",
+    # cli/malloc_conf.c: jemalloc's tuning, read by libjemalloc.so from the executable (only in
+    # builds that link jemalloc, KJOBS_JEMALLOC)
+    "malloc_conf": "jemalloc options of the KJOBS_JEMALLOC build",
 }
 # Sanitizer builds (KJOBS_SANITIZE) with clang: its ASan/UBSan runtimes are linked statically
 # into the executable and export their interceptors and hooks (malloc, __asan_*, ... ~1900

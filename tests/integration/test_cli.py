@@ -173,7 +173,8 @@ def test_version():
         p = run(kjobs_cmd(*args))
         assert p.returncode == 0 and p.stderr == "", (args, p.returncode, p.stderr)
         assert re.fullmatch(r"kjobs \d+\.\d+\.\d+ \(git ([0-9a-f]{7,40}(-dirty)?|unknown)\) "
-                            r"librdkafka \d+\.\d+\.\d+\S*\n", p.stdout), p.stdout
+                            r"librdkafka \d+\.\d+\.\d+\S* allocator (glibc|jemalloc "
+                            r"\d+\.\d+\.\d+ \(narenas \d+\))\n", p.stdout), p.stdout
         lines.add(p.stdout)
     assert len(lines) == 1, lines
     assert "  version " in run(kjobs_cmd("help")).stdout
@@ -188,9 +189,30 @@ def test_version():
             assert '#define KJOBS_GIT_REVISION "unknown"' in open(out).read()
 
 
+def test_allocator_is_the_one_linked_with_its_tuning():
+    """Issue #18: the default build links jemalloc (cli/malloc_conf.c) and tunes it with two
+    arenas; MALLOC_CONF overrides the tuning option by option (jemalloc's documented order);
+    sanitizer builds link none and report glibc. What `kjobs version` reports is read from the
+    running allocator, so it follows the binary's ELF NEEDED entries, not the build's claims."""
+    kjobs = harness.kjobs_cmd()[0]
+    dynamic = subprocess.run(["readelf", "-d", kjobs], capture_output=True, text=True,
+                             check=True).stdout
+    linked = "libjemalloc.so" in dynamic
+
+    def allocator(**env):
+        out = run(kjobs_cmd("version"), env=dict(os.environ, **env)).stdout
+        return out.split(" allocator ", 1)[1].strip()
+    if linked:
+        assert re.fullmatch(r"jemalloc \d+\.\d+\.\d+ \(narenas 2\)", allocator()), allocator()
+        assert allocator(MALLOC_CONF="narenas:3").endswith("(narenas 3)")
+    else:
+        assert allocator() == "glibc", allocator()
+
+
 if __name__ == "__main__":
     harness.main([test_check_config_agrees_with_run_on_client_settings, test_help_and_unknown_command, test_config_error_names_file_line_and_setting,
                   test_check_config_agrees_with_run_and_hides_exec_arguments, test_version,
+                  test_allocator_is_the_one_linked_with_its_tuning,
                   test_topics_layout_follows_config, test_embedded_bootstrap_needs_a_broker_address,
                   test_enqueue_fails_when_broker_never_acknowledges,
                   test_enqueue_rejects_bad_lines_and_keeps_good_ones,
