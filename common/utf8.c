@@ -4,6 +4,7 @@
  */
 #include "common/utf8.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,6 +33,18 @@ size_t kj_utf8_seq_len(const void *p, size_t n) {
     for (size_t i = 2; i < len; i++)
         if (s[i] < 0x80 || s[i] > 0xBF) return 0;
     return len;
+}
+
+size_t kj_utf8_ascii_run(const void *p, size_t n) {
+    const unsigned char *s = p;
+    const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t v;
+        memcpy(&v, s + i, 8); /* unaligned-safe load */
+        if ((v & highs) || ((v - ones) & ~v & highs)) break;
+    }
+    return i;
 }
 
 bool kj_utf8_valid(const void *data, size_t len) {

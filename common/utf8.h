@@ -25,6 +25,12 @@
 
 /** Length (1..4) of the valid UTF-8 sequence at s (n bytes available), or 0 if invalid there. */
 size_t kj_utf8_seq_len(const void *s, size_t n);
+/** Length of the run of ASCII bytes other than NUL (0x01..0x7F) at the start of s (n bytes),
+ *  counted eight bytes at a time (a word with no high bit and no zero byte: the "haszero"
+ *  test of Sean Anderson's Bit Twiddling Hacks); may stop up to 7 bytes before the run ends,
+ *  so callers go on byte by byte from where it stops. Validators' fast path: job types, ids and
+ *  header values are ASCII. */
+size_t kj_utf8_ascii_run(const void *s, size_t n);
 
 /** Whether all len bytes are valid UTF-8 (NUL bytes count as valid here). */
 bool kj_utf8_valid(const void *data, size_t len);

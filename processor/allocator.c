@@ -9,8 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
-typedef int (*mallctl_fn)(const char *name, void *oldp, size_t *oldlenp, void *newp,
-                          size_t newlen);
+typedef int (*mallctl_fn)(const char *name, void *oldp, size_t *oldlenp, void *newp, size_t newlen);
 
 void kj_allocator_describe(char *buf, size_t size) {
     if (!buf || size == 0) return;

@@ -167,7 +167,7 @@ static void handle_message(kj_worker *w, rd_kafka_message_t *msg) {
     if (!p->paused && ((p->nlanes > 1 ? held : pending) >= (size_t)w->cfg->batch_max_pending ||
                        (bytes >= w->cfg->batch_max_pending_bytes && own >= fair_share(w))))
         pause_part(w, p, false);
-    else if (!p->paused && !parked_lanes && not_before > kj_now_ms())
+    else if (!p->paused && !parked_lanes && not_before > 0 && not_before > kj_now_ms())
         pause_part(w, p, true);
 }
 

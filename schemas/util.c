@@ -35,6 +35,8 @@ void kj_buf_put_long(kj_buf *b, int64_t v) {
 /* Strict UTF-8 (RFC 3629) by kjobs' one validator (common/utf8.h), plus "no NUL". */
 int kj_utf8_check(const uint8_t *s, size_t n, size_t *at) {
     for (size_t i = 0; i < n;) {
+        i += kj_utf8_ascii_run(s + i, n - i); /* fast path: ASCII without NUL */
+        if (i == n) break;
         size_t len = s[i] ? kj_utf8_seq_len(s + i, n - i) : 0;
         if (len == 0) {
             *at = i;

@@ -886,6 +886,21 @@ static void test_hostile_lengths_and_counts(void **state) {
     t_long(&t, 0);
     expect_reject(t.b, t.n, "UTF-8");
 
+    t.n = 0; /* NUL and a bad byte past the validator's 8-byte ASCII words: found, and where */
+    t_bytes(&t, "abcdefghijklm\0o", 16);
+    t_str(&t, "t");
+    t_str(&t, "");
+    t_long(&t, 0);
+    t_long(&t, 0);
+    expect_reject(t.b, t.n, "NUL character at its byte 13");
+    t.n = 0;
+    t_str(&t, "a");
+    t_str(&t, "email.send.with.a.long.type\xff");
+    t_str(&t, "");
+    t_long(&t, 0);
+    t_long(&t, 0);
+    expect_reject(t.b, t.n, "not valid UTF-8 at its byte 27");
+
     t.n = 0; /* overlong '/' in a meta key */
     t_head(&t);
     t_long(&t, 1);

@@ -30,6 +30,29 @@ static void test_validity(void **state) {
     assert_int_equal(kj_utf8_seq_len("\xE2\x80", 2), 0);
 }
 
+/* kj_utf8_ascii_run stops at (or up to 7 bytes before) the first NUL or high byte, wherever
+ * it is in a word, and never reads past n. */
+static void test_ascii_run_stops_at_nul_and_high_bytes(void **state) {
+    (void)state;
+    char buf[40];
+    for (size_t at = 0; at < 24; at++) {
+        for (int kind = 0; kind < 3; kind++) {
+            memset(buf, 'a', sizeof(buf));
+            buf[at] = kind == 0 ? 0 : kind == 1 ? (char)0x80 : (char)0xFF;
+            size_t run = kj_utf8_ascii_run(buf, sizeof(buf));
+            assert_true(run <= at);
+            assert_true(at - run < 8);
+            assert_int_equal(run % 8, 0);
+        }
+    }
+    memset(buf, 'a', sizeof(buf));
+    assert_int_equal(kj_utf8_ascii_run(buf, 40), 40);
+    assert_int_equal(kj_utf8_ascii_run(buf, 13), 8); /* the tail is the caller's */
+    assert_int_equal(kj_utf8_ascii_run(buf, 7), 0);
+    buf[39] = 0x7F; /* DEL is ASCII */
+    assert_int_equal(kj_utf8_ascii_run(buf, 40), 40);
+}
+
 static void test_clean_replaces_bad_bytes_and_nul(void **state) {
     (void)state;
     char out[64];
@@ -81,6 +104,7 @@ static void test_json_string_never_null(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_validity),
+        cmocka_unit_test(test_ascii_run_stops_at_nul_and_high_bytes),
         cmocka_unit_test(test_clean_replaces_bad_bytes_and_nul),
         cmocka_unit_test(test_cut_on_character_boundary_with_ellipsis),
         cmocka_unit_test(test_json_string_never_null),
