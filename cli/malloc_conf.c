@@ -9,9 +9,10 @@
  * reached 86-95 MiB. Why these options (bench/RESULTS.md, "The allocator"): two arenas keep
  * the fetch thread's frees from spreading records over eight arenas (jemalloc's default on 2
  * CPUs); tcache_max 4096 keeps the small objects (records, ops, headers) in the thread caches;
- * dirty pages are returned after 1 s and muzzy ones at once, so a burst's pages do not stay
- * resident for jemalloc's default 10 s. dirty_decay_ms:0 gave the least memory but ~3x the CPU
- * per job (madvise on every free), so it is not used.
+ * dirty pages decay over 250 ms and muzzy ones at once: a drain frees fetch responses at tens
+ * of MB/s, and what jemalloc keeps dirty stays resident (with its default 10 s, or 1 s, that
+ * drain peaked at 72-81 MiB, with 250 ms at 62-64 at the same CPU per job); 50 ms and 0 ms
+ * cost 1.5-3x the CPU per job (madvise on nearly every free).
  *
  * jemalloc reads this symbol once, before its first allocation; MALLOC_CONF in the environment
  * overrides it option by option (jemalloc's documented order). It must be exported from the
@@ -19,4 +20,4 @@
  * lint allows exactly this name.
  */
 __attribute__((visibility("default"))) const char *malloc_conf =
-    "narenas:2,tcache_max:4096,dirty_decay_ms:1000,muzzy_decay_ms:0";
+    "narenas:2,tcache_max:4096,dirty_decay_ms:250,muzzy_decay_ms:0";
