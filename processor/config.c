@@ -402,9 +402,9 @@ static const kj_setting kj_settings[] = {
             "(queued.max.messages.kbytes, with librdkafka 2.2 or later) and the queue of retry and "
             "dead-letter copies waiting "
             "for their acknowledgement (queue.buffering.max.kbytes), unless kafka.properties "
-            "sets them. With the default a worker peaked at 44-59 MiB RSS draining 1-2 million "
+            "sets them. With the default a worker peaked at 37-49 MiB RSS draining 1-2 million "
             "100-byte jobs with 10 % of them retried (64-128 partitions on the embedded broker, 8 "
-            "on Kafka; 92 MiB with 128 partitions on Kafka: bench/RESULTS.md); "
+            "on Kafka; 55-78 MiB, median 64, with 128 partitions on Kafka: bench/RESULTS.md); "
             "a larger bound trades memory for fewer pauses."},
     {ROW("batch", "ordering", "KJOBS_BATCH_ORDERING"), .type = KT_STRING, .off = F(batch_ordering),
      .def = "partition", .check = check_batch_ordering, .expect = "\"partition\" or \"key\"",
