@@ -1,6 +1,6 @@
 /*
  * malloc_conf.c — jemalloc's tuning for the kjobs executable, linked only when the build links
- * jemalloc (KJOBS_JEMALLOC, the default outside sanitizer builds; CMakeLists.txt).
+ * jemalloc (KJOBS_JEMALLOC, the default outside sanitizer and fuzz builds; CMakeLists.txt).
  *
  * Why jemalloc: a worker's records are allocated by librdkafka's fetch thread and freed by the
  * engine threads and the router's delivery reports. glibc's per-thread arenas turn that into
@@ -10,9 +10,9 @@
  * the fetch thread's frees from spreading records over eight arenas (jemalloc's default on 2
  * CPUs); tcache_max 4096 keeps the small objects (records, ops, headers) in the thread caches;
  * dirty pages decay over 250 ms and muzzy ones at once: a drain frees fetch responses at tens
- * of MB/s, and what jemalloc keeps dirty stays resident (with its default 10 s, or 1 s, that
- * drain peaked at 72-81 MiB, with 250 ms at 62-64 at the same CPU per job); 50 ms and 0 ms
- * cost 1.5-3x the CPU per job (madvise on nearly every free).
+ * of MB/s, and what jemalloc keeps dirty stays resident (that drain peaked at a median of
+ * 70 MiB over 6 runs with a 1 s decay, 64 MiB over 5 runs with 250 ms, at the same CPU per
+ * job); 50 ms and 0 ms cost 1.5-3x the CPU per job (madvise on nearly every free).
  *
  * jemalloc reads this symbol once, before its first allocation; MALLOC_CONF in the environment
  * overrides it option by option (jemalloc's documented order). It must be exported from the
