@@ -1168,6 +1168,14 @@ kj_worker *kj_worker_new(const kj_config *cfg, kj_handler_registry *handlers, ch
     }
     return w;
 fail:
+    /* The consumer never subscribed: nothing to leave, so destroyed at once, without the close
+     * that would wait for the coordinator. Left running, its threads outlived exit(1) and
+     * crashed in OpenSSL after its exit handlers had freed its locks (a SIGSEGV on "worker failed
+     * to start", 2-6 in 25 runs against real Kafka: test_retry_ordering's refused ladder). */
+    if (w->consumer) {
+        rd_kafka_destroy_flags(w->consumer, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+        w->consumer = NULL;
+    }
     kj_worker_free(w);
     return NULL;
 }
