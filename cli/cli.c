@@ -29,15 +29,25 @@ void kj_cli_install_signals(void) {
     signal(SIGPIPE, SIG_IGN);
 }
 
+void kj_cli_install_stop_wait(void) {
+    kj_cli_install_signals();
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop, NULL);
+}
+
 void kj_cli_wait_for_stop_signal(void) {
-    sigset_t block, old;
-    sigemptyset(&block);
-    sigaddset(&block, SIGINT);
-    sigaddset(&block, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &block, &old);
+    sigset_t stop, waiting;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop, &waiting);
+    sigdelset(&waiting, SIGINT);
+    sigdelset(&waiting, SIGTERM);
     while (!kj_cli_stop_requested)
-        sigsuspend(&old);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+        sigsuspend(&waiting); /* returns once the handler ran on this thread */
 }
 
 void kj_cli_init(kj_cli *cli, const char *command, const char *usage) {

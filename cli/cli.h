@@ -64,7 +64,14 @@ int kj_cli_parse_int(const char *text, long long min, long long max, long long *
 /** Set by SIGINT/SIGTERM once kj_cli_install_signals() ran. */
 extern volatile sig_atomic_t kj_cli_stop_requested;
 void kj_cli_install_signals(void);
-/** Block until SIGINT/SIGTERM arrives (race-free: sigsuspend with the signals blocked). */
+/** For a command whose main thread waits in kj_cli_wait_for_stop_signal(): installs the handlers
+ * and blocks SIGINT/SIGTERM in the calling thread. Call it before any thread is started: threads
+ * inherit the mask, so a stop signal stays pending until the waiting thread takes it. Otherwise
+ * the kernel may run the handler on any thread that leaves them unblocked (libmicrohttpd's,
+ * kjobs' own) and the waiter sleeps on: `kjobs ui` then ignored SIGTERM. */
+void kj_cli_install_stop_wait(void);
+/** Block until SIGINT/SIGTERM arrives (race-free: sigsuspend with the signals blocked in
+ * between); the signals stay blocked afterwards. */
 void kj_cli_wait_for_stop_signal(void);
 
 #endif /* KJOBS_CLI_H */

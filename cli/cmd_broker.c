@@ -102,7 +102,7 @@ int kj_cmd_broker(int argc, char **argv) {
     if (optind < argc) return kj_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
     if ((rc = kj_cli_load_config(&cli)) != KJ_EXIT_OK) return rc;
 
-    kj_cli_install_signals();
+    kj_cli_install_stop_wait(); /* before any thread starts */
     char err[512];
     kj_embedded_broker *broker =
         kj_embedded_broker_start(&cli.cfg, (int)brokers, (int)partitions, err, sizeof(err));

@@ -75,7 +75,7 @@ int kj_cmd_ui(int argc, char **argv) {
         return KJ_EXIT_USAGE;
     }
 
-    kj_cli_install_signals();
+    kj_cli_install_stop_wait(); /* before any thread starts */
     int exit_code = KJ_EXIT_OK;
     kj_console_data *data = kj_console_data_new(&cli.cfg, err, sizeof(err));
     if (!data) {

@@ -472,6 +472,36 @@ def test_one_client_cannot_take_every_connection():
                 c.close()
 
 
+def stop_signal_takers(pid):
+    """The threads of process @p pid, other than its main thread, that would take a SIGTERM sent
+    to it: those that do not block it (SigBlk in /proc/PID/task/TID/status, bit 15 for signal
+    15), as "name tid". (The main thread leaves it unblocked only while it waits, in sigsuspend.)"""
+    takers = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                status = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+        except (FileNotFoundError, ProcessLookupError):  # a thread that ended meanwhile
+            continue
+        if int(tid) != pid and not int(status["SigBlk"], 16) & (1 << (15 - 1)):
+            takers.append(f"{status['Name']} {tid}")
+    return takers
+
+
+def test_stop_signal_reaches_the_thread_that_waits_for_it():
+    # `kjobs ui` and `kjobs broker` wait for SIGTERM on their main thread while other threads
+    # (the HTTP server's, the console's readers) run: a SIGTERM the kernel hands to one of those
+    # ran the handler there and the main thread slept on (`kjobs ui` ignored a SIGTERM in CI).
+    # Only the waiting thread may leave it unblocked (cli/cli.h, kj_cli_install_stop_wait).
+    with Broker(partitions=1) as broker, Console(broker.bootstrap) as ui:
+        assert ui.get("/livez")[0] == 200  # the HTTP server and the console's readers run
+        assert len(os.listdir(f"/proc/{ui.proc.pid}/task")) > 3
+        assert stop_signal_takers(ui.proc.pid) == []
+        if isinstance(broker.proc, subprocess.Popen):  # the embedded broker is `kjobs broker`
+            assert stop_signal_takers(broker.proc.pid) == []
+        ui.stop()  # and the SIGTERM is taken: exit 0 within its 30 s
+
+
 def test_control_actions():
     """Pauses and the breaker's resume from the console (docs/console.md, "Controls"): the
     guards refuse what they must, a pause is shown at once and then as held by the worker that
@@ -581,5 +611,6 @@ if __name__ == "__main__":
     harness.main([test_pages_and_api, test_retries_waiting_and_next_due, test_oldest_waiting_job,
                   test_guards, test_forged_status_records_cannot_break_the_overview,
                   test_one_client_cannot_take_every_connection,
+                  test_stop_signal_reaches_the_thread_that_waits_for_it,
                   test_replay_action, test_console_gauges_move,
                   test_console_on_a_worker_listener, test_control_actions])
