@@ -598,6 +598,7 @@ static int subscribe(kj_worker *w) {
         kj_log(KJ_LOG_ERROR, "subscribe failed", "{s:s}", "error", rd_kafka_err2str(err));
         return -1;
     }
+    w->subscribed = true;
     w->subscribed_at = kj_now_ms();
     return 0;
 }
@@ -615,6 +616,7 @@ static int fall_back_to_classic(kj_worker *w, const char *code, const char *why)
     release_wake_queue(w);
     rd_kafka_destroy_flags(w->consumer, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     w->consumer = NULL;
+    w->subscribed = false;
     w->protocol.kip848 = w->protocol.may_fall_back = false;
     snprintf(w->protocol.why, sizeof(w->protocol.why), "auto: the broker refused KIP-848 (%s)",
              code);
@@ -1168,16 +1170,12 @@ kj_worker *kj_worker_new(const kj_config *cfg, kj_handler_registry *handlers, ch
     }
     return w;
 fail:
-    /* The consumer never subscribed: nothing to leave, so destroyed at once, without the close
-     * that would wait for the coordinator. Left running, its threads outlived exit(1) and
-     * crashed in OpenSSL after its exit handlers had freed its locks (a SIGSEGV on "worker failed
-     * to start", 2-6 in 25 runs against real Kafka: test_retry_ordering's refused ladder). */
-    if (w->consumer) {
-        rd_kafka_destroy_flags(w->consumer, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
-        w->consumer = NULL;
-    }
-    kj_worker_free(w);
+    kj_worker_free(w); /* destroys the never-subscribed consumer */
     return NULL;
+}
+
+bool kj_worker_leaves_threads(const kj_worker *w) {
+    return w && (w->shutdown_timed_out || (w->consumer && w->subscribed && !w->consumer_closed));
 }
 
 void kj_worker_free(kj_worker *w) {
@@ -1202,9 +1200,17 @@ void kj_worker_free(kj_worker *w) {
         part_free(r);
     }
     kj_flow_free(w->flow);
-    /* A consumer that could not leave the group still has a close in flight that waits for
-     * the coordinator; destroying it would wait too. The process is exiting: let it go. */
-    if (w->consumer && w->consumer_closed) rd_kafka_destroy(w->consumer);
+    /* A consumer that never subscribed (kj_worker_new or the start failed, subscribe() was
+     * refused) has nothing to leave: destroyed at once, without the close that would wait for
+     * the coordinator. Left running, its threads outlived exit(1) and crashed in OpenSSL after
+     * its exit handlers had freed its locks (a SIGSEGV on "worker failed to start", 2-6 in 25
+     * runs against real Kafka: test_retry_ordering's refused ladder). A consumer that could not
+     * leave the group still has a close in flight that waits for the coordinator; destroying it
+     * would wait too: it is left to the process's end (kj_worker_leaves_threads). */
+    if (w->consumer && !w->subscribed)
+        rd_kafka_destroy_flags(w->consumer, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    else if (w->consumer && w->consumer_closed)
+        rd_kafka_destroy(w->consumer);
     for (size_t i = 0; i < w->topic_count; i++) {
         free(w->topics[i].spec.name);
         free(w->topics[i].parts);

@@ -105,6 +105,14 @@ bool kj_worker_ready(void *worker, char *reason, size_t reason_size);
 /** Close an open DLQ circuit breaker (operator action; async-signal-safe: one atomic store). */
 void kj_worker_request_breaker_reset(kj_worker *worker);
 
+/** Whether kj_worker_free() leaves threads running: handler threads past the shutdown grace,
+ *  or a consumer that could not leave its group (its close still waits for the coordinator).
+ *  The process must then end with _exit(), not exit(): exit's handlers (OpenSSL's among them)
+ *  free what those threads still use. Poll thread, after kj_worker_run returned. */
+bool kj_worker_leaves_threads(const kj_worker *worker);
+
+/** Free the worker and everything it owns, except what kj_worker_leaves_threads() says is still
+ *  in use. NULL is a no-op. */
 void kj_worker_free(kj_worker *worker);
 
 #endif /* KJOBS_WORKER_H */

@@ -193,6 +193,7 @@ struct kj_worker {
     atomic_int assigned;
     bool shutdown_timed_out;      /* grace ran out: lanes may still be busy, do not free them */
     bool fatal;                   /* (poll) exactly-once commit failed: stop, commit nothing more */
+    bool subscribed;              /* (poll) the current consumer subscribed: it has a group */
     bool consumer_closed;         /* (poll) left the group cleanly; else never destroy it */
     int64_t drain_deadline;       /* (poll) end of the shutdown grace period, 0 before */
     bool in_rebalance;            /* (poll) inside on_rebalance */
