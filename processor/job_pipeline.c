@@ -632,6 +632,29 @@ void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t count, voi
             continue;
         }
         size_t j = i + 1;
+        if (h->job_fn && !(h->timeout_ms > 0 && w->deadlines)) {
+            /* a run of jobs for one per-job handler without a time limit: one clock read per
+             * job, the end of one job being the start of the next (CLOCK_MONOTONIC costs
+             * ~35 ns here, against ~2 us per job), and the duration series looked up again only
+             * when the type changes */
+            const char *duration_type = NULL;
+            kj_metric_handle *duration = NULL;
+            double start = kj_mono_seconds();
+            for (j = i; j < count && slots[j].handler == h; j++) {
+                h->job_fn(&slots[j].job, &slots[j].result, h->opaque);
+                double end = kj_mono_seconds();
+                const char *type = slots[j].job.record.type;
+                if (!duration_type || strcmp(type, duration_type) != 0) {
+                    duration = kj_metrics_duration_handle(type);
+                    duration_type = type;
+                }
+                kj_histogram_observe(duration, end - start);
+                if (slots[j].flow_release) kj_flow_release(w->flow, slots[j].flow_release - 1);
+                start = end;
+            }
+            i = j;
+            continue;
+        }
         if (!h->job_fn)
             while (j < count && slots[j].handler == h)
                 j++;
