@@ -10,7 +10,6 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <unistd.h>
 #include <string.h>
 
 #include "cli/cli.h"
@@ -272,15 +271,15 @@ out:
     kj_http_stop(http); /* no request runs past here: the console can go */
     kj_console_free(console);
     kj_console_data_free(console_data);
-    bool leaves_threads = kj_worker_leaves_threads(worker);
+    /* Handlers past the shutdown grace still run: what they use (the handler table, the exec
+     * handler's children and lock, the configuration) is left to the process's end. */
+    bool handlers_running = kj_worker_handlers_running(worker);
     kj_worker_free(worker);
-    kj_exec_handler_free(exec_handler);
     kj_embedded_broker_stop(broker);
-    kj_handlers_free(handlers);
-    kj_cli_free(&cli);
-    if (leaves_threads) { /* they still run: end without exit()'s handlers (worker.h) */
-        fflush(NULL);
-        _exit(exit_code);
+    if (!handlers_running) {
+        kj_exec_handler_free(exec_handler);
+        kj_handlers_free(handlers);
+        kj_cli_free(&cli);
     }
     return exit_code;
 }

@@ -1174,8 +1174,8 @@ fail:
     return NULL;
 }
 
-bool kj_worker_leaves_threads(const kj_worker *w) {
-    return w && (w->shutdown_timed_out || (w->consumer && w->subscribed && !w->consumer_closed));
+bool kj_worker_handlers_running(const kj_worker *w) {
+    return w && w->shutdown_timed_out;
 }
 
 void kj_worker_free(kj_worker *w) {
@@ -1206,7 +1206,7 @@ void kj_worker_free(kj_worker *w) {
      * its exit handlers had freed its locks (a SIGSEGV on "worker failed to start", 2-6 in 25
      * runs against real Kafka: test_retry_ordering's refused ladder). A consumer that could not
      * leave the group still has a close in flight that waits for the coordinator; destroying it
-     * would wait too: it is left to the process's end (kj_worker_leaves_threads). */
+     * would wait too: it is left to the process's end. */
     if (w->consumer && !w->subscribed)
         rd_kafka_destroy_flags(w->consumer, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     else if (w->consumer && w->consumer_closed)

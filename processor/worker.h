@@ -105,14 +105,15 @@ bool kj_worker_ready(void *worker, char *reason, size_t reason_size);
 /** Close an open DLQ circuit breaker (operator action; async-signal-safe: one atomic store). */
 void kj_worker_request_breaker_reset(kj_worker *worker);
 
-/** Whether kj_worker_free() leaves threads running: handler threads past the shutdown grace,
- *  or a consumer that could not leave its group (its close still waits for the coordinator).
- *  The process must then end with _exit(), not exit(): exit's handlers (OpenSSL's among them)
- *  free what those threads still use. Poll thread, after kj_worker_run returned. */
-bool kj_worker_leaves_threads(const kj_worker *worker);
+/** Whether handler calls may still run: the shutdown grace ran out with batches in flight. Then
+ *  kj_worker_free() frees nothing, and the caller must keep what handlers use (the handler
+ *  table, the exec handler, the configuration) until the process ends. Poll thread, after
+ *  kj_worker_run returned; false for NULL. */
+bool kj_worker_handlers_running(const kj_worker *worker);
 
-/** Free the worker and everything it owns, except what kj_worker_leaves_threads() says is still
- *  in use. NULL is a no-op. */
+/** Free the worker and everything it owns, unless kj_worker_handlers_running() (then nothing:
+ *  left to the process's end). A consumer that could not leave its group is not destroyed
+ *  either (its close still waits for the coordinator). NULL is a no-op. */
 void kj_worker_free(kj_worker *worker);
 
 #endif /* KJOBS_WORKER_H */

@@ -7,6 +7,7 @@ Run with /usr/bin/python3; the binary from KJOBS_BIN.
 """
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -473,9 +474,10 @@ def test_one_client_cannot_take_every_connection():
 
 
 def stop_signal_takers(pid):
-    """The threads of process @p pid, other than its main thread, that would take a SIGTERM sent
-    to it: those that do not block it (SigBlk in /proc/PID/task/TID/status, bit 15 for signal
-    15), as "name tid". (The main thread leaves it unblocked only while it waits, in sigsuspend.)"""
+    """The threads of process @p pid, other than its main thread, that would take a SIGTERM or
+    SIGINT sent to it: those that do not block it (SigBlk in /proc/PID/task/TID/status, bit N-1
+    for signal N), as "name tid". (The main thread leaves them unblocked only while it waits, in
+    sigsuspend.)"""
     takers = []
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
@@ -483,7 +485,8 @@ def stop_signal_takers(pid):
                 status = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
         except (FileNotFoundError, ProcessLookupError):  # a thread that ended meanwhile
             continue
-        if int(tid) != pid and not int(status["SigBlk"], 16) & (1 << (15 - 1)):
+        stop = (1 << (signal.SIGTERM - 1)) | (1 << (signal.SIGINT - 1))
+        if int(tid) != pid and int(status["SigBlk"], 16) & stop != stop:
             takers.append(f"{status['Name']} {tid}")
     return takers
 
