@@ -271,13 +271,15 @@ out:
     kj_http_stop(http); /* no request runs past here: the console can go */
     kj_console_free(console);
     kj_console_data_free(console_data);
-    /* Handlers past the shutdown grace still run: what they use (the handler table, the exec
-     * handler's children and lock, the configuration) is left to the process's end. */
+    /* Handlers past the shutdown grace still run: the handler table and the configuration they
+     * read are left to the process's end. The exec handler's children are stopped all the same
+     * (stdin closed, then killed after its shutdown wait): a child stuck in a job must not outlive
+     * kjobs and run on while the partition's next owner runs the job again. */
     bool handlers_running = kj_worker_handlers_running(worker);
     kj_worker_free(worker);
+    kj_exec_handler_free(exec_handler);
     kj_embedded_broker_stop(broker);
     if (!handlers_running) {
-        kj_exec_handler_free(exec_handler);
         kj_handlers_free(handlers);
         kj_cli_free(&cli);
     }

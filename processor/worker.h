@@ -106,9 +106,9 @@ bool kj_worker_ready(void *worker, char *reason, size_t reason_size);
 void kj_worker_request_breaker_reset(kj_worker *worker);
 
 /** Whether handler calls may still run: the shutdown grace ran out with batches in flight. Then
- *  kj_worker_free() frees nothing, and the caller must keep what handlers use (the handler
- *  table, the exec handler, the configuration) until the process ends. Poll thread, after
- *  kj_worker_run returned; false for NULL. */
+ *  kj_worker_free() frees nothing, and the caller must keep what handlers read (the handler
+ *  table, the configuration) until the process ends. Poll thread, after kj_worker_run
+ *  returned; false for NULL. */
 bool kj_worker_handlers_running(const kj_worker *worker);
 
 /** Free the worker and everything it owns, unless kj_worker_handlers_running() (then nothing:
