@@ -111,6 +111,7 @@ typedef struct kj_part {
     atomic_llong held_bytes; /* its records' share of w->pending_bytes (release_message) */
     bool paused;             /* (poll) we paused it */
     bool paused_for_delay;   /* (poll) ... because the ladder head is not due */
+    int64_t delay_until; /* (poll) ... until then (ms; the record that paused it), 0: its head */
     /* An operator's pause (group_control.h, control_tick in worker.c): held apart from the
      * pauses above, so no resume path of theirs (back-pressure, a due ladder head, a breaker
      * or stall rewind, an assignment) lets it fetch. Batches of it are skipped (run_batch),
@@ -209,6 +210,7 @@ struct kj_worker {
      * record is queued (handle_message), refunded when it is destroyed (release_message); the
      * process-wide back-pressure bound batch.max_pending_bytes is checked against it. */
     atomic_llong pending_bytes;
+    atomic_llong ladder_bytes; /* the part of pending_bytes held by ladder partitions */
     /* DLQ circuit breaker: workers record outcomes under breaker_lock and set breaker_open;
      * the poll thread pauses, rewinds and resumes (see "circuit breaker" below). */
     pthread_mutex_t breaker_lock;

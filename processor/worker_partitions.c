@@ -82,6 +82,8 @@ void release_message(kj_part *p, rd_kafka_message_t *msg) {
     int64_t bytes = record_bytes(msg);
     atomic_fetch_sub_explicit(&p->held_bytes, bytes, memory_order_relaxed);
     atomic_fetch_sub_explicit(&p->w->pending_bytes, bytes, memory_order_relaxed);
+    if (p->role == KJ_TOPIC_RETRY)
+        atomic_fetch_sub_explicit(&p->w->ladder_bytes, bytes, memory_order_relaxed);
     rd_kafka_message_destroy(msg);
 }
 
@@ -234,6 +236,7 @@ void resume_part(kj_worker *w, kj_part *p) {
     rd_kafka_resume_partitions(w->consumer, l);
     rd_kafka_topic_partition_list_destroy(l);
     p->paused = p->paused_for_delay = false;
+    p->delay_until = 0;
     kj_log(KJ_LOG_DEBUG, "partition resumed", "{s:s,s:i}", "topic", p->topic, "partition",
            p->partition);
 }

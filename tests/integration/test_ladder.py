@@ -11,6 +11,8 @@ What is checked (CONTRACT.md, "Topics" and "Semantics"):
 - Undecodable bytes and an unknown type reach the DLQ (class decode / unknown-type) with the
   value byte for byte, the key and the original headers kept.
 - A ladder step waiting 10 s blocks nothing: 50k main-topic jobs run while it waits.
+- Copies read ahead of their due time (a ladder partition holds those due within half its
+  step) still run exactly once and never before their kjobs-not-before.
 - kill -9 between copy acknowledgement and commit loses nothing (at-least-once).
 - A copy that can never be written (larger than message.max.bytes once kjobs' headers are
   added) reaches the DLQ reduced, with kjobs-truncated and the original coordinates; the
@@ -264,6 +266,46 @@ def test_ladder_wait_blocks_nothing_else():
         assert before & ids == ids, f"only {len(before & ids)} of {noops} ran during the wait"
         assert {l["id"] for l in done} >= ids
         assert log_ts_ms(retried) >= not_before
+
+
+def test_copies_read_ahead_of_their_due_time_never_run_early():
+    """A ladder partition keeps fetching copies due within half its step's delay and holds
+    them until due (rather than pausing at the first one not due, which made librdkafka fetch
+    the step's whole backlog again at every resume): copies written in three bursts 0.6 s apart
+    on a 2 s step are read while the earlier ones wait. Each must still run exactly once, on
+    its step, never before its kjobs-not-before, and without hopping (one copy per job)."""
+    bursts, per_burst = 3, 200
+    env = {"KJOBS_RETRY_DELAYS": "2s", "KJOBS_RETRY_MAX_ATTEMPTS": "2"}
+    with procs.Broker(partitions=2) as broker:
+        w = Worker(broker.bootstrap, env=env)
+        try:
+            w.wait_assigned()
+            ids = []
+            for b in range(bursts):
+                if b:
+                    time.sleep(0.6)  # pacing the input, not waiting for an event
+                ids += enqueue(broker.bootstrap, "kjobs.flaky", count=per_burst, payload="1")
+            total = bursts * per_burst
+            w.wait_count("job done", total, 60, "every retried job")
+            assert w.stop() == 0
+        finally:
+            w.close()
+        step1 = peek_all(broker.bootstrap, "jobs.retry.1")
+        copies = {c["id"]: int(hdrs(c)["kjobs-not-before"]) for c in step1}
+        # one copy each: a copy taken before its time is not run but hops (written again)
+        assert len(step1) == len(ids) and set(copies) == set(ids), \
+            f"{len(step1)} records, {len(copies)} jobs on the step for {len(ids)} jobs"
+        done = find(w.lines, "job done")
+        assert sorted(l["id"] for l in done) == sorted(ids), "each job done exactly once"
+        early = [(l["id"], copies[l["id"]] - log_ts_ms(l)) for l in done
+                 if log_ts_ms(l) < copies[l["id"]]]
+        assert not early, f"{len(early)} copies ran before their not-before: {early[:5]}"
+        assert all(l["topic"] == "jobs.retry.1" and l["attempt"] == 2 for l in done)
+        spread = max(copies.values()) - min(copies.values())
+        lates = sorted(log_ts_ms(l) - copies[l["id"]] for l in done)
+        print(f"  {len(done)} copies due over {spread} ms ran {lates[0]}..{lates[-1]} ms after "
+              f"their not-before (median {lates[len(lates) // 2]} ms)")
+        assert spread >= 1000, f"the bursts did not spread the copies over half a step ({spread})"
 
 
 def test_kill9_between_copy_ack_and_commit_loses_nothing():
@@ -617,6 +659,7 @@ if __name__ == "__main__":
                   test_fail_reaches_dlq_and_permanent_skips_the_ladder,
                   test_undecodable_and_unknown_type_reach_dlq_byte_for_byte,
                   test_ladder_wait_blocks_nothing_else,
+                  test_copies_read_ahead_of_their_due_time_never_run_early,
                   test_kill9_between_copy_ack_and_commit_loses_nothing,
                   test_oversized_copy_goes_to_dlq_reduced_and_the_partition_moves_on,
                   test_copy_larger_than_the_default_copy_queue_is_routed,
