@@ -29,20 +29,23 @@ void kj_cli_install_signals(void) {
     signal(SIGPIPE, SIG_IGN);
 }
 
+/* The signals that ask a command to stop (SIGINT, SIGTERM) into @p set. */
+static void stop_signals(sigset_t *set) {
+    sigemptyset(set);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGTERM);
+}
+
 void kj_cli_install_stop_wait(void) {
     kj_cli_install_signals();
     sigset_t stop;
-    sigemptyset(&stop);
-    sigaddset(&stop, SIGINT);
-    sigaddset(&stop, SIGTERM);
+    stop_signals(&stop);
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
 }
 
 void kj_cli_wait_for_stop_signal(void) {
     sigset_t stop, waiting;
-    sigemptyset(&stop);
-    sigaddset(&stop, SIGINT);
-    sigaddset(&stop, SIGTERM);
+    stop_signals(&stop);
     pthread_sigmask(SIG_BLOCK, &stop, &waiting);
     sigdelset(&waiting, SIGINT);
     sigdelset(&waiting, SIGTERM);
