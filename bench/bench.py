@@ -228,6 +228,31 @@ def cpu_seconds(pid):
         return None
 
 
+def fmt_int(v):
+    return "—" if v is None else f"{v:,.0f}"
+
+
+def rx_bytes(pid):
+    """Bytes the process's open TCP connections received (`ss -tinp`: bytes_received of each
+    socket it owns): for a worker, what its brokers sent, fetch responses above all, so
+    records fetched again after a pause show here. Connections already closed are not
+    counted (a worker keeps its broker connections open)."""
+    try:
+        out = subprocess.run(["ss", "-tinpH"], capture_output=True, text=True,
+                             timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    total, mine = 0, False
+    for line in out.splitlines():
+        if not line.startswith((" ", "\t")):
+            mine = f"pid={pid}," in line
+            continue
+        m = re.search(r"bytes_received:(\d+)", line)
+        if mine and m:
+            total += int(m.group(1))
+    return total
+
+
 def vm_hwm_kb(pid):
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -761,6 +786,7 @@ def bench_retry(ctx, cfg):
                                 raise HarnessError("retry: retries did not all succeed in 120 s")
                             time.sleep(0.02)
                     cpu = cpu_seconds(w.proc.pid)  # the whole worker, retries included
+                    rx = rx_bytes(w.proc.pid)
                     m = w.metrics()
                     main_ok = metric_sum(m, topic=b.main, outcome="ok")
                     main_retry = metric_sum(m, topic=b.main, outcome="retry")
@@ -772,12 +798,16 @@ def bench_retry(ctx, cfg):
                              "done_s": (done_us - k["first_us"]) / 1e6,
                              "done_rate": N / ((done_us - k["first_us"]) / 1e6),
                              "retried": main_retry,
-                             "cpu_us_per_job": cpu * 1e6 / N if cpu is not None else None}
+                             "cpu_us_per_job": cpu * 1e6 / N if cpu is not None else None,
+                             "rx_bytes_per_job": rx / N if rx is not None else None}
         row["ratio_main"] = row["flaky"]["main_rate"] / row["ok"]["main_rate"]
         row["load1"] = float(open("/proc/loadavg").read().split()[0])
         log(f"  pair {r + 1}: all ok {row['ok']['main_rate']:.0f}/s; 10% flaky "
             f"{row['flaky']['main_rate']:.0f}/s first attempts ({row['ratio_main']:.1%}), all "
-            f"done after {row['flaky']['done_s']:.2f}s")
+            f"done after {row['flaky']['done_s']:.2f}s; CPU {row['ok']['cpu_us_per_job'] or 0:.2f}"
+            f" / {row['flaky']['cpu_us_per_job'] or 0:.2f} us/job, received "
+            f"{row['ok']['rx_bytes_per_job'] or 0:.0f} / {row['flaky']['rx_bytes_per_job'] or 0:.0f}"
+            f" B/job")
         rows.append(row)
     return {"partitions": P, "jobs": N, "flaky": flaky, "rows": rows,
             "ok_rate": med(r["ok"]["main_rate"] for r in rows),
@@ -788,7 +818,9 @@ def bench_retry(ctx, cfg):
             "flaky_cpu_us": med(r["flaky"]["cpu_us_per_job"] for r in rows),
             "cpu_ratio": med(r["flaky"]["cpu_us_per_job"] / r["ok"]["cpu_us_per_job"]
                              for r in rows if r["ok"]["cpu_us_per_job"]),
-            "flaky_done_s": med(r["flaky"]["done_s"] for r in rows)}
+            "flaky_done_s": med(r["flaky"]["done_s"] for r in rows),
+            "ok_rx": med(r["ok"].get("rx_bytes_per_job") for r in rows),
+            "flaky_rx": med(r["flaky"].get("rx_bytes_per_job") for r in rows)}
 
 
 # ---- scale-out --------------------------------------------------------------------------------
@@ -1582,23 +1614,27 @@ def report(ctx, cfg, info, res, command, started, load_end):
                  f"paired per run. \"first "
                  f"attempts\" = main-topic drain rate (includes producing the retry copies); "
                  f"\"all done\" = until the last retry succeeded (includes the 1 s delay). CPU "
-                 f"µs/job = the worker's user+system seconds until then (/proc) ÷ {rt['jobs']:,}."
-                 f"\n")
+                 f"µs/job = the worker's user+system seconds until then (/proc) ÷ {rt['jobs']:,}; "
+                 f"received B/job = what it read from its sockets until then (`ss -tinp` bytes_received)"
+                 f" ÷ {rt['jobs']:,}.\n")
         L.append("| pair | all-ok jobs/s | 10% flaky jobs/s (first attempts) | flaky / ok | "
                  "all-ok done s | flaky all done s | all-ok CPU µs/job | flaky CPU µs/job | "
-                 "CPU flaky / ok | 1-min load |")
-        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+                 "CPU flaky / ok | all-ok received B/job | flaky received B/job | 1-min load |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for i, r in enumerate(rt["rows"], 1):
             L.append(f"| {i} | {fmt_rate(r['ok']['main_rate'])} | {fmt_rate(r['flaky']['main_rate'])}"
                      f" | {r['ratio_main']:.1%} | {r['ok']['done_s']:.2f} | "
                      f"{r['flaky']['done_s']:.2f} | {fmt_ms(r['ok'].get('cpu_us_per_job'))} | "
                      f"{fmt_ms(r['flaky'].get('cpu_us_per_job'))} | "
                      f"{fmt_ms(r['flaky'].get('cpu_us_per_job', 0) / r['ok']['cpu_us_per_job'] if r['ok'].get('cpu_us_per_job') else None)}× | "
+                     f"{fmt_int(r['ok'].get('rx_bytes_per_job'))} | "
+                     f"{fmt_int(r['flaky'].get('rx_bytes_per_job'))} | "
                      f"{r.get('load1', '')} |")
         L.append(f"| **median** | **{fmt_rate(rt['ok_rate'])}** | **{fmt_rate(rt['flaky_rate'])}**"
                  f" | **{rt['ratio']:.1%}** | {rt['ok_done_s']:.2f} | {rt['flaky_done_s']:.2f} | "
                  f"{fmt_ms(rt.get('ok_cpu_us'))} | {fmt_ms(rt.get('flaky_cpu_us'))} | "
-                 f"**{fmt_ms(rt.get('cpu_ratio'))}×** | |\n")
+                 f"**{fmt_ms(rt.get('cpu_ratio'))}×** | {fmt_int(rt.get('ok_rx'))} | "
+                 f"{fmt_int(rt.get('flaky_rx'))} | |\n")
 
     for key in ("scaleout", "scaleout-kip848"):
         so = res.get(key)
