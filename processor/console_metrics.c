@@ -82,14 +82,23 @@ static void refresh_dlq(const kj_config *cfg) {
     kj_dlq_close(dlq);
 }
 
+static bool stopping(kj_console_metrics *m) {
+    pthread_mutex_lock(&m->mu);
+    bool stop = m->stop;
+    pthread_mutex_unlock(&m->mu);
+    return stop;
+}
+
+/* One round of reads; each step may wait KJ_CONSOLE_TIMEOUT_MS on an unreachable cluster, so a
+ * stop is looked at between steps (a round would otherwise hold the stop for ~30 s). */
 static void *refresh_main(void *arg) {
     kj_console_metrics *m = arg;
     pthread_mutex_lock(&m->mu);
     while (!m->stop) {
         pthread_mutex_unlock(&m->mu);
         refresh_oldest(m->data);
-        refresh_ladder(m->data);
-        refresh_dlq(m->cfg);
+        if (!stopping(m)) refresh_ladder(m->data);
+        if (!stopping(m)) refresh_dlq(m->cfg);
         pthread_mutex_lock(&m->mu);
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
