@@ -81,24 +81,32 @@ static int64_t fair_share(kj_worker *w) {
     return w->cfg->batch_max_pending_bytes / (n > 0 ? n : 1);
 }
 
+/* How far ahead a ladder partition reads at most (ms): a long step (minutes) would otherwise
+ * fill the read-ahead budget with copies due long after the short steps' ones. */
+#define KJ_LADDER_READ_AHEAD_MAX_MS 5000
+
 /* Whether ladder partition @p p keeps fetching after a record due at @p not_before (engine
- * clock ms): yes when it is due now, or due within half its step's delay while the ladder
- * records held process-wide stay below half of batch.max_pending_bytes. Otherwise the
- * partition pauses until that record is due.
+ * clock ms), the partition holding @p own bytes with it: yes when it is due now, or due within
+ * half its step's delay (at most KJ_LADDER_READ_AHEAD_MAX_MS) while the ladder records held
+ * process-wide stay below half of batch.max_pending_bytes or the partition holds less than its
+ * fair share. Otherwise the partition pauses until that record is due.
  * Why read ahead: a pause drops what librdkafka has prefetched for the partition, and a resume
  * fetches again from the record after the pausing one. A ladder step fed without pause holds
  * about a step's delay of copies not yet due; pausing at the first of them and resuming when it
  * comes due fetched them all again at every tick (20 ms): with a 1 s step, each copy about 50
  * times (seen on Kafka 4.1.1: thousands of prefetched copies dropped per cycle). Holding half a
  * step's worth in the lanes, where they run when due (the engine's not-before), makes a cycle
- * half a step long: each copy fetched about twice. The half of the bound left over keeps
- * runnable records from being throttled by copies that are waiting. @locality poll thread */
-static bool ladder_reads_ahead(kj_worker *w, const kj_part *p, int64_t not_before) {
+ * half a step long (up to 5 s): each copy fetched about twice. The half of the bound left over
+ * keeps runnable records from being throttled by copies that are waiting; the fair share keeps
+ * one busy step from taking every other step's read-ahead. @locality poll thread */
+static bool ladder_reads_ahead(kj_worker *w, const kj_part *p, int64_t not_before, int64_t own) {
     int64_t now = kj_now_ms();
     if (not_before <= now) return true;
-    return not_before - now <= p->step_delay_ms / 2 &&
-           atomic_load_explicit(&w->ladder_bytes, memory_order_relaxed) <
-               w->cfg->batch_max_pending_bytes / 2;
+    int64_t ahead = p->step_delay_ms / 2;
+    if (ahead > KJ_LADDER_READ_AHEAD_MAX_MS) ahead = KJ_LADDER_READ_AHEAD_MAX_MS;
+    if (not_before - now > ahead) return false;
+    return own < fair_share(w) || atomic_load_explicit(&w->ladder_bytes, memory_order_relaxed) <
+                                      w->cfg->batch_max_pending_bytes / 2;
 }
 
 static void handle_message(kj_worker *w, rd_kafka_message_t *msg) {
@@ -120,8 +128,16 @@ static void handle_message(kj_worker *w, rd_kafka_message_t *msg) {
     size_t held = 0; /* key lanes: what a restart would run again (back-pressure) */
     pthread_mutex_lock(&p->lock);
     int added = kj_offset_tracker_add(p->tracker, msg->offset);
+    int add_errno = added ? errno : 0;
     if (p->nlanes > 1) held = kj_offset_tracker_held(p->tracker);
     pthread_mutex_unlock(&p->lock);
+    if (added != 0 && add_errno == ENOMEM) {
+        /* dropping the record would let the offsets after it commit past it: stop instead, so
+         * the next owner of the partition runs it from the committed offset */
+        kj_log(KJ_LOG_ERROR, "out of memory tracking a record's offset: exiting", "{s:s,s:i,s:I}",
+               "topic", p->topic, "partition", p->partition, "offset", (json_int_t)msg->offset);
+        abort();
+    }
     if (added != 0) { /* at or below an offset already taken: a re-delivery after pause */
         rd_kafka_message_destroy(msg);
         return;
@@ -178,9 +194,10 @@ static void handle_message(kj_worker *w, rd_kafka_message_t *msg) {
      * others, and the total stays below twice the bound (plus the few records librdkafka hands
      * out before a pause takes effect). The tick resumes it once the total is down to half or
      * it holds less than its share.
-     * A not-yet-due ladder head pauses its partition (nothing behind it could run sooner) —
-     * unless parked copies have lanes of their own there (lane_for): those behind it may be
-     * due sooner, so it keeps fetching, bounded by batch.max_pending */
+     * A ladder record not due within the read-ahead (ladder_reads_ahead) pauses its partition
+     * until it is due (nothing behind it could run sooner) — unless parked copies have lanes of
+     * their own there (lane_for): those behind it may be due sooner, so it keeps fetching,
+     * bounded by batch.max_pending */
     if (p->role == KJ_TOPIC_RETRY)
         atomic_fetch_add_explicit(&w->ladder_bytes, bytes, memory_order_relaxed);
     int64_t own = bytes + atomic_fetch_add_explicit(&p->held_bytes, bytes, memory_order_relaxed);
@@ -190,7 +207,7 @@ static void handle_message(kj_worker *w, rd_kafka_message_t *msg) {
                        (bytes >= w->cfg->batch_max_pending_bytes && own >= fair_share(w))))
         pause_part(w, p, false);
     else if (!p->paused && !parked_lanes && not_before > 0 &&
-             !ladder_reads_ahead(w, p, not_before)) {
+             !ladder_reads_ahead(w, p, not_before, own)) {
         pause_part(w, p, true);
         p->delay_until = not_before;
     }

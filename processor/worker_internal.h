@@ -110,7 +110,8 @@ typedef struct kj_part {
     int64_t committed;       /* (poll) last committed offset, -1 none */
     atomic_llong held_bytes; /* its records' share of w->pending_bytes (release_message) */
     bool paused;             /* (poll) we paused it */
-    bool paused_for_delay;   /* (poll) ... because the ladder head is not due */
+    bool paused_for_delay;   /* (poll) ... because a ladder record is not due within the
+                              * read-ahead (or the partition arms) */
     int64_t delay_until; /* (poll) ... until then (ms; the record that paused it), 0: its head */
     /* An operator's pause (group_control.h, control_tick in worker.c): held apart from the
      * pauses above, so no resume path of theirs (back-pressure, a due ladder head, a breaker

@@ -318,13 +318,14 @@ void stuck_check(kj_worker *w, kj_part *p, int64_t now, int64_t pos, int64_t hi,
     size_t tracked = kj_offset_tracker_pending(p->tracker);
     pthread_mutex_unlock(&p->lock);
     kj_log(KJ_LOG_WARN, "partition not progressing",
-           "{s:s,s:i,s:I,s:I,s:I,s:b,s:b,s:b,s:b,s:b,s:b,s:b,s:I,s:I,s:b,s:b,s:I,s:s}", "topic",
+           "{s:s,s:i,s:I,s:I,s:I,s:b,s:b,s:I,s:b,s:b,s:b,s:b,s:b,s:I,s:I,s:b,s:b,s:I,s:s}", "topic",
            p->topic, "partition", p->partition, "position", (json_int_t)pos, "high_watermark",
            (json_int_t)hi, "stalled_ms", (json_int_t)(now - p->watch_since), "paused", p->paused,
-           "paused_for_delay", p->paused_for_delay, "arming", (int)atomic_load(&p->arming), "held",
-           (int)atomic_load(&p->held), "needs_rewind", (int)atomic_load(&p->needs_rewind),
-           "one_lane", p->one_lane, "to_keys", p->to_keys, "queued", (json_int_t)queued, "tracked",
-           (json_int_t)tracked, "position_known", p->position_known, "key_order_wait",
+           "paused_for_delay", p->paused_for_delay, "delay_until", (json_int_t)p->delay_until,
+           "arming", (int)atomic_load(&p->arming), "held", (int)atomic_load(&p->held),
+           "needs_rewind", (int)atomic_load(&p->needs_rewind), "one_lane", p->one_lane, "to_keys",
+           p->to_keys, "queued", (json_int_t)queued, "tracked", (json_int_t)tracked,
+           "position_known", p->position_known, "key_order_wait",
            kj_key_order_covers(w->key_order, p->partition) &&
                kj_key_order_gen(w->key_order, p->partition) == 0,
            "committed", (json_int_t)p->committed, "mark_sent", p->meta_sent);
