@@ -86,10 +86,9 @@ static int64_t fair_share(kj_worker *w) {
 #define KJ_LADDER_READ_AHEAD_MAX_MS 5000
 
 /* Whether ladder partition @p p keeps fetching after a record due at @p not_before (engine
- * clock ms), the partition holding @p own bytes with it: yes when it is due now, or due within
- * half its step's delay (at most KJ_LADDER_READ_AHEAD_MAX_MS) while the ladder records held
- * process-wide stay below half of batch.max_pending_bytes or the partition holds less than its
- * fair share. Otherwise the partition pauses until that record is due.
+ * clock ms): yes when it is due now, or due within half its step's delay (at most
+ * KJ_LADDER_READ_AHEAD_MAX_MS) while the ladder records held process-wide stay below half of
+ * batch.max_pending_bytes. Otherwise the partition pauses until that record is due.
  * Why read ahead: a pause drops what librdkafka has prefetched for the partition, and a resume
  * fetches again from the record after the pausing one. A ladder step fed without pause holds
  * about a step's delay of copies not yet due; pausing at the first of them and resuming when it
@@ -97,16 +96,21 @@ static int64_t fair_share(kj_worker *w) {
  * times (seen on Kafka 4.1.1: thousands of prefetched copies dropped per cycle). Holding half a
  * step's worth in the lanes, where they run when due (the engine's not-before), makes a cycle
  * half a step long (up to 5 s): each copy fetched about twice. The half of the bound left over
- * keeps runnable records from being throttled by copies that are waiting; the fair share keeps
- * one busy step from taking every other step's read-ahead. @locality poll thread */
-static bool ladder_reads_ahead(kj_worker *w, const kj_part *p, int64_t not_before, int64_t own) {
+ * keeps runnable records from being throttled by copies that are waiting.
+ * The price is memory beyond what the bound counts: a held record keeps librdkafka's whole fetch
+ * response alive (its payload points into it), and a response carries other partitions' records
+ * too. A floor of a fair share per ladder partition (tried, so that one busy step cannot take the
+ * others' read-ahead) pinned so many responses that 2 M jobs over 128 partitions peaked at 67.5
+ * MiB instead of 38-40 (bench/RESULTS.md, "Ladder read-ahead"); without it, 47.6. @locality poll
+ * thread */
+static bool ladder_reads_ahead(kj_worker *w, const kj_part *p, int64_t not_before) {
     int64_t now = kj_now_ms();
     if (not_before <= now) return true;
     int64_t ahead = p->step_delay_ms / 2;
     if (ahead > KJ_LADDER_READ_AHEAD_MAX_MS) ahead = KJ_LADDER_READ_AHEAD_MAX_MS;
     if (not_before - now > ahead) return false;
-    return own < fair_share(w) || atomic_load_explicit(&w->ladder_bytes, memory_order_relaxed) <
-                                      w->cfg->batch_max_pending_bytes / 2;
+    return atomic_load_explicit(&w->ladder_bytes, memory_order_relaxed) <
+           w->cfg->batch_max_pending_bytes / 2;
 }
 
 static void handle_message(kj_worker *w, rd_kafka_message_t *msg) {
@@ -207,7 +211,7 @@ static void handle_message(kj_worker *w, rd_kafka_message_t *msg) {
                        (bytes >= w->cfg->batch_max_pending_bytes && own >= fair_share(w))))
         pause_part(w, p, false);
     else if (!p->paused && !parked_lanes && not_before > 0 &&
-             !ladder_reads_ahead(w, p, not_before, own)) {
+             !ladder_reads_ahead(w, p, not_before)) {
         pause_part(w, p, true);
         p->delay_until = not_before;
     }
