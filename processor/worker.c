@@ -131,6 +131,7 @@ static void handle_message(kj_worker *w, rd_kafka_message_t *msg) {
     p->position_known = true;
     size_t held = 0; /* key lanes: what a restart would run again (back-pressure) */
     pthread_mutex_lock(&p->lock);
+    errno = 0; /* a re-delivery fails without setting it: only ENOMEM from this call counts */
     int added = kj_offset_tracker_add(p->tracker, msg->offset);
     int add_errno = added ? errno : 0;
     if (p->nlanes > 1) held = kj_offset_tracker_held(p->tracker);
