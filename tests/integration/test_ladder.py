@@ -283,6 +283,11 @@ def test_copies_read_ahead_of_their_due_time_never_run_early():
             ids = []
             for b in range(bursts):
                 if b:
+                    # Every copy of the burst before is written (its not-before set) before the
+                    # gap starts, so each burst is due at least 0.6 s after the one before it
+                    # however slowly the worker (e.g. under ASan) takes the first one.
+                    w.wait_count("job failed, retry routed", b * per_burst, 30,
+                                 f"burst {b} routed to the ladder")
                     time.sleep(0.6)  # pacing the input, not waiting for an event
                 ids += enqueue(broker.bootstrap, "kjobs.flaky", count=per_burst, payload="1")
             total = bursts * per_burst
