@@ -271,8 +271,8 @@ def test_ladder_wait_blocks_nothing_else():
 def test_copies_read_ahead_of_their_due_time_never_run_early():
     """A ladder partition keeps fetching copies due within half its step's delay and holds
     them until due (rather than pausing at the first one not due, which made librdkafka fetch
-    the step's whole backlog again at every resume): copies written in three bursts 0.6 s apart
-    on a 2 s step are read while the earlier ones wait. Each must still run exactly once, on
+    the step's whole backlog again at every resume): copies written in three bursts at least
+    0.3 s apart on a 2 s step are read while the earlier ones wait. Each must still run exactly once, on
     its step, never before its kjobs-not-before, and without hopping (one copy per job)."""
     bursts, per_burst = 3, 200
     env = {"KJOBS_RETRY_DELAYS": "2s", "KJOBS_RETRY_MAX_ATTEMPTS": "2"}
@@ -284,11 +284,11 @@ def test_copies_read_ahead_of_their_due_time_never_run_early():
             for b in range(bursts):
                 if b:
                     # Every copy of the burst before is written (its not-before set) before the
-                    # gap starts, so each burst is due at least 0.6 s after the one before it
+                    # gap starts, so each burst is due at least 0.3 s after the one before it
                     # however slowly the worker (e.g. under ASan) takes the first one.
                     w.wait_count("job failed, retry routed", b * per_burst, 30,
                                  f"burst {b} routed to the ladder")
-                    time.sleep(0.6)  # pacing the input, not waiting for an event
+                    time.sleep(0.3)  # pacing the input, not waiting for an event
                 ids += enqueue(broker.bootstrap, "kjobs.flaky", count=per_burst, payload="1")
             total = bursts * per_burst
             w.wait_count("job done", total, 60, "every retried job")
@@ -310,7 +310,7 @@ def test_copies_read_ahead_of_their_due_time_never_run_early():
         lates = sorted(log_ts_ms(l) - copies[l["id"]] for l in done)
         print(f"  {len(done)} copies due over {spread} ms ran {lates[0]}..{lates[-1]} ms after "
               f"their not-before (median {lates[len(lates) // 2]} ms)")
-        assert spread >= 1000, f"the bursts did not spread the copies over half a step ({spread})"
+        assert spread >= 600, f"the bursts were not paced apart ({spread} ms)"
 
 
 def test_kill9_between_copy_ack_and_commit_loses_nothing():
