@@ -86,9 +86,9 @@ static int64_t fair_share(kj_worker *w) {
 #define KJ_LADDER_READ_AHEAD_MAX_MS 5000
 
 /* Whether ladder partition @p p keeps fetching after a record due at @p not_before (engine
- * clock ms): yes when it is due now, or due within half its step's delay (at most
- * KJ_LADDER_READ_AHEAD_MAX_MS) while the ladder records held process-wide stay below half of
- * batch.max_pending_bytes. Otherwise the partition pauses until that record is due.
+ * clock ms, read at @p now): yes when it is due now, or due within half its step's delay (at
+ * most KJ_LADDER_READ_AHEAD_MAX_MS) while the ladder records held process-wide stay below half
+ * of batch.max_pending_bytes. Otherwise the partition pauses until that record is due.
  * Why read ahead: a pause drops what librdkafka has prefetched for the partition, and a resume
  * fetches again from the record after the pausing one. A ladder step fed without pause holds
  * about a step's delay of copies not yet due; pausing at the first of them and resuming when it
@@ -99,12 +99,9 @@ static int64_t fair_share(kj_worker *w) {
  * keeps runnable records from being throttled by copies that are waiting.
  * The price is memory beyond what the bound counts: a held record keeps librdkafka's whole fetch
  * response alive (its payload points into it), and a response carries other partitions' records
- * too. A floor of a fair share per ladder partition (tried, so that one busy step cannot take the
- * others' read-ahead) pinned so many responses that 2 M jobs over 128 partitions peaked at 67.5
- * MiB instead of 38-40 (bench/RESULTS.md, "Ladder read-ahead"); without it, 47.6. @locality poll
- * thread */
-static bool ladder_reads_ahead(kj_worker *w, const kj_part *p, int64_t not_before) {
-    int64_t now = kj_now_ms();
+ * too, so the budget is deliberately not shared out per partition (measured: bench/RESULTS.md,
+ * "Ladder read-ahead"). @locality poll thread */
+static bool ladder_reads_ahead(kj_worker *w, const kj_part *p, int64_t not_before, int64_t now) {
     if (not_before <= now) return true;
     int64_t ahead = p->step_delay_ms / 2;
     if (ahead > KJ_LADDER_READ_AHEAD_MAX_MS) ahead = KJ_LADDER_READ_AHEAD_MAX_MS;
@@ -133,10 +130,10 @@ static void handle_message(kj_worker *w, rd_kafka_message_t *msg) {
     pthread_mutex_lock(&p->lock);
     errno = 0; /* a re-delivery fails without setting it: only ENOMEM from this call counts */
     int added = kj_offset_tracker_add(p->tracker, msg->offset);
-    int add_errno = added ? errno : 0;
+    int add_errno = added ? errno : 0; /* a success may leave errno set */
     if (p->nlanes > 1) held = kj_offset_tracker_held(p->tracker);
     pthread_mutex_unlock(&p->lock);
-    if (added != 0 && add_errno == ENOMEM) {
+    if (add_errno == ENOMEM) {
         /* dropping the record would let the offsets after it commit past it: stop instead, so
          * the next owner of the partition runs it from the committed offset */
         kj_log(KJ_LOG_ERROR, "out of memory tracking a record's offset: exiting", "{s:s,s:i,s:I}",
@@ -156,14 +153,15 @@ static void handle_message(kj_worker *w, rd_kafka_message_t *msg) {
         if (!p->paused) pause_part(w, p, false);
         return;
     }
-    int64_t not_before = 0;
+    int64_t not_before = 0, now = 0;
     if (p->role == KJ_TOPIC_RETRY) {
         /* Held until its not-before, but never longer than the step's delay after it was
          * written: release times then follow offsets, so no record waits behind a later-due
          * one. Released early (a longer per-job delay), it hops instead of running
          * (run_batch); an invalid header releases it at once, to be dead-lettered. */
         rd_kafka_headers_t *hdrs = NULL;
-        int64_t nb, now = kj_now_ms();
+        int64_t nb;
+        now = kj_now_ms();
         rd_kafka_message_headers(msg, &hdrs);
         if (kj_control_not_before(hdrs, now, &nb) == 0)
             not_before = kj_control_hold_until(nb, rd_kafka_message_timestamp(msg, NULL), now,
@@ -212,7 +210,7 @@ static void handle_message(kj_worker *w, rd_kafka_message_t *msg) {
                        (bytes >= w->cfg->batch_max_pending_bytes && own >= fair_share(w))))
         pause_part(w, p, false);
     else if (!p->paused && !parked_lanes && not_before > 0 &&
-             !ladder_reads_ahead(w, p, not_before)) {
+             !ladder_reads_ahead(w, p, not_before, now)) {
         pause_part(w, p, true);
         p->delay_until = not_before;
     }
