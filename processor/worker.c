@@ -1010,6 +1010,20 @@ static int prefetch_conf(const kj_config *cfg, rd_kafka_conf_t *conf, char *errs
     return kj_kafka_conf_set(conf, "queued.max.messages.kbytes", kbytes, errstr, errstr_size);
 }
 
+/* How long a broker may hold an empty Fetch (fetch.wait.max.ms) unless kafka.properties sets it;
+ * librdkafka's default is 500. librdkafka keeps one Fetch in flight per broker, built from the
+ * partitions fetchable at that moment: a partition whose prefetch queue is full (or that kjobs
+ * paused) is left out. With a backlog the queue is full most of the time, and when a Fetch
+ * happens to go out while every partition with records is left out, it carries only idle ones
+ * (an empty ladder step, a drained partition); the broker holds it for the whole wait, and the
+ * partitions with records cannot be fetched before it returns: nothing runs for that long.
+ * Seen on Kafka 4.1.1 (librdkafka fetch debug): "Fetch 1/1/32" of one empty retry partition
+ * sent while the queue was at 1220/1024 KiB, the queue drained within milliseconds, and no job
+ * ran for the next 490-500 ms; in a 400 k-job drain that one stall halved the rate. A shorter
+ * wait bounds the stall at the cost of more empty Fetches when idle (10 a second per broker
+ * instead of 2). bench/RESULTS.md, "The empty-Fetch stall". */
+#define KJ_FETCH_WAIT_MAX_MS "100"
+
 /* The group consumer, for the protocol in w->protocol: kjobs' settings, then the passthrough
  * properties (the ones the commit rule depends on forced again). Returns 0, or -1 with errstr.
  * @locality poll thread (construction, and the one fallback to classic in kj_worker_run) */
@@ -1042,6 +1056,8 @@ static int consumer_new(kj_worker *w, char *errstr, size_t errstr_size) {
         (cfg->group_instance_id[0] &&
          kj_kafka_conf_set(conf, "group.instance.id", cfg->group_instance_id, errstr,
                            errstr_size)) ||
+        (!kj_kafka_prop_value(cfg, "fetch.wait.max.ms") &&
+         kj_kafka_conf_set(conf, "fetch.wait.max.ms", KJ_FETCH_WAIT_MAX_MS, errstr, errstr_size)) ||
         prefetch_conf(cfg, conf, errstr, errstr_size)) {
         rd_kafka_conf_destroy(conf);
         return -1;

@@ -48,9 +48,12 @@ def wait_until(pred, timeout, what):
 
 
 class Worker:
-    """One `kjobs run` process; stderr (the JSON log) goes to a file read incrementally."""
+    """One `kjobs run` process; stderr (the JSON log) goes to a file read incrementally.
+    fast_fetch: an empty Fetch is held 5 ms (-X fetch.wait.max.ms=5, as `kjobs run --embedded`
+    does), so a test waits on the mock's hold as little as possible; False keeps kjobs' own
+    setting."""
 
-    def __init__(self, bootstrap, env=None, args=(), name="worker"):
+    def __init__(self, bootstrap, env=None, args=(), name="worker", fast_fetch=True):
         self.name = name
         self.log_file = tempfile.NamedTemporaryFile("wb", prefix=f"kjobs-{name}-",
                                                     suffix=".log", delete=False)
@@ -58,7 +61,8 @@ class Worker:
         full_env.update({"KJOBS_HTTP_LISTEN": "", "KJOBS_LOG_LEVEL": "debug"})
         full_env.update(env or {})
         self.proc = subprocess.Popen(
-            harness.kjobs_cmd("run", "-b", bootstrap, "-X", "fetch.wait.max.ms=5", *args),
+            harness.kjobs_cmd("run", "-b", bootstrap,
+                              *(("-X", "fetch.wait.max.ms=5") if fast_fetch else ()), *args),
             stdout=subprocess.DEVNULL, stderr=self.log_file, env=full_env)
         self._reader = open(self.log_file.name, "rb")
         self._partial = b""

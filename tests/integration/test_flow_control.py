@@ -17,7 +17,12 @@ What is checked:
   and uncommitted: a second worker of the same group runs exactly those.
 - A partition waiting for a token does not keep the circuit breaker from closing after its
   cooldown.
+- An empty Fetch holds the worker's fetching up for about 100 ms, kjobs' fetch.wait.max.ms
+  (librdkafka's own default, 500 ms, stalled drains: docs/configuration.md), and a user's
+  fetch.wait.max.ms still wins: librdkafka's fetch debug of an idle worker shows its group
+  consumer's Fetches following each other at that interval.
 """
+import re
 import json
 import os
 import sys
@@ -204,7 +209,46 @@ def test_breaker_is_not_held_by_a_rate_wait():
     print(f"  breaker closed {took} ms after opening, with a partition waiting for a 1/1m token")
 
 
+FETCH_SENT = re.compile(r"Fetch \d+/\d+/(\d+) toppar")
+
+
+def idle_fetch_interval_ms(bootstrap, group, args=()):
+    """Median time (ms) between the group consumer's Fetch requests while nothing is produced:
+    each is empty, so the broker holds it for fetch.wait.max.ms before answering. (A group of
+    its own each time: a classic member that left is forgotten only after its session timeout.)"""
+    w = Worker(bootstrap, env={"KJOBS_RDKAFKA_DEBUG": "fetch", "KJOBS_KAFKA_GROUP": group},
+               args=args, fast_fetch=False)
+    try:
+        w.wait_assigned()
+        sent = []
+
+        def fetch_sent(line):
+            m = line.get("facility") == "FETCH" and FETCH_SENT.search(line["msg"])
+            # the group consumer's (main + ladder partitions); the control topic's has one
+            if m and int(m.group(1)) > 1:
+                sent.append(procs.log_ts_ms(line))
+            return len(sent) >= 8
+        w.wait_for(fetch_sent, 30, "8 Fetch requests of the group consumer")
+        assert w.stop() == 0
+    finally:
+        w.close()
+    gaps = sorted(b - a for a, b in zip(sent[2:], sent[3:]))  # past the first, partial ones
+    return gaps[len(gaps) // 2]
+
+
+def test_an_empty_fetch_holds_fetching_up_for_100_ms():
+    with procs.Broker(partitions=2) as broker:
+        ours = idle_fetch_interval_ms(broker.bootstrap, "fetch-ours")
+        users = idle_fetch_interval_ms(broker.bootstrap, "fetch-users",
+                                       ("-X", "fetch.wait.max.ms=500"))
+    print(f"  empty Fetches every {ours} ms (kjobs' setting), {users} ms (-X "
+          f"fetch.wait.max.ms=500)")
+    assert 60 <= ours <= 250, f"kjobs' fetch wait: Fetches {ours} ms apart, expected ~100"
+    assert users >= 400, f"the user's fetch.wait.max.ms=500 did not win: {users} ms apart"
+
+
 if __name__ == "__main__":
     harness.main([test_concurrency_cap, test_rate_limit,
                   test_throttled_worker_stops_and_leaves_the_rest,
-                  test_breaker_is_not_held_by_a_rate_wait])
+                  test_breaker_is_not_held_by_a_rate_wait,
+                  test_an_empty_fetch_holds_fetching_up_for_100_ms])
