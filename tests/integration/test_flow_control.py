@@ -22,9 +22,10 @@ What is checked:
   fetch.wait.max.ms still wins: librdkafka's fetch debug of an idle worker shows its group
   consumer's Fetches following each other at that interval.
 """
-import re
+import collections
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -209,30 +210,37 @@ def test_breaker_is_not_held_by_a_rate_wait():
     print(f"  breaker closed {took} ms after opening, with a partition waiting for a 1/1m token")
 
 
-FETCH_SENT = re.compile(r"Fetch \d+/\d+/(\d+) toppar")
+FETCH_SENT = re.compile(r"^\[thrd:([^\]]+)\]: .*Fetch \d+/\d+/\d+ toppar")
+FETCH_CONTROL = re.compile(r"Fetch topic \S+\.control \[")
 
 
 def idle_fetch_interval_ms(bootstrap, group, args=()):
-    """Median time (ms) between the group consumer's Fetch requests while nothing is produced:
-    each is empty, so the broker holds it for fetch.wait.max.ms before answering. (A group of
-    its own each time: a classic member that left is forgotten only after its session timeout.)"""
+    """Median time (ms) between the group consumer's Fetch requests to one broker while nothing
+    is produced: each is empty, so the broker holds it for fetch.wait.max.ms before answering.
+    librdkafka has one Fetch in flight per broker, so the interval is taken per (client, broker
+    thread); the control topic's reader (a client of its own) is left out. (A group of its own
+    each time: a classic member that left is forgotten only after its session timeout.)"""
     w = Worker(bootstrap, env={"KJOBS_RDKAFKA_DEBUG": "fetch", "KJOBS_KAFKA_GROUP": group},
                args=args, fast_fetch=False)
+    sent, control = collections.defaultdict(list), set()
     try:
         w.wait_assigned()
-        sent = []
 
-        def fetch_sent(line):
-            m = line.get("facility") == "FETCH" and FETCH_SENT.search(line["msg"])
-            # the group consumer's (main + ladder partitions); the control topic's has one
-            if m and int(m.group(1)) > 1:
-                sent.append(procs.log_ts_ms(line))
-            return len(sent) >= 8
-        w.wait_for(fetch_sent, 30, "8 Fetch requests of the group consumer")
+        def enough(line):
+            if line.get("facility") != "FETCH":
+                return False
+            if FETCH_CONTROL.search(line["msg"]):
+                control.add(line.get("client"))
+            m = FETCH_SENT.search(line["msg"])
+            if m:
+                sent[(line.get("client"), m.group(1))].append(procs.log_ts_ms(line))
+            return any(len(v) >= 8 for k, v in sent.items() if k[0] not in control)
+        w.wait_for(enough, 30, "8 Fetch requests of the group consumer to one broker")
         assert w.stop() == 0
     finally:
         w.close()
-    gaps = sorted(b - a for a, b in zip(sent[2:], sent[3:]))  # past the first, partial ones
+    gaps = sorted(b - a for k, v in sent.items() if k[0] not in control
+                  for a, b in zip(v[2:], v[3:]))  # past the first, partial ones
     return gaps[len(gaps) // 2]
 
 
