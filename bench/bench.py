@@ -134,6 +134,9 @@ class Broker:
     def rss_kb(self):
         return vm_hwm_kb(self.proc.pid)
 
+    def cpu_s(self):
+        return cpu_seconds(self.proc.pid)
+
     def stop(self):
         self.stopping = True
         if self in LIVE_BROKERS:
@@ -181,6 +184,12 @@ class KafkaTopics:
 
     def rss_kb(self):
         return vm_hwm_kb(self.ctx.kafka_pid) if self.ctx.kafka_pid else None
+
+    def cpu_s(self):
+        """The broker JVM's CPU seconds when its pid is known (--kafka, or BENCH_KAFKA_PID
+        with --bootstrap); None otherwise."""
+        pid = self.ctx.kafka_pid or os.environ.get("BENCH_KAFKA_PID")
+        return cpu_seconds(int(pid)) if pid else None
 
     def stop(self):
         if self in LIVE_BROKERS:
@@ -437,6 +446,24 @@ def kjobs_drain(ctx, b, partitions, total_msgs, env=None, timeout=300):
             "stall_ms": stall / 1e3 if stall is not None else None,
             "cpu_us_per_msg": cpu * 1e6 / total_msgs if cpu is not None else None,
             "first_us": min(starts), "last_us": max(ends)}
+
+
+def raw_copy_drain(ctx, b, total_msgs, copy_every=0):
+    """The retry path's floor: the raw consumer on the main topic alone, producing every
+    copy_every-th message (with nine kjobs-sized headers) to the first ladder topic when
+    copy_every > 0 (bench/raw_consumer.c, --copy-every). CPU includes flushing the copies."""
+    args = [ctx.raw, "-b", b.bootstrap, "-G", ctx.name("raw-copy"), "-n", str(total_msgs),
+            "-t", b.main, *ctx.fetch_args]
+    if copy_every:
+        args += ["--copy-every", str(copy_every), "--copy-topic", b.ladder[0]]
+    bcpu0 = b.cpu_s()
+    res = run_json(args)[0]
+    bcpu = b.cpu_s()
+    if copy_every and res["copies_acked"] != total_msgs // copy_every:
+        raise HarnessError(f"raw copies: {res}")
+    return {"main_rate": res["rate"], "cpu_us_per_job": res["cpu_s"] * 1e6 / total_msgs,
+            "broker_cpu_us_per_job": (bcpu - bcpu0) * 1e6 / total_msgs
+            if bcpu is not None and bcpu0 is not None else None}
 
 
 def raw_drain(ctx, b, total_msgs, env=None):
@@ -781,6 +808,7 @@ def bench_retry(ctx, cfg):
                 fill(ctx, b, N, flaky_every=10 if kind == "flaky" else 0, type_="bench.lat")
                 total = N + 2 * P
                 check_backlog(ctx, b, total)
+                bcpu0 = b.cpu_s()
                 k = kjobs_drain(ctx, b, P, total, env=env)
                 w = k["worker"]
                 try:
@@ -798,6 +826,7 @@ def bench_retry(ctx, cfg):
                                 raise HarnessError("retry: retries did not all succeed in 120 s")
                             time.sleep(0.02)
                     cpu = cpu_seconds(w.proc.pid)  # the whole worker, retries included
+                    bcpu = b.cpu_s()
                     rx = rx_bytes(w.proc.pid)
                     m = w.metrics()
                     main_ok = metric_sum(m, topic=b.main, outcome="ok")
@@ -812,21 +841,41 @@ def bench_retry(ctx, cfg):
                              "retried": main_retry,
                              "cpu_us_per_job": cpu * 1e6 / N if cpu is not None else None,
                              "rx_bytes_per_job": rx / N if rx is not None else None,
+                             "broker_cpu_us_per_job": (bcpu - bcpu0) * 1e6 / N
+                             if bcpu is not None and bcpu0 is not None else None,
                              "stall_ms": k["stall_ms"]}
         row["ratio_main"] = row["flaky"]["main_rate"] / row["ok"]["main_rate"]
+        # the floor: a raw client reading the same backlog, then also writing 10 % of it back
+        for kind, every in (("raw_ok", 0), ("raw_copy", 10)):
+            with ctx.broker(P) as b:
+                fill(ctx, b, N, flaky_every=10 if every else 0, type_="bench.lat")
+                check_backlog(ctx, b, N + 2 * P)
+                row[kind] = raw_copy_drain(ctx, b, N + 2 * P, every)
+        row["raw_ratio"] = row["raw_copy"]["main_rate"] / row["raw_ok"]["main_rate"]
         row["load1"] = float(open("/proc/loadavg").read().split()[0])
         log(f"  pair {r + 1}: all ok {row['ok']['main_rate']:.0f}/s; 10% flaky "
             f"{row['flaky']['main_rate']:.0f}/s first attempts ({row['ratio_main']:.1%}), all "
             f"done after {row['flaky']['done_s']:.2f}s; CPU {row['ok']['cpu_us_per_job'] or 0:.2f}"
-            f" / {row['flaky']['cpu_us_per_job'] or 0:.2f} us/job, received "
+            f" / {row['flaky']['cpu_us_per_job'] or 0:.2f} us/job (broker "
+            f"{row['ok']['broker_cpu_us_per_job'] or 0:.2f} / "
+            f"{row['flaky']['broker_cpu_us_per_job'] or 0:.2f}), received "
             f"{row['ok']['rx_bytes_per_job'] or 0:.0f} / {row['flaky']['rx_bytes_per_job'] or 0:.0f}"
             f" B/job; longest stall {row['ok']['stall_ms'] or 0:.0f} / "
-            f"{row['flaky']['stall_ms'] or 0:.0f} ms")
+            f"{row['flaky']['stall_ms'] or 0:.0f} ms; raw consumer {row['raw_ok']['main_rate']:.0f}"
+            f"/s, writing 10% back {row['raw_copy']['main_rate']:.0f}/s ({row['raw_ratio']:.1%}), "
+            f"CPU {row['raw_ok']['cpu_us_per_job']:.2f} / {row['raw_copy']['cpu_us_per_job']:.2f}"
+            f" us/msg (broker {row['raw_ok']['broker_cpu_us_per_job'] or 0:.2f} / "
+            f"{row['raw_copy']['broker_cpu_us_per_job'] or 0:.2f})")
         rows.append(row)
     return {"partitions": P, "jobs": N, "flaky": flaky, "rows": rows,
             "ok_rate": med(r["ok"]["main_rate"] for r in rows),
             "flaky_rate": med(r["flaky"]["main_rate"] for r in rows),
             "ratio": med(r["ratio_main"] for r in rows),
+            "raw_ok_rate": med(r["raw_ok"]["main_rate"] for r in rows),
+            "raw_copy_rate": med(r["raw_copy"]["main_rate"] for r in rows),
+            "raw_ratio": med(r["raw_ratio"] for r in rows),
+            "raw_ok_cpu_us": med(r["raw_ok"]["cpu_us_per_job"] for r in rows),
+            "raw_copy_cpu_us": med(r["raw_copy"]["cpu_us_per_job"] for r in rows),
             "ok_done_s": med(r["ok"]["done_s"] for r in rows),
             "ok_cpu_us": med(r["ok"]["cpu_us_per_job"] for r in rows),
             "flaky_cpu_us": med(r["flaky"]["cpu_us_per_job"] for r in rows),
@@ -1310,43 +1359,60 @@ def bench_profile(ctx, cfg):
     return {"perf_data": out, "rate": rate}
 
 
+def perf_samples(data):
+    """{(dso, symbol): samples} of one perf.data (cpu-clock samples, all threads)."""
+    out = subprocess.run(["perf", "report", "-i", data, "--no-children", "--sort", "dso,sym",
+                          "-g", "none", "--stdio", "-n", "--percent-limit", "0"],
+                         capture_output=True, text=True, timeout=600).stdout
+    got = {}
+    for line in out.splitlines():
+        m = re.match(r"\s*[\d.]+%\s+(\d+)\s+(\S+)\s+\[.\]\s+(.*\S)", line)
+        if m:
+            key = (m.group(2), m.group(3))
+            got[key] = got.get(key, 0) + int(m.group(1))
+    return got
+
+
 def bench_profile_retry(ctx, cfg):
-    """The retry benchmark's flaky case (every 10th job kjobs.flaky, fails once) drained once
-    under `perf record`, the worker and its broker each sampled (kjobs.perf.data,
-    broker.perf.data in the work directory): where the CPU of the retry path goes, and how it
-    splits between the worker and the broker that takes the copies."""
+    """The retry benchmark's two cases (all ok; every 10th job kjobs.flaky, failing once)
+    drained once each under `perf record` (cpu-clock, 2 kHz), each stopped when its main
+    drain is over (before any retry is due): where the CPU the retry path adds to the main
+    drain goes. Prints, by symbol, samples per 1,000 jobs in each case and the difference,
+    largest first; the perf data stay in the work directory (ok.perf.data, flaky.perf.data)."""
     P, N = cfg["retry_partitions"], cfg["retry_jobs"]
     total = N + 2 * P
-    out, bout = ctx.path("kjobs.perf.data"), ctx.path("broker.perf.data")
-    log(f"profile-retry: one kjobs drain of {N} jobs (10% flaky) over {P} partitions under "
-        f"perf record -> {out}, {bout}")
-    perf = ("perf", "record", "-q", "-e", "cpu-clock", "-F", "2000", "--call-graph",
-            "dwarf,16384")
-    with ctx.broker(P) as b:
-        fill(ctx, b, N, flaky_every=10)
-        check_backlog(ctx, b, total)
-        bperf = subprocess.Popen([*perf, "-p", str(b.proc.pid), "-o", bout],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        w = Worker(ctx, b, ctx.name("profile"), end_marks=P, tag="profile",
-                   env={"KJOBS_RETRY_DELAYS": "1s"}, prefix=(*perf, "-o", out, "--"))
-        try:
-            recs = w.wait_marks(600)
-        finally:
-            w.proc.send_signal(signal.SIGINT)
-            w.proc.wait(timeout=120)
-            bperf.send_signal(signal.SIGINT)
-            bperf.wait(timeout=120)
-    starts = [t for k, _, t, _ in recs if k == 1]
-    ends = [t for k, _, t, _ in recs if k == 2]
-    rate = (total - 1) / ((max(ends) - min(starts)) / 1e6)
-    for name, data in (("worker", out), ("broker", bout)):
-        top = subprocess.run(["perf", "report", "-i", data, "--no-children", "--sort", "sym",
-                              "-g", "none", "--stdio", "--percent-limit", "1"],
-                             capture_output=True, text=True, timeout=600).stdout
-        print(f"{name} ({data}):\n" +
-              "\n".join(l for l in top.splitlines() if l.strip() and not l.startswith("#")))
-    print(f"kjobs drain (10% flaky) under perf: {rate:,.0f} jobs/s (first attempts)")
-    return {"perf_data": out, "broker_perf_data": bout, "rate": rate}
+    perf = ("perf", "record", "-q", "-e", "cpu-clock", "-F", "2000", "-g")
+    per_job, rates = {}, {}
+    for kind in ("ok", "flaky"):
+        out = ctx.path(f"{kind}.perf.data")
+        log(f"profile-retry: one kjobs drain of {N} jobs ({kind}) over {P} partitions under "
+            f"perf record -> {out}")
+        with ctx.broker(P) as b:
+            fill(ctx, b, N, flaky_every=10 if kind == "flaky" else 0)
+            check_backlog(ctx, b, total)
+            w = Worker(ctx, b, ctx.name("profile"), end_marks=P, tag=f"profile-{kind}",
+                       env={"KJOBS_RETRY_DELAYS": "1s"}, prefix=(*perf, "-o", out, "--"))
+            try:
+                recs = w.wait_marks(600)
+            finally:
+                w.proc.send_signal(signal.SIGINT)  # perf stops the worker and writes its data
+                w.proc.wait(timeout=120)
+        starts = [t for k, _, t, _ in recs if k == 1]
+        ends = [t for k, _, t, _ in recs if k == 2]
+        rates[kind] = (total - 1) / ((max(ends) - min(starts)) / 1e6)
+        per_job[kind] = {k: v * 1000 / N for k, v in perf_samples(out).items()}
+    ok, fl = per_job["ok"], per_job["flaky"]
+    rows = sorted(set(ok) | set(fl), key=lambda k: fl.get(k, 0) - ok.get(k, 0), reverse=True)
+    lines = [f"{'ok':>8} {'flaky':>8} {'diff':>8}  samples per 1,000 jobs (2 kHz: 1 = 0.5 us/job)",
+             f"{sum(ok.values()):8.1f} {sum(fl.values()):8.1f} "
+             f"{sum(fl.values()) - sum(ok.values()):8.1f}  all"]
+    for k in rows[:40]:
+        lines.append(f"{ok.get(k, 0):8.2f} {fl.get(k, 0):8.2f} {fl.get(k, 0) - ok.get(k, 0):8.2f}"
+                     f"  {k[1]} ({k[0]})")
+    print("\n".join(lines))
+    print(f"drains under perf: all ok {rates['ok']:,.0f} jobs/s, 10% flaky "
+          f"{rates['flaky']:,.0f} jobs/s (first attempts)")
+    return {"rates": rates}
 
 
 # ---- report -----------------------------------------------------------------------------------
@@ -1634,12 +1700,20 @@ def report(ctx, cfg, info, res, command, started, load_end):
                  f"µs/job = the worker's user+system seconds until then (/proc) ÷ {rt['jobs']:,}; "
                  f"received B/job = what it read from its sockets until then (`ss -tinp` bytes_received)"
                  f" ÷ {rt['jobs']:,}; longest stall = the longest time no bench.lat job started "
-                 f"during the main-topic drain.\n")
+                 f"during the main-topic drain. The floor: bench/raw_consumer on the main topic "
+                 f"alone (no decode, no handler, positions committed every 200 ms), then the same "
+                 f"also producing every 10th message back to the first ladder topic with nine "
+                 f"kjobs-sized headers (`--copy-every 10`; its CPU includes flushing them), each on "
+                 f"a fresh {'set of topics' if kafka else 'broker'} in the same pair: what writing "
+                 f"a tenth of what it reads to Kafka costs any client on this machine.\n")
         L.append("| pair | all-ok jobs/s | 10% flaky jobs/s (first attempts) | flaky / ok | "
                  "all-ok done s | flaky all done s | all-ok CPU µs/job | flaky CPU µs/job | "
                  "CPU flaky / ok | all-ok received B/job | flaky received B/job | "
-                 "all-ok longest stall ms | flaky longest stall ms | 1-min load |")
-        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+                 "all-ok longest stall ms | flaky longest stall ms | raw msgs/s | "
+                 "raw writing 10% back msgs/s | **raw floor: writing / not** | "
+                 "raw CPU µs/msg not / writing | 1-min load |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+                 "---:|")
         for i, r in enumerate(rt["rows"], 1):
             L.append(f"| {i} | {fmt_rate(r['ok']['main_rate'])} | {fmt_rate(r['flaky']['main_rate'])}"
                      f" | {r['ratio_main']:.1%} | {r['ok']['done_s']:.2f} | "
@@ -1649,13 +1723,17 @@ def report(ctx, cfg, info, res, command, started, load_end):
                      f"{fmt_int(r['ok'].get('rx_bytes_per_job'))} | "
                      f"{fmt_int(r['flaky'].get('rx_bytes_per_job'))} | "
                      f"{fmt_int(r['ok'].get('stall_ms'))} | {fmt_int(r['flaky'].get('stall_ms'))} | "
-                     f"{r.get('load1', '')} |")
+                     f"{fmt_rate(r['raw_ok']['main_rate'])} | {fmt_rate(r['raw_copy']['main_rate'])}"
+                     f" | {r['raw_ratio']:.1%} | {fmt_ms(r['raw_ok']['cpu_us_per_job'])} / "
+                     f"{fmt_ms(r['raw_copy']['cpu_us_per_job'])} | {r.get('load1', '')} |")
         L.append(f"| **median** | **{fmt_rate(rt['ok_rate'])}** | **{fmt_rate(rt['flaky_rate'])}**"
                  f" | **{rt['ratio']:.1%}** | {rt['ok_done_s']:.2f} | {rt['flaky_done_s']:.2f} | "
                  f"{fmt_ms(rt.get('ok_cpu_us'))} | {fmt_ms(rt.get('flaky_cpu_us'))} | "
                  f"**{fmt_ms(rt.get('cpu_ratio'))}×** | {fmt_int(rt.get('ok_rx'))} | "
                  f"{fmt_int(rt.get('flaky_rx'))} | {fmt_int(rt.get('ok_stall_ms'))} | "
-                 f"{fmt_int(rt.get('flaky_stall_ms'))} | |\n")
+                 f"{fmt_int(rt.get('flaky_stall_ms'))} | {fmt_rate(rt['raw_ok_rate'])} | "
+                 f"{fmt_rate(rt['raw_copy_rate'])} | **{rt['raw_ratio']:.1%}** | "
+                 f"{fmt_ms(rt['raw_ok_cpu_us'])} / {fmt_ms(rt['raw_copy_cpu_us'])} | |\n")
 
     for key in ("scaleout", "scaleout-kip848"):
         so = res.get(key)
@@ -1805,7 +1883,9 @@ def summary(res):
     if rt:
         out.append(f"retry: ok {fmt_rate(rt['ok_rate'])}/s, 10% flaky {fmt_rate(rt['flaky_rate'])}/s "
                    f"({rt['ratio']:.1%}), all done {rt['ok_done_s']:.2f}s vs {rt['flaky_done_s']:.2f}s,"
-                   f" CPU/job {fmt_ms(rt['ok_cpu_us'])} vs {fmt_ms(rt['flaky_cpu_us'])} µs")
+                   f" CPU/job {fmt_ms(rt['ok_cpu_us'])} vs {fmt_ms(rt['flaky_cpu_us'])} µs; raw floor "
+                   f"{fmt_rate(rt['raw_ok_rate'])}/s vs writing 10% back "
+                   f"{fmt_rate(rt['raw_copy_rate'])}/s ({rt['raw_ratio']:.1%})")
     so = res.get("scaleout")
     if so:
         out.append(f"scale-out: B first job {fmt_ms(so['join_to_first_job_s'])} s after launch, "

@@ -22,6 +22,12 @@
  *       bench plugin's handler-start latency. Prints "raw_consumer: assigned" on stderr at
  *       the first assignment and "raw_consumer: first message" at the first message, so a
  *       driver can start the load once both happened.
+ *       [--copy-every K --copy-topic T]: the floor of the retry path: every K-th message
+ *       consumed is also produced to T (key, value, its own headers plus nine of the size and
+ *       kind kjobs adds to a retry copy), by a producer with kjobs' router settings (linger.ms 5,
+ *       delivery reports polled in the loop); the copies are flushed before the JSON line,
+ *       which adds "copies" and "copies_acked". T is not subscribed: what a client that writes
+ *       a tenth of what it reads to Kafka costs, without reading it back.
  *   raw_consumer -b BROKERS --watermarks [-t TOPIC]...
  *       prints {"topic":..,"partitions":P,"low_max":..,"high_sum":..} per topic: with
  *       low_max 0 nothing was dropped by the broker's retention.
@@ -39,6 +45,7 @@
 
 static volatile sig_atomic_t rc_stop;
 static double rc_assign_at;
+static long long rc_copies_acked;
 
 static double rc_now(void) {
     struct timespec ts;
@@ -149,8 +156,47 @@ static int rc_watermarks(rd_kafka_t *rk, const char *topic) {
     return 0;
 }
 
+static void rc_on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque) {
+    (void)rk;
+    (void)opaque;
+    if (!msg->err) rc_copies_acked++;
+}
+
+/* Produces msg to topic with its headers and nine more, as kjobs' router does for a job that
+ * failed once (processor/header_contract.h: attempt, error, error class, original topic,
+ * partition and offset, failed-at, not-before, worker). 0 or the producev error. */
+static rd_kafka_resp_err_t rc_copy(rd_kafka_t *producer, const char *topic,
+                                   rd_kafka_message_t *msg) {
+    rd_kafka_headers_t *orig = NULL, *h;
+    h = rd_kafka_message_headers(msg, &orig) == RD_KAFKA_RESP_ERR_NO_ERROR
+            ? rd_kafka_headers_copy(orig)
+            : rd_kafka_headers_new(12);
+    char num[32];
+    long long now_ms = (long long)(rc_now() * 1000);
+    rd_kafka_header_add(h, "kjobs-attempt", -1, "1", -1);
+    rd_kafka_header_add(h, "kjobs-error", -1, "flaky: fails on its first attempt", -1);
+    rd_kafka_header_add(h, "kjobs-error-class", -1, "transient", -1);
+    rd_kafka_header_add(h, "kjobs-original-topic", -1, rd_kafka_topic_name(msg->rkt), -1);
+    snprintf(num, sizeof(num), "%d", (int)msg->partition);
+    rd_kafka_header_add(h, "kjobs-original-partition", -1, num, -1);
+    snprintf(num, sizeof(num), "%lld", (long long)msg->offset);
+    rd_kafka_header_add(h, "kjobs-original-offset", -1, num, -1);
+    snprintf(num, sizeof(num), "%lld", now_ms);
+    rd_kafka_header_add(h, "kjobs-failed-at", -1, num, -1);
+    snprintf(num, sizeof(num), "%lld", now_ms + 1000);
+    rd_kafka_header_add(h, "kjobs-not-before", -1, num, -1);
+    rd_kafka_header_add(h, "kjobs-worker", -1, "raw_consumer@bench", -1);
+    rd_kafka_resp_err_t err = rd_kafka_producev(
+        producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_KEY(msg->key, msg->key_len), RD_KAFKA_V_VALUE(msg->payload, msg->len),
+        RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
+    if (err) rd_kafka_headers_destroy(h);
+    return err;
+}
+
 int main(int argc, char **argv) {
-    const char *brokers = NULL, *group = NULL, *latency_path = NULL;
+    const char *brokers = NULL, *group = NULL, *latency_path = NULL, *copy_topic = NULL;
+    long long copy_every = 0;
     const char *topics[RC_MAX_TOPICS];
     int ntopics = 0, watermarks = 0;
     long long want = 0;
@@ -159,6 +205,8 @@ int main(int argc, char **argv) {
     static const struct option longopts[] = {{"watermarks", no_argument, NULL, 'W'},
                                              {"idle-timeout", required_argument, NULL, 'I'},
                                              {"latency", required_argument, NULL, 'L'},
+                                             {"copy-every", required_argument, NULL, 'C'},
+                                             {"copy-topic", required_argument, NULL, 'T'},
                                              {NULL, 0, NULL, 0}};
     int opt;
     while ((opt = getopt_long(argc, argv, "b:G:n:t:X:", longopts, NULL)) != -1) {
@@ -184,6 +232,12 @@ int main(int argc, char **argv) {
         case 'L':
             latency_path = optarg;
             break;
+        case 'C':
+            copy_every = atoll(optarg);
+            break;
+        case 'T':
+            copy_topic = optarg;
+            break;
         case 'X': {
             char *eq = strchr(optarg, '=');
             if (!eq) {
@@ -205,7 +259,24 @@ int main(int argc, char **argv) {
         fprintf(stderr, "raw_consumer: need -b, and -G and -n (or --watermarks)\n");
         return 2;
     }
+    if ((copy_every > 0) != (copy_topic != NULL)) {
+        fprintf(stderr, "raw_consumer: --copy-every and --copy-topic go together\n");
+        return 2;
+    }
     char err[512];
+    rd_kafka_t *producer = NULL;
+    if (copy_topic) {
+        rd_kafka_conf_t *pconf = rd_kafka_conf_new();
+        rc_set(pconf, "bootstrap.servers", brokers);
+        rc_set(pconf, "client.id", "raw_consumer.copies");
+        rc_set(pconf, "linger.ms", "5");
+        rd_kafka_conf_set_dr_msg_cb(pconf, rc_on_delivery);
+        producer = rd_kafka_new(RD_KAFKA_PRODUCER, pconf, err, sizeof(err));
+        if (!producer) {
+            fprintf(stderr, "raw_consumer: %s\n", err);
+            return 1;
+        }
+    }
     rc_set(conf, "bootstrap.servers", brokers);
     if (watermarks) {
         rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
@@ -250,7 +321,7 @@ int main(int argc, char **argv) {
     signal(SIGINT, rc_on_signal);
     signal(SIGTERM, rc_on_signal);
 
-    long long got = 0;
+    long long got = 0, copies = 0;
     size_t bytes = 0, nlat = 0;
     /* latencies in µs; at most one per message (-n bounds it) */
     int *lat = latency_path ? malloc(sizeof(int) * (size_t)want) : NULL;
@@ -278,6 +349,16 @@ int main(int argc, char **argv) {
                 if (lat) fprintf(stderr, "raw_consumer: first message\n");
             }
             bytes += msg->len;
+            if (producer && got % copy_every == 0) {
+                rd_kafka_resp_err_t pe;
+                while ((pe = rc_copy(producer, copy_topic, msg)) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+                    rd_kafka_poll(producer, 10);
+                if (pe)
+                    fprintf(stderr, "raw_consumer: copy: %s\n", rd_kafka_err2str(pe));
+                else
+                    copies++;
+            }
+            if (producer && got % 1024 == 0) rd_kafka_poll(producer, 0);
             long long stamp = lat ? rc_stamp_us(msg->payload, msg->len) : 0;
             if (stamp > 0 && nlat < (size_t)want)
                 lat[nlat++] = (int)((long long)(last * 1e6) - stamp);
@@ -287,16 +368,17 @@ int main(int argc, char **argv) {
         rd_kafka_message_destroy(msg);
     }
     double span = last - first;
+    if (producer) rd_kafka_flush(producer, 60000);
     struct rusage ru; /* CPU of the whole process (all librdkafka threads) up to the N-th message */
     getrusage(RUSAGE_SELF, &ru);
     double cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
                  (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
     printf("{\"msgs\":%lld,\"bytes\":%zu,\"first_to_last_s\":%.6f,\"rate\":%.1f,"
            "\"assign_to_first_s\":%.6f,\"first_at\":%.6f,\"last_at\":%.6f,\"cpu_s\":%.3f,"
-           "\"hwm_kb\":%ld}\n",
+           "\"hwm_kb\":%ld,\"copies\":%lld,\"copies_acked\":%lld}\n",
            got, bytes, span, span > 0 ? (double)(got - 1) / span : 0.0,
            rc_assign_at > 0 && first > 0 ? first - rc_assign_at : -1.0, first, last, cpu,
-           rc_vm_hwm_kb());
+           rc_vm_hwm_kb(), copies, rc_copies_acked);
     fflush(stdout);
     if (lat) {
         FILE *f = fopen(latency_path, "w");
@@ -307,5 +389,6 @@ int main(int argc, char **argv) {
     }
     rd_kafka_consumer_close(rk);
     rd_kafka_destroy(rk);
+    if (producer) rd_kafka_destroy(producer);
     return got >= want ? 0 : 1;
 }

@@ -99,8 +99,16 @@ int kj_offset_tracker_add(kj_offset_tracker *t, int64_t offset) {
 
 int kj_offset_tracker_complete(kj_offset_tracker *t, int64_t offset) {
     if (t->count == 0 || offset < at(t, 0)->offset || offset > t->last) return -1;
-    /* Binary search for offset among logical indices [lo, hi). */
-    size_t lo = 0, hi = t->count;
+    /* Offsets are strictly increasing, so offset sits at index offset - head or before it;
+     * exactly there unless the ring holds a gap (a transaction marker, a compacted record)
+     * below it: the common case costs one probe. A job that waits for its retry copy's
+     * acknowledgement keeps every later offset in the ring, which is when this matters. */
+    size_t lo = (size_t)(offset - at(t, 0)->offset), hi = t->count;
+    if (lo < hi && at(t, lo)->offset == offset)
+        hi = lo;
+    else
+        lo = 0;
+    /* Otherwise a binary search for offset among logical indices [lo, hi). */
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
         int64_t v = at(t, mid)->offset;
