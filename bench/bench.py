@@ -448,12 +448,25 @@ def kjobs_drain(ctx, b, partitions, total_msgs, env=None, timeout=300):
             "first_us": min(starts), "last_us": max(ends)}
 
 
+def rdkafka_version(ctx):
+    """The librdkafka the bench binaries run with, as a tuple (e.g. (2, 15, 1))."""
+    if not hasattr(ctx, "rdkafka_tuple"):
+        v = re.findall(r"librdkafka (\d+)\.(\d+)\.(\d+)", sh([ctx.kjobs, "version"]))
+        ctx.rdkafka_tuple = tuple(int(x) for x in v[0]) if v else (0, 0, 0)
+    return ctx.rdkafka_tuple
+
+
 def raw_copy_drain(ctx, b, total_msgs, copy_every=0):
     """The retry path's floor: the raw consumer on the main topic alone, producing every
     copy_every-th message (with nine kjobs-sized headers) to the first ladder topic when
-    copy_every > 0 (bench/raw_consumer.c, --copy-every). CPU includes flushing the copies."""
+    copy_every > 0 (bench/raw_consumer.c, --copy-every). CPU includes flushing the copies.
+    Both cases wait 1 ms, not librdkafka's 1 s, before fetching again into a full prefetch
+    queue, as kjobs does (processor/worker.c, prefetch_conf): the client slowed by its copies
+    filled its queue and stopped fetching for a second (a bimodal 250k or 790k msgs/s)."""
     args = [ctx.raw, "-b", b.bootstrap, "-G", ctx.name("raw-copy"), "-n", str(total_msgs),
             "-t", b.main, *ctx.fetch_args]
+    if rdkafka_version(ctx) >= (2, 2, 0):
+        args += ["-X", "fetch.queue.backoff.ms=1"]
     if copy_every:
         args += ["--copy-every", str(copy_every), "--copy-topic", b.ladder[0]]
     bcpu0 = b.cpu_s()
@@ -1711,9 +1724,10 @@ def report(ctx, cfg, info, res, command, started, load_end):
                  "CPU flaky / ok | all-ok received B/job | flaky received B/job | "
                  "all-ok longest stall ms | flaky longest stall ms | raw msgs/s | "
                  "raw writing 10% back msgs/s | **raw floor: writing / not** | "
-                 "raw CPU µs/msg not / writing | 1-min load |")
+                 "raw CPU µs/msg not / writing | broker CPU µs/job: all ok / flaky / raw / raw "
+                 "writing | 1-min load |")
         L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-                 "---:|")
+                 "---:|---:|")
         for i, r in enumerate(rt["rows"], 1):
             L.append(f"| {i} | {fmt_rate(r['ok']['main_rate'])} | {fmt_rate(r['flaky']['main_rate'])}"
                      f" | {r['ratio_main']:.1%} | {r['ok']['done_s']:.2f} | "
@@ -1725,7 +1739,10 @@ def report(ctx, cfg, info, res, command, started, load_end):
                      f"{fmt_int(r['ok'].get('stall_ms'))} | {fmt_int(r['flaky'].get('stall_ms'))} | "
                      f"{fmt_rate(r['raw_ok']['main_rate'])} | {fmt_rate(r['raw_copy']['main_rate'])}"
                      f" | {r['raw_ratio']:.1%} | {fmt_ms(r['raw_ok']['cpu_us_per_job'])} / "
-                     f"{fmt_ms(r['raw_copy']['cpu_us_per_job'])} | {r.get('load1', '')} |")
+                     f"{fmt_ms(r['raw_copy']['cpu_us_per_job'])} | "
+                     + " / ".join(fmt_ms(r[k].get("broker_cpu_us_per_job"))
+                                  for k in ("ok", "flaky", "raw_ok", "raw_copy"))
+                     + f" | {r.get('load1', '')} |")
         L.append(f"| **median** | **{fmt_rate(rt['ok_rate'])}** | **{fmt_rate(rt['flaky_rate'])}**"
                  f" | **{rt['ratio']:.1%}** | {rt['ok_done_s']:.2f} | {rt['flaky_done_s']:.2f} | "
                  f"{fmt_ms(rt.get('ok_cpu_us'))} | {fmt_ms(rt.get('flaky_cpu_us'))} | "
@@ -1733,7 +1750,10 @@ def report(ctx, cfg, info, res, command, started, load_end):
                  f"{fmt_int(rt.get('flaky_rx'))} | {fmt_int(rt.get('ok_stall_ms'))} | "
                  f"{fmt_int(rt.get('flaky_stall_ms'))} | {fmt_rate(rt['raw_ok_rate'])} | "
                  f"{fmt_rate(rt['raw_copy_rate'])} | **{rt['raw_ratio']:.1%}** | "
-                 f"{fmt_ms(rt['raw_ok_cpu_us'])} / {fmt_ms(rt['raw_copy_cpu_us'])} | |\n")
+                 f"{fmt_ms(rt['raw_ok_cpu_us'])} / {fmt_ms(rt['raw_copy_cpu_us'])} | "
+                 + " / ".join(fmt_ms(med(r[k].get("broker_cpu_us_per_job") for r in rt["rows"]))
+                              for k in ("ok", "flaky", "raw_ok", "raw_copy"))
+                 + " | |\n")
 
     for key in ("scaleout", "scaleout-kip848"):
         so = res.get(key)
