@@ -56,7 +56,9 @@
  * and committed synchronously before they are given up, unless librdkafka says they are lost.
  *
  * Offset resets. Assigned partitions start at their committed offset, or at the beginning
- * when the group has none. auto.offset.reset is "error", so a reset can only mean the
+ * when the group has none (its log start offset, looked up at assignment for all of them at
+ * once: left to librdkafka, a partition whose leader it had not reached yet waited 500 ms
+ * before asking). auto.offset.reset is "error", so a reset can only mean the
  * committed position is gone (retention deleted jobs before they ran): it is logged as an
  * error, counted (kjobs_offset_resets_total), and consumption restarts at the earliest offset
  * (librdkafka stops fetching a partition after such an error and refuses a seek, so the

@@ -29,6 +29,32 @@ static bool holds_schedule_partition(const kj_worker *w,
     return false;
 }
 
+/* Where the group has no offset, the partitions of start (offset RD_KAFKA_OFFSET_BEGINNING)
+ * get their log start offset, looked up here for all of them at once (ListOffsets with the
+ * earliest timestamp, -2, one request per leader) instead of by librdkafka when it starts
+ * fetching: librdkafka resolves a logical offset per partition, and a partition whose leader's
+ * broker handle it has not delegated yet waits 500 ms before it asks (rdkafka_partition.c,
+ * rd_kafka_toppar_offset_request). Seen on Kafka 4.1.1 with a fresh group: 11 of 16 partitions
+ * started ~550 ms after the other 5 (bench/RESULTS.md, "Partitions of a new group started half a
+ * second late"). Partitions not resolved within the wait keep RD_KAFKA_OFFSET_BEGINNING.
+ * @locality poll thread (rebalance callback) */
+static void resolve_log_starts(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *start) {
+    rd_kafka_topic_partition_list_t *q = rd_kafka_topic_partition_list_new(start->cnt);
+    for (int i = 0; i < start->cnt; i++)
+        if (start->elems[i].offset == RD_KAFKA_OFFSET_BEGINNING)
+            rd_kafka_topic_partition_list_add(q, start->elems[i].topic, start->elems[i].partition)
+                ->offset = RD_KAFKA_OFFSET_BEGINNING; /* the timestamp: earliest */
+    if (q->cnt > 0 &&
+        rd_kafka_offsets_for_times(rk, q, KJ_COMMITTED_LOOKUP_MS) == RD_KAFKA_RESP_ERR_NO_ERROR)
+        for (int i = 0; i < q->cnt; i++) {
+            const rd_kafka_topic_partition_t *r = &q->elems[i];
+            rd_kafka_topic_partition_t *tp =
+                rd_kafka_topic_partition_list_find(start, r->topic, r->partition);
+            if (tp && !r->err && r->offset >= 0) tp->offset = r->offset;
+        }
+    rd_kafka_topic_partition_list_destroy(q);
+}
+
 static void assign_partitions(kj_worker *w, rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts,
                               bool cooperative) {
     /* Start at the committed offset, or at the beginning where the group has none: with
@@ -89,8 +115,15 @@ static void assign_partitions(kj_worker *w, rd_kafka_t *rk, rd_kafka_topic_parti
             tp->offset = RD_KAFKA_OFFSET_INVALID; /* = the committed offset */
         else if (tp->offset < 0)
             tp->offset = RD_KAFKA_OFFSET_BEGINNING;
+    }
+    if (known) resolve_log_starts(rk, start);
+    for (int i = 0; i < start->cnt; i++) {
+        rd_kafka_topic_partition_t *tp = &start->elems[i];
+        kj_part *p = part_lookup(w, NULL, tp->topic, tp->partition);
         if (!p) continue;
-        p->start_unknown = !known;
+        /* no committed offset: a reset before its first record is not lost jobs (the log
+         * start moved between the lookup and the first fetch) */
+        p->start_unknown = !known || p->committed < 0;
         p->consumed = false;
         p->position_known = false;
         p->start = tp->offset;

@@ -21,6 +21,12 @@ What is checked:
   (librdkafka's own default, 500 ms, stalled drains: docs/configuration.md), and a user's
   fetch.wait.max.ms still wins: librdkafka's fetch debug of an idle worker shows its group
   consumer's Fetches following each other at that interval.
+- A new group starts every partition at its log start offset, resolved when it is assigned
+  ("partition assigned" names a real offset, not librdkafka's logical "beginning", -2, which
+  librdkafka resolved per partition and, for a partition whose leader it had not reached yet,
+  500 ms later: on Kafka 11 of 16 partitions of a fresh group started half a second late); on
+  real Kafka, records deleted from the head of a partition (DeleteRecords) move that offset,
+  and the first job run there is the first one kept.
 """
 import collections
 import json
@@ -36,6 +42,7 @@ import harness  # noqa: E402
 import procs  # noqa: E402
 from procs import Worker  # noqa: E402
 from test_ladder import avro_job  # noqa: E402
+from test_real_faults import delete_records  # noqa: E402
 from test_scheduling import RECORDER, recorded  # noqa: E402
 
 
@@ -255,8 +262,39 @@ def test_an_empty_fetch_holds_fetching_up_for_100_ms():
     assert users >= 400, f"the user's fetch.wait.max.ms=500 did not win: {users} ms apart"
 
 
+def test_a_new_group_starts_at_each_log_start_offset():
+    parts = 4
+    with procs.Broker(partitions=parts) as broker:
+        produce(broker.bootstrap, [(p, f"start-{p}-{i}", "kjobs.noop")
+                                   for p in range(parts) for i in range(3)])
+        kept = {p: 0 for p in range(parts)}
+        if harness.REAL_KAFKA:  # the head of partition 1 deleted: its log start moves to 2
+            delete_records(broker.bootstrap, "jobs", {1: 2})
+            kept[1] = 2
+        want = {f"start-{p}-{i}" for p in range(parts) for i in range(kept[p], 3)}
+        done = set()
+
+        def all_done(line):
+            if line["msg"] == "job done" and line.get("id") in want:
+                done.add(line["id"])
+            return done == want
+        w = Worker(broker.bootstrap, env={"KJOBS_KAFKA_GROUP": "log-start"})
+        try:
+            w.wait_for(all_done, 60, "the kept jobs to run")
+            starts = {l["partition"]: l["offset"] for l in w.msgs("partition assigned")
+                      if l["topic"] == "jobs"}
+            ran = {l["id"] for l in w.msgs("job done")}
+            assert w.stop() == 0
+        finally:
+            w.close()
+    print(f"  partitions assigned at {starts} (log start offsets {kept})")
+    assert starts == kept, f"assigned at {starts}, log start offsets {kept}"
+    assert not ran - want, f"deleted jobs ran: {sorted(ran - want)}"
+
+
 if __name__ == "__main__":
     harness.main([test_concurrency_cap, test_rate_limit,
                   test_throttled_worker_stops_and_leaves_the_rest,
                   test_breaker_is_not_held_by_a_rate_wait,
-                  test_an_empty_fetch_holds_fetching_up_for_100_ms])
+                  test_an_empty_fetch_holds_fetching_up_for_100_ms,
+                  test_a_new_group_starts_at_each_log_start_offset])
