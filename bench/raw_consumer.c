@@ -2,8 +2,9 @@
  * raw_consumer.c — the "raw librdkafka consume rate" baseline for the kjobs drain benchmark.
  *
  * A librdkafka high-level consumer with the same group semantics as `kjobs run` (subscribe,
- * kjobs' default assignor, a fresh group reading from the beginning, no automatic offset
- * store, positions committed asynchronously every 200 ms) that does no processing at all: it counts
+ * kjobs' default assignor, a fresh group reading from the beginning — each partition's log
+ * start offset looked up at assignment, as kjobs does —, no automatic offset store, positions
+ * committed asynchronously every 200 ms) that does no processing at all: it counts
  * messages until N were consumed. The ratio kjobs jobs/s ÷ raw msgs/s says how much of the
  * achievable consume rate kjobs keeps.
  *
@@ -76,10 +77,35 @@ static void rc_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             rc_assign_at = rc_now();
             fprintf(stderr, "raw_consumer: assigned %d partitions\n", parts->cnt);
         }
+        /* as kjobs does (processor/worker_rebalance.c, resolve_log_starts): partitions without
+         * a committed offset start at their log start offset, looked up here for all at once;
+         * left to auto.offset.reset, librdkafka resolves each when it starts fetching and
+         * defers one whose leader it has not reached yet by 500 ms */
+        rd_kafka_topic_partition_list_t *start = rd_kafka_topic_partition_list_copy(parts);
+        if (rd_kafka_committed(rk, start, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            rd_kafka_topic_partition_list_t *q = rd_kafka_topic_partition_list_new(start->cnt);
+            for (int i = 0; i < start->cnt; i++)
+                if (start->elems[i].offset < 0)
+                    rd_kafka_topic_partition_list_add(q, start->elems[i].topic,
+                                                      start->elems[i].partition)
+                        ->offset = RD_KAFKA_OFFSET_BEGINNING; /* the earliest timestamp */
+            if (q->cnt > 0 && rd_kafka_offsets_for_times(rk, q, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR)
+                for (int i = 0; i < q->cnt; i++) {
+                    rd_kafka_topic_partition_t *tp = rd_kafka_topic_partition_list_find(
+                        start, q->elems[i].topic, q->elems[i].partition);
+                    if (tp && !q->elems[i].err && q->elems[i].offset >= 0)
+                        tp->offset = q->elems[i].offset;
+                }
+            rd_kafka_topic_partition_list_destroy(q);
+        } else {
+            for (int i = 0; i < start->cnt; i++)
+                start->elems[i].offset = RD_KAFKA_OFFSET_INVALID; /* librdkafka's own lookup */
+        }
         if (cooperative)
-            error = rd_kafka_incremental_assign(rk, parts);
+            error = rd_kafka_incremental_assign(rk, start);
         else
-            rd_kafka_assign(rk, parts);
+            rd_kafka_assign(rk, start);
+        rd_kafka_topic_partition_list_destroy(start);
     } else if (cooperative) {
         error = rd_kafka_incremental_unassign(rk, parts);
     } else {
