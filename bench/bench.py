@@ -1353,23 +1353,30 @@ def bench_profile(ctx, cfg):
     with ctx.broker(P) as b:
         fill(ctx, b, N)
         check_backlog(ctx, b, total)
-        w = Worker(ctx, b, ctx.name("profile"), end_marks=P, tag="profile",
-                   prefix=("perf", "record", "-q", "-e", "cpu-clock", "-F", "4000", "--call-graph",
-                           "dwarf,16384", "-o", out, "--"))
-        try:
-            recs = w.wait_marks(600)
-        finally:
-            w.proc.send_signal(signal.SIGINT)  # perf stops the worker and writes its data
-            w.proc.wait(timeout=120)
-    starts = [t for k, _, t, _ in recs if k == 1]
-    ends = [t for k, _, t, _ in recs if k == 2]
-    rate = (total - 1) / ((max(ends) - min(starts)) / 1e6)
+        rate = drain_under_perf(ctx, b, P, total, "profile",
+                                ("perf", "record", "-q", "-e", "cpu-clock", "-F", "4000",
+                                 "--call-graph", "dwarf,16384", "-o", out, "--"))
     top = subprocess.run(["perf", "report", "-i", out, "--no-children", "--sort", "sym", "-g",
                           "none", "--stdio", "--percent-limit", "1"], capture_output=True,
                          text=True, timeout=600).stdout
     print(f"kjobs drain under perf: {rate:,.0f} jobs/s\n" +
           "\n".join(l for l in top.splitlines() if l.strip() and not l.startswith("#")))
     return {"perf_data": out, "rate": rate}
+
+
+def drain_under_perf(ctx, b, partitions, total, tag, perf, env=None):
+    """One worker drain of b's backlog (total records, end marks on every partition) run under
+    perf (perf: the `perf record ... -o FILE --` prefix), stopped with SIGINT once drained so
+    perf writes its data. Returns the drain rate, jobs/s (first start mark .. last end mark)."""
+    w = Worker(ctx, b, ctx.name("profile"), end_marks=partitions, tag=tag, env=env, prefix=perf)
+    try:
+        recs = w.wait_marks(600)
+    finally:
+        w.proc.send_signal(signal.SIGINT)  # perf stops the worker and writes its data
+        w.proc.wait(timeout=120)
+    starts = [t for k, _, t, _ in recs if k == 1]
+    ends = [t for k, _, t, _ in recs if k == 2]
+    return (total - 1) / ((max(ends) - min(starts)) / 1e6)
 
 
 def perf_samples(data):
@@ -1403,16 +1410,9 @@ def bench_profile_retry(ctx, cfg):
         with ctx.broker(P) as b:
             fill(ctx, b, N, flaky_every=10 if kind == "flaky" else 0)
             check_backlog(ctx, b, total)
-            w = Worker(ctx, b, ctx.name("profile"), end_marks=P, tag=f"profile-{kind}",
-                       env={"KJOBS_RETRY_DELAYS": "1s"}, prefix=(*perf, "-o", out, "--"))
-            try:
-                recs = w.wait_marks(600)
-            finally:
-                w.proc.send_signal(signal.SIGINT)  # perf stops the worker and writes its data
-                w.proc.wait(timeout=120)
-        starts = [t for k, _, t, _ in recs if k == 1]
-        ends = [t for k, _, t, _ in recs if k == 2]
-        rates[kind] = (total - 1) / ((max(ends) - min(starts)) / 1e6)
+            rates[kind] = drain_under_perf(ctx, b, P, total, f"profile-{kind}",
+                                           (*perf, "-o", out, "--"),
+                                           env={"KJOBS_RETRY_DELAYS": "1s"})
         per_job[kind] = {k: v * 1000 / N for k, v in perf_samples(out).items()}
     ok, fl = per_job["ok"], per_job["flaky"]
     rows = sorted(set(ok) | set(fl), key=lambda k: fl.get(k, 0) - ok.get(k, 0), reverse=True)
