@@ -424,6 +424,18 @@ def med(vals):
 
 # ---- drain ------------------------------------------------------------------------------------
 
+def mark_span(recs):
+    """(first start mark, last end mark, seconds between them) of a worker's bench marks."""
+    first = min(t for k, _, t, _ in recs if k == 1)
+    last = max(t for k, _, t, _ in recs if k == 2)
+    return first, last, (last - first) / 1e6
+
+
+def per_job_us(before, after, jobs):
+    """CPU µs per job between two CPU-seconds readings, or None if either is unknown."""
+    return (after - before) * 1e6 / jobs if before is not None and after is not None else None
+
+
 def kjobs_drain(ctx, b, partitions, total_msgs, env=None, timeout=300):
     """One kjobs drain in a fresh group; rate over first start mark .. last end mark."""
     w = Worker(ctx, b, ctx.name("kjobs-drain"), end_marks=partitions, env=env,
@@ -435,9 +447,7 @@ def kjobs_drain(ctx, b, partitions, total_msgs, env=None, timeout=300):
     except BaseException:
         stop_process(w.proc)
         raise
-    starts = [t for k, _, t, _ in recs if k == 1]
-    ends = [t for k, _, t, _ in recs if k == 2]
-    span = (max(ends) - min(starts)) / 1e6
+    first, last, span = mark_span(recs)
     # the longest time no bench.lat job started, when the backlog has them (bench.lat records
     # its handler-start time): a drain that stalls shows here, whatever its average rate
     lats = sorted(t for k, _, t, _ in recs if k == 0)
@@ -445,7 +455,7 @@ def kjobs_drain(ctx, b, partitions, total_msgs, env=None, timeout=300):
     return {"rate": (total_msgs - 1) / span, "span_s": span, "hwm_kb": hwm, "worker": w,
             "stall_ms": stall / 1e3 if stall is not None else None,
             "cpu_us_per_msg": cpu * 1e6 / total_msgs if cpu is not None else None,
-            "first_us": min(starts), "last_us": max(ends)}
+            "first_us": first, "last_us": last}
 
 
 def rdkafka_version(ctx):
@@ -475,8 +485,7 @@ def raw_copy_drain(ctx, b, total_msgs, copy_every=0):
     if copy_every and res["copies_acked"] != total_msgs // copy_every:
         raise HarnessError(f"raw copies: {res}")
     return {"main_rate": res["rate"], "cpu_us_per_job": res["cpu_s"] * 1e6 / total_msgs,
-            "broker_cpu_us_per_job": (bcpu - bcpu0) * 1e6 / total_msgs
-            if bcpu is not None and bcpu0 is not None else None}
+            "broker_cpu_us_per_job": per_job_us(bcpu0, bcpu, total_msgs)}
 
 
 def raw_drain(ctx, b, total_msgs, env=None):
@@ -854,8 +863,7 @@ def bench_retry(ctx, cfg):
                              "retried": main_retry,
                              "cpu_us_per_job": cpu * 1e6 / N if cpu is not None else None,
                              "rx_bytes_per_job": rx / N if rx is not None else None,
-                             "broker_cpu_us_per_job": (bcpu - bcpu0) * 1e6 / N
-                             if bcpu is not None and bcpu0 is not None else None,
+                             "broker_cpu_us_per_job": per_job_us(bcpu0, bcpu, N),
                              "stall_ms": k["stall_ms"]}
         row["ratio_main"] = row["flaky"]["main_rate"] / row["ok"]["main_rate"]
         # the floor: a raw client reading the same backlog, then also writing 10 % of it back
@@ -1374,9 +1382,7 @@ def drain_under_perf(ctx, b, partitions, total, tag, perf, env=None):
     finally:
         w.proc.send_signal(signal.SIGINT)  # perf stops the worker and writes its data
         w.proc.wait(timeout=120)
-    starts = [t for k, _, t, _ in recs if k == 1]
-    ends = [t for k, _, t, _ in recs if k == 2]
-    return (total - 1) / ((max(ends) - min(starts)) / 1e6)
+    return (total - 1) / mark_span(recs)[2]
 
 
 def perf_samples(data):

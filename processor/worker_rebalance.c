@@ -73,9 +73,13 @@ static void assign_partitions(kj_worker *w, rd_kafka_t *rk, rd_kafka_topic_parti
                    "error", rd_kafka_err2str(err));
     }
     bool arming = false, held = false;
+    /* start is a copy of parts: added[i] is the state of both lists' i-th partition (NULL
+     * where it could not be added) */
+    kj_part **added = calloc(start->cnt > 0 ? (size_t)start->cnt : 1, sizeof *added);
     for (int i = 0; i < start->cnt; i++) {
         rd_kafka_topic_partition_t *tp = &start->elems[i];
         kj_part *p = part_add(w, tp->topic, tp->partition);
+        if (added) added[i] = p;
         /* Given up here while a batch of it still runs (revoke_lanes), and back: its jobs wait
          * for that batch to return, so one process never runs two batches of a partition at
          * once (the given-up batch's outcomes were dropped: its jobs run again after it). */
@@ -119,7 +123,7 @@ static void assign_partitions(kj_worker *w, rd_kafka_t *rk, rd_kafka_topic_parti
     if (known) resolve_log_starts(rk, start);
     for (int i = 0; i < start->cnt; i++) {
         rd_kafka_topic_partition_t *tp = &start->elems[i];
-        kj_part *p = part_lookup(w, NULL, tp->topic, tp->partition);
+        kj_part *p = added ? added[i] : part_lookup(w, NULL, tp->topic, tp->partition);
         if (!p) continue;
         /* no committed offset: a reset before its first record is not lost jobs (the log
          * start moved between the lookup and the first fetch) */
@@ -156,11 +160,14 @@ static void assign_partitions(kj_worker *w, rd_kafka_t *rk, rd_kafka_topic_parti
     if (arming || held) { /* hold them until their "live" mark is on record (on_offset_commit),
                            * or their given-up batch returned (retired_tick) */
         for (int i = 0; i < parts->cnt; i++) {
-            kj_part *p = part_lookup(w, NULL, parts->elems[i].topic, parts->elems[i].partition);
+            kj_part *p =
+                added ? added[i]
+                      : part_lookup(w, NULL, parts->elems[i].topic, parts->elems[i].partition);
             if (p && part_held(p) && !p->paused) pause_part(w, p, true);
         }
         if (arming) commit_offsets(w, false);
     }
+    free(added);
     control_assigned(w, parts); /* an operator's pauses, before a record is handed out */
     update_flow_share(w);
 }
