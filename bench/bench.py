@@ -444,6 +444,8 @@ def kjobs_drain(ctx, b, partitions, total_msgs, env=None, timeout=300):
         recs = w.wait_marks(timeout)
         hwm = w.hwm_kb()
         cpu = cpu_seconds(w.proc.pid)
+        bcpu = b.cpu_s()  # the broker's CPU seconds at the end of the drain (None if unknown)
+        rx = rx_bytes(w.proc.pid)
     except BaseException:
         stop_process(w.proc)
         raise
@@ -455,7 +457,7 @@ def kjobs_drain(ctx, b, partitions, total_msgs, env=None, timeout=300):
     return {"rate": (total_msgs - 1) / span, "span_s": span, "hwm_kb": hwm, "worker": w,
             "stall_ms": stall / 1e3 if stall is not None else None,
             "cpu_us_per_msg": cpu * 1e6 / total_msgs if cpu is not None else None,
-            "first_us": first, "last_us": last}
+            "broker_cpu_s": bcpu, "rx_bytes": rx, "first_us": first, "last_us": last}
 
 
 def rdkafka_version(ctx):
@@ -864,6 +866,13 @@ def bench_retry(ctx, cfg):
                              "cpu_us_per_job": cpu * 1e6 / N if cpu is not None else None,
                              "rx_bytes_per_job": rx / N if rx is not None else None,
                              "broker_cpu_us_per_job": per_job_us(bcpu0, bcpu, N),
+                             # CPU until the main drain's last end mark (before the retries
+                             # run): what competes with the first attempts for the 2 cores
+                             "main_cpu_us_per_job": k["cpu_us_per_msg"],
+                             "main_broker_cpu_us_per_job": per_job_us(bcpu0, k["broker_cpu_s"],
+                                                                      N),
+                             "main_rx_bytes_per_job": k["rx_bytes"] / N
+                             if k["rx_bytes"] is not None else None,
                              "stall_ms": k["stall_ms"]}
         row["ratio_main"] = row["flaky"]["main_rate"] / row["ok"]["main_rate"]
         # the floor: a raw client reading the same backlog, then also writing 10 % of it back
@@ -879,9 +888,15 @@ def bench_retry(ctx, cfg):
             f"done after {row['flaky']['done_s']:.2f}s; CPU {row['ok']['cpu_us_per_job'] or 0:.2f}"
             f" / {row['flaky']['cpu_us_per_job'] or 0:.2f} us/job (broker "
             f"{row['ok']['broker_cpu_us_per_job'] or 0:.2f} / "
-            f"{row['flaky']['broker_cpu_us_per_job'] or 0:.2f}), received "
+            f"{row['flaky']['broker_cpu_us_per_job'] or 0:.2f}); main drain CPU worker+broker "
+            f"{row['ok']['main_cpu_us_per_job'] or 0:.2f}+"
+            f"{row['ok']['main_broker_cpu_us_per_job'] or 0:.2f} / "
+            f"{row['flaky']['main_cpu_us_per_job'] or 0:.2f}+"
+            f"{row['flaky']['main_broker_cpu_us_per_job'] or 0:.2f} us/job, received "
+            f"{row['ok']['main_rx_bytes_per_job'] or 0:.0f} / "
+            f"{row['flaky']['main_rx_bytes_per_job'] or 0:.0f} B/job (all done "
             f"{row['ok']['rx_bytes_per_job'] or 0:.0f} / {row['flaky']['rx_bytes_per_job'] or 0:.0f}"
-            f" B/job; longest stall {row['ok']['stall_ms'] or 0:.0f} / "
+            f"); longest stall {row['ok']['stall_ms'] or 0:.0f} / "
             f"{row['flaky']['stall_ms'] or 0:.0f} ms; raw consumer {row['raw_ok']['main_rate']:.0f}"
             f"/s, writing 10% back {row['raw_copy']['main_rate']:.0f}/s ({row['raw_ratio']:.1%}), "
             f"CPU {row['raw_ok']['cpu_us_per_job']:.2f} / {row['raw_copy']['cpu_us_per_job']:.2f}"
