@@ -436,8 +436,10 @@ def per_job_us(before, after, jobs):
     return (after - before) * 1e6 / jobs if before is not None and after is not None else None
 
 
-def kjobs_drain(ctx, b, partitions, total_msgs, env=None, timeout=300):
-    """One kjobs drain in a fresh group; rate over first start mark .. last end mark."""
+def kjobs_drain(ctx, b, partitions, total_msgs, env=None, timeout=300, want_rx=False):
+    """One kjobs drain in a fresh group; rate over first start mark .. last end mark.
+    want_rx: also read the bytes the worker received so far (runs `ss`; the retry pairs'
+    figure), else rx_bytes is None."""
     w = Worker(ctx, b, ctx.name("kjobs-drain"), end_marks=partitions, env=env,
                tag="drain", prefix=shlex.split(os.environ.get("BENCH_WORKER_PREFIX", "")))
     try:
@@ -445,7 +447,7 @@ def kjobs_drain(ctx, b, partitions, total_msgs, env=None, timeout=300):
         hwm = w.hwm_kb()
         cpu = cpu_seconds(w.proc.pid)
         bcpu = b.cpu_s()  # the broker's CPU seconds at the end of the drain (None if unknown)
-        rx = rx_bytes(w.proc.pid)
+        rx = rx_bytes(w.proc.pid) if want_rx else None
     except BaseException:
         stop_process(w.proc)
         raise
@@ -833,7 +835,7 @@ def bench_retry(ctx, cfg):
                 total = N + 2 * P
                 check_backlog(ctx, b, total)
                 bcpu0 = b.cpu_s()
-                k = kjobs_drain(ctx, b, P, total, env=env)
+                k = kjobs_drain(ctx, b, P, total, env=env, want_rx=True)
                 w = k["worker"]
                 try:
                     done_us = k["last_us"]

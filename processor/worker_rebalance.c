@@ -55,6 +55,13 @@ static void resolve_log_starts(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *
     rd_kafka_topic_partition_list_destroy(q);
 }
 
+/* The state of list's i-th partition: added[i] when assign_partitions could keep what it
+ * added (list is parts or its copy start, same order), else looked up. NULL: not added. */
+static kj_part *assigned_part(kj_worker *w, kj_part **added,
+                              const rd_kafka_topic_partition_list_t *list, int i) {
+    return added ? added[i] : part_lookup(w, NULL, list->elems[i].topic, list->elems[i].partition);
+}
+
 static void assign_partitions(kj_worker *w, rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts,
                               bool cooperative) {
     /* Start at the committed offset, or at the beginning where the group has none: with
@@ -123,7 +130,7 @@ static void assign_partitions(kj_worker *w, rd_kafka_t *rk, rd_kafka_topic_parti
     if (known) resolve_log_starts(rk, start);
     for (int i = 0; i < start->cnt; i++) {
         rd_kafka_topic_partition_t *tp = &start->elems[i];
-        kj_part *p = added ? added[i] : part_lookup(w, NULL, tp->topic, tp->partition);
+        kj_part *p = assigned_part(w, added, start, i);
         if (!p) continue;
         /* no committed offset: a reset before its first record is not lost jobs (the log
          * start moved between the lookup and the first fetch) */
@@ -160,9 +167,7 @@ static void assign_partitions(kj_worker *w, rd_kafka_t *rk, rd_kafka_topic_parti
     if (arming || held) { /* hold them until their "live" mark is on record (on_offset_commit),
                            * or their given-up batch returned (retired_tick) */
         for (int i = 0; i < parts->cnt; i++) {
-            kj_part *p =
-                added ? added[i]
-                      : part_lookup(w, NULL, parts->elems[i].topic, parts->elems[i].partition);
+            kj_part *p = assigned_part(w, added, parts, i);
             if (p && part_held(p) && !p->paused) pause_part(w, p, true);
         }
         if (arming) commit_offsets(w, false);
