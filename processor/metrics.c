@@ -576,10 +576,10 @@ char *kj_registry_render(kj_registry *reg, size_t *len) {
 static struct {
     kj_registry *reg;
     kj_metric_family *jobs, *duration, *batch, *lag, *commits, *rebalances, *in_flight, *held_bytes,
-        *resets, *retry, *dlq, *route_errors, *decode_errors, *exec_stray, *breaker, *ready,
-        *build_info, *truncated, *invalid_headers, *hops, *trace_invalid, *sr_requests, *sr_waiting,
-        *periodic_enqueued, *periodic_next, *throttle_wait, *console_actions, *console_oldest,
-        *console_ladder, *console_dlq, *console_dlq_unresolved, *operator_paused;
+        *copy_bytes, *resets, *retry, *dlq, *route_errors, *decode_errors, *exec_stray, *breaker,
+        *ready, *build_info, *truncated, *invalid_headers, *hops, *trace_invalid, *sr_requests,
+        *sr_waiting, *periodic_enqueued, *periodic_next, *throttle_wait, *console_actions,
+        *console_oldest, *console_ladder, *console_dlq, *console_dlq_unresolved, *operator_paused;
     kj_metric_handle *commit_ok, *commit_error;
     pthread_mutex_t version_mu;
     char version[KJ_METRICS_MAX_LABEL_LEN + 1];
@@ -630,6 +630,11 @@ static const struct kj_metric_def {
     {&g_kj.held_bytes, "kjobs_held_record_bytes", KJ_METRIC_GAUGE,
      "Bytes of fetched records this worker holds, queued or running, as "
      "batch.max_pending_bytes counts them (value + key + 256 per record).",
+     0, {0}, NULL, 0},
+    {&g_kj.copy_bytes, "kjobs_routed_copy_bytes", KJ_METRIC_GAUGE,
+     "Bytes of retry and dead-letter copies this worker holds until the broker acknowledges "
+     "them (key, value, headers and per-copy overhead, estimated); bounded by the router's "
+     "queue.buffering.max.kbytes.",
      0, {0}, NULL, 0},
     {&g_kj.resets, "kjobs_offset_resets_total", KJ_METRIC_COUNTER,
      "Consumer offset resets: jobs deleted by retention before they ran.", 0, {0}, NULL, 0},
@@ -795,6 +800,11 @@ void kj_metrics_in_flight_add(int64_t delta) {
 void kj_metrics_held_bytes_set(int64_t bytes) {
     kj_metrics_ensure();
     kj_gauge_set(kj_family_default(g_kj.held_bytes), (double)bytes); /* drift shows, not 0 */
+}
+
+void kj_metrics_copy_bytes_set(int64_t bytes) {
+    kj_metrics_ensure();
+    kj_gauge_set(kj_family_default(g_kj.copy_bytes), (double)bytes);
 }
 
 void kj_metrics_offset_reset(void) {

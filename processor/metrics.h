@@ -55,6 +55,8 @@
  *       Jobs handed to handlers and not yet finished.
  *   kjobs_held_record_bytes  gauge
  *       Bytes of fetched records held (queued or running), as batch.max_pending_bytes counts.
+ *   kjobs_routed_copy_bytes  gauge
+ *       Bytes of retry/DLQ copies held until acknowledged (kj_router_held_bytes).
  *   kjobs_offset_resets_total  counter
  *       Consumer offset resets (jobs deleted by retention before they ran).
  *   kjobs_retry_routed_total{step}  counter
@@ -253,6 +255,8 @@ void kj_metrics_in_flight_add(int64_t delta);
 /** kjobs_held_record_bytes; set by the poll thread each tick (as it is: a negative value would
  * be an accounting bug, and must show). */
 void kj_metrics_held_bytes_set(int64_t bytes);
+/** kjobs_routed_copy_bytes; set by the poll thread each tick from kj_router_held_bytes. */
+void kj_metrics_copy_bytes_set(int64_t bytes);
 void kj_metrics_offset_reset(void);
 /** step is 1-based, as in the topic name <topic>.retry.<step>. */
 void kj_metrics_retry_routed(int step);

@@ -32,6 +32,13 @@
 /* A worker thread waits this long for producer queue space (serving delivery reports while it
  * waits) before it hands the copy to the poll thread's re-send list. */
 #define QUEUE_FULL_WAIT_MS 10000
+/* What a queued copy holds in memory besides its key, value and headers' names and values
+ * (copy_footprint): librdkafka's message (rd_kafka_msg_t, ~250 B after allocator rounding) and
+ * header list (~70 B), and the copy's context; per header, librdkafka's rd_kafka_header_t and
+ * its rounding. Measured with heaptrack on a 128-partition drain with 10 % retried: 1.4-1.5 KiB
+ * per copy of a 100-byte job carrying ten headers (bench/RESULTS.md, "The router's copies"). */
+#define COPY_OVERHEAD   320
+#define HEADER_OVERHEAD 48
 /* Bytes librdkafka adds to key + value + headers when it checks message.max.bytes
  * (RD_KAFKAP_MESSAGE_V2_MAX_OVERHEAD: length, attributes, timestamp and offset deltas, key,
  * value and header-count varints, each at its widest). */
@@ -55,6 +62,13 @@ struct kj_router {
     void *diverted_opaque;
     size_t max_message_bytes; /* the producer's message.max.bytes */
     atomic_long outstanding;  /* routed, source offset not yet completed */
+    /* The memory of the copies this router holds (routed, not yet acknowledged), in bytes as
+     * copy_footprint counts it, and its bound: librdkafka's queue.buffering.max.kbytes counts
+     * only values, and a copy of a 100-byte job holds ~1.5 KiB (its headers, one allocation
+     * each), so a 1 MiB queue of small copies held ~15 MiB. A worker thread waits while the
+     * bound is reached, like for a full queue (queue_copy). */
+    atomic_llong held_bytes;
+    long long max_held_bytes;
     /* handed to librdkafka, delivery report not yet served: what a transaction commit waits
      * for. Not `outstanding`: a worker thread counts its copy there before it waits for
      * txn_lock, so a commit holding the lock would wait for a copy that cannot be produced. */
@@ -128,6 +142,7 @@ typedef struct route_ctx {
     bool scheduled;          /* a not-yet-due main-topic job (kjobs-run-at), not run */
     bool parked;             /* waits behind an earlier job of its key, not run */
     bool queued;             /* handed to queue_copy at least once */
+    size_t footprint;        /* counted in held_bytes when first queued (copy_footprint) */
     int shrink;              /* SHRINK_* */
     const char *first_topic; /* the destination before any reduction (borrowed) */
     /* the job's kjobs-error, for a reduced copy: read from the headers when the copy is first
@@ -140,7 +155,8 @@ typedef struct route_ctx {
     struct route_ctx *next_resend;
 } route_ctx;
 
-static void route_ctx_free(route_ctx *c) {
+static void route_ctx_free(kj_router *r, route_ctx *c) {
+    atomic_fetch_sub(&r->held_bytes, (long long)c->footprint);
     if (c->headers) rd_kafka_headers_destroy(c->headers);
     free(c->job_error);
     free(c); /* key and value live in the same block */
@@ -164,6 +180,20 @@ size_t kj_copy_wire_size(size_t key_len, size_t value_len, const rd_kafka_header
         /* librdkafka counts each length as a zig-zag varint */
         size += nlen + varint_len((uint64_t)nlen << 1) + len + varint_len((uint64_t)len << 1);
     }
+    return size;
+}
+
+/* The bytes c holds while queued: its context block (key and value included), its headers and
+ * librdkafka's message, as estimated by COPY_OVERHEAD and HEADER_OVERHEAD. Called before
+ * produce_copy hands the headers over. */
+static size_t copy_footprint(const route_ctx *c) {
+    size_t size = sizeof(*c) + COPY_OVERHEAD + c->key_len + c->value_len;
+    const char *name;
+    const void *val;
+    size_t len;
+    for (size_t i = 0; c->headers && rd_kafka_header_get_all(c->headers, i, &name, &val, &len) == 0;
+         i++)
+        size += HEADER_OVERHEAD + strlen(name) + (val ? len : 0) + 2;
     return size;
 }
 
@@ -362,7 +392,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opa
         /* complete before the count drops: a zero count means every completion has run */
         r->done(&c->source, c->offset, r->done_opaque);
         atomic_fetch_sub(&r->outstanding, 1);
-        route_ctx_free(c);
+        route_ctx_free(r, c);
     } else {
         delivery_failed(r, rk, msg, c, msg->err);
     }
@@ -406,6 +436,13 @@ kj_router *kj_router_new(const kj_config *cfg, rd_kafka_conf_t *conf, const char
             goto fail;
         }
     }
+    /* the same budget bounds what the copies hold in memory, headers included (held_bytes) */
+    char queue_kb[32];
+    size_t queue_kb_len = sizeof(queue_kb);
+    r->max_held_bytes = rd_kafka_conf_get(conf, "queue.buffering.max.kbytes", queue_kb,
+                                          &queue_kb_len) == RD_KAFKA_CONF_OK
+                            ? atoll(queue_kb) * 1024
+                            : (long long)kj_config_queue_kbytes(cfg) * 1024;
     r->transactional = cfg->retry_exactly_once;
     pthread_rwlockattr_t attr;
     pthread_rwlockattr_init(&attr);
@@ -479,7 +516,7 @@ void kj_router_free(kj_router *r) {
     while (r->resend_head) { /* never acknowledged: their sources were not committed */
         route_ctx *c = r->resend_head;
         r->resend_head = c->next_resend;
-        route_ctx_free(c);
+        route_ctx_free(r, c);
     }
     for (size_t i = 0; r->retry_topics && i < r->cfg->retry_delay_count; i++)
         free(r->retry_topics[i]);
@@ -490,23 +527,38 @@ void kj_router_free(kj_router *r) {
     free(r);
 }
 
-/* Queues c from a worker thread. A full producer queue is back-pressure: wait for space
- * (serving delivery reports here, so the wait cannot depend on the poll thread, which may be
- * waiting for this very batch in a rebalance), bounded by QUEUE_FULL_WAIT_MS; then, and on
- * any other refusal, the copy goes to the re-send list. Never dropped. */
+/* Whether queued copy c must wait for the others' memory (held_bytes, counting c): they hold
+ * some and all together are over the bound. One copy larger than the bound alone waits only
+ * for the others; none waits while the queue is stalled (queue_copy). */
+static bool over_bound(kj_router *r, const route_ctx *c) {
+    long long held = atomic_load(&r->held_bytes);
+    return held > (long long)c->footprint && held > r->max_held_bytes &&
+           !atomic_load(&r->queue_stalled);
+}
+
+/* Queues c from a worker thread. A full producer queue, or copies over max_held_bytes, is
+ * back-pressure: wait for space (serving delivery reports here, so the wait cannot depend on the
+ * poll thread, which may be waiting for this very batch in a rebalance), bounded by
+ * QUEUE_FULL_WAIT_MS; then, and on any other refusal, the copy goes to the re-send list. Never
+ * dropped. */
 static void queue_copy(kj_router *r, route_ctx *c) {
     long long wait_until = 0;
     c->queued = true;
+    c->footprint = copy_footprint(c);
+    atomic_fetch_add(&r->held_bytes, (long long)c->footprint); /* before anything can free c */
     for (;;) {
-        if (r->transactional) pthread_rwlock_rdlock(&r->txn_lock);
-        rd_kafka_resp_err_t err = produce_copy(r, c);
-        if (r->transactional) {
-            if (!err) atomic_fetch_add(&r->produced_in_txn, 1);
-            pthread_rwlock_unlock(&r->txn_lock); /* never wait for queue space holding it */
-        }
-        if (!err) {
-            atomic_store(&r->queue_stalled, false);
-            return;
+        rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR__QUEUE_FULL; /* over the bound: wait */
+        if (!over_bound(r, c)) {
+            if (r->transactional) pthread_rwlock_rdlock(&r->txn_lock);
+            err = produce_copy(r, c);
+            if (r->transactional) {
+                if (!err) atomic_fetch_add(&r->produced_in_txn, 1);
+                pthread_rwlock_unlock(&r->txn_lock); /* never wait for queue space holding it */
+            }
+            if (!err) {
+                atomic_store(&r->queue_stalled, false);
+                return;
+            }
         }
         if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL && !rd_kafka_fatal_error(r->rk, NULL, 0) &&
             !atomic_load(&r->queue_stalled)) {
@@ -730,6 +782,10 @@ long kj_router_poll(kj_router *r, int timeout_ms) {
 
 long kj_router_outstanding(const kj_router *r) {
     return atomic_load(&r->outstanding);
+}
+
+long long kj_router_held_bytes(const kj_router *r) {
+    return atomic_load(&r->held_bytes);
 }
 
 long kj_router_failing(const kj_router *r) {

@@ -441,6 +441,7 @@ static void tick(kj_worker *w, int64_t now, int64_t *last_commit, int64_t *last_
     char why[96];
     kj_metrics_ready_set(kj_worker_ready(w, why, sizeof(why))); /* kjobs_ready mirrors /readyz */
     kj_metrics_held_bytes_set(atomic_load_explicit(&w->pending_bytes, memory_order_relaxed));
+    kj_metrics_copy_bytes_set(kj_router_held_bytes(w->router));
     for (kj_part *p = w->parts; p; p = p->next) /* an arming mark unanswered for 3 s: again */
         if (p->arming && p->meta_sent[0] && now - p->arm_sent_at > 3000) p->meta_sent[0] = '\0';
     for (kj_part *p = w->parts; p; p = p->next)
