@@ -402,10 +402,12 @@ static const kj_setting kj_settings[] = {
             "(queued.max.messages.kbytes, with librdkafka 2.2 or later) and the queue of retry and "
             "dead-letter copies waiting "
             "for their acknowledgement (queue.buffering.max.kbytes), unless kafka.properties "
-            "sets them. With the default a worker peaked at 37-49 MiB RSS draining 1-2 million "
-            "100-byte jobs with 10 % of them retried (64-128 partitions on the embedded broker, 8 "
-            "on Kafka; 55-78 MiB, median 64, with 128 partitions on Kafka: bench/RESULTS.md); "
-            "a larger bound trades memory for fewer pauses."},
+            "sets them; what those copies hold in memory, headers included, is bounded by the "
+            "whole of it (kjobs_routed_copy_bytes). With the default a worker peaked at 37-49 "
+            "MiB RSS draining 1-2 million 100-byte jobs with 10 % of them retried (64-128 "
+            "partitions on the embedded broker, 8 on Kafka; 55-91 MiB with 128 partitions on "
+            "Kafka, where held records keep librdkafka's fetch responses alive: "
+            "bench/RESULTS.md); a larger bound trades memory for fewer pauses."},
     {ROW("batch", "ordering", "KJOBS_BATCH_ORDERING"), .type = KT_STRING, .off = F(batch_ordering),
      .def = "partition", .check = check_batch_ordering, .expect = "\"partition\" or \"key\"",
      .doc = "\"partition\": a partition's jobs run one batch at a time, in offset order. "

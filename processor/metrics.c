@@ -633,8 +633,8 @@ static const struct kj_metric_def {
      0, {0}, NULL, 0},
     {&g_kj.copy_bytes, "kjobs_routed_copy_bytes", KJ_METRIC_GAUGE,
      "Bytes of retry and dead-letter copies this worker holds until the broker acknowledges "
-     "them (key, value, headers and per-copy overhead, estimated); bounded by the router's "
-     "queue.buffering.max.kbytes.",
+     "them (key, value, headers and per-copy overhead, estimated); bounded by "
+     "batch.max_pending_bytes.",
      0, {0}, NULL, 0},
     {&g_kj.resets, "kjobs_offset_resets_total", KJ_METRIC_COUNTER,
      "Consumer offset resets: jobs deleted by retention before they ran.", 0, {0}, NULL, 0},

@@ -63,10 +63,12 @@ struct kj_router {
     size_t max_message_bytes; /* the producer's message.max.bytes */
     atomic_long outstanding;  /* routed, source offset not yet completed */
     /* The memory of the copies this router holds (routed, not yet acknowledged), in bytes as
-     * copy_footprint counts it, and its bound: librdkafka's queue.buffering.max.kbytes counts
-     * only values, and a copy of a 100-byte job holds ~1.5 KiB (its headers, one allocation
-     * each), so a 1 MiB queue of small copies held ~15 MiB. A worker thread waits while the
-     * bound is reached, like for a full queue (queue_copy). */
+     * copy_footprint counts it, and its bound (batch.max_pending_bytes): librdkafka's
+     * queue.buffering.max.kbytes counts only values, and a copy of a 100-byte job holds
+     * ~1.4 KiB (its headers, one allocation each), so a 1 MiB queue of copies of jobs with
+     * tiny values could hold up to librdkafka's 100,000 messages: ~140 MiB while the broker
+     * is slow to acknowledge. A worker thread waits while the bound is reached, like for a
+     * full queue (queue_copy). */
     atomic_llong held_bytes;
     long long max_held_bytes;
     /* handed to librdkafka, delivery report not yet served: what a transaction commit waits
@@ -436,13 +438,13 @@ kj_router *kj_router_new(const kj_config *cfg, rd_kafka_conf_t *conf, const char
             goto fail;
         }
     }
-    /* the same budget bounds what the copies hold in memory, headers included (held_bytes) */
-    char queue_kb[32];
-    size_t queue_kb_len = sizeof(queue_kb);
-    r->max_held_bytes = rd_kafka_conf_get(conf, "queue.buffering.max.kbytes", queue_kb,
-                                          &queue_kb_len) == RD_KAFKA_CONF_OK
-                            ? atoll(queue_kb) * 1024
-                            : (long long)kj_config_queue_kbytes(cfg) * 1024;
+    /* What the copies hold in memory, headers included (held_bytes), is bounded like the
+     * records the process holds: by batch.max_pending_bytes. Not by the queue's size: copies
+     * wait about linger.ms plus a produce round trip, so a drain routing 40 k copies a second
+     * keeps ~2,000 of them (~3 MiB) in flight; bounded to the 1 MiB queue, a 128-partition
+     * drain on Kafka 4.1.1 with 10 % retried ran at 142-182 k jobs/s instead of 267-476 k
+     * (bench/RESULTS.md, "The router's copies"). */
+    r->max_held_bytes = cfg->batch_max_pending_bytes;
     r->transactional = cfg->retry_exactly_once;
     pthread_rwlockattr_t attr;
     pthread_rwlockattr_init(&attr);

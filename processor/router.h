@@ -22,13 +22,13 @@
  * No loss: the copy goes through an idempotent producer with acks=all. The source offset is
  * completed (becomes committable) only in the delivery report of an acknowledged copy: one the
  * broker answered for with the offset it stored the copy at (kj_copy_confirmed). A full
- * producer queue is back-pressure: the worker thread waits for space, and so are copies holding
- * more memory than the queue's size (queue.buffering.max.kbytes; librdkafka counts only values
- * against it, and a small job's copy holds ten times its value: kj_router_held_bytes). A copy that
- * is refused or fails is produced again (with backoff) until it is acknowledged; while it is not,
- * its partition's commit cannot pass it, the failure is logged with librdkafka's error and counted,
- * and readiness reports it. A fatal producer error (idempotence broken) stops the worker without
- * committing.
+ * producer queue is back-pressure: the worker thread waits for space, and so it does while the
+ * copies hold more memory than batch.max_pending_bytes (librdkafka counts only values against
+ * its queue's size, and a small job's copy holds ten times its value: kj_router_held_bytes).
+ * A copy that is refused or fails is produced again (with backoff) until it is acknowledged; while
+ * it is not, its partition's commit cannot pass it, the failure is logged with librdkafka's error
+ * and counted, and readiness reports it. A fatal producer error (idempotence broken) stops the
+ * worker without committing.
  *
  * Exactly-once mode (retry.exactly_once): the producer is transactional; copies and the
  * consumed offsets are committed in one Kafka transaction (kj_router_commit_transaction), so a
@@ -183,7 +183,7 @@ long kj_router_poll(kj_router *router, int timeout_ms);
 long kj_router_outstanding(const kj_router *router);
 /** Bytes the copies not yet acknowledged hold in memory (key, value, headers and a per-copy
  * overhead, estimated when each is first queued); a worker thread routing a copy waits while
- * they are over the producer's queue.buffering.max.kbytes (see "No loss" above). */
+ * they are over batch.max_pending_bytes (see "No loss" above). */
 long long kj_router_held_bytes(const kj_router *router);
 long kj_router_failing(const kj_router *router);
 /** True after a fatal producer error: the worker must stop without committing. */

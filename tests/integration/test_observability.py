@@ -669,23 +669,22 @@ def test_held_records_stay_within_the_byte_bound():
         assert rc == 0, "".join(lines[-10:])
 
 
-def test_routed_copies_stay_within_the_queue_budget():
-    """The router bounds what its copies hold in memory, headers included, by its producer's
-    queue.buffering.max.kbytes: librdkafka counts only values against that, and a copy of a job
-    with a 1-byte value holds ~1.3 KiB (its ten headers, one allocation each, and librdkafka's
-    message). 1,500 jobs fail at once while the broker answers every request 300 ms late:
-    without the bound all their copies (~2 MiB) wait in the producer queue together; with a
-    128 KiB queue the bytes held climb to it and stay within it plus one copy, and every job
-    still succeeds on its retry."""
+def test_routed_copies_stay_within_the_byte_bound():
+    """batch.max_pending_bytes also bounds what the router's copies hold in memory, headers
+    included: librdkafka's queue counts only values, and a copy of a job with a 1-byte value
+    holds ~1.3 KiB (its ten headers, one allocation each, and librdkafka's message). 1,500 jobs
+    fail at once while the broker answers every request 300 ms late: without the bound all
+    their copies (~2 MiB) wait in the producer queue together; with a 128 KiB bound the bytes
+    held climb to it and stay within it plus one copy, and every job still succeeds on its
+    retry."""
     bound, n = 128 * 1024, 1500
     with procs.FaultBroker(brokers=1, partitions=2) as broker:
         b = broker.bootstrap
         run(kjobs_cmd("enqueue", "-b", b, "--type", "kjobs.flaky", "--payload", "1",
                       "--count", str(n)))  # fails once, then succeeds
         broker.cmd("rtt -1 300")
-        proc, port, lines = start_worker(b, {
-            "KJOBS_RETRY_DELAYS": "1s",
-            "KJOBS_RDKAFKA_QUEUE_BUFFERING_MAX_KBYTES": str(bound // 1024)})
+        proc, port, lines = start_worker(b, {"KJOBS_RETRY_DELAYS": "1s",
+                                             "KJOBS_BATCH_MAX_PENDING_BYTES": str(bound)})
         sampler = Sampler(port)
         try:
             sampler.scrape()
@@ -711,5 +710,5 @@ if __name__ == "__main__":
     harness.main([test_readiness_follows_the_lifecycle_and_metrics_count_every_job,
                   test_every_documented_metric_moves_as_documented,
                   test_held_records_stay_within_the_byte_bound,
-                  test_routed_copies_stay_within_the_queue_budget,
+                  test_routed_copies_stay_within_the_byte_bound,
                   test_no_secret_in_logs_even_with_librdkafka_debug])
