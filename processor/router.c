@@ -14,6 +14,7 @@
 #include "processor/header_contract.h"
 #include "common/utf8.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -67,10 +68,14 @@ struct kj_router {
      * queue.buffering.max.kbytes counts only values, and a copy of a 100-byte job holds
      * ~1.4 KiB (its headers, one allocation each), so a 1 MiB queue of copies of jobs with
      * tiny values could hold up to librdkafka's 100,000 messages: ~140 MiB while the broker
-     * is slow to acknowledge. A worker thread waits while the bound is reached, like for a
-     * full queue (queue_copy). */
+     * is slow to acknowledge. A worker thread waits for room before it queues a copy
+     * (wait_for_room): on held_cond, signalled by route_ctx_free when the copies drop to the
+     * bound while anyone waits (held_waiters). */
     atomic_llong held_bytes;
     long long max_held_bytes;
+    pthread_mutex_t held_lock;
+    pthread_cond_t held_cond; /* CLOCK_MONOTONIC */
+    atomic_int held_waiters;
     /* handed to librdkafka, delivery report not yet served: what a transaction commit waits
      * for. Not `outstanding`: a worker thread counts its copy there before it waits for
      * txn_lock, so a commit holding the lock would wait for a copy that cannot be produced. */
@@ -145,6 +150,7 @@ typedef struct route_ctx {
     bool parked;             /* waits behind an earlier job of its key, not run */
     bool queued;             /* handed to queue_copy at least once */
     size_t footprint;        /* counted in held_bytes when first queued (copy_footprint) */
+    size_t block;            /* the context's allocation: itself, key and value (ctx_from) */
     int shrink;              /* SHRINK_* */
     const char *first_topic; /* the destination before any reduction (borrowed) */
     /* the job's kjobs-error, for a reduced copy: read from the headers when the copy is first
@@ -158,7 +164,13 @@ typedef struct route_ctx {
 } route_ctx;
 
 static void route_ctx_free(kj_router *r, route_ctx *c) {
-    atomic_fetch_sub(&r->held_bytes, (long long)c->footprint);
+    long long held =
+        atomic_fetch_sub(&r->held_bytes, (long long)c->footprint) - (long long)c->footprint;
+    if (atomic_load(&r->held_waiters) > 0 && held <= r->max_held_bytes) {
+        pthread_mutex_lock(&r->held_lock);
+        pthread_cond_broadcast(&r->held_cond);
+        pthread_mutex_unlock(&r->held_lock);
+    }
     if (c->headers) rd_kafka_headers_destroy(c->headers);
     free(c->job_error);
     free(c); /* key and value live in the same block */
@@ -185,11 +197,12 @@ size_t kj_copy_wire_size(size_t key_len, size_t value_len, const rd_kafka_header
     return size;
 }
 
-/* The bytes c holds while queued: its context block (key and value included), its headers and
- * librdkafka's message, as estimated by COPY_OVERHEAD and HEADER_OVERHEAD. Called before
- * produce_copy hands the headers over. */
+/* The bytes c holds while queued: its context block (key and value included, also when a
+ * reduction dropped them from the copy: they stay in the block), its headers and librdkafka's
+ * message, as estimated by COPY_OVERHEAD and HEADER_OVERHEAD. Called before produce_copy hands
+ * the headers over. */
 static size_t copy_footprint(const route_ctx *c) {
-    size_t size = sizeof(*c) + COPY_OVERHEAD + c->key_len + c->value_len;
+    size_t size = c->block + COPY_OVERHEAD;
     const char *name;
     const void *val;
     size_t len;
@@ -411,6 +424,12 @@ kj_router *kj_router_new(const kj_config *cfg, rd_kafka_conf_t *conf, const char
     r->done_opaque = done_opaque;
     r->worker_id = strdup(worker_id);
     pthread_mutex_init(&r->resend_lock, NULL);
+    pthread_mutex_init(&r->held_lock, NULL);
+    pthread_condattr_t cattr;
+    pthread_condattr_init(&cattr);
+    pthread_condattr_setclock(&cattr, CLOCK_MONOTONIC);
+    pthread_cond_init(&r->held_cond, &cattr);
+    pthread_condattr_destroy(&cattr);
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
     rd_kafka_conf_set_opaque(conf, r);
     /* copies must reach the broker: give librdkafka a long internal retry window */
@@ -494,6 +513,8 @@ kj_router *kj_router_new(const kj_config *cfg, rd_kafka_conf_t *conf, const char
     return r;
 fail:
     pthread_mutex_destroy(&r->resend_lock);
+    pthread_mutex_destroy(&r->held_lock);
+    pthread_cond_destroy(&r->held_cond);
     free(r->worker_id);
     free(r);
     return NULL;
@@ -525,42 +546,73 @@ void kj_router_free(kj_router *r) {
     free(r->retry_topics);
     pthread_rwlock_destroy(&r->txn_lock);
     pthread_mutex_destroy(&r->resend_lock);
+    pthread_mutex_destroy(&r->held_lock);
+    pthread_cond_destroy(&r->held_cond);
     free(r->worker_id);
     free(r);
 }
 
-/* Whether queued copy c must wait for the others' memory (held_bytes, counting c): they hold
- * some and all together are over the bound. One copy larger than the bound alone waits only
- * for the others; none waits while the queue is stalled (queue_copy). */
-static bool over_bound(kj_router *r, const route_ctx *c) {
+/* Whether a copy of `footprint` bytes must wait before it is queued: the copies queued before
+ * it hold some memory, and with it they would be over the bound. A copy larger than the bound
+ * alone waits only for the others; none waits while the queue is stalled (wait_for_room). */
+static bool no_room(kj_router *r, size_t footprint) {
     long long held = atomic_load(&r->held_bytes);
-    return held > (long long)c->footprint && held > r->max_held_bytes &&
+    return held > 0 && held + (long long)footprint > r->max_held_bytes &&
            !atomic_load(&r->queue_stalled);
 }
 
-/* Queues c from a worker thread. A full producer queue, or copies over max_held_bytes, is
- * back-pressure: wait for space (serving delivery reports here, so the wait cannot depend on the
- * poll thread, which may be waiting for this very batch in a rebalance), bounded by
- * QUEUE_FULL_WAIT_MS; then, and on any other refusal, the copy goes to the re-send list. Never
- * dropped. */
+/* Waits until the copies queued so far leave room for `footprint` more bytes: woken by
+ * route_ctx_free. The delivery reports that free them are served by the poll thread
+ * (kj_router_poll), never here: a worker thread serving one would complete a source offset on
+ * a partition the poll thread may be freeing. Bounded by QUEUE_FULL_WAIT_MS (the poll thread
+ * may be waiting for this very batch in a rebalance); then the queue counts as stalled, and
+ * copies pass without waiting until one is acknowledged (on_delivery). @locality worker thread */
+static void wait_for_room(kj_router *r, size_t footprint) {
+    if (!no_room(r, footprint)) return;
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += QUEUE_FULL_WAIT_MS / 1000;
+    atomic_fetch_add(&r->held_waiters, 1);
+    pthread_mutex_lock(&r->held_lock);
+    while (no_room(r, footprint) && !rd_kafka_fatal_error(r->rk, NULL, 0))
+        if (pthread_cond_timedwait(&r->held_cond, &r->held_lock, &deadline) == ETIMEDOUT) {
+            if (no_room(r, footprint)) {
+                atomic_store(&r->queue_stalled, true);
+                kj_log(KJ_LOG_WARN,
+                       "routed copies not acknowledged for a while: queueing past their memory "
+                       "bound until one is",
+                       "{s:I,s:I}", "held_bytes", (json_int_t)atomic_load(&r->held_bytes), "bound",
+                       (json_int_t)r->max_held_bytes);
+            }
+            break;
+        }
+    pthread_mutex_unlock(&r->held_lock);
+    atomic_fetch_sub(&r->held_waiters, 1);
+}
+
+/* Queues c from a worker thread, once there is room for its memory (wait_for_room). A full
+ * producer queue is back-pressure: wait for space (serving delivery reports here, so the wait
+ * cannot depend on the poll thread, which may be waiting for this very batch in a rebalance),
+ * bounded by QUEUE_FULL_WAIT_MS; then, and on any other refusal, the copy goes to the re-send
+ * list. Never dropped. */
 static void queue_copy(kj_router *r, route_ctx *c) {
     long long wait_until = 0;
     c->queued = true;
     c->footprint = copy_footprint(c);
+    wait_for_room(r, c->footprint);
     atomic_fetch_add(&r->held_bytes, (long long)c->footprint); /* before anything can free c */
     for (;;) {
-        rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR__QUEUE_FULL; /* over the bound: wait */
-        if (!over_bound(r, c)) {
-            if (r->transactional) pthread_rwlock_rdlock(&r->txn_lock);
-            err = produce_copy(r, c);
-            if (r->transactional) {
-                if (!err) atomic_fetch_add(&r->produced_in_txn, 1);
-                pthread_rwlock_unlock(&r->txn_lock); /* never wait for queue space holding it */
-            }
-            if (!err) {
+        if (r->transactional) pthread_rwlock_rdlock(&r->txn_lock);
+        rd_kafka_resp_err_t err = produce_copy(r, c);
+        if (r->transactional) {
+            if (!err) atomic_fetch_add(&r->produced_in_txn, 1);
+            pthread_rwlock_unlock(&r->txn_lock); /* never wait for queue space holding it */
+        }
+        /* a copy queued past the memory bound is no sign the stall is over */
+        if (!err) {
+            if (atomic_load(&r->held_bytes) <= r->max_held_bytes)
                 atomic_store(&r->queue_stalled, false);
-                return;
-            }
+            return;
         }
         if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL && !rd_kafka_fatal_error(r->rk, NULL, 0) &&
             !atomic_load(&r->queue_stalled)) {
@@ -604,6 +656,7 @@ static route_ctx *ctx_from(const rd_kafka_message_t *msg, const rd_kafka_headers
                            const kj_route_source *source) {
     size_t key_len = msg->key ? msg->key_len : 0, value_len = msg->payload ? msg->len : 0;
     route_ctx *c = calloc(1, sizeof(*c) + key_len + value_len);
+    c->block = sizeof(*c) + key_len + value_len;
     c->source = *source;
     c->offset = msg->offset;
     c->partition = RD_KAFKA_PARTITION_UA;
