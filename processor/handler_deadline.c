@@ -79,11 +79,7 @@ static void *watchdog_main(void *arg) {
 kj_deadline_watch *kj_deadline_watch_start(int64_t grace_ms) {
     kj_deadline_watch *dw = calloc(1, sizeof(*dw));
     if (!dw) return NULL;
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&dw->cond, &attr);
-    pthread_condattr_destroy(&attr);
+    kj_cond_init_monotonic(&dw->cond);
     pthread_mutex_init(&dw->lock, NULL);
     dw->grace_ms = grace_ms;
     dw->wake_at = INT64_MAX;

@@ -123,14 +123,7 @@ static bool wait_or_stop(kj_periodic *p, int64_t ms) {
         if (ms < 0) {
             pthread_cond_wait(&p->cv, &p->mu);
         } else {
-            struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            ts.tv_sec += ms / 1000;
-            ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
+            struct timespec ts = kj_mono_deadline(ms);
             pthread_cond_timedwait(&p->cv, &p->mu, &ts);
         }
     }
@@ -581,11 +574,7 @@ kj_periodic *kj_periodic_new(const kj_config *cfg, const char *worker_id, char *
     p->state_topic = kj_periodic_state_topic(cfg);
     snprintf(p->worker_id, sizeof p->worker_id, "%s", worker_id);
     pthread_mutex_init(&p->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&p->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    kj_cond_init_monotonic(&p->cv);
     rd_kafka_conf_t *conf = kj_kafka_producer_conf_new(cfg, errstr, errstr_size);
     if (!conf) goto fail;
     if (kj_kafka_conf_set(conf, "message.timeout.ms", KJ_PERIODIC_MSG_TIMEOUT_MS, errstr,

@@ -28,6 +28,7 @@
 #include "processor/log.h"
 #include "processor/metrics.h"
 #include "processor/retry_policy.h"
+#include "processor/weighted_semaphore.h"
 
 #define RESEND_BACKOFF_MAX_MS 5000
 /* A worker thread waits this long for producer queue space (serving delivery reports while it
@@ -68,14 +69,10 @@ struct kj_router {
      * queue.buffering.max.kbytes counts only values, and a copy of a 100-byte job holds
      * ~1.4 KiB (its headers, one allocation each), so a 1 MiB queue of copies of jobs with
      * tiny values could hold up to librdkafka's 100,000 messages: ~140 MiB while the broker
-     * is slow to acknowledge. A worker thread waits for room before it queues a copy
-     * (wait_for_room): on held_cond, signalled by route_ctx_free when the copies drop to the
-     * bound while anyone waits (held_waiters). */
-    atomic_llong held_bytes;
-    long long max_held_bytes;
-    pthread_mutex_t held_lock;
-    pthread_cond_t held_cond; /* CLOCK_MONOTONIC */
-    atomic_int held_waiters;
+     * is slow to acknowledge. A worker thread takes room for a copy before it queues it
+     * (wait_for_room), in turn (a large copy is not overtaken by small ones), and
+     * route_ctx_free gives it back. */
+    kj_wsem copies;
     /* handed to librdkafka, delivery report not yet served: what a transaction commit waits
      * for. Not `outstanding`: a worker thread counts its copy there before it waits for
      * txn_lock, so a commit holding the lock would wait for a copy that cannot be produced. */
@@ -149,7 +146,7 @@ typedef struct route_ctx {
     bool scheduled;          /* a not-yet-due main-topic job (kjobs-run-at), not run */
     bool parked;             /* waits behind an earlier job of its key, not run */
     bool queued;             /* handed to queue_copy at least once */
-    size_t footprint;        /* counted in held_bytes when first queued (copy_footprint) */
+    size_t footprint;        /* counted in copies when first queued (copy_footprint) */
     size_t block;            /* the context's allocation: itself, key and value (ctx_from) */
     int shrink;              /* SHRINK_* */
     const char *first_topic; /* the destination before any reduction (borrowed) */
@@ -164,13 +161,7 @@ typedef struct route_ctx {
 } route_ctx;
 
 static void route_ctx_free(kj_router *r, route_ctx *c) {
-    long long held =
-        atomic_fetch_sub(&r->held_bytes, (long long)c->footprint) - (long long)c->footprint;
-    if (atomic_load(&r->held_waiters) > 0 && held <= r->max_held_bytes) {
-        pthread_mutex_lock(&r->held_lock);
-        pthread_cond_broadcast(&r->held_cond);
-        pthread_mutex_unlock(&r->held_lock);
-    }
+    kj_wsem_release(&r->copies, (long long)c->footprint);
     if (c->headers) rd_kafka_headers_destroy(c->headers);
     free(c->job_error);
     free(c); /* key and value live in the same block */
@@ -424,12 +415,13 @@ kj_router *kj_router_new(const kj_config *cfg, rd_kafka_conf_t *conf, const char
     r->done_opaque = done_opaque;
     r->worker_id = strdup(worker_id);
     pthread_mutex_init(&r->resend_lock, NULL);
-    pthread_mutex_init(&r->held_lock, NULL);
-    pthread_condattr_t cattr;
-    pthread_condattr_init(&cattr);
-    pthread_condattr_setclock(&cattr, CLOCK_MONOTONIC);
-    pthread_cond_init(&r->held_cond, &cattr);
-    pthread_condattr_destroy(&cattr);
+    /* What the copies hold in memory, headers included, is bounded like the records the
+     * process holds: by batch.max_pending_bytes. Not by the queue's size: copies wait about
+     * linger.ms plus a produce round trip, so a drain routing 40 k copies a second keeps ~2,000
+     * of them (~3 MiB) in flight; bounded to the 1 MiB queue, a 128-partition drain on Kafka
+     * 4.1.1 with 10 % retried ran at 142-182 k jobs/s instead of 267-476 k (bench/RESULTS.md,
+     * "The router's copies"). */
+    kj_wsem_init(&r->copies, cfg->batch_max_pending_bytes);
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
     rd_kafka_conf_set_opaque(conf, r);
     /* copies must reach the broker: give librdkafka a long internal retry window */
@@ -457,13 +449,6 @@ kj_router *kj_router_new(const kj_config *cfg, rd_kafka_conf_t *conf, const char
             goto fail;
         }
     }
-    /* What the copies hold in memory, headers included (held_bytes), is bounded like the
-     * records the process holds: by batch.max_pending_bytes. Not by the queue's size: copies
-     * wait about linger.ms plus a produce round trip, so a drain routing 40 k copies a second
-     * keeps ~2,000 of them (~3 MiB) in flight; bounded to the 1 MiB queue, a 128-partition
-     * drain on Kafka 4.1.1 with 10 % retried ran at 142-182 k jobs/s instead of 267-476 k
-     * (bench/RESULTS.md, "The router's copies"). */
-    r->max_held_bytes = cfg->batch_max_pending_bytes;
     r->transactional = cfg->retry_exactly_once;
     pthread_rwlockattr_t attr;
     pthread_rwlockattr_init(&attr);
@@ -513,8 +498,7 @@ kj_router *kj_router_new(const kj_config *cfg, rd_kafka_conf_t *conf, const char
     return r;
 fail:
     pthread_mutex_destroy(&r->resend_lock);
-    pthread_mutex_destroy(&r->held_lock);
-    pthread_cond_destroy(&r->held_cond);
+    kj_wsem_destroy(&r->copies);
     free(r->worker_id);
     free(r);
     return NULL;
@@ -546,48 +530,39 @@ void kj_router_free(kj_router *r) {
     free(r->retry_topics);
     pthread_rwlock_destroy(&r->txn_lock);
     pthread_mutex_destroy(&r->resend_lock);
-    pthread_mutex_destroy(&r->held_lock);
-    pthread_cond_destroy(&r->held_cond);
+    kj_wsem_destroy(&r->copies);
     free(r->worker_id);
     free(r);
 }
 
-/* Whether a copy of `footprint` bytes must wait before it is queued: the copies queued before
- * it hold some memory, and with it they would be over the bound. A copy larger than the bound
- * alone waits only for the others; none waits while the queue is stalled (wait_for_room). */
-static bool no_room(kj_router *r, size_t footprint) {
-    long long held = atomic_load(&r->held_bytes);
-    return held > 0 && held + (long long)footprint > r->max_held_bytes &&
-           !atomic_load(&r->queue_stalled);
+/* Stops waiting for room (kj_wsem_acquire): the producer is stalled or has failed. */
+static bool copies_unbounded(void *opaque) {
+    kj_router *r = opaque;
+    return atomic_load(&r->queue_stalled) || rd_kafka_fatal_error(r->rk, NULL, 0);
 }
 
-/* Waits until the copies queued so far leave room for `footprint` more bytes: woken by
- * route_ctx_free. The delivery reports that free them are served by the poll thread
- * (kj_router_poll), never here: a worker thread serving one would complete a source offset on
- * a partition the poll thread may be freeing. Bounded by QUEUE_FULL_WAIT_MS (the poll thread
- * may be waiting for this very batch in a rebalance); then the queue counts as stalled, and
- * copies pass without waiting until one is acknowledged (on_delivery). @locality worker thread */
+/* Marks the queue stalled and lets every copy waiting for room through. */
+static void stall(kj_router *r) {
+    atomic_store(&r->queue_stalled, true);
+    kj_wsem_open(&r->copies);
+}
+
+/* Takes room for `footprint` bytes of copies, in turn (weighted_semaphore.h). The delivery
+ * reports that free room are served by the poll thread (kj_router_poll; during a revoke too,
+ * worker_rebalance.c revoke_lanes), never here: a worker thread serving one would complete a
+ * source offset on a partition the poll thread may be freeing. Bounded by QUEUE_FULL_WAIT_MS;
+ * then the queue counts as stalled, every waiter passes, and copies pass without waiting until
+ * one is acknowledged (on_delivery). @locality worker thread */
 static void wait_for_room(kj_router *r, size_t footprint) {
-    if (!no_room(r, footprint)) return;
-    struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += QUEUE_FULL_WAIT_MS / 1000;
-    atomic_fetch_add(&r->held_waiters, 1);
-    pthread_mutex_lock(&r->held_lock);
-    while (no_room(r, footprint) && !rd_kafka_fatal_error(r->rk, NULL, 0))
-        if (pthread_cond_timedwait(&r->held_cond, &r->held_lock, &deadline) == ETIMEDOUT) {
-            if (no_room(r, footprint)) {
-                atomic_store(&r->queue_stalled, true);
-                kj_log(KJ_LOG_WARN,
-                       "routed copies not acknowledged for a while: queueing past their memory "
-                       "bound until one is",
-                       "{s:I,s:I}", "held_bytes", (json_int_t)atomic_load(&r->held_bytes), "bound",
-                       (json_int_t)r->max_held_bytes);
-            }
-            break;
-        }
-    pthread_mutex_unlock(&r->held_lock);
-    atomic_fetch_sub(&r->held_waiters, 1);
+    if (kj_wsem_acquire(&r->copies, (long long)footprint, QUEUE_FULL_WAIT_MS, copies_unbounded,
+                        r) != KJ_WSEM_TIMED_OUT)
+        return;
+    stall(r);
+    kj_log(KJ_LOG_WARN,
+           "routed copies not acknowledged for a while: queueing past their memory bound until "
+           "one is",
+           "{s:I,s:I}", "held_bytes", (json_int_t)kj_wsem_held(&r->copies), "bound",
+           (json_int_t)r->copies.limit);
 }
 
 /* Queues c from a worker thread, once there is room for its memory (wait_for_room). A full
@@ -599,8 +574,7 @@ static void queue_copy(kj_router *r, route_ctx *c) {
     long long wait_until = 0;
     c->queued = true;
     c->footprint = copy_footprint(c);
-    wait_for_room(r, c->footprint);
-    atomic_fetch_add(&r->held_bytes, (long long)c->footprint); /* before anything can free c */
+    wait_for_room(r, c->footprint); /* counted from now: before anything can free c */
     for (;;) {
         if (r->transactional) pthread_rwlock_rdlock(&r->txn_lock);
         rd_kafka_resp_err_t err = produce_copy(r, c);
@@ -610,8 +584,7 @@ static void queue_copy(kj_router *r, route_ctx *c) {
         }
         /* a copy queued past the memory bound is no sign the stall is over */
         if (!err) {
-            if (atomic_load(&r->held_bytes) <= r->max_held_bytes)
-                atomic_store(&r->queue_stalled, false);
+            if (kj_wsem_held(&r->copies) <= r->copies.limit) atomic_store(&r->queue_stalled, false);
             return;
         }
         if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL && !rd_kafka_fatal_error(r->rk, NULL, 0) &&
@@ -622,7 +595,7 @@ static void queue_copy(kj_router *r, route_ctx *c) {
                 rd_kafka_poll(r->rk, 20);
                 continue;
             }
-            atomic_store(&r->queue_stalled, true);
+            stall(r);
         }
         if (size_refusal(err) && fit_copy(r, c, c->shrink + 1, "message.max.bytes"))
             continue; /* our estimate was short of librdkafka's count: smaller still */
@@ -840,7 +813,7 @@ long kj_router_outstanding(const kj_router *r) {
 }
 
 long long kj_router_held_bytes(const kj_router *r) {
-    return atomic_load(&r->held_bytes);
+    return kj_wsem_held(&r->copies);
 }
 
 long kj_router_failing(const kj_router *r) {

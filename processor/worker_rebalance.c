@@ -254,6 +254,9 @@ static void revoke_lanes(kj_worker *w, kj_part *p, int64_t wait_start) {
              * guard and /livez must not count this as a stopped loop. */
             atomic_store(&w->last_poll_ms, kj_now_ms());
             if (w->heartbeat) kj_heartbeat_beat(w->heartbeat);
+            /* the batch may be waiting for room for its routed copies (router.c wait_for_room):
+             * their delivery reports are served on this thread, also now */
+            kj_router_poll(w->router, 0);
             int64_t waited = kj_now_ms() - wait_start;
             if (waited < w->revoke_wait_ms) continue;
             atomic_store(&p->abandoned, true);

@@ -676,12 +676,17 @@ def test_routed_copies_stay_within_the_byte_bound():
     fail at once while the broker answers every request 300 ms late: without the bound all
     their copies (~2 MiB) wait in the producer queue together; with a 128 KiB bound the bytes
     held climb to it and stay within it plus one copy, and every job still succeeds on its
-    retry."""
+    retry. A copy of 48 KiB among them (a large job dead-lettered amid small ones) waits its
+    turn: small copies arriving after it queue behind it instead of taking the room it waits
+    for, so it never waits out the bound's timeout (which logs a stall and lifts the bound)."""
     bound, n = 128 * 1024, 1500
     with procs.FaultBroker(brokers=1, partitions=2) as broker:
         b = broker.bootstrap
-        run(kjobs_cmd("enqueue", "-b", b, "--type", "kjobs.flaky", "--payload", "1",
-                      "--count", str(n)))  # fails once, then succeeds
+        for job_type, payload, count in (("kjobs.flaky", "1", n // 2),  # fails once
+                                         ("kjobs.fail-permanent", "x" * 48 * 1024, 1),
+                                         ("kjobs.flaky", "1", n - n // 2)):
+            run(kjobs_cmd("enqueue", "-b", b, "--type", job_type, "--payload", payload,
+                          "--count", str(count)))
         broker.cmd("rtt -1 300")
         proc, port, lines = start_worker(b, {"KJOBS_RETRY_DELAYS": "1s",
                                              "KJOBS_BATCH_MAX_PENDING_BYTES": str(bound)})
@@ -703,6 +708,9 @@ def test_routed_copies_stay_within_the_byte_bound():
         held = max(s.values("kjobs_routed_copy_bytes"))
         assert held <= bound + 4096, (held, bound)  # one copy may pass the bound: ~1.3 KiB
         assert total(s.snaps[-1], "kjobs_jobs_total", outcome="retry") == n
+        assert total(s.snaps[-1], "kjobs_jobs_total", outcome="dead_lettered") == 1
+        stalls = [ln for ln in lines if "not acknowledged for a while" in ln]
+        assert not stalls, stalls[0]
         assert rc == 0, "".join(lines[-10:])
 
 

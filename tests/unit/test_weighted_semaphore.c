@@ -1,0 +1,179 @@
+/*
+ * tests/unit/test_weighted_semaphore.c — processor/weighted_semaphore.h: waiters pass in the
+ * order they came (a small weight that would fit waits behind a large one that does not; one
+ * release grants as many as fit, in order), a weight over the whole limit passes once nothing
+ * is held, a timed-out waiter takes its units and stops holding back the ones behind it,
+ * kj_wsem_open and the bypass let waiters through. Threads are awaited through the semaphore's
+ * own count of queued waiters, never by sleeping.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "processor/weighted_semaphore.h"
+
+typedef struct {
+    kj_wsem *s;
+    long long n;
+    int timeout_ms;
+    atomic_int *order; /* shared: the next pass's number */
+    int passed_as;     /* this thread's place among the passes (1 = first) */
+    atomic_bool passed;
+    kj_wsem_result result;
+    pthread_t thread;
+} acquirer;
+
+static void *acquire_main(void *arg) {
+    acquirer *a = arg;
+    a->result = kj_wsem_acquire(a->s, a->n, a->timeout_ms, NULL, NULL);
+    a->passed_as = atomic_fetch_add(a->order, 1) + 1;
+    atomic_store(&a->passed, true);
+    return NULL;
+}
+
+/* Starts an acquirer and returns once the semaphore has refused it room and queued it; fails
+ * if it passes instead. */
+static void start_waiting(acquirer *a) {
+    int before = kj_wsem_waiters(a->s);
+    assert_int_equal(pthread_create(&a->thread, NULL, acquire_main, a), 0);
+    while (kj_wsem_waiters(a->s) == before && !atomic_load(&a->passed)) sched_yield();
+    assert_false(atomic_load(&a->passed));
+}
+
+/* Room for the large weight only once the first holder leaves, and then not for the small one
+ * too: the small one, which would fit at once, passes only after the large one released. */
+static void test_a_small_weight_never_overtakes_a_waiting_large_one(void **state) {
+    (void)state;
+    kj_wsem s;
+    atomic_int order = 0;
+    kj_wsem_init(&s, 100);
+    assert_int_equal(kj_wsem_acquire(&s, 60, 1000, NULL, NULL), KJ_WSEM_ACQUIRED);
+    acquirer large = {.s = &s, .n = 70, .timeout_ms = 60000, .order = &order};
+    acquirer small = {.s = &s, .n = 35, .timeout_ms = 60000, .order = &order};
+    start_waiting(&large); /* 60 + 70 > 100 */
+    start_waiting(&small); /* 60 + 35 fits, but the large one came first: queued */
+    assert_int_equal(kj_wsem_held(&s), 60);
+    kj_wsem_release(&s, 60); /* room for the large one (70), then not for 35 more */
+    pthread_join(large.thread, NULL);
+    assert_int_equal(large.result, KJ_WSEM_ACQUIRED);
+    assert_int_equal(kj_wsem_held(&s), 70);
+    assert_int_equal(kj_wsem_waiters(&s), 1); /* 70 + 35 > 100: the small one still waits */
+    kj_wsem_release(&s, 70);
+    pthread_join(small.thread, NULL);
+    assert_int_equal(small.result, KJ_WSEM_ACQUIRED);
+    assert_int_equal(large.passed_as, 1);
+    assert_int_equal(small.passed_as, 2);
+    assert_int_equal(kj_wsem_held(&s), 35);
+    kj_wsem_destroy(&s);
+}
+
+/* One release granting room to several waiters at once, in order, as far as it goes. */
+static void test_a_release_grants_the_queue_in_order_while_it_fits(void **state) {
+    (void)state;
+    kj_wsem s;
+    atomic_int order = 0;
+    kj_wsem_init(&s, 100);
+    assert_int_equal(kj_wsem_acquire(&s, 100, 1000, NULL, NULL), KJ_WSEM_ACQUIRED);
+    acquirer a = {.s = &s, .n = 40, .timeout_ms = 60000, .order = &order};
+    acquirer b = {.s = &s, .n = 40, .timeout_ms = 60000, .order = &order};
+    acquirer c = {.s = &s, .n = 40, .timeout_ms = 60000, .order = &order};
+    start_waiting(&a);
+    start_waiting(&b);
+    start_waiting(&c);
+    kj_wsem_release(&s, 100); /* a and b fit (80); c does not (120) */
+    pthread_join(a.thread, NULL);
+    pthread_join(b.thread, NULL);
+    assert_int_equal(kj_wsem_held(&s), 80);
+    assert_int_equal(kj_wsem_waiters(&s), 1);
+    kj_wsem_release(&s, 40);
+    pthread_join(c.thread, NULL);
+    assert_int_equal(kj_wsem_held(&s), 80);
+    kj_wsem_destroy(&s);
+}
+
+static void test_a_weight_over_the_limit_passes_when_nothing_is_held(void **state) {
+    (void)state;
+    kj_wsem s;
+    kj_wsem_init(&s, 100);
+    assert_int_equal(kj_wsem_acquire(&s, 500, 1000, NULL, NULL), KJ_WSEM_ACQUIRED);
+    assert_int_equal(kj_wsem_held(&s), 500);
+    kj_wsem_release(&s, 500);
+    assert_int_equal(kj_wsem_held(&s), 0);
+    kj_wsem_destroy(&s);
+}
+
+static void test_a_timed_out_waiter_takes_its_units_and_unblocks_the_queue(void **state) {
+    (void)state;
+    kj_wsem s;
+    atomic_int order = 0;
+    kj_wsem_init(&s, 100);
+    assert_int_equal(kj_wsem_acquire(&s, 95, 1000, NULL, NULL), KJ_WSEM_ACQUIRED);
+    /* the head gives up after 50 ms; the one behind it, which fits, waits only for the head */
+    acquirer head = {.s = &s, .n = 50, .timeout_ms = 50, .order = &order};
+    acquirer behind = {.s = &s, .n = 5, .timeout_ms = 60000, .order = &order};
+    start_waiting(&head);
+    start_waiting(&behind);
+    pthread_join(head.thread, NULL);
+    assert_int_equal(head.result, KJ_WSEM_TIMED_OUT);
+    /* 95 + 50 held: the one behind no longer fits, and waits for room like any other */
+    assert_int_equal(kj_wsem_held(&s), 145);
+    kj_wsem_release(&s, 50);
+    pthread_join(behind.thread, NULL);
+    assert_int_equal(behind.result, KJ_WSEM_ACQUIRED);
+    assert_int_equal(kj_wsem_held(&s), 100);
+    kj_wsem_destroy(&s);
+}
+
+static void test_open_lets_every_waiter_through(void **state) {
+    (void)state;
+    kj_wsem s;
+    atomic_int order = 0;
+    kj_wsem_init(&s, 100);
+    assert_int_equal(kj_wsem_acquire(&s, 100, 1000, NULL, NULL), KJ_WSEM_ACQUIRED);
+    acquirer a = {.s = &s, .n = 10, .timeout_ms = 60000, .order = &order};
+    acquirer b = {.s = &s, .n = 20, .timeout_ms = 60000, .order = &order};
+    start_waiting(&a);
+    start_waiting(&b);
+    kj_wsem_open(&s);
+    pthread_join(a.thread, NULL);
+    pthread_join(b.thread, NULL);
+    assert_int_equal(a.result, KJ_WSEM_BYPASSED); /* not TIMED_OUT after 60 s */
+    assert_int_equal(b.result, KJ_WSEM_BYPASSED);
+    assert_int_equal(kj_wsem_held(&s), 130);
+    assert_int_equal(kj_wsem_waiters(&s), 0);
+    kj_wsem_destroy(&s);
+}
+
+static bool flag_set(void *opaque) {
+    return atomic_load((atomic_bool *)opaque);
+}
+
+static void test_the_bypass_lets_a_waiter_through_without_room(void **state) {
+    (void)state;
+    kj_wsem s;
+    atomic_bool unbounded = true;
+    kj_wsem_init(&s, 100);
+    assert_int_equal(kj_wsem_acquire(&s, 100, 1000, NULL, NULL), KJ_WSEM_ACQUIRED);
+    assert_int_equal(kj_wsem_acquire(&s, 10, 60000, flag_set, &unbounded), KJ_WSEM_BYPASSED);
+    assert_int_equal(kj_wsem_held(&s), 110);
+    kj_wsem_destroy(&s);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_a_small_weight_never_overtakes_a_waiting_large_one),
+        cmocka_unit_test(test_a_release_grants_the_queue_in_order_while_it_fits),
+        cmocka_unit_test(test_a_weight_over_the_limit_passes_when_nothing_is_held),
+        cmocka_unit_test(test_a_timed_out_waiter_takes_its_units_and_unblocks_the_queue),
+        cmocka_unit_test(test_open_lets_every_waiter_through),
+        cmocka_unit_test(test_the_bypass_lets_a_waiter_through_without_room),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
