@@ -31,9 +31,11 @@
 #include "processor/weighted_semaphore.h"
 
 #define RESEND_BACKOFF_MAX_MS 5000
-/* A worker thread waits this long for producer queue space (serving delivery reports while it
- * waits) before it hands the copy to the poll thread's re-send list. */
-#define QUEUE_FULL_WAIT_MS 10000
+/* A worker thread waits this long for producer queue space (trying again every
+ * QUEUE_FULL_RETRY_MS while the poll thread serves delivery reports), and for room for a copy's
+ * memory (wait_for_room), before the queue counts as stalled. */
+#define QUEUE_FULL_WAIT_MS  10000
+#define QUEUE_FULL_RETRY_MS 5
 /* What a queued copy holds in memory besides its key, value and headers' names and values
  * (copy_footprint): librdkafka's message (rd_kafka_msg_t, ~250 B after allocator rounding) and
  * header list (~70 B), and the copy's context; per header, librdkafka's rd_kafka_header_t and
@@ -373,8 +375,8 @@ bool kj_copy_confirmed(rd_kafka_resp_err_t err, int64_t offset, bool transaction
     return err == RD_KAFKA_RESP_ERR_NO_ERROR && (offset >= 0 || transactional);
 }
 
-/* Delivery report: on whatever thread called rd_kafka_poll() on the producer (the poll
- * thread, or a worker thread waiting for queue space). */
+/* Delivery report: on the poll thread (kj_router_poll), the only one that polls the producer:
+ * r->done completes a source offset in the partition table the poll thread alone changes. */
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque) {
     kj_router *r = opaque;
     route_ctx *c = msg->_private;
@@ -566,10 +568,10 @@ static void wait_for_room(kj_router *r, size_t footprint) {
 }
 
 /* Queues c from a worker thread, once there is room for its memory (wait_for_room). A full
- * producer queue is back-pressure: wait for space (serving delivery reports here, so the wait
- * cannot depend on the poll thread, which may be waiting for this very batch in a rebalance),
- * bounded by QUEUE_FULL_WAIT_MS; then, and on any other refusal, the copy goes to the re-send
- * list. Never dropped. */
+ * producer queue is back-pressure: try again every QUEUE_FULL_RETRY_MS while the poll thread
+ * serves the delivery reports that free it (kj_router_poll: in its loop, and in a revoke while
+ * it waits for batches), bounded by QUEUE_FULL_WAIT_MS; then, and on any other refusal, the
+ * copy goes to the re-send list. Never dropped. */
 static void queue_copy(kj_router *r, route_ctx *c) {
     long long wait_until = 0;
     c->queued = true;
@@ -592,7 +594,7 @@ static void queue_copy(kj_router *r, route_ctx *c) {
             long long now = kj_now_ms();
             if (!wait_until) wait_until = now + QUEUE_FULL_WAIT_MS;
             if (now < wait_until) {
-                rd_kafka_poll(r->rk, 20);
+                nanosleep(&(struct timespec){.tv_nsec = QUEUE_FULL_RETRY_MS * 1000000L}, NULL);
                 continue;
             }
             stall(r);
@@ -782,6 +784,8 @@ int kj_router_park(kj_router *r, const kj_route_source *source, const rd_kafka_m
 
 long kj_router_poll(kj_router *r, int timeout_ms) {
     rd_kafka_poll(r->rk, timeout_ms);
+    /* a failed producer acknowledges nothing more: no copy waits for room (copies_unbounded) */
+    if (rd_kafka_fatal_error(r->rk, NULL, 0)) kj_wsem_open(&r->copies);
     long long now = kj_now_ms();
     pthread_mutex_lock(&r->resend_lock);
     route_ctx **link = &r->resend_head;

@@ -1,11 +1,12 @@
 /*
  * weighted_semaphore.c — the FIFO byte bound (weighted_semaphore.h). Waiters queue as nodes on
- * their own stacks, oldest first; whoever frees room (a release, or a waiter leaving the head
- * of the queue) grants it to the queue's head while it fits, counting the units for it, so a
- * waiter that does not fit holds back every later one instead of being overtaken, and no
- * waiter races the next one for the room it was given. The fast path (nobody waiting, room)
- * is an atomic load and add without the lock: a thread racing a new waiter may pass it once,
- * which overshoots the limit by at most one weight per thread.
+ * their own stacks, oldest first, each with its own condition variable; whoever frees room (a
+ * release) grants it to the queue's head while it fits, counting the units for it and waking
+ * that thread alone, so a waiter that does not fit holds back every later one instead of being
+ * overtaken, no waiter races the next one for the room it was given, and a grant wakes no
+ * thread it does not let through. The fast path (nobody waiting, room) is an atomic load and
+ * add without the lock: a thread racing a new waiter may pass it once, which overshoots the
+ * limit by at most one weight per thread.
  */
 #include "processor/weighted_semaphore.h"
 
@@ -19,6 +20,7 @@ typedef struct kj_wsem_waiter {
     long long n;
     bool granted;       /* its units were counted by whoever granted them */
     kj_wsem_result how; /* ACQUIRED or BYPASSED, once granted */
+    pthread_cond_t cond;
     struct kj_wsem_waiter *prev, *next;
 } kj_wsem_waiter;
 
@@ -29,17 +31,17 @@ void kj_wsem_init(kj_wsem *s, long long limit) {
     s->head = s->tail = NULL;
     s->queued = 0;
     pthread_mutex_init(&s->lock, NULL);
-    kj_cond_init_monotonic(&s->cond);
 }
 
 void kj_wsem_destroy(kj_wsem *s) {
-    pthread_cond_destroy(&s->cond);
     pthread_mutex_destroy(&s->lock);
 }
 
-static bool fits(kj_wsem *s, long long n) {
+/* Whether n more units fit now. A weight over half the limit needs only half of it free: the
+ * bound is then at most half the limit plus that one weight. */
+static bool fits(const kj_wsem *s, long long n) {
     long long held = atomic_load(&s->held);
-    return held == 0 || held + n <= s->limit;
+    return held == 0 || held + (n > s->limit / 2 ? s->limit / 2 : n) <= s->limit;
 }
 
 static void unlink_waiter(kj_wsem *s, kj_wsem_waiter *w) {
@@ -55,18 +57,16 @@ static void unlink_waiter(kj_wsem *s, kj_wsem_waiter *w) {
 }
 
 /* Grants room to the queue's head while it fits, or to every waiter with `how` =
- * KJ_WSEM_BYPASSED (kj_wsem_open). @locality s->lock held */
+ * KJ_WSEM_BYPASSED (kj_wsem_open), and wakes each one granted. @locality s->lock held */
 static void grant_locked(kj_wsem *s, kj_wsem_result how) {
-    bool woke = false;
     while (s->head && (how == KJ_WSEM_BYPASSED || fits(s, s->head->n))) {
         kj_wsem_waiter *w = s->head;
         atomic_fetch_add(&s->held, w->n);
         w->granted = true;
         w->how = how;
         unlink_waiter(s, w);
-        woke = true;
+        pthread_cond_signal(&w->cond);
     }
-    if (woke) pthread_cond_broadcast(&s->cond);
 }
 
 kj_wsem_result kj_wsem_acquire(kj_wsem *s, long long n, int timeout_ms, bool (*bypass)(void *),
@@ -75,8 +75,13 @@ kj_wsem_result kj_wsem_acquire(kj_wsem *s, long long n, int timeout_ms, bool (*b
         atomic_fetch_add(&s->held, n);
         return KJ_WSEM_ACQUIRED;
     }
+    if (bypass && bypass(opaque)) {
+        atomic_fetch_add(&s->held, n);
+        return KJ_WSEM_BYPASSED;
+    }
     struct timespec deadline = kj_mono_deadline(timeout_ms);
     kj_wsem_waiter w = {.n = n};
+    kj_cond_init_monotonic(&w.cond);
     atomic_fetch_add(&s->waiters, 1); /* before it looks for room: see kj_wsem_release */
     pthread_mutex_lock(&s->lock);
     w.prev = s->tail;
@@ -87,28 +92,27 @@ kj_wsem_result kj_wsem_acquire(kj_wsem *s, long long n, int timeout_ms, bool (*b
     s->tail = &w;
     s->queued++;
     grant_locked(s, KJ_WSEM_ACQUIRED); /* the room may have been freed before it queued */
-    kj_wsem_result result = KJ_WSEM_TIMED_OUT;
-    while (!w.granted) {
-        if (bypass && bypass(opaque))
-            result = KJ_WSEM_BYPASSED;
-        else if (pthread_cond_timedwait(&s->cond, &s->lock, &deadline) != ETIMEDOUT || w.granted)
-            continue;
-        /* leaves the queue, its units taken all the same (the caller releases them) */
-        bool was_head = s->head == &w;
-        unlink_waiter(s, &w);
-        atomic_fetch_add(&s->held, n);
-        if (was_head) grant_locked(s, KJ_WSEM_ACQUIRED); /* it no longer holds them back */
-        break;
-    }
-    if (w.granted) result = w.how;
+    while (!w.granted)
+        if (pthread_cond_timedwait(&w.cond, &s->lock, &deadline) == ETIMEDOUT && !w.granted) {
+            /* a release may have freed its room and be waiting for the lock to grant it */
+            if (s->head == &w) grant_locked(s, KJ_WSEM_ACQUIRED);
+            if (w.granted) break;
+            /* it leaves the queue with its units taken all the same (the caller releases
+             * them): no one behind it fits any sooner for its going */
+            unlink_waiter(s, &w);
+            atomic_fetch_add(&s->held, n);
+            w.how = KJ_WSEM_TIMED_OUT;
+            break;
+        }
     pthread_mutex_unlock(&s->lock);
+    pthread_cond_destroy(&w.cond);
     atomic_fetch_sub(&s->waiters, 1);
-    return result;
+    return w.how;
 }
 
 void kj_wsem_release(kj_wsem *s, long long n) {
-    long long held = atomic_fetch_sub(&s->held, n) - n;
-    if (atomic_load(&s->waiters) > 0 && held < s->limit) {
+    atomic_fetch_sub(&s->held, n);
+    if (atomic_load(&s->waiters) > 0) {
         pthread_mutex_lock(&s->lock);
         grant_locked(s, KJ_WSEM_ACQUIRED);
         pthread_mutex_unlock(&s->lock);

@@ -7,10 +7,12 @@
  * FIFO, not "whoever fits": with threads queueing small copies while a large one waits, the
  * small ones would take every byte an acknowledgement frees and the large one would wait out
  * its whole timeout. The shape follows Go's golang.org/x/sync/semaphore.Weighted (a waiter
- * that does not fit blocks every later one), with two differences kjobs needs: a weight larger
- * than the whole limit passes once nothing else is held (a copy is never refused for its size
- * here: message.max.bytes decides that), and a timed-out wait still acquires (the caller lifts
- * the bound while the broker is away: back-pressure, never loss).
+ * that does not fit blocks every later one; each waiter is woken on its own, so a grant wakes
+ * only the threads it lets through), with two differences kjobs needs: a weight over half the
+ * limit passes once at most half the limit is held (so one large copy is not held up by a few
+ * small ones that cannot be acknowledged yet; a copy is never refused for its size here:
+ * message.max.bytes decides that), and a timed-out wait still acquires (the caller lifts the
+ * bound while the broker is away: back-pressure, never loss).
  *
  * Thread-safe. kj_wsem_acquire blocks; kj_wsem_release never does, and takes the lock only when
  * someone waits.
@@ -27,9 +29,8 @@ struct kj_wsem_waiter;
 typedef struct kj_wsem {
     atomic_llong held; /* acquired, not yet released (may exceed limit: see acquire) */
     long long limit;
-    atomic_int waiters;
+    atomic_int waiters; /* in kj_wsem_acquire's slow path (queued or about to be) */
     pthread_mutex_t lock;
-    pthread_cond_t cond; /* CLOCK_MONOTONIC */
     struct kj_wsem_waiter *head, *tail; /* under lock: the waiters, oldest first */
     int queued;                         /* under lock: how many */
 } kj_wsem;
@@ -44,16 +45,19 @@ typedef enum {
 void kj_wsem_init(kj_wsem *s, long long limit);
 void kj_wsem_destroy(kj_wsem *s);
 
-/** Takes `n` (>= 0) units: at once if no one waits and held + n <= limit (or nothing is held),
- * else after every earlier waiter, once the releases leave room. `bypass(opaque)` (may be
- * NULL), checked on entry and on every wake-up, lets the caller skip the bound (kjobs: the
- * producer is stalled or failed). After `timeout_ms` it stops waiting. The units are taken in
- * every case: the caller releases them with kj_wsem_release. A timed-out waiter does not let
- * later ones through: the caller decides (kj_wsem_open). */
+/** Takes `n` (>= 0) units: at once if no one waits and they fit (held + n <= limit; for n over
+ * half the limit, held <= limit / 2), else after every earlier waiter, once the releases leave
+ * room. `bypass(opaque)` (may be NULL), checked before the thread queues, lets the caller skip
+ * the bound (kjobs: the producer is stalled or failed); a caller whose bypass turns true while
+ * threads wait lets them through with kj_wsem_open. After `timeout_ms` it stops waiting. The
+ * units are taken in every case: the caller releases them with kj_wsem_release. A timed-out
+ * waiter leaves the queue without letting later ones through: the caller decides
+ * (kj_wsem_open). */
 kj_wsem_result kj_wsem_acquire(kj_wsem *s, long long n, int timeout_ms, bool (*bypass)(void *),
                                void *opaque);
 
-/** Gives back `n` units taken by kj_wsem_acquire; wakes the waiters if it leaves room. */
+/** Gives back `n` units taken by kj_wsem_acquire; grants room to the waiters it now fits, in
+ * order, and wakes only them. */
 void kj_wsem_release(kj_wsem *s, long long n);
 
 /** Lets every current waiter through (KJ_WSEM_BYPASSED) and wakes them; later ones wait again
