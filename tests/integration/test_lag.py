@@ -168,7 +168,18 @@ def test_lag_reaches_zero_behind_transaction_markers():
             (p.commit_transaction if commit else p.abort_transaction)(30)
         del p  # destroyed now, not after the broker stops
         c = Consumer({"bootstrap.servers": b, "group.id": f"{main}-wm"})
-        lo, hi = c.get_watermark_offsets(TopicPartition(main, 0), timeout=10)
+
+        def log_end():
+            return c.get_watermark_offsets(TopicPartition(main, 0), timeout=10)[1]
+        if real:
+            # the coordinator writes a commit's markers after commit_transaction returns (and
+            # 3 brokers replicate them before the log end moves): await them
+            try:
+                wait_until("6 records and 3 transaction markers", lambda: log_end() >= 9,
+                           timeout=30)
+            except AssertionError:
+                pass  # the assertion below says what the log end is
+        hi = log_end()
         c.close()
         if not real:  # librdkafka 2.0.2's mock writes no markers (log end 6); 2.15.1's does,
             # but hands aborted records to read_committed consumers: only real Kafka can say
