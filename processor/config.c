@@ -405,7 +405,7 @@ static const kj_setting kj_settings[] = {
             "sets them; what those copies hold in memory, headers included, is bounded by the "
             "whole of it (kjobs_routed_copy_bytes). With the default a worker peaked at 37-49 "
             "MiB RSS draining 1-2 million 100-byte jobs with 10 % of them retried (64-128 "
-            "partitions on the embedded broker, 8 on Kafka; 55-91 MiB with 128 partitions on "
+            "partitions on the embedded broker, 8 on Kafka; 53-78 MiB with 128 partitions on "
             "Kafka, where held records keep librdkafka's fetch responses alive: "
             "bench/RESULTS.md); a larger bound trades memory for fewer pauses."},
     {ROW("batch", "ordering", "KJOBS_BATCH_ORDERING"), .type = KT_STRING, .off = F(batch_ordering),

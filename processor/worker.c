@@ -1011,6 +1011,33 @@ static int prefetch_conf(const kj_config *cfg, rd_kafka_conf_t *conf, char *errs
     return kj_kafka_conf_set(conf, "queued.max.messages.kbytes", kbytes, errstr, errstr_size);
 }
 
+/* The most a Fetch response carries (fetch.max.bytes) unless kafka.properties sets it: 256 KiB
+ * (KJ_FETCH_MAX_BYTES). Any record kjobs still holds (its job running, its batch not yet
+ * committed, its routed copy not yet acknowledged) keeps its whole response buffer alive, so
+ * with 128 main and 128 ladder partitions each holding a few records, librdkafka's ~1 MiB
+ * responses were most of the process's peak heap (18-46 MiB, heaptrack; bench/RESULTS.md, "The
+ * router's copies"). A record batch larger than fetch.max.bytes still comes whole (KIP-74: the
+ * first batch of a response is never cut), so a large job still runs, only in a response of its
+ * own. librdkafka raises an unset fetch.max.bytes to message.max.bytes and refuses one set below
+ * it, so the consumer's message.max.bytes (the largest request it would send: a consumer
+ * produces nothing) comes down with it unless kafka.properties sets it; a user who raised
+ * message.max.bytes gets responses of that size. Returns 0, or -1 with errstr. */
+#define KJ_FETCH_MAX_BYTES 262144
+static int fetch_size_conf(const kj_config *cfg, rd_kafka_conf_t *conf, char *errstr,
+                           size_t errstr_size) {
+    if (kj_kafka_prop_value(cfg, "fetch.max.bytes")) return 0;
+    const char *user_max = kj_kafka_prop_value(cfg, "message.max.bytes");
+    long long max = KJ_FETCH_MAX_BYTES;
+    if (user_max && atoll(user_max) > max) max = atoll(user_max);
+    char bytes[32];
+    snprintf(bytes, sizeof(bytes), "%lld", max);
+    return (!user_max &&
+            kj_kafka_conf_set(conf, "message.max.bytes", bytes, errstr, errstr_size)) ||
+                   kj_kafka_conf_set(conf, "fetch.max.bytes", bytes, errstr, errstr_size)
+               ? -1
+               : 0;
+}
+
 /* How long a broker may hold an empty Fetch (fetch.wait.max.ms) unless kafka.properties sets it;
  * librdkafka's default is 500. librdkafka keeps one Fetch in flight per broker, built from the
  * partitions fetchable at that moment: a partition whose prefetch queue is full (or that kjobs
@@ -1059,7 +1086,8 @@ static int consumer_new(kj_worker *w, char *errstr, size_t errstr_size) {
                            errstr_size)) ||
         (!kj_kafka_prop_value(cfg, "fetch.wait.max.ms") &&
          kj_kafka_conf_set(conf, "fetch.wait.max.ms", KJ_FETCH_WAIT_MAX_MS, errstr, errstr_size)) ||
-        prefetch_conf(cfg, conf, errstr, errstr_size)) {
+        prefetch_conf(cfg, conf, errstr, errstr_size) ||
+        fetch_size_conf(cfg, conf, errstr, errstr_size)) {
         rd_kafka_conf_destroy(conf);
         return -1;
     }

@@ -507,6 +507,43 @@ def test_copy_larger_than_the_default_copy_queue_is_routed():
         assert not [l for l in w.lines if l["msg"].startswith("cannot queue routed copy")]
 
 
+def test_a_job_larger_than_a_fetch_response_runs_its_whole_way():
+    """kjobs asks for Fetch responses of at most 256 KiB (fetch.max.bytes: a held record keeps
+    its whole response alive), and lowers the consumer's message.max.bytes with it: a 900 KB
+    job still comes whole (a response's first record batch is never cut, KIP-74) from the main
+    topic and the ladder, and lands in the DLQ intact, with the small job behind it done and
+    committed. On real Kafka too (under its 1 MB default max.message.bytes)."""
+    env = {"KJOBS_RETRY_DELAYS": "1s", "KJOBS_RETRY_MAX_ATTEMPTS": "2",
+           "KJOBS_HTTP_LISTEN": "127.0.0.1:0"}
+    size = 900_000
+    with procs.Broker(partitions=1) as broker:
+        with tempfile.NamedTemporaryFile("wb", suffix=".bin", delete=False) as f:
+            f.write(b"r" * size)
+        try:
+            p = harness.run(harness.kjobs_cmd("enqueue", "-b", broker.bootstrap, "--type",
+                                              "kjobs.fail", "--payload", "@" + f.name, "--key",
+                                              "big"))
+            assert p.returncode == 0, p.stderr
+        finally:
+            os.unlink(f.name)
+        [small] = enqueue(broker.bootstrap, "kjobs.noop", key="small")
+        w = Worker(broker.bootstrap, env=env)
+        try:
+            w.wait_for(lambda l: l["msg"] == "job done" and l.get("id") == small, 60,
+                       "the job behind the large one")
+            [dead] = harness.peek(broker.bootstrap, "jobs.dlq", 1)
+            procs.wait_until(lambda: _group_lag(broker.bootstrap, "jobs") == 0, 30,
+                             "jobs lag 0 (committed past the large job)")
+            rc, _ = _stop_timed(w)
+            assert rc == 0, rc
+        finally:
+            w.close()
+        h = harness.hdrs(dead)
+        # run from the main topic (attempt 1) and from the ladder (attempt 2), nothing truncated
+        assert h["kjobs-attempt"] == "2" and "kjobs-truncated" not in h, h
+        assert base64.b64decode(dead["payload_b64"]) == b"r" * size
+
+
 def test_full_producer_queue_is_waited_out_never_dropped():
     jobs = 500
     env = {"KJOBS_RETRY_DELAYS": "1h", "KJOBS_RETRY_MAX_ATTEMPTS": "4",
@@ -668,6 +705,7 @@ if __name__ == "__main__":
                   test_kill9_between_copy_ack_and_commit_loses_nothing,
                   test_oversized_copy_goes_to_dlq_reduced_and_the_partition_moves_on,
                   test_copy_larger_than_the_default_copy_queue_is_routed,
+                  test_a_job_larger_than_a_fetch_response_runs_its_whole_way,
                   test_full_producer_queue_is_waited_out_never_dropped,
                   test_long_per_job_delay_does_not_block_a_later_due_job,
                   test_control_headers_are_untrusted_input])
