@@ -812,6 +812,10 @@ long kj_router_poll(kj_router *r, int timeout_ms) {
     return atomic_load(&r->outstanding);
 }
 
+void kj_router_stop_waiting(kj_router *r) {
+    stall(r);
+}
+
 long kj_router_outstanding(const kj_router *r) {
     return atomic_load(&r->outstanding);
 }

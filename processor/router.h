@@ -179,6 +179,12 @@ int kj_router_park(kj_router *router, const kj_route_source *source, const rd_ka
 
 /** Serve delivery reports (poll thread). Returns the number of copies still unacknowledged. */
 long kj_router_poll(kj_router *router, int timeout_ms);
+
+/** From now on a copy routed by a worker thread waits neither for room for its memory nor for
+ * producer queue space: it is queued past the bound or put on the re-send list. For the end of
+ * a shutdown, when no thread polls the router any more (until an acknowledgement, which only
+ * kj_router_poll would serve). @locality the poll thread */
+void kj_router_stop_waiting(kj_router *router);
 /** Copies not yet acknowledged, and copies that failed at least once and are being re-sent. */
 long kj_router_outstanding(const kj_router *router);
 /** Bytes the copies not yet acknowledged hold in memory (key, value, headers and a per-copy

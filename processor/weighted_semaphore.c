@@ -92,6 +92,13 @@ kj_wsem_result kj_wsem_acquire(kj_wsem *s, long long n, int timeout_ms, bool (*b
     s->tail = &w;
     s->queued++;
     grant_locked(s, KJ_WSEM_ACQUIRED); /* the room may have been freed before it queued */
+    if (!w.granted && bypass && bypass(opaque)) {
+        /* turned true (and kj_wsem_open ran) between the check above and queueing */
+        unlink_waiter(s, &w);
+        atomic_fetch_add(&s->held, n);
+        w.granted = true;
+        w.how = KJ_WSEM_BYPASSED;
+    }
     while (!w.granted)
         if (pthread_cond_timedwait(&w.cond, &s->lock, &deadline) == ETIMEDOUT && !w.granted) {
             /* a release may have freed its room and be waiting for the lock to grant it */

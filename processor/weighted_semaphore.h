@@ -47,8 +47,8 @@ void kj_wsem_destroy(kj_wsem *s);
 
 /** Takes `n` (>= 0) units: at once if no one waits and they fit (held + n <= limit; for n over
  * half the limit, held <= limit / 2), else after every earlier waiter, once the releases leave
- * room. `bypass(opaque)` (may be NULL), checked before the thread queues, lets the caller skip
- * the bound (kjobs: the producer is stalled or failed); a caller whose bypass turns true while
+ * room. `bypass(opaque)` (may be NULL), checked before and as the thread queues, lets the caller
+ * skip the bound (kjobs: the producer is stalled or failed); a caller whose bypass turns true while
  * threads wait lets them through with kj_wsem_open. After `timeout_ms` it stops waiting. The
  * units are taken in every case: the caller releases them with kj_wsem_release. A timed-out
  * waiter leaves the queue without letting later ones through: the caller decides

@@ -1011,29 +1011,37 @@ static int prefetch_conf(const kj_config *cfg, rd_kafka_conf_t *conf, char *errs
     return kj_kafka_conf_set(conf, "queued.max.messages.kbytes", kbytes, errstr, errstr_size);
 }
 
-/* The most a Fetch response carries (fetch.max.bytes) unless kafka.properties sets it: 256 KiB
- * (KJ_FETCH_MAX_BYTES). Any record kjobs still holds (its job running, its batch not yet
- * committed, its routed copy not yet acknowledged) keeps its whole response buffer alive, so
- * with 128 main and 128 ladder partitions each holding a few records, librdkafka's ~1 MiB
- * responses were most of the process's peak heap (18-46 MiB, heaptrack; bench/RESULTS.md, "The
- * router's copies"). A record batch larger than fetch.max.bytes still comes whole (KIP-74: the
- * first batch of a response is never cut), so a large job still runs, only in a response of its
- * own. librdkafka raises an unset fetch.max.bytes to message.max.bytes and refuses one set below
- * it, so the consumer's message.max.bytes (the largest request it would send: a consumer
- * produces nothing) comes down with it unless kafka.properties sets it; a user who raised
- * message.max.bytes gets responses of that size. Returns 0, or -1 with errstr. */
-#define KJ_FETCH_MAX_BYTES 262144
+/* The most a Fetch response carries (fetch.max.bytes) unless kafka.properties sets it: a
+ * sixteenth of batch.max_pending_bytes, at least 256 KiB (KJ_FETCH_MIN_BYTES; the default bound
+ * gives 256 KiB). Any record kjobs still holds (its job running, its batch not yet committed,
+ * its routed copy not yet acknowledged) keeps its whole response buffer alive, so with 128 main
+ * and 128 ladder partitions each holding a few records, ~1 MiB responses were most of the
+ * process's peak heap (18-46 MiB, heaptrack; bench/RESULTS.md, "The router's copies"). Scaled
+ * with the bound, not fixed: librdkafka keeps one Fetch in flight per broker, so the response
+ * size over the round trip caps the rate, and a larger bound is how a user buys throughput on a
+ * high-latency link. A record batch larger than fetch.max.bytes still comes whole (KIP-74: the
+ * first batch of a response is never cut), so a large job still runs. librdkafka refuses a
+ * fetch.max.bytes below message.max.bytes (and raises an unset one to it), so the consumer's
+ * message.max.bytes (the largest request it sends: a consumer sends no records) comes down to
+ * the response size unless kafka.properties sets it; a user's larger message.max.bytes becomes
+ * the response size. The user's values are read back from conf, as librdkafka parsed them.
+ * Returns 0, or -1 with errstr. */
+#define KJ_FETCH_MIN_BYTES 262144
 static int fetch_size_conf(const kj_config *cfg, rd_kafka_conf_t *conf, char *errstr,
                            size_t errstr_size) {
+    char value[32];
+    size_t n = sizeof(value);
+    long long fetch = cfg->batch_max_pending_bytes / 16;
+    if (fetch < KJ_FETCH_MIN_BYTES) fetch = KJ_FETCH_MIN_BYTES;
     if (kj_kafka_prop_value(cfg, "fetch.max.bytes")) return 0;
-    const char *user_max = kj_kafka_prop_value(cfg, "message.max.bytes");
-    long long max = KJ_FETCH_MAX_BYTES;
-    if (user_max && atoll(user_max) > max) max = atoll(user_max);
-    char bytes[32];
-    snprintf(bytes, sizeof(bytes), "%lld", max);
-    return (!user_max &&
-            kj_kafka_conf_set(conf, "message.max.bytes", bytes, errstr, errstr_size)) ||
-                   kj_kafka_conf_set(conf, "fetch.max.bytes", bytes, errstr, errstr_size)
+    if (kj_kafka_prop_value(cfg, "message.max.bytes") &&
+        rd_kafka_conf_get(conf, "message.max.bytes", value, &n) == RD_KAFKA_CONF_OK &&
+        strtoll(value, NULL, 10) > fetch)
+        fetch = strtoll(value, NULL, 10);
+    snprintf(value, sizeof(value), "%lld", fetch);
+    return (!kj_kafka_prop_value(cfg, "message.max.bytes") &&
+            kj_kafka_conf_set(conf, "message.max.bytes", value, errstr, errstr_size)) ||
+                   kj_kafka_conf_set(conf, "fetch.max.bytes", value, errstr, errstr_size)
                ? -1
                : 0;
 }
@@ -1280,6 +1288,10 @@ void kj_worker_free(kj_worker *w) {
         part_remove_lanes(w, p);
         part_remove(w, p, true);
     }
+    /* no thread polls the router while the handler threads are joined: a copy routed now
+     * waits for neither room nor queue space (it goes to the re-send list kj_router_free
+     * flushes) */
+    if (w->router) kj_router_stop_waiting(w->router);
     if (w->engine) kj_engine_destroy(w->engine);
     kj_key_order_free(w->key_order);      /* after the handler threads are joined */
     kj_deadline_watch_stop(w->deadlines); /* after the handler threads are joined */
