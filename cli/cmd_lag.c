@@ -105,7 +105,7 @@ int kj_cmd_lag(int argc, char **argv) {
         return KJ_EXIT_USAGE;
     }
     /* the inspected group's offsets, never a member of it (processor/group_lag.h) */
-    rd_kafka_conf_t *conf = kj_kafka_conf_new(&cli.cfg, err, sizeof(err));
+    rd_kafka_conf_t *conf = kj_kafka_consumer_conf_new(&cli.cfg, err, sizeof(err));
     if (!conf || kj_group_lag_conf_set(conf, cli.cfg.group, err, sizeof(err))) {
         fprintf(stderr, "kjobs lag: %s\n", err);
         if (conf) rd_kafka_conf_destroy(conf);

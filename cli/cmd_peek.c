@@ -83,7 +83,7 @@ int kj_cmd_peek(int argc, char **argv) {
      * for commits, keeps peek invisible to the workers' group */
     char peek_group[64];
     snprintf(peek_group, sizeof(peek_group), "kjobs-peek-%ld", (long)getpid());
-    rd_kafka_conf_t *conf = kj_kafka_conf_new(&cli.cfg, err, sizeof(err));
+    rd_kafka_conf_t *conf = kj_kafka_consumer_conf_new(&cli.cfg, err, sizeof(err));
     if (!conf || kj_kafka_conf_set(conf, "enable.partition.eof", "true", err, sizeof(err)) ||
         kj_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof(err)) ||
         kj_kafka_conf_set(conf, "group.id", peek_group, err, sizeof(err))) {

@@ -45,7 +45,7 @@ struct kj_console_data {
 /* A consumer that never joins a group: group.id is set (librdkafka wants one for
  * consumer_poll) to a name no worker uses, and nothing is ever committed. */
 static rd_kafka_t *consumer_new(const kj_config *cfg, const char *group, char *err, size_t errsz) {
-    rd_kafka_conf_t *conf = kj_kafka_conf_new(cfg, err, errsz);
+    rd_kafka_conf_t *conf = kj_kafka_consumer_conf_new(cfg, err, errsz);
     if (!conf || kj_kafka_conf_set(conf, "enable.auto.commit", "false", err, errsz) ||
         kj_kafka_conf_set(conf, "enable.auto.offset.store", "false", err, errsz) ||
         kj_kafka_conf_set(conf, "enable.partition.eof", "true", err, errsz) ||
@@ -326,7 +326,7 @@ kj_console_data *kj_console_data_new(const kj_config *cfg, char *err, size_t err
     pthread_mutex_init(&d->action_mu, NULL);
     pthread_mutex_init(&d->control_mu, NULL);
     if (!(d->control = kj_ctl_follower_new(cfg, err, errsz))) goto fail;
-    rd_kafka_conf_t *conf = kj_kafka_conf_new(cfg, err, errsz);
+    rd_kafka_conf_t *conf = kj_kafka_consumer_conf_new(cfg, err, errsz);
     if (!conf || kj_group_lag_conf_set(conf, cfg->group, err, errsz) ||
         !(d->group_rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, errsz))) {
         if (conf) rd_kafka_conf_destroy(conf);

@@ -222,7 +222,7 @@ bool kj_dlq_filter_match(const kj_dlq_filter *f, json_t *o) {
 static int open_consumer(const kj_dlq *d, const char *group, rd_kafka_t **out, char *err,
                          size_t err_size) {
     char e[512];
-    rd_kafka_conf_t *conf = kj_kafka_conf_new(d->cfg, e, sizeof(e));
+    rd_kafka_conf_t *conf = kj_kafka_consumer_conf_new(d->cfg, e, sizeof(e));
     /* group.id is the replay marker's group: rd_kafka_committed reads it and replay commits
      * it; the handle only ever uses assign(), so it never joins that (or any) group */
     if (!conf || kj_kafka_conf_set(conf, "enable.partition.eof", "true", e, sizeof(e)) ||

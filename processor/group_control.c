@@ -303,7 +303,7 @@ kj_ctl_follower *kj_ctl_follower_new(const kj_config *cfg, char *err, size_t err
     f->state = kj_ctl_state_new();
     char group[512];
     snprintf(group, sizeof(group), "%s.control-reader", cfg->group);
-    rd_kafka_conf_t *conf = kj_kafka_conf_new(cfg, err, errsz);
+    rd_kafka_conf_t *conf = kj_kafka_consumer_conf_new(cfg, err, errsz);
     if (!conf || kj_kafka_conf_set(conf, "enable.auto.commit", "false", err, errsz) ||
         kj_kafka_conf_set(conf, "enable.auto.offset.store", "false", err, errsz) ||
         kj_kafka_conf_set(conf, "enable.partition.eof", "true", err, errsz) ||

@@ -5,6 +5,7 @@
 
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "processor/log.h"
@@ -86,6 +87,24 @@ fail:
 
 rd_kafka_conf_t *kj_kafka_conf_new(const kj_config *cfg, char *errstr, size_t errstr_size) {
     return conf_new(cfg, false, errstr, errstr_size);
+}
+
+rd_kafka_conf_t *kj_kafka_consumer_conf_new(const kj_config *cfg, char *errstr,
+                                            size_t errstr_size) {
+    rd_kafka_conf_t *conf = conf_new(cfg, false, errstr, errstr_size);
+    if (!conf || !kj_kafka_prop_value(cfg, "fetch.max.bytes") ||
+        kj_kafka_prop_value(cfg, "message.max.bytes"))
+        return conf;
+    char fetch[32], max[32]; /* read back as librdkafka parsed them (hex included) */
+    size_t fetch_size = sizeof(fetch), max_size = sizeof(max);
+    if (rd_kafka_conf_get(conf, "fetch.max.bytes", fetch, &fetch_size) == RD_KAFKA_CONF_OK &&
+        rd_kafka_conf_get(conf, "message.max.bytes", max, &max_size) == RD_KAFKA_CONF_OK &&
+        strtoll(fetch, NULL, 10) < strtoll(max, NULL, 10) &&
+        kj_kafka_conf_set(conf, "message.max.bytes", fetch, errstr, errstr_size)) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    return conf;
 }
 
 rd_kafka_conf_t *kj_kafka_producer_conf_new(const kj_config *cfg, char *errstr,

@@ -14,8 +14,6 @@
 
 #include "processor/config.h"
 
-typedef enum { KJ_CLIENT_PRODUCER, KJ_CLIENT_CONSUMER } kj_client_kind;
-
 /**
  * Build a librdkafka configuration: bootstrap.servers, client.id, the logger, then the
  * passthrough properties in order. `kafka.bootstrap = "embedded"` is refused here (only
@@ -23,6 +21,12 @@ typedef enum { KJ_CLIENT_PRODUCER, KJ_CLIENT_CONSUMER } kj_client_kind;
  * Returns NULL with errstr set.
  */
 rd_kafka_conf_t *kj_kafka_conf_new(const kj_config *cfg, char *errstr, size_t errstr_size);
+
+/** Like kj_kafka_conf_new, for consumers: a passthrough fetch.max.bytes below message.max.bytes
+ *  (1,000,000 unless set) lowers message.max.bytes to it when the user did not set that too
+ *  (librdkafka refuses a consumer whose fetch.max.bytes is below message.max.bytes, and a
+ *  consumer's message.max.bytes bounds only the requests it sends). Returns NULL with errstr. */
+rd_kafka_conf_t *kj_kafka_consumer_conf_new(const kj_config *cfg, char *errstr, size_t errstr_size);
 
 /** Like kj_kafka_conf_new, for producers of jobs: unkeyed jobs are spread one by one over the
  *  partitions (sticky.partitioning.linger.ms=0 unless the user set it). */

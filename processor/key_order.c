@@ -290,7 +290,7 @@ static void *scan_main(void *arg) {
     rd_kafka_t *rk = NULL;
     char client_id[300];
     snprintf(client_id, sizeof(client_id), "%s-key-order-scan", ko->cfg->client_id);
-    rd_kafka_conf_t *conf = kj_kafka_conf_new(ko->cfg, err, sizeof(err));
+    rd_kafka_conf_t *conf = kj_kafka_consumer_conf_new(ko->cfg, err, sizeof(err));
     if (!conf || kj_kafka_conf_set(conf, "group.id", ko->cfg->group, err, sizeof(err)) ||
         kj_kafka_conf_set(conf, "client.id", client_id, err, sizeof(err)) ||
         kj_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof(err)) ||

@@ -326,7 +326,7 @@ static bool on_state_record(rd_kafka_message_t *m, size_t index, void *opaque) {
 
 static long read_state(kj_periodic *p, ent_rt *rt, size_t n) {
     char err[512];
-    rd_kafka_conf_t *conf = kj_kafka_conf_new(p->cfg, err, sizeof err);
+    rd_kafka_conf_t *conf = kj_kafka_consumer_conf_new(p->cfg, err, sizeof err);
     if (!conf) {
         kj_log(KJ_LOG_ERROR, "periodic state not read", "{s:s}", "error", err);
         return -1;

@@ -185,6 +185,7 @@ long kj_router_poll(kj_router *router, int timeout_ms);
  * a shutdown, when no thread polls the router any more (until an acknowledgement, which only
  * kj_router_poll would serve). @locality the poll thread */
 void kj_router_stop_waiting(kj_router *router);
+
 /** Copies not yet acknowledged, and copies that failed at least once and are being re-sent. */
 long kj_router_outstanding(const kj_router *router);
 /** Bytes the copies not yet acknowledged hold in memory (key, value, headers and a per-copy

@@ -1024,22 +1024,24 @@ static int prefetch_conf(const kj_config *cfg, rd_kafka_conf_t *conf, char *errs
  * fetch.max.bytes below message.max.bytes (and raises an unset one to it), so the consumer's
  * message.max.bytes (the largest request it sends: a consumer sends no records) comes down to
  * the response size unless kafka.properties sets it; a user's larger message.max.bytes becomes
- * the response size. The user's values are read back from conf, as librdkafka parsed them.
- * Returns 0, or -1 with errstr. */
+ * the response size. The user's values are read back from conf, as librdkafka parsed them. A
+ * user's own fetch.max.bytes is left alone (kj_kafka_consumer_conf_new fitted message.max.bytes
+ * to it). Returns 0, or -1 with errstr. */
 #define KJ_FETCH_MIN_BYTES 262144
 static int fetch_size_conf(const kj_config *cfg, rd_kafka_conf_t *conf, char *errstr,
                            size_t errstr_size) {
-    char value[32];
-    size_t n = sizeof(value);
+    if (kj_kafka_prop_value(cfg, "fetch.max.bytes")) return 0;
+    bool user_max = kj_kafka_prop_value(cfg, "message.max.bytes") != NULL;
     long long fetch = cfg->batch_max_pending_bytes / 16;
     if (fetch < KJ_FETCH_MIN_BYTES) fetch = KJ_FETCH_MIN_BYTES;
-    if (kj_kafka_prop_value(cfg, "fetch.max.bytes")) return 0;
-    if (kj_kafka_prop_value(cfg, "message.max.bytes") &&
-        rd_kafka_conf_get(conf, "message.max.bytes", value, &n) == RD_KAFKA_CONF_OK &&
-        strtoll(value, NULL, 10) > fetch)
-        fetch = strtoll(value, NULL, 10);
+    char value[32];
+    size_t n = sizeof(value);
+    if (user_max && rd_kafka_conf_get(conf, "message.max.bytes", value, &n) == RD_KAFKA_CONF_OK) {
+        long long max = strtoll(value, NULL, 10);
+        if (max > fetch) fetch = max;
+    }
     snprintf(value, sizeof(value), "%lld", fetch);
-    return (!kj_kafka_prop_value(cfg, "message.max.bytes") &&
+    return (!user_max &&
             kj_kafka_conf_set(conf, "message.max.bytes", value, errstr, errstr_size)) ||
                    kj_kafka_conf_set(conf, "fetch.max.bytes", value, errstr, errstr_size)
                ? -1
@@ -1066,7 +1068,7 @@ static int fetch_size_conf(const kj_config *cfg, rd_kafka_conf_t *conf, char *er
 static int consumer_new(kj_worker *w, char *errstr, size_t errstr_size) {
     const kj_config *cfg = w->cfg;
     bool kip848 = w->protocol.kip848;
-    rd_kafka_conf_t *conf = kj_kafka_conf_new(cfg, errstr, errstr_size);
+    rd_kafka_conf_t *conf = kj_kafka_consumer_conf_new(cfg, errstr, errstr_size);
     if (!conf) return -1;
     if (kj_kafka_conf_set(conf, "group.id", cfg->group, errstr, errstr_size) ||
         kj_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, errstr_size) ||

@@ -3,7 +3,8 @@
  * and chooses the consumer group protocol (processor/kafka.c): the last "name=value" wins, as
  * librdkafka applies them in order; kafka.group_protocol=auto means KIP-848 only where this
  * librdkafka has it and no classic-only property is set; the broker errors that mean "KIP-848
- * refused" (and only those) allow auto's fallback. Properties go in through the public -X path.
+ * refused" (and only those) allow auto's fallback; a consumer's message.max.bytes follows a
+ * smaller passthrough fetch.max.bytes. Properties go in through the public -X path.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -133,6 +134,50 @@ static void only_refusals_of_kip848_allow_the_fallback(void **state) {
     assert_false(kj_kafka_kip848_refused(RD_KAFKA_RESP_ERR_INVALID_REQUEST));
 }
 
+/* A consumer made from cfg by kj_kafka_consumer_conf_new (created, never connected); its
+ * message.max.bytes in *max. NULL with err when librdkafka refuses it. */
+static rd_kafka_t *consumer(const kj_config *cfg, char *max, size_t max_size, char *err,
+                            size_t errsz) {
+    rd_kafka_conf_t *conf = kj_kafka_consumer_conf_new(cfg, err, errsz);
+    assert_non_null(conf);
+    assert_int_equal(rd_kafka_conf_get(conf, "message.max.bytes", max, &max_size),
+                     RD_KAFKA_CONF_OK);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, errsz);
+    if (!rk) rd_kafka_conf_destroy(conf);
+    return rk;
+}
+
+static void a_small_fetch_max_bytes_lowers_the_consumers_message_max_bytes(void **state) {
+    (void)state;
+    char max[32], err[512] = "";
+    kj_config cfg;
+    kj_config_defaults(&cfg);
+    set(&cfg, "kafka.bootstrap", "127.0.0.1:9");
+    add(&cfg, "fetch.max.bytes=500000"); /* below librdkafka's 1,000,000 message.max.bytes */
+    rd_kafka_t *rk = consumer(&cfg, max, sizeof(max), err, sizeof(err));
+    assert_non_null(rk);
+    assert_string_equal(max, "500000");
+    rd_kafka_destroy(rk);
+    kj_config_free(&cfg);
+
+    kj_config_defaults(&cfg); /* a larger one leaves it alone */
+    set(&cfg, "kafka.bootstrap", "127.0.0.1:9");
+    add(&cfg, "fetch.max.bytes=2000000");
+    assert_non_null(rk = consumer(&cfg, max, sizeof(max), err, sizeof(err)));
+    assert_string_equal(max, "1000000");
+    rd_kafka_destroy(rk);
+    kj_config_free(&cfg);
+
+    kj_config_defaults(&cfg); /* both set by the user, contradicting: librdkafka's refusal */
+    set(&cfg, "kafka.bootstrap", "127.0.0.1:9");
+    add(&cfg, "fetch.max.bytes=500000");
+    add(&cfg, "message.max.bytes=600000");
+    assert_null(consumer(&cfg, max, sizeof(max), err, sizeof(err)));
+    assert_string_equal(max, "600000");
+    assert_non_null(strstr(err, "fetch.max.bytes"));
+    kj_config_free(&cfg);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(last_value_wins_and_names_match_whole),
@@ -141,6 +186,7 @@ int main(void) {
         cmocka_unit_test(auto_is_classic_when_a_classic_only_property_is_set),
         cmocka_unit_test(explicit_choices_never_fall_back),
         cmocka_unit_test(only_refusals_of_kip848_allow_the_fallback),
+        cmocka_unit_test(a_small_fetch_max_bytes_lowers_the_consumers_message_max_bytes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
