@@ -62,6 +62,17 @@ static void test_clean_replaces_bad_bytes_and_nul(void **state) {
     assert_int_equal(n, strlen(out));
     kj_utf8_clean(out, sizeof(out), "x\xFFy", 3, "?", false);
     assert_string_equal(out, "x?y");
+    /* runs of ASCII longer than a word around them, and cut inside one */
+    static const char mixed[] = "attempt 1 failed: \xFF bad byte then \0 a NUL, and then more";
+    n = kj_utf8_clean(out, sizeof(out), mixed, sizeof(mixed) - 1, "?", false);
+    assert_string_equal(out, "attempt 1 failed: ? bad byte then ? a NUL, and then more");
+    assert_int_equal(n, sizeof(mixed) - 1);
+    n = kj_utf8_clean(out, 14, mixed, sizeof(mixed) - 1, NULL, true);
+    assert_string_equal(out, "attempt 1 " KJ_UTF8_ELLIPSIS);
+    assert_int_equal(n, 13);
+    n = kj_utf8_clean(out, 12, mixed, sizeof(mixed) - 1, NULL, false);
+    assert_string_equal(out, "attempt 1 f");
+    assert_int_equal(n, 11);
 }
 
 static void test_cut_on_character_boundary_with_ellipsis(void **state) {
