@@ -309,7 +309,9 @@ def memory_bytes(quantity):
 def worst_case_bytes(values, cfg, max_pending=None):
     """The documented worst case of one pod (docs/kubernetes.md, "Memory"), computed from the
     rendered kjobs.cfg: a pod may own every main and ladder partition; each holds at most
-    batch.max_pending jobs (back-pressure is per partition) plus librdkafka's prefetch for it."""
+    batch.max_pending jobs (back-pressure is per partition) plus librdkafka's prefetch for it,
+    and the copies of failed jobs awaiting their acknowledgement hold at most
+    batch.max_pending_bytes (headers included)."""
     props = dict(RDKAFKA_DEFAULTS)
     for p in cfg["kafka"]["properties"]:  # later ones win, as in kjobs
         name, _, v = p.partition("=")
@@ -322,7 +324,7 @@ def worst_case_bytes(values, cfg, max_pending=None):
     mem = values.get("memory") or {"baseBytes": 64 << 20, "maxJobBytes": 4096,
                                    "jobOverheadBytes": 1024}
     pending = cfg["batch"]["max_pending"] if max_pending is None else max_pending
-    return mem["baseBytes"] + parts * (pending * (mem["maxJobBytes"] + mem["jobOverheadBytes"]) +
+    return mem["baseBytes"] + cfg["batch"]["max_pending_bytes"] + parts * (pending * (mem["maxJobBytes"] + mem["jobOverheadBytes"]) +
                                        props["queued.max.messages.kbytes"] * 1024 +
                                        props["max.partition.fetch.bytes"])
 

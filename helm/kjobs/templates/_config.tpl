@@ -59,9 +59,11 @@ set up in the pod. The ConfigMap, its hook copy and the checksum/config annotati
 Worst-case memory of one pod (docs/kubernetes.md, "Memory"). One pod may own every partition of
 the main topic and of each ladder topic (P = partitions x (1 + retry steps)); each holds at most
 batch.max_pending jobs (back-pressure is per partition) plus librdkafka's prefetch for it
-(queued.max.messages.kbytes + one max.partition.fetch.bytes fetch):
-  bound = baseBytes + P x (max_pending x (maxJobBytes + jobOverheadBytes)
-                           + queuedMaxMessagesKbytes x 1024 + maxPartitionFetchBytes)
+(queued.max.messages.kbytes + one max.partition.fetch.bytes fetch); the copies of failed jobs
+waiting for their acknowledgement hold at most batch.max_pending_bytes more, headers included:
+  bound = baseBytes + batch.max_pending_bytes
+        + P x (max_pending x (maxJobBytes + jobOverheadBytes)
+               + queuedMaxMessagesKbytes x 1024 + maxPartitionFetchBytes)
 "kjobs.partitionsPerPod" is P; "kjobs.maxPending" is config.batch.max_pending, or when that is 0
 the largest value (at most 10000) whose bound fits resources.limits.memory; rendering fails
 when even batch.max_jobs does not fit, or an explicit max_pending exceeds the limit.
@@ -76,7 +78,7 @@ when even batch.max_jobs does not fit, or an explicit max_pending exceeds the li
 {{- $limit := include "kjobs.bytes" .Values.resources.limits.memory | int64 -}}
 {{- $parts := include "kjobs.partitionsPerPod" . | int64 -}}
 {{- $perJob := add (int64 $m.maxJobBytes) (int64 $m.jobOverheadBytes) -}}
-{{- $fixed := add (int64 $m.baseBytes) (mul $parts (add (mul (int64 $m.queuedMaxMessagesKbytes) 1024) (int64 $m.maxPartitionFetchBytes))) -}}
+{{- $fixed := add (int64 $m.baseBytes) (int64 $c.batch.max_pending_bytes) (mul $parts (add (mul (int64 $m.queuedMaxMessagesKbytes) 1024) (int64 $m.maxPartitionFetchBytes))) -}}
 {{- $n := int64 $c.batch.max_pending -}}
 {{- if eq $n 0 -}}
 {{- $n = 10000 -}}
