@@ -789,19 +789,22 @@ def bench_memory(ctx, cfg):
     retry succeeded; VmHWM read then. A worker bounded per process and in bytes stays flat
     across rows."""
     env = {"KJOBS_RETRY_DELAYS": "1s"}
+    # BENCH_MEM_FLAKY_EVERY: every how many jobs one fails once (10; 0: none, the control
+    # that tells the retry path's share of the peak)
+    every = int(os.environ.get("BENCH_MEM_FLAKY_EVERY", "10"))
     rows = []
     for P, N, payload in cfg["mem_cases"]:
         for r in range(cfg["mem_runs"]):
             with ctx.broker(P) as b:
                 total = N + 2 * P
-                fill(ctx, b, N, flaky_every=10, payload_bytes=payload)
+                fill(ctx, b, N, flaky_every=every, payload_bytes=payload)
                 check_backlog(ctx, b, total)
                 k = kjobs_drain(ctx, b, P, total, env=env, timeout=600)
                 w = k["worker"]
                 try:
                     deadline = time.monotonic() + 300
-                    while metric_sum(w.metrics(), topic=b.ladder[0], type="kjobs.flaky",
-                                     outcome="ok") < N // 10:
+                    while every and metric_sum(w.metrics(), topic=b.ladder[0],
+                                               type="kjobs.flaky", outcome="ok") < N // every:
                         check_brokers()
                         if time.monotonic() > deadline:
                             raise HarnessError("memory: retries did not all succeed in 300 s")
@@ -813,7 +816,8 @@ def bench_memory(ctx, cfg):
                 row = {"partitions": P, "jobs": N, "payload": payload, "hwm_kb": hwm,
                        "rate": k["rate"], "cpu_us": cpu * 1e6 / N if cpu is not None else None,
                        "load1": float(open("/proc/loadavg").read().split()[0])}
-                log(f"  memory: {N} jobs of {payload} B over {P} partitions (10% retried): "
+                log(f"  memory: {N} jobs of {payload} B over {P} partitions "
+                    f"({100 // every if every else 0}% retried): "
                     f"VmHWM {hwm / 1024:.1f} MiB, first attempts {k['rate']:.0f} jobs/s")
                 rows.append(row)
     return {"rows": rows}
