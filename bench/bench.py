@@ -785,7 +785,7 @@ def bench_rss(ctx, cfg):
 def bench_memory(ctx, cfg):
     """Worker VmHWM over backlogs of different sizes and partition counts, with real payloads
     and retries: every case a fresh broker (or fresh topics) filled with N jobs of P bytes, every
-    10th failing once (ladder step 1 s), drained by one worker with default settings until every
+    10th (BENCH_MEM_FLAKY_EVERY) failing once (ladder step 1 s), drained by one worker with default settings until every
     retry succeeded; VmHWM read then. A worker bounded per process and in bytes stays flat
     across rows."""
     env = {"KJOBS_RETRY_DELAYS": "1s"}
@@ -813,12 +813,14 @@ def bench_memory(ctx, cfg):
                     cpu = cpu_seconds(w.proc.pid)
                 finally:
                     w.stop()
-                row = {"partitions": P, "jobs": N, "payload": payload, "hwm_kb": hwm,
+                row = {"partitions": P, "jobs": N, "payload": payload, "flaky_every": every,
+                       "hwm_kb": hwm,
                        "rate": k["rate"], "cpu_us": cpu * 1e6 / N if cpu is not None else None,
                        "load1": float(open("/proc/loadavg").read().split()[0])}
                 log(f"  memory: {N} jobs of {payload} B over {P} partitions "
                     f"({100 // every if every else 0}% retried): "
-                    f"VmHWM {hwm / 1024:.1f} MiB, first attempts {k['rate']:.0f} jobs/s")
+                    f"VmHWM {hwm / 1024:.1f} MiB, first attempts {k['rate']:.0f} jobs/s, "
+                    f"CPU {row['cpu_us'] or float('nan'):.2f} us/job until every retry ran")
                 rows.append(row)
     return {"rows": rows}
 

@@ -58,16 +58,20 @@ bool kj_utf8_valid(const void *data, size_t len) {
 }
 
 /* One pass; with dst NULL only measures. Returns the length the clean text has. ASCII is
- * copied eight bytes at a time while it fits (a handler's error text, on every failed job:
- * byte by byte it was most of kjobs' own cost per retry copy in a profile of the retry path);
- * a run that does not fit whole goes the byte-wise way, which cuts it. */
+ * copied eight bytes at a time while it fits (a handler's error text, on every failed job,
+ * went byte by byte: 0.14 of 1.9 extra samples per 1,000 jobs in the embedded retry profile);
+ * the last few bytes of room go the byte-wise way, which cuts. */
 static size_t clean(char *dst, size_t cap, const unsigned char *s, size_t len, const char *repl,
                     size_t repl_len, bool ellipsis, bool *cut) {
     size_t o = 0, mark = sizeof(KJ_UTF8_ELLIPSIS) - 1;
     *cut = false;
     for (size_t i = 0; i < len;) {
-        size_t run = kj_utf8_ascii_run(s + i, len - i); /* whole words of ASCII without NUL */
-        if (run && (!dst || o + run <= cap)) {
+        /* whole words of ASCII without NUL, scanned no further than the room left (a long
+         * text cut short must not be scanned to its end again at every byte) */
+        size_t scan = len - i;
+        if (dst && scan > cap - o) scan = cap - o;
+        size_t run = kj_utf8_ascii_run(s + i, scan);
+        if (run) {
             if (dst) memcpy(dst + o, s + i, run);
             o += run;
             i += run;

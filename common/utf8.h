@@ -28,8 +28,8 @@ size_t kj_utf8_seq_len(const void *s, size_t n);
 /** Length of the run of ASCII bytes other than NUL (0x01..0x7F) at the start of s (n bytes),
  *  counted eight bytes at a time (a word with no high bit and no zero byte: the "haszero"
  *  test of Sean Anderson's Bit Twiddling Hacks); may stop up to 7 bytes before the run ends,
- *  so callers go on byte by byte from where it stops. Validators' fast path: job types, ids and
- *  header values are ASCII. */
+ *  so callers go on byte by byte from where it stops. The fast path of the validators (job
+ *  types, ids and header values are ASCII) and of kj_utf8_clean. */
 size_t kj_utf8_ascii_run(const void *s, size_t n);
 
 /** Whether all len bytes are valid UTF-8 (NUL bytes count as valid here). */

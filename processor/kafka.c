@@ -100,6 +100,8 @@ rd_kafka_conf_t *kj_kafka_consumer_conf_new(const kj_config *cfg, char *errstr,
     if (rd_kafka_conf_get(conf, "fetch.max.bytes", fetch, &fetch_size) == RD_KAFKA_CONF_OK &&
         rd_kafka_conf_get(conf, "message.max.bytes", max, &max_size) == RD_KAFKA_CONF_OK &&
         strtoll(fetch, NULL, 10) < strtoll(max, NULL, 10) &&
+        strtoll(fetch, NULL, 10) >= 1000 && /* message.max.bytes' least: else librdkafka's
+                                               refusal names the user's fetch.max.bytes */
         kj_kafka_conf_set(conf, "message.max.bytes", fetch, errstr, errstr_size)) {
         rd_kafka_conf_destroy(conf);
         return NULL;

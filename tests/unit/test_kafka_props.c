@@ -176,6 +176,13 @@ static void a_small_fetch_max_bytes_lowers_the_consumers_message_max_bytes(void 
     assert_string_equal(max, "600000");
     assert_non_null(strstr(err, "fetch.max.bytes"));
     kj_config_free(&cfg);
+
+    kj_config_defaults(&cfg); /* below message.max.bytes' least (1000): refused, named */
+    set(&cfg, "kafka.bootstrap", "127.0.0.1:9");
+    add(&cfg, "fetch.max.bytes=500");
+    assert_null(consumer(&cfg, max, sizeof(max), err, sizeof(err)));
+    assert_non_null(strstr(err, "fetch.max.bytes"));
+    kj_config_free(&cfg);
 }
 
 int main(void) {

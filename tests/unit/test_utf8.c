@@ -73,6 +73,15 @@ static void test_clean_replaces_bad_bytes_and_nul(void **state) {
     n = kj_utf8_clean(out, 12, mixed, sizeof(mixed) - 1, NULL, false);
     assert_string_equal(out, "attempt 1 f");
     assert_int_equal(n, 11);
+    /* a long ASCII text cut to the destination: the first bytes of it, then the marker */
+    static char longtext[1 << 16];
+    for (size_t i = 0; i < sizeof(longtext); i++)
+        longtext[i] = (char)('a' + i % 26);
+    char cut[1024];
+    n = kj_utf8_clean(cut, sizeof(cut), longtext, sizeof(longtext), NULL, true);
+    assert_int_equal(n, sizeof(cut) - 1);
+    assert_memory_equal(cut, longtext, n - 3);
+    assert_memory_equal(cut + n - 3, KJ_UTF8_ELLIPSIS, 3);
 }
 
 static void test_cut_on_character_boundary_with_ellipsis(void **state) {
