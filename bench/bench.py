@@ -2003,6 +2003,8 @@ def main():
                     "overrides --runs for it)")
     ap.add_argument("--drain-jobs", type=int, help="drain backlog in jobs (default 1,600,000)")
     ap.add_argument("--drain-partitions", type=int, help="drain partitions (default 64)")
+    ap.add_argument("--retry-partitions", type=int,
+                    help="partitions of the retry pairs and profile-retry (default 16)")
     ap.add_argument("--mem-cases", help="memory: the rows to run instead of the defaults, "
                     "PARTITIONS:JOBS:PAYLOAD_BYTES,... (e.g. 128:2000000:100)")
     ap.add_argument("--drain-extras", action="store_true",
@@ -2065,7 +2067,7 @@ def run(ap, args, kafka, kafka_pid):
         cfg.update(KAFKA)
     if args.runs:
         cfg["runs"] = cfg["drain_runs"] = args.runs
-    for key in ("drain_runs", "drain_jobs", "drain_partitions"):
+    for key in ("drain_runs", "drain_jobs", "drain_partitions", "retry_partitions"):
         if getattr(args, key):
             cfg[key] = getattr(args, key)
     cfg["drain_extras"] = args.drain_extras
