@@ -89,20 +89,30 @@ rd_kafka_conf_t *kj_kafka_conf_new(const kj_config *cfg, char *errstr, size_t er
     return conf_new(cfg, false, errstr, errstr_size);
 }
 
+long long kj_kafka_conf_get_ll(const rd_kafka_conf_t *conf, const char *name, long long fallback) {
+    char value[32];
+    size_t size = sizeof(value);
+    if (rd_kafka_conf_get(conf, name, value, &size) != RD_KAFKA_CONF_OK) return fallback;
+    char *end;
+    long long n = strtoll(value, &end, 10);
+    return end != value && *end == '\0' ? n : fallback;
+}
+
+int kj_kafka_fit_message_max_bytes(const kj_config *cfg, rd_kafka_conf_t *conf, char *errstr,
+                                   size_t errstr_size) {
+    if (kj_kafka_prop_value(cfg, "message.max.bytes")) return 0;
+    long long fetch = kj_kafka_conf_get_ll(conf, "fetch.max.bytes", -1);
+    /* below 1000 (message.max.bytes' least) librdkafka's own refusal names fetch.max.bytes */
+    if (fetch < 1000 || fetch >= kj_kafka_conf_get_ll(conf, "message.max.bytes", 0)) return 0;
+    char value[32];
+    snprintf(value, sizeof(value), "%lld", fetch);
+    return kj_kafka_conf_set(conf, "message.max.bytes", value, errstr, errstr_size);
+}
+
 rd_kafka_conf_t *kj_kafka_consumer_conf_new(const kj_config *cfg, char *errstr,
                                             size_t errstr_size) {
     rd_kafka_conf_t *conf = conf_new(cfg, false, errstr, errstr_size);
-    if (!conf || !kj_kafka_prop_value(cfg, "fetch.max.bytes") ||
-        kj_kafka_prop_value(cfg, "message.max.bytes"))
-        return conf;
-    char fetch[32], max[32]; /* read back as librdkafka parsed them (hex included) */
-    size_t fetch_size = sizeof(fetch), max_size = sizeof(max);
-    if (rd_kafka_conf_get(conf, "fetch.max.bytes", fetch, &fetch_size) == RD_KAFKA_CONF_OK &&
-        rd_kafka_conf_get(conf, "message.max.bytes", max, &max_size) == RD_KAFKA_CONF_OK &&
-        strtoll(fetch, NULL, 10) < strtoll(max, NULL, 10) &&
-        strtoll(fetch, NULL, 10) >= 1000 && /* message.max.bytes' least: else librdkafka's
-                                               refusal names the user's fetch.max.bytes */
-        kj_kafka_conf_set(conf, "message.max.bytes", fetch, errstr, errstr_size)) {
+    if (conf && kj_kafka_fit_message_max_bytes(cfg, conf, errstr, errstr_size)) {
         rd_kafka_conf_destroy(conf);
         return NULL;
     }

@@ -28,6 +28,18 @@ rd_kafka_conf_t *kj_kafka_conf_new(const kj_config *cfg, char *errstr, size_t er
  *  consumer's message.max.bytes bounds only the requests it sends). Returns NULL with errstr. */
 rd_kafka_conf_t *kj_kafka_consumer_conf_new(const kj_config *cfg, char *errstr, size_t errstr_size);
 
+/** The value conf holds for the integer property `name`, as librdkafka parsed it (hex, and its
+ *  default when unset, included), or `fallback` when conf has no such property. */
+long long kj_kafka_conf_get_ll(const rd_kafka_conf_t *conf, const char *name, long long fallback);
+
+/** A consumer's message.max.bytes (the largest request it sends; it sends no records) may not
+ *  exceed its fetch.max.bytes (librdkafka refuses the consumer): lowers message.max.bytes to
+ *  conf's fetch.max.bytes when that is smaller and the user did not set message.max.bytes in
+ *  cfg (their own contradicting pair is left to librdkafka's refusal, as is a fetch.max.bytes
+ *  below 1000). Returns 0, or -1 with errstr. */
+int kj_kafka_fit_message_max_bytes(const kj_config *cfg, rd_kafka_conf_t *conf, char *errstr,
+                                   size_t errstr_size);
+
 /** Like kj_kafka_conf_new, for producers of jobs: unkeyed jobs are spread one by one over the
  *  partitions (sticky.partitioning.linger.ms=0 unless the user set it). */
 rd_kafka_conf_t *kj_kafka_producer_conf_new(const kj_config *cfg, char *errstr, size_t errstr_size);

@@ -439,12 +439,10 @@ kj_router *kj_router_new(const kj_config *cfg, rd_kafka_conf_t *conf, const char
      * message larger than the whole queue, and the copy of a failed job of 2 MB (a user who
      * raised message.max.bytes) was retried forever, its partition's commit stuck. */
     if (!kj_kafka_prop_value(cfg, "queue.buffering.max.kbytes")) {
-        char kbytes[32], max_msg[32];
-        size_t n = sizeof(max_msg);
+        char kbytes[32];
         long long kb = kj_config_queue_kbytes(cfg);
-        if (rd_kafka_conf_get(conf, "message.max.bytes", max_msg, &n) == RD_KAFKA_CONF_OK &&
-            kb < atoll(max_msg) / 1024 + 1)
-            kb = atoll(max_msg) / 1024 + 1;
+        long long max_msg_kb = kj_kafka_conf_get_ll(conf, "message.max.bytes", 1000000) / 1024 + 1;
+        if (kb < max_msg_kb) kb = max_msg_kb;
         snprintf(kbytes, sizeof(kbytes), "%lld", kb);
         if (kj_kafka_conf_set(conf, "queue.buffering.max.kbytes", kbytes, errstr, errstr_size)) {
             rd_kafka_conf_destroy(conf);
@@ -475,12 +473,8 @@ kj_router *kj_router_new(const kj_config *cfg, rd_kafka_conf_t *conf, const char
     }
     r->rk = kj_kafka_producer_new(conf, errstr, errstr_size);
     if (!r->rk) goto fail;
-    char max_bytes[32];
-    size_t max_bytes_size = sizeof(max_bytes);
-    r->max_message_bytes = 1000000; /* librdkafka's default */
-    if (rd_kafka_conf_get(rd_kafka_conf(r->rk), "message.max.bytes", max_bytes, &max_bytes_size) ==
-        RD_KAFKA_CONF_OK)
-        r->max_message_bytes = strtoul(max_bytes, NULL, 10);
+    r->max_message_bytes = (size_t)kj_kafka_conf_get_ll(rd_kafka_conf(r->rk), "message.max.bytes",
+                                                        1000000 /* librdkafka's default */);
     if (r->transactional) {
         rd_kafka_error_t *error = rd_kafka_init_transactions(r->rk, 60000);
         if (!error) error = rd_kafka_begin_transaction(r->rk);

@@ -1020,30 +1020,25 @@ static int prefetch_conf(const kj_config *cfg, rd_kafka_conf_t *conf, char *errs
  * with the bound, not fixed: librdkafka keeps one Fetch in flight per broker, so the response
  * size over the round trip caps the rate, and a larger bound is how a user buys throughput on a
  * high-latency link. A record batch larger than fetch.max.bytes still comes whole (KIP-74: the
- * first batch of a response is never cut), so a large job still runs. librdkafka refuses a
- * fetch.max.bytes below message.max.bytes (and raises an unset one to it), so the consumer's
- * message.max.bytes (the largest request it sends: a consumer sends no records) comes down to
- * the response size unless kafka.properties sets it; a user's larger message.max.bytes becomes
- * the response size. The user's values are read back from conf, as librdkafka parsed them. A
- * user's own fetch.max.bytes is left alone (kj_kafka_consumer_conf_new fitted message.max.bytes
- * to it). Returns 0, or -1 with errstr. */
+ * first batch of a response is never cut), so a large job still runs. The consumer's
+ * message.max.bytes comes down to the response size unless kafka.properties sets it
+ * (kj_kafka_fit_message_max_bytes); a user's larger message.max.bytes becomes the response size.
+ * A user's own fetch.max.bytes is left alone (kj_kafka_consumer_conf_new fitted
+ * message.max.bytes to it). Returns 0, or -1 with errstr. */
 #define KJ_FETCH_MIN_BYTES 262144
 static int fetch_size_conf(const kj_config *cfg, rd_kafka_conf_t *conf, char *errstr,
                            size_t errstr_size) {
     if (kj_kafka_prop_value(cfg, "fetch.max.bytes")) return 0;
-    bool user_max = kj_kafka_prop_value(cfg, "message.max.bytes") != NULL;
     long long fetch = cfg->batch_max_pending_bytes / 16;
     if (fetch < KJ_FETCH_MIN_BYTES) fetch = KJ_FETCH_MIN_BYTES;
-    char value[32];
-    size_t n = sizeof(value);
-    if (user_max && rd_kafka_conf_get(conf, "message.max.bytes", value, &n) == RD_KAFKA_CONF_OK) {
-        long long max = strtoll(value, NULL, 10);
+    if (kj_kafka_prop_value(cfg, "message.max.bytes")) {
+        long long max = kj_kafka_conf_get_ll(conf, "message.max.bytes", 0);
         if (max > fetch) fetch = max;
     }
+    char value[32];
     snprintf(value, sizeof(value), "%lld", fetch);
-    return (!user_max &&
-            kj_kafka_conf_set(conf, "message.max.bytes", value, errstr, errstr_size)) ||
-                   kj_kafka_conf_set(conf, "fetch.max.bytes", value, errstr, errstr_size)
+    return kj_kafka_conf_set(conf, "fetch.max.bytes", value, errstr, errstr_size) ||
+                   kj_kafka_fit_message_max_bytes(cfg, conf, errstr, errstr_size)
                ? -1
                : 0;
 }
@@ -1117,24 +1112,13 @@ static int consumer_new(kj_worker *w, char *errstr, size_t errstr_size) {
             }
         }
     }
-    {
-        char value[32];
-        size_t value_size = sizeof(value);
-        w->session_timeout_ms = 45000; /* librdkafka's and Kafka's default */
-        if (kip848 && cfg->embedded_broker)
-            w->session_timeout_ms = 6000; /* embedded_broker.c */
-        else if (!kip848 &&
-                 rd_kafka_conf_get(conf, "session.timeout.ms", value, &value_size) ==
-                     RD_KAFKA_CONF_OK &&
-                 atoll(value) > 0)
-            w->session_timeout_ms = atoll(value);
-        value_size = sizeof(value);
-        w->revoke_wait_ms = 150000; /* librdkafka's default max.poll.interval.ms, halved */
-        if (rd_kafka_conf_get(conf, "max.poll.interval.ms", value, &value_size) ==
-                RD_KAFKA_CONF_OK &&
-            atoll(value) > 0)
-            w->revoke_wait_ms = atoll(value) / 2;
-    }
+    /* KIP-848 keeps the session timeout broker-side: Kafka's default, or embedded_broker.c's */
+    w->session_timeout_ms = !kip848 ? kj_kafka_conf_get_ll(conf, "session.timeout.ms", 45000)
+                            : cfg->embedded_broker ? 6000
+                                                   : 45000;
+    /* librdkafka's default max.poll.interval.ms (300000), halved */
+    w->revoke_wait_ms = kj_kafka_conf_get_ll(conf, "max.poll.interval.ms", 300000) / 2;
+    if (w->revoke_wait_ms <= 0) w->revoke_wait_ms = 150000;
     const char *strategy = kj_kafka_prop_value(cfg, "partition.assignment.strategy");
     w->cooperative = kip848 || (strategy && strstr(strategy, "cooperative-sticky") != NULL);
     rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);

@@ -185,6 +185,19 @@ static void a_small_fetch_max_bytes_lowers_the_consumers_message_max_bytes(void 
     kj_config_free(&cfg);
 }
 
+static void a_property_reads_back_as_librdkafka_parsed_it(void **state) {
+    (void)state;
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    char err[256];
+    assert_int_equal(kj_kafka_conf_get_ll(conf, "message.max.bytes", -1), 1000000); /* default */
+    assert_int_equal(rd_kafka_conf_set(conf, "fetch.max.bytes", "0x40000", err, sizeof(err)),
+                     RD_KAFKA_CONF_OK);
+    assert_int_equal(kj_kafka_conf_get_ll(conf, "fetch.max.bytes", -1), 262144);
+    assert_int_equal(kj_kafka_conf_get_ll(conf, "no.such.property", -7), -7);
+    assert_int_equal(kj_kafka_conf_get_ll(conf, "client.id", -7), -7); /* not a number */
+    rd_kafka_conf_destroy(conf);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(last_value_wins_and_names_match_whole),
@@ -194,6 +207,7 @@ int main(void) {
         cmocka_unit_test(explicit_choices_never_fall_back),
         cmocka_unit_test(only_refusals_of_kip848_allow_the_fallback),
         cmocka_unit_test(a_small_fetch_max_bytes_lowers_the_consumers_message_max_bytes),
+        cmocka_unit_test(a_property_reads_back_as_librdkafka_parsed_it),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
