@@ -139,11 +139,18 @@ int kj_control_parse_ladder(const rd_kafka_headers_t *hdrs, int64_t now_ms, kj_c
     return 0;
 }
 
+int64_t kj_ladder_grain_ms(int64_t step_delay_ms) {
+    int64_t grain = step_delay_ms / 10;
+    return grain < 1 ? 1 : grain > KJ_LADDER_GRAIN_MAX_MS ? KJ_LADDER_GRAIN_MAX_MS : grain;
+}
+
 int64_t kj_control_hold_until(int64_t not_before_ms, int64_t record_ts_ms, int64_t now_ms,
                               int64_t step_delay_ms) {
     int64_t base = record_ts_ms > 0 && record_ts_ms < now_ms ? record_ts_ms : now_ms;
     int64_t cap = base + step_delay_ms;
-    return not_before_ms < cap ? not_before_ms : cap;
+    int64_t at = not_before_ms < cap ? not_before_ms : cap;
+    int64_t grain = kj_ladder_grain_ms(step_delay_ms);
+    return at > 0 ? (at + grain - 1) / grain * grain : at; /* up to the grain's next multiple */
 }
 
 /* One scheduling header of a main-topic record: 0 absent, 1 valid (*due set), -1 repeated or
