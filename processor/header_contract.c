@@ -145,11 +145,11 @@ int64_t kj_ladder_grain_ms(int64_t step_delay_ms) {
 }
 
 int64_t kj_control_hold_until(int64_t not_before_ms, int64_t record_ts_ms, int64_t now_ms,
-                              int64_t step_delay_ms) {
+                              int64_t step_delay_ms, int64_t grain_ms) {
     int64_t base = record_ts_ms > 0 && record_ts_ms < now_ms ? record_ts_ms : now_ms;
     int64_t cap = base + step_delay_ms;
     int64_t at = not_before_ms < cap ? not_before_ms : cap;
-    int64_t grain = kj_ladder_grain_ms(step_delay_ms);
+    int64_t grain = grain_ms > 1 ? grain_ms : 1;
     return at > 0 ? (at + grain - 1) / grain * grain : at; /* up to the grain's next multiple */
 }
 

@@ -32,7 +32,7 @@
  *     writes kjobs-run-at only;
  *   - kjobs-not-before further than KJ_RETRY_MAX_DELAY_MS (+ KJ_CLOCK_SKEW_MS) ahead is invalid,
  *     and a valid one is never trusted to hold a ladder partition for longer than that step's
- *     delay after the record was written (kj_control_hold_until).
+ *     delay (plus its grain) after the record was written (kj_control_hold_until).
  *
  * @locality pure functions (no I/O, no global state); any thread. The writers modify only the
  * header list they are given.
@@ -164,15 +164,17 @@ int64_t kj_ladder_grain_ms(int64_t step_delay_ms);
 /**
  * When a ladder step with delay `step_delay_ms` releases a record with kjobs-not-before
  * `not_before_ms`, written at `record_ts_ms` (the Kafka timestamp; <= 0 when unknown) and
- * fetched at `now_ms`: min(not_before, min(record_ts, now) + step_delay), rounded up to the
- * step's grain (kj_ladder_grain_ms). A record is never held longer than its step's delay plus
- * one grain after it was written, and never released before the unrounded time, so the hold
- * times of a ladder partition follow its offsets (records are written in time order; rounding up
- * keeps the order) and its head is always released first. A record released before its
- * not-before is re-routed, not run.
+ * fetched at `now_ms`: min(not_before, min(record_ts, now) + step_delay), rounded up to a
+ * multiple of `grain_ms` (kj_ladder_grain_ms for retries and hops; 1, no rounding, for a
+ * scheduled copy, whose run-at is kept to the millisecond). A record is never held longer than
+ * its step's delay plus one grain after it was written, and never released before the
+ * unrounded time, so the hold times of a ladder partition follow its offsets (records are
+ * written in time order; rounding up keeps the order, and an unrounded scheduled copy waits at
+ * most one grain behind a rounded one) and its head is always released first. A record released
+ * before its not-before is re-routed, not run.
  */
 int64_t kj_control_hold_until(int64_t not_before_ms, int64_t record_ts_ms, int64_t now_ms,
-                              int64_t step_delay_ms);
+                              int64_t step_delay_ms, int64_t grain_ms);
 
 /** What kj_run_at_parse found. */
 typedef enum kj_run_at_status {

@@ -92,7 +92,8 @@ rd_kafka_conf_t *kj_kafka_conf_new(const kj_config *cfg, char *errstr, size_t er
 long long kj_kafka_conf_get_ll(const rd_kafka_conf_t *conf, const char *name, long long fallback) {
     char value[32];
     size_t size = sizeof(value);
-    if (rd_kafka_conf_get(conf, name, value, &size) != RD_KAFKA_CONF_OK) return fallback;
+    if (rd_kafka_conf_get(conf, name, value, &size) != RD_KAFKA_CONF_OK || size > sizeof(value))
+        return fallback;
     char *end;
     long long n = strtoll(value, &end, 10);
     return end != value && *end == '\0' ? n : fallback;

@@ -7,7 +7,7 @@
  * (retry_policy.h), taken once per failed job; the router writes the copy that decision names.
  *
  * The policy makes every record of a ladder step due at least that step's delay after it was
- * written; the worker releases it at most that step's delay after it was written
+ * written; the worker releases it at most that step's delay (plus its grain) after it was written
  * (kj_control_hold_until), so a partition's release times follow its offsets. A record
  * released before its kjobs-not-before (a delay longer than its step's) hops: kj_router_hop
  * copies it unchanged to the step fitting the time left, and it is not run.

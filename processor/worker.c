@@ -155,17 +155,24 @@ static void handle_message(kj_worker *w, rd_kafka_message_t *msg) {
     }
     int64_t not_before = 0, now = 0;
     if (p->role == KJ_TOPIC_RETRY) {
-        /* Held until its not-before, but never longer than the step's delay after it was
-         * written: release times then follow offsets, so no record waits behind a later-due
-         * one. Released early (a longer per-job delay), it hops instead of running
-         * (run_batch); an invalid header releases it at once, to be dead-lettered. */
+        /* Held until its not-before, but never longer than the step's delay (plus its grain)
+         * after it was written: release times then follow offsets, so no record waits behind a
+         * later-due one. Retries come due on the step's grain, so those due within one grain
+         * run as one batch; a scheduled copy (kjobs-run-at) to the millisecond. Released early (a
+         * longer per-job delay), it hops instead of running (run_batch); an invalid header releases
+         * it at once, to be dead-lettered. */
         rd_kafka_headers_t *hdrs = NULL;
         int64_t nb;
         now = kj_now_ms();
         rd_kafka_message_headers(msg, &hdrs);
+        const void *v;
+        size_t n;
+        bool scheduled = rd_kafka_header_get_last(hdrs, KJ_HDR_RUN_AT, &v, &n) == 0 ||
+                         rd_kafka_header_get_last(hdrs, KJ_HDR_DELIVER_AT, &v, &n) == 0;
         if (kj_control_not_before(hdrs, now, &nb) == 0)
-            not_before = kj_control_hold_until(nb, rd_kafka_message_timestamp(msg, NULL), now,
-                                               p->step_delay_ms);
+            not_before = kj_control_hold_until(
+                nb, rd_kafka_message_timestamp(msg, NULL), now, p->step_delay_ms,
+                scheduled ? 1 : kj_ladder_grain_ms(p->step_delay_ms));
     }
     /* An arming partition's records (fetched before the pause took, or while a stall or
      * breaker rewind had resumed it) are pushed on their own schedule, not parked here: an item
@@ -1118,7 +1125,6 @@ static int consumer_new(kj_worker *w, char *errstr, size_t errstr_size) {
                                                    : 45000;
     /* librdkafka's default max.poll.interval.ms (300000), halved */
     w->revoke_wait_ms = kj_kafka_conf_get_ll(conf, "max.poll.interval.ms", 300000) / 2;
-    if (w->revoke_wait_ms <= 0) w->revoke_wait_ms = 150000;
     const char *strategy = kj_kafka_prop_value(cfg, "partition.assignment.strategy");
     w->cooperative = kip848 || (strategy && strstr(strategy, "cooperative-sticky") != NULL);
     rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);

@@ -133,35 +133,45 @@ static int64_t up(int64_t t, int64_t grain) {
     return t % grain ? t + grain - t % grain : t;
 }
 
-static void test_hold_never_exceeds_step_delay_after_write(void **state) {
+static void test_hold_never_exceeds_step_delay_and_grain_after_write(void **state) {
     (void)state;
     const int64_t step = 300, grain = 30; /* a tenth of the step */
     assert_int_equal(kj_ladder_grain_ms(step), grain);
-    /* due before the cap: held until due (rounded up to the grain) */
-    assert_int_equal(kj_control_hold_until(NOW + 100, NOW, NOW, step), up(NOW + 100, grain));
-    /* a per-job delay longer than the step: released at write time + step delay */
-    assert_int_equal(kj_control_hold_until(NOW + 20000, NOW, NOW + 5, step), up(NOW + 300, grain));
-    /* unknown or future timestamps count from the fetch time */
-    assert_int_equal(kj_control_hold_until(NOW + 20000, -1, NOW, step), up(NOW + 300, grain));
-    assert_int_equal(kj_control_hold_until(NOW + 20000, NOW + 99999, NOW, step),
+    /* due before the cap: held until due (NOW + 110 rounded up to the grain) */
+    assert_int_equal(kj_control_hold_until(NOW + 110, NOW, NOW, step, grain), up(NOW + 110, grain));
+    /* a per-job delay longer than the step: released at write time + step delay (not at fetch
+     * time + step delay, which falls in another grain) */
+    assert_int_equal(kj_control_hold_until(NOW + 20000, NOW, NOW + 40, step, grain),
                      up(NOW + 300, grain));
+    assert_true(up(NOW + 300, grain) != up(NOW + 340, grain));
+    /* unknown or future timestamps count from the fetch time */
+    assert_int_equal(kj_control_hold_until(NOW + 20000, -1, NOW + 40, step, grain),
+                     up(NOW + 340, grain));
+    assert_int_equal(kj_control_hold_until(NOW + 20000, NOW + 99999, NOW + 40, step, grain),
+                     up(NOW + 340, grain));
     /* a far-future not-before holds for at most the step's delay */
-    assert_int_equal(kj_control_hold_until(INT64_MAX / 2, NOW, NOW, step), up(NOW + 300, grain));
+    assert_int_equal(kj_control_hold_until(INT64_MAX / 2, NOW, NOW, step, grain),
+                     up(NOW + 300, grain));
+    /* a scheduled copy (grain 1) is released to the millisecond */
+    assert_int_equal(kj_control_hold_until(NOW + 111, NOW, NOW, step, 1), NOW + 111);
 
-    /* A ladder partition written in time order, mixing the step's own delay and longer
-     * per-job delays: release times never decrease along the offsets, so the head is always
-     * released first and nobody waits behind a later-due record; none is released before it
-     * is due or the step's delay has passed, nor a grain or more after that. */
+    /* A ladder partition written in time order, mixing due times within the step's delay, the
+     * step's own delay and longer per-job delays: release times never decrease along the
+     * offsets, so the head is always released first and nobody waits behind a later-due
+     * record; none is released before it is due or the step's delay has passed, nor a grain or
+     * more after that. */
     int64_t last = 0;
     for (int i = 0; i < 1000; i++) {
         int64_t written = NOW + i * 7;
-        int64_t nb = written + (i % 3 == 0 ? 20000 + i : step);
+        int64_t nb = written + (i % 3 == 0 ? 20000 + i : i % 3 == 1 ? step : step / 2 + i % 50);
         int64_t due = nb < written + step ? nb : written + step;
-        int64_t hold = kj_control_hold_until(nb, written, written + 50, step);
-        assert_true(hold >= last);
+        int64_t hold = kj_control_hold_until(nb, written, written + 50, step, grain);
         assert_true(hold >= due && hold < due + grain);
         assert_int_equal(hold % grain, 0);
-        last = hold;
+        if (i % 3 != 2) { /* the step's own copies are written due in time order */
+            assert_true(hold >= last);
+            last = hold;
+        }
     }
 }
 
@@ -175,8 +185,8 @@ static void test_ladder_grain_coalesces_release_times(void **state) {
     assert_int_equal(kj_ladder_grain_ms(600000), 1000);
     const int64_t step = 1000, base = 1700000000000LL; /* a multiple of the 100 ms grain */
     for (int64_t d = 1; d <= 100; d++)
-        assert_int_equal(kj_control_hold_until(base + d, base, base, step), base + 100);
-    assert_int_equal(kj_control_hold_until(base + 101, base, base, step), base + 200);
+        assert_int_equal(kj_control_hold_until(base + d, base, base, step, 100), base + 100);
+    assert_int_equal(kj_control_hold_until(base + 101, base, base, step, 100), base + 200);
 }
 
 /* The wire names are fixed by ../shared/CONTRACT.md: this list is the one place outside
@@ -656,7 +666,7 @@ int main(void) {
         cmocka_unit_test(test_parse_uint_is_strict),
         cmocka_unit_test(test_valid_ladder_headers),
         cmocka_unit_test(test_invalid_ladder_headers),
-        cmocka_unit_test(test_hold_never_exceeds_step_delay_after_write),
+        cmocka_unit_test(test_hold_never_exceeds_step_delay_and_grain_after_write),
         cmocka_unit_test(test_ladder_grain_coalesces_release_times),
         cmocka_unit_test(test_wire_names_are_the_contract),
         cmocka_unit_test(test_is_kjobs),
