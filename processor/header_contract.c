@@ -144,6 +144,14 @@ int64_t kj_ladder_grain_ms(int64_t step_delay_ms) {
     return grain < 1 ? 1 : grain > KJ_LADDER_GRAIN_MAX_MS ? KJ_LADDER_GRAIN_MAX_MS : grain;
 }
 
+int64_t kj_ladder_release_grain_ms(const rd_kafka_headers_t *hdrs, int64_t step_delay_ms) {
+    const void *v;
+    size_t n;
+    bool attempt_0 = hdrs && rd_kafka_header_get_last(hdrs, KJ_HDR_ATTEMPT, &v, &n) == 0 &&
+                     n == 1 && *(const char *)v == '0';
+    return attempt_0 ? 1 : kj_ladder_grain_ms(step_delay_ms);
+}
+
 int64_t kj_control_hold_until(int64_t not_before_ms, int64_t record_ts_ms, int64_t now_ms,
                               int64_t step_delay_ms, int64_t grain_ms) {
     int64_t base = record_ts_ms > 0 && record_ts_ms < now_ms ? record_ts_ms : now_ms;

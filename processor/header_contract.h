@@ -162,16 +162,24 @@ int kj_control_not_before(const rd_kafka_headers_t *hdrs, int64_t now_ms, int64_
 int64_t kj_ladder_grain_ms(int64_t step_delay_ms);
 
 /**
+ * The grain a ladder record's release time is rounded up to: 1 (none) for a record whose
+ * kjobs-attempt is "0" — a scheduled copy (kjobs-run-at), kept to the millisecond, or a parked
+ * one — else kj_ladder_grain_ms(step_delay_ms). `hdrs` may be NULL (a record without headers).
+ * Headers are untrusted: a forged attempt 0 only turns the rounding off.
+ */
+int64_t kj_ladder_release_grain_ms(const rd_kafka_headers_t *hdrs, int64_t step_delay_ms);
+
+/**
  * When a ladder step with delay `step_delay_ms` releases a record with kjobs-not-before
  * `not_before_ms`, written at `record_ts_ms` (the Kafka timestamp; <= 0 when unknown) and
  * fetched at `now_ms`: min(not_before, min(record_ts, now) + step_delay), rounded up to a
- * multiple of `grain_ms` (kj_ladder_grain_ms for retries and hops; 1, no rounding, for a
- * scheduled copy, whose run-at is kept to the millisecond). A record is never held longer than
+ * multiple of `grain_ms` (kj_ladder_release_grain_ms). A record is never held longer than
  * its step's delay plus one grain after it was written, and never released before the
  * unrounded time, so the hold times of a ladder partition follow its offsets (records are
- * written in time order; rounding up keeps the order, and an unrounded scheduled copy waits at
- * most one grain behind a rounded one) and its head is always released first. A record released
- * before its not-before is re-routed, not run.
+ * written in time order; rounding up keeps the order; an unrounded scheduled copy held for its
+ * step's whole delay waits less than one grain behind a rounded one, and one due sooner, the
+ * last part of a schedule, may wait behind earlier records as docs/scheduling.md says) and its
+ * head is always released first. A record released before its not-before is re-routed, not run.
  */
 int64_t kj_control_hold_until(int64_t not_before_ms, int64_t record_ts_ms, int64_t now_ms,
                               int64_t step_delay_ms, int64_t grain_ms);

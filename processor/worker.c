@@ -158,21 +158,17 @@ static void handle_message(kj_worker *w, rd_kafka_message_t *msg) {
         /* Held until its not-before, but never longer than the step's delay (plus its grain)
          * after it was written: release times then follow offsets, so no record waits behind a
          * later-due one. Retries come due on the step's grain, so those due within one grain
-         * run as one batch; a scheduled copy (kjobs-run-at) to the millisecond. Released early (a
+         * run as one batch; a scheduled copy (attempt 0) to the millisecond. Released early (a
          * longer per-job delay), it hops instead of running (run_batch); an invalid header releases
          * it at once, to be dead-lettered. */
         rd_kafka_headers_t *hdrs = NULL;
         int64_t nb;
         now = kj_now_ms();
         rd_kafka_message_headers(msg, &hdrs);
-        const void *v;
-        size_t n;
-        bool scheduled = rd_kafka_header_get_last(hdrs, KJ_HDR_RUN_AT, &v, &n) == 0 ||
-                         rd_kafka_header_get_last(hdrs, KJ_HDR_DELIVER_AT, &v, &n) == 0;
-        if (kj_control_not_before(hdrs, now, &nb) == 0)
-            not_before = kj_control_hold_until(
-                nb, rd_kafka_message_timestamp(msg, NULL), now, p->step_delay_ms,
-                scheduled ? 1 : kj_ladder_grain_ms(p->step_delay_ms));
+        if (kj_control_not_before(hdrs, now, &nb) == 0) /* hdrs may be NULL: none */
+            not_before = kj_control_hold_until(nb, rd_kafka_message_timestamp(msg, NULL), now,
+                                               p->step_delay_ms,
+                                               kj_ladder_release_grain_ms(hdrs, p->step_delay_ms));
     }
     /* An arming partition's records (fetched before the pause took, or while a stall or
      * breaker rewind had resumed it) are pushed on their own schedule, not parked here: an item

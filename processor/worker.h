@@ -40,8 +40,8 @@
  * retry-ladder partition reads ahead the records released within half its step's delay (at most
  * 5 s) and is paused at the first one released later, until it is; the engine holds records
  * back until released, and other partitions keep flowing. A ladder record is released at
- * min(kjobs-not-before, written + step delay), rounded up to the step's grain
- * (kj_control_hold_until), so release times follow
+ * min(kjobs-not-before, written + step delay), rounded up to the step's grain unless it is a
+ * scheduled copy (kj_control_hold_until), so release times follow
  * offsets and nothing waits behind a later-due record; one released before its not-before hops
  * (kj_router_hop) instead of running. Control headers are validated first (header_contract.h):
  * ignored on the main topic, invalid ones on the ladder dead-lettered. A full producer queue

@@ -636,6 +636,7 @@ def test_control_headers_are_untrusted_input():
         send("jobs.retry.1", "bad-origin", "kjobs.noop",
              _ladder_headers(topic=b"jobs\\nx", partition=b"0"))
         send("jobs.retry.1", "valid-ladder", "kjobs.noop", _ladder_headers(attempt="2"))
+        send("jobs.retry.1", "no-headers", "kjobs.noop", [])
         # main topic: producer-set attempt and origin are ignored
         send("jobs", "main-attempt-2", "kjobs.noop", [("kjobs-attempt", b"2")])
         send("jobs", "main-attempt-7x", "kjobs.noop", [("kjobs-attempt", b" 7x")])
@@ -650,10 +651,10 @@ def test_control_headers_are_untrusted_input():
             for job_id in ("due-behind", "valid-ladder", "main-attempt-2", "main-attempt-7x"):
                 done[job_id] = w.wait_for(lambda l, j=job_id: l["msg"] == "job done" and
                                           l.get("id") == j, 30, f"{job_id} done")
-            w.wait_count("job failed, dead-lettered", 5, 30, "5 dead letters")
+            w.wait_count("job failed, dead-lettered", 6, 30, "6 dead letters")
             procs.wait_until(lambda: _sample(_metrics(port), "kjobs_dlq_routed_total",
-                                             **{"class": "invalid-header"}) >= 4, 30,
-                             "4 invalid-header dead letters acknowledged")
+                                             **{"class": "invalid-header"}) >= 5, 30,
+                             "5 invalid-header dead letters acknowledged")
             text = _metrics(port)
             assert w.stop() == 0
         finally:
@@ -665,9 +666,10 @@ def test_control_headers_are_untrusted_input():
         for r in peek_all(broker.bootstrap, "jobs.dlq"):
             dlq[r["id"]] = harness.hdrs(r)
         assert set(dlq) == {"far-future", "garbage-attempt", "signed-nb", "bad-origin",
-                            "main-forged-origin"}, dlq.keys()
+                            "no-headers", "main-forged-origin"}, dlq.keys()
         for job_id, header in (("far-future", "kjobs-not-before"),
                                ("garbage-attempt", "kjobs-attempt"),
+                               ("no-headers", "kjobs-attempt"),
                                ("signed-nb", "kjobs-not-before"),
                                ("bad-origin", "kjobs-original-topic")):
             h = dlq[job_id]
@@ -679,9 +681,9 @@ def test_control_headers_are_untrusted_input():
         assert (forged["kjobs-original-topic"], forged["kjobs-original-offset"]) == \
             ("jobs", str(md.offset)), forged
         assert _sample(text, "kjobs_invalid_headers_total", header="kjobs-not-before") == 2
-        assert _sample(text, "kjobs_invalid_headers_total", header="kjobs-attempt") == 1
+        assert _sample(text, "kjobs_invalid_headers_total", header="kjobs-attempt") == 2
         assert _sample(text, "kjobs_invalid_headers_total", header="kjobs-original-topic") == 1
-        assert _sample(text, "kjobs_dlq_routed_total", **{"class": "invalid-header"}) == 4
+        assert _sample(text, "kjobs_dlq_routed_total", **{"class": "invalid-header"}) == 5
 
 
 if __name__ == "__main__":

@@ -189,6 +189,29 @@ static void test_ladder_grain_coalesces_release_times(void **state) {
     assert_int_equal(kj_control_hold_until(base + 101, base, base, step, 100), base + 200);
 }
 
+/* Retries are rounded to the step's grain; a record of attempt 0 (scheduled or parked) is not;
+ * a record without headers (any producer can write one) gets the step's grain, no crash. */
+static void test_release_grain_spares_attempt_0(void **state) {
+    (void)state;
+    assert_int_equal(kj_ladder_release_grain_ms(NULL, 1000), 100);
+    rd_kafka_headers_t *h = rd_kafka_headers_new(4);
+    assert_int_equal(kj_ladder_release_grain_ms(h, 1000), 100); /* no attempt header */
+    rd_kafka_header_add(h, KJ_HDR_ATTEMPT, -1, "0", 1);
+    assert_int_equal(kj_ladder_release_grain_ms(h, 1000), 1);
+    rd_kafka_headers_destroy(h);
+    h = rd_kafka_headers_new(4); /* a retry of a job that once had a run-at: rounded */
+    rd_kafka_header_add(h, KJ_HDR_RUN_AT, -1, "1700000000000", -1);
+    rd_kafka_header_add(h, KJ_HDR_ATTEMPT, -1, "2", 1);
+    assert_int_equal(kj_ladder_release_grain_ms(h, 1000), 100);
+    rd_kafka_headers_destroy(h);
+    h = rd_kafka_headers_new(4);
+    rd_kafka_header_add(h, KJ_HDR_ATTEMPT, -1, "00", 2); /* not exactly "0" */
+    assert_int_equal(kj_ladder_release_grain_ms(h, 1000), 100);
+    rd_kafka_header_add(h, KJ_HDR_ATTEMPT, -1, NULL, 0); /* the last one counts: empty */
+    assert_int_equal(kj_ladder_release_grain_ms(h, 1000), 100);
+    rd_kafka_headers_destroy(h);
+}
+
 /* The wire names are fixed by ../shared/CONTRACT.md: this list is the one place outside
  * header_contract.h that spells them, as the independent witness. */
 static void test_wire_names_are_the_contract(void **state) {
@@ -668,6 +691,7 @@ int main(void) {
         cmocka_unit_test(test_invalid_ladder_headers),
         cmocka_unit_test(test_hold_never_exceeds_step_delay_and_grain_after_write),
         cmocka_unit_test(test_ladder_grain_coalesces_release_times),
+        cmocka_unit_test(test_release_grain_spares_attempt_0),
         cmocka_unit_test(test_wire_names_are_the_contract),
         cmocka_unit_test(test_is_kjobs),
         cmocka_unit_test(test_parse_uint_oversized_and_non_utf8),
