@@ -86,7 +86,8 @@ KJOBS_API const char *kjobs_job_traceparent(const kjobs_job_t *job);
  * call only.
  */
 KJOBS_API const char *kjobs_job_tracestate(const kjobs_job_t *job);
-/** Attempt number of this run: 1 for the first run, 2 for the first retry, ... */
+/** Attempt number of this run: 1 for the first run, 2 for the first retry (in place or from the
+ * ladder: retry.in_place_attempts), ... */
 KJOBS_API int kjobs_job_attempt(const kjobs_job_t *job);
 /** Topic, partition and offset of the record being handled (a ladder topic on retries). */
 KJOBS_API const char *kjobs_job_topic(const kjobs_job_t *job);
@@ -116,7 +117,9 @@ KJOBS_API void kjobs_result_ok(kjobs_result_t *result);
  * Ask for another attempt. `delay_ms` < 0 uses the retry ladder's delay for the next step;
  * >= 0 asks for at least that delay (capped at 30 days): the job goes to the ladder step with
  * the longest delay <= delay_ms and hops along the ladder until it is due; the attempt still
- * counts towards retry.max_attempts (docs/retries.md). `fmt` may be NULL.
+ * counts towards retry.max_attempts (docs/retries.md). With retry.in_place_attempts > 0 a retry
+ * with `delay_ms` < 0 or <= retry.in_place_delay first runs again in place (docs/retries.md,
+ * "Retrying in place"). `fmt` may be NULL.
  * The error text is kept (truncated to 1 KiB) in the `kjobs-error` header.
  */
 KJOBS_API void kjobs_result_retry(kjobs_result_t *result, int64_t delay_ms, const char *fmt, ...)

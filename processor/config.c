@@ -434,13 +434,27 @@ static const kj_setting kj_settings[] = {
      .max_items = KJ_CONFIG_MAX_RETRY_DELAYS,
      .doc = "The retry ladder: one topic and one delay per entry (N entries). When attempt n "
             "fails and n < retry.max_attempts, the job goes to ladder step min(n, N) and runs "
-            "again once that step's delay has passed. An empty list [ ] means no ladder: every "
+            "again once that step's delay has passed (with retry.in_place_attempts L: step "
+            "min(ceil(n / (1 + L)), N)). An empty list [ ] means no ladder: every "
             "failure goes straight to the DLQ and retry.max_attempts has no effect. From the "
             "environment: comma-separated, e.g. \"10s,1m,10m\"; \"\" for none."},
     {ROW("retry", "max_attempts", "KJOBS_RETRY_MAX_ATTEMPTS"), .type = KT_INT,
      .off = F(retry_max_attempts), .def = "4", .min = 1, .max = 1000,
      .doc = "Attempts, counting the first run, before a failing job goes to the DLQ. Attempts "
             "past the last ladder step reuse the last step."},
+    {ROW("retry", "in_place_attempts", "KJOBS_RETRY_IN_PLACE_ATTEMPTS"), .type = KT_INT,
+     .off = F(retry_in_place_attempts), .def = "0", .min = 0, .max = 100,
+     .doc = "In-place retries before the ladder: a job whose handler asks for a retry (with no "
+            "delay, or one no longer than retry.in_place_delay) is run again by this worker after "
+            "retry.in_place_delay, up to this many times, before it goes to the ladder. Its "
+            "partition (with batch.ordering = \"key\": its key lane) waits meanwhile, holding no "
+            "thread; no copy is written. Each is an attempt (kjobs_job_attempt, retry.max_attempts "
+            "count it); the ladder step follows the runs: step min(ceil(n / (1 + this)), N) "
+            "after attempt n. 0: every retry goes to the ladder. docs/retries.md."},
+    {ROW("retry", "in_place_delay", "KJOBS_RETRY_IN_PLACE_DELAY"), .type = KT_DURATION,
+     .off = F(retry_in_place_delay_ms), .def = "100ms", .min = 0, .max = 10000,
+     .doc = "The wait before each in-place retry (retry.in_place_attempts); a handler's own "
+            "delay longer than this sends the job to the ladder instead."},
     {ROW("retry", "ordering", "KJOBS_RETRY_ORDERING"), .type = KT_STRING, .off = F(retry_ordering),
      .def = "none", .check = check_retry_ordering, .expect = "\"none\" or \"key\"",
      .doc = "\"none\": a failed job goes down the ladder and later jobs of its key run on "

@@ -63,6 +63,8 @@ typedef struct kj_config {
     int64_t *retry_delays_ms;
     size_t retry_delay_count;
     int retry_max_attempts;
+    int retry_in_place_attempts;     /* a retry tried again in place, before the ladder */
+    int64_t retry_in_place_delay_ms; /* ... after this wait (ms) */
     bool retry_exactly_once;
     char *retry_ordering;          /* "none" or "key"; see kj_config_retry_key_ordered() */
     int64_t schedule_max_delay_ms; /* read it through kj_config_schedule_max_delay() */

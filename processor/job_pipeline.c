@@ -22,6 +22,7 @@ typedef struct batch_slot {
     bool keyed;             /* retry.ordering = "key" orders it: keyed, origin known */
     bool counted;           /* ... and it is a ladder copy the key chain counts */
     bool parked;            /* must wait behind `behind`: parked on the ladder, not run */
+    bool in_place;          /* failed, to be tried again in place: back in its lane, not routed */
     int64_t origin;         /* keyed only: its main-topic offset */
     kj_chain_copy behind;   /* parked only: the copy it waits behind */
     int64_t due_ms;         /* scheduled only: its kjobs-run-at */
@@ -42,6 +43,7 @@ typedef struct batch_scratch {
     batch_slot *slots;
     const kjobs_job_t **jobs;
     kjobs_result_t **results;
+    void **again; /* the records tried again in place (in_place_pick) */
     size_t capacity;
 } batch_scratch;
 
@@ -53,6 +55,7 @@ static void scratch_free(void *p) {
     free(sc->slots);
     free(sc->jobs);
     free(sc->results);
+    free(sc->again);
     free(sc);
 }
 
@@ -185,9 +188,11 @@ static batch_scratch *scratch_for(size_t count) {
         free(sc->slots);
         free(sc->jobs);
         free(sc->results);
+        free(sc->again);
         sc->slots = calloc(count, sizeof(*sc->slots));
         sc->jobs = calloc(count, sizeof(*sc->jobs));
         sc->results = calloc(count, sizeof(*sc->results));
+        sc->again = calloc(count, sizeof(*sc->again));
         sc->capacity = count;
     }
     return sc;
@@ -197,9 +202,9 @@ static batch_scratch *scratch_for(size_t count) {
 static void record_breaker(kj_worker *w, const batch_slot *slots, size_t count) {
     pthread_mutex_lock(&w->breaker_lock);
     for (size_t i = 0; i < count; i++) {
-        if (slots[i].hop || slots[i].carried || slots[i].outcome == KJ_JOB_SCHEDULED ||
-            slots[i].outcome == KJ_JOB_PARKED)
-            continue; /* not run */
+        if (slots[i].hop || slots[i].carried || slots[i].in_place ||
+            slots[i].outcome == KJ_JOB_SCHEDULED || slots[i].outcome == KJ_JOB_PARKED)
+            continue; /* not run, or not finished */
         bool dead = slots[i].outcome == KJ_JOB_DEAD_LETTERED;
         if (kj_breaker_record(&w->breaker, dead)) {
             atomic_store(&w->breaker_open, true);
@@ -414,6 +419,137 @@ static void limit_leave(kj_worker *w, kj_deadline_call *call, const kj_handler *
     }
 }
 
+/* retry.in_place_attempts: a record of a part being tried again in place, and how often so far
+ * (kj_part.in_place, under its lock). */
+typedef struct kj_in_place {
+    int64_t offset;
+    int tries;
+} kj_in_place;
+
+/* A batch whose head is a job tried again in place runs only the in-place jobs at its head:
+ * the rest goes back to the lane's head, due now but behind them (in_place_requeue puts a job
+ * failing again ahead of it), so the jobs behind an in-place retry wait until it succeeds or
+ * leaves for the ladder or the DLQ — with retry.ordering = "key" the later jobs of its key
+ * too. Returns the batch's new count. @locality worker thread, lane's own callback */
+static size_t in_place_cut(kj_worker *w, kj_lane *lane, kj_vlane *vl, kj_part *part, void **items,
+                           size_t count) {
+    size_t lead = 0;
+    pthread_mutex_lock(&part->lock);
+    for (; lead < count && part->nin_place > 0; lead++) {
+        int64_t offset = ((rd_kafka_message_t *)items[lead])->offset;
+        size_t at = 0;
+        while (at < part->nin_place && part->in_place[at].offset != offset)
+            at++;
+        if (at == part->nin_place) break;
+    }
+    pthread_mutex_unlock(&part->lock);
+    if (lead == 0 || lead == count) return count;
+    if (kj_engine_lane_requeue(lane, items + lead, count - lead, 0) != 0)
+        skip_batch(w, vl, items + lead, count - lead); /* no memory: rewind instead */
+    return lead;
+}
+
+/* A job back from an in-place retry is its next attempt: adds the tries so far (kept by
+ * in_place_pick) to the attempt of each job about to run. @locality worker thread */
+static void in_place_attempts(kj_part *part, batch_slot *slots, size_t count) {
+    pthread_mutex_lock(&part->lock);
+    for (size_t at = 0; at < part->nin_place; at++)
+        for (size_t i = 0; i < count; i++)
+            if (slots[i].handler && slots[i].job.msg->offset == part->in_place[at].offset) {
+                slots[i].job.attempt += part->in_place[at].tries;
+                break;
+            }
+    pthread_mutex_unlock(&part->lock);
+}
+
+/* Which failed jobs of a finished batch are tried again in place (retry.in_place_attempts):
+ * those whose handler asked for a retry (a timeout or a permanent failure never is) with no
+ * delay of its own or one no longer than retry.in_place_delay, tried fewer times than the limit
+ * so far, while the worker is not draining and the partition not being revoked (then they go
+ * to the ladder as ever). Marks them (in_place) and counts the try in part->in_place; every
+ * other job of the batch has finished here and leaves it. Returns how many were marked.
+ * @locality worker thread */
+static size_t in_place_pick(kj_worker *w, kj_part *part, batch_slot *slots, size_t count,
+                            bool careful) {
+    const kj_config *cfg = w->cfg;
+    bool open = cfg->retry_in_place_attempts > 0 && !careful && !atomic_load(&w->draining) &&
+                !atomic_load(&part->revoking);
+    size_t marked = 0;
+    pthread_mutex_lock(&part->lock);
+    for (size_t i = 0; i < count; i++) {
+        batch_slot *s = &slots[i];
+        s->in_place = false;
+        if (!open && part->nin_place == 0) continue;
+        size_t at = 0;
+        while (at < part->nin_place && part->in_place[at].offset != s->job.msg->offset)
+            at++;
+        bool known = at < part->nin_place;
+        int tries = known ? part->in_place[at].tries : 0;
+        bool again = open && s->handler && s->result.outcome == KJ_OUTCOME_RETRY && !s->hop &&
+                     !s->scheduled && !s->parked && !s->carried &&
+                     s->result.delay_ms <= cfg->retry_in_place_delay_ms &&
+                     tries < cfg->retry_in_place_attempts &&
+                     s->job.attempt < cfg->retry_max_attempts;
+        if (again && !known && part->nin_place == part->in_place_cap) {
+            size_t cap = part->in_place_cap ? part->in_place_cap * 2 : 16;
+            kj_in_place *grown = realloc(part->in_place, cap * sizeof(*grown));
+            if (grown) {
+                part->in_place = grown;
+                part->in_place_cap = cap;
+            } else {
+                again = false; /* no memory: the ladder, as without in-place retries */
+            }
+        }
+        if (again) {
+            if (!known) part->in_place[part->nin_place++] = (kj_in_place){s->job.msg->offset, 0};
+            part->in_place[at].tries++;
+            s->in_place = true;
+            marked++;
+        } else if (known) { /* finished (or off to the ladder): forgotten */
+            part->in_place[at] = part->in_place[--part->nin_place];
+        }
+    }
+    pthread_mutex_unlock(&part->lock);
+    return marked;
+}
+
+/* The jobs in_place_pick marked go back to the head of their lane, due after
+ * retry.in_place_delay; the lane (its partition, or its key lane) waits for them in order,
+ * holding no thread. Returns how many went back: all of them, or 0 when the lane's queue could
+ * not grow (then they are unmarked and go to the ladder). @locality worker thread */
+static size_t in_place_requeue(kj_worker *w, kj_lane *lane, kj_part *part, batch_scratch *scratch,
+                               batch_slot *slots, size_t count) {
+    size_t n = 0;
+    for (size_t i = 0; i < count; i++)
+        if (slots[i].in_place) scratch->again[n++] = (void *)slots[i].job.msg;
+    int64_t due = kj_engine_now_ms(w->engine) + w->cfg->retry_in_place_delay_ms;
+    if (kj_engine_lane_requeue(lane, scratch->again, n, due) == 0) {
+        kj_metrics_in_flight_add(-(int64_t)n);
+        kj_metrics_retried_in_place(n);
+        if (kj_log_get_level() <= KJ_LOG_DEBUG)
+            for (size_t i = 0; i < count; i++)
+                if (slots[i].in_place)
+                    kj_log(KJ_LOG_DEBUG, "job failed, retried in place",
+                           "{s:s,s:s,s:s,s:i,s:I,s:s}", "id", slots[i].job.record.id, "type",
+                           slots[i].job.record.type, "topic", part->topic, "partition",
+                           part->partition, "offset", (json_int_t)slots[i].job.msg->offset, "error",
+                           slots[i].result.error);
+        return n;
+    }
+    pthread_mutex_lock(&part->lock); /* no memory: to the ladder, forgotten here */
+    for (size_t i = 0; i < count; i++) {
+        if (!slots[i].in_place) continue;
+        slots[i].in_place = false;
+        for (size_t at = 0; at < part->nin_place; at++)
+            if (part->in_place[at].offset == slots[i].job.msg->offset) {
+                part->in_place[at] = part->in_place[--part->nin_place];
+                break;
+            }
+    }
+    pthread_mutex_unlock(&part->lock);
+    return 0;
+}
+
 void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t count, void *opaque) {
     kj_vlane *vl = lane_opaque;
     kj_part *part = vl->part;
@@ -458,6 +594,7 @@ void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t count, voi
             count = cut;
         }
     }
+    if (w->cfg->retry_in_place_attempts > 0) count = in_place_cut(w, lane, vl, part, items, count);
     /* Crash-loop guard: after a crash, the jobs the dead owner may have had in flight run one
      * at a time, each probe on record first; a job that was run alone by dlq.crash_loop_limit
      * owners in a row that all died is dead-lettered, not run (crash_guard.h). */
@@ -614,6 +751,7 @@ void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t count, voi
         }
     }
     if (count == 0) return;
+    if (w->cfg->retry_in_place_attempts > 0) in_place_attempts(part, slots, count);
     kj_metrics_batch_size(count);
     /* a concurrency slot is given back after the batch's last job of its type */
     for (size_t k = 0; k < count; k++) {
@@ -688,6 +826,9 @@ void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t count, voi
         kj_metrics_in_flight_add(-(int64_t)count);
         return;
     }
+    /* failures tried again in place (retry.in_place_attempts) go back to their lane, not on */
+    size_t again = in_place_pick(w, part, slots, count, careful);
+    if (again) again = in_place_requeue(w, lane, part, scratch, slots, count);
     /* outcomes: successes complete now; failures, hops, scheduled and parked jobs when their copy
      * is acked */
     long long ok = 0, retried = 0, dead = 0;
@@ -701,6 +842,7 @@ void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t count, voi
     for (size_t i = 0; i < count; i++) {
         batch_slot *s = &slots[i];
         const char *t = s->decoded ? s->job.record.type : KJ_METRICS_TYPE_UNDECODABLE;
+        if (s->in_place) continue; /* back in its lane */
         if (s->hop) {
             int step =
                 kj_router_hop(w->router, &source, s->job.msg, s->headers, s->ctl.not_before_ms);
@@ -776,8 +918,8 @@ void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t count, voi
     }
     /* count runs of one (type, outcome) with one metric lookup */
     for (size_t i = 0; i < count;) {
-        if (slots[i].hop || slots[i].carried) { /* not run here (carried: counted when it ran) */
-            i++;
+        if (slots[i].hop || slots[i].carried || slots[i].in_place) {
+            i++; /* not run here (carried: counted when it ran), or not finished */
             continue;
         }
         kj_job_outcome outcome = slots[i].outcome;
@@ -787,7 +929,9 @@ void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t count, voi
         for (; j < count; j++) {
             const batch_slot *s = &slots[j];
             const char *t = s->decoded ? s->job.record.type : KJ_METRICS_TYPE_UNDECODABLE;
-            if (s->hop || s->carried || s->outcome != outcome || strcmp(t, type) != 0) break;
+            if (s->hop || s->carried || s->in_place || s->outcome != outcome ||
+                strcmp(t, type) != 0)
+                break;
         }
         kj_counter_add(kj_metrics_jobs_handle(part->topic, type, outcome), j - i);
         if (outcome == KJ_JOB_OK)
@@ -800,12 +944,12 @@ void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t count, voi
     }
     for (size_t i = 0; i < count; i++) {
         if (slots[i].decoded) kj_job_record_free(&slots[i].job.record);
-        release_message(part, (rd_kafka_message_t *)slots[i].job.msg);
+        if (!slots[i].in_place) release_message(part, (rd_kafka_message_t *)slots[i].job.msg);
     }
     if (careful) crash_probe_done(part, head_offset);
     atomic_fetch_add(&w->jobs_ok, ok);
     atomic_fetch_add(&w->jobs_retried, retried);
     atomic_fetch_add(&w->jobs_dead, dead);
     record_breaker(w, slots, count);
-    kj_metrics_in_flight_add(-(int64_t)count);
+    kj_metrics_in_flight_add(-(int64_t)(count - again));
 }

@@ -577,9 +577,10 @@ static struct {
     kj_registry *reg;
     kj_metric_family *jobs, *duration, *batch, *lag, *commits, *rebalances, *in_flight, *held_bytes,
         *copy_bytes, *resets, *retry, *dlq, *route_errors, *decode_errors, *exec_stray, *breaker,
-        *ready, *build_info, *truncated, *invalid_headers, *hops, *trace_invalid, *sr_requests,
-        *sr_waiting, *periodic_enqueued, *periodic_next, *throttle_wait, *console_actions,
-        *console_oldest, *console_ladder, *console_dlq, *console_dlq_unresolved, *operator_paused;
+        *ready, *build_info, *truncated, *invalid_headers, *hops, *in_place, *trace_invalid,
+        *sr_requests, *sr_waiting, *periodic_enqueued, *periodic_next, *throttle_wait,
+        *console_actions, *console_oldest, *console_ladder, *console_dlq, *console_dlq_unresolved,
+        *operator_paused;
     kj_metric_handle *commit_ok, *commit_error;
     pthread_mutex_t version_mu;
     char version[KJ_METRICS_MAX_LABEL_LEN + 1];
@@ -656,6 +657,9 @@ static const struct kj_metric_def {
     {&g_kj.hops, "kjobs_retry_hops_total", KJ_METRIC_COUNTER,
      "Ladder records not yet due when their step released them, re-routed (not run).", 0, {0},
      NULL, 0},
+    {&g_kj.in_place, "kjobs_retries_in_place_total", KJ_METRIC_COUNTER,
+     "Failed jobs tried again in place (retry.in_place_attempts), not copied to the ladder.", 0,
+     {0}, NULL, 0},
     {&g_kj.periodic_enqueued, "kjobs_periodic_enqueued_total", KJ_METRIC_COUNTER,
      "Periodic (cron) jobs enqueued by this member, by schedule.periodic entry name.", 1,
      {"name"}, NULL, 0},
@@ -872,6 +876,11 @@ void kj_metrics_throttle_wait(const char *type, const char *limit, double second
 void kj_metrics_retry_hop(void) {
     kj_metrics_ensure();
     kj_counter_inc(kj_family_default(g_kj.hops));
+}
+
+void kj_metrics_retried_in_place(size_t n) {
+    kj_metrics_ensure();
+    kj_counter_add(kj_family_default(g_kj.in_place), (uint64_t)n);
 }
 
 void kj_metrics_decode_error(void) {

@@ -78,6 +78,9 @@
  *   kjobs_retry_hops_total  counter
  *       Ladder records released by their step before their kjobs-not-before (a per-job delay
  *       longer than the step's): re-routed down the ladder instead of run.
+ *   kjobs_retries_in_place_total  counter
+ *       Failed jobs tried again in place (retry.in_place_attempts): sent back to their lane
+ *       after retry.in_place_delay instead of copied to the ladder.
  *   kjobs_decode_errors_total  counter
  *       Messages that could not be decoded as a kjobs.Job.
  *   kjobs_schema_registry_requests_total{result}  counter
@@ -273,6 +276,8 @@ void kj_metrics_trace_context_invalid(const char *field);
 /** A partition's head job of `type` waited `seconds` for its `limit` ("rate", "concurrency"). */
 void kj_metrics_throttle_wait(const char *type, const char *limit, double seconds);
 void kj_metrics_retry_hop(void);
+/** Count n jobs tried again in place (kjobs_retries_in_place_total). */
+void kj_metrics_retried_in_place(size_t n);
 /** kjobs_periodic_enqueued_total{name} += 1 (processor/periodic.c). */
 void kj_metrics_periodic_enqueued(const char *name);
 /** kjobs_periodic_next_tick_seconds{name} = tick_ms / 1000; tick_ms < 0 removes the series. */

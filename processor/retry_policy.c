@@ -33,8 +33,10 @@ void kj_retry_decide(const kj_config *cfg, int attempt, const kjobs_result_t *re
                                                            : KJ_DLQ_NO_LADDER;
         return;
     }
-    size_t step =
-        (size_t)attempt < cfg->retry_delay_count ? (size_t)attempt : cfg->retry_delay_count;
+    /* the runs made so far: each run makes up to 1 + retry.in_place_attempts attempts */
+    size_t per_run = (size_t)cfg->retry_in_place_attempts + 1;
+    size_t runs = ((size_t)attempt + per_run - 1) / per_run;
+    size_t step = runs < cfg->retry_delay_count ? runs : cfg->retry_delay_count;
     int64_t delay = cfg->retry_delays_ms[step - 1];
     if (result->outcome == KJ_OUTCOME_RETRY && result->delay_ms >= 0) {
         /* A job's own delay: the step with the longest delay not above it (the job hops on

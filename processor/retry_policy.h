@@ -13,7 +13,10 @@
  *     (KJ_DLQ_ATTEMPTS_EXHAUSTED)
  *   - retryable or timeout, retry.delays empty                                   → DLQ
  *     (KJ_DLQ_NO_LADDER)
- *   - otherwise ladder step min(n, N), due at now + that step's delay; or, when a retryable
+ *   - otherwise ladder step min(r, N), due at now + that step's delay, where r = ceil(n / (1 +
+ *     retry.in_place_attempts)) is the runs made so far (each run, from the main topic or a
+ *     ladder step, makes up to 1 + retry.in_place_attempts attempts; r = n without in-place
+ *     retries); or, when a retryable
  *     result asked for its own delay d >= 0 (capped at KJ_RETRY_MAX_DELAY_MS), the step with
  *     the longest delay <= d (else the shortest step), due at now + max(d, that step's delay).
  *     A timeout never carries a delay of its own.

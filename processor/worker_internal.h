@@ -135,6 +135,10 @@ typedef struct kj_part {
     int64_t *carried;           /* (new part, under lock) offsets finished by that batch */
     size_t ncarried, carried_cap;
     atomic_bool has_carried;
+    /* retry.in_place_attempts (run_batch): the jobs of this part now being tried again in
+     * place, by offset, and how often so far (under lock; small: a few batches' retries) */
+    struct kj_in_place *in_place;
+    size_t nin_place, in_place_cap;
     atomic_llong key_wait_logged; /* when a long in-memory wait (key order) was last logged */
     /* crash-loop guard (crash_guard.h). guarded/arm_offset/meta_sent: (poll); arming: written
      * by the poll thread, read by the lane's batches too (run_batch). crash: set by the poll

@@ -234,6 +234,66 @@ def test_undecodable_and_unknown_type_reach_dlq_byte_for_byte():
         assert b"no.such.type" in dict(by_class["unknown-type"].headers)["kjobs-error"]
 
 
+def test_in_place_retries_run_again_without_a_copy_then_the_ladder_from_step_1():
+    """retry.in_place_attempts = 2: a job failing twice succeeds on attempt 3 in place (no ladder
+    copy, each try at least retry.in_place_delay after the last, counted in
+    kjobs_retries_in_place_total); one failing four times is copied after attempt 3 to step 1
+    (not step 3) and succeeds in place there on attempt 5; a job behind a retried one in its
+    partition waits for it; the worker stops promptly during a wait and loses nothing."""
+    env = {"KJOBS_RETRY_DELAYS": "1s,2s,3s", "KJOBS_RETRY_MAX_ATTEMPTS": "9",
+           "KJOBS_RETRY_IN_PLACE_ATTEMPTS": "2", "KJOBS_RETRY_IN_PLACE_DELAY": "400ms",
+           "KJOBS_HTTP_LISTEN": "127.0.0.1:0"}
+    with procs.Broker(partitions=1) as broker:
+        w = Worker(broker.bootstrap, env=env)
+        try:
+            port = w.http_port()
+            w.wait_assigned()
+            assert w.metric_sum(port, "kjobs_retries_in_place_total") == 0
+            [twice] = enqueue(broker.bootstrap, "kjobs.flaky", payload="2", key="k")
+            w.wait_for(lambda l: l["msg"] == "job failed, retried in place" and
+                       l.get("id") == twice, 30, "the first in-place retry")
+            # enqueued while the flaky job waits at the head of the partition: runs after it
+            [behind] = enqueue(broker.bootstrap, "kjobs.noop", key="k2")
+            done = w.wait_for(lambda l: l["msg"] == "job done" and l.get("id") == twice, 30,
+                              "the twice-failing job to succeed")
+            assert done["attempt"] == 3 and done["topic"] == "jobs", done
+            w.wait_for(lambda l: l["msg"] == "job done" and l.get("id") == behind, 30,
+                       "the job behind it")
+            order = [l.get("id") for l in w.msgs("job done")]
+            assert order.index(twice) < order.index(behind), [(l["ts"], l["msg"], l.get("id"), l.get("offset")) for l in w.lines if "job" in l["msg"]]
+            tries = find(w.lines, "job failed, retried in place", id=twice)
+            assert len(tries) == 2, tries
+            gaps = [log_ts_ms(b) - log_ts_ms(a) for a, b in zip(tries + [done], tries[1:] + [done])]
+            assert all(g >= 400 for g in gaps), gaps
+            assert not find(w.lines, "job failed, retry routed", id=twice)
+            assert w.metric_sum(port, "kjobs_retries_in_place_total") == 2
+
+            [four] = enqueue(broker.bootstrap, "kjobs.flaky", payload="4", key="k")
+            done4 = w.wait_for(lambda l: l["msg"] == "job done" and l.get("id") == four, 40,
+                               "the four-times-failing job to succeed")
+            assert done4["attempt"] == 5 and done4["topic"] == "jobs.retry.1", done4
+            [routed] = find(w.lines, "job failed, retry routed", id=four)
+            assert routed["attempt"] == 3, routed
+            assert w.metric_sum(port, "kjobs_retries_in_place_total") == 5
+
+            # SIGTERM while a job waits in place: prompt, and the job is not lost (it is not
+            # committed; the next worker runs it)
+            [waiting] = enqueue(broker.bootstrap, "kjobs.flaky", payload="1", key="k")
+            tried = w.wait_for(lambda l: l["msg"] == "job failed, retried in place" and
+                               l.get("id") == waiting, 30, "the last job's in-place retry")
+            assert w.stop() == 0
+        finally:
+            w.close()
+        [step1] = peek_all(broker.bootstrap, "jobs.retry.1")
+        assert step1["id"] == four and hdrs(step1)["kjobs-attempt"] == "3", step1
+        assert not peek_all(broker.bootstrap, "jobs.retry.2")
+        assert not peek_all(broker.bootstrap, "jobs.dlq")
+        if not find(w.lines, "job done", id=waiting):
+            # stopped during its wait: not committed, so the partition's next owner runs it
+            [revoked] = find(w.lines, "partition revoked", topic="jobs")
+            assert revoked["committed"] == tried["offset"], (revoked, tried)
+
+
 def test_ladder_wait_blocks_nothing_else():
     noops = 50000
     env = {"KJOBS_RETRY_DELAYS": "10s", "KJOBS_RETRY_MAX_ATTEMPTS": "3"}
@@ -690,6 +750,7 @@ if __name__ == "__main__":
     harness.main([test_flaky_job_climbs_the_ladder_and_succeeds_on_attempt_3,
                   test_fail_reaches_dlq_and_permanent_skips_the_ladder,
                   test_undecodable_and_unknown_type_reach_dlq_byte_for_byte,
+                  test_in_place_retries_run_again_without_a_copy_then_the_ladder_from_step_1,
                   test_ladder_wait_blocks_nothing_else,
                   test_copies_read_ahead_of_their_due_time_never_run_early,
                   test_kill9_between_copy_ack_and_commit_loses_nothing,

@@ -250,6 +250,8 @@ static const struct override_case {
     {"retry.delays", "[ \"1s\", \"2s\" ]", NULL, "5s, 1m30s", "[ \"5s\", \"1m30s\" ]", NULL, NULL},
     {"retry.max_attempts", "10", NULL, "3", "3", NULL, NULL},
     {"retry.exactly_once", "true", NULL, "yes", "true", NULL, NULL},
+    {"retry.in_place_attempts", "2", NULL, "3", "3", NULL, NULL},
+    {"retry.in_place_delay", "\"250ms\"", NULL, "2s", "\"2s\"", NULL, NULL},
     {"schedule.max_delay", "\"1d\"", NULL, "36h", "\"1d12h\"", NULL, NULL},
     {"dlq.breaker_consecutive", "0", NULL, "50", "50", NULL, NULL},
     {"dlq.breaker_window", "5000", NULL, "0", "0", NULL, NULL},

@@ -304,12 +304,52 @@ static void test_step_for_delay(void **state) {
     }
 }
 
+/* retry.in_place_attempts = 2: each run makes up to 3 attempts, so the ladder step follows the
+ * runs, not the attempts (attempts 1-3: step 1; 4-6: step 2; 7-9: step 3; then the last step),
+ * and retry.max_attempts still counts every attempt. */
+static void test_in_place_attempts_keep_the_ladder_steps(void **state) {
+    (void)state;
+    kj_config cfg;
+    char err[256];
+    kj_config_defaults(&cfg);
+    assert_int_equal(kj_config_set(&cfg, "retry.delays", "1s,10s,1m", err, sizeof(err)), 0);
+    assert_int_equal(kj_config_set(&cfg, "retry.max_attempts", "12", err, sizeof(err)), 0);
+    assert_int_equal(kj_config_set(&cfg, "retry.in_place_attempts", "2", err, sizeof(err)), 0);
+    static const int want_step[] = {0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 3, 3};
+    for (int attempt = 1; attempt <= 12; attempt++) {
+        kjobs_result_t result = {.outcome = KJ_OUTCOME_RETRY, .delay_ms = NONE};
+        kj_retry_decision d;
+        kj_retry_decide(&cfg, attempt, &result, NOW, &d);
+        if (attempt == 12) {
+            assert_true(d.to_dlq);
+            assert_int_equal(d.reason, KJ_DLQ_ATTEMPTS_EXHAUSTED);
+            continue;
+        }
+        assert_false(d.to_dlq);
+        assert_int_equal(d.step, want_step[attempt]);
+        assert_int_equal(d.not_before_ms, NOW + cfg.retry_delays_ms[d.step - 1]);
+    }
+    /* a handler's own delay still picks the step by the delay */
+    kjobs_result_t own = {.outcome = KJ_OUTCOME_RETRY, .delay_ms = 60000};
+    kj_retry_decision d;
+    kj_retry_decide(&cfg, 1, &own, NOW, &d);
+    assert_int_equal(d.step, 3);
+    /* out of range is a config error naming the setting */
+    assert_int_not_equal(kj_config_set(&cfg, "retry.in_place_attempts", "101", err, sizeof(err)),
+                         0);
+    assert_non_null(strstr(err, "retry.in_place_attempts"));
+    assert_int_not_equal(kj_config_set(&cfg, "retry.in_place_delay", "11s", err, sizeof(err)), 0);
+    assert_non_null(strstr(err, "retry.in_place_delay"));
+    kj_config_free(&cfg);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_table),
         cmocka_unit_test(test_never_retried),
         cmocka_unit_test(test_retryable_every_attempt),
         cmocka_unit_test(test_step_for_delay),
+        cmocka_unit_test(test_in_place_attempts_keep_the_ladder_steps),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

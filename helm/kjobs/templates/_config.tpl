@@ -165,6 +165,8 @@ workers = {{ include "kjobs.cfg.int" $c.workers }};
 retry = {
   delays = {{ include "kjobs.cfg.strlist" $c.retry.delays }};
   max_attempts = {{ include "kjobs.cfg.int" $c.retry.max_attempts }};
+  in_place_attempts = {{ include "kjobs.cfg.int" $c.retry.in_place_attempts }};
+  in_place_delay = {{ include "kjobs.cfg.str" $c.retry.in_place_delay }};
   exactly_once = {{ include "kjobs.cfg.bool" $c.retry.exactly_once }};
   ordering = {{ include "kjobs.cfg.str" $c.retry.ordering }};
 };
