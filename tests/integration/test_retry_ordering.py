@@ -88,9 +88,9 @@ PLAN = [  # partition 0: a's first job retries twice; b flows; partition 1: c re
 WANT_OK = {job_id for _, job_id, _ in PLAN if "~fail" not in job_id}
 
 
-def run_plan(bootstrap, group, ordering):
+def run_plan(bootstrap, group, ordering, **extra):
     record_file = tempfile.mktemp(prefix="kjobs-retryord-", suffix=".jsonl")
-    w = Worker(bootstrap, env=worker_env(record_file, group, ordering), name=group)
+    w = Worker(bootstrap, env=worker_env(record_file, group, ordering, **extra), name=group)
     try:
         port = w.http_port()
         harness.wait_until(f"group {group} to finish every job",
@@ -155,6 +155,29 @@ def test_later_jobs_of_a_key_wait_behind_its_retry():
     assert bad_plain, "retry.ordering = none kept key order: the test cannot tell the difference"
     print(f"  key: {len(keyed)} runs, {parked:.0f} parked, order kept; none: "
           f"{len(bad_plain)} overtakes, e.g. {bad_plain[0]}")
+
+
+def test_in_place_retries_keep_key_order():
+    """retry.in_place_attempts = 2 with "key": a1 (retried twice) and c1 (once) succeed in place
+    (attempts 3 and 2, nothing on the ladder, nothing parked) and the later jobs of their keys
+    still run after them: the jobs behind an in-place retry wait for its outcome."""
+    with procs.Broker(partitions=2) as broker:
+        produce(broker.bootstrap, PLAN)
+        runs, parked = run_plan(broker.bootstrap, "retryord-in-place", "key",
+                                KJOBS_RETRY_IN_PLACE_ATTEMPTS="2",
+                                KJOBS_RETRY_IN_PLACE_DELAY="200ms")
+        copies = [r for t in ("jobs.retry.1", "jobs.retry.2")
+                  for r in peek_all(broker.bootstrap, t)]
+    bad = order_violations(runs, PLAN)
+    assert not bad, f"in-place retries broke key order: {bad}"
+    oks = [r["id"] for r in ok_runs(runs)]
+    assert sorted(oks) == sorted(WANT_OK), f"not every job succeeded exactly once: {sorted(oks)}"
+    a1 = [r for r in runs if r["id"] == "a1~retry2"]
+    assert [r["attempt"] for r in a1] == [1, 2, 3], a1
+    assert all(b["started_at_ms"] - a["ended_at_ms"] >= 200 for a, b in zip(a1, a1[1:])), a1
+    assert [r["attempt"] for r in runs if r["id"] == "c1~retry1"] == [1, 2]
+    assert not copies, f"in-place retries wrote ladder copies: {[r['id'] for r in copies]}"
+    assert parked == 0, parked
 
 
 def test_order_survives_a_crash():
@@ -363,6 +386,7 @@ def test_config_errors():
 
 if __name__ == "__main__":
     harness.main([test_checker_catches_a_violation, test_later_jobs_of_a_key_wait_behind_its_retry,
+                  test_in_place_retries_keep_key_order,
                   test_order_survives_a_crash, test_two_workers_and_a_rebalance,
                   test_a_rolling_switch_on_the_classic_protocol_keeps_the_group_running,
                   test_a_parked_job_in_a_given_up_batch_still_runs,
