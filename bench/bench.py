@@ -410,6 +410,14 @@ def metric_sum(text, **labels):
     return total
 
 
+def metric_value(text, name):
+    """The value of an unlabelled metric (a counter or gauge) from /metrics text; 0 if absent."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
 def pct(sorted_vals, q):
     if not sorted_vals:
         return float("nan")
@@ -831,25 +839,32 @@ def bench_retry(ctx, cfg):
     P, N, runs = cfg["retry_partitions"], cfg["retry_jobs"], cfg["runs"]
     flaky = N // 10
     env = {"KJOBS_RETRY_DELAYS": "1s"}
-    log(f"retry: {N} jobs over {P} partitions, all ok vs 10% kjobs.flaky (1 s retry), {runs} pairs")
+    # the same 10 % retried once in place (retry.in_place_attempts = 1) after this delay
+    in_place_delay = os.environ.get("BENCH_RETRY_IN_PLACE_DELAY", "0")
+    in_place_env = dict(env, KJOBS_RETRY_IN_PLACE_ATTEMPTS="1",
+                        KJOBS_RETRY_IN_PLACE_DELAY=in_place_delay)
+    log(f"retry: {N} jobs over {P} partitions, all ok vs 10% kjobs.flaky (1 s retry; and in "
+        f"place after {in_place_delay} ms), {runs} pairs")
     rows = []
     for r in range(runs):
         row = {}
-        for kind in ("ok", "flaky"):
+        for kind in ("ok", "flaky", "in_place"):
             with ctx.broker(P) as b:
-                fill(ctx, b, N, flaky_every=10 if kind == "flaky" else 0, type_="bench.lat")
+                fill(ctx, b, N, flaky_every=0 if kind == "ok" else 10, type_="bench.lat")
                 total = N + 2 * P
                 check_backlog(ctx, b, total)
                 bcpu0 = b.cpu_s()
-                k = kjobs_drain(ctx, b, P, total, env=env, want_rx=True)
+                k = kjobs_drain(ctx, b, P, total, env=in_place_env if kind == "in_place" else env,
+                                want_rx=True)
                 w = k["worker"]
                 try:
                     done_us = k["last_us"]
-                    if kind == "flaky":  # the retries: poll /metrics until all succeeded
+                    if kind != "ok":  # the retries: poll /metrics until all succeeded
                         deadline = time.monotonic() + 120
+                        topic = b.main if kind == "in_place" else b.ladder[0]
                         while True:
                             m = w.metrics()
-                            if metric_sum(m, topic=b.ladder[0], type="kjobs.flaky",
+                            if metric_sum(m, topic=topic, type="kjobs.flaky",
                                           outcome="ok") >= flaky:
                                 done_us = int(time.time() * 1e6)
                                 break
@@ -867,6 +882,8 @@ def bench_retry(ctx, cfg):
                     w.stop()
                 if main_ok + main_retry < N or main_retry != (flaky if kind == "flaky" else 0):
                     raise HarnessError(f"retry: counts off: ok {main_ok} retry {main_retry}")
+                if kind == "in_place" and metric_value(m, "kjobs_retries_in_place_total") != flaky:
+                    raise HarnessError("retry: in place: not every flaky job retried in place")
                 row[kind] = {"main_rate": k["rate"], "main_span_s": k["span_s"],
                              "done_s": (done_us - k["first_us"]) / 1e6,
                              "done_rate": N / ((done_us - k["first_us"]) / 1e6),
@@ -883,6 +900,7 @@ def bench_retry(ctx, cfg):
                              if k["rx_bytes"] is not None else None,
                              "stall_ms": k["stall_ms"]}
         row["ratio_main"] = row["flaky"]["main_rate"] / row["ok"]["main_rate"]
+        row["ratio_in_place"] = row["in_place"]["main_rate"] / row["ok"]["main_rate"]
         # the floor: a raw client reading the same backlog, then also writing 10 % of it back
         for kind, every in (("raw_ok", 0), ("raw_copy", 10)):
             with ctx.broker(P) as b:
@@ -892,7 +910,9 @@ def bench_retry(ctx, cfg):
         row["raw_ratio"] = row["raw_copy"]["main_rate"] / row["raw_ok"]["main_rate"]
         row["load1"] = float(open("/proc/loadavg").read().split()[0])
         log(f"  pair {r + 1}: all ok {row['ok']['main_rate']:.0f}/s; 10% flaky "
-            f"{row['flaky']['main_rate']:.0f}/s first attempts ({row['ratio_main']:.1%}), all "
+            f"{row['flaky']['main_rate']:.0f}/s first attempts ({row['ratio_main']:.1%}), in "
+            f"place {row['in_place']['main_rate']:.0f}/s ({row['ratio_in_place']:.1%}, CPU "
+            f"{row['in_place']['cpu_us_per_job'] or 0:.2f} us/job), all "
             f"done after {row['flaky']['done_s']:.2f}s; CPU {row['ok']['cpu_us_per_job'] or 0:.2f}"
             f" / {row['flaky']['cpu_us_per_job'] or 0:.2f} us/job (broker "
             f"{row['ok']['broker_cpu_us_per_job'] or 0:.2f} / "
@@ -915,6 +935,10 @@ def bench_retry(ctx, cfg):
             "ok_rate": med(r["ok"]["main_rate"] for r in rows),
             "flaky_rate": med(r["flaky"]["main_rate"] for r in rows),
             "ratio": med(r["ratio_main"] for r in rows),
+            "in_place_delay": in_place_delay,
+            "in_place_rate": med(r["in_place"]["main_rate"] for r in rows),
+            "ratio_in_place": med(r["ratio_in_place"] for r in rows),
+            "in_place_cpu_us": med(r["in_place"]["cpu_us_per_job"] for r in rows),
             "raw_ok_rate": med(r["raw_ok"]["main_rate"] for r in rows),
             "raw_copy_rate": med(r["raw_copy"]["main_rate"] for r in rows),
             "raw_ratio": med(r["raw_ratio"] for r in rows),

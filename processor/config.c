@@ -435,7 +435,7 @@ static const kj_setting kj_settings[] = {
      .doc = "The retry ladder: one topic and one delay per entry (N entries). When attempt n "
             "fails and n < retry.max_attempts, the job goes to ladder step min(n, N) and runs "
             "again once that step's delay has passed (with retry.in_place_attempts L: step "
-            "min(ceil(n / (1 + L)), N)). An empty list [ ] means no ladder: every "
+            "min(r, N) for run r = ceil(n / (1 + L))). An empty list [ ] means no ladder: every "
             "failure goes straight to the DLQ and retry.max_attempts has no effect. From the "
             "environment: comma-separated, e.g. \"10s,1m,10m\"; \"\" for none."},
     {ROW("retry", "max_attempts", "KJOBS_RETRY_MAX_ATTEMPTS"), .type = KT_INT,
@@ -449,8 +449,9 @@ static const kj_setting kj_settings[] = {
             "retry.in_place_delay, up to this many times, before it goes to the ladder. Its "
             "partition (with batch.ordering = \"key\": its key lane) waits meanwhile, holding no "
             "thread; no copy is written. Each is an attempt (kjobs_job_attempt, retry.max_attempts "
-            "count it); the ladder step follows the runs: step min(ceil(n / (1 + this)), N) "
-            "after attempt n. 0: every retry goes to the ladder. docs/retries.md."},
+            "count it): each run owns a block of 1 + this attempts and the ladder step follows "
+            "the runs (docs/retries.md, \"Retrying in place\"). 0: every retry goes to the "
+            "ladder."},
     {ROW("retry", "in_place_delay", "KJOBS_RETRY_IN_PLACE_DELAY"), .type = KT_DURATION,
      .off = F(retry_in_place_delay_ms), .def = "100ms", .min = 0, .max = 10000,
      .doc = "The wait before each in-place retry (retry.in_place_attempts); a handler's own "

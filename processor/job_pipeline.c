@@ -419,94 +419,78 @@ static void limit_leave(kj_worker *w, kj_deadline_call *call, const kj_handler *
     }
 }
 
-/* retry.in_place_attempts: a record of a part being tried again in place, and how often so far
- * (kj_part.in_place, under its lock). */
-typedef struct kj_in_place {
-    int64_t offset;
-    int tries;
-} kj_in_place;
-
 /* A batch whose head is a job tried again in place runs only the in-place jobs at its head:
  * the rest goes back to the lane's head, due now but behind them (in_place_requeue puts a job
  * failing again ahead of it), so the jobs behind an in-place retry wait until it succeeds or
  * leaves for the ladder or the DLQ — with retry.ordering = "key" the later jobs of its key
- * too. Returns the batch's new count. @locality worker thread, lane's own callback */
+ * too. A head that comes up before its try is due (a lane wake makes requeued items due at
+ * once: kj_engine_lane_wake) sends the whole batch back until then. Returns the batch's new
+ * count, 0 when nothing runs now. @locality worker thread, lane's own callback */
 static size_t in_place_cut(kj_worker *w, kj_lane *lane, kj_vlane *vl, kj_part *part, void **items,
                            size_t count) {
     size_t lead = 0;
+    int64_t due = 0;
     pthread_mutex_lock(&part->lock);
-    for (; lead < count && part->nin_place > 0; lead++) {
-        int64_t offset = ((rd_kafka_message_t *)items[lead])->offset;
-        size_t at = 0;
-        while (at < part->nin_place && part->in_place[at].offset != offset)
-            at++;
-        if (at == part->nin_place) break;
+    if (kj_in_place_count(&part->in_place) > 0) {
+        const kj_in_place_entry *head =
+            kj_in_place_find(&part->in_place, ((rd_kafka_message_t *)items[0])->offset);
+        if (head && head->due_ms > kj_engine_now_ms(w->engine)) due = head->due_ms;
+        while (lead < count &&
+               kj_in_place_find(&part->in_place, ((rd_kafka_message_t *)items[lead])->offset))
+            lead++;
     }
     pthread_mutex_unlock(&part->lock);
-    if (lead == 0 || lead == count) return count;
-    if (kj_engine_lane_requeue(lane, items + lead, count - lead, 0) != 0)
-        skip_batch(w, vl, items + lead, count - lead); /* no memory: rewind instead */
-    return lead;
+    size_t keep = due ? 0 : lead;
+    if (keep == count || lead == 0) return count;
+    if (kj_engine_lane_requeue(lane, items + keep, count - keep, due) != 0)
+        skip_batch(w, vl, items + keep, count - keep); /* no memory: rewind instead */
+    return keep;
 }
 
-/* A job back from an in-place retry is its next attempt: adds the tries so far (kept by
- * in_place_pick) to the attempt of each job about to run. @locality worker thread */
+/* A job back from an in-place retry is its next attempt: adds the tries so far to the attempt
+ * of each job about to run. @locality worker thread */
 static void in_place_attempts(kj_part *part, batch_slot *slots, size_t count) {
     pthread_mutex_lock(&part->lock);
-    for (size_t at = 0; at < part->nin_place; at++)
-        for (size_t i = 0; i < count; i++)
-            if (slots[i].handler && slots[i].job.msg->offset == part->in_place[at].offset) {
-                slots[i].job.attempt += part->in_place[at].tries;
-                break;
-            }
+    for (size_t i = 0; i < count && kj_in_place_count(&part->in_place) > 0; i++) {
+        const kj_in_place_entry *e =
+            slots[i].handler ? kj_in_place_find(&part->in_place, slots[i].job.msg->offset) : NULL;
+        if (e) slots[i].job.attempt += e->tries;
+    }
     pthread_mutex_unlock(&part->lock);
 }
 
 /* Which failed jobs of a finished batch are tried again in place (retry.in_place_attempts):
  * those whose handler asked for a retry (a timeout or a permanent failure never is) with no
  * delay of its own or one no longer than retry.in_place_delay, tried fewer times than the limit
- * so far, while the worker is not draining and the partition not being revoked (then they go
- * to the ladder as ever). Marks them (in_place) and counts the try in part->in_place; every
- * other job of the batch has finished here and leaves it. Returns how many were marked.
- * @locality worker thread */
+ * so far and short of retry.max_attempts, while the worker is not draining and the partition
+ * not being revoked (then they go to the ladder as ever). Marks them (in_place) and records the
+ * try and its due time in part->in_place; every other job of the batch has finished here and
+ * leaves it. Returns how many were marked. @locality worker thread */
 static size_t in_place_pick(kj_worker *w, kj_part *part, batch_slot *slots, size_t count,
                             bool careful) {
     const kj_config *cfg = w->cfg;
     bool open = cfg->retry_in_place_attempts > 0 && !careful && !atomic_load(&w->draining) &&
                 !atomic_load(&part->revoking);
+    int64_t due = kj_engine_now_ms(w->engine) + cfg->retry_in_place_delay_ms;
     size_t marked = 0;
     pthread_mutex_lock(&part->lock);
     for (size_t i = 0; i < count; i++) {
         batch_slot *s = &slots[i];
         s->in_place = false;
-        if (!open && part->nin_place == 0) continue;
-        size_t at = 0;
-        while (at < part->nin_place && part->in_place[at].offset != s->job.msg->offset)
-            at++;
-        bool known = at < part->nin_place;
-        int tries = known ? part->in_place[at].tries : 0;
+        if (!open && kj_in_place_count(&part->in_place) == 0) continue;
+        const kj_in_place_entry *known = kj_in_place_find(&part->in_place, s->job.msg->offset);
+        int tries = known ? known->tries : 0;
         bool again = open && s->handler && s->result.outcome == KJ_OUTCOME_RETRY && !s->hop &&
                      !s->scheduled && !s->parked && !s->carried &&
                      s->result.delay_ms <= cfg->retry_in_place_delay_ms &&
                      tries < cfg->retry_in_place_attempts &&
                      s->job.attempt < cfg->retry_max_attempts;
-        if (again && !known && part->nin_place == part->in_place_cap) {
-            size_t cap = part->in_place_cap ? part->in_place_cap * 2 : 16;
-            kj_in_place *grown = realloc(part->in_place, cap * sizeof(*grown));
-            if (grown) {
-                part->in_place = grown;
-                part->in_place_cap = cap;
-            } else {
-                again = false; /* no memory: the ladder, as without in-place retries */
-            }
-        }
-        if (again) {
-            if (!known) part->in_place[part->nin_place++] = (kj_in_place){s->job.msg->offset, 0};
-            part->in_place[at].tries++;
+        kj_in_place_entry next = {.offset = s->job.msg->offset, .tries = tries + 1, .due_ms = due};
+        if (again && kj_in_place_put(&part->in_place, &next) == 0) {
             s->in_place = true;
             marked++;
-        } else if (known) { /* finished (or off to the ladder): forgotten */
-            part->in_place[at] = part->in_place[--part->nin_place];
+        } else if (known) { /* finished, or off to the ladder (or no memory): forgotten */
+            kj_in_place_remove(&part->in_place, s->job.msg->offset);
         }
     }
     pthread_mutex_unlock(&part->lock);
@@ -516,35 +500,37 @@ static size_t in_place_pick(kj_worker *w, kj_part *part, batch_slot *slots, size
 /* The jobs in_place_pick marked go back to the head of their lane, due after
  * retry.in_place_delay; the lane (its partition, or its key lane) waits for them in order,
  * holding no thread. Returns how many went back: all of them, or 0 when the lane's queue could
- * not grow (then they are unmarked and go to the ladder). @locality worker thread */
+ * not grow (then they are unmarked and go to the ladder). Logged before the requeue: from then
+ * on the records are the engine's (an operator's pause may discard them at once).
+ * @locality worker thread */
 static size_t in_place_requeue(kj_worker *w, kj_lane *lane, kj_part *part, batch_scratch *scratch,
                                batch_slot *slots, size_t count) {
     size_t n = 0;
-    for (size_t i = 0; i < count; i++)
-        if (slots[i].in_place) scratch->again[n++] = (void *)slots[i].job.msg;
+    bool debug = kj_log_get_level() <= KJ_LOG_DEBUG;
+    for (size_t i = 0; i < count; i++) {
+        if (!slots[i].in_place) continue;
+        scratch->again[n++] = (void *)slots[i].job.msg;
+        if (debug)
+            kj_log(KJ_LOG_DEBUG, "job failed, retried in place", "{s:s,s:s,s:s,s:i,s:I,s:i,s:s}",
+                   "id", slots[i].job.record.id, "type", slots[i].job.record.type, "topic",
+                   part->topic, "partition", part->partition, "offset",
+                   (json_int_t)slots[i].job.msg->offset, "attempt", slots[i].job.attempt, "error",
+                   slots[i].result.error);
+    }
     int64_t due = kj_engine_now_ms(w->engine) + w->cfg->retry_in_place_delay_ms;
     if (kj_engine_lane_requeue(lane, scratch->again, n, due) == 0) {
         kj_metrics_in_flight_add(-(int64_t)n);
         kj_metrics_retried_in_place(n);
-        if (kj_log_get_level() <= KJ_LOG_DEBUG)
-            for (size_t i = 0; i < count; i++)
-                if (slots[i].in_place)
-                    kj_log(KJ_LOG_DEBUG, "job failed, retried in place",
-                           "{s:s,s:s,s:s,s:i,s:I,s:s}", "id", slots[i].job.record.id, "type",
-                           slots[i].job.record.type, "topic", part->topic, "partition",
-                           part->partition, "offset", (json_int_t)slots[i].job.msg->offset, "error",
-                           slots[i].result.error);
         return n;
     }
-    pthread_mutex_lock(&part->lock); /* no memory: to the ladder, forgotten here */
+    kj_log(KJ_LOG_WARN, "no memory to retry in place: failed jobs go to the ladder",
+           "{s:s,s:i,s:I}", "topic", part->topic, "partition", part->partition, "jobs",
+           (json_int_t)n);
+    pthread_mutex_lock(&part->lock);
     for (size_t i = 0; i < count; i++) {
         if (!slots[i].in_place) continue;
         slots[i].in_place = false;
-        for (size_t at = 0; at < part->nin_place; at++)
-            if (part->in_place[at].offset == slots[i].job.msg->offset) {
-                part->in_place[at] = part->in_place[--part->nin_place];
-                break;
-            }
+        kj_in_place_remove(&part->in_place, slots[i].job.msg->offset);
     }
     pthread_mutex_unlock(&part->lock);
     return 0;
@@ -594,7 +580,10 @@ void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t count, voi
             count = cut;
         }
     }
-    if (w->cfg->retry_in_place_attempts > 0) count = in_place_cut(w, lane, vl, part, items, count);
+    if (w->cfg->retry_in_place_attempts > 0) {
+        count = in_place_cut(w, lane, vl, part, items, count);
+        if (count == 0) return; /* an in-place try not due yet: all of it went back */
+    }
     /* Crash-loop guard: after a crash, the jobs the dead owner may have had in flight run one
      * at a time, each probe on record first; a job that was run alone by dlq.crash_loop_limit
      * owners in a row that all died is dead-lettered, not run (crash_guard.h). */

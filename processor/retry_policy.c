@@ -26,17 +26,22 @@ void kj_retry_decide(const kj_config *cfg, int attempt, const kjobs_result_t *re
     out->attempt = attempt;
     out->now_ms = now_ms;
     out->error_class = kj_outcome_error_class(result->outcome);
-    if (!retryable || attempt >= cfg->retry_max_attempts || cfg->retry_delay_count == 0) {
+    /* Runs: each run (from the main topic or a ladder step) owns a block of 1 + L attempts
+     * (L = retry.in_place_attempts), (r-1)(1+L)+1 .. r(1+L); a run ending early (a timeout, a
+     * longer delay of its own) has still used its block up, so the next run starts at the next
+     * block and the step follows the runs. L = 0: a block is one attempt. */
+    int per_run = cfg->retry_in_place_attempts + 1;
+    int runs = (attempt + per_run - 1) / per_run;
+    int block_end = runs * per_run;
+    if (!retryable || block_end >= cfg->retry_max_attempts || cfg->retry_delay_count == 0) {
         out->to_dlq = true;
-        out->reason = !retryable                           ? KJ_DLQ_NOT_RETRYABLE
-                      : attempt >= cfg->retry_max_attempts ? KJ_DLQ_ATTEMPTS_EXHAUSTED
-                                                           : KJ_DLQ_NO_LADDER;
+        out->reason = !retryable                             ? KJ_DLQ_NOT_RETRYABLE
+                      : block_end >= cfg->retry_max_attempts ? KJ_DLQ_ATTEMPTS_EXHAUSTED
+                                                             : KJ_DLQ_NO_LADDER;
         return;
     }
-    /* the runs made so far: each run makes up to 1 + retry.in_place_attempts attempts */
-    size_t per_run = (size_t)cfg->retry_in_place_attempts + 1;
-    size_t runs = ((size_t)attempt + per_run - 1) / per_run;
-    size_t step = runs < cfg->retry_delay_count ? runs : cfg->retry_delay_count;
+    out->attempt = block_end; /* the copy's kjobs-attempt: its next run starts after it */
+    size_t step = (size_t)runs < cfg->retry_delay_count ? (size_t)runs : cfg->retry_delay_count;
     int64_t delay = cfg->retry_delays_ms[step - 1];
     if (result->outcome == KJ_OUTCOME_RETRY && result->delay_ms >= 0) {
         /* A job's own delay: the step with the longest delay not above it (the job hops on

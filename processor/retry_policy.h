@@ -9,14 +9,15 @@
  * The rule (attempt n, 1 = first run, failed):
  *   - permanent failure, undecodable value, unknown type, invalid control header → DLQ
  *     (KJ_DLQ_NOT_RETRYABLE)
- *   - retryable or timeout, n >= retry.max_attempts                              → DLQ
- *     (KJ_DLQ_ATTEMPTS_EXHAUSTED)
+ *   - retryable or timeout, e >= retry.max_attempts                              → DLQ
+ *     (KJ_DLQ_ATTEMPTS_EXHAUSTED), where e = r(1 + L) ends the block of attempts of run
+ *     r = ceil(n / (1 + L)) (L = retry.in_place_attempts: each run, from the main topic or a
+ *     ladder step, owns attempts (r-1)(1+L)+1 .. r(1+L), and one ending early has used its
+ *     block up; L = 0: e = r = n)
  *   - retryable or timeout, retry.delays empty                                   → DLQ
  *     (KJ_DLQ_NO_LADDER)
- *   - otherwise ladder step min(r, N), due at now + that step's delay, where r = ceil(n / (1 +
- *     retry.in_place_attempts)) is the runs made so far (each run, from the main topic or a
- *     ladder step, makes up to 1 + retry.in_place_attempts attempts; r = n without in-place
- *     retries); or, when a retryable
+ *   - otherwise ladder step min(r, N) with kjobs-attempt e, due at now + that step's delay; or,
+ *     when a retryable
  *     result asked for its own delay d >= 0 (capped at KJ_RETRY_MAX_DELAY_MS), the step with
  *     the longest delay <= d (else the shortest step), due at now + max(d, that step's delay).
  *     A timeout never carries a delay of its own.
@@ -46,7 +47,8 @@ typedef enum kj_dlq_reason {
 /** What happens to one failed job. Plain data; copy it freely. */
 typedef struct kj_retry_decision {
     bool to_dlq;
-    int attempt;           /* the attempt that failed, 1 = first run */
+    int attempt;           /* the copy's kjobs-attempt: the attempt that failed (1 = first
+                              run), or on the ladder the end of its run's block (above) */
     int step;              /* ladder step 1..retry_delay_count when !to_dlq; 0 when to_dlq */
     int64_t now_ms;        /* when it was decided: the failure time, epoch ms */
     int64_t not_before_ms; /* !to_dlq: earliest run of the next attempt, epoch ms; else 0 */

@@ -26,6 +26,7 @@
 #include <unistd.h>
 #include "partitions/engine.h"
 #include "partitions/flow_control.h"
+#include "partitions/in_place.h"
 #include "partitions/offset_tracker.h"
 #include "processor/breaker.h"
 #include "processor/kafka.h"
@@ -136,9 +137,8 @@ typedef struct kj_part {
     size_t ncarried, carried_cap;
     atomic_bool has_carried;
     /* retry.in_place_attempts (run_batch): the jobs of this part now being tried again in
-     * place, by offset, and how often so far (under lock; small: a few batches' retries) */
-    struct kj_in_place *in_place;
-    size_t nin_place, in_place_cap;
+     * place, how often so far and when next (under lock; partitions/in_place.h) */
+    kj_in_place in_place;
     atomic_llong key_wait_logged; /* when a long in-memory wait (key order) was last logged */
     /* crash-loop guard (crash_guard.h). guarded/arm_offset/meta_sent: (poll); arming: written
      * by the poll thread, read by the lane's batches too (run_batch). crash: set by the poll

@@ -150,7 +150,7 @@ bool part_held(kj_part *p) {
 
 void part_free(kj_part *p) {
     free(p->carried);
-    free(p->in_place);
+    kj_in_place_clear(&p->in_place);
     free(p->lanes);
     free(p->old_lanes);
     kj_offset_tracker_free(p->tracker);

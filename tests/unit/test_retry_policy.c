@@ -304,9 +304,10 @@ static void test_step_for_delay(void **state) {
     }
 }
 
-/* retry.in_place_attempts = 2: each run makes up to 3 attempts, so the ladder step follows the
- * runs, not the attempts (attempts 1-3: step 1; 4-6: step 2; 7-9: step 3; then the last step),
- * and retry.max_attempts still counts every attempt. */
+/* retry.in_place_attempts = 2: each run owns a block of 3 attempts, so the ladder step follows
+ * the runs, not the attempts (attempts 1-3: step 1; 4-6: step 2; 7-9: step 3), the copy's
+ * kjobs-attempt is its block's end (a run ending early, e.g. by a timeout, still moves on by a
+ * step), and retry.max_attempts counts every attempt: a failure in the last block is dead. */
 static void test_in_place_attempts_keep_the_ladder_steps(void **state) {
     (void)state;
     kj_config cfg;
@@ -315,20 +316,24 @@ static void test_in_place_attempts_keep_the_ladder_steps(void **state) {
     assert_int_equal(kj_config_set(&cfg, "retry.delays", "1s,10s,1m", err, sizeof(err)), 0);
     assert_int_equal(kj_config_set(&cfg, "retry.max_attempts", "12", err, sizeof(err)), 0);
     assert_int_equal(kj_config_set(&cfg, "retry.in_place_attempts", "2", err, sizeof(err)), 0);
-    static const int want_step[] = {0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 3, 3};
-    for (int attempt = 1; attempt <= 12; attempt++) {
-        kjobs_result_t result = {.outcome = KJ_OUTCOME_RETRY, .delay_ms = NONE};
-        kj_retry_decision d;
-        kj_retry_decide(&cfg, attempt, &result, NOW, &d);
-        if (attempt == 12) {
-            assert_true(d.to_dlq);
-            assert_int_equal(d.reason, KJ_DLQ_ATTEMPTS_EXHAUSTED);
-            continue;
+    static const int want_step[] = {0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 0, 0, 0};
+    static const int want_attempt[] = {0, 3, 3, 3, 6, 6, 6, 9, 9, 9, 10, 11, 12};
+    for (int attempt = 1; attempt <= 12; attempt++)
+        for (int c = 0; c < 2; c++) { /* a retry, or a timeout (never retried in place) */
+            kjobs_result_t result = {.outcome = c ? KJ_OUTCOME_TIMEOUT : KJ_OUTCOME_RETRY,
+                                     .delay_ms = NONE};
+            kj_retry_decision d;
+            kj_retry_decide(&cfg, attempt, &result, NOW, &d);
+            assert_int_equal(d.attempt, want_attempt[attempt]);
+            if (want_step[attempt] == 0) { /* run 4 would start at attempt 13 > 12 */
+                assert_true(d.to_dlq);
+                assert_int_equal(d.reason, KJ_DLQ_ATTEMPTS_EXHAUSTED);
+                continue;
+            }
+            assert_false(d.to_dlq);
+            assert_int_equal(d.step, want_step[attempt]);
+            assert_int_equal(d.not_before_ms, NOW + cfg.retry_delays_ms[d.step - 1]);
         }
-        assert_false(d.to_dlq);
-        assert_int_equal(d.step, want_step[attempt]);
-        assert_int_equal(d.not_before_ms, NOW + cfg.retry_delays_ms[d.step - 1]);
-    }
     /* a handler's own delay still picks the step by the delay */
     kjobs_result_t own = {.outcome = KJ_OUTCOME_RETRY, .delay_ms = 60000};
     kj_retry_decision d;
