@@ -86,8 +86,9 @@ KJOBS_API const char *kjobs_job_traceparent(const kjobs_job_t *job);
  * call only.
  */
 KJOBS_API const char *kjobs_job_tracestate(const kjobs_job_t *job);
-/** Attempt number of this run: 1 for the first run, 2 for the first retry (in place or from the
- * ladder: retry.in_place_attempts), ... */
+/** Attempt number of this run: 1 for the first run, 2 for the first retry, ... With
+ * retry.in_place_attempts = L every try in place is an attempt too, and each run owns a block of
+ * 1 + L attempts: the first run from the ladder is attempt L + 2 (docs/retries.md). */
 KJOBS_API int kjobs_job_attempt(const kjobs_job_t *job);
 /** Topic, partition and offset of the record being handled (a ladder topic on retries). */
 KJOBS_API const char *kjobs_job_topic(const kjobs_job_t *job);

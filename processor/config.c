@@ -435,8 +435,9 @@ static const kj_setting kj_settings[] = {
      .doc = "The retry ladder: one topic and one delay per entry (N entries). When attempt n "
             "fails and n < retry.max_attempts, the job goes to ladder step min(n, N) and runs "
             "again once that step's delay has passed (with retry.in_place_attempts L: step "
-            "min(r, N) for run r = ceil(n / (1 + L))). An empty list [ ] means no ladder: every "
-            "failure goes straight to the DLQ and retry.max_attempts has no effect. From the "
+            "min(r, N) for run r = ceil(n / (1 + L)), if r(1 + L) < retry.max_attempts). An "
+            "empty list [ ] means no ladder: every failure (after its in-place retries, if any) "
+            "goes to the DLQ and retry.max_attempts only bounds in-place retries. From the "
             "environment: comma-separated, e.g. \"10s,1m,10m\"; \"\" for none."},
     {ROW("retry", "max_attempts", "KJOBS_RETRY_MAX_ATTEMPTS"), .type = KT_INT,
      .off = F(retry_max_attempts), .def = "4", .min = 1, .max = 1000,

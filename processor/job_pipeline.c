@@ -900,9 +900,9 @@ void run_batch(kj_lane *lane, void *lane_opaque, void **items, size_t count, voi
                s->decision.to_dlq ? "job failed, dead-lettered" : "job failed, retry routed",
                "{s:s?,s:s,s:s,s:i,s:I,s:i,s:s,s:s,s:I,s:I}", "id",
                s->decoded ? s->job.record.id : NULL, "type", t, "topic", part->topic, "partition",
-               part->partition, "offset", (json_int_t)s->job.msg->offset, "attempt",
-               s->decision.attempt, "class", s->decision.error_class, "error", s->result.error,
-               "failed_at", (json_int_t)s->decision.now_ms, "not_before",
+               part->partition, "offset", (json_int_t)s->job.msg->offset, "attempt", s->job.attempt,
+               "class", s->decision.error_class, "error", s->result.error, "failed_at",
+               (json_int_t)s->decision.now_ms, "not_before",
                (json_int_t)(s->decision.to_dlq ? s->decision.now_ms : s->decision.not_before_ms));
     }
     /* count runs of one (type, outcome) with one metric lookup */
