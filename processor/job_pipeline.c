@@ -423,25 +423,33 @@ static void limit_leave(kj_worker *w, kj_deadline_call *call, const kj_handler *
  * the rest goes back to the lane's head, due now but behind them (in_place_requeue puts a job
  * failing again ahead of it), so the jobs behind an in-place retry wait until it succeeds or
  * leaves for the ladder or the DLQ — with retry.ordering = "key" the later jobs of its key
- * too. A head that comes up before its try is due (a lane wake makes requeued items due at
- * once: kj_engine_lane_wake) sends the whole batch back until then. Returns the batch's new
- * count, 0 when nothing runs now. @locality worker thread, lane's own callback */
+ * too. An in-place job anywhere in the batch whose try is not due yet (a lane wake makes
+ * requeued items due at once: kj_engine_lane_wake; a rewind after an operator's pause or a
+ * breaker skip fetches records before it again) sends itself and everything behind it back
+ * until then. Returns the batch's new count, 0 when nothing runs now.
+ * @locality worker thread, lane's own callback */
 static size_t in_place_cut(kj_worker *w, kj_lane *lane, kj_vlane *vl, kj_part *part, void **items,
                            size_t count) {
-    size_t lead = 0;
-    int64_t due = 0;
+    size_t keep = count;
+    int64_t due = 0, now = kj_engine_now_ms(w->engine);
     pthread_mutex_lock(&part->lock);
-    if (kj_in_place_count(&part->in_place) > 0) {
-        const kj_in_place_entry *head =
-            kj_in_place_find(&part->in_place, ((rd_kafka_message_t *)items[0])->offset);
-        if (head && head->due_ms > kj_engine_now_ms(w->engine)) due = head->due_ms;
-        while (lead < count &&
-               kj_in_place_find(&part->in_place, ((rd_kafka_message_t *)items[lead])->offset))
-            lead++;
+    for (size_t i = 0; i < count && kj_in_place_count(&part->in_place) > 0; i++) {
+        const kj_in_place_entry *e =
+            kj_in_place_find(&part->in_place, ((rd_kafka_message_t *)items[i])->offset);
+        bool head_run = keep != count; /* items[0..i) are in-place jobs due now */
+        if (e && e->due_ms > now) {    /* not due: back with what follows it */
+            keep = i;
+            due = e->due_ms;
+            break;
+        }
+        if (e && (i == 0 || head_run)) {
+            keep = i + 1; /* an in-place run at the head: it alone, so far */
+            continue;
+        }
+        if (head_run) break; /* the first job after the head's in-place run: cut here */
     }
     pthread_mutex_unlock(&part->lock);
-    size_t keep = due ? 0 : lead;
-    if (keep == count || lead == 0) return count;
+    if (keep == count) return count;
     if (kj_engine_lane_requeue(lane, items + keep, count - keep, due) != 0)
         skip_batch(w, vl, items + keep, count - keep); /* no memory: rewind instead */
     return keep;

@@ -294,6 +294,43 @@ def test_in_place_retries_run_again_without_a_copy_then_the_ladder_from_step_1()
             assert revoked["committed"] == tried["offset"], (revoked, tried)
 
 
+def test_in_place_try_never_runs_early_after_a_rewind():
+    """Key lanes: U (lane A) and X (lane B, behind P) both wait in place for 4 s; an operator's
+    pause and resume rewinds the partition to U's offset, so P is fetched again ahead of X on
+    lane B (when the two keys share it). X's next try must still wait out its delay: a batch's
+    in-place jobs are checked for their due time wherever they are in it, not only at its
+    head (a tester saw X run 0.7 s after its first try; not reproduced here since)."""
+    env = {"KJOBS_BATCH_ORDERING": "key", "KJOBS_BATCH_KEY_LANES": "2",
+           "KJOBS_RETRY_IN_PLACE_ATTEMPTS": "2", "KJOBS_RETRY_IN_PLACE_DELAY": "4s",
+           "KJOBS_RETRY_DELAYS": "30s"}
+    with procs.Broker(partitions=1) as broker:
+        w = Worker(broker.bootstrap, env=env)
+        try:
+            w.wait_assigned()
+            # "ku" hashes to the other key lane than "kp" and "kx" (FNV-1a, 2 lanes)
+            [u] = enqueue(broker.bootstrap, "kjobs.flaky", payload="1", key="ku")
+            [p] = enqueue(broker.bootstrap, "kjobs.noop", key="kp")
+            [x] = enqueue(broker.bootstrap, "kjobs.flaky", payload="1", key="kx")
+            tried = {}
+            for job_id in (u, x):
+                tried[job_id] = w.wait_for(lambda l: l["msg"] == "job failed, retried in place"
+                                           and l.get("id") == job_id, 30, "an in-place retry")
+            w.wait_for(lambda l: l["msg"] == "job done" and l.get("id") == p, 30, "P")
+            harness.run(harness.kjobs_cmd("pause", "-b", broker.bootstrap, "jobs:0"))
+            w.wait_for(lambda l: l["msg"] == "partition paused by operator", 30, "the pause")
+            harness.run(harness.kjobs_cmd("resume", "-b", broker.bootstrap, "jobs:0"))
+            w.wait_for(lambda l: l["msg"] == "partition resumed by operator", 30, "the resume")
+            for job_id in (u, x):
+                done = w.wait_for(lambda l: l["msg"] == "job done" and l.get("id") == job_id, 30,
+                                  "the in-place job to succeed")
+                assert done["attempt"] == 2, done
+                waited = log_ts_ms(done) - log_ts_ms(tried[job_id])
+                assert waited >= 4000, f"{job_id} tried again {waited} ms after its failure"
+            assert w.stop() == 0
+        finally:
+            w.close()
+
+
 def test_ladder_wait_blocks_nothing_else():
     noops = 50000
     env = {"KJOBS_RETRY_DELAYS": "10s", "KJOBS_RETRY_MAX_ATTEMPTS": "3"}
@@ -751,6 +788,7 @@ if __name__ == "__main__":
                   test_fail_reaches_dlq_and_permanent_skips_the_ladder,
                   test_undecodable_and_unknown_type_reach_dlq_byte_for_byte,
                   test_in_place_retries_run_again_without_a_copy_then_the_ladder_from_step_1,
+                  test_in_place_try_never_runs_early_after_a_rewind,
                   test_ladder_wait_blocks_nothing_else,
                   test_copies_read_ahead_of_their_due_time_never_run_early,
                   test_kill9_between_copy_ack_and_commit_loses_nothing,
