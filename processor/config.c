@@ -454,8 +454,10 @@ static const kj_setting kj_settings[] = {
             "the runs (docs/retries.md, \"Retrying in place\"). 0: every retry goes to the "
             "ladder."},
     {ROW("retry", "in_place_delay", "KJOBS_RETRY_IN_PLACE_DELAY"), .type = KT_DURATION,
-     .off = F(retry_in_place_delay_ms), .def = "100ms", .min = 0, .max = 10000,
-     .doc = "The wait before each in-place retry (retry.in_place_attempts); a handler's own "
+     .off = F(retry_in_place_delay_ms), .def = "0s", .min = 0, .max = 10000,
+     .doc = "The wait before each in-place retry (retry.in_place_attempts); 0: at once, as "
+            "Spring Kafka's default back-off. The partition waits meanwhile, so a steady "
+            "failure rate costs it one delay per batch with a failure in it. A handler's own "
             "delay longer than this sends the job to the ladder instead."},
     {ROW("retry", "ordering", "KJOBS_RETRY_ORDERING"), .type = KT_STRING, .off = F(retry_ordering),
      .def = "none", .check = check_retry_ordering, .expect = "\"none\" or \"key\"",
