@@ -800,6 +800,11 @@ def bench_memory(ctx, cfg):
     # BENCH_MEM_FLAKY_EVERY: every how many jobs one fails once (10; 0: none, the control
     # that tells the retry path's share of the peak)
     every = int(os.environ.get("BENCH_MEM_FLAKY_EVERY", "10"))
+    # BENCH_MEM_IN_PLACE=1: the failing jobs are retried once in place (retry.in_place_attempts
+    # 1, no delay) instead of on the ladder
+    in_place = os.environ.get("BENCH_MEM_IN_PLACE", "") == "1"
+    if in_place:
+        env["KJOBS_RETRY_IN_PLACE_ATTEMPTS"] = "1"
     rows = []
     for P, N, payload in cfg["mem_cases"]:
         for r in range(cfg["mem_runs"]):
@@ -811,7 +816,8 @@ def bench_memory(ctx, cfg):
                 w = k["worker"]
                 try:
                     deadline = time.monotonic() + 300
-                    while every and metric_sum(w.metrics(), topic=b.ladder[0],
+                    while every and metric_sum(w.metrics(),
+                                               topic=b.main if in_place else b.ladder[0],
                                                type="kjobs.flaky", outcome="ok") < N // every:
                         check_brokers()
                         if time.monotonic() > deadline:
