@@ -489,6 +489,16 @@ def check_untouched_without_pauses(name):
     return check
 
 
+def check_untouched_without_in_place(name):
+    """In-place retries: this scenario leaves retry.in_place_attempts at 0, so every retry here
+    goes to the ladder and the counter must stay 0 while kjobs_retry_routed_total moves;
+    test_ladder.py checks that it moves (0, then 2, then 5: one per try in place)."""
+    def check(s, c):
+        assert all(total(snap, name) == 0 for snap in s.snaps), name
+        assert total(s.snaps[-1], "kjobs_retry_routed_total") >= 1
+    return check
+
+
 def check_untouched_without_schedule(name):
     """Periodic job metrics: this scenario configures no schedule.periodic, so no series may
     appear; test_periodic.py checks that they move (enqueued count, next tick on the owner)."""
@@ -523,6 +533,8 @@ CHECKS = {
     "kjobs_exec_stray_replies_total": check_moves_from_zero("kjobs_exec_stray_replies_total"),
     "kjobs_invalid_headers_total": check_invalid_headers,
     "kjobs_retry_hops_total": check_moves_from_zero("kjobs_retry_hops_total"),
+    "kjobs_retries_in_place_total":
+        check_untouched_without_in_place("kjobs_retries_in_place_total"),
     "kjobs_jobs_total": check_jobs_total,
     "kjobs_job_duration_seconds": check_duration,
     "kjobs_batch_size": check_batch_size,
