@@ -147,8 +147,10 @@ int64_t kj_ladder_grain_ms(int64_t step_delay_ms) {
 int64_t kj_ladder_release_grain_ms(const rd_kafka_headers_t *hdrs, int64_t step_delay_ms) {
     const void *v;
     size_t n;
-    bool attempt_0 = hdrs && rd_kafka_header_get_last(hdrs, KJ_HDR_ATTEMPT, &v, &n) == 0 &&
-                     n == 1 && *(const char *)v == '0';
+    int64_t attempt;
+    /* the contract's own reading (present once, strict decimal), as kj_control_parse_ladder */
+    bool attempt_0 = header_once(hdrs, KJ_HDR_ATTEMPT, &v, &n) == 0 &&
+                     kj_hdr_parse_uint(v, n, KJ_ATTEMPT_MAX, &attempt) && attempt == 0;
     return attempt_0 ? 1 : kj_ladder_grain_ms(step_delay_ms);
 }
 

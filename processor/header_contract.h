@@ -49,7 +49,8 @@
 
 /** What every kjobs header name starts with; a replay drops every header with it. */
 #define KJ_HDR_PREFIX "kjobs-"
-/** Attempts made so far, decimal 1..KJ_ATTEMPT_MAX. */
+/** Attempts made so far (with retries in place, the end of the run's block: retry_policy.h),
+ * decimal 1..KJ_ATTEMPT_MAX. */
 #define KJ_HDR_ATTEMPT "kjobs-attempt"
 /** Epoch ms before which the job must not run; on a dead letter its failure time. */
 #define KJ_HDR_NOT_BEFORE "kjobs-not-before"
@@ -163,9 +164,10 @@ int64_t kj_ladder_grain_ms(int64_t step_delay_ms);
 
 /**
  * The grain a ladder record's release time is rounded up to: 1 (none) for a record whose
- * kjobs-attempt is "0" — a scheduled copy (kjobs-run-at), kept to the millisecond, or a parked
- * one — else kj_ladder_grain_ms(step_delay_ms). `hdrs` may be NULL (a record without headers).
- * Headers are untrusted: a forged attempt 0 only turns the rounding off.
+ * kjobs-attempt is 0 (read as kj_control_parse_ladder reads it: present once, strict decimal) — a
+ * scheduled copy (kjobs-run-at), kept to the millisecond, or a parked one — else
+ * kj_ladder_grain_ms(step_delay_ms). `hdrs` may be NULL (a record without headers). Headers are
+ * untrusted: a forged attempt 0 only turns the rounding off.
  */
 int64_t kj_ladder_release_grain_ms(const rd_kafka_headers_t *hdrs, int64_t step_delay_ms);
 

@@ -205,9 +205,17 @@ static void test_release_grain_spares_attempt_0(void **state) {
     assert_int_equal(kj_ladder_release_grain_ms(h, 1000), 100);
     rd_kafka_headers_destroy(h);
     h = rd_kafka_headers_new(4);
-    rd_kafka_header_add(h, KJ_HDR_ATTEMPT, -1, "00", 2); /* not exactly "0" */
+    rd_kafka_header_add(h, KJ_HDR_ATTEMPT, -1, "00", 2); /* strict decimal 0, as the parser */
+    assert_int_equal(kj_ladder_release_grain_ms(h, 1000), 1);
+    rd_kafka_header_add(h, KJ_HDR_ATTEMPT, -1, "0", 1); /* repeated: invalid, rounded */
     assert_int_equal(kj_ladder_release_grain_ms(h, 1000), 100);
-    rd_kafka_header_add(h, KJ_HDR_ATTEMPT, -1, NULL, 0); /* the last one counts: empty */
+    rd_kafka_headers_destroy(h);
+    h = rd_kafka_headers_new(4);
+    rd_kafka_header_add(h, KJ_HDR_ATTEMPT, -1, NULL, 0); /* empty: invalid, rounded */
+    assert_int_equal(kj_ladder_release_grain_ms(h, 1000), 100);
+    rd_kafka_headers_destroy(h);
+    h = rd_kafka_headers_new(4);
+    rd_kafka_header_add(h, KJ_HDR_ATTEMPT, -1, "0x", 2); /* not decimal: rounded */
     assert_int_equal(kj_ladder_release_grain_ms(h, 1000), 100);
     rd_kafka_headers_destroy(h);
 }
