@@ -110,6 +110,9 @@ def binary_scenario(command, echo_command, tag):
             w.wait_for(lambda l: l["msg"] == "exec child stderr"
                        and l.get("line", "").startswith(f"{tag}: exec.crash job {cid}"),
                        "the crashing handler's own output in the log")
+            # its second attempt (from the ladder) crashes the child again: wait for it, so
+            # the jobs below restart the child and one is alive to be stopped at shutdown
+            w.wait_for(routed(cid, True), "exec.crash dead-lettered after 2 attempts")
             later = enqueue(b, "email.send", count=5)
             w.wait_for(done(later), "email.send after the crash", count=5)
 
