@@ -849,12 +849,21 @@ def bench_retry(ctx, cfg):
     in_place_delay = os.environ.get("BENCH_RETRY_IN_PLACE_DELAY", "0")
     in_place_env = dict(env, KJOBS_RETRY_IN_PLACE_ATTEMPTS="1",
                         KJOBS_RETRY_IN_PLACE_DELAY=in_place_delay)
+    # BENCH_RETRY_CASES: which of ok, flaky (the ladder), in_place, raw (the bare client's
+    # floor) to run, e.g. "ok,in_place" for more pairs of one ratio in the same time; "ok" is
+    # always run (every ratio is to it). The order alternates between pairs (ABBA), so a drift
+    # of the machine during a run does not favour one case.
+    cases = [c for c in os.environ.get("BENCH_RETRY_CASES", "ok,flaky,in_place,raw").split(",")
+             if c]
+    if not set(cases) <= {"ok", "flaky", "in_place", "raw"}:
+        raise HarnessError(f"BENCH_RETRY_CASES: unknown case in {cases}")
+    kinds = ["ok"] + [c for c in ("flaky", "in_place") if c in cases]
     log(f"retry: {N} jobs over {P} partitions, all ok vs 10% kjobs.flaky (1 s retry; and in "
-        f"place after {in_place_delay} ms), {runs} pairs")
+        f"place after {in_place_delay} ms), {runs} pairs of {','.join(kinds)}")
     rows = []
     for r in range(runs):
         row = {}
-        for kind in ("ok", "flaky", "in_place"):
+        for kind in kinds if r % 2 == 0 else kinds[::-1]:
             with ctx.broker(P) as b:
                 fill(ctx, b, N, flaky_every=0 if kind == "ok" else 10, type_="bench.lat")
                 total = N + 2 * P
@@ -905,8 +914,24 @@ def bench_retry(ctx, cfg):
                              "main_rx_bytes_per_job": k["rx_bytes"] / N
                              if k["rx_bytes"] is not None else None,
                              "stall_ms": k["stall_ms"]}
-        row["ratio_main"] = row["flaky"]["main_rate"] / row["ok"]["main_rate"]
-        row["ratio_in_place"] = row["in_place"]["main_rate"] / row["ok"]["main_rate"]
+        if "flaky" in row:
+            row["ratio_main"] = row["flaky"]["main_rate"] / row["ok"]["main_rate"]
+        if "in_place" in row:
+            row["ratio_in_place"] = row["in_place"]["main_rate"] / row["ok"]["main_rate"]
+            if row["ok"]["cpu_us_per_job"] and row["in_place"]["cpu_us_per_job"]:
+                row["cpu_ratio_in_place"] = (row["in_place"]["cpu_us_per_job"]
+                                             / row["ok"]["cpu_us_per_job"])
+        row["load1"] = float(open("/proc/loadavg").read().split()[0])
+        if "raw" not in cases or "flaky" not in row or "in_place" not in row:
+            log(f"  pair {r + 1}: all ok {row['ok']['main_rate']:.0f}/s"
+                + "".join(f"; {k} {row[k]['main_rate']:.0f}/s "
+                          f"({row[k]['main_rate'] / row['ok']['main_rate']:.1%}, CPU "
+                          f"{row[k]['cpu_us_per_job'] or 0:.2f} vs "
+                          f"{row['ok']['cpu_us_per_job'] or 0:.2f} us/job)"
+                          for k in kinds[1:])
+                + f"; load {row['load1']:.2f}")
+            rows.append(row)
+            continue
         # the floor: a raw client reading the same backlog, then also writing 10 % of it back
         for kind, every in (("raw_ok", 0), ("raw_copy", 10)):
             with ctx.broker(P) as b:
@@ -914,7 +939,6 @@ def bench_retry(ctx, cfg):
                 check_backlog(ctx, b, N + 2 * P)
                 row[kind] = raw_copy_drain(ctx, b, N + 2 * P, every)
         row["raw_ratio"] = row["raw_copy"]["main_rate"] / row["raw_ok"]["main_rate"]
-        row["load1"] = float(open("/proc/loadavg").read().split()[0])
         log(f"  pair {r + 1}: all ok {row['ok']['main_rate']:.0f}/s; 10% flaky "
             f"{row['flaky']['main_rate']:.0f}/s first attempts ({row['ratio_main']:.1%}), in "
             f"place {row['in_place']['main_rate']:.0f}/s ({row['ratio_in_place']:.1%}, CPU "
@@ -937,29 +961,36 @@ def bench_retry(ctx, cfg):
             f" us/msg (broker {row['raw_ok']['broker_cpu_us_per_job'] or 0:.2f} / "
             f"{row['raw_copy']['broker_cpu_us_per_job'] or 0:.2f})")
         rows.append(row)
-    return {"partitions": P, "jobs": N, "flaky": flaky, "rows": rows,
-            "ok_rate": med(r["ok"]["main_rate"] for r in rows),
-            "flaky_rate": med(r["flaky"]["main_rate"] for r in rows),
-            "ratio": med(r["ratio_main"] for r in rows),
+    def v(kind, key):  # a case's figure over the pairs that ran it
+        return (r[kind].get(key) for r in rows if kind in r)
+
+    def ratio(num, den, key):
+        return med(r[num][key] / r[den][key] for r in rows
+                   if num in r and den in r and r[num][key] and r[den][key])
+
+    return {"partitions": P, "jobs": N, "flaky": flaky, "cases": cases, "rows": rows,
+            "ok_rate": med(v("ok", "main_rate")),
+            "flaky_rate": med(v("flaky", "main_rate")),
+            "ratio": med(r.get("ratio_main") for r in rows),
             "in_place_delay": in_place_delay,
-            "in_place_rate": med(r["in_place"]["main_rate"] for r in rows),
-            "ratio_in_place": med(r["ratio_in_place"] for r in rows),
-            "in_place_cpu_us": med(r["in_place"]["cpu_us_per_job"] for r in rows),
-            "raw_ok_rate": med(r["raw_ok"]["main_rate"] for r in rows),
-            "raw_copy_rate": med(r["raw_copy"]["main_rate"] for r in rows),
-            "raw_ratio": med(r["raw_ratio"] for r in rows),
-            "raw_ok_cpu_us": med(r["raw_ok"]["cpu_us_per_job"] for r in rows),
-            "raw_copy_cpu_us": med(r["raw_copy"]["cpu_us_per_job"] for r in rows),
-            "ok_done_s": med(r["ok"]["done_s"] for r in rows),
-            "ok_cpu_us": med(r["ok"]["cpu_us_per_job"] for r in rows),
-            "flaky_cpu_us": med(r["flaky"]["cpu_us_per_job"] for r in rows),
-            "cpu_ratio": med(r["flaky"]["cpu_us_per_job"] / r["ok"]["cpu_us_per_job"]
-                             for r in rows if r["ok"]["cpu_us_per_job"]),
-            "flaky_done_s": med(r["flaky"]["done_s"] for r in rows),
-            "ok_rx": med(r["ok"].get("rx_bytes_per_job") for r in rows),
-            "flaky_rx": med(r["flaky"].get("rx_bytes_per_job") for r in rows),
-            "ok_stall_ms": med(r["ok"].get("stall_ms") for r in rows),
-            "flaky_stall_ms": med(r["flaky"].get("stall_ms") for r in rows)}
+            "in_place_rate": med(v("in_place", "main_rate")),
+            "ratio_in_place": med(r.get("ratio_in_place") for r in rows),
+            "in_place_cpu_us": med(v("in_place", "cpu_us_per_job")),
+            "in_place_cpu_ratio": med(r.get("cpu_ratio_in_place") for r in rows),
+            "raw_ok_rate": med(v("raw_ok", "main_rate")),
+            "raw_copy_rate": med(v("raw_copy", "main_rate")),
+            "raw_ratio": med(r.get("raw_ratio") for r in rows),
+            "raw_ok_cpu_us": med(v("raw_ok", "cpu_us_per_job")),
+            "raw_copy_cpu_us": med(v("raw_copy", "cpu_us_per_job")),
+            "ok_done_s": med(v("ok", "done_s")),
+            "ok_cpu_us": med(v("ok", "cpu_us_per_job")),
+            "flaky_cpu_us": med(v("flaky", "cpu_us_per_job")),
+            "cpu_ratio": ratio("flaky", "ok", "cpu_us_per_job"),
+            "flaky_done_s": med(v("flaky", "done_s")),
+            "ok_rx": med(v("ok", "rx_bytes_per_job")),
+            "flaky_rx": med(v("flaky", "rx_bytes_per_job")),
+            "ok_stall_ms": med(v("ok", "stall_ms")),
+            "flaky_stall_ms": med(v("flaky", "stall_ms"))}
 
 
 # ---- scale-out --------------------------------------------------------------------------------
@@ -1760,7 +1791,10 @@ def report(ctx, cfg, info, res, command, started, load_end):
         L.append("")
 
     rt = res.get("retry")
-    if rt:
+    if rt and not {"flaky", "raw"} <= set(rt["cases"]):
+        L.append("## Retry cost\n\nOnly " + ", ".join(rt["cases"]) + " ran (BENCH_RETRY_CASES):"
+                 " the pairs are in the log.\n")
+    elif rt:
         L.append("## Retry cost\n")
         L.append(f"{rt['jobs']:,} jobs over {rt['partitions']} partitions; all bench.lat (the "
                  f"bench plugin's handler: a clock read and a 16-byte store) vs "
@@ -1959,7 +1993,12 @@ def summary(res):
         out.append(f"memory: {r['jobs']} x {r['payload']} B over {r['partitions']} partitions: "
                    f"VmHWM {fmt_kb(r['hwm_kb'])}, {fmt_rate(r['rate'])} jobs/s")
     rt = res.get("retry")
-    if rt:
+    if rt and "in_place" in rt["cases"]:
+        out.append(f"retry in place: ok {fmt_rate(rt['ok_rate'])}/s, 10% retried in place "
+                   f"{fmt_rate(rt['in_place_rate'])}/s (median of pair ratios "
+                   f"{rt['ratio_in_place']:.1%}), CPU/job median ratio "
+                   f"{rt['in_place_cpu_ratio']:.2f}x over {len(rt['rows'])} pairs")
+    if rt and "flaky" in rt["cases"]:
         out.append(f"retry: ok {fmt_rate(rt['ok_rate'])}/s, 10% flaky {fmt_rate(rt['flaky_rate'])}/s "
                    f"({rt['ratio']:.1%}), all done {rt['ok_done_s']:.2f}s vs {rt['flaky_done_s']:.2f}s,"
                    f" CPU/job {fmt_ms(rt['ok_cpu_us'])} vs {fmt_ms(rt['flaky_cpu_us'])} µs; raw floor "
