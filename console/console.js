@@ -95,12 +95,16 @@ function when(epochMs) {
 
 /* ---- overview -------------------------------------------------------------------------------- */
 
-function rate(now, prev, key) {
+function perSecond(now, prev, count, unit) {
   if (!prev) return "";
   const dt = (now.now - prev.now) / 1000;
   if (dt <= 0) return "";
-  const d = (now.totals.jobs[key] || 0) - (prev.totals.jobs[key] || 0);
-  return d >= 0 ? (d / dt).toFixed(1) + " jobs/s" : "";
+  const d = (count(now) || 0) - (count(prev) || 0);
+  return d >= 0 ? (d / dt).toFixed(1) + " " + unit : "";
+}
+
+function rate(now, prev, key) {
+  return perSecond(now, prev, (o) => o.totals.jobs[key], "jobs/s");
 }
 
 function workerRow(w) {
@@ -126,6 +130,8 @@ function renderOverview(o) {
   $("rate-ok").textContent = rate(o, state.last, "ok");
   $("rate-retry").textContent = rate(o, state.last, "retry");
   $("rate-dead").textContent = rate(o, state.last, "dead_lettered");
+  $("in-place-total").textContent = o.totals.retries_in_place || 0;
+  $("rate-in-place").textContent = perSecond(o, state.last, (x) => x.totals.retries_in_place, "tries/s");
   $("lag-main").textContent = o.totals.lag_main;
   $("lag-ladder").textContent = o.totals.lag_ladder;
   const oldest = (o.oldest_waiting_ms || {})[o.main_topic];

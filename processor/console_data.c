@@ -151,7 +151,7 @@ static json_t *status_project(const json_t *raw) {
     json_object_set_new(o, "handler", ph);
     json_t *c = json_object_get(raw, "counters"), *pc = json_object();
     static const char *const counters[] = {"route_errors", "decode_errors", "offset_resets",
-                                           "rebalances"};
+                                           "rebalances", "retries_in_place"};
     for (size_t k = 0; k < sizeof(counters) / sizeof(*counters); k++)
         put(pc, counters[k], proj_int(json_object_get(c, counters[k])));
     json_object_set_new(o, "counters", pc);
@@ -542,6 +542,7 @@ json_t *kj_console_overview(kj_console_data *d) {
     json_t *errors = json_array();
     /* workers: the status records, oldest key first, with "stale" */
     json_t *workers = json_array(), *jobs = json_object();
+    json_int_t in_place = 0;
     pthread_mutex_lock(&d->workers_mu);
     const char *key;
     json_t *rec;
@@ -564,6 +565,9 @@ json_t *kj_console_overview(kj_console_data *d) {
             sum += json_integer_value(count); /* each <= 2^53 (status_project), <= 4096 of them */
             json_object_set_new(jobs, outcome, json_integer(sum));
         }
+        in_place += json_integer_value(/* 0 when absent (a worker before the counter) */
+                                       json_object_get(json_object_get(rec, "counters"),
+                                                       "retries_in_place"));
         json_array_append_new(workers, w);
     }
     pthread_mutex_unlock(&d->workers_mu);
@@ -589,9 +593,9 @@ json_t *kj_console_overview(kj_console_data *d) {
     }
     kj_group_lag_free(rows, count);
     json_object_set_new(out, "lag", lag);
-    json_object_set_new(
-        out, "totals",
-        json_pack("{s:I,s:I,s:o}", "lag_main", lag_main, "lag_ladder", lag_ladder, "jobs", jobs));
+    json_object_set_new(out, "totals",
+                        json_pack("{s:I,s:I,s:o,s:I}", "lag_main", lag_main, "lag_ladder",
+                                  lag_ladder, "jobs", jobs, "retries_in_place", in_place));
     json_object_set_new(out, "errors", errors);
     return out;
 }

@@ -1017,4 +1017,5 @@ void kj_metrics_summary_get(kj_metrics_summary *out) {
     out->decode_errors = kj_counter_value(kj_family_default(g_kj.decode_errors));
     out->offset_resets = kj_counter_value(kj_family_default(g_kj.resets));
     out->rebalances = kj_counter_value(kj_family_default(g_kj.rebalances));
+    out->retries_in_place = kj_counter_value(kj_family_default(g_kj.in_place));
 }

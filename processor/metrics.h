@@ -314,6 +314,7 @@ typedef struct kj_metrics_summary {
     double in_flight;                    /* kjobs_in_flight_jobs */
     bool breaker_open;                   /* kjobs_circuit_breaker_open == 1 */
     uint64_t route_errors, decode_errors, offset_resets, rebalances;
+    uint64_t retries_in_place; /* kjobs_retries_in_place_total */
 } kj_metrics_summary;
 
 /** Fill *out from the process-wide registry (takes the two families' mutexes in turn). */

@@ -99,7 +99,7 @@ static json_t *build(const kj_status_input *in, size_t listed) {
                             json_integer((json_int_t)m->jobs[o]));
     return json_pack(
         "{s:i,s:o,s:o,s:I,s:o,s:o,s:o,s:I,s:I,s:I,s:o,s:{s:b},s:{s:I,s:o,s:I},s:o,"
-        "s:{s:I,s:o,s:o},s:I,s:{s:I,s:I,s:I,s:I},s:o}",
+        "s:{s:I,s:o,s:o},s:I,s:{s:I,s:I,s:I,s:I,s:I},s:o}",
         "schema", KJ_STATUS_SCHEMA_VERSION, "worker_id", str_or_null(in->worker_id), "host",
         str_or_null(in->host), "pid", (json_int_t)in->pid, "client_id", str_or_null(in->client_id),
         "group", str_or_null(in->group), "version", str_or_null(in->version), "started_at",
@@ -111,7 +111,8 @@ static json_t *build(const kj_status_input *in, size_t listed) {
         seconds_or_null(m->p99_seconds), "in_flight", (json_int_t)m->in_flight, "counters",
         "route_errors", (json_int_t)m->route_errors, "decode_errors", (json_int_t)m->decode_errors,
         "offset_resets", (json_int_t)m->offset_resets, "rebalances", (json_int_t)m->rebalances,
-        "errors", in->errors ? json_deep_copy(in->errors) : json_array());
+        "retries_in_place", (json_int_t)m->retries_in_place, "errors",
+        in->errors ? json_deep_copy(in->errors) : json_array());
 }
 
 char *kj_status_render(const kj_status_input *in, size_t max_bytes, size_t *len) {

@@ -4,7 +4,9 @@
 // Run: NODE_PATH=<repo>/.deps/node/node_modules node test_console.js <kjobs-binary> <artefact-dir>
 // Against the embedded broker, one live worker (status reports every 300 ms, an exec handler
 // that dead-letters "console.gated" jobs until a gate file exists) and `kjobs ui` with actions
-// allowed, it: opens the overview and watches the succeeded count move as jobs run; filters
+// allowed, it: opens the overview and watches the succeeded count move as jobs run, and the
+// retried-in-place count as jobs failing once are retried in place (the worker's
+// retry.in_place_attempts = 1); filters
 // the dead letters by type; opens one and checks its headers are listed in order and that a
 // payload full of markup is shown as text (no element made from it); opens the gate, selects
 // two dead letters, replays them and sees them succeed; discards the third (after a confirm) and
@@ -92,6 +94,7 @@ async function main() {
         KJOBS_HTTP_LISTEN: '127.0.0.1:0',
         KJOBS_UI_REPORT_INTERVAL: '300ms',
         KJOBS_KAFKA_GROUP_INSTANCE_ID: 'console-test-worker',
+        KJOBS_RETRY_IN_PLACE_ATTEMPTS: '1',
         KJOBS_HANDLERS_EXEC: JSON.stringify(['/usr/bin/python3', '-u', HANDLER, gate]),
       }),
     });
@@ -126,6 +129,14 @@ async function main() {
     assert.strictEqual(Number(await page.textContent('#succeeded-total')), before + 40);
     const state = await page.textContent('#workers tbody tr[data-worker="console-test-worker"] td:nth-child(4)');
     assert.strictEqual(state, 'running');
+    // jobs failing once are retried in place: that count moves, the ladder's does not
+    const inPlaceBefore = Number(await page.textContent('#in-place-total'));
+    const retriedBefore = Number(await page.textContent('#retry-total'));
+    kjobs(['enqueue', '-b', bootstrap, '--type', 'kjobs.flaky', '--payload', '1', '--count', '3']);
+    await page.waitForFunction((n) => Number(document.getElementById('succeeded-total').textContent) >= n,
+      before + 43, { timeout: 60000 });
+    assert.strictEqual(Number(await page.textContent('#in-place-total')), inPlaceBefore + 3);
+    assert.strictEqual(Number(await page.textContent('#retry-total')), retriedBefore);
     await page.screenshot({ path: path.join(ARTEFACTS, 'overview.png'), fullPage: true });
 
     // --- dead letters: 3 gated jobs (one with markup in its payload) and 2 of an unknown type

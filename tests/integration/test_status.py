@@ -49,7 +49,8 @@ class StatusReader:
 def test_reports_move_and_tombstone():
     with Broker(partitions=2) as broker:
         reader = StatusReader(broker.bootstrap)
-        env = {"KJOBS_UI_REPORT_INTERVAL": "300ms", "KJOBS_KAFKA_GROUP_INSTANCE_ID": "status-w1"}
+        env = {"KJOBS_UI_REPORT_INTERVAL": "300ms", "KJOBS_KAFKA_GROUP_INSTANCE_ID": "status-w1",
+               "KJOBS_RETRY_IN_PLACE_ATTEMPTS": "1"}
         os.environ.update(env)
         try:
             worker = LoggedWorker(broker.bootstrap)
@@ -88,6 +89,16 @@ def test_reports_move_and_tombstone():
             assert moved["handler"]["p50_seconds"] is not None, moved
             assert moved["handler"]["p50_seconds"] <= moved["handler"]["p99_seconds"], moved
             assert moved["reported_at"] > first["reported_at"], moved
+
+            # a job failing once, retried in place: the tries counter moves, the outcome is ok
+            assert moved["counters"]["retries_in_place"] == 0, moved
+            run(kjobs_cmd("enqueue", "-b", broker.bootstrap, "--type", "kjobs.flaky",
+                          "--payload", "1"))
+            tried = wait_until("ok count +1 after a try in place",
+                               lambda: (lambda r: r if r["jobs"]["ok"] >= base_ok + 26 else None)(
+                                   reader.poll()["status-w1"]), timeout=60)
+            assert tried["counters"]["retries_in_place"] == 1, tried
+            assert tried["jobs"]["retry"] == moved["jobs"]["retry"] == 0, tried
 
             # a permanent failure: dead-lettered, logged at warn, so a recent error
             run(kjobs_cmd("enqueue", "-b", broker.bootstrap, "--type", "kjobs.fail-permanent"))

@@ -33,6 +33,8 @@ static kj_status_input sample(kj_status_part *parts, size_t n) {
     in.summary.p50_seconds = 0.01;
     in.summary.p99_seconds = -1; /* renders as null */
     in.summary.in_flight = 3;
+    in.summary.rebalances = 1;
+    in.summary.retries_in_place = 5;
     return in;
 }
 
@@ -68,6 +70,10 @@ static void test_fields(void **state) {
     assert_true(json_is_true(json_object_get(p1, "paused")));
     assert_null(json_object_get(json_array_get(json_object_get(a, "partitions"), 0), "paused"));
     assert_int_equal(json_array_size(json_object_get(r, "errors")), 0);
+    json_t *c = json_object_get(r, "counters");
+    assert_int_equal(json_integer_value(json_object_get(c, "rebalances")), 1);
+    assert_int_equal(json_integer_value(json_object_get(c, "retries_in_place")), 5);
+    assert_int_equal(json_integer_value(json_object_get(c, "route_errors")), 0);
     json_decref(r);
     free(text);
 }
