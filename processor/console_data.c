@@ -64,7 +64,7 @@ static rd_kafka_t *consumer_new(const kj_config *cfg, const char *group, char *e
  * Anyone who can produce to the status topic writes what the console reads, so a record is
  * never kept as written: only the fields of the documented schema (docs/console.md), each of its
  * documented type, strings cut to KJ_CONSOLE_FIELD_MAX bytes (UTF-8 kept whole), integers
- * clamped to +-2^53 (what a browser's numbers hold exactly, and far from overflow when summed),
+ * clamped to +-2^53 (what a browser's numbers hold exactly; sums of them saturate: count_add),
  * lists bounded. A field of the wrong type is left out, so the page can trust every field it
  * gets; the kept record is a few KiB at most whatever was written. */
 #define KJ_CONSOLE_FIELD_MAX            256
@@ -526,6 +526,16 @@ static void read_members(kj_console_data *d, json_t *out, json_t *errors) {
     rd_kafka_queue_destroy(q);
 }
 
+/* A total of counters from status records: @p sum plus @p v (ignored unless an integer),
+ * within 0..2^53. Each record's value is already within +-2^53, but up to
+ * KJ_CONSOLE_MAX_WORKERS of them would overflow 64 bits (any producer writes the topic), and a
+ * counter is never negative. */
+static json_int_t count_add(json_int_t sum, const json_t *v) {
+    json_int_t x = json_is_integer(v) ? json_integer_value(v) : 0;
+    if (x <= 0) return sum;
+    return x >= KJ_JSON_SAFE_INT - sum ? KJ_JSON_SAFE_INT : sum + x;
+}
+
 static json_t *lag_json(const kj_lag_row *r) {
     return json_pack("{s:s,s:s,s:i,s:i,s:o,s:I,s:I,s:I}", "topic", r->topic, "role",
                      kj_topic_role_name(r->role), "step", r->step, "partition", (int)r->partition,
@@ -562,12 +572,11 @@ json_t *kj_console_overview(kj_console_data *d) {
         json_object_foreach(json_object_get(rec, "jobs"), outcome, count) {
             if (!json_is_integer(count)) continue;
             json_int_t sum = json_integer_value(json_object_get(jobs, outcome));
-            sum += json_integer_value(count); /* each <= 2^53 (status_project), <= 4096 of them */
-            json_object_set_new(jobs, outcome, json_integer(sum));
+            json_object_set_new(jobs, outcome, json_integer(count_add(sum, count)));
         }
-        in_place += json_integer_value(/* 0 when absent (a worker before the counter) */
-                                       json_object_get(json_object_get(rec, "counters"),
-                                                       "retries_in_place"));
+        /* absent (a worker before the counter) or of another type: adds nothing */
+        in_place = count_add(in_place,
+                             json_object_get(json_object_get(rec, "counters"), "retries_in_place"));
         json_array_append_new(workers, w);
     }
     pthread_mutex_unlock(&d->workers_mu);

@@ -50,7 +50,7 @@
 /** What every kjobs header name starts with; a replay drops every header with it. */
 #define KJ_HDR_PREFIX "kjobs-"
 /** Attempts made so far (with retries in place, the end of the run's block: retry_policy.h),
- * decimal 1..KJ_ATTEMPT_MAX. */
+ * decimal 0..KJ_ATTEMPT_MAX; 0 only on a scheduled or parked copy (the rules above). */
 #define KJ_HDR_ATTEMPT "kjobs-attempt"
 /** Epoch ms before which the job must not run; on a dead letter its failure time. */
 #define KJ_HDR_NOT_BEFORE "kjobs-not-before"

@@ -410,6 +410,7 @@ def test_forged_status_records_cannot_break_the_overview():
                       "interval_ms": 10 ** 12, "state": "<b>running</b>",
                       "handler": {"p50_seconds": "x", "p99_seconds": {"a": 1}},
                       "jobs": {"ok": big, "retry": "7", "evil": 5},
+                      "counters": {"retries_in_place": big, "rebalances": -5},
                       "assignment": {"count": "many", "partitions": [{"topic": 1}] * 500},
                       "errors": ["not an object", {"msg": "m" * 5000, "secret": "s",
                                                    "class": "timeout", "topic": "jobs",
@@ -443,6 +444,22 @@ def test_forged_status_records_cannot_break_the_overview():
             assert f["errors"][0]["class"] == "timeout" and f["errors"][0]["topic"] == "jobs"
             assert f["errors"][0]["partition"] == 3 and "offset" not in f["errors"][0], f["errors"]
             assert 0 <= o["totals"]["jobs"]["ok"] <= 2 ** 53 + 10 ** 6, o["totals"]
+            assert f["counters"]["retries_in_place"] == 2 ** 53, f["counters"]
+
+            # 1,100 records at 2^53 (and one below 0): 64-bit sums would overflow (UBSan
+            # aborts); the totals saturate at 2^53 and a negative counter adds nothing
+            many = [(f"many-{i}", json.dumps({
+                "schema": 1, "worker_id": f"many-{i}", "group": "kjobs", "reported_at": now,
+                "interval_ms": 10 ** 12, "jobs": {"ok": -big if i == 0 else big},
+                "counters": {"retries_in_place": -big if i == 0 else big}}).encode())
+                for i in range(1100)]
+            forge_status(broker.bootstrap, many)
+            o = wait_until("the 1,100 forged records read",
+                           lambda: (lambda o: o if sum(str(w.get("worker_id")).startswith("many-")
+                                                       for w in o["workers"]) == 1100 else None)(
+                               ui.api("/api/overview")), timeout=60)
+            assert o["totals"]["jobs"]["ok"] == 2 ** 53, o["totals"]
+            assert o["totals"]["retries_in_place"] == 2 ** 53, o["totals"]
 
         with_worker(broker, scenario)
 
