@@ -370,8 +370,10 @@ def run_json(args, timeout=600, env=None):
     return [json.loads(l) for l in p.stdout.splitlines() if l.strip()]
 
 
-def fill(ctx, b, count, marks=True, flaky_every=0, type_=None, payload_bytes=0):
+def fill(ctx, b, count, marks=True, flaky_every=0, type_=None, payload_bytes=0, flaky_fails=None):
     args = [ctx.loadgen, "-b", b.bootstrap, "-t", b.main, "fill", "--count", str(count)]
+    if flaky_fails is not None:
+        args += ["--flaky-fails", str(flaky_fails)]
     if payload_bytes:
         args += ["--payload-bytes", str(payload_bytes)]
     if marks:
@@ -849,15 +851,19 @@ def bench_retry(ctx, cfg):
     in_place_delay = os.environ.get("BENCH_RETRY_IN_PLACE_DELAY", "0")
     in_place_env = dict(env, KJOBS_RETRY_IN_PLACE_ATTEMPTS="1",
                         KJOBS_RETRY_IN_PLACE_DELAY=in_place_delay)
-    # BENCH_RETRY_CASES: which of ok, flaky (the ladder), in_place, raw (the bare client's
-    # floor) to run, e.g. "ok,in_place" for more pairs of one ratio in the same time; "ok" is
-    # always run (every ratio is to it). The order alternates between pairs (ABBA), so a drift
-    # of the machine during a run does not favour one case.
-    cases = [c for c in os.environ.get("BENCH_RETRY_CASES", "ok,flaky,in_place,raw").split(",")
+    # BENCH_RETRY_CASES: which of ok, mix, flaky (the ladder), in_place, raw (the bare client's
+    # floor) to run, e.g. "ok,mix,in_place" for more pairs of those ratios in the same time;
+    # "ok" is always run. "mix" is the fair control: the same backlog, every 10th job
+    # kjobs.flaky too, but with payload "0" (never fails): the same handler calls per batch
+    # (a batch of mixed types is one handler call per run of one type), none failing. The order
+    # alternates between pairs (ABBA), so a drift of the machine during a run favours no case.
+    cases = [c for c in os.environ.get("BENCH_RETRY_CASES", "ok,mix,flaky,in_place,raw").split(",")
              if c]
-    if not set(cases) <= {"ok", "flaky", "in_place", "raw"}:
+    if not set(cases) <= {"ok", "mix", "flaky", "in_place", "raw"}:
         raise HarnessError(f"BENCH_RETRY_CASES: unknown case in {cases}")
-    kinds = ["ok"] + [c for c in ("flaky", "in_place") if c in cases]
+    if "raw" in cases and not {"flaky", "in_place"} <= set(cases):
+        raise HarnessError("BENCH_RETRY_CASES: raw (the floor) needs flaky and in_place")
+    kinds = ["ok"] + [c for c in ("mix", "flaky", "in_place") if c in cases]
     log(f"retry: {N} jobs over {P} partitions, all ok vs 10% kjobs.flaky (1 s retry; and in "
         f"place after {in_place_delay} ms), {runs} pairs of {','.join(kinds)}")
     rows = []
@@ -865,7 +871,8 @@ def bench_retry(ctx, cfg):
         row = {}
         for kind in kinds if r % 2 == 0 else kinds[::-1]:
             with ctx.broker(P) as b:
-                fill(ctx, b, N, flaky_every=0 if kind == "ok" else 10, type_="bench.lat")
+                fill(ctx, b, N, flaky_every=0 if kind == "ok" else 10, type_="bench.lat",
+                     flaky_fails=0 if kind == "mix" else None)
                 total = N + 2 * P
                 check_backlog(ctx, b, total)
                 bcpu0 = b.cpu_s()
@@ -874,7 +881,7 @@ def bench_retry(ctx, cfg):
                 w = k["worker"]
                 try:
                     done_us = k["last_us"]
-                    if kind != "ok":  # the retries: poll /metrics until all succeeded
+                    if kind in ("flaky", "in_place"):  # poll /metrics until all retries ran
                         deadline = time.monotonic() + 120
                         topic = b.main if kind == "in_place" else b.ladder[0]
                         while True:
@@ -921,15 +928,23 @@ def bench_retry(ctx, cfg):
             if row["ok"]["cpu_us_per_job"] and row["in_place"]["cpu_us_per_job"]:
                 row["cpu_ratio_in_place"] = (row["in_place"]["cpu_us_per_job"]
                                              / row["ok"]["cpu_us_per_job"])
+        for k in ("flaky", "in_place"):  # against the fair control
+            if k in row and "mix" in row:
+                row[f"ratio_{k}_mix"] = row[k]["main_rate"] / row["mix"]["main_rate"]
+                if row["mix"]["cpu_us_per_job"] and row[k]["cpu_us_per_job"]:
+                    row[f"cpu_ratio_{k}_mix"] = (row[k]["cpu_us_per_job"]
+                                                 / row["mix"]["cpu_us_per_job"])
         row["load1"] = float(open("/proc/loadavg").read().split()[0])
-        if "raw" not in cases or "flaky" not in row or "in_place" not in row:
-            log(f"  pair {r + 1}: all ok {row['ok']['main_rate']:.0f}/s"
-                + "".join(f"; {k} {row[k]['main_rate']:.0f}/s "
-                          f"({row[k]['main_rate'] / row['ok']['main_rate']:.1%}, CPU "
-                          f"{row[k]['cpu_us_per_job'] or 0:.2f} vs "
-                          f"{row['ok']['cpu_us_per_job'] or 0:.2f} us/job)"
-                          for k in kinds[1:])
-                + f"; load {row['load1']:.2f}")
+        log(f"  pair {r + 1}: all ok {row['ok']['main_rate']:.0f}/s "
+            f"(CPU {row['ok']['cpu_us_per_job'] or 0:.2f} us/job)"
+            + "".join(f"; {k} {row[k]['main_rate']:.0f}/s "
+                      f"({row[k]['main_rate'] / row['ok']['main_rate']:.1%} of ok"
+                      + (f", {row[f'ratio_{k}_mix']:.1%} of mix" if f"ratio_{k}_mix" in row
+                         else "")
+                      + f", CPU {row[k]['cpu_us_per_job'] or 0:.2f} us/job)"
+                      for k in kinds[1:])
+            + f"; load {row['load1']:.2f}")
+        if "raw" not in cases:
             rows.append(row)
             continue
         # the floor: a raw client reading the same backlog, then also writing 10 % of it back
@@ -977,6 +992,11 @@ def bench_retry(ctx, cfg):
             "ratio_in_place": med(r.get("ratio_in_place") for r in rows),
             "in_place_cpu_us": med(v("in_place", "cpu_us_per_job")),
             "in_place_cpu_ratio": med(r.get("cpu_ratio_in_place") for r in rows),
+            "mix_rate": med(v("mix", "main_rate")),
+            "ratio_in_place_mix": med(r.get("ratio_in_place_mix") for r in rows),
+            "cpu_ratio_in_place_mix": med(r.get("cpu_ratio_in_place_mix") for r in rows),
+            "ratio_flaky_mix": med(r.get("ratio_flaky_mix") for r in rows),
+            "cpu_ratio_flaky_mix": med(r.get("cpu_ratio_flaky_mix") for r in rows),
             "raw_ok_rate": med(v("raw_ok", "main_rate")),
             "raw_copy_rate": med(v("raw_copy", "main_rate")),
             "raw_ratio": med(r.get("raw_ratio") for r in rows),
@@ -1791,9 +1811,10 @@ def report(ctx, cfg, info, res, command, started, load_end):
         L.append("")
 
     rt = res.get("retry")
-    if rt and not {"flaky", "raw"} <= set(rt["cases"]):
-        L.append("## Retry cost\n\nOnly " + ", ".join(rt["cases"]) + " ran (BENCH_RETRY_CASES):"
-                 " the pairs are in the log.\n")
+    if rt and "raw" not in rt["cases"]:
+        L.append("## Retry cost\n\nOnly " + ", ".join(["ok"] + [c for c in rt["cases"]
+                                                         if c != "ok"])
+                 + " ran (BENCH_RETRY_CASES): the pairs are in the log.\n")
     elif rt:
         L.append("## Retry cost\n")
         L.append(f"{rt['jobs']:,} jobs over {rt['partitions']} partitions; all bench.lat (the "
@@ -1998,6 +2019,11 @@ def summary(res):
                    f"{fmt_rate(rt['in_place_rate'])}/s (median of pair ratios "
                    f"{rt['ratio_in_place']:.1%}), CPU/job median ratio "
                    f"{rt['in_place_cpu_ratio']:.2f}x over {len(rt['rows'])} pairs")
+    if rt and "mix" in rt["cases"]:
+        out.append(f"retry vs the same mix none failing ({fmt_rate(rt['mix_rate'])}/s): in place "
+                   f"{rt['ratio_in_place_mix']:.1%} (CPU/job {rt['cpu_ratio_in_place_mix']:.2f}x)"
+                   f", ladder {rt['ratio_flaky_mix']:.1%} (CPU/job "
+                   f"{rt['cpu_ratio_flaky_mix']:.2f}x), medians of pair ratios")
     if rt and "flaky" in rt["cases"]:
         out.append(f"retry: ok {fmt_rate(rt['ok_rate'])}/s, 10% flaky {fmt_rate(rt['flaky_rate'])}/s "
                    f"({rt['ratio']:.1%}), all done {rt['ok_done_s']:.2f}s vs {rt['flaky_done_s']:.2f}s,"

@@ -6,9 +6,11 @@
  * the bench plugin (bench/latency_plugin.c) expects them.
  *
  * Modes:
- *   loadgen -b B fill --count N [--flaky-every K] [--marks] [--type T] [--payload-bytes P]
+ *   loadgen -b B fill --count N [--flaky-every K [--flaky-fails F]] [--marks] [--type T]
+ *                [--payload-bytes P]
  *       a backlog: N jobs round-robin over every partition of the topic; every K-th job is
- *       kjobs.flaky with payload "1" (fails once), the others T (default kjobs.noop) with a
+ *       kjobs.flaky with payload F (default "1": fails once; "0": never fails, the same mix of
+ *       types without a failure, the fair control), the others T (default kjobs.noop) with a
  *       payload of P bytes ('x', default 0: the memory benchmark's 100-byte jobs). With
  *       --marks each partition gets a bench.start job before and a bench.end job after its
  *       share, so the plugin can time a drain exactly without polling anything.
@@ -134,24 +136,36 @@ static int32_t lg_partition_count(rd_kafka_t *rk, const char *topic) {
 static void lg_usage(void) {
     fprintf(stderr,
             "usage: loadgen -b BROKERS [-t TOPIC] [-X prop=value]... fill --count N "
-            "[--flaky-every K] [--marks] [--type T] [--payload-bytes P]\n"
+            "[--flaky-every K [--flaky-fails F]] [--marks] [--type T] [--payload-bytes P]\n"
             "       loadgen -b BROKERS [-t TOPIC] [-X prop=value]... rate --rate R --seconds S "
             "[--type T]\n");
     exit(2);
 }
 
 int main(int argc, char **argv) {
-    enum { O_COUNT = 256, O_FLAKY, O_MARKS, O_TYPE, O_RATE, O_SECONDS, O_WARMUP, O_PAYLOAD };
-    static const struct option longopts[] = {{"count", required_argument, NULL, O_COUNT},
-                                             {"flaky-every", required_argument, NULL, O_FLAKY},
-                                             {"marks", no_argument, NULL, O_MARKS},
-                                             {"type", required_argument, NULL, O_TYPE},
-                                             {"rate", required_argument, NULL, O_RATE},
-                                             {"seconds", required_argument, NULL, O_SECONDS},
-                                             {"warmup", no_argument, NULL, O_WARMUP},
-                                             {"payload-bytes", required_argument, NULL, O_PAYLOAD},
-                                             {NULL, 0, NULL, 0}};
-    const char *brokers = NULL, *type = NULL;
+    enum {
+        O_COUNT = 256,
+        O_FLAKY,
+        O_MARKS,
+        O_TYPE,
+        O_RATE,
+        O_SECONDS,
+        O_WARMUP,
+        O_PAYLOAD,
+        O_FLAKY_FAILS
+    };
+    static const struct option longopts[] = {
+        {"count", required_argument, NULL, O_COUNT},
+        {"flaky-every", required_argument, NULL, O_FLAKY},
+        {"marks", no_argument, NULL, O_MARKS},
+        {"type", required_argument, NULL, O_TYPE},
+        {"rate", required_argument, NULL, O_RATE},
+        {"seconds", required_argument, NULL, O_SECONDS},
+        {"warmup", no_argument, NULL, O_WARMUP},
+        {"payload-bytes", required_argument, NULL, O_PAYLOAD},
+        {"flaky-fails", required_argument, NULL, O_FLAKY_FAILS},
+        {NULL, 0, NULL, 0}};
+    const char *brokers = NULL, *type = NULL, *flaky_fails = "1";
     long long count = 0, flaky_every = 0, payload_bytes = 0;
     double rate = 0, seconds = 0;
     int marks = 0, opt, linger_set = 0, warmup = 0;
@@ -181,6 +195,9 @@ int main(int argc, char **argv) {
             break;
         case O_FLAKY:
             flaky_every = atoll(optarg);
+            break;
+        case O_FLAKY_FAILS:
+            flaky_fails = optarg;
             break;
         case O_MARKS:
             marks = 1;
@@ -258,7 +275,7 @@ int main(int argc, char **argv) {
         for (long long i = 0; i < count; i++) {
             int flaky = flaky_every > 0 && i % flaky_every == flaky_every - 1;
             lg_produce(&st, (int32_t)(i % st.partitions), flaky ? "kjobs.flaky" : type,
-                       flaky ? "1" : pad, lg_now_us(), 0);
+                       flaky ? flaky_fails : pad, lg_now_us(), 0);
         }
         if (marks)
             for (int32_t p = 0; p < st.partitions; p++)
