@@ -658,7 +658,7 @@ static const struct kj_metric_def {
      "Ladder records not yet due when their step released them, re-routed (not run).", 0, {0},
      NULL, 0},
     {&g_kj.in_place, "kjobs_retries_in_place_total", KJ_METRIC_COUNTER,
-     "Failed jobs tried again in place (retry.in_place_attempts), not copied to the ladder.", 0,
+     "Tries made in place (retry.in_place_attempts): a job tried again N times counts N.", 0,
      {0}, NULL, 0},
     {&g_kj.periodic_enqueued, "kjobs_periodic_enqueued_total", KJ_METRIC_COUNTER,
      "Periodic (cron) jobs enqueued by this member, by schedule.periodic entry name.", 1,

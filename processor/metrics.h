@@ -79,10 +79,9 @@
  *       Ladder records released by their step before their kjobs-not-before (a per-job delay
  *       longer than the step's): re-routed down the ladder instead of run.
  *   kjobs_retries_in_place_total  counter
- *       Failed jobs tried again in place (retry.in_place_attempts): sent back to their lane
- *       after retry.in_place_delay instead of copied to the ladder.
- *   kjobs_decode_errors_total  counter
- *       Messages that could not be decoded as a kjobs.Job.
+ *       Tries made in place (retry.in_place_attempts; N tries of a job count N): sent back to their
+ * lane after retry.in_place_delay instead of copied to the ladder. kjobs_decode_errors_total
+ * counter Messages that could not be decoded as a kjobs.Job.
  *   kjobs_schema_registry_requests_total{result}  counter
  *       GET /schemas/ids/{id} requests to the Schema Registry by result: found (resolves to
  *       kjobs.Job), unknown (40403), incompatible (not Avro, or not a kjobs.Job schema), error

@@ -337,6 +337,18 @@ static void test_in_place_attempts_keep_the_ladder_steps(void **state) {
     /* a handler's own delay still picks the step by the delay */
     kjobs_result_t own = {.outcome = KJ_OUTCOME_RETRY, .delay_ms = 60000};
     kj_retry_decision d;
+    /* the default max_attempts (4) with L = 2 (docs/retries.md): the tries in place shorten
+     * the ladder to one step, attempt 4 being the last */
+    kj_config short_cfg = cfg;
+    assert_int_equal(kj_config_set(&short_cfg, "retry.max_attempts", "4", err, sizeof(err)), 0);
+    kjobs_result_t retry = {.outcome = KJ_OUTCOME_RETRY, .delay_ms = NONE};
+    kj_retry_decide(&short_cfg, 3, &retry, NOW, &d);
+    assert_false(d.to_dlq);
+    assert_int_equal(d.step, 1);
+    assert_int_equal(d.attempt, 3);
+    kj_retry_decide(&short_cfg, 4, &retry, NOW, &d);
+    assert_true(d.to_dlq);
+    assert_int_equal(d.reason, KJ_DLQ_ATTEMPTS_EXHAUSTED);
     kj_retry_decide(&cfg, 1, &own, NOW, &d);
     assert_int_equal(d.step, 3);
     /* out of range is a config error naming the setting */
