@@ -827,16 +827,20 @@ def bench_memory(ctx, cfg):
                         time.sleep(0.05)
                     hwm = w.hwm_kb()
                     cpu = cpu_seconds(w.proc.pid)
+                    rx = rx_bytes(w.proc.pid)
                 finally:
                     w.stop()
                 row = {"partitions": P, "jobs": N, "payload": payload, "flaky_every": every,
                        "hwm_kb": hwm,
                        "rate": k["rate"], "cpu_us": cpu * 1e6 / N if cpu is not None else None,
+                       "rx_bytes_per_job": rx / N if rx is not None else None,
                        "load1": float(open("/proc/loadavg").read().split()[0])}
                 log(f"  memory: {N} jobs of {payload} B over {P} partitions "
                     f"({100 // every if every else 0}% retried): "
                     f"VmHWM {hwm / 1024:.1f} MiB, first attempts {k['rate']:.0f} jobs/s, "
-                    f"CPU {row['cpu_us'] or float('nan'):.2f} us/job until every retry ran")
+                    f"CPU {row['cpu_us'] or float('nan'):.2f} us/job until every retry ran"
+                    + (f", received {row['rx_bytes_per_job']:.0f} B/job"
+                       if row["rx_bytes_per_job"] is not None else ""))
                 rows.append(row)
     return {"rows": rows}
 
@@ -941,7 +945,11 @@ def bench_retry(ctx, cfg):
                       f"({row[k]['main_rate'] / row['ok']['main_rate']:.1%} of ok"
                       + (f", {row[f'ratio_{k}_mix']:.1%} of mix" if f"ratio_{k}_mix" in row
                          else "")
-                      + f", CPU {row[k]['cpu_us_per_job'] or 0:.2f} us/job)"
+                      + f", CPU {row[k]['cpu_us_per_job'] or 0:.2f} us/job"
+                      + (f", received {row[k]['rx_bytes_per_job']:.0f} B/job"
+                         if row[k].get("rx_bytes_per_job") is not None else "")
+                      + (f", broker CPU {row[k]['broker_cpu_us_per_job']:.2f} us/job"
+                         if row[k].get("broker_cpu_us_per_job") is not None else "") + ")"
                       for k in kinds[1:])
             + f"; load {row['load1']:.2f}")
         if "raw" not in cases:

@@ -81,29 +81,36 @@ static int64_t fair_share(kj_worker *w) {
     return w->cfg->batch_max_pending_bytes / (n > 0 ? n : 1);
 }
 
-/* How far ahead a ladder partition reads at most (ms): a long step (minutes) would otherwise
- * fill the read-ahead budget with copies due long after the short steps' ones. */
-#define KJ_LADDER_READ_AHEAD_MAX_MS 5000
+/* How far ahead a ladder partition reads: an eighth of its step's delay, at most
+ * KJ_LADDER_READ_AHEAD_MAX_MS (a long step, minutes, would otherwise fill the read-ahead budget
+ * with copies due long after the short steps' ones). */
+#define KJ_LADDER_READ_AHEAD_DIVISOR 8
+#define KJ_LADDER_READ_AHEAD_MAX_MS  5000
 
 /* Whether ladder partition @p p keeps fetching after a record due at @p not_before (engine
- * clock ms, read at @p now): yes when it is due now, or due within half its step's delay (at
- * most KJ_LADDER_READ_AHEAD_MAX_MS) while the ladder records held process-wide stay below half
- * of batch.max_pending_bytes. Otherwise the partition pauses until that record is due.
+ * clock ms, read at @p now): yes when it is due now, or due within an eighth of its step's delay
+ * (at most KJ_LADDER_READ_AHEAD_MAX_MS) while the ladder records held process-wide stay below
+ * half of batch.max_pending_bytes. Otherwise the partition pauses until that record is due.
  * Why read ahead: a pause drops what librdkafka has prefetched for the partition, and a resume
  * fetches again from the record after the pausing one. A ladder step fed without pause holds
  * about a step's delay of copies not yet due; pausing at the first of them and resuming when it
  * comes due fetched them all again at every tick (20 ms): with a 1 s step, each copy about 50
- * times (seen on Kafka 4.1.1: thousands of prefetched copies dropped per cycle). Holding half a
- * step's worth in the lanes, where they run when due (the engine's not-before), makes a cycle
- * half a step long (up to 5 s): each copy fetched about twice. The half of the bound left over
- * keeps runnable records from being throttled by copies that are waiting.
- * The price is memory beyond what the bound counts: a held record keeps librdkafka's whole fetch
- * response alive (its payload points into it), and a response carries other partitions' records
- * too, so the budget is deliberately not shared out per partition (measured: bench/RESULTS.md,
- * "Ladder read-ahead"). @locality poll thread */
+ * times (seen on Kafka 4.1.1: thousands of prefetched copies dropped per cycle). Copies come due
+ * a grain at a time (kj_ladder_grain_ms, a tenth of the step), so reading ahead a little over
+ * one grain keeps the next grain's copies and makes a cycle about two grains long.
+ * Why no further (it was half the step): the price is memory beyond what the bound counts. A
+ * held record keeps librdkafka's whole fetch response alive (its payload points into it), and
+ * a ladder partition that follows its step's tail receives its copies a few at a time, in small
+ * responses that carry other partitions' records too: each copy held pins far more than its own
+ * bytes, for as long as it is held. At 128 partitions on Kafka with 10 % of 2 M jobs retried,
+ * half a step peaked at 47.7-66.4 MiB (median 55.2, 9 runs), an eighth at 42.8-62.2 (median
+ * 45.1, 7 runs), the live heap's median halved, at the same CPU per job and bytes received
+ * (bench/RESULTS.md, "Ladder read-ahead" and "How far ahead the ladder reads"). The half of
+ * the bound left over keeps runnable records from being throttled by copies that are waiting;
+ * the budget is deliberately not shared out per partition. @locality poll thread */
 static bool ladder_reads_ahead(kj_worker *w, const kj_part *p, int64_t not_before, int64_t now) {
     if (not_before <= now) return true;
-    int64_t ahead = p->step_delay_ms / 2;
+    int64_t ahead = p->step_delay_ms / KJ_LADDER_READ_AHEAD_DIVISOR;
     if (ahead > KJ_LADDER_READ_AHEAD_MAX_MS) ahead = KJ_LADDER_READ_AHEAD_MAX_MS;
     if (not_before - now > ahead) return false;
     return atomic_load_explicit(&w->ladder_bytes, memory_order_relaxed) <

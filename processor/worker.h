@@ -37,9 +37,9 @@
  * whatever the backlog or the payload size, and no partition starves. With
  * key lanes the count is every job past the committed offset (undispatched, running, or finished
  * out of order: kj_offset_tracker_held), which also bounds what a restart runs again. A
- * retry-ladder partition reads ahead the records released within half its step's delay (at most
- * 5 s) and is paused at the first one released later, until it is; the engine holds records
- * back until released, and other partitions keep flowing. A ladder record is released at
+ * retry-ladder partition reads ahead the records released within an eighth of its step's delay
+ * (at most 5 s) and is paused at the first one released later, until it is; the engine holds
+ * records back until released, and other partitions keep flowing. A ladder record is released at
  * min(kjobs-not-before, written + step delay), rounded up to the step's grain unless it is a
  * scheduled copy (kj_control_hold_until), so release times follow
  * offsets and nothing waits behind a later-due record; one released before its not-before hops

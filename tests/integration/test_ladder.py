@@ -11,8 +11,8 @@ What is checked (CONTRACT.md, "Topics" and "Semantics"):
 - Undecodable bytes and an unknown type reach the DLQ (class decode / unknown-type) with the
   value byte for byte, the key and the original headers kept.
 - A ladder step waiting 10 s blocks nothing: 50k main-topic jobs run while it waits.
-- Copies read ahead of their due time (a ladder partition holds those due within half its
-  step) still run exactly once and never before their kjobs-not-before.
+- Copies read ahead of their due time (a ladder partition holds those due within an eighth
+  of its step) still run exactly once and never before their kjobs-not-before.
 - kill -9 between copy acknowledgement and commit loses nothing (at-least-once).
 - A copy that can never be written (larger than message.max.bytes once kjobs' headers are
   added) reaches the DLQ reduced, with kjobs-truncated and the original coordinates; the
@@ -366,13 +366,13 @@ def test_ladder_wait_blocks_nothing_else():
 
 
 def test_copies_read_ahead_of_their_due_time_never_run_early():
-    """A ladder partition keeps fetching copies due within half its step's delay and holds
-    them until due (rather than pausing at the first one not due, which made librdkafka fetch
-    the step's whole backlog again at every resume): copies written in three bursts at least
-    0.3 s apart on a 2 s step are read while the earlier ones wait. Each must still run exactly once, on
+    """A ladder partition keeps fetching copies due within an eighth of its step's delay and
+    holds them until due (rather than pausing at the first one not due, which made librdkafka
+    fetch the step's whole backlog again at every resume): copies written in three bursts at
+    least 0.3 s apart on a 4 s step (read-ahead 0.5 s) are read while the earlier ones wait. Each must still run exactly once, on
     its step, never before its kjobs-not-before, and without hopping (one copy per job)."""
     bursts, per_burst = 3, 200
-    env = {"KJOBS_RETRY_DELAYS": "2s", "KJOBS_RETRY_MAX_ATTEMPTS": "2"}
+    env = {"KJOBS_RETRY_DELAYS": "4s", "KJOBS_RETRY_MAX_ATTEMPTS": "2"}
     with procs.Broker(partitions=2) as broker:
         w = Worker(broker.bootstrap, env=env)
         try:

@@ -1,0 +1,83 @@
+/*
+ * jemalloc_sampler.c — what jemalloc holds inside a running worker, over its whole run: an
+ * LD_PRELOAD library (BENCH_WORKER_PREFIX="env LD_PRELOAD=.../libkjobs_jemalloc_sampler.so")
+ * whose constructor starts one thread that, every $JE_SAMPLE_MS (default 100) ms, refreshes
+ * jemalloc's statistics (mallctl "epoch") and appends one line to $JE_LOG (default
+ * /tmp/je.log):
+ *
+ *   <epoch s> <allocated> <active> <resident> <mapped> <retained> <metadata> <RssAnon> <VmRSS>
+ *
+ * all in KiB. jemalloc's terms (jemalloc(3), "stats.*"): allocated = bytes the program holds;
+ * active = pages of the slabs and extents those live in (active - allocated is fragmentation);
+ * resident = pages jemalloc has touched and not yet given back (resident - active - metadata
+ * is dirty pages waiting for decay); RssAnon is the process's anonymous memory, so RssAnon -
+ * resident is what jemalloc does not own (thread stacks, other allocators' mappings). This is
+ * how bench/RESULTS.md tells which of these a VmHWM peak is. mallctl is looked up at run time
+ * (the worker links jemalloc; under glibc the sampler logs nothing and exits its thread).
+ */
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef int (*mallctl_fn)(const char *, void *, size_t *, void *, size_t);
+
+static size_t stat_kib(mallctl_fn mallctl, const char *name) {
+    size_t v = 0, len = sizeof(v);
+    if (mallctl(name, &v, &len, NULL, 0) != 0) return 0;
+    return v / 1024;
+}
+
+/* RssAnon and VmRSS in KiB from /proc/self/status (0 when unreadable) */
+static void proc_rss(long *anon, long *rss) {
+    *anon = *rss = 0;
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return;
+    char line[256];
+    while (fgets(line, sizeof(line), f)) {
+        if (strncmp(line, "RssAnon:", 8) == 0) *anon = atol(line + 8);
+        if (strncmp(line, "VmRSS:", 6) == 0) *rss = atol(line + 6);
+    }
+    fclose(f);
+}
+
+static void *sampler_main(void *arg) {
+    mallctl_fn mallctl = (mallctl_fn)arg;
+    const char *path = getenv("JE_LOG");
+    const char *ms = getenv("JE_SAMPLE_MS");
+    long period_ms = ms && atol(ms) > 0 ? atol(ms) : 100;
+    FILE *log = fopen(path ? path : "/tmp/je.log", "w");
+    if (!log) return NULL;
+    for (;;) {
+        uint64_t epoch = 1;
+        size_t len = sizeof(epoch);
+        mallctl("epoch", &epoch, &len, &epoch, len);
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        long anon, rss;
+        proc_rss(&anon, &rss);
+        fprintf(log, "%lld.%03ld %zu %zu %zu %zu %zu %zu %ld %ld\n", (long long)now.tv_sec,
+                now.tv_nsec / 1000000, stat_kib(mallctl, "stats.allocated"),
+                stat_kib(mallctl, "stats.active"), stat_kib(mallctl, "stats.resident"),
+                stat_kib(mallctl, "stats.mapped"), stat_kib(mallctl, "stats.retained"),
+                stat_kib(mallctl, "stats.metadata"), anon, rss);
+        fflush(log);
+        struct timespec pause = {period_ms / 1000, (period_ms % 1000) * 1000000L};
+        nanosleep(&pause, NULL);
+    }
+    return NULL;
+}
+
+__attribute__((constructor)) static void sampler_start(void) {
+    mallctl_fn mallctl = (mallctl_fn)dlsym(RTLD_DEFAULT, "mallctl");
+    if (!mallctl) return;
+    pthread_t thread;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_create(&thread, &attr, sampler_main, (void *)mallctl);
+    pthread_attr_destroy(&attr);
+}
