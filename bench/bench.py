@@ -251,7 +251,7 @@ def rx_bytes(pid):
                              timeout=20).stdout
     except (OSError, subprocess.SubprocessError):
         return None
-    total, mine = 0, False
+    total, mine, seen = 0, False, False
     for line in out.splitlines():
         if not line.startswith((" ", "\t")):
             mine = f"pid={pid}," in line
@@ -259,7 +259,8 @@ def rx_bytes(pid):
         m = re.search(r"bytes_received:(\d+)", line)
         if mine and m:
             total += int(m.group(1))
-    return total
+            seen = True
+    return total if seen else None  # none seen: a prefix that did not exec, or ss -p blind
 
 
 def vm_hwm_kb(pid):

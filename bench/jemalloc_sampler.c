@@ -11,12 +11,14 @@
  * active = pages of the slabs and extents those live in (active - allocated is fragmentation);
  * resident = pages jemalloc has touched and not yet given back (resident - active - metadata
  * is dirty pages waiting for decay); RssAnon is the process's anonymous memory, so RssAnon -
- * resident is what jemalloc does not own (thread stacks, other allocators' mappings). This is
- * how bench/RESULTS.md tells which of these a VmHWM peak is. mallctl is looked up at run time
+ * resident is what jemalloc does not own (thread stacks, other allocators' mappings); VmRSS -
+ * RssAnon is the mapped libraries. bench/RESULTS.md, "How far ahead the ladder reads", used it
+ * to tell which of these a VmHWM peak is. mallctl is looked up at run time
  * (the worker links jemalloc; under glibc the sampler logs nothing and exits its thread).
  */
 #include <dlfcn.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,10 +76,17 @@ static void *sampler_main(void *arg) {
 __attribute__((constructor)) static void sampler_start(void) {
     mallctl_fn mallctl = (mallctl_fn)dlsym(RTLD_DEFAULT, "mallctl");
     if (!mallctl) return;
+    /* the worker's children (exec handlers) must not load it again and overwrite the log */
+    unsetenv("LD_PRELOAD");
+    /* signals go to the process's own threads: kjobs broker/ui wait for them in sigsuspend */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
     pthread_t thread;
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     pthread_create(&thread, &attr, sampler_main, (void *)mallctl);
     pthread_attr_destroy(&attr);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
