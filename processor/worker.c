@@ -93,23 +93,11 @@ static int64_t ladder_read_ahead_ms(const kj_part *p) {
     return ahead > KJ_LADDER_READ_AHEAD_MAX_MS ? KJ_LADDER_READ_AHEAD_MAX_MS : ahead;
 }
 
-/* How long before the record that paused it a ladder partition paused for a delay resumes
- * (ms): half its read-ahead, at most two ticks. The resume is taken at a tick and the fetch
- * takes a round trip, so a partition resumed only when that record was due ran it alone and
- * the rest of its grain a tick or more later, in a second batch; resumed this much earlier,
- * those copies are fetched by then and wait in the lane (the engine's not-before) to run with
- * it. Below the read-ahead, so a resume never comes before the pause it ends has been worth
- * anything. */
-static int64_t ladder_resume_lead_ms(const kj_part *p) {
-    int64_t lead = ladder_read_ahead_ms(p) / 2;
-    return lead > 2 * KJ_TICK_MS ? 2 * KJ_TICK_MS : lead;
-}
-
 /* Whether ladder partition @p p keeps fetching after a record due at @p not_before (engine
  * clock ms, read at @p now): yes when it is due now, or due within its read-ahead (an eighth of
  * its step's delay, at most KJ_LADDER_READ_AHEAD_MAX_MS) while the ladder records held
  * process-wide stay below half of batch.max_pending_bytes. Otherwise the partition pauses until
- * that record is due (less ladder_resume_lead_ms).
+ * that record is due.
  * Why read ahead: a pause drops what librdkafka has prefetched for the partition, and a resume
  * fetches again from the record after the pausing one. A ladder step fed without pause holds
  * about a step's delay of copies not yet due; pausing at the first of them and resuming when it
@@ -124,7 +112,10 @@ static int64_t ladder_resume_lead_ms(const kj_part *p) {
  * responses that carry other partitions' records too: each copy held pins far more than its own
  * bytes, for as long as it is held. At 128 partitions on Kafka with 10 % of 2 M jobs retried
  * (1 s step) an eighth peaked well below half a step, at the same CPU per job and bytes
- * received (bench/RESULTS.md, "How far ahead the ladder reads"). The half of the bound left over
+ * received (bench/RESULTS.md, "How far ahead the ladder reads"). Resuming a little before the
+ * pausing record is due (so the rest of its grain, fetched by then, runs in its batch rather
+ * than one tick later) was tried and not kept: it moved the horizon too, so the next grain fell
+ * outside it and a cycle became one grain long, +20 % CPU per job. The half of the bound left over
  * keeps runnable records from being throttled by copies that are waiting; the budget is
  * deliberately not shared out per partition. @locality poll thread */
 static bool ladder_reads_ahead(kj_worker *w, const kj_part *p, int64_t not_before, int64_t now) {
@@ -492,8 +483,8 @@ static void tick(kj_worker *w, int64_t now, int64_t *last_commit, int64_t *last_
             continue;
         size_t pending = part_load(p);
         if (pending > low || (bytes_high && atomic_load(&p->held_bytes) >= share)) continue;
-        if (p->paused_for_delay && (p->delay_until ? p->delay_until - ladder_resume_lead_ms(p)
-                                                   : part_head_not_before(p)) > now)
+        if (p->paused_for_delay &&
+            (p->delay_until ? p->delay_until : part_head_not_before(p)) > now)
             continue;
         resume_part(w, p);
     }
