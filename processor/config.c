@@ -404,11 +404,12 @@ static const kj_setting kj_settings[] = {
             "for their acknowledgement (queue.buffering.max.kbytes), unless kafka.properties "
             "sets them; what those copies hold in memory, headers included, is bounded by the "
             "whole of it (kjobs_routed_copy_bytes), and a sixteenth of it (at least 256 KiB) "
-            "the Fetch responses (fetch.max.bytes). With the default a worker peaked at 37-51 "
-            "MiB RSS draining 1-2 million 100-byte jobs with 10 % of them retried (64-128 "
-            "partitions on the embedded broker, 8 on Kafka; 53-78 MiB with 128 partitions on "
-            "Kafka, where held records keep librdkafka's fetch responses alive: "
-            "bench/RESULTS.md); a larger bound trades memory for fewer pauses."},
+            "the Fetch responses (fetch.max.bytes). With the default a worker peaked at 34-49 "
+            "MiB RSS draining 1-2 million 100-byte jobs with 10 % of them retried through the "
+            "ladder (8-128 partitions, on the embedded broker and on Kafka; 41-62 MiB, median 44, "
+            "over 11 runs with 128 partitions on Kafka, where held records keep librdkafka's "
+            "fetch responses alive: bench/RESULTS.md); a larger bound trades memory for fewer "
+            "pauses."},
     {ROW("batch", "ordering", "KJOBS_BATCH_ORDERING"), .type = KT_STRING, .off = F(batch_ordering),
      .def = "partition", .check = check_batch_ordering, .expect = "\"partition\" or \"key\"",
      .doc = "\"partition\": a partition's jobs run one batch at a time, in offset order. "
