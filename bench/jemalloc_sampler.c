@@ -7,14 +7,18 @@
  *
  *   <epoch s> <allocated> <active> <resident> <mapped> <retained> <metadata> <RssAnon> <VmRSS>
  *
- * all in KiB. jemalloc's terms (jemalloc(3), "stats.*"): allocated = bytes the program holds;
- * active = pages of the slabs and extents those live in (active - allocated is fragmentation);
- * resident = pages jemalloc has touched and not yet given back (resident - active - metadata
- * is dirty pages waiting for decay); RssAnon is the process's anonymous memory, so RssAnon -
- * resident is what jemalloc does not own (thread stacks, other allocators' mappings); VmRSS -
- * RssAnon is the mapped libraries. bench/RESULTS.md, "How far ahead the ladder reads", used it
- * to tell which of these a VmHWM peak is. mallctl is looked up at run time
- * (the worker links jemalloc; under glibc the sampler logs nothing and exits its thread).
+ * all in KiB (a "# pid N: ..." line names the columns; the log is appended to, so each worker of
+ * one bench.py invocation leaves its own block). The bench plugin (latency_plugin.c) callocs
+ * 64 MiB of records at start that are never touched: subtract 65536 KiB from allocated, active
+ * and resident once that block is there, and read them as the worker's own. jemalloc's terms
+ * (jemalloc(3), "stats.*"): allocated = bytes the program holds; active = pages of the slabs and
+ * extents those live in (active - allocated is fragmentation); resident = pages jemalloc has
+ * touched and not yet given back (resident - active - metadata is dirty pages waiting for decay; it
+ * counts whole extents, so it overstates what is touched by a few MiB); RssAnon is the process's
+ * anonymous memory (thread stacks and other mappings besides jemalloc's); VmRSS - RssAnon is the
+ * mapped libraries. bench/RESULTS.md, "How far ahead the ladder reads", used it to tell which of
+ * these a VmHWM peak is. mallctl is looked up at run time (the worker links jemalloc; under glibc
+ * the sampler logs nothing and exits its thread).
  */
 #include <dlfcn.h>
 #include <pthread.h>
@@ -24,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 typedef int (*mallctl_fn)(const char *, void *, size_t *, void *, size_t);
 
@@ -51,8 +56,12 @@ static void *sampler_main(void *arg) {
     const char *path = getenv("JE_LOG");
     const char *ms = getenv("JE_SAMPLE_MS");
     long period_ms = ms && atol(ms) > 0 ? atol(ms) : 100;
-    FILE *log = fopen(path ? path : "/tmp/je.log", "w");
+    FILE *log = fopen(path ? path : "/tmp/je.log", "a");
     if (!log) return NULL;
+    fprintf(
+        log,
+        "# pid %ld: t_s allocated active resident mapped retained metadata RssAnon VmRSS (KiB)\n",
+        (long)getpid());
     for (;;) {
         uint64_t epoch = 1;
         size_t len = sizeof(epoch);
