@@ -525,7 +525,17 @@ static size_t in_place_requeue(kj_worker *w, kj_lane *lane, kj_part *part, batch
                    (json_int_t)slots[i].job.msg->offset, "attempt", slots[i].job.attempt, "error",
                    slots[i].result.error);
     }
+    /* due from now, after the lines above: a try never follows its "retried in place" line by
+     * less than the delay (in_place_pick's earlier due, which a rewind's in_place_cut reads, is
+     * moved up to it; both clocks count whole milliseconds) */
     int64_t due = kj_engine_now_ms(w->engine) + w->cfg->retry_in_place_delay_ms;
+    pthread_mutex_lock(&part->lock);
+    for (size_t i = 0; i < count; i++) {
+        kj_in_place_entry *e =
+            slots[i].in_place ? kj_in_place_find(&part->in_place, slots[i].job.msg->offset) : NULL;
+        if (e) e->due_ms = due;
+    }
+    pthread_mutex_unlock(&part->lock);
     if (kj_engine_lane_requeue(lane, scratch->again, n, due) == 0) {
         kj_metrics_in_flight_add(-(int64_t)n);
         kj_metrics_retried_in_place(n);
