@@ -285,7 +285,9 @@ static const kj_setting kj_settings[] = {
      .flags = KF_SECRET | KF_JSON_ONLY, .check = check_rdkafka_prop,
      .doc = "librdkafka properties passed through, each \"name=value\", e.g. "
             "\"security.protocol=SASL_SSL\". Applied in order after kjobs' own settings, then "
-            "KJOBS_RDKAFKA_* variables, then -X flags, so later ones win. Unknown properties and "
+            "KJOBS_RDKAFKA_* variables, then -X flags, so later ones win. They go to every "
+            "client kjobs makes, consumers and producers alike: librdkafka's note that one does "
+            "not apply to a kind of client is logged at debug. Unknown properties and "
             "values librdkafka rejects are errors; values are never printed. Refused because "
             "kjobs sets them itself: bootstrap.servers, metadata.broker.list, group.id, "
             "client.id, group.instance.id, group.protocol, enable.auto.commit, "

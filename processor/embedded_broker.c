@@ -33,13 +33,20 @@ static int create_topic(kj_embedded_broker *b, const char *topic, int partitions
     return 0;
 }
 
+/* The mock cluster's host handle is configured here and connects nowhere on purpose: its
+ * configuration notes (no bootstrap.servers) are kept at debug; everything else as any
+ * client's (kj_kafka_log_cb). */
+static void host_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
+    kj_kafka_log_cb(rk, strcmp(fac, "CONFWARN") == 0 ? 7 /* LOG_DEBUG */ : level, fac, buf);
+}
+
 kj_embedded_broker *kj_embedded_broker_start(const kj_config *cfg, int brokers, int partitions,
                                              char *errstr, size_t errstr_size) {
     if (partitions <= 0) partitions = cfg->partitions;
     if (brokers <= 0) brokers = 1;
     kj_embedded_broker *b = calloc(1, sizeof(*b));
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set_log_cb(conf, kj_kafka_log_cb);
+    rd_kafka_conf_set_log_cb(conf, host_log_cb);
     rd_kafka_conf_set(conf, "client.id", "kjobs-embedded-broker", NULL, 0);
     b->host = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, errstr_size);
     if (!b->host) {

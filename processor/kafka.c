@@ -17,6 +17,12 @@ static pthread_mutex_t last_error_lock = PTHREAD_MUTEX_INITIALIZER;
 static char last_error[512];
 
 void kj_kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
+    /* kafka.properties go to every client kjobs makes (consumers and producers alike), so
+     * librdkafka's note that one of them does not apply to this kind of client is expected:
+     * kept at debug, not a warning on every start */
+    if (level > 3 && strcmp(fac, "CONFWARN") == 0 &&
+        strstr(buf, " property and will be ignored by this "))
+        level = 7; /* LOG_DEBUG */
     kj_log(kj_log_level_from_syslog(level), buf, "{s:s,s:s,s:s}", "component", "librdkafka",
            "facility", fac, "client", rk ? rd_kafka_name(rk) : "");
     if (level <= 3) { /* LOG_ERR and worse */

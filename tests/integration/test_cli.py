@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -56,6 +57,39 @@ def test_embedded_bootstrap_needs_a_broker_address():
     p = run(kjobs_cmd("enqueue", "--type", "kjobs.noop"), check=False,
             env={"KJOBS_KAFKA_BOOTSTRAP": "embedded"})
     assert p.returncode == 2 and "kjobs broker" in p.stderr, p.stderr
+
+
+def test_embedded_run_starts_and_stops_without_a_warning():
+    """A newcomer's first command, `kjobs run --embedded`, and a worker given a consumer-only
+    property (-X fetch.wait.max.ms, which kafka.properties hands to its producers too) log
+    nothing at warn or error from start to a clean SIGTERM: librdkafka's notes that a property
+    does not apply to a producer, and the mock cluster's own handle having no
+    bootstrap.servers, are debug lines."""
+    harness.require_embedded("starts `kjobs run --embedded` itself")
+    env = dict(os.environ, KJOBS_HTTP_LISTEN="127.0.0.1:0", KJOBS_LOG_LEVEL="debug")
+    with tempfile.TemporaryDirectory() as tmp:  # no ./kjobs.cfg of the caller's
+        for extra in ((), ("-X", "fetch.wait.max.ms=5")):
+            log = open(os.path.join(tmp, "worker.log"), "w+")
+            proc = subprocess.Popen(kjobs_cmd("run", "--embedded", "--partitions", "1", *extra),
+                                    stdout=subprocess.DEVNULL, stderr=log, env=env, cwd=tmp)
+            try:
+                def logs():
+                    text = open(log.name).read()
+                    return harness.log_lines(text[:text.rfind("\n") + 1])
+                harness.wait_until("the worker's main partition assigned", lambda: any(
+                    l["msg"] == "partition assigned" and l.get("topic") == "jobs" for l in logs()))
+                proc.send_signal(signal.SIGTERM)
+                assert proc.wait(timeout=60) == 0
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+            lines = logs()
+            loud = [l for l in lines if l["level"] in ("warn", "error", "fatal")]
+            assert not loud, (extra, loud)
+            # the notes are still there, at debug
+            notes = [l["msg"] for l in lines if l.get("facility") == "CONFWARN"]
+            assert any("No `bootstrap.servers` configured" in m for m in notes), notes
+            assert any("fetch.wait.max.ms is a consumer property" in m for m in notes), notes
 
 
 def test_enqueue_fails_when_broker_never_acknowledges():
@@ -214,6 +248,7 @@ if __name__ == "__main__":
                   test_check_config_agrees_with_run_and_hides_exec_arguments, test_version,
                   test_allocator_is_the_one_linked_with_its_tuning,
                   test_topics_layout_follows_config, test_embedded_bootstrap_needs_a_broker_address,
+                  test_embedded_run_starts_and_stops_without_a_warning,
                   test_enqueue_fails_when_broker_never_acknowledges,
                   test_enqueue_rejects_bad_lines_and_keeps_good_ones,
                   test_kcat_reads_what_kjobs_wrote_and_peek_reads_what_kcat_wrote,
