@@ -373,8 +373,9 @@ def test_copies_read_ahead_of_their_due_time_never_run_early():
     """A ladder partition keeps fetching copies due within an eighth of its step's delay and
     holds them until due (rather than pausing at the first one not due, which made librdkafka
     fetch the step's whole backlog again at every resume): copies written in three bursts at
-    least 0.3 s apart on a 4 s step (read-ahead 0.5 s) are read while the earlier ones wait. Each must still run exactly once, on
-    its step, never before its kjobs-not-before, and without hopping (one copy per job)."""
+    least 0.3 s apart on a 4 s step (read-ahead 0.5 s) are read while the earlier ones wait.
+    Each must still run exactly once, on its step, never before its kjobs-not-before, and
+    without hopping (one copy per job)."""
     bursts, per_burst = 3, 200
     env = {"KJOBS_RETRY_DELAYS": "4s", "KJOBS_RETRY_MAX_ATTEMPTS": "2"}
     with procs.Broker(partitions=2) as broker:
