@@ -287,18 +287,18 @@ def expected_cfg(values):
     cfg["dlq"]["breaker_ratio"] = float(cfg["dlq"]["breaker_ratio"])
     if not cfg["schedule"].get("periodic"):  # written only when there are entries
         cfg["schedule"].pop("periodic", None)
-    # the chart's librdkafka prefetch settings come first, so the user's properties win
-    mem = values.get("memory")
-    cfg["kafka"]["properties"] = [] if not mem else [f"queued.max.messages.kbytes={mem['queuedMaxMessagesKbytes']}",
-                                  f"max.partition.fetch.bytes={mem['maxPartitionFetchBytes']}"] + \
-        list(cfg["kafka"]["properties"])
+    # the chart's librdkafka settings (memory.*, each when not 0) come first, so the user's win
+    mem = values.get("memory") or {}
+    first = [f"{name}={mem[key]}" for key, name in (("queuedMaxMessagesKbytes", "queued.max.messages.kbytes"),
+                                                     ("maxPartitionFetchBytes", "max.partition.fetch.bytes"))
+             if mem.get(key)]
+    cfg["kafka"]["properties"] = first + list(cfg["kafka"]["properties"])
     return cfg
 
 
 QUANTITY = {"": 1, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6,
             "G": 10**9, "T": 10**12}
-# librdkafka 2.0.2's defaults, for a rendered config that does not set them
-RDKAFKA_DEFAULTS = {"queued.max.messages.kbytes": 65536, "max.partition.fetch.bytes": 1048576}
+
 
 
 def memory_bytes(quantity):
@@ -309,14 +309,17 @@ def memory_bytes(quantity):
 def worst_case_bytes(values, cfg, max_pending=None):
     """The documented worst case of one pod (docs/kubernetes.md, "Memory"), computed from the
     rendered kjobs.cfg: a pod may own every main and ladder partition; each holds at most
-    batch.max_pending jobs (back-pressure is per partition) plus librdkafka's prefetch for it,
-    and the copies of failed jobs awaiting their acknowledgement hold at most
-    batch.max_pending_bytes (headers included)."""
-    props = dict(RDKAFKA_DEFAULTS)
+    batch.max_pending jobs (back-pressure is per partition) and keeps alive the Fetch response
+    they came in (fetch.max.bytes); librdkafka's one prefetch queue holds
+    queued.max.messages.kbytes; the copies of failed jobs awaiting their acknowledgement hold at
+    most batch.max_pending_bytes (headers included). Unset, the two librdkafka sizes are kjobs'
+    own (processor/worker.c: a quarter of batch.max_pending_bytes, at least 1 MiB; a sixteenth,
+    at least 256 KiB)."""
+    pending_bytes = cfg["batch"]["max_pending_bytes"]
+    props = {"queued.max.messages.kbytes": max(pending_bytes // 4 // 1024, 1024),
+             "fetch.max.bytes": max(pending_bytes // 16, 262144)}
     for p in cfg["kafka"]["properties"]:  # later ones win, as in kjobs
         name, _, v = p.partition("=")
-        if name in ("fetch.message.max.bytes", "max.partition.fetch.bytes"):
-            name = "max.partition.fetch.bytes"
         if name in props:
             props[name] = int(v)
     parts = cfg["topics"]["partitions"] * (1 + len(cfg["retry"]["delays"]))
@@ -324,9 +327,8 @@ def worst_case_bytes(values, cfg, max_pending=None):
     mem = values.get("memory") or {"baseBytes": 64 << 20, "maxJobBytes": 4096,
                                    "jobOverheadBytes": 1024}
     pending = cfg["batch"]["max_pending"] if max_pending is None else max_pending
-    return mem["baseBytes"] + cfg["batch"]["max_pending_bytes"] + parts * (pending * (mem["maxJobBytes"] + mem["jobOverheadBytes"]) +
-                                       props["queued.max.messages.kbytes"] * 1024 +
-                                       props["max.partition.fetch.bytes"])
+    return (mem["baseBytes"] + pending_bytes + props["queued.max.messages.kbytes"] * 1024 +
+            parts * (pending * (mem["maxJobBytes"] + mem["jobOverheadBytes"]) + props["fetch.max.bytes"]))
 
 
 def same_typed(a, b):
@@ -1486,13 +1488,32 @@ def check_fullname_docs(helm):
           "docs/kubernetes.md does not name the KEDA ConfigMap `<fullname>-keda-auth`")
 
 
+def check_memory_docs(helm):
+    """docs/kubernetes.md's automatic batch.max_pending figures ("N with the defaults, M with 128
+    partitions") are what the chart renders, and a default render leaves librdkafka's prefetch
+    and fetch sizes to kjobs (no memory.* property in kafka.properties)."""
+    text = open(os.path.join(ROOT, "docs", "kubernetes.md")).read()
+    m = re.search(r"\(([0-9]+) with the defaults, ([0-9]+) with 128\s+partitions\)", text)
+    if not check(m, "docs/kubernetes.md: no automatic batch.max_pending figures found"):
+        return
+    for sets, want in (((), int(m.group(1))), (("config.topics.partitions=128",), int(m.group(2)))):
+        cm = [d for d in render(helm, sets=sets) if d["kind"] == "ConfigMap" and "kjobs.cfg" in d.get("data", {})]
+        cfg = libconfig_parse(cm[0]["data"]["kjobs.cfg"])
+        check(cfg["batch"]["max_pending"] == want,
+              f"docs/kubernetes.md says batch.max_pending {want} for {sets or 'the defaults'}; the chart renders "
+              f"{cfg['batch']['max_pending']}")
+        check(not [p for p in cfg["kafka"]["properties"]
+                   if p.split("=")[0] in ("queued.max.messages.kbytes", "max.partition.fetch.bytes")],
+              f"{sets or 'defaults'}: the chart sets librdkafka sizes itself: {cfg['kafka']['properties']}")
+
+
 def cmd_render(args):
     chart_values = load_yaml(os.path.join(CHART, "values.yaml"))
     rc = subprocess.run([args.helm, "lint", "--strict", CHART], capture_output=True, text=True)
     check(rc.returncode == 0, f"helm lint --strict (defaults) failed:\n{rc.stdout}{rc.stderr}")
     sets = value_sets()
     for want in ("defaults", "sasl-tls", "keda", "hpa", "plugin", "exec", "topics-job", "auth-outside-kafkaauth", "mtls-strimzi",
-                 "mtls-keypassword", "scram-strimzi", "oauth-confluent", "gssapi", "ci/default",
+                 "mtls-keypassword", "scram-strimzi", "oauth-confluent", "gssapi", "memory", "ci/default",
                  "ci/conventions", "ci/custom-probes"):
         check(want in dict(sets), f"value set {want} is missing")
     for name, path in sets:
@@ -1503,6 +1524,7 @@ def cmd_render(args):
     check_checksum_moves(args.helm)
     check_bootstrap_ports(args.helm)
     check_fullname_docs(args.helm)
+    check_memory_docs(args.helm)
     check_lag_alert_renders(args.helm, chart_values)
     check_service_off(args.helm)
     check_invalid(args.helm)

@@ -58,12 +58,16 @@ set up in the pod. The ConfigMap, its hook copy and the checksum/config annotati
 {{/*
 Worst-case memory of one pod (docs/kubernetes.md, "Memory"). One pod may own every partition of
 the main topic and of each ladder topic (P = partitions x (1 + retry steps)); each holds at most
-batch.max_pending jobs (back-pressure is per partition) plus librdkafka's prefetch for it
-(queued.max.messages.kbytes + one max.partition.fetch.bytes fetch); the copies of failed jobs
-waiting for their acknowledgement hold at most batch.max_pending_bytes more, headers included:
-  bound = baseBytes + batch.max_pending_bytes
-        + P x (max_pending x (maxJobBytes + jobOverheadBytes)
-               + queuedMaxMessagesKbytes x 1024 + maxPartitionFetchBytes)
+batch.max_pending jobs (back-pressure is per partition; batch.max_pending_bytes bounds them per
+process too, but this model does not lean on it) and keeps alive the Fetch response they came in
+(fetch.max.bytes: kjobs sizes it at a sixteenth of batch.max_pending_bytes, at least 256 KiB);
+librdkafka's one prefetch queue (the image's librdkafka >= 2.2 has one per consumer) holds
+queued.max.messages.kbytes (memory.queuedMaxMessagesKbytes, or kjobs' own a quarter of
+batch.max_pending_bytes, at least 1 MiB, when 0); the copies of failed jobs waiting for their
+acknowledgement hold at most batch.max_pending_bytes more, headers included. Either librdkafka
+size set in config.kafka.properties is the one counted (the last, as in kjobs):
+  bound = baseBytes + batch.max_pending_bytes + prefetch
+        + P x (max_pending x (maxJobBytes + jobOverheadBytes) + fetch.max.bytes)
 "kjobs.partitionsPerPod" is P; "kjobs.maxPending" is config.batch.max_pending, or when that is 0
 the largest value (at most 10000) whose bound fits resources.limits.memory; rendering fails
 when even batch.max_jobs does not fit, or an explicit max_pending exceeds the limit.
@@ -78,7 +82,21 @@ when even batch.max_jobs does not fit, or an explicit max_pending exceeds the li
 {{- $limit := include "kjobs.bytes" .Values.resources.limits.memory | int64 -}}
 {{- $parts := include "kjobs.partitionsPerPod" . | int64 -}}
 {{- $perJob := add (int64 $m.maxJobBytes) (int64 $m.jobOverheadBytes) -}}
-{{- $fixed := add (int64 $m.baseBytes) (int64 $c.batch.max_pending_bytes) (mul $parts (add (mul (int64 $m.queuedMaxMessagesKbytes) 1024) (int64 $m.maxPartitionFetchBytes))) -}}
+{{- $pendingBytes := int64 $c.batch.max_pending_bytes -}}
+{{- $prefetch := mul 1024 (max 1024 (div $pendingBytes 4096)) -}}
+{{- if gt (int64 $m.queuedMaxMessagesKbytes) 0 -}}
+{{- $prefetch = mul 1024 (int64 $m.queuedMaxMessagesKbytes) -}}
+{{- end -}}
+{{- $response := max 262144 (div $pendingBytes 16) -}}
+{{- range $p := $c.kafka.properties -}}{{/* the user's own win, as in kjobs */}}
+{{- $kv := splitn "=" 2 (toString $p) -}}
+{{- if eq (trim $kv._0) "queued.max.messages.kbytes" -}}
+{{- $prefetch = mul 1024 (int64 (trim $kv._1)) -}}
+{{- else if eq (trim $kv._0) "fetch.max.bytes" -}}
+{{- $response = int64 (trim $kv._1) -}}
+{{- end -}}
+{{- end -}}
+{{- $fixed := add (int64 $m.baseBytes) $pendingBytes $prefetch (mul $parts $response) -}}
 {{- $n := int64 $c.batch.max_pending -}}
 {{- if eq $n 0 -}}
 {{- $n = 10000 -}}
@@ -119,6 +137,22 @@ is one, so a new secret setting needs only its values/schema entry (tests/helm c
 {{- end }}
 {{- end }}
 
+{{/*
+The librdkafka properties memory.* sets, first in kafka.properties so the user's own win: each
+only when not 0 (0 leaves it to kjobs, which sizes the prefetch queue from
+batch.max_pending_bytes, and to librdkafka). A JSON array of "name=value" strings.
+*/}}
+{{- define "kjobs.memoryProperties" -}}
+{{- $props := list -}}
+{{- if gt (int64 .Values.memory.queuedMaxMessagesKbytes) 0 -}}
+{{- $props = append $props (printf "queued.max.messages.kbytes=%d" (int64 .Values.memory.queuedMaxMessagesKbytes)) -}}
+{{- end -}}
+{{- if gt (int64 .Values.memory.maxPartitionFetchBytes) 0 -}}
+{{- $props = append $props (printf "max.partition.fetch.bytes=%d" (int64 .Values.memory.maxPartitionFetchBytes)) -}}
+{{- end -}}
+{{- $props | toJson -}}
+{{- end }}
+
 {{/* The whole kjobs.cfg file. */}}
 {{- define "kjobs.config" -}}
 {{- $c := .Values.config -}}
@@ -131,7 +165,7 @@ kafka = {
   client_id = {{ include "kjobs.cfg.str" $c.kafka.client_id }};
   group_instance_id = {{ include "kjobs.cfg.str" $c.kafka.group_instance_id }};
   group_protocol = {{ include "kjobs.cfg.str" $c.kafka.group_protocol }};
-  properties = {{ include "kjobs.cfg.strlist" (concat (list (printf "queued.max.messages.kbytes=%d" (int64 .Values.memory.queuedMaxMessagesKbytes)) (printf "max.partition.fetch.bytes=%d" (int64 .Values.memory.maxPartitionFetchBytes))) $c.kafka.properties) }};
+  properties = {{ include "kjobs.cfg.strlist" (concat (include "kjobs.memoryProperties" . | fromJsonArray) $c.kafka.properties) }};
   schema_registry_url = {{ include "kjobs.cfg.str" $c.kafka.schema_registry_url }};
   schema_registry_user = {{ include "kjobs.cfg.str" $c.kafka.schema_registry_user }};
   # schema_registry_password: a secret, from the environment (kjobs.configSecretEnv)
