@@ -883,7 +883,23 @@ static int check_rdkafka_name_value(const char *name, const char *value, char *w
     char rd_err[512];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_conf_res_t res = rd_kafka_conf_set(conf, name, value, rd_err, sizeof(rd_err));
+    /* librdkafka reads an integer property's leading digits and ignores the rest ("64Ki" is
+     * 64): what it stored is read back, and a value it cut short is refused */
+    char got[64];
+    size_t got_size = sizeof(got);
+    bool cut = res == RD_KAFKA_CONF_OK &&
+               rd_kafka_conf_get(conf, name, got, &got_size) == RD_KAFKA_CONF_OK &&
+               got_size <= sizeof(got) && got[0] && strcmp(got, value) != 0 &&
+               strspn(got, "-0123456789") == strlen(got) && strncmp(value, got, strlen(got)) == 0;
     rd_kafka_conf_destroy(conf);
+    if (cut) {
+        snprintf(why, size,
+                 "librdkafka property %s takes a whole number, with no unit or other "
+                 "characters after it (librdkafka would read only its leading digits; value "
+                 "not shown)",
+                 q);
+        return -1;
+    }
     if (res == RD_KAFKA_CONF_OK) return 0;
     if (res == RD_KAFKA_CONF_UNKNOWN)
         snprintf(why, size, "unknown librdkafka property %s", q);

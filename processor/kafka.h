@@ -22,10 +22,14 @@
  */
 rd_kafka_conf_t *kj_kafka_conf_new(const kj_config *cfg, char *errstr, size_t errstr_size);
 
-/** Like kj_kafka_conf_new, for consumers: a passthrough fetch.max.bytes below message.max.bytes
- *  (1,000,000 unless set) lowers message.max.bytes to it when the user did not set that too
+/** Like kj_kafka_conf_new, for consumers, with kjobs' sizes unless kafka.properties sets them:
+ *  the prefetch queue (queued.max.messages.kbytes: a quarter of batch.max_pending_bytes, at
+ *  least 1 MiB, with librdkafka 2.2 or later, and fetch.queue.backoff.ms 1) and the Fetch
+ *  response (fetch.max.bytes: a sixteenth, at least 256 KiB, or a larger message.max.bytes the
+ *  user set). message.max.bytes comes down to fetch.max.bytes when the user did not set it
  *  (librdkafka refuses a consumer whose fetch.max.bytes is below message.max.bytes, and a
- *  consumer's message.max.bytes bounds only the requests it sends). Returns NULL with errstr. */
+ *  consumer's message.max.bytes bounds only the requests it sends); a fetch.max.bytes below
+ *  1000, the least message.max.bytes, is an error. Returns NULL with errstr. */
 rd_kafka_conf_t *kj_kafka_consumer_conf_new(const kj_config *cfg, char *errstr, size_t errstr_size);
 
 /** The value conf holds for the integer property `name`, as librdkafka parsed it (hex, and its

@@ -82,6 +82,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include <librdkafka/rdkafka.h>
+
 #include "processor/config.h"
 #include "processor/handlers.h"
 #include "processor/http.h"
@@ -95,6 +97,19 @@ typedef struct kj_worker kj_worker;
  * Checks that the main, ladder and DLQ topics exist (error names the missing ones and the
  * command that creates them). Returns NULL with errstr.
  */
+/**
+ * The group consumer's configuration as the worker builds it: the common client settings and
+ * kafka.properties (kj_kafka_consumer_conf_new), kjobs' consumer settings (no auto commit,
+ * read_committed, the assignor for @p kip848 or classic, the embedded broker's group timing,
+ * fetch.wait.max.ms, the prefetch queue and Fetch response sizes from
+ * batch.max_pending_bytes), then the passthrough properties a user may override applied again.
+ * No callbacks or opaque. `run --check-config` creates a client from it (connecting nowhere) so
+ * librdkafka's own consumer checks (e.g. fetch.max.bytes >= message.max.bytes) run there too.
+ * Returns a conf the caller owns, or NULL with @p errstr.
+ */
+rd_kafka_conf_t *kj_worker_consumer_conf(const kj_config *cfg, bool kip848, char *errstr,
+                                         size_t errstr_size);
+
 kj_worker *kj_worker_new(const kj_config *cfg, kj_handler_registry *handlers, char *errstr,
                          size_t errstr_size);
 

@@ -59,37 +59,62 @@ def test_embedded_bootstrap_needs_a_broker_address():
     assert p.returncode == 2 and "kjobs broker" in p.stderr, p.stderr
 
 
+def embedded_run_logs(tmp, *extra, env=None):
+    """Runs `kjobs run --embedded --partitions 1 *extra` in @p tmp until its main partition is
+    assigned, stops it with SIGTERM (exit 0 required) and returns its JSON log lines."""
+    env = dict(os.environ, KJOBS_HTTP_LISTEN="127.0.0.1:0", KJOBS_LOG_LEVEL="debug", **(env or {}))
+    log = open(os.path.join(tmp, "worker.log"), "w+")
+    proc = subprocess.Popen(kjobs_cmd("run", "--embedded", "--partitions", "1", *extra),
+                            stdout=subprocess.DEVNULL, stderr=log, env=env, cwd=tmp)
+
+    def logs():
+        text = open(log.name).read()
+        return harness.log_lines(text[:text.rfind("\n") + 1])
+    try:
+        harness.wait_until("the worker's main partition assigned", lambda: any(
+            l["msg"] == "partition assigned" and l.get("topic") == "jobs" for l in logs()))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return logs()
+
+
 def test_embedded_run_starts_and_stops_without_a_warning():
-    """A newcomer's first command, `kjobs run --embedded`, and a worker given a consumer-only
-    property (-X fetch.wait.max.ms, which kafka.properties hands to its producers too) log
-    nothing at warn or error from start to a clean SIGTERM: librdkafka's notes that a property
-    does not apply to a producer, and the mock cluster's own handle having no
-    bootstrap.servers, are debug lines."""
+    """A newcomer's first command, `kjobs run --embedded` (which hands its producers the
+    consumer-only fetch.wait.max.ms=5 through kafka.properties), logs nothing at warn or error
+    from start to a clean SIGTERM: librdkafka's notes that a property does not apply to a
+    producer, and the mock cluster's own handle having no bootstrap.servers, are debug lines."""
     harness.require_embedded("starts `kjobs run --embedded` itself")
-    env = dict(os.environ, KJOBS_HTTP_LISTEN="127.0.0.1:0", KJOBS_LOG_LEVEL="debug")
     with tempfile.TemporaryDirectory() as tmp:  # no ./kjobs.cfg of the caller's
-        for extra in ((), ("-X", "fetch.wait.max.ms=5")):
-            log = open(os.path.join(tmp, "worker.log"), "w+")
-            proc = subprocess.Popen(kjobs_cmd("run", "--embedded", "--partitions", "1", *extra),
-                                    stdout=subprocess.DEVNULL, stderr=log, env=env, cwd=tmp)
-            try:
-                def logs():
-                    text = open(log.name).read()
-                    return harness.log_lines(text[:text.rfind("\n") + 1])
-                harness.wait_until("the worker's main partition assigned", lambda: any(
-                    l["msg"] == "partition assigned" and l.get("topic") == "jobs" for l in logs()))
-                proc.send_signal(signal.SIGTERM)
-                assert proc.wait(timeout=60) == 0
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-            lines = logs()
-            loud = [l for l in lines if l["level"] in ("warn", "error", "fatal")]
-            assert not loud, (extra, loud)
-            # the notes are still there, at debug
-            notes = [l["msg"] for l in lines if l.get("facility") == "CONFWARN"]
-            assert any("No `bootstrap.servers` configured" in m for m in notes), notes
-            assert any("fetch.wait.max.ms is a consumer property" in m for m in notes), notes
+        lines = embedded_run_logs(tmp)
+    loud = [l for l in lines if l["level"] in ("warn", "error", "fatal")]
+    assert not loud, loud
+    notes = {l["msg"]: l["level"] for l in lines if l.get("facility") == "CONFWARN"}
+    assert [lvl for m, lvl in notes.items() if "No `bootstrap.servers` configured" in m] == ["debug"], notes
+    ignored = [lvl for m, lvl in notes.items() if "fetch.wait.max.ms is a consumer property" in m]
+    assert ignored and set(ignored) == {"debug"}, notes
+
+
+def test_every_consumer_gets_the_prefetch_and_response_sizes():
+    """Every consumer a worker makes (its group consumer, the control follower, the status
+    reader, the key-order ladder scan) gets kjobs' prefetch queue and Fetch response sizes from
+    batch.max_pending_bytes (4 MiB: 1024 KiB and 256 KiB), not librdkafka's 64 MiB and 50 MiB;
+    a property the user sets wins (librdkafka's own configuration dump, debug=conf)."""
+    harness.require_embedded("starts `kjobs run --embedded` itself")
+    for extra, want_queue in (((), "1024"), (("-X", "queued.max.messages.kbytes=2048"), "2048")):
+        with tempfile.TemporaryDirectory() as tmp:
+            lines = embedded_run_logs(tmp, "-X", "debug=conf", *extra,
+                                      env={"KJOBS_RETRY_ORDERING": "key"})
+        sizes = {}
+        for l in lines:
+            m = re.search(r"\b(queued\.max\.messages\.kbytes|fetch\.max\.bytes) = ([0-9]+)", l["msg"])
+            if m and "consumer" in l.get("client", ""):
+                sizes.setdefault(l["client"], {})[m.group(1)] = m.group(2)
+        assert len(sizes) >= 4 and any("key-order" in c for c in sizes), sizes
+        for client, got in sizes.items():
+            assert got == {"queued.max.messages.kbytes": want_queue, "fetch.max.bytes": "262144"}, (client, got)
 
 
 def test_enqueue_fails_when_broker_never_acknowledges():
@@ -157,11 +182,17 @@ def test_broker_writes_bootstrap_file_and_exits_cleanly():
 def test_check_config_agrees_with_run_on_client_settings():
     """Settings librdkafka checks only when a client is created (a SASL mechanism it does not
     have, a TLS file that does not exist) are config errors for --check-config and run alike:
-    exit 2, naming the setting's problem."""
+    exit 2, naming the setting's problem. So are the consumer's own checks (a fetch.max.bytes
+    below the least message.max.bytes, or below a message.max.bytes set with it) and an
+    integer property given a unit, which librdkafka would read as its leading digits."""
     for props, says in ((("security.protocol=sasl_plaintext", "sasl.mechanisms=BOGUS"),
                          "BOGUS"),
                         (("security.protocol=ssl", "ssl.ca.location=/nonexistent/ca.pem"),
-                         "ssl.ca.location")):
+                         "ssl.ca.location"),
+                        (("fetch.max.bytes=512",), "fetch.max.bytes: 512 is below 1000"),
+                        (("fetch.max.bytes=100000", "message.max.bytes=200000"),
+                         "`fetch.max.bytes` must be >= `message.max.bytes`"),
+                        (("fetch.max.bytes=64Ki",), '"fetch.max.bytes" takes a whole number')):
         xs = [a for p in props for a in ("-X", p)]
         for args in (("run", "--check-config", *xs), ("run", "-b", "127.0.0.1:1", *xs)):
             p = run(kjobs_cmd(*args), check=False, timeout=60,
@@ -249,6 +280,7 @@ if __name__ == "__main__":
                   test_allocator_is_the_one_linked_with_its_tuning,
                   test_topics_layout_follows_config, test_embedded_bootstrap_needs_a_broker_address,
                   test_embedded_run_starts_and_stops_without_a_warning,
+                  test_every_consumer_gets_the_prefetch_and_response_sizes,
                   test_enqueue_fails_when_broker_never_acknowledges,
                   test_enqueue_rejects_bad_lines_and_keeps_good_ones,
                   test_kcat_reads_what_kjobs_wrote_and_peek_reads_what_kcat_wrote,

@@ -695,6 +695,22 @@ static void test_secrets_never_in_errors(void **state) {
     assert_string_equal(err, "kjobs.cfg:2: kafka.properties[0]: librdkafka rejects the value of "
                              "property \"security.protocol\" (value not shown)");
 
+    /* An integer property with a unit: librdkafka would keep "64" of "64Ki"; refused, file and
+     * line named, the value not shown. A plain number and a string starting with digits pass. */
+    assert_int_equal(
+        load(&cfg, "kafka = {\n  properties = [ \"fetch.max.bytes=64Ki\" ];\n};", NULL), -1);
+    kj_config_free(&cfg);
+    assert_string_equal(err, "kjobs.cfg:2: kafka.properties[0]: librdkafka property "
+                             "\"fetch.max.bytes\" takes a whole number, with no unit or other "
+                             "characters after it (librdkafka would read only its leading "
+                             "digits; value not shown)");
+    assert_int_equal(load(&cfg,
+                          "kafka = { properties = [ \"fetch.max.bytes=65536\", "
+                          "\"client.rack=1a\" ]; };",
+                          NULL),
+                     0);
+    kj_config_free(&cfg);
+
     /* Missing '=' (the whole item might be a secret). */
     snprintf(text, sizeof(text), "kafka = { properties = [ \"%s\" ]; };", secret);
     assert_int_equal(load(&cfg, text, NULL), -1);

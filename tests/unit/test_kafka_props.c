@@ -180,8 +180,40 @@ static void a_small_fetch_max_bytes_lowers_the_consumers_message_max_bytes(void 
     kj_config_defaults(&cfg); /* below message.max.bytes' least (1000): refused, named */
     set(&cfg, "kafka.bootstrap", "127.0.0.1:9");
     add(&cfg, "fetch.max.bytes=500");
-    assert_null(consumer(&cfg, max, sizeof(max), err, sizeof(err)));
-    assert_non_null(strstr(err, "fetch.max.bytes"));
+    assert_null(kj_kafka_consumer_conf_new(&cfg, err, sizeof(err)));
+    assert_string_equal(err, "librdkafka property fetch.max.bytes: 500 is below 1000, the least "
+                             "message.max.bytes librdkafka accepts, and a consumer's "
+                             "fetch.max.bytes may not be below its message.max.bytes");
+    kj_config_free(&cfg);
+}
+
+/* Every consumer conf gets kjobs' sizes from batch.max_pending_bytes (a quarter, at least
+ * 1 MiB; a sixteenth, at least 256 KiB), not librdkafka's 64 MiB queue and 50 MiB responses;
+ * the user's own win, and a larger message.max.bytes raises the response. */
+static void every_consumer_conf_gets_the_prefetch_and_response_sizes(void **state) {
+    (void)state;
+    char err[256] = "";
+    kj_config cfg;
+    kj_config_defaults(&cfg);
+    set(&cfg, "kafka.bootstrap", "127.0.0.1:9");
+    rd_kafka_conf_t *conf = kj_kafka_consumer_conf_new(&cfg, err, sizeof(err));
+    assert_non_null(conf);
+    if (rd_kafka_version() >= 0x020200ff)
+        assert_int_equal(kj_kafka_conf_get_ll(conf, "queued.max.messages.kbytes", -1), 1024);
+    assert_int_equal(kj_kafka_conf_get_ll(conf, "fetch.max.bytes", -1), 262144);
+    rd_kafka_conf_destroy(conf);
+    set(&cfg, "batch.max_pending_bytes", "67108864");
+    assert_non_null(conf = kj_kafka_consumer_conf_new(&cfg, err, sizeof(err)));
+    if (rd_kafka_version() >= 0x020200ff)
+        assert_int_equal(kj_kafka_conf_get_ll(conf, "queued.max.messages.kbytes", -1), 16384);
+    assert_int_equal(kj_kafka_conf_get_ll(conf, "fetch.max.bytes", -1), 4194304);
+    rd_kafka_conf_destroy(conf);
+    add(&cfg, "queued.max.messages.kbytes=2048");
+    add(&cfg, "message.max.bytes=8000000");
+    assert_non_null(conf = kj_kafka_consumer_conf_new(&cfg, err, sizeof(err)));
+    assert_int_equal(kj_kafka_conf_get_ll(conf, "queued.max.messages.kbytes", -1), 2048);
+    assert_int_equal(kj_kafka_conf_get_ll(conf, "fetch.max.bytes", -1), 8000000);
+    rd_kafka_conf_destroy(conf);
     kj_config_free(&cfg);
 }
 
@@ -207,6 +239,7 @@ int main(void) {
         cmocka_unit_test(explicit_choices_never_fall_back),
         cmocka_unit_test(only_refusals_of_kip848_allow_the_fallback),
         cmocka_unit_test(a_small_fetch_max_bytes_lowers_the_consumers_message_max_bytes),
+        cmocka_unit_test(every_consumer_conf_gets_the_prefetch_and_response_sizes),
         cmocka_unit_test(a_property_reads_back_as_librdkafka_parsed_it),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
