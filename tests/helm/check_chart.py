@@ -316,12 +316,17 @@ def worst_case_bytes(values, cfg, max_pending=None):
     own (processor/worker.c: a quarter of batch.max_pending_bytes, at least 1 MiB; a sixteenth,
     at least 256 KiB)."""
     pending_bytes = cfg["batch"]["max_pending_bytes"]
-    props = {"queued.max.messages.kbytes": max(pending_bytes // 4 // 1024, 1024),
-             "fetch.max.bytes": max(pending_bytes // 16, 262144)}
+    props = {"queued.max.messages.kbytes": max(pending_bytes // 4 // 1024, 1024)}
+    user = {}
     for p in cfg["kafka"]["properties"]:  # later ones win, as in kjobs
         name, _, v = p.partition("=")
-        if name in props:
-            props[name] = int(v)
+        if name in ("queued.max.messages.kbytes", "fetch.max.bytes", "message.max.bytes"):
+            user[name] = int(v)
+    props.update({k: v for k, v in user.items() if k == "queued.max.messages.kbytes"})
+    # the response: the user's fetch.max.bytes, else kjobs' own raised to a larger
+    # message.max.bytes the user set (processor/kafka.c fetch_size_conf)
+    props["fetch.max.bytes"] = user.get("fetch.max.bytes") or max(pending_bytes // 16, 262144,
+                                                                  user.get("message.max.bytes", 0))
     parts = cfg["topics"]["partitions"] * (1 + len(cfg["retry"]["delays"]))
     # a chart without the memory section is judged with 4 KiB jobs (issue #10's measurement)
     mem = values.get("memory") or {"baseBytes": 64 << 20, "maxJobBytes": 4096,
@@ -1493,10 +1498,12 @@ def check_memory_docs(helm):
     partitions") are what the chart renders, and a default render leaves librdkafka's prefetch
     and fetch sizes to kjobs (no memory.* property in kafka.properties)."""
     text = open(os.path.join(ROOT, "docs", "kubernetes.md")).read()
-    m = re.search(r"\(([0-9]+) with the defaults, ([0-9]+) with 128\s+partitions\)", text)
+    m = re.search(r"\(([0-9]+) with the defaults, ([0-9]+) with 128\s+partitions;\s+([0-9]+) with\s+no\s+"
+                  r"memory\s+limit\)", text)
     if not check(m, "docs/kubernetes.md: no automatic batch.max_pending figures found"):
         return
-    for sets, want in (((), int(m.group(1))), (("config.topics.partitions=128",), int(m.group(2)))):
+    for sets, want in (((), int(m.group(1))), (("config.topics.partitions=128",), int(m.group(2))),
+                       (("resources.limits.memory=",), int(m.group(3)))):
         cm = [d for d in render(helm, sets=sets) if d["kind"] == "ConfigMap" and "kjobs.cfg" in d.get("data", {})]
         cfg = libconfig_parse(cm[0]["data"]["kjobs.cfg"])
         check(cfg["batch"]["max_pending"] == want,

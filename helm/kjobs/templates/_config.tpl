@@ -64,8 +64,9 @@ process too, but this model does not lean on it) and keeps alive the Fetch respo
 librdkafka's one prefetch queue (the image's librdkafka >= 2.2 has one per consumer) holds
 queued.max.messages.kbytes (memory.queuedMaxMessagesKbytes, or kjobs' own a quarter of
 batch.max_pending_bytes, at least 1 MiB, when 0); the copies of failed jobs waiting for their
-acknowledgement hold at most batch.max_pending_bytes more, headers included. Either librdkafka
-size set in config.kafka.properties is the one counted (the last, as in kjobs):
+acknowledgement hold at most batch.max_pending_bytes more, headers included. A librdkafka size
+set in config.kafka.properties is the one counted (the last, as in kjobs; a message.max.bytes
+above the response size raises it, as kjobs does without a fetch.max.bytes):
   bound = baseBytes + batch.max_pending_bytes + prefetch
         + P x (max_pending x (maxJobBytes + jobOverheadBytes) + fetch.max.bytes)
 "kjobs.partitionsPerPod" is P; "kjobs.maxPending" is config.batch.max_pending, or when that is 0
@@ -88,26 +89,47 @@ when even batch.max_jobs does not fit, or an explicit max_pending exceeds the li
 {{- $prefetch = mul 1024 (int64 $m.queuedMaxMessagesKbytes) -}}
 {{- end -}}
 {{- $response := max 262144 (div $pendingBytes 16) -}}
+{{- $userFetch := 0 -}}
+{{- $userMessage := 0 -}}
 {{- range $p := $c.kafka.properties -}}{{/* the user's own win, as in kjobs */}}
 {{- $kv := splitn "=" 2 (toString $p) -}}
-{{- if eq (trim $kv._0) "queued.max.messages.kbytes" -}}
-{{- $prefetch = mul 1024 (int64 (trim $kv._1)) -}}
-{{- else if eq (trim $kv._0) "fetch.max.bytes" -}}
-{{- $response = int64 (trim $kv._1) -}}
+{{- $name := trim $kv._0 -}}
+{{- if has $name (list "queued.max.messages.kbytes" "fetch.max.bytes" "message.max.bytes") -}}
+{{- $v := trim (toString $kv._1) -}}
+{{- if not (regexMatch "^(0|[1-9][0-9]{0,9})$" $v) -}}
+{{- fail (printf "config.kafka.properties: %s takes a whole number of at most 10 digits, with no unit or leading zero (the memory bound counts it)" $name) -}}
 {{- end -}}
+{{- if eq $name "queued.max.messages.kbytes" -}}
+{{- $prefetch = mul 1024 (int64 $v) -}}
+{{- else if eq $name "fetch.max.bytes" -}}
+{{- $userFetch = int64 $v -}}
+{{- else -}}
+{{- $userMessage = int64 $v -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if gt $userFetch 0 -}}
+{{- $response = $userFetch -}}
+{{- else if gt $userMessage $response -}}{{/* kjobs raises the response to it */}}
+{{- $response = $userMessage -}}
 {{- end -}}
 {{- $fixed := add (int64 $m.baseBytes) $pendingBytes $prefetch (mul $parts $response) -}}
+{{- $limitText := toString .Values.resources.limits.memory -}}
 {{- $n := int64 $c.batch.max_pending -}}
+{{- $maxJobs := int64 $c.batch.max_jobs -}}
+{{- if and (gt $n 0) (lt $n $maxJobs) -}}
+{{- fail (printf "config.batch.max_pending (%d) must be at least config.batch.max_jobs (%d), or 0 (automatic)" $n $maxJobs) -}}
+{{- end -}}
 {{- if eq $n 0 -}}
 {{- $n = 10000 -}}
 {{- if gt $limit 0 -}}
 {{- $n = min 10000 (div (sub $limit $fixed) (mul $parts $perJob)) -}}
-{{- if lt $n (int64 $c.batch.max_jobs) -}}
-{{- fail (printf "memory: %d partitions per pod (topics.partitions x (1 + retry steps)) do not fit resources.limits.memory %s even with batch.max_pending = batch.max_jobs (%d): raise the limit, or lower memory.maxJobBytes / memory.queuedMaxMessagesKbytes / batch.max_jobs (docs/kubernetes.md, Memory)" $parts (toString .Values.resources.limits.memory) (int64 $c.batch.max_jobs)) -}}
+{{- if lt $n $maxJobs -}}
+{{- fail (printf "memory: %d partitions per pod (topics.partitions x (1 + retry steps)) do not fit resources.limits.memory %s even with batch.max_pending = batch.max_jobs (%d): %d bytes fixed (memory.baseBytes, then config.batch.max_pending_bytes for the copies, a prefetch queue of %d bytes and a Fetch response of %d bytes per partition) and %d per pending job per partition leave room for %d pending jobs per partition; raise the limit, or lower config.batch.max_pending_bytes, memory.maxJobBytes, config.batch.max_jobs or the partitions (docs/kubernetes.md, Memory)" $parts $limitText $maxJobs $fixed $prefetch $response $perJob (max 0 $n)) -}}
 {{- end -}}
 {{- end -}}
 {{- else if and (gt $limit 0) (gt (add $fixed (mul $parts $n $perJob)) $limit) -}}
-{{- fail (printf "memory: batch.max_pending %d x %d partitions per pod can need %d bytes, above resources.limits.memory %s: lower it, set it to 0 (automatic), or raise the limit (docs/kubernetes.md, Memory)" $n $parts (add $fixed (mul $parts $n $perJob)) (toString .Values.resources.limits.memory)) -}}
+{{- fail (printf "memory: batch.max_pending %d x %d partitions per pod can need %d bytes, above resources.limits.memory %s: lower it, set it to 0 (automatic), or raise the limit (docs/kubernetes.md, Memory)" $n $parts (add $fixed (mul $parts $n $perJob)) $limitText) -}}
 {{- end -}}
 {{- $n -}}
 {{- end }}
