@@ -121,20 +121,26 @@ static int run_prepare(const kj_config *cfg, kj_handler_registry **handlers_out,
         goto fail;
     }
     rd_kafka_destroy(rk);
-    /* and the consumer's own checks (fetch.max.bytes against message.max.bytes, its queue and
-     * fetch sizes), on the very configuration the worker builds */
-    conf = kj_worker_consumer_conf(&offline, protocol.kip848, why, sizeof(why));
-    if (conf && (rd_kafka_conf_set(conf, "bootstrap.servers", "", why, sizeof(why)) ||
-                 rd_kafka_conf_set(conf, "log_level", "3", why, sizeof(why))))
-        rd_kafka_conf_destroy(conf), conf = NULL;
-    rk = conf ? rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof(why)) : NULL;
-    if (!rk) {
-        if (conf) rd_kafka_conf_destroy(conf);
-        if (snprintf(err, errsz, "Kafka consumer settings: %s", why) < 0) err[0] = '\0';
-        kj_exec_handler_free(exec_handler);
-        goto fail;
+    /* and the consumers' own checks (fetch.max.bytes against message.max.bytes, their queue
+     * and fetch sizes, max.poll.interval.ms against session.timeout.ms), on the very
+     * configurations the worker builds: its group consumer, and the classic ones that name the
+     * group without joining it (the control and status readers, the key-order scan) */
+    for (int i = 0; i < 2; i++) {
+        conf = i == 0 ? kj_worker_consumer_conf(&offline, protocol.kip848, why, sizeof(why))
+                      : kj_kafka_consumer_conf_new(&offline, why, sizeof(why));
+        if (conf && (rd_kafka_conf_set(conf, "bootstrap.servers", "", why, sizeof(why)) ||
+                     rd_kafka_conf_set(conf, "log_level", "3", why, sizeof(why)) ||
+                     rd_kafka_conf_set(conf, "group.id", cfg->group, why, sizeof(why))))
+            rd_kafka_conf_destroy(conf), conf = NULL;
+        rk = conf ? rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof(why)) : NULL;
+        if (!rk) {
+            if (conf) rd_kafka_conf_destroy(conf);
+            if (snprintf(err, errsz, "Kafka consumer settings: %s", why) < 0) err[0] = '\0';
+            kj_exec_handler_free(exec_handler);
+            goto fail;
+        }
+        rd_kafka_destroy(rk);
     }
-    rd_kafka_destroy(rk);
     *handlers_out = handlers;
     *exec_out = exec_handler;
     return 0;

@@ -863,6 +863,19 @@ static int check_listen(const char *v, char *why, size_t size) {
 }
 
 /* Checks one "name=value" against librdkafka. Never quotes the value. `prop` is the full text. */
+/* A number at the start of @p s (C syntax, as librdkafka reads it: decimal, 0x hex, exponent),
+ * leading and trailing blanks aside: true with its value and @p rest at what follows it (""
+ * when nothing does). False when @p s does not start with one. */
+static bool number_prefix(const char *s, double *out, const char **rest) {
+    char *end;
+    *out = strtod(s, &end);
+    if (end == s) return false;
+    while (isspace((unsigned char)*end))
+        end++;
+    *rest = end;
+    return true;
+}
+
 static int check_rdkafka_name_value(const char *name, const char *value, char *why, size_t size) {
     char q[96];
     quote_for_error(name, q, sizeof(q));
@@ -883,20 +896,26 @@ static int check_rdkafka_name_value(const char *name, const char *value, char *w
     char rd_err[512];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_conf_res_t res = rd_kafka_conf_set(conf, name, value, rd_err, sizeof(rd_err));
-    /* librdkafka reads an integer property's leading digits and ignores the rest ("64Ki" is
-     * 64): what it stored is read back, and a value it cut short is refused */
+    /* librdkafka reads a number's leading part and ignores the rest ("64Ki" is 64), and stores
+     * an integer property as an int ("4295229440" wraps, "0100000" is octal): what it stored is
+     * read back, and a number it read other than as written is refused */
     char got[64];
     size_t got_size = sizeof(got);
-    bool cut = res == RD_KAFKA_CONF_OK &&
-               rd_kafka_conf_get(conf, name, got, &got_size) == RD_KAFKA_CONF_OK &&
-               got_size <= sizeof(got) && got[0] && strcmp(got, value) != 0 &&
-               strspn(got, "-0123456789") == strlen(got) && strncmp(value, got, strlen(got)) == 0;
+    double asked, stored;
+    const char *rest = NULL;
+    bool misread = res == RD_KAFKA_CONF_OK &&
+                   rd_kafka_conf_get(conf, name, got, &got_size) == RD_KAFKA_CONF_OK &&
+                   got_size <= sizeof(got) && number_prefix(got, &stored, &rest) && !*rest &&
+                   number_prefix(value, &asked, &rest) && (*rest || asked != stored);
     rd_kafka_conf_destroy(conf);
-    if (cut) {
+    if (misread) {
         snprintf(why, size,
-                 "librdkafka property %s takes a whole number, with no unit or other "
-                 "characters after it (librdkafka would read only its leading digits; value "
-                 "not shown)",
+                 *rest ? "librdkafka property %s takes a number, with no unit or other "
+                         "characters after it (librdkafka would read only its leading part; "
+                         "value not shown)"
+                       : "librdkafka property %s: librdkafka would read the number as another "
+                         "(it keeps whole numbers within the property's range, and a leading 0 "
+                         "means octal; value not shown)",
                  q);
         return -1;
     }

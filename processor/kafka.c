@@ -123,77 +123,105 @@ int kj_kafka_fit_message_max_bytes(const kj_config *cfg, rd_kafka_conf_t *conf, 
     return kj_kafka_conf_set(conf, "message.max.bytes", value, errstr, errstr_size);
 }
 
-/* Every consumer kjobs makes (the worker's, and the key-order scan, the control follower, the
- * periodic reader, the console's and the CLI's) gets the two sizes below, so none of them holds
- * librdkafka's defaults (a 64 MiB queue and 50 MiB responses).
+/* librdkafka's prefetch queue (queued.max.messages.kbytes) and Fetch response size
+ * (fetch.max.bytes), unless kafka.properties sets them. Every consumer kjobs makes gets them,
+ * so none holds librdkafka's defaults (a 64 MiB queue and 50 MiB responses): the worker's group
+ * consumer sized from batch.max_pending_bytes (kj_kafka_worker_sizes), the others (the key-order
+ * scan, the control and status readers, the periodic reader, the console's and the CLI's, which
+ * read little or release each record at once) at the floor, KJ_QUEUE_MIN_KBYTES and
+ * KJ_FETCH_MIN_BYTES, whatever the bound.
  *
- * librdkafka's prefetch queue, sized from batch.max_pending_bytes (a quarter of it, at least
- * 1 MiB) unless kafka.properties sets it: its default (64 MiB, and fetch.max.bytes 50 MiB,
- * which librdkafka lowers to it) alone was over the whole process's memory target. One Fetch
- * response is kept alive by any record of it still held, so a smaller queue also means
- * smaller responses pinned by a slow job. A full queue makes librdkafka wait
- * fetch.queue.backoff.ms (1 s by default) before it fetches that partition again: a small queue
- * fills at every fetch, so the wait is cut to KJ_FETCH_QUEUE_BACKOFF_MS (measured: with a 1 MiB
- * queue and the 1 s wait, a drain with 10 % retries ran at 0.1x its rate). librdkafka before
- * 2.2.0 (Debian 12's 2.0.2) has no such property and parks a full queue's partitions for up to
- * a second: there the queue keeps librdkafka's default and only the held records are bounded.
- * Returns 0, or -1 with errstr. */
-#define KJ_FETCH_QUEUE_BACKOFF_MS "1"
-static int prefetch_conf(const kj_config *cfg, rd_kafka_conf_t *conf, char *errstr,
-                         size_t errstr_size) {
-    if (rd_kafka_version() < 0x020200ff) return 0;
-    if (!kj_kafka_prop_value(cfg, "fetch.queue.backoff.ms") &&
-        kj_kafka_conf_set(conf, "fetch.queue.backoff.ms", KJ_FETCH_QUEUE_BACKOFF_MS, errstr,
-                          errstr_size))
-        return -1;
-    if (kj_kafka_prop_value(cfg, "queued.max.messages.kbytes")) return 0;
-    char kbytes[32];
-    snprintf(kbytes, sizeof(kbytes), "%d", kj_config_queue_kbytes(cfg));
-    return kj_kafka_conf_set(conf, "queued.max.messages.kbytes", kbytes, errstr, errstr_size);
-}
-
-/* The most a Fetch response carries (fetch.max.bytes) unless kafka.properties sets it: a
- * sixteenth of batch.max_pending_bytes, at least 256 KiB (KJ_FETCH_MIN_BYTES; the default bound
- * gives 256 KiB). Any record kjobs still holds (its job running, its batch not yet committed,
+ * The queue: its default alone was over the whole process's memory target, and one Fetch
+ * response is kept alive by any record of it still held, so a smaller queue also means smaller
+ * responses pinned by a slow job. A full queue makes librdkafka wait fetch.queue.backoff.ms
+ * (1 s by default) before it fetches that partition again: a small queue fills at every fetch,
+ * so the wait is cut to KJ_FETCH_QUEUE_BACKOFF_MS (measured: with a 1 MiB queue and the 1 s
+ * wait, a drain with 10 % retries ran at 0.1x its rate). librdkafka before 2.2.0 (Debian 12's
+ * 2.0.2) has no such property and parks a full queue's partitions for up to a second: there
+ * the queue keeps librdkafka's default and only the held records are bounded.
+ *
+ * The response: any record kjobs still holds (its job running, its batch not yet committed,
  * its routed copy not yet acknowledged) keeps its whole response buffer alive, so with 128 main
  * and 128 ladder partitions each holding a few records, ~1 MiB responses were most of the
- * process's peak heap (18-46 MiB, heaptrack; bench/RESULTS.md, "The router's copies"). Scaled
- * with the bound, not fixed: librdkafka keeps one Fetch in flight per broker, so the response
- * size over the round trip caps the rate, and a larger bound is how a user buys throughput on a
- * high-latency link. A record batch larger than fetch.max.bytes still comes whole (KIP-74: the
- * first batch of a response is never cut), so a large job still runs. The consumer's
- * message.max.bytes comes down to the response size unless kafka.properties sets it
- * (kj_kafka_fit_message_max_bytes); a user's larger message.max.bytes becomes the response size.
- * A user's own fetch.max.bytes is left alone (message.max.bytes is fitted to it). Returns 0, or -1
- * with errstr. */
-#define KJ_FETCH_MIN_BYTES 262144
-static int fetch_size_conf(const kj_config *cfg, rd_kafka_conf_t *conf, char *errstr,
-                           size_t errstr_size) {
-    if (kj_kafka_prop_value(cfg, "fetch.max.bytes")) return 0;
-    long long fetch = cfg->batch_max_pending_bytes / 16;
-    if (fetch < KJ_FETCH_MIN_BYTES) fetch = KJ_FETCH_MIN_BYTES;
-    if (kj_kafka_prop_value(cfg, "message.max.bytes")) {
-        long long max = kj_kafka_conf_get_ll(conf, "message.max.bytes", 0);
-        if (max > fetch) fetch = max;
+ * process's peak heap (18-46 MiB, heaptrack; bench/RESULTS.md, "The router's copies"). The
+ * worker's scales with the bound, not fixed: librdkafka keeps one Fetch in flight per broker,
+ * so the response size over the round trip caps the rate, and a larger bound is how a user buys
+ * throughput on a high-latency link. A record batch larger than fetch.max.bytes still comes
+ * whole (KIP-74: the first batch of a response is never cut), so a large job still runs. A
+ * user's message.max.bytes larger than the response becomes the response size; the consumer's
+ * message.max.bytes otherwise comes down to it (kj_kafka_fit_message_max_bytes). A user's own
+ * fetch.max.bytes is left alone. Returns 0, or -1 with errstr. */
+#define KJ_FETCH_QUEUE_BACKOFF_MS "1"
+#define KJ_QUEUE_MIN_KBYTES       1024
+#define KJ_FETCH_MIN_BYTES        262144
+static int consumer_sizes(const kj_config *cfg, rd_kafka_conf_t *conf, int queue_kbytes,
+                          long long fetch, char *errstr, size_t errstr_size) {
+    if (rd_kafka_version() >= 0x020200ff) {
+        if (!kj_kafka_prop_value(cfg, "fetch.queue.backoff.ms") &&
+            kj_kafka_conf_set(conf, "fetch.queue.backoff.ms", KJ_FETCH_QUEUE_BACKOFF_MS, errstr,
+                              errstr_size))
+            return -1;
+        char kbytes[32];
+        snprintf(kbytes, sizeof(kbytes), "%d", queue_kbytes);
+        if (!kj_kafka_prop_value(cfg, "queued.max.messages.kbytes") &&
+            kj_kafka_conf_set(conf, "queued.max.messages.kbytes", kbytes, errstr, errstr_size))
+            return -1;
     }
-    char value[32];
-    snprintf(value, sizeof(value), "%lld", fetch);
-    return kj_kafka_conf_set(conf, "fetch.max.bytes", value, errstr, errstr_size) ||
-                   kj_kafka_fit_message_max_bytes(cfg, conf, errstr, errstr_size)
-               ? -1
-               : 0;
+    if (!kj_kafka_prop_value(cfg, "fetch.max.bytes")) {
+        if (kj_kafka_prop_value(cfg, "message.max.bytes")) {
+            long long max = kj_kafka_conf_get_ll(conf, "message.max.bytes", 0);
+            if (max > fetch) fetch = max;
+        }
+        char value[32];
+        snprintf(value, sizeof(value), "%lld", fetch);
+        if (kj_kafka_conf_set(conf, "fetch.max.bytes", value, errstr, errstr_size)) return -1;
+    }
+    return kj_kafka_fit_message_max_bytes(cfg, conf, errstr, errstr_size);
 }
 
-rd_kafka_conf_t *kj_kafka_consumer_conf_new(const kj_config *cfg, char *errstr,
-                                            size_t errstr_size) {
+int kj_kafka_worker_sizes(const kj_config *cfg, rd_kafka_conf_t *conf, char *errstr,
+                          size_t errstr_size) {
+    long long fetch = cfg->batch_max_pending_bytes / 16;
+    if (fetch < KJ_FETCH_MIN_BYTES) fetch = KJ_FETCH_MIN_BYTES;
+    return consumer_sizes(cfg, conf, kj_config_queue_kbytes(cfg), fetch, errstr, errstr_size);
+}
+
+/* librdkafka refuses a classic consumer whose max.poll.interval.ms is below its
+ * session.timeout.ms (45 s by default). A user who lowers only the former (allowed with
+ * group.protocol = consumer, where session.timeout.ms is the broker's and may not be set) would
+ * have every other consumer that names a group (they are classic: they never join) refused: the
+ * session timeout comes down to it instead. */
+static int fit_session_timeout(const kj_config *cfg, rd_kafka_conf_t *conf, char *errstr,
+                               size_t errstr_size) {
+    if (kj_kafka_prop_value(cfg, "session.timeout.ms")) return 0;
+    long long poll = kj_kafka_conf_get_ll(conf, "max.poll.interval.ms", -1);
+    if (poll < 1 || poll >= kj_kafka_conf_get_ll(conf, "session.timeout.ms", 0)) return 0;
+    char value[32];
+    snprintf(value, sizeof(value), "%lld", poll);
+    return kj_kafka_conf_set(conf, "session.timeout.ms", value, errstr, errstr_size);
+}
+
+static rd_kafka_conf_t *consumer_conf_new(const kj_config *cfg, bool classic, char *errstr,
+                                          size_t errstr_size) {
     rd_kafka_conf_t *conf = conf_new(cfg, false, errstr, errstr_size);
-    if (conf && (prefetch_conf(cfg, conf, errstr, errstr_size) ||
-                 fetch_size_conf(cfg, conf, errstr, errstr_size) ||
-                 kj_kafka_fit_message_max_bytes(cfg, conf, errstr, errstr_size))) {
+    if (conf &&
+        (consumer_sizes(cfg, conf, KJ_QUEUE_MIN_KBYTES, KJ_FETCH_MIN_BYTES, errstr, errstr_size) ||
+         (classic && fit_session_timeout(cfg, conf, errstr, errstr_size)))) {
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
     return conf;
+}
+
+rd_kafka_conf_t *kj_kafka_consumer_conf_new(const kj_config *cfg, char *errstr,
+                                            size_t errstr_size) {
+    return consumer_conf_new(cfg, true, errstr, errstr_size);
+}
+
+rd_kafka_conf_t *kj_kafka_group_consumer_conf_new(const kj_config *cfg, bool kip848, char *errstr,
+                                                  size_t errstr_size) {
+    /* group.protocol=consumer refuses a session.timeout.ms set at all (it is the broker's) */
+    return consumer_conf_new(cfg, !kip848, errstr, errstr_size);
 }
 
 rd_kafka_conf_t *kj_kafka_producer_conf_new(const kj_config *cfg, char *errstr,

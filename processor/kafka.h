@@ -22,15 +22,28 @@
  */
 rd_kafka_conf_t *kj_kafka_conf_new(const kj_config *cfg, char *errstr, size_t errstr_size);
 
-/** Like kj_kafka_conf_new, for consumers, with kjobs' sizes unless kafka.properties sets them:
- *  the prefetch queue (queued.max.messages.kbytes: a quarter of batch.max_pending_bytes, at
- *  least 1 MiB, with librdkafka 2.2 or later, and fetch.queue.backoff.ms 1) and the Fetch
- *  response (fetch.max.bytes: a sixteenth, at least 256 KiB, or a larger message.max.bytes the
- *  user set). message.max.bytes comes down to fetch.max.bytes when the user did not set it
- *  (librdkafka refuses a consumer whose fetch.max.bytes is below message.max.bytes, and a
- *  consumer's message.max.bytes bounds only the requests it sends); a fetch.max.bytes below
- *  1000, the least message.max.bytes, is an error. Returns NULL with errstr. */
+/** Like kj_kafka_conf_new, for consumers, with kjobs' floor sizes unless kafka.properties sets
+ *  them: a 1 MiB prefetch queue (queued.max.messages.kbytes, with librdkafka 2.2 or later, and
+ *  fetch.queue.backoff.ms 1) and 256 KiB Fetch responses (fetch.max.bytes, or a larger
+ *  message.max.bytes the user set); the worker's group consumer then gets sizes from the bound
+ *  (kj_kafka_worker_sizes). message.max.bytes comes down to fetch.max.bytes when the user did
+ *  not set it (librdkafka refuses a consumer whose fetch.max.bytes is below message.max.bytes,
+ *  and a consumer's message.max.bytes bounds only the requests it sends); a fetch.max.bytes
+ *  below 1000, the least message.max.bytes, is an error. session.timeout.ms comes down to a
+ *  smaller max.poll.interval.ms the user set without it. Returns NULL with errstr. */
 rd_kafka_conf_t *kj_kafka_consumer_conf_new(const kj_config *cfg, char *errstr, size_t errstr_size);
+
+/** kj_kafka_consumer_conf_new for the worker's group consumer: with @p kip848
+ *  (group.protocol=consumer) session.timeout.ms is never set (librdkafka refuses it there). */
+rd_kafka_conf_t *kj_kafka_group_consumer_conf_new(const kj_config *cfg, bool kip848, char *errstr,
+                                                  size_t errstr_size);
+
+/** The worker's group consumer's sizes over kj_kafka_consumer_conf_new's floor, unless
+ *  kafka.properties sets them: the prefetch queue a quarter of batch.max_pending_bytes (at
+ *  least 1 MiB), Fetch responses a sixteenth (at least 256 KiB, or a larger message.max.bytes
+ *  the user set). Returns 0, or -1 with errstr. */
+int kj_kafka_worker_sizes(const kj_config *cfg, rd_kafka_conf_t *conf, char *errstr,
+                          size_t errstr_size);
 
 /** The value conf holds for the integer property `name`, as librdkafka parsed it (hex, and its
  *  default when unset, included), or `fallback` when conf has no such property. */

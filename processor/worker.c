@@ -1020,7 +1020,7 @@ static int check_topics(kj_worker *w, char *errstr, size_t errstr_size) {
 
 rd_kafka_conf_t *kj_worker_consumer_conf(const kj_config *cfg, bool kip848, char *errstr,
                                          size_t errstr_size) {
-    rd_kafka_conf_t *conf = kj_kafka_consumer_conf_new(cfg, errstr, errstr_size);
+    rd_kafka_conf_t *conf = kj_kafka_group_consumer_conf_new(cfg, kip848, errstr, errstr_size);
     if (!conf) return NULL;
     if (kj_kafka_conf_set(conf, "group.id", cfg->group, errstr, errstr_size) ||
         kj_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, errstr_size) ||
@@ -1047,7 +1047,8 @@ rd_kafka_conf_t *kj_worker_consumer_conf(const kj_config *cfg, bool kip848, char
          kj_kafka_conf_set(conf, "group.instance.id", cfg->group_instance_id, errstr,
                            errstr_size)) ||
         (!kj_kafka_prop_value(cfg, "fetch.wait.max.ms") &&
-         kj_kafka_conf_set(conf, "fetch.wait.max.ms", KJ_FETCH_WAIT_MAX_MS, errstr, errstr_size))) {
+         kj_kafka_conf_set(conf, "fetch.wait.max.ms", KJ_FETCH_WAIT_MAX_MS, errstr, errstr_size)) ||
+        kj_kafka_worker_sizes(cfg, conf, errstr, errstr_size)) {
         rd_kafka_conf_destroy(conf);
         return NULL;
     }

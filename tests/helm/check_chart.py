@@ -958,7 +958,7 @@ def check_set(helm, name, values_file, chart_values):
             want["batch"]["max_pending"] = cfg["batch"]["max_pending"]
         check(same_typed(cfg, want), f"{where}: kjobs.cfg differs from values:\n  got  {cfg}\n  want {want}")
         # Memory: the worst case of the rendered config fits the container's limit, and an
-        # automatic max_pending is the largest that does (capped at 10000).
+        # automatic max_pending is the largest that does (capped at 10000, or max_jobs if larger).
         limit = memory_bytes(values["resources"]["limits"]["memory"])
         bound = worst_case_bytes(values, cfg)
         if limit:
@@ -966,7 +966,7 @@ def check_set(helm, name, values_file, chart_values):
                                   f"{cfg['batch']['max_pending']}) > limit {limit}")
             if values["config"]["batch"]["max_pending"] == 0:
                 n = cfg["batch"]["max_pending"]
-                check(n == 10000 or worst_case_bytes(values, cfg, n + 1) > limit,
+                check(n == max(10000, cfg["batch"]["max_jobs"]) or worst_case_bytes(values, cfg, n + 1) > limit,
                       f"{where}: automatic batch.max_pending {n} is not the largest that fits")
         check(cfg["batch"]["max_pending"] >= cfg["batch"]["max_jobs"],
               f"{where}: batch.max_pending < batch.max_jobs")

@@ -99,22 +99,32 @@ def test_embedded_run_starts_and_stops_without_a_warning():
 
 def test_every_consumer_gets_the_prefetch_and_response_sizes():
     """Every consumer a worker makes (its group consumer, the control follower, the status
-    reader, the key-order ladder scan) gets kjobs' prefetch queue and Fetch response sizes from
-    batch.max_pending_bytes (4 MiB: 1024 KiB and 256 KiB), not librdkafka's 64 MiB and 50 MiB;
-    a property the user sets wins (librdkafka's own configuration dump, debug=conf)."""
+    reader, the key-order ladder scan) gets a bounded prefetch queue and Fetch response, not
+    librdkafka's 64 MiB and 50 MiB: the group consumer's from batch.max_pending_bytes (64 MiB
+    here: 16384 KiB and 4 MiB), the others the floor (1024 KiB, 256 KiB); a property the user
+    sets wins for all (librdkafka's own configuration dump, debug=conf)."""
     harness.require_embedded("starts `kjobs run --embedded` itself")
-    for extra, want_queue in (((), "1024"), (("-X", "queued.max.messages.kbytes=2048"), "2048")):
+    floor = {"queued.max.messages.kbytes": "1024", "fetch.max.bytes": "262144"}
+    for extra, group, others in (
+            ((), {"queued.max.messages.kbytes": "16384", "fetch.max.bytes": "4194304"}, floor),
+            (("-X", "queued.max.messages.kbytes=2048"),
+             {"queued.max.messages.kbytes": "2048", "fetch.max.bytes": "4194304"},
+             {"queued.max.messages.kbytes": "2048", "fetch.max.bytes": "262144"})):
         with tempfile.TemporaryDirectory() as tmp:
             lines = embedded_run_logs(tmp, "-X", "debug=conf", *extra,
-                                      env={"KJOBS_RETRY_ORDERING": "key"})
+                                      env={"KJOBS_RETRY_ORDERING": "key",
+                                           "KJOBS_BATCH_MAX_PENDING_BYTES": "67108864"})
         sizes = {}
         for l in lines:
             m = re.search(r"\b(queued\.max\.messages\.kbytes|fetch\.max\.bytes) = ([0-9]+)", l["msg"])
             if m and "consumer" in l.get("client", ""):
                 sizes.setdefault(l["client"], {})[m.group(1)] = m.group(2)
         assert len(sizes) >= 4 and any("key-order" in c for c in sizes), sizes
-        for client, got in sizes.items():
-            assert got == {"queued.max.messages.kbytes": want_queue, "fetch.max.bytes": "262144"}, (client, got)
+        # the group consumer (made twice when group_protocol "auto" falls back to classic)
+        scaled = [c for c, d in sizes.items() if d == group]
+        assert scaled and not any("key-order" in c for c in scaled), (extra, sizes)
+        assert all(d == others for c, d in sizes.items() if c not in scaled), (extra, sizes)
+        assert len(sizes) - len(scaled) >= 3, (extra, sizes)
 
 
 def test_enqueue_fails_when_broker_never_acknowledges():
@@ -192,7 +202,9 @@ def test_check_config_agrees_with_run_on_client_settings():
                         (("fetch.max.bytes=512",), "fetch.max.bytes: 512 is below 1000"),
                         (("fetch.max.bytes=100000", "message.max.bytes=200000"),
                          "`fetch.max.bytes` must be >= `message.max.bytes`"),
-                        (("fetch.max.bytes=64Ki",), '"fetch.max.bytes" takes a whole number')):
+                        (("fetch.max.bytes=64Ki",), '"fetch.max.bytes" takes a number, with no unit'),
+                        (("max.poll.interval.ms=30000", "session.timeout.ms=45000"),
+                         "max.poll.interval.ms`must be >= `session.timeout.ms`")):
         xs = [a for p in props for a in ("-X", p)]
         for args in (("run", "--check-config", *xs), ("run", "-b", "127.0.0.1:1", *xs)):
             p = run(kjobs_cmd(*args), check=False, timeout=60,

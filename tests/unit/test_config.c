@@ -701,11 +701,18 @@ static void test_secrets_never_in_errors(void **state) {
         load(&cfg, "kafka = {\n  properties = [ \"fetch.max.bytes=64Ki\" ];\n};", NULL), -1);
     kj_config_free(&cfg);
     assert_string_equal(err, "kjobs.cfg:2: kafka.properties[0]: librdkafka property "
-                             "\"fetch.max.bytes\" takes a whole number, with no unit or other "
-                             "characters after it (librdkafka would read only its leading "
-                             "digits; value not shown)");
+                             "\"fetch.max.bytes\" takes a number, with no unit or other "
+                             "characters after it (librdkafka would read only its leading part; "
+                             "value not shown)");
+    /* one it would store as another number (an int wraps; a leading 0 is octal) */
+    assert_int_equal(load(&cfg, "kafka = { properties = [ \"fetch.max.bytes=0100000\" ]; };", NULL),
+                     -1);
+    kj_config_free(&cfg);
+    assert_non_null(strstr(err, "would read the number as another"));
+    /* numbers as librdkafka reads them, floats, enums and strings starting with digits pass */
     assert_int_equal(load(&cfg,
                           "kafka = { properties = [ \"fetch.max.bytes=65536\", "
+                          "\"fetch.max.bytes=0x40000\", \"linger.ms=5.0\", \"acks=all\", "
                           "\"client.rack=1a\" ]; };",
                           NULL),
                      0);

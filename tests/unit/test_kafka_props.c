@@ -17,6 +17,7 @@
 
 #include "processor/config.h"
 #include "processor/kafka.h"
+#include "processor/worker.h"
 
 static bool has_kip848(void) {
     return rd_kafka_version() >= 0x020c0000; /* librdkafka 2.12 */
@@ -187,32 +188,61 @@ static void a_small_fetch_max_bytes_lowers_the_consumers_message_max_bytes(void 
     kj_config_free(&cfg);
 }
 
-/* Every consumer conf gets kjobs' sizes from batch.max_pending_bytes (a quarter, at least
- * 1 MiB; a sixteenth, at least 256 KiB), not librdkafka's 64 MiB queue and 50 MiB responses;
- * the user's own win, and a larger message.max.bytes raises the response. */
+/* Every consumer conf gets kjobs' floor sizes (a 1 MiB queue, 256 KiB responses), not
+ * librdkafka's 64 MiB queue and 50 MiB responses; the worker's group consumer gets them from
+ * batch.max_pending_bytes (a quarter, a sixteenth); the user's own win, and a larger
+ * message.max.bytes raises the response. */
 static void every_consumer_conf_gets_the_prefetch_and_response_sizes(void **state) {
     (void)state;
     char err[256] = "";
+    bool queue = rd_kafka_version() >= 0x020200ff;
     kj_config cfg;
     kj_config_defaults(&cfg);
     set(&cfg, "kafka.bootstrap", "127.0.0.1:9");
+    set(&cfg, "batch.max_pending_bytes", "67108864");
     rd_kafka_conf_t *conf = kj_kafka_consumer_conf_new(&cfg, err, sizeof(err));
     assert_non_null(conf);
-    if (rd_kafka_version() >= 0x020200ff)
-        assert_int_equal(kj_kafka_conf_get_ll(conf, "queued.max.messages.kbytes", -1), 1024);
+    if (queue) assert_int_equal(kj_kafka_conf_get_ll(conf, "queued.max.messages.kbytes", -1), 1024);
     assert_int_equal(kj_kafka_conf_get_ll(conf, "fetch.max.bytes", -1), 262144);
     rd_kafka_conf_destroy(conf);
-    set(&cfg, "batch.max_pending_bytes", "67108864");
-    assert_non_null(conf = kj_kafka_consumer_conf_new(&cfg, err, sizeof(err)));
-    if (rd_kafka_version() >= 0x020200ff)
+    assert_non_null(conf = kj_worker_consumer_conf(&cfg, false, err, sizeof(err)));
+    if (queue)
         assert_int_equal(kj_kafka_conf_get_ll(conf, "queued.max.messages.kbytes", -1), 16384);
     assert_int_equal(kj_kafka_conf_get_ll(conf, "fetch.max.bytes", -1), 4194304);
     rd_kafka_conf_destroy(conf);
     add(&cfg, "queued.max.messages.kbytes=2048");
     add(&cfg, "message.max.bytes=8000000");
-    assert_non_null(conf = kj_kafka_consumer_conf_new(&cfg, err, sizeof(err)));
-    assert_int_equal(kj_kafka_conf_get_ll(conf, "queued.max.messages.kbytes", -1), 2048);
-    assert_int_equal(kj_kafka_conf_get_ll(conf, "fetch.max.bytes", -1), 8000000);
+    for (int worker = 0; worker < 2; worker++) {
+        conf = worker ? kj_worker_consumer_conf(&cfg, false, err, sizeof(err))
+                      : kj_kafka_consumer_conf_new(&cfg, err, sizeof(err));
+        assert_non_null(conf);
+        assert_int_equal(kj_kafka_conf_get_ll(conf, "queued.max.messages.kbytes", -1), 2048);
+        assert_int_equal(kj_kafka_conf_get_ll(conf, "fetch.max.bytes", -1), 8000000);
+        rd_kafka_conf_destroy(conf);
+    }
+    kj_config_free(&cfg);
+}
+
+/* A max.poll.interval.ms below the 45 s session timeout, set alone (as with group.protocol =
+ * consumer, where session.timeout.ms may not be set): the classic consumers that name the group
+ * (control and status readers, the key-order scan) get it as their session timeout and are
+ * created; the worker's KIP-848 consumer never has session.timeout.ms set. */
+static void a_short_max_poll_interval_lowers_the_classic_session_timeout(void **state) {
+    (void)state;
+    char err[256] = "";
+    kj_config cfg;
+    kj_config_defaults(&cfg);
+    set(&cfg, "kafka.bootstrap", "127.0.0.1:9");
+    add(&cfg, "max.poll.interval.ms=30000");
+    rd_kafka_conf_t *conf = kj_kafka_consumer_conf_new(&cfg, err, sizeof(err));
+    assert_non_null(conf);
+    assert_int_equal(kj_kafka_conf_get_ll(conf, "session.timeout.ms", -1), 30000);
+    assert_int_equal(rd_kafka_conf_set(conf, "group.id", "g", err, sizeof(err)), RD_KAFKA_CONF_OK);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+    assert_non_null(rk);
+    rd_kafka_destroy(rk);
+    assert_non_null(conf = kj_kafka_group_consumer_conf_new(&cfg, true, err, sizeof(err)));
+    assert_int_equal(kj_kafka_conf_get_ll(conf, "session.timeout.ms", -1), 45000);
     rd_kafka_conf_destroy(conf);
     kj_config_free(&cfg);
 }
@@ -240,6 +270,7 @@ int main(void) {
         cmocka_unit_test(only_refusals_of_kip848_allow_the_fallback),
         cmocka_unit_test(a_small_fetch_max_bytes_lowers_the_consumers_message_max_bytes),
         cmocka_unit_test(every_consumer_conf_gets_the_prefetch_and_response_sizes),
+        cmocka_unit_test(a_short_max_poll_interval_lowers_the_classic_session_timeout),
         cmocka_unit_test(a_property_reads_back_as_librdkafka_parsed_it),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -70,7 +70,8 @@ above the response size raises it, as kjobs does without a fetch.max.bytes):
   bound = baseBytes + batch.max_pending_bytes + prefetch
         + P x (max_pending x (maxJobBytes + jobOverheadBytes) + fetch.max.bytes)
 "kjobs.partitionsPerPod" is P; "kjobs.maxPending" is config.batch.max_pending, or when that is 0
-the largest value (at most 10000) whose bound fits resources.limits.memory; rendering fails
+the largest value (at most 10000, or batch.max_jobs when larger) whose bound fits
+resources.limits.memory; rendering fails
 when even batch.max_jobs does not fit, or an explicit max_pending exceeds the limit.
 */}}
 {{- define "kjobs.partitionsPerPod" -}}
@@ -96,8 +97,12 @@ when even batch.max_jobs does not fit, or an explicit max_pending exceeds the li
 {{- $name := trim $kv._0 -}}
 {{- if has $name (list "queued.max.messages.kbytes" "fetch.max.bytes" "message.max.bytes") -}}
 {{- $v := trim (toString $kv._1) -}}
-{{- if not (regexMatch "^(0|[1-9][0-9]{0,9})$" $v) -}}
-{{- fail (printf "config.kafka.properties: %s takes a whole number of at most 10 digits, with no unit or leading zero (the memory bound counts it)" $name) -}}
+{{- if not (regexMatch "^[1-9][0-9]{0,9}$" $v) -}}
+{{- fail (printf "config.kafka.properties: %s takes a positive whole number of at most 10 digits, with no unit or leading zero (the memory bound counts it)" $name) -}}
+{{- end -}}
+{{- $range := get (dict "queued.max.messages.kbytes" (list 1 2097151) "fetch.max.bytes" (list 1000 2147483135) "message.max.bytes" (list 1000 1000000000)) $name -}}
+{{- if or (lt (int64 $v) (int64 (index $range 0))) (gt (int64 $v) (int64 (index $range 1))) -}}
+{{- fail (printf "config.kafka.properties: %s must be %d..%d (librdkafka's range; a consumer's fetch.max.bytes may not be below message.max.bytes' least, 1000)" $name (int64 (index $range 0)) (int64 (index $range 1))) -}}
 {{- end -}}
 {{- if eq $name "queued.max.messages.kbytes" -}}
 {{- $prefetch = mul 1024 (int64 $v) -}}
@@ -107,6 +112,9 @@ when even batch.max_jobs does not fit, or an explicit max_pending exceeds the li
 {{- $userMessage = int64 $v -}}
 {{- end -}}
 {{- end -}}
+{{- end -}}
+{{- if and (gt $userFetch 0) (gt $userMessage $userFetch) -}}
+{{- fail (printf "config.kafka.properties: fetch.max.bytes (%d) must be at least message.max.bytes (%d) (librdkafka refuses such a consumer)" $userFetch $userMessage) -}}
 {{- end -}}
 {{- if gt $userFetch 0 -}}
 {{- $response = $userFetch -}}
@@ -121,11 +129,12 @@ when even batch.max_jobs does not fit, or an explicit max_pending exceeds the li
 {{- fail (printf "config.batch.max_pending (%d) must be at least config.batch.max_jobs (%d), or 0 (automatic)" $n $maxJobs) -}}
 {{- end -}}
 {{- if eq $n 0 -}}
-{{- $n = 10000 -}}
+{{- $cap := max 10000 $maxJobs -}}{{/* kjobs' default, or batch.max_jobs when larger */}}
+{{- $n = $cap -}}
 {{- if gt $limit 0 -}}
-{{- $n = min 10000 (div (sub $limit $fixed) (mul $parts $perJob)) -}}
+{{- $n = min $cap (div (sub $limit $fixed) (mul $parts $perJob)) -}}
 {{- if lt $n $maxJobs -}}
-{{- fail (printf "memory: %d partitions per pod (topics.partitions x (1 + retry steps)) do not fit resources.limits.memory %s even with batch.max_pending = batch.max_jobs (%d): %d bytes fixed (memory.baseBytes, then config.batch.max_pending_bytes for the copies, a prefetch queue of %d bytes and a Fetch response of %d bytes per partition) and %d per pending job per partition leave room for %d pending jobs per partition; raise the limit, or lower config.batch.max_pending_bytes, memory.maxJobBytes, config.batch.max_jobs or the partitions (docs/kubernetes.md, Memory)" $parts $limitText $maxJobs $fixed $prefetch $response $perJob (max 0 $n)) -}}
+{{- fail (printf "memory: %d partitions per pod (topics.partitions x (1 + retry steps)) do not fit resources.limits.memory %s even with batch.max_pending = batch.max_jobs (%d): %d bytes fixed (memory.baseBytes, then config.batch.max_pending_bytes for the copies, a prefetch queue of %d bytes and a Fetch response of %d bytes per partition, both from config.batch.max_pending_bytes unless memory.queuedMaxMessagesKbytes or config.kafka.properties set them) and %d per pending job per partition leave room for %d pending jobs per partition; raise the limit, or lower config.batch.max_pending_bytes, memory.maxJobBytes, config.batch.max_jobs or the partitions (docs/kubernetes.md, Memory)" $parts $limitText $maxJobs $fixed $prefetch $response $perJob (max 0 $n)) -}}
 {{- end -}}
 {{- end -}}
 {{- else if and (gt $limit 0) (gt (add $fixed (mul $parts $n $perJob)) $limit) -}}
