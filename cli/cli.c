@@ -123,6 +123,7 @@ int kj_cli_load_config(kj_cli *cli) {
         }
         if (rc != 0) {
             fprintf(stderr, "%s: option -%c: %s\n", cli->command, cli->overrides[i].kind, err);
+            kj_cli_free(cli);
             return KJ_EXIT_USAGE;
         }
     }

@@ -81,6 +81,12 @@ def embedded_run_logs(tmp, *extra, env=None):
     return logs()
 
 
+def librdkafka_version(lines):
+    """(major, minor) of the librdkafka a worker logged in its "worker started" line."""
+    [started] = [l for l in lines if l["msg"] == "worker started"]
+    return tuple(int(x) for x in started["librdkafka"].split(".")[:2])
+
+
 def test_embedded_run_starts_and_stops_without_a_warning():
     """A newcomer's first command, `kjobs run --embedded` (which hands its producers the
     consumer-only fetch.wait.max.ms=5 through kafka.properties), logs nothing at warn or error
@@ -89,7 +95,11 @@ def test_embedded_run_starts_and_stops_without_a_warning():
     harness.require_embedded("starts `kjobs run --embedded` itself")
     with tempfile.TemporaryDirectory() as tmp:  # no ./kjobs.cfg of the caller's
         lines = embedded_run_logs(tmp)
-    loud = [l for l in lines if l["level"] in ("warn", "error", "fatal")]
+    # librdkafka before 2.2 (Debian 12's 2.0.2, the supported minimum) has its mock cluster
+    # report a pre-0.11 broker, and warns that allow.auto.create.topics is not supported there
+    old = librdkafka_version(lines) < (2, 2)
+    loud = [l for l in lines if l["level"] in ("warn", "error", "fatal")
+            and not (old and l.get("facility") == "AUTOCREATE")]
     assert not loud, loud
     notes = {l["msg"]: l["level"] for l in lines if l.get("facility") == "CONFWARN"}
     assert [lvl for m, lvl in notes.items() if "No `bootstrap.servers` configured" in m] == ["debug"], notes
@@ -120,6 +130,10 @@ def test_every_consumer_gets_the_prefetch_and_response_sizes():
             if m and "consumer" in l.get("client", ""):
                 sizes.setdefault(l["client"], {})[m.group(1)] = m.group(2)
         assert len(sizes) >= 4 and any("key-order" in c for c in sizes), sizes
+        if librdkafka_version(lines) < (2, 2) and not extra:
+            # no prefetch size before librdkafka 2.2 (its queue is per partition there)
+            group, others = ({k: v for k, v in d.items() if k == "fetch.max.bytes"}
+                             for d in (group, others))
         # the group consumer (made twice when group_protocol "auto" falls back to classic)
         scaled = [c for c, d in sizes.items() if d == group]
         assert scaled and not any("key-order" in c for c in scaled), (extra, sizes)
